@@ -1,0 +1,3 @@
+//! The ippin reference server: configuration, sockets and wiring over the
+//! `ippin-proxy-protocol`, `ippin-cert` and `ippin-policy` libraries.
+#![forbid(unsafe_code)]
