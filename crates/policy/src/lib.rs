@@ -1,2 +1,35 @@
-//! Roles, observed-address trust, the pin check and network restrictions: pure decisions, no I/O.
+//! Roles, observed-address trust, the pin check and network restrictions: pure decisions, no
+//! I/O, no clock.
+//!
+//! ```
+//! use ippin_policy::{check_pin, pin_for_issue, CertPin, Decision, ObservedAddr, Provenance};
+//!
+//! // At login: the roles require a pin and the client address is trusted, so it is pinned.
+//! let login = ObservedAddr::new("[::ffff:203.0.113.9]:41000".parse().unwrap(), Provenance::ProxyV2, true);
+//! let pinned = pin_for_issue(true, Some(&login)).unwrap().unwrap();
+//! assert_eq!(pinned.to_string(), "203.0.113.9");
+//!
+//! // Later, from the same address (in any form): allowed.
+//! let again = ObservedAddr::new("203.0.113.9:52000".parse().unwrap(), Provenance::Direct, true);
+//! assert_eq!(check_pin(true, &CertPin::Ip(pinned), &again), Decision::Allow);
+//!
+//! // From elsewhere: denied with a stable reason code and a message that says what to do.
+//! let elsewhere = ObservedAddr::new("198.51.100.1:52000".parse().unwrap(), Provenance::Direct, true);
+//! let Decision::Deny(denial) = check_pin(false, &CertPin::Ip(pinned), &elsewhere) else { panic!() };
+//! assert_eq!(denial.reason.code(), "pinned_ip_mismatch");
+//! assert!(denial.message.ends_with("log in again to get a new certificate"));
+//! ```
+//!
+//! The decision tables are in each function's documentation and in `docs/policy.md`.
 #![forbid(unsafe_code)]
+
+mod addr;
+mod error;
+mod pin;
+
+pub use addr::{ObservedAddr, Provenance, canonical_ip, canonical_net};
+pub use error::Error;
+pub use pin::{
+    CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, RenewalPins, check_pin, pin_for_issue,
+    pins_for_renewal,
+};

@@ -1,0 +1,4 @@
+//! Integration tests for ippin-policy: decision tables, parsers, property tests.
+
+mod addr;
+mod pin;

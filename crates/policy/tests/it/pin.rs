@@ -1,0 +1,205 @@
+//! Decision tables for the pin check, issue and renewal.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use ippin_policy::{
+    CertPin, Decision, DenyReason, LOG_IN_AGAIN, ObservedAddr, Provenance, RenewalPins, check_pin,
+    pin_for_issue, pins_for_renewal,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn seen(addr: &str, trusted: bool) -> ObservedAddr {
+    let a: SocketAddr = addr.parse().unwrap();
+    ObservedAddr::new(a, Provenance::ProxyV2, trusted)
+}
+
+/// `None` means allow; `Some(code)` means deny with that code.
+fn outcome(d: &Decision) -> Option<&'static str> {
+    match d {
+        Decision::Allow => None,
+        Decision::Deny(denial) => {
+            assert!(
+                denial.message.ends_with(LOG_IN_AGAIN),
+                "message must tell the user to log in again: {}",
+                denial.message
+            );
+            Some(denial.reason.code())
+        }
+        _ => unreachable!("no other decision"),
+    }
+}
+
+#[test]
+fn check_pin_table() {
+    use CertPin as P;
+    let pin4 = P::Ip(ip("203.0.113.9"));
+    let pin4_mapped = P::Ip(ip("::ffff:203.0.113.9"));
+    let pin6 = P::Ip(ip("2001:db8::9"));
+    let nets = P::Nets(vec![net("10.0.0.0/8"), net("2001:db8:1::/48")]);
+    let mapped_net = P::Nets(vec![net("::ffff:10.0.0.0/104")]);
+    let all_mapped = P::Nets(vec![net("::ffff:0:0/96")]);
+    let wide6 = P::Nets(vec![net("::/0")]);
+    let invalid = P::Invalid("extension is not an OCTET STRING".into());
+    let empty = P::Nets(vec![]);
+
+    #[rustfmt::skip]
+    let table: Vec<(bool, &CertPin, ObservedAddr, Option<&str>)> = vec![
+        // unreadable pins: always denied
+        (false, &invalid, seen("203.0.113.9:1", true), Some("invalid_pin")),
+        (true, &invalid, seen("203.0.113.9:1", true), Some("invalid_pin")),
+        (false, &invalid, seen("203.0.113.9:1", false), Some("invalid_pin")),
+        (false, &empty, seen("203.0.113.9:1", true), Some("invalid_pin")),
+        // no pin
+        (false, &P::None, seen("203.0.113.9:1", true), None),
+        (false, &P::None, seen("203.0.113.9:1", false), None),
+        (true, &P::None, seen("203.0.113.9:1", true), Some("pinned_ip_missing")),
+        (true, &P::None, seen("203.0.113.9:1", false), Some("pinned_ip_missing")),
+        // pinned: checked whether or not the roles require it now
+        (true, &pin4, seen("203.0.113.9:1", true), None),
+        (false, &pin4, seen("203.0.113.9:1", true), None),
+        (false, &pin4, seen("203.0.113.10:1", true), Some("pinned_ip_mismatch")),
+        (true, &pin4, seen("203.0.113.10:1", true), Some("pinned_ip_mismatch")),
+        (false, &pin4, seen("203.0.113.9:1", false), Some("untrusted_client_ip")),
+        (true, &pin4, seen("203.0.113.9:0", true), Some("untrusted_client_ip")),
+        // mapped and unmapped forms
+        (true, &pin4, seen("[::ffff:203.0.113.9]:1", true), None),
+        (true, &pin4_mapped, seen("203.0.113.9:1", true), None),
+        (true, &pin4_mapped, seen("[::ffff:203.0.113.9]:1", true), None),
+        (true, &pin4, seen("[::203.0.113.9]:1", true), Some("pinned_ip_mismatch")),
+        (true, &pin6, seen("[2001:db8::9]:1", true), None),
+        (true, &pin6, seen("[2001:db8::a]:1", true), Some("pinned_ip_mismatch")),
+        (true, &pin6, seen("203.0.113.9:1", true), Some("pinned_ip_mismatch")),
+        // networks
+        (true, &nets, seen("10.1.2.3:1", true), None),
+        (true, &nets, seen("[::ffff:10.1.2.3]:1", true), None),
+        (true, &nets, seen("[2001:db8:1::77]:1", true), None),
+        (true, &nets, seen("11.0.0.1:1", true), Some("pinned_ip_mismatch")),
+        (true, &nets, seen("[::10.1.2.3]:1", true), Some("pinned_ip_mismatch")),
+        (true, &nets, seen("10.1.2.3:1", false), Some("untrusted_client_ip")),
+        // IPv6 networks in the mapped range match IPv4 addresses (decided: canonical nets)
+        (true, &mapped_net, seen("10.9.9.9:1", true), None),
+        (true, &mapped_net, seen("11.9.9.9:1", true), Some("pinned_ip_mismatch")),
+        (true, &all_mapped, seen("192.0.2.1:1", true), None),
+        (true, &all_mapped, seen("[2001:db8::1]:1", true), Some("pinned_ip_mismatch")),
+        // a wider IPv6 network does not match IPv4 addresses
+        (true, &wide6, seen("192.0.2.1:1", true), Some("pinned_ip_mismatch")),
+        (true, &wide6, seen("[2001:db8::1]:1", true), None),
+    ];
+    for (i, (requires, pin, observed, want)) in table.iter().enumerate() {
+        let got = check_pin(*requires, pin, observed);
+        assert_eq!(
+            outcome(&got),
+            *want,
+            "row {i}: requires={requires} pin={pin:?} observed={observed:?}"
+        );
+    }
+}
+
+#[test]
+fn denial_messages_name_observed_and_pinned() {
+    let d = check_pin(
+        false,
+        &CertPin::Ip(ip("203.0.113.9")),
+        &seen("198.51.100.4:1", true),
+    );
+    let denial = d.denial().unwrap();
+    assert_eq!(denial.reason, DenyReason::PinnedIpMismatch);
+    assert!(
+        denial.message.contains("198.51.100.4"),
+        "{}",
+        denial.message
+    );
+    assert!(denial.message.contains("203.0.113.9"), "{}", denial.message);
+
+    let d = check_pin(
+        true,
+        &CertPin::Ip(ip("203.0.113.9")),
+        &seen("198.51.100.4:1", false),
+    );
+    let denial = d.denial().unwrap();
+    assert!(denial.message.contains("198.51.100.4") && denial.message.contains("203.0.113.9"));
+    assert!(denial.message.contains("proxy_v2"), "{}", denial.message);
+}
+
+#[test]
+fn pin_for_issue_table() {
+    let trusted = seen("[::ffff:198.51.100.4]:5000", true);
+    let untrusted = seen("198.51.100.4:5000", false);
+    let port0 = seen("198.51.100.4:0", true);
+    assert_eq!(pin_for_issue(false, Some(&trusted)), Ok(None));
+    assert_eq!(pin_for_issue(false, Some(&untrusted)), Ok(None));
+    assert_eq!(pin_for_issue(false, None), Ok(None));
+    assert_eq!(
+        pin_for_issue(true, Some(&trusted)),
+        Ok(Some(ip("198.51.100.4")))
+    );
+    for observed in [Some(&untrusted), Some(&port0), None] {
+        let err = pin_for_issue(true, observed).unwrap_err();
+        assert_eq!(err.reason.code(), "untrusted_client_ip");
+        assert!(err.message.ends_with(LOG_IN_AGAIN));
+    }
+}
+
+#[test]
+fn renewal_keeps_pins_whatever_happens() {
+    let pinned = Some(ip("203.0.113.9"));
+    let login = Some(ip("203.0.113.9"));
+    let here = seen("203.0.113.9:1", true);
+    let mapped_here = seen("[::ffff:203.0.113.9]:1", true);
+    // role set changed after issue: no longer requires a pin; the pin is kept
+    for requires_now in [false, true] {
+        for observed in [&here, &mapped_here] {
+            assert_eq!(
+                pins_for_renewal(pinned, login, requires_now, observed),
+                Ok(RenewalPins {
+                    pinned_ip: pinned,
+                    login_ip: login
+                })
+            );
+        }
+    }
+    // presented pins in mapped form come back canonical
+    assert_eq!(
+        pins_for_renewal(
+            Some(ip("::ffff:203.0.113.9")),
+            Some(ip("::ffff:10.0.0.1")),
+            false,
+            &here
+        ),
+        Ok(RenewalPins {
+            pinned_ip: pinned,
+            login_ip: Some(ip("10.0.0.1"))
+        })
+    );
+    // the pin does not move to the renewal's address
+    let err = pins_for_renewal(pinned, login, false, &seen("198.51.100.1:1", true)).unwrap_err();
+    assert_eq!(err.reason.code(), "pinned_ip_mismatch");
+    let err = pins_for_renewal(pinned, login, false, &seen("203.0.113.9:1", false)).unwrap_err();
+    assert_eq!(err.reason.code(), "untrusted_client_ip");
+    // unpinned certificate, roles still do not require a pin: stays unpinned, login IP kept
+    assert_eq!(
+        pins_for_renewal(
+            None,
+            Some(ip("10.0.0.1")),
+            false,
+            &seen("198.51.100.1:1", true)
+        ),
+        Ok(RenewalPins {
+            pinned_ip: None,
+            login_ip: Some(ip("10.0.0.1"))
+        })
+    );
+    // unpinned certificate, roles now require a pin: refused, log in again
+    let err = pins_for_renewal(None, login, true, &here).unwrap_err();
+    assert_eq!(err.reason.code(), "pinned_ip_missing");
+    assert!(err.message.contains("renewal"), "{}", err.message);
+    assert!(err.message.ends_with(LOG_IN_AGAIN));
+}
