@@ -77,3 +77,27 @@ pub enum Error {
         reason: String,
     },
 }
+
+impl Error {
+    pub(crate) fn field(
+        file: &str,
+        line: usize,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Field {
+            file: file.to_owned(),
+            line,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn limit(file: &str, line: usize, what: impl Into<String>) -> Self {
+        Error::Limit {
+            file: file.to_owned(),
+            line,
+            what: what.into(),
+        }
+    }
+}

@@ -26,6 +26,8 @@
 mod addr;
 mod error;
 mod pin;
+mod roles;
+mod yaml;
 
 pub use addr::{ObservedAddr, Provenance, canonical_ip, canonical_net};
 pub use error::Error;
@@ -33,3 +35,7 @@ pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, RenewalPins, check_pin, pin_for_issue,
     pins_for_renewal,
 };
+pub use roles::{
+    Role, RoleMap, RoleMapping, RoleSet, RoleVersion, UserRoles, check_pin_remote, parse_roles,
+};
+pub use yaml::{MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_DOCUMENTS, MAX_YAML_NODES, RawValue};

@@ -2,3 +2,4 @@
 
 mod addr;
 mod pin;
+mod roles;

@@ -1,0 +1,367 @@
+//! Roles as users write them, role sets, and role maps for trusted clusters.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::Error;
+use crate::addr::ObservedAddr;
+use crate::pin::{CertPin, Decision, Denial, DenyReason, check_pin_with};
+use crate::yaml::{Clipped, Node, RawValue, Reader, load};
+
+/// The role resource versions this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RoleVersion {
+    /// `version: v5`
+    V5,
+    /// `version: v6`
+    V6,
+    /// `version: v7`
+    V7,
+}
+
+impl RoleVersion {
+    /// `v5`, `v6` or `v7`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RoleVersion::V5 => "v5",
+            RoleVersion::V6 => "v6",
+            RoleVersion::V7 => "v7",
+        }
+    }
+}
+
+impl fmt::Display for RoleVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role. Only `metadata.name`, `version` and `spec.options.pin_source_ip` are interpreted;
+/// the whole document is kept in [`Role::document`] so that `allow`, `deny` and every other
+/// option survive untouched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    /// `metadata.name`.
+    pub name: String,
+    /// `version`.
+    pub version: RoleVersion,
+    /// `spec.options.pin_source_ip` (false when absent).
+    pub pin_source_ip: bool,
+    /// The whole document as written (after alias expansion).
+    pub document: RawValue,
+}
+
+impl Role {
+    /// `spec.allow`, as written.
+    pub fn allow(&self) -> Option<&RawValue> {
+        self.document.get("spec").and_then(|s| s.get("allow"))
+    }
+
+    /// `spec.deny`, as written.
+    pub fn deny(&self) -> Option<&RawValue> {
+        self.document.get("spec").and_then(|s| s.get("deny"))
+    }
+
+    /// `spec.options.<name>`, as written.
+    pub fn option(&self, name: &str) -> Option<&RawValue> {
+        self.document
+            .get("spec")
+            .and_then(|s| s.get("options"))
+            .and_then(|o| o.get(name))
+    }
+}
+
+/// Parses every role in `text` (one or more YAML documents, `---` separated).
+///
+/// `file_name` only labels errors: `roles.yaml:7: spec.options.pin_source_ip: expected a
+/// boolean, found string "yes"`. Each document must be `kind: role` with `version` `v5`, `v6`
+/// or `v7`; anything else is refused with [`Error::Unsupported`]. Input is bounded (see
+/// [`crate::MAX_YAML_BYTES`] and the other limits); aliases count against a node budget.
+pub fn parse_roles(file_name: &str, text: &str) -> Result<Vec<Role>, Error> {
+    let r = Reader { file: file_name };
+    load(file_name, text)?
+        .iter()
+        .map(|doc| parse_role(&r, doc))
+        .collect()
+}
+
+fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
+    let version = match r.resource(
+        doc,
+        "role",
+        &["v5", "v6", "v7"],
+        "kind `role`, version v5, v6 or v7",
+    )? {
+        "v5" => RoleVersion::V5,
+        "v6" => RoleVersion::V6,
+        _ => RoleVersion::V7,
+    };
+    let metadata = doc
+        .get("metadata")
+        .ok_or_else(|| r.missing(doc, "metadata"))?;
+    r.map(metadata, "metadata")?;
+    let name = r.req_str(metadata, "name", "metadata.name")?;
+    if name.is_empty() {
+        return Err(Error::field(
+            r.file,
+            metadata.line,
+            "metadata.name",
+            "must not be empty",
+        ));
+    }
+    let mut pin_source_ip = false;
+    if let Some(spec) = doc.get("spec") {
+        r.map(spec, "spec")?;
+        if let Some(options) = spec.get("options") {
+            r.map(options, "spec.options")?;
+            if let Some(pin) = options.get("pin_source_ip") {
+                pin_source_ip = r.bool(pin, "spec.options.pin_source_ip")?;
+            }
+        }
+    }
+    Ok(Role {
+        name: name.to_owned(),
+        version,
+        pin_source_ip,
+        document: doc.to_raw(),
+    })
+}
+
+/// A set of roles with unique names.
+#[derive(Debug, Clone, Default)]
+pub struct RoleSet {
+    roles: BTreeMap<String, Role>,
+}
+
+impl RoleSet {
+    /// Builds a set; two roles with one name are an error.
+    pub fn new(roles: Vec<Role>) -> Result<Self, Error> {
+        let mut map = BTreeMap::new();
+        for role in roles {
+            if map.contains_key(&role.name) {
+                return Err(Error::DuplicateRole { name: role.name });
+            }
+            map.insert(role.name.clone(), role);
+        }
+        Ok(RoleSet { roles: map })
+    }
+
+    /// The role called `name`.
+    pub fn get(&self, name: &str) -> Option<&Role> {
+        self.roles.get(name)
+    }
+
+    /// Number of roles.
+    pub fn len(&self) -> usize {
+        self.roles.len()
+    }
+
+    /// Whether the set holds no role.
+    pub fn is_empty(&self) -> bool {
+        self.roles.is_empty()
+    }
+
+    /// The roles a user holds. Every name must be in the set ([`Error::UnknownRole`]
+    /// otherwise); repeated names count once.
+    pub fn select(&self, names: &[impl AsRef<str>]) -> Result<UserRoles, Error> {
+        let mut picked: Vec<String> = Vec::with_capacity(names.len());
+        let mut requires_pin = false;
+        for name in names {
+            let name = name.as_ref();
+            let role = self.roles.get(name).ok_or_else(|| Error::UnknownRole {
+                name: name.chars().take(100).collect(),
+            })?;
+            requires_pin |= role.pin_source_ip;
+            if !picked.iter().any(|p| p == name) {
+                picked.push(name.to_owned());
+            }
+        }
+        Ok(UserRoles {
+            names: picked,
+            requires_pin,
+        })
+    }
+}
+
+/// The roles one user holds, resolved against a [`RoleSet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRoles {
+    names: Vec<String>,
+    requires_pin: bool,
+}
+
+impl UserRoles {
+    /// Whether any of the roles sets `pin_source_ip: true`.
+    pub fn requires_pin(&self) -> bool {
+        self.requires_pin
+    }
+
+    /// The role names, in the order first given, without repeats.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// One line of a role map: a remote role (or `*` for any) and the local roles it grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleMapping {
+    /// The remote role name, or `*` for every remote role.
+    pub remote: String,
+    /// The local role names.
+    pub local: Vec<String>,
+}
+
+/// How the roles of a trusted (remote) cluster's certificates map to local roles.
+///
+/// Written in YAML as a list: `[{remote: dev, local: [access, auditor]}, {remote: "*", local:
+/// [guest]}]`. A remote role matches the lines whose `remote` equals it, and every `*` line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleMap {
+    mappings: Vec<RoleMapping>,
+}
+
+impl RoleMap {
+    /// A role map from its lines.
+    pub fn new(mappings: Vec<RoleMapping>) -> Self {
+        RoleMap { mappings }
+    }
+
+    /// Parses a role map: one YAML document holding a list of `{remote, local}` mappings
+    /// (`local` a list of names or a single name).
+    pub fn parse(file_name: &str, text: &str) -> Result<Self, Error> {
+        let r = Reader { file: file_name };
+        let docs = load(file_name, text)?;
+        if docs.len() > 1 {
+            let line = docs.get(1).map_or(0, |d| d.line);
+            return Err(Error::field(
+                file_name,
+                line,
+                "(document)",
+                "a role map is one document",
+            ));
+        }
+        let mut mappings = Vec::new();
+        let Some(doc) = docs.first() else {
+            return Ok(RoleMap::default());
+        };
+        for (i, item) in r.seq(doc, "(document)")?.iter().enumerate() {
+            let path = format!("[{i}]");
+            r.map(item, &path)?;
+            for (key, value) in r.map(item, &path)? {
+                if key != "remote" && key != "local" {
+                    return Err(Error::field(
+                        file_name,
+                        value.line,
+                        format!("{path}.{key}"),
+                        "unknown field (expected `remote` and `local`)",
+                    ));
+                }
+            }
+            let remote = r.req_str(item, "remote", &format!("{path}.remote"))?;
+            let local_path = format!("{path}.local");
+            let local_node = item
+                .get("local")
+                .ok_or_else(|| r.missing(item, &local_path))?;
+            let local = match r.str(local_node, &local_path) {
+                Ok(one) => vec![one.to_owned()],
+                Err(_) => r
+                    .seq(local_node, &local_path)
+                    .map_err(|_| r.wrong(local_node, &local_path, "a list of role names"))?
+                    .iter()
+                    .enumerate()
+                    .map(|(j, n)| r.str(n, &format!("{local_path}[{j}]")).map(str::to_owned))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            mappings.push(RoleMapping {
+                remote: remote.to_owned(),
+                local,
+            });
+        }
+        Ok(RoleMap { mappings })
+    }
+
+    /// The mapping lines.
+    pub fn mappings(&self) -> &[RoleMapping] {
+        &self.mappings
+    }
+
+    /// The local role names the given remote roles map to, without repeats, in map order.
+    pub fn map(&self, remote_roles: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in &self.mappings {
+            let hit = m.remote == "*" || remote_roles.contains(&m.remote);
+            if hit {
+                for l in &m.local {
+                    if !out.contains(l) {
+                        out.push(l.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The pin check for a certificate issued by a trusted (remote) cluster.
+///
+/// The remote roles are mapped to local roles with `map`; the local roles decide whether a pin
+/// is required, and then [`crate::check_pin`]'s table applies. In particular a certificate from
+/// a cluster whose roles did not pin it is denied `pinned_ip_missing` when the mapped local
+/// roles require a pin, and the message says the issuing cluster's roles must enable
+/// `pin_source_ip` too. Remote roles that map to no local role, or to a local role that does
+/// not exist, are denied `role_mapping_failed`.
+pub fn check_pin_remote(
+    map: &RoleMap,
+    local: &RoleSet,
+    remote_roles: &[String],
+    pin: &CertPin,
+    observed: &ObservedAddr,
+) -> Decision {
+    let mapped = map.map(remote_roles);
+    if mapped.is_empty() {
+        return Decision::Deny(Denial::new(
+            DenyReason::RoleMappingFailed,
+            format_args!(
+                "the remote roles {} map to no local role",
+                NameList(remote_roles)
+            ),
+        ));
+    }
+    let user = match local.select(&mapped) {
+        Ok(u) => u,
+        Err(e) => {
+            return Decision::Deny(Denial::new(
+                DenyReason::RoleMappingFailed,
+                format_args!(
+                    "the remote roles {} map to a missing local role: {e}",
+                    NameList(remote_roles)
+                ),
+            ));
+        }
+    };
+    let why = format!(
+        "the local roles {} mapped from your cluster's roles {} require a pinned certificate; the issuing cluster's roles must enable pin_source_ip too",
+        NameList(user.names()),
+        NameList(remote_roles)
+    );
+    check_pin_with(user.requires_pin(), pin, observed, &why)
+}
+
+struct NameList<'a>(&'a [String]);
+
+impl fmt::Display for NameList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, n) in self.0.iter().take(20).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{:?}", Clipped(n))?;
+        }
+        if self.0.len() > 20 {
+            f.write_str(", ...")?;
+        }
+        f.write_str("]")
+    }
+}
