@@ -25,12 +25,17 @@
 
 mod addr;
 mod error;
+mod forwarded;
 mod pin;
 mod roles;
 mod yaml;
 
 pub use addr::{ObservedAddr, Provenance, canonical_ip, canonical_net};
 pub use error::Error;
+pub use forwarded::{
+    ForwardedMode, MAX_FORWARDED_BYTES, MAX_FORWARDED_HOPS, client_from_forwarded,
+    client_from_x_forwarded_for,
+};
 pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, RenewalPins, check_pin, pin_for_issue,
     pins_for_renewal,

@@ -1,0 +1,353 @@
+//! X-Forwarded-For and RFC 7239 Forwarded, both modes.
+
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use ippin_policy::{
+    Error, ForwardedMode, MAX_FORWARDED_BYTES, MAX_FORWARDED_HOPS, ObservedAddr, Provenance,
+    client_from_forwarded, client_from_x_forwarded_for,
+};
+
+fn peer(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// What an outcome looks like in a table: `Ok("ip port provenance trusted")` or `Err(())`.
+fn show(r: Result<ObservedAddr, Error>) -> Result<String, String> {
+    match r {
+        Ok(o) => Ok(format!(
+            "{} {} {} {}",
+            o.ip(),
+            o.port(),
+            o.provenance(),
+            o.is_trusted()
+        )),
+        Err(e @ Error::Forwarded { .. }) => Err(e.to_string()),
+        Err(other) => panic!("unexpected error kind {other:?}"),
+    }
+}
+
+fn proxies() -> ForwardedMode {
+    ForwardedMode::TrustedProxies(vec![
+        "10.0.0.0/8".parse::<IpNet>().unwrap(),
+        "2001:db8:ffff::/48".parse().unwrap(),
+    ])
+}
+
+const PEER: &str = "10.1.1.1:40000";
+
+#[test]
+fn xff_compatible_strict() {
+    let m = ForwardedMode::CompatibleStrict;
+    let ok: [(&[&str], &str); 8] = [
+        (&[], "10.1.1.1 40000 direct true"),
+        (&["198.51.100.7"], "198.51.100.7 40000 forwarded true"),
+        (&["  198.51.100.7\t"], "198.51.100.7 40000 forwarded true"),
+        (&["198.51.100.7:5555"], "198.51.100.7 5555 forwarded true"),
+        (&["[2001:db8::7]:5555"], "2001:db8::7 5555 forwarded true"),
+        (&["2001:db8::7"], "2001:db8::7 40000 forwarded true"),
+        (
+            &["[::ffff:198.51.100.7]:5555"],
+            "198.51.100.7 5555 forwarded true",
+        ),
+        (&["198.51.100.7:0"], "198.51.100.7 0 forwarded false"),
+    ];
+    for (lines, want) in ok {
+        assert_eq!(
+            show(client_from_x_forwarded_for(lines, peer(PEER), &m)),
+            Ok(want.to_string()),
+            "{lines:?}"
+        );
+    }
+    let bad: [&[&str]; 16] = [
+        &["198.51.100.7", "198.51.100.8"],
+        &["198.51.100.7, 198.51.100.8"],
+        &["198.51.100.7,"],
+        &[""],
+        &["unknown"],
+        &["_hidden"],
+        &["198.51.100.7:+80"],
+        &["198.51.100.7:65536"],
+        &["198.51.100.7:"],
+        &["198.051.100.7"],
+        &["[2001:db8::7"],
+        &["[2001:db8::7]x"],
+        &["fe80::1%eth0"],
+        &["198.51.100.7 198.51.100.8"],
+        &["[198.51.100.7]:80"],
+        &["example.com"],
+    ];
+    for lines in bad {
+        assert!(
+            show(client_from_x_forwarded_for(lines, peer(PEER), &m)).is_err(),
+            "{lines:?}"
+        );
+    }
+    let e = show(client_from_x_forwarded_for(
+        &["198.51.100.7:+80"],
+        peer(PEER),
+        &m,
+    ))
+    .unwrap_err();
+    assert!(e.starts_with("X-Forwarded-For header: port \"+80\""), "{e}");
+}
+
+#[test]
+fn xff_trusted_proxies() {
+    let m = proxies();
+    let ok: [(&[&str], &str, &str); 13] = [
+        // untrusted peer: headers are not believed
+        (
+            &["198.51.100.7"],
+            "203.0.113.1:999",
+            "203.0.113.1 999 direct true",
+        ),
+        (
+            &["10.9.9.9"],
+            "203.0.113.1:999",
+            "203.0.113.1 999 direct true",
+        ),
+        // trusted peer, no header: the peer
+        (&[], PEER, "10.1.1.1 40000 direct true"),
+        // the rightmost untrusted entry is the client, never the leftmost
+        (
+            &["6.6.6.6, 198.51.100.7"],
+            PEER,
+            "198.51.100.7 40000 forwarded true",
+        ),
+        (
+            &["6.6.6.6, 198.51.100.7, 10.2.2.2"],
+            PEER,
+            "198.51.100.7 40000 forwarded true",
+        ),
+        (
+            &["6.6.6.6", "198.51.100.7,10.2.2.2"],
+            PEER,
+            "198.51.100.7 40000 forwarded true",
+        ),
+        (
+            &["198.51.100.7", "10.2.2.2", "[2001:db8:ffff::1]:80"],
+            PEER,
+            "198.51.100.7 40000 forwarded true",
+        ),
+        // mapped hops are matched by the IPv4 trusted network
+        (
+            &["198.51.100.7, ::ffff:10.2.2.2"],
+            PEER,
+            "198.51.100.7 40000 forwarded true",
+        ),
+        (
+            &["198.51.100.7"],
+            "[::ffff:10.1.1.1]:40000",
+            "198.51.100.7 40000 forwarded true",
+        ),
+        // unknown before any untrusted IP: untrusted observation without address
+        (
+            &["198.51.100.7, unknown, 10.2.2.2"],
+            PEER,
+            "0.0.0.0 0 forwarded false",
+        ),
+        // unknown left of the client is not reached
+        (
+            &["unknown, 198.51.100.7"],
+            PEER,
+            "198.51.100.7 40000 forwarded true",
+        ),
+        // every hop trusted: the leftmost entry (all reporters trusted)
+        (
+            &["10.3.3.3, 10.2.2.2"],
+            PEER,
+            "10.3.3.3 40000 forwarded true",
+        ),
+        (
+            &["[2001:db8::7]:443"],
+            PEER,
+            "2001:db8::7 443 forwarded true",
+        ),
+    ];
+    for (lines, p, want) in ok {
+        assert_eq!(
+            show(client_from_x_forwarded_for(lines, peer(p), &m)),
+            Ok(want.to_string()),
+            "{lines:?} {p}"
+        );
+    }
+    // a malformed entry anywhere is an error
+    for lines in [
+        &["junk, 198.51.100.7"][..],
+        &["198.51.100.7,,10.2.2.2"],
+        &["198.51.100.7", ""],
+        &["_hidden"],
+    ] {
+        assert!(
+            show(client_from_x_forwarded_for(lines, peer(PEER), &m)).is_err(),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn forwarded_compatible_strict() {
+    let m = ForwardedMode::CompatibleStrict;
+    let ok: [(&str, &str); 7] = [
+        ("for=198.51.100.7", "198.51.100.7 40000 forwarded true"),
+        (
+            "For=\"198.51.100.7:8080\"",
+            "198.51.100.7 8080 forwarded true",
+        ),
+        (
+            "for=\"[2001:db8::7]:4711\"",
+            "2001:db8::7 4711 forwarded true",
+        ),
+        (
+            "for=\"[2001:db8::7]\";proto=https;by=10.0.0.1",
+            "2001:db8::7 40000 forwarded true",
+        ),
+        (
+            "  proto=http ; for=198.51.100.7 ;host=example.com",
+            "198.51.100.7 40000 forwarded true",
+        ),
+        (
+            "for=\"198.51.100.7:_port\"",
+            "198.51.100.7 40000 forwarded true",
+        ),
+        (
+            "for=\"\\1\\98.51.100.7\"",
+            "198.51.100.7 40000 forwarded true",
+        ),
+    ];
+    for (line, want) in ok {
+        assert_eq!(
+            show(client_from_forwarded(&[line], peer(PEER), &m)),
+            Ok(want.to_string()),
+            "{line}"
+        );
+    }
+    let bad = [
+        "for=198.51.100.7, for=198.51.100.8",
+        "for=unknown",
+        "for=_hidden",
+        "proto=https",
+        "for=2001:db8::7",
+        "for=\"2001:db8::7\"",
+        "for=198.51.100.7;for=198.51.100.8",
+        "for=\"198.51.100.7",
+        "for=198.51.100.7,",
+        "for=",
+        "for 198.51.100.7",
+        "for=198.51.100.7 x",
+        "for=\"198.51.100.7:99999\"",
+        "",
+    ];
+    for line in bad {
+        assert!(
+            show(client_from_forwarded(&[line], peer(PEER), &m)).is_err(),
+            "{line:?}"
+        );
+    }
+    assert!(
+        show(client_from_forwarded(
+            &["for=1.2.3.4", "for=1.2.3.5"],
+            peer(PEER),
+            &m
+        ))
+        .is_err()
+    );
+}
+
+#[test]
+fn forwarded_trusted_proxies() {
+    let m = proxies();
+    let ok: [(&[&str], &str); 8] = [
+        (
+            &["for=6.6.6.6, for=198.51.100.7;by=10.2.2.2, for=10.2.2.2"],
+            "198.51.100.7 40000 forwarded true",
+        ),
+        (
+            &["for=6.6.6.6", "for=\"[2001:db8::7]:4711\""],
+            "2001:db8::7 4711 forwarded true",
+        ),
+        (
+            &["for=198.51.100.7, for=unknown"],
+            "0.0.0.0 0 forwarded false",
+        ),
+        (
+            &["for=198.51.100.7, for=_hidden;proto=http"],
+            "0.0.0.0 0 forwarded false",
+        ),
+        (
+            &["for=198.51.100.7, proto=http"],
+            "0.0.0.0 0 forwarded false",
+        ),
+        (
+            &["for=_hidden, for=198.51.100.7"],
+            "198.51.100.7 40000 forwarded true",
+        ),
+        (
+            &["for=\"[::ffff:198.51.100.7]:1\""],
+            "198.51.100.7 1 forwarded true",
+        ),
+        (
+            &["for=10.3.3.3,for=10.2.2.2"],
+            "10.3.3.3 40000 forwarded true",
+        ),
+    ];
+    for (lines, want) in ok {
+        assert_eq!(
+            show(client_from_forwarded(lines, peer(PEER), &m)),
+            Ok(want.to_string()),
+            "{lines:?}"
+        );
+    }
+    assert_eq!(
+        show(client_from_forwarded(
+            &["for=198.51.100.7"],
+            peer("192.0.2.1:5"),
+            &m
+        )),
+        Ok("192.0.2.1 5 direct true".to_string())
+    );
+    for lines in [
+        &["for=x, for=198.51.100.7"][..],
+        &["for=198.51.100.7,,for=1.2.3.4"],
+        &["for=\"[::1\""],
+    ] {
+        assert!(
+            show(client_from_forwarded(lines, peer(PEER), &m)).is_err(),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn bounded() {
+    let m = proxies();
+    let hops = vec!["10.2.2.2"; MAX_FORWARDED_HOPS + 1].join(",");
+    let e = show(client_from_x_forwarded_for(&[&hops], peer(PEER), &m)).unwrap_err();
+    assert!(e.contains("hops"), "{e}");
+    let fhops = vec!["for=10.2.2.2"; MAX_FORWARDED_HOPS + 1].join(",");
+    assert!(
+        show(client_from_forwarded(&[&fhops], peer(PEER), &m))
+            .unwrap_err()
+            .contains("hops")
+    );
+    let ok = vec!["10.2.2.2"; MAX_FORWARDED_HOPS].join(",");
+    assert!(show(client_from_x_forwarded_for(&[&ok], peer(PEER), &m)).is_ok());
+    let long = " ".repeat(MAX_FORWARDED_BYTES) + "1.2.3.4";
+    assert!(
+        show(client_from_x_forwarded_for(&[&long], peer(PEER), &m))
+            .unwrap_err()
+            .contains("bytes")
+    );
+    let lines = vec!["10.2.2.2"; MAX_FORWARDED_HOPS + 1];
+    assert!(show(client_from_x_forwarded_for(&lines, peer(PEER), &m)).is_err());
+}
+
+#[test]
+fn provenance_is_forwarded_only_when_a_header_was_believed() {
+    let o = client_from_x_forwarded_for(&["198.51.100.7"], peer(PEER), &proxies()).unwrap();
+    assert_eq!(o.provenance(), Provenance::ForwardedHeader);
+    let o =
+        client_from_x_forwarded_for(&["198.51.100.7"], peer("203.0.113.1:1"), &proxies()).unwrap();
+    assert_eq!(o.provenance(), Provenance::Direct);
+}
