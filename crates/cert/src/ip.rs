@@ -1,0 +1,104 @@
+//! The one canonical text form of an IP address.
+//!
+//! IPv4: dotted decimal without leading zeros. IPv6: RFC 5952 (lower case,
+//! longest run of zero groups compressed), which is what `Ipv6Addr`'s
+//! `Display` writes. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is not
+//! canonical: its canonical form is the IPv4 address. No port, zone,
+//! brackets or white space.
+
+use std::net::IpAddr;
+
+use crate::{Error, Result};
+
+/// The canonical form of `ip`: IPv4-mapped IPv6 addresses become IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Parses `text` when it is the canonical text of an IP address, and says
+/// why not otherwise (a short reason, without the text).
+pub(crate) fn parse_canonical_reason(text: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| "not an IP address (dotted-decimal IPv4 or RFC 5952 IPv6)".to_owned())?;
+    if let IpAddr::V6(v6) = ip
+        && let Some(v4) = v6.to_ipv4_mapped()
+    {
+        return Err(format!(
+            "IPv4-mapped IPv6 address; the canonical form is `{v4}`"
+        ));
+    }
+    let canonical = ip.to_string();
+    if canonical != text {
+        return Err(format!(
+            "not canonical; the canonical form is `{canonical}`"
+        ));
+    }
+    Ok(ip)
+}
+
+/// Parses `text` when it is the canonical text of an IP address.
+///
+/// `field` names where the text came from, for the error message.
+///
+/// # Errors
+/// [`Error::IpText`] when `text` is not an IP address or not its canonical
+/// form.
+pub fn parse_canonical_ip(field: &'static str, text: &str) -> Result<IpAddr> {
+    parse_canonical_reason(text).map_err(|reason| Error::IpText {
+        field,
+        text: text.to_owned(),
+        reason,
+    })
+}
+
+/// Like [`parse_canonical_ip`] for bytes that should be ASCII text.
+#[allow(dead_code)]
+pub(crate) fn parse_canonical_ip_bytes(bytes: &[u8]) -> Result<IpAddr, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    parse_canonical_reason(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_canonical_text() {
+        for ok in [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::1",
+            "::",
+        ] {
+            assert_eq!(parse_canonical_ip("t", ok).unwrap().to_string(), ok);
+        }
+        for bad in [
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3",
+            "::ffff:1.2.3.4",
+            "::FFFF:1.2.3.4",
+            "2001:DB8::1",
+            "2001:0db8::1",
+            "2001:db8:0:0:0:0:0:1",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+            "fe80::1%1",
+            "[::1]",
+            "1.2.3.4:80",
+            "",
+        ] {
+            let err = parse_canonical_ip("t", bad).unwrap_err();
+            assert_eq!(err.code(), "ip_text", "{bad}");
+        }
+    }
+
+    #[test]
+    fn mapped_addresses_canonicalise_to_ipv4() {
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(canonical_ip(mapped).to_string(), "10.0.0.1");
+    }
+}

@@ -1,0 +1,655 @@
+//! OpenSSH user certificates: issuance with the pin in `source-address`,
+//! and complete validation.
+//!
+//! A pinned certificate carries the critical option
+//! `source-address=<ip>/32` (or `/128`), which sshd enforces on its own, and
+//! the extension `login-ip=<ip>` (informational) when the login IP is known
+//! — the layout Teleport uses, so one reader serves both.
+
+mod source_address;
+
+use std::net::IpAddr;
+
+use rand_core::CryptoRng;
+use ssh_key::certificate::{Builder, CertType};
+use ssh_key::public::KeyData;
+use ssh_key::{
+    Algorithm, Certificate, EcdsaCurve, Fingerprint, HashAlg, LineEnding, PrivateKey, PublicKey,
+};
+
+pub use source_address::{MAX_ENTRY_LEN, SourceAddress};
+
+use crate::ip::parse_canonical_reason;
+use crate::{Error, Result};
+
+/// Critical option: the command the session is forced to run.
+pub const FORCE_COMMAND: &str = "force-command";
+/// Critical option: the networks the certificate may be used from.
+pub const SOURCE_ADDRESS: &str = "source-address";
+/// Critical option: FIDO keys must have performed user verification.
+pub const VERIFY_REQUIRED: &str = "verify-required";
+/// Extension (Teleport's): the IP the user logged in from; informational.
+pub const LOGIN_IP: &str = "login-ip";
+/// The critical options ippin recognises; any other refuses the
+/// certificate (PROTOCOL.certkeys: unrecognised critical options must
+/// cause the certificate to be refused).
+pub const RECOGNISED_CRITICAL_OPTIONS: [&str; 3] = [FORCE_COMMAND, SOURCE_ADDRESS, VERIFY_REQUIRED];
+
+/// Extension names of the flag permissions.
+const PERMIT_X11: &str = "permit-X11-forwarding";
+const PERMIT_AGENT: &str = "permit-agent-forwarding";
+const PERMIT_PORT: &str = "permit-port-forwarding";
+const PERMIT_PTY: &str = "permit-pty";
+const PERMIT_USER_RC: &str = "permit-user-rc";
+const NO_TOUCH: &str = "no-touch-required";
+
+/// The flag extensions of a user certificate.
+///
+/// [`Permissions::default`] grants what `ssh-keygen -s` grants by default:
+/// every `permit-*` and not `no-touch-required`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Permissions {
+    /// `permit-X11-forwarding`.
+    pub x11_forwarding: bool,
+    /// `permit-agent-forwarding`.
+    pub agent_forwarding: bool,
+    /// `permit-port-forwarding`.
+    pub port_forwarding: bool,
+    /// `permit-pty`.
+    pub pty: bool,
+    /// `permit-user-rc`.
+    pub user_rc: bool,
+    /// `no-touch-required` (FIDO keys may sign without a touch).
+    pub no_touch_required: bool,
+}
+
+impl Default for Permissions {
+    fn default() -> Permissions {
+        Permissions {
+            x11_forwarding: true,
+            agent_forwarding: true,
+            port_forwarding: true,
+            pty: true,
+            user_rc: true,
+            no_touch_required: false,
+        }
+    }
+}
+
+impl Permissions {
+    /// No permission at all (`ssh-keygen -O clear`).
+    pub fn none() -> Permissions {
+        Permissions {
+            x11_forwarding: false,
+            agent_forwarding: false,
+            port_forwarding: false,
+            pty: false,
+            user_rc: false,
+            no_touch_required: false,
+        }
+    }
+
+    fn flags(self) -> [(&'static str, bool); 6] {
+        [
+            (NO_TOUCH, self.no_touch_required),
+            (PERMIT_X11, self.x11_forwarding),
+            (PERMIT_AGENT, self.agent_forwarding),
+            (PERMIT_PORT, self.port_forwarding),
+            (PERMIT_PTY, self.pty),
+            (PERMIT_USER_RC, self.user_rc),
+        ]
+    }
+}
+
+/// An SSH certificate authority: a private key that signs user
+/// certificates.
+///
+/// Ed25519 is the default; ECDSA P-256 is supported.
+#[derive(Clone)]
+pub struct SshCa {
+    key: PrivateKey,
+}
+
+impl std::fmt::Debug for SshCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshCa")
+            .field("algorithm", &self.key.algorithm())
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshCa {
+    /// A new Ed25519 CA.
+    ///
+    /// # Errors
+    /// [`Error::SshKey`] when key generation fails.
+    pub fn generate_ed25519<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<SshCa> {
+        let key =
+            PrivateKey::random(rng, Algorithm::Ed25519).map_err(Error::ssh("generate CA key"))?;
+        Ok(SshCa { key })
+    }
+
+    /// A new ECDSA P-256 CA.
+    ///
+    /// # Errors
+    /// [`Error::SshKey`] when key generation fails.
+    pub fn generate_p256<R: CryptoRng + ?Sized>(rng: &mut R) -> Result<SshCa> {
+        let algorithm = Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        };
+        let key = PrivateKey::random(rng, algorithm).map_err(Error::ssh("generate CA key"))?;
+        Ok(SshCa { key })
+    }
+
+    /// Reads an unencrypted OpenSSH private key (`-----BEGIN OPENSSH PRIVATE
+    /// KEY-----`), Ed25519 or ECDSA P-256.
+    ///
+    /// # Errors
+    /// [`Error::SshKey`] when the key does not parse, [`Error::Key`] when
+    /// it is encrypted or of another algorithm.
+    pub fn from_openssh(pem: &str) -> Result<SshCa> {
+        let key = PrivateKey::from_openssh(pem).map_err(Error::ssh("read CA private key"))?;
+        if key.is_encrypted() {
+            return Err(Error::Key {
+                reason: "the CA private key is encrypted; decrypt it first".into(),
+            });
+        }
+        match key.algorithm() {
+            Algorithm::Ed25519
+            | Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            } => Ok(SshCa { key }),
+            other => Err(Error::Key {
+                reason: format!("CA key algorithm {other} is not supported (Ed25519, ECDSA P-256)"),
+            }),
+        }
+    }
+
+    /// The private key in OpenSSH format (unencrypted, LF line endings).
+    ///
+    /// # Errors
+    /// [`Error::SshKey`] when encoding fails.
+    pub fn to_openssh(&self) -> Result<String> {
+        let pem = self
+            .key
+            .to_openssh(LineEnding::LF)
+            .map_err(Error::ssh("encode CA private key"))?;
+        Ok(pem.as_str().to_owned())
+    }
+
+    /// The CA public key (what sshd's `TrustedUserCAKeys` lists).
+    pub fn public_key(&self) -> &PublicKey {
+        self.key.public_key()
+    }
+
+    /// The SHA-256 fingerprint of the CA public key, as
+    /// [`SshValidation::trusted_cas`] expects it.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.key.fingerprint(HashAlg::Sha256)
+    }
+
+    /// Signs a user certificate for `req`, with a random 32-byte nonce.
+    ///
+    /// # Errors
+    /// [`Error::SshKey`] when building or signing fails.
+    pub fn issue<R: CryptoRng + ?Sized>(
+        &self,
+        req: &SshCertRequest,
+        rng: &mut R,
+    ) -> Result<Certificate> {
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        let mut b = Builder::new(
+            nonce.to_vec(),
+            req.public_key.clone(),
+            req.valid_after,
+            req.valid_before,
+        )
+        .map_err(Error::ssh("certificate validity"))?;
+        let ctx = Error::ssh("build certificate");
+        let res: std::result::Result<(), ssh_key::Error> = (|| {
+            b.serial(req.serial)?;
+            b.cert_type(CertType::User)?;
+            b.key_id(req.key_id.clone())?;
+            for p in &req.principals {
+                b.valid_principal(p.clone())?;
+            }
+            if let Some(command) = &req.force_command {
+                b.critical_option(FORCE_COMMAND, command.clone())?;
+            }
+            if let Some(ip) = req.pinned_ip {
+                b.critical_option(SOURCE_ADDRESS, SourceAddress::single(ip).to_string())?;
+            }
+            if req.verify_required {
+                b.critical_option(VERIFY_REQUIRED, "")?;
+            }
+            if let Some(ip) = req.login_ip {
+                b.extension(LOGIN_IP, ip.to_string())?;
+            }
+            for (name, on) in req.permissions.flags() {
+                if on {
+                    b.extension(name, "")?;
+                }
+            }
+            Ok(())
+        })();
+        res.map_err(ctx)?;
+        b.sign(&self.key).map_err(Error::ssh("sign certificate"))
+    }
+}
+
+/// What a user certificate should say. Built with
+/// [`SshCertRequest::builder`]; `build` refuses bad values, so a request
+/// that exists is a request that can be signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshCertRequest {
+    key_id: String,
+    serial: u64,
+    principals: Vec<String>,
+    valid_after: u64,
+    valid_before: u64,
+    public_key: KeyData,
+    pinned_ip: Option<IpAddr>,
+    login_ip: Option<IpAddr>,
+    permissions: Permissions,
+    force_command: Option<String>,
+    verify_required: bool,
+}
+
+impl SshCertRequest {
+    /// Starts a request for the user's `public_key`.
+    pub fn builder(public_key: impl Into<KeyData>) -> SshCertRequestBuilder {
+        SshCertRequestBuilder {
+            req: SshCertRequest {
+                key_id: String::new(),
+                serial: 0,
+                principals: Vec::new(),
+                valid_after: 0,
+                valid_before: 0,
+                public_key: public_key.into(),
+                pinned_ip: None,
+                login_ip: None,
+                permissions: Permissions::default(),
+                force_command: None,
+                verify_required: false,
+            },
+        }
+    }
+
+    /// The key id (logged by sshd).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+    /// The serial number.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+    /// The principals (user names the certificate is valid for).
+    pub fn principals(&self) -> &[String] {
+        &self.principals
+    }
+    /// Valid from (unix seconds, inclusive).
+    pub fn valid_after(&self) -> u64 {
+        self.valid_after
+    }
+    /// Valid until (unix seconds, exclusive).
+    pub fn valid_before(&self) -> u64 {
+        self.valid_before
+    }
+    /// The user's public key.
+    pub fn public_key(&self) -> &KeyData {
+        &self.public_key
+    }
+    /// The pinned IP (canonical), if any.
+    pub fn pinned_ip(&self) -> Option<IpAddr> {
+        self.pinned_ip
+    }
+    /// The login IP (canonical), if any.
+    pub fn login_ip(&self) -> Option<IpAddr> {
+        self.login_ip
+    }
+    /// The flag extensions.
+    pub fn permissions(&self) -> Permissions {
+        self.permissions
+    }
+    /// The forced command, if any.
+    pub fn force_command(&self) -> Option<&str> {
+        self.force_command.as_deref()
+    }
+}
+
+/// Builder for [`SshCertRequest`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SshCertRequestBuilder {
+    req: SshCertRequest,
+}
+
+impl SshCertRequestBuilder {
+    /// Sets the key id (required, printable, at most 256 bytes).
+    pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.req.key_id = key_id.into();
+        self
+    }
+    /// Sets the serial number (default 0).
+    pub fn serial(mut self, serial: u64) -> Self {
+        self.req.serial = serial;
+        self
+    }
+    /// Adds a principal (at least one is required).
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.req.principals.push(principal.into());
+        self
+    }
+    /// Sets the validity window, unix seconds: valid when
+    /// `valid_after <= now < valid_before`.
+    pub fn validity(mut self, valid_after: u64, valid_before: u64) -> Self {
+        self.req.valid_after = valid_after;
+        self.req.valid_before = valid_before;
+        self
+    }
+    /// Pins the certificate to `ip` (`source-address ip/32` or `/128`).
+    /// IPv4-mapped IPv6 addresses are canonicalised to IPv4.
+    pub fn pinned_ip(mut self, ip: IpAddr) -> Self {
+        self.req.pinned_ip = Some(ip.to_canonical());
+        self
+    }
+    /// Records the login IP (extension `login-ip`), canonicalised.
+    pub fn login_ip(mut self, ip: IpAddr) -> Self {
+        self.req.login_ip = Some(ip.to_canonical());
+        self
+    }
+    /// Sets the flag extensions (default: [`Permissions::default`]).
+    pub fn permissions(mut self, permissions: Permissions) -> Self {
+        self.req.permissions = permissions;
+        self
+    }
+    /// Forces a command (critical option `force-command`).
+    pub fn force_command(mut self, command: impl Into<String>) -> Self {
+        self.req.force_command = Some(command.into());
+        self
+    }
+    /// Requires FIDO user verification (critical option `verify-required`).
+    pub fn verify_required(mut self, on: bool) -> Self {
+        self.req.verify_required = on;
+        self
+    }
+
+    /// Checks the request.
+    ///
+    /// # Errors
+    /// [`Error::Request`] when the key id is empty, too long or has control
+    /// characters; when there is no principal, an empty or duplicate one, or
+    /// one with a comma, white space or control character; when
+    /// `valid_after >= valid_before`; when the forced command is empty.
+    pub fn build(self) -> Result<SshCertRequest> {
+        let req = self.req;
+        if req.key_id.is_empty() {
+            return Err(Error::request("key_id", "empty"));
+        }
+        if req.key_id.len() > 256 {
+            return Err(Error::request("key_id", "longer than 256 bytes"));
+        }
+        if req.key_id.chars().any(char::is_control) {
+            return Err(Error::request("key_id", "control character"));
+        }
+        if req.principals.is_empty() {
+            return Err(Error::request(
+                "principals",
+                "none given (a certificate without principals is valid for every user)",
+            ));
+        }
+        for (i, p) in req.principals.iter().enumerate() {
+            if p.is_empty() {
+                return Err(Error::request("principals", "empty principal"));
+            }
+            if p.chars()
+                .any(|c| c == ',' || c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::request(
+                    "principals",
+                    format!(
+                        "principal `{}`: comma, white space or control character",
+                        p.escape_debug()
+                    ),
+                ));
+            }
+            if req.principals[..i].contains(p) {
+                return Err(Error::request(
+                    "principals",
+                    format!("duplicate principal `{p}`"),
+                ));
+            }
+        }
+        if req.valid_after >= req.valid_before {
+            return Err(Error::request(
+                "validity",
+                format!(
+                    "valid_after {} is not before valid_before {}",
+                    req.valid_after, req.valid_before
+                ),
+            ));
+        }
+        if req.force_command.as_deref() == Some("") {
+            return Err(Error::request("force_command", "empty"));
+        }
+        Ok(req)
+    }
+}
+
+/// What [`validate_user_cert`] checks a certificate against.
+#[derive(Clone, Copy, Debug)]
+pub struct SshValidation<'a> {
+    /// SHA-256 fingerprints of the trusted CA keys.
+    pub trusted_cas: &'a [Fingerprint],
+    /// The principal (user name) the certificate must list.
+    pub principal: &'a str,
+    /// The time of the check, unix seconds.
+    pub now: u64,
+}
+
+/// A user certificate that passed [`validate_user_cert`]. It can only be
+/// made by that function.
+///
+/// What the caller must still do: call [`ValidatedSshCert::check_source`]
+/// with the client IP it observed, run `force_command` instead of what the
+/// client asked when it is set, require FIDO user verification when
+/// `verify_required` is set, and honour `permissions`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ValidatedSshCert {
+    /// The key id.
+    pub key_id: String,
+    /// The serial number.
+    pub serial: u64,
+    /// The principals.
+    pub principals: Vec<String>,
+    /// Valid from (unix seconds, inclusive).
+    pub valid_after: u64,
+    /// Valid until (unix seconds, exclusive).
+    pub valid_before: u64,
+    /// The `source-address` list, when present.
+    pub source_address: Option<SourceAddress>,
+    /// The `login-ip` extension, when present (informational, never a pin).
+    pub login_ip: Option<IpAddr>,
+    /// The `force-command` critical option, when present.
+    pub force_command: Option<String>,
+    /// Whether the `verify-required` critical option is present.
+    pub verify_required: bool,
+    /// The flag extensions.
+    pub permissions: Permissions,
+    /// The fingerprint of the CA that signed it.
+    pub ca_fingerprint: Fingerprint,
+}
+
+impl ValidatedSshCert {
+    /// Checks the client IP the server observed against `source-address`.
+    /// A certificate without `source-address` allows every IP.
+    ///
+    /// # Errors
+    /// [`Error::SourceAddressMismatch`] when the (canonical) IP is not in
+    /// the list.
+    pub fn check_source(&self, client_ip: IpAddr) -> Result<()> {
+        match &self.source_address {
+            Some(list) if !list.matches(client_ip) => Err(Error::SourceAddressMismatch {
+                ip: client_ip.to_canonical(),
+                allowed: list.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pinned IP: the single host of a one-entry `/32` or `/128`
+    /// `source-address` (the form ippin and Teleport issue).
+    pub fn pinned_ip(&self) -> Option<IpAddr> {
+        self.source_address
+            .as_ref()
+            .and_then(SourceAddress::single_host)
+    }
+}
+
+/// Reads an SSH certificate in OpenSSH one-line form
+/// (`ssh-ed25519-cert-v01@openssh.com AAAA... comment`).
+///
+/// # Errors
+/// [`Error::SshKey`] when it does not parse.
+pub fn parse_certificate(text: &str) -> Result<Certificate> {
+    Certificate::from_openssh(text.trim_end()).map_err(Error::ssh("parse certificate"))
+}
+
+/// Validates a user certificate completely.
+///
+/// `ssh-key`'s `validate_at` checks only the CA signature, that the CA is
+/// trusted and the validity window. This also checks, in order: that it is
+/// a user certificate, the CA is trusted, the window, the signature, that
+/// `v.principal` is listed, that every critical option is recognised
+/// (`force-command`, `source-address`, `verify-required`) and well formed
+/// (`source-address` strictly, see [`SourceAddress`]; `verify-required`
+/// without data), and that the `login-ip` extension, when present, is a
+/// canonical IP. Unknown extensions are ignored, as sshd ignores them;
+/// known flag extensions must not carry data.
+///
+/// The client IP is checked separately, by
+/// [`ValidatedSshCert::check_source`].
+///
+/// # Errors
+/// The first failed check, as an [`Error`] whose [`Error::code`] names it.
+pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<ValidatedSshCert> {
+    if cert.cert_type() != CertType::User {
+        return Err(Error::SshNotUserCert);
+    }
+    let ca_fingerprint = cert.signature_key().fingerprint(HashAlg::Sha256);
+    if !v.trusted_cas.contains(&ca_fingerprint) {
+        return Err(Error::SshUntrustedCa {
+            fingerprint: ca_fingerprint.to_string(),
+        });
+    }
+    if !(cert.valid_after() <= v.now && v.now < cert.valid_before()) {
+        return Err(Error::SshValidity {
+            now: v.now,
+            valid_after: cert.valid_after(),
+            valid_before: cert.valid_before(),
+        });
+    }
+    // The checks above passed, so a failure here is the signature.
+    cert.validate_at(v.now, v.trusted_cas)
+        .map_err(|_| Error::SshSignature)?;
+    if !cert.valid_principals().iter().any(|p| p == v.principal) {
+        return Err(Error::SshPrincipal {
+            principal: v.principal.to_owned(),
+            principals: cert.valid_principals().join(","),
+        });
+    }
+    let checked = check_options(cert)?;
+    Ok(ValidatedSshCert {
+        key_id: cert.key_id().to_owned(),
+        serial: cert.serial(),
+        principals: cert.valid_principals().to_vec(),
+        valid_after: cert.valid_after(),
+        valid_before: cert.valid_before(),
+        source_address: checked.source_address,
+        login_ip: checked.login_ip,
+        force_command: checked.force_command,
+        verify_required: checked.verify_required,
+        permissions: checked.permissions,
+        ca_fingerprint,
+    })
+}
+
+struct CheckedOptions {
+    source_address: Option<SourceAddress>,
+    login_ip: Option<IpAddr>,
+    force_command: Option<String>,
+    verify_required: bool,
+    permissions: Permissions,
+}
+
+/// The critical option and extension checks of [`validate_user_cert`],
+/// without the signature: what ippin adds to `ssh-key`'s `validate_at`.
+fn check_options(cert: &Certificate) -> Result<CheckedOptions> {
+    let mut out = CheckedOptions {
+        source_address: None,
+        login_ip: None,
+        force_command: None,
+        verify_required: false,
+        permissions: Permissions::none(),
+    };
+    let critical = |name: &str, reason: &str| Error::SshOption {
+        kind: "critical option",
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    };
+    for (name, data) in cert.critical_options().iter() {
+        match name.as_str() {
+            SOURCE_ADDRESS => out.source_address = Some(SourceAddress::parse(data)?),
+            FORCE_COMMAND => {
+                if data.is_empty() {
+                    return Err(critical(name, "empty command"));
+                }
+                out.force_command = Some(data.clone());
+            }
+            VERIFY_REQUIRED => {
+                if !data.is_empty() {
+                    return Err(critical(name, "a flag option must not carry data"));
+                }
+                out.verify_required = true;
+            }
+            _ => {
+                return Err(Error::SshUnknownCriticalOption {
+                    name: name.chars().take(64).collect(),
+                });
+            }
+        }
+    }
+    let extension = |name: &str, reason: String| Error::SshOption {
+        kind: "extension",
+        name: name.to_owned(),
+        reason,
+    };
+    let p = &mut out.permissions;
+    for (name, data) in cert.extensions().iter() {
+        let flag = match name.as_str() {
+            LOGIN_IP => {
+                out.login_ip = Some(parse_canonical_reason(data).map_err(|r| extension(name, r))?);
+                continue;
+            }
+            PERMIT_X11 => &mut p.x11_forwarding,
+            PERMIT_AGENT => &mut p.agent_forwarding,
+            PERMIT_PORT => &mut p.port_forwarding,
+            PERMIT_PTY => &mut p.pty,
+            PERMIT_USER_RC => &mut p.user_rc,
+            NO_TOUCH => &mut p.no_touch_required,
+            _ => continue,
+        };
+        if !data.is_empty() {
+            return Err(extension(
+                name,
+                "a flag extension must not carry data".into(),
+            ));
+        }
+        *flag = true;
+    }
+    Ok(out)
+}

@@ -1,0 +1,4 @@
+//! Integration tests for ippin-cert: one binary, one module per area.
+
+mod ssh;
+mod support;
