@@ -26,6 +26,7 @@
 mod addr;
 mod error;
 mod forwarded;
+mod netrestrict;
 mod pin;
 mod roles;
 mod yaml;
@@ -35,6 +36,10 @@ pub use error::Error;
 pub use forwarded::{
     ForwardedMode, MAX_FORWARDED_BYTES, MAX_FORWARDED_HOPS, client_from_forwarded,
     client_from_x_forwarded_for,
+};
+pub use netrestrict::{
+    MAX_NETWORK_RULES, NETWORK_EVENT_CODE, NetAction, NetDecision, NetOperation, NetworkEvent,
+    NetworkRestrictions,
 };
 pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, RenewalPins, check_pin, pin_for_issue,

@@ -2,5 +2,6 @@
 
 mod addr;
 mod forwarded;
+mod netrestrict;
 mod pin;
 mod roles;

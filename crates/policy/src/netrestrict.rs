@@ -1,0 +1,566 @@
+//! Network restrictions: which destinations a session may connect or send to, and the audit
+//! event each decision can become.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Serialize, Serializer};
+
+use crate::Error;
+use crate::addr::canonical_ip;
+use crate::yaml::{Clipped, Node, Reader, load};
+
+/// The outcome for one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetDecision {
+    /// The destination matches an allow rule and no deny rule (or there is no policy).
+    Allowed,
+    /// Refused. `matched` is the most specific deny rule that matched, or `None` when the
+    /// destination matched no allow rule (deny by default).
+    Denied {
+        /// The deny rule that matched, if any.
+        matched: Option<IpNet>,
+    },
+}
+
+impl NetDecision {
+    /// Whether this is [`NetDecision::Allowed`].
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, NetDecision::Allowed)
+    }
+}
+
+/// A multiply-shift hasher for integer keys. Keys are networks from the administrator's policy,
+/// probed (never inserted) with addresses the session chose, so flooding is not a concern.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        // Truncation is intended: the two halves are mixed in turn.
+        let lo = n as u64;
+        let hi = (n >> 64) as u64;
+        self.0 = (self.0 ^ lo).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (self.0.rotate_left(29) ^ hi).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IntSet<K> = HashSet<K, BuildHasherDefault<IntHasher>>;
+
+/// Rules of one family, bucketed by prefix length: a lookup probes one hash set per prefix
+/// length in use (at most 33 for IPv4, 129 for IPv6), whatever the number of rules.
+#[derive(Debug, Clone)]
+struct Buckets<K> {
+    /// (prefix length, networks with that length as masked integers), longest first.
+    by_len: Vec<(u8, IntSet<K>)>,
+}
+
+impl<K> Default for Buckets<K> {
+    fn default() -> Self {
+        Buckets { by_len: Vec::new() }
+    }
+}
+
+trait Bits: Copy + Eq + std::hash::Hash {
+    const WIDTH: u8;
+    fn mask(self, len: u8) -> Self;
+}
+
+impl Bits for u32 {
+    const WIDTH: u8 = 32;
+    fn mask(self, len: u8) -> Self {
+        match u32::MAX.checked_shl(u32::from(32u8.saturating_sub(len))) {
+            Some(m) => self & m,
+            None => 0,
+        }
+    }
+}
+
+impl Bits for u128 {
+    const WIDTH: u8 = 128;
+    fn mask(self, len: u8) -> Self {
+        match u128::MAX.checked_shl(u32::from(128u8.saturating_sub(len))) {
+            Some(m) => self & m,
+            None => 0,
+        }
+    }
+}
+
+impl<K: Bits> Buckets<K> {
+    fn insert(&mut self, net: K, len: u8) {
+        let len = len.min(K::WIDTH);
+        match self.by_len.iter_mut().find(|(l, _)| *l == len) {
+            Some((_, set)) => {
+                set.insert(net.mask(len));
+            }
+            None => {
+                let mut set = IntSet::default();
+                set.insert(net.mask(len));
+                self.by_len.push((len, set));
+                self.by_len.sort_by_key(|b| std::cmp::Reverse(b.0));
+            }
+        }
+    }
+
+    /// The longest prefix length whose bucket holds `addr`'s network.
+    fn longest_match(&self, addr: K) -> Option<u8> {
+        self.by_len
+            .iter()
+            .find(|(len, set)| set.contains(&addr.mask(*len)))
+            .map(|(len, _)| *len)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Family<K> {
+    allow: Buckets<K>,
+    deny: Buckets<K>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Policy {
+    v4: Family<u32>,
+    v6: Family<u128>,
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+}
+
+/// A parsed `network_restrictions` resource, or "no policy" ([`NetworkRestrictions::allow_all`]).
+///
+/// | policy | destination matches an allow rule | matches a deny rule | decision |
+/// |---|---|---|---|
+/// | none | – | – | allowed |
+/// | present | no | any | denied (by default) |
+/// | present | yes | no | allowed |
+/// | present | yes | yes | denied (deny wins) |
+///
+/// IPv4 rules also match IPv4-mapped IPv6 destinations (`::ffff:10.0.0.1` is `10.0.0.1`);
+/// IPv6 rules never match IPv4 destinations (mapped or not). Lookups probe one hash set per
+/// prefix length in use, so their cost does not grow with the number of rules.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRestrictions {
+    policy: Option<Policy>,
+}
+
+/// Largest number of rules (allow and deny together) accepted in one policy.
+pub const MAX_NETWORK_RULES: usize = 100_000;
+
+impl NetworkRestrictions {
+    /// No policy: every destination is allowed.
+    pub fn allow_all() -> Self {
+        NetworkRestrictions { policy: None }
+    }
+
+    /// Builds a policy from rule lists (already parsed networks). Networks with host bits set
+    /// or inside the IPv4-mapped range `::ffff:0:0/96` are refused, as by
+    /// [`NetworkRestrictions::parse`].
+    pub fn from_rules(allow: &[IpNet], deny: &[IpNet]) -> Result<Self, Error> {
+        let mut policy = Policy::default();
+        for (list, name) in [(allow, "allow"), (deny, "deny")] {
+            for (i, net) in list.iter().enumerate() {
+                check_net(*net).map_err(|m| {
+                    Error::field(
+                        "(rules)",
+                        0,
+                        format!("{name}[{i}]"),
+                        format!("`{net}`: {m}"),
+                    )
+                })?;
+                policy.add(*net, name == "deny");
+            }
+        }
+        if policy.allow.len() + policy.deny.len() > MAX_NETWORK_RULES {
+            return Err(Error::limit(
+                "(rules)",
+                0,
+                format!("more than {MAX_NETWORK_RULES} rules"),
+            ));
+        }
+        Ok(NetworkRestrictions {
+            policy: Some(policy),
+        })
+    }
+
+    /// Parses a `kind: network_restrictions`, `version: v4` resource (one YAML document):
+    ///
+    /// ```yaml
+    /// kind: network_restrictions
+    /// version: v4
+    /// metadata:
+    ///   name: network-restrictions
+    /// spec:
+    ///   allow:
+    ///   - cidr: 10.0.0.0/8
+    ///   - cidr: 2001:db8::/32
+    ///   deny:
+    ///   - cidr: 10.1.2.3        # a single IP means /32 (or /128)
+    /// ```
+    ///
+    /// An entry with host bits set, a bad prefix, leading zeros, an IPv4-mapped IPv6 network
+    /// (write the IPv4 form, which also covers mapped destinations), or any field other than
+    /// `cidr` refuses the whole policy, naming the entry (`spec.deny[0].cidr`). `spec` accepts
+    /// only `allow` and `deny`.
+    pub fn parse(file_name: &str, text: &str) -> Result<Self, Error> {
+        let r = Reader { file: file_name };
+        let docs = load(file_name, text)?;
+        let doc = match docs.as_slice() {
+            [one] => one,
+            [] => {
+                return Err(Error::field(
+                    file_name,
+                    1,
+                    "(document)",
+                    "no network_restrictions document",
+                ));
+            }
+            [_, second, ..] => {
+                return Err(Error::field(
+                    file_name,
+                    second.line,
+                    "(document)",
+                    "one network_restrictions document expected",
+                ));
+            }
+        };
+        r.resource(
+            doc,
+            "network_restrictions",
+            &["v4"],
+            "kind `network_restrictions`, version v4",
+        )?;
+        let mut policy = Policy::default();
+        if let Some(spec) = doc.get("spec") {
+            for (key, value) in r.map(spec, "spec")? {
+                let deny = match key.as_str() {
+                    "allow" => false,
+                    "deny" => true,
+                    other => {
+                        return Err(Error::field(
+                            file_name,
+                            value.line,
+                            format!("spec.{other}"),
+                            "unknown field (expected `allow` and `deny`)",
+                        ));
+                    }
+                };
+                if matches!(value.value, crate::yaml::Value::Null) {
+                    continue;
+                }
+                for (i, entry) in r.seq(value, &format!("spec.{key}"))?.iter().enumerate() {
+                    let net = parse_entry(&r, entry, &format!("spec.{key}[{i}]"))?;
+                    policy.add(net, deny);
+                    if policy.allow.len() + policy.deny.len() > MAX_NETWORK_RULES {
+                        return Err(Error::limit(
+                            file_name,
+                            entry.line,
+                            format!("more than {MAX_NETWORK_RULES} rules"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(NetworkRestrictions {
+            policy: Some(policy),
+        })
+    }
+
+    /// Whether a policy is in force (false for [`NetworkRestrictions::allow_all`]).
+    pub fn has_policy(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    /// The allow rules, as written.
+    pub fn allow_rules(&self) -> &[IpNet] {
+        self.policy.as_ref().map_or(&[], |p| &p.allow)
+    }
+
+    /// The deny rules, as written.
+    pub fn deny_rules(&self) -> &[IpNet] {
+        self.policy.as_ref().map_or(&[], |p| &p.deny)
+    }
+
+    /// The decision for destination `dst` (compared canonically).
+    pub fn decide(&self, dst: IpAddr) -> NetDecision {
+        let Some(policy) = &self.policy else {
+            return NetDecision::Allowed;
+        };
+        match canonical_ip(dst) {
+            IpAddr::V4(v4) => {
+                let a = u32::from(v4);
+                decide_family(&policy.v4, a, |len| {
+                    Ipv4Net::new(Ipv4Addr::from(a.mask(len)), len)
+                        .ok()
+                        .map(IpNet::V4)
+                })
+            }
+            IpAddr::V6(v6) => {
+                let a = u128::from(v6);
+                decide_family(&policy.v6, a, |len| {
+                    Ipv6Net::new(Ipv6Addr::from(a.mask(len)), len)
+                        .ok()
+                        .map(IpNet::V6)
+                })
+            }
+        }
+    }
+}
+
+fn decide_family<K: Bits>(
+    fam: &Family<K>,
+    addr: K,
+    net: impl Fn(u8) -> Option<IpNet>,
+) -> NetDecision {
+    if let Some(len) = fam.deny.longest_match(addr) {
+        return NetDecision::Denied { matched: net(len) };
+    }
+    if fam.allow.longest_match(addr).is_some() {
+        NetDecision::Allowed
+    } else {
+        NetDecision::Denied { matched: None }
+    }
+}
+
+impl Policy {
+    fn add(&mut self, net: IpNet, deny: bool) {
+        let fam_list = if deny {
+            &mut self.deny
+        } else {
+            &mut self.allow
+        };
+        fam_list.push(net);
+        match net {
+            IpNet::V4(n) => {
+                let b = if deny {
+                    &mut self.v4.deny
+                } else {
+                    &mut self.v4.allow
+                };
+                b.insert(u32::from(n.network()), n.prefix_len());
+            }
+            IpNet::V6(n) => {
+                let b = if deny {
+                    &mut self.v6.deny
+                } else {
+                    &mut self.v6.allow
+                };
+                b.insert(u128::from(n.network()), n.prefix_len());
+            }
+        }
+    }
+}
+
+/// Refuses host bits and the IPv4-mapped range.
+fn check_net(net: IpNet) -> Result<(), String> {
+    if net.trunc() != net {
+        return Err(format!("host bits set (the network is `{}`)", net.trunc()));
+    }
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+    {
+        return Err(format!(
+            "IPv4-mapped IPv6 network; write the IPv4 form `{}/{}`, which also matches mapped destinations",
+            v4,
+            v6.prefix_len() - 96
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a CIDR or single IP strictly: decimal prefix without sign or leading zeros, at most
+/// 32 or 128; addresses as the standard library reads them (no leading zeros in IPv4 octets,
+/// no zone index).
+pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{:?} is not an IP address", Clipped(addr)))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match prefix {
+        None => max,
+        Some(p) => {
+            if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "prefix {:?}: expected a decimal number",
+                    Clipped(p)
+                ));
+            }
+            if p.len() > 1 && p.starts_with('0') {
+                return Err(format!(
+                    "prefix {:?}: leading zeros not allowed",
+                    Clipped(p)
+                ));
+            }
+            let n: u8 = p
+                .parse()
+                .map_err(|_| format!("prefix {:?}: above {max}", Clipped(p)))?;
+            if n > max {
+                return Err(format!("prefix {n}: above {max}"));
+            }
+            n
+        }
+    };
+    let net = IpNet::new(ip, len).map_err(|_| format!("prefix {len}: above {max}"))?;
+    check_net(net)?;
+    Ok(net)
+}
+
+fn parse_entry(r: &Reader<'_>, entry: &Node, path: &str) -> Result<IpNet, Error> {
+    for (key, value) in r.map(entry, path)? {
+        if key != "cidr" {
+            return Err(Error::field(
+                r.file,
+                value.line,
+                format!("{path}.{key}"),
+                "unknown field (expected `cidr`)",
+            ));
+        }
+    }
+    let field = format!("{path}.cidr");
+    let text = r.req_str(entry, "cidr", &field)?;
+    let line = entry.get("cidr").map_or(entry.line, |n| n.line);
+    parse_cidr(text).map_err(|m| {
+        Error::field(
+            r.file,
+            line,
+            field,
+            format!("`{}`: {m}", text.chars().take(80).collect::<String>()),
+        )
+    })
+}
+
+/// What a session tried to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetOperation {
+    /// `connect(2)`: serialised as 0.
+    Connect,
+    /// `sendto(2)`/`sendmsg(2)`: serialised as 1.
+    Send,
+}
+
+/// What was done about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetAction {
+    /// Allowed and recorded: serialised as 0.
+    Observed,
+    /// Refused: serialised as 1.
+    Denied,
+}
+
+impl Serialize for NetOperation {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(match self {
+            NetOperation::Connect => 0,
+            NetOperation::Send => 1,
+        })
+    }
+}
+
+impl Serialize for NetAction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(match self {
+            NetAction::Observed => 0,
+            NetAction::Denied => 1,
+        })
+    }
+}
+
+/// The audit event for one network decision, shaped like the existing system's
+/// `session.network` event (code `T4002I`); serialises with its JSON field names.
+///
+/// ```
+/// use ippin_policy::{NetOperation, NetworkEvent, NetworkRestrictions};
+/// # use serde_json;
+///
+/// let policy = NetworkRestrictions::parse("nr.yaml",
+///     "kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 10.0.0.0/8\n").unwrap();
+/// let dst: std::net::SocketAddr = "[::ffff:192.0.2.1]:443".parse().unwrap();
+/// let decision = policy.decide(dst.ip());
+/// let event = NetworkEvent::new("alice", "root", "sid-1", "10.0.0.5:5000".parse().unwrap(), dst, NetOperation::Connect, &decision);
+/// assert_eq!(serde_json::to_value(&event).unwrap()["action"], 1);
+/// assert_eq!(event.dst_addr, "192.0.2.1");
+/// assert_eq!(event.version, 4);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkEvent {
+    /// Always `T4002I`.
+    pub code: &'static str,
+    /// Always `session.network`.
+    pub event: &'static str,
+    /// The user (`user`).
+    pub user: String,
+    /// The login on the host (`login`).
+    pub login: String,
+    /// The session ID (`sid`).
+    #[serde(rename = "sid")]
+    pub session_id: String,
+    /// Source address (`src_addr`), canonical.
+    pub src_addr: String,
+    /// Destination address (`dst_addr`), canonical: IPv4-mapped destinations are shown as IPv4.
+    pub dst_addr: String,
+    /// Destination port (`dst_port`).
+    pub dst_port: u16,
+    /// 4 or 6: the family of the canonical destination (`version`).
+    pub version: u8,
+    /// 0 connect, 1 send (`operation`).
+    pub operation: NetOperation,
+    /// 0 observed, 1 denied (`action`).
+    pub action: NetAction,
+}
+
+/// The event code of [`NetworkEvent`].
+pub const NETWORK_EVENT_CODE: &str = "T4002I";
+
+impl NetworkEvent {
+    /// The event for `decision` about a session's `operation` from `src` to `dst`.
+    pub fn new(
+        user: &str,
+        login: &str,
+        session_id: &str,
+        src: SocketAddr,
+        dst: SocketAddr,
+        operation: NetOperation,
+        decision: &NetDecision,
+    ) -> Self {
+        let dst_ip = canonical_ip(dst.ip());
+        NetworkEvent {
+            code: NETWORK_EVENT_CODE,
+            event: "session.network",
+            user: user.to_owned(),
+            login: login.to_owned(),
+            session_id: session_id.to_owned(),
+            src_addr: canonical_ip(src.ip()).to_string(),
+            dst_addr: dst_ip.to_string(),
+            dst_port: dst.port(),
+            version: if dst_ip.is_ipv4() { 4 } else { 6 },
+            operation,
+            action: if decision.is_allowed() {
+                NetAction::Observed
+            } else {
+                NetAction::Denied
+            },
+        }
+    }
+}
