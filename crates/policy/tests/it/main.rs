@@ -4,4 +4,5 @@ mod addr;
 mod forwarded;
 mod netrestrict;
 mod pin;
+mod props;
 mod roles;
