@@ -1,2 +1,169 @@
-//! Strict, sans-IO PROXY protocol v1/v2 parsing and encoding, and listener policy.
+//! Strict, sans-IO PROXY protocol v1/v2 parsing and encoding, and the
+//! listener policy that turns a header into a trusted (or not) client
+//! address.
+//!
+//! ```
+//! use ippin_proxy_protocol::{parse, Command};
+//!
+//! let input = b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\nSSH-2.0-OpenSSH_9.2p1\r\n";
+//! let (header, used) = parse(input)?;
+//! assert_eq!(header.version(), 1);
+//! assert_eq!(header.command(), Command::Proxy);
+//! assert_eq!(header.source(), Some("198.51.100.7:51234".parse()?));
+//! // The rest goes to the application untouched.
+//! assert_eq!(&input[used..], b"SSH-2.0-OpenSSH_9.2p1\r\n");
+//!
+//! // Half a header is "incomplete", not "invalid".
+//! assert!(parse(&input[..20]).unwrap_err().is_incomplete());
+//! // A `+` sign in a port is invalid.
+//! assert!(!parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 +80 443\r\n").unwrap_err().is_incomplete());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! * [`parse`], [`parse_with`], [`parse_exact`] read v1 and v2 headers
+//!   exactly per HAProxy's `doc/proxy-protocol.txt`, without allocating; the
+//!   header borrows the input. v2 TLVs are all validated before a header is
+//!   returned, CRC32C included.
+//! * [`V1Builder`] and [`V2Builder`] encode.
+//! * [`ListenerPolicy`] decides, from the socket peer and what was parsed,
+//!   the observed client address and whether it may be trusted; its
+//!   [`step`](ListenerPolicy::step) is the sans-IO reader the tokio adapter
+//!   ([`accept`], feature `tokio`) drives.
+//!
+//! What we accept and reject, and why, is in `docs/proxy-protocol.md`.
 #![forbid(unsafe_code)]
+
+mod builder;
+mod error;
+mod header;
+mod policy;
+mod tlv;
+mod v1;
+mod v2;
+
+#[cfg(feature = "tokio")]
+mod tokio_io;
+
+pub use builder::{V1Builder, V2Builder};
+pub use error::Error;
+pub use header::{
+    Addresses, Command, Crc32cStatus, Header, OwnedHeader, UNIX_ADDR_LEN, V1Header, V2Header,
+};
+pub use policy::{ListenerPolicy, Observed, Provenance, ProxyMode, Refusal, Step};
+pub use tlv::{
+    MAX_UNIQUE_ID_LEN, PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL,
+    PP2_SUBTYPE_SSL_CIPHER, PP2_SUBTYPE_SSL_CLIENT_CERT, PP2_SUBTYPE_SSL_CN, PP2_SUBTYPE_SSL_GROUP,
+    PP2_SUBTYPE_SSL_KEY_ALG, PP2_SUBTYPE_SSL_SIG_ALG, PP2_SUBTYPE_SSL_SIG_SCHEME,
+    PP2_SUBTYPE_SSL_VERSION, PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_CRC32C,
+    PP2_TYPE_MAX_CUSTOM, PP2_TYPE_MIN_CUSTOM, PP2_TYPE_NETNS, PP2_TYPE_NOOP, PP2_TYPE_SSL,
+    PP2_TYPE_UNIQUE_ID, SslSubTlv, SslSubTlvs, SslTlv, Tlv, Tlvs, encode_ssl_sub_tlvs,
+};
+pub use v1::MAX_V1_LEN;
+pub use v2::{FIXED_LEN as V2_FIXED_LEN, SIGNATURE as V2_SIGNATURE};
+
+#[cfg(feature = "tokio")]
+pub use tokio_io::{Accepted, DEFAULT_TIMEOUT, PrefixedStream, accept};
+
+/// The default cap on a header's size: 4 KiB.
+pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
+
+/// Parser settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseConfig {
+    /// The longest v2 header accepted, fixed part included. A v2 header
+    /// announcing more is refused as soon as its 16 fixed bytes are in,
+    /// before waiting for the rest. (A v1 line is never longer than
+    /// [`MAX_V1_LEN`].)
+    pub max_header_len: usize,
+}
+
+impl Default for ParseConfig {
+    fn default() -> Self {
+        ParseConfig {
+            max_header_len: DEFAULT_MAX_HEADER_LEN,
+        }
+    }
+}
+
+/// Parses a v1 or v2 header at the start of `buf` with the default
+/// [`ParseConfig`]; returns it with the number of bytes it takes.
+///
+/// # Errors
+/// [`Error::Incomplete`] when `buf` is a valid beginning of a header;
+/// another variant when it can never become one.
+#[inline]
+pub fn parse(buf: &[u8]) -> Result<(Header<'_>, usize), Error> {
+    parse_with(buf, &ParseConfig::default())
+}
+
+/// Parses a v1 or v2 header at the start of `buf`; returns it with the
+/// number of bytes it takes. The bytes after it are not looked at.
+///
+/// # Errors
+/// [`Error::Incomplete`] when `buf` is a valid beginning of a header;
+/// another variant when it can never become one.
+#[inline]
+pub fn parse_with<'a>(buf: &'a [u8], cfg: &ParseConfig) -> Result<(Header<'a>, usize), Error> {
+    match buf.first() {
+        Some(b'P') => v1::parse(buf),
+        Some(0x0D) => v2::parse(buf, cfg.max_header_len),
+        Some(&byte) => Err(Error::NotProxyHeader { offset: 0, byte }),
+        None => Err(Error::Incomplete { needed: Some(1) }),
+    }
+}
+
+/// Parses `buf` as exactly one header, nothing after it.
+///
+/// # Errors
+/// As [`parse`], and [`Error::TrailingBytes`] when bytes follow the header.
+pub fn parse_exact(buf: &[u8]) -> Result<Header<'_>, Error> {
+    let (header, used) = parse(buf)?;
+    match buf.len() - used {
+        0 => Ok(header),
+        count => Err(Error::TrailingBytes { count }),
+    }
+}
+
+/// What the first bytes of a stream are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detection {
+    /// They begin a PROXY header attempt: `PROXY` (v1) or the 12-byte v2
+    /// signature. (Whether the header is valid is for [`parse`] to say.)
+    Header,
+    /// They cannot begin a PROXY header.
+    NotHeader,
+    /// Too few bytes to tell: they are a proper prefix of `PROXY` or of the
+    /// v2 signature (or empty).
+    NeedMore,
+}
+
+/// Classifies the first bytes of a stream, as the spec tells a receiver to
+/// tell v1 from v2 from neither.
+pub fn detect(buf: &[u8]) -> Detection {
+    fn against(buf: &[u8], want: &[u8]) -> Detection {
+        let n = buf.len().min(want.len());
+        if buf.get(..n) != want.get(..n) {
+            Detection::NotHeader
+        } else if n == want.len() {
+            Detection::Header
+        } else {
+            Detection::NeedMore
+        }
+    }
+    match buf.first() {
+        None => Detection::NeedMore,
+        Some(b'P') => against(buf, b"PROXY"),
+        Some(0x0D) => against(buf, &v2::SIGNATURE),
+        Some(_) => Detection::NotHeader,
+    }
+}
+
+/// Whether `buf` begins, or could still begin, a PROXY header (v1 `PROXY`
+/// or the v2 signature, or a proper prefix of either). Empty input is
+/// `false`: nothing has arrived that could be a header.
+///
+/// Used to refuse a second header after the first ("duplicate PROXY
+/// header").
+pub fn starts_with_header(buf: &[u8]) -> bool {
+    !buf.is_empty() && detect(buf) != Detection::NotHeader
+}

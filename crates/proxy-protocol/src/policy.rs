@@ -1,0 +1,363 @@
+//! Listener policy: from the socket peer and the parsed header to the
+//! observed client address, its provenance and whether it may be trusted.
+//! Sans-IO: the caller reads the bytes and hands them over.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::{
+    Command, Detection, Error, Header, MAX_V1_LEN, ParseConfig, detect, parse_with,
+    starts_with_header,
+};
+
+/// Whether a listener expects a PROXY header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyMode {
+    /// A header is required; a connection without one is refused.
+    On,
+    /// No header may be sent; a connection with one is refused.
+    Off,
+    /// A header is optional. Its address is used but marked untrusted (port
+    /// 0, `trusted: false`), so that it can never satisfy a pin: anyone able
+    /// to connect could have written it.
+    Unspecified,
+}
+
+/// How a listener treats PROXY headers.
+///
+/// # Decision table
+///
+/// | mode        | header            | peer in `trusted_proxies` | result: addr, provenance, trusted |
+/// |-------------|-------------------|---------------------------|-----------------------------------|
+/// | any         | none              | —                         | On: refused `header_required`; else peer, Direct, **true** |
+/// | Off         | any               | —                         | refused `header_forbidden` |
+/// | On, Unspec. | any               | no (list set)             | refused `untrusted_proxy` |
+/// | On, Unspec. | followed by another header | yes / no list    | refused `duplicate_header` |
+/// | On          | PROXY with IP source | yes / no list          | header source, ProxyV1/V2, **true** |
+/// | On          | LOCAL             | yes / no list             | peer, Local, **true** |
+/// | On          | PROXY UNKNOWN/UNSPEC/UNIX | yes / no list     | peer with port 0, ProxyV1/V2, false |
+/// | Unspecified | PROXY with IP source | yes / no list          | header source with port 0, ProxyV1/V2, false |
+/// | Unspecified | LOCAL             | yes / no list             | peer with port 0, Local, false |
+/// | Unspecified | PROXY UNKNOWN/UNSPEC/UNIX | yes / no list     | peer with port 0, ProxyV1/V2, false |
+///
+/// Addresses are reported in canonical form: an IPv4-mapped IPv6 address
+/// (`::ffff:192.0.2.1`) becomes the IPv4 address, for the peer and for the
+/// header alike, and the `trusted_proxies` check uses that form too.
+///
+/// # What the caller must still do
+/// * Configure [`ProxyMode::On`] only on listeners that only proxies can
+///   reach, and set `trusted_proxies` unless the network guarantees it:
+///   with `None`, any peer may claim any address.
+/// * Bound the time spent reading the header (the tokio adapter does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerPolicy {
+    /// Whether a header is required, forbidden or optional.
+    pub mode: ProxyMode,
+    /// When set, only peers in these networks may send a header.
+    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
+    /// Parser settings (the header size cap).
+    pub parse: ParseConfig,
+}
+
+/// Where the observed client address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provenance {
+    /// The socket peer; no header.
+    Direct,
+    /// A v1 header (for `UNKNOWN`, the peer stands in).
+    ProxyV1,
+    /// A v2 PROXY header (for UNSPEC or UNIX, the peer stands in).
+    ProxyV2,
+    /// A v2 LOCAL header: the proxy itself connected; the peer is used.
+    Local,
+}
+
+/// The client address a connection is attributed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Observed {
+    /// The address (canonical form; port 0 when not trusted).
+    pub addr: SocketAddr,
+    /// Where it came from.
+    pub provenance: Provenance,
+    /// Whether it may be used to issue or satisfy a pin.
+    pub trusted: bool,
+}
+
+/// Why a connection is refused. Each has a stable [`code`](Refusal::code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Mode on, and the connection did not start with a header.
+    HeaderRequired,
+    /// Mode off, and the connection started with a header.
+    HeaderForbidden,
+    /// A header came from a peer outside `trusted_proxies`.
+    UntrustedProxy {
+        /// The peer (canonical form).
+        peer: IpAddr,
+    },
+    /// Another PROXY header follows the first.
+    DuplicateHeader,
+    /// The header is malformed.
+    InvalidHeader(Error),
+    /// The first bytes look like a header but the caller passed none to
+    /// [`ListenerPolicy::decide`].
+    UnparsedHeader,
+    /// The header did not arrive in time.
+    Timeout,
+    /// The peer closed the connection before the decision could be made.
+    Closed {
+        /// Bytes received until then.
+        received: usize,
+    },
+    /// Reading from the connection failed.
+    Io(std::io::ErrorKind),
+}
+
+impl Refusal {
+    /// A stable, machine-readable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::HeaderRequired => "header_required",
+            Refusal::HeaderForbidden => "header_forbidden",
+            Refusal::UntrustedProxy { .. } => "untrusted_proxy",
+            Refusal::DuplicateHeader => "duplicate_header",
+            Refusal::InvalidHeader(_) => "invalid_header",
+            Refusal::UnparsedHeader => "unparsed_header",
+            Refusal::Timeout => "timeout",
+            Refusal::Closed { .. } => "connection_closed",
+            Refusal::Io(_) => "io_error",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::HeaderRequired => write!(
+                f,
+                "header_required: no PROXY header, and this listener requires one"
+            ),
+            Refusal::HeaderForbidden => write!(
+                f,
+                "header_forbidden: a PROXY header on a listener that accepts none"
+            ),
+            Refusal::UntrustedProxy { peer } => write!(
+                f,
+                "untrusted_proxy: PROXY header from {peer}, which is not a trusted proxy"
+            ),
+            Refusal::DuplicateHeader => write!(
+                f,
+                "duplicate_header: a second PROXY header follows the first"
+            ),
+            Refusal::InvalidHeader(e) => write!(f, "invalid_header: {e}"),
+            Refusal::UnparsedHeader => write!(
+                f,
+                "unparsed_header: the connection starts with a PROXY header that was not parsed"
+            ),
+            Refusal::Timeout => write!(f, "timeout: the PROXY header did not arrive in time"),
+            Refusal::Closed { received } => write!(
+                f,
+                "connection_closed: the peer closed after {received} bytes, before a decision"
+            ),
+            Refusal::Io(kind) => write!(f, "io_error: reading the PROXY header failed: {kind}"),
+        }
+    }
+}
+
+/// What [`ListenerPolicy::step`] asks the caller to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// Read more bytes (but never past [`ListenerPolicy::buffer_limit`]
+    /// in total) and call again with all bytes so far.
+    NeedMore,
+    /// The connection is accepted.
+    Accept {
+        /// The client address.
+        observed: Observed,
+        /// The header, when there was one.
+        header: Option<Header<'a>>,
+        /// How many bytes the header took; the rest is application data.
+        consumed: usize,
+    },
+    /// The connection must be closed, without writing anything.
+    Refuse(Refusal),
+}
+
+/// How many bytes past a header may be needed to tell whether a second
+/// header starts there (the v2 signature is 12 bytes long).
+const DUPLICATE_LOOKAHEAD: usize = 16;
+
+impl ListenerPolicy {
+    /// A policy with this mode, no trusted-proxy list and default parser
+    /// settings.
+    pub fn new(mode: ProxyMode) -> Self {
+        ListenerPolicy {
+            mode,
+            trusted_proxies: None,
+            parse: ParseConfig::default(),
+        }
+    }
+
+    /// The most bytes a reader needs to buffer before [`step`](Self::step)
+    /// decides: the largest header plus enough to spot a second one.
+    pub fn buffer_limit(&self) -> usize {
+        self.parse
+            .max_header_len
+            .max(MAX_V1_LEN)
+            .saturating_add(DUPLICATE_LOOKAHEAD)
+    }
+
+    /// Whether `peer` may send a header.
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        match &self.trusted_proxies {
+            None => true,
+            Some(nets) => nets.iter().any(|n| n.contains(&peer)),
+        }
+    }
+
+    /// Decides from a parsed header (or none) and the bytes received after
+    /// it (`after_header`; with no header, the connection's first bytes).
+    ///
+    /// `after_header` that begins, or may still begin, a PROXY header is a
+    /// refusal: pass enough bytes to decide (see [`crate::detect`]), or use
+    /// [`step`](Self::step), which waits for them.
+    ///
+    /// # Errors
+    /// The [`Refusal`] when the connection must be closed.
+    pub fn decide(
+        &self,
+        peer: SocketAddr,
+        header: Option<&Header<'_>>,
+        after_header: &[u8],
+    ) -> Result<Observed, Refusal> {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let Some(header) = header else {
+            if starts_with_header(after_header) {
+                return Err(match self.mode {
+                    ProxyMode::Off => Refusal::HeaderForbidden,
+                    _ => Refusal::UnparsedHeader,
+                });
+            }
+            if self.mode == ProxyMode::On {
+                return Err(Refusal::HeaderRequired);
+            }
+            return Ok(Observed {
+                addr: peer,
+                provenance: Provenance::Direct,
+                trusted: true,
+            });
+        };
+        if self.mode == ProxyMode::Off {
+            return Err(Refusal::HeaderForbidden);
+        }
+        if !self.is_trusted_proxy(peer.ip()) {
+            return Err(Refusal::UntrustedProxy { peer: peer.ip() });
+        }
+        if starts_with_header(after_header) {
+            return Err(Refusal::DuplicateHeader);
+        }
+        let strict = self.mode == ProxyMode::On;
+        let (addr, provenance, trusted) = match (header.command(), header.source()) {
+            (Command::Local, _) => (peer, Provenance::Local, strict),
+            (Command::Proxy, source) => {
+                let provenance = if header.version() == 1 {
+                    Provenance::ProxyV1
+                } else {
+                    Provenance::ProxyV2
+                };
+                match source {
+                    Some(src) => (
+                        SocketAddr::new(src.ip().to_canonical(), src.port()),
+                        provenance,
+                        strict,
+                    ),
+                    // UNKNOWN / UNSPEC / UNIX: the real client is not known;
+                    // the proxy stands in, never trusted.
+                    None => (peer, provenance, false),
+                }
+            }
+        };
+        let addr = if trusted {
+            addr
+        } else {
+            SocketAddr::new(addr.ip(), 0)
+        };
+        Ok(Observed {
+            addr,
+            provenance,
+            trusted,
+        })
+    }
+
+    /// The sans-IO reader: given every byte received so far (`buf`) and
+    /// whether the peer has closed (`eof`), says whether to read more,
+    /// accept or refuse. Never asks for more than
+    /// [`buffer_limit`](Self::buffer_limit) bytes in total.
+    ///
+    /// A header is refused as soon as the bytes show it must be (a
+    /// forbidden header, an untrusted peer, an invalid byte), without
+    /// waiting for the rest. After a header, bytes that are a proper prefix
+    /// of a header signature are waited for; when nothing follows the
+    /// header, the connection is accepted at once (a client may wait for
+    /// the server to speak first).
+    pub fn step<'a>(&self, peer: SocketAddr, buf: &'a [u8], eof: bool) -> Step<'a> {
+        let limit = self.buffer_limit();
+        let decided = |r: Result<Observed, Refusal>, header, consumed| match r {
+            Ok(observed) => Step::Accept {
+                observed,
+                header,
+                consumed,
+            },
+            Err(refusal) => Step::Refuse(refusal),
+        };
+        match detect(buf) {
+            Detection::NeedMore if !eof => Step::NeedMore,
+            Detection::NeedMore if buf.is_empty() => decided(self.decide(peer, None, buf), None, 0),
+            Detection::NeedMore => Step::Refuse(Refusal::Closed {
+                received: buf.len(),
+            }),
+            Detection::NotHeader => decided(self.decide(peer, None, buf), None, 0),
+            Detection::Header => {
+                if self.mode == ProxyMode::Off {
+                    return Step::Refuse(Refusal::HeaderForbidden);
+                }
+                if !self.is_trusted_proxy(peer.ip()) {
+                    return Step::Refuse(Refusal::UntrustedProxy {
+                        peer: peer.ip().to_canonical(),
+                    });
+                }
+                match parse_with(buf, &self.parse) {
+                    Err(e) if e.is_incomplete() => {
+                        if eof {
+                            Step::Refuse(Refusal::Closed {
+                                received: buf.len(),
+                            })
+                        } else if buf.len() >= limit {
+                            Step::Refuse(Refusal::InvalidHeader(e))
+                        } else {
+                            Step::NeedMore
+                        }
+                    }
+                    Err(e) => Step::Refuse(Refusal::InvalidHeader(e)),
+                    Ok((header, consumed)) => {
+                        let rest = buf.get(consumed..).unwrap_or_default();
+                        if !eof
+                            && !rest.is_empty()
+                            && detect(rest) == Detection::NeedMore
+                            && buf.len() < limit
+                        {
+                            return Step::NeedMore;
+                        }
+                        decided(
+                            self.decide(peer, Some(&header), rest),
+                            Some(header),
+                            consumed,
+                        )
+                    }
+                }
+            }
+        }
+    }
+}

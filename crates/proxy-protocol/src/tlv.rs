@@ -1,0 +1,457 @@
+//! v2 Type-Length-Value fields: types, eager validation, iteration.
+
+use crate::Error;
+
+/// `PP2_TYPE_ALPN`: the negotiated application protocol (opaque bytes).
+pub const PP2_TYPE_ALPN: u8 = 0x01;
+/// `PP2_TYPE_AUTHORITY`: the host name the client asked for (UTF-8).
+pub const PP2_TYPE_AUTHORITY: u8 = 0x02;
+/// `PP2_TYPE_CRC32C`: CRC32C of the whole header (4 bytes, big-endian).
+pub const PP2_TYPE_CRC32C: u8 = 0x03;
+/// `PP2_TYPE_NOOP`: padding, ignored (any length, 0 included).
+pub const PP2_TYPE_NOOP: u8 = 0x04;
+/// `PP2_TYPE_UNIQUE_ID`: opaque connection identifier, at most 128 bytes.
+pub const PP2_TYPE_UNIQUE_ID: u8 = 0x05;
+/// `PP2_TYPE_SSL`: client flags (1 byte), verify result (4 bytes), sub-TLVs.
+pub const PP2_TYPE_SSL: u8 = 0x20;
+/// `PP2_SUBTYPE_SSL_VERSION`: TLS version name (US-ASCII).
+pub const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+/// `PP2_SUBTYPE_SSL_CN`: client certificate Common Name (UTF-8).
+pub const PP2_SUBTYPE_SSL_CN: u8 = 0x22;
+/// `PP2_SUBTYPE_SSL_CIPHER`: cipher name (US-ASCII).
+pub const PP2_SUBTYPE_SSL_CIPHER: u8 = 0x23;
+/// `PP2_SUBTYPE_SSL_SIG_ALG`: server certificate signature algorithm (US-ASCII).
+pub const PP2_SUBTYPE_SSL_SIG_ALG: u8 = 0x24;
+/// `PP2_SUBTYPE_SSL_KEY_ALG`: server certificate key algorithm (US-ASCII).
+pub const PP2_SUBTYPE_SSL_KEY_ALG: u8 = 0x25;
+/// `PP2_SUBTYPE_SSL_GROUP`: key exchange group (US-ASCII).
+pub const PP2_SUBTYPE_SSL_GROUP: u8 = 0x26;
+/// `PP2_SUBTYPE_SSL_SIG_SCHEME`: TLS signature scheme (US-ASCII).
+pub const PP2_SUBTYPE_SSL_SIG_SCHEME: u8 = 0x27;
+/// `PP2_SUBTYPE_SSL_CLIENT_CERT`: the client certificate (DER, opaque here).
+pub const PP2_SUBTYPE_SSL_CLIENT_CERT: u8 = 0x28;
+/// `PP2_TYPE_NETNS`: network namespace name (US-ASCII).
+pub const PP2_TYPE_NETNS: u8 = 0x30;
+/// First type of the range reserved for applications.
+pub const PP2_TYPE_MIN_CUSTOM: u8 = 0xE0;
+/// Last type of the range reserved for applications.
+pub const PP2_TYPE_MAX_CUSTOM: u8 = 0xEF;
+
+/// The longest UNIQUE_ID value the spec allows.
+pub const MAX_UNIQUE_ID_LEN: usize = 128;
+
+/// One v2 TLV, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Tlv<'a> {
+    /// [`PP2_TYPE_ALPN`].
+    Alpn(&'a [u8]),
+    /// [`PP2_TYPE_AUTHORITY`], checked to be UTF-8.
+    Authority(&'a str),
+    /// [`PP2_TYPE_CRC32C`], already verified. When given to a builder, the
+    /// value is ignored and the checksum is computed at encoding time.
+    Crc32c(u32),
+    /// [`PP2_TYPE_NOOP`].
+    Noop(&'a [u8]),
+    /// [`PP2_TYPE_UNIQUE_ID`], at most [`MAX_UNIQUE_ID_LEN`] bytes.
+    UniqueId(&'a [u8]),
+    /// [`PP2_TYPE_SSL`], sub-TLVs checked.
+    Ssl(SslTlv<'a>),
+    /// [`PP2_TYPE_NETNS`], checked to be US-ASCII.
+    Netns(&'a str),
+    /// A type in the application range 0xE0–0xEF, raw.
+    Custom {
+        /// The type.
+        kind: u8,
+        /// The value.
+        value: &'a [u8],
+    },
+    /// Any other type, raw. Unknown TLVs never change the addresses.
+    Unknown {
+        /// The type.
+        kind: u8,
+        /// The value.
+        value: &'a [u8],
+    },
+}
+
+impl Tlv<'_> {
+    /// The TLV's type byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Tlv::Alpn(_) => PP2_TYPE_ALPN,
+            Tlv::Authority(_) => PP2_TYPE_AUTHORITY,
+            Tlv::Crc32c(_) => PP2_TYPE_CRC32C,
+            Tlv::Noop(_) => PP2_TYPE_NOOP,
+            Tlv::UniqueId(_) => PP2_TYPE_UNIQUE_ID,
+            Tlv::Ssl(_) => PP2_TYPE_SSL,
+            Tlv::Netns(_) => PP2_TYPE_NETNS,
+            Tlv::Custom { kind, .. } | Tlv::Unknown { kind, .. } => *kind,
+        }
+    }
+}
+
+/// The value of a [`PP2_TYPE_SSL`] TLV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SslTlv<'a> {
+    client: u8,
+    verify: u32,
+    sub: &'a [u8],
+}
+
+/// `PP2_CLIENT_SSL`: the client connected over TLS.
+pub const PP2_CLIENT_SSL: u8 = 0x01;
+/// `PP2_CLIENT_CERT_CONN`: the client sent a certificate on this connection.
+pub const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+/// `PP2_CLIENT_CERT_SESS`: the client sent a certificate in this TLS session.
+pub const PP2_CLIENT_CERT_SESS: u8 = 0x04;
+
+impl<'a> SslTlv<'a> {
+    /// Builds an SSL TLV value from its parts; `sub_tlvs` is the encoded
+    /// sub-TLV area and is validated like a received one.
+    ///
+    /// # Errors
+    /// When `sub_tlvs` is not a valid sequence of SSL sub-TLVs.
+    pub fn new(client: u8, verify: u32, sub_tlvs: &'a [u8]) -> Result<Self, Error> {
+        validate_ssl_subs(sub_tlvs, 0)?;
+        Ok(SslTlv {
+            client,
+            verify,
+            sub: sub_tlvs,
+        })
+    }
+
+    /// The `client` bit field ([`PP2_CLIENT_SSL`], ...).
+    pub fn client(&self) -> u8 {
+        self.client
+    }
+
+    /// The `verify` field: zero when the client presented a certificate
+    /// that was verified, non-zero otherwise.
+    pub fn verify(&self) -> u32 {
+        self.verify
+    }
+
+    /// Whether the client connected over TLS.
+    pub fn is_ssl(&self) -> bool {
+        self.client & PP2_CLIENT_SSL != 0
+    }
+
+    /// The encoded sub-TLV area.
+    pub fn sub_tlv_bytes(&self) -> &'a [u8] {
+        self.sub
+    }
+
+    /// The sub-TLVs in wire order.
+    pub fn sub_tlvs(&self) -> SslSubTlvs<'a> {
+        SslSubTlvs { rest: self.sub }
+    }
+}
+
+/// One sub-TLV of a [`PP2_TYPE_SSL`] TLV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SslSubTlv<'a> {
+    /// [`PP2_SUBTYPE_SSL_VERSION`].
+    Version(&'a str),
+    /// [`PP2_SUBTYPE_SSL_CN`].
+    Cn(&'a str),
+    /// [`PP2_SUBTYPE_SSL_CIPHER`].
+    Cipher(&'a str),
+    /// [`PP2_SUBTYPE_SSL_SIG_ALG`].
+    SigAlg(&'a str),
+    /// [`PP2_SUBTYPE_SSL_KEY_ALG`].
+    KeyAlg(&'a str),
+    /// [`PP2_SUBTYPE_SSL_GROUP`].
+    Group(&'a str),
+    /// [`PP2_SUBTYPE_SSL_SIG_SCHEME`].
+    SigScheme(&'a str),
+    /// [`PP2_SUBTYPE_SSL_CLIENT_CERT`], raw DER.
+    ClientCert(&'a [u8]),
+    /// Any other sub-type, raw.
+    Unknown {
+        /// The sub-type.
+        kind: u8,
+        /// The value.
+        value: &'a [u8],
+    },
+}
+
+impl SslSubTlv<'_> {
+    /// The sub-TLV's type byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            SslSubTlv::Version(_) => PP2_SUBTYPE_SSL_VERSION,
+            SslSubTlv::Cn(_) => PP2_SUBTYPE_SSL_CN,
+            SslSubTlv::Cipher(_) => PP2_SUBTYPE_SSL_CIPHER,
+            SslSubTlv::SigAlg(_) => PP2_SUBTYPE_SSL_SIG_ALG,
+            SslSubTlv::KeyAlg(_) => PP2_SUBTYPE_SSL_KEY_ALG,
+            SslSubTlv::Group(_) => PP2_SUBTYPE_SSL_GROUP,
+            SslSubTlv::SigScheme(_) => PP2_SUBTYPE_SSL_SIG_SCHEME,
+            SslSubTlv::ClientCert(_) => PP2_SUBTYPE_SSL_CLIENT_CERT,
+            SslSubTlv::Unknown { kind, .. } => *kind,
+        }
+    }
+
+    /// The value bytes.
+    pub fn value(&self) -> &[u8] {
+        match self {
+            SslSubTlv::Version(s)
+            | SslSubTlv::Cn(s)
+            | SslSubTlv::Cipher(s)
+            | SslSubTlv::SigAlg(s)
+            | SslSubTlv::KeyAlg(s)
+            | SslSubTlv::Group(s)
+            | SslSubTlv::SigScheme(s) => s.as_bytes(),
+            SslSubTlv::ClientCert(v) | SslSubTlv::Unknown { value: v, .. } => v,
+        }
+    }
+}
+
+/// Splits `bytes` into one TLV: type, value, rest. `None` when the TLV
+/// header or value does not fit.
+#[inline]
+fn split_tlv(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&[kind, hi, lo], rest) = bytes.split_first_chunk::<3>()?;
+    let len = usize::from(u16::from_be_bytes([hi, lo]));
+    if rest.len() < len {
+        return None;
+    }
+    let (value, rest) = rest.split_at(len);
+    Some((kind, value, rest))
+}
+
+/// Iterator over the TLVs of a parsed header.
+///
+/// The bytes were validated when the header was parsed, so every item is
+/// well formed.
+#[derive(Debug, Clone)]
+pub struct Tlvs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Tlvs<'a> {
+    /// Iterates over already validated TLV bytes.
+    pub(crate) fn new(validated: &'a [u8]) -> Self {
+        Tlvs { rest: validated }
+    }
+
+    /// The first TLV of the given type, if any.
+    pub fn find(mut self, kind: u8) -> Option<Tlv<'a>> {
+        self.by_ref().find(|t| t.kind() == kind)
+    }
+}
+
+impl<'a> Iterator for Tlvs<'a> {
+    type Item = Tlv<'a>;
+
+    fn next(&mut self) -> Option<Tlv<'a>> {
+        let (kind, value, rest) = split_tlv(self.rest)?;
+        self.rest = rest;
+        // Validated at parse time; the fallback keeps the iterator total.
+        Some(decode(kind, value, 0).unwrap_or(Tlv::Unknown { kind, value }))
+    }
+}
+
+/// Iterator over the sub-TLVs of an SSL TLV (validated when parsed).
+#[derive(Debug, Clone)]
+pub struct SslSubTlvs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for SslSubTlvs<'a> {
+    type Item = SslSubTlv<'a>;
+
+    fn next(&mut self) -> Option<SslSubTlv<'a>> {
+        let (kind, value, rest) = split_tlv(self.rest)?;
+        self.rest = rest;
+        Some(decode_ssl_sub(kind, value, 0).unwrap_or(SslSubTlv::Unknown { kind, value }))
+    }
+}
+
+fn ascii(kind: u8, value: &[u8], offset: usize) -> Result<&str, Error> {
+    if value.is_ascii() {
+        // ASCII is UTF-8; the conversion cannot fail.
+        std::str::from_utf8(value).map_err(|_| encoding(kind, offset, "US-ASCII"))
+    } else {
+        Err(encoding(kind, offset, "US-ASCII"))
+    }
+}
+
+fn utf8(kind: u8, value: &[u8], offset: usize) -> Result<&str, Error> {
+    std::str::from_utf8(value).map_err(|_| encoding(kind, offset, "UTF-8"))
+}
+
+fn encoding(kind: u8, offset: usize, expected: &'static str) -> Error {
+    Error::TlvEncoding {
+        kind,
+        offset,
+        expected,
+    }
+}
+
+/// Decodes and checks one TLV's value. `offset` is only used in errors.
+pub(crate) fn decode(kind: u8, value: &[u8], offset: usize) -> Result<Tlv<'_>, Error> {
+    Ok(match kind {
+        PP2_TYPE_ALPN => Tlv::Alpn(value),
+        PP2_TYPE_AUTHORITY => Tlv::Authority(utf8(kind, value, offset)?),
+        PP2_TYPE_CRC32C => match <[u8; 4]>::try_from(value) {
+            Ok(b) => Tlv::Crc32c(u32::from_be_bytes(b)),
+            Err(_) => {
+                return Err(Error::TlvLength {
+                    kind,
+                    offset,
+                    len: value.len(),
+                    reason: "must be exactly 4",
+                });
+            }
+        },
+        PP2_TYPE_NOOP => Tlv::Noop(value),
+        PP2_TYPE_UNIQUE_ID => {
+            if value.len() > MAX_UNIQUE_ID_LEN {
+                return Err(Error::TlvLength {
+                    kind,
+                    offset,
+                    len: value.len(),
+                    reason: "exceeds the maximum of 128",
+                });
+            }
+            Tlv::UniqueId(value)
+        }
+        PP2_TYPE_SSL => {
+            let Some((&[client, a, b, c, d], sub)) = value.split_first_chunk::<5>() else {
+                return Err(Error::TlvLength {
+                    kind,
+                    offset,
+                    len: value.len(),
+                    reason: "is shorter than the 5 bytes of client and verify",
+                });
+            };
+            validate_ssl_subs(sub, offset.saturating_add(8))?;
+            Tlv::Ssl(SslTlv {
+                client,
+                verify: u32::from_be_bytes([a, b, c, d]),
+                sub,
+            })
+        }
+        PP2_TYPE_NETNS => Tlv::Netns(ascii(kind, value, offset)?),
+        PP2_TYPE_MIN_CUSTOM..=PP2_TYPE_MAX_CUSTOM => Tlv::Custom { kind, value },
+        _ => Tlv::Unknown { kind, value },
+    })
+}
+
+fn decode_ssl_sub(kind: u8, value: &[u8], offset: usize) -> Result<SslSubTlv<'_>, Error> {
+    Ok(match kind {
+        PP2_SUBTYPE_SSL_VERSION => SslSubTlv::Version(ascii(kind, value, offset)?),
+        PP2_SUBTYPE_SSL_CN => SslSubTlv::Cn(utf8(kind, value, offset)?),
+        PP2_SUBTYPE_SSL_CIPHER => SslSubTlv::Cipher(ascii(kind, value, offset)?),
+        PP2_SUBTYPE_SSL_SIG_ALG => SslSubTlv::SigAlg(ascii(kind, value, offset)?),
+        PP2_SUBTYPE_SSL_KEY_ALG => SslSubTlv::KeyAlg(ascii(kind, value, offset)?),
+        PP2_SUBTYPE_SSL_GROUP => SslSubTlv::Group(ascii(kind, value, offset)?),
+        PP2_SUBTYPE_SSL_SIG_SCHEME => SslSubTlv::SigScheme(ascii(kind, value, offset)?),
+        PP2_SUBTYPE_SSL_CLIENT_CERT => SslSubTlv::ClientCert(value),
+        _ => SslSubTlv::Unknown { kind, value },
+    })
+}
+
+/// Checks an SSL sub-TLV area; `base` is its offset in the header.
+fn validate_ssl_subs(mut rest: &[u8], base: usize) -> Result<(), Error> {
+    let total = rest.len();
+    let mut seen: u16 = 0;
+    while !rest.is_empty() {
+        let offset = base.saturating_add(total - rest.len());
+        let Some((kind, value, tail)) = split_tlv(rest) else {
+            return Err(Error::TlvBounds {
+                offset,
+                reason: "SSL sub-TLV runs past the end of the SSL TLV",
+            });
+        };
+        if (PP2_SUBTYPE_SSL_VERSION..=PP2_SUBTYPE_SSL_CLIENT_CERT).contains(&kind) {
+            let bit = 1u16 << (kind - PP2_SUBTYPE_SSL_VERSION);
+            if seen & bit != 0 {
+                return Err(Error::DuplicateTlv { kind, offset });
+            }
+            seen |= bit;
+        }
+        decode_ssl_sub(kind, value, offset)?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// The bit used to detect a repeated singleton TLV, or 0 for types that
+/// may repeat (NOOP, custom, unknown).
+#[inline]
+fn singleton_bit(kind: u8) -> u8 {
+    match kind {
+        PP2_TYPE_ALPN => 1,
+        PP2_TYPE_AUTHORITY => 2,
+        PP2_TYPE_CRC32C => 4,
+        PP2_TYPE_UNIQUE_ID => 8,
+        PP2_TYPE_SSL => 16,
+        PP2_TYPE_NETNS => 32,
+        _ => 0,
+    }
+}
+
+/// Validates the TLV area of a v2 header. `base` is the area's offset in
+/// the header. Returns the offset (relative to the area) of the CRC32C
+/// value and the received checksum, when there is one.
+pub(crate) fn validate(area: &[u8], base: usize) -> Result<Option<(usize, u32)>, Error> {
+    let mut rest = area;
+    let mut seen: u8 = 0;
+    let mut crc = None;
+    while !rest.is_empty() {
+        let at = area.len() - rest.len();
+        let offset = base.saturating_add(at);
+        let Some((kind, value, tail)) = split_tlv(rest) else {
+            return Err(Error::TlvBounds {
+                offset,
+                reason: if rest.len() < 3 {
+                    "bytes left over that cannot hold a TLV"
+                } else {
+                    "value runs past the end of the header"
+                },
+            });
+        };
+        let bit = singleton_bit(kind);
+        if seen & bit != 0 {
+            return Err(Error::DuplicateTlv { kind, offset });
+        }
+        seen |= bit;
+        if let Tlv::Crc32c(v) = decode(kind, value, offset)? {
+            crc = Some((at + 3, v));
+        }
+        rest = tail;
+    }
+    Ok(crc)
+}
+
+/// Appends one TLV to `out`.
+///
+/// # Errors
+/// When the value is longer than 65535 bytes.
+pub(crate) fn push(out: &mut Vec<u8>, kind: u8, value: &[u8]) -> Result<(), Error> {
+    let len = u16::try_from(value.len()).map_err(|_| Error::Encode {
+        reason: "a TLV value is longer than 65535 bytes",
+    })?;
+    out.push(kind);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(value);
+    Ok(())
+}
+
+/// Encodes SSL sub-TLVs into the byte area [`SslTlv::new`] takes.
+///
+/// # Errors
+/// When a value is longer than 65535 bytes or a sub-type repeats.
+pub fn encode_ssl_sub_tlvs(subs: &[SslSubTlv<'_>]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    for s in subs {
+        push(&mut out, s.kind(), s.value())?;
+    }
+    validate_ssl_subs(&out, 0).map_err(|_| Error::Encode {
+        reason: "SSL sub-TLVs repeat a sub-type or carry non-ASCII text",
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,420 @@
+//! Version 1: the text line `PROXY TCP4 src dst sport dport\r\n`.
+//!
+//! The parser walks the line once, byte by byte, and never converts it to a
+//! string. Running out of input at a point where the bytes so far are a valid
+//! beginning is [`Error::Incomplete`]; running out at byte 107 is
+//! [`Error::V1TooLong`].
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+use crate::Error;
+use crate::header::{Header, V1Addrs, V1Header};
+
+/// The longest v1 line the spec allows, CRLF included.
+pub const MAX_V1_LEN: usize = 107;
+
+/// The longest IPv6 text form with an embedded IPv4 tail
+/// (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const MAX_V6_TEXT: usize = 45;
+
+struct Cursor<'a> {
+    line: &'a [u8],
+    pos: usize,
+    /// Whether the input reached the 107-byte limit (running out is then
+    /// final).
+    at_limit: bool,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn out(&self) -> Error {
+        if self.at_limit {
+            Error::V1TooLong
+        } else {
+            Error::Incomplete { needed: None }
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Result<u8, Error> {
+        self.line.get(self.pos).copied().ok_or_else(|| self.out())
+    }
+
+    #[inline]
+    fn syntax(&self, byte: u8, expected: &'static str) -> Error {
+        Error::V1Syntax {
+            offset: self.pos,
+            byte,
+            expected,
+        }
+    }
+
+    /// Consumes `lit`, or fails at the first differing byte with `err`.
+    #[inline]
+    fn literal(&mut self, lit: &[u8], err: impl Fn(usize, u8) -> Error) -> Result<(), Error> {
+        for &want in lit {
+            let b = self.peek()?;
+            if b != want {
+                return Err(err(self.pos, b));
+            }
+            self.pos += 1;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn space(&mut self, expected: &'static str) -> Result<(), Error> {
+        let b = self.peek()?;
+        if b != b' ' {
+            return Err(self.syntax(b, expected));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// CRLF; a lone CR or LF is never a line end.
+    #[inline]
+    fn crlf(&mut self) -> Result<(), Error> {
+        let b = self.peek()?;
+        if b != b'\r' {
+            return Err(self.syntax(b, "CRLF after the destination port"));
+        }
+        self.pos += 1;
+        let b = self.peek()?;
+        if b != b'\n' {
+            return Err(self.syntax(b, "LF after CR"));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn ipv4(&mut self, field: &'static str) -> Result<Ipv4Addr, Error> {
+        let start = self.pos;
+        let err = |reason| Error::V1Address {
+            field,
+            family: "IPv4",
+            offset: start,
+            reason,
+        };
+        let mut octets = [0u8; 4];
+        for (i, slot) in octets.iter_mut().enumerate() {
+            if i > 0 {
+                if self.peek()? != b'.' {
+                    return Err(err("expected 4 decimal numbers separated by dots"));
+                }
+                self.pos += 1;
+            }
+            let mut value: u16 = 0;
+            let mut digits = 0;
+            loop {
+                let b = self.peek()?;
+                if !b.is_ascii_digit() {
+                    break;
+                }
+                if digits == 1 && value == 0 {
+                    return Err(err("leading zero not allowed"));
+                }
+                value = value * 10 + u16::from(b - b'0');
+                if value > 255 {
+                    return Err(err("number above 255"));
+                }
+                digits += 1;
+                self.pos += 1;
+            }
+            if digits == 0 {
+                return Err(err("expected a decimal number"));
+            }
+            *slot = value as u8;
+        }
+        Ok(Ipv4Addr::from(octets))
+    }
+
+    fn ipv6(&mut self, field: &'static str) -> Result<Ipv6Addr, Error> {
+        let start = self.pos;
+        let err = |reason| Error::V1Address {
+            field,
+            family: "IPv6",
+            offset: start,
+            reason,
+        };
+        loop {
+            let b = self.peek()?;
+            if b == b' ' {
+                break;
+            }
+            if !(b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return Err(err(if b == b'%' {
+                    "zone identifiers are not allowed"
+                } else {
+                    "character not allowed in an IPv6 address"
+                }));
+            }
+            if self.pos - start >= MAX_V6_TEXT {
+                return Err(err("too long"));
+            }
+            self.pos += 1;
+        }
+        let text = self.line.get(start..self.pos).unwrap_or_default();
+        parse_ipv6(text).map(Ipv6Addr::from).map_err(err)
+    }
+
+    fn port(&mut self, field: &'static str) -> Result<u16, Error> {
+        let start = self.pos;
+        let err = |reason| Error::V1Port {
+            field,
+            offset: start,
+            reason,
+        };
+        let mut value: u32 = 0;
+        let mut digits = 0;
+        loop {
+            let b = self.peek()?;
+            if !b.is_ascii_digit() {
+                if digits == 0 {
+                    return Err(err(if b == b'+' || b == b'-' {
+                        "sign not allowed"
+                    } else {
+                        "expected a decimal number"
+                    }));
+                }
+                break;
+            }
+            if digits == 1 && value == 0 {
+                return Err(err("leading zero not allowed"));
+            }
+            value = value * 10 + u32::from(b - b'0');
+            if value > 65535 {
+                return Err(err("above 65535"));
+            }
+            digits += 1;
+            self.pos += 1;
+        }
+        Ok(value as u16)
+    }
+}
+
+/// Parses a v1 line at the start of `buf` (which begins with `P`).
+pub(crate) fn parse(buf: &[u8]) -> Result<(Header<'_>, usize), Error> {
+    let at_limit = buf.len() >= MAX_V1_LEN;
+    let line = buf.get(..MAX_V1_LEN).unwrap_or(buf);
+    let mut c = Cursor {
+        line,
+        pos: 0,
+        at_limit,
+    };
+    c.literal(b"PROXY", |offset, byte| Error::NotProxyHeader {
+        offset,
+        byte,
+    })?;
+    c.space("a single space after `PROXY`")?;
+    let proto = c.pos;
+    let addrs = match c.peek()? {
+        b'T' => {
+            c.literal(b"TCP", |_, _| Error::V1Protocol { offset: proto })?;
+            let family = c.peek()?;
+            if family != b'4' && family != b'6' {
+                return Err(Error::V1Protocol { offset: proto });
+            }
+            c.pos += 1;
+            c.space("a single space after the protocol")?;
+            if family == b'4' {
+                let src = c.ipv4("source")?;
+                c.space("a single space after the source address")?;
+                let dst = c.ipv4("destination")?;
+                c.space("a single space after the destination address")?;
+                let sport = c.port("source")?;
+                c.space("a single space after the source port")?;
+                let dport = c.port("destination")?;
+                c.crlf()?;
+                V1Addrs::Tcp4(SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport))
+            } else {
+                let src = c.ipv6("source")?;
+                c.space("a single space after the source address")?;
+                let dst = c.ipv6("destination")?;
+                c.space("a single space after the destination address")?;
+                let sport = c.port("source")?;
+                c.space("a single space after the source port")?;
+                let dport = c.port("destination")?;
+                c.crlf()?;
+                V1Addrs::Tcp6(
+                    SocketAddrV6::new(src, sport, 0, 0),
+                    SocketAddrV6::new(dst, dport, 0, 0),
+                )
+            }
+        }
+        b'U' => {
+            c.literal(b"UNKNOWN", |_, _| Error::V1Protocol { offset: proto })?;
+            match c.peek()? {
+                b'\r' => {}
+                b' ' => {
+                    // The rest of the line is ignored, up to the CRLF.
+                    loop {
+                        let b = c.peek()?;
+                        if b == b'\r' {
+                            break;
+                        }
+                        if b == b'\n' {
+                            return Err(c.syntax(b, "CRLF, not a lone LF"));
+                        }
+                        c.pos += 1;
+                    }
+                }
+                _ => return Err(Error::V1Protocol { offset: proto }),
+            }
+            let b = c.peek()?;
+            c.pos += 1;
+            let lf = c.peek()?;
+            if b != b'\r' || lf != b'\n' {
+                return Err(c.syntax(lf, "LF after CR"));
+            }
+            c.pos += 1;
+            V1Addrs::Unknown
+        }
+        _ => return Err(Error::V1Protocol { offset: proto }),
+    };
+    let raw = line.get(..c.pos).unwrap_or(line);
+    Ok((Header::V1(V1Header { raw, addrs }), c.pos))
+}
+
+/// Parses the IPv6 text form (RFC 4291 section 2.2): eight groups of one to
+/// four hex digits, at most one `::` standing for one or more zero groups,
+/// optionally ending in a dotted IPv4 tail (no leading zeros). No zone.
+pub(crate) fn parse_ipv6(s: &[u8]) -> Result<[u8; 16], &'static str> {
+    let mut groups = [0u16; 8];
+    let mut n = 0usize;
+    let mut gap: Option<usize> = None;
+    let mut i = 0usize;
+    if s.starts_with(b"::") {
+        gap = Some(0);
+        i = 2;
+        if s.len() == 2 {
+            return Ok([0; 16]);
+        }
+    } else if s.first() == Some(&b':') {
+        return Err("starts with a single colon");
+    }
+    loop {
+        let start = i;
+        let mut value: u32 = 0;
+        while let Some(d) = s.get(i).and_then(|&b| (b as char).to_digit(16)) {
+            if i - start == 4 {
+                return Err("group longer than 4 hex digits");
+            }
+            value = (value << 4) | d;
+            i += 1;
+        }
+        if s.get(i) == Some(&b'.') {
+            if n > 6 {
+                return Err("IPv4 tail after more than 6 groups");
+            }
+            let tail = s.get(start..).unwrap_or_default();
+            let [a, b, c, d] = parse_ipv4_text(tail).ok_or("invalid IPv4 tail")?;
+            if let Some(pair) = groups.get_mut(n..n + 2) {
+                pair.copy_from_slice(&[u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])]);
+            }
+            n += 2;
+            break;
+        }
+        if i == start {
+            return Err("empty group");
+        }
+        let Some(slot) = groups.get_mut(n) else {
+            return Err("more than 8 groups");
+        };
+        *slot = value as u16;
+        n += 1;
+        match s.get(i) {
+            None => break,
+            Some(b':') => {}
+            Some(_) => return Err("character not allowed in an IPv6 address"),
+        }
+        i += 1;
+        if s.get(i) == Some(&b':') {
+            if gap.is_some() {
+                return Err("more than one `::`");
+            }
+            gap = Some(n);
+            i += 1;
+            if i == s.len() {
+                break;
+            }
+        } else if i == s.len() {
+            return Err("ends with a single colon");
+        }
+    }
+    match gap {
+        None if n != 8 => return Err("fewer than 8 groups"),
+        None => {}
+        Some(_) if n > 7 => return Err("`::` must stand for at least one group"),
+        Some(g) => {
+            // Move the groups after the gap to the end.
+            let tail = n - g;
+            groups.copy_within(g..n, 8 - tail);
+            for slot in groups.iter_mut().skip(g).take(8 - n) {
+                *slot = 0;
+            }
+        }
+    }
+    let mut out = [0u8; 16];
+    for (chunk, g) in out.chunks_exact_mut(2).zip(groups) {
+        chunk.copy_from_slice(&g.to_be_bytes());
+    }
+    Ok(out)
+}
+
+/// A complete dotted quad, no leading zeros.
+fn parse_ipv4_text(s: &[u8]) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split(|&b| b == b'.');
+    for slot in &mut out {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p.first() == Some(&b'0')) {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &b in p {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u16::from(b - b'0');
+        }
+        *slot = u8::try_from(v).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(out)
+}
+
+/// Appends the v1 line for `addrs` (TCP4, TCP6, or UNKNOWN for
+/// [`Addresses::Unspec`](crate::Addresses::Unspec)).
+pub(crate) fn encode(addrs: &crate::Addresses, out: &mut Vec<u8>) -> Result<(), Error> {
+    use std::io::Write;
+    let r = match addrs {
+        crate::Addresses::Unspec => write!(out, "PROXY UNKNOWN\r\n"),
+        crate::Addresses::Tcp4 { src, dst } => write!(
+            out,
+            "PROXY TCP4 {} {} {} {}\r\n",
+            src.ip(),
+            dst.ip(),
+            src.port(),
+            dst.port()
+        ),
+        crate::Addresses::Tcp6 { src, dst } => write!(
+            out,
+            "PROXY TCP6 {} {} {} {}\r\n",
+            src.ip(),
+            dst.ip(),
+            src.port(),
+            dst.port()
+        ),
+        _ => {
+            return Err(Error::Encode {
+                reason: "v1 carries only TCP over IPv4/IPv6 or UNKNOWN",
+            });
+        }
+    };
+    r.map_err(|_| Error::Encode {
+        reason: "writing to memory failed",
+    })
+}

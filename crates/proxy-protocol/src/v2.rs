@@ -1,0 +1,237 @@
+//! Version 2: the binary header.
+//!
+//! ```text
+//! 12 bytes  signature  0D 0A 0D 0A 00 0D 0A 51 55 49 54 0A
+//!  1 byte   version (high nibble, 2) and command (low nibble, 0 LOCAL / 1 PROXY)
+//!  1 byte   family (high nibble) and transport (low nibble)
+//!  2 bytes  length of what follows, big-endian
+//!  ...      address block (0, 12, 36 or 216 bytes), then TLVs
+//! ```
+
+use std::net::SocketAddr;
+
+use crate::Error;
+use crate::header::{Addresses, Command, Crc32cStatus, Header, UNIX_ADDR_LEN, V2Header, v4, v6};
+use crate::tlv;
+
+/// The 12-byte signature that opens every v2 header.
+pub const SIGNATURE: [u8; 12] = [
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+];
+
+/// Length of the fixed part: signature, version/command, family, length.
+pub const FIXED_LEN: usize = 16;
+
+/// The address block length of a family/transport byte, or `None` when the
+/// byte is not one of the seven the spec defines.
+#[inline]
+pub(crate) fn block_len(family: u8) -> Option<u16> {
+    match family {
+        0x00 => Some(0),
+        0x11 | 0x12 => Some(12),
+        0x21 | 0x22 => Some(36),
+        0x31 | 0x32 => Some(216),
+        _ => None,
+    }
+}
+
+/// Parses a v2 header at the start of `buf` (which begins with `0x0D`).
+pub(crate) fn parse(buf: &[u8], max_len: usize) -> Result<(Header<'_>, usize), Error> {
+    let Some((fixed, _)) = buf.split_first_chunk::<FIXED_LEN>() else {
+        return Err(check_prefix(buf));
+    };
+    let [sig @ .., ver_cmd, family, l0, l1] = *fixed;
+    if sig != SIGNATURE {
+        return Err(check_prefix(buf));
+    }
+    check_ver_cmd(ver_cmd)?;
+    let block = block_len(family).ok_or(Error::V2Family { found: family })?;
+    let len = u16::from_be_bytes([l0, l1]);
+    if len < block {
+        return Err(Error::V2Length { family, len, block });
+    }
+    let total = FIXED_LEN + usize::from(len);
+    if total > max_len {
+        return Err(Error::TooLong {
+            len: total,
+            max: max_len,
+        });
+    }
+    let Some(raw) = buf.get(..total) else {
+        return Err(Error::Incomplete {
+            needed: Some(total - buf.len()),
+        });
+    };
+    let area_start = FIXED_LEN + usize::from(block);
+    let area = raw.get(area_start..).unwrap_or_default();
+    let crc = match tlv::validate(area, area_start)? {
+        None => Crc32cStatus::Absent,
+        Some((at, received)) => {
+            let field = area_start + at;
+            let before = raw.get(..field).unwrap_or_default();
+            let after = raw.get(field + 4..).unwrap_or_default();
+            let computed = crc32c::crc32c_append(
+                crc32c::crc32c_append(crc32c::crc32c(before), &[0; 4]),
+                after,
+            );
+            if computed != received {
+                return Err(Error::Crc32cMismatch { received, computed });
+            }
+            Crc32cStatus::Valid
+        }
+    };
+    Ok((Header::V2(V2Header { raw, crc }), total))
+}
+
+#[inline]
+fn check_ver_cmd(ver_cmd: u8) -> Result<(), Error> {
+    if ver_cmd >> 4 != 2 {
+        return Err(Error::V2Version {
+            found: ver_cmd >> 4,
+        });
+    }
+    if ver_cmd & 0x0F > 1 {
+        return Err(Error::V2Command {
+            found: ver_cmd & 0x0F,
+        });
+    }
+    Ok(())
+}
+
+/// For fewer than 16 bytes, or a wrong signature: the precise error for
+/// the bytes that are there.
+fn check_prefix(buf: &[u8]) -> Error {
+    for (offset, (&byte, &want)) in buf.iter().zip(SIGNATURE.iter()).enumerate() {
+        if byte != want {
+            return Error::NotProxyHeader { offset, byte };
+        }
+    }
+    if let Some(&ver_cmd) = buf.get(12)
+        && let Err(e) = check_ver_cmd(ver_cmd)
+    {
+        return e;
+    }
+    if let Some(&family) = buf.get(13)
+        && block_len(family).is_none()
+    {
+        return Error::V2Family { found: family };
+    }
+    Error::Incomplete {
+        needed: Some(FIXED_LEN.saturating_sub(buf.len())),
+    }
+}
+
+pub(crate) fn command_of(raw: &[u8]) -> Command {
+    match raw.get(12) {
+        Some(b) if b & 0x0F == 1 => Command::Proxy,
+        _ => Command::Local,
+    }
+}
+
+fn family_of(raw: &[u8]) -> u8 {
+    raw.get(13).copied().unwrap_or(0)
+}
+
+/// The TLV area of a validated header.
+pub(crate) fn tlv_bytes_of(raw: &[u8]) -> &[u8] {
+    let block = usize::from(block_len(family_of(raw)).unwrap_or(0));
+    raw.get(FIXED_LEN + block..).unwrap_or_default()
+}
+
+#[inline]
+fn arr<const N: usize>(raw: &[u8], at: usize) -> [u8; N] {
+    raw.get(at..at + N)
+        .and_then(|s| <[u8; N]>::try_from(s).ok())
+        .unwrap_or([0; N])
+}
+
+#[inline]
+fn port(raw: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes(arr(raw, at))
+}
+
+/// The addresses of a validated header.
+pub(crate) fn addresses_of(raw: &[u8]) -> Addresses {
+    if command_of(raw) == Command::Local {
+        return Addresses::Unspec;
+    }
+    match family_of(raw) {
+        0x11 => Addresses::Tcp4 {
+            src: v4(arr(raw, 16), port(raw, 24)),
+            dst: v4(arr(raw, 20), port(raw, 26)),
+        },
+        0x12 => Addresses::Udp4 {
+            src: v4(arr(raw, 16), port(raw, 24)),
+            dst: v4(arr(raw, 20), port(raw, 26)),
+        },
+        0x21 => Addresses::Tcp6 {
+            src: v6(arr(raw, 16), port(raw, 48)),
+            dst: v6(arr(raw, 32), port(raw, 50)),
+        },
+        0x22 => Addresses::Udp6 {
+            src: v6(arr(raw, 16), port(raw, 48)),
+            dst: v6(arr(raw, 32), port(raw, 50)),
+        },
+        f @ (0x31 | 0x32) => Addresses::Unix {
+            datagram: f == 0x32,
+            src: arr(raw, 16),
+            dst: arr(raw, 16 + UNIX_ADDR_LEN),
+        },
+        _ => Addresses::Unspec,
+    }
+}
+
+/// The source of a validated header, without building [`Addresses`].
+#[inline]
+pub(crate) fn source_of(raw: &[u8]) -> Option<SocketAddr> {
+    if command_of(raw) == Command::Local {
+        return None;
+    }
+    match family_of(raw) {
+        0x11 | 0x12 => Some(SocketAddr::V4(v4(arr(raw, 16), port(raw, 24)))),
+        0x21 | 0x22 => Some(SocketAddr::V6(v6(arr(raw, 16), port(raw, 48)))),
+        _ => None,
+    }
+}
+
+/// Appends the fixed part and address block for `command`/`addrs`, with the
+/// length field covering `tlv_len` more bytes.
+pub(crate) fn encode_head(
+    command: Command,
+    addrs: &Addresses,
+    tlv_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let family = addrs.v2_family();
+    let block = usize::from(block_len(family).unwrap_or(0));
+    let len = u16::try_from(block + tlv_len).map_err(|_| Error::Encode {
+        reason: "addresses and TLVs exceed the 65535 bytes a v2 length can describe",
+    })?;
+    out.extend_from_slice(&SIGNATURE);
+    out.push(match command {
+        Command::Local => 0x20,
+        Command::Proxy => 0x21,
+    });
+    out.push(family);
+    out.extend_from_slice(&len.to_be_bytes());
+    match addrs {
+        Addresses::Unspec => {}
+        Addresses::Tcp4 { src, dst } | Addresses::Udp4 { src, dst } => {
+            out.extend_from_slice(&src.ip().octets());
+            out.extend_from_slice(&dst.ip().octets());
+            out.extend_from_slice(&src.port().to_be_bytes());
+            out.extend_from_slice(&dst.port().to_be_bytes());
+        }
+        Addresses::Tcp6 { src, dst } | Addresses::Udp6 { src, dst } => {
+            out.extend_from_slice(&src.ip().octets());
+            out.extend_from_slice(&dst.ip().octets());
+            out.extend_from_slice(&src.port().to_be_bytes());
+            out.extend_from_slice(&dst.port().to_be_bytes());
+        }
+        Addresses::Unix { src, dst, .. } => {
+            out.extend_from_slice(src);
+            out.extend_from_slice(dst);
+        }
+    }
+    Ok(())
+}

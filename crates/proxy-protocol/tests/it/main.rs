@@ -1,0 +1,6 @@
+//! Integration tests of ippin-proxy-protocol (one binary, many modules).
+
+mod alloc;
+mod v1;
+mod v2;
+mod vectors;
