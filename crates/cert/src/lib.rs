@@ -16,6 +16,7 @@
 //! use ippin_cert::rand_core::UnwrapErr;
 //! use ippin_cert::getrandom::SysRng;
 //! use ippin_cert::ssh::{SshCa, SshCertRequest, SshValidation, validate_user_cert};
+//! use ippin_cert::x509::{self, ClientCertRequest, X509Ca};
 //!
 //! # fn main() -> Result<(), ippin_cert::Error> {
 //! let mut rng = UnwrapErr(SysRng);
@@ -38,6 +39,18 @@
 //! assert!(checked.check_source(client_ip).is_ok());
 //! assert!(checked.check_source("198.51.100.1".parse().unwrap()).is_err());
 //!
+//! // X.509: the pin travels in extension 1.3.9999.1.9.
+//! let ca = X509Ca::generate_p256("ippin CA", now, now + 86_400, &mut rng)?;
+//! let (_key_pem, spki_pem) = x509::generate_key_pair_p256(&mut rng)?;
+//! let req = ClientCertRequest::builder("alice", x509::spki_der_from_pem(&spki_pem)?)
+//!     .role("dev")
+//!     .validity(now, now + 3600)
+//!     .serial(7)
+//!     .pinned_ip(client_ip)
+//!     .build()?;
+//! let der = ca.issue_client(&req, &mut rng)?;
+//! assert_eq!(x509::pinned_ip_fast(&der)?, Some(client_ip));
+//! assert_eq!(x509::client_identity(&der)?.pinned_ip, Some(client_ip));
 //! # Ok(())
 //! # }
 //! ```

@@ -2,3 +2,4 @@
 
 mod ssh;
 mod support;
+mod x509;
