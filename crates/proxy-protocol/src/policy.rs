@@ -222,7 +222,9 @@ impl ListenerPolicy {
     ///
     /// `after_header` that begins, or may still begin, a PROXY header is a
     /// refusal: pass enough bytes to decide (see [`crate::detect`]), or use
-    /// [`step`](Self::step), which waits for them.
+    /// [`step`](Self::step), which waits for them. An empty `after_header`
+    /// cannot show a second header: pass the first application bytes when
+    /// there are any.
     ///
     /// # Errors
     /// The [`Refusal`] when the connection must be closed.
@@ -298,10 +300,17 @@ impl ListenerPolicy {
     ///
     /// A header is refused as soon as the bytes show it must be (a
     /// forbidden header, an untrusted peer, an invalid byte), without
-    /// waiting for the rest. After a header, bytes that are a proper prefix
-    /// of a header signature are waited for; when nothing follows the
-    /// header, the connection is accepted at once (a client may wait for
-    /// the server to speak first).
+    /// waiting for the rest. After a header, it waits for the first
+    /// application bytes, until they show whether a second header starts
+    /// there (one byte usually does; a proper prefix of `PROXY` or of the
+    /// v2 signature needs more). A proxy typically sends its header before
+    /// it relays anything, so deciding on an empty remainder would let a
+    /// second header in the next segment through.
+    ///
+    /// So the client must speak first, before and after the header (SSH,
+    /// TLS and HTTP clients do); with a protocol where the server speaks
+    /// first, the caller's deadline ends the wait. At end of input
+    /// (`eof`), it decides on what it has.
     pub fn step<'a>(&self, peer: SocketAddr, buf: &'a [u8], eof: bool) -> Step<'a> {
         let limit = self.buffer_limit();
         let decided = |r: Result<Observed, Refusal>, header, consumed| match r {
@@ -343,11 +352,7 @@ impl ListenerPolicy {
                     Err(e) => Step::Refuse(Refusal::InvalidHeader(e)),
                     Ok((header, consumed)) => {
                         let rest = buf.get(consumed..).unwrap_or_default();
-                        if !eof
-                            && !rest.is_empty()
-                            && detect(rest) == Detection::NeedMore
-                            && buf.len() < limit
-                        {
+                        if !eof && detect(rest) == Detection::NeedMore && buf.len() < limit {
                             return Step::NeedMore;
                         }
                         decided(

@@ -38,8 +38,8 @@ pub struct Accepted<S> {
 ///   header is there, which mode off must refuse and mode on must require.
 ///   A client that waits for the server to speak first is therefore refused
 ///   with [`Refusal::Timeout`] (SSH and TLS clients speak first). After a
-///   header, it does not wait: bytes already received are checked for a
-///   second header, and a proper prefix of one is waited for.
+///   header, it likewise waits for the first application bytes, to refuse
+///   a second header (see [`ListenerPolicy::step`]).
 ///
 /// # Errors
 /// The [`Refusal`]; the caller closes the connection.

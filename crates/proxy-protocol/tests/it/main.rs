@@ -1,6 +1,8 @@
 //! Integration tests of ippin-proxy-protocol (one binary, many modules).
 
 mod alloc;
+mod policy;
+mod roundtrip;
 mod v1;
 mod v2;
 mod vectors;

@@ -1,0 +1,339 @@
+//! The listener decision table and the sans-IO reader (`step`).
+
+use std::net::SocketAddr;
+
+use ippin_proxy_protocol::{
+    Error, ListenerPolicy, Observed, ParseConfig, Provenance, ProxyMode, Refusal, Step, parse,
+};
+
+use crate::vectors::{tcp4_block, v2};
+
+const PEER: &str = "10.0.0.5:40000";
+const V1: &[u8] = b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\n";
+const APP: &[u8] = b"SSH-2.0-OpenSSH_9.2p1\r\n";
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn policy(mode: ProxyMode, trusted: Option<&[&str]>) -> ListenerPolicy {
+    ListenerPolicy {
+        mode,
+        trusted_proxies: trusted.map(|t| t.iter().map(|n| n.parse().unwrap()).collect()),
+        parse: ParseConfig::default(),
+    }
+}
+
+fn decide(p: &ListenerPolicy, header: Option<&[u8]>, after: &[u8]) -> Result<Observed, Refusal> {
+    let parsed = header.map(|h| parse(h).unwrap().0);
+    p.decide(sa(PEER), parsed.as_ref(), after)
+}
+
+fn obs(addr: &str, provenance: Provenance, trusted: bool) -> Result<Observed, Refusal> {
+    Ok(Observed {
+        addr: sa(addr),
+        provenance,
+        trusted,
+    })
+}
+
+#[test]
+fn no_header() {
+    let direct = obs(PEER, Provenance::Direct, true);
+    assert_eq!(
+        decide(&policy(ProxyMode::On, None), None, APP),
+        Err(Refusal::HeaderRequired)
+    );
+    assert_eq!(decide(&policy(ProxyMode::Off, None), None, APP), direct);
+    assert_eq!(
+        decide(&policy(ProxyMode::Unspecified, None), None, APP),
+        direct
+    );
+    assert_eq!(
+        decide(
+            &policy(ProxyMode::Unspecified, Some(&["192.0.2.0/24"])),
+            None,
+            APP
+        ),
+        direct
+    );
+}
+
+#[test]
+fn mode_off_refuses_any_header() {
+    let p = policy(ProxyMode::Off, None);
+    assert_eq!(decide(&p, Some(V1), APP), Err(Refusal::HeaderForbidden));
+    // A caller that did not parse is refused too.
+    assert_eq!(decide(&p, None, V1), Err(Refusal::HeaderForbidden));
+    assert_eq!(
+        p.step(sa(PEER), b"PROXY", false),
+        Step::Refuse(Refusal::HeaderForbidden)
+    );
+}
+
+#[test]
+fn mode_on_trusts_the_header() {
+    let p = policy(ProxyMode::On, Some(&["10.0.0.0/8"]));
+    assert_eq!(
+        decide(&p, Some(V1), APP),
+        obs("198.51.100.7:51234", Provenance::ProxyV1, true)
+    );
+    let v2h = v2(0x21, 0x11, &tcp4_block());
+    assert_eq!(
+        decide(&p, Some(&v2h), APP),
+        obs("198.51.100.7:51234", Provenance::ProxyV2, true)
+    );
+    // LOCAL: the proxy itself is the client.
+    let local = v2(0x20, 0x00, &[]);
+    assert_eq!(
+        decide(&p, Some(&local), APP),
+        obs(PEER, Provenance::Local, true)
+    );
+    // UNKNOWN / UNSPEC: the client is unknown; the peer stands in, untrusted.
+    assert_eq!(
+        decide(&p, Some(b"PROXY UNKNOWN\r\n"), APP),
+        obs("10.0.0.5:0", Provenance::ProxyV1, false)
+    );
+    let unspec = v2(0x21, 0x00, &[]);
+    assert_eq!(
+        decide(&p, Some(&unspec), APP),
+        obs("10.0.0.5:0", Provenance::ProxyV2, false)
+    );
+}
+
+#[test]
+fn mode_unspecified_never_trusts_a_header() {
+    let p = policy(ProxyMode::Unspecified, None);
+    assert_eq!(
+        decide(&p, Some(V1), APP),
+        obs("198.51.100.7:0", Provenance::ProxyV1, false)
+    );
+    let local = v2(0x20, 0x00, &[]);
+    assert_eq!(
+        decide(&p, Some(&local), APP),
+        obs("10.0.0.5:0", Provenance::Local, false)
+    );
+}
+
+#[test]
+fn trusted_proxies_only() {
+    let p = policy(ProxyMode::On, Some(&["192.0.2.0/24", "2001:db8::/32"]));
+    assert_eq!(
+        decide(&p, Some(V1), APP),
+        Err(Refusal::UntrustedProxy {
+            peer: "10.0.0.5".parse().unwrap()
+        })
+    );
+    let p = policy(ProxyMode::Unspecified, Some(&["192.0.2.0/24"]));
+    assert_eq!(
+        decide(&p, Some(V1), APP).unwrap_err().code(),
+        "untrusted_proxy"
+    );
+    // An IPv4-mapped peer is matched as IPv4.
+    let p = policy(ProxyMode::On, Some(&["10.0.0.0/8"]));
+    let mapped = sa("[::ffff:10.0.0.5]:40000");
+    let h = parse(V1).unwrap().0;
+    assert!(p.decide(mapped, Some(&h), APP).unwrap().trusted);
+    // The refusal comes before the header is complete.
+    let p = policy(ProxyMode::On, Some(&["192.0.2.0/24"]));
+    assert_eq!(
+        p.step(sa(PEER), b"PROXY TCP4 1", false).refusal_code(),
+        Some("untrusted_proxy")
+    );
+}
+
+trait Code {
+    fn refusal_code(&self) -> Option<&'static str>;
+}
+
+impl Code for Step<'_> {
+    fn refusal_code(&self) -> Option<&'static str> {
+        match self {
+            Step::Refuse(r) => Some(r.code()),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn duplicate_header_including_a_partial_prefix() {
+    let p = policy(ProxyMode::On, None);
+    let sig = &v2(0x21, 0x11, &tcp4_block())[..];
+    for after in [
+        &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"[..],
+        b"PROXY",
+        b"P",
+        b"PRO",
+        b"\r",
+        b"\r\n\r\n\0",
+        sig,
+        &sig[..11],
+    ] {
+        assert_eq!(
+            decide(&p, Some(V1), after),
+            Err(Refusal::DuplicateHeader),
+            "{after:?}"
+        );
+    }
+    for after in [&b""[..], b"PX", b"\r\r", b"SSH-2.0", b"\x16\x03\x01"] {
+        assert!(decide(&p, Some(V1), after).is_ok(), "{after:?}");
+    }
+}
+
+#[test]
+fn canonical_addresses() {
+    let p = policy(ProxyMode::On, None);
+    let h = b"PROXY TCP6 ::ffff:192.0.2.1 ::1 1000 22\r\n";
+    assert_eq!(
+        decide(&p, Some(h), APP),
+        obs("192.0.2.1:1000", Provenance::ProxyV1, true)
+    );
+    let p = policy(ProxyMode::Off, None);
+    let mapped = sa("[::ffff:192.0.2.9]:7");
+    assert_eq!(p.decide(mapped, None, APP).unwrap().addr, sa("192.0.2.9:7"));
+}
+
+#[test]
+fn refusal_codes_are_stable() {
+    let all = [
+        (Refusal::HeaderRequired, "header_required"),
+        (Refusal::HeaderForbidden, "header_forbidden"),
+        (
+            Refusal::UntrustedProxy {
+                peer: "10.0.0.1".parse().unwrap(),
+            },
+            "untrusted_proxy",
+        ),
+        (Refusal::DuplicateHeader, "duplicate_header"),
+        (Refusal::InvalidHeader(Error::V1TooLong), "invalid_header"),
+        (Refusal::UnparsedHeader, "unparsed_header"),
+        (Refusal::Timeout, "timeout"),
+        (Refusal::Closed { received: 3 }, "connection_closed"),
+        (Refusal::Io(std::io::ErrorKind::ConnectionReset), "io_error"),
+    ];
+    for (r, code) in all {
+        assert_eq!(r.code(), code);
+        assert!(r.to_string().starts_with(code), "{r}");
+    }
+}
+
+/// Feeds `input` to `step` `chunk` bytes at a time, as a reader would.
+fn feed<'a>(p: &ListenerPolicy, input: &'a [u8], chunk: usize) -> (Step<'a>, usize) {
+    let mut have = 0;
+    loop {
+        let eof = have == input.len();
+        match p.step(sa(PEER), &input[..have], eof) {
+            Step::NeedMore => {
+                assert!(!eof, "NeedMore at end of input");
+                assert!(have < p.buffer_limit());
+                have = (have + chunk).min(input.len());
+            }
+            done => return (done, have),
+        }
+    }
+}
+
+#[test]
+fn step_one_byte_at_a_time() {
+    let p = policy(ProxyMode::On, None);
+    let v2h = v2(0x21, 0x11, &tcp4_block());
+    for header in [V1, &v2h[..]] {
+        let mut input = header.to_vec();
+        input.extend_from_slice(APP);
+        for chunk in [1, 2, 7, 64, 4096] {
+            let (step, read) = feed(&p, &input, chunk);
+            let Step::Accept {
+                observed,
+                header: Some(h),
+                consumed,
+            } = step
+            else {
+                panic!("{step:?}")
+            };
+            assert_eq!(consumed, header.len());
+            assert_eq!(h.header_len(), header.len());
+            assert!(observed.trusted);
+            assert_eq!(observed.addr, sa("198.51.100.7:51234"));
+            // It waited for the first application byte, and no longer.
+            assert!(read > header.len(), "{read}");
+            assert!(read <= header.len() + chunk, "{read}");
+        }
+    }
+}
+
+#[test]
+fn step_waits_to_tell_a_duplicate() {
+    let p = policy(ProxyMode::On, None);
+    let mut input = V1.to_vec();
+    input.extend_from_slice(V1);
+    let (step, _) = feed(&p, &input, 1);
+    assert_eq!(step, Step::Refuse(Refusal::DuplicateHeader));
+    // "PR" after the header is undecided; "PX" is application data.
+    let mut buf = V1.to_vec();
+    buf.extend_from_slice(b"PR");
+    assert_eq!(p.step(sa(PEER), &buf, false), Step::NeedMore);
+    buf.truncate(V1.len());
+    buf.extend_from_slice(b"PX");
+    assert!(matches!(p.step(sa(PEER), &buf, false), Step::Accept { .. }));
+    // Nothing after the header yet: wait, unless the peer has closed.
+    assert_eq!(p.step(sa(PEER), V1, false), Step::NeedMore);
+    assert!(matches!(
+        p.step(sa(PEER), V1, true),
+        Step::Accept { consumed: 48, .. }
+    ));
+}
+
+#[test]
+fn step_refuses_early_and_on_close() {
+    let p = policy(ProxyMode::On, None);
+    assert_eq!(p.step(sa(PEER), b"", false), Step::NeedMore);
+    assert_eq!(
+        p.step(sa(PEER), b"", true),
+        Step::Refuse(Refusal::HeaderRequired)
+    );
+    assert_eq!(
+        p.step(sa(PEER), b"S", false),
+        Step::Refuse(Refusal::HeaderRequired)
+    );
+    assert_eq!(
+        p.step(sa(PEER), b"PROXY TCP4 1.2", true),
+        Step::Refuse(Refusal::Closed { received: 14 })
+    );
+    assert_eq!(
+        p.step(sa(PEER), b"PRO", true),
+        Step::Refuse(Refusal::Closed { received: 3 })
+    );
+    assert_eq!(
+        p.step(sa(PEER), b"PROXY TCP4 +", false).refusal_code(),
+        Some("invalid_header")
+    );
+    let p = policy(ProxyMode::Off, None);
+    assert!(matches!(
+        p.step(sa(PEER), b"", true),
+        Step::Accept { header: None, .. }
+    ));
+    assert!(matches!(
+        p.step(sa(PEER), b"S", false),
+        Step::Accept {
+            header: None,
+            consumed: 0,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn step_buffers_boundedly() {
+    let p = ListenerPolicy {
+        parse: ParseConfig { max_header_len: 64 },
+        ..policy(ProxyMode::On, None)
+    };
+    assert_eq!(p.buffer_limit(), 107 + 16);
+    let mut big = tcp4_block();
+    big.extend(crate::vectors::tlv(0x04, &[0; 100]));
+    let h = v2(0x21, 0x11, &big);
+    assert!(matches!(
+        p.step(sa(PEER), &h[..16], false),
+        Step::Refuse(Refusal::InvalidHeader(Error::TooLong { .. }))
+    ));
+}
