@@ -1,5 +1,6 @@
 //! Integration tests of ippin-proxy-protocol (one binary, many modules).
 
+mod adapter;
 mod alloc;
 mod policy;
 mod roundtrip;
