@@ -1,5 +1,7 @@
 //! Integration tests for ippin-cert: one binary, one module per area.
 
+mod interop;
 mod ssh;
 mod support;
+mod vectors;
 mod x509;

@@ -10,3 +10,8 @@ pub(crate) const NOW: u64 = 1_700_000_000;
 pub(crate) fn rng() -> UnwrapErr<SysRng> {
     UnwrapErr(SysRng)
 }
+
+/// The folder of the committed test vectors.
+pub(crate) fn vectors() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+}
