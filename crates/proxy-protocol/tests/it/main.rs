@@ -2,6 +2,7 @@
 
 mod adapter;
 mod alloc;
+mod peers;
 mod policy;
 mod roundtrip;
 mod v1;
