@@ -1,0 +1,69 @@
+//! The one accept path every listener uses: the PROXY stage decided by
+//! `ippin-proxy-protocol`, its answer mapped into `ippin-policy`'s
+//! [`ObservedAddr`].
+
+use std::net::SocketAddr;
+
+use ippin_policy::{ObservedAddr, Provenance};
+use ippin_proxy_protocol as pp;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::{ListenerConfig, ProxyModeSetting};
+
+/// Why a connection was refused at the PROXY stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The stable reason code from the PROXY layer.
+    pub code: &'static str,
+    /// A readable explanation.
+    pub message: String,
+}
+
+/// The PROXY-protocol listener policy for a configured listener.
+pub fn listener_policy(cfg: &ListenerConfig) -> pp::ListenerPolicy {
+    let mode = match cfg.proxy_protocol {
+        ProxyModeSetting::On => pp::ProxyMode::On,
+        ProxyModeSetting::Off => pp::ProxyMode::Off,
+        ProxyModeSetting::Unspecified => pp::ProxyMode::Unspecified,
+    };
+    pp::ListenerPolicy {
+        mode,
+        trusted_proxies: cfg.trusted_proxies.clone(),
+        parse: pp::ParseConfig::default(),
+    }
+}
+
+/// Maps the PROXY layer's observation into the policy crate's type.
+///
+/// A `LOCAL` header (a proxy's own health check) names no client: the
+/// address is the proxy's, and it is recorded as `direct`.
+pub fn to_observed(o: &pp::Observed) -> ObservedAddr {
+    let provenance = match o.provenance {
+        pp::Provenance::ProxyV1 => Provenance::ProxyV1,
+        pp::Provenance::ProxyV2 => Provenance::ProxyV2,
+        _ => Provenance::Direct,
+    };
+    ObservedAddr::new(o.addr, provenance, o.trusted)
+}
+
+/// Runs the PROXY stage on a freshly accepted connection from `peer`: reads
+/// at most one header within the listener's `header_timeout`, decides with
+/// the listener's mode and trusted proxies, and returns the observed client
+/// address with a stream that replays any bytes read past the header.
+pub async fn accept_observed<S>(
+    stream: S,
+    peer: SocketAddr,
+    cfg: &ListenerConfig,
+) -> Result<(ObservedAddr, pp::PrefixedStream<S>), Refused>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let policy = listener_policy(cfg);
+    match pp::accept(stream, peer, &policy, cfg.header_timeout).await {
+        Ok(accepted) => Ok((to_observed(&accepted.observed), accepted.stream)),
+        Err(refusal) => Err(Refused {
+            code: refusal.code(),
+            message: refusal.to_string(),
+        }),
+    }
+}

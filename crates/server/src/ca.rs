@@ -1,0 +1,421 @@
+//! The `Ca` bundle (SSH user CA + X.509 CA) used by login and renewal, and
+//! `ippin ca init`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ippin_cert as cert;
+
+use crate::config::{CaPaths, ConfigError, MAX_CONFIG_BYTES, read_bounded};
+
+/// Errors of certificate issuance and CA files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    /// A CA or identity file could not be read or written.
+    #[error(transparent)]
+    File(#[from] ConfigError),
+    /// A CA file holds something the certificate library refused.
+    #[error("{file}: {message}")]
+    Material {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A public key in a request is not acceptable.
+    #[error("{field}: {message}")]
+    BadKey {
+        /// `ssh_public_key` or `tls_public_key`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The certificate library refused to issue.
+    #[error("cannot issue the {what} certificate: {message}")]
+    Issue {
+        /// `ssh` or `x509`.
+        what: &'static str,
+        /// The library's error.
+        message: String,
+    },
+    /// `ca init` would overwrite an existing configuration.
+    #[error("{0}: already exists; refusing to overwrite it")]
+    Exists(PathBuf),
+}
+
+/// What to issue: identity, public keys, pins and validity.
+#[derive(Debug, Clone)]
+pub struct IssueRequest<'a> {
+    /// The user (SSH principal, X.509 CN).
+    pub user: &'a str,
+    /// The user's current roles.
+    pub roles: &'a [String],
+    /// The client's SSH public key, OpenSSH text.
+    pub ssh_public_key: &'a str,
+    /// The client's TLS public key, SPKI PEM.
+    pub tls_public_key: &'a str,
+    /// The IP to pin, decided by `ippin-policy`.
+    pub pinned_ip: Option<IpAddr>,
+    /// The IP the login was observed from, when known.
+    pub login_ip: Option<IpAddr>,
+    /// Start of validity.
+    pub now: SystemTime,
+    /// Lifetime.
+    pub ttl: Duration,
+}
+
+/// The issued certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// OpenSSH certificate text (`ssh-ed25519-cert-v01@openssh.com AAAA…`).
+    pub ssh_certificate: String,
+    /// X.509 client certificate, PEM.
+    pub tls_certificate: String,
+    /// The pin written into both.
+    pub pinned_ip: Option<IpAddr>,
+    /// End of validity.
+    pub expires: SystemTime,
+}
+
+/// The SSH user CA and the X.509 CA.
+pub struct Ca {
+    ssh: cert::ssh::SshCa,
+    x509: cert::x509::X509Ca,
+    x509_cert_pem: String,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Ca {
+    /// Loads the CA files named by the configuration.
+    pub fn load(paths: &CaPaths) -> Result<Ca, CaError> {
+        let ssh_text = read_bounded(&paths.ssh_key, MAX_CONFIG_BYTES)?;
+        let ssh = cert::ssh::SshCa::from_openssh(&ssh_text).map_err(|e| CaError::Material {
+            file: paths.ssh_key.clone(),
+            message: e.to_string(),
+        })?;
+        let cert_pem = read_bounded(&paths.tls_cert, MAX_CONFIG_BYTES)?;
+        let key_pem = read_bounded(&paths.tls_key, MAX_CONFIG_BYTES)?;
+        let x509 =
+            cert::x509::X509Ca::from_pem(&cert_pem, &key_pem).map_err(|e| CaError::Material {
+                file: paths.tls_cert.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Ca {
+            ssh,
+            x509,
+            x509_cert_pem: cert_pem,
+        })
+    }
+
+    /// The X.509 CA certificate, PEM.
+    pub fn x509_cert_pem(&self) -> &str {
+        &self.x509_cert_pem
+    }
+
+    /// The X.509 CA certificate, DER.
+    pub fn x509_cert_der(&self) -> Vec<u8> {
+        self.x509.cert_der().to_vec()
+    }
+
+    /// The SSH CA's public key, OpenSSH text.
+    pub fn ssh_public_key(&self) -> String {
+        self.ssh.public_key().to_openssh().unwrap_or_default()
+    }
+
+    /// Issues the SSH and X.509 certificates for `req`. The pins come from
+    /// the caller, which got them from `ippin-policy`.
+    pub fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued, CaError> {
+        let mut rng = crate::rng();
+        let not_before = unix(req.now).saturating_sub(60);
+        let expires = req.now + req.ttl;
+        let not_after = unix(expires);
+        let serial = random_serial();
+
+        let ssh_key =
+            cert::ssh_key::PublicKey::from_openssh(req.ssh_public_key.trim()).map_err(|e| {
+                CaError::BadKey {
+                    field: "ssh_public_key",
+                    message: e.to_string(),
+                }
+            })?;
+        let mut ssh_req = cert::ssh::SshCertRequest::builder(ssh_key.key_data().clone())
+            .key_id(format!("{}@ippin/{serial}", req.user))
+            .serial(serial)
+            .principal(req.user)
+            .validity(not_before, not_after);
+        if let Some(ip) = req.pinned_ip {
+            ssh_req = ssh_req.pinned_ip(ip);
+        }
+        if let Some(ip) = req.login_ip {
+            ssh_req = ssh_req.login_ip(ip);
+        }
+        let ssh_req = ssh_req.build().map_err(|e| CaError::Issue {
+            what: "ssh",
+            message: e.to_string(),
+        })?;
+        let ssh_cert = self
+            .ssh
+            .issue(&ssh_req, &mut rng)
+            .map_err(|e| CaError::Issue {
+                what: "ssh",
+                message: e.to_string(),
+            })?;
+        let ssh_certificate = ssh_cert.to_openssh().map_err(|e| CaError::Issue {
+            what: "ssh",
+            message: e.to_string(),
+        })?;
+
+        let spki_der =
+            cert::x509::spki_der_from_pem(req.tls_public_key).map_err(|e| CaError::BadKey {
+                field: "tls_public_key",
+                message: e.to_string(),
+            })?;
+        let mut x509_req = cert::x509::ClientCertRequest::builder(req.user, spki_der)
+            .validity(not_before, not_after)
+            .serial(serial);
+        for role in req.roles {
+            x509_req = x509_req.role(role.as_str());
+        }
+        if let Some(ip) = req.pinned_ip {
+            x509_req = x509_req.pinned_ip(ip);
+        }
+        if let Some(ip) = req.login_ip {
+            x509_req = x509_req.login_ip(ip);
+        }
+        let x509_req = x509_req.build().map_err(|e| CaError::Issue {
+            what: "x509",
+            message: e.to_string(),
+        })?;
+        let der = self
+            .x509
+            .issue_client(&x509_req, &mut rng)
+            .map_err(|e| CaError::Issue {
+                what: "x509",
+                message: e.to_string(),
+            })?;
+        Ok(Issued {
+            ssh_certificate,
+            tls_certificate: der_to_pem(&der, "CERTIFICATE"),
+            pinned_ip: req.pinned_ip,
+            expires,
+        })
+    }
+}
+
+fn random_serial() -> u64 {
+    let mut b = [0u8; 8];
+    // getrandom failing is not recoverable for a CA; fall back to the clock
+    // only so that serials still differ (they are not a security property).
+    if cert::getrandom::fill(&mut b).is_err() {
+        return unix(SystemTime::now());
+    }
+    u64::from_be_bytes(b) >> 1
+}
+
+/// The DER bytes of the single PEM block labelled `label` in `text`.
+pub fn pem_to_der(text: &str, label: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let text = text.trim();
+    let rest = text.strip_prefix(&begin)?;
+    let (body, after) = rest.split_once(&end)?;
+    if !after.trim().is_empty() {
+        return None;
+    }
+    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// PEM text for `der` with `label`, 64 columns.
+pub fn der_to_pem(der: &[u8], label: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The role file `ca init` writes: `pinned-ip` pins, `dev` does not.
+pub const ROLES_YAML: &str = "\
+kind: role
+version: v7
+metadata:
+  name: pinned-ip
+spec:
+  options:
+    pin_source_ip: true
+---
+kind: role
+version: v7
+metadata:
+  name: dev
+spec:
+  options:
+    pin_source_ip: false
+";
+
+/// The configuration `ca init` writes (users are added with `user add`).
+pub const CONFIG_YAML: &str = "\
+cluster_name: local
+ca:
+  ssh_key: ca/ssh_user_ca        # OpenSSH private key of the SSH user CA
+  tls_cert: ca/tls_ca.pem        # X.509 CA: clients trust it, client certificates chain to it
+  tls_key: ca/tls_ca.key
+server_tls: {cert: server.pem, key: server.key}   # the listeners' own TLS identity, from the CA
+roles: [roles.yaml]              # files of role documents
+users: []                        # ippin user add --config ippin.yaml NAME --role pinned-ip
+cert_ttl: 8h
+audit_log: audit.log
+listeners:
+  - kind: login
+    listen: 127.0.0.1:3080
+    proxy_protocol: off          # on | off; absent = unspecified (never trusted)
+    header_timeout: 5s
+    trust_x_forwarded_for: false
+  - kind: tls
+    listen: 127.0.0.1:3443
+    proxy_protocol: off
+    header_timeout: 5s
+";
+
+/// The names the listeners' certificate is valid for.
+const SERVER_DNS: &[&str] = &["localhost"];
+
+fn server_ips() -> Vec<IpAddr> {
+    ["127.0.0.1", "127.0.0.2", "127.0.0.3", "::1"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), CaError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    opts.open(path)
+        .and_then(|mut f| f.write_all(contents))
+        .map_err(|source| {
+            CaError::File(ConfigError::Io {
+                file: path.to_path_buf(),
+                action: "write",
+                source,
+            })
+        })
+}
+
+/// `ippin ca init DIR`: SSH user CA (Ed25519), X.509 CA (P-256), the
+/// listeners' TLS identity, `roles.yaml` and `ippin.yaml`. Returns the path
+/// of the configuration. Refuses to overwrite an existing one.
+pub fn init(dir: &Path) -> Result<PathBuf, CaError> {
+    init_at(dir, SystemTime::now(), CONFIG_YAML)
+}
+
+/// [`init`] with the time and the configuration text given.
+pub fn init_at(dir: &Path, now: SystemTime, config_yaml: &str) -> Result<PathBuf, CaError> {
+    let config = dir.join("ippin.yaml");
+    if config.exists() {
+        return Err(CaError::Exists(config));
+    }
+    let ca_dir = dir.join("ca");
+    std::fs::create_dir_all(&ca_dir).map_err(|source| {
+        CaError::File(ConfigError::Io {
+            file: ca_dir.clone(),
+            action: "create",
+            source,
+        })
+    })?;
+    let material = |e: &dyn std::fmt::Display, file: &Path| CaError::Material {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut rng = crate::rng();
+    let ssh_path = ca_dir.join("ssh_user_ca");
+    let ssh = cert::ssh::SshCa::generate_ed25519(&mut rng).map_err(|e| material(&e, &ssh_path))?;
+    let ssh_text = ssh.to_openssh().map_err(|e| material(&e, &ssh_path))?;
+    write_file(&ssh_path, ssh_text.as_bytes(), true)?;
+    let ssh_pub = ssh
+        .public_key()
+        .to_openssh()
+        .map_err(|e| material(&e, &ssh_path))?;
+    write_file(
+        &ca_dir.join("ssh_user_ca.pub"),
+        format!("{ssh_pub}\n").as_bytes(),
+        false,
+    )?;
+
+    let start = unix(now).saturating_sub(3600);
+    let ten_years = 10 * 365 * 24 * 3600;
+    let tls_path = ca_dir.join("tls_ca.pem");
+    let x509 =
+        cert::x509::X509Ca::generate_p256("ippin local CA", start, start + ten_years, &mut rng)
+            .map_err(|e| material(&e, &tls_path))?;
+    write_file(&tls_path, x509.cert_pem().as_bytes(), false)?;
+    let x509_key = x509.key_pem().map_err(|e| material(&e, &tls_path))?;
+    write_file(&ca_dir.join("tls_ca.key"), x509_key.as_bytes(), true)?;
+
+    let server_path = dir.join("server.pem");
+    let (server_key_pem, server_spki_pem) =
+        cert::x509::generate_key_pair_p256(&mut rng).map_err(|e| material(&e, &server_path))?;
+    let spki =
+        cert::x509::spki_der_from_pem(&server_spki_pem).map_err(|e| material(&e, &server_path))?;
+    let server_req = cert::x509::ServerCertRequest::new(
+        SERVER_DNS.iter().map(|s| (*s).to_owned()).collect(),
+        server_ips(),
+        spki,
+        start,
+        start + 2 * 365 * 24 * 3600,
+        random_serial().max(1),
+    )
+    .map_err(|e| material(&e, &server_path))?;
+    let server_der = x509
+        .issue_server(&server_req, &mut rng)
+        .map_err(|e| material(&e, &server_path))?;
+    write_file(
+        &server_path,
+        der_to_pem(&server_der, "CERTIFICATE").as_bytes(),
+        false,
+    )?;
+    write_file(&dir.join("server.key"), server_key_pem.as_bytes(), true)?;
+    write_file(&dir.join("roles.yaml"), ROLES_YAML.as_bytes(), false)?;
+    write_file(&config, config_yaml.as_bytes(), false)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip_and_strictness() {
+        let der = vec![0x30, 0x03, 0x02, 0x01, 0x05];
+        let pem = der_to_pem(&der, "CERTIFICATE");
+        assert_eq!(pem_to_der(&pem, "CERTIFICATE"), Some(der.clone()));
+        assert_eq!(pem_to_der(&pem, "PUBLIC KEY"), None);
+        assert_eq!(pem_to_der(&format!("{pem}{pem}"), "CERTIFICATE"), None);
+        assert_eq!(pem_to_der("garbage", "CERTIFICATE"), None);
+    }
+}

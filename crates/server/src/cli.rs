@@ -1,0 +1,205 @@
+//! Command-line arguments (clap) and their dispatch. `main` only parses,
+//! sets up logging and the runtime, and calls [`run`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::Outcome;
+
+/// ippin: source-IP pinning for SSH and TLS credentials.
+#[derive(Debug, Parser)]
+#[command(name = "ippin", version, about)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Play the whole story on loopback with an ephemeral CA: login, pinned
+    /// access, refusal from another IP, login again, a load balancer, a
+    /// spoofed PROXY header.
+    Demo,
+    /// Certificate authority commands.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// User commands.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Run the listeners of a configuration until interrupted.
+    Serve {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Log in: get SSH and X.509 certificates (pinned when your roles say so).
+    Login(LoginArgs),
+    /// Inspect a PROXY header or a certificate.
+    #[command(subcommand)]
+    Inspect(InspectCommand),
+    /// Run the pin check on a certificate for a client seen at an address.
+    Check(CheckCli),
+}
+
+/// `ippin ca …`
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create an SSH user CA, an X.509 CA, the listeners' TLS identity, a
+    /// role file and a working `ippin.yaml` in DIR.
+    Init {
+        /// The folder (created if missing; must not already hold a config).
+        dir: PathBuf,
+    },
+}
+
+/// `ippin user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user: the password is read from the terminal (or from stdin
+    /// when it is not one) and its argon2id hash written into the config.
+    Add {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The user name.
+        name: String,
+        /// A role (repeat for several).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+/// `ippin login …`
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The login listener, as `https://HOST:PORT`.
+    #[arg(long)]
+    pub server: String,
+    /// The user name.
+    #[arg(long)]
+    pub user: String,
+    /// The CA certificate that signed the listener's certificate (PEM).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Where to write the keys and certificates.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Bind the client socket to this local IP before connecting (choose
+    /// the source address, e.g. 127.0.0.2).
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+}
+
+/// `ippin inspect …`
+#[derive(Debug, Subcommand)]
+pub enum InspectCommand {
+    /// Parse one PROXY header from the start of FILE (or stdin: `-` or none).
+    Proxy {
+        /// The file, `-` for stdin.
+        file: Option<PathBuf>,
+    },
+    /// Show the pin and identity of an OpenSSH or X.509 certificate.
+    Cert {
+        /// The certificate file (OpenSSH, PEM or DER).
+        file: PathBuf,
+    },
+}
+
+/// `ippin check …`
+#[derive(Debug, Args)]
+pub struct CheckCli {
+    /// The certificate (OpenSSH, X.509 PEM or DER).
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// The observed client address: `ip`, `ip:port` or `[v6]:port`.
+    #[arg(long)]
+    pub observed: String,
+    /// A role file; the roles in all of them are the user's role set.
+    #[arg(long = "roles")]
+    pub roles: Vec<PathBuf>,
+    /// Treat the observed address as untrusted.
+    #[arg(long)]
+    pub untrusted: bool,
+}
+
+/// The upper bound on what `inspect` reads.
+const MAX_INPUT: u64 = 1024 * 1024;
+
+fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    match file {
+        None => std::io::stdin()
+            .take(MAX_INPUT)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("stdin: {e}"))?,
+        Some(p) if p.as_os_str() == "-" => std::io::stdin()
+            .take(MAX_INPUT)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("stdin: {e}"))?,
+        Some(p) => std::fs::File::open(p)
+            .and_then(|f| f.take(MAX_INPUT).read_to_end(&mut buf))
+            .map_err(|e| format!("{}: {e}", p.display()))?,
+    };
+    Ok(buf)
+}
+
+/// `ippin check`: reads the files, then the other engineer's `check::run`.
+/// Unreadable files are unusable input (exit 2).
+fn check_command(args: CheckCli) -> Outcome {
+    let cert = match read_input(Some(&args.cert)) {
+        Ok(b) => b,
+        Err(e) => return Outcome::fail(2, format!("error: {e}\n")),
+    };
+    let mut roles = Vec::with_capacity(args.roles.len());
+    for f in &args.roles {
+        match crate::config::read_bounded(f, MAX_INPUT) {
+            Ok(text) => roles.push((f.display().to_string(), text)),
+            Err(e) => return Outcome::fail(2, format!("error: {e}\n")),
+        }
+    }
+    crate::check::run(&crate::check::CheckArgs {
+        cert,
+        observed: args.observed,
+        roles,
+        untrusted: args.untrusted,
+    })
+}
+
+/// Runs a parsed command line and returns what to print and the exit code.
+pub async fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Demo => crate::demo::run().await,
+        Command::Ca(CaCommand::Init { dir }) => match crate::ca::init(&dir) {
+            Ok(config) => Outcome::ok(format!(
+                "created {}\nnext: ippin user add --config {} NAME --role pinned-ip\n",
+                config.display(),
+                config.display()
+            )),
+            Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+        },
+        Command::User(UserCommand::Add {
+            config,
+            name,
+            roles,
+        }) => crate::users::add_command(&config, &name, &roles),
+        Command::Serve { config } => crate::server::serve_command(&config).await,
+        Command::Login(args) => crate::client::login_command(&args).await,
+        Command::Inspect(InspectCommand::Proxy { file }) => match read_input(file.as_deref()) {
+            Ok(bytes) => crate::inspect::proxy(&bytes),
+            Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+        },
+        Command::Inspect(InspectCommand::Cert { file }) => match read_input(Some(&file)) {
+            Ok(bytes) => crate::inspect::cert(&bytes),
+            Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+        },
+        Command::Check(args) => check_command(args),
+    }
+}

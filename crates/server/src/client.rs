@@ -1,0 +1,485 @@
+//! The client side: `ippin login`, and the calls the demo and the tests use
+//! (login, `GET /whoami`, renewal), over real sockets, optionally from a
+//! chosen local IP and behind a PROXY header.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use ippin_cert::ssh_key;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpSocket;
+
+use crate::Outcome;
+use crate::cli::LoginArgs;
+use crate::server::{CertResponse, LoginRequest, RenewRequest};
+
+/// Time allowed to connect, handshake, and get the whole answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upper bound on an answer body.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Connecting, binding or writing failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The connection was closed or reset before an answer (a refusal at the
+    /// PROXY stage, a failed TLS handshake, a client certificate refused).
+    #[error("connection refused or closed by the server: {0}")]
+    Closed(String),
+    /// The server answered with an error status.
+    #[error("HTTP {status}: {error}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The `error` code of the body.
+        error: String,
+        /// The `message` of the body.
+        message: String,
+    },
+    /// Something local is wrong (a key, a file, an argument).
+    #[error("{0}")]
+    Local(String),
+    /// No answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// The TLS server name to verify (`localhost` or an IP literal).
+    pub server_name: String,
+    /// The CA that signed the server's certificate, PEM.
+    pub ca_pem: String,
+    /// Bind the client socket to this local IP first.
+    pub bind: Option<IpAddr>,
+    /// Bytes sent right after connecting, before TLS (a PROXY header: the
+    /// demo's simulated load balancer and spoofing client).
+    pub proxy_header: Option<Vec<u8>>,
+}
+
+/// Keys and certificates from a login or renewal.
+#[derive(Clone)]
+pub struct Credentials {
+    /// SSH private key, OpenSSH format.
+    pub ssh_private_key: String,
+    /// SSH public key, OpenSSH text.
+    pub ssh_public_key: String,
+    /// SSH certificate, OpenSSH text.
+    pub ssh_certificate: String,
+    /// TLS private key, PKCS#8 PEM.
+    pub tls_key_pem: String,
+    /// TLS client certificate, PEM.
+    pub tls_cert_pem: String,
+    /// The pinned IP the server reported.
+    pub pinned_ip: Option<String>,
+    /// Expiry, RFC 3339.
+    pub expires: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("pinned_ip", &self.pinned_ip)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fresh key pairs: SSH Ed25519 and TLS P-256.
+struct Keys {
+    ssh_private: String,
+    ssh_public: String,
+    tls_key_pem: String,
+    tls_spki_pem: String,
+}
+
+fn new_keys() -> Result<Keys, ClientError> {
+    let mut rng = crate::rng();
+    let ssh = ssh_key::PrivateKey::random(&mut rng, ssh_key::Algorithm::Ed25519)
+        .map_err(|e| ClientError::Local(format!("cannot make an SSH key: {e}")))?;
+    let ssh_private = ssh
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| ClientError::Local(format!("cannot encode the SSH key: {e}")))?
+        .to_string();
+    let ssh_public = ssh
+        .public_key()
+        .to_openssh()
+        .map_err(|e| ClientError::Local(format!("cannot encode the SSH key: {e}")))?;
+    let (tls_key_pem, tls_spki_pem) = ippin_cert::x509::generate_key_pair_p256(&mut rng)
+        .map_err(|e| ClientError::Local(format!("cannot make a TLS key: {e}")))?;
+    Ok(Keys {
+        ssh_private,
+        ssh_public,
+        tls_key_pem,
+        tls_spki_pem,
+    })
+}
+
+/// A client certificate and its key, PEM.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAuth<'a> {
+    /// Certificate, PEM.
+    pub cert_pem: &'a str,
+    /// Key, PKCS#8 PEM.
+    pub key_pem: &'a str,
+}
+
+impl<'a> From<&'a Credentials> for ClientAuth<'a> {
+    fn from(c: &'a Credentials) -> Self {
+        ClientAuth {
+            cert_pem: &c.tls_cert_pem,
+            key_pem: &c.tls_key_pem,
+        }
+    }
+}
+
+fn tls_config(
+    ca_pem: &str,
+    auth: Option<ClientAuth<'_>>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    crate::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let c = c.map_err(|e| ClientError::Local(format!("CA certificate: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| ClientError::Local(format!("CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Local("CA file: no CERTIFICATE block".into()));
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match auth {
+        None => builder.with_no_client_auth(),
+        Some(a) => {
+            let chain = CertificateDer::pem_slice_iter(a.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ClientError::Local(format!("client certificate: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(a.key_pem.as_bytes())
+                .map_err(|e| ClientError::Local(format!("client key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Local(format!("client certificate: {e}")))?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// One HTTPS request: connect (bound to `ep.bind`), send `ep.proxy_header`,
+/// TLS (with `auth` as client certificate), one HTTP/1.1 exchange. Returns
+/// the status and the body.
+pub async fn request(
+    ep: &Endpoint,
+    auth: Option<ClientAuth<'_>>,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, Vec<u8>), ClientError> {
+    match tokio::time::timeout(CLIENT_TIMEOUT, request_inner(ep, auth, method, path, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Timeout(CLIENT_TIMEOUT)),
+    }
+}
+
+async fn request_inner(
+    ep: &Endpoint,
+    auth: Option<ClientAuth<'_>>,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(StatusCode, Vec<u8>), ClientError> {
+    let io = |what: String| move |source| ClientError::Io { what, source };
+    let socket = match ep.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(io("socket".into()))?;
+    if let Some(ip) = ep.bind {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(io(format!("bind {ip}")))?;
+    }
+    let mut tcp = socket
+        .connect(ep.addr)
+        .await
+        .map_err(io(format!("connect {}", ep.addr)))?;
+    let _ = tcp.set_nodelay(true);
+    if let Some(h) = &ep.proxy_header {
+        tcp.write_all(h)
+            .await
+            .map_err(io("send the PROXY header".into()))?;
+    }
+    let config = tls_config(&ep.ca_pem, auth)?;
+    let name = ServerName::try_from(ep.server_name.clone())
+        .map_err(|e| ClientError::Local(format!("server name `{}`: {e}", ep.server_name)))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ClientError::Closed(format!("TLS: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| ClientError::Closed(format!("HTTP: {e}")))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, ep.server_name.as_str());
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let req = builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| ClientError::Local(format!("request: {e}")))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Closed(format!("HTTP: {e}")))?;
+    let status = resp.status();
+    let bytes = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| ClientError::Closed(format!("HTTP body: {e}")))?
+        .to_bytes();
+    driver.abort();
+    Ok((status, bytes.to_vec()))
+}
+
+fn refused(status: StatusCode, body: &[u8]) -> ClientError {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    ClientError::Refused {
+        status: status.as_u16(),
+        error: v["error"].as_str().unwrap_or("unknown").to_owned(),
+        message: v["message"].as_str().unwrap_or("").to_owned(),
+    }
+}
+
+fn credentials(keys: Keys, body: &[u8]) -> Result<Credentials, ClientError> {
+    let r: CertResponse = serde_json::from_slice(body)
+        .map_err(|e| ClientError::Local(format!("unexpected answer: {e}")))?;
+    Ok(Credentials {
+        ssh_private_key: keys.ssh_private,
+        ssh_public_key: keys.ssh_public,
+        ssh_certificate: r.ssh_certificate,
+        tls_key_pem: keys.tls_key_pem,
+        tls_cert_pem: r.tls_certificate,
+        pinned_ip: r.pinned_ip,
+        expires: r.expires,
+    })
+}
+
+/// `POST /v1/login` with fresh keys.
+pub async fn login(ep: &Endpoint, user: &str, password: &str) -> Result<Credentials, ClientError> {
+    let keys = new_keys()?;
+    let body = serde_json::to_vec(&LoginRequest {
+        user: user.to_owned(),
+        password: password.to_owned(),
+        ssh_public_key: keys.ssh_public.clone(),
+        tls_public_key: keys.tls_spki_pem.clone(),
+    })
+    .map_err(|e| ClientError::Local(e.to_string()))?;
+    let (status, answer) = request(ep, None, Method::POST, "/v1/login", Some(body)).await?;
+    if status != StatusCode::OK {
+        return Err(refused(status, &answer));
+    }
+    credentials(keys, &answer)
+}
+
+/// `POST /v1/renew` with fresh keys, authenticated by `current`.
+pub async fn renew(ep: &Endpoint, current: &Credentials) -> Result<Credentials, ClientError> {
+    let keys = new_keys()?;
+    let body = serde_json::to_vec(&RenewRequest {
+        ssh_public_key: keys.ssh_public.clone(),
+        tls_public_key: keys.tls_spki_pem.clone(),
+    })
+    .map_err(|e| ClientError::Local(e.to_string()))?;
+    let (status, answer) = request(
+        ep,
+        Some(current.into()),
+        Method::POST,
+        "/v1/renew",
+        Some(body),
+    )
+    .await?;
+    if status != StatusCode::OK {
+        return Err(refused(status, &answer));
+    }
+    credentials(keys, &answer)
+}
+
+/// `GET /whoami` with `creds`: the parsed JSON on 200, the refusal otherwise.
+pub async fn whoami(
+    ep: &Endpoint,
+    creds: &Credentials,
+) -> Result<crate::server::Whoami, ClientError> {
+    let (status, answer) = request(ep, Some(creds.into()), Method::GET, "/whoami", None).await?;
+    if status != StatusCode::OK {
+        return Err(refused(status, &answer));
+    }
+    serde_json::from_slice(&answer).map_err(|e| ClientError::Local(format!("whoami: {e}")))
+}
+
+/// Splits `https://HOST:PORT` into host and port.
+fn parse_server(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("server `{url}`: expected https://HOST:PORT"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, p) = v6
+            .split_once("]:")
+            .ok_or_else(|| format!("server `{url}`: expected https://[V6]:PORT"))?;
+        (h.to_owned(), p)
+    } else {
+        let (h, p) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("server `{url}`: the port is missing"))?;
+        (h.to_owned(), p)
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("server `{url}`: bad port `{port}`"))?;
+    if host.is_empty() {
+        return Err(format!("server `{url}`: the host is missing"));
+    }
+    Ok((host, port))
+}
+
+fn write_out(dir: &Path, name: &str, text: &str, private: bool) -> Result<PathBuf, String> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut text = text.to_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    opts.open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Writes `creds` into `dir`: `ippin_ed25519` (+ `.pub`, `-cert.pub`, as
+/// OpenSSH looks for them), `ippin_tls.key`, `ippin_tls.pem`.
+pub fn save(dir: &Path, creds: &Credentials) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(vec![
+        write_out(dir, "ippin_ed25519", &creds.ssh_private_key, true)?,
+        write_out(dir, "ippin_ed25519.pub", &creds.ssh_public_key, false)?,
+        write_out(dir, "ippin_ed25519-cert.pub", &creds.ssh_certificate, false)?,
+        write_out(dir, "ippin_tls.key", &creds.tls_key_pem, true)?,
+        write_out(dir, "ippin_tls.pem", &creds.tls_cert_pem, false)?,
+    ])
+}
+
+/// `ippin login`.
+pub async fn login_command(args: &LoginArgs) -> Outcome {
+    let fail = |m: String| Outcome::fail(1, format!("error: {m}\n"));
+    let (host, port) = match parse_server(&args.server) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let Some(ca) = &args.ca else {
+        return fail(
+            "the CA that signed the server's certificate is needed: pass --ca FILE \
+             (ca/tls_ca.pem from `ippin ca init`)"
+                .into(),
+        );
+    };
+    let ca_pem = match crate::config::read_bounded(ca, crate::config::MAX_CONFIG_BYTES) {
+        Ok(t) => t,
+        Err(e) => return fail(e.to_string()),
+    };
+    let addr = match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => a,
+                None => return fail(format!("{host}: no address")),
+            },
+            Err(e) => return fail(format!("{host}: {e}")),
+        },
+    };
+    let password = match crate::users::read_password(&format!("password for {}: ", args.user)) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let ep = Endpoint {
+        addr,
+        server_name: host,
+        ca_pem,
+        bind: args.bind,
+        proxy_header: None,
+    };
+    let creds = match login(&ep, &args.user, &password).await {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let files = match save(&args.out, &creds) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let mut out = String::new();
+    match &creds.pinned_ip {
+        Some(ip) => out.push_str(&format!(
+            "pinned to {ip}: these certificates work only from {ip} (log in again from elsewhere)\n"
+        )),
+        None => out.push_str("not pinned: your roles do not require a pinned source IP\n"),
+    }
+    out.push_str(&format!("expires {}\n", creds.expires));
+    for f in files {
+        out.push_str(&format!("wrote {}\n", f.display()));
+    }
+    Outcome::ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(
+            parse_server("https://127.0.0.1:3080"),
+            Ok(("127.0.0.1".into(), 3080))
+        );
+        assert_eq!(
+            parse_server("https://localhost:3080/"),
+            Ok(("localhost".into(), 3080))
+        );
+        assert_eq!(parse_server("https://[::1]:443"), Ok(("::1".into(), 443)));
+        assert!(parse_server("http://127.0.0.1:1").is_err());
+        assert!(parse_server("https://127.0.0.1").is_err());
+        assert!(parse_server("https://:80").is_err());
+        assert!(parse_server("https://h:99999").is_err());
+    }
+}

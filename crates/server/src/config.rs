@@ -1,0 +1,869 @@
+//! The `serve` configuration: one YAML file, strictly read.
+//!
+//! * Unknown fields are refused (a typo must not silently drop a setting).
+//! * Every error names the file, the line (when YAML gives it, or the line
+//!   of the entry a cross-reference check is about) and the field.
+//! * Relative paths resolve against the folder of the configuration file.
+//! * A listener without `proxy_protocol` is *unspecified*: it accepts both
+//!   direct clients and PROXY headers, but nothing it sees is trusted for
+//!   pinning. `serve` warns loudly about it at start.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Errors of configuration loading and of the `ca init` / `user add` edits.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{file}: {action}: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// What was being done ("read", "write").
+        action: &'static str,
+        /// The operating-system error.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or a field is unknown, missing or of the wrong
+    /// shape; `message` names the field path.
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line (0 when YAML gave none).
+        line: usize,
+        /// 1-based column (0 when YAML gave none).
+        column: usize,
+        /// What is wrong, with the field path.
+        message: String,
+    },
+    /// A field is well formed but its value is not acceptable.
+    #[error("{file}:{line}: field `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the entry (0 when it could not be located).
+        line: usize,
+        /// The field path, as in `users[1].roles`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What a listener serves. `ssh` and `forward` come in later issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ListenerKind {
+    /// HTTPS login: `POST /v1/login` issues (pinned) certificates.
+    Login,
+    /// Mutual TLS access: `GET /whoami`, `POST /v1/renew`, after the pin check.
+    Tls,
+}
+
+impl ListenerKind {
+    /// The name used in the configuration and in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Login => "login",
+            ListenerKind::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The PROXY protocol mode of a listener as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyModeSetting {
+    /// Every connection must start with a PROXY header from a trusted peer.
+    On,
+    /// No connection may carry a PROXY header.
+    Off,
+    /// Field absent: accepted with or without a header, never trusted.
+    Unspecified,
+}
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// What it serves.
+    pub kind: ListenerKind,
+    /// Where it listens (port 0 picks an ephemeral port).
+    pub listen: SocketAddr,
+    /// PROXY protocol mode.
+    pub proxy_protocol: ProxyModeSetting,
+    /// Peers allowed to send PROXY headers (`None`: any peer, in mode `on`).
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    /// How long a PROXY header may take to arrive.
+    pub header_timeout: Duration,
+    /// Whether `X-Forwarded-For` / `Forwarded` from trusted proxies is
+    /// believed (login listener only).
+    pub trust_x_forwarded_for: bool,
+}
+
+/// One user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    /// Login name; also the SSH principal and the X.509 subject CN.
+    pub name: String,
+    /// PHC-format argon2id hash.
+    pub password_hash: String,
+    /// Role names, resolved against the role files.
+    pub roles: Vec<String>,
+}
+
+/// Paths of the certificate authority material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaPaths {
+    /// OpenSSH private key of the SSH user CA.
+    pub ssh_key: PathBuf,
+    /// X.509 CA certificate (PEM).
+    pub tls_cert: PathBuf,
+    /// X.509 CA private key (PKCS#8 PEM).
+    pub tls_key: PathBuf,
+}
+
+/// The listeners' own TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsPaths {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PKCS#8 PEM).
+    pub key: PathBuf,
+}
+
+/// A loaded, validated configuration. Paths are absolute or relative to the
+/// current directory (already resolved against the configuration's folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The configuration file itself.
+    pub file: PathBuf,
+    /// Cluster name (written into the audit log and whoami).
+    pub cluster_name: String,
+    /// CA material.
+    pub ca: CaPaths,
+    /// Listener identity.
+    pub server_tls: ServerTlsPaths,
+    /// Role files.
+    pub roles: Vec<PathBuf>,
+    /// Users.
+    pub users: Vec<UserConfig>,
+    /// Lifetime of issued certificates.
+    pub cert_ttl: Duration,
+    /// Audit log file (JSON lines, appended).
+    pub audit_log: PathBuf,
+    /// Listeners.
+    pub listeners: Vec<ListenerConfig>,
+}
+
+// ---- the raw, serde-facing shape ---------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster_name: String,
+    ca: RawCa,
+    server_tls: RawServerTls,
+    #[serde(default)]
+    roles: Vec<PathBuf>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+    #[serde(default = "default_ttl")]
+    cert_ttl: YamlDuration,
+    audit_log: PathBuf,
+    listeners: Vec<RawListener>,
+}
+
+fn default_ttl() -> YamlDuration {
+    YamlDuration(Duration::from_secs(8 * 3600))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    ssh_key: PathBuf,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    password_hash: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    kind: ListenerKind,
+    listen: SocketAddr,
+    #[serde(default)]
+    proxy_protocol: Option<YamlProxyMode>,
+    #[serde(default)]
+    trusted_proxies: Option<Vec<YamlNet>>,
+    #[serde(default = "default_header_timeout")]
+    header_timeout: YamlDuration,
+    #[serde(default)]
+    trust_x_forwarded_for: bool,
+}
+
+fn default_header_timeout() -> YamlDuration {
+    YamlDuration(Duration::from_secs(5))
+}
+
+/// A duration written as `5s`, `90s`, `8h`, `1h 30m` (humantime syntax).
+struct YamlDuration(Duration);
+
+impl<'de> Deserialize<'de> for YamlDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let value = humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "duration `{text}`: {e} (write it as `5s`, `10m` or `8h`)"
+            ))
+        })?;
+        if value.is_zero() {
+            return Err(serde::de::Error::custom(format!(
+                "duration `{text}`: must be greater than zero"
+            )));
+        }
+        Ok(YamlDuration(value))
+    }
+}
+
+/// A CIDR (`127.0.0.1/32`) or a single IP; host bits beyond the prefix are
+/// refused (`10.0.0.1/8` is a typo for something, not a network).
+struct YamlNet(IpNet);
+
+impl<'de> Deserialize<'de> for YamlNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let net = match text.parse::<IpNet>() {
+            Ok(n) => n,
+            Err(_) => match text.parse::<std::net::IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "`{text}` is not a CIDR (`127.0.0.1/32`) or an IP address"
+                    )));
+                }
+            },
+        };
+        if net.trunc() != net {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}`: host bits are set beyond the prefix (did you mean `{}`?)",
+                net.trunc()
+            )));
+        }
+        Ok(YamlNet(net))
+    }
+}
+
+/// `on` / `off` (YAML 1.1 readers may hand these over as booleans).
+struct YamlProxyMode(ProxyModeSetting);
+
+impl<'de> Deserialize<'de> for YamlProxyMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = YamlProxyMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`on` or `off` (leave the field out for unspecified)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(YamlProxyMode(if v {
+                    ProxyModeSetting::On
+                } else {
+                    ProxyModeSetting::Off
+                }))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "on" => Ok(YamlProxyMode(ProxyModeSetting::On)),
+                    "off" => Ok(YamlProxyMode(ProxyModeSetting::Off)),
+                    other => Err(E::custom(format!(
+                        "proxy_protocol `{other}`: expected `on` or `off` \
+                         (leave the field out for unspecified)"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---- loading -------------------------------------------------------------
+
+/// The upper bound on a configuration file's size.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads a text file of bounded size.
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let io = |source| ConfigError::Io {
+        file: path.to_path_buf(),
+        action: "read",
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut text = String::new();
+    file.take(limit + 1).read_to_string(&mut text).map_err(io)?;
+    if text.len() as u64 > limit {
+        return Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            line: 0,
+            field: "(file)".into(),
+            message: format!("larger than {limit} bytes"),
+        });
+    }
+    Ok(text)
+}
+
+impl Config {
+    /// Reads and validates the configuration at `path`, including that every
+    /// user's roles exist in the role files.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_bounded(path, MAX_CONFIG_BYTES)?;
+        let config = Config::parse(path, &text)?;
+        config.check_roles(&text)?;
+        Ok(config)
+    }
+
+    /// Parses configuration `text` as if read from `path`, without reading
+    /// the role files.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let mut message = e.to_string();
+            // The position is already in front; drop serde_yaml_ng's copy.
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+            ConfigError::Syntax {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        let invalid = |field: String, needle: Option<&str>, message: String| {
+            let line = needle.map_or(0, |n| line_of(text, n));
+            ConfigError::Invalid {
+                file: path.to_path_buf(),
+                line,
+                field,
+                message,
+            }
+        };
+        let base = path.parent().unwrap_or_else(|| Path::new(""));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        if raw.cluster_name.trim().is_empty() {
+            return Err(invalid(
+                "cluster_name".into(),
+                Some("cluster_name:"),
+                "must not be empty".into(),
+            ));
+        }
+        let mut users: Vec<UserConfig> = Vec::with_capacity(raw.users.len());
+        for (i, u) in raw.users.into_iter().enumerate() {
+            if let Err(m) = check_name(&u.name) {
+                return Err(invalid(format!("users[{i}].name"), Some(&u.name), m));
+            }
+            if users.iter().any(|o| o.name == u.name) {
+                return Err(invalid(
+                    format!("users[{i}].name"),
+                    Some(&u.name),
+                    format!("user `{}` is listed twice", u.name),
+                ));
+            }
+            if !u.password_hash.starts_with("$argon2id$") {
+                return Err(invalid(
+                    format!("users[{i}].password_hash"),
+                    Some(&u.name),
+                    "must be an argon2id PHC string (`$argon2id$...`); \
+                     `ippin user add` writes one"
+                        .into(),
+                ));
+            }
+            users.push(UserConfig {
+                name: u.name,
+                password_hash: u.password_hash,
+                roles: u.roles,
+            });
+        }
+        if raw.listeners.is_empty() {
+            return Err(invalid(
+                "listeners".into(),
+                Some("listeners:"),
+                "at least one listener is needed".into(),
+            ));
+        }
+        let mut listeners = Vec::with_capacity(raw.listeners.len());
+        for (i, l) in raw.listeners.into_iter().enumerate() {
+            let mode = l
+                .proxy_protocol
+                .map_or(ProxyModeSetting::Unspecified, |m| m.0);
+            let here = l.listen.to_string();
+            if l.trust_x_forwarded_for && l.kind != ListenerKind::Login {
+                return Err(invalid(
+                    format!("listeners[{i}].trust_x_forwarded_for"),
+                    Some(&here),
+                    format!(
+                        "only a `login` listener can believe X-Forwarded-For: a `{}` listener \
+                         terminates mutual TLS itself, so no HTTP proxy sits in front of it",
+                        l.kind
+                    ),
+                ));
+            }
+            if l.trusted_proxies.is_some()
+                && mode == ProxyModeSetting::Off
+                && !l.trust_x_forwarded_for
+            {
+                return Err(invalid(
+                    format!("listeners[{i}].trusted_proxies"),
+                    Some(&here),
+                    "has no effect with `proxy_protocol: off` and no `trust_x_forwarded_for`"
+                        .into(),
+                ));
+            }
+            if listeners
+                .iter()
+                .any(|o: &ListenerConfig| o.listen == l.listen && l.listen.port() != 0)
+            {
+                return Err(invalid(
+                    format!("listeners[{i}].listen"),
+                    Some(&here),
+                    format!("address {here} is used by two listeners"),
+                ));
+            }
+            listeners.push(ListenerConfig {
+                kind: l.kind,
+                listen: l.listen,
+                proxy_protocol: mode,
+                trusted_proxies: l
+                    .trusted_proxies
+                    .map(|v| v.into_iter().map(|n| n.0).collect()),
+                header_timeout: l.header_timeout.0,
+                trust_x_forwarded_for: l.trust_x_forwarded_for,
+            });
+        }
+        Ok(Config {
+            file: path.to_path_buf(),
+            cluster_name: raw.cluster_name,
+            ca: CaPaths {
+                ssh_key: resolve(raw.ca.ssh_key),
+                tls_cert: resolve(raw.ca.tls_cert),
+                tls_key: resolve(raw.ca.tls_key),
+            },
+            server_tls: ServerTlsPaths {
+                cert: resolve(raw.server_tls.cert),
+                key: resolve(raw.server_tls.key),
+            },
+            roles: raw.roles.into_iter().map(resolve).collect(),
+            users,
+            cert_ttl: raw.cert_ttl.0,
+            audit_log: resolve(raw.audit_log),
+            listeners,
+        })
+    }
+
+    /// Loads the role files and checks every user's roles against them.
+    fn check_roles(&self, text: &str) -> Result<(), ConfigError> {
+        let roles = load_roles(&self.roles)?;
+        for (i, u) in self.users.iter().enumerate() {
+            if let Err(e) = roles.select(&u.roles) {
+                return Err(ConfigError::Invalid {
+                    file: self.file.clone(),
+                    line: line_of(text, &u.name),
+                    field: format!("users[{i}].roles"),
+                    message: format!("user `{}`: {e}", u.name),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The user named `name`.
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// Loads and combines the role files.
+pub fn load_roles(files: &[PathBuf]) -> Result<ippin_policy::RoleSet, ConfigError> {
+    let mut all = Vec::new();
+    for f in files {
+        let text = read_bounded(f, MAX_CONFIG_BYTES)?;
+        let parsed = ippin_policy::parse_roles(&f.display().to_string(), &text).map_err(|e| {
+            ConfigError::Invalid {
+                file: f.clone(),
+                line: 0,
+                field: "(role document)".into(),
+                message: e.to_string(),
+            }
+        })?;
+        all.extend(parsed);
+    }
+    ippin_policy::RoleSet::new(all).map_err(|e| ConfigError::Invalid {
+        file: files.first().cloned().unwrap_or_default(),
+        line: 0,
+        field: "roles".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Names of users and roles: letters, digits, `.`, `_`, `-`; 1 to 64 bytes;
+/// not starting with `-`. They end up in certificates and YAML.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('-') {
+        return Err(format!(
+            "name `{}`: use 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `-`",
+            name.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The 1-based line of the first line containing `needle` (0 if none).
+/// Used for errors found after parsing, where YAML no longer has positions.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map_or(0, |i| i + 1)
+}
+
+/// Adds a user entry to configuration `text` (the `users:` block list),
+/// keeping everything else (comments included) as written.
+///
+/// Refuses a name that is already listed, and a `users:` written as a
+/// non-empty flow list (`users: [...]`), which it cannot extend safely.
+pub fn add_user_to_text(
+    file: &Path,
+    text: &str,
+    name: &str,
+    password_hash: &str,
+    roles: &[String],
+) -> Result<String, ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        line: 0,
+        field: field.into(),
+        message,
+    };
+    check_name(name).map_err(|m| invalid("users[].name", m))?;
+    for r in roles {
+        check_name(r).map_err(|m| invalid("users[].roles", m))?;
+    }
+    if password_hash.contains(['"', '\\', '\n']) {
+        return Err(invalid(
+            "users[].password_hash",
+            "unexpected characters".into(),
+        ));
+    }
+    let current = Config::parse(file, text)?;
+    if current.user(name).is_some() {
+        return Err(ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line: line_of(text, name),
+            field: "users".into(),
+            message: format!("user `{name}` already exists"),
+        });
+    }
+    let entry = format!(
+        "  - {{name: {name}, password_hash: \"{password_hash}\", roles: [{}]}}",
+        roles.join(", ")
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len() + 2);
+    let users_at = lines.iter().position(|l| l.starts_with("users:"));
+    match users_at {
+        None => {
+            out.extend(lines.iter().map(|l| (*l).to_owned()));
+            out.push("users:".into());
+            out.push(entry);
+        }
+        Some(at) => {
+            let rest = lines
+                .get(at)
+                .and_then(|l| l.strip_prefix("users:"))
+                .unwrap_or("");
+            let rest = rest.split('#').next().unwrap_or("").trim();
+            if !(rest.is_empty() || rest == "[]") {
+                return Err(ConfigError::Invalid {
+                    file: file.to_path_buf(),
+                    line: at + 1,
+                    field: "users".into(),
+                    message: "written as a flow list; rewrite it as a block list \
+                              (one `- {...}` per line) to use `ippin user add`"
+                        .into(),
+                });
+            }
+            // The block ends at the first non-blank line at column 0 that is
+            // not a list item or a comment.
+            let mut end = at + 1;
+            let mut last_item = at;
+            while let Some(l) = lines.get(end) {
+                let starts_block = l.starts_with(' ') || l.starts_with('-');
+                if l.trim().is_empty() || l.starts_with('#') {
+                    end += 1;
+                    continue;
+                }
+                if !starts_block {
+                    break;
+                }
+                last_item = end;
+                end += 1;
+            }
+            for (i, l) in lines.iter().enumerate() {
+                if i == at {
+                    out.push("users:".into());
+                } else {
+                    out.push((*l).to_owned());
+                }
+                if i == last_item {
+                    out.push(entry.clone());
+                }
+            }
+        }
+    }
+    let mut new_text = out.join("\n");
+    new_text.push('\n');
+    // The result must still be a valid configuration with the new user.
+    let check = Config::parse(file, &new_text)?;
+    if check.user(name).is_none() {
+        return Err(invalid("users", "the edited file lost the new user".into()));
+    }
+    Ok(new_text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"cluster_name: local
+ca:
+  ssh_key: ca/ssh_user_ca
+  tls_cert: ca/tls_ca.pem
+  tls_key: ca/tls_ca.key
+server_tls: {cert: server.pem, key: server.key}
+roles: [roles.yaml]
+users:
+  - {name: alice, password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA", roles: [pinned-ip]}
+cert_ttl: 8h
+audit_log: audit.log
+listeners:
+  - kind: login
+    listen: 127.0.0.1:3080
+    proxy_protocol: on
+    trusted_proxies: [127.0.0.1/32]
+    header_timeout: 5s
+    trust_x_forwarded_for: false
+  - kind: tls
+    listen: 127.0.0.1:3443
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/ippin/ippin.yaml"), text)
+    }
+
+    #[test]
+    fn the_documented_shape_parses_and_resolves_paths() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.cluster_name, "local");
+        assert_eq!(c.ca.ssh_key, PathBuf::from("/etc/ippin/ca/ssh_user_ca"));
+        assert_eq!(c.server_tls.key, PathBuf::from("/etc/ippin/server.key"));
+        assert_eq!(c.audit_log, PathBuf::from("/etc/ippin/audit.log"));
+        assert_eq!(c.cert_ttl, Duration::from_secs(8 * 3600));
+        let l = &c.listeners[0];
+        assert_eq!(l.kind, ListenerKind::Login);
+        assert_eq!(l.proxy_protocol, ProxyModeSetting::On);
+        assert_eq!(l.header_timeout, Duration::from_secs(5));
+        assert_eq!(
+            l.trusted_proxies,
+            Some(vec!["127.0.0.1/32".parse::<IpNet>().unwrap()])
+        );
+        assert_eq!(c.listeners[1].proxy_protocol, ProxyModeSetting::Unspecified);
+        assert_eq!(c.user("alice").unwrap().roles, vec!["pinned-ip".to_owned()]);
+    }
+
+    #[test]
+    fn absolute_paths_stay() {
+        let text = GOOD.replace("audit_log: audit.log", "audit_log: /var/log/ippin.log");
+        assert_eq!(
+            parse(&text).unwrap().audit_log,
+            PathBuf::from("/var/log/ippin.log")
+        );
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let text = GOOD.replace(
+            "    header_timeout: 5s",
+            "    header_timeout: 5s\n    hedaer: 1",
+        );
+        let err = parse(&text).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("/etc/ippin/ippin.yaml:18:5: listeners[0]: unknown field `hedaer`"),
+            "{shown}"
+        );
+        assert!(!shown.contains("at line"), "{shown}");
+        assert!(shown.contains("hedaer"), "{shown}");
+        assert!(shown.contains("listeners[0]"), "{shown}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_located() {
+        let text = GOOD.replace("127.0.0.1:3443", "127.0.0.1:99999");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(
+            shown.contains("ippin.yaml:20:13: listeners[1].listen"),
+            "{shown}"
+        );
+        assert!(shown.contains("listeners[1].listen"), "{shown}");
+    }
+
+    #[test]
+    fn bad_mode_and_duration_are_refused() {
+        let text = GOOD.replace("proxy_protocol: on", "proxy_protocol: maybe");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("proxy_protocol `maybe`"), "{shown}");
+        assert!(shown.contains(":15:"), "{shown}");
+        let text = GOOD.replace("header_timeout: 5s", "header_timeout: 5 parsecs");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("duration `5 parsecs`"), "{shown}");
+        let text = GOOD.replace("cert_ttl: 8h", "cert_ttl: 0s");
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("greater than zero")
+        );
+    }
+
+    #[test]
+    fn mode_off_parses() {
+        let text = GOOD.replace(
+            "proxy_protocol: on\n    trusted_proxies: [127.0.0.1/32]",
+            "proxy_protocol: off",
+        );
+        assert_eq!(
+            parse(&text).unwrap().listeners[0].proxy_protocol,
+            ProxyModeSetting::Off
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field_and_line() {
+        let text = GOOD.replace("\"$argon2id$v=19", "\"$2b$v=19");
+        let err = parse(&text).unwrap_err();
+        let ConfigError::Invalid { line, field, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!((*line, field.as_str()), (9, "users[0].password_hash"));
+
+        let text = format!("{GOOD}    trust_x_forwarded_for: true\n");
+        let err = parse(&text).unwrap_err();
+        let ConfigError::Invalid { field, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(field, "listeners[1].trust_x_forwarded_for");
+
+        let text = GOOD.replace("127.0.0.1:3443", "127.0.0.1:3080");
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("used by two listeners")
+        );
+
+        let text = GOOD.replace("{name: alice", "{name: \"al ice\"");
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("users[0].name")
+        );
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let text = GOOD.replace("audit_log: audit.log\n", "");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("audit_log"), "{shown}");
+    }
+
+    #[test]
+    fn user_add_appends_to_the_block_and_keeps_comments() {
+        let text = GOOD.replace("cluster_name: local", "# my cluster\ncluster_name: local");
+        let out = add_user_to_text(
+            Path::new("/x/ippin.yaml"),
+            &text,
+            "bob",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aA",
+            &["dev".to_owned()],
+        )
+        .unwrap();
+        assert!(out.starts_with("# my cluster\n"));
+        let c = Config::parse(Path::new("/x/ippin.yaml"), &out).unwrap();
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(c.user("bob").unwrap().roles, vec!["dev".to_owned()]);
+        // Same name twice is refused.
+        let again = add_user_to_text(Path::new("/x/ippin.yaml"), &out, "bob", "$argon2id$x", &[]);
+        assert!(again.unwrap_err().to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn user_add_to_empty_list() {
+        let text = GOOD.replace(
+            "users:\n  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\", roles: [pinned-ip]}\n",
+            "users: []\n",
+        );
+        assert!(parse(&text).unwrap().users.is_empty());
+        let out =
+            add_user_to_text(Path::new("/x/c.yaml"), &text, "carol", "$argon2id$h", &[]).unwrap();
+        assert_eq!(
+            Config::parse(Path::new("/x/c.yaml"), &out)
+                .unwrap()
+                .users
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn user_add_refuses_unsafe_names() {
+        for bad in ["", "a b", "-x", "a\"b", "é"] {
+            assert!(
+                add_user_to_text(Path::new("/x"), GOOD, bad, "$argon2id$h", &[]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

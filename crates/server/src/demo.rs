@@ -1,0 +1,651 @@
+//! `ippin demo`: the whole story on loopback, with real sockets, an
+//! ephemeral CA in a temporary folder, and nothing to prepare.
+//!
+//! Cast: `alice` (role `pinned-ip`), `bob` (role `dev`, no pinning),
+//! `carol` (role `pinned-ip`, behind a layer-4 load balancer at 127.0.0.3
+//! that sends PROXY v2 headers), and `mallory` at 127.0.0.4, who writes a
+//! PROXY header claiming to be carol's address.
+//!
+//! Each step states the outcome it expects; the demo exits non-zero when any
+//! outcome differs.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Instant, SystemTime};
+
+use ippin_proxy_protocol as pp;
+
+use crate::Outcome;
+use crate::client::{self, ClientError, Credentials, Endpoint};
+use crate::config::Config;
+use crate::server::{self, Running};
+
+const ALICE_HOME: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const ALICE_CAFE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const LOAD_BALANCER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const MALLORY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
+/// Carol's address as the load balancer reports it in its PROXY header. It
+/// is only data inside the header (TEST-NET-3): no packet goes there.
+const CAROL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+
+/// The listeners, in this order: 0 login direct, 1 tls direct,
+/// 2 login behind the LB, 3 tls behind the LB.
+fn demo_config(users: &str) -> String {
+    format!(
+        "cluster_name: demo
+ca:
+  ssh_key: ca/ssh_user_ca
+  tls_cert: ca/tls_ca.pem
+  tls_key: ca/tls_ca.key
+server_tls: {{cert: server.pem, key: server.key}}
+roles: [roles.yaml]
+users:
+{users}cert_ttl: 1h
+audit_log: audit.log
+listeners:
+  - kind: login
+    listen: 127.0.0.1:0
+    proxy_protocol: off
+    header_timeout: 2s
+  - kind: tls
+    listen: 127.0.0.1:0
+    proxy_protocol: off
+    header_timeout: 2s
+  - kind: login
+    listen: 127.0.0.1:0
+    proxy_protocol: on
+    trusted_proxies: [{LOAD_BALANCER}/32]
+    header_timeout: 2s
+  - kind: tls
+    listen: 127.0.0.1:0
+    proxy_protocol: on
+    trusted_proxies: [{LOAD_BALANCER}/32]
+    header_timeout: 2s
+"
+    )
+}
+
+/// What a step expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    /// Login issues certificates with this pin (or none).
+    Issued(Option<IpAddr>),
+    /// Access allowed, the server sees this client IP.
+    Allowed(IpAddr),
+    /// Refused with this reason code (HTTP 403).
+    Denied(&'static str),
+    /// The connection is closed before TLS (PROXY stage).
+    ConnectionRefused,
+}
+
+/// One printed row.
+#[derive(Debug, Clone)]
+struct Row {
+    who: String,
+    from: String,
+    through: String,
+    action: &'static str,
+    outcome: String,
+    reason: String,
+    ok: bool,
+}
+
+struct Demo {
+    ca_pem: String,
+    running: Running,
+    rows: Vec<Row>,
+}
+
+fn v2_header(src: Ipv4Addr, dst: SocketAddr) -> Result<Vec<u8>, String> {
+    let SocketAddr::V4(dst) = dst else {
+        return Err("the demo listens on IPv4".into());
+    };
+    pp::V2Builder::new(pp::Command::Proxy)
+        .addresses(pp::Addresses::Tcp4 {
+            src: std::net::SocketAddrV4::new(src, 50_007),
+            dst,
+        })
+        .and_then(|b| b.encode())
+        .map_err(|e| format!("cannot encode the PROXY header: {e}"))
+}
+
+impl Demo {
+    fn endpoint(&self, listener: usize, bind: Ipv4Addr, header: Option<Vec<u8>>) -> Endpoint {
+        Endpoint {
+            addr: self
+                .running
+                .addr(listener)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1))),
+            server_name: "localhost".into(),
+            ca_pem: self.ca_pem.clone(),
+            bind: Some(IpAddr::V4(bind)),
+            proxy_header: header,
+        }
+    }
+
+    fn record(
+        &mut self,
+        who: &str,
+        from: String,
+        through: &str,
+        action: &'static str,
+        expect: &Expect,
+        got: Result<String, (String, String)>,
+    ) {
+        let (outcome, reason, matched) = match (&got, expect) {
+            (Ok(detail), Expect::Issued(_) | Expect::Allowed(_)) => {
+                let want = match expect {
+                    Expect::Issued(Some(ip)) => format!("pinned {ip}"),
+                    Expect::Issued(None) => "not pinned".to_owned(),
+                    Expect::Allowed(ip) => format!("seen as {ip}"),
+                    _ => String::new(),
+                };
+                let ok = detail.starts_with(&want);
+                let word = if matches!(expect, Expect::Issued(_)) {
+                    "issued"
+                } else {
+                    "allowed"
+                };
+                (word.to_owned(), detail.clone(), ok)
+            }
+            (Err((code, message)), Expect::Denied(want)) => {
+                // Pin denials must tell the user what to do.
+                let pin_reason = code.starts_with("pinned_ip") || code == "untrusted_client_ip";
+                let ok = code == want && (!pin_reason || message.contains("log in again"));
+                ("denied".to_owned(), format!("{code}: {message}"), ok)
+            }
+            (Err((code, message)), Expect::ConnectionRefused) => {
+                let ok = code == "connection_closed";
+                ("refused".to_owned(), message.clone(), ok)
+            }
+            (Ok(detail), _) => ("allowed".to_owned(), detail.clone(), false),
+            (Err((code, message)), _) => ("denied".to_owned(), format!("{code}: {message}"), false),
+        };
+        self.rows.push(Row {
+            who: who.to_owned(),
+            from,
+            through: through.to_owned(),
+            action,
+            outcome,
+            reason,
+            ok: matched,
+        });
+    }
+
+    async fn login(
+        &mut self,
+        who: &str,
+        password: &str,
+        listener: usize,
+        bind: Ipv4Addr,
+        via_lb_as: Option<Ipv4Addr>,
+        expect: Expect,
+    ) -> Option<Credentials> {
+        let (header, from, through) = match self.route(listener, bind, via_lb_as) {
+            Ok(x) => x,
+            Err(e) => {
+                self.record(
+                    who,
+                    bind.to_string(),
+                    "-",
+                    "login",
+                    &expect,
+                    Err(("setup".into(), e)),
+                );
+                return None;
+            }
+        };
+        let ep = self.endpoint(listener, bind, header);
+        let result = client::login(&ep, who, password).await;
+        let creds = result.as_ref().ok().cloned();
+        let got = result
+            .map(|c| match c.pinned_ip {
+                Some(ip) => format!("pinned {ip}"),
+                None => "not pinned".to_owned(),
+            })
+            .map_err(split);
+        self.record(who, from, &through, "login", &expect, got);
+        creds
+    }
+
+    async fn access(
+        &mut self,
+        who: &str,
+        creds: Option<&Credentials>,
+        listener: usize,
+        bind: Ipv4Addr,
+        via_lb_as: Option<Ipv4Addr>,
+        expect: Expect,
+    ) {
+        let route = self.route(listener, bind, via_lb_as);
+        let Some(creds) = creds else {
+            self.record(
+                who,
+                bind.to_string(),
+                "-",
+                "GET /whoami",
+                &expect,
+                Err(("no_credentials".into(), "the login before failed".into())),
+            );
+            return;
+        };
+        let (header, from, through) = match route {
+            Ok(x) => x,
+            Err(e) => {
+                self.record(
+                    who,
+                    bind.to_string(),
+                    "-",
+                    "GET /whoami",
+                    &expect,
+                    Err(("setup".into(), e)),
+                );
+                return;
+            }
+        };
+        let ep = self.endpoint(listener, bind, header);
+        let got = client::whoami(&ep, creds)
+            .await
+            .map(|w| {
+                let ip = w
+                    .observed
+                    .parse::<SocketAddr>()
+                    .map_or(w.observed.clone(), |a| a.ip().to_string());
+                format!("seen as {ip} via {}", w.via)
+            })
+            .map_err(split);
+        self.record(who, from, &through, "GET /whoami", &expect, got);
+    }
+
+    async fn renew(
+        &mut self,
+        who: &str,
+        creds: Option<&Credentials>,
+        bind: Ipv4Addr,
+        expect: Expect,
+    ) -> Option<Credentials> {
+        let ep = self.endpoint(1, bind, None);
+        let result = match creds {
+            Some(c) => client::renew(&ep, c).await,
+            None => Err(ClientError::Local("the login before failed".into())),
+        };
+        let out = result.as_ref().ok().cloned();
+        let got = result
+            .map(|c| match c.pinned_ip {
+                Some(ip) => format!("pinned {ip}"),
+                None => "not pinned".to_owned(),
+            })
+            .map_err(split);
+        self.record(
+            who,
+            bind.to_string(),
+            "tls (direct)",
+            "POST /v1/renew",
+            &expect,
+            got,
+        );
+        out
+    }
+
+    /// The PROXY header, the "from" and "through" columns for a step.
+    #[allow(clippy::type_complexity)]
+    fn route(
+        &self,
+        listener: usize,
+        bind: Ipv4Addr,
+        via_lb_as: Option<Ipv4Addr>,
+    ) -> Result<(Option<Vec<u8>>, String, String), String> {
+        let kind = self
+            .running
+            .listeners
+            .get(listener)
+            .map_or("?", |(k, _)| k.as_str());
+        let behind_lb = listener >= 2;
+        match via_lb_as {
+            None => Ok((None, bind.to_string(), format!("{kind} (direct)"))),
+            Some(claimed) => {
+                let dst = self.running.addr(listener).ok_or("no such listener")?;
+                let header = v2_header(claimed, dst)?;
+                let through = if bind == LOAD_BALANCER {
+                    format!("L4 LB {LOAD_BALANCER} → {kind}")
+                } else {
+                    format!("own PROXY v2 header → {kind}")
+                };
+                let from = if bind == LOAD_BALANCER {
+                    claimed.to_string()
+                } else {
+                    format!("{bind} claiming {claimed}")
+                };
+                let _ = behind_lb;
+                Ok((Some(header), from, through))
+            }
+        }
+    }
+}
+
+fn split(e: ClientError) -> (String, String) {
+    match e {
+        ClientError::Refused { error, message, .. } => (error, message),
+        ClientError::Closed(m) => (
+            "connection_closed".into(),
+            format!("closed before TLS completed ({m})"),
+        ),
+        other => ("error".into(), other.to_string()),
+    }
+}
+
+/// Builds the CA, the users and the configuration in `dir` and starts the
+/// listeners.
+async fn setup(dir: &Path) -> Result<(String, Running), String> {
+    let mut users = String::new();
+    for (name, role) in [
+        ("alice", "pinned-ip"),
+        ("bob", "dev"),
+        ("carol", "pinned-ip"),
+    ] {
+        let hash = crate::users::hash_password_light(&format!("{name}-password"))?;
+        let _ = writeln!(
+            users,
+            "  - {{name: {name}, password_hash: \"{hash}\", roles: [{role}]}}"
+        );
+    }
+    let path = crate::ca::init_at(dir, SystemTime::now(), &demo_config(&users))
+        .map_err(|e| e.to_string())?;
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let ca_pem = std::fs::read_to_string(&config.ca.tls_cert).map_err(|e| e.to_string())?;
+    let running = server::start(config).await.map_err(|e| e.to_string())?;
+    Ok((ca_pem, running))
+}
+
+async fn play(demo: &mut Demo) {
+    // alice at home: log in, use it, move to the café, be refused, log in again.
+    let alice = demo
+        .login(
+            "alice",
+            "alice-password",
+            0,
+            ALICE_HOME,
+            None,
+            Expect::Issued(Some(ALICE_HOME.into())),
+        )
+        .await;
+    demo.access(
+        "alice",
+        alice.as_ref(),
+        1,
+        ALICE_HOME,
+        None,
+        Expect::Allowed(ALICE_HOME.into()),
+    )
+    .await;
+    demo.access(
+        "alice",
+        alice.as_ref(),
+        1,
+        ALICE_CAFE,
+        None,
+        Expect::Denied("pinned_ip_mismatch"),
+    )
+    .await;
+    let alice2 = demo
+        .login(
+            "alice",
+            "alice-password",
+            0,
+            ALICE_CAFE,
+            None,
+            Expect::Issued(Some(ALICE_CAFE.into())),
+        )
+        .await;
+    demo.access(
+        "alice",
+        alice2.as_ref(),
+        1,
+        ALICE_CAFE,
+        None,
+        Expect::Allowed(ALICE_CAFE.into()),
+    )
+    .await;
+    demo.access(
+        "alice",
+        alice2.as_ref(),
+        1,
+        ALICE_HOME,
+        None,
+        Expect::Denied("pinned_ip_mismatch"),
+    )
+    .await;
+    let renewed = demo
+        .renew(
+            "alice",
+            alice2.as_ref(),
+            ALICE_CAFE,
+            Expect::Issued(Some(ALICE_CAFE.into())),
+        )
+        .await;
+    demo.renew(
+        "alice",
+        renewed.as_ref(),
+        ALICE_HOME,
+        Expect::Denied("pinned_ip_mismatch"),
+    )
+    .await;
+    // bob's roles do not pin: his certificates work from anywhere.
+    let bob = demo
+        .login(
+            "bob",
+            "bob-password",
+            0,
+            ALICE_HOME,
+            None,
+            Expect::Issued(None),
+        )
+        .await;
+    demo.access(
+        "bob",
+        bob.as_ref(),
+        1,
+        ALICE_HOME,
+        None,
+        Expect::Allowed(ALICE_HOME.into()),
+    )
+    .await;
+    demo.access(
+        "bob",
+        bob.as_ref(),
+        1,
+        ALICE_CAFE,
+        None,
+        Expect::Allowed(ALICE_CAFE.into()),
+    )
+    .await;
+    // carol behind a layer-4 load balancer that sends PROXY v2.
+    let carol = demo
+        .login(
+            "carol",
+            "carol-password",
+            2,
+            LOAD_BALANCER,
+            Some(CAROL),
+            Expect::Issued(Some(CAROL.into())),
+        )
+        .await;
+    demo.access(
+        "carol",
+        carol.as_ref(),
+        3,
+        LOAD_BALANCER,
+        Some(CAROL),
+        Expect::Allowed(CAROL.into()),
+    )
+    .await;
+    // mallory, not a trusted proxy, writes a PROXY header claiming carol's IP.
+    demo.access(
+        "mallory",
+        carol.as_ref(),
+        3,
+        MALLORY,
+        Some(CAROL),
+        Expect::ConnectionRefused,
+    )
+    .await;
+    // and a wrong password is just refused.
+    demo.login(
+        "bob",
+        "not-his-password",
+        0,
+        ALICE_HOME,
+        None,
+        Expect::Denied("bad_credentials"),
+    )
+    .await;
+}
+
+fn table(rows: &[Row]) -> String {
+    let headers = [
+        "#",
+        "who",
+        "from",
+        "through",
+        "action",
+        "outcome",
+        "reason / detail",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            [
+                format!("{}", i + 1),
+                r.who.clone(),
+                r.from.clone(),
+                r.through.clone(),
+                r.action.to_owned(),
+                if r.ok {
+                    r.outcome.clone()
+                } else {
+                    format!("{} (UNEXPECTED)", r.outcome)
+                },
+                r.reason.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row.iter()).take(6) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, row: &[String]| {
+        for (i, c) in row.iter().enumerate() {
+            if i == 6 {
+                out.push_str(c);
+            } else {
+                let w = widths.get(i).copied().unwrap_or(0);
+                let pad = w.saturating_sub(c.chars().count());
+                out.push_str(c);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, &headers.map(str::to_owned));
+    for row in &cells {
+        line(&mut out, row);
+    }
+    out
+}
+
+/// Runs the demo and renders its report; exit 1 when an outcome differs.
+pub async fn run() -> Outcome {
+    let started = Instant::now();
+    let dir = match tempfile::Builder::new().prefix("ippin-demo-").tempdir() {
+        Ok(d) => d,
+        Err(e) => return Outcome::fail(2, format!("error: cannot make a temporary folder: {e}\n")),
+    };
+    let (ca_pem, running) = match setup(dir.path()).await {
+        Ok(x) => x,
+        Err(e) => return Outcome::fail(2, format!("error: demo setup failed: {e}\n")),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "ippin demo: ephemeral CA in {}; listeners:",
+        dir.path().display()
+    );
+    for (i, (kind, addr)) in running.listeners.iter().enumerate() {
+        let mode = if i >= 2 {
+            format!("PROXY on, trusted proxy {LOAD_BALANCER}")
+        } else {
+            "PROXY off (direct clients)".to_owned()
+        };
+        let _ = writeln!(out, "  {kind:<5} {addr}  {mode}");
+    }
+    out.push('\n');
+    let mut demo = Demo {
+        ca_pem,
+        running,
+        rows: Vec::new(),
+    };
+    play(&mut demo).await;
+    out.push_str(&table(&demo.rows));
+    let failed: Vec<usize> = demo
+        .rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.ok)
+        .map(|(i, _)| i + 1)
+        .collect();
+    let audit_lines = std::fs::read_to_string(&demo.running.state.config.audit_log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "summary: alice's certificates worked only from the IP she logged in from; moving to \
+         {ALICE_CAFE} needed a new login (pinned_ip_mismatch: \"log in again\"), and renewal \
+         kept the pin. bob (no pinning) worked from both. carol behind the load balancer was \
+         seen as {CAROL} and pinned to it; mallory's forged PROXY header from an untrusted peer \
+         was refused before TLS. {audit_lines} audit events written."
+    );
+    let _ = writeln!(
+        out,
+        "{} steps, {} as expected, {} unexpected; {:.1} s",
+        demo.rows.len(),
+        demo.rows.len() - failed.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        Outcome::ok(out)
+    } else {
+        Outcome {
+            code: 1,
+            stdout: out,
+            stderr: format!("error: unexpected outcome in steps {failed:?}\n"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_configuration_is_valid() {
+        let users = "  - {name: alice, password_hash: \"$argon2id$x\", roles: [pinned-ip]}\n";
+        let c = Config::parse(Path::new("/d/ippin.yaml"), &demo_config(users)).unwrap();
+        assert_eq!(c.listeners.len(), 4);
+        assert_eq!(c.users.len(), 1);
+    }
+
+    #[test]
+    fn v2_headers_parse_back() {
+        let h = v2_header(CAROL, "127.0.0.1:4000".parse().unwrap()).unwrap();
+        let (parsed, used) = pp::parse(&h).unwrap();
+        assert_eq!(used, h.len());
+        assert_eq!(parsed.source(), Some(SocketAddr::from((CAROL, 50_007))));
+    }
+}

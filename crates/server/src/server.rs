@@ -1,0 +1,928 @@
+//! The listeners: `login` (HTTPS) and `tls` (mutual TLS), both behind the
+//! PROXY-aware accept path, both writing the audit log.
+//!
+//! Entry points: [`start`] binds every listener of a [`Config`] and returns
+//! a [`Running`] server with the bound addresses; [`serve_command`] is
+//! `ippin serve`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use ippin_policy::{CertPin, Decision, Denial, ObservedAddr};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::Outcome;
+use crate::accept::accept_observed;
+use crate::audit::{Audit, AuditEvent};
+use crate::ca::{Ca, CaError, IssueRequest, Issued};
+use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind, ProxyModeSetting};
+use crate::http::{self, Body};
+
+/// Time allowed for the TLS handshake after the PROXY stage.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reason code sent when the audit log cannot be written (fail closed).
+pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration or a file it names is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// CA material is wrong.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The listeners' TLS identity is not usable.
+    #[error("{file}: {message}")]
+    Tls {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A listener cannot bind.
+    #[error("listener {kind} on {addr}: {source}")]
+    Bind {
+        /// The listener kind.
+        kind: ListenerKind,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Where the server reads the time (the only clock read in ippin).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Everything the handlers share.
+pub struct State {
+    /// The loaded configuration.
+    pub config: Config,
+    /// The roles of the role files.
+    pub roles: ippin_policy::RoleSet,
+    /// The CAs.
+    pub ca: Ca,
+    /// The audit sink.
+    pub audit: Audit,
+    /// The clock.
+    pub clock: Clock,
+    decoy_hash: String,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Loads roles, CA and audit log for `config`, with the system clock.
+    pub fn load(config: Config) -> Result<State, ServerError> {
+        let roles = crate::config::load_roles(&config.roles)?;
+        let ca = Ca::load(&config.ca)?;
+        let audit = Audit::open(&config.audit_log, &config.cluster_name)?;
+        Ok(State::new(config, roles, ca, audit))
+    }
+
+    /// Assembles a state from its parts, with the system clock.
+    pub fn new(config: Config, roles: ippin_policy::RoleSet, ca: Ca, audit: Audit) -> State {
+        State {
+            config,
+            roles,
+            ca,
+            audit,
+            clock: Arc::new(SystemTime::now),
+            decoy_hash: crate::users::decoy_hash(),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    /// Whether the user's CURRENT roles (from the configuration) require a
+    /// pin; `None` when the user is unknown or a role is missing.
+    fn requires_pin(&self, user: &str) -> Option<(bool, Vec<String>)> {
+        let u = self.config.user(user)?;
+        let selected = self.roles.select(&u.roles).ok()?;
+        Some((selected.requires_pin(), u.roles.clone()))
+    }
+
+    /// Records `event`; on failure logs it and returns false (fail closed).
+    fn audit(&self, event: &AuditEvent) -> bool {
+        match self.audit.record(self.now(), event) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("{e}; refusing the action it records");
+                false
+            }
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The listeners in configuration order, with their bound addresses.
+    pub listeners: Vec<(ListenerKind, SocketAddr)>,
+    /// The shared state (audit sink, configuration).
+    pub state: Arc<State>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// The bound address of the `index`-th listener of the configuration.
+    pub fn addr(&self, index: usize) -> Option<SocketAddr> {
+        self.listeners.get(index).map(|(_, a)| *a)
+    }
+
+    /// The bound address of the first listener of `kind`.
+    pub fn first(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, a)| *a)
+    }
+
+    /// Stops accepting (connections in flight are dropped with their tasks).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn tls_error(file: &Path, message: impl std::fmt::Display) -> ServerError {
+    ServerError::Tls {
+        file: file.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn load_server_identity(
+    config: &Config,
+) -> Result<
+    (
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    ),
+    ServerError,
+> {
+    use rustls_pki_types::pem::PemObject;
+    let cert_path = &config.server_tls.cert;
+    let key_path = &config.server_tls.key;
+    let cert_text = crate::config::read_bounded(cert_path, crate::config::MAX_CONFIG_BYTES)?;
+    let key_text = crate::config::read_bounded(key_path, crate::config::MAX_CONFIG_BYTES)?;
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert_text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(cert_path, e))?;
+    if chain.is_empty() {
+        return Err(tls_error(cert_path, "no CERTIFICATE block"));
+    }
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_text.as_bytes())
+        .map_err(|e| tls_error(key_path, e))?;
+    Ok((chain, key))
+}
+
+fn server_configs(
+    state: &State,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>), ServerError> {
+    crate::install_crypto_provider();
+    let (chain, key) = load_server_identity(&state.config)?;
+    let cert_path = &state.config.server_tls.cert;
+    let mut login = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| tls_error(cert_path, e))?;
+    login.alpn_protocols = vec![b"http/1.1".to_vec()];
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(
+            state.ca.x509_cert_der(),
+        ))
+        .map_err(|e| tls_error(&state.config.ca.tls_cert, e))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| tls_error(&state.config.ca.tls_cert, e))?;
+    let mut access = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_error(cert_path, e))?;
+    access.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(login), Arc::new(access)))
+}
+
+/// Warnings about the configuration that `serve` prints at start.
+pub fn startup_warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        if l.proxy_protocol == ProxyModeSetting::Unspecified {
+            out.push(format!(
+                "WARNING: listener {i} ({} on {}) has no `proxy_protocol` setting: it is \
+                 UNSPECIFIED, so it accepts PROXY headers from anyone but trusts no client \
+                 address it sees; pinned users are refused there (untrusted_client_ip). \
+                 Set `proxy_protocol: on` (behind a load balancer) or `off` (direct clients).",
+                l.kind, l.listen
+            ));
+        }
+        if l.proxy_protocol == ProxyModeSetting::On && l.trusted_proxies.is_none() {
+            out.push(format!(
+                "warning: listener {i} ({} on {}) believes PROXY headers from any peer; \
+                 set `trusted_proxies` to your load balancers",
+                l.kind, l.listen
+            ));
+        }
+    }
+    out
+}
+
+/// Loads everything `config` names and binds all listeners.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let state = State::load(config)?;
+    start_with(Arc::new(state)).await
+}
+
+/// Binds the listeners of `state.config` and spawns their accept loops.
+pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
+    let (login_tls, access_tls) = server_configs(&state)?;
+    let mut listeners = Vec::new();
+    let mut tasks = Vec::new();
+    for lcfg in state.config.listeners.clone() {
+        let socket = TcpListener::bind(lcfg.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                kind: lcfg.kind,
+                addr: lcfg.listen,
+                source,
+            })?;
+        let bound = socket.local_addr().map_err(|source| ServerError::Bind {
+            kind: lcfg.kind,
+            addr: lcfg.listen,
+            source,
+        })?;
+        let acceptor = TlsAcceptor::from(match lcfg.kind {
+            ListenerKind::Login => login_tls.clone(),
+            ListenerKind::Tls => access_tls.clone(),
+        });
+        listeners.push((lcfg.kind, bound));
+        let state = state.clone();
+        tasks.push(tokio::spawn(accept_loop(socket, lcfg, acceptor, state)));
+    }
+    Ok(Running {
+        listeners,
+        state,
+        tasks,
+    })
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    lcfg: ListenerConfig,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+) {
+    let lcfg = Arc::new(lcfg);
+    loop {
+        let (tcp, peer) = match socket.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept on {}: {e}", lcfg.listen);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (lcfg, acceptor, state) = (lcfg.clone(), acceptor.clone(), state.clone());
+        tokio::spawn(async move {
+            handle_connection(tcp, peer, lcfg, acceptor, state).await;
+        });
+    }
+}
+
+async fn handle_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    lcfg: Arc<ListenerConfig>,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let (observed, stream) = match accept_observed(tcp, peer, &lcfg).await {
+        Ok(x) => x,
+        Err(refused) => {
+            tracing::info!(
+                "{} listener: refused {peer}: {}",
+                lcfg.kind,
+                refused.message
+            );
+            state.audit(&AuditEvent::ProxyRefused {
+                listener: lcfg.kind.as_str().into(),
+                peer: AuditEvent::peer(peer),
+                reason: refused.code.into(),
+            });
+            return;
+        }
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::info!(
+                "{} listener: TLS handshake with {peer} failed: {e}",
+                lcfg.kind
+            );
+            return;
+        }
+        Err(_) => {
+            tracing::info!(
+                "{} listener: TLS handshake with {peer} timed out",
+                lcfg.kind
+            );
+            return;
+        }
+    };
+    match lcfg.kind {
+        ListenerKind::Login => {
+            http::serve_one(tls, move |req| {
+                let (state, lcfg) = (state.clone(), lcfg.clone());
+                async move { login_route(&state, &lcfg, observed, req).await }
+            })
+            .await;
+        }
+        ListenerKind::Tls => {
+            let der = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
+            let verdict = Arc::new(access_verdict(&state, &der, &observed));
+            http::serve_one(tls, move |req| {
+                let (state, verdict) = (state.clone(), verdict.clone());
+                async move { access_route(&state, &verdict, observed, req).await }
+            })
+            .await;
+        }
+    }
+}
+
+// ---- login ---------------------------------------------------------------
+
+/// `POST /v1/login` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// SSH public key, OpenSSH text.
+    pub ssh_public_key: String,
+    /// TLS public key, SPKI PEM.
+    pub tls_public_key: String,
+}
+
+/// `POST /v1/renew` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// New SSH public key, OpenSSH text.
+    pub ssh_public_key: String,
+    /// New TLS public key, SPKI PEM.
+    pub tls_public_key: String,
+}
+
+/// The 200 body of login and renewal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertResponse {
+    /// OpenSSH certificate text.
+    pub ssh_certificate: String,
+    /// X.509 certificate, PEM.
+    pub tls_certificate: String,
+    /// The pinned IP, or null.
+    pub pinned_ip: Option<String>,
+    /// Expiry, RFC 3339.
+    pub expires: String,
+}
+
+impl CertResponse {
+    fn from_issued(i: Issued) -> CertResponse {
+        CertResponse {
+            ssh_certificate: i.ssh_certificate,
+            tls_certificate: i.tls_certificate,
+            pinned_ip: i.pinned_ip.map(|ip| ip.to_string()),
+            expires: rfc3339(i.expires),
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn not_found() -> Response<Body> {
+    http::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn login_route(
+    state: &State,
+    lcfg: &ListenerConfig,
+    observed: ObservedAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() != Method::POST || req.uri().path() != "/v1/login" {
+        return not_found();
+    }
+    let observed = if lcfg.trust_x_forwarded_for {
+        match forwarded_client(lcfg, &observed, req.headers()) {
+            Ok(o) => o,
+            Err(message) => {
+                state.audit(&AuditEvent::LoginRefused {
+                    user: String::new(),
+                    observed: AuditEvent::addr(&observed),
+                    provenance: observed.provenance().as_str().into(),
+                    reason: "bad_forwarded_header".into(),
+                });
+                return http::error(StatusCode::BAD_REQUEST, "bad_forwarded_header", &message);
+            }
+        }
+    } else {
+        observed
+    };
+    let body: LoginRequest = match http::read_json(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    login(state, &observed, body).await
+}
+
+/// The client address from `X-Forwarded-For` / `Forwarded`, decided by
+/// `ippin-policy`; the connection's address when neither header is present.
+fn forwarded_client(
+    lcfg: &ListenerConfig,
+    conn: &ObservedAddr,
+    headers: &hyper::HeaderMap,
+) -> Result<ObservedAddr, String> {
+    let mode = match &lcfg.trusted_proxies {
+        Some(nets) => ippin_policy::ForwardedMode::TrustedProxies(nets.clone()),
+        None => ippin_policy::ForwardedMode::CompatibleStrict,
+    };
+    let lines = |name: &str| -> Result<Vec<&str>, String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| format!("header {name}: not visible ASCII"))
+            })
+            .collect()
+    };
+    let xff = lines("x-forwarded-for")?;
+    let fwd = lines("forwarded")?;
+    if !xff.is_empty() && !fwd.is_empty() {
+        return Err("both X-Forwarded-For and Forwarded are present; send one".into());
+    }
+    let peer = conn.socket_addr();
+    let found = if !xff.is_empty() {
+        ippin_policy::client_from_x_forwarded_for(&xff, peer, &mode)
+    } else if !fwd.is_empty() {
+        ippin_policy::client_from_forwarded(&fwd, peer, &mode)
+    } else {
+        return Ok(*conn);
+    };
+    let found = found.map_err(|e| e.to_string())?;
+    // The policy answers with the peer itself (provenance `direct`) when it
+    // believes no header; keep the connection's own observation then, with
+    // its PROXY provenance and trust.
+    if found.provenance() == ippin_policy::Provenance::Direct {
+        return Ok(*conn);
+    }
+    Ok(found)
+}
+
+/// The login decision and issuance, after the body was read: password,
+/// roles, pin (from `ippin-policy`), certificates, audit.
+pub async fn login(state: &State, observed: &ObservedAddr, body: LoginRequest) -> Response<Body> {
+    let refused = |user: &str, reason: &str| AuditEvent::LoginRefused {
+        user: user.to_owned(),
+        observed: AuditEvent::addr(observed),
+        provenance: observed.provenance().as_str().into(),
+        reason: reason.to_owned(),
+    };
+    if body.password.len() > crate::users::MAX_PASSWORD_BYTES {
+        state.audit(&refused(&body.user, "bad_credentials"));
+        return http::error(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "unknown user or wrong password",
+        );
+    }
+    let user = state.config.user(&body.user).cloned();
+    let hash = user
+        .as_ref()
+        .map_or_else(|| state.decoy_hash.clone(), |u| u.password_hash.clone());
+    let password = body.password.clone();
+    let ok = tokio::task::spawn_blocking(move || crate::users::verify_password(&hash, &password))
+        .await
+        .unwrap_or(false);
+    let user = match user {
+        Some(u) if ok => u,
+        _ => {
+            state.audit(&refused(&body.user, "bad_credentials"));
+            return http::error(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "unknown user or wrong password",
+            );
+        }
+    };
+    let Some((requires_pin, roles)) = state.requires_pin(&user.name) else {
+        state.audit(&refused(&user.name, "role_mapping_failed"));
+        return http::error(
+            StatusCode::FORBIDDEN,
+            "role_mapping_failed",
+            "your roles are not defined on this server",
+        );
+    };
+    let pinned_ip = match ippin_policy::pin_for_issue(requires_pin, Some(observed)) {
+        Ok(p) => p,
+        Err(denial) => {
+            state.audit(&refused(&user.name, denial.reason.code()));
+            return deny(&denial);
+        }
+    };
+    let login_ip = observed.is_trusted().then(|| observed.ip());
+    issue_and_answer(
+        state,
+        &IssueRequest {
+            user: &user.name,
+            roles: &roles,
+            ssh_public_key: &body.ssh_public_key,
+            tls_public_key: &body.tls_public_key,
+            pinned_ip,
+            login_ip,
+            now: state.now(),
+            ttl: state.config.cert_ttl,
+        },
+        |issued| AuditEvent::LoginIssued {
+            user: user.name.clone(),
+            observed: AuditEvent::addr(observed),
+            provenance: observed.provenance().as_str().into(),
+            trusted: observed.is_trusted(),
+            pinned: issued.pinned_ip.map(|ip| ip.to_string()),
+            expires: rfc3339(issued.expires),
+        },
+        |reason| refused(&user.name, reason),
+    )
+}
+
+fn deny(denial: &Denial) -> Response<Body> {
+    http::error(StatusCode::FORBIDDEN, denial.reason.code(), &denial.message)
+}
+
+/// Issues, audits (fail closed), answers.
+fn issue_and_answer(
+    state: &State,
+    req: &IssueRequest<'_>,
+    issued_event: impl FnOnce(&Issued) -> AuditEvent,
+    refused_event: impl FnOnce(&str) -> AuditEvent,
+) -> Response<Body> {
+    let issued = match state.ca.issue(req) {
+        Ok(i) => i,
+        Err(CaError::BadKey { field, message }) => {
+            state.audit(&refused_event("bad_public_key"));
+            return http::error(
+                StatusCode::BAD_REQUEST,
+                "bad_public_key",
+                &format!("{field}: {message}"),
+            );
+        }
+        Err(e) => {
+            tracing::error!("issuance failed: {e}");
+            state.audit(&refused_event("issue_failed"));
+            return http::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "issue_failed",
+                "the certificates could not be issued",
+            );
+        }
+    };
+    if !state.audit(&issued_event(&issued)) {
+        return audit_unavailable();
+    }
+    http::json(StatusCode::OK, &CertResponse::from_issued(issued))
+}
+
+fn audit_unavailable() -> Response<Body> {
+    http::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        AUDIT_UNAVAILABLE,
+        "the audit log cannot be written, so nothing is served; tell the operator",
+    )
+}
+
+// ---- tls access ------------------------------------------------------------
+
+/// What happened to one mutual-TLS connection at the pin check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Access {
+    /// Served.
+    Allow,
+    /// Refused with a stable reason code: one of `ippin-policy`'s, or the
+    /// server's own `invalid_identity` (the certificate names no readable
+    /// user) and `unknown_user`.
+    Deny {
+        /// Reason code.
+        code: String,
+        /// Message for the client.
+        message: String,
+    },
+    /// The audit line could not be written: refused (fail closed).
+    AuditUnavailable,
+}
+
+/// What the pin check decided for one mutual-TLS connection.
+#[derive(Debug, Clone)]
+pub struct AccessVerdict {
+    /// The user from the certificate ("" when unreadable).
+    pub user: String,
+    /// The user's current roles.
+    pub roles: Vec<String>,
+    /// Whether those roles require a pin.
+    pub requires_pin: bool,
+    /// The certificate's pin, as the strict extraction read it.
+    pub pin: CertPin,
+    /// The login IP the certificate carries.
+    pub login_ip: Option<std::net::IpAddr>,
+    /// The outcome.
+    pub access: Access,
+}
+
+fn pin_text(pin: &CertPin) -> Option<String> {
+    match pin {
+        CertPin::None => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn from_decision(d: Decision) -> Access {
+    match d {
+        Decision::Deny(d) => Access::Deny {
+            code: d.reason.code().into(),
+            message: d.message,
+        },
+        _ => Access::Allow,
+    }
+}
+
+/// The pin check for a verified client certificate `der` seen at
+/// `observed`, with the user's CURRENT roles from the configuration; the
+/// pin comes from `ippin-cert`'s strict extraction and the decision from
+/// `ippin-policy`. The audit line is written here; a failure to write it
+/// turns the verdict into [`Access::AuditUnavailable`].
+pub fn access_verdict(state: &State, der: &[u8], observed: &ObservedAddr) -> AccessVerdict {
+    let pin = match ippin_cert::x509::pinned_ip_fast(der) {
+        Ok(Some(ip)) => CertPin::Ip(ip),
+        Ok(None) => CertPin::None,
+        Err(e) => CertPin::Invalid(e.to_string()),
+    };
+    let mut verdict = AccessVerdict {
+        user: String::new(),
+        roles: Vec::new(),
+        requires_pin: false,
+        pin,
+        login_ip: None,
+        access: Access::Allow,
+    };
+    match ippin_cert::x509::client_identity(der) {
+        // An unreadable pin is the policy's `invalid_pin`, whatever else.
+        Err(_) if matches!(verdict.pin, CertPin::Invalid(_)) => {
+            verdict.access = from_decision(ippin_policy::check_pin(true, &verdict.pin, observed));
+        }
+        Err(e) => {
+            verdict.access = Access::Deny {
+                code: "invalid_identity".into(),
+                message: format!(
+                    "the client certificate's identity cannot be read ({e}); {}",
+                    ippin_policy::LOG_IN_AGAIN
+                ),
+            };
+        }
+        Ok(id) => {
+            verdict.user = id.user.clone();
+            verdict.login_ip = id.login_ip;
+            match state.requires_pin(&id.user) {
+                None => {
+                    verdict.access = Access::Deny {
+                        code: "unknown_user".into(),
+                        message: format!(
+                            "user `{}` is not (or no longer) known here with usable roles",
+                            id.user
+                        ),
+                    };
+                }
+                Some((requires_pin, roles)) => {
+                    verdict.requires_pin = requires_pin;
+                    verdict.roles = roles;
+                    verdict.access = from_decision(ippin_policy::check_pin(
+                        requires_pin,
+                        &verdict.pin,
+                        observed,
+                    ));
+                }
+            }
+        }
+    }
+    let event = match &verdict.access {
+        Access::Allow => AuditEvent::AccessAllowed {
+            user: verdict.user.clone(),
+            observed: AuditEvent::addr(observed),
+            provenance: observed.provenance().as_str().into(),
+            pinned: pin_text(&verdict.pin),
+        },
+        Access::Deny { code, message } => AuditEvent::AccessDenied {
+            user: verdict.user.clone(),
+            observed: AuditEvent::addr(observed),
+            provenance: observed.provenance().as_str().into(),
+            pinned: pin_text(&verdict.pin),
+            reason: code.clone(),
+            message: message.clone(),
+        },
+        Access::AuditUnavailable => return verdict,
+    };
+    if !state.audit(&event) {
+        verdict.access = Access::AuditUnavailable;
+    }
+    verdict
+}
+
+/// `GET /whoami` body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Whoami {
+    /// The user.
+    pub user: String,
+    /// Current roles.
+    pub roles: Vec<String>,
+    /// Observed client address (`ip:port`, port 0 when untrusted).
+    pub observed: String,
+    /// How it was observed.
+    pub via: String,
+    /// The certificate's pin, or null.
+    pub pinned: Option<String>,
+}
+
+async fn access_route(
+    state: &State,
+    verdict: &AccessVerdict,
+    observed: ObservedAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    match &verdict.access {
+        Access::Allow => {}
+        Access::Deny { code, message } => {
+            return http::error(StatusCode::FORBIDDEN, code, message);
+        }
+        Access::AuditUnavailable => return audit_unavailable(),
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/whoami") => http::json(
+            StatusCode::OK,
+            &Whoami {
+                user: verdict.user.clone(),
+                roles: verdict.roles.clone(),
+                observed: AuditEvent::addr(&observed),
+                via: observed.provenance().as_str().into(),
+                pinned: pin_text(&verdict.pin),
+            },
+        ),
+        (&Method::POST, "/v1/renew") => {
+            let body: RenewRequest = match http::read_json(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            renew(state, verdict, &observed, body)
+        }
+        _ => not_found(),
+    }
+}
+
+/// Renewal: the pins of the presented certificate are kept (decided by
+/// `ippin-policy`'s `pins_for_renewal`), the roles are the current ones.
+pub fn renew(
+    state: &State,
+    verdict: &AccessVerdict,
+    observed: &ObservedAddr,
+    body: RenewRequest,
+) -> Response<Body> {
+    let refused = |reason: &str| AuditEvent::RenewRefused {
+        user: verdict.user.clone(),
+        observed: AuditEvent::addr(observed),
+        provenance: observed.provenance().as_str().into(),
+        reason: reason.to_owned(),
+    };
+    let presented = match &verdict.pin {
+        CertPin::Ip(ip) => Some(*ip),
+        CertPin::None => None,
+        _ => {
+            state.audit(&refused("invalid_pin"));
+            return http::error(
+                StatusCode::FORBIDDEN,
+                "invalid_pin",
+                "the presented certificate's pin cannot be carried over; log in again",
+            );
+        }
+    };
+    let pins = match ippin_policy::pins_for_renewal(
+        presented,
+        verdict.login_ip,
+        verdict.requires_pin,
+        observed,
+    ) {
+        Ok(p) => p,
+        Err(denial) => {
+            state.audit(&refused(denial.reason.code()));
+            return deny(&denial);
+        }
+    };
+    issue_and_answer(
+        state,
+        &IssueRequest {
+            user: &verdict.user,
+            roles: &verdict.roles,
+            ssh_public_key: &body.ssh_public_key,
+            tls_public_key: &body.tls_public_key,
+            pinned_ip: pins.pinned_ip,
+            login_ip: pins.login_ip,
+            now: state.now(),
+            ttl: state.config.cert_ttl,
+        },
+        |issued| AuditEvent::RenewIssued {
+            user: verdict.user.clone(),
+            observed: AuditEvent::addr(observed),
+            provenance: observed.provenance().as_str().into(),
+            pinned: issued.pinned_ip.map(|ip| ip.to_string()),
+            expires: rfc3339(issued.expires),
+        },
+        refused,
+    )
+}
+
+// ---- serve -------------------------------------------------------------------
+
+/// `ippin serve --config FILE`: runs until Ctrl-C / SIGTERM.
+pub async fn serve_command(path: &Path) -> Outcome {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
+    };
+    for w in startup_warnings(&config) {
+        tracing::warn!("{w}");
+        eprintln!("{w}");
+    }
+    let running = match start(config).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
+    };
+    for (kind, addr) in &running.listeners {
+        println!("listening: {kind} on {addr}");
+    }
+    wait_for_stop().await;
+    running.shutdown();
+    Outcome::ok("stopped\n")
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

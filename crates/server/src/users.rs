@@ -1,0 +1,183 @@
+//! Users: password hashing (argon2id), verification, `ippin user add`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::Path;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::Outcome;
+use crate::config::{self, Config, ConfigError};
+
+/// The longest password accepted (bytes).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Argon2id with the OWASP-recommended parameters (19 MiB, 2 passes).
+fn argon2_default() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
+}
+
+/// Hashes `password` with argon2id and a fresh random salt, in PHC format.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    hash_with(password, argon2_default())
+}
+
+/// Hashes with light argon2id parameters (4 MiB, 1 pass). Used only for the
+/// demo's throw-away users, so the whole demo stays within a few seconds in
+/// a debug build. The parameters are in the hash, so verification follows.
+pub fn hash_password_light(password: &str) -> Result<String, String> {
+    let params = Params::new(4096, 1, 1, None).map_err(|e| e.to_string())?;
+    hash_with(
+        password,
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+    )
+}
+
+fn hash_with(password: &str, argon: Argon2<'_>) -> Result<String, String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    argon
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// A hash of a random password, verified against when the user does not
+/// exist, so that unknown and known users cost the same time.
+pub fn decoy_hash() -> String {
+    hash_password("decoy password that matches nothing").unwrap_or_default()
+}
+
+/// Whether `password` matches the PHC `hash`. Only argon2id hashes are
+/// accepted; a malformed hash never matches. CPU-heavy: call it from a
+/// blocking thread.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    if parsed.algorithm != argon2::ARGON2ID_IDENT {
+        return false;
+    }
+    argon2_default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+}
+
+/// Reads a password: from the terminal without echo, or one line from
+/// stdin when stdin is not a terminal. The trailing newline is removed.
+pub fn read_password(prompt: &str) -> Result<String, String> {
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt).map_err(|e| format!("cannot read the password: {e}"))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .take_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        line
+    };
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!(
+            "the password is longer than {MAX_PASSWORD_BYTES} bytes"
+        ));
+    }
+    Ok(password)
+}
+
+trait TakeLine {
+    fn take_line(&mut self, out: &mut String) -> std::io::Result<usize>;
+}
+
+impl<R: BufRead> TakeLine for R {
+    /// Reads one line, at most `MAX_PASSWORD_BYTES + 2` bytes.
+    fn take_line(&mut self, out: &mut String) -> std::io::Result<usize> {
+        use std::io::Read;
+        let limit = (MAX_PASSWORD_BYTES + 2) as u64;
+        self.by_ref().take(limit).read_line(out)
+    }
+}
+
+/// Adds user `name` with `roles` to the configuration at `path`, with a
+/// password hash; the edited file is validated before it replaces the old
+/// one (written to a temporary file, then renamed).
+pub fn add_user(path: &Path, name: &str, roles: &[String], hash: &str) -> Result<(), ConfigError> {
+    let text = config::read_bounded(path, config::MAX_CONFIG_BYTES)?;
+    let new_text = config::add_user_to_text(path, &text, name, hash, roles)?;
+    // The roles must exist in the role files named by the config.
+    let parsed = Config::parse(path, &new_text)?;
+    let role_set = config::load_roles(&parsed.roles)?;
+    if let Err(e) = role_set.select(roles) {
+        return Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            line: 0,
+            field: "users[].roles".into(),
+            message: format!("user `{name}`: {e}"),
+        });
+    }
+    let tmp = path.with_extension("yaml.tmp");
+    let io = |action, source| ConfigError::Io {
+        file: path.to_path_buf(),
+        action,
+        source,
+    };
+    std::fs::write(&tmp, new_text).map_err(|e| io("write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
+    Ok(())
+}
+
+/// `ippin user add`.
+pub fn add_command(path: &Path, name: &str, roles: &[String]) -> Outcome {
+    if let Err(m) = config::check_name(name) {
+        return Outcome::fail(1, format!("error: {m}\n"));
+    }
+    let password = match read_password(&format!("password for {name}: ")) {
+        Ok(p) => p,
+        Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
+    };
+    let hash = match hash_password(&password) {
+        Ok(h) => h,
+        Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
+    };
+    match add_user(path, name, roles, &hash) {
+        Ok(()) => Outcome::ok(format!(
+            "added user {name} (roles: {}) to {}\n",
+            if roles.is_empty() {
+                "none".to_owned()
+            } else {
+                roles.join(", ")
+            },
+            path.display()
+        )),
+        Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_then_verify() {
+        let h = hash_password_light("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&h, "correct horse"));
+        assert!(!verify_password(&h, "correct horsE"));
+        assert!(!verify_password("not a hash", "x"));
+        // Two hashes of one password differ (fresh salt).
+        assert_ne!(h, hash_password_light("correct horse").unwrap());
+    }
+
+    #[test]
+    fn other_argon2_variants_are_refused() {
+        let params = Params::new(4096, 1, 1, None).unwrap();
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let h = Argon2::new(Algorithm::Argon2i, Version::V0x13, params)
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
+        assert!(!verify_password(&h, "pw"));
+    }
+}
