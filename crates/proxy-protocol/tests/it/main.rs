@@ -2,6 +2,7 @@
 
 mod adapter;
 mod alloc;
+mod differential;
 mod peers;
 mod policy;
 mod roundtrip;
