@@ -1,0 +1,132 @@
+//! Audit events of the SSH service, and the sink they go to.
+//!
+//! The events serialise to one JSON object each (a JSON line in the audit log), each with an
+//! `event` field naming its kind. The network event is the policy crate's `session.network`
+//! event (code `T4002I`), field for field.
+
+use std::net::SocketAddr;
+
+use ippin_policy::NetworkEvent;
+use serde::Serialize;
+
+/// Where the SSH service sends its audit events.
+///
+/// Implemented for any `Fn(SshAuditEvent) + Send + Sync`, so a closure that writes to the
+/// server's audit log, or a test that collects events, can be passed as is. The call is made
+/// on the connection's task: it must not block for long.
+pub trait SshAudit: Send + Sync {
+    /// Records one event.
+    fn record(&self, event: SshAuditEvent);
+}
+
+impl<F: Fn(SshAuditEvent) + Send + Sync> SshAudit for F {
+    fn record(&self, event: SshAuditEvent) {
+        self(event)
+    }
+}
+
+/// One audit event of the SSH service. Each record carries its own `event` name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum SshAuditEvent {
+    /// A user authenticated with a certificate that passed every check (`ssh.auth.allowed`).
+    AuthAllowed(AuthRecord),
+    /// An authentication attempt was refused (`ssh.auth.denied`).
+    AuthDenied(AuthRecord),
+    /// A built-in command ran (`ssh.exec`).
+    Exec(ExecRecord),
+    /// An outbound connection made for a session (`direct-tcpip`), denied or observed: the
+    /// policy crate's `session.network` event (code `T4002I`).
+    Network(NetworkEvent),
+    /// A connection was closed before SSH started, at the PROXY protocol stage
+    /// (`ssh.proxy_refused`).
+    ProxyRefused(ProxyRefusedRecord),
+}
+
+impl SshAuditEvent {
+    /// The event name (`ssh.auth.allowed`, `ssh.auth.denied`, `ssh.exec`,
+    /// `session.network`, `ssh.proxy_refused`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SshAuditEvent::AuthAllowed(r) | SshAuditEvent::AuthDenied(r) => r.event,
+            SshAuditEvent::Exec(r) => r.event,
+            SshAuditEvent::Network(n) => n.event,
+            SshAuditEvent::ProxyRefused(r) => r.event,
+        }
+    }
+
+    /// The stable reason code of an authentication denial or a PROXY refusal.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            SshAuditEvent::AuthDenied(r) => r.reason.as_deref(),
+            SshAuditEvent::ProxyRefused(r) => Some(&r.reason),
+            _ => None,
+        }
+    }
+
+    /// The session id the event belongs to, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            SshAuditEvent::AuthAllowed(r) | SshAuditEvent::AuthDenied(r) => Some(&r.session_id),
+            SshAuditEvent::Exec(r) => Some(&r.session_id),
+            SshAuditEvent::Network(r) => Some(&r.session_id),
+            SshAuditEvent::ProxyRefused(_) => None,
+        }
+    }
+}
+
+/// An authentication decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthRecord {
+    /// `ssh.auth.allowed` or `ssh.auth.denied`.
+    pub event: &'static str,
+    /// The connection's session id.
+    pub session_id: String,
+    /// The user name the client asked for.
+    pub user: String,
+    /// The certificate's key id, when a certificate was presented.
+    pub key_id: Option<String>,
+    /// The certificate's serial, when a certificate was presented.
+    pub serial: Option<u64>,
+    /// The observed client address (`ip:port`, port 0 when untrusted).
+    pub observed: String,
+    /// How the address was learned (`direct`, `proxy_v1`, `proxy_v2`).
+    pub provenance: String,
+    /// Whether the observed address is trusted.
+    pub trusted: bool,
+    /// The certificate's pin (the `source-address` networks); empty when unpinned.
+    pub pinned: Vec<String>,
+    /// The user's roles, when known.
+    pub roles: Vec<String>,
+    /// The stable reason code of a denial; `None` when allowed.
+    pub reason: Option<String>,
+    /// The message for the user (denials only).
+    pub message: Option<String>,
+}
+
+/// A built-in command run in a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecRecord {
+    /// Always `ssh.exec`.
+    pub event: &'static str,
+    /// The connection's session id.
+    pub session_id: String,
+    /// The authenticated user.
+    pub user: String,
+    /// The command line run (lossy UTF-8, at most 1 KiB).
+    pub command: String,
+    /// The exit status returned.
+    pub status: u32,
+}
+
+/// A connection refused at the PROXY stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyRefusedRecord {
+    /// Always `ssh.proxy_refused`.
+    pub event: &'static str,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The refusal's stable reason code.
+    pub reason: String,
+}

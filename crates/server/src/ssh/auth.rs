@@ -1,0 +1,308 @@
+//! The authentication decision: one certificate, one user name, one observed address.
+//!
+//! Pure: no I/O, the time is a parameter. [`authorize`] is what the russh handler calls for
+//! every certificate; it is also what the tests exercise row by row.
+//!
+//! | step | check | refused with |
+//! |---|---|---|
+//! | 1 | the key is an OpenSSH certificate (a plain key is never enough) | `not_a_certificate` |
+//! | 2 | signed by a trusted user CA | `untrusted_ca` |
+//! | 3 | a user certificate, not a host certificate | `host_certificate` |
+//! | 4 | the SSH user name is one of the principals | `wrong_principal` |
+//! | 5 | valid now (`valid_after` ≤ now < `valid_before`) | `not_yet_valid`, `expired` |
+//! | 6 | the CA signature verifies | `invalid_certificate` |
+//! | 7 | only known critical options (`source-address`, `force-command`, `verify-required`) | `unknown_critical_option` |
+//! | 8 | critical options well formed (`source-address` strictly) | `invalid_source_address`, `invalid_certificate` |
+//! | 9 | no `verify-required` (FIDO user verification cannot be checked here) | `verify_required_unsupported` |
+//! | 10 | the user is known here, with roles | `unknown_user` |
+//! | 11 | the roles' pin requirement and any pin (`check_pin`): the observed address must be trusted and inside `source-address` | `pinned_ip_missing`, `untrusted_client_ip`, `pinned_ip_mismatch`, `invalid_pin` |
+//! | 12 | `source-address` against the observed IP once more, with the certificate crate's `check_source` (OpenSSH's own rule, whatever the roles say) | `pinned_ip_mismatch` |
+//!
+//! Steps 2 to 8 are the certificate crate's `validate_user_cert`, step 11 is the policy
+//! crate's `check_pin` with the certificate's `source-address` as the pin.
+//!
+//! After authentication, `force-command` replaces the command the client asks for, and
+//! `direct-tcpip` needs the `permit-port-forwarding` extension, as in sshd.
+
+use std::fmt;
+
+use ippin_cert::ssh::{SshValidation, ValidatedSshCert, validate_user_cert};
+use ippin_policy::{CertPin, Decision, DenyReason, ObservedAddr, check_pin};
+use ssh_key::{Certificate, Fingerprint};
+
+/// What the server knows about a user: the pin requirement of their roles, and the role
+/// names (for the audit log and `whoami`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SshUser {
+    /// Whether any of the user's roles sets `pin_source_ip`.
+    pub requires_pin: bool,
+    /// The user's role names.
+    pub roles: Vec<String>,
+}
+
+/// Looks users up by SSH user name.
+///
+/// Implemented for closures `Fn(&str) -> Option<SshUser>` and for a
+/// `HashMap<String, SshUser>`. A user the directory does not know is refused
+/// (`unknown_user`), even with a valid certificate.
+pub trait UserDirectory: Send + Sync {
+    /// The user called `name`, if there is one.
+    fn lookup(&self, name: &str) -> Option<SshUser>;
+}
+
+impl<F: Fn(&str) -> Option<SshUser> + Send + Sync> UserDirectory for F {
+    fn lookup(&self, name: &str) -> Option<SshUser> {
+        self(name)
+    }
+}
+
+impl UserDirectory for std::collections::HashMap<String, SshUser> {
+    fn lookup(&self, name: &str) -> Option<SshUser> {
+        self.get(name).cloned()
+    }
+}
+
+/// Why an authentication was refused. [`SshDenyReason::code`] gives the stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SshDenyReason {
+    /// A plain public key (or another method) where a certificate is required.
+    NotACertificate,
+    /// The certificate is signed by a CA that is not trusted here.
+    UntrustedCa,
+    /// A host certificate was presented as a user certificate.
+    HostCertificate,
+    /// The SSH user name is not one of the certificate's principals.
+    WrongPrincipal,
+    /// The certificate's validity starts in the future.
+    NotYetValid,
+    /// The certificate has expired.
+    Expired,
+    /// The certificate carries a critical option this server does not implement.
+    UnknownCriticalOption,
+    /// The `source-address` critical option cannot be read.
+    InvalidSourceAddress,
+    /// The certificate requires FIDO user verification, which this server cannot check.
+    VerifyRequiredUnsupported,
+    /// The certificate is unusable for another reason (bad signature, malformed field).
+    InvalidCertificate,
+    /// The certificate is valid but the user is not known here.
+    UnknownUser,
+    /// The pin check refused (the policy crate's reason).
+    Pin(DenyReason),
+}
+
+impl SshDenyReason {
+    /// The stable reason code written to the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SshDenyReason::NotACertificate => "not_a_certificate",
+            SshDenyReason::UntrustedCa => "untrusted_ca",
+            SshDenyReason::HostCertificate => "host_certificate",
+            SshDenyReason::WrongPrincipal => "wrong_principal",
+            SshDenyReason::NotYetValid => "not_yet_valid",
+            SshDenyReason::Expired => "expired",
+            SshDenyReason::UnknownCriticalOption => "unknown_critical_option",
+            SshDenyReason::InvalidSourceAddress => "invalid_source_address",
+            SshDenyReason::VerifyRequiredUnsupported => "verify_required_unsupported",
+            SshDenyReason::InvalidCertificate => "invalid_certificate",
+            SshDenyReason::UnknownUser => "unknown_user",
+            SshDenyReason::Pin(r) => r.code(),
+        }
+    }
+
+    /// Whether the client is told the reason before the connection is closed.
+    ///
+    /// True where the certificate is ours and the user can act on the message (log in
+    /// again): the pin reasons, expiry, an unknown user. For the others (a certificate from
+    /// another CA, a host certificate, a principal for another user, a plain key) the attempt
+    /// is simply refused, as sshd does, so that the client can go on to its next identity.
+    pub fn tells_user(&self) -> bool {
+        matches!(
+            self,
+            SshDenyReason::Pin(_)
+                | SshDenyReason::Expired
+                | SshDenyReason::NotYetValid
+                | SshDenyReason::UnknownUser
+        )
+    }
+}
+
+impl fmt::Display for SshDenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A refused authentication: the reason, a message for the user, and what was learned
+/// from the certificate on the way (for the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshDenial {
+    /// The stable reason.
+    pub reason: SshDenyReason,
+    /// What happened and what to do, for the user.
+    pub message: String,
+    /// The certificate's pin, when it was read.
+    pub pinned: Vec<String>,
+    /// The user's roles, when they were looked up.
+    pub roles: Vec<String>,
+}
+
+impl SshDenial {
+    fn new(reason: SshDenyReason, message: impl Into<String>) -> SshDenial {
+        SshDenial {
+            reason,
+            message: message.into(),
+            pinned: Vec::new(),
+            roles: Vec::new(),
+        }
+    }
+}
+
+/// A user the certificate authenticates, with everything a session needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized {
+    /// The SSH user name (one of the certificate's principals).
+    pub user: String,
+    /// The user's roles.
+    pub roles: Vec<String>,
+    /// The certificate's pin (`source-address` networks); empty when unpinned.
+    pub pinned: Vec<String>,
+    /// The certificate's key id.
+    pub key_id: String,
+    /// The certificate's serial.
+    pub serial: u64,
+    /// The client address seen at login, when the certificate records it.
+    pub login_ip: Option<String>,
+    /// The certificate's `force-command`: run instead of what the client asks.
+    pub force_command: Option<String>,
+    /// Whether the certificate grants `permit-port-forwarding`.
+    pub port_forwarding: bool,
+}
+
+/// What [`authorize`] needs besides the attempt itself.
+pub struct AuthContext<'a> {
+    /// SHA-256 fingerprints of the user CAs whose certificates are accepted.
+    pub trusted_cas: &'a [Fingerprint],
+    /// Where users and their roles come from.
+    pub users: &'a dyn UserDirectory,
+}
+
+/// Decides one certificate authentication, following the table in the module docs.
+///
+/// `now` is the current time in Unix seconds.
+pub fn authorize(
+    ctx: &AuthContext<'_>,
+    user: &str,
+    cert: &Certificate,
+    observed: &ObservedAddr,
+    now: u64,
+) -> Result<Authorized, SshDenial> {
+    let validation = SshValidation {
+        trusted_cas: ctx.trusted_cas,
+        principal: user,
+        now,
+    };
+    let valid = validate_user_cert(cert, &validation).map_err(|e| cert_denial(&e, user))?;
+    if valid.verify_required {
+        return Err(SshDenial::new(
+            SshDenyReason::VerifyRequiredUnsupported,
+            "ippin: the certificate requires FIDO user verification, which this server cannot check",
+        ));
+    }
+    let pin = cert_pin(&valid);
+    let pinned = pin_strings(&pin);
+    let Some(account) = ctx.users.lookup(user) else {
+        let mut d = SshDenial::new(
+            SshDenyReason::UnknownUser,
+            format!("ippin: there is no user `{user}` on this server"),
+        );
+        d.pinned = pinned;
+        return Err(d);
+    };
+    if let Decision::Deny(denial) = check_pin(account.requires_pin, &pin, observed) {
+        return Err(SshDenial {
+            reason: SshDenyReason::Pin(denial.reason),
+            message: format!("ippin: {}", denial.message),
+            pinned,
+            roles: account.roles,
+        });
+    }
+    // `check_pin` enforces any pin whatever the roles say; this second look is OpenSSH's own
+    // `source-address` rule, from the certificate crate, kept separate so that a change in the
+    // policy crate cannot turn a pinned certificate into an unpinned one here.
+    if let Err(e) = valid.check_source(observed.ip()) {
+        return Err(SshDenial {
+            reason: SshDenyReason::Pin(DenyReason::PinnedIpMismatch),
+            message: format!("ippin: {e}: log in again"),
+            pinned,
+            roles: account.roles,
+        });
+    }
+    Ok(Authorized {
+        user: user.to_owned(),
+        roles: account.roles,
+        pinned,
+        key_id: valid.key_id.clone(),
+        serial: cert.serial(),
+        login_ip: valid.login_ip.map(|ip| ip.to_string()),
+        force_command: valid.force_command.clone(),
+        port_forwarding: valid.permissions.port_forwarding,
+    })
+}
+
+/// The pin of a validated certificate: its `source-address` networks.
+fn cert_pin(valid: &ValidatedSshCert) -> CertPin {
+    match &valid.source_address {
+        None => CertPin::None,
+        Some(sa) => CertPin::Nets(sa.nets().to_vec()),
+    }
+}
+
+fn pin_strings(pin: &CertPin) -> Vec<String> {
+    match pin {
+        CertPin::Nets(nets) => nets.iter().map(|n| n.to_string()).collect(),
+        CertPin::Ip(ip) => vec![ip.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+/// Maps a certificate-crate refusal to our reason and message.
+fn cert_denial(e: &ippin_cert::Error, user: &str) -> SshDenial {
+    let reason = cert_reason(e);
+    let message = match reason {
+        SshDenyReason::Expired => {
+            format!("ippin: the certificate has expired ({e}): log in again")
+        }
+        SshDenyReason::NotYetValid => {
+            format!(
+                "ippin: the certificate is not valid yet ({e}); check the clock or log in again"
+            )
+        }
+        SshDenyReason::WrongPrincipal => {
+            format!("ippin: the certificate does not name the user `{user}`")
+        }
+        _ => format!("ippin: certificate refused: {e}"),
+    };
+    SshDenial::new(reason, message)
+}
+
+/// The reason for a refusal of `validate_user_cert`.
+fn cert_reason(e: &ippin_cert::Error) -> SshDenyReason {
+    use ippin_cert::Error as E;
+    match e {
+        E::SshNotUserCert => SshDenyReason::HostCertificate,
+        E::SshUntrustedCa { .. } => SshDenyReason::UntrustedCa,
+        E::SshValidity {
+            now, valid_after, ..
+        } if now < valid_after => SshDenyReason::NotYetValid,
+        E::SshValidity { .. } => SshDenyReason::Expired,
+        E::SshPrincipal { .. } => SshDenyReason::WrongPrincipal,
+        E::SshUnknownCriticalOption { .. } => SshDenyReason::UnknownCriticalOption,
+        E::SourceAddressEntry { .. } => SshDenyReason::InvalidSourceAddress,
+        E::SshOption { name, .. } if name == "source-address" => {
+            SshDenyReason::InvalidSourceAddress
+        }
+        _ => SshDenyReason::InvalidCertificate,
+    }
+}

@@ -1,0 +1,371 @@
+//! The russh handler: one per connection, holding the observed address and, once a
+//! certificate passed [`authorize`], the authenticated user.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ippin_policy::{NetDecision, NetOperation, NetworkEvent, ObservedAddr};
+use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
+use ssh_key::Certificate;
+
+use super::Shared;
+use super::audit::{AuthRecord, ExecRecord, SshAuditEvent};
+use super::auth::{AuthContext, Authorized, SshDenial, SshDenyReason, authorize};
+use super::dial::dial;
+use super::exec::{MAX_COMMAND_LEN, run_builtin};
+
+/// The most `direct-tcpip` channels one connection may have open (or dialling) at once.
+pub const MAX_FORWARDS_PER_CONNECTION: usize = 64;
+
+/// The message a client gets when it asks for a shell.
+pub const NO_SHELL: &str = "ippin: this server has no shell; run a built-in instead: `ssh ... whoami` or `ssh ... echo TEXT`\r\n";
+
+pub(crate) struct Connection {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) observed: ObservedAddr,
+    pub(crate) session_id: String,
+    pub(crate) handle: Arc<OnceLock<Handle>>,
+    pub(crate) authenticated: Arc<AtomicBool>,
+    pub(crate) authorized: Option<Authorized>,
+    pub(crate) forwards: Arc<AtomicUsize>,
+}
+
+fn publickey_only() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+        partial_success: false,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Connection {
+    fn record(&self, event: SshAuditEvent) {
+        self.shared.audit.record(event);
+    }
+
+    fn auth_record(&self, user: &str, cert: Option<&Certificate>) -> AuthRecord {
+        AuthRecord {
+            event: "ssh.auth.denied",
+            session_id: self.session_id.clone(),
+            user: user.to_owned(),
+            key_id: cert.map(|c| c.key_id().to_owned()),
+            serial: cert.map(|c| c.serial()),
+            observed: self.observed.socket_addr().to_string(),
+            provenance: self.observed.provenance().as_str().to_owned(),
+            trusted: self.observed.is_trusted(),
+            pinned: Vec::new(),
+            roles: Vec::new(),
+            reason: None,
+            message: None,
+        }
+    }
+
+    fn deny(&self, user: &str, cert: Option<&Certificate>, denial: SshDenial) -> Auth {
+        let mut rec = self.auth_record(user, cert);
+        rec.pinned = denial.pinned;
+        rec.roles = denial.roles;
+        rec.reason = Some(denial.reason.code().to_owned());
+        rec.message = Some(denial.message.clone());
+        self.record(SshAuditEvent::AuthDenied(rec));
+        if denial.reason.tells_user() {
+            // russh has no per-attempt banner once authentication has started, so the reason
+            // travels in a disconnect message, which OpenSSH prints on stderr ("Received
+            // disconnect from ...: <message>"). The handle only queues it: the session loop
+            // sends it after the failure reply of this attempt.
+            if let Some(handle) = self.handle.get().cloned() {
+                let message = denial.message;
+                tokio::spawn(async move {
+                    let _ = handle
+                        .disconnect(
+                            Disconnect::NoMoreAuthMethodsAvailable,
+                            message,
+                            "en".to_owned(),
+                        )
+                        .await;
+                });
+            }
+        }
+        publickey_only()
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        // The probe every OpenSSH client starts with: not audited.
+        Ok(publickey_only())
+    }
+
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        Ok(self.deny(
+            user,
+            None,
+            SshDenial {
+                reason: SshDenyReason::NotACertificate,
+                message:
+                    "ippin: passwords are not accepted; use the certificate from `ippin login`"
+                        .to_owned(),
+                pinned: Vec::new(),
+                roles: Vec::new(),
+            },
+        ))
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.deny(
+            user,
+            None,
+            SshDenial {
+                reason: SshDenyReason::NotACertificate,
+                message: "ippin: keyboard-interactive is not accepted; use the certificate from `ippin login`"
+                    .to_owned(),
+                pinned: Vec::new(),
+                roles: Vec::new(),
+            },
+        ))
+    }
+
+    // `auth_publickey_offered` keeps russh's default (accept the offer): at that stage russh
+    // hands over the certificate's inner key, so a certificate cannot be told from a plain
+    // key yet. The decision is made after the signature check, below.
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        _key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.deny(
+            user,
+            None,
+            SshDenial {
+                reason: SshDenyReason::NotACertificate,
+                message: "ippin: a plain public key is not accepted; use the certificate from `ippin login`"
+                    .to_owned(),
+                pinned: Vec::new(),
+                roles: Vec::new(),
+            },
+        ))
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        let ctx = AuthContext {
+            trusted_cas: &self.shared.trusted_cas,
+            users: self.shared.users.as_ref(),
+        };
+        match authorize(&ctx, user, certificate, &self.observed, unix_now()) {
+            Ok(who) => {
+                let mut rec = self.auth_record(user, Some(certificate));
+                rec.event = "ssh.auth.allowed";
+                rec.pinned = who.pinned.clone();
+                rec.roles = who.roles.clone();
+                self.record(SshAuditEvent::AuthAllowed(rec));
+                self.authorized = Some(who);
+                self.authenticated.store(true, Ordering::SeqCst);
+                Ok(Auth::Accept)
+            }
+            Err(denial) => Ok(self.deny(user, Some(certificate), denial)),
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.authorized.is_some() {
+            // The `Channel` is dropped: built-ins answer from the handler, and russh's copies of
+            // the requests to a dropped channel are discarded rather than queued.
+            reply.accept().await;
+        }
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(who) = self.authorized.as_ref() else {
+            return session.channel_failure(channel);
+        };
+        // A certificate's `force-command` replaces whatever the client asked for, as in sshd.
+        let command = who.force_command.as_deref().map_or(data, str::as_bytes);
+        let result = run_builtin(command, who, &self.observed, &self.session_id);
+        let shown = command
+            .get(..command.len().min(MAX_COMMAND_LEN.min(1024)))
+            .unwrap_or(&[]);
+        self.record(SshAuditEvent::Exec(ExecRecord {
+            event: "ssh.exec",
+            session_id: self.session_id.clone(),
+            user: who.user.clone(),
+            command: String::from_utf8_lossy(shown).into_owned(),
+            status: result.status,
+        }));
+        session.channel_success(channel)?;
+        if !result.stdout.is_empty() {
+            session.data(channel, result.stdout.into_bytes())?;
+        }
+        if !result.stderr.is_empty() {
+            session.extended_data(channel, 1, result.stderr.into_bytes())?;
+        }
+        session.exit_status_request(channel, result.status)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Accepted only to say why there is none: a refused request would make OpenSSH exit
+        // with "shell request failed" before it shows any message.
+        session.channel_success(channel)?;
+        session.extended_data(channel, 1, NO_SHELL.as_bytes().to_vec())?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(who) = self.authorized.as_ref() else {
+            return Ok(());
+        };
+        if !who.port_forwarding {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: "ippin: the certificate does not permit port forwarding".to_owned(),
+                })
+                .await;
+            return Ok(());
+        }
+        if self.forwards.fetch_add(1, Ordering::SeqCst) >= MAX_FORWARDS_PER_CONNECTION {
+            self.forwards.fetch_sub(1, Ordering::SeqCst);
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        let forwards = self.forwards.clone();
+        let shared = self.shared.clone();
+        let user = who.user.clone();
+        let sid = self.session_id.clone();
+        let src = self.observed.socket_addr();
+        let host = host_to_connect.to_owned();
+        // Dial off the session loop, so a slow destination does not stall the connection.
+        tokio::spawn(async move {
+            let outcome = dial(shared.dial_policy.as_ref(), &user, &host, port_to_connect).await;
+            let denied = match &outcome {
+                Ok(d) => d.denied.as_slice(),
+                Err(e) => e.denied(),
+            };
+            for (addr, decision) in denied {
+                shared
+                    .audit
+                    .record(SshAuditEvent::Network(NetworkEvent::new(
+                        &user,
+                        &user,
+                        &sid,
+                        src,
+                        *addr,
+                        NetOperation::Connect,
+                        decision,
+                    )));
+            }
+            match outcome {
+                Err(e) => {
+                    let code = if e.denied().is_empty() { 2 } else { 1 };
+                    reply
+                        .reject(ChannelOpenFailure::Other {
+                            code,
+                            reason: e.message(),
+                        })
+                        .await;
+                }
+                Ok(mut d) => {
+                    if shared.audit_observed_connections {
+                        shared
+                            .audit
+                            .record(SshAuditEvent::Network(NetworkEvent::new(
+                                &user,
+                                &user,
+                                &sid,
+                                src,
+                                d.addr,
+                                NetOperation::Connect,
+                                &NetDecision::Allowed,
+                            )));
+                    }
+                    reply.accept().await;
+                    let mut stream = channel.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut d.stream).await;
+                }
+            }
+            forwards.fetch_sub(1, Ordering::SeqCst);
+        });
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // Remote forwarding would make the server listen for the user: not offered.
+        Ok(false)
+    }
+}

@@ -1,0 +1,370 @@
+//! The SSH service: OpenSSH user certificates from our CA, with `source-address` and the
+//! roles' pin enforced against the *observed* client address, built-in commands, and
+//! `direct-tcpip` forwarding through a [`DialPolicy`].
+//!
+//! The service runs [russh](https://docs.rs/russh)'s server on a stream that the caller has
+//! already accepted: the PROXY-aware accept path runs first, so the SSH banner is never sent
+//! before a PROXY header is complete, and the address it observed is what the pin is checked
+//! against.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ippin::ssh::{AllowAll, SshService, SshSettings, SshUser};
+//! use ippin_policy::{ObservedAddr, Provenance};
+//!
+//! # async fn run(ca: ssh_key::PublicKey) -> Result<(), Box<dyn std::error::Error>> {
+//! let service = SshService::new(SshSettings::new(
+//!     vec![ca],
+//!     Arc::new(|name: &str| (name == "alice").then(|| SshUser {
+//!         requires_pin: true,
+//!         roles: vec!["pinned-ip".to_owned()],
+//!     })),
+//!     Arc::new(|event| println!("{}", serde_json::to_string(&event).unwrap_or_default())),
+//! ))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let (stream, peer) = listener.accept().await?;
+//! service.handle(stream, ObservedAddr::new(peer, Provenance::Direct, true)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The decision table is in [`auth`]'s documentation and in `docs/ssh.md`.
+
+pub mod audit;
+pub mod auth;
+pub mod dial;
+pub mod exec;
+mod handler;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ippin_policy::{ObservedAddr, Provenance};
+use ippin_proxy_protocol as pp;
+use russh::{MethodKind, MethodSet, SshId};
+use ssh_key::{PrivateKey, PublicKey};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use audit::{SshAudit, SshAuditEvent};
+pub use auth::{Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, authorize};
+pub use dial::{AllowAll, DialPolicy, denial_text};
+pub use handler::{MAX_FORWARDS_PER_CONNECTION, NO_SHELL};
+
+/// The most SSH connections one listener serves at once (PROXY stage included).
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// The identification string the service sends.
+pub const SERVER_ID: &str = "SSH-2.0-ippin";
+
+/// Why the SSH service could not start or a session ended in error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SshError {
+    /// No host key was given and none could be generated.
+    #[error("host key: cannot generate an Ed25519 key: {0}")]
+    HostKey(String),
+    /// No trusted user CA: nobody could ever log in.
+    #[error("no trusted SSH user CA configured: every certificate would be refused")]
+    NoTrustedCa,
+    /// The SSH session failed (protocol error, I/O error, timeout).
+    #[error("ssh session from {observed}: {source}")]
+    Session {
+        /// The observed client address.
+        observed: String,
+        /// What russh reported.
+        source: russh::Error,
+    },
+}
+
+/// Everything the SSH service needs, as plain values.
+pub struct SshSettings {
+    /// The user CAs whose certificates are accepted (`TrustedUserCAKeys`).
+    pub trusted_user_cas: Vec<PublicKey>,
+    /// Users and their roles.
+    pub users: Arc<dyn UserDirectory>,
+    /// Where audit events go.
+    pub audit: Arc<dyn SshAudit>,
+    /// The host key; an Ed25519 key is generated when `None`.
+    pub host_key: Option<PrivateKey>,
+    /// The policy every outbound `direct-tcpip` dial goes through. Default: [`AllowAll`].
+    pub dial_policy: Arc<dyn DialPolicy>,
+    /// Whether allowed outbound connections are audited too (`session.network`, action 0).
+    /// Denied ones always are.
+    pub audit_observed_connections: bool,
+    /// How long every rejected authentication takes, so timing does not tell why.
+    /// Default: 1 s.
+    pub auth_rejection_time: Duration,
+    /// How long a client has to authenticate (OpenSSH's `LoginGraceTime`). Default: 60 s.
+    pub login_grace_time: Duration,
+}
+
+impl SshSettings {
+    /// Settings with the defaults: generated host key, all destinations allowed, 1 s
+    /// rejection time, 60 s login grace time.
+    pub fn new(
+        trusted_user_cas: Vec<PublicKey>,
+        users: Arc<dyn UserDirectory>,
+        audit: Arc<dyn SshAudit>,
+    ) -> SshSettings {
+        SshSettings {
+            trusted_user_cas,
+            users,
+            audit,
+            host_key: None,
+            dial_policy: Arc::new(AllowAll),
+            audit_observed_connections: false,
+            auth_rejection_time: Duration::from_secs(1),
+            login_grace_time: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) trusted_cas: Vec<ssh_key::Fingerprint>,
+    pub(crate) users: Arc<dyn UserDirectory>,
+    pub(crate) audit: Arc<dyn SshAudit>,
+    pub(crate) dial_policy: Arc<dyn DialPolicy>,
+    pub(crate) audit_observed_connections: bool,
+}
+
+/// The SSH service. Cheap to clone; one per `ssh` listener.
+#[derive(Clone)]
+pub struct SshService {
+    shared: Arc<Shared>,
+    config: Arc<russh::server::Config>,
+    host_public_key: PublicKey,
+    login_grace_time: Duration,
+}
+
+impl std::fmt::Debug for SshService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshService")
+            .field(
+                "host_key",
+                &self.host_public_key.fingerprint(Default::default()),
+            )
+            .field("trusted_user_cas", &self.shared.trusted_cas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshService {
+    /// Builds the service; generates an Ed25519 host key when none is given.
+    ///
+    /// # Errors
+    /// [`SshError::NoTrustedCa`] with no trusted CA, [`SshError::HostKey`] when the system
+    /// random generator fails.
+    pub fn new(settings: SshSettings) -> Result<SshService, SshError> {
+        if settings.trusted_user_cas.is_empty() {
+            return Err(SshError::NoTrustedCa);
+        }
+        let host_key = match settings.host_key {
+            Some(k) => k,
+            None => generate_host_key()?,
+        };
+        let host_public_key = host_key.public_key().clone();
+        let config = russh::server::Config {
+            server_id: SshId::Standard(SERVER_ID.into()),
+            methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+            auth_rejection_time: settings.auth_rejection_time,
+            // OpenSSH clients open with a `none` probe; answering it at once costs nothing.
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![host_key],
+            max_auth_attempts: 6,
+            // A connected session may idle (an open forward); dead peers are found by
+            // keepalives.
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 4,
+            nodelay: true,
+            ..Default::default()
+        };
+        Ok(SshService {
+            shared: Arc::new(Shared {
+                trusted_cas: settings
+                    .trusted_user_cas
+                    .iter()
+                    .map(|k| k.fingerprint(ssh_key::HashAlg::Sha256))
+                    .collect(),
+                users: settings.users,
+                audit: settings.audit,
+                dial_policy: settings.dial_policy,
+                audit_observed_connections: settings.audit_observed_connections,
+            }),
+            config: Arc::new(config),
+            host_public_key,
+            login_grace_time: settings.login_grace_time,
+        })
+    }
+
+    /// The host public key clients see (for `known_hosts`).
+    pub fn host_public_key(&self) -> &PublicKey {
+        &self.host_public_key
+    }
+
+    /// Runs one SSH connection on an already-accepted `stream` (after the PROXY stage), for
+    /// a client observed at `observed`. Returns when the connection ends.
+    ///
+    /// A client that has not authenticated within the login grace time is disconnected.
+    ///
+    /// # Errors
+    /// [`SshError::Session`] when the session fails (a client that goes away is not an error).
+    pub async fn handle<S>(&self, stream: S, observed: ObservedAddr) -> Result<(), SshError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handle_slot = Arc::new(OnceLock::new());
+        let authenticated = Arc::new(AtomicBool::new(false));
+        let handler = handler::Connection {
+            shared: self.shared.clone(),
+            observed,
+            session_id: new_session_id(),
+            handle: handle_slot.clone(),
+            authenticated: authenticated.clone(),
+            authorized: None,
+            forwards: Arc::new(AtomicUsize::new(0)),
+        };
+        let session_error = |source: russh::Error| SshError::Session {
+            observed: observed.to_string(),
+            source,
+        };
+        let grace = tokio::time::sleep(self.login_grace_time);
+        tokio::pin!(grace);
+        let running = tokio::select! {
+            r = russh::server::run_stream(self.config.clone(), stream, handler) => r,
+            _ = &mut grace => return Ok(()),
+        };
+        let running = match running {
+            Ok(r) => r,
+            Err(e) if is_client_gone(&e) => return Ok(()),
+            Err(e) => return Err(session_error(e)),
+        };
+        let handle = running.handle();
+        let _ = handle_slot.set(handle.clone());
+        tokio::pin!(running);
+        let result = tokio::select! {
+            r = &mut running => r,
+            _ = &mut grace, if !authenticated.load(std::sync::atomic::Ordering::SeqCst) => {
+                if !authenticated.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "ippin: authentication took too long".to_owned(),
+                            "en".to_owned(),
+                        )
+                        .await;
+                }
+                running.await
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_client_gone(&e) => Ok(()),
+            Err(e) => Err(session_error(e)),
+        }
+    }
+}
+
+impl SshService {
+    /// Serves an `ssh` listener: accepts connections, runs the PROXY stage with `policy`
+    /// (at most one header, within `header_timeout`) and hands each connection to
+    /// [`SshService::handle`] with the address that stage observed. The SSH banner is only
+    /// sent after the PROXY stage has finished. Refusals at the PROXY stage are audited
+    /// ([`SshAuditEvent::ProxyRefused`]). Runs until the task is dropped.
+    ///
+    /// At most [`MAX_CONNECTIONS`] connections are served at once; further ones wait in the
+    /// kernel's backlog.
+    pub async fn serve_listener(
+        &self,
+        listener: tokio::net::TcpListener,
+        policy: pp::ListenerPolicy,
+        header_timeout: Duration,
+    ) {
+        let policy = Arc::new(policy);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let service = self.clone();
+            let policy = policy.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match pp::accept(stream, peer, &policy, header_timeout).await {
+                    Ok(accepted) => {
+                        let observed = observed_from_proxy(&accepted.observed);
+                        let _ = service.handle(accepted.stream, observed).await;
+                    }
+                    Err(refusal) => {
+                        service.shared.audit.record(SshAuditEvent::ProxyRefused(
+                            audit::ProxyRefusedRecord {
+                                event: "ssh.proxy_refused",
+                                peer,
+                                reason: refusal.code().to_owned(),
+                            },
+                        ));
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The PROXY stage's observation in the policy crate's type (the same mapping as the
+/// server's accept path: a `LOCAL` header or no header is `direct`).
+pub fn observed_from_proxy(o: &pp::Observed) -> ObservedAddr {
+    let provenance = match o.provenance {
+        pp::Provenance::ProxyV1 => Provenance::ProxyV1,
+        pp::Provenance::ProxyV2 => Provenance::ProxyV2,
+        _ => Provenance::Direct,
+    };
+    ObservedAddr::new(o.addr, provenance, o.trusted)
+}
+
+/// Errors that only say the client went away or gave up.
+fn is_client_gone(e: &russh::Error) -> bool {
+    matches!(
+        e,
+        russh::Error::Disconnect
+            | russh::Error::HUP
+            | russh::Error::IO(_)
+            | russh::Error::ConnectionTimeout
+    )
+}
+
+fn generate_host_key() -> Result<PrivateKey, SshError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| SshError::HostKey(e.to_string()))?;
+    let pair = ssh_key::private::Ed25519Keypair::from_seed(&seed);
+    Ok(PrivateKey::from(pair))
+}
+
+/// A random session id in the UUID text form (version 4 layout).
+fn new_session_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // Without randomness the ids only have to be distinct within this process.
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u128;
+        b = n.to_be_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h.get(0..8).unwrap_or_default(),
+        h.get(8..12).unwrap_or_default(),
+        h.get(12..16).unwrap_or_default(),
+        h.get(16..20).unwrap_or_default(),
+        h.get(20..32).unwrap_or_default()
+    )
+}

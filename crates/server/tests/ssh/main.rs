@@ -1,0 +1,9 @@
+//! End-to-end tests of the SSH service with the real OpenSSH client (and `sshd`, `ssh-keygen`,
+//! HAProxy as peers). Loopback only, ephemeral ports, bounded waits.
+
+mod harness;
+
+mod access;
+mod forward;
+mod parity;
+mod proxy;
