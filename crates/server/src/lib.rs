@@ -28,7 +28,6 @@ pub mod demo;
 pub mod http;
 pub mod inspect;
 pub mod outcome;
-pub mod ssh;
 pub mod server;
 pub mod ssh;
 pub mod users;
