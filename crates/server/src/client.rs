@@ -74,6 +74,41 @@ pub struct Endpoint {
     /// Bytes sent right after connecting, before TLS (a PROXY header: the
     /// demo's simulated load balancer and spoofing client).
     pub proxy_header: Option<Vec<u8>>,
+    /// Extra HTTP request headers (name, value), e.g. `X-Forwarded-For`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    /// An endpoint at `addr` verified with `ca_pem` as `localhost`, direct,
+    /// from the default source address.
+    pub fn new(addr: SocketAddr, ca_pem: impl Into<String>) -> Endpoint {
+        Endpoint {
+            addr,
+            server_name: "localhost".into(),
+            ca_pem: ca_pem.into(),
+            bind: None,
+            proxy_header: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same endpoint with the client socket bound to `ip`.
+    pub fn from_ip(mut self, ip: IpAddr) -> Endpoint {
+        self.bind = Some(ip);
+        self
+    }
+
+    /// The same endpoint sending `header` before TLS.
+    pub fn with_proxy_header(mut self, header: Vec<u8>) -> Endpoint {
+        self.proxy_header = Some(header);
+        self
+    }
+
+    /// The same endpoint adding an HTTP request header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Endpoint {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
 }
 
 /// Keys and certificates from a login or renewal.
@@ -248,6 +283,9 @@ async fn request_inner(
         .header(hyper::header::HOST, ep.server_name.as_str());
     if body.is_some() {
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    for (name, value) in &ep.headers {
+        builder = builder.header(name.as_str(), value.as_str());
     }
     let req = builder
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -439,6 +477,7 @@ pub async fn login_command(args: &LoginArgs) -> Outcome {
         ca_pem,
         bind: args.bind,
         proxy_header: None,
+        headers: Vec::new(),
     };
     let creds = match login(&ep, &args.user, &password).await {
         Ok(c) => c,

@@ -121,6 +121,7 @@ impl Demo {
             ca_pem: self.ca_pem.clone(),
             bind: Some(IpAddr::V4(bind)),
             proxy_header: header,
+            headers: Vec::new(),
         }
     }
 

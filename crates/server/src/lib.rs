@@ -46,3 +46,6 @@ pub fn install_crypto_provider() {
 pub(crate) fn rng() -> ippin_cert::rand_core::UnwrapErr<ippin_cert::getrandom::SysRng> {
     ippin_cert::rand_core::UnwrapErr(ippin_cert::getrandom::SysRng)
 }
+
+#[cfg(test)]
+mod e2e_tests;

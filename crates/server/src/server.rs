@@ -100,13 +100,15 @@ impl State {
 
     /// Assembles a state from its parts, with the system clock.
     pub fn new(config: Config, roles: ippin_policy::RoleSet, ca: Ca, audit: Audit) -> State {
+        let decoy_hash =
+            crate::users::decoy_hash(config.users.first().map(|u| u.password_hash.as_str()));
         State {
             config,
             roles,
             ca,
             audit,
             clock: Arc::new(SystemTime::now),
-            decoy_hash: crate::users::decoy_hash(),
+            decoy_hash,
         }
     }
 

@@ -41,10 +41,19 @@ fn hash_with(password: &str, argon: Argon2<'_>) -> Result<String, String> {
         .map_err(|e| format!("cannot hash the password: {e}"))
 }
 
-/// A hash of a random password, verified against when the user does not
-/// exist, so that unknown and known users cost the same time.
-pub fn decoy_hash() -> String {
-    hash_password("decoy password that matches nothing").unwrap_or_default()
+/// A hash verified against when the user does not exist, so that unknown
+/// and known users cost the same time: made with the argon2 parameters of
+/// `like` (a configured user's hash) when it parses, else the defaults.
+pub fn decoy_hash(like: Option<&str>) -> String {
+    let params = like
+        .and_then(|h| PasswordHash::new(h).ok())
+        .and_then(|h| Params::try_from(&h).ok())
+        .unwrap_or_default();
+    hash_with(
+        "decoy password that matches nothing",
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+    )
+    .unwrap_or_default()
 }
 
 /// Whether `password` matches the PHC `hash`. Only argon2id hashes are
@@ -168,6 +177,15 @@ mod tests {
         assert!(!verify_password("not a hash", "x"));
         // Two hashes of one password differ (fresh salt).
         assert_ne!(h, hash_password_light("correct horse").unwrap());
+    }
+
+    #[test]
+    fn the_decoy_follows_the_parameters_of_a_real_hash() {
+        let light = hash_password_light("pw").unwrap();
+        let decoy = decoy_hash(Some(&light));
+        assert!(decoy.contains("m=4096,t=1,p=1"), "{decoy}");
+        assert!(!verify_password(&decoy, "pw"));
+        assert!(decoy_hash(None).contains("m=19456,t=2,p=1"));
     }
 
     #[test]
