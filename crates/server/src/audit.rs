@@ -97,6 +97,22 @@ pub enum AuditEvent {
         /// The message sent to the client.
         message: String,
     },
+    /// The TLS handshake failed or timed out (for the `tls` listener: no
+    /// client certificate, or one that does not chain to the CA).
+    TlsRefused {
+        /// The listener kind.
+        listener: String,
+        /// The TCP peer.
+        peer: String,
+        /// The observed client address.
+        observed: String,
+        /// How it was observed.
+        provenance: String,
+        /// `tls_handshake_failed` or `tls_handshake_timeout`.
+        reason: String,
+        /// rustls's description.
+        detail: String,
+    },
     /// A connection was refused before TLS, at the PROXY stage.
     ProxyRefused {
         /// The listener kind.

@@ -450,3 +450,109 @@ fn audit_paths_resolve_against_the_config_folder() {
     .unwrap();
     assert_eq!(c.audit_log, PathBuf::from("/srv/ippin/logs/audit.log"));
 }
+
+#[tokio::test]
+async fn ca_init_and_user_add_make_a_working_server() {
+    let dir = ippin_test_support::temp_dir();
+    let path = crate::ca::init(dir.path()).unwrap();
+    // A second init refuses to overwrite.
+    assert!(matches!(
+        crate::ca::init(dir.path()),
+        Err(crate::ca::CaError::Exists(_))
+    ));
+    // The written configuration loads as is.
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.listeners.len(), 2);
+    assert!(server::startup_warnings(&config).is_empty());
+    // Ephemeral ports for the test, then `user add` edits the file.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("127.0.0.1:3080", "127.0.0.1:0")
+        .replace("127.0.0.1:3443", "127.0.0.1:0");
+    std::fs::write(&path, text).unwrap();
+    let hash = crate::users::hash_password_light("s3cret").unwrap();
+    crate::users::add_user(&path, "dana", &["pinned-ip".to_owned()], &hash).unwrap();
+    // An unknown role is refused and leaves the file alone.
+    let before = std::fs::read_to_string(&path).unwrap();
+    let err = crate::users::add_user(&path, "erin", &["nope".to_owned()], &hash).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    assert!(before.contains("# OpenSSH private key of the SSH user CA"));
+
+    let config = Config::load(&path).unwrap();
+    let ca_pem = std::fs::read_to_string(&config.ca.tls_cert).unwrap();
+    let running = server::start(config).await.unwrap();
+    let ep = Endpoint::new(
+        running.first(crate::config::ListenerKind::Login).unwrap(),
+        ca_pem.clone(),
+    )
+    .from_ip(CAFE);
+    let creds = client::login(&ep, "dana", "s3cret").await.unwrap();
+    assert_eq!(creds.pinned_ip.as_deref(), Some("127.0.0.2"));
+    let tls = Endpoint::new(
+        running.first(crate::config::ListenerKind::Tls).unwrap(),
+        ca_pem,
+    )
+    .from_ip(CAFE);
+    assert_eq!(client::whoami(&tls, &creds).await.unwrap().user, "dana");
+
+    // `ippin login` writes the files, keys private.
+    let out = dir.path().join("out");
+    let files = client::save(&out, &creds).unwrap();
+    assert_eq!(files.len(), 5);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("ippin_tls.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(out.join("ippin_ed25519"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let cert = std::fs::read_to_string(out.join("ippin_ed25519-cert.pub")).unwrap();
+    assert!(
+        cert.starts_with("ssh-ed25519-cert-v01@openssh.com "),
+        "{cert}"
+    );
+}
+
+#[test]
+fn unspecified_listeners_are_warned_about() {
+    let c = Config::parse(
+        Path::new("/x/ippin.yaml"),
+        "cluster_name: t\nca: {ssh_key: a, tls_cert: b, tls_key: c}\nserver_tls: {cert: d, key: e}\naudit_log: l\nlisteners:\n  - {kind: tls, listen: 127.0.0.1:0}\n  - {kind: login, listen: 127.0.0.1:0, proxy_protocol: on}\n",
+    )
+    .unwrap();
+    let w = server::startup_warnings(&c);
+    assert_eq!(w.len(), 2);
+    assert!(w[0].starts_with("WARNING: listener 0 (tls"), "{}", w[0]);
+    assert!(w[0].contains("UNSPECIFIED"));
+    assert!(w[1].contains("trusted_proxies"));
+}
+
+#[tokio::test]
+async fn failed_handshakes_are_audited() {
+    let f = Fixture::start(DIRECT).await;
+    let r = client::request(&f.ep(1, HOME), None, hyper::Method::GET, "/whoami", None).await;
+    assert!(r.is_err());
+    let ok = tokio::task::spawn_blocking({
+        let log = f.audit_log.clone();
+        move || {
+            ippin_test_support::wait_until(Duration::from_secs(10), || {
+                std::fs::read_to_string(&log).is_ok_and(|t| t.contains("tls_refused"))
+            })
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{:?}", f.audit());
+    let e = f.audit().pop().unwrap();
+    assert_eq!(e["reason"], "tls_handshake_failed");
+    assert_eq!(e["listener"], "tls");
+    assert!(e["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+}

@@ -345,23 +345,37 @@ async fn handle_connection(
             return;
         }
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::info!(
-                "{} listener: TLS handshake with {peer} failed: {e}",
-                lcfg.kind
-            );
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let (reason, detail) = match handshake {
+        Ok(Ok(tls)) => {
+            serve_tls(tls, observed, lcfg, state).await;
             return;
         }
-        Err(_) => {
-            tracing::info!(
-                "{} listener: TLS handshake with {peer} timed out",
-                lcfg.kind
-            );
-            return;
-        }
+        Ok(Err(e)) => ("tls_handshake_failed", e.to_string()),
+        Err(_) => ("tls_handshake_timeout", format!("{HANDSHAKE_TIMEOUT:?}")),
     };
+    tracing::info!(
+        "{} listener: TLS with {peer}: {reason}: {detail}",
+        lcfg.kind
+    );
+    state.audit(&AuditEvent::TlsRefused {
+        listener: lcfg.kind.as_str().into(),
+        peer: AuditEvent::peer(peer),
+        observed: AuditEvent::addr(&observed),
+        provenance: observed.provenance().as_str().into(),
+        reason: reason.into(),
+        detail,
+    });
+}
+
+async fn serve_tls<S>(
+    tls: tokio_rustls::server::TlsStream<S>,
+    observed: ObservedAddr,
+    lcfg: Arc<ListenerConfig>,
+    state: Arc<State>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     match lcfg.kind {
         ListenerKind::Login => {
             http::serve_one(tls, move |req| {
