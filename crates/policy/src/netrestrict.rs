@@ -40,7 +40,12 @@ struct IntHasher(u64);
 
 impl Hasher for IntHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // splitmix64's finaliser: every input bit reaches the low bits the table indexes by
+        // (masked networks have all-zero low bits, so a bare multiply would collide).
+        let mut x = self.0;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
     }
 
     fn write(&mut self, bytes: &[u8]) {
