@@ -221,9 +221,16 @@ pub fn authorize(
         return Err(d);
     };
     if let Decision::Deny(denial) = check_pin(account.requires_pin, &pin, observed) {
+        let message = match denial.reason {
+            DenyReason::PinnedIpMismatch => format!(
+                "ippin: the certificate is pinned to {pin}, this connection comes from {}: log in again (`ippin login`) from here",
+                observed.ip()
+            ),
+            _ => format!("ippin: {}", denial.message),
+        };
         return Err(SshDenial {
             reason: SshDenyReason::Pin(denial.reason),
-            message: format!("ippin: {}", denial.message),
+            message,
             pinned,
             roles: account.roles,
         });
@@ -304,5 +311,234 @@ fn cert_reason(e: &ippin_cert::Error) -> SshDenyReason {
             SshDenyReason::InvalidSourceAddress
         }
         _ => SshDenyReason::InvalidCertificate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use ippin_cert::getrandom::SysRng;
+    use ippin_cert::rand_core::UnwrapErr;
+    use ippin_cert::ssh::{SshCa, SshCertRequest};
+    use ippin_policy::Provenance;
+    use ssh_key::certificate::{Builder, CertType};
+    use ssh_key::{HashAlg, PrivateKey};
+
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct Fixture {
+        ca: SshCa,
+        trusted: Vec<Fingerprint>,
+        users: HashMap<String, SshUser>,
+    }
+
+    fn fixture() -> Fixture {
+        let ca = SshCa::generate_ed25519(&mut UnwrapErr(SysRng)).unwrap();
+        let trusted = vec![ca.public_key().fingerprint(HashAlg::Sha256)];
+        let mut users = HashMap::new();
+        users.insert(
+            "alice".to_owned(),
+            SshUser {
+                requires_pin: true,
+                roles: vec!["pinned-ip".into()],
+            },
+        );
+        users.insert(
+            "bob".to_owned(),
+            SshUser {
+                requires_pin: false,
+                roles: vec!["dev".into()],
+            },
+        );
+        Fixture { ca, trusted, users }
+    }
+
+    fn user_key() -> ssh_key::public::KeyData {
+        let k = SshCa::generate_ed25519(&mut UnwrapErr(SysRng)).unwrap();
+        k.public_key().key_data().clone()
+    }
+
+    fn issue(f: &Fixture, principal: &str, pin: Option<&str>) -> Certificate {
+        let mut req = SshCertRequest::builder(user_key())
+            .key_id(format!("{principal}@test"))
+            .principal(principal)
+            .validity(NOW - 60, NOW + 3600);
+        if let Some(ip) = pin {
+            req = req.pinned_ip(ip.parse().unwrap());
+        }
+        f.ca.issue(&req.build().unwrap(), &mut UnwrapErr(SysRng))
+            .unwrap()
+    }
+
+    /// A certificate signed with the fixture's CA through `ssh-key`'s builder, for shapes the
+    /// issuing API refuses to make.
+    fn raw(f: &Fixture, edit: impl FnOnce(&mut Builder)) -> Certificate {
+        let ca_key = PrivateKey::from_openssh(f.ca.to_openssh().unwrap()).unwrap();
+        let mut b = Builder::new([7u8; 16], user_key(), NOW - 60, NOW + 3600).unwrap();
+        b.key_id("raw").unwrap();
+        b.valid_principal("alice").unwrap();
+        edit(&mut b);
+        b.sign(&ca_key).unwrap()
+    }
+
+    fn seen(addr: &str) -> ObservedAddr {
+        ObservedAddr::new(addr.parse().unwrap(), Provenance::Direct, true)
+    }
+
+    fn decide(
+        f: &Fixture,
+        user: &str,
+        cert: &Certificate,
+        observed: &ObservedAddr,
+        now: u64,
+    ) -> Result<Authorized, SshDenial> {
+        let ctx = AuthContext {
+            trusted_cas: &f.trusted,
+            users: &f.users,
+        };
+        authorize(&ctx, user, cert, observed, now)
+    }
+
+    fn reason(r: Result<Authorized, SshDenial>) -> &'static str {
+        match r {
+            Ok(a) => panic!("allowed: {a:?}"),
+            Err(d) => d.reason.code(),
+        }
+    }
+
+    #[test]
+    fn pinned_user_allowed_only_from_the_pin() {
+        let f = fixture();
+        let cert = issue(&f, "alice", Some("127.0.0.1"));
+        let ok = decide(&f, "alice", &cert, &seen("127.0.0.1:5000"), NOW).unwrap();
+        assert_eq!(ok.pinned, vec!["127.0.0.1/32".to_owned()]);
+        assert_eq!(ok.roles, vec!["pinned-ip".to_owned()]);
+        // The IPv4-mapped form of the same address is the same address.
+        assert!(decide(&f, "alice", &cert, &seen("[::ffff:127.0.0.1]:5000"), NOW).is_ok());
+        let denied = decide(&f, "alice", &cert, &seen("127.0.0.2:5000"), NOW).unwrap_err();
+        assert_eq!(denied.reason.code(), "pinned_ip_mismatch");
+        assert!(denied.reason.tells_user());
+        assert!(denied.message.contains("127.0.0.2"), "{}", denied.message);
+        assert!(
+            denied.message.contains("log in again"),
+            "{}",
+            denied.message
+        );
+    }
+
+    #[test]
+    fn untrusted_observation_never_satisfies_a_pin() {
+        let f = fixture();
+        let cert = issue(&f, "alice", Some("127.0.0.1"));
+        let untrusted = ObservedAddr::untrusted("127.0.0.1".parse().unwrap(), Provenance::ProxyV2);
+        assert_eq!(
+            reason(decide(&f, "alice", &cert, &untrusted, NOW)),
+            "untrusted_client_ip"
+        );
+    }
+
+    #[test]
+    fn role_requirement_and_pins_whatever_the_role() {
+        let f = fixture();
+        let unpinned_alice = issue(&f, "alice", None);
+        assert_eq!(
+            reason(decide(
+                &f,
+                "alice",
+                &unpinned_alice,
+                &seen("127.0.0.1:1"),
+                NOW
+            )),
+            "pinned_ip_missing"
+        );
+        let unpinned_bob = issue(&f, "bob", None);
+        for from in ["127.0.0.1:1", "127.0.0.2:1", "[::1]:1"] {
+            assert!(decide(&f, "bob", &unpinned_bob, &seen(from), NOW).is_ok());
+        }
+        let untrusted = ObservedAddr::untrusted("192.0.2.1".parse().unwrap(), Provenance::ProxyV1);
+        assert!(decide(&f, "bob", &unpinned_bob, &untrusted, NOW).is_ok());
+        // A pinned certificate is enforced even when the role does not require a pin.
+        let pinned_bob = issue(&f, "bob", Some("127.0.0.1"));
+        assert_eq!(
+            reason(decide(&f, "bob", &pinned_bob, &seen("127.0.0.2:1"), NOW)),
+            "pinned_ip_mismatch"
+        );
+    }
+
+    #[test]
+    fn certificate_refusals_each_with_their_reason() {
+        let f = fixture();
+        let other = fixture();
+        let at = seen("127.0.0.1:1");
+        let from_other_ca = issue(&other, "alice", Some("127.0.0.1"));
+        assert_eq!(
+            reason(decide(&f, "alice", &from_other_ca, &at, NOW)),
+            "untrusted_ca"
+        );
+        let host = raw(&f, |b| {
+            b.cert_type(CertType::Host).unwrap();
+        });
+        assert_eq!(
+            reason(decide(&f, "alice", &host, &at, NOW)),
+            "host_certificate"
+        );
+        let cert = issue(&f, "alice", Some("127.0.0.1"));
+        assert_eq!(
+            reason(decide(&f, "bob", &cert, &at, NOW)),
+            "wrong_principal"
+        );
+        assert_eq!(
+            reason(decide(&f, "alice", &cert, &at, NOW + 3600)),
+            "expired"
+        );
+        assert_eq!(
+            reason(decide(&f, "alice", &cert, &at, NOW - 61)),
+            "not_yet_valid"
+        );
+        let unknown = raw(&f, |b| {
+            b.critical_option("ippin-test@example.com", "x").unwrap();
+        });
+        assert_eq!(
+            reason(decide(&f, "alice", &unknown, &at, NOW)),
+            "unknown_critical_option"
+        );
+        let bad_source = raw(&f, |b| {
+            b.critical_option("source-address", "127.0.0.1/33").unwrap();
+        });
+        assert_eq!(
+            reason(decide(&f, "alice", &bad_source, &at, NOW)),
+            "invalid_source_address"
+        );
+        let verify = raw(&f, |b| {
+            b.critical_option("source-address", "127.0.0.1/32").unwrap();
+            b.critical_option("verify-required", "").unwrap();
+        });
+        assert_eq!(
+            reason(decide(&f, "alice", &verify, &at, NOW)),
+            "verify_required_unsupported"
+        );
+        let carol = issue(&f, "carol", Some("127.0.0.1"));
+        assert_eq!(
+            reason(decide(&f, "carol", &carol, &at, NOW)),
+            "unknown_user"
+        );
+    }
+
+    #[test]
+    fn force_command_and_forwarding_permission_are_carried() {
+        let f = fixture();
+        let cert = raw(&f, |b| {
+            b.critical_option("source-address", "127.0.0.1/32").unwrap();
+            b.critical_option("force-command", "whoami").unwrap();
+        });
+        let who = decide(&f, "alice", &cert, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert_eq!(who.force_command.as_deref(), Some("whoami"));
+        assert!(!who.port_forwarding, "no permit-port-forwarding extension");
+        let issued = issue(&f, "alice", Some("127.0.0.1"));
+        let who = decide(&f, "alice", &issued, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert!(who.port_forwarding);
     }
 }

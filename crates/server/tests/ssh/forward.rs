@@ -1,1 +1,125 @@
-//! todo
+//! `direct-tcpip` (`ssh -W`): the server dials, and every dial goes through the network
+//! restrictions.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use ippin_policy::NetworkRestrictions;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use crate::harness::{CLIENT_TIMEOUT, Ca, Identity, Server, ip, ssh_command};
+
+/// An echo service on `ip`, port 0.
+pub(crate) async fn echo_listener(at: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind((ip(at), 0)).await.expect("bind echo");
+    let addr = listener.local_addr().expect("echo address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// What `ssh -W dest` gave: the echoed line when the forward worked, or stderr.
+pub(crate) async fn forward_once(
+    id: &Identity,
+    user: &str,
+    server: SocketAddr,
+    dest: &str,
+) -> Result<String, String> {
+    let mut cmd = ssh_command(id, user, "127.0.0.1", server);
+    cmd.args(["-W", dest]).stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ssh -W");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let work = async {
+        stdin.write_all(b"ping through ippin\n").await.ok()?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).await.ok()?;
+        drop(stdin);
+        Some(line)
+    };
+    let line = tokio::time::timeout(CLIENT_TIMEOUT, work)
+        .await
+        .expect("ssh -W did not finish in time");
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("ssh -W did not exit in time")
+        .expect("wait ssh -W");
+    match line {
+        Some(l) if !l.is_empty() => Ok(l),
+        _ => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_tcpip_allowed_and_denied_by_network_restrictions() {
+    let ca = Ca::new();
+    let policy = NetworkRestrictions::from_rules(
+        &["127.0.0.0/8".parse().expect("net")],
+        &["127.0.0.3/32".parse().expect("net")],
+    )
+    .expect("policy");
+    let mut server = Server::new(&ca, |s| s.dial_policy = Arc::new(policy));
+    let addr = server.listen_direct(ip("127.0.0.1")).await;
+    let (allowed, _a) = echo_listener("127.0.0.1").await;
+    let (denied, _d) = echo_listener("127.0.0.3").await;
+    let bob = ca.issue("bob", "bob", None);
+
+    let line = forward_once(&bob, "bob", addr, &allowed.to_string()).await;
+    assert_eq!(line, Ok("ping through ippin\n".to_owned()));
+
+    // Inside the allowed range but denied, written plainly and as IPv4-mapped IPv6.
+    for dest in [
+        denied.to_string(),
+        format!("[::ffff:127.0.0.3]:{}", denied.port()),
+    ] {
+        let err = forward_once(&bob, "bob", addr, &dest)
+            .await
+            .expect_err("denied dial");
+        assert!(
+            err.contains("denied by network restrictions") && err.contains("127.0.0.3"),
+            "{dest}: {err}"
+        );
+    }
+    // Outside every allow rule.
+    let err = forward_once(&bob, "bob", addr, "[::1]:9")
+        .await
+        .expect_err("denied dial");
+    assert!(err.contains("not in any allow rule"), "{err}");
+
+    // Each denial is audited once, in the `session.network` shape.
+    let network: Vec<serde_json::Value> = server
+        .events
+        .all()
+        .iter()
+        .filter(|e| e.name() == "session.network")
+        .map(|e| serde_json::to_value(e).expect("json"))
+        .collect();
+    assert_eq!(network.len(), 3, "{network:#?}");
+    for (event, (dst, version)) in
+        network
+            .iter()
+            .zip([("127.0.0.3", 4), ("127.0.0.3", 4), ("::1", 6)])
+    {
+        assert_eq!(event["code"], "T4002I");
+        assert_eq!(event["event"], "session.network");
+        assert_eq!(event["user"], "bob");
+        assert_eq!(event["login"], "bob");
+        assert_eq!(event["src_addr"], "127.0.0.1");
+        assert_eq!(event["dst_addr"], dst);
+        assert_eq!(event["version"], version);
+        assert_eq!(event["operation"], 0);
+        assert_eq!(event["action"], 1);
+        assert!(
+            event["sid"].as_str().is_some_and(|s| s.len() == 36),
+            "{event}"
+        );
+    }
+}

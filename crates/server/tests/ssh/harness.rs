@@ -307,7 +307,6 @@ pub(crate) fn ssh_command(
         .args(["-o", "UserKnownHostsFile=/dev/null"])
         .args(["-o", "IdentitiesOnly=yes"])
         .args(["-o", "ConnectTimeout=10"])
-        .args(["-o", "LogLevel=ERROR"])
         .arg("-i")
         .arg(&id.key)
         .arg("-o")
