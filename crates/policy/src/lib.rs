@@ -48,4 +48,7 @@ pub use pin::{
 pub use roles::{
     Role, RoleMap, RoleMapping, RoleSet, RoleVersion, UserRoles, check_pin_remote, parse_roles,
 };
-pub use yaml::{MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_DOCUMENTS, MAX_YAML_NODES, RawValue};
+pub use yaml::{
+    MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_DOCUMENTS, MAX_YAML_EXPANDED_BYTES, MAX_YAML_NODES,
+    RawValue,
+};

@@ -22,6 +22,26 @@ pub const MAX_YAML_DOCUMENTS: usize = 10_000;
 pub const MAX_YAML_DEPTH: usize = 64;
 /// Most nodes materialised from one input, counting every copy an alias makes.
 pub const MAX_YAML_NODES: usize = 250_000;
+/// Most bytes of scalar text materialised from one input, counting every copy an alias makes.
+pub const MAX_YAML_EXPANDED_BYTES: usize = 16 << 20;
+
+/// What a subtree costs to materialise.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Cost {
+    const ONE: Cost = Cost { nodes: 1, bytes: 0 };
+
+    fn plus(self, other: Cost) -> Cost {
+        Cost {
+            nodes: self.nodes.saturating_add(other.nodes),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+}
 
 /// A YAML value kept as written (after alias expansion), for fields this crate preserves but
 /// does not interpret, such as a role's `allow` and `deny` rules.
@@ -154,13 +174,13 @@ enum Frame {
     Seq {
         line: usize,
         anchor: usize,
-        size: usize,
+        size: Cost,
         items: Vec<Node>,
     },
     Map {
         line: usize,
         anchor: usize,
-        size: usize,
+        size: Cost,
         entries: Vec<(String, Node)>,
         key: Option<(String, usize)>,
         seen: HashSet<String>,
@@ -170,8 +190,8 @@ enum Frame {
 struct Loader<'f> {
     file: &'f str,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, (Node, usize)>,
-    nodes: usize,
+    anchors: HashMap<usize, (Node, Cost)>,
+    spent: Cost,
     docs: Vec<Node>,
 }
 
@@ -191,7 +211,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
         file,
         stack: Vec::new(),
         anchors: HashMap::new(),
-        nodes: 0,
+        spent: Cost::default(),
         docs: Vec::new(),
     };
     let mut documents = 0usize;
@@ -217,16 +237,20 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                 loader.anchors.clear();
             }
             Event::Scalar(text, style, anchor, tag) => {
+                let cost = Cost {
+                    nodes: 1,
+                    bytes: text.len(),
+                };
+                loader.count(cost, line)?;
                 let value = resolve_scalar(text, style, tag.as_deref());
-                loader.count(1, line)?;
-                loader.finish(Node { line, value }, 1, anchor)?;
+                loader.finish(Node { line, value }, cost, anchor)?;
             }
             Event::SequenceStart(anchor, _) => {
                 loader.open(line)?;
                 loader.stack.push(Frame::Seq {
                     line,
                     anchor,
-                    size: 1,
+                    size: Cost::ONE,
                     items: Vec::new(),
                 });
             }
@@ -235,7 +259,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                 loader.stack.push(Frame::Map {
                     line,
                     anchor,
-                    size: 1,
+                    size: Cost::ONE,
                     entries: Vec::new(),
                     key: None,
                     seen: HashSet::new(),
@@ -281,15 +305,23 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                 loader.finish(node, size, anchor)?;
             }
             Event::Alias(id) => {
-                let Some((node, size)) = loader.anchors.get(&id).cloned() else {
+                let Some(cost) = loader.anchors.get(&id).map(|(_, c)| *c) else {
                     return Err(Error::Syntax {
                         file: file.to_owned(),
                         line,
                         message: "alias refers to an anchor that is not complete".to_owned(),
                     });
                 };
-                loader.count(size, line)?;
-                loader.finish(node, size, 0)?;
+                // Count before copying: the budget bounds what the copy may cost.
+                loader.count(cost, line)?;
+                let Some((node, _)) = loader.anchors.get(&id).cloned() else {
+                    return Err(Error::Syntax {
+                        file: file.to_owned(),
+                        line,
+                        message: "alias refers to an anchor that is not complete".to_owned(),
+                    });
+                };
+                loader.finish(node, cost, 0)?;
             }
         }
     }
@@ -297,13 +329,22 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
 }
 
 impl Loader<'_> {
-    fn count(&mut self, n: usize, line: usize) -> Result<(), Error> {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_YAML_NODES {
+    fn count(&mut self, cost: Cost, line: usize) -> Result<(), Error> {
+        self.spent = self.spent.plus(cost);
+        if self.spent.nodes > MAX_YAML_NODES {
             return Err(Error::limit(
                 self.file,
                 line,
                 format!("more than {MAX_YAML_NODES} nodes (counting alias expansions)"),
+            ));
+        }
+        if self.spent.bytes > MAX_YAML_EXPANDED_BYTES {
+            return Err(Error::limit(
+                self.file,
+                line,
+                format!(
+                    "more than {MAX_YAML_EXPANDED_BYTES} bytes of text (counting alias expansions)"
+                ),
             ));
         }
         Ok(())
@@ -317,11 +358,11 @@ impl Loader<'_> {
                 format!("nesting deeper than {MAX_YAML_DEPTH}"),
             ));
         }
-        self.count(1, line)
+        self.count(Cost::ONE, line)
     }
 
     /// Attaches a complete node to its parent (or makes it a document).
-    fn finish(&mut self, node: Node, size: usize, anchor: usize) -> Result<(), Error> {
+    fn finish(&mut self, node: Node, size: Cost, anchor: usize) -> Result<(), Error> {
         if anchor != 0 {
             // Keeping a copy for later aliases costs as much as the node itself.
             self.count(size, node.line)?;
@@ -337,7 +378,7 @@ impl Loader<'_> {
             Some(Frame::Seq {
                 items, size: total, ..
             }) => {
-                *total = total.saturating_add(size);
+                *total = total.plus(size);
                 items.push(node);
             }
             Some(Frame::Map {
@@ -347,7 +388,7 @@ impl Loader<'_> {
                 size: total,
                 ..
             }) => {
-                *total = total.saturating_add(size);
+                *total = total.plus(size);
                 match key.take() {
                     None => {
                         let text = match node.value {

@@ -180,6 +180,19 @@ fn billion_laughs_is_refused_quickly() {
 }
 
 #[test]
+fn long_string_alias_bomb_is_refused() {
+    // Few nodes, but every alias copies a long string: the byte budget stops it.
+    let mut text = format!("a: &a \"{}\"\nb: [", "x".repeat(600_000));
+    text.push_str(&vec!["*a"; 100_000].join(","));
+    text.push_str("]\n");
+    assert!(text.len() <= ippin_policy::MAX_YAML_BYTES);
+    match parse_roles("bomb.yaml", &text) {
+        Err(Error::Limit { what, .. }) => assert!(what.contains("bytes"), "{what}"),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+}
+
+#[test]
 fn size_depth_and_document_limits() {
     let big = "#".repeat(ippin_policy::MAX_YAML_BYTES + 1);
     assert!(matches!(
