@@ -27,6 +27,11 @@ use crate::http::{self, Body};
 /// Time allowed for the TLS handshake after the PROXY stage.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most connections one listener handles at once (PROXY stage, TLS and
+/// HTTP included). Beyond it the accept loop waits for a slot, so the
+/// kernel's backlog absorbs bursts and memory stays bounded.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 /// Reason code sent when the audit log cannot be written (fail closed).
 pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
 
@@ -305,7 +310,11 @@ async fn accept_loop(
     state: Arc<State>,
 ) {
     let lcfg = Arc::new(lcfg);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match socket.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -317,6 +326,7 @@ async fn accept_loop(
         let (lcfg, acceptor, state) = (lcfg.clone(), acceptor.clone(), state.clone());
         tokio::spawn(async move {
             handle_connection(tcp, peer, lcfg, acceptor, state).await;
+            drop(slot);
         });
     }
 }
