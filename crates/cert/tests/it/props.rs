@@ -1,0 +1,127 @@
+//! Property tests: the fast path agrees with the full decoder on mutated
+//! certificates; source-address text round trips.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::OnceLock;
+
+use ipnet::IpNet;
+use ippin_cert::ssh::SourceAddress;
+use ippin_cert::x509::{Profile, pinned_ip, pinned_ip_fast};
+use proptest::prelude::*;
+
+fn bases() -> &'static Vec<Vec<u8>> {
+    static BASES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    BASES.get_or_init(|| {
+        let ca = crate::x509::ca();
+        vec![
+            crate::x509::client(&ca, Some("192.0.2.10"), Some("192.0.2.10"), Profile::Both),
+            crate::x509::client(&ca, Some("2001:db8::7"), None, Profile::Ippin),
+            crate::x509::client(&ca, Some("10.0.0.1"), Some("10.0.0.2"), Profile::Teleport),
+            crate::x509::client(&ca, None, None, Profile::Ippin),
+        ]
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Set(usize, u8),
+    Insert(usize, u8),
+    Remove(usize),
+    Truncate(usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        4 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        1 => any::<usize>().prop_map(Mutation::Remove),
+        1 => any::<usize>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn apply(mut der: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
+    for m in muts {
+        let n = der.len().max(1);
+        match *m {
+            Mutation::Set(i, b) => {
+                if let Some(x) = der.get_mut(i % n) {
+                    *x = b;
+                }
+            }
+            Mutation::Insert(i, b) => der.insert(i % (der.len() + 1), b),
+            Mutation::Remove(i) => {
+                if !der.is_empty() {
+                    der.remove(i % n);
+                }
+            }
+            Mutation::Truncate(i) => der.truncate(i % n),
+        }
+    }
+    der
+}
+
+/// The agreement contract between the fast path and the full decoder.
+pub(crate) fn check_agreement(der: &[u8]) {
+    let full = pinned_ip(der);
+    let fast = pinned_ip_fast(der);
+    match (&full, &fast) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Ok(a), Err(e)) => panic!("full decoded {a:?} but fast failed: {e}"),
+        (Err(e), Ok(_)) => assert_eq!(
+            e.code(),
+            "der",
+            "fast succeeded where full failed for a pin reason: {e}"
+        ),
+        (Err(a), Err(b)) => {
+            if a.code() != "der" {
+                assert_eq!(a.code(), b.code(), "{a} / {b}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_path_agrees_with_full_decode(which in 0usize..4, muts in proptest::collection::vec(mutation(), 1..4)) {
+        let der = apply(bases()[which].clone(), &muts);
+        check_agreement(&der);
+    }
+}
+
+fn net() -> impl Strategy<Value = IpNet> {
+    prop_oneof![
+        (any::<u32>(), 0u8..=32).prop_map(|(a, l)| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), l)
+            .unwrap()
+            .trunc()),
+        (any::<u128>(), 0u8..=128).prop_map(|(a, l)| IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), l)
+            .unwrap()
+            .trunc()),
+    ]
+    .prop_filter("IPv4-mapped networks are refused", |n| match n {
+        IpNet::V6(v6) => v6.addr().to_ipv4_mapped().is_none(),
+        IpNet::V4(_) => true,
+    })
+}
+
+proptest! {
+    #[test]
+    fn source_address_format_parse_round_trip(nets in proptest::collection::vec(net(), 1..6)) {
+        let list = SourceAddress::from_nets(nets.clone()).unwrap();
+        let text = list.to_string();
+        let again = SourceAddress::parse(&text).unwrap();
+        prop_assert_eq!(again.nets(), nets.as_slice());
+        for n in &nets {
+            prop_assert!(again.matches(n.addr()));
+        }
+    }
+
+    #[test]
+    fn source_address_parse_is_stable(s in "[0-9a-fA-F.:/,]{0,60}") {
+        if let Ok(list) = SourceAddress::parse(&s) {
+            let again = SourceAddress::parse(&list.to_string()).unwrap();
+            prop_assert_eq!(again, list);
+        }
+    }
+}
