@@ -1,0 +1,252 @@
+//! HAProxy (TCP mode, `send-proxy-v2` and `send-proxy`) in front of `tls`
+//! listeners in each PROXY mode, and hostile PROXY traffic straight to a
+//! listener: untrusted peers, a second header, a header that never ends.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ippin_test_support::{Child, free_port, peer, temp_dir};
+use serde_json::Value;
+
+use crate::support::{ALICE, BOB, Cluster, Daemon, LOCALHOST, whoami};
+
+/// Listener indexes in [`cluster`].
+const LOGIN: usize = 0;
+const TLS_ON: usize = 1;
+const TLS_OFF: usize = 2;
+const TLS_UNSPECIFIED: usize = 3;
+
+/// The `header_timeout` of the `on` listener.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn cluster() -> Cluster {
+    Cluster::start(&[
+        "kind: login, proxy_protocol: off",
+        "kind: tls, proxy_protocol: on, trusted_proxies: [127.0.0.1/32], header_timeout: 1s",
+        "kind: tls, proxy_protocol: off",
+        "kind: tls",
+    ])
+}
+
+/// HAProxy frontends on loopback, each relaying to one listener with one
+/// `send-proxy` flavour.
+struct Haproxy {
+    _daemon: Daemon,
+    /// Frontend ports, in the order given to [`Haproxy::start`].
+    ports: Vec<u16>,
+}
+
+impl Haproxy {
+    fn start(routes: &[(SocketAddr, &str)]) -> Haproxy {
+        let dir = temp_dir();
+        let mut cfg = String::from(
+            "global\n    maxconn 200\n\
+             defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n",
+        );
+        let mut ports = Vec::new();
+        for (i, (backend, send_proxy)) in routes.iter().enumerate() {
+            let port = free_port(LOCALHOST);
+            ports.push(port);
+            cfg.push_str(&format!(
+                "frontend fe{i}\n    bind 127.0.0.1:{port}\n    default_backend be{i}\n\
+                 backend be{i}\n    server s{i} {backend} {send_proxy}\n"
+            ));
+        }
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).expect("write haproxy.cfg");
+        let mut cmd = Command::new(peer("haproxy"));
+        cmd.arg("-f").arg(&path).arg("-db");
+        let mut daemon = Daemon {
+            child: Child::spawn("haproxy", cmd),
+            _dir: dir,
+        };
+        for port in &ports {
+            daemon.wait(SocketAddr::new(LOCALHOST, *port));
+        }
+        Haproxy {
+            _daemon: daemon,
+            ports,
+        }
+    }
+}
+
+fn observed_ip(v: &Value) -> String {
+    let text = v["observed"].as_str().unwrap_or_default();
+    text.rsplit_once(':')
+        .map(|(ip, _)| ip.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn haproxy_in_front_of_each_mode() {
+    let cluster = cluster();
+    let login_url = format!("https://{}", cluster.addr(LOGIN));
+    // alice logs in from 127.0.0.2: her certificates are pinned there.
+    let alice = cluster.login(&login_url, ALICE, Some("127.0.0.2")).ok();
+    assert_eq!(
+        alice.inspect_tls()["pinned"],
+        serde_json::json!(["127.0.0.2/32"])
+    );
+    let bob = cluster.login(&login_url, BOB, Some("127.0.0.2")).ok();
+
+    let lb = Haproxy::start(&[
+        (cluster.addr(TLS_ON), "send-proxy-v2"),
+        (cluster.addr(TLS_ON), "send-proxy"),
+        (cluster.addr(TLS_OFF), "send-proxy-v2"),
+        (cluster.addr(TLS_UNSPECIFIED), "send-proxy-v2"),
+    ]);
+    let [v2, v1, off, unspecified] = lb.ports[..] else {
+        panic!("four frontends");
+    };
+
+    // Mode on: the observed IP is the client's, not HAProxy's (127.0.0.1),
+    // and the pin follows it.
+    for (port, via) in [(v2, "proxy_v2"), (v1, "proxy_v1")] {
+        let ok = whoami(&cluster, &alice, port, "127.0.0.2", &[]).expect(200);
+        assert_eq!(ok["via"], via, "{ok}");
+        assert_eq!(observed_ip(&ok), "127.0.0.2", "{ok}");
+        let denied = whoami(&cluster, &alice, port, "127.0.0.1", &[]).expect(403);
+        assert_eq!(denied["error"], "pinned_ip_mismatch", "{via}: {denied}");
+        let bob_ok = whoami(&cluster, &bob, port, "127.0.0.3", &[]).expect(200);
+        assert_eq!(observed_ip(&bob_ok), "127.0.0.3", "{bob_ok}");
+    }
+
+    // Mode off: the header is refused before TLS.
+    whoami(&cluster, &alice, off, "127.0.0.2", &[]).expect_refused();
+    cluster.wait_audit("header on an off listener", |v| {
+        v["event"] == "proxy_refused" && v["reason"] == "header_forbidden"
+    });
+
+    // Unspecified: the header's address is used but never trusted, so a
+    // pinned certificate is denied and an unpinned one allowed.
+    let denied = whoami(&cluster, &alice, unspecified, "127.0.0.2", &[]).expect(403);
+    assert_eq!(denied["error"], "untrusted_client_ip", "{denied}");
+    let ok = whoami(&cluster, &bob, unspecified, "127.0.0.2", &[]).expect(200);
+    assert_eq!(ok["user"], "bob");
+    assert_eq!(ok["observed"], "127.0.0.2:0", "{ok}");
+
+    // A client that sends its own header through HAProxy: HAProxy's header
+    // comes first, the client's is a second one.
+    whoami(&cluster, &alice, v2, "127.0.0.2", &["--haproxy-protocol"]).expect_refused();
+    cluster.wait_audit("a second header", |v| {
+        v["event"] == "proxy_refused" && v["reason"] == "duplicate_header"
+    });
+    drop(lb);
+    let (out, err) = cluster.stop();
+    assert!(
+        !out.contains("panicked") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hostile_proxy_traffic_straight_to_the_listener() {
+    let cluster = cluster();
+    let alice = cluster
+        .login(
+            &format!("https://{}", cluster.addr(LOGIN)),
+            ALICE,
+            Some("127.0.0.2"),
+        )
+        .ok();
+    let on = cluster.addr(TLS_ON);
+
+    // curl --haproxy-protocol from 127.0.0.2, which is not a trusted proxy:
+    // refused, although the header it sends is truthful.
+    whoami(
+        &cluster,
+        &alice,
+        on.port(),
+        "127.0.0.2",
+        &["--haproxy-protocol"],
+    )
+    .expect_refused();
+    let line = cluster.wait_audit("an untrusted proxy", |v| {
+        v["event"] == "proxy_refused" && v["reason"] == "untrusted_proxy"
+    });
+    assert!(
+        line["peer"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("127.0.0.2"),
+        "{line}"
+    );
+
+    // Two headers from a trusted peer: refused, nothing answered.
+    let header = b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 443\r\n";
+    let mut two = header.to_vec();
+    two.extend_from_slice(header);
+    let (closed, answer, _) = send_and_wait_close(on, &two, Duration::from_secs(10));
+    assert!(
+        closed,
+        "the listener kept a connection with two headers open"
+    );
+    assert!(answer.is_empty(), "answered {answer:?}");
+    cluster.wait_audit("two headers", |v| {
+        v["event"] == "proxy_refused" && v["reason"] == "duplicate_header"
+    });
+
+    // A header that never completes: closed at header_timeout (1 s), not
+    // before, and well before the 10 s bound.
+    let (closed, answer, elapsed) =
+        send_and_wait_close(on, b"PROXY TCP4 127.0.0.2 127.0", Duration::from_secs(10));
+    assert!(closed, "a stalled header was not closed within 10 s");
+    assert!(answer.is_empty(), "answered {answer:?}");
+    assert!(
+        elapsed >= HEADER_TIMEOUT.mul_f32(0.9),
+        "closed after {elapsed:?}, before the header timeout"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "closed only after {elapsed:?}"
+    );
+    cluster.wait_audit("a stalled header", |v| {
+        v["event"] == "proxy_refused" && v["reason"] == "timeout"
+    });
+
+    // The same for a v2 header cut after its fixed part.
+    let mut v2 = ippin_proxy_protocol::V2_SIGNATURE.to_vec();
+    v2.extend([0x21, 0x11, 0x00, 0x0C, 127, 0]);
+    let (closed, _, elapsed) = send_and_wait_close(on, &v2, Duration::from_secs(10));
+    assert!(
+        closed && elapsed >= HEADER_TIMEOUT.mul_f32(0.9) && elapsed < Duration::from_secs(5),
+        "closed: {closed}, after {elapsed:?}"
+    );
+}
+
+/// Connects from 127.0.0.1, sends `bytes`, and reads until the server
+/// closes or `bound` passes. Returns whether it closed, what it sent back,
+/// and when it closed (from the moment the bytes were sent).
+fn send_and_wait_close(
+    addr: SocketAddr,
+    bytes: &[u8],
+    bound: Duration,
+) -> (bool, Vec<u8>, Duration) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.write_all(bytes).expect("send");
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = bound.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return (false, answer, start.elapsed());
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return (true, answer, start.elapsed()),
+            Ok(n) => answer.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => {
+                return (true, answer, start.elapsed());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
