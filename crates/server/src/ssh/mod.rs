@@ -34,6 +34,7 @@ pub mod auth;
 pub mod dial;
 pub mod exec;
 mod handler;
+pub mod live;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, OnceLock};
@@ -49,6 +50,7 @@ pub use audit::{SshAudit, SshAuditEvent};
 pub use auth::{Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, authorize};
 pub use dial::{AllowAll, DialPolicy, denial_text};
 pub use handler::{MAX_FORWARDS_PER_CONNECTION, NO_SHELL};
+pub use live::{LiveRestrictions, ReloadError};
 
 /// The most SSH connections one listener serves at once (PROXY stage included).
 pub const MAX_CONNECTIONS: usize = 1024;

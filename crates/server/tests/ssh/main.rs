@@ -5,5 +5,6 @@ mod harness;
 
 mod access;
 mod forward;
+mod live;
 mod parity;
 mod proxy;

@@ -1,0 +1,282 @@
+//! A `network_restrictions` policy that can change while the server runs.
+//!
+//! The file is re-read on demand ([`LiveRestrictions::reload`]), on `SIGHUP`
+//! ([`LiveRestrictions::reload_on_sighup`]) or when it changes ([`LiveRestrictions::watch`],
+//! polling). A new policy applies to every dial made after it is loaded, in every session,
+//! without dropping any: connections already made stay up. A file that cannot be read or
+//! parsed is refused with an error and the previous policy stays in force.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ippin_policy::{NetDecision, NetworkRestrictions};
+
+use super::dial::DialPolicy;
+
+/// The largest policy file read, in bytes.
+pub const MAX_POLICY_FILE: u64 = 1 << 20;
+
+/// Why a policy file was refused. The previous policy stays in force.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The file could not be read.
+    #[error("network restrictions `{path}`: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_POLICY_FILE`].
+    #[error("network restrictions `{path}`: larger than {MAX_POLICY_FILE} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The policy does not parse (the policy crate's error names the entry).
+    #[error("network restrictions `{path}`: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the policy crate refused.
+        source: ippin_policy::Error,
+    },
+}
+
+/// The policy in force, and where it comes from.
+#[derive(Debug)]
+pub struct LiveRestrictions {
+    path: PathBuf,
+    current: RwLock<Arc<NetworkRestrictions>>,
+    generation: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    last_text: Mutex<Vec<u8>>,
+}
+
+impl LiveRestrictions {
+    /// Loads the policy at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed: a server refuses to start with a broken
+    /// policy rather than run without one.
+    pub fn load(path: impl Into<PathBuf>) -> Result<LiveRestrictions, ReloadError> {
+        let path = path.into();
+        let text = read_bounded(&path)?;
+        let policy = parse(&path, &text)?;
+        Ok(LiveRestrictions {
+            path,
+            current: RwLock::new(Arc::new(policy)),
+            generation: AtomicU64::new(1),
+            last_error: Mutex::new(None),
+            last_text: Mutex::new(text),
+        })
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<NetworkRestrictions> {
+        match self.current.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// How many policies have been put in force (1 after [`LiveRestrictions::load`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The error of the last refused update, cleared by the next successful one.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    /// Re-reads the file and, when it parses, puts it in force. Returns whether the policy
+    /// text changed (an unchanged file is not reloaded).
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed; the previous policy stays in force and
+    /// [`LiveRestrictions::last_error`] says why.
+    pub fn reload(&self) -> Result<bool, ReloadError> {
+        let result = read_bounded(&self.path).and_then(|text| {
+            let unchanged = self.last_text.lock().map(|t| *t == text).unwrap_or(false);
+            if unchanged {
+                return Ok(None);
+            }
+            parse(&self.path, &text).map(|p| Some((p, text)))
+        });
+        match result {
+            Ok(None) => {
+                self.set_error(None);
+                Ok(false)
+            }
+            Ok(Some((policy, text))) => {
+                match self.current.write() {
+                    Ok(mut p) => *p = Arc::new(policy),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
+                }
+                if let Ok(mut t) = self.last_text.lock() {
+                    *t = text;
+                }
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                self.set_error(None);
+                Ok(true)
+            }
+            Err(e) => {
+                self.set_error(Some(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = e;
+        }
+    }
+
+    /// Re-reads the file every `interval` and applies it when its content changed. Runs until
+    /// the task is dropped or aborted.
+    pub fn watch(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let this = self.clone();
+                // File I/O off the async workers.
+                let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+            }
+        })
+    }
+
+    /// Re-reads the file on every `SIGHUP`. Registering replaces the signal's default action
+    /// (terminate) for the whole process.
+    ///
+    /// # Errors
+    /// When the signal handler cannot be installed.
+    pub fn reload_on_sighup(self: Arc<Self>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        Ok(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let this = self.clone();
+                let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+            }
+        }))
+    }
+}
+
+impl DialPolicy for LiveRestrictions {
+    fn decide(&self, _user: &str, dst: SocketAddr) -> NetDecision {
+        self.current().decide(dst.ip())
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ReloadError> {
+    let read_err = |source| ReloadError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = Vec::new();
+    file.take(MAX_POLICY_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_POLICY_FILE {
+        return Err(ReloadError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(text)
+}
+
+fn parse(path: &Path, text: &[u8]) -> Result<NetworkRestrictions, ReloadError> {
+    let name = path.display().to_string();
+    let text = std::str::from_utf8(text).map_err(|e| ReloadError::Read {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    NetworkRestrictions::parse(&name, text).map_err(|source| ReloadError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str], deny: &[&str]) -> String {
+        let mut s = String::from("kind: network_restrictions\nversion: v4\nspec:\n  allow:\n");
+        for a in allow {
+            s.push_str(&format!("  - cidr: {a}\n"));
+        }
+        if !deny.is_empty() {
+            s.push_str("  deny:\n");
+            for d in deny {
+                s.push_str(&format!("  - cidr: {d}\n"));
+            }
+        }
+        s
+    }
+
+    fn dst(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn update_applies_and_broken_update_keeps_the_old_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nr.yaml");
+        std::fs::write(&path, policy(&["127.0.0.0/8"], &[])).unwrap();
+        let live = LiveRestrictions::load(&path).unwrap();
+        assert!(live.decide("u", dst("127.0.0.4:1")).is_allowed());
+
+        std::fs::write(&path, policy(&["127.0.0.0/8"], &["127.0.0.4"])).unwrap();
+        assert!(live.reload().unwrap());
+        assert_eq!(live.generation(), 2);
+        assert!(!live.decide("u", dst("127.0.0.4:1")).is_allowed());
+        assert!(!live.decide("u", dst("[::ffff:127.0.0.4]:1")).is_allowed());
+        assert!(live.decide("u", dst("127.0.0.1:1")).is_allowed());
+
+        // Unchanged: nothing to do.
+        assert!(!live.reload().unwrap());
+
+        // Broken: refused, old policy kept, error reported.
+        std::fs::write(&path, policy(&["127.0.0.1/8"], &[])).unwrap();
+        assert!(live.reload().is_err());
+        assert_eq!(live.generation(), 2);
+        assert!(live.last_error().is_some());
+        assert!(!live.decide("u", dst("127.0.0.4:1")).is_allowed());
+        assert!(live.decide("u", dst("127.0.0.1:1")).is_allowed());
+
+        // An empty allow list denies everything.
+        std::fs::write(&path, policy(&[], &[])).unwrap();
+        assert!(live.reload().unwrap());
+        assert!(live.last_error().is_none());
+        assert!(!live.decide("u", dst("127.0.0.1:1")).is_allowed());
+    }
+
+    #[test]
+    fn a_broken_file_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nr.yaml");
+        std::fs::write(
+            &path,
+            "kind: network_restrictions\nversion: v4\nspec: {bogus: 1}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            LiveRestrictions::load(&path),
+            Err(ReloadError::Parse { .. })
+        ));
+        assert!(matches!(
+            LiveRestrictions::load(dir.path().join("missing.yaml")),
+            Err(ReloadError::Read { .. })
+        ));
+    }
+}
