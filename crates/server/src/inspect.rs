@@ -424,7 +424,8 @@ pub const MAX_CERT_FILE: usize = 1 << 20;
 
 /// Recognises the encoding of a certificate file.
 ///
-/// * Bytes starting with a DER SEQUENCE tag (0x30) are X.509 DER.
+/// * Bytes starting with a DER SEQUENCE tag (0x30) are X.509 DER, unless
+///   they are text with a PEM boundary (text may start with `0`).
 /// * Text whose first word ends in `-cert-v01@openssh.com` is an OpenSSH
 ///   certificate; it must be that one line (a trailing newline is fine), so
 ///   two certificates in one file are refused.
@@ -444,10 +445,12 @@ fn recognise(bytes: &[u8]) -> Result<CertInput<'_>, String> {
     if bytes.is_empty() {
         return Err("input is empty".to_owned());
     }
-    if bytes.first() == Some(&0x30) {
+    let text = std::str::from_utf8(bytes).ok();
+    let is_pem = text.is_some_and(|t| t.contains("-----BEGIN "));
+    if bytes.first() == Some(&0x30) && !is_pem {
         return Ok(CertInput::X509(bytes.to_vec()));
     }
-    let Ok(text) = std::str::from_utf8(bytes) else {
+    let Some(text) = text else {
         return Err(
             "unrecognised input: not UTF-8 text, and not DER (it does not start with a SEQUENCE tag)"
                 .to_owned(),
@@ -788,9 +791,15 @@ pub(crate) mod fixtures {
     /// A certificate for CN=alice with extra subject RDNs and extensions,
     /// signed by a fresh CA.
     pub(crate) fn crafted(rdns: &[Vec<u8>], exts: &[Vec<u8>]) -> Vec<u8> {
-        let ca = x509_ca();
         let mut subject = vec![rdn(OID_CN, 0x0C, b"alice")];
         subject.extend_from_slice(rdns);
+        crafted_subject(&subject, exts)
+    }
+
+    /// A certificate with exactly these subject RDNs and extra extensions,
+    /// signed by a fresh CA.
+    pub(crate) fn crafted_subject(subject: &[Vec<u8>], exts: &[Vec<u8>]) -> Vec<u8> {
+        let ca = x509_ca();
         let mut ext_list = vec![ext(&[0x55, 0x1D, 0x13], Some(true), &seq(&[]))];
         ext_list.extend_from_slice(exts);
         let tbs = seq(&[
@@ -799,7 +808,7 @@ pub(crate) mod fixtures {
             seq(&[tlv(0x06, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02])]),
             ca.subject_der().to_vec(),
             seq(&[tlv(0x17, b"231114000000Z"), tlv(0x17, b"331114000000Z")]),
-            seq(&subject),
+            seq(subject),
             spki(),
             tlv(0xA3, &seq(&ext_list)),
         ]);
@@ -1207,6 +1216,22 @@ mod tests {
         // The crafted writer itself makes readable certificates.
         let ok = crafted(&[], &[pin("192.0.2.1")]);
         assert_eq!(stdout_json(&cert(&ok))["pinned"], json!(["192.0.2.1/32"]));
+    }
+
+    #[test]
+    fn x509_without_a_readable_subject_is_exit_1() {
+        let o_only = crafted_subject(&[rdn(&[0x55, 0x04, 0x0A], 0x0C, b"dev")], &[]);
+        assert!(error_line(cert(&o_only), 1).contains("no CN"));
+        let two_cn = crafted(&[rdn(OID_CN, 0x0C, b"mallory")], &[]);
+        assert!(error_line(cert(&two_cn), 1).contains("more than one CN"));
+    }
+
+    #[test]
+    fn text_starting_with_zero_is_not_der() {
+        let der = x509_cert(None, None, Profile::Ippin);
+        let text = format!("0 explanatory text\n{}", pem(&der));
+        assert_eq!(stdout_json(&cert(text.as_bytes()))["format"], "x509");
+        error_line(cert(b"0 nothing else"), 1);
     }
 
     #[test]
