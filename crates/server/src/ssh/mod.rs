@@ -35,6 +35,7 @@ pub mod dial;
 pub mod exec;
 mod handler;
 pub mod live;
+pub mod wiring;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, OnceLock};
@@ -68,6 +69,9 @@ pub enum SshError {
     /// No trusted user CA: nobody could ever log in.
     #[error("no trusted SSH user CA configured: every certificate would be refused")]
     NoTrustedCa,
+    /// A trusted CA public key cannot be read.
+    #[error("trusted SSH user CA: {0}")]
+    TrustedCa(String),
     /// The SSH session failed (protocol error, I/O error, timeout).
     #[error("ssh session from {observed}: {source}")]
     Session {
