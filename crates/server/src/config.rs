@@ -44,7 +44,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A field is well formed but its value is not acceptable.
-    #[error("{file}:{line}: field `{field}`: {message}")]
+    #[error("{}{}: field `{field}`: {message}", file.display(), line_suffix(*line))]
     Invalid {
         /// The file.
         file: PathBuf,
@@ -55,6 +55,15 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// `:LINE`, or nothing when the line is unknown (0).
+fn line_suffix(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
+    }
 }
 
 /// What a listener serves. `ssh` and `forward` come in later issues.

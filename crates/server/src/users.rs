@@ -113,6 +113,25 @@ impl<R: BufRead> TakeLine for R {
 /// password hash; the edited file is validated before it replaces the old
 /// one (written to a temporary file, then renamed).
 pub fn add_user(path: &Path, name: &str, roles: &[String], hash: &str) -> Result<(), ConfigError> {
+    let new_text = checked_text_with_user(path, name, roles, hash)?;
+    let tmp = path.with_extension("yaml.tmp");
+    let io = |action, source| ConfigError::Io {
+        file: path.to_path_buf(),
+        action,
+        source,
+    };
+    std::fs::write(&tmp, new_text).map_err(|e| io("write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
+    Ok(())
+}
+
+/// The configuration text with the user added, validated (the roles exist).
+fn checked_text_with_user(
+    path: &Path,
+    name: &str,
+    roles: &[String],
+    hash: &str,
+) -> Result<String, ConfigError> {
     let text = config::read_bounded(path, config::MAX_CONFIG_BYTES)?;
     let new_text = config::add_user_to_text(path, &text, name, hash, roles)?;
     // The roles must exist in the role files named by the config.
@@ -126,21 +145,18 @@ pub fn add_user(path: &Path, name: &str, roles: &[String], hash: &str) -> Result
             message: format!("user `{name}`: {e}"),
         });
     }
-    let tmp = path.with_extension("yaml.tmp");
-    let io = |action, source| ConfigError::Io {
-        file: path.to_path_buf(),
-        action,
-        source,
-    };
-    std::fs::write(&tmp, new_text).map_err(|e| io("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
-    Ok(())
+    Ok(new_text)
 }
 
 /// `ippin user add`.
 pub fn add_command(path: &Path, name: &str, roles: &[String]) -> Outcome {
     if let Err(m) = config::check_name(name) {
         return Outcome::fail(1, format!("error: {m}\n"));
+    }
+    // Everything but the password first, so a typo is reported before the
+    // password is asked for.
+    if let Err(e) = checked_text_with_user(path, name, roles, "$argon2id$placeholder") {
+        return Outcome::fail(1, format!("error: {e}\n"));
     }
     let password = match read_password(&format!("password for {name}: ")) {
         Ok(p) => p,
