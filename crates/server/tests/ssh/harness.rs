@@ -236,6 +236,15 @@ impl Server {
         }
     }
 
+    /// A server around an already built service whose audit goes to `events`.
+    pub(crate) fn from_service(service: SshService, events: Events) -> Server {
+        Server {
+            service,
+            events,
+            tasks: Vec::new(),
+        }
+    }
+
     /// Listens on `ip` port 0 and serves every connection with its TCP peer as the observed
     /// address (a direct listener).
     pub(crate) async fn listen_direct(&mut self, ip: IpAddr) -> SocketAddr {

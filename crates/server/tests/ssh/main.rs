@@ -6,5 +6,6 @@ mod harness;
 mod access;
 mod forward;
 mod live;
+mod login;
 mod parity;
 mod proxy;
