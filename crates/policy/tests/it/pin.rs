@@ -203,3 +203,58 @@ fn renewal_keeps_pins_whatever_happens() {
     assert!(err.message.contains("renewal"), "{}", err.message);
     assert!(err.message.ends_with(LOG_IN_AGAIN));
 }
+
+#[test]
+fn every_provenance_mapped_and_unmapped() {
+    let provenances = [
+        Provenance::Direct,
+        Provenance::ProxyV1,
+        Provenance::ProxyV2,
+        Provenance::SignedPropagation,
+        Provenance::ForwardedHeader,
+    ];
+    let pin = CertPin::Ip(ip("203.0.113.9"));
+    for p in provenances {
+        for addr in ["203.0.113.9:7", "[::ffff:203.0.113.9]:7"] {
+            let a: SocketAddr = addr.parse().unwrap();
+            let trusted = ObservedAddr::new(a, p, true);
+            let untrusted = ObservedAddr::new(a, p, false);
+            assert_eq!(
+                outcome(&check_pin(true, &pin, &trusted)),
+                None,
+                "{p} {addr}"
+            );
+            assert_eq!(
+                outcome(&check_pin(true, &pin, &untrusted)),
+                Some("untrusted_client_ip"),
+                "{p} {addr}"
+            );
+            assert_eq!(
+                pin_for_issue(true, Some(&trusted)),
+                Ok(Some(ip("203.0.113.9"))),
+                "{p} {addr}"
+            );
+            assert_eq!(
+                pin_for_issue(true, Some(&untrusted)).unwrap_err().reason,
+                DenyReason::UntrustedClientIp
+            );
+            let d = check_pin(false, &pin, &untrusted);
+            assert!(
+                d.denial().unwrap().message.contains(p.as_str()),
+                "{p}: message names the provenance"
+            );
+        }
+        for addr in [
+            "203.0.113.10:7",
+            "[::ffff:203.0.113.10]:7",
+            "[::203.0.113.9]:7",
+        ] {
+            let o = ObservedAddr::new(addr.parse().unwrap(), p, true);
+            assert_eq!(
+                outcome(&check_pin(false, &pin, &o)),
+                Some("pinned_ip_mismatch"),
+                "{p} {addr}"
+            );
+        }
+    }
+}

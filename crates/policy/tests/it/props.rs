@@ -297,3 +297,61 @@ fn reference_helpers_agree_with_hand_checked_cases() {
     );
     assert_eq!(d, Decision::Allow);
 }
+
+proptest! {
+    #[test]
+    fn role_map_round_trip(
+        lines in proptest::collection::vec(("[a-z*][a-z0-9]{0,6}", proptest::collection::vec("[a-z][a-z0-9-]{0,6}", 1..4)), 0..6),
+        probe in proptest::collection::vec("[a-z][a-z0-9]{0,6}", 0..4),
+    ) {
+        let mut text = String::new();
+        for (remote, local) in &lines {
+            text.push_str(&format!("- remote: '{remote}'\n  local: [{}]\n", local.join(", ")));
+        }
+        let map = ippin_policy::RoleMap::parse("m.yaml", &text).unwrap();
+        prop_assert_eq!(map.mappings().len(), lines.len());
+        for (m, (remote, local)) in map.mappings().iter().zip(&lines) {
+            prop_assert_eq!(&m.remote, remote);
+            prop_assert_eq!(&m.local, local);
+        }
+        // reference: every local role of every line whose remote is `*` or a probe
+        let mut want: Vec<String> = Vec::new();
+        for (remote, local) in &lines {
+            if remote == "*" || probe.contains(remote) {
+                for l in local {
+                    if !want.contains(l) { want.push(l.clone()); }
+                }
+            }
+        }
+        prop_assert_eq!(map.map(&probe), want);
+    }
+}
+
+/// Every truncation of each valid test vector parses or fails cleanly, and an error's line is
+/// inside the text.
+#[test]
+fn truncations_of_vectors() {
+    let roles = include_str!("../data/roles.yaml");
+    let nr = include_str!("../data/network_restrictions.yaml");
+    for (text, is_roles) in [(roles, true), (nr, false)] {
+        for end in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+            let cut = &text[..end];
+            let lines = cut.lines().count().max(1) + 1;
+            let result = if is_roles {
+                parse_roles("v.yaml", cut).map(|_| ())
+            } else {
+                NetworkRestrictions::parse("v.yaml", cut).map(|_| ())
+            };
+            if let Err(e) = result {
+                let line = match &e {
+                    ippin_policy::Error::Syntax { line, .. }
+                    | ippin_policy::Error::Field { line, .. }
+                    | ippin_policy::Error::Unsupported { line, .. }
+                    | ippin_policy::Error::Limit { line, .. } => *line,
+                    other => panic!("unexpected error {other:?}"),
+                };
+                assert!(line <= lines, "{e} for {cut:?}");
+            }
+        }
+    }
+}
