@@ -3,14 +3,16 @@
 //! listener: untrusted peers, a second header, a header that never ends.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ippin_test_support::{Child, free_port, peer, temp_dir};
 use serde_json::Value;
 
-use crate::support::{ALICE, BOB, Cluster, Daemon, LOCALHOST, whoami};
+use crate::support::{
+    ALICE, BOB, Cluster, Daemon, LOCALHOST, LOCALHOST6, ON_V6, whoami, whoami_at,
+};
 
 /// Listener indexes in [`cluster`].
 const LOGIN: usize = 0;
@@ -36,21 +38,29 @@ struct Haproxy {
     _daemon: Daemon,
     /// Frontend ports, in the order given to [`Haproxy::start`].
     ports: Vec<u16>,
+    /// Frontend addresses, same order.
+    binds: Vec<SocketAddr>,
 }
 
 impl Haproxy {
     fn start(routes: &[(SocketAddr, &str)]) -> Haproxy {
+        let on_v4: Vec<_> = routes.iter().map(|(b, o)| (LOCALHOST, *b, *o)).collect();
+        Haproxy::start_on(&on_v4)
+    }
+
+    /// Like [`Haproxy::start`], with each frontend's bind address.
+    fn start_on(routes: &[(IpAddr, SocketAddr, &str)]) -> Haproxy {
         let dir = temp_dir();
         let mut cfg = String::from(
             "global\n    maxconn 200\n\
              defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n",
         );
         let mut ports = Vec::new();
-        for (i, (backend, send_proxy)) in routes.iter().enumerate() {
-            let port = free_port(LOCALHOST);
-            ports.push(port);
+        for (i, (front, backend, send_proxy)) in routes.iter().enumerate() {
+            let bind = SocketAddr::new(*front, free_port(*front));
+            ports.push(bind);
             cfg.push_str(&format!(
-                "frontend fe{i}\n    bind 127.0.0.1:{port}\n    default_backend be{i}\n\
+                "frontend fe{i}\n    bind {bind}\n    default_backend be{i}\n\
                  backend be{i}\n    server s{i} {backend} {send_proxy}\n"
             ));
         }
@@ -62,12 +72,15 @@ impl Haproxy {
             child: Child::spawn("haproxy", cmd),
             _dir: dir,
         };
-        for port in &ports {
-            daemon.wait(SocketAddr::new(LOCALHOST, *port));
+        for bind in &ports {
+            daemon.wait(*bind);
         }
+        let binds = ports;
+        let ports = binds.iter().map(SocketAddr::port).collect();
         Haproxy {
             _daemon: daemon,
             ports,
+            binds,
         }
     }
 }
@@ -249,4 +262,41 @@ fn send_and_wait_close(
             Err(e) => panic!("read: {e}"),
         }
     }
+}
+
+#[test]
+fn haproxy_over_ipv6_with_tlvs_and_crc32c() {
+    let cluster = Cluster::start(&[
+        &format!("{ON_V6}kind: login, proxy_protocol: off"),
+        &format!(
+            "{ON_V6}kind: tls, proxy_protocol: on, trusted_proxies: [\"::1/128\", 127.0.0.1/32], header_timeout: 1s"
+        ),
+    ]);
+    let login_url = format!("https://{}", cluster.addr(0));
+    let alice = cluster.login(&login_url, ALICE, Some("::1")).ok();
+    assert_eq!(
+        alice.inspect_tls()["pinned"],
+        serde_json::json!(["::1/128"])
+    );
+    let tls = cluster.addr(1);
+    let lb = Haproxy::start_on(&[
+        (
+            LOCALHOST6,
+            tls,
+            "send-proxy-v2 proxy-v2-options crc32c,unique-id",
+        ),
+        (LOCALHOST, tls, "send-proxy-v2 proxy-v2-options crc32c"),
+        (LOCALHOST6, tls, "send-proxy"),
+    ]);
+    // From ::1 through HAProxy (v2 with CRC32C and TLVs, and v1 TCP6): the
+    // observed client is ::1, the pin holds.
+    for (bind, via) in [(lb.binds[0], "proxy_v2"), (lb.binds[2], "proxy_v1")] {
+        let ok = whoami_at(&cluster, &alice, bind, "::1", &[]).expect(200);
+        assert_eq!(ok["via"], via, "{ok}");
+        assert_eq!(observed_ip(&ok), "[::1]", "{ok}");
+    }
+    // From 127.0.0.1 through HAProxy to the same IPv6 listener: the header
+    // says 127.0.0.1, which is not the pinned ::1.
+    let denied = whoami_at(&cluster, &alice, lb.binds[1], "127.0.0.1", &[]).expect(403);
+    assert_eq!(denied["error"], "pinned_ip_mismatch", "{denied}");
 }

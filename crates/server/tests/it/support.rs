@@ -2,7 +2,7 @@
 //! bounded runs of short-lived commands.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +21,11 @@ pub(crate) const BOB: (&str, &str) = ("bob", "bob-password-1");
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub(crate) const LOCALHOST6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// The prefix of a listener description that binds it on `[::1]` instead
+/// of 127.0.0.1.
+pub(crate) const ON_V6: &str = "v6 ";
 
 /// What a finished command printed.
 #[derive(Debug)]
@@ -94,12 +99,14 @@ pub(crate) fn ippin(args: &[&str], stdin: &[u8]) -> Ran {
 pub(crate) struct Cluster {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) ports: Vec<u16>,
+    ips: Vec<IpAddr>,
     server: Option<Child>,
 }
 
 impl Cluster {
     /// Starts a cluster. Each listener is the inside of a YAML flow mapping
-    /// without `listen`, e.g. `kind: tls, proxy_protocol: on`.
+    /// without `listen`, e.g. `kind: tls, proxy_protocol: on`, bound on
+    /// 127.0.0.1, or on `[::1]` when it starts with [`ON_V6`].
     pub(crate) fn start(listeners: &[&str]) -> Cluster {
         let dir = temp_dir();
         let root = dir.path().to_str().expect("UTF-8 temp path").to_owned();
@@ -120,11 +127,17 @@ impl Cluster {
             .map(|(head, _)| head)
             .expect("ca init writes a listeners section");
         let mut ports = Vec::new();
+        let mut ips = Vec::new();
         let mut yaml = format!("{head}\nlisteners:\n");
         for l in listeners {
-            let port = free_port(LOCALHOST);
-            ports.push(port);
-            yaml.push_str(&format!("  - {{listen: 127.0.0.1:{port}, {l}}}\n"));
+            let (ip, l) = match l.strip_prefix(ON_V6) {
+                Some(rest) => (LOCALHOST6, rest),
+                None => (LOCALHOST, *l),
+            };
+            let addr = SocketAddr::new(ip, free_port(ip));
+            ports.push(addr.port());
+            ips.push(ip);
+            yaml.push_str(&format!("  - {{listen: \"{addr}\", {l}}}\n"));
         }
         std::fs::write(&config, yaml).expect("write config");
         let mut cmd = Command::new(IPPIN);
@@ -133,10 +146,11 @@ impl Cluster {
         let mut cluster = Cluster {
             dir,
             ports,
+            ips,
             server: Some(server),
         };
-        for port in cluster.ports.clone() {
-            cluster.wait_ready(SocketAddr::new(LOCALHOST, port));
+        for i in 0..cluster.ports.len() {
+            cluster.wait_ready(cluster.addr(i));
         }
         cluster
     }
@@ -155,7 +169,7 @@ impl Cluster {
 
     /// The address of listener `i`.
     pub(crate) fn addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::new(LOCALHOST, self.ports[i])
+        SocketAddr::new(self.ips[i], self.ports[i])
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
@@ -315,7 +329,25 @@ pub(crate) fn whoami(
     from: &str,
     extra: &[&str],
 ) -> Http {
-    let url = format!("https://127.0.0.1:{port}/whoami");
+    whoami_at(
+        cluster,
+        login,
+        SocketAddr::new(LOCALHOST, port),
+        from,
+        extra,
+    )
+}
+
+/// `GET https://ADDR/whoami` with the login's client certificate, from
+/// source address `from`, with `extra` curl arguments.
+pub(crate) fn whoami_at(
+    cluster: &Cluster,
+    login: &Login,
+    addr: SocketAddr,
+    from: &str,
+    extra: &[&str],
+) -> Http {
+    let url = format!("https://{addr}/whoami");
     let cert = login.tls_cert();
     let key = login.tls_key();
     let ca = cluster.ca_pem();
@@ -330,7 +362,8 @@ pub(crate) fn whoami(
         ca.to_str().expect("UTF-8"),
     ];
     args.extend_from_slice(extra);
-    args.push(&url);
+    // `-g`: the brackets of an IPv6 URL are not a glob.
+    args.extend(["-g", &url]);
     curl(&args)
 }
 
