@@ -62,6 +62,27 @@ pub enum Error {
         source: ssh_key::Error,
     },
 
+    /// An SSH certificate parses but is not in its one canonical encoding
+    /// (e.g. data after an option's inner string), or the text holds more
+    /// than one line.
+    #[error("OpenSSH certificate: {reason}")]
+    SshEncoding {
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// An SSH certificate's CA key or signature algorithm is refused
+    /// (RSA/SHA-1, DSA, FIDO, a certificate as CA key, a mismatch).
+    #[error("CA key `{key}` with signature `{signature}`: {reason}")]
+    SshCaAlgorithm {
+        /// The CA key's algorithm name.
+        key: String,
+        /// The signature's algorithm name.
+        signature: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
     /// An SSH certificate is not a user certificate.
     #[error("certificate type is `host`; a user certificate is required")]
     SshNotUserCert,
@@ -137,7 +158,18 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// An X.509 extension ippin reads appears more than once.
+    /// An X.509 certificate breaks an RFC 5280 structural rule both
+    /// readers enforce: an empty extensions list, extensions in a v1/v2
+    /// certificate, unique identifiers in a v1 certificate, a bad version.
+    #[error("certificate structure: {reason}")]
+    CertificateProfile {
+        /// What was wrong.
+        reason: &'static str,
+    },
+
+    /// An X.509 extension appears more than once (RFC 5280 4.2: a
+    /// certificate must not include more than one instance of a particular
+    /// extension), whichever extension it is.
     #[error("duplicate extension {oid}")]
     DuplicateExtension {
         /// The extension's OID, dotted.
@@ -214,6 +246,8 @@ impl Error {
             Error::SourceAddressMismatch { .. } => "source_address_mismatch",
             Error::Request { .. } => "bad_request",
             Error::SshKey { .. } => "ssh_encoding",
+            Error::SshEncoding { .. } => "ssh_encoding",
+            Error::SshCaAlgorithm { .. } => "ssh_ca_algorithm",
             Error::SshNotUserCert => "ssh_not_user_cert",
             Error::SshUntrustedCa { .. } => "ssh_untrusted_ca",
             Error::SshValidity { .. } => "ssh_validity",
@@ -223,6 +257,7 @@ impl Error {
             Error::SshOption { .. } => "ssh_option_malformed",
             Error::Der { .. } => "der",
             Error::DerStructure { .. } => "der_structure",
+            Error::CertificateProfile { .. } => "certificate_profile",
             Error::DuplicateExtension { .. } => "duplicate_extension",
             Error::CriticalExtension { .. } => "critical_extension",
             Error::ExtensionValue { .. } => "extension_value",

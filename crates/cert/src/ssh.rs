@@ -444,7 +444,9 @@ impl SshCertRequestBuilder {
 pub struct SshValidation<'a> {
     /// SHA-256 fingerprints of the trusted CA keys.
     pub trusted_cas: &'a [Fingerprint],
-    /// The principal (user name) the certificate must list.
+    /// The principal (user name) the certificate must list, compared byte
+    /// for byte (no case folding, no patterns). An empty principal never
+    /// matches.
     pub principal: &'a str,
     /// The time of the check, unix seconds.
     pub now: u64,
@@ -511,19 +513,87 @@ impl ValidatedSshCert {
 }
 
 /// Reads an SSH certificate in OpenSSH one-line form
-/// (`ssh-ed25519-cert-v01@openssh.com AAAA... comment`).
+/// (`ssh-ed25519-cert-v01@openssh.com AAAA... comment`), strictly.
+///
+/// Beyond what `ssh-key` checks (algorithm name, field framing, critical
+/// options and extensions each lexically ordered and unique), the binary
+/// certificate must re-encode to exactly the bytes that were read. That
+/// refuses the encodings `ssh-key` reads leniently but sshd refuses:
+/// data after the inner string of an option value (PROTOCOL.certkeys: the
+/// value is a string inside a string), a flag option whose value is an
+/// empty inner string rather than empty, and any other slack. One line
+/// only: trailing white space is ignored, a second line is an error.
 ///
 /// # Errors
-/// [`Error::SshKey`] when it does not parse.
+/// [`Error::SshKey`] when it does not parse, [`Error::SshEncoding`] when it
+/// parses but is not in the one canonical encoding or has a second line.
 pub fn parse_certificate(text: &str) -> Result<Certificate> {
-    Certificate::from_openssh(text.trim_end()).map_err(Error::ssh("parse certificate"))
+    let line = text.trim_end();
+    if line.contains(['\n', '\r']) {
+        return Err(Error::SshEncoding {
+            reason: "more than one line; give one certificate".into(),
+        });
+    }
+    let cert = Certificate::from_openssh(line).map_err(Error::ssh("parse certificate"))?;
+    let again = cert
+        .to_openssh()
+        .map_err(Error::ssh("re-encode certificate"))?;
+    let body = |t: &str| t.split_ascii_whitespace().nth(1).map(str::to_owned);
+    if body(line) != body(&again) {
+        return Err(Error::SshEncoding {
+            reason: "not in canonical encoding: it does not re-encode to the same bytes \
+                     (data after an option's inner string, an option value that is an empty \
+                     string instead of empty, or other slack)"
+                .into(),
+        });
+    }
+    Ok(cert)
+}
+
+/// The CA key and signature algorithms [`validate_user_cert`] accepts:
+/// Ed25519 and ECDSA (P-256, P-384, P-521), the signature of the same
+/// algorithm as the key.
+///
+/// Refused: RSA (`ssh-rsa` signatures use SHA-1, which OpenSSH no longer
+/// accepts by default; `rsa-sha2-*` cannot be verified by this build of
+/// `ssh-key`, which has no RSA support), DSA, FIDO (`sk-*`) CA keys, and
+/// anything else — including a certificate in place of the CA key.
+fn check_ca_algorithm(cert: &Certificate) -> Result<()> {
+    let key = cert.signature_key();
+    let sig = cert.signature().algorithm();
+    let refuse = |reason: &str| Error::SshCaAlgorithm {
+        key: match key {
+            // `algorithm()` of a certificate names the key inside it
+            KeyData::Certificate(_) => "certificate".to_owned(),
+            other => other.algorithm().as_str().chars().take(64).collect(),
+        },
+        signature: sig.as_str().chars().take(64).collect(),
+        reason: reason.to_owned(),
+    };
+    // Match the key's variant, not `algorithm()`: a certificate in the CA
+    // key field reports the algorithm of the key it certifies.
+    match (key, &sig) {
+        (KeyData::Ed25519(_), Algorithm::Ed25519) => Ok(()),
+        (KeyData::Ecdsa(k), Algorithm::Ecdsa { curve }) if k.curve() == *curve => Ok(()),
+        (KeyData::Ed25519(_) | KeyData::Ecdsa(_), _) => {
+            Err(refuse("signature algorithm does not match the CA key"))
+        }
+        (KeyData::Certificate(_), _) => Err(refuse(
+            "the CA key is itself a certificate (OpenSSH refuses nested certificates)",
+        )),
+        (KeyData::Rsa(_), _) => Err(refuse(
+            "RSA CA keys are not supported (ssh-rsa signatures use SHA-1; use Ed25519 or ECDSA)",
+        )),
+        _ => Err(refuse("unsupported CA key type (Ed25519 or ECDSA only)")),
+    }
 }
 
 /// Validates a user certificate completely.
 ///
 /// `ssh-key`'s `validate_at` checks only the CA signature, that the CA is
 /// trusted and the validity window. This also checks, in order: that it is
-/// a user certificate, the CA is trusted, the window, the signature, that
+/// a user certificate, the CA key algorithm, that the CA is trusted, the
+/// window, the signature, that
 /// `v.principal` is listed, that every critical option is recognised
 /// (`force-command`, `source-address`, `verify-required`) and well formed
 /// (`source-address` strictly, see [`SourceAddress`]; `verify-required`
@@ -531,8 +601,11 @@ pub fn parse_certificate(text: &str) -> Result<Certificate> {
 /// canonical IP. Unknown extensions are ignored, as sshd ignores them;
 /// known flag extensions must not carry data.
 ///
-/// The client IP is checked separately, by
-/// [`ValidatedSshCert::check_source`].
+/// The CA key must be Ed25519 or ECDSA with a signature of the same
+/// algorithm (RSA, DSA, FIDO and nested-certificate CA keys are refused,
+/// `ssh_ca_algorithm`). A certificate without principals is refused (in
+/// OpenSSH it would be valid for every user). The client IP is checked
+/// separately, by [`ValidatedSshCert::check_source`].
 ///
 /// # Errors
 /// The first failed check, as an [`Error`] whose [`Error::code`] names it.
@@ -540,6 +613,10 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
     if cert.cert_type() != CertType::User {
         return Err(Error::SshNotUserCert);
     }
+    check_ca_algorithm(cert)?;
+    // The fingerprint is computed once, here: `validate_at` would compute it
+    // again, so the three checks it makes are made here and the signature
+    // alone is left to `ssh-key`.
     let ca_fingerprint = cert.signature_key().fingerprint(HashAlg::Sha256);
     if !v.trusted_cas.contains(&ca_fingerprint) {
         return Err(Error::SshUntrustedCa {
@@ -553,10 +630,13 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
             valid_before: cert.valid_before(),
         });
     }
-    // The checks above passed, so a failure here is the signature.
-    cert.validate_at(v.now, v.trusted_cas)
-        .map_err(|_| Error::SshSignature)?;
-    if !cert.valid_principals().iter().any(|p| p == v.principal) {
+    // `verify_signature` is the signature step of `validate_at` (public
+    // but hidden from ssh-key's docs because on its own it trusts any CA;
+    // the CA and the window were checked just above). It verifies over the
+    // re-encoded to-be-signed bytes, so a certificate whose bytes are not
+    // the canonical encoding fails here even when it was read leniently.
+    cert.verify_signature().map_err(|_| Error::SshSignature)?;
+    if v.principal.is_empty() || !cert.valid_principals().iter().any(|p| p == v.principal) {
         return Err(Error::SshPrincipal {
             principal: v.principal.to_owned(),
             principals: cert.valid_principals().join(","),

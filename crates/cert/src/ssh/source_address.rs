@@ -32,6 +32,9 @@ pub const MAX_ENTRY_LEN: usize = 49;
 /// | `10.0.0.*`, `10.0.0.?` | wildcard |
 /// | `!10.0.0.1` | negation |
 /// | `::ffff:10.0.0.1`, `::ffff:0:0/96` | IPv4-mapped IPv6 (see below) |
+/// | `0.0.0.0/0`, `::/0` | prefix length 0 (see below) |
+/// | `127.1`, `0177.0.0.1`, `0x7f.0.0.1` | not four dotted decimal octets |
+/// | `10.0.0.0/8/8`, `10.0.0.0/+8` | prefix not a decimal number |
 /// | longer than 49 characters | too long (sshd's limit) |
 ///
 /// IPv6 entries may use any RFC 4291 spelling (upper case, uncompressed), as
@@ -43,6 +46,18 @@ pub const MAX_ENTRY_LEN: usize = 49;
 /// an entry outright rather than silently matching nothing (or silently
 /// matching the IPv4 client, which sshd would not do): the certificate
 /// fails closed in both verifiers, and the mistake is visible.
+///
+/// **Prefix length 0.** sshd accepts `0.0.0.0/0` and `::/0` (every
+/// address of a family). ippin refuses them: a certificate that carries
+/// `source-address` is a pinned certificate to ippin's policy, and a list
+/// that matches the whole Internet would satisfy "must be pinned" while
+/// pinning nothing. A certificate meant for every address leaves the
+/// option out. (ippin issues only `/32` and `/128`.)
+///
+/// **Shorthand IPv4.** sshd parses addresses with `getaddrinfo`, which also
+/// reads `127.1`, `0177.0.0.1` (octal) and `0x7f.0.0.1` (hex) as
+/// 127.0.0.1. ippin refuses them (fail closed: sshd would accept, ippin
+/// refuses, neither reads another address).
 ///
 /// [`SourceAddress::matches`] canonicalises the client IP first (an
 /// IPv4-mapped client from a dual-stack socket is matched as IPv4).
@@ -77,7 +92,7 @@ impl SourceAddress {
     ///
     /// # Errors
     /// [`Error::SourceAddressEntry`] when the list is empty, a network has
-    /// host bits set or is IPv4-mapped.
+    /// host bits set, prefix length 0, or is IPv4-mapped.
     pub fn from_nets(nets: Vec<IpNet>) -> Result<SourceAddress> {
         if nets.is_empty() {
             return Err(Error::SourceAddressEntry {
@@ -138,6 +153,9 @@ impl FromStr for SourceAddress {
 }
 
 fn check_net(net: IpNet) -> Result<(), &'static str> {
+    if net.prefix_len() == 0 {
+        return Err("prefix length 0 matches every address, which pins nothing");
+    }
     if net.trunc() != net {
         return Err("host bits set beyond the prefix");
     }
@@ -279,10 +297,52 @@ mod tests {
             "prefix length is not a decimal number"
         );
         assert_eq!(reason("1:2:3:4:5:6:7:8:9"), "not an IPv6 address");
+        let not_v4 = "not an IPv4 address (four dotted decimal octets)";
+        assert_eq!(reason("127.1"), not_v4);
+        assert_eq!(reason("127.0.1"), not_v4);
+        assert_eq!(reason("0177.0.0.1"), "leading zeros");
+        assert_eq!(reason("0x7f.0.0.1"), "invalid character");
+        assert_eq!(reason("2130706433"), not_v4);
+        assert_eq!(
+            reason("1.2.3.4/32/32"),
+            "prefix length is not a decimal number"
+        );
+        assert_eq!(reason("1.2.3.4/+32"), "invalid character");
+        assert_eq!(reason("1.2.3.4/-1"), "invalid character");
+        assert_eq!(reason("1.2.3.4/0x20"), "invalid character");
+        assert_eq!(reason("1.2.3.256"), not_v4);
+        assert_eq!(reason("1.2.3.4.5"), not_v4);
+        assert_eq!(reason("1.2.3.4\t"), "white space");
+        assert_eq!(reason("1.2.3.4\n"), "white space");
+        assert_eq!(reason("1.2.3.4\0"), "invalid character");
+        assert_eq!(reason("1.2.3.4;5.6.7.8"), "invalid character");
+        assert_eq!(reason("1.2.3.4 5.6.7.8"), "white space");
+        assert_eq!(reason("localhost"), "invalid character");
+        assert_eq!(reason("fe80::1%25eth0"), "zone not allowed");
+        assert_eq!(reason(":::1"), "not an IPv6 address");
+        assert_eq!(
+            reason("2001:db8::1/128/"),
+            "prefix length is not a decimal number"
+        );
+        assert_eq!(reason("2001:db8::/0032"), "leading zeros");
         assert_eq!(
             reason("1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa/128"),
             "entry too long"
         );
+    }
+
+    #[test]
+    fn ipv6_hex_case_is_free_and_canonicalised() {
+        for spelling in [
+            "2001:DB8::7",
+            "2001:db8::7",
+            "2001:Db8:0:0:0:0:0:7",
+            "2001:0db8:0000:0000:0000:0000:0000:0007/128",
+        ] {
+            let list = SourceAddress::parse(spelling).unwrap();
+            assert_eq!(list.to_string(), "2001:db8::7/128", "{spelling}");
+            assert_eq!(list.single_host(), Some("2001:db8::7".parse().unwrap()));
+        }
     }
 
     #[test]
@@ -310,10 +370,16 @@ mod tests {
     }
 
     #[test]
-    fn zero_prefix_and_single_hosts() {
-        let any4 = SourceAddress::parse("0.0.0.0/0").unwrap();
-        assert!(any4.matches("203.0.113.9".parse().unwrap()));
-        assert!(!any4.matches("2001:db8::1".parse().unwrap()));
+    fn zero_prefix_refused_and_single_hosts() {
+        let zero = "prefix length 0 matches every address, which pins nothing";
+        assert_eq!(reason("0.0.0.0/0"), zero);
+        assert_eq!(reason("::/0"), zero);
+        assert_eq!(reason("10.0.0.1,0.0.0.0/0"), zero);
+        assert!(SourceAddress::from_nets(vec!["0.0.0.0/0".parse().unwrap()]).is_err());
+        let any_a = SourceAddress::parse("0.0.0.0/1,128.0.0.0/1").unwrap();
+        assert!(any_a.matches("203.0.113.9".parse().unwrap()));
+        assert!(!any_a.matches("2001:db8::1".parse().unwrap()));
+        assert_eq!(any_a.single_host(), None);
         let host = SourceAddress::parse("2001:db8::7/128").unwrap();
         assert_eq!(host.single_host(), Some("2001:db8::7".parse().unwrap()));
         assert_eq!(

@@ -303,3 +303,78 @@ fn rustls_stock_client_verifier_accepts_pinned_certificates() {
         );
     }
 }
+
+/// ssh-keygen's own certificates with options sshd accepts but ippin
+/// refuses or reads strictly, and CA key types ippin refuses.
+#[test]
+fn ssh_keygen_certificates_ippin_refuses() {
+    let dir = temp_dir();
+    let user = PrivateKey::random(&mut rng(), Algorithm::Ed25519).unwrap();
+    let user_pub = dir.path().join("user.pub");
+    fs::write(&user_pub, user.public_key().to_openssh().unwrap()).unwrap();
+    let sign = |ca_path: &Path, extra: &[&str]| -> String {
+        let (ok, _, err) = run(Command::new(peer("ssh-keygen"))
+            .args(["-q", "-s"])
+            .arg(ca_path)
+            .args(["-I", "id", "-n", "alice", "-V", "20230101:20330101"])
+            .args(extra)
+            .arg(&user_pub));
+        assert!(ok, "ssh-keygen -s {extra:?} failed: {err}");
+        fs::read_to_string(dir.path().join("user-cert.pub")).unwrap()
+    };
+    let check = |text: &str, trusted: &[ippin_cert::ssh_key::Fingerprint]| {
+        let cert = parse_certificate(text).unwrap();
+        validate_user_cert(
+            &cert,
+            &SshValidation {
+                trusted_cas: trusted,
+                principal: "alice",
+                now: NOW,
+            },
+        )
+        .map(|v| v.source_address.map(|s| s.to_string()))
+        .map_err(|e| e.code())
+    };
+
+    // RSA CA: SHA-1 `ssh-rsa` and SHA-2 signatures alike are refused
+    let rsa_path = dir.path().join("ca_rsa");
+    let (ok, _, err) = run(Command::new(peer("ssh-keygen"))
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&rsa_path));
+    assert!(ok, "ssh-keygen rsa: {err}");
+    let rsa_pub = fs::read_to_string(rsa_path.with_extension("pub")).unwrap();
+    let rsa_fp = ippin_cert::ssh_key::PublicKey::from_openssh(&rsa_pub)
+        .unwrap()
+        .fingerprint(Default::default());
+    for alg in ["ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"] {
+        let text = sign(&rsa_path, &["-t", alg]);
+        assert_eq!(check(&text, &[rsa_fp]), Err("ssh_ca_algorithm"), "{alg}");
+    }
+
+    // Ed25519 CA: options sshd reads with getaddrinfo or as "any address"
+    let ca = SshCa::generate_ed25519(&mut rng()).unwrap();
+    let ca_path = dir.path().join("ca");
+    write_private(&ca_path, &ca.to_openssh().unwrap());
+    let trusted = [ca.fingerprint()];
+    // (ssh-keygen itself refuses host bits beyond the prefix, `10.0.0.1/24`)
+    for list in ["0.0.0.0/0", "::/0", "127.1", "0177.0.0.1"] {
+        let text = sign(&ca_path, &["-O", &format!("source-address={list}")]);
+        assert_eq!(
+            check(&text, &trusted),
+            Err("source_address_malformed"),
+            "{list}"
+        );
+    }
+    // an unknown critical option (ssh-keygen -O critical:...)
+    let text = sign(&ca_path, &["-O", "critical:no-such-option=x"]);
+    assert_eq!(check(&text, &trusted), Err("ssh_unknown_critical_option"));
+    // verify-required carries no data and is reported
+    let text = sign(
+        &ca_path,
+        &["-O", "verify-required", "-O", "source-address=2001:DB8::1"],
+    );
+    assert_eq!(check(&text, &trusted), Ok(Some("2001:db8::1/128".into())));
+    // a host certificate
+    let text = sign(&ca_path, &["-h"]);
+    assert_eq!(check(&text, &trusted), Err("ssh_not_user_cert"));
+}

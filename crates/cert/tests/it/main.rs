@@ -3,6 +3,7 @@
 mod interop;
 mod props;
 mod ssh;
+mod sshwire;
 mod support;
 mod vectors;
 mod x509;

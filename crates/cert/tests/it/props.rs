@@ -92,10 +92,10 @@ proptest! {
 
 fn net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
-        (any::<u32>(), 0u8..=32).prop_map(|(a, l)| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), l)
+        (any::<u32>(), 1u8..=32).prop_map(|(a, l)| IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), l)
             .unwrap()
             .trunc()),
-        (any::<u128>(), 0u8..=128).prop_map(|(a, l)| IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), l)
+        (any::<u128>(), 1u8..=128).prop_map(|(a, l)| IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), l)
             .unwrap()
             .trunc()),
     ]
@@ -115,6 +115,16 @@ proptest! {
         for n in &nets {
             prop_assert!(again.matches(n.addr()));
         }
+    }
+
+    #[test]
+    fn zero_prefix_is_refused_in_any_list(nets in proptest::collection::vec(net(), 0..4), at in 0usize..4, v6 in any::<bool>()) {
+        let mut nets = nets;
+        let zero: IpNet = if v6 { "::/0" } else { "0.0.0.0/0" }.parse().unwrap();
+        nets.insert(at.min(nets.len()), zero);
+        prop_assert!(SourceAddress::from_nets(nets.clone()).is_err());
+        let text = nets.iter().map(|n| format!("{}/{}", n.addr(), n.prefix_len())).collect::<Vec<_>>().join(",");
+        prop_assert_eq!(SourceAddress::parse(&text).unwrap_err().code(), "source_address_malformed");
     }
 
     #[test]

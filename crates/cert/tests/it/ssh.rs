@@ -391,3 +391,350 @@ fn rejects_malformed_recognised_options() {
         assert_eq!(err.code(), "ssh_option_malformed", "{name}={data}: {err}");
     }
 }
+
+// --- hardening: certificates a correct CA never issues, signed over their exact bytes ---
+
+use crate::sshwire::{
+    self, CRITICAL, EXTENSIONS, KEY_ID, PRINCIPALS, SIGNATURE, SIGNATURE_KEY, Wire,
+};
+
+/// A well-formed Ed25519 user certificate from `key`, as wire fields.
+fn wire(key: &PrivateKey) -> Wire {
+    Wire::of(&raw_cert(key, |b| {
+        b.critical_option("source-address", "10.0.0.1/32").unwrap();
+        b.extension("permit-pty", "").unwrap();
+    }))
+}
+
+/// Both readers on crafted bytes: the strict text parser, and the lenient
+/// binary decoder followed by validation (what the server does with the
+/// certificate russh hands it).
+fn strict_and_lenient(
+    ca: &SshCa,
+    w: &Wire,
+) -> (Result<Certificate, Error>, Result<(), &'static str>) {
+    let strict = parse_certificate(&w.line());
+    let lenient = match Certificate::from_bytes(&w.bytes()) {
+        Ok(cert) => validate(&cert, ca, "alice", NOW)
+            .map(|_| ())
+            .map_err(|e| e.code()),
+        Err(_) => Err("decode"),
+    };
+    (strict, lenient)
+}
+
+#[test]
+fn the_wire_editor_reproduces_a_valid_certificate() {
+    let (ca, key) = ca_and_key();
+    let w = wire(&key).sign(&key);
+    let cert = parse_certificate(&w.line()).unwrap();
+    let ok = validate(&cert, &ca, "alice", NOW).unwrap();
+    assert_eq!(ok.pinned_ip(), Some(ip("10.0.0.1")));
+}
+
+#[test]
+fn duplicate_or_unsorted_options_do_not_parse() {
+    let (ca, key) = ca_and_key();
+    let s = |t: &str| sshwire::string(t.as_bytes());
+    let critical_cases = [
+        // the same option twice (sshd: "multiple source-address"), same or other value
+        vec![
+            ("source-address", s("10.0.0.1/32")),
+            ("source-address", s("10.0.0.1/32")),
+        ],
+        vec![
+            ("source-address", s("10.0.0.1/32")),
+            ("source-address", s("10.0.0.2/32")),
+        ],
+        // not lexically ordered (PROTOCOL.certkeys)
+        vec![
+            ("source-address", s("10.0.0.1/32")),
+            ("force-command", s("/bin/true")),
+        ],
+    ];
+    for entries in critical_cases {
+        let mut w = wire(&key);
+        w.fields[CRITICAL] = sshwire::options(&entries);
+        let w = w.sign(&key);
+        let (strict, lenient) = strict_and_lenient(&ca, &w);
+        assert_eq!(strict.unwrap_err().code(), "ssh_encoding", "{entries:?}");
+        assert_eq!(lenient, Err("decode"), "{entries:?}");
+    }
+    let mut w = wire(&key);
+    w.fields[EXTENSIONS] =
+        sshwire::options(&[("login-ip", s("10.0.0.1")), ("login-ip", s("10.0.0.2"))]);
+    let (strict, lenient) = strict_and_lenient(&ca, &w.sign(&key));
+    assert_eq!(strict.unwrap_err().code(), "ssh_encoding");
+    assert_eq!(lenient, Err("decode"));
+}
+
+#[test]
+fn data_after_an_options_inner_string_is_refused() {
+    let (ca, key) = ca_and_key();
+    let s = |t: &str| sshwire::string(t.as_bytes());
+    let cases = [
+        // source-address: the inner string, then junk (sshd: "corrupt (extra data)")
+        (
+            CRITICAL,
+            vec![(
+                "source-address",
+                [s("10.0.0.1/32"), b"10.0.0.2".to_vec()].concat(),
+            )],
+        ),
+        (
+            CRITICAL,
+            vec![(
+                "source-address",
+                [s("10.0.0.1/32"), s("10.0.0.2/32")].concat(),
+            )],
+        ),
+        // a flag whose data is an empty inner string instead of nothing
+        (CRITICAL, vec![("verify-required", s(""))]),
+        (EXTENSIONS, vec![("permit-pty", s(""))]),
+        // login-ip with data after its inner string
+        (
+            EXTENSIONS,
+            vec![("login-ip", [s("10.0.0.1"), vec![0]].concat())],
+        ),
+        // an outer length that does not hold a whole inner string
+        (
+            CRITICAL,
+            vec![("source-address", b"\0\0\0\x0f10.0.0.1".to_vec())],
+        ),
+    ];
+    for (field, entries) in cases {
+        let mut w = wire(&key);
+        w.fields[field] = sshwire::options(&entries);
+        let w = w.sign(&key);
+        let (strict, lenient) = strict_and_lenient(&ca, &w);
+        let code = strict.unwrap_err().code();
+        assert!(
+            code == "ssh_encoding",
+            "{entries:?}: strict parser said {code}"
+        );
+        assert!(
+            matches!(lenient, Err("ssh_signature" | "decode")),
+            "{entries:?}: lenient path said {lenient:?}"
+        );
+    }
+}
+
+#[test]
+fn parse_certificate_takes_one_line() {
+    let (_, key) = ca_and_key();
+    let line = wire(&key).sign(&key).line();
+    parse_certificate(&format!("{line}\n")).unwrap();
+    parse_certificate(&format!("{line}\r\n")).unwrap();
+    let two = format!("{line}\n{line}\n");
+    assert_eq!(parse_certificate(&two).unwrap_err().code(), "ssh_encoding");
+    // the algorithm name must match the blob
+    let wrong = line.replacen("ssh-ed25519-cert", "ecdsa-sha2-nistp256-cert", 1);
+    assert!(parse_certificate(&wrong).is_err());
+    // a plain public key is not a certificate
+    let plain = key.public_key().to_openssh().unwrap();
+    assert!(parse_certificate(&plain).is_err());
+}
+
+#[test]
+fn validity_window_edges() {
+    let (ca, key) = ca_and_key();
+    let window = |after: u64, before: u64| {
+        let mut w = wire(&key);
+        w.fields[7] = after.to_be_bytes().to_vec();
+        w.fields[8] = before.to_be_bytes().to_vec();
+        parse_certificate(&w.sign(&key).line()).unwrap()
+    };
+    // valid_before = forever (ssh-keygen's "forever")
+    let forever = window(0, u64::MAX);
+    for now in [0, NOW, u64::MAX - 1] {
+        assert!(validate(&forever, &ca, "alice", now).is_ok(), "{now}");
+    }
+    assert_eq!(
+        validate(&forever, &ca, "alice", u64::MAX)
+            .unwrap_err()
+            .code(),
+        "ssh_validity"
+    );
+    // an inverted or empty window is valid at no time
+    for (after, before) in [(NOW + 10, NOW - 10), (NOW, NOW), (u64::MAX, 0)] {
+        let cert = window(after, before);
+        for now in [0, NOW - 10, NOW, NOW + 10, u64::MAX] {
+            assert_eq!(
+                validate(&cert, &ca, "alice", now).unwrap_err().code(),
+                "ssh_validity",
+                "[{after}, {before}) at {now}"
+            );
+        }
+    }
+}
+
+#[test]
+fn principals_compare_exactly_and_an_empty_list_matches_nobody() {
+    let (ca, key) = ca_and_key();
+    let with = |principals: &[&str]| {
+        let mut w = wire(&key);
+        w.fields[PRINCIPALS] = principals
+            .iter()
+            .flat_map(|p| sshwire::string(p.as_bytes()))
+            .collect();
+        parse_certificate(&w.sign(&key).line()).unwrap()
+    };
+    let cert = with(&["alice"]);
+    validate(&cert, &ca, "alice", NOW).unwrap();
+    for other in [
+        "Alice",
+        "alice ",
+        " alice",
+        "alice\0",
+        "alic",
+        "alice,bob",
+        "*",
+        "",
+    ] {
+        assert_eq!(
+            validate(&cert, &ca, other, NOW).unwrap_err().code(),
+            "ssh_principal",
+            "{other:?}"
+        );
+    }
+    // no principals: OpenSSH would accept it for every user; ippin for none
+    let none = with(&[]);
+    for user in ["alice", "root", ""] {
+        assert_eq!(
+            validate(&none, &ca, user, NOW).unwrap_err().code(),
+            "ssh_principal"
+        );
+    }
+    // an empty principal in the list does not match an empty user name
+    let empty = with(&[""]);
+    assert_eq!(
+        validate(&empty, &ca, "", NOW).unwrap_err().code(),
+        "ssh_principal"
+    );
+    // a wildcard principal is a literal name, not a pattern
+    let star = with(&["*"]);
+    assert_eq!(
+        validate(&star, &ca, "alice", NOW).unwrap_err().code(),
+        "ssh_principal"
+    );
+}
+
+#[test]
+fn certificate_as_ca_key_is_refused() {
+    let (ca, key) = ca_and_key();
+    // the CA key field holds a whole certificate (whose nonce is 32 bytes,
+    // the size of an Ed25519 key)
+    let inner = raw_cert(&key, |_| {});
+    let mut w = wire(&key).sign(&key);
+    w.fields[SIGNATURE_KEY] = inner.to_bytes().unwrap();
+    // it decodes (ssh-key has a certificate variant for keys) and is
+    // refused by validation, even when the operator trusts its fingerprint
+    let cert = parse_certificate(&w.line()).unwrap();
+    let trusted = [
+        cert.signature_key().fingerprint(Default::default()),
+        ca.fingerprint(),
+    ];
+    let err = validate_user_cert(
+        &cert,
+        &SshValidation {
+            trusted_cas: &trusted,
+            principal: "alice",
+            now: NOW,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "ssh_ca_algorithm", "{err}");
+    assert_eq!(
+        err.to_string(),
+        "CA key `certificate` with signature `ssh-ed25519`: the CA key is itself a certificate \
+         (OpenSSH refuses nested certificates)"
+    );
+}
+
+#[test]
+fn signature_of_another_algorithm_than_the_ca_key_is_refused() {
+    let (ca, key) = ca_and_key();
+    let p256 = PrivateKey::random(
+        &mut rng(),
+        Algorithm::Ecdsa {
+            curve: ippin_cert::ssh_key::EcdsaCurve::NistP256,
+        },
+    )
+    .unwrap();
+    let mut w = wire(&key).sign(&key);
+    let other = wire(&key).sign(&p256);
+    w.fields[SIGNATURE] = other.fields[SIGNATURE].clone();
+    let cert = Certificate::from_bytes(&w.bytes()).unwrap();
+    let err = validate(&cert, &ca, "alice", NOW).unwrap_err();
+    assert_eq!(err.code(), "ssh_ca_algorithm", "{err}");
+    // and a P-256 CA's own certificates validate
+    let w = wire(&key).sign(&p256);
+    let p256_ca = SshCa::from_openssh(&p256.to_openssh(Default::default()).unwrap()).unwrap();
+    let cert = parse_certificate(&w.line()).unwrap();
+    validate(&cert, &p256_ca, "alice", NOW).unwrap();
+}
+
+#[test]
+fn key_id_is_reported_verbatim() {
+    let (ca, key) = ca_and_key();
+    let mut w = wire(&key);
+    w.fields[KEY_ID] = b"alice@ippin serial 1".to_vec();
+    let cert = parse_certificate(&w.sign(&key).line()).unwrap();
+    assert_eq!(
+        validate(&cert, &ca, "alice", NOW).unwrap().key_id,
+        "alice@ippin serial 1"
+    );
+}
+
+#[test]
+fn malformed_login_ip_and_zero_prefix_source_address() {
+    let (ca, key) = ca_and_key();
+    for bad in [
+        "",
+        "10.0.0.1/32",
+        "[::1]",
+        "::FFFF:1.2.3.4",
+        "1.2.3.4,5.6.7.8",
+        "127.1",
+        "fe80::1%lo",
+    ] {
+        let cert = raw_cert(&key, |b| {
+            b.extension("login-ip", bad).unwrap();
+        });
+        assert_eq!(
+            validate(&cert, &ca, "alice", NOW).unwrap_err().code(),
+            "ssh_option_malformed",
+            "{bad:?}"
+        );
+    }
+    for bad in [
+        "0.0.0.0/0",
+        "::/0",
+        "10.0.0.1/32,::/0",
+        "127.1",
+        "0177.0.0.1",
+        "0x7f.0.0.1",
+        "1.2.3.4/32/32",
+        "*",
+        "10.0.0.1 ",
+        " 10.0.0.1",
+    ] {
+        let cert = raw_cert(&key, |b| {
+            b.critical_option("source-address", bad).unwrap();
+        });
+        assert_eq!(
+            validate(&cert, &ca, "alice", NOW).unwrap_err().code(),
+            "source_address_malformed",
+            "{bad:?}"
+        );
+    }
+    // upper-case IPv6 hex is accepted and canonicalised
+    let cert = raw_cert(&key, |b| {
+        b.critical_option("source-address", "2001:DB8::A/128")
+            .unwrap();
+    });
+    let ok = validate(&cert, &ca, "alice", NOW).unwrap();
+    assert_eq!(ok.pinned_ip(), Some(ip("2001:db8::a")));
+    ok.check_source(ip("2001:db8::a")).unwrap();
+    assert!(ok.check_source(ip("2001:db8::b")).is_err());
+}
