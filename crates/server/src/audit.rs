@@ -122,6 +122,13 @@ pub enum AuditEvent {
         /// Reason code from the PROXY layer.
         reason: String,
     },
+    /// An event of an `ssh` listener, whole under `ssh` (its own `event` names it:
+    /// `ssh.auth.allowed`, `ssh.auth.denied`, `ssh.exec`, `session.network`,
+    /// `ssh.proxy_refused`; see docs/ssh.md).
+    Ssh {
+        /// The SSH service's event.
+        ssh: serde_json::Value,
+    },
 }
 
 impl AuditEvent {

@@ -66,7 +66,7 @@ fn line_suffix(line: usize) -> String {
     }
 }
 
-/// What a listener serves. `ssh` and `forward` come in later issues.
+/// What a listener serves. `forward` comes in a later issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -75,6 +75,8 @@ pub enum ListenerKind {
     Login,
     /// Mutual TLS access: `GET /whoami`, `POST /v1/renew`, after the pin check.
     Tls,
+    /// SSH access with OpenSSH user certificates (`crate::ssh`, docs/ssh.md).
+    Ssh,
 }
 
 impl ListenerKind {
@@ -83,6 +85,7 @@ impl ListenerKind {
         match self {
             ListenerKind::Login => "login",
             ListenerKind::Tls => "tls",
+            ListenerKind::Ssh => "ssh",
         }
     }
 }

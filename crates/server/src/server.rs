@@ -56,6 +56,9 @@ pub enum ServerError {
         /// What is wrong.
         message: String,
     },
+    /// The SSH service cannot start.
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::SshError),
     /// A listener cannot bind.
     #[error("listener {kind} on {addr}: {source}")]
     Bind {
@@ -291,6 +294,16 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
         let acceptor = TlsAcceptor::from(match lcfg.kind {
             ListenerKind::Login => login_tls.clone(),
             ListenerKind::Tls => access_tls.clone(),
+            ListenerKind::Ssh => {
+                let service = ssh_service(&state)?;
+                let policy = crate::accept::listener_policy(&lcfg);
+                let timeout = lcfg.header_timeout;
+                listeners.push((lcfg.kind, bound));
+                tasks.push(tokio::spawn(async move {
+                    service.serve_listener(socket, policy, timeout).await;
+                }));
+                continue;
+            }
         });
         listeners.push((lcfg.kind, bound));
         let state = state.clone();
@@ -301,6 +314,22 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
         state,
         tasks,
     })
+}
+
+/// The SSH service of an `ssh` listener: the server's SSH CA, users and roles, audit log;
+/// every destination allowed (no `network_restrictions` resource yet).
+fn ssh_service(state: &Arc<State>) -> Result<crate::ssh::SshService, ServerError> {
+    let st = state.clone();
+    let audit = Arc::new(move |e: crate::ssh::SshAuditEvent| {
+        let ssh = serde_json::to_value(&e).unwrap_or_default();
+        st.audit(&AuditEvent::Ssh { ssh });
+    });
+    Ok(crate::ssh::wiring::service_for(
+        state,
+        None,
+        Arc::new(crate::ssh::AllowAll),
+        audit,
+    )?)
 }
 
 async fn accept_loop(
@@ -409,6 +438,8 @@ async fn serve_tls<S>(
             })
             .await;
         }
+        // `ssh` listeners never reach TLS: `start_with` serves them with `crate::ssh`.
+        ListenerKind::Ssh => {}
     }
 }
 

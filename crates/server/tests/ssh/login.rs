@@ -28,6 +28,10 @@ listeners:
     listen: 127.0.0.1:0
     proxy_protocol: off
     header_timeout: 5s
+  - kind: ssh
+    listen: 127.0.0.1:0
+    proxy_protocol: off
+    header_timeout: 5s
 ";
 
 fn save(dir: &std::path::Path, name: &str, creds: &Credentials) -> Identity {
@@ -103,5 +107,35 @@ async fn ippin_login_then_ssh() {
         server.events.denial_reasons(),
         vec!["pinned_ip_mismatch".to_owned()]
     );
+
+    // The same through the server's own `kind: ssh` listener, audited to its audit log.
+    let listener = running.first(ListenerKind::Ssh).expect("ssh listener");
+    let run = ssh(&alice_2, "alice", "127.0.0.2", listener, &["whoami"]).await;
+    assert!(run.ok(), "{run:?}");
+    let run = ssh(&alice_1, "alice", "127.0.0.2", listener, &["whoami"]).await;
+    assert_eq!(run.status, Some(255), "{run:?}");
     running.shutdown();
+    let log = std::fs::read_to_string(tmp.path().join("audit.log")).expect("audit log");
+    let ssh_events: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "ssh")
+        .collect();
+    assert!(
+        ssh_events
+            .iter()
+            .any(|v| v["ssh"]["event"] == "ssh.auth.allowed"
+                && v["ssh"]["user"] == "alice"
+                && v["ssh"]["observed"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("127.0.0.2:"))),
+        "{log}"
+    );
+    assert!(
+        ssh_events
+            .iter()
+            .any(|v| v["ssh"]["event"] == "ssh.auth.denied"
+                && v["ssh"]["reason"] == "pinned_ip_mismatch"),
+        "{log}"
+    );
 }
