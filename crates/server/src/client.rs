@@ -244,6 +244,10 @@ async fn request_inner(
     body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Vec<u8>), ClientError> {
     let io = |what: String| move |source| ClientError::Io { what, source };
+    // Everything local first: once connected, the server's header timeout runs.
+    let config = tls_config(&ep.ca_pem, auth)?;
+    let name = ServerName::try_from(ep.server_name.clone())
+        .map_err(|e| ClientError::Local(format!("server name `{}`: {e}", ep.server_name)))?;
     let socket = match ep.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -264,9 +268,6 @@ async fn request_inner(
             .await
             .map_err(io("send the PROXY header".into()))?;
     }
-    let config = tls_config(&ep.ca_pem, auth)?;
-    let name = ServerName::try_from(ep.server_name.clone())
-        .map_err(|e| ClientError::Local(format!("server name `{}`: {e}", ep.server_name)))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await

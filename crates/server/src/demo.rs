@@ -47,21 +47,21 @@ listeners:
   - kind: login
     listen: 127.0.0.1:0
     proxy_protocol: off
-    header_timeout: 2s
+    header_timeout: 5s
   - kind: tls
     listen: 127.0.0.1:0
     proxy_protocol: off
-    header_timeout: 2s
+    header_timeout: 5s
   - kind: login
     listen: 127.0.0.1:0
     proxy_protocol: on
     trusted_proxies: [{LOAD_BALANCER}/32]
-    header_timeout: 2s
+    header_timeout: 5s
   - kind: tls
     listen: 127.0.0.1:0
     proxy_protocol: on
     trusted_proxies: [{LOAD_BALANCER}/32]
-    header_timeout: 2s
+    header_timeout: 5s
 "
     )
 }

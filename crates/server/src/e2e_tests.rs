@@ -65,6 +65,28 @@ impl Fixture {
         Endpoint::new(self.running.addr(listener).unwrap(), self.ca_pem.clone()).from_ip(from)
     }
 
+    /// The audit events once `ready` holds for them (the server writes
+    /// refusals after closing the connection, so a test polls, bounded).
+    async fn audit_when(
+        &self,
+        ready: impl Fn(&[serde_json::Value]) -> bool + Send + 'static,
+    ) -> Vec<serde_json::Value> {
+        let log = self.audit_log.clone();
+        let read = move || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        };
+        tokio::task::spawn_blocking(move || {
+            ippin_test_support::wait_until(Duration::from_secs(10), || ready(&read()));
+            read()
+        })
+        .await
+        .unwrap()
+    }
+
     fn audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit_log)
             .unwrap_or_default()
@@ -308,7 +330,14 @@ async fn proxy_mode_on_follows_the_client_behind_a_trusted_balancer() {
     assert!(matches!(r, Err(ClientError::Closed(_))), "{r:?}");
 
     let refused: Vec<String> = f
-        .audit()
+        .audit_when(|events| {
+            events
+                .iter()
+                .filter(|e| e["event"] == "proxy_refused")
+                .count()
+                >= 3
+        })
+        .await
         .iter()
         .filter(|e| e["event"] == "proxy_refused")
         .map(|e| e["reason"].as_str().unwrap().to_owned())
@@ -386,7 +415,9 @@ async fn a_header_that_never_completes_is_closed_at_the_timeout() {
         Ok(Ok(0)) | Ok(Err(_)) => {}
         other => panic!("expected the server to close, got {other:?}"),
     }
-    let events = f.audit();
+    let events = f
+        .audit_when(|events| events.iter().any(|e| e["event"] == "proxy_refused"))
+        .await;
     assert_eq!(events.last().unwrap()["reason"], "timeout", "{events:?}");
 }
 
@@ -540,17 +571,13 @@ async fn failed_handshakes_are_audited() {
     let f = Fixture::start(DIRECT).await;
     let r = client::request(&f.ep(1, HOME), None, hyper::Method::GET, "/whoami", None).await;
     assert!(r.is_err());
-    let ok = tokio::task::spawn_blocking({
-        let log = f.audit_log.clone();
-        move || {
-            ippin_test_support::wait_until(Duration::from_secs(10), || {
-                std::fs::read_to_string(&log).is_ok_and(|t| t.contains("tls_refused"))
-            })
-        }
-    })
-    .await
-    .unwrap();
-    assert!(ok, "{:?}", f.audit());
+    let events = f
+        .audit_when(|events| events.iter().any(|e| e["event"] == "tls_refused"))
+        .await;
+    assert!(
+        events.iter().any(|e| e["event"] == "tls_refused"),
+        "{events:?}"
+    );
     let e = f.audit().pop().unwrap();
     assert_eq!(e["reason"], "tls_handshake_failed");
     assert_eq!(e["listener"], "tls");
