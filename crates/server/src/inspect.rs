@@ -922,6 +922,51 @@ mod tests {
     }
 
     #[test]
+    fn tlv_types_agree_with_the_parser_and_lengths_with_the_wire() {
+        let subs = pp::encode_ssl_sub_tlvs(&[
+            pp::SslSubTlv::Version("TLSv1.3"),
+            pp::SslSubTlv::Cn("alice"),
+        ])
+        .expect("sub-TLVs");
+        let ssl = pp::SslTlv::new(pp::PP2_CLIENT_SSL, 0, &subs).expect("SSL TLV");
+        let header = v2(pp::Command::Proxy, tcp6())
+            .tlv(pp::Tlv::Alpn(b"h2"))
+            .expect("alpn")
+            .tlv(pp::Tlv::UniqueId(&[9; 32]))
+            .expect("unique id")
+            .tlv(pp::Tlv::Ssl(ssl))
+            .expect("ssl")
+            .tlv(pp::Tlv::Netns("blue"))
+            .expect("netns")
+            .tlv(pp::Tlv::Unknown {
+                kind: 0x50,
+                value: b"?",
+            })
+            .expect("unknown")
+            .encode()
+            .expect("encode");
+        let got = stdout_json(&proxy(&header));
+        let (parsed, _) = pp::parse(&header).expect("parse");
+        let kinds: Vec<u8> = parsed.tlvs().map(|t| t.kind()).collect();
+        let reported: Vec<u64> = got["tlvs"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|t| t["type"].as_u64().expect("type"))
+            .collect();
+        assert_eq!(
+            reported,
+            kinds.iter().map(|&k| u64::from(k)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            got["tlvs"],
+            json!([{"type": 1, "length": 2}, {"type": 5, "length": 32},
+                   {"type": 0x20, "length": 5 + subs.len()}, {"type": 0x30, "length": 4},
+                   {"type": 0x50, "length": 1}])
+        );
+    }
+
+    #[test]
     fn v2_every_family() {
         let v4 = |s: &str| s.parse::<std::net::SocketAddrV4>().expect("v4");
         let v6 = |s: &str| s.parse::<std::net::SocketAddrV6>().expect("v6");
