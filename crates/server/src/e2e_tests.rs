@@ -423,7 +423,7 @@ async fn a_header_that_never_completes_is_closed_at_the_timeout() {
 
 #[tokio::test]
 async fn forwarded_headers_are_believed_only_when_enabled() {
-    let listeners = "  - {kind: login, listen: 127.0.0.1:0, proxy_protocol: off, trust_x_forwarded_for: true, trusted_proxies: [127.0.0.3/32]}\n  - {kind: login, listen: 127.0.0.1:0, proxy_protocol: off}\n";
+    let listeners = "  - {kind: login, listen: 127.0.0.1:0, proxy_protocol: off, trust_x_forwarded_for: true, trusted_proxies: [127.0.0.3/32]}\n  - {kind: login, listen: 127.0.0.1:0, proxy_protocol: off}\n  - {kind: login, listen: 127.0.0.1:0, trust_x_forwarded_for: true, trusted_proxies: [127.0.0.3/32]}\n";
     let f = Fixture::start(listeners).await;
     // From the trusted L7 proxy: the client's address is pinned.
     let ep = f.ep(0, LB).with_header("X-Forwarded-For", "127.0.0.9");
@@ -445,6 +445,17 @@ async fn forwarded_headers_are_believed_only_when_enabled() {
     let ep = f.ep(0, LB).with_header("X-Forwarded-For", "not-an-ip");
     let (status, code, _) = refusal(login(&ep, "alice").await);
     assert_eq!((status, code.as_str()), (400, "bad_forwarded_header"));
+    // Behind an unspecified PROXY stage the hop is untrusted, so its
+    // forwarded headers are not read: a pinned login is refused.
+    let ep = f
+        .ep(2, LB)
+        .with_proxy_header(v2(
+            "127.0.0.3:1000".parse().unwrap(),
+            f.running.addr(2).unwrap(),
+        ))
+        .with_header("X-Forwarded-For", "127.0.0.9");
+    let (status, code, _) = refusal(login(&ep, "alice").await);
+    assert_eq!((status, code.as_str()), (403, "untrusted_client_ip"));
     // With the flag off, the header is ignored.
     let ep = f.ep(1, LB).with_header("X-Forwarded-For", "127.0.0.9");
     let alice = login(&ep, "alice").await.unwrap();

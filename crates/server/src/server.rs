@@ -256,6 +256,13 @@ pub fn startup_warnings(config: &Config) -> Vec<String> {
                 l.kind, l.listen
             ));
         }
+        if l.trust_x_forwarded_for && l.trusted_proxies.is_none() {
+            out.push(format!(
+                "warning: listener {i} ({} on {}) believes X-Forwarded-For / Forwarded from \
+                 every peer (compatible strict mode); set `trusted_proxies` to your HTTP proxies",
+                l.kind, l.listen
+            ));
+        }
         if l.proxy_protocol == ProxyModeSetting::On && l.trusted_proxies.is_none() {
             out.push(format!(
                 "warning: listener {i} ({} on {}) believes PROXY headers from any peer; \
@@ -556,6 +563,12 @@ fn forwarded_client(
     };
     let xff = lines("x-forwarded-for")?;
     let fwd = lines("forwarded")?;
+    // A hop the PROXY stage could not trust (unspecified mode) cannot vouch
+    // for anyone: its forwarded headers are not read at all, so they can
+    // never turn an untrusted observation into a trusted one.
+    if !conn.is_trusted() {
+        return Ok(*conn);
+    }
     if !xff.is_empty() && !fwd.is_empty() {
         return Err("both X-Forwarded-For and Forwarded are present; send one".into());
     }
