@@ -29,7 +29,10 @@ use ippin_policy::{Decision, ObservedAddr, Provenance, RoleSet, check_pin};
 use serde::Serialize;
 
 use crate::Outcome;
-use crate::inspect::{self, EXIT_INVALID, EXIT_UNUSABLE};
+use crate::inspect::{self, EXIT_UNUSABLE};
+
+/// Exit code of a deny.
+pub const EXIT_DENY: i32 = 1;
 
 /// The inputs of `ippin check`, already read from their files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,10 +102,10 @@ pub fn run(args: &CheckArgs) -> Outcome {
             "deny",
             Some(denial.reason.code()),
             Some(denial.message.clone()),
-            EXIT_INVALID,
+            EXIT_DENY,
         ),
         // A decision this version does not know is not an allow.
-        _ => ("deny", None, Some(format!("{decision:?}")), EXIT_INVALID),
+        _ => ("deny", None, Some(format!("{decision:?}")), EXIT_DENY),
     };
     let report = CheckReport {
         decision: verdict,
