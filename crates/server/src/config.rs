@@ -780,6 +780,32 @@ listeners:
     }
 
     #[test]
+    fn ipv6_listen_addresses_are_quoted() {
+        let text = GOOD.replace("listen: 127.0.0.1:3443", "listen: \"[::1]:3443\"");
+        assert_eq!(
+            parse(&text).unwrap().listeners[1].listen,
+            "[::1]:3443".parse::<SocketAddr>().unwrap()
+        );
+        let text = GOOD.replace("listen: 127.0.0.1:3443", "listen: [::1]:3443");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("ippin.yaml:20:"), "{shown}");
+        assert!(shown.contains("listeners[1]"), "{shown}");
+    }
+
+    #[test]
+    fn host_bits_in_trusted_proxies_are_refused() {
+        let text = GOOD.replace("[127.0.0.1/32]", "[127.0.0.1/8]");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("did you mean `127.0.0.0/8`"), "{shown}");
+        let text = GOOD.replace("[127.0.0.1/32]", "[127.0.0.1, \"::1\"]");
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.listeners[0].trusted_proxies.as_ref().unwrap()[1],
+            "::1/128".parse::<IpNet>().unwrap()
+        );
+    }
+
+    #[test]
     fn mode_off_parses() {
         let text = GOOD.replace(
             "proxy_protocol: on\n    trusted_proxies: [127.0.0.1/32]",
