@@ -996,3 +996,183 @@ async fn wait_for_stop() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use ippin_policy::Provenance;
+
+    /// A state over a fresh CA with alice (pinned-ip) and bob (dev); no
+    /// sockets: the handlers are called directly.
+    fn state(dir: &Path) -> State {
+        let mut users = String::new();
+        for (name, role) in [("alice", "pinned-ip"), ("bob", "dev")] {
+            let hash = crate::users::hash_password_light(&format!("{name}-pw")).unwrap();
+            users.push_str(&format!(
+                "  - {{name: {name}, password_hash: \"{hash}\", roles: [{role}]}}\n"
+            ));
+        }
+        let text = format!(
+            "cluster_name: t\nca: {{ssh_key: ca/ssh_user_ca, tls_cert: ca/tls_ca.pem, tls_key: ca/tls_ca.key}}\n\
+             server_tls: {{cert: server.pem, key: server.key}}\nroles: [roles.yaml]\nusers:\n{users}\
+             audit_log: audit.log\nlisteners:\n  - {{kind: login, listen: 127.0.0.1:0, proxy_protocol: off}}\n"
+        );
+        let path = crate::ca::init_at(dir, SystemTime::now(), &text).unwrap();
+        State::load(Config::load(&path).unwrap()).unwrap()
+    }
+
+    fn request(user: &str) -> LoginRequest {
+        let mut rng = crate::rng();
+        let ssh = ippin_cert::ssh_key::PrivateKey::random(
+            &mut rng,
+            ippin_cert::ssh_key::Algorithm::Ed25519,
+        )
+        .unwrap();
+        let (_, spki) = ippin_cert::x509::generate_key_pair_p256(&mut rng).unwrap();
+        LoginRequest {
+            user: user.into(),
+            password: format!("{user}-pw"),
+            ssh_public_key: ssh.public_key().to_openssh().unwrap(),
+            tls_public_key: spki,
+        }
+    }
+
+    async fn answer(resp: Response<Body>) -> (u16, serde_json::Value) {
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn seen(addr: &str, provenance: Provenance, trusted: bool) -> ObservedAddr {
+        ObservedAddr::new(addr.parse().unwrap(), provenance, trusted)
+    }
+
+    #[tokio::test]
+    async fn login_pins_the_canonical_trusted_address() {
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let o = seen("[::ffff:127.0.0.5]:4000", Provenance::ProxyV2, true);
+        let (status, body) = answer(login(&s, &o, request("alice")).await).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["pinned_ip"], "127.0.0.5");
+        let der = crate::ca::pem_to_der(body["tls_certificate"].as_str().unwrap(), "CERTIFICATE")
+            .unwrap();
+        let id = ippin_cert::x509::client_identity(&der).unwrap();
+        assert_eq!(id.user, "alice");
+        assert_eq!(id.roles, vec!["pinned-ip".to_owned()]);
+        assert_eq!(id.login_ip, Some("127.0.0.5".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn untrusted_logins_pin_nobody() {
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let o = seen("127.0.0.5:4000", Provenance::ProxyV1, false);
+        let (status, body) = answer(login(&s, &o, request("alice")).await).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("untrusted_client_ip"))
+        );
+        // An unpinned user gets certificates, without a pin or a login IP.
+        let (status, body) = answer(login(&s, &o, request("bob")).await).await;
+        assert_eq!(status, 200);
+        assert!(body["pinned_ip"].is_null());
+        let der = crate::ca::pem_to_der(body["tls_certificate"].as_str().unwrap(), "CERTIFICATE")
+            .unwrap();
+        assert_eq!(
+            ippin_cert::x509::client_identity(&der).unwrap().login_ip,
+            None
+        );
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(&s.config.audit_log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events[0]["event"], "login_refused");
+        assert_eq!(events[0]["reason"], "untrusted_client_ip");
+        assert_eq!(events[0]["observed"], "127.0.0.5:0");
+        assert_eq!(events[1]["event"], "login_issued");
+        assert_eq!(events[1]["trusted"], false);
+    }
+
+    fn verdict(user: &str, roles: &[&str], requires_pin: bool, pin: CertPin) -> AccessVerdict {
+        AccessVerdict {
+            user: user.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            requires_pin,
+            pin,
+            login_ip: Some("127.0.0.7".parse().unwrap()),
+            access: Access::Allow,
+        }
+    }
+
+    fn renew_body() -> RenewRequest {
+        let r = request("x");
+        RenewRequest {
+            ssh_public_key: r.ssh_public_key,
+            tls_public_key: r.tls_public_key,
+        }
+    }
+
+    #[tokio::test]
+    async fn renewal_keeps_a_pin_the_roles_no_longer_require() {
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let o = seen("127.0.0.7:4000", Provenance::Direct, true);
+        // bob's roles do not pin now, but his certificate is pinned: kept.
+        let v = verdict(
+            "bob",
+            &["dev"],
+            false,
+            CertPin::Ip("127.0.0.7".parse().unwrap()),
+        );
+        let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["pinned_ip"], "127.0.0.7");
+        let ssh =
+            ippin_cert::ssh::parse_certificate(body["ssh_certificate"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            ssh.critical_options()
+                .get("source-address")
+                .map(String::as_str),
+            Some("127.0.0.7/32")
+        );
+    }
+
+    #[tokio::test]
+    async fn renewal_never_adds_or_drops_a_pin_silently() {
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let o = seen("127.0.0.7:4000", Provenance::Direct, true);
+        // Roles now require a pin, the certificate has none: log in again.
+        let v = verdict("alice", &["pinned-ip"], true, CertPin::None);
+        let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("pinned_ip_missing"))
+        );
+        // An unreadable pin is never carried over.
+        let v = verdict(
+            "alice",
+            &["pinned-ip"],
+            true,
+            CertPin::Invalid("two pins".into()),
+        );
+        let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("invalid_pin")));
+        // From an untrusted observation, a pinned certificate is not renewed.
+        let u = seen("127.0.0.7:4000", Provenance::ProxyV2, false);
+        let v = verdict(
+            "alice",
+            &["pinned-ip"],
+            true,
+            CertPin::Ip("127.0.0.7".parse().unwrap()),
+        );
+        let (status, body) = answer(renew(&s, &v, &u, renew_body())).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("untrusted_client_ip"))
+        );
+    }
+}
