@@ -326,16 +326,28 @@ fn profile_of(p: &pin::Pins) -> Option<Profile> {
 
 fn decode_full(cert_der: &[u8]) -> Result<(x509_cert::Certificate, pin::Pins)> {
     let cert = x509_cert::Certificate::from_der(cert_der).map_err(Error::der("certificate"))?;
-    let mut state = pin::PinState::default();
     let tbs = cert.tbs_certificate();
+    pin::check_tbs_shape(
+        tbs.version() as u8,
+        tbs.issuer_unique_id().is_some() || tbs.subject_unique_id().is_some(),
+        tbs.extensions().map(|e| {
+            if e.is_empty() {
+                pin::ExtensionsPresent::Empty
+            } else {
+                pin::ExtensionsPresent::NonEmpty
+            }
+        }),
+    )?;
+    let mut state = pin::PinState::default();
     for rdn in tbs.subject().iter_rdn() {
+        let multi_valued = rdn.len() > 1;
         for atv in rdn.iter() {
             let kind = match atv.value.tag() {
                 Tag::PrintableString => pin::AttrKind::Printable,
                 Tag::Utf8String => pin::AttrKind::Utf8,
                 _ => pin::AttrKind::Other,
             };
-            state.on_attribute(atv.oid.as_bytes(), kind, atv.value.value())?;
+            state.on_attribute(atv.oid.as_bytes(), kind, atv.value.value(), multi_valued)?;
         }
     }
     for ext in tbs.extensions().into_iter().flatten() {
@@ -345,7 +357,8 @@ fn decode_full(cert_der: &[u8]) -> Result<(x509_cert::Certificate, pin::Pins)> {
             ext.extn_value.as_bytes(),
         )?;
     }
-    Ok((cert, state.finish()?))
+    let pins = state.finish()?;
+    Ok((cert, pins))
 }
 
 /// The pinned IP of a DER certificate, by the full decoder (`x509-cert`),

@@ -1,8 +1,12 @@
 //! The one evaluation of pins, shared by the full decoder and the fast
-//! path so the two cannot drift apart: both feed it the subject attributes
-//! and then the extensions, in certificate order.
+//! path so the two cannot drift apart: both check the TBSCertificate's
+//! shape ([`check_tbs_shape`]), then feed it the subject attributes and
+//! then the extensions, in certificate order.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
+
+use der::asn1::ObjectIdentifier;
 
 use super::{LOGIN_IP_OID, PINNED_IP_OID, TELEPORT_LOGIN_IP_OID, TELEPORT_PINNED_IP_OID};
 use crate::ip::parse_canonical_ip_bytes;
@@ -35,18 +39,129 @@ pub(crate) struct Pins {
     pub(crate) teleport_layout: bool,
 }
 
+/// The RFC 5280 shape rules both readers enforce on TBSCertificate, before
+/// anything else is read from it: `version` is the Version value (0 = v1),
+/// `unique_ids` whether issuerUniqueID or subjectUniqueID is present,
+/// `extensions` whether `[3]` is present and, if so, whether its list is
+/// empty.
+///
+/// RFC 5280 4.1: extensions only in v3 ("If present, version MUST be
+/// v3"), unique identifiers only in v2 or v3, and `Extensions ::= SEQUENCE
+/// SIZE (1..MAX) OF Extension` (present means at least one).
+pub(crate) fn check_tbs_shape(
+    version: u8,
+    unique_ids: bool,
+    extensions: Option<ExtensionsPresent>,
+) -> Result<()> {
+    let bad = |reason| Err(Error::CertificateProfile { reason });
+    if version > 2 {
+        return bad("version is not v1, v2 or v3");
+    }
+    if unique_ids && version == 0 {
+        return bad("unique identifiers in a v1 certificate (RFC 5280: v2 or v3 only)");
+    }
+    match extensions {
+        Some(_) if version != 2 => bad("extensions in a v1 or v2 certificate (RFC 5280: v3 only)"),
+        Some(ExtensionsPresent::Empty) => {
+            bad("extensions field present but empty (RFC 5280: SIZE (1..MAX))")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a present extensions list holds anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExtensionsPresent {
+    /// `[3] { SEQUENCE {} }`.
+    Empty,
+    /// At least one extension.
+    NonEmpty,
+}
+
+/// The OIDs of the extensions seen so far, to refuse a second instance of
+/// any extension (RFC 5280 4.2). Up to 16 are kept on the stack (a client
+/// certificate has about 7); more spill into a set, so the check stays
+/// O(n log n) on hostile input.
 #[derive(Debug, Default)]
-pub(crate) struct PinState {
+struct SeenOids<'a> {
+    inline: [&'a [u8]; 16],
+    len: usize,
+    spill: BTreeSet<&'a [u8]>,
+}
+
+impl<'a> SeenOids<'a> {
+    /// Records `oid`; false when it was already there.
+    fn insert(&mut self, oid: &'a [u8]) -> bool {
+        let seen = self.inline.get(..self.len).unwrap_or_default();
+        if seen.contains(&oid) {
+            return false;
+        }
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = oid;
+                self.len += 1;
+                true
+            }
+            None => self.spill.insert(oid),
+        }
+    }
+}
+
+/// The dotted form of an OID given as content octets (hex when it is not
+/// a valid OID).
+fn dotted(oid: &[u8]) -> String {
+    match ObjectIdentifier::from_bytes(oid) {
+        Ok(o) => o.to_string(),
+        Err(_) => oid.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Whether `content` is a well-formed OBJECT IDENTIFIER encoding: at least
+/// one octet, every sub-identifier minimal (no leading 0x80) and complete
+/// (the last octet has bit 8 clear). A non-minimal encoding of the pin's
+/// OID must not read as "some other extension" (and so "unpinned").
+pub(crate) fn valid_oid(content: &[u8]) -> bool {
+    let mut at_start = true;
+    for &b in content {
+        if at_start && b == 0x80 {
+            return false;
+        }
+        at_start = b & 0x80 == 0;
+    }
+    !content.is_empty() && at_start
+}
+
+fn check_oid(oid: &[u8]) -> Result<()> {
+    if valid_oid(oid) {
+        Ok(())
+    } else {
+        Err(Error::CertificateProfile {
+            reason: "malformed OBJECT IDENTIFIER (empty, a sub-identifier padded with 0x80, or truncated)",
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PinState<'a> {
     ext_pin: Option<IpAddr>,
     ext_login: Option<IpAddr>,
     tp_pin: Option<IpAddr>,
     tp_login: Option<IpAddr>,
+    seen: SeenOids<'a>,
 }
 
-impl PinState {
+impl<'a> PinState<'a> {
     /// One subject attribute: `oid` is the OID's content octets, `value`
-    /// the attribute value's content octets.
-    pub(crate) fn on_attribute(&mut self, oid: &[u8], kind: AttrKind, value: &[u8]) -> Result<()> {
+    /// the attribute value's content octets, `multi_valued` whether its
+    /// RDN holds more than one attribute.
+    pub(crate) fn on_attribute(
+        &mut self,
+        oid: &[u8],
+        kind: AttrKind,
+        value: &[u8],
+        multi_valued: bool,
+    ) -> Result<()> {
+        check_oid(oid)?;
         let (slot, name) = if oid == TELEPORT_PINNED_IP_OID.as_bytes() {
             (&mut self.tp_pin, "1.3.9999.2.15")
         } else if oid == TELEPORT_LOGIN_IP_OID.as_bytes() {
@@ -54,6 +169,13 @@ impl PinState {
         } else {
             return Ok(());
         };
+        if multi_valued {
+            return Err(Error::AttributeValue {
+                oid: name.to_owned(),
+                reason: "in a multi-valued RDN; Teleport puts each attribute in its own RDN"
+                    .to_owned(),
+            });
+        }
         if slot.is_some() {
             return Err(Error::DuplicateAttribute {
                 oid: name.to_owned(),
@@ -75,7 +197,16 @@ impl PinState {
 
     /// One extension: `oid` is the OID's content octets, `value` the
     /// extnValue OCTET STRING's content octets.
-    pub(crate) fn on_extension(&mut self, oid: &[u8], critical: bool, value: &[u8]) -> Result<()> {
+    pub(crate) fn on_extension(
+        &mut self,
+        oid: &'a [u8],
+        critical: bool,
+        value: &[u8],
+    ) -> Result<()> {
+        check_oid(oid)?;
+        if !self.seen.insert(oid) {
+            return Err(Error::DuplicateExtension { oid: dotted(oid) });
+        }
         let (slot, name) = if oid == PINNED_IP_OID.as_bytes() {
             (&mut self.ext_pin, "1.3.9999.1.9")
         } else if oid == LOGIN_IP_OID.as_bytes() {
@@ -167,4 +298,19 @@ pub(crate) fn decode_ip_printable(value: &[u8]) -> Result<IpAddr, String> {
         return Err("character not allowed in PrintableString".to_owned());
     }
     parse_canonical_ip_bytes(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_oid;
+
+    #[test]
+    fn oid_encodings() {
+        assert!(valid_oid(&[0x2b, 0xce, 0x0f, 0x01, 0x09])); // 1.3.9999.1.9
+        assert!(valid_oid(&[0x00]));
+        assert!(!valid_oid(&[]));
+        assert!(!valid_oid(&[0x2b, 0x80, 0xce, 0x0f, 0x01, 0x09])); // padded arc
+        assert!(!valid_oid(&[0x80, 0x2b])); // padded first arc
+        assert!(!valid_oid(&[0x2b, 0xce])); // truncated arc
+    }
 }

@@ -11,7 +11,7 @@
 //! accepts the two agree exactly, and the fast path never fails where the
 //! full decoder succeeds.
 
-use super::pin::{AttrKind, PinState, Pins};
+use super::pin::{AttrKind, ExtensionsPresent, PinState, Pins, check_tbs_shape};
 use crate::{Error, Result};
 
 /// One DER TLV inside the certificate.
@@ -153,6 +153,10 @@ pub(crate) struct CertParts<'a> {
     pub(crate) spki: Tlv<'a>,
     /// The `SEQUENCE OF Extension` TLV inside `[3]`, when present.
     pub(crate) extensions: Option<Tlv<'a>>,
+    /// The Version value (0 = v1, the default when absent).
+    pub(crate) version: u8,
+    /// Whether issuerUniqueID or subjectUniqueID is present.
+    pub(crate) unique_ids: bool,
 }
 
 /// Walks the framing of Certificate and TBSCertificate.
@@ -168,8 +172,17 @@ pub(crate) fn cert_parts(der: &[u8]) -> Result<CertParts<'_>> {
     c.end("trailing fields in Certificate")?;
 
     let mut t = Cursor::inside(&tbs, "TBSCertificate");
+    // version [0] EXPLICIT INTEGER DEFAULT v1: exactly `02 01 0v` inside.
+    let mut version = 0;
     if t.peek() == Some(0xa0) {
-        t.any()?;
+        let wrapper = t.any()?;
+        let mut v = Cursor::inside(&wrapper, "version");
+        let int = v.expect(0x02, "expected version INTEGER")?;
+        v.end("trailing bytes after version")?;
+        version = match int.value {
+            [n] if *n <= 2 => *n,
+            _ => return Err(v.err("version is not v1, v2 or v3 (one octet 0, 1 or 2)")),
+        };
     }
     t.expect(0x02, "expected serialNumber INTEGER")?;
     t.expect(0x30, "expected signature AlgorithmIdentifier")?;
@@ -177,11 +190,14 @@ pub(crate) fn cert_parts(der: &[u8]) -> Result<CertParts<'_>> {
     t.expect(0x30, "expected validity SEQUENCE")?;
     let subject = t.expect(0x30, "expected subject Name")?;
     let spki = t.expect(0x30, "expected subjectPublicKeyInfo SEQUENCE")?;
+    let mut unique_ids = false;
     if t.peek() == Some(0x81) {
         t.any()?;
+        unique_ids = true;
     }
     if t.peek() == Some(0x82) {
         t.any()?;
+        unique_ids = true;
     }
     let mut extensions = None;
     if t.peek() == Some(0xa3) {
@@ -195,29 +211,39 @@ pub(crate) fn cert_parts(der: &[u8]) -> Result<CertParts<'_>> {
         subject,
         spki,
         extensions,
+        version,
+        unique_ids,
     })
 }
 
 /// Feeds every subject attribute to `state`, in order.
-pub(crate) fn walk_subject(subject: &Tlv<'_>, state: &mut PinState) -> Result<()> {
+pub(crate) fn walk_subject(subject: &Tlv<'_>, state: &mut PinState<'_>) -> Result<()> {
     let mut rdns = Cursor::inside(subject, "subject");
     while !rdns.is_empty() {
         let rdn = rdns.expect(0x31, "expected RelativeDistinguishedName SET")?;
         let mut atvs = Cursor::inside(&rdn, "subject");
+        let mut first = true;
         while !atvs.is_empty() {
             let atv = atvs.expect(0x30, "expected AttributeTypeAndValue SEQUENCE")?;
+            let multi_valued = !(first && atvs.is_empty());
+            first = false;
             let mut a = Cursor::inside(&atv, "subject");
             let oid = a.expect(0x06, "expected attribute type OID")?;
             let value = a.any()?;
             a.end("trailing bytes in AttributeTypeAndValue")?;
-            state.on_attribute(oid.value, AttrKind::from_tag_octet(value.tag), value.value)?;
+            state.on_attribute(
+                oid.value,
+                AttrKind::from_tag_octet(value.tag),
+                value.value,
+                multi_valued,
+            )?;
         }
     }
     Ok(())
 }
 
 /// Feeds every extension to `state`, in order.
-pub(crate) fn walk_extensions(exts: &Tlv<'_>, state: &mut PinState) -> Result<()> {
+pub(crate) fn walk_extensions<'a>(exts: &Tlv<'a>, state: &mut PinState<'a>) -> Result<()> {
     let mut list = Cursor::inside(exts, "extensions");
     while !list.is_empty() {
         let ext = list.expect(0x30, "expected Extension SEQUENCE")?;
@@ -242,6 +268,17 @@ pub(crate) fn walk_extensions(exts: &Tlv<'_>, state: &mut PinState) -> Result<()
 /// The fast path proper.
 pub(crate) fn pins_fast(der: &[u8]) -> Result<Pins> {
     let parts = cert_parts(der)?;
+    check_tbs_shape(
+        parts.version,
+        parts.unique_ids,
+        parts.extensions.map(|e| {
+            if e.value.is_empty() {
+                ExtensionsPresent::Empty
+            } else {
+                ExtensionsPresent::NonEmpty
+            }
+        }),
+    )?;
     let mut state = PinState::default();
     walk_subject(&parts.subject, &mut state)?;
     if let Some(exts) = &parts.extensions {

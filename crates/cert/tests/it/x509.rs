@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use der::Decode as _;
 use ippin_cert::Error;
 use ippin_cert::x509::{
     self, ClientCertRequest, PinnedIp, Profile, ServerCertRequest, X509Ca, client_identity,
@@ -530,4 +531,289 @@ fn ca_round_trips_through_pem_and_server_certificates_issue() {
     );
     assert!(ServerCertRequest::new(vec![], vec![], spki(), 1, 2, 1).is_err());
     assert!(ServerCertRequest::new(vec!["bad name".into()], vec![], spki(), 1, 2, 1).is_err());
+}
+
+// --- hardening: structure rules both readers enforce, and the pin text ---
+
+/// A certificate with full control over version, unique IDs and the
+/// extensions field (`None` = no `[3]` at all).
+fn shaped(
+    ca: &X509Ca,
+    version: Option<&[u8]>,
+    unique_ids: &[Vec<u8>],
+    rdns: &[Vec<u8>],
+    exts: Option<&[Vec<u8>]>,
+) -> Vec<u8> {
+    let mut subject = vec![attr("2.5.4.3", 0x0c, b"alice")];
+    subject.extend_from_slice(rdns);
+    let mut tbs = Vec::new();
+    if let Some(v) = version {
+        tbs.push(v.to_vec());
+    }
+    tbs.extend([
+        vec![0x02, 0x01, 0x07],
+        seq(&[oid("1.2.840.10045.4.3.2")]),
+        ca.subject_der().to_vec(),
+        seq(&[tlv(0x17, b"231114000000Z"), tlv(0x17, b"331114000000Z")]),
+        seq(&subject),
+        spki(),
+    ]);
+    tbs.extend_from_slice(unique_ids);
+    if let Some(exts) = exts {
+        tbs.push(tlv(0xa3, &seq(exts)));
+    }
+    ca.danger_sign_tbs(&seq(&tbs), &mut rng()).unwrap()
+}
+
+const V1: Option<&[u8]> = None;
+const V1_EXPLICIT: Option<&[u8]> = Some(&[0xa0, 0x03, 0x02, 0x01, 0x00]);
+const V2: Option<&[u8]> = Some(&[0xa0, 0x03, 0x02, 0x01, 0x01]);
+const V3: Option<&[u8]> = Some(&[0xa0, 0x03, 0x02, 0x01, 0x02]);
+
+/// The agreement contract, plus: both fail. Returns (full code, fast code).
+fn both_fail(der: &[u8]) -> (&'static str, &'static str) {
+    crate::props::check_agreement(der);
+    (
+        pinned_ip(der).unwrap_err().code(),
+        pinned_ip_fast(der).unwrap_err().code(),
+    )
+}
+
+#[test]
+fn duplicate_extensions_of_any_oid_are_refused_by_both() {
+    let ca = ca();
+    let pin = ext(PIN, None, &printable("10.0.0.1"));
+    let eku = ext("2.5.29.37", None, &seq(&[oid("1.3.6.1.5.5.7.3.2")]));
+    let other = ext("1.2.3.4", None, &[0x05, 0x00]);
+    for (name, exts) in [
+        // `crafted` always adds basicConstraints: a second one
+        (
+            "basicConstraints twice",
+            vec![pin.clone(), ext("2.5.29.19", Some(true), &seq(&[]))],
+        ),
+        ("EKU twice", vec![eku.clone(), pin.clone(), eku.clone()]),
+        (
+            "unknown OID twice",
+            vec![other.clone(), other.clone(), pin.clone()],
+        ),
+        (
+            "unknown twice, unpinned",
+            vec![other.clone(), other.clone()],
+        ),
+    ] {
+        let der = crafted(&ca, &[], &exts);
+        assert_eq!(both(&der), Err("duplicate_extension"), "{name}");
+        assert_eq!(
+            client_identity(&der).unwrap_err().code(),
+            "duplicate_extension",
+            "{name}"
+        );
+    }
+    let der = crafted(&ca, &[], &[eku.clone(), eku]);
+    assert_eq!(
+        pinned_ip_fast(&der).unwrap_err().to_string(),
+        "duplicate extension 2.5.29.37"
+    );
+    // many distinct extensions are fine (past the 16 kept inline)
+    let many: Vec<Vec<u8>> = (1..40)
+        .map(|i| ext(&format!("1.2.3.{i}"), None, &[0x05, 0x00]))
+        .chain([pin.clone()])
+        .collect();
+    assert_eq!(both(&crafted(&ca, &[], &many)), Ok(Some(ip("10.0.0.1"))));
+    // and a duplicate among many is found
+    let mut dup = many.clone();
+    dup.push(ext("1.2.3.7", None, &[0x05, 0x00]));
+    assert_eq!(both(&crafted(&ca, &[], &dup)), Err("duplicate_extension"));
+}
+
+#[test]
+fn version_unique_ids_and_empty_extensions() {
+    let ca = ca();
+    let pin = [ext(PIN, None, &printable("10.0.0.1"))];
+    let uid = |tag: u8| tlv(tag, &[0x00, 0xab]);
+    // fine: v3 with extensions, v3/v2 with unique IDs, v1 bare
+    assert_eq!(
+        both(&shaped(&ca, V3, &[], &[], Some(&pin))),
+        Ok(Some(ip("10.0.0.1")))
+    );
+    assert_eq!(
+        both(&shaped(&ca, V3, &[uid(0x81), uid(0x82)], &[], Some(&pin))),
+        Ok(Some(ip("10.0.0.1")))
+    );
+    assert_eq!(both(&shaped(&ca, V2, &[uid(0x82)], &[], None)), Ok(None));
+    assert_eq!(both(&shaped(&ca, V1, &[], &[], None)), Ok(None));
+    // refused by both, the same way
+    for (name, der) in [
+        ("v1 with extensions", shaped(&ca, V1, &[], &[], Some(&pin))),
+        ("v2 with extensions", shaped(&ca, V2, &[], &[], Some(&pin))),
+        ("v3, empty extensions", shaped(&ca, V3, &[], &[], Some(&[]))),
+        (
+            "v1 with issuerUniqueID",
+            shaped(&ca, V1, &[uid(0x81)], &[], None),
+        ),
+        (
+            "v1 with subjectUniqueID",
+            shaped(&ca, V1, &[uid(0x82)], &[], None),
+        ),
+    ] {
+        assert_eq!(both(&der), Err("certificate_profile"), "{name}");
+    }
+    // a pinned v1/v2 certificate is an error, never "unpinned"
+    let err = pinned_ip_fast(&shaped(&ca, V1, &[], &[], Some(&pin))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "certificate structure: extensions in a v1 or v2 certificate (RFC 5280: v3 only)"
+    );
+    // versions that are not v1..v3, or badly encoded, fail in both
+    for (name, version) in [
+        ("version 4", &[0xa0, 0x03, 0x02, 0x01, 0x03][..]),
+        ("negative version", &[0xa0, 0x03, 0x02, 0x01, 0xff]),
+        ("padded version", &[0xa0, 0x04, 0x02, 0x02, 0x00, 0x02]),
+        ("version not an INTEGER", &[0xa0, 0x03, 0x04, 0x01, 0x02]),
+        (
+            "trailing byte in [0]",
+            &[0xa0, 0x04, 0x02, 0x01, 0x02, 0x00],
+        ),
+    ] {
+        let der = shaped(&ca, Some(version), &[], &[], Some(&pin));
+        let (full, fast) = both_fail(&der);
+        assert!(
+            full == "der" || full == "certificate_profile",
+            "{name}: {full}"
+        );
+        assert!(
+            fast == "der_structure" || fast == "certificate_profile",
+            "{name}: {fast}"
+        );
+    }
+    // an explicitly encoded v1 (DER forbids encoding the default) with a pin
+    let (_, fast) = both_fail(&shaped(&ca, V1_EXPLICIT, &[], &[], Some(&pin)));
+    assert_eq!(fast, "certificate_profile");
+}
+
+#[test]
+fn non_minimal_oid_of_the_pin_is_not_another_extension() {
+    let ca = ca();
+    // 1.3.9999.1.9 with a padded arc: 2b 80 ce 0f 01 09
+    let padded = seq(&[
+        tlv(0x06, &[0x2b, 0x80, 0xce, 0x0f, 0x01, 0x09]),
+        tlv(0x04, &printable("10.0.0.1")),
+    ]);
+    let der = crafted(&ca, &[], &[padded]);
+    // x509-cert decodes it (as an OID that is not byte-equal to the pin's),
+    // so without the shared check the full decoder would say "unpinned"
+    assert!(x509_cert::Certificate::from_der(&der).is_ok());
+    assert_eq!(both(&der), Err("certificate_profile"));
+    // the same for a Teleport attribute type
+    let rdn = tlv(
+        0x31,
+        &seq(&[
+            tlv(0x06, &[0x2b, 0xce, 0x0f, 0x02, 0x80, 0x0f]),
+            printable("10.0.0.1"),
+        ]),
+    );
+    let der = crafted(&ca, &[rdn], &[]);
+    assert_eq!(both(&der), Err("certificate_profile"));
+}
+
+#[test]
+fn teleport_pin_in_a_multi_valued_rdn_is_refused() {
+    let ca = ca();
+    let atv = |id: &str, text: &str| seq(&[oid(id), printable(text)]);
+    // DER SET OF: elements in ascending order of their encodings
+    let mut members = [atv(TP_PIN, "10.0.0.1"), atv("2.5.4.10", "dev")];
+    members.sort();
+    let multi = tlv(0x31, &members.concat());
+    let der = crafted(&ca, &[multi], &[]);
+    assert_eq!(both(&der), Err("attribute_value"));
+    // both Teleport attributes in one RDN
+    let mut members = [atv(TP_PIN, "10.0.0.1"), atv(TP_LOGIN, "10.0.0.1")];
+    members.sort();
+    let der = crafted(&ca, &[tlv(0x31, &members.concat())], &[]);
+    assert_eq!(both(&der), Err("attribute_value"));
+    // UTF8String is accepted, in its own RDN
+    let der = crafted(&ca, &[attr(TP_PIN, 0x0c, b"2001:db8::1")], &[]);
+    assert_eq!(both(&der), Ok(Some(ip("2001:db8::1"))));
+}
+
+#[test]
+fn pin_text_and_inner_encoding() {
+    let ca = ca();
+    // PrintableString includes ':' (X.680): IPv6 text is accepted as is
+    for good in [
+        "2001:db8::1",
+        "::1",
+        "::",
+        "1::",
+        "fe80::1",
+        "64:ff9b::102:304",
+        "0.0.0.0",
+    ] {
+        let der = crafted(&ca, &[], &[ext(PIN, None, &printable(good))]);
+        assert_eq!(both(&der), Ok(Some(ip(good))), "{good}");
+    }
+    for bad in [
+        "::ffff:1.2.3.4",
+        "::FFFF:1.2.3.4",
+        "01.2.3.4",
+        "1.2.3.4 ",
+        " 1.2.3.4",
+        "1.2.3.4%eth0",
+        "fe80::1%1",
+        "[::1]",
+        "[::1]:22",
+        "1:0:0:0:0:0:0:0",
+        "1::0",
+        "0:0:0:0:0:0:0:1",
+        "2001:DB8::1",
+        "2001:db8:0:0:1:0:0:1",
+        "::1:0:0:0:0:0:0:0",
+        "127.1",
+        "0x7f.0.0.1",
+        "1.2.3.4/32",
+        "1.2.3.4.",
+        "",
+    ] {
+        let der = crafted(&ca, &[], &[ext(PIN, None, &tlv(0x13, bad.as_bytes()))]);
+        assert_eq!(both(&der), Err("extension_value"), "{bad:?}");
+        let der = crafted(&ca, &[attr(TP_PIN, 0x13, bad.as_bytes())], &[]);
+        assert_eq!(both(&der), Err("attribute_value"), "teleport {bad:?}");
+    }
+    // the inner value: one PrintableString TLV, minimal definite length
+    for (name, value) in [
+        ("UTF8String", tlv(0x0c, b"10.0.0.1")),
+        ("IA5String", tlv(0x16, b"10.0.0.1")),
+        ("OCTET STRING", tlv(0x04, b"10.0.0.1")),
+        ("raw text", b"10.0.0.1".to_vec()),
+        (
+            "indefinite length",
+            [&[0x13u8, 0x80][..], b"10.0.0.1", &[0, 0]].concat(),
+        ),
+        (
+            "long form length",
+            [&[0x13u8, 0x82, 0x00, 0x08][..], b"10.0.0.1"].concat(),
+        ),
+        (
+            "constructed PrintableString",
+            tlv(0x33, &printable("10.0.0.1")),
+        ),
+        (
+            "two strings",
+            [printable("10.0.0.1"), printable("10.0.0.2")].concat(),
+        ),
+        ("NUL inside", tlv(0x13, b"10.0.0.1\0")),
+    ] {
+        let der = crafted(&ca, &[], &[ext(PIN, None, &value)]);
+        assert_eq!(both(&der), Err("extension_value"), "{name}");
+    }
+}
+
+#[test]
+fn trailing_bytes_after_the_certificate_fail_in_both() {
+    let der = client(&ca(), Some("192.0.2.1"), None, Profile::Ippin);
+    for tail in [&[0u8][..], &[0, 0], &[0x30, 0x00], &der[..10]] {
+        let longer = [der.as_slice(), tail].concat();
+        assert_eq!(both_fail(&longer), ("der", "der_structure"));
+        assert!(client_identity(&longer).is_err());
+    }
 }
