@@ -301,3 +301,109 @@ fn haproxy_over_ipv6_with_tlvs_and_crc32c() {
     let denied = whoami_at(&cluster, &alice, lb.binds[1], "127.0.0.1", &[]).expect(403);
     assert_eq!(denied["error"], "pinned_ip_mismatch", "{denied}");
 }
+
+/// Accepts connections on `listener` until one carries a PROXY header
+/// whose source IP is `from` (readiness probes come from elsewhere), and
+/// returns what it sent: the whole header and whatever followed in the same
+/// reads. Bounded by 10 s.
+fn capture_header(listener: &std::net::TcpListener, from: IpAddr) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    listener.set_nonblocking(true).expect("non-blocking");
+    while Instant::now() < deadline {
+        let mut conn = match listener.accept() {
+            Ok((conn, _)) => conn,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        conn.set_nonblocking(false).expect("blocking");
+        conn.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            match ippin_proxy_protocol::parse(&bytes) {
+                Err(e) if e.is_incomplete() => {}
+                _ => break,
+            }
+            match conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(_) => {}
+            }
+        }
+        let source = ippin_proxy_protocol::parse(&bytes)
+            .ok()
+            .and_then(|(h, _)| h.source());
+        if source.map(|s| s.ip()) == Some(from) {
+            return bytes;
+        }
+    }
+    panic!("no PROXY header from {from} within 10 s");
+}
+
+#[test]
+fn inspect_proxy_reads_what_haproxy_and_curl_send() {
+    let capture = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind");
+    let target = capture.local_addr().expect("address");
+    let lb = Haproxy::start(&[(target, "send-proxy-v2 proxy-v2-options crc32c,unique-id")]);
+    let url = format!("http://127.0.0.1:{}/", lb.ports[0]);
+    let client = std::thread::spawn(move || {
+        crate::support::curl(&["--interface", "127.0.0.2", "--max-time", "3", &url])
+    });
+    let bytes = capture_header(&capture, "127.0.0.2".parse().expect("IP"));
+    let _ = client.join();
+    let ran = crate::support::ippin(&["inspect", "proxy", "-"], &bytes);
+    assert_eq!(ran.code, Some(0), "{ran:?} on {bytes:02x?}");
+    let got: Value = serde_json::from_str(&ran.stdout).expect("JSON");
+    assert_eq!(got["version"], 2);
+    assert_eq!(got["command"], "proxy");
+    assert_eq!(got["family"], "tcp4");
+    assert!(
+        got["source"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("127.0.0.2:"),
+        "{got}"
+    );
+    assert_eq!(got["destination"], format!("127.0.0.1:{}", lb.ports[0]));
+    assert_eq!(got["crc32c"], "valid");
+    let types: Vec<u64> = got["tlvs"]
+        .as_array()
+        .expect("tlvs")
+        .iter()
+        .filter_map(|t| t["type"].as_u64())
+        .collect();
+    assert!(types.contains(&3), "CRC32C TLV missing: {got}");
+
+    // curl's own v1 header, straight.
+    let url = format!("http://{target}/");
+    let client = std::thread::spawn(move || {
+        crate::support::curl(&[
+            "--interface",
+            "127.0.0.2",
+            "--haproxy-protocol",
+            "--max-time",
+            "3",
+            &url,
+        ])
+    });
+    let bytes = capture_header(&capture, "127.0.0.2".parse().expect("IP"));
+    let _ = client.join();
+    let ran = crate::support::ippin(&["inspect", "proxy", "-"], &bytes);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let got: Value = serde_json::from_str(&ran.stdout).expect("JSON");
+    assert_eq!(got["version"], 1);
+    assert_eq!(got["family"], "tcp4");
+    assert!(
+        got["source"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("127.0.0.2:"),
+        "{got}"
+    );
+    assert_eq!(got["destination"], target.to_string());
+    // The HTTP request that followed is the application's, not a header.
+    assert!(bytes.len() > got["header_len"].as_u64().unwrap_or(0) as usize);
+}
