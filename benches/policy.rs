@@ -165,6 +165,26 @@ fn lookups(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reading the policy file itself (not on the lookup path): 10 and 10,000 rules.
+fn parsing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("netrestrict_parse");
+    for n in [10usize, 10_000] {
+        let text = policy(
+            n,
+            &[16, 20, 24, 28, 32],
+            &[48, 56, 64, 128],
+            0x5eed + n as u64,
+        );
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_with_input(BenchmarkId::new("ippin", n), &text, |b, text| {
+            b.iter(|| {
+                NetworkRestrictions::parse("bench.yaml", black_box(text)).map(|p| p.has_policy())
+            })
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -175,6 +195,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = lookups
+    targets = lookups, parsing
 }
 criterion_main!(benches);
