@@ -57,13 +57,13 @@ pub enum Error {
         what: String,
     },
     /// Two roles in one role set have the same name.
-    #[error("duplicate role `{name}`")]
+    #[error("duplicate role {name:?}")]
     DuplicateRole {
         /// The repeated name.
         name: String,
     },
     /// A user's role name is not in the role set.
-    #[error("unknown role `{name}`")]
+    #[error("unknown role {name:?}")]
     UnknownRole {
         /// The name that was not found.
         name: String,

@@ -48,15 +48,21 @@ impl fmt::Display for CertPin {
             CertPin::None => f.write_str("no pin"),
             CertPin::Ip(ip) => write!(f, "{}", canonical_ip(*ip)),
             CertPin::Nets(nets) => {
-                for (i, n) in nets.iter().enumerate() {
+                for (i, n) in nets.iter().take(8).enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
                     write!(f, "{n}")?;
                 }
+                if nets.len() > 8 {
+                    write!(f, ", ... ({} networks)", nets.len())?;
+                }
                 Ok(())
             }
-            CertPin::Invalid(why) => write!(f, "unreadable pin ({why})"),
+            CertPin::Invalid(why) => {
+                let why: String = why.chars().take(120).collect();
+                write!(f, "unreadable pin ({why:?})")
+            }
         }
     }
 }
@@ -180,7 +186,10 @@ pub(crate) fn check_pin_with(
     match pin {
         CertPin::Invalid(why) => Decision::Deny(Denial::new(
             DenyReason::InvalidPin,
-            format_args!("the certificate's source-IP pin cannot be read ({why})"),
+            format_args!(
+                "the certificate's source-IP pin cannot be read ({:?})",
+                why.chars().take(120).collect::<String>()
+            ),
         )),
         CertPin::Nets(nets) if nets.is_empty() => Decision::Deny(Denial::new(
             DenyReason::InvalidPin,

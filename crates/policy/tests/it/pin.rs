@@ -258,3 +258,27 @@ fn every_provenance_mapped_and_unmapped() {
         }
     }
 }
+
+#[test]
+fn long_pins_are_summarised_in_messages() {
+    let nets: Vec<IpNet> = (0..100u8).map(|i| net(&format!("10.{i}.0.0/16"))).collect();
+    let d = check_pin(true, &CertPin::Nets(nets), &seen("192.0.2.1:1", true));
+    let denial = d.denial().unwrap();
+    assert_eq!(denial.reason, DenyReason::PinnedIpMismatch);
+    assert!(
+        denial.message.contains("10.7.0.0/16, ... (100 networks)"),
+        "{}",
+        denial.message
+    );
+    assert!(!denial.message.contains("10.8.0.0/16"));
+    let d = check_pin(
+        false,
+        &CertPin::Invalid("bad\nline".into()),
+        &seen("192.0.2.1:1", true),
+    );
+    assert!(
+        d.denial().unwrap().message.contains(r#"("bad\nline")"#),
+        "{:?}",
+        d
+    );
+}
