@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    let lines: Vec<&str> = if text.is_empty() { Vec::new() } else { text.split('\n').collect() };
+    let lines: Vec<&str> = if text.is_empty() {
+        Vec::new()
+    } else {
+        text.split('\n').collect()
+    };
     let peer: SocketAddr = if selector & 4 == 0 {
         "10.0.0.1:4000".parse().unwrap()
     } else {
@@ -25,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     let mode = if selector & 1 == 0 {
         ForwardedMode::CompatibleStrict
     } else {
-        ForwardedMode::TrustedProxies(vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()])
+        ForwardedMode::TrustedProxies(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ])
     };
     let result = if selector & 2 == 0 {
         client_from_x_forwarded_for(&lines, peer, &mode)

@@ -20,7 +20,12 @@ fuzz_target!(|data: &[u8]| {
         b[..chunk.len()].copy_from_slice(chunk);
         probes.push(IpAddr::V4(Ipv4Addr::from(b)));
     }
-    for net in policy.allow_rules().iter().chain(policy.deny_rules()).take(64) {
+    for net in policy
+        .allow_rules()
+        .iter()
+        .chain(policy.deny_rules())
+        .take(64)
+    {
         probes.push(net.network());
     }
     for dst in probes {

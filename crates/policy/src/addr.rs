@@ -45,7 +45,7 @@ impl std::fmt::Display for Provenance {
 /// the IPv4 address `a.b.c.d`; every other address is returned unchanged.
 ///
 /// The deprecated IPv4-compatible form `::a.b.c.d` is *not* converted: it is a different
-/// IPv6 address, not an IPv4 one (this is why [`Ipv6Addr::to_ipv4`], which converts both, is
+/// IPv6 address, not an IPv4 one (this is why [`std::net::Ipv6Addr::to_ipv4`], which converts both, is
 /// never used here).
 ///
 /// ```
