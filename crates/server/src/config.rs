@@ -607,9 +607,11 @@ pub fn add_user_to_text(
             message: format!("user `{name}` already exists"),
         });
     }
+    // Quoted, so that names like `null`, `true` or `on` stay strings.
+    let quoted: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
     let entry = format!(
-        "  - {{name: {name}, password_hash: \"{password_hash}\", roles: [{}]}}",
-        roles.join(", ")
+        "  - {{name: \"{name}\", password_hash: \"{password_hash}\", roles: [{}]}}",
+        quoted.join(", ")
     );
     let lines: Vec<&str> = text.lines().collect();
     let mut out: Vec<String> = Vec::with_capacity(lines.len() + 2);
@@ -896,12 +898,69 @@ listeners:
     }
 
     #[test]
+    fn user_add_keeps_yaml_keywords_as_strings() {
+        for name in ["null", "true", "on", "no", "1"] {
+            let out = add_user_to_text(
+                Path::new("/x"),
+                GOOD,
+                name,
+                "$argon2id$h",
+                &["off".to_owned(), "null".to_owned()],
+            )
+            .unwrap();
+            let c = Config::parse(Path::new("/x"), &out).unwrap();
+            assert_eq!(c.user(name).unwrap().roles, ["off", "null"]);
+        }
+    }
+
+    #[test]
     fn user_add_refuses_unsafe_names() {
         for bad in ["", "a b", "-x", "a\"b", "é"] {
             assert!(
                 add_user_to_text(Path::new("/x"), GOOD, bad, "$argon2id$h", &[]).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any text is an error or a configuration, never a panic.
+            #[test]
+            fn parse_never_panics(text in "\\PC{0,400}") {
+                let _ = Config::parse(Path::new("/x/c.yaml"), &text);
+            }
+
+            /// Any single-byte change of a valid file is handled.
+            #[test]
+            fn mutations_never_panic(at in 0usize..GOOD.len(), byte in any::<u8>()) {
+                let mut bytes = GOOD.as_bytes().to_vec();
+                bytes[at] = byte;
+                if let Ok(text) = String::from_utf8(bytes) {
+                    let _ = Config::parse(Path::new("/x/c.yaml"), &text);
+                }
+            }
+
+            /// `user add` then parse gives back the user as added.
+            #[test]
+            fn user_add_round_trips(
+                name in "[a-z][a-z0-9._-]{0,20}",
+                roles in proptest::collection::vec("[a-z][a-z0-9-]{0,10}", 0..4),
+            ) {
+                prop_assume!(name != "alice");
+                let hash = "$argon2id$v=19$m=4096,t=1,p=1$c2FsdA$aGFzaA";
+                let out = add_user_to_text(Path::new("/x/c.yaml"), GOOD, &name, hash, &roles).unwrap();
+                let c = Config::parse(Path::new("/x/c.yaml"), &out).unwrap();
+                let u = c.user(&name).unwrap();
+                prop_assert_eq!(&u.roles, &roles);
+                prop_assert_eq!(u.password_hash.as_str(), hash);
+                prop_assert_eq!(c.users.len(), 2);
+            }
         }
     }
 }
