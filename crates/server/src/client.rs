@@ -458,33 +458,53 @@ pub async fn login_command(args: &LoginArgs) -> Outcome {
         Ok(t) => t,
         Err(e) => return fail(e.to_string()),
     };
-    let addr = match host.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(mut addrs) => match addrs.next() {
-                Some(a) => a,
-                None => return fail(format!("{host}: no address")),
-            },
+            Ok(addrs) => addrs.take(8).collect(),
             Err(e) => return fail(format!("{host}: {e}")),
         },
     };
+    if addrs.is_empty() {
+        return fail(format!("{host}: no address"));
+    }
     let password = match crate::users::read_password(&format!("password for {}: ", args.user)) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let ep = Endpoint {
-        addr,
-        server_name: host,
-        ca_pem,
-        bind: args.bind,
-        proxy_header: None,
-        headers: Vec::new(),
-    };
-    let creds = match login(&ep, &args.user, &password).await {
-        Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
-    };
-    let files = match save(&args.out, &creds) {
+    // Try each address the name resolves to (`localhost` may give ::1
+    // first while the server listens on 127.0.0.1); stop at the first that
+    // connects, whatever its answer.
+    // With `--bind`, only addresses of the same family: connecting from
+    // another source than the one asked for would defeat its purpose.
+    let mut last = None;
+    for addr in addrs {
+        if args.bind.is_some_and(|ip| ip.is_ipv4() != addr.is_ipv4()) {
+            continue;
+        }
+        let ep = Endpoint {
+            addr,
+            server_name: host.clone(),
+            ca_pem: ca_pem.clone(),
+            bind: args.bind,
+            proxy_header: None,
+            headers: Vec::new(),
+        };
+        match login(&ep, &args.user, &password).await {
+            Ok(creds) => return finish_login(args, &creds),
+            Err(e @ ClientError::Io { .. }) => last = Some(e),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    fail(last.map_or_else(
+        || format!("{host}: no address of the --bind address's family"),
+        |e| e.to_string(),
+    ))
+}
+
+fn finish_login(args: &LoginArgs, creds: &Credentials) -> Outcome {
+    let fail = |m: String| Outcome::fail(1, format!("error: {m}\n"));
+    let files = match save(&args.out, creds) {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
