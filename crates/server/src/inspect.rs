@@ -183,7 +183,10 @@ pub fn cert(bytes: &[u8]) -> Outcome {
         }
     };
     if let CertPin::Invalid(why) = &loaded.pin {
-        return Outcome::fail(EXIT_INVALID, format!("error: malformed pin: {why}\n"));
+        return Outcome::fail(
+            EXIT_INVALID,
+            format!("error: the pin cannot be read: {why}\n"),
+        );
     }
     if let Some(why) = &loaded.login_ip_error {
         return Outcome::fail(EXIT_INVALID, format!("error: malformed login IP: {why}\n"));
@@ -1168,7 +1171,7 @@ mod tests {
         ] {
             let text = raw_ssh_cert(NOW + 60, &[("source-address", list)], &[]);
             let err = error_line(cert(text.as_bytes()), 1);
-            assert!(err.contains("malformed pin"), "{list}: {err}");
+            assert!(err.contains("pin cannot be read"), "{list}: {err}");
             assert!(err.contains("source-address"), "{list}: {err}");
         }
         let text = raw_ssh_cert(NOW + 60, &[], &[("login-ip", "192.0.2.010")]);
@@ -1247,6 +1250,16 @@ mod tests {
                 ),
             ),
             (
+                "duplicate basicConstraints",
+                crafted(
+                    &[],
+                    &[
+                        pin("192.0.2.1"),
+                        ext(&[0x55, 0x1D, 0x13], None, &[0x30, 0x00]),
+                    ],
+                ),
+            ),
+            (
                 "bad login IP",
                 crafted(
                     &[],
@@ -1256,7 +1269,7 @@ mod tests {
         ];
         for (what, der) in cases {
             let err = error_line(cert(&der), 1);
-            assert!(err.contains("malformed pin"), "{what}: {err}");
+            assert!(err.contains("pin cannot be read"), "{what}: {err}");
         }
         // The crafted writer itself makes readable certificates.
         let ok = crafted(&[], &[pin("192.0.2.1")]);
