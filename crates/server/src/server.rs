@@ -535,7 +535,15 @@ async fn login_route(
     };
     let body: LoginRequest = match http::read_json(req).await {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(resp) => {
+            state.audit(&AuditEvent::LoginRefused {
+                user: String::new(),
+                observed: AuditEvent::addr(&observed),
+                provenance: observed.provenance().as_str().into(),
+                reason: "bad_request".into(),
+            });
+            return resp;
+        }
     };
     login(state, &observed, body).await
 }
