@@ -1,6 +1,8 @@
 #![no_main]
 //! SSH certificate parsing (binary and OpenSSH text) and validation: no
-//! panic; what parses re-encodes to a certificate that parses the same.
+//! panic; what the strict text parser accepts is the canonical encoding
+//! (decoding the binary form of its body gives the same certificate and
+//! re-encodes to the same bytes); what validates has a well-formed pin.
 
 use ippin_cert::ssh::{SshValidation, parse_certificate, validate_user_cert};
 use ippin_cert::ssh_key::{Certificate, HashAlg};
@@ -23,10 +25,17 @@ fn check(cert: &Certificate) {
         now: cert.valid_after(),
     };
     if let Ok(ok) = validate_user_cert(cert, &v) {
+        assert!(!ok.principals.is_empty());
         if let Some(list) = &ok.source_address {
+            assert!(!list.nets().is_empty());
             for net in list.nets() {
+                assert!(net.prefix_len() > 0, "a /0 entry validated");
                 assert!(ok.check_source(net.addr()).is_ok());
             }
+        }
+        if let Some(ip) = ok.pinned_ip() {
+            assert!(ok.check_source(ip).is_ok());
+            assert_eq!(ip, ip.to_canonical());
         }
     }
 }
@@ -38,6 +47,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(cert) = parse_certificate(text) {
             check(&cert);
+            // strict: the text's base64 body is exactly the re-encoding
+            let again = cert.to_openssh().expect("re-encode text");
+            assert_eq!(
+                text.split_ascii_whitespace().nth(1),
+                again.split_ascii_whitespace().nth(1)
+            );
+            assert!(!text.trim_end().contains('\n'));
         }
     }
 });

@@ -416,7 +416,7 @@ impl SshCertRequestBuilder {
                     ),
                 ));
             }
-            if req.principals[..i].contains(p) {
+            if req.principals.get(..i).unwrap_or_default().contains(p) {
                 return Err(Error::request(
                     "principals",
                     format!("duplicate principal `{p}`"),
@@ -512,6 +512,11 @@ impl ValidatedSshCert {
     }
 }
 
+/// The longest certificate text [`parse_certificate`] reads: 256 KiB (an
+/// Ed25519 user certificate is about 700 bytes), so memory stays bounded
+/// whatever the input.
+pub const MAX_CERT_TEXT: usize = 256 * 1024;
+
 /// Reads an SSH certificate in OpenSSH one-line form
 /// (`ssh-ed25519-cert-v01@openssh.com AAAA... comment`), strictly.
 ///
@@ -526,8 +531,14 @@ impl ValidatedSshCert {
 ///
 /// # Errors
 /// [`Error::SshKey`] when it does not parse, [`Error::SshEncoding`] when it
-/// parses but is not in the one canonical encoding or has a second line.
+/// parses but is not in the one canonical encoding, has a second line, or
+/// is longer than [`MAX_CERT_TEXT`].
 pub fn parse_certificate(text: &str) -> Result<Certificate> {
+    if text.len() > MAX_CERT_TEXT {
+        return Err(Error::SshEncoding {
+            reason: format!("longer than {MAX_CERT_TEXT} bytes"),
+        });
+    }
     let line = text.trim_end();
     if line.contains(['\n', '\r']) {
         return Err(Error::SshEncoding {
@@ -688,6 +699,10 @@ fn check_options(cert: &Certificate) -> Result<CheckedOptions> {
                 if data.is_empty() {
                     return Err(critical(name, "empty command"));
                 }
+                if data.contains('\0') {
+                    // sshd reads it as a C string and refuses a NUL inside
+                    return Err(critical(name, "NUL character in the command"));
+                }
                 out.force_command = Some(data.clone());
             }
             VERIFY_REQUIRED => {
@@ -721,6 +736,14 @@ fn check_options(cert: &Certificate) -> Result<CheckedOptions> {
             PERMIT_PTY => &mut p.pty,
             PERMIT_USER_RC => &mut p.user_rc,
             NO_TOUCH => &mut p.no_touch_required,
+            // sshd reads every name as a C string: a NUL inside refuses the
+            // certificate there, so it does here too
+            _ if name.contains('\0') => {
+                return Err(extension(
+                    name,
+                    "NUL character in the extension name".into(),
+                ));
+            }
             _ => continue,
         };
         if !data.is_empty() {

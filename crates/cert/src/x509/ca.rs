@@ -161,7 +161,9 @@ impl X509Ca {
         let subject = seq(&[&rdn(&CN, UTF8, common_name)]);
         let mut serial = [0u8; 16];
         rng.fill_bytes(&mut serial);
-        serial[0] = (serial[0] & 0x7f) | 0x01;
+        if let Some(first) = serial.first_mut() {
+            *first = (*first & 0x7f) | 0x01;
+        }
         let exts = [
             extension(&BASIC_CONSTRAINTS, true, &seq(&[&[0x01, 0x01, 0xff]])),
             // keyCertSign (5) and cRLSign (6)

@@ -2,6 +2,7 @@
 
 mod interop;
 mod props;
+mod seeds;
 mod ssh;
 mod sshwire;
 mod support;

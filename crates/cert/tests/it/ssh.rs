@@ -372,9 +372,11 @@ fn recognised_critical_options_are_reported() {
 #[test]
 fn rejects_malformed_recognised_options() {
     let (ca, key) = ca_and_key();
-    let cases: [(&str, &str, bool); 5] = [
+    let cases: [(&str, &str, bool); 7] = [
         ("verify-required", "yes", true),
         ("force-command", "", true),
+        ("force-command", "/bin/true\0; rm -rf /", true),
+        ("unknown@example.com\0", "", false),
         ("permit-pty", "data", false),
         ("login-ip", "::ffff:10.0.0.1", false),
         ("login-ip", "10.0.0.1 ", false),
