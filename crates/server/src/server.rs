@@ -87,7 +87,13 @@ pub struct State {
     /// The clock.
     pub clock: Clock,
     decoy_hash: String,
+    /// Bounds concurrent argon2 verifications (each takes 19 MiB and a core
+    /// for tens of ms): memory stays bounded under a login flood.
+    hash_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most password verifications running at once.
+pub const MAX_CONCURRENT_HASHES: usize = 4;
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,6 +123,7 @@ impl State {
             audit,
             clock: Arc::new(SystemTime::now),
             decoy_hash,
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
         }
     }
 
@@ -620,9 +627,16 @@ pub async fn login(state: &State, observed: &ObservedAddr, body: LoginRequest) -
         .as_ref()
         .map_or_else(|| state.decoy_hash.clone(), |u| u.password_hash.clone());
     let password = body.password.clone();
-    let ok = tokio::task::spawn_blocking(move || crate::users::verify_password(&hash, &password))
+    let ok = match state.hash_slots.clone().acquire_owned().await {
+        Ok(slot) => tokio::task::spawn_blocking(move || {
+            let ok = crate::users::verify_password(&hash, &password);
+            drop(slot);
+            ok
+        })
         .await
-        .unwrap_or(false);
+        .unwrap_or(false),
+        Err(_) => false,
+    };
     let user = match user {
         Some(u) if ok => u,
         _ => {
