@@ -419,8 +419,17 @@ pub(crate) fn validate(area: &[u8], base: usize) -> Result<Option<(usize, u32)>,
             return Err(Error::DuplicateTlv { kind, offset });
         }
         seen |= bit;
-        if let Tlv::Crc32c(v) = decode(kind, value, offset)? {
-            crc = Some((at + 3, v));
+        // Cheap checks inline for the common types; the rest via `decode`.
+        match kind {
+            PP2_TYPE_ALPN | PP2_TYPE_NOOP => {}
+            PP2_TYPE_AUTHORITY if value.is_ascii() => {}
+            PP2_TYPE_UNIQUE_ID if value.len() <= MAX_UNIQUE_ID_LEN => {}
+            PP2_TYPE_MIN_CUSTOM..=PP2_TYPE_MAX_CUSTOM => {}
+            _ => {
+                if let Tlv::Crc32c(v) = decode(kind, value, offset)? {
+                    crc = Some((at + 3, v));
+                }
+            }
         }
         rest = tail;
     }

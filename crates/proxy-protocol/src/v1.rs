@@ -194,7 +194,135 @@ impl Cursor<'_> {
 }
 
 /// Parses a v1 line at the start of `buf` (which begins with `P`).
+#[inline]
 pub(crate) fn parse(buf: &[u8]) -> Result<(Header<'_>, usize), Error> {
+    if let Some((addrs, len)) = fast(buf)
+        && let Some(raw) = buf.get(..len)
+    {
+        return Ok((Header::V1(V1Header { raw, addrs }), len));
+    }
+    parse_precise(buf)
+}
+
+/// The common case, complete and valid `TCP4`/`TCP6` lines, in one tight
+/// pass. `None` means "not sure": [`parse_precise`] then decides and
+/// explains. Everything this accepts, [`parse_precise`] accepts with the
+/// same result (a unit proptest checks it).
+#[inline]
+fn fast(buf: &[u8]) -> Option<(V1Addrs, usize)> {
+    let (head, _) = buf.split_first_chunk::<11>()?;
+    let mut i = 11;
+    let addrs = match head {
+        b"PROXY TCP4 " => {
+            let src = fast_ipv4(buf, &mut i, b' ')?;
+            let dst = fast_ipv4(buf, &mut i, b' ')?;
+            let sport = fast_port(buf, &mut i, b' ')?;
+            let dport = fast_port(buf, &mut i, b'\r')?;
+            V1Addrs::Tcp4(SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport))
+        }
+        b"PROXY TCP6 " => {
+            let src = fast_ipv6(buf, &mut i)?;
+            let dst = fast_ipv6(buf, &mut i)?;
+            let sport = fast_port(buf, &mut i, b' ')?;
+            let dport = fast_port(buf, &mut i, b'\r')?;
+            V1Addrs::Tcp6(
+                SocketAddrV6::new(src, sport, 0, 0),
+                SocketAddrV6::new(dst, dport, 0, 0),
+            )
+        }
+        _ => return None,
+    };
+    if buf.get(i) != Some(&b'\n') || i >= MAX_V1_LEN {
+        return None;
+    }
+    Some((addrs, i + 1))
+}
+
+/// A decimal 0..=255 without leading zero, then `end`: one bounds check
+/// for the four bytes an octet and its separator can take.
+#[inline(always)]
+fn fast_u8(buf: &[u8], i: &mut usize, end: u8) -> Option<u8> {
+    let four = buf.get(*i..*i + 4)?;
+    let [b0, b1, b2, b3] = <[u8; 4]>::try_from(four).ok()?;
+    let (d0, d1, d2) = (
+        b0.wrapping_sub(b'0'),
+        b1.wrapping_sub(b'0'),
+        b2.wrapping_sub(b'0'),
+    );
+    if d0 > 9 {
+        return None;
+    }
+    if b1 == end {
+        *i += 2;
+        return Some(d0);
+    }
+    if d0 == 0 || d1 > 9 {
+        return None;
+    }
+    if b2 == end {
+        *i += 3;
+        return Some(d0 * 10 + d1);
+    }
+    if d2 > 9 || b3 != end {
+        return None;
+    }
+    *i += 4;
+    u8::try_from(u16::from(d0) * 100 + u16::from(d1) * 10 + u16::from(d2)).ok()
+}
+
+#[inline(always)]
+fn fast_ipv4(buf: &[u8], i: &mut usize, end: u8) -> Option<Ipv4Addr> {
+    let a = fast_u8(buf, i, b'.')?;
+    let b = fast_u8(buf, i, b'.')?;
+    let c = fast_u8(buf, i, b'.')?;
+    let d = fast_u8(buf, i, end)?;
+    Some(Ipv4Addr::new(a, b, c, d))
+}
+
+/// A decimal 0..=65535 without sign or leading zero, then `end`.
+#[inline(always)]
+fn fast_port(buf: &[u8], i: &mut usize, end: u8) -> Option<u16> {
+    let rest = buf.get(*i..)?;
+    let d0 = rest.first()?.wrapping_sub(b'0');
+    if d0 > 9 {
+        return None;
+    }
+    if d0 == 0 {
+        if rest.get(1) == Some(&end) {
+            *i += 2;
+            return Some(0);
+        }
+        return None;
+    }
+    let mut value = u32::from(d0);
+    for k in 1..6 {
+        let b = *rest.get(k)?;
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            if b != end {
+                return None;
+            }
+            *i += k + 1;
+            return u16::try_from(value).ok();
+        }
+        value = value * 10 + u32::from(d);
+    }
+    None
+}
+
+#[inline(always)]
+fn fast_ipv6(buf: &[u8], i: &mut usize) -> Option<Ipv6Addr> {
+    let rest = buf.get(*i..)?;
+    let window = rest.get(..MAX_V6_TEXT + 1).unwrap_or(rest);
+    let len = window.iter().position(|&b| b == b' ')?;
+    let text = rest.get(..len)?;
+    let ip = parse_ipv6(text).ok()?;
+    *i += len + 1;
+    Some(Ipv6Addr::from(ip))
+}
+
+/// The precise parser: every rule, exact errors, incomplete vs invalid.
+fn parse_precise(buf: &[u8]) -> Result<(Header<'_>, usize), Error> {
     let at_limit = buf.len() >= MAX_V1_LEN;
     let line = buf.get(..MAX_V1_LEN).unwrap_or(buf);
     let mut c = Cursor {
@@ -276,6 +404,23 @@ pub(crate) fn parse(buf: &[u8]) -> Result<(Header<'_>, usize), Error> {
     Ok((Header::V1(V1Header { raw, addrs }), c.pos))
 }
 
+/// Hex digit values; 0xFF for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Parses the IPv6 text form (RFC 4291 section 2.2): eight groups of one to
 /// four hex digits, at most one `::` standing for one or more zero groups,
 /// optionally ending in a dotted IPv4 tail (no leading zeros). No zone.
@@ -296,11 +441,11 @@ pub(crate) fn parse_ipv6(s: &[u8]) -> Result<[u8; 16], &'static str> {
     loop {
         let start = i;
         let mut value: u32 = 0;
-        while let Some(d) = s.get(i).and_then(|&b| (b as char).to_digit(16)) {
+        while let Some(d) = s.get(i).map(|&b| HEX[usize::from(b)]).filter(|&d| d < 16) {
             if i - start == 4 {
                 return Err("group longer than 4 hex digits");
             }
-            value = (value << 4) | d;
+            value = (value << 4) | u32::from(d);
             i += 1;
         }
         if s.get(i) == Some(&b'.') {
@@ -417,4 +562,50 @@ pub(crate) fn encode(addrs: &crate::Addresses, out: &mut Vec<u8>) -> Result<(), 
     r.map_err(|_| Error::Encode {
         reason: "writing to memory failed",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The fast path never accepts what the precise parser rejects, and
+        /// agrees with it on what it accepts.
+        #[test]
+        fn fast_path_is_a_subset(
+            proto in prop_oneof![Just("TCP4"), Just("TCP6")],
+            a in "[0-9a-fA-F:.]{0,12}",
+            b in "[0-9a-fA-F:.]{0,12}",
+            p in "[0-9+]{0,6}",
+            q in "[0-9-]{0,6}",
+            end in prop_oneof![Just("\r\n"), Just("\n"), Just("\r"), Just(" \r\n")],
+        ) {
+            let line = format!("PROXY {proto} {a} {b} {p} {q}{end}");
+            let bytes = line.as_bytes();
+            if let Some((addrs, len)) = super::fast(bytes) {
+                let (h, used) = super::parse_precise(bytes).expect("fast accepted, precise rejected");
+                prop_assert_eq!(used, len);
+                let crate::Header::V1(v) = h else { unreachable!() };
+                prop_assert_eq!(v.addrs, addrs);
+            }
+        }
+
+        #[test]
+        fn fast_path_on_valid_addresses(a in any::<[u8; 4]>(), b in any::<u128>(), p in any::<u16>(), q in any::<u16>()) {
+            let v4 = std::net::Ipv4Addr::from(a);
+            let v6 = std::net::Ipv6Addr::from(b);
+            for line in [
+                format!("PROXY TCP4 {v4} {v4} {p} {q}\r\n"),
+                format!("PROXY TCP6 {v6} {v6} {p} {q}\r\n"),
+            ] {
+                let fast = super::fast(line.as_bytes());
+                prop_assert!(fast.is_some(), "{}", line);
+                let (h, used) = super::parse_precise(line.as_bytes()).unwrap();
+                let crate::Header::V1(v) = h else { unreachable!() };
+                prop_assert_eq!(fast, Some((v.addrs, used)));
+            }
+        }
+    }
 }

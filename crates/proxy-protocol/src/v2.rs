@@ -184,12 +184,24 @@ pub(crate) fn addresses_of(raw: &[u8]) -> Addresses {
 /// The source of a validated header, without building [`Addresses`].
 #[inline]
 pub(crate) fn source_of(raw: &[u8]) -> Option<SocketAddr> {
-    if command_of(raw) == Command::Local {
+    let (&[.., ver_cmd, family, _, _], rest) = raw.split_first_chunk::<FIXED_LEN>()?;
+    if ver_cmd & 0x0F != 1 {
         return None;
     }
-    match family_of(raw) {
-        0x11 | 0x12 => Some(SocketAddr::V4(v4(arr(raw, 16), port(raw, 24)))),
-        0x21 | 0x22 => Some(SocketAddr::V6(v6(arr(raw, 16), port(raw, 48)))),
+    match family {
+        0x11 | 0x12 => {
+            let (&[a, b, c, d, _, _, _, _, p0, p1], _) = rest.split_first_chunk::<10>()?;
+            Some(SocketAddr::V4(v4(
+                [a, b, c, d],
+                u16::from_be_bytes([p0, p1]),
+            )))
+        }
+        0x21 | 0x22 => {
+            let (ip, rest) = rest.split_first_chunk::<16>()?;
+            let (_, rest) = rest.split_first_chunk::<16>()?;
+            let (&[p0, p1], _) = rest.split_first_chunk::<2>()?;
+            Some(SocketAddr::V6(v6(*ip, u16::from_be_bytes([p0, p1]))))
+        }
         _ => None,
     }
 }

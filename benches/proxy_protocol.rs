@@ -1,0 +1,116 @@
+//! PROXY header parsing, side by side: ippin-proxy-protocol, ppp, proxy-header.
+//!
+//! One operation = parse the header at the start of the buffer (the SSH
+//! banner that follows stays untouched) and read the source IP, through
+//! each crate's general entry point (v1/v2 auto-detected). ippin validates
+//! every v2 TLV (and would verify a CRC32C) before returning; the peers
+//! look at TLVs only when asked.
+//!
+//! Run: `cargo bench -p ippin-benches --bench proxy_protocol`
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const SSH: &[u8] = b"SSH-2.0-OpenSSH_9.2p1\r\n";
+
+fn inputs() -> Vec<(&'static str, Vec<u8>)> {
+    let sig = [
+        0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+    ];
+    let with_ssh = |mut v: Vec<u8>| {
+        v.extend_from_slice(SSH);
+        v
+    };
+    // v2 TCP4 198.51.100.7:51234 -> 203.0.113.10:443, no TLVs.
+    let mut v2_tcp4 = sig.to_vec();
+    v2_tcp4.extend_from_slice(&[0x21, 0x11, 0x00, 12, 198, 51, 100, 7, 203, 0, 113, 10]);
+    v2_tcp4.extend_from_slice(&51234u16.to_be_bytes());
+    v2_tcp4.extend_from_slice(&443u16.to_be_bytes());
+    // v2 TCP6 with AUTHORITY "example.com" and a 16-byte UNIQUE_ID.
+    let src: Ipv6Addr = "2001:db8:85a3::8a2e:370:7334".parse().unwrap();
+    let dst: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let mut body = src.octets().to_vec();
+    body.extend_from_slice(&dst.octets());
+    body.extend_from_slice(&51234u16.to_be_bytes());
+    body.extend_from_slice(&443u16.to_be_bytes());
+    body.extend_from_slice(&[0x02, 0x00, 11]);
+    body.extend_from_slice(b"example.com");
+    body.extend_from_slice(&[0x05, 0x00, 16]);
+    body.extend_from_slice(&[0xAB; 16]);
+    let mut v2_tcp6 = sig.to_vec();
+    v2_tcp6.extend_from_slice(&[0x21, 0x21]);
+    v2_tcp6.extend_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
+    v2_tcp6.extend_from_slice(&body);
+    vec![
+        (
+            "v1_tcp4",
+            with_ssh(b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\n".to_vec()),
+        ),
+        (
+            "v1_tcp6",
+            with_ssh(
+                b"PROXY TCP6 2001:db8:85a3::8a2e:370:7334 2001:db8::10 51234 443\r\n".to_vec(),
+            ),
+        ),
+        ("v2_tcp4", with_ssh(v2_tcp4)),
+        ("v2_tcp6_tlvs", with_ssh(v2_tcp6)),
+    ]
+}
+
+fn ippin(buf: &[u8]) -> Option<IpAddr> {
+    let (header, _used) = ippin_proxy_protocol::parse(buf).ok()?;
+    header.source().map(|s| s.ip())
+}
+
+fn ppp(buf: &[u8]) -> Option<IpAddr> {
+    use ppp::{HeaderResult, v1, v2};
+    match HeaderResult::parse(buf) {
+        HeaderResult::V1(Ok(h)) => match h.addresses {
+            v1::Addresses::Tcp4(a) => Some(a.source_address.into()),
+            v1::Addresses::Tcp6(a) => Some(a.source_address.into()),
+            v1::Addresses::Unknown => None,
+        },
+        HeaderResult::V2(Ok(h)) => match h.addresses {
+            v2::Addresses::IPv4(a) => Some(a.source_address.into()),
+            v2::Addresses::IPv6(a) => Some(a.source_address.into()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn proxy_header(buf: &[u8]) -> Option<IpAddr> {
+    use proxy_header::{ParseConfig, ProxyHeader};
+    let (header, _used) = ProxyHeader::parse(buf, ParseConfig::default()).ok()?;
+    header.proxied_address().map(|a| a.source.ip())
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, input) in inputs() {
+        // All three must read the same source, or the comparison is moot.
+        let want = ippin(&input);
+        assert!(want.is_some(), "{name}");
+        assert_eq!(ppp(&input), want, "{name}");
+        assert_eq!(proxy_header(&input), want, "{name}");
+        let mut group = c.benchmark_group(format!("proxy_protocol/{name}"));
+        group.bench_function("ippin", |b| b.iter(|| ippin(black_box(&input))));
+        group.bench_function("ppp", |b| b.iter(|| ppp(black_box(&input))));
+        group.bench_function("proxy-header", |b| {
+            b.iter(|| proxy_header(black_box(&input)))
+        });
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(800))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(60);
+    targets = bench
+}
+criterion_main!(benches);
