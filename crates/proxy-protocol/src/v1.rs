@@ -155,7 +155,11 @@ impl Cursor<'_> {
             self.pos += 1;
         }
         let text = self.line.get(start..self.pos).unwrap_or_default();
-        parse_ipv6(text).map(Ipv6Addr::from).map_err(err)
+        match parse_ipv6(text) {
+            Ok((ip, len)) if len == text.len() => Ok(Ipv6Addr::from(ip)),
+            Ok(_) => Err(err("character not allowed in an IPv6 address")),
+            Err(reason) => Err(err(reason)),
+        }
     }
 
     fn port(&mut self, field: &'static str) -> Result<u16, Error> {
@@ -312,11 +316,10 @@ fn fast_port(buf: &[u8], i: &mut usize, end: u8) -> Option<u16> {
 
 #[inline(always)]
 fn fast_ipv6(buf: &[u8], i: &mut usize) -> Option<Ipv6Addr> {
-    let rest = buf.get(*i..)?;
-    let window = rest.get(..MAX_V6_TEXT + 1).unwrap_or(rest);
-    let len = window.iter().position(|&b| b == b' ')?;
-    let text = rest.get(..len)?;
-    let ip = parse_ipv6(text).ok()?;
+    let (ip, len) = parse_ipv6(buf.get(*i..)?).ok()?;
+    if len > MAX_V6_TEXT || buf.get(*i + len) != Some(&b' ') {
+        return None;
+    }
     *i += len + 1;
     Some(Ipv6Addr::from(ip))
 }
@@ -424,40 +427,54 @@ const HEX: [u8; 256] = {
 /// Parses the IPv6 text form (RFC 4291 section 2.2): eight groups of one to
 /// four hex digits, at most one `::` standing for one or more zero groups,
 /// optionally ending in a dotted IPv4 tail (no leading zeros). No zone.
-pub(crate) fn parse_ipv6(s: &[u8]) -> Result<[u8; 16], &'static str> {
+///
+/// The text ends at the end of `s` or at the first space; returns the
+/// address and the length of the text.
+pub(crate) fn parse_ipv6(s: &[u8]) -> Result<([u8; 16], usize), &'static str> {
+    let at = |i: usize| s.get(i).copied().filter(|&b| b != b' ');
     let mut groups = [0u16; 8];
     let mut n = 0usize;
     let mut gap: Option<usize> = None;
     let mut i = 0usize;
-    if s.starts_with(b"::") {
+    if at(0) == Some(b':') {
+        if at(1) != Some(b':') {
+            return Err("starts with a single colon");
+        }
         gap = Some(0);
         i = 2;
-        if s.len() == 2 {
-            return Ok([0; 16]);
+        if at(2).is_none() {
+            return Ok(([0; 16], 2));
         }
-    } else if s.first() == Some(&b':') {
-        return Err("starts with a single colon");
     }
     loop {
         let start = i;
         let mut value: u32 = 0;
-        while let Some(d) = s.get(i).map(|&b| HEX[usize::from(b)]).filter(|&d| d < 16) {
+        while let Some(d) = at(i).map(|b| HEX[usize::from(b)]).filter(|&d| d < 16) {
             if i - start == 4 {
                 return Err("group longer than 4 hex digits");
             }
             value = (value << 4) | u32::from(d);
             i += 1;
         }
-        if s.get(i) == Some(&b'.') {
+        if at(i) == Some(b'.') {
             if n > 6 {
                 return Err("IPv4 tail after more than 6 groups");
             }
             let tail = s.get(start..).unwrap_or_default();
-            let [a, b, c, d] = parse_ipv4_text(tail).ok_or("invalid IPv4 tail")?;
+            let tail_len = tail
+                .iter()
+                .take(16)
+                .position(|&b| b == b' ')
+                .unwrap_or(tail.len());
+            let [a, b, c, d] = tail
+                .get(..tail_len)
+                .and_then(parse_ipv4_text)
+                .ok_or("invalid IPv4 tail")?;
             if let Some(pair) = groups.get_mut(n..n + 2) {
                 pair.copy_from_slice(&[u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])]);
             }
             n += 2;
+            i = start + tail_len;
             break;
         }
         if i == start {
@@ -468,22 +485,22 @@ pub(crate) fn parse_ipv6(s: &[u8]) -> Result<[u8; 16], &'static str> {
         };
         *slot = value as u16;
         n += 1;
-        match s.get(i) {
+        match at(i) {
             None => break,
             Some(b':') => {}
             Some(_) => return Err("character not allowed in an IPv6 address"),
         }
         i += 1;
-        if s.get(i) == Some(&b':') {
+        if at(i) == Some(b':') {
             if gap.is_some() {
                 return Err("more than one `::`");
             }
             gap = Some(n);
             i += 1;
-            if i == s.len() {
+            if at(i).is_none() {
                 break;
             }
-        } else if i == s.len() {
+        } else if at(i).is_none() {
             return Err("ends with a single colon");
         }
     }
@@ -504,7 +521,7 @@ pub(crate) fn parse_ipv6(s: &[u8]) -> Result<[u8; 16], &'static str> {
     for (chunk, g) in out.chunks_exact_mut(2).zip(groups) {
         chunk.copy_from_slice(&g.to_be_bytes());
     }
-    Ok(out)
+    Ok((out, i))
 }
 
 /// A complete dotted quad, no leading zeros.
