@@ -64,7 +64,11 @@ pub(crate) fn parse(buf: &[u8], max_len: usize) -> Result<(Header<'_>, usize), E
     };
     let area_start = FIXED_LEN + usize::from(block);
     let area = raw.get(area_start..).unwrap_or_default();
-    let crc = match tlv::validate(area, area_start)? {
+    let crc = match if area.is_empty() {
+        None
+    } else {
+        tlv::validate(area, area_start)?
+    } {
         None => Crc32cStatus::Absent,
         Some((at, received)) => {
             let field = area_start + at;
