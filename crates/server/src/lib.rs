@@ -28,6 +28,7 @@ pub mod demo;
 pub mod http;
 pub mod inspect;
 pub mod outcome;
+pub mod propagation;
 pub mod server;
 pub mod ssh;
 pub mod users;

@@ -1,0 +1,271 @@
+//! The I/O around the sans-IO core: reading a header sequence off a
+//! socket under a deadline, and the front's relay (dial the upstream,
+//! write the signed header, copy bytes both ways).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ippin_policy::ObservedAddr;
+use ippin_proxy_protocol as pp;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::sequence::{SeqStep, buffer_limit, step};
+use super::{Signer, Verifier};
+use crate::accept::Refused;
+
+/// How long a front waits for its upstream to accept the connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a relayed connection may stay silent both ways before the
+/// front closes it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Unix seconds of `t` (0 before the epoch).
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads the header sequence of a listener with propagation enabled (see
+/// [`super::sequence`]) from `stream` within `timeout`; `now` is read when
+/// the sequence is decided. Reads at most [`buffer_limit`] bytes; never
+/// writes.
+///
+/// # Errors
+/// [`Refused`] with the reason code; the caller closes the connection.
+pub async fn accept_propagated<S: AsyncRead + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    listener: &pp::ListenerPolicy,
+    verifier: &Verifier,
+    timeout: Duration,
+    now: impl Fn() -> u64,
+) -> Result<(ObservedAddr, pp::PrefixedStream<S>), Refused> {
+    let limit = buffer_limit(listener);
+    let mut buf: Vec<u8> = Vec::with_capacity(limit.min(4096));
+    let read = async {
+        let mut chunk = [0u8; 2048];
+        let mut eof = false;
+        loop {
+            match step(listener, verifier, peer, &buf, eof, now()) {
+                SeqStep::NeedMore => {
+                    let room = limit.saturating_sub(buf.len()).min(chunk.len());
+                    if eof || room == 0 {
+                        return Err(Refused {
+                            code: "connection_closed",
+                            message: format!(
+                                "connection_closed: {} bytes and no decision",
+                                buf.len()
+                            ),
+                        });
+                    }
+                    let into = chunk.get_mut(..room).unwrap_or_default();
+                    let n = stream.read(into).await.map_err(|e| Refused {
+                        code: "io_error",
+                        message: format!("io_error: reading the PROXY headers: {e}"),
+                    })?;
+                    match into.get(..n) {
+                        Some(got) if n > 0 => buf.extend_from_slice(got),
+                        _ => eof = true,
+                    }
+                }
+                SeqStep::Accept { observed, consumed } => return Ok((observed, consumed)),
+                SeqStep::Refuse { code, message } => return Err(Refused { code, message }),
+            }
+        }
+    };
+    let (observed, consumed) =
+        tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| Refused {
+                code: "timeout",
+                message: "timeout: the PROXY headers did not arrive in time".into(),
+            })??;
+    buf.drain(..consumed.min(buf.len()));
+    Ok((observed, pp::PrefixedStream::new(buf, stream)))
+}
+
+/// A front's forwarding target and identity.
+#[derive(Debug, Clone)]
+pub struct ForwardTarget {
+    /// The upstream, `host:port`.
+    pub upstream: String,
+    /// The upstream listener's audience (its `propagation.audience`).
+    pub audience: String,
+    /// The front's identity.
+    pub signer: Arc<Signer>,
+}
+
+/// Why a forward did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// The observed client address is not trusted: a front never vouches
+    /// for an address it could not trust itself.
+    #[error("untrusted_client_ip: the client address {0} is not trusted here; not forwarded")]
+    Untrusted(String),
+    /// The upstream could not be reached.
+    #[error("upstream_unreachable: {upstream}: {message}")]
+    Upstream {
+        /// The upstream.
+        upstream: String,
+        /// What happened.
+        message: String,
+    },
+    /// The header could not be signed.
+    #[error("sign_failed: {0}")]
+    Sign(String),
+}
+
+impl ForwardError {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ForwardError::Untrusted(_) => "untrusted_client_ip",
+            ForwardError::Upstream { .. } => "upstream_unreachable",
+            ForwardError::Sign(_) => "sign_failed",
+        }
+    }
+}
+
+/// A connection to the upstream with the signed header written, ready to
+/// relay.
+#[derive(Debug)]
+pub struct Dialed {
+    /// The upstream connection.
+    pub stream: TcpStream,
+    /// Its address.
+    pub upstream: SocketAddr,
+}
+
+/// Dials `target.upstream` and writes the signed header for `observed`
+/// (reached at `local`), then the client's bytes already read (`early`).
+///
+/// # Errors
+/// [`ForwardError`].
+pub async fn dial_and_sign(
+    target: &ForwardTarget,
+    observed: &ObservedAddr,
+    local: SocketAddr,
+    early: &[u8],
+    now: u64,
+) -> Result<Dialed, ForwardError> {
+    if !observed.is_trusted() {
+        return Err(ForwardError::Untrusted(observed.socket_addr().to_string()));
+    }
+    let mut nonce = [0u8; 16];
+    ippin_cert::getrandom::fill(&mut nonce).map_err(|e| ForwardError::Sign(e.to_string()))?;
+    let header = target
+        .signer
+        .header(observed.socket_addr(), local, &target.audience, now, nonce)
+        .map_err(|e| ForwardError::Sign(e.to_string()))?;
+    let upstream_err = |message: String| ForwardError::Upstream {
+        upstream: target.upstream.clone(),
+        message,
+    };
+    let mut stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect(target.upstream.as_str()),
+    )
+    .await
+    .map_err(|_| upstream_err("connect timed out".into()))?
+    .map_err(|e| upstream_err(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let upstream = stream
+        .peer_addr()
+        .map_err(|e| upstream_err(e.to_string()))?;
+    let mut first = header;
+    first.extend_from_slice(early);
+    stream
+        .write_all(&first)
+        .await
+        .map_err(|e| upstream_err(e.to_string()))?;
+    Ok(Dialed { stream, upstream })
+}
+
+/// Copies bytes both ways until both sides close or nothing moves for
+/// [`IDLE_TIMEOUT`]; returns the bytes sent (client → upstream, upstream →
+/// client). Memory is bounded by tokio's fixed copy buffers.
+pub async fn relay<A, B>(client: &mut A, upstream: &mut B) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut client = Idle::new(client);
+    let mut upstream = Idle::new(upstream);
+    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    copied.unwrap_or((client.read_total, upstream.read_total))
+}
+
+/// A stream whose reads time out after [`IDLE_TIMEOUT`] of silence (the
+/// timer restarts on every read), and which counts the bytes read.
+struct Idle<'a, S> {
+    inner: &'a mut S,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    read_total: u64,
+}
+
+impl<'a, S> Idle<'a, S> {
+    fn new(inner: &'a mut S) -> Self {
+        Idle {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            read_total: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Idle<'_, S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let n = buf.filled().len().saturating_sub(before);
+                this.read_total = this.read_total.saturating_add(n as u64);
+                this.sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "idle timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<'_, S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}

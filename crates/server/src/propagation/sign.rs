@@ -1,0 +1,269 @@
+//! The front's side: its identity (an Ed25519 key and a certificate from
+//! the cluster CA with role `proxy`) and the signed header it writes.
+//! Sans-IO: the time and the nonce are parameters.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use ed25519_dalek::Signer as _;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ippin_proxy_protocol as pp;
+
+use super::wire::{self, FAMILY_TCP4, FAMILY_TCP6, NONCE_LEN, SignedBlock, TLV_TYPE};
+use super::{PROXY_CN_PREFIX, PROXY_ROLE};
+
+/// Errors of the front's identity and of header signing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The key is not an unencrypted PKCS#8 Ed25519 key.
+    #[error("proxy identity key: {0}")]
+    Key(String),
+    /// The certificate does not decode, or is not for this key.
+    #[error("proxy identity certificate: {0}")]
+    Cert(String),
+    /// The audience is not 1 to 255 printable ASCII bytes.
+    #[error("audience `{0}`: use 1 to 255 printable ASCII characters, no spaces")]
+    Audience(String),
+    /// The header could not be encoded.
+    #[error("signed header: {0}")]
+    Encode(String),
+}
+
+/// The front's signing identity.
+#[derive(Clone)]
+pub struct Signer {
+    key: ed25519_dalek::SigningKey,
+    cert_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("cert_len", &self.cert_der.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SubjectPublicKeyInfo DER of an Ed25519 public key (RFC 8410).
+pub fn ed25519_spki_der(public: &[u8; 32]) -> Vec<u8> {
+    let mut out = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    out.extend_from_slice(public);
+    out
+}
+
+impl Signer {
+    /// An identity from its key and certificate (DER).
+    ///
+    /// # Errors
+    /// [`SignError::Cert`] when the certificate's public key is not this
+    /// key's, or the certificate is larger than the signed block allows.
+    pub fn new(key: ed25519_dalek::SigningKey, cert_der: Vec<u8>) -> Result<Signer, SignError> {
+        use der::Decode;
+        if cert_der.is_empty() || cert_der.len() > wire::MAX_CERT_LEN {
+            return Err(SignError::Cert(format!(
+                "{} bytes; 1 to {} allowed",
+                cert_der.len(),
+                wire::MAX_CERT_LEN
+            )));
+        }
+        let cert = x509_cert::Certificate::from_der(&cert_der)
+            .map_err(|e| SignError::Cert(e.to_string()))?;
+        let spki = cert.tbs_certificate().subject_public_key_info();
+        if spki.subject_public_key.raw_bytes() != key.verifying_key().as_bytes() {
+            return Err(SignError::Cert(
+                "its public key is not the key given with it".into(),
+            ));
+        }
+        Ok(Signer { key, cert_der })
+    }
+
+    /// An identity from PEM texts: a `CERTIFICATE` and a PKCS#8 `PRIVATE KEY`.
+    ///
+    /// # Errors
+    /// [`SignError::Key`] / [`SignError::Cert`].
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Signer, SignError> {
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(key_pem)
+            .map_err(|e| SignError::Key(format!("not an unencrypted PKCS#8 Ed25519 key: {e}")))?;
+        let cert_der = crate::ca::pem_to_der(cert_pem, "CERTIFICATE")
+            .ok_or_else(|| SignError::Cert("not one PEM CERTIFICATE block".into()))?;
+        Signer::new(key, cert_der)
+    }
+
+    /// The certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// The signed block for these fields (exposed for tests and benches;
+    /// [`Signer::header`] is what a front sends).
+    pub fn block(
+        &self,
+        addresses: &[u8],
+        audience: &str,
+        now: u64,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, SignError> {
+        if !audience_ok(audience) {
+            return Err(SignError::Audience(audience.escape_default().to_string()));
+        }
+        let signature = self
+            .key
+            .sign(&wire::transcript(
+                addresses,
+                audience.as_bytes(),
+                now,
+                &nonce,
+            ))
+            .to_bytes();
+        SignedBlock {
+            addresses,
+            cert_der: &self.cert_der,
+            audience: audience.as_bytes(),
+            timestamp: now,
+            nonce,
+            signature: &signature,
+        }
+        .encode()
+        .map_err(|e| SignError::Encode(e.to_string()))
+    }
+
+    /// The PROXY v2 header a front writes to its upstream: command PROXY,
+    /// `client` → `destination` (TCP4 when both are IPv4, else TCP6 with
+    /// IPv4 addresses mapped), and the signed block for `audience`,
+    /// signed at `now` with `nonce`.
+    ///
+    /// # Errors
+    /// [`SignError::Audience`] for an unusable audience,
+    /// [`SignError::Encode`] when the header does not encode.
+    pub fn header(
+        &self,
+        client: SocketAddr,
+        destination: SocketAddr,
+        audience: &str,
+        now: u64,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, SignError> {
+        let addrs = addresses_for(client, destination);
+        let block = address_block(&addrs);
+        let value = self.block(&block, audience, now, nonce)?;
+        pp::V2Builder::new(pp::Command::Proxy)
+            .addresses(addrs)
+            .and_then(|b| {
+                b.tlv(pp::Tlv::Custom {
+                    kind: TLV_TYPE,
+                    value: &value,
+                })
+            })
+            .and_then(|b| b.encode())
+            .map_err(|e| SignError::Encode(e.to_string()))
+    }
+}
+
+/// Whether `audience` may be used: 1 to 255 printable ASCII bytes.
+pub fn audience_ok(audience: &str) -> bool {
+    !audience.is_empty()
+        && audience.len() <= wire::MAX_AUDIENCE_LEN
+        && audience.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The v2 addresses for a client and the address it reached: TCP4 when
+/// both are IPv4 (canonical form), otherwise TCP6 with any IPv4 address
+/// written IPv4-mapped. Scope ids and flow info are dropped.
+pub fn addresses_for(client: SocketAddr, destination: SocketAddr) -> pp::Addresses {
+    let c = client.ip().to_canonical();
+    let d = destination.ip().to_canonical();
+    match (c, d) {
+        (IpAddr::V4(cs), IpAddr::V4(ds)) => pp::Addresses::Tcp4 {
+            src: SocketAddrV4::new(cs, client.port()),
+            dst: SocketAddrV4::new(ds, destination.port()),
+        },
+        _ => {
+            let v6 = |ip: IpAddr| match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            pp::Addresses::Tcp6 {
+                src: SocketAddrV6::new(v6(c), client.port(), 0, 0),
+                dst: SocketAddrV6::new(v6(d), destination.port(), 0, 0),
+            }
+        }
+    }
+}
+
+/// The family byte and address bytes of `addrs` as a v2 header carries
+/// them (TCP4 / TCP6 only; anything else gives an empty block, which the
+/// block encoder refuses).
+pub fn address_block(addrs: &pp::Addresses) -> Vec<u8> {
+    let mut out = Vec::with_capacity(37);
+    match addrs {
+        pp::Addresses::Tcp4 { src, dst } => {
+            out.push(FAMILY_TCP4);
+            out.extend_from_slice(&src.ip().octets());
+            out.extend_from_slice(&dst.ip().octets());
+            out.extend_from_slice(&src.port().to_be_bytes());
+            out.extend_from_slice(&dst.port().to_be_bytes());
+        }
+        pp::Addresses::Tcp6 { src, dst } => {
+            out.push(FAMILY_TCP6);
+            out.extend_from_slice(&src.ip().octets());
+            out.extend_from_slice(&dst.ip().octets());
+            out.extend_from_slice(&src.port().to_be_bytes());
+            out.extend_from_slice(&dst.port().to_be_bytes());
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A newly issued front identity, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyIdentityPem {
+    /// The certificate (`CERTIFICATE`).
+    pub cert_pem: String,
+    /// The PKCS#8 Ed25519 key (`PRIVATE KEY`).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ProxyIdentityPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyIdentityPem").finish_non_exhaustive()
+    }
+}
+
+/// Issues a front identity named `name`: a fresh Ed25519 key and a
+/// certificate from `ca` with CN `proxy:NAME` and role (O) `proxy`, valid
+/// from `not_before` to `not_after` (unix seconds).
+///
+/// # Errors
+/// [`SignError::Cert`] when the CA refuses (bad name or times),
+/// [`SignError::Key`] when the key cannot be encoded.
+pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
+    ca: &ippin_cert::x509::X509Ca,
+    name: &str,
+    not_before: u64,
+    not_after: u64,
+    serial: u64,
+    rng: &mut R,
+) -> Result<ProxyIdentityPem, SignError> {
+    let key = ed25519_dalek::SigningKey::generate(rng);
+    let spki = ed25519_spki_der(key.verifying_key().as_bytes());
+    let req =
+        ippin_cert::x509::ClientCertRequest::builder(format!("{PROXY_CN_PREFIX}{name}"), spki)
+            .role(PROXY_ROLE)
+            .validity(not_before, not_after)
+            .serial(serial.max(1))
+            .build()
+            .map_err(|e| SignError::Cert(e.to_string()))?;
+    let der = ca
+        .issue_client(&req, rng)
+        .map_err(|e| SignError::Cert(e.to_string()))?;
+    let key_pem = key
+        .to_pkcs8_pem(der::pem::LineEnding::LF)
+        .map_err(|e| SignError::Key(e.to_string()))?;
+    Ok(ProxyIdentityPem {
+        cert_pem: crate::ca::der_to_pem(&der, "CERTIFICATE"),
+        key_pem: key_pem.as_str().to_owned(),
+    })
+}

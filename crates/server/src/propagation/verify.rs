@@ -1,0 +1,440 @@
+//! Verification of a signed PROXY v2 header, sans-IO: the cluster CA, the
+//! audience, the window and the replay cache are state; the time is a
+//! parameter.
+//!
+//! `ippin-cert` issues and reads certificates but does not verify their
+//! signatures (TLS stacks do that for its callers). A signed header comes
+//! with no TLS, so this module carries the small check it needs: the
+//! issuer name equals the CA's subject, the signature algorithm is the
+//! CA's (ECDSA P-256 with SHA-256, or Ed25519), and the CA's key verifies
+//! the signature over the `TBSCertificate` (with `ring`, the crypto
+//! provider the server already uses for TLS).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
+
+use der::{Decode, Encode};
+use ippin_proxy_protocol as pp;
+
+use super::replay::{ReplayCache, ReplayRefusal};
+use super::wire::{self, FAMILY_TCP4, FAMILY_TCP6, TLV_TYPE};
+use super::{PROXY_CN_PREFIX, PROXY_ROLE, Reason, Rejection};
+
+const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+const OID_ED25519: &str = "1.3.101.112";
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+
+/// How many verified front certificates are remembered (their CA
+/// signature is then not checked again; validity and role always are).
+pub const CERT_CACHE_CAPACITY: usize = 16;
+
+/// The default capacity of the replay cache.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 65_536;
+
+/// Errors loading the trust anchor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnchorError {
+    /// The CA certificate does not decode.
+    #[error("trusted CA certificate: {0}")]
+    Decode(String),
+    /// The CA's key is neither P-256 nor Ed25519.
+    #[error("trusted CA certificate: key algorithm {0} is not P-256 or Ed25519")]
+    Algorithm(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CaAlg {
+    P256,
+    Ed25519,
+}
+
+/// The cluster CA as a verifier needs it: its subject and public key.
+#[derive(Debug, Clone)]
+pub struct TrustAnchor {
+    subject_der: Vec<u8>,
+    alg: CaAlg,
+    key: Vec<u8>,
+}
+
+impl TrustAnchor {
+    /// Reads the CA certificate (DER).
+    ///
+    /// # Errors
+    /// [`AnchorError`] when it does not decode or its key is unsupported.
+    pub fn from_der(ca_der: &[u8]) -> Result<TrustAnchor, AnchorError> {
+        let cert = x509_cert::Certificate::from_der(ca_der)
+            .map_err(|e| AnchorError::Decode(e.to_string()))?;
+        let tbs = cert.tbs_certificate();
+        let subject_der = tbs
+            .subject()
+            .to_der()
+            .map_err(|e| AnchorError::Decode(e.to_string()))?;
+        let spki = tbs.subject_public_key_info();
+        let alg = spki.algorithm.oid.to_string();
+        let alg = match alg.as_str() {
+            OID_EC_PUBLIC_KEY => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
+                    .map(|o| o.to_string());
+                if curve.as_deref() != Some(OID_P256) {
+                    return Err(AnchorError::Algorithm(format!(
+                        "EC on curve {}",
+                        curve.unwrap_or_default()
+                    )));
+                }
+                CaAlg::P256
+            }
+            OID_ED25519 => CaAlg::Ed25519,
+            other => return Err(AnchorError::Algorithm(other.to_owned())),
+        };
+        let key = spki.subject_public_key.raw_bytes().to_vec();
+        Ok(TrustAnchor {
+            subject_der,
+            alg,
+            key,
+        })
+    }
+
+    /// Whether the CA signed `cert`: issuer name, algorithm and signature.
+    fn verify_issued(&self, cert: &x509_cert::Certificate) -> Result<(), String> {
+        let tbs = cert.tbs_certificate();
+        let issuer = tbs.issuer().to_der().map_err(|e| e.to_string())?;
+        if issuer != self.subject_der {
+            return Err("issued by another CA (issuer name differs)".into());
+        }
+        if cert.signature_algorithm() != tbs.signature() {
+            return Err("signatureAlgorithm differs from the TBSCertificate's".into());
+        }
+        let (expected, ring_alg): (&str, &dyn ring::signature::VerificationAlgorithm) =
+            match self.alg {
+                CaAlg::P256 => (OID_ECDSA_SHA256, &ring::signature::ECDSA_P256_SHA256_ASN1),
+                CaAlg::Ed25519 => (OID_ED25519, &ring::signature::ED25519),
+            };
+        if cert.signature_algorithm().oid.to_string() != expected {
+            return Err(format!(
+                "signed with {}, not the CA's algorithm",
+                cert.signature_algorithm().oid
+            ));
+        }
+        let tbs_der = tbs.to_der().map_err(|e| e.to_string())?;
+        let sig = cert
+            .signature()
+            .as_bytes()
+            .ok_or_else(|| "signature BIT STRING has unused bits".to_owned())?;
+        ring::signature::UnparsedPublicKey::new(ring_alg, &self.key)
+            .verify(&tbs_der, sig)
+            .map_err(|_| "the CA's key does not verify its signature".to_owned())
+    }
+}
+
+/// What a verified front certificate says.
+#[derive(Debug, Clone)]
+struct FrontCert {
+    name: String,
+    is_proxy: bool,
+    not_before: u64,
+    not_after: u64,
+    key: Option<ed25519_dalek::VerifyingKey>,
+}
+
+/// A verified signed header: the client address it vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The client (canonical form: an IPv4-mapped address becomes IPv4).
+    pub client: SocketAddr,
+    /// The address the client connected to, as the front saw it.
+    pub destination: SocketAddr,
+}
+
+/// The verifier of one listener: trust anchor, audience, window, caches.
+///
+/// # Decision table (first failing row wins)
+///
+/// | check | refusal code |
+/// |-------|--------------|
+/// | one TLV 0xE7, v2 PROXY command, TCP4/TCP6, block decodes | `signed_header_malformed` |
+/// | certificate decodes, key is Ed25519 | `proxy_cert_invalid` |
+/// | certificate signed by the cluster CA | `proxy_cert_untrusted` |
+/// | certificate valid at `now` | `proxy_cert_expired` |
+/// | role `proxy` (O) and CN `proxy:NAME` | `proxy_cert_not_proxy` |
+/// | block's address block = header's, byte for byte | `signed_address_mismatch` |
+/// | signature verifies over the transcript | `signed_header_bad_signature` |
+/// | audience = this listener's | `signed_header_wrong_audience` |
+/// | \|now − timestamp\| ≤ window | `signed_header_stale` |
+/// | nonce not seen within the window | `signed_header_replayed` |
+/// | replay cache has room | `replay_cache_full` |
+#[derive(Debug)]
+pub struct Verifier {
+    anchor: TrustAnchor,
+    audience: String,
+    window: u64,
+    certs: Mutex<HashMap<Vec<u8>, FrontCert>>,
+    replay: Mutex<ReplayCache>,
+}
+
+fn reject(reason: Reason, detail: impl Into<String>) -> Rejection {
+    Rejection {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// The signed block's TLV value in `header`: `Ok(None)` when the header
+/// carries none, an error when it carries more than one.
+pub fn signed_tlv<'a>(header: &pp::Header<'a>) -> Result<Option<&'a [u8]>, Rejection> {
+    let mut found = None;
+    for t in header.tlvs() {
+        if let pp::Tlv::Custom { kind, value } = t
+            && kind == TLV_TYPE
+        {
+            if found.is_some() {
+                return Err(reject(
+                    Reason::Malformed,
+                    "two signed blocks (TLV 0xE7) in one header",
+                ));
+            }
+            found = Some(value);
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `header` carries the signed block (TLV [`TLV_TYPE`]).
+pub fn is_signed(header: &pp::Header<'_>) -> bool {
+    header
+        .tlvs()
+        .any(|t| matches!(t, pp::Tlv::Custom { kind, .. } if kind == TLV_TYPE))
+}
+
+/// The family byte and address bytes of a v2 header, exactly as sent.
+pub fn header_address_block(header: &pp::Header<'_>) -> Option<Vec<u8>> {
+    let pp::Header::V2(v2) = header else {
+        return None;
+    };
+    let bytes = v2.as_bytes();
+    let family = *bytes.get(13)?;
+    let n = wire::address_len(family)?;
+    let addrs = bytes.get(16..16usize.checked_add(n)?)?;
+    let mut out = Vec::with_capacity(n + 1);
+    out.push(family);
+    out.extend_from_slice(addrs);
+    Some(out)
+}
+
+/// The client and destination of an address block.
+fn parse_block(block: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    let (&family, rest) = block.split_first()?;
+    let port = |at: usize| -> Option<u16> {
+        let b = rest.get(at..at + 2)?;
+        Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
+    };
+    match family {
+        FAMILY_TCP4 => {
+            let ip = |at: usize| -> Option<IpAddr> {
+                let b: [u8; 4] = rest.get(at..at + 4)?.try_into().ok()?;
+                Some(IpAddr::V4(Ipv4Addr::from(b)))
+            };
+            Some((
+                SocketAddr::new(ip(0)?, port(8)?),
+                SocketAddr::new(ip(4)?, port(10)?),
+            ))
+        }
+        FAMILY_TCP6 => {
+            let ip = |at: usize| -> Option<IpAddr> {
+                let b: [u8; 16] = rest.get(at..at + 16)?.try_into().ok()?;
+                Some(IpAddr::V6(Ipv6Addr::from(b)))
+            };
+            Some((
+                SocketAddr::new(ip(0)?.to_canonical(), port(32)?),
+                SocketAddr::new(ip(16)?.to_canonical(), port(34)?),
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl Verifier {
+    /// A verifier for headers addressed to `audience`, fresh within
+    /// `window_secs`, remembering at most `replay_capacity` nonces.
+    pub fn new(
+        anchor: TrustAnchor,
+        audience: &str,
+        window_secs: u64,
+        replay_capacity: usize,
+    ) -> Verifier {
+        Verifier {
+            anchor,
+            audience: audience.to_owned(),
+            window: window_secs,
+            certs: Mutex::new(HashMap::new()),
+            replay: Mutex::new(ReplayCache::new(replay_capacity)),
+        }
+    }
+
+    /// This listener's audience.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// How many nonces the replay cache holds now.
+    pub fn replay_len(&self) -> usize {
+        self.replay.lock().map_or(0, |c| c.len())
+    }
+
+    fn front_cert(&self, der: &[u8]) -> Result<FrontCert, Rejection> {
+        if let Ok(cache) = self.certs.lock()
+            && let Some(c) = cache.get(der)
+        {
+            return Ok(c.clone());
+        }
+        let cert = x509_cert::Certificate::from_der(der)
+            .map_err(|e| reject(Reason::CertInvalid, format!("does not decode: {e}")))?;
+        self.anchor
+            .verify_issued(&cert)
+            .map_err(|e| reject(Reason::CertUntrusted, e))?;
+        let id = ippin_cert::x509::client_identity(der)
+            .map_err(|e| reject(Reason::CertInvalid, e.to_string()))?;
+        let spki = cert.tbs_certificate().subject_public_key_info();
+        let key = if spki.algorithm.oid.to_string() == OID_ED25519 {
+            spki.subject_public_key
+                .raw_bytes()
+                .try_into()
+                .ok()
+                .and_then(|b: [u8; 32]| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+        } else {
+            None
+        };
+        let front = FrontCert {
+            is_proxy: id.roles.iter().any(|r| r == PROXY_ROLE)
+                && id.user.starts_with(PROXY_CN_PREFIX),
+            name: id.user,
+            not_before: id.not_before,
+            not_after: id.not_after,
+            key,
+        };
+        if let Ok(mut cache) = self.certs.lock() {
+            if cache.len() >= CERT_CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(der.to_vec(), front.clone());
+        }
+        Ok(front)
+    }
+
+    /// Verifies the signed header `header` at `now` (unix seconds) and, on
+    /// success, records its nonce. Call it once per header.
+    ///
+    /// # Errors
+    /// The [`Rejection`] of the first failing check (see the table above).
+    pub fn verify(&self, header: &pp::Header<'_>, now: u64) -> Result<Verified, Rejection> {
+        let value = signed_tlv(header)?
+            .ok_or_else(|| reject(Reason::Malformed, "no signed block (TLV 0xE7)"))?;
+        if header.command() != pp::Command::Proxy {
+            return Err(reject(
+                Reason::Malformed,
+                "a signed header must be a PROXY command",
+            ));
+        }
+        let sent = header_address_block(header).ok_or_else(|| {
+            reject(
+                Reason::Malformed,
+                "a signed header must be v2 with TCP over IPv4 or IPv6",
+            )
+        })?;
+        let block = wire::decode(value).map_err(|e| reject(Reason::Malformed, e.to_string()))?;
+        let front = self.front_cert(block.cert_der)?;
+        if now < front.not_before || now > front.not_after {
+            return Err(reject(
+                Reason::CertExpired,
+                format!(
+                    "`{}` is valid from {} to {}, now is {now}",
+                    front.name, front.not_before, front.not_after
+                ),
+            ));
+        }
+        if !front.is_proxy {
+            return Err(reject(
+                Reason::NotProxy,
+                format!(
+                    "`{}` lacks role `{PROXY_ROLE}` or a CN `{PROXY_CN_PREFIX}NAME`",
+                    front.name
+                ),
+            ));
+        }
+        let key = front.key.ok_or_else(|| {
+            reject(
+                Reason::CertInvalid,
+                format!("`{}`: the key is not Ed25519", front.name),
+            )
+        })?;
+        if sent != block.addresses {
+            return Err(reject(
+                Reason::AddressMismatch,
+                "the header's addresses are not the ones the front signed",
+            ));
+        }
+        let sig = ed25519_dalek::Signature::from_slice(block.signature).map_err(|_| {
+            reject(
+                Reason::BadSignature,
+                format!(
+                    "signature of {} bytes is not Ed25519",
+                    block.signature.len()
+                ),
+            )
+        })?;
+        key.verify_strict(&block.transcript(), &sig).map_err(|_| {
+            reject(
+                Reason::BadSignature,
+                format!("`{}`'s key does not verify the signature", front.name),
+            )
+        })?;
+        if block.audience != self.audience.as_bytes() {
+            return Err(reject(
+                Reason::WrongAudience,
+                format!(
+                    "signed for `{}`, this listener is `{}`",
+                    String::from_utf8_lossy(block.audience),
+                    self.audience
+                ),
+            ));
+        }
+        if now.abs_diff(block.timestamp) > self.window {
+            return Err(reject(
+                Reason::Stale,
+                format!(
+                    "signed at {}, now is {now}, window {}s",
+                    block.timestamp, self.window
+                ),
+            ));
+        }
+        let expires = block.timestamp.saturating_add(self.window);
+        let admitted = match self.replay.lock() {
+            Ok(mut cache) => cache.admit(block.nonce, expires, now),
+            Err(_) => Err(ReplayRefusal::Full),
+        };
+        match admitted {
+            Ok(()) => {}
+            Err(ReplayRefusal::Replayed) => {
+                return Err(reject(Reason::Replayed, "this nonce was already used"));
+            }
+            Err(_) => {
+                return Err(reject(
+                    Reason::ReplayCacheFull,
+                    "the replay cache is full of live nonces; refusing (fail closed)",
+                ));
+            }
+        }
+        let (client, destination) = parse_block(block.addresses)
+            .ok_or_else(|| reject(Reason::Malformed, "address block"))?;
+        Ok(Verified {
+            client,
+            destination,
+        })
+    }
+}
