@@ -28,13 +28,45 @@ pub(crate) fn parse_canonical_reason(text: &str) -> Result<IpAddr, String> {
             "IPv4-mapped IPv6 address; the canonical form is `{v4}`"
         ));
     }
-    let canonical = ip.to_string();
-    if canonical != text {
-        return Err(format!(
-            "not canonical; the canonical form is `{canonical}`"
-        ));
+    let canonical = match ip {
+        // The standard parser takes exactly four decimal octets; the one
+        // other spelling of the same address has leading zeros, which it
+        // also refuses (checked again here, without formatting).
+        IpAddr::V4(_) => !text
+            .split('.')
+            .any(|octet| octet.len() > 1 && octet.starts_with('0')),
+        IpAddr::V6(_) => displays_as(ip, text),
+    };
+    if !canonical {
+        return Err(format!("not canonical; the canonical form is `{ip}`"));
     }
     Ok(ip)
+}
+
+/// Whether `ip`'s `Display` form is exactly `text`, without allocating
+/// (this runs on every certificate check).
+fn displays_as(ip: IpAddr, text: &str) -> bool {
+    use std::fmt::Write as _;
+
+    /// Compares what is written against `rest`, consuming it.
+    struct Compare<'a> {
+        rest: &'a [u8],
+    }
+    impl std::fmt::Write for Compare<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            match self.rest.strip_prefix(s.as_bytes()) {
+                Some(rest) => {
+                    self.rest = rest;
+                    Ok(())
+                }
+                None => Err(std::fmt::Error),
+            }
+        }
+    }
+    let mut c = Compare {
+        rest: text.as_bytes(),
+    };
+    write!(c, "{ip}").is_ok() && c.rest.is_empty()
 }
 
 /// Parses `text` when it is the canonical text of an IP address.
@@ -94,6 +126,15 @@ mod tests {
             let err = parse_canonical_ip("t", bad).unwrap_err();
             assert_eq!(err.code(), "ip_text", "{bad}");
         }
+    }
+
+    #[test]
+    fn displays_as_compares_exactly() {
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(displays_as(ip, "2001:db8::1"));
+        assert!(!displays_as(ip, "2001:db8::"));
+        assert!(!displays_as(ip, "2001:db8::10"));
+        assert!(!displays_as(ip, ""));
     }
 
     #[test]

@@ -219,8 +219,7 @@ fn parse_addr(addr: &str) -> Result<IpAddr, &'static str> {
             .map(IpAddr::V6)
             .map_err(|_| "not an IPv6 address");
     }
-    let octets: Vec<&str> = addr.split('.').collect();
-    if octets.len() == 4 && octets.iter().any(|o| o.len() > 1 && o.starts_with('0')) {
+    if addr.split('.').count() == 4 && addr.split('.').any(|o| o.len() > 1 && o.starts_with('0')) {
         return Err("leading zeros");
     }
     addr.parse::<Ipv4Addr>()
