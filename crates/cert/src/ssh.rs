@@ -669,18 +669,44 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
     })
 }
 
-struct CheckedOptions {
-    source_address: Option<SourceAddress>,
-    login_ip: Option<IpAddr>,
-    force_command: Option<String>,
-    verify_required: bool,
-    permissions: Permissions,
+/// The critical options and extensions of a user certificate, read as
+/// strictly as [`validate_user_cert`] reads them, by [`read_options`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SshOptions {
+    /// The `source-address` list, when present.
+    pub source_address: Option<SourceAddress>,
+    /// The `login-ip` extension, when present (informational, never a pin).
+    pub login_ip: Option<IpAddr>,
+    /// The `force-command` critical option, when present.
+    pub force_command: Option<String>,
+    /// Whether the `verify-required` critical option is present.
+    pub verify_required: bool,
+    /// The flag extensions.
+    pub permissions: Permissions,
+}
+
+/// Reads the critical options and extensions of `cert` with the rules of
+/// [`validate_user_cert`] (every critical option recognised, `source-address`
+/// strict, flags without data, `login-ip` canonical, no NUL in names), and
+/// nothing else.
+///
+/// This is **not** a validation: the CA, signature, validity window,
+/// certificate type and principal are not looked at. It is for tools that
+/// show or pin-check a certificate without its CA (`ippin inspect`,
+/// `ippin check`), so that they refuse what sshd and the server refuse.
+///
+/// # Errors
+/// [`Error::SshUnknownCriticalOption`], [`Error::SourceAddressEntry`],
+/// [`Error::SshOption`].
+pub fn read_options(cert: &Certificate) -> Result<SshOptions> {
+    check_options(cert)
 }
 
 /// The critical option and extension checks of [`validate_user_cert`],
 /// without the signature: what ippin adds to `ssh-key`'s `validate_at`.
-fn check_options(cert: &Certificate) -> Result<CheckedOptions> {
-    let mut out = CheckedOptions {
+fn check_options(cert: &Certificate) -> Result<SshOptions> {
+    let mut out = SshOptions {
         source_address: None,
         login_ip: None,
         force_command: None,

@@ -740,3 +740,46 @@ fn malformed_login_ip_and_zero_prefix_source_address() {
     ok.check_source(ip("2001:db8::a")).unwrap();
     assert!(ok.check_source(ip("2001:db8::b")).is_err());
 }
+
+#[test]
+fn read_options_applies_the_validation_rules_without_a_ca() {
+    let (_, key) = ca_and_key();
+    let other = user_key(); // not a CA anyone trusts: read_options does not care
+    for signer in [&key, &other] {
+        let cert = raw_cert(signer, |b| {
+            b.critical_option("source-address", "2001:DB8::7").unwrap();
+            b.critical_option("verify-required", "").unwrap();
+            b.extension("login-ip", "192.0.2.1").unwrap();
+            b.extension("permit-pty", "").unwrap();
+        });
+        let o = ippin_cert::ssh::read_options(&cert).unwrap();
+        assert_eq!(o.source_address.unwrap().to_string(), "2001:db8::7/128");
+        assert_eq!(o.login_ip, Some(ip("192.0.2.1")));
+        assert!(o.verify_required);
+        assert!(o.permissions.pty && !o.permissions.x11_forwarding);
+    }
+    for (critical, name, data, code) in [
+        (true, "no-such-option", "", "ssh_unknown_critical_option"),
+        (
+            true,
+            "source-address",
+            "0.0.0.0/0",
+            "source_address_malformed",
+        ),
+        (true, "verify-required", "x", "ssh_option_malformed"),
+        (false, "login-ip", "01.2.3.4", "ssh_option_malformed"),
+    ] {
+        let cert = raw_cert(&key, |b| {
+            if critical {
+                b.critical_option(name, data).unwrap();
+            } else {
+                b.extension(name, data).unwrap();
+            }
+        });
+        assert_eq!(
+            ippin_cert::ssh::read_options(&cert).unwrap_err().code(),
+            code,
+            "{name}={data}"
+        );
+    }
+}
