@@ -135,3 +135,80 @@ proptest! {
         }
     }
 }
+
+/// Pieces a hostile or buggy CA might put together.
+fn ext_pool() -> Vec<Vec<u8>> {
+    use crate::x509::{ext, printable};
+    vec![
+        ext("1.3.9999.1.9", None, &printable("10.0.0.1")),
+        ext("1.3.9999.1.9", None, &printable("10.0.0.2")),
+        ext("1.3.9999.1.9", Some(true), &printable("10.0.0.1")),
+        ext("1.3.9999.1.9", Some(false), &printable("2001:db8::1")),
+        ext("1.3.9999.1.9", None, &printable("::ffff:10.0.0.1")),
+        ext("1.3.9999.1.9.1", None, &printable("10.0.0.1")),
+        ext(
+            "1.3.9999.1.9",
+            None,
+            &[0x0c, 0x08, b'1', b'0', b'.', b'0', b'.', b'0', b'.', b'1'],
+        ),
+        ext("2.5.29.19", Some(true), &[0x30, 0x00]),
+        ext("2.5.29.37", None, &[0x30, 0x00]),
+        ext("1.2.3.4", None, &[0x05, 0x00]),
+        // the pin's OID padded with 0x80
+        [
+            &[
+                0x30u8, 0x14, 0x06, 0x06, 0x2b, 0x80, 0xce, 0x0f, 0x01, 0x09, 0x04, 0x0a,
+            ][..],
+            &printable("10.0.0.1"),
+        ]
+        .concat(),
+    ]
+}
+
+fn rdn_pool() -> Vec<Vec<u8>> {
+    use crate::x509::attr;
+    vec![
+        attr("1.3.9999.2.15", 0x13, b"10.0.0.1"),
+        attr("1.3.9999.2.15", 0x0c, b"10.0.0.2"),
+        attr("1.3.9999.1.9", 0x13, b"10.0.0.1"),
+        attr("1.3.9999.2.15", 0x16, b"10.0.0.1"),
+        attr("2.5.4.10", 0x0c, b"dev"),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Certificates assembled from hostile pieces (versions, unique IDs,
+    /// duplicate/critical/padded extensions, Teleport attributes): the two
+    /// readers keep their agreement contract on every one.
+    #[test]
+    fn fast_path_agrees_on_assembled_certificates(
+        version in 0usize..6,
+        uids in 0usize..4,
+        exts in proptest::option::of(proptest::collection::vec(0usize..11, 0..5)),
+        rdns in proptest::collection::vec(0usize..5, 0..3),
+    ) {
+        static CA: OnceLock<ippin_cert::x509::X509Ca> = OnceLock::new();
+        let ca = CA.get_or_init(crate::x509::ca);
+        let versions: [Option<&[u8]>; 6] = [
+            None,
+            Some(&[0xa0, 0x03, 0x02, 0x01, 0x00]),
+            Some(&[0xa0, 0x03, 0x02, 0x01, 0x01]),
+            Some(&[0xa0, 0x03, 0x02, 0x01, 0x02]),
+            Some(&[0xa0, 0x03, 0x02, 0x01, 0x03]),
+            Some(&[0xa0, 0x04, 0x02, 0x02, 0x00, 0x02]),
+        ];
+        let uid_sets: [Vec<Vec<u8>>; 4] = [
+            vec![],
+            vec![vec![0x81, 0x02, 0x00, 0xab]],
+            vec![vec![0x82, 0x02, 0x00, 0xab]],
+            vec![vec![0x81, 0x02, 0x00, 0xab], vec![0x82, 0x02, 0x00, 0xcd]],
+        ];
+        let (ep, rp) = (ext_pool(), rdn_pool());
+        let exts: Option<Vec<Vec<u8>>> = exts.map(|e| e.iter().map(|i| ep[*i].clone()).collect());
+        let rdns: Vec<Vec<u8>> = rdns.iter().map(|i| rp[*i].clone()).collect();
+        let der = crate::x509::shaped(ca, versions[version], &uid_sets[uids], &rdns, exts.as_deref());
+        check_agreement(&der);
+    }
+}

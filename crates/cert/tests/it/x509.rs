@@ -537,7 +537,7 @@ fn ca_round_trips_through_pem_and_server_certificates_issue() {
 
 /// A certificate with full control over version, unique IDs and the
 /// extensions field (`None` = no `[3]` at all).
-fn shaped(
+pub(crate) fn shaped(
     ca: &X509Ca,
     version: Option<&[u8]>,
     unique_ids: &[Vec<u8>],
