@@ -58,6 +58,11 @@ pub async fn accept_observed<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Listeners with `propagation` also take one signed header (after at
+    // most one unsigned one): crate::propagation decides the sequence.
+    if cfg.propagation.is_some() {
+        return crate::propagation::serve::accept(stream, peer, cfg).await;
+    }
     let policy = listener_policy(cfg);
     match pp::accept(stream, peer, &policy, cfg.header_timeout).await {
         Ok(accepted) => Ok((to_observed(&accepted.observed), accepted.stream)),

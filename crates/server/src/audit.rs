@@ -122,6 +122,47 @@ pub enum AuditEvent {
         /// Reason code from the PROXY layer.
         reason: String,
     },
+    /// A `forward` listener relays a connection to its upstream behind a
+    /// signed PROXY v2 header (docs/propagation.md).
+    Forwarded {
+        /// The TCP peer.
+        peer: String,
+        /// The observed client address the header vouches for.
+        observed: String,
+        /// How the front observed it.
+        provenance: String,
+        /// The upstream it connected to.
+        upstream: String,
+        /// The audience signed for.
+        audience: String,
+    },
+    /// A `forward` listener did not forward (untrusted client address,
+    /// upstream unreachable, signing failed).
+    ForwardRefused {
+        /// The TCP peer.
+        peer: String,
+        /// The observed client address.
+        observed: String,
+        /// How it was observed.
+        provenance: String,
+        /// The configured upstream.
+        upstream: String,
+        /// Reason code.
+        reason: String,
+        /// What happened.
+        detail: String,
+    },
+    /// A relayed connection ended.
+    ForwardClosed {
+        /// The observed client address.
+        observed: String,
+        /// The upstream.
+        upstream: String,
+        /// Bytes from the client to the upstream.
+        bytes_up: u64,
+        /// Bytes from the upstream to the client.
+        bytes_down: u64,
+    },
     /// An event of an `ssh` listener, whole under `ssh` (its own `event` names it:
     /// `ssh.auth.allowed`, `ssh.auth.denied`, `ssh.exec`, `session.network`,
     /// `ssh.proxy_refused`; see docs/ssh.md).

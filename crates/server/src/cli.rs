@@ -57,6 +57,23 @@ pub enum CaCommand {
         /// The folder (created if missing; must not already hold a config).
         dir: PathBuf,
     },
+    /// Issue a front's identity for a `kind: forward` listener: an Ed25519
+    /// key and a certificate from the X.509 CA with CN `proxy:NAME` and role
+    /// `proxy` (docs/propagation.md).
+    IssueProxy {
+        /// The configuration file (its X.509 CA signs).
+        #[arg(long)]
+        config: PathBuf,
+        /// The front's name.
+        name: String,
+        /// Where to write `proxy-NAME.pem` and `proxy-NAME.key` (default:
+        /// the configuration's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Lifetime of the certificate.
+        #[arg(long, default_value = "90d")]
+        ttl: String,
+    },
 }
 
 /// `ippin user …`
@@ -185,6 +202,12 @@ pub async fn run(cli: Cli) -> Outcome {
             )),
             Err(e) => Outcome::fail(1, format!("error: {e}\n")),
         },
+        Command::Ca(CaCommand::IssueProxy {
+            config,
+            name,
+            out,
+            ttl,
+        }) => crate::propagation::cmd::issue_proxy_command(&config, &name, out.as_deref(), &ttl),
         Command::User(UserCommand::Add {
             config,
             name,

@@ -77,6 +77,9 @@ pub enum ListenerKind {
     Tls,
     /// SSH access with OpenSSH user certificates (`crate::ssh`, docs/ssh.md).
     Ssh,
+    /// A front: relays to an upstream ippin listener behind a signed PROXY
+    /// v2 header (`crate::propagation`, docs/propagation.md).
+    Forward,
 }
 
 impl ListenerKind {
@@ -86,6 +89,7 @@ impl ListenerKind {
             ListenerKind::Login => "login",
             ListenerKind::Tls => "tls",
             ListenerKind::Ssh => "ssh",
+            ListenerKind::Forward => "forward",
         }
     }
 }
@@ -123,6 +127,10 @@ pub struct ListenerConfig {
     /// Whether `X-Forwarded-For` / `Forwarded` from trusted proxies is
     /// believed (login listener only).
     pub trust_x_forwarded_for: bool,
+    /// A `forward` listener's upstream and identity.
+    pub forward: Option<crate::propagation::config::ForwardConfig>,
+    /// Whether (and how) signed PROXY headers are accepted.
+    pub propagation: Option<crate::propagation::config::PropagationConfig>,
 }
 
 /// One user.
@@ -239,6 +247,10 @@ struct RawListener {
     header_timeout: YamlDuration,
     #[serde(default)]
     trust_x_forwarded_for: bool,
+    #[serde(default)]
+    forward: Option<crate::propagation::config::RawForward>,
+    #[serde(default)]
+    propagation: Option<crate::propagation::config::RawPropagation>,
 }
 
 fn default_header_timeout() -> YamlDuration {
@@ -471,6 +483,14 @@ impl Config {
                     format!("address {here} is used by two listeners"),
                 ));
             }
+            let (forward, propagation) = crate::propagation::config::check_listener(
+                l.kind,
+                mode,
+                l.forward,
+                l.propagation,
+                &resolve,
+            )
+            .map_err(|(field, m)| invalid(format!("listeners[{i}].{field}"), Some(&here), m))?;
             listeners.push(ListenerConfig {
                 kind: l.kind,
                 listen: l.listen,
@@ -480,6 +500,8 @@ impl Config {
                     .map(|v| v.into_iter().map(|n| n.0).collect()),
                 header_timeout: l.header_timeout.0,
                 trust_x_forwarded_for: l.trust_x_forwarded_for,
+                forward,
+                propagation,
             });
         }
         Ok(Config {

@@ -305,17 +305,33 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
             addr: lcfg.listen,
             source,
         })?;
+        crate::propagation::serve::arm(&state, &lcfg)?;
         let acceptor = TlsAcceptor::from(match lcfg.kind {
             ListenerKind::Login => login_tls.clone(),
             ListenerKind::Tls => access_tls.clone(),
             ListenerKind::Ssh => {
                 let service = ssh_service(&state)?;
+                if lcfg.propagation.is_some() {
+                    listeners.push((lcfg.kind, bound));
+                    let st = state.clone();
+                    let serve = crate::propagation::serve::ssh_loop(service, socket, lcfg, st);
+                    tasks.push(tokio::spawn(serve));
+                    continue;
+                }
                 let policy = crate::accept::listener_policy(&lcfg);
                 let timeout = lcfg.header_timeout;
                 listeners.push((lcfg.kind, bound));
                 tasks.push(tokio::spawn(async move {
                     service.serve_listener(socket, policy, timeout).await;
                 }));
+                continue;
+            }
+            ListenerKind::Forward => {
+                let target = crate::propagation::serve::forward_target(&lcfg)?;
+                listeners.push((lcfg.kind, bound));
+                let st = state.clone();
+                let serve = crate::propagation::serve::forward_loop(socket, lcfg, target, st);
+                tasks.push(tokio::spawn(serve));
                 continue;
             }
         });
@@ -453,7 +469,8 @@ async fn serve_tls<S>(
             .await;
         }
         // `ssh` listeners never reach TLS: `start_with` serves them with `crate::ssh`.
-        ListenerKind::Ssh => {}
+        // nor do `forward` listeners (`crate::propagation::serve`).
+        ListenerKind::Ssh | ListenerKind::Forward => {}
     }
 }
 

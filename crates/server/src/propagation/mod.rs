@@ -37,9 +37,12 @@
 
 use std::fmt;
 
+pub mod cmd;
+pub mod config;
 pub mod net;
 pub mod replay;
 pub mod sequence;
+pub mod serve;
 pub mod sign;
 pub mod verify;
 pub mod wire;

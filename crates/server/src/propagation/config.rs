@@ -1,0 +1,299 @@
+//! The configuration of propagation: a `forward` listener's `forward:`
+//! section and any listener's `propagation:` section. `crate::config`
+//! reads them with the rest of the listener and calls [`check_listener`].
+//!
+//! ```yaml
+//! listeners:
+//!   - kind: forward                # the front
+//!     listen: 127.0.0.1:4000
+//!     proxy_protocol: on           # governs what the front itself accepts
+//!     forward:
+//!       upstream: 127.0.0.1:4443   # host:port of the inner listener
+//!       audience: inner-tls        # the inner listener's propagation.audience
+//!       cert: proxy.pem            # `ippin ca issue-proxy` writes these
+//!       key: proxy.key
+//!   - kind: tls                    # an inner listener
+//!     listen: 127.0.0.1:4443
+//!     proxy_protocol: off          # unsigned headers: refused here
+//!     propagation:
+//!       audience: inner-tls        # this listener's name in signed headers
+//!       window: 30s                # freshness window (default 30s, at most 1h)
+//!       # trusted_ca: ca/tls_ca.pem   default: the cluster X.509 CA
+//!       # replay_capacity: 65536     nonces remembered (fail closed when full)
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::sign::audience_ok;
+use super::verify::DEFAULT_REPLAY_CAPACITY;
+use crate::config::{ListenerKind, ProxyModeSetting};
+
+/// The largest freshness window.
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The largest replay cache.
+pub const MAX_REPLAY_CAPACITY: usize = 10_000_000;
+
+/// A `forward` listener's target and identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// The upstream listener, `host:port`.
+    pub upstream: String,
+    /// The upstream's audience (its `propagation.audience`).
+    pub audience: String,
+    /// The front's certificate (PEM, from `ippin ca issue-proxy`).
+    pub cert: PathBuf,
+    /// The front's Ed25519 key (PKCS#8 PEM).
+    pub key: PathBuf,
+}
+
+/// A listener's acceptance of signed headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropagationConfig {
+    /// This listener's name in signed headers.
+    pub audience: String,
+    /// How far a header's timestamp may be from now.
+    pub window: Duration,
+    /// The CA fronts' certificates must chain to (`None`: the cluster CA).
+    pub trusted_ca: Option<PathBuf>,
+    /// How many nonces are remembered.
+    pub replay_capacity: usize,
+    /// The verifier, armed when the server starts the listener.
+    pub runtime: super::serve::Runtime,
+}
+
+/// The YAML shape of `forward:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    upstream: String,
+    audience: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The YAML shape of `propagation:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPropagation {
+    audience: String,
+    #[serde(default)]
+    window: Option<String>,
+    #[serde(default)]
+    trusted_ca: Option<PathBuf>,
+    #[serde(default)]
+    replay_capacity: Option<usize>,
+}
+
+fn check_upstream(upstream: &str) -> Result<(), String> {
+    let ok = upstream
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}`: expected `host:port` (`127.0.0.1:4443`, `[::1]:4443`, `inner.example:4443`)",
+            upstream.escape_default()
+        ))
+    }
+}
+
+fn audience(field: &'static str, a: &str) -> Result<(), (&'static str, String)> {
+    if audience_ok(a) {
+        Ok(())
+    } else {
+        Err((
+            field,
+            format!(
+                "`{}`: use 1 to 255 printable ASCII characters, no spaces",
+                a.escape_default()
+            ),
+        ))
+    }
+}
+
+/// The propagation settings of one listener, checked; `resolve` makes
+/// paths relative to the configuration file. Errors name the field
+/// (relative to the listener) and what is wrong.
+///
+/// # Errors
+/// `(field, message)`.
+#[allow(clippy::type_complexity)]
+pub fn check_listener(
+    kind: ListenerKind,
+    mode: ProxyModeSetting,
+    forward: Option<RawForward>,
+    propagation: Option<RawPropagation>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<(Option<ForwardConfig>, Option<PropagationConfig>), (&'static str, String)> {
+    let forward = match (kind, forward) {
+        (ListenerKind::Forward, None) => {
+            return Err((
+                "forward",
+                "a `forward` listener needs `forward: {upstream, audience, cert, key}`".into(),
+            ));
+        }
+        (ListenerKind::Forward, Some(f)) => {
+            if mode == ProxyModeSetting::Unspecified {
+                return Err((
+                    "proxy_protocol",
+                    "a `forward` listener vouches for its clients' addresses: set \
+                     `proxy_protocol: on` (behind a load balancer) or `off` (direct clients)"
+                        .into(),
+                ));
+            }
+            check_upstream(&f.upstream).map_err(|m| ("forward.upstream", m))?;
+            audience("forward.audience", &f.audience)?;
+            Some(ForwardConfig {
+                upstream: f.upstream,
+                audience: f.audience,
+                cert: resolve(f.cert),
+                key: resolve(f.key),
+            })
+        }
+        (_, Some(_)) => {
+            return Err((
+                "forward",
+                format!("only a `forward` listener has a `forward` section, not a `{kind}` one"),
+            ));
+        }
+        (_, None) => None,
+    };
+    let propagation = match propagation {
+        None => None,
+        Some(p) => {
+            audience("propagation.audience", &p.audience)?;
+            let window = match &p.window {
+                None => Duration::from_secs(30),
+                Some(text) => humantime::parse_duration(text).map_err(|e| {
+                    (
+                        "propagation.window",
+                        format!("duration `{text}`: {e} (write it as `30s`)"),
+                    )
+                })?,
+            };
+            if window.as_secs() == 0 || window > MAX_WINDOW {
+                return Err((
+                    "propagation.window",
+                    format!("{}s: use 1s to {}s", window.as_secs(), MAX_WINDOW.as_secs()),
+                ));
+            }
+            let replay_capacity = p.replay_capacity.unwrap_or(DEFAULT_REPLAY_CAPACITY);
+            if replay_capacity == 0 || replay_capacity > MAX_REPLAY_CAPACITY {
+                return Err((
+                    "propagation.replay_capacity",
+                    format!("{replay_capacity}: use 1 to {MAX_REPLAY_CAPACITY}"),
+                ));
+            }
+            Some(PropagationConfig {
+                audience: p.audience,
+                window,
+                trusted_ca: p.trusted_ca.map(resolve),
+                replay_capacity,
+                runtime: super::serve::Runtime::default(),
+            })
+        }
+    };
+    Ok((forward, propagation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_fwd(upstream: &str, audience: &str) -> RawForward {
+        RawForward {
+            upstream: upstream.into(),
+            audience: audience.into(),
+            cert: "proxy.pem".into(),
+            key: "proxy.key".into(),
+        }
+    }
+
+    fn raw_prop(window: Option<&str>, cap: Option<usize>) -> RawPropagation {
+        RawPropagation {
+            audience: "inner".into(),
+            window: window.map(Into::into),
+            trusted_ca: None,
+            replay_capacity: cap,
+        }
+    }
+
+    fn base() -> impl Fn(PathBuf) -> PathBuf {
+        |p: PathBuf| PathBuf::from("/etc/ippin").join(p)
+    }
+
+    #[test]
+    fn forward_sections_are_checked() {
+        let on = ProxyModeSetting::On;
+        let (f, p) = check_listener(
+            ListenerKind::Forward,
+            on,
+            Some(raw_fwd("[::1]:4443", "inner")),
+            None,
+            &base(),
+        )
+        .unwrap();
+        let f = f.unwrap();
+        assert_eq!(f.cert, PathBuf::from("/etc/ippin/proxy.pem"));
+        assert!(p.is_none());
+        let err =
+            |k, m, f: Option<RawForward>| check_listener(k, m, f, None, &base()).unwrap_err().0;
+        assert_eq!(err(ListenerKind::Forward, on, None), "forward");
+        assert_eq!(
+            err(ListenerKind::Tls, on, Some(raw_fwd("a:1", "x"))),
+            "forward"
+        );
+        assert_eq!(
+            err(
+                ListenerKind::Forward,
+                ProxyModeSetting::Unspecified,
+                Some(raw_fwd("a:1", "x"))
+            ),
+            "proxy_protocol"
+        );
+        for bad in ["inner", ":443", "inner:0", "inner:http", ""] {
+            assert_eq!(
+                err(ListenerKind::Forward, on, Some(raw_fwd(bad, "x"))),
+                "forward.upstream",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            err(ListenerKind::Forward, on, Some(raw_fwd("a:1", "in ner"))),
+            "forward.audience"
+        );
+    }
+
+    #[test]
+    fn propagation_sections_are_checked() {
+        let go = |p| {
+            check_listener(
+                ListenerKind::Tls,
+                ProxyModeSetting::Off,
+                None,
+                Some(p),
+                &base(),
+            )
+        };
+        let p = go(raw_prop(None, None)).unwrap().1.unwrap();
+        assert_eq!(p.window, Duration::from_secs(30));
+        assert_eq!(p.replay_capacity, DEFAULT_REPLAY_CAPACITY);
+        assert_eq!(
+            go(raw_prop(Some("2h"), None)).unwrap_err().0,
+            "propagation.window"
+        );
+        assert_eq!(
+            go(raw_prop(Some("soon"), None)).unwrap_err().0,
+            "propagation.window"
+        );
+        assert_eq!(
+            go(raw_prop(None, Some(0))).unwrap_err().0,
+            "propagation.replay_capacity"
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! The wiring into the server: arming an inner listener's verifier, the
+//! `forward` listener's accept loop, and the SSH accept loop for `ssh`
+//! listeners with propagation.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ippin_policy::ObservedAddr;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::net::{ForwardTarget, accept_propagated, dial_and_sign, relay, unix};
+use super::{Signer, TrustAnchor, Verifier};
+use crate::accept::Refused;
+use crate::audit::AuditEvent;
+use crate::config::{ListenerConfig, read_bounded};
+use crate::server::{Clock, MAX_CONNECTIONS, ServerError, State};
+
+/// A listener's verifier and clock, set when the server starts it.
+#[derive(Clone)]
+pub struct Armed {
+    /// The verifier (trust anchor, audience, window, caches).
+    pub verifier: Arc<Verifier>,
+    /// The server's clock.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Armed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Armed")
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The run-time half of a listener's `propagation` settings, shared by
+/// the clones of its configuration. It compares equal to every other: it
+/// is state, not configuration.
+#[derive(Clone, Default)]
+pub struct Runtime(Arc<OnceLock<Armed>>);
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Runtime(armed)"
+        } else {
+            "Runtime(unarmed)"
+        })
+    }
+}
+
+impl PartialEq for Runtime {
+    fn eq(&self, _: &Runtime) -> bool {
+        true
+    }
+}
+
+impl Eq for Runtime {}
+
+impl Runtime {
+    /// The armed verifier, once the server started the listener.
+    pub fn get(&self) -> Option<&Armed> {
+        self.0.get()
+    }
+}
+
+fn load_error(file: &std::path::Path, message: impl std::fmt::Display) -> ServerError {
+    ServerError::Tls {
+        file: file.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Arms the verifier of `lcfg` (when it has `propagation`): reads the
+/// trusted CA (the cluster CA unless `trusted_ca` is set).
+///
+/// # Errors
+/// [`ServerError`] when the CA file cannot be read or used.
+pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<(), ServerError> {
+    let Some(p) = &lcfg.propagation else {
+        return Ok(());
+    };
+    let ca_file = p
+        .trusted_ca
+        .clone()
+        .unwrap_or_else(|| state.config.ca.tls_cert.clone());
+    let pem = read_bounded(&ca_file, crate::config::MAX_CONFIG_BYTES)?;
+    let der = crate::ca::pem_to_der(&pem, "CERTIFICATE")
+        .ok_or_else(|| load_error(&ca_file, "not one PEM CERTIFICATE block"))?;
+    let anchor = TrustAnchor::from_der(&der).map_err(|e| load_error(&ca_file, e))?;
+    let verifier = Verifier::new(anchor, &p.audience, p.window.as_secs(), p.replay_capacity);
+    let _ = p.runtime.0.set(Armed {
+        verifier: Arc::new(verifier),
+        clock: state.clock.clone(),
+    });
+    Ok(())
+}
+
+/// The PROXY stage of a listener with `propagation`: the header sequence
+/// with signed headers (see [`super::sequence`]).
+///
+/// # Errors
+/// [`Refused`] with the reason code (`propagation_unavailable` when the
+/// listener was not armed).
+pub async fn accept<S>(
+    stream: S,
+    peer: SocketAddr,
+    lcfg: &ListenerConfig,
+) -> Result<(ObservedAddr, ippin_proxy_protocol::PrefixedStream<S>), Refused>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let armed = lcfg
+        .propagation
+        .as_ref()
+        .and_then(|p| p.runtime.get())
+        .ok_or_else(|| Refused {
+            code: "propagation_unavailable",
+            message: "propagation_unavailable: this listener's verifier is not set up".into(),
+        })?;
+    let policy = crate::accept::listener_policy(lcfg);
+    let clock = armed.clock.clone();
+    accept_propagated(
+        stream,
+        peer,
+        &policy,
+        &armed.verifier,
+        lcfg.header_timeout,
+        move || unix(clock()),
+    )
+    .await
+}
+
+fn audit(state: &State, event: &AuditEvent) -> bool {
+    match state.audit.record((state.clock)(), event) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("{e}; refusing the action it records");
+            false
+        }
+    }
+}
+
+/// Loads a `forward` listener's identity.
+///
+/// # Errors
+/// [`ServerError`] when the listener has no `forward` section, or its
+/// files cannot be read or do not make an identity.
+pub fn forward_target(lcfg: &ListenerConfig) -> Result<ForwardTarget, ServerError> {
+    let Some(f) = &lcfg.forward else {
+        return Err(load_error(
+            std::path::Path::new("(config)"),
+            format!(
+                "forward listener on {} has no `forward` section",
+                lcfg.listen
+            ),
+        ));
+    };
+    let cert = read_bounded(&f.cert, crate::config::MAX_CONFIG_BYTES)?;
+    let key = read_bounded(&f.key, crate::config::MAX_CONFIG_BYTES)?;
+    let signer = Signer::from_pem(&cert, &key).map_err(|e| load_error(&f.cert, e))?;
+    Ok(ForwardTarget {
+        upstream: f.upstream.clone(),
+        audience: f.audience.clone(),
+        signer: Arc::new(signer),
+    })
+}
+
+/// The accept loop of a `forward` listener: the PROXY-aware accept path
+/// (with signed headers when it has `propagation` too), then dial, sign,
+/// relay; every forward and refusal audited.
+pub async fn forward_loop(
+    socket: TcpListener,
+    lcfg: ListenerConfig,
+    target: ForwardTarget,
+    state: Arc<State>,
+) {
+    let lcfg = Arc::new(lcfg);
+    let target = Arc::new(target);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match socket.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept on {}: {e}", lcfg.listen);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (lcfg, target, state) = (lcfg.clone(), target.clone(), state.clone());
+        tokio::spawn(async move {
+            forward_one(tcp, peer, &lcfg, &target, &state).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn forward_one(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    lcfg: &ListenerConfig,
+    target: &ForwardTarget,
+    state: &State,
+) {
+    let _ = tcp.set_nodelay(true);
+    let local = match tcp.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let accepted = crate::accept::accept_observed(tcp, peer, lcfg).await;
+    let (observed, stream) = match accepted {
+        Ok(x) => x,
+        Err(refused) => {
+            audit(
+                state,
+                &AuditEvent::ProxyRefused {
+                    listener: lcfg.kind.as_str().into(),
+                    peer: AuditEvent::peer(peer),
+                    reason: refused.code.into(),
+                },
+            );
+            return;
+        }
+    };
+    let (early, mut client) = stream.into_parts();
+    let now = unix((state.clock)());
+    let dialed = dial_and_sign(target, &observed, local, &early, now).await;
+    let refused = |reason: &str, detail: String| AuditEvent::ForwardRefused {
+        peer: AuditEvent::peer(peer),
+        observed: AuditEvent::addr(&observed),
+        provenance: observed.provenance().as_str().into(),
+        upstream: target.upstream.clone(),
+        reason: reason.into(),
+        detail,
+    };
+    let mut up = match dialed {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!("forward listener: {peer}: {e}");
+            audit(state, &refused(e.code(), e.to_string()));
+            return;
+        }
+    };
+    let started = AuditEvent::Forwarded {
+        peer: AuditEvent::peer(peer),
+        observed: AuditEvent::addr(&observed),
+        provenance: observed.provenance().as_str().into(),
+        upstream: up.upstream.to_string(),
+        audience: target.audience.clone(),
+    };
+    if !audit(state, &started) {
+        // Fail closed: nothing is relayed that the log does not show.
+        return;
+    }
+    let (sent, received) = relay(&mut client, &mut up.stream).await;
+    audit(
+        state,
+        &AuditEvent::ForwardClosed {
+            observed: AuditEvent::addr(&observed),
+            upstream: up.upstream.to_string(),
+            bytes_up: sent.saturating_add(early.len() as u64),
+            bytes_down: received,
+        },
+    );
+}
+
+/// The accept loop of an `ssh` listener with `propagation`: the header
+/// sequence with signed headers, then the SSH service.
+pub async fn ssh_loop(
+    service: crate::ssh::SshService,
+    socket: TcpListener,
+    lcfg: ListenerConfig,
+    state: Arc<State>,
+) {
+    let lcfg = Arc::new(lcfg);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match socket.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (service, lcfg, state) = (service.clone(), lcfg.clone(), state.clone());
+        tokio::spawn(async move {
+            match accept(tcp, peer, &lcfg).await {
+                Ok((observed, stream)) => {
+                    let _ = service.handle(stream, observed).await;
+                }
+                Err(refused) => {
+                    audit(
+                        &state,
+                        &AuditEvent::ProxyRefused {
+                            listener: lcfg.kind.as_str().into(),
+                            peer: AuditEvent::peer(peer),
+                            reason: refused.code.into(),
+                        },
+                    );
+                }
+            }
+            drop(slot);
+        });
+    }
+}
