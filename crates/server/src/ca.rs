@@ -283,6 +283,9 @@ roles: [roles.yaml]              # files of role documents
 users: []                        # ippin user add --config ippin.yaml NAME --role pinned-ip
 cert_ttl: 8h
 audit_log: audit.log
+ssh_host_key: ssh_host_ed25519_key   # the SSH listeners' host key (kept across restarts)
+# network_restrictions: network_restrictions.yaml   # where sessions may connect (absent = anywhere)
+# audit_network_observed: false  # also audit allowed outbound connections
 listeners:
   - kind: login
     listen: 127.0.0.1:3080
@@ -291,6 +294,10 @@ listeners:
     trust_x_forwarded_for: false
   - kind: tls
     listen: 127.0.0.1:3443
+    proxy_protocol: off
+    header_timeout: 5s
+  - kind: ssh
+    listen: 127.0.0.1:3022
     proxy_protocol: off
     header_timeout: 5s
 ";
@@ -401,6 +408,21 @@ pub fn init_at(dir: &Path, now: SystemTime, config_yaml: &str) -> Result<PathBuf
     )?;
     write_file(&dir.join("server.key"), server_key_pem.as_bytes(), true)?;
     write_file(&dir.join("roles.yaml"), ROLES_YAML.as_bytes(), false)?;
+    let host_key_path = dir.join("ssh_host_ed25519_key");
+    let host_key = crate::ssh::generate_host_key().map_err(|e| material(&e, &host_key_path))?;
+    let host_key_text = host_key
+        .to_openssh(ssh_key::LineEnding::LF)
+        .map_err(|e| material(&e, &host_key_path))?;
+    write_file(&host_key_path, host_key_text.as_bytes(), true)?;
+    let host_pub = host_key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| material(&e, &host_key_path))?;
+    write_file(
+        &dir.join("ssh_host_ed25519_key.pub"),
+        format!("{host_pub}\n").as_bytes(),
+        false,
+    )?;
     write_file(&config, config_yaml.as_bytes(), false)?;
     Ok(config)
 }

@@ -186,6 +186,17 @@ pub struct Config {
     pub audit_log: PathBuf,
     /// Listeners.
     pub listeners: Vec<ListenerConfig>,
+    /// The `network_restrictions` policy file every outbound dial made for a session goes
+    /// through (`None`: every destination allowed). Loaded and watched by the server.
+    pub network_restrictions: Option<PathBuf>,
+    /// Whether allowed outbound connections are audited too (`session.network`, action 0);
+    /// denied ones always are.
+    pub audit_network_observed: bool,
+    /// The SSH listeners' host key (OpenSSH private key file). `None`: a fresh key at every
+    /// start, with a warning.
+    pub ssh_host_key: Option<PathBuf>,
+    /// How long every refused SSH authentication takes, so timing does not tell why.
+    pub ssh_auth_rejection_time: Duration,
 }
 
 // ---- the raw, serde-facing shape ---------------------------------------
@@ -204,6 +215,18 @@ struct RawConfig {
     cert_ttl: YamlDuration,
     audit_log: PathBuf,
     listeners: Vec<RawListener>,
+    #[serde(default)]
+    network_restrictions: Option<PathBuf>,
+    #[serde(default)]
+    audit_network_observed: bool,
+    #[serde(default)]
+    ssh_host_key: Option<PathBuf>,
+    #[serde(default = "default_ssh_rejection")]
+    ssh_auth_rejection_time: YamlDuration,
+}
+
+fn default_ssh_rejection() -> YamlDuration {
+    YamlDuration(Duration::from_secs(1))
 }
 
 fn default_ttl() -> YamlDuration {
@@ -521,6 +544,10 @@ impl Config {
             cert_ttl: raw.cert_ttl.0,
             audit_log: resolve(raw.audit_log),
             listeners,
+            network_restrictions: raw.network_restrictions.map(resolve),
+            audit_network_observed: raw.audit_network_observed,
+            ssh_host_key: raw.ssh_host_key.map(&resolve),
+            ssh_auth_rejection_time: raw.ssh_auth_rejection_time.0,
         })
     }
 

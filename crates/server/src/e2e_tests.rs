@@ -504,13 +504,14 @@ async fn ca_init_and_user_add_make_a_working_server() {
     ));
     // The written configuration loads as is.
     let config = Config::load(&path).unwrap();
-    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.listeners.len(), 3);
     assert!(server::startup_warnings(&config).is_empty());
     // Ephemeral ports for the test, then `user add` edits the file.
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("127.0.0.1:3080", "127.0.0.1:0")
-        .replace("127.0.0.1:3443", "127.0.0.1:0");
+        .replace("127.0.0.1:3443", "127.0.0.1:0")
+        .replace("127.0.0.1:3022", "127.0.0.1:0");
     std::fs::write(&path, text).unwrap();
     let hash = crate::users::hash_password_light("s3cret").unwrap();
     crate::users::add_user(&path, "dana", &["pinned-ip".to_owned()], &hash).unwrap();

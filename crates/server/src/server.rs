@@ -291,7 +291,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
     let (login_tls, access_tls) = server_configs(&state)?;
     let mut listeners = Vec::new();
-    let mut tasks = Vec::new();
+    let mut ssh = crate::ssh::wiring::SshParts::load(&state.config)?;
+    let mut tasks = std::mem::take(&mut ssh.tasks);
     for lcfg in state.config.listeners.clone() {
         let socket = TcpListener::bind(lcfg.listen)
             .await
@@ -310,7 +311,7 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
             ListenerKind::Login => login_tls.clone(),
             ListenerKind::Tls => access_tls.clone(),
             ListenerKind::Ssh => {
-                let service = ssh_service(&state)?;
+                let service = ssh_service(&state, &ssh)?;
                 if lcfg.propagation.is_some() {
                     listeners.push((lcfg.kind, bound));
                     let st = state.clone();
@@ -346,18 +347,22 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
     })
 }
 
-/// The SSH service of an `ssh` listener: the server's SSH CA, users and roles, audit log;
-/// every destination allowed (no `network_restrictions` resource yet).
-fn ssh_service(state: &Arc<State>) -> Result<crate::ssh::SshService, ServerError> {
+/// The SSH service of an `ssh` listener: the server's SSH CA, users and roles, host key,
+/// network restrictions, audit log (fail closed: an event that cannot be written refuses
+/// what it records).
+fn ssh_service(
+    state: &Arc<State>,
+    ssh: &crate::ssh::wiring::SshParts,
+) -> Result<crate::ssh::SshService, ServerError> {
     let st = state.clone();
     let audit = Arc::new(move |e: crate::ssh::SshAuditEvent| {
         let ssh = serde_json::to_value(&e).unwrap_or_default();
-        st.audit(&AuditEvent::Ssh { ssh });
+        st.audit(&AuditEvent::Ssh { ssh })
     });
     Ok(crate::ssh::wiring::service_for(
         state,
-        None,
-        Arc::new(crate::ssh::AllowAll),
+        Some(ssh.host_key.clone()),
+        ssh.dial_policy.clone(),
         audit,
     )?)
 }

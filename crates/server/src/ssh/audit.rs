@@ -11,16 +11,22 @@ use serde::Serialize;
 
 /// Where the SSH service sends its audit events.
 ///
-/// Implemented for any `Fn(SshAuditEvent) + Send + Sync`, so a closure that writes to the
-/// server's audit log, or a test that collects events, can be passed as is. The call is made
-/// on the connection's task: it must not block for long.
+/// Implemented for any `Fn(SshAuditEvent) -> bool + Send + Sync`, so a closure that writes
+/// to the server's audit log, or a test that collects events, can be passed as is. The call
+/// is made on the connection's task: it must not block for long.
+///
+/// The audit is *fail-closed*, like the server's login and TLS access: when the line of an
+/// allowed authentication cannot be written, the authentication is refused
+/// (`audit_unavailable`); when the line of an outbound connection cannot be written, the
+/// connection is not made (or is closed before any byte is relayed) and the channel open
+/// fails.
 pub trait SshAudit: Send + Sync {
-    /// Records one event.
-    fn record(&self, event: SshAuditEvent);
+    /// Records one event; `false` when it could not be recorded.
+    fn record(&self, event: SshAuditEvent) -> bool;
 }
 
-impl<F: Fn(SshAuditEvent) + Send + Sync> SshAudit for F {
-    fn record(&self, event: SshAuditEvent) {
+impl<F: Fn(SshAuditEvent) -> bool + Send + Sync> SshAudit for F {
+    fn record(&self, event: SshAuditEvent) -> bool {
         self(event)
     }
 }

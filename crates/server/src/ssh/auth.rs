@@ -90,6 +90,8 @@ pub enum SshDenyReason {
     UnknownUser,
     /// The pin check refused (the policy crate's reason).
     Pin(DenyReason),
+    /// Everything passed, but the audit line could not be written: refused (fail closed).
+    AuditUnavailable,
 }
 
 impl SshDenyReason {
@@ -108,6 +110,7 @@ impl SshDenyReason {
             SshDenyReason::InvalidCertificate => "invalid_certificate",
             SshDenyReason::UnknownUser => "unknown_user",
             SshDenyReason::Pin(r) => r.code(),
+            SshDenyReason::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -124,6 +127,7 @@ impl SshDenyReason {
                 | SshDenyReason::Expired
                 | SshDenyReason::NotYetValid
                 | SshDenyReason::UnknownUser
+                | SshDenyReason::AuditUnavailable
         )
     }
 }

@@ -47,8 +47,8 @@ fn unix_now() -> u64 {
 }
 
 impl Connection {
-    fn record(&self, event: SshAuditEvent) {
-        self.shared.audit.record(event);
+    fn record(&self, event: SshAuditEvent) -> bool {
+        self.shared.audit.record(event)
     }
 
     fn auth_record(&self, user: &str, cert: Option<&Certificate>) -> AuthRecord {
@@ -74,7 +74,8 @@ impl Connection {
         rec.roles = denial.roles;
         rec.reason = Some(denial.reason.code().to_owned());
         rec.message = Some(denial.message.clone());
-        self.record(SshAuditEvent::AuthDenied(rec));
+        // A denial stands whether or not its line could be written.
+        let _ = self.record(SshAuditEvent::AuthDenied(rec));
         if denial.reason.tells_user() {
             // russh has no per-attempt banner once authentication has started, so the reason
             // travels in a disconnect message, which OpenSSH prints on stderr ("Received
@@ -176,7 +177,21 @@ impl russh::server::Handler for Connection {
                 rec.event = "ssh.auth.allowed";
                 rec.pinned = who.pinned.clone();
                 rec.roles = who.roles.clone();
-                self.record(SshAuditEvent::AuthAllowed(rec));
+                if !self.record(SshAuditEvent::AuthAllowed(rec)) {
+                    // Fail closed: no access that the audit log does not show.
+                    return Ok(self.deny(
+                        user,
+                        Some(certificate),
+                        SshDenial {
+                            reason: SshDenyReason::AuditUnavailable,
+                            message: "ippin: the audit log cannot be written, so nobody is let \
+                                      in; tell the operator"
+                                .to_owned(),
+                            pinned: who.pinned,
+                            roles: who.roles,
+                        },
+                    ));
+                }
                 self.authorized = Some(who);
                 self.authenticated.store(true, Ordering::SeqCst);
                 Ok(Auth::Accept)
@@ -214,13 +229,17 @@ impl russh::server::Handler for Connection {
         let shown = command
             .get(..command.len().min(MAX_COMMAND_LEN.min(1024)))
             .unwrap_or(&[]);
-        self.record(SshAuditEvent::Exec(ExecRecord {
+        let recorded = self.record(SshAuditEvent::Exec(ExecRecord {
             event: "ssh.exec",
             session_id: self.session_id.clone(),
             user: who.user.clone(),
             command: String::from_utf8_lossy(shown).into_owned(),
             status: result.status,
         }));
+        if !recorded {
+            // Fail closed: a command the audit log does not show is not run.
+            return session.channel_failure(channel);
+        }
         session.channel_success(channel)?;
         if !result.stdout.is_empty() {
             session.data(channel, result.stdout.into_bytes())?;
@@ -313,7 +332,8 @@ impl russh::server::Handler for Connection {
                 Err(e) => e.denied(),
             };
             for (addr, decision) in denied {
-                shared
+                // Denied either way; a line that cannot be written changes nothing.
+                let _ = shared
                     .audit
                     .record(SshAuditEvent::Network(NetworkEvent::new(
                         &user,
@@ -336,8 +356,8 @@ impl russh::server::Handler for Connection {
                         .await;
                 }
                 Ok(mut d) => {
-                    if shared.audit_observed_connections {
-                        shared
+                    let recorded = !shared.audit_observed_connections
+                        || shared
                             .audit
                             .record(SshAuditEvent::Network(NetworkEvent::new(
                                 &user,
@@ -348,6 +368,19 @@ impl russh::server::Handler for Connection {
                                 NetOperation::Connect,
                                 &NetDecision::Allowed,
                             )));
+                    if !recorded {
+                        // Fail closed: the connection is dropped before any byte is relayed.
+                        drop(d.stream);
+                        reply
+                            .reject(ChannelOpenFailure::Other {
+                                code: 1,
+                                reason: "ippin: the audit log cannot be written, so no \
+                                         connection is made; tell the operator"
+                                    .to_owned(),
+                            })
+                            .await;
+                        forwards.fetch_sub(1, Ordering::SeqCst);
+                        return;
                     }
                     reply.accept().await;
                     let mut stream = channel.into_stream();

@@ -133,6 +133,26 @@ impl LiveRestrictions {
         }
     }
 
+    /// [`LiveRestrictions::reload`], logged: a new policy at `warn` level, a refused one at
+    /// `error` level (once per distinct error, so a broken file watched every second does
+    /// not flood the log).
+    pub fn reload_logged(&self) {
+        let before = self.last_error();
+        match self.reload() {
+            Ok(true) => tracing::warn!(
+                file = %self.path.display(),
+                generation = self.generation(),
+                "network restrictions reloaded: the new policy applies to every new connection"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                if before.as_deref() != Some(e.to_string().as_str()) {
+                    tracing::error!("{e}; refused, the previous policy stays in force");
+                }
+            }
+        }
+    }
+
     fn set_error(&self, e: Option<String>) {
         if let Ok(mut slot) = self.last_error.lock() {
             *slot = e;
@@ -149,7 +169,7 @@ impl LiveRestrictions {
                 tick.tick().await;
                 let this = self.clone();
                 // File I/O off the async workers.
-                let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+                let _ = tokio::task::spawn_blocking(move || this.reload_logged()).await;
             }
         })
     }
@@ -164,7 +184,7 @@ impl LiveRestrictions {
         Ok(tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let this = self.clone();
-                let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+                let _ = tokio::task::spawn_blocking(move || this.reload_logged()).await;
             }
         }))
     }

@@ -19,7 +19,11 @@
 //!         requires_pin: true,
 //!         roles: vec!["pinned-ip".to_owned()],
 //!     })),
-//!     Arc::new(|event| println!("{}", serde_json::to_string(&event).unwrap_or_default())),
+//!     // `true`: the event was recorded (the audit is fail-closed).
+//!     Arc::new(|event| {
+//!         println!("{}", serde_json::to_string(&event).unwrap_or_default());
+//!         true
+//!     }),
 //! ))?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let (stream, peer) = listener.accept().await?;
@@ -31,6 +35,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod dial;
 pub mod exec;
 mod handler;
@@ -72,6 +77,25 @@ pub enum SshError {
     /// A trusted CA public key cannot be read.
     #[error("trusted SSH user CA: {0}")]
     TrustedCa(String),
+    /// The configured host key file cannot be read or is not an unencrypted OpenSSH
+    /// private key.
+    #[error("ssh_host_key `{path}`: {message}")]
+    HostKeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The `network_restrictions` policy cannot be loaded (the error names file, line and
+    /// field): the server refuses to start rather than run without it.
+    #[error("{0}")]
+    NetworkRestrictions(Box<ReloadError>),
+    /// The `SIGHUP` handler for reloading the network restrictions cannot be installed.
+    #[error("network restrictions: cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
+    /// The in-process client ([`client::SshClient`]) failed.
+    #[error("ssh client: {0}")]
+    Client(String),
     /// The SSH session failed (protocol error, I/O error, timeout).
     #[error("ssh session from {observed}: {source}")]
     Session {
@@ -80,6 +104,12 @@ pub enum SshError {
         /// What russh reported.
         source: russh::Error,
     },
+}
+
+impl From<ReloadError> for SshError {
+    fn from(e: ReloadError) -> SshError {
+        SshError::NetworkRestrictions(Box::new(e))
+    }
 }
 
 /// Everything the SSH service needs, as plain values.
@@ -310,7 +340,8 @@ impl SshService {
                         let _ = service.handle(accepted.stream, observed).await;
                     }
                     Err(refusal) => {
-                        service.shared.audit.record(SshAuditEvent::ProxyRefused(
+                        // Refused either way.
+                        let _ = service.shared.audit.record(SshAuditEvent::ProxyRefused(
                             audit::ProxyRefusedRecord {
                                 event: "ssh.proxy_refused",
                                 peer,
@@ -346,7 +377,7 @@ fn is_client_gone(e: &russh::Error) -> bool {
     )
 }
 
-fn generate_host_key() -> Result<PrivateKey, SshError> {
+pub(crate) fn generate_host_key() -> Result<PrivateKey, SshError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| SshError::HostKey(e.to_string()))?;
     let pair = ssh_key::private::Ed25519Keypair::from_seed(&seed);

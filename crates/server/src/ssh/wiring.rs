@@ -1,10 +1,110 @@
 //! Building the SSH service from the server's loaded state, for a `kind: ssh` listener.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{DialPolicy, SshAudit, SshError, SshService, SshSettings, SshUser};
+use ssh_key::PrivateKey;
+
+use super::{
+    AllowAll, DialPolicy, LiveRestrictions, SshAudit, SshError, SshService, SshSettings, SshUser,
+};
+use crate::config::{Config, ListenerKind};
 use crate::server::State;
+
+/// How often the `network_restrictions` file is checked for changes (besides `SIGHUP`).
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The largest host key file read, in bytes.
+pub const MAX_HOST_KEY_FILE: u64 = 64 * 1024;
+
+/// What the SSH side of a server shares between its listeners, made once at start.
+pub struct SshParts {
+    /// The host key of every `ssh` listener.
+    pub host_key: PrivateKey,
+    /// The policy every outbound dial goes through: the live `network_restrictions`, or
+    /// [`AllowAll`] when none is configured.
+    pub dial_policy: Arc<dyn DialPolicy>,
+    /// The live policy, when one is configured.
+    pub restrictions: Option<Arc<LiveRestrictions>>,
+    /// The watcher and `SIGHUP` tasks; abort them to stop reloading.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SshParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshParts")
+            .field("restrictions", &self.restrictions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshParts {
+    /// Loads the host key (`ssh_host_key`, or a fresh one with a warning when the
+    /// configuration has an `ssh` listener) and the `network_restrictions` policy, which is
+    /// then watched ([`WATCH_INTERVAL`]) and re-read on `SIGHUP`. Must run inside a tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// A host key file that cannot be used, a policy that cannot be loaded (file, line and
+    /// field named), or a `SIGHUP` handler that cannot be installed: the server does not
+    /// start.
+    pub fn load(config: &Config) -> Result<SshParts, SshError> {
+        let host_key = match &config.ssh_host_key {
+            Some(path) => read_host_key(path)?,
+            None => {
+                if config.listeners.iter().any(|l| l.kind == ListenerKind::Ssh) {
+                    tracing::warn!(
+                        "WARNING: no `ssh_host_key` configured: the SSH listeners use a host key \
+                         generated for this run only, so clients will see a different host key \
+                         after every restart; `ippin ca init` writes one \
+                         (ssh_host_ed25519_key)"
+                    );
+                }
+                super::generate_host_key()?
+            }
+        };
+        let mut tasks = Vec::new();
+        let (dial_policy, restrictions): (Arc<dyn DialPolicy>, _) =
+            match &config.network_restrictions {
+                None => (Arc::new(AllowAll), None),
+                Some(path) => {
+                    let live = Arc::new(LiveRestrictions::load(path)?);
+                    tasks.push(live.clone().watch(WATCH_INTERVAL));
+                    tasks.push(live.clone().reload_on_sighup().map_err(SshError::Signal)?);
+                    (live.clone(), Some(live))
+                }
+            };
+        Ok(SshParts {
+            host_key,
+            dial_policy,
+            restrictions,
+            tasks,
+        })
+    }
+}
+
+/// Reads an unencrypted OpenSSH private key (at most [`MAX_HOST_KEY_FILE`] bytes).
+///
+/// # Errors
+/// [`SshError::HostKeyFile`] naming the file.
+pub fn read_host_key(path: &Path) -> Result<PrivateKey, SshError> {
+    let bad = |message: String| SshError::HostKeyFile {
+        path: path.to_owned(),
+        message,
+    };
+    let text =
+        crate::config::read_bounded(path, MAX_HOST_KEY_FILE).map_err(|e| bad(e.to_string()))?;
+    let key = PrivateKey::from_openssh(text.trim())
+        .map_err(|e| bad(format!("not an OpenSSH private key: {e}")))?;
+    if key.is_encrypted() {
+        return Err(bad(
+            "the key is encrypted; a server host key must be readable at start".to_owned(),
+        ));
+    }
+    Ok(key)
+}
 
 /// The users of the configuration with their roles resolved: the role names and whether any
 /// of them sets `pin_source_ip`. A user whose roles do not resolve is left out, so a
@@ -26,8 +126,10 @@ pub fn users_of(state: &State) -> HashMap<String, SshUser> {
 }
 
 /// The SSH service of a server: trusts the server's SSH user CA, knows the configured users
-/// and their roles, dials through `dial_policy`, audits to `audit`. The host key is
-/// `host_key` when given, else a fresh Ed25519 key.
+/// and their roles, dials through `dial_policy`, audits to `audit` (allowed connections too
+/// with `audit_network_observed`), refuses authentications after
+/// `ssh_auth_rejection_time`. The host key is `host_key` when given, else a fresh Ed25519
+/// key.
 ///
 /// # Errors
 /// When the CA's public key cannot be read back, or the host key cannot be generated.
@@ -42,6 +144,8 @@ pub fn service_for(
     let mut settings = SshSettings::new(vec![ca], Arc::new(users_of(state)), audit);
     settings.host_key = host_key;
     settings.dial_policy = dial_policy;
+    settings.audit_observed_connections = state.config.audit_network_observed;
+    settings.auth_rejection_time = state.config.ssh_auth_rejection_time;
     SshService::new(settings)
 }
 
@@ -71,12 +175,101 @@ mod tests {
             &state,
             None,
             Arc::new(super::super::AllowAll),
-            Arc::new(|_: super::super::SshAuditEvent| {}),
+            Arc::new(|_: super::super::SshAuditEvent| true),
         )
         .unwrap();
         assert_eq!(
             service.host_public_key().algorithm(),
             ssh_key::Algorithm::Ed25519
         );
+    }
+
+    #[tokio::test]
+    async fn ca_init_writes_a_host_key_that_survives_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = crate::ca::init(dir.path()).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        assert_eq!(
+            config.ssh_host_key.as_deref(),
+            Some(dir.path().join("ssh_host_ed25519_key").as_path())
+        );
+        assert!(
+            config
+                .listeners
+                .iter()
+                .any(|l| l.kind == ListenerKind::Ssh && l.listen.to_string() == "127.0.0.1:3022")
+        );
+        assert_eq!(config.ssh_auth_rejection_time, Duration::from_secs(1));
+        let first = SshParts::load(&config).unwrap();
+        let second = SshParts::load(&config).unwrap();
+        assert_eq!(
+            first.host_key.public_key(),
+            second.host_key.public_key(),
+            "the host key changed between two starts"
+        );
+        assert!(first.restrictions.is_none());
+        assert!(
+            first
+                .dial_policy
+                .decide("u", "192.0.2.1:22".parse().unwrap())
+                .is_allowed()
+        );
+
+        std::fs::write(dir.path().join("ssh_host_ed25519_key"), "not a key\n").unwrap();
+        let e = SshParts::load(&config).unwrap_err().to_string();
+        assert!(e.contains("ssh_host_ed25519_key"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_broken_policy_stops_the_start_and_names_file_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = crate::ca::init(dir.path()).unwrap();
+        let text = std::fs::read_to_string(&config_path).unwrap().replace(
+            "# network_restrictions: network_restrictions.yaml",
+            "network_restrictions: nr.yaml",
+        );
+        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(
+            dir.path().join("nr.yaml"),
+            "kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 127.0.0.1/8\n",
+        )
+        .unwrap();
+        let config = Config::load(&config_path).unwrap();
+        assert_eq!(
+            config.network_restrictions,
+            Some(dir.path().join("nr.yaml"))
+        );
+        let e = SshParts::load(&config).unwrap_err().to_string();
+        assert!(e.contains("nr.yaml:5"), "{e}");
+        assert!(e.contains("cidr"), "{e}");
+
+        std::fs::write(
+            dir.path().join("nr.yaml"),
+            "kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 127.0.0.0/8\n  deny:\n  - cidr: 127.0.0.9/32\n",
+        )
+        .unwrap();
+        let parts = SshParts::load(&config).unwrap();
+        assert!(parts.restrictions.is_some());
+        assert!(
+            parts
+                .dial_policy
+                .decide("u", "127.0.0.3:1".parse().unwrap())
+                .is_allowed()
+        );
+        assert!(
+            !parts
+                .dial_policy
+                .decide("u", "127.0.0.9:1".parse().unwrap())
+                .is_allowed()
+        );
+        assert!(
+            !parts
+                .dial_policy
+                .decide("u", "10.0.0.1:1".parse().unwrap())
+                .is_allowed()
+        );
+        for t in parts.tasks {
+            t.abort();
+        }
     }
 }

@@ -203,7 +203,10 @@ impl Events {
 
     pub(crate) fn sink(&self) -> Arc<dyn ippin::ssh::SshAudit> {
         let store = self.0.clone();
-        Arc::new(move |e: SshAuditEvent| store.lock().expect("events lock").push(e))
+        Arc::new(move |e: SshAuditEvent| {
+            store.lock().expect("events lock").push(e);
+            true
+        })
     }
 }
 
