@@ -8,4 +8,5 @@ mod demo;
 mod direct;
 mod haproxy;
 mod nginx;
+mod propagation;
 mod support;

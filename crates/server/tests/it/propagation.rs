@@ -1,0 +1,386 @@
+//! Signed propagation through real processes on loopback: HAProxy
+//! (`send-proxy-v2`) → an `ippin serve` front (`kind: forward`) → an
+//! `ippin serve` inner service (`tls` and `ssh` with `propagation`), both
+//! on one cluster CA; plus signed headers written straight to the inner
+//! listener to see each refusal in its audit log.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use ippin::propagation::Signer;
+use ippin_test_support::{Child, free_port, peer, temp_dir, wait_until};
+use serde_json::Value;
+
+use crate::support::{
+    ALICE, BOB, COMMAND_TIMEOUT, Cluster, Daemon, IPPIN, LOCALHOST, LOCALHOST6, Login, ippin, run,
+    whoami_at,
+};
+
+/// Listener indexes of the inner cluster.
+const LOGIN: usize = 0;
+const INNER_TLS: usize = 1;
+const INNER_SSH: usize = 2;
+
+fn inner() -> Cluster {
+    Cluster::start(&[
+        "kind: login, proxy_protocol: off",
+        "kind: tls, proxy_protocol: off, propagation: {audience: inner-tls, window: 30s}",
+        "kind: ssh, proxy_protocol: off, propagation: {audience: inner-ssh}",
+    ])
+}
+
+/// A front: its own `ippin serve` with its own audit log, on the inner
+/// cluster's CA, with a proxy identity from `ippin ca issue-proxy`.
+struct Front {
+    child: Option<Child>,
+    addrs: Vec<SocketAddr>,
+    audit: PathBuf,
+}
+
+impl Front {
+    /// `routes`: (bind IP, listener fields without `listen`).
+    fn start(cluster: &Cluster, routes: &[(IpAddr, String)]) -> Front {
+        let config = cluster.path("ippin.yaml");
+        let config_s = config.to_str().expect("UTF-8");
+        if !cluster.path("proxy-front.pem").exists() {
+            let issued = ippin(&["ca", "issue-proxy", "--config", config_s, "front"], b"");
+            assert_eq!(issued.code, Some(0), "issue-proxy: {issued:?}");
+            assert!(issued.stdout.contains("proxy:front"), "{issued:?}");
+        }
+        let text = std::fs::read_to_string(&config).expect("read config");
+        let (head, _) = text.split_once("\nlisteners:").expect("listeners");
+        let head = head.replace("audit_log: audit.log", "audit_log: front-audit.log");
+        let mut yaml = format!("{head}\nlisteners:\n");
+        let mut addrs = Vec::new();
+        for (ip, fields) in routes {
+            let addr = SocketAddr::new(*ip, free_port(*ip));
+            addrs.push(addr);
+            yaml.push_str(&format!("  - {{listen: \"{addr}\", {fields}}}\n"));
+        }
+        let front_cfg = cluster.path("front.yaml");
+        std::fs::write(&front_cfg, yaml).expect("write front.yaml");
+        let mut cmd = Command::new(IPPIN);
+        cmd.args(["serve", "--config", front_cfg.to_str().expect("UTF-8")]);
+        let mut child = Child::spawn("ippin serve (front)", cmd);
+        for a in &addrs {
+            let up = wait_until(ippin_test_support::READY_TIMEOUT, || {
+                TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok()
+                    || !child.is_running()
+            });
+            if !up || !child.is_running() {
+                let (out, err) = child.finish();
+                panic!("front not listening on {a}: {out} {err}");
+            }
+        }
+        Front {
+            child: Some(child),
+            addrs,
+            audit: cluster.path("front-audit.log"),
+        }
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            let _ = c.finish();
+        }
+    }
+}
+
+fn forward(upstream: SocketAddr, audience: &str, mode: &str) -> String {
+    format!(
+        "kind: forward, {mode}, forward: {{upstream: \"{upstream}\", audience: {audience}, \
+         cert: proxy-front.pem, key: proxy-front.key}}"
+    )
+}
+
+/// HAProxy relaying 127.0.0.1:PORT → each backend with `send-proxy-v2`.
+fn haproxy(backends: &[SocketAddr]) -> (Daemon, Vec<SocketAddr>) {
+    let dir = temp_dir();
+    let mut cfg = String::from(
+        "global\n    maxconn 100\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n",
+    );
+    let mut binds = Vec::new();
+    for (i, backend) in backends.iter().enumerate() {
+        let bind = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+        binds.push(bind);
+        cfg.push_str(&format!(
+            "frontend fe{i}\n    bind {bind}\n    default_backend be{i}\n\
+             backend be{i}\n    server s{i} {backend} send-proxy-v2\n"
+        ));
+    }
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, cfg).expect("write haproxy.cfg");
+    let mut cmd = Command::new(peer("haproxy"));
+    cmd.arg("-f").arg(&path).arg("-db");
+    let mut daemon = Daemon {
+        child: Child::spawn("haproxy", cmd),
+        _dir: dir,
+    };
+    for b in &binds {
+        daemon.wait(*b);
+    }
+    (daemon, binds)
+}
+
+fn ip_of(observed: &Value) -> String {
+    observed
+        .as_str()
+        .and_then(|s| s.rsplit_once(':'))
+        .map(|(ip, _)| ip.to_owned())
+        .unwrap_or_default()
+}
+
+/// `ssh alice@ADDR whoami` from `bind` with the login's SSH identity.
+fn ssh_whoami(login: &Login, bind: &str, addr: SocketAddr) -> crate::support::Ran {
+    let key = login.dir.path().join("ippin_ed25519");
+    let mut cmd = Command::new(peer("ssh"));
+    cmd.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10"])
+        .arg("-i")
+        .arg(&key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}", login.ssh_cert().display()))
+        .args(["-b", bind, "-p", &addr.port().to_string()])
+        .arg(format!("alice@{}", addr.ip()))
+        .arg("whoami");
+    run(cmd, b"", COMMAND_TIMEOUT)
+}
+
+#[test]
+fn haproxy_front_inner_chain_pins_the_real_client() {
+    let cluster = inner();
+    let front = Front::start(
+        &cluster,
+        &[
+            (
+                LOCALHOST,
+                format!(
+                    "{}, trusted_proxies: [127.0.0.1/32]",
+                    forward(cluster.addr(INNER_TLS), "inner-tls", "proxy_protocol: on")
+                ),
+            ),
+            (
+                LOCALHOST,
+                format!(
+                    "{}, trusted_proxies: [127.0.0.1/32]",
+                    forward(cluster.addr(INNER_SSH), "inner-ssh", "proxy_protocol: on")
+                ),
+            ),
+        ],
+    );
+    let (_lb, lb) = haproxy(&[front.addrs[0], front.addrs[1]]);
+    let login_url = format!("https://{}", cluster.addr(LOGIN));
+    let alice = cluster.login(&login_url, ALICE, Some("127.0.0.1")).ok();
+    assert_eq!(
+        alice.inspect_tls()["pinned"],
+        serde_json::json!(["127.0.0.1/32"])
+    );
+
+    // TLS: allowed from 127.0.0.1 through HAProxy → front → inner.
+    let ok = whoami_at(&cluster, &alice, lb[0], "127.0.0.1", &[]).expect(200);
+    assert_eq!(ok["via"], "signed_propagation", "{ok}");
+    assert_eq!(ip_of(&ok["observed"]), "127.0.0.1", "{ok}");
+    // From 127.0.0.2: the inner service sees 127.0.0.2 and refuses.
+    let denied = whoami_at(&cluster, &alice, lb[0], "127.0.0.2", &[]).expect(403);
+    assert_eq!(denied["error"], "pinned_ip_mismatch", "{denied}");
+    let line = cluster.wait_audit("denied via signed propagation", |v| {
+        v["event"] == "access_denied" && v["provenance"] == "signed_propagation"
+    });
+    assert_eq!(ip_of(&line["observed"]), "127.0.0.2", "{line}");
+    let allowed = cluster.wait_audit("allowed via signed propagation", |v| {
+        v["event"] == "access_allowed" && v["provenance"] == "signed_propagation"
+    });
+    assert_eq!(ip_of(&allowed["observed"]), "127.0.0.1", "{allowed}");
+    // The front logged the forward from 127.0.0.2, with what HAProxy told it.
+    let ok = wait_until(Duration::from_secs(10), || {
+        front.audit().iter().any(|v| {
+            v["event"] == "forwarded"
+                && ip_of(&v["observed"]) == "127.0.0.2"
+                && v["provenance"] == "proxy_v2"
+                && v["audience"] == "inner-tls"
+        })
+    });
+    assert!(ok, "front audit: {:#?}", front.audit());
+
+    // SSH through the same kind of chain.
+    let ran = ssh_whoami(&alice, "127.0.0.1", lb[1]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.contains("alice"), "{ran:?}");
+    let ran = ssh_whoami(&alice, "127.0.0.2", lb[1]);
+    assert_eq!(ran.code, Some(255), "{ran:?}");
+    assert!(ran.stderr.contains("log in again"), "{ran:?}");
+    let _ = cluster.wait_audit("ssh denial via signed propagation", |v| {
+        v["event"] == "ssh" && v.to_string().contains("signed_propagation")
+    });
+}
+
+#[test]
+fn ipv6_client_through_an_ipv4_upstream() {
+    let cluster = inner();
+    // A front on [::1] for direct clients, relaying to the inner listener on
+    // 127.0.0.1: the signed header carries TCP6 addresses over an IPv4 socket.
+    let front = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST6,
+            forward(cluster.addr(INNER_TLS), "inner-tls", "proxy_protocol: off"),
+        )],
+    );
+    let login_url = format!("https://{}", cluster.addr(LOGIN));
+    let bob = cluster.login(&login_url, BOB, Some("127.0.0.1")).ok();
+    let ok = whoami_at(&cluster, &bob, front.addrs[0], "::1", &[]).expect(200);
+    assert_eq!(ok["via"], "signed_propagation", "{ok}");
+    assert_eq!(ip_of(&ok["observed"]), "[::1]", "{ok}");
+    // alice, pinned to 127.0.0.1, is refused from ::1.
+    let alice = cluster.login(&login_url, ALICE, Some("127.0.0.1")).ok();
+    let denied = whoami_at(&cluster, &alice, front.addrs[0], "::1", &[]).expect(403);
+    assert_eq!(denied["error"], "pinned_ip_mismatch", "{denied}");
+}
+
+#[test]
+fn a_front_signing_for_another_audience_is_refused_upstream() {
+    let cluster = inner();
+    let front = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST,
+            forward(cluster.addr(INNER_TLS), "inner-ssh", "proxy_protocol: off"),
+        )],
+    );
+    let login_url = format!("https://{}", cluster.addr(LOGIN));
+    let bob = cluster.login(&login_url, BOB, Some("127.0.0.1")).ok();
+    whoami_at(&cluster, &bob, front.addrs[0], "127.0.0.1", &[]).expect_refused();
+    let _ = cluster.wait_audit("wrong audience", |v| {
+        v["event"] == "proxy_refused" && v["reason"] == "signed_header_wrong_audience"
+    });
+}
+
+// ---- signed headers written straight to the inner listener ------------------
+
+fn signer(dir: &Path) -> Signer {
+    let cert = std::fs::read_to_string(dir.join("proxy-front.pem")).expect("cert");
+    let key = std::fs::read_to_string(dir.join("proxy-front.key")).expect("key");
+    Signer::from_pem(&cert, &key).expect("signer")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn send(addr: SocketAddr, bytes: &[u8]) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(bytes).expect("write");
+    s.write_all(b"\x16\x03\x01\x00\x05hello").expect("write");
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+}
+
+fn header(s: &Signer, client: &str, audience: &str, ts: u64, nonce: u8) -> Vec<u8> {
+    s.header(
+        client.parse().expect("addr"),
+        "127.0.0.1:443".parse().expect("addr"),
+        audience,
+        ts,
+        [nonce; 16],
+    )
+    .expect("header")
+}
+
+#[test]
+fn refusals_over_real_sockets_each_with_its_reason() {
+    let cluster = inner();
+    // The front's identity (not its process) is all this test needs.
+    let config = cluster.path("ippin.yaml");
+    let issued = ippin(
+        &[
+            "ca",
+            "issue-proxy",
+            "--config",
+            config.to_str().expect("UTF-8"),
+            "front",
+        ],
+        b"",
+    );
+    assert_eq!(issued.code, Some(0), "{issued:?}");
+    let s = signer(cluster.dir.path());
+    let to = cluster.addr(INNER_TLS);
+    let t = now();
+    let expect = |reason: &str| {
+        cluster.wait_audit(reason, |v| {
+            v["event"] == "proxy_refused" && v["reason"] == reason
+        })
+    };
+
+    // A replay: the first copy passes the PROXY stage (then fails TLS),
+    // the second is refused.
+    let first = header(&s, "192.0.2.1:1000", "inner-tls", t, 1);
+    send(to, &first);
+    send(to, &first);
+    expect("signed_header_replayed");
+
+    // Tampered address: the source rewritten after signing.
+    let mut h = header(&s, "192.0.2.1:1000", "inner-tls", t, 2);
+    h[16] = 198;
+    send(to, &h);
+    expect("signed_address_mismatch");
+
+    // Tampered signature.
+    let mut h = header(&s, "192.0.2.1:1000", "inner-tls", t, 3);
+    let last = h.len() - 1;
+    h[last] ^= 1;
+    send(to, &h);
+    expect("signed_header_bad_signature");
+
+    // Expired timestamp.
+    send(to, &header(&s, "192.0.2.1:1000", "inner-tls", t - 120, 4));
+    expect("signed_header_stale");
+
+    // Unsigned after signed, two signed.
+    let unsigned = ippin_proxy_protocol::V2Builder::new(ippin_proxy_protocol::Command::Proxy)
+        .addresses(ippin::propagation::sign::addresses_for(
+            "192.0.2.9:9".parse().expect("addr"),
+            to,
+        ))
+        .and_then(|b| b.encode())
+        .expect("unsigned header");
+    let signed = header(&s, "192.0.2.1:1000", "inner-tls", t, 5);
+    send(to, &[signed.as_slice(), &unsigned].concat());
+    expect("unsigned_after_signed");
+    let again = header(&s, "192.0.2.1:1000", "inner-tls", t, 6);
+    send(to, &[signed.as_slice(), &again].concat());
+    expect("two_signed_headers");
+
+    // This listener is `proxy_protocol: off`: an unsigned header alone, or
+    // in front of a signed one, is refused by the mode.
+    send(
+        to,
+        &[
+            unsigned.as_slice(),
+            &header(&s, "192.0.2.1:1", "inner-tls", t, 7),
+        ]
+        .concat(),
+    );
+    expect("header_forbidden");
+}
