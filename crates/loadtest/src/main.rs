@@ -1,0 +1,134 @@
+//! `ippin-load`: runs one measurement of the ippin server and prints its
+//! report (text, then one JSON line); exit 0 when every bound holds, 1
+//! when one fails, 2 when the run could not be set up.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ippin-load",
+    about = "Load, stall, hostile-input and soak runs against ippin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the real server (`ippin serve`'s code) on CONFIG: used as the
+    /// child process of the other subcommands.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the plain mutual-TLS baseline server on CONFIG's files.
+    ServePlain {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Stalled connections: never-sending and one-byte-per-second.
+    Stall {
+        /// Connections that never send.
+        #[arg(long, default_value_t = 10_000)]
+        stalled: usize,
+        /// Connections sending one byte per second.
+        #[arg(long, default_value_t = 1_000)]
+        slow: usize,
+        /// The listeners' header_timeout, seconds.
+        #[arg(long, default_value_t = 3)]
+        header_timeout: u64,
+        /// Slack past header_timeout for "closed in time", seconds.
+        #[arg(long, default_value_t = 3)]
+        margin: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    ippin::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = runtime.block_on(run(cli.command));
+    std::process::exit(code);
+}
+
+fn print_report<T: serde::Serialize>(name: &str, report: &T, failures: &[String]) -> i32 {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).unwrap_or_default()
+    );
+    if failures.is_empty() {
+        println!("{name}: PASS");
+        0
+    } else {
+        for f in failures {
+            println!("{name}: FAIL: {f}");
+        }
+        1
+    }
+}
+
+async fn run(cmd: Cmd) -> i32 {
+    let exe = match ippin_loadtest::cluster::own_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let result = match cmd {
+        Cmd::Serve { config } => {
+            let outcome = ippin::server::serve_command(&config).await;
+            print!("{}", outcome.stdout);
+            eprint!("{}", outcome.stderr);
+            return outcome.code;
+        }
+        Cmd::ServePlain { config } => match ippin_loadtest::plain::serve(&config).await {
+            Ok(()) => return 0,
+            Err(e) => Err(e),
+        },
+        Cmd::Stall {
+            stalled,
+            slow,
+            header_timeout,
+            margin,
+        } => {
+            let p = ippin_loadtest::stall::StallParams {
+                stalled,
+                slow,
+                header_timeout: Duration::from_secs(header_timeout),
+                margin: Duration::from_secs(margin),
+                connect_concurrency: 256,
+            };
+            ippin_loadtest::stall::run(&exe, &p)
+                .await
+                .map(|r| print_report("stall", &r, &r.failures()))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
