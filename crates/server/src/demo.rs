@@ -29,8 +29,25 @@ const MALLORY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
 /// is only data inside the header (TEST-NET-3): no packet goes there.
 const CAROL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
+/// Where the demo's network restrictions send nobody (inside the allowed 127.0.0.0/8).
+const FORBIDDEN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+
+/// The demo's `network_restrictions`: loopback allowed, except [`FORBIDDEN`].
+const DEMO_RESTRICTIONS: &str = "\
+kind: network_restrictions
+version: v4
+spec:
+  allow:
+  - cidr: 127.0.0.0/8
+  deny:
+  - cidr: 127.0.0.9/32
+";
+
+/// The SSH listener's index in [`demo_config`].
+const SSH_LISTENER: usize = 4;
+
 /// The listeners, in this order: 0 login direct, 1 tls direct,
-/// 2 login behind the LB, 3 tls behind the LB.
+/// 2 login behind the LB, 3 tls behind the LB, 4 ssh direct.
 fn demo_config(users: &str) -> String {
     format!(
         "cluster_name: demo
@@ -43,6 +60,10 @@ roles: [roles.yaml]
 users:
 {users}cert_ttl: 1h
 audit_log: audit.log
+ssh_host_key: ssh_host_ed25519_key
+ssh_auth_rejection_time: 50ms
+network_restrictions: network_restrictions.yaml
+audit_network_observed: true
 listeners:
   - kind: login
     listen: 127.0.0.1:0
@@ -62,6 +83,10 @@ listeners:
     proxy_protocol: on
     trusted_proxies: [{LOAD_BALANCER}/32]
     header_timeout: 5s
+  - kind: ssh
+    listen: 127.0.0.1:0
+    proxy_protocol: off
+    header_timeout: 5s
 "
     )
 }
@@ -77,6 +102,8 @@ enum Expect {
     Denied(&'static str),
     /// The connection is closed before TLS (PROXY stage).
     ConnectionRefused,
+    /// A `direct-tcpip` forward carried bytes both ways.
+    Relayed,
 }
 
 /// One printed row.
@@ -93,6 +120,8 @@ struct Row {
 
 struct Demo {
     ca_pem: String,
+    audit_log: std::path::PathBuf,
+    host_key: Option<ssh_key::PublicKey>,
     running: Running,
     rows: Vec<Row>,
 }
@@ -156,6 +185,11 @@ impl Demo {
                 let ok = code == want && (!pin_reason || message.contains("log in again"));
                 ("denied".to_owned(), format!("{code}: {message}"), ok)
             }
+            (Ok(detail), Expect::Relayed) => (
+                "relayed".to_owned(),
+                detail.clone(),
+                detail.starts_with("echo"),
+            ),
             (Err((code, message)), Expect::ConnectionRefused) => {
                 let ok = code == "connection_closed";
                 ("refused".to_owned(), message.clone(), ok)
@@ -325,6 +359,186 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// The last audit record of the SSH service named `event`.
+    fn last_ssh_event(&self, event: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.audit_log).ok()?;
+        text.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("ssh").cloned())
+            .find(|v| v.get("event").and_then(|e| e.as_str()) == Some(event))
+    }
+
+    /// Connects to the SSH listener from `bind` and authenticates with `creds`.
+    async fn ssh_session(
+        &self,
+        who: &str,
+        creds: &Credentials,
+        bind: Ipv4Addr,
+    ) -> Result<crate::ssh::client::SshClient, (String, String)> {
+        let local = |e: String| ("error".to_owned(), e);
+        let server = self
+            .running
+            .addr(SSH_LISTENER)
+            .ok_or_else(|| local("no ssh listener".into()))?;
+        let host_key = self
+            .host_key
+            .clone()
+            .ok_or_else(|| local("no host key".into()))?;
+        let key = ssh_key::PrivateKey::from_openssh(creds.ssh_private_key.trim())
+            .map_err(|e| local(e.to_string()))?;
+        let cert = ssh_key::Certificate::from_openssh(creds.ssh_certificate.trim())
+            .map_err(|e| local(e.to_string()))?;
+        let mut session =
+            crate::ssh::client::SshClient::connect(server, IpAddr::V4(bind), host_key)
+                .await
+                .map_err(|e| local(e.to_string()))?;
+        match session
+            .authenticate(who, key, cert)
+            .await
+            .map_err(|e| local(e.to_string()))?
+        {
+            Ok(()) => Ok(session),
+            Err(message) => {
+                let code = self
+                    .last_ssh_event("ssh.auth.denied")
+                    .and_then(|v| v.get("reason").and_then(|r| r.as_str().map(str::to_owned)))
+                    .unwrap_or_else(|| "unknown".to_owned());
+                Err((code, message))
+            }
+        }
+    }
+
+    /// `ssh who@server whoami` from `bind`, in process.
+    async fn ssh_whoami(
+        &mut self,
+        who: &str,
+        creds: Option<&Credentials>,
+        bind: Ipv4Addr,
+        expect: Expect,
+    ) {
+        let got = match creds {
+            None => Err(("no_credentials".into(), "the login before failed".into())),
+            Some(creds) => self.ssh_exec(who, creds, bind).await,
+        };
+        self.record(
+            who,
+            bind.to_string(),
+            "ssh (direct)",
+            "ssh whoami",
+            &expect,
+            got,
+        );
+    }
+
+    async fn ssh_exec(
+        &self,
+        who: &str,
+        creds: &Credentials,
+        bind: Ipv4Addr,
+    ) -> Result<String, (String, String)> {
+        let session = self.ssh_session(who, creds, bind).await?;
+        let (status, out) = session
+            .exec("whoami")
+            .await
+            .map_err(|e| ("error".to_owned(), e.to_string()))?;
+        let observed = out
+            .lines()
+            .find_map(|l| l.strip_prefix("observed: "))
+            .and_then(|o| o.split_whitespace().next())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map_or("?".to_owned(), |a| a.ip().to_string());
+        let pinned = out
+            .lines()
+            .find_map(|l| l.strip_prefix("pinned: "))
+            .unwrap_or("?");
+        Ok(format!(
+            "seen as {observed}; whoami: user {who}, pinned {pinned}, exit {status}"
+        ))
+    }
+
+    /// A `direct-tcpip` forward (what `ssh -W host:port` does) to `dst`, sending a line.
+    async fn ssh_forward(
+        &mut self,
+        who: &str,
+        creds: Option<&Credentials>,
+        bind: Ipv4Addr,
+        dst: SocketAddr,
+        expect: Expect,
+    ) {
+        let action = "ssh -W (direct-tcpip)";
+        let through = format!("ssh → {dst}");
+        let got = match creds {
+            None => Err(("no_credentials".into(), "the login before failed".into())),
+            Some(creds) => self.forward(who, creds, bind, dst).await,
+        };
+        self.record(who, bind.to_string(), &through, action, &expect, got);
+    }
+
+    async fn forward(
+        &self,
+        who: &str,
+        creds: &Credentials,
+        bind: Ipv4Addr,
+        dst: SocketAddr,
+    ) -> Result<String, (String, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let session = self.ssh_session(who, creds, bind).await?;
+        let io = |e: std::io::Error| ("error".to_owned(), e.to_string());
+        match session
+            .direct_tcpip(&dst.ip().to_string(), dst.port())
+            .await
+            .map_err(|e| ("error".to_owned(), e.to_string()))?
+        {
+            Ok(mut stream) => {
+                stream.write_all(b"ping\n").await.map_err(io)?;
+                let mut back = [0u8; 5];
+                stream.read_exact(&mut back).await.map_err(io)?;
+                Ok(format!(
+                    "echo answered {:?} through the forward",
+                    String::from_utf8_lossy(&back).trim()
+                ))
+            }
+            Err(message) => {
+                let event = self.last_ssh_event("session.network");
+                let code = event
+                    .as_ref()
+                    .filter(|v| {
+                        v.get("dst_addr").and_then(|a| a.as_str()) == Some(&dst.ip().to_string())
+                    })
+                    .and_then(|v| v.get("code").and_then(|c| c.as_str().map(str::to_owned)))
+                    .unwrap_or_else(|| "not_audited".to_owned());
+                Err((code, message))
+            }
+        }
+    }
+}
+
+/// A line echo server on 127.0.0.1 for the forwarding step; runs until dropped.
+async fn echo_server() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((ALICE_HOME, 0))
+        .await
+        .map_err(|e| format!("echo listener: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await
+                {
+                    if n == 0 || s.write_all(buf.get(..n).unwrap_or(&[])).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
 fn split(e: ClientError) -> (String, String) {
     match e {
         ClientError::Refused { error, message, .. } => (error, message),
@@ -353,6 +567,8 @@ async fn setup(dir: &Path) -> Result<(String, Running), String> {
     }
     let path = crate::ca::init_at(dir, SystemTime::now(), &demo_config(&users))
         .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("network_restrictions.yaml"), DEMO_RESTRICTIONS)
+        .map_err(|e| format!("network_restrictions.yaml: {e}"))?;
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let ca_pem = std::fs::read_to_string(&config.ca.tls_cert).map_err(|e| e.to_string())?;
     let running = server::start(config).await.map_err(|e| e.to_string())?;
@@ -461,6 +677,66 @@ async fn play(demo: &mut Demo) {
         Expect::Allowed(ALICE_CAFE.into()),
     )
     .await;
+    // The same certificates over SSH, with the in-process client.
+    demo.ssh_whoami(
+        "alice",
+        alice.as_ref(),
+        ALICE_HOME,
+        Expect::Allowed(ALICE_HOME.into()),
+    )
+    .await;
+    demo.ssh_whoami(
+        "alice",
+        alice.as_ref(),
+        ALICE_CAFE,
+        Expect::Denied("pinned_ip_mismatch"),
+    )
+    .await;
+    demo.ssh_whoami(
+        "alice",
+        alice2.as_ref(),
+        ALICE_CAFE,
+        Expect::Allowed(ALICE_CAFE.into()),
+    )
+    .await;
+    demo.ssh_whoami(
+        "bob",
+        bob.as_ref(),
+        ALICE_HOME,
+        Expect::Allowed(ALICE_HOME.into()),
+    )
+    .await;
+    demo.ssh_whoami(
+        "bob",
+        bob.as_ref(),
+        ALICE_CAFE,
+        Expect::Allowed(ALICE_CAFE.into()),
+    )
+    .await;
+    // Outbound connections made for a session go through the network restrictions.
+    demo.ssh_forward(
+        "bob",
+        bob.as_ref(),
+        ALICE_HOME,
+        SocketAddr::from((FORBIDDEN, 9)),
+        Expect::Denied("T4002I"),
+    )
+    .await;
+    match echo_server().await {
+        Ok((echo, task)) => {
+            demo.ssh_forward("bob", bob.as_ref(), ALICE_HOME, echo, Expect::Relayed)
+                .await;
+            task.abort();
+        }
+        Err(e) => demo.record(
+            "bob",
+            ALICE_HOME.to_string(),
+            "-",
+            "ssh -W (direct-tcpip)",
+            &Expect::Relayed,
+            Err(("setup".into(), e)),
+        ),
+    }
     // carol behind a layer-4 load balancer that sends PROXY v2.
     let carol = demo
         .login(
@@ -577,7 +853,11 @@ pub async fn run() -> Outcome {
         dir.path().display()
     );
     for (i, (kind, addr)) in running.listeners.iter().enumerate() {
-        let mode = if i >= 2 {
+        let mode = if *kind == crate::config::ListenerKind::Ssh {
+            format!(
+                "PROXY off; network restrictions: 127.0.0.0/8 except {FORBIDDEN}; in-process SSH client"
+            )
+        } else if i >= 2 {
             format!("PROXY on, trusted proxy {LOAD_BALANCER}")
         } else {
             "PROXY off (direct clients)".to_owned()
@@ -585,8 +865,18 @@ pub async fn run() -> Outcome {
         let _ = writeln!(out, "  {kind:<5} {addr}  {mode}");
     }
     out.push('\n');
+    let audit_log = running.state.config.audit_log.clone();
+    let host_key = running
+        .state
+        .config
+        .ssh_host_key
+        .as_deref()
+        .and_then(|p| crate::ssh::wiring::read_host_key(p).ok())
+        .map(|k| k.public_key().clone());
     let mut demo = Demo {
         ca_pem,
+        audit_log,
+        host_key,
         running,
         rows: Vec::new(),
     };
@@ -609,7 +899,10 @@ pub async fn run() -> Outcome {
          {ALICE_CAFE} needed a new login (pinned_ip_mismatch: \"log in again\"), and renewal \
          kept the pin. bob (no pinning) worked from both. carol behind the load balancer was \
          seen as {CAROL} and pinned to it; mallory's forged PROXY header from an untrusted peer \
-         was refused before TLS. {audit_lines} audit events written."
+         was refused before TLS. Over SSH (certificates from the same logins, in-process \
+         client) the pin held the same way, and the network restrictions refused a forward to \
+         {FORBIDDEN} (T4002I) while one to the echo listener went through. {audit_lines} audit \
+         events written."
     );
     let _ = writeln!(
         out,
@@ -638,7 +931,15 @@ mod tests {
     fn the_demo_configuration_is_valid() {
         let users = "  - {name: alice, password_hash: \"$argon2id$x\", roles: [pinned-ip]}\n";
         let c = Config::parse(Path::new("/d/ippin.yaml"), &demo_config(users)).unwrap();
-        assert_eq!(c.listeners.len(), 4);
+        assert_eq!(c.listeners.len(), 5);
+        assert_eq!(
+            c.listeners.get(SSH_LISTENER).map(|l| l.kind),
+            Some(crate::config::ListenerKind::Ssh)
+        );
+        assert_eq!(
+            c.ssh_auth_rejection_time,
+            std::time::Duration::from_millis(50)
+        );
         assert_eq!(c.users.len(), 1);
     }
 
