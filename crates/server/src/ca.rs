@@ -110,7 +110,8 @@ impl Ca {
         let x509 =
             cert::x509::X509Ca::from_pem(&cert_pem, &key_pem).map_err(|e| CaError::Material {
                 file: paths.tls_cert.clone(),
-                message: e.to_string(),
+                // The pair is checked together: name the key file too.
+                message: format!("{e} (with the key in {})", paths.tls_key.display()),
             })?;
         Ok(Ca {
             ssh,

@@ -27,10 +27,18 @@ use crate::http::{self, Body};
 /// Time allowed for the TLS handshake after the PROXY stage.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The most connections one listener handles at once (PROXY stage, TLS and
-/// HTTP included). Beyond it the accept loop waits for a slot, so the
-/// kernel's backlog absorbs bursts and memory stays bounded.
+/// The most connections one listener handles at once past the PROXY stage
+/// (TLS and HTTP). A connection whose header is complete waits for one of
+/// these slots, so memory for the expensive stages stays bounded.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// The most connections one listener holds at once in the PROXY stage
+/// (waiting for a header, at most `header_timeout` each). Larger than
+/// [`MAX_CONNECTIONS`] because a pending connection costs little (a small
+/// task and a socket, measured in docs/resilience.md), so thousands of
+/// stalled peers do not lock real clients out; beyond it the accept loop
+/// waits and the kernel's backlog absorbs bursts.
+pub const MAX_PENDING: usize = 16 * 1024;
 
 /// Reason code sent when the audit log cannot be written (fail closed).
 pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
@@ -374,9 +382,10 @@ async fn accept_loop(
     state: Arc<State>,
 ) {
     let lcfg = Arc::new(lcfg);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(pending_slot) = pending.clone().acquire_owned().await else {
             return;
         };
         let (tcp, peer) = match socket.accept().await {
@@ -388,9 +397,9 @@ async fn accept_loop(
             }
         };
         let (lcfg, acceptor, state) = (lcfg.clone(), acceptor.clone(), state.clone());
+        let slots = slots.clone();
         tokio::spawn(async move {
-            handle_connection(tcp, peer, lcfg, acceptor, state).await;
-            drop(slot);
+            handle_connection(tcp, peer, lcfg, acceptor, state, pending_slot, slots).await;
         });
     }
 }
@@ -401,6 +410,8 @@ async fn handle_connection(
     lcfg: Arc<ListenerConfig>,
     acceptor: TlsAcceptor,
     state: Arc<State>,
+    pending_slot: tokio::sync::OwnedSemaphorePermit,
+    slots: Arc<tokio::sync::Semaphore>,
 ) {
     let _ = tcp.set_nodelay(true);
     let (observed, stream) = match accept_observed(tcp, peer, &lcfg).await {
@@ -419,6 +430,24 @@ async fn handle_connection(
             return;
         }
     };
+    // Past the PROXY stage: trade the pending slot for a full one. The TLS
+    // and HTTP stages are boxed so that the task of a connection still
+    // waiting for its header stays small.
+    let Ok(_slot) = slots.acquire_owned().await else {
+        return;
+    };
+    drop(pending_slot);
+    Box::pin(tls_stage(stream, peer, observed, lcfg, acceptor, state)).await;
+}
+
+async fn tls_stage(
+    stream: ippin_proxy_protocol::PrefixedStream<TcpStream>,
+    peer: SocketAddr,
+    observed: ObservedAddr,
+    lcfg: Arc<ListenerConfig>,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+) {
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
     let (reason, detail) = match handshake {
         Ok(Ok(tls)) => {

@@ -6,6 +6,7 @@
 mod cli;
 mod demo;
 mod direct;
+mod faults;
 mod haproxy;
 mod nginx;
 mod propagation;
