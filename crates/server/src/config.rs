@@ -189,6 +189,9 @@ pub struct Config {
     /// The `network_restrictions` policy file every outbound dial made for a session goes
     /// through (`None`: every destination allowed). Loaded and watched by the server.
     pub network_restrictions: Option<PathBuf>,
+    /// How often the `network_restrictions` file is checked for changes; zero (written
+    /// `off`): only on `SIGHUP`. Default 1 s.
+    pub network_restrictions_poll: Duration,
     /// Whether allowed outbound connections are audited too (`session.network`, action 0);
     /// denied ones always are.
     pub audit_network_observed: bool,
@@ -217,12 +220,18 @@ struct RawConfig {
     listeners: Vec<RawListener>,
     #[serde(default)]
     network_restrictions: Option<PathBuf>,
+    #[serde(default = "default_poll")]
+    network_restrictions_poll: YamlPoll,
     #[serde(default)]
     audit_network_observed: bool,
     #[serde(default)]
     ssh_host_key: Option<PathBuf>,
     #[serde(default = "default_ssh_rejection")]
     ssh_auth_rejection_time: YamlDuration,
+}
+
+fn default_poll() -> YamlPoll {
+    YamlPoll(Duration::from_secs(1))
 }
 
 fn default_ssh_rejection() -> YamlDuration {
@@ -297,6 +306,29 @@ impl<'de> Deserialize<'de> for YamlDuration {
             )));
         }
         Ok(YamlDuration(value))
+    }
+}
+
+/// A polling interval, or `off` (zero).
+struct YamlPoll(Duration);
+
+impl<'de> Deserialize<'de> for YamlPoll {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "off" {
+            return Ok(YamlPoll(Duration::ZERO));
+        }
+        let value = humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "interval `{text}`: {e} (write it as `1s` or `500ms`, or `off`)"
+            ))
+        })?;
+        if value.is_zero() {
+            return Err(serde::de::Error::custom(format!(
+                "interval `{text}`: write `off` to turn polling off"
+            )));
+        }
+        Ok(YamlPoll(value))
     }
 }
 
@@ -545,6 +577,7 @@ impl Config {
             audit_log: resolve(raw.audit_log),
             listeners,
             network_restrictions: raw.network_restrictions.map(resolve),
+            network_restrictions_poll: raw.network_restrictions_poll.0,
             audit_network_observed: raw.audit_network_observed,
             ssh_host_key: raw.ssh_host_key.map(&resolve),
             ssh_auth_rejection_time: raw.ssh_auth_rejection_time.0,

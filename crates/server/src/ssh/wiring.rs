@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ssh_key::PrivateKey;
 
@@ -12,9 +11,6 @@ use super::{
 };
 use crate::config::{Config, ListenerKind};
 use crate::server::State;
-
-/// How often the `network_restrictions` file is checked for changes (besides `SIGHUP`).
-pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The largest host key file read, in bytes.
 pub const MAX_HOST_KEY_FILE: u64 = 64 * 1024;
@@ -43,7 +39,7 @@ impl std::fmt::Debug for SshParts {
 impl SshParts {
     /// Loads the host key (`ssh_host_key`, or a fresh one with a warning when the
     /// configuration has an `ssh` listener) and the `network_restrictions` policy, which is
-    /// then watched ([`WATCH_INTERVAL`]) and re-read on `SIGHUP`. Must run inside a tokio
+    /// then watched (every `network_restrictions_poll`, unless zero) and re-read on `SIGHUP`. Must run inside a tokio
     /// runtime.
     ///
     /// # Errors
@@ -71,7 +67,9 @@ impl SshParts {
                 None => (Arc::new(AllowAll), None),
                 Some(path) => {
                     let live = Arc::new(LiveRestrictions::load(path)?);
-                    tasks.push(live.clone().watch(WATCH_INTERVAL));
+                    if !config.network_restrictions_poll.is_zero() {
+                        tasks.push(live.clone().watch(config.network_restrictions_poll));
+                    }
                     tasks.push(live.clone().reload_on_sighup().map_err(SshError::Signal)?);
                     (live.clone(), Some(live))
                 }
@@ -153,6 +151,7 @@ pub fn service_for(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::time::Duration;
 
     #[test]
     fn users_and_roles_come_from_the_configuration() {

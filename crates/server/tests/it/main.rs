@@ -10,4 +10,5 @@ mod faults;
 mod haproxy;
 mod nginx;
 mod propagation;
+mod ssh;
 mod support;

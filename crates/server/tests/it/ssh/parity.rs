@@ -8,7 +8,7 @@ use std::process::Command;
 
 use ippin_test_support::{Child, free_port, peer, wait_for_tcp};
 
-use crate::harness::{Ca, Identity, Server, ip, ssh};
+use crate::ssh::harness::{Ca, Identity, Server, ip, ssh};
 
 fn start_sshd(ca: &Ca, port: u16) -> Child {
     std::fs::create_dir_all("/run/sshd").expect("privilege separation folder /run/sshd");

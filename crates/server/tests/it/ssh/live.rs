@@ -10,8 +10,8 @@ use ippin_test_support::free_port;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::forward::{echo_listener, forward_once};
-use crate::harness::{CLIENT_TIMEOUT, Ca, Server, ip, ssh_command};
+use crate::ssh::forward::{echo_listener, forward_once};
+use crate::ssh::harness::{CLIENT_TIMEOUT, Ca, Server, ip, ssh_command};
 
 fn policy(deny: &[&str]) -> String {
     let mut s = String::from(

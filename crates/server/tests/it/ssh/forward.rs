@@ -9,7 +9,7 @@ use ippin_policy::NetworkRestrictions;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::harness::{CLIENT_TIMEOUT, Ca, Identity, Server, ip, ssh_command};
+use crate::ssh::harness::{CLIENT_TIMEOUT, Ca, Identity, Server, ip, ssh_command};
 
 /// An echo service on `ip`, port 0.
 pub(crate) async fn echo_listener(at: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {

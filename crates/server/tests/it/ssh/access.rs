@@ -1,6 +1,6 @@
 //! Who gets in, from where, and with which audit reason.
 
-use crate::harness::{Ca, Server, ip, ssh};
+use crate::ssh::harness::{Ca, Server, ip, ssh};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alice_pinned_to_her_login_address() {

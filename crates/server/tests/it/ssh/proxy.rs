@@ -7,7 +7,7 @@ use std::process::Command;
 use ippin_proxy_protocol::{ListenerPolicy, ParseConfig, ProxyMode};
 use ippin_test_support::{Child, free_port, peer, wait_for_tcp};
 
-use crate::harness::{Ca, Server, ip, ssh};
+use crate::ssh::harness::{Ca, Server, ip, ssh};
 
 fn start_haproxy(ca: &Ca, front: SocketAddr, back: SocketAddr) -> Child {
     let config = ca.dir.join("haproxy.cfg");

@@ -10,7 +10,7 @@ use ippin::config::{Config, ListenerKind};
 use ippin::server::{State, start_with};
 use ippin::ssh::wiring::service_for;
 
-use crate::harness::{Events, Identity, Server, ip, ssh, write_private};
+use crate::ssh::harness::{Events, Identity, Server, ip, ssh, write_private};
 
 const CONFIG: &str = "\
 cluster_name: local

@@ -9,3 +9,4 @@ mod live;
 mod login;
 mod parity;
 mod proxy;
+mod serve;
