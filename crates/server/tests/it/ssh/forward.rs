@@ -123,3 +123,20 @@ async fn direct_tcpip_allowed_and_denied_by_network_restrictions() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_observed_connection_that_cannot_be_audited_is_not_relayed() {
+    let ca = Ca::new();
+    let mut server = Server::new(&ca, |s| {
+        s.audit_observed_connections = true;
+        // Authentication and exec lines are written; `session.network` lines cannot be.
+        s.audit = Arc::new(|e: ippin::ssh::SshAuditEvent| e.name() != "session.network");
+    });
+    let addr = server.listen_direct(ip("127.0.0.1")).await;
+    let (echo, _e) = echo_listener("127.0.0.1").await;
+    let bob = ca.issue("bob", "bob", None);
+    let err = forward_once(&bob, "bob", addr, &echo.to_string())
+        .await
+        .expect_err("refused: the audit line cannot be written");
+    assert!(err.contains("audit log cannot be written"), "{err}");
+}
