@@ -286,5 +286,16 @@ impl Error {
     }
 }
 
+/// How untrusted text (an option name, a list entry, an IP text) is shown
+/// in an error message: at most 64 characters, control characters and
+/// quotes escaped, so a hostile certificate cannot forge log lines.
+pub(crate) fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -79,7 +79,7 @@ fn displays_as(ip: IpAddr, text: &str) -> bool {
 pub fn parse_canonical_ip(field: &'static str, text: &str) -> Result<IpAddr> {
     parse_canonical_reason(text).map_err(|reason| Error::IpText {
         field,
-        text: text.to_owned(),
+        text: crate::error::shown(text),
         reason,
     })
 }

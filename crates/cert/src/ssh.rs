@@ -576,9 +576,9 @@ fn check_ca_algorithm(cert: &Certificate) -> Result<()> {
         key: match key {
             // `algorithm()` of a certificate names the key inside it
             KeyData::Certificate(_) => "certificate".to_owned(),
-            other => other.algorithm().as_str().chars().take(64).collect(),
+            other => crate::error::shown(other.algorithm().as_str()),
         },
-        signature: sig.as_str().chars().take(64).collect(),
+        signature: crate::error::shown(sig.as_str()),
         reason: reason.to_owned(),
     };
     // Match the key's variant, not `algorithm()`: a certificate in the CA
@@ -715,7 +715,7 @@ fn check_options(cert: &Certificate) -> Result<SshOptions> {
     };
     let critical = |name: &str, reason: &str| Error::SshOption {
         kind: "critical option",
-        name: name.to_owned(),
+        name: crate::error::shown(name),
         reason: reason.to_owned(),
     };
     for (name, data) in cert.critical_options().iter() {
@@ -739,14 +739,14 @@ fn check_options(cert: &Certificate) -> Result<SshOptions> {
             }
             _ => {
                 return Err(Error::SshUnknownCriticalOption {
-                    name: name.chars().take(64).collect(),
+                    name: crate::error::shown(name),
                 });
             }
         }
     }
     let extension = |name: &str, reason: String| Error::SshOption {
         kind: "extension",
-        name: name.to_owned(),
+        name: crate::error::shown(name),
         reason,
     };
     let p = &mut out.permissions;

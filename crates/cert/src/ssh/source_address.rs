@@ -73,7 +73,7 @@ impl SourceAddress {
         let mut nets = Vec::new();
         for entry in list.split(',') {
             let net = parse_entry(entry).map_err(|reason| Error::SourceAddressEntry {
-                entry: entry.chars().take(64).collect(),
+                entry: crate::error::shown(entry),
                 reason,
             })?;
             nets.push(net);

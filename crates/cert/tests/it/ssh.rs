@@ -783,3 +783,24 @@ fn read_options_applies_the_validation_rules_without_a_ca() {
         );
     }
 }
+
+#[test]
+fn hostile_text_is_escaped_and_bounded_in_errors() {
+    let (ca, key) = ca_and_key();
+    let long = format!("evil\nFAKE LOG LINE{}", "x".repeat(500));
+    let cert = raw_cert(&key, |b| {
+        b.critical_option(long.as_str(), "").unwrap();
+    });
+    let msg = validate(&cert, &ca, "alice", NOW).unwrap_err().to_string();
+    assert!(!msg.contains('\n'), "{msg}");
+    assert!(msg.contains("evil\\nFAKE LOG LINE"), "{msg}");
+    assert!(msg.len() < 200, "{msg}");
+    let err = SourceAddress::parse("10.0.0.1,\u{1b}[31m")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains('\u{1b}'), "{err}");
+    let err = ippin_cert::parse_canonical_ip("login-ip", "1.2.3.4\r\nx")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains('\r') && !err.contains('\n'), "{err}");
+}
