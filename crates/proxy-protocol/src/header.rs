@@ -152,6 +152,9 @@ pub struct V2Header<'a> {
     /// The whole header: 16 fixed bytes, address block, TLVs.
     pub(crate) raw: &'a [u8],
     pub(crate) crc: Crc32cStatus,
+    /// The source, read once at parse time (`None` for LOCAL, UNSPEC and
+    /// UNIX): `source()` is then a copy.
+    pub(crate) src: Option<SocketAddr>,
 }
 
 impl<'a> V2Header<'a> {
@@ -228,7 +231,7 @@ impl<'a> Header<'a> {
                 V1Addrs::Tcp4(src, _) => Some(SocketAddr::V4(src)),
                 V1Addrs::Tcp6(src, _) => Some(SocketAddr::V6(src)),
             },
-            Header::V2(h) => v2::source_of(h.raw),
+            Header::V2(h) => h.src,
         }
     }
 

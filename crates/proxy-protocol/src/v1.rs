@@ -211,19 +211,14 @@ pub(crate) fn parse(buf: &[u8]) -> Result<(Header<'_>, usize), Error> {
 /// The common case, complete and valid `TCP4`/`TCP6` lines, in one tight
 /// pass. `None` means "not sure": [`parse_precise`] then decides and
 /// explains. Everything this accepts, [`parse_precise`] accepts with the
-/// same result (a unit proptest checks it).
+/// same result (unit proptests check it, on valid lines and on arbitrary
+/// bytes).
 #[inline]
 fn fast(buf: &[u8]) -> Option<(V1Addrs, usize)> {
     let (head, _) = buf.split_first_chunk::<11>()?;
     let mut i = 11;
     let addrs = match head {
-        b"PROXY TCP4 " => {
-            let src = fast_ipv4(buf, &mut i, b' ')?;
-            let dst = fast_ipv4(buf, &mut i, b' ')?;
-            let sport = fast_port(buf, &mut i, b' ')?;
-            let dport = fast_port(buf, &mut i, b'\r')?;
-            V1Addrs::Tcp4(SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport))
-        }
+        b"PROXY TCP4 " => return fast_tcp4(buf),
         b"PROXY TCP6 " => {
             let src = fast_ipv6(buf, &mut i)?;
             let dst = fast_ipv6(buf, &mut i)?;
@@ -242,45 +237,115 @@ fn fast(buf: &[u8]) -> Option<(V1Addrs, usize)> {
     Some((addrs, i + 1))
 }
 
-/// A decimal 0..=255 without leading zero, then `end`: one bounds check
-/// for the four bytes an octet and its separator can take.
+/// The window the TCP4 fast path reads from: the longest TCP4 line
+/// (`PROXY TCP4 ` + 2 × 15 + 2 × 5 + 3 spaces + CRLF = 56 bytes) and the
+/// lookahead of its last field fit, and a power of two lets every index be
+/// masked instead of bounds-checked.
+const WINDOW: usize = 64;
+
+/// A byte of the window. The mask keeps every index in bounds; the paths
+/// below never go past index 60, so it never changes one.
 #[inline(always)]
-fn fast_u8(buf: &[u8], i: &mut usize, end: u8) -> Option<u8> {
-    let four = buf.get(*i..*i + 4)?;
-    let [b0, b1, b2, b3] = <[u8; 4]>::try_from(four).ok()?;
-    let (d0, d1, d2) = (
-        b0.wrapping_sub(b'0'),
-        b1.wrapping_sub(b'0'),
-        b2.wrapping_sub(b'0'),
-    );
+fn at(w: &[u8; WINDOW], i: usize) -> u8 {
+    w[i & (WINDOW - 1)]
+}
+
+/// `PROXY TCP4 …\r\n` over a fixed 64-byte window. Input shorter than the
+/// window is copied into a zero-padded one: a zero byte is neither a digit
+/// nor a separator, so the parse stops there and returns `None`.
+#[inline]
+fn fast_tcp4(buf: &[u8]) -> Option<(V1Addrs, usize)> {
+    let mut pad = [0u8; WINDOW];
+    let w: &[u8; WINDOW] = match buf.first_chunk::<WINDOW>() {
+        Some(w) => w,
+        None => {
+            pad.get_mut(..buf.len())?.copy_from_slice(buf);
+            &pad
+        }
+    };
+    let mut i = 11;
+    let src = w_ipv4(w, &mut i, b' ')?;
+    let dst = w_ipv4(w, &mut i, b' ')?;
+    let sport = w_port(w, &mut i, b' ')?;
+    let dport = w_port(w, &mut i, b'\r')?;
+    // A zero pad byte is never `\n`: the LF, if seen, came from `buf`.
+    if at(w, i) != b'\n' {
+        return None;
+    }
+    Some((
+        V1Addrs::Tcp4(SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport)),
+        i + 1,
+    ))
+}
+
+/// A decimal 0..=255 without leading zero, then `end`.
+#[inline(always)]
+fn w_u8(w: &[u8; WINDOW], i: &mut usize, end: u8) -> Option<u8> {
+    let j = *i;
+    let d0 = at(w, j).wrapping_sub(b'0');
+    let b1 = at(w, j + 1);
     if d0 > 9 {
         return None;
     }
     if b1 == end {
-        *i += 2;
+        *i = j + 2;
         return Some(d0);
     }
+    let d1 = b1.wrapping_sub(b'0');
+    let b2 = at(w, j + 2);
     if d0 == 0 || d1 > 9 {
         return None;
     }
     if b2 == end {
-        *i += 3;
+        *i = j + 3;
         return Some(d0 * 10 + d1);
     }
-    if d2 > 9 || b3 != end {
+    let d2 = b2.wrapping_sub(b'0');
+    if d2 > 9 || at(w, j + 3) != end {
         return None;
     }
-    *i += 4;
+    *i = j + 4;
     u8::try_from(u16::from(d0) * 100 + u16::from(d1) * 10 + u16::from(d2)).ok()
 }
 
 #[inline(always)]
-fn fast_ipv4(buf: &[u8], i: &mut usize, end: u8) -> Option<Ipv4Addr> {
-    let a = fast_u8(buf, i, b'.')?;
-    let b = fast_u8(buf, i, b'.')?;
-    let c = fast_u8(buf, i, b'.')?;
-    let d = fast_u8(buf, i, end)?;
+fn w_ipv4(w: &[u8; WINDOW], i: &mut usize, end: u8) -> Option<Ipv4Addr> {
+    let a = w_u8(w, i, b'.')?;
+    let b = w_u8(w, i, b'.')?;
+    let c = w_u8(w, i, b'.')?;
+    let d = w_u8(w, i, end)?;
     Some(Ipv4Addr::new(a, b, c, d))
+}
+
+/// A decimal 0..=65535 without sign or leading zero, then `end` (window).
+#[inline(always)]
+fn w_port(w: &[u8; WINDOW], i: &mut usize, end: u8) -> Option<u16> {
+    let j = *i;
+    let d0 = at(w, j).wrapping_sub(b'0');
+    if d0 > 9 {
+        return None;
+    }
+    if d0 == 0 {
+        if at(w, j + 1) == end {
+            *i = j + 2;
+            return Some(0);
+        }
+        return None;
+    }
+    let mut value = u32::from(d0);
+    for k in 1..6 {
+        let b = at(w, j + k);
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            if b != end {
+                return None;
+            }
+            *i = j + k + 1;
+            return u16::try_from(value).ok();
+        }
+        value = value * 10 + u32::from(d);
+    }
+    None
 }
 
 /// A decimal 0..=65535 without sign or leading zero, then `end`.
@@ -607,6 +672,45 @@ mod tests {
                 let crate::Header::V1(v) = h else { unreachable!() };
                 prop_assert_eq!(v.addrs, addrs);
             }
+        }
+
+        /// On arbitrary bytes after a `TCP4`/`TCP6` prefix (from an
+        /// alphabet rich in separators, digits and zero bytes), the public
+        /// parser, fast path included, gives exactly what the precise
+        /// parser gives: same header, same length, same error.
+        #[test]
+        fn fast_and_precise_agree_on_arbitrary_bytes(
+            proto in prop_oneof![Just(&b"PROXY TCP4 "[..]), Just(&b"PROXY TCP6 "[..])],
+            body in proptest::collection::vec(
+                prop_oneof![
+                    8 => proptest::sample::select(b"0123456789.: \r\n".to_vec()),
+                    1 => proptest::sample::select(b"\0abcdefABCDEF+-%\x80\xff".to_vec()),
+                    1 => any::<u8>(),
+                ],
+                0..120,
+            ),
+        ) {
+            let mut line = proto.to_vec();
+            line.extend_from_slice(&body);
+            prop_assert_eq!(super::parse(&line), super::parse_precise(&line));
+        }
+
+        /// The same on lines that are valid but for one byte.
+        #[test]
+        fn fast_and_precise_agree_near_valid(
+            a in any::<[u8; 4]>(), b in any::<[u8; 4]>(), p in any::<u16>(), q in any::<u16>(),
+            at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>(),
+        ) {
+            let mut line = format!(
+                "PROXY TCP4 {} {} {p} {q}\r\nSSH-2.0-x\r\n",
+                std::net::Ipv4Addr::from(a),
+                std::net::Ipv4Addr::from(b)
+            )
+            .into_bytes();
+            let i = at.index(line.len());
+            line[i] = byte;
+            line.truncate(cut.index(line.len() + 1));
+            prop_assert_eq!(super::parse(&line), super::parse_precise(&line));
         }
 
         #[test]

@@ -36,6 +36,7 @@ pub(crate) fn block_len(family: u8) -> Option<u16> {
 }
 
 /// Parses a v2 header at the start of `buf` (which begins with `0x0D`).
+#[inline]
 pub(crate) fn parse(buf: &[u8], max_len: usize) -> Result<(Header<'_>, usize), Error> {
     let Some((fixed, _)) = buf.split_first_chunk::<FIXED_LEN>() else {
         return Err(check_prefix(buf));
@@ -44,8 +45,12 @@ pub(crate) fn parse(buf: &[u8], max_len: usize) -> Result<(Header<'_>, usize), E
     if sig != SIGNATURE {
         return Err(check_prefix(buf));
     }
-    check_ver_cmd(ver_cmd)?;
-    let block = block_len(family).ok_or(Error::V2Family { found: family })?;
+    if ver_cmd & 0xFE != 0x20 {
+        return Err(ver_cmd_error(ver_cmd));
+    }
+    let Some(block) = block_len(family) else {
+        return Err(Error::V2Family { found: family });
+    };
     let len = u16::from_be_bytes([l0, l1]);
     if len < block {
         return Err(Error::V2Length { family, len, block });
@@ -64,27 +69,64 @@ pub(crate) fn parse(buf: &[u8], max_len: usize) -> Result<(Header<'_>, usize), E
     };
     let area_start = FIXED_LEN + usize::from(block);
     let area = raw.get(area_start..).unwrap_or_default();
-    let crc = match if area.is_empty() {
-        None
+    let crc = if area.is_empty() {
+        Crc32cStatus::Absent
     } else {
-        tlv::validate(area, area_start)?
-    } {
-        None => Crc32cStatus::Absent,
-        Some((at, received)) => {
-            let field = area_start + at;
-            let before = raw.get(..field).unwrap_or_default();
-            let after = raw.get(field + 4..).unwrap_or_default();
-            let computed = crc32c::crc32c_append(
-                crc32c::crc32c_append(crc32c::crc32c(before), &[0; 4]),
-                after,
-            );
-            if computed != received {
-                return Err(Error::Crc32cMismatch { received, computed });
-            }
-            Crc32cStatus::Valid
+        match tlv::validate(area, area_start)? {
+            None => Crc32cStatus::Absent,
+            Some((at, received)) => verify_crc(raw, area_start + at, received)?,
         }
     };
-    Ok((Header::V2(V2Header { raw, crc }), total))
+    // The source, from the block just checked to be there.
+    let block_bytes = raw.get(FIXED_LEN..).unwrap_or_default();
+    let src = match (ver_cmd, family) {
+        (0x21, 0x11 | 0x12) => {
+            block_bytes
+                .first_chunk::<12>()
+                .map(|&[a, b, c, d, _, _, _, _, p0, p1, _, _]| {
+                    SocketAddr::V4(v4([a, b, c, d], u16::from_be_bytes([p0, p1])))
+                })
+        }
+        (0x21, 0x21 | 0x22) => block_bytes.first_chunk::<36>().map(|b36| {
+            let (ip, rest) = b36.split_at(16);
+            let ip = <[u8; 16]>::try_from(ip).unwrap_or([0; 16]);
+            let port = u16::from_be_bytes([
+                rest.get(16).copied().unwrap_or(0),
+                rest.get(17).copied().unwrap_or(0),
+            ]);
+            SocketAddr::V6(v6(ip, port))
+        }),
+        _ => None,
+    };
+    Ok((Header::V2(V2Header { raw, crc, src }), total))
+}
+
+/// Checks the CRC32C `received` in the 4 bytes at `field` against the whole
+/// header with those bytes zeroed.
+#[inline(never)]
+fn verify_crc(raw: &[u8], field: usize, received: u32) -> Result<Crc32cStatus, Error> {
+    let before = raw.get(..field).unwrap_or_default();
+    let after = raw.get(field + 4..).unwrap_or_default();
+    let computed = crc32c::crc32c_append(
+        crc32c::crc32c_append(crc32c::crc32c(before), &[0; 4]),
+        after,
+    );
+    if computed != received {
+        return Err(Error::Crc32cMismatch { received, computed });
+    }
+    Ok(Crc32cStatus::Valid)
+}
+
+#[cold]
+#[inline(never)]
+fn ver_cmd_error(ver_cmd: u8) -> Error {
+    match check_ver_cmd(ver_cmd) {
+        Err(e) => e,
+        // Not reached: the caller saw a bad byte.
+        Ok(()) => Error::V2Command {
+            found: ver_cmd & 0x0F,
+        },
+    }
 }
 
 #[inline]
@@ -182,31 +224,6 @@ pub(crate) fn addresses_of(raw: &[u8]) -> Addresses {
             dst: arr(raw, 16 + UNIX_ADDR_LEN),
         },
         _ => Addresses::Unspec,
-    }
-}
-
-/// The source of a validated header, without building [`Addresses`].
-#[inline]
-pub(crate) fn source_of(raw: &[u8]) -> Option<SocketAddr> {
-    let (&[.., ver_cmd, family, _, _], rest) = raw.split_first_chunk::<FIXED_LEN>()?;
-    if ver_cmd & 0x0F != 1 {
-        return None;
-    }
-    match family {
-        0x11 | 0x12 => {
-            let (&[a, b, c, d, _, _, _, _, p0, p1], _) = rest.split_first_chunk::<10>()?;
-            Some(SocketAddr::V4(v4(
-                [a, b, c, d],
-                u16::from_be_bytes([p0, p1]),
-            )))
-        }
-        0x21 | 0x22 => {
-            let (ip, rest) = rest.split_first_chunk::<16>()?;
-            let (_, rest) = rest.split_first_chunk::<16>()?;
-            let (&[p0, p1], _) = rest.split_first_chunk::<2>()?;
-            Some(SocketAddr::V6(v6(*ip, u16::from_be_bytes([p0, p1]))))
-        }
-        _ => None,
     }
 }
 
