@@ -34,7 +34,7 @@ pub enum ProxyMode {
 /// | On, Unspec. | any               | no (list set)             | refused `untrusted_proxy` |
 /// | On, Unspec. | followed by another header | yes / no list    | refused `duplicate_header` |
 /// | On          | PROXY with IP source | yes / no list          | header source, ProxyV1/V2, **true** |
-/// | On          | LOCAL             | yes / no list             | peer, Local, **true** |
+/// | On          | LOCAL             | yes / no list             | peer with port 0, Local, false (a proxy's own address never pins) |
 /// | On          | PROXY UNKNOWN/UNSPEC/UNIX | yes / no list     | peer with port 0, ProxyV1/V2, false |
 /// | Unspecified | PROXY with IP source | yes / no list          | header source with port 0, ProxyV1/V2, false |
 /// | Unspecified | LOCAL             | yes / no list             | peer with port 0, Local, false |
@@ -42,7 +42,8 @@ pub enum ProxyMode {
 ///
 /// Addresses are reported in canonical form: an IPv4-mapped IPv6 address
 /// (`::ffff:192.0.2.1`) becomes the IPv4 address, for the peer and for the
-/// header alike, and the `trusted_proxies` check uses that form too.
+/// header alike. The `trusted_proxies` check matches the peer in either
+/// form. `Some(vec![])` trusts no peer: every header is refused.
 ///
 /// # What the caller must still do
 /// * Configure [`ProxyMode::On`] only on listeners that only proxies can
@@ -208,12 +209,17 @@ impl ListenerPolicy {
             .saturating_add(DUPLICATE_LOOKAHEAD)
     }
 
-    /// Whether `peer` may send a header.
+    /// Whether `peer` may send a header. An IPv4-mapped IPv6 peer
+    /// (`::ffff:127.0.0.1`, as a dual-stack socket reports an IPv4 client)
+    /// matches both IPv4 nets (`127.0.0.1/32`) and nets written in the
+    /// mapped form (`::ffff:127.0.0.0/104`). An empty list trusts nobody.
     pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
-        let peer = peer.to_canonical();
+        let canonical = peer.to_canonical();
         match &self.trusted_proxies {
             None => true,
-            Some(nets) => nets.iter().any(|n| n.contains(&peer)),
+            Some(nets) => nets
+                .iter()
+                .any(|n| n.contains(&canonical) || n.contains(&peer)),
         }
     }
 
@@ -234,6 +240,7 @@ impl ListenerPolicy {
         header: Option<&Header<'_>>,
         after_header: &[u8],
     ) -> Result<Observed, Refusal> {
+        let raw_peer = peer.ip();
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let Some(header) = header else {
             if starts_with_header(after_header) {
@@ -254,7 +261,7 @@ impl ListenerPolicy {
         if self.mode == ProxyMode::Off {
             return Err(Refusal::HeaderForbidden);
         }
-        if !self.is_trusted_proxy(peer.ip()) {
+        if !self.is_trusted_proxy(raw_peer) {
             return Err(Refusal::UntrustedProxy { peer: peer.ip() });
         }
         if starts_with_header(after_header) {
@@ -262,7 +269,10 @@ impl ListenerPolicy {
         }
         let strict = self.mode == ProxyMode::On;
         let (addr, provenance, trusted) = match (header.command(), header.source()) {
-            (Command::Local, _) => (peer, Provenance::Local, strict),
+            // LOCAL: the proxy connected on its own (a health check). The
+            // address is real but it is the proxy's, and a proxy's address
+            // must never satisfy a pin: untrusted, as for UNKNOWN.
+            (Command::Local, _) => (peer, Provenance::Local, false),
             (Command::Proxy, source) => {
                 let provenance = if header.version() == 1 {
                     Provenance::ProxyV1

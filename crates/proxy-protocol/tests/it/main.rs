@@ -1,6 +1,7 @@
 //! Integration tests of ippin-proxy-protocol (one binary, many modules).
 
 mod adapter;
+mod adversarial;
 mod alloc;
 mod differential;
 mod peers;

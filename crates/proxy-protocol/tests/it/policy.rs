@@ -83,11 +83,11 @@ fn mode_on_trusts_the_header() {
         decide(&p, Some(&v2h), APP),
         obs("198.51.100.7:51234", Provenance::ProxyV2, true)
     );
-    // LOCAL: the proxy itself is the client.
+    // LOCAL: the proxy itself is the client; its address never pins.
     let local = v2(0x20, 0x00, &[]);
     assert_eq!(
         decide(&p, Some(&local), APP),
-        obs(PEER, Provenance::Local, true)
+        obs("10.0.0.5:0", Provenance::Local, false)
     );
     // UNKNOWN / UNSPEC: the client is unknown; the peer stands in, untrusted.
     assert_eq!(
