@@ -173,7 +173,7 @@ fn check_agreement(input: &[u8]) -> Result<(), TestCaseError> {
 
 #[test]
 fn all_agree_on_the_valid_vectors() {
-    for &(line, _) in V1_VALID {
+    for &(line, _) in V1_VALID.iter() {
         let (o, p, h) = (ours(line), ppp(line), proxy_header(line));
         assert_eq!((o, o), (p, h), "{:?}", String::from_utf8_lossy(line));
     }

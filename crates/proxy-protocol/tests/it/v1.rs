@@ -12,7 +12,7 @@ fn sa(s: &str) -> SocketAddr {
 
 #[test]
 fn valid_lines_parse_with_their_addresses() {
-    for &(line, addrs) in V1_VALID {
+    for &(line, addrs) in V1_VALID.iter() {
         let mut input = line.to_vec();
         input.extend_from_slice(b"SSH-2.0-OpenSSH_9.2p1\r\n");
         let (h, used) = parse(&input).unwrap_or_else(|e| panic!("{line:?}: {e}"));
@@ -39,7 +39,7 @@ fn valid_lines_parse_with_their_addresses() {
 
 #[test]
 fn every_truncation_is_incomplete() {
-    for &(line, _) in V1_VALID {
+    for &(line, _) in V1_VALID.iter() {
         for n in 0..line.len() {
             let err = parse(&line[..n]).unwrap_err();
             assert!(

@@ -1,55 +1,59 @@
-//! Valid test vectors, written by hand from the spec (not by our encoder).
+//! Test vectors, read from `tests/vectors/*.bin` (written, with the reason
+//! for each, by `tests/vectors/generate.py`; listed in
+//! `tests/vectors/manifest.tsv`), and helpers that build variations.
 
-/// v1 lines that must parse, with the source and destination they carry
-/// (`None` for `UNKNOWN`).
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use ippin_proxy_protocol::parse;
+
 /// A v1 line and the (source, destination) it carries.
 pub(crate) type V1Vector = (&'static [u8], Option<(&'static str, &'static str)>);
 
-pub(crate) const V1_VALID: &[V1Vector] = &[
-    (
-        b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n",
-        Some(("192.168.0.1:56324", "192.168.0.11:443")),
-    ),
-    (
-        b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\n",
-        Some(("198.51.100.7:51234", "203.0.113.10:443")),
-    ),
-    (
-        b"PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n",
-        Some(("0.0.0.0:0", "255.255.255.255:65535")),
-    ),
-    (
-        b"PROXY TCP6 2001:db8:85a3::8a2e:370:7334 2001:db8::10 51234 443\r\n",
-        Some(("[2001:db8:85a3::8a2e:370:7334]:51234", "[2001:db8::10]:443")),
-    ),
-    (
-        b"PROXY TCP6 ::ffff:192.0.2.1 ::1 1 2\r\n",
-        Some(("[::ffff:192.0.2.1]:1", "[::1]:2")),
-    ),
-    (
-        b"PROXY TCP6 :: 1:2:3:4:5:6:7:: 10 20\r\n",
-        Some(("[::]:10", "[1:2:3:4:5:6:7:0]:20")),
-    ),
-    (
-        b"PROXY TCP6 0001:0DB8:0000:0000:0000:0000:0000:0001 1:2:3:4:5:6:1.2.3.4 9 9\r\n",
-        Some(("[1:db8::1]:9", "[1:2:3:4:5:6:102:304]:9")),
-    ),
-    // The spec's longest TCP6 line: 104 bytes.
-    (
-        b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n",
-        Some((
-            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
-            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
-        )),
-    ),
-    (b"PROXY UNKNOWN\r\n", None),
-    (b"PROXY UNKNOWN 1.2.3.4 5.6.7.8 1 2\r\n", None),
-    // The spec's worst case: 107 bytes, the longest line allowed.
-    (
-        b"PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n",
-        None,
-    ),
-];
+/// One row of `manifest.tsv`, with the file's bytes.
+pub(crate) struct Vector {
+    pub(crate) file: &'static str,
+    pub(crate) valid: bool,
+    pub(crate) addrs: Option<(&'static str, &'static str)>,
+    pub(crate) bytes: &'static [u8],
+}
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+}
+
+/// Every vector of the manifest, loaded once (and leaked: test data).
+pub(crate) static VECTORS: LazyLock<Vec<Vector>> = LazyLock::new(|| {
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+    let manifest = std::fs::read_to_string(dir().join("manifest.tsv")).unwrap();
+    manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let [file, expect, src, dst, _note] = cols[..] else {
+                panic!("manifest line {line:?}");
+            };
+            let bytes = std::fs::read(dir().join(file)).unwrap();
+            Vector {
+                file: leak(file),
+                valid: expect == "valid",
+                addrs: (src != "-").then(|| (leak(src), leak(dst))),
+                bytes: Box::leak(bytes.into_boxed_slice()),
+            }
+        })
+        .collect()
+});
+
+/// v1 lines that must parse, with the source and destination they carry
+/// (`None` for `UNKNOWN`).
+pub(crate) static V1_VALID: LazyLock<Vec<V1Vector>> = LazyLock::new(|| {
+    VECTORS
+        .iter()
+        .filter(|v| v.valid && v.bytes.first() == Some(&b'P'))
+        .map(|v| (v.bytes, v.addrs))
+        .collect()
+});
 
 pub(crate) const SIG: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
@@ -101,46 +105,62 @@ pub(crate) fn fill_crc(mut h: Vec<u8>, at: usize) -> Vec<u8> {
 
 /// Valid v2 headers, with the source they expose.
 pub(crate) fn v2_valid() -> Vec<(Vec<u8>, Option<&'static str>)> {
-    let mut tcp6_tlvs = tcp6_block();
-    tcp6_tlvs.extend(tlv(0x02, b"example.com"));
-    tcp6_tlvs.extend(tlv(0x05, &[0xAB; 16]));
-    let mut ssl = vec![0x07, 0, 0, 0, 0];
-    ssl.extend(tlv(0x21, b"TLSv1.3"));
-    ssl.extend(tlv(0x22, "José".as_bytes()));
-    ssl.extend(tlv(0x23, b"TLS_AES_256_GCM_SHA384"));
-    ssl.extend(tlv(0x28, &[0x30, 0x00]));
-    let mut all = tcp4_block();
-    all.extend(tlv(0x01, b"h2"));
-    all.extend(tlv(0x04, b""));
-    all.extend(tlv(0x20, &ssl));
-    all.extend(tlv(0x30, b"blue"));
-    all.extend(tlv(0xE0, b"custom"));
-    all.extend(tlv(0xF0, b"experiment"));
-    all.extend(tlv(0x03, &[0; 4]));
-    let crc_at = 16 + all.len() - 4;
-    let with_crc = fill_crc(v2(0x21, 0x11, &all), crc_at);
-    let mut udp6 = tcp6_block();
-    udp6.extend(tlv(0x04, &[0; 7]));
-    let mut unix = vec![0u8; 216];
-    unix[..9].copy_from_slice(b"/tmp/a.so");
-    vec![
-        (v2(0x21, 0x11, &tcp4_block()), Some("198.51.100.7:51234")),
-        (v2(0x21, 0x12, &tcp4_block()), Some("198.51.100.7:51234")),
-        (
-            v2(0x21, 0x21, &tcp6_tlvs),
-            Some("[2001:db8:85a3::8a2e:370:7334]:51234"),
-        ),
-        (
-            v2(0x21, 0x22, &udp6),
-            Some("[2001:db8:85a3::8a2e:370:7334]:51234"),
-        ),
-        (with_crc, Some("198.51.100.7:51234")),
-        (v2(0x20, 0x00, &[]), None),
-        // LOCAL with addresses: they are skipped, never exposed.
-        (v2(0x20, 0x11, &tcp4_block()), None),
-        // PROXY over UNSPEC: no addresses.
-        (v2(0x21, 0x00, &tlv(0x04, b"")), None),
-        (v2(0x21, 0x31, &unix), None),
-        (v2(0x21, 0x32, &unix), None),
-    ]
+    VECTORS
+        .iter()
+        .filter(|v| v.valid && v.bytes.first() == Some(&0x0D))
+        .map(|v| (v.bytes.to_vec(), v.addrs.map(|(src, _)| src)))
+        .collect()
+}
+
+#[test]
+fn every_file_is_in_the_manifest_and_loads() {
+    let mut listed: Vec<&str> = VECTORS.iter().map(|v| v.file).collect();
+    listed.sort_unstable();
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".bin"))
+        .collect();
+    on_disk.sort_unstable();
+    assert_eq!(listed, on_disk);
+    assert!(V1_VALID.len() >= 10 && v2_valid().len() >= 10);
+}
+
+#[test]
+fn valid_vectors_parse_with_their_addresses() {
+    for v in VECTORS.iter().filter(|v| v.valid) {
+        let (h, used) = parse(v.bytes).unwrap_or_else(|e| panic!("{}: {e}", v.file));
+        assert_eq!(used, v.bytes.len(), "{}", v.file);
+        let got = h.source().map(|s| s.to_string());
+        assert_eq!(got.as_deref(), v.addrs.map(|a| a.0), "{}", v.file);
+        let got = h.destination().map(|s| s.to_string());
+        assert_eq!(got.as_deref(), v.addrs.map(|a| a.1), "{}", v.file);
+    }
+}
+
+#[test]
+fn invalid_vectors_are_refused_and_no_prefix_is_accepted() {
+    let invalid: Vec<&Vector> = VECTORS.iter().filter(|v| !v.valid).collect();
+    assert!(invalid.len() >= 10);
+    for v in invalid {
+        let e = parse(v.bytes).unwrap_err();
+        assert!(!e.is_incomplete(), "{}: {e}", v.file);
+        for cut in 0..v.bytes.len() {
+            assert!(parse(&v.bytes[..cut]).is_err(), "{} cut at {cut}", v.file);
+        }
+    }
+}
+
+#[test]
+fn the_builders_here_match_the_files() {
+    let file = |name: &str| VECTORS.iter().find(|v| v.file == name).unwrap().bytes;
+    assert_eq!(v2(0x21, 0x11, &tcp4_block()), file("v2-tcp4.bin"));
+    let mut body = tcp6_block();
+    body.extend(tlv(0x02, b"example.com"));
+    body.extend(tlv(0x05, &[0xAB; 16]));
+    assert_eq!(v2(0x21, 0x21, &body), file("v2-tcp6-tlvs.bin"));
+    // The CRC32C the script computed is the one the spec's algorithm gives.
+    let h = file("v2-tcp4-every-tlv-crc.bin").to_vec();
+    let at = h.len() - 4;
+    assert_eq!(fill_crc(h.clone(), at), h);
 }
