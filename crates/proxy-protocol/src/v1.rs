@@ -220,6 +220,10 @@ fn fast(buf: &[u8]) -> Option<(V1Addrs, usize)> {
     let addrs = match head {
         b"PROXY TCP4 " => return fast_tcp4(buf),
         b"PROXY TCP6 " => {
+            if let Some(found) = fast_tcp6(buf) {
+                return Some(found);
+            }
+            // Embedded IPv4 tails and other rarer forms.
             let src = fast_ipv6(buf, &mut i)?;
             let dst = fast_ipv6(buf, &mut i)?;
             let sport = fast_port(buf, &mut i, b' ')?;
@@ -243,11 +247,119 @@ fn fast(buf: &[u8]) -> Option<(V1Addrs, usize)> {
 /// masked instead of bounds-checked.
 const WINDOW: usize = 64;
 
-/// A byte of the window. The mask keeps every index in bounds; the paths
-/// below never go past index 60, so it never changes one.
+/// A byte of a window (`N` a power of two). The mask keeps every index in
+/// bounds; the paths below never go past index 60 (TCP4, `N` = 64) or 112
+/// (TCP6, `N` = 128), so it never changes one.
 #[inline(always)]
-fn at(w: &[u8; WINDOW], i: usize) -> u8 {
-    w[i & (WINDOW - 1)]
+fn at<const N: usize>(w: &[u8; N], i: usize) -> u8 {
+    w[i % N]
+}
+
+/// The window the TCP6 fast path reads from: the longest line it takes is
+/// the spec's 104-byte TCP6 line (groups of hex digits only, no IPv4 tail).
+const WINDOW6: usize = 128;
+
+/// `PROXY TCP6 …\r\n` without embedded IPv4 tails, over a fixed 128-byte
+/// window (zero-padded as for TCP4). `None` for anything else, including a
+/// dotted tail, which [`fast_ipv6`] or the precise parser then handle.
+#[inline]
+fn fast_tcp6(buf: &[u8]) -> Option<(V1Addrs, usize)> {
+    let mut pad = [0u8; WINDOW6];
+    let w: &[u8; WINDOW6] = match buf.first_chunk::<WINDOW6>() {
+        Some(w) => w,
+        None => {
+            pad.get_mut(..buf.len())?.copy_from_slice(buf);
+            &pad
+        }
+    };
+    let mut i = 11;
+    let src = w_ipv6(w, &mut i)?;
+    let dst = w_ipv6(w, &mut i)?;
+    let sport = w_port(w, &mut i, b' ')?;
+    let dport = w_port(w, &mut i, b'\r')?;
+    if at(w, i) != b'\n' || i >= MAX_V1_LEN {
+        return None;
+    }
+    Some((
+        V1Addrs::Tcp6(
+            SocketAddrV6::new(src, sport, 0, 0),
+            SocketAddrV6::new(dst, dport, 0, 0),
+        ),
+        i + 1,
+    ))
+}
+
+/// RFC 4291 text (1–4 hex digits per group, at most one `::` standing for
+/// at least one group), then a space. At most 8 groups of 4 digits and 8
+/// colons: an address moves `i` by at most 41.
+#[inline(always)]
+fn w_ipv6(w: &[u8; WINDOW6], i: &mut usize) -> Option<Ipv6Addr> {
+    let mut groups = [0u16; 8];
+    let mut n = 0usize;
+    let mut gap: Option<usize> = None;
+    let mut j = *i;
+    if at(w, j) == b':' {
+        if at(w, j + 1) != b':' {
+            return None;
+        }
+        gap = Some(0);
+        j += 2;
+        if at(w, j) == b' ' {
+            *i = j + 1;
+            return Some(Ipv6Addr::UNSPECIFIED);
+        }
+    }
+    loop {
+        let mut value: u16 = 0;
+        let mut digits = 0;
+        while digits < 4 {
+            let d = HEX[usize::from(at(w, j))];
+            if d > 15 {
+                break;
+            }
+            value = (value << 4) | u16::from(d);
+            j += 1;
+            digits += 1;
+        }
+        let slot = groups.get_mut(n)?;
+        if digits == 0 {
+            return None;
+        }
+        *slot = value;
+        n += 1;
+        match at(w, j) {
+            b' ' => break,
+            b':' => {
+                j += 1;
+                if at(w, j) == b':' {
+                    if gap.is_some() {
+                        return None;
+                    }
+                    gap = Some(n);
+                    j += 1;
+                    if at(w, j) == b' ' {
+                        break;
+                    }
+                }
+            }
+            // A fifth hex digit, a dotted tail, anything else.
+            _ => return None,
+        }
+    }
+    match gap {
+        None if n != 8 => return None,
+        None => {}
+        Some(_) if n > 7 => return None,
+        Some(g) => {
+            let tail = n - g;
+            groups.copy_within(g..n, 8 - tail);
+            for slot in groups.iter_mut().skip(g).take(8 - n) {
+                *slot = 0;
+            }
+        }
+    }
+    *i = j + 1;
+    Some(Ipv6Addr::from(groups))
 }
 
 /// `PROXY TCP4 …\r\n` over a fixed 64-byte window. Input shorter than the
@@ -319,7 +431,7 @@ fn w_ipv4(w: &[u8; WINDOW], i: &mut usize, end: u8) -> Option<Ipv4Addr> {
 
 /// A decimal 0..=65535 without sign or leading zero, then `end` (window).
 #[inline(always)]
-fn w_port(w: &[u8; WINDOW], i: &mut usize, end: u8) -> Option<u16> {
+fn w_port<const N: usize>(w: &[u8; N], i: &mut usize, end: u8) -> Option<u16> {
     let j = *i;
     let d0 = at(w, j).wrapping_sub(b'0');
     if d0 > 9 {
@@ -699,13 +811,24 @@ mod tests {
         #[test]
         fn fast_and_precise_agree_near_valid(
             a in any::<[u8; 4]>(), b in any::<[u8; 4]>(), p in any::<u16>(), q in any::<u16>(),
-            at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>(),
+            x in any::<u128>(), y in any::<u128>(), v6 in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            byte in proptest::sample::select(b"0123456789abcdefABCDEF:. \r\n\0\xff".to_vec()),
+            cut in any::<prop::sample::Index>(),
         ) {
-            let mut line = format!(
-                "PROXY TCP4 {} {} {p} {q}\r\nSSH-2.0-x\r\n",
-                std::net::Ipv4Addr::from(a),
-                std::net::Ipv4Addr::from(b)
-            )
+            let mut line = if v6 {
+                format!(
+                    "PROXY TCP6 {} {} {p} {q}\r\nSSH-2.0-x\r\n",
+                    std::net::Ipv6Addr::from(x),
+                    std::net::Ipv6Addr::from(y)
+                )
+            } else {
+                format!(
+                    "PROXY TCP4 {} {} {p} {q}\r\nSSH-2.0-x\r\n",
+                    std::net::Ipv4Addr::from(a),
+                    std::net::Ipv4Addr::from(b)
+                )
+            }
             .into_bytes();
             let i = at.index(line.len());
             line[i] = byte;
