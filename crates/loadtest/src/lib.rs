@@ -20,11 +20,14 @@
 
 pub mod client;
 pub mod cluster;
+pub mod hostile;
 pub mod plain;
 pub mod procfs;
 pub mod sampler;
+pub mod soak;
 pub mod stall;
 pub mod stats;
+pub mod throughput;
 
 /// Errors of the harness (the measured server's misbehaviour is reported
 /// in the reports, not here).

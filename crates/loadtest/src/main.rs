@@ -46,6 +46,43 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         margin: u64,
     },
+    /// Hostile input: PROXY seeds as prefixes, certificate seeds as
+    /// client certificates, at full rate.
+    Hostile {
+        /// Rounds (each sends every seed once to every target).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Connections in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// The fuzz corpus folder (default: this checkout's).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+    },
+    /// Handshake throughput: full path vs plain mutual TLS, alternating.
+    Throughput {
+        /// Seconds per window.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+        /// Windows per variant.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Client tasks.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Soak: mixed valid and hostile traffic, memory sampled.
+    Soak {
+        /// Minutes to run.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Seconds between memory samples.
+        #[arg(long, default_value_t = 5.0)]
+        sample_every: f64,
+        /// The fuzz corpus folder (default: this checkout's).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -122,6 +159,52 @@ async fn run(cmd: Cmd) -> i32 {
             ippin_loadtest::stall::run(&exe, &p)
                 .await
                 .map(|r| print_report("stall", &r, &r.failures()))
+        }
+        Cmd::Hostile {
+            rounds,
+            concurrency,
+            corpus,
+        } => {
+            let p = ippin_loadtest::hostile::HostileParams {
+                corpus: corpus.unwrap_or_else(ippin_loadtest::hostile::default_corpus),
+                rounds,
+                concurrency,
+                header_timeout: Duration::from_secs(2),
+            };
+            ippin_loadtest::hostile::run(&exe, &p)
+                .await
+                .map(|r| print_report("hostile", &r, &r.failures()))
+        }
+        Cmd::Throughput {
+            window,
+            rounds,
+            concurrency,
+        } => {
+            let p = ippin_loadtest::throughput::ThroughputParams {
+                window: Duration::from_secs(window),
+                rounds,
+                concurrency,
+            };
+            ippin_loadtest::throughput::run(&exe, &p)
+                .await
+                .map(|r| print_report("throughput", &r, &r.failures()))
+        }
+        Cmd::Soak {
+            minutes,
+            sample_every,
+            corpus,
+        } => {
+            let p = ippin_loadtest::soak::SoakParams {
+                duration: Duration::from_secs_f64((minutes * 60.0).clamp(1.0, 24.0 * 3600.0)),
+                sample_every: Duration::from_secs_f64(sample_every.clamp(0.1, 600.0)),
+                corpus: corpus.unwrap_or_else(ippin_loadtest::hostile::default_corpus),
+                concurrency: 32,
+                stalled_per_round: 50,
+                header_timeout: Duration::from_secs(2),
+            };
+            ippin_loadtest::soak::run(&exe, &p)
+                .await
+                .map(|r| print_report("soak", &r, &r.failures()))
         }
     };
     match result {

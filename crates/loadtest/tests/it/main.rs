@@ -2,6 +2,8 @@
 //! starts the server in a child process of the `ippin-load` binary and
 //! asserts bounds (counts, descriptors, liveness), never exact timings.
 
+mod hostile;
+mod soak;
 mod stall;
 
 /// The harness binary (its `serve` subcommand runs the server).
