@@ -87,14 +87,13 @@ pub(crate) fn parse(buf: &[u8], max_len: usize) -> Result<(Header<'_>, usize), E
                     SocketAddr::V4(v4([a, b, c, d], u16::from_be_bytes([p0, p1])))
                 })
         }
-        (0x21, 0x21 | 0x22) => block_bytes.first_chunk::<36>().map(|b36| {
-            let (ip, rest) = b36.split_at(16);
-            let ip = <[u8; 16]>::try_from(ip).unwrap_or([0; 16]);
-            let port = u16::from_be_bytes([
-                rest.get(16).copied().unwrap_or(0),
-                rest.get(17).copied().unwrap_or(0),
-            ]);
-            SocketAddr::V6(v6(ip, port))
+        (0x21, 0x21 | 0x22) => block_bytes.first_chunk::<36>().map(|b| {
+            // Constant indices into a 36-byte array: checked at compile time.
+            let ip = [
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+                b[13], b[14], b[15],
+            ];
+            SocketAddr::V6(v6(ip, u16::from_be_bytes([b[32], b[33]])))
         }),
         _ => None,
     };
