@@ -20,6 +20,10 @@ fuzz_target!(|der: &[u8]| {
             }
         }
     }
+    if let Ok(Some(ip)) = &fast {
+        // a pin is always the canonical address (never IPv4-mapped)
+        assert_eq!(*ip, ip.to_canonical());
+    }
     if let Ok(id) = client_identity(der) {
         assert_eq!(Ok(id.pinned_ip), full.map_err(|_| ()));
     }
