@@ -140,3 +140,53 @@ async fn an_observed_connection_that_cannot_be_audited_is_not_relayed() {
         .expect_err("refused: the audit line cannot be written");
     assert!(err.contains("audit log cannot be written"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_policy_allows_every_destination_and_an_empty_allow_list_denies_every_one() {
+    let ca = Ca::new();
+    let bob = ca.issue("bob", "bob", None);
+    let (v4, _a) = echo_listener("127.0.0.3").await;
+    let (v6, _b) = echo_listener("::1").await;
+    let dests = [v4.to_string(), format!("[::1]:{}", v6.port())];
+
+    // No network_restrictions resource: every dial is allowed, and none is audited as denied.
+    let mut open = Server::new(&ca, |_| {});
+    let addr = open.listen_direct(ip("127.0.0.1")).await;
+    for dest in &dests {
+        let line = forward_once(&bob, "bob", addr, dest).await;
+        assert_eq!(line, Ok("ping through ippin\n".to_owned()), "{dest}");
+    }
+    assert!(
+        !open
+            .events
+            .all()
+            .iter()
+            .any(|e| e.name() == "session.network"),
+        "no policy, no denial"
+    );
+
+    // A resource whose allow list is empty: deny by default, every destination refused.
+    let empty = NetworkRestrictions::parse(
+        "empty.yaml",
+        "kind: network_restrictions\nversion: v4\nmetadata:\n  name: nr\nspec:\n  allow: []\n",
+    )
+    .expect("an empty allow list is a valid policy");
+    let mut closed = Server::new(&ca, |s| s.dial_policy = Arc::new(empty));
+    let addr = closed.listen_direct(ip("127.0.0.1")).await;
+    for dest in &dests {
+        let err = forward_once(&bob, "bob", addr, dest)
+            .await
+            .expect_err("an empty allow list denies every dial");
+        assert!(
+            err.contains("denied by network restrictions"),
+            "{dest}: {err}"
+        );
+    }
+    let denials = closed
+        .events
+        .all()
+        .iter()
+        .filter(|e| e.name() == "session.network")
+        .count();
+    assert_eq!(denials, dests.len(), "each denial audited once");
+}
