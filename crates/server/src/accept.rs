@@ -61,10 +61,14 @@ where
     // Listeners with `propagation` also take one signed header (after at
     // most one unsigned one): crate::propagation decides the sequence.
     if cfg.propagation.is_some() {
-        return crate::propagation::serve::accept(stream, peer, cfg).await;
+        return Box::pin(crate::propagation::serve::accept(stream, peer, cfg)).await;
     }
     let policy = listener_policy(cfg);
-    match pp::accept(stream, peer, &policy, cfg.header_timeout).await {
+    // Both readers are boxed: awaited inline, their futures (each with a
+    // read buffer) were laid out side by side in this one, and every
+    // connection waiting for its header carried both (about 2.7 KiB instead
+    // of 1.4 KiB; measured with `ippin-load stall`).
+    match Box::pin(pp::accept(stream, peer, &policy, cfg.header_timeout)).await {
         Ok(accepted) => Ok((to_observed(&accepted.observed), accepted.stream)),
         Err(refusal) => Err(Refused {
             code: refusal.code(),
