@@ -649,8 +649,8 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
     cert.verify_signature().map_err(|_| Error::SshSignature)?;
     if v.principal.is_empty() || !cert.valid_principals().iter().any(|p| p == v.principal) {
         return Err(Error::SshPrincipal {
-            principal: v.principal.to_owned(),
-            principals: cert.valid_principals().join(","),
+            principal: crate::error::shown(v.principal),
+            principals: crate::error::shown(&cert.valid_principals().join(",")),
         });
     }
     let checked = check_options(cert)?;
