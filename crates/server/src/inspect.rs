@@ -291,6 +291,15 @@ fn load_ssh(text: &str) -> Result<LoadedCert, Failure> {
             };
         }
     }
+    // The rest of the option rules sshd and the server apply (every critical
+    // option recognised, flags without data, no NUL in names): a certificate
+    // that breaks them has no well-defined pin, so its pin is invalid, never
+    // "unpinned".
+    if let Err(e) = ippin_cert::ssh::read_options(&cert) {
+        if !matches!(pin, CertPin::Invalid(_)) {
+            pin = CertPin::Invalid(format!("certificate options: {e}"));
+        }
+    }
     let mut login_ip = None;
     let mut login_ip_error = None;
     for (name, data) in cert.extensions().iter() {
@@ -1175,7 +1184,35 @@ mod tests {
             assert!(err.contains("source-address"), "{list}: {err}");
         }
         let text = raw_ssh_cert(NOW + 60, &[], &[("login-ip", "192.0.2.010")]);
-        assert!(error_line(cert(text.as_bytes()), 1).contains("malformed login IP"));
+        let err = error_line(cert(text.as_bytes()), 1);
+        assert!(
+            err.contains("login-ip") || err.contains("login IP"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ssh_options_sshd_refuses_make_the_pin_unreadable() {
+        // A pinned certificate with an option sshd and the server refuse: the
+        // pin is not believed (exit 1), never shown as if the certificate were
+        // usable.
+        for critical in [
+            vec![
+                ("source-address", "192.0.2.10"),
+                ("x-unknown@example.com", ""),
+            ],
+            vec![("source-address", "192.0.2.10"), ("verify-required", "yes")],
+        ] {
+            let text = raw_ssh_cert(NOW + 60, &critical, &[]);
+            let err = error_line(cert(text.as_bytes()), 1);
+            assert!(err.contains("pin cannot be read"), "{critical:?}: {err}");
+        }
+        // The same certificate without the extra option reads fine.
+        let text = raw_ssh_cert(NOW + 60, &[("source-address", "192.0.2.10")], &[]);
+        assert_eq!(
+            stdout_json(&cert(text.as_bytes()))["pinned"],
+            json!(["192.0.2.10/32"])
+        );
     }
 
     #[test]
