@@ -295,10 +295,10 @@ fn load_ssh(text: &str) -> Result<LoadedCert, Failure> {
     // option recognised, flags without data, no NUL in names): a certificate
     // that breaks them has no well-defined pin, so its pin is invalid, never
     // "unpinned".
-    if let Err(e) = ippin_cert::ssh::read_options(&cert) {
-        if !matches!(pin, CertPin::Invalid(_)) {
-            pin = CertPin::Invalid(format!("certificate options: {e}"));
-        }
+    if let Err(e) = ippin_cert::ssh::read_options(&cert)
+        && !matches!(pin, CertPin::Invalid(_))
+    {
+        pin = CertPin::Invalid(format!("certificate options: {e}"));
     }
     let mut login_ip = None;
     let mut login_ip_error = None;
