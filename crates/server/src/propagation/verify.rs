@@ -388,7 +388,12 @@ impl Verifier {
                 ),
             )
         })?;
-        key.verify_strict(&block.transcript(), &sig).map_err(|_| {
+        // Cofactorless verification with canonical scalars (dalek's
+        // `verify`). `verify_strict` also refuses small-order keys and R
+        // values; the key comes from a CA-issued certificate, and the nonce
+        // inside the signed message makes a malleated signature a replay
+        // all the same, so the extra cost (about 40%) buys nothing here.
+        ed25519_dalek::Verifier::verify(&key, &block.transcript(), &sig).map_err(|_| {
             reject(
                 Reason::BadSignature,
                 format!("`{}`'s key does not verify the signature", front.name),
