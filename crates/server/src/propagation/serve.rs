@@ -14,7 +14,7 @@ use super::{Signer, TrustAnchor, Verifier};
 use crate::accept::Refused;
 use crate::audit::AuditEvent;
 use crate::config::{ListenerConfig, read_bounded};
-use crate::server::{Clock, MAX_CONNECTIONS, ServerError, State};
+use crate::server::{Clock, MAX_CONNECTIONS, MAX_PENDING, ServerError, State};
 
 /// A listener's verifier and clock, set when the server starts it.
 #[derive(Clone)]
@@ -177,9 +177,10 @@ pub async fn forward_loop(
 ) {
     let lcfg = Arc::new(lcfg);
     let target = Arc::new(target);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(pending_slot) = pending.clone().acquire_owned().await else {
             return;
         };
         let (tcp, peer) = match socket.accept().await {
@@ -191,9 +192,9 @@ pub async fn forward_loop(
             }
         };
         let (lcfg, target, state) = (lcfg.clone(), target.clone(), state.clone());
+        let slots = slots.clone();
         tokio::spawn(async move {
-            forward_one(tcp, peer, &lcfg, &target, &state).await;
-            drop(slot);
+            forward_one(tcp, peer, &lcfg, &target, &state, pending_slot, slots).await;
         });
     }
 }
@@ -204,6 +205,8 @@ async fn forward_one(
     lcfg: &ListenerConfig,
     target: &ForwardTarget,
     state: &State,
+    pending_slot: tokio::sync::OwnedSemaphorePermit,
+    slots: Arc<tokio::sync::Semaphore>,
 ) {
     let _ = tcp.set_nodelay(true);
     let local = match tcp.local_addr() {
@@ -225,6 +228,12 @@ async fn forward_one(
             return;
         }
     };
+    // Past the PROXY stage: trade the pending slot for a relay slot (as the
+    // server's other listeners do), so stalled peers cannot lock out relays.
+    let Ok(_slot) = slots.acquire_owned().await else {
+        return;
+    };
+    drop(pending_slot);
     let (early, mut client) = stream.into_parts();
     let now = unix((state.clock)());
     let dialed = dial_and_sign(target, &observed, local, &early, now).await;
@@ -276,9 +285,10 @@ pub async fn ssh_loop(
     state: Arc<State>,
 ) {
     let lcfg = Arc::new(lcfg);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Ok(pending_slot) = pending.clone().acquire_owned().await else {
             return;
         };
         let (tcp, peer) = match socket.accept().await {
@@ -289,9 +299,14 @@ pub async fn ssh_loop(
             }
         };
         let (service, lcfg, state) = (service.clone(), lcfg.clone(), state.clone());
+        let slots = slots.clone();
         tokio::spawn(async move {
             match accept(tcp, peer, &lcfg).await {
                 Ok((observed, stream)) => {
+                    let Ok(_slot) = slots.acquire_owned().await else {
+                        return;
+                    };
+                    drop(pending_slot);
                     let _ = service.handle(stream, observed).await;
                 }
                 Err(refused) => {
@@ -305,7 +320,6 @@ pub async fn ssh_loop(
                     );
                 }
             }
-            drop(slot);
         });
     }
 }
