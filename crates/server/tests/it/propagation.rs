@@ -372,6 +372,34 @@ fn refusals_over_real_sockets_each_with_its_reason() {
     send(to, &[signed.as_slice(), &again].concat());
     expect("two_signed_headers");
 
+    // A front certificate from another CA, and one without the proxy role.
+    let mut rng = ippin_cert::rand_core::UnwrapErr(ippin_cert::getrandom::SysRng);
+    let other_ca =
+        ippin_cert::x509::X509Ca::generate_p256("other CA", t - 60, t + 3600, &mut rng).unwrap();
+    let other =
+        ippin::propagation::issue_proxy_identity(&other_ca, "front", t - 60, t + 3600, 2, &mut rng)
+            .unwrap();
+    let other = Signer::from_pem(&other.cert_pem, &other.key_pem).unwrap();
+    send(to, &header(&other, "192.0.2.1:1000", "inner-tls", t, 8));
+    expect("proxy_cert_untrusted");
+    let cluster_ca = ippin_cert::x509::X509Ca::from_pem(
+        &std::fs::read_to_string(cluster.path("ca/tls_ca.pem")).unwrap(),
+        &std::fs::read_to_string(cluster.path("ca/tls_ca.key")).unwrap(),
+    )
+    .unwrap();
+    let key = ed25519_dalek::SigningKey::generate(&mut rng);
+    let spki = ippin::propagation::sign::ed25519_spki_der(key.verifying_key().as_bytes());
+    let req = ippin_cert::x509::ClientCertRequest::builder("proxy:front", spki)
+        .role("dev")
+        .validity(t - 60, t + 3600)
+        .serial(3)
+        .build()
+        .unwrap();
+    let der = cluster_ca.issue_client(&req, &mut rng).unwrap();
+    let no_role = Signer::new(key, der).unwrap();
+    send(to, &header(&no_role, "192.0.2.1:1000", "inner-tls", t, 9));
+    expect("proxy_cert_not_proxy");
+
     // This listener is `proxy_protocol: off`: an unsigned header alone, or
     // in front of a signed one, is refused by the mode.
     send(
