@@ -8,7 +8,8 @@
 //! listener with `propagation` set verifies it ([`Verifier`]) and, only
 //! then, uses the client address it names.
 //!
-//! Everything here but [`net`] is sans-IO: time and nonces are parameters.
+//! Everything here but [`net`], [`serve`] and [`cmd`] (sockets, files, the
+//! clock) is sans-IO: time and nonces are parameters.
 //!
 //! ```
 //! use ippin::propagation::{Reason, Signer, TrustAnchor, Verifier, issue_proxy_identity};
