@@ -185,33 +185,52 @@ pub async fn dial_and_sign(
     Ok(Dialed { stream, upstream })
 }
 
-/// Copies bytes both ways until both sides close or nothing moves for
-/// [`IDLE_TIMEOUT`]; returns the bytes sent (client → upstream, upstream →
-/// client). Memory is bounded by tokio's fixed copy buffers.
+/// Copies bytes both ways until both sides close or nothing moves in
+/// either direction for [`IDLE_TIMEOUT`]; returns the bytes sent (client →
+/// upstream, upstream → client). Memory is bounded by tokio's fixed copy
+/// buffers.
 pub async fn relay<A, B>(client: &mut A, upstream: &mut B) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut client = Idle::new(client);
-    let mut upstream = Idle::new(upstream);
+    relay_with_idle(client, upstream, IDLE_TIMEOUT).await
+}
+
+/// [`relay`] with another idle timeout.
+pub async fn relay_with_idle<A, B>(client: &mut A, upstream: &mut B, idle: Duration) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let last = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let mut client = Idle::new(client, last.clone(), idle);
+    let mut upstream = Idle::new(upstream, last, idle);
     let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     copied.unwrap_or((client.read_total, upstream.read_total))
 }
 
-/// A stream whose reads time out after [`IDLE_TIMEOUT`] of silence (the
-/// timer restarts on every read), and which counts the bytes read.
+/// A stream whose reads fail once neither it nor its partner (sharing
+/// `last`) has read anything for `idle`; counts the bytes read.
 struct Idle<'a, S> {
     inner: &'a mut S,
+    idle: Duration,
+    last: Arc<std::sync::Mutex<tokio::time::Instant>>,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
     read_total: u64,
 }
 
 impl<'a, S> Idle<'a, S> {
-    fn new(inner: &'a mut S) -> Self {
+    fn new(
+        inner: &'a mut S,
+        last: Arc<std::sync::Mutex<tokio::time::Instant>>,
+        idle: Duration,
+    ) -> Self {
         Idle {
             inner,
-            sleep: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            idle,
+            last,
+            sleep: Box::pin(tokio::time::sleep(idle)),
             read_total: 0,
         }
     }
@@ -230,17 +249,31 @@ impl<S: AsyncRead + Unpin> AsyncRead for Idle<'_, S> {
             Poll::Ready(r) => {
                 let n = buf.filled().len().saturating_sub(before);
                 this.read_total = this.read_total.saturating_add(n as u64);
-                this.sleep
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                let now = tokio::time::Instant::now();
+                if let Ok(mut last) = this.last.lock() {
+                    *last = now;
+                }
+                this.sleep.as_mut().reset(now + this.idle);
                 Poll::Ready(r)
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "idle timeout",
-                ))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // This side is silent; the connection is idle only if the
+                // other side has been silent as long.
+                let last = this
+                    .last
+                    .lock()
+                    .map_or_else(|_| tokio::time::Instant::now(), |l| *l);
+                let deadline = last + this.idle;
+                if deadline <= tokio::time::Instant::now() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "idle timeout",
+                    )));
+                }
+                this.sleep.as_mut().reset(deadline);
             },
         }
     }
@@ -267,5 +300,36 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<'_, S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-way stream keeps the relay open past the idle timeout (the
+    /// silent side alone is not idleness); silence both ways ends it.
+    #[tokio::test]
+    async fn idle_means_silent_both_ways() {
+        let (mut client, mut client_far) = tokio::io::duplex(1024);
+        let (mut upstream, mut upstream_far) = tokio::io::duplex(1024);
+        let idle = Duration::from_millis(150);
+        let relay =
+            tokio::spawn(async move { relay_with_idle(&mut client, &mut upstream, idle).await });
+        // The upstream talks for 4 idle periods; the client never does.
+        for _ in 0..12 {
+            upstream_far.write_all(b"tick").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut got = vec![0u8; 48];
+        client_far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..8], b"ticktick");
+        assert!(!relay.is_finished(), "a one-way stream was cut as idle");
+        // Now nothing moves: the relay ends on its own (bounded wait).
+        let (up, down) = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("the idle relay ended")
+            .unwrap();
+        assert_eq!((up, down), (0, 48));
     }
 }
