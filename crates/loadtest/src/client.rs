@@ -57,6 +57,7 @@ impl ResolvesClientCert for Always {
 pub struct Prober {
     config: Arc<rustls::ClientConfig>,
     name: ServerName<'static>,
+    coalesce: bool,
 }
 
 fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, LoadError> {
@@ -116,10 +117,19 @@ impl Prober {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = rustls::client::Resumption::disabled();
         Prober {
+            coalesce: false,
             config: Arc::new(config),
             name: ServerName::try_from("localhost")
                 .unwrap_or_else(|_| ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())),
         }
+    }
+
+    /// The same prober sending the prefix in the same segment as the TLS
+    /// ClientHello (one `write`), as a proxy that corks or uses `writev`
+    /// does; by default the prefix is written on its own first.
+    pub fn coalescing(mut self) -> Prober {
+        self.coalesce = true;
+        self
     }
 
     /// One connection to `addr`: `prefix` (a PROXY header) before TLS, then
@@ -154,9 +164,18 @@ impl Prober {
             .await
             .map_err(|e| fail("connect", &e))?;
         let _ = tcp.set_nodelay(true);
+        let mut pending = Vec::new();
         if let Some(p) = prefix {
-            tcp.write_all(p).await.map_err(|e| fail("prefix", &e))?;
+            if self.coalesce {
+                pending = p.to_vec();
+            } else {
+                tcp.write_all(p).await.map_err(|e| fail("prefix", &e))?;
+            }
         }
+        let tcp = PrefixWriter {
+            inner: tcp,
+            pending,
+        };
         let mut tls = tokio_rustls::TlsConnector::from(self.config.clone())
             .connect(self.name.clone(), tcp)
             .await
@@ -186,6 +205,69 @@ impl Prober {
             handshake,
             total: start.elapsed(),
         })
+    }
+}
+
+/// A stream whose first write is preceded by `pending`, in the same
+/// `write` call.
+struct PrefixWriter {
+    inner: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl tokio::io::AsyncRead for PrefixWriter {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PrefixWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        while !this.pending.is_empty() {
+            let mut both = this.pending.clone();
+            both.extend_from_slice(buf);
+            match std::pin::Pin::new(&mut this.inner).poll_write(cx, &both) {
+                Poll::Ready(Ok(n)) if n >= this.pending.len() => {
+                    let of_buf = n - this.pending.len();
+                    this.pending.clear();
+                    if of_buf > 0 {
+                        return Poll::Ready(Ok(of_buf));
+                    }
+                }
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    this.pending.drain(..n);
+                }
+                other => return other,
+            }
+        }
+        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod cost;
 pub mod hostile;
 pub mod plain;
 pub mod procfs;

@@ -71,6 +71,12 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// What ippin adds per connection on the server, timed without sockets.
+    Cost {
+        /// Iterations per step.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+    },
     /// Soak: mixed valid and hostile traffic, memory sampled.
     Soak {
         /// Minutes to run.
@@ -189,6 +195,8 @@ async fn run(cmd: Cmd) -> i32 {
                 .await
                 .map(|r| print_report("throughput", &r, &r.failures()))
         }
+        Cmd::Cost { iterations } => ippin_loadtest::cost::run(iterations.clamp(1, 10_000_000))
+            .map(|r| print_report("cost", &r, &[])),
         Cmd::Soak {
             minutes,
             sample_every,

@@ -33,6 +33,22 @@ pub fn status_field_kib(status: &str, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user + system) consumed so far by process `pid`, in clock
+/// ticks (`utime` + `stime` of `/proc/PID/stat`; 100 per second on Linux).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: count fields after its `)`.
+    let rest = text.get(text.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After `)`: state is field 3, so utime (14) and stime (15) are at 11, 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second of [`cpu_ticks`] (`USER_HZ`, 100 on Linux).
+pub const TICKS_PER_SECOND: u64 = 100;
+
 /// The soft limit on open files of this process (`Max open files` of
 /// `/proc/self/limits`); `None` when unreadable or unlimited.
 pub fn nofile_soft_limit() -> Option<u64> {

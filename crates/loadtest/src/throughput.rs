@@ -46,6 +46,11 @@ pub struct Variant {
     pub per_s: f64,
     /// Connections per second of each window, in order.
     pub per_window: Vec<f64>,
+    /// CPU time of the server process over the windows, clock ticks.
+    pub server_cpu_ticks: u64,
+    /// Server CPU time per completed connection, µs: the comparison that
+    /// the other processes on a shared machine disturb least.
+    pub server_cpu_us_per_conn: f64,
     /// Client-side time from `connect` to the end of the TLS handshake.
     pub handshake: Summary,
     /// Client-side time from `connect` to the end of the answer.
@@ -62,14 +67,20 @@ pub struct ThroughputReport {
     /// PROXY v2 + mutual TLS + pin check (alice, pinned, via the trusted
     /// balancer).
     pub full: Variant,
+    /// As `full`, the header in the same segment as the ClientHello.
+    pub full_coalesced: Variant,
     /// `ippin serve`, `proxy_protocol: off`, unpinned bob.
     pub off_unpinned: Variant,
     /// Plain rustls mutual TLS (bob's certificate).
     pub plain: Variant,
     /// `full.per_s / plain.per_s` (target ≥ 0.97).
     pub ratio_full_to_plain: f64,
+    /// `full_coalesced.per_s / plain.per_s`.
+    pub ratio_coalesced_to_plain: f64,
     /// `off_unpinned.per_s / plain.per_s`.
     pub ratio_off_to_plain: f64,
+    /// Server CPU per connection, `full` over `plain`.
+    pub cpu_ratio_full_to_plain: f64,
     /// The load average when the run ended (`/proc/loadavg`).
     pub loadavg: String,
 }
@@ -78,7 +89,12 @@ impl ThroughputReport {
     /// Failed bounds: errors, or the full path under 97% of plain.
     pub fn failures(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for v in [&self.full, &self.off_unpinned, &self.plain] {
+        for v in [
+            &self.full,
+            &self.full_coalesced,
+            &self.off_unpinned,
+            &self.plain,
+        ] {
             if v.errors > 0 || v.connections == 0 {
                 out.push(format!(
                     "{}: {} ok, {} errors",
@@ -97,18 +113,25 @@ impl ThroughputReport {
 }
 
 struct Target {
+    pid: u32,
     prober: Prober,
     addr: SocketAddr,
     header: Option<Vec<u8>>,
 }
 
-/// One window of `concurrency` clients on `target`: (ok, errors,
-/// handshakes, totals, elapsed).
-async fn window(
-    target: Arc<Target>,
-    length: Duration,
-    concurrency: usize,
-) -> (usize, usize, Vec<Duration>, Vec<Duration>, Duration) {
+/// What one window measured.
+struct Window {
+    ok: usize,
+    errors: usize,
+    handshakes: Vec<Duration>,
+    totals: Vec<Duration>,
+    elapsed: Duration,
+    server_ticks: u64,
+}
+
+/// One window of `concurrency` clients on `target`.
+async fn window(target: Arc<Target>, length: Duration, concurrency: usize) -> Window {
+    let ticks_before = crate::procfs::cpu_ticks(target.pid).unwrap_or(0);
     let start = Instant::now();
     let deadline = start + length;
     let mut tasks = Vec::new();
@@ -138,7 +161,16 @@ async fn window(
             tot.extend(x);
         }
     }
-    (ok, err, hs, tot, start.elapsed())
+    let elapsed = start.elapsed();
+    let ticks_after = crate::procfs::cpu_ticks(target.pid).unwrap_or(0);
+    Window {
+        ok,
+        errors: err,
+        handshakes: hs,
+        totals: tot,
+        elapsed,
+        server_ticks: ticks_after.saturating_sub(ticks_before),
+    }
 }
 
 /// Runs the comparison.
@@ -169,6 +201,7 @@ pub async fn run(exe: &Path, p: &ThroughputParams) -> Result<ThroughputReport, L
     }
     let bob = crate::client::login(&cluster, ippin.addr(Listener::LoginDirect), BOB, None).await?;
     let full = Arc::new(Target {
+        pid: ippin.pid(),
         prober: Prober::new(
             &cluster.ca_pem,
             Some((&alice.tls_cert_pem, &alice.tls_key_pem)),
@@ -176,13 +209,21 @@ pub async fn run(exe: &Path, p: &ThroughputParams) -> Result<ThroughputReport, L
         addr: ippin.addr(Listener::TlsProxied),
         header: Some(proxy_v2(lb_client, ippin.addr(Listener::TlsProxied))),
     });
+    let full_coalesced = Arc::new(Target {
+        pid: ippin.pid(),
+        prober: full.prober.clone().coalescing(),
+        addr: full.addr,
+        header: full.header.clone(),
+    });
     let bob_prober = Prober::new(&cluster.ca_pem, Some((&bob.tls_cert_pem, &bob.tls_key_pem)))?;
     let off = Arc::new(Target {
+        pid: ippin.pid(),
         prober: bob_prober.clone(),
         addr: ippin.addr(Listener::TlsDirect),
         header: None,
     });
     let base = Arc::new(Target {
+        pid: plain.pid(),
         prober: bob_prober,
         addr: plain.addr(Listener::LoginDirect),
         header: None,
@@ -198,6 +239,19 @@ pub async fn run(exe: &Path, p: &ThroughputParams) -> Result<ThroughputReport, L
                 ..Variant::default()
             },
             full,
+            Vec::new(),
+            Vec::new(),
+            Duration::ZERO,
+        ),
+        (
+            Variant {
+                name: "full_coalesced".into(),
+                path: "as `full`, with the PROXY header sent in the same segment as the \
+                       ClientHello (one write)"
+                    .into(),
+                ..Variant::default()
+            },
+            full_coalesced,
             Vec::new(),
             Vec::new(),
             Duration::ZERO,
@@ -235,22 +289,30 @@ pub async fn run(exe: &Path, p: &ThroughputParams) -> Result<ThroughputReport, L
     }
     for round in 0..p.rounds.max(1) {
         // Alternate the order so that no variant always runs first.
-        let order: [usize; 3] = if round % 2 == 0 { [2, 0, 1] } else { [0, 1, 2] };
+        let order: [usize; 4] = if round % 2 == 0 {
+            [3, 0, 1, 2]
+        } else {
+            [0, 1, 2, 3]
+        };
         for i in order {
             let Some((v, target, hs, tot, spent)) = variants.get_mut(i) else {
                 continue;
             };
-            let (ok, err, h, t, elapsed) = window(target.clone(), p.window, p.concurrency).await;
-            v.connections += ok;
-            v.errors += err;
-            v.per_window.push(ok as f64 / elapsed.as_secs_f64());
-            hs.extend(h);
-            tot.extend(t);
-            *spent += elapsed;
+            let w = window(target.clone(), p.window, p.concurrency).await;
+            v.connections += w.ok;
+            v.errors += w.errors;
+            v.per_window.push(w.ok as f64 / w.elapsed.as_secs_f64());
+            v.server_cpu_ticks += w.server_ticks;
+            hs.extend(w.handshakes);
+            tot.extend(w.totals);
+            *spent += w.elapsed;
         }
     }
-    let [full, off, plain_v] = variants.map(|(mut v, _, hs, tot, spent)| {
+    let [full, coalesced, off, plain_v] = variants.map(|(mut v, _, hs, tot, spent)| {
         v.per_s = v.connections as f64 / spent.as_secs_f64().max(1e-9);
+        v.server_cpu_us_per_conn = (v.server_cpu_ticks as f64 * 1e6
+            / crate::procfs::TICKS_PER_SECOND as f64)
+            / (v.connections.max(1) as f64);
         v.handshake = Summary::of(&hs);
         v.total = Summary::of(&tot);
         v
@@ -262,8 +324,12 @@ pub async fn run(exe: &Path, p: &ThroughputParams) -> Result<ThroughputReport, L
         concurrency: p.concurrency,
         window_s: p.window.as_secs_f64(),
         ratio_full_to_plain: ratio(&full),
+        ratio_coalesced_to_plain: ratio(&coalesced),
         ratio_off_to_plain: ratio(&off),
+        cpu_ratio_full_to_plain: full.server_cpu_us_per_conn
+            / plain_v.server_cpu_us_per_conn.max(1e-9),
         full,
+        full_coalesced: coalesced,
         off_unpinned: off,
         plain: plain_v,
         loadavg: std::fs::read_to_string("/proc/loadavg")
