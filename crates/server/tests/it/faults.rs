@@ -256,7 +256,7 @@ fn a_listener_port_in_use_stops_serve_naming_the_address() {
 }
 
 #[test]
-fn an_audit_log_that_fails_refuses_logins_and_access_fail_closed() {
+fn an_audit_log_that_fails_from_the_start_refuses_logins_fail_closed() {
     // From the start: /dev/full accepts the open, refuses every write (ENOSPC).
     let (dir, config, addrs) = folder(
         &[
@@ -309,15 +309,33 @@ fn an_audit_log_that_stops_accepting_mid_run_fails_closed_and_the_server_lives_o
     });
     assert!(logged, "the login reached the audit log");
 
+    let whoami = |creds: &Path| {
+        let url = format!("https://{}/whoami", addrs[1]);
+        let (cert, key) = (creds.join("ippin_tls.pem"), creds.join("ippin_tls.key"));
+        let ca = sdir.path().join("ca/tls_ca.pem");
+        crate::support::curl(&[
+            "--cert",
+            cert.to_str().expect("UTF-8"),
+            "--key",
+            key.to_str().expect("UTF-8"),
+            "--cacert",
+            ca.to_str().expect("UTF-8"),
+            &url,
+        ])
+    };
+    assert_eq!(whoami(&out).expect(200)["user"], "bob");
+
     // The reader goes away: the log cannot be written any more.
     drop(reader);
-    let (ran, out) = login(sdir.path(), addrs[0], BOB);
+    let (ran, later) = login(sdir.path(), addrs[0], BOB);
     assert_ne!(ran.code, Some(0), "{ran:?}");
     assert!(ran.stderr.contains("audit_unavailable"), "{ran:?}");
     assert!(
-        !out.join("ippin_tls.pem").exists(),
+        !later.join("ippin_tls.pem").exists(),
         "no certificate without an audit line"
     );
+    // An access that would be allowed is not served either.
+    assert_eq!(whoami(&out).expect(503)["error"], "audit_unavailable");
     assert!(
         server.is_running(),
         "fail closed refuses the action, not the process"
