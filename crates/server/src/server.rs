@@ -382,6 +382,31 @@ async fn accept_loop(
     state: Arc<State>,
 ) {
     let lcfg = Arc::new(lcfg);
+    let listen = lcfg.listen;
+    bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
+        let (lcfg, acceptor, state) = (lcfg.clone(), acceptor.clone(), state.clone());
+        async move {
+            handle_connection(tcp, peer, lcfg, acceptor, state, pending_slot, slots).await;
+        }
+    })
+    .await;
+}
+
+/// Accepts on `socket` until it fails for good, each connection handed to
+/// `handle` in its own task. At most [`MAX_PENDING`] connections are in the
+/// PROXY stage at once (`handle` gets the permit and drops it when that stage
+/// ends), and `handle` takes one of the [`MAX_CONNECTIONS`] shared slots for
+/// an established connection. Every listener kind accepts through this loop.
+pub(crate) async fn bounded_accept<F, Fut>(socket: TcpListener, listen: SocketAddr, handle: F)
+where
+    F: Fn(
+        TcpStream,
+        SocketAddr,
+        tokio::sync::OwnedSemaphorePermit,
+        Arc<tokio::sync::Semaphore>,
+    ) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -391,16 +416,12 @@ async fn accept_loop(
         let (tcp, peer) = match socket.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!("accept on {}: {e}", lcfg.listen);
+                tracing::warn!("accept on {listen}: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let (lcfg, acceptor, state) = (lcfg.clone(), acceptor.clone(), state.clone());
-        let slots = slots.clone();
-        tokio::spawn(async move {
-            handle_connection(tcp, peer, lcfg, acceptor, state, pending_slot, slots).await;
-        });
+        tokio::spawn(handle(tcp, peer, pending_slot, slots.clone()));
     }
 }
 

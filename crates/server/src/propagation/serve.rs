@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use ippin_policy::ObservedAddr;
 use tokio::net::{TcpListener, TcpStream};
@@ -14,7 +13,7 @@ use super::{Signer, TrustAnchor, Verifier};
 use crate::accept::Refused;
 use crate::audit::AuditEvent;
 use crate::config::{ListenerConfig, read_bounded};
-use crate::server::{Clock, MAX_CONNECTIONS, MAX_PENDING, ServerError, State};
+use crate::server::{Clock, ServerError, State, bounded_accept};
 
 /// A listener's verifier and clock, set when the server starts it.
 #[derive(Clone)]
@@ -177,26 +176,14 @@ pub async fn forward_loop(
 ) {
     let lcfg = Arc::new(lcfg);
     let target = Arc::new(target);
-    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(pending_slot) = pending.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match socket.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept on {}: {e}", lcfg.listen);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let listen = lcfg.listen;
+    bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
         let (lcfg, target, state) = (lcfg.clone(), target.clone(), state.clone());
-        let slots = slots.clone();
-        tokio::spawn(async move {
+        async move {
             forward_one(tcp, peer, &lcfg, &target, &state, pending_slot, slots).await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn forward_one(
@@ -285,22 +272,10 @@ pub async fn ssh_loop(
     state: Arc<State>,
 ) {
     let lcfg = Arc::new(lcfg);
-    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(pending_slot) = pending.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match socket.accept().await {
-            Ok(x) => x,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let listen = lcfg.listen;
+    bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
         let (service, lcfg, state) = (service.clone(), lcfg.clone(), state.clone());
-        let slots = slots.clone();
-        tokio::spawn(async move {
+        async move {
             match accept(tcp, peer, &lcfg).await {
                 Ok((observed, stream)) => {
                     let Ok(_slot) = slots.acquire_owned().await else {
@@ -320,6 +295,7 @@ pub async fn ssh_loop(
                     );
                 }
             }
-        });
-    }
+        }
+    })
+    .await;
 }
