@@ -114,18 +114,16 @@ impl SoakReport {
                 self.fds_after, self.baseline.fds
             ));
         }
-        if self.valid_ok == 0 || self.valid_failed > 0 {
-            out.push(format!(
-                "valid client: {} ok, {} failed ({:?})",
-                self.valid_ok, self.valid_failed, self.valid_first_error
-            ));
-        }
-        if !self.server_alive || self.server_panicked || self.exit_code != Some(0) {
-            out.push(format!(
-                "server alive {}, panicked {}, exit {:?}",
-                self.server_alive, self.server_panicked, self.exit_code
-            ));
-        }
+        out.extend(crate::stats::valid_client_failure(
+            self.valid_ok,
+            self.valid_failed,
+            &self.valid_first_error,
+        ));
+        out.extend(crate::stats::server_health_failure(
+            self.server_alive,
+            self.server_panicked,
+            self.exit_code,
+        ));
         out
     }
 }

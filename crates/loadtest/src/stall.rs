@@ -113,12 +113,11 @@ impl StallReport {
             }
         }
         out.extend(self.server.failures());
-        if self.valid_ok == 0 || self.valid_failed > 0 {
-            out.push(format!(
-                "valid client: {} ok, {} failed ({:?})",
-                self.valid_ok, self.valid_failed, self.valid_first_error
-            ));
-        }
+        out.extend(crate::stats::valid_client_failure(
+            self.valid_ok,
+            self.valid_failed,
+            &self.valid_first_error,
+        ));
         if !self.server_alive || self.server_panicked {
             out.push(format!(
                 "server alive: {}, panicked: {}",

@@ -71,3 +71,21 @@ pub fn median(values: &[u64]) -> u64 {
     v.sort_unstable();
     v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0)
 }
+
+/// The verdict line shared by every run that keeps a valid client going:
+/// `None` when the client succeeded at least once and never failed.
+pub fn valid_client_failure(
+    ok: usize,
+    failed: usize,
+    first_error: &Option<String>,
+) -> Option<String> {
+    (ok == 0 || failed > 0)
+        .then(|| format!("valid client: {ok} ok, {failed} failed ({first_error:?})"))
+}
+
+/// The verdict line on the server process shared by the runs that stop it
+/// at the end: `None` when it stayed alive, printed no panic and exited 0.
+pub fn server_health_failure(alive: bool, panicked: bool, exit: Option<i32>) -> Option<String> {
+    (!alive || panicked || exit != Some(0))
+        .then(|| format!("server alive {alive}, panicked {panicked}, exit {exit:?}"))
+}
