@@ -357,3 +357,33 @@ pub(crate) async fn ssh(
 pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().expect("IP literal")
 }
+
+/// Sends a line through the local forward at `port`; `None` when the forward was refused (the
+/// client closes the local connection).
+pub(crate) async fn through(port: u16) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"ping\n").await.ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.ok()?;
+        (!line.is_empty()).then_some(line)
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, work)
+        .await
+        .expect("forward did not answer in time")
+}
+
+/// Polls `cond` every 20 ms for at most 20 s; panics naming `what` when it never holds.
+pub(crate) async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

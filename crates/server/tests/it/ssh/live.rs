@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use ippin::ssh::LiveRestrictions;
 use ippin_test_support::free_port;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::ssh::forward::{echo_listener, forward_once};
-use crate::ssh::harness::{CLIENT_TIMEOUT, Ca, Server, ip, ssh_command};
+use crate::ssh::harness::{Ca, Server, ip, ssh_command, through, wait_for};
 
 fn policy(deny: &[&str]) -> String {
     let mut s = String::from(
@@ -24,32 +22,6 @@ fn policy(deny: &[&str]) -> String {
         }
     }
     s
-}
-
-/// Sends a line through the local forward at `port`; `None` when the forward was refused (the
-/// client closes the local connection).
-async fn through(port: u16) -> Option<String> {
-    let work = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(b"ping\n").await.ok()?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).await.ok()?;
-        (!line.is_empty()).then_some(line)
-    };
-    tokio::time::timeout(CLIENT_TIMEOUT, work)
-        .await
-        .expect("forward did not answer in time")
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,11 +13,11 @@ use ippin::config::{Config, ListenerKind};
 use ippin::server::{State, start_with};
 use ippin::ssh::client::SshClient;
 use ippin_test_support::{free_port, wait_for_tcp};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::ssh::forward::{echo_listener, forward_once};
-use crate::ssh::harness::{CLIENT_TIMEOUT, Identity, ip, ssh_command, write_private};
+use crate::ssh::harness::{
+    CLIENT_TIMEOUT, Identity, ip, ssh_command, through, wait_for, write_private,
+};
 
 fn policy(deny: &[&str]) -> String {
     let mut s = String::from(
@@ -78,31 +78,6 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Sends a line through the local forward at `port`; `None` when the forward was refused.
-async fn through(port: u16) -> Option<String> {
-    let work = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(b"ping\n").await.ok()?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).await.ok()?;
-        (!line.is_empty()).then_some(line)
-    };
-    tokio::time::timeout(CLIENT_TIMEOUT, work)
-        .await
-        .expect("forward did not answer in time")
 }
 
 fn save(dir: &Path, name: &str, creds: &Credentials) -> Identity {
