@@ -159,6 +159,9 @@ impl SshClient {
                 return Ok(Err(m));
             }
             if self.handle.is_closed() || tokio::time::Instant::now() >= deadline {
+                // The session can report closed a moment before the handler has
+                // stored the disconnect message it carried: give it that moment.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 let said = self.notes.lock().ok().and_then(|n| n.disconnect.clone());
                 return Ok(Err(said.unwrap_or_else(|| {
                     "the server refused the certificate and said nothing more".to_owned()
