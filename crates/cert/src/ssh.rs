@@ -602,9 +602,9 @@ fn check_ca_algorithm(cert: &Certificate) -> Result<()> {
 /// Validates a user certificate completely.
 ///
 /// `ssh-key`'s `validate_at` checks only the CA signature, that the CA is
-/// trusted and the validity window. This also checks, in order: that it is
-/// a user certificate, the CA key algorithm, that the CA is trusted, the
-/// window, the signature, that
+/// trusted and the validity window. This checks, in order: the CA key
+/// algorithm, that the CA is trusted, the CA's signature (before any other
+/// field is believed), that it is a user certificate, the window, that
 /// `v.principal` is listed, that every critical option is recognised
 /// (`force-command`, `source-address`, `verify-required`) and well formed
 /// (`source-address` strictly, see [`SourceAddress`]; `verify-required`
@@ -621,9 +621,6 @@ fn check_ca_algorithm(cert: &Certificate) -> Result<()> {
 /// # Errors
 /// The first failed check, as an [`Error`] whose [`Error::code`] names it.
 pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<ValidatedSshCert> {
-    if cert.cert_type() != CertType::User {
-        return Err(Error::SshNotUserCert);
-    }
     check_ca_algorithm(cert)?;
     // The fingerprint is computed once, here: `validate_at` would compute it
     // again, so the three checks it makes are made here and the signature
@@ -634,6 +631,19 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
             fingerprint: ca_fingerprint.to_string(),
         });
     }
+    // The signature comes before every other field is believed: a refusal
+    // for the type, window or principal is then a statement about a
+    // certificate the CA really issued, and a forged one is refused as
+    // forged whatever else it claims. `verify_signature` is the signature
+    // step of `validate_at` (public but hidden from ssh-key's docs because
+    // on its own it trusts any CA; the CA was checked just above). It
+    // verifies over the re-encoded to-be-signed bytes, so a certificate
+    // whose bytes are not the canonical encoding fails here even when it
+    // was read leniently.
+    cert.verify_signature().map_err(|_| Error::SshSignature)?;
+    if cert.cert_type() != CertType::User {
+        return Err(Error::SshNotUserCert);
+    }
     if !(cert.valid_after() <= v.now && v.now < cert.valid_before()) {
         return Err(Error::SshValidity {
             now: v.now,
@@ -641,12 +651,6 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
             valid_before: cert.valid_before(),
         });
     }
-    // `verify_signature` is the signature step of `validate_at` (public
-    // but hidden from ssh-key's docs because on its own it trusts any CA;
-    // the CA and the window were checked just above). It verifies over the
-    // re-encoded to-be-signed bytes, so a certificate whose bytes are not
-    // the canonical encoding fails here even when it was read leniently.
-    cert.verify_signature().map_err(|_| Error::SshSignature)?;
     if v.principal.is_empty() || !cert.valid_principals().iter().any(|p| p == v.principal) {
         return Err(Error::SshPrincipal {
             principal: crate::error::shown(v.principal),

@@ -257,6 +257,64 @@ fn rejects_bad_signature() {
     );
 }
 
+/// A forged certificate is refused as forged, whatever its (unsigned) fields claim: the
+/// signature is checked before the type, the window and the principal are believed.
+#[test]
+fn signature_is_checked_before_the_fields_it_covers() {
+    let (ca, key) = ca_and_key();
+    // Signed as a host certificate, then flipped to a user certificate: the type byte is
+    // under the signature.
+    let mut b = Builder::new(
+        vec![1u8; 32],
+        user_key().public_key().key_data().clone(),
+        NOW - 60,
+        NOW + 60,
+    )
+    .unwrap();
+    b.cert_type(CertType::Host).unwrap();
+    b.valid_principal("alice").unwrap();
+    let host = b.sign(&key).unwrap();
+    let mut bytes = host.to_bytes().unwrap();
+    let host_type = 2u32.to_be_bytes();
+    let at = bytes
+        .windows(4)
+        .rposition(|w| w == host_type)
+        .expect("type field");
+    bytes[at + 3] = 1;
+    let flipped = Certificate::from_bytes(&bytes).unwrap();
+    assert_eq!(flipped.cert_type(), CertType::User);
+    assert_eq!(
+        validate(&flipped, &ca, "alice", NOW).unwrap_err().code(),
+        "ssh_signature"
+    );
+    // Signed valid, then altered: refused as forged even at a time outside the window and
+    // for a principal it does not name.
+    let cert = raw_cert(&key, |_| {});
+    let mut bytes = cert.to_bytes().unwrap();
+    let key_id = bytes.windows(3).position(|w| w == b"raw").expect("key id");
+    bytes[key_id + 2] = b'x';
+    let forged = Certificate::from_bytes(&bytes).unwrap();
+    assert_eq!(forged.key_id(), "rax");
+    for (principal, now) in [("alice", NOW), ("alice", NOW + 10 * 3600), ("mallory", NOW)] {
+        assert_eq!(
+            validate(&forged, &ca, principal, now).unwrap_err().code(),
+            "ssh_signature",
+            "{principal} at {now}"
+        );
+    }
+    // The genuine one, for contrast, is refused for what is really wrong with it.
+    assert_eq!(
+        validate(&cert, &ca, "alice", NOW + 10 * 3600)
+            .unwrap_err()
+            .code(),
+        "ssh_validity"
+    );
+    assert_eq!(
+        validate(&cert, &ca, "mallory", NOW).unwrap_err().code(),
+        "ssh_principal"
+    );
+}
+
 #[test]
 fn rejects_missing_principal() {
     let ca = SshCa::generate_ed25519(&mut rng()).unwrap();
