@@ -6,11 +6,11 @@
 //! | step | check | refused with |
 //! |---|---|---|
 //! | 1 | the key is an OpenSSH certificate (a plain key is never enough) | `not_a_certificate` |
-//! | 2 | signed by a trusted user CA | `untrusted_ca` |
-//! | 3 | a user certificate, not a host certificate | `host_certificate` |
-//! | 4 | the SSH user name is one of the principals | `wrong_principal` |
+//! | 2 | signed by a trusted user CA (Ed25519 or ECDSA) | `untrusted_ca` |
+//! | 3 | the CA signature verifies (before any other field is believed) | `bad_ca_signature` |
+//! | 4 | a user certificate, not a host certificate | `host_certificate` |
 //! | 5 | valid now (`valid_after` ≤ now < `valid_before`) | `not_yet_valid`, `expired` |
-//! | 6 | the CA signature verifies | `invalid_certificate` |
+//! | 6 | the SSH user name is one of the principals | `wrong_principal` |
 //! | 7 | only known critical options (`source-address`, `force-command`, `verify-required`) | `unknown_critical_option` |
 //! | 8 | critical options well formed (`source-address` strictly) | `invalid_source_address`, `invalid_certificate` |
 //! | 9 | no `verify-required` (FIDO user verification cannot be checked here) | `verify_required_unsupported` |
@@ -84,7 +84,10 @@ pub enum SshDenyReason {
     InvalidSourceAddress,
     /// The certificate requires FIDO user verification, which this server cannot check.
     VerifyRequiredUnsupported,
-    /// The certificate is unusable for another reason (bad signature, malformed field).
+    /// The CA's signature over the certificate does not verify (a forged or altered
+    /// certificate that names a trusted CA).
+    BadCaSignature,
+    /// The certificate is unusable for another reason (a malformed field).
     InvalidCertificate,
     /// The certificate is valid but the user is not known here.
     UnknownUser,
@@ -107,6 +110,7 @@ impl SshDenyReason {
             SshDenyReason::UnknownCriticalOption => "unknown_critical_option",
             SshDenyReason::InvalidSourceAddress => "invalid_source_address",
             SshDenyReason::VerifyRequiredUnsupported => "verify_required_unsupported",
+            SshDenyReason::BadCaSignature => "bad_ca_signature",
             SshDenyReason::InvalidCertificate => "invalid_certificate",
             SshDenyReason::UnknownUser => "unknown_user",
             SshDenyReason::Pin(r) => r.code(),
@@ -309,6 +313,7 @@ fn cert_reason(e: &ippin_cert::Error) -> SshDenyReason {
         } if now < valid_after => SshDenyReason::NotYetValid,
         E::SshValidity { .. } => SshDenyReason::Expired,
         E::SshPrincipal { .. } => SshDenyReason::WrongPrincipal,
+        E::SshSignature => SshDenyReason::BadCaSignature,
         E::SshUnknownCriticalOption { .. } => SshDenyReason::UnknownCriticalOption,
         E::SourceAddressEntry { .. } => SshDenyReason::InvalidSourceAddress,
         E::SshOption { name, .. } if name == "source-address" => {

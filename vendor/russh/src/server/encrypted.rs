@@ -14,7 +14,6 @@
 //
 use core::str;
 use std::cell::RefCell;
-use std::time::SystemTime;
 
 use auth::*;
 use byteorder::{BigEndian, ByteOrder};
@@ -1109,29 +1108,14 @@ impl Encrypted {
                 let pubkey = match pk_or_cert {
                     PublicKeyOrCertificate::PublicKey { ref key, .. } => key.clone(),
                     PublicKeyOrCertificate::Certificate(ref cert) => {
-                        // Validate certificate expiration. The bounds are None
-                        // for OpenSSH's "always valid" sentinels (PROTOCOL.certkeys),
-                        // which skips the corresponding check.
-                        let now = SystemTime::now();
-                        if cert.valid_after_time().map(|t| now < t).unwrap_or_default()
-                            || cert
-                                .valid_before_time()
-                                .map(|t| now > t)
-                                .unwrap_or_default()
-                        {
-                            warn!("Certificate is expired or not yet valid");
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
-                            return Ok(());
-                        }
-
-                        // Verify the certificate’s signature
-                        if cert.verify_signature().is_err() {
-                            warn!("Certificate signature is invalid");
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
-                            return Ok(());
-                        }
-
-                        // Use certificate's public key for authentication
+                        // ippin patch (vendor/russh/PATCHES.md): the validity window and the
+                        // CA's signature are not checked here. The handler's
+                        // `auth_openssh_certificate` checks both (with the server's own clock
+                        // and its trusted CAs) and refuses with its own reason; checking them
+                        // here first would refuse the certificate before any handler runs,
+                        // so the refusal could not be told apart or audited. The client's
+                        // proof of possession of the certificate's key is still checked
+                        // below before that handler is called.
                         PublicKey::new(cert.public_key().clone(), "")
                     }
                 };

@@ -108,10 +108,10 @@ async fn alice_with_an_unpinned_certificate_is_refused() {
     assert_eq!(server.events.allowed(), 0);
 }
 
-/// Each bad certificate is refused, with its own audit reason. (A host certificate cannot be
-/// tried here: the OpenSSH client will not offer one as a user identity — "pubkey_prepare:
-/// ignoring certificate: not a user certificate" — so that row is tested on `authorize` in the
-/// unit tests.)
+/// Each bad certificate is refused, with its own audit reason. (The OpenSSH client will not
+/// offer a host certificate as a user identity — "pubkey_prepare: ignoring certificate: not a
+/// user certificate" — so that row is in `forged_and_host_certificates_each_with_their_reason`,
+/// with ippin's own SSH client.)
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_certificates_each_with_their_reason() {
     let ca = Ca::new();
@@ -163,26 +163,109 @@ async fn bad_certificates_each_with_their_reason() {
     assert_eq!(server.events.allowed(), 0);
 }
 
-/// An expired certificate is refused. russh refuses it before any handler runs (see
-/// docs/ssh.md), so the audit shows the client's next attempt, not the certificate.
+/// A certificate outside its validity window, offered by the real OpenSSH client, is refused
+/// with its own audit reason and a message that says to log in again. (russh alone would
+/// refuse it before any handler runs, unaudited; ippin builds with the one-change patch in
+/// vendor/russh/PATCHES.md so that the handler judges it.)
 #[tokio::test(flavor = "multi_thread")]
-async fn expired_certificate_is_refused() {
+async fn expired_and_not_yet_valid_certificates_each_with_their_reason() {
     let ca = Ca::new();
     let mut server = Server::new(&ca, |_| {});
     let addr = server.listen_direct(ip("127.0.0.1")).await;
-    let expired = ca.keygen_issue(
-        "old",
-        "alice",
-        &[
-            "-V",
-            "20200101:20200102",
-            "-O",
-            "source-address=127.0.0.1/32",
-        ],
-    );
-    let run = ssh(&expired, "alice", "127.0.0.1", addr, &["whoami"]).await;
-    assert_eq!(run.status, Some(255), "{run:?}");
+    let pin = ["-O", "source-address=127.0.0.1/32"];
+    let expired = ca.keygen_issue("old", "alice", &["-V", "20200101:20200102", pin[0], pin[1]]);
+    let future = ca.keygen_issue("soon", "alice", &["-V", "+1d:+2d", pin[0], pin[1]]);
+    let cases = [
+        ("expired", &expired, "has expired"),
+        ("not_yet_valid", &future, "not valid yet"),
+    ];
+    for (reason, id, said) in cases {
+        let before = server.events.denial_reasons().len();
+        let run = ssh(id, "alice", "127.0.0.1", addr, &["whoami"]).await;
+        assert_eq!(run.status, Some(255), "{reason}: {run:?}");
+        assert!(
+            run.stderr.contains(said) && run.stderr.contains("log in again"),
+            "{reason}: no readable reason on stderr: {}",
+            run.stderr
+        );
+        let reasons = server.events.denial_reasons();
+        assert_eq!(
+            reasons.get(before).map(String::as_str),
+            Some(reason),
+            "audit reasons: {reasons:?}"
+        );
+    }
     assert_eq!(server.events.allowed(), 0);
+}
+
+/// A forged certificate (a trusted CA named, a field changed after signing) and a host
+/// certificate from the trusted CA, each offered through a real SSH connection, are refused
+/// with their own audit reasons. The OpenSSH client will offer neither (it checks the
+/// signature when it loads a certificate, and ignores host certificates as user identities),
+/// so the client here is ippin's own russh client over TCP.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_host_certificates_each_with_their_reason() {
+    use ippin::ssh::client::SshClient;
+    use ippin_cert::ssh_key::{Certificate, PrivateKey};
+
+    let ca = Ca::new();
+    let mut server = Server::new(&ca, |_| {});
+    let addr = server.listen_direct(ip("127.0.0.1")).await;
+    let host_key = server.service.host_public_key().clone();
+    let load = |id: &crate::ssh::harness::Identity| {
+        let key = PrivateKey::read_openssh_file(&id.key).expect("key");
+        let cert = Certificate::read_file(&id.cert).expect("certificate");
+        (key, cert)
+    };
+
+    // Genuine first: the same path lets it in, so the refusals below are about the
+    // certificates.
+    let (key, genuine) = load(&ca.issue("bob", "bob", None));
+    let mut client = SshClient::connect(addr, ip("127.0.0.1"), host_key.clone())
+        .await
+        .expect("connect");
+    client
+        .authenticate("bob", key.clone(), genuine.clone())
+        .await
+        .expect("no transport error")
+        .expect("the genuine certificate is accepted");
+    assert_eq!(server.events.allowed(), 1);
+
+    // Forged: bob's certificate with its key id changed after the CA signed it.
+    let mut bytes = genuine.to_bytes().expect("encode");
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"bob@test")
+        .expect("key id");
+    bytes[at + 2] = b'x';
+    let forged = Certificate::from_bytes(&bytes).expect("still decodes");
+    assert_eq!(forged.key_id(), "box@test");
+
+    // Host: signed by the trusted CA with `ssh-keygen -h`, naming bob.
+    let (host_cert_key, host_cert) = load(&ca.keygen_issue("node", "bob", &["-h"]));
+
+    let cases = [
+        ("bad_ca_signature", key, forged),
+        ("host_certificate", host_cert_key, host_cert),
+    ];
+    for (reason, key, cert) in cases {
+        let before = server.events.denial_reasons().len();
+        let mut client = SshClient::connect(addr, ip("127.0.0.1"), host_key.clone())
+            .await
+            .expect("connect");
+        let refused = client
+            .authenticate("bob", key, cert)
+            .await
+            .expect("no transport error");
+        assert!(refused.is_err(), "{reason}: accepted");
+        let reasons = server.events.denial_reasons();
+        assert_eq!(
+            reasons.get(before).map(String::as_str),
+            Some(reason),
+            "audit reasons: {reasons:?}"
+        );
+    }
+    assert_eq!(server.events.allowed(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
