@@ -29,6 +29,9 @@ pub struct CostReport {
     pub access_verdict_file_audit_us: f64,
     /// The same with the audit line kept in memory.
     pub access_verdict_memory_audit_us: f64,
+    /// The same (audit in memory) with the identity cache off: every call
+    /// decodes the certificate, as for a certificate seen for the first time.
+    pub access_verdict_uncached_us: f64,
 }
 
 fn per_call(n: usize, mut f: impl FnMut()) -> f64 {
@@ -79,7 +82,24 @@ pub fn run(iterations: usize) -> Result<CostReport, LoadError> {
     let memory_state = {
         let roles = ippin::config::load_roles(&config.roles).map_err(|e| setup(&e))?;
         let ca = ippin::ca::Ca::load(&config.ca).map_err(|e| setup(&e))?;
-        ippin::server::State::new(config, roles, ca, ippin::audit::Audit::memory("load"))
+        ippin::server::State::new(
+            config.clone(),
+            roles,
+            ca,
+            ippin::audit::Audit::memory("load"),
+        )
+    };
+    let uncached_state = {
+        let roles = ippin::config::load_roles(&config.roles).map_err(|e| setup(&e))?;
+        let ca = ippin::ca::Ca::load(&config.ca).map_err(|e| setup(&e))?;
+        let mut state = ippin::server::State::new(
+            config.clone(),
+            roles,
+            ca,
+            ippin::audit::Audit::memory("load"),
+        );
+        state.identities = ippin::identity::IdentityCache::new(0);
+        state
     };
     let allowed = ippin::server::access_verdict(&file_state, &der, &observed);
     if allowed.access != ippin::server::Access::Allow {
@@ -107,6 +127,13 @@ pub fn run(iterations: usize) -> Result<CostReport, LoadError> {
         access_verdict_memory_audit_us: per_call(n, || {
             black_box(ippin::server::access_verdict(
                 &memory_state,
+                &der,
+                &observed,
+            ));
+        }),
+        access_verdict_uncached_us: per_call(n, || {
+            black_box(ippin::server::access_verdict(
+                &uncached_state,
                 &der,
                 &observed,
             ));

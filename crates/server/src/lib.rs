@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod identity;
 pub mod inspect;
 pub mod outcome;
 pub mod propagation;

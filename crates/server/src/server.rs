@@ -94,6 +94,8 @@ pub struct State {
     pub audit: Audit,
     /// The clock.
     pub clock: Clock,
+    /// Decoded client-certificate identities (`crate::identity`).
+    pub identities: crate::identity::IdentityCache,
     decoy_hash: String,
     /// Bounds concurrent argon2 verifications (each takes 19 MiB and a core
     /// for tens of ms): memory stays bounded under a login flood.
@@ -130,6 +132,7 @@ impl State {
             ca,
             audit,
             clock: Arc::new(SystemTime::now),
+            identities: crate::identity::IdentityCache::default(),
             decoy_hash,
             hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
         }
@@ -866,34 +869,19 @@ fn from_decision(d: Decision) -> Access {
 /// `ippin-policy`. The audit line is written here; a failure to write it
 /// turns the verdict into [`Access::AuditUnavailable`].
 pub fn access_verdict(state: &State, der: &[u8], observed: &ObservedAddr) -> AccessVerdict {
-    let pin = match ippin_cert::x509::pinned_ip_fast(der) {
-        Ok(Some(ip)) => CertPin::Ip(ip),
-        Ok(None) => CertPin::None,
-        Err(e) => CertPin::Invalid(e.to_string()),
-    };
     let mut verdict = AccessVerdict {
         user: String::new(),
         roles: Vec::new(),
         requires_pin: false,
-        pin,
+        pin: CertPin::None,
         login_ip: None,
         access: Access::Allow,
     };
-    match ippin_cert::x509::client_identity(der) {
-        // An unreadable pin is the policy's `invalid_pin`, whatever else.
-        Err(_) if matches!(verdict.pin, CertPin::Invalid(_)) => {
-            verdict.access = from_decision(ippin_policy::check_pin(true, &verdict.pin, observed));
-        }
-        Err(e) => {
-            verdict.access = Access::Deny {
-                code: "invalid_identity".into(),
-                message: format!(
-                    "the client certificate's identity cannot be read ({e}); {}",
-                    ippin_policy::LOG_IN_AGAIN
-                ),
-            };
-        }
+    match state.identities.get_or_decode(der) {
         Ok(id) => {
+            // The pin as the full decoder read it: the same as `pinned_ip_fast` on every
+            // certificate that decodes (the certificate crate's proptests).
+            verdict.pin = id.pinned_ip.map_or(CertPin::None, CertPin::Ip);
             verdict.user = id.user.clone();
             verdict.login_ip = id.login_ip;
             match state.requires_pin(&id.user) {
@@ -916,6 +904,25 @@ pub fn access_verdict(state: &State, der: &[u8], observed: &ObservedAddr) -> Acc
                     ));
                 }
             }
+        }
+        Err(e) => {
+            verdict.pin = match ippin_cert::x509::pinned_ip_fast(der) {
+                Ok(Some(ip)) => CertPin::Ip(ip),
+                Ok(None) => CertPin::None,
+                Err(e) => CertPin::Invalid(e.to_string()),
+            };
+            verdict.access = if matches!(verdict.pin, CertPin::Invalid(_)) {
+                // An unreadable pin is the policy's `invalid_pin`, whatever else.
+                from_decision(ippin_policy::check_pin(true, &verdict.pin, observed))
+            } else {
+                Access::Deny {
+                    code: "invalid_identity".into(),
+                    message: format!(
+                        "the client certificate's identity cannot be read ({e}); {}",
+                        ippin_policy::LOG_IN_AGAIN
+                    ),
+                }
+            };
         }
     }
     let event = match &verdict.access {
