@@ -74,6 +74,18 @@ pub enum CaCommand {
         #[arg(long, default_value = "90d")]
         ttl: String,
     },
+    /// Create an inner listener's static X25519 key pair for signed
+    /// propagation: `AUDIENCE.propkey` (secret, mode 0600; the inner's
+    /// `propagation.key`) and `AUDIENCE.propkey.pub` (the fronts'
+    /// `forward.upstream_key`) (docs/propagation.md).
+    PropagationKey {
+        /// The inner listener's audience (names the files).
+        #[arg(long)]
+        audience: String,
+        /// Where to write the two files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// `ippin user …`
@@ -208,6 +220,9 @@ pub async fn run(cli: Cli) -> Outcome {
             out,
             ttl,
         }) => crate::propagation::cmd::issue_proxy_command(&config, &name, out.as_deref(), &ttl),
+        Command::Ca(CaCommand::PropagationKey { audience, out }) => {
+            crate::propagation::cmd::propagation_key_command(&audience, &out)
+        }
         Command::User(UserCommand::Add {
             config,
             name,

@@ -1,4 +1,5 @@
-//! `ippin ca issue-proxy`: a front's identity from the cluster X.509 CA.
+//! `ippin ca issue-proxy`: a front's identity from the cluster X.509 CA;
+//! `ippin ca propagation-key`: an inner listener's static X25519 key pair.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -99,5 +100,94 @@ pub fn issue_proxy_command(config: &Path, name: &str, out: Option<&Path>, ttl: &
             key.display()
         )),
         Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+    }
+}
+
+/// Writes `AUDIENCE.propkey` (mode 0600) and `AUDIENCE.propkey.pub` in
+/// `out` with a fresh X25519 key; returns the two paths. Refuses to
+/// overwrite either.
+///
+/// # Errors
+/// A readable message: bad audience, existing files, write errors.
+pub fn write_propagation_key(audience: &str, out: &Path) -> Result<(PathBuf, PathBuf), String> {
+    if !super::sign::audience_ok(audience) {
+        return Err(format!(
+            "--audience `{}`: use 1 to 255 printable ASCII characters, no spaces",
+            audience.escape_default()
+        ));
+    }
+    if audience.contains(['/', '\\']) || audience.starts_with('.') {
+        return Err(format!(
+            "--audience `{audience}`: it names the files; no `/`, `\\` or leading `.`"
+        ));
+    }
+    let secret_path = out.join(format!("{audience}.propkey"));
+    let public_path = out.join(format!("{audience}.propkey.pub"));
+    for p in [&secret_path, &public_path] {
+        if p.exists() {
+            return Err(format!(
+                "{}: already exists; refusing to overwrite it",
+                p.display()
+            ));
+        }
+    }
+    let mut bytes = [0u8; 32];
+    ippin_cert::getrandom::fill(&mut bytes).map_err(|e| format!("randomness: {e}"))?;
+    let secret = super::SecretKey::from_bytes(bytes);
+    zeroize::Zeroize::zeroize(&mut bytes);
+    write_new(&secret_path, &secret.to_pem(), true)?;
+    write_new(&public_path, &secret.public_key().to_pem(), false)?;
+    Ok((secret_path, public_path))
+}
+
+/// `ippin ca propagation-key --audience NAME [--out DIR]`.
+pub fn propagation_key_command(audience: &str, out: &Path) -> Outcome {
+    match write_propagation_key(audience, out) {
+        Ok((secret, public)) => Outcome::ok(format!(
+            "created the propagation key of `{audience}`\n  secret (keep on the inner host): {}\n  \
+             public (give to the fronts):      {}\nuse them as:\n  inner listener: \
+             propagation: {{audience: {audience}, key: {}}}\n  front listener: forward: \
+             {{..., audience: {audience}, upstream_key: {}}}\n",
+            secret.display(),
+            public.display(),
+            secret.display(),
+            public.display()
+        )),
+        Err(e) => Outcome::fail(1, format!("error: {e}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn propagation_key_files_pair_up_are_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public) = write_propagation_key("inner-tls", dir.path()).unwrap();
+        assert_eq!(secret, dir.path().join("inner-tls.propkey"));
+        assert_eq!(public, dir.path().join("inner-tls.propkey.pub"));
+        let s =
+            super::super::SecretKey::from_pem(&std::fs::read_to_string(&secret).unwrap()).unwrap();
+        let p =
+            super::super::PublicKey::from_pem(&std::fs::read_to_string(&public).unwrap()).unwrap();
+        assert_eq!(s.public_key(), p);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = write_propagation_key("inner-tls", dir.path()).unwrap_err();
+        assert!(again.contains("already exists"), "{again}");
+        // Two runs give two different keys.
+        let (_, public2) = write_propagation_key("other", dir.path()).unwrap();
+        assert_ne!(
+            std::fs::read_to_string(&public).unwrap(),
+            std::fs::read_to_string(&public2).unwrap()
+        );
+        for bad in ["", "a b", "../x", ".hidden", "a/b"] {
+            assert!(write_propagation_key(bad, dir.path()).is_err(), "{bad}");
+        }
     }
 }

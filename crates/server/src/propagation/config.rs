@@ -10,29 +10,42 @@
 //!     forward:
 //!       upstream: 127.0.0.1:4443   # host:port of the inner listener
 //!       audience: inner-tls        # the inner listener's propagation.audience
-//!       cert: proxy.pem            # `ippin ca issue-proxy` writes these
-//!       key: proxy.key
+//!       cert: proxy-front.pem      # `ippin ca issue-proxy` writes these
+//!       key: proxy-front.key
+//!       upstream_key: inner-tls.propkey.pub  # the inner's public key
+//!       # grant_lifetime: 10m      a new grant every half (at most 1h)
 //!   - kind: tls                    # an inner listener
 //!     listen: 127.0.0.1:4443
 //!     proxy_protocol: off          # unsigned headers: refused here
 //!     propagation:
 //!       audience: inner-tls        # this listener's name in signed headers
+//!       key: inner-tls.propkey     # `ippin ca propagation-key` writes it
 //!       window: 30s                # freshness window (default 30s, at most 1h)
 //!       # trusted_ca: ca/tls_ca.pem   default: the cluster X.509 CA
 //!       # replay_capacity: 65536     nonces remembered (fail closed when full)
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::key::{PublicKey, SecretKey};
 use super::sign::audience_ok;
 use super::verify::DEFAULT_REPLAY_CAPACITY;
 use crate::config::{ListenerKind, ProxyModeSetting};
 
 /// The largest freshness window.
 pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
+/// A front's default grant lifetime (a new grant every half of it).
+pub const DEFAULT_GRANT_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The longest grant lifetime.
+pub const MAX_GRANT_LIFETIME: Duration = Duration::from_secs(super::sign::MAX_GRANT_LIFETIME);
+
+/// The shortest grant lifetime.
+pub const MIN_GRANT_LIFETIME: Duration = Duration::from_secs(2);
 
 /// The largest replay cache.
 pub const MAX_REPLAY_CAPACITY: usize = 10_000_000;
@@ -48,6 +61,12 @@ pub struct ForwardConfig {
     pub cert: PathBuf,
     /// The front's Ed25519 key (PKCS#8 PEM).
     pub key: PathBuf,
+    /// The file of the upstream's static X25519 public key (`NAME.propkey.pub`).
+    pub upstream_key: PathBuf,
+    /// That key, read when the configuration loads.
+    pub upstream_public: PublicKey,
+    /// How long each grant the front signs is valid.
+    pub grant_lifetime: Duration,
 }
 
 /// A listener's acceptance of signed headers.
@@ -55,6 +74,10 @@ pub struct ForwardConfig {
 pub struct PropagationConfig {
     /// This listener's name in signed headers.
     pub audience: String,
+    /// The file of this listener's static X25519 secret key (`NAME.propkey`).
+    pub key: PathBuf,
+    /// That key, read when the configuration loads.
+    pub secret: SecretKey,
     /// How far a header's timestamp may be from now.
     pub window: Duration,
     /// The CA fronts' certificates must chain to (`None`: the cluster CA).
@@ -73,6 +96,9 @@ pub struct RawForward {
     audience: String,
     cert: PathBuf,
     key: PathBuf,
+    upstream_key: PathBuf,
+    #[serde(default)]
+    grant_lifetime: Option<String>,
 }
 
 /// The YAML shape of `propagation:`.
@@ -80,12 +106,22 @@ pub struct RawForward {
 #[serde(deny_unknown_fields)]
 pub struct RawPropagation {
     audience: String,
+    key: PathBuf,
     #[serde(default)]
     window: Option<String>,
     #[serde(default)]
     trusted_ca: Option<PathBuf>,
     #[serde(default)]
     replay_capacity: Option<usize>,
+}
+
+/// Reads a key file (bounded) and parses it; the message names the file.
+fn read_key<T>(
+    path: &Path,
+    parse: impl Fn(&str) -> Result<T, super::key::KeyError>,
+) -> Result<T, String> {
+    let text = crate::config::read_bounded(path, 64 * 1024).map_err(|e| e.to_string())?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn check_upstream(upstream: &str) -> Result<(), String> {
@@ -134,7 +170,7 @@ pub fn check_listener(
         (ListenerKind::Forward, None) => {
             return Err((
                 "forward",
-                "a `forward` listener needs `forward: {upstream, audience, cert, key}`".into(),
+                "a `forward` listener needs `forward: {upstream, audience, cert, key, upstream_key}`".into(),
             ));
         }
         (ListenerKind::Forward, Some(f)) => {
@@ -148,11 +184,37 @@ pub fn check_listener(
             }
             check_upstream(&f.upstream).map_err(|m| ("forward.upstream", m))?;
             audience("forward.audience", &f.audience)?;
+            let grant_lifetime = match &f.grant_lifetime {
+                None => DEFAULT_GRANT_LIFETIME,
+                Some(text) => humantime::parse_duration(text).map_err(|e| {
+                    (
+                        "forward.grant_lifetime",
+                        format!("duration `{text}`: {e} (write it as `10m`)"),
+                    )
+                })?,
+            };
+            if grant_lifetime < MIN_GRANT_LIFETIME || grant_lifetime > MAX_GRANT_LIFETIME {
+                return Err((
+                    "forward.grant_lifetime",
+                    format!(
+                        "{}s: use {}s to {}s",
+                        grant_lifetime.as_secs(),
+                        MIN_GRANT_LIFETIME.as_secs(),
+                        MAX_GRANT_LIFETIME.as_secs()
+                    ),
+                ));
+            }
+            let upstream_key = resolve(f.upstream_key);
+            let upstream_public = read_key(&upstream_key, PublicKey::from_pem)
+                .map_err(|m| ("forward.upstream_key", m))?;
             Some(ForwardConfig {
                 upstream: f.upstream,
                 audience: f.audience,
                 cert: resolve(f.cert),
                 key: resolve(f.key),
+                upstream_key,
+                upstream_public,
+                grant_lifetime,
             })
         }
         (_, Some(_)) => {
@@ -189,8 +251,12 @@ pub fn check_listener(
                     format!("{replay_capacity}: use 1 to {MAX_REPLAY_CAPACITY}"),
                 ));
             }
+            let key = resolve(p.key);
+            let secret = read_key(&key, SecretKey::from_pem).map_err(|m| ("propagation.key", m))?;
             Some(PropagationConfig {
                 audience: p.audience,
+                key,
+                secret,
                 window,
                 trusted_ca: p.trusted_ca.map(resolve),
                 replay_capacity,
@@ -211,20 +277,38 @@ mod tests {
             audience: audience.into(),
             cert: "proxy.pem".into(),
             key: "proxy.key".into(),
+            upstream_key: "inner.propkey.pub".into(),
+            grant_lifetime: None,
         }
     }
 
     fn raw_prop(window: Option<&str>, cap: Option<usize>) -> RawPropagation {
         RawPropagation {
             audience: "inner".into(),
+            key: "inner.propkey".into(),
             window: window.map(Into::into),
             trusted_ca: None,
             replay_capacity: cap,
         }
     }
 
+    /// A folder with `inner.propkey` and `inner.propkey.pub`, and a
+    /// resolver relative to it.
     fn base() -> impl Fn(PathBuf) -> PathBuf {
-        |p: PathBuf| PathBuf::from("/etc/ippin").join(p)
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        let dir = DIR
+            .get_or_init(|| {
+                let d = tempfile::tempdir().unwrap();
+                let s = SecretKey::from_bytes([3; 32]);
+                std::fs::write(d.path().join("inner.propkey"), s.to_pem()).unwrap();
+                std::fs::write(d.path().join("inner.propkey.pub"), s.public_key().to_pem())
+                    .unwrap();
+                std::fs::write(d.path().join("junk"), "hello").unwrap();
+                d
+            })
+            .path()
+            .to_path_buf();
+        move |p: PathBuf| dir.join(p)
     }
 
     #[test]
@@ -239,7 +323,39 @@ mod tests {
         )
         .unwrap();
         let f = f.unwrap();
-        assert_eq!(f.cert, PathBuf::from("/etc/ippin/proxy.pem"));
+        assert_eq!(f.cert, base()(PathBuf::from("proxy.pem")));
+        assert_eq!(
+            f.upstream_public,
+            SecretKey::from_bytes([3; 32]).public_key()
+        );
+        // Missing, malformed, or the secret file where the public one belongs.
+        for bad in ["missing.pub", "junk", "inner.propkey"] {
+            let mut raw = raw_fwd("a:1", "x");
+            raw.upstream_key = bad.into();
+            let e =
+                check_listener(ListenerKind::Forward, on, Some(raw), None, &base()).unwrap_err();
+            assert_eq!(e.0, "forward.upstream_key", "{bad}");
+            assert!(e.1.contains(bad), "{bad}: {}", e.1);
+        }
+        assert_eq!(f.grant_lifetime, DEFAULT_GRANT_LIFETIME);
+        for (text, ok) in [
+            ("1h", true),
+            ("2s", true),
+            ("1s", false),
+            ("2h", false),
+            ("x", false),
+        ] {
+            let mut raw = raw_fwd("a:1", "x");
+            raw.grant_lifetime = Some(text.into());
+            let r = check_listener(ListenerKind::Forward, on, Some(raw), None, &base());
+            match r {
+                Ok(_) => assert!(ok, "{text}"),
+                Err((field, _)) => {
+                    assert!(!ok, "{text}");
+                    assert_eq!(field, "forward.grant_lifetime");
+                }
+            }
+        }
         assert!(p.is_none());
         let err =
             |k, m, f: Option<RawForward>| check_listener(k, m, f, None, &base()).unwrap_err().0;
@@ -282,6 +398,17 @@ mod tests {
         };
         let p = go(raw_prop(None, None)).unwrap().1.unwrap();
         assert_eq!(p.window, Duration::from_secs(30));
+        assert_eq!(
+            p.secret.public_key(),
+            SecretKey::from_bytes([3; 32]).public_key()
+        );
+        for bad in ["missing", "junk", "inner.propkey.pub"] {
+            let mut raw = raw_prop(None, None);
+            raw.key = bad.into();
+            let e = go(raw).unwrap_err();
+            assert_eq!(e.0, "propagation.key", "{bad}");
+            assert!(e.1.contains(bad), "{bad}: {}", e.1);
+        }
         assert_eq!(p.replay_capacity, DEFAULT_REPLAY_CAPACITY);
         assert_eq!(
             go(raw_prop(Some("2h"), None)).unwrap_err().0,

@@ -2,17 +2,22 @@
 //! (front → inner), over PROXY v2. See docs/propagation.md.
 //!
 //! A front (`kind: forward`) writes, before relaying, a PROXY v2 header
-//! whose TLV [`TLV_TYPE`] (0xE7) carries its certificate (issued by the
-//! cluster CA, role `proxy`) and an Ed25519 signature over the address
-//! block, the upstream's audience, a timestamp and a nonce. An inner
-//! listener with `propagation` set verifies it ([`Verifier`]) and, only
-//! then, uses the client address it names.
+//! whose TLV [`TLV_TYPE`] (0xE7) carries a **grant** and a **MAC**. The
+//! grant (renewed every half lifetime, 10 minutes by default) holds the
+//! front's certificate (issued by the cluster CA, role `proxy`), a fresh
+//! ephemeral X25519 key, the inner listener's static X25519 key, its
+//! audience and a validity, all signed by the front's Ed25519 key. The
+//! MAC (HMAC-SHA256 under a key derived from X25519 between the two keys
+//! and bound to the grant) covers the address block, the audience, a
+//! timestamp and a nonce. An inner listener with `propagation` set
+//! verifies the grant once (then caches it) and the MAC on every header
+//! ([`Verifier`]); only then does it use the client address named.
 //!
 //! Everything here but [`net`], [`serve`] and [`cmd`] (sockets, files, the
-//! clock) is sans-IO: time and nonces are parameters.
+//! clock) is sans-IO: time, nonces and ephemeral keys are parameters.
 //!
 //! ```
-//! use ippin::propagation::{Reason, Signer, TrustAnchor, Verifier, issue_proxy_identity};
+//! use ippin::propagation::{Reason, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity};
 //! use ippin_cert::rand_core::UnwrapErr;
 //! use ippin_cert::getrandom::SysRng;
 //!
@@ -22,13 +27,19 @@
 //! let id = issue_proxy_identity(&ca, "front-1", now - 60, now + 3600, 7, &mut rng).unwrap();
 //! let signer = Signer::from_pem(&id.cert_pem, &id.key_pem).unwrap();
 //!
-//! // The front signs for the upstream named `inner`.
+//! // The inner listener's static key; the front knows its public half.
+//! let inner = SecretKey::from_bytes([0x5a; 32]); // random bytes in practice
+//! let inner_public = inner.public_key();
+//!
+//! // The front signs a grant once, then writes a MAC'd header per connection.
+//! let ephemeral = SecretKey::from_bytes([0x17; 32]); // random bytes in practice
+//! let grant = signer.grant(&inner_public, "inner", now, now + 600, &ephemeral).unwrap();
 //! let client = "192.0.2.7:51234".parse().unwrap();
 //! let reached = "198.51.100.1:443".parse().unwrap();
-//! let bytes = signer.header(client, reached, "inner", now, [1; 16]).unwrap();
+//! let bytes = grant.header(client, reached, now, [1; 16]).unwrap();
 //!
 //! // The inner listener verifies it once; a replay is refused.
-//! let verifier = Verifier::new(TrustAnchor::from_der(ca.cert_der()).unwrap(), "inner", 30, 1024);
+//! let verifier = Verifier::new(TrustAnchor::from_der(ca.cert_der()).unwrap(), inner, "inner", 30, 1024);
 //! let (header, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
 //! assert_eq!(verifier.verify(&header, now + 1).unwrap().client, client);
 //! let again = verifier.verify(&header, now + 2).unwrap_err();
@@ -40,6 +51,8 @@ use std::fmt;
 
 pub mod cmd;
 pub mod config;
+pub mod grants;
+pub mod key;
 pub mod net;
 pub mod replay;
 pub mod sequence;
@@ -51,9 +64,14 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache};
+pub use key::{KeyError, PublicKey, SecretKey};
 pub use replay::{ReplayCache, ReplayRefusal};
 pub use sequence::{SeqStep, step};
-pub use sign::{ProxyIdentityPem, SignError, Signer, issue_proxy_identity};
+pub use sign::{
+    FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, ProxyIdentityPem, SignError, Signer,
+    issue_proxy_identity,
+};
 pub use verify::{AnchorError, TrustAnchor, Verified, Verifier};
 pub use wire::{SignedBlock, TLV_TYPE, WireError, decode};
 
@@ -84,10 +102,14 @@ pub enum Reason {
     /// The header's addresses differ from those in the signed block
     /// (someone rewrote the address after signing).
     AddressMismatch,
-    /// The signature does not verify over the signed fields.
+    /// The grant's signature, or the header's MAC, does not verify.
     BadSignature,
-    /// The header was signed for another listener.
+    /// The grant was made for another listener (audience).
     WrongAudience,
+    /// The grant names another inner key than this listener's.
+    GrantWrongKey,
+    /// The grant is outside its validity (or claims more than an hour).
+    GrantExpired,
     /// The timestamp is outside the window around now.
     Stale,
     /// The nonce was already used within the window.
@@ -112,6 +134,8 @@ impl Reason {
             Reason::AddressMismatch => "signed_address_mismatch",
             Reason::BadSignature => "signed_header_bad_signature",
             Reason::WrongAudience => "signed_header_wrong_audience",
+            Reason::GrantWrongKey => "signed_grant_wrong_key",
+            Reason::GrantExpired => "signed_grant_expired",
             Reason::Stale => "signed_header_stale",
             Reason::Replayed => "signed_header_replayed",
             Reason::ReplayCacheFull => "replay_cache_full",
@@ -121,7 +145,7 @@ impl Reason {
     }
 
     /// Every reason, for tables and tests.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Malformed,
         Reason::CertInvalid,
         Reason::CertUntrusted,
@@ -130,6 +154,8 @@ impl Reason {
         Reason::AddressMismatch,
         Reason::BadSignature,
         Reason::WrongAudience,
+        Reason::GrantWrongKey,
+        Reason::GrantExpired,
         Reason::Stale,
         Reason::Replayed,
         Reason::ReplayCacheFull,

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::sequence::{SeqStep, buffer_limit, step};
-use super::{Signer, Verifier};
+use super::{GrantSchedule, SignError, Verifier};
 use crate::accept::Refused;
 
 /// How long a front waits for its upstream to accept the connection.
@@ -87,15 +87,13 @@ pub async fn accept_propagated<S: AsyncRead + Unpin>(
     Ok((observed, pp::PrefixedStream::new(buf, stream)))
 }
 
-/// A front's forwarding target and identity.
+/// A front's forwarding target, identity and current grant.
 #[derive(Debug, Clone)]
 pub struct ForwardTarget {
     /// The upstream, `host:port`.
     pub upstream: String,
-    /// The upstream listener's audience (its `propagation.audience`).
-    pub audience: String,
-    /// The front's identity.
-    pub signer: Arc<Signer>,
+    /// The grants for the upstream (its key and audience, the front's identity).
+    pub grants: Arc<GrantSchedule>,
 }
 
 /// Why a forward did not happen.
@@ -157,9 +155,17 @@ pub async fn dial_and_sign(
     }
     let mut nonce = [0u8; 16];
     ippin_cert::getrandom::fill(&mut nonce).map_err(|e| ForwardError::Sign(e.to_string()))?;
-    let header = target
-        .signer
-        .header(observed.socket_addr(), local, &target.audience, now, nonce)
+    let grant = target
+        .grants
+        .grant_at(now, || {
+            let mut ephemeral = [0u8; 32];
+            ippin_cert::getrandom::fill(&mut ephemeral)
+                .map_err(|e| SignError::Grant(format!("randomness: {e}")))?;
+            Ok(ephemeral)
+        })
+        .map_err(|e| ForwardError::Sign(e.to_string()))?;
+    let header = grant
+        .header(observed.socket_addr(), local, now, nonce)
         .map_err(|e| ForwardError::Sign(e.to_string()))?;
     let upstream_err = |message: String| ForwardError::Upstream {
         upstream: target.upstream.clone(),

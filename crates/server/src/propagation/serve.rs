@@ -9,7 +9,7 @@ use ippin_policy::ObservedAddr;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::net::{ForwardTarget, accept_propagated, dial_and_sign, relay, unix};
-use super::{Signer, TrustAnchor, Verifier};
+use super::{GrantSchedule, Signer, TrustAnchor, Verifier};
 use crate::accept::Refused;
 use crate::audit::AuditEvent;
 use crate::config::{ListenerConfig, read_bounded};
@@ -71,7 +71,8 @@ fn load_error(file: &std::path::Path, message: impl std::fmt::Display) -> Server
 }
 
 /// Arms the verifier of `lcfg` (when it has `propagation`): reads the
-/// trusted CA (the cluster CA unless `trusted_ca` is set).
+/// trusted CA (the cluster CA unless `trusted_ca` is set); the static key
+/// was read with the configuration.
 ///
 /// # Errors
 /// [`ServerError`] when the CA file cannot be read or used.
@@ -87,7 +88,13 @@ pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<(), ServerError> {
     let der = crate::ca::pem_to_der(&pem, "CERTIFICATE")
         .ok_or_else(|| load_error(&ca_file, "not one PEM CERTIFICATE block"))?;
     let anchor = TrustAnchor::from_der(&der).map_err(|e| load_error(&ca_file, e))?;
-    let verifier = Verifier::new(anchor, &p.audience, p.window.as_secs(), p.replay_capacity);
+    let verifier = Verifier::new(
+        anchor,
+        p.secret.clone(),
+        &p.audience,
+        p.window.as_secs(),
+        p.replay_capacity,
+    );
     let _ = p.runtime.0.set(Armed {
         verifier: Arc::new(verifier),
         clock: state.clock.clone(),
@@ -160,8 +167,12 @@ pub fn forward_target(lcfg: &ListenerConfig) -> Result<ForwardTarget, ServerErro
     let signer = Signer::from_pem(&cert, &key).map_err(|e| load_error(&f.cert, e))?;
     Ok(ForwardTarget {
         upstream: f.upstream.clone(),
-        audience: f.audience.clone(),
-        signer: Arc::new(signer),
+        grants: Arc::new(GrantSchedule::new(
+            Arc::new(signer),
+            f.upstream_public,
+            &f.audience,
+            f.grant_lifetime.as_secs(),
+        )),
     })
 }
 
@@ -245,7 +256,7 @@ async fn forward_one(
         observed: AuditEvent::addr(&observed),
         provenance: observed.provenance().as_str().into(),
         upstream: up.upstream.to_string(),
-        audience: target.audience.clone(),
+        audience: target.grants.audience().to_owned(),
     };
     if !audit(state, &started) {
         // Fail closed: nothing is relayed that the log does not show.

@@ -1,6 +1,8 @@
 //! The front's side: its identity (an Ed25519 key and a certificate from
-//! the cluster CA with role `proxy`) and the signed header it writes.
-//! Sans-IO: the time and the nonce are parameters.
+//! the cluster CA with role `proxy`), the grants it signs (once per half
+//! lifetime per upstream) and the per-connection header it writes under a
+//! grant (a MAC, no signature). Sans-IO: the time, the nonce and the
+//! ephemeral key are parameters.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -8,7 +10,8 @@ use ed25519_dalek::Signer as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ippin_proxy_protocol as pp;
 
-use super::wire::{self, FAMILY_TCP4, FAMILY_TCP6, NONCE_LEN, SignedBlock, TLV_TYPE};
+use super::key::{PublicKey, SecretKey, mac_key};
+use super::wire::{self, FAMILY_TCP4, FAMILY_TCP6, Grant, MAC_LEN, NONCE_LEN, TLV_TYPE};
 use super::{PROXY_CN_PREFIX, PROXY_ROLE};
 
 /// Errors of the front's identity and of header signing.
@@ -27,6 +30,9 @@ pub enum SignError {
     /// The header could not be encoded.
     #[error("signed header: {0}")]
     Encode(String),
+    /// The grant could not be made (validity, inner key, randomness).
+    #[error("grant: {0}")]
+    Grant(String),
 }
 
 /// The front's signing identity.
@@ -96,58 +102,138 @@ impl Signer {
         &self.cert_der
     }
 
-    /// The signed block for these fields (exposed for tests and benches;
-    /// [`Signer::header`] is what a front sends).
-    pub fn block(
+    /// Signs a grant for the inner listener whose static key is
+    /// `inner_key` and whose audience is `audience`, valid from
+    /// `not_before` to `not_after` (unix seconds), with the ephemeral key
+    /// `ephemeral` (fresh randomness, drawn by the caller); derives the MAC
+    /// key the headers under this grant use.
+    ///
+    /// # Errors
+    /// [`SignError::Audience`] for an unusable audience,
+    /// [`SignError::Grant`] for a validity longer than
+    /// [`MAX_GRANT_LIFETIME`] or ending before it starts, or an inner key
+    /// of small order, [`SignError::Encode`] when it does not encode.
+    pub fn grant(
         &self,
-        addresses: &[u8],
+        inner_key: &PublicKey,
         audience: &str,
-        now: u64,
-        nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, SignError> {
+        not_before: u64,
+        not_after: u64,
+        ephemeral: &SecretKey,
+    ) -> Result<FrontGrant, SignError> {
         if !audience_ok(audience) {
             return Err(SignError::Audience(audience.escape_default().to_string()));
         }
-        let signature = self
-            .key
-            .sign(&wire::transcript(
-                addresses,
-                audience.as_bytes(),
-                now,
-                &nonce,
-            ))
-            .to_bytes();
-        SignedBlock {
-            addresses,
-            cert_der: &self.cert_der,
-            audience: audience.as_bytes(),
-            timestamp: now,
-            nonce,
-            signature: &signature,
+        if not_after < not_before || not_after - not_before > MAX_GRANT_LIFETIME {
+            return Err(SignError::Grant(format!(
+                "validity {not_before}..={not_after}: at most {MAX_GRANT_LIFETIME}s, not reversed"
+            )));
         }
-        .encode()
-        .map_err(|e| SignError::Encode(e.to_string()))
+        let shared = ephemeral.agree(inner_key).ok_or_else(|| {
+            SignError::Grant("the inner key is of small order (no shared secret)".into())
+        })?;
+        let mut grant = Grant {
+            cert_der: &self.cert_der,
+            ephemeral: ephemeral.public_key().0,
+            inner_key: inner_key.0,
+            audience: audience.as_bytes(),
+            not_before,
+            not_after,
+            signature: &[],
+        };
+        let signature = self.key.sign(&grant.transcript()).to_bytes();
+        grant.signature = &signature;
+        let bytes = grant
+            .encode()
+            .map_err(|e| SignError::Encode(e.to_string()))?;
+        let key = mac_key(&shared, &bytes)
+            .ok_or_else(|| SignError::Grant("HKDF refused the key length".into()))?;
+        Ok(FrontGrant {
+            bytes,
+            audience: audience.to_owned(),
+            key,
+            not_before,
+            not_after,
+        })
+    }
+}
+
+/// The longest grant validity (`not_after − not_before`), seconds.
+pub const MAX_GRANT_LIFETIME: u64 = 3600;
+
+/// A grant the front signed for one upstream, and its MAC key: what the
+/// front needs to write a header per connection.
+#[derive(Clone)]
+pub struct FrontGrant {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) audience: String,
+    pub(crate) key: ring::hmac::Key,
+    pub(crate) not_before: u64,
+    pub(crate) not_after: u64,
+}
+
+impl std::fmt::Debug for FrontGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontGrant")
+            .field("audience", &self.audience)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrontGrant {
+    /// The encoded grant.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Valid from, unix seconds.
+    pub fn not_before(&self) -> u64 {
+        self.not_before
+    }
+
+    /// Valid until, unix seconds.
+    pub fn not_after(&self) -> u64 {
+        self.not_after
+    }
+
+    /// The signed block (the TLV value) for an address block, written at
+    /// `now` with `nonce` (exposed for tests and benches; [`FrontGrant::header`]
+    /// is what a front sends).
+    ///
+    /// # Errors
+    /// [`SignError::Encode`] when the addresses are not TCP4/TCP6.
+    pub fn block(
+        &self,
+        addresses: &[u8],
+        now: u64,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, SignError> {
+        let input = wire::mac_input(addresses, self.audience.as_bytes(), now, &nonce);
+        let tag = ring::hmac::sign(&self.key, &input);
+        let mut mac = [0u8; MAC_LEN];
+        mac.copy_from_slice(tag.as_ref());
+        wire::encode_block(addresses, &self.bytes, now, &nonce, &mac)
+            .map_err(|e| SignError::Encode(e.to_string()))
     }
 
     /// The PROXY v2 header a front writes to its upstream: command PROXY,
     /// `client` → `destination` (TCP4 when both are IPv4, else TCP6 with
-    /// IPv4 addresses mapped), and the signed block for `audience`,
-    /// signed at `now` with `nonce`.
+    /// IPv4 addresses mapped), and the signed block under this grant,
+    /// written at `now` with `nonce`.
     ///
     /// # Errors
-    /// [`SignError::Audience`] for an unusable audience,
     /// [`SignError::Encode`] when the header does not encode.
     pub fn header(
         &self,
         client: SocketAddr,
         destination: SocketAddr,
-        audience: &str,
         now: u64,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, SignError> {
         let addrs = addresses_for(client, destination);
-        let block = address_block(&addrs);
-        let value = self.block(&block, audience, now, nonce)?;
+        let value = self.block(&address_block(&addrs), now, nonce)?;
         pp::V2Builder::new(pp::Command::Proxy)
             .addresses(addrs)
             .and_then(|b| {
@@ -158,6 +244,75 @@ impl Signer {
             })
             .and_then(|b| b.encode())
             .map_err(|e| SignError::Encode(e.to_string()))
+    }
+}
+
+/// The front's current grant for one upstream, renewed every half
+/// lifetime. Sans-IO: the time and the ephemeral randomness are
+/// parameters.
+#[derive(Debug)]
+pub struct GrantSchedule {
+    signer: std::sync::Arc<Signer>,
+    inner_key: PublicKey,
+    audience: String,
+    lifetime: u64,
+    current: std::sync::Mutex<Option<std::sync::Arc<FrontGrant>>>,
+}
+
+impl GrantSchedule {
+    /// Grants by `signer` for the upstream `inner_key` / `audience`, each
+    /// valid `lifetime_secs` (2 to [`MAX_GRANT_LIFETIME`]; clamped).
+    pub fn new(
+        signer: std::sync::Arc<Signer>,
+        inner_key: PublicKey,
+        audience: &str,
+        lifetime_secs: u64,
+    ) -> GrantSchedule {
+        GrantSchedule {
+            signer,
+            inner_key,
+            audience: audience.to_owned(),
+            lifetime: lifetime_secs.clamp(2, MAX_GRANT_LIFETIME),
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The upstream's audience.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The grant to use at `now`: the current one while `now` is in its
+    /// first half, else a new one signed with the ephemeral secret
+    /// `fresh()` returns.
+    ///
+    /// # Errors
+    /// [`SignError`] from `fresh` or from signing.
+    pub fn grant_at(
+        &self,
+        now: u64,
+        fresh: impl FnOnce() -> Result<[u8; 32], SignError>,
+    ) -> Result<std::sync::Arc<FrontGrant>, SignError> {
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| SignError::Grant("grant lock poisoned".into()))?;
+        if let Some(g) = current.as_ref()
+            && g.not_before <= now
+            && now < g.not_before.saturating_add(self.lifetime / 2)
+        {
+            return Ok(g.clone());
+        }
+        let ephemeral = SecretKey::from_bytes(fresh()?);
+        let g = std::sync::Arc::new(self.signer.grant(
+            &self.inner_key,
+            &self.audience,
+            now,
+            now.saturating_add(self.lifetime),
+            &ephemeral,
+        )?);
+        *current = Some(g.clone());
+        Ok(g)
     }
 }
 

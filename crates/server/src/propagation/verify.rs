@@ -1,5 +1,6 @@
-//! Verification of a signed PROXY v2 header, sans-IO: the cluster CA, the
-//! audience, the window and the replay cache are state; the time is a
+//! Verification of a signed PROXY v2 header (version 2: a grant signed by
+//! the front, a MAC per connection), sans-IO: the cluster CA, the static
+//! key, the audience, the window and the caches are state; the time is a
 //! parameter.
 //!
 //! `ippin-cert` issues and reads certificates but does not verify their
@@ -17,7 +18,10 @@ use std::sync::Mutex;
 use der::{Decode, Encode};
 use ippin_proxy_protocol as pp;
 
+use super::grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache, VerifiedGrant};
+use super::key::{PublicKey, SecretKey, mac_key};
 use super::replay::{ReplayCache, ReplayRefusal};
+use super::sign::MAX_GRANT_LIFETIME;
 use super::wire::{self, FAMILY_TCP4, FAMILY_TCP6, TLV_TYPE};
 use super::{PROXY_CN_PREFIX, PROXY_ROLE, Reason, Rejection};
 
@@ -152,29 +156,39 @@ pub struct Verified {
     pub destination: SocketAddr,
 }
 
-/// The verifier of one listener: trust anchor, audience, window, caches.
+/// The verifier of one listener: trust anchor, static key, audience,
+/// window, caches.
 ///
-/// # Decision table (first failing row wins)
+/// # Decision table (first failing row wins; cheap checks first, so bytes
+/// that fail them cost no public-key operation)
 ///
 /// | check | refusal code |
 /// |-------|--------------|
-/// | one TLV 0xE7, v2 PROXY command, TCP4/TCP6, block decodes | `signed_header_malformed` |
+/// | one TLV 0xE7, v2 PROXY command, TCP4/TCP6, block and grant decode | `signed_header_malformed` |
+/// | grant's audience = this listener's | `signed_header_wrong_audience` |
+/// | grant's inner key = this listener's public key | `signed_grant_wrong_key` |
+/// | block's address block = header's, byte for byte | `signed_address_mismatch` |
+/// | \|now − timestamp\| ≤ window | `signed_header_stale` |
+/// | grant cache hit (same ephemeral key, same grant bytes, still valid): skip to the MAC | |
 /// | certificate decodes, key is Ed25519 | `proxy_cert_invalid` |
 /// | certificate signed by the cluster CA | `proxy_cert_untrusted` |
 /// | certificate valid at `now` | `proxy_cert_expired` |
 /// | role `proxy` (O) and CN `proxy:NAME` | `proxy_cert_not_proxy` |
-/// | block's address block = header's, byte for byte | `signed_address_mismatch` |
-/// | signature verifies over the transcript | `signed_header_bad_signature` |
-/// | audience = this listener's | `signed_header_wrong_audience` |
-/// | \|now − timestamp\| ≤ window | `signed_header_stale` |
+/// | grant signature verifies | `signed_header_bad_signature` |
+/// | not_before − window ≤ now ≤ not_after, lifetime ≤ 1 h | `signed_grant_expired` |
+/// | X25519 not all-zero (then HKDF; the grant enters the cache) | `signed_header_malformed` |
+/// | MAC verifies (constant time) | `signed_header_bad_signature` |
 /// | nonce not seen within the window | `signed_header_replayed` |
 /// | replay cache has room | `replay_cache_full` |
 #[derive(Debug)]
 pub struct Verifier {
     anchor: TrustAnchor,
+    secret: SecretKey,
+    public: PublicKey,
     audience: String,
     window: u64,
     certs: Mutex<HashMap<Vec<u8>, FrontCert>>,
+    grants: Mutex<GrantCache>,
     replay: Mutex<ReplayCache>,
 }
 
@@ -260,20 +274,34 @@ fn parse_block(block: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
 }
 
 impl Verifier {
-    /// A verifier for headers addressed to `audience`, fresh within
-    /// `window_secs`, remembering at most `replay_capacity` nonces.
+    /// A verifier for headers addressed to `audience` under grants for the
+    /// static key `secret`, fresh within `window_secs`, remembering at most
+    /// `replay_capacity` nonces and [`DEFAULT_GRANT_CACHE_CAPACITY`] grants.
     pub fn new(
         anchor: TrustAnchor,
+        secret: SecretKey,
         audience: &str,
         window_secs: u64,
         replay_capacity: usize,
     ) -> Verifier {
         Verifier {
             anchor,
+            public: secret.public_key(),
+            secret,
             audience: audience.to_owned(),
             window: window_secs,
             certs: Mutex::new(HashMap::new()),
+            grants: Mutex::new(GrantCache::new(DEFAULT_GRANT_CACHE_CAPACITY)),
             replay: Mutex::new(ReplayCache::new(replay_capacity)),
+        }
+    }
+
+    /// The same verifier with a grant cache of `capacity` entries.
+    #[must_use]
+    pub fn with_grant_cache_capacity(self, capacity: usize) -> Verifier {
+        Verifier {
+            grants: Mutex::new(GrantCache::new(capacity)),
+            ..self
         }
     }
 
@@ -282,9 +310,19 @@ impl Verifier {
         &self.audience
     }
 
+    /// This listener's static public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
     /// How many nonces the replay cache holds now.
     pub fn replay_len(&self) -> usize {
         self.replay.lock().map_or(0, |c| c.len())
+    }
+
+    /// How many verified grants the grant cache holds now.
+    pub fn grant_cache_len(&self) -> usize {
+        self.grants.lock().map_or(0, |c| c.len())
     }
 
     fn front_cert(&self, der: &[u8]) -> Result<FrontCert, Rejection> {
@@ -327,28 +365,16 @@ impl Verifier {
         Ok(front)
     }
 
-    /// Verifies the signed header `header` at `now` (unix seconds) and, on
-    /// success, records its nonce. Call it once per header.
-    ///
-    /// # Errors
-    /// The [`Rejection`] of the first failing check (see the table above).
-    pub fn verify(&self, header: &pp::Header<'_>, now: u64) -> Result<Verified, Rejection> {
-        let value = signed_tlv(header)?
-            .ok_or_else(|| reject(Reason::Malformed, "no signed block (TLV 0xE7)"))?;
-        if header.command() != pp::Command::Proxy {
-            return Err(reject(
-                Reason::Malformed,
-                "a signed header must be a PROXY command",
-            ));
-        }
-        let sent = header_address_block(header).ok_or_else(|| {
-            reject(
-                Reason::Malformed,
-                "a signed header must be v2 with TCP over IPv4 or IPv6",
-            )
-        })?;
-        let block = wire::decode(value).map_err(|e| reject(Reason::Malformed, e.to_string()))?;
-        let front = self.front_cert(block.cert_der)?;
+    /// The full check of a grant not in the cache: certificate, signature,
+    /// validity, key agreement. On success the grant enters the cache and
+    /// its MAC key is returned.
+    fn verify_grant(
+        &self,
+        block: &wire::SignedBlock<'_>,
+        now: u64,
+    ) -> Result<ring::hmac::Key, Rejection> {
+        let grant = &block.grant;
+        let front = self.front_cert(grant.cert_der)?;
         if now < front.not_before || now > front.not_after {
             return Err(reject(
                 Reason::CertExpired,
@@ -373,51 +399,134 @@ impl Verifier {
                 format!("`{}`: the key is not Ed25519", front.name),
             )
         })?;
-        if sent != block.addresses {
-            return Err(reject(
-                Reason::AddressMismatch,
-                "the header's addresses are not the ones the front signed",
-            ));
-        }
-        let sig = ed25519_dalek::Signature::from_slice(block.signature).map_err(|_| {
+        let sig = ed25519_dalek::Signature::from_slice(grant.signature).map_err(|_| {
             reject(
                 Reason::BadSignature,
                 format!(
-                    "signature of {} bytes is not Ed25519",
-                    block.signature.len()
+                    "grant signature of {} bytes is not Ed25519",
+                    grant.signature.len()
                 ),
             )
         })?;
         // Cofactorless verification with canonical scalars (dalek's
-        // `verify`). `verify_strict` also refuses small-order keys and R
-        // values; the key comes from a CA-issued certificate, and the nonce
-        // inside the signed message makes a malleated signature a replay
-        // all the same, so the extra cost (about 40%) buys nothing here.
-        ed25519_dalek::Verifier::verify(&key, &block.transcript(), &sig).map_err(|_| {
+        // `verify`): the key comes from a CA-issued certificate, and a
+        // malleated grant signature changes the grant's bytes, hence its
+        // MAC key: the front's MACs no longer verify under it.
+        ed25519_dalek::Verifier::verify(&key, &grant.transcript(), &sig).map_err(|_| {
             reject(
                 Reason::BadSignature,
-                format!("`{}`'s key does not verify the signature", front.name),
+                format!("`{}`'s key does not verify the grant signature", front.name),
             )
         })?;
-        if block.audience != self.audience.as_bytes() {
+        let lifetime = grant.not_after.checked_sub(grant.not_before);
+        if lifetime.is_none_or(|l| l > MAX_GRANT_LIFETIME)
+            || now < grant.not_before.saturating_sub(self.window)
+            || now > grant.not_after
+        {
+            return Err(reject(
+                Reason::GrantExpired,
+                format!(
+                    "grant by `{}` valid {}..={} (at most {MAX_GRANT_LIFETIME}s), now is {now}, window {}s",
+                    front.name, grant.not_before, grant.not_after, self.window
+                ),
+            ));
+        }
+        let shared = self
+            .secret
+            .agree(&PublicKey(grant.ephemeral))
+            .ok_or_else(|| {
+                reject(
+                    Reason::Malformed,
+                    format!(
+                        "grant by `{}`: its ephemeral key is of small order",
+                        front.name
+                    ),
+                )
+            })?;
+        let mac_key = mac_key(&shared, block.grant_bytes)
+            .ok_or_else(|| reject(Reason::Malformed, "HKDF refused the key length"))?;
+        let verified = VerifiedGrant::new(
+            grant.ephemeral,
+            block.grant_bytes,
+            mac_key.clone(),
+            front
+                .not_before
+                .max(grant.not_before.saturating_sub(self.window)),
+            front.not_after.min(grant.not_after),
+        );
+        if let Ok(mut cache) = self.grants.lock() {
+            cache.insert(verified, now);
+        }
+        Ok(mac_key)
+    }
+
+    /// Verifies the signed header `header` at `now` (unix seconds) and, on
+    /// success, records its nonce. Call it once per header.
+    ///
+    /// # Errors
+    /// The [`Rejection`] of the first failing check (see the table above).
+    pub fn verify(&self, header: &pp::Header<'_>, now: u64) -> Result<Verified, Rejection> {
+        let value = signed_tlv(header)?
+            .ok_or_else(|| reject(Reason::Malformed, "no signed block (TLV 0xE7)"))?;
+        if header.command() != pp::Command::Proxy {
+            return Err(reject(
+                Reason::Malformed,
+                "a signed header must be a PROXY command",
+            ));
+        }
+        let sent = header_address_block(header).ok_or_else(|| {
+            reject(
+                Reason::Malformed,
+                "a signed header must be v2 with TCP over IPv4 or IPv6",
+            )
+        })?;
+        let block = wire::decode(value).map_err(|e| reject(Reason::Malformed, e.to_string()))?;
+        if block.grant.audience != self.audience.as_bytes() {
             return Err(reject(
                 Reason::WrongAudience,
                 format!(
-                    "signed for `{}`, this listener is `{}`",
-                    String::from_utf8_lossy(block.audience),
+                    "granted for `{}`, this listener is `{}`",
+                    String::from_utf8_lossy(block.grant.audience),
                     self.audience
                 ),
+            ));
+        }
+        if block.grant.inner_key != self.public.0 {
+            return Err(reject(
+                Reason::GrantWrongKey,
+                "the grant names another inner key than this listener's",
+            ));
+        }
+        if sent != block.addresses {
+            return Err(reject(
+                Reason::AddressMismatch,
+                "the header's addresses are not the ones the front wrote in the block",
             ));
         }
         if now.abs_diff(block.timestamp) > self.window {
             return Err(reject(
                 Reason::Stale,
                 format!(
-                    "signed at {}, now is {now}, window {}s",
+                    "written at {}, now is {now}, window {}s",
                     block.timestamp, self.window
                 ),
             ));
         }
+        let cached = self
+            .grants
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&block.grant.ephemeral, block.grant_bytes, now));
+        let mac_key = match cached {
+            Some(k) => k,
+            None => self.verify_grant(&block, now)?,
+        };
+        ring::hmac::verify(&mac_key, &block.mac_input(), &block.mac).map_err(|_| {
+            reject(
+                Reason::BadSignature,
+                "the MAC does not verify under the grant's key",
+            )
+        })?;
         let expires = block.timestamp.saturating_add(self.window);
         let admitted = match self.replay.lock() {
             Ok(mut cache) => cache.admit(block.nonce, expires, now),

@@ -1,23 +1,36 @@
-//! The signed block: the value of the PROXY v2 TLV [`TLV_TYPE`], its strict
-//! decoder, its encoder and the transcript the signature covers.
+//! The signed block (version 2): the value of the PROXY v2 TLV
+//! [`TLV_TYPE`], its strict decoder, its encoder, and the bytes the grant
+//! signature and the per-connection MAC cover.
 //!
-//! # Layout (all integers big-endian)
+//! # Block layout (all integers big-endian)
 //!
 //! | offset | size | field |
 //! |--------|------|-------|
-//! | 0      | 1    | version, [`VERSION`] (1) |
+//! | 0      | 1    | version, [`VERSION`] (2) |
 //! | 1      | 1    | `A`: length of the address block, 13 (TCP4) or 37 (TCP6) |
 //! | 2      | A    | address block: the v2 family byte, then the addresses exactly as in the header |
-//! | 2+A    | 2    | `C`: certificate length, 1..=[`MAX_CERT_LEN`] |
-//! | 4+A    | C    | the front's X.509 certificate, DER |
-//! | 4+A+C  | 1    | `U`: audience length, 1..=[`MAX_AUDIENCE_LEN`] |
-//! | 5+A+C  | U    | audience, printable ASCII |
-//! | 5+A+C+U | 8   | timestamp, unix seconds |
-//! | 13+A+C+U | 16 | nonce |
-//! | 29+A+C+U | 2  | `S`: signature length, 1..=[`MAX_SIGNATURE_LEN`] |
-//! | 31+A+C+U | S  | signature |
+//! | 2+A    | 2    | `G`: grant length, 1..=[`MAX_GRANT_LEN`] |
+//! | 4+A    | G    | the grant (below) |
+//! | 4+A+G  | 8    | timestamp, unix seconds |
+//! | 12+A+G | 16   | nonce |
+//! | 28+A+G | 32   | MAC, HMAC-SHA256 over [`mac_input`] |
 //!
-//! Nothing may follow the signature.
+//! # Grant layout
+//!
+//! | offset | size | field |
+//! |--------|------|-------|
+//! | 0      | 2    | `C`: certificate length, 1..=[`MAX_CERT_LEN`] |
+//! | 2      | C    | the front's X.509 certificate, DER |
+//! | 2+C    | 32   | the front's ephemeral X25519 public key |
+//! | 34+C   | 32   | the inner listener's static X25519 public key |
+//! | 66+C   | 1    | `U`: audience length, 1..=[`MAX_AUDIENCE_LEN`] |
+//! | 67+C   | U    | audience, printable ASCII |
+//! | 67+C+U | 8    | not_before, unix seconds |
+//! | 75+C+U | 8    | not_after, unix seconds |
+//! | 83+C+U | 2    | `S`: signature length, 1..=[`MAX_SIGNATURE_LEN`] |
+//! | 85+C+U | S    | Ed25519 signature over [`DOMAIN_GRANT`] and the bytes from offset 0 to 83+C+U |
+//!
+//! Nothing may follow the MAC, nor the grant's signature.
 
 use std::fmt;
 
@@ -26,12 +39,18 @@ use std::fmt;
 pub const TLV_TYPE: u8 = 0xE7;
 
 /// The only version this code reads and writes.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
-/// The domain separator that starts every transcript.
-pub const DOMAIN: &[u8] = b"ippin-propagation-v1";
+/// The HKDF salt of the MAC key.
+pub const DOMAIN: &[u8] = b"ippin-propagation-v2";
 
-/// The largest certificate the block may carry.
+/// The prefix of the bytes a grant signature covers.
+pub const DOMAIN_GRANT: &[u8] = b"ippin-propagation-v2 grant";
+
+/// The prefix of the bytes a per-connection MAC covers.
+pub const DOMAIN_CONN: &[u8] = b"ippin-propagation-v2 connection";
+
+/// The largest certificate a grant may carry.
 pub const MAX_CERT_LEN: usize = 2048;
 
 /// The longest audience.
@@ -43,17 +62,26 @@ pub const MAX_SIGNATURE_LEN: usize = 128;
 /// The nonce length.
 pub const NONCE_LEN: usize = 16;
 
+/// The length of an X25519 key.
+pub const KEY_LEN: usize = 32;
+
+/// The MAC length (HMAC-SHA256).
+pub const MAC_LEN: usize = 32;
+
 /// The v2 family byte of TCP over IPv4.
 pub const FAMILY_TCP4: u8 = 0x11;
 
 /// The v2 family byte of TCP over IPv6.
 pub const FAMILY_TCP6: u8 = 0x21;
 
-/// The largest encoded block (with the longest fields).
-pub const MAX_BLOCK_LEN: usize =
-    2 + 37 + 2 + MAX_CERT_LEN + 1 + MAX_AUDIENCE_LEN + 8 + NONCE_LEN + 2 + MAX_SIGNATURE_LEN;
+/// The largest encoded grant.
+pub const MAX_GRANT_LEN: usize =
+    2 + MAX_CERT_LEN + 2 * KEY_LEN + 1 + MAX_AUDIENCE_LEN + 16 + 2 + MAX_SIGNATURE_LEN;
 
-/// Why a block does not decode or encode.
+/// The largest encoded block.
+pub const MAX_BLOCK_LEN: usize = 2 + 37 + 2 + MAX_GRANT_LEN + 8 + NONCE_LEN + MAC_LEN;
+
+/// Why a block or grant does not decode or encode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
@@ -101,12 +129,48 @@ pub enum WireError {
         /// Its position in the audience.
         at: usize,
     },
-    /// Bytes follow the signature.
-    #[error("signed block: {extra} bytes after the signature")]
+    /// Bytes follow the last field (`in_`: the block or the grant).
+    #[error("signed block: {extra} bytes after the end of the {in_}")]
     Trailing {
+        /// `block` or `grant`.
+        in_: &'static str,
         /// How many.
         extra: usize,
     },
+}
+
+/// A decoded grant: the front's certificate and signature over an
+/// ephemeral key, an inner listener's key, an audience and a validity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Grant<'a> {
+    /// The front's certificate, DER.
+    pub cert_der: &'a [u8],
+    /// The front's ephemeral X25519 public key.
+    pub ephemeral: [u8; KEY_LEN],
+    /// The static X25519 public key of the inner listener it is for.
+    pub inner_key: [u8; KEY_LEN],
+    /// The inner listener's audience.
+    pub audience: &'a [u8],
+    /// Valid from, unix seconds.
+    pub not_before: u64,
+    /// Valid until, unix seconds (inclusive).
+    pub not_after: u64,
+    /// The front's Ed25519 signature over [`Grant::transcript`].
+    pub signature: &'a [u8],
+}
+
+impl fmt::Debug for Grant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("cert_len", &self.cert_der.len())
+            .field("ephemeral", &self.ephemeral)
+            .field("inner_key", &self.inner_key)
+            .field("audience", &String::from_utf8_lossy(self.audience))
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("signature_len", &self.signature.len())
+            .finish()
+    }
 }
 
 /// A decoded signed block, borrowing the TLV value.
@@ -114,28 +178,27 @@ pub enum WireError {
 pub struct SignedBlock<'a> {
     /// The family byte followed by the addresses, as in the v2 header.
     pub addresses: &'a [u8],
-    /// The front's certificate, DER.
-    pub cert_der: &'a [u8],
-    /// Whom the header is for (the upstream listener's configured name).
-    pub audience: &'a [u8],
-    /// When the front signed, unix seconds.
+    /// The grant, exactly as sent (the grant cache compares these bytes,
+    /// and the MAC key is bound to their SHA-256).
+    pub grant_bytes: &'a [u8],
+    /// The grant, decoded.
+    pub grant: Grant<'a>,
+    /// When the front wrote the header, unix seconds.
     pub timestamp: u64,
     /// Random, unique per header.
     pub nonce: [u8; NONCE_LEN],
-    /// The front's signature over [`SignedBlock::transcript`].
-    pub signature: &'a [u8],
+    /// HMAC-SHA256 over [`SignedBlock::mac_input`].
+    pub mac: [u8; MAC_LEN],
 }
 
 impl fmt::Debug for SignedBlock<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignedBlock")
             .field("addresses", &self.addresses)
-            .field("cert_len", &self.cert_der.len())
-            .field("audience", &String::from_utf8_lossy(self.audience))
+            .field("grant", &self.grant)
             .field("timestamp", &self.timestamp)
             .field("nonce", &self.nonce)
-            .field("signature_len", &self.signature.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,15 +220,22 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u8(&mut self, field: &'static str) -> Result<u8, WireError> {
-        Ok(self.take(1, field)?.first().copied().unwrap_or_default())
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<usize, WireError> {
+        Ok(usize::from(self.array::<1>(field)?[0]))
     }
 
     fn u16(&mut self, field: &'static str) -> Result<usize, WireError> {
-        let b = self.take(2, field)?;
-        let mut a = [0u8; 2];
-        a.copy_from_slice(b);
-        Ok(usize::from(u16::from_be_bytes(a)))
+        Ok(usize::from(u16::from_be_bytes(self.array(field)?)))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.array(field)?))
     }
 
     fn bounded(
@@ -175,15 +245,32 @@ impl<'a> Reader<'a> {
         max: usize,
         field: &'static str,
     ) -> Result<&'a [u8], WireError> {
-        if len < min || len > max {
-            return Err(WireError::Length {
-                field,
-                len,
-                min,
-                max,
-            });
-        }
+        check_len(field, len, min, max)?;
         self.take(len, field)
+    }
+
+    fn end(&self, in_: &'static str) -> Result<(), WireError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Trailing {
+                in_,
+                extra: self.buf.len(),
+            })
+        }
+    }
+}
+
+fn check_len(field: &'static str, len: usize, min: usize, max: usize) -> Result<(), WireError> {
+    if len < min || len > max {
+        Err(WireError::Length {
+            field,
+            len,
+            min,
+            max,
+        })
+    } else {
+        Ok(())
     }
 }
 
@@ -208,14 +295,7 @@ fn check_addresses(addresses: &[u8]) -> Result<(), WireError> {
 }
 
 fn check_audience(audience: &[u8]) -> Result<(), WireError> {
-    if audience.is_empty() || audience.len() > MAX_AUDIENCE_LEN {
-        return Err(WireError::Length {
-            field: "audience",
-            len: audience.len(),
-            min: 1,
-            max: MAX_AUDIENCE_LEN,
-        });
-    }
+    check_len("audience", audience.len(), 1, MAX_AUDIENCE_LEN)?;
     match audience.iter().position(|b| !b.is_ascii_graphic()) {
         Some(at) => Err(WireError::Audience {
             byte: audience.get(at).copied().unwrap_or_default(),
@@ -225,8 +305,38 @@ fn check_audience(audience: &[u8]) -> Result<(), WireError> {
     }
 }
 
-/// Decodes a TLV value strictly: every length in its bounds, TCP4/TCP6
-/// addresses only, printable audience, nothing after the signature.
+/// Decodes a grant strictly: every length in its bounds, printable
+/// audience, nothing after the signature. Says nothing about authenticity.
+///
+/// # Errors
+/// The [`WireError`] naming the first field that is wrong.
+pub fn decode_grant(bytes: &[u8]) -> Result<Grant<'_>, WireError> {
+    let mut r = Reader { buf: bytes };
+    let c = r.u16("certificate length")?;
+    let cert_der = r.bounded(c, 1, MAX_CERT_LEN, "certificate")?;
+    let ephemeral = r.array("ephemeral key")?;
+    let inner_key = r.array("inner key")?;
+    let u = r.u8("audience length")?;
+    let audience = r.bounded(u, 1, MAX_AUDIENCE_LEN, "audience")?;
+    check_audience(audience)?;
+    let not_before = r.u64("not_before")?;
+    let not_after = r.u64("not_after")?;
+    let s = r.u16("signature length")?;
+    let signature = r.bounded(s, 1, MAX_SIGNATURE_LEN, "signature")?;
+    r.end("grant")?;
+    Ok(Grant {
+        cert_der,
+        ephemeral,
+        inner_key,
+        audience,
+        not_before,
+        not_after,
+        signature,
+    })
+}
+
+/// Decodes a TLV value strictly: version 2, every length in its bounds,
+/// TCP4/TCP6 addresses only, a grant that decodes, nothing after the MAC.
 ///
 /// Decoding says nothing about authenticity: the verifier checks that.
 ///
@@ -234,84 +344,28 @@ fn check_audience(audience: &[u8]) -> Result<(), WireError> {
 /// The [`WireError`] naming the first field that is wrong.
 pub fn decode(value: &[u8]) -> Result<SignedBlock<'_>, WireError> {
     let mut r = Reader { buf: value };
-    let version = r.u8("version")?;
+    let version = r.array::<1>("version")?[0];
     if version != VERSION {
         return Err(WireError::Version { found: version });
     }
-    let a = usize::from(r.u8("address length")?);
+    let a = r.u8("address length")?;
     let addresses = r.bounded(a, 13, 37, "addresses")?;
     check_addresses(addresses)?;
-    let c = r.u16("certificate length")?;
-    let cert_der = r.bounded(c, 1, MAX_CERT_LEN, "certificate")?;
-    let u = usize::from(r.u8("audience length")?);
-    let audience = r.bounded(u, 1, MAX_AUDIENCE_LEN, "audience")?;
-    check_audience(audience)?;
-    let ts = r.take(8, "timestamp")?;
-    let mut t = [0u8; 8];
-    t.copy_from_slice(ts);
-    let mut nonce = [0u8; NONCE_LEN];
-    nonce.copy_from_slice(r.take(NONCE_LEN, "nonce")?);
-    let s = r.u16("signature length")?;
-    let signature = r.bounded(s, 1, MAX_SIGNATURE_LEN, "signature")?;
-    if !r.buf.is_empty() {
-        return Err(WireError::Trailing { extra: r.buf.len() });
-    }
+    let g = r.u16("grant length")?;
+    let grant_bytes = r.bounded(g, 1, MAX_GRANT_LEN, "grant")?;
+    let grant = decode_grant(grant_bytes)?;
+    let timestamp = r.u64("timestamp")?;
+    let nonce = r.array("nonce")?;
+    let mac = r.array("mac")?;
+    r.end("block")?;
     Ok(SignedBlock {
         addresses,
-        cert_der,
-        audience,
-        timestamp: u64::from_be_bytes(t),
+        grant_bytes,
+        grant,
+        timestamp,
         nonce,
-        signature,
+        mac,
     })
-}
-
-impl SignedBlock<'_> {
-    /// The bytes the signature covers:
-    /// `DOMAIN || A || addresses || U || audience || timestamp || nonce`
-    /// (`A`, `U`: one-byte lengths, so no two field splits give the same bytes).
-    pub fn transcript(&self) -> Vec<u8> {
-        transcript(self.addresses, self.audience, self.timestamp, &self.nonce)
-    }
-
-    /// Encodes the block (the TLV value).
-    ///
-    /// # Errors
-    /// [`WireError`] when a field is out of the bounds [`decode`] enforces,
-    /// so that everything encoded decodes.
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        check_addresses(self.addresses)?;
-        check_audience(self.audience)?;
-        let bound = |field, len: usize, max| {
-            if len == 0 || len > max {
-                Err(WireError::Length {
-                    field,
-                    len,
-                    min: 1,
-                    max,
-                })
-            } else {
-                Ok(())
-            }
-        };
-        bound("certificate", self.cert_der.len(), MAX_CERT_LEN)?;
-        bound("signature", self.signature.len(), MAX_SIGNATURE_LEN)?;
-        let mut out = Vec::with_capacity(
-            40 + self.cert_der.len() + self.audience.len() + 27 + self.signature.len(),
-        );
-        out.push(VERSION);
-        out.extend(len_u8(self.addresses.len()));
-        out.extend_from_slice(self.addresses);
-        out.extend(len_u16(self.cert_der.len()));
-        out.extend_from_slice(self.cert_der);
-        out.extend(len_u8(self.audience.len()));
-        out.extend_from_slice(self.audience);
-        out.extend_from_slice(&self.timestamp.to_be_bytes());
-        out.extend_from_slice(&self.nonce);
-        out.extend(len_u16(self.signature.len()));
-        out.extend_from_slice(self.signature);
-        Ok(out)
-    }
 }
 
 fn len_u8(n: usize) -> [u8; 1] {
@@ -322,10 +376,60 @@ fn len_u16(n: usize) -> [u8; 2] {
     u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes()
 }
 
-/// The transcript for these fields (see [`SignedBlock::transcript`]).
-pub fn transcript(addresses: &[u8], audience: &[u8], timestamp: u64, nonce: &[u8; 16]) -> Vec<u8> {
-    let mut t = Vec::with_capacity(DOMAIN.len() + 2 + addresses.len() + audience.len() + 24);
-    t.extend_from_slice(DOMAIN);
+impl Grant<'_> {
+    fn check(&self) -> Result<(), WireError> {
+        check_len("certificate", self.cert_der.len(), 1, MAX_CERT_LEN)?;
+        check_audience(self.audience)?;
+        check_len("signature", self.signature.len(), 1, MAX_SIGNATURE_LEN)
+    }
+
+    /// The grant's fields before the signature length, as encoded.
+    fn signed_fields(&self, out: &mut Vec<u8>) {
+        out.extend(len_u16(self.cert_der.len()));
+        out.extend_from_slice(self.cert_der);
+        out.extend_from_slice(&self.ephemeral);
+        out.extend_from_slice(&self.inner_key);
+        out.extend(len_u8(self.audience.len()));
+        out.extend_from_slice(self.audience);
+        out.extend_from_slice(&self.not_before.to_be_bytes());
+        out.extend_from_slice(&self.not_after.to_be_bytes());
+    }
+
+    /// The bytes the signature covers: [`DOMAIN_GRANT`] then every field
+    /// before the signature length, encoded (lengths included, so no two
+    /// field splits give the same bytes). The `signature` field is ignored.
+    pub fn transcript(&self) -> Vec<u8> {
+        let mut t = Vec::with_capacity(DOMAIN_GRANT.len() + 83 + self.cert_der.len() + 255);
+        t.extend_from_slice(DOMAIN_GRANT);
+        self.signed_fields(&mut t);
+        t
+    }
+
+    /// The encoded grant.
+    ///
+    /// # Errors
+    /// [`WireError`] when a field is out of its bounds.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        self.check()?;
+        let mut out = Vec::with_capacity(87 + self.cert_der.len() + self.audience.len() + 64);
+        self.signed_fields(&mut out);
+        out.extend(len_u16(self.signature.len()));
+        out.extend_from_slice(self.signature);
+        Ok(out)
+    }
+}
+
+/// The bytes a per-connection MAC covers:
+/// `DOMAIN_CONN || A || addresses || U || audience || timestamp || nonce`
+/// (`A`, `U`: one-byte lengths).
+pub fn mac_input(
+    addresses: &[u8],
+    audience: &[u8],
+    timestamp: u64,
+    nonce: &[u8; NONCE_LEN],
+) -> Vec<u8> {
+    let mut t = Vec::with_capacity(DOMAIN_CONN.len() + 2 + addresses.len() + audience.len() + 24);
+    t.extend_from_slice(DOMAIN_CONN);
     t.extend(len_u8(addresses.len()));
     t.extend_from_slice(addresses);
     t.extend(len_u8(audience.len()));
@@ -335,54 +439,140 @@ pub fn transcript(addresses: &[u8], audience: &[u8], timestamp: u64, nonce: &[u8
     t
 }
 
+/// Encodes a block around an already encoded grant (the front's
+/// per-connection path: the grant is not decoded again).
+///
+/// # Errors
+/// [`WireError`] when the addresses are not TCP4/TCP6 or the grant's
+/// length is out of bounds.
+pub fn encode_block(
+    addresses: &[u8],
+    grant_bytes: &[u8],
+    timestamp: u64,
+    nonce: &[u8; NONCE_LEN],
+    mac: &[u8; MAC_LEN],
+) -> Result<Vec<u8>, WireError> {
+    check_addresses(addresses)?;
+    check_len("grant", grant_bytes.len(), 1, MAX_GRANT_LEN)?;
+    let mut out =
+        Vec::with_capacity(4 + addresses.len() + grant_bytes.len() + 8 + NONCE_LEN + MAC_LEN);
+    out.push(VERSION);
+    out.extend(len_u8(addresses.len()));
+    out.extend_from_slice(addresses);
+    out.extend(len_u16(grant_bytes.len()));
+    out.extend_from_slice(grant_bytes);
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(mac);
+    Ok(out)
+}
+
+impl SignedBlock<'_> {
+    /// The bytes the MAC covers (see [`mac_input`]; the audience is the grant's).
+    pub fn mac_input(&self) -> Vec<u8> {
+        mac_input(
+            self.addresses,
+            self.grant.audience,
+            self.timestamp,
+            &self.nonce,
+        )
+    }
+
+    /// The encoded block (the grant written as [`SignedBlock::grant_bytes`]).
+    ///
+    /// # Errors
+    /// [`WireError`] when a field is out of its bounds.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        encode_block(
+            self.addresses,
+            self.grant_bytes,
+            self.timestamp,
+            &self.nonce,
+            &self.mac,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn sample() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
-        let mut addrs = vec![FAMILY_TCP4];
-        addrs.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 2, 0x30, 0x39, 0x01, 0xbb]);
-        (addrs, vec![0x30; 300], b"inner-tls".to_vec(), vec![7; 64])
+    fn addrs4() -> Vec<u8> {
+        let mut a = vec![FAMILY_TCP4];
+        a.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 2, 0x30, 0x39, 0x01, 0xbb]);
+        a
+    }
+
+    fn grant<'a>(cert: &'a [u8], audience: &'a [u8], sig: &'a [u8]) -> Grant<'a> {
+        Grant {
+            cert_der: cert,
+            ephemeral: [3; 32],
+            inner_key: [4; 32],
+            audience,
+            not_before: 1_700_000_000,
+            not_after: 1_700_000_600,
+            signature: sig,
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        let g = grant(&[0x30; 300], b"inner-tls", &[7; 64])
+            .encode()
+            .unwrap();
+        encode_block(&addrs4(), &g, 1_700_000_001, &[9; 16], &[5; 32]).unwrap()
     }
 
     #[test]
     fn round_trip_and_every_truncation_fails() {
-        let (a, c, u, s) = sample();
-        let block = SignedBlock {
-            addresses: &a,
-            cert_der: &c,
-            audience: &u,
-            timestamp: 1_700_000_000,
-            nonce: [9; 16],
-            signature: &s,
-        };
-        let enc = block.encode().unwrap();
-        assert_eq!(decode(&enc).unwrap(), block);
+        let enc = sample();
+        let b = decode(&enc).unwrap();
+        assert_eq!(b.addresses, addrs4().as_slice());
+        assert_eq!(b.grant, grant(&[0x30; 300], b"inner-tls", &[7; 64]));
+        assert_eq!(
+            (b.timestamp, b.nonce, b.mac),
+            (1_700_000_001, [9; 16], [5; 32])
+        );
+        assert_eq!(b.encode().unwrap(), enc);
         for cut in 0..enc.len() {
             let err = decode(&enc[..cut]).unwrap_err();
             assert!(matches!(err, WireError::Truncated { .. }), "{cut}: {err}");
         }
         let mut longer = enc.clone();
         longer.push(0);
-        assert_eq!(decode(&longer), Err(WireError::Trailing { extra: 1 }));
+        assert_eq!(
+            decode(&longer),
+            Err(WireError::Trailing {
+                in_: "block",
+                extra: 1
+            })
+        );
+    }
+
+    #[test]
+    fn the_grant_is_strict_inside_the_block() {
+        let g = grant(&[0x30; 10], b"a", &[7; 64]).encode().unwrap();
+        let mut padded = g.clone();
+        padded.push(0);
+        let enc = encode_block(&addrs4(), &padded, 1, &[0; 16], &[0; 32]).unwrap();
+        assert_eq!(
+            decode(&enc),
+            Err(WireError::Trailing {
+                in_: "grant",
+                extra: 1
+            })
+        );
+        for cut in 0..g.len() {
+            assert!(decode_grant(&g[..cut]).is_err(), "{cut}");
+        }
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let (a, c, u, s) = sample();
-        let block = SignedBlock {
-            addresses: &a,
-            cert_der: &c,
-            audience: &u,
-            timestamp: 1,
-            nonce: [0; 16],
-            signature: &s,
-        };
-        let enc = block.encode().unwrap();
+        let enc = sample();
         let mut v = enc.clone();
-        v[0] = 2;
-        assert_eq!(decode(&v), Err(WireError::Version { found: 2 }));
+        v[0] = 1;
+        assert_eq!(decode(&v), Err(WireError::Version { found: 1 }));
         let mut v = enc.clone();
         v[2] = 0x12; // UDP4
         assert!(matches!(
@@ -390,14 +580,31 @@ mod tests {
             Err(WireError::Family { family: 0x12, .. })
         ));
         let mut v = enc.clone();
-        let at = 2 + 13 + 2 + 300 + 1;
+        // version, A, addresses, G, C, certificate, two keys, U
+        let at = 2 + 13 + 2 + 2 + 300 + 64 + 1;
+        assert_eq!(v[at], b'i');
         v[at] = b' ';
         assert!(matches!(decode(&v), Err(WireError::Audience { at: 0, .. })));
-        let bad_audience = SignedBlock {
-            audience: b"",
-            ..block
+        let empty = grant(&[1], b"", &[1]);
+        assert!(empty.encode().is_err());
+        assert!(encode_block(&[FAMILY_TCP4, 1], b"g", 1, &[0; 16], &[0; 32]).is_err());
+        assert!(encode_block(&addrs4(), b"", 1, &[0; 16], &[0; 32]).is_err());
+    }
+
+    #[test]
+    fn the_transcript_starts_with_the_domain_and_ignores_the_signature() {
+        let a = grant(&[1; 5], b"x", &[1; 64]);
+        let b = Grant {
+            signature: &[2; 64],
+            ..a
         };
-        assert!(bad_audience.encode().is_err());
+        assert!(a.transcript().starts_with(DOMAIN_GRANT));
+        assert_eq!(a.transcript(), b.transcript());
+        let later = Grant {
+            not_after: a.not_after + 1,
+            ..a
+        };
+        assert_ne!(a.transcript(), later.transcript());
     }
 
     proptest! {
@@ -407,29 +614,55 @@ mod tests {
             addr_bytes in proptest::collection::vec(any::<u8>(), 36),
             cert in proptest::collection::vec(any::<u8>(), 1..MAX_CERT_LEN),
             audience in "[!-~]{1,255}",
-            timestamp in any::<u64>(),
+            keys in any::<([u8; 32], [u8; 32])>(),
+            times in any::<(u64, u64, u64)>(),
             nonce in any::<[u8; 16]>(),
+            mac in any::<[u8; 32]>(),
             sig in proptest::collection::vec(any::<u8>(), 1..MAX_SIGNATURE_LEN),
         ) {
             let mut addresses = vec![if v6 { FAMILY_TCP6 } else { FAMILY_TCP4 }];
             addresses.extend_from_slice(&addr_bytes[..if v6 { 36 } else { 12 }]);
-            let block = SignedBlock {
-                addresses: &addresses,
+            let g = Grant {
                 cert_der: &cert,
+                ephemeral: keys.0,
+                inner_key: keys.1,
                 audience: audience.as_bytes(),
-                timestamp,
-                nonce,
+                not_before: times.0,
+                not_after: times.1,
                 signature: &sig,
             };
-            let enc = block.encode().unwrap();
+            let gb = g.encode().unwrap();
+            prop_assert!(gb.len() <= MAX_GRANT_LEN);
+            prop_assert_eq!(decode_grant(&gb).unwrap(), g);
+            let enc = encode_block(&addresses, &gb, times.2, &nonce, &mac).unwrap();
             prop_assert!(enc.len() <= MAX_BLOCK_LEN);
-            prop_assert_eq!(decode(&enc).unwrap(), block);
+            let b = decode(&enc).unwrap();
+            prop_assert_eq!(b.grant, g);
+            prop_assert_eq!(b.grant_bytes, gb.as_slice());
+            prop_assert_eq!(b.addresses, addresses.as_slice());
+            prop_assert_eq!((b.timestamp, b.nonce, b.mac), (times.2, nonce, mac));
+            prop_assert_eq!(b.encode().unwrap(), enc);
         }
 
         #[test]
-        fn decode_never_panics_and_reencodes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        fn decode_never_panics_and_reencodes(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
             if let Ok(b) = decode(&bytes) {
-                prop_assert_eq!(b.encode().unwrap(), bytes);
+                prop_assert_eq!(b.encode().unwrap(), bytes.clone());
+            }
+            if let Ok(g) = decode_grant(&bytes) {
+                prop_assert_eq!(g.encode().unwrap(), bytes.clone());
+            }
+        }
+
+        /// Random bytes rarely decode; mutations of a valid block either
+        /// fail or decode to something that re-encodes to the same bytes.
+        #[test]
+        fn mutations_decode_strictly(at in any::<usize>(), x in 1u8..) {
+            let mut v = sample();
+            let at = at % v.len();
+            v[at] ^= x;
+            if let Ok(b) = decode(&v) {
+                prop_assert_eq!(b.encode().unwrap(), v);
             }
         }
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use ippin::propagation::Signer;
+use ippin::propagation::{FrontGrant, PublicKey, SecretKey, Signer};
 use ippin_test_support::{Child, free_port, peer, temp_dir, wait_until};
 use serde_json::Value;
 
@@ -24,12 +24,63 @@ const LOGIN: usize = 0;
 const INNER_TLS: usize = 1;
 const INNER_SSH: usize = 2;
 
-fn inner() -> Cluster {
-    Cluster::start(&[
+/// The inner cluster and the folder of its listeners' propagation keys
+/// (made with `ippin ca propagation-key` before the cluster starts).
+struct Inner {
+    cluster: Cluster,
+    keys: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl Inner {
+    /// The path of a key file in the keys folder.
+    fn key(&self, name: &str) -> String {
+        self.keys.path().join(name).display().to_string()
+    }
+}
+
+fn inner() -> Inner {
+    let keys = temp_dir();
+    let out = keys.path().to_str().expect("UTF-8");
+    for audience in ["inner-tls", "inner-ssh"] {
+        let made = ippin(
+            &[
+                "ca",
+                "propagation-key",
+                "--audience",
+                audience,
+                "--out",
+                out,
+            ],
+            b"",
+        );
+        assert_eq!(made.code, Some(0), "propagation-key: {made:?}");
+        assert!(made.stdout.contains(".propkey.pub"), "{made:?}");
+    }
+    let key = |a: &str| {
+        keys.path()
+            .join(format!("{a}.propkey"))
+            .display()
+            .to_string()
+    };
+    let cluster = Cluster::start(&[
         "kind: login, proxy_protocol: off",
-        "kind: tls, proxy_protocol: off, propagation: {audience: inner-tls, window: 30s}",
-        "kind: ssh, proxy_protocol: off, propagation: {audience: inner-ssh}",
-    ])
+        &format!(
+            "kind: tls, proxy_protocol: off, propagation: {{audience: inner-tls, window: 30s, key: \"{}\"}}",
+            key("inner-tls")
+        ),
+        &format!(
+            "kind: ssh, proxy_protocol: off, propagation: {{audience: inner-ssh, key: \"{}\"}}",
+            key("inner-ssh")
+        ),
+    ]);
+    Inner { cluster, keys }
 }
 
 /// A front: its own `ippin serve` with its own audit log, on the inner
@@ -99,10 +150,11 @@ impl Drop for Front {
     }
 }
 
-fn forward(upstream: SocketAddr, audience: &str, mode: &str) -> String {
+/// A forward listener's fields; `upstream_key`: the upstream's public key file.
+fn forward(upstream: SocketAddr, audience: &str, upstream_key: &str, mode: &str) -> String {
     format!(
         "kind: forward, {mode}, forward: {{upstream: \"{upstream}\", audience: {audience}, \
-         cert: proxy-front.pem, key: proxy-front.key}}"
+         cert: proxy-front.pem, key: proxy-front.key, upstream_key: \"{upstream_key}\"}}"
     )
 }
 
@@ -176,14 +228,24 @@ fn haproxy_front_inner_chain_pins_the_real_client() {
                 LOCALHOST,
                 format!(
                     "{}, trusted_proxies: [127.0.0.1/32]",
-                    forward(cluster.addr(INNER_TLS), "inner-tls", "proxy_protocol: on")
+                    forward(
+                        cluster.addr(INNER_TLS),
+                        "inner-tls",
+                        &cluster.key("inner-tls.propkey.pub"),
+                        "proxy_protocol: on"
+                    )
                 ),
             ),
             (
                 LOCALHOST,
                 format!(
                     "{}, trusted_proxies: [127.0.0.1/32]",
-                    forward(cluster.addr(INNER_SSH), "inner-ssh", "proxy_protocol: on")
+                    forward(
+                        cluster.addr(INNER_SSH),
+                        "inner-ssh",
+                        &cluster.key("inner-ssh.propkey.pub"),
+                        "proxy_protocol: on"
+                    )
                 ),
             ),
         ],
@@ -243,7 +305,12 @@ fn ipv6_client_through_an_ipv4_upstream() {
         &cluster,
         &[(
             LOCALHOST6,
-            forward(cluster.addr(INNER_TLS), "inner-tls", "proxy_protocol: off"),
+            forward(
+                cluster.addr(INNER_TLS),
+                "inner-tls",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
         )],
     );
     let login_url = format!("https://{}", cluster.addr(LOGIN));
@@ -264,7 +331,12 @@ fn a_front_signing_for_another_audience_is_refused_upstream() {
         &cluster,
         &[(
             LOCALHOST,
-            forward(cluster.addr(INNER_TLS), "inner-ssh", "proxy_protocol: off"),
+            forward(
+                cluster.addr(INNER_TLS),
+                "inner-ssh",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
         )],
     );
     let login_url = format!("https://{}", cluster.addr(LOGIN));
@@ -297,15 +369,26 @@ fn send(addr: SocketAddr, bytes: &[u8]) {
     let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
 }
 
-fn header(s: &Signer, client: &str, audience: &str, ts: u64, nonce: u8) -> Vec<u8> {
-    s.header(
+/// A grant by `s` for the inner key `key`, valid from `from` for 10 minutes.
+fn grant(s: &Signer, key: &PublicKey, audience: &str, from: u64) -> FrontGrant {
+    let mut eph = [0u8; 32];
+    ippin_cert::getrandom::fill(&mut eph).expect("randomness");
+    s.grant(key, audience, from, from + 600, &SecretKey::from_bytes(eph))
+        .expect("grant")
+}
+
+fn header(g: &FrontGrant, client: &str, ts: u64, nonce: u8) -> Vec<u8> {
+    g.header(
         client.parse().expect("addr"),
         "127.0.0.1:443".parse().expect("addr"),
-        audience,
         ts,
         [nonce; 16],
     )
     .expect("header")
+}
+
+fn public_key(path: &str) -> PublicKey {
+    PublicKey::from_pem(&std::fs::read_to_string(path).expect("public key")).expect("public key")
 }
 
 #[test]
@@ -327,6 +410,8 @@ fn refusals_over_real_sockets_each_with_its_reason() {
     let s = signer(cluster.dir.path());
     let to = cluster.addr(INNER_TLS);
     let t = now();
+    let inner_key = public_key(&cluster.key("inner-tls.propkey.pub"));
+    let g = grant(&s, &inner_key, "inner-tls", t - 5);
     let expect = |reason: &str| {
         cluster.wait_audit(reason, |v| {
             v["event"] == "proxy_refused" && v["reason"] == reason
@@ -335,27 +420,76 @@ fn refusals_over_real_sockets_each_with_its_reason() {
 
     // A replay: the first copy passes the PROXY stage (then fails TLS),
     // the second is refused.
-    let first = header(&s, "192.0.2.1:1000", "inner-tls", t, 1);
+    let first = header(&g, "192.0.2.1:1000", t, 1);
     send(to, &first);
     send(to, &first);
     expect("signed_header_replayed");
 
-    // Tampered address: the source rewritten after signing.
-    let mut h = header(&s, "192.0.2.1:1000", "inner-tls", t, 2);
+    // Tampered address: the source rewritten after the MAC.
+    let mut h = header(&g, "192.0.2.1:1000", t, 2);
     h[16] = 198;
     send(to, &h);
     expect("signed_address_mismatch");
 
-    // Tampered signature.
-    let mut h = header(&s, "192.0.2.1:1000", "inner-tls", t, 3);
+    // Tampered MAC (the last 32 bytes), under a grant the inner has cached.
+    let mut h = header(&g, "192.0.2.1:1000", t, 3);
     let last = h.len() - 1;
     h[last] ^= 1;
     send(to, &h);
     expect("signed_header_bad_signature");
 
+    // Tampered grant signature (its last byte sits just before the
+    // timestamp), under a fresh grant: refused before any MAC.
+    let fresh = grant(&s, &inner_key, "inner-tls", t - 5);
+    let mut h = header(&fresh, "192.0.2.1:1000", t + 1, 10);
+    let ts_at = h
+        .windows(8)
+        .position(|w| w == (t + 1).to_be_bytes())
+        .expect("timestamp");
+    h[ts_at - 1] ^= 1;
+    send(to, &h);
+    // The audit line names the reason only: wait for the second one.
+    let bad_signatures = || {
+        cluster
+            .audit()
+            .iter()
+            .filter(|v| {
+                v["event"] == "proxy_refused" && v["reason"] == "signed_header_bad_signature"
+            })
+            .count()
+    };
+    let two = wait_until(Duration::from_secs(10), || bad_signatures() >= 2);
+    assert!(two, "audit: {:#?}", cluster.audit());
+
     // Expired timestamp.
-    send(to, &header(&s, "192.0.2.1:1000", "inner-tls", t - 120, 4));
+    send(to, &header(&g, "192.0.2.1:1000", t - 120, 4));
     expect("signed_header_stale");
+
+    // A grant made for another inner's key (same audience).
+    let elsewhere = SecretKey::from_bytes([0x33; 32]).public_key();
+    send(
+        to,
+        &header(
+            &grant(&s, &elsewhere, "inner-tls", t - 5),
+            "192.0.2.1:1000",
+            t,
+            11,
+        ),
+    );
+    expect("signed_grant_wrong_key");
+
+    // An expired grant (valid until 10 minutes ago).
+    let old = s
+        .grant(
+            &inner_key,
+            "inner-tls",
+            t - 1200,
+            t - 600,
+            &SecretKey::from_bytes([0x44; 32]),
+        )
+        .expect("grant");
+    send(to, &header(&old, "192.0.2.1:1000", t, 12));
+    expect("signed_grant_expired");
 
     // Unsigned after signed, two signed.
     let unsigned = ippin_proxy_protocol::V2Builder::new(ippin_proxy_protocol::Command::Proxy)
@@ -365,10 +499,10 @@ fn refusals_over_real_sockets_each_with_its_reason() {
         ))
         .and_then(|b| b.encode())
         .expect("unsigned header");
-    let signed = header(&s, "192.0.2.1:1000", "inner-tls", t, 5);
+    let signed = header(&g, "192.0.2.1:1000", t, 5);
     send(to, &[signed.as_slice(), &unsigned].concat());
     expect("unsigned_after_signed");
-    let again = header(&s, "192.0.2.1:1000", "inner-tls", t, 6);
+    let again = header(&g, "192.0.2.1:1000", t, 6);
     send(to, &[signed.as_slice(), &again].concat());
     expect("two_signed_headers");
 
@@ -380,7 +514,15 @@ fn refusals_over_real_sockets_each_with_its_reason() {
         ippin::propagation::issue_proxy_identity(&other_ca, "front", t - 60, t + 3600, 2, &mut rng)
             .unwrap();
     let other = Signer::from_pem(&other.cert_pem, &other.key_pem).unwrap();
-    send(to, &header(&other, "192.0.2.1:1000", "inner-tls", t, 8));
+    send(
+        to,
+        &header(
+            &grant(&other, &inner_key, "inner-tls", t - 5),
+            "192.0.2.1:1000",
+            t,
+            8,
+        ),
+    );
     expect("proxy_cert_untrusted");
     let cluster_ca = ippin_cert::x509::X509Ca::from_pem(
         &std::fs::read_to_string(cluster.path("ca/tls_ca.pem")).unwrap(),
@@ -397,18 +539,22 @@ fn refusals_over_real_sockets_each_with_its_reason() {
         .unwrap();
     let der = cluster_ca.issue_client(&req, &mut rng).unwrap();
     let no_role = Signer::new(key, der).unwrap();
-    send(to, &header(&no_role, "192.0.2.1:1000", "inner-tls", t, 9));
+    send(
+        to,
+        &header(
+            &grant(&no_role, &inner_key, "inner-tls", t - 5),
+            "192.0.2.1:1000",
+            t,
+            9,
+        ),
+    );
     expect("proxy_cert_not_proxy");
 
     // This listener is `proxy_protocol: off`: an unsigned header alone, or
     // in front of a signed one, is refused by the mode.
     send(
         to,
-        &[
-            unsigned.as_slice(),
-            &header(&s, "192.0.2.1:1", "inner-tls", t, 7),
-        ]
-        .concat(),
+        &[unsigned.as_slice(), &header(&g, "192.0.2.1:1", t, 7)].concat(),
     );
     expect("header_forbidden");
 }

@@ -1,0 +1,248 @@
+//! The inner listener's static X25519 key pair (propagation v2): the front
+//! agrees a MAC key with it once per grant (see [`super::wire`]).
+//!
+//! Files (written by `ippin ca propagation-key`):
+//!
+//! | file | PEM label | contents |
+//! |------|-----------|----------|
+//! | `NAME.propkey` (mode 0600) | [`SECRET_LABEL`] | the 32-byte X25519 secret |
+//! | `NAME.propkey.pub` | [`PUBLIC_LABEL`] | the 32-byte X25519 public key |
+//!
+//! X25519 is computed with `curve25519-dalek` (`MontgomeryPoint::mul_clamped`,
+//! RFC 7748's function), the crate `ed25519-dalek` already brings in.
+
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use zeroize::Zeroize;
+
+use super::wire::KEY_LEN;
+
+/// The PEM label of an inner listener's secret key file.
+pub const SECRET_LABEL: &str = "IPPIN PROPAGATION SECRET KEY";
+
+/// The PEM label of an inner listener's public key file.
+pub const PUBLIC_LABEL: &str = "IPPIN PROPAGATION PUBLIC KEY";
+
+/// Why a key file was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The text is not exactly one PEM block with the expected label.
+    #[error("not one PEM `{label}` block")]
+    Pem {
+        /// The label expected.
+        label: &'static str,
+    },
+    /// The block does not hold 32 bytes.
+    #[error("`{label}` block holds {len} bytes; an X25519 key is 32")]
+    Length {
+        /// The label.
+        label: &'static str,
+        /// The length found.
+        len: usize,
+    },
+    /// The public key is of small order: no shared secret could come of it.
+    #[error("the public key is of small order (an all-zero shared secret would follow)")]
+    SmallOrder,
+}
+
+/// An X25519 public key (the inner's static key, or a front's ephemeral key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(pub [u8; KEY_LEN]);
+
+impl PublicKey {
+    /// Reads a public key file's text ([`PUBLIC_LABEL`]).
+    ///
+    /// # Errors
+    /// [`KeyError`] for another label, a bad length, or a small-order key.
+    pub fn from_pem(text: &str) -> Result<PublicKey, KeyError> {
+        let bytes = block(text, PUBLIC_LABEL)?;
+        let key = PublicKey(bytes);
+        // A small-order key gives the same all-zero output for every secret.
+        if MontgomeryPoint(key.0).mul_clamped([0x42; KEY_LEN]).0 == [0; KEY_LEN] {
+            return Err(KeyError::SmallOrder);
+        }
+        Ok(key)
+    }
+
+    /// The public key file's text.
+    pub fn to_pem(&self) -> String {
+        crate::ca::der_to_pem(&self.0, PUBLIC_LABEL)
+    }
+}
+
+/// An X25519 secret key, wiped from memory when dropped.
+#[derive(Clone)]
+pub struct SecretKey([u8; KEY_LEN]);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SecretKey")
+            .field(&self.public_key())
+            .finish()
+    }
+}
+
+/// Two secret keys are equal when their public keys are (configurations
+/// compare equal when they name the same key).
+impl PartialEq for SecretKey {
+    fn eq(&self, other: &SecretKey) -> bool {
+        self.public_key() == other.public_key()
+    }
+}
+
+impl Eq for SecretKey {}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl SecretKey {
+    /// A secret from 32 random bytes (the caller draws them: sans-IO).
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> SecretKey {
+        SecretKey(bytes)
+    }
+
+    /// Reads a secret key file's text ([`SECRET_LABEL`]).
+    ///
+    /// # Errors
+    /// [`KeyError`] for another label or a bad length.
+    pub fn from_pem(text: &str) -> Result<SecretKey, KeyError> {
+        block(text, SECRET_LABEL).map(SecretKey)
+    }
+
+    /// The secret key file's text.
+    pub fn to_pem(&self) -> String {
+        crate::ca::der_to_pem(&self.0, SECRET_LABEL)
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(MontgomeryPoint::mul_base_clamped(self.0).0)
+    }
+
+    /// X25519 with `peer`; `None` when the result is all zero (a
+    /// non-contributory exchange: `peer` is of small order).
+    pub fn agree(&self, peer: &PublicKey) -> Option<SharedSecret> {
+        let out = MontgomeryPoint(peer.0).mul_clamped(self.0).0;
+        if out == [0; KEY_LEN] {
+            None
+        } else {
+            Some(SharedSecret(out))
+        }
+    }
+}
+
+/// The output of X25519, wiped from memory when dropped.
+pub struct SharedSecret([u8; KEY_LEN]);
+
+impl SharedSecret {
+    /// The 32 bytes (input keying material for HKDF).
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl Drop for SharedSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// The per-grant MAC key: HKDF-SHA256 with salt [`super::wire::DOMAIN`],
+/// input the X25519 output, info SHA-256 of the encoded grant; 32 bytes,
+/// used as an HMAC-SHA256 key. Binding the key to the grant's hash means a
+/// MAC made under one grant verifies under no other.
+pub fn mac_key(shared: &SharedSecret, grant_bytes: &[u8]) -> Option<ring::hmac::Key> {
+    let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, super::wire::DOMAIN);
+    let info = ring::digest::digest(&ring::digest::SHA256, grant_bytes);
+    let info = [info.as_ref()];
+    let prk = salt.extract(shared.as_bytes());
+    let okm = prk.expand(&info, ring::hmac::HMAC_SHA256).ok()?;
+    Some(ring::hmac::Key::from(okm))
+}
+
+fn block(text: &str, label: &'static str) -> Result<[u8; KEY_LEN], KeyError> {
+    let mut bytes = crate::ca::pem_to_der(text, label).ok_or(KeyError::Pem { label })?;
+    let out = <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length {
+        label,
+        len: bytes.len(),
+    });
+    bytes.zeroize();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7748 section 6.1: Alice's and Bob's keys and their shared secret.
+    #[test]
+    fn rfc7748_vector() {
+        let hex = |s: &str| -> [u8; 32] {
+            let v: Vec<u8> = (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect();
+            v.try_into().unwrap()
+        };
+        let a = SecretKey::from_bytes(hex(
+            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+        ));
+        let b = SecretKey::from_bytes(hex(
+            "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+        ));
+        assert_eq!(
+            a.public_key().0,
+            hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+        );
+        assert_eq!(
+            b.public_key().0,
+            hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+        );
+        let shared = hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+        assert_eq!(a.agree(&b.public_key()).unwrap().as_bytes(), &shared);
+        assert_eq!(b.agree(&a.public_key()).unwrap().as_bytes(), &shared);
+    }
+
+    #[test]
+    fn small_order_peers_are_refused() {
+        let s = SecretKey::from_bytes([7; 32]);
+        // 0 and 1 are small-order points on Curve25519.
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for p in [[0u8; 32], one] {
+            assert!(s.agree(&PublicKey(p)).is_none());
+            assert_eq!(
+                PublicKey::from_pem(&PublicKey(p).to_pem()),
+                Err(KeyError::SmallOrder)
+            );
+        }
+    }
+
+    #[test]
+    fn pem_round_trip_and_mistakes() {
+        let s = SecretKey::from_bytes([9; 32]);
+        let p = s.public_key();
+        assert_eq!(SecretKey::from_pem(&s.to_pem()).unwrap().public_key(), p);
+        assert_eq!(PublicKey::from_pem(&p.to_pem()).unwrap(), p);
+        // The public file is not a secret file, and the other way round.
+        assert_eq!(
+            SecretKey::from_pem(&p.to_pem()).unwrap_err(),
+            KeyError::Pem {
+                label: SECRET_LABEL
+            }
+        );
+        assert!(PublicKey::from_pem(&s.to_pem()).is_err());
+        let short = crate::ca::der_to_pem(&[1; 31], PUBLIC_LABEL);
+        assert_eq!(
+            PublicKey::from_pem(&short),
+            Err(KeyError::Length {
+                label: PUBLIC_LABEL,
+                len: 31
+            })
+        );
+        assert!(format!("{s:?}").starts_with("SecretKey(PublicKey("));
+    }
+}
