@@ -79,6 +79,10 @@ pub struct ThroughputReport {
     pub ratio_coalesced_to_plain: f64,
     /// `off_unpinned.per_s / plain.per_s`.
     pub ratio_off_to_plain: f64,
+    /// The median over rounds of `full / plain` within each round (the two
+    /// windows of a round are seconds apart, so a slow drift of the machine's
+    /// load cancels out; the total ratio above is the verdict).
+    pub ratio_full_to_plain_round_median: f64,
     /// Server CPU per connection, `full` over `plain`.
     pub cpu_ratio_full_to_plain: f64,
     /// The load average when the run ended (`/proc/loadavg`).
@@ -320,12 +324,29 @@ pub async fn run(exe: &Path, p: &ThroughputParams) -> Result<ThroughputReport, L
     drop(ippin);
     drop(plain);
     let ratio = |a: &Variant| a.per_s / plain_v.per_s.max(1e-9);
+    let mut rounds: Vec<f64> = full
+        .per_window
+        .iter()
+        .zip(&plain_v.per_window)
+        .map(|(f, p)| f / p.max(1e-9))
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    let round_median = match rounds.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => rounds.get(n / 2).copied().unwrap_or(0.0),
+        n => {
+            (rounds.get(n / 2 - 1).copied().unwrap_or(0.0)
+                + rounds.get(n / 2).copied().unwrap_or(0.0))
+                / 2.0
+        }
+    };
     Ok(ThroughputReport {
         concurrency: p.concurrency,
         window_s: p.window.as_secs_f64(),
         ratio_full_to_plain: ratio(&full),
         ratio_coalesced_to_plain: ratio(&coalesced),
         ratio_off_to_plain: ratio(&off),
+        ratio_full_to_plain_round_median: round_median,
         cpu_ratio_full_to_plain: full.server_cpu_us_per_conn
             / plain_v.server_cpu_us_per_conn.max(1e-9),
         full,
