@@ -1,14 +1,19 @@
-//! Signed propagation per connection (the front signs the PROXY v2 header,
-//! the inner listener verifies it: certificate, signature, audience,
-//! window, replay cache) beside a mutual-TLS handshake (rustls with ring,
-//! in memory, P-256 certificates from ippin-cert) in the same run.
+//! Signed propagation (v2) per connection — the front writes the PROXY v2
+//! header under its current grant (HMAC-SHA256), the inner listener
+//! verifies it with the grant cached (decode, audience, key, addresses,
+//! window, cache lookup, MAC, replay cache) — beside a mutual-TLS
+//! handshake (rustls with ring, in memory, P-256 certificates from
+//! ippin-cert) in the same run; plus the cold cost of a new grant (the
+//! front's Ed25519 signature and X25519, the inner's full check).
 //! Run: `cargo bench -p ippin-benches --bench propagation`.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use ippin::propagation::{Signer, TrustAnchor, Verifier, issue_proxy_identity};
+use ippin::propagation::{
+    FrontGrant, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity,
+};
 use ippin_cert::getrandom::SysRng;
 use ippin_cert::rand_core::UnwrapErr;
 use ippin_cert::x509::{self, ClientCertRequest, ServerCertRequest, X509Ca};
@@ -17,10 +22,18 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 const NOW: u64 = 1_700_000_000;
 const WINDOW: u64 = 30;
+const LIFETIME: u64 = 600;
 
 struct Fixture {
     ca: X509Ca,
     signer: Signer,
+    inner: SecretKey,
+}
+
+fn random_key() -> SecretKey {
+    let mut b = [0u8; 32];
+    ippin_cert::getrandom::fill(&mut b).unwrap();
+    SecretKey::from_bytes(b)
 }
 
 fn fixture() -> Fixture {
@@ -28,17 +41,37 @@ fn fixture() -> Fixture {
     let ca = X509Ca::generate_p256("bench CA", NOW - 60, NOW + 86_400 * 30, &mut rng).unwrap();
     let id = issue_proxy_identity(&ca, "front", NOW - 60, NOW + 86_400 * 30, 3, &mut rng).unwrap();
     let signer = Signer::from_pem(&id.cert_pem, &id.key_pem).unwrap();
-    Fixture { ca, signer }
+    Fixture {
+        ca,
+        signer,
+        inner: random_key(),
+    }
 }
 
-/// A fresh verifier (empty certificate and replay caches).
-fn verifier(ca: &X509Ca) -> Verifier {
-    Verifier::new(
-        TrustAnchor::from_der(ca.cert_der()).unwrap(),
-        "inner",
-        WINDOW,
-        1 << 20,
-    )
+impl Fixture {
+    /// A fresh verifier (empty certificate, grant and replay caches).
+    fn verifier(&self) -> Verifier {
+        Verifier::new(
+            TrustAnchor::from_der(self.ca.cert_der()).unwrap(),
+            self.inner.clone(),
+            "inner",
+            WINDOW,
+            1 << 20,
+        )
+    }
+
+    /// A new grant (what the front does once per half lifetime).
+    fn grant(&self, from: u64) -> FrontGrant {
+        self.signer
+            .grant(
+                &self.inner.public_key(),
+                "inner",
+                from,
+                from + LIFETIME,
+                &random_key(),
+            )
+            .unwrap()
+    }
 }
 
 /// The clock and nonce of the `i`-th connection: one second passes every
@@ -53,47 +86,47 @@ fn propagation(c: &mut Criterion) {
     let f = fixture();
     let client = "192.0.2.7:51234".parse().unwrap();
     let reached = "198.51.100.1:443".parse().unwrap();
+    // One grant valid for every benchmark's clock (benchmarks run at most
+    // a few million iterations: NOW + a few thousand seconds).
+    let grant = f
+        .signer
+        .grant(
+            &f.inner.public_key(),
+            "inner",
+            NOW,
+            NOW + 3600,
+            &random_key(),
+        )
+        .unwrap();
     let mut g = c.benchmark_group("per_connection");
 
-    g.bench_function("propagation_sign_and_verify", |b| {
-        let v = verifier(&f.ca);
+    g.bench_function("propagation_steady_state", |b| {
+        let v = f.verifier();
         let mut i = 0u64;
         b.iter(|| {
             i += 1;
             let (now, nonce) = nth(i);
-            let bytes = f
-                .signer
-                .header(client, reached, "inner", now, nonce)
-                .unwrap();
+            let bytes = grant.header(client, reached, now, nonce).unwrap();
             let (h, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
             black_box(v.verify(&h, now).unwrap())
         })
     });
-    g.bench_function("propagation_sign", |b| {
+    g.bench_function("propagation_front", |b| {
         let mut i = 0u64;
         b.iter(|| {
             i += 1;
             let (now, nonce) = nth(i);
-            black_box(
-                f.signer
-                    .header(client, reached, "inner", now, nonce)
-                    .unwrap(),
-            )
+            black_box(grant.header(client, reached, now, nonce).unwrap())
         })
     });
-    g.bench_function("propagation_verify", |b| {
-        let v = verifier(&f.ca);
+    g.bench_function("propagation_inner", |b| {
+        let v = f.verifier();
         let mut i = 0u64;
         b.iter_batched(
             || {
                 i += 1;
                 let (now, nonce) = nth(i);
-                (
-                    now,
-                    f.signer
-                        .header(client, reached, "inner", now, nonce)
-                        .unwrap(),
-                )
+                (now, grant.header(client, reached, now, nonce).unwrap())
             },
             |(now, bytes)| {
                 let (h, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
@@ -102,17 +135,33 @@ fn propagation(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    g.bench_function("propagation_verify_cold_cert", |b| {
+    // A new epoch: the front signs a new grant, the inner (certificate
+    // cached) checks it in full and caches it.
+    g.bench_function("propagation_cold_grant", |b| {
+        let v = f.verifier();
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let (now, nonce) = nth(i);
+            let fresh = f.grant(now);
+            let bytes = fresh.header(client, reached, now, nonce).unwrap();
+            let (h, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
+            black_box(v.verify(&h, now).unwrap())
+        })
+    });
+    // An inner that just started: the CA's signature on the front's
+    // certificate is checked too (the front's grant is already made).
+    g.bench_function("propagation_cold_inner", |b| {
         let mut i = 0u64;
         b.iter_batched(
             || {
                 i += 1;
                 let (now, nonce) = nth(i);
-                let bytes = f
-                    .signer
-                    .header(client, reached, "inner", now, nonce)
-                    .unwrap();
-                (now, bytes, verifier(&f.ca))
+                (
+                    now,
+                    grant.header(client, reached, now, nonce).unwrap(),
+                    f.verifier(),
+                )
             },
             |(now, bytes, v)| {
                 let (h, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
@@ -122,29 +171,19 @@ fn propagation(c: &mut Criterion) {
         )
     });
 
-    // The floor: the two signature operations alone, on the transcript's size.
-    let key = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-        .ok()
-        .and_then(|d| ring::signature::Ed25519KeyPair::from_pkcs8(d.as_ref()).ok())
-        .unwrap();
+    // Floors: the primitives alone.
     let msg = [7u8; 96];
-    let sig = ring::signature::KeyPair::public_key(&key).as_ref().to_vec();
-    let signature = key.sign(&msg);
-    g.bench_function("raw_ed25519_sign_ring", |b| {
-        b.iter(|| key.sign(black_box(&msg)))
+    let hkey = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[3; 32]);
+    g.bench_function("raw_hmac_sha256_96_bytes", |b| {
+        b.iter(|| ring::hmac::sign(&hkey, black_box(&msg)))
     });
-    g.bench_function("raw_ed25519_verify_ring", |b| {
-        let pk = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &sig);
-        b.iter(|| pk.verify(black_box(&msg), signature.as_ref()).unwrap())
-    });
+    let (a, peer) = (random_key(), random_key().public_key());
+    g.bench_function("raw_x25519", |b| b.iter(|| a.agree(black_box(&peer))));
     let dalek = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
     let dsig = ed25519_dalek::Signer::sign(&dalek, &msg);
     let dpk = dalek.verifying_key();
     g.bench_function("raw_ed25519_sign_dalek", |b| {
         b.iter(|| ed25519_dalek::Signer::sign(&dalek, black_box(&msg)))
-    });
-    g.bench_function("raw_ed25519_verify_strict_dalek", |b| {
-        b.iter(|| dpk.verify_strict(black_box(&msg), &dsig).unwrap())
     });
     g.bench_function("raw_ed25519_verify_dalek", |b| {
         b.iter(|| ed25519_dalek::Verifier::verify(&dpk, black_box(&msg), &dsig).unwrap())

@@ -1,13 +1,16 @@
-//! The signed-TLV decoder (TLV 0xE7) never panics, and what it accepts
-//! re-encodes to the same bytes. The same bytes as a whole connection
-//! prefix go through the header-sequence decision of a listener with
-//! propagation: no panic, and a signed observation is never made up (no
-//! input here carries a signature by the fuzz CA's front).
+//! The signed-block decoder (TLV 0xE7, version 2: grant + MAC) never
+//! panics, and what it accepts re-encodes to the same bytes (the block,
+//! and the grant inside it on its own). The same bytes as a whole
+//! connection prefix go through the header-sequence decision of a listener
+//! with propagation: no panic, and a signed observation is never made up
+//! (no input here carries a grant signed by the fuzz CA's front, nor a MAC
+//! under a key agreed with the fuzz inner's static key).
 #![no_main]
 
 use std::sync::OnceLock;
 
-use ippin::propagation::{SeqStep, TrustAnchor, Verifier, decode, step};
+use ippin::propagation::wire::{DOMAIN_GRANT, decode_grant};
+use ippin::propagation::{SecretKey, SeqStep, TrustAnchor, Verifier, decode, step};
 use ippin_cert::getrandom::SysRng;
 use ippin_cert::rand_core::UnwrapErr;
 use ippin_policy::Provenance;
@@ -27,21 +30,29 @@ fn verifier() -> &'static Verifier {
         )
         .expect("CA");
         let anchor = TrustAnchor::from_der(ca.cert_der()).expect("anchor");
-        Verifier::new(anchor, "inner", 30, 64)
+        let mut key = [0u8; 32];
+        ippin_cert::getrandom::fill(&mut key).expect("randomness");
+        Verifier::new(anchor, SecretKey::from_bytes(key), "inner", 30, 64)
+            .with_grant_cache_capacity(8)
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(block) = decode(data) {
         assert_eq!(block.encode().expect("re-encode"), data);
-        let t = block.transcript();
-        assert!(t.starts_with(ippin::propagation::wire::DOMAIN));
+        assert_eq!(decode_grant(block.grant_bytes), Ok(block.grant));
+        assert!(block.grant.transcript().starts_with(DOMAIN_GRANT));
+    }
+    if let Ok(grant) = decode_grant(data) {
+        assert_eq!(grant.encode().expect("re-encode"), data);
     }
     let policy = pp::ListenerPolicy::new(pp::ProxyMode::On);
     let peer = "127.0.0.1:1".parse().expect("addr");
-    if let SeqStep::Accept { observed, consumed } = step(&policy, verifier(), peer, data, true, NOW)
-    {
+    let v = verifier();
+    if let SeqStep::Accept { observed, consumed } = step(&policy, v, peer, data, true, NOW) {
         assert!(consumed <= data.len());
         assert_ne!(observed.provenance(), Provenance::SignedPropagation);
     }
+    // Nothing the fuzzer writes is a verified grant.
+    assert_eq!(v.grant_cache_len(), 0);
 });
