@@ -108,7 +108,8 @@ pub enum AuditEvent {
         observed: String,
         /// How it was observed.
         provenance: String,
-        /// `tls_handshake_failed` or `tls_handshake_timeout`.
+        /// `tls_handshake_failed`, `tls_handshake_timeout` or `tls_handshake_shed`
+        /// (the handshake stage was full and this was its oldest connection).
         reason: String,
         /// rustls's description.
         detail: String,

@@ -30,6 +30,16 @@ impl Fixture {
     /// (pinned-ip) and bob (dev), and the audit log at `audit` (relative to
     /// the folder) .
     async fn start_with_audit(listeners: &str, audit: &str) -> Fixture {
+        Fixture::start_tuned(listeners, audit, |_| {}).await
+    }
+
+    /// As [`Fixture::start_with_audit`], with `tune` applied to the state
+    /// before the listeners start.
+    async fn start_tuned(
+        listeners: &str,
+        audit: &str,
+        tune: impl FnOnce(&mut server::State),
+    ) -> Fixture {
         let dir = ippin_test_support::temp_dir();
         let mut users = String::new();
         for (name, role) in [("alice", "pinned-ip"), ("bob", "dev")] {
@@ -47,7 +57,11 @@ impl Fixture {
         let config = Config::load(&path).unwrap();
         let audit_log = config.audit_log.clone();
         let ca_pem = std::fs::read_to_string(&config.ca.tls_cert).unwrap();
-        let running = server::start(config).await.unwrap();
+        let mut state = server::State::load(config).unwrap();
+        tune(&mut state);
+        let running = server::start_with(std::sync::Arc::new(state))
+            .await
+            .unwrap();
         Fixture {
             _dir: dir,
             config_path: path,
@@ -594,4 +608,58 @@ async fn failed_handshakes_are_audited() {
     assert_eq!(e["reason"], "tls_handshake_failed");
     assert_eq!(e["listener"], "tls");
     assert!(e["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+/// Peers that start a TLS handshake and stall it cannot hold the handshake
+/// stage: past `max_handshakes`, the connection that has been there longest
+/// is closed at once (audited `tls_handshake_shed`), long before the
+/// 10-second handshake timeout, and a real client still gets through.
+#[tokio::test]
+async fn stalled_handshakes_are_shed_oldest_first() {
+    const CAP: usize = 8;
+    const STALLED: usize = 40;
+    let f = Fixture::start_tuned(DIRECT, "audit.log", |s| s.max_handshakes = CAP).await;
+    let bob = login(&f.ep(0, HOME), "bob").await.unwrap();
+    let addr = f.running.addr(1).unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // A TLS record header announcing a ClientHello that never comes: past
+        // the PROXY stage (mode off: not a header), stuck in the handshake.
+        s.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00]).await.unwrap();
+        stalled.push(s);
+    }
+    let shed = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter(|e| e["reason"] == "tls_handshake_shed")
+            .count()
+    };
+    let events = f
+        .audit_when(move |events| shed(events) >= STALLED - CAP)
+        .await;
+    assert_eq!(shed(&events), STALLED - CAP, "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["reason"] == "tls_handshake_timeout"),
+        "shed, not timed out: {events:?}"
+    );
+    // The shed connections are closed: each read ends (EOF or reset) at once.
+    let mut closed = 0;
+    for s in &mut stalled {
+        let mut buf = [0u8; 64];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await {
+            assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, STALLED - CAP);
+    // A real client's handshake takes its place (shedding one more stalled peer).
+    let who = client::whoami(&f.ep(1, HOME), &bob).await.unwrap();
+    assert_eq!(who.user, "bob");
+    let events = f
+        .audit_when(move |events| shed(events) > STALLED - CAP)
+        .await;
+    assert_eq!(shed(&events), STALLED - CAP + 1);
 }

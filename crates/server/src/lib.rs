@@ -31,6 +31,7 @@ pub mod inspect;
 pub mod outcome;
 pub mod propagation;
 pub mod server;
+pub mod shed;
 pub mod ssh;
 pub mod users;
 

@@ -32,6 +32,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// these slots, so memory for the expensive stages stays bounded.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// The most connections one TLS listener (`tls`, `login`) holds at once in
+/// the TLS handshake (after the PROXY stage, before the handshake is done
+/// and a [`MAX_CONNECTIONS`] slot is free). When full, the connection that
+/// has been there longest is closed to make room ([`crate::shed`]), so
+/// stalled handshakes cannot lock real clients out; `State::max_handshakes`
+/// sets it per server.
+pub const MAX_HANDSHAKES: usize = 4096;
+
 /// The most connections one listener holds at once in the PROXY stage
 /// (waiting for a header, at most `header_timeout` each). Larger than
 /// [`MAX_CONNECTIONS`] because a pending connection costs little (a small
@@ -96,6 +104,9 @@ pub struct State {
     pub clock: Clock,
     /// Decoded client-certificate identities (`crate::identity`).
     pub identities: crate::identity::IdentityCache,
+    /// The most connections per TLS listener in the handshake stage
+    /// ([`MAX_HANDSHAKES`] unless changed before the server starts).
+    pub max_handshakes: usize,
     decoy_hash: String,
     /// Bounds concurrent argon2 verifications (each takes 19 MiB and a core
     /// for tens of ms): memory stays bounded under a login flood.
@@ -133,6 +144,7 @@ impl State {
             audit,
             clock: Arc::new(SystemTime::now),
             identities: crate::identity::IdentityCache::default(),
+            max_handshakes: MAX_HANDSHAKES,
             decoy_hash,
             hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
         }
@@ -386,10 +398,17 @@ async fn accept_loop(
 ) {
     let lcfg = Arc::new(lcfg);
     let listen = lcfg.listen;
+    let handshakes = Arc::new(crate::shed::Shedder::new(state.max_handshakes));
     bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
         let (lcfg, acceptor, state) = (lcfg.clone(), acceptor.clone(), state.clone());
+        let handshakes = handshakes.clone();
         async move {
-            handle_connection(tcp, peer, lcfg, acceptor, state, pending_slot, slots).await;
+            let stage = Stages {
+                pending_slot,
+                handshakes,
+                slots,
+            };
+            handle_connection(tcp, peer, lcfg, acceptor, state, stage).await;
         }
     })
     .await;
@@ -428,14 +447,23 @@ where
     }
 }
 
+/// A TLS connection's places in its listener's three bounded stages.
+struct Stages {
+    /// Held during the PROXY stage.
+    pending_slot: tokio::sync::OwnedSemaphorePermit,
+    /// Entered for the TLS handshake (oldest shed first when full).
+    handshakes: Arc<crate::shed::Shedder>,
+    /// One is taken once the handshake is done.
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
 async fn handle_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     lcfg: Arc<ListenerConfig>,
     acceptor: TlsAcceptor,
     state: Arc<State>,
-    pending_slot: tokio::sync::OwnedSemaphorePermit,
-    slots: Arc<tokio::sync::Semaphore>,
+    stage: Stages,
 ) {
     let _ = tcp.set_nodelay(true);
     let (observed, stream) = match accept_observed(tcp, peer, &lcfg).await {
@@ -454,16 +482,26 @@ async fn handle_connection(
             return;
         }
     };
-    // Past the PROXY stage: trade the pending slot for a full one. The TLS
-    // and HTTP stages are boxed so that the task of a connection still
-    // waiting for its header stays small.
-    let Ok(_slot) = slots.acquire_owned().await else {
-        return;
-    };
-    drop(pending_slot);
-    Box::pin(tls_stage(stream, peer, observed, lcfg, acceptor, state)).await;
+    // Past the PROXY stage: trade the pending slot for a place in the
+    // handshake stage, which never waits (the oldest handshake is shed when
+    // it is full). The TLS and HTTP stages are boxed so that the task of a
+    // connection still waiting for its header stays small.
+    let ticket = stage.handshakes.enter();
+    drop(stage.pending_slot);
+    Box::pin(tls_stage(
+        stream,
+        peer,
+        observed,
+        lcfg,
+        acceptor,
+        state,
+        ticket,
+        stage.slots,
+    ))
+    .await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn tls_stage(
     stream: ippin_proxy_protocol::PrefixedStream<TcpStream>,
     peer: SocketAddr,
@@ -471,15 +509,36 @@ async fn tls_stage(
     lcfg: Arc<ListenerConfig>,
     acceptor: TlsAcceptor,
     state: Arc<State>,
+    mut ticket: crate::shed::Ticket,
+    slots: Arc<tokio::sync::Semaphore>,
 ) {
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let shed = || {
+        (
+            "tls_handshake_shed",
+            "the handshake stage was full and this was its oldest connection".to_owned(),
+        )
+    };
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(r),
+        () = ticket.evicted() => None,
+    };
     let (reason, detail) = match handshake {
-        Ok(Ok(tls)) => {
-            serve_tls(tls, observed, lcfg, state).await;
-            return;
+        Some(Ok(Ok(tls))) => {
+            // Done: wait for an established slot, still sheddable while waiting.
+            let slot = tokio::select! {
+                s = slots.acquire_owned() => s.ok(),
+                () = ticket.evicted() => None,
+            };
+            drop(ticket);
+            if let Some(_slot) = slot {
+                serve_tls(tls, observed, lcfg, state).await;
+                return;
+            }
+            shed()
         }
-        Ok(Err(e)) => ("tls_handshake_failed", e.to_string()),
-        Err(_) => ("tls_handshake_timeout", format!("{HANDSHAKE_TIMEOUT:?}")),
+        Some(Ok(Err(e))) => ("tls_handshake_failed", e.to_string()),
+        Some(Err(_)) => ("tls_handshake_timeout", format!("{HANDSHAKE_TIMEOUT:?}")),
+        None => shed(),
     };
     tracing::info!(
         "{} listener: TLS with {peer}: {reason}: {detail}",
