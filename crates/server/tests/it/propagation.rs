@@ -347,6 +347,74 @@ fn a_front_signing_for_another_audience_is_refused_upstream() {
     });
 }
 
+/// An inner `ippin serve` of its own on the cluster's configuration (CA,
+/// users, TLS identity), with one `tls` listener with propagation on
+/// `addr` and its own audit log; started again on the same address to
+/// play a restart.
+fn inner_alone(cluster: &Inner, addr: SocketAddr) -> Child {
+    let text = std::fs::read_to_string(cluster.path("ippin.yaml")).expect("read config");
+    let (head, _) = text.split_once("\nlisteners:").expect("listeners");
+    let head = head.replace("audit_log: audit.log", "audit_log: restart-audit.log");
+    let yaml = format!(
+        "{head}\nlisteners:\n  - {{listen: \"{addr}\", kind: tls, proxy_protocol: off, \
+         propagation: {{audience: inner-tls, key: \"{}\"}}}}\n",
+        cluster.key("inner-tls.propkey")
+    );
+    let config = cluster.path("restart.yaml");
+    std::fs::write(&config, yaml).expect("write restart.yaml");
+    let mut cmd = Command::new(IPPIN);
+    cmd.args(["serve", "--config", config.to_str().expect("UTF-8")]);
+    let mut child = Child::spawn("ippin serve (inner alone)", cmd);
+    let up = wait_until(ippin_test_support::READY_TIMEOUT, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() || !child.is_running()
+    });
+    if !up || !child.is_running() {
+        let (out, err) = child.finish();
+        panic!("inner not listening on {addr}: {out} {err}");
+    }
+    child
+}
+
+#[test]
+fn an_inner_restart_accepts_the_next_header_from_a_running_front() {
+    let cluster = inner();
+    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let front = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST,
+            forward(
+                addr,
+                "inner-tls",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
+        )],
+    );
+    let login_url = format!("https://{}", cluster.addr(LOGIN));
+    let alice = cluster.login(&login_url, ALICE, Some("127.0.0.1")).ok();
+    let first = inner_alone(&cluster, addr);
+    let ok = whoami_at(&cluster, &alice, front.addrs[0], "127.0.0.1", &[]).expect(200);
+    assert_eq!(ok["via"], "signed_propagation", "{ok}");
+    // The inner stops and starts again, with empty caches; the front keeps
+    // running with the grant it made for the first request.
+    let _ = first.finish();
+    let restarted = inner_alone(&cluster, addr);
+    let ok = whoami_at(&cluster, &alice, front.addrs[0], "127.0.0.1", &[]).expect(200);
+    assert_eq!(ok["via"], "signed_propagation", "{ok}");
+    assert_eq!(ip_of(&ok["observed"]), "127.0.0.1", "{ok}");
+    let denied = whoami_at(&cluster, &alice, front.addrs[0], "127.0.0.2", &[]).expect(403);
+    assert_eq!(denied["error"], "pinned_ip_mismatch", "{denied}");
+    // The front forwarded every request; none was refused upstream.
+    let forwarded = front
+        .audit()
+        .iter()
+        .filter(|v| v["event"] == "forwarded")
+        .count();
+    assert_eq!(forwarded, 3, "front audit: {:#?}", front.audit());
+    let _ = restarted.finish();
+}
+
 // ---- signed headers written straight to the inner listener ------------------
 
 fn signer(dir: &Path) -> Signer {
