@@ -120,7 +120,7 @@ pub fn run(args: &CheckArgs) -> Outcome {
 }
 
 fn unusable(reason: &str) -> Outcome {
-    Outcome::fail(EXIT_UNUSABLE, format!("error: {reason}\n"))
+    inspect::failure(EXIT_UNUSABLE, reason)
 }
 
 /// Parses `--observed ADDR` strictly: `ip`, `ipv4:port` or `[ipv6]:port`.

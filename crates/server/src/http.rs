@@ -118,11 +118,174 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
+        // A client that closes its sending side after the request (as
+        // `nc -N` or a script may) still gets the answer; the timeouts
+        // above bound how long such a connection lives.
+        .half_close(true)
         .keep_alive(false);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("http connection ended: {e}"),
         Err(_) => tracing::debug!("http connection timed out"),
+    }
+}
+
+/// Serves one exchange over an in-memory connection: the client sends
+/// `request` and closes its side, and the result is every byte the server
+/// wrote back (empty when it closed without answering).
+///
+/// The same [`serve_one`], limits included, on its own current-thread
+/// runtime: for tests and fuzzing of the HTTP layer without sockets. The
+/// client reads while it writes, so a server that answers before the whole
+/// request is sent (431, 413) is read too.
+///
+/// # Errors
+/// The runtime cannot start, or the in-memory connection fails.
+pub fn serve_bytes<F, Fut>(request: &[u8], handler: F) -> std::io::Result<Vec<u8>>
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, server) = tokio::io::duplex(MAX_HEAD_BYTES);
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let send = async {
+            // A server that stops reading ends the write with an error;
+            // what it answered is still read below.
+            if to_server.write_all(request).await.is_ok() {
+                let _ = to_server.shutdown().await;
+            }
+            drop(to_server);
+        };
+        let mut answer = Vec::new();
+        let receive = from_server.read_to_end(&mut answer);
+        let ((), (), received) = tokio::join!(serve_one(server, handler), send, receive);
+        received.map(|_| answer)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Serves `request` with a handler that reads a JSON body and answers
+    /// 200 with it; returns the answer and how often the handler ran.
+    fn exchange(request: &[u8]) -> (String, usize) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&calls);
+        let answer = serve_bytes(request, move |req| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match read_json::<serde_json::Value>(req).await {
+                    Ok(value) => json(StatusCode::OK, &value),
+                    Err(refusal) => refusal,
+                }
+            }
+        })
+        .expect("in-memory exchange");
+        let text = String::from_utf8(answer).expect("UTF-8 answer");
+        (text, calls.load(Ordering::SeqCst))
+    }
+
+    fn post(content_type: &str, body: &str) -> Vec<u8> {
+        format!(
+            "POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn status(answer: &str) -> &str {
+        answer.get(9..12).unwrap_or("")
+    }
+
+    fn body(answer: &str) -> &str {
+        answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+
+    #[test]
+    fn answers_a_json_request_of_a_client_that_then_half_closes() {
+        let (answer, calls) = exchange(&post("application/json", r#"{"user":"alice"}"#));
+        assert_eq!(calls, 1);
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        assert_eq!(body(&answer), r#"{"user":"alice"}"#);
+    }
+
+    #[test]
+    fn one_request_per_connection() {
+        let mut two = post("application/json", "1");
+        two.extend_from_slice(&post("application/json", "2"));
+        let (answer, calls) = exchange(&two);
+        assert_eq!(calls, 1, "the second request is not served");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+        assert_eq!(body(&answer), "1");
+    }
+
+    #[test]
+    fn refusals_are_json_4xx() {
+        let cases = [
+            (post("text/plain", "{}"), "415"),
+            (post("application/json", "{"), "400"),
+            (
+                post("application/json", &" ".repeat(MAX_BODY_BYTES + 1)),
+                "413",
+            ),
+        ];
+        for (request, want) in cases {
+            let (answer, calls) = exchange(&request);
+            assert_eq!(calls, 1);
+            assert_eq!(status(&answer), want, "{answer}");
+            let refusal: serde_json::Value =
+                serde_json::from_str(body(&answer)).expect("JSON body");
+            assert_eq!(refusal["error"], "bad_request", "{answer}");
+            assert!(refusal["message"].is_string(), "{answer}");
+        }
+    }
+
+    #[test]
+    fn a_head_over_the_bound_never_reaches_the_handler() {
+        let big = format!(
+            "GET /whoami HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        let (answer, calls) = exchange(big.as_bytes());
+        assert_eq!(calls, 0);
+        assert_eq!(status(&answer), "431", "{answer}");
+        // Just under the bound is served.
+        let fits = format!(
+            "GET /whoami HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES / 2)
+        );
+        let (answer, calls) = exchange(fits.as_bytes());
+        assert_eq!(calls, 1);
+        assert_eq!(status(&answer), "415", "{answer}");
+    }
+
+    #[test]
+    fn incomplete_requests_get_no_answer_and_no_wait() {
+        let started = std::time::Instant::now();
+        for request in [
+            &b""[..],
+            b"GET /whoami HTT",
+            b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n{",
+        ] {
+            let (answer, calls) = exchange(request);
+            assert_eq!(calls, usize::from(request.ends_with(b"{")), "{request:?}");
+            assert!(
+                answer.is_empty() || status(&answer).starts_with('4'),
+                "{answer}"
+            );
+        }
+        // The client's close ends them, not the head timeout.
+        assert!(started.elapsed() < HEAD_TIMEOUT);
     }
 }

@@ -74,15 +74,15 @@ struct TlvReport {
 pub fn proxy(bytes: &[u8]) -> Outcome {
     let (header, used) = match pp::parse(bytes) {
         Ok(parsed) => parsed,
-        Err(e) => return Outcome::fail(EXIT_INVALID, format!("error: {e}\n")),
+        Err(e) => return failure(EXIT_INVALID, e),
     };
     let rest = bytes.get(used..).unwrap_or_default();
     if pp::starts_with_header(rest) {
-        return Outcome::fail(
+        return failure(
             EXIT_INVALID,
-            format!(
-                "error: a second PROXY header (or the start of one) follows the first at byte {used}; \
-                 listeners refuse a connection that sends more than one\n"
+            format_args!(
+                "a second PROXY header (or the start of one) follows the first at byte {used}; \
+                 listeners refuse a connection that sends more than one"
             ),
         );
     }
@@ -179,20 +179,17 @@ pub fn cert(bytes: &[u8]) -> Outcome {
     let loaded = match load(bytes) {
         Ok(loaded) => loaded,
         Err(Failure { code, reason }) => {
-            return Outcome::fail(code, format!("error: {reason}\n"));
+            return failure(code, reason);
         }
     };
     if let CertPin::Invalid(why) = &loaded.pin {
-        return Outcome::fail(
-            EXIT_INVALID,
-            format!("error: the pin cannot be read: {why}\n"),
-        );
+        return failure(EXIT_INVALID, format_args!("the pin cannot be read: {why}"));
     }
     if let Some(why) = &loaded.login_ip_error {
-        return Outcome::fail(EXIT_INVALID, format!("error: malformed login IP: {why}\n"));
+        return failure(EXIT_INVALID, format_args!("malformed login IP: {why}"));
     }
     if let Some(why) = &loaded.identity_error {
-        return Outcome::fail(EXIT_INVALID, format!("error: X.509 certificate: {why}\n"));
+        return failure(EXIT_INVALID, format_args!("X.509 certificate: {why}"));
     }
     let report = CertReport {
         format: loaded.format,
@@ -204,6 +201,24 @@ pub fn cert(bytes: &[u8]) -> Outcome {
         valid_before: (loaded.valid_before != u64::MAX).then_some(loaded.valid_before),
     };
     json_outcome(&report)
+}
+
+/// Failure with exit `code` and `error: {reason}` on stderr, as one line.
+///
+/// Reasons may quote the input (a certificate's type label, say): control
+/// characters in them are escaped (`\n`, `\u{1b}`), so a file can neither
+/// add lines to the output nor send escape sequences to the terminal.
+pub(crate) fn failure(code: i32, reason: impl std::fmt::Display) -> Outcome {
+    let mut line = String::from("error: ");
+    for c in reason.to_string().chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line.push('\n');
+    Outcome::fail(code, line)
 }
 
 /// The pin as CIDR strings (`/32` or `/128` for a single IP).
@@ -418,7 +433,7 @@ pub(crate) fn json_with_code<T: Serialize>(report: &T, code: i32) -> Outcome {
         }
         // Serialising plain structs of strings and numbers cannot fail;
         // report it rather than panic should it ever.
-        Err(e) => Outcome::fail(EXIT_UNUSABLE, format!("error: cannot write JSON: {e}\n")),
+        Err(e) => failure(EXIT_UNUSABLE, format_args!("cannot write JSON: {e}")),
     }
 }
 
@@ -1398,6 +1413,31 @@ mod tests {
         }
         let huge = vec![b'a'; MAX_CERT_FILE + 1];
         assert!(error_line(cert(&huge), 2).contains("at most"));
+    }
+
+    /// Found by the `server_inspect` fuzz target: the certificate parser's
+    /// error quotes the type label inside the base64 blob, which may hold a
+    /// newline or a terminal escape.
+    #[test]
+    fn errors_quoting_the_input_stay_one_line() {
+        // The blob's label is "ssh-ed25519-cert\x1b[2J\nv01@openssh.com".
+        let file = b"ssh-ed25519-cert-v01@openssh.com \
+            AAAAJHNzaC1lZDI1NTE5LWNlcnQbWzJKCnYwMUBvcGVuc3NoLmNvbQAAAAAAAAAA\n";
+        let line = error_line(cert(file), 1);
+        assert_eq!(line.lines().count(), 1, "{line:?}");
+        assert!(!line.contains('\u{1b}'), "{line:?}");
+        assert!(line.contains(r"cert\u{1b}[2J\nv01"), "{line:?}");
+        let checked = crate::check::run(&crate::check::CheckArgs {
+            cert: file.to_vec(),
+            observed: "192.0.2.1:22".to_owned(),
+            ..Default::default()
+        });
+        assert_eq!(checked.code, 2);
+        assert_eq!(checked.stderr.lines().count(), 1, "{checked:?}");
+        assert!(
+            checked.stderr.contains(r"cert\u{1b}[2J\nv01"),
+            "{checked:?}"
+        );
     }
 
     #[test]
