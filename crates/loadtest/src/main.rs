@@ -45,6 +45,9 @@ enum Cmd {
         /// Slack past header_timeout for "closed in time", seconds.
         #[arg(long, default_value_t = 3)]
         margin: u64,
+        /// Connections that stall the TLS handshake (past the PROXY stage).
+        #[arg(long, default_value_t = 5_000)]
+        tls_stalled: usize,
     },
     /// Hostile input: PROXY seeds as prefixes, certificate seeds as
     /// client certificates, at full rate.
@@ -154,10 +157,12 @@ async fn run(cmd: Cmd) -> i32 {
             slow,
             header_timeout,
             margin,
+            tls_stalled,
         } => {
             let p = ippin_loadtest::stall::StallParams {
                 stalled,
                 slow,
+                tls_stalled,
                 header_timeout: Duration::from_secs(header_timeout),
                 margin: Duration::from_secs(margin),
                 connect_concurrency: 256,

@@ -32,6 +32,12 @@ pub struct StallParams {
     pub margin: Duration,
     /// Connects in flight at once while opening.
     pub connect_concurrency: usize,
+    /// Connections that get past the PROXY stage of the direct TLS listener
+    /// (a TLS record header, no header needed there) and stall the TLS
+    /// handshake; opened once the memory sample is taken, while the valid
+    /// client runs. More than `ippin::server::MAX_HANDSHAKES` of them make
+    /// the server shed the oldest.
+    pub tls_stalled: usize,
 }
 
 /// How one group of attacking connections ended.
@@ -58,12 +64,23 @@ pub struct StallReport {
     pub stalled_count: usize,
     /// Parameters: one-byte-per-second connections.
     pub slow_count: usize,
+    /// Parameters: handshake-stalling connections.
+    pub tls_stalled_count: usize,
     /// Parameters: `header_timeout` in ms.
     pub header_timeout_ms: u128,
     /// Never-sending connections.
     pub stalled: GroupResult,
     /// One-byte-per-second connections.
     pub slow: GroupResult,
+    /// Handshake-stalling connections; "in time" is within the server's
+    /// `HANDSHAKE_TIMEOUT` + margin of opening.
+    pub tls_stalled: GroupResult,
+    /// Connections the server shed from a full handshake stage (its audit
+    /// log's `tls_handshake_shed` lines). Only more than
+    /// `ippin::server::MAX_HANDSHAKES` handshakes *at once* make it shed:
+    /// how many are at once depends on how fast they are opened against the
+    /// 10-second `HANDSHAKE_TIMEOUT`, so this is reported, not asserted.
+    pub tls_shed: usize,
     /// Server descriptors and memory.
     pub server: crate::sampler::Usage,
     /// Server RSS growth per pending connection, bytes: (RSS − baseline
@@ -101,6 +118,7 @@ impl StallReport {
         for (name, g, want) in [
             ("stalled", &self.stalled, self.stalled_count),
             ("slow", &self.slow, self.slow_count),
+            ("tls_stalled", &self.tls_stalled, self.tls_stalled_count),
         ] {
             if g.opened != want {
                 out.push(format!("{name}: opened {} of {want}", g.opened));
@@ -206,7 +224,8 @@ fn summarize(results: Vec<Result<Option<Duration>, ()>>, limit: Duration) -> Gro
 /// [`LoadError::Setup`] when the server cannot be started, or the valid
 /// client fails before the attack starts.
 pub async fn run(exe: &std::path::Path, p: &StallParams) -> Result<StallReport, LoadError> {
-    crate::procfs::require_nofile((p.stalled + p.slow) as u64 + 512).map_err(LoadError::Setup)?;
+    crate::procfs::require_nofile((p.stalled + p.slow + p.tls_stalled) as u64 + 512)
+        .map_err(LoadError::Setup)?;
     let cluster = Cluster::create(p.header_timeout)?;
     let mut server = ServerProcess::start(exe, ServerKind::Ippin, &cluster)?;
     let targets = [
@@ -335,6 +354,20 @@ pub async fn run(exe: &std::path::Path, p: &StallParams) -> Result<StallReport, 
             (logins, accesses, failed, first)
         })
     };
+    // Handshake stallers, while the valid client runs.
+    let mut tls_stalled = Vec::with_capacity(p.tls_stalled);
+    for _ in 0..p.tls_stalled {
+        let permit = gate.clone().acquire_owned().await;
+        let addr = targets[1];
+        tls_stalled.push(tokio::spawn(async move {
+            let r = TcpStream::connect(addr).await;
+            drop(permit);
+            match r {
+                Ok(tcp) => handshake_stalled_with(tcp).await,
+                Err(_) => Err(()),
+            }
+        }));
+    }
     let mut stalled_r = Vec::with_capacity(stalled.len());
     for t in stalled {
         stalled_r.push(t.await.unwrap_or(Err(())));
@@ -343,10 +376,19 @@ pub async fn run(exe: &std::path::Path, p: &StallParams) -> Result<StallReport, 
     for t in slow {
         slow_r.push(t.await.unwrap_or(Err(())));
     }
+    let mut tls_r = Vec::with_capacity(tls_stalled.len());
+    for t in tls_stalled {
+        tls_r.push(t.await.unwrap_or(Err(())));
+    }
     done.store(true, Ordering::Relaxed);
     let (logins, accesses, valid_failed, valid_first_error) = valid_task.await.unwrap_or_default();
 
     let limit = p.header_timeout + p.margin;
+    let tls_shed = std::fs::read_to_string(cluster.audit_log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"tls_handshake_shed\""))
+        .count();
     let usage = sampler.finish_after_settle(Duration::from_secs(15)).await;
     // One more valid login + access after the attack.
     let after = valid.once().await;
@@ -359,6 +401,9 @@ pub async fn run(exe: &std::path::Path, p: &StallParams) -> Result<StallReport, 
         header_timeout_ms: p.header_timeout.as_millis(),
         stalled: summarize(stalled_r, limit),
         slow: summarize(slow_r, limit),
+        tls_stalled_count: p.tls_stalled,
+        tls_stalled: summarize(tls_r, ippin::server::HANDSHAKE_TIMEOUT + p.margin),
+        tls_shed,
         server: usage,
         bytes_per_pending,
         valid_ok: logins.len(),
@@ -388,6 +433,28 @@ async fn stalled_with(
     let closed = tokio::time::timeout(give_up(header_timeout), async {
         let _ = tcp.read(&mut buf).await;
     })
+    .await;
+    Ok(closed.ok().map(|()| t0.elapsed()))
+}
+
+/// Sends a TLS record header announcing a ClientHello that never comes, and
+/// waits for the server to close the connection.
+async fn handshake_stalled_with(mut tcp: TcpStream) -> Result<Option<Duration>, ()> {
+    let t0 = Instant::now();
+    if tcp
+        .write_all(&[0x16, 0x03, 0x01, 0x01, 0x00])
+        .await
+        .is_err()
+    {
+        return Ok(Some(t0.elapsed()));
+    }
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(
+        ippin::server::HANDSHAKE_TIMEOUT + Duration::from_secs(30),
+        async {
+            let _ = tcp.read(&mut buf).await;
+        },
+    )
     .await;
     Ok(closed.ok().map(|()| t0.elapsed()))
 }

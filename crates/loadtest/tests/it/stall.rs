@@ -12,6 +12,9 @@ async fn stalled_connections_are_closed_at_header_timeout_while_a_client_is_serv
         header_timeout: Duration::from_secs(2),
         margin: Duration::from_secs(4),
         connect_concurrency: 128,
+        // More than MAX_HANDSHAKES (4,096): when they are all in the
+        // handshake at once the server sheds the oldest (reported).
+        tls_stalled: 4_500,
     };
     let r = run(&crate::exe(), &p).await.expect("stall run");
     let failures = r.failures();
@@ -28,4 +31,8 @@ async fn stalled_connections_are_closed_at_header_timeout_while_a_client_is_serv
         r.server.baseline.fds
     );
     assert!(r.valid_ok > 0 && r.valid_failed == 0);
+    // The handshake stallers: every one closed by the server (shed or at
+    // HANDSHAKE_TIMEOUT), and the valid client served meanwhile (above).
+    assert_eq!(r.tls_stalled.opened, 4_500);
+    assert_eq!(r.tls_stalled.closed_in_time, 4_500);
 }
