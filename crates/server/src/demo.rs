@@ -46,6 +46,54 @@ spec:
 /// The SSH listener's index in [`demo_config`].
 const SSH_LISTENER: usize = 4;
 
+/// The front (`kind: forward`) relaying to the inner listener just
+/// before it ([`propagation_listeners`]).
+const FRONT_LISTENER: usize = 6;
+
+/// The listeners `setup` appends to [`demo_config`] once their key files
+/// exist: 5 an inner `tls` listener with propagation on `inner`, 6 a front
+/// (`kind: forward`, direct clients) relaying to it with a grant + MAC
+/// header (docs/propagation.md).
+fn propagation_listeners(inner: SocketAddr) -> String {
+    format!(
+        "  - kind: tls
+    listen: {inner}
+    proxy_protocol: off
+    header_timeout: 5s
+    propagation: {{audience: demo-inner, key: demo-inner.propkey}}
+  - kind: forward
+    listen: 127.0.0.1:0
+    proxy_protocol: off
+    header_timeout: 5s
+    forward: {{upstream: \"{inner}\", audience: demo-inner, cert: proxy-demo-front.pem, \
+key: proxy-demo-front.key, upstream_key: demo-inner.propkey.pub}}
+"
+    )
+}
+
+/// Writes the inner listener's key pair and the front's identity into
+/// `dir`, then appends [`propagation_listeners`] to the configuration.
+fn add_propagation(dir: &Path, config: &Path) -> Result<(), String> {
+    crate::propagation::cmd::write_propagation_key("demo-inner", dir)?;
+    crate::propagation::cmd::issue_proxy_files(
+        config,
+        "demo-front",
+        Some(dir),
+        std::time::Duration::from_secs(3600),
+        SystemTime::now(),
+    )?;
+    // A free port for the inner listener: the front's configuration names it.
+    let inner = std::net::TcpListener::bind((ALICE_HOME, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("a port for the inner listener: {e}"))?;
+    let mut text = std::fs::read_to_string(config).map_err(|e| e.to_string())?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&propagation_listeners(inner));
+    std::fs::write(config, text).map_err(|e| format!("{}: {e}", config.display()))
+}
+
 /// The listeners, in this order: 0 login direct, 1 tls direct,
 /// 2 login behind the LB, 3 tls behind the LB, 4 ssh direct.
 fn demo_config(users: &str) -> String {
@@ -569,6 +617,7 @@ async fn setup(dir: &Path) -> Result<(String, Running), String> {
         .map_err(|e| e.to_string())?;
     std::fs::write(dir.join("network_restrictions.yaml"), DEMO_RESTRICTIONS)
         .map_err(|e| format!("network_restrictions.yaml: {e}"))?;
+    add_propagation(dir, &path)?;
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let ca_pem = std::fs::read_to_string(&config.ca.tls_cert).map_err(|e| e.to_string())?;
     let running = server::start(config).await.map_err(|e| e.to_string())?;
@@ -767,6 +816,27 @@ async fn play(demo: &mut Demo) {
         Expect::ConnectionRefused,
     )
     .await;
+    // alice through a front (kind: forward) to an inner tls listener: the
+    // front vouches for her address with a grant + MAC header (TLV 0xE7),
+    // and the inner listener pins on it.
+    demo.access(
+        "alice",
+        alice.as_ref(),
+        FRONT_LISTENER,
+        ALICE_HOME,
+        None,
+        Expect::Allowed(ALICE_HOME.into()),
+    )
+    .await;
+    demo.access(
+        "alice",
+        alice.as_ref(),
+        FRONT_LISTENER,
+        ALICE_CAFE,
+        None,
+        Expect::Denied("pinned_ip_mismatch"),
+    )
+    .await;
     // and a wrong password is just refused.
     demo.login(
         "bob",
@@ -857,6 +927,14 @@ pub async fn run() -> Outcome {
             format!(
                 "PROXY off; network restrictions: 127.0.0.0/8 except {FORBIDDEN}; in-process SSH client"
             )
+        } else if i == FRONT_LISTENER {
+            "PROXY off (direct clients); forwards to the inner listener with a grant + MAC \
+             header (audience demo-inner)"
+                .to_owned()
+        } else if i == FRONT_LISTENER - 1 {
+            "PROXY off; propagation: accepts the front's grant + MAC headers (audience \
+             demo-inner)"
+                .to_owned()
         } else if i >= 2 {
             format!("PROXY on, trusted proxy {LOAD_BALANCER}")
         } else {
@@ -899,7 +977,9 @@ pub async fn run() -> Outcome {
          {ALICE_CAFE} needed a new login (pinned_ip_mismatch: \"log in again\"), and renewal \
          kept the pin. bob (no pinning) worked from both. carol behind the load balancer was \
          seen as {CAROL} and pinned to it; mallory's forged PROXY header from an untrusted peer \
-         was refused before TLS. Over SSH (certificates from the same logins, in-process \
+         was refused before TLS. Through a front (kind: forward) the inner listener saw \
+         alice's own address, vouched for by the front's grant and MAC, and pinned it the same \
+         way. Over SSH (certificates from the same logins, in-process \
          client) the pin held the same way, and the network restrictions refused a forward to \
          {FORBIDDEN} (T4002I) while one to the echo listener went through. {audit_lines} audit \
          events written."
@@ -941,6 +1021,33 @@ mod tests {
             std::time::Duration::from_millis(50)
         );
         assert_eq!(c.users.len(), 1);
+    }
+
+    #[test]
+    fn the_propagation_listeners_are_valid_once_their_keys_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::propagation::cmd::write_propagation_key("demo-inner", dir.path()).unwrap();
+        let users = "  - {name: alice, password_hash: \"$argon2id$x\", roles: [pinned-ip]}\n";
+        let inner: SocketAddr = "127.0.0.1:4999".parse().unwrap();
+        let text = format!("{}{}", demo_config(users), propagation_listeners(inner));
+        let c = Config::parse(&dir.path().join("ippin.yaml"), &text).unwrap();
+        let kinds: Vec<_> = c.listeners.iter().map(|l| l.kind).collect();
+        assert_eq!(kinds.len(), FRONT_LISTENER + 1);
+        let inner_cfg = &c.listeners[FRONT_LISTENER - 1];
+        assert_eq!(inner_cfg.listen, inner);
+        assert_eq!(
+            inner_cfg.propagation.as_ref().map(|p| p.audience.as_str()),
+            Some("demo-inner")
+        );
+        let front = c.listeners[FRONT_LISTENER].forward.as_ref().unwrap();
+        assert_eq!(front.upstream, inner.to_string());
+        assert_eq!(
+            Some(front.upstream_public),
+            inner_cfg
+                .propagation
+                .as_ref()
+                .map(|p| p.secret.public_key())
+        );
     }
 
     #[test]
