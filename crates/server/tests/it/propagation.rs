@@ -626,3 +626,70 @@ fn refusals_over_real_sockets_each_with_its_reason() {
     );
     expect("header_forbidden");
 }
+
+// ---- configuration errors ---------------------------------------------------
+
+/// `ippin serve` refuses to start when a propagation key is missing,
+/// unreadable or malformed, naming the file, the field and its line.
+#[test]
+fn bad_propagation_keys_stop_serve_with_a_located_error() {
+    let dir = temp_dir();
+    let root = dir.path().to_str().expect("UTF-8");
+    assert_eq!(ippin(&["ca", "init", root], b"").code, Some(0));
+    let made = ippin(
+        &["ca", "propagation-key", "--audience", "in", "--out", root],
+        b"",
+    );
+    assert_eq!(made.code, Some(0), "{made:?}");
+    let config = dir.path().join("ippin.yaml");
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let (head, _) = text.split_once("\nlisteners:").expect("listeners");
+    let listeners_line = head.lines().count() + 2;
+    let cases = [
+        (
+            "propagation: {audience: in, key: missing.propkey}",
+            "listeners[0].propagation.key",
+            "missing.propkey",
+        ),
+        (
+            // The public file where the secret one belongs.
+            "propagation: {audience: in, key: in.propkey.pub}",
+            "listeners[0].propagation.key",
+            "IPPIN PROPAGATION SECRET KEY",
+        ),
+        (
+            // No key at all.
+            "propagation: {audience: in}",
+            "key",
+            "missing field",
+        ),
+        (
+            "proxy_protocol: off, forward: {upstream: \"127.0.0.1:9\", audience: in, \
+             cert: c.pem, key: c.key, upstream_key: in.propkey}",
+            "listeners[0].forward.upstream_key",
+            "IPPIN PROPAGATION PUBLIC KEY",
+        ),
+    ];
+    for (i, (fields, field, what)) in cases.iter().enumerate() {
+        let kind = if fields.contains("forward:") {
+            "forward"
+        } else {
+            "tls"
+        };
+        let yaml = format!(
+            "{head}\nlisteners:\n  - {{listen: \"127.0.0.1:0\", kind: {kind}, {fields}}}\n"
+        );
+        let path = dir.path().join(format!("bad-{i}.yaml"));
+        std::fs::write(&path, yaml).expect("write config");
+        let ran = ippin(&["serve", "--config", path.to_str().expect("UTF-8")], b"");
+        assert_ne!(ran.code, Some(0), "{fields}: {ran:?}");
+        assert!(ran.code.is_some(), "{fields}: did not exit: {ran:?}");
+        assert!(ran.stderr.contains(field), "{fields}: {ran:?}");
+        assert!(ran.stderr.contains(what), "{fields}: {ran:?}");
+        assert!(
+            ran.stderr
+                .contains(&format!("bad-{i}.yaml:{listeners_line}")),
+            "{fields}: no line {listeners_line}: {ran:?}"
+        );
+    }
+}
