@@ -48,6 +48,9 @@ pub enum SshAuditEvent {
     /// A connection was closed before SSH started, at the PROXY protocol stage
     /// (`ssh.proxy_refused`).
     ProxyRefused(ProxyRefusedRecord),
+    /// A connection that had not authenticated yet was closed to make room for a newer one
+    /// (`ssh.shed`): the unauthenticated stage was full and it was the oldest there.
+    Shed(ShedRecord),
 }
 
 impl SshAuditEvent {
@@ -59,14 +62,17 @@ impl SshAuditEvent {
             SshAuditEvent::Exec(r) => r.event,
             SshAuditEvent::Network(n) => n.event,
             SshAuditEvent::ProxyRefused(r) => r.event,
+            SshAuditEvent::Shed(r) => r.event,
         }
     }
 
-    /// The stable reason code of an authentication denial or a PROXY refusal.
+    /// The stable reason code of an authentication denial, a PROXY refusal or a shed
+    /// connection.
     pub fn reason(&self) -> Option<&str> {
         match self {
             SshAuditEvent::AuthDenied(r) => r.reason.as_deref(),
             SshAuditEvent::ProxyRefused(r) => Some(&r.reason),
+            SshAuditEvent::Shed(r) => Some(&r.reason),
             _ => None,
         }
     }
@@ -77,7 +83,7 @@ impl SshAuditEvent {
             SshAuditEvent::AuthAllowed(r) | SshAuditEvent::AuthDenied(r) => Some(&r.session_id),
             SshAuditEvent::Exec(r) => Some(&r.session_id),
             SshAuditEvent::Network(r) => Some(&r.session_id),
-            SshAuditEvent::ProxyRefused(_) => None,
+            SshAuditEvent::ProxyRefused(_) | SshAuditEvent::Shed(_) => None,
         }
     }
 }
@@ -126,7 +132,18 @@ pub struct ExecRecord {
     pub status: u32,
 }
 
-/// A connection refused at the PROXY stage.
+/// A connection shed from the unauthenticated stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShedRecord {
+    /// Always `ssh.shed`.
+    pub event: &'static str,
+    /// The observed client address.
+    pub observed: String,
+    /// `ssh_unauthenticated_shed`.
+    pub reason: String,
+}
+
+/// A connection refused at the PROXY protocol stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProxyRefusedRecord {
     /// Always `ssh.proxy_refused`.

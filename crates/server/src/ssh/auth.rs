@@ -95,6 +95,9 @@ pub enum SshDenyReason {
     Pin(DenyReason),
     /// Everything passed, but the audit line could not be written: refused (fail closed).
     AuditUnavailable,
+    /// Everything passed, but the service already holds as many authenticated sessions as
+    /// it serves at once (`SshSettings::max_sessions`).
+    SessionsFull,
 }
 
 impl SshDenyReason {
@@ -115,6 +118,7 @@ impl SshDenyReason {
             SshDenyReason::UnknownUser => "unknown_user",
             SshDenyReason::Pin(r) => r.code(),
             SshDenyReason::AuditUnavailable => "audit_unavailable",
+            SshDenyReason::SessionsFull => "sessions_full",
         }
     }
 
@@ -132,6 +136,7 @@ impl SshDenyReason {
                 | SshDenyReason::NotYetValid
                 | SshDenyReason::UnknownUser
                 | SshDenyReason::AuditUnavailable
+                | SshDenyReason::SessionsFull
         )
     }
 }

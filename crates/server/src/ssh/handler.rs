@@ -28,6 +28,10 @@ pub(crate) struct Connection {
     pub(crate) session_id: String,
     pub(crate) handle: Arc<OnceLock<Handle>>,
     pub(crate) authenticated: Arc<AtomicBool>,
+    /// Told once the user is in (the connection then leaves the unauthenticated stage).
+    pub(crate) auth_done: Arc<tokio::sync::Notify>,
+    /// This session's place among the authenticated ones, held until it ends.
+    pub(crate) session_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub(crate) authorized: Option<Authorized>,
     pub(crate) forwards: Arc<AtomicUsize>,
 }
@@ -173,6 +177,21 @@ impl russh::server::Handler for Connection {
         };
         match authorize(&ctx, user, certificate, &self.observed, unix_now()) {
             Ok(who) => {
+                // A place among the authenticated sessions, or a refusal now (never a wait).
+                let Ok(slot) = self.shared.sessions.clone().try_acquire_owned() else {
+                    return Ok(self.deny(
+                        user,
+                        Some(certificate),
+                        SshDenial {
+                            reason: SshDenyReason::SessionsFull,
+                            message: "ippin: this server has as many SSH sessions as it \
+                                      serves at once; try again later"
+                                .to_owned(),
+                            pinned: who.pinned,
+                            roles: who.roles,
+                        },
+                    ));
+                };
                 let mut rec = self.auth_record(user, Some(certificate));
                 rec.event = "ssh.auth.allowed";
                 rec.pinned = who.pinned.clone();
@@ -193,7 +212,9 @@ impl russh::server::Handler for Connection {
                     ));
                 }
                 self.authorized = Some(who);
+                self.session_slot = Some(slot);
                 self.authenticated.store(true, Ordering::SeqCst);
+                self.auth_done.notify_one();
                 Ok(Auth::Accept)
             }
             Err(denial) => Ok(self.deny(user, Some(certificate), denial)),

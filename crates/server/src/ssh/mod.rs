@@ -36,6 +36,7 @@
 pub mod audit;
 pub mod auth;
 pub mod client;
+mod cut;
 pub mod dial;
 pub mod exec;
 mod handler;
@@ -58,8 +59,15 @@ pub use dial::{AllowAll, DialPolicy, denial_text};
 pub use handler::{MAX_FORWARDS_PER_CONNECTION, NO_SHELL};
 pub use live::{LiveRestrictions, ReloadError};
 
-/// The most SSH connections one listener serves at once (PROXY stage included).
+/// The most authenticated SSH sessions one service (listener) holds at once; one more is
+/// refused at authentication (`sessions_full`) rather than queued.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// The most connections one service holds at once between the SSH banner and a successful
+/// authentication. When full, the connection that has been there longest is closed to make
+/// room (`crate::shed`): clients that connect and stall (the `LoginGraceTime` /
+/// `MaxStartups` problem of sshd) cannot lock real users out.
+pub const MAX_UNAUTHENTICATED: usize = 2048;
 
 /// The identification string the service sends.
 pub const SERVER_ID: &str = "SSH-2.0-ippin";
@@ -132,6 +140,11 @@ pub struct SshSettings {
     pub auth_rejection_time: Duration,
     /// How long a client has to authenticate (OpenSSH's `LoginGraceTime`). Default: 60 s.
     pub login_grace_time: Duration,
+    /// The most connections not yet authenticated; the oldest is shed beyond it. Default:
+    /// [`MAX_UNAUTHENTICATED`].
+    pub max_unauthenticated: usize,
+    /// The most authenticated sessions at once. Default: [`MAX_CONNECTIONS`].
+    pub max_sessions: usize,
 }
 
 impl SshSettings {
@@ -151,6 +164,8 @@ impl SshSettings {
             audit_observed_connections: false,
             auth_rejection_time: Duration::from_secs(1),
             login_grace_time: Duration::from_secs(60),
+            max_unauthenticated: MAX_UNAUTHENTICATED,
+            max_sessions: MAX_CONNECTIONS,
         }
     }
 }
@@ -161,6 +176,10 @@ pub(crate) struct Shared {
     pub(crate) audit: Arc<dyn SshAudit>,
     pub(crate) dial_policy: Arc<dyn DialPolicy>,
     pub(crate) audit_observed_connections: bool,
+    /// Places for authenticated sessions.
+    pub(crate) sessions: Arc<tokio::sync::Semaphore>,
+    /// Connections not yet authenticated, shed oldest first.
+    pub(crate) unauthenticated: Arc<crate::shed::Shedder>,
 }
 
 /// The SSH service. Cheap to clone; one per `ssh` listener.
@@ -226,6 +245,8 @@ impl SshService {
                 audit: settings.audit,
                 dial_policy: settings.dial_policy,
                 audit_observed_connections: settings.audit_observed_connections,
+                sessions: Arc::new(tokio::sync::Semaphore::new(settings.max_sessions)),
+                unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
             }),
             config: Arc::new(config),
             host_public_key,
@@ -251,12 +272,18 @@ impl SshService {
     {
         let handle_slot = Arc::new(OnceLock::new());
         let authenticated = Arc::new(AtomicBool::new(false));
+        let auth_done = Arc::new(tokio::sync::Notify::new());
+        // A place among the connections not yet authenticated: the oldest is shed when
+        // they are too many. Left once authenticated.
+        let mut ticket = Some(self.shared.unauthenticated.enter());
         let handler = handler::Connection {
             shared: self.shared.clone(),
             observed,
             session_id: new_session_id(),
             handle: handle_slot.clone(),
             authenticated: authenticated.clone(),
+            auth_done: auth_done.clone(),
+            session_slot: None,
             authorized: None,
             forwards: Arc::new(AtomicUsize::new(0)),
         };
@@ -264,11 +291,23 @@ impl SshService {
             observed: observed.to_string(),
             source,
         };
+        let shed = |shared: &Shared| {
+            let _ = shared.audit.record(SshAuditEvent::Shed(audit::ShedRecord {
+                event: "ssh.shed",
+                observed: observed.to_string(),
+                reason: "ssh_unauthenticated_shed".to_owned(),
+            }));
+        };
+        let (stream, cut) = cut::CutStream::new(stream);
         let grace = tokio::time::sleep(self.login_grace_time);
         tokio::pin!(grace);
         let running = tokio::select! {
             r = russh::server::run_stream(self.config.clone(), stream, handler) => r,
             _ = &mut grace => return Ok(()),
+            () = evicted(&mut ticket) => {
+                shed(&self.shared);
+                return Ok(());
+            }
         };
         let running = match running {
             Ok(r) => r,
@@ -278,19 +317,34 @@ impl SshService {
         let handle = running.handle();
         let _ = handle_slot.set(handle.clone());
         tokio::pin!(running);
-        let result = tokio::select! {
-            r = &mut running => r,
-            _ = &mut grace, if !authenticated.load(std::sync::atomic::Ordering::SeqCst) => {
-                if !authenticated.load(std::sync::atomic::Ordering::SeqCst) {
-                    let _ = handle
-                        .disconnect(
-                            russh::Disconnect::ByApplication,
-                            "ippin: authentication took too long".to_owned(),
-                            "en".to_owned(),
-                        )
-                        .await;
+        let result = loop {
+            let waiting = ticket.is_some();
+            tokio::select! {
+                r = &mut running => break r,
+                () = auth_done.notified(), if waiting => {
+                    ticket = None;
                 }
-                running.await
+                () = evicted(&mut ticket), if waiting => {
+                    shed(&self.shared);
+                    break end_session(
+                        &handle,
+                        running.as_mut(),
+                        &cut,
+                        russh::Disconnect::TooManyConnections,
+                        "ippin: too many connections are authenticating; try again",
+                    )
+                    .await;
+                }
+                _ = &mut grace, if waiting && !authenticated.load(std::sync::atomic::Ordering::SeqCst) => {
+                    break end_session(
+                        &handle,
+                        running.as_mut(),
+                        &cut,
+                        russh::Disconnect::ByApplication,
+                        "ippin: authentication took too long",
+                    )
+                    .await;
+                }
             }
         };
         match result {
@@ -301,6 +355,41 @@ impl SshService {
     }
 }
 
+/// How long a session told to disconnect may take to close by itself before its stream is cut.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
+
+/// Ends a session the service wants gone: asks it to disconnect with `message` (which the
+/// client prints, once the key exchange is done), and cuts its stream when it has not ended
+/// within [`DISCONNECT_GRACE`] (before the key exchange russh does not act on the request).
+async fn end_session(
+    handle: &russh::server::Handle,
+    mut running: std::pin::Pin<&mut russh::server::RunningSession<handler::Connection>>,
+    cut: &cut::Cut,
+    reason: russh::Disconnect,
+    message: &str,
+) -> Result<(), russh::Error> {
+    let _ = tokio::time::timeout(
+        DISCONNECT_GRACE,
+        handle.disconnect(reason, message.to_owned(), "en".to_owned()),
+    )
+    .await;
+    match tokio::time::timeout(DISCONNECT_GRACE, running.as_mut()).await {
+        Ok(r) => r,
+        Err(_) => {
+            cut.cut();
+            running.await
+        }
+    }
+}
+
+/// Resolves when `ticket`'s connection is shed; never when there is no ticket.
+async fn evicted(ticket: &mut Option<crate::shed::Ticket>) {
+    match ticket {
+        Some(t) => t.evicted().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl SshService {
     /// Serves an `ssh` listener: accepts connections, runs the PROXY stage with `policy`
     /// (at most one header, within `header_timeout`) and hands each connection to
@@ -308,8 +397,10 @@ impl SshService {
     /// sent after the PROXY stage has finished. Refusals at the PROXY stage are audited
     /// ([`SshAuditEvent::ProxyRefused`]). Runs until the task is dropped.
     ///
-    /// At most [`MAX_CONNECTIONS`] connections are served at once; further ones wait in the
-    /// kernel's backlog.
+    /// At most `crate::server::MAX_PENDING` connections are in the PROXY stage at once
+    /// (further ones wait in the kernel's backlog); then [`SshService::handle`] sheds the
+    /// oldest unauthenticated connection beyond [`MAX_UNAUTHENTICATED`] and refuses an
+    /// authentication beyond [`MAX_CONNECTIONS`] sessions.
     pub async fn serve_listener(
         &self,
         listener: tokio::net::TcpListener,
@@ -317,9 +408,12 @@ impl SshService {
         header_timeout: Duration,
     ) {
         let policy = Arc::new(policy);
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        // The PROXY stage: at most this many at once, each for at most `header_timeout`.
+        // Past it, [`SshService::handle`] bounds the rest (unauthenticated connections are
+        // shed oldest first, authenticated sessions are counted).
+        let pending = Arc::new(tokio::sync::Semaphore::new(crate::server::MAX_PENDING));
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
+            let Ok(permit) = pending.clone().acquire_owned().await else {
                 return;
             };
             let (stream, peer) = match listener.accept().await {
@@ -333,8 +427,9 @@ impl SshService {
             let service = self.clone();
             let policy = policy.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                match pp::accept(stream, peer, &policy, header_timeout).await {
+                let accepted = pp::accept(stream, peer, &policy, header_timeout).await;
+                drop(permit);
+                match accepted {
                     Ok(accepted) => {
                         let observed = observed_from_proxy(&accepted.observed);
                         let _ = service.handle(accepted.stream, observed).await;

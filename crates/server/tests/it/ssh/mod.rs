@@ -5,6 +5,7 @@ mod harness;
 
 mod access;
 mod forward;
+mod limits;
 mod live;
 mod login;
 mod parity;
