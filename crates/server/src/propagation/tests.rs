@@ -936,8 +936,13 @@ mod props {
 fn fuzz_seeds_hold_v2_blocks() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus/server_signed_tlv");
+    // The fuzz target's inner listener has this key and audience, so that
+    // inputs derived from the seeds reach the certificate and signature
+    // checks instead of stopping at `signed_grant_wrong_key`.
+    let fuzz_inner = SecretKey::from_bytes([0x5e; 32]).public_key();
     if std::env::var_os("IPPIN_WRITE_SEEDS").is_some() {
-        let f = fx();
+        let mut f = fx();
+        f.grant = grant_for(&f.signer, &fuzz_inner, AUD);
         let header = signed_bytes(&f.grant, NOW, 1);
         let h = pp::parse_exact(&header).unwrap();
         let block = verify::signed_tlv(&h).unwrap().unwrap().to_vec();
@@ -976,9 +981,16 @@ fn fuzz_seeds_hold_v2_blocks() {
         seen += 1;
         let bytes = std::fs::read(&path).unwrap();
         if name.starts_with("seed-block") {
-            assert_eq!(decode(&bytes).unwrap().encode().unwrap(), bytes, "{name}");
+            let block = decode(&bytes).unwrap();
+            assert_eq!(block.encode().unwrap(), bytes, "{name}");
+            assert_eq!(block.grant.inner_key, fuzz_inner.0, "{name}");
+            assert_eq!(block.grant.audience, AUD.as_bytes(), "{name}");
         } else if name == "seed-grant" {
-            assert!(wire::decode_grant(&bytes).is_ok(), "{name}");
+            assert_eq!(
+                wire::decode_grant(&bytes).unwrap().inner_key,
+                fuzz_inner.0,
+                "{name}"
+            );
         } else {
             // A header sequence: some header in it carries a v2 block.
             let mut rest = bytes.as_slice();
