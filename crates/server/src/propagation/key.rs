@@ -206,6 +206,33 @@ mod tests {
         assert_eq!(b.agree(&a.public_key()).unwrap().as_bytes(), &shared);
     }
 
+    fn tag(key: &ring::hmac::Key) -> Vec<u8> {
+        ring::hmac::sign(key, b"message").as_ref().to_vec()
+    }
+
+    proptest::proptest! {
+        /// Both ends of an exchange derive the same MAC key for the same
+        /// grant, and another grant gives another key.
+        #[test]
+        fn both_ends_agree_and_keys_are_bound_to_the_grant(
+            a in proptest::prelude::any::<[u8; 32]>(),
+            b in proptest::prelude::any::<[u8; 32]>(),
+            grant in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..600),
+            flip in proptest::prelude::any::<(usize, u8)>(),
+        ) {
+            let (a, b) = (SecretKey::from_bytes(a), SecretKey::from_bytes(b));
+            let ab = a.agree(&b.public_key()).unwrap();
+            let ba = b.agree(&a.public_key()).unwrap();
+            proptest::prop_assert_eq!(ab.as_bytes(), ba.as_bytes());
+            let k1 = mac_key(&ab, &grant).unwrap();
+            proptest::prop_assert_eq!(tag(&k1), tag(&mac_key(&ba, &grant).unwrap()));
+            let mut other = grant.clone();
+            let at = flip.0 % other.len();
+            other[at] ^= flip.1.max(1);
+            proptest::prop_assert_ne!(tag(&k1), tag(&mac_key(&ab, &other).unwrap()));
+        }
+    }
+
     #[test]
     fn small_order_peers_are_refused() {
         let s = SecretKey::from_bytes([7; 32]);
