@@ -186,9 +186,8 @@ fn builder_refuses_bad_requests() {
     assert_eq!(field(base().force_command("").build()), "force_command");
 }
 
-#[test]
-fn rejects_host_certificates() {
-    let (ca, key) = ca_and_key();
+/// A host certificate naming `alice`, signed by `key`.
+fn host_cert(key: &PrivateKey) -> Certificate {
     let mut b = Builder::new(
         vec![1u8; 32],
         user_key().public_key().key_data().clone(),
@@ -198,7 +197,13 @@ fn rejects_host_certificates() {
     .unwrap();
     b.cert_type(CertType::Host).unwrap();
     b.valid_principal("alice").unwrap();
-    let cert = b.sign(&key).unwrap();
+    b.sign(key).unwrap()
+}
+
+#[test]
+fn rejects_host_certificates() {
+    let (ca, key) = ca_and_key();
+    let cert = host_cert(&key);
     assert_eq!(
         validate(&cert, &ca, "alice", NOW).unwrap_err().code(),
         "ssh_not_user_cert"
@@ -264,16 +269,7 @@ fn signature_is_checked_before_the_fields_it_covers() {
     let (ca, key) = ca_and_key();
     // Signed as a host certificate, then flipped to a user certificate: the type byte is
     // under the signature.
-    let mut b = Builder::new(
-        vec![1u8; 32],
-        user_key().public_key().key_data().clone(),
-        NOW - 60,
-        NOW + 60,
-    )
-    .unwrap();
-    b.cert_type(CertType::Host).unwrap();
-    b.valid_principal("alice").unwrap();
-    let host = b.sign(&key).unwrap();
+    let host = host_cert(&key);
     let mut bytes = host.to_bytes().unwrap();
     let host_type = 2u32.to_be_bytes();
     let at = bytes
