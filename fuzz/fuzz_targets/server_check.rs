@@ -120,6 +120,10 @@ fn std_observed(text: &str) -> Option<SocketAddr> {
 
 /// Checks the documented shape of an outcome and returns its decision line.
 fn decision(out: &Outcome) -> Option<&str> {
+    for text in [&out.stdout, &out.stderr] {
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        assert!(!body.chars().any(char::is_control), "{out:?}");
+    }
     match out.code {
         0 | 1 => {
             assert!(out.stderr.is_empty(), "{out:?}");

@@ -12,8 +12,15 @@ use libfuzzer_sys::fuzz_target;
 
 /// The documented shape of an outcome: exit 0 (and for `check`, exit 1: a
 /// deny) is one JSON object line on stdout and nothing on stderr; anything
-/// else is one `error: …` line on stderr and nothing on stdout.
+/// else is one `error: …` line on stderr and nothing on stdout. Either is
+/// printable.
 fn assert_shape(out: &Outcome, what: &str) {
+    // Printable whatever the input: no control character but the final
+    // newline (no escape sequences for the terminal, no extra lines).
+    for text in [&out.stdout, &out.stderr] {
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        assert!(!body.chars().any(char::is_control), "{what}: {out:?}");
+    }
     if out.code == 0 || (what == "check" && out.code == 1) {
         assert!(out.stderr.is_empty(), "{what}: stderr on exit 0: {out:?}");
         assert!(out.stdout.starts_with('{'), "{what}: {out:?}");

@@ -421,9 +421,23 @@ pub(crate) fn json_outcome<T: Serialize>(report: &T) -> Outcome {
 }
 
 /// Serialises `report` as one line of JSON on stdout with exit `code`.
+///
+/// Control characters inside strings (a principal, a subject) are written
+/// as `\uXXXX` escapes, also the ones JSON allows raw (DEL, the C1 range,
+/// which includes the 8-bit CSI): the line is printable whatever the
+/// certificate holds, and reads back to the same strings.
 pub(crate) fn json_with_code<T: Serialize>(report: &T, code: i32) -> Outcome {
     match serde_json::to_string(report) {
-        Ok(mut line) => {
+        Ok(json) => {
+            let mut line = String::with_capacity(json.len() + 1);
+            for c in json.chars() {
+                if c.is_control() {
+                    // Controls are all below U+00A0: four hex digits.
+                    line.push_str(&format!("\\u{:04x}", u32::from(c)));
+                } else {
+                    line.push(c);
+                }
+            }
             line.push('\n');
             Outcome {
                 code,
@@ -1438,6 +1452,18 @@ mod tests {
             checked.stderr.contains(r"cert\u{1b}[2J\nv01"),
             "{checked:?}"
         );
+    }
+
+    #[test]
+    fn json_lines_hold_no_control_characters() {
+        let text = "a\u{7f}\u{9b}[2J\u{1b}\n\u{0}b";
+        let out = json_with_code(&serde_json::json!({ "p": text }), 0);
+        assert_eq!(
+            out.stdout,
+            "{\"p\":\"a\\u007f\\u009b[2J\\u001b\\n\\u0000b\"}\n"
+        );
+        let back: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(back["p"], text);
     }
 
     #[test]
