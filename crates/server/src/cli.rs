@@ -161,22 +161,37 @@ pub struct CheckCli {
 /// The upper bound on what `inspect` reads.
 const MAX_INPUT: u64 = 1024 * 1024;
 
+/// Reads `file` (or stdin for `None` / `-`), refusing more than [`MAX_INPUT`]
+/// bytes: one byte more is read so that a larger input is refused rather
+/// than silently cut.
 fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let mut buf = Vec::new();
-    match file {
-        None => std::io::stdin()
-            .take(MAX_INPUT)
-            .read_to_end(&mut buf)
-            .map_err(|e| format!("stdin: {e}"))?,
-        Some(p) if p.as_os_str() == "-" => std::io::stdin()
-            .take(MAX_INPUT)
-            .read_to_end(&mut buf)
-            .map_err(|e| format!("stdin: {e}"))?,
-        Some(p) => std::fs::File::open(p)
-            .and_then(|f| f.take(MAX_INPUT).read_to_end(&mut buf))
-            .map_err(|e| format!("{}: {e}", p.display()))?,
+    let name = match file {
+        None => {
+            std::io::stdin()
+                .take(MAX_INPUT + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("stdin: {e}"))?;
+            "stdin".to_owned()
+        }
+        Some(p) if p.as_os_str() == "-" => {
+            std::io::stdin()
+                .take(MAX_INPUT + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("stdin: {e}"))?;
+            "stdin".to_owned()
+        }
+        Some(p) => {
+            std::fs::File::open(p)
+                .and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut buf))
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            p.display().to_string()
+        }
     };
+    if buf.len() as u64 > MAX_INPUT {
+        return Err(format!("{name}: larger than {MAX_INPUT} bytes"));
+    }
     Ok(buf)
 }
 

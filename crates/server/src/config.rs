@@ -16,6 +16,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+mod scan;
+pub use scan::MAX_DEPTH as MAX_CONFIG_DEPTH;
+
 /// Errors of configuration loading and of the `ca init` / `user add` edits.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -433,6 +436,10 @@ impl Config {
     /// Parses configuration `text` as if read from `path`, without reading
     /// the role files.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        // Aliases, a second document and deep nesting are refused before the YAML library
+        // sees the text (they would make its work unbounded); the field lines are kept for
+        // the errors below.
+        let positions = scan::scan(path, text)?;
         let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             let mut message = e.to_string();
@@ -448,7 +455,10 @@ impl Config {
             }
         })?;
         let invalid = |field: String, needle: Option<&str>, message: String| {
-            let line = needle.map_or(0, |n| line_of(text, n));
+            let line = positions
+                .line(&field)
+                .or_else(|| needle.map(|n| line_of(text, n)))
+                .unwrap_or(0);
             ConfigError::Invalid {
                 file: path.to_path_buf(),
                 line,
@@ -467,11 +477,12 @@ impl Config {
             ));
         }
         let mut users: Vec<UserConfig> = Vec::with_capacity(raw.users.len());
+        let mut user_names = std::collections::HashSet::with_capacity(raw.users.len());
         for (i, u) in raw.users.into_iter().enumerate() {
             if let Err(m) = check_name(&u.name) {
                 return Err(invalid(format!("users[{i}].name"), Some(&u.name), m));
             }
-            if users.iter().any(|o| o.name == u.name) {
+            if !user_names.insert(u.name.clone()) {
                 return Err(invalid(
                     format!("users[{i}].name"),
                     Some(&u.name),
@@ -501,6 +512,7 @@ impl Config {
             ));
         }
         let mut listeners = Vec::with_capacity(raw.listeners.len());
+        let mut addresses = std::collections::HashSet::with_capacity(raw.listeners.len());
         for (i, l) in raw.listeners.into_iter().enumerate() {
             let mode = l
                 .proxy_protocol
@@ -528,10 +540,7 @@ impl Config {
                         .into(),
                 ));
             }
-            if listeners
-                .iter()
-                .any(|o: &ListenerConfig| o.listen == l.listen && l.listen.port() != 0)
-            {
+            if l.listen.port() != 0 && !addresses.insert(l.listen) {
                 return Err(invalid(
                     format!("listeners[{i}].listen"),
                     Some(&here),
@@ -589,10 +598,15 @@ impl Config {
         let roles = load_roles(&self.roles)?;
         for (i, u) in self.users.iter().enumerate() {
             if let Err(e) = roles.select(&u.roles) {
+                let field = format!("users[{i}].roles");
+                let line = scan::scan(&self.file, text)
+                    .ok()
+                    .and_then(|p| p.line(&field))
+                    .unwrap_or_else(|| line_of(text, &u.name));
                 return Err(ConfigError::Invalid {
                     file: self.file.clone(),
-                    line: line_of(text, &u.name),
-                    field: format!("users[{i}].roles"),
+                    line,
+                    field,
                     message: format!("user `{}`: {e}", u.name),
                 });
             }
@@ -806,6 +820,96 @@ listeners:
         );
         assert_eq!(c.listeners[1].proxy_protocol, ProxyModeSetting::Unspecified);
         assert_eq!(c.user("alice").unwrap().roles, vec!["pinned-ip".to_owned()]);
+    }
+
+    fn line_and_field(r: Result<Config, ConfigError>) -> (usize, String) {
+        match r {
+            Err(ConfigError::Invalid { line, field, .. }) => (line, field),
+            Err(ConfigError::Syntax { line, message, .. }) => (line, message),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// A few kilobytes of aliases used to expand to gigabytes in the YAML library; the
+    /// configuration now refuses aliases before it sees them.
+    #[test]
+    fn aliases_cannot_multiply_the_configuration() {
+        let head = "cluster_name: t\nca: {ssh_key: a, tls_cert: b, tls_key: c}\nserver_tls: {cert: d, key: e}\naudit_log: l\nlisteners:\n  - {kind: tls, listen: 127.0.0.1:0}\n";
+        let list = vec!["a".repeat(130); 370].join(",");
+        let mut text = format!(
+            "{head}users:\n  - {{name: u0, password_hash: $argon2id$x, roles: &r [{list}]}}\n"
+        );
+        for i in 1..860 {
+            text.push_str(&format!(
+                "  - {{name: u{i}, password_hash: $argon2id$x, roles: *r}}\n"
+            ));
+        }
+        let (line, message) = line_and_field(parse(&text));
+        assert_eq!(line, 9, "{message}");
+        assert!(message.contains("aliases"), "{message}");
+    }
+
+    #[test]
+    fn deep_nesting_and_second_documents_are_refused_with_a_line() {
+        let n = 16_000;
+        let text = format!(
+            "{GOOD}network_restrictions: {}{}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        );
+        let (line, message) = line_and_field(parse(&text));
+        assert_eq!(line, GOOD.lines().count() + 1, "{message}");
+        // Our bound (32 levels) or the YAML scanner's own recursion limit, whichever
+        // stops it first: either way at once, and located.
+        assert!(
+            message.contains("nested deeper") || message.contains("recursion limit"),
+            "{message}"
+        );
+        let (line, message) = line_and_field(parse(&format!("{GOOD}---\nx: 1\n")));
+        assert_eq!(line, GOOD.lines().count() + 1, "{message}");
+        assert!(message.contains("second YAML document"), "{message}");
+    }
+
+    /// Errors found after deserializing name the line of the field itself, not the first
+    /// line that happens to contain the same text.
+    #[test]
+    fn errors_point_at_the_field_line() {
+        let text = GOOD.replace(
+            "  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\", roles: [pinned-ip]}",
+            "  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\", roles: [pinned-ip]}\n  - name: ca\n    password_hash: plain",
+        );
+        assert_eq!(
+            line_and_field(parse(&text)),
+            (11, "users[1].password_hash".to_owned())
+        );
+        // Two listeners on port 0 (allowed); the second one's error names its own line.
+        let text = GOOD.replace(
+            "  - kind: tls\n    listen: 127.0.0.1:3443\n",
+            "  - kind: tls\n    listen: 127.0.0.1:3443\n  - kind: tls\n    listen: 127.0.0.1:3080\n",
+        );
+        assert_eq!(
+            line_and_field(parse(&text)),
+            (22, "listeners[2].listen".to_owned())
+        );
+        let text = GOOD.replace("cluster_name: local", "\"cluster_name\": \" \"");
+        assert_eq!(line_and_field(parse(&text)), (1, "cluster_name".to_owned()));
+    }
+
+    #[test]
+    fn many_users_are_checked_for_duplicates_in_one_pass() {
+        // alice (line 9), then u0..u19999, then u7 again: users[20001].
+        let mut more = String::new();
+        for i in 0..20_000 {
+            more.push_str(&format!(
+                "  - {{name: u{i}, password_hash: \"$argon2id$x\", roles: [r]}}\n"
+            ));
+        }
+        more.push_str("  - {name: u7, password_hash: \"$argon2id$x\", roles: [r]}\n");
+        let text = GOOD.replace("cert_ttl: 8h\n", &format!("{more}cert_ttl: 8h\n"));
+        assert_eq!(
+            line_and_field(parse(&text)),
+            (10 + 20_000, "users[20001].name".to_owned())
+        );
     }
 
     #[test]

@@ -81,3 +81,19 @@ fn inspect_proxy_reads_stdin() {
     assert_eq!(ran.code, Some(1));
     assert!(ran.stderr.contains("incomplete"), "{ran:?}");
 }
+
+/// More than 1 MiB of input is refused, not cut to its first MiB (which could
+/// hide what follows: a second certificate, trailing bytes).
+#[test]
+fn inputs_over_a_mebibyte_are_refused_not_cut() {
+    let header = b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\n";
+    let mut exact = header.to_vec();
+    exact.resize(1024 * 1024, b'x');
+    let ran = ippin(&["inspect", "proxy", "-"], &exact);
+    assert_eq!(ran.code, Some(0), "exactly 1 MiB is read whole: {ran:?}");
+    let mut over = exact.clone();
+    over.push(b'x');
+    let ran = ippin(&["inspect", "proxy", "-"], &over);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stderr.contains("larger than 1048576 bytes"), "{ran:?}");
+}
