@@ -401,6 +401,9 @@ impl<'de> Deserialize<'de> for YamlProxyMode {
 /// The upper bound on a configuration file's size.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
+/// The most role files a configuration may list (each up to [`MAX_CONFIG_BYTES`]).
+pub const MAX_ROLE_FILES: usize = 64;
+
 /// Reads a text file of bounded size.
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
     use std::io::Read;
@@ -503,6 +506,17 @@ impl Config {
                 password_hash: u.password_hash,
                 roles: u.roles,
             });
+        }
+        if raw.roles.len() > MAX_ROLE_FILES {
+            return Err(invalid(
+                format!("roles[{MAX_ROLE_FILES}]"),
+                None,
+                format!(
+                    "{} role files listed, at most {MAX_ROLE_FILES} (each is read whole, up to \
+                     {MAX_CONFIG_BYTES} bytes)",
+                    raw.roles.len()
+                ),
+            ));
         }
         if raw.listeners.is_empty() {
             return Err(invalid(
@@ -893,6 +907,17 @@ listeners:
         );
         let text = GOOD.replace("cluster_name: local", "\"cluster_name\": \" \"");
         assert_eq!(line_and_field(parse(&text)), (1, "cluster_name".to_owned()));
+    }
+
+    #[test]
+    fn role_files_are_bounded_in_number() {
+        let many = vec!["r.yaml"; MAX_ROLE_FILES + 1].join(", ");
+        let text = GOOD.replace("roles: [roles.yaml]", &format!("roles: [{many}]"));
+        let (line, field) = line_and_field(parse(&text));
+        assert_eq!((line, field.as_str()), (7, "roles[64]"));
+        let enough = vec!["r.yaml"; MAX_ROLE_FILES].join(", ");
+        let text = GOOD.replace("roles: [roles.yaml]", &format!("roles: [{enough}]"));
+        assert_eq!(parse(&text).unwrap().roles.len(), MAX_ROLE_FILES);
     }
 
     #[test]
