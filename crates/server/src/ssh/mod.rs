@@ -408,27 +408,19 @@ impl SshService {
         header_timeout: Duration,
     ) {
         let policy = Arc::new(policy);
-        // The PROXY stage: at most this many at once, each for at most `header_timeout`.
-        // Past it, [`SshService::handle`] bounds the rest (unauthenticated connections are
-        // shed oldest first, authenticated sessions are counted).
-        let pending = Arc::new(tokio::sync::Semaphore::new(crate::server::MAX_PENDING));
-        loop {
-            let Ok(permit) = pending.clone().acquire_owned().await else {
-                return;
-            };
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(_) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        let listen = listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        // The server's shared accept loop bounds the PROXY stage (`MAX_PENDING`, each for at
+        // most `header_timeout`); past it, [`SshService::handle`] bounds the rest
+        // (unauthenticated connections shed oldest first, authenticated sessions counted), so
+        // the loop's established-connection slots are not used here.
+        crate::server::bounded_accept(listener, listen, move |stream, peer, pending, _slots| {
             let service = self.clone();
             let policy = policy.clone();
-            tokio::spawn(async move {
+            async move {
                 let accepted = pp::accept(stream, peer, &policy, header_timeout).await;
-                drop(permit);
+                drop(pending);
                 match accepted {
                     Ok(accepted) => {
                         let observed = observed_from_proxy(&accepted.observed);
@@ -445,8 +437,9 @@ impl SshService {
                         ));
                     }
                 }
-            });
-        }
+            }
+        })
+        .await;
     }
 }
 
