@@ -7,7 +7,7 @@ use std::process::Command;
 use ippin_proxy_protocol::{ListenerPolicy, ParseConfig, ProxyMode};
 use ippin_test_support::{Child, free_port, peer, wait_for_tcp};
 
-use crate::ssh::harness::{Ca, Server, ip, ssh};
+use crate::ssh::harness::{Ca, Server, ip, ssh, wait_for};
 
 fn start_haproxy(ca: &Ca, front: SocketAddr, back: SocketAddr) -> Child {
     let config = ca.dir.join("haproxy.cfg");
@@ -65,6 +65,15 @@ async fn pin_follows_the_client_behind_haproxy() {
     // Straight to the listener, without a PROXY header: refused before SSH starts.
     let run = ssh(&at_1, "alice", "127.0.0.1", back, &["whoami"]).await;
     assert_eq!(run.status, Some(255), "{run:?}");
+    // The refusal is audited after the connection is closed: the client can be done first.
+    wait_for("the PROXY refusal in the audit", || {
+        server
+            .events
+            .all()
+            .iter()
+            .any(|e| e.name() == "ssh.proxy_refused")
+    })
+    .await;
     let refused: Vec<_> = server
         .events
         .all()
