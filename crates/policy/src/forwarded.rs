@@ -5,17 +5,30 @@
 //! * [`ForwardedMode::CompatibleStrict`]: exactly one header line holding exactly one value,
 //!   `ip`, `ip:port` or `[v6]:port` (in `Forwarded`: one element whose `for=` is one of those).
 //!   Anything else — two lines, a list, `unknown`, an obfuscated name, junk — is a client
-//!   error. No header at all means the socket peer is the client. Enabling this mode states
-//!   that every peer of the listener is a trusted proxy; prefer the next mode when that is not
-//!   so.
+//!   error. Enabling this mode states that every peer of the listener is a trusted proxy, so
+//!   a request with no header names no client: an untrusted observation of the peer (port 0),
+//!   like a PROXY `LOCAL` header. Prefer the next mode.
 //! * [`ForwardedMode::TrustedProxies`]: the chain is every header line's entries in order,
-//!   then the socket peer as the last hop. It is read from the right: hops inside a trusted
-//!   network are skipped, and the first untrusted entry is the client. If the peer itself is
-//!   untrusted, no header is believed and the peer is the client. `unknown`, an obfuscated
-//!   identifier (`_hidden`) or a `Forwarded` element without `for=` reached before any
-//!   untrusted IP gives an untrusted observation with no address. When every hop is trusted
-//!   the leftmost entry is the client (each of its reporters is trusted). Any malformed entry,
-//!   wherever it stands, is an error; the leftmost value is never used as a fallback.
+//!   then the socket peer as the last hop. If the peer is not inside a trusted network, no
+//!   header is believed and the peer is the client (a direct client). Otherwise the chain is
+//!   read from the right, at most `hops` entries deep: a trusted entry is the next proxy and
+//!   the reading goes on; the first entry outside the trusted networks is the client, and so
+//!   is the entry at depth `hops`, trusted or not. Entries further left were written by the
+//!   client (or by a proxy the operator did not declare) and are never believed, so a client
+//!   inside the trusted networks cannot prefix its own entries and be believed.
+//!   `unknown`, an obfuscated identifier (`_hidden`) or a `Forwarded` element without `for=`
+//!   reached gives an untrusted observation with no address. A chain that ends before a
+//!   client was found (no header at all from a trusted peer, or only trusted entries fewer
+//!   than `hops`) gives an untrusted observation of the last proxy: a proxy's own address
+//!   never pins. Any malformed entry, wherever it stands, is an error.
+//!
+//! | peer trusted | entries, right to left (`hops` = 1) | result |
+//! |---|---|---|
+//! | no | anything | the peer, `direct`, trusted |
+//! | yes | none | the peer, untrusted (port 0) |
+//! | yes | `C` (any address) | `C`, `forwarded`, trusted |
+//! | yes | `unknown` | no address, untrusted |
+//! | yes | `X, C` (`X` written by the client) | `C`: `X` is never read |
 //!
 //! Entries without a port take the socket peer's port, so that a believed address is not
 //! mistaken for the port-0 "untrusted" form; the port plays no other part in decisions.
@@ -42,9 +55,24 @@ const FWD: &str = "Forwarded";
 pub enum ForwardedMode {
     /// One line, one value; anything else is a client error. See the module docs.
     CompatibleStrict,
-    /// The chain read from the right, skipping hops inside these networks (compared
-    /// canonically: an IPv4 network also covers IPv4-mapped IPv6 hops).
-    TrustedProxies(Vec<IpNet>),
+    /// The chain read from the right, at most `hops` entries deep, skipping entries inside
+    /// `proxies` (compared canonically: an IPv4 network also covers IPv4-mapped IPv6 hops).
+    /// See the module docs.
+    TrustedProxies {
+        /// The networks of the HTTP proxies.
+        proxies: Vec<IpNet>,
+        /// How many entries, counted from the right, trusted proxies write: 1 when one
+        /// proxy stands in front of the service. Clamped to `1..=`[`MAX_FORWARDED_HOPS`].
+        hops: usize,
+    },
+}
+
+impl ForwardedMode {
+    /// [`ForwardedMode::TrustedProxies`] with one proxy in front (`hops` = 1): only the entry
+    /// the socket peer wrote is read.
+    pub fn trusted_proxies(proxies: Vec<IpNet>) -> Self {
+        ForwardedMode::TrustedProxies { proxies, hops: 1 }
+    }
 }
 
 /// One entry of the chain.
@@ -390,7 +418,8 @@ fn strict(
     hops: impl FnOnce(&[&str]) -> Result<Vec<Hop>, Error>,
 ) -> Result<ObservedAddr, Error> {
     match lines.len() {
-        0 => return Ok(ObservedAddr::new(peer, Provenance::Direct, true)),
+        // Every peer is a proxy in this mode: one that names no client is not a client.
+        0 => return Ok(ObservedAddr::untrusted(peer.ip(), Provenance::ForwardedHeader)),
         1 => {}
         n => {
             return Err(err(
@@ -418,7 +447,7 @@ fn believed(ip: IpAddr, port: Option<u16>, peer: SocketAddr) -> ObservedAddr {
     )
 }
 
-fn chain(hops: &[Hop], peer: SocketAddr, proxies: &[IpNet]) -> ObservedAddr {
+fn chain(hops: &[Hop], peer: SocketAddr, proxies: &[IpNet], depth: usize) -> ObservedAddr {
     let trusted = |ip: IpAddr| {
         let ip = canonical_ip(ip);
         proxies.iter().any(|n| canonical_net(*n).contains(&ip))
@@ -426,18 +455,20 @@ fn chain(hops: &[Hop], peer: SocketAddr, proxies: &[IpNet]) -> ObservedAddr {
     if !trusted(peer.ip()) {
         return ObservedAddr::new(peer, Provenance::Direct, true);
     }
-    for hop in hops.iter().rev() {
+    let depth = depth.clamp(1, MAX_FORWARDED_HOPS);
+    // The last proxy read so far: it reported the entries left of it.
+    let mut reporter = peer.ip();
+    for (i, hop) in hops.iter().rev().take(depth).enumerate() {
         match hop {
             Hop::Unknown => return ObservedAddr::unknown(Provenance::ForwardedHeader),
-            Hop::Addr(ip, port) if !trusted(*ip) => return believed(*ip, *port, peer),
-            Hop::Addr(..) => {}
+            Hop::Addr(ip, port) if !trusted(*ip) || i + 1 == depth => {
+                return believed(*ip, *port, peer);
+            }
+            Hop::Addr(ip, _) => reporter = *ip,
         }
     }
-    match hops.first() {
-        Some(Hop::Addr(ip, port)) => believed(*ip, *port, peer),
-        Some(Hop::Unknown) => ObservedAddr::unknown(Provenance::ForwardedHeader),
-        None => ObservedAddr::new(peer, Provenance::Direct, true),
-    }
+    // The chain ended on a trusted proxy that named no client.
+    ObservedAddr::untrusted(reporter, Provenance::ForwardedHeader)
 }
 
 /// The client address from the `X-Forwarded-For` header lines of a request (in order; an empty
@@ -450,9 +481,9 @@ pub fn client_from_x_forwarded_for(
 ) -> Result<ObservedAddr, Error> {
     match mode {
         ForwardedMode::CompatibleStrict => strict(XFF, header_lines, peer, |l| xff_hops(l, false)),
-        ForwardedMode::TrustedProxies(proxies) => {
+        ForwardedMode::TrustedProxies { proxies, hops: depth } => {
             let hops = xff_hops(header_lines, true)?;
-            Ok(chain(&hops, peer, proxies))
+            Ok(chain(&hops, peer, proxies, *depth))
         }
     }
 }
@@ -469,9 +500,9 @@ pub fn client_from_forwarded(
         ForwardedMode::CompatibleStrict => {
             strict(FWD, header_lines, peer, |l| forwarded_hops(l, false))
         }
-        ForwardedMode::TrustedProxies(proxies) => {
+        ForwardedMode::TrustedProxies { proxies, hops: depth } => {
             let hops = forwarded_hops(header_lines, true)?;
-            Ok(chain(&hops, peer, proxies))
+            Ok(chain(&hops, peer, proxies, *depth))
         }
     }
 }

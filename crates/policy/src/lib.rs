@@ -38,7 +38,7 @@ pub use forwarded::{
     client_from_x_forwarded_for,
 };
 pub use netrestrict::{
-    MAX_NETWORK_RULES, NETWORK_EVENT_CODE, NetAction, NetDecision, NetOperation, NetworkEvent,
+    MAX_NETWORK_RULES, NETWORK_EVENT_CODE, embedded_ipv4, kernel_destination, NetAction, NetDecision, NetOperation, NetworkEvent,
     NetworkRestrictions,
 };
 pub use pin::{

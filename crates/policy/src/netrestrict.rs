@@ -301,8 +301,32 @@ impl NetworkRestrictions {
         self.policy.as_ref().map_or(&[], |p| &p.deny)
     }
 
-    /// The decision for destination `dst` (compared canonically).
+    /// The decision for destination `dst`, decided as the kernel will route it.
+    ///
+    /// `dst` is first turned into [`kernel_destination`] (IPv4-mapped becomes IPv4, the
+    /// unspecified addresses become the loopback address Linux connects them to). When that
+    /// address embeds an IPv4 address the packets are delivered to or through
+    /// ([`embedded_ipv4`]: IPv4-compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo
+    /// `2001::/32`), both the IPv6 address and the embedded IPv4 address must be allowed:
+    /// deny wins. So `0.0.0.0`, `[::]`, `::ffff:127.0.0.1`, `::127.0.0.1` and
+    /// `64:ff9b::7f00:1` are all denied by a rule denying `127.0.0.0/8`.
     pub fn decide(&self, dst: IpAddr) -> NetDecision {
+        if self.policy.is_none() {
+            return NetDecision::Allowed;
+        }
+        let dst = kernel_destination(dst);
+        let direct = self.decide_exact(dst);
+        if !direct.is_allowed() {
+            return direct;
+        }
+        match embedded_ipv4(dst) {
+            Some(v4) => self.decide_exact(IpAddr::V4(v4)),
+            None => direct,
+        }
+    }
+
+    /// The decision for exactly `dst` (compared canonically), with no kernel mapping.
+    fn decide_exact(&self, dst: IpAddr) -> NetDecision {
         let Some(policy) = &self.policy else {
             return NetDecision::Allowed;
         };
@@ -325,6 +349,71 @@ impl NetworkRestrictions {
             }
         }
     }
+}
+
+/// The address a Linux `connect(2)` to `ip` actually reaches, for deciding on it.
+///
+/// | `ip` | becomes | why |
+/// |---|---|---|
+/// | `::ffff:a.b.c.d` | `a.b.c.d` | an IPv4-mapped address is an IPv4 connection |
+/// | `0.0.0.0` (also as `::ffff:0.0.0.0`) | `127.0.0.1` | Linux routes a connect to `INADDR_ANY` to the loopback address (the socket is not bound) |
+/// | `::` | `::1` | `tcp_v6_connect` turns the unspecified address into `::1` |
+/// | anything else | itself | |
+///
+/// Host names, and the numeric forms a resolver accepts (`127.1`, `0x7f.1`, `2130706433`),
+/// are not addresses: resolve them first and decide on every address the resolver gives.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use ippin_policy::kernel_destination;
+///
+/// let any: IpAddr = "0.0.0.0".parse().unwrap();
+/// assert_eq!(kernel_destination(any), "127.0.0.1".parse::<IpAddr>().unwrap());
+/// let any6: IpAddr = "::".parse().unwrap();
+/// assert_eq!(kernel_destination(any6), "::1".parse::<IpAddr>().unwrap());
+/// ```
+pub fn kernel_destination(ip: IpAddr) -> IpAddr {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// The IPv4 address that traffic to the IPv6 address `ip` is delivered to or tunnelled
+/// through, for the forms that embed one. `None` for every other address (including
+/// IPv4 addresses and IPv4-mapped ones, which [`kernel_destination`] already converts).
+///
+/// | range | embedded IPv4 | what reaches it |
+/// |---|---|---|
+/// | `::a.b.c.d` (IPv4-compatible, `::/96` except `::` and `::1`) | the low 32 bits | the `sit` driver tunnels to it when loaded |
+/// | `64:ff9b::/96` (NAT64 well-known prefix, RFC 6052) | the low 32 bits | a NAT64 gateway translates to it |
+/// | `2002::/16` (6to4, RFC 3056) | bits 16–47 | the 6to4 router tunnels to it |
+/// | `2001::/32` (Teredo, RFC 4380) | the low 32 bits, inverted | the Teredo client's public address |
+///
+/// The local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215) embeds the address at a position
+/// that depends on the operator's prefix length; it is not decoded: write rules for it as
+/// IPv6 networks.
+pub fn embedded_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else {
+        return None;
+    };
+    let a = u128::from(v6);
+    let low32 = Ipv4Addr::from((a & 0xffff_ffff) as u32);
+    if a >> 32 == 0 {
+        // IPv4-compatible; `::` and `::1` are the unspecified and loopback addresses.
+        return (a > 1).then_some(low32);
+    }
+    if a >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
+        return Some(low32);
+    }
+    if a >> 112 == 0x2002 {
+        return Some(Ipv4Addr::from(((a >> 80) & 0xffff_ffff) as u32));
+    }
+    if a >> 96 == 0x2001_0000 {
+        return Some(Ipv4Addr::from(!((a & 0xffff_ffff) as u32)));
+    }
+    None
 }
 
 fn decide_family<K: Bits>(

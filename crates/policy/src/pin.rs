@@ -31,6 +31,21 @@ impl CertPin {
         !matches!(self, CertPin::None)
     }
 
+    /// Whether the pin names exactly one host: one IP, or a list of exactly one network of
+    /// full length (`/32` or `/128`). Only such a pin satisfies a role that requires a pin
+    /// (see [`check_pin`]); a wider pin, or several hosts, still restricts the certificate
+    /// but does not count as pinned.
+    pub fn is_single_host(&self) -> bool {
+        match self {
+            CertPin::Ip(_) => true,
+            CertPin::Nets(nets) => match nets.as_slice() {
+                [one] => one.prefix_len() == one.max_prefix_len(),
+                _ => false,
+            },
+            CertPin::None | CertPin::Invalid(_) => false,
+        }
+    }
+
     /// Whether `ip` is inside the pin, comparing canonically. False for [`CertPin::None`] and
     /// [`CertPin::Invalid`].
     pub fn matches(&self, ip: IpAddr) -> bool {
@@ -79,19 +94,23 @@ pub enum DenyReason {
     UntrustedClientIp,
     /// The certificate carries a pin that cannot be read.
     InvalidPin,
+    /// The roles require a pin to one address, and the certificate's pin is wider (a network
+    /// shorter than `/32` or `/128`, or several networks).
+    PinTooWide,
     /// A certificate from a trusted cluster maps to no local role, or to one that does not exist.
     RoleMappingFailed,
 }
 
 impl DenyReason {
     /// The stable reason code: `pinned_ip_missing`, `pinned_ip_mismatch`,
-    /// `untrusted_client_ip`, `invalid_pin` or `role_mapping_failed`.
+    /// `untrusted_client_ip`, `invalid_pin`, `pin_too_wide` or `role_mapping_failed`.
     pub fn code(&self) -> &'static str {
         match self {
             DenyReason::PinnedIpMissing => "pinned_ip_missing",
             DenyReason::PinnedIpMismatch => "pinned_ip_mismatch",
             DenyReason::UntrustedClientIp => "untrusted_client_ip",
             DenyReason::InvalidPin => "invalid_pin",
+            DenyReason::PinTooWide => "pin_too_wide",
             DenyReason::RoleMappingFailed => "role_mapping_failed",
         }
     }
@@ -162,6 +181,7 @@ impl Decision {
 /// | unreadable (`Invalid`, or an empty list of networks) | any | any | deny `invalid_pin` |
 /// | none | no | any | allow |
 /// | none | yes | any | deny `pinned_ip_missing` |
+/// | wider than one host (a network shorter than /32 or /128, or several) | yes | any | deny `pin_too_wide` |
 /// | IP or networks | any | untrusted (flag false or port 0) | deny `untrusted_client_ip` |
 /// | IP or networks | any | trusted, inside the pin | allow |
 /// | IP or networks | any | trusted, outside the pin | deny `pinned_ip_mismatch` |
@@ -203,6 +223,15 @@ pub(crate) fn check_pin_with(
             ),
         )),
         CertPin::None => Decision::Allow,
+        CertPin::Nets(_) if requires_pin && !pin.is_single_host() => {
+            Decision::Deny(Denial::new(
+                DenyReason::PinTooWide,
+                format_args!(
+                    "your roles require a certificate pinned to one address, but this \
+                     certificate is pinned to {pin}"
+                ),
+            ))
+        }
         CertPin::Ip(_) | CertPin::Nets(_) => {
             if !observed.is_trusted() {
                 Decision::Deny(Denial::new(

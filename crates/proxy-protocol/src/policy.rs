@@ -31,7 +31,7 @@ pub enum ProxyMode {
 /// |-------------|-------------------|---------------------------|-----------------------------------|
 /// | any         | none              | —                         | On: refused `header_required`; else peer, Direct, **true** |
 /// | Off         | any               | —                         | refused `header_forbidden` |
-/// | On, Unspec. | any               | no (list set)             | refused `untrusted_proxy` |
+/// | On, Unspec. | any               | no (list set; On with no list) | refused `untrusted_proxy` |
 /// | On, Unspec. | followed by another header | yes / no list    | refused `duplicate_header` |
 /// | On          | PROXY with IP source | yes / no list          | header source, ProxyV1/V2, **true** |
 /// | On          | LOCAL             | yes / no list             | peer with port 0, Local, false (a proxy's own address never pins) |
@@ -42,13 +42,16 @@ pub enum ProxyMode {
 ///
 /// Addresses are reported in canonical form: an IPv4-mapped IPv6 address
 /// (`::ffff:192.0.2.1`) becomes the IPv4 address, for the peer and for the
-/// header alike. The `trusted_proxies` check matches the peer in either
-/// form. `Some(vec![])` trusts no peer: every header is refused.
+/// header alike. The `trusted_proxies` check compares canonically (see
+/// [`ListenerPolicy::is_trusted_proxy`]): `::/0` never matches an IPv4 peer.
+/// `Some(vec![])` trusts no peer: every header is refused. In mode `On`,
+/// `None` trusts no peer either: a listener that requires headers must name
+/// the proxies that send them.
 ///
 /// # What the caller must still do
 /// * Configure [`ProxyMode::On`] only on listeners that only proxies can
-///   reach, and set `trusted_proxies` unless the network guarantees it:
-///   with `None`, any peer may claim any address.
+///   reach, and name them in `trusted_proxies` (with `None`, every header is
+///   refused `untrusted_proxy`).
 /// * Bound the time spent reading the header (the tokio adapter does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerPolicy {
@@ -71,6 +74,25 @@ pub enum Provenance {
     ProxyV2,
     /// A v2 LOCAL header: the proxy itself connected; the peer is used.
     Local,
+}
+
+/// `net` as it matches canonical addresses: a network inside `::ffff:0:0/96`
+/// becomes the IPv4 network it maps; others are unchanged (host bits
+/// cleared).
+fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V4(v4) => ipnet::IpNet::V4(v4.trunc()),
+        ipnet::IpNet::V6(v6) => {
+            let v6 = v6.trunc();
+            if v6.prefix_len() >= 96
+                && let Some(v4) = v6.network().to_ipv4_mapped()
+                && let Ok(n) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+            {
+                return ipnet::IpNet::V4(n.trunc());
+            }
+            ipnet::IpNet::V6(v6)
+        }
+    }
 }
 
 /// The client address a connection is attributed to.
@@ -200,6 +222,23 @@ impl ListenerPolicy {
         }
     }
 
+    /// This policy with `trusted_proxies` set to `nets`.
+    ///
+    /// ```
+    /// use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};
+    ///
+    /// let lb = ListenerPolicy::new(ProxyMode::On)
+    ///     .with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
+    /// assert!(lb.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+    /// assert!(!lb.is_trusted_proxy("192.0.2.1".parse().unwrap()));
+    /// // Mode on with no list trusts nobody.
+    /// assert!(!ListenerPolicy::new(ProxyMode::On).is_trusted_proxy("10.1.2.3".parse().unwrap()));
+    /// ```
+    pub fn with_trusted_proxies(mut self, nets: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = Some(nets);
+        self
+    }
+
     /// The most bytes a reader needs to buffer before [`step`](Self::step)
     /// decides: the largest header plus enough to spot a second one.
     pub fn buffer_limit(&self) -> usize {
@@ -209,17 +248,24 @@ impl ListenerPolicy {
             .saturating_add(DUPLICATE_LOOKAHEAD)
     }
 
-    /// Whether `peer` may send a header. An IPv4-mapped IPv6 peer
-    /// (`::ffff:127.0.0.1`, as a dual-stack socket reports an IPv4 client)
-    /// matches both IPv4 nets (`127.0.0.1/32`) and nets written in the
-    /// mapped form (`::ffff:127.0.0.0/104`). An empty list trusts nobody.
+    /// Whether `peer` may send a header.
+    ///
+    /// Addresses compare canonically, as the kernel delivers them: an IPv4-mapped IPv6 peer
+    /// (`::ffff:127.0.0.1`, as a dual-stack socket reports an IPv4 client) is the IPv4 peer
+    /// `127.0.0.1`, and a network written in the mapped form (`::ffff:127.0.0.0/104`) is the
+    /// IPv4 network `127.0.0.0/8`. IPv4 peers are matched by IPv4 networks only: `::/0`
+    /// trusts every IPv6 peer and no IPv4 peer, also on a dual-stack listener. To trust
+    /// every peer, name both `0.0.0.0/0` and `::/0`.
+    ///
+    /// With no list (`None`), mode [`ProxyMode::On`] trusts nobody (a listener that
+    /// requires headers must name who may send them) and mode [`ProxyMode::Unspecified`]
+    /// parses headers from anyone (they are never trusted there). An empty list trusts
+    /// nobody.
     pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
-        let canonical = peer.to_canonical();
+        let peer = peer.to_canonical();
         match &self.trusted_proxies {
-            None => true,
-            Some(nets) => nets
-                .iter()
-                .any(|n| n.contains(&canonical) || n.contains(&peer)),
+            None => self.mode != ProxyMode::On,
+            Some(nets) => nets.iter().any(|n| canonical_net(*n).contains(&peer)),
         }
     }
 

@@ -27,11 +27,15 @@ fn show(r: Result<ObservedAddr, Error>) -> Result<String, String> {
     }
 }
 
+/// Up to three proxies in front (the chains below have up to two trusted entries).
 fn proxies() -> ForwardedMode {
-    ForwardedMode::TrustedProxies(vec![
-        "10.0.0.0/8".parse::<IpNet>().unwrap(),
-        "2001:db8:ffff::/48".parse().unwrap(),
-    ])
+    ForwardedMode::TrustedProxies {
+        proxies: vec![
+            "10.0.0.0/8".parse::<IpNet>().unwrap(),
+            "2001:db8:ffff::/48".parse().unwrap(),
+        ],
+        hops: 3,
+    }
 }
 
 const PEER: &str = "10.1.1.1:40000";
@@ -40,7 +44,8 @@ const PEER: &str = "10.1.1.1:40000";
 fn xff_compatible_strict() {
     let m = ForwardedMode::CompatibleStrict;
     let ok: [(&[&str], &str); 8] = [
-        (&[], "10.1.1.1 40000 direct true"),
+        // every peer is a proxy in this mode: no header names no client
+        (&[], "10.1.1.1 0 forwarded false"),
         (&["198.51.100.7"], "198.51.100.7 40000 forwarded true"),
         (&["  198.51.100.7\t"], "198.51.100.7 40000 forwarded true"),
         (&["198.51.100.7:5555"], "198.51.100.7 5555 forwarded true"),
@@ -95,7 +100,7 @@ fn xff_compatible_strict() {
 #[test]
 fn xff_trusted_proxies() {
     let m = proxies();
-    let ok: [(&[&str], &str, &str); 13] = [
+    let ok: [(&[&str], &str, &str); 14] = [
         // untrusted peer: headers are not believed
         (
             &["198.51.100.7"],
@@ -107,8 +112,8 @@ fn xff_trusted_proxies() {
             "203.0.113.1:999",
             "203.0.113.1 999 direct true",
         ),
-        // trusted peer, no header: the peer
-        (&[], PEER, "10.1.1.1 40000 direct true"),
+        // trusted peer, no header: a proxy named no client; its own address is untrusted
+        (&[], PEER, "10.1.1.1 0 forwarded false"),
         // the rightmost untrusted entry is the client, never the leftmost
         (
             &["6.6.6.6, 198.51.100.7"],
@@ -153,11 +158,17 @@ fn xff_trusted_proxies() {
             PEER,
             "198.51.100.7 40000 forwarded true",
         ),
-        // every hop trusted: the leftmost entry (all reporters trusted)
+        // every entry trusted and fewer than `hops`: the chain names no client
         (
             &["10.3.3.3, 10.2.2.2"],
             PEER,
-            "10.3.3.3 40000 forwarded true",
+            "10.3.3.3 0 forwarded false",
+        ),
+        // the entry at depth `hops` is the client, even inside the trusted networks
+        (
+            &["198.51.100.7, 10.4.4.4, 10.3.3.3, 10.2.2.2"],
+            PEER,
+            "10.4.4.4 40000 forwarded true",
         ),
         (
             &["[2001:db8::7]:443"],
@@ -289,7 +300,7 @@ fn forwarded_trusted_proxies() {
         ),
         (
             &["for=10.3.3.3,for=10.2.2.2"],
-            "10.3.3.3 40000 forwarded true",
+            "10.3.3.3 0 forwarded false",
         ),
     ];
     for (lines, want) in ok {
@@ -350,4 +361,28 @@ fn provenance_is_forwarded_only_when_a_header_was_believed() {
     let o =
         client_from_x_forwarded_for(&["198.51.100.7"], peer("203.0.113.1:1"), &proxies()).unwrap();
     assert_eq!(o.provenance(), Provenance::Direct);
+}
+
+#[test]
+fn one_hop_reads_only_the_entry_the_proxy_wrote() {
+    let m = ForwardedMode::trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
+    // A client inside the trusted network prefixes an address it wants to be seen as: the
+    // proxy appends the client's own address, and that is what is believed.
+    let o = client_from_x_forwarded_for(&["198.51.100.7, 10.5.5.5"], peer(PEER), &m).unwrap();
+    assert_eq!(o.ip().to_string(), "10.5.5.5");
+    assert!(o.is_trusted());
+    let o = client_from_forwarded(&["for=198.51.100.7, for=10.5.5.5"], peer(PEER), &m).unwrap();
+    assert_eq!(o.ip().to_string(), "10.5.5.5");
+    // The same with several lines.
+    let o = client_from_x_forwarded_for(&["198.51.100.7", "10.5.5.5"], peer(PEER), &m).unwrap();
+    assert_eq!(o.ip().to_string(), "10.5.5.5");
+    // A trusted proxy that sends no header is not a client.
+    let o = client_from_x_forwarded_for(&[], peer(PEER), &m).unwrap();
+    assert!(!o.is_trusted());
+    assert_eq!(o.port(), 0);
+    // Compatible strict: every peer is a proxy, so no header names no client.
+    let o = client_from_x_forwarded_for(&[], peer(PEER), &ForwardedMode::CompatibleStrict).unwrap();
+    assert!(!o.is_trusted());
+    let o = client_from_forwarded(&[], peer(PEER), &ForwardedMode::CompatibleStrict).unwrap();
+    assert!(!o.is_trusted());
 }

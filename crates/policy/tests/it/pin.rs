@@ -47,6 +47,12 @@ fn check_pin_table() {
     let mapped_net = P::Nets(vec![net("::ffff:10.0.0.0/104")]);
     let all_mapped = P::Nets(vec![net("::ffff:0:0/96")]);
     let wide6 = P::Nets(vec![net("::/0")]);
+    // The CA's way round `/0`: two halves that cover every IPv4 address.
+    let halves = P::Nets(vec![net("0.0.0.0/1"), net("128.0.0.0/1")]);
+    let two_hosts = P::Nets(vec![net("198.51.100.7/32"), net("198.51.100.8/32")]);
+    let host32 = P::Nets(vec![net("198.51.100.7/32")]);
+    let host128 = P::Nets(vec![net("2001:db8::7/128")]);
+    let mapped128 = P::Nets(vec![net("::ffff:198.51.100.7/128")]);
     let invalid = P::Invalid("extension is not an OCTET STRING".into());
     let empty = P::Nets(vec![]);
 
@@ -78,20 +84,31 @@ fn check_pin_table() {
         (true, &pin6, seen("[2001:db8::a]:1", true), Some("pinned_ip_mismatch")),
         (true, &pin6, seen("203.0.113.9:1", true), Some("pinned_ip_mismatch")),
         // networks
-        (true, &nets, seen("10.1.2.3:1", true), None),
-        (true, &nets, seen("[::ffff:10.1.2.3]:1", true), None),
-        (true, &nets, seen("[2001:db8:1::77]:1", true), None),
-        (true, &nets, seen("11.0.0.1:1", true), Some("pinned_ip_mismatch")),
-        (true, &nets, seen("[::10.1.2.3]:1", true), Some("pinned_ip_mismatch")),
-        (true, &nets, seen("10.1.2.3:1", false), Some("untrusted_client_ip")),
+        (false, &nets, seen("10.1.2.3:1", true), None),
+        (false, &nets, seen("[::ffff:10.1.2.3]:1", true), None),
+        (false, &nets, seen("[2001:db8:1::77]:1", true), None),
+        (false, &nets, seen("11.0.0.1:1", true), Some("pinned_ip_mismatch")),
+        (false, &nets, seen("[::10.1.2.3]:1", true), Some("pinned_ip_mismatch")),
+        (false, &nets, seen("10.1.2.3:1", false), Some("untrusted_client_ip")),
         // IPv6 networks in the mapped range match IPv4 addresses (decided: canonical nets)
-        (true, &mapped_net, seen("10.9.9.9:1", true), None),
-        (true, &mapped_net, seen("11.9.9.9:1", true), Some("pinned_ip_mismatch")),
-        (true, &all_mapped, seen("192.0.2.1:1", true), None),
-        (true, &all_mapped, seen("[2001:db8::1]:1", true), Some("pinned_ip_mismatch")),
+        (false, &mapped_net, seen("10.9.9.9:1", true), None),
+        (false, &mapped_net, seen("11.9.9.9:1", true), Some("pinned_ip_mismatch")),
+        (false, &all_mapped, seen("192.0.2.1:1", true), None),
+        (false, &all_mapped, seen("[2001:db8::1]:1", true), Some("pinned_ip_mismatch")),
         // a wider IPv6 network does not match IPv4 addresses
-        (true, &wide6, seen("192.0.2.1:1", true), Some("pinned_ip_mismatch")),
-        (true, &wide6, seen("[2001:db8::1]:1", true), None),
+        (false, &wide6, seen("192.0.2.1:1", true), Some("pinned_ip_mismatch")),
+        (false, &wide6, seen("[2001:db8::1]:1", true), None),
+        // a role that requires a pin needs a single-host pin, wherever the client is
+        (true, &nets, seen("10.1.2.3:1", true), Some("pin_too_wide")),
+        (true, &mapped_net, seen("10.9.9.9:1", true), Some("pin_too_wide")),
+        (true, &wide6, seen("[2001:db8::1]:1", true), Some("pin_too_wide")),
+        (true, &halves, seen("198.51.100.7:1", true), Some("pin_too_wide")),
+        (false, &halves, seen("198.51.100.7:1", true), None),
+        (true, &two_hosts, seen("198.51.100.7:1", true), Some("pin_too_wide")),
+        (true, &host32, seen("198.51.100.7:1", true), None),
+        (true, &host32, seen("198.51.100.8:1", true), Some("pinned_ip_mismatch")),
+        (true, &host128, seen("[2001:db8::7]:1", true), None),
+        (true, &mapped128, seen("198.51.100.7:1", true), None),
     ];
     for (i, (requires, pin, observed, want)) in table.iter().enumerate() {
         let got = check_pin(*requires, pin, observed);
@@ -262,7 +279,7 @@ fn every_provenance_mapped_and_unmapped() {
 #[test]
 fn long_pins_are_summarised_in_messages() {
     let nets: Vec<IpNet> = (0..100u8).map(|i| net(&format!("10.{i}.0.0/16"))).collect();
-    let d = check_pin(true, &CertPin::Nets(nets), &seen("192.0.2.1:1", true));
+    let d = check_pin(false, &CertPin::Nets(nets), &seen("192.0.2.1:1", true));
     let denial = d.denial().unwrap();
     assert_eq!(denial.reason, DenyReason::PinnedIpMismatch);
     assert!(

@@ -57,6 +57,36 @@ fn reference_contains(net: IpNet, ip: IpAddr) -> bool {
     (net_bits >> shift) == (ip_bits >> shift)
 }
 
+/// Reference: the address a Linux connect() to `ip` reaches (mapped → IPv4, the unspecified
+/// addresses → loopback), with integer arithmetic.
+fn reference_kernel(ip: IpAddr) -> IpAddr {
+    let (v4, bits) = reference_addr(ip);
+    match (v4, bits) {
+        (true, 0) => IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+        (true, b) => IpAddr::V4(Ipv4Addr::from(b as u32)),
+        (false, 0) => IpAddr::V6(Ipv6Addr::from(1u128)),
+        (false, b) => IpAddr::V6(Ipv6Addr::from(b)),
+    }
+}
+
+/// Reference: the IPv4 address an IPv6 address embeds (compatible, NAT64, 6to4, Teredo).
+fn reference_embedded(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let b = u128::from(v6);
+    let low = Ipv4Addr::from(b as u32);
+    if b >> 32 == 0 && b > 1 {
+        Some(low)
+    } else if b >> 32 == 0x64_ff9b_0000_0000_0000_0000 {
+        Some(low)
+    } else if b >> 112 == 0x2002 {
+        Some(Ipv4Addr::from((b >> 80) as u32))
+    } else if b >> 96 == 0x2001_0000 {
+        Some(Ipv4Addr::from(!(b as u32)))
+    } else {
+        None
+    }
+}
+
 fn any_v4() -> impl Strategy<Value = Ipv4Addr> {
     prop_oneof![
         any::<u32>().prop_map(Ipv4Addr::from),
@@ -72,6 +102,13 @@ fn any_ip() -> impl Strategy<Value = IpAddr> {
         any_v4().prop_map(|v| IpAddr::V6(Ipv6Addr::from(u128::from(u32::from(v))))),
         any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
         (0u128..256).prop_map(|x| IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | x))),
+        // the forms that embed an IPv4 address, and the unspecified addresses
+        any_v4().prop_map(|v| IpAddr::V6(Ipv6Addr::from((0x64_ff9bu128 << 96) | u128::from(u32::from(v))))),
+        (any_v4(), any::<u16>()).prop_map(|(v, s)| IpAddr::V6(Ipv6Addr::from((0x2002u128 << 112) | (u128::from(u32::from(v)) << 80) | u128::from(s)))),
+        any::<u32>().prop_map(|x| IpAddr::V6(Ipv6Addr::from((0x2001_0000u128 << 96) | u128::from(x)))),
+        Just(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        Just(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        Just(IpAddr::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped())),
     ]
 }
 
@@ -123,11 +160,20 @@ proptest! {
         } else {
             nets.iter().any(|n| reference_contains(*n, observed))
         };
+        // Reference: one IP, or exactly one network of full length.
+        let single_host = use_single || matches!(nets.as_slice(), [n] if n.prefix_len() == n.max_prefix_len());
         let d = check_pin(requires, &pin, &seen);
         if d.is_allow() {
             prop_assert!(inside, "allowed outside the pin: {:?} {:?}", pin, seen);
             prop_assert!(trusted && port != 0, "allowed an untrusted observation");
-        } else if trusted && port != 0 && inside {
+            if requires {
+                // A role that requires a pin is satisfied only by a single-host pin, and
+                // only from that very address.
+                prop_assert!(single_host, "a wide pin satisfied a pin-requiring role: {:?}", pin);
+                let host = if use_single { reference_addr(single) } else { reference_addr(nets[0].network()) };
+                prop_assert_eq!(host, reference_addr(observed));
+            }
+        } else if trusted && port != 0 && inside && (!requires || single_host) {
             prop_assert!(false, "denied inside the pin: {:?} {:?} {:?}", pin, seen, d);
         }
         // without a pin, only the requirement matters
@@ -155,19 +201,32 @@ proptest! {
         prop_assert_eq!(parsed.allow_rules(), &allow[..]);
         prop_assert_eq!(parsed.deny_rules(), &deny[..]);
         for dst in probes.iter().copied().chain(allow.iter().chain(&deny).map(|n| n.network())) {
-            let naive_deny = deny.iter().filter(|n| reference_contains(**n, dst)).map(|n| n.prefix_len()).max();
-            let naive_allow = allow.iter().any(|n| reference_contains(*n, dst));
             let got = p.decide(dst);
             prop_assert_eq!(parsed.decide(dst), got);
+            // Decided as the kernel routes it: the address connect() reaches, and the IPv4
+            // address an IPv6 form embeds; deny wins.
+            let reached = reference_kernel(dst);
+            let naive = |a: IpAddr| {
+                let d = deny.iter().filter(|n| reference_contains(**n, a)).map(|n| n.prefix_len()).max();
+                (allow.iter().any(|n| reference_contains(*n, a)), d)
+            };
+            let (allow_reached, deny_reached) = naive(reached);
+            let embedded = reference_embedded(reached).map(|v4| naive(IpAddr::V4(v4)));
+            let all_allowed = allow_reached && deny_reached.is_none()
+                && embedded.is_none_or(|(a, d)| a && d.is_none());
             match got {
-                NetDecision::Allowed => prop_assert!(naive_allow && naive_deny.is_none(), "{dst}"),
+                NetDecision::Allowed => prop_assert!(all_allowed, "{dst}"),
                 NetDecision::Denied { matched: Some(m) } => {
-                    prop_assert!(reference_contains(m, dst));
-                    prop_assert_eq!(Some(m.prefix_len()), naive_deny);
+                    prop_assert!(!all_allowed);
+                    let hit = reference_contains(m, reached)
+                        || reference_embedded(reached).is_some_and(|v4| reference_contains(m, IpAddr::V4(v4)));
+                    prop_assert!(hit, "{dst} {m}");
                 }
-                NetDecision::Denied { matched: None } => prop_assert!(!naive_allow && naive_deny.is_none(), "{dst}"),
+                NetDecision::Denied { matched: None } => prop_assert!(!all_allowed, "{dst}"),
                 _ => prop_assert!(false),
             }
+            // The decision on what is written equals the decision on what the kernel reaches.
+            prop_assert_eq!(p.decide(reached), got);
         }
     }
 
@@ -184,7 +243,7 @@ proptest! {
         }).collect();
         let joined = text.join(" , ");
         let lines: Vec<&str> = if split { text.iter().map(String::as_str).collect() } else { vec![joined.as_str()] };
-        let mode = ForwardedMode::TrustedProxies(vec!["127.0.0.9/32".parse().unwrap()]);
+        let mode = ForwardedMode::TrustedProxies { proxies: vec!["127.0.0.9/32".parse().unwrap()], hops: 1 };
         let got = client_from_x_forwarded_for(&lines, peer, &mode).unwrap();
         let (ip, port) = *hops.last().unwrap();
         prop_assert_eq!(got.ip(), canonical_ip(ip));
@@ -211,15 +270,34 @@ proptest! {
     #[test]
     fn xff_reads_from_the_right(
         chain in proptest::collection::vec((0u8..4, any::<u8>()), 1..10),
+        depth in 1usize..6,
     ) {
         // Hops in 10.0.0.0/24 are trusted; 192.0.2.0/24 are not.
         let ips: Vec<Ipv4Addr> = chain.iter().map(|(k, b)| if *k == 0 { Ipv4Addr::new(192, 0, 2, *b) } else { Ipv4Addr::new(10, 0, 0, *b) }).collect();
         let line = ips.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(",");
-        let mode = ForwardedMode::TrustedProxies(vec![IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 24).unwrap())]);
+        let mode = ForwardedMode::TrustedProxies { proxies: vec![IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 24).unwrap())], hops: depth };
         let peer: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let got = client_from_x_forwarded_for(&[&line], peer, &mode).unwrap();
-        let want = ips.iter().rev().find(|ip| ip.octets()[0] == 192).or(ips.first()).unwrap();
-        prop_assert_eq!(got.ip(), IpAddr::V4(*want));
+        // Reference: the `depth` rightmost entries; the first untrusted one, else the one at
+        // `depth`; a shorter all-trusted chain names no client.
+        let window: Vec<&Ipv4Addr> = ips.iter().rev().take(depth).collect();
+        match window.iter().position(|ip| ip.octets()[0] == 192) {
+            Some(i) => {
+                prop_assert_eq!(got.ip(), IpAddr::V4(*window[i]));
+                prop_assert!(got.is_trusted());
+            }
+            None if window.len() == depth => {
+                prop_assert_eq!(got.ip(), IpAddr::V4(*window[depth - 1]));
+                prop_assert!(got.is_trusted());
+            }
+            None => prop_assert!(!got.is_trusted()),
+        }
+        // Entries left of the window never change the answer.
+        let extra = format!("192.0.2.250,{line}");
+        let again = client_from_x_forwarded_for(&[&extra], peer, &mode).unwrap();
+        if ips.len() >= depth {
+            prop_assert_eq!(again, got);
+        }
     }
 
     #[test]
@@ -264,7 +342,7 @@ proptest! {
         let _ = ippin_policy::RoleMap::parse("f.yaml", &text);
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let peer: SocketAddr = "10.0.0.1:1".parse().unwrap();
-        for mode in [ForwardedMode::CompatibleStrict, ForwardedMode::TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()])] {
+        for mode in [ForwardedMode::CompatibleStrict, ForwardedMode::trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()])] {
             if let Ok(o) = client_from_x_forwarded_for(&refs, peer, &mode) {
                 prop_assert_eq!(canonical_ip(o.ip()), o.ip());
             }

@@ -77,7 +77,7 @@ fn app_data() -> Vec<u8> {
 
 #[tokio::test]
 async fn any_segmentation_loses_no_byte() {
-    let policy = ListenerPolicy::new(ProxyMode::On);
+    let policy = ListenerPolicy::new(ProxyMode::On).with_trusted_proxies(crate::any_peer());
     let v2h = {
         let mut body = tcp4_block();
         body.extend(tlv(0x05, b"id-1"));
@@ -122,7 +122,7 @@ async fn no_header_in_mode_off_keeps_every_byte() {
 
 #[tokio::test]
 async fn reads_are_bounded() {
-    let policy = ListenerPolicy::new(ProxyMode::On);
+    let policy = ListenerPolicy::new(ProxyMode::On).with_trusted_proxies(crate::any_peer());
     // A v1 line that never ends.
     let mut t = Trickle::new(b"PROXY UNKNOWN ", 1);
     t.endless = Some(b'a');
@@ -154,7 +154,7 @@ async fn reads_are_bounded() {
 
 #[tokio::test(start_paused = true)]
 async fn silent_or_stalled_peers_time_out() {
-    let policy = ListenerPolicy::new(ProxyMode::On);
+    let policy = ListenerPolicy::new(ProxyMode::On).with_trusted_proxies(crate::any_peer());
     for sent in [&b""[..], b"PROXY TCP4 198.51", V1, &V1[..V1.len() - 1]] {
         let (client, server) = tokio::io::duplex(1024);
         let mut client = client;
@@ -167,7 +167,7 @@ async fn silent_or_stalled_peers_time_out() {
 
 #[tokio::test]
 async fn duplicate_header_in_a_later_segment_is_refused() {
-    let policy = ListenerPolicy::new(ProxyMode::On);
+    let policy = ListenerPolicy::new(ProxyMode::On).with_trusted_proxies(crate::any_peer());
     let (mut client, server) = tokio::io::duplex(1024);
     let task = tokio::spawn(async move {
         client.write_all(V1).await.unwrap();
@@ -214,7 +214,7 @@ async fn real_tcp_loopback() {
         reply
     });
     let (sock, peer) = listener.accept().await.unwrap();
-    let policy = ListenerPolicy::new(ProxyMode::On);
+    let policy = ListenerPolicy::new(ProxyMode::On).with_trusted_proxies(crate::any_peer());
     let a = accept(sock, peer, &policy, DEFAULT_TIMEOUT).await.unwrap();
     assert_eq!(a.observed.addr, "198.51.100.7:51234".parse().unwrap());
     let mut stream = a.stream;

@@ -405,10 +405,12 @@ fn v1_line_ends_and_length() {
 
 // ---- stream and policy ----------------------------------------------------
 
+/// Mode on; `None` names every peer (`0.0.0.0/0`, `::/0`).
 fn on(trusted: Option<&[&str]>) -> ListenerPolicy {
+    let trusted = trusted.unwrap_or(&["0.0.0.0/0", "::/0"]);
     ListenerPolicy {
         mode: ProxyMode::On,
-        trusted_proxies: trusted.map(|t| t.iter().map(|n| n.parse().unwrap()).collect()),
+        trusted_proxies: Some(trusted.iter().map(|n| n.parse().unwrap()).collect()),
         parse: ParseConfig::default(),
     }
 }

@@ -29,7 +29,7 @@ fn parsing_does_not_allocate() {
         b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x01",
         b"SSH-2.0-OpenSSH_9.2p1\r\n",
     ];
-    let policy = ListenerPolicy::new(ProxyMode::On);
+    let policy = ListenerPolicy::new(ProxyMode::On).with_trusted_proxies(crate::any_peer());
     let peer = "127.0.0.1:1".parse().unwrap();
     let info = allocation_counter::measure(|| {
         let mut seen = 0usize;

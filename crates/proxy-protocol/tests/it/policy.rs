@@ -16,6 +16,9 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// Every peer trusted, named explicitly (mode on trusts nobody without a list).
+const ANY: Option<&[&str]> = Some(&["0.0.0.0/0", "::/0"]);
+
 fn policy(mode: ProxyMode, trusted: Option<&[&str]>) -> ListenerPolicy {
     ListenerPolicy {
         mode,
@@ -157,7 +160,7 @@ impl Code for Step<'_> {
 
 #[test]
 fn duplicate_header_including_a_partial_prefix() {
-    let p = policy(ProxyMode::On, None);
+    let p = policy(ProxyMode::On, ANY);
     let sig = &v2(0x21, 0x11, &tcp4_block())[..];
     for after in [
         &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"[..],
@@ -182,7 +185,7 @@ fn duplicate_header_including_a_partial_prefix() {
 
 #[test]
 fn canonical_addresses() {
-    let p = policy(ProxyMode::On, None);
+    let p = policy(ProxyMode::On, ANY);
     let h = b"PROXY TCP6 ::ffff:192.0.2.1 ::1 1000 22\r\n";
     assert_eq!(
         decide(&p, Some(h), APP),
@@ -235,7 +238,7 @@ fn feed<'a>(p: &ListenerPolicy, input: &'a [u8], chunk: usize) -> (Step<'a>, usi
 
 #[test]
 fn step_one_byte_at_a_time() {
-    let p = policy(ProxyMode::On, None);
+    let p = policy(ProxyMode::On, ANY);
     let v2h = v2(0x21, 0x11, &tcp4_block());
     for header in [V1, &v2h[..]] {
         let mut input = header.to_vec();
@@ -263,7 +266,7 @@ fn step_one_byte_at_a_time() {
 
 #[test]
 fn step_waits_to_tell_a_duplicate() {
-    let p = policy(ProxyMode::On, None);
+    let p = policy(ProxyMode::On, ANY);
     let mut input = V1.to_vec();
     input.extend_from_slice(V1);
     let (step, _) = feed(&p, &input, 1);
@@ -285,7 +288,7 @@ fn step_waits_to_tell_a_duplicate() {
 
 #[test]
 fn step_refuses_early_and_on_close() {
-    let p = policy(ProxyMode::On, None);
+    let p = policy(ProxyMode::On, ANY);
     assert_eq!(p.step(sa(PEER), b"", false), Step::NeedMore);
     assert_eq!(
         p.step(sa(PEER), b"", true),
@@ -326,7 +329,7 @@ fn step_refuses_early_and_on_close() {
 fn step_buffers_boundedly() {
     let p = ListenerPolicy {
         parse: ParseConfig { max_header_len: 64 },
-        ..policy(ProxyMode::On, None)
+        ..policy(ProxyMode::On, ANY)
     };
     assert_eq!(p.buffer_limit(), 107 + 16);
     let mut big = tcp4_block();
@@ -336,4 +339,45 @@ fn step_buffers_boundedly() {
         p.step(sa(PEER), &h[..16], false),
         Step::Refuse(Refusal::InvalidHeader(Error::TooLong { .. }))
     ));
+}
+
+#[test]
+fn mode_on_needs_its_proxies_named() {
+    // No list: every header is refused, before and after it is complete.
+    let p = policy(ProxyMode::On, None);
+    assert_eq!(decide(&p, Some(V1), APP).unwrap_err().code(), "untrusted_proxy");
+    assert_eq!(
+        p.step(sa(PEER), b"PROXY TCP4 1", false).refusal_code(),
+        Some("untrusted_proxy")
+    );
+    // Unspecified with no list still parses headers (never trusted).
+    let p = policy(ProxyMode::Unspecified, None);
+    assert!(!decide(&p, Some(V1), APP).unwrap().trusted);
+}
+
+#[test]
+fn ipv6_networks_never_match_ipv4_peers() {
+    let h = parse(V1).unwrap().0;
+    // `::/0` on a dual-stack listener: an IPv4 client shows as `::ffff:a.b.c.d`.
+    let p = policy(ProxyMode::On, Some(&["::/0"]));
+    for peer in ["10.0.0.5:1", "[::ffff:10.0.0.5]:1"] {
+        assert_eq!(
+            p.decide(sa(peer), Some(&h), APP).unwrap_err().code(),
+            "untrusted_proxy",
+            "{peer}"
+        );
+        assert!(!p.is_trusted_proxy(sa(peer).ip()), "{peer}");
+    }
+    assert!(p.decide(sa("[2001:db8::1]:1"), Some(&h), APP).unwrap().trusted);
+    // Any IPv6 network wider than the mapped range is IPv6 only.
+    for wide in ["::/1", "::/95", "::/64", "::ffff:0:0/95"] {
+        let p = policy(ProxyMode::On, Some(&[wide]));
+        assert!(!p.is_trusted_proxy(sa("[::ffff:10.0.0.5]:1").ip()), "{wide}");
+        assert!(!p.is_trusted_proxy(sa("10.0.0.5:1").ip()), "{wide}");
+    }
+    // The mapped range written as IPv6 is IPv4: it matches both forms of the peer.
+    let p = policy(ProxyMode::On, Some(&["::ffff:10.0.0.0/104"]));
+    assert!(p.is_trusted_proxy(sa("10.0.0.5:1").ip()));
+    assert!(p.is_trusted_proxy(sa("[::ffff:10.0.0.5]:1").ip()));
+    assert!(!p.is_trusted_proxy(sa("11.0.0.5:1").ip()));
 }
