@@ -223,3 +223,48 @@ fn events() {
         (Some(6), Some(1), Some(0))
     );
 }
+
+#[test]
+fn destinations_are_decided_as_the_kernel_routes_them() {
+    use ippin_policy::{embedded_ipv4, kernel_destination};
+    let p = NetworkRestrictions::from_rules(
+        &["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+        &["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+    )
+    .unwrap();
+    // Every spelling of "this host" that connect() turns into loopback, and every IPv6 form
+    // that carries packets to an IPv4 loopback address, is denied like loopback itself.
+    for dst in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "::",
+        "::1",
+        "::ffff:0.0.0.0",
+        "::ffff:127.0.0.1",
+        "::127.0.0.1",
+        "64:ff9b::127.0.0.1",
+        "2002:7f00:1::1",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+    ] {
+        assert!(!p.decide(ip(dst)).is_allowed(), "{dst} was allowed");
+    }
+    for dst in ["192.0.2.1", "2001:db8::1", "64:ff9b::192.0.2.1", "2002:c000:201::1"] {
+        assert!(p.decide(ip(dst)).is_allowed(), "{dst} was denied");
+    }
+    assert_eq!(kernel_destination(ip("0.0.0.0")), ip("127.0.0.1"));
+    assert_eq!(kernel_destination(ip("::")), ip("::1"));
+    assert_eq!(kernel_destination(ip("::ffff:0.0.0.0")), ip("127.0.0.1"));
+    assert_eq!(kernel_destination(ip("0.0.0.1")), ip("0.0.0.1"));
+    assert_eq!(embedded_ipv4(ip("::1")), None);
+    assert_eq!(embedded_ipv4(ip("::")), None);
+    assert_eq!(embedded_ipv4(ip("::ffff:1.2.3.4")), None);
+    assert_eq!(embedded_ipv4(ip("::1.2.3.4")), Some("1.2.3.4".parse().unwrap()));
+    assert_eq!(embedded_ipv4(ip("2002:102:304::")), Some("1.2.3.4".parse().unwrap()));
+    // Teredo: the client's address is stored inverted in the low 32 bits.
+    assert_eq!(
+        embedded_ipv4(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")),
+        Some("192.0.2.45".parse().unwrap())
+    );
+    // No policy: everything allowed, whatever the form.
+    assert!(NetworkRestrictions::allow_all().decide(ip("0.0.0.0")).is_allowed());
+}
