@@ -419,7 +419,12 @@ fn strict(
 ) -> Result<ObservedAddr, Error> {
     match lines.len() {
         // Every peer is a proxy in this mode: one that names no client is not a client.
-        0 => return Ok(ObservedAddr::untrusted(peer.ip(), Provenance::ForwardedHeader)),
+        0 => {
+            return Ok(ObservedAddr::untrusted(
+                peer.ip(),
+                Provenance::ForwardedHeader,
+            ));
+        }
         1 => {}
         n => {
             return Err(err(
@@ -481,7 +486,10 @@ pub fn client_from_x_forwarded_for(
 ) -> Result<ObservedAddr, Error> {
     match mode {
         ForwardedMode::CompatibleStrict => strict(XFF, header_lines, peer, |l| xff_hops(l, false)),
-        ForwardedMode::TrustedProxies { proxies, hops: depth } => {
+        ForwardedMode::TrustedProxies {
+            proxies,
+            hops: depth,
+        } => {
             let hops = xff_hops(header_lines, true)?;
             Ok(chain(&hops, peer, proxies, *depth))
         }
@@ -500,7 +508,10 @@ pub fn client_from_forwarded(
         ForwardedMode::CompatibleStrict => {
             strict(FWD, header_lines, peer, |l| forwarded_hops(l, false))
         }
-        ForwardedMode::TrustedProxies { proxies, hops: depth } => {
+        ForwardedMode::TrustedProxies {
+            proxies,
+            hops: depth,
+        } => {
             let hops = forwarded_hops(header_lines, true)?;
             Ok(chain(&hops, peer, proxies, *depth))
         }

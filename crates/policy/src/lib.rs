@@ -38,8 +38,8 @@ pub use forwarded::{
     client_from_x_forwarded_for,
 };
 pub use netrestrict::{
-    MAX_NETWORK_RULES, NETWORK_EVENT_CODE, embedded_ipv4, kernel_destination, NetAction, NetDecision, NetOperation, NetworkEvent,
-    NetworkRestrictions,
+    MAX_NETWORK_RULES, NETWORK_EVENT_CODE, NetAction, NetDecision, NetOperation, NetworkEvent,
+    NetworkRestrictions, embedded_ipv4, kernel_destination,
 };
 pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, RenewalPins, check_pin, pin_for_issue,

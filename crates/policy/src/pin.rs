@@ -223,15 +223,13 @@ pub(crate) fn check_pin_with(
             ),
         )),
         CertPin::None => Decision::Allow,
-        CertPin::Nets(_) if requires_pin && !pin.is_single_host() => {
-            Decision::Deny(Denial::new(
-                DenyReason::PinTooWide,
-                format_args!(
-                    "your roles require a certificate pinned to one address, but this \
+        CertPin::Nets(_) if requires_pin && !pin.is_single_host() => Decision::Deny(Denial::new(
+            DenyReason::PinTooWide,
+            format_args!(
+                "your roles require a certificate pinned to one address, but this \
                      certificate is pinned to {pin}"
-                ),
-            ))
-        }
+            ),
+        )),
         CertPin::Ip(_) | CertPin::Nets(_) => {
             if !observed.is_trusted() {
                 Decision::Deny(Denial::new(

@@ -36,14 +36,16 @@ pub fn listener_policy(cfg: &ListenerConfig) -> pp::ListenerPolicy {
 /// Maps the PROXY layer's observation into the policy crate's type.
 ///
 /// A `LOCAL` header (a proxy's own health check) names no client: the
-/// address is the proxy's, and it is recorded as `direct`.
+/// address is the proxy's, recorded as `direct` and never trusted, whatever
+/// the PROXY layer said.
 pub fn to_observed(o: &pp::Observed) -> ObservedAddr {
-    let provenance = match o.provenance {
-        pp::Provenance::ProxyV1 => Provenance::ProxyV1,
-        pp::Provenance::ProxyV2 => Provenance::ProxyV2,
-        _ => Provenance::Direct,
+    let (provenance, trusted) = match o.provenance {
+        pp::Provenance::Direct => (Provenance::Direct, o.trusted),
+        pp::Provenance::ProxyV1 => (Provenance::ProxyV1, o.trusted),
+        pp::Provenance::ProxyV2 => (Provenance::ProxyV2, o.trusted),
+        pp::Provenance::Local => (Provenance::Direct, false),
     };
-    ObservedAddr::new(o.addr, provenance, o.trusted)
+    ObservedAddr::new(o.addr, provenance, trusted)
 }
 
 /// Runs the PROXY stage on a freshly accepted connection from `peer`: reads

@@ -123,8 +123,16 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     /// PROXY protocol mode.
     pub proxy_protocol: ProxyModeSetting,
-    /// Peers allowed to send PROXY headers (`None`: any peer, in mode `on`).
+    /// Peers allowed to send PROXY headers and forwarded headers. Mode `on` and
+    /// `trust_x_forwarded_for` require it (or `danger_trust_every_peer`, which sets it to
+    /// `0.0.0.0/0` and `::/0`); `None` only in the other cases.
     pub trusted_proxies: Option<Vec<IpNet>>,
+    /// `danger_trust_every_peer: true`: every peer may send PROXY and forwarded headers.
+    pub trust_every_peer: bool,
+    /// How many `X-Forwarded-For` / `Forwarded` entries, from the right, the trusted
+    /// proxies write (`forwarded_hops`, default 1): entries further left are the client's
+    /// own and never believed.
+    pub forwarded_hops: usize,
     /// How long a PROXY header may take to arrive.
     pub header_timeout: Duration,
     /// Whether `X-Forwarded-For` / `Forwarded` from trusted proxies is
@@ -283,9 +291,21 @@ struct RawListener {
     #[serde(default)]
     trust_x_forwarded_for: bool,
     #[serde(default)]
+    danger_trust_every_peer: bool,
+    #[serde(default = "default_forwarded_hops")]
+    forwarded_hops: usize,
+    #[serde(default)]
     forward: Option<crate::propagation::config::RawForward>,
     #[serde(default)]
     propagation: Option<crate::propagation::config::RawPropagation>,
+}
+
+/// What `danger_trust_every_peer` trusts: both families, written out (an IPv6 network never
+/// matches an IPv4 peer).
+const EVERY_PEER: [&str; 2] = ["0.0.0.0/0", "::/0"];
+
+fn default_forwarded_hops() -> usize {
+    1
 }
 
 fn default_header_timeout() -> YamlDuration {
@@ -543,6 +563,61 @@ impl Config {
                     ),
                 ));
             }
+            if l.danger_trust_every_peer && l.trusted_proxies.is_some() {
+                return Err(invalid(
+                    format!("listeners[{i}].danger_trust_every_peer"),
+                    Some(&here),
+                    "contradicts `trusted_proxies`: name your proxies, or trust every peer".into(),
+                ));
+            }
+            if l.danger_trust_every_peer && mode != ProxyModeSetting::On && !l.trust_x_forwarded_for
+            {
+                return Err(invalid(
+                    format!("listeners[{i}].danger_trust_every_peer"),
+                    Some(&here),
+                    "has no effect without `proxy_protocol: on` or `trust_x_forwarded_for`".into(),
+                ));
+            }
+            let unnamed = l.trusted_proxies.is_none() && !l.danger_trust_every_peer;
+            if unnamed && mode == ProxyModeSetting::On {
+                return Err(invalid(
+                    format!("listeners[{i}].trusted_proxies"),
+                    Some(&here),
+                    "`proxy_protocol: on` needs the load balancers that may send headers named \
+                     in `trusted_proxies` (or `danger_trust_every_peer: true`, when nothing but \
+                     the load balancers can reach this address)"
+                        .into(),
+                ));
+            }
+            if unnamed && l.trust_x_forwarded_for {
+                return Err(invalid(
+                    format!("listeners[{i}].trusted_proxies"),
+                    Some(&here),
+                    "`trust_x_forwarded_for` needs the HTTP proxies named in `trusted_proxies` \
+                     (or `danger_trust_every_peer: true`, when nothing but the proxies can reach \
+                     this address)"
+                        .into(),
+                ));
+            }
+            if !(1..=ippin_policy::MAX_FORWARDED_HOPS).contains(&l.forwarded_hops) {
+                return Err(invalid(
+                    format!("listeners[{i}].forwarded_hops"),
+                    Some(&here),
+                    format!(
+                        "must be 1 to {}: the number of trusted proxies that append to the header",
+                        ippin_policy::MAX_FORWARDED_HOPS
+                    ),
+                ));
+            }
+            if l.forwarded_hops != 1 && (!l.trust_x_forwarded_for || l.danger_trust_every_peer) {
+                return Err(invalid(
+                    format!("listeners[{i}].forwarded_hops"),
+                    Some(&here),
+                    "has no effect without `trust_x_forwarded_for` and `trusted_proxies` (with \
+                     `danger_trust_every_peer`, a header must hold exactly one value)"
+                        .into(),
+                ));
+            }
             if l.trusted_proxies.is_some()
                 && mode == ProxyModeSetting::Off
                 && !l.trust_x_forwarded_for
@@ -573,9 +648,14 @@ impl Config {
                 kind: l.kind,
                 listen: l.listen,
                 proxy_protocol: mode,
-                trusted_proxies: l
-                    .trusted_proxies
-                    .map(|v| v.into_iter().map(|n| n.0).collect()),
+                trusted_proxies: if l.danger_trust_every_peer {
+                    Some(EVERY_PEER.iter().filter_map(|n| n.parse().ok()).collect())
+                } else {
+                    l.trusted_proxies
+                        .map(|v| v.into_iter().map(|n| n.0).collect())
+                },
+                trust_every_peer: l.danger_trust_every_peer,
+                forwarded_hops: l.forwarded_hops,
                 header_timeout: l.header_timeout.0,
                 trust_x_forwarded_for: l.trust_x_forwarded_for,
                 forward,

@@ -582,14 +582,14 @@ async fn ca_init_and_user_add_make_a_working_server() {
 fn unspecified_listeners_are_warned_about() {
     let c = Config::parse(
         Path::new("/x/ippin.yaml"),
-        "cluster_name: t\nca: {ssh_key: a, tls_cert: b, tls_key: c}\nserver_tls: {cert: d, key: e}\naudit_log: l\nlisteners:\n  - {kind: tls, listen: 127.0.0.1:0}\n  - {kind: login, listen: 127.0.0.1:0, proxy_protocol: on}\n",
+        "cluster_name: t\nca: {ssh_key: a, tls_cert: b, tls_key: c}\nserver_tls: {cert: d, key: e}\naudit_log: l\nlisteners:\n  - {kind: tls, listen: 127.0.0.1:0}\n  - {kind: login, listen: 127.0.0.1:0, proxy_protocol: on, danger_trust_every_peer: true}\n",
     )
     .unwrap();
     let w = server::startup_warnings(&c);
     assert_eq!(w.len(), 2);
     assert!(w[0].starts_with("WARNING: listener 0 (tls"), "{}", w[0]);
     assert!(w[0].contains("UNSPECIFIED"));
-    assert!(w[1].contains("trusted_proxies"));
+    assert!(w[1].contains("danger_trust_every_peer"), "{}", w[1]);
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use ipnet::IpNet;
 use ippin_policy::{CertPin, Decision, Denial, ObservedAddr};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -275,7 +276,19 @@ fn server_configs(
 
 /// Warnings about the configuration that `serve` prints at start.
 pub fn startup_warnings(config: &Config) -> Vec<String> {
+    startup_warnings_with(config, &crate::host::local_networks())
+}
+
+/// [`startup_warnings`] with this host's addresses given (`local`).
+///
+/// Beyond the mode warnings: when the server makes outbound connections for users (an `ssh`
+/// listener: `direct-tcpip` forwards), a listener whose trusted proxies contain one of this
+/// host's addresses is named. The server refuses forwards into its own listeners, but a load
+/// balancer or HTTP proxy on such an address that accepts PROXY or forwarded headers would
+/// let a forwarding user write the client address another connection is judged by.
+pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
     let mut out = Vec::new();
+    let forwards = config.listeners.iter().any(|l| l.kind == ListenerKind::Ssh);
     for (i, l) in config.listeners.iter().enumerate() {
         if l.proxy_protocol == ProxyModeSetting::Unspecified {
             out.push(format!(
@@ -286,22 +299,46 @@ pub fn startup_warnings(config: &Config) -> Vec<String> {
                 l.kind, l.listen
             ));
         }
-        if l.trust_x_forwarded_for && l.trusted_proxies.is_none() {
+        if l.trust_every_peer {
             out.push(format!(
-                "warning: listener {i} ({} on {}) believes X-Forwarded-For / Forwarded from \
-                 every peer (compatible strict mode); set `trusted_proxies` to your HTTP proxies",
+                "WARNING: listener {i} ({} on {}) has `danger_trust_every_peer: true`: any \
+                 peer that can reach it may state the client address of its connection; \
+                 make sure only your proxies can",
                 l.kind, l.listen
             ));
         }
-        if l.proxy_protocol == ProxyModeSetting::On && l.trusted_proxies.is_none() {
+        let overlap: Vec<String> = match &l.trusted_proxies {
+            Some(nets) if forwards => nets
+                .iter()
+                .filter(|n| local.iter().any(|h| nets_overlap(n, h)))
+                .map(ToString::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !overlap.is_empty() {
             out.push(format!(
-                "warning: listener {i} ({} on {}) believes PROXY headers from any peer; \
-                 set `trusted_proxies` to your load balancers",
-                l.kind, l.listen
+                "WARNING: listener {i} ({} on {}) trusts {}, which holds addresses of this \
+                 host, where the SSH forwards of this server come from: forwards into ippin's \
+                 own listeners are refused, but deny any proxy on this host that accepts PROXY \
+                 or forwarded headers in `network_restrictions`, or give the proxies \
+                 addresses of their own",
+                l.kind,
+                l.listen,
+                overlap.join(", ")
             ));
         }
     }
     out
+}
+
+/// Whether two networks share an address (compared canonically: an IPv6 network never
+/// overlaps an IPv4 one unless it is inside the mapped range).
+fn nets_overlap(a: &IpNet, b: &IpNet) -> bool {
+    let (a, b) = (
+        ippin_policy::canonical_net(*a),
+        ippin_policy::canonical_net(*b),
+    );
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// Loads everything `config` names and binds all listeners.
@@ -316,6 +353,9 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
     let mut listeners = Vec::new();
     let mut ssh = crate::ssh::wiring::SshParts::load(&state.config)?;
     let mut tasks = std::mem::take(&mut ssh.tasks);
+    // Every socket is bound before any service is made: the SSH service refuses forwards
+    // into any of them (`own_listener`), so it needs all their bound addresses.
+    let mut sockets = Vec::with_capacity(state.config.listeners.len());
     for lcfg in state.config.listeners.clone() {
         let socket = TcpListener::bind(lcfg.listen)
             .await
@@ -329,6 +369,10 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
             addr: lcfg.listen,
             source,
         })?;
+        sockets.push((lcfg, socket, bound));
+    }
+    ssh.own_listeners = sockets.iter().map(|(_, _, bound)| *bound).collect();
+    for (lcfg, socket, bound) in sockets {
         crate::propagation::serve::arm(&state, &lcfg)?;
         let acceptor = TlsAcceptor::from(match lcfg.kind {
             ListenerKind::Login => login_tls.clone(),
@@ -382,11 +426,12 @@ fn ssh_service(
         let ssh = serde_json::to_value(&e).unwrap_or_default();
         st.audit(&AuditEvent::Ssh { ssh })
     });
-    Ok(crate::ssh::wiring::service_for(
+    Ok(crate::ssh::wiring::service_with(
         state,
         Some(ssh.host_key.clone()),
         ssh.dial_policy.clone(),
         audit,
+        ssh.own_listeners.clone(),
     )?)
 }
 
@@ -696,9 +741,16 @@ fn forwarded_client(
     conn: &ObservedAddr,
     headers: &hyper::HeaderMap,
 ) -> Result<ObservedAddr, String> {
-    let mode = match &lcfg.trusted_proxies {
-        Some(nets) => ippin_policy::ForwardedMode::TrustedProxies(nets.clone()),
-        None => ippin_policy::ForwardedMode::CompatibleStrict,
+    // Every peer a proxy (`danger_trust_every_peer`): the existing system's strict mode,
+    // one header line with one value. Otherwise the named proxies (the configuration
+    // guarantees a list; without one, nobody would be a proxy).
+    let mode = if lcfg.trust_every_peer {
+        ippin_policy::ForwardedMode::CompatibleStrict
+    } else {
+        ippin_policy::ForwardedMode::TrustedProxies {
+            proxies: lcfg.trusted_proxies.clone().unwrap_or_default(),
+            hops: lcfg.forwarded_hops,
+        }
     };
     let lines = |name: &str| -> Result<Vec<&str>, String> {
         headers
@@ -722,12 +774,12 @@ fn forwarded_client(
         return Err("both X-Forwarded-For and Forwarded are present; send one".into());
     }
     let peer = conn.socket_addr();
-    let found = if !xff.is_empty() {
-        ippin_policy::client_from_x_forwarded_for(&xff, peer, &mode)
-    } else if !fwd.is_empty() {
+    // With neither header, the policy still decides: a trusted proxy that names no client
+    // is not one (untrusted, like a PROXY `LOCAL` header); any other peer is the client.
+    let found = if !fwd.is_empty() {
         ippin_policy::client_from_forwarded(&fwd, peer, &mode)
     } else {
-        return Ok(*conn);
+        ippin_policy::client_from_x_forwarded_for(&xff, peer, &mode)
     };
     let found = found.map_err(|e| e.to_string())?;
     // The policy answers with the peer itself (provenance `direct`) when it
@@ -912,13 +964,22 @@ fn pin_text(pin: &CertPin) -> Option<String> {
     }
 }
 
+/// The policy's decision as an access verdict. Only [`Decision::Allow`] allows: a decision
+/// this server does not know (the enum is `#[non_exhaustive]`) is a denial.
 fn from_decision(d: Decision) -> Access {
     match d {
+        Decision::Allow => Access::Allow,
         Decision::Deny(d) => Access::Deny {
             code: d.reason.code().into(),
             message: d.message,
         },
-        _ => Access::Allow,
+        other => Access::Deny {
+            code: "unknown_decision".into(),
+            message: format!(
+                "the pin check gave a decision this server does not know ({other:?}); {}",
+                ippin_policy::LOG_IN_AGAIN
+            ),
+        },
     }
 }
 

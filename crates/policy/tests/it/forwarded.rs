@@ -159,11 +159,7 @@ fn xff_trusted_proxies() {
             "198.51.100.7 40000 forwarded true",
         ),
         // every entry trusted and fewer than `hops`: the chain names no client
-        (
-            &["10.3.3.3, 10.2.2.2"],
-            PEER,
-            "10.3.3.3 0 forwarded false",
-        ),
+        (&["10.3.3.3, 10.2.2.2"], PEER, "10.3.3.3 0 forwarded false"),
         // the entry at depth `hops` is the client, even inside the trusted networks
         (
             &["198.51.100.7, 10.4.4.4, 10.3.3.3, 10.2.2.2"],
@@ -298,10 +294,7 @@ fn forwarded_trusted_proxies() {
             &["for=\"[::ffff:198.51.100.7]:1\""],
             "198.51.100.7 1 forwarded true",
         ),
-        (
-            &["for=10.3.3.3,for=10.2.2.2"],
-            "10.3.3.3 0 forwarded false",
-        ),
+        (&["for=10.3.3.3,for=10.2.2.2"], "10.3.3.3 0 forwarded false"),
     ];
     for (lines, want) in ok {
         assert_eq!(

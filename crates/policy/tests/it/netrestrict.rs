@@ -248,7 +248,12 @@ fn destinations_are_decided_as_the_kernel_routes_them() {
     ] {
         assert!(!p.decide(ip(dst)).is_allowed(), "{dst} was allowed");
     }
-    for dst in ["192.0.2.1", "2001:db8::1", "64:ff9b::192.0.2.1", "2002:c000:201::1"] {
+    for dst in [
+        "192.0.2.1",
+        "2001:db8::1",
+        "64:ff9b::192.0.2.1",
+        "2002:c000:201::1",
+    ] {
         assert!(p.decide(ip(dst)).is_allowed(), "{dst} was denied");
     }
     assert_eq!(kernel_destination(ip("0.0.0.0")), ip("127.0.0.1"));
@@ -258,13 +263,23 @@ fn destinations_are_decided_as_the_kernel_routes_them() {
     assert_eq!(embedded_ipv4(ip("::1")), None);
     assert_eq!(embedded_ipv4(ip("::")), None);
     assert_eq!(embedded_ipv4(ip("::ffff:1.2.3.4")), None);
-    assert_eq!(embedded_ipv4(ip("::1.2.3.4")), Some("1.2.3.4".parse().unwrap()));
-    assert_eq!(embedded_ipv4(ip("2002:102:304::")), Some("1.2.3.4".parse().unwrap()));
+    assert_eq!(
+        embedded_ipv4(ip("::1.2.3.4")),
+        Some("1.2.3.4".parse().unwrap())
+    );
+    assert_eq!(
+        embedded_ipv4(ip("2002:102:304::")),
+        Some("1.2.3.4".parse().unwrap())
+    );
     // Teredo: the client's address is stored inverted in the low 32 bits.
     assert_eq!(
         embedded_ipv4(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")),
         Some("192.0.2.45".parse().unwrap())
     );
     // No policy: everything allowed, whatever the form.
-    assert!(NetworkRestrictions::allow_all().decide(ip("0.0.0.0")).is_allowed());
+    assert!(
+        NetworkRestrictions::allow_all()
+            .decide(ip("0.0.0.0"))
+            .is_allowed()
+    );
 }

@@ -103,9 +103,14 @@ fn any_ip() -> impl Strategy<Value = IpAddr> {
         any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
         (0u128..256).prop_map(|x| IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | x))),
         // the forms that embed an IPv4 address, and the unspecified addresses
-        any_v4().prop_map(|v| IpAddr::V6(Ipv6Addr::from((0x64_ff9bu128 << 96) | u128::from(u32::from(v))))),
-        (any_v4(), any::<u16>()).prop_map(|(v, s)| IpAddr::V6(Ipv6Addr::from((0x2002u128 << 112) | (u128::from(u32::from(v)) << 80) | u128::from(s)))),
-        any::<u32>().prop_map(|x| IpAddr::V6(Ipv6Addr::from((0x2001_0000u128 << 96) | u128::from(x)))),
+        any_v4().prop_map(|v| IpAddr::V6(Ipv6Addr::from(
+            (0x64_ff9bu128 << 96) | u128::from(u32::from(v))
+        ))),
+        (any_v4(), any::<u16>()).prop_map(|(v, s)| IpAddr::V6(Ipv6Addr::from(
+            (0x2002u128 << 112) | (u128::from(u32::from(v)) << 80) | u128::from(s)
+        ))),
+        any::<u32>()
+            .prop_map(|x| IpAddr::V6(Ipv6Addr::from((0x2001_0000u128 << 96) | u128::from(x)))),
         Just(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         Just(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
         Just(IpAddr::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped())),

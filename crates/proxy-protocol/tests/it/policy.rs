@@ -345,7 +345,10 @@ fn step_buffers_boundedly() {
 fn mode_on_needs_its_proxies_named() {
     // No list: every header is refused, before and after it is complete.
     let p = policy(ProxyMode::On, None);
-    assert_eq!(decide(&p, Some(V1), APP).unwrap_err().code(), "untrusted_proxy");
+    assert_eq!(
+        decide(&p, Some(V1), APP).unwrap_err().code(),
+        "untrusted_proxy"
+    );
     assert_eq!(
         p.step(sa(PEER), b"PROXY TCP4 1", false).refusal_code(),
         Some("untrusted_proxy")
@@ -368,11 +371,18 @@ fn ipv6_networks_never_match_ipv4_peers() {
         );
         assert!(!p.is_trusted_proxy(sa(peer).ip()), "{peer}");
     }
-    assert!(p.decide(sa("[2001:db8::1]:1"), Some(&h), APP).unwrap().trusted);
+    assert!(
+        p.decide(sa("[2001:db8::1]:1"), Some(&h), APP)
+            .unwrap()
+            .trusted
+    );
     // Any IPv6 network wider than the mapped range is IPv6 only.
     for wide in ["::/1", "::/95", "::/64", "::ffff:0:0/95"] {
         let p = policy(ProxyMode::On, Some(&[wide]));
-        assert!(!p.is_trusted_proxy(sa("[::ffff:10.0.0.5]:1").ip()), "{wide}");
+        assert!(
+            !p.is_trusted_proxy(sa("[::ffff:10.0.0.5]:1").ip()),
+            "{wide}"
+        );
         assert!(!p.is_trusted_proxy(sa("10.0.0.5:1").ip()), "{wide}");
     }
     // The mapped range written as IPv6 is IPv4: it matches both forms of the peer.

@@ -1,15 +1,19 @@
 //! Outbound connections made for a session (`direct-tcpip`), and the policy every dial
 //! goes through.
 //!
-//! The destination the client names is resolved here, every resolved address is put to the
-//! [`DialPolicy`], and the connection is only made to an address the policy allows. A dial
-//! where no address is allowed fails with the policy's reason, which the client sees in the
-//! channel-open failure.
+//! The destination the client names is resolved here, and every resolved address is turned
+//! into the address the kernel will connect to ([`kernel_destination`]: `0.0.0.0` and `::`
+//! are loopback). That address is refused when it is one of the server's own listening
+//! sockets (`own_listener`, whatever the policy: a forward into ippin would let the client
+//! write the PROXY header of a connection that a listener trusts because it comes from the
+//! server's own address), then put to the [`DialPolicy`], and the connection is only made to
+//! that very address when the policy allows it. A dial where no address is allowed fails with
+//! the reasons, which the client sees in the channel-open failure.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ippin_policy::{NetDecision, NetworkRestrictions, canonical_ip};
+use ippin_policy::{NetDecision, NetworkRestrictions, canonical_ip, kernel_destination};
 use tokio::net::TcpStream;
 
 /// The longest host name a client may ask to reach (RFC 1035: 253 characters).
@@ -70,6 +74,55 @@ pub fn denial_text(dst: SocketAddr, decision: &NetDecision) -> String {
     }
 }
 
+/// The stable reason code of a forward into one of the server's own listening sockets.
+pub const OWN_LISTENER: &str = "own_listener";
+
+/// Why one address was not connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The network restrictions denied it.
+    Policy(NetDecision),
+    /// It is one of the server's own listening sockets.
+    OwnListener,
+}
+
+impl Refused {
+    /// The decision recorded in the `session.network` audit event: denied either way.
+    pub(crate) fn decision(&self) -> NetDecision {
+        match self {
+            Refused::Policy(d) => *d,
+            Refused::OwnListener => NetDecision::Denied { matched: None },
+        }
+    }
+
+    fn text(&self, dst: SocketAddr) -> String {
+        match self {
+            Refused::Policy(d) => denial_text(dst, d),
+            Refused::OwnListener => format!(
+                "{dst} is a listener of this ippin server ({OWN_LISTENER}): forwarding into \
+                 ippin itself is never allowed"
+            ),
+        }
+    }
+}
+
+/// Whether a connection to `dst` (a kernel destination) would reach one of the sockets in
+/// `own` (the server's bound listeners): same port, and the same address, or a listener on
+/// the unspecified address (of either family: a dual-stack `[::]` socket takes IPv4 too) and
+/// `dst` one of this host's addresses.
+pub(crate) fn is_own_listener(own: &[SocketAddr], dst: SocketAddr) -> bool {
+    let dst_ip = canonical_ip(dst.ip());
+    own.iter().any(|l| {
+        l.port() == dst.port()
+            && (canonical_ip(l.ip()) == dst_ip || (l.ip().is_unspecified() && is_local(dst_ip)))
+    })
+}
+
+/// Whether `ip` is an address of this host: loopback, or one a socket can be bound to.
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// Why a dial did not produce a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DialFailure {
@@ -77,15 +130,15 @@ pub(crate) enum DialFailure {
     BadRequest(String),
     /// Resolution failed or gave nothing.
     Resolve(String),
-    /// Every resolved address was denied by the policy; one entry per address.
-    Denied(Vec<(SocketAddr, NetDecision)>),
+    /// Every resolved address was refused; one entry per address.
+    Denied(Vec<(SocketAddr, Refused)>),
     /// Some addresses were allowed, but no connection could be made. `denied` lists the
-    /// addresses the policy refused on the way.
+    /// addresses refused on the way.
     Connect {
         /// What went wrong with the last allowed address.
         error: String,
-        /// The addresses refused by the policy.
-        denied: Vec<(SocketAddr, NetDecision)>,
+        /// The addresses refused.
+        denied: Vec<(SocketAddr, Refused)>,
     },
 }
 
@@ -95,25 +148,27 @@ impl DialFailure {
         match self {
             DialFailure::BadRequest(m) | DialFailure::Resolve(m) => m.clone(),
             DialFailure::Denied(list) => match list.as_slice() {
+                [(addr, Refused::OwnListener)] => {
+                    format!(
+                        "ippin: connection to {addr} refused: {}",
+                        Refused::OwnListener.text(*addr)
+                    )
+                }
                 [(addr, why)] => format!(
                     "ippin: connection to {addr} denied by network restrictions: {}",
-                    denial_text(*addr, why)
+                    why.text(*addr)
                 ),
                 _ => {
-                    let parts: Vec<String> =
-                        list.iter().map(|(a, why)| denial_text(*a, why)).collect();
-                    format!(
-                        "ippin: connection denied by network restrictions: {}",
-                        parts.join(", ")
-                    )
+                    let parts: Vec<String> = list.iter().map(|(a, why)| why.text(*a)).collect();
+                    format!("ippin: connection refused: {}", parts.join(", "))
                 }
             },
             DialFailure::Connect { error, .. } => format!("ippin: {error}"),
         }
     }
 
-    /// The addresses the policy refused.
-    pub(crate) fn denied(&self) -> &[(SocketAddr, NetDecision)] {
+    /// The addresses refused.
+    pub(crate) fn denied(&self) -> &[(SocketAddr, Refused)] {
         match self {
             DialFailure::Denied(list) | DialFailure::Connect { denied: list, .. } => list,
             _ => &[],
@@ -125,13 +180,14 @@ impl DialFailure {
 pub(crate) struct Dialed {
     pub(crate) stream: TcpStream,
     pub(crate) addr: SocketAddr,
-    pub(crate) denied: Vec<(SocketAddr, NetDecision)>,
+    pub(crate) denied: Vec<(SocketAddr, Refused)>,
 }
 
-/// Resolves `host`, puts every address to `policy`, and connects to the first allowed address
-/// that answers.
+/// Resolves `host`, refuses the server's own listeners (`own`), puts every other address to
+/// `policy`, and connects to the first allowed address that answers.
 pub(crate) async fn dial(
     policy: &dyn DialPolicy,
+    own: &[SocketAddr],
     user: &str,
     host: &str,
     port: u32,
@@ -144,9 +200,13 @@ pub(crate) async fn dial(
     let mut denied = Vec::new();
     let mut last_error = None;
     for addr in addrs {
+        if is_own_listener(own, addr) {
+            denied.push((addr, Refused::OwnListener));
+            continue;
+        }
         let decision = policy.decide(user, addr);
         if !decision.is_allowed() {
-            denied.push((addr, decision));
+            denied.push((addr, Refused::Policy(decision)));
             continue;
         }
         {
@@ -175,8 +235,10 @@ pub(crate) async fn dial(
     }
 }
 
-/// The canonical addresses of `host`: an IP literal as is (brackets allowed around IPv6),
-/// otherwise the resolver's answers, de-duplicated, at most [`MAX_ADDRESSES`].
+/// The addresses a connection to `host` reaches ([`kernel_destination`]: canonical, with
+/// `0.0.0.0` and `::` as the loopback addresses the kernel connects them to): an IP literal
+/// (brackets allowed around IPv6), otherwise the resolver's answers (which also turn `127.1`,
+/// `0x7f.1` or `0` into addresses), de-duplicated, at most [`MAX_ADDRESSES`].
 pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialFailure> {
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return Err(DialFailure::BadRequest(format!(
@@ -188,7 +250,7 @@ pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Di
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     if let Ok(ip) = literal.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(canonical_ip(ip), port)]);
+        return Ok(vec![SocketAddr::new(kernel_destination(ip), port)]);
     }
     let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
         .await
@@ -200,7 +262,7 @@ pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Di
         .map_err(|e| DialFailure::Resolve(format!("ippin: cannot resolve `{host}`: {e}")))?;
     let mut out: Vec<SocketAddr> = Vec::new();
     for addr in found {
-        let addr = SocketAddr::new(canonical_ip(addr.ip()), addr.port());
+        let addr = SocketAddr::new(kernel_destination(addr.ip()), addr.port());
         if !out.contains(&addr) {
             out.push(addr);
         }
@@ -236,14 +298,14 @@ mod tests {
             NetDecision::Allowed
         };
         for port in [0u32, 65536, u32::MAX] {
-            let e = dial(&policy, "alice", "127.0.0.1", port)
+            let e = dial(&policy, &[], "alice", "127.0.0.1", port)
                 .await
                 .err()
                 .unwrap();
             assert!(matches!(e, DialFailure::BadRequest(_)), "{e:?}");
         }
         let long = "a".repeat(MAX_HOST_LEN + 1);
-        let e = dial(&policy, "alice", &long, 22).await.err().unwrap();
+        let e = dial(&policy, &[], "alice", &long, 22).await.err().unwrap();
         assert!(matches!(e, DialFailure::BadRequest(_)), "{e:?}");
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
@@ -254,7 +316,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let policy =
             NetworkRestrictions::from_rules(&["10.0.0.0/8".parse().unwrap()], &[]).unwrap();
-        let e = dial(&policy, "alice", "::ffff:127.0.0.1", u32::from(port))
+        let e = dial(&policy, &[], "alice", "::ffff:127.0.0.1", u32::from(port))
             .await
             .err()
             .unwrap();
@@ -268,5 +330,44 @@ mod tests {
         let ours = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_, peer) = listener.accept().await.unwrap();
         assert_eq!(peer, ours.local_addr().unwrap(), "a denied dial connected");
+    }
+
+    #[tokio::test]
+    async fn unspecified_destinations_are_the_loopback_the_kernel_reaches() {
+        for (host, want) in [
+            ("0.0.0.0", "127.0.0.1:22"),
+            ("[::]", "[::1]:22"),
+            ("::ffff:0.0.0.0", "127.0.0.1:22"),
+            ("0", "127.0.0.1:22"),
+        ] {
+            let a = resolve(host, 22).await.unwrap();
+            assert_eq!(a, vec![want.parse::<SocketAddr>().unwrap()], "{host}");
+        }
+    }
+
+    #[tokio::test]
+    async fn own_listeners_are_refused_whatever_the_policy() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let own = [listener.local_addr().unwrap()];
+        let port = u32::from(own[0].port());
+        for host in ["127.0.0.1", "0.0.0.0", "::ffff:127.0.0.1", "0"] {
+            let e = dial(&AllowAll, &own, "bob", host, port)
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(e.denied(), &[(own[0], Refused::OwnListener)], "{host}");
+            assert!(e.message().contains(OWN_LISTENER), "{}", e.message());
+        }
+        // A listener on the unspecified address is reached through any local address.
+        let any = ["0.0.0.0:4000".parse().unwrap()];
+        assert!(is_own_listener(&any, "127.0.0.7:4000".parse().unwrap()));
+        assert!(!is_own_listener(&any, "127.0.0.7:4001".parse().unwrap()));
+        assert!(!is_own_listener(&any, "192.0.2.1:4000".parse().unwrap()));
+        let any6 = ["[::]:4000".parse().unwrap()];
+        assert!(is_own_listener(&any6, "127.0.0.1:4000".parse().unwrap()));
+        assert!(is_own_listener(&any6, "[::1]:4000".parse().unwrap()));
+        // Another port of the same address is not a listener.
+        let other = own[0].port().wrapping_add(1).max(1);
+        assert!(!is_own_listener(&own, SocketAddr::new(own[0].ip(), other)));
     }
 }

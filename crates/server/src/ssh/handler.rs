@@ -347,12 +347,20 @@ impl russh::server::Handler for Connection {
         let host = host_to_connect.to_owned();
         // Dial off the session loop, so a slow destination does not stall the connection.
         tokio::spawn(async move {
-            let outcome = dial(shared.dial_policy.as_ref(), &user, &host, port_to_connect).await;
+            let outcome = dial(
+                shared.dial_policy.as_ref(),
+                &shared.own_listeners,
+                &user,
+                &host,
+                port_to_connect,
+            )
+            .await;
             let denied = match &outcome {
                 Ok(d) => d.denied.as_slice(),
                 Err(e) => e.denied(),
             };
-            for (addr, decision) in denied {
+            for (addr, why) in denied {
+                let decision = why.decision();
                 // Denied either way; a line that cannot be written changes nothing.
                 let _ = shared
                     .audit
@@ -363,7 +371,7 @@ impl russh::server::Handler for Connection {
                         src,
                         *addr,
                         NetOperation::Connect,
-                        decision,
+                        &decision,
                     )));
             }
             match outcome {

@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ippin_policy::{ObservedAddr, Provenance};
+use ippin_policy::ObservedAddr;
 use ippin_proxy_protocol as pp;
 use russh::{MethodKind, MethodSet, SshId};
 use ssh_key::{PrivateKey, PublicKey};
@@ -135,6 +135,10 @@ pub struct SshSettings {
     /// Whether allowed outbound connections are audited too (`session.network`, action 0).
     /// Denied ones always are.
     pub audit_observed_connections: bool,
+    /// The server's own listening sockets (bound addresses). A `direct-tcpip` forward to
+    /// one of them is refused `own_listener`, whatever `dial_policy` says. Default: none;
+    /// a server sets every listener it bound, of every kind.
+    pub own_listeners: Vec<std::net::SocketAddr>,
     /// How long every rejected authentication takes, so timing does not tell why.
     /// Default: 1 s.
     pub auth_rejection_time: Duration,
@@ -162,6 +166,7 @@ impl SshSettings {
             host_key: None,
             dial_policy: Arc::new(AllowAll),
             audit_observed_connections: false,
+            own_listeners: Vec::new(),
             auth_rejection_time: Duration::from_secs(1),
             login_grace_time: Duration::from_secs(60),
             max_unauthenticated: MAX_UNAUTHENTICATED,
@@ -176,6 +181,7 @@ pub(crate) struct Shared {
     pub(crate) audit: Arc<dyn SshAudit>,
     pub(crate) dial_policy: Arc<dyn DialPolicy>,
     pub(crate) audit_observed_connections: bool,
+    pub(crate) own_listeners: Vec<std::net::SocketAddr>,
     /// Places for authenticated sessions.
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
     /// Connections not yet authenticated, shed oldest first.
@@ -245,6 +251,7 @@ impl SshService {
                 audit: settings.audit,
                 dial_policy: settings.dial_policy,
                 audit_observed_connections: settings.audit_observed_connections,
+                own_listeners: settings.own_listeners,
                 sessions: Arc::new(tokio::sync::Semaphore::new(settings.max_sessions)),
                 unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
             }),
@@ -443,15 +450,10 @@ impl SshService {
     }
 }
 
-/// The PROXY stage's observation in the policy crate's type (the same mapping as the
-/// server's accept path: a `LOCAL` header or no header is `direct`).
+/// The PROXY stage's observation in the policy crate's type: the server's one mapping,
+/// [`crate::accept::to_observed`].
 pub fn observed_from_proxy(o: &pp::Observed) -> ObservedAddr {
-    let provenance = match o.provenance {
-        pp::Provenance::ProxyV1 => Provenance::ProxyV1,
-        pp::Provenance::ProxyV2 => Provenance::ProxyV2,
-        _ => Provenance::Direct,
-    };
-    ObservedAddr::new(o.addr, provenance, o.trusted)
+    crate::accept::to_observed(o)
 }
 
 /// Errors that only say the client went away or gave up.

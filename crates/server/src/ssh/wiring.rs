@@ -26,6 +26,9 @@ pub struct SshParts {
     pub restrictions: Option<Arc<LiveRestrictions>>,
     /// The watcher and `SIGHUP` tasks; abort them to stop reloading.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The bound addresses of every listener of the server, set once they are bound:
+    /// forwards into them are refused (`own_listener`).
+    pub own_listeners: Vec<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for SshParts {
@@ -75,6 +78,7 @@ impl SshParts {
                 }
             };
         Ok(SshParts {
+            own_listeners: Vec::new(),
             host_key,
             dial_policy,
             restrictions,
@@ -137,12 +141,27 @@ pub fn service_for(
     dial_policy: Arc<dyn DialPolicy>,
     audit: Arc<dyn SshAudit>,
 ) -> Result<SshService, SshError> {
+    service_with(state, host_key, dial_policy, audit, Vec::new())
+}
+
+/// [`service_for`], refusing forwards into `own_listeners` (the server's bound listeners).
+///
+/// # Errors
+/// As [`service_for`].
+pub fn service_with(
+    state: &State,
+    host_key: Option<ssh_key::PrivateKey>,
+    dial_policy: Arc<dyn DialPolicy>,
+    audit: Arc<dyn SshAudit>,
+    own_listeners: Vec<std::net::SocketAddr>,
+) -> Result<SshService, SshError> {
     let ca = ssh_key::PublicKey::from_openssh(state.ca.ssh_public_key().trim())
         .map_err(|e| SshError::TrustedCa(e.to_string()))?;
     let mut settings = SshSettings::new(vec![ca], Arc::new(users_of(state)), audit);
     settings.host_key = host_key;
     settings.dial_policy = dial_policy;
     settings.audit_observed_connections = state.config.audit_network_observed;
+    settings.own_listeners = own_listeners;
     settings.auth_rejection_time = state.config.ssh_auth_rejection_time;
     SshService::new(settings)
 }

@@ -3,6 +3,7 @@
 //! `ippin ca init`, log in with `ippin login`, and check what the peers and
 //! the audit log see. A missing peer fails the test (it never skips).
 
+mod attacks;
 mod cli;
 mod demo;
 mod direct;

@@ -70,7 +70,7 @@ fn cluster() -> Cluster {
     Cluster::start(&[
         "kind: login, proxy_protocol: off, trust_x_forwarded_for: true, trusted_proxies: [127.0.0.1/32]",
         "kind: login, proxy_protocol: off",
-        "kind: login, proxy_protocol: off, trust_x_forwarded_for: true",
+        "kind: login, proxy_protocol: off, trust_x_forwarded_for: true, danger_trust_every_peer: true",
         "kind: tls, proxy_protocol: off",
     ])
 }
@@ -207,7 +207,7 @@ fn nginx_x_forwarded_for_pins_the_client_not_the_proxy() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pinned_ip"], "127.0.0.3", "{body}");
 
-    // Without trusted_proxies (the strict compatible mode), a header with
+    // Every peer trusted (the strict compatible mode), a header with
     // more than one value is refused rather than guessed at.
     let (status, body) = raw_login(
         &cluster,

@@ -1,10 +1,10 @@
 //! End-to-end tests of the SSH service with the real OpenSSH client (and `sshd`, `ssh-keygen`,
 //! HAProxy as peers). Loopback only, ephemeral ports, bounded waits.
 
-mod harness;
+pub(crate) mod harness;
 
 mod access;
-mod forward;
+pub(crate) mod forward;
 mod limits;
 mod live;
 mod login;

@@ -1,0 +1,108 @@
+//! This host's own addresses, as the kernel reports them: the addresses the server's own
+//! outbound connections (SSH forwards) can come from. A leaf module: it imports nothing of
+//! the crate.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// The most bytes read from one `/proc` file.
+const MAX_PROC_FILE: u64 = 1 << 20;
+
+/// Every address of this host: the loopback networks, then the IPv4 addresses the kernel
+/// marks `LOCAL` in `/proc/net/fib_trie` and the IPv6 addresses in `/proc/net/if_inet6`
+/// (read where they exist; the loopback networks are always included).
+pub fn local_networks() -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = vec![
+        IpNet::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).unwrap_or_default(),
+        IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    ];
+    let mut add = |ip: IpAddr| {
+        let net = IpNet::from(ip);
+        if !out.iter().any(|n| n.contains(&ip)) {
+            out.push(net);
+        }
+    };
+    if let Some(text) = read("/proc/net/fib_trie") {
+        fib_trie_locals(&text)
+            .into_iter()
+            .for_each(|ip| add(IpAddr::V4(ip)));
+    }
+    if let Some(text) = read("/proc/net/if_inet6") {
+        if_inet6_addresses(&text)
+            .into_iter()
+            .for_each(|ip| add(IpAddr::V6(ip)));
+    }
+    out
+}
+
+fn read(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_PROC_FILE)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+/// The IPv4 addresses of `/proc/net/fib_trie` whose next line says `/32 host LOCAL`.
+fn fib_trie_locals(text: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("|-- ") {
+            last = rest.trim().parse().ok();
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(ip) = last
+            && !out.contains(&ip)
+        {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// The addresses of `/proc/net/if_inet6` (first column: 32 hex digits).
+fn if_inet6_addresses(text: &str) -> Vec<Ipv6Addr> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|h| h.len() == 32)
+        .filter_map(|h| u128::from_str_radix(h, 16).ok())
+        .map(Ipv6Addr::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_formats() {
+        let fib = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 127.0.0.0/8 2 0 2\n        +-- 127.0.0.0/31 1 0 0\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\n     |-- 10.1.2.3\n        /32 host LOCAL\n     |-- 10.1.2.255\n        /32 link BROADCAST\n";
+        assert_eq!(
+            fib_trie_locals(fib),
+            vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(10, 1, 2, 3)]
+        );
+        let v6 = "00000000000000000000000000000001 01 80 10 80       lo\nfe800000000000000000000000000001 02 40 20 80     eth0\nbad\n";
+        assert_eq!(
+            if_inet6_addresses(v6),
+            vec![Ipv6Addr::LOCALHOST, "fe80::1".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn loopback_is_always_local() {
+        let nets = local_networks();
+        assert!(
+            nets.iter()
+                .any(|n| n.contains(&IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9))))
+        );
+        assert!(
+            nets.iter()
+                .any(|n| n.contains(&IpAddr::V6(Ipv6Addr::LOCALHOST)))
+        );
+    }
+}
