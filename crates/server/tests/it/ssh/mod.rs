@@ -4,6 +4,7 @@
 mod harness;
 
 mod access;
+mod banner;
 mod forward;
 mod limits;
 mod live;
