@@ -122,7 +122,8 @@ impl SshDenyReason {
         }
     }
 
-    /// Whether the client is told the reason before the connection is closed.
+    /// Whether the client is told the reason (as a userauth banner before the failure reply,
+    /// then in the disconnect message) before the connection is closed.
     ///
     /// True where the certificate is ours and the user can act on the message (log in
     /// again): the pin reasons, expiry, an unknown user. For the others (a certificate from

@@ -34,6 +34,58 @@ pub(crate) struct Connection {
     pub(crate) session_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub(crate) authorized: Option<Authorized>,
     pub(crate) forwards: Arc<AtomicUsize>,
+    /// The refusal message queued for the user by the last denial, sent by russh as an
+    /// `SSH_MSG_USERAUTH_BANNER` just before that attempt's failure reply (taken there).
+    pub(crate) refusal_banner: Option<String>,
+}
+
+/// The most characters of a refusal message sent to the client.
+pub(crate) const MAX_REFUSAL_MESSAGE: usize = 1024;
+
+/// `text` made safe for the client's terminal and bounded: every control character (C0, DEL,
+/// C1 — ESC and CSI included, so no escape sequence) and every bidirectional formatting
+/// character is written as its `\u{..}` escape, and the result is cut to
+/// [`MAX_REFUSAL_MESSAGE`] characters. Parts of a message can come from the client (the user
+/// name) or from a certificate.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    let mut kept = 0;
+    for c in text.chars() {
+        if kept >= MAX_REFUSAL_MESSAGE {
+            break;
+        }
+        if c.is_control() || is_bidi_control(c) {
+            for e in c.escape_unicode().take(MAX_REFUSAL_MESSAGE - kept) {
+                out.push(e);
+                kept += 1;
+            }
+        } else {
+            out.push(c);
+            kept += 1;
+        }
+    }
+    out
+}
+
+/// The Unicode characters that reorder the text around them (Trojan Source, CVE-2021-42574).
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// The banner that tells the user why an attempt was refused: the message with its stable
+/// reason code, made [`printable`], one line ending in CRLF (RFC 4252 §5.4).
+pub(crate) fn refusal_banner(denial: &SshDenial) -> String {
+    let code = denial.reason.code();
+    let text = match denial.message.strip_prefix("ippin: ") {
+        Some(rest) => format!("ippin: refused ({code}): {rest}"),
+        None => format!("ippin: refused ({code}): {}", denial.message),
+    };
+    let mut banner = printable(&text);
+    banner.push_str("\r\n");
+    banner
 }
 
 fn publickey_only() -> Auth {
@@ -72,7 +124,8 @@ impl Connection {
         }
     }
 
-    fn deny(&self, user: &str, cert: Option<&Certificate>, denial: SshDenial) -> Auth {
+    fn deny(&mut self, user: &str, cert: Option<&Certificate>, denial: SshDenial) -> Auth {
+        let banner = refusal_banner(&denial);
         let mut rec = self.auth_record(user, cert);
         rec.pinned = denial.pinned;
         rec.roles = denial.roles;
@@ -81,12 +134,16 @@ impl Connection {
         // A denial stands whether or not its line could be written.
         let _ = self.record(SshAuditEvent::AuthDenied(rec));
         if denial.reason.tells_user() {
-            // russh has no per-attempt banner once authentication has started, so the reason
-            // travels in a disconnect message, which OpenSSH prints on stderr ("Received
-            // disconnect from ...: <message>"). The handle only queues it: the session loop
-            // sends it after the failure reply of this attempt.
+            // The reason reaches the user twice over. First as a banner, which russh sends
+            // just before this attempt's failure reply (the vendored patch's
+            // `auth_rejection_banner`, vendor/russh/PATCHES.md): OpenSSH prints it on stderr
+            // even when it gives up right after that reply, as it does when the certificate
+            // was its last identity. Then in a disconnect message, for clients that read on
+            // (and ippin's own client, which shows it); the handle only queues it: the
+            // session loop sends it after the failure reply.
+            self.refusal_banner = Some(banner);
             if let Some(handle) = self.handle.get().cloned() {
-                let message = denial.message;
+                let message = printable(&denial.message);
                 tokio::spawn(async move {
                     let _ = handle
                         .disconnect(
@@ -104,6 +161,11 @@ impl Connection {
 
 impl russh::server::Handler for Connection {
     type Error = russh::Error;
+
+    async fn auth_rejection_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        // Queued by `deny` for a refusal the user can act on; never set on success.
+        Ok(self.refusal_banner.take())
+    }
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         // The probe every OpenSSH client starts with: not audited.
@@ -429,5 +491,70 @@ impl russh::server::Handler for Connection {
     ) -> Result<bool, Self::Error> {
         // Remote forwarding would make the server listen for the user: not offered.
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ippin_policy::DenyReason;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn denial(reason: SshDenyReason, message: &str) -> SshDenial {
+        SshDenial {
+            reason,
+            message: message.to_owned(),
+            pinned: Vec::new(),
+            roles: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn banner_carries_the_reason_code_and_the_message() {
+        let d = denial(
+            SshDenyReason::Pin(DenyReason::PinnedIpMismatch),
+            "ippin: the certificate is pinned to 127.0.0.1/32, this connection comes from \
+             127.0.0.2: log in again (`ippin login`) from here",
+        );
+        assert_eq!(
+            refusal_banner(&d),
+            "ippin: refused (pinned_ip_mismatch): the certificate is pinned to 127.0.0.1/32, \
+             this connection comes from 127.0.0.2: log in again (`ippin login`) from here\r\n"
+        );
+    }
+
+    #[test]
+    fn escape_sequences_in_a_user_name_are_written_out() {
+        let d = denial(
+            SshDenyReason::UnknownUser,
+            "ippin: there is no user `x\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{202e}` on this server",
+        );
+        assert_eq!(
+            refusal_banner(&d),
+            "ippin: refused (unknown_user): there is no user \
+             `x\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{202e}` on this server\r\n"
+        );
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let d = denial(SshDenyReason::UnknownUser, &"\u{1b}".repeat(5000));
+        let banner = refusal_banner(&d);
+        assert_eq!(banner.chars().count(), MAX_REFUSAL_MESSAGE + 2);
+        assert!(banner.ends_with("\r\n"));
+    }
+
+    proptest! {
+        /// Whatever the text, what reaches the terminal has no control character (but the
+        /// final CRLF), no bidirectional control, and is bounded.
+        #[test]
+        fn banner_is_always_printable_and_bounded(text in any::<String>()) {
+            let banner = refusal_banner(&denial(SshDenyReason::Expired, &text));
+            let body = banner.strip_suffix("\r\n").expect("ends in CRLF");
+            prop_assert!(body.chars().count() <= MAX_REFUSAL_MESSAGE);
+            prop_assert!(!body.chars().any(|c| c.is_control() || is_bidi_control(c)));
+            prop_assert!(body.starts_with("ippin: refused (expired): "));
+        }
     }
 }

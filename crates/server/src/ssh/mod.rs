@@ -293,6 +293,7 @@ impl SshService {
             session_slot: None,
             authorized: None,
             forwards: Arc::new(AtomicUsize::new(0)),
+            refusal_banner: None,
         };
         let session_error = |source: russh::Error| SshError::Session {
             observed: observed.to_string(),

@@ -984,7 +984,7 @@ impl Encrypted {
                     } else {
                         auth_request.methods.remove(MethodKind::Password);
                     }
-                    reject_auth_request(until, &mut self.write, auth_request).await?;
+                    reject_auth_request(until, &mut self.write, auth_request, handler).await?;
                 }
                 Ok(())
             } else if method == "publickey" {
@@ -1029,7 +1029,7 @@ impl Encrypted {
                     } else {
                         auth_request.methods.remove(MethodKind::None);
                     }
-                    reject_auth_request(until, &mut self.write, auth_request).await?;
+                    reject_auth_request(until, &mut self.write, auth_request, handler).await?;
                 }
                 Ok(())
             } else if method == "keyboard-interactive" {
@@ -1051,7 +1051,9 @@ impl Encrypted {
                 let auth = handler
                     .auth_keyboard_interactive(&user, &submethods, None)
                     .await?;
-                if reply_userauth_info_response(until, auth_request, &mut self.write, auth).await? {
+                if reply_userauth_info_response(until, auth_request, &mut self.write, auth, handler)
+                    .await?
+                {
                     self.state = EncryptedState::InitCompression
                 }
                 Ok(())
@@ -1063,7 +1065,7 @@ impl Encrypted {
                 } else {
                     unreachable!()
                 };
-                reject_auth_request(until, &mut self.write, auth_request).await?;
+                reject_auth_request(until, &mut self.write, auth_request, handler).await?;
                 Ok(())
             }
         } else {
@@ -1170,7 +1172,8 @@ impl Encrypted {
                         _ => {
                             debug!("signature algorithm does not match the requested one");
                             auth_user.clear();
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(until, &mut self.write, auth_request, handler)
+                                .await?;
                             return Ok(());
                         }
                     };
@@ -1228,16 +1231,18 @@ impl Encrypted {
                                     }
                                 }
                                 auth_user.clear();
-                                reject_auth_request(until, &mut self.write, auth_request).await?;
+                                reject_auth_request(until, &mut self.write, auth_request, handler)
+                                    .await?;
                             }
                         } else {
                             debug!("signature wrong");
                             auth_user.clear();
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(until, &mut self.write, auth_request, handler)
+                                .await?;
                         }
                     } else {
                         auth_user.clear();
-                        reject_auth_request(until, &mut self.write, auth_request).await?;
+                        reject_auth_request(until, &mut self.write, auth_request, handler).await?;
                     }
                     Ok(())
                 } else {
@@ -1247,7 +1252,7 @@ impl Encrypted {
                         // Not reached: decoding the key already parsed this
                         // name. A signed request would be rejected anyway.
                         debug!("unknown public key algorithm: {pubkey_algo:?}");
-                        reject_auth_request(until, &mut self.write, auth_request).await?;
+                        reject_auth_request(until, &mut self.write, auth_request, handler).await?;
                         return Ok(());
                     };
                     auth_user.push_str(user);
@@ -1288,7 +1293,8 @@ impl Encrypted {
                                 }
                             }
                             auth_user.clear();
-                            reject_auth_request(until, &mut self.write, auth_request).await?;
+                            reject_auth_request(until, &mut self.write, auth_request, handler)
+                                .await?;
                         }
                     }
                     Ok(())
@@ -1300,7 +1306,7 @@ impl Encrypted {
                 | ssh_key::Error::CertificateValidation
                 | ssh_key::Error::Time => {
                     debug!("public key error: {e}");
-                    reject_auth_request(until, &mut self.write, auth_request).await?;
+                    reject_auth_request(until, &mut self.write, auth_request, handler).await?;
                     Ok(())
                 }
                 e => Err(crate::Error::from(e).into()),
@@ -1309,15 +1315,25 @@ impl Encrypted {
     }
 }
 
-async fn reject_auth_request(
+async fn reject_auth_request<H: Handler + Send>(
     until: Instant,
     write: &mut Vec<u8>,
     auth_request: &mut AuthRequest,
-) -> Result<(), Error> {
+    handler: &mut H,
+) -> Result<(), H::Error> {
     debug!("rejecting {auth_request:?}");
+    // ippin patch (vendor/russh/PATCHES.md, change 2): a banner the handler queued for this
+    // refusal goes first, so the client shows it before it reads the failure.
+    if let Some(banner) = handler.auth_rejection_banner().await? {
+        push_packet!(write, {
+            write.push(msg::USERAUTH_BANNER);
+            map_err!(banner.encode(write))?;
+            map_err!("".encode(write))?;
+        });
+    }
     push_packet!(write, {
         write.push(msg::USERAUTH_FAILURE);
-        NameList::from(&auth_request.methods).encode(write)?;
+        map_err!(NameList::from(&auth_request.methods).encode(write))?;
         write.push(auth_request.partial_success as u8);
     });
     auth_request.current = None;
@@ -1361,22 +1377,21 @@ async fn read_userauth_info_response<H: Handler + Send, R: Reader>(
         let auth = handler
             .auth_keyboard_interactive(user, submethods, Some(Response(&mut responses.into_iter())))
             .await?;
-        let resp = reply_userauth_info_response(until, auth_request, write, auth)
-            .await
-            .map_err(H::Error::from)?;
+        let resp = reply_userauth_info_response(until, auth_request, write, auth, handler).await?;
         Ok(resp)
     } else {
-        reject_auth_request(until, write, auth_request).await?;
+        reject_auth_request(until, write, auth_request, handler).await?;
         Ok(false)
     }
 }
 
-async fn reply_userauth_info_response(
+async fn reply_userauth_info_response<H: Handler + Send>(
     until: Instant,
     auth_request: &mut AuthRequest,
     write: &mut Vec<u8>,
     auth: Auth,
-) -> Result<bool, Error> {
+    handler: &mut H,
+) -> Result<bool, H::Error> {
     match auth {
         Auth::Accept => {
             server_auth_request_success(write);
@@ -1390,7 +1405,7 @@ async fn reply_userauth_info_response(
                 auth_request.methods = proceed_with_methods;
             }
             auth_request.partial_success = partial_success;
-            reject_auth_request(until, write, auth_request).await?;
+            reject_auth_request(until, write, auth_request, handler).await?;
             Ok(false)
         }
         Auth::Partial {
@@ -1399,20 +1414,20 @@ async fn reply_userauth_info_response(
             prompts,
         } => {
             push_packet!(write, {
-                msg::USERAUTH_INFO_REQUEST.encode(write)?;
-                name.as_ref().encode(write)?;
-                instructions.as_ref().encode(write)?;
-                "".encode(write)?; // lang, should be empty
-                prompts.len().encode(write)?;
+                map_err!(msg::USERAUTH_INFO_REQUEST.encode(write))?;
+                map_err!(name.as_ref().encode(write))?;
+                map_err!(instructions.as_ref().encode(write))?;
+                map_err!("".encode(write))?; // lang, should be empty
+                map_err!(prompts.len().encode(write))?;
                 for &(ref a, b) in prompts.iter() {
-                    a.as_ref().encode(write)?;
-                    (b as u8).encode(write)?;
+                    map_err!(a.as_ref().encode(write))?;
+                    map_err!((b as u8).encode(write))?;
                 }
                 Ok::<(), crate::Error>(())
             })?;
             Ok(false)
         }
-        Auth::UnsupportedMethod => Err(Error::UnsupportedAuthMethod),
+        Auth::UnsupportedMethod => Err(Error::UnsupportedAuthMethod.into()),
     }
 }
 

@@ -373,6 +373,22 @@ pub trait Handler: Sized {
         async { Ok(None) }
     }
 
+    /// Called each time an authentication request is about to be refused, just before the
+    /// server sends `SSH_MSG_USERAUTH_FAILURE`, whatever refused it (an `auth_*` method of
+    /// this handler returning a rejection, or a check of russh's own). Text returned is sent
+    /// first, as an `SSH_MSG_USERAUTH_BANNER` (RFC 4252 §5.4: the server may send one at
+    /// any time before authentication succeeds), so an `auth_*` method can queue the reason
+    /// for its refusal and the client shows it before it goes on or gives up. Never called
+    /// for an accepted request. The text is sent as it is: a handler that puts
+    /// client-chosen text in it must remove control characters itself.
+    // ippin patch (vendor/russh/PATCHES.md, change 2).
+    #[allow(unused_variables)]
+    fn auth_rejection_banner(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send {
+        async { Ok(None) }
+    }
+
     /// Called when the client closes a channel.
     #[allow(unused_variables)]
     fn channel_close(

@@ -4,6 +4,7 @@
 pub(crate) mod harness;
 
 mod access;
+mod banner;
 pub(crate) mod forward;
 mod limits;
 mod live;
