@@ -26,13 +26,15 @@ fuzz_target!(|data: &[u8]| {
     } else {
         "192.0.2.1:4000".parse().unwrap()
     };
+    // Bits 3-4: how many proxies append (1 to 4).
+    let hops = usize::from((selector >> 3) & 3) + 1;
     let mode = if selector & 1 == 0 {
         ForwardedMode::CompatibleStrict
     } else {
-        ForwardedMode::TrustedProxies(vec![
-            "10.0.0.0/8".parse().unwrap(),
-            "2001:db8::/32".parse().unwrap(),
-        ])
+        ForwardedMode::TrustedProxies {
+            proxies: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+            hops,
+        }
     };
     let result = if selector & 2 == 0 {
         client_from_x_forwarded_for(&lines, peer, &mode)
@@ -42,9 +44,27 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(o) = result {
         assert_eq!(canonical_ip(o.ip()), o.ip());
         assert!(o.is_trusted() || o.port() == 0);
-        if matches!(mode, ForwardedMode::TrustedProxies(_)) && selector & 4 != 0 {
+        let proxies = matches!(mode, ForwardedMode::TrustedProxies { .. });
+        if proxies && selector & 4 != 0 {
             assert_eq!(o.socket_addr(), peer);
             assert_eq!(o.provenance(), Provenance::Direct);
+        }
+        // A trusted peer (or every peer, in strict mode) that sends no header names no client.
+        if lines.is_empty() && (selector & 4 == 0 || !proxies) {
+            assert!(!o.is_trusted());
+        }
+        // Entries the client writes in front never change what is believed once the chain
+        // is at least `hops` long: prefix one and compare.
+        if proxies && selector & 2 == 0 && !lines.is_empty() {
+            let mut prefixed = lines.clone();
+            let first = format!("203.0.113.66, {}", lines[0]);
+            prefixed[0] = &first;
+            let entries = lines.iter().map(|l| l.split(',').count()).sum::<usize>();
+            if entries >= hops
+                && let Ok(again) = client_from_x_forwarded_for(&prefixed, peer, &mode)
+            {
+                assert_eq!(again, o);
+            }
         }
     }
 });

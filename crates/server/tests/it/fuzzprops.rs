@@ -127,6 +127,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// not IPv4-mapped.
 fn net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
+        // single hosts, the only pins a pin-requiring role accepts
+        any::<u32>().prop_map(|a| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), 32).expect("len"))),
         (any::<u32>(), 1u8..=32).prop_map(|(a, len)| {
             IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), len).expect("len").trunc())
         }),
@@ -201,9 +203,15 @@ proptest! {
         let report = json(&out);
         prop_assert_eq!(&pinned(&report), &nets);
         prop_assert_eq!(&report["requires_pin"], &Value::Bool(true));
-        let want = nets.iter().any(|n| n.contains(&canonical(ip)));
+        // The roles require a pin, so only a single-host pin counts (`pin_too_wide`).
+        let single = matches!(nets.as_slice(), [n] if n.prefix_len() == n.max_prefix_len());
+        let want = single && nets.iter().any(|n| n.contains(&canonical(ip)));
         prop_assert_eq!(out.code == 0, want, "{} in {:?}: {:?}", ip, nets, out);
-        let reason = if want { Value::Null } else { "pinned_ip_mismatch".into() };
+        let reason = match (want, single) {
+            (true, _) => Value::Null,
+            (false, false) => "pin_too_wide".into(),
+            (false, true) => "pinned_ip_mismatch".into(),
+        };
         prop_assert_eq!(&report["reason"], &reason);
         prop_assert_eq!(
             &report["observed"],
@@ -212,10 +220,11 @@ proptest! {
 
         let untrusted = check(&cert, at, true);
         prop_assert_eq!(untrusted.code, 1);
-        prop_assert_eq!(&json(&untrusted)["reason"], &Value::from("untrusted_client_ip"));
+        let untrusted_reason = if single { "untrusted_client_ip" } else { "pin_too_wide" };
+        prop_assert_eq!(&json(&untrusted)["reason"], &Value::from(untrusted_reason));
         // No port: not a trusted observation either.
         let no_port = check(&cert, SocketAddr::new(ip, 0), false);
-        prop_assert_eq!(&json(&no_port)["reason"], &Value::from("untrusted_client_ip"));
+        prop_assert_eq!(&json(&no_port)["reason"], &Value::from(untrusted_reason));
     }
 
     #[test]

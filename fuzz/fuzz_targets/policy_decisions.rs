@@ -1,0 +1,74 @@
+//! The pin check and the network decision on arbitrary pins, observations and rules: no
+//! panic; a pin-requiring role is allowed only through a single-host pin, from that address;
+//! no destination is decided otherwise than the address the kernel connects to.
+#![no_main]
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
+use ippin_policy::{
+    CertPin, NetworkRestrictions, ObservedAddr, Provenance, canonical_ip, canonical_net,
+    check_pin, embedded_ipv4, kernel_destination,
+};
+use libfuzzer_sys::fuzz_target;
+
+fn ip(b: &[u8]) -> IpAddr {
+    let mut x = [0u8; 16];
+    for (d, s) in x.iter_mut().zip(b) {
+        *d = *s;
+    }
+    match b.first().map(|f| f % 4) {
+        Some(0) => IpAddr::from([x[1], x[2], x[3], x[4]]),
+        Some(1) => IpAddr::V6(Ipv6Addr::from(u128::from_be_bytes(x) & 0xffff_ffff | 0xffff_0000_0000)),
+        _ => IpAddr::V6(Ipv6Addr::from(u128::from_be_bytes(x))),
+    }
+}
+
+fn net(b: &[u8]) -> Option<IpNet> {
+    let a = ip(b.get(1..)?);
+    let len = *b.first()?;
+    let max = if a.is_ipv4() { 32 } else { 128 };
+    IpNet::new(a, len % (max + 1)).ok().map(|n| n.trunc())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut chunks = data.chunks(18);
+    let Some(head) = chunks.next() else { return };
+    let flags = head.first().copied().unwrap_or(0);
+    let observed_ip = ip(head.get(1..).unwrap_or_default());
+    let nets: Vec<IpNet> = chunks.by_ref().take(4).filter_map(net).collect();
+    let requires = flags & 1 != 0;
+    let pin = if flags & 2 != 0 { CertPin::Ip(ip(&[flags])) } else { CertPin::Nets(nets.clone()) };
+    let seen = ObservedAddr::new(SocketAddr::new(observed_ip, 5000), Provenance::ProxyV2, flags & 4 != 0);
+    let d = check_pin(requires, &pin, &seen);
+    if d.is_allow() && requires {
+        assert!(pin.is_single_host(), "{pin:?}");
+        assert!(pin.matches(observed_ip));
+        let host = match &pin {
+            CertPin::Ip(p) => canonical_ip(*p),
+            CertPin::Nets(n) => canonical_ip(n[0].network()),
+            _ => unreachable!(),
+        };
+        assert_eq!(host, canonical_ip(observed_ip));
+    }
+    if d.is_allow() {
+        assert!(seen.is_trusted() || !pin.is_pinned());
+    }
+    // Rules: the first half of the remaining nets allow, the rest deny.
+    let rules: Vec<IpNet> = chunks.take(8).filter_map(net).filter(|n| {
+        !matches!(n, IpNet::V6(v6) if v6.prefix_len() >= 96 && v6.network().to_ipv4_mapped().is_some())
+    }).collect();
+    let (allow, deny) = rules.split_at(rules.len() / 2);
+    let Ok(p) = NetworkRestrictions::from_rules(allow, deny) else { return };
+    let got = p.decide(observed_ip);
+    let reached = kernel_destination(observed_ip);
+    assert_eq!(p.decide(reached), got);
+    if got.is_allowed() {
+        let covers = |n: &IpNet| canonical_net(*n).contains(&reached);
+        assert!(allow.iter().any(covers), "{observed_ip} allowed by no rule");
+        assert!(!deny.iter().any(covers), "{observed_ip} allowed through a deny rule");
+        if let Some(v4) = embedded_ipv4(reached) {
+            assert!(p.decide(IpAddr::V4(v4)).is_allowed());
+        }
+    }
+});
