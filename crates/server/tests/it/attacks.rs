@@ -18,7 +18,7 @@ use crate::support::{IPPIN, ippin};
 
 /// A configuration written by `ca init` with these `listeners` (YAML lines), plus `extra`
 /// top-level lines; users alice (`pinned-ip`) and bob (`dev`), password `secret`.
-fn site(listeners: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn site(listeners: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = ippin_test_support::temp_dir();
     let config = format!(
         "cluster_name: local
@@ -44,7 +44,7 @@ ssh_auth_rejection_time: 10ms
 }
 
 /// `ippin serve` on `config`, up once every address in `ready` accepts connections.
-fn serve(config: &Path, ready: &[SocketAddr]) -> Child {
+pub(crate) fn serve(config: &Path, ready: &[SocketAddr]) -> Child {
     let mut cmd = Command::new(IPPIN);
     cmd.args(["serve", "--config"]).arg(config);
     let child = Child::spawn("ippin serve", cmd);
@@ -72,7 +72,12 @@ fn wait_audit(dir: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     found.unwrap_or_else(|| panic!("no audit line for {what}: {:?}", audit(dir)))
 }
 
-async fn log_in(dir: &Path, login_addr: SocketAddr, user: &str, from: &str) -> Credentials {
+pub(crate) async fn log_in(
+    dir: &Path,
+    login_addr: SocketAddr,
+    user: &str,
+    from: &str,
+) -> Credentials {
     let ca = std::fs::read_to_string(dir.join("ca/tls_ca.pem")).expect("CA");
     login(
         &Endpoint::new(login_addr, &ca).from_ip(ip(from)),

@@ -10,6 +10,7 @@ mod direct;
 mod faults;
 mod fuzzprops;
 mod haproxy;
+mod joins;
 mod nginx;
 mod propagation;
 mod ssh;
