@@ -128,7 +128,7 @@ impl State {
     /// Loads roles, CA and audit log for `config`, with the system clock.
     pub fn load(config: Config) -> Result<State, ServerError> {
         let roles = crate::config::load_roles(&config.roles)?;
-        let ca = Ca::load(&config.ca)?;
+        let ca = Ca::load_config(&config)?;
         let audit = Audit::open(&config.audit_log, &config.cluster_name)?;
         Ok(State::new(config, roles, ca, audit))
     }
@@ -231,8 +231,8 @@ fn load_server_identity(
     use rustls_pki_types::pem::PemObject;
     let cert_path = &config.server_tls.cert;
     let key_path = &config.server_tls.key;
-    let cert_text = crate::config::read_bounded(cert_path, crate::config::MAX_CONFIG_BYTES)?;
-    let key_text = crate::config::read_bounded(key_path, crate::config::MAX_CONFIG_BYTES)?;
+    let cert_text = config.read_public("server_tls.cert", cert_path)?;
+    let key_text = config.read_private("server_tls.key", key_path)?;
     let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert_text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_error(cert_path, e))?;
