@@ -129,7 +129,8 @@ impl State {
     pub fn load(config: Config) -> Result<State, ServerError> {
         let roles = crate::config::load_roles(&config.roles)?;
         let ca = Ca::load_config(&config)?;
-        let audit = Audit::open(&config.audit_log, &config.cluster_name)?;
+        let audit = Audit::open(&config.audit_log, &config.cluster_name)
+            .map_err(|e| config.file_error("audit_log", e))?;
         Ok(State::new(config, roles, ca, audit))
     }
 
