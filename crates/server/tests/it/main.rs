@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod direct;
 mod faults;
+mod files_audit;
 mod fuzzprops;
 mod haproxy;
 mod nginx;
