@@ -133,7 +133,11 @@ fn temp_name(path: &Path) -> std::io::Result<PathBuf> {
 /// The operating-system error of the step that failed; the temporary file is then removed
 /// and the target left as it was.
 pub fn replace(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = temp_name(path)?;
+    replace_via(path, &temp_name(path)?, contents, mode)
+}
+
+/// [`replace`] through the temporary name `tmp`, which must not exist.
+fn replace_via(path: &Path, tmp: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     // create_new is O_CREAT | O_EXCL: fails on any existing entry, symlinks included.
     opts.write(true).create_new(true);
@@ -144,7 +148,8 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     }
     #[cfg(not(unix))]
     let _ = mode;
-    let mut file = opts.open(&tmp)?;
+    // Anything at `tmp` (a planted file or symlink) makes this fail; it is left alone.
+    let mut file = opts.open(tmp)?;
     let written = (|| {
         // The umask may have cleared bits of `mode`; set exactly what was asked for.
         #[cfg(unix)]
@@ -155,10 +160,10 @@ pub fn replace(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&tmp, path)
+        std::fs::rename(tmp, path)
     })();
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         return Err(e);
     }
     if let Some(dir) = path.parent() {
@@ -228,6 +233,31 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_existing_file_or_symlink_at_the_temp_name_is_never_written_through() {
+        let dir = ippin_test_support::temp_dir();
+        let p = dir.path().join("k");
+        std::fs::write(&p, "old").unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let link = dir.path().join("link.tmp");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let dangling = dir.path().join("dangling.tmp");
+        std::os::unix::fs::symlink(dir.path().join("would-be-created"), &dangling).unwrap();
+        let file = dir.path().join("file.tmp");
+        std::fs::write(&file, "planted").unwrap();
+        for tmp in [&link, &dangling, &file] {
+            let e = replace_via(&p, tmp, b"new", 0o600).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{tmp:?}");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "planted");
+        assert!(!dir.path().join("would-be-created").exists());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        // Two replacements never pick the same name.
+        assert_ne!(temp_name(&p).unwrap(), temp_name(&p).unwrap());
     }
 
     #[test]
