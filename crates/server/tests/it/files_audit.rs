@@ -186,6 +186,38 @@ fn serve_refuses_private_keys_others_can_read_naming_file_field_and_line() {
         assert!(err.contains("too open"), "{err}");
         chmod(&p, 0o600);
     }
+    // A propagation key: the listener's field.
+    let root = dir.path().to_str().expect("UTF-8");
+    let made = ippin(
+        &["ca", "propagation-key", "--audience", "in", "--out", root],
+        b"",
+    );
+    assert_eq!(made.code, Some(0), "{made:?}");
+    let text = std::fs::read_to_string(&config).expect("read");
+    let (head, _) = text.split_once("\nlisteners:").expect("listeners");
+    let prop = dir.path().join("prop.yaml");
+    std::fs::write(
+        &prop,
+        format!(
+            "{head}\nlisteners:\n  - {{listen: \"127.0.0.1:0\", kind: tls, proxy_protocol: on,\n     \
+             propagation: {{audience: in, key: in.propkey}}}}\n"
+        ),
+    )
+    .expect("write");
+    let key = dir.path().join("in.propkey");
+    chmod(&key, 0o640);
+    let err = serve_fails(&prop);
+    let line = head.lines().count() + 3;
+    assert!(
+        err.contains(&format!(
+            "prop.yaml:{line}: field `listeners[0].propagation.key`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("permissions 0640 for '{}'", key.display())),
+        "{err}"
+    );
     // A missing key file: the field, its line, the path and the OS error.
     let key = dir.path().join("ca/tls_ca.key");
     std::fs::rename(&key, dir.path().join("moved")).expect("move");
