@@ -650,7 +650,23 @@ impl Config {
 
     /// Loads the role files and checks every user's roles against them.
     fn check_roles(&self, text: &str) -> Result<(), ConfigError> {
-        let roles = load_roles(&self.roles)?;
+        let roles = load_roles(&self.roles).map_err(|e| match e {
+            // A role file that cannot be read: the field that names it and its line.
+            ConfigError::Io { file, source, .. } => {
+                let i = self.roles.iter().position(|r| *r == file).unwrap_or(0);
+                let field = format!("roles[{i}]");
+                ConfigError::Invalid {
+                    file: self.file.clone(),
+                    line: scan::scan(&self.file, text)
+                        .ok()
+                        .and_then(|p| p.line(&field))
+                        .unwrap_or(0),
+                    message: format!("{}: cannot read: {source}", file.display()),
+                    field,
+                }
+            }
+            other => other,
+        })?;
         for (i, u) in self.users.iter().enumerate() {
             if let Err(e) = roles.select(&u.roles) {
                 let field = format!("users[{i}].roles");

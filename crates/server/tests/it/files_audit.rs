@@ -231,6 +231,29 @@ fn serve_refuses_private_keys_others_can_read_naming_file_field_and_line() {
     let err = serve_fails(&config);
     assert!(err.contains("ippin.yaml:5: field `ca.tls_key`"), "{err}");
     assert!(err.contains("Is a directory"), "{err}");
+    std::fs::remove_dir(&key).expect("rmdir");
+    std::fs::rename(dir.path().join("moved"), &key).expect("restore");
+    // A role file that cannot be read: `roles[1]`, its line, the path, the OS error.
+    let text = std::fs::read_to_string(&config).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("roles:"))
+        .expect("roles line")
+        + 1;
+    std::fs::write(
+        &config,
+        text.replace("roles: [roles.yaml]", "roles: [roles.yaml, gone.yaml]"),
+    )
+    .expect("write");
+    let err = serve_fails(&config);
+    assert!(
+        err.contains(&format!("ippin.yaml:{line}: field `roles[1]`")),
+        "{err}"
+    );
+    assert!(
+        err.contains("gone.yaml: cannot read: No such file"),
+        "{err}"
+    );
 }
 
 #[test]
