@@ -9,8 +9,8 @@
 //! What an attacker can put in a line is bounded, here and nowhere else, so no call site
 //! can forget it ([`Audit::record`] applies it to every event):
 //! - every string of the line is capped at [`MAX_FIELD_BYTES`], cut on a character boundary
-//!   and marked `…[+N bytes]` ([`cap_field`]); lists and maps keep at most [`MAX_ITEMS`]
-//!   entries; a line longer than [`MAX_LINE_BYTES`] even so keeps only its event name;
+//!   and marked `…[+N bytes]` ([`cap_field`]); lists keep at most [`MAX_ITEMS`] entries,
+//!   maps [`MAX_FIELDS`]; a line longer than [`MAX_LINE_BYTES`] even so keeps only its event name;
 //! - repeated refusals from one peer are summarised ([`Summariser`]): per (peer IP, event,
 //!   reason), the first [`SUMMARY_FIRST_LINES`] lines of a [`SUMMARY_WINDOW`] are written,
 //!   the rest counted, and the count written as one `audit.suppressed` line when the window
@@ -257,8 +257,12 @@ pub struct Audit {
 /// The longest string kept whole in an audit line (bytes); longer ones are cut.
 pub const MAX_FIELD_BYTES: usize = 256;
 
-/// The most entries kept of a list or map inside an event.
+/// The most entries kept of a list inside an event.
 pub const MAX_ITEMS: usize = 16;
+
+/// The most fields kept of a map inside an event (the events of this crate have at most
+/// 12; the bound is for a map built from input).
+pub const MAX_FIELDS: usize = 64;
 
 /// The longest audit line (bytes, without the newline). Capping the fields keeps every
 /// event of this crate far below it; a line that would still be longer keeps only `time`,
@@ -306,9 +310,9 @@ fn cap_value(v: &mut serde_json::Value, depth: usize) {
                 *v = Value::String(format!("…[{} fields]", map.len()));
                 return;
             }
-            let more = map.len().saturating_sub(MAX_ITEMS);
+            let more = map.len().saturating_sub(MAX_FIELDS);
             let old = std::mem::take(map);
-            for (k, mut item) in old.into_iter().take(MAX_ITEMS) {
+            for (k, mut item) in old.into_iter().take(MAX_FIELDS) {
                 cap_value(&mut item, depth + 1);
                 map.insert(cap_field(&k).into_owned(), item);
             }
