@@ -422,7 +422,17 @@ fn write_out(dir: &Path, name: &str, text: &str, private: bool) -> Result<PathBu
 /// Writes `creds` into `dir`: `ippin_ed25519` (+ `.pub`, `-cert.pub`, as
 /// OpenSSH looks for them), `ippin_tls.key`, `ippin_tls.pem`.
 pub fn save(dir: &Path, creds: &Credentials) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // A folder made here is the user's alone (0700); an existing one is left as it is.
+    let mut folder = std::fs::DirBuilder::new();
+    folder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        folder.mode(0o700);
+    }
+    folder
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(vec![
         write_out(dir, "ippin_ed25519", &creds.ssh_private_key, true)?,
         write_out(dir, "ippin_ed25519.pub", &creds.ssh_public_key, false)?,

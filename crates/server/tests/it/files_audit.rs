@@ -116,6 +116,25 @@ fn login_replaces_0644_key_files_with_new_0600_files_openssh_accepts() {
     );
     // Nothing but the five files and the link is left in the folder.
     assert_eq!(std::fs::read_dir(out.path()).expect("dir").count(), 6);
+    // A folder `ippin login` makes is 0700.
+    let fresh = out.path().join("new/nested");
+    let ran = ippin(
+        &[
+            "login",
+            "--server",
+            &url,
+            "--user",
+            BOB.0,
+            "--ca",
+            ca.to_str().expect("UTF-8"),
+            "--out",
+            fresh.to_str().expect("UTF-8"),
+        ],
+        BOB.1.as_bytes(),
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&fresh.join("ippin_tls.key")), 0o600);
     let _ = cluster.stop();
 }
 
