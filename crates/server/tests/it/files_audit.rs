@@ -372,14 +372,25 @@ fn a_burst_of_refusals_from_one_peer_is_summarised_with_its_count() {
         .iter()
         .filter(|v| v["event"] == "audit.suppressed")
         .collect();
-    assert_eq!(written, 5, "{lines:#?}");
-    assert_eq!(summaries.len(), 1, "{lines:#?}");
-    let s = summaries[0];
-    assert_eq!(s["count"], (BURST - written) as u64);
-    assert_eq!(s["peer"], "127.0.0.1");
-    assert_eq!(s["kind"], "login_refused");
-    assert_eq!(s["reason"], "bad_credentials");
-    assert_eq!(s["window_secs"], 60);
+    // One 60 s window in practice (5 lines, one summary of the rest); on a machine so slow
+    // that the burst spans windows, each window writes 5 and counts the rest. Either way
+    // every refusal is a line or in a count, exactly once.
+    assert!(!summaries.is_empty(), "{lines:#?}");
+    assert!(
+        (5 * summaries.len()..=5 * (summaries.len() + 1)).contains(&written),
+        "{lines:#?}"
+    );
+    let counted: u64 = summaries
+        .iter()
+        .map(|s| s["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(written as u64 + counted, BURST as u64, "{lines:#?}");
+    for s in &summaries {
+        assert_eq!(s["peer"], "127.0.0.1");
+        assert_eq!(s["kind"], "login_refused");
+        assert_eq!(s["reason"], "bad_credentials");
+        assert_eq!(s["window_secs"], 60);
+    }
     assert_eq!(
         lines
             .iter()
