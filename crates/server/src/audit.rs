@@ -228,12 +228,14 @@ pub struct AuditError {
     pub source: std::io::Error,
 }
 
+/// `time`, `cluster`, `event`, then the event's other fields (alphabetically).
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
     cluster: &'a str,
+    event: serde_json::Value,
     #[serde(flatten)]
-    event: &'a serde_json::Value,
+    fields: &'a serde_json::Value,
 }
 
 enum Sink {
@@ -335,10 +337,15 @@ fn line_text(
     cap_value(&mut value, 0);
     let key = SummaryKey::of(&value);
     let cluster = cap_field(cluster);
+    let name = match &mut value {
+        serde_json::Value::Object(m) => m.remove("event").unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
     let text = serde_json::to_string(&Line {
         time: time.to_owned(),
         cluster: &cluster,
-        event: &value,
+        event: name.clone(),
+        fields: &value,
     })?;
     if text.len() <= MAX_LINE_BYTES {
         return Ok((text, key));
@@ -346,7 +353,7 @@ fn line_text(
     let short = serde_json::to_string(&serde_json::json!({
         "time": time,
         "cluster": cluster,
-        "event": value.get("event").cloned().unwrap_or_default(),
+        "event": name,
         "truncated": text.len(),
     }))?;
     Ok((short, key))
@@ -773,6 +780,10 @@ mod tests {
             .unwrap();
         let text = &audit.memory_lines()[0];
         assert!(text.len() < 1024, "{}", text.len());
+        assert!(
+            text.contains(r#""cluster":"c","event":"login_refused","observed""#),
+            "time, cluster, event, then the fields in order: {text}"
+        );
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         assert!(v["user"].as_str().unwrap().ends_with("…[+102144 bytes]"));
         // Inside an SSH event too, lists included.
