@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use ippin_cert as cert;
 
-use crate::config::{CaPaths, ConfigError, MAX_CONFIG_BYTES, read_bounded};
+use crate::config::{CaPaths, Config, ConfigError, MAX_CONFIG_BYTES};
+use crate::files::FileError;
 
 /// Errors of certificate issuance and CA files.
 #[derive(Debug, thiserror::Error)]
@@ -98,15 +99,38 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl Ca {
-    /// Loads the CA files named by the configuration.
+    /// Loads the CA files at `paths`. The private keys must not be accessible by group or
+    /// others ([`crate::files::read_private`]); errors name the file and the field.
     pub fn load(paths: &CaPaths) -> Result<Ca, CaError> {
-        let ssh_text = read_bounded(&paths.ssh_key, MAX_CONFIG_BYTES)?;
+        Ca::load_with(paths, |field, e| ConfigError::Invalid {
+            file: PathBuf::from("(configuration)"),
+            line: 0,
+            field: field.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads the CA files named by `config`; errors name the configuration file, the
+    /// field's line, the field, and the CA file with what is wrong with it.
+    pub fn load_config(config: &Config) -> Result<Ca, CaError> {
+        Ca::load_with(&config.ca, |field, e| config.file_error(field, e))
+    }
+
+    fn load_with(
+        paths: &CaPaths,
+        error: impl Fn(&str, FileError) -> ConfigError,
+    ) -> Result<Ca, CaError> {
+        let private = |field: &str, path: &Path| {
+            crate::files::read_private(path, MAX_CONFIG_BYTES).map_err(|e| error(field, e))
+        };
+        let ssh_text = private("ca.ssh_key", &paths.ssh_key)?;
         let ssh = cert::ssh::SshCa::from_openssh(&ssh_text).map_err(|e| CaError::Material {
             file: paths.ssh_key.clone(),
             message: e.to_string(),
         })?;
-        let cert_pem = read_bounded(&paths.tls_cert, MAX_CONFIG_BYTES)?;
-        let key_pem = read_bounded(&paths.tls_key, MAX_CONFIG_BYTES)?;
+        let cert_pem = crate::files::read_public(&paths.tls_cert, MAX_CONFIG_BYTES)
+            .map_err(|e| error("ca.tls_cert", e))?;
+        let key_pem = private("ca.tls_key", &paths.tls_key)?;
         let x509 =
             cert::x509::X509Ca::from_pem(&cert_pem, &key_pem).map_err(|e| CaError::Material {
                 file: paths.tls_cert.clone(),

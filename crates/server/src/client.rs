@@ -405,24 +405,16 @@ fn parse_server(url: &str) -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
+/// Writes `text` to `dir/name` as a NEW file (mode 0600 for a private key, 0644
+/// otherwise) renamed over the old one ([`crate::files::replace`]): an existing file's
+/// mode (a 0644 key OpenSSH would refuse), inode and links are never reused.
 fn write_out(dir: &Path, name: &str, text: &str, private: bool) -> Result<PathBuf, String> {
-    use std::io::Write;
     let path = dir.join(name);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
     let mut text = text.to_owned();
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    opts.open(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
+    crate::files::replace(&path, text.as_bytes(), if private { 0o600 } else { 0o644 })
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
@@ -430,7 +422,17 @@ fn write_out(dir: &Path, name: &str, text: &str, private: bool) -> Result<PathBu
 /// Writes `creds` into `dir`: `ippin_ed25519` (+ `.pub`, `-cert.pub`, as
 /// OpenSSH looks for them), `ippin_tls.key`, `ippin_tls.pem`.
 pub fn save(dir: &Path, creds: &Credentials) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // A folder made here is the user's alone (0700); an existing one is left as it is.
+    let mut folder = std::fs::DirBuilder::new();
+    folder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        folder.mode(0o700);
+    }
+    folder
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(vec![
         write_out(dir, "ippin_ed25519", &creds.ssh_private_key, true)?,
         write_out(dir, "ippin_ed25519.pub", &creds.ssh_public_key, false)?,

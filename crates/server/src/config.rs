@@ -211,6 +211,9 @@ pub struct Config {
     pub ssh_host_key: Option<PathBuf>,
     /// How long every refused SSH authentication takes, so timing does not tell why.
     pub ssh_auth_rejection_time: Duration,
+    /// The line of each field that names a file (`ca.ssh_key`, `server_tls.key`, …), so an
+    /// error about the file can name the field and its line ([`Config::file_error`]).
+    pub file_fields: std::collections::BTreeMap<String, usize>,
 }
 
 // ---- the raw, serde-facing shape ---------------------------------------
@@ -417,6 +420,18 @@ impl<'de> Deserialize<'de> for YamlProxyMode {
 }
 
 // ---- loading -------------------------------------------------------------
+
+/// The fields naming files whose line [`Config::file_fields`] keeps.
+const FILE_FIELDS: &[&str] = &[
+    "ca.ssh_key",
+    "ca.tls_cert",
+    "ca.tls_key",
+    "server_tls.cert",
+    "server_tls.key",
+    "audit_log",
+    "ssh_host_key",
+    "network_restrictions",
+];
 
 /// The upper bound on a configuration file's size.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -684,12 +699,54 @@ impl Config {
             audit_network_observed: raw.audit_network_observed,
             ssh_host_key: raw.ssh_host_key.map(&resolve),
             ssh_auth_rejection_time: raw.ssh_auth_rejection_time.0,
+            file_fields: FILE_FIELDS
+                .iter()
+                .filter_map(|f| Some(((*f).to_owned(), positions.line(f)?)))
+                .collect(),
         })
+    }
+
+    /// An error about the file that field `field` names: the configuration file, the
+    /// field's line, the field, then `problem` (which names the file and the OS error).
+    pub fn file_error(&self, field: &str, problem: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            line: self.file_fields.get(field).copied().unwrap_or(0),
+            field: field.to_owned(),
+            message: problem.to_string(),
+        }
+    }
+
+    /// Reads the private key that `field` names (`ca.ssh_key`, …), refusing one that group
+    /// or others may access ([`crate::files::read_private`]); errors as [`Config::file_error`].
+    pub fn read_private(&self, field: &str, path: &Path) -> Result<String, ConfigError> {
+        crate::files::read_private(path, MAX_CONFIG_BYTES).map_err(|e| self.file_error(field, e))
+    }
+
+    /// Reads the (public) file that `field` names; errors as [`Config::file_error`].
+    pub fn read_public(&self, field: &str, path: &Path) -> Result<String, ConfigError> {
+        crate::files::read_public(path, MAX_CONFIG_BYTES).map_err(|e| self.file_error(field, e))
     }
 
     /// Loads the role files and checks every user's roles against them.
     fn check_roles(&self, text: &str) -> Result<(), ConfigError> {
-        let roles = load_roles(&self.roles)?;
+        let roles = load_roles(&self.roles).map_err(|e| match e {
+            // A role file that cannot be read: the field that names it and its line.
+            ConfigError::Io { file, source, .. } => {
+                let i = self.roles.iter().position(|r| *r == file).unwrap_or(0);
+                let field = format!("roles[{i}]");
+                ConfigError::Invalid {
+                    file: self.file.clone(),
+                    line: scan::scan(&self.file, text)
+                        .ok()
+                        .and_then(|p| p.line(&field))
+                        .unwrap_or(0),
+                    message: format!("{}: cannot read: {source}", file.display()),
+                    field,
+                }
+            }
+            other => other,
+        })?;
         for (i, u) in self.users.iter().enumerate() {
             if let Err(e) = roles.select(&u.roles) {
                 let field = format!("users[{i}].roles");

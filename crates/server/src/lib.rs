@@ -25,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod files;
 pub mod host;
 pub mod http;
 pub mod identity;

@@ -129,8 +129,9 @@ impl State {
     /// Loads roles, CA and audit log for `config`, with the system clock.
     pub fn load(config: Config) -> Result<State, ServerError> {
         let roles = crate::config::load_roles(&config.roles)?;
-        let ca = Ca::load(&config.ca)?;
-        let audit = Audit::open(&config.audit_log, &config.cluster_name)?;
+        let ca = Ca::load_config(&config)?;
+        let audit = Audit::open(&config.audit_log, &config.cluster_name)
+            .map_err(|e| config.file_error("audit_log", e))?;
         Ok(State::new(config, roles, ca, audit))
     }
 
@@ -232,8 +233,8 @@ fn load_server_identity(
     use rustls_pki_types::pem::PemObject;
     let cert_path = &config.server_tls.cert;
     let key_path = &config.server_tls.key;
-    let cert_text = crate::config::read_bounded(cert_path, crate::config::MAX_CONFIG_BYTES)?;
-    let key_text = crate::config::read_bounded(key_path, crate::config::MAX_CONFIG_BYTES)?;
+    let cert_text = config.read_public("server_tls.cert", cert_path)?;
+    let key_text = config.read_private("server_tls.key", key_path)?;
     let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert_text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_error(cert_path, e))?;
@@ -1195,12 +1196,65 @@ pub async fn serve_command(path: &Path) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
     };
+    // Log rotation: SIGHUP reopens the audit log at its path (crate::audit). Installed
+    // before the listeners are announced, so a SIGHUP after that never kills the server.
+    let audit_tasks = match audit_tasks(&running.state) {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::fail(
+                1,
+                format!("error: audit log: cannot install the SIGHUP handler: {e}\n"),
+            );
+        }
+    };
     for (kind, addr) in &running.listeners {
         println!("listening: {kind} on {addr}");
     }
     wait_for_stop().await;
+    for t in audit_tasks {
+        t.abort();
+    }
+    // The refusals counted but not yet reported are written before exiting.
+    if let Err(e) = running
+        .state
+        .audit
+        .flush_summaries(running.state.now(), true)
+    {
+        tracing::error!("{e}");
+    }
     running.shutdown();
     Outcome::ok("stopped\n")
+}
+
+/// The audit log's tasks in `serve`: reopen on `SIGHUP`; write the `audit.suppressed`
+/// lines of ended windows every second (not only at the next event).
+fn audit_tasks(state: &Arc<State>) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let audit = state.audit.clone();
+        tasks.push(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match audit.reopen() {
+                    Ok(()) => tracing::info!("SIGHUP: audit log reopened"),
+                    Err(e) => tracing::error!("SIGHUP: {e}; still writing to the old file"),
+                }
+            }
+        }));
+    }
+    let s = state.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = s.audit.flush_summaries(s.now(), false) {
+                tracing::error!("{e}");
+            }
+        }
+    }));
+    Ok(tasks)
 }
 
 async fn wait_for_stop() {

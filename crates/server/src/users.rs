@@ -111,17 +111,30 @@ impl<R: BufRead> TakeLine for R {
 
 /// Adds user `name` with `roles` to the configuration at `path`, with a
 /// password hash; the edited file is validated before it replaces the old
-/// one (written to a temporary file, then renamed).
+/// one: written to a new temporary file (random name, created exclusively, so
+/// nothing planted at that name is followed) with the configuration's mode,
+/// synced, then renamed over it ([`crate::files::replace`]).
 pub fn add_user(path: &Path, name: &str, roles: &[String], hash: &str) -> Result<(), ConfigError> {
     let new_text = checked_text_with_user(path, name, roles, hash)?;
-    let tmp = path.with_extension("yaml.tmp");
     let io = |action, source| ConfigError::Io {
         file: path.to_path_buf(),
         action,
         source,
     };
-    std::fs::write(&tmp, new_text).map_err(|e| io("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
+    let mode = {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(path)
+                .map_err(|e| io("read", e))?
+                .permissions()
+                .mode()
+                & 0o7777
+        }
+        #[cfg(not(unix))]
+        0o600
+    };
+    crate::files::replace(path, new_text.as_bytes(), mode).map_err(|e| io("replace", e))?;
     Ok(())
 }
 

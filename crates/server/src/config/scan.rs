@@ -38,6 +38,8 @@ enum Frame {
     Map {
         path: Option<String>,
         key: Option<Option<String>>,
+        /// The keys read so far, with their lines (a key written twice is refused).
+        seen: HashMap<String, usize>,
     },
     Seq {
         path: Option<String>,
@@ -61,6 +63,7 @@ fn where_in(stack: &[Frame]) -> Option<String> {
         Frame::Map {
             path,
             key: Some(Some(k)),
+            ..
         } => join(path, k, false),
         Frame::Map { path, .. } | Frame::Seq { path, .. } => path.clone().filter(|p| !p.is_empty()),
     }
@@ -93,29 +96,46 @@ pub(crate) fn scan(file: &Path, text: &str) -> Result<Positions, ConfigError> {
         })?;
         let (line, column) = (span.start.line(), span.start.col() + 1);
         // The path of the node this event starts, and whether it is a map key.
-        let mut node_path = |stack: &mut Vec<Frame>, scalar: Option<&str>| -> Option<String> {
-            match stack.last_mut() {
-                None => Some(String::new()),
-                Some(Frame::Seq { path, index }) => {
-                    let p = join(path, &format!("[{index}]"), true);
-                    *index += 1;
-                    p
-                }
-                Some(Frame::Map { path, key }) => match key.take() {
-                    // A key: remember it, and where the field starts.
-                    None => {
-                        let name = scalar.map(str::to_owned);
-                        if let Some(p) = name.as_deref().and_then(|n| join(path, n, false)) {
-                            positions.entry(p).or_insert(line);
-                        }
-                        *key = Some(name);
-                        None
+        // The path of the node this event starts (`Err`: a key written twice in one map).
+        let mut node_path =
+            |stack: &mut Vec<Frame>, scalar: Option<&str>| -> Result<Option<String>, ConfigError> {
+                Ok(match stack.last_mut() {
+                    None => Some(String::new()),
+                    Some(Frame::Seq { path, index }) => {
+                        let p = join(path, &format!("[{index}]"), true);
+                        *index += 1;
+                        p
                     }
-                    // The value of the key just read.
-                    Some(name) => name.and_then(|n| join(path, &n, false)),
-                },
-            }
-        };
+                    Some(Frame::Map { path, key, seen }) => match key.take() {
+                        // A key: remember it, and where the field starts.
+                        None => {
+                            let name = scalar.map(str::to_owned);
+                            if let Some(n) = &name {
+                                if let Some(first) = seen.get(n) {
+                                    let field = join(path, n, false).unwrap_or_else(|| n.clone());
+                                    return Err(refuse(
+                                        line,
+                                        column,
+                                        format!(
+                                            "field `{}` is written twice (first on line {first}): \
+                                         YAML keeps only one of them; remove the other",
+                                            field.escape_default()
+                                        ),
+                                    ));
+                                }
+                                seen.insert(n.clone(), line);
+                            }
+                            if let Some(p) = name.as_deref().and_then(|n| join(path, n, false)) {
+                                positions.entry(p).or_insert(line);
+                            }
+                            *key = Some(name);
+                            None
+                        }
+                        // The value of the key just read.
+                        Some(name) => name.and_then(|n| join(path, &n, false)),
+                    },
+                })
+            };
         match event {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
             Event::DocumentStart(_) => {
@@ -138,7 +158,7 @@ pub(crate) fn scan(file: &Path, text: &str) -> Result<Positions, ConfigError> {
                 ));
             }
             Event::Scalar(value, ..) => {
-                if let Some(p) = node_path(&mut stack, Some(&value)) {
+                if let Some(p) = node_path(&mut stack, Some(&value))? {
                     positions.entry(p).or_insert(line);
                 }
             }
@@ -150,13 +170,17 @@ pub(crate) fn scan(file: &Path, text: &str) -> Result<Positions, ConfigError> {
                         format!("nested deeper than {MAX_DEPTH} levels"),
                     ));
                 }
-                let path = node_path(&mut stack, None);
+                let path = node_path(&mut stack, None)?;
                 if let Some(p) = &path {
                     positions.entry(p.clone()).or_insert(line);
                 }
                 stack.push(match event {
                     Event::SequenceStart(..) => Frame::Seq { path, index: 0 },
-                    _ => Frame::Map { path, key: None },
+                    _ => Frame::Map {
+                        path,
+                        key: None,
+                        seen: HashMap::new(),
+                    },
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -211,6 +235,31 @@ mod tests {
             "]".repeat(MAX_DEPTH - 1)
         );
         assert!(scan(Path::new("c.yaml"), &ok).is_ok());
+    }
+
+    #[test]
+    fn a_key_written_twice_is_refused_on_its_second_line() {
+        let (line, m) = refusal("cluster_name: a\nx: 1\ncluster_name: b\n");
+        assert_eq!(line, 3);
+        assert!(
+            m.contains("field `cluster_name` is written twice (first on line 1)"),
+            "{m}"
+        );
+        let (line, m) =
+            refusal("listeners:\n  - kind: tls\n    proxy_protocol: off\n    proxy_protocol: on\n");
+        assert_eq!(line, 4);
+        assert!(m.contains("`listeners[0].proxy_protocol`"), "{m}");
+        let (line, m) = refusal("ca: {ssh_key: a, ssh_key: b}\n");
+        assert_eq!(line, 1);
+        assert!(m.contains("`ca.ssh_key`"), "{m}");
+        // The same key in two maps is fine.
+        assert!(
+            scan(
+                Path::new("c.yaml"),
+                "a: {k: 1}\nb: {k: 2}\nc: [{k: 1}, {k: 2}]\n"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

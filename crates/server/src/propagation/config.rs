@@ -120,7 +120,16 @@ fn read_key<T>(
     path: &Path,
     parse: impl Fn(&str) -> Result<T, super::key::KeyError>,
 ) -> Result<T, String> {
-    let text = crate::config::read_bounded(path, 64 * 1024).map_err(|e| e.to_string())?;
+    let text = crate::files::read_public(path, 64 * 1024).map_err(|e| e.to_string())?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// [`read_key`] for a secret key: refused when group or others may access it.
+fn read_secret_key<T>(
+    path: &Path,
+    parse: impl Fn(&str) -> Result<T, super::key::KeyError>,
+) -> Result<T, String> {
+    let text = crate::files::read_private(path, 64 * 1024).map_err(|e| e.to_string())?;
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -252,7 +261,8 @@ pub fn check_listener(
                 ));
             }
             let key = resolve(p.key);
-            let secret = read_key(&key, SecretKey::from_pem).map_err(|m| ("propagation.key", m))?;
+            let secret =
+                read_secret_key(&key, SecretKey::from_pem).map_err(|m| ("propagation.key", m))?;
             Some(PropagationConfig {
                 audience: p.audience,
                 key,
@@ -300,7 +310,12 @@ mod tests {
             .get_or_init(|| {
                 let d = tempfile::tempdir().unwrap();
                 let s = SecretKey::from_bytes([3; 32]);
-                std::fs::write(d.path().join("inner.propkey"), s.to_pem()).unwrap();
+                crate::files::replace(
+                    &d.path().join("inner.propkey"),
+                    s.to_pem().as_bytes(),
+                    0o600,
+                )
+                .unwrap();
                 std::fs::write(d.path().join("inner.propkey.pub"), s.public_key().to_pem())
                     .unwrap();
                 std::fs::write(d.path().join("junk"), "hello").unwrap();

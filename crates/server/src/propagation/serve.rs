@@ -163,7 +163,9 @@ pub fn forward_target(lcfg: &ListenerConfig) -> Result<ForwardTarget, ServerErro
         ));
     };
     let cert = read_bounded(&f.cert, crate::config::MAX_CONFIG_BYTES)?;
-    let key = read_bounded(&f.key, crate::config::MAX_CONFIG_BYTES)?;
+    // Refused when group or others may access it, as sshd does.
+    let key = crate::files::read_private(&f.key, crate::config::MAX_CONFIG_BYTES)
+        .map_err(|e| load_error(&f.key, format!("field `forward.key`: {e}")))?;
     let signer = Signer::from_pem(&cert, &key).map_err(|e| load_error(&f.cert, e))?;
     Ok(ForwardTarget {
         upstream: f.upstream.clone(),

@@ -51,7 +51,14 @@ impl SshParts {
     /// start.
     pub fn load(config: &Config) -> Result<SshParts, SshError> {
         let host_key = match &config.ssh_host_key {
-            Some(path) => read_host_key(path)?,
+            // The error names the configuration file, the field's line and the key file.
+            Some(path) => read_host_key(path).map_err(|e| match e {
+                SshError::HostKeyFile { path, message } => SshError::HostKeyFile {
+                    path,
+                    message: config.file_error("ssh_host_key", message).to_string(),
+                },
+                other => other,
+            })?,
             None => {
                 if config.listeners.iter().any(|l| l.kind == ListenerKind::Ssh) {
                     tracing::warn!(
@@ -96,8 +103,9 @@ pub fn read_host_key(path: &Path) -> Result<PrivateKey, SshError> {
         path: path.to_owned(),
         message,
     };
+    // Refused when group or others may access it, as sshd does.
     let text =
-        crate::config::read_bounded(path, MAX_HOST_KEY_FILE).map_err(|e| bad(e.to_string()))?;
+        crate::files::read_private(path, MAX_HOST_KEY_FILE).map_err(|e| bad(e.to_string()))?;
     let key = PrivateKey::from_openssh(text.trim())
         .map_err(|e| bad(format!("not an OpenSSH private key: {e}")))?;
     if key.is_encrypted() {

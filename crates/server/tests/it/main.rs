@@ -8,6 +8,7 @@ mod cli;
 mod demo;
 mod direct;
 mod faults;
+mod files_audit;
 mod fuzzprops;
 mod haproxy;
 mod joins;

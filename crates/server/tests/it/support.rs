@@ -227,6 +227,16 @@ impl Cluster {
         found.expect("found")
     }
 
+    /// The process id of `ippin serve` (to send it signals).
+    pub(crate) fn server_pid(&self) -> u32 {
+        self.server.as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether `ippin serve` still runs.
+    pub(crate) fn server_running(&mut self) -> bool {
+        self.server.as_mut().is_some_and(Child::is_running)
+    }
+
     /// Stops the server and returns its output.
     pub(crate) fn stop(mut self) -> (String, String) {
         self.server.take().map(Child::finish).unwrap_or_default()
