@@ -28,6 +28,7 @@ pub mod demo;
 pub mod http;
 pub mod identity;
 pub mod inspect;
+pub mod lockout;
 pub mod outcome;
 pub mod propagation;
 pub mod server;
