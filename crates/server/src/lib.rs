@@ -29,6 +29,7 @@ pub mod http;
 pub mod identity;
 pub mod inspect;
 pub mod lockout;
+pub mod login_guard;
 pub mod outcome;
 pub mod propagation;
 pub mod server;
