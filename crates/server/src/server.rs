@@ -1412,6 +1412,135 @@ mod tests {
         assert_eq!(events[1]["trusted"], false);
     }
 
+    /// A clock the test moves.
+    fn manual_clock(s: &mut State) -> Arc<std::sync::Mutex<SystemTime>> {
+        let now = Arc::new(std::sync::Mutex::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let read = now.clone();
+        s.clock = Arc::new(move || *read.lock().unwrap());
+        now
+    }
+
+    fn with_password(user: &str, password: &str) -> LoginRequest {
+        LoginRequest {
+            password: password.into(),
+            ..request(user)
+        }
+    }
+
+    /// Five wrong passwords lock a name for 20 minutes (default limits),
+    /// the fifth answer says until when, the right password is then refused
+    /// with the very same answer, another user still logs in, a name that no
+    /// user has locks the same way, and the lock ends on the server's clock.
+    #[tokio::test]
+    async fn five_failures_lock_a_name_until_the_clock_passes_the_lock() {
+        let dir = ippin_test_support::temp_dir();
+        let mut s = state(dir.path());
+        let clock = manual_clock(&mut s);
+        let o = seen("127.0.0.5:4000", Provenance::Direct, true);
+        let t0 = *clock.lock().unwrap();
+        let until = rfc3339(t0 + Duration::from_secs(20 * 60));
+        for name in ["alice", "zed"] {
+            for _ in 0..4 {
+                let (status, body) =
+                    answer(login(&s, &o, o.ip(), with_password(name, "bad")).await).await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (401, Some("bad_credentials"))
+                );
+            }
+            let (status, fifth) =
+                answer(login(&s, &o, o.ip(), with_password(name, "bad")).await).await;
+            assert_eq!(
+                (status, fifth["error"].as_str()),
+                (429, Some("user_locked")),
+                "{fifth}"
+            );
+            assert_eq!(fifth["locked_until"], until.as_str());
+            let message = fifth["message"].as_str().unwrap();
+            assert!(
+                message.contains(&format!("locked until {until} after 5 failed logins")),
+                "{message}"
+            );
+            // Right (for alice) or wrong: the same answer, byte for byte.
+            let right = answer(login(&s, &o, o.ip(), request(name)).await).await;
+            let wrong = answer(login(&s, &o, o.ip(), with_password(name, "bad")).await).await;
+            assert_eq!(right, (429, fifth.clone()));
+            assert_eq!(wrong, (429, fifth));
+        }
+        let (status, _) = answer(login(&s, &o, o.ip(), request("bob")).await).await;
+        assert_eq!(status, 200, "bob is not locked");
+        *clock.lock().unwrap() = t0 + Duration::from_secs(20 * 60) - Duration::from_secs(1);
+        let (status, _) = answer(login(&s, &o, o.ip(), request("alice")).await).await;
+        assert_eq!(status, 429, "still locked a second before the end");
+        *clock.lock().unwrap() = t0 + Duration::from_secs(20 * 60);
+        let (status, body) = answer(login(&s, &o, o.ip(), request("alice")).await).await;
+        assert_eq!(status, 200, "{body}");
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(&s.config.audit_log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let locks: Vec<_> = events
+            .iter()
+            .filter(|e| e["event"] == "login_locked")
+            .collect();
+        assert_eq!(locks.len(), 2, "{events:?}");
+        assert_eq!(locks[0]["user"], "alice");
+        assert_eq!(locks[1]["user"], "zed");
+        assert_eq!(locks[0]["until"], until.as_str());
+        assert!(
+            events
+                .iter()
+                .any(|e| e["reason"] == "user_locked" && e["event"] == "login_refused")
+        );
+    }
+
+    /// A success clears the count: four failures, a success, four more do
+    /// not lock.
+    #[tokio::test]
+    async fn a_successful_login_resets_the_failure_count() {
+        let dir = ippin_test_support::temp_dir();
+        let mut s = state(dir.path());
+        let _clock = manual_clock(&mut s);
+        let o = seen("127.0.0.5:4000", Provenance::Direct, true);
+        for round in 0..2 {
+            for _ in 0..4 {
+                let (status, _) =
+                    answer(login(&s, &o, o.ip(), with_password("bob", "bad")).await).await;
+                assert_eq!(status, 401, "round {round}");
+            }
+            let (status, _) = answer(login(&s, &o, o.ip(), request("bob")).await).await;
+            assert_eq!(status, 200, "round {round}");
+        }
+    }
+
+    /// One address that fails `peer_max_failures` times is throttled for
+    /// every name; another address is not.
+    #[tokio::test]
+    async fn a_failing_address_is_throttled_for_every_name() {
+        let dir = ippin_test_support::temp_dir();
+        let mut s = state(dir.path());
+        let _clock = manual_clock(&mut s);
+        let o = seen("127.0.0.5:4000", Provenance::Direct, true);
+        for i in 0..30 {
+            let (status, _) =
+                answer(login(&s, &o, o.ip(), with_password(&format!("n{i}"), "bad")).await).await;
+            assert_eq!(status, 401);
+        }
+        let (status, body) = answer(login(&s, &o, o.ip(), request("bob")).await).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (429, Some("peer_throttled")),
+            "{body}"
+        );
+        assert!(body["locked_until"].is_string());
+        let other = seen("127.0.0.6:4000", Provenance::Direct, true);
+        let (status, _) = answer(login(&s, &other, other.ip(), request("bob")).await).await;
+        assert_eq!(status, 200);
+    }
+
     fn verdict(user: &str, roles: &[&str], requires_pin: bool, pin: CertPin) -> AccessVerdict {
         AccessVerdict {
             user: user.into(),
