@@ -693,6 +693,20 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// RFC 3339 to the second, rounded UP: a client that waits until the
+/// time it is told is never refused again by the same lock.
+fn rfc3339_ceil(t: SystemTime) -> String {
+    let part = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let up = if part == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_nanos(u64::from(1_000_000_000 - part))
+    };
+    rfc3339(t.checked_add(up).unwrap_or(t))
+}
+
 fn not_found() -> Response<Body> {
     http::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
@@ -833,7 +847,7 @@ pub async fn login(
                 provenance: observed.provenance().as_str().into(),
                 reason: reason.into(),
                 failures,
-                until: rfc3339(until),
+                until: rfc3339_ceil(until),
             };
             let limits = state.login_guard.limits();
             if let (true, Some(until)) = (failed.user_lock_began, failed.user_locked_until) {
@@ -886,7 +900,7 @@ async fn check_password(state: &State, user: &str, password: &str) -> bool {
 fn throttled(state: &State, refusal: &crate::lockout::Refusal) -> Response<Body> {
     use crate::lockout::Refusal;
     let until = refusal.until();
-    let when = until.map(rfc3339).unwrap_or_default();
+    let when = until.map(rfc3339_ceil).unwrap_or_default();
     let message = match refusal {
         Refusal::UserLocked { max_failures, .. } => format!(
             "this account is locked until {when} after {max_failures} failed logins; \
@@ -904,12 +918,12 @@ fn throttled(state: &State, refusal: &crate::lockout::Refusal) -> Response<Body>
         &LockedBody {
             error: refusal.code(),
             message: &message,
-            locked_until: until.map(rfc3339),
+            locked_until: until.map(rfc3339_ceil),
         },
     );
     let wait = until
         .and_then(|u| u.duration_since(state.now()).ok())
-        .map_or(60, |d| d.as_secs().saturating_add(1));
+        .map_or(60, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
     if let Ok(v) = hyper::header::HeaderValue::from_str(&wait.to_string()) {
         resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
     }

@@ -9,6 +9,7 @@ mod direct;
 mod faults;
 mod fuzzprops;
 mod haproxy;
+mod login;
 mod nginx;
 mod propagation;
 mod ssh;
