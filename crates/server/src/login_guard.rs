@@ -161,3 +161,73 @@ pub fn throttle_key(observed: &ObservedAddr, peer: SocketAddr) -> IpAddr {
         peer.ip()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProxyModeSetting;
+
+    fn listener(mode: ProxyModeSetting, trusted: Option<&str>) -> ListenerConfig {
+        ListenerConfig {
+            kind: crate::config::ListenerKind::Login,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            proxy_protocol: mode,
+            trusted_proxies: trusted.map(|n| vec![n.parse().unwrap()]),
+            header_timeout: std::time::Duration::from_secs(5),
+            trust_x_forwarded_for: false,
+            forward: None,
+            propagation: None,
+        }
+    }
+
+    fn seen(addr: &str, provenance: Provenance, trusted: bool) -> ObservedAddr {
+        ObservedAddr::new(addr.parse().unwrap(), provenance, trusted)
+    }
+
+    #[test]
+    fn which_address_a_connection_counts_under() {
+        let peer: SocketAddr = "127.0.0.3:5000".parse().unwrap();
+        let lb = listener(ProxyModeSetting::On, Some("127.0.0.3/32"));
+        // Any peer but a named trusted proxy counts at accept, as itself,
+        // even in mode `on` without `trusted_proxies` (it could name anyone).
+        assert_eq!(
+            key_at_accept(&listener(ProxyModeSetting::Off, None), peer),
+            Some(peer.ip())
+        );
+        assert_eq!(
+            key_at_accept(&listener(ProxyModeSetting::On, None), peer),
+            Some(peer.ip())
+        );
+        let other: SocketAddr = "127.0.0.9:5000".parse().unwrap();
+        assert_eq!(key_at_accept(&lb, other), Some(other.ip()));
+        // The named balancer: decided after the PROXY stage.
+        assert_eq!(key_at_accept(&lb, peer), None);
+        let client = seen("198.51.100.7:4000", Provenance::ProxyV2, true);
+        assert_eq!(key_after_proxy(&lb, &client, peer), Some(client.ip()));
+        // Its own connections (LOCAL, no header) are not counted.
+        let own = seen("127.0.0.3:5000", Provenance::Direct, true);
+        assert_eq!(key_after_proxy(&lb, &own, peer), None);
+    }
+
+    #[test]
+    fn failures_count_under_the_socket_peer_when_the_observation_is_untrusted() {
+        let peer: SocketAddr = "127.0.0.3:5000".parse().unwrap();
+        let claimed = seen("198.51.100.7:0", Provenance::ProxyV1, false);
+        assert_eq!(throttle_key(&claimed, peer), peer.ip());
+        let vouched = seen("198.51.100.7:4000", Provenance::ProxyV2, true);
+        assert_eq!(throttle_key(&vouched, peer), vouched.ip());
+    }
+
+    #[test]
+    fn a_place_is_given_back_when_its_slot_drops() {
+        let guard = LoginGuard::new(&LoginLimits {
+            max_connections_per_peer: 1,
+            ..LoginLimits::default()
+        });
+        let ip: IpAddr = "127.0.0.5".parse().unwrap();
+        let slot = guard.enter(ip).expect("first");
+        assert!(guard.enter(ip).is_none());
+        drop(slot);
+        assert!(guard.enter(ip).is_some());
+    }
+}
