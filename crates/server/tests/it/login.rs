@@ -309,3 +309,31 @@ fn a_trickling_body_is_cut_at_the_body_timeout() {
         "{line}"
     );
 }
+
+/// One address that keeps failing, each time with another name (so no name
+/// locks), is throttled for every name, bob's right password included,
+/// with `429 peer_throttled`; bob from another address logs in.
+#[test]
+fn an_address_spraying_names_is_throttled_and_another_is_not() {
+    let cluster = Cluster::start_with("login_limits: {peer_max_failures: 3}\n", &[LOGIN]);
+    for name in ["carol", "dave", "erin"] {
+        post_login(&cluster, "127.0.0.7", name, "guess").expect(401);
+    }
+    let throttled = post_login(&cluster, "127.0.0.7", BOB.0, BOB.1).expect(429);
+    assert_eq!(throttled["error"], "peer_throttled");
+    parse_time(&throttled["locked_until"]);
+    let url = format!("https://{}", cluster.addr(0));
+    let ran = cluster.login(&url, BOB, Some("127.0.0.7")).ran;
+    assert!(ran.stderr.contains("HTTP 429: peer_throttled"), "{ran:?}");
+    cluster.login(&url, BOB, Some("127.0.0.8")).ok();
+    let line = cluster.wait_audit("the throttle", |v| {
+        v["event"] == "login_locked" && v["reason"] == "peer_throttled"
+    });
+    assert!(
+        line["observed"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("127.0.0.7:"),
+        "{line}"
+    );
+}
