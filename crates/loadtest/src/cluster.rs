@@ -70,13 +70,19 @@ impl Cluster {
             ));
         }
         let t = format!("{}ms", header_timeout.as_millis());
+        // Every attacker of the stall and hostile runs connects from
+        // 127.0.0.1, the valid client's address too: they measure what each
+        // pending connection costs, so the per-address connection limit of
+        // the login listeners (16 by default; tested in ippin's
+        // tests/it/login.rs) is raised to its maximum here.
         let on = "proxy_protocol: on, trusted_proxies: [127.0.0.1/32]";
         let text = format!(
             "cluster_name: load\n\
              ca: {{ssh_key: ca/ssh_user_ca, tls_cert: ca/tls_ca.pem, tls_key: ca/tls_ca.key}}\n\
              server_tls: {{cert: server.pem, key: server.key}}\n\
              roles: [roles.yaml]\nusers:\n{users}\
-             cert_ttl: 8h\naudit_log: audit.log\nlisteners:\n\
+             cert_ttl: 8h\naudit_log: audit.log\n\
+             login_limits: {{max_connections_per_peer: 4096}}\nlisteners:\n\
              \x20 - {{kind: login, listen: 127.0.0.1:0, proxy_protocol: off, header_timeout: {t}}}\n\
              \x20 - {{kind: tls, listen: 127.0.0.1:0, proxy_protocol: off, header_timeout: {t}}}\n\
              \x20 - {{kind: login, listen: 127.0.0.1:0, {on}, header_timeout: {t}}}\n\

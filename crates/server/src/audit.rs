@@ -130,6 +130,37 @@ pub enum AuditEvent {
         /// rustls's description.
         detail: String,
     },
+    /// A user name got locked, or a client address throttled, by failed
+    /// logins (`crate::lockout`); each refused attempt is a `login_refused`.
+    LoginLocked {
+        /// The user name of the failure that locked (any name: unknown names
+        /// lock too).
+        user: String,
+        /// The observed client address.
+        observed: String,
+        /// How it was observed.
+        provenance: String,
+        /// `user_locked` (the name) or `peer_throttled` (the address).
+        reason: String,
+        /// The failures that lock.
+        failures: u32,
+        /// End of the lock (RFC 3339).
+        until: String,
+    },
+    /// A login connection was closed at once: its client address holds
+    /// `login_limits.max_connections_per_peer` connections already.
+    ConnectionRefused {
+        /// The listener kind.
+        listener: String,
+        /// The TCP peer.
+        peer: String,
+        /// The observed client address ("" when refused before the PROXY stage).
+        observed: String,
+        /// `too_many_connections`.
+        reason: String,
+        /// The limit.
+        limit: usize,
+    },
     /// A connection was refused before TLS, at the PROXY stage.
     ProxyRefused {
         /// The listener kind.

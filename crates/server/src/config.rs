@@ -214,7 +214,49 @@ pub struct Config {
     /// The line of each field that names a file (`ca.ssh_key`, `server_tls.key`, …), so an
     /// error about the file can name the field and its line ([`Config::file_error`]).
     pub file_fields: std::collections::BTreeMap<String, usize>,
+    /// Lockout, throttles and timeouts of the login listeners (`login_limits`).
+    pub login_limits: LoginLimits,
 }
+
+/// `login_limits`: what keeps guessing and single addresses from the login
+/// listeners (docs/server.md, docs/security-notes/login.md). Shared by every
+/// login listener of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Failed logins of one user name within `failure_window` that lock it (default 5).
+    pub max_failures: u32,
+    /// How long a locked name is refused (default 20m).
+    pub lockout: Duration,
+    /// Failures count within this time of the first one (default 20m).
+    pub failure_window: Duration,
+    /// Failed logins from one client address within `peer_window` that throttle it
+    /// (default 30).
+    pub peer_max_failures: u32,
+    /// The window and the throttle of `peer_max_failures` (default 1m).
+    pub peer_window: Duration,
+    /// Connections one client address may hold open on the login listeners at once
+    /// (default 16).
+    pub max_connections_per_peer: usize,
+    /// Time allowed for a request body once its head arrived (default 5s).
+    pub body_timeout: Duration,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            max_failures: 5,
+            lockout: Duration::from_secs(20 * 60),
+            failure_window: Duration::from_secs(20 * 60),
+            peer_max_failures: 30,
+            peer_window: Duration::from_secs(60),
+            max_connections_per_peer: 16,
+            body_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The longest `lockout`, `failure_window` and `peer_window` accepted.
+pub const MAX_LOGIN_LIMIT_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 // ---- the raw, serde-facing shape ---------------------------------------
 
@@ -242,6 +284,79 @@ struct RawConfig {
     ssh_host_key: Option<PathBuf>,
     #[serde(default = "default_ssh_rejection")]
     ssh_auth_rejection_time: YamlDuration,
+    #[serde(default)]
+    login_limits: Option<RawLoginLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoginLimits {
+    #[serde(default)]
+    max_failures: Option<u32>,
+    #[serde(default)]
+    lockout: Option<YamlDuration>,
+    #[serde(default)]
+    failure_window: Option<YamlDuration>,
+    #[serde(default)]
+    peer_max_failures: Option<u32>,
+    #[serde(default)]
+    peer_window: Option<YamlDuration>,
+    #[serde(default)]
+    max_connections_per_peer: Option<usize>,
+    #[serde(default)]
+    body_timeout: Option<YamlDuration>,
+}
+
+impl RawLoginLimits {
+    /// The limits, each checked against its range: `(field, message)` on error.
+    fn check(self) -> Result<LoginLimits, (&'static str, String)> {
+        let d = LoginLimits::default();
+        let count = |field, v: Option<u32>, default, max: u32| match v {
+            None => Ok(default),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(n) => Err((field, format!("{n}: must be between 1 and {max}"))),
+        };
+        let span = |field, v: Option<YamlDuration>, default, max: Duration| match v {
+            None => Ok(default),
+            Some(YamlDuration(t)) if t <= max => Ok(t),
+            Some(YamlDuration(t)) => Err((field, format!("{t:?}: must be at most {max:?}"))),
+        };
+        let max_day = MAX_LOGIN_LIMIT_DURATION;
+        let connections = match self.max_connections_per_peer {
+            None => d.max_connections_per_peer,
+            Some(n) if (1..=4096).contains(&n) => n,
+            Some(n) => {
+                return Err((
+                    "max_connections_per_peer",
+                    format!("{n}: must be between 1 and 4096"),
+                ));
+            }
+        };
+        Ok(LoginLimits {
+            max_failures: count("max_failures", self.max_failures, d.max_failures, 100)?,
+            lockout: span("lockout", self.lockout, d.lockout, max_day)?,
+            failure_window: span(
+                "failure_window",
+                self.failure_window,
+                d.failure_window,
+                max_day,
+            )?,
+            peer_max_failures: count(
+                "peer_max_failures",
+                self.peer_max_failures,
+                d.peer_max_failures,
+                100_000,
+            )?,
+            peer_window: span("peer_window", self.peer_window, d.peer_window, max_day)?,
+            max_connections_per_peer: connections,
+            body_timeout: span(
+                "body_timeout",
+                self.body_timeout,
+                d.body_timeout,
+                crate::http::CONNECTION_TIMEOUT,
+            )?,
+        })
+    }
 }
 
 fn default_poll() -> YamlPoll {
@@ -677,6 +792,12 @@ impl Config {
                 propagation,
             });
         }
+        let login_limits = match raw.login_limits {
+            None => LoginLimits::default(),
+            Some(l) => l
+                .check()
+                .map_err(|(field, m)| invalid(format!("login_limits.{field}"), Some(field), m))?,
+        };
         Ok(Config {
             file: path.to_path_buf(),
             cluster_name: raw.cluster_name,
@@ -703,6 +824,7 @@ impl Config {
                 .iter()
                 .filter_map(|f| Some(((*f).to_owned(), positions.line(f)?)))
                 .collect(),
+            login_limits,
         })
     }
 
@@ -951,6 +1073,64 @@ listeners:
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/ippin/ippin.yaml"), text)
+    }
+
+    #[test]
+    fn login_limits_default_to_five_failures_and_twenty_minutes() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.login_limits, LoginLimits::default());
+        assert_eq!(c.login_limits.max_failures, 5);
+        assert_eq!(c.login_limits.lockout, Duration::from_secs(1200));
+        let text = format!(
+            "{GOOD}login_limits:\n  max_failures: 3\n  lockout: 2s\n  max_connections_per_peer: 4\n  body_timeout: 1s\n"
+        );
+        let l = parse(&text).unwrap().login_limits;
+        assert_eq!(
+            (
+                l.max_failures,
+                l.lockout,
+                l.max_connections_per_peer,
+                l.body_timeout
+            ),
+            (3, Duration::from_secs(2), 4, Duration::from_secs(1))
+        );
+        assert_eq!(l.failure_window, Duration::from_secs(1200));
+    }
+
+    #[test]
+    fn login_limits_out_of_range_are_refused_with_field_and_line() {
+        let line = GOOD.lines().count() + 2;
+        for (field, value, says) in [
+            ("max_failures", "0", "between 1 and 100"),
+            ("max_failures", "101", "between 1 and 100"),
+            ("lockout", "25h", "at most"),
+            ("peer_window", "2d", "at most"),
+            ("peer_max_failures", "0", "between 1"),
+            ("max_connections_per_peer", "0", "between 1 and 4096"),
+            ("body_timeout", "31s", "at most"),
+        ] {
+            let text = format!("{GOOD}login_limits:\n  {field}: {value}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(&format!("login_limits.{field}")), "{e}");
+            assert!(e.contains(says), "{e}");
+            assert!(
+                e.starts_with(&format!("/etc/ippin/ippin.yaml:{line}")),
+                "{e}"
+            );
+        }
+        // A zero duration is refused while reading (with its line, like every duration).
+        let e = parse(&format!("{GOOD}login_limits:\n  lockout: 0s\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("/etc/ippin/ippin.yaml:{line}:")),
+            "{e}"
+        );
+        assert!(e.contains("greater than zero"), "{e}");
+        let e = parse(&format!("{GOOD}login_limits: {{lockuot: 1m}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lockuot"), "{e}");
     }
 
     #[test]

@@ -681,3 +681,57 @@ async fn stalled_handshakes_are_shed_oldest_first() {
         .await;
     assert_eq!(shed(&events), STALLED - CAP + 1);
 }
+
+/// Behind a trusted balancer, connections count under the client address
+/// the PROXY header names, not under the balancer: one client holding its
+/// limit is refused (audited with its address), another client through the
+/// same balancer is served although the balancer holds more than the limit.
+#[tokio::test]
+async fn behind_a_balancer_the_connection_limit_is_per_client() {
+    let listeners = "  - {kind: login, listen: 127.0.0.1:0, proxy_protocol: on, trusted_proxies: [127.0.0.3/32]}\n";
+    // `login_limits` rides on the audit line of the fixture's text.
+    let f = Fixture::start_with_audit(
+        listeners,
+        "audit.log\nlogin_limits: {max_connections_per_peer: 2}",
+    )
+    .await;
+    let addr = f.running.addr(0).unwrap();
+    let a: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let open = |client: SocketAddr| async move {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::new(LB, 0)).unwrap();
+        let mut tcp = s.connect(addr).await.unwrap();
+        tcp.write_all(&v2(client, addr)).await.unwrap();
+        // The start of a ClientHello that never comes: past the PROXY stage
+        // (which looks past the header for a second one), held in TLS.
+        tcp.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00])
+            .await
+            .unwrap();
+        tcp
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(open(a).await);
+    }
+    // Exactly one of client A's three is closed (the one counted third).
+    let events = f
+        .audit_when(|e| e.iter().any(|e| e["event"] == "connection_refused"))
+        .await;
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "connection_refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{events:?}");
+    assert_eq!(refused[0]["observed"], "198.51.100.7:40000");
+    assert!(
+        refused[0]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.3:")
+    );
+    // Client B through the same balancer (which now holds 3 > 2) is served.
+    let b: SocketAddr = "198.51.100.8:40000".parse().unwrap();
+    let bob = login(&f.ep(0, LB).with_proxy_header(v2(b, addr)), "bob").await;
+    assert!(bob.is_ok(), "{bob:?}");
+    drop(held);
+}

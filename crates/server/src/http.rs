@@ -3,7 +3,9 @@
 //!
 //! * request head: at most [`MAX_HEAD_BYTES`] (hyper's read buffer bound),
 //! * request body: at most [`MAX_BODY_BYTES`], read with a bound,
-//! * the head must arrive within [`HEAD_TIMEOUT`], the whole exchange within
+//! * the head must arrive within [`HEAD_TIMEOUT`], the body then within
+//!   its own, shorter timeout ([`BODY_TIMEOUT`] by default; `login_limits.
+//!   body_timeout` on login listeners), the whole exchange within
 //!   [`CONNECTION_TIMEOUT`],
 //! * no keep-alive: each connection serves one request, so the pin check
 //!   made for the connection covers exactly that request.
@@ -26,6 +28,9 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Time allowed for the request head once the connection is ready.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a request body once the head has arrived (408
+/// `body_timeout` beyond it), unless the caller sets its own.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for one whole HTTP exchange.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,40 +69,76 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
-/// Reads the body of `req` with the [`MAX_BODY_BYTES`] bound and parses it
-/// as JSON `T`; the error is a ready 4xx response.
+/// Why a request body was not accepted: a ready 4xx answer with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyRefusal {
+    /// HTTP status (400, 408, 413, 415).
+    pub status: StatusCode,
+    /// Stable reason code: `bad_request`, or `body_timeout` when the body did
+    /// not arrive in time.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl BodyRefusal {
+    /// The JSON error answer.
+    pub fn into_response(self) -> Response<Body> {
+        error(self.status, self.code, &self.message)
+    }
+}
+
+/// Reads the body of `req` with the [`MAX_BODY_BYTES`] bound, within
+/// [`BODY_TIMEOUT`], and parses it as JSON `T`; the error is a ready 4xx
+/// response.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, Response<Body>> {
+    read_json_within(req, BODY_TIMEOUT)
+        .await
+        .map_err(BodyRefusal::into_response)
+}
+
+/// [`read_json`] with the body due within `timeout` of the call (a body that
+/// trickles in is cut at `timeout`, answered 408 `body_timeout`).
+pub async fn read_json_within<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<T, BodyRefusal> {
     let is_json = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !is_json {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_request",
-            "the body must be JSON (Content-Type: application/json)",
-        ));
+        return Err(BodyRefusal {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "bad_request",
+            message: "the body must be JSON (Content-Type: application/json)".into(),
+        });
     }
     let body = Limited::new(req.into_body(), MAX_BODY_BYTES);
-    let bytes = match body.collect().await {
-        Ok(c) => c.to_bytes(),
+    let bytes = match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) => {
+            return Err(BodyRefusal {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "bad_request",
+                message: format!("the body is unreadable or larger than {MAX_BODY_BYTES} bytes"),
+            });
+        }
         Err(_) => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "bad_request",
-                &format!("the body is unreadable or larger than {MAX_BODY_BYTES} bytes"),
-            ));
+            return Err(BodyRefusal {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "body_timeout",
+                message: format!("the request body did not arrive within {timeout:?}"),
+            });
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!("the JSON body is not acceptable: {e}"),
-        )
+    serde_json::from_slice(&bytes).map_err(|e| BodyRefusal {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_request",
+        message: format!("the JSON body is not acceptable: {e}"),
     })
 }
 
@@ -268,6 +309,50 @@ mod tests {
         let (answer, calls) = exchange(fits.as_bytes());
         assert_eq!(calls, 1);
         assert_eq!(status(&answer), "415", "{answer}");
+    }
+
+    /// A body that trickles in (head complete, body dribbled and never
+    /// finished) is cut at the body timeout with 408 `body_timeout`, long
+    /// before the connection timeout.
+    #[tokio::test]
+    async fn a_dribbled_body_is_cut_at_the_body_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let timeout = Duration::from_millis(300);
+        let (mut client, server) = tokio::io::duplex(MAX_HEAD_BYTES);
+        let serve = tokio::spawn(serve_one(server, move |req| async move {
+            match read_json_within::<serde_json::Value>(req, timeout).await {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(r) => r.into_response(),
+            }
+        }));
+        let started = std::time::Instant::now();
+        client
+            .write_all(&post("application/json", &" ".repeat(100))[..120])
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 512];
+        // Keep dribbling one byte every 50 ms: each byte arrives well within
+        // any per-read timeout, the whole body never does.
+        loop {
+            tokio::select! {
+                n = client.read(&mut buf) => {
+                    let n = n.unwrap();
+                    if n == 0 { break; }
+                    answer.extend_from_slice(&buf[..n]);
+                }
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    let _ = client.write_all(b" ").await;
+                }
+            }
+            assert!(started.elapsed() < HEAD_TIMEOUT, "not cut");
+        }
+        serve.await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert_eq!(status(&answer), "408", "{answer}");
+        let refusal: serde_json::Value = serde_json::from_str(body(&answer)).unwrap();
+        assert_eq!(refusal["error"], "body_timeout");
+        assert!(started.elapsed() >= timeout);
     }
 
     #[test]

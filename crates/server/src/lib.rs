@@ -30,6 +30,8 @@ pub mod host;
 pub mod http;
 pub mod identity;
 pub mod inspect;
+pub mod lockout;
+pub mod login_guard;
 pub mod outcome;
 pub mod propagation;
 pub mod server;

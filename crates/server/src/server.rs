@@ -112,6 +112,9 @@ pub struct State {
     /// Bounds concurrent argon2 verifications (each takes 19 MiB and a core
     /// for tens of ms): memory stays bounded under a login flood.
     hash_slots: Arc<tokio::sync::Semaphore>,
+    /// Lockout, per-peer throttle and connection counts of the login
+    /// listeners (`login_limits`), shared by all of them.
+    login_guard: crate::login_guard::LoginGuard,
 }
 
 /// The most password verifications running at once.
@@ -139,6 +142,7 @@ impl State {
     pub fn new(config: Config, roles: ippin_policy::RoleSet, ca: Ca, audit: Audit) -> State {
         let decoy_hash =
             crate::users::decoy_hash(config.users.first().map(|u| u.password_hash.as_str()));
+        let login_guard = crate::login_guard::LoginGuard::new(&config.login_limits);
         State {
             config,
             roles,
@@ -149,6 +153,7 @@ impl State {
             max_handshakes: MAX_HANDSHAKES,
             decoy_hash,
             hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
+            login_guard,
         }
     }
 
@@ -512,6 +517,17 @@ async fn handle_connection(
     stage: Stages,
 ) {
     let _ = tcp.set_nodelay(true);
+    // Login listeners: at most `max_connections_per_peer` per client address,
+    // counted from here when the peer is the client (crate::login_guard).
+    let is_login = lcfg.kind == ListenerKind::Login;
+    let key = is_login
+        .then(|| crate::login_guard::key_at_accept(&lcfg, peer))
+        .flatten();
+    let mut _peer_slot = match key.map(|k| state.login_guard.enter(k)) {
+        Some(None) => return too_many_connections(&state, &lcfg, peer, None),
+        Some(slot) => slot,
+        None => None,
+    };
     let (observed, stream) = match accept_observed(tcp, peer, &lcfg).await {
         Ok(x) => x,
         Err(refused) => {
@@ -528,6 +544,15 @@ async fn handle_connection(
             return;
         }
     };
+    if is_login && key.is_none() {
+        // Deferred to here: the client address a trusted header names.
+        if let Some(k) = crate::login_guard::key_after_proxy(&lcfg, &observed, peer) {
+            match state.login_guard.enter(k) {
+                Some(slot) => _peer_slot = Some(slot),
+                None => return too_many_connections(&state, &lcfg, peer, Some(&observed)),
+            }
+        }
+    }
     // Past the PROXY stage: trade the pending slot for a place in the
     // handshake stage, which never waits (the oldest handshake is shed when
     // it is full). The TLS and HTTP stages are boxed so that the task of a
@@ -545,6 +570,28 @@ async fn handle_connection(
         stage.slots,
     ))
     .await;
+}
+
+/// Refuses (closes) a login connection whose client address already holds
+/// `max_connections_per_peer` connections; audited.
+fn too_many_connections(
+    state: &State,
+    lcfg: &ListenerConfig,
+    peer: SocketAddr,
+    observed: Option<&ObservedAddr>,
+) {
+    tracing::info!(
+        "{} listener: refused {peer}: {}",
+        lcfg.kind,
+        crate::login_guard::TOO_MANY_CONNECTIONS
+    );
+    state.audit(&AuditEvent::ConnectionRefused {
+        listener: lcfg.kind.as_str().into(),
+        peer: AuditEvent::peer(peer),
+        observed: observed.map(AuditEvent::addr).unwrap_or_default(),
+        reason: crate::login_guard::TOO_MANY_CONNECTIONS.into(),
+        limit: state.login_guard.limits().max_connections_per_peer,
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -577,7 +624,7 @@ async fn tls_stage(
             };
             drop(ticket);
             if let Some(_slot) = slot {
-                serve_tls(tls, observed, lcfg, state).await;
+                serve_tls(tls, peer, observed, lcfg, state).await;
                 return;
             }
             shed()
@@ -602,6 +649,7 @@ async fn tls_stage(
 
 async fn serve_tls<S>(
     tls: tokio_rustls::server::TlsStream<S>,
+    peer: SocketAddr,
     observed: ObservedAddr,
     lcfg: Arc<ListenerConfig>,
     state: Arc<State>,
@@ -612,7 +660,7 @@ async fn serve_tls<S>(
         ListenerKind::Login => {
             http::serve_one(tls, move |req| {
                 let (state, lcfg) = (state.clone(), lcfg.clone());
-                async move { login_route(&state, &lcfg, observed, req).await }
+                async move { login_route(&state, &lcfg, peer, observed, req).await }
             })
             .await;
         }
@@ -691,6 +739,20 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// RFC 3339 to the second, rounded UP: a client that waits until the
+/// time it is told is never refused again by the same lock.
+fn rfc3339_ceil(t: SystemTime) -> String {
+    let part = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let up = if part == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_nanos(u64::from(1_000_000_000 - part))
+    };
+    rfc3339(t.checked_add(up).unwrap_or(t))
+}
+
 fn not_found() -> Response<Body> {
     http::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
@@ -698,6 +760,7 @@ fn not_found() -> Response<Body> {
 async fn login_route(
     state: &State,
     lcfg: &ListenerConfig,
+    peer: SocketAddr,
     observed: ObservedAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -720,19 +783,21 @@ async fn login_route(
     } else {
         observed
     };
-    let body: LoginRequest = match http::read_json(req).await {
+    let timeout = state.login_guard.limits().body_timeout;
+    let body: LoginRequest = match http::read_json_within(req, timeout).await {
         Ok(b) => b,
-        Err(resp) => {
+        Err(refusal) => {
             state.audit(&AuditEvent::LoginRefused {
                 user: String::new(),
                 observed: AuditEvent::addr(&observed),
                 provenance: observed.provenance().as_str().into(),
-                reason: "bad_request".into(),
+                reason: refusal.code.into(),
             });
-            return resp;
+            return refusal.into_response();
         }
     };
-    login(state, &observed, body).await
+    let throttle_key = crate::login_guard::throttle_key(&observed, peer);
+    login(state, &observed, throttle_key, body).await
 }
 
 /// The client address from `X-Forwarded-For` / `Forwarded`, decided by
@@ -792,29 +857,86 @@ fn forwarded_client(
     Ok(found)
 }
 
-/// The login decision and issuance, after the body was read: password,
+/// The login decision and issuance, after the body was read: lockout and
+/// throttle (`crate::lockout`, failures counted under `peer`), password,
 /// roles, pin (from `ippin-policy`), certificates, audit.
-pub async fn login(state: &State, observed: &ObservedAddr, body: LoginRequest) -> Response<Body> {
+pub async fn login(
+    state: &State,
+    observed: &ObservedAddr,
+    peer: std::net::IpAddr,
+    body: LoginRequest,
+) -> Response<Body> {
     let refused = |user: &str, reason: &str| AuditEvent::LoginRefused {
         user: user.to_owned(),
         observed: AuditEvent::addr(observed),
         provenance: observed.provenance().as_str().into(),
         reason: reason.to_owned(),
     };
-    if body.password.len() > crate::users::MAX_PASSWORD_BYTES {
-        state.audit(&refused(&body.user, "bad_credentials"));
-        return http::error(
-            StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            "unknown user or wrong password",
-        );
-    }
-    let user = state.config.user(&body.user).cloned();
+    // Before the password is checked: a locked name is refused whatever the
+    // password (a right one is not even looked at, so the answer cannot
+    // tell), and names that no user has are locked the same way.
+    let attempt = match state.login_guard.begin(&body.user, peer, state.now()) {
+        Ok(a) => a,
+        Err(refusal) => {
+            state.audit(&refused(&body.user, refusal.code()));
+            return throttled(state, &refusal);
+        }
+    };
+    let ok = body.password.len() <= crate::users::MAX_PASSWORD_BYTES
+        && check_password(state, &body.user, &body.password).await;
+    let user = match state.config.user(&body.user) {
+        Some(u) if ok => {
+            state.login_guard.succeeded(attempt, &body.user);
+            u.clone()
+        }
+        _ => {
+            let failed = state
+                .login_guard
+                .failed(attempt, &body.user, peer, state.now());
+            state.audit(&refused(&body.user, "bad_credentials"));
+            let locked = |reason: &str, until: SystemTime, failures: u32| AuditEvent::LoginLocked {
+                user: body.user.clone(),
+                observed: AuditEvent::addr(observed),
+                provenance: observed.provenance().as_str().into(),
+                reason: reason.into(),
+                failures,
+                until: rfc3339_ceil(until),
+            };
+            let limits = state.login_guard.limits();
+            if let (true, Some(until)) = (failed.user_lock_began, failed.user_locked_until) {
+                state.audit(&locked("user_locked", until, limits.max_failures));
+            }
+            if let Some(until) = failed.peer_throttle_began {
+                state.audit(&locked("peer_throttled", until, limits.peer_max_failures));
+            }
+            if let Some(until) = failed.user_locked_until {
+                return throttled(
+                    state,
+                    &crate::lockout::Refusal::UserLocked {
+                        until,
+                        max_failures: limits.max_failures,
+                    },
+                );
+            }
+            return http::error(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "unknown user or wrong password",
+            );
+        }
+    };
+    login_issue(state, observed, &user, body)
+}
+
+/// Whether `password` is `user`'s; an unknown user is checked against the
+/// decoy hash, so both cost the same.
+async fn check_password(state: &State, user: &str, password: &str) -> bool {
+    let user = state.config.user(user).cloned();
     let hash = user
         .as_ref()
         .map_or_else(|| state.decoy_hash.clone(), |u| u.password_hash.clone());
-    let password = body.password.clone();
-    let ok = match state.hash_slots.clone().acquire_owned().await {
+    let password = password.to_owned();
+    match state.hash_slots.clone().acquire_owned().await {
         Ok(slot) => tokio::task::spawn_blocking(move || {
             let ok = crate::users::verify_password(&hash, &password);
             drop(slot);
@@ -823,17 +945,65 @@ pub async fn login(state: &State, observed: &ObservedAddr, body: LoginRequest) -
         .await
         .unwrap_or(false),
         Err(_) => false,
+    }
+}
+
+/// The `429` of a login refused before its password was checked: `{error,
+/// message, locked_until}` and `Retry-After`.
+fn throttled(state: &State, refusal: &crate::lockout::Refusal) -> Response<Body> {
+    use crate::lockout::Refusal;
+    let until = refusal.until();
+    let when = until.map(rfc3339_ceil).unwrap_or_default();
+    let message = match refusal {
+        Refusal::UserLocked { max_failures, .. } => format!(
+            "this account is locked until {when} after {max_failures} failed logins; \
+             try again then"
+        ),
+        Refusal::PeerThrottled { .. } => format!(
+            "too many failed logins from your address: refused until {when}; try again then"
+        ),
+        _ => "too many accounts are locked at once: logins of other names are refused \
+              for now; try again later"
+            .to_owned(),
     };
-    let user = match user {
-        Some(u) if ok => u,
-        _ => {
-            state.audit(&refused(&body.user, "bad_credentials"));
-            return http::error(
-                StatusCode::UNAUTHORIZED,
-                "bad_credentials",
-                "unknown user or wrong password",
-            );
-        }
+    let mut resp = http::json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &LockedBody {
+            error: refusal.code(),
+            message: &message,
+            locked_until: until.map(rfc3339_ceil),
+        },
+    );
+    let wait = until
+        .and_then(|u| u.duration_since(state.now()).ok())
+        .map_or(60, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The body of a `429` login refusal.
+#[derive(Debug, Serialize)]
+struct LockedBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    /// RFC 3339; null for `login_busy`.
+    locked_until: Option<String>,
+}
+
+/// Roles, pin and issuance for `user`, whose password was right.
+fn login_issue(
+    state: &State,
+    observed: &ObservedAddr,
+    user: &crate::config::UserConfig,
+    body: LoginRequest,
+) -> Response<Body> {
+    let refused = |user: &str, reason: &str| AuditEvent::LoginRefused {
+        user: user.to_owned(),
+        observed: AuditEvent::addr(observed),
+        provenance: observed.provenance().as_str().into(),
+        reason: reason.to_owned(),
     };
     let Some((requires_pin, roles)) = state.requires_pin(&user.name) else {
         state.audit(&refused(&user.name, "role_mapping_failed"));
@@ -1328,7 +1498,7 @@ mod tests {
         let dir = ippin_test_support::temp_dir();
         let s = state(dir.path());
         let o = seen("[::ffff:127.0.0.5]:4000", Provenance::ProxyV2, true);
-        let (status, body) = answer(login(&s, &o, request("alice")).await).await;
+        let (status, body) = answer(login(&s, &o, o.ip(), request("alice")).await).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["pinned_ip"], "127.0.0.5");
         let der = crate::ca::pem_to_der(body["tls_certificate"].as_str().unwrap(), "CERTIFICATE")
@@ -1344,13 +1514,13 @@ mod tests {
         let dir = ippin_test_support::temp_dir();
         let s = state(dir.path());
         let o = seen("127.0.0.5:4000", Provenance::ProxyV1, false);
-        let (status, body) = answer(login(&s, &o, request("alice")).await).await;
+        let (status, body) = answer(login(&s, &o, o.ip(), request("alice")).await).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (403, Some("untrusted_client_ip"))
         );
         // An unpinned user gets certificates, without a pin or a login IP.
-        let (status, body) = answer(login(&s, &o, request("bob")).await).await;
+        let (status, body) = answer(login(&s, &o, o.ip(), request("bob")).await).await;
         assert_eq!(status, 200);
         assert!(body["pinned_ip"].is_null());
         let der = crate::ca::pem_to_der(body["tls_certificate"].as_str().unwrap(), "CERTIFICATE")
@@ -1369,6 +1539,135 @@ mod tests {
         assert_eq!(events[0]["observed"], "127.0.0.5:0");
         assert_eq!(events[1]["event"], "login_issued");
         assert_eq!(events[1]["trusted"], false);
+    }
+
+    /// A clock the test moves.
+    fn manual_clock(s: &mut State) -> Arc<std::sync::Mutex<SystemTime>> {
+        let now = Arc::new(std::sync::Mutex::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let read = now.clone();
+        s.clock = Arc::new(move || *read.lock().unwrap());
+        now
+    }
+
+    fn with_password(user: &str, password: &str) -> LoginRequest {
+        LoginRequest {
+            password: password.into(),
+            ..request(user)
+        }
+    }
+
+    /// Five wrong passwords lock a name for 20 minutes (default limits),
+    /// the fifth answer says until when, the right password is then refused
+    /// with the very same answer, another user still logs in, a name that no
+    /// user has locks the same way, and the lock ends on the server's clock.
+    #[tokio::test]
+    async fn five_failures_lock_a_name_until_the_clock_passes_the_lock() {
+        let dir = ippin_test_support::temp_dir();
+        let mut s = state(dir.path());
+        let clock = manual_clock(&mut s);
+        let o = seen("127.0.0.5:4000", Provenance::Direct, true);
+        let t0 = *clock.lock().unwrap();
+        let until = rfc3339(t0 + Duration::from_secs(20 * 60));
+        for name in ["alice", "zed"] {
+            for _ in 0..4 {
+                let (status, body) =
+                    answer(login(&s, &o, o.ip(), with_password(name, "bad")).await).await;
+                assert_eq!(
+                    (status, body["error"].as_str()),
+                    (401, Some("bad_credentials"))
+                );
+            }
+            let (status, fifth) =
+                answer(login(&s, &o, o.ip(), with_password(name, "bad")).await).await;
+            assert_eq!(
+                (status, fifth["error"].as_str()),
+                (429, Some("user_locked")),
+                "{fifth}"
+            );
+            assert_eq!(fifth["locked_until"], until.as_str());
+            let message = fifth["message"].as_str().unwrap();
+            assert!(
+                message.contains(&format!("locked until {until} after 5 failed logins")),
+                "{message}"
+            );
+            // Right (for alice) or wrong: the same answer, byte for byte.
+            let right = answer(login(&s, &o, o.ip(), request(name)).await).await;
+            let wrong = answer(login(&s, &o, o.ip(), with_password(name, "bad")).await).await;
+            assert_eq!(right, (429, fifth.clone()));
+            assert_eq!(wrong, (429, fifth));
+        }
+        let (status, _) = answer(login(&s, &o, o.ip(), request("bob")).await).await;
+        assert_eq!(status, 200, "bob is not locked");
+        *clock.lock().unwrap() = t0 + Duration::from_secs(20 * 60) - Duration::from_secs(1);
+        let (status, _) = answer(login(&s, &o, o.ip(), request("alice")).await).await;
+        assert_eq!(status, 429, "still locked a second before the end");
+        *clock.lock().unwrap() = t0 + Duration::from_secs(20 * 60);
+        let (status, body) = answer(login(&s, &o, o.ip(), request("alice")).await).await;
+        assert_eq!(status, 200, "{body}");
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(&s.config.audit_log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let locks: Vec<_> = events
+            .iter()
+            .filter(|e| e["event"] == "login_locked")
+            .collect();
+        assert_eq!(locks.len(), 2, "{events:?}");
+        assert_eq!(locks[0]["user"], "alice");
+        assert_eq!(locks[1]["user"], "zed");
+        assert_eq!(locks[0]["until"], until.as_str());
+        assert!(
+            events
+                .iter()
+                .any(|e| e["reason"] == "user_locked" && e["event"] == "login_refused")
+        );
+    }
+
+    /// A success clears the count: four failures, a success, four more do
+    /// not lock.
+    #[tokio::test]
+    async fn a_successful_login_resets_the_failure_count() {
+        let dir = ippin_test_support::temp_dir();
+        let mut s = state(dir.path());
+        let _clock = manual_clock(&mut s);
+        let o = seen("127.0.0.5:4000", Provenance::Direct, true);
+        for round in 0..2 {
+            for _ in 0..4 {
+                let (status, _) =
+                    answer(login(&s, &o, o.ip(), with_password("bob", "bad")).await).await;
+                assert_eq!(status, 401, "round {round}");
+            }
+            let (status, _) = answer(login(&s, &o, o.ip(), request("bob")).await).await;
+            assert_eq!(status, 200, "round {round}");
+        }
+    }
+
+    /// One address that fails `peer_max_failures` times is throttled for
+    /// every name; another address is not.
+    #[tokio::test]
+    async fn a_failing_address_is_throttled_for_every_name() {
+        let dir = ippin_test_support::temp_dir();
+        let mut s = state(dir.path());
+        let _clock = manual_clock(&mut s);
+        let o = seen("127.0.0.5:4000", Provenance::Direct, true);
+        for i in 0..30 {
+            let (status, _) =
+                answer(login(&s, &o, o.ip(), with_password(&format!("n{i}"), "bad")).await).await;
+            assert_eq!(status, 401);
+        }
+        let (status, body) = answer(login(&s, &o, o.ip(), request("bob")).await).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (429, Some("peer_throttled")),
+            "{body}"
+        );
+        assert!(body["locked_until"].is_string());
+        let other = seen("127.0.0.6:4000", Provenance::Direct, true);
+        let (status, _) = answer(login(&s, &other, other.ip(), request("bob")).await).await;
+        assert_eq!(status, 200);
     }
 
     fn verdict(user: &str, roles: &[&str], requires_pin: bool, pin: CertPin) -> AccessVerdict {

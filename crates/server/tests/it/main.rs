@@ -12,6 +12,7 @@ mod files_audit;
 mod fuzzprops;
 mod haproxy;
 mod joins;
+mod login;
 mod nginx;
 mod propagation;
 mod ssh;

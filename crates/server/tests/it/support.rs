@@ -108,6 +108,12 @@ impl Cluster {
     /// without `listen`, e.g. `kind: tls, proxy_protocol: on`, bound on
     /// 127.0.0.1, or on `[::1]` when it starts with [`ON_V6`].
     pub(crate) fn start(listeners: &[&str]) -> Cluster {
+        Cluster::start_with("", listeners)
+    }
+
+    /// As [`Cluster::start`], with `top` (top-level YAML lines, e.g.
+    /// `login_limits: {lockout: 2s}\n`) added to the configuration.
+    pub(crate) fn start_with(top: &str, listeners: &[&str]) -> Cluster {
         let dir = temp_dir();
         let root = dir.path().to_str().expect("UTF-8 temp path").to_owned();
         let init = ippin(&["ca", "init", &root], b"");
@@ -128,7 +134,7 @@ impl Cluster {
             .expect("ca init writes a listeners section");
         let mut ports = Vec::new();
         let mut ips = Vec::new();
-        let mut yaml = format!("{head}\nlisteners:\n");
+        let mut yaml = format!("{head}\n{top}listeners:\n");
         for l in listeners {
             let (ip, l) = match l.strip_prefix(ON_V6) {
                 Some(rest) => (LOCALHOST6, rest),

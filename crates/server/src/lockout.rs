@@ -1,0 +1,708 @@
+//! Login throttling decisions, sans-IO: which login attempts are refused
+//! before the password is checked, and what a failure changes.
+//!
+//! * **Per user name**: `max_failures` failed logins within `window` of the
+//!   first lock the name for `lock_for`. While locked, every attempt is
+//!   refused *before* the password is checked, so a correct password is
+//!   refused the same way as a wrong one (and costs no hash).
+//! * **Per peer** (a client address: IPv4, or the /64 of an IPv6 address,
+//!   [`peer_key`]): the same rule with its own limits throttles one address
+//!   that fails too often, whatever names it tries.
+//! * **Concurrent connections per peer** ([`ConnectionCounts`]).
+//!
+//! The tables do not know which names are real users: a name that no user
+//! has is counted and locked exactly like a real one, so the lockout tells
+//! an attacker nothing about which names exist.
+//!
+//! Time is a parameter (`now`); nothing here reads a clock, opens a socket
+//! or uses the rest of the crate (std only), so the type can move to a
+//! library as it is.
+//!
+//! # Bounded memory, and eviction
+//!
+//! A [`FailureTable`] holds at most `capacity` records, keyed by a 64-bit
+//! keyed hash of the name (SipHash with a random key per table), so a
+//! record costs the same whatever the name's length. When a new key must be
+//! recorded and the table is full:
+//!
+//! 1. records that no longer matter (lock over, window over) are dropped;
+//! 2. if still full, the *counting* (not locked) record whose window started
+//!    first is evicted: its failures are forgotten;
+//! 3. a **locked record is never evicted** before its lock ends, so no
+//!    amount of other names can unlock a locked name early;
+//! 4. if every record is locked, nothing can be recorded: the attempt is
+//!    refused before the password is checked ([`Refusal::Busy`], fail
+//!    closed) — only names already in the table can still be tried.
+//!
+//! Step 2 lets an attacker who fills the table with fresh names reset the
+//! partial count of another name; each such name costs one failed login
+//! (one password hash), so a reset costs `capacity` hashes.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use ippin::lockout::{Limit, Refusal, Throttle};
+//!
+//! let users = Limit { max_failures: 5, window: Duration::from_secs(1200), lock_for: Duration::from_secs(1200) };
+//! let peers = Limit { max_failures: 30, window: Duration::from_secs(60), lock_for: Duration::from_secs(60) };
+//! let mut t = Throttle::new(users, peers, 1024);
+//! let (now, peer) = (SystemTime::UNIX_EPOCH, "192.0.2.7".parse().unwrap());
+//! for _ in 0..5 {
+//!     let attempt = t.begin("alice", peer, now).unwrap();
+//!     t.failed(attempt, "alice", peer, now); // the password was wrong
+//! }
+//! assert!(matches!(t.begin("alice", peer, now), Err(Refusal::UserLocked { .. })));
+//! assert!(t.begin("bob", peer, now).is_ok());
+//! ```
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How many failures within which window lock a key, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Failures that lock (at least 1).
+    pub max_failures: u32,
+    /// Failures count within this time of the first one of the window.
+    pub window: Duration,
+    /// How long the lock lasts.
+    pub lock_for: Duration,
+}
+
+/// Milliseconds since the Unix epoch (0 before it, saturating far after).
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn ms_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn time(ms: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// One key's state, times in ms since the epoch.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    window_start: u64,
+    failures: u32,
+    /// 0: not locked.
+    locked_until: u64,
+}
+
+impl Record {
+    fn locked(&self, now: u64) -> bool {
+        now < self.locked_until
+    }
+
+    fn in_window(&self, now: u64, limit: &Limit) -> bool {
+        now < self.window_start.saturating_add(ms_of(limit.window))
+    }
+
+    /// Whether the record still changes a decision.
+    fn matters(&self, now: u64, limit: &Limit) -> bool {
+        self.locked(now) || (self.failures > 0 && self.in_window(now, limit))
+    }
+}
+
+/// What [`FailureTable::fail`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Counted; `failures` so far in the window, below the limit.
+    Below {
+        /// Failures in the current window.
+        failures: u32,
+    },
+    /// This failure reached the limit: the key is locked until `until`.
+    Locked {
+        /// End of the lock.
+        until: SystemTime,
+    },
+    /// The key was already locked (nothing changed).
+    AlreadyLocked {
+        /// End of the lock.
+        until: SystemTime,
+    },
+    /// The table is full of locked records: nothing was recorded.
+    Full,
+}
+
+/// Failure counts and locks per key, bounded (see the module docs).
+#[derive(Debug)]
+pub struct FailureTable {
+    limit: Limit,
+    capacity: usize,
+    hasher: RandomState,
+    records: HashMap<u64, Record>,
+}
+
+impl FailureTable {
+    /// An empty table with `limit`, holding at most `capacity` records
+    /// (at least 1).
+    pub fn new(limit: Limit, capacity: usize) -> FailureTable {
+        FailureTable {
+            limit: Limit {
+                max_failures: limit.max_failures.max(1),
+                ..limit
+            },
+            capacity: capacity.max(1),
+            hasher: RandomState::new(),
+            records: HashMap::new(),
+        }
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> Limit {
+        self.limit
+    }
+
+    /// Records held (at most the capacity).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn slot<K: Hash + ?Sized>(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The end of `key`'s lock, when it is locked at `now`.
+    pub fn locked_until<K: Hash + ?Sized>(&self, key: &K, now: SystemTime) -> Option<SystemTime> {
+        let now = ms(now);
+        self.records
+            .get(&self.slot(key))
+            .filter(|r| r.locked(now))
+            .map(|r| time(r.locked_until))
+    }
+
+    /// Whether a failure of `key` could be recorded at `now` (it has a
+    /// record, or one can be made: see the module docs for what is evicted).
+    pub fn make_room<K: Hash + ?Sized>(&mut self, key: &K, now: SystemTime) -> bool {
+        let slot = self.slot(key);
+        self.make_room_for(slot, ms(now))
+    }
+
+    fn make_room_for(&mut self, slot: u64, now: u64) -> bool {
+        if self.records.contains_key(&slot) || self.records.len() < self.capacity {
+            return true;
+        }
+        let limit = self.limit;
+        self.records.retain(|_, r| r.matters(now, &limit));
+        if self.records.len() < self.capacity {
+            return true;
+        }
+        let oldest = self
+            .records
+            .iter()
+            .filter(|(_, r)| !r.locked(now))
+            .min_by_key(|(_, r)| r.window_start)
+            .map(|(k, _)| *k);
+        match oldest {
+            Some(k) => {
+                self.records.remove(&k);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records one failure of `key` at `now`.
+    pub fn fail<K: Hash + ?Sized>(&mut self, key: &K, now: SystemTime) -> Counted {
+        let slot = self.slot(key);
+        let now = ms(now);
+        if !self.make_room_for(slot, now) {
+            return Counted::Full;
+        }
+        let limit = self.limit;
+        let r = self.records.entry(slot).or_insert(Record {
+            window_start: now,
+            failures: 0,
+            locked_until: 0,
+        });
+        if r.locked(now) {
+            return Counted::AlreadyLocked {
+                until: time(r.locked_until),
+            };
+        }
+        if r.failures == 0 || !r.in_window(now, &limit) {
+            r.window_start = now;
+            r.failures = 0;
+        }
+        r.failures = r.failures.saturating_add(1);
+        if r.failures >= limit.max_failures {
+            r.locked_until = now.saturating_add(ms_of(limit.lock_for)).max(1);
+            r.failures = 0;
+            return Counted::Locked {
+                until: time(r.locked_until),
+            };
+        }
+        Counted::Below {
+            failures: r.failures,
+        }
+    }
+
+    /// Forgets `key`'s failures and lock.
+    pub fn reset<K: Hash + ?Sized>(&mut self, key: &K) {
+        let slot = self.slot(key);
+        self.records.remove(&slot);
+    }
+}
+
+/// The key of a client address for the per-peer limits: the canonical IPv4
+/// address (an IPv4-mapped IPv6 address is its IPv4 address), or the /64 of
+/// an IPv6 address (one subscriber usually holds a whole /64, so counting
+/// single IPv6 addresses would give one attacker 2^64 keys).
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Why an attempt is refused before the password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The client address failed too often (`peer_throttled`).
+    PeerThrottled {
+        /// End of the throttle.
+        until: SystemTime,
+    },
+    /// The user name is locked (`user_locked`), whether or not a user has it.
+    UserLocked {
+        /// End of the lock.
+        until: SystemTime,
+        /// The failures that lock a name.
+        max_failures: u32,
+    },
+    /// The name or address is not in its table and the table is full of
+    /// locked records (`login_busy`): fail closed, see the module docs.
+    Busy,
+}
+
+impl Refusal {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::PeerThrottled { .. } => "peer_throttled",
+            Refusal::UserLocked { .. } => "user_locked",
+            Refusal::Busy => "login_busy",
+        }
+    }
+
+    /// When to try again (`None` for [`Refusal::Busy`]).
+    pub fn until(&self) -> Option<SystemTime> {
+        match self {
+            Refusal::PeerThrottled { until } | Refusal::UserLocked { until, .. } => Some(*until),
+            Refusal::Busy => None,
+        }
+    }
+}
+
+/// An attempt let through to the password check, from [`Throttle::begin`].
+/// It was already counted as a failure of its user name (so concurrent
+/// attempts cannot check more than `max_failures` passwords); pass it to
+/// [`Throttle::failed`] or [`Throttle::succeeded`].
+#[derive(Debug)]
+#[must_use]
+pub struct Attempt {
+    locked_by_it: Option<SystemTime>,
+}
+
+/// What a failed attempt changed, from [`Throttle::failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed {
+    /// The user name is locked now, until then: answer with the lock.
+    pub user_locked_until: Option<SystemTime>,
+    /// This attempt was the one that locked the name.
+    pub user_lock_began: bool,
+    /// This failure throttled the peer, until then.
+    pub peer_throttle_began: Option<SystemTime>,
+}
+
+/// The login decisions: a [`FailureTable`] for user names and one for peers.
+#[derive(Debug)]
+pub struct Throttle {
+    users: FailureTable,
+    peers: FailureTable,
+}
+
+impl Throttle {
+    /// Tables with these limits, each holding at most `capacity` records.
+    pub fn new(users: Limit, peers: Limit, capacity: usize) -> Throttle {
+        Throttle {
+            users: FailureTable::new(users, capacity),
+            peers: FailureTable::new(peers, capacity),
+        }
+    }
+
+    /// Before the password of `user` from `peer` is checked: refused when
+    /// the peer is throttled, the name locked, or a table full; otherwise
+    /// the attempt is counted as a failure of the name in advance.
+    ///
+    /// # Errors
+    /// The [`Refusal`], in that order of precedence.
+    pub fn begin(&mut self, user: &str, peer: IpAddr, now: SystemTime) -> Result<Attempt, Refusal> {
+        let peer = peer_key(peer);
+        if let Some(until) = self.peers.locked_until(&peer, now) {
+            return Err(Refusal::PeerThrottled { until });
+        }
+        if !self.peers.make_room(&peer, now) {
+            return Err(Refusal::Busy);
+        }
+        let max_failures = self.users.limit().max_failures;
+        match self.users.fail(user, now) {
+            Counted::Below { .. } => Ok(Attempt { locked_by_it: None }),
+            Counted::Locked { until } => Ok(Attempt {
+                locked_by_it: Some(until),
+            }),
+            Counted::AlreadyLocked { until } => Err(Refusal::UserLocked {
+                until,
+                max_failures,
+            }),
+            Counted::Full => Err(Refusal::Busy),
+        }
+    }
+
+    /// The password was wrong (or the name has no user): the failure is
+    /// counted for the peer; the name's was counted by [`Throttle::begin`].
+    pub fn failed(
+        &mut self,
+        attempt: Attempt,
+        user: &str,
+        peer: IpAddr,
+        now: SystemTime,
+    ) -> Failed {
+        let peer_throttle_began = match self.peers.fail(&peer_key(peer), now) {
+            Counted::Locked { until } => Some(until),
+            _ => None,
+        };
+        let user_locked_until = self.users.locked_until(user, now).or(attempt.locked_by_it);
+        Failed {
+            user_locked_until,
+            user_lock_began: attempt.locked_by_it.is_some(),
+            peer_throttle_began,
+        }
+    }
+
+    /// The password was right: the name's failures (and a lock its attempt
+    /// began) are forgotten. The peer's failures are kept: one good account
+    /// must not clear an address that guesses at others.
+    pub fn succeeded(&mut self, attempt: Attempt, user: &str) {
+        let _ = attempt;
+        self.users.reset(user);
+    }
+
+    /// The end of `user`'s lock at `now`, if locked.
+    pub fn user_locked_until(&self, user: &str, now: SystemTime) -> Option<SystemTime> {
+        self.users.locked_until(user, now)
+    }
+
+    /// Records held: (user names, peers).
+    pub fn len(&self) -> (usize, usize) {
+        (self.users.len(), self.peers.len())
+    }
+}
+
+/// Live connections per peer ([`peer_key`]), at most `max_per_peer` each.
+///
+/// A key is held only while one of its connections is open, so the map is
+/// bounded by the number of open connections, which the server bounds.
+#[derive(Debug)]
+pub struct ConnectionCounts {
+    max_per_peer: usize,
+    counts: HashMap<IpAddr, usize>,
+}
+
+impl ConnectionCounts {
+    /// No connection yet; at most `max_per_peer` (at least 1) per peer.
+    pub fn new(max_per_peer: usize) -> ConnectionCounts {
+        ConnectionCounts {
+            max_per_peer: max_per_peer.max(1),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Takes a place for a connection from `peer`; false when the peer
+    /// already has `max_per_peer` (nothing is taken then).
+    pub fn enter(&mut self, peer: IpAddr) -> bool {
+        let n = self.counts.entry(peer_key(peer)).or_insert(0);
+        if *n >= self.max_per_peer {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back a place taken by [`ConnectionCounts::enter`].
+    pub fn leave(&mut self, peer: IpAddr) {
+        let key = peer_key(peer);
+        if let Some(n) = self.counts.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.counts.remove(&key);
+            }
+        }
+    }
+
+    /// Peers with at least one connection.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Whether no connection is counted.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const N: u32 = 5;
+
+    fn limit(max_failures: u32, secs: u64) -> Limit {
+        Limit {
+            max_failures,
+            window: Duration::from_secs(secs),
+            lock_for: Duration::from_secs(secs),
+        }
+    }
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    fn peer(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    fn throttle() -> Throttle {
+        Throttle::new(limit(N, 1200), limit(30, 60), 1024)
+    }
+
+    /// `n` failed attempts of `user` from `from` at `now`; the last answer.
+    fn fail_n(t: &mut Throttle, user: &str, from: IpAddr, now: SystemTime, n: u32) -> Failed {
+        let mut last = None;
+        for _ in 0..n {
+            let a = t.begin(user, from, now).expect("let through");
+            last = Some(t.failed(a, user, from, now));
+        }
+        last.expect("n > 0")
+    }
+
+    #[test]
+    fn five_failures_lock_the_name_and_say_until_when() {
+        let mut t = throttle();
+        let f = fail_n(&mut t, "alice", peer(1), at(1000), N - 1);
+        assert_eq!(f.user_locked_until, None);
+        let f = fail_n(&mut t, "alice", peer(1), at(2000), 1);
+        let until = at(2000 + 1_200_000);
+        assert_eq!(f.user_locked_until, Some(until));
+        assert!(f.user_lock_began);
+        // Whatever the password: refused before it is checked.
+        assert_eq!(
+            t.begin("alice", peer(2), at(3000)).unwrap_err(),
+            Refusal::UserLocked {
+                until,
+                max_failures: N
+            }
+        );
+        // Another name from the same peer is not affected.
+        assert!(t.begin("bob", peer(1), at(3000)).is_ok());
+    }
+
+    #[test]
+    fn the_lock_ends_at_its_time_and_counting_starts_again() {
+        let mut t = throttle();
+        fail_n(&mut t, "alice", peer(1), at(0), N);
+        let until = 1_200_000;
+        assert!(t.begin("alice", peer(1), at(until - 1)).is_err());
+        let f = fail_n(&mut t, "alice", peer(1), at(until), 1);
+        assert_eq!(f.user_locked_until, None, "a fresh window");
+    }
+
+    #[test]
+    fn success_resets_the_count_but_not_the_peers() {
+        let mut t = Throttle::new(limit(N, 1200), limit(6, 60), 1024);
+        fail_n(&mut t, "alice", peer(1), at(0), N - 1);
+        let a = t.begin("alice", peer(1), at(1)).unwrap();
+        t.succeeded(a, "alice");
+        let f = fail_n(&mut t, "alice", peer(1), at(2), 2);
+        assert_eq!(f.user_locked_until, None);
+        assert_eq!(f.peer_throttle_began, Some(at(60_002)));
+        // The peer has 6 failures (the success did not clear them):
+        // throttled, whoever it names.
+        assert!(matches!(
+            t.begin("carol", peer(1), at(3)),
+            Err(Refusal::PeerThrottled { .. })
+        ));
+        assert!(t.begin("carol", peer(9), at(3)).is_ok());
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_add_up() {
+        let mut t = throttle();
+        fail_n(&mut t, "alice", peer(1), at(0), N - 1);
+        let f = fail_n(&mut t, "alice", peer(1), at(1_200_000), N - 1);
+        assert_eq!(f.user_locked_until, None);
+    }
+
+    #[test]
+    fn concurrent_attempts_check_at_most_max_failures_passwords() {
+        let mut t = throttle();
+        let attempts: Vec<_> = (0..N)
+            .map(|_| t.begin("alice", peer(1), at(0)).unwrap())
+            .collect();
+        // All N are in flight: the next is refused before its check.
+        assert!(matches!(
+            t.begin("alice", peer(1), at(0)),
+            Err(Refusal::UserLocked { .. })
+        ));
+        let began: Vec<bool> = attempts
+            .into_iter()
+            .map(|a| t.failed(a, "alice", peer(1), at(1)).user_lock_began)
+            .collect();
+        assert_eq!(began.iter().filter(|b| **b).count(), 1);
+    }
+
+    #[test]
+    fn peer_keys_are_canonical_and_group_ipv6_by_64() {
+        assert_eq!(
+            peer_key("::ffff:192.0.2.7".parse().unwrap()),
+            peer_key("192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(
+            peer_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_ne!(
+            peer_key("2001:db8:1:3::1".parse().unwrap()),
+            peer_key("2001:db8:1:2::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn connection_counts_per_peer() {
+        let mut c = ConnectionCounts::new(2);
+        assert!(c.enter(peer(1)));
+        assert!(c.enter("::ffff:192.0.2.1".parse().unwrap()));
+        assert!(!c.enter(peer(1)));
+        assert!(c.enter(peer(2)));
+        c.leave(peer(1));
+        assert!(c.enter(peer(1)));
+        c.leave(peer(1));
+        c.leave(peer(1));
+        c.leave(peer(2));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_full_table_of_locks_refuses_new_names_and_keeps_the_locks() {
+        let mut t = Throttle::new(limit(1, 60), limit(1000, 60), 3);
+        for name in ["a", "b", "c"] {
+            let a = t.begin(name, peer(1), at(0)).unwrap();
+            assert!(t.failed(a, name, peer(1), at(0)).user_lock_began);
+        }
+        assert_eq!(t.begin("d", peer(1), at(1)).unwrap_err(), Refusal::Busy);
+        // Once the locks are over, their records go.
+        assert!(t.begin("d", peer(1), at(60_000)).is_ok());
+    }
+
+    proptest! {
+        /// Random names and addresses never grow the tables past their
+        /// capacity, and a locked name stays locked until its time
+        /// whatever else happens (eviction cannot unlock it early).
+        #[test]
+        fn bounded_and_locks_hold(
+            ops in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u64..5_000, any::<bool>()), 1..400),
+            capacity in 1usize..40,
+        ) {
+            let mut t = Throttle::new(limit(3, 10), limit(50, 10), capacity);
+            let mut now = 0u64;
+            // Lock "alice" first (3 failures).
+            let first = fail_n(&mut t, "alice", peer(200), at(now), 3);
+            let until = first.user_locked_until.expect("locked");
+            for (name, from, step, ok) in ops {
+                now += step;
+                let name = format!("u{name}");
+                let from = IpAddr::from([10, 0, from, 1]);
+                if let Ok(a) = t.begin(&name, from, at(now)) {
+                    if ok {
+                        t.succeeded(a, &name);
+                    } else {
+                        let _ = t.failed(a, &name, from, at(now));
+                    }
+                }
+                let (users, peers) = t.len();
+                prop_assert!(users <= capacity && peers <= capacity);
+                let locked = t.user_locked_until("alice", at(now));
+                if at(now) < until {
+                    prop_assert_eq!(locked, Some(until));
+                } else {
+                    prop_assert_eq!(locked, None);
+                }
+            }
+        }
+
+        /// Sequential failures of one name within the window lock it at
+        /// exactly the `max_failures`-th, until `lock_for` after it; a
+        /// success before that starts the count again.
+        #[test]
+        fn locks_after_exactly_n(
+            n in 1u32..10,
+            gaps in proptest::collection::vec(0u64..1_000, 1..30),
+            reset_at in proptest::option::of(0usize..30),
+        ) {
+            let window = 60_000u64;
+            let mut t = Throttle::new(
+                Limit { max_failures: n, window: Duration::from_millis(window), lock_for: Duration::from_secs(120) },
+                limit(10_000, 60),
+                64,
+            );
+            let (mut now, mut count) = (0u64, 0u32);
+            for (i, gap) in gaps.iter().enumerate() {
+                now += gap;
+                if now >= window {
+                    break;
+                }
+                let a = t.begin("alice", peer(1), at(now));
+                if count >= n {
+                    prop_assert!(matches!(a, Err(Refusal::UserLocked { .. })), "{:?}", a);
+                    continue;
+                }
+                let a = a.expect("below the limit");
+                if reset_at == Some(i) {
+                    t.succeeded(a, "alice");
+                    count = 0;
+                    continue;
+                }
+                let f = t.failed(a, "alice", peer(1), at(now));
+                count += 1;
+                if count == n {
+                    prop_assert_eq!(f.user_locked_until, Some(at(now + 120_000)));
+                    prop_assert!(f.user_lock_began);
+                    prop_assert!(t.user_locked_until("alice", at(now + 119_999)).is_some());
+                    prop_assert!(t.user_locked_until("alice", at(now + 120_000)).is_none());
+                } else {
+                    prop_assert_eq!(f.user_locked_until, None);
+                }
+            }
+        }
+    }
+}
