@@ -466,7 +466,10 @@ async fn handle_connection(
     stage: Stages,
 ) {
     let _ = tcp.set_nodelay(true);
-    let (observed, stream) = match accept_observed(tcp, peer, &lcfg).await {
+    let Ok(local) = tcp.local_addr() else {
+        return;
+    };
+    let (observed, stream) = match accept_observed(tcp, peer, local, &lcfg).await {
         Ok(x) => x,
         Err(refused) => {
             tracing::info!(

@@ -48,6 +48,7 @@
 //! ```
 
 use std::fmt;
+use std::net::SocketAddr;
 
 pub mod cmd;
 pub mod config;
@@ -66,7 +67,7 @@ mod tests;
 
 pub use grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache};
 pub use key::{KeyError, PublicKey, SecretKey};
-pub use replay::{ReplayCache, ReplayRefusal};
+pub use replay::{MAX_PER_SECOND, ReplayCache, ReplayRefusal};
 pub use sequence::{SeqStep, step};
 pub use sign::{
     FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, ProxyIdentityPem, SignError, Signer,
@@ -74,6 +75,33 @@ pub use sign::{
 };
 pub use verify::{AnchorError, TrustAnchor, Verified, Verifier};
 pub use wire::{SignedBlock, TLV_TYPE, WireError, decode};
+
+/// The front → inner TCP connection a signed header is written on, as
+/// each end's socket sees it: the front's address (the inner's peer) and
+/// the inner's address (the front's peer). The MAC covers it and the inner
+/// compares it with the socket the header arrived on, so a header is good
+/// on its own connection only (docs/propagation.md, "Connection binding").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Link {
+    /// The front's end: its local address after `connect()`, the inner's
+    /// peer address.
+    pub front: SocketAddr,
+    /// The inner's end: the front's peer address, the inner's local address.
+    pub inner: SocketAddr,
+}
+
+impl Link {
+    /// The link in canonical form (IPv4-mapped addresses as IPv4; scope
+    /// ids and flow info dropped), the form the connection block carries
+    /// and the replay state is keyed by.
+    pub fn canonical(self) -> Link {
+        let c = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        Link {
+            front: c(self.front),
+            inner: c(self.inner),
+        }
+    }
+}
 
 /// The role (subject O) a front's certificate must carry.
 pub const PROXY_ROLE: &str = "proxy";
@@ -112,10 +140,14 @@ pub enum Reason {
     GrantExpired,
     /// The timestamp is outside the window around now.
     Stale,
-    /// The nonce was already used within the window.
+    /// The header was already accepted on its connection's 4-tuple within
+    /// the window (same nonce, or an older timestamp than the newest
+    /// accepted there).
     Replayed,
-    /// The replay cache is full of live nonces (fail closed).
-    ReplayCacheFull,
+    /// The header was written for another front → inner connection than
+    /// the one it arrived on (a captured header raced onto another
+    /// connection).
+    ConnectionMismatch,
     /// An unsigned header follows a signed one.
     UnsignedAfterSigned,
     /// A second signed header.
@@ -138,7 +170,7 @@ impl Reason {
             Reason::GrantExpired => "signed_grant_expired",
             Reason::Stale => "signed_header_stale",
             Reason::Replayed => "signed_header_replayed",
-            Reason::ReplayCacheFull => "replay_cache_full",
+            Reason::ConnectionMismatch => "signed_connection_mismatch",
             Reason::UnsignedAfterSigned => "unsigned_after_signed",
             Reason::TwoSigned => "two_signed_headers",
         }
@@ -158,7 +190,7 @@ impl Reason {
         Reason::GrantExpired,
         Reason::Stale,
         Reason::Replayed,
-        Reason::ReplayCacheFull,
+        Reason::ConnectionMismatch,
         Reason::UnsignedAfterSigned,
         Reason::TwoSigned,
     ];
