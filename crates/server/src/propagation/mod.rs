@@ -8,8 +8,9 @@
 //! ephemeral X25519 key, the inner listener's static X25519 key, its
 //! audience and a validity, all signed by the front's Ed25519 key. The
 //! MAC (HMAC-SHA256 under a key derived from X25519 between the two keys
-//! and bound to the grant) covers the address block, the audience, a
-//! timestamp and a nonce. An inner listener with `propagation` set
+//! and bound to the grant) covers the address block, the front → inner
+//! connection it is written on ([`Link`]), the audience, a timestamp and a
+//! nonce. An inner listener with `propagation` set
 //! verifies the grant once (then caches it) and the MAC on every header
 //! ([`Verifier`]); only then does it use the client address named.
 //!
@@ -17,7 +18,7 @@
 //! clock) is sans-IO: time, nonces and ephemeral keys are parameters.
 //!
 //! ```
-//! use ippin::propagation::{Reason, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity};
+//! use ippin::propagation::{Link, Reason, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity};
 //! use ippin_cert::rand_core::UnwrapErr;
 //! use ippin_cert::getrandom::SysRng;
 //!
@@ -36,15 +37,21 @@
 //! let grant = signer.grant(&inner_public, "inner", now, now + 600, &ephemeral).unwrap();
 //! let client = "192.0.2.7:51234".parse().unwrap();
 //! let reached = "198.51.100.1:443".parse().unwrap();
-//! let bytes = grant.header(client, reached, now, [1; 16]).unwrap();
+//! // The header is bound to the front → inner connection it is written on.
+//! let link = Link { front: "10.0.0.5:40100".parse().unwrap(), inner: "10.0.0.9:4443".parse().unwrap() };
+//! let bytes = grant.header(client, reached, link, now, [1; 16]).unwrap();
 //!
-//! // The inner listener verifies it once; a replay is refused.
+//! // The inner listener verifies it once, on that connection; a replay is refused.
 //! let verifier = Verifier::new(TrustAnchor::from_der(ca.cert_der()).unwrap(), inner, "inner", 30, 1024);
 //! let (header, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
-//! assert_eq!(verifier.verify(&header, now + 1).unwrap().client, client);
-//! let again = verifier.verify(&header, now + 2).unwrap_err();
+//! assert_eq!(verifier.verify(&header, link, now + 1).unwrap().client, client);
+//! let again = verifier.verify(&header, link, now + 2).unwrap_err();
 //! assert_eq!(again.reason, Reason::Replayed);
 //! assert_eq!(again.reason.code(), "signed_header_replayed");
+//! // Raced onto another connection, it is refused too.
+//! let other = Link { front: "10.0.0.66:40100".parse().unwrap(), ..link };
+//! let raced = verifier.verify(&header, other, now + 1).unwrap_err();
+//! assert_eq!(raced.reason.code(), "signed_connection_mismatch");
 //! ```
 
 use std::fmt;
