@@ -573,7 +573,9 @@ impl Config {
             // would each accept a header once (docs/propagation.md).
             if let Some(p) = &propagation
                 && let Some(j) = listeners.iter().position(|o: &ListenerConfig| {
-                    o.propagation.as_ref().is_some_and(|q| q.audience == p.audience)
+                    o.propagation
+                        .as_ref()
+                        .is_some_and(|q| q.audience == p.audience)
                 })
             {
                 return Err(invalid(

@@ -214,7 +214,10 @@ mod tests {
             c.admit(link(1), 100, n(1), 101),
             Err(ReplayRefusal::Replayed)
         );
-        assert_eq!(c.admit(link(1), 100, n(1), 130), Err(ReplayRefusal::Replayed));
+        assert_eq!(
+            c.admit(link(1), 100, n(1), 130),
+            Err(ReplayRefusal::Replayed)
+        );
         // After the window the entry goes (the header is stale by then).
         assert_eq!(c.admit(link(2), 131, n(2), 131), Ok(()));
         assert_eq!(c.len(), 1);
@@ -230,7 +233,10 @@ mod tests {
         assert_eq!(c.admit(link(1), 105, n(3), 105), Ok(()));
         // A captured header from before, replayed on the reused 4-tuple.
         assert_eq!(c.admit(link(1), 100, n(4), 106), Err(ReplayRefusal::Older));
-        assert_eq!(c.admit(link(1), 105, n(3), 106), Err(ReplayRefusal::Replayed));
+        assert_eq!(
+            c.admit(link(1), 105, n(3), 106),
+            Err(ReplayRefusal::Replayed)
+        );
         // The same nonce on another link is another connection's header
         // (the MAC binds it to its link; this state need not refuse it).
         assert_eq!(c.admit(link(2), 105, n(3), 106), Ok(()));

@@ -205,7 +205,12 @@ pub fn step(
     // The connection the front wrote on ended at the proxy that sent the
     // unsigned header: bind to the addresses that header names, when the
     // listener believed it; else to the socket.
-    let link = match (outer.trusted, outer.provenance, h1.source(), h1.destination()) {
+    let link = match (
+        outer.trusted,
+        outer.provenance,
+        h1.source(),
+        h1.destination(),
+    ) {
         (true, pp::Provenance::ProxyV1 | pp::Provenance::ProxyV2, Some(front), Some(inner)) => {
             Link { front, inner }
         }

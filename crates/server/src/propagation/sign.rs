@@ -211,13 +211,7 @@ impl FrontGrant {
         now: u64,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, SignError> {
-        let input = wire::mac_input(
-            addresses,
-            connection,
-            self.audience.as_bytes(),
-            now,
-            &nonce,
-        );
+        let input = wire::mac_input(addresses, connection, self.audience.as_bytes(), now, &nonce);
         let tag = ring::hmac::sign(&self.key, &input);
         let mut mac = [0u8; MAC_LEN];
         mac.copy_from_slice(tag.as_ref());

@@ -627,10 +627,8 @@ fn a_header_is_bound_to_its_connection() {
     // Rewrite the block's connection to the attacker's: the MAC fails.
     let attacker = elsewhere[0];
     let old = super::sign::address_block(&super::sign::addresses_for(peer(), local()));
-    let new = super::sign::address_block(&super::sign::addresses_for(
-        attacker.front,
-        attacker.inner,
-    ));
+    let new =
+        super::sign::address_block(&super::sign::addresses_for(attacker.front, attacker.inner));
     let mut forged = b.clone();
     let at = find(&forged, &old[1..]);
     forged[at..at + old.len() - 1].copy_from_slice(&new[1..]);
