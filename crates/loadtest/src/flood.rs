@@ -223,7 +223,7 @@ async fn forward_flood(front: SocketAddr, total: usize, rate: usize) -> (usize, 
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
-        if i % per_tick == 0 {
+        if i.is_multiple_of(per_tick) {
             tick.tick().await;
         }
         let from = SocketAddr::new(flooder_ip(i), 0);
@@ -272,7 +272,7 @@ async fn login_flood(
                     break;
                 }
                 let ep = ippin::client::Endpoint::new(login, ca.clone()).from_ip(flooder_ip(i));
-                let name = if i % 4 == 0 {
+                let name = if i.is_multiple_of(4) {
                     BOB.0.to_owned()
                 } else {
                     format!("nobody-{i}")

@@ -176,13 +176,11 @@ impl ReplayCache {
         if self.floor.is_some_and(|f| timestamp <= f) {
             return Err(ReplayRefusal::BelowFloor);
         }
-        let mut nonces = Vec::with_capacity(1);
-        nonces.push(nonce);
         self.entries.insert(
             link,
             Entry {
                 newest: timestamp,
-                nonces,
+                nonces: vec![nonce],
             },
         );
         self.by_newest.insert((timestamp, link));
@@ -324,7 +322,7 @@ mod tests {
             let mut c = ReplayCache::new(64, 30);
             let mut now = 5_000u64;
             for (i, port) in ports.into_iter().enumerate() {
-                if i % 7 == 0 {
+                if i.is_multiple_of(7) {
                     now += 1;
                 }
                 let mut nonce = [0u8; 16];

@@ -782,7 +782,7 @@ fn a_flood_of_forward_connects_does_not_lock_out_a_real_user() {
             let mut tasks = tokio::task::JoinSet::new();
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             for i in 0..FLOOD {
-                if i % PER_TICK == 0 {
+                if i.is_multiple_of(PER_TICK) {
                     tick.tick().await;
                 }
                 let from = SocketAddr::new(IpAddr::from([127, 0, 0, 2 + (i % 8) as u8]), 0);
