@@ -160,6 +160,12 @@ fn forward(upstream: SocketAddr, audience: &str, upstream_key: &str, mode: &str)
 
 /// HAProxy relaying 127.0.0.1:PORT → each backend with `send-proxy-v2`.
 fn haproxy(backends: &[SocketAddr]) -> (Daemon, Vec<SocketAddr>) {
+    haproxy_with(backends, " send-proxy-v2")
+}
+
+/// HAProxy relaying 127.0.0.1:PORT → each backend, with `server_options`
+/// on each `server` line (`""`: a plain TCP relay, as a NAT would be).
+fn haproxy_with(backends: &[SocketAddr], server_options: &str) -> (Daemon, Vec<SocketAddr>) {
     let dir = temp_dir();
     let mut cfg = String::from(
         "global\n    maxconn 100\n\
@@ -171,7 +177,7 @@ fn haproxy(backends: &[SocketAddr]) -> (Daemon, Vec<SocketAddr>) {
         binds.push(bind);
         cfg.push_str(&format!(
             "frontend fe{i}\n    bind {bind}\n    default_backend be{i}\n\
-             backend be{i}\n    server s{i} {backend} send-proxy-v2\n"
+             backend be{i}\n    server s{i} {backend}{server_options}\n"
         ));
     }
     let path = dir.path().join("haproxy.cfg");
@@ -358,11 +364,16 @@ fn inner_alone(cluster: &Inner, addr: SocketAddr) -> Child {
 /// [`inner_alone`] with more `propagation` fields (`extra`, each
 /// followed by a comma).
 fn inner_alone_with(cluster: &Inner, addr: SocketAddr, extra: &str) -> Child {
+    inner_alone_on(cluster, addr, "proxy_protocol: off", extra)
+}
+
+/// [`inner_alone_with`] with the listener's PROXY settings `mode`.
+fn inner_alone_on(cluster: &Inner, addr: SocketAddr, mode: &str, extra: &str) -> Child {
     let text = std::fs::read_to_string(cluster.path("ippin.yaml")).expect("read config");
     let (head, _) = text.split_once("\nlisteners:").expect("listeners");
     let head = head.replace("audit_log: audit.log", "audit_log: restart-audit.log");
     let yaml = format!(
-        "{head}\nlisteners:\n  - {{listen: \"{addr}\", kind: tls, proxy_protocol: off, \
+        "{head}\nlisteners:\n  - {{listen: \"{addr}\", kind: tls, {mode}, \
          propagation: {{{extra} audience: inner-tls, key: \"{}\"}}}}\n",
         cluster.key("inner-tls.propkey")
     );
@@ -833,6 +844,72 @@ fn a_flood_of_forward_connects_does_not_lock_out_a_real_user() {
     assert!(!audit.contains("replay_cache_full"), "{audit}");
     assert!(!audit.contains("proxy_refused"), "{audit}");
     let _ = inner.finish();
+}
+
+/// An L4 proxy between front and inner (HAProxy, `send-proxy-v2`, trusted
+/// by the inner): the front's connection ends at HAProxy, and the signed
+/// header is bound to the connection HAProxy's own header names. Without
+/// the proxy's header (mode off) the same chain is refused
+/// `signed_connection_mismatch`: the documented NAT rule.
+#[test]
+fn a_proxy_protocol_hop_between_front_and_inner_keeps_the_binding() {
+    let cluster = inner();
+    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let (_lb, lb) = haproxy(&[addr]);
+    let front = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST,
+            forward(
+                lb[0],
+                "inner-tls",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
+        )],
+    );
+    let login_url = format!("https://{}", cluster.addr(LOGIN));
+    let alice = cluster.login(&login_url, ALICE, Some("127.0.0.1")).ok();
+    let inner = inner_alone_on(
+        &cluster,
+        addr,
+        "proxy_protocol: on, trusted_proxies: [127.0.0.1/32]",
+        "",
+    );
+    let ok = whoami_at(&cluster, &alice, front.addrs[0], "127.0.0.1", &[]).expect(200);
+    assert_eq!(ok["via"], "signed_propagation", "{ok}");
+    assert_eq!(ip_of(&ok["observed"]), "127.0.0.1", "{ok}");
+    let denied = whoami_at(&cluster, &alice, front.addrs[0], "127.0.0.2", &[]).expect(403);
+    assert_eq!(denied["error"], "pinned_ip_mismatch", "{denied}");
+    let _ = inner.finish();
+    // A plain TCP relay instead (no PROXY header, as a NAT would be): the
+    // inner sees the relay's connection, not the front's, and refuses.
+    let (_relay, relay) = haproxy_with(&[addr], "");
+    let front2 = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST,
+            forward(
+                relay[0],
+                "inner-tls",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
+        )],
+    );
+    let inner = inner_alone(&cluster, addr);
+    whoami_at(&cluster, &alice, front2.addrs[0], "127.0.0.1", &[]).expect_refused();
+    let refused = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(cluster.path("restart-audit.log"))
+            .unwrap_or_default()
+            .contains("signed_connection_mismatch")
+    });
+    let _ = inner.finish();
+    assert!(
+        refused,
+        "no signed_connection_mismatch in the inner's audit: {}",
+        std::fs::read_to_string(cluster.path("restart-audit.log")).unwrap_or_default()
+    );
 }
 
 // ---- configuration errors ---------------------------------------------------
