@@ -36,7 +36,6 @@ pub fn unix(t: SystemTime) -> u64 {
 ///
 /// # Errors
 /// [`Refused`] with the reason code; the caller closes the connection.
-#[allow(clippy::too_many_arguments)]
 pub async fn accept_propagated<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: SocketAddr,

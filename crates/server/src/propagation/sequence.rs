@@ -145,7 +145,6 @@ fn third_header(h: &pp::Header<'_>) -> SeqStep {
 /// must have been written for `peer` → `local`; after an unsigned header
 /// the listener's mode and trusted proxies accepted (an L4 proxy between
 /// front and inner), for the connection that header names.
-#[allow(clippy::too_many_arguments)]
 pub fn step(
     listener: &pp::ListenerPolicy,
     verifier: &Verifier,
