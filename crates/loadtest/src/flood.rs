@@ -221,6 +221,8 @@ pub fn create(replay_capacity: usize) -> Result<(Cluster, SocketAddr, SocketAddr
 async fn forward_flood(front: SocketAddr, total: usize, rate: usize) -> (usize, usize) {
     let per_tick = rate.div_ceil(10).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // Late ticks do not burst: the pace never exceeds `rate`.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
         if i.is_multiple_of(per_tick) {
