@@ -8,11 +8,12 @@
 //! Run: `cargo bench -p ippin-benches --bench propagation`.
 
 use std::hint::black_box;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use ippin::propagation::{
-    FrontGrant, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity,
+    FrontGrant, Link, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity,
 };
 use ippin_cert::getrandom::SysRng;
 use ippin_cert::rand_core::UnwrapErr;
@@ -82,6 +83,16 @@ fn nth(i: u64) -> (u64, [u8; 16]) {
     (NOW + i / 1000, nonce)
 }
 
+/// The front → inner connection of the `i`th header: the front's source
+/// port cycles through 60,000 ports, as a busy front's would (each link
+/// then carries at most one header a second, in increasing time).
+fn link(i: u64) -> Link {
+    Link {
+        front: SocketAddr::from(([10, 0, 0, 5], 1024 + (i % 60_000) as u16)),
+        inner: SocketAddr::from(([10, 0, 0, 9], 4443)),
+    }
+}
+
 fn propagation(c: &mut Criterion) {
     let f = fixture();
     let client = "192.0.2.7:51234".parse().unwrap();
@@ -106,9 +117,9 @@ fn propagation(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let (now, nonce) = nth(i);
-            let bytes = grant.header(client, reached, now, nonce).unwrap();
+            let bytes = grant.header(client, reached, link(i), now, nonce).unwrap();
             let (h, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
-            black_box(v.verify(&h, now).unwrap())
+            black_box(v.verify(&h, link(i), now).unwrap())
         })
     });
     g.bench_function("propagation_front", |b| {
@@ -116,7 +127,7 @@ fn propagation(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let (now, nonce) = nth(i);
-            black_box(grant.header(client, reached, now, nonce).unwrap())
+            black_box(grant.header(client, reached, link(i), now, nonce).unwrap())
         })
     });
     g.bench_function("propagation_inner", |b| {
@@ -126,11 +137,15 @@ fn propagation(c: &mut Criterion) {
             || {
                 i += 1;
                 let (now, nonce) = nth(i);
-                (now, grant.header(client, reached, now, nonce).unwrap())
+                (
+                    now,
+                    link(i),
+                    grant.header(client, reached, link(i), now, nonce).unwrap(),
+                )
             },
-            |(now, bytes)| {
+            |(now, on, bytes)| {
                 let (h, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
-                black_box(v.verify(&h, now).unwrap())
+                black_box(v.verify(&h, on, now).unwrap())
             },
             BatchSize::SmallInput,
         )
@@ -144,9 +159,9 @@ fn propagation(c: &mut Criterion) {
             i += 1;
             let (now, nonce) = nth(i);
             let fresh = f.grant(now);
-            let bytes = fresh.header(client, reached, now, nonce).unwrap();
+            let bytes = fresh.header(client, reached, link(i), now, nonce).unwrap();
             let (h, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
-            black_box(v.verify(&h, now).unwrap())
+            black_box(v.verify(&h, link(i), now).unwrap())
         })
     });
     // An inner that just started: the CA's signature on the front's
@@ -159,13 +174,14 @@ fn propagation(c: &mut Criterion) {
                 let (now, nonce) = nth(i);
                 (
                     now,
-                    grant.header(client, reached, now, nonce).unwrap(),
+                    link(i),
+                    grant.header(client, reached, link(i), now, nonce).unwrap(),
                     f.verifier(),
                 )
             },
-            |(now, bytes, v)| {
+            |(now, on, bytes, v)| {
                 let (h, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
-                black_box(v.verify(&h, now).unwrap())
+                black_box(v.verify(&h, on, now).unwrap())
             },
             BatchSize::SmallInput,
         )

@@ -1,4 +1,4 @@
-//! The signed-block decoder (TLV 0xE7, version 2: grant + MAC) never
+//! The signed-block decoder (TLV 0xE7, version 3: grant + MAC, bound to the front → inner connection) never
 //! panics, and what it accepts re-encodes to the same bytes (the block,
 //! and the grant inside it on its own). The same bytes as a whole
 //! connection prefix go through the header-sequence decision of a listener
@@ -31,7 +31,7 @@ fn verifier() -> &'static Verifier {
         .expect("CA");
         let anchor = TrustAnchor::from_der(ca.cert_der()).expect("anchor");
         // The seeds' grants name this key and audience (see the
-        // `fuzz_seeds_hold_v2_blocks` test in the server crate), so inputs
+        // `fuzz_seeds_hold_v3_blocks` test in the server crate), so inputs
         // get past the cheap checks to the certificate, signature and
         // validity checks. The CA is fresh: no seed certificate chains to it.
         Verifier::new(
@@ -55,9 +55,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(grant.encode().expect("re-encode"), data);
     }
     let policy = pp::ListenerPolicy::new(pp::ProxyMode::On);
+    // The seeds are bound to this connection (127.0.0.1:1 → 127.0.0.1:4443),
+    // so inputs derived from them get past the connection check.
     let peer = "127.0.0.1:1".parse().expect("addr");
+    let local = "127.0.0.1:4443".parse().expect("addr");
     let v = verifier();
-    if let SeqStep::Accept { observed, consumed } = step(&policy, v, peer, data, true, NOW) {
+    if let SeqStep::Accept { observed, consumed } = step(&policy, v, peer, local, data, true, NOW) {
         assert!(consumed <= data.len());
         assert_ne!(observed.provenance(), Provenance::SignedPropagation);
     }

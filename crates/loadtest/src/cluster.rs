@@ -136,6 +136,19 @@ impl ServerProcess {
     /// # Errors
     /// [`LoadError::Setup`] when it does not start or exits first.
     pub fn start(exe: &Path, kind: ServerKind, cluster: &Cluster) -> Result<Self, LoadError> {
+        Self::start_n(exe, kind, cluster, 4)
+    }
+
+    /// [`ServerProcess::start`] for a configuration of `listeners` listeners.
+    ///
+    /// # Errors
+    /// [`LoadError::Setup`] when it does not start or exits first.
+    pub fn start_n(
+        exe: &Path,
+        kind: ServerKind,
+        cluster: &Cluster,
+        listeners: usize,
+    ) -> Result<Self, LoadError> {
         let sub = match kind {
             ServerKind::Ippin => "serve",
             ServerKind::Plain => "serve-plain",
@@ -171,7 +184,7 @@ impl ServerProcess {
             stderr_path,
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        while server.listeners.len() < 4 {
+        while server.listeners.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {

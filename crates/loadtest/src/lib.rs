@@ -21,6 +21,7 @@
 pub mod client;
 pub mod cluster;
 pub mod cost;
+pub mod flood;
 pub mod hostile;
 pub mod plain;
 pub mod procfs;

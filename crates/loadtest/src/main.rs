@@ -80,6 +80,29 @@ enum Cmd {
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
     },
+    /// Unauthenticated flood of forward-listener connects and bad logins
+    /// from 127.0.0.2-9, while a real user (127.0.0.1) logs in and
+    /// accesses through the front: it must never fail.
+    Flood {
+        /// Connect + one byte to the forward listener, in total.
+        #[arg(long, default_value_t = 20_000)]
+        forward_connects: usize,
+        /// Their pace, connections per second at most.
+        #[arg(long, default_value_t = 2_000)]
+        forward_rate: usize,
+        /// Bad logins in total.
+        #[arg(long, default_value_t = 2_000)]
+        bad_logins: usize,
+        /// Bad logins in flight at once.
+        #[arg(long, default_value_t = 16)]
+        login_concurrency: usize,
+        /// The inner listener's replay_capacity.
+        #[arg(long, default_value_t = 65_536)]
+        replay_capacity: usize,
+        /// Bound on the run, seconds.
+        #[arg(long, default_value_t = 300)]
+        deadline: u64,
+    },
     /// Soak: mixed valid and hostile traffic, memory sampled.
     Soak {
         /// Minutes to run.
@@ -202,6 +225,26 @@ async fn run(cmd: Cmd) -> i32 {
         }
         Cmd::Cost { iterations } => ippin_loadtest::cost::run(iterations.clamp(1, 10_000_000))
             .map(|r| print_report("cost", &r, &[])),
+        Cmd::Flood {
+            forward_connects,
+            forward_rate,
+            bad_logins,
+            login_concurrency,
+            replay_capacity,
+            deadline,
+        } => {
+            let p = ippin_loadtest::flood::FloodParams {
+                forward_connects: forward_connects.min(1_000_000),
+                forward_rate: forward_rate.clamp(1, 100_000),
+                bad_logins: bad_logins.min(1_000_000),
+                login_concurrency: login_concurrency.clamp(1, 1024),
+                replay_capacity,
+                deadline: Duration::from_secs(deadline.clamp(1, 24 * 3600)),
+            };
+            ippin_loadtest::flood::run(&exe, &p)
+                .await
+                .map(|r| print_report("flood", &r, &r.failures()))
+        }
         Cmd::Soak {
             minutes,
             sample_every,

@@ -48,13 +48,15 @@ pub fn to_observed(o: &pp::Observed) -> ObservedAddr {
     ObservedAddr::new(o.addr, provenance, trusted)
 }
 
-/// Runs the PROXY stage on a freshly accepted connection from `peer`: reads
+/// Runs the PROXY stage on a freshly accepted connection from `peer` to
+/// `local` (the listener's address as the socket reports it): reads
 /// at most one header within the listener's `header_timeout`, decides with
 /// the listener's mode and trusted proxies, and returns the observed client
 /// address with a stream that replays any bytes read past the header.
 pub async fn accept_observed<S>(
     stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
     cfg: &ListenerConfig,
 ) -> Result<(ObservedAddr, pp::PrefixedStream<S>), Refused>
 where
@@ -63,7 +65,7 @@ where
     // Listeners with `propagation` also take one signed header (after at
     // most one unsigned one): crate::propagation decides the sequence.
     if cfg.propagation.is_some() {
-        return Box::pin(crate::propagation::serve::accept(stream, peer, cfg)).await;
+        return Box::pin(crate::propagation::serve::accept(stream, peer, local, cfg)).await;
     }
     let policy = listener_policy(cfg);
     // Both readers are boxed: awaited inline, their futures (each with a

@@ -774,6 +774,25 @@ impl Config {
                 &resolve,
             )
             .map_err(|(field, m)| invalid(format!("listeners[{i}].{field}"), Some(&here), m))?;
+            // One replay defence per audience: two listeners with one audience
+            // would each accept a header once (docs/propagation.md).
+            if let Some(p) = &propagation
+                && let Some(j) = listeners.iter().position(|o: &ListenerConfig| {
+                    o.propagation
+                        .as_ref()
+                        .is_some_and(|q| q.audience == p.audience)
+                })
+            {
+                return Err(invalid(
+                    format!("listeners[{i}].propagation.audience"),
+                    Some(&p.audience),
+                    format!(
+                        "audience `{}` is also listeners[{j}]'s: each listener that accepts \
+                         signed headers needs its own audience (one replay defence each)",
+                        p.audience
+                    ),
+                ));
+            }
             listeners.push(ListenerConfig {
                 kind: l.kind,
                 listen: l.listen,

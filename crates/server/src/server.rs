@@ -517,6 +517,9 @@ async fn handle_connection(
     stage: Stages,
 ) {
     let _ = tcp.set_nodelay(true);
+    let Ok(local) = tcp.local_addr() else {
+        return;
+    };
     // Login listeners: at most `max_connections_per_peer` per client address,
     // counted from here when the peer is the client (crate::login_guard).
     let is_login = lcfg.kind == ListenerKind::Login;
@@ -528,7 +531,7 @@ async fn handle_connection(
         Some(slot) => slot,
         None => None,
     };
-    let (observed, stream) = match accept_observed(tcp, peer, &lcfg).await {
+    let (observed, stream) = match accept_observed(tcp, peer, local, &lcfg).await {
         Ok(x) => x,
         Err(refused) => {
             tracing::info!(

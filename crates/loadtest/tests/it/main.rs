@@ -2,6 +2,7 @@
 //! starts the server in a child process of the `ippin-load` binary and
 //! asserts bounds (counts, descriptors, liveness), never exact timings.
 
+mod flood;
 mod hostile;
 mod soak;
 mod stall;

@@ -18,11 +18,11 @@
 //!     listen: 127.0.0.1:4443
 //!     proxy_protocol: off          # unsigned headers: refused here
 //!     propagation:
-//!       audience: inner-tls        # this listener's name in signed headers
+//!       audience: inner-tls        # this listener's name in signed headers (one listener each)
 //!       key: inner-tls.propkey     # `ippin ca propagation-key` writes it
 //!       window: 30s                # freshness window (default 30s, at most 1h)
 //!       # trusted_ca: ca/tls_ca.pem   default: the cluster X.509 CA
-//!       # replay_capacity: 65536     nonces remembered (fail closed when full)
+//!       # replay_capacity: 65536     front->inner 4-tuples remembered (never "full")
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ pub const MAX_GRANT_LIFETIME: Duration = Duration::from_secs(super::sign::MAX_GR
 /// The shortest grant lifetime.
 pub const MIN_GRANT_LIFETIME: Duration = Duration::from_secs(2);
 
-/// The largest replay cache.
+/// The largest replay state (4-tuples).
 pub const MAX_REPLAY_CAPACITY: usize = 10_000_000;
 
 /// A `forward` listener's target and identity.
@@ -82,7 +82,8 @@ pub struct PropagationConfig {
     pub window: Duration,
     /// The CA fronts' certificates must chain to (`None`: the cluster CA).
     pub trusted_ca: Option<PathBuf>,
-    /// How many nonces are remembered.
+    /// How many front → inner connection 4-tuples the replay state
+    /// remembers (see [`super::replay`]).
     pub replay_capacity: usize,
     /// The verifier, armed when the server starts the listener.
     pub runtime: super::serve::Runtime,

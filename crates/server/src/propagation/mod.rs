@@ -8,8 +8,9 @@
 //! ephemeral X25519 key, the inner listener's static X25519 key, its
 //! audience and a validity, all signed by the front's Ed25519 key. The
 //! MAC (HMAC-SHA256 under a key derived from X25519 between the two keys
-//! and bound to the grant) covers the address block, the audience, a
-//! timestamp and a nonce. An inner listener with `propagation` set
+//! and bound to the grant) covers the address block, the front → inner
+//! connection it is written on ([`Link`]), the audience, a timestamp and a
+//! nonce. An inner listener with `propagation` set
 //! verifies the grant once (then caches it) and the MAC on every header
 //! ([`Verifier`]); only then does it use the client address named.
 //!
@@ -17,7 +18,7 @@
 //! clock) is sans-IO: time, nonces and ephemeral keys are parameters.
 //!
 //! ```
-//! use ippin::propagation::{Reason, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity};
+//! use ippin::propagation::{Link, Reason, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity};
 //! use ippin_cert::rand_core::UnwrapErr;
 //! use ippin_cert::getrandom::SysRng;
 //!
@@ -36,18 +37,25 @@
 //! let grant = signer.grant(&inner_public, "inner", now, now + 600, &ephemeral).unwrap();
 //! let client = "192.0.2.7:51234".parse().unwrap();
 //! let reached = "198.51.100.1:443".parse().unwrap();
-//! let bytes = grant.header(client, reached, now, [1; 16]).unwrap();
+//! // The header is bound to the front → inner connection it is written on.
+//! let link = Link { front: "10.0.0.5:40100".parse().unwrap(), inner: "10.0.0.9:4443".parse().unwrap() };
+//! let bytes = grant.header(client, reached, link, now, [1; 16]).unwrap();
 //!
-//! // The inner listener verifies it once; a replay is refused.
+//! // The inner listener verifies it once, on that connection; a replay is refused.
 //! let verifier = Verifier::new(TrustAnchor::from_der(ca.cert_der()).unwrap(), inner, "inner", 30, 1024);
 //! let (header, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
-//! assert_eq!(verifier.verify(&header, now + 1).unwrap().client, client);
-//! let again = verifier.verify(&header, now + 2).unwrap_err();
+//! assert_eq!(verifier.verify(&header, link, now + 1).unwrap().client, client);
+//! let again = verifier.verify(&header, link, now + 2).unwrap_err();
 //! assert_eq!(again.reason, Reason::Replayed);
 //! assert_eq!(again.reason.code(), "signed_header_replayed");
+//! // Raced onto another connection, it is refused too.
+//! let other = Link { front: "10.0.0.66:40100".parse().unwrap(), ..link };
+//! let raced = verifier.verify(&header, other, now + 1).unwrap_err();
+//! assert_eq!(raced.reason.code(), "signed_connection_mismatch");
 //! ```
 
 use std::fmt;
+use std::net::SocketAddr;
 
 pub mod cmd;
 pub mod config;
@@ -66,7 +74,7 @@ mod tests;
 
 pub use grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache};
 pub use key::{KeyError, PublicKey, SecretKey};
-pub use replay::{ReplayCache, ReplayRefusal};
+pub use replay::{MAX_PER_SECOND, ReplayCache, ReplayRefusal};
 pub use sequence::{SeqStep, step};
 pub use sign::{
     FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, ProxyIdentityPem, SignError, Signer,
@@ -74,6 +82,33 @@ pub use sign::{
 };
 pub use verify::{AnchorError, TrustAnchor, Verified, Verifier};
 pub use wire::{SignedBlock, TLV_TYPE, WireError, decode};
+
+/// The front → inner TCP connection a signed header is written on, as
+/// each end's socket sees it: the front's address (the inner's peer) and
+/// the inner's address (the front's peer). The MAC covers it and the inner
+/// compares it with the socket the header arrived on, so a header is good
+/// on its own connection only (docs/propagation.md, "Connection binding").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Link {
+    /// The front's end: its local address after `connect()`, the inner's
+    /// peer address.
+    pub front: SocketAddr,
+    /// The inner's end: the front's peer address, the inner's local address.
+    pub inner: SocketAddr,
+}
+
+impl Link {
+    /// The link in canonical form (IPv4-mapped addresses as IPv4; scope
+    /// ids and flow info dropped), the form the connection block carries
+    /// and the replay state is keyed by.
+    pub fn canonical(self) -> Link {
+        let c = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        Link {
+            front: c(self.front),
+            inner: c(self.inner),
+        }
+    }
+}
 
 /// The role (subject O) a front's certificate must carry.
 pub const PROXY_ROLE: &str = "proxy";
@@ -112,10 +147,14 @@ pub enum Reason {
     GrantExpired,
     /// The timestamp is outside the window around now.
     Stale,
-    /// The nonce was already used within the window.
+    /// The header was already accepted on its connection's 4-tuple within
+    /// the window (same nonce, or an older timestamp than the newest
+    /// accepted there).
     Replayed,
-    /// The replay cache is full of live nonces (fail closed).
-    ReplayCacheFull,
+    /// The header was written for another front → inner connection than
+    /// the one it arrived on (a captured header raced onto another
+    /// connection).
+    ConnectionMismatch,
     /// An unsigned header follows a signed one.
     UnsignedAfterSigned,
     /// A second signed header.
@@ -138,7 +177,7 @@ impl Reason {
             Reason::GrantExpired => "signed_grant_expired",
             Reason::Stale => "signed_header_stale",
             Reason::Replayed => "signed_header_replayed",
-            Reason::ReplayCacheFull => "replay_cache_full",
+            Reason::ConnectionMismatch => "signed_connection_mismatch",
             Reason::UnsignedAfterSigned => "unsigned_after_signed",
             Reason::TwoSigned => "two_signed_headers",
         }
@@ -158,7 +197,7 @@ impl Reason {
         Reason::GrantExpired,
         Reason::Stale,
         Reason::Replayed,
-        Reason::ReplayCacheFull,
+        Reason::ConnectionMismatch,
         Reason::UnsignedAfterSigned,
         Reason::TwoSigned,
     ];

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::sequence::{SeqStep, buffer_limit, step};
-use super::{GrantSchedule, SignError, Verifier};
+use super::{GrantSchedule, Link, SignError, Verifier};
 use crate::accept::Refused;
 
 /// How long a front waits for its upstream to accept the connection.
@@ -29,7 +29,8 @@ pub fn unix(t: SystemTime) -> u64 {
 }
 
 /// Reads the header sequence of a listener with propagation enabled (see
-/// [`super::sequence`]) from `stream` within `timeout`; `now` is read when
+/// [`super::sequence`]) from `stream`, a connection from `peer` to `local`,
+/// within `timeout`; `now` is read when
 /// the sequence is decided. Reads at most [`buffer_limit`] bytes; never
 /// writes.
 ///
@@ -38,6 +39,7 @@ pub fn unix(t: SystemTime) -> u64 {
 pub async fn accept_propagated<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
     listener: &pp::ListenerPolicy,
     verifier: &Verifier,
     timeout: Duration,
@@ -49,7 +51,7 @@ pub async fn accept_propagated<S: AsyncRead + Unpin>(
         let mut chunk = [0u8; 2048];
         let mut eof = false;
         loop {
-            match step(listener, verifier, peer, &buf, eof, now()) {
+            match step(listener, verifier, peer, local, &buf, eof, now()) {
                 SeqStep::NeedMore => {
                     let room = limit.saturating_sub(buf.len()).min(chunk.len());
                     if eof || room == 0 {
@@ -139,7 +141,10 @@ pub struct Dialed {
 }
 
 /// Dials `target.upstream` and writes the signed header for `observed`
-/// (reached at `local`), then the client's bytes already read (`early`).
+/// (reached at `local`), bound to the connection just made (its local and
+/// peer address), then the client's bytes already read (`early`). The
+/// header's timestamp is read from `now` once the connection is up, so
+/// headers on one 4-tuple carry non-decreasing timestamps.
 ///
 /// # Errors
 /// [`ForwardError`].
@@ -148,25 +153,11 @@ pub async fn dial_and_sign(
     observed: &ObservedAddr,
     local: SocketAddr,
     early: &[u8],
-    now: u64,
+    now: impl Fn() -> u64,
 ) -> Result<Dialed, ForwardError> {
     if !observed.is_trusted() {
         return Err(ForwardError::Untrusted(observed.socket_addr().to_string()));
     }
-    let mut nonce = [0u8; 16];
-    ippin_cert::getrandom::fill(&mut nonce).map_err(|e| ForwardError::Sign(e.to_string()))?;
-    let grant = target
-        .grants
-        .grant_at(now, || {
-            let mut ephemeral = [0u8; 32];
-            ippin_cert::getrandom::fill(&mut ephemeral)
-                .map_err(|e| SignError::Grant(format!("randomness: {e}")))?;
-            Ok(ephemeral)
-        })
-        .map_err(|e| ForwardError::Sign(e.to_string()))?;
-    let header = grant
-        .header(observed.socket_addr(), local, now, nonce)
-        .map_err(|e| ForwardError::Sign(e.to_string()))?;
     let upstream_err = |message: String| ForwardError::Upstream {
         upstream: target.upstream.clone(),
         message,
@@ -182,7 +173,28 @@ pub async fn dial_and_sign(
     let upstream = stream
         .peer_addr()
         .map_err(|e| upstream_err(e.to_string()))?;
-    let mut first = header;
+    let front = stream
+        .local_addr()
+        .map_err(|e| upstream_err(e.to_string()))?;
+    let now = now();
+    let mut nonce = [0u8; 16];
+    ippin_cert::getrandom::fill(&mut nonce).map_err(|e| ForwardError::Sign(e.to_string()))?;
+    let grant = target
+        .grants
+        .grant_at(now, || {
+            let mut ephemeral = [0u8; 32];
+            ippin_cert::getrandom::fill(&mut ephemeral)
+                .map_err(|e| SignError::Grant(format!("randomness: {e}")))?;
+            Ok(ephemeral)
+        })
+        .map_err(|e| ForwardError::Sign(e.to_string()))?;
+    let link = Link {
+        front,
+        inner: upstream,
+    };
+    let mut first = grant
+        .header(observed.socket_addr(), local, link, now, nonce)
+        .map_err(|e| ForwardError::Sign(e.to_string()))?;
     first.extend_from_slice(early);
     stream
         .write_all(&first)

@@ -26,7 +26,7 @@ use ippin_policy::{ObservedAddr, Provenance};
 use ippin_proxy_protocol as pp;
 
 use super::verify::{Verifier, is_signed, signed_tlv};
-use super::{Reason, Rejection};
+use super::{Link, Reason, Rejection};
 
 /// What [`step`] asks the caller to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +102,14 @@ fn next<'a>(rest: &'a [u8], eof: bool, full: bool, cfg: &pp::ParseConfig) -> Nex
     }
 }
 
-fn accept_signed(verifier: &Verifier, h: &pp::Header<'_>, now: u64, consumed: usize) -> SeqStep {
-    match verifier.verify(h, now) {
+fn accept_signed(
+    verifier: &Verifier,
+    h: &pp::Header<'_>,
+    link: Link,
+    now: u64,
+    consumed: usize,
+) -> SeqStep {
+    match verifier.verify(h, link, now) {
         Ok(v) => SeqStep::Accept {
             observed: ObservedAddr::new(v.client, Provenance::SignedPropagation, true),
             consumed,
@@ -131,12 +137,19 @@ fn third_header(h: &pp::Header<'_>) -> SeqStep {
 }
 
 /// Decides the header sequence from every byte received so far (`buf`),
-/// whether the peer closed (`eof`) and the time (`now`, unix seconds).
-/// Call again with more bytes on [`SeqStep::NeedMore`].
+/// whether the peer closed (`eof`) and the time (`now`, unix seconds), on
+/// the connection from `peer` to `local` (this listener's address as the
+/// socket reports it). Call again with more bytes on [`SeqStep::NeedMore`].
+///
+/// A signed header is bound to the front → inner connection: alone, it
+/// must have been written for `peer` → `local`; after an unsigned header
+/// the listener's mode and trusted proxies accepted (an L4 proxy between
+/// front and inner), for the connection that header names.
 pub fn step(
     listener: &pp::ListenerPolicy,
     verifier: &Verifier,
     peer: SocketAddr,
+    local: SocketAddr,
     buf: &[u8],
     eof: bool,
     now: u64,
@@ -164,7 +177,13 @@ pub fn step(
     let (h2, c2) = match next(rest1, eof, full, cfg) {
         Next::More => return SeqStep::NeedMore,
         Next::Bad(r) => return from_refusal(r),
-        Next::Nothing if signed1 => return accept_signed(verifier, &h1, now, c1),
+        Next::Nothing if signed1 => {
+            let link = Link {
+                front: peer,
+                inner: local,
+            };
+            return accept_signed(verifier, &h1, link, now, c1);
+        }
         Next::Nothing => return observed(listener.decide(peer, Some(&h1), rest1), c1),
         Next::Header(h, n) => (h, n),
     };
@@ -178,14 +197,32 @@ pub fn step(
     }
     // The unsigned header is still governed by the listener's mode and
     // trusted proxies, even though the signed one replaces its address.
-    if let Err(r) = listener.decide(peer, Some(&h1), &[]) {
-        return from_refusal(r);
-    }
+    let outer = match listener.decide(peer, Some(&h1), &[]) {
+        Ok(o) => o,
+        Err(r) => return from_refusal(r),
+    };
+    // The connection the front wrote on ended at the proxy that sent the
+    // unsigned header: bind to the addresses that header names, when the
+    // listener believed it; else to the socket.
+    let link = match (
+        outer.trusted,
+        outer.provenance,
+        h1.source(),
+        h1.destination(),
+    ) {
+        (true, pp::Provenance::ProxyV1 | pp::Provenance::ProxyV2, Some(front), Some(inner)) => {
+            Link { front, inner }
+        }
+        _ => Link {
+            front: peer,
+            inner: local,
+        },
+    };
     let rest2 = rest1.get(c2..).unwrap_or_default();
     match next(rest2, eof, full, cfg) {
         Next::More => SeqStep::NeedMore,
         Next::Bad(r) => from_refusal(r),
         Next::Header(h3, _) => third_header(&h3),
-        Next::Nothing => accept_signed(verifier, &h2, now, c1.saturating_add(c2)),
+        Next::Nothing => accept_signed(verifier, &h2, link, now, c1.saturating_add(c2)),
     }
 }

@@ -111,6 +111,7 @@ pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<(), ServerError> {
 pub async fn accept<S>(
     stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
     lcfg: &ListenerConfig,
 ) -> Result<(ObservedAddr, ippin_proxy_protocol::PrefixedStream<S>), Refused>
 where
@@ -129,6 +130,7 @@ where
     accept_propagated(
         stream,
         peer,
+        local,
         &policy,
         &armed.verifier,
         lcfg.header_timeout,
@@ -213,7 +215,7 @@ async fn forward_one(
         Ok(a) => a,
         Err(_) => return,
     };
-    let accepted = crate::accept::accept_observed(tcp, peer, lcfg).await;
+    let accepted = crate::accept::accept_observed(tcp, peer, local, lcfg).await;
     let (observed, stream) = match accepted {
         Ok(x) => x,
         Err(refused) => {
@@ -235,8 +237,8 @@ async fn forward_one(
     };
     drop(pending_slot);
     let (early, mut client) = stream.into_parts();
-    let now = unix((state.clock)());
-    let dialed = dial_and_sign(target, &observed, local, &early, now).await;
+    let clock = state.clock.clone();
+    let dialed = dial_and_sign(target, &observed, local, &early, move || unix(clock())).await;
     let refused = |reason: &str, detail: String| AuditEvent::ForwardRefused {
         peer: AuditEvent::peer(peer),
         observed: AuditEvent::addr(&observed),
@@ -289,7 +291,10 @@ pub async fn ssh_loop(
     bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
         let (service, lcfg, state) = (service.clone(), lcfg.clone(), state.clone());
         async move {
-            match accept(tcp, peer, &lcfg).await {
+            let Ok(local) = tcp.local_addr() else {
+                return;
+            };
+            match accept(tcp, peer, local, &lcfg).await {
                 Ok((observed, stream)) => {
                     let Ok(_slot) = slots.acquire_owned().await else {
                         return;

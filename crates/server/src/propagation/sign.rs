@@ -12,7 +12,7 @@ use ippin_proxy_protocol as pp;
 
 use super::key::{PublicKey, SecretKey, mac_key};
 use super::wire::{self, FAMILY_TCP4, FAMILY_TCP6, Grant, MAC_LEN, NONCE_LEN, TLV_TYPE};
-use super::{PROXY_CN_PREFIX, PROXY_ROLE};
+use super::{Link, PROXY_CN_PREFIX, PROXY_ROLE};
 
 /// Errors of the front's identity and of header signing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,30 +198,32 @@ impl FrontGrant {
         self.not_after
     }
 
-    /// The signed block (the TLV value) for an address block, written at
-    /// `now` with `nonce` (exposed for tests and benches; [`FrontGrant::header`]
-    /// is what a front sends).
+    /// The signed block (the TLV value) for an address block and a
+    /// connection block, written at `now` with `nonce` (exposed for tests
+    /// and benches; [`FrontGrant::header`] is what a front sends).
     ///
     /// # Errors
     /// [`SignError::Encode`] when the addresses are not TCP4/TCP6.
     pub fn block(
         &self,
         addresses: &[u8],
+        connection: &[u8],
         now: u64,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, SignError> {
-        let input = wire::mac_input(addresses, self.audience.as_bytes(), now, &nonce);
+        let input = wire::mac_input(addresses, connection, self.audience.as_bytes(), now, &nonce);
         let tag = ring::hmac::sign(&self.key, &input);
         let mut mac = [0u8; MAC_LEN];
         mac.copy_from_slice(tag.as_ref());
-        wire::encode_block(addresses, &self.bytes, now, &nonce, &mac)
+        wire::encode_block(addresses, connection, &self.bytes, now, &nonce, &mac)
             .map_err(|e| SignError::Encode(e.to_string()))
     }
 
     /// The PROXY v2 header a front writes to its upstream: command PROXY,
     /// `client` → `destination` (TCP4 when both are IPv4, else TCP6 with
-    /// IPv4 addresses mapped), and the signed block under this grant,
-    /// written at `now` with `nonce`.
+    /// IPv4 addresses mapped), and the signed block under this grant for
+    /// the connection `link` it is written on (the front's local address
+    /// after `connect()` and its peer), written at `now` with `nonce`.
     ///
     /// # Errors
     /// [`SignError::Encode`] when the header does not encode.
@@ -229,11 +231,13 @@ impl FrontGrant {
         &self,
         client: SocketAddr,
         destination: SocketAddr,
+        link: Link,
         now: u64,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, SignError> {
         let addrs = addresses_for(client, destination);
-        let value = self.block(&address_block(&addrs), now, nonce)?;
+        let connection = address_block(&addresses_for(link.front, link.inner));
+        let value = self.block(&address_block(&addrs), &connection, now, nonce)?;
         pp::V2Builder::new(pp::Command::Proxy)
             .addresses(addrs)
             .and_then(|b| {

@@ -91,13 +91,42 @@ fn dst() -> SocketAddr {
     "127.0.0.1:4000".parse().unwrap()
 }
 
+/// The inner listener's address, as its socket reports it.
+fn local() -> SocketAddr {
+    "127.0.0.1:4443".parse().unwrap()
+}
+
+/// The front → inner connection the tests' headers travel on.
+fn link() -> Link {
+    Link {
+        front: peer(),
+        inner: local(),
+    }
+}
+
 fn signed_bytes(g: &FrontGrant, ts: u64, nonce: u8) -> Vec<u8> {
-    g.header(client(), dst(), ts, [nonce; 16]).unwrap()
+    g.header(client(), dst(), link(), ts, [nonce; 16]).unwrap()
+}
+
+/// The tests' link with another front port.
+fn link_port(port: u16) -> Link {
+    Link {
+        front: SocketAddr::new(peer().ip(), port),
+        inner: local(),
+    }
+}
+
+fn signed_on(g: &FrontGrant, on: Link, ts: u64, nonce: u8) -> Vec<u8> {
+    g.header(client(), dst(), on, ts, [nonce; 16]).unwrap()
 }
 
 fn verify_bytes(v: &Verifier, bytes: &[u8], now: u64) -> Result<Verified, Rejection> {
+    verify_on(v, bytes, link(), now)
+}
+
+fn verify_on(v: &Verifier, bytes: &[u8], on: Link, now: u64) -> Result<Verified, Rejection> {
     let h = pp::parse_exact(bytes).unwrap();
-    v.verify(&h, now)
+    v.verify(&h, on, now)
 }
 
 fn reason(r: Result<Verified, Rejection>) -> Reason {
@@ -133,10 +162,10 @@ fn ipv6_client_to_ipv4_destination_travels_as_tcp6() {
     let f = fx();
     let v = verifier(&f);
     let c6: SocketAddr = "[2001:db8::7]:5555".parse().unwrap();
-    let bytes = f.grant.header(c6, dst(), NOW, [3; 16]).unwrap();
+    let bytes = f.grant.header(c6, dst(), link(), NOW, [3; 16]).unwrap();
     let h = pp::parse_exact(&bytes).unwrap();
     assert!(matches!(h.addresses(), pp::Addresses::Tcp6 { .. }));
-    let ok = v.verify(&h, NOW).unwrap();
+    let ok = v.verify(&h, link(), NOW).unwrap();
     assert_eq!(ok.client, c6);
     // The IPv4 destination was written mapped, and comes back canonical.
     assert_eq!(ok.destination, dst());
@@ -410,7 +439,8 @@ fn hand_made(key: &ed25519_dalek::SigningKey, grant: wire::Grant<'_>) -> Vec<u8>
     .unwrap();
     let addrs = super::sign::addresses_for(client(), dst());
     let block = super::sign::address_block(&addrs);
-    let value = wire::encode_block(&block, &bytes, NOW, &[1; 16], &[0; 32]).unwrap();
+    let conn = super::sign::address_block(&super::sign::addresses_for(peer(), local()));
+    let value = wire::encode_block(&block, &conn, &bytes, NOW, &[1; 16], &[0; 32]).unwrap();
     pp::V2Builder::new(pp::Command::Proxy)
         .addresses(addrs)
         .unwrap()
@@ -533,8 +563,11 @@ fn replayed_header_is_refused() {
     assert_eq!(reason(verify_bytes(&v, &b, NOW + 31)), Reason::Stale);
 }
 
+/// The replay state is keyed by the connection's 4-tuple and never
+/// refuses for lack of room: more links than its capacity evict the
+/// oldest, and the floor keeps the evicted headers refused.
 #[test]
-fn a_full_replay_cache_fails_closed() {
+fn more_links_than_the_replay_capacity_never_refuse_a_fresh_header() {
     let f = fx();
     let v = Verifier::new(
         TrustAnchor::from_der(f.ca.cert_der()).unwrap(),
@@ -543,15 +576,73 @@ fn a_full_replay_cache_fails_closed() {
         30,
         2,
     );
-    for n in 1..=2 {
-        assert!(verify_bytes(&v, &signed_bytes(&f.grant, NOW, n), NOW).is_ok());
+    let on = link_port;
+    let first = signed_on(&f.grant, on(1), NOW, 1);
+    assert!(verify_on(&v, &first, on(1), NOW).is_ok());
+    // One new link a second, each a fresh header: all accepted, the state
+    // stays at its capacity.
+    for port in 2..=29u16 {
+        let ts = NOW + u64::from(port);
+        let h = signed_on(&f.grant, on(port), ts, port as u8);
+        assert!(verify_on(&v, &h, on(port), ts).is_ok(), "{port}");
+        assert!(v.replay_len() <= 2);
     }
+    // The first link was forgotten; its header is still refused.
     assert_eq!(
-        reason(verify_bytes(&v, &signed_bytes(&f.grant, NOW, 3), NOW)),
-        Reason::ReplayCacheFull
+        reason(verify_on(&v, &first, on(1), NOW + 29)),
+        Reason::Replayed
     );
-    // Once the first entries expire, there is room again.
-    assert!(verify_bytes(&v, &signed_bytes(&f.grant, NOW + 31, 4), NOW + 31).is_ok());
+}
+
+/// A captured header is good on its own connection only: raced onto
+/// another connection (another front port, another front address,
+/// another inner port) it is refused before any public-key work; an
+/// attacker who rewrites the connection block to match breaks the MAC.
+#[test]
+fn a_header_is_bound_to_its_connection() {
+    let f = fx();
+    let v = verifier(&f);
+    let b = signed_bytes(&f.grant, NOW, 1);
+    let elsewhere = [
+        Link {
+            front: "127.0.0.9:50001".parse().unwrap(),
+            inner: local(),
+        },
+        Link {
+            front: "127.0.0.66:50000".parse().unwrap(),
+            inner: local(),
+        },
+        Link {
+            front: peer(),
+            inner: "127.0.0.1:4444".parse().unwrap(),
+        },
+    ];
+    for on in elsewhere {
+        let r = verify_on(&v, &b, on, NOW).unwrap_err();
+        assert_eq!(r.reason, Reason::ConnectionMismatch, "{on:?}");
+        assert_eq!(r.reason.code(), "signed_connection_mismatch");
+    }
+    assert_eq!(v.replay_len(), 0);
+    assert_eq!(v.grant_cache_len(), 0, "refused before the grant check");
+    // Rewrite the block's connection to the attacker's: the MAC fails.
+    let attacker = elsewhere[0];
+    let old = super::sign::address_block(&super::sign::addresses_for(peer(), local()));
+    let new =
+        super::sign::address_block(&super::sign::addresses_for(attacker.front, attacker.inner));
+    let mut forged = b.clone();
+    let at = find(&forged, &old[1..]);
+    forged[at..at + old.len() - 1].copy_from_slice(&new[1..]);
+    assert_eq!(
+        reason(verify_on(&v, &forged, attacker, NOW)),
+        Reason::BadSignature
+    );
+    // The original still verifies on its own connection, written in
+    // IPv4-mapped form by a dual-stack socket.
+    let mapped = Link {
+        front: "[::ffff:127.0.0.9]:50000".parse().unwrap(),
+        inner: "[::ffff:127.0.0.1]:4443".parse().unwrap(),
+    };
+    assert!(verify_on(&v, &b, mapped, NOW).is_ok());
 }
 
 #[test]
@@ -573,7 +664,8 @@ fn the_grant_cache_is_bounded_and_holds_only_verified_grants() {
     let mut grants = Vec::new();
     for i in 0..10u8 {
         let g = grant_for(&f.signer, &f.inner.public_key(), AUD);
-        assert!(verify_bytes(&v, &signed_bytes(&g, NOW, 100 + i), NOW).is_ok());
+        let on = link_port(1000 + u16::from(i));
+        assert!(verify_on(&v, &signed_on(&g, on, NOW, 100 + i), on, NOW).is_ok());
         assert!(v.grant_cache_len() <= 4);
         grants.push(g);
     }
@@ -717,7 +809,7 @@ fn run(p: &pp::ListenerPolicy, v: &Verifier, bytes: &[u8], chunk: usize) -> SeqS
     loop {
         got = (got + chunk).min(bytes.len());
         let eof = got == bytes.len();
-        match step(p, v, peer(), &bytes[..got], eof, NOW) {
+        match step(p, v, peer(), local(), &bytes[..got], eof, NOW) {
             SeqStep::NeedMore if !eof => continue,
             other => return other,
         }
@@ -759,15 +851,35 @@ fn signed_header_alone_is_trusted_with_its_provenance() {
     }
 }
 
+/// After an unsigned header the listener believed (an L4 proxy between
+/// front and inner), the signed header is bound to the connection that
+/// header names: the front's connection ended at the proxy.
 #[test]
 fn signed_after_unsigned_replaces_it() {
     let f = fx();
     let v = verifier(&f);
-    let bytes = cat(&[
+    let via_proxy = Link {
+        front: "192.0.2.1:1000".parse().unwrap(),
+        inner: dst(),
+    };
+    let signed = f
+        .grant
+        .header(client(), dst(), via_proxy, NOW, [1; 16])
+        .unwrap();
+    let bytes = cat(&[&unsigned("192.0.2.1:1000"), &signed, b"\x16\x03\x01"]);
+    // Bound to the socket instead: refused.
+    let wrong = cat(&[
         &unsigned("192.0.2.1:1000"),
-        &signed_bytes(&f.grant, NOW, 1),
-        b"\x16\x03\x01",
+        &signed_bytes(&f.grant, NOW, 2),
+        b"x",
     ]);
+    let refused = run(
+        &policy(pp::ProxyMode::On, Some("127.0.0.0/8")),
+        &v,
+        &wrong,
+        64,
+    );
+    assert_eq!(code(&refused), "signed_connection_mismatch");
     match run(
         &policy(pp::ProxyMode::On, Some("127.0.0.0/8")),
         &v,
@@ -856,7 +968,11 @@ fn two_unsigned_headers_stay_a_duplicate() {
 #[test]
 fn a_failed_signature_never_falls_back_to_the_unsigned_addresses() {
     let f = fx();
-    let mut signed = signed_bytes(&f.grant, NOW, 1);
+    let via_proxy = Link {
+        front: "192.0.2.1:1000".parse().unwrap(),
+        inner: dst(),
+    };
+    let mut signed = signed_on(&f.grant, via_proxy, NOW, 1);
     let last = signed.len() - 1;
     signed[last] ^= 0x80;
     let bytes = cat(&[&unsigned("192.0.2.1:1000"), &signed, b"x"]);
@@ -936,10 +1052,11 @@ mod props {
 }
 
 /// The fuzz target's seeds (`fuzz/corpus/server_signed_tlv/seed-*`) hold
-/// version-2 blocks. `IPPIN_WRITE_SEEDS=1 cargo test -p ippin --lib
+/// version-3 blocks bound to the fuzz target's connection (127.0.0.1:1 →
+/// 127.0.0.1:4443). `IPPIN_WRITE_SEEDS=1 cargo test -p ippin --lib
 /// fuzz_seeds` rewrites them from a fresh CA, front and inner key.
 #[test]
-fn fuzz_seeds_hold_v2_blocks() {
+fn fuzz_seeds_hold_v3_blocks() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus/server_signed_tlv");
     // The fuzz target's inner listener has this key and audience, so that
@@ -949,11 +1066,18 @@ fn fuzz_seeds_hold_v2_blocks() {
     if std::env::var_os("IPPIN_WRITE_SEEDS").is_some() {
         let mut f = fx();
         f.grant = grant_for(&f.signer, &fuzz_inner, AUD);
-        let header = signed_bytes(&f.grant, NOW, 1);
+        let fuzz_link = Link {
+            front: "127.0.0.1:1".parse().unwrap(),
+            inner: local(),
+        };
+        let header = f
+            .grant
+            .header(client(), dst(), fuzz_link, NOW, [1; 16])
+            .unwrap();
         let h = pp::parse_exact(&header).unwrap();
         let block = verify::signed_tlv(&h).unwrap().unwrap().to_vec();
         let c6: SocketAddr = "[2001:db8::7]:5555".parse().unwrap();
-        let h6 = f.grant.header(c6, dst(), NOW, [2; 16]).unwrap();
+        let h6 = f.grant.header(c6, dst(), fuzz_link, NOW, [2; 16]).unwrap();
         let block6 = verify::signed_tlv(&pp::parse_exact(&h6).unwrap())
             .unwrap()
             .unwrap()
@@ -998,7 +1122,7 @@ fn fuzz_seeds_hold_v2_blocks() {
                 "{name}"
             );
         } else {
-            // A header sequence: some header in it carries a v2 block.
+            // A header sequence: some header in it carries a v3 block.
             let mut rest = bytes.as_slice();
             let mut blocks = 0;
             while let Ok((h, n)) = pp::parse(rest) {

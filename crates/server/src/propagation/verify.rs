@@ -23,7 +23,7 @@ use super::key::{PublicKey, SecretKey, mac_key};
 use super::replay::{ReplayCache, ReplayRefusal};
 use super::sign::MAX_GRANT_LIFETIME;
 use super::wire::{self, FAMILY_TCP4, FAMILY_TCP6, TLV_TYPE};
-use super::{PROXY_CN_PREFIX, PROXY_ROLE, Reason, Rejection};
+use super::{Link, PROXY_CN_PREFIX, PROXY_ROLE, Reason, Rejection};
 
 const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
 const OID_ED25519: &str = "1.3.101.112";
@@ -168,6 +168,7 @@ pub struct Verified {
 /// | grant's audience = this listener's | `signed_header_wrong_audience` |
 /// | grant's inner key = this listener's public key | `signed_grant_wrong_key` |
 /// | block's address block = header's, byte for byte | `signed_address_mismatch` |
+/// | block's connection = the connection the header arrived on | `signed_connection_mismatch` |
 /// | \|now − timestamp\| ≤ window | `signed_header_stale` |
 /// | grant cache hit (same ephemeral key, same grant bytes, still valid): skip to the MAC | |
 /// | certificate decodes, key is Ed25519 | `proxy_cert_invalid` |
@@ -178,8 +179,7 @@ pub struct Verified {
 /// | not_before − window ≤ now ≤ not_after, lifetime ≤ 1 h | `signed_grant_expired` |
 /// | X25519 not all-zero (then HKDF; the grant enters the cache) | `signed_header_malformed` |
 /// | MAC verifies (constant time) | `signed_header_bad_signature` |
-/// | nonce not seen within the window | `signed_header_replayed` |
-/// | replay cache has room | `replay_cache_full` |
+/// | not replayed on this connection's 4-tuple (see [`super::replay`]) | `signed_header_replayed` |
 #[derive(Debug)]
 pub struct Verifier {
     anchor: TrustAnchor,
@@ -276,7 +276,7 @@ fn parse_block(block: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
 impl Verifier {
     /// A verifier for headers addressed to `audience` under grants for the
     /// static key `secret`, fresh within `window_secs`, remembering at most
-    /// `replay_capacity` nonces and [`DEFAULT_GRANT_CACHE_CAPACITY`] grants.
+    /// `replay_capacity` connection 4-tuples and [`DEFAULT_GRANT_CACHE_CAPACITY`] grants.
     pub fn new(
         anchor: TrustAnchor,
         secret: SecretKey,
@@ -292,7 +292,7 @@ impl Verifier {
             window: window_secs,
             certs: Mutex::new(HashMap::new()),
             grants: Mutex::new(GrantCache::new(DEFAULT_GRANT_CACHE_CAPACITY)),
-            replay: Mutex::new(ReplayCache::new(replay_capacity)),
+            replay: Mutex::new(ReplayCache::new(replay_capacity, window_secs)),
         }
     }
 
@@ -315,7 +315,7 @@ impl Verifier {
         self.public
     }
 
-    /// How many nonces the replay cache holds now.
+    /// How many links the replay state remembers now.
     pub fn replay_len(&self) -> usize {
         self.replay.lock().map_or(0, |c| c.len())
     }
@@ -461,11 +461,18 @@ impl Verifier {
     }
 
     /// Verifies the signed header `header` at `now` (unix seconds) and, on
-    /// success, records its nonce. Call it once per header.
+    /// success, records it in the replay state of its link. `link` is the
+    /// connection the header arrived on, as this side's socket sees it
+    /// (peer = the front, local = this listener). Call it once per header.
     ///
     /// # Errors
     /// The [`Rejection`] of the first failing check (see the table above).
-    pub fn verify(&self, header: &pp::Header<'_>, now: u64) -> Result<Verified, Rejection> {
+    pub fn verify(
+        &self,
+        header: &pp::Header<'_>,
+        link: Link,
+        now: u64,
+    ) -> Result<Verified, Rejection> {
         let value = signed_tlv(header)?
             .ok_or_else(|| reject(Reason::Malformed, "no signed block (TLV 0xE7)"))?;
         if header.command() != pp::Command::Proxy {
@@ -503,6 +510,21 @@ impl Verifier {
                 "the header's addresses are not the ones the front wrote in the block",
             ));
         }
+        let link = link.canonical();
+        let written_on = parse_block(block.connection);
+        if written_on != Some((link.front, link.inner)) {
+            let claimed = written_on.map_or_else(
+                || "an unreadable connection".to_owned(),
+                |(f, i)| format!("{f} -> {i}"),
+            );
+            return Err(reject(
+                Reason::ConnectionMismatch,
+                format!(
+                    "written for the connection {claimed}, arrived on {} -> {}",
+                    link.front, link.inner
+                ),
+            ));
+        }
         if now.abs_diff(block.timestamp) > self.window {
             return Err(reject(
                 Reason::Stale,
@@ -527,22 +549,25 @@ impl Verifier {
                 "the MAC does not verify under the grant's key",
             )
         })?;
-        let expires = block.timestamp.saturating_add(self.window);
         let admitted = match self.replay.lock() {
-            Ok(mut cache) => cache.admit(block.nonce, expires, now),
-            Err(_) => Err(ReplayRefusal::Full),
+            Ok(mut state) => state.admit(link, block.timestamp, block.nonce, now),
+            // A poisoned lock: no decision can be made; refuse.
+            Err(_) => Err(ReplayRefusal::Replayed),
         };
-        match admitted {
-            Ok(()) => {}
-            Err(ReplayRefusal::Replayed) => {
-                return Err(reject(Reason::Replayed, "this nonce was already used"));
-            }
-            Err(_) => {
-                return Err(reject(
-                    Reason::ReplayCacheFull,
-                    "the replay cache is full of live nonces; refusing (fail closed)",
-                ));
-            }
+        if let Err(r) = admitted {
+            let detail = match r {
+                ReplayRefusal::Older => {
+                    "older than the newest header accepted on this connection's 4-tuple"
+                }
+                ReplayRefusal::Burst => {
+                    "too many headers on this connection's 4-tuple within one second"
+                }
+                ReplayRefusal::BelowFloor => {
+                    "not newer than the replay state's floor (a link was forgotten early)"
+                }
+                _ => "this header was already accepted on this connection's 4-tuple",
+            };
+            return Err(reject(Reason::Replayed, detail));
         }
         let (client, destination) = parse_block(block.addresses)
             .ok_or_else(|| reject(Reason::Malformed, "address block"))?;

@@ -1,4 +1,4 @@
-//! The signed block (version 2): the value of the PROXY v2 TLV
+//! The signed block (version 3): the value of the PROXY v2 TLV
 //! [`TLV_TYPE`], its strict decoder, its encoder, and the bytes the grant
 //! signature and the per-connection MAC cover.
 //!
@@ -6,14 +6,16 @@
 //!
 //! | offset | size | field |
 //! |--------|------|-------|
-//! | 0      | 1    | version, [`VERSION`] (2) |
-//! | 1      | 1    | `A`: length of the address block, 13 (TCP4) or 37 (TCP6) |
-//! | 2      | A    | address block: the v2 family byte, then the addresses exactly as in the header |
-//! | 2+A    | 2    | `G`: grant length, 1..=[`MAX_GRANT_LEN`] |
-//! | 4+A    | G    | the grant (below) |
-//! | 4+A+G  | 8    | timestamp, unix seconds |
-//! | 12+A+G | 16   | nonce |
-//! | 28+A+G | 32   | MAC, HMAC-SHA256 over [`mac_input`] |
+//! | 0        | 1    | version, [`VERSION`] (3) |
+//! | 1        | 1    | `A`: length of the address block, 13 (TCP4) or 37 (TCP6) |
+//! | 2        | A    | address block: the v2 family byte, then the addresses exactly as in the header |
+//! | 2+A      | 1    | `B`: length of the connection block, 13 (TCP4) or 37 (TCP6) |
+//! | 3+A      | B    | connection block: the front → inner TCP connection the header is written on, encoded like an address block (source = the front's address, destination = the inner's) |
+//! | 3+A+B    | 2    | `G`: grant length, 1..=[`MAX_GRANT_LEN`] |
+//! | 5+A+B    | G    | the grant (below) |
+//! | 5+A+B+G  | 8    | timestamp, unix seconds |
+//! | 13+A+B+G | 16   | nonce |
+//! | 29+A+B+G | 32   | MAC, HMAC-SHA256 over [`mac_input`] |
 //!
 //! # Grant layout
 //!
@@ -38,8 +40,9 @@ use std::fmt;
 /// 0xE0–0xEF (see docs/propagation.md for why this one).
 pub const TLV_TYPE: u8 = 0xE7;
 
-/// The only version this code reads and writes.
-pub const VERSION: u8 = 2;
+/// The only version this code reads and writes (3: version 2 plus the
+/// connection block).
+pub const VERSION: u8 = 3;
 
 /// The HKDF salt of the MAC key.
 pub const DOMAIN: &[u8] = b"ippin-propagation-v2";
@@ -48,7 +51,7 @@ pub const DOMAIN: &[u8] = b"ippin-propagation-v2";
 pub const DOMAIN_GRANT: &[u8] = b"ippin-propagation-v2 grant";
 
 /// The prefix of the bytes a per-connection MAC covers.
-pub const DOMAIN_CONN: &[u8] = b"ippin-propagation-v2 connection";
+pub const DOMAIN_CONN: &[u8] = b"ippin-propagation-v3 connection";
 
 /// The largest certificate a grant may carry.
 pub const MAX_CERT_LEN: usize = 2048;
@@ -79,7 +82,7 @@ pub const MAX_GRANT_LEN: usize =
     2 + MAX_CERT_LEN + 2 * KEY_LEN + 1 + MAX_AUDIENCE_LEN + 16 + 2 + MAX_SIGNATURE_LEN;
 
 /// The largest encoded block.
-pub const MAX_BLOCK_LEN: usize = 2 + 37 + 2 + MAX_GRANT_LEN + 8 + NONCE_LEN + MAC_LEN;
+pub const MAX_BLOCK_LEN: usize = 2 + 37 + 1 + 37 + 2 + MAX_GRANT_LEN + 8 + NONCE_LEN + MAC_LEN;
 
 /// Why a block or grant does not decode or encode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,6 +181,10 @@ impl fmt::Debug for Grant<'_> {
 pub struct SignedBlock<'a> {
     /// The family byte followed by the addresses, as in the v2 header.
     pub addresses: &'a [u8],
+    /// The front → inner connection the header was written on, encoded
+    /// like `addresses` (source: the front's address and port as its
+    /// socket saw them; destination: the inner's).
+    pub connection: &'a [u8],
     /// The grant, exactly as sent (the grant cache compares these bytes,
     /// and the MAC key is bound to their SHA-256).
     pub grant_bytes: &'a [u8],
@@ -195,6 +202,7 @@ impl fmt::Debug for SignedBlock<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignedBlock")
             .field("addresses", &self.addresses)
+            .field("connection", &self.connection)
             .field("grant", &self.grant)
             .field("timestamp", &self.timestamp)
             .field("nonce", &self.nonce)
@@ -335,7 +343,7 @@ pub fn decode_grant(bytes: &[u8]) -> Result<Grant<'_>, WireError> {
     })
 }
 
-/// Decodes a TLV value strictly: version 2, every length in its bounds,
+/// Decodes a TLV value strictly: version 3, every length in its bounds,
 /// TCP4/TCP6 addresses only, a grant that decodes, nothing after the MAC.
 ///
 /// Decoding says nothing about authenticity: the verifier checks that.
@@ -351,6 +359,9 @@ pub fn decode(value: &[u8]) -> Result<SignedBlock<'_>, WireError> {
     let a = r.u8("address length")?;
     let addresses = r.bounded(a, 13, 37, "addresses")?;
     check_addresses(addresses)?;
+    let b = r.u8("connection length")?;
+    let connection = r.bounded(b, 13, 37, "connection")?;
+    check_addresses(connection)?;
     let g = r.u16("grant length")?;
     let grant_bytes = r.bounded(g, 1, MAX_GRANT_LEN, "grant")?;
     let grant = decode_grant(grant_bytes)?;
@@ -360,6 +371,7 @@ pub fn decode(value: &[u8]) -> Result<SignedBlock<'_>, WireError> {
     r.end("block")?;
     Ok(SignedBlock {
         addresses,
+        connection,
         grant_bytes,
         grant,
         timestamp,
@@ -420,18 +432,23 @@ impl Grant<'_> {
 }
 
 /// The bytes a per-connection MAC covers:
-/// `DOMAIN_CONN || A || addresses || U || audience || timestamp || nonce`
-/// (`A`, `U`: one-byte lengths).
+/// `DOMAIN_CONN || A || addresses || B || connection || U || audience || timestamp || nonce`
+/// (`A`, `B`, `U`: one-byte lengths).
 pub fn mac_input(
     addresses: &[u8],
+    connection: &[u8],
     audience: &[u8],
     timestamp: u64,
     nonce: &[u8; NONCE_LEN],
 ) -> Vec<u8> {
-    let mut t = Vec::with_capacity(DOMAIN_CONN.len() + 2 + addresses.len() + audience.len() + 24);
+    let mut t = Vec::with_capacity(
+        DOMAIN_CONN.len() + 3 + addresses.len() + connection.len() + audience.len() + 24,
+    );
     t.extend_from_slice(DOMAIN_CONN);
     t.extend(len_u8(addresses.len()));
     t.extend_from_slice(addresses);
+    t.extend(len_u8(connection.len()));
+    t.extend_from_slice(connection);
     t.extend(len_u8(audience.len()));
     t.extend_from_slice(audience);
     t.extend_from_slice(&timestamp.to_be_bytes());
@@ -443,22 +460,27 @@ pub fn mac_input(
 /// per-connection path: the grant is not decoded again).
 ///
 /// # Errors
-/// [`WireError`] when the addresses are not TCP4/TCP6 or the grant's
-/// length is out of bounds.
+/// [`WireError`] when the addresses or the connection are not TCP4/TCP6
+/// or the grant's length is out of bounds.
 pub fn encode_block(
     addresses: &[u8],
+    connection: &[u8],
     grant_bytes: &[u8],
     timestamp: u64,
     nonce: &[u8; NONCE_LEN],
     mac: &[u8; MAC_LEN],
 ) -> Result<Vec<u8>, WireError> {
     check_addresses(addresses)?;
+    check_addresses(connection)?;
     check_len("grant", grant_bytes.len(), 1, MAX_GRANT_LEN)?;
-    let mut out =
-        Vec::with_capacity(4 + addresses.len() + grant_bytes.len() + 8 + NONCE_LEN + MAC_LEN);
+    let mut out = Vec::with_capacity(
+        5 + addresses.len() + connection.len() + grant_bytes.len() + 8 + NONCE_LEN + MAC_LEN,
+    );
     out.push(VERSION);
     out.extend(len_u8(addresses.len()));
     out.extend_from_slice(addresses);
+    out.extend(len_u8(connection.len()));
+    out.extend_from_slice(connection);
     out.extend(len_u16(grant_bytes.len()));
     out.extend_from_slice(grant_bytes);
     out.extend_from_slice(&timestamp.to_be_bytes());
@@ -472,6 +494,7 @@ impl SignedBlock<'_> {
     pub fn mac_input(&self) -> Vec<u8> {
         mac_input(
             self.addresses,
+            self.connection,
             self.grant.audience,
             self.timestamp,
             &self.nonce,
@@ -485,6 +508,7 @@ impl SignedBlock<'_> {
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
         encode_block(
             self.addresses,
+            self.connection,
             self.grant_bytes,
             self.timestamp,
             &self.nonce,
@@ -504,6 +528,16 @@ mod tests {
         a
     }
 
+    fn conn6() -> Vec<u8> {
+        let mut a = vec![FAMILY_TCP6];
+        a.extend_from_slice(&[0; 15]);
+        a.push(1);
+        a.extend_from_slice(&[0; 15]);
+        a.push(1);
+        a.extend_from_slice(&[0xa0, 0x00, 0x11, 0x5b]);
+        a
+    }
+
     fn grant<'a>(cert: &'a [u8], audience: &'a [u8], sig: &'a [u8]) -> Grant<'a> {
         Grant {
             cert_der: cert,
@@ -520,7 +554,7 @@ mod tests {
         let g = grant(&[0x30; 300], b"inner-tls", &[7; 64])
             .encode()
             .unwrap();
-        encode_block(&addrs4(), &g, 1_700_000_001, &[9; 16], &[5; 32]).unwrap()
+        encode_block(&addrs4(), &conn6(), &g, 1_700_000_001, &[9; 16], &[5; 32]).unwrap()
     }
 
     #[test]
@@ -528,6 +562,7 @@ mod tests {
         let enc = sample();
         let b = decode(&enc).unwrap();
         assert_eq!(b.addresses, addrs4().as_slice());
+        assert_eq!(b.connection, conn6().as_slice());
         assert_eq!(b.grant, grant(&[0x30; 300], b"inner-tls", &[7; 64]));
         assert_eq!(
             (b.timestamp, b.nonce, b.mac),
@@ -554,7 +589,7 @@ mod tests {
         let g = grant(&[0x30; 10], b"a", &[7; 64]).encode().unwrap();
         let mut padded = g.clone();
         padded.push(0);
-        let enc = encode_block(&addrs4(), &padded, 1, &[0; 16], &[0; 32]).unwrap();
+        let enc = encode_block(&addrs4(), &addrs4(), &padded, 1, &[0; 16], &[0; 32]).unwrap();
         assert_eq!(
             decode(&enc),
             Err(WireError::Trailing {
@@ -573,6 +608,8 @@ mod tests {
         let mut v = enc.clone();
         v[0] = 1;
         assert_eq!(decode(&v), Err(WireError::Version { found: 1 }));
+        v[0] = 2; // version 2 had no connection block
+        assert_eq!(decode(&v), Err(WireError::Version { found: 2 }));
         let mut v = enc.clone();
         v[2] = 0x12; // UDP4
         assert!(matches!(
@@ -580,15 +617,23 @@ mod tests {
             Err(WireError::Family { family: 0x12, .. })
         ));
         let mut v = enc.clone();
-        // version, A, addresses, G, C, certificate, two keys, U
-        let at = 2 + 13 + 2 + 2 + 300 + 64 + 1;
+        // version, A, addresses, B, connection, G, C, certificate, two keys, U
+        let at = 2 + 13 + 1 + 37 + 2 + 2 + 300 + 64 + 1;
         assert_eq!(v[at], b'i');
         v[at] = b' ';
         assert!(matches!(decode(&v), Err(WireError::Audience { at: 0, .. })));
         let empty = grant(&[1], b"", &[1]);
         assert!(empty.encode().is_err());
-        assert!(encode_block(&[FAMILY_TCP4, 1], b"g", 1, &[0; 16], &[0; 32]).is_err());
-        assert!(encode_block(&addrs4(), b"", 1, &[0; 16], &[0; 32]).is_err());
+        assert!(encode_block(&[FAMILY_TCP4, 1], &addrs4(), b"g", 1, &[0; 16], &[0; 32]).is_err());
+        assert!(encode_block(&addrs4(), &[FAMILY_TCP4, 1], b"g", 1, &[0; 16], &[0; 32]).is_err());
+        assert!(encode_block(&addrs4(), &addrs4(), b"", 1, &[0; 16], &[0; 32]).is_err());
+        // The connection block's family is checked like the addresses'.
+        let mut v = enc.clone();
+        v[2 + 13 + 1] = 0x22; // UDP6
+        assert!(matches!(
+            decode(&v),
+            Err(WireError::Family { family: 0x22, .. })
+        ));
     }
 
     #[test]
@@ -611,6 +656,7 @@ mod tests {
         #[test]
         fn encode_decode_round_trip(
             v6 in any::<bool>(),
+            conn_v6 in any::<bool>(),
             addr_bytes in proptest::collection::vec(any::<u8>(), 36),
             cert in proptest::collection::vec(any::<u8>(), 1..MAX_CERT_LEN),
             audience in "[!-~]{1,255}",
@@ -622,6 +668,8 @@ mod tests {
         ) {
             let mut addresses = vec![if v6 { FAMILY_TCP6 } else { FAMILY_TCP4 }];
             addresses.extend_from_slice(&addr_bytes[..if v6 { 36 } else { 12 }]);
+            let mut connection = vec![if conn_v6 { FAMILY_TCP6 } else { FAMILY_TCP4 }];
+            connection.extend(addr_bytes.iter().rev().take(if conn_v6 { 36 } else { 12 }));
             let g = Grant {
                 cert_der: &cert,
                 ephemeral: keys.0,
@@ -634,12 +682,13 @@ mod tests {
             let gb = g.encode().unwrap();
             prop_assert!(gb.len() <= MAX_GRANT_LEN);
             prop_assert_eq!(decode_grant(&gb).unwrap(), g);
-            let enc = encode_block(&addresses, &gb, times.2, &nonce, &mac).unwrap();
+            let enc = encode_block(&addresses, &connection, &gb, times.2, &nonce, &mac).unwrap();
             prop_assert!(enc.len() <= MAX_BLOCK_LEN);
             let b = decode(&enc).unwrap();
             prop_assert_eq!(b.grant, g);
             prop_assert_eq!(b.grant_bytes, gb.as_slice());
             prop_assert_eq!(b.addresses, addresses.as_slice());
+            prop_assert_eq!(b.connection, connection.as_slice());
             prop_assert_eq!((b.timestamp, b.nonce, b.mac), (times.2, nonce, mac));
             prop_assert_eq!(b.encode().unwrap(), enc);
         }

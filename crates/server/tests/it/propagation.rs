@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use ippin::propagation::{FrontGrant, PublicKey, SecretKey, Signer};
+use ippin::propagation::{FrontGrant, Link, PublicKey, SecretKey, Signer};
 use ippin_test_support::{Child, free_port, peer, temp_dir, wait_until};
 use serde_json::Value;
 
@@ -160,6 +160,12 @@ fn forward(upstream: SocketAddr, audience: &str, upstream_key: &str, mode: &str)
 
 /// HAProxy relaying 127.0.0.1:PORT → each backend with `send-proxy-v2`.
 fn haproxy(backends: &[SocketAddr]) -> (Daemon, Vec<SocketAddr>) {
+    haproxy_with(backends, " send-proxy-v2")
+}
+
+/// HAProxy relaying 127.0.0.1:PORT → each backend, with `server_options`
+/// on each `server` line (`""`: a plain TCP relay, as a NAT would be).
+fn haproxy_with(backends: &[SocketAddr], server_options: &str) -> (Daemon, Vec<SocketAddr>) {
     let dir = temp_dir();
     let mut cfg = String::from(
         "global\n    maxconn 100\n\
@@ -171,7 +177,7 @@ fn haproxy(backends: &[SocketAddr]) -> (Daemon, Vec<SocketAddr>) {
         binds.push(bind);
         cfg.push_str(&format!(
             "frontend fe{i}\n    bind {bind}\n    default_backend be{i}\n\
-             backend be{i}\n    server s{i} {backend} send-proxy-v2\n"
+             backend be{i}\n    server s{i} {backend}{server_options}\n"
         ));
     }
     let path = dir.path().join("haproxy.cfg");
@@ -352,12 +358,23 @@ fn a_front_signing_for_another_audience_is_refused_upstream() {
 /// `addr` and its own audit log; started again on the same address to
 /// play a restart.
 fn inner_alone(cluster: &Inner, addr: SocketAddr) -> Child {
+    inner_alone_with(cluster, addr, "")
+}
+
+/// [`inner_alone`] with more `propagation` fields (`extra`, each
+/// followed by a comma).
+fn inner_alone_with(cluster: &Inner, addr: SocketAddr, extra: &str) -> Child {
+    inner_alone_on(cluster, addr, "proxy_protocol: off", extra)
+}
+
+/// [`inner_alone_with`] with the listener's PROXY settings `mode`.
+fn inner_alone_on(cluster: &Inner, addr: SocketAddr, mode: &str, extra: &str) -> Child {
     let text = std::fs::read_to_string(cluster.path("ippin.yaml")).expect("read config");
     let (head, _) = text.split_once("\nlisteners:").expect("listeners");
     let head = head.replace("audit_log: audit.log", "audit_log: restart-audit.log");
     let yaml = format!(
-        "{head}\nlisteners:\n  - {{listen: \"{addr}\", kind: tls, proxy_protocol: off, \
-         propagation: {{audience: inner-tls, key: \"{}\"}}}}\n",
+        "{head}\nlisteners:\n  - {{listen: \"{addr}\", kind: tls, {mode}, \
+         propagation: {{{extra} audience: inner-tls, key: \"{}\"}}}}\n",
         cluster.key("inner-tls.propkey")
     );
     let config = cluster.path("restart.yaml");
@@ -429,12 +446,60 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn send(addr: SocketAddr, bytes: &[u8]) {
-    let mut s = TcpStream::connect(addr).expect("connect");
+/// A TCP connection to `to`, from `from` when given (its IP, and its port
+/// unless 0; `SO_REUSEADDR` set, so a 4-tuple the server holds in
+/// TIME_WAIT can be used again).
+fn connect_from(from: Option<SocketAddr>, to: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stream = rt.block_on(async {
+        let socket = if to.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("socket");
+        if let Some(from) = from {
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            socket.bind(from).expect("bind");
+        }
+        tokio::time::timeout(Duration::from_secs(10), socket.connect(to))
+            .await
+            .expect("connect in time")
+            .expect("connect")
+    });
+    let std = stream.into_std().expect("std stream");
+    std.set_nonblocking(false).expect("blocking");
+    std.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    std
+}
+
+/// The connection `s` as the inner will see it.
+fn link_of(s: &TcpStream) -> Link {
+    Link {
+        front: s.local_addr().expect("local"),
+        inner: s.peer_addr().expect("peer"),
+    }
+}
+
+/// Writes `bytes` and a TLS record the server cannot use on `s`, then
+/// reads until the server closes (so the server closes first: the 4-tuple
+/// waits in TIME_WAIT on its side, not ours).
+fn send_on(mut s: TcpStream, bytes: &[u8]) {
     s.write_all(bytes).expect("write");
     s.write_all(b"\x16\x03\x01\x00\x05hello").expect("write");
-    let _ = s.shutdown(std::net::Shutdown::Write);
     let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+}
+
+/// Sends the header `make` writes for a new connection to `addr`, bound to
+/// that connection.
+fn send(addr: SocketAddr, make: impl FnOnce(Link) -> Vec<u8>) {
+    let s = connect_from(None, addr);
+    let bytes = make(link_of(&s));
+    send_on(s, &bytes);
 }
 
 /// A grant by `s` for the inner key `key`, valid from `from` for 10 minutes.
@@ -445,10 +510,11 @@ fn grant(s: &Signer, key: &PublicKey, audience: &str, from: u64) -> FrontGrant {
         .expect("grant")
 }
 
-fn header(g: &FrontGrant, client: &str, ts: u64, nonce: u8) -> Vec<u8> {
+fn header(g: &FrontGrant, client: &str, link: Link, ts: u64, nonce: u8) -> Vec<u8> {
     g.header(
         client.parse().expect("addr"),
         "127.0.0.1:443".parse().expect("addr"),
+        link,
         ts,
         [nonce; 16],
     )
@@ -486,36 +552,53 @@ fn refusals_over_real_sockets_each_with_its_reason() {
         })
     };
 
-    // A replay: the first copy passes the PROXY stage (then fails TLS),
-    // the second is refused.
-    let first = header(&g, "192.0.2.1:1000", t, 1);
-    send(to, &first);
-    send(to, &first);
+    // A replay on the same 4-tuple: the first copy passes the PROXY stage
+    // (then fails TLS, and the server closes first); the same header on a
+    // new connection from the same address and port is refused.
+    let a = connect_from(Some(SocketAddr::new(LOCALHOST, 0)), to);
+    let tuple = link_of(&a);
+    let first = header(&g, "192.0.2.1:1000", tuple, t, 1);
+    send_on(a, &first);
+    let _ = cluster.wait_audit("the first copy accepted", |v| {
+        v["event"] == "tls_refused" && v["provenance"] == "signed_propagation"
+    });
+    let again = wait_until(Duration::from_secs(10), || {
+        std::panic::catch_unwind(|| connect_from(Some(tuple.front), to))
+            .map(|s| send_on(s, &first))
+            .is_ok()
+    });
+    assert!(again, "could not reuse {tuple:?}");
     expect("signed_header_replayed");
 
     // Tampered address: the source rewritten after the MAC.
-    let mut h = header(&g, "192.0.2.1:1000", t, 2);
-    h[16] = 198;
-    send(to, &h);
+    send(to, |l| {
+        let mut h = header(&g, "192.0.2.1:1000", l, t, 2);
+        h[16] = 198;
+        h
+    });
     expect("signed_address_mismatch");
 
     // Tampered MAC (the last 32 bytes), under a grant the inner has cached.
-    let mut h = header(&g, "192.0.2.1:1000", t, 3);
-    let last = h.len() - 1;
-    h[last] ^= 1;
-    send(to, &h);
+    send(to, |l| {
+        let mut h = header(&g, "192.0.2.1:1000", l, t, 3);
+        let last = h.len() - 1;
+        h[last] ^= 1;
+        h
+    });
     expect("signed_header_bad_signature");
 
     // Tampered grant signature (its last byte sits just before the
     // timestamp), under a fresh grant: refused before any MAC.
     let fresh = grant(&s, &inner_key, "inner-tls", t - 5);
-    let mut h = header(&fresh, "192.0.2.1:1000", t + 1, 10);
-    let ts_at = h
-        .windows(8)
-        .position(|w| w == (t + 1).to_be_bytes())
-        .expect("timestamp");
-    h[ts_at - 1] ^= 1;
-    send(to, &h);
+    send(to, |l| {
+        let mut h = header(&fresh, "192.0.2.1:1000", l, t + 1, 10);
+        let ts_at = h
+            .windows(8)
+            .position(|w| w == (t + 1).to_be_bytes())
+            .expect("timestamp");
+        h[ts_at - 1] ^= 1;
+        h
+    });
     // The audit line names the reason only: wait for the second one.
     let bad_signatures = || {
         cluster
@@ -530,20 +613,13 @@ fn refusals_over_real_sockets_each_with_its_reason() {
     assert!(two, "audit: {:#?}", cluster.audit());
 
     // Expired timestamp.
-    send(to, &header(&g, "192.0.2.1:1000", t - 120, 4));
+    send(to, |l| header(&g, "192.0.2.1:1000", l, t - 120, 4));
     expect("signed_header_stale");
 
     // A grant made for another inner's key (same audience).
     let elsewhere = SecretKey::from_bytes([0x33; 32]).public_key();
-    send(
-        to,
-        &header(
-            &grant(&s, &elsewhere, "inner-tls", t - 5),
-            "192.0.2.1:1000",
-            t,
-            11,
-        ),
-    );
+    let wrong_key = grant(&s, &elsewhere, "inner-tls", t - 5);
+    send(to, |l| header(&wrong_key, "192.0.2.1:1000", l, t, 11));
     expect("signed_grant_wrong_key");
 
     // An expired grant (valid until 10 minutes ago).
@@ -556,7 +632,7 @@ fn refusals_over_real_sockets_each_with_its_reason() {
             &SecretKey::from_bytes([0x44; 32]),
         )
         .expect("grant");
-    send(to, &header(&old, "192.0.2.1:1000", t, 12));
+    send(to, |l| header(&old, "192.0.2.1:1000", l, t, 12));
     expect("signed_grant_expired");
 
     // Unsigned after signed, two signed.
@@ -567,11 +643,16 @@ fn refusals_over_real_sockets_each_with_its_reason() {
         ))
         .and_then(|b| b.encode())
         .expect("unsigned header");
-    let signed = header(&g, "192.0.2.1:1000", t, 5);
-    send(to, &[signed.as_slice(), &unsigned].concat());
+    send(to, |l| {
+        let signed = header(&g, "192.0.2.1:1000", l, t, 5);
+        [signed.as_slice(), &unsigned].concat()
+    });
     expect("unsigned_after_signed");
-    let again = header(&g, "192.0.2.1:1000", t, 6);
-    send(to, &[signed.as_slice(), &again].concat());
+    send(to, |l| {
+        let signed = header(&g, "192.0.2.1:1000", l, t, 5);
+        let again = header(&g, "192.0.2.1:1000", l, t, 6);
+        [signed.as_slice(), &again].concat()
+    });
     expect("two_signed_headers");
 
     // A front certificate from another CA, and one without the proxy role.
@@ -582,15 +663,8 @@ fn refusals_over_real_sockets_each_with_its_reason() {
         ippin::propagation::issue_proxy_identity(&other_ca, "front", t - 60, t + 3600, 2, &mut rng)
             .unwrap();
     let other = Signer::from_pem(&other.cert_pem, &other.key_pem).unwrap();
-    send(
-        to,
-        &header(
-            &grant(&other, &inner_key, "inner-tls", t - 5),
-            "192.0.2.1:1000",
-            t,
-            8,
-        ),
-    );
+    let untrusted = grant(&other, &inner_key, "inner-tls", t - 5);
+    send(to, |l| header(&untrusted, "192.0.2.1:1000", l, t, 8));
     expect("proxy_cert_untrusted");
     let cluster_ca = ippin_cert::x509::X509Ca::from_pem(
         &std::fs::read_to_string(cluster.path("ca/tls_ca.pem")).unwrap(),
@@ -607,27 +681,278 @@ fn refusals_over_real_sockets_each_with_its_reason() {
         .unwrap();
     let der = cluster_ca.issue_client(&req, &mut rng).unwrap();
     let no_role = Signer::new(key, der).unwrap();
-    send(
-        to,
-        &header(
-            &grant(&no_role, &inner_key, "inner-tls", t - 5),
-            "192.0.2.1:1000",
-            t,
-            9,
-        ),
-    );
+    let not_proxy = grant(&no_role, &inner_key, "inner-tls", t - 5);
+    send(to, |l| header(&not_proxy, "192.0.2.1:1000", l, t, 9));
     expect("proxy_cert_not_proxy");
 
     // This listener is `proxy_protocol: off`: an unsigned header alone, or
     // in front of a signed one, is refused by the mode.
-    send(
-        to,
-        &[unsigned.as_slice(), &header(&g, "192.0.2.1:1", t, 7)].concat(),
-    );
+    send(to, |l| {
+        [unsigned.as_slice(), &header(&g, "192.0.2.1:1", l, t, 7)].concat()
+    });
     expect("header_forbidden");
 }
 
+/// A captured valid signed header, raced onto the attacker's own
+/// connection to the inner before the front's connection sends it, is
+/// refused (`signed_connection_mismatch`, audited with the attacker's
+/// peer); the front's own connection still carries it.
+#[test]
+fn a_captured_header_raced_onto_another_connection_is_refused() {
+    let cluster = inner();
+    let config = cluster.path("ippin.yaml");
+    let issued = ippin(
+        &[
+            "ca",
+            "issue-proxy",
+            "--config",
+            config.to_str().expect("UTF-8"),
+            "front",
+        ],
+        b"",
+    );
+    assert_eq!(issued.code, Some(0), "{issued:?}");
+    let s = signer(cluster.dir.path());
+    let to = cluster.addr(INNER_TLS);
+    let t = now();
+    let g = grant(
+        &s,
+        &public_key(&cluster.key("inner-tls.propkey.pub")),
+        "inner-tls",
+        t - 5,
+    );
+    // The front's connection is up; its header is written (and seen on
+    // the wire) but the attacker's copy arrives first.
+    let front = connect_from(None, to);
+    let captured = header(&g, "192.0.2.77:1000", link_of(&front), t, 1);
+    for attacker_ip in ["127.0.0.2", "127.0.0.1"] {
+        let attacker = connect_from(Some(format!("{attacker_ip}:0").parse().expect("addr")), to);
+        send_on(attacker, &captured);
+        let line = cluster.wait_audit("the raced copy refused", |v| {
+            v["event"] == "proxy_refused"
+                && v["reason"] == "signed_connection_mismatch"
+                && v["peer"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with(attacker_ip))
+        });
+        assert_eq!(line["listener"], "tls", "{line}");
+    }
+    // The front's connection, with the same bytes: accepted (then the junk
+    // TLS record fails the handshake, audited with the signed address).
+    send_on(front, &captured);
+    let line = cluster.wait_audit("the front's copy accepted", |v| {
+        v["event"] == "tls_refused"
+            && v["provenance"] == "signed_propagation"
+            && ip_of(&v["observed"]) == "192.0.2.77"
+    });
+    assert_eq!(line["reason"], "tls_handshake_failed", "{line}");
+    let raced = cluster
+        .audit()
+        .iter()
+        .filter(|v| v["reason"] == "signed_connection_mismatch")
+        .count();
+    assert_eq!(raced, 2, "audit: {:#?}", cluster.audit());
+}
+
+/// An unauthenticated flood of connect + one byte to a `forward` listener
+/// (several thousand connections from 127.0.0.2-9, paced under the inner's
+/// replay capacity per second) while alice uses the same front from
+/// 127.0.0.1: every one of her requests succeeds, and the inner refuses no
+/// signed header. Before the replay state was keyed by connection, the
+/// flood filled the inner's nonce cache (`replay_cache_full`) and
+/// everyone was refused.
+#[test]
+fn a_flood_of_forward_connects_does_not_lock_out_a_real_user() {
+    const FLOOD: usize = 3_000;
+    const PER_TICK: usize = 60; // every 100 ms: at most 600 connections/s
+    let cluster = inner();
+    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let front = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST,
+            forward(
+                addr,
+                "inner-tls",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
+        )],
+    );
+    // A replay capacity the flood exceeds within the window.
+    let inner = inner_alone_with(&cluster, addr, "replay_capacity: 1000,");
+    let login_url = format!("https://{}", cluster.addr(LOGIN));
+    let alice = cluster.login(&login_url, ALICE, Some("127.0.0.1")).ok();
+    let target = front.addrs[0];
+    let flood = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            // A late tick waits for the next one instead of bursting: the
+            // pace stays under the inner's replay capacity per second.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for i in 0..FLOOD {
+                if i.is_multiple_of(PER_TICK) {
+                    tick.tick().await;
+                }
+                let from = SocketAddr::new(IpAddr::from([127, 0, 0, 2 + (i % 8) as u8]), 0);
+                tasks.spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+                    socket.bind(from).ok()?;
+                    let mut s =
+                        tokio::time::timeout(Duration::from_secs(5), socket.connect(target))
+                            .await
+                            .ok()?
+                            .ok()?;
+                    s.write_all(b"\x16").await.ok()?;
+                    Some(())
+                });
+            }
+            let mut sent = 0;
+            while let Some(r) = tasks.join_next().await {
+                if matches!(r, Ok(Some(()))) {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    });
+    let mut requests = 0;
+    while !flood.is_finished() {
+        let ok = whoami_at(&cluster, &alice, target, "127.0.0.1", &[]).expect(200);
+        assert_eq!(ok["via"], "signed_propagation", "{ok}");
+        requests += 1;
+    }
+    let sent = flood.join().expect("flood");
+    assert!(sent >= FLOOD * 9 / 10, "only {sent} flood connections");
+    let ok = whoami_at(&cluster, &alice, target, "127.0.0.1", &[]).expect(200);
+    assert_eq!(ip_of(&ok["observed"]), "127.0.0.1", "{ok}");
+    assert!(requests >= 3, "only {requests} requests during the flood");
+    // The flood reached the inner (each connection a verified header), and
+    // the inner refused no signed header.
+    let audit = std::fs::read_to_string(cluster.path("restart-audit.log")).unwrap_or_default();
+    let flood_seen = audit
+        .lines()
+        .filter(|l| l.contains("tls_handshake_failed") && l.contains("signed_propagation"))
+        .count();
+    assert!(
+        flood_seen >= FLOOD / 2,
+        "{flood_seen} flood headers reached the inner"
+    );
+    assert!(!audit.contains("replay_cache_full"), "{audit}");
+    assert!(!audit.contains("proxy_refused"), "{audit}");
+    let _ = inner.finish();
+}
+
+/// An L4 proxy between front and inner (HAProxy, `send-proxy-v2`, trusted
+/// by the inner): the front's connection ends at HAProxy, and the signed
+/// header is bound to the connection HAProxy's own header names. Without
+/// the proxy's header (mode off) the same chain is refused
+/// `signed_connection_mismatch`: the documented NAT rule.
+#[test]
+fn a_proxy_protocol_hop_between_front_and_inner_keeps_the_binding() {
+    let cluster = inner();
+    let addr = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let (_lb, lb) = haproxy(&[addr]);
+    let front = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST,
+            forward(
+                lb[0],
+                "inner-tls",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
+        )],
+    );
+    let login_url = format!("https://{}", cluster.addr(LOGIN));
+    let alice = cluster.login(&login_url, ALICE, Some("127.0.0.1")).ok();
+    let inner = inner_alone_on(
+        &cluster,
+        addr,
+        "proxy_protocol: on, trusted_proxies: [127.0.0.1/32]",
+        "",
+    );
+    let ok = whoami_at(&cluster, &alice, front.addrs[0], "127.0.0.1", &[]).expect(200);
+    assert_eq!(ok["via"], "signed_propagation", "{ok}");
+    assert_eq!(ip_of(&ok["observed"]), "127.0.0.1", "{ok}");
+    let denied = whoami_at(&cluster, &alice, front.addrs[0], "127.0.0.2", &[]).expect(403);
+    assert_eq!(denied["error"], "pinned_ip_mismatch", "{denied}");
+    let _ = inner.finish();
+    // A plain TCP relay instead (no PROXY header, as a NAT would be): the
+    // inner sees the relay's connection, not the front's, and refuses.
+    let (_relay, relay) = haproxy_with(&[addr], "");
+    let front2 = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST,
+            forward(
+                relay[0],
+                "inner-tls",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
+        )],
+    );
+    let inner = inner_alone(&cluster, addr);
+    whoami_at(&cluster, &alice, front2.addrs[0], "127.0.0.1", &[]).expect_refused();
+    let refused = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(cluster.path("restart-audit.log"))
+            .unwrap_or_default()
+            .contains("signed_connection_mismatch")
+    });
+    let _ = inner.finish();
+    assert!(
+        refused,
+        "no signed_connection_mismatch in the inner's audit: {}",
+        std::fs::read_to_string(cluster.path("restart-audit.log")).unwrap_or_default()
+    );
+}
+
 // ---- configuration errors ---------------------------------------------------
+
+/// Two listeners accepting signed headers for one audience would each
+/// accept a header once: `ippin serve` refuses the configuration, naming
+/// the file, the line and the field.
+#[test]
+fn two_listeners_with_one_audience_refuse_to_start() {
+    let dir = temp_dir();
+    let root = dir.path().to_str().expect("UTF-8");
+    assert_eq!(ippin(&["ca", "init", root], b"").code, Some(0));
+    let made = ippin(
+        &["ca", "propagation-key", "--audience", "in", "--out", root],
+        b"",
+    );
+    assert_eq!(made.code, Some(0), "{made:?}");
+    let text = std::fs::read_to_string(dir.path().join("ippin.yaml")).expect("read config");
+    let (head, _) = text.split_once("\nlisteners:").expect("listeners");
+    let second_line = head.lines().count() + 3;
+    let yaml = format!(
+        "{head}\nlisteners:\n  \
+         - {{listen: \"127.0.0.1:0\", kind: tls, propagation: {{audience: in, key: in.propkey}}}}\n  \
+         - {{listen: \"127.0.0.1:0\", kind: ssh, propagation: {{audience: in, key: in.propkey}}}}\n"
+    );
+    let path = dir.path().join("dup.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let ran = ippin(&["serve", "--config", path.to_str().expect("UTF-8")], b"");
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.code.is_some(), "did not exit: {ran:?}");
+    assert!(
+        ran.stderr.contains("listeners[1].propagation.audience"),
+        "{ran:?}"
+    );
+    assert!(ran.stderr.contains("listeners[0]"), "{ran:?}");
+    assert!(
+        ran.stderr.contains(&format!("dup.yaml:{second_line}")),
+        "no line {second_line}: {ran:?}"
+    );
+}
 
 /// `ippin serve` refuses to start when a propagation key is missing,
 /// unreadable or malformed, naming the file, the field and its line.
