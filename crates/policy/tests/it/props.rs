@@ -74,9 +74,7 @@ fn reference_embedded(ip: IpAddr) -> Option<Ipv4Addr> {
     let IpAddr::V6(v6) = ip else { return None };
     let b = u128::from(v6);
     let low = Ipv4Addr::from(b as u32);
-    if b >> 32 == 0 && b > 1 {
-        Some(low)
-    } else if b >> 32 == 0x64_ff9b_0000_0000_0000_0000 {
+    if (b >> 32 == 0 && b > 1) || b >> 32 == 0x64_ff9b_0000_0000_0000_0000 {
         Some(low)
     } else if b >> 112 == 0x2002 {
         Some(Ipv4Addr::from((b >> 80) as u32))

@@ -352,7 +352,10 @@ fn a_burst_of_refusals_from_one_peer_is_summarised_with_its_count() {
     // One name per attempt: five failures would lock one name (429, `login_locked`), and
     // the burst is about one peer, whatever the names.
     for i in 0..BURST {
-        assert_eq!(post_login(&cluster, &refused_login(&format!("mallory-{i}"))), 401);
+        assert_eq!(
+            post_login(&cluster, &refused_login(&format!("mallory-{i}"))),
+            401
+        );
     }
     // A grant in the middle of it all is written whatever happens to the refusals.
     let bob = cluster
@@ -370,7 +373,9 @@ fn a_burst_of_refusals_from_one_peer_is_summarised_with_its_count() {
         .iter()
         .filter(|v| {
             v["event"] == "login_refused"
-                && v["user"].as_str().is_some_and(|u| u.starts_with("mallory-"))
+                && v["user"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("mallory-"))
         })
         .count();
     let summaries: Vec<&Value> = lines
