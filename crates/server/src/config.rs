@@ -219,7 +219,7 @@ pub struct Config {
 }
 
 /// `login_limits`: what keeps guessing and single addresses from the login
-/// listeners (docs/server.md, docs/security-notes/login.md). Shared by every
+/// listeners (docs/server.md, docs/security.md, "Login"). Shared by every
 /// login listener of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginLimits {
