@@ -430,6 +430,11 @@ pub async fn run(exe: &std::path::Path, p: &FloodParams) -> Result<FloodReport, 
         settled && len > 0
     })
     .await;
+    let server_alive = server.is_running();
+    let server_panicked = server.panicked();
+    // Repeated refusals from one peer are summarised (`audit.suppressed`); the
+    // open windows are written when the server stops on SIGTERM.
+    let _ = server.stop();
     let text = std::fs::read_to_string(&audit).unwrap_or_default();
     let mut inner_refused: BTreeMap<String, usize> = BTreeMap::new();
     let mut inner_signed_seen = 0;
@@ -437,19 +442,29 @@ pub async fn run(exe: &std::path::Path, p: &FloodParams) -> Result<FloodReport, 
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        let count = || usize::try_from(v["count"].as_u64().unwrap_or(0)).unwrap_or(usize::MAX);
         if v["event"] == "proxy_refused" && v["listener"] == "tls" {
             let reason = v["reason"].as_str().unwrap_or("?").to_owned();
             *inner_refused.entry(reason).or_default() += 1;
+        }
+        // A summary does not say which listener: every summarised PROXY refusal counts.
+        if v["event"] == "audit.suppressed" && v["kind"] == "proxy_refused" {
+            let reason = v["reason"].as_str().unwrap_or("?").to_owned();
+            *inner_refused.entry(reason).or_default() += count();
         }
         if (v["event"] == "tls_refused" || v["event"] == "access_allowed")
             && v["provenance"] == "signed_propagation"
         {
             inner_signed_seen += 1;
         }
+        // Summarised handshake failures: the flood's connections, relayed by the front.
+        if v["event"] == "audit.suppressed"
+            && v["kind"] == "tls_refused"
+            && v["reason"] == "tls_handshake_failed"
+        {
+            inner_signed_seen += count();
+        }
     }
-    let server_alive = server.is_running();
-    let server_panicked = server.panicked();
-    drop(server);
     Ok(FloodReport {
         seconds: started.elapsed().as_secs_f64(),
         forward_sent,
