@@ -228,6 +228,8 @@ pub enum AuditEvent {
         kind: String,
         /// Its reason code.
         reason: String,
+        /// The user (and SSH key id) the suppressed refusals named; empty when none.
+        user: String,
         /// How many lines were not written.
         count: u64,
         /// When the window began (RFC 3339).
@@ -401,7 +403,10 @@ pub const SUMMARY_FIRST_LINES: u32 = 5;
 /// How many (peer, kind, reason) windows are tracked at once.
 pub const SUMMARY_CAPACITY: usize = 4096;
 
-/// What a refusal is counted under: peer IP, event, reason (each capped).
+/// What a refusal is counted under: peer IP, event, reason and the identity it was about
+/// (each capped). The identity is part of the key so that a summary never hides *which*
+/// credential was refused: an attacker who spends the first lines of a window on one stolen
+/// certificate still leaves one line for every other one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SummaryKey {
     /// The peer's IP.
@@ -410,6 +415,8 @@ pub struct SummaryKey {
     pub kind: String,
     /// The reason code.
     pub reason: String,
+    /// The user (and, for SSH, the certificate's key id) the refusal names; empty when none.
+    pub user: String,
 }
 
 impl SummaryKey {
@@ -431,17 +438,35 @@ impl SummaryKey {
             _ => return None,
         };
         let reason = inner.get("reason")?.as_str()?;
-        let addr = inner
-            .get("peer")
-            .or_else(|| inner.get("observed"))?
-            .as_str()?;
-        let peer = addr
-            .parse::<SocketAddr>()
-            .map_or_else(|_| addr.to_owned(), |a| a.ip().to_string());
+        // The client the line is about: a trusted observed address (port not 0: behind a
+        // load balancer, the client it names, so that one client cannot fill the balancer's
+        // window for everyone), else the TCP peer, else the observed address as written.
+        let trusted_observed = inner
+            .get("observed")
+            .and_then(|v| v.as_str())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .filter(|a| a.port() != 0);
+        let peer = match trusted_observed {
+            Some(a) => a.ip().to_string(),
+            None => {
+                let addr = inner
+                    .get("peer")
+                    .or_else(|| inner.get("observed"))?
+                    .as_str()?;
+                addr.parse::<SocketAddr>()
+                    .map_or_else(|_| addr.to_owned(), |a| a.ip().to_string())
+            }
+        };
+        let text = |k: &str| inner.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let user = match text("key_id") {
+            "" => text("user").to_owned(),
+            key_id => format!("{} {key_id}", text("user")),
+        };
         Some(SummaryKey {
             peer,
             kind: kind.to_owned(),
             reason: reason.to_owned(),
+            user,
         })
     }
 }
@@ -512,6 +537,7 @@ impl Summariser {
                     peer: key.peer,
                     kind: key.kind,
                     reason: key.reason,
+                    user: key.user,
                     count: w.suppressed,
                     window_start: humantime::format_rfc3339_millis(w.start).to_string(),
                     window_secs: self.window.as_secs(),
@@ -906,6 +932,41 @@ mod tests {
     }
 
     #[test]
+    fn summaries_keep_the_identity_and_the_client_behind_a_balancer() {
+        let key = |v: serde_json::Value| SummaryKey::of(&v).expect("a refusal");
+        // Two stolen certificates refused from one address: two windows, so the second is
+        // written however many times the first was used.
+        let alice = key(
+            serde_json::json!({"event": "access_denied", "user": "alice",
+            "observed": "192.0.2.9:5000", "reason": "pinned_ip_mismatch"}),
+        );
+        let carol = key(
+            serde_json::json!({"event": "access_denied", "user": "carol",
+            "observed": "192.0.2.9:5000", "reason": "pinned_ip_mismatch"}),
+        );
+        assert_ne!(alice, carol);
+        assert_eq!(alice.user, "alice");
+        // SSH: the key id too.
+        let ssh = key(
+            serde_json::json!({"event": "ssh", "ssh": {"event": "ssh.auth.denied",
+            "user": "bob", "key_id": "bob@ippin/7", "observed": "192.0.2.9:5000",
+            "reason": "expired"}}),
+        );
+        assert_eq!(ssh.user, "bob bob@ippin/7");
+        // Behind a load balancer: the client the balancer names, not the balancer.
+        let behind = |client: &str| {
+            key(
+                serde_json::json!({"event": "tls_refused", "peer": "10.0.0.1:4000",
+                "observed": client, "reason": "tls_handshake_failed"}),
+            )
+        };
+        assert_eq!(behind("198.51.100.7:5000").peer, "198.51.100.7");
+        assert_ne!(behind("198.51.100.7:5000"), behind("198.51.100.8:5000"));
+        // An untrusted observation (port 0) is the client's claim: the TCP peer counts.
+        assert_eq!(behind("198.51.100.7:0").peer, "10.0.0.1");
+    }
+
+    #[test]
     fn a_full_summariser_writes_lines_rather_than_dropping_them() {
         let mut s = Summariser::new(Duration::from_secs(60), 1, 2);
         let t = SystemTime::UNIX_EPOCH;
@@ -913,6 +974,7 @@ mod tests {
             peer: p.into(),
             kind: "login_refused".into(),
             reason: "r".into(),
+            user: String::new(),
         };
         assert_eq!(s.admit(t, key("a")), Admit::Write);
         assert_eq!(s.admit(t, key("b")), Admit::Write);
@@ -1039,10 +1101,10 @@ mod tests {
             let mut t = SystemTime::UNIX_EPOCH;
             let count_ended = |ended: Vec<AuditEvent>, acc: &mut HashMap<SummaryKey, u64>| {
                 for e in ended {
-                    let AuditEvent::Suppressed { peer, kind, reason, count, .. } = e else {
+                    let AuditEvent::Suppressed { peer, kind, reason, user, count, .. } = e else {
                         panic!("not a summary")
                     };
-                    *acc.entry(SummaryKey { peer, kind, reason }).or_default() += count;
+                    *acc.entry(SummaryKey { peer, kind, reason, user }).or_default() += count;
                 }
             };
             for (peer, reason, step) in seq {
@@ -1051,6 +1113,7 @@ mod tests {
                     peer: format!("10.0.0.{peer}"),
                     kind: "login_refused".into(),
                     reason: format!("r{reason}"),
+                    user: String::new(),
                 };
                 count_ended(s.ended(t, false), &mut accounted);
                 *recorded.entry(key.clone()).or_default() += 1;

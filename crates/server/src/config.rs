@@ -316,10 +316,12 @@ impl RawLoginLimits {
             Some(n) if (1..=max).contains(&n) => Ok(n),
             Some(n) => Err((field, format!("{n}: must be between 1 and {max}"))),
         };
+        // At least a second: `0s` would end every lock at once, or never let failures add
+        // up, and so switch the limit off without saying so.
         let span = |field, v: Option<YamlDuration>, default, max: Duration| match v {
             None => Ok(default),
-            Some(YamlDuration(t)) if t <= max => Ok(t),
-            Some(YamlDuration(t)) => Err((field, format!("{t:?}: must be at most {max:?}"))),
+            Some(YamlDuration(t)) if (Duration::from_secs(1)..=max).contains(&t) => Ok(t),
+            Some(YamlDuration(t)) => Err((field, format!("{t:?}: must be between 1s and {max:?}"))),
         };
         let max_day = MAX_LOGIN_LIMIT_DURATION;
         let connections = match self.max_connections_per_peer {
@@ -706,6 +708,19 @@ impl Config {
                     format!("listeners[{i}].danger_trust_every_peer"),
                     Some(&here),
                     "has no effect without `proxy_protocol: on` or `trust_x_forwarded_for`".into(),
+                ));
+            }
+            if l.trust_x_forwarded_for && mode == ProxyModeSetting::On {
+                // One `trusted_proxies` list cannot name both the load balancers that send
+                // PROXY headers and the HTTP proxies whose headers are read: a client the
+                // balancer names from inside that list would be believed about anyone.
+                return Err(invalid(
+                    format!("listeners[{i}].trust_x_forwarded_for"),
+                    Some(&here),
+                    "cannot be combined with `proxy_protocol: on`: put the HTTP proxy in \
+                     front of a listener with `proxy_protocol: off`, or the load balancer \
+                     in front of one without `trust_x_forwarded_for`"
+                        .into(),
                 ));
             }
             let unnamed = l.trusted_proxies.is_none() && !l.danger_trust_every_peer;
@@ -1122,11 +1137,13 @@ listeners:
         for (field, value, says) in [
             ("max_failures", "0", "between 1 and 100"),
             ("max_failures", "101", "between 1 and 100"),
-            ("lockout", "25h", "at most"),
-            ("peer_window", "2d", "at most"),
+            ("lockout", "25h", "between 1s and"),
+            ("lockout", "500ms", "between 1s and"),
+            ("failure_window", "10ms", "between 1s and"),
+            ("peer_window", "2d", "between 1s and"),
             ("peer_max_failures", "0", "between 1"),
             ("max_connections_per_peer", "0", "between 1 and 4096"),
-            ("body_timeout", "31s", "at most"),
+            ("body_timeout", "31s", "between 1s and"),
         ] {
             let text = format!("{GOOD}login_limits:\n  {field}: {value}\n");
             let e = parse(&text).unwrap_err().to_string();

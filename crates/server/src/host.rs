@@ -9,29 +9,27 @@ use ipnet::IpNet;
 /// The most bytes read from one `/proc` file.
 const MAX_PROC_FILE: u64 = 1 << 20;
 
-/// Every address of this host: the loopback networks, then the IPv4 addresses the kernel
-/// marks `LOCAL` in `/proc/net/fib_trie` and the IPv6 addresses in `/proc/net/if_inet6`
+/// Every address of this host: the loopback networks, then the IPv4 routes the kernel marks
+/// `host LOCAL` in `/proc/net/fib_trie` (single addresses, and wider "AnyIP" local routes such
+/// as `ip route add local 10.9.0.0/16 dev lo`) and the IPv6 addresses in `/proc/net/if_inet6`
 /// (read where they exist; the loopback networks are always included).
 pub fn local_networks() -> Vec<IpNet> {
     let mut out: Vec<IpNet> = vec![
         IpNet::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).unwrap_or_default(),
         IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
     ];
-    let mut add = |ip: IpAddr| {
-        let net = IpNet::from(ip);
-        if !out.iter().any(|n| n.contains(&ip)) {
+    let mut add = |net: IpNet| {
+        if !out.iter().any(|n| n.contains(&net)) {
             out.push(net);
         }
     };
     if let Some(text) = read("/proc/net/fib_trie") {
-        fib_trie_locals(&text)
-            .into_iter()
-            .for_each(|ip| add(IpAddr::V4(ip)));
+        fib_trie_locals(&text).into_iter().for_each(&mut add);
     }
     if let Some(text) = read("/proc/net/if_inet6") {
         if_inet6_addresses(&text)
             .into_iter()
-            .for_each(|ip| add(IpAddr::V6(ip)));
+            .for_each(|ip| add(IpNet::from(IpAddr::V6(ip))));
     }
     out
 }
@@ -47,19 +45,24 @@ fn read(path: &str) -> Option<String> {
     Some(text)
 }
 
-/// The IPv4 addresses of `/proc/net/fib_trie` whose next line says `/32 host LOCAL`.
-fn fib_trie_locals(text: &str) -> Vec<Ipv4Addr> {
+/// The IPv4 networks of `/proc/net/fib_trie` whose next line says `/N host LOCAL`.
+fn fib_trie_locals(text: &str) -> Vec<IpNet> {
     let mut out = Vec::new();
     let mut last: Option<Ipv4Addr> = None;
     for line in text.lines() {
         let t = line.trim();
         if let Some(rest) = t.strip_prefix("|-- ") {
             last = rest.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL")
-            && let Some(ip) = last
-            && !out.contains(&ip)
+        } else if let Some(rest) = t.strip_prefix('/')
+            && let Some((len, kind)) = rest.split_once(' ')
+            && kind.trim() == "host LOCAL"
+            && let (Some(ip), Ok(len)) = (last, len.parse::<u8>())
+            && let Ok(net) = ipnet::Ipv4Net::new(ip, len)
         {
-            out.push(ip);
+            let net = IpNet::V4(net.trunc());
+            if !out.contains(&net) {
+                out.push(net);
+            }
         }
     }
     out
@@ -82,9 +85,13 @@ mod tests {
     #[test]
     fn proc_formats() {
         let fib = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 127.0.0.0/8 2 0 2\n        +-- 127.0.0.0/31 1 0 0\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\n     |-- 10.1.2.3\n        /32 host LOCAL\n     |-- 10.1.2.255\n        /32 link BROADCAST\n";
+        let nets: Vec<String> = fib_trie_locals(fib).iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["127.0.0.0/8", "127.0.0.1/32", "10.1.2.3/32"]);
+        // An AnyIP route: the whole network is local.
+        let anyip = "     |-- 10.9.0.0\n        /16 host LOCAL\n";
         assert_eq!(
-            fib_trie_locals(fib),
-            vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(10, 1, 2, 3)]
+            fib_trie_locals(anyip),
+            vec!["10.9.0.0/16".parse::<IpNet>().unwrap()]
         );
         let v6 = "00000000000000000000000000000001 01 80 10 80       lo\nfe800000000000000000000000000001 02 40 20 80     eth0\nbad\n";
         assert_eq!(

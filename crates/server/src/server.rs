@@ -287,14 +287,13 @@ pub fn startup_warnings(config: &Config) -> Vec<String> {
 
 /// [`startup_warnings`] with this host's addresses given (`local`).
 ///
-/// Beyond the mode warnings: when the server makes outbound connections for users (an `ssh`
-/// listener: `direct-tcpip` forwards), a listener whose trusted proxies contain one of this
-/// host's addresses is named. The server refuses forwards into its own listeners, but a load
-/// balancer or HTTP proxy on such an address that accepts PROXY or forwarded headers would
-/// let a forwarding user write the client address another connection is judged by.
+/// Beyond the mode warnings: a listener whose trusted proxies contain an address of this host
+/// is named. Any forwarding service on this host (this server's `ssh` listeners, sshd with
+/// `AllowTcpForwarding`, another ippin process) makes connections from those addresses with
+/// bytes its user chooses: a PROXY or forwarded header from there would be believed. This
+/// server refuses forwards into its own listeners; it cannot see the other services.
 pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
     let mut out = Vec::new();
-    let forwards = config.listeners.iter().any(|l| l.kind == ListenerKind::Ssh);
     for (i, l) in config.listeners.iter().enumerate() {
         if l.proxy_protocol == ProxyModeSetting::Unspecified {
             out.push(format!(
@@ -314,7 +313,7 @@ pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
             ));
         }
         let overlap: Vec<String> = match &l.trusted_proxies {
-            Some(nets) if forwards => nets
+            Some(nets) if !l.trust_every_peer => nets
                 .iter()
                 .filter(|n| local.iter().any(|h| nets_overlap(n, h)))
                 .map(ToString::to_string)
@@ -324,10 +323,12 @@ pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
         if !overlap.is_empty() {
             out.push(format!(
                 "WARNING: listener {i} ({} on {}) trusts {}, which holds addresses of this \
-                 host, where the SSH forwards of this server come from: forwards into ippin's \
-                 own listeners are refused, but deny any proxy on this host that accepts PROXY \
-                 or forwarded headers in `network_restrictions`, or give the proxies \
-                 addresses of their own",
+                 host: any forwarding service here (ippin's `ssh` listeners, sshd with \
+                 AllowTcpForwarding, another ippin) connects from them with bytes its user \
+                 chooses, PROXY headers included. ippin refuses forwards into its own \
+                 listeners; make sure no other service on this host forwards for users, deny \
+                 this listener and any proxy that trusts this host in every \
+                 `network_restrictions`, or give the proxies addresses of their own",
                 l.kind,
                 l.listen,
                 overlap.join(", ")

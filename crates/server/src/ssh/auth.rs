@@ -98,6 +98,8 @@ pub enum SshDenyReason {
     /// Everything passed, but the service already holds as many authenticated sessions as
     /// it serves at once (`SshSettings::max_sessions`).
     SessionsFull,
+    /// The pin check gave a decision this server does not know: refused (fail closed).
+    UnknownDecision,
 }
 
 impl SshDenyReason {
@@ -119,6 +121,7 @@ impl SshDenyReason {
             SshDenyReason::Pin(r) => r.code(),
             SshDenyReason::AuditUnavailable => "audit_unavailable",
             SshDenyReason::SessionsFull => "sessions_full",
+            SshDenyReason::UnknownDecision => "unknown_decision",
         }
     }
 
@@ -234,7 +237,21 @@ pub fn authorize(
         d.pinned = pinned;
         return Err(d);
     };
-    if let Decision::Deny(denial) = check_pin(account.requires_pin, &pin, observed) {
+    // Only `Allow` goes on: the decision type is `#[non_exhaustive]`, and a decision this
+    // server does not know is a denial.
+    let denial = match check_pin(account.requires_pin, &pin, observed) {
+        Decision::Allow => None,
+        Decision::Deny(denial) => Some(denial),
+        other => {
+            return Err(SshDenial {
+                reason: SshDenyReason::UnknownDecision,
+                message: format!("ippin: the pin check gave an unknown decision ({other:?})"),
+                pinned,
+                roles: account.roles,
+            });
+        }
+    };
+    if let Some(denial) = denial {
         let message = match denial.reason {
             DenyReason::PinnedIpMismatch => format!(
                 "ippin: the certificate is pinned to {pin}, this connection comes from {}: log in again (`ippin login`) from here",
