@@ -27,11 +27,12 @@ const PINNING: &str = "kind: role\nversion: v7\nmetadata:\n  name: pinned-ip\nsp
 const DEV: &str = "kind: role\nversion: v7\nmetadata:\n  name: dev\n";
 
 /// The reason codes `check_pin` can give.
-const REASONS: [&str; 4] = [
+const REASONS: [&str; 5] = [
     "invalid_pin",
     "pinned_ip_missing",
     "untrusted_client_ip",
     "pinned_ip_mismatch",
+    "pin_too_wide",
 ];
 
 fn split(data: &[u8]) -> Option<CheckArgs> {
@@ -182,6 +183,11 @@ fuzz_target!(|data: &[u8]| {
     if out.code == 0 && !pin.is_empty() {
         assert!(trusted, "{line}");
         assert!(pin.iter().any(|&n| contains(n, seen.ip())), "{line}");
+        // A role that requires a pin is satisfied only by a single-host pin.
+        if line.contains("\"requires_pin\":true") {
+            let full = |(ip, bits): (IpAddr, u8)| bits == if ip.is_ipv4() { 32 } else { 128 };
+            assert!(pin.len() == 1 && full(pin[0]), "{line}");
+        }
     }
     if out.code == 1 && !pin.is_empty() && trusted {
         let reason = string_field(line, "reason").expect("reason");
