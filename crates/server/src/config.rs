@@ -550,6 +550,16 @@ const FILE_FIELDS: &[&str] = &[
     "network_restrictions",
 ];
 
+/// The fields of a listener that name files (or the section that holds them), for
+/// [`Config::file_error`] as `listeners[i].FIELD`.
+const LISTENER_FILE_FIELDS: &[&str] = &[
+    "forward",
+    "forward.cert",
+    "forward.key",
+    "propagation",
+    "propagation.trusted_ca",
+];
+
 /// The upper bound on a configuration file's size.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -832,6 +842,7 @@ impl Config {
                 .check()
                 .map_err(|(field, m)| invalid(format!("login_limits.{field}"), Some(field), m))?,
         };
+        let listener_count = listeners.len();
         Ok(Config {
             file: path.to_path_buf(),
             cluster_name: raw.cluster_name,
@@ -856,7 +867,16 @@ impl Config {
             ssh_auth_rejection_time: raw.ssh_auth_rejection_time.0,
             file_fields: FILE_FIELDS
                 .iter()
-                .filter_map(|f| Some(((*f).to_owned(), positions.line(f)?)))
+                .map(|f| (*f).to_owned())
+                .chain((0..listener_count).flat_map(|i| {
+                    LISTENER_FILE_FIELDS
+                        .iter()
+                        .map(move |f| format!("listeners[{i}].{f}"))
+                }))
+                .filter_map(|f| {
+                    let line = positions.line(&f)?;
+                    Some((f, line))
+                })
                 .collect(),
             login_limits,
         })

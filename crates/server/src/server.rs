@@ -358,7 +358,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
     let (login_tls, access_tls) = server_configs(&state)?;
     let mut listeners = Vec::new();
-    let mut ssh = crate::ssh::wiring::SshParts::load(&state.config)?;
+    // A policy file that cannot be used names the configuration's field and line too.
+    let mut ssh = crate::ssh::wiring::SshParts::load(&state.config).map_err(|e| match e {
+        crate::ssh::SshError::NetworkRestrictions(r) => {
+            ServerError::Config(state.config.file_error("network_restrictions", r))
+        }
+        other => other.into(),
+    })?;
     let mut tasks = std::mem::take(&mut ssh.tasks);
     // Every socket is bound before any service is made: the SSH service refuses forwards
     // into any of them (`own_listener`), so it needs all their bound addresses.
@@ -379,8 +385,24 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
         sockets.push((lcfg, socket, bound));
     }
     ssh.own_listeners = sockets.iter().map(|(_, _, bound)| *bound).collect();
-    for (lcfg, socket, bound) in sockets {
-        crate::propagation::serve::arm(&state, &lcfg)?;
+    for (i, (lcfg, socket, bound)) in sockets.into_iter().enumerate() {
+        // Files a listener names are read here: errors name the field and its line.
+        let in_field = |field: String| {
+            let config = &state.config;
+            move |e: ServerError| match e {
+                ServerError::Config(c @ ConfigError::Invalid { .. }) => ServerError::Config(c),
+                other => ServerError::Config(config.file_error(&field, other)),
+            }
+        };
+        let ca_field = match lcfg
+            .propagation
+            .as_ref()
+            .and_then(|p| p.trusted_ca.as_ref())
+        {
+            Some(_) => format!("listeners[{i}].propagation.trusted_ca"),
+            None => "ca.tls_cert".to_owned(),
+        };
+        crate::propagation::serve::arm(&state, &lcfg).map_err(in_field(ca_field))?;
         let acceptor = TlsAcceptor::from(match lcfg.kind {
             ListenerKind::Login => login_tls.clone(),
             ListenerKind::Tls => access_tls.clone(),
@@ -402,7 +424,8 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
                 continue;
             }
             ListenerKind::Forward => {
-                let target = crate::propagation::serve::forward_target(&lcfg)?;
+                let target = crate::propagation::serve::forward_target(&lcfg)
+                    .map_err(in_field(format!("listeners[{i}].forward")))?;
                 listeners.push((lcfg.kind, bound));
                 let st = state.clone();
                 let serve = crate::propagation::serve::forward_loop(socket, lcfg, target, st);

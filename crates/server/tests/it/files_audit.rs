@@ -458,3 +458,67 @@ fn sighup_reopens_the_audit_log_at_its_path_losing_no_line() {
     let (_, stderr) = cluster.stop();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Files named by `network_restrictions`, a listener's `propagation.trusted_ca` and a
+/// `forward` section are read when the listeners start: their errors still name the
+/// configuration file, the field and its line.
+#[test]
+fn files_read_at_start_name_their_field_and_line() {
+    let (dir, config) = site();
+    let text = std::fs::read_to_string(&config).expect("read");
+    let (head, _) = text.split_once("\nlisteners:").expect("listeners");
+    let line_of = |text: &str, needle: &str| {
+        text.lines()
+            .position(|l| l.trim_start().starts_with(needle))
+            .expect("needle")
+            + 1
+    };
+    // A policy file that does not exist.
+    let nr = dir.path().join("nr-missing.yaml");
+    let yaml = format!(
+        "{head}\nnetwork_restrictions: nr-missing.yaml\nlisteners:\n  - {{listen: \"127.0.0.1:0\", kind: ssh, proxy_protocol: off}}\n"
+    );
+    std::fs::write(&config, &yaml).expect("write");
+    let err = serve_fails(&config);
+    let line = line_of(&yaml, "network_restrictions:");
+    assert!(
+        err.contains(&format!("ippin.yaml:{line}: field `network_restrictions`")),
+        "{err}"
+    );
+    assert!(err.contains(&nr.display().to_string()), "{err}");
+    // A propagation listener whose `trusted_ca` does not exist.
+    let root = dir.path().to_str().expect("UTF-8");
+    let made = ippin(
+        &["ca", "propagation-key", "--audience", "in", "--out", root],
+        b"",
+    );
+    assert_eq!(made.code, Some(0), "{made:?}");
+    let yaml = format!(
+        "{head}\nlisteners:\n  - {{listen: \"127.0.0.1:0\", kind: tls, proxy_protocol: off,\n     \
+         propagation: {{audience: in, key: in.propkey,\n       trusted_ca: gone-ca.pem}}}}\n"
+    );
+    std::fs::write(&config, &yaml).expect("write");
+    let err = serve_fails(&config);
+    let line = line_of(&yaml, "trusted_ca:");
+    assert!(
+        err.contains(&format!(
+            "ippin.yaml:{line}: field `listeners[0].propagation.trusted_ca`"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("gone-ca.pem"), "{err}");
+    // A forward listener whose certificate does not exist.
+    let yaml = format!(
+        "{head}\nlisteners:\n  - {{listen: \"127.0.0.1:0\", kind: forward, proxy_protocol: off,\n     \
+         forward: {{upstream: \"127.0.0.1:9\", audience: in, upstream_key: in.propkey.pub,\n       \
+         cert: gone.pem, key: gone.key}}}}\n"
+    );
+    std::fs::write(&config, &yaml).expect("write");
+    let err = serve_fails(&config);
+    let line = line_of(&yaml, "forward: {");
+    assert!(
+        err.contains(&format!("ippin.yaml:{line}: field `listeners[0].forward`")),
+        "{err}"
+    );
+    assert!(err.contains("gone.pem"), "{err}");
+}
