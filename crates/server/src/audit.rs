@@ -359,14 +359,28 @@ fn cap_value(v: &mut serde_json::Value, depth: usize) {
     }
 }
 
+tokio::task_local! {
+    /// The TCP peer of the connection being served. The server's accept loop sets it for
+    /// each connection's task, so every line written while serving that connection names
+    /// who connected (`peer`), whatever the observed address says: behind a proxy, or when
+    /// the observation is a client's claim (an untrusted PROXY header), the two differ.
+    pub static CONNECTION_PEER: SocketAddr;
+}
+
 /// The audit line of `event` at `time`, capped (see the module docs), without newline.
 /// Also returns the key the summariser counts it under, if it is a refusal.
 fn line_text(
     time: &str,
     cluster: &str,
     event: &AuditEvent,
+    peer: Option<SocketAddr>,
 ) -> Result<(String, Option<SummaryKey>), serde_json::Error> {
     let mut value = serde_json::to_value(event)?;
+    if let (Some(peer), serde_json::Value::Object(m)) = (peer, &mut value)
+        && !m.contains_key("peer")
+    {
+        m.insert("peer".into(), peer.to_string().into());
+    }
     cap_value(&mut value, 0);
     let key = SummaryKey::of(&value);
     let cluster = cap_field(cluster);
@@ -451,6 +465,7 @@ impl SummaryKey {
             None => {
                 let addr = inner
                     .get("peer")
+                    .or_else(|| line.get("peer"))
                     .or_else(|| inner.get("observed"))?
                     .as_str()?;
                 addr.parse::<SocketAddr>()
@@ -640,7 +655,8 @@ impl Audit {
     /// windows that ended are written first.
     pub fn record(&self, now: SystemTime, event: &AuditEvent) -> Result<(), AuditError> {
         let time = humantime::format_rfc3339_millis(now).to_string();
-        let (text, key) = line_text(&time, &self.cluster, event)
+        let peer = CONNECTION_PEER.try_with(|p| *p).ok();
+        let (text, key) = line_text(&time, &self.cluster, event, peer)
             .map_err(|e| self.error(std::io::Error::other(e)))?;
         let mut inner = self.lock()?;
         let inner = &mut *inner;
@@ -664,7 +680,7 @@ impl Audit {
         let time = humantime::format_rfc3339_millis(now).to_string();
         let mut result = Ok(());
         for summary in inner.summary.ended(now, all) {
-            let (text, _) = line_text(&time, &self.cluster, &summary)
+            let (text, _) = line_text(&time, &self.cluster, &summary, None)
                 .map_err(|e| self.error(std::io::Error::other(e)))?;
             if let Err(e) = self.write(&mut inner.sink, text.clone()) {
                 // Not lost silently: the count goes to the error log with the failure.
@@ -964,6 +980,36 @@ mod tests {
         assert_ne!(behind("198.51.100.7:5000"), behind("198.51.100.8:5000"));
         // An untrusted observation (port 0) is the client's claim: the TCP peer counts.
         assert_eq!(behind("198.51.100.7:0").peer, "10.0.0.1");
+        // The connection's TCP peer, added to a line that has none, also keys SSH refusals.
+        let ssh = key(serde_json::json!({"event": "ssh", "peer": "10.0.0.9:4000",
+            "ssh": {"event": "ssh.auth.denied", "user": "bob", "observed": "198.51.100.7:0",
+            "reason": "untrusted_client_ip"}}));
+        assert_eq!(ssh.peer, "10.0.0.9");
+    }
+
+    #[test]
+    fn lines_written_while_serving_a_connection_name_its_tcp_peer() {
+        let event = AuditEvent::LoginRefused {
+            user: "mallory".into(),
+            observed: "198.51.100.99:0".into(),
+            provenance: "proxy_v1".into(),
+            reason: "bad_credentials".into(),
+        };
+        let peer: SocketAddr = "127.0.0.5:40000".parse().unwrap();
+        let (text, key) = line_text("t", "c", &event, Some(peer)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["peer"], "127.0.0.5:40000");
+        assert_eq!(v["observed"], "198.51.100.99:0");
+        // The claimed address does not key the summary: the TCP peer does.
+        assert_eq!(key.unwrap().peer, "127.0.0.5");
+        // A line that has its own `peer` keeps it.
+        let own = AuditEvent::ProxyRefused {
+            listener: "tls".into(),
+            peer: "10.0.0.1:1".into(),
+            reason: "timeout".into(),
+        };
+        let (text, _) = line_text("t", "c", &own, Some(peer)).unwrap();
+        assert!(text.contains("\"peer\":\"10.0.0.1:1\""), "{text}");
     }
 
     #[test]
@@ -1067,7 +1113,7 @@ mod tests {
         /// string in it at most MAX_FIELD_BYTES plus the marker.
         #[test]
         fn no_line_exceeds_the_bound(event in any_event()) {
-            let (text, _) = line_text("2023-11-14T22:13:20.000Z", "c", &event).unwrap();
+            let (text, _) = line_text("2023-11-14T22:13:20.000Z", "c", &event, None).unwrap();
             proptest::prop_assert!(text.len() <= MAX_LINE_BYTES, "{}", text.len());
             proptest::prop_assert!(!text.contains('\n'));
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -518,7 +518,9 @@ where
                 continue;
             }
         };
-        tokio::spawn(handle(tcp, peer, pending_slot, slots.clone()));
+        // Every audit line written while this connection is served carries its TCP peer.
+        let served = handle(tcp, peer, pending_slot, slots.clone());
+        tokio::spawn(crate::audit::CONNECTION_PEER.scope(peer, served));
     }
 }
 

@@ -101,6 +101,10 @@ pub struct AuthRecord {
     pub key_id: Option<String>,
     /// The certificate's serial, when a certificate was presented.
     pub serial: Option<u64>,
+    /// The TCP peer that connected (`ip:port`), when the service knows it: beside the
+    /// observed address, which behind a proxy (or as a client's untrusted claim) differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// The observed client address (`ip:port`, port 0 when untrusted).
     pub observed: String,
     /// How the address was learned (`direct`, `proxy_v1`, `proxy_v2`).

@@ -25,6 +25,8 @@ pub const NO_SHELL: &str = "ippin: this server has no shell; run a built-in inst
 pub(crate) struct Connection {
     pub(crate) shared: Arc<Shared>,
     pub(crate) observed: ObservedAddr,
+    /// The TCP peer, when the accept loop told it (`crate::audit::CONNECTION_PEER`).
+    pub(crate) peer: Option<std::net::SocketAddr>,
     pub(crate) session_id: String,
     pub(crate) handle: Arc<OnceLock<Handle>>,
     pub(crate) authenticated: Arc<AtomicBool>,
@@ -114,6 +116,7 @@ impl Connection {
             user: user.to_owned(),
             key_id: cert.map(|c| c.key_id().to_owned()),
             serial: cert.map(|c| c.serial()),
+            peer: self.peer.map(|p| p.to_string()),
             observed: self.observed.socket_addr().to_string(),
             provenance: self.observed.provenance().as_str().to_owned(),
             trusted: self.observed.is_trusted(),

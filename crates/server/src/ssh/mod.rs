@@ -284,6 +284,9 @@ impl SshService {
         // they are too many. Left once authenticated.
         let mut ticket = Some(self.shared.unauthenticated.enter());
         let handler = handler::Connection {
+            // Known when the server's accept loop serves this connection; the handler runs
+            // in russh's own task, where the task-local is not set.
+            peer: crate::audit::CONNECTION_PEER.try_with(|p| *p).ok(),
             shared: self.shared.clone(),
             observed,
             session_id: new_session_id(),

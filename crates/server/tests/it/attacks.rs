@@ -157,6 +157,16 @@ async fn forwards_into_ippins_own_listeners_are_refused() {
         "{:?}",
         audit(tmp.path())
     );
+    // SSH authentication lines name the TCP peer beside the observed address.
+    let auth_lines: Vec<Value> = audit(tmp.path())
+        .into_iter()
+        .filter(|v| v["ssh"]["event"] == "ssh.auth.allowed")
+        .collect();
+    assert!(!auth_lines.is_empty());
+    for v in &auth_lines {
+        let peer = v["ssh"]["peer"].as_str().unwrap_or_default();
+        assert!(peer.starts_with("127.0.0.1:"), "{v}");
+    }
     // Other destinations on the same host still work (no policy: all allowed).
     let (echo, _task) = echo_listener("127.0.0.1").await;
     assert!(
@@ -383,4 +393,56 @@ async fn a_trusted_proxy_without_a_forwarded_header_gets_no_pin() {
     let with_header = from_proxy.with_header("X-Forwarded-For", "127.0.0.9");
     let alice = login(&with_header, "alice", "secret").await.expect("alice");
     assert_eq!(alice.pinned_ip.as_deref(), Some("127.0.0.9"));
+}
+
+/// On a listener without a `proxy_protocol` setting anyone may send a PROXY header; its
+/// address is an untrusted claim. An unpinned user's access is allowed there, and the audit
+/// line names both the claim (`observed`, port 0) and who really connected (`peer`).
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_lines_name_the_tcp_peer_beside_a_claimed_address() {
+    ippin::install_crypto_provider();
+    let lo = ip("127.0.0.1");
+    let (login_port, tls_port) = (free_port(lo), free_port(lo));
+    let (tmp, config) = site(
+        &format!(
+            "  - {{kind: login, listen: 127.0.0.1:{login_port}, proxy_protocol: off}}
+  - {{kind: tls, listen: 127.0.0.1:{tls_port}}}
+"
+        ),
+        "",
+    );
+    let login_addr = SocketAddr::new(lo, login_port);
+    let tls_addr = SocketAddr::new(lo, tls_port);
+    let _server = serve(&config, &[login_addr]);
+    let creds = log_in(tmp.path(), login_addr, "bob", "127.0.0.1").await;
+    let ca = std::fs::read_to_string(tmp.path().join("ca/tls_ca.pem")).expect("CA");
+    let header = ippin_proxy_protocol::V2Builder::new(ippin_proxy_protocol::Command::Proxy)
+        .addresses(ippin_proxy_protocol::Addresses::Tcp4 {
+            src: "198.51.100.99:5000".parse().expect("src"),
+            dst: "127.0.0.1:443".parse().expect("dst"),
+        })
+        .expect("addresses")
+        .encode()
+        .expect("encode");
+    let ep = Endpoint::new(tls_addr, &ca)
+        .from_ip(ip("127.0.0.6"))
+        .with_proxy_header(header);
+    let answer = ippin::client::request(
+        &ep,
+        Some((&creds).into()),
+        hyper::Method::GET,
+        "/whoami",
+        None,
+    )
+    .await
+    .expect("bob is not pinned: allowed");
+    drop(answer);
+    let line = wait_audit(tmp.path(), "the access", |v| v["event"] == "access_allowed");
+    assert_eq!(line["observed"], "198.51.100.99:0", "{line}");
+    assert!(
+        line["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.6:")),
+        "{line}"
+    );
 }
