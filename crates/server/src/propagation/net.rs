@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::sequence::{SeqStep, buffer_limit, step};
-use super::{GrantSchedule, Link, SignError, Verifier};
+use super::{GrantSchedule, Link, SignError, Verifier, WriteHeader};
 use crate::accept::Refused;
 
 /// How long a front waits for its upstream to accept the connection.

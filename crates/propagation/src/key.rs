@@ -66,7 +66,7 @@ impl PublicKey {
 
     /// The public key file's text.
     pub fn to_pem(&self) -> String {
-        crate::ca::der_to_pem(&self.0, PUBLIC_LABEL)
+        crate::pem::der_to_pem(&self.0, PUBLIC_LABEL)
     }
 }
 
@@ -114,7 +114,7 @@ impl SecretKey {
 
     /// The secret key file's text.
     pub fn to_pem(&self) -> String {
-        crate::ca::der_to_pem(&self.0, SECRET_LABEL)
+        crate::pem::der_to_pem(&self.0, SECRET_LABEL)
     }
 
     /// The matching public key.
@@ -164,7 +164,7 @@ pub fn mac_key(shared: &SharedSecret, grant_bytes: &[u8]) -> Option<ring::hmac::
 }
 
 fn block(text: &str, label: &'static str) -> Result<[u8; KEY_LEN], KeyError> {
-    let mut bytes = crate::ca::pem_to_der(text, label).ok_or(KeyError::Pem { label })?;
+    let mut bytes = crate::pem::pem_to_der(text, label).ok_or(KeyError::Pem { label })?;
     let out = <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length {
         label,
         len: bytes.len(),
@@ -262,7 +262,7 @@ mod tests {
             }
         );
         assert!(PublicKey::from_pem(&s.to_pem()).is_err());
-        let short = crate::ca::der_to_pem(&[1; 31], PUBLIC_LABEL);
+        let short = crate::pem::der_to_pem(&[1; 31], PUBLIC_LABEL);
         assert_eq!(
             PublicKey::from_pem(&short),
             Err(KeyError::Length {
