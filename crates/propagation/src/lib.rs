@@ -85,14 +85,15 @@
 //!
 //! # Public API
 //!
-//! * Keys: [`SecretKey`], [`PublicKey`], [`KeyError`] ([`key`]).
+//! * Keys: [`SecretKey`], [`PublicKey`] ([`key`]).
 //! * The front: [`Signer`], [`FrontGrant`], [`GrantSchedule`],
 //!   [`address_block_for`], [`audience_ok`], [`ed25519_spki_der`],
-//!   [`SignError`] ([`sign`]).
+//!   ([`sign`]).
 //! * The inner: [`TrustAnchor`], [`Verifier`], [`Verified`], [`Rejection`],
-//!   [`Reason`], [`AnchorError`] ([`verify`]); its caches [`GrantCache`]
+//!   [`Reason`] ([`verify`]); its caches [`GrantCache`]
 //!   ([`grants`]) and [`ReplayCache`] ([`replay`]).
-//! * The wire format: [`wire`] ([`decode`], [`SignedBlock`], [`WireError`]).
+//! * The wire format: [`wire`] ([`decode`], [`SignedBlock`]).
+//! * One error type: [`Error`].
 //! * PEM helpers for key and certificate files: [`pem`].
 //!
 //! # What the caller must still do
@@ -107,6 +108,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+mod error;
 pub mod grants;
 pub mod key;
 pub mod pem;
@@ -115,15 +117,16 @@ pub mod sign;
 pub mod verify;
 pub mod wire;
 
+pub use error::Error;
 pub use grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache, VerifiedGrant};
-pub use key::{KeyError, PublicKey, SecretKey};
+pub use key::{PublicKey, SecretKey};
 pub use replay::{MAX_PER_SECOND, ReplayCache, ReplayRefusal};
 pub use sign::{
-    FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, SignError, Signer, address_block_for,
-    audience_ok, ed25519_spki_der,
+    FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, Signer, address_block_for, audience_ok,
+    ed25519_spki_der,
 };
-pub use verify::{AnchorError, TrustAnchor, Verified, Verifier};
-pub use wire::{SignedBlock, TLV_TYPE, WireError, decode};
+pub use verify::{TrustAnchor, Verified, Verifier};
+pub use wire::{SignedBlock, TLV_TYPE, decode};
 
 /// The front → inner TCP connection a signed header is written on, as
 /// each end's socket sees it: the front's address (the inner's peer) and

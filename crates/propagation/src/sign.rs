@@ -4,6 +4,7 @@
 //! grant (a MAC, no signature). Sans-IO: the time, the nonce and the
 //! ephemeral key are parameters.
 
+use crate::Error;
 use std::net::{IpAddr, SocketAddr};
 
 use ed25519_dalek::Signer as _;
@@ -12,27 +13,6 @@ use ed25519_dalek::pkcs8::DecodePrivateKey;
 use crate::Link;
 use crate::key::{PublicKey, SecretKey, mac_key};
 use crate::wire::{self, FAMILY_TCP4, FAMILY_TCP6, Grant, MAC_LEN, NONCE_LEN};
-
-/// Errors of the front's identity and of header signing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SignError {
-    /// The key is not an unencrypted PKCS#8 Ed25519 key.
-    #[error("proxy identity key: {0}")]
-    Key(String),
-    /// The certificate does not decode, or is not for this key.
-    #[error("proxy identity certificate: {0}")]
-    Cert(String),
-    /// The audience is not 1 to 255 printable ASCII bytes.
-    #[error("audience `{0}`: use 1 to 255 printable ASCII characters, no spaces")]
-    Audience(String),
-    /// The header could not be encoded.
-    #[error("signed header: {0}")]
-    Encode(String),
-    /// The grant could not be made (validity, inner key, randomness).
-    #[error("grant: {0}")]
-    Grant(String),
-}
 
 /// The front's signing identity.
 #[derive(Clone)]
@@ -62,22 +42,22 @@ impl Signer {
     /// An identity from its key and certificate (DER).
     ///
     /// # Errors
-    /// [`SignError::Cert`] when the certificate's public key is not this
+    /// [`Error::Cert`] when the certificate's public key is not this
     /// key's, or the certificate is larger than the signed block allows.
-    pub fn new(key: ed25519_dalek::SigningKey, cert_der: Vec<u8>) -> Result<Signer, SignError> {
+    pub fn new(key: ed25519_dalek::SigningKey, cert_der: Vec<u8>) -> Result<Signer, Error> {
         use der::Decode;
         if cert_der.is_empty() || cert_der.len() > wire::MAX_CERT_LEN {
-            return Err(SignError::Cert(format!(
+            return Err(Error::Cert(format!(
                 "{} bytes; 1 to {} allowed",
                 cert_der.len(),
                 wire::MAX_CERT_LEN
             )));
         }
-        let cert = x509_cert::Certificate::from_der(&cert_der)
-            .map_err(|e| SignError::Cert(e.to_string()))?;
+        let cert =
+            x509_cert::Certificate::from_der(&cert_der).map_err(|e| Error::Cert(e.to_string()))?;
         let spki = cert.tbs_certificate().subject_public_key_info();
         if spki.subject_public_key.raw_bytes() != key.verifying_key().as_bytes() {
-            return Err(SignError::Cert(
+            return Err(Error::Cert(
                 "its public key is not the key given with it".into(),
             ));
         }
@@ -87,12 +67,13 @@ impl Signer {
     /// An identity from PEM texts: a `CERTIFICATE` and a PKCS#8 `PRIVATE KEY`.
     ///
     /// # Errors
-    /// [`SignError::Key`] / [`SignError::Cert`].
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Signer, SignError> {
-        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(key_pem)
-            .map_err(|e| SignError::Key(format!("not an unencrypted PKCS#8 Ed25519 key: {e}")))?;
+    /// [`Error::Key`] / [`Error::Cert`].
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Signer, Error> {
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(key_pem).map_err(|e| {
+            Error::SigningKey(format!("not an unencrypted PKCS#8 Ed25519 key: {e}"))
+        })?;
         let cert_der = crate::pem::pem_to_der(cert_pem, "CERTIFICATE")
-            .ok_or_else(|| SignError::Cert("not one PEM CERTIFICATE block".into()))?;
+            .ok_or_else(|| Error::Cert("not one PEM CERTIFICATE block".into()))?;
         Signer::new(key, cert_der)
     }
 
@@ -108,10 +89,10 @@ impl Signer {
     /// key the headers under this grant use.
     ///
     /// # Errors
-    /// [`SignError::Audience`] for an unusable audience,
-    /// [`SignError::Grant`] for a validity longer than
+    /// [`Error::Audience`] for an unusable audience,
+    /// [`Error::Grant`] for a validity longer than
     /// [`MAX_GRANT_LIFETIME`] or ending before it starts, or an inner key
-    /// of small order, [`SignError::Encode`] when it does not encode.
+    /// of small order, [`Error::Encode`] when it does not encode.
     pub fn grant(
         &self,
         inner_key: &PublicKey,
@@ -119,17 +100,17 @@ impl Signer {
         not_before: u64,
         not_after: u64,
         ephemeral: &SecretKey,
-    ) -> Result<FrontGrant, SignError> {
+    ) -> Result<FrontGrant, Error> {
         if !audience_ok(audience) {
-            return Err(SignError::Audience(audience.escape_default().to_string()));
+            return Err(Error::Audience(audience.escape_default().to_string()));
         }
         if not_after < not_before || not_after - not_before > MAX_GRANT_LIFETIME {
-            return Err(SignError::Grant(format!(
+            return Err(Error::Grant(format!(
                 "validity {not_before}..={not_after}: at most {MAX_GRANT_LIFETIME}s, not reversed"
             )));
         }
         let shared = ephemeral.agree(inner_key).ok_or_else(|| {
-            SignError::Grant("the inner key is of small order (no shared secret)".into())
+            Error::Grant("the inner key is of small order (no shared secret)".into())
         })?;
         let mut grant = Grant {
             cert_der: &self.cert_der,
@@ -142,11 +123,9 @@ impl Signer {
         };
         let signature = self.key.sign(&grant.transcript()).to_bytes();
         grant.signature = &signature;
-        let bytes = grant
-            .encode()
-            .map_err(|e| SignError::Encode(e.to_string()))?;
+        let bytes = grant.encode().map_err(|e| Error::Encode(e.to_string()))?;
         let key = mac_key(&shared, &bytes)
-            .ok_or_else(|| SignError::Grant("HKDF refused the key length".into()))?;
+            .ok_or_else(|| Error::Grant("HKDF refused the key length".into()))?;
         Ok(FrontGrant {
             bytes,
             audience: audience.to_owned(),
@@ -202,20 +181,20 @@ impl FrontGrant {
     /// and benches; [`FrontGrant::header`] is what a front sends).
     ///
     /// # Errors
-    /// [`SignError::Encode`] when the addresses are not TCP4/TCP6.
+    /// [`Error::Encode`] when the addresses are not TCP4/TCP6.
     pub fn block(
         &self,
         addresses: &[u8],
         connection: &[u8],
         now: u64,
         nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, SignError> {
+    ) -> Result<Vec<u8>, Error> {
         let input = wire::mac_input(addresses, connection, self.audience.as_bytes(), now, &nonce);
         let tag = ring::hmac::sign(&self.key, &input);
         let mut mac = [0u8; MAC_LEN];
         mac.copy_from_slice(tag.as_ref());
         wire::encode_block(addresses, connection, &self.bytes, now, &nonce, &mac)
-            .map_err(|e| SignError::Encode(e.to_string()))
+            .map_err(|e| Error::Encode(e.to_string()))
     }
 
     /// The signed block (the value of TLV [`TLV_TYPE`](crate::TLV_TYPE))
@@ -231,7 +210,7 @@ impl FrontGrant {
     /// `ippin-proxy-protocol`).
     ///
     /// # Errors
-    /// [`SignError::Encode`] when the block does not encode.
+    /// [`Error::Encode`] when the block does not encode.
     pub fn signed_block(
         &self,
         client: SocketAddr,
@@ -239,7 +218,7 @@ impl FrontGrant {
         link: Link,
         now: u64,
         nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, SignError> {
+    ) -> Result<Vec<u8>, Error> {
         let addresses = address_block_for(client, destination);
         let connection = address_block_for(link.front, link.inner);
         self.block(&addresses, &connection, now, nonce)
@@ -286,16 +265,16 @@ impl GrantSchedule {
     /// `fresh()` returns.
     ///
     /// # Errors
-    /// [`SignError`] from `fresh` or from signing.
+    /// [`Error`] from `fresh` or from signing.
     pub fn grant_at(
         &self,
         now: u64,
-        fresh: impl FnOnce() -> Result<[u8; 32], SignError>,
-    ) -> Result<std::sync::Arc<FrontGrant>, SignError> {
+        fresh: impl FnOnce() -> Result<[u8; 32], Error>,
+    ) -> Result<std::sync::Arc<FrontGrant>, Error> {
         let mut current = self
             .current
             .lock()
-            .map_err(|_| SignError::Grant("grant lock poisoned".into()))?;
+            .map_err(|_| Error::Grant("grant lock poisoned".into()))?;
         if let Some(g) = current.as_ref()
             && g.not_before <= now
             && now < g.not_before.saturating_add(self.lifetime / 2)

@@ -10,6 +10,7 @@
 //! the signature over the `TBSCertificate` (with `ring`, the crypto
 //! provider the server already uses for TLS).
 
+use crate::Error;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
@@ -35,18 +36,6 @@ pub const CERT_CACHE_CAPACITY: usize = 16;
 /// The default capacity of the replay cache.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 65_536;
 
-/// Errors loading the trust anchor.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AnchorError {
-    /// The CA certificate does not decode.
-    #[error("trusted CA certificate: {0}")]
-    Decode(String),
-    /// The CA's key is neither P-256 nor Ed25519.
-    #[error("trusted CA certificate: key algorithm {0} is not P-256 or Ed25519")]
-    Algorithm(String),
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CaAlg {
     P256,
@@ -65,15 +54,15 @@ impl TrustAnchor {
     /// Reads the CA certificate (DER).
     ///
     /// # Errors
-    /// [`AnchorError`] when it does not decode or its key is unsupported.
-    pub fn from_der(ca_der: &[u8]) -> Result<TrustAnchor, AnchorError> {
+    /// [`Error`] when it does not decode or its key is unsupported.
+    pub fn from_der(ca_der: &[u8]) -> Result<TrustAnchor, Error> {
         let cert = x509_cert::Certificate::from_der(ca_der)
-            .map_err(|e| AnchorError::Decode(e.to_string()))?;
+            .map_err(|e| Error::AnchorDecode(e.to_string()))?;
         let tbs = cert.tbs_certificate();
         let subject_der = tbs
             .subject()
             .to_der()
-            .map_err(|e| AnchorError::Decode(e.to_string()))?;
+            .map_err(|e| Error::AnchorDecode(e.to_string()))?;
         let spki = tbs.subject_public_key_info();
         let alg = spki.algorithm.oid.to_string();
         let alg = match alg.as_str() {
@@ -85,7 +74,7 @@ impl TrustAnchor {
                     .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
                     .map(|o| o.to_string());
                 if curve.as_deref() != Some(OID_P256) {
-                    return Err(AnchorError::Algorithm(format!(
+                    return Err(Error::AnchorAlgorithm(format!(
                         "EC on curve {}",
                         curve.unwrap_or_default()
                     )));
@@ -93,7 +82,7 @@ impl TrustAnchor {
                 CaAlg::P256
             }
             OID_ED25519 => CaAlg::Ed25519,
-            other => return Err(AnchorError::Algorithm(other.to_owned())),
+            other => return Err(Error::AnchorAlgorithm(other.to_owned())),
         };
         let key = spki.subject_public_key.raw_bytes().to_vec();
         Ok(TrustAnchor {

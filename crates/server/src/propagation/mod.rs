@@ -75,12 +75,13 @@ pub use ippin_propagation::{
 mod tests;
 
 pub use grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache};
-pub use key::{KeyError, PublicKey, SecretKey};
+pub use ippin_propagation::Error;
+pub use key::{PublicKey, SecretKey};
 pub use replay::{MAX_PER_SECOND, ReplayCache, ReplayRefusal};
 pub use sequence::{SeqStep, step};
 pub use sign::{
-    FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, ProxyIdentityPem, SignError, Signer,
-    WriteHeader, issue_proxy_identity,
+    FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, ProxyIdentityPem, Signer, WriteHeader,
+    issue_proxy_identity,
 };
-pub use verify::{AnchorError, TrustAnchor, Verified, Verifier, VerifyHeader};
-pub use wire::{SignedBlock, TLV_TYPE, WireError, decode};
+pub use verify::{TrustAnchor, Verified, Verifier, VerifyHeader};
+pub use wire::{SignedBlock, TLV_TYPE, decode};

@@ -10,7 +10,7 @@ use ippin_proxy_protocol as pp;
 
 pub use ippin_propagation::sign::*;
 use ippin_propagation::wire::{FAMILY_TCP4, FAMILY_TCP6, NONCE_LEN, TLV_TYPE};
-use ippin_propagation::{Link, PROXY_CN_PREFIX, PROXY_ROLE};
+use ippin_propagation::{Error, Link, PROXY_CN_PREFIX, PROXY_ROLE};
 
 /// Writes the PROXY v2 header that carries a signed block.
 pub trait WriteHeader {
@@ -21,7 +21,7 @@ pub trait WriteHeader {
     /// after `connect()` and its peer), written at `now` with `nonce`.
     ///
     /// # Errors
-    /// [`SignError::Encode`] when the header does not encode.
+    /// [`Error::Encode`] when the header does not encode.
     fn header(
         &self,
         client: SocketAddr,
@@ -29,7 +29,7 @@ pub trait WriteHeader {
         link: Link,
         now: u64,
         nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, SignError>;
+    ) -> Result<Vec<u8>, Error>;
 }
 
 impl WriteHeader for FrontGrant {
@@ -40,7 +40,7 @@ impl WriteHeader for FrontGrant {
         link: Link,
         now: u64,
         nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, SignError> {
+    ) -> Result<Vec<u8>, Error> {
         let addrs = addresses_for(client, destination);
         let value = self.signed_block(client, destination, link, now, nonce)?;
         pp::V2Builder::new(pp::Command::Proxy)
@@ -52,7 +52,7 @@ impl WriteHeader for FrontGrant {
                 })
             })
             .and_then(|b| b.encode())
-            .map_err(|e| SignError::Encode(e.to_string()))
+            .map_err(|e| Error::Encode(e.to_string()))
     }
 }
 
@@ -125,8 +125,8 @@ impl std::fmt::Debug for ProxyIdentityPem {
 /// from `not_before` to `not_after` (unix seconds).
 ///
 /// # Errors
-/// [`SignError::Cert`] when the CA refuses (bad name or times),
-/// [`SignError::Key`] when the key cannot be encoded.
+/// [`Error::Cert`] when the CA refuses (bad name or times),
+/// [`Error::Key`] when the key cannot be encoded.
 pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
     ca: &ippin_cert::x509::X509Ca,
     name: &str,
@@ -134,7 +134,7 @@ pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
     not_after: u64,
     serial: u64,
     rng: &mut R,
-) -> Result<ProxyIdentityPem, SignError> {
+) -> Result<ProxyIdentityPem, Error> {
     let key = ed25519_dalek::SigningKey::generate(rng);
     let spki = ed25519_spki_der(key.verifying_key().as_bytes());
     let req =
@@ -143,13 +143,13 @@ pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
             .validity(not_before, not_after)
             .serial(serial.max(1))
             .build()
-            .map_err(|e| SignError::Cert(e.to_string()))?;
+            .map_err(|e| Error::Cert(e.to_string()))?;
     let der = ca
         .issue_client(&req, rng)
-        .map_err(|e| SignError::Cert(e.to_string()))?;
+        .map_err(|e| Error::Cert(e.to_string()))?;
     let key_pem = key
         .to_pkcs8_pem(der::pem::LineEnding::LF)
-        .map_err(|e| SignError::Key(e.to_string()))?;
+        .map_err(|e| Error::SigningKey(e.to_string()))?;
     Ok(ProxyIdentityPem {
         cert_pem: crate::ca::der_to_pem(&der, "CERTIFICATE"),
         key_pem: key_pem.as_str().to_owned(),

@@ -734,7 +734,7 @@ fn the_schedule_renews_the_grant_every_half_lifetime() {
     assert!(verify_bytes(&v, &signed_bytes(&g1, NOW + 299, 1), NOW + 299).is_ok());
     assert!(verify_bytes(&v, &signed_bytes(&g2, NOW + 301, 2), NOW + 301).is_ok());
     let err = schedule
-        .grant_at(NOW + 1000, || Err(SignError::Grant("no randomness".into())))
+        .grant_at(NOW + 1000, || Err(Error::Grant("no randomness".into())))
         .unwrap_err();
     assert!(err.to_string().contains("no randomness"));
 }
