@@ -3,6 +3,7 @@
 
 mod round_trip;
 mod seeds;
+mod verify;
 
 use std::sync::OnceLock;
 
