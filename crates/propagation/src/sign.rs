@@ -67,7 +67,7 @@ impl Signer {
     /// An identity from PEM texts: a `CERTIFICATE` and a PKCS#8 `PRIVATE KEY`.
     ///
     /// # Errors
-    /// [`Error::Key`] / [`Error::Cert`].
+    /// [`Error::SigningKey`] / [`Error::Cert`].
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Signer, Error> {
         let key = ed25519_dalek::SigningKey::from_pkcs8_pem(key_pem).map_err(|e| {
             Error::SigningKey(format!("not an unencrypted PKCS#8 Ed25519 key: {e}"))
@@ -178,7 +178,7 @@ impl FrontGrant {
 
     /// The signed block (the TLV value) for an address block and a
     /// connection block, written at `now` with `nonce` (exposed for tests
-    /// and benches; [`FrontGrant::header`] is what a front sends).
+    /// and benches; [`FrontGrant::signed_block`] is what a front sends).
     ///
     /// # Errors
     /// [`Error::Encode`] when the addresses are not TCP4/TCP6.

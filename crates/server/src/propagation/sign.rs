@@ -126,7 +126,7 @@ impl std::fmt::Debug for ProxyIdentityPem {
 ///
 /// # Errors
 /// [`Error::Cert`] when the CA refuses (bad name or times),
-/// [`Error::Key`] when the key cannot be encoded.
+/// [`Error::SigningKey`] when the key cannot be encoded.
 pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
     ca: &ippin_cert::x509::X509Ca,
     name: &str,
