@@ -12,12 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use ippin::propagation::{
-    FrontGrant, Link, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity,
-};
+use ippin::propagation::{VerifyHeader, WriteHeader, issue_proxy_identity};
 use ippin_cert::getrandom::SysRng;
 use ippin_cert::rand_core::UnwrapErr;
 use ippin_cert::x509::{self, ClientCertRequest, ServerCertRequest, X509Ca};
+use ippin_propagation::{FrontGrant, Link, SecretKey, Signer, TrustAnchor, Verifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 

@@ -9,11 +9,12 @@
 
 use std::sync::OnceLock;
 
-use ippin::propagation::wire::{DOMAIN_GRANT, decode_grant};
-use ippin::propagation::{SecretKey, SeqStep, TrustAnchor, Verifier, decode, step};
+use ippin::propagation::{SeqStep, step};
 use ippin_cert::getrandom::SysRng;
 use ippin_cert::rand_core::UnwrapErr;
 use ippin_policy::Provenance;
+use ippin_propagation::wire::{DOMAIN_GRANT, decode_grant};
+use ippin_propagation::{SecretKey, TrustAnchor, Verifier, decode};
 use ippin_proxy_protocol as pp;
 use libfuzzer_sys::fuzz_target;
 

@@ -119,7 +119,7 @@ pub struct RawPropagation {
 /// Reads a key file (bounded) and parses it; the message names the file.
 fn read_key<T>(
     path: &Path,
-    parse: impl Fn(&str) -> Result<T, super::key::KeyError>,
+    parse: impl Fn(&str) -> Result<T, ippin_propagation::Error>,
 ) -> Result<T, String> {
     let text = crate::files::read_public(path, 64 * 1024).map_err(|e| e.to_string())?;
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -128,7 +128,7 @@ fn read_key<T>(
 /// [`read_key`] for a secret key: refused when group or others may access it.
 fn read_secret_key<T>(
     path: &Path,
-    parse: impl Fn(&str) -> Result<T, super::key::KeyError>,
+    parse: impl Fn(&str) -> Result<T, ippin_propagation::Error>,
 ) -> Result<T, String> {
     let text = crate::files::read_private(path, 64 * 1024).map_err(|e| e.to_string())?;
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))

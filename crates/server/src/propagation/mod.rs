@@ -14,11 +14,16 @@
 //! verifies the grant once (then caches it) and the MAC on every header
 //! ([`Verifier`]); only then does it use the client address named.
 //!
-//! Everything here but [`net`], [`serve`] and [`cmd`] (sockets, files, the
-//! clock) is sans-IO: time, nonces and ephemeral keys are parameters.
+//! The sans-IO core (keys, wire format, grants, the signed block, the
+//! verifier, the replay state) is the `ippin-propagation` crate; its
+//! modules and types are re-exported here. This module adds the PROXY v2
+//! framing ([`sign::WriteHeader`], [`verify::VerifyHeader`]), the header
+//! sequence of a listener ([`sequence`], sans-IO too), issuing a front
+//! identity with `ippin-cert`, and the I/O: [`net`], [`serve`] and [`cmd`]
+//! (sockets, files, the clock) and [`config`].
 //!
 //! ```
-//! use ippin::propagation::{Link, Reason, SecretKey, Signer, TrustAnchor, Verifier, issue_proxy_identity};
+//! use ippin::propagation::{Link, Reason, SecretKey, Signer, TrustAnchor, Verifier, VerifyHeader, WriteHeader, issue_proxy_identity};
 //! use ippin_cert::rand_core::UnwrapErr;
 //! use ippin_cert::getrandom::SysRng;
 //!
@@ -54,172 +59,29 @@
 //! assert_eq!(raced.reason.code(), "signed_connection_mismatch");
 //! ```
 
-use std::fmt;
-use std::net::SocketAddr;
-
 pub mod cmd;
 pub mod config;
-pub mod grants;
-pub mod key;
 pub mod net;
-pub mod replay;
 pub mod sequence;
 pub mod serve;
 pub mod sign;
 pub mod verify;
-pub mod wire;
+
+pub use ippin_propagation::{
+    Link, PROXY_CN_PREFIX, PROXY_ROLE, Reason, Rejection, grants, key, replay, wire,
+};
 
 #[cfg(test)]
 mod tests;
 
 pub use grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache};
-pub use key::{KeyError, PublicKey, SecretKey};
+pub use ippin_propagation::Error;
+pub use key::{PublicKey, SecretKey};
 pub use replay::{MAX_PER_SECOND, ReplayCache, ReplayRefusal};
 pub use sequence::{SeqStep, step};
 pub use sign::{
-    FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, ProxyIdentityPem, SignError, Signer,
+    FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, ProxyIdentityPem, Signer, WriteHeader,
     issue_proxy_identity,
 };
-pub use verify::{AnchorError, TrustAnchor, Verified, Verifier};
-pub use wire::{SignedBlock, TLV_TYPE, WireError, decode};
-
-/// The front → inner TCP connection a signed header is written on, as
-/// each end's socket sees it: the front's address (the inner's peer) and
-/// the inner's address (the front's peer). The MAC covers it and the inner
-/// compares it with the socket the header arrived on, so a header is good
-/// on its own connection only (docs/propagation.md, "Connection binding").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Link {
-    /// The front's end: its local address after `connect()`, the inner's
-    /// peer address.
-    pub front: SocketAddr,
-    /// The inner's end: the front's peer address, the inner's local address.
-    pub inner: SocketAddr,
-}
-
-impl Link {
-    /// The link in canonical form (IPv4-mapped addresses as IPv4; scope
-    /// ids and flow info dropped), the form the connection block carries
-    /// and the replay state is keyed by.
-    pub fn canonical(self) -> Link {
-        let c = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
-        Link {
-            front: c(self.front),
-            inner: c(self.inner),
-        }
-    }
-}
-
-/// The role (subject O) a front's certificate must carry.
-pub const PROXY_ROLE: &str = "proxy";
-
-/// The prefix of a front certificate's CN (`proxy:NAME`). User names
-/// cannot contain `:`, so no user certificate can pass for a front's, even
-/// for a user given a role named `proxy`.
-pub const PROXY_CN_PREFIX: &str = "proxy:";
-
-/// Why a signed header (or a header sequence) was refused. Each reason
-/// has a stable [`code`](Reason::code), written to the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Reason {
-    /// The signed block does not decode, appears twice, or sits in a
-    /// header that is not a v2 PROXY header with TCP addresses.
-    Malformed,
-    /// The front's certificate does not decode or its key is not Ed25519.
-    CertInvalid,
-    /// The front's certificate was not issued by the cluster CA.
-    CertUntrusted,
-    /// The front's certificate is not valid now.
-    CertExpired,
-    /// The certificate lacks the `proxy` role (or the `proxy:` CN).
-    NotProxy,
-    /// The header's addresses differ from those in the signed block
-    /// (someone rewrote the address after signing).
-    AddressMismatch,
-    /// The grant's signature, or the header's MAC, does not verify.
-    BadSignature,
-    /// The grant was made for another listener (audience).
-    WrongAudience,
-    /// The grant names another inner key than this listener's.
-    GrantWrongKey,
-    /// The grant is outside its validity (or claims more than an hour).
-    GrantExpired,
-    /// The timestamp is outside the window around now.
-    Stale,
-    /// The header was already accepted on its connection's 4-tuple within
-    /// the window (same nonce, or an older timestamp than the newest
-    /// accepted there).
-    Replayed,
-    /// The header was written for another front → inner connection than
-    /// the one it arrived on (a captured header raced onto another
-    /// connection).
-    ConnectionMismatch,
-    /// An unsigned header follows a signed one.
-    UnsignedAfterSigned,
-    /// A second signed header.
-    TwoSigned,
-}
-
-impl Reason {
-    /// The stable reason code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Reason::Malformed => "signed_header_malformed",
-            Reason::CertInvalid => "proxy_cert_invalid",
-            Reason::CertUntrusted => "proxy_cert_untrusted",
-            Reason::CertExpired => "proxy_cert_expired",
-            Reason::NotProxy => "proxy_cert_not_proxy",
-            Reason::AddressMismatch => "signed_address_mismatch",
-            Reason::BadSignature => "signed_header_bad_signature",
-            Reason::WrongAudience => "signed_header_wrong_audience",
-            Reason::GrantWrongKey => "signed_grant_wrong_key",
-            Reason::GrantExpired => "signed_grant_expired",
-            Reason::Stale => "signed_header_stale",
-            Reason::Replayed => "signed_header_replayed",
-            Reason::ConnectionMismatch => "signed_connection_mismatch",
-            Reason::UnsignedAfterSigned => "unsigned_after_signed",
-            Reason::TwoSigned => "two_signed_headers",
-        }
-    }
-
-    /// Every reason, for tables and tests.
-    pub const ALL: [Reason; 15] = [
-        Reason::Malformed,
-        Reason::CertInvalid,
-        Reason::CertUntrusted,
-        Reason::CertExpired,
-        Reason::NotProxy,
-        Reason::AddressMismatch,
-        Reason::BadSignature,
-        Reason::WrongAudience,
-        Reason::GrantWrongKey,
-        Reason::GrantExpired,
-        Reason::Stale,
-        Reason::Replayed,
-        Reason::ConnectionMismatch,
-        Reason::UnsignedAfterSigned,
-        Reason::TwoSigned,
-    ];
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-/// A refused signed header: the reason and what was seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// The reason.
-    pub reason: Reason,
-    /// Details for the operator.
-    pub detail: String,
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason.code(), self.detail)
-    }
-}
+pub use verify::{TrustAnchor, Verified, Verifier, VerifyHeader};
+pub use wire::{SignedBlock, TLV_TYPE, decode};

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::sequence::{SeqStep, buffer_limit, step};
-use super::{GrantSchedule, Link, SignError, Verifier};
+use super::{Error, GrantSchedule, Link, Verifier, WriteHeader};
 use crate::accept::Refused;
 
 /// How long a front waits for its upstream to accept the connection.
@@ -184,7 +184,7 @@ pub async fn dial_and_sign(
         .grant_at(now, || {
             let mut ephemeral = [0u8; 32];
             ippin_cert::getrandom::fill(&mut ephemeral)
-                .map_err(|e| SignError::Grant(format!("randomness: {e}")))?;
+                .map_err(|e| Error::Grant(format!("randomness: {e}")))?;
             Ok(ephemeral)
         })
         .map_err(|e| ForwardError::Sign(e.to_string()))?;

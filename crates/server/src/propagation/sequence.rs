@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use ippin_policy::{ObservedAddr, Provenance};
 use ippin_proxy_protocol as pp;
 
-use super::verify::{Verifier, is_signed, signed_tlv};
+use super::verify::{Verifier, VerifyHeader, is_signed, signed_tlv};
 use super::{Link, Reason, Rejection};
 
 /// What [`step`] asks the caller to do next.

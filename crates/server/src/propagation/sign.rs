@@ -1,224 +1,19 @@
-//! The front's side: its identity (an Ed25519 key and a certificate from
-//! the cluster CA with role `proxy`), the grants it signs (once per half
-//! lifetime per upstream) and the per-connection header it writes under a
-//! grant (a MAC, no signature). Sans-IO: the time, the nonce and the
-//! ephemeral key are parameters.
+//! The front's side. The sans-IO core (identity, grants, the signed block)
+//! is `ippin_propagation::sign`, re-exported here; this module adds the
+//! PROXY v2 framing of the header (with `ippin-proxy-protocol`) and the
+//! issuing of a front identity (with `ippin-cert`).
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use ed25519_dalek::Signer as _;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ippin_proxy_protocol as pp;
 
-use super::key::{PublicKey, SecretKey, mac_key};
-use super::wire::{self, FAMILY_TCP4, FAMILY_TCP6, Grant, MAC_LEN, NONCE_LEN, TLV_TYPE};
-use super::{Link, PROXY_CN_PREFIX, PROXY_ROLE};
+pub use ippin_propagation::sign::*;
+use ippin_propagation::wire::{FAMILY_TCP4, FAMILY_TCP6, NONCE_LEN, TLV_TYPE};
+use ippin_propagation::{Error, Link, PROXY_CN_PREFIX, PROXY_ROLE};
 
-/// Errors of the front's identity and of header signing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SignError {
-    /// The key is not an unencrypted PKCS#8 Ed25519 key.
-    #[error("proxy identity key: {0}")]
-    Key(String),
-    /// The certificate does not decode, or is not for this key.
-    #[error("proxy identity certificate: {0}")]
-    Cert(String),
-    /// The audience is not 1 to 255 printable ASCII bytes.
-    #[error("audience `{0}`: use 1 to 255 printable ASCII characters, no spaces")]
-    Audience(String),
-    /// The header could not be encoded.
-    #[error("signed header: {0}")]
-    Encode(String),
-    /// The grant could not be made (validity, inner key, randomness).
-    #[error("grant: {0}")]
-    Grant(String),
-}
-
-/// The front's signing identity.
-#[derive(Clone)]
-pub struct Signer {
-    key: ed25519_dalek::SigningKey,
-    cert_der: Vec<u8>,
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer")
-            .field("cert_len", &self.cert_der.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// The SubjectPublicKeyInfo DER of an Ed25519 public key (RFC 8410).
-pub fn ed25519_spki_der(public: &[u8; 32]) -> Vec<u8> {
-    let mut out = vec![
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    out.extend_from_slice(public);
-    out
-}
-
-impl Signer {
-    /// An identity from its key and certificate (DER).
-    ///
-    /// # Errors
-    /// [`SignError::Cert`] when the certificate's public key is not this
-    /// key's, or the certificate is larger than the signed block allows.
-    pub fn new(key: ed25519_dalek::SigningKey, cert_der: Vec<u8>) -> Result<Signer, SignError> {
-        use der::Decode;
-        if cert_der.is_empty() || cert_der.len() > wire::MAX_CERT_LEN {
-            return Err(SignError::Cert(format!(
-                "{} bytes; 1 to {} allowed",
-                cert_der.len(),
-                wire::MAX_CERT_LEN
-            )));
-        }
-        let cert = x509_cert::Certificate::from_der(&cert_der)
-            .map_err(|e| SignError::Cert(e.to_string()))?;
-        let spki = cert.tbs_certificate().subject_public_key_info();
-        if spki.subject_public_key.raw_bytes() != key.verifying_key().as_bytes() {
-            return Err(SignError::Cert(
-                "its public key is not the key given with it".into(),
-            ));
-        }
-        Ok(Signer { key, cert_der })
-    }
-
-    /// An identity from PEM texts: a `CERTIFICATE` and a PKCS#8 `PRIVATE KEY`.
-    ///
-    /// # Errors
-    /// [`SignError::Key`] / [`SignError::Cert`].
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Signer, SignError> {
-        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(key_pem)
-            .map_err(|e| SignError::Key(format!("not an unencrypted PKCS#8 Ed25519 key: {e}")))?;
-        let cert_der = crate::ca::pem_to_der(cert_pem, "CERTIFICATE")
-            .ok_or_else(|| SignError::Cert("not one PEM CERTIFICATE block".into()))?;
-        Signer::new(key, cert_der)
-    }
-
-    /// The certificate, DER.
-    pub fn cert_der(&self) -> &[u8] {
-        &self.cert_der
-    }
-
-    /// Signs a grant for the inner listener whose static key is
-    /// `inner_key` and whose audience is `audience`, valid from
-    /// `not_before` to `not_after` (unix seconds), with the ephemeral key
-    /// `ephemeral` (fresh randomness, drawn by the caller); derives the MAC
-    /// key the headers under this grant use.
-    ///
-    /// # Errors
-    /// [`SignError::Audience`] for an unusable audience,
-    /// [`SignError::Grant`] for a validity longer than
-    /// [`MAX_GRANT_LIFETIME`] or ending before it starts, or an inner key
-    /// of small order, [`SignError::Encode`] when it does not encode.
-    pub fn grant(
-        &self,
-        inner_key: &PublicKey,
-        audience: &str,
-        not_before: u64,
-        not_after: u64,
-        ephemeral: &SecretKey,
-    ) -> Result<FrontGrant, SignError> {
-        if !audience_ok(audience) {
-            return Err(SignError::Audience(audience.escape_default().to_string()));
-        }
-        if not_after < not_before || not_after - not_before > MAX_GRANT_LIFETIME {
-            return Err(SignError::Grant(format!(
-                "validity {not_before}..={not_after}: at most {MAX_GRANT_LIFETIME}s, not reversed"
-            )));
-        }
-        let shared = ephemeral.agree(inner_key).ok_or_else(|| {
-            SignError::Grant("the inner key is of small order (no shared secret)".into())
-        })?;
-        let mut grant = Grant {
-            cert_der: &self.cert_der,
-            ephemeral: ephemeral.public_key().0,
-            inner_key: inner_key.0,
-            audience: audience.as_bytes(),
-            not_before,
-            not_after,
-            signature: &[],
-        };
-        let signature = self.key.sign(&grant.transcript()).to_bytes();
-        grant.signature = &signature;
-        let bytes = grant
-            .encode()
-            .map_err(|e| SignError::Encode(e.to_string()))?;
-        let key = mac_key(&shared, &bytes)
-            .ok_or_else(|| SignError::Grant("HKDF refused the key length".into()))?;
-        Ok(FrontGrant {
-            bytes,
-            audience: audience.to_owned(),
-            key,
-            not_before,
-            not_after,
-        })
-    }
-}
-
-/// The longest grant validity (`not_after − not_before`), seconds.
-pub const MAX_GRANT_LIFETIME: u64 = 3600;
-
-/// A grant the front signed for one upstream, and its MAC key: what the
-/// front needs to write a header per connection.
-#[derive(Clone)]
-pub struct FrontGrant {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) audience: String,
-    pub(crate) key: ring::hmac::Key,
-    pub(crate) not_before: u64,
-    pub(crate) not_after: u64,
-}
-
-impl std::fmt::Debug for FrontGrant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrontGrant")
-            .field("audience", &self.audience)
-            .field("not_before", &self.not_before)
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
-    }
-}
-
-impl FrontGrant {
-    /// The encoded grant.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Valid from, unix seconds.
-    pub fn not_before(&self) -> u64 {
-        self.not_before
-    }
-
-    /// Valid until, unix seconds.
-    pub fn not_after(&self) -> u64 {
-        self.not_after
-    }
-
-    /// The signed block (the TLV value) for an address block and a
-    /// connection block, written at `now` with `nonce` (exposed for tests
-    /// and benches; [`FrontGrant::header`] is what a front sends).
-    ///
-    /// # Errors
-    /// [`SignError::Encode`] when the addresses are not TCP4/TCP6.
-    pub fn block(
-        &self,
-        addresses: &[u8],
-        connection: &[u8],
-        now: u64,
-        nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, SignError> {
-        let input = wire::mac_input(addresses, connection, self.audience.as_bytes(), now, &nonce);
-        let tag = ring::hmac::sign(&self.key, &input);
-        let mut mac = [0u8; MAC_LEN];
-        mac.copy_from_slice(tag.as_ref());
-        wire::encode_block(addresses, connection, &self.bytes, now, &nonce, &mac)
-            .map_err(|e| SignError::Encode(e.to_string()))
-    }
-
+/// Writes the PROXY v2 header that carries a signed block.
+pub trait WriteHeader {
     /// The PROXY v2 header a front writes to its upstream: command PROXY,
     /// `client` → `destination` (TCP4 when both are IPv4, else TCP6 with
     /// IPv4 addresses mapped), and the signed block under this grant for
@@ -226,18 +21,28 @@ impl FrontGrant {
     /// after `connect()` and its peer), written at `now` with `nonce`.
     ///
     /// # Errors
-    /// [`SignError::Encode`] when the header does not encode.
-    pub fn header(
+    /// [`Error::Encode`] when the header does not encode.
+    fn header(
         &self,
         client: SocketAddr,
         destination: SocketAddr,
         link: Link,
         now: u64,
         nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, SignError> {
+    ) -> Result<Vec<u8>, Error>;
+}
+
+impl WriteHeader for FrontGrant {
+    fn header(
+        &self,
+        client: SocketAddr,
+        destination: SocketAddr,
+        link: Link,
+        now: u64,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, Error> {
         let addrs = addresses_for(client, destination);
-        let connection = address_block(&addresses_for(link.front, link.inner));
-        let value = self.block(&address_block(&addrs), &connection, now, nonce)?;
+        let value = self.signed_block(client, destination, link, now, nonce)?;
         pp::V2Builder::new(pp::Command::Proxy)
             .addresses(addrs)
             .and_then(|b| {
@@ -247,84 +52,8 @@ impl FrontGrant {
                 })
             })
             .and_then(|b| b.encode())
-            .map_err(|e| SignError::Encode(e.to_string()))
+            .map_err(|e| Error::Encode(e.to_string()))
     }
-}
-
-/// The front's current grant for one upstream, renewed every half
-/// lifetime. Sans-IO: the time and the ephemeral randomness are
-/// parameters.
-#[derive(Debug)]
-pub struct GrantSchedule {
-    signer: std::sync::Arc<Signer>,
-    inner_key: PublicKey,
-    audience: String,
-    lifetime: u64,
-    current: std::sync::Mutex<Option<std::sync::Arc<FrontGrant>>>,
-}
-
-impl GrantSchedule {
-    /// Grants by `signer` for the upstream `inner_key` / `audience`, each
-    /// valid `lifetime_secs` (2 to [`MAX_GRANT_LIFETIME`]; clamped).
-    pub fn new(
-        signer: std::sync::Arc<Signer>,
-        inner_key: PublicKey,
-        audience: &str,
-        lifetime_secs: u64,
-    ) -> GrantSchedule {
-        GrantSchedule {
-            signer,
-            inner_key,
-            audience: audience.to_owned(),
-            lifetime: lifetime_secs.clamp(2, MAX_GRANT_LIFETIME),
-            current: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// The upstream's audience.
-    pub fn audience(&self) -> &str {
-        &self.audience
-    }
-
-    /// The grant to use at `now`: the current one while `now` is in its
-    /// first half, else a new one signed with the ephemeral secret
-    /// `fresh()` returns.
-    ///
-    /// # Errors
-    /// [`SignError`] from `fresh` or from signing.
-    pub fn grant_at(
-        &self,
-        now: u64,
-        fresh: impl FnOnce() -> Result<[u8; 32], SignError>,
-    ) -> Result<std::sync::Arc<FrontGrant>, SignError> {
-        let mut current = self
-            .current
-            .lock()
-            .map_err(|_| SignError::Grant("grant lock poisoned".into()))?;
-        if let Some(g) = current.as_ref()
-            && g.not_before <= now
-            && now < g.not_before.saturating_add(self.lifetime / 2)
-        {
-            return Ok(g.clone());
-        }
-        let ephemeral = SecretKey::from_bytes(fresh()?);
-        let g = std::sync::Arc::new(self.signer.grant(
-            &self.inner_key,
-            &self.audience,
-            now,
-            now.saturating_add(self.lifetime),
-            &ephemeral,
-        )?);
-        *current = Some(g.clone());
-        Ok(g)
-    }
-}
-
-/// Whether `audience` may be used: 1 to 255 printable ASCII bytes.
-pub fn audience_ok(audience: &str) -> bool {
-    !audience.is_empty()
-        && audience.len() <= wire::MAX_AUDIENCE_LEN
-        && audience.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The v2 addresses for a client and the address it reached: TCP4 when
@@ -396,8 +125,8 @@ impl std::fmt::Debug for ProxyIdentityPem {
 /// from `not_before` to `not_after` (unix seconds).
 ///
 /// # Errors
-/// [`SignError::Cert`] when the CA refuses (bad name or times),
-/// [`SignError::Key`] when the key cannot be encoded.
+/// [`Error::Cert`] when the CA refuses (bad name or times),
+/// [`Error::SigningKey`] when the key cannot be encoded.
 pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
     ca: &ippin_cert::x509::X509Ca,
     name: &str,
@@ -405,7 +134,7 @@ pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
     not_after: u64,
     serial: u64,
     rng: &mut R,
-) -> Result<ProxyIdentityPem, SignError> {
+) -> Result<ProxyIdentityPem, Error> {
     let key = ed25519_dalek::SigningKey::generate(rng);
     let spki = ed25519_spki_der(key.verifying_key().as_bytes());
     let req =
@@ -414,13 +143,13 @@ pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
             .validity(not_before, not_after)
             .serial(serial.max(1))
             .build()
-            .map_err(|e| SignError::Cert(e.to_string()))?;
+            .map_err(|e| Error::Cert(e.to_string()))?;
     let der = ca
         .issue_client(&req, rng)
-        .map_err(|e| SignError::Cert(e.to_string()))?;
+        .map_err(|e| Error::Cert(e.to_string()))?;
     let key_pem = key
         .to_pkcs8_pem(der::pem::LineEnding::LF)
-        .map_err(|e| SignError::Key(e.to_string()))?;
+        .map_err(|e| Error::SigningKey(e.to_string()))?;
     Ok(ProxyIdentityPem {
         cert_pem: crate::ca::der_to_pem(&der, "CERTIFICATE"),
         key_pem: key_pem.as_str().to_owned(),

@@ -408,12 +408,29 @@ fn a_grant_for_another_inner_key_is_refused() {
         .grant(&f.inner.public_key(), AUD, NOW - 10, NOW + 590, &eph)
         .unwrap();
     let shared = eph.agree(&elsewhere.public_key()).unwrap();
-    let crossed = FrontGrant {
-        key: key::mac_key(&shared, &honest.bytes).unwrap(),
-        ..honest.clone()
-    };
+    let crossed_key = key::mac_key(&shared, honest.bytes()).unwrap();
+    // The honest grant's header, its MAC made under the crossed key.
+    let addrs = super::sign::addresses_for(client(), dst());
+    let sent = super::sign::address_block(&addrs);
+    let conn = super::sign::address_block(&super::sign::addresses_for(peer(), local()));
+    let tag = ring::hmac::sign(
+        &crossed_key,
+        &wire::mac_input(&sent, &conn, AUD.as_bytes(), NOW, &[2; 16]),
+    );
+    let mac: [u8; 32] = tag.as_ref().try_into().unwrap();
+    let value = wire::encode_block(&sent, &conn, honest.bytes(), NOW, &[2; 16], &mac).unwrap();
+    let crossed = pp::V2Builder::new(pp::Command::Proxy)
+        .addresses(addrs)
+        .unwrap()
+        .tlv(pp::Tlv::Custom {
+            kind: TLV_TYPE,
+            value: &value,
+        })
+        .unwrap()
+        .encode()
+        .unwrap();
     assert_eq!(
-        reason(verify_bytes(&v, &signed_bytes(&crossed, NOW, 2), NOW)),
+        reason(verify_bytes(&v, &crossed, NOW)),
         Reason::BadSignature
     );
     // The honest MAC under the same grant passes (now a cache hit).
@@ -717,7 +734,7 @@ fn the_schedule_renews_the_grant_every_half_lifetime() {
     assert!(verify_bytes(&v, &signed_bytes(&g1, NOW + 299, 1), NOW + 299).is_ok());
     assert!(verify_bytes(&v, &signed_bytes(&g2, NOW + 301, 2), NOW + 301).is_ok());
     let err = schedule
-        .grant_at(NOW + 1000, || Err(SignError::Grant("no randomness".into())))
+        .grant_at(NOW + 1000, || Err(Error::Grant("no randomness".into())))
         .unwrap_err();
     assert!(err.to_string().contains("no randomness"));
 }

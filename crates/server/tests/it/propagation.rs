@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use ippin::propagation::{FrontGrant, Link, PublicKey, SecretKey, Signer};
+use ippin::propagation::{FrontGrant, Link, PublicKey, SecretKey, Signer, WriteHeader};
 use ippin_test_support::{Child, free_port, peer, temp_dir, wait_until};
 use serde_json::Value;
 

@@ -42,7 +42,7 @@ impl std::fmt::Debug for VerifiedGrant {
 
 impl VerifiedGrant {
     /// Only the verifier calls this, after verifying the grant.
-    pub(super) fn new(
+    pub(crate) fn new(
         ephemeral: [u8; KEY_LEN],
         bytes: &[u8],
         key: ring::hmac::Key,

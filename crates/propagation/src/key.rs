@@ -11,6 +11,7 @@
 //! X25519 is computed with `curve25519-dalek` (`MontgomeryPoint::mul_clamped`,
 //! RFC 7748's function), the crate `ed25519-dalek` already brings in.
 
+use crate::Error;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use zeroize::Zeroize;
 
@@ -22,29 +23,6 @@ pub const SECRET_LABEL: &str = "IPPIN PROPAGATION SECRET KEY";
 /// The PEM label of an inner listener's public key file.
 pub const PUBLIC_LABEL: &str = "IPPIN PROPAGATION PUBLIC KEY";
 
-/// Why a key file was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyError {
-    /// The text is not exactly one PEM block with the expected label.
-    #[error("not one PEM `{label}` block")]
-    Pem {
-        /// The label expected.
-        label: &'static str,
-    },
-    /// The block does not hold 32 bytes.
-    #[error("`{label}` block holds {len} bytes; an X25519 key is 32")]
-    Length {
-        /// The label.
-        label: &'static str,
-        /// The length found.
-        len: usize,
-    },
-    /// The public key is of small order: no shared secret could come of it.
-    #[error("the public key is of small order (an all-zero shared secret would follow)")]
-    SmallOrder,
-}
-
 /// An X25519 public key (the inner's static key, or a front's ephemeral key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(pub [u8; KEY_LEN]);
@@ -53,20 +31,20 @@ impl PublicKey {
     /// Reads a public key file's text ([`PUBLIC_LABEL`]).
     ///
     /// # Errors
-    /// [`KeyError`] for another label, a bad length, or a small-order key.
-    pub fn from_pem(text: &str) -> Result<PublicKey, KeyError> {
+    /// [`Error`] for another label, a bad length, or a small-order key.
+    pub fn from_pem(text: &str) -> Result<PublicKey, Error> {
         let bytes = block(text, PUBLIC_LABEL)?;
         let key = PublicKey(bytes);
         // A small-order key gives the same all-zero output for every secret.
         if MontgomeryPoint(key.0).mul_clamped([0x42; KEY_LEN]).0 == [0; KEY_LEN] {
-            return Err(KeyError::SmallOrder);
+            return Err(Error::SmallOrder);
         }
         Ok(key)
     }
 
     /// The public key file's text.
     pub fn to_pem(&self) -> String {
-        crate::ca::der_to_pem(&self.0, PUBLIC_LABEL)
+        crate::pem::der_to_pem(&self.0, PUBLIC_LABEL)
     }
 }
 
@@ -107,14 +85,14 @@ impl SecretKey {
     /// Reads a secret key file's text ([`SECRET_LABEL`]).
     ///
     /// # Errors
-    /// [`KeyError`] for another label or a bad length.
-    pub fn from_pem(text: &str) -> Result<SecretKey, KeyError> {
+    /// [`Error`] for another label or a bad length.
+    pub fn from_pem(text: &str) -> Result<SecretKey, Error> {
         block(text, SECRET_LABEL).map(SecretKey)
     }
 
     /// The secret key file's text.
     pub fn to_pem(&self) -> String {
-        crate::ca::der_to_pem(&self.0, SECRET_LABEL)
+        crate::pem::der_to_pem(&self.0, SECRET_LABEL)
     }
 
     /// The matching public key.
@@ -163,9 +141,9 @@ pub fn mac_key(shared: &SharedSecret, grant_bytes: &[u8]) -> Option<ring::hmac::
     Some(ring::hmac::Key::from(okm))
 }
 
-fn block(text: &str, label: &'static str) -> Result<[u8; KEY_LEN], KeyError> {
-    let mut bytes = crate::ca::pem_to_der(text, label).ok_or(KeyError::Pem { label })?;
-    let out = <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Length {
+fn block(text: &str, label: &'static str) -> Result<[u8; KEY_LEN], Error> {
+    let mut bytes = crate::pem::pem_to_der(text, label).ok_or(Error::KeyPem { label })?;
+    let out = <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| Error::KeyLength {
         label,
         len: bytes.len(),
     });
@@ -243,7 +221,7 @@ mod tests {
             assert!(s.agree(&PublicKey(p)).is_none());
             assert_eq!(
                 PublicKey::from_pem(&PublicKey(p).to_pem()),
-                Err(KeyError::SmallOrder)
+                Err(Error::SmallOrder)
             );
         }
     }
@@ -257,15 +235,15 @@ mod tests {
         // The public file is not a secret file, and the other way round.
         assert_eq!(
             SecretKey::from_pem(&p.to_pem()).unwrap_err(),
-            KeyError::Pem {
+            Error::KeyPem {
                 label: SECRET_LABEL
             }
         );
         assert!(PublicKey::from_pem(&s.to_pem()).is_err());
-        let short = crate::ca::der_to_pem(&[1; 31], PUBLIC_LABEL);
+        let short = crate::pem::der_to_pem(&[1; 31], PUBLIC_LABEL);
         assert_eq!(
             PublicKey::from_pem(&short),
-            Err(KeyError::Length {
+            Err(Error::KeyLength {
                 label: PUBLIC_LABEL,
                 len: 31
             })

@@ -34,6 +34,7 @@
 //!
 //! Nothing may follow the MAC, nor the grant's signature.
 
+use crate::Error;
 use std::fmt;
 
 /// The PROXY v2 TLV type of the signed block, in the application range
@@ -83,64 +84,6 @@ pub const MAX_GRANT_LEN: usize =
 
 /// The largest encoded block.
 pub const MAX_BLOCK_LEN: usize = 2 + 37 + 1 + 37 + 2 + MAX_GRANT_LEN + 8 + NONCE_LEN + MAC_LEN;
-
-/// Why a block or grant does not decode or encode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WireError {
-    /// The bytes end inside a field.
-    #[error("signed block: truncated in field `{field}` (needed {needed} more bytes)")]
-    Truncated {
-        /// The field being read.
-        field: &'static str,
-        /// How many bytes were missing.
-        needed: usize,
-    },
-    /// The version byte is not [`VERSION`].
-    #[error("signed block: version {found} (this server reads version {VERSION})")]
-    Version {
-        /// The version found.
-        found: u8,
-    },
-    /// A length is out of its bounds.
-    #[error("signed block: field `{field}` has length {len}, allowed {min}..={max}")]
-    Length {
-        /// The field.
-        field: &'static str,
-        /// The length found.
-        len: usize,
-        /// The smallest allowed.
-        min: usize,
-        /// The largest allowed.
-        max: usize,
-    },
-    /// The address block is not TCP4 (13 bytes, 0x11) or TCP6 (37 bytes, 0x21).
-    #[error(
-        "signed block: address block of {len} bytes with family 0x{family:02x}: only TCP over IPv4 (0x11, 13 bytes) or IPv6 (0x21, 37 bytes)"
-    )]
-    Family {
-        /// The family byte.
-        family: u8,
-        /// The block length.
-        len: usize,
-    },
-    /// The audience holds a byte outside printable ASCII.
-    #[error("signed block: audience byte 0x{byte:02x} at {at} is not printable ASCII")]
-    Audience {
-        /// The byte.
-        byte: u8,
-        /// Its position in the audience.
-        at: usize,
-    },
-    /// Bytes follow the last field (`in_`: the block or the grant).
-    #[error("signed block: {extra} bytes after the end of the {in_}")]
-    Trailing {
-        /// `block` or `grant`.
-        in_: &'static str,
-        /// How many.
-        extra: usize,
-    },
-}
 
 /// A decoded grant: the front's certificate and signature over an
 /// ephemeral key, an inner listener's key, an audience and a validity.
@@ -215,34 +158,34 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], WireError> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], Error> {
         match (self.buf.get(..n), self.buf.get(n..)) {
             (Some(head), Some(rest)) => {
                 self.buf = rest;
                 Ok(head)
             }
-            _ => Err(WireError::Truncated {
+            _ => Err(Error::Truncated {
                 field,
                 needed: n.saturating_sub(self.buf.len()),
             }),
         }
     }
 
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], WireError> {
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], Error> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, field)?);
         Ok(out)
     }
 
-    fn u8(&mut self, field: &'static str) -> Result<usize, WireError> {
+    fn u8(&mut self, field: &'static str) -> Result<usize, Error> {
         Ok(usize::from(self.array::<1>(field)?[0]))
     }
 
-    fn u16(&mut self, field: &'static str) -> Result<usize, WireError> {
+    fn u16(&mut self, field: &'static str) -> Result<usize, Error> {
         Ok(usize::from(u16::from_be_bytes(self.array(field)?)))
     }
 
-    fn u64(&mut self, field: &'static str) -> Result<u64, WireError> {
+    fn u64(&mut self, field: &'static str) -> Result<u64, Error> {
         Ok(u64::from_be_bytes(self.array(field)?))
     }
 
@@ -252,16 +195,16 @@ impl<'a> Reader<'a> {
         min: usize,
         max: usize,
         field: &'static str,
-    ) -> Result<&'a [u8], WireError> {
+    ) -> Result<&'a [u8], Error> {
         check_len(field, len, min, max)?;
         self.take(len, field)
     }
 
-    fn end(&self, in_: &'static str) -> Result<(), WireError> {
+    fn end(&self, in_: &'static str) -> Result<(), Error> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(WireError::Trailing {
+            Err(Error::Trailing {
                 in_,
                 extra: self.buf.len(),
             })
@@ -269,9 +212,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn check_len(field: &'static str, len: usize, min: usize, max: usize) -> Result<(), WireError> {
+fn check_len(field: &'static str, len: usize, min: usize, max: usize) -> Result<(), Error> {
     if len < min || len > max {
-        Err(WireError::Length {
+        Err(Error::Length {
             field,
             len,
             min,
@@ -291,21 +234,21 @@ pub fn address_len(family: u8) -> Option<usize> {
     }
 }
 
-fn check_addresses(addresses: &[u8]) -> Result<(), WireError> {
+fn check_addresses(addresses: &[u8]) -> Result<(), Error> {
     let family = addresses.first().copied().unwrap_or_default();
     match address_len(family) {
         Some(n) if n + 1 == addresses.len() => Ok(()),
-        _ => Err(WireError::Family {
+        _ => Err(Error::Family {
             family,
             len: addresses.len(),
         }),
     }
 }
 
-fn check_audience(audience: &[u8]) -> Result<(), WireError> {
+fn check_audience(audience: &[u8]) -> Result<(), Error> {
     check_len("audience", audience.len(), 1, MAX_AUDIENCE_LEN)?;
     match audience.iter().position(|b| !b.is_ascii_graphic()) {
-        Some(at) => Err(WireError::Audience {
+        Some(at) => Err(Error::AudienceByte {
             byte: audience.get(at).copied().unwrap_or_default(),
             at,
         }),
@@ -317,8 +260,8 @@ fn check_audience(audience: &[u8]) -> Result<(), WireError> {
 /// audience, nothing after the signature. Says nothing about authenticity.
 ///
 /// # Errors
-/// The [`WireError`] naming the first field that is wrong.
-pub fn decode_grant(bytes: &[u8]) -> Result<Grant<'_>, WireError> {
+/// The [`Error`] naming the first field that is wrong.
+pub fn decode_grant(bytes: &[u8]) -> Result<Grant<'_>, Error> {
     let mut r = Reader { buf: bytes };
     let c = r.u16("certificate length")?;
     let cert_der = r.bounded(c, 1, MAX_CERT_LEN, "certificate")?;
@@ -349,12 +292,12 @@ pub fn decode_grant(bytes: &[u8]) -> Result<Grant<'_>, WireError> {
 /// Decoding says nothing about authenticity: the verifier checks that.
 ///
 /// # Errors
-/// The [`WireError`] naming the first field that is wrong.
-pub fn decode(value: &[u8]) -> Result<SignedBlock<'_>, WireError> {
+/// The [`Error`] naming the first field that is wrong.
+pub fn decode(value: &[u8]) -> Result<SignedBlock<'_>, Error> {
     let mut r = Reader { buf: value };
     let version = r.array::<1>("version")?[0];
     if version != VERSION {
-        return Err(WireError::Version { found: version });
+        return Err(Error::Version { found: version });
     }
     let a = r.u8("address length")?;
     let addresses = r.bounded(a, 13, 37, "addresses")?;
@@ -389,7 +332,7 @@ fn len_u16(n: usize) -> [u8; 2] {
 }
 
 impl Grant<'_> {
-    fn check(&self) -> Result<(), WireError> {
+    fn check(&self) -> Result<(), Error> {
         check_len("certificate", self.cert_der.len(), 1, MAX_CERT_LEN)?;
         check_audience(self.audience)?;
         check_len("signature", self.signature.len(), 1, MAX_SIGNATURE_LEN)
@@ -420,8 +363,8 @@ impl Grant<'_> {
     /// The encoded grant.
     ///
     /// # Errors
-    /// [`WireError`] when a field is out of its bounds.
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+    /// [`Error`] when a field is out of its bounds.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
         self.check()?;
         let mut out = Vec::with_capacity(87 + self.cert_der.len() + self.audience.len() + 64);
         self.signed_fields(&mut out);
@@ -460,7 +403,7 @@ pub fn mac_input(
 /// per-connection path: the grant is not decoded again).
 ///
 /// # Errors
-/// [`WireError`] when the addresses or the connection are not TCP4/TCP6
+/// [`Error`] when the addresses or the connection are not TCP4/TCP6
 /// or the grant's length is out of bounds.
 pub fn encode_block(
     addresses: &[u8],
@@ -469,7 +412,7 @@ pub fn encode_block(
     timestamp: u64,
     nonce: &[u8; NONCE_LEN],
     mac: &[u8; MAC_LEN],
-) -> Result<Vec<u8>, WireError> {
+) -> Result<Vec<u8>, Error> {
     check_addresses(addresses)?;
     check_addresses(connection)?;
     check_len("grant", grant_bytes.len(), 1, MAX_GRANT_LEN)?;
@@ -504,8 +447,8 @@ impl SignedBlock<'_> {
     /// The encoded block (the grant written as [`SignedBlock::grant_bytes`]).
     ///
     /// # Errors
-    /// [`WireError`] when a field is out of its bounds.
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+    /// [`Error`] when a field is out of its bounds.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
         encode_block(
             self.addresses,
             self.connection,
@@ -571,13 +514,13 @@ mod tests {
         assert_eq!(b.encode().unwrap(), enc);
         for cut in 0..enc.len() {
             let err = decode(&enc[..cut]).unwrap_err();
-            assert!(matches!(err, WireError::Truncated { .. }), "{cut}: {err}");
+            assert!(matches!(err, Error::Truncated { .. }), "{cut}: {err}");
         }
         let mut longer = enc.clone();
         longer.push(0);
         assert_eq!(
             decode(&longer),
-            Err(WireError::Trailing {
+            Err(Error::Trailing {
                 in_: "block",
                 extra: 1
             })
@@ -592,7 +535,7 @@ mod tests {
         let enc = encode_block(&addrs4(), &addrs4(), &padded, 1, &[0; 16], &[0; 32]).unwrap();
         assert_eq!(
             decode(&enc),
-            Err(WireError::Trailing {
+            Err(Error::Trailing {
                 in_: "grant",
                 extra: 1
             })
@@ -607,21 +550,21 @@ mod tests {
         let enc = sample();
         let mut v = enc.clone();
         v[0] = 1;
-        assert_eq!(decode(&v), Err(WireError::Version { found: 1 }));
+        assert_eq!(decode(&v), Err(Error::Version { found: 1 }));
         v[0] = 2; // version 2 had no connection block
-        assert_eq!(decode(&v), Err(WireError::Version { found: 2 }));
+        assert_eq!(decode(&v), Err(Error::Version { found: 2 }));
         let mut v = enc.clone();
         v[2] = 0x12; // UDP4
         assert!(matches!(
             decode(&v),
-            Err(WireError::Family { family: 0x12, .. })
+            Err(Error::Family { family: 0x12, .. })
         ));
         let mut v = enc.clone();
         // version, A, addresses, B, connection, G, C, certificate, two keys, U
         let at = 2 + 13 + 1 + 37 + 2 + 2 + 300 + 64 + 1;
         assert_eq!(v[at], b'i');
         v[at] = b' ';
-        assert!(matches!(decode(&v), Err(WireError::Audience { at: 0, .. })));
+        assert!(matches!(decode(&v), Err(Error::AudienceByte { at: 0, .. })));
         let empty = grant(&[1], b"", &[1]);
         assert!(empty.encode().is_err());
         assert!(encode_block(&[FAMILY_TCP4, 1], &addrs4(), b"g", 1, &[0; 16], &[0; 32]).is_err());
@@ -632,7 +575,7 @@ mod tests {
         v[2 + 13 + 1] = 0x22; // UDP6
         assert!(matches!(
             decode(&v),
-            Err(WireError::Family { family: 0x22, .. })
+            Err(Error::Family { family: 0x22, .. })
         ));
     }
 

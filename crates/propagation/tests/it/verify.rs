@@ -1,0 +1,184 @@
+//! The verifier's decision table through the public API: each refusal
+//! with its reason, checked against a header that passes otherwise.
+
+use std::net::SocketAddr;
+
+use ippin_cert::getrandom::SysRng;
+use ippin_cert::rand_core::UnwrapErr;
+use ippin_cert::x509::{ClientCertRequest, X509Ca};
+use ippin_propagation::{
+    FrontGrant, Link, PROXY_CN_PREFIX, PROXY_ROLE, Reason, SecretKey, Signer, TrustAnchor,
+    Verified, Verifier, address_block_for, ed25519_spki_der,
+};
+
+use crate::{AUD, FROM, UNTIL, fixture, verifier};
+
+const T: u64 = FROM + 10_000;
+
+fn inner() -> SecretKey {
+    SecretKey::from_bytes([0x44; 32])
+}
+
+fn link() -> Link {
+    Link {
+        front: "10.0.0.5:40000".parse().unwrap(),
+        inner: "10.0.0.9:4443".parse().unwrap(),
+    }
+}
+
+fn client() -> SocketAddr {
+    "192.0.2.7:5000".parse().unwrap()
+}
+
+fn reached() -> SocketAddr {
+    "198.51.100.1:443".parse().unwrap()
+}
+
+fn grant(signer: &Signer, not_before: u64, not_after: u64) -> FrontGrant {
+    let eph = SecretKey::from_bytes([0x66; 32]);
+    signer
+        .grant(&inner().public_key(), AUD, not_before, not_after, &eph)
+        .unwrap()
+}
+
+fn check(v: &Verifier, g: &FrontGrant, ts: u64, now: u64) -> Result<Verified, Reason> {
+    let value = g
+        .signed_block(client(), reached(), link(), ts, [5; 16])
+        .unwrap();
+    v.verify_block(&address_block_for(client(), reached()), &value, link(), now)
+        .map_err(|r| r.reason)
+}
+
+/// A front identity from `ca` with this CN, roles and validity.
+fn front(ca: &X509Ca, cn: &str, roles: &[&str], nb: u64, na: u64) -> Signer {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x24; 32]);
+    let mut req = ClientCertRequest::builder(
+        cn.to_owned(),
+        ed25519_spki_der(key.verifying_key().as_bytes()),
+    );
+    for r in roles {
+        req = req.role(*r);
+    }
+    let req = req.validity(nb, na).serial(9).build().unwrap();
+    Signer::new(key, ca.issue_client(&req, &mut UnwrapErr(SysRng)).unwrap()).unwrap()
+}
+
+#[test]
+fn the_honest_header_passes() {
+    let g = grant(&fixture().1, T, T + 600);
+    let ok = check(&verifier(&inner()), &g, T, T).unwrap();
+    assert_eq!(ok.client, client());
+    assert_eq!(ok.destination, reached());
+}
+
+#[test]
+fn a_front_of_another_ca_is_untrusted() {
+    let other = X509Ca::generate_p256("other CA", FROM, UNTIL, &mut UnwrapErr(SysRng)).unwrap();
+    let s = front(
+        &other,
+        &format!("{PROXY_CN_PREFIX}f"),
+        &[PROXY_ROLE],
+        FROM,
+        UNTIL,
+    );
+    let g = grant(&s, T, T + 600);
+    assert_eq!(
+        check(&verifier(&inner()), &g, T, T),
+        Err(Reason::CertUntrusted)
+    );
+}
+
+#[test]
+fn a_certificate_without_the_proxy_role_or_cn_is_not_a_front() {
+    // The fixture holds only the CA's DER, so this test makes its own CA
+    // and a verifier that trusts it.
+    let ca = X509Ca::generate_p256("ca", FROM, UNTIL, &mut UnwrapErr(SysRng)).unwrap();
+    let v = Verifier::new(
+        TrustAnchor::from_der(ca.cert_der()).unwrap(),
+        inner(),
+        AUD,
+        30,
+        64,
+    );
+    let no_role = front(&ca, &format!("{PROXY_CN_PREFIX}f"), &["dev"], FROM, UNTIL);
+    assert_eq!(
+        check(&v, &grant(&no_role, T, T + 600), T, T),
+        Err(Reason::NotProxy)
+    );
+    let user_cn = front(&ca, "alice", &[PROXY_ROLE], FROM, UNTIL);
+    assert_eq!(
+        check(&v, &grant(&user_cn, T, T + 600), T, T),
+        Err(Reason::NotProxy)
+    );
+    let expired = front(
+        &ca,
+        &format!("{PROXY_CN_PREFIX}f"),
+        &[PROXY_ROLE],
+        FROM,
+        T - 1,
+    );
+    assert_eq!(
+        check(&v, &grant(&expired, T, T + 600), T, T),
+        Err(Reason::CertExpired)
+    );
+    let good = front(
+        &ca,
+        &format!("{PROXY_CN_PREFIX}f"),
+        &[PROXY_ROLE],
+        FROM,
+        UNTIL,
+    );
+    assert!(check(&v, &grant(&good, T, T + 600), T, T).is_ok());
+}
+
+#[test]
+fn time_is_a_parameter_grant_and_timestamp_windows() {
+    let s = &fixture().1;
+    // The grant's validity (with the window before it).
+    let g = grant(s, T, T + 600);
+    assert_eq!(
+        check(&verifier(&inner()), &g, T + 601, T + 601),
+        Err(Reason::GrantExpired)
+    );
+    assert_eq!(
+        check(&verifier(&inner()), &g, T - 31, T - 31),
+        Err(Reason::GrantExpired)
+    );
+    assert!(check(&verifier(&inner()), &g, T - 30, T - 30).is_ok());
+    // The timestamp, both ways.
+    assert_eq!(
+        check(&verifier(&inner()), &g, T + 100, T + 131),
+        Err(Reason::Stale)
+    );
+    assert_eq!(
+        check(&verifier(&inner()), &g, T + 131, T + 100),
+        Err(Reason::Stale)
+    );
+    assert!(check(&verifier(&inner()), &g, T + 100, T + 130).is_ok());
+}
+
+#[test]
+fn addresses_other_than_the_signed_ones_are_refused() {
+    let g = grant(&fixture().1, T, T + 600);
+    let value = g
+        .signed_block(client(), reached(), link(), T, [5; 16])
+        .unwrap();
+    let other: SocketAddr = "192.0.2.8:5000".parse().unwrap();
+    let r = verifier(&inner())
+        .verify_block(&address_block_for(other, reached()), &value, link(), T)
+        .unwrap_err();
+    assert_eq!(r.reason, Reason::AddressMismatch);
+    let r = verifier(&inner())
+        .verify_block(&[0x11], &value, link(), T)
+        .unwrap_err();
+    assert_eq!(r.reason, Reason::AddressMismatch);
+    let r = verifier(&inner())
+        .verify_block(
+            &address_block_for(client(), reached()),
+            b"garbage",
+            link(),
+            T,
+        )
+        .unwrap_err();
+    assert_eq!(r.reason, Reason::Malformed);
+}
