@@ -13,12 +13,13 @@
 //! caller; nothing here opens a socket, a file or reads the clock.
 //!
 //! ```
+//! # #[cfg(feature = "issue")]
+//! # fn main() -> Result<(), ippin_cert::Error> {
 //! use ippin_cert::rand_core::UnwrapErr;
 //! use ippin_cert::getrandom::SysRng;
 //! use ippin_cert::ssh::{SshCa, SshCertRequest, SshValidation, validate_user_cert};
 //! use ippin_cert::x509::{self, ClientCertRequest, X509Ca};
 //!
-//! # fn main() -> Result<(), ippin_cert::Error> {
 //! let mut rng = UnwrapErr(SysRng);
 //! let now = 1_700_000_000;
 //! let client_ip = "192.0.2.10".parse().unwrap();
@@ -53,6 +54,8 @@
 //! assert_eq!(x509::client_identity(&der)?.pinned_ip, Some(client_ip));
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "issue"))]
+//! # fn main() {}
 //! ```
 //!
 //! (The example issues certificates, so it needs feature `issue`.)

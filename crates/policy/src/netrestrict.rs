@@ -603,6 +603,7 @@ impl Serialize for NetAction {
 /// let dst: std::net::SocketAddr = "[::ffff:192.0.2.1]:443".parse().unwrap();
 /// let decision = policy.decide(dst.ip());
 /// let event = NetworkEvent::new("alice", "root", "sid-1", "10.0.0.5:5000".parse().unwrap(), dst, NetOperation::Connect, &decision);
+/// # #[cfg(feature = "serde")]
 /// assert_eq!(serde_json::to_value(&event).unwrap()["action"], 1);
 /// assert_eq!(event.dst_addr, "192.0.2.1");
 /// assert_eq!(event.version, 4);
