@@ -40,16 +40,17 @@
 //!   client address, its [`Provenance`] and whether it may be trusted, or a
 //!   [`Refusal`] with a stable code; its [`step`](ListenerPolicy::step)
 //!   ([`Step`]) is the sans-IO reader an I/O adapter drives.
-//! * Feature `tokio`: [`accept`] reads the header off any tokio
-//!   `AsyncRead + AsyncWrite` stream under a deadline ([`DEFAULT_TIMEOUT`])
-//!   and returns [`Accepted`]: the observation, the header and a
-//!   [`PrefixedStream`] that replays bytes read past the header.
+//! * Feature `tokio`: `accept` reads the header off any tokio
+//!   `AsyncRead + AsyncWrite` stream under a deadline (`DEFAULT_TIMEOUT`)
+//!   and returns `Accepted`: the observation, the header and a
+//!   `PrefixedStream` that replays bytes read past the header. (Plain names
+//!   here, so that these docs build without the feature too.)
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
-//! | `tokio` | off     | [`accept`], [`Accepted`], [`PrefixedStream`], [`DEFAULT_TIMEOUT`]; pulls in `tokio` with only `io-util` and `time` |
+//! | `tokio` | off     | `accept`, `Accepted`, `PrefixedStream`, `DEFAULT_TIMEOUT`; pulls in `tokio` with only `io-util` and `time` |
 //!
 //! Without features the crate has no I/O and no runtime: it depends on
 //! `crc32c`, `ipnet` and `thiserror` only.
