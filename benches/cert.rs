@@ -74,11 +74,7 @@ fn ssh_check(c: &mut Criterion) {
         .unwrap();
     let cert = ca.issue(&req, &mut rng).unwrap();
     let trusted = [ca.fingerprint()];
-    let v = SshValidation {
-        trusted_cas: &trusted,
-        principal: "alice",
-        now: NOW + 1,
-    };
+    let v = SshValidation::new(&trusted, "alice", NOW + 1);
     let mut g = c.benchmark_group("ssh_user_cert_ed25519");
     let observed: std::net::IpAddr = "203.0.113.77".parse().unwrap();
     let ssh_key_alone = || black_box(&cert).validate_at(NOW + 1, &trusted).unwrap();

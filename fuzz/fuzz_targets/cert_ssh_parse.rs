@@ -19,11 +19,7 @@ fn check(cert: &Certificate) {
         .first()
         .map(String::as_str)
         .unwrap_or("root");
-    let v = SshValidation {
-        trusted_cas: &trusted,
-        principal,
-        now: cert.valid_after(),
-    };
+    let v = SshValidation::new(&trusted, principal, cert.valid_after());
     if let Ok(ok) = validate_user_cert(cert, &v) {
         assert!(!ok.principals.is_empty());
         if let Some(list) = &ok.source_address {

@@ -278,6 +278,7 @@ impl Error {
         move |source| Error::Der { context, source }
     }
 
+    #[cfg(feature = "issue")]
     pub(crate) fn request(field: &'static str, reason: impl Into<String>) -> Error {
         Error::Request {
             field,

@@ -10,12 +10,15 @@ mod source_address;
 
 use std::net::IpAddr;
 
+#[cfg(feature = "issue")]
 use rand_core::CryptoRng;
-use ssh_key::certificate::{Builder, CertType};
+#[cfg(feature = "issue")]
+use ssh_key::certificate::Builder;
+use ssh_key::certificate::CertType;
 use ssh_key::public::KeyData;
-use ssh_key::{
-    Algorithm, Certificate, EcdsaCurve, Fingerprint, HashAlg, LineEnding, PrivateKey, PublicKey,
-};
+use ssh_key::{Algorithm, Certificate, Fingerprint, HashAlg};
+#[cfg(feature = "issue")]
+use ssh_key::{EcdsaCurve, LineEnding, PrivateKey, PublicKey};
 
 pub use source_address::{MAX_ENTRY_LEN, SourceAddress};
 
@@ -90,6 +93,7 @@ impl Permissions {
         }
     }
 
+    #[cfg(feature = "issue")]
     fn flags(self) -> [(&'static str, bool); 6] {
         [
             (NO_TOUCH, self.no_touch_required),
@@ -102,6 +106,8 @@ impl Permissions {
     }
 }
 
+#[cfg(feature = "issue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
 /// An SSH certificate authority: a private key that signs user
 /// certificates.
 ///
@@ -111,6 +117,7 @@ pub struct SshCa {
     key: PrivateKey,
 }
 
+#[cfg(feature = "issue")]
 impl std::fmt::Debug for SshCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SshCa")
@@ -120,6 +127,7 @@ impl std::fmt::Debug for SshCa {
     }
 }
 
+#[cfg(feature = "issue")]
 impl SshCa {
     /// A new Ed25519 CA.
     ///
@@ -240,6 +248,8 @@ impl SshCa {
     }
 }
 
+#[cfg(feature = "issue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
 /// What a user certificate should say. Built with
 /// [`SshCertRequest::builder`]; `build` refuses bad values, so a request
 /// that exists is a request that can be signed.
@@ -258,6 +268,7 @@ pub struct SshCertRequest {
     verify_required: bool,
 }
 
+#[cfg(feature = "issue")]
 impl SshCertRequest {
     /// Starts a request for the user's `public_key`.
     pub fn builder(public_key: impl Into<KeyData>) -> SshCertRequestBuilder {
@@ -320,6 +331,8 @@ impl SshCertRequest {
     }
 }
 
+#[cfg(feature = "issue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
 /// Builder for [`SshCertRequest`].
 #[derive(Clone, Debug)]
 #[must_use]
@@ -327,6 +340,7 @@ pub struct SshCertRequestBuilder {
     req: SshCertRequest,
 }
 
+#[cfg(feature = "issue")]
 impl SshCertRequestBuilder {
     /// Sets the key id (required, printable, at most 256 bytes).
     pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
@@ -441,6 +455,7 @@ impl SshCertRequestBuilder {
 
 /// What [`validate_user_cert`] checks a certificate against.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct SshValidation<'a> {
     /// SHA-256 fingerprints of the trusted CA keys.
     pub trusted_cas: &'a [Fingerprint],
@@ -450,6 +465,17 @@ pub struct SshValidation<'a> {
     pub principal: &'a str,
     /// The time of the check, unix seconds.
     pub now: u64,
+}
+
+impl<'a> SshValidation<'a> {
+    /// Checks against `trusted_cas`, for `principal`, at `now` (unix seconds).
+    pub fn new(trusted_cas: &'a [Fingerprint], principal: &'a str, now: u64) -> Self {
+        SshValidation {
+            trusted_cas,
+            principal,
+            now,
+        }
+    }
 }
 
 /// A user certificate that passed [`validate_user_cert`]. It can only be

@@ -35,7 +35,9 @@
 //! the text must be the canonical IP text (`01.2.3.4`, `::ffff:1.2.3.4`,
 //! `2001:DB8::1`, `1.2.3.4 ` are refused).
 
+#[cfg(feature = "issue")]
 mod ca;
+#[cfg(feature = "issue")]
 mod derw;
 mod pin;
 mod walk;
@@ -48,6 +50,8 @@ use der::{
     Decode, DecodeValue, EncodeValue, FixedTag, Header, Length, Reader, Tag, Tagged, Writer,
 };
 
+#[cfg(feature = "issue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
 pub use ca::{ServerCertRequest, X509Ca, generate_key_pair_p256, spki_der_from_pem};
 
 use crate::ip::parse_canonical_reason;
@@ -175,6 +179,8 @@ pub enum Profile {
     Both,
 }
 
+#[cfg(feature = "issue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
 /// What a client certificate should say. Built with
 /// [`ClientCertRequest::builder`]; `build` refuses bad values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +196,7 @@ pub struct ClientCertRequest {
     profile: Profile,
 }
 
+#[cfg(feature = "issue")]
 impl ClientCertRequest {
     /// Starts a request for `user` (the subject CN) whose public key is the
     /// DER SubjectPublicKeyInfo `spki_der` (see [`spki_der_from_pem`]).
@@ -231,6 +238,8 @@ impl ClientCertRequest {
     }
 }
 
+#[cfg(feature = "issue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
 /// Builder for [`ClientCertRequest`].
 #[derive(Clone, Debug)]
 #[must_use]
@@ -238,6 +247,7 @@ pub struct ClientCertRequestBuilder {
     req: ClientCertRequest,
 }
 
+#[cfg(feature = "issue")]
 impl ClientCertRequestBuilder {
     /// Adds a role (an O attribute).
     pub fn role(mut self, role: impl Into<String>) -> Self {

@@ -20,8 +20,40 @@
 //! assert!(denial.message.ends_with("log in again to get a new certificate"));
 //! ```
 //!
-//! The decision tables are in each function's documentation and in `docs/policy.md`.
+//! The decision tables are in each function's documentation.
+//!
+//! # Public API
+//!
+//! * Observed addresses: [`ObservedAddr`] (address, [`Provenance`], trusted or not),
+//!   [`canonical_ip`], [`canonical_net`].
+//! * The pin: [`CertPin`] (what a certificate carries), [`pin_for_issue`] at login,
+//!   [`pins_for_renewal`] ([`RenewalPins`]), [`check_pin`] at access, which returns a
+//!   [`Decision`]: allow, or a [`Denial`] with a stable [`DenyReason`] code and a message
+//!   ([`LOG_IN_AGAIN`]).
+//! * Roles: [`Role`] ([`RoleVersion`], the document kept as a [`RawValue`]), [`RoleSet`],
+//!   [`UserRoles`] (does any role require a pin), [`RoleMap`] / [`RoleMapping`] for roles
+//!   from a remote cluster, [`check_pin_remote`].
+//! * Forwarded headers: [`client_from_x_forwarded_for`] and [`client_from_forwarded`]
+//!   under a [`ForwardedMode`], bounded by [`MAX_FORWARDED_BYTES`] and
+//!   [`MAX_FORWARDED_HOPS`].
+//! * Network restrictions: [`NetworkRestrictions`] ([`from_rules`](NetworkRestrictions::from_rules),
+//!   [`decide`](NetworkRestrictions::decide) → [`NetDecision`]), [`kernel_destination`],
+//!   [`embedded_ipv4`], and the audit record [`NetworkEvent`] ([`NetOperation`],
+//!   [`NetAction`], [`NETWORK_EVENT_CODE`]).
+//! * Errors: one [`Error`] enum; messages name the file, line and field where there is one.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---------|---------|--------------|
+//! | `yaml`  | off     | The YAML resource parsers `parse_roles`, `RoleMap::parse`, `NetworkRestrictions::parse` and their limits (`MAX_YAML_*`), over `saphyr-parser` with a bounded loader (node, depth, document and size budgets; no recursion on input). |
+//! | `serde` | off     | `serde::Serialize` for [`NetworkEvent`], [`NetOperation`] and [`NetAction`], with the JSON field names of the audit event. |
+//!
+//! Without features the crate depends on `ipnet` and `thiserror` only, and every decision is
+//! available: roles and restrictions can be built in code ([`RoleSet::new`],
+//! [`NetworkRestrictions::from_rules`]).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod addr;
 mod error;
@@ -45,10 +77,11 @@ pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, RenewalPins, check_pin, pin_for_issue,
     pins_for_renewal,
 };
-pub use roles::{
-    Role, RoleMap, RoleMapping, RoleSet, RoleVersion, UserRoles, check_pin_remote, parse_roles,
-};
+#[cfg(feature = "yaml")]
+pub use roles::parse_roles;
+pub use roles::{Role, RoleMap, RoleMapping, RoleSet, RoleVersion, UserRoles, check_pin_remote};
+pub use yaml::RawValue;
+#[cfg(feature = "yaml")]
 pub use yaml::{
     MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_DOCUMENTS, MAX_YAML_EXPANDED_BYTES, MAX_YAML_NODES,
-    RawValue,
 };

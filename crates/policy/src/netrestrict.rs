@@ -6,10 +6,12 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+#[cfg(feature = "serde")]
 use serde::{Serialize, Serializer};
 
 use crate::Error;
 use crate::addr::canonical_ip;
+#[cfg(feature = "yaml")]
 use crate::yaml::{Clipped, Node, Reader, load};
 
 /// The outcome for one destination.
@@ -175,7 +177,7 @@ impl NetworkRestrictions {
 
     /// Builds a policy from rule lists (already parsed networks). Networks with host bits set
     /// or inside the IPv4-mapped range `::ffff:0:0/96` are refused, as by
-    /// [`NetworkRestrictions::parse`].
+    /// `NetworkRestrictions::parse` (feature `yaml`).
     pub fn from_rules(allow: &[IpNet], deny: &[IpNet]) -> Result<Self, Error> {
         let mut policy = Policy::default();
         for (list, name) in [(allow, "allow"), (deny, "deny")] {
@@ -203,6 +205,8 @@ impl NetworkRestrictions {
         })
     }
 
+    #[cfg(feature = "yaml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
     /// Parses a `kind: network_restrictions`, `version: v4` resource (one YAML document):
     ///
     /// ```yaml
@@ -478,6 +482,7 @@ fn check_net(net: IpNet) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "yaml")]
 /// Parses a CIDR or single IP strictly: decimal prefix without sign or leading zeros, at most
 /// 32 or 128; addresses as the standard library reads them (no leading zeros in IPv4 octets,
 /// no zone index).
@@ -519,6 +524,7 @@ pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
+#[cfg(feature = "yaml")]
 fn parse_entry(r: &Reader<'_>, entry: &Node, path: &str) -> Result<IpNet, Error> {
     for (key, value) in r.map(entry, path)? {
         if key != "cidr" {
@@ -563,6 +569,8 @@ pub enum NetAction {
     Denied,
 }
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 impl Serialize for NetOperation {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u8(match self {
@@ -572,6 +580,8 @@ impl Serialize for NetOperation {
     }
 }
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 impl Serialize for NetAction {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u8(match self {
@@ -582,22 +592,25 @@ impl Serialize for NetAction {
 }
 
 /// The audit event for one network decision, shaped like the existing system's
-/// `session.network` event (code `T4002I`); serialises with its JSON field names.
+/// `session.network` event (code `T4002I`); with feature `serde`, serialises with its JSON
+/// field names.
 ///
 /// ```
 /// use ippin_policy::{NetOperation, NetworkEvent, NetworkRestrictions};
 /// # use serde_json;
 ///
-/// let policy = NetworkRestrictions::parse("nr.yaml",
-///     "kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 10.0.0.0/8\n").unwrap();
+/// let policy = NetworkRestrictions::from_rules(&["10.0.0.0/8".parse().unwrap()], &[]).unwrap();
 /// let dst: std::net::SocketAddr = "[::ffff:192.0.2.1]:443".parse().unwrap();
 /// let decision = policy.decide(dst.ip());
 /// let event = NetworkEvent::new("alice", "root", "sid-1", "10.0.0.5:5000".parse().unwrap(), dst, NetOperation::Connect, &decision);
+/// # #[cfg(feature = "serde")]
 /// assert_eq!(serde_json::to_value(&event).unwrap()["action"], 1);
 /// assert_eq!(event.dst_addr, "192.0.2.1");
 /// assert_eq!(event.version, 4);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize))]
+#[non_exhaustive]
 pub struct NetworkEvent {
     /// Always `T4002I`.
     pub code: &'static str,
@@ -608,7 +621,7 @@ pub struct NetworkEvent {
     /// The login on the host (`login`).
     pub login: String,
     /// The session ID (`sid`).
-    #[serde(rename = "sid")]
+    #[cfg_attr(feature = "serde", serde(rename = "sid"))]
     pub session_id: String,
     /// Source address (`src_addr`), canonical.
     pub src_addr: String,

@@ -124,6 +124,7 @@ impl fmt::Display for DenyReason {
 
 /// A refusal: a stable reason and a message for the user that ends with [`LOG_IN_AGAIN`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Denial {
     /// The stable reason.
     pub reason: DenyReason,

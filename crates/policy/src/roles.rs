@@ -6,7 +6,9 @@ use std::fmt;
 use crate::Error;
 use crate::addr::ObservedAddr;
 use crate::pin::{CertPin, Decision, Denial, DenyReason, check_pin_with};
-use crate::yaml::{Clipped, Node, RawValue, Reader, load};
+use crate::yaml::{Clipped, RawValue};
+#[cfg(feature = "yaml")]
+use crate::yaml::{Node, Reader, load};
 
 /// The role resource versions this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +43,7 @@ impl fmt::Display for RoleVersion {
 /// the whole document is kept in [`Role::document`] so that `allow`, `deny` and every other
 /// option survive untouched.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Role {
     /// `metadata.name`.
     pub name: String,
@@ -53,6 +56,23 @@ pub struct Role {
 }
 
 impl Role {
+    /// A role built in code: `document` is [`RawValue::Null`], so it has no `allow`, `deny` or
+    /// other options beyond `pin_source_ip`.
+    ///
+    /// ```
+    /// use ippin_policy::{Role, RoleSet, RoleVersion};
+    /// let set = RoleSet::new(vec![Role::new("dev", RoleVersion::V7, true)]).unwrap();
+    /// assert!(set.select(&["dev"]).unwrap().requires_pin());
+    /// ```
+    pub fn new(name: impl Into<String>, version: RoleVersion, pin_source_ip: bool) -> Self {
+        Role {
+            name: name.into(),
+            version,
+            pin_source_ip,
+            document: RawValue::Null,
+        }
+    }
+
     /// `spec.allow`, as written.
     pub fn allow(&self) -> Option<&RawValue> {
         self.document.get("spec").and_then(|s| s.get("allow"))
@@ -72,6 +92,8 @@ impl Role {
     }
 }
 
+#[cfg(feature = "yaml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 /// Parses every role in `text` (one or more YAML documents, `---` separated).
 ///
 /// `file_name` only labels errors: `roles.yaml:7: spec.options.pin_source_ip: expected a
@@ -86,6 +108,7 @@ pub fn parse_roles(file_name: &str, text: &str) -> Result<Vec<Role>, Error> {
         .collect()
 }
 
+#[cfg(feature = "yaml")]
 fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
     let version = match r.resource(
         doc,
@@ -227,6 +250,8 @@ impl RoleMap {
         RoleMap { mappings }
     }
 
+    #[cfg(feature = "yaml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
     /// Parses a role map: one YAML document holding a list of `{remote, local}` mappings
     /// (`local` a list of names or a single name).
     pub fn parse(file_name: &str, text: &str) -> Result<Self, Error> {

@@ -6,25 +6,40 @@
 //! input), counts every node it materialises (alias copies included) against a budget, caps
 //! nesting depth and the number of documents, and rejects duplicate and merge (`<<`) keys.
 
+#[cfg(feature = "yaml")]
 use std::borrow::Cow;
+#[cfg(feature = "yaml")]
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+#[cfg(feature = "yaml")]
 use saphyr_parser::{Event, Parser, ScalarStyle, Tag};
 
+#[cfg(feature = "yaml")]
 use crate::Error;
 
+#[cfg(feature = "yaml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 /// Largest YAML input accepted, in bytes.
 pub const MAX_YAML_BYTES: usize = 1 << 20;
+#[cfg(feature = "yaml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 /// Most documents accepted in one YAML input.
 pub const MAX_YAML_DOCUMENTS: usize = 10_000;
+#[cfg(feature = "yaml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 /// Deepest nesting of sequences and mappings accepted.
 pub const MAX_YAML_DEPTH: usize = 64;
+#[cfg(feature = "yaml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 /// Most nodes materialised from one input, counting every copy an alias makes.
 pub const MAX_YAML_NODES: usize = 250_000;
+#[cfg(feature = "yaml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 /// Most bytes of scalar text materialised from one input, counting every copy an alias makes.
 pub const MAX_YAML_EXPANDED_BYTES: usize = 16 << 20;
 
+#[cfg(feature = "yaml")]
 /// What a subtree costs to materialise.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cost {
@@ -32,6 +47,7 @@ struct Cost {
     bytes: usize,
 }
 
+#[cfg(feature = "yaml")]
 impl Cost {
     const ONE: Cost = Cost { nodes: 1, bytes: 0 };
 
@@ -86,6 +102,7 @@ impl RawValue {
     }
 }
 
+#[cfg(feature = "yaml")]
 /// A loaded node: its value and the 1-based line where it starts.
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
@@ -93,6 +110,7 @@ pub(crate) struct Node {
     pub(crate) value: Value,
 }
 
+#[cfg(feature = "yaml")]
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
     Null,
@@ -104,6 +122,7 @@ pub(crate) enum Value {
     Map(Vec<(String, Node)>),
 }
 
+#[cfg(feature = "yaml")]
 impl Node {
     pub(crate) fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
@@ -136,8 +155,10 @@ impl Node {
     }
 }
 
+#[cfg(feature = "yaml")]
 pub(crate) struct Found<'a>(&'a Node);
 
+#[cfg(feature = "yaml")]
 impl fmt::Display for Found<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0.value {
@@ -170,6 +191,7 @@ impl fmt::Debug for Clipped<'_> {
     }
 }
 
+#[cfg(feature = "yaml")]
 enum Frame {
     Seq {
         line: usize,
@@ -187,6 +209,7 @@ enum Frame {
     },
 }
 
+#[cfg(feature = "yaml")]
 struct Loader<'f> {
     file: &'f str,
     stack: Vec<Frame>,
@@ -195,6 +218,7 @@ struct Loader<'f> {
     docs: Vec<Node>,
 }
 
+#[cfg(feature = "yaml")]
 /// Loads every document of `text`. Documents that are empty (null) are skipped.
 pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
     if text.len() > MAX_YAML_BYTES {
@@ -328,6 +352,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
     Ok(loader.docs)
 }
 
+#[cfg(feature = "yaml")]
 impl Loader<'_> {
     fn count(&mut self, cost: Cost, line: usize) -> Result<(), Error> {
         self.spent = self.spent.plus(cost);
@@ -431,6 +456,7 @@ impl Loader<'_> {
     }
 }
 
+#[cfg(feature = "yaml")]
 fn resolve_scalar(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Value {
     let forced_str = match tag {
         Some(t) => (t.is_yaml_core_schema() && t.suffix == "str") || t.handle == "!",
@@ -462,6 +488,7 @@ fn resolve_scalar(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> 
     Value::Str(text.into_owned())
 }
 
+#[cfg(feature = "yaml")]
 fn resolve_int(s: &str) -> Option<Value> {
     let (radix, digits, negative) = if let Some(d) = s.strip_prefix("0o") {
         (8, d, false)
@@ -486,6 +513,7 @@ fn resolve_int(s: &str) -> Option<Value> {
     }
 }
 
+#[cfg(feature = "yaml")]
 /// `[-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?`
 fn is_float(s: &str) -> bool {
     let b = s.as_bytes();
@@ -526,11 +554,13 @@ fn is_float(s: &str) -> bool {
     i == b.len()
 }
 
+#[cfg(feature = "yaml")]
 /// Typed reads from a node with file/line/path context for errors.
 pub(crate) struct Reader<'f> {
     pub(crate) file: &'f str,
 }
 
+#[cfg(feature = "yaml")]
 impl Reader<'_> {
     pub(crate) fn wrong(&self, node: &Node, path: &str, expected: &str) -> Error {
         Error::field(
@@ -614,7 +644,7 @@ impl Reader<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "yaml"))]
 mod tests {
     use super::*;
 

@@ -10,6 +10,7 @@ pub const UNIX_ADDR_LEN: usize = 108;
 
 /// What the sender says about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Command {
     /// The proxy opened the connection itself (a health check): the socket
     /// peer is the real client. v2 only.
@@ -108,6 +109,7 @@ impl Addresses {
 /// There is no "invalid" state: a checksum that does not match is a parse
 /// error ([`Error::Crc32cMismatch`](crate::Error::Crc32cMismatch)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Crc32cStatus {
     /// No CRC32C TLV (always the case for v1).
     Absent,
@@ -187,6 +189,7 @@ impl<'a> V2Header<'a> {
 
 /// A parsed PROXY protocol header, borrowing the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Header<'a> {
     /// Version 1 (text).
     V1(V1Header<'a>),

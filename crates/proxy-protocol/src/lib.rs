@@ -20,18 +20,50 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! * [`parse`], [`parse_with`], [`parse_exact`] read v1 and v2 headers
-//!   exactly per HAProxy's `doc/proxy-protocol.txt`, without allocating; the
-//!   header borrows the input. v2 TLVs are all validated before a header is
-//!   returned, CRC32C included.
-//! * [`V1Builder`] and [`V2Builder`] encode.
-//! * [`ListenerPolicy`] decides, from the socket peer and what was parsed,
-//!   the observed client address and whether it may be trusted; its
-//!   [`step`](ListenerPolicy::step) is the sans-IO reader the tokio adapter
-//!   ([`accept`], feature `tokio`) drives.
+//! # Public API
 //!
-//! What we accept and reject, and why, is in `docs/proxy-protocol.md`.
+//! * [`parse`], [`parse_with`] (with a [`ParseConfig`]), [`parse_exact`]
+//!   read v1 and v2 headers exactly per HAProxy's specification
+//!   (`doc/proxy-protocol.txt` in the HAProxy sources), without allocating;
+//!   the [`Header`] ([`V1Header`], [`V2Header`]) borrows the input and
+//!   [`Header::into_owned`] gives an [`OwnedHeader`]. v2 TLVs ([`Tlvs`],
+//!   [`Tlv`], [`SslTlv`], [`SslSubTlvs`], [`SslSubTlv`] and the `PP2_*`
+//!   type constants) are all validated before a header is returned, CRC32C
+//!   included ([`Crc32cStatus`]). Errors are one [`Error`] enum;
+//!   [`Error::is_incomplete`] tells "read more" from "invalid".
+//! * [`detect`] and [`starts_with_header`] classify the first bytes of a
+//!   stream ([`Detection`]).
+//! * [`V1Builder`] and [`V2Builder`] encode; [`encode_ssl_sub_tlvs`] builds
+//!   an SSL TLV's body.
+//! * [`ListenerPolicy`] ([`ProxyMode`], trusted proxies, [`ParseConfig`])
+//!   decides, from the socket peer and what was parsed, the [`Observed`]
+//!   client address, its [`Provenance`] and whether it may be trusted, or a
+//!   [`Refusal`] with a stable code; its [`step`](ListenerPolicy::step)
+//!   ([`Step`]) is the sans-IO reader an I/O adapter drives.
+//! * Feature `tokio`: `accept` reads the header off any tokio
+//!   `AsyncRead + AsyncWrite` stream under a deadline (`DEFAULT_TIMEOUT`)
+//!   and returns `Accepted`: the observation, the header and a
+//!   `PrefixedStream` that replays bytes read past the header. (Plain names
+//!   here, so that these docs build without the feature too.)
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---------|---------|--------------|
+//! | `tokio` | off     | `accept`, `Accepted`, `PrefixedStream`, `DEFAULT_TIMEOUT`; pulls in `tokio` with only `io-util` and `time` |
+//!
+//! Without features the crate has no I/O and no runtime: it depends on
+//! `crc32c`, `ipnet` and `thiserror` only.
+//!
+//! # What is accepted
+//!
+//! Strictly what the specification allows: v1 lines of at most 107 bytes
+//! with canonical addresses and ports (no sign, no leading zero), v2 headers
+//! with a known version, command and family, an address block long enough
+//! for the family, well-formed TLVs and a matching CRC32C when one is sent.
+//! Every public enum and growing struct is `#[non_exhaustive]`.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod error;
@@ -62,6 +94,7 @@ pub use v1::MAX_V1_LEN;
 pub use v2::{FIXED_LEN as V2_FIXED_LEN, SIGNATURE as V2_SIGNATURE};
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use tokio_io::{Accepted, DEFAULT_TIMEOUT, PrefixedStream, accept};
 
 /// The default cap on a header's size: 4 KiB.
@@ -69,12 +102,29 @@ pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
 
 /// Parser settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseConfig {
     /// The longest v2 header accepted, fixed part included. A v2 header
     /// announcing more is refused as soon as its 16 fixed bytes are in,
     /// before waiting for the rest. (A v1 line is never longer than
     /// [`MAX_V1_LEN`].)
     pub max_header_len: usize,
+}
+
+impl ParseConfig {
+    /// Settings with this header size cap (see
+    /// [`max_header_len`](Self::max_header_len)); the rest as [`Default`].
+    ///
+    /// ```
+    /// use ippin_proxy_protocol::ParseConfig;
+    /// assert_eq!(ParseConfig::with_max_header_len(512).max_header_len, 512);
+    /// ```
+    pub fn with_max_header_len(max_header_len: usize) -> Self {
+        ParseConfig {
+            max_header_len,
+            ..ParseConfig::default()
+        }
+    }
 }
 
 impl Default for ParseConfig {
@@ -126,6 +176,7 @@ pub fn parse_exact(buf: &[u8]) -> Result<Header<'_>, Error> {
 
 /// What the first bytes of a stream are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Detection {
     /// They begin a PROXY header attempt: `PROXY` (v1) or the 12-byte v2
     /// signature. (Whether the header is valid is for [`parse`] to say.)

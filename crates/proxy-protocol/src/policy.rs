@@ -12,6 +12,7 @@ use crate::{
 
 /// Whether a listener expects a PROXY header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProxyMode {
     /// A header is required; a connection without one is refused.
     On,
@@ -54,6 +55,7 @@ pub enum ProxyMode {
 ///   refused `untrusted_proxy`).
 /// * Bound the time spent reading the header (the tokio adapter does).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenerPolicy {
     /// Whether a header is required, forbidden or optional.
     pub mode: ProxyMode,
@@ -65,6 +67,7 @@ pub struct ListenerPolicy {
 
 /// Where the observed client address came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Provenance {
     /// The socket peer; no header.
     Direct,
@@ -97,6 +100,7 @@ fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
 
 /// The client address a connection is attributed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Observed {
     /// The address (canonical form; port 0 when not trusted).
     pub addr: SocketAddr,
@@ -104,6 +108,19 @@ pub struct Observed {
     pub provenance: Provenance,
     /// Whether it may be used to issue or satisfy a pin.
     pub trusted: bool,
+}
+
+impl Observed {
+    /// An observation with these fields, as they are. (The policy builds its
+    /// own; this is for callers that obtain an address in another way, and for
+    /// tests.)
+    pub fn new(addr: SocketAddr, provenance: Provenance, trusted: bool) -> Self {
+        Observed {
+            addr,
+            provenance,
+            trusted,
+        }
+    }
 }
 
 /// Why a connection is refused. Each has a stable [`code`](Refusal::code).
@@ -190,6 +207,7 @@ impl fmt::Display for Refusal {
 
 /// What [`ListenerPolicy::step`] asks the caller to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Step<'a> {
     /// Read more bytes (but never past [`ListenerPolicy::buffer_limit`]
     /// in total) and call again with all bytes so far.
@@ -236,6 +254,12 @@ impl ListenerPolicy {
     /// ```
     pub fn with_trusted_proxies(mut self, nets: Vec<ipnet::IpNet>) -> Self {
         self.trusted_proxies = Some(nets);
+        self
+    }
+
+    /// This policy with parser settings `parse` (the header size cap).
+    pub fn with_parse_config(mut self, parse: ParseConfig) -> Self {
+        self.parse = parse;
         self
     }
 

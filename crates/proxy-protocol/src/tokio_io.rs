@@ -17,6 +17,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection that passed the listener policy.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Accepted<S> {
     /// The client address and whether it may be trusted.
     pub observed: Observed,

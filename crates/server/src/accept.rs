@@ -26,11 +26,9 @@ pub fn listener_policy(cfg: &ListenerConfig) -> pp::ListenerPolicy {
         ProxyModeSetting::Off => pp::ProxyMode::Off,
         ProxyModeSetting::Unspecified => pp::ProxyMode::Unspecified,
     };
-    pp::ListenerPolicy {
-        mode,
-        trusted_proxies: cfg.trusted_proxies.clone(),
-        parse: pp::ParseConfig::default(),
-    }
+    let mut policy = pp::ListenerPolicy::new(mode);
+    policy.trusted_proxies = cfg.trusted_proxies.clone();
+    policy
 }
 
 /// Maps the PROXY layer's observation into the policy crate's type.
@@ -44,6 +42,9 @@ pub fn to_observed(o: &pp::Observed) -> ObservedAddr {
         pp::Provenance::ProxyV1 => (Provenance::ProxyV1, o.trusted),
         pp::Provenance::ProxyV2 => (Provenance::ProxyV2, o.trusted),
         pp::Provenance::Local => (Provenance::Direct, false),
+        // `pp::Provenance` is `#[non_exhaustive]`: a provenance this server does not know
+        // must never pin or satisfy a pin, so it fails closed (untrusted, like LOCAL).
+        _ => (Provenance::Direct, false),
     };
     ObservedAddr::new(o.addr, provenance, trusted)
 }

@@ -91,6 +91,7 @@ pub fn proxy(bytes: &[u8]) -> Outcome {
         command: match header.command() {
             pp::Command::Proxy => "proxy",
             pp::Command::Local => "local",
+            _ => "unknown",
         },
         family: family_name(&header),
         source: header.source().map(|a| a.to_string()),
@@ -100,6 +101,7 @@ pub fn proxy(bytes: &[u8]) -> Outcome {
         crc32c: match header.crc32c() {
             pp::Crc32cStatus::Absent => "absent",
             pp::Crc32cStatus::Valid => "valid",
+            _ => "unknown",
         },
     };
     json_outcome(&report)
@@ -123,6 +125,7 @@ fn family_name(header: &pp::Header<'_>) -> &'static str {
             0x31 | 0x32 => "unix",
             _ => "unspec",
         },
+        _ => "unknown",
     }
 }
 

@@ -21,7 +21,8 @@ pub(crate) struct Tlv<'a> {
     pub(crate) tag: u8,
     /// The contents.
     pub(crate) value: &'a [u8],
-    /// Header and contents.
+    /// Header and contents (read by issuance, feature `issue`).
+    #[cfg_attr(not(feature = "issue"), allow(dead_code))]
     pub(crate) raw: &'a [u8],
     /// Offset of the contents in the whole certificate.
     pub(crate) value_offset: usize,
@@ -149,7 +150,8 @@ impl<'a> Cursor<'a> {
 pub(crate) struct CertParts<'a> {
     /// The subject Name TLV.
     pub(crate) subject: Tlv<'a>,
-    /// The SubjectPublicKeyInfo TLV.
+    /// The SubjectPublicKeyInfo TLV (read by issuance, feature `issue`).
+    #[cfg_attr(not(feature = "issue"), allow(dead_code))]
     pub(crate) spki: Tlv<'a>,
     /// The `SEQUENCE OF Extension` TLV inside `[3]`, when present.
     pub(crate) extensions: Option<Tlv<'a>>,

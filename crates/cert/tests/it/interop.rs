@@ -94,15 +94,7 @@ fn ssh_keygen_signed_certificates_validate_with_ours() {
         let text = fs::read_to_string(dir.path().join("user-cert.pub")).unwrap();
         let cert = parse_certificate(&text).unwrap();
         let trusted = [ca.fingerprint()];
-        let v = validate_user_cert(
-            &cert,
-            &SshValidation {
-                trusted_cas: &trusted,
-                principal: "alice",
-                now: NOW,
-            },
-        )
-        .unwrap();
+        let v = validate_user_cert(&cert, &SshValidation::new(&trusted, "alice", NOW)).unwrap();
         assert_eq!(
             v.source_address.as_ref().unwrap().to_string(),
             SourceAddressText::canonical(list)
@@ -324,16 +316,9 @@ fn ssh_keygen_certificates_ippin_refuses() {
     };
     let check = |text: &str, trusted: &[ippin_cert::ssh_key::Fingerprint]| {
         let cert = parse_certificate(text).unwrap();
-        validate_user_cert(
-            &cert,
-            &SshValidation {
-                trusted_cas: trusted,
-                principal: "alice",
-                now: NOW,
-            },
-        )
-        .map(|v| v.source_address.map(|s| s.to_string()))
-        .map_err(|e| e.code())
+        validate_user_cert(&cert, &SshValidation::new(trusted, "alice", NOW))
+            .map(|v| v.source_address.map(|s| s.to_string()))
+            .map_err(|e| e.code())
     };
 
     // RSA CA: SHA-1 `ssh-rsa` and SHA-2 signatures alike are refused

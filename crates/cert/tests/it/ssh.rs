@@ -49,14 +49,7 @@ fn validate(
     now: u64,
 ) -> Result<ippin_cert::ssh::ValidatedSshCert, Error> {
     let trusted = [ca.fingerprint()];
-    validate_user_cert(
-        cert,
-        &SshValidation {
-            trusted_cas: &trusted,
-            principal,
-            now,
-        },
-    )
+    validate_user_cert(cert, &SshValidation::new(&trusted, principal, now))
 }
 
 /// A certificate signed by `key` with arbitrary options, for the rejection
@@ -690,15 +683,7 @@ fn certificate_as_ca_key_is_refused() {
         cert.signature_key().fingerprint(Default::default()),
         ca.fingerprint(),
     ];
-    let err = validate_user_cert(
-        &cert,
-        &SshValidation {
-            trusted_cas: &trusted,
-            principal: "alice",
-            now: NOW,
-        },
-    )
-    .unwrap_err();
+    let err = validate_user_cert(&cert, &SshValidation::new(&trusted, "alice", NOW)).unwrap_err();
     assert_eq!(err.code(), "ssh_ca_algorithm", "{err}");
     assert_eq!(
         err.to_string(),

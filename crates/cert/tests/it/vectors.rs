@@ -30,15 +30,7 @@ fn ssh_check(
             .unwrap()
             .fingerprint(Default::default())
     });
-    validate_user_cert(
-        &cert,
-        &SshValidation {
-            trusted_cas: &trusted,
-            principal,
-            now: NOW,
-        },
-    )
-    .map_err(|e| e.code())
+    validate_user_cert(&cert, &SshValidation::new(&trusted, principal, NOW)).map_err(|e| e.code())
 }
 
 #[test]

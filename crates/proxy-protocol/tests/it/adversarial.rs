@@ -76,9 +76,7 @@ fn len_cap_and_max_header_len_boundaries() {
     ));
     // With a cap that allows it, the same bytes are incomplete, with the
     // exact count.
-    let big = ParseConfig {
-        max_header_len: 16 + 0xFFFF,
-    };
+    let big = ParseConfig::with_max_header_len(16 + 0xFFFF);
     assert_eq!(
         parse_with(&fixed, &big).unwrap_err(),
         Error::Incomplete {
@@ -93,9 +91,9 @@ fn len_cap_and_max_header_len_boundaries() {
     assert_eq!(parse_with(&h, &big).unwrap().1, h.len());
     // The cap is inclusive: exactly max_header_len passes, one more fails.
     let h = v2(0x21, 0x11, &tcp4_block());
-    let exact = ParseConfig { max_header_len: 28 };
+    let exact = ParseConfig::with_max_header_len(28);
     assert_eq!(parse_with(&h, &exact).unwrap().1, 28);
-    let under = ParseConfig { max_header_len: 27 };
+    let under = ParseConfig::with_max_header_len(27);
     assert!(matches!(
         parse_with(&h[..16], &under).unwrap_err(),
         Error::TooLong { len: 28, max: 27 }
@@ -408,11 +406,8 @@ fn v1_line_ends_and_length() {
 /// Mode on; `None` names every peer (`0.0.0.0/0`, `::/0`).
 fn on(trusted: Option<&[&str]>) -> ListenerPolicy {
     let trusted = trusted.unwrap_or(&["0.0.0.0/0", "::/0"]);
-    ListenerPolicy {
-        mode: ProxyMode::On,
-        trusted_proxies: Some(trusted.iter().map(|n| n.parse().unwrap()).collect()),
-        parse: ParseConfig::default(),
-    }
+    ListenerPolicy::new(ProxyMode::On)
+        .with_trusted_proxies(trusted.iter().map(|n| n.parse().unwrap()).collect())
 }
 
 const V1: &[u8] = b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\n";
@@ -482,11 +477,7 @@ fn mode_on_local_is_the_peer_untrusted() {
     let (h, _) = parse(&local).unwrap();
     assert_eq!(
         p.decide(sa("10.0.0.5:40000"), Some(&h), APP),
-        Ok(Observed {
-            addr: sa("10.0.0.5:0"),
-            provenance: Provenance::Local,
-            trusted: false,
-        })
+        Ok(Observed::new(sa("10.0.0.5:0"), Provenance::Local, false))
     );
     // The same with an address block that LOCAL tells us to ignore.
     let mut block = tcp4_block();
@@ -538,11 +529,7 @@ fn trusted_proxy_may_claim_a_source_in_its_own_network() {
 fn empty_trusted_list_refuses_every_header() {
     let (h, _) = parse(V1).unwrap();
     for mode in [ProxyMode::On, ProxyMode::Unspecified] {
-        let p = ListenerPolicy {
-            mode,
-            trusted_proxies: Some(vec![]),
-            parse: ParseConfig::default(),
-        };
+        let p = ListenerPolicy::new(mode).with_trusted_proxies(vec![]);
         for peer in ["127.0.0.1:1", "[::1]:1", "0.0.0.0:1"] {
             assert!(matches!(
                 p.decide(sa(peer), Some(&h), APP),

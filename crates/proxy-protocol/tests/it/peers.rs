@@ -192,10 +192,8 @@ async fn haproxy_send_proxy_v2_crc32c_unique_id() {
         }
         w
     });
-    let policy = ListenerPolicy {
-        trusted_proxies: Some(vec!["127.0.0.0/8".parse().unwrap()]),
-        ..ListenerPolicy::new(ProxyMode::On)
-    };
+    let policy = ListenerPolicy::new(ProxyMode::On)
+        .with_trusted_proxies(vec!["127.0.0.0/8".parse().unwrap()]);
     let a = accept(r, "127.0.0.1:9".parse().unwrap(), &policy, DEFAULT_TIMEOUT)
         .await
         .unwrap();

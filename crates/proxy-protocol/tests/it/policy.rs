@@ -20,11 +20,9 @@ fn sa(s: &str) -> SocketAddr {
 const ANY: Option<&[&str]> = Some(&["0.0.0.0/0", "::/0"]);
 
 fn policy(mode: ProxyMode, trusted: Option<&[&str]>) -> ListenerPolicy {
-    ListenerPolicy {
-        mode,
-        trusted_proxies: trusted.map(|t| t.iter().map(|n| n.parse().unwrap()).collect()),
-        parse: ParseConfig::default(),
-    }
+    let mut p = ListenerPolicy::new(mode);
+    p.trusted_proxies = trusted.map(|t| t.iter().map(|n| n.parse().unwrap()).collect());
+    p
 }
 
 fn decide(p: &ListenerPolicy, header: Option<&[u8]>, after: &[u8]) -> Result<Observed, Refusal> {
@@ -33,11 +31,7 @@ fn decide(p: &ListenerPolicy, header: Option<&[u8]>, after: &[u8]) -> Result<Obs
 }
 
 fn obs(addr: &str, provenance: Provenance, trusted: bool) -> Result<Observed, Refusal> {
-    Ok(Observed {
-        addr: sa(addr),
-        provenance,
-        trusted,
-    })
+    Ok(Observed::new(sa(addr), provenance, trusted))
 }
 
 #[test]
@@ -327,10 +321,7 @@ fn step_refuses_early_and_on_close() {
 
 #[test]
 fn step_buffers_boundedly() {
-    let p = ListenerPolicy {
-        parse: ParseConfig { max_header_len: 64 },
-        ..policy(ProxyMode::On, ANY)
-    };
+    let p = policy(ProxyMode::On, ANY).with_parse_config(ParseConfig::with_max_header_len(64));
     assert_eq!(p.buffer_limit(), 107 + 16);
     let mut big = tcp4_block();
     big.extend(crate::vectors::tlv(0x04, &[0; 100]));

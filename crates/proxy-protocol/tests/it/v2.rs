@@ -175,7 +175,7 @@ fn size_cap_is_checked_before_waiting() {
             max: 4096
         }
     );
-    let cfg = ParseConfig { max_header_len: 28 };
+    let cfg = ParseConfig::with_max_header_len(28);
     let h = v2(0x21, 0x11, &tcp4_block());
     assert!(parse_with(&h, &cfg).is_ok());
     let mut longer = tcp4_block();

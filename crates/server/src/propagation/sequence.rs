@@ -99,6 +99,8 @@ fn next<'a>(rest: &'a [u8], eof: bool, full: bool, cfg: &pp::ParseConfig) -> Nex
             Err(e) if e.is_incomplete() && !full => Next::More,
             Err(e) => Next::Bad(pp::Refusal::InvalidHeader(e)),
         },
+        // `pp::Detection` is `#[non_exhaustive]`: bytes it cannot classify are refused.
+        _ => Next::Bad(pp::Refusal::UnparsedHeader),
     }
 }
 

@@ -796,15 +796,13 @@ fn every_reason_has_a_distinct_code() {
 /// `trusted: None` in mode on names every peer (mode on trusts nobody without a list).
 fn policy(mode: pp::ProxyMode, trusted: Option<&str>) -> pp::ListenerPolicy {
     let every = || vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
-    pp::ListenerPolicy {
-        mode,
-        trusted_proxies: match trusted {
-            Some(t) => Some(vec![t.parse().unwrap()]),
-            None if mode == pp::ProxyMode::On => Some(every()),
-            None => None,
-        },
-        parse: pp::ParseConfig::default(),
-    }
+    let mut policy = pp::ListenerPolicy::new(mode);
+    policy.trusted_proxies = match trusted {
+        Some(t) => Some(vec![t.parse().unwrap()]),
+        None if mode == pp::ProxyMode::On => Some(every()),
+        None => None,
+    };
+    policy
 }
 
 fn unsigned(src: &str) -> Vec<u8> {

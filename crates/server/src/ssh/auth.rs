@@ -215,11 +215,7 @@ pub fn authorize(
     observed: &ObservedAddr,
     now: u64,
 ) -> Result<Authorized, SshDenial> {
-    let validation = SshValidation {
-        trusted_cas: ctx.trusted_cas,
-        principal: user,
-        now,
-    };
+    let validation = SshValidation::new(ctx.trusted_cas, user, now);
     let valid = validate_user_cert(cert, &validation).map_err(|e| cert_denial(&e, user))?;
     if valid.verify_required {
         return Err(SshDenial::new(

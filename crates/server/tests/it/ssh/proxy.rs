@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use ippin_proxy_protocol::{ListenerPolicy, ParseConfig, ProxyMode};
+use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};
 use ippin_test_support::{Child, free_port, peer, wait_for_tcp};
 
 use crate::ssh::harness::{Ca, Server, ip, ssh, wait_for};
@@ -31,11 +31,8 @@ fn start_haproxy(ca: &Ca, front: SocketAddr, back: SocketAddr) -> Child {
 async fn pin_follows_the_client_behind_haproxy() {
     let ca = Ca::new();
     let mut server = Server::new(&ca, |_| {});
-    let policy = ListenerPolicy {
-        mode: ProxyMode::On,
-        trusted_proxies: Some(vec!["127.0.0.1/32".parse().expect("net")]),
-        parse: ParseConfig::default(),
-    };
+    let policy = ListenerPolicy::new(ProxyMode::On)
+        .with_trusted_proxies(vec!["127.0.0.1/32".parse().expect("net")]);
     let back = server.listen_proxy(ip("127.0.0.1"), policy).await;
     let front = SocketAddr::new(ip("127.0.0.1"), free_port(ip("127.0.0.1")));
     let haproxy = start_haproxy(&ca, front, back);
