@@ -77,11 +77,22 @@ async fn pin_follows_the_client_behind_haproxy() {
         .into_iter()
         .filter(|e| e.name() == "ssh.proxy_refused")
         .collect();
-    assert_eq!(refused.len(), 1, "{refused:?}");
+    // Exactly one `header_required`: the direct client. The readiness probe of HAProxy's
+    // front (`wait_for_tcp`) may have made HAProxy open a back-end connection that it then
+    // aborts before its header: that one, when it happens, is refused as closed or reset.
+    let reasons: Vec<&str> = refused.iter().filter_map(|e| e.reason()).collect();
     assert_eq!(
-        refused.first().and_then(|e| e.reason()),
-        Some("header_required")
+        reasons.iter().filter(|r| **r == "header_required").count(),
+        1,
+        "{refused:?}"
     );
+    assert!(
+        reasons
+            .iter()
+            .all(|r| matches!(*r, "header_required" | "io_error" | "connection_closed")),
+        "{refused:?}"
+    );
+    assert!(reasons.len() <= 2, "{refused:?}");
     assert_eq!(server.events.allowed(), 1);
     drop(haproxy);
 }
