@@ -671,3 +671,32 @@ impl NetworkEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    /// How many of 4096 buckets (the hash's low 12 bits) `keys` reach.
+    fn spread<K: std::hash::Hash>(keys: impl Iterator<Item = K>) -> usize {
+        let build = BuildHasherDefault::<IntHasher>::default();
+        keys.map(|k| build.hash_one(k) & 0xfff)
+            .collect::<HashSet<u64>>()
+            .len()
+    }
+
+    /// The lookup sets stay sets of one probe each: 4096 masked networks, whose low bits are
+    /// all zero, reach about as many buckets as random keys would (4096 · (1 − 1/e) ≈ 2589).
+    /// The hash only affects speed, never a decision; this keeps it from degrading silently
+    /// (docs/testing.md).
+    #[test]
+    fn masked_networks_spread_over_the_low_bits() {
+        let v4 = spread((0u32..4096).map(|i| 0x0a00_0000 | (i << 8)));
+        let v6 = spread((0u128..4096).map(|i| (0x2001_0db8_u128 << 96) | (i << 80)));
+        let v6_low = spread((0u128..4096).map(|i| i << 16));
+        for (name, n) in [("v4 /24", v4), ("v6 /48", v6), ("v6 low half", v6_low)] {
+            assert!(n > 2400, "{name}: {n} of 4096 buckets");
+        }
+    }
+}

@@ -379,3 +379,110 @@ fn one_hop_reads_only_the_entry_the_proxy_wrote() {
     let o = client_from_forwarded(&[], peer(PEER), &ForwardedMode::CompatibleStrict).unwrap();
     assert!(!o.is_trusted());
 }
+
+/// Edges of the parsers that cargo-mutants found untested (docs/testing.md), each with the
+/// reference outcome written out.
+#[test]
+fn parser_edges_found_by_mutation_testing() {
+    let strict = ForwardedMode::CompatibleStrict;
+    let m = proxies();
+    // The byte bound is 8 KiB, inclusive.
+    assert_eq!(MAX_FORWARDED_BYTES, 8192);
+    let at_bound = " ".repeat(MAX_FORWARDED_BYTES - 7) + "1.2.3.4";
+    assert_eq!(
+        show(client_from_x_forwarded_for(
+            &[&at_bound],
+            peer(PEER),
+            &strict
+        )),
+        Ok("1.2.3.4 40000 forwarded true".to_owned())
+    );
+    let fwd_at_bound = " ".repeat(MAX_FORWARDED_BYTES - 11) + "for=1.2.3.4";
+    assert_eq!(
+        show(client_from_forwarded(&[&fwd_at_bound], peer(PEER), &strict)),
+        Ok("1.2.3.4 40000 forwarded true".to_owned())
+    );
+    // A port is 1 to 5 digits: six, even with leading zeros, or none, are refused.
+    for entry in [
+        "198.51.100.7:000080",
+        "[2001:db8::7]:000080",
+        "198.51.100.7:",
+    ] {
+        let e = show(client_from_x_forwarded_for(&[entry], peer(PEER), &strict)).unwrap_err();
+        assert!(e.contains("1 to 5 digits"), "{entry}: {e}");
+    }
+    // A bracketed IPv6 address without a port.
+    assert_eq!(
+        show(client_from_x_forwarded_for(
+            &["[2001:db8::7]"],
+            peer(PEER),
+            &strict
+        )),
+        Ok("2001:db8::7 40000 forwarded true".to_owned())
+    );
+    // Obfuscated identifiers (RFC 7239 6.3): `_` then letters, digits, `.`, `_`, `-`. They
+    // name no client: untrusted where `unknown` is allowed, refused in strict mode.
+    for obf in ["_a.b", "_a_b", "_a-b", "_9"] {
+        assert_eq!(
+            show(client_from_forwarded(
+                &[&format!("for=198.51.100.7, for={obf}")],
+                peer(PEER),
+                &m
+            )),
+            Ok("0.0.0.0 0 forwarded false".to_owned()),
+            "{obf}"
+        );
+        assert_eq!(
+            show(client_from_forwarded(
+                &[&format!("for=\"198.51.100.7:{obf}\"")],
+                peer(PEER),
+                &m
+            )),
+            Ok("198.51.100.7 40000 forwarded true".to_owned()),
+            "port {obf}"
+        );
+        assert!(
+            show(client_from_forwarded(
+                &[&format!("for={obf}")],
+                peer(PEER),
+                &strict
+            ))
+            .is_err(),
+            "{obf}"
+        );
+    }
+    // `_` alone, or with another token character, is no identifier and no address.
+    for bad in ["_", "_a!b", "_a*b", "_a+b"] {
+        let e = show(client_from_forwarded(
+            &[&format!("for=198.51.100.7, for={bad}")],
+            peer(PEER),
+            &m,
+        ))
+        .unwrap_err();
+        assert!(e.contains("not an IPv4 address"), "{bad}: {e}");
+    }
+    // Quoted strings: tab, space and visible ASCII, escaped or not; no control character, no
+    // non-ASCII, escaped or not.
+    for ok in [
+        "for=198.51.100.7;by=\"a\tb c\"",
+        "for=198.51.100.7;by=\"\\\t\\ \\a\"",
+    ] {
+        assert_eq!(
+            show(client_from_forwarded(&[ok], peer(PEER), &strict)),
+            Ok("198.51.100.7 40000 forwarded true".to_owned()),
+            "{ok:?}"
+        );
+    }
+    for bad in [
+        "for=198.51.100.7;by=\"a\u{1}\"",
+        "for=198.51.100.7;by=\"\u{e9}\"",
+        "for=198.51.100.7;by=\"\\\u{1}\"",
+        "for=198.51.100.7;by=\"\\\u{e9}\"",
+        "for=198.51.100.7;by=\"\u{7f}\"",
+    ] {
+        assert!(
+            show(client_from_forwarded(&[bad], peer(PEER), &strict)).is_err(),
+            "{bad:?}"
+        );
+    }
+}

@@ -283,3 +283,26 @@ fn destinations_are_decided_as_the_kernel_routes_them() {
             .is_allowed()
     );
 }
+
+/// Killed mutants (docs/testing.md): the rule bound counts allow and deny rules together and
+/// is inclusive.
+#[test]
+fn rule_bound_is_inclusive_and_counts_both_lists() {
+    use ippin_policy::MAX_NETWORK_RULES;
+    assert_eq!(MAX_NETWORK_RULES, 100_000);
+    let many: Vec<IpNet> = (0..=MAX_NETWORK_RULES)
+        .map(|i| {
+            let i = u32::try_from(i).unwrap();
+            IpNet::from(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 | i), 32).unwrap())
+        })
+        .collect();
+    let (at, over) = (&many[..MAX_NETWORK_RULES], &many[..]);
+    let p = NetworkRestrictions::from_rules(at, &[]).unwrap();
+    assert_eq!(p.allow_rules().len(), MAX_NETWORK_RULES);
+    NetworkRestrictions::from_rules(&[], at).unwrap();
+    NetworkRestrictions::from_rules(&at[..1], &at[1..]).unwrap();
+    for (allow, deny) in [(over, &[][..]), (&[][..], over), (&over[..2], &over[2..])] {
+        let e = NetworkRestrictions::from_rules(allow, deny).unwrap_err();
+        assert!(e.to_string().contains("more than 100000 rules"), "{e}");
+    }
+}

@@ -299,3 +299,55 @@ fn long_pins_are_summarised_in_messages() {
         d
     );
 }
+
+/// Killed mutants (docs/testing.md): `is_pinned` says whether any pin, readable or not, is
+/// there; only `None` is unpinned.
+#[test]
+fn is_pinned_for_every_kind_of_pin() {
+    assert!(!CertPin::None.is_pinned());
+    assert!(CertPin::Ip(ip("192.0.2.1")).is_pinned());
+    assert!(CertPin::Nets(vec![net("10.0.0.0/8")]).is_pinned());
+    assert!(CertPin::Nets(vec![]).is_pinned());
+    assert!(CertPin::Invalid("bad".into()).is_pinned());
+}
+
+/// Killed mutants (docs/testing.md): the pin as the denial messages show it. Networks are
+/// separated by `, `; up to 8 are listed, then the count.
+#[test]
+fn pins_and_denials_display_exactly() {
+    assert_eq!(CertPin::None.to_string(), "no pin");
+    assert_eq!(CertPin::Ip(ip("::ffff:192.0.2.1")).to_string(), "192.0.2.1");
+    assert_eq!(
+        CertPin::Nets(vec![net("10.0.0.0/8"), net("2001:db8::/32")]).to_string(),
+        "10.0.0.0/8, 2001:db8::/32"
+    );
+    let nets = |n: u8| CertPin::Nets((0..n).map(|i| net(&format!("10.{i}.0.0/16"))).collect());
+    let eight = nets(8).to_string();
+    assert_eq!(eight.matches(", ").count(), 7, "{eight}");
+    assert!(eight.ends_with("10.7.0.0/16"), "{eight}");
+    let nine = nets(9).to_string();
+    assert!(nine.ends_with("10.7.0.0/16, ... (9 networks)"), "{nine}");
+    assert!(!nine.contains("10.8.0.0"), "{nine}");
+    assert_eq!(
+        CertPin::Invalid("x".repeat(200)).to_string(),
+        format!("unreadable pin ({:?})", "x".repeat(120))
+    );
+    for reason in [
+        DenyReason::PinnedIpMissing,
+        DenyReason::PinnedIpMismatch,
+        DenyReason::UntrustedClientIp,
+        DenyReason::InvalidPin,
+        DenyReason::PinTooWide,
+        DenyReason::RoleMappingFailed,
+    ] {
+        assert_eq!(reason.to_string(), reason.code());
+    }
+    let Decision::Deny(denial) = check_pin(true, &CertPin::None, &seen("192.0.2.1:5", true)) else {
+        panic!("allowed");
+    };
+    assert_eq!(
+        denial.to_string(),
+        format!("pinned_ip_missing: {}", denial.message)
+    );
+    assert!(denial.to_string().ends_with(LOG_IN_AGAIN));
+}

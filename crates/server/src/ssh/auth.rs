@@ -215,6 +215,20 @@ pub fn authorize(
     observed: &ObservedAddr,
     now: u64,
 ) -> Result<Authorized, SshDenial> {
+    authorize_with(ctx, user, cert, observed, now, check_pin)
+}
+
+/// [`authorize`] with the policy crate's pin check (step 11) passed in, so that a test can
+/// give it a broken one and see step 12 refuse on its own: with today's crates the two steps
+/// agree on every input (see docs/testing.md), so no real attempt reaches step 12's refusal.
+fn authorize_with(
+    ctx: &AuthContext<'_>,
+    user: &str,
+    cert: &Certificate,
+    observed: &ObservedAddr,
+    now: u64,
+    check_pin: impl Fn(bool, &CertPin, &ObservedAddr) -> Decision,
+) -> Result<Authorized, SshDenial> {
     let validation = SshValidation::new(ctx.trusted_cas, user, now);
     let valid = validate_user_cert(cert, &validation).map_err(|e| cert_denial(&e, user))?;
     if valid.verify_required {
@@ -568,5 +582,120 @@ mod tests {
         let issued = issue(&f, "alice", Some("127.0.0.1"));
         let who = decide(&f, "alice", &issued, &seen("127.0.0.1:1"), NOW).unwrap();
         assert!(who.port_forwarding);
+    }
+
+    /// Step 12 refuses on its own: with a pin check that allows everything (a regression in
+    /// the policy crate), a pinned certificate from another address is still refused, and
+    /// still allowed from its pin. Removing `check_source` makes this fail.
+    #[test]
+    fn the_source_address_backstop_refuses_when_the_pin_check_does_not() {
+        let f = fixture();
+        let ctx = AuthContext {
+            trusted_cas: &f.trusted,
+            users: &f.users,
+        };
+        let allow_all = |_: bool, _: &CertPin, _: &ObservedAddr| Decision::Allow;
+        let cert = issue(&f, "bob", Some("127.0.0.1"));
+        let denied = authorize_with(&ctx, "bob", &cert, &seen("127.0.0.2:5000"), NOW, allow_all)
+            .unwrap_err();
+        assert_eq!(denied.reason.code(), "pinned_ip_mismatch");
+        assert_eq!(denied.pinned, vec!["127.0.0.1/32".to_owned()]);
+        assert!(
+            denied.message.contains("log in again"),
+            "{}",
+            denied.message
+        );
+        let raw_list = raw(&f, |b| {
+            b.critical_option("source-address", "10.0.0.0/8,2001:db8::/32")
+                .unwrap();
+        });
+        for from in ["192.0.2.1:1", "[2001:db9::1]:1", "[::ffff:11.0.0.1]:1"] {
+            let denied =
+                authorize_with(&ctx, "alice", &raw_list, &seen(from), NOW, allow_all).unwrap_err();
+            assert_eq!(denied.reason.code(), "pinned_ip_mismatch", "{from}");
+        }
+        // The backstop is no blanket refusal: inside the list, and unpinned, it lets through.
+        for from in ["10.1.2.3:1", "[2001:db8::7]:1", "[::ffff:10.0.0.1]:1"] {
+            authorize_with(&ctx, "alice", &raw_list, &seen(from), NOW, allow_all)
+                .unwrap_or_else(|d| panic!("{from}: {d:?}"));
+        }
+        authorize_with(&ctx, "bob", &cert, &seen("127.0.0.1:5000"), NOW, allow_all).unwrap();
+        let unpinned = issue(&f, "bob", None);
+        authorize_with(
+            &ctx,
+            "bob",
+            &unpinned,
+            &seen("127.0.0.2:5000"),
+            NOW,
+            allow_all,
+        )
+        .unwrap();
+    }
+
+    mod agree {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+        use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+        use ippin_cert::ssh::SourceAddress;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn net() -> impl Strategy<Value = IpNet> {
+            prop_oneof![
+                (any::<u32>(), 1u8..=32).prop_map(|(a, l)| IpNet::from(
+                    Ipv4Net::new(Ipv4Addr::from(a), l).expect("prefix").trunc()
+                )),
+                (any::<u128>(), 1u8..=128).prop_map(|(a, l)| IpNet::from(
+                    Ipv6Net::new(Ipv6Addr::from(a), l).expect("prefix").trunc()
+                )),
+            ]
+        }
+
+        proptest! {
+            /// Why step 12 never refuses after step 11 allowed, with today's crates: for every
+            /// `source-address` the certificate crate accepts and every trusted observation,
+            /// the policy crate's pin check and OpenSSH's rule agree (both canonicalise the
+            /// client IP; a list holds no IPv4-mapped network and no /0).
+            #[test]
+            fn check_pin_and_check_source_agree(
+                nets in proptest::collection::vec(net(), 1..4),
+                (which, v4, v6, mapped, port) in any::<(u8, u32, u128, bool, u16)>(),
+                requires_pin in any::<bool>(),
+            ) {
+                let Ok(list) = SourceAddress::from_nets(nets.clone()) else {
+                    return Ok(());
+                };
+                // Addresses inside the networks as well as anywhere.
+                let ip: IpAddr = match (nets[usize::from(which) % nets.len()], which % 3) {
+                    (IpNet::V4(n), 0) => Ipv4Addr::from(
+                        u32::from(n.network()) | (v4 & !u32::from(n.netmask())),
+                    )
+                    .into(),
+                    (IpNet::V6(n), 0) => Ipv6Addr::from(
+                        u128::from(n.network()) | (v6 & !u128::from(n.netmask())),
+                    )
+                    .into(),
+                    (_, 1) => Ipv4Addr::from(v4).into(),
+                    _ => Ipv6Addr::from(v6).into(),
+                };
+                let ip = match ip {
+                    IpAddr::V4(v4) if mapped => IpAddr::V6(v4.to_ipv6_mapped()),
+                    other => other,
+                };
+                let observed =
+                    ObservedAddr::new(SocketAddr::new(ip, port.max(1)), Provenance::Direct, true);
+                let pin = CertPin::Nets(list.nets().to_vec());
+                let allowed = matches!(check_pin(requires_pin, &pin, &observed), Decision::Allow);
+                // What step 12 would refuse, step 11 has refused already.
+                if allowed {
+                    prop_assert!(list.matches(observed.ip()), "{} {}", list, ip);
+                }
+                // And they are the same rule where the roles do not ask for one host.
+                if !requires_pin || pin.is_single_host() {
+                    prop_assert_eq!(allowed, list.matches(observed.ip()), "{} {}", list, ip);
+                }
+            }
+        }
     }
 }

@@ -1,14 +1,19 @@
 //! The joins between the libraries and the server, through real sockets: each check here was
 //! found removable without any other server test failing. A removed user, a role that now
 //! requires a pin, and a certificate whose pin cannot be read, over mutual TLS with curl
-//! against the real `ippin serve`.
+//! against the real `ippin serve`; a `forward` listener's refusal of an untrusted observation
+//! and its fail-closed audit, with raw sockets on both sides of a real front. Each test's
+//! mutation is listed in docs/testing.md.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use ippin::client::Credentials;
-use ippin_test_support::{free_port, peer};
+use ippin_test_support::{Child, free_port, peer, wait_until};
 use serde_json::Value;
 
 use crate::attacks::{log_in, serve, site};
@@ -205,4 +210,226 @@ fn hex_der_printable(text: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// What the fake upstream says first to every connection: the client sees it only if the
+/// front relayed.
+const BANNER: &[u8] = b"UPSTREAM-HELLO\n";
+
+/// A plain TCP upstream standing in for an inner service: for every connection it writes
+/// [`BANNER`], then reads until the front closes (at most 10 s); each connection's bytes go
+/// to the channel.
+fn fake_upstream() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = conn.write_all(BANNER);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut got = Vec::new();
+                let _ = conn.read_to_end(&mut got);
+                let _ = tx.send(got);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A front: `ippin serve` with one `kind: forward` listener (`fields`: its `proxy_protocol`
+/// and the like) relaying to `upstream`, on a site's CA with a proxy identity from `ippin ca
+/// issue-proxy`, writing its audit log to `audit_log`. The folder, the running server and the
+/// listener's address.
+fn front(
+    fields: &str,
+    upstream: SocketAddr,
+    audit_log: &str,
+) -> (tempfile::TempDir, Child, SocketAddr) {
+    // A placeholder listener for `ca init`; the front's replaces it.
+    let (tmp, config) = site(
+        "  - {kind: login, listen: 127.0.0.1:9, proxy_protocol: off}\n",
+        "",
+    );
+    let dir = tmp.path();
+    let config_s = config.to_str().expect("UTF-8");
+    let issued = crate::support::ippin(&["ca", "issue-proxy", "--config", config_s, "front"], b"");
+    assert_eq!(issued.code, Some(0), "issue-proxy: {issued:?}");
+    let keys = dir.to_path_buf();
+    let made = crate::support::ippin(
+        &[
+            "ca",
+            "propagation-key",
+            "--audience",
+            "inner",
+            "--out",
+            keys.to_str().expect("UTF-8"),
+        ],
+        b"",
+    );
+    assert_eq!(made.code, Some(0), "propagation-key: {made:?}");
+    let listen = SocketAddr::new(ip("127.0.0.1"), free_port(ip("127.0.0.1")));
+    let text = std::fs::read_to_string(&config).expect("config");
+    let (head, _) = text.split_once("\nlisteners:").expect("listeners");
+    assert!(head.contains("audit_log: audit.log"), "{head}");
+    let head = head.replace("audit_log: audit.log", &format!("audit_log: {audit_log}"));
+    let yaml = format!(
+        "{head}\nlisteners:\n  - {{listen: \"{listen}\", kind: forward, {fields}forward: \
+         {{upstream: \"{upstream}\", audience: inner, cert: proxy-front.pem, key: proxy-front.key, \
+         upstream_key: \"{}\"}}}}\n",
+        keys.join("inner.propkey.pub").display()
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    let server = serve(&config, &[listen]);
+    (tmp, server, listen)
+}
+
+/// Connects to the front, writes `first`, and reads what comes back until the front closes
+/// (bounded: 10 s; a relay that stays open is reported as `None`).
+fn through_front(front: SocketAddr, first: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(front).expect("connect to the front");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    s.write_all(first).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.starts_with(BANNER) {
+                    // Relayed: the upstream answered through the front.
+                    return Some(got);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(got),
+        }
+    }
+    None
+}
+
+fn audit_lines(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits (bounded) for an audit line of `file` for which `pred` holds.
+fn wait_line(file: &Path, pred: impl Fn(&Value) -> bool) -> Value {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), || {
+        found = audit_lines(file).into_iter().find(|v| pred(v));
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no such audit line: {:#?}", audit_lines(file)))
+}
+
+/// A front vouches only for addresses it can trust itself. Its listener must say
+/// `proxy_protocol: on` or `off` (unspecified is refused at start), but even from a trusted
+/// load balancer some headers name no client: a v1 `PROXY UNKNOWN` and a v2 `LOCAL` (a
+/// health check) give the balancer's own address, untrusted. For those the front dials
+/// nothing, signs nothing and relays nothing (`untrusted_client_ip`). Removing the front's
+/// `is_trusted` check makes the upstream answer through it.
+#[test]
+fn a_forward_listener_never_forwards_an_untrusted_observation() {
+    let (upstream, seen) = fake_upstream();
+    let (tmp, server, listen) = front(
+        "proxy_protocol: on, trusted_proxies: [127.0.0.1/32], ",
+        upstream,
+        "audit.log",
+    );
+    let log = tmp.path().join("audit.log");
+
+    // The control: a client named by the trusted balancer is trusted; it is relayed.
+    let got = through_front(
+        listen,
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 1000 443\r\nhello",
+    )
+    .expect("relay closes");
+    assert!(
+        got.starts_with(BANNER),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let fwd = wait_line(&log, |v| v["event"] == "forwarded");
+    assert!(
+        fwd["observed"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("198.51.100.7")),
+        "{fwd}"
+    );
+
+    // v1 UNKNOWN, then v2 LOCAL: no client named, so the balancer's address, untrusted.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    local.extend_from_slice(b"hello");
+    for (header, provenance) in [
+        (b"PROXY UNKNOWN\r\nhello".to_vec(), "proxy_v1"),
+        (local, "direct"),
+    ] {
+        let got = through_front(listen, &header).expect("the front closes the connection");
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+        let refused = wait_line(&log, |v| {
+            v["event"] == "forward_refused" && v["provenance"] == provenance
+        });
+        assert_eq!(refused["reason"], "untrusted_client_ip", "{refused}");
+        assert!(
+            refused["observed"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("127.0.0.1")),
+            "{refused}"
+        );
+    }
+
+    // The upstream saw the control's connection only: nothing was dialled for the others.
+    let control = seen.recv_timeout(Duration::from_secs(10)).expect("control");
+    assert!(control.ends_with(b"hello"), "{control:?}");
+    assert!(
+        seen.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the upstream was dialled for an untrusted client"
+    );
+    assert_eq!(
+        audit_lines(&log)
+            .iter()
+            .filter(|v| v["event"] == "forwarded")
+            .count(),
+        1
+    );
+    let (_, stderr) = server.finish();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A front that cannot write its audit line relays nothing: with the log on `/dev/full`, the
+/// upstream's answer never reaches the client and the connection is closed. Removing the
+/// `if !audit(..) { return }` before the relay makes the upstream answer through it.
+#[test]
+fn a_forward_listener_whose_audit_fails_relays_nothing() {
+    let (upstream, seen) = fake_upstream();
+    let (_tmp, server, listen) = front("proxy_protocol: off, ", upstream, "/dev/full");
+    for _ in 0..2 {
+        let got = through_front(listen, b"hello").expect("the front closes the connection");
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    }
+    // The upstream was dialled (the log line is written once the connection is up) and
+    // dropped: it saw at most the signed header and the client's first bytes, then the end.
+    for _ in 0..2 {
+        let got = seen.recv_timeout(Duration::from_secs(10)).expect("dropped");
+        assert!(got.starts_with(b"\r\n\r\n\0\r\nQUIT\n"), "{got:?}");
+    }
+    let (_, stderr) = server.finish();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("refusing the action it records"),
+        "{stderr}"
+    );
 }
