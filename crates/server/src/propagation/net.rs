@@ -130,19 +130,36 @@ impl ForwardError {
     }
 }
 
-/// A connection to the upstream with the signed header written, ready to
-/// relay.
+/// A connection to the upstream and the bytes to send on it first (the
+/// signed header, then the client's bytes already read). Nothing has been
+/// written yet: the caller records the relay in its audit log first, and
+/// writes [`Dialed::send_first`] only once that succeeded (fail closed: the
+/// upstream never sees a header or a byte the log does not show).
 #[derive(Debug)]
 pub struct Dialed {
     /// The upstream connection.
     pub stream: TcpStream,
     /// Its address.
     pub upstream: SocketAddr,
+    /// The signed header followed by the client's early bytes, not yet sent.
+    first: Vec<u8>,
 }
 
-/// Dials `target.upstream` and writes the signed header for `observed`
-/// (reached at `local`), bound to the connection just made (its local and
-/// peer address), then the client's bytes already read (`early`). The
+impl Dialed {
+    /// Writes the signed header and the early bytes.
+    ///
+    /// # Errors
+    /// The upstream connection failed.
+    pub async fn send_first(&mut self) -> std::io::Result<()> {
+        let first = std::mem::take(&mut self.first);
+        self.stream.write_all(&first).await
+    }
+}
+
+/// Dials `target.upstream` and signs the header for `observed` (reached at
+/// `local`), bound to the connection just made (its local and peer address);
+/// the header and the client's bytes already read (`early`) are returned
+/// unsent, for [`Dialed::send_first`] after the caller's audit line. The
 /// header's timestamp is read from `now` once the connection is up, so
 /// headers on one 4-tuple carry non-decreasing timestamps.
 ///
@@ -196,11 +213,11 @@ pub async fn dial_and_sign(
         .header(observed.socket_addr(), local, link, now, nonce)
         .map_err(|e| ForwardError::Sign(e.to_string()))?;
     first.extend_from_slice(early);
-    stream
-        .write_all(&first)
-        .await
-        .map_err(|e| upstream_err(e.to_string()))?;
-    Ok(Dialed { stream, upstream })
+    Ok(Dialed {
+        stream,
+        upstream,
+        first,
+    })
 }
 
 /// Copies bytes both ways until both sides close or nothing moves in

@@ -263,7 +263,12 @@ async fn forward_one(
         audience: target.grants.audience().to_owned(),
     };
     if !audit(state, &started) {
-        // Fail closed: nothing is relayed that the log does not show.
+        // Fail closed: nothing is sent or relayed that the log does not show (the header
+        // and the early bytes are still unsent).
+        return;
+    }
+    if let Err(e) = up.send_first().await {
+        tracing::info!("forward listener: {peer}: upstream {}: {e}", up.upstream);
         return;
     }
     let (sent, received) = relay(&mut client, &mut up.stream).await;

@@ -420,11 +420,12 @@ fn a_forward_listener_whose_audit_fails_relays_nothing() {
         let got = through_front(listen, b"hello").expect("the front closes the connection");
         assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     }
-    // The upstream was dialled (the log line is written once the connection is up) and
-    // dropped: it saw at most the signed header and the client's first bytes, then the end.
+    // The upstream was dialled (the log line names the connection, so it is written once
+    // the connection is up) and dropped before anything was sent: no signed header and no
+    // client byte reaches an upstream for a relay the log does not show.
     for _ in 0..2 {
         let got = seen.recv_timeout(Duration::from_secs(10)).expect("dropped");
-        assert!(got.starts_with(b"\r\n\r\n\0\r\nQUIT\n"), "{got:?}");
+        assert!(got.is_empty(), "{got:?}");
     }
     let (_, stderr) = server.finish();
     assert!(!stderr.contains("panicked"), "{stderr}");
