@@ -179,7 +179,7 @@ pub async fn dial_and_sign(
         upstream: target.upstream.clone(),
         message,
     };
-    let mut stream = tokio::time::timeout(
+    let stream = tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect(target.upstream.as_str()),
     )
