@@ -369,11 +369,19 @@ impl Throttle {
             Counted::Locked { until } => Ok(Attempt {
                 locked_by_it: Some(until),
             }),
+            // Not counted against the address: a user who retries until the lock ends must
+            // not be throttled for it, and the refusal costs no password check.
             Counted::AlreadyLocked { until } => Err(Refusal::UserLocked {
                 until,
                 max_failures,
             }),
-            Counted::Full => Err(Refusal::Busy),
+            // A full name table (only under a flood of fresh names) is a failure of the address
+            // too, so that one address cannot repeat these refusals without limit (room for the
+            // address was made above).
+            Counted::Full => {
+                let _ = self.peers.fail(&peer, now);
+                Err(Refusal::Busy)
+            }
         }
     }
 
@@ -610,6 +618,28 @@ mod tests {
         c.leave(peer(1));
         c.leave(peer(2));
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn login_busy_counts_against_the_peer_and_a_locked_name_does_not() {
+        // One failure locks a name; two failures throttle an address; one name fits.
+        let mut t = Throttle::new(limit(1, 600), limit(2, 60), 1);
+        let a = t.begin("a", peer(3), at(0)).unwrap();
+        let _ = t.failed(a, "a", peer(3), at(0));
+        // Retrying the locked name until the lock ends never throttles the address.
+        for i in 0..10 {
+            assert!(matches!(
+                t.begin("a", peer(5), at(1 + i)),
+                Err(Refusal::UserLocked { .. })
+            ));
+        }
+        // A full table of names: each `login_busy` is a failure of the address.
+        assert_eq!(t.begin("b", peer(4), at(20)).unwrap_err(), Refusal::Busy);
+        assert_eq!(t.begin("c", peer(4), at(20)).unwrap_err(), Refusal::Busy);
+        assert!(matches!(
+            t.begin("d", peer(4), at(20)),
+            Err(Refusal::PeerThrottled { .. })
+        ));
     }
 
     #[test]
