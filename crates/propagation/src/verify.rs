@@ -197,16 +197,51 @@ struct Subject {
     not_after: u64,
 }
 
+/// The object identifiers read here, compared by their encoding (a non-minimal encoding of an
+/// arc is another OID, never the CN).
+const OID_CN: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+const OID_O: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.10");
+const OID_BASIC_CONSTRAINTS: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.5.29.19");
+const OID_KEY_USAGE: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.5.29.15");
+
+/// The certificate profile a front's certificate must have (RFC 5280 §4.1, §4.2): version 3,
+/// each extension at most once, no critical extension this reader does not understand (only
+/// basicConstraints and keyUsage may be critical), and not a CA certificate (`cA` false).
+fn check_profile(cert: &x509_cert::Certificate) -> Result<(), String> {
+    let tbs = cert.tbs_certificate();
+    if tbs.version() != x509_cert::certificate::Version::V3 {
+        return Err("not an X.509 v3 certificate".into());
+    }
+    let mut seen = Vec::new();
+    for ext in tbs.extensions().map(|e| e.as_slice()).unwrap_or_default() {
+        if seen.contains(&ext.extn_id) {
+            return Err(format!("extension {} appears twice", ext.extn_id));
+        }
+        seen.push(ext.extn_id);
+        if ext.critical && ext.extn_id != OID_BASIC_CONSTRAINTS && ext.extn_id != OID_KEY_USAGE {
+            return Err(format!("unknown critical extension {}", ext.extn_id));
+        }
+        if ext.extn_id == OID_BASIC_CONSTRAINTS {
+            let bc = x509_cert::ext::pkix::BasicConstraints::from_der(ext.extn_value.as_bytes())
+                .map_err(|e| format!("basicConstraints: {e}"))?;
+            if bc.ca {
+                return Err("a CA certificate cannot be a front".into());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn subject_and_validity(cert: &x509_cert::Certificate) -> Result<Subject, String> {
-    const OID_CN: &str = "2.5.4.3";
-    const OID_O: &str = "2.5.4.10";
+    check_profile(cert)?;
     let tbs = cert.tbs_certificate();
     let mut user = None;
     let mut roles = Vec::new();
     for atv in tbs.subject().iter() {
-        let oid = atv.oid.to_string();
-        let is_cn = oid == OID_CN;
-        if !is_cn && oid != OID_O {
+        let is_cn = atv.oid == OID_CN;
+        if !is_cn && atv.oid != OID_O {
             continue;
         }
         let text = match atv.value.tag() {

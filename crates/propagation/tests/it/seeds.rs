@@ -17,7 +17,10 @@ fn fuzz_seeds_hold_v3_blocks_for_the_fuzz_inner() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("seed-"), "{name}");
+        // Only the committed seeds: a fuzz run adds its own inputs beside them.
+        if !name.starts_with("seed-") {
+            continue;
+        }
         let bytes = std::fs::read(&path).unwrap();
         let block = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(block.grant.inner_key, fuzz_inner.0, "{name}");

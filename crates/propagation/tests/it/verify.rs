@@ -182,3 +182,105 @@ fn addresses_other_than_the_signed_ones_are_refused() {
         .unwrap_err();
     assert_eq!(r.reason, Reason::Malformed);
 }
+
+/// The TBS of `cert` with its extensions replaced by `exts` (and the version kept), as DER.
+fn tbs_with_extensions(cert: &[u8], exts: Vec<x509_cert::ext::Extension>) -> Vec<u8> {
+    use der::{Decode, Encode};
+    let cert = x509_cert::Certificate::from_der(cert).unwrap();
+    let tbs = cert.tbs_certificate();
+    let mut body = vec![0xa0, 0x03, 0x02, 0x01, 0x02]; // [0] EXPLICIT version v3
+    body.extend(tbs.serial_number().to_der().unwrap());
+    body.extend(tbs.signature().to_der().unwrap());
+    body.extend(tbs.issuer().to_der().unwrap());
+    body.extend(tbs.validity().to_der().unwrap());
+    body.extend(tbs.subject().to_der().unwrap());
+    body.extend(tbs.subject_public_key_info().to_der().unwrap());
+    let list = exts.to_der().unwrap();
+    body.extend(der_header(0xa3, list.len()));
+    body.extend(list);
+    let mut out = der_header(0x30, body.len());
+    out.extend(body);
+    out
+}
+
+fn der_header(tag: u8, len: usize) -> Vec<u8> {
+    match len {
+        0..=0x7f => vec![tag, len as u8],
+        0x80..=0xff => vec![tag, 0x81, len as u8],
+        _ => vec![tag, 0x82, (len >> 8) as u8, len as u8],
+    }
+}
+
+#[test]
+fn a_front_certificate_must_have_the_profile_of_one() {
+    use der::Decode;
+    let ca = X509Ca::generate_p256("ca", FROM, UNTIL, &mut UnwrapErr(SysRng)).unwrap();
+    // A fresh verifier for each check: the same link, time and nonce would be a replay.
+    let v = || {
+        Verifier::new(
+            TrustAnchor::from_der(ca.cert_der()).unwrap(),
+            inner(),
+            AUD,
+            30,
+            64,
+        )
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x24; 32]);
+    let honest = front(
+        &ca,
+        &format!("{PROXY_CN_PREFIX}f"),
+        &[PROXY_ROLE],
+        FROM,
+        UNTIL,
+    );
+    assert!(check(&v(), &grant(&honest, T, T + 600), T, T).is_ok());
+    let der = honest.cert_der().to_vec();
+    let parsed = x509_cert::Certificate::from_der(&der).unwrap();
+    let exts: Vec<x509_cert::ext::Extension> = parsed
+        .tbs_certificate()
+        .extensions()
+        .map(|e| e.to_vec())
+        .unwrap_or_default();
+    let resign = |exts: Vec<x509_cert::ext::Extension>| {
+        let tbs = tbs_with_extensions(&der, exts);
+        let cert = ca.danger_sign_tbs(&tbs, &mut UnwrapErr(SysRng)).unwrap();
+        Signer::new(key.clone(), cert).unwrap()
+    };
+    // The same extensions, re-signed: still a front (the surgery itself is sound).
+    let same = check(&v(), &grant(&resign(exts.clone()), T, T + 600), T, T);
+    assert!(same.is_ok(), "{same:?}");
+    // An extension this reader does not know, marked critical.
+    let mut unknown = exts.clone();
+    unknown.push(x509_cert::ext::Extension {
+        extn_id: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.4.1.99999.1"),
+        critical: true,
+        extn_value: der::asn1::OctetString::new(vec![0x05, 0x00]).unwrap(),
+    });
+    assert_eq!(
+        check(&v(), &grant(&resign(unknown), T, T + 600), T, T),
+        Err(Reason::CertInvalid)
+    );
+    // An extension twice.
+    let mut twice = exts.clone();
+    twice.push(exts[0].clone());
+    assert_eq!(
+        check(&v(), &grant(&resign(twice), T, T + 600), T, T),
+        Err(Reason::CertInvalid)
+    );
+    // A CA certificate (basicConstraints cA TRUE) cannot be a front.
+    let mut ca_ext: Vec<x509_cert::ext::Extension> = exts
+        .iter()
+        .filter(|e| e.extn_id.to_string() != "2.5.29.19")
+        .cloned()
+        .collect();
+    ca_ext.push(x509_cert::ext::Extension {
+        extn_id: der::asn1::ObjectIdentifier::new_unwrap("2.5.29.19"),
+        critical: true,
+        // SEQUENCE { BOOLEAN TRUE }
+        extn_value: der::asn1::OctetString::new(vec![0x30, 0x03, 0x01, 0x01, 0xff]).unwrap(),
+    });
+    assert_eq!(
+        check(&v(), &grant(&resign(ca_ext), T, T + 600), T, T),
+        Err(Reason::CertInvalid)
+    );
+}
