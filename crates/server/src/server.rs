@@ -800,12 +800,7 @@ async fn login_route(
         match forwarded_client(lcfg, &observed, req.headers()) {
             Ok(o) => o,
             Err(message) => {
-                state.audit(&AuditEvent::LoginRefused {
-                    user: String::new(),
-                    observed: AuditEvent::addr(&observed),
-                    provenance: observed.provenance().as_str().into(),
-                    reason: "bad_forwarded_header".into(),
-                });
+                state.audit(&login_refused(&observed, "", "bad_forwarded_header"));
                 return http::error(StatusCode::BAD_REQUEST, "bad_forwarded_header", &message);
             }
         }
@@ -816,12 +811,7 @@ async fn login_route(
     let body: LoginRequest = match http::read_json_within(req, timeout).await {
         Ok(b) => b,
         Err(refusal) => {
-            state.audit(&AuditEvent::LoginRefused {
-                user: String::new(),
-                observed: AuditEvent::addr(&observed),
-                provenance: observed.provenance().as_str().into(),
-                reason: refusal.code.into(),
-            });
+            state.audit(&login_refused(&observed, "", refusal.code));
             return refusal.into_response();
         }
     };
@@ -895,12 +885,7 @@ pub async fn login(
     peer: std::net::IpAddr,
     body: LoginRequest,
 ) -> Response<Body> {
-    let refused = |user: &str, reason: &str| AuditEvent::LoginRefused {
-        user: user.to_owned(),
-        observed: AuditEvent::addr(observed),
-        provenance: observed.provenance().as_str().into(),
-        reason: reason.to_owned(),
-    };
+    let refused = |user: &str, reason: &str| login_refused(observed, user, reason);
     // Before the password is checked: a locked name is refused whatever the
     // password (a right one is not even looked at, so the answer cannot
     // tell), and names that no user has are locked the same way.
@@ -1021,6 +1006,16 @@ struct LockedBody<'a> {
     locked_until: Option<String>,
 }
 
+/// The `login_refused` audit event for `user` seen at `observed`.
+fn login_refused(observed: &ObservedAddr, user: &str, reason: &str) -> AuditEvent {
+    AuditEvent::LoginRefused {
+        user: user.to_owned(),
+        observed: AuditEvent::addr(observed),
+        provenance: observed.provenance().as_str().into(),
+        reason: reason.to_owned(),
+    }
+}
+
 /// Roles, pin and issuance for `user`, whose password was right.
 fn login_issue(
     state: &State,
@@ -1028,12 +1023,7 @@ fn login_issue(
     user: &crate::config::UserConfig,
     body: LoginRequest,
 ) -> Response<Body> {
-    let refused = |user: &str, reason: &str| AuditEvent::LoginRefused {
-        user: user.to_owned(),
-        observed: AuditEvent::addr(observed),
-        provenance: observed.provenance().as_str().into(),
-        reason: reason.to_owned(),
-    };
+    let refused = |user: &str, reason: &str| login_refused(observed, user, reason);
     let Some((requires_pin, roles)) = state.requires_pin(&user.name) else {
         state.audit(&refused(&user.name, "role_mapping_failed"));
         return http::error(
