@@ -249,33 +249,8 @@ fn random_serial() -> u64 {
     u64::from_be_bytes(b) >> 1
 }
 
-/// The DER bytes of the single PEM block labelled `label` in `text`.
-pub fn pem_to_der(text: &str, label: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let text = text.trim();
-    let rest = text.strip_prefix(&begin)?;
-    let (body, after) = rest.split_once(&end)?;
-    if !after.trim().is_empty() {
-        return None;
-    }
-    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
-}
-
-/// PEM text for `der` with `label`, 64 columns.
-pub fn der_to_pem(der: &[u8], label: &str) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
+/// One-block PEM helpers, from `ippin-propagation` (the same strict reading everywhere).
+pub use ippin_propagation::pem::{der_to_pem, pem_to_der};
 
 /// The role file `ca init` writes: `pinned-ip` pins, `dev` does not.
 pub const ROLES_YAML: &str = "\
