@@ -50,7 +50,7 @@
 //! | feature | module | what |
 //! |---|---|---|
 //! | `tokio` | [`tokio`](crate::tokio) | `accept`: a PROXY-aware accept that yields the stream and its observed address, bounded in bytes and time |
-//! | `rustls` | `rustls` | a mutual-TLS `ServerConfig` over a client CA, and the pin check of a finished handshake |
+//! | `rustls` | [`rustls`](crate::rustls) | a mutual-TLS `ServerConfig` over a client CA, and the pin check of a finished handshake |
 //! | `russh` | `russh` | the SSH table for a russh `Handler`'s `auth_openssh_certificate` |
 //! | `axum` | `axum` | a PROXY-aware `axum::serve::Listener`, and an extractor of the observed address and the pin verdict |
 #![forbid(unsafe_code)]
@@ -67,6 +67,10 @@ pub mod users;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub mod rustls;
 
 pub use ippin_policy::CertPin;
 pub use observed::ObservedAddr;

@@ -42,6 +42,9 @@ pub enum TlsDenyReason {
     Pin(DenyReason),
     /// The pin check gave a decision this crate does not know: refused (fail closed).
     UnknownDecision,
+    /// The connection presented no client certificate (a TLS configuration that made it
+    /// optional): refused.
+    NoClientCertificate,
 }
 
 impl TlsDenyReason {
@@ -52,6 +55,7 @@ impl TlsDenyReason {
             TlsDenyReason::UnknownUser => "unknown_user",
             TlsDenyReason::Pin(r) => r.code(),
             TlsDenyReason::UnknownDecision => "unknown_decision",
+            TlsDenyReason::NoClientCertificate => "no_client_certificate",
         }
     }
 }
@@ -193,7 +197,36 @@ pub fn check(
     sink: &dyn AuditSink<TlsEvent>,
 ) -> TlsVerdict {
     let identity = cache.get_or_decode(der);
-    let mut verdict = decide(identity.as_deref(), der, users, observed);
+    audit(
+        decide(identity.as_deref(), der, users, observed),
+        observed,
+        sink,
+    )
+}
+
+/// The verdict for a connection that presented no client certificate: refused
+/// (`no_client_certificate`), and audited like any other when passed to a sink.
+pub fn without_certificate() -> TlsVerdict {
+    TlsVerdict {
+        user: String::new(),
+        roles: Vec::new(),
+        requires_pin: false,
+        pin: CertPin::None,
+        login_ip: None,
+        access: TlsAccess::Deny {
+            reason: TlsDenyReason::NoClientCertificate,
+            message: format!("no client certificate was presented; {LOG_IN_AGAIN}"),
+        },
+    }
+}
+
+/// Records `verdict`'s event to `sink`; when it cannot, the verdict becomes
+/// [`TlsAccess::AuditUnavailable`] (fail closed).
+pub fn audit(
+    mut verdict: TlsVerdict,
+    observed: &ObservedAddr,
+    sink: &dyn AuditSink<TlsEvent>,
+) -> TlsVerdict {
     if let Some(event) = event(&verdict, observed)
         && !sink.record(event)
     {
