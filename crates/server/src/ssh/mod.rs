@@ -472,10 +472,7 @@ fn is_client_gone(e: &russh::Error) -> bool {
 }
 
 pub(crate) fn generate_host_key() -> Result<PrivateKey, SshError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| SshError::HostKey(e.to_string()))?;
-    let pair = ssh_key::private::Ed25519Keypair::from_seed(&seed);
-    Ok(PrivateKey::from(pair))
+    crate::files::generate_host_key().map_err(|e| SshError::HostKey(e.0))
 }
 
 /// A random session id in the UUID text form (version 4 layout).
