@@ -1,6 +1,9 @@
 //! The configuration of propagation: a `forward` listener's `forward:`
-//! section and any listener's `propagation:` section. `crate::config`
+//! section and any listener's `propagation:` section. The configuration
 //! reads them with the rest of the listener and calls [`check_listener`].
+//! Plain data: the rules it checks (audiences, key files, bounds) are
+//! `ippin-propagation`'s; the propagation feature takes these sections as
+//! they are.
 //!
 //! ```yaml
 //! listeners:
@@ -30,10 +33,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::key::{PublicKey, SecretKey};
-use super::sign::audience_ok;
-use super::verify::DEFAULT_REPLAY_CAPACITY;
-use crate::config::{ListenerKind, ProxyModeSetting};
+use ippin_propagation::key::{PublicKey, SecretKey};
+use ippin_propagation::sign::audience_ok;
+use ippin_propagation::verify::DEFAULT_REPLAY_CAPACITY;
+
+use super::{ListenerKind, ProxyModeSetting};
 
 /// The largest freshness window.
 pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
@@ -42,7 +46,8 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 pub const DEFAULT_GRANT_LIFETIME: Duration = Duration::from_secs(600);
 
 /// The longest grant lifetime.
-pub const MAX_GRANT_LIFETIME: Duration = Duration::from_secs(super::sign::MAX_GRANT_LIFETIME);
+pub const MAX_GRANT_LIFETIME: Duration =
+    Duration::from_secs(ippin_propagation::sign::MAX_GRANT_LIFETIME);
 
 /// The shortest grant lifetime.
 pub const MIN_GRANT_LIFETIME: Duration = Duration::from_secs(2);
@@ -83,10 +88,10 @@ pub struct PropagationConfig {
     /// The CA fronts' certificates must chain to (`None`: the cluster CA).
     pub trusted_ca: Option<PathBuf>,
     /// How many front → inner connection 4-tuples the replay state
-    /// remembers (see [`super::replay`]).
+    /// remembers (see [`ippin_propagation::replay`]).
     pub replay_capacity: usize,
     /// The verifier, armed when the server starts the listener.
-    pub runtime: super::serve::Runtime,
+    pub runtime: crate::propagation::runtime::Runtime,
 }
 
 /// The YAML shape of `forward:`.
@@ -271,7 +276,7 @@ pub fn check_listener(
                 window,
                 trusted_ca: p.trusted_ca.map(resolve),
                 replay_capacity,
-                runtime: super::serve::Runtime::default(),
+                runtime: crate::propagation::runtime::Runtime::default(),
             })
         }
     };
