@@ -13,7 +13,8 @@ use super::{GrantSchedule, Signer, TrustAnchor, Verifier};
 use crate::accept::Refused;
 use crate::audit::AuditEvent;
 use crate::config::{ListenerConfig, read_bounded};
-use crate::server::{ServerError, State, bounded_accept};
+use crate::listen::bounded_accept;
+use crate::state::{ServerError, State};
 
 pub use super::runtime::{Armed, Runtime};
 
