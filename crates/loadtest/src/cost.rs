@@ -98,7 +98,7 @@ pub fn run(iterations: usize) -> Result<CostReport, LoadError> {
             ca,
             ippin::audit::Audit::memory("load"),
         );
-        state.identities = ippin::identity::IdentityCache::new(0);
+        state.identities = ippin_access::tls::IdentityCache::new(0);
         state
     };
     let allowed = ippin::server::access_verdict(&file_state, &der, &observed);

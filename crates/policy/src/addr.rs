@@ -20,10 +20,15 @@ pub enum Provenance {
     SignedPropagation,
     /// An `X-Forwarded-For` or RFC 7239 `Forwarded` HTTP header.
     ForwardedHeader,
+    /// A PROXY v2 `LOCAL` header: the proxy connected on its own behalf (a health check) and
+    /// names no client. The address is the proxy's own; such an observation is never trusted
+    /// ([`ObservedAddr::new`] forces it), so it can neither pin nor satisfy a pin.
+    ProxyLocal,
 }
 
 impl Provenance {
-    /// The stable name: `direct`, `proxy_v1`, `proxy_v2`, `signed_propagation` or `forwarded`.
+    /// The stable name: `direct`, `proxy_v1`, `proxy_v2`, `signed_propagation`, `forwarded` or
+    /// `proxy_local`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Provenance::Direct => "direct",
@@ -31,6 +36,7 @@ impl Provenance {
             Provenance::ProxyV2 => "proxy_v2",
             Provenance::SignedPropagation => "signed_propagation",
             Provenance::ForwardedHeader => "forwarded",
+            Provenance::ProxyLocal => "proxy_local",
         }
     }
 }
@@ -125,9 +131,10 @@ pub struct ObservedAddr {
 
 impl ObservedAddr {
     /// Records an observation. The IP is canonicalised; an untrusted observation gets port 0
-    /// (the compatible form), and a trusted one with port 0 stays untrusted.
+    /// (the compatible form), and a trusted one with port 0 stays untrusted. A
+    /// [`Provenance::ProxyLocal`] observation is never trusted.
     pub fn new(addr: SocketAddr, provenance: Provenance, trusted: bool) -> Self {
-        let trusted = trusted && addr.port() != 0;
+        let trusted = trusted && addr.port() != 0 && provenance != Provenance::ProxyLocal;
         ObservedAddr {
             ip: canonical_ip(addr.ip()),
             port: if trusted { addr.port() } else { 0 },

@@ -87,32 +87,6 @@ pub enum AuditEvent {
         /// Reason code.
         reason: String,
     },
-    /// Access on the `tls` listener was allowed after the pin check.
-    AccessAllowed {
-        /// The user from the client certificate.
-        user: String,
-        /// The observed client address.
-        observed: String,
-        /// How it was observed.
-        provenance: String,
-        /// The certificate's pin, as read.
-        pinned: Option<String>,
-    },
-    /// Access was denied.
-    AccessDenied {
-        /// The user from the client certificate ("" when unreadable).
-        user: String,
-        /// The observed client address.
-        observed: String,
-        /// How it was observed.
-        provenance: String,
-        /// The certificate's pin, as read.
-        pinned: Option<String>,
-        /// Reason code.
-        reason: String,
-        /// The message sent to the client.
-        message: String,
-    },
     /// The TLS handshake failed or timed out (for the `tls` listener: no
     /// client certificate, or one that does not chain to the CA).
     TlsRefused {
@@ -237,6 +211,10 @@ pub enum AuditEvent {
         /// The window's length in seconds.
         window_secs: u64,
     },
+    /// An access decision on the `tls` listener (`access_allowed`,
+    /// `access_denied`): `ippin-access`'s event, with its own `event` name.
+    #[serde(untagged)]
+    Tls(ippin_access::tls::TlsEvent),
 }
 
 impl AuditEvent {
@@ -747,19 +725,20 @@ fn open_log(path: &Path) -> Result<File, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ippin_access::tls::TlsEvent;
     use ippin_policy::Provenance;
     use std::time::Duration;
 
     fn event() -> AuditEvent {
         let o = ObservedAddr::new("127.0.0.2:5555".parse().unwrap(), Provenance::Direct, true);
-        AuditEvent::AccessDenied {
+        AuditEvent::Tls(TlsEvent::AccessDenied {
             user: "alice".into(),
             observed: AuditEvent::addr(&o),
             provenance: o.provenance().as_str().into(),
             pinned: Some("127.0.0.1".into()),
             reason: "pinned_ip_mismatch".into(),
             message: "m".into(),
-        }
+        })
     }
 
     #[test]
@@ -939,12 +918,12 @@ mod tests {
     }
 
     fn event_allowed() -> AuditEvent {
-        AuditEvent::AccessAllowed {
+        AuditEvent::Tls(TlsEvent::AccessAllowed {
             user: "alice".into(),
             observed: "198.51.100.7:1".into(),
             provenance: "direct".into(),
             pinned: None,
-        }
+        })
     }
 
     #[test]
@@ -1073,14 +1052,14 @@ mod tests {
             }),
             (s(), s(), s(), s(), s(), proptest::option::of(s())).prop_map(
                 |(user, observed, provenance, reason, message, pinned)| {
-                    AuditEvent::AccessDenied {
+                    AuditEvent::Tls(TlsEvent::AccessDenied {
                         user,
                         observed,
                         provenance,
                         pinned,
                         reason,
                         message,
-                    }
+                    })
                 }
             ),
             (s(), s(), s(), s(), s(), s()).prop_map(

@@ -13,19 +13,19 @@ use std::time::{Duration, SystemTime};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
-use ippin_policy::{CertPin, Decision, Denial, ObservedAddr};
+use ippin_policy::{CertPin, Denial, ObservedAddr};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::Outcome;
-use crate::accept::accept_observed;
 use crate::audit::AuditEvent;
 use crate::ca::{CaError, IssueRequest, Issued};
 use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind, ProxyModeSetting};
 use crate::http::{self, Body};
 use crate::listen::bounded_accept;
 pub use crate::listen::{MAX_CONNECTIONS, MAX_PENDING};
+use crate::observe::observe;
 pub use crate::state::{Clock, MAX_CONCURRENT_HASHES, MAX_HANDSHAKES, ServerError, State};
 
 /// Time allowed for the TLS handshake after the PROXY stage.
@@ -375,7 +375,7 @@ async fn handle_connection(
         Some(slot) => slot,
         None => None,
     };
-    let (observed, stream) = match accept_observed(tcp, peer, local, &lcfg).await {
+    let (observed, stream) = match observe(tcp, peer, local, &lcfg).await {
         Ok(x) => x,
         Err(refused) => {
             tracing::info!(
@@ -929,151 +929,21 @@ fn audit_unavailable() -> Response<Body> {
 
 // ---- tls access ------------------------------------------------------------
 
-/// What happened to one mutual-TLS connection at the pin check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Access {
-    /// Served.
-    Allow,
-    /// Refused with a stable reason code: one of `ippin-policy`'s, or the
-    /// server's own `invalid_identity` (the certificate names no readable
-    /// user) and `unknown_user`.
-    Deny {
-        /// Reason code.
-        code: String,
-        /// Message for the client.
-        message: String,
-    },
-    /// The audit line could not be written: refused (fail closed).
-    AuditUnavailable,
-}
-
-/// What the pin check decided for one mutual-TLS connection.
-#[derive(Debug, Clone)]
-pub struct AccessVerdict {
-    /// The user from the certificate ("" when unreadable).
-    pub user: String,
-    /// The user's current roles.
-    pub roles: Vec<String>,
-    /// Whether those roles require a pin.
-    pub requires_pin: bool,
-    /// The certificate's pin, as the strict extraction read it.
-    pub pin: CertPin,
-    /// The login IP the certificate carries.
-    pub login_ip: Option<std::net::IpAddr>,
-    /// The outcome.
-    pub access: Access,
-}
-
-fn pin_text(pin: &CertPin) -> Option<String> {
-    match pin {
-        CertPin::None => None,
-        other => Some(other.to_string()),
-    }
-}
-
-/// The policy's decision as an access verdict. Only [`Decision::Allow`] allows: a decision
-/// this server does not know (the enum is `#[non_exhaustive]`) is a denial.
-fn from_decision(d: Decision) -> Access {
-    match d {
-        Decision::Allow => Access::Allow,
-        Decision::Deny(d) => Access::Deny {
-            code: d.reason.code().into(),
-            message: d.message,
-        },
-        other => Access::Deny {
-            code: "unknown_decision".into(),
-            message: format!(
-                "the pin check gave a decision this server does not know ({other:?}); {}",
-                ippin_policy::LOG_IN_AGAIN
-            ),
-        },
-    }
-}
+pub use ippin_access::tls::{TlsAccess as Access, TlsVerdict as AccessVerdict};
 
 /// The pin check for a verified client certificate `der` seen at
-/// `observed`, with the user's CURRENT roles from the configuration; the
-/// pin comes from `ippin-cert`'s strict extraction and the decision from
-/// `ippin-policy`. The audit line is written here; a failure to write it
-/// turns the verdict into [`Access::AuditUnavailable`].
+/// `observed`, with the user's CURRENT roles from the configuration:
+/// `ippin-access`'s mutual-TLS decision, its audit line written to this
+/// server's log; a failure to write it turns the verdict into
+/// [`Access::AuditUnavailable`].
 pub fn access_verdict(state: &State, der: &[u8], observed: &ObservedAddr) -> AccessVerdict {
-    let mut verdict = AccessVerdict {
-        user: String::new(),
-        roles: Vec::new(),
-        requires_pin: false,
-        pin: CertPin::None,
-        login_ip: None,
-        access: Access::Allow,
+    let users = |name: &str| {
+        state
+            .requires_pin(name)
+            .map(|(requires_pin, roles)| ippin_access::User::new(requires_pin, roles))
     };
-    match state.identities.get_or_decode(der) {
-        Ok(id) => {
-            // The pin as the full decoder read it: the same as `pinned_ip_fast` on every
-            // certificate that decodes (the certificate crate's proptests).
-            verdict.pin = id.pinned_ip.map_or(CertPin::None, CertPin::Ip);
-            verdict.user = id.user.clone();
-            verdict.login_ip = id.login_ip;
-            match state.requires_pin(&id.user) {
-                None => {
-                    verdict.access = Access::Deny {
-                        code: "unknown_user".into(),
-                        message: format!(
-                            "user `{}` is not (or no longer) known here with usable roles",
-                            id.user
-                        ),
-                    };
-                }
-                Some((requires_pin, roles)) => {
-                    verdict.requires_pin = requires_pin;
-                    verdict.roles = roles;
-                    verdict.access = from_decision(ippin_policy::check_pin(
-                        requires_pin,
-                        &verdict.pin,
-                        observed,
-                    ));
-                }
-            }
-        }
-        Err(e) => {
-            verdict.pin = match ippin_cert::x509::pinned_ip_fast(der) {
-                Ok(Some(ip)) => CertPin::Ip(ip),
-                Ok(None) => CertPin::None,
-                Err(e) => CertPin::Invalid(e.to_string()),
-            };
-            verdict.access = if matches!(verdict.pin, CertPin::Invalid(_)) {
-                // An unreadable pin is the policy's `invalid_pin`, whatever else.
-                from_decision(ippin_policy::check_pin(true, &verdict.pin, observed))
-            } else {
-                Access::Deny {
-                    code: "invalid_identity".into(),
-                    message: format!(
-                        "the client certificate's identity cannot be read ({e}); {}",
-                        ippin_policy::LOG_IN_AGAIN
-                    ),
-                }
-            };
-        }
-    }
-    let event = match &verdict.access {
-        Access::Allow => AuditEvent::AccessAllowed {
-            user: verdict.user.clone(),
-            observed: AuditEvent::addr(observed),
-            provenance: observed.provenance().as_str().into(),
-            pinned: pin_text(&verdict.pin),
-        },
-        Access::Deny { code, message } => AuditEvent::AccessDenied {
-            user: verdict.user.clone(),
-            observed: AuditEvent::addr(observed),
-            provenance: observed.provenance().as_str().into(),
-            pinned: pin_text(&verdict.pin),
-            reason: code.clone(),
-            message: message.clone(),
-        },
-        Access::AuditUnavailable => return verdict,
-    };
-    if !state.audit(&event) {
-        verdict.access = Access::AuditUnavailable;
-    }
-    verdict
+    let sink = |event: ippin_access::tls::TlsEvent| state.audit(&AuditEvent::Tls(event));
+    ippin_access::tls::check(&state.identities, der, &users, observed, &sink)
 }
 
 /// `GET /whoami` body.
@@ -1099,10 +969,11 @@ async fn access_route(
 ) -> Response<Body> {
     match &verdict.access {
         Access::Allow => {}
-        Access::Deny { code, message } => {
-            return http::error(StatusCode::FORBIDDEN, code, message);
+        Access::Deny { reason, message } => {
+            return http::error(StatusCode::FORBIDDEN, reason.code(), message);
         }
-        Access::AuditUnavailable => return audit_unavailable(),
+        // Audit unavailable, or an outcome this server does not know: refused.
+        _ => return audit_unavailable(),
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/whoami") => http::json(
@@ -1112,7 +983,7 @@ async fn access_route(
                 roles: verdict.roles.clone(),
                 observed: AuditEvent::addr(&observed),
                 via: observed.provenance().as_str().into(),
-                pinned: pin_text(&verdict.pin),
+                pinned: ippin_access::pin::pin_text(&verdict.pin),
             },
         ),
         (&Method::POST, "/v1/renew") => {
@@ -1120,9 +991,37 @@ async fn access_route(
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            renew(state, verdict, &observed, body)
+            renew(state, &Presented::from(verdict), &observed, body)
         }
         _ => not_found(),
+    }
+}
+
+/// What renewal reads of the presented certificate and its user: the
+/// fields of the access verdict that allowed the connection.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// The user.
+    pub user: String,
+    /// The user's current roles.
+    pub roles: Vec<String>,
+    /// Whether those roles require a pin.
+    pub requires_pin: bool,
+    /// The certificate's pin.
+    pub pin: CertPin,
+    /// The login IP the certificate records.
+    pub login_ip: Option<std::net::IpAddr>,
+}
+
+impl From<&AccessVerdict> for Presented {
+    fn from(v: &AccessVerdict) -> Presented {
+        Presented {
+            user: v.user.clone(),
+            roles: v.roles.clone(),
+            requires_pin: v.requires_pin,
+            pin: v.pin.clone(),
+            login_ip: v.login_ip,
+        }
     }
 }
 
@@ -1130,7 +1029,7 @@ async fn access_route(
 /// `ippin-policy`'s `pins_for_renewal`), the roles are the current ones.
 pub fn renew(
     state: &State,
-    verdict: &AccessVerdict,
+    verdict: &Presented,
     observed: &ObservedAddr,
     body: RenewRequest,
 ) -> Response<Body> {
@@ -1507,14 +1406,13 @@ mod tests {
         assert_eq!(status, 200);
     }
 
-    fn verdict(user: &str, roles: &[&str], requires_pin: bool, pin: CertPin) -> AccessVerdict {
-        AccessVerdict {
+    fn verdict(user: &str, roles: &[&str], requires_pin: bool, pin: CertPin) -> Presented {
+        Presented {
             user: user.into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             requires_pin,
             pin,
             login_ip: Some("127.0.0.7".parse().unwrap()),
-            access: Access::Allow,
         }
     }
 

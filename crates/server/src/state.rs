@@ -71,8 +71,8 @@ pub struct State {
     pub audit: Audit,
     /// The clock.
     pub clock: Clock,
-    /// Decoded client-certificate identities (`crate::identity`).
-    pub identities: crate::identity::IdentityCache,
+    /// Decoded client-certificate identities (`ippin_access::tls`).
+    pub identities: ippin_access::tls::IdentityCache,
     /// The most connections per TLS listener in the handshake stage
     /// ([`MAX_HANDSHAKES`] unless changed before the server starts).
     pub max_handshakes: usize,
@@ -117,7 +117,7 @@ impl State {
             ca,
             audit,
             clock: Arc::new(SystemTime::now),
-            identities: crate::identity::IdentityCache::default(),
+            identities: ippin_access::tls::IdentityCache::default(),
             max_handshakes: MAX_HANDSHAKES,
             decoy_hash,
             hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),

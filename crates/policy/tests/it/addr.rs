@@ -43,6 +43,16 @@ fn every_provenance_has_a_stable_name() {
         assert_eq!(seen.ip(), ip("198.51.100.2"));
         assert!(seen.is_trusted());
     }
+    // A LOCAL header names no client: asked to trust it, the observation refuses.
+    let local = ObservedAddr::new(
+        "198.51.100.2:4000".parse().unwrap(),
+        Provenance::ProxyLocal,
+        true,
+    );
+    assert_eq!(Provenance::ProxyLocal.as_str(), "proxy_local");
+    assert_eq!(local.provenance(), Provenance::ProxyLocal);
+    assert!(!local.is_trusted());
+    assert_eq!(local.port(), 0);
 }
 
 #[test]

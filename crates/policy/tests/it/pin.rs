@@ -231,6 +231,17 @@ fn every_provenance_mapped_and_unmapped() {
         Provenance::ForwardedHeader,
     ];
     let pin = CertPin::Ip(ip("203.0.113.9"));
+    // LOCAL is never trusted, whatever the caller says: it neither pins nor satisfies one.
+    let local = ObservedAddr::new(
+        "203.0.113.9:7".parse().unwrap(),
+        Provenance::ProxyLocal,
+        true,
+    );
+    assert_eq!(
+        outcome(&check_pin(true, &pin, &local)),
+        Some("untrusted_client_ip")
+    );
+    assert!(pin_for_issue(true, Some(&local)).is_err());
     for p in provenances {
         for addr in ["203.0.113.9:7", "[::ffff:203.0.113.9]:7"] {
             let a: SocketAddr = addr.parse().unwrap();

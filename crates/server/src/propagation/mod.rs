@@ -63,7 +63,6 @@ pub mod cmd;
 pub mod config;
 pub mod net;
 pub mod runtime;
-pub mod sequence;
 pub mod serve;
 pub mod sign;
 pub mod verify;
@@ -76,10 +75,10 @@ pub use ippin_propagation::{
 mod tests;
 
 pub use grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache};
+pub use ippin_access::signed::{SeqStep, step};
 pub use ippin_propagation::Error;
 pub use key::{PublicKey, SecretKey};
 pub use replay::{MAX_PER_SECOND, ReplayCache, ReplayRefusal};
-pub use sequence::{SeqStep, step};
 pub use sign::{
     FrontGrant, GrantSchedule, MAX_GRANT_LIFETIME, ProxyIdentityPem, Signer, WriteHeader,
     issue_proxy_identity,

@@ -11,9 +11,9 @@ use ippin_proxy_protocol as pp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::sequence::{SeqStep, buffer_limit, step};
 use super::{Error, GrantSchedule, Link, Verifier, WriteHeader};
 use crate::accept::Refused;
+use ippin_access::signed::{SeqStep, buffer_limit, step};
 
 /// How long a front waits for its upstream to accept the connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,18 +55,17 @@ pub async fn accept_propagated<S: AsyncRead + Unpin>(
                 SeqStep::NeedMore => {
                     let room = limit.saturating_sub(buf.len()).min(chunk.len());
                     if eof || room == 0 {
-                        return Err(Refused {
-                            code: "connection_closed",
-                            message: format!(
-                                "connection_closed: {} bytes and no decision",
-                                buf.len()
-                            ),
-                        });
+                        return Err(Refused::new(
+                            "connection_closed",
+                            format!("connection_closed: {} bytes and no decision", buf.len()),
+                        ));
                     }
                     let into = chunk.get_mut(..room).unwrap_or_default();
-                    let n = stream.read(into).await.map_err(|e| Refused {
-                        code: "io_error",
-                        message: format!("io_error: reading the PROXY headers: {e}"),
+                    let n = stream.read(into).await.map_err(|e| {
+                        Refused::new(
+                            "io_error",
+                            format!("io_error: reading the PROXY headers: {e}"),
+                        )
                     })?;
                     match into.get(..n) {
                         Some(got) if n > 0 => buf.extend_from_slice(got),
@@ -74,17 +73,18 @@ pub async fn accept_propagated<S: AsyncRead + Unpin>(
                     }
                 }
                 SeqStep::Accept { observed, consumed } => return Ok((observed, consumed)),
-                SeqStep::Refuse { code, message } => return Err(Refused { code, message }),
+                SeqStep::Refuse { code, message } => return Err(Refused::new(code, message)),
+                // A step this server does not know refuses (fail closed).
+                _ => return Err(Refused::new("unknown_step", "unknown_step: refused")),
             }
         }
     };
-    let (observed, consumed) =
-        tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| Refused {
-                code: "timeout",
-                message: "timeout: the PROXY headers did not arrive in time".into(),
-            })??;
+    let (observed, consumed) = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        Refused::new(
+            "timeout",
+            "timeout: the PROXY headers did not arrive in time",
+        )
+    })??;
     buf.drain(..consumed.min(buf.len()));
     Ok((observed, pp::PrefixedStream::new(buf, stream)))
 }

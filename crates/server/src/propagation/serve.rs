@@ -76,9 +76,11 @@ where
         .propagation
         .as_ref()
         .and_then(|p| p.runtime.get())
-        .ok_or_else(|| Refused {
-            code: "propagation_unavailable",
-            message: "propagation_unavailable: this listener's verifier is not set up".into(),
+        .ok_or_else(|| {
+            Refused::new(
+                "propagation_unavailable",
+                "propagation_unavailable: this listener's verifier is not set up",
+            )
         })?;
     let policy = crate::accept::listener_policy(lcfg);
     let clock = armed.clock.clone();
@@ -170,7 +172,7 @@ async fn forward_one(
         Ok(a) => a,
         Err(_) => return,
     };
-    let accepted = crate::accept::accept_observed(tcp, peer, local, lcfg).await;
+    let accepted = crate::accept::accept_observed(tcp, peer, lcfg).await;
     let (observed, stream) = match accepted {
         Ok(x) => x,
         Err(refused) => {

@@ -1,109 +1,13 @@
 //! The front's side. The sans-IO core (identity, grants, the signed block)
-//! is `ippin_propagation::sign`, re-exported here; this module adds the
-//! PROXY v2 framing of the header (with `ippin-proxy-protocol`) and the
+//! is `ippin_propagation::sign`, and the PROXY v2 framing of the header is
+//! `ippin_access::signed`; both are re-exported here. This module adds the
 //! issuing of a front identity (with `ippin-cert`).
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
-
 use ed25519_dalek::pkcs8::EncodePrivateKey;
-use ippin_proxy_protocol as pp;
 
+pub use ippin_access::signed::{WriteHeader, address_block, addresses_for};
 pub use ippin_propagation::sign::*;
-use ippin_propagation::wire::{FAMILY_TCP4, FAMILY_TCP6, NONCE_LEN, TLV_TYPE};
-use ippin_propagation::{Error, Link, PROXY_CN_PREFIX, PROXY_ROLE};
-
-/// Writes the PROXY v2 header that carries a signed block.
-pub trait WriteHeader {
-    /// The PROXY v2 header a front writes to its upstream: command PROXY,
-    /// `client` → `destination` (TCP4 when both are IPv4, else TCP6 with
-    /// IPv4 addresses mapped), and the signed block under this grant for
-    /// the connection `link` it is written on (the front's local address
-    /// after `connect()` and its peer), written at `now` with `nonce`.
-    ///
-    /// # Errors
-    /// [`Error::Encode`] when the header does not encode.
-    fn header(
-        &self,
-        client: SocketAddr,
-        destination: SocketAddr,
-        link: Link,
-        now: u64,
-        nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, Error>;
-}
-
-impl WriteHeader for FrontGrant {
-    fn header(
-        &self,
-        client: SocketAddr,
-        destination: SocketAddr,
-        link: Link,
-        now: u64,
-        nonce: [u8; NONCE_LEN],
-    ) -> Result<Vec<u8>, Error> {
-        let addrs = addresses_for(client, destination);
-        let value = self.signed_block(client, destination, link, now, nonce)?;
-        pp::V2Builder::new(pp::Command::Proxy)
-            .addresses(addrs)
-            .and_then(|b| {
-                b.tlv(pp::Tlv::Custom {
-                    kind: TLV_TYPE,
-                    value: &value,
-                })
-            })
-            .and_then(|b| b.encode())
-            .map_err(|e| Error::Encode(e.to_string()))
-    }
-}
-
-/// The v2 addresses for a client and the address it reached: TCP4 when
-/// both are IPv4 (canonical form), otherwise TCP6 with any IPv4 address
-/// written IPv4-mapped. Scope ids and flow info are dropped.
-pub fn addresses_for(client: SocketAddr, destination: SocketAddr) -> pp::Addresses {
-    let c = client.ip().to_canonical();
-    let d = destination.ip().to_canonical();
-    match (c, d) {
-        (IpAddr::V4(cs), IpAddr::V4(ds)) => pp::Addresses::Tcp4 {
-            src: SocketAddrV4::new(cs, client.port()),
-            dst: SocketAddrV4::new(ds, destination.port()),
-        },
-        _ => {
-            let v6 = |ip: IpAddr| match ip {
-                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-                IpAddr::V6(v6) => v6,
-            };
-            pp::Addresses::Tcp6 {
-                src: SocketAddrV6::new(v6(c), client.port(), 0, 0),
-                dst: SocketAddrV6::new(v6(d), destination.port(), 0, 0),
-            }
-        }
-    }
-}
-
-/// The family byte and address bytes of `addrs` as a v2 header carries
-/// them (TCP4 / TCP6 only; anything else gives an empty block, which the
-/// block encoder refuses).
-pub fn address_block(addrs: &pp::Addresses) -> Vec<u8> {
-    let mut out = Vec::with_capacity(37);
-    match addrs {
-        pp::Addresses::Tcp4 { src, dst } => {
-            out.push(FAMILY_TCP4);
-            out.extend_from_slice(&src.ip().octets());
-            out.extend_from_slice(&dst.ip().octets());
-            out.extend_from_slice(&src.port().to_be_bytes());
-            out.extend_from_slice(&dst.port().to_be_bytes());
-        }
-        pp::Addresses::Tcp6 { src, dst } => {
-            out.push(FAMILY_TCP6);
-            out.extend_from_slice(&src.ip().octets());
-            out.extend_from_slice(&dst.ip().octets());
-            out.extend_from_slice(&src.port().to_be_bytes());
-            out.extend_from_slice(&dst.port().to_be_bytes());
-        }
-        _ => {}
-    }
-    out
-}
+use ippin_propagation::{Error, PROXY_CN_PREFIX, PROXY_ROLE};
 
 /// A newly issued front identity, PEM.
 #[derive(Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 
 use ippin_policy::ObservedAddr;
 
-use super::auth::Authorized;
+use ippin_access::ssh::Authorized;
 
 /// The longest command line accepted, in bytes.
 pub const MAX_COMMAND_LEN: usize = 4096;

@@ -12,9 +12,9 @@ use ssh_key::Certificate;
 
 use super::Shared;
 use super::audit::{AuthRecord, ExecRecord, SshAuditEvent};
-use super::auth::{AuthContext, Authorized, SshDenial, SshDenyReason, authorize};
 use super::dial::dial;
 use super::exec::{MAX_COMMAND_LEN, run_builtin};
+use ippin_access::ssh::{AuthContext, Authorized, SshDenial, SshDenyReason, authorize};
 
 /// The most `direct-tcpip` channels one connection may have open (or dialling) at once.
 pub const MAX_FORWARDS_PER_CONNECTION: usize = 64;

@@ -15,10 +15,9 @@
 //! # async fn run(ca: ssh_key::PublicKey) -> Result<(), Box<dyn std::error::Error>> {
 //! let service = SshService::new(SshSettings::new(
 //!     vec![ca],
-//!     Arc::new(|name: &str| (name == "alice").then(|| SshUser {
-//!         requires_pin: true,
-//!         roles: vec!["pinned-ip".to_owned()],
-//!     })),
+//!     Arc::new(|name: &str| {
+//!         (name == "alice").then(|| SshUser::new(true, vec!["pinned-ip".to_owned()]))
+//!     }),
 //!     // `true`: the event was recorded (the audit is fail-closed).
 //!     Arc::new(|event| {
 //!         println!("{}", serde_json::to_string(&event).unwrap_or_default());
@@ -33,8 +32,6 @@
 //!
 //! The decision table is in [`auth`]'s documentation and in `docs/ssh.md`.
 
-pub mod audit;
-pub mod auth;
 pub mod client;
 mod cut;
 pub mod dial;
@@ -53,10 +50,13 @@ use russh::{MethodKind, MethodSet, SshId};
 use ssh_key::{PrivateKey, PublicKey};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use audit::{SshAudit, SshAuditEvent};
-pub use auth::{Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, authorize};
 pub use dial::{AllowAll, DialPolicy, denial_text};
 pub use handler::{MAX_FORWARDS_PER_CONNECTION, NO_SHELL};
+pub use ippin_access::audit::AuditSink;
+pub use ippin_access::ssh::{
+    Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, audit, authorize,
+};
+pub use ippin_access::ssh::{SshAudit, SshAuditEvent};
 pub use live::{LiveRestrictions, ReloadError};
 
 /// The most authenticated SSH sessions one service (listener) holds at once; one more is
@@ -127,7 +127,7 @@ pub struct SshSettings {
     /// Users and their roles.
     pub users: Arc<dyn UserDirectory>,
     /// Where audit events go.
-    pub audit: Arc<dyn SshAudit>,
+    pub audit: Arc<SshAudit>,
     /// The host key; an Ed25519 key is generated when `None`.
     pub host_key: Option<PrivateKey>,
     /// The policy every outbound `direct-tcpip` dial goes through. Default: [`AllowAll`].
@@ -157,7 +157,7 @@ impl SshSettings {
     pub fn new(
         trusted_user_cas: Vec<PublicKey>,
         users: Arc<dyn UserDirectory>,
-        audit: Arc<dyn SshAudit>,
+        audit: Arc<SshAudit>,
     ) -> SshSettings {
         SshSettings {
             trusted_user_cas,
@@ -178,7 +178,7 @@ impl SshSettings {
 pub(crate) struct Shared {
     pub(crate) trusted_cas: Vec<ssh_key::Fingerprint>,
     pub(crate) users: Arc<dyn UserDirectory>,
-    pub(crate) audit: Arc<dyn SshAudit>,
+    pub(crate) audit: Arc<SshAudit>,
     pub(crate) dial_policy: Arc<dyn DialPolicy>,
     pub(crate) audit_observed_connections: bool,
     pub(crate) own_listeners: Vec<std::net::SocketAddr>,
@@ -454,10 +454,9 @@ impl SshService {
     }
 }
 
-/// The PROXY stage's observation in the policy crate's type: the server's one mapping,
-/// [`crate::accept::to_observed`].
+/// The PROXY stage's observation in the policy crate's type: `ippin-access`'s one mapping.
 pub fn observed_from_proxy(o: &pp::Observed) -> ObservedAddr {
-    crate::accept::to_observed(o)
+    ippin_access::observed::from_proxy(o)
 }
 
 /// Errors that only say the client went away or gave up.

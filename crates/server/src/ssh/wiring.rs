@@ -125,10 +125,7 @@ pub fn users_of(state: &State) -> HashMap<String, SshUser> {
         if let Ok(roles) = state.roles.select(&u.roles) {
             users.insert(
                 u.name.clone(),
-                SshUser {
-                    requires_pin: roles.requires_pin(),
-                    roles: roles.names().to_vec(),
-                },
+                SshUser::new(roles.requires_pin(), roles.names().to_vec()),
             );
         }
     }
@@ -147,7 +144,7 @@ pub fn service_for(
     state: &State,
     host_key: Option<ssh_key::PrivateKey>,
     dial_policy: Arc<dyn DialPolicy>,
-    audit: Arc<dyn SshAudit>,
+    audit: Arc<SshAudit>,
 ) -> Result<SshService, SshError> {
     service_with(state, host_key, dial_policy, audit, Vec::new())
 }
@@ -160,7 +157,7 @@ pub fn service_with(
     state: &State,
     host_key: Option<ssh_key::PrivateKey>,
     dial_policy: Arc<dyn DialPolicy>,
-    audit: Arc<dyn SshAudit>,
+    audit: Arc<SshAudit>,
     own_listeners: Vec<std::net::SocketAddr>,
 ) -> Result<SshService, SshError> {
     let ca = ssh_key::PublicKey::from_openssh(state.ca.ssh_public_key().trim())

@@ -155,24 +155,15 @@ pub(crate) fn users() -> HashMap<String, SshUser> {
     let mut m = HashMap::new();
     m.insert(
         "alice".to_owned(),
-        SshUser {
-            requires_pin: true,
-            roles: vec!["pinned-ip".to_owned()],
-        },
+        SshUser::new(true, vec!["pinned-ip".to_owned()]),
     );
     m.insert(
         "bob".to_owned(),
-        SshUser {
-            requires_pin: false,
-            roles: vec!["dev".to_owned()],
-        },
+        SshUser::new(false, vec!["dev".to_owned()]),
     );
     m.insert(
         "root".to_owned(),
-        SshUser {
-            requires_pin: false,
-            roles: vec!["dev".to_owned()],
-        },
+        SshUser::new(false, vec!["dev".to_owned()]),
     );
     m
 }
@@ -201,7 +192,7 @@ impl Events {
             .count()
     }
 
-    pub(crate) fn sink(&self) -> Arc<dyn ippin::ssh::SshAudit> {
+    pub(crate) fn sink(&self) -> Arc<ippin::ssh::SshAudit> {
         let store = self.0.clone();
         Arc::new(move |e: SshAuditEvent| {
             store.lock().expect("events lock").push(e);

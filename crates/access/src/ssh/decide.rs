@@ -1,4 +1,5 @@
-//! The authentication decision: one certificate, one user name, one observed address.
+//! The SSH certificate authentication decision: one certificate, one user name, one observed
+//! address.
 //!
 //! Pure: no I/O, the time is a parameter. [`authorize`] is what the russh handler calls for
 //! every certificate; it is also what the tests exercise row by row.
@@ -27,40 +28,14 @@
 use std::fmt;
 
 use ippin_cert::ssh::{SshValidation, ValidatedSshCert, validate_user_cert};
+use ippin_cert::ssh_key::{Certificate, Fingerprint};
 use ippin_policy::{CertPin, Decision, DenyReason, ObservedAddr, check_pin};
-use ssh_key::{Certificate, Fingerprint};
 
-/// What the server knows about a user: the pin requirement of their roles, and the role
-/// names (for the audit log and `whoami`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SshUser {
-    /// Whether any of the user's roles sets `pin_source_ip`.
-    pub requires_pin: bool,
-    /// The user's role names.
-    pub roles: Vec<String>,
-}
+use crate::pin::{pin_strings, source_address_pin};
+pub use crate::users::{User, UserDirectory};
 
-/// Looks users up by SSH user name.
-///
-/// Implemented for closures `Fn(&str) -> Option<SshUser>` and for a
-/// `HashMap<String, SshUser>`. A user the directory does not know is refused
-/// (`unknown_user`), even with a valid certificate.
-pub trait UserDirectory: Send + Sync {
-    /// The user called `name`, if there is one.
-    fn lookup(&self, name: &str) -> Option<SshUser>;
-}
-
-impl<F: Fn(&str) -> Option<SshUser> + Send + Sync> UserDirectory for F {
-    fn lookup(&self, name: &str) -> Option<SshUser> {
-        self(name)
-    }
-}
-
-impl UserDirectory for std::collections::HashMap<String, SshUser> {
-    fn lookup(&self, name: &str) -> Option<SshUser> {
-        self.get(name).cloned()
-    }
-}
+/// The user record of the SSH decision: the crate's [`User`].
+pub type SshUser = User;
 
 /// Why an authentication was refused. [`SshDenyReason::code`] gives the stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -221,7 +196,7 @@ pub fn authorize(
 /// [`authorize`] with the policy crate's pin check (step 11) passed in, so that a test can
 /// give it a broken one and see step 12 refuse on its own: with today's crates the two steps
 /// agree on every input (see docs/testing.md), so no real attempt reaches step 12's refusal.
-fn authorize_with(
+pub(crate) fn authorize_with(
     ctx: &AuthContext<'_>,
     user: &str,
     cert: &Certificate,
@@ -303,15 +278,7 @@ fn authorize_with(
 fn cert_pin(valid: &ValidatedSshCert) -> CertPin {
     match &valid.source_address {
         None => CertPin::None,
-        Some(sa) => CertPin::Nets(sa.nets().to_vec()),
-    }
-}
-
-fn pin_strings(pin: &CertPin) -> Vec<String> {
-    match pin {
-        CertPin::Nets(nets) => nets.iter().map(|n| n.to_string()).collect(),
-        CertPin::Ip(ip) => vec![ip.to_string()],
-        _ => Vec::new(),
+        Some(sa) => source_address_pin(sa.clone()),
     }
 }
 
@@ -363,9 +330,9 @@ mod tests {
     use ippin_cert::getrandom::SysRng;
     use ippin_cert::rand_core::UnwrapErr;
     use ippin_cert::ssh::{SshCa, SshCertRequest};
+    use ippin_cert::ssh_key::certificate::{Builder, CertType};
+    use ippin_cert::ssh_key::{HashAlg, PrivateKey};
     use ippin_policy::Provenance;
-    use ssh_key::certificate::{Builder, CertType};
-    use ssh_key::{HashAlg, PrivateKey};
 
     use super::*;
 
@@ -398,7 +365,7 @@ mod tests {
         Fixture { ca, trusted, users }
     }
 
-    fn user_key() -> ssh_key::public::KeyData {
+    fn user_key() -> ippin_cert::ssh_key::public::KeyData {
         let k = SshCa::generate_ed25519(&mut UnwrapErr(SysRng)).unwrap();
         k.public_key().key_data().clone()
     }

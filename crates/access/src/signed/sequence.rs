@@ -22,14 +22,17 @@
 
 use std::net::SocketAddr;
 
-use ippin_policy::{ObservedAddr, Provenance};
+use ippin_policy::ObservedAddr;
 use ippin_proxy_protocol as pp;
 
-use super::verify::{Verifier, VerifyHeader, is_signed, signed_tlv};
-use super::{Link, Reason, Rejection};
+use ippin_propagation::verify::Verifier;
+use ippin_propagation::{Link, Reason, Rejection};
+
+use super::frame::{VerifyHeader, is_signed, signed_tlv};
 
 /// What [`step`] asks the caller to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SeqStep {
     /// Read more bytes (never past [`buffer_limit`] in total) and call again.
     NeedMore,
@@ -113,7 +116,7 @@ fn accept_signed(
 ) -> SeqStep {
     match verifier.verify(h, link, now) {
         Ok(v) => SeqStep::Accept {
-            observed: ObservedAddr::new(v.client, Provenance::SignedPropagation, true),
+            observed: crate::observed::from_signed(v.client),
             consumed,
         },
         Err(r) => from_rejection(r),
@@ -160,7 +163,7 @@ pub fn step(
     let cfg = &listener.parse;
     let observed = |r: Result<pp::Observed, pp::Refusal>, consumed| match r {
         Ok(o) => SeqStep::Accept {
-            observed: crate::accept::to_observed(&o),
+            observed: crate::observed::from_proxy(&o),
             consumed,
         },
         Err(r) => from_refusal(r),

@@ -1,4 +1,4 @@
-//! Audit events of the SSH service, and the sink they go to.
+//! Audit events of an SSH service, and the sink they go to.
 //!
 //! The events serialise to one JSON object each (a JSON line in the audit log), each with an
 //! `event` field naming its kind. The network event is the policy crate's `session.network`
@@ -9,27 +9,15 @@ use std::net::SocketAddr;
 use ippin_policy::NetworkEvent;
 use serde::Serialize;
 
-/// Where the SSH service sends its audit events.
-///
-/// Implemented for any `Fn(SshAuditEvent) -> bool + Send + Sync`, so a closure that writes
-/// to the server's audit log, or a test that collects events, can be passed as is. The call
-/// is made on the connection's task: it must not block for long.
-///
-/// The audit is *fail-closed*, like the server's login and TLS access: when the line of an
-/// allowed authentication cannot be written, the authentication is refused
-/// (`audit_unavailable`); when the line of an outbound connection cannot be written, the
-/// connection is not made (or is closed before any byte is relayed) and the channel open
-/// fails.
-pub trait SshAudit: Send + Sync {
-    /// Records one event; `false` when it could not be recorded.
-    fn record(&self, event: SshAuditEvent) -> bool;
-}
+use crate::audit::AuditSink;
 
-impl<F: Fn(SshAuditEvent) -> bool + Send + Sync> SshAudit for F {
-    fn record(&self, event: SshAuditEvent) -> bool {
-        self(event)
-    }
-}
+/// Where an SSH service sends its audit events: an [`AuditSink`] of [`SshAuditEvent`].
+///
+/// The contract is [`AuditSink`]'s (fail closed): when the line of an allowed authentication
+/// cannot be written, the authentication is refused (`audit_unavailable`); when the line of
+/// an outbound connection cannot be written, the connection is not made (or is closed before
+/// any byte is relayed) and the channel open fails.
+pub type SshAudit = dyn AuditSink<SshAuditEvent>;
 
 /// One audit event of the SSH service. Each record carries its own `event` name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

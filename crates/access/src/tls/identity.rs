@@ -19,7 +19,7 @@
 //!   When full, an arbitrary entry makes room.
 //!
 //! ```
-//! use ippin::identity::IdentityCache;
+//! use ippin_access::tls::IdentityCache;
 //!
 //! let cache = IdentityCache::new(2);
 //! assert!(cache.get_or_decode(b"not a certificate").is_err());

@@ -1,0 +1,73 @@
+//! From a connection to a source-IP pin verdict, for any Rust access tool.
+//!
+//! A certificate issued at login carries the client IP observed then; every later use from
+//! another IP is refused. `ippin-access` joins the sans-IO foundation crates
+//! (`ippin-proxy-protocol`, `ippin-cert`, `ippin-policy`, `ippin-propagation`) to a real
+//! connection, in four steps:
+//!
+//! 1. **Observe** the client address, with its provenance and trust ([`observed`]): the socket
+//!    peer, a PROXY v1/v2 header from a trusted load balancer (the [`tokio`](crate::tokio)
+//!    feature reads it), `X-Forwarded-For`/`Forwarded` from a trusted proxy, or a signed
+//!    header from another service ([`signed`]). One type, [`ObservedAddr`], carries all of
+//!    them.
+//! 2. **Read the pin** of the client's certificate ([`pin`]): an X.509 certificate or an
+//!    OpenSSH certificate becomes a [`CertPin`]; a pin that cannot be read is invalid, never
+//!    absent.
+//! 3. **Decide**, as a pure function with stable reason codes: the mutual-TLS verdict
+//!    ([`tls::decide`]) or the SSH certificate authorisation table ([`ssh::authorize`]), with
+//!    the user's roles now from a [`UserDirectory`]. Only an explicit allow allows.
+//! 4. **Audit** the decision to an [`AuditSink`](audit::AuditSink), fail closed: an event that
+//!    cannot be recorded turns the verdict into a refusal.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use ippin_access::{observed::{ObservedAddr, Provenance}, tls, users::User};
+//!
+//! // alice's roles require a pin. Her certificate (here: bytes that do not decode) is
+//! // refused, with a stable reason, whatever the address.
+//! let users = HashMap::from([("alice".to_owned(), User::new(true, vec!["ops".into()]))]);
+//! let seen = ObservedAddr::new("192.0.2.7:50000".parse().unwrap(), Provenance::ProxyV2, true);
+//! let verdict = tls::decide_der(b"not a certificate", &users, &seen);
+//! assert!(!verdict.access.is_allowed());
+//! ```
+//!
+//! # Public API
+//!
+//! | module | what |
+//! |---|---|
+//! | [`observed`] | [`ObservedAddr`], [`Provenance`](observed::Provenance), [`from_proxy`](observed::from_proxy), [`from_forwarded`](observed::from_forwarded), [`from_signed`](observed::from_signed) |
+//! | [`pin`] | [`x509_pin`](pin::x509_pin), [`x509_cert_pin`](pin::x509_cert_pin), [`ssh_pin`](pin::ssh_pin), audit text helpers |
+//! | [`users`] | [`User`], [`UserDirectory`] |
+//! | [`tls`] | [`decide`](tls::decide), [`decide_der`](tls::decide_der), [`check`](tls::check) (with audit), [`TlsVerdict`](tls::TlsVerdict), [`TlsAccess`](tls::TlsAccess), [`TlsDenyReason`](tls::TlsDenyReason), [`TlsEvent`](tls::TlsEvent), [`IdentityCache`](tls::IdentityCache) |
+//! | [`ssh`] | [`authorize`](ssh::authorize), [`AuthContext`](ssh::AuthContext), [`Authorized`](ssh::Authorized), [`SshDenial`](ssh::SshDenial), [`SshDenyReason`](ssh::SshDenyReason), [`SshAuditEvent`](ssh::SshAuditEvent) and its records |
+//! | [`audit`] | [`AuditSink`](audit::AuditSink) and its fail-closed contract |
+//! | [`signed`] | [`WriteHeader`](signed::WriteHeader), [`VerifyHeader`](signed::VerifyHeader), [`step`](signed::step) (the header sequence of a listener with signed propagation) |
+//!
+//! # Features
+//!
+//! None is on by default; the decisions need none of them.
+//!
+//! | feature | module | what |
+//! |---|---|---|
+//! | `tokio` | [`tokio`](crate::tokio) | `accept`: a PROXY-aware accept that yields the stream and its observed address, bounded in bytes and time |
+//! | `rustls` | `rustls` | a mutual-TLS `ServerConfig` over a client CA, and the pin check of a finished handshake |
+//! | `russh` | `russh` | the SSH table for a russh `Handler`'s `auth_openssh_certificate` |
+//! | `axum` | `axum` | a PROXY-aware `axum::serve::Listener`, and an extractor of the observed address and the pin verdict |
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod audit;
+pub mod observed;
+pub mod pin;
+pub mod signed;
+pub mod ssh;
+pub mod tls;
+pub mod users;
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
+
+pub use ippin_policy::CertPin;
+pub use observed::ObservedAddr;
+pub use users::{User, UserDirectory};

@@ -1,0 +1,78 @@
+//! The one place a certificate becomes a [`CertPin`].
+//!
+//! The rule: **a pin that cannot be read is [`CertPin::Invalid`], never [`CertPin::None`]**.
+//! A certificate whose pin extension (or `source-address`) is malformed, repeated or of the
+//! wrong type must not pass as an unpinned certificate, or a user could strip their pin by
+//! damaging it. `ippin-policy`'s [`check_pin`](ippin_policy::check_pin) refuses an invalid
+//! pin (`invalid_pin`) whatever the roles say.
+//!
+//! ```
+//! use ippin_access::pin::x509_pin;
+//! use ippin_policy::CertPin;
+//!
+//! // Bytes that are not a certificate: invalid, not "no pin".
+//! assert!(matches!(x509_pin(b"\x30\x03\x02\x01\x00"), CertPin::Invalid(_)));
+//! ```
+
+use ippin_cert::ssh::SourceAddress;
+use ippin_cert::ssh_key::Certificate as SshCertificate;
+use ippin_policy::CertPin;
+
+/// The pin of a DER X.509 certificate that TLS verified (the fast, strict walk of
+/// `ippin-cert`; both layouts).
+pub fn x509_pin(der: &[u8]) -> CertPin {
+    from_result(ippin_cert::x509::pinned_ip_fast(der).map(|ip| ip.map(CertPin::Ip)))
+}
+
+/// The pin of a decoded `x509-cert` certificate. It is re-encoded and read with the same
+/// strict rules as [`x509_pin`]; a certificate that does not encode has an invalid pin.
+pub fn x509_cert_pin(cert: &x509_cert::Certificate) -> CertPin {
+    use der::Encode;
+    match cert.to_der() {
+        Ok(der) => x509_pin(&der),
+        Err(e) => CertPin::Invalid(format!("the certificate does not encode: {e}")),
+    }
+}
+
+/// The pin of an OpenSSH certificate: its `source-address` critical option, read as strictly
+/// as sshd reads it. A certificate whose critical options do not read (an unknown critical
+/// option, a malformed list) has an invalid pin.
+///
+/// This reads the option only; it does not validate the certificate (CA, signature, window,
+/// principal): [`crate::ssh::authorize`] does all of that.
+pub fn ssh_pin(cert: &SshCertificate) -> CertPin {
+    from_result(
+        ippin_cert::ssh::read_options(cert).map(|o| o.source_address.map(source_address_pin)),
+    )
+}
+
+/// A `source-address` list as a pin.
+pub fn source_address_pin(sa: SourceAddress) -> CertPin {
+    CertPin::Nets(sa.nets().to_vec())
+}
+
+/// The pin as text for an audit line: `None` when unpinned, the pin's display form otherwise
+/// (an invalid pin names its error).
+pub fn pin_text(pin: &CertPin) -> Option<String> {
+    match pin {
+        CertPin::None => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// The pin as a list of networks for an audit line (empty when unpinned or invalid).
+pub fn pin_strings(pin: &CertPin) -> Vec<String> {
+    match pin {
+        CertPin::Nets(nets) => nets.iter().map(|n| n.to_string()).collect(),
+        CertPin::Ip(ip) => vec![ip.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+fn from_result(r: Result<Option<CertPin>, ippin_cert::Error>) -> CertPin {
+    match r {
+        Ok(Some(pin)) => pin,
+        Ok(None) => CertPin::None,
+        Err(e) => CertPin::Invalid(e.to_string()),
+    }
+}

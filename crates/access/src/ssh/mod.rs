@@ -1,0 +1,12 @@
+//! SSH certificate access: the authorisation table ([`authorize`]) and the SSH audit events.
+//!
+//! See [`decide`] for the table, and the `russh` feature for a handler helper that runs it in
+//! `auth_openssh_certificate`.
+
+pub mod audit;
+pub mod decide;
+
+pub use audit::{AuthRecord, ExecRecord, ProxyRefusedRecord, ShedRecord, SshAudit, SshAuditEvent};
+pub use decide::{
+    AuthContext, Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, authorize,
+};

@@ -1,0 +1,278 @@
+//! The mutual-TLS access decision: a client certificate TLS verified, seen at an observed
+//! address, against the user's roles now.
+//!
+//! | step | check | refused with |
+//! |---|---|---|
+//! | 1 | the certificate's identity reads (one CN, O attributes, the pin extension strict) | `invalid_pin` when the pin cannot be read, else `invalid_identity` |
+//! | 2 | the user is known now, with roles | `unknown_user` |
+//! | 3 | `ippin-policy`'s pin check: the roles' requirement (a single-host pin), the observed address trusted and equal to the pin | `pinned_ip_missing`, `pin_too_wide`, `untrusted_client_ip`, `pinned_ip_mismatch`, `invalid_pin` |
+//! | 4 | only [`Decision::Allow`] allows; any other decision | `unknown_decision` |
+//!
+//! [`decide`] is the pure table; [`check`] adds the audit line, fail closed: when the
+//! [`AuditSink`] cannot record the verdict, the connection is refused
+//! ([`TlsAccess::AuditUnavailable`]).
+//!
+//! The chain, signature and validity window are TLS's (see the `rustls` feature's
+//! [`client_cert_verifier`](crate::rustls)): give [`decide`] only a certificate that your TLS
+//! stack verified for this connection.
+
+mod identity;
+
+use std::net::IpAddr;
+
+use ippin_cert::x509::ClientIdentity;
+use ippin_policy::{CertPin, Decision, DenyReason, LOG_IN_AGAIN, ObservedAddr};
+use serde::Serialize;
+
+pub use identity::{DEFAULT_CAPACITY, IdentityCache, MAX_CACHED_CERT_LEN};
+
+use crate::audit::AuditSink;
+use crate::pin::{pin_text, x509_pin};
+use crate::users::UserDirectory;
+
+/// Why a mutual-TLS connection was refused. [`TlsDenyReason::code`] is the stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsDenyReason {
+    /// The certificate names no readable user (its pin, if any, did read).
+    InvalidIdentity,
+    /// The user is not (or no longer) known, or has no usable roles.
+    UnknownUser,
+    /// The pin check refused (`ippin-policy`'s reason).
+    Pin(DenyReason),
+    /// The pin check gave a decision this crate does not know: refused (fail closed).
+    UnknownDecision,
+}
+
+impl TlsDenyReason {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TlsDenyReason::InvalidIdentity => "invalid_identity",
+            TlsDenyReason::UnknownUser => "unknown_user",
+            TlsDenyReason::Pin(r) => r.code(),
+            TlsDenyReason::UnknownDecision => "unknown_decision",
+        }
+    }
+}
+
+impl std::fmt::Display for TlsDenyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The outcome of the decision for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsAccess {
+    /// Serve the connection.
+    Allow,
+    /// Refuse it.
+    Deny {
+        /// The stable reason.
+        reason: TlsDenyReason,
+        /// What happened and what to do (log in again), for the client.
+        message: String,
+    },
+    /// Everything passed or failed, but the audit line could not be written: refused.
+    AuditUnavailable,
+}
+
+impl TlsAccess {
+    /// Whether the connection may be served.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, TlsAccess::Allow)
+    }
+
+    /// The stable code: `allow`, a denial's reason, or `audit_unavailable`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TlsAccess::Allow => "allow",
+            TlsAccess::Deny { reason, .. } => reason.code(),
+            TlsAccess::AuditUnavailable => "audit_unavailable",
+        }
+    }
+}
+
+/// What the decision found and decided for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsVerdict {
+    /// The user from the certificate ("" when unreadable).
+    pub user: String,
+    /// The user's current roles (empty when unknown).
+    pub roles: Vec<String>,
+    /// Whether those roles require a pin.
+    pub requires_pin: bool,
+    /// The certificate's pin, as the strict extraction read it.
+    pub pin: CertPin,
+    /// The login IP the certificate records (informational, never a pin).
+    pub login_ip: Option<IpAddr>,
+    /// The outcome.
+    pub access: TlsAccess,
+}
+
+/// The decision for a client certificate `der`, whose identity `identity` was decoded from it
+/// (by [`ippin_cert::x509::client_identity`] or an [`IdentityCache`]), seen at `observed`,
+/// with the users of `users`. Pure: no I/O, no audit.
+pub fn decide(
+    identity: Result<&ClientIdentity, &ippin_cert::Error>,
+    der: &[u8],
+    users: &dyn UserDirectory,
+    observed: &ObservedAddr,
+) -> TlsVerdict {
+    let mut verdict = TlsVerdict {
+        user: String::new(),
+        roles: Vec::new(),
+        requires_pin: false,
+        pin: CertPin::None,
+        login_ip: None,
+        access: TlsAccess::Allow,
+    };
+    match identity {
+        Ok(id) => {
+            // The pin as the full decoder read it: the same as the fast walk on every
+            // certificate that decodes (the certificate crate's tests).
+            verdict.pin = id.pinned_ip.map_or(CertPin::None, CertPin::Ip);
+            verdict.user = id.user.clone();
+            verdict.login_ip = id.login_ip;
+            match users.lookup(&id.user) {
+                None => {
+                    verdict.access = TlsAccess::Deny {
+                        reason: TlsDenyReason::UnknownUser,
+                        message: format!(
+                            "user `{}` is not (or no longer) known here with usable roles",
+                            id.user
+                        ),
+                    };
+                }
+                Some(user) => {
+                    verdict.requires_pin = user.requires_pin;
+                    verdict.roles = user.roles;
+                    verdict.access = from_decision(ippin_policy::check_pin(
+                        verdict.requires_pin,
+                        &verdict.pin,
+                        observed,
+                    ));
+                }
+            }
+        }
+        Err(e) => {
+            verdict.pin = x509_pin(der);
+            verdict.access = if matches!(verdict.pin, CertPin::Invalid(_)) {
+                // An unreadable pin is the policy's `invalid_pin`, whatever else.
+                from_decision(ippin_policy::check_pin(true, &verdict.pin, observed))
+            } else {
+                TlsAccess::Deny {
+                    reason: TlsDenyReason::InvalidIdentity,
+                    message: format!(
+                        "the client certificate's identity cannot be read ({e}); {LOG_IN_AGAIN}"
+                    ),
+                }
+            };
+        }
+    }
+    verdict
+}
+
+/// [`decide`] with the identity decoded here (no cache).
+pub fn decide_der(der: &[u8], users: &dyn UserDirectory, observed: &ObservedAddr) -> TlsVerdict {
+    let identity = ippin_cert::x509::client_identity(der);
+    decide(identity.as_ref(), der, users, observed)
+}
+
+/// The decision and its audit line: [`decide`] (identity from `cache`), then the event
+/// recorded to `sink`. Fail closed: when the sink cannot record it, the verdict becomes
+/// [`TlsAccess::AuditUnavailable`], whatever it was.
+pub fn check(
+    cache: &IdentityCache,
+    der: &[u8],
+    users: &dyn UserDirectory,
+    observed: &ObservedAddr,
+    sink: &dyn AuditSink<TlsEvent>,
+) -> TlsVerdict {
+    let identity = cache.get_or_decode(der);
+    let mut verdict = decide(identity.as_deref(), der, users, observed);
+    if let Some(event) = event(&verdict, observed)
+        && !sink.record(event)
+    {
+        verdict.access = TlsAccess::AuditUnavailable;
+    }
+    verdict
+}
+
+/// Only [`Decision::Allow`] allows: a decision this crate does not know (the enum is
+/// `#[non_exhaustive]`) is a denial.
+fn from_decision(d: Decision) -> TlsAccess {
+    match d {
+        Decision::Allow => TlsAccess::Allow,
+        Decision::Deny(d) => TlsAccess::Deny {
+            reason: TlsDenyReason::Pin(d.reason),
+            message: d.message,
+        },
+        other => TlsAccess::Deny {
+            reason: TlsDenyReason::UnknownDecision,
+            message: format!(
+                "the pin check gave a decision this server does not know ({other:?}); {LOG_IN_AGAIN}"
+            ),
+        },
+    }
+}
+
+/// The audit event of a verdict; `None` for [`TlsAccess::AuditUnavailable`] (nothing more
+/// can be recorded).
+pub fn event(verdict: &TlsVerdict, observed: &ObservedAddr) -> Option<TlsEvent> {
+    let observed_text = observed.socket_addr().to_string();
+    let provenance = observed.provenance().as_str().to_owned();
+    match &verdict.access {
+        TlsAccess::Allow => Some(TlsEvent::AccessAllowed {
+            user: verdict.user.clone(),
+            observed: observed_text,
+            provenance,
+            pinned: pin_text(&verdict.pin),
+        }),
+        TlsAccess::Deny { reason, message } => Some(TlsEvent::AccessDenied {
+            user: verdict.user.clone(),
+            observed: observed_text,
+            provenance,
+            pinned: pin_text(&verdict.pin),
+            reason: reason.code().to_owned(),
+            message: message.clone(),
+        }),
+        TlsAccess::AuditUnavailable => None,
+    }
+}
+
+/// The audit events of mutual-TLS access: one JSON object each, `event` naming its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TlsEvent {
+    /// Access was allowed after the pin check.
+    AccessAllowed {
+        /// The user from the client certificate.
+        user: String,
+        /// The observed client address (`ip:port`, port 0 when untrusted).
+        observed: String,
+        /// How it was observed.
+        provenance: String,
+        /// The certificate's pin, as read.
+        pinned: Option<String>,
+    },
+    /// Access was denied.
+    AccessDenied {
+        /// The user from the client certificate ("" when unreadable).
+        user: String,
+        /// The observed client address.
+        observed: String,
+        /// How it was observed.
+        provenance: String,
+        /// The certificate's pin, as read.
+        pinned: Option<String>,
+        /// The stable reason code.
+        reason: String,
+        /// The message sent to the client.
+        message: String,
+    },
+}

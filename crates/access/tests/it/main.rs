@@ -1,0 +1,6 @@
+//! Integration tests of ippin-access: the decisions through their public API, with real
+//! certificates from the certificate crate's CAs.
+
+mod fixtures;
+mod props;
+mod tls;

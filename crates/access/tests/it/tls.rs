@@ -1,0 +1,171 @@
+//! The mutual-TLS decision, row by row, and its fail-closed audit.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ippin_access::observed::{ObservedAddr, Provenance};
+use ippin_access::tls::{self, IdentityCache, TlsAccess, TlsDenyReason, TlsEvent};
+use ippin_access::{CertPin, User};
+
+use crate::fixtures::{Issuer, patched, patched_last};
+
+fn users() -> HashMap<String, User> {
+    HashMap::from([
+        (
+            "alice".to_owned(),
+            User::new(true, vec!["pinned-ip".into()]),
+        ),
+        ("bob".to_owned(), User::new(false, vec!["dev".into()])),
+    ])
+}
+
+fn seen(addr: &str, trusted: bool) -> ObservedAddr {
+    ObservedAddr::new(addr.parse().unwrap(), Provenance::ProxyV2, trusted)
+}
+
+fn code(access: &TlsAccess) -> &'static str {
+    access.code()
+}
+
+#[test]
+fn the_table_row_by_row() {
+    let issuer = Issuer::new();
+    let pinned = issuer.client("alice", Some("192.0.2.7".parse().unwrap()));
+    let unpinned_alice = issuer.client("alice", None);
+    let bob = issuer.client("bob", None);
+    let bob_pinned = issuer.client("bob", Some("192.0.2.7".parse().unwrap()));
+    let carol = issuer.client("carol", Some("192.0.2.7".parse().unwrap()));
+    let broken_pin = patched(&pinned, b"192.0.2.7", b"192.0.2.x");
+    // The subject's (the last) CN attribute type (2.5.4.3) turned into OU (2.5.4.11): no user.
+    let no_cn = patched_last(
+        &bob,
+        &[0x06, 0x03, 0x55, 0x04, 0x03],
+        &[0x06, 0x03, 0x55, 0x04, 0x0b],
+    );
+    let users = users();
+    let here = seen("192.0.2.7:5000", true);
+    let there = seen("198.51.100.1:5000", true);
+    let untrusted = seen("192.0.2.7:5000", false);
+    let mapped = seen("[::ffff:192.0.2.7]:5000", true);
+    let rows: &[(&str, &[u8], ObservedAddr, &str)] = &[
+        ("pinned, from its address", &pinned, here, "allow"),
+        ("pinned, mapped spelling", &pinned, mapped, "allow"),
+        ("pinned, elsewhere", &pinned, there, "pinned_ip_mismatch"),
+        (
+            "pinned, untrusted observation",
+            &pinned,
+            untrusted,
+            "untrusted_client_ip",
+        ),
+        (
+            "role requires a pin, none",
+            &unpinned_alice,
+            here,
+            "pinned_ip_missing",
+        ),
+        ("no pin required, none", &bob, there, "allow"),
+        ("no pin required, untrusted", &bob, untrusted, "allow"),
+        (
+            "a pin is enforced whatever the roles",
+            &bob_pinned,
+            there,
+            "pinned_ip_mismatch",
+        ),
+        ("unknown user", &carol, here, "unknown_user"),
+        ("unreadable pin", &broken_pin, here, "invalid_pin"),
+        ("no user, pin readable", &no_cn, here, "invalid_identity"),
+        // Nothing reads, so the pin does not either: invalid, never "unpinned".
+        (
+            "not a certificate",
+            b"\x30\x03\x02\x01\x00",
+            here,
+            "invalid_pin",
+        ),
+    ];
+    for (what, der, observed, want) in rows {
+        let v = tls::decide_der(der, &users, observed);
+        assert_eq!(code(&v.access), *want, "{what}");
+        // The cached path decides the same.
+        let cache = IdentityCache::new(4);
+        let sink = |_: TlsEvent| true;
+        let c = tls::check(&cache, der, &users, observed, &sink);
+        assert_eq!(c, v, "{what}: cached and audited path agrees");
+    }
+    // What the verdict carries.
+    let v = tls::decide_der(&pinned, &users, &here);
+    assert_eq!(v.user, "alice");
+    assert_eq!(v.roles, vec!["pinned-ip".to_owned()]);
+    assert!(v.requires_pin);
+    assert_eq!(v.pin, CertPin::Ip("192.0.2.7".parse().unwrap()));
+    let bad = tls::decide_der(&broken_pin, &users, &here);
+    assert!(
+        matches!(bad.pin, CertPin::Invalid(_)),
+        "never `None`: {:?}",
+        bad.pin
+    );
+    match &tls::decide_der(&pinned, &users, &there).access {
+        TlsAccess::Deny { reason, message } => {
+            assert_eq!(
+                *reason,
+                TlsDenyReason::Pin(ippin_policy::DenyReason::PinnedIpMismatch)
+            );
+            assert!(message.contains("log in again"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_removed_user_is_refused_at_once() {
+    let issuer = Issuer::new();
+    let bob = issuer.client("bob", None);
+    let mut users = users();
+    let here = seen("192.0.2.7:5000", true);
+    assert!(tls::decide_der(&bob, &users, &here).access.is_allowed());
+    users.remove("bob");
+    assert_eq!(
+        tls::decide_der(&bob, &users, &here).access.code(),
+        "unknown_user"
+    );
+}
+
+#[test]
+fn audit_is_fail_closed_and_names_the_decision() {
+    let issuer = Issuer::new();
+    let pinned = issuer.client("alice", Some("192.0.2.7".parse().unwrap()));
+    let users = users();
+    let cache = IdentityCache::default();
+    let here = seen("192.0.2.7:5000", true);
+    let there = seen("198.51.100.1:5000", true);
+    let lines = Mutex::new(Vec::new());
+    let sink = |e: TlsEvent| {
+        lines
+            .lock()
+            .unwrap()
+            .push(serde_json::to_value(&e).unwrap());
+        true
+    };
+    assert!(
+        tls::check(&cache, &pinned, &users, &here, &sink)
+            .access
+            .is_allowed()
+    );
+    assert!(
+        !tls::check(&cache, &pinned, &users, &there, &sink)
+            .access
+            .is_allowed()
+    );
+    let lines = lines.into_inner().unwrap();
+    assert_eq!(lines[0]["event"], "access_allowed");
+    assert_eq!(lines[0]["user"], "alice");
+    assert_eq!(lines[0]["observed"], "192.0.2.7:5000");
+    assert_eq!(lines[0]["provenance"], "proxy_v2");
+    assert_eq!(lines[0]["pinned"], "192.0.2.7");
+    assert_eq!(lines[1]["event"], "access_denied");
+    assert_eq!(lines[1]["reason"], "pinned_ip_mismatch");
+    // A sink that cannot record: refused, even what would have been allowed.
+    let broken = |_: TlsEvent| false;
+    let v = tls::check(&cache, &pinned, &users, &here, &broken);
+    assert_eq!(v.access, TlsAccess::AuditUnavailable);
+    assert_eq!(v.access.code(), "audit_unavailable");
+}
