@@ -249,8 +249,8 @@ fn random_serial() -> u64 {
     u64::from_be_bytes(b) >> 1
 }
 
-/// One-block PEM helpers, from `ippin-propagation` (the same strict reading everywhere).
-pub use ippin_propagation::pem::{der_to_pem, pem_to_der};
+/// One-block PEM helpers ([`crate::files`]).
+pub use crate::files::{der_to_pem, pem_to_der};
 
 /// The role file `ca init` writes: `pinned-ip` pins, `dev` does not.
 pub const ROLES_YAML: &str = "\
@@ -409,7 +409,7 @@ pub fn init_at(dir: &Path, now: SystemTime, config_yaml: &str) -> Result<PathBuf
     write_file(&dir.join("server.key"), server_key_pem.as_bytes(), true)?;
     write_file(&dir.join("roles.yaml"), ROLES_YAML.as_bytes(), false)?;
     let host_key_path = dir.join("ssh_host_ed25519_key");
-    let host_key = crate::ssh::generate_host_key().map_err(|e| material(&e, &host_key_path))?;
+    let host_key = crate::files::generate_host_key().map_err(|e| material(&e, &host_key_path))?;
     let host_key_text = host_key
         .to_openssh(ssh_key::LineEnding::LF)
         .map_err(|e| material(&e, &host_key_path))?;

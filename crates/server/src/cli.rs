@@ -1,12 +1,12 @@
 //! Command-line arguments (clap) and their dispatch. `main` only parses,
 //! sets up logging and the runtime, and calls [`run`].
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::Outcome;
+pub use crate::client::LoginArgs;
 
 /// ippin: source-IP pinning for SSH and TLS credentials.
 #[derive(Debug, Parser)]
@@ -103,27 +103,6 @@ pub enum UserCommand {
         #[arg(long = "role")]
         roles: Vec<String>,
     },
-}
-
-/// `ippin login …`
-#[derive(Debug, Args)]
-pub struct LoginArgs {
-    /// The login listener, as `https://HOST:PORT`.
-    #[arg(long)]
-    pub server: String,
-    /// The user name.
-    #[arg(long)]
-    pub user: String,
-    /// The CA certificate that signed the listener's certificate (PEM).
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    /// Where to write the keys and certificates.
-    #[arg(long, default_value = ".")]
-    pub out: PathBuf,
-    /// Bind the client socket to this local IP before connecting (choose
-    /// the source address, e.g. 127.0.0.2).
-    #[arg(long)]
-    pub bind: Option<IpAddr>,
 }
 
 /// `ippin inspect …`

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::Args;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -18,7 +19,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 
 use crate::Outcome;
-use crate::cli::LoginArgs;
 use crate::server::{CertResponse, LoginRequest, RenewRequest};
 
 /// Time allowed to connect, handshake, and get the whole answer.
@@ -440,6 +440,27 @@ pub fn save(dir: &Path, creds: &Credentials) -> Result<Vec<PathBuf>, String> {
         write_out(dir, "ippin_tls.key", &creds.tls_key_pem, true)?,
         write_out(dir, "ippin_tls.pem", &creds.tls_cert_pem, false)?,
     ])
+}
+
+/// `ippin login …`
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The login listener, as `https://HOST:PORT`.
+    #[arg(long)]
+    pub server: String,
+    /// The user name.
+    #[arg(long)]
+    pub user: String,
+    /// The CA certificate that signed the listener's certificate (PEM).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Where to write the keys and certificates.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Bind the client socket to this local IP before connecting (choose
+    /// the source address, e.g. 127.0.0.2).
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
 }
 
 /// `ippin login`.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub mod propagation;
 mod scan;
 pub use scan::MAX_DEPTH as MAX_CONFIG_DEPTH;
 
@@ -78,10 +79,10 @@ pub enum ListenerKind {
     Login,
     /// Mutual TLS access: `GET /whoami`, `POST /v1/renew`, after the pin check.
     Tls,
-    /// SSH access with OpenSSH user certificates (`crate::ssh`, docs/ssh.md).
+    /// SSH access with OpenSSH user certificates (the `ssh` module, docs/ssh.md).
     Ssh,
     /// A front: relays to an upstream ippin listener behind a signed PROXY
-    /// v2 header (`crate::propagation`, docs/propagation.md).
+    /// v2 header (the `propagation` module, docs/propagation.md).
     Forward,
 }
 
@@ -139,9 +140,9 @@ pub struct ListenerConfig {
     /// believed (login listener only).
     pub trust_x_forwarded_for: bool,
     /// A `forward` listener's upstream and identity.
-    pub forward: Option<crate::propagation::config::ForwardConfig>,
+    pub forward: Option<propagation::ForwardConfig>,
     /// Whether (and how) signed PROXY headers are accepted.
-    pub propagation: Option<crate::propagation::config::PropagationConfig>,
+    pub propagation: Option<propagation::PropagationConfig>,
 }
 
 /// One user.
@@ -415,9 +416,9 @@ struct RawListener {
     #[serde(default = "default_forwarded_hops")]
     forwarded_hops: usize,
     #[serde(default)]
-    forward: Option<crate::propagation::config::RawForward>,
+    forward: Option<propagation::RawForward>,
     #[serde(default)]
-    propagation: Option<crate::propagation::config::RawPropagation>,
+    propagation: Option<propagation::RawPropagation>,
 }
 
 /// What `danger_trust_every_peer` trusts: both families, written out (an IPv6 network never
@@ -791,14 +792,11 @@ impl Config {
                     format!("address {here} is used by two listeners"),
                 ));
             }
-            let (forward, propagation) = crate::propagation::config::check_listener(
-                l.kind,
-                mode,
-                l.forward,
-                l.propagation,
-                &resolve,
-            )
-            .map_err(|(field, m)| invalid(format!("listeners[{i}].{field}"), Some(&here), m))?;
+            let (forward, propagation) =
+                propagation::check_listener(l.kind, mode, l.forward, l.propagation, &resolve)
+                    .map_err(|(field, m)| {
+                        invalid(format!("listeners[{i}].{field}"), Some(&here), m)
+                    })?;
             // One replay defence per audience: two listeners with one audience
             // would each accept a header once (docs/propagation.md).
             if let Some(p) = &propagation

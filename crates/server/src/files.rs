@@ -8,6 +8,11 @@
 //!   let alone followed), with its final mode from the start, synced — and renames it over
 //!   the target. The target is never written through: its old inode, mode and any link to
 //!   it stay as they were, readers see the old or the new content, never a mix.
+//! * [`der_to_pem`] / [`pem_to_der`] write and read one PEM block, and
+//!   [`generate_host_key`] makes a fresh Ed25519 SSH key.
+//!
+//! This is a leaf of the crate: it imports no other module of it, so the CA, the users
+//! file, the key commands and the SSH service all use it without reaching into each other.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -112,6 +117,25 @@ fn read_open(path: &Path, file: File, limit: u64) -> Result<String, FileError> {
     String::from_utf8(bytes).map_err(|_| FileError::NotText {
         path: path.to_path_buf(),
     })
+}
+
+/// One-block PEM helpers, from `ippin-propagation` (the same strict reading everywhere).
+pub use ippin_propagation::pem::{der_to_pem, pem_to_der};
+
+/// No Ed25519 key could be generated (the system random number generator failed).
+#[derive(Debug, thiserror::Error)]
+#[error("host key: cannot generate an Ed25519 key: {0}")]
+pub struct HostKeyError(pub String);
+
+/// A fresh Ed25519 SSH private key, from the system random number generator.
+///
+/// # Errors
+/// [`HostKeyError`] when no randomness is available.
+pub fn generate_host_key() -> Result<ssh_key::PrivateKey, HostKeyError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| HostKeyError(e.to_string()))?;
+    let pair = ssh_key::private::Ed25519Keypair::from_seed(&seed);
+    Ok(ssh_key::PrivateKey::from(pair))
 }
 
 /// A fresh name in the folder of `path`: `.NAME.RANDOM.tmp` (64 random bits).

@@ -29,6 +29,7 @@ pub mod files;
 pub mod host;
 pub mod http;
 pub mod inspect;
+pub mod listen;
 pub mod lockout;
 pub mod login_guard;
 pub mod observe;
@@ -37,6 +38,7 @@ pub mod propagation;
 pub mod server;
 pub mod shed;
 pub mod ssh;
+pub mod state;
 pub mod users;
 
 pub use outcome::Outcome;

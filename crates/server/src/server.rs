@@ -19,167 +19,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::Outcome;
-use crate::audit::{Audit, AuditEvent};
-use crate::ca::{Ca, CaError, IssueRequest, Issued};
+use crate::audit::AuditEvent;
+use crate::ca::{CaError, IssueRequest, Issued};
 use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind, ProxyModeSetting};
 use crate::http::{self, Body};
+use crate::listen::bounded_accept;
+pub use crate::listen::{MAX_CONNECTIONS, MAX_PENDING};
 use crate::observe::observe;
+pub use crate::state::{Clock, MAX_CONCURRENT_HASHES, MAX_HANDSHAKES, ServerError, State};
 
 /// Time allowed for the TLS handshake after the PROXY stage.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The most connections one listener handles at once past the PROXY stage
-/// (TLS and HTTP). A connection whose header is complete waits for one of
-/// these slots, so memory for the expensive stages stays bounded.
-pub const MAX_CONNECTIONS: usize = 1024;
-
-/// The most connections one TLS listener (`tls`, `login`) holds at once in
-/// the TLS handshake (after the PROXY stage, before the handshake is done
-/// and a [`MAX_CONNECTIONS`] slot is free). When full, the connection that
-/// has been there longest is closed to make room ([`crate::shed`]), so
-/// stalled handshakes cannot lock real clients out; `State::max_handshakes`
-/// sets it per server.
-pub const MAX_HANDSHAKES: usize = 4096;
-
-/// The most connections one listener holds at once in the PROXY stage
-/// (waiting for a header, at most `header_timeout` each). Larger than
-/// [`MAX_CONNECTIONS`] because a pending connection costs little (a small
-/// task and a socket, measured in docs/resilience.md), so thousands of
-/// stalled peers do not lock real clients out; beyond it the accept loop
-/// waits and the kernel's backlog absorbs bursts.
-pub const MAX_PENDING: usize = 16 * 1024;
-
 /// Reason code sent when the audit log cannot be written (fail closed).
 pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
-
-/// Errors starting the server.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServerError {
-    /// The configuration or a file it names is wrong.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// CA material is wrong.
-    #[error(transparent)]
-    Ca(#[from] CaError),
-    /// The audit log cannot be opened.
-    #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
-    /// The listeners' TLS identity is not usable.
-    #[error("{file}: {message}")]
-    Tls {
-        /// The file.
-        file: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The SSH service cannot start.
-    #[error(transparent)]
-    Ssh(#[from] crate::ssh::SshError),
-    /// A listener cannot bind.
-    #[error("listener {kind} on {addr}: {source}")]
-    Bind {
-        /// The listener kind.
-        kind: ListenerKind,
-        /// The configured address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
-
-/// Where the server reads the time (the only clock read in ippin).
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
-/// Everything the handlers share.
-pub struct State {
-    /// The loaded configuration.
-    pub config: Config,
-    /// The roles of the role files.
-    pub roles: ippin_policy::RoleSet,
-    /// The CAs.
-    pub ca: Ca,
-    /// The audit sink.
-    pub audit: Audit,
-    /// The clock.
-    pub clock: Clock,
-    /// Decoded client-certificate identities (`crate::identity`).
-    pub identities: ippin_access::tls::IdentityCache,
-    /// The most connections per TLS listener in the handshake stage
-    /// ([`MAX_HANDSHAKES`] unless changed before the server starts).
-    pub max_handshakes: usize,
-    decoy_hash: String,
-    /// Bounds concurrent argon2 verifications (each takes 19 MiB and a core
-    /// for tens of ms): memory stays bounded under a login flood.
-    hash_slots: Arc<tokio::sync::Semaphore>,
-    /// Lockout, per-peer throttle and connection counts of the login
-    /// listeners (`login_limits`), shared by all of them.
-    login_guard: crate::login_guard::LoginGuard,
-}
-
-/// The most password verifications running at once.
-pub const MAX_CONCURRENT_HASHES: usize = 4;
-
-impl std::fmt::Debug for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl State {
-    /// Loads roles, CA and audit log for `config`, with the system clock.
-    pub fn load(config: Config) -> Result<State, ServerError> {
-        let roles = crate::config::load_roles(&config.roles)?;
-        let ca = Ca::load_config(&config)?;
-        let audit = Audit::open(&config.audit_log, &config.cluster_name)
-            .map_err(|e| config.file_error("audit_log", e))?;
-        Ok(State::new(config, roles, ca, audit))
-    }
-
-    /// Assembles a state from its parts, with the system clock.
-    pub fn new(config: Config, roles: ippin_policy::RoleSet, ca: Ca, audit: Audit) -> State {
-        let decoy_hash =
-            crate::users::decoy_hash(config.users.first().map(|u| u.password_hash.as_str()));
-        let login_guard = crate::login_guard::LoginGuard::new(&config.login_limits);
-        State {
-            config,
-            roles,
-            ca,
-            audit,
-            clock: Arc::new(SystemTime::now),
-            identities: ippin_access::tls::IdentityCache::default(),
-            max_handshakes: MAX_HANDSHAKES,
-            decoy_hash,
-            hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
-            login_guard,
-        }
-    }
-
-    fn now(&self) -> SystemTime {
-        (self.clock)()
-    }
-
-    /// Whether the user's CURRENT roles (from the configuration) require a
-    /// pin; `None` when the user is unknown or a role is missing.
-    fn requires_pin(&self, user: &str) -> Option<(bool, Vec<String>)> {
-        let u = self.config.user(user)?;
-        let selected = self.roles.select(&u.roles).ok()?;
-        Some((selected.requires_pin(), u.roles.clone()))
-    }
-
-    /// Records `event`; on failure logs it and returns false (fail closed).
-    fn audit(&self, event: &AuditEvent) -> bool {
-        match self.audit.record(self.now(), event) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!("{e}; refusing the action it records");
-                false
-            }
-        }
-    }
-}
 
 /// A running server.
 #[derive(Debug)]
@@ -487,41 +340,6 @@ async fn accept_loop(
         }
     })
     .await;
-}
-
-/// Accepts on `socket` until it fails for good, each connection handed to
-/// `handle` in its own task. At most [`MAX_PENDING`] connections are in the
-/// PROXY stage at once (`handle` gets the permit and drops it when that stage
-/// ends), and `handle` takes one of the [`MAX_CONNECTIONS`] shared slots for
-/// an established connection. Every listener kind accepts through this loop.
-pub(crate) async fn bounded_accept<F, Fut>(socket: TcpListener, listen: SocketAddr, handle: F)
-where
-    F: Fn(
-        TcpStream,
-        SocketAddr,
-        tokio::sync::OwnedSemaphorePermit,
-        Arc<tokio::sync::Semaphore>,
-    ) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(pending_slot) = pending.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match socket.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept on {listen}: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // Every audit line written while this connection is served carries its TCP peer.
-        let served = handle(tcp, peer, pending_slot, slots.clone());
-        tokio::spawn(crate::audit::CONNECTION_PEER.scope(peer, served));
-    }
 }
 
 /// A TLS connection's places in its listener's three bounded stages.

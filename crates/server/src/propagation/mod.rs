@@ -62,6 +62,7 @@
 pub mod cmd;
 pub mod config;
 pub mod net;
+pub mod runtime;
 pub mod serve;
 pub mod sign;
 pub mod verify;

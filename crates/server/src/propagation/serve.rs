@@ -3,7 +3,7 @@
 //! listeners with propagation.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use ippin_policy::ObservedAddr;
 use tokio::net::{TcpListener, TcpStream};
@@ -13,55 +13,10 @@ use super::{GrantSchedule, Signer, TrustAnchor, Verifier};
 use crate::accept::Refused;
 use crate::audit::AuditEvent;
 use crate::config::{ListenerConfig, read_bounded};
-use crate::server::{Clock, ServerError, State, bounded_accept};
+use crate::listen::bounded_accept;
+use crate::state::{ServerError, State};
 
-/// A listener's verifier and clock, set when the server starts it.
-#[derive(Clone)]
-pub struct Armed {
-    /// The verifier (trust anchor, audience, window, caches).
-    pub verifier: Arc<Verifier>,
-    /// The server's clock.
-    pub clock: Clock,
-}
-
-impl std::fmt::Debug for Armed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Armed")
-            .field("verifier", &self.verifier)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The run-time half of a listener's `propagation` settings, shared by
-/// the clones of its configuration. It compares equal to every other: it
-/// is state, not configuration.
-#[derive(Clone, Default)]
-pub struct Runtime(Arc<OnceLock<Armed>>);
-
-impl std::fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "Runtime(armed)"
-        } else {
-            "Runtime(unarmed)"
-        })
-    }
-}
-
-impl PartialEq for Runtime {
-    fn eq(&self, _: &Runtime) -> bool {
-        true
-    }
-}
-
-impl Eq for Runtime {}
-
-impl Runtime {
-    /// The armed verifier, once the server started the listener.
-    pub fn get(&self) -> Option<&Armed> {
-        self.0.get()
-    }
-}
+pub use super::runtime::{Armed, Runtime};
 
 fn load_error(file: &std::path::Path, message: impl std::fmt::Display) -> ServerError {
     ServerError::Tls {
@@ -85,7 +40,7 @@ pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<(), ServerError> {
         .clone()
         .unwrap_or_else(|| state.config.ca.tls_cert.clone());
     let pem = read_bounded(&ca_file, crate::config::MAX_CONFIG_BYTES)?;
-    let der = crate::ca::pem_to_der(&pem, "CERTIFICATE")
+    let der = crate::files::pem_to_der(&pem, "CERTIFICATE")
         .ok_or_else(|| load_error(&ca_file, "not one PEM CERTIFICATE block"))?;
     let anchor = TrustAnchor::from_der(&der).map_err(|e| load_error(&ca_file, e))?;
     let verifier = Verifier::new(

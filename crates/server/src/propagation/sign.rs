@@ -55,7 +55,7 @@ pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
         .to_pkcs8_pem(der::pem::LineEnding::LF)
         .map_err(|e| Error::SigningKey(e.to_string()))?;
     Ok(ProxyIdentityPem {
-        cert_pem: crate::ca::der_to_pem(&der, "CERTIFICATE"),
+        cert_pem: crate::files::der_to_pem(&der, "CERTIFICATE"),
         key_pem: key_pem.as_str().to_owned(),
     })
 }

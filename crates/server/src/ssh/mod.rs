@@ -408,7 +408,7 @@ impl SshService {
     /// sent after the PROXY stage has finished. Refusals at the PROXY stage are audited
     /// ([`SshAuditEvent::ProxyRefused`]). Runs until the task is dropped.
     ///
-    /// At most `crate::server::MAX_PENDING` connections are in the PROXY stage at once
+    /// At most `crate::listen::MAX_PENDING` connections are in the PROXY stage at once
     /// (further ones wait in the kernel's backlog); then [`SshService::handle`] sheds the
     /// oldest unauthenticated connection beyond [`MAX_UNAUTHENTICATED`] and refuses an
     /// authentication beyond [`MAX_CONNECTIONS`] sessions.
@@ -426,7 +426,7 @@ impl SshService {
         // most `header_timeout`); past it, [`SshService::handle`] bounds the rest
         // (unauthenticated connections shed oldest first, authenticated sessions counted), so
         // the loop's established-connection slots are not used here.
-        crate::server::bounded_accept(listener, listen, move |stream, peer, pending, _slots| {
+        crate::listen::bounded_accept(listener, listen, move |stream, peer, pending, _slots| {
             let service = self.clone();
             let policy = policy.clone();
             async move {
@@ -471,10 +471,7 @@ fn is_client_gone(e: &russh::Error) -> bool {
 }
 
 pub(crate) fn generate_host_key() -> Result<PrivateKey, SshError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| SshError::HostKey(e.to_string()))?;
-    let pair = ssh_key::private::Ed25519Keypair::from_seed(&seed);
-    Ok(PrivateKey::from(pair))
+    crate::files::generate_host_key().map_err(|e| SshError::HostKey(e.0))
 }
 
 /// A random session id in the UUID text form (version 4 layout).

@@ -10,7 +10,7 @@ use super::{
     AllowAll, DialPolicy, LiveRestrictions, SshAudit, SshError, SshService, SshSettings, SshUser,
 };
 use crate::config::{Config, ListenerKind};
-use crate::server::State;
+use crate::state::State;
 
 /// The largest host key file read, in bytes.
 pub const MAX_HOST_KEY_FILE: u64 = 64 * 1024;
