@@ -1,7 +1,7 @@
 //! The PROXY stage of a listener: its configured policy, and the accept of
 //! `ippin-access` (which maps the answer into the one observed-address
 //! type). Listeners with signed propagation add a stage: see
-//! [`crate::observe`].
+//! the `observe` module.
 
 use std::net::SocketAddr;
 

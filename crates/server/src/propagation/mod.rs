@@ -16,11 +16,12 @@
 //!
 //! The sans-IO core (keys, wire format, grants, the signed block, the
 //! verifier, the replay state) is the `ippin-propagation` crate; its
-//! modules and types are re-exported here. This module adds the PROXY v2
-//! framing ([`sign::WriteHeader`], [`verify::VerifyHeader`]), the header
-//! sequence of a listener ([`sequence`], sans-IO too), issuing a front
-//! identity with `ippin-cert`, and the I/O: [`net`], [`serve`] and [`cmd`]
-//! (sockets, files, the clock) and [`config`].
+//! modules and types are re-exported here. The PROXY v2 framing
+//! ([`sign::WriteHeader`], [`verify::VerifyHeader`]) and the header
+//! sequence of a listener (`ippin_access::signed::step`, sans-IO too) are
+//! `ippin-access`'s. This module adds issuing a front identity with
+//! `ippin-cert`, and the I/O: [`net`], [`serve`] and [`cmd`] (sockets,
+//! files, the clock) and [`config`].
 //!
 //! ```
 //! use ippin::propagation::{Link, Reason, SecretKey, Signer, TrustAnchor, Verifier, VerifyHeader, WriteHeader, issue_proxy_identity};

@@ -29,7 +29,7 @@ pub fn unix(t: SystemTime) -> u64 {
 }
 
 /// Reads the header sequence of a listener with propagation enabled (see
-/// [`super::sequence`]) from `stream`, a connection from `peer` to `local`,
+/// `ippin_access::signed::step`) from `stream`, a connection from `peer` to `local`,
 /// within `timeout`; `now` is read when
 /// the sequence is decided. Reads at most [`buffer_limit`] bytes; never
 /// writes.

@@ -58,7 +58,7 @@ pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<(), ServerError> {
 }
 
 /// The PROXY stage of a listener with `propagation`: the header sequence
-/// with signed headers (see [`super::sequence`]).
+/// with signed headers (see `ippin_access::signed::step`).
 ///
 /// # Errors
 /// [`Refused`] with the reason code (`propagation_unavailable` when the

@@ -30,7 +30,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The decision table is in [`auth`]'s documentation and in `docs/ssh.md`.
+//! The decision table is in `ippin_access::ssh::decide`'s documentation and in `docs/ssh.md`.
 
 pub mod client;
 mod cut;
