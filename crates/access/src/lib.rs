@@ -41,6 +41,8 @@
 //! | [`tls`] | [`decide`](tls::decide), [`decide_der`](tls::decide_der), [`check`](tls::check) (with audit), [`TlsVerdict`](tls::TlsVerdict), [`TlsAccess`](tls::TlsAccess), [`TlsDenyReason`](tls::TlsDenyReason), [`TlsEvent`](tls::TlsEvent), [`IdentityCache`](tls::IdentityCache) |
 //! | [`ssh`] | [`authorize`](ssh::authorize), [`AuthContext`](ssh::AuthContext), [`Authorized`](ssh::Authorized), [`SshDenial`](ssh::SshDenial), [`SshDenyReason`](ssh::SshDenyReason), [`SshAuditEvent`](ssh::SshAuditEvent) and its records |
 //! | [`audit`] | [`AuditSink`](audit::AuditSink) and its fail-closed contract |
+//! | [`lockout`] | sans-IO login lockout and per-address throttling, bounded tables |
+//! | [`host`] | this host's own networks (loopback, interfaces, AnyIP routes), to refuse dials into itself |
 //! | [`signed`] | [`WriteHeader`](signed::WriteHeader), [`VerifyHeader`](signed::VerifyHeader), [`step`](signed::step) (the header sequence of a listener with signed propagation) |
 //!
 //! # Features
@@ -49,7 +51,7 @@
 //!
 //! | feature | module | what |
 //! |---|---|---|
-//! | `tokio` | [`tokio`](crate::tokio) | `accept`: a PROXY-aware accept that yields the stream and its observed address, bounded in bytes and time |
+//! | `tokio` | [`tokio`](crate::tokio), `egress`, `shed`, `cut` | `accept`: a PROXY-aware accept that yields the stream and its observed address, bounded in bytes and time; outbound dials held to network restrictions (kernel destination, own listeners refused, live rules); oldest-first shedding of unauthenticated connections; a stream cut from outside its task |
 //! | `rustls` | [`rustls`](crate::rustls) | a mutual-TLS `ServerConfig` over a client CA, and the pin check of a finished handshake |
 //! | `russh` | `russh` | the SSH table for a russh `Handler`'s `auth_openssh_certificate` |
 //! | `axum` | `axum` | a PROXY-aware `axum::serve::Listener`, and an extractor of the observed address and the pin verdict |
@@ -57,6 +59,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
+pub mod host;
+pub mod lockout;
 pub mod observed;
 pub mod pin;
 pub mod signed;
@@ -67,6 +71,18 @@ pub mod users;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod cut;
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod egress;
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod shed;
 
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]

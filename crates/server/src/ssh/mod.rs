@@ -33,11 +33,8 @@
 //! The decision table is in `ippin_access::ssh::decide`'s documentation and in `docs/ssh.md`.
 
 pub mod client;
-mod cut;
-pub mod dial;
 pub mod exec;
 mod handler;
-pub mod live;
 pub mod wiring;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -50,14 +47,15 @@ use russh::{MethodKind, MethodSet, SshId};
 use ssh_key::{PrivateKey, PublicKey};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use dial::{AllowAll, DialPolicy, denial_text};
 pub use handler::{MAX_FORWARDS_PER_CONNECTION, NO_SHELL};
 pub use ippin_access::audit::AuditSink;
+pub use ippin_access::cut;
+pub use ippin_access::egress::{AllowAll, DialPolicy, denial_text, dial, live};
+pub use ippin_access::egress::{LiveRestrictions, ReloadError};
 pub use ippin_access::ssh::{
     Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, audit, authorize,
 };
 pub use ippin_access::ssh::{SshAudit, SshAuditEvent};
-pub use live::{LiveRestrictions, ReloadError};
 
 /// The most authenticated SSH sessions one service (listener) holds at once; one more is
 /// refused at authentication (`sessions_full`) rather than queued.

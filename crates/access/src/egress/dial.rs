@@ -79,7 +79,8 @@ pub const OWN_LISTENER: &str = "own_listener";
 
 /// Why one address was not connected to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refused {
+#[non_exhaustive]
+pub enum Refused {
     /// The network restrictions denied it.
     Policy(NetDecision),
     /// It is one of the server's own listening sockets.
@@ -88,7 +89,7 @@ pub(crate) enum Refused {
 
 impl Refused {
     /// The decision recorded in the `session.network` audit event: denied either way.
-    pub(crate) fn decision(&self) -> NetDecision {
+    pub fn decision(&self) -> NetDecision {
         match self {
             Refused::Policy(d) => *d,
             Refused::OwnListener => NetDecision::Denied { matched: None },
@@ -110,7 +111,7 @@ impl Refused {
 /// `own` (the server's bound listeners): same port, and the same address, or a listener on
 /// the unspecified address (of either family: a dual-stack `[::]` socket takes IPv4 too) and
 /// `dst` one of this host's addresses.
-pub(crate) fn is_own_listener(own: &[SocketAddr], dst: SocketAddr) -> bool {
+pub fn is_own_listener(own: &[SocketAddr], dst: SocketAddr) -> bool {
     let dst_ip = canonical_ip(dst.ip());
     own.iter().any(|l| {
         l.port() == dst.port()
@@ -125,7 +126,8 @@ fn is_local(ip: IpAddr) -> bool {
 
 /// Why a dial did not produce a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DialFailure {
+#[non_exhaustive]
+pub enum DialFailure {
     /// The request itself is unusable (port out of range, host name too long).
     BadRequest(String),
     /// Resolution failed or gave nothing.
@@ -144,7 +146,7 @@ pub(crate) enum DialFailure {
 
 impl DialFailure {
     /// The reason shown to the client in the channel-open failure.
-    pub(crate) fn message(&self) -> String {
+    pub fn message(&self) -> String {
         match self {
             DialFailure::BadRequest(m) | DialFailure::Resolve(m) => m.clone(),
             DialFailure::Denied(list) => match list.as_slice() {
@@ -168,7 +170,7 @@ impl DialFailure {
     }
 
     /// The addresses refused.
-    pub(crate) fn denied(&self) -> &[(SocketAddr, Refused)] {
+    pub fn denied(&self) -> &[(SocketAddr, Refused)] {
         match self {
             DialFailure::Denied(list) | DialFailure::Connect { denied: list, .. } => list,
             _ => &[],
@@ -177,15 +179,20 @@ impl DialFailure {
 }
 
 /// A connection made, with the addresses refused on the way.
-pub(crate) struct Dialed {
-    pub(crate) stream: TcpStream,
-    pub(crate) addr: SocketAddr,
-    pub(crate) denied: Vec<(SocketAddr, Refused)>,
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Dialed {
+    /// The connection.
+    pub stream: TcpStream,
+    /// The address connected to (the one the policy allowed).
+    pub addr: SocketAddr,
+    /// The addresses refused before it.
+    pub denied: Vec<(SocketAddr, Refused)>,
 }
 
 /// Resolves `host`, refuses the server's own listeners (`own`), puts every other address to
 /// `policy`, and connects to the first allowed address that answers.
-pub(crate) async fn dial(
+pub async fn dial(
     policy: &dyn DialPolicy,
     own: &[SocketAddr],
     user: &str,
@@ -239,7 +246,7 @@ pub(crate) async fn dial(
 /// `0.0.0.0` and `::` as the loopback addresses the kernel connects them to): an IP literal
 /// (brackets allowed around IPv6), otherwise the resolver's answers (which also turn `127.1`,
 /// `0x7f.1` or `0` into addresses), de-duplicated, at most [`MAX_ADDRESSES`].
-pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialFailure> {
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialFailure> {
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return Err(DialFailure::BadRequest(format!(
             "ippin: destination host name must have 1 to {MAX_HOST_LEN} characters"

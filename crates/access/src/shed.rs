@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use ippin::shed::Shedder;
+//! use ippin_access::shed::Shedder;
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let shedder = Arc::new(Shedder::new(2));

@@ -1,6 +1,6 @@
-//! A stream the service can cut from outside the SSH session that owns it.
+//! A stream that can be cut from outside the task that owns it (feature `tokio`).
 //!
-//! `russh::server::run_stream` moves the stream into a task of its own, and a
+//! For example, `russh::server::run_stream` moves the stream into a task of its own, and a
 //! disconnect request through its `Handle` is only acted on once the key exchange is done:
 //! a peer that sends its identification string (or nothing) and stalls would keep its socket
 //! for as long as it likes. [`Cut::cut`] makes every later read and write of the
@@ -17,14 +17,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The switch shared by a [`CutStream`] and whoever may cut it.
 #[derive(Debug, Default)]
-pub(crate) struct Cut {
+pub struct Cut {
     cut: AtomicBool,
     reader: Mutex<Option<Waker>>,
 }
 
 impl Cut {
     /// Cuts the stream: its reads and writes fail from now on.
-    pub(crate) fn cut(&self) {
+    pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         if let Ok(mut w) = self.reader.lock()
             && let Some(w) = w.take()
@@ -40,14 +40,14 @@ impl Cut {
 
 /// A stream that fails once its [`Cut`] is cut.
 #[derive(Debug)]
-pub(crate) struct CutStream<S> {
+pub struct CutStream<S> {
     inner: S,
     cut: Arc<Cut>,
 }
 
 impl<S> CutStream<S> {
     /// Wraps `inner`; returns it with its switch.
-    pub(crate) fn new(inner: S) -> (CutStream<S>, Arc<Cut>) {
+    pub fn new(inner: S) -> (CutStream<S>, Arc<Cut>) {
         let cut = Arc::new(Cut::default());
         (
             CutStream {

@@ -40,7 +40,7 @@
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use ippin::lockout::{Limit, Refusal, Throttle};
+//! use ippin_access::lockout::{Limit, Refusal, Throttle};
 //!
 //! let users = Limit { max_failures: 5, window: Duration::from_secs(1200), lock_for: Duration::from_secs(1200) };
 //! let peers = Limit { max_failures: 30, window: Duration::from_secs(60), lock_for: Duration::from_secs(60) };
