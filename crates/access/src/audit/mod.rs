@@ -1,8 +1,10 @@
-//! Audit: the sink trait and its fail-closed contract.
+//! Audit: the sink trait and its fail-closed contract, and a JSON-lines log ([`log`]).
 //!
 //! The event types live beside the decisions that produce them: [`TlsEvent`](crate::tls::TlsEvent)
 //! and [`SshAuditEvent`](crate::ssh::SshAuditEvent). Each serialises (serde) to one JSON object
 //! whose `event` field names its kind, ready to be written as a JSON line.
+
+pub mod log;
 
 /// Where audit events go.
 ///

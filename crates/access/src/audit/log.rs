@@ -1,0 +1,566 @@
+//! A JSON-lines audit log: one object per line, appended and flushed before the event's
+//! effect is released, capped, with repeated refusals summarised, and reopened for log
+//! rotation. It implements the fail-closed contract of [`AuditSink`](super::AuditSink):
+//! [`AuditLog::record`] returns an error when the line cannot be written, and the caller then
+//! refuses what it was about to allow.
+//!
+//! What an attacker can put in a line is bounded here, so no call site can forget it
+//! ([`AuditLog::record`] applies it to every event):
+//! - every string of the line is capped at [`MAX_FIELD_BYTES`], cut on a character boundary
+//!   and marked `…[+N bytes]` ([`cap_field`]); lists keep at most [`MAX_ITEMS`] entries,
+//!   maps [`MAX_FIELDS`]; a line longer than [`MAX_LINE_BYTES`] even so keeps only its event
+//!   name;
+//! - repeated refusals from one client are summarised ([`Summariser`]): per (client IP,
+//!   event, reason, identity), the first [`SUMMARY_FIRST_LINES`] lines of a
+//!   [`SUMMARY_WINDOW`] are written, the rest counted, and the count written as one
+//!   `audit.suppressed` line ([`Suppressed`]) when the window ends (at the next event, or on
+//!   [`AuditLog::flush_summaries`]). Grants of access are never summarised, and when the
+//!   summariser's table is full, lines are written, never dropped. The refusals it
+//!   recognises are ippin's events (see [`SummaryKey`]).
+//!
+//! Each line is `time` (RFC 3339, milliseconds), `cluster`, `event`, then the event's other
+//! fields. The log file is created with mode 0600.
+//!
+//! ```
+//! use ippin_access::audit::log::AuditLog;
+//!
+//! let log = AuditLog::memory("demo");
+//! let event = serde_json::json!({"event": "access_denied", "user": "alice", "reason": "pinned_ip_mismatch", "observed": "192.0.2.7:0"});
+//! log.record(std::time::SystemTime::UNIX_EPOCH, &event, None).unwrap();
+//! assert!(log.memory_lines()[0].contains("\"event\":\"access_denied\""));
+//! ```
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// Refusals of one kind from one client that were counted rather than written (the
+/// `audit.suppressed` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename = "audit.suppressed")]
+#[non_exhaustive]
+pub struct Suppressed {
+    /// The client's IP (the trusted observed address's, or the TCP peer's).
+    pub peer: String,
+    /// The event that was suppressed (`login_refused`, `ssh.auth.denied`, …).
+    pub kind: String,
+    /// Its reason code.
+    pub reason: String,
+    /// The user (and SSH key id) the suppressed refusals named; empty when none.
+    pub user: String,
+    /// How many lines were not written.
+    pub count: u64,
+    /// When the window began (RFC 3339).
+    pub window_start: String,
+    /// The window's length in seconds.
+    pub window_secs: u64,
+}
+
+/// The audit line could not be written; the action it records must not happen.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log {file}: cannot write: {source}")]
+pub struct AuditError {
+    /// The log file ("(memory)" for the in-memory sink).
+    pub file: PathBuf,
+    /// The operating-system error.
+    pub source: std::io::Error,
+}
+
+/// `time`, `cluster`, `event`, then the event's other fields (alphabetically).
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    cluster: &'a str,
+    event: serde_json::Value,
+    #[serde(flatten)]
+    fields: &'a serde_json::Value,
+}
+
+enum Sink {
+    File(File),
+    Memory(Vec<String>),
+}
+
+struct Inner {
+    sink: Sink,
+    summary: Summariser,
+}
+
+/// A JSON-lines audit log (cheap to clone; clones share the file).
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Mutex<Inner>>,
+    file: PathBuf,
+    cluster: Arc<str>,
+}
+
+/// The longest string kept whole in an audit line (bytes); longer ones are cut.
+pub const MAX_FIELD_BYTES: usize = 256;
+
+/// The most entries kept of a list inside an event.
+pub const MAX_ITEMS: usize = 16;
+
+/// The most fields kept of a map inside an event (the events of this crate have at most
+/// 12; the bound is for a map built from input).
+pub const MAX_FIELDS: usize = 64;
+
+/// The longest audit line (bytes, without the newline). Capping the fields keeps every
+/// event of this crate far below it; a line that would still be longer keeps only `time`,
+/// `cluster`, `event` and `truncated` (its length).
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// `s`, or its first bytes up to [`MAX_FIELD_BYTES`] (cut on a character boundary) followed
+/// by `…[+N bytes]`, N the number of bytes left out.
+pub fn cap_field(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_FIELD_BYTES {
+        return Cow::Borrowed(s);
+    }
+    let mut cut = MAX_FIELD_BYTES;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!("{}…[+{} bytes]", &s[..cut], s.len() - cut))
+}
+
+/// Caps every string (keys included), list and map of `v`, in place.
+fn cap_value(v: &mut serde_json::Value, depth: usize) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => {
+            if let Cow::Owned(c) = cap_field(s) {
+                *s = c;
+            }
+        }
+        Value::Array(items) => {
+            if depth >= 4 {
+                *v = Value::String(format!("…[{} items]", items.len()));
+                return;
+            }
+            if items.len() > MAX_ITEMS {
+                let more = items.len() - MAX_ITEMS;
+                items.truncate(MAX_ITEMS);
+                items.push(Value::String(format!("…[+{more} items]")));
+            }
+            for i in items.iter_mut() {
+                cap_value(i, depth + 1);
+            }
+        }
+        Value::Object(map) => {
+            if depth >= 4 {
+                *v = Value::String(format!("…[{} fields]", map.len()));
+                return;
+            }
+            let more = map.len().saturating_sub(MAX_FIELDS);
+            let old = std::mem::take(map);
+            for (k, mut item) in old.into_iter().take(MAX_FIELDS) {
+                cap_value(&mut item, depth + 1);
+                map.insert(cap_field(&k).into_owned(), item);
+            }
+            if more > 0 {
+                map.insert("…".into(), Value::String(format!("+{more} fields")));
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// The audit line of `event` at `time`, capped (see the module docs), without newline.
+/// Also returns the key the summariser counts it under, if it is a refusal.
+///
+/// # Errors
+/// When `event` does not serialise.
+pub fn line_text<E: Serialize + ?Sized>(
+    time: &str,
+    cluster: &str,
+    event: &E,
+    peer: Option<SocketAddr>,
+) -> Result<(String, Option<SummaryKey>), serde_json::Error> {
+    let mut value = serde_json::to_value(event)?;
+    if let (Some(peer), serde_json::Value::Object(m)) = (peer, &mut value)
+        && !m.contains_key("peer")
+    {
+        m.insert("peer".into(), peer.to_string().into());
+    }
+    cap_value(&mut value, 0);
+    let key = SummaryKey::of(&value);
+    let cluster = cap_field(cluster);
+    let name = match &mut value {
+        serde_json::Value::Object(m) => m.remove("event").unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    let text = serde_json::to_string(&Line {
+        time: time.to_owned(),
+        cluster: &cluster,
+        event: name.clone(),
+        fields: &value,
+    })?;
+    if text.len() <= MAX_LINE_BYTES {
+        return Ok((text, key));
+    }
+    let short = serde_json::to_string(&serde_json::json!({
+        "time": time,
+        "cluster": cluster,
+        "event": name,
+        "truncated": text.len(),
+    }))?;
+    Ok((short, key))
+}
+
+// ---- the summariser ----------------------------------------------------------------------
+
+/// The window over which refusals of one kind from one peer are counted.
+pub const SUMMARY_WINDOW: Duration = Duration::from_secs(60);
+
+/// How many refusals of one kind from one peer are written per window.
+pub const SUMMARY_FIRST_LINES: u32 = 5;
+
+/// How many (peer, kind, reason) windows are tracked at once.
+pub const SUMMARY_CAPACITY: usize = 4096;
+
+/// What a refusal is counted under: peer IP, event, reason and the identity it was about
+/// (each capped). The identity is part of the key so that a summary never hides *which*
+/// credential was refused: an attacker who spends the first lines of a window on one stolen
+/// certificate still leaves one line for every other one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SummaryKey {
+    /// The peer's IP.
+    pub peer: String,
+    /// The event name.
+    pub kind: String,
+    /// The reason code.
+    pub reason: String,
+    /// The user (and, for SSH, the certificate's key id) the refusal names; empty when none.
+    pub user: String,
+}
+
+impl SummaryKey {
+    /// The key of a refusal line (already capped), `None` for anything else: grants of
+    /// access, sessions and relays are never summarised.
+    pub fn of(line: &serde_json::Value) -> Option<SummaryKey> {
+        let event = line.get("event")?.as_str()?;
+        let (inner, kind) = match event {
+            "login_refused" | "renew_refused" | "access_denied" | "tls_refused"
+            | "proxy_refused" | "forward_refused" => (line, event),
+            "ssh" => {
+                let ssh = line.get("ssh")?;
+                let kind = ssh.get("event")?.as_str()?;
+                match kind {
+                    "ssh.auth.denied" | "ssh.proxy_refused" | "ssh.shed" => (ssh, kind),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        let reason = inner.get("reason")?.as_str()?;
+        // The client the line is about: a trusted observed address (port not 0: behind a
+        // load balancer, the client it names, so that one client cannot fill the balancer's
+        // window for everyone), else the TCP peer, else the observed address as written.
+        let trusted_observed = inner
+            .get("observed")
+            .and_then(|v| v.as_str())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .filter(|a| a.port() != 0);
+        let peer = match trusted_observed {
+            Some(a) => a.ip().to_string(),
+            None => {
+                let addr = inner
+                    .get("peer")
+                    .or_else(|| line.get("peer"))
+                    .or_else(|| inner.get("observed"))?
+                    .as_str()?;
+                addr.parse::<SocketAddr>()
+                    .map_or_else(|_| addr.to_owned(), |a| a.ip().to_string())
+            }
+        };
+        let text = |k: &str| inner.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let user = match text("key_id") {
+            "" => text("user").to_owned(),
+            key_id => format!("{} {key_id}", text("user")),
+        };
+        Some(SummaryKey {
+            peer,
+            kind: kind.to_owned(),
+            reason: reason.to_owned(),
+            user,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Window {
+    start: SystemTime,
+    written: u32,
+    suppressed: u64,
+}
+
+/// Whether a line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Write it.
+    Write,
+    /// Count it; it is reported in the window's `audit.suppressed` line.
+    Suppress,
+}
+
+/// Counts refusals per [`SummaryKey`] and window; pure (time is a parameter), bounded (at
+/// most `capacity` windows; when full, new keys are written, never dropped).
+#[derive(Debug)]
+pub struct Summariser {
+    window: Duration,
+    first: u32,
+    capacity: usize,
+    windows: HashMap<SummaryKey, Window>,
+    /// Keys in the order their windows began (so ended windows are found in O(1)).
+    order: VecDeque<(SystemTime, SummaryKey)>,
+}
+
+impl Default for Summariser {
+    fn default() -> Summariser {
+        Summariser::new(SUMMARY_WINDOW, SUMMARY_FIRST_LINES, SUMMARY_CAPACITY)
+    }
+}
+
+impl Summariser {
+    /// Writes the first `first` lines per key per `window` (0: every line, nothing is
+    /// summarised); tracks at most `capacity` keys.
+    pub fn new(window: Duration, first: u32, capacity: usize) -> Summariser {
+        Summariser {
+            window,
+            first,
+            capacity,
+            windows: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The windows that ended by `now` (all of them when `all`), removed, as
+    /// `audit.suppressed` events for those that suppressed something.
+    pub fn ended(&mut self, now: SystemTime, all: bool) -> Vec<Suppressed> {
+        let mut out = Vec::new();
+        while let Some((start, _)) = self.order.front() {
+            let over = now.duration_since(*start).unwrap_or_default() >= self.window;
+            if !all && !over {
+                break;
+            }
+            let Some((_, key)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(w) = self.windows.remove(&key)
+                && w.suppressed > 0
+            {
+                out.push(Suppressed {
+                    peer: key.peer,
+                    kind: key.kind,
+                    reason: key.reason,
+                    user: key.user,
+                    count: w.suppressed,
+                    window_start: humantime::format_rfc3339_millis(w.start).to_string(),
+                    window_secs: self.window.as_secs(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether a refusal under `key` at `now` is written (call [`Summariser::ended`] first).
+    pub fn admit(&mut self, now: SystemTime, key: SummaryKey) -> Admit {
+        if let Some(w) = self.windows.get_mut(&key) {
+            if w.written < self.first {
+                w.written += 1;
+                return Admit::Write;
+            }
+            w.suppressed += 1;
+            return Admit::Suppress;
+        }
+        if self.windows.len() >= self.capacity || self.first == 0 {
+            // Full: write it (never drop a line we cannot count).
+            return Admit::Write;
+        }
+        self.order.push_back((now, key.clone()));
+        self.windows.insert(
+            key,
+            Window {
+                start: now,
+                written: 1,
+                suppressed: 0,
+            },
+        );
+        Admit::Write
+    }
+
+    /// How many windows are tracked.
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Whether no window is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Opens (creates, appends to) the audit log at `path`, mode 0600.
+    pub fn open(path: &Path, cluster: &str) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(path, cluster, Summariser::default())
+    }
+
+    /// [`Audit::open`] with its own summariser settings.
+    pub fn open_with(
+        path: &Path,
+        cluster: &str,
+        summary: Summariser,
+    ) -> Result<AuditLog, AuditError> {
+        let file = open_log(path)?;
+        Ok(AuditLog {
+            inner: Arc::new(Mutex::new(Inner {
+                sink: Sink::File(file),
+                summary,
+            })),
+            file: path.to_path_buf(),
+            cluster: cluster.into(),
+        })
+    }
+
+    /// An in-memory sink (tests, and the demo's summary).
+    pub fn memory(cluster: &str) -> AuditLog {
+        AuditLog {
+            inner: Arc::new(Mutex::new(Inner {
+                sink: Sink::Memory(Vec::new()),
+                summary: Summariser::default(),
+            })),
+            file: PathBuf::from("(memory)"),
+            cluster: cluster.into(),
+        }
+    }
+
+    fn error(&self, source: std::io::Error) -> AuditError {
+        AuditError {
+            file: self.file.clone(),
+            source,
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, AuditError> {
+        self.inner
+            .lock()
+            .map_err(|_| self.error(std::io::Error::other("audit lock poisoned")))
+    }
+
+    /// Appends one event at `now`, capped (module docs), naming the TCP `peer` of the
+    /// connection it is about (unless the event names one itself). The line is written with
+    /// one `write_all` and flushed; an error means the action must be refused. A refusal that
+    /// the summariser counts instead is not written (`Ok`); the `audit.suppressed` lines of
+    /// windows that ended are written first.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the line cannot be serialised or written.
+    pub fn record<E: Serialize + ?Sized>(
+        &self,
+        now: SystemTime,
+        event: &E,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), AuditError> {
+        let time = humantime::format_rfc3339_millis(now).to_string();
+        let (text, key) = line_text(&time, &self.cluster, event, peer)
+            .map_err(|e| self.error(std::io::Error::other(e)))?;
+        let mut inner = self.lock()?;
+        let inner = &mut *inner;
+        self.write_ended(inner, now, false)?;
+        if let Some(key) = key
+            && inner.summary.admit(now, key) == Admit::Suppress
+        {
+            return Ok(());
+        }
+        self.write(&mut inner.sink, text)
+    }
+
+    /// Writes the `audit.suppressed` lines of the windows that ended by `now` (of every
+    /// window when `all`: at shutdown).
+    pub fn flush_summaries(&self, now: SystemTime, all: bool) -> Result<(), AuditError> {
+        let mut inner = self.lock()?;
+        self.write_ended(&mut inner, now, all)
+    }
+
+    fn write_ended(&self, inner: &mut Inner, now: SystemTime, all: bool) -> Result<(), AuditError> {
+        let time = humantime::format_rfc3339_millis(now).to_string();
+        let mut result = Ok(());
+        for summary in inner.summary.ended(now, all) {
+            let (text, _) = line_text(&time, &self.cluster, &summary, None)
+                .map_err(|e| self.error(std::io::Error::other(e)))?;
+            if let Err(e) = self.write(&mut inner.sink, text.clone()) {
+                // Not lost silently: the count goes to the error log with the failure.
+                tracing::error!("{e}; the summary line was: {text}");
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    fn write(&self, sink: &mut Sink, mut text: String) -> Result<(), AuditError> {
+        tracing::info!(target: "ippin_access::audit", "{text}");
+        text.push('\n');
+        match sink {
+            Sink::File(f) => f
+                .write_all(text.as_bytes())
+                .and_then(|()| f.flush())
+                .map_err(|source| self.error(source)),
+            Sink::Memory(lines) => {
+                lines.push(text);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reopens the log at its configured path (creating it, mode 0600), for log rotation:
+    /// after logrotate renames the file, the next line goes to a new file at the path. The
+    /// swap happens under the lock that every write holds, so no line is split or lost.
+    /// When the path cannot be opened, the old file is kept and the error returned.
+    pub fn reopen(&self) -> Result<(), AuditError> {
+        let mut inner = self.lock()?;
+        if let Sink::File(f) = &mut inner.sink {
+            *f = open_log(&self.file)?;
+        }
+        Ok(())
+    }
+
+    /// The lines recorded by an in-memory sink (empty for a file sink).
+    pub fn memory_lines(&self) -> Vec<String> {
+        match self.inner.lock().as_deref() {
+            Ok(Inner {
+                sink: Sink::Memory(lines),
+                ..
+            }) => lines.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn open_log(path: &Path) -> Result<File, AuditError> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(|source| AuditError {
+        file: path.to_path_buf(),
+        source,
+    })
+}
