@@ -537,6 +537,81 @@ mod tests {
     }
 
     #[test]
+    fn a_forged_certificate_is_bad_ca_signature() {
+        let f = fixture();
+        let cert = issue(&f, "alice", Some("127.0.0.1"));
+        // The key id changed after signing ("alice@test" → "alicf@test"): the CA's signature
+        // no longer covers the bytes.
+        let mut bytes = cert.to_bytes().unwrap();
+        let at = bytes
+            .windows(10)
+            .position(|w| w == b"alice@test")
+            .expect("key id in the certificate");
+        bytes[at + 4] = b'f';
+        let forged = Certificate::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            reason(decide(&f, "alice", &forged, &seen("127.0.0.1:1"), NOW)),
+            "bad_ca_signature"
+        );
+    }
+
+    #[test]
+    fn each_message_says_what_to_do() {
+        let f = fixture();
+        let at = seen("127.0.0.1:1");
+        let cert = issue(&f, "alice", Some("127.0.0.1"));
+        let message = |r: Result<Authorized, SshDenial>| r.unwrap_err().message;
+        let m = message(decide(&f, "alice", &cert, &seen("127.0.0.2:1"), NOW));
+        assert!(
+            m.contains("is pinned to 127.0.0.1/32, this connection comes from 127.0.0.2")
+                && m.contains("(`ippin login`)"),
+            "{m}"
+        );
+        let m = message(decide(&f, "alice", &cert, &at, NOW + 3600));
+        assert!(m.starts_with("ippin: the certificate has expired ("), "{m}");
+        assert!(m.ends_with("log in again"), "{m}");
+        let m = message(decide(&f, "alice", &cert, &at, NOW - 61));
+        assert!(
+            m.contains("is not valid yet") && m.contains("check the clock"),
+            "{m}"
+        );
+        let m = message(decide(&f, "bob", &cert, &at, NOW));
+        assert_eq!(m, "ippin: the certificate does not name the user `bob`");
+    }
+
+    #[test]
+    fn codes_display_and_who_is_told() {
+        let told = [
+            SshDenyReason::Pin(DenyReason::PinnedIpMismatch),
+            SshDenyReason::Expired,
+            SshDenyReason::NotYetValid,
+            SshDenyReason::UnknownUser,
+            SshDenyReason::AuditUnavailable,
+            SshDenyReason::SessionsFull,
+        ];
+        let not_told = [
+            SshDenyReason::NotACertificate,
+            SshDenyReason::UntrustedCa,
+            SshDenyReason::HostCertificate,
+            SshDenyReason::WrongPrincipal,
+            SshDenyReason::UnknownCriticalOption,
+            SshDenyReason::InvalidSourceAddress,
+            SshDenyReason::VerifyRequiredUnsupported,
+            SshDenyReason::BadCaSignature,
+            SshDenyReason::InvalidCertificate,
+            SshDenyReason::UnknownDecision,
+        ];
+        for r in told {
+            assert!(r.tells_user(), "{r}");
+            assert_eq!(r.to_string(), r.code());
+        }
+        for r in not_told {
+            assert!(!r.tells_user(), "{r}");
+            assert_eq!(r.to_string(), r.code());
+        }
+    }
+
+    #[test]
     fn force_command_and_forwarding_permission_are_carried() {
         let f = fixture();
         let cert = raw(&f, |b| {

@@ -169,3 +169,32 @@ fn audit_is_fail_closed_and_names_the_decision() {
     assert_eq!(v.access, TlsAccess::AuditUnavailable);
     assert_eq!(v.access.code(), "audit_unavailable");
 }
+
+#[test]
+fn codes_display_and_audit_text() {
+    for r in [
+        TlsDenyReason::InvalidIdentity,
+        TlsDenyReason::UnknownUser,
+        TlsDenyReason::Pin(ippin_policy::DenyReason::PinnedIpMismatch),
+        TlsDenyReason::UnknownDecision,
+        TlsDenyReason::NoClientCertificate,
+    ] {
+        assert_eq!(r.to_string(), r.code());
+    }
+    let ip = "192.0.2.7".parse().unwrap();
+    assert_eq!(
+        ippin_access::pin::pin_strings(&CertPin::Ip(ip)),
+        vec!["192.0.2.7".to_owned()]
+    );
+    assert_eq!(
+        ippin_access::pin::pin_text(&CertPin::Ip(ip)).as_deref(),
+        Some("192.0.2.7")
+    );
+    assert_eq!(ippin_access::pin::pin_text(&CertPin::None), None);
+    let net = "10.0.0.0/8".parse().unwrap();
+    assert_eq!(
+        ippin_access::pin::pin_strings(&CertPin::Nets(vec![net])),
+        vec!["10.0.0.0/8".to_owned()]
+    );
+    assert!(ippin_access::pin::pin_strings(&CertPin::Invalid("x".into())).is_empty());
+}
