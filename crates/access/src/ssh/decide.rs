@@ -316,9 +316,8 @@ fn cert_reason(e: &ippin_cert::Error) -> SshDenyReason {
         E::SshSignature => SshDenyReason::BadCaSignature,
         E::SshUnknownCriticalOption { .. } => SshDenyReason::UnknownCriticalOption,
         E::SourceAddressEntry { .. } => SshDenyReason::InvalidSourceAddress,
-        E::SshOption { name, .. } if name == "source-address" => {
-            SshDenyReason::InvalidSourceAddress
-        }
+        // Anything else (a malformed `force-command`, a flag with data, an extension the
+        // certificate crate refuses) is refused as an invalid certificate.
         _ => SshDenyReason::InvalidCertificate,
     }
 }
