@@ -51,8 +51,8 @@
 //! |---|---|---|
 //! | `tokio` | [`tokio`](crate::tokio) | `accept`: a PROXY-aware accept that yields the stream and its observed address, bounded in bytes and time |
 //! | `rustls` | `rustls` | a mutual-TLS `ServerConfig` over a client CA, and the pin check of a finished handshake |
-//! | `russh` | [`russh`](crate::russh) | [`certificate`](crate::russh::certificate): the SSH table for a russh `Handler`'s `auth_openssh_certificate`, audited fail closed (and what stock russh loses) |
-//! | `axum` | [`axum`](crate::axum) | [`ObservedListener`](crate::axum::ObservedListener): a PROXY-aware `axum::serve::Listener` with concurrent bounded stages and optional mutual TLS; the extractors [`Observed`](crate::axum::Observed) and [`Verified`](crate::axum::Verified) |
+//! | `russh` | [`russh`] | [`certificate`](crate::russh::certificate): the SSH table for a russh `Handler`'s `auth_openssh_certificate`, audited fail closed (and what stock russh loses) |
+//! | `axum` | [`axum`] | [`ObservedListener`](crate::axum::ObservedListener): a PROXY-aware `axum::serve::Listener` with concurrent bounded stages and optional mutual TLS; the extractors [`Observed`](crate::axum::Observed) and [`Verified`](crate::axum::Verified) |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
