@@ -147,3 +147,82 @@ fn the_pinned_address_is_served_another_is_refused_with_the_reason() {
     );
     drop(stalled);
 }
+
+/// A PROXY v2 header (`PROXY`, TCP over IPv4) naming `client` as the source.
+fn proxy_v2(client: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h
+}
+
+/// `GET path` over mutual TLS with alice's certificate, after a PROXY v2 header naming
+/// `client`: the whole response.
+fn get_v2(ex: &Example, dir: &Path, client: [u8; 4], path: &str) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
+        .unwrap();
+    let cert = CertificateDer::from_pem_file(dir.join("alice.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("alice.key")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert], key)
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = TcpStream::connect(ex.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(&proxy_v2(client, 41000)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    // The server may close without close_notify: keep what arrived.
+    let _ = tls.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn a_proxy_v2_client_is_observed_at_the_address_its_header_names() {
+    let dir = temp_dir();
+    certificates(dir.path());
+    let mut ex = start(dir.path());
+
+    let response = get_v2(&ex, dir.path(), [203, 0, 113, 7], "/whoami");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with("\r\n\r\n203.0.113.7:41000\n"),
+        "{response}"
+    );
+
+    // alice's certificate is pinned to 127.0.0.1: from 203.0.113.7 it is refused.
+    let response = get_v2(&ex, dir.path(), [203, 0, 113, 7], "/");
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(
+        response.contains("refused (pinned_ip_mismatch): "),
+        "{response}"
+    );
+    let denied = ex.wait_audit(|v| v["event"] == "access_denied");
+    assert_eq!(denied["observed"], "203.0.113.7:41000");
+    assert_eq!(denied["provenance"], "proxy_v2");
+    assert_eq!(denied["reason"], "pinned_ip_mismatch");
+
+    // Naming 127.0.0.1, the pin: served.
+    let response = get_v2(&ex, dir.path(), [127, 0, 0, 1], "/");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with("hello alice at 127.0.0.1:41000\n"),
+        "{response}"
+    );
+}
