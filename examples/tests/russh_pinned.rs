@@ -25,7 +25,8 @@ fn keygen(args: &[&str]) {
     assert_eq!(code, Some(0), "ssh-keygen {args:?}: {out}{err}");
 }
 
-/// A user CA, a host key, alice's key and her certificate pinned to 127.0.0.1, in `dir`.
+/// A user CA, a host key, alice's key and her certificate pinned to 127.0.0.1, and a copy of
+/// her key certified without a pin, in `dir`.
 fn keys(dir: &Path) {
     let p = |f: &str| dir.join(f).to_str().unwrap().to_owned();
     for name in ["ca", "host", "alice"] {
@@ -45,10 +46,27 @@ fn keys(dir: &Path) {
         "source-address=127.0.0.1/32",
         &p("alice.pub"),
     ]);
+    // The same key, certified without a pin (a copy: ssh also offers `KEY-cert.pub`).
+    std::fs::copy(p("alice"), p("unpinned")).unwrap();
+    std::fs::copy(p("alice.pub"), p("unpinned.pub")).unwrap();
+    let unpinned = ["-q", "-s", &p("ca"), "-I", "alice@unpinned", "-n", "alice"];
+    keygen(&[&unpinned[..], &["-V", "-5m:+1h", &p("unpinned.pub")]].concat());
 }
 
-/// `ssh alice@127.0.0.1 whoami` from `source`: (exit code, stdout, stderr).
+/// `ssh alice@127.0.0.1 whoami` from `source` with alice's pinned certificate: (exit code,
+/// stdout, stderr).
 fn ssh(ex: &Example, dir: &Path, source: &str) -> (Option<i32>, String, String) {
+    ssh_with(ex, dir, source, "alice")
+}
+
+/// `ssh alice@127.0.0.1 whoami` from `source` with the key `identity` and its certificate
+/// `identity-cert.pub`.
+fn ssh_with(
+    ex: &Example,
+    dir: &Path,
+    source: &str,
+    identity: &str,
+) -> (Option<i32>, String, String) {
     let mut cmd = Command::new(peer("ssh"));
     cmd.args([
         "-F",
@@ -67,11 +85,11 @@ fn ssh(ex: &Example, dir: &Path, source: &str) -> (Option<i32>, String, String) 
     ])
     .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
     .arg("-i")
-    .arg(dir.join("alice"))
+    .arg(dir.join(identity))
     .arg("-o")
     .arg(format!(
         "CertificateFile={}",
-        dir.join("alice-cert.pub").display()
+        dir.join(format!("{identity}-cert.pub")).display()
     ))
     .args(["alice@127.0.0.1", "whoami"]);
     run(cmd, Duration::from_secs(30))
@@ -126,4 +144,10 @@ fn the_pinned_address_logs_in_another_is_refused_with_the_reason() {
         "one login only: {:#?}",
         ex.audit
     );
+
+    // A certificate without a pin, for a user whose role requires one: refused too.
+    let (code, out, err) = ssh_with(&ex, dir.path(), "127.0.0.1", "unpinned");
+    assert_eq!(code, Some(255), "{out}{err}");
+    let missing = ex.wait_audit(|v| v["reason"] == "pinned_ip_missing");
+    assert_eq!(missing["key_id"], "alice@unpinned");
 }
