@@ -509,6 +509,10 @@ impl<H: Handshake> Listener for ObservedListener<H> {
 
 /// The observed client address of the request's connection.
 ///
+/// The address is what the PROXY stage observed, trusted or not: check
+/// [`ObservedAddr::is_trusted`] before you rely on it (an untrusted one has port 0), or take
+/// [`Verified`], whose pin check requires a trusted address.
+///
 /// Needs the router served with `into_make_service_with_connect_info::<Client>()` over an
 /// [`ObservedListener`]; without it the request is refused with 500 (`no_observed_address`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

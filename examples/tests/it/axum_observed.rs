@@ -1,14 +1,13 @@
-//! Runs `axum_observed` and drives it with curl through PROXY v1 (`--haproxy-protocol`), and
-//! with a raw PROXY v2 client that stalls.
-
-mod common;
+//! Runs `axum_observed` and drives it with curl through PROXY v1 (`--haproxy-protocol`, from
+//! 127.0.0.1 and 127.0.0.2), with a raw PROXY v2 client that stalls (the others are served
+//! meanwhile), and with a raw PROXY v2 client over mutual TLS (rustls) naming any address.
 
 use std::net::{IpAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Example, run};
+use crate::common::{Example, run};
 use ippin_cert::getrandom::SysRng;
 use ippin_cert::rand_core::UnwrapErr;
 use ippin_cert::x509::{

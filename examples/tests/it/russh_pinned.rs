@@ -2,13 +2,11 @@
 //! `ssh-keygen -s`, pinned with `-O source-address=`, from the pinned address and from
 //! another loopback address (`ssh -b`).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Example, run};
+use crate::common::{Example, run};
 use ippin_test_support::{peer, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_russh_pinned");

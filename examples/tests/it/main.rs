@@ -1,0 +1,5 @@
+//! The examples, run against real clients (one test binary, a module per example).
+
+mod axum_observed;
+mod common;
+mod russh_pinned;
