@@ -6,7 +6,7 @@
 //! connection, in four steps:
 //!
 //! 1. **Observe** the client address, with its provenance and trust ([`observed`]): the socket
-//!    peer, a PROXY v1/v2 header from a trusted load balancer (the [`tokio`](crate::tokio)
+//!    peer, a PROXY v1/v2 header from a trusted load balancer (the `tokio`
 //!    feature reads it), `X-Forwarded-For`/`Forwarded` from a trusted proxy, or a signed
 //!    header from another service ([`signed`]). One type, [`ObservedAddr`], carries all of
 //!    them.
@@ -51,10 +51,10 @@
 //!
 //! | feature | module | what |
 //! |---|---|---|
-//! | `tokio` | [`tokio`](crate::tokio), `egress`, `shed`, `cut` | `accept`: a PROXY-aware accept that yields the stream and its observed address, bounded in bytes and time; outbound dials held to network restrictions (kernel destination, own listeners refused, live rules); oldest-first shedding of unauthenticated connections; a stream cut from outside its task |
-//! | `rustls` | [`rustls`](crate::rustls) | a mutual-TLS `ServerConfig` over a client CA, and the pin check of a finished handshake |
-//! | `russh` | `russh` | the SSH table for a russh `Handler`'s `auth_openssh_certificate` |
-//! | `axum` | `axum` | a PROXY-aware `axum::serve::Listener`, and an extractor of the observed address and the pin verdict |
+//! | `tokio` | `tokio`, `egress`, `shed`, `cut` | `accept`: a PROXY-aware accept that yields the stream and its observed address, bounded in bytes and time; outbound dials held to network restrictions (kernel destination, own listeners refused, live rules); oldest-first shedding of unauthenticated connections; a stream cut from outside its task |
+//! | `rustls` | `rustls` | a mutual-TLS `ServerConfig` over a client CA, and the pin check of a finished handshake |
+//! | `russh` | `russh` | `certificate`: the SSH table for a russh `Handler`'s `auth_openssh_certificate`, audited fail closed (and what stock russh loses) |
+//! | `axum` | `axum` | `ObservedListener`: a PROXY-aware `axum::serve::Listener` with concurrent bounded stages and optional mutual TLS; the extractors `Observed` and `Verified` |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -87,6 +87,14 @@ pub mod shed;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub mod rustls;
+
+#[cfg(feature = "russh")]
+#[cfg_attr(docsrs, doc(cfg(feature = "russh")))]
+pub mod russh;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 
 pub use ippin_policy::CertPin;
 pub use observed::ObservedAddr;

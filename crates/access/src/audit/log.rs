@@ -420,7 +420,7 @@ impl AuditLog {
         AuditLog::open_with(path, cluster, Summariser::default())
     }
 
-    /// [`Audit::open`] with its own summariser settings.
+    /// [`AuditLog::open`] with its own summariser settings.
     pub fn open_with(
         path: &Path,
         cluster: &str,

@@ -13,7 +13,7 @@
 //! ([`TlsAccess::AuditUnavailable`]).
 //!
 //! The chain, signature and validity window are TLS's (see the `rustls` feature's
-//! [`client_cert_verifier`](crate::rustls)): give [`decide`] only a certificate that your TLS
+//! `rustls::server_config`): give [`decide`] only a certificate that your TLS
 //! stack verified for this connection.
 
 mod identity;

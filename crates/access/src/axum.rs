@@ -1,0 +1,886 @@
+//! axum: a PROXY-aware listener and extractors of the observed address and the pin verdict
+//! (feature `axum`).
+//!
+//! [`ObservedListener`] is an [`axum::serve::Listener`]. Each connection it accepts goes
+//! through its own stages, concurrently with the others, on a task of its own: the PROXY
+//! stage ([`tokio::accept`](crate::tokio::accept): at most one header, bounded in bytes by
+//! the policy and in time by [`Limits::proxy_timeout`]), then, when the listener has one, a
+//! TLS handshake ([`Handshake`], bounded by [`Limits::handshake_timeout`]) and the mutual-TLS
+//! pin check of the client certificate ([`tls::check`](crate::tls::check), audited fail
+//! closed). `accept` yields only connections that passed, with a [`Client`]: the TCP peer,
+//! the observed address and the verdict. One slow client never holds up the others; at most
+//! [`Limits::max_pending`] connections are in their stages at once, and a connection beyond
+//! that is closed at once. Refused connections are closed without a byte written, counted
+//! ([`ObservedListener::stats`]) and reported to [`ObservedListener::on_refused`].
+//!
+//! Serve the router with `into_make_service_with_connect_info::<Client>()`; handlers then
+//! take [`Observed`] (the observed address), [`Verified`] (an allowed pin verdict, or the
+//! request is refused with the reason) or `ConnectInfo<Client>` (everything).
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use axum::{Router, routing::get};
+//! use ippin_access::axum::{Client, Limits, Observed, ObservedListener};
+//! use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};
+//!
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let policy = ListenerPolicy::new(ProxyMode::On)
+//!     .with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
+//! let listener = ObservedListener::new(tcp, policy, Limits::default());
+//! let app = Router::new().route(
+//!     "/",
+//!     get(|Observed(seen): Observed| async move { format!("you are {}\n", seen.socket_addr()) }),
+//! );
+//! axum::serve(listener, app.into_make_service_with_connect_info::<Client>()).await
+//! # }
+//! ```
+//!
+//! # Mutual TLS
+//!
+//! [`ObservedListener::with_mtls`] adds a handshake of yours (for example a
+//! `tokio_rustls::TlsAcceptor` whose configuration asks for client certificates) and the
+//! users and audit sink of the pin check; this crate does not pick a TLS stack for you. The
+//! verdict is made once per connection, with the address the PROXY stage observed, and its
+//! event recorded then; a denied connection is still served, so that a handler can answer
+//! with the reason: take [`Verified`] in every handler that must only serve allowed clients.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ::axum::extract::FromRequestParts;
+use ::axum::extract::connect_info::{ConnectInfo, Connected};
+use ::axum::http::StatusCode;
+use ::axum::http::request::Parts;
+use ::axum::response::{IntoResponse, Response};
+use ::axum::serve::{IncomingStream, Listener};
+use ::tokio::io::{AsyncRead, AsyncWrite};
+use ::tokio::net::{TcpListener, TcpStream};
+use ::tokio::task::JoinSet;
+use ippin_policy::{ObservedAddr, Provenance};
+use ippin_proxy_protocol::ListenerPolicy;
+use serde::Serialize;
+
+use crate::audit::AuditSink;
+use crate::tls::{IdentityCache, TlsAccess, TlsEvent, TlsVerdict};
+use crate::tokio::PrefixedStream;
+use crate::users::UserDirectory;
+
+/// The bounds of the per-connection stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The most connections in their stages at once (default 1024); one more is closed at
+    /// once (`stage_full`).
+    pub max_pending: usize,
+    /// The time the PROXY header may take (default 5 s).
+    pub proxy_timeout: Duration,
+    /// The time the TLS handshake may take (default 10 s).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_pending: 1024,
+            proxy_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    /// These limits with `max_pending` connections in their stages at most (at least 1).
+    pub fn with_max_pending(mut self, max_pending: usize) -> Limits {
+        self.max_pending = max_pending.max(1);
+        self
+    }
+
+    /// These limits with this PROXY header timeout.
+    pub fn with_proxy_timeout(mut self, timeout: Duration) -> Limits {
+        self.proxy_timeout = timeout;
+        self
+    }
+
+    /// These limits with this TLS handshake timeout.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Limits {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// The stage after the PROXY header: a TLS handshake, say.
+pub trait Handshake: Send + Sync + 'static {
+    /// The stream the application reads and writes.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Runs the handshake on `stream` (the connection after its PROXY header) and returns the
+    /// stream with the client certificate (DER) the handshake verified, if any.
+    ///
+    /// The certificate must be one your TLS stack verified (chain, signature, validity) for
+    /// this connection: the pin check trusts it.
+    fn handshake(
+        &self,
+        stream: PrefixedStream<TcpStream>,
+    ) -> impl Future<Output = io::Result<(Self::Io, Option<Vec<u8>>)>> + Send;
+}
+
+/// No handshake: the application gets the stream after the PROXY header, and there is no
+/// client certificate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl Handshake for Plain {
+    type Io = PrefixedStream<TcpStream>;
+
+    async fn handshake(
+        &self,
+        stream: PrefixedStream<TcpStream>,
+    ) -> io::Result<(Self::Io, Option<Vec<u8>>)> {
+        Ok((stream, None))
+    }
+}
+
+/// What the listener learned about a connection: the address of axum's `ConnectInfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Client {
+    /// The TCP peer (a load balancer, behind one).
+    pub peer: SocketAddr,
+    /// The observed client address.
+    pub observed: ObservedAddr,
+    /// The pin verdict of the client certificate; `None` without mutual TLS or without a
+    /// certificate.
+    pub verdict: Option<TlsVerdict>,
+}
+
+impl<'a, H: Handshake> Connected<IncomingStream<'a, ObservedListener<H>>> for Client {
+    fn connect_info(stream: IncomingStream<'a, ObservedListener<H>>) -> Client {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A connection closed in its stages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Refusal {
+    /// Always `connection.refused`.
+    pub event: &'static str,
+    /// The TCP peer (for `stage_failed`, the listener's own address: a task that failed
+    /// no longer tells whose connection it had).
+    pub peer: SocketAddr,
+    /// The stable reason code: the PROXY stage's, `handshake_failed`, `handshake_timeout`,
+    /// `stage_full` or `stage_failed`.
+    pub reason: &'static str,
+    /// A readable explanation.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(peer: SocketAddr, reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            event: "connection.refused",
+            peer,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Counts of what the listener did, since it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections accepted from the socket.
+    pub accepted: u64,
+    /// Connections that passed their stages and were handed to axum.
+    pub served: u64,
+    /// Connections refused at the PROXY stage.
+    pub proxy_refused: u64,
+    /// Connections whose handshake failed or timed out.
+    pub handshake_failed: u64,
+    /// Connections closed at once because [`Limits::max_pending`] were in their stages.
+    pub stage_full: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    served: AtomicU64,
+    proxy_refused: AtomicU64,
+    handshake_failed: AtomicU64,
+    stage_full: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The pin check of a listener with mutual TLS.
+struct PinCheck {
+    cache: IdentityCache,
+    users: Arc<dyn UserDirectory>,
+    audit: Arc<dyn AuditSink<TlsEvent>>,
+}
+
+struct Shared<H> {
+    policy: ListenerPolicy,
+    limits: Limits,
+    handshake: H,
+    pin: Option<PinCheck>,
+}
+
+type OnRefused = Box<dyn Fn(&Refusal) + Send + Sync>;
+
+/// A PROXY-aware [`Listener`] for `axum::serve`; see the module docs.
+pub struct ObservedListener<H: Handshake = Plain> {
+    tcp: TcpListener,
+    shared: Arc<Shared<H>>,
+    pending: JoinSet<Result<(H::Io, Client), Refusal>>,
+    counters: Arc<Counters>,
+    on_refused: Option<OnRefused>,
+}
+
+impl<H: Handshake> std::fmt::Debug for ObservedListener<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedListener")
+            .field("tcp", &self.tcp)
+            .field("policy", &self.shared.policy)
+            .field("limits", &self.shared.limits)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObservedListener<Plain> {
+    /// A listener on `tcp` that reads PROXY headers as `policy` says, without TLS.
+    pub fn new(tcp: TcpListener, policy: ListenerPolicy, limits: Limits) -> ObservedListener {
+        ObservedListener {
+            tcp,
+            shared: Arc::new(Shared {
+                policy,
+                limits,
+                handshake: Plain,
+                pin: None,
+            }),
+            pending: JoinSet::new(),
+            counters: Arc::default(),
+            on_refused: None,
+        }
+    }
+
+    /// This listener with mutual TLS: `handshake` after the PROXY header, then the pin check
+    /// of the client certificate with `users` now, its event recorded to `audit` (fail
+    /// closed: a verdict that cannot be recorded is `audit_unavailable`).
+    pub fn with_mtls<H: Handshake>(
+        self,
+        handshake: H,
+        users: Arc<dyn UserDirectory>,
+        audit: Arc<dyn AuditSink<TlsEvent>>,
+    ) -> ObservedListener<H> {
+        let Shared { policy, limits, .. } = match Arc::try_unwrap(self.shared) {
+            Ok(shared) => shared,
+            Err(shared) => Shared {
+                policy: shared.policy.clone(),
+                limits: shared.limits,
+                handshake: Plain,
+                pin: None,
+            },
+        };
+        ObservedListener {
+            tcp: self.tcp,
+            shared: Arc::new(Shared {
+                policy,
+                limits,
+                handshake,
+                pin: Some(PinCheck {
+                    cache: IdentityCache::default(),
+                    users,
+                    audit,
+                }),
+            }),
+            pending: JoinSet::new(),
+            counters: self.counters,
+            on_refused: self.on_refused,
+        }
+    }
+}
+
+impl<H: Handshake> ObservedListener<H> {
+    /// Calls `f` with every refused connection (on the accept loop: keep it short).
+    pub fn on_refused(mut self, f: impl Fn(&Refusal) + Send + Sync + 'static) -> Self {
+        self.on_refused = Some(Box::new(f));
+        self
+    }
+
+    /// A handle on the listener's counts, readable while axum owns the listener.
+    pub fn stats(&self) -> StatsHandle {
+        StatsHandle(self.counters.clone())
+    }
+
+    fn refused(&self, refusal: &Refusal) {
+        if let Some(f) = &self.on_refused {
+            f(refusal);
+        }
+    }
+
+    /// What a finished stage task gives: a connection to serve, or nothing.
+    fn finished(
+        &mut self,
+        done: Result<Result<(H::Io, Client), Refusal>, ::tokio::task::JoinError>,
+    ) -> Option<(H::Io, Client)> {
+        match done {
+            Ok(Ok(conn)) => {
+                bump(&self.counters.served);
+                return Some(conn);
+            }
+            Ok(Err(refusal)) => {
+                match refusal.reason {
+                    "handshake_failed" | "handshake_timeout" => {
+                        bump(&self.counters.handshake_failed);
+                    }
+                    _ => bump(&self.counters.proxy_refused),
+                }
+                self.refused(&refusal);
+            }
+            Err(e) => {
+                // A stage that panicked (a handshake of the user's): the connection is gone.
+                bump(&self.counters.handshake_failed);
+                let peer = self.tcp.local_addr().unwrap_or(([0, 0, 0, 0], 0).into());
+                self.refused(&Refusal::new(
+                    peer,
+                    "stage_failed",
+                    format!("a connection's stage failed: {e}"),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// The counts of an [`ObservedListener`], shared with it.
+#[derive(Debug, Clone)]
+pub struct StatsHandle(Arc<Counters>);
+
+impl StatsHandle {
+    /// The counts now.
+    pub fn get(&self) -> Stats {
+        let c = &self.0;
+        Stats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            served: c.served.load(Ordering::Relaxed),
+            proxy_refused: c.proxy_refused.load(Ordering::Relaxed),
+            handshake_failed: c.handshake_failed.load(Ordering::Relaxed),
+            stage_full: c.stage_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The stages of one connection, on its own task.
+async fn stages<H: Handshake>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared<H>>,
+) -> Result<(H::Io, Client), Refusal> {
+    let (observed, stream) =
+        crate::tokio::accept(tcp, peer, &shared.policy, shared.limits.proxy_timeout)
+            .await
+            .map_err(|r| Refusal::new(peer, r.code, r.message))?;
+    let handshake = shared.handshake.handshake(stream);
+    let (io, der) = match ::tokio::time::timeout(shared.limits.handshake_timeout, handshake).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            return Err(Refusal::new(
+                peer,
+                "handshake_failed",
+                format!("the handshake failed: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(Refusal::new(
+                peer,
+                "handshake_timeout",
+                format!(
+                    "the handshake took longer than {:?}",
+                    shared.limits.handshake_timeout
+                ),
+            ));
+        }
+    };
+    let verdict = match (&shared.pin, der) {
+        (Some(pin), Some(der)) => Some(crate::tls::check(
+            &pin.cache,
+            &der,
+            pin.users.as_ref(),
+            &observed,
+            pin.audit.as_ref(),
+        )),
+        _ => None,
+    };
+    Ok((
+        io,
+        Client {
+            peer,
+            observed,
+            verdict,
+        },
+    ))
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+impl<H: Handshake> Listener for ObservedListener<H> {
+    type Io = H::Io;
+    type Addr = Client;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            ::tokio::select! {
+                // Finished stages first: a connection ready to serve is not kept waiting.
+                biased;
+                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
+                    if let Some(conn) = self.finished(done) {
+                        return conn;
+                    }
+                }
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        bump(&self.counters.accepted);
+                        if self.pending.len() >= self.shared.limits.max_pending {
+                            bump(&self.counters.stage_full);
+                            drop(tcp);
+                            self.refused(&Refusal::new(
+                                peer,
+                                "stage_full",
+                                format!(
+                                    "{} connections are in their stages already",
+                                    self.shared.limits.max_pending
+                                ),
+                            ));
+                        } else {
+                            self.pending.spawn(stages(tcp, peer, self.shared.clone()));
+                        }
+                    }
+                    // A connection that went away before it was accepted.
+                    Err(e) if is_connection_error(&e) => {}
+                    // Out of file descriptors, say: wait a moment (as axum's own listener
+                    // does), still finishing stages meanwhile.
+                    Err(_) => {
+                        let pause = ::tokio::time::sleep(Duration::from_secs(1));
+                        ::tokio::pin!(pause);
+                        loop {
+                            ::tokio::select! {
+                                biased;
+                                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
+                                    if let Some(conn) = self.finished(done) {
+                                        return conn;
+                                    }
+                                }
+                                () = &mut pause => break,
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// The local address, as a [`Client`] whose peer and observed address are both the
+    /// local address (untrusted, no verdict): axum's `Listener` gives the two the same type.
+    fn local_addr(&self) -> io::Result<Client> {
+        let local = self.tcp.local_addr()?;
+        Ok(Client {
+            peer: local,
+            observed: ObservedAddr::new(local, Provenance::Direct, false),
+            verdict: None,
+        })
+    }
+}
+
+/// The observed client address of the request's connection.
+///
+/// The address is what the PROXY stage observed, trusted or not: check
+/// [`ObservedAddr::is_trusted`] before you rely on it (an untrusted one has port 0), or take
+/// [`Verified`], whose pin check requires a trusted address.
+///
+/// Needs the router served with `into_make_service_with_connect_info::<Client>()` over an
+/// [`ObservedListener`]; without it the request is refused with 500 (`no_observed_address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed(pub ObservedAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Observed {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        client(parts).map(|c| Observed(c.observed))
+    }
+}
+
+/// An allowed pin verdict for the request's connection: the handler runs only for a client
+/// whose certificate passed the mutual-TLS check. Otherwise the request is refused: 401
+/// `no_client_certificate` without a certificate, 403 with the verdict's reason code and
+/// message for a denial (`pinned_ip_mismatch`, …), 503 `audit_unavailable` when the verdict
+/// could not be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The observed client address.
+    pub observed: ObservedAddr,
+    /// The verdict (its access is [`TlsAccess::Allow`]).
+    pub verdict: TlsVerdict,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Verified {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let c = client(parts)?;
+        let Some(verdict) = c.verdict else {
+            return Err(Rejection::new(
+                StatusCode::UNAUTHORIZED,
+                "no_client_certificate",
+                "this service needs a client certificate",
+            ));
+        };
+        match &verdict.access {
+            TlsAccess::Allow => Ok(Verified {
+                observed: c.observed,
+                verdict,
+            }),
+            TlsAccess::Deny { reason, message } => Err(Rejection::new(
+                StatusCode::FORBIDDEN,
+                reason.code(),
+                message.clone(),
+            )),
+            TlsAccess::AuditUnavailable => Err(Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written, so nobody is let in; tell the operator",
+            )),
+        }
+    }
+}
+
+fn client(parts: &Parts) -> Result<Client, Rejection> {
+    parts
+        .extensions
+        .get::<ConnectInfo<Client>>()
+        .map(|c| c.0.clone())
+        .ok_or_else(|| {
+            Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_observed_address",
+                "the service is not served through an ObservedListener with ConnectInfo<Client>",
+            )
+        })
+}
+
+/// A refused request: the status, and a body `refused (CODE): MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rejection {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable reason code.
+    pub code: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Rejection {
+        Rejection {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            format!("refused ({}): {}\n", self.code, self.message),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use ::tokio::time::timeout;
+    use ippin_cert::getrandom::SysRng;
+    use ippin_cert::rand_core::UnwrapErr;
+    use ippin_cert::x509::{ClientCertRequest, X509Ca, generate_key_pair_p256, spki_der_from_pem};
+    use ippin_policy::DenyReason;
+
+    use super::*;
+    use crate::tls::TlsDenyReason;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    fn policy() -> ListenerPolicy {
+        ListenerPolicy::new(ippin_proxy_protocol::ProxyMode::On)
+            .with_trusted_proxies(vec!["127.0.0.0/8".parse().unwrap()])
+    }
+
+    async fn listener(limits: Limits) -> (ObservedListener, SocketAddr) {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        (ObservedListener::new(tcp, policy(), limits), addr)
+    }
+
+    /// A connection with a PROXY v1 header for `client`, then `then` (at least a byte: the
+    /// stage waits for what follows the header, to refuse a second one).
+    async fn proxied(addr: SocketAddr, client: &str, then: &[u8]) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 443\r\n");
+        s.write_all(header.as_bytes()).await.unwrap();
+        s.write_all(then).await.unwrap();
+        s
+    }
+
+    /// Whether the listener closed `s` (end of stream or reset), within a bound.
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut b = [0u8; 1];
+        matches!(timeout(LONG, s.read(&mut b)).await, Ok(Ok(0) | Err(_)))
+    }
+
+    #[::tokio::test]
+    async fn a_stalled_client_does_not_hold_up_the_next() {
+        let (mut l, addr) = listener(Limits::default().with_proxy_timeout(LONG)).await;
+        let _stalled = TcpStream::connect(addr).await.unwrap();
+        let _good = proxied(addr, "192.0.2.7", b"hello").await;
+        // Inline, the stalled client's header read would hold accept for a minute.
+        let (mut io, client) = timeout(Duration::from_secs(10), l.accept())
+            .await
+            .expect("the second client is served while the first stalls");
+        assert_eq!(client.observed.socket_addr().to_string(), "192.0.2.7:40000");
+        assert_eq!(client.observed.provenance(), Provenance::ProxyV1);
+        assert!(client.observed.is_trusted());
+        assert_eq!(client.verdict, None);
+        let mut b = [0u8; 5];
+        io.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"hello", "bytes after the header reach the application");
+        let stats = l.stats().get();
+        assert_eq!((stats.accepted, stats.served), (2, 1));
+    }
+
+    #[::tokio::test]
+    async fn refusals_are_closed_counted_and_reported() {
+        let (l, addr) = listener(Limits::default()).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        let mut l = l.on_refused(move |r| keep.lock().unwrap().push(r.reason));
+        let mut bare = TcpStream::connect(addr).await.unwrap();
+        bare.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let _good = proxied(addr, "192.0.2.7", b"GET").await;
+        let (_, client) = timeout(LONG, l.accept()).await.unwrap();
+        assert_eq!(client.observed.ip().to_string(), "192.0.2.7");
+        assert!(closed(&mut bare).await);
+        assert_eq!(l.stats().get().proxy_refused, 1);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(!seen[0].is_empty());
+    }
+
+    #[::tokio::test]
+    async fn connections_beyond_the_bound_are_closed_at_once() {
+        let limits = Limits::default()
+            .with_max_pending(1)
+            .with_proxy_timeout(LONG);
+        let (mut l, addr) = listener(limits).await;
+        let _stalled = TcpStream::connect(addr).await.unwrap();
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        // Drive the accept loop a while: nothing is served.
+        assert!(
+            timeout(Duration::from_millis(500), l.accept())
+                .await
+                .is_err()
+        );
+        assert!(closed(&mut extra).await);
+        let stats = l.stats().get();
+        assert_eq!((stats.accepted, stats.stage_full, stats.served), (2, 1, 0));
+    }
+
+    /// A handshake that "verified" this certificate.
+    struct Fixed(Vec<u8>);
+
+    impl Handshake for Fixed {
+        type Io = PrefixedStream<TcpStream>;
+
+        async fn handshake(
+            &self,
+            stream: PrefixedStream<TcpStream>,
+        ) -> io::Result<(Self::Io, Option<Vec<u8>>)> {
+            Ok((stream, Some(self.0.clone())))
+        }
+    }
+
+    fn alice_pinned_to(ip: &str) -> Vec<u8> {
+        let mut rng = UnwrapErr(SysRng);
+        let ca = X509Ca::generate_p256("test CA", 1, 4_000_000_000, &mut rng).unwrap();
+        let (_, spki) = generate_key_pair_p256(&mut rng).unwrap();
+        let req = ClientCertRequest::builder("alice", spki_der_from_pem(&spki).unwrap())
+            .validity(1, 4_000_000_000)
+            .serial(1)
+            .role("ops")
+            .pinned_ip(ip.parse().unwrap())
+            .build()
+            .unwrap();
+        ca.issue_client(&req, &mut rng).unwrap()
+    }
+
+    async fn mtls_verdicts(record: bool, from: &[&str]) -> (Vec<TlsVerdict>, Vec<TlsEvent>) {
+        let (l, addr) = listener(Limits::default()).await;
+        let users: HashMap<String, crate::User> = HashMap::from([(
+            "alice".to_owned(),
+            crate::User::new(true, vec!["ops".into()]),
+        )]);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let keep = events.clone();
+        let audit = move |e: TlsEvent| {
+            keep.lock().unwrap().push(e);
+            record
+        };
+        let mut l = l.with_mtls(
+            Fixed(alice_pinned_to("192.0.2.7")),
+            Arc::new(users),
+            Arc::new(audit),
+        );
+        let mut verdicts = Vec::new();
+        for ip in from {
+            let _c = proxied(addr, ip, b"GET").await;
+            let (_, client) = timeout(LONG, l.accept()).await.unwrap();
+            verdicts.push(client.verdict.expect("a certificate gives a verdict"));
+        }
+        let events = events.lock().unwrap().clone();
+        (verdicts, events)
+    }
+
+    #[::tokio::test]
+    async fn the_certificate_is_checked_against_the_observed_address() {
+        let (v, events) = mtls_verdicts(true, &["192.0.2.7", "198.51.100.9"]).await;
+        assert_eq!(v[0].access, TlsAccess::Allow);
+        assert!(matches!(
+            v[1].access,
+            TlsAccess::Deny {
+                reason: TlsDenyReason::Pin(DenyReason::PinnedIpMismatch),
+                ..
+            }
+        ));
+        assert_eq!(events.len(), 2, "each verdict is audited");
+        assert!(
+            matches!(events[1], TlsEvent::AccessDenied { ref reason, .. } if reason == "pinned_ip_mismatch")
+        );
+    }
+
+    #[::tokio::test]
+    async fn a_verdict_that_cannot_be_recorded_refuses() {
+        let (v, _) = mtls_verdicts(false, &["192.0.2.7"]).await;
+        assert_eq!(v[0].access, TlsAccess::AuditUnavailable);
+    }
+
+    fn parts(client: Option<Client>) -> Parts {
+        let (mut parts, ()) = ::axum::http::Request::new(()).into_parts();
+        if let Some(c) = client {
+            parts.extensions.insert(ConnectInfo(c));
+        }
+        parts
+    }
+
+    fn client_with(access: Option<TlsAccess>) -> Client {
+        let observed = ObservedAddr::new(
+            "192.0.2.7:40000".parse().unwrap(),
+            Provenance::ProxyV2,
+            true,
+        );
+        Client {
+            peer: "10.0.0.1:5000".parse().unwrap(),
+            observed,
+            verdict: access.map(|access| TlsVerdict {
+                user: "alice".into(),
+                roles: vec!["ops".into()],
+                requires_pin: true,
+                pin: ippin_policy::CertPin::Ip("192.0.2.7".parse().unwrap()),
+                login_ip: None,
+                access,
+            }),
+        }
+    }
+
+    async fn verified(client: Option<Client>) -> Result<Verified, Rejection> {
+        Verified::from_request_parts(&mut parts(client), &()).await
+    }
+
+    #[::tokio::test]
+    async fn verified_needs_an_allowed_verdict() {
+        let ok = verified(Some(client_with(Some(TlsAccess::Allow))))
+            .await
+            .unwrap();
+        assert_eq!(ok.verdict.user, "alice");
+        assert_eq!(ok.observed.ip().to_string(), "192.0.2.7");
+
+        let deny = TlsAccess::Deny {
+            reason: TlsDenyReason::Pin(DenyReason::PinnedIpMismatch),
+            message: "not from here".into(),
+        };
+        let r = verified(Some(client_with(Some(deny)))).await.unwrap_err();
+        assert_eq!(
+            (r.status, r.code),
+            (StatusCode::FORBIDDEN, "pinned_ip_mismatch")
+        );
+        assert_eq!(r.message, "not from here");
+
+        let r = verified(Some(client_with(Some(TlsAccess::AuditUnavailable))))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (r.status, r.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable")
+        );
+
+        let r = verified(Some(client_with(None))).await.unwrap_err();
+        assert_eq!(
+            (r.status, r.code),
+            (StatusCode::UNAUTHORIZED, "no_client_certificate")
+        );
+
+        let r = verified(None).await.unwrap_err();
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[::tokio::test]
+    async fn observed_comes_from_the_connection() {
+        let seen = Observed::from_request_parts(&mut parts(Some(client_with(None))), &())
+            .await
+            .unwrap();
+        assert_eq!(seen.0.socket_addr().to_string(), "192.0.2.7:40000");
+        assert!(
+            Observed::from_request_parts(&mut parts(None), &())
+                .await
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_rejection_answers_with_its_status_and_reason() {
+        let r = Rejection::new(StatusCode::FORBIDDEN, "pinned_ip_mismatch", "log in again");
+        let resp = r.into_response();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+}

@@ -1,0 +1,178 @@
+//! An SSH server on russh that lets users in with OpenSSH certificates from a trusted CA, and
+//! refuses a pinned certificate (`source-address`) used from another address, with the reason
+//! in its audit log.
+//!
+//! ```text
+//! russh_pinned --host-key HOST_KEY --user-ca CA.pub --user alice [--user bob ...]
+//!              [--listen 127.0.0.1:0]
+//! ```
+//!
+//! Every `--user` must use a pinned certificate. It prints `listening on ADDR`, then one JSON
+//! audit line per authentication on stdout. `ssh alice@HOST whoami` answers with the user and
+//! the observed address.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use ippin_access::russh::{Connection, certificate, other_method, reject};
+use ippin_access::ssh::{AuthContext, Authorized, SshAuditEvent};
+use ippin_access::{User, tokio::accept};
+use ippin_cert::ssh_key::{Certificate, Fingerprint, HashAlg, PrivateKey, PublicKey};
+use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+
+/// What every connection's handler shares.
+struct Settings {
+    trusted_cas: Vec<Fingerprint>,
+    users: HashMap<String, User>,
+}
+
+/// One connection.
+struct Handler {
+    settings: Arc<Settings>,
+    conn: Connection,
+    user: Option<Authorized>,
+}
+
+/// The audit log: one JSON line per event on stdout, flushed. `false` when it cannot be
+/// written, and then the library refuses the login (fail closed).
+fn audit(event: SshAuditEvent) -> bool {
+    let Ok(line) = serde_json::to_string(&event) else {
+        return false;
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
+
+impl russh::server::Handler for Handler {
+    type Error = russh::Error;
+
+    // The certificate is the only way in: the library runs the whole table (CA, signature,
+    // window, principal, options, the user's pin against the observed address) and audits it.
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        cert: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        let ctx = AuthContext {
+            trusted_cas: &self.settings.trusted_cas,
+            users: &self.settings.users,
+        };
+        let now = UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
+        let decided = certificate(&ctx, &self.conn, &audit, user, cert, now);
+        self.user = decided.outcome.ok();
+        Ok(decided.auth)
+    }
+
+    // A plain key or a password: refused (`not_a_certificate`) and audited.
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        _key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(other_method(&self.conn, &audit, user, "publickey").auth)
+    }
+
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        Ok(other_method(&self.conn, &audit, user, "password").auth)
+    }
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(reject()) // the probe every client starts with: not audited
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.user.is_some() {
+            reply.accept().await;
+        }
+        Ok(())
+    }
+
+    // Any command answers with who and where the user is.
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _command: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(who) = &self.user else {
+            return session.channel_failure(channel);
+        };
+        let text = format!("{} from {}\n", who.user, self.conn.observed.socket_addr());
+        session.channel_success(channel)?;
+        session.data(channel, text.into_bytes())?;
+        session.exit_status_request(channel, 0)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+fn one(args: &[String], name: &str) -> Result<String, String> {
+    arg(args, name)
+        .pop()
+        .ok_or_else(|| format!("missing {name}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let host_key = PrivateKey::from_openssh(std::fs::read_to_string(one(&args, "--host-key")?)?)?;
+    let ca = PublicKey::from_openssh(&std::fs::read_to_string(one(&args, "--user-ca")?)?)?;
+    let listen = one(&args, "--listen").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let settings = Arc::new(Settings {
+        trusted_cas: vec![ca.fingerprint(HashAlg::Sha256)],
+        // Each user's role requires a pin: an unpinned certificate is refused too.
+        users: arg(&args, "--user")
+            .into_iter()
+            .map(|name| (name, User::new(true, vec!["pinned".into()])))
+            .collect(),
+    });
+    let config = Arc::new(russh::server::Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(200),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        ..Default::default()
+    });
+
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    // Clients connect directly: no PROXY header is accepted, the socket peer is the observed
+    // address (put a trusted load balancer's networks here to read its headers instead).
+    let policy = Arc::new(ListenerPolicy::new(ProxyMode::Off));
+    let mut session = 0u64;
+    loop {
+        let (tcp, peer) = listener.accept().await?;
+        session += 1;
+        let (settings, config, policy) = (settings.clone(), config.clone(), policy.clone());
+        tokio::spawn(async move {
+            let Ok((observed, stream)) = accept(tcp, peer, &policy, Duration::from_secs(5)).await
+            else {
+                return;
+            };
+            let handler = Handler {
+                settings,
+                conn: Connection::new(format!("s{session}"), Some(peer), observed),
+                user: None,
+            };
+            if let Ok(running) = russh::server::run_stream(config, stream, handler).await {
+                let _ = running.await;
+            }
+        });
+    }
+}
