@@ -689,3 +689,113 @@ fn every_reason_has_a_distinct_code() {
     codes.dedup();
     assert_eq!(codes.len(), Reason::ALL.len());
 }
+
+// ---- boundaries and details that cargo-mutants found untested (docs/testing.md) ----
+
+/// A front certificate is valid from its `notBefore` on, not before.
+#[test]
+fn a_front_certificate_not_yet_valid_is_refused_until_its_not_before() {
+    let f = fx();
+    let v = verifier(&f);
+    let later = signer_with(&f.ca, "proxy:front", &["proxy"], NOW + 100, NOW + 1000);
+    let g = later
+        .grant(
+            &f.inner.public_key(),
+            AUD,
+            NOW + 90,
+            NOW + 600,
+            &random_key(),
+        )
+        .unwrap();
+    let early = verify_bytes(&v, &signed_bytes(&g, NOW + 99, 1), NOW + 99);
+    assert_eq!(reason(early), Reason::CertExpired);
+    assert_eq!(v.grant_cache_len(), 0);
+    assert!(verify_bytes(&v, &signed_bytes(&g, NOW + 100, 2), NOW + 100).is_ok());
+}
+
+/// A grant of exactly the longest lifetime an honest front signs is
+/// accepted (one second more is refused:
+/// `grants_an_honest_front_never_makes_are_refused`).
+#[test]
+fn a_grant_of_exactly_the_longest_lifetime_is_accepted() {
+    let f = fx();
+    let v = verifier(&f);
+    let nb = NOW - 10;
+    let g = f
+        .signer
+        .grant(
+            &f.inner.public_key(),
+            AUD,
+            nb,
+            nb + ippin_propagation::MAX_GRANT_LIFETIME,
+            &random_key(),
+        )
+        .unwrap();
+    assert!(verify_bytes(&v, &signed_bytes(&g, NOW, 1), NOW).is_ok());
+}
+
+#[test]
+fn the_verifier_reports_its_audience_and_key() {
+    let f = fx();
+    let v = verifier(&f);
+    assert_eq!(v.audience(), AUD);
+    assert_eq!(v.public_key(), f.inner.public_key());
+}
+
+/// Every replay refusal is `signed_header_replayed`, and its detail says
+/// which rule refused it.
+#[test]
+fn replay_refusals_say_why() {
+    let f = fx();
+    let detail = |r: Result<Verified, Rejection>| {
+        let r = r.unwrap_err();
+        assert_eq!(r.reason, Reason::Replayed);
+        r.detail
+    };
+    let v = verifier(&f);
+    let b = signed_bytes(&f.grant, NOW + 1, 1);
+    assert!(verify_bytes(&v, &b, NOW + 1).is_ok());
+    assert!(detail(verify_bytes(&v, &b, NOW + 1)).contains("already accepted"));
+    let older = signed_bytes(&f.grant, NOW, 2);
+    assert!(detail(verify_bytes(&v, &older, NOW + 1)).contains("older than the newest"));
+    // A burst: MAX_PER_SECOND headers on one link in one second, then one more.
+    let v = verifier(&f);
+    for i in 0..ippin_propagation::MAX_PER_SECOND as u8 {
+        assert!(verify_bytes(&v, &signed_bytes(&f.grant, NOW, 10 + i), NOW).is_ok());
+    }
+    let burst = verify_bytes(&v, &signed_bytes(&f.grant, NOW, 99), NOW);
+    assert!(detail(burst).contains("too many headers"));
+    // Below the floor: a link forgotten to make room.
+    let v = Verifier::new(
+        TrustAnchor::from_der(f.ca.cert_der()).unwrap(),
+        f.inner.clone(),
+        AUD,
+        30,
+        1,
+    );
+    assert!(
+        verify_on(
+            &v,
+            &signed_on(&f.grant, link_port(1), NOW, 1),
+            link_port(1),
+            NOW
+        )
+        .is_ok()
+    );
+    assert!(
+        verify_on(
+            &v,
+            &signed_on(&f.grant, link_port(2), NOW + 1, 2),
+            link_port(2),
+            NOW + 1
+        )
+        .is_ok()
+    );
+    let floor = verify_on(
+        &v,
+        &signed_on(&f.grant, link_port(1), NOW, 3),
+        link_port(1),
+        NOW + 1,
+    );
+    assert!(detail(floor).contains("floor"));
+}
