@@ -461,19 +461,26 @@ impl Text {
 }
 
 fn any_ip() -> impl Strategy<Value = IpAddr> {
+    // Often one of a few addresses, so that the two layouts sometimes
+    // carry the same pin and sometimes not.
+    let few: Vec<IpAddr> = ["192.0.2.10", "2001:db8::7"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
     prop_oneof![
-        any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
-        any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+        4 => prop::sample::select(few),
+        1 => any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        1 => any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
         // short IPv6 (with `::`), mapped and compatible forms
-        (any::<u16>(), any::<u32>())
+        1 => (any::<u16>(), any::<u32>())
             .prop_map(|(h, l)| IpAddr::V6(Ipv6Addr::from((u128::from(h) << 112) | u128::from(l)))),
-        any::<u32>().prop_map(|a| IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped())),
+        1 => any::<u32>().prop_map(|a| IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped())),
     ]
 }
 
 fn text() -> impl Strategy<Value = Text> {
     prop_oneof![
-        8 => any_ip().prop_map(Text::Canonical),
+        30 => any_ip().prop_map(Text::Canonical),
         1 => any::<u128>().prop_map(|a| Text::Upper(Ipv6Addr::from(a))),
         1 => any::<u32>().prop_map(|a| Text::LeadingZero(Ipv4Addr::from(a))),
         1 => any::<u32>().prop_map(|a| Text::Mapped(Ipv4Addr::from(a))),
@@ -503,7 +510,7 @@ enum Wrap {
 
 fn wrap() -> impl Strategy<Value = Wrap> {
     prop_oneof![
-        12 => Just(Wrap::Printable),
+        40 => Just(Wrap::Printable),
         1 => Just(Wrap::Utf8),
         1 => Just(Wrap::Ia5),
         1 => Just(Wrap::LongLength),
@@ -562,17 +569,17 @@ struct ExtPiece {
 
 fn ext_piece() -> impl Strategy<Value = ExtPiece> {
     let id = prop_oneof![
-        6 => Just(ExtId::Pin),
-        2 => Just(ExtId::Login),
+        8 => Just(ExtId::Pin),
+        4 => Just(ExtId::Login),
         2 => Just(ExtId::BasicConstraints),
         2 => Just(ExtId::ExtKeyUsage),
         2 => (0u8..12).prop_map(ExtId::Neighbour),
         1 => Just(ExtId::PaddedPin),
     ];
     let critical = prop_oneof![
-        6 => Just(Critical::Absent),
-        1 => Just(Critical::False),
-        2 => Just(Critical::True),
+        14 => Just(Critical::Absent),
+        3 => Just(Critical::False),
+        1 => Just(Critical::True),
         1 => Just(Critical::BerTrue),
     ];
     (id, critical, wrap(), text()).prop_map(|(id, critical, wrap, text)| ExtPiece {
@@ -627,13 +634,13 @@ enum AttrPiece {
 }
 
 fn attr_piece() -> impl Strategy<Value = AttrPiece> {
-    let tag = prop_oneof![4 => Just(0x13u8), 2 => Just(0x0c), 1 => Just(0x16), 1 => Just(0x14)];
+    let tag = prop_oneof![8 => Just(0x13u8), 4 => Just(0x0c), 1 => Just(0x16), 1 => Just(0x14)];
     prop_oneof![
         1 => Just(AttrPiece::SecondCn),
-        3 => "[a-z]{1,8}".prop_map(AttrPiece::Role),
+        6 => "[a-z]{1,8}".prop_map(AttrPiece::Role),
         1 => Just(AttrPiece::Ia5Role),
-        4 => (tag.clone(), text()).prop_map(|(t, x)| AttrPiece::TeleportPin(t, x)),
-        3 => (tag, text()).prop_map(|(t, x)| AttrPiece::TeleportLogin(t, x)),
+        6 => (tag.clone(), text()).prop_map(|(t, x)| AttrPiece::TeleportPin(t, x)),
+        4 => (tag, text()).prop_map(|(t, x)| AttrPiece::TeleportLogin(t, x)),
         1 => text().prop_map(AttrPiece::MultiValued),
         1 => Just(AttrPiece::PaddedType),
     ]
@@ -680,11 +687,11 @@ struct Shape {
 
 fn shape() -> impl Strategy<Value = Shape> {
     let version =
-        prop_oneof![1 => Just(0u8), 1 => Just(1), 1 => Just(2), 12 => Just(3), 1 => Just(4)];
+        prop_oneof![1 => Just(0u8), 1 => Just(1), 1 => Just(2), 30 => Just(3), 1 => Just(4)];
     (
         version,
-        prop::bool::weighted(0.1),
-        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.05),
+        prop::bool::weighted(0.05),
         prop::bool::weighted(0.95),
     )
         .prop_map(|(version, issuer_uid, subject_uid, cn)| Shape {
@@ -743,8 +750,12 @@ proptest! {
     #[test]
     fn readers_agree_with_x509_parser_and_the_written_rules(
         shape in shape(),
-        attrs in prop::collection::vec(attr_piece(), 0..4),
-        exts in prop::option::weighted(0.9, prop::collection::vec(ext_piece(), 0..5)),
+        attrs in prop::collection::vec(attr_piece(), 0..3),
+        exts in prop::option::weighted(0.95, prop_oneof![
+            // `[3]` present and empty now and then
+            1 => Just(Vec::new()),
+            20 => prop::collection::vec(ext_piece(), 1..4),
+        ]),
         duplicate in prop::option::weighted(0.15, any::<prop::sample::Index>()),
         cut in prop::option::weighted(0.1, any::<prop::sample::Index>()),
     ) {
