@@ -191,4 +191,42 @@ mod tests {
         assert!(d.is_empty());
         assert_eq!(d.capacity(), 2);
     }
+
+    /// A grant valid until exactly `now` is still valid: it is stored and
+    /// hits at `now`, and the cache is no longer empty.
+    #[test]
+    fn a_grant_valid_until_now_is_stored() {
+        let mut c = GrantCache::new(2);
+        assert!(c.is_empty());
+        c.insert(g(1, 0, 10), 10);
+        assert!(!c.is_empty());
+        assert!(c.get(&[1; 32], &[1; 40], 10).is_some());
+        assert!(c.get(&[1; 32], &[1; 40], 11).is_none());
+    }
+
+    /// Replacing the entry of an ephemeral key (a renewed grant under the
+    /// same key) in a full cache evicts nothing else.
+    #[test]
+    fn replacing_an_entry_never_evicts_another() {
+        let mut c = GrantCache::new(2);
+        c.insert(g(1, 0, 100), 0);
+        c.insert(g(2, 0, 200), 0);
+        c.insert(VerifiedGrant::new([2; 32], &[9; 40], key(2), 0, 300), 0);
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&[1; 32], &[1; 40], 50).is_some(), "1 was evicted");
+        assert!(c.get(&[2; 32], &[9; 40], 50).is_some());
+        assert!(
+            c.get(&[2; 32], &[2; 40], 50).is_none(),
+            "2 was not replaced"
+        );
+    }
+
+    /// The Debug form names the grant but never shows its key or bytes.
+    #[test]
+    fn debug_shows_the_validity_not_the_key() {
+        let text = format!("{:?}", g(7, 11, 22));
+        assert!(text.starts_with("VerifiedGrant {"), "{text}");
+        assert!(text.contains("valid_from: 11") && text.contains("valid_until: 22"));
+        assert!(!text.contains("key") && !text.contains("bytes"), "{text}");
+    }
 }

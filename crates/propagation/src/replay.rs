@@ -272,6 +272,30 @@ mod tests {
         assert_eq!(c.floor(), None);
     }
 
+    /// The floor holds while a header at it could still be fresh: at
+    /// `now = floor + window` a header written at the floor is inside the
+    /// window, so the floor must still refuse it.
+    #[test]
+    fn the_floor_lasts_exactly_the_window() {
+        let mut c = ReplayCache::new(1, 30);
+        assert_eq!(c.capacity(), 1);
+        assert!(c.is_empty());
+        assert_eq!(c.admit(link(1), 100, n(1), 100), Ok(()));
+        assert!(!c.is_empty());
+        // Full: link(1) is evicted, the floor becomes 100.
+        assert_eq!(c.admit(link(2), 129, n(2), 129), Ok(()));
+        assert_eq!(c.floor(), Some(100));
+        assert_eq!(
+            c.admit(link(1), 100, n(3), 130),
+            Err(ReplayRefusal::BelowFloor)
+        );
+        assert_eq!(c.floor(), Some(100));
+        c.evict_expired(131);
+        assert_eq!(c.floor(), None);
+        assert_eq!(ReplayCache::new(5, 30).capacity(), 5);
+        assert_eq!(ReplayCache::new(0, 30).capacity(), 1);
+    }
+
     /// A step of an adversarial run: which link (from a small or large
     /// set), which timestamp offset, which nonce, how far time moves.
     fn steps() -> impl Strategy<Value = Vec<(u16, u8, u8, u8)>> {

@@ -2,6 +2,7 @@
 
 mod interop;
 mod props;
+mod reference;
 mod seeds;
 mod ssh;
 mod sshwire;

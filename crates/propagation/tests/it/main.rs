@@ -1,6 +1,7 @@
 //! Integration tests of `ippin-propagation`: a front and an inner built
 //! from the public API only.
 
+mod decisions;
 mod round_trip;
 mod seeds;
 mod verify;
