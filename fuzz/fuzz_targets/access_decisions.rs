@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         rest.to_vec()
     };
-    let v = tls::decide_der(&der, &users, &seen);
+    let v = tls::decide_der(&der, &users, &seen, NOW);
     if v.access.is_allowed() {
         assert!(users.contains_key(&v.user), "allowed an unknown user");
         match &v.pin {

@@ -416,6 +416,7 @@ async fn stages<H: Handshake>(
             &der,
             pin.users.as_ref(),
             &observed,
+            std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs()),
             pin.audit.as_ref(),
         )),
         _ => None,

@@ -27,7 +27,8 @@
 //! // refused, with a stable reason, whatever the address.
 //! let users = HashMap::from([("alice".to_owned(), User::new(true, vec!["ops".into()]))]);
 //! let seen = ObservedAddr::new("192.0.2.7:50000".parse().unwrap(), Provenance::ProxyV2, true);
-//! let verdict = tls::decide_der(b"not a certificate", &users, &seen);
+//! let now = 1_700_000_000; // Unix seconds: the clock is yours
+//! let verdict = tls::decide_der(b"not a certificate", &users, &seen, now);
 //! assert!(!verdict.access.is_allowed());
 //! ```
 //!

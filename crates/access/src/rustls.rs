@@ -4,6 +4,8 @@
 //!   your client CA (rustls's WebPKI verifier: chain, signature, validity window, key usage),
 //!   TLS 1.2 and 1.3 with rustls's safe defaults, the `ring` provider. [`server_config_from_pem`]
 //!   reads the three PEM texts.
+//!   Session resumption is off ([`without_resumption`]): a resumed session would skip the
+//!   certificate's checks.
 //! - [`check`]: after the handshake, the pin check of the connection's client certificate
 //!   against its observed address ([`crate::tls::check`]), audited fail closed. A connection
 //!   without a client certificate (a configuration of your own that made it optional) is
@@ -68,12 +70,29 @@ pub fn server_config(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
-    ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| TlsConfigError::Rustls(e.to_string()))
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    without_resumption(&mut config);
+    Ok(config)
+}
+
+/// Turns session resumption off: no server-side session cache, no TLS 1.3 tickets (rustls
+/// issues no TLS 1.2 tickets by default).
+///
+/// A resumed session skips the client certificate's verification: rustls hands back the
+/// certificate of the first handshake without checking its chain or validity again, and
+/// renews the ticket each time. A client that resumes once a day would keep an expired
+/// certificate working for ever. Every connection of a pinned user is therefore a full
+/// handshake, with the chain and validity checked by the verifier and again by
+/// [`crate::tls::decide`]. [`server_config`] calls it; call it on a configuration of your
+/// own that requires client certificates.
+pub fn without_resumption(config: &mut ServerConfig) {
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
 }
 
 /// [`server_config`] from PEM texts: the client CA certificate(s), the server's chain (leaf
@@ -116,8 +135,8 @@ pub fn client_certificate(conn: &rustls::CommonState) -> Option<&CertificateDer<
     conn.peer_certificates().and_then(|c| c.first())
 }
 
-/// The pin check of a finished mutual-TLS handshake, seen at `observed`, with the users of
-/// `users`, recorded to `sink` fail closed. Serve the connection only when
+/// The pin check of a finished mutual-TLS handshake, seen at `observed` at `now` (Unix
+/// seconds), with the users of `users`, recorded to `sink` fail closed. Serve the connection only when
 /// `verdict.access.is_allowed()`.
 ///
 /// The certificate's chain, signature and validity were checked by the verifier of the
@@ -127,10 +146,11 @@ pub fn check(
     cache: &IdentityCache,
     users: &dyn UserDirectory,
     observed: &ObservedAddr,
+    now: u64,
     sink: &dyn AuditSink<TlsEvent>,
 ) -> TlsVerdict {
     match client_certificate(conn) {
-        Some(der) => crate::tls::check(cache, der, users, observed, sink),
+        Some(der) => crate::tls::check(cache, der, users, observed, now, sink),
         None => crate::tls::audit(crate::tls::without_certificate(), observed, sink),
     }
 }

@@ -130,6 +130,8 @@ fn server_configs(
         .with_single_cert(chain, key)
         .map_err(|e| tls_error(cert_path, e))?;
     access.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A resumed session would skip the client certificate's chain and validity checks.
+    ippin_access::rustls::without_resumption(&mut access);
     Ok((Arc::new(login), Arc::new(access)))
 }
 
@@ -943,7 +945,11 @@ pub fn access_verdict(state: &State, der: &[u8], observed: &ObservedAddr) -> Acc
             .map(|(requires_pin, roles)| ippin_access::User::new(requires_pin, roles))
     };
     let sink = |event: ippin_access::tls::TlsEvent| state.audit(&AuditEvent::Tls(event));
-    ippin_access::tls::check(&state.identities, der, &users, observed, &sink)
+    let now = state
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ippin_access::tls::check(&state.identities, der, &users, observed, now, &sink)
 }
 
 /// `GET /whoami` body.

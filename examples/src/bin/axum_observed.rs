@@ -90,6 +90,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption: a resumed session skips the certificate's checks.
+    ippin_access::rustls::without_resumption(&mut tls);
 
     // PROXY headers are required, from the load balancer's networks only.
     let trusted = arg(&args, "--trusted-proxy")

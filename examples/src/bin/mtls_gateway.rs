@@ -57,7 +57,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut request)).await;
             // Audit lines go to stdout; a failed write refuses the connection (fail closed).
             let sink = |e| serde_json::to_string(&e).map(|l| println!("{l}")).is_ok();
-            let verdict = check(tls.get_ref().1, &state.1, &state.0, &observed, &sink);
+            let now = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
+            let verdict = check(tls.get_ref().1, &state.1, &state.0, &observed, now, &sink);
             let (status, body) = match &verdict.access {
                 TlsAccess::Allow => (
                     "200 OK",

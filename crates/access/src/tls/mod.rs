@@ -4,6 +4,7 @@
 //! | step | check | refused with |
 //! |---|---|---|
 //! | 1 | the certificate's identity reads (one CN, O attributes, the pin extension strict) | `invalid_pin` when the pin cannot be read, else `invalid_identity` |
+//! | 1b | the certificate is valid now (`not_before` ≤ now ≤ `not_after`): TLS checks it on a full handshake, checked again here so that a resumed session or a verifier of your own cannot stretch a certificate's life | `not_yet_valid`, `expired` |
 //! | 2 | the user is known now, with roles | `unknown_user` |
 //! | 3 | `ippin-policy`'s pin check: the roles' requirement (a single-host pin), the observed address trusted and equal to the pin | `pinned_ip_missing`, `pin_too_wide`, `untrusted_client_ip`, `pinned_ip_mismatch`, `invalid_pin` |
 //! | 4 | only [`Decision::Allow`] allows; any other decision | `unknown_decision` |
@@ -45,6 +46,10 @@ pub enum TlsDenyReason {
     /// The connection presented no client certificate (a TLS configuration that made it
     /// optional): refused.
     NoClientCertificate,
+    /// The certificate's validity ended before now.
+    Expired,
+    /// The certificate's validity starts after now.
+    NotYetValid,
 }
 
 impl TlsDenyReason {
@@ -56,6 +61,8 @@ impl TlsDenyReason {
             TlsDenyReason::Pin(r) => r.code(),
             TlsDenyReason::UnknownDecision => "unknown_decision",
             TlsDenyReason::NoClientCertificate => "no_client_certificate",
+            TlsDenyReason::Expired => "expired",
+            TlsDenyReason::NotYetValid => "not_yet_valid",
         }
     }
 }
@@ -118,13 +125,14 @@ pub struct TlsVerdict {
 }
 
 /// The decision for a client certificate `der`, whose identity `identity` was decoded from it
-/// (by [`ippin_cert::x509::client_identity`] or an [`IdentityCache`]), seen at `observed`,
-/// with the users of `users`. Pure: no I/O, no audit.
+/// (by [`ippin_cert::x509::client_identity`] or an [`IdentityCache`]), seen at `observed` at
+/// `now` (Unix seconds), with the users of `users`. Pure: no I/O, no audit.
 pub fn decide(
     identity: Result<&ClientIdentity, &ippin_cert::Error>,
     der: &[u8],
     users: &dyn UserDirectory,
     observed: &ObservedAddr,
+    now: u64,
 ) -> TlsVerdict {
     let mut verdict = TlsVerdict {
         user: String::new(),
@@ -141,6 +149,18 @@ pub fn decide(
             verdict.pin = id.pinned_ip.map_or(CertPin::None, CertPin::Ip);
             verdict.user = id.user.clone();
             verdict.login_ip = id.login_ip;
+            if now < id.not_before || now > id.not_after {
+                let (reason, when) = if now < id.not_before {
+                    (TlsDenyReason::NotYetValid, "is not valid yet")
+                } else {
+                    (TlsDenyReason::Expired, "has expired")
+                };
+                verdict.access = TlsAccess::Deny {
+                    reason,
+                    message: format!("the client certificate {when}; {LOG_IN_AGAIN}"),
+                };
+                return verdict;
+            }
             match users.lookup(&id.user) {
                 None => {
                     verdict.access = TlsAccess::Deny {
@@ -181,9 +201,14 @@ pub fn decide(
 }
 
 /// [`decide`] with the identity decoded here (no cache).
-pub fn decide_der(der: &[u8], users: &dyn UserDirectory, observed: &ObservedAddr) -> TlsVerdict {
+pub fn decide_der(
+    der: &[u8],
+    users: &dyn UserDirectory,
+    observed: &ObservedAddr,
+    now: u64,
+) -> TlsVerdict {
     let identity = ippin_cert::x509::client_identity(der);
-    decide(identity.as_ref(), der, users, observed)
+    decide(identity.as_ref(), der, users, observed, now)
 }
 
 /// The decision and its audit line: [`decide`] (identity from `cache`), then the event
@@ -194,11 +219,12 @@ pub fn check(
     der: &[u8],
     users: &dyn UserDirectory,
     observed: &ObservedAddr,
+    now: u64,
     sink: &dyn AuditSink<TlsEvent>,
 ) -> TlsVerdict {
     let identity = cache.get_or_decode(der);
     audit(
-        decide(identity.as_deref(), der, users, observed),
+        decide(identity.as_deref(), der, users, observed, now),
         observed,
         sink,
     )

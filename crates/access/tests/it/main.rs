@@ -3,4 +3,5 @@
 
 mod fixtures;
 mod props;
+mod resumption;
 mod tls;

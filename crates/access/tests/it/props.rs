@@ -9,7 +9,7 @@ use ippin_access::observed::{ObservedAddr, Provenance};
 use ippin_access::{User, tls};
 use proptest::prelude::*;
 
-use crate::fixtures::Issuer;
+use crate::fixtures::{Issuer, NOW};
 
 fn issuer() -> &'static Issuer {
     static ISSUER: OnceLock<Issuer> = OnceLock::new();
@@ -77,7 +77,7 @@ proptest! {
             users.insert("u".to_owned(), User::new(requires_pin, vec!["r".into()]));
         }
         let observed = ObservedAddr::new(SocketAddr::new(seen, port), provenance, trusted);
-        let got = tls::decide_der(&der, &users, &observed);
+        let got = tls::decide_der(&der, &users, &observed, NOW);
         prop_assert_eq!(got.access.code(), reference(known, requires_pin, pin, seen, trusted, port));
     }
 
@@ -86,6 +86,6 @@ proptest! {
         let der = issuer().client("u", Some(canonical(seen)));
         let users = HashMap::from([("u".to_owned(), User::new(true, vec![]))]);
         let observed = ObservedAddr::new(SocketAddr::new(seen, port), Provenance::ProxyLocal, true);
-        prop_assert_eq!(tls::decide_der(&der, &users, &observed).access.code(), "untrusted_client_ip");
+        prop_assert_eq!(tls::decide_der(&der, &users, &observed, NOW).access.code(), "untrusted_client_ip");
     }
 }

@@ -7,7 +7,7 @@ use ippin_access::observed::{ObservedAddr, Provenance};
 use ippin_access::tls::{self, IdentityCache, TlsAccess, TlsDenyReason, TlsEvent};
 use ippin_access::{CertPin, User};
 
-use crate::fixtures::{Issuer, patched, patched_last};
+use crate::fixtures::{Issuer, NOW, patched, patched_last};
 
 fn users() -> HashMap<String, User> {
     HashMap::from([
@@ -82,28 +82,37 @@ fn the_table_row_by_row() {
             "invalid_pin",
         ),
     ];
+    // The validity window, checked again after TLS (a resumed session skips TLS's check).
+    for (when, want) in [
+        (NOW + 3601, "expired"),
+        (NOW - 61, "not_yet_valid"),
+        (NOW + 3600, "allow"),
+    ] {
+        let v = tls::decide_der(&pinned, &users, &here, when);
+        assert_eq!(v.access.code(), want, "at {when}");
+    }
     for (what, der, observed, want) in rows {
-        let v = tls::decide_der(der, &users, observed);
+        let v = tls::decide_der(der, &users, observed, NOW);
         assert_eq!(code(&v.access), *want, "{what}");
         // The cached path decides the same.
         let cache = IdentityCache::new(4);
         let sink = |_: TlsEvent| true;
-        let c = tls::check(&cache, der, &users, observed, &sink);
+        let c = tls::check(&cache, der, &users, observed, NOW, &sink);
         assert_eq!(c, v, "{what}: cached and audited path agrees");
     }
     // What the verdict carries.
-    let v = tls::decide_der(&pinned, &users, &here);
+    let v = tls::decide_der(&pinned, &users, &here, NOW);
     assert_eq!(v.user, "alice");
     assert_eq!(v.roles, vec!["pinned-ip".to_owned()]);
     assert!(v.requires_pin);
     assert_eq!(v.pin, CertPin::Ip("192.0.2.7".parse().unwrap()));
-    let bad = tls::decide_der(&broken_pin, &users, &here);
+    let bad = tls::decide_der(&broken_pin, &users, &here, NOW);
     assert!(
         matches!(bad.pin, CertPin::Invalid(_)),
         "never `None`: {:?}",
         bad.pin
     );
-    match &tls::decide_der(&pinned, &users, &there).access {
+    match &tls::decide_der(&pinned, &users, &there, NOW).access {
         TlsAccess::Deny { reason, message } => {
             assert_eq!(
                 *reason,
@@ -121,10 +130,14 @@ fn a_removed_user_is_refused_at_once() {
     let bob = issuer.client("bob", None);
     let mut users = users();
     let here = seen("192.0.2.7:5000", true);
-    assert!(tls::decide_der(&bob, &users, &here).access.is_allowed());
+    assert!(
+        tls::decide_der(&bob, &users, &here, NOW)
+            .access
+            .is_allowed()
+    );
     users.remove("bob");
     assert_eq!(
-        tls::decide_der(&bob, &users, &here).access.code(),
+        tls::decide_der(&bob, &users, &here, NOW).access.code(),
         "unknown_user"
     );
 }
@@ -146,12 +159,12 @@ fn audit_is_fail_closed_and_names_the_decision() {
         true
     };
     assert!(
-        tls::check(&cache, &pinned, &users, &here, &sink)
+        tls::check(&cache, &pinned, &users, &here, NOW, &sink)
             .access
             .is_allowed()
     );
     assert!(
-        !tls::check(&cache, &pinned, &users, &there, &sink)
+        !tls::check(&cache, &pinned, &users, &there, NOW, &sink)
             .access
             .is_allowed()
     );
@@ -165,7 +178,7 @@ fn audit_is_fail_closed_and_names_the_decision() {
     assert_eq!(lines[1]["reason"], "pinned_ip_mismatch");
     // A sink that cannot record: refused, even what would have been allowed.
     let broken = |_: TlsEvent| false;
-    let v = tls::check(&cache, &pinned, &users, &here, &broken);
+    let v = tls::check(&cache, &pinned, &users, &here, NOW, &broken);
     assert_eq!(v.access, TlsAccess::AuditUnavailable);
     assert_eq!(v.access.code(), "audit_unavailable");
 }
