@@ -482,7 +482,44 @@ mod tests {
             "user": "bob", "key_id": "bob@ippin/7", "observed": "192.0.2.9:5000",
             "reason": "expired"}}),
         );
-        assert_eq!(ssh.user, "bob bob@ippin/7");
+        assert_eq!(
+            (ssh.user.as_str(), ssh.key_id.as_str()),
+            ("", "bob@ippin/7")
+        );
+        // Names the client chose are never part of the key: a login's user name, the SSH user
+        // name, a key id the CA did not sign. Varying them keeps one window.
+        for (user, reason) in [
+            ("x1", "untrusted_ca"),
+            ("x2", "untrusted_ca"),
+            ("x3", "bad_ca_signature"),
+        ] {
+            let k = key(
+                serde_json::json!({"event": "ssh", "ssh": {"event": "ssh.auth.denied",
+                "user": user, "key_id": user, "observed": "192.0.2.9:5000", "reason": reason}}),
+            );
+            assert_eq!((k.user.as_str(), k.key_id.as_str()), ("", ""), "{user}");
+        }
+        let login = |user: &str| {
+            key(serde_json::json!({"event": "login_refused", "user": user,
+            "observed": "192.0.2.9:5000", "reason": "peer_throttled"}))
+        };
+        assert_eq!(login("a"), login("b"));
+        // "alice stolen" with no key id is not "alice" with key id "stolen".
+        let tls = key(
+            serde_json::json!({"event": "access_denied", "user": "alice stolen",
+            "observed": "192.0.2.9:5000", "reason": "expired"}),
+        );
+        assert_eq!(
+            (tls.user.as_str(), tls.key_id.as_str()),
+            ("alice stolen", "")
+        );
+        // IPv6 clients count per /64.
+        let v6 = |a: &str| {
+            key(serde_json::json!({"event": "login_refused", "user": "",
+            "observed": a, "reason": "bad_credentials"}))
+        };
+        assert_eq!(v6("[2001:db8:1:2::5]:9").peer, "2001:db8:1:2::/64");
+        assert_eq!(v6("[2001:db8:1:2::5]:9"), v6("[2001:db8:1:2:ffff::1]:9"));
         // Behind a load balancer: the client the balancer names, not the balancer.
         let behind = |client: &str| {
             key(
@@ -527,6 +564,55 @@ mod tests {
     }
 
     #[test]
+    fn one_client_cannot_fill_the_table() {
+        let mut s = Summariser::new(Duration::from_secs(60), 1, 4096);
+        let t = SystemTime::UNIX_EPOCH;
+        // One client refused with 10,000 verified identities: its windows stop at its share,
+        // then its refusals are counted per (event, reason) without the identity.
+        for i in 0..10_000 {
+            let k = SummaryKey {
+                peer: "192.0.2.9".into(),
+                kind: "access_denied".into(),
+                reason: "pinned_ip_mismatch".into(),
+                user: format!("u{i}"),
+                key_id: String::new(),
+            };
+            s.admit(t, k);
+        }
+        assert_eq!(
+            s.len(),
+            ippin_access::audit::log::SUMMARY_WINDOWS_PER_CLIENT + 1
+        );
+        let ended = s.ended(t, true);
+        let coarse: u64 = ended
+            .iter()
+            .filter(|e| e.user.is_empty())
+            .map(|e| e.count)
+            .sum();
+        assert_eq!(
+            coarse,
+            10_000 - 32 - 1,
+            "every refusal past the share is counted"
+        );
+    }
+
+    #[test]
+    fn hidden_characters_are_written_as_text() {
+        let event = AuditEvent::LoginRefused {
+            user: "a\u{9b}2J\u{202e}b\u{7f}c\u{2028}".into(),
+            observed: "198.51.100.99:0".into(),
+            provenance: "direct".into(),
+            reason: "bad_credentials".into(),
+        };
+        let (text, _) = line_text("t", "c", &event, None).unwrap();
+        for raw in ['\u{9b}', '\u{202e}', '\u{7f}', '\u{2028}'] {
+            assert!(!text.contains(raw), "{raw:?} raw in {text}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["user"], "a\\u{009b}2J\\u{202e}b\\u{007f}c\\u{2028}");
+    }
+
+    #[test]
     fn a_full_summariser_writes_lines_rather_than_dropping_them() {
         let mut s = Summariser::new(Duration::from_secs(60), 1, 2);
         let t = SystemTime::UNIX_EPOCH;
@@ -535,6 +621,7 @@ mod tests {
             kind: "login_refused".into(),
             reason: "r".into(),
             user: String::new(),
+            key_id: String::new(),
         };
         assert_eq!(s.admit(t, key("a")), Admit::Write);
         assert_eq!(s.admit(t, key("b")), Admit::Write);
@@ -661,8 +748,8 @@ mod tests {
             let mut t = SystemTime::UNIX_EPOCH;
             let count_ended = |ended: Vec<Suppressed>, acc: &mut HashMap<SummaryKey, u64>| {
                 for e in ended {
-                    let Suppressed { peer, kind, reason, user, count, .. } = e;
-                    *acc.entry(SummaryKey { peer, kind, reason, user }).or_default() += count;
+                    let Suppressed { peer, kind, reason, user, key_id, count, .. } = e;
+                    *acc.entry(SummaryKey { peer, kind, reason, user, key_id }).or_default() += count;
                 }
             };
             for (peer, reason, step) in seq {
@@ -672,6 +759,7 @@ mod tests {
                     kind: "login_refused".into(),
                     reason: format!("r{reason}"),
                     user: String::new(),
+                    key_id: String::new(),
                 };
                 count_ended(s.ended(t, false), &mut accounted);
                 *recorded.entry(key.clone()).or_default() += 1;

@@ -10,13 +10,19 @@
 //!   and marked `…[+N bytes]` ([`cap_field`]); lists keep at most [`MAX_ITEMS`] entries,
 //!   maps [`MAX_FIELDS`]; a line longer than [`MAX_LINE_BYTES`] even so keeps only its event
 //!   name;
-//! - repeated refusals from one client are summarised ([`Summariser`]): per (client IP,
-//!   event, reason, identity), the first [`SUMMARY_FIRST_LINES`] lines of a
+//! - repeated refusals from one client are summarised ([`Summariser`]): per (client IP, or
+//!   IPv6 /64; event; reason; the identity, only when a CA vouched for it), the first [`SUMMARY_FIRST_LINES`] lines of a
 //!   [`SUMMARY_WINDOW`] are written, the rest counted, and the count written as one
 //!   `audit.suppressed` line ([`Suppressed`]) when the window ends (at the next event, or on
 //!   [`AuditLog::flush_summaries`]). Grants of access are never summarised, and when the
-//!   summariser's table is full, lines are written, never dropped. The refusals it
-//!   recognises are ippin's events (see [`SummaryKey`]).
+//!   summariser's table is full, lines are written, never dropped; one client holds at most
+//!   [`SUMMARY_WINDOWS_PER_CLIENT`] windows, so a single client cannot fill it. The refusals
+//!   it recognises are ippin's events (see [`SummaryKey`]). A name the client chose (a login's
+//!   user name, an SSH user name, an unverified key id) is never part of the key: varying it
+//!   would otherwise open a window per attempt;
+//! - the characters that JSON leaves raw but that change what a terminal shows (DEL, C1
+//!   controls, bidirectional formatting, line separators) are written as `\u{XXXX}` text
+//!   ([`neutral`]).
 //!
 //! Each line is `time` (RFC 3339, milliseconds), `cluster`, `event`, then the event's other
 //! fields. The log file is created with mode 0600.
@@ -53,8 +59,10 @@ pub struct Suppressed {
     pub kind: String,
     /// Its reason code.
     pub reason: String,
-    /// The user (and SSH key id) the suppressed refusals named; empty when none.
+    /// The user the suppressed refusals named, when a CA vouched for it; empty otherwise.
     pub user: String,
+    /// The SSH key id they named, when the certificate's signature verified; empty otherwise.
+    pub key_id: String,
     /// How many lines were not written.
     pub count: u64,
     /// When the window began (RFC 3339).
@@ -129,11 +137,38 @@ pub fn cap_field(s: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}…[+{} bytes]", &s[..cut], s.len() - cut))
 }
 
-/// Caps every string (keys included), list and map of `v`, in place.
+/// `s` with the characters that JSON leaves raw but that change what a terminal or log viewer
+/// shows written as `\u{XXXX}` text: DEL and the C1 controls (U+007F to U+009F; a C1 CSI
+/// starts terminal escapes as ESC `[` does), the bidirectional formatting characters (U+061C,
+/// U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) and the line and paragraph separators
+/// (U+2028, U+2029). JSON escapes the C0 controls itself.
+pub fn neutral(s: &str) -> Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        matches!(c, '\u{7f}'..='\u{9f}' | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+    }
+    if !s.chars().any(hidden) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Caps every string (keys included), list and map of `v`, in place, after writing its hidden
+/// characters as text ([`neutral`]).
 fn cap_value(v: &mut serde_json::Value, depth: usize) {
     use serde_json::Value;
     match v {
         Value::String(s) => {
+            if let Cow::Owned(c) = neutral(s) {
+                *s = c;
+            }
             if let Cow::Owned(c) = cap_field(s) {
                 *s = c;
             }
@@ -161,7 +196,7 @@ fn cap_value(v: &mut serde_json::Value, depth: usize) {
             let old = std::mem::take(map);
             for (k, mut item) in old.into_iter().take(MAX_FIELDS) {
                 cap_value(&mut item, depth + 1);
-                map.insert(cap_field(&k).into_owned(), item);
+                map.insert(cap_field(&neutral(&k)).into_owned(), item);
             }
             if more > 0 {
                 map.insert("…".into(), Value::String(format!("+{more} fields")));
@@ -236,8 +271,13 @@ pub struct SummaryKey {
     pub kind: String,
     /// The reason code.
     pub reason: String,
-    /// The user (and, for SSH, the certificate's key id) the refusal names; empty when none.
+    /// The user the refusal names, when a CA vouched for it (the CN of a certificate TLS
+    /// verified); empty otherwise: a name the client chose (a login's user name, an SSH
+    /// user name) is never part of the key, or varying it would defeat the summary.
     pub user: String,
+    /// The SSH certificate's key id, when the certificate's CA signature verified; empty
+    /// otherwise.
+    pub key_id: String,
 }
 
 impl SummaryKey {
@@ -268,7 +308,7 @@ impl SummaryKey {
             .and_then(|a| a.parse::<SocketAddr>().ok())
             .filter(|a| a.port() != 0);
         let peer = match trusted_observed {
-            Some(a) => a.ip().to_string(),
+            Some(a) => client_of(a.ip()),
             None => {
                 let addr = inner
                     .get("peer")
@@ -276,22 +316,51 @@ impl SummaryKey {
                     .or_else(|| inner.get("observed"))?
                     .as_str()?;
                 addr.parse::<SocketAddr>()
-                    .map_or_else(|_| addr.to_owned(), |a| a.ip().to_string())
+                    .map_or_else(|_| addr.to_owned(), |a| client_of(a.ip()))
             }
         };
         let text = |k: &str| inner.get(k).and_then(|v| v.as_str()).unwrap_or_default();
-        let user = match text("key_id") {
-            "" => text("user").to_owned(),
-            key_id => format!("{} {key_id}", text("user")),
+        // Only identities a CA vouched for: the user of a TLS-verified certificate, the key id
+        // of an SSH certificate whose CA signature verified.
+        let (user, key_id) = match kind {
+            "access_denied" | "renew_refused" => (text("user"), ""),
+            "ssh.auth.denied"
+                if !matches!(
+                    reason,
+                    "not_a_certificate" | "untrusted_ca" | "bad_ca_signature"
+                ) =>
+            {
+                ("", text("key_id"))
+            }
+            _ => ("", ""),
         };
         Some(SummaryKey {
             peer,
             kind: kind.to_owned(),
             reason: reason.to_owned(),
-            user,
+            user: user.to_owned(),
+            key_id: key_id.to_owned(),
         })
     }
 }
+
+/// The client a summary counts under: the IP, or for IPv6 its /64 (one host commonly holds a
+/// whole /64, and would otherwise open a window per address).
+fn client_of(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+        std::net::IpAddr::V6(v6) => v6.to_canonical().to_string(),
+        v4 => v4.to_string(),
+    }
+}
+
+/// The most windows one client may hold; beyond it, its refusals are counted per (event,
+/// reason) only, without the identity, so one client cannot fill the table.
+pub const SUMMARY_WINDOWS_PER_CLIENT: usize = 32;
 
 #[derive(Debug)]
 struct Window {
@@ -319,6 +388,8 @@ pub struct Summariser {
     windows: HashMap<SummaryKey, Window>,
     /// Keys in the order their windows began (so ended windows are found in O(1)).
     order: VecDeque<(SystemTime, SummaryKey)>,
+    /// How many windows each client holds.
+    per_client: HashMap<String, usize>,
 }
 
 impl Default for Summariser {
@@ -337,6 +408,7 @@ impl Summariser {
             capacity,
             windows: HashMap::new(),
             order: VecDeque::new(),
+            per_client: HashMap::new(),
         }
     }
 
@@ -352,6 +424,12 @@ impl Summariser {
             let Some((_, key)) = self.order.pop_front() else {
                 break;
             };
+            if let Some(n) = self.per_client.get_mut(&key.peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_client.remove(&key.peer);
+                }
+            }
             if let Some(w) = self.windows.remove(&key)
                 && w.suppressed > 0
             {
@@ -360,6 +438,7 @@ impl Summariser {
                     kind: key.kind,
                     reason: key.reason,
                     user: key.user,
+                    key_id: key.key_id,
                     count: w.suppressed,
                     window_start: humantime::format_rfc3339_millis(w.start).to_string(),
                     window_secs: self.window.as_secs(),
@@ -371,6 +450,18 @@ impl Summariser {
 
     /// Whether a refusal under `key` at `now` is written (call [`Summariser::ended`] first).
     pub fn admit(&mut self, now: SystemTime, key: SummaryKey) -> Admit {
+        // A client that holds its share of windows is counted without the identity.
+        let key = if !self.windows.contains_key(&key)
+            && self.per_client.get(&key.peer).copied().unwrap_or(0) >= SUMMARY_WINDOWS_PER_CLIENT
+        {
+            SummaryKey {
+                user: String::new(),
+                key_id: String::new(),
+                ..key
+            }
+        } else {
+            key
+        };
         if let Some(w) = self.windows.get_mut(&key) {
             if w.written < self.first {
                 w.written += 1;
@@ -384,6 +475,7 @@ impl Summariser {
             return Admit::Write;
         }
         self.order.push_back((now, key.clone()));
+        *self.per_client.entry(key.peer.clone()).or_default() += 1;
         self.windows.insert(
             key,
             Window {
