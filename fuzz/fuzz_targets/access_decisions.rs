@@ -101,6 +101,7 @@ fuzz_target!(|data: &[u8]| {
         let ctx = AuthContext {
             trusted_cas: &[],
             users: &ssh_users,
+            honours_force_command: false,
         };
         assert!(authorize(&ctx, "u", &cert, &seen, NOW).is_err(), "no CA is trusted");
     }

@@ -41,8 +41,11 @@
 //! `tokio_rustls::TlsAcceptor` whose configuration asks for client certificates) and the
 //! users and audit sink of the pin check; this crate does not pick a TLS stack for you. The
 //! verdict is made once per connection, with the address the PROXY stage observed, and its
-//! event recorded then; a denied connection is still served, so that a handler can answer
-//! with the reason: take [`Verified`] in every handler that must only serve allowed clients.
+//! event recorded then. A connection the pin check refuses (or, with mutual TLS, one without
+//! a client certificate) is closed, fail closed, and reported to
+//! [`ObservedListener::on_refused`] with its reason. An application that wants to answer such
+//! a connection with the reason calls [`ObservedListener::serve_denied`]; it must then take
+//! [`Verified`] in every handler that may only serve allowed clients.
 
 use std::future::Future;
 use std::io;
@@ -173,7 +176,9 @@ pub struct Refusal {
     /// no longer tells whose connection it had).
     pub peer: SocketAddr,
     /// The stable reason code: the PROXY stage's, `handshake_failed`, `handshake_timeout`,
-    /// `stage_full` or `stage_failed`.
+    /// `stage_full`, `stage_failed`, or the pin check's (`pinned_ip_mismatch`,
+    /// `no_client_certificate`, `audit_unavailable`, …) unless the listener serves denied
+    /// connections.
     pub reason: &'static str,
     /// A readable explanation.
     pub message: String,
@@ -224,6 +229,9 @@ struct PinCheck {
     cache: IdentityCache,
     users: Arc<dyn UserDirectory>,
     audit: Arc<dyn AuditSink<TlsEvent>>,
+    /// Whether connections the pin check refused are served (for handlers that answer with
+    /// the reason); by default they are closed.
+    serve_denied: bool,
 }
 
 struct Shared<H> {
@@ -300,6 +308,7 @@ impl ObservedListener<Plain> {
                     cache: IdentityCache::default(),
                     users,
                     audit,
+                    serve_denied: false,
                 }),
             }),
             pending: JoinSet::new(),
@@ -310,6 +319,20 @@ impl ObservedListener<Plain> {
 }
 
 impl<H: Handshake> ObservedListener<H> {
+    /// Serves the connections the pin check refused (and, with mutual TLS, those without a
+    /// client certificate) instead of closing them, so that a handler can answer with the
+    /// reason. Every handler, the fallback included, must then take [`Verified`] unless it
+    /// may serve anyone. Call it before serving; it has no effect on a listener without
+    /// mutual TLS.
+    pub fn serve_denied(mut self) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared)
+            && let Some(pin) = shared.pin.as_mut()
+        {
+            pin.serve_denied = true;
+        }
+        self
+    }
+
     /// Calls `f` with every refused connection (on the accept loop: keep it short).
     pub fn on_refused(mut self, f: impl Fn(&Refusal) + Send + Sync + 'static) -> Self {
         self.on_refused = Some(Box::new(f));
@@ -419,8 +442,24 @@ async fn stages<H: Handshake>(
             std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs()),
             pin.audit.as_ref(),
         )),
+        (Some(pin), None) if !pin.serve_denied => Some(crate::tls::audit(
+            crate::tls::without_certificate(),
+            &observed,
+            pin.audit.as_ref(),
+        )),
         _ => None,
     };
+    // Refused connections are closed unless the application asked to answer them.
+    if let (Some(pin), Some(v)) = (&shared.pin, &verdict)
+        && !pin.serve_denied
+        && !v.access.is_allowed()
+    {
+        let message = match &v.access {
+            TlsAccess::Deny { message, .. } => message.clone(),
+            _ => "the verdict could not be recorded".to_owned(),
+        };
+        return Err(Refusal::new(peer, v.access.code(), message));
+    }
     Ok((
         io,
         Client {
@@ -758,11 +797,13 @@ mod tests {
             keep.lock().unwrap().push(e);
             record
         };
-        let mut l = l.with_mtls(
-            Fixed(alice_pinned_to("192.0.2.7")),
-            Arc::new(users),
-            Arc::new(audit),
-        );
+        let mut l = l
+            .with_mtls(
+                Fixed(alice_pinned_to("192.0.2.7")),
+                Arc::new(users),
+                Arc::new(audit),
+            )
+            .serve_denied();
         let mut verdicts = Vec::new();
         for ip in from {
             let _c = proxied(addr, ip, b"GET").await;
@@ -788,6 +829,40 @@ mod tests {
         assert!(
             matches!(events[1], TlsEvent::AccessDenied { ref reason, .. } if reason == "pinned_ip_mismatch")
         );
+    }
+
+    /// By default a connection the pin check refuses is closed: `accept` never yields it, and
+    /// it is reported with its reason.
+    #[::tokio::test]
+    async fn refused_connections_are_closed_by_default() {
+        let (l, addr) = listener(Limits::default()).await;
+        let users: HashMap<String, crate::User> = HashMap::from([(
+            "alice".to_owned(),
+            crate::User::new(true, vec!["ops".into()]),
+        )]);
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let keep = refused.clone();
+        let mut l = l
+            .with_mtls(
+                Fixed(alice_pinned_to("192.0.2.7")),
+                Arc::new(users),
+                Arc::new(|_: TlsEvent| true),
+            )
+            .on_refused(move |r| keep.lock().unwrap().push(r.reason));
+        let _denied = proxied(addr, "198.51.100.9", b"GET").await;
+        let _allowed = proxied(addr, "192.0.2.7", b"GET").await;
+        let (_, client) = timeout(LONG, l.accept()).await.unwrap();
+        assert_eq!(client.observed.ip().to_string(), "192.0.2.7");
+        assert!(client.verdict.unwrap().access.is_allowed());
+        // The denied connection's task may finish after the allowed one's: let the accept
+        // loop take it (it yields nothing, so this times out).
+        for _ in 0..20 {
+            if !refused.lock().unwrap().is_empty() {
+                break;
+            }
+            let _ = timeout(Duration::from_millis(100), l.accept()).await;
+        }
+        assert_eq!(*refused.lock().unwrap(), vec!["pinned_ip_mismatch"]);
     }
 
     #[::tokio::test]

@@ -65,6 +65,10 @@ pub fn from_signed(client: SocketAddr) -> ObservedAddr {
 /// The rules, in order:
 /// - a connection that is not trusted cannot vouch for anyone: its headers are not read, and
 ///   the answer is `conn` itself (untrusted);
+/// - only a connection observed `direct` (its socket peer) can be an HTTP proxy: when `conn`
+///   came from a PROXY header (or a signed one), the peer it names is the *client*, whose
+///   headers are its own claims; they are not read, and the answer is `conn`. (A deployment
+///   with an L4 balancer in front of an L7 proxy has the proxy as the socket peer.);
 /// - both headers at once are refused: a proxy appends to one, and the other would be the
 ///   client's;
 /// - `ippin-policy` reads the chain with `mode` (trusted proxies and hops, or the existing
@@ -81,7 +85,7 @@ pub fn from_forwarded(
     forwarded: &[&str],
     mode: &ippin_policy::ForwardedMode,
 ) -> Result<ObservedAddr, ForwardedError> {
-    if !conn.is_trusted() {
+    if !conn.is_trusted() || conn.provenance() != Provenance::Direct {
         return Ok(*conn);
     }
     if !x_forwarded_for.is_empty() && !forwarded.is_empty() {
@@ -152,6 +156,12 @@ mod tests {
         let seen = from_forwarded(&trusted, &["203.0.113.9"], &[], &mode).unwrap();
         assert_eq!(seen.provenance(), Provenance::ForwardedHeader);
         assert_eq!(seen.ip().to_string(), "203.0.113.9");
+        // Nor those of a client a PROXY header named, even one inside the proxies' networks.
+        let named = ObservedAddr::new(lb, Provenance::ProxyV2, true);
+        assert_eq!(
+            from_forwarded(&named, &["203.0.113.9"], &[], &mode).unwrap(),
+            named
+        );
         // An untrusted connection's headers are not read.
         let untrusted = ObservedAddr::new(lb, Provenance::ProxyV2, false);
         assert_eq!(
@@ -167,7 +177,7 @@ mod tests {
                 .is_trusted()
         );
         // A client that is no proxy: its own connection stands, headers or not.
-        let client = ObservedAddr::new("192.0.2.8:5".parse().unwrap(), Provenance::ProxyV2, true);
+        let client = ObservedAddr::new("192.0.2.8:5".parse().unwrap(), Provenance::Direct, true);
         assert_eq!(
             from_forwarded(&client, &["203.0.113.9"], &[], &mode).unwrap(),
             client

@@ -33,7 +33,7 @@
 //!         user: &str,
 //!         cert: &Certificate,
 //!     ) -> Result<Auth, Self::Error> {
-//!         let ctx = AuthContext { trusted_cas: &self.trusted_cas, users: self.users.as_ref() };
+//!         let ctx = AuthContext { trusted_cas: &self.trusted_cas, users: self.users.as_ref(), honours_force_command: false };
 //!         let now = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
 //!         let decided = certificate(&ctx, &self.conn, self.audit.as_ref(), user, cert, now);
 //!         self.user = decided.outcome.ok();
@@ -327,6 +327,7 @@ mod tests {
         let ctx = AuthContext {
             trusted_cas: &f.trusted,
             users: &f.users,
+            honours_force_command: false,
         };
         let audit = sink(true);
         let d = certificate(
@@ -357,6 +358,7 @@ mod tests {
         let ctx = AuthContext {
             trusted_cas: &f.trusted,
             users: &f.users,
+            honours_force_command: false,
         };
         let audit = sink(true);
         let d = certificate(
@@ -390,6 +392,7 @@ mod tests {
         let ctx = AuthContext {
             trusted_cas: &f.trusted,
             users: &f.users,
+            honours_force_command: false,
         };
         let audit = sink(false);
         let d = certificate(

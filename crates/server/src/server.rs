@@ -669,31 +669,10 @@ fn forwarded_client(
     };
     let xff = lines("x-forwarded-for")?;
     let fwd = lines("forwarded")?;
-    // A hop the PROXY stage could not trust (unspecified mode) cannot vouch
-    // for anyone: its forwarded headers are not read at all, so they can
-    // never turn an untrusted observation into a trusted one.
-    if !conn.is_trusted() {
-        return Ok(*conn);
-    }
-    if !xff.is_empty() && !fwd.is_empty() {
-        return Err("both X-Forwarded-For and Forwarded are present; send one".into());
-    }
-    let peer = conn.socket_addr();
-    // With neither header, the policy still decides: a trusted proxy that names no client
-    // is not one (untrusted, like a PROXY `LOCAL` header); any other peer is the client.
-    let found = if !fwd.is_empty() {
-        ippin_policy::client_from_forwarded(&fwd, peer, &mode)
-    } else {
-        ippin_policy::client_from_x_forwarded_for(&xff, peer, &mode)
-    };
-    let found = found.map_err(|e| e.to_string())?;
-    // The policy answers with the peer itself (provenance `direct`) when it
-    // believes no header; keep the connection's own observation then, with
-    // its PROXY provenance and trust.
-    if found.provenance() == ippin_policy::Provenance::Direct {
-        return Ok(*conn);
-    }
-    Ok(found)
+    // `ippin-access` decides: an untrusted connection, or a client a PROXY header named,
+    // vouches for nobody; both headers at once are refused; a trusted proxy that names no
+    // client is not one (untrusted, like a PROXY `LOCAL` header).
+    ippin_access::observed::from_forwarded(conn, &xff, &fwd, &mode).map_err(|e| e.0)
 }
 
 /// The login decision and issuance, after the body was read: lockout and

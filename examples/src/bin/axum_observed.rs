@@ -118,6 +118,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(users),
             Arc::new(audit),
         )
+        // Answer refused clients with the reason instead of closing them: every handler
+        // that may only serve allowed clients takes `Verified`.
+        .serve_denied()
         .on_refused(|refusal| {
             print_json(refusal);
         });

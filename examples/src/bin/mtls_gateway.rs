@@ -14,6 +14,7 @@ use std::time::Duration;
 use ippin_access::tls::{IdentityCache, TlsAccess};
 use ippin_access::{User, rustls::check, rustls::server_config_from_pem, tokio::accept};
 use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};
+use std::io::Write as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::main]
@@ -23,15 +24,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tls = server_config_from_pem(&read("ca.pem")?, &read("server.pem")?, &read("server.key")?)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     // Who may come in, and whose roles require a pin.
-    let users: HashMap<String, User> = read("users")?
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .next()
-                .map(|n| (n, l.ends_with(" pinned")))
-        })
-        .map(|(name, pinned)| (name.to_owned(), User::new(pinned, vec![])))
-        .collect();
+    let mut users = HashMap::new();
+    for line in read("users")?.lines() {
+        let pinned = match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [] => continue,
+            [name] => (name, false),
+            [name, "pinned"] => (name, true),
+            _ => return Err(format!("users: cannot read {line:?}").into()), // fail closed
+        };
+        users.insert(pinned.0.to_owned(), User::new(pinned.1, vec![]));
+    }
     let state = Arc::new((users, IdentityCache::default()));
     // Only the balancer may send a PROXY header, and it must.
     let policy = Arc::new(
@@ -56,7 +58,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut request = [0u8; 4096];
             let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut request)).await;
             // Audit lines go to stdout; a failed write refuses the connection (fail closed).
-            let sink = |e| serde_json::to_string(&e).map(|l| println!("{l}")).is_ok();
+            let sink = |e| {
+                let line = serde_json::to_string(&e).unwrap_or_default();
+                !line.is_empty() && writeln!(std::io::stdout().lock(), "{line}").is_ok()
+            };
             let now = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
             let verdict = check(tls.get_ref().1, &state.1, &state.0, &observed, now, &sink);
             let (status, body) = match &verdict.access {

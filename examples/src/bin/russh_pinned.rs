@@ -60,6 +60,7 @@ impl russh::server::Handler for Handler {
         let ctx = AuthContext {
             trusted_cas: &self.settings.trusted_cas,
             users: &self.settings.users,
+            honours_force_command: false,
         };
         let now = UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
         let decided = certificate(&ctx, &self.conn, &audit, user, cert, now);

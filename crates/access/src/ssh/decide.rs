@@ -14,7 +14,7 @@
 //! | 6 | the SSH user name is one of the principals | `wrong_principal` |
 //! | 7 | only known critical options (`source-address`, `force-command`, `verify-required`) | `unknown_critical_option` |
 //! | 8 | critical options well formed (`source-address` strictly) | `invalid_source_address`, `invalid_certificate` |
-//! | 9 | no `verify-required` (FIDO user verification cannot be checked here) | `verify_required_unsupported` |
+//! | 9 | no `verify-required` (FIDO user verification cannot be checked here); no `force-command` unless the caller enforces it (`AuthContext::honours_force_command`) | `verify_required_unsupported`, `unknown_critical_option` |
 //! | 10 | the user is known here, with roles | `unknown_user` |
 //! | 11 | the roles' pin requirement and any pin (`check_pin`): the observed address must be trusted and inside `source-address` | `pinned_ip_missing`, `untrusted_client_ip`, `pinned_ip_mismatch`, `invalid_pin` |
 //! | 12 | `source-address` against the observed IP once more, with the certificate crate's `check_source` (OpenSSH's own rule, whatever the roles say) | `pinned_ip_mismatch` |
@@ -178,6 +178,11 @@ pub struct AuthContext<'a> {
     pub trusted_cas: &'a [Fingerprint],
     /// Where users and their roles come from.
     pub users: &'a dyn UserDirectory,
+    /// Whether the caller runs a certificate's `force-command` instead of what the client
+    /// asks ([`Authorized::force_command`]). When `false`, a certificate that carries one is
+    /// refused (`unknown_critical_option`): a restriction the CA wrote must never be dropped
+    /// because the service does not implement it.
+    pub honours_force_command: bool,
 }
 
 /// Decides one certificate authentication, following the table in the module docs.
@@ -206,6 +211,12 @@ pub(crate) fn authorize_with(
 ) -> Result<Authorized, SshDenial> {
     let validation = SshValidation::new(ctx.trusted_cas, user, now);
     let valid = validate_user_cert(cert, &validation).map_err(|e| cert_denial(&e, user))?;
+    if valid.force_command.is_some() && !ctx.honours_force_command {
+        return Err(SshDenial::new(
+            SshDenyReason::UnknownCriticalOption,
+            "ippin: the certificate carries force-command, which this service does not enforce",
+        ));
+    }
     if valid.verify_required {
         return Err(SshDenial::new(
             SshDenyReason::VerifyRequiredUnsupported,
@@ -406,6 +417,7 @@ mod tests {
         let ctx = AuthContext {
             trusted_cas: &f.trusted,
             users: &f.users,
+            honours_force_command: true,
         };
         authorize(&ctx, user, cert, observed, now)
     }
@@ -620,6 +632,22 @@ mod tests {
         let who = decide(&f, "alice", &cert, &seen("127.0.0.1:1"), NOW).unwrap();
         assert_eq!(who.force_command.as_deref(), Some("whoami"));
         assert!(!who.port_forwarding, "no permit-port-forwarding extension");
+        // A service that does not run it refuses the certificate rather than drop the
+        // restriction.
+        let ctx = AuthContext {
+            trusted_cas: &f.trusted,
+            users: &f.users,
+            honours_force_command: false,
+        };
+        let refused = authorize(&ctx, "alice", &cert, &seen("127.0.0.1:1"), NOW).unwrap_err();
+        assert_eq!(refused.reason.code(), "unknown_critical_option");
+        assert!(
+            refused.message.contains("force-command"),
+            "{}",
+            refused.message
+        );
+        let plain = issue(&f, "alice", Some("127.0.0.1"));
+        assert!(authorize(&ctx, "alice", &plain, &seen("127.0.0.1:1"), NOW).is_ok());
         let issued = issue(&f, "alice", Some("127.0.0.1"));
         let who = decide(&f, "alice", &issued, &seen("127.0.0.1:1"), NOW).unwrap();
         assert!(who.port_forwarding);
@@ -634,6 +662,7 @@ mod tests {
         let ctx = AuthContext {
             trusted_cas: &f.trusted,
             users: &f.users,
+            honours_force_command: true,
         };
         let allow_all = |_: bool, _: &CertPin, _: &ObservedAddr| Decision::Allow;
         let cert = issue(&f, "bob", Some("127.0.0.1"));

@@ -239,6 +239,7 @@ impl russh::server::Handler for Connection {
         let ctx = AuthContext {
             trusted_cas: &self.shared.trusted_cas,
             users: self.shared.users.as_ref(),
+            honours_force_command: true,
         };
         match authorize(&ctx, user, certificate, &self.observed, unix_now()) {
             Ok(who) => {
