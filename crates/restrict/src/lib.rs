@@ -155,7 +155,7 @@ use ippin_policy::{NetDecision, NetworkEvent};
 /// The default name of the parent cgroup under the cgroup v2 mount, when none is configured.
 pub const DEFAULT_PARENT: &str = "ippin";
 
-/// How an [`Enforcer`](crate::Enforcer) sets up sessions.
+/// How an [`Enforcer`] sets up sessions.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EnforcerConfig {
