@@ -25,7 +25,8 @@
 //! let status = cmd.status().expect("spawn");
 //! assert!(!status.success());
 //!
-//! let event = session.events().recv_timeout(Duration::from_secs(1)).unwrap();
+//! let events = session.take_events().expect("given once");
+//! let event = events.recv_timeout(Duration::from_secs(1)).unwrap();
 //! assert_eq!(event.program, "curl");
 //! let audit = event.audit_event("alice", "alice", "sid-4b1c"); // T4002I, action 1
 //!
@@ -86,14 +87,19 @@
 //! refused during the update.) From "no policy" to a policy, the rules are written before
 //! the switch is turned on; the other way, the switch goes off first.
 //!
+//! The programs are attached to every session, also while there is no policy (they then
+//! allow at once, after one array lookup): so a policy that appears later holds the sessions
+//! already running. A caller that wants sessions without any program when no policy is
+//! configured simply makes no [`Enforcer`].
+//!
 //! # Events
 //!
 //! Each decision goes through a ring buffer (256 KiB): denials always, allowed ones when
 //! `observe` is on ([`EnforcerConfig::observe`], [`Enforcer::set_observe`]). A thread of the
 //! [`Enforcer`] reads it and routes each [`NetEvent`] to the queue of the session whose
-//! cgroup made it ([`Session::events`]). When the ring buffer or a session's queue is full the
-//! event is dropped and counted ([`Enforcer::lost_events`]); the decision itself is never
-//! affected. `src` is the socket's bound address when it has one (usually the unspecified
+//! cgroup made it ([`Session::take_events`]). When the ring buffer or a session's queue is
+//! full the event is dropped and counted ([`Enforcer::lost_events`]); the decision itself is
+//! never affected. `src` is the socket's bound address when it has one (usually the unspecified
 //! address before a `connect`: the kernel picks the source afterwards).
 //!
 //! # No escape

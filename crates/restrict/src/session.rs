@@ -133,7 +133,7 @@ impl Enforcer {
             placement: Placement {
                 procs: Arc::new(procs),
             },
-            events: rx,
+            events: Mutex::new(Some(rx)),
             state: Mutex::new(Some(Live { cg, links })),
             loaded: self.loaded.clone(),
         })
@@ -190,12 +190,13 @@ struct Live {
 }
 
 /// One restricted session: its cgroup, with the programs attached, and its events.
+/// `Send` and `Sync`: share it (`Arc`) between the tasks of one SSH session.
 ///
 /// Ends with [`Session::end`], or when dropped (the same, with errors ignored).
 pub struct Session {
     name: String,
     placement: Placement,
-    events: Receiver<NetEvent>,
+    events: Mutex<Option<Receiver<NetEvent>>>,
     state: Mutex<Option<Live>>,
     loaded: Arc<Loaded>,
 }
@@ -280,11 +281,13 @@ impl Session {
         }
     }
 
-    /// The session's decisions, as the kernel reported them: denials always, allowed ones
-    /// when observing. Use `recv_timeout`/`try_recv`; an async server can read it from a
-    /// blocking task.
-    pub fn events(&self) -> &Receiver<NetEvent> {
-        &self.events
+    /// The session's decisions, as the kernel reports them: denials always, allowed ones
+    /// when observing. Given once (then `None`), to whatever writes the audit log: a thread,
+    /// or a blocking task of an async server. The queue holds
+    /// [`EnforcerConfig::event_queue`](crate::EnforcerConfig::event_queue) events; more are
+    /// dropped and counted ([`Enforcer::lost_events`]). It disconnects when the session ends.
+    pub fn take_events(&self) -> Option<Receiver<NetEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Ends the session: kills every process left in it (`cgroup.kill`), waits (at most 5 s)
@@ -336,7 +339,15 @@ impl Drop for Session {
 
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::*;
+
+    #[test]
+    fn handles_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Enforcer>();
+        send_sync::<Session>();
+        send_sync::<Placement>();
+    }
 
     #[test]
     fn session_names_are_plain_directory_names() {

@@ -18,6 +18,7 @@ fn python_sockets_allowed_and_denied_v4_v6_tcp_udp() {
         false,
     );
     let session = enforcer.session("python").unwrap();
+    let events = session.take_events().unwrap();
     let allowed = Listener::http("127.0.0.1");
     let denied = Listener::http("127.0.0.3");
     let v6 = Listener::http("::1");
@@ -42,7 +43,7 @@ fn python_sockets_allowed_and_denied_v4_v6_tcp_udp() {
         probe.try_("tcp", "127.0.0.3", denied.addr.port()),
         Err(EPERM.into())
     );
-    let ev = wait_event(&session, |e| e.dst == denied.addr);
+    let ev = wait_event(&events, |e| e.dst == denied.addr);
     assert_eq!(ev.pid, pid);
     assert_eq!(ev.program, comm);
     assert_eq!(Some(ev.cgroup_id), session.cgroup_id());
@@ -55,8 +56,19 @@ fn python_sockets_allowed_and_denied_v4_v6_tcp_udp() {
     assert_eq!(audit.dst_port, denied.addr.port());
     assert_eq!(audit.action, NetAction::Denied);
 
+    // TCP Fast Open connects inside sendto(MSG_FASTOPEN): decided as a connect.
+    assert_eq!(
+        probe.try_("tfo", "127.0.0.3", denied.addr.port()),
+        Err(EPERM.into())
+    );
+    // (allowed: it connects, or is in progress on this socket with a timeout)
+    assert_ne!(
+        probe.try_("tfo", "127.0.0.1", allowed.addr.port()),
+        Err(EPERM.into())
+    );
+
     assert_eq!(probe.try_("udp", "127.0.0.3", 9), Err(EPERM.into()));
-    let ev = wait_event(&session, |e| e.dst.port() == 9);
+    let ev = wait_event(&events, |e| e.dst.port() == 9);
     assert_eq!(
         (ev.operation, ev.socket, ev.pid),
         (NetOperation::Send, SocketKind::Datagram, pid)
@@ -67,11 +79,11 @@ fn python_sockets_allowed_and_denied_v4_v6_tcp_udp() {
         .set_policy(&policy(&["127.0.0.0/8"], &["::1/128"]))
         .unwrap();
     assert_eq!(probe.try_("tcp", "::1", v6.addr.port()), Err(EPERM.into()));
-    let ev = wait_event(&session, |e| e.dst == v6.addr);
+    let ev = wait_event(&events, |e| e.dst == v6.addr);
     assert_eq!((ev.pid, ev.action), (pid, NetAction::Denied));
     assert_eq!(ev.audit_event("a", "a", "s").version, 6);
     assert_eq!(probe.try_("udp", "::1", 9), Err(EPERM.into()));
-    wait_event(&session, |e| {
+    wait_event(&events, |e| {
         e.dst.ip() == "::1".parse::<IpAddr>().unwrap() && e.operation == NetOperation::Send
     });
 
@@ -86,20 +98,18 @@ fn observe_reports_allowed_and_no_policy_allows_all() {
     let parent = Parent::new("observe");
     let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), true);
     let session = enforcer.session("observe").unwrap();
+    let events = session.take_events().unwrap();
     let l = Listener::http("127.0.0.3");
     let mut probe = Probe::start(&session);
     assert_eq!(probe.try_("tcp", "127.0.0.3", l.addr.port()), Ok(()));
-    let ev = wait_event(&session, |e| e.dst == l.addr);
+    let ev = wait_event(&events, |e| e.dst == l.addr);
     assert_eq!(ev.action, NetAction::Observed);
     assert_eq!(ev.pid, probe.pid());
 
     enforcer.set_observe(false).unwrap();
     assert_eq!(probe.try_("tcp", "127.0.0.3", l.addr.port()), Ok(()));
     assert_eq!(
-        session
-            .events()
-            .recv_timeout(Duration::from_millis(300))
-            .ok(),
+        events.recv_timeout(Duration::from_millis(300)).ok(),
         None,
         "no event for an allowed connect when not observing"
     );
@@ -111,6 +121,7 @@ fn curl_and_nc_are_refused_with_eperm() {
     let parent = Parent::new("tools");
     let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]), false);
     let session = enforcer.session("tools").unwrap();
+    let events = session.take_events().unwrap();
     let allowed = Listener::http("127.0.0.1");
     let denied = Listener::http("127.0.0.3");
 
@@ -150,7 +161,7 @@ fn curl_and_nc_are_refused_with_eperm() {
         ],
     );
     assert_eq!(st.code(), Some(7), "curl could not connect: {out}");
-    let ev = wait_event(&session, |e| e.dst == denied.addr);
+    let ev = wait_event(&events, |e| e.dst == denied.addr);
     assert_eq!(ev.program, "curl");
 
     let (st, out) = run(
@@ -166,7 +177,7 @@ fn curl_and_nc_are_refused_with_eperm() {
     );
     assert!(!st.success());
     assert!(out.contains("Operation not permitted"), "nc: {out}");
-    let ev = wait_event(&session, |e| e.program == "nc");
+    let ev = wait_event(&events, |e| e.program == "nc");
     assert_eq!((ev.dst, ev.operation), (denied.addr, NetOperation::Connect));
 
     // nc -u connects its UDP socket: decided at connect.
@@ -186,7 +197,7 @@ fn curl_and_nc_are_refused_with_eperm() {
         !st.success() && out.contains("Operation not permitted"),
         "nc -u: {out}"
     );
-    let ev = wait_event(&session, |e| {
+    let ev = wait_event(&events, |e| {
         e.program == "nc" && e.socket == SocketKind::Datagram
     });
     assert_eq!(ev.action, NetAction::Denied);
@@ -253,6 +264,7 @@ fn unspecified_and_mapped_destinations_reach_what_is_decided() {
     let parent = Parent::new("routes");
     let enforcer = parent.enforcer(&policy(&["127.0.0.1/32"], &[]), false);
     let session = enforcer.session("routes").unwrap();
+    let events = session.take_events().unwrap();
     let lo = Listener::http("127.0.0.1");
     let nine = Listener::http("127.0.0.9");
     let mut probe = Probe::start(&session);
@@ -262,7 +274,7 @@ fn unspecified_and_mapped_destinations_reach_what_is_decided() {
         probe.try_("tcp", "::ffff:127.0.0.9", nine.addr.port()),
         Err(EPERM.into())
     );
-    let ev = wait_event(&session, |e| e.dst.port() == nine.addr.port());
+    let ev = wait_event(&events, |e| e.dst.port() == nine.addr.port());
     assert_eq!(ev.audit_event("u", "l", "s").dst_addr, "127.0.0.9");
 
     enforcer
@@ -288,6 +300,7 @@ fn policy_change_applies_to_the_next_connect_of_a_running_process() {
     let parent = Parent::new("live");
     let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &[]), false);
     let session = enforcer.session("live").unwrap();
+    let events = session.take_events().unwrap();
     let l = Listener::http("127.0.0.5");
     let mut probe = Probe::start(&session);
     assert_eq!(probe.try_("tcp", "127.0.0.5", l.addr.port()), Ok(()));
@@ -298,6 +311,8 @@ fn policy_change_applies_to_the_next_connect_of_a_running_process() {
         probe.try_("tcp", "127.0.0.5", l.addr.port()),
         Err(EPERM.into())
     );
+    let ev = wait_event(&events, |e| e.dst == l.addr);
+    assert_eq!((ev.pid, ev.action), (probe.pid(), NetAction::Denied));
     enforcer
         .set_policy(&NetworkRestrictions::allow_all())
         .unwrap();
@@ -315,6 +330,7 @@ fn forks_double_forks_and_setsid_stay_restricted() {
     let parent = Parent::new("forks");
     let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]), false);
     let session = enforcer.session("forks").unwrap();
+    let events = session.take_events().unwrap();
     let denied = Listener::http("127.0.0.3");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -355,7 +371,7 @@ if os.fork() == 0:
         text.contains(&format!("0::/{}\n", rel.display())),
         "the grandchild is in the session cgroup: {text}"
     );
-    let ev = wait_event(&session, |e| e.pid == pid);
+    let ev = wait_event(&events, |e| e.pid == pid);
     assert_eq!(ev.action, NetAction::Denied);
 }
 
@@ -367,6 +383,7 @@ fn unprivileged_user_cannot_leave_the_session_cgroup() {
     let parent = Parent::new("escape");
     let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]), false);
     let session = enforcer.session("escape").unwrap();
+    let events = session.take_events().unwrap();
     let mount = ippin_restrict::cgroup2_mount().unwrap();
     let script = format!(
         "id -u; \
@@ -402,7 +419,7 @@ fn unprivileged_user_cannot_leave_the_session_cgroup() {
     assert!(text.contains(&format!("0::/{}\n", rel.display())), "{text}");
     assert!(text.contains("Operation not permitted"), "{text}");
     assert!(!session.path().unwrap().join("sub").exists());
-    let ev = wait_event(&session, |e| e.program == "nc");
+    let ev = wait_event(&events, |e| e.program == "nc");
     assert_eq!(ev.action, NetAction::Denied);
     drop(user);
 }

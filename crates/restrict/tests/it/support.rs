@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -72,18 +73,21 @@ pub(crate) fn comm_of(path: &str) -> String {
     base.chars().take(15).collect()
 }
 
-/// The probe: for each line `tcp|udp host port` on stdin, tries it and prints `ok` or
+/// The probe: for each line `tcp|tfo|udp host port` on stdin (`tfo`: TCP Fast Open, a
+/// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
 /// `err <errno> <strerror>`. Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
 import socket, sys
 for line in sys.stdin:
     kind, host, port = line.split()
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM if kind == 'tcp' else socket.SOCK_DGRAM)
+    s = socket.socket(fam, socket.SOCK_DGRAM if kind == 'udp' else socket.SOCK_STREAM)
     s.settimeout(5)
     try:
         if kind == 'tcp':
             s.connect((host, int(port)))
+        elif kind == 'tfo':
+            s.sendto(b'ippin', socket.MSG_FASTOPEN, (host, int(port)))
         else:
             s.sendto(b'ippin', (host, int(port)))
         print('ok', flush=True)
@@ -179,14 +183,17 @@ impl Drop for Listener {
     }
 }
 
-/// Waits (at most 5 s) for an event of `session` that satisfies `want`; the others seen on
-/// the way are returned too, for the failure message.
-pub(crate) fn wait_event(session: &Session, want: impl Fn(&NetEvent) -> bool) -> NetEvent {
+/// Waits (at most 5 s) for an event that satisfies `want`; the others seen on the way are
+/// shown in the failure message.
+pub(crate) fn wait_event(
+    events: &Receiver<NetEvent>,
+    want: impl Fn(&NetEvent) -> bool,
+) -> NetEvent {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match session.events().recv_timeout(left) {
+        match events.recv_timeout(left) {
             Ok(ev) if want(&ev) => return ev,
             Ok(ev) => seen.push(ev),
             Err(_) => panic!("no matching event within 5 s; saw {seen:#?}"),
