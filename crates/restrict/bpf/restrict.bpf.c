@@ -10,8 +10,11 @@
 //   - deny wins: a destination matching a deny rule is refused;
 //   - otherwise allowed only when it matches an allow rule (deny by default);
 //   - IPv4-mapped IPv6 (::ffff:a.b.c.d) is decided as IPv4 a.b.c.d;
-//   - the unspecified addresses are decided as the loopback the kernel turns them into
-//     (0.0.0.0 and ::ffff:0.0.0.0 as 127.0.0.1, :: as ::1);
+//   - the unspecified addresses are decided as the address the kernel turns them into:
+//     0.0.0.0 (and ::ffff:0.0.0.0) as the IPv4 source the socket or the message is bound
+//     to, else 127.0.0.1 (ip_route_output_key_hash_rcu: daddr = saddr, else loopback);
+//     :: as ::1, or as 127.0.0.1 on a socket bound to an IPv4-mapped address
+//     (tcp_v6_connect, ip6_datagram_connect);
 //   - an IPv6 address that embeds an IPv4 address (IPv4-compatible ::a.b.c.d, NAT64
 //     64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) must be allowed as IPv6 and its
 //     embedded IPv4 address must be allowed too.
@@ -130,26 +133,34 @@ static __always_inline int allowed6_exact(const __u32 w[4])
 	return bpf_map_lookup_elem(&allow6, &k) != 0;
 }
 
-// The decision for an IPv4 destination (network byte order).
-static __always_inline int decide4(__u32 a)
+// The decision for an IPv4 destination `a`; `src` is the IPv4 source the socket or the
+// message is bound to (0 if none). Both in network byte order.
+static __always_inline int decide4(__u32 a, __u32 src)
 {
-	if (a == 0)
-		a = bpf_htonl(0x7f000001); // 0.0.0.0: Linux connects to 127.0.0.1
+	if (a == 0) // 0.0.0.0: Linux routes to the bound source, else to 127.0.0.1
+		a = src ? src : bpf_htonl(0x7f000001);
 	return allowed4(a);
 }
 
-// The decision for an IPv6 destination given as four network-order words.
-static __always_inline int decide6(const __u32 in[4])
+// The decision for an IPv6 destination given as four network-order words. `src4` is the
+// socket's IPv4 source (inet_rcv_saddr: the IPv4 part of an IPv4-mapped bound address);
+// `any_is_v4` is set for a connect(2) on a socket bound to an IPv4-mapped address.
+static __always_inline int decide6(const __u32 in[4], __u32 src4, int any_is_v4)
 {
 	__u32 w[4] = { in[0], in[1], in[2], in[3] };
 	__u32 w0 = bpf_ntohl(w[0]), w1 = bpf_ntohl(w[1]), w2 = bpf_ntohl(w[2]);
 	__u32 w3 = bpf_ntohl(w[3]);
 
-	// IPv4-mapped: decided as IPv4 (the unspecified one as 127.0.0.1).
+	// IPv4-mapped: decided as IPv4 (tcp_v6_connect hands it to tcp_v4_connect).
 	if (w0 == 0 && w1 == 0 && w2 == 0xffff)
-		return decide4(w[3]);
-	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0)
-		w[3] = bpf_htonl(1); // `::`: tcp_v6_connect and udpv6 use ::1
+		return decide4(w[3], src4);
+	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0) {
+		// `::`: connect uses 127.0.0.1 on a socket bound to a mapped address, else ::1;
+		// udpv6_sendmsg uses ::1.
+		if (any_is_v4)
+			return allowed4(bpf_htonl(0x7f000001));
+		w[3] = bpf_htonl(1);
+	}
 	if (!allowed6_exact(w))
 		return 0;
 	// Forms that embed an IPv4 address: it must be allowed too (deny wins).
@@ -217,13 +228,15 @@ static __always_inline int finish(struct bpf_sock_addr *ctx, const struct config
 	return ok;
 }
 
-static __always_inline int run4(struct bpf_sock_addr *ctx, __u8 operation)
+// `src` is the IPv4 source: the socket's bound address for a connect, the message's source
+// (IP_PKTINFO, else the bound address: udp_sendmsg's ipc.addr) for a send.
+static __always_inline int run4(struct bpf_sock_addr *ctx, __u8 operation, __u32 src)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return 0; // cannot happen (an array's element 0 exists): fail closed
-	int ok = cfg->has_policy ? decide4(ctx->user_ip4) : 1;
+	int ok = cfg->has_policy ? decide4(ctx->user_ip4, src) : 1;
 	return finish(ctx, cfg, ok, 4, operation);
 }
 
@@ -237,7 +250,15 @@ static __always_inline int run6(struct bpf_sock_addr *ctx, __u8 operation)
 	if (cfg->has_policy) {
 		__u32 w[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2],
 			       ctx->user_ip6[3] };
-		ok = decide6(w);
+		__u32 src4 = 0;
+		int mapped_bound = 0;
+		struct bpf_sock *sk = ctx->sk;
+		if (sk) {
+			src4 = sk->src_ip4;
+			mapped_bound = sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 &&
+				       sk->src_ip6[2] == bpf_htonl(0xffff);
+		}
+		ok = decide6(w, src4, operation == 0 && mapped_bound);
 	}
 	return finish(ctx, cfg, ok, 6, operation);
 }
@@ -245,7 +266,8 @@ static __always_inline int run6(struct bpf_sock_addr *ctx, __u8 operation)
 SEC("cgroup/connect4")
 int ippin_connect4(struct bpf_sock_addr *ctx)
 {
-	return run4(ctx, 0);
+	struct bpf_sock *sk = ctx->sk;
+	return run4(ctx, 0, sk ? sk->src_ip4 : 0);
 }
 
 SEC("cgroup/connect6")
@@ -257,7 +279,7 @@ int ippin_connect6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sendmsg4")
 int ippin_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return run4(ctx, 1);
+	return run4(ctx, 1, ctx->msg_src_ip4);
 }
 
 SEC("cgroup/sendmsg6")

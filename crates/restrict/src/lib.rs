@@ -65,9 +65,20 @@
 //! [`ippin_policy::kernel_destination`] does: `::ffff:a.b.c.d` is decided as `a.b.c.d`,
 //! `0.0.0.0` (and `::ffff:0.0.0.0`) as `127.0.0.1`, `::` as `::1`. An IPv6 destination that
 //! embeds an IPv4 address ([`ippin_policy::embedded_ipv4`]: IPv4-compatible, NAT64
-//! `64:ff9b::/96`, 6to4, Teredo) must be allowed both as IPv6 and as its IPv4 address. The
-//! BPF side decides nothing differently from `decide`; the crate's tests compare the two on
-//! the same destinations. What differs is what the kernel *asks*:
+//! `64:ff9b::/96`, 6to4, Teredo) must be allowed both as IPv6 and as its IPv4 address.
+//!
+//! The BPF side decides as `decide` does (the crate's tests compare the two on the same
+//! destinations), with one addition that `decide` cannot make because it is given an address,
+//! not a socket: `kernel_destination` describes an unbound socket (as the server's own dials
+//! are), and a session's process can bind first. Linux routes `0.0.0.0` to the socket's
+//! IPv4 source when it has one (`ip_route_output_key_hash_rcu`: the destination becomes the
+//! source), so the programs decide `0.0.0.0` (and `::ffff:0.0.0.0`) as the bound address, or
+//! for a UDP send as the message's source (`IP_PKTINFO`), and only else as `127.0.0.1`;
+//! and a `connect` to `::` from a socket bound to an IPv4-mapped address as `127.0.0.1`,
+//! where the kernel sends it. Without this, binding to a denied local address and
+//! connecting to `0.0.0.0` would reach it.
+//!
+//! What the kernel *asks* about:
 //!
 //! - TCP: `connect(2)` (and so `sendto` with `MSG_FASTOPEN`, which connects) on IPv4 and IPv6
 //!   sockets; a connected socket's later sends are not asked again.

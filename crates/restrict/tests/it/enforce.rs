@@ -294,6 +294,59 @@ fn unspecified_and_mapped_destinations_reach_what_is_decided() {
     );
 }
 
+/// `0.0.0.0` from a bound socket reaches the bound address (Linux routes an unspecified
+/// destination to the source): decided as that address, not as 127.0.0.1. `::` from a
+/// socket bound to an IPv4-mapped address reaches 127.0.0.1.
+#[test]
+fn unspecified_destination_from_a_bound_socket_is_decided_as_the_bound_address() {
+    let parent = Parent::new("bound");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.1/32", "::1/128"], &[]), false);
+    let session = enforcer.session("bound").unwrap();
+    let seven = Listener::http("127.0.0.7");
+    let lo = Listener::http("127.0.0.1");
+    let udp = UdpSocket::bind("127.0.0.7:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let mut probe = Probe::start(&session);
+
+    // Unrestricted, these reach the listeners on 127.0.0.7 (denied: not 127.0.0.1).
+    let port = seven.addr.port();
+    let denied = Err(EPERM.to_string());
+    assert_eq!(probe.try_from("tcp", "0.0.0.0", port, "127.0.0.7"), denied);
+    assert_eq!(
+        probe.try_from("udp", "0.0.0.0", udp_port, "127.0.0.7"),
+        denied
+    );
+    assert_eq!(
+        probe.try_from("tcp", "::ffff:0.0.0.0", port, "::ffff:127.0.0.7"),
+        denied
+    );
+    assert_eq!(probe.try_from("tfo", "0.0.0.0", port, "127.0.0.7"), denied);
+    // Bound to the allowed address, it is allowed and reaches it.
+    assert_eq!(
+        probe.try_from("tcp", "0.0.0.0", lo.addr.port(), "127.0.0.1"),
+        Ok(())
+    );
+    // `::` on a socket bound to a mapped address goes to 127.0.0.1 (allowed), not ::1.
+    enforcer.set_policy(&policy(&["127.0.0.0/8"], &[])).unwrap();
+    assert_eq!(
+        probe.try_from("tcp", "::", lo.addr.port(), "::ffff:127.0.0.7"),
+        Ok(())
+    );
+    enforcer.set_policy(&policy(&["::1/128"], &[])).unwrap();
+    assert_eq!(
+        probe.try_from("tcp", "::", lo.addr.port(), "::ffff:127.0.0.7"),
+        denied
+    );
+    assert_eq!(
+        probe
+            .try_("tcp", "::", lo.addr.port())
+            .as_ref()
+            .err()
+            .map(String::as_str),
+        Some("err 111 Connection refused")
+    );
+}
+
 /// A policy change holds a running process from its next connect.
 #[test]
 fn policy_change_applies_to_the_next_connect_of_a_running_process() {

@@ -73,17 +73,19 @@ pub(crate) fn comm_of(path: &str) -> String {
     base.chars().take(15).collect()
 }
 
-/// The probe: for each line `tcp|tfo|udp host port` on stdin (`tfo`: TCP Fast Open, a
+/// The probe: for each line `tcp|tfo|udp host port [bind-address]` on stdin (`tfo`: TCP Fast Open, a
 /// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
 /// `err <errno> <strerror>`. Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
 import socket, sys
 for line in sys.stdin:
-    kind, host, port = line.split()
+    kind, host, port, *bind = line.split()
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM if kind == 'udp' else socket.SOCK_STREAM)
     s.settimeout(5)
     try:
+        if bind:
+            s.bind((bind[0], 0))
         if kind == 'tcp':
             s.connect((host, int(port)))
         elif kind == 'tfo':
@@ -119,10 +121,21 @@ impl Probe {
         self.child.id()
     }
 
-    /// Tries `kind` (`tcp` or `udp`) to `host` `port`; `Ok(())` or `Err(errno text)`.
+    /// Tries `kind` (`tcp`, `tfo` or `udp`) to `host` `port`; `Ok(())` or `Err(errno text)`.
     pub(crate) fn try_(&mut self, kind: &str, host: &str, port: u16) -> Result<(), String> {
+        self.try_from(kind, host, port, "")
+    }
+
+    /// As [`Probe::try_`], from a socket bound to `bind` (port 0) first, unless empty.
+    pub(crate) fn try_from(
+        &mut self,
+        kind: &str,
+        host: &str,
+        port: u16,
+        bind: &str,
+    ) -> Result<(), String> {
         let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{kind} {host} {port}").unwrap();
+        writeln!(stdin, "{kind} {host} {port} {bind}").unwrap();
         stdin.flush().unwrap();
         let mut line = String::new();
         self.out.read_line(&mut line).expect("probe answer");
