@@ -321,6 +321,10 @@ fn unspecified_destination_from_a_bound_socket_is_decided_as_the_bound_address()
         denied
     );
     assert_eq!(probe.try_from("tfo", "0.0.0.0", port, "127.0.0.7"), denied);
+    assert_eq!(
+        probe.try_from("pktinfo", "0.0.0.0", udp_port, "127.0.0.7"),
+        denied
+    );
     // Bound to the allowed address, it is allowed and reaches it.
     assert_eq!(
         probe.try_from("tcp", "0.0.0.0", lo.addr.port(), "127.0.0.1"),
@@ -553,3 +557,41 @@ fn session_names_are_checked_and_unique() {
 }
 
 use ippin_restrict::NetworkRestrictions;
+
+/// Not root: a typed error. The test binary runs itself again as a test login (from a copy
+/// the login can execute) and checks the error there.
+#[test]
+fn not_root_is_a_typed_error() {
+    if std::env::var_os("IPPIN_RESTRICT_AS_USER").is_some() {
+        let err =
+            Enforcer::new(&EnforcerConfig::default(), &policy(&["127.0.0.0/8"], &[])).unwrap_err();
+        assert!(
+            matches!(err, Error::NotRoot { euid } if euid != 0),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("needs root"), "{err}");
+        return;
+    }
+    let user = TestUser::new();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("it");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&exe)
+        .args([
+            "--exact",
+            "enforce::not_root_is_a_typed_error",
+            "--test-threads=1",
+        ])
+        .env("IPPIN_RESTRICT_AS_USER", "1")
+        .uid(user.uid)
+        .gid(user.gid)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}

@@ -73,21 +73,27 @@ pub(crate) fn comm_of(path: &str) -> String {
     base.chars().take(15).collect()
 }
 
-/// The probe: for each line `tcp|tfo|udp host port [bind-address]` on stdin (`tfo`: TCP Fast Open, a
+/// The probe: for each line `tcp|tfo|udp|pktinfo host port [bind-address]` on stdin
+/// (`pktinfo`: a UDP `sendmsg` whose source is given in an `IP_PKTINFO` message, number 8,
+/// which Python does not name; `tfo`: TCP Fast Open, a
 /// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
 /// `err <errno> <strerror>`. Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
-import socket, sys
+import socket, struct, sys
 for line in sys.stdin:
     kind, host, port, *bind = line.split()
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_DGRAM if kind == 'udp' else socket.SOCK_STREAM)
+    s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo') else socket.SOCK_STREAM)
     s.settimeout(5)
     try:
-        if bind:
+        if bind and kind != 'pktinfo':
             s.bind((bind[0], 0))
         if kind == 'tcp':
             s.connect((host, int(port)))
+        elif kind == 'pktinfo':
+            # UDP with the source given per message (IP_PKTINFO), not bound
+            info = struct.pack('i4s4s', 0, socket.inet_aton(bind[0]), bytes(4))
+            s.sendmsg([b'ippin'], [(socket.IPPROTO_IP, 8, info)], 0, (host, int(port)))
         elif kind == 'tfo':
             s.sendto(b'ippin', socket.MSG_FASTOPEN, (host, int(port)))
         else:
@@ -233,7 +239,9 @@ pub(crate) struct TestUser {
 
 impl TestUser {
     pub(crate) fn new() -> TestUser {
-        let name = format!("ippinrt{}", std::process::id());
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let name = format!("ippinrt{}x{n}", std::process::id());
         let _ = Command::new("userdel").arg(&name).output();
         let st = Command::new("useradd")
             .args(["--system", "--no-create-home", "--shell", "/bin/sh", &name])
