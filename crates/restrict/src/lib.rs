@@ -125,7 +125,20 @@
 //!   `cgroup.kill`, waits (bounded) until the cgroup is empty, detaches the programs and
 //!   removes the cgroup.
 //!
-//! A session of root can write to any cgroup file: a root login is not confined by this.
+//! What the caller and the host must still see to (the kernel cannot):
+//!
+//! - **Sockets carry the cgroup they were made in.** The kernel runs the programs of the
+//!   socket's cgroup (fixed when the socket is created), not of the calling process. A
+//!   socket made outside the session and handed in (an inherited descriptor without
+//!   close-on-exec, or one passed over a Unix socket by a process outside the session) is
+//!   not decided. Rust's standard library opens every descriptor close-on-exec; a server
+//!   must not pass network sockets to the session's processes.
+//! - **Root is not confined.** A session of root can write any cgroup file and detach
+//!   programs; only unprivileged logins are held.
+//! - **Other processes of the same login.** A process of the login outside any session
+//!   (cron, another login path) is not confined; a session's process that can `ptrace` it
+//!   could act through it. Keep `kernel.yama.ptrace_scope` at 1 or more (tracing only
+//!   descendants), or do not give restricted logins other ways in.
 //!
 //! # Tooling: aya, with the programs in C built by clang
 //!
