@@ -232,6 +232,12 @@ impl Loaded {
         m.write_config(has, observe)
     }
 
+    /// (policy present, allow rules, deny rules, observe) as now in the maps.
+    pub(crate) fn state(&self) -> (bool, usize, usize, bool) {
+        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        (m.has_policy, m.allow.len(), m.deny.len(), m.observe)
+    }
+
     /// Events the kernel could not queue (ring buffer full).
     pub(crate) fn kernel_lost(&self) -> u64 {
         let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());

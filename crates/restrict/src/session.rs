@@ -84,6 +84,23 @@ impl Enforcer {
         &self.parent
     }
 
+    /// One line on what is in force, for a server to log at start:
+    /// `eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under
+    /// /sys/fs/cgroup/ippin; policy: 2 allow, 1 deny rules; observe: off`.
+    pub fn summary(&self) -> String {
+        let (has, allow, deny, observe) = self.loaded.state();
+        let policy = if has {
+            format!("{allow} allow, {deny} deny rules")
+        } else {
+            "none (all allowed)".to_owned()
+        };
+        format!(
+            "eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under {}; policy: {policy}; observe: {}",
+            self.parent.display(),
+            if observe { "on" } else { "off" }
+        )
+    }
+
     /// Replaces the policy for every session, running or future, from their next `connect`
     /// or send. See the crate docs for the order of the update.
     pub fn set_policy(&self, policy: &NetworkRestrictions) -> Result<(), Error> {

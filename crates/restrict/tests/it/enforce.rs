@@ -97,6 +97,13 @@ fn python_sockets_allowed_and_denied_v4_v6_tcp_udp() {
 fn observe_reports_allowed_and_no_policy_allows_all() {
     let parent = Parent::new("observe");
     let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), true);
+    assert!(
+        enforcer
+            .summary()
+            .ends_with("policy: none (all allowed); observe: on"),
+        "{}",
+        enforcer.summary()
+    );
     let session = enforcer.session("observe").unwrap();
     let events = session.take_events().unwrap();
     let l = Listener::http("127.0.0.3");
@@ -356,6 +363,11 @@ fn unspecified_destination_from_a_bound_socket_is_decided_as_the_bound_address()
 fn policy_change_applies_to_the_next_connect_of_a_running_process() {
     let parent = Parent::new("live");
     let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &[]), false);
+    assert!(
+        enforcer
+            .summary()
+            .ends_with("policy: 1 allow, 0 deny rules; observe: off")
+    );
     let session = enforcer.session("live").unwrap();
     let events = session.take_events().unwrap();
     let l = Listener::http("127.0.0.5");
