@@ -308,7 +308,8 @@ impl Session {
     }
 
     /// Ends the session: kills every process left in it (`cgroup.kill`), waits (at most 5 s)
-    /// until it is empty, detaches the programs and removes the cgroup.
+    /// until it is empty, detaches the programs and removes the cgroup. Blocks while it waits
+    /// (usually a few milliseconds): an async server calls it from a blocking task.
     ///
     /// # Errors
     ///

@@ -515,6 +515,14 @@ fn ending_the_session_kills_its_processes_and_removes_the_cgroup() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(child.wait().unwrap().signal(), Some(9));
 
+    // A process started outside can be added (here: one that runs nothing of a user's).
+    let session = enforcer.session("added").unwrap();
+    let mut outside = Command::new("sleep").arg("300").spawn().unwrap();
+    session.add_process(outside.id()).unwrap();
+    assert_eq!(session.processes().unwrap(), vec![outside.id()]);
+    session.end().unwrap();
+    assert_eq!(outside.wait().unwrap().signal(), Some(9));
+
     // Dropping a session ends it too.
     let session = enforcer.session("end2").unwrap();
     let path = session.path().unwrap();
