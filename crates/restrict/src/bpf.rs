@@ -106,6 +106,16 @@ impl Loaded {
     /// Loads and verifies the four programs and makes the maps, then writes `policy` and
     /// `observe` and starts the event reader.
     pub(crate) fn load(policy: &NetworkRestrictions, observe: bool) -> Result<Arc<Self>, Error> {
+        // aya's attach unwraps the kernel version: read it here first, so that an unreadable
+        // one is this error instead of a panic later.
+        let version = aya::util::KernelVersion::current()
+            .map_err(|e| Error::bpf("kernel version", e))?;
+        if version < aya::util::KernelVersion::new(5, 8, 0) {
+            return Err(Error::bpf(
+                "kernel version",
+                format!("{version:?}: ring buffers need Linux 5.8 or later"),
+            ));
+        }
         let max = u32::try_from(MAX_NETWORK_RULES).unwrap_or(u32::MAX);
         let mut bpf = EbpfLoader::new()
             .set_max_entries("allow4", max)
