@@ -108,8 +108,8 @@ impl Loaded {
     pub(crate) fn load(policy: &NetworkRestrictions, observe: bool) -> Result<Arc<Self>, Error> {
         // aya's attach unwraps the kernel version: read it here first, so that an unreadable
         // one is this error instead of a panic later.
-        let version = aya::util::KernelVersion::current()
-            .map_err(|e| Error::bpf("kernel version", e))?;
+        let version =
+            aya::util::KernelVersion::current().map_err(|e| Error::bpf("kernel version", e))?;
         if version < aya::util::KernelVersion::new(5, 8, 0) {
             return Err(Error::bpf(
                 "kernel version",

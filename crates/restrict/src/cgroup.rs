@@ -76,6 +76,33 @@ pub(crate) fn check_parent(path: &Path) -> Result<(), Error> {
     if !path.join("cgroup.procs").exists() {
         return Err(parent_err("no cgroup.procs: not a cgroup".into()));
     }
+    // A process can move to any cgroup whose common ancestor with its own it may write
+    // `cgroup.procs` of: the parent and every ancestor must be root's alone (a cgroup
+    // delegated to a user would let the user's sessions move themselves out).
+    let mut dir = Some(path);
+    while let Some(d) = dir {
+        if !d.join("cgroup.procs").exists() {
+            break; // above the cgroup file system's root
+        }
+        for name in ["", "cgroup.procs", "cgroup.threads"] {
+            let p = d.join(name);
+            let meta = match fs::metadata(&p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !name.is_empty() => continue,
+                Err(e) => return Err(parent_err(format!("{}: {e}", p.display()))),
+            };
+            if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+                return Err(parent_err(format!(
+                    "{} is owned by uid {} with mode {:o}: it must be root's and writable by \
+                     no one else, or sessions could move themselves out",
+                    p.display(),
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                )));
+            }
+        }
+        dir = d.parent();
+    }
     Ok(())
 }
 

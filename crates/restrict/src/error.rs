@@ -26,7 +26,8 @@ pub enum Error {
     /// `/proc/self/mountinfo` could not be read.
     #[error("cannot read /proc/self/mountinfo: {0}")]
     MountInfo(#[source] io::Error),
-    /// The parent cgroup is missing or is not a directory of a cgroup v2 file system.
+    /// The parent cgroup is missing, is not a directory of a cgroup v2 file system, or it
+    /// (or an ancestor) is writable by someone other than root.
     #[error("parent cgroup {}: {reason}", path.display())]
     Parent {
         /// The configured (or default) parent.

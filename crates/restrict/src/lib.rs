@@ -115,9 +115,10 @@
 //!
 //! # No escape
 //!
-//! - The session cgroup and its files are owned by root and not writable by others, and so
-//!   are its ancestors' (the parent is made `0755`): an unprivileged process cannot move
-//!   itself, or anything, out of it, nor make a child cgroup.
+//! - The session cgroup and its files are owned by root and not writable by others, and
+//!   [`Enforcer::new`] refuses a parent whose directory, `cgroup.procs` or `cgroup.threads`
+//!   (or an ancestor's) is not root's alone ([`Error::Parent`]): an unprivileged process
+//!   cannot move itself, or anything, out of its session, nor make a child cgroup.
 //! - Children inherit the cgroup: `fork`, double forks, `setsid` and daemonising stay in it.
 //! - The programs are attached with BPF links (Linux 5.7), which the kernel runs together
 //!   with the programs of other tools on the ancestors: it refuses when any one refuses.

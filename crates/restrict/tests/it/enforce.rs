@@ -557,6 +557,22 @@ fn missing_parent_is_a_typed_error() {
     .unwrap_err();
     assert!(matches!(err, Error::Parent { .. }), "{err:?}");
     assert!(err.to_string().contains("not on a cgroup v2"), "{err}");
+
+    // A parent others may write cgroup.procs of (delegated) would let sessions move out.
+    use std::os::unix::fs::PermissionsExt;
+    let parent = Parent::new("delegated");
+    let procs = parent.path.join("cgroup.procs");
+    std::fs::set_permissions(&procs, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = Enforcer::new(
+        &EnforcerConfig::default().parent(&parent.path),
+        &NetworkRestrictions::allow_all(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Parent { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("could move themselves out"),
+        "{err}"
+    );
 }
 
 /// Bad session names and duplicates are refused.
