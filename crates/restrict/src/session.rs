@@ -255,6 +255,8 @@ impl Session {
     /// `fork`, before `exec`, so no code of the user's runs outside it. If entering fails,
     /// the spawn fails (with the error) and nothing runs.
     ///
+    /// With `tokio::process::Command`, pass `cmd.as_std_mut()`.
+    ///
     /// The standard library runs `pre_exec` hooks after the child changed its uid and gid
     /// ([`std::os::unix::process::CommandExt::uid`]): that is fine, see
     /// [`Placement::place_current_process`].
