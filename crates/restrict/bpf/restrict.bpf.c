@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// ippin-restrict: the egress decision for a session's processes.
+//
+// Four cgroup/sock_addr programs, attached to every session cgroup, decide each TCP or UDP
+// connect(2) and each unconnected UDP sendto(2)/sendmsg(2) from four LPM tries (allow and
+// deny, IPv4 and IPv6) with the semantics of `ippin_policy::NetworkRestrictions::decide`:
+//
+//   - no policy (config.has_policy == 0): allowed;
+//   - deny wins: a destination matching a deny rule is refused;
+//   - otherwise allowed only when it matches an allow rule (deny by default);
+//   - IPv4-mapped IPv6 (::ffff:a.b.c.d) is decided as IPv4 a.b.c.d;
+//   - the unspecified addresses are decided as the address the kernel turns them into:
+//     0.0.0.0 (and ::ffff:0.0.0.0) as the IPv4 source the socket or the message is bound
+//     to, else 127.0.0.1 (ip_route_output_key_hash_rcu: daddr = saddr, else loopback);
+//     :: as ::1, or as 127.0.0.1 on a socket bound to an IPv4-mapped address
+//     (tcp_v6_connect, ip6_datagram_connect);
+//   - an IPv6 address that embeds an IPv4 address (IPv4-compatible ::a.b.c.d, NAT64
+//     64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) must be allowed as IPv6 and its
+//     embedded IPv4 address must be allowed too.
+//
+// Returning 0 makes the kernel fail the call with EPERM. Each decision can be reported
+// through the `events` ring buffer: denials always, allowed ones when config.observe is set.
+//
+// Built by scripts/build-bpf (pinned flags); the object is committed next to this file.
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define MAX_RULES 100000
+
+struct key4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct key6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct config {
+	__u32 has_policy; // 0: no policy, allow all
+	__u32 observe;    // 1: report allowed decisions too
+};
+
+// Read by `parse_event` in src/bpf.rs: 72 bytes, native byte order.
+struct event {
+	__u64 cgroup_id;
+	__u32 pid;       // thread group id (the process id), init namespace
+	__u16 dst_port;  // host order
+	__u16 src_port;  // host order (0 when the socket is not bound yet)
+	__u8 dst[16];    // as the program asked; IPv4 in the first 4 bytes when family == 4
+	__u8 src[16];    // the socket's bound address, if any
+	__u8 comm[16];   // the calling thread's comm
+	__u8 family;     // 4 or 6: the hook's family (connect4/sendmsg4 or connect6/sendmsg6)
+	__u8 operation;  // 0 connect, 1 send
+	__u8 action;     // 0 observed (allowed), 1 denied
+	__u8 sock_type;  // SOCK_STREAM 1, SOCK_DGRAM 2
+	__u8 pad[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_RULES);
+	__type(key, struct key4);
+	__type(value, __u8);
+} allow4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_RULES);
+	__type(key, struct key4);
+	__type(value, __u8);
+} deny4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_RULES);
+	__type(key, struct key6);
+	__type(value, __u8);
+} allow6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_RULES);
+	__type(key, struct key6);
+	__type(value, __u8);
+} deny6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config SEC(".maps");
+
+// Index 0: events lost because the ring buffer was full.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+// 1 allowed, 0 denied; `a` is in network byte order.
+static __always_inline int allowed4(__u32 a)
+{
+	struct key4 k = { .prefixlen = 32 };
+	__builtin_memcpy(k.addr, &a, 4);
+	if (bpf_map_lookup_elem(&deny4, &k))
+		return 0;
+	return bpf_map_lookup_elem(&allow4, &k) != 0;
+}
+
+static __always_inline int allowed6_exact(const __u32 w[4])
+{
+	struct key6 k = { .prefixlen = 128 };
+	__builtin_memcpy(k.addr, w, 16);
+	if (bpf_map_lookup_elem(&deny6, &k))
+		return 0;
+	return bpf_map_lookup_elem(&allow6, &k) != 0;
+}
+
+// The decision for an IPv4 destination `a`; `src` is the IPv4 source the socket or the
+// message is bound to (0 if none). Both in network byte order.
+static __always_inline int decide4(__u32 a, __u32 src)
+{
+	if (a == 0) // 0.0.0.0: Linux routes to the bound source, else to 127.0.0.1
+		a = src ? src : bpf_htonl(0x7f000001);
+	return allowed4(a);
+}
+
+// The decision for an IPv6 destination given as four network-order words. `src4` is the
+// socket's IPv4 source (inet_rcv_saddr: the IPv4 part of an IPv4-mapped bound address);
+// `any_is_v4` is set for a connect(2) on a socket bound to an IPv4-mapped address.
+static __always_inline int decide6(const __u32 in[4], __u32 src4, int any_is_v4)
+{
+	__u32 w[4] = { in[0], in[1], in[2], in[3] };
+	__u32 w0 = bpf_ntohl(w[0]), w1 = bpf_ntohl(w[1]), w2 = bpf_ntohl(w[2]);
+	__u32 w3 = bpf_ntohl(w[3]);
+
+	// IPv4-mapped: decided as IPv4 (tcp_v6_connect hands it to tcp_v4_connect).
+	if (w0 == 0 && w1 == 0 && w2 == 0xffff)
+		return decide4(w[3], src4);
+	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0) {
+		// `::`: connect uses 127.0.0.1 on a socket bound to a mapped address, else ::1;
+		// udpv6_sendmsg uses ::1.
+		if (any_is_v4)
+			return allowed4(bpf_htonl(0x7f000001));
+		w[3] = bpf_htonl(1);
+	}
+	if (!allowed6_exact(w))
+		return 0;
+	// Forms that embed an IPv4 address: it must be allowed too (deny wins).
+	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 > 1)
+		return allowed4(w[3]); // IPv4-compatible ::a.b.c.d
+	if (w0 == 0x0064ff9b && w1 == 0 && w2 == 0)
+		return allowed4(w[3]); // NAT64 64:ff9b::/96
+	if ((w0 >> 16) == 0x2002)
+		return allowed4(bpf_htonl((w0 << 16) | (w1 >> 16))); // 6to4 2002:AABB:CCDD::
+	if (w0 == 0x20010000)
+		return allowed4(bpf_htonl(~w3)); // Teredo: client address inverted
+	return 1;
+}
+
+static __always_inline void report(struct bpf_sock_addr *ctx, __u8 family, __u8 operation,
+				   __u8 action)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&stats, &zero);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->dst_port = bpf_ntohs((__u16)ctx->user_port);
+	e->family = family;
+	e->operation = operation;
+	e->action = action;
+	e->sock_type = ctx->type;
+	struct bpf_sock *sk = ctx->sk;
+	if (family == 4) {
+		__u32 d = ctx->user_ip4;
+		__builtin_memcpy(e->dst, &d, 4);
+		if (sk) {
+			__u32 s = sk->src_ip4;
+			__builtin_memcpy(e->src, &s, 4);
+			e->src_port = sk->src_port;
+		}
+	} else {
+		__u32 d[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2],
+			       ctx->user_ip6[3] };
+		__builtin_memcpy(e->dst, d, 16);
+		if (sk) {
+			__u32 s[4] = { sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2],
+				       sk->src_ip6[3] };
+			__builtin_memcpy(e->src, s, 16);
+			e->src_port = sk->src_port;
+		}
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int finish(struct bpf_sock_addr *ctx, const struct config *cfg, int ok,
+				  __u8 family, __u8 operation)
+{
+	if (!ok)
+		report(ctx, family, operation, 1);
+	else if (cfg->observe)
+		report(ctx, family, operation, 0);
+	return ok;
+}
+
+// `src` is the IPv4 source: the socket's bound address for a connect, the message's source
+// (IP_PKTINFO, else the bound address: udp_sendmsg's ipc.addr) for a send.
+static __always_inline int run4(struct bpf_sock_addr *ctx, __u8 operation, __u32 src)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return 0; // cannot happen (an array's element 0 exists): fail closed
+	int ok = cfg->has_policy ? decide4(ctx->user_ip4, src) : 1;
+	return finish(ctx, cfg, ok, 4, operation);
+}
+
+static __always_inline int run6(struct bpf_sock_addr *ctx, __u8 operation)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return 0;
+	int ok = 1;
+	if (cfg->has_policy) {
+		__u32 w[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2],
+			       ctx->user_ip6[3] };
+		__u32 src4 = 0;
+		int mapped_bound = 0;
+		struct bpf_sock *sk = ctx->sk;
+		if (sk) {
+			src4 = sk->src_ip4;
+			mapped_bound = sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 &&
+				       sk->src_ip6[2] == bpf_htonl(0xffff);
+		}
+		ok = decide6(w, src4, operation == 0 && mapped_bound);
+	}
+	return finish(ctx, cfg, ok, 6, operation);
+}
+
+SEC("cgroup/connect4")
+int ippin_connect4(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	return run4(ctx, 0, sk ? sk->src_ip4 : 0);
+}
+
+SEC("cgroup/connect6")
+int ippin_connect6(struct bpf_sock_addr *ctx)
+{
+	return run6(ctx, 0);
+}
+
+SEC("cgroup/sendmsg4")
+int ippin_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return run4(ctx, 1, ctx->msg_src_ip4);
+}
+
+SEC("cgroup/sendmsg6")
+int ippin_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return run6(ctx, 1);
+}
+
+char LICENSE[] SEC("license") = "Apache-2.0";

@@ -1,0 +1,449 @@
+//! The eBPF object: loading it, writing the policy into its maps, reading its events.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, MapData, RingBuf};
+use aya::programs::links::CgroupAttachMode;
+use aya::programs::{CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLink};
+use aya::{Ebpf, EbpfLoader};
+use ipnet::IpNet;
+use ippin_policy::{MAX_NETWORK_RULES, NetAction, NetOperation, NetworkRestrictions};
+
+use crate::{Error, NetEvent, SocketKind};
+
+/// The compiled programs (`scripts/build-bpf` makes it from `bpf/restrict.bpf.c`).
+///
+/// Kept 8-byte aligned: the ELF parser reads it in place.
+static OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!("../bpf/restrict.bpf.o"));
+
+#[repr(C, align(8))]
+struct Aligned<T: ?Sized>(T);
+
+/// The four programs, by the names of their C functions, with the hook each is for.
+pub(crate) const PROGRAMS: [(&str, &str); 4] = [
+    ("ippin_connect4", "connect4"),
+    ("ippin_connect6", "connect6"),
+    ("ippin_sendmsg4", "sendmsg4"),
+    ("ippin_sendmsg6", "sendmsg6"),
+];
+
+/// Size of one event in the ring buffer (`struct event` in the C source).
+const EVENT_SIZE: usize = 72;
+
+type Trie4 = LpmTrie<MapData, [u8; 4], u8>;
+type Trie6 = LpmTrie<MapData, [u8; 16], u8>;
+
+/// The policy maps and what is in them.
+struct Maps {
+    allow4: Trie4,
+    deny4: Trie4,
+    allow6: Trie6,
+    deny6: Trie6,
+    config: Array<MapData, [u32; 2]>,
+    stats: Array<MapData, u64>,
+    /// The rules now in the maps.
+    allow: HashSet<IpNet>,
+    deny: HashSet<IpNet>,
+    has_policy: bool,
+    observe: bool,
+}
+
+/// Where events go: session cgroup id → the session's queue.
+pub(crate) type Routes = Arc<Mutex<HashMap<u64, SyncSender<NetEvent>>>>;
+
+/// The loaded object, shared by the enforcer and its sessions.
+pub(crate) struct Loaded {
+    programs: Mutex<Ebpf>,
+    maps: Mutex<Maps>,
+    pub(crate) routes: Routes,
+    pub(crate) dropped: Arc<AtomicU64>,
+    reader: Option<Reader>,
+}
+
+struct Reader {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        // Stop the reader before the maps go.
+        self.reader.take();
+    }
+}
+
+fn map_err(name: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
+    move |e| Error::bpf(format!("map {name}"), e)
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    bpf: &mut Ebpf,
+    name: &str,
+) -> Result<T, Error> {
+    let map = bpf
+        .take_map(name)
+        .ok_or_else(|| Error::bpf(format!("map {name}"), "not in the object"))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+impl Loaded {
+    /// Loads and verifies the four programs and makes the maps, then writes `policy` and
+    /// `observe` and starts the event reader.
+    pub(crate) fn load(policy: &NetworkRestrictions, observe: bool) -> Result<Arc<Self>, Error> {
+        // aya's attach unwraps the kernel version: read it here first, so that an unreadable
+        // one is this error instead of a panic later.
+        let version =
+            aya::util::KernelVersion::current().map_err(|e| Error::bpf("kernel version", e))?;
+        if version < aya::util::KernelVersion::new(5, 8, 0) {
+            return Err(Error::bpf(
+                "kernel version",
+                format!("{version:?}: ring buffers need Linux 5.8 or later"),
+            ));
+        }
+        let max = u32::try_from(MAX_NETWORK_RULES).unwrap_or(u32::MAX);
+        let mut bpf = EbpfLoader::new()
+            .set_max_entries("allow4", max)
+            .set_max_entries("deny4", max)
+            .set_max_entries("allow6", max)
+            .set_max_entries("deny6", max)
+            .load(&OBJECT.0)
+            .map_err(|e| Error::bpf("load", error_chain(&e)))?;
+        for (name, hook) in PROGRAMS {
+            let prog: &mut CgroupSockAddr = bpf
+                .program_mut(name)
+                .ok_or_else(|| Error::bpf(format!("program {hook}"), "not in the object"))?
+                .try_into()
+                .map_err(|e| Error::bpf(format!("program {hook}"), e))?;
+            prog.load()
+                .map_err(|e| Error::bpf(format!("program {hook}"), error_chain(&e)))?;
+        }
+        let maps = Maps {
+            allow4: take(&mut bpf, "allow4")?,
+            deny4: take(&mut bpf, "deny4")?,
+            allow6: take(&mut bpf, "allow6")?,
+            deny6: take(&mut bpf, "deny6")?,
+            config: take(&mut bpf, "config")?,
+            stats: take(&mut bpf, "stats")?,
+            allow: HashSet::new(),
+            deny: HashSet::new(),
+            has_policy: false,
+            observe: false,
+        };
+        let events = bpf
+            .take_map("events")
+            .ok_or_else(|| Error::bpf("map events", "not in the object"))?;
+        // A duplicate of the ring buffer's descriptor, to wait on.
+        let fd = match &events {
+            aya::maps::Map::RingBuf(data) => data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::bpf("map events", e))?,
+            _ => return Err(Error::bpf("map events", "not a ring buffer")),
+        };
+        let ring: RingBuf<MapData> = RingBuf::try_from(events).map_err(map_err("events"))?;
+
+        let routes: Routes = Arc::default();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let reader = Reader::start(ring, fd, routes.clone(), dropped.clone())?;
+        let loaded = Loaded {
+            programs: Mutex::new(bpf),
+            maps: Mutex::new(maps),
+            routes,
+            dropped,
+            reader: Some(reader),
+        };
+        loaded.set_policy(policy)?;
+        loaded.set_observe(observe)?;
+        Ok(Arc::new(loaded))
+    }
+
+    /// Attaches the four programs to a cgroup. The links detach when dropped.
+    pub(crate) fn attach(&self, cgroup: impl AsFd) -> Result<Vec<CgroupSockAddrLink>, Error> {
+        let mut bpf = self.programs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut links = Vec::with_capacity(PROGRAMS.len());
+        for (name, hook) in PROGRAMS {
+            let prog: &mut CgroupSockAddr = bpf
+                .program_mut(name)
+                .ok_or_else(|| Error::bpf(format!("program {hook}"), "not in the object"))?
+                .try_into()
+                .map_err(|e| Error::bpf(format!("program {hook}"), e))?;
+            // On Linux 5.7 and later aya attaches with a BPF link, which the kernel always
+            // treats as "multi" and which takes no flags (a flag is EINVAL): `Single` is what
+            // passes no flags. Programs of other tools on the ancestors keep running too, and
+            // the kernel refuses when any one refuses, so none can lift this one's denial.
+            let id = prog
+                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(|e| Error::bpf(format!("attach {hook}"), error_chain(&e)))?;
+            let link = prog
+                .take_link(id)
+                .map_err(|e| Error::bpf(format!("attach {hook}"), e))?;
+            links.push(link);
+        }
+        Ok(links)
+    }
+
+    /// Rewrites the maps to hold `policy`, in an order that never allows more than the old
+    /// and the new policies together: the new denials first, then the old allowances go,
+    /// then the new ones come, then the old denials go.
+    pub(crate) fn set_policy(&self, policy: &NetworkRestrictions) -> Result<(), Error> {
+        let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let allow: HashSet<IpNet> = policy.allow_rules().iter().copied().collect();
+        let deny: HashSet<IpNet> = policy.deny_rules().iter().copied().collect();
+        if !policy.has_policy() {
+            // Allow all: lift the policy first, then empty the maps.
+            let observe = m.observe;
+            m.write_config(false, observe)?;
+            let (old_allow, old_deny) = (m.allow.clone(), m.deny.clone());
+            for net in &old_allow {
+                m.remove(*net, false)?;
+            }
+            for net in &old_deny {
+                m.remove(*net, true)?;
+            }
+            return Ok(());
+        }
+        for net in deny.difference(&m.deny.clone()) {
+            m.insert(*net, true)?;
+        }
+        for net in m.allow.clone().difference(&allow) {
+            m.remove(*net, false)?;
+        }
+        for net in allow.difference(&m.allow.clone()) {
+            m.insert(*net, false)?;
+        }
+        for net in m.deny.clone().difference(&deny) {
+            m.remove(*net, true)?;
+        }
+        // Maps first, then the switch from "allow all" (if it was off).
+        let observe = m.observe;
+        m.write_config(true, observe)
+    }
+
+    pub(crate) fn set_observe(&self, observe: bool) -> Result<(), Error> {
+        let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let has = m.has_policy;
+        m.write_config(has, observe)
+    }
+
+    /// (policy present, allow rules, deny rules, observe) as now in the maps.
+    pub(crate) fn state(&self) -> (bool, usize, usize, bool) {
+        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        (m.has_policy, m.allow.len(), m.deny.len(), m.observe)
+    }
+
+    /// Events the kernel could not queue (ring buffer full).
+    pub(crate) fn kernel_lost(&self) -> u64 {
+        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        m.stats.get(&0, 0).unwrap_or(0)
+    }
+}
+
+impl Maps {
+    fn write_config(&mut self, has_policy: bool, observe: bool) -> Result<(), Error> {
+        self.config
+            .set(0, [u32::from(has_policy), u32::from(observe)], 0)
+            .map_err(|e| Error::Policy {
+                reason: format!("map config: {}", error_chain(&e)),
+            })?;
+        self.has_policy = has_policy;
+        self.observe = observe;
+        Ok(())
+    }
+
+    fn insert(&mut self, net: IpNet, deny: bool) -> Result<(), Error> {
+        let r = match (net, deny) {
+            (IpNet::V4(n), false) => self.allow4.insert(&key4(n), 1, 0),
+            (IpNet::V4(n), true) => self.deny4.insert(&key4(n), 1, 0),
+            (IpNet::V6(n), false) => self.allow6.insert(&key6(n), 1, 0),
+            (IpNet::V6(n), true) => self.deny6.insert(&key6(n), 1, 0),
+        };
+        r.map_err(|e| Error::Policy {
+            reason: format!("insert {net}: {}", error_chain(&e)),
+        })?;
+        if deny {
+            self.deny.insert(net);
+        } else {
+            self.allow.insert(net);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, net: IpNet, deny: bool) -> Result<(), Error> {
+        let r = match (net, deny) {
+            (IpNet::V4(n), false) => self.allow4.remove(&key4(n)),
+            (IpNet::V4(n), true) => self.deny4.remove(&key4(n)),
+            (IpNet::V6(n), false) => self.allow6.remove(&key6(n)),
+            (IpNet::V6(n), true) => self.deny6.remove(&key6(n)),
+        };
+        match r {
+            Ok(()) => {}
+            // Already gone: the goal is reached.
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => {
+                return Err(Error::Policy {
+                    reason: format!("remove {net}: {}", error_chain(&e)),
+                });
+            }
+        }
+        if deny {
+            self.deny.remove(&net);
+        } else {
+            self.allow.remove(&net);
+        }
+        Ok(())
+    }
+}
+
+fn key4(n: ipnet::Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(u32::from(n.prefix_len()), n.network().octets())
+}
+
+fn key6(n: ipnet::Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(u32::from(n.prefix_len()), n.network().octets())
+}
+
+/// An error and its sources, on one line (the kernel's reason is often in a source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    // The verifier log can be long: keep the start, where the reason is.
+    if s.len() > 2000 {
+        let mut cut = 2000;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" …");
+    }
+    s
+}
+
+impl Reader {
+    fn start(
+        mut ring: RingBuf<MapData>,
+        fd: OwnedFd,
+        routes: Routes,
+        dropped: Arc<AtomicU64>,
+    ) -> Result<Self, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ippin-restrict-events".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::SeqCst) {
+                    while let Some(item) = ring.next() {
+                        if let Some(ev) = parse_event(&item) {
+                            route(&routes, &dropped, ev);
+                        }
+                    }
+                    let mut fds = [nix::poll::PollFd::new(
+                        fd.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    // Bounded wait, so that the stop flag is seen within 100 ms.
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8));
+                }
+            })
+            .map_err(|e| Error::bpf("event reader", e))?;
+        Ok(Reader {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn route(routes: &Routes, dropped: &AtomicU64, ev: NetEvent) {
+    let routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+    match routes.get(&ev.cgroup_id) {
+        Some(tx) => match tx.try_send(ev) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        None => {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reads one `struct event` (72 bytes, native byte order).
+pub(crate) fn parse_event(b: &[u8]) -> Option<NetEvent> {
+    if b.len() < EVENT_SIZE {
+        return None;
+    }
+    let u64_at = |i: usize| {
+        b.get(i..i + 8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_ne_bytes)
+    };
+    let u32_at = |i: usize| {
+        b.get(i..i + 4)
+            .and_then(|s| s.try_into().ok())
+            .map(u32::from_ne_bytes)
+    };
+    let u16_at = |i: usize| {
+        b.get(i..i + 2)
+            .and_then(|s| s.try_into().ok())
+            .map(u16::from_ne_bytes)
+    };
+    let arr16 = |i: usize| -> Option<[u8; 16]> { b.get(i..i + 16)?.try_into().ok() };
+    let cgroup_id = u64_at(0)?;
+    let pid = u32_at(8)?;
+    let dst_port = u16_at(12)?;
+    let src_port = u16_at(14)?;
+    let dst = arr16(16)?;
+    let src = arr16(32)?;
+    let comm = arr16(48)?;
+    let (family, operation, action, sock_type) = (b[64], b[65], b[66], b[67]);
+    let ip = |a: [u8; 16]| -> Option<IpAddr> {
+        match family {
+            4 => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+            6 => Some(IpAddr::V6(Ipv6Addr::from(a))),
+            _ => None,
+        }
+    };
+    let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+    Some(NetEvent {
+        pid,
+        cgroup_id,
+        program: String::from_utf8_lossy(&comm[..end]).into_owned(),
+        src: SocketAddr::new(ip(src)?, src_port),
+        dst: SocketAddr::new(ip(dst)?, dst_port),
+        operation: match operation {
+            0 => NetOperation::Connect,
+            _ => NetOperation::Send,
+        },
+        action: match action {
+            0 => NetAction::Observed,
+            _ => NetAction::Denied,
+        },
+        socket: match sock_type {
+            1 => SocketKind::Stream,
+            2 => SocketKind::Datagram,
+            other => SocketKind::Other(other),
+        },
+    })
+}

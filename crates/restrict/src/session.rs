@@ -1,0 +1,391 @@
+//! The enforcer (one loaded object, one policy) and its sessions.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aya::programs::cgroup_sock_addr::CgroupSockAddrLink;
+use ippin_policy::NetworkRestrictions;
+
+use crate::bpf::Loaded;
+use crate::cgroup::{self, SessionCgroup};
+use crate::{DEFAULT_PARENT, EnforcerConfig, Error, NetEvent};
+
+/// How long [`Session::end`] waits for the killed processes to go.
+const TEARDOWN: Duration = Duration::from_secs(5);
+
+/// Loaded programs, one policy, and the parent of the session cgroups.
+///
+/// Made once per server; cheap to share (`Arc`) between connection handlers. Each
+/// [`Session`] keeps what it needs alive, so sessions may outlive the enforcer.
+pub struct Enforcer {
+    loaded: Arc<Loaded>,
+    parent: PathBuf,
+    queue: usize,
+}
+
+impl std::fmt::Debug for Enforcer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enforcer")
+            .field("parent", &self.parent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Enforcer {
+    /// Checks the kernel and the parent cgroup, loads and verifies the programs, and writes
+    /// `policy` into their maps.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRoot`], [`Error::NoCgroup2`], [`Error::Parent`] (a configured parent that
+    /// is missing or not a cgroup v2 directory), [`Error::Bpf`] (the kernel refused the
+    /// object), [`Error::Policy`]. There is no partial success: an `Err` means no session can
+    /// be made, and a caller with a policy must refuse sessions.
+    pub fn new(config: &EnforcerConfig, policy: &NetworkRestrictions) -> Result<Self, Error> {
+        let euid = nix::unistd::geteuid().as_raw();
+        if euid != 0 {
+            return Err(Error::NotRoot { euid });
+        }
+        let parent = match &config.parent {
+            Some(p) => p.clone(),
+            None => {
+                let p = cgroup::cgroup2_mount()?.join(DEFAULT_PARENT);
+                match fs::DirBuilder::new().mode(0o755).create(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(Error::Parent {
+                            path: p,
+                            reason: format!("cannot create it: {e}"),
+                        });
+                    }
+                }
+                p
+            }
+        };
+        cgroup::check_parent(&parent)?;
+        let loaded = Loaded::load(policy, config.observe)?;
+        Ok(Enforcer {
+            loaded,
+            parent,
+            queue: config.event_queue.max(1),
+        })
+    }
+
+    /// The parent cgroup of the sessions.
+    pub fn parent(&self) -> &Path {
+        &self.parent
+    }
+
+    /// One line on what is in force, for a server to log at start:
+    /// `eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under
+    /// /sys/fs/cgroup/ippin; policy: 2 allow, 1 deny rules; observe: off`.
+    pub fn summary(&self) -> String {
+        let (has, allow, deny, observe) = self.loaded.state();
+        let policy = if has {
+            format!("{allow} allow, {deny} deny rules")
+        } else {
+            "none (all allowed)".to_owned()
+        };
+        format!(
+            "eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under {}; policy: {policy}; observe: {}",
+            self.parent.display(),
+            if observe { "on" } else { "off" }
+        )
+    }
+
+    /// Replaces the policy for every session, running or future, from their next `connect`
+    /// or send. See the crate docs for the order of the update.
+    pub fn set_policy(&self, policy: &NetworkRestrictions) -> Result<(), Error> {
+        self.loaded.set_policy(policy)
+    }
+
+    /// Turns reporting of allowed decisions on or off.
+    pub fn set_observe(&self, observe: bool) -> Result<(), Error> {
+        self.loaded.set_observe(observe)
+    }
+
+    /// Events dropped so far: the kernel's ring buffer was full, a session's queue was full,
+    /// or the event came from a cgroup with no session (one that just ended).
+    pub fn lost_events(&self) -> u64 {
+        self.loaded.kernel_lost() + self.loaded.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Makes the cgroup `<parent>/<name>` and attaches the programs to it. Place the
+    /// session's first process in it with [`Session::confine`] (or [`Session::placement`])
+    /// before it runs any code of the user's.
+    ///
+    /// `name` is 1 to 64 bytes of `A-Z a-z 0-9 . _ -`, not starting with `.` (a session id).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionName`], [`Error::Cgroup`] (including a session of that name that
+    /// exists), [`Error::Bpf`] when the programs cannot be attached; the cgroup is removed
+    /// again then.
+    pub fn session(&self, name: &str) -> Result<Session, Error> {
+        check_name(name)?;
+        let cg = SessionCgroup::create(&self.parent, name)?;
+        // From here on, a failure removes the cgroup (nothing is in it yet).
+        let undo = |e: Error| {
+            let _ = fs::remove_dir(&cg.path);
+            e
+        };
+        let procs = cg.open_procs().map_err(undo)?;
+        let links = self.loaded.attach(&cg.dir).map_err(undo)?;
+        let (tx, rx) = sync_channel(self.queue);
+        self.loaded
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cg.id, tx);
+        Ok(Session {
+            name: name.to_owned(),
+            placement: Placement {
+                procs: Arc::new(procs),
+            },
+            events: Mutex::new(Some(rx)),
+            state: Mutex::new(Some(Live { cg, links })),
+            loaded: self.loaded.clone(),
+        })
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Error> {
+    let bad = |reason| Error::SessionName {
+        name: name.chars().take(80).collect(),
+        reason,
+    };
+    if name.is_empty() || name.len() > 64 {
+        return Err(bad("must be 1 to 64 bytes"));
+    }
+    if name.starts_with('.') {
+        return Err(bad("must not start with `.`"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(bad("only A-Z a-z 0-9 . _ - are allowed"));
+    }
+    if name.starts_with("cgroup.") {
+        return Err(bad("must not start with `cgroup.`"));
+    }
+    Ok(())
+}
+
+/// Puts processes in a session's cgroup. Cheap to clone and to move into a `pre_exec` hook.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The session's `cgroup.procs`, opened (close-on-exec) by this root process.
+    procs: Arc<File>,
+}
+
+impl Placement {
+    /// Moves the calling process into the session cgroup.
+    ///
+    /// Async-signal-safe: one `write(2)` of `0` to a descriptor opened beforehand, no
+    /// allocation, no lock. So it may run in a forked child before `exec` (this is what
+    /// [`Session::confine`] does), also after the child dropped root: the kernel checks a
+    /// write to `cgroup.procs` against the credentials of whoever opened it. `0` means "the
+    /// writing process" to the kernel.
+    pub fn place_current_process(&self) -> std::io::Result<()> {
+        (&*self.procs).write_all(b"0")
+    }
+}
+
+struct Live {
+    cg: SessionCgroup,
+    /// The four programs' links: dropping them detaches the programs.
+    links: Vec<CgroupSockAddrLink>,
+}
+
+/// One restricted session: its cgroup, with the programs attached, and its events.
+/// `Send` and `Sync`: share it (`Arc`) between the tasks of one SSH session.
+///
+/// Ends with [`Session::end`], or when dropped (the same, with errors ignored).
+pub struct Session {
+    name: String,
+    placement: Placement,
+    events: Mutex<Option<Receiver<NetEvent>>>,
+    state: Mutex<Option<Live>>,
+    loaded: Arc<Loaded>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("name", &self.name)
+            .field("path", &self.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The session's name (its cgroup directory's name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The session cgroup's directory.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.live(|l| l.cg.path.clone())
+    }
+
+    /// The cgroup id, as [`NetEvent::cgroup_id`] and `bpf_get_current_cgroup_id` report it.
+    pub fn cgroup_id(&self) -> Option<u64> {
+        self.live(|l| l.cg.id)
+    }
+
+    fn live<T>(&self, f: impl FnOnce(&Live) -> T) -> Option<T> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(f)
+    }
+
+    /// Makes `cmd`'s child enter the session cgroup before it executes the program: after
+    /// `fork`, before `exec`, so no code of the user's runs outside it. If entering fails,
+    /// the spawn fails (with the error) and nothing runs.
+    ///
+    /// With `tokio::process::Command`, pass `cmd.as_std_mut()`.
+    ///
+    /// The standard library runs `pre_exec` hooks after the child changed its uid and gid
+    /// ([`std::os::unix::process::CommandExt::uid`]): that is fine, see
+    /// [`Placement::place_current_process`].
+    pub fn confine<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        use std::os::unix::process::CommandExt;
+        let placement = self.placement.clone();
+        // SAFETY: `pre_exec` hooks run in the forked child, where only async-signal-safe
+        // work is allowed. The hook does one `write(2)` to an already open descriptor (see
+        // `Placement::place_current_process`): no allocation, no lock, no other thread's
+        // state. Its error is an `io::Error` from `errno`, made without allocating.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || placement.place_current_process())
+        }
+    }
+
+    /// What places processes in this session, for callers that fork by other means (a PTY
+    /// library, `posix_spawn` with a helper): call
+    /// [`Placement::place_current_process`] in the child before `exec`.
+    pub fn placement(&self) -> Placement {
+        self.placement.clone()
+    }
+
+    /// Moves the process `pid` (with all its threads) into the session. Only safe against
+    /// escape for a process that cannot run the user's code yet (stopped, or waiting for
+    /// its parent's go-ahead): prefer [`Session::confine`].
+    pub fn add_process(&self, pid: u32) -> Result<(), Error> {
+        let path = self.path().ok_or(Error::Cgroup {
+            path: PathBuf::from(&self.name),
+            op: "add process",
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        cgroup::add_pid(&path, pid)
+    }
+
+    /// The pids in the session cgroup now (empty after the session ended).
+    pub fn processes(&self) -> Result<Vec<u32>, Error> {
+        match self.path() {
+            Some(p) => cgroup::read_pids(&p),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The session's decisions, as the kernel reports them: denials always, allowed ones
+    /// when observing. Given once (then `None`), to whatever writes the audit log: a thread,
+    /// or a blocking task of an async server. The queue holds
+    /// [`EnforcerConfig::event_queue`](crate::EnforcerConfig::event_queue) events; more are
+    /// dropped and counted ([`Enforcer::lost_events`]). It disconnects when the session ends.
+    pub fn take_events(&self) -> Option<Receiver<NetEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Ends the session: kills every process left in it (`cgroup.kill`), waits (at most 5 s)
+    /// until it is empty, detaches the programs and removes the cgroup. Blocks while it waits
+    /// (usually a few milliseconds): an async server calls it from a blocking task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Teardown`] when processes are still there after 5 s (they stay restricted:
+    /// the programs stay attached until the cgroup is gone), [`Error::Cgroup`].
+    pub fn end(self) -> Result<(), Error> {
+        self.finish()
+    }
+
+    fn finish(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(live) = state.take() else {
+            return Ok(());
+        };
+        match live.cg.kill_and_remove(TEARDOWN) {
+            Ok(()) => {
+                drop(live.links);
+                self.loaded
+                    .routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&live.cg.id);
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the links (and so the programs) on the cgroup that is still there.
+                *state = Some(live);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.finish();
+        if let Some(live) = self.state.get_mut().ok().and_then(|s| s.take()) {
+            // Processes survived 5 s of SIGKILL (stuck in the kernel): leave the programs
+            // attached for as long as the cgroup lives; the kernel detaches them when it is
+            // freed.
+            std::mem::forget(live.links);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Enforcer>();
+        send_sync::<Session>();
+        send_sync::<Placement>();
+    }
+
+    #[test]
+    fn session_names_are_plain_directory_names() {
+        for ok in ["sid-1", "a", "A.b_c-9", &"x".repeat(64)] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "cgroup.procs",
+            &"x".repeat(65),
+            "é",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! Sessions under a policy: real processes, real sockets, the real kernel.
+
+use std::net::{IpAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ippin_restrict::{Enforcer, EnforcerConfig, Error, NetAction, NetOperation, SocketKind};
+
+use crate::support::*;
+
+/// TCP connect and UDP sendto, IPv4 and IPv6, allowed and denied, with Python sockets; each
+/// denial fails with EPERM and becomes an event naming the program and its pid.
+#[test]
+fn python_sockets_allowed_and_denied_v4_v6_tcp_udp() {
+    let parent = Parent::new("python");
+    let enforcer = parent.enforcer(
+        &policy(&["127.0.0.0/8", "::1/128"], &["127.0.0.3/32"]),
+        false,
+    );
+    let session = enforcer.session("python").unwrap();
+    let events = session.take_events().unwrap();
+    let allowed = Listener::http("127.0.0.1");
+    let denied = Listener::http("127.0.0.3");
+    let v6 = Listener::http("::1");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+
+    let mut probe = Probe::start(&session);
+    let pid = probe.pid();
+    let comm = comm_of(python());
+
+    assert_eq!(probe.try_("tcp", "127.0.0.1", allowed.addr.port()), Ok(()));
+    assert_eq!(probe.try_("tcp", "::1", v6.addr.port()), Ok(()));
+    assert_eq!(probe.try_("udp", "127.0.0.1", udp_port), Ok(()));
+    let mut buf = [0u8; 16];
+    let (n, _) = udp
+        .recv_from(&mut buf)
+        .expect("the allowed datagram arrives");
+    assert_eq!(&buf[..n], b"ippin");
+
+    assert_eq!(
+        probe.try_("tcp", "127.0.0.3", denied.addr.port()),
+        Err(EPERM.into())
+    );
+    let ev = wait_event(&events, |e| e.dst == denied.addr);
+    assert_eq!(ev.pid, pid);
+    assert_eq!(ev.program, comm);
+    assert_eq!(Some(ev.cgroup_id), session.cgroup_id());
+    assert_eq!(ev.operation, NetOperation::Connect);
+    assert_eq!(ev.action, NetAction::Denied);
+    assert_eq!(ev.socket, SocketKind::Stream);
+    let audit = ev.audit_event("alice", "alice", "sid-1");
+    assert_eq!(audit.code, "T4002I");
+    assert_eq!(audit.dst_addr, "127.0.0.3");
+    assert_eq!(audit.dst_port, denied.addr.port());
+    assert_eq!(audit.action, NetAction::Denied);
+
+    // TCP Fast Open connects inside sendto(MSG_FASTOPEN): decided as a connect.
+    assert_eq!(
+        probe.try_("tfo", "127.0.0.3", denied.addr.port()),
+        Err(EPERM.into())
+    );
+    // (allowed: it connects, or is in progress on this socket with a timeout)
+    assert_ne!(
+        probe.try_("tfo", "127.0.0.1", allowed.addr.port()),
+        Err(EPERM.into())
+    );
+
+    assert_eq!(probe.try_("udp", "127.0.0.3", 9), Err(EPERM.into()));
+    let ev = wait_event(&events, |e| e.dst.port() == 9);
+    assert_eq!(
+        (ev.operation, ev.socket, ev.pid),
+        (NetOperation::Send, SocketKind::Datagram, pid)
+    );
+
+    // IPv6 denied: a new policy that denies ::1.
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8"], &["::1/128"]))
+        .unwrap();
+    assert_eq!(probe.try_("tcp", "::1", v6.addr.port()), Err(EPERM.into()));
+    let ev = wait_event(&events, |e| e.dst == v6.addr);
+    assert_eq!((ev.pid, ev.action), (pid, NetAction::Denied));
+    assert_eq!(ev.audit_event("a", "a", "s").version, 6);
+    assert_eq!(probe.try_("udp", "::1", 9), Err(EPERM.into()));
+    wait_event(&events, |e| {
+        e.dst.ip() == "::1".parse::<IpAddr>().unwrap() && e.operation == NetOperation::Send
+    });
+
+    drop(probe);
+    session.end().unwrap();
+}
+
+/// With `observe`, allowed decisions are reported too (action 0); without a policy, all is
+/// allowed.
+#[test]
+fn observe_reports_allowed_and_no_policy_allows_all() {
+    let parent = Parent::new("observe");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), true);
+    assert!(
+        enforcer
+            .summary()
+            .ends_with("policy: none (all allowed); observe: on"),
+        "{}",
+        enforcer.summary()
+    );
+    let session = enforcer.session("observe").unwrap();
+    let events = session.take_events().unwrap();
+    let l = Listener::http("127.0.0.3");
+    let mut probe = Probe::start(&session);
+    assert_eq!(probe.try_("tcp", "127.0.0.3", l.addr.port()), Ok(()));
+    let ev = wait_event(&events, |e| e.dst == l.addr);
+    assert_eq!(ev.action, NetAction::Observed);
+    assert_eq!(ev.pid, probe.pid());
+
+    enforcer.set_observe(false).unwrap();
+    assert_eq!(probe.try_("tcp", "127.0.0.3", l.addr.port()), Ok(()));
+    assert_eq!(
+        events.recv_timeout(Duration::from_millis(300)).ok(),
+        None,
+        "no event for an allowed connect when not observing"
+    );
+}
+
+/// curl and nc, as a user would run them.
+#[test]
+fn curl_and_nc_are_refused_with_eperm() {
+    let parent = Parent::new("tools");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]), false);
+    let session = enforcer.session("tools").unwrap();
+    let events = session.take_events().unwrap();
+    let allowed = Listener::http("127.0.0.1");
+    let denied = Listener::http("127.0.0.3");
+
+    let run = |prog: &str, args: &[String]| {
+        let mut cmd = Command::new(prog);
+        cmd.args(args).stdin(Stdio::null());
+        session.confine(&mut cmd);
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("{prog}: {e} (scripts/install-peers)"));
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    let (st, out) = run(
+        "curl",
+        &[
+            "-sS".into(),
+            "--max-time".into(),
+            "5".into(),
+            format!("http://{}/", allowed.addr),
+        ],
+    );
+    assert!(st.success(), "curl to the allowed address: {out}");
+    assert_eq!(out, "ok");
+
+    let (st, out) = run(
+        "curl",
+        &[
+            "-sS".into(),
+            "--max-time".into(),
+            "5".into(),
+            format!("http://{}/", denied.addr),
+        ],
+    );
+    assert_eq!(st.code(), Some(7), "curl could not connect: {out}");
+    let ev = wait_event(&events, |e| e.dst == denied.addr);
+    assert_eq!(ev.program, "curl");
+
+    let (st, out) = run(
+        "nc",
+        &[
+            "-v".into(),
+            "-z".into(),
+            "-w".into(),
+            "3".into(),
+            "127.0.0.3".into(),
+            denied.addr.port().to_string(),
+        ],
+    );
+    assert!(!st.success());
+    assert!(out.contains("Operation not permitted"), "nc: {out}");
+    let ev = wait_event(&events, |e| e.program == "nc");
+    assert_eq!((ev.dst, ev.operation), (denied.addr, NetOperation::Connect));
+
+    // nc -u connects its UDP socket: decided at connect.
+    let (st, out) = run(
+        "nc",
+        &[
+            "-v".into(),
+            "-u".into(),
+            "-z".into(),
+            "-w".into(),
+            "1".into(),
+            "127.0.0.3".into(),
+            "9".into(),
+        ],
+    );
+    assert!(
+        !st.success() && out.contains("Operation not permitted"),
+        "nc -u: {out}"
+    );
+    let ev = wait_event(&events, |e| {
+        e.program == "nc" && e.socket == SocketKind::Datagram
+    });
+    assert_eq!(ev.action, NetAction::Denied);
+}
+
+/// The kernel's decision is `NetworkRestrictions::decide`'s, on destinations as the kernel
+/// routes them: the unspecified addresses, IPv4-mapped and embedded-IPv4 IPv6 addresses.
+/// Allowed destinations are loopback ones only (closed ports: refused, not EPERM); others
+/// are only tried where the policy denies them, so nothing leaves the machine.
+#[test]
+fn kernel_decides_as_the_policy_does() {
+    let parent = Parent::new("differential");
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["127.0.0.0/8", "::/0"], &["127.0.0.1/32"]),
+        (&["127.0.0.1/32"], &[]),
+        (&["127.0.0.0/8"], &["127.0.0.9/32"]),
+        (&["127.0.0.0/8", "::1/128"], &[]),
+        (&["::/0", "0.0.0.0/0"], &["127.0.0.0/8", "::1/128"]),
+        (&["::1/128"], &["127.0.0.0/8"]),
+    ];
+    let dsts = [
+        "127.0.0.1",
+        "127.0.0.9",
+        "0.0.0.0",
+        "::",
+        "::1",
+        "::ffff:127.0.0.9",
+        "::ffff:127.0.0.1",
+        "::ffff:0.0.0.0",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::1",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        "::127.0.0.1",
+    ];
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("differential").unwrap();
+    let mut probe = Probe::start(&session);
+    for (allow, deny) in cases {
+        let p = policy(allow, deny);
+        enforcer.set_policy(&p).unwrap();
+        for dst in dsts {
+            let ip: IpAddr = dst.parse().unwrap();
+            let want = p.decide(ip);
+            let local = ippin_policy::kernel_destination(ip).is_loopback();
+            if want.is_allowed() && !local {
+                continue; // would leave the machine
+            }
+            for kind in ["tcp", "udp"] {
+                let got = probe.try_(kind, dst, 9);
+                let refused = got == Err(EPERM.to_string());
+                assert_eq!(
+                    refused,
+                    !want.is_allowed(),
+                    "{kind} to {dst} under allow {allow:?} deny {deny:?}: kernel {got:?}, policy {want:?}"
+                );
+            }
+        }
+    }
+}
+
+/// `0.0.0.0` reaches 127.0.0.1 and `::ffff:127.0.0.9` reaches 127.0.0.9: decided as such.
+#[test]
+fn unspecified_and_mapped_destinations_reach_what_is_decided() {
+    let parent = Parent::new("routes");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.1/32"], &[]), false);
+    let session = enforcer.session("routes").unwrap();
+    let events = session.take_events().unwrap();
+    let lo = Listener::http("127.0.0.1");
+    let nine = Listener::http("127.0.0.9");
+    let mut probe = Probe::start(&session);
+    // Allowed as 127.0.0.1, and it does reach the listener on 127.0.0.1.
+    assert_eq!(probe.try_("tcp", "0.0.0.0", lo.addr.port()), Ok(()));
+    assert_eq!(
+        probe.try_("tcp", "::ffff:127.0.0.9", nine.addr.port()),
+        Err(EPERM.into())
+    );
+    let ev = wait_event(&events, |e| e.dst.port() == nine.addr.port());
+    assert_eq!(ev.audit_event("u", "l", "s").dst_addr, "127.0.0.9");
+
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8"], &["127.0.0.1/32"]))
+        .unwrap();
+    assert_eq!(
+        probe.try_("tcp", "0.0.0.0", lo.addr.port()),
+        Err(EPERM.into())
+    );
+    assert_eq!(
+        probe.try_("udp", "0.0.0.0", lo.addr.port()),
+        Err(EPERM.into())
+    );
+    assert_eq!(
+        probe.try_("tcp", "::ffff:127.0.0.9", nine.addr.port()),
+        Ok(())
+    );
+}
+
+/// `0.0.0.0` from a bound socket reaches the bound address (Linux routes an unspecified
+/// destination to the source): decided as that address, not as 127.0.0.1. `::` from a
+/// socket bound to an IPv4-mapped address reaches 127.0.0.1.
+#[test]
+fn unspecified_destination_from_a_bound_socket_is_decided_as_the_bound_address() {
+    let parent = Parent::new("bound");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.1/32", "::1/128"], &[]), false);
+    let session = enforcer.session("bound").unwrap();
+    let seven = Listener::http("127.0.0.7");
+    let lo = Listener::http("127.0.0.1");
+    let udp = UdpSocket::bind("127.0.0.7:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let mut probe = Probe::start(&session);
+
+    // Unrestricted, these reach the listeners on 127.0.0.7 (denied: not 127.0.0.1).
+    let port = seven.addr.port();
+    let denied = Err(EPERM.to_string());
+    assert_eq!(probe.try_from("tcp", "0.0.0.0", port, "127.0.0.7"), denied);
+    assert_eq!(
+        probe.try_from("udp", "0.0.0.0", udp_port, "127.0.0.7"),
+        denied
+    );
+    assert_eq!(
+        probe.try_from("tcp", "::ffff:0.0.0.0", port, "::ffff:127.0.0.7"),
+        denied
+    );
+    assert_eq!(probe.try_from("tfo", "0.0.0.0", port, "127.0.0.7"), denied);
+    assert_eq!(
+        probe.try_from("pktinfo", "0.0.0.0", udp_port, "127.0.0.7"),
+        denied
+    );
+    // Bound to the allowed address, it is allowed and reaches it.
+    assert_eq!(
+        probe.try_from("tcp", "0.0.0.0", lo.addr.port(), "127.0.0.1"),
+        Ok(())
+    );
+    // `::` on a socket bound to a mapped address goes to 127.0.0.1 (allowed), not ::1.
+    enforcer.set_policy(&policy(&["127.0.0.0/8"], &[])).unwrap();
+    assert_eq!(
+        probe.try_from("tcp", "::", lo.addr.port(), "::ffff:127.0.0.7"),
+        Ok(())
+    );
+    enforcer.set_policy(&policy(&["::1/128"], &[])).unwrap();
+    assert_eq!(
+        probe.try_from("tcp", "::", lo.addr.port(), "::ffff:127.0.0.7"),
+        denied
+    );
+    assert_eq!(
+        probe
+            .try_("tcp", "::", lo.addr.port())
+            .as_ref()
+            .err()
+            .map(String::as_str),
+        Some("err 111 Connection refused")
+    );
+}
+
+/// A policy change holds a running process from its next connect.
+#[test]
+fn policy_change_applies_to_the_next_connect_of_a_running_process() {
+    let parent = Parent::new("live");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &[]), false);
+    assert!(
+        enforcer
+            .summary()
+            .ends_with("policy: 1 allow, 0 deny rules; observe: off")
+    );
+    let session = enforcer.session("live").unwrap();
+    let events = session.take_events().unwrap();
+    let l = Listener::http("127.0.0.5");
+    let mut probe = Probe::start(&session);
+    assert_eq!(probe.try_("tcp", "127.0.0.5", l.addr.port()), Ok(()));
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8"], &["127.0.0.5/32"]))
+        .unwrap();
+    assert_eq!(
+        probe.try_("tcp", "127.0.0.5", l.addr.port()),
+        Err(EPERM.into())
+    );
+    let ev = wait_event(&events, |e| e.dst == l.addr);
+    assert_eq!((ev.pid, ev.action), (probe.pid(), NetAction::Denied));
+    enforcer
+        .set_policy(&NetworkRestrictions::allow_all())
+        .unwrap();
+    assert_eq!(probe.try_("tcp", "127.0.0.5", l.addr.port()), Ok(()));
+    enforcer.set_policy(&policy(&["::1/128"], &[])).unwrap();
+    assert_eq!(
+        probe.try_("tcp", "127.0.0.5", l.addr.port()),
+        Err(EPERM.into())
+    );
+}
+
+/// Forks, double forks and setsid stay in the session cgroup and restricted.
+#[test]
+fn forks_double_forks_and_setsid_stay_restricted() {
+    let parent = Parent::new("forks");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]), false);
+    let session = enforcer.session("forks").unwrap();
+    let events = session.take_events().unwrap();
+    let denied = Listener::http("127.0.0.3");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let script = format!(
+        r#"
+import os, socket, sys
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        s = socket.socket()
+        try:
+            s.connect(('127.0.0.3', {port}))
+            r = 'ok'
+        except OSError as e:
+            r = 'err %d %s' % (e.errno, e.strerror)
+        cg = open('/proc/self/cgroup').read()
+        open('{out}.tmp', 'w').write(r + '\n' + str(os.getpid()) + '\n' + cg)
+        os.rename('{out}.tmp', '{out}')
+    os._exit(0)
+"#,
+        port = denied.addr.port(),
+        out = out.display()
+    );
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", &script]);
+    session.confine(&mut cmd);
+    assert!(cmd.status().unwrap().success());
+    eventually("the grandchild wrote its result", || out.exists());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(EPERM));
+    let pid: u32 = lines.next().unwrap().parse().unwrap();
+    let rel = session.path().unwrap();
+    let rel = rel
+        .strip_prefix(ippin_restrict::cgroup2_mount().unwrap())
+        .unwrap();
+    assert!(
+        text.contains(&format!("0::/{}\n", rel.display())),
+        "the grandchild is in the session cgroup: {text}"
+    );
+    let ev = wait_event(&events, |e| e.pid == pid);
+    assert_eq!(ev.action, NetAction::Denied);
+}
+
+/// An unprivileged login cannot move itself out, nor make a child cgroup, and is restricted
+/// (placed in the session after the child dropped root).
+#[test]
+fn unprivileged_user_cannot_leave_the_session_cgroup() {
+    let user = TestUser::new();
+    let parent = Parent::new("escape");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]), false);
+    let session = enforcer.session("escape").unwrap();
+    let events = session.take_events().unwrap();
+    let mount = ippin_restrict::cgroup2_mount().unwrap();
+    let script = format!(
+        "id -u; \
+         echo $$ > {root}/cgroup.procs; echo root=$?; \
+         echo $$ > {parent}/cgroup.procs; echo parent=$?; \
+         mkdir {session}/sub; echo mkdir=$?; \
+         echo 0 > {session}/cgroup.kill; echo kill=$?; \
+         cat /proc/self/cgroup; \
+         nc -v -z -w 3 127.0.0.3 9",
+        root = mount.display(),
+        parent = parent.path.display(),
+        session = session.path().unwrap().display(),
+    );
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", &script])
+        .uid(user.uid)
+        .gid(user.gid)
+        .current_dir("/");
+    session.confine(&mut cmd);
+    let out = cmd.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.starts_with(&format!("{}\n", user.uid)), "{text}");
+    for step in ["root", "parent", "mkdir", "kill"] {
+        assert!(
+            !text.contains(&format!("{step}=0")),
+            "{step} succeeded: {text}"
+        );
+    }
+    assert!(text.contains("Permission denied"), "{text}");
+    let rel = session.path().unwrap();
+    let rel = rel.strip_prefix(&mount).unwrap().to_owned();
+    assert!(text.contains(&format!("0::/{}\n", rel.display())), "{text}");
+    assert!(text.contains("Operation not permitted"), "{text}");
+    assert!(!session.path().unwrap().join("sub").exists());
+    let ev = wait_event(&events, |e| e.program == "nc");
+    assert_eq!(ev.action, NetAction::Denied);
+    drop(user);
+}
+
+use std::os::unix::process::CommandExt;
+
+/// Ending a session kills what remains in it and removes its cgroup.
+#[test]
+fn ending_the_session_kills_its_processes_and_removes_the_cgroup() {
+    let parent = Parent::new("end");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("end").unwrap();
+    let path = session.path().unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "sleep 300 & sleep 300"]);
+    session.confine(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    eventually("both sleeps are in the session", || {
+        session.processes().map(|p| p.len() >= 3).unwrap_or(false)
+    });
+    assert!(session.processes().unwrap().contains(&child.id()));
+    session.end().unwrap();
+    assert!(!path.exists(), "the cgroup is gone");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+
+    // A process started outside can be added (here: one that runs nothing of a user's).
+    let session = enforcer.session("added").unwrap();
+    let mut outside = Command::new("sleep").arg("300").spawn().unwrap();
+    session.add_process(outside.id()).unwrap();
+    assert_eq!(session.processes().unwrap(), vec![outside.id()]);
+    session.end().unwrap();
+    assert_eq!(outside.wait().unwrap().signal(), Some(9));
+
+    // Dropping a session ends it too.
+    let session = enforcer.session("end2").unwrap();
+    let path = session.path().unwrap();
+    drop(session);
+    assert!(!path.exists());
+}
+
+/// Enforcement that cannot be set up is a typed error, never a session without programs.
+#[test]
+fn missing_parent_is_a_typed_error() {
+    let mount = ippin_restrict::cgroup2_mount().unwrap();
+    let missing = mount.join(format!("ippin-missing-{}", std::process::id()));
+    let err = Enforcer::new(
+        &EnforcerConfig::default().parent(&missing),
+        &policy(&["127.0.0.0/8"], &[]),
+    )
+    .unwrap_err();
+    match &err {
+        Error::Parent { path, reason } => {
+            assert_eq!(path, &missing);
+            assert!(reason.contains("No such file"), "{reason}");
+        }
+        other => panic!("expected Error::Parent, got {other:?}"),
+    }
+    assert!(err.to_string().contains("ippin-missing-"), "{err}");
+
+    let not_cgroup = tempfile::tempdir().unwrap();
+    let err = Enforcer::new(
+        &EnforcerConfig::default().parent(not_cgroup.path()),
+        &NetworkRestrictions::allow_all(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Parent { .. }), "{err:?}");
+    assert!(err.to_string().contains("not on a cgroup v2"), "{err}");
+
+    // A parent others may write cgroup.procs of (delegated) would let sessions move out.
+    use std::os::unix::fs::PermissionsExt;
+    let parent = Parent::new("delegated");
+    let procs = parent.path.join("cgroup.procs");
+    std::fs::set_permissions(&procs, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = Enforcer::new(
+        &EnforcerConfig::default().parent(&parent.path),
+        &NetworkRestrictions::allow_all(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Parent { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("could move themselves out"),
+        "{err}"
+    );
+}
+
+/// Bad session names and duplicates are refused.
+#[test]
+fn session_names_are_checked_and_unique() {
+    let parent = Parent::new("names");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    assert!(matches!(
+        enforcer.session("../x"),
+        Err(Error::SessionName { .. })
+    ));
+    let one = enforcer.session("dup").unwrap();
+    assert!(matches!(
+        enforcer.session("dup"),
+        Err(Error::Cgroup { op: "mkdir", .. })
+    ));
+    one.end().unwrap();
+}
+
+use ippin_restrict::NetworkRestrictions;
+
+/// Not root: a typed error. The test binary runs itself again as a test login (from a copy
+/// the login can execute) and checks the error there.
+#[test]
+fn not_root_is_a_typed_error() {
+    if std::env::var_os("IPPIN_RESTRICT_AS_USER").is_some() {
+        let err =
+            Enforcer::new(&EnforcerConfig::default(), &policy(&["127.0.0.0/8"], &[])).unwrap_err();
+        assert!(
+            matches!(err, Error::NotRoot { euid } if euid != 0),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("needs root"), "{err}");
+        return;
+    }
+    let user = TestUser::new();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("it");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&exe)
+        .args([
+            "--exact",
+            "enforce::not_root_is_a_typed_error",
+            "--test-threads=1",
+        ])
+        .env("IPPIN_RESTRICT_AS_USER", "1")
+        .uid(user.uid)
+        .gid(user.gid)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}

@@ -1,0 +1,266 @@
+//! Fixtures: a parent cgroup per test, a Python socket probe, listeners, a test OS user.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ippin_restrict::{Enforcer, EnforcerConfig, NetEvent, NetworkRestrictions, Session};
+
+/// A parent cgroup of its own for one test, removed when dropped (after its sessions).
+pub(crate) struct Parent {
+    pub(crate) path: PathBuf,
+}
+
+impl Parent {
+    pub(crate) fn new(test: &str) -> Parent {
+        assert_eq!(
+            nix::unistd::geteuid().as_raw(),
+            0,
+            "these tests need root (cgroups and eBPF)"
+        );
+        let mount = ippin_restrict::cgroup2_mount().expect("a cgroup v2 mount");
+        let path = mount.join(format!("ippin-test-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).expect("make the test parent cgroup");
+        Parent { path }
+    }
+
+    pub(crate) fn enforcer(&self, policy: &NetworkRestrictions, observe: bool) -> Enforcer {
+        Enforcer::new(
+            &EnforcerConfig::default()
+                .parent(&self.path)
+                .observe(observe),
+            policy,
+        )
+        .expect("enforcement set up")
+    }
+}
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub(crate) fn policy(allow: &[&str], deny: &[&str]) -> NetworkRestrictions {
+    let p = |l: &[&str]| l.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>();
+    NetworkRestrictions::from_rules(&p(allow), &p(deny)).unwrap()
+}
+
+/// The Python interpreter itself (not a shim), so that its `comm` is known.
+pub(crate) fn python() -> &'static str {
+    static PY: OnceLock<String> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 (scripts/install-peers)");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    })
+}
+
+/// What the kernel shows as the name (`comm`) of a program started from `path`.
+pub(crate) fn comm_of(path: &str) -> String {
+    let base = Path::new(path).file_name().unwrap().to_string_lossy();
+    base.chars().take(15).collect()
+}
+
+/// The probe: for each line `tcp|tfo|udp|pktinfo host port [bind-address]` on stdin
+/// (`pktinfo`: a UDP `sendmsg` whose source is given in an `IP_PKTINFO` message, number 8,
+/// which Python does not name; `tfo`: TCP Fast Open, a
+/// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
+/// `err <errno> <strerror>`. Stays running until stdin closes.
+pub(crate) const PROBE: &str = r#"
+import socket, struct, sys
+for line in sys.stdin:
+    kind, host, port, *bind = line.split()
+    fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo') else socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        if bind and kind != 'pktinfo':
+            s.bind((bind[0], 0))
+        if kind == 'tcp':
+            s.connect((host, int(port)))
+        elif kind == 'pktinfo':
+            # UDP with the source given per message (IP_PKTINFO), not bound
+            info = struct.pack('i4s4s', 0, socket.inet_aton(bind[0]), bytes(4))
+            s.sendmsg([b'ippin'], [(socket.IPPROTO_IP, 8, info)], 0, (host, int(port)))
+        elif kind == 'tfo':
+            s.sendto(b'ippin', socket.MSG_FASTOPEN, (host, int(port)))
+        else:
+            s.sendto(b'ippin', (host, int(port)))
+        print('ok', flush=True)
+    except OSError as e:
+        print('err', e.errno, e.strerror, flush=True)
+    finally:
+        s.close()
+"#;
+
+/// A running probe inside a session.
+pub(crate) struct Probe {
+    pub(crate) child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Probe {
+    pub(crate) fn start(session: &Session) -> Probe {
+        let mut cmd = Command::new(python());
+        cmd.args(["-c", PROBE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        session.confine(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn the probe");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Probe { child, out }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Tries `kind` (`tcp`, `tfo` or `udp`) to `host` `port`; `Ok(())` or `Err(errno text)`.
+    pub(crate) fn try_(&mut self, kind: &str, host: &str, port: u16) -> Result<(), String> {
+        self.try_from(kind, host, port, "")
+    }
+
+    /// As [`Probe::try_`], from a socket bound to `bind` (port 0) first, unless empty.
+    pub(crate) fn try_from(
+        &mut self,
+        kind: &str,
+        host: &str,
+        port: u16,
+        bind: &str,
+    ) -> Result<(), String> {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{kind} {host} {port} {bind}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("probe answer");
+        let line = line.trim();
+        if line == "ok" {
+            Ok(())
+        } else {
+            Err(line.to_owned())
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) const EPERM: &str = "err 1 Operation not permitted";
+
+/// A TCP listener on `ip` that answers every connection with a tiny HTTP response (for curl),
+/// on a thread that stops when dropped.
+pub(crate) struct Listener {
+    pub(crate) addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    pub(crate) fn http(ip: &str) -> Listener {
+        let l = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0)).expect("bind listener");
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).ok();
+                        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                        let mut buf = [0u8; 1024];
+                        let _ = s.read(&mut buf);
+                        let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Listener { addr, stop }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits (at most 5 s) for an event that satisfies `want`; the others seen on the way are
+/// shown in the failure message.
+pub(crate) fn wait_event(
+    events: &Receiver<NetEvent>,
+    want: impl Fn(&NetEvent) -> bool,
+) -> NetEvent {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ev) if want(&ev) => return ev,
+            Ok(ev) => seen.push(ev),
+            Err(_) => panic!("no matching event within 5 s; saw {seen:#?}"),
+        }
+    }
+}
+
+/// Polls `f` every 20 ms for at most 5 s.
+pub(crate) fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within 5 s: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A system user made for one test with `useradd`, removed (with `userdel`) when dropped,
+/// also when the test fails.
+pub(crate) struct TestUser {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+}
+
+impl TestUser {
+    pub(crate) fn new() -> TestUser {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let name = format!("ippinrt{}x{n}", std::process::id());
+        let _ = Command::new("userdel").arg(&name).output();
+        let st = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/sh", &name])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {name}");
+        let user = nix::unistd::User::from_name(&name)
+            .unwrap()
+            .expect("the new user");
+        TestUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
