@@ -10,7 +10,8 @@
 //! closed). `accept` yields only connections that passed, with a [`Client`]: the TCP peer,
 //! the observed address and the verdict. One slow client never holds up the others; at most
 //! [`Limits::max_pending`] connections are in their stages at once, and a connection beyond
-//! that is closed at once. Refused connections are closed without a byte written, counted
+//! that makes the oldest one go (`stage_shed`): a flood of stalled connections is shed
+//! oldest first while real clients, whose stages last milliseconds, get through. Refused connections are closed without a byte written, counted
 //! ([`ObservedListener::stats`]) and reported to [`ObservedListener::on_refused`].
 //!
 //! Serve the router with `into_make_service_with_connect_info::<Client>()`; handlers then
@@ -76,8 +77,9 @@ use crate::users::UserDirectory;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// The most connections in their stages at once (default 1024); one more is closed at
-    /// once (`stage_full`).
+    /// The most connections in their stages at once (default 1024); one more makes the one
+    /// that has been there longest go (`stage_shed`), oldest first, so that stalled
+    /// connections cannot lock real clients out.
     pub max_pending: usize,
     /// The time the PROXY header may take (default 5 s).
     pub proxy_timeout: Duration,
@@ -176,18 +178,22 @@ pub struct Refusal {
     /// no longer tells whose connection it had).
     pub peer: SocketAddr,
     /// The stable reason code: the PROXY stage's, `handshake_failed`, `handshake_timeout`,
-    /// `stage_full`, `stage_failed`, or the pin check's (`pinned_ip_mismatch`,
+    /// `stage_shed`, `stage_full`, `stage_failed`, or the pin check's (`pinned_ip_mismatch`,
     /// `no_client_certificate`, `audit_unavailable`, …) unless the listener serves denied
     /// connections.
     pub reason: &'static str,
     /// A readable explanation.
     pub message: String,
+    /// Whether the pin check refused it (rather than a stage).
+    #[serde(skip)]
+    pub pin_check: bool,
 }
 
 impl Refusal {
     fn new(peer: SocketAddr, reason: &'static str, message: impl Into<String>) -> Refusal {
         Refusal {
             event: "connection.refused",
+            pin_check: false,
             peer,
             reason,
             message: message.into(),
@@ -207,8 +213,14 @@ pub struct Stats {
     pub proxy_refused: u64,
     /// Connections whose handshake failed or timed out.
     pub handshake_failed: u64,
-    /// Connections closed at once because [`Limits::max_pending`] were in their stages.
+    /// Connections told to go to make room for a newer one (oldest first), because
+    /// [`Limits::max_pending`] were in their stages.
+    pub shed: u64,
+    /// Connections closed at once because twice [`Limits::max_pending`] stage tasks were
+    /// still running (shed tasks that had not ended yet).
     pub stage_full: u64,
+    /// Connections the pin check refused (closed unless the listener serves them).
+    pub denied: u64,
 }
 
 #[derive(Debug, Default)]
@@ -217,7 +229,9 @@ struct Counters {
     served: AtomicU64,
     proxy_refused: AtomicU64,
     handshake_failed: AtomicU64,
+    shed: AtomicU64,
     stage_full: AtomicU64,
+    denied: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -247,6 +261,9 @@ type OnRefused = Box<dyn Fn(&Refusal) + Send + Sync>;
 pub struct ObservedListener<H: Handshake = Plain> {
     tcp: TcpListener,
     shared: Arc<Shared<H>>,
+    /// Oldest-first room in the stages: a newcomer never waits, the connection that has been
+    /// in its stages longest is told to go (`stage_shed`).
+    shedder: Arc<crate::shed::Shedder>,
     pending: JoinSet<Result<(H::Io, Client), Refusal>>,
     counters: Arc<Counters>,
     on_refused: Option<OnRefused>,
@@ -274,6 +291,7 @@ impl ObservedListener<Plain> {
                 handshake: Plain,
                 pin: None,
             }),
+            shedder: Arc::new(crate::shed::Shedder::new(limits.max_pending)),
             pending: JoinSet::new(),
             counters: Arc::default(),
             on_refused: None,
@@ -311,6 +329,7 @@ impl ObservedListener<Plain> {
                     serve_denied: false,
                 }),
             }),
+            shedder: self.shedder,
             pending: JoinSet::new(),
             counters: self.counters,
             on_refused: self.on_refused,
@@ -365,6 +384,8 @@ impl<H: Handshake> ObservedListener<H> {
                     "handshake_failed" | "handshake_timeout" => {
                         bump(&self.counters.handshake_failed);
                     }
+                    "stage_shed" => bump(&self.counters.shed),
+                    _ if refusal.pin_check => bump(&self.counters.denied),
                     _ => bump(&self.counters.proxy_refused),
                 }
                 self.refused(&refusal);
@@ -397,7 +418,9 @@ impl StatsHandle {
             served: c.served.load(Ordering::Relaxed),
             proxy_refused: c.proxy_refused.load(Ordering::Relaxed),
             handshake_failed: c.handshake_failed.load(Ordering::Relaxed),
+            shed: c.shed.load(Ordering::Relaxed),
             stage_full: c.stage_full.load(Ordering::Relaxed),
+            denied: c.denied.load(Ordering::Relaxed),
         }
     }
 }
@@ -458,7 +481,9 @@ async fn stages<H: Handshake>(
             TlsAccess::Deny { message, .. } => message.clone(),
             _ => "the verdict could not be recorded".to_owned(),
         };
-        return Err(Refusal::new(peer, v.access.code(), message));
+        let mut refusal = Refusal::new(peer, v.access.code(), message);
+        refusal.pin_check = true;
+        return Err(refusal);
     }
     Ok((
         io,
@@ -496,7 +521,10 @@ impl<H: Handshake> Listener for ObservedListener<H> {
                 accepted = self.tcp.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         bump(&self.counters.accepted);
-                        if self.pending.len() >= self.shared.limits.max_pending {
+                        // The shedder keeps `max_pending` live: a newcomer makes the oldest
+                        // go, so stalled connections cannot lock real clients out. Shed
+                        // tasks end at once; the hard bound below only holds if they lag.
+                        if self.pending.len() >= self.shared.limits.max_pending.saturating_mul(2) {
                             bump(&self.counters.stage_full);
                             drop(tcp);
                             self.refused(&Refusal::new(
@@ -504,11 +532,22 @@ impl<H: Handshake> Listener for ObservedListener<H> {
                                 "stage_full",
                                 format!(
                                     "{} connections are in their stages already",
-                                    self.shared.limits.max_pending
+                                    self.pending.len()
                                 ),
                             ));
                         } else {
-                            self.pending.spawn(stages(tcp, peer, self.shared.clone()));
+                            let mut ticket = self.shedder.enter();
+                            let shared = self.shared.clone();
+                            self.pending.spawn(async move {
+                                ::tokio::select! {
+                                    done = stages(tcp, peer, shared) => done,
+                                    () = ticket.evicted() => Err(Refusal::new(
+                                        peer,
+                                        "stage_shed",
+                                        "a newer connection took its place in the stages (oldest first)",
+                                    )),
+                                }
+                            });
                         }
                     }
                     // A connection that went away before it was accepted.
@@ -739,22 +778,32 @@ mod tests {
     }
 
     #[::tokio::test]
-    async fn connections_beyond_the_bound_are_closed_at_once() {
+    async fn beyond_the_bound_the_oldest_connection_goes() {
         let limits = Limits::default()
             .with_max_pending(1)
             .with_proxy_timeout(LONG);
         let (mut l, addr) = listener(limits).await;
-        let _stalled = TcpStream::connect(addr).await.unwrap();
-        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        // Let the first one enter its stages before the second arrives.
+        assert!(
+            timeout(Duration::from_millis(200), l.accept())
+                .await
+                .is_err()
+        );
+        let _newer = TcpStream::connect(addr).await.unwrap();
         // Drive the accept loop a while: nothing is served.
         assert!(
             timeout(Duration::from_millis(500), l.accept())
                 .await
                 .is_err()
         );
-        assert!(closed(&mut extra).await);
+        assert!(closed(&mut stalled).await, "the oldest is shed");
         let stats = l.stats().get();
-        assert_eq!((stats.accepted, stats.stage_full, stats.served), (2, 1, 0));
+        assert_eq!((stats.accepted, stats.shed, stats.served), (2, 1, 0));
+        // A real client behind the stalled ones still gets through.
+        let _real = proxied(addr, "192.0.2.7", b"GET").await;
+        let (_, client) = timeout(LONG, l.accept()).await.unwrap();
+        assert_eq!(client.observed.ip().to_string(), "192.0.2.7");
     }
 
     /// A handshake that "verified" this certificate.

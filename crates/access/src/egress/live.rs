@@ -5,6 +5,10 @@
 //! polling). A new policy applies to every dial made after it is loaded, in every session,
 //! without dropping any: connections already made stay up. A file that cannot be read or
 //! parsed is refused with an error and the previous policy stays in force.
+//!
+//! Replace the file by writing a new one beside it and renaming it over the old
+//! (`mv`, `rename(2)`): a reload that catches an edit in place half written would read a
+//! shorter file, which may parse as a looser policy until the next poll.
 
 use std::io::Read;
 use std::net::SocketAddr;
