@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use ippin_propagation::sign::FrontGrant;
 use ippin_propagation::verify::{Verified, Verifier};
-use ippin_propagation::wire::{self, FAMILY_TCP4, FAMILY_TCP6, NONCE_LEN, TLV_TYPE};
+use ippin_propagation::wire::{self, NONCE_LEN, TLV_TYPE};
 use ippin_propagation::{Error, Link, Reason, Rejection};
 use ippin_proxy_protocol as pp;
 
@@ -75,31 +75,6 @@ pub fn addresses_for(client: SocketAddr, destination: SocketAddr) -> pp::Address
             }
         }
     }
-}
-
-/// The family byte and address bytes of `addrs` as a v2 header carries
-/// them (TCP4 / TCP6 only; anything else gives an empty block, which the
-/// block encoder refuses).
-pub fn address_block(addrs: &pp::Addresses) -> Vec<u8> {
-    let mut out = Vec::with_capacity(37);
-    match addrs {
-        pp::Addresses::Tcp4 { src, dst } => {
-            out.push(FAMILY_TCP4);
-            out.extend_from_slice(&src.ip().octets());
-            out.extend_from_slice(&dst.ip().octets());
-            out.extend_from_slice(&src.port().to_be_bytes());
-            out.extend_from_slice(&dst.port().to_be_bytes());
-        }
-        pp::Addresses::Tcp6 { src, dst } => {
-            out.push(FAMILY_TCP6);
-            out.extend_from_slice(&src.ip().octets());
-            out.extend_from_slice(&dst.ip().octets());
-            out.extend_from_slice(&src.port().to_be_bytes());
-            out.extend_from_slice(&dst.port().to_be_bytes());
-        }
-        _ => {}
-    }
-    out
 }
 
 fn reject(reason: Reason, detail: impl Into<String>) -> Rejection {

@@ -18,7 +18,6 @@ mod frame;
 mod sequence;
 
 pub use frame::{
-    VerifyHeader, WriteHeader, address_block, addresses_for, header_address_block, is_signed,
-    signed_tlv,
+    VerifyHeader, WriteHeader, addresses_for, header_address_block, is_signed, signed_tlv,
 };
 pub use sequence::{SeqStep, buffer_limit, step};

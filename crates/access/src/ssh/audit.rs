@@ -109,6 +109,36 @@ pub struct AuthRecord {
     pub message: Option<String>,
 }
 
+impl AuthRecord {
+    /// A `ssh.auth.denied` record of an attempt by `user` with `cert` (when one was
+    /// presented) on the connection `session_id` from TCP `peer`, observed at `observed`;
+    /// pins, roles, reason and message empty, for the caller to fill in (or to turn into
+    /// `ssh.auth.allowed`).
+    pub fn attempt(
+        session_id: &str,
+        user: &str,
+        cert: Option<&ippin_cert::ssh_key::Certificate>,
+        peer: Option<SocketAddr>,
+        observed: &ippin_policy::ObservedAddr,
+    ) -> AuthRecord {
+        AuthRecord {
+            event: "ssh.auth.denied",
+            session_id: session_id.to_owned(),
+            user: user.to_owned(),
+            key_id: cert.map(|c| c.key_id().to_owned()),
+            serial: cert.map(|c| c.serial()),
+            peer: peer.map(|p| p.to_string()),
+            observed: observed.socket_addr().to_string(),
+            provenance: observed.provenance().as_str().to_owned(),
+            trusted: observed.is_trusted(),
+            pinned: Vec::new(),
+            roles: Vec::new(),
+            reason: None,
+            message: None,
+        }
+    }
+}
+
 /// A built-in command run in a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExecRecord {

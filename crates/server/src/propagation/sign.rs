@@ -5,7 +5,7 @@
 
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 
-pub use ippin_access::signed::{WriteHeader, address_block, addresses_for};
+pub use ippin_access::signed::{WriteHeader, addresses_for};
 pub use ippin_propagation::sign::*;
 use ippin_propagation::{Error, PROXY_CN_PREFIX, PROXY_ROLE};
 

@@ -110,21 +110,7 @@ impl Connection {
     }
 
     fn auth_record(&self, user: &str, cert: Option<&Certificate>) -> AuthRecord {
-        AuthRecord {
-            event: "ssh.auth.denied",
-            session_id: self.session_id.clone(),
-            user: user.to_owned(),
-            key_id: cert.map(|c| c.key_id().to_owned()),
-            serial: cert.map(|c| c.serial()),
-            peer: self.peer.map(|p| p.to_string()),
-            observed: self.observed.socket_addr().to_string(),
-            provenance: self.observed.provenance().as_str().to_owned(),
-            trusted: self.observed.is_trusted(),
-            pinned: Vec::new(),
-            roles: Vec::new(),
-            reason: None,
-            message: None,
-        }
+        AuthRecord::attempt(&self.session_id, user, cert, self.peer, &self.observed)
     }
 
     fn deny(&mut self, user: &str, cert: Option<&Certificate>, denial: SshDenial) -> Auth {
