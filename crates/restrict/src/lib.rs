@@ -36,6 +36,17 @@
 //! # Ok::<(), ippin_restrict::Error>(())
 //! ```
 //!
+//! # Public API
+//!
+//! | item | what |
+//! |---|---|
+//! | [`Enforcer`] | loads the programs once (`new`), holds the policy maps: `set_policy` (live, every session), `set_observe`, `lost_events`, `summary`, `parent`, and makes sessions (`session`) |
+//! | [`EnforcerConfig`] | the parent cgroup, whether allowed connections are reported too, the event queue's size |
+//! | [`Session`] | one session's cgroup with the programs attached: `confine` (a `Command`'s child placed before `exec`), `placement`/[`Placement`] (for other ways of forking), `add_process`, `processes`, `take_events`, `end` |
+//! | [`NetEvent`], [`SocketKind`] | one decision from the kernel; `audit_event` turns it into the `T4002I` event |
+//! | [`Error`] | why enforcement cannot be set up or a session cannot be made (typed, `#[non_exhaustive]`) |
+//! | [`cgroup2_mount`], [`DEFAULT_PARENT`] | where cgroup v2 is, and the default parent |
+//!
 //! # What the kernel must offer, and what happens without it
 //!
 //! | need | why | without it |

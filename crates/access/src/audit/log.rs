@@ -656,3 +656,97 @@ fn open_log(path: &Path) -> Result<File, AuditError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(user: &str, peer: &str) -> serde_json::Value {
+        serde_json::json!({"event": "access_denied", "user": user, "observed": peer,
+            "reason": "pinned_ip_mismatch"})
+    }
+
+    #[test]
+    fn a_file_log_is_0600_one_line_per_event_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, "c").unwrap();
+        let t = SystemTime::UNIX_EPOCH;
+        log.record(
+            t,
+            &refusal("alice", "192.0.2.1:5"),
+            Some("10.0.0.1:9".parse().unwrap()),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::rename(&path, dir.path().join("audit.log.1")).unwrap();
+        log.reopen().unwrap();
+        log.record(t, &refusal("bob", "192.0.2.2:5"), None).unwrap();
+        let old = std::fs::read_to_string(dir.path().join("audit.log.1")).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_eq!((old.lines().count(), new.lines().count()), (1, 1));
+        let first: serde_json::Value = serde_json::from_str(old.trim()).unwrap();
+        assert_eq!(first["event"], "access_denied");
+        assert_eq!(first["cluster"], "c");
+        assert_eq!(first["peer"], "10.0.0.1:9");
+        assert!(new.contains("\"user\":\"bob\""));
+    }
+
+    #[test]
+    fn a_write_failure_is_an_error() {
+        let log = AuditLog::open(Path::new("/dev/full"), "c").unwrap();
+        let err = log
+            .record(SystemTime::UNIX_EPOCH, &refusal("a", "192.0.2.1:5"), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("/dev/full"), "{err}");
+    }
+
+    #[test]
+    fn strings_are_neutral_and_capped() {
+        assert_eq!(neutral("plain"), "plain");
+        assert_eq!(neutral("a\u{9b}b\u{202e}"), "a\\u{009b}b\\u{202e}");
+        let long = "é".repeat(200);
+        let capped = cap_field(&long);
+        assert!(capped.len() < long.len());
+        assert!(capped.ends_with("bytes]"), "{capped}");
+    }
+
+    #[test]
+    fn refusals_are_summarised_per_client_and_verified_identity() {
+        let log = AuditLog::memory("c");
+        let t = SystemTime::UNIX_EPOCH;
+        for _ in 0..20 {
+            log.record(t, &refusal("alice", "192.0.2.1:5"), None)
+                .unwrap();
+        }
+        // Another verified identity from the same client: its own window.
+        log.record(t, &refusal("carol", "192.0.2.1:5"), None)
+            .unwrap();
+        log.flush_summaries(t + Duration::from_secs(61), false)
+            .unwrap();
+        let lines = log.memory_lines();
+        let written = lines
+            .iter()
+            .filter(|l| {
+                l.contains("\"event\":\"access_denied\"") && l.contains("\"user\":\"alice\"")
+            })
+            .count();
+        assert_eq!(written, SUMMARY_FIRST_LINES as usize);
+        assert!(lines.iter().any(|l| l.contains("\"user\":\"carol\"")));
+        let summary: serde_json::Value = serde_json::from_str(
+            lines
+                .iter()
+                .find(|l| l.contains("audit.suppressed"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["count"], 20 - u64::from(SUMMARY_FIRST_LINES));
+        assert_eq!(summary["user"], "alice");
+        assert_eq!(summary["peer"], "192.0.2.1");
+    }
+}
