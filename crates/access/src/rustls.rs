@@ -43,8 +43,11 @@ pub enum TlsConfigError {
         /// What is wrong.
         reason: String,
     },
-    /// rustls refused the configuration (a CA certificate it cannot use, a key that does not
-    /// match the certificate).
+    /// rustls refused a client CA certificate.
+    #[error("client CA: {0}")]
+    ClientCa(String),
+    /// rustls refused the configuration (a chain it cannot use, a key that does not match
+    /// the certificate).
     #[error("rustls: {0}")]
     Rustls(String),
 }
@@ -54,7 +57,8 @@ pub enum TlsConfigError {
 /// result if you need it.
 ///
 /// # Errors
-/// [`TlsConfigError::Rustls`] when rustls refuses a CA, the chain or the key.
+/// [`TlsConfigError::ClientCa`] when rustls refuses a client CA; [`TlsConfigError::Rustls`]
+/// when it refuses the chain or the key.
 pub fn server_config(
     client_cas: &[CertificateDer<'_>],
     chain: Vec<CertificateDer<'static>>,
@@ -65,11 +69,11 @@ pub fn server_config(
     for ca in client_cas {
         roots
             .add(ca.clone().into_owned())
-            .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+            .map_err(|e| TlsConfigError::ClientCa(e.to_string()))?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+        .map_err(|e| TlsConfigError::ClientCa(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?

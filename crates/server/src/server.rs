@@ -116,22 +116,17 @@ fn server_configs(
         .map_err(|e| tls_error(cert_path, e))?;
     login.alpn_protocols = vec![b"http/1.1".to_vec()];
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from(
-            state.ca.x509_cert_der(),
-        ))
-        .map_err(|e| tls_error(&state.config.ca.tls_cert, e))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .map_err(|e| tls_error(&state.config.ca.tls_cert, e))?;
-    let mut access = rustls::ServerConfig::builder()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| tls_error(cert_path, e))?;
+    // `ippin-access`'s mutual-TLS configuration: client certificates from the cluster CA
+    // required, no session resumption (a resumed session would skip their checks).
+    let ca = rustls_pki_types::CertificateDer::from(state.ca.x509_cert_der());
+    let mut access =
+        ippin_access::rustls::server_config(&[ca], chain, key).map_err(|e| match e {
+            ippin_access::rustls::TlsConfigError::ClientCa(_) => {
+                tls_error(&state.config.ca.tls_cert, e)
+            }
+            _ => tls_error(cert_path, e),
+        })?;
     access.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // A resumed session would skip the client certificate's chain and validity checks.
-    ippin_access::rustls::without_resumption(&mut access);
     Ok((Arc::new(login), Arc::new(access)))
 }
 
