@@ -70,6 +70,14 @@ pub enum Error {
         /// The kernel's reason.
         reason: String,
     },
+    /// An OS account could not be looked up.
+    #[error("login {name:?}: {reason}")]
+    Account {
+        /// The login name, as given (clipped to 80 characters).
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The session's processes were still there after being killed.
     #[error("session cgroup {}: processes still running after cgroup.kill ({waited_ms} ms)", path.display())]
     Teardown {

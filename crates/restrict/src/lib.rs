@@ -43,6 +43,7 @@
 //! | [`Enforcer`] | loads the programs once (`new`), holds the policy maps: `set_policy` (live, every session), `set_observe`, `lost_events`, `summary`, `parent`, and makes sessions (`session`) |
 //! | [`EnforcerConfig`] | the parent cgroup, whether allowed connections are reported too, the event queue's size |
 //! | [`Session`] | one session's cgroup with the programs attached: `confine` (a `Command`'s child placed before `exec`), `placement`/[`Placement`] (for other ways of forking), `add_process`, `processes`, `take_events`, `end` |
+//! | [`ChildSetup`], [`Login`], [`Credentials`], [`Pty`], [`resize`] | starting a session's process: in the session cgroup, `setsid`, a pseudo-terminal as controlling terminal, as an OS login (groups, group, user), in that order before `exec` |
 //! | [`NetEvent`], [`SocketKind`] | one decision from the kernel; `audit_event` turns it into the `T4002I` event |
 //! | [`Error`] | why enforcement cannot be set up or a session cannot be made (typed, `#[non_exhaustive]`) |
 //! | [`cgroup2_mount`], [`DEFAULT_PARENT`] | where cgroup v2 is, and the default parent |
@@ -165,10 +166,12 @@
 //! # `unsafe`
 //!
 //! The workspace forbids `unsafe`; this crate denies it except in one place:
-//! [`Session::confine`] registers a `pre_exec` hook (an `unsafe` function in the standard
-//! library, because the hook runs in the forked child). The hook only calls
-//! [`Placement::place_current_process`], which is one `write(2)` to a descriptor opened
-//! beforehand: async-signal-safe, no allocation, no lock.
+//! [`ChildSetup::apply`] (which [`Session::confine`] uses) registers a `pre_exec` hook (an
+//! `unsafe` function in the standard library, because the hook runs in the forked child).
+//! The hook makes system calls only, on data prepared before the fork: one `write(2)` to
+//! the session's `cgroup.procs` ([`Placement::place_current_process`]), `setsid`,
+//! `TIOCSCTTY`, `umask`, `setgroups`, `setgid`, `setuid`: async-signal-safe, no
+//! allocation, no lock.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -181,10 +184,14 @@ mod bpf;
 #[cfg(target_os = "linux")]
 mod cgroup;
 #[cfg(target_os = "linux")]
+mod child;
+#[cfg(target_os = "linux")]
 mod session;
 
 #[cfg(target_os = "linux")]
 pub use cgroup::cgroup2_mount;
+#[cfg(target_os = "linux")]
+pub use child::{ChildSetup, Credentials, Login, MAX_GROUPS, Pty, resize};
 #[cfg(target_os = "linux")]
 pub use session::{Enforcer, Placement, Session};
 

@@ -257,20 +257,12 @@ impl Session {
     ///
     /// With `tokio::process::Command`, pass `cmd.as_std_mut()`.
     ///
-    /// The standard library runs `pre_exec` hooks after the child changed its uid and gid
-    /// ([`std::os::unix::process::CommandExt::uid`]): that is fine, see
-    /// [`Placement::place_current_process`].
+    /// To also run the child as an OS login, in a session of its own or with a terminal,
+    /// use [`crate::ChildSetup`] with [`Session::placement`] instead: it orders the steps.
     pub fn confine<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        use std::os::unix::process::CommandExt;
-        let placement = self.placement.clone();
-        // SAFETY: `pre_exec` hooks run in the forked child, where only async-signal-safe
-        // work is allowed. The hook does one `write(2)` to an already open descriptor (see
-        // `Placement::place_current_process`): no allocation, no lock, no other thread's
-        // state. Its error is an `io::Error` from `errno`, made without allocating.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(move || placement.place_current_process())
-        }
+        crate::ChildSetup::new()
+            .placement(self.placement.clone())
+            .apply(cmd)
     }
 
     /// What places processes in this session, for callers that fork by other means (a PTY
