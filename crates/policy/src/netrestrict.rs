@@ -635,6 +635,21 @@ pub struct NetworkEvent {
     pub operation: NetOperation,
     /// 0 observed, 1 denied (`action`).
     pub action: NetAction,
+    /// The process that asked (`pid`), when the kernel reported the decision.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub pid: Option<u32>,
+    /// The cgroup v2 id of that process (`cgroup_id`), when the kernel reported it.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub cgroup_id: Option<u64>,
+    /// The program's name (`program`, the kernel's `comm`), when the kernel reported it.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub program: Option<String>,
+    /// The node that decided (`server_id`), when the caller names it.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub server_id: Option<String>,
+    /// The cluster of that node (`cluster_name`), when the caller names it.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub cluster_name: Option<String>,
 }
 
 /// The event code of [`NetworkEvent`].
@@ -668,7 +683,27 @@ impl NetworkEvent {
             } else {
                 NetAction::Denied
             },
+            pid: None,
+            cgroup_id: None,
+            program: None,
+            server_id: None,
+            cluster_name: None,
         }
+    }
+
+    /// Adds the process the kernel reported: its pid, cgroup id and program name.
+    pub fn with_process(mut self, pid: u32, cgroup_id: u64, program: &str) -> Self {
+        self.pid = Some(pid);
+        self.cgroup_id = Some(cgroup_id);
+        self.program = Some(program.to_owned());
+        self
+    }
+
+    /// Adds the node that decided and its cluster.
+    pub fn with_server(mut self, server_id: &str, cluster_name: &str) -> Self {
+        self.server_id = Some(server_id.to_owned());
+        self.cluster_name = Some(cluster_name.to_owned());
+        self
     }
 }
 

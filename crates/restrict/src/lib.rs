@@ -284,8 +284,9 @@ pub struct NetEvent {
 
 impl NetEvent {
     /// The `session.network` (`T4002I`) audit event for this decision, for the session of
-    /// `user` logged in as `login` with id `session_id`. The caller adds what the event type
-    /// has no field for yet (`pid`, `cgroup_id`, `program`) from `self`.
+    /// `user` logged in as `login` with id `session_id`, with the process's `pid`,
+    /// `cgroup_id` and `program`. The caller adds its `server_id` and `cluster_name`
+    /// ([`NetworkEvent::with_server`]).
     pub fn audit_event(&self, user: &str, login: &str, session_id: &str) -> NetworkEvent {
         let decision = match self.action {
             NetAction::Observed => NetDecision::Allowed,
@@ -300,5 +301,6 @@ impl NetEvent {
             self.operation,
             &decision,
         )
+        .with_process(self.pid, self.cgroup_id, &self.program)
     }
 }

@@ -42,6 +42,17 @@ pub enum ReloadError {
         /// The file.
         path: PathBuf,
     },
+    /// The policy is in force for the dials, but something told of it (a
+    /// [`LiveRestrictions::on_change`] hook, e.g. the kernel maps) could not follow.
+    #[error(
+        "network restrictions `{path}`: in force for the server's dials, but not applied everywhere: {reason}"
+    )]
+    Hook {
+        /// The file.
+        path: PathBuf,
+        /// What the hooks said.
+        reason: String,
+    },
     /// The policy does not parse (the policy crate's error names the entry).
     #[error("network restrictions `{path}`: {source}")]
     Parse {
@@ -52,14 +63,26 @@ pub enum ReloadError {
     },
 }
 
+/// What is told of every new policy (see [`LiveRestrictions::on_change`]).
+pub type ChangeHook = Box<dyn Fn(&NetworkRestrictions) -> Result<(), String> + Send + Sync>;
+
 /// The policy in force, and where it comes from.
-#[derive(Debug)]
 pub struct LiveRestrictions {
     path: PathBuf,
     current: RwLock<Arc<NetworkRestrictions>>,
     generation: AtomicU64,
     last_error: Mutex<Option<String>>,
     last_text: Mutex<Vec<u8>>,
+    hooks: Mutex<Vec<ChangeHook>>,
+}
+
+impl std::fmt::Debug for LiveRestrictions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveRestrictions")
+            .field("path", &self.path)
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LiveRestrictions {
@@ -78,7 +101,21 @@ impl LiveRestrictions {
             generation: AtomicU64::new(1),
             last_error: Mutex::new(None),
             last_text: Mutex::new(text),
+            hooks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Calls `hook` with every policy put in force from now on, right after the dials see
+    /// it: this is how kernel enforcement (`ippin-restrict`'s `Enforcer::set_policy`) follows
+    /// the file, so a session's processes and the server's dials for it change together.
+    /// A hook's error is logged (at `error` level) and given back by
+    /// [`LiveRestrictions::reload`] as [`ReloadError::Hook`]; the new policy stays in force
+    /// for the dials.
+    pub fn on_change(&self, hook: ChangeHook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
     }
 
     /// The policy in force now.
@@ -127,6 +164,22 @@ impl LiveRestrictions {
                     *t = text;
                 }
                 self.generation.fetch_add(1, Ordering::SeqCst);
+                let current = self.current();
+                let failed: Vec<String> = self
+                    .hooks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter_map(|hook| hook(&current).err())
+                    .collect();
+                if !failed.is_empty() {
+                    let e = ReloadError::Hook {
+                        path: self.path.clone(),
+                        reason: failed.join("; "),
+                    };
+                    self.set_error(Some(e.to_string()));
+                    return Err(e);
+                }
                 self.set_error(None);
                 Ok(true)
             }
@@ -283,6 +336,45 @@ mod tests {
         assert!(live.reload().unwrap());
         assert!(live.last_error().is_none());
         assert!(!live.decide("u", dst("127.0.0.1:1")).is_allowed());
+    }
+
+    #[test]
+    fn hooks_see_every_new_policy_and_their_failure_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nr.yaml");
+        std::fs::write(&path, policy(&["127.0.0.0/8"], &[])).unwrap();
+        let live = LiveRestrictions::load(&path).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        live.on_change(Box::new(move |p| {
+            let denied = !p.decide("127.0.0.4".parse().unwrap()).is_allowed();
+            log.lock().unwrap().push(denied);
+            if denied {
+                Err("kernel said no".to_owned())
+            } else {
+                Ok(())
+            }
+        }));
+        std::fs::write(&path, policy(&["127.0.0.0/8", "::1/128"], &[])).unwrap();
+        assert!(live.reload().unwrap());
+        // Unchanged and broken files are not told.
+        assert!(!live.reload().unwrap());
+        std::fs::write(&path, "kind: nope\n").unwrap();
+        assert!(live.reload().is_err());
+        assert_eq!(*seen.lock().unwrap(), vec![false]);
+        // A hook that fails: the dials have the new policy, the error says it is not
+        // applied everywhere.
+        std::fs::write(&path, policy(&["127.0.0.0/8"], &["127.0.0.4"])).unwrap();
+        let e = live.reload().unwrap_err();
+        assert!(matches!(e, ReloadError::Hook { .. }), "{e}");
+        assert!(e.to_string().contains("kernel said no"), "{e}");
+        assert_eq!(*seen.lock().unwrap(), vec![false, true]);
+        assert!(!live.decide("u", dst("127.0.0.4:1")).is_allowed());
+        assert!(
+            live.last_error()
+                .unwrap()
+                .contains("not applied everywhere")
+        );
     }
 
     #[test]
