@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod decide;
+pub mod env;
 
 pub use audit::{AuthRecord, ExecRecord, ProxyRefusedRecord, ShedRecord, SshAudit, SshAuditEvent};
 pub use decide::{
