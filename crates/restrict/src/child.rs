@@ -124,6 +124,16 @@ impl Pty {
     }
 }
 
+/// The path of the terminal whose controller side is `controller` (`/dev/pts/N`).
+///
+/// # Errors
+///
+/// The system's error (`controller` is not a pseudo-terminal's controller side).
+pub fn terminal_path(controller: impl AsFd) -> std::io::Result<String> {
+    let name = rustix::pty::ptsname(controller, Vec::new())?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
 /// Sets the size of the terminal behind `fd` (either side): the `window-change` of SSH. The
 /// foreground process group gets `SIGWINCH` from the kernel.
 ///
@@ -312,6 +322,8 @@ mod tests {
         let out = String::from_utf8_lossy(&out);
         assert!(out.starts_with("40 100\r\n"), "{out}");
         assert!(out.contains("/dev/pts/"), "{out}");
+        let path = terminal_path(&controller).expect("ptsname");
+        assert!(out.contains(&path), "{out} {path}");
         // Its own session and process group: both are its pid.
         assert!(out.contains(&format!("{pid} {pid}")), "{out}");
     }

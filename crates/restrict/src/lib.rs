@@ -43,7 +43,7 @@
 //! | [`Enforcer`] | loads the programs once (`new`), holds the policy maps: `set_policy` (live, every session), `set_observe`, `lost_events`, `summary`, `parent`, and makes sessions (`session`) |
 //! | [`EnforcerConfig`] | the parent cgroup, whether allowed connections are reported too, the event queue's size |
 //! | [`Session`] | one session's cgroup with the programs attached: `confine` (a `Command`'s child placed before `exec`), `placement`/[`Placement`] (for other ways of forking), `add_process`, `processes`, `take_events`, `end` |
-//! | [`ChildSetup`], [`Login`], [`Credentials`], [`Pty`], [`resize`] | starting a session's process: in the session cgroup, `setsid`, a pseudo-terminal as controlling terminal, as an OS login (groups, group, user), in that order before `exec` |
+//! | [`ChildSetup`], [`Login`], [`Credentials`], [`Pty`], [`resize`], [`terminal_path`] | starting a session's process: in the session cgroup, `setsid`, a pseudo-terminal as controlling terminal, as an OS login (groups, group, user), in that order before `exec` |
 //! | [`NetEvent`], [`SocketKind`] | one decision from the kernel; `audit_event` turns it into the `T4002I` event |
 //! | [`Error`] | why enforcement cannot be set up or a session cannot be made (typed, `#[non_exhaustive]`) |
 //! | [`cgroup2_mount`], [`DEFAULT_PARENT`] | where cgroup v2 is, and the default parent |
@@ -191,7 +191,7 @@ mod session;
 #[cfg(target_os = "linux")]
 pub use cgroup::cgroup2_mount;
 #[cfg(target_os = "linux")]
-pub use child::{ChildSetup, Credentials, Login, MAX_GROUPS, Pty, resize};
+pub use child::{ChildSetup, Credentials, Login, MAX_GROUPS, Pty, resize, terminal_path};
 #[cfg(target_os = "linux")]
 pub use session::{Enforcer, Placement, Session};
 

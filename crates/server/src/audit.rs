@@ -27,6 +27,10 @@ tokio::task_local! {
     /// who connected (`peer`), whatever the observed address says: behind a proxy, or when
     /// the observation is a client's claim (an untrusted PROXY header), the two differ.
     pub static CONNECTION_PEER: SocketAddr;
+
+    /// The server's address of the connection being served (its socket's local address),
+    /// set with [`CONNECTION_PEER`]: a session's `SSH_CONNECTION` names it.
+    pub static CONNECTION_LOCAL: SocketAddr;
 }
 
 /// The audit sink shared by all listeners (cheap to clone): the library's

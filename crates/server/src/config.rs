@@ -212,6 +212,12 @@ pub struct Config {
     pub ssh_host_key: Option<PathBuf>,
     /// How long every refused SSH authentication takes, so timing does not tell why.
     pub ssh_auth_rejection_time: Duration,
+    /// `sessions.cgroup_parent`: the parent cgroup (absolute path in the cgroup v2 file
+    /// system) of the restricted sessions' cgroups. `None`: `<cgroup2 mount>/ippin`.
+    pub session_cgroup_parent: Option<PathBuf>,
+    /// `sessions.sftp_server`: the program run for `subsystem sftp`. `None`: the system's
+    /// OpenSSH `sftp-server`, found at start.
+    pub sftp_server: Option<PathBuf>,
     /// The line of each field that names a file (`ca.ssh_key`, `server_tls.key`, …), so an
     /// error about the file can name the field and its line ([`Config::file_error`]).
     pub file_fields: std::collections::BTreeMap<String, usize>,
@@ -287,6 +293,18 @@ struct RawConfig {
     ssh_auth_rejection_time: YamlDuration,
     #[serde(default)]
     login_limits: Option<RawLoginLimits>,
+    #[serde(default)]
+    sessions: RawSessions,
+}
+
+/// `sessions:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    #[serde(default)]
+    cgroup_parent: Option<PathBuf>,
+    #[serde(default)]
+    sftp_server: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -642,6 +660,20 @@ impl Config {
                 "must not be empty".into(),
             ));
         }
+        for (field, p) in [
+            ("sessions.cgroup_parent", &raw.sessions.cgroup_parent),
+            ("sessions.sftp_server", &raw.sessions.sftp_server),
+        ] {
+            if let Some(p) = p
+                && !p.is_absolute()
+            {
+                return Err(invalid(
+                    field.into(),
+                    Some(field.rsplit('.').next().unwrap_or(field)),
+                    format!("must be an absolute path, found {}", p.display()),
+                ));
+            }
+        }
         let mut users: Vec<UserConfig> = Vec::with_capacity(raw.users.len());
         let mut user_names = std::collections::HashSet::with_capacity(raw.users.len());
         for (i, u) in raw.users.into_iter().enumerate() {
@@ -863,6 +895,8 @@ impl Config {
             audit_network_observed: raw.audit_network_observed,
             ssh_host_key: raw.ssh_host_key.map(&resolve),
             ssh_auth_rejection_time: raw.ssh_auth_rejection_time.0,
+            session_cgroup_parent: raw.sessions.cgroup_parent,
+            sftp_server: raw.sessions.sftp_server,
             file_fields: FILE_FIELDS
                 .iter()
                 .map(|f| (*f).to_owned())

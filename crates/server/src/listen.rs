@@ -51,7 +51,11 @@ where
             }
         };
         // Every audit line written while this connection is served carries its TCP peer.
+        let local = tcp.local_addr().unwrap_or(listen);
         let served = handle(tcp, peer, pending_slot, slots.clone());
-        tokio::spawn(crate::audit::CONNECTION_PEER.scope(peer, served));
+        tokio::spawn(
+            crate::audit::CONNECTION_PEER
+                .scope(peer, crate::audit::CONNECTION_LOCAL.scope(local, served)),
+        );
     }
 }

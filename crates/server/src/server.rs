@@ -41,6 +41,8 @@ pub struct Running {
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
     /// The shared state (audit sink, configuration).
     pub state: Arc<State>,
+    /// How network restrictions hold the SSH sessions' processes, for the start line.
+    pub enforcement: Arc<crate::ssh::session::Enforcement>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -290,6 +292,7 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
     Ok(Running {
         listeners,
         state,
+        enforcement: ssh.enforcement.clone(),
         tasks,
     })
 }
@@ -312,6 +315,7 @@ fn ssh_service(
         ssh.dial_policy.clone(),
         audit,
         ssh.own_listeners.clone(),
+        ssh.enforcement.clone(),
     )?)
 }
 
@@ -1100,6 +1104,15 @@ pub async fn serve_command(path: &Path) -> Outcome {
             );
         }
     };
+    if running
+        .listeners
+        .iter()
+        .any(|(kind, _)| *kind == ListenerKind::Ssh)
+    {
+        let line = format!("sessions: {}", running.enforcement.describe());
+        tracing::warn!("{line}");
+        println!("{line}");
+    }
     for (kind, addr) in &running.listeners {
         println!("listening: {kind} on {addr}");
     }

@@ -30,6 +30,9 @@ pub enum SshAuditEvent {
     AuthDenied(AuthRecord),
     /// A built-in command ran (`ssh.exec`).
     Exec(ExecRecord),
+    /// A process of an OS login started, ended, or was refused (`ssh.session.start`,
+    /// `ssh.session.end`, `ssh.session.refused`).
+    Session(SessionRecord),
     /// An outbound connection made for a session (`direct-tcpip`), denied or observed: the
     /// policy crate's `session.network` event (code `T4002I`).
     Network(NetworkEvent),
@@ -48,6 +51,7 @@ impl SshAuditEvent {
         match self {
             SshAuditEvent::AuthAllowed(r) | SshAuditEvent::AuthDenied(r) => r.event,
             SshAuditEvent::Exec(r) => r.event,
+            SshAuditEvent::Session(r) => r.event,
             SshAuditEvent::Network(n) => n.event,
             SshAuditEvent::ProxyRefused(r) => r.event,
             SshAuditEvent::Shed(r) => r.event,
@@ -61,6 +65,7 @@ impl SshAuditEvent {
             SshAuditEvent::AuthDenied(r) => r.reason.as_deref(),
             SshAuditEvent::ProxyRefused(r) => Some(&r.reason),
             SshAuditEvent::Shed(r) => Some(&r.reason),
+            SshAuditEvent::Session(r) => r.reason.as_deref(),
             _ => None,
         }
     }
@@ -70,6 +75,7 @@ impl SshAuditEvent {
         match self {
             SshAuditEvent::AuthAllowed(r) | SshAuditEvent::AuthDenied(r) => Some(&r.session_id),
             SshAuditEvent::Exec(r) => Some(&r.session_id),
+            SshAuditEvent::Session(r) => Some(&r.session_id),
             SshAuditEvent::Network(r) => Some(&r.session_id),
             SshAuditEvent::ProxyRefused(_) | SshAuditEvent::Shed(_) => None,
         }
@@ -152,6 +158,73 @@ pub struct ExecRecord {
     pub command: String,
     /// The exit status returned.
     pub status: u32,
+}
+
+/// A session's process: started, ended or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SessionRecord {
+    /// `ssh.session.start`, `ssh.session.end` or `ssh.session.refused`.
+    pub event: &'static str,
+    /// The connection's session id.
+    pub session_id: String,
+    /// The authenticated ippin user.
+    pub user: String,
+    /// The OS login the process runs as.
+    pub login: String,
+    /// `shell`, `exec` or `subsystem`.
+    pub kind: &'static str,
+    /// The command line (lossy UTF-8, at most 1 KiB); the subsystem's name for a subsystem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Whether the process has a terminal.
+    pub tty: bool,
+    /// The process id (start and end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The session cgroup's id, when the session is restricted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    /// The exit status (end, when the process exited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+    /// The signal that ended it (end, when it was killed): `TERM`, `KILL`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// The stable reason of a refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the user was told, for a refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl SessionRecord {
+    /// A record of `event` for `user`'s process as `login`, of `kind`; the other fields
+    /// empty.
+    pub fn new(
+        event: &'static str,
+        session_id: &str,
+        user: &str,
+        login: &str,
+        kind: &'static str,
+    ) -> Self {
+        SessionRecord {
+            event,
+            session_id: session_id.to_owned(),
+            user: user.to_owned(),
+            login: login.to_owned(),
+            kind,
+            command: None,
+            tty: false,
+            pid: None,
+            cgroup_id: None,
+            status: None,
+            signal: None,
+            reason: None,
+            message: None,
+        }
+    }
 }
 
 /// A connection shed from the unauthenticated stage.

@@ -170,6 +170,8 @@ pub struct Authorized {
     pub force_command: Option<String>,
     /// Whether the certificate grants `permit-port-forwarding`.
     pub port_forwarding: bool,
+    /// The OS login the session runs as; `None`: the built-ins only.
+    pub login: Option<String>,
 }
 
 /// What [`authorize`] needs besides the attempt itself.
@@ -282,6 +284,7 @@ pub(crate) fn authorize_with(
         login_ip: valid.login_ip.map(|ip| ip.to_string()),
         force_command: valid.force_command.clone(),
         port_forwarding: valid.permissions.port_forwarding,
+        login: None,
     })
 }
 

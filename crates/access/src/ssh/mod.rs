@@ -7,7 +7,9 @@ pub mod audit;
 pub mod decide;
 pub mod env;
 
-pub use audit::{AuthRecord, ExecRecord, ProxyRefusedRecord, ShedRecord, SshAudit, SshAuditEvent};
+pub use audit::{
+    AuthRecord, ExecRecord, ProxyRefusedRecord, SessionRecord, ShedRecord, SshAudit, SshAuditEvent,
+};
 pub use decide::{
     AuthContext, Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, authorize,
 };

@@ -39,6 +39,12 @@ pub(crate) struct Connection {
     /// The refusal message queued for the user by the last denial, sent by russh as an
     /// `SSH_MSG_USERAUTH_BANNER` just before that attempt's failure reply (taken there).
     pub(crate) refusal_banner: Option<String>,
+    /// The server's address of this connection, when the accept loop told it.
+    pub(crate) local: Option<std::net::SocketAddr>,
+    /// The session channels of an OS login's session.
+    pub(crate) channels: std::collections::HashMap<ChannelId, super::session::ChannelState>,
+    /// The OS side of the session, made with its first process; dropping it ends them all.
+    pub(crate) os: Option<Arc<super::session::OsSession>>,
 }
 
 /// The most characters of a refusal message sent to the client.
@@ -296,6 +302,11 @@ impl russh::server::Handler for Connection {
         let Some(who) = self.authorized.as_ref() else {
             return session.channel_failure(channel);
         };
+        if who.login.is_some() {
+            return self
+                .session_start(channel, super::session::Kind::Exec(data.to_vec()), session)
+                .await;
+        }
         // A certificate's `force-command` replaces whatever the client asked for, as in sshd.
         let command = who.force_command.as_deref().map_or(data, str::as_bytes);
         let result = run_builtin(command, who, &self.observed, &self.session_id);
@@ -330,6 +341,11 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
+            return self
+                .session_start(channel, super::session::Kind::Shell, session)
+                .await;
+        }
         // Accepted only to say why there is none: a refused request would make OpenSSH exit
         // with "shell request failed" before it shows any message.
         session.channel_success(channel)?;
@@ -342,9 +358,18 @@ impl russh::server::Handler for Connection {
     async fn subsystem_request(
         &mut self,
         channel: ChannelId,
-        _name: &str,
+        name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
+            return self
+                .session_start(
+                    channel,
+                    super::session::Kind::Subsystem(name.chars().take(64).collect()),
+                    session,
+                )
+                .await;
+        }
         session.channel_failure(channel)
     }
 
@@ -352,15 +377,72 @@ impl russh::server::Handler for Connection {
     async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _term: &str,
-        _col_width: u32,
-        _row_height: u32,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
+            return self.session_pty(channel, term, col_width, row_height, session);
+        }
         session.channel_failure(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
+            return self.session_env(channel, variable_name, variable_value, session);
+        }
+        session.channel_failure(channel)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.session_resize(channel, col_width, row_height);
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.session_data(channel, data);
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.session_eof(channel);
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.session_close(channel);
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -35,6 +35,7 @@
 pub mod client;
 pub mod exec;
 mod handler;
+pub mod session;
 pub mod wiring;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -147,6 +148,9 @@ pub struct SshSettings {
     pub max_unauthenticated: usize,
     /// The most authenticated sessions at once. Default: [`MAX_CONNECTIONS`].
     pub max_sessions: usize,
+    /// How the processes of OS logins run: enforcement of the network restrictions, the
+    /// sftp server, the names in `T4002I` events. Default: no enforcement configured.
+    pub session: session::SessionSettings,
 }
 
 impl SshSettings {
@@ -169,6 +173,7 @@ impl SshSettings {
             login_grace_time: Duration::from_secs(60),
             max_unauthenticated: MAX_UNAUTHENTICATED,
             max_sessions: MAX_CONNECTIONS,
+            session: session::SessionSettings::default(),
         }
     }
 }
@@ -184,6 +189,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
     /// Connections not yet authenticated, shed oldest first.
     pub(crate) unauthenticated: Arc<crate::shed::Shedder>,
+    /// How sessions of OS logins run.
+    pub(crate) session: session::SessionSettings,
 }
 
 /// The SSH service. Cheap to clone; one per `ssh` listener.
@@ -252,6 +259,7 @@ impl SshService {
                 own_listeners: settings.own_listeners,
                 sessions: Arc::new(tokio::sync::Semaphore::new(settings.max_sessions)),
                 unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
+                session: settings.session,
             }),
             config: Arc::new(config),
             host_public_key,
@@ -295,6 +303,9 @@ impl SshService {
             authorized: None,
             forwards: Arc::new(AtomicUsize::new(0)),
             refusal_banner: None,
+            local: crate::audit::CONNECTION_LOCAL.try_with(|p| *p).ok(),
+            channels: std::collections::HashMap::new(),
+            os: None,
         };
         let session_error = |source: russh::Error| SshError::Session {
             observed: observed.to_string(),

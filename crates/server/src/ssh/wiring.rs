@@ -24,6 +24,9 @@ pub struct SshParts {
     pub dial_policy: Arc<dyn DialPolicy>,
     /// The live policy, when one is configured.
     pub restrictions: Option<Arc<LiveRestrictions>>,
+    /// How the network restrictions hold the sessions' processes (see
+    /// [`super::session::Enforcement`]).
+    pub enforcement: Arc<super::session::Enforcement>,
     /// The watcher and `SIGHUP` tasks; abort them to stop reloading.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The bound addresses of every listener of the server, set once they are bound:
@@ -84,13 +87,49 @@ impl SshParts {
                     (live.clone(), Some(live))
                 }
             };
+        let enforcement = Arc::new(enforcement_for(config, restrictions.as_deref()));
         Ok(SshParts {
             own_listeners: Vec::new(),
             host_key,
             dial_policy,
             restrictions,
+            enforcement,
             tasks,
         })
+    }
+}
+
+/// Sets up kernel enforcement when network restrictions are configured (and an `ssh`
+/// listener runs sessions): the programs are loaded with the policy in force, and every
+/// later policy is written into their maps as soon as the file is re-read. Without
+/// restrictions, nothing is loaded. When enforcement cannot be set up, the reason is kept:
+/// sessions are then refused, never run unrestricted.
+pub fn enforcement_for(
+    config: &Config,
+    restrictions: Option<&LiveRestrictions>,
+) -> super::session::Enforcement {
+    use super::session::Enforcement;
+    let Some(live) = restrictions else {
+        return Enforcement::Off;
+    };
+    if !config.listeners.iter().any(|l| l.kind == ListenerKind::Ssh) {
+        return Enforcement::Off;
+    }
+    let mut settings =
+        ippin_restrict::EnforcerConfig::default().observe(config.audit_network_observed);
+    if let Some(parent) = &config.session_cgroup_parent {
+        settings = settings.parent(parent);
+    }
+    match ippin_restrict::Enforcer::new(&settings, &live.current()) {
+        Ok(enforcer) => {
+            let enforcer = Arc::new(enforcer);
+            let follow = enforcer.clone();
+            live.on_change(Box::new(move |policy| {
+                follow.set_policy(policy).map_err(|e| e.to_string())
+            }));
+            Enforcement::Kernel(enforcer)
+        }
+        Err(e) => Enforcement::Unavailable(e.to_string()),
     }
 }
 
@@ -146,7 +185,14 @@ pub fn service_for(
     dial_policy: Arc<dyn DialPolicy>,
     audit: Arc<SshAudit>,
 ) -> Result<SshService, SshError> {
-    service_with(state, host_key, dial_policy, audit, Vec::new())
+    service_with(
+        state,
+        host_key,
+        dial_policy,
+        audit,
+        Vec::new(),
+        Arc::new(super::session::Enforcement::Off),
+    )
 }
 
 /// [`service_for`], refusing forwards into `own_listeners` (the server's bound listeners).
@@ -159,6 +205,7 @@ pub fn service_with(
     dial_policy: Arc<dyn DialPolicy>,
     audit: Arc<SshAudit>,
     own_listeners: Vec<std::net::SocketAddr>,
+    enforcement: Arc<super::session::Enforcement>,
 ) -> Result<SshService, SshError> {
     let ca = ssh_key::PublicKey::from_openssh(state.ca.ssh_public_key().trim())
         .map_err(|e| SshError::TrustedCa(e.to_string()))?;
@@ -168,7 +215,23 @@ pub fn service_with(
     settings.audit_observed_connections = state.config.audit_network_observed;
     settings.own_listeners = own_listeners;
     settings.auth_rejection_time = state.config.ssh_auth_rejection_time;
+    settings.session = super::session::SessionSettings {
+        enforcement,
+        sftp_server: state.config.sftp_server.clone(),
+        server_id: server_id(),
+        cluster_name: state.config.cluster_name.clone(),
+    };
     SshService::new(settings)
+}
+
+/// This node's name in audit events: the host name (`/proc/sys/kernel/hostname`), or
+/// `ippin` when it cannot be read.
+pub fn server_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().chars().take(253).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ippin".to_owned())
 }
 
 #[cfg(test)]

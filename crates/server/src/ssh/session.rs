@@ -1,0 +1,879 @@
+//! Real sessions: the processes of an OS login for `shell` (with a terminal), `exec` and
+//! `subsystem sftp` channels, each connection's processes in one session cgroup held to the
+//! network restrictions by `ippin-restrict`.
+//!
+//! | step | what | refused with (the user reads it on stderr; audited `ssh.session.refused`) |
+//! |---|---|---|
+//! | 1 | restrictions configured but not enforceable here | `restrictions_unavailable` |
+//! | 2 | the login exists in the user database | `no_such_login` |
+//! | 3 | a server that is not root runs sessions only for its own login | `login_not_served` |
+//! | 4 | the session cgroup is made and the programs attached (with restrictions) | `restrictions_unavailable` |
+//! | 5 | the audit log takes the start line | `audit_unavailable` |
+//! | 6 | the process starts: in the cgroup, `setsid`, terminal, groups, gid, uid, before `exec` | `spawn_failed` |
+//!
+//! When the connection ends, every process of the session is ended: the whole cgroup
+//! (`cgroup.kill`) when the session is restricted, else each channel's process group.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ippin_access::ssh::env::{MAX_CLIENT_VARS, SessionEnv, client_may_set};
+use ippin_access::ssh::{Authorized, SessionRecord, SshAuditEvent};
+use ippin_restrict::{ChildSetup, Enforcer, Login, Pty};
+use russh::server::{Handle, Session};
+use russh::{ChannelId, Sig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::handler::{Connection, printable};
+
+/// The most bytes of input queued for a process that does not read them. Beyond it the
+/// process's input is closed: a client cannot make the server hold more.
+pub const MAX_PENDING_INPUT: usize = 4 << 20;
+
+/// The longest command line of an `exec` request, in bytes.
+pub const MAX_EXEC_COMMAND: usize = 64 * 1024;
+
+/// How long the output of a terminal is still read after its shell exited (background jobs
+/// may hold the terminal open for ever).
+const TTY_DRAIN: Duration = Duration::from_millis(500);
+
+/// Where OpenSSH's `sftp-server` is on common systems, tried in order.
+pub const SFTP_SERVERS: &[&str] = &[
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/libexec/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+];
+
+/// How network restrictions stand for this server's sessions.
+pub enum Enforcement {
+    /// No `network_restrictions` configured: sessions run without programs attached.
+    Off,
+    /// Held by the kernel: a cgroup per session with the programs attached.
+    Kernel(Arc<Enforcer>),
+    /// Configured, but the kernel side cannot be set up: every session that would run a
+    /// process is refused with this reason. Never unrestricted.
+    Unavailable(String),
+}
+
+impl std::fmt::Debug for Enforcement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Enforcement {
+    /// One line for the start log.
+    pub fn describe(&self) -> String {
+        match self {
+            Enforcement::Off => "no network_restrictions: SSH sessions run without eBPF programs \
+                                 attached"
+                .to_owned(),
+            Enforcement::Kernel(e) => format!("kernel enforcement in force: {}", e.summary()),
+            Enforcement::Unavailable(why) => format!(
+                "network_restrictions are configured but cannot be enforced ({why}): SSH \
+                 sessions that run processes are refused"
+            ),
+        }
+    }
+}
+
+/// What the sessions of a service share.
+pub struct SessionSettings {
+    /// The enforcement of network restrictions.
+    pub enforcement: Arc<Enforcement>,
+    /// The program for `subsystem sftp` (`None`: the first of [`SFTP_SERVERS`] present).
+    pub sftp_server: Option<PathBuf>,
+    /// This node's name in `T4002I` events (`server_id`).
+    pub server_id: String,
+    /// The cluster's name in `T4002I` events (`cluster_name`).
+    pub cluster_name: String,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            enforcement: Arc::new(Enforcement::Off),
+            sftp_server: None,
+            server_id: String::new(),
+            cluster_name: String::new(),
+        }
+    }
+}
+
+/// What a channel asked to run.
+pub(crate) enum Kind {
+    Shell,
+    Exec(Vec<u8>),
+    Subsystem(String),
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Shell => "shell",
+            Kind::Exec(_) => "exec",
+            Kind::Subsystem(_) => "subsystem",
+        }
+    }
+}
+
+/// One session channel, before and while its process runs.
+#[derive(Default)]
+pub(crate) struct ChannelState {
+    env: Vec<(String, String)>,
+    pty: Option<PtyState>,
+    input: Option<Input>,
+    started: bool,
+    /// The process group of the channel's process (its pid: it called `setsid`).
+    group: Option<i32>,
+}
+
+struct PtyState {
+    term: String,
+    /// Until the process starts.
+    pty: Option<Pty>,
+    /// The controller side, for `window-change` once running.
+    controller: Option<Arc<std::fs::File>>,
+    cols: u16,
+    rows: u16,
+}
+
+struct Input {
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// The OS side of one SSH connection: its login, its session cgroup when restricted, and the
+/// process groups it started. Dropped with the connection, which ends every process.
+pub(crate) struct OsSession {
+    login: Login,
+    restrict: Option<ippin_restrict::Session>,
+    groups: Mutex<Vec<i32>>,
+}
+
+impl Drop for OsSession {
+    fn drop(&mut self) {
+        let groups = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        for g in groups {
+            // The process group may be gone already (ESRCH): nothing to do then.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(g),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some(session) = self.restrict.take() {
+            // `end` waits (bounded) for the cgroup to empty: off the async workers.
+            let name = session.name().to_owned();
+            let _ = std::thread::Builder::new()
+                .name("ippin-session-end".to_owned())
+                .spawn(move || {
+                    if let Err(e) = session.end() {
+                        tracing::error!(session = %name, "ending the session cgroup: {e}");
+                    }
+                });
+        }
+    }
+}
+
+fn u16_clamped(v: u32) -> u16 {
+    u16::try_from(v.clamp(1, 4096)).unwrap_or(80)
+}
+
+impl Connection {
+    fn channel_state(&mut self, channel: ChannelId) -> &mut ChannelState {
+        self.channels.entry(channel).or_default()
+    }
+
+    /// An `env` request: kept when [`client_may_set`] allows it, refused otherwise.
+    pub(crate) fn session_env(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let state = self.channel_state(channel);
+        if state.started || state.env.len() >= MAX_CLIENT_VARS || !client_may_set(name, value) {
+            return session.channel_failure(channel);
+        }
+        state.env.push((name.to_owned(), value.to_owned()));
+        session.channel_success(channel)
+    }
+
+    /// A `pty-req` of a session of an OS login: a terminal is opened now.
+    pub(crate) fn session_pty(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        cols: u32,
+        rows: u32,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let state = self.channel_state(channel);
+        if state.started || state.pty.is_some() {
+            return session.channel_failure(channel);
+        }
+        let (cols, rows) = (u16_clamped(cols), u16_clamped(rows));
+        match Pty::open(cols, rows) {
+            Ok(pty) => {
+                state.pty = Some(PtyState {
+                    term: term.chars().take(64).collect(),
+                    pty: Some(pty),
+                    controller: None,
+                    cols,
+                    rows,
+                });
+                session.channel_success(channel)
+            }
+            Err(e) => {
+                tracing::warn!("opening a pseudo-terminal: {e}");
+                session.channel_failure(channel)
+            }
+        }
+    }
+
+    /// A `window-change`: the terminal's new size (the kernel tells the foreground group).
+    pub(crate) fn session_resize(&mut self, channel: ChannelId, cols: u32, rows: u32) {
+        if let Some(pty) = self.channels.get_mut(&channel).and_then(|s| s.pty.as_mut()) {
+            let (cols, rows) = (u16_clamped(cols), u16_clamped(rows));
+            pty.cols = cols;
+            pty.rows = rows;
+            let _ = match (&pty.controller, &pty.pty) {
+                (Some(c), _) => ippin_restrict::resize(c.as_ref(), cols, rows),
+                (None, Some(p)) => ippin_restrict::resize(&p.controller, cols, rows),
+                (None, None) => Ok(()),
+            };
+        }
+    }
+
+    /// Data from the client for the channel's process.
+    pub(crate) fn session_data(&mut self, channel: ChannelId, data: &[u8]) {
+        let Some(state) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let Some(input) = &state.input else {
+            return;
+        };
+        let queued = input.pending.fetch_add(data.len(), Ordering::SeqCst) + data.len();
+        if queued > MAX_PENDING_INPUT || input.tx.send(data.to_vec()).is_err() {
+            // The process does not read its input: close it rather than hold more.
+            state.input = None;
+        }
+    }
+
+    /// The client's EOF: the process's input is closed (for a terminal: no more input).
+    pub(crate) fn session_eof(&mut self, channel: ChannelId) {
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.input = None;
+        }
+    }
+
+    /// The client closed the channel: its process group is hung up.
+    pub(crate) fn session_close(&mut self, channel: ChannelId) {
+        if let Some(state) = self.channels.remove(&channel)
+            && let Some(g) = state.group
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(g),
+                nix::sys::signal::Signal::SIGHUP,
+            );
+        }
+    }
+
+    /// Refuses to run anything on `channel`: the reason on stderr, exit status 1, audited.
+    fn refuse(
+        &self,
+        channel: ChannelId,
+        who: &Authorized,
+        login: &str,
+        kind: &Kind,
+        code: &str,
+        message: &str,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let mut rec = SessionRecord::new(
+            "ssh.session.refused",
+            &self.session_id,
+            &who.user,
+            login,
+            kind.name(),
+        );
+        rec.reason = Some(code.to_owned());
+        rec.message = Some(message.to_owned());
+        let _ = self.shared.audit.record(SshAuditEvent::Session(rec));
+        let text = printable(&format!("ippin: refused ({code}): {message}"));
+        session.channel_success(channel)?;
+        session.extended_data(channel, 1, format!("{text}\r\n").into_bytes())?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+
+    /// The connection's OS session, made on first use.
+    fn os_session(
+        &mut self,
+        who: &Authorized,
+        login: &str,
+    ) -> Result<Arc<OsSession>, (String, String)> {
+        if let Some(os) = &self.os {
+            return Ok(os.clone());
+        }
+        let settings = &self.shared.session;
+        if let Enforcement::Unavailable(why) = settings.enforcement.as_ref() {
+            return Err((
+                "restrictions_unavailable".to_owned(),
+                format!(
+                    "network restrictions are configured but this server cannot enforce them \
+                     ({why}); no session runs unrestricted: tell the operator"
+                ),
+            ));
+        }
+        let account = match Login::lookup(login) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                return Err((
+                    "no_such_login".to_owned(),
+                    format!("there is no OS account `{login}` on this server"),
+                ));
+            }
+            Err(e) => return Err(("no_such_login".to_owned(), e.to_string())),
+        };
+        let euid = nix::unistd::geteuid().as_raw();
+        if euid != 0 && account.uid != euid {
+            return Err((
+                "login_not_served".to_owned(),
+                format!(
+                    "this server does not run as root: it runs sessions only for its own \
+                     login (uid {euid}), not `{login}`"
+                ),
+            ));
+        }
+        let restrict = match settings.enforcement.as_ref() {
+            Enforcement::Kernel(enforcer) => match enforcer.session(&self.session_id) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!("session {}: {e}", self.session_id);
+                    return Err((
+                        "restrictions_unavailable".to_owned(),
+                        format!(
+                            "the network restrictions cannot be set up for this session ({e}); \
+                             no session runs unrestricted: tell the operator"
+                        ),
+                    ));
+                }
+            },
+            _ => None,
+        };
+        if let Some(events) = restrict.as_ref().and_then(|s| s.take_events()) {
+            let audit = self.shared.audit.clone();
+            let (user, login, sid) = (who.user.clone(), login.to_owned(), self.session_id.clone());
+            let (server_id, cluster) = (settings.server_id.clone(), settings.cluster_name.clone());
+            // Ends when the session does (its queue disconnects).
+            let _ = std::thread::Builder::new()
+                .name("ippin-netevents".to_owned())
+                .spawn(move || {
+                    for event in events {
+                        let e = event
+                            .audit_event(&user, &login, &sid)
+                            .with_server(&server_id, &cluster);
+                        let _ = audit.record(SshAuditEvent::Network(e));
+                    }
+                });
+        }
+        let os = Arc::new(OsSession {
+            login: account,
+            restrict,
+            groups: Mutex::new(Vec::new()),
+        });
+        self.os = Some(os.clone());
+        Ok(os)
+    }
+
+    /// Runs what `kind` asks on `channel`, as the session's OS login.
+    pub(crate) async fn session_start(
+        &mut self,
+        channel: ChannelId,
+        kind: Kind,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let (Some(who), Some(handle)) = (self.authorized.clone(), self.handle.get().cloned())
+        else {
+            return session.channel_failure(channel);
+        };
+        let Some(login) = who.login.clone() else {
+            return session.channel_failure(channel);
+        };
+        {
+            let state = self.channel_state(channel);
+            if state.started {
+                return session.channel_failure(channel);
+            }
+            state.started = true;
+        }
+        if let Kind::Exec(c) = &kind
+            && c.len() > MAX_EXEC_COMMAND
+        {
+            return self.refuse(
+                channel,
+                &who,
+                &login,
+                &kind,
+                "command_too_long",
+                &format!("the command is longer than {MAX_EXEC_COMMAND} bytes"),
+                session,
+            );
+        }
+        if let Kind::Subsystem(name) = &kind
+            && name != "sftp"
+        {
+            return session.channel_failure(channel);
+        }
+        let os = match self.os_session(&who, &login) {
+            Ok(os) => os,
+            Err((code, message)) => {
+                return self.refuse(channel, &who, &login, &kind, &code, &message, session);
+            }
+        };
+        let account = &os.login;
+
+        // What runs: the certificate's force-command replaces whatever was asked, as in sshd.
+        let shell = account.shell.clone();
+        let mut cmd = tokio::process::Command::new(&shell);
+        let mut original = None;
+        let shown: String;
+        match (&who.force_command, &kind) {
+            (Some(forced), _) => {
+                cmd.arg("-c").arg(forced);
+                if let Kind::Exec(asked) = &kind {
+                    original = Some(asked.clone());
+                }
+                shown = forced.clone();
+            }
+            (None, Kind::Shell) => {
+                // A login shell: `-bash`, as login(1) and sshd start it.
+                let base = shell.file_name().unwrap_or(OsStr::new("sh"));
+                let mut arg0 = std::ffi::OsString::from("-");
+                arg0.push(base);
+                cmd.arg0(arg0);
+                shown = String::new();
+            }
+            (None, Kind::Exec(command)) => {
+                cmd.arg("-c").arg(OsStr::from_bytes(command));
+                shown = String::from_utf8_lossy(&command[..command.len().min(1024)]).into_owned();
+            }
+            (None, Kind::Subsystem(_)) => {
+                let Some(sftp) = self.sftp_server() else {
+                    return self.refuse(
+                        channel,
+                        &who,
+                        &login,
+                        &kind,
+                        "sftp_unavailable",
+                        "this server has no sftp-server program",
+                        session,
+                    );
+                };
+                cmd = tokio::process::Command::new(&sftp);
+                shown = "sftp".to_owned();
+            }
+        }
+
+        let state = self.channels.entry(channel).or_default();
+        let client_env = std::mem::take(&mut state.env);
+        let mut pty = state.pty.as_mut().and_then(|p| p.pty.take());
+        let term = state.pty.as_ref().map(|p| p.term.clone());
+        let tty_path = match &pty {
+            Some(p) => rustix_ptsname(&p.controller),
+            None => None,
+        };
+        let home = account.home.to_string_lossy().into_owned();
+        let shell_text = account.shell.to_string_lossy().into_owned();
+        let server = self.local.unwrap_or_else(|| self.observed.socket_addr());
+        let mut env_spec = SessionEnv::new(
+            &account.name,
+            account.uid,
+            &home,
+            &shell_text,
+            self.observed.socket_addr(),
+            server,
+        )
+        .client(&client_env);
+        if let (Some(term), Some(path)) = (&term, &tty_path) {
+            env_spec = env_spec.terminal(term, path);
+        }
+        cmd.env_clear();
+        cmd.envs(env_spec.build());
+        if let Some(asked) = &original
+            && !asked.contains(&0)
+        {
+            cmd.env("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(asked));
+        }
+        cmd.current_dir(if account.home.is_dir() {
+            account.home.as_path()
+        } else {
+            Path::new("/")
+        });
+
+        let mut setup = ChildSetup::new().umask(0o022);
+        if let Some(r) = &os.restrict {
+            setup = setup.placement(r.placement());
+        }
+        match &pty {
+            Some(p) => {
+                let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
+                match (dup(&p.user), dup(&p.user), dup(&p.user)) {
+                    (Ok(i), Ok(o), Ok(e)) => {
+                        cmd.stdin(i).stdout(o).stderr(e);
+                    }
+                    _ => {
+                        return self.refuse(
+                            channel,
+                            &who,
+                            &login,
+                            &kind,
+                            "spawn_failed",
+                            "the terminal cannot be set up",
+                            session,
+                        );
+                    }
+                }
+                setup = match setup.controlling_terminal(&p.user) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        return self.refuse(
+                            channel,
+                            &who,
+                            &login,
+                            &kind,
+                            "spawn_failed",
+                            "the terminal cannot be set up",
+                            session,
+                        );
+                    }
+                };
+            }
+            None => {
+                cmd.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                setup = setup.new_session();
+            }
+        }
+        if nix::unistd::geteuid().is_root() {
+            setup = setup.credentials(&account.credentials());
+        }
+        setup.apply(cmd.as_std_mut());
+
+        let cgroup_id = os.restrict.as_ref().and_then(|r| r.cgroup_id());
+        let mut start = SessionRecord::new(
+            "ssh.session.start",
+            &self.session_id,
+            &who.user,
+            &login,
+            kind.name(),
+        );
+        start.command = (!shown.is_empty()).then(|| shown.clone());
+        start.tty = pty.is_some();
+        start.cgroup_id = cgroup_id;
+        if !self.shared.audit.record(SshAuditEvent::Session(start)) {
+            // Fail closed: nothing runs that the audit log does not show.
+            return self.refuse(
+                channel,
+                &who,
+                &login,
+                &kind,
+                "audit_unavailable",
+                "the audit log cannot be written, so nothing is run; tell the operator",
+                session,
+            );
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return self.refuse(
+                    channel,
+                    &who,
+                    &login,
+                    &kind,
+                    "spawn_failed",
+                    &format!("the session's process cannot start: {e}"),
+                    session,
+                );
+            }
+        };
+        drop(cmd);
+        let pid = child.id().unwrap_or(0);
+        let group = i32::try_from(pid).unwrap_or(0);
+        if group > 0 {
+            os.groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(group);
+        }
+        session.channel_success(channel)?;
+
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let mut end = SessionRecord::new(
+            "ssh.session.end",
+            &self.session_id,
+            &who.user,
+            &login,
+            kind.name(),
+        );
+        end.pid = Some(pid);
+        end.cgroup_id = cgroup_id;
+        end.tty = pty.is_some();
+        let audit = self.shared.audit.clone();
+
+        match pty.take() {
+            Some(p) => {
+                // Only the child keeps the user side: the controller reads EIO once it is
+                // closed everywhere.
+                drop(p.user);
+                let controller = Arc::new(std::fs::File::from(p.controller));
+                if let Some(ps) = self.channels.get_mut(&channel).and_then(|s| s.pty.as_mut()) {
+                    ps.controller = Some(controller.clone());
+                    let _ = ippin_restrict::resize(controller.as_ref(), ps.cols, ps.rows);
+                }
+                // The terminal is read and written by two threads of their own (blocking
+                // I/O: the server has no `unsafe` to register the descriptor with tokio).
+                // The reader ends at EIO, once every process holding the terminal is gone
+                // (at the latest when the session ends and they are killed); the writer when
+                // the input closes.
+                let rt = tokio::runtime::Handle::current();
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                let spawned = std::thread::Builder::new()
+                    .name("ippin-tty-out".to_owned())
+                    .spawn({
+                        let (controller, handle, rt) =
+                            (controller.clone(), handle.clone(), rt.clone());
+                        move || {
+                            tty_output(&controller, &handle, channel, &rt);
+                            let _ = done_tx.send(());
+                        }
+                    })
+                    .and_then(|_| {
+                        std::thread::Builder::new()
+                            .name("ippin-tty-in".to_owned())
+                            .spawn({
+                                let (controller, pending) = (controller.clone(), pending.clone());
+                                move || tty_input(&controller, rx, &pending)
+                            })
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("terminal threads: {e}");
+                    let _ = child.start_kill();
+                }
+                tokio::spawn(async move {
+                    let status = child.wait().await;
+                    // Background jobs may keep the terminal open: read what is there, briefly.
+                    let _ = tokio::time::timeout(TTY_DRAIN, done_rx).await;
+                    finish(&handle, channel, status, end, audit).await;
+                });
+            }
+            None => {
+                let (stdin, stdout, stderr) =
+                    (child.stdin.take(), child.stdout.take(), child.stderr.take());
+                if let Some(stdin) = stdin {
+                    tokio::spawn(pipe_input(stdin, rx, pending.clone()));
+                }
+                let out =
+                    stdout.map(|s| tokio::spawn(pipe_output(s, handle.clone(), channel, None)));
+                let err =
+                    stderr.map(|s| tokio::spawn(pipe_output(s, handle.clone(), channel, Some(1))));
+                tokio::spawn(async move {
+                    let status = child.wait().await;
+                    for task in [out, err].into_iter().flatten() {
+                        let _ = task.await;
+                    }
+                    finish(&handle, channel, status, end, audit).await;
+                });
+            }
+        }
+        if let Some(state) = self.channels.get_mut(&channel) {
+            state.input = Some(Input { tx, pending });
+            state.group = (group > 0).then_some(group);
+        }
+        Ok(())
+    }
+
+    fn sftp_server(&self) -> Option<PathBuf> {
+        match &self.shared.session.sftp_server {
+            Some(p) => Some(p.clone()),
+            None => SFTP_SERVERS.iter().map(PathBuf::from).find(|p| p.is_file()),
+        }
+    }
+}
+
+/// The terminal's path (`/dev/pts/N`).
+fn rustix_ptsname(controller: &OwnedFd) -> Option<String> {
+    ippin_restrict::terminal_path(controller).ok()
+}
+
+/// The terminal's output to the channel, 32 KiB at most at a time, as the client's window
+/// allows; until EIO (the user side is closed everywhere) or the channel is gone.
+fn tty_output(
+    controller: &std::fs::File,
+    handle: &Handle,
+    channel: ChannelId,
+    rt: &tokio::runtime::Handle,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match (&*controller).read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        if rt
+            .block_on(handle.data(channel, buf[..n].to_vec()))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn tty_input(
+    controller: &std::fs::File,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: &AtomicUsize,
+) {
+    while let Some(data) = rx.blocking_recv() {
+        pending.fetch_sub(data.len(), Ordering::SeqCst);
+        if (&*controller).write_all(&data).is_err() {
+            return;
+        }
+    }
+}
+
+async fn pipe_input(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Arc<AtomicUsize>,
+) {
+    while let Some(data) = rx.recv().await {
+        pending.fetch_sub(data.len(), Ordering::SeqCst);
+        if stdin.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+    // The client's EOF (or the channel's end): the process reads end of file.
+}
+
+async fn pipe_output<R: tokio::io::AsyncRead + Unpin>(
+    mut from: R,
+    handle: Handle,
+    channel: ChannelId,
+    ext: Option<u32>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let data = buf[..n].to_vec();
+        let sent = match ext {
+            None => handle.data(channel, data).await.is_ok(),
+            Some(code) => handle.extended_data(channel, code, data).await.is_ok(),
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+/// The exit status (or signal) to the client, then EOF and close; the end to the audit log.
+async fn finish(
+    handle: &Handle,
+    channel: ChannelId,
+    status: std::io::Result<std::process::ExitStatus>,
+    mut end: SessionRecord,
+    audit: Arc<super::SshAudit>,
+) {
+    match status {
+        Ok(s) => {
+            if let Some(code) = s.code() {
+                end.status = Some(code);
+                let _ = handle
+                    .exit_status_request(channel, u32::try_from(code).unwrap_or(255))
+                    .await;
+            } else if let Some(signal) = s.signal() {
+                let sig = signal_name(signal);
+                end.signal = Some(sig.clone());
+                let _ = handle
+                    .exit_signal_request(
+                        channel,
+                        to_sig(&sig),
+                        s.core_dumped(),
+                        String::new(),
+                        String::new(),
+                    )
+                    .await;
+            }
+        }
+        Err(e) => tracing::warn!("waiting for a session's process: {e}"),
+    }
+    let _ = audit.record(SshAuditEvent::Session(end));
+    let _ = handle.eof(channel).await;
+    let _ = handle.close(channel).await;
+}
+
+/// `TERM`, `KILL`, ...: the name RFC 4254 §6.10 uses, without `SIG`.
+fn signal_name(signal: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(s) => s.as_str().trim_start_matches("SIG").to_owned(),
+        Err(_) => format!("{signal}"),
+    }
+}
+
+fn to_sig(name: &str) -> Sig {
+    match name {
+        "ABRT" => Sig::ABRT,
+        "ALRM" => Sig::ALRM,
+        "FPE" => Sig::FPE,
+        "HUP" => Sig::HUP,
+        "ILL" => Sig::ILL,
+        "INT" => Sig::INT,
+        "KILL" => Sig::KILL,
+        "PIPE" => Sig::PIPE,
+        "QUIT" => Sig::QUIT,
+        "SEGV" => Sig::SEGV,
+        "TERM" => Sig::TERM,
+        "USR1" => Sig::USR1,
+        other => Sig::Custom(other.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_named_as_rfc_4254_names_them() {
+        assert_eq!(signal_name(15), "TERM");
+        assert_eq!(signal_name(9), "KILL");
+        assert_eq!(signal_name(10), "USR1");
+        assert!(matches!(to_sig("TERM"), Sig::TERM));
+        assert!(matches!(to_sig("USR2"), Sig::Custom(ref s) if s == "USR2"));
+    }
+
+    #[test]
+    fn terminal_sizes_are_bounded() {
+        assert_eq!(u16_clamped(0), 1);
+        assert_eq!(u16_clamped(80), 80);
+        assert_eq!(u16_clamped(u32::MAX), 4096);
+    }
+}
