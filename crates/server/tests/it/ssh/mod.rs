@@ -11,4 +11,5 @@ mod live;
 mod login;
 mod parity;
 mod proxy;
-mod serve;
+pub(crate) mod serve;
+mod sessions;

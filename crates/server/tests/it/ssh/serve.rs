@@ -37,13 +37,13 @@ const BROKEN: &str =
 
 /// `ippin serve` running as a child; killed on drop. Its stderr goes to a file so the test
 /// can read the log while it runs.
-struct Serve {
+pub(crate) struct Serve {
     child: std::process::Child,
     log: std::path::PathBuf,
 }
 
 impl Serve {
-    fn start(config: &Path, log: &Path) -> Serve {
+    pub(crate) fn start(config: &Path, log: &Path) -> Serve {
         let err = std::fs::File::create(log).expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ippin"))
             .args(["serve", "--config"])
@@ -60,7 +60,7 @@ impl Serve {
     }
 
     /// `kill -HUP` to this child only.
-    fn hangup(&self) {
+    pub(crate) fn hangup(&self) {
         let status = std::process::Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
             .status()
@@ -68,7 +68,7 @@ impl Serve {
         assert!(status.success(), "kill -HUP failed");
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -80,7 +80,7 @@ impl Drop for Serve {
     }
 }
 
-fn save(dir: &Path, name: &str, creds: &Credentials) -> Identity {
+pub(crate) fn save(dir: &Path, name: &str, creds: &Credentials) -> Identity {
     let key = dir.join(name);
     write_private(&key, &creds.ssh_private_key);
     let cert = dir.join(format!("{name}-cert.pub"));

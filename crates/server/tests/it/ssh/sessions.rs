@@ -1,0 +1,598 @@
+//! Real sessions through the real `ippin serve` binary, with the real OpenSSH client, as OS
+//! logins the tests create (and remove) with `useradd`: a shell under a terminal, `exec`
+//! with its exit status, `sftp`, the processes ended with the connection; and the network
+//! restrictions held by the kernel on the session's processes (curl, nc, Python sockets),
+//! changed live, with no way out of the session cgroup; and sessions refused when the
+//! enforcement cannot be set up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use ippin::client::{Endpoint, login};
+use ippin_test_support::{free_port, peer, wait_for_tcp};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::ssh::harness::{CLIENT_TIMEOUT, Identity, ip, ssh, ssh_command, wait_for};
+use crate::ssh::serve::{Serve, save};
+
+/// `useradd` and `userdel` lock the user database: one at a time.
+static USER_DB: Mutex<()> = Mutex::new(());
+
+/// An OS login made for one test, removed (with its home and processes) on drop.
+struct OsUser {
+    name: String,
+    uid: u32,
+    home: PathBuf,
+}
+
+impl OsUser {
+    fn create(tag: &str) -> OsUser {
+        let name = format!("ippin-{tag}-{}", std::process::id() % 100_000);
+        let _db = USER_DB.lock().unwrap_or_else(|p| p.into_inner());
+        // A leftover of an interrupted run goes first.
+        let _ = std::process::Command::new(peer("userdel"))
+            .args(["-r", "-f", &name])
+            .stderr(Stdio::null())
+            .status();
+        let st = std::process::Command::new(peer("useradd"))
+            .args(["-m", "-s", "/bin/bash", &name])
+            .status()
+            .expect("useradd (scripts/install-peers installs passwd)");
+        assert!(st.success(), "useradd {name}");
+        let out = std::process::Command::new("id")
+            .args(["-u", &name])
+            .output()
+            .expect("id -u");
+        let uid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("uid");
+        OsUser {
+            home: PathBuf::from(format!("/home/{name}")),
+            name,
+            uid,
+        }
+    }
+
+    /// The pids of this login's processes.
+    fn processes(&self) -> Vec<u32> {
+        processes_of(self.uid)
+    }
+}
+
+impl Drop for OsUser {
+    fn drop(&mut self) {
+        for pid in self.processes() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _db = USER_DB.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = std::process::Command::new(peer("userdel"))
+            .args(["-r", "-f", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn processes_of(uid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let real = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|u| u.parse::<u32>().ok());
+        if real == Some(uid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `ippin serve` with one ippin user, `bob`, whose role allows `login`; logged in.
+struct Node {
+    serve: Serve,
+    dir: tempfile::TempDir,
+    ssh: SocketAddr,
+    bob: Identity,
+}
+
+impl Node {
+    /// With `policy`, the configuration's `nr.yaml` (`extra_config` names it).
+    async fn start(login_name: &str, extra_config: &str, policy: Option<String>) -> Node {
+        ippin::install_crypto_provider();
+        let dir = ippin_test_support::temp_dir();
+        let login_port = free_port(ip("127.0.0.1"));
+        let ssh_port = free_port(ip("127.0.0.1"));
+        let config = format!(
+            "cluster_name: local
+ca:
+  ssh_key: ca/ssh_user_ca
+  tls_cert: ca/tls_ca.pem
+  tls_key: ca/tls_ca.key
+server_tls: {{cert: server.pem, key: server.key}}
+roles: [roles.yaml]
+users: []
+cert_ttl: 1h
+audit_log: audit.log
+ssh_host_key: ssh_host_ed25519_key
+{extra_config}
+listeners:
+  - {{kind: login, listen: 127.0.0.1:{login_port}, proxy_protocol: off}}
+  - {{kind: ssh, listen: 127.0.0.1:{ssh_port}, proxy_protocol: off}}
+"
+        );
+        let config_path =
+            ippin::ca::init_at(dir.path(), SystemTime::now(), &config).expect("ca init");
+        std::fs::write(
+            dir.path().join("roles.yaml"),
+            format!(
+                "kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  options:\n    \
+                 pin_source_ip: false\n  allow:\n    logins: [{login_name}]\n"
+            ),
+        )
+        .expect("roles");
+        if let Some(policy) = policy {
+            std::fs::write(dir.path().join("nr.yaml"), policy).expect("policy");
+        }
+        let hash = ippin::users::hash_password_light("secret").expect("hash");
+        ippin::users::add_user(&config_path, "bob", &["dev".to_owned()], &hash).expect("bob");
+        let serve = Serve::start(&config_path, &dir.path().join("serve.log"));
+        let login_addr = SocketAddr::new(ip("127.0.0.1"), login_port);
+        let ssh = SocketAddr::new(ip("127.0.0.1"), ssh_port);
+        tokio::task::spawn_blocking(move || {
+            wait_for_tcp(login_addr);
+            wait_for_tcp(ssh);
+        })
+        .await
+        .expect("ippin serve listening");
+        let ca_pem = std::fs::read_to_string(dir.path().join("ca/tls_ca.pem")).expect("CA");
+        let creds = login(&Endpoint::new(login_addr, &ca_pem), "bob", "secret")
+            .await
+            .expect("bob logs in");
+        let bob = save(dir.path(), "bob", &creds);
+        Node {
+            serve,
+            dir,
+            ssh,
+            bob,
+        }
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| (v["event"] == "ssh").then(|| v["ssh"].clone()))
+            .collect()
+    }
+
+    async fn wait_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut found = None;
+        wait_for(what, || {
+            found = self.audit().into_iter().find(|v| pred(v));
+            found.is_some()
+        })
+        .await;
+        found.unwrap_or_default()
+    }
+}
+
+/// A long-lived `ssh LOGIN@… sh` whose commands are written to its input: one session, many
+/// commands, each answered with its output and status.
+struct Remote {
+    _child: tokio::process::Child,
+    input: tokio::process::ChildStdin,
+    output: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Remote {
+    fn open(node: &Node, login_name: &str) -> Remote {
+        let mut cmd = ssh_command(&node.bob, login_name, "127.0.0.1", node.ssh);
+        cmd.arg("exec sh 2>&1").stdin(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ssh");
+        let input = child.stdin.take().expect("stdin");
+        let output = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Remote {
+            _child: child,
+            input,
+            output,
+        }
+    }
+
+    /// Runs `line` in the remote shell; its output (stdout and stderr) and exit status.
+    async fn run(&mut self, line: &str) -> (String, i32) {
+        let end = "__ippin_end__";
+        let script = format!("{line}\necho \"{end}$?\"\n");
+        self.input
+            .write_all(script.as_bytes())
+            .await
+            .expect("write to the session");
+        let mut out = String::new();
+        let read = async {
+            while let Some(l) = self.output.next_line().await.expect("read the session") {
+                if let Some(code) = l.strip_prefix(end) {
+                    return code.trim().parse().unwrap_or(-1);
+                }
+                out.push_str(&l);
+                out.push('\n');
+            }
+            panic!("the session ended during `{line}`: {out}");
+        };
+        let code = tokio::time::timeout(CLIENT_TIMEOUT, read)
+            .await
+            .unwrap_or_else(|_| panic!("`{line}` did not finish"));
+        (out, code)
+    }
+}
+
+/// The session cgroup's directory of `pid` (from `/proc/PID/cgroup`, under the cgroup v2
+/// mount).
+fn cgroup_dir(relative: &str) -> PathBuf {
+    let mount = ippin_restrict::cgroup2_mount().expect("cgroup v2");
+    mount.join(relative.trim().trim_start_matches("0::/"))
+}
+
+const PROBE: &str = r#"import socket, sys
+fam, kind, host, port = sys.argv[1:5]
+s = socket.socket(socket.AF_INET6 if fam == "6" else socket.AF_INET,
+                  socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+s.settimeout(3)
+try:
+    if kind == "udp":
+        s.sendto(b"x", (host, int(port)))
+    else:
+        s.connect((host, int(port)))
+    print("OK")
+except OSError as e:
+    print("ERR", e.strerror)
+"#;
+
+fn restrictions(deny: &[&str]) -> String {
+    let mut s = String::from(
+        "kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 127.0.0.0/8\n  \
+         - cidr: ::1/128\n",
+    );
+    if !deny.is_empty() {
+        s.push_str("  deny:\n");
+        for d in deny {
+            s.push_str(&format!("  - cidr: {d}\n"));
+        }
+    }
+    s
+}
+
+/// A loopback TCP listener that accepts and answers `ok` over HTTP, on a thread.
+fn http_listener(host: &str) -> SocketAddr {
+    let l = std::net::TcpListener::bind((host, 0)).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_exec_and_sftp_run_as_the_os_login() {
+    let user = OsUser::create("s1");
+    let node = Node::start(&user.name, "", None).await;
+
+    // exec: a real command, its output and exit status, as the login.
+    let run = ssh(
+        &node.bob,
+        &user.name,
+        "127.0.0.1",
+        node.ssh,
+        &["id -un; echo \"$HOME $USER $SHELL\"; echo \"$SSH_CONNECTION\"; exit 7"],
+    )
+    .await;
+    assert_eq!(run.status, Some(7), "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], user.name);
+    assert_eq!(
+        lines[1],
+        format!("{} {} /bin/bash", user.home.display(), user.name)
+    );
+    let conn: Vec<&str> = lines[2].split(' ').collect();
+    assert_eq!(conn[0], "127.0.0.1", "{run:?}");
+    assert_eq!(conn[2..], ["127.0.0.1", &node.ssh.port().to_string()]);
+
+    // The environment is fresh: nothing of the server's.
+    let run = ssh(&node.bob, &user.name, "127.0.0.1", node.ssh, &["env"]).await;
+    assert_eq!(run.status, Some(0), "{run:?}");
+    assert!(!run.stdout.contains("CARGO"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{}",
+        run.stdout
+    );
+
+    // A shell under a terminal, driven through its input.
+    let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+    cmd.arg("-tt").stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("ssh -tt");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(b"id; tty; echo \"SC=$SSH_CONNECTION T=$TERM\"; exit 3\n")
+        .await
+        .expect("type");
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("shell in time")
+        .expect("ssh -tt");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!("uid={}({})", user.uid, user.name)),
+        "{text}"
+    );
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("SC=127.0.0.1 "), "{text}");
+
+    // sftp: put and get, as the login, in its home.
+    let local = node.dir.path().join("up.txt");
+    std::fs::write(&local, "sftp payload\n").expect("file");
+    let back = node.dir.path().join("back.txt");
+    let batch = node.dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} up.txt\nget up.txt {}\n",
+            local.display(),
+            back.display()
+        ),
+    )
+    .expect("batch");
+    let mut sftp = tokio::process::Command::new(peer("sftp"));
+    sftp.args(["-F", "/dev/null", "-b"])
+        .arg(&batch)
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-i")
+        .arg(&node.bob.key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}", node.bob.cert.display()))
+        .args(["-P", &node.ssh.port().to_string()])
+        .arg(format!("{}@127.0.0.1", user.name))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, sftp.output())
+        .await
+        .expect("sftp in time")
+        .expect("sftp");
+    assert!(out.status.success(), "sftp: {out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("got it back"),
+        "sftp payload\n"
+    );
+    let meta = std::fs::metadata(user.home.join("up.txt")).expect("uploaded file");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user.uid);
+
+    // A command killed by a signal: the client is told (OpenSSH exits 255).
+    let run = ssh(
+        &node.bob,
+        &user.name,
+        "127.0.0.1",
+        node.ssh,
+        &["kill -TERM $$"],
+    )
+    .await;
+    assert_eq!(run.status, Some(255), "{run:?}");
+    let end = node
+        .wait_audit("the end of the killed command", |v| {
+            v["event"] == "ssh.session.end" && v["signal"] == "TERM"
+        })
+        .await;
+    assert_eq!(end["login"], user.name.as_str());
+    assert_eq!(end["user"], "bob");
+
+    // A client that goes away: the session's processes are ended, also those in the
+    // background.
+    let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+    cmd.arg("sleep 300 & sleep 301");
+    let mut child = cmd.spawn().expect("ssh sleep");
+    wait_for("the sleeps", || user.processes().len() >= 2).await;
+    child.kill().await.expect("kill the client");
+    wait_for("the session's processes to end", || {
+        user.processes().is_empty()
+    })
+    .await;
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kernel_holds_every_process_of_a_session_to_the_restrictions() {
+    let user = OsUser::create("s2");
+    let nr_extra = "network_restrictions: nr.yaml\nnetwork_restrictions_poll: off\n";
+    let policy = restrictions(&["127.0.0.3/32", "127.0.0.9/32"]);
+    let node = Node::start(&user.name, nr_extra, Some(policy)).await;
+    let log = node.serve.log();
+    assert!(
+        log.contains("sessions: kernel enforcement in force"),
+        "{log}"
+    );
+
+    let allowed = http_listener("127.0.0.1");
+    let denied = http_listener("127.0.0.3");
+    let v6 = http_listener("::1");
+    let probe = user.home.join("probe.py");
+    std::fs::write(&probe, PROBE).expect("probe");
+
+    let mut remote = Remote::open(&node, &user.name);
+    let (cg, code) = remote.run("cat /proc/self/cgroup").await;
+    assert_eq!(code, 0, "{cg}");
+    let cgroup = cgroup_dir(&cg);
+    assert!(cgroup.is_dir(), "{}", cgroup.display());
+
+    let py = |fam: &str, kind: &str, host: &str, port: u16| {
+        format!("python3 {} {fam} {kind} {host} {port}", probe.display())
+    };
+    // TCP and UDP, IPv4 and IPv6, allowed and denied.
+    let cases: Vec<(String, &str)> = vec![
+        (py("4", "tcp", "127.0.0.1", allowed.port()), "OK"),
+        (
+            py("4", "tcp", "127.0.0.3", denied.port()),
+            "ERR Operation not permitted",
+        ),
+        (py("6", "tcp", "::1", v6.port()), "OK"),
+        (py("6", "tcp", "::2", 80), "ERR Operation not permitted"),
+        (py("4", "udp", "127.0.0.1", 9), "OK"),
+        (
+            py("4", "udp", "127.0.0.3", 9),
+            "ERR Operation not permitted",
+        ),
+        (py("6", "udp", "::1", 9), "OK"),
+        (py("6", "udp", "::2", 9), "ERR Operation not permitted"),
+        // As the kernel routes them: 0.0.0.0 is 127.0.0.1, ::ffff:a.b.c.d is a.b.c.d.
+        (py("4", "tcp", "0.0.0.0", allowed.port()), "OK"),
+        (py("6", "tcp", "::ffff:127.0.0.1", allowed.port()), "OK"),
+        (
+            py("6", "tcp", "::ffff:127.0.0.9", 80),
+            "ERR Operation not permitted",
+        ),
+    ];
+    for (line, want) in &cases {
+        let (out, _) = remote.run(line).await;
+        assert_eq!(out.trim(), *want, "{line}");
+    }
+    let (out, code) = remote
+        .run(&format!("curl -sS --max-time 5 http://{allowed}/"))
+        .await;
+    assert_eq!((out.as_str(), code), ("ok\n", 0), "curl allowed");
+    let (out, code) = remote
+        .run(&format!("curl -sS --max-time 5 http://{denied}/"))
+        .await;
+    assert_eq!(code, 7, "curl denied: {out}");
+    let (out, code) = remote
+        .run(&format!("nc -v -z -w 3 127.0.0.3 {}", denied.port()))
+        .await;
+    assert!(
+        code != 0 && out.contains("Operation not permitted"),
+        "nc: {out}"
+    );
+
+    // Each denial is a T4002I line naming the program, its pid and cgroup.
+    let curl = node
+        .wait_audit("curl's T4002I", |v| {
+            v["code"] == "T4002I" && v["program"] == "curl"
+        })
+        .await;
+    assert_eq!(curl["action"], 1);
+    assert_eq!(curl["dst_addr"], "127.0.0.3");
+    assert_eq!(curl["dst_port"], denied.port());
+    assert_eq!(curl["login"], user.name.as_str());
+    assert_eq!(curl["user"], "bob");
+    assert_eq!(curl["cluster_name"], "local");
+    assert!(curl["pid"].as_u64().is_some_and(|p| p > 1), "{curl}");
+    assert!(curl["cgroup_id"].as_u64().is_some(), "{curl}");
+    assert!(curl["server_id"].as_str().is_some_and(|s| !s.is_empty()));
+    let mapped = node
+        .wait_audit("the mapped destination's T4002I", |v| {
+            v["code"] == "T4002I" && v["program"] == "python3" && v["dst_addr"] == "127.0.0.9"
+        })
+        .await;
+    assert_eq!(mapped["version"], 4);
+
+    // No escape: forks, double forks and setsid stay in the session cgroup, and the login
+    // cannot move anything out of it.
+    let (out, _) = remote
+        .run(
+            "setsid sh -c 'sleep 300' </dev/null >/dev/null 2>&1 & \
+             (sh -c 'sleep 301 </dev/null >/dev/null 2>&1 &' &); sleep 0.2; \
+             echo $$ > /sys/fs/cgroup/cgroup.procs; echo \"w=$?\"",
+        )
+        .await;
+    assert!(out.contains("w=1") || out.contains("w=2"), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    let in_session = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map(|c| cgroup_dir(&c) == cgroup)
+            .unwrap_or(true)
+    };
+    wait_for("both sleeps", || user.processes().len() >= 4).await;
+    for pid in user.processes() {
+        assert!(in_session(pid), "pid {pid} left the session cgroup");
+    }
+    let (out, _) = remote
+        .run(&py("4", "tcp", "127.0.0.3", denied.port()).replace("python3", "setsid python3"))
+        .await;
+    assert_eq!(out.trim(), "ERR Operation not permitted");
+
+    // A policy change while the session is open: its next connect is decided by it.
+    std::fs::write(
+        node.dir.path().join("nr.yaml"),
+        restrictions(&["127.0.0.1/32"]),
+    )
+    .expect("policy 2");
+    node.serve.hangup();
+    wait_for("the reload", || {
+        node.serve.log().contains("network restrictions reloaded")
+    })
+    .await;
+    for (line, want) in [
+        (
+            py("4", "tcp", "127.0.0.1", allowed.port()),
+            "ERR Operation not permitted",
+        ),
+        (
+            py("4", "tcp", "0.0.0.0", allowed.port()),
+            "ERR Operation not permitted",
+        ),
+        (py("4", "tcp", "127.0.0.3", denied.port()), "OK"),
+    ] {
+        let (out, _) = remote.run(&line).await;
+        assert_eq!(out.trim(), want, "after the change: {line}");
+    }
+
+    // The end of the session: every process gone, the cgroup removed.
+    drop(remote);
+    wait_for("the session's processes to end", || {
+        user.processes().is_empty()
+    })
+    .await;
+    wait_for("the session cgroup to go", || !cgroup.exists()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_refused_when_enforcement_cannot_be_set_up() {
+    let user = OsUser::create("s3");
+    let extra = "network_restrictions: nr.yaml\nsessions:\n  cgroup_parent: \
+                 /sys/fs/cgroup/ippin-no-such-parent\n";
+    let node = Node::start(&user.name, extra, Some(restrictions(&[]))).await;
+    let log = node.serve.log();
+    assert!(log.contains("cannot be enforced"), "{log}");
+    let run = ssh(&node.bob, &user.name, "127.0.0.1", node.ssh, &["id"]).await;
+    assert_eq!(run.status, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("refused (restrictions_unavailable)"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("ippin-no-such-parent"), "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    let refused = node
+        .wait_audit("the refusal", |v| v["event"] == "ssh.session.refused")
+        .await;
+    assert_eq!(refused["reason"], "restrictions_unavailable");
+    assert!(user.processes().is_empty());
+}
