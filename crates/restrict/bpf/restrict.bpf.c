@@ -19,6 +19,14 @@
 //     64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) must be allowed as IPv6 and its
 //     embedded IPv4 address must be allowed too.
 //
+// Whatever the policy (also with none), a destination that is one of the `protected`
+// endpoints (address and port: the access server's own listeners) is refused: a session's
+// process must not reach a listener that trusts this host's addresses (PROXY headers, proxy
+// headers). A listener on an unspecified address is a port of `protected_ports` reached
+// through any address of the host's networks (`local4`, `local6`). It is checked on the
+// address the kernel connects to (after the rules above turn 0.0.0.0, :: and ::ffff:a.b.c.d
+// into it).
+//
 // Returning 0 makes the kernel fail the call with EPERM. Each decision can be reported
 // through the `events` ring buffer: denials always, allowed ones when config.observe is set.
 //
@@ -39,6 +47,14 @@ struct key4 {
 struct key6 {
 	__u32 prefixlen;
 	__u8 addr[16];
+};
+
+// A protected endpoint: the address as IPv6 (IPv4 as ::ffff:a.b.c.d) and the port, both in
+// network byte order.
+struct endpoint {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
 };
 
 struct config {
@@ -101,6 +117,38 @@ struct {
 	__type(value, struct config);
 } config SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct endpoint);
+	__type(value, __u8);
+} protected SEC(".maps");
+
+// Ports (network order) of listeners on an unspecified address.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u16);
+	__type(value, __u8);
+} protected_ports SEC(".maps");
+
+// The host's own networks, where a port of `protected_ports` is protected.
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct key4);
+	__type(value, __u8);
+} local4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct key6);
+	__type(value, __u8);
+} local6 SEC(".maps");
+
 // Index 0: events lost because the ring buffer was full.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -133,13 +181,66 @@ static __always_inline int allowed6_exact(const __u32 w[4])
 	return bpf_map_lookup_elem(&allow6, &k) != 0;
 }
 
-// The decision for an IPv4 destination `a`; `src` is the IPv4 source the socket or the
-// message is bound to (0 if none). Both in network byte order.
-static __always_inline int decide4(__u32 a, __u32 src)
+// The IPv4 address the kernel connects to for `a`; `src` is the IPv4 source the socket or
+// the message is bound to (0 if none). Both in network byte order.
+static __always_inline __u32 effective4(__u32 a, __u32 src)
 {
 	if (a == 0) // 0.0.0.0: Linux routes to the bound source, else to 127.0.0.1
 		a = src ? src : bpf_htonl(0x7f000001);
-	return allowed4(a);
+	return a;
+}
+
+// Whether IPv4 `a` (network order) and `port` (network order) is a protected endpoint.
+static __always_inline int protected4(__u32 a, __u16 port)
+{
+	struct endpoint k = {};
+	k.addr[10] = 0xff;
+	k.addr[11] = 0xff;
+	__builtin_memcpy(&k.addr[12], &a, 4);
+	k.port = port;
+	if (bpf_map_lookup_elem(&protected, &k))
+		return 1;
+	if (!bpf_map_lookup_elem(&protected_ports, &port))
+		return 0;
+	struct key4 l = { .prefixlen = 32 };
+	__builtin_memcpy(l.addr, &a, 4);
+	return bpf_map_lookup_elem(&local4, &l) != 0;
+}
+
+static __always_inline int protected6(const __u32 w[4], __u16 port)
+{
+	struct endpoint k = {};
+	__builtin_memcpy(k.addr, w, 16);
+	k.port = port;
+	if (bpf_map_lookup_elem(&protected, &k))
+		return 1;
+	if (!bpf_map_lookup_elem(&protected_ports, &port))
+		return 0;
+	struct key6 l = { .prefixlen = 128 };
+	__builtin_memcpy(l.addr, w, 16);
+	return bpf_map_lookup_elem(&local6, &l) != 0;
+}
+
+// The decision for an IPv4 destination `a`; `src` as for `effective4`.
+static __always_inline int decide4(__u32 a, __u32 src)
+{
+	return allowed4(effective4(a, src));
+}
+
+// Whether an IPv6 destination reaches a protected endpoint, with the kernel's rewrites of
+// `decide6` below.
+static __always_inline int reaches_protected6(const __u32 in[4], __u16 port, __u32 src4,
+					      int any_is_v4)
+{
+	__u32 w[4] = { in[0], in[1], in[2], in[3] };
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff))
+		return protected4(effective4(w[3], src4), port);
+	if (w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 0) {
+		if (any_is_v4)
+			return protected4(bpf_htonl(0x7f000001), port);
+		w[3] = bpf_htonl(1);
+	}
+	return protected6(w, port);
 }
 
 // The decision for an IPv6 destination given as four network-order words. `src4` is the
@@ -236,7 +337,9 @@ static __always_inline int run4(struct bpf_sock_addr *ctx, __u8 operation, __u32
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return 0; // cannot happen (an array's element 0 exists): fail closed
-	int ok = cfg->has_policy ? decide4(ctx->user_ip4, src) : 1;
+	__u16 port = (__u16)ctx->user_port;
+	int ok = !protected4(effective4(ctx->user_ip4, src), port) &&
+		 (cfg->has_policy ? decide4(ctx->user_ip4, src) : 1);
 	return finish(ctx, cfg, ok, 4, operation);
 }
 
@@ -246,20 +349,19 @@ static __always_inline int run6(struct bpf_sock_addr *ctx, __u8 operation)
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return 0;
-	int ok = 1;
-	if (cfg->has_policy) {
-		__u32 w[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2],
-			       ctx->user_ip6[3] };
-		__u32 src4 = 0;
-		int mapped_bound = 0;
-		struct bpf_sock *sk = ctx->sk;
-		if (sk) {
-			src4 = sk->src_ip4;
-			mapped_bound = sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 &&
-				       sk->src_ip6[2] == bpf_htonl(0xffff);
-		}
-		ok = decide6(w, src4, operation == 0 && mapped_bound);
+	__u32 w[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+	__u32 src4 = 0;
+	int mapped_bound = 0;
+	struct bpf_sock *sk = ctx->sk;
+	if (sk) {
+		src4 = sk->src_ip4;
+		mapped_bound = sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 &&
+			       sk->src_ip6[2] == bpf_htonl(0xffff);
 	}
+	int any_is_v4 = operation == 0 && mapped_bound;
+	int ok = !reaches_protected6(w, (__u16)ctx->user_port, src4, any_is_v4);
+	if (ok && cfg->has_policy)
+		ok = decide6(w, src4, any_is_v4);
 	return finish(ctx, cfg, ok, 6, operation);
 }
 

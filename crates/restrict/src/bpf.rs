@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::links::CgroupAttachMode;
 use aya::programs::{CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLink};
 use aya::{Ebpf, EbpfLoader};
@@ -37,6 +37,12 @@ pub(crate) const PROGRAMS: [(&str, &str); 4] = [
 /// Size of one event in the ring buffer (`struct event` in the C source).
 const EVENT_SIZE: usize = 72;
 
+/// The most protected endpoints (`protected`'s `max_entries` in the C source).
+pub(crate) const MAX_PROTECTED: usize = 4096;
+
+/// `struct endpoint`: the address as IPv6 (IPv4 mapped), the port, both network order.
+type EndpointKey = [u8; 20];
+
 type Trie4 = LpmTrie<MapData, [u8; 4], u8>;
 type Trie6 = LpmTrie<MapData, [u8; 16], u8>;
 
@@ -48,6 +54,14 @@ struct Maps {
     deny6: Trie6,
     config: Array<MapData, [u32; 2]>,
     stats: Array<MapData, u64>,
+    protected: BpfHashMap<MapData, EndpointKey, u8>,
+    protected_ports: BpfHashMap<MapData, u16, u8>,
+    local4: Trie4,
+    local6: Trie6,
+    /// What is now in those maps.
+    protected_now: HashSet<EndpointKey>,
+    ports_now: HashSet<u16>,
+    local_now: HashSet<IpNet>,
     /// The rules now in the maps.
     allow: HashSet<IpNet>,
     deny: HashSet<IpNet>,
@@ -140,6 +154,13 @@ impl Loaded {
             deny6: take(&mut bpf, "deny6")?,
             config: take(&mut bpf, "config")?,
             stats: take(&mut bpf, "stats")?,
+            protected: take(&mut bpf, "protected")?,
+            protected_ports: take(&mut bpf, "protected_ports")?,
+            local4: take(&mut bpf, "local4")?,
+            local6: take(&mut bpf, "local6")?,
+            protected_now: HashSet::new(),
+            ports_now: HashSet::new(),
+            local_now: HashSet::new(),
             allow: HashSet::new(),
             deny: HashSet::new(),
             has_policy: false,
@@ -236,6 +257,85 @@ impl Loaded {
         m.write_config(true, observe)
     }
 
+    /// Replaces the protected endpoints: a listener on a given address is that address and
+    /// port; one on an unspecified address is its port on every network of `local`. The new
+    /// entries are written before the old ones go, so none is open in between.
+    pub(crate) fn set_protected(
+        &self,
+        endpoints: &[SocketAddr],
+        local: &[IpNet],
+    ) -> Result<(), Error> {
+        let exact: HashSet<EndpointKey> = endpoints
+            .iter()
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| endpoint_key(*a))
+            .collect();
+        let ports: HashSet<u16> = endpoints
+            .iter()
+            .filter(|a| a.ip().is_unspecified())
+            .map(|a| a.port().to_be())
+            .collect();
+        let nets: HashSet<IpNet> = local.iter().map(IpNet::trunc).collect();
+        for (what, n) in [
+            ("endpoints", exact.len()),
+            ("ports", ports.len()),
+            ("networks", nets.len()),
+        ] {
+            if n > MAX_PROTECTED {
+                return Err(Error::Policy {
+                    reason: format!(
+                        "{n} protected {what}, more than the {MAX_PROTECTED} the map holds"
+                    ),
+                });
+            }
+        }
+        let fail = |e: aya::maps::MapError| Error::Policy {
+            reason: format!("protected endpoints: {}", error_chain(&e)),
+        };
+        let gone = |r: Result<(), aya::maps::MapError>| match r {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(fail(e)),
+        };
+        let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        for net in nets.difference(&m.local_now.clone()) {
+            match net {
+                IpNet::V4(n) => m.local4.insert(&key4(*n), 1, 0),
+                IpNet::V6(n) => m.local6.insert(&key6(*n), 1, 0),
+            }
+            .map_err(fail)?;
+            m.local_now.insert(*net);
+        }
+        for key in exact.difference(&m.protected_now.clone()) {
+            m.protected.insert(key, 1, 0).map_err(fail)?;
+            m.protected_now.insert(*key);
+        }
+        for port in ports.difference(&m.ports_now.clone()) {
+            m.protected_ports.insert(port, 1, 0).map_err(fail)?;
+            m.ports_now.insert(*port);
+        }
+        for key in m.protected_now.clone().difference(&exact) {
+            gone(m.protected.remove(key))?;
+            m.protected_now.remove(key);
+        }
+        for port in m.ports_now.clone().difference(&ports) {
+            gone(m.protected_ports.remove(port))?;
+            m.ports_now.remove(port);
+        }
+        for net in m.local_now.clone().difference(&nets) {
+            gone(match net {
+                IpNet::V4(n) => m.local4.remove(&key4(*n)),
+                IpNet::V6(n) => m.local6.remove(&key6(*n)),
+            })?;
+            m.local_now.remove(net);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn protected_count(&self) -> usize {
+        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        m.protected_now.len() + m.ports_now.len()
+    }
+
     pub(crate) fn set_observe(&self, observe: bool) -> Result<(), Error> {
         let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         let has = m.has_policy;
@@ -309,6 +409,20 @@ impl Maps {
         }
         Ok(())
     }
+}
+
+/// The key of `addr` in `protected`: IPv4 as `::ffff:a.b.c.d` (so an IPv4-mapped address is
+/// the same endpoint as its IPv4 form), then the port in network order, then 2 bytes of
+/// padding.
+pub(crate) fn endpoint_key(addr: SocketAddr) -> EndpointKey {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(&ip.octets());
+    key[16..18].copy_from_slice(&addr.port().to_be_bytes());
+    key
 }
 
 fn key4(n: ipnet::Ipv4Net) -> Key<[u8; 4]> {

@@ -86,7 +86,8 @@ impl Enforcer {
 
     /// One line on what is in force, for a server to log at start:
     /// `eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under
-    /// /sys/fs/cgroup/ippin; policy: 2 allow, 1 deny rules; observe: off`.
+    /// /sys/fs/cgroup/ippin; policy: 2 allow, 1 deny rules; protected endpoints: 2; observe:
+    /// off`.
     pub fn summary(&self) -> String {
         let (has, allow, deny, observe) = self.loaded.state();
         let policy = if has {
@@ -95,8 +96,9 @@ impl Enforcer {
             "none (all allowed)".to_owned()
         };
         format!(
-            "eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under {}; policy: {policy}; observe: {}",
+            "eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under {}; policy: {policy}; protected endpoints: {}; observe: {}",
             self.parent.display(),
+            self.loaded.protected_count(),
             if observe { "on" } else { "off" }
         )
     }
@@ -105,6 +107,26 @@ impl Enforcer {
     /// or send. See the crate docs for the order of the update.
     pub fn set_policy(&self, policy: &NetworkRestrictions) -> Result<(), Error> {
         self.loaded.set_policy(policy)
+    }
+
+    /// Sets the endpoints (address and port) that no session's process may reach, whatever
+    /// the policy, also with none: the access server's own listeners, so that a session
+    /// cannot write a PROXY header (or any header) to a listener that trusts this host.
+    /// A listener on an unspecified address (`0.0.0.0:P`, `[::]:P`) is its port on every
+    /// network of `host_networks` (this host's addresses: loopback, its interfaces' addresses,
+    /// "AnyIP" local routes), in both families. Replaces the previous set; every session,
+    /// running or future, is held to it from its next `connect` or send.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Policy`] when the kernel map refuses an update, or more than 4,096
+    /// endpoints, ports or networks.
+    pub fn protect(
+        &self,
+        endpoints: &[std::net::SocketAddr],
+        host_networks: &[ipnet::IpNet],
+    ) -> Result<(), Error> {
+        self.loaded.set_protected(endpoints, host_networks)
     }
 
     /// Turns reporting of allowed decisions on or off.

@@ -175,10 +175,11 @@ pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
         if !overlap.is_empty() {
             out.push(format!(
                 "WARNING: listener {i} ({} on {}) trusts {}, which holds addresses of this \
-                 host: any forwarding service here (ippin's `ssh` listeners, sshd with \
-                 AllowTcpForwarding, another ippin) connects from them with bytes its user \
-                 chooses, PROXY headers included. ippin refuses forwards into its own \
-                 listeners; make sure no other service on this host forwards for users, deny \
+                 host: any forwarding service here (ippin's `ssh` listeners and the processes \
+                 of its sessions, sshd with AllowTcpForwarding, another ippin) connects from \
+                 them with bytes its user chooses, PROXY headers included. ippin refuses \
+                 forwards into its own listeners, and with network_restrictions its sessions' \
+                 processes cannot reach them (eBPF); make sure no other service on this host forwards for users, deny \
                  this listener and any proxy that trusts this host in every \
                  `network_restrictions`, or give the proxies addresses of their own",
                 l.kind,
@@ -237,6 +238,13 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
         sockets.push((lcfg, socket, bound));
     }
     ssh.own_listeners = sockets.iter().map(|(_, _, bound)| *bound).collect();
+    // Sessions' processes may not reach the server's own listeners either (a PROXY header
+    // written from this host would be believed by a listener that trusts it).
+    if let crate::ssh::session::Enforcement::Kernel(enforcer) = ssh.enforcement.as_ref() {
+        enforcer
+            .protect(&ssh.own_listeners, &crate::host::local_networks())
+            .map_err(|e| ServerError::Enforcement(e.to_string()))?;
+    }
     for (i, (lcfg, socket, bound)) in sockets.into_iter().enumerate() {
         // Files a listener names are read here: errors name the field and its line.
         let in_field = |field: String| {

@@ -44,6 +44,10 @@ pub enum ServerError {
     /// The SSH service cannot start.
     #[error(transparent)]
     Ssh(#[from] crate::ssh::SshError),
+    /// The server's own listeners cannot be put out of reach of the sessions' processes
+    /// (kernel enforcement is in force but its map refused them).
+    #[error("network restrictions: the listeners cannot be protected from sessions: {0}")]
+    Enforcement(String),
     /// A listener cannot bind.
     #[error("listener {kind} on {addr}: {source}")]
     Bind {

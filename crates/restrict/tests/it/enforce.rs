@@ -1,6 +1,6 @@
 //! Sessions under a policy: real processes, real sockets, the real kernel.
 
-use std::net::{IpAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -630,4 +630,108 @@ fn not_root_is_a_typed_error() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("1 passed"), "{text}");
+}
+
+/// Protected endpoints (the access server's own listeners) are refused whatever the policy,
+/// also with none, in every form that reaches them (0.0.0.0, ::ffff:a.b.c.d, the plain
+/// address); the same address on another port, and the same port elsewhere, are not.
+#[test]
+fn protected_endpoints_are_refused_with_or_without_a_policy() {
+    let parent = Parent::new("protect");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("protect").unwrap();
+    let events = session.take_events().unwrap();
+    let own = Listener::http("127.0.0.1");
+    let other = Listener::http("127.0.0.1");
+    let elsewhere = Listener::http("127.0.0.2");
+    let own6 = Listener::http("::1");
+    let mut probe = Probe::start(&session);
+    // Before: nothing protected, all allowed.
+    assert_eq!(probe.try_("tcp", "127.0.0.1", own.addr.port()), Ok(()));
+
+    enforcer.protect(&[own.addr, own6.addr], &[]).unwrap();
+    assert!(enforcer.summary().contains("protected endpoints: 2"));
+    for (host, port) in [
+        ("127.0.0.1", own.addr.port()),
+        ("0.0.0.0", own.addr.port()),
+        ("::ffff:127.0.0.1", own.addr.port()),
+        ("::1", own6.addr.port()),
+        ("::", own6.addr.port()),
+    ] {
+        assert_eq!(
+            probe.try_("tcp", host, port),
+            Err(EPERM.into()),
+            "{host} {port}"
+        );
+    }
+    assert_eq!(
+        probe.try_("udp", "127.0.0.1", own.addr.port()),
+        Err(EPERM.into())
+    );
+    let ev = wait_event(&events, |e| e.dst.port() == own.addr.port());
+    assert_eq!(ev.action, NetAction::Denied);
+    assert_eq!(probe.try_("tcp", "127.0.0.1", other.addr.port()), Ok(()));
+    let moved = SocketAddr::new("127.0.0.2".parse().unwrap(), own.addr.port());
+    // The same port on another address is not protected (nothing may listen there: refused
+    // by the kernel, not EPERM).
+    assert_ne!(
+        probe.try_("tcp", &moved.ip().to_string(), moved.port()),
+        Err(EPERM.into())
+    );
+    assert_eq!(
+        probe.try_("tcp", "127.0.0.2", elsewhere.addr.port()),
+        Ok(())
+    );
+
+    // A policy that allows all of loopback does not open them.
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8", "::1/128"], &[]))
+        .unwrap();
+    assert_eq!(
+        probe.try_("tcp", "127.0.0.1", own.addr.port()),
+        Err(EPERM.into())
+    );
+    assert_eq!(probe.try_("tcp", "127.0.0.1", other.addr.port()), Ok(()));
+
+    // A listener on the unspecified address: its port, through every host network given,
+    // in both families; the same port outside those networks is not protected.
+    let any = SocketAddr::new("0.0.0.0".parse().unwrap(), elsewhere.addr.port());
+    enforcer
+        .protect(
+            &[any],
+            &["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        )
+        .unwrap();
+    assert_eq!(
+        probe.try_("tcp", "127.0.0.2", elsewhere.addr.port()),
+        Err(EPERM.into())
+    );
+    assert_eq!(
+        probe.try_("tcp", "127.9.9.9", elsewhere.addr.port()),
+        Err(EPERM.into())
+    );
+    assert_eq!(
+        probe.try_("udp", "::1", elsewhere.addr.port()),
+        Err(EPERM.into())
+    );
+    // The exact endpoints given before are gone now.
+    assert_eq!(probe.try_("tcp", "127.0.0.1", own.addr.port()), Ok(()));
+    enforcer
+        .protect(&[any], &["127.0.0.2/32".parse().unwrap()])
+        .unwrap();
+    assert_eq!(
+        probe.try_("udp", "127.0.0.3", elsewhere.addr.port()),
+        Ok(())
+    );
+    assert_eq!(
+        probe.try_("udp", "127.0.0.2", elsewhere.addr.port()),
+        Err(EPERM.into())
+    );
+
+    // Lifted: reachable again.
+    enforcer.protect(&[], &[]).unwrap();
+    assert_eq!(
+        probe.try_("tcp", "127.0.0.2", elsewhere.addr.port()),
+        Ok(())
+    );
 }
