@@ -40,7 +40,7 @@
 //!
 //! | item | what |
 //! |---|---|
-//! | [`Enforcer`] | loads the programs once (`new`), holds the policy maps: `set_policy` (live, every session), `set_observe`, `lost_events`, `summary`, `parent`, and makes sessions (`session`) |
+//! | [`Enforcer`] | loads the programs once (`new`), holds the policy maps: `set_policy` (live, every session), `protect` (endpoints refused whatever the policy), `set_observe`, `lost_events`, `summary`, `parent`, and makes sessions (`session`) |
 //! | [`EnforcerConfig`] | the parent cgroup, whether allowed connections are reported too, the event queue's size |
 //! | [`Session`] | one session's cgroup with the programs attached: `confine` (a `Command`'s child placed before `exec`), `placement`/[`Placement`] (for other ways of forking), `add_process`, `processes`, `take_events`, `end` |
 //! | [`ChildSetup`], [`Login`], [`Credentials`], [`Pty`], [`resize`], [`terminal_path`] | starting a session's process: in the session cgroup, `setsid`, a pseudo-terminal as controlling terminal, as an OS login (groups, group, user), in that order before `exec` |
@@ -78,6 +78,14 @@
 //! `0.0.0.0` (and `::ffff:0.0.0.0`) as `127.0.0.1`, `::` as `::1`. An IPv6 destination that
 //! embeds an IPv4 address ([`ippin_policy::embedded_ipv4`]: IPv4-compatible, NAT64
 //! `64:ff9b::/96`, 6to4, Teredo) must be allowed both as IPv6 and as its IPv4 address.
+//!
+//! **Protected endpoints** come first, whatever the policy (also with none):
+//! [`Enforcer::protect`] names address-and-port pairs (the access server's own listeners; a
+//! listener on an unspecified address as its port on every network of the host) that no
+//! session's process may reach. Without them, a process of a session on the access server's
+//! host could connect to a listener that trusts this host as a proxy and write a PROXY
+//! header naming any client address. They are checked on the address the kernel connects
+//! to, after the rewrites below.
 //!
 //! The BPF side decides as `decide` does (the crate's tests compare the two on the same
 //! destinations), with one addition that `decide` cannot make because it is given an address,
