@@ -16,7 +16,9 @@
 //! - `random`: a session of a second [`Enforcer`] whose policy has 1,000 allow and 1,000 deny
 //!   rules: the small policy's 3 and pseudo-random others outside `127.0.0.0/8`, half IPv4
 //!   (/16–/32), half IPv6 (/32–/128). The usual shape of a large policy.
-//! - `crowded`: a session of a third [`Enforcer`], also 1,000 allow and 1,000 deny rules, but
+//! - `random20k`: the same with 10,000 allow and 10,000 deny rules (a third enforcer): a
+//!   lookup walks a path that grows with the logarithm of the number of rules.
+//! - `crowded`: a session of a fourth [`Enforcer`], also 1,000 allow and 1,000 deny rules, but
 //!   25 of the allow rules lie on the path of `127.0.0.1` (`127.0.0.0/8`, `127.0.0.0/9`, …,
 //!   `127.0.0.1/32`) and 24 deny rules beside it (its sibling at each length /9–/32), so
 //!   that a lookup of `127.0.0.1` walks the longest path an IPv4 key can have in the LPM
@@ -37,17 +39,18 @@
 //!   read (its buffer fills, later datagrams are dropped on delivery): the `sendmsg4` hook
 //!   runs on every send. 16 calls per sample.
 //! - **Refused before any packet**: a TCP and a UDP connect to `127.0.0.3` from the
-//!   `small` and `crowded` sessions, which the program denies (`EPERM`, and one event through the ring buffer);
-//!   beside them an unrestricted TCP connect to `255.255.255.255`, which the kernel refuses
-//!   after its route lookup (`ENETUNREACH`), also before any packet. Not the same work:
-//!   shown to say what a refused call costs, not as a ratio. 16 calls per sample.
+//!   `small` and `crowded` sessions, which the program denies (`EPERM`, and one event
+//!   through the ring buffer); beside them an unrestricted TCP connect to
+//!   `255.255.255.255`, which the kernel refuses after its route lookup (`ENETUNREACH`),
+//!   also before any packet. Not the same work: shown to say what a refused call costs,
+//!   not as a ratio. 16 calls per sample.
 //!
 //! Each case prints the median, the 10th and 90th percentiles per call, the ratio of the
 //! medians to `plain`, and the median of the per-sample ratios (each sample of a session
 //! divided by the `plain` sample taken next to it).
 //!
 //! Then, while the kernel's BPF run-time statistics are on (`BPF_ENABLE_STATS`, only for
-//! this part, off again when the bench ends), the programs' own time per run as the kernel
+//! this part, off again after it), the programs' own time per run as the kernel
 //! measures it (`run_time_ns / run_cnt`).
 //!
 //! # Policy change to enforcement
@@ -63,7 +66,7 @@
 //!
 //! # Running
 //!
-//! `cargo bench -p ippin-benches --bench restrict` (about 30 s). Under `cargo test --benches`
+//! `cargo bench -p ippin-benches --bench restrict` (about 25 s). Under `cargo test --benches`
 //! each case runs a few times only, as a check. Needs root, cgroup v2 and eBPF (as the
 //! ippin-restrict tests); without them it prints why and measures nothing. IPv6 (`connect6`)
 //! is not measured.
@@ -108,8 +111,9 @@ fn main() -> ExitCode {
     let setup = || -> Result<Vec<Restricted>, String> {
         let policies = [
             small_policy(&[]),
-            large_policy(0x5eed, false, &[]),
-            large_policy(0x5eed, true, &[]),
+            large_policy(0x5eed, false, 1_000, &[]),
+            large_policy(0x5eed, false, 10_000, &[]),
+            large_policy(0x5eed, true, 1_000, &[]),
         ];
         let mut all = Vec::new();
         for (policy, parent) in policies.iter().zip(&dirs.parents) {
@@ -146,8 +150,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// One enforcer (one policy: `small`, `random`, `crowded`), its session, and the ids of
-/// its programs.
+/// One enforcer (one policy: `small`, `random`, `random20k`, `crowded`), its session, and
+/// the ids of its programs.
 struct Restricted {
     // Declared first: the session ends before its enforcer goes.
     session: Session,
@@ -155,13 +159,13 @@ struct Restricted {
     ids: HashSet<u32>,
 }
 
-/// The bench's cgroups: `<cgroup2>/ippin-bench-<pid>/{plain/p,small,random,crowded}`;
+/// The bench's cgroups: `<cgroup2>/ippin-bench-<pid>/{plain/p,small,random,...}`;
 /// removed when dropped (after the sessions in them ended).
 struct Dirs {
     top: PathBuf,
     plain: PathBuf,
     /// The enforcers' parents.
-    parents: [PathBuf; 3],
+    parents: [PathBuf; 4],
     /// This process's own cgroup's `cgroup.procs`, where it returns.
     home: PathBuf,
 }
@@ -177,7 +181,7 @@ impl Dirs {
         let top = mount.join(format!("ippin-bench-{}", std::process::id()));
         let d = Dirs {
             plain: top.join("plain").join("p"),
-            parents: ["small", "random", "crowded"].map(|n| top.join(n)),
+            parents: ["small", "random", "random20k", "crowded"].map(|n| top.join(n)),
             home: mount.join(rel).join("cgroup.procs"),
             top,
         };
@@ -234,11 +238,11 @@ fn small_policy(extra_deny: &[&str]) -> NetworkRestrictions {
     NetworkRestrictions::from_rules(&allow, &deny).expect("small policy")
 }
 
-/// 1,000 allow and 1,000 deny rules (plus `extra_deny`). `crowded`: 25 allow rules on the
+/// `each` allow and `each` deny rules (plus `extra_deny`). `crowded`: 25 allow rules on the
 /// path of `127.0.0.1`, 24 deny rules beside it; else the small policy's 3 rules. The rest
 /// pseudo-random (from `seed`) outside `127.0.0.0/8`, half IPv4 (/16–/32), half IPv6
 /// (/32–/128 under `2000::/3`).
-fn large_policy(seed: u64, crowded: bool, extra_deny: &[&str]) -> NetworkRestrictions {
+fn large_policy(seed: u64, crowded: bool, each: usize, extra_deny: &[&str]) -> NetworkRestrictions {
     let one = u32::from(ALLOWED);
     let mask = |len: u32| if len == 0 { 0 } else { u32::MAX << (32 - len) };
     let (mut allow, mut deny): (Vec<String>, Vec<String>) = if crowded {
@@ -266,7 +270,7 @@ fn large_policy(seed: u64, crowded: bool, extra_deny: &[&str]) -> NetworkRestric
         state
     };
     for list in [&mut allow, &mut deny] {
-        while list.len() < 1000 {
+        while list.len() < each {
             let r = next();
             let net = if r & 1 == 0 {
                 let len = 16 + (r >> 8) as u32 % 17;
@@ -450,6 +454,7 @@ fn run(d: &Dirs, s: &[Restricted], full: bool) -> Result<(), String> {
         "plain (no program)",
         "small policy (3 rules)",
         "random policy (2,000 rules)",
+        "random policy (20,000 rules)",
         "crowded policy (2,000 rules)",
     ];
     let k = names.len();
@@ -470,11 +475,12 @@ fn run(d: &Dirs, s: &[Restricted], full: bool) -> Result<(), String> {
     let mut tcp = Samples::new(&names);
     let target = sock_addr(ALLOWED, port);
     for round in 0..rounds {
-        let mut socks: Vec<Vec<OwnedFd>> = procs
+        let socks: Vec<Vec<OwnedFd>> = procs
             .iter()
             .map(|p| sockets_in(p, home, SockType::Stream, per_round))
             .collect::<io::Result<_>>()
             .map_err(err)?;
+        #[allow(clippy::needless_range_loop)] // `n` indexes every cgroup's sockets in turn
         for n in 0..per_round {
             for j in 0..k {
                 let i = (round + n + j) % k;
@@ -485,7 +491,8 @@ fn run(d: &Dirs, s: &[Restricted], full: bool) -> Result<(), String> {
                 expect_ok(r, "tcp connect")?;
             }
         }
-        socks.clear();
+        // The round's sockets close here (the listener's thread closed its ends).
+        drop(socks);
     }
     tcp.print(
         "TCP connect to a loopback listener, allowed (one call per sample, handshake included)",
@@ -564,9 +571,9 @@ fn run(d: &Dirs, s: &[Restricted], full: bool) -> Result<(), String> {
             move || expect_errno(connect(fd, &denied), Errno::EPERM, what)
         };
         let mut b = op(tcp1[1].as_raw_fd(), "tcp denied");
-        let mut cc = op(tcp1[3].as_raw_fd(), "tcp denied");
+        let mut cc = op(tcp1[4].as_raw_fd(), "tcp denied");
         let mut dd = op(udp[1].as_raw_fd(), "udp denied");
-        let mut e = op(udp[3].as_raw_fd(), "udp denied");
+        let mut e = op(udp[4].as_raw_fd(), "udp denied");
         interleaved(
             &mut r,
             (passes / 4).max(1),
@@ -605,17 +612,17 @@ fn run(d: &Dirs, s: &[Restricted], full: bool) -> Result<(), String> {
         ),
         (
             "crowded policy (2,000 rules), 1 rule changes",
-            &s[2].enforcer,
-            &procs[3],
-            large_policy(0x5eed, true, &[]),
-            large_policy(0x5eed, true, &deny_one),
+            &s[3].enforcer,
+            &procs[4],
+            large_policy(0x5eed, true, 1_000, &[]),
+            large_policy(0x5eed, true, 1_000, &deny_one),
         ),
         (
             "crowded policy replaced (all but 49 of 2,000 rules change)",
-            &s[2].enforcer,
-            &procs[3],
-            large_policy(0x5eed, true, &[]),
-            large_policy(0xfeed, true, &deny_one),
+            &s[3].enforcer,
+            &procs[4],
+            large_policy(0x5eed, true, 1_000, &[]),
+            large_policy(0xfeed, true, 1_000, &deny_one),
         ),
     ];
     for (label, enforcer, procs, allow, deny) in cases {
@@ -694,6 +701,9 @@ fn prog_stats(ids: &HashSet<u32>, name: &str) -> Option<(Duration, u64)> {
     (found.len() == 1).then(|| found[0])
 }
 
+/// One call whose program run is counted.
+type Call<'a> = dyn Fn() -> nix::Result<()> + 'a;
+
 /// The programs' own time per run, from the kernel's statistics (on only here).
 fn program_stats(
     s: &[Restricted],
@@ -712,13 +722,11 @@ fn program_stats(
     let n = if full { 50_000 } else { 4 };
     let denied = sock_addr(DENIED, to.port());
     println!("\nThe programs' own time per run (kernel BPF statistics, {n} runs each)");
-    for (label, r, i) in [
-        ("small", &s[0], 1),
-        ("random", &s[1], 2),
-        ("crowded", &s[2], 3),
-    ] {
+    let labels = ["small", "random", "random20k", "crowded"];
+    for (i, (label, r)) in labels.into_iter().zip(s).enumerate() {
+        let i = i + 1;
         let ids = &r.ids;
-        let cases: [(&str, &str, &dyn Fn() -> nix::Result<()>); 3] = [
+        let cases: [(&str, &str, &Call); 3] = [
             ("connect4, allowed", "ippin_connect4", &|| {
                 connect(udp[i].as_raw_fd(), &to)
             }),
@@ -746,7 +754,7 @@ fn program_stats(
             let (t1, c1) = prog_stats(ids, prog).ok_or("program gone")?;
             let runs = c1.saturating_sub(c0).max(1);
             println!(
-                "  {label:<7} {what:<18} {:>7.1} ns per run ({} runs counted)",
+                "  {label:<9} {what:<18} {:>7.1} ns per run ({} runs counted)",
                 (t1 - t0).as_nanos() as f64 / runs as f64,
                 c1 - c0
             );
