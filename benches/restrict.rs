@@ -15,7 +15,7 @@
 //!   `::1/128`) and 1 deny rule (`127.0.0.3/32`);
 //! - `random`: a session of a second [`Enforcer`] whose policy has 1,000 allow and 1,000 deny
 //!   rules: the small policy's 3 and pseudo-random others outside `127.0.0.0/8`, half IPv4
-//!   (/16–/32), half IPv6 (/32–/128). The usual shape of a large policy.
+//!   (/16–/32), half IPv6 (/32–/128): a large policy whose rules are spread out.
 //! - `random20k`: the same with 10,000 allow and 10,000 deny rules (a third enforcer): a
 //!   lookup walks a path that grows with the logarithm of the number of rules.
 //! - `crowded`: a session of a fourth [`Enforcer`], also 1,000 allow and 1,000 deny rules, but
