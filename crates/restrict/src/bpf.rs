@@ -240,17 +240,22 @@ impl Loaded {
             }
             return Ok(());
         }
-        for net in deny.difference(&m.deny.clone()) {
-            m.insert(*net, true)?;
+        // The four differences, computed once (no copy of the rule sets).
+        let add_deny: Vec<IpNet> = deny.difference(&m.deny).copied().collect();
+        let drop_allow: Vec<IpNet> = m.allow.difference(&allow).copied().collect();
+        let add_allow: Vec<IpNet> = allow.difference(&m.allow).copied().collect();
+        let drop_deny: Vec<IpNet> = m.deny.difference(&deny).copied().collect();
+        for net in add_deny {
+            m.insert(net, true)?;
         }
-        for net in m.allow.clone().difference(&allow) {
-            m.remove(*net, false)?;
+        for net in drop_allow {
+            m.remove(net, false)?;
         }
-        for net in allow.difference(&m.allow.clone()) {
-            m.insert(*net, false)?;
+        for net in add_allow {
+            m.insert(net, false)?;
         }
-        for net in m.deny.clone().difference(&deny) {
-            m.remove(*net, true)?;
+        for net in drop_deny {
+            m.remove(net, true)?;
         }
         // Maps first, then the switch from "allow all" (if it was off).
         let observe = m.observe;

@@ -100,7 +100,7 @@ fn observe_reports_allowed_and_no_policy_allows_all() {
     assert!(
         enforcer
             .summary()
-            .ends_with("policy: none (all allowed); observe: on"),
+            .ends_with("policy: none (all allowed); protected endpoints: 0; observe: on"),
         "{}",
         enforcer.summary()
     );
@@ -366,7 +366,7 @@ fn policy_change_applies_to_the_next_connect_of_a_running_process() {
     assert!(
         enforcer
             .summary()
-            .ends_with("policy: 1 allow, 0 deny rules; observe: off")
+            .ends_with("policy: 1 allow, 0 deny rules; protected endpoints: 0; observe: off")
     );
     let session = enforcer.session("live").unwrap();
     let events = session.take_events().unwrap();

@@ -516,12 +516,16 @@ async fn the_kernel_holds_every_process_of_a_session_to_the_restrictions() {
 
     // No escape: forks, double forks and setsid stay in the session cgroup, and the login
     // cannot move anything out of it.
+    let root_procs = ippin_restrict::cgroup2_mount()
+        .expect("cgroup v2")
+        .join("cgroup.procs");
     let (out, _) = remote
-        .run(
+        .run(&format!(
             "setsid sh -c 'sleep 300' </dev/null >/dev/null 2>&1 & \
-             (sh -c 'sleep 301 </dev/null >/dev/null 2>&1 &' &); sleep 0.2; \
-             echo $$ > /sys/fs/cgroup/cgroup.procs; echo \"w=$?\"",
-        )
+             (sh -c 'sleep 301 </dev/null >/dev/null 2>&1 &' &); \
+             echo $$ > {}; echo \"w=$?\"",
+            root_procs.display()
+        ))
         .await;
     assert!(out.contains("w=1") || out.contains("w=2"), "{out}");
     assert!(out.contains("Permission denied"), "{out}");
