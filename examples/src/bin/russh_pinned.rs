@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ippin_access::russh::{Connection, certificate, other_method, reject};
-use ippin_access::ssh::{AuthContext, Authorized, SshAuditEvent};
+use ippin_access::ssh::{AuthContext, Authorized, CertIdentity, SshAuditEvent};
 use ippin_access::{User, tokio::accept};
 use ippin_cert::ssh_key::{Certificate, Fingerprint, HashAlg, PrivateKey, PublicKey};
 use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};
@@ -58,6 +58,7 @@ impl russh::server::Handler for Handler {
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
         let ctx = AuthContext {
+            identity: CertIdentity::IppinKeyId,
             trusted_cas: &self.settings.trusted_cas,
             users: &self.settings.users,
             honours_force_command: false,

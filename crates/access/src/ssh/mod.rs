@@ -8,5 +8,6 @@ pub mod decide;
 
 pub use audit::{AuthRecord, ExecRecord, ProxyRefusedRecord, ShedRecord, SshAudit, SshAuditEvent};
 pub use decide::{
-    AuthContext, Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, authorize,
+    AuthContext, Authorized, CertIdentity, SshDenial, SshDenyReason, SshUser, UserDirectory,
+    authorize,
 };
