@@ -53,6 +53,10 @@ pub struct IssueRequest<'a> {
     pub user: &'a str,
     /// The user's current roles.
     pub roles: &'a [String],
+    /// The OS logins those roles allow now (`ippin_policy::UserRoles::logins`): SSH
+    /// principals besides the user's name. The key id stays `USER@ippin/SERIAL`, which is what
+    /// names the user ([`ippin_access::ssh::CertIdentity`]).
+    pub logins: &'a [String],
     /// The client's SSH public key, OpenSSH text.
     pub ssh_public_key: &'a str,
     /// The client's TLS public key, SPKI PEM.
@@ -180,6 +184,9 @@ impl Ca {
             .serial(serial)
             .principal(req.user)
             .validity(not_before, not_after);
+        for login in req.logins.iter().filter(|l| *l != req.user) {
+            ssh_req = ssh_req.principal(login.as_str());
+        }
         if let Some(ip) = req.pinned_ip {
             ssh_req = ssh_req.pinned_ip(ip);
         }

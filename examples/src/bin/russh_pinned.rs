@@ -7,7 +7,9 @@
 //!              [--listen 127.0.0.1:0]
 //! ```
 //!
-//! Every `--user` must use a pinned certificate. It prints `listening on ADDR`, then one JSON
+//! Every `--user` must use a pinned certificate whose key id names them as ippin's CA writes it
+//! (`USER@ippin/SERIAL`, e.g. `ssh-keygen -s CA -I alice@ippin/1 -z 1 -n alice …`): the user is
+//! read from the key id, never from the SSH user name. It prints `listening on ADDR`, then one JSON
 //! audit line per authentication on stdout. `ssh alice@HOST whoami` answers with the user and
 //! the observed address.
 

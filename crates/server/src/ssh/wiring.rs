@@ -116,8 +116,8 @@ pub fn read_host_key(path: &Path) -> Result<PrivateKey, SshError> {
     Ok(key)
 }
 
-/// The users of the configuration with their roles resolved: the role names and whether any
-/// of them sets `pin_source_ip`. A user whose roles do not resolve is left out, so a
+/// The users of the configuration with their roles resolved: the role names, whether any
+/// of them sets `pin_source_ip`, and the OS logins they allow (allows minus denies). A user whose roles do not resolve is left out, so a
 /// certificate for them is refused (`unknown_user`) rather than let in without a pin check.
 pub fn users_of(state: &State) -> HashMap<String, SshUser> {
     let mut users = HashMap::new();
@@ -125,7 +125,8 @@ pub fn users_of(state: &State) -> HashMap<String, SshUser> {
         if let Ok(roles) = state.roles.select(&u.roles) {
             users.insert(
                 u.name.clone(),
-                SshUser::new(roles.requires_pin(), roles.names().to_vec()),
+                SshUser::new(roles.requires_pin(), roles.names().to_vec())
+                    .with_logins(roles.logins().iter().cloned()),
             );
         }
     }
