@@ -194,6 +194,24 @@ mod tests {
             users.get("bob").map(|u| u.roles.clone()),
             Some(vec!["dev".to_owned()])
         );
+        assert!(users.values().all(|u| u.logins.is_empty()));
+
+        // Roles with logins: the users carry the allows minus the denies.
+        let roles_path = dir.path().join("roles.yaml");
+        let roles = std::fs::read_to_string(&roles_path).unwrap();
+        std::fs::write(
+            &roles_path,
+            roles.replace(
+                "  name: dev\nspec:\n",
+                "  name: dev\nspec:\n  allow: {logins: [deploy, root]}\n  deny: {logins: [root]}\n",
+            ),
+        )
+        .unwrap();
+        let state = State::load(Config::load(&config_path).unwrap()).unwrap();
+        let users = users_of(&state);
+        let bob = users.get("bob").unwrap();
+        assert_eq!(bob.logins.iter().collect::<Vec<_>>(), ["deploy"]);
+        assert!(users.get("alice").unwrap().logins.is_empty());
 
         let service = service_for(
             &state,
