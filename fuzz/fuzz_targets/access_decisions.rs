@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
 use ippin_access::observed::{ObservedAddr, Provenance};
-use ippin_access::ssh::{AuthContext, authorize};
+use ippin_access::ssh::{AuthContext, CertIdentity, authorize};
 use ippin_access::{CertPin, User, tls};
 use ippin_cert::getrandom::SysRng;
 use ippin_cert::rand_core::UnwrapErr;
@@ -42,8 +42,27 @@ fn seed_cert() -> &'static Vec<u8> {
 fn observed(b: &[u8]) -> ObservedAddr {
     let ip = match b.first().copied().unwrap_or(0) % 3 {
         0 => IpAddr::from([192, 0, 2, b.get(1).copied().unwrap_or(1) % 3]),
-        1 => IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, b.get(1).copied().unwrap_or(1) % 3).to_ipv6_mapped()),
-        _ => IpAddr::from([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b.get(1).copied().unwrap_or(0)]),
+        1 => IpAddr::V6(
+            std::net::Ipv4Addr::new(192, 0, 2, b.get(1).copied().unwrap_or(1) % 3).to_ipv6_mapped(),
+        ),
+        _ => IpAddr::from([
+            0x20,
+            1,
+            0xd,
+            0xb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            b.get(1).copied().unwrap_or(0),
+        ]),
     };
     let provenance = match b.get(2).copied().unwrap_or(0) % 6 {
         0 => Provenance::Direct,
@@ -54,7 +73,11 @@ fn observed(b: &[u8]) -> ObservedAddr {
         _ => Provenance::ProxyLocal,
     };
     let port = u16::from(b.get(3).copied().unwrap_or(0));
-    ObservedAddr::new(SocketAddr::new(ip, port), provenance, b.get(4).is_some_and(|x| x & 1 == 1))
+    ObservedAddr::new(
+        SocketAddr::new(ip, port),
+        provenance,
+        b.get(4).is_some_and(|x| x & 1 == 1),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -86,7 +109,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(users.contains_key(&v.user), "allowed an unknown user");
         match &v.pin {
             CertPin::Ip(pin) => {
-                assert!(seen.is_trusted(), "a pin satisfied by an untrusted observation");
+                assert!(
+                    seen.is_trusted(),
+                    "a pin satisfied by an untrusted observation"
+                );
                 assert_eq!(*pin, seen.ip(), "a pin satisfied from elsewhere");
             }
             CertPin::None => assert!(!requires_pin, "a required pin was missing"),
@@ -99,10 +125,14 @@ fuzz_target!(|data: &[u8]| {
         let _ = ippin_access::pin::ssh_pin(&cert);
         let ssh_users = |name: &str| (name == "u").then(|| User::new(requires_pin, vec![]));
         let ctx = AuthContext {
+            identity: CertIdentity::IppinKeyId,
             trusted_cas: &[],
             users: &ssh_users,
             honours_force_command: false,
         };
-        assert!(authorize(&ctx, "u", &cert, &seen, NOW).is_err(), "no CA is trusted");
+        assert!(
+            authorize(&ctx, "u", &cert, &seen, NOW).is_err(),
+            "no CA is trusted"
+        );
     }
 });

@@ -1,7 +1,8 @@
-//! Role YAML and role maps: no panic, bounded work; parsed roles form role sets.
+//! Role YAML and role maps: no panic, bounded work; parsed roles form role sets; every login
+//! read passes the login rule, and a user's logins are the allows minus the denies.
 #![no_main]
 
-use ippin_policy::{RoleMap, RoleSet, parse_roles};
+use ippin_policy::{RoleMap, RoleSet, allowed_logins, check_login, parse_roles};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,8 +13,21 @@ fuzz_target!(|data: &[u8]| {
         let names: Vec<String> = roles.iter().map(|r| r.name.clone()).collect();
         let any_pin = roles.iter().any(|r| r.pin_source_ip);
         assert!(names.iter().all(|n| !n.is_empty()));
+        for role in &roles {
+            for login in role.allow_logins().iter().chain(role.deny_logins()) {
+                assert!(check_login(login).is_ok(), "{login:?}");
+            }
+        }
+        let refs: Vec<_> = roles.iter().collect();
+        let logins = allowed_logins(&refs);
+        for login in &logins {
+            assert!(roles.iter().any(|r| r.allow_logins().contains(login)));
+            assert!(!roles.iter().any(|r| r.deny_logins().contains(login)));
+        }
         if let Ok(set) = RoleSet::new(roles) {
-            assert_eq!(set.select(&names).unwrap().requires_pin(), any_pin);
+            let user = set.select(&names).unwrap();
+            assert_eq!(user.requires_pin(), any_pin);
+            assert_eq!(user.logins(), &logins);
         }
     }
     if let Ok(map) = RoleMap::parse("fuzz.yaml", text) {

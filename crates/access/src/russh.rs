@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! use ippin_access::russh::{Connection, certificate};
-//! use ippin_access::ssh::{AuthContext, Authorized, SshAudit};
+//! use ippin_access::ssh::{AuthContext, Authorized, CertIdentity, SshAudit};
 //! use ippin_access::UserDirectory;
 //! use ippin_cert::ssh_key::{Certificate, Fingerprint};
 //! use russh::server::Auth;
@@ -33,7 +33,12 @@
 //!         user: &str,
 //!         cert: &Certificate,
 //!     ) -> Result<Auth, Self::Error> {
-//!         let ctx = AuthContext { trusted_cas: &self.trusted_cas, users: self.users.as_ref(), honours_force_command: false };
+//!         let ctx = AuthContext {
+//!             identity: CertIdentity::IppinKeyId,
+//!             trusted_cas: &self.trusted_cas,
+//!             users: self.users.as_ref(),
+//!             honours_force_command: false,
+//!         };
 //!         let now = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
 //!         let decided = certificate(&ctx, &self.conn, self.audit.as_ref(), user, cert, now);
 //!         self.user = decided.outcome.ok();
@@ -132,6 +137,8 @@ pub fn certificate(
         Ok(who) => {
             let mut rec = conn.record(user, Some(cert));
             rec.event = "ssh.auth.allowed";
+            rec.user = who.user.clone();
+            rec.login = who.login.clone();
             rec.pinned = who.pinned.clone();
             rec.roles = who.roles.clone();
             if audit.record(SshAuditEvent::AuthAllowed(rec)) {
@@ -250,6 +257,7 @@ mod tests {
     use ippin_policy::{DenyReason, Provenance};
 
     use super::*;
+    use crate::ssh::CertIdentity;
     use crate::users::User;
 
     const NOW: u64 = 1_800_000_000;
@@ -270,7 +278,8 @@ mod tests {
     fn issue(f: &Fixture, pin: &str) -> Certificate {
         let key = SshCa::generate_ed25519(&mut UnwrapErr(SysRng)).unwrap();
         let req = SshCertRequest::builder(key.public_key().key_data().clone())
-            .key_id("alice@test")
+            .key_id("alice@ippin/5")
+            .serial(5)
             .principal("alice")
             .validity(NOW - 60, NOW + 3600)
             .pinned_ip(pin.parse().unwrap());
@@ -311,6 +320,7 @@ mod tests {
     fn the_pinned_address_is_accepted_and_audited() {
         let f = fixture();
         let ctx = AuthContext {
+            identity: CertIdentity::IppinKeyId,
             trusted_cas: &f.trusted,
             users: &f.users,
             honours_force_command: false,
@@ -342,6 +352,7 @@ mod tests {
     fn another_address_is_refused_with_the_reason_and_audited() {
         let f = fixture();
         let ctx = AuthContext {
+            identity: CertIdentity::IppinKeyId,
             trusted_cas: &f.trusted,
             users: &f.users,
             honours_force_command: false,
@@ -376,6 +387,7 @@ mod tests {
     fn an_allowed_line_that_cannot_be_recorded_refuses() {
         let f = fixture();
         let ctx = AuthContext {
+            identity: CertIdentity::IppinKeyId,
             trusted_cas: &f.trusted,
             users: &f.users,
             honours_force_command: false,

@@ -1,8 +1,8 @@
 //! What an access decision needs to know about a user, through a trait: the user's roles
-//! *now* (not the ones the certificate was issued with) and whether any of them requires a
-//! pin.
+//! *now* (not the ones the certificate was issued with), whether any of them requires a pin,
+//! and the OS logins they allow.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// A user as the access decisions see them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -12,6 +12,10 @@ pub struct User {
     pub requires_pin: bool,
     /// The user's role names (for the audit log and the application).
     pub roles: Vec<String>,
+    /// The OS logins the user's roles allow now (`ippin_policy::UserRoles::logins`: the
+    /// roles' `allow.logins` minus their `deny.logins`). An SSH user name other than the
+    /// user's own name must be one of these ([`crate::ssh::authorize`]).
+    pub logins: BTreeSet<String>,
 }
 
 impl User {
@@ -20,11 +24,19 @@ impl User {
         User {
             requires_pin,
             roles,
+            logins: BTreeSet::new(),
         }
+    }
+
+    /// This user with `logins` as the OS logins their roles allow (repeats count once).
+    pub fn with_logins(mut self, logins: impl IntoIterator<Item = impl Into<String>>) -> User {
+        self.logins = logins.into_iter().map(Into::into).collect();
+        self
     }
 }
 
-/// Looks users up by name: the certificate's user (X.509 CN) or the SSH user name.
+/// Looks users up by name: the certificate's user (the X.509 CN, or the user in an SSH
+/// certificate's key id; never the SSH user name, see [`crate::ssh::CertIdentity`]).
 ///
 /// A user the directory does not know is refused (`unknown_user`), even with a valid
 /// certificate: removing a user from the directory revokes their certificates at once.

@@ -68,6 +68,14 @@ pub enum Error {
         /// The name that was not found.
         name: String,
     },
+    /// An OS login name is not acceptable ([`crate::check_login`]).
+    #[error("login {login}: {message}")]
+    InvalidLogin {
+        /// The login, quoted (clipped to 60 characters).
+        login: String,
+        /// What is wrong, e.g. that templates are not supported.
+        message: String,
+    },
     /// An `X-Forwarded-For` or `Forwarded` header cannot be read: a client error.
     #[error("{header} header: {reason}")]
     Forwarded {

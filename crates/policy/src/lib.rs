@@ -31,8 +31,11 @@
 //!   [`Decision`]: allow, or a [`Denial`] with a stable [`DenyReason`] code and a message
 //!   ([`LOG_IN_AGAIN`]).
 //! * Roles: [`Role`] ([`RoleVersion`], the document kept as a [`RawValue`]), [`RoleSet`],
-//!   [`UserRoles`] (does any role require a pin), [`RoleMap`] / [`RoleMapping`] for roles
-//!   from a remote cluster, [`check_pin_remote`].
+//!   [`UserRoles`] (does any role require a pin, which OS logins it allows), [`RoleMap`] /
+//!   [`RoleMapping`] for roles from a remote cluster, [`check_pin_remote`].
+//! * OS logins: a role's `spec.allow.logins` / `spec.deny.logins` ([`Role::allow_logins`],
+//!   [`Role::deny_logins`], [`Role::with_logins`] in code), each name checked by
+//!   [`check_login`] (no templates); [`allowed_logins`] of several roles (deny wins).
 //! * Forwarded headers: [`client_from_x_forwarded_for`] and [`client_from_forwarded`]
 //!   under a [`ForwardedMode`], bounded by [`MAX_FORWARDED_BYTES`] and
 //!   [`MAX_FORWARDED_HOPS`].
@@ -79,7 +82,10 @@ pub use pin::{
 };
 #[cfg(feature = "yaml")]
 pub use roles::parse_roles;
-pub use roles::{Role, RoleMap, RoleMapping, RoleSet, RoleVersion, UserRoles, check_pin_remote};
+pub use roles::{
+    MAX_LOGIN_LEN, Role, RoleMap, RoleMapping, RoleSet, RoleVersion, UserRoles, allowed_logins,
+    check_login, check_pin_remote,
+};
 pub use yaml::RawValue;
 #[cfg(feature = "yaml")]
 pub use yaml::{

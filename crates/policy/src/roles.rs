@@ -1,6 +1,6 @@
 //! Roles as users write them, role sets, and role maps for trusted clusters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::Error;
@@ -39,9 +39,10 @@ impl fmt::Display for RoleVersion {
     }
 }
 
-/// A role. Only `metadata.name`, `version` and `spec.options.pin_source_ip` are interpreted;
-/// the whole document is kept in [`Role::document`] so that `allow`, `deny` and every other
-/// option survive untouched.
+/// A role. Only `metadata.name`, `version`, `spec.options.pin_source_ip`,
+/// `spec.allow.logins` and `spec.deny.logins` are interpreted; the whole document is kept in
+/// [`Role::document`] so that the other `allow` and `deny` rules and every other option survive
+/// untouched.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Role {
@@ -53,6 +54,79 @@ pub struct Role {
     pub pin_source_ip: bool,
     /// The whole document as written (after alias expansion).
     pub document: RawValue,
+    /// `spec.allow.logins`: checked with [`check_login`], without repeats.
+    allow_logins: BTreeSet<String>,
+    /// `spec.deny.logins`: checked with [`check_login`], without repeats.
+    deny_logins: BTreeSet<String>,
+}
+
+/// The longest OS login name accepted, in bytes.
+pub const MAX_LOGIN_LEN: usize = 32;
+
+/// Checks an OS login name as a role lists it in `spec.allow.logins` or `spec.deny.logins`.
+///
+/// A login is 1 to [`MAX_LOGIN_LEN`] bytes: a letter or `_` first, then letters, digits, `_`,
+/// `.` or `-` (the portable POSIX user name, without the trailing `$` of machine accounts).
+/// Templates (`{{internal.logins}}`, `{{external.x}}`) and wildcards (`*`) are not supported:
+/// a role names its logins, so that what a certificate may log in as is what the role says.
+///
+/// # Errors
+/// [`Error::InvalidLogin`], whose message says what is wrong.
+///
+/// ```
+/// use ippin_policy::check_login;
+/// assert!(check_login("deploy").is_ok() && check_login("_svc.web-1").is_ok());
+/// assert!(check_login("{{internal.logins}}").unwrap_err().to_string().contains("templates"));
+/// assert!(check_login("1abc").is_err() && check_login("a$").is_err());
+/// ```
+pub fn check_login(login: &str) -> Result<(), Error> {
+    let bad = |message: String| Error::InvalidLogin {
+        login: format!("{:?}", Clipped(login)),
+        message,
+    };
+    if login.contains("{{") || login.contains("}}") {
+        return Err(bad(
+            "templates such as `{{internal.logins}}` are not supported; list the logins by name"
+                .to_owned(),
+        ));
+    }
+    if login.contains('*') {
+        return Err(bad(
+            "wildcards are not supported; list the logins by name".to_owned()
+        ));
+    }
+    let b = login.as_bytes();
+    let first_ok = b
+        .first()
+        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+    let rest_ok = b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if !first_ok || !rest_ok || b.len() > MAX_LOGIN_LEN {
+        return Err(bad(format!(
+            "use 1 to {MAX_LOGIN_LEN} bytes: a letter or `_` first, then letters, digits, `_`, `.` or `-`"
+        )));
+    }
+    Ok(())
+}
+
+/// The logins a user holding `roles` may use: every role's `spec.allow.logins`, minus every
+/// role's `spec.deny.logins` (a deny in any role wins over an allow in any other).
+///
+/// ```
+/// use ippin_policy::{Role, RoleVersion, allowed_logins};
+/// let dev = Role::new("dev", RoleVersion::V7, false).with_logins(["deploy", "root"], [] as [&str; 0]).unwrap();
+/// let safe = Role::new("safe", RoleVersion::V7, false).with_logins([] as [&str; 0], ["root"]).unwrap();
+/// assert_eq!(allowed_logins(&[&dev, &safe]).into_iter().collect::<Vec<_>>(), ["deploy"]);
+/// ```
+pub fn allowed_logins(roles: &[&Role]) -> BTreeSet<String> {
+    let denied: BTreeSet<&String> = roles.iter().flat_map(|r| &r.deny_logins).collect();
+    roles
+        .iter()
+        .flat_map(|r| &r.allow_logins)
+        .filter(|l| !denied.contains(l))
+        .cloned()
+        .collect()
 }
 
 impl Role {
@@ -70,7 +144,39 @@ impl Role {
             version,
             pin_source_ip,
             document: RawValue::Null,
+            allow_logins: BTreeSet::new(),
+            deny_logins: BTreeSet::new(),
         }
+    }
+
+    /// This role with `spec.allow.logins` = `allow` and `spec.deny.logins` = `deny` (repeats
+    /// count once).
+    ///
+    /// # Errors
+    /// [`Error::InvalidLogin`] when a name fails [`check_login`].
+    pub fn with_logins(
+        mut self,
+        allow: impl IntoIterator<Item = impl Into<String>>,
+        deny: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Self, Error> {
+        let checked = |names: &mut dyn Iterator<Item = String>| {
+            names
+                .map(|n| check_login(&n).map(|()| n))
+                .collect::<Result<BTreeSet<String>, Error>>()
+        };
+        self.allow_logins = checked(&mut allow.into_iter().map(Into::into))?;
+        self.deny_logins = checked(&mut deny.into_iter().map(Into::into))?;
+        Ok(self)
+    }
+
+    /// `spec.allow.logins`, without repeats.
+    pub fn allow_logins(&self) -> &BTreeSet<String> {
+        &self.allow_logins
+    }
+
+    /// `spec.deny.logins`, without repeats.
+    pub fn deny_logins(&self) -> &BTreeSet<String> {
+        &self.deny_logins
     }
 
     /// `spec.allow`, as written.
@@ -134,6 +240,8 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
         ));
     }
     let mut pin_source_ip = false;
+    let mut allow_logins = BTreeSet::new();
+    let mut deny_logins = BTreeSet::new();
     if let Some(spec) = doc.get("spec") {
         r.map(spec, "spec")?;
         if let Some(options) = spec.get("options") {
@@ -142,13 +250,50 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
                 pin_source_ip = r.bool(pin, "spec.options.pin_source_ip")?;
             }
         }
+        allow_logins = parse_logins(r, spec, "allow")?;
+        deny_logins = parse_logins(r, spec, "deny")?;
     }
     Ok(Role {
         name: name.to_owned(),
         version,
         pin_source_ip,
         document: doc.to_raw(),
+        allow_logins,
+        deny_logins,
     })
+}
+
+#[cfg(feature = "yaml")]
+/// `spec.<side>.logins`: absent is none; otherwise a sequence of logins that pass
+/// [`check_login`]. `spec.<side>` itself, when written, is a mapping (or empty).
+fn parse_logins(r: &Reader<'_>, spec: &Node, side: &str) -> Result<BTreeSet<String>, Error> {
+    let mut out = BTreeSet::new();
+    let Some(rules) = spec.get(side) else {
+        return Ok(out);
+    };
+    if matches!(rules.value, crate::yaml::Value::Null) {
+        return Ok(out);
+    }
+    let side_path = format!("spec.{side}");
+    r.map(rules, &side_path)?;
+    let Some(logins) = rules.get("logins") else {
+        return Ok(out);
+    };
+    let path = format!("{side_path}.logins");
+    for (i, item) in r.seq(logins, &path)?.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        let login = r.str(item, &item_path)?;
+        if let Err(Error::InvalidLogin { login, message }) = check_login(login) {
+            return Err(Error::field(
+                r.file,
+                item.line,
+                item_path,
+                format!("login {login}: {message}"),
+            ));
+        }
+        out.insert(login.to_owned());
+    }
+    Ok(out)
 }
 
 /// A set of roles with unique names.
@@ -189,6 +334,7 @@ impl RoleSet {
     /// otherwise); repeated names count once.
     pub fn select(&self, names: &[impl AsRef<str>]) -> Result<UserRoles, Error> {
         let mut picked: Vec<String> = Vec::with_capacity(names.len());
+        let mut roles: Vec<&Role> = Vec::with_capacity(names.len());
         let mut requires_pin = false;
         for name in names {
             let name = name.as_ref();
@@ -198,11 +344,13 @@ impl RoleSet {
             requires_pin |= role.pin_source_ip;
             if !picked.iter().any(|p| p == name) {
                 picked.push(name.to_owned());
+                roles.push(role);
             }
         }
         Ok(UserRoles {
             names: picked,
             requires_pin,
+            logins: allowed_logins(&roles),
         })
     }
 }
@@ -212,6 +360,7 @@ impl RoleSet {
 pub struct UserRoles {
     names: Vec<String>,
     requires_pin: bool,
+    logins: BTreeSet<String>,
 }
 
 impl UserRoles {
@@ -223,6 +372,12 @@ impl UserRoles {
     /// The role names, in the order first given, without repeats.
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// The OS logins the roles allow ([`allowed_logins`]: the allow lists minus the deny
+    /// lists), in order.
+    pub fn logins(&self) -> &BTreeSet<String> {
+        &self.logins
     }
 }
 

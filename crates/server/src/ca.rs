@@ -53,6 +53,10 @@ pub struct IssueRequest<'a> {
     pub user: &'a str,
     /// The user's current roles.
     pub roles: &'a [String],
+    /// The OS logins those roles allow now (`ippin_policy::UserRoles::logins`): SSH
+    /// principals besides the user's name. The key id stays `USER@ippin/SERIAL`, which is what
+    /// names the user ([`ippin_access::ssh::CertIdentity`]).
+    pub logins: &'a [String],
     /// The client's SSH public key, OpenSSH text.
     pub ssh_public_key: &'a str,
     /// The client's TLS public key, SPKI PEM.
@@ -180,6 +184,9 @@ impl Ca {
             .serial(serial)
             .principal(req.user)
             .validity(not_before, not_after);
+        for login in req.logins.iter().filter(|l| *l != req.user) {
+            ssh_req = ssh_req.principal(login.as_str());
+        }
         if let Some(ip) = req.pinned_ip {
             ssh_req = ssh_req.pinned_ip(ip);
         }
@@ -439,5 +446,40 @@ mod tests {
         assert_eq!(pem_to_der(&pem, "PUBLIC KEY"), None);
         assert_eq!(pem_to_der(&format!("{pem}{pem}"), "CERTIFICATE"), None);
         assert_eq!(pem_to_der("garbage", "CERTIFICATE"), None);
+    }
+
+    /// The principals are the user's name and then the logins, the user's name once even when
+    /// a role also allows it as a login; the key id names the user with the serial.
+    #[test]
+    fn logins_become_principals_besides_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::load(&init(dir.path()).unwrap()).unwrap();
+        let ca = Ca::load_config(&config).unwrap();
+        let mut rng = crate::rng();
+        let key =
+            cert::ssh_key::PrivateKey::random(&mut rng, cert::ssh_key::Algorithm::Ed25519).unwrap();
+        let (_, spki) = cert::x509::generate_key_pair_p256(&mut rng).unwrap();
+        let ssh_public_key = key.public_key().to_openssh().unwrap();
+        let issue = |logins: &[String]| {
+            let issued = ca
+                .issue(&IssueRequest {
+                    user: "carol",
+                    roles: &["dev".to_owned()],
+                    logins,
+                    ssh_public_key: &ssh_public_key,
+                    tls_public_key: &spki,
+                    pinned_ip: None,
+                    login_ip: None,
+                    now: SystemTime::now(),
+                    ttl: Duration::from_secs(60),
+                })
+                .unwrap();
+            cert::ssh_key::Certificate::from_openssh(issued.ssh_certificate.trim()).unwrap()
+        };
+        let logins = ["carol".to_owned(), "deploy".to_owned(), "root".to_owned()];
+        let c = issue(&logins);
+        assert_eq!(c.valid_principals(), ["carol", "deploy", "root"]);
+        assert_eq!(c.key_id(), format!("carol@ippin/{}", c.serial()));
+        assert_eq!(issue(&[]).valid_principals(), ["carol"]);
     }
 }

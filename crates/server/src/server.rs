@@ -853,11 +853,20 @@ fn login_issue(
         }
     };
     let login_ip = observed.is_trusted().then(|| observed.ip());
+    let Some(logins) = state.logins_of(&roles) else {
+        state.audit(&refused(&user.name, "role_mapping_failed"));
+        return http::error(
+            StatusCode::FORBIDDEN,
+            "role_mapping_failed",
+            "your roles are not defined on this server",
+        );
+    };
     issue_and_answer(
         state,
         &IssueRequest {
             user: &user.name,
             roles: &roles,
+            logins: &logins,
             ssh_public_key: &body.ssh_public_key,
             tls_public_key: &body.tls_public_key,
             pinned_ip,
@@ -1062,11 +1071,21 @@ pub fn renew(
             return deny(&denial);
         }
     };
+    // The logins of the roles now, not the presented certificate's principals.
+    let Some(logins) = state.logins_of(&verdict.roles) else {
+        state.audit(&refused("role_mapping_failed"));
+        return http::error(
+            StatusCode::FORBIDDEN,
+            "role_mapping_failed",
+            "your roles are not defined on this server",
+        );
+    };
     issue_and_answer(
         state,
         &IssueRequest {
             user: &verdict.user,
             roles: &verdict.roles,
+            logins: &logins,
             ssh_public_key: &body.ssh_public_key,
             tls_public_key: &body.tls_public_key,
             pinned_ip: pins.pinned_ip,

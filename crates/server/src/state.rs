@@ -141,6 +141,13 @@ impl State {
         Some((selected.requires_pin(), u.roles.clone()))
     }
 
+    /// The OS logins `roles` allow now (allows minus denies), for the principals of a
+    /// certificate; `None` when a role is missing.
+    pub(crate) fn logins_of(&self, roles: &[String]) -> Option<Vec<String>> {
+        let selected = self.roles.select(roles).ok()?;
+        Some(selected.logins().iter().cloned().collect())
+    }
+
     /// Records `event`; on failure logs it and returns false (fail closed).
     pub(crate) fn audit(&self, event: &AuditEvent) -> bool {
         match self.audit.record(self.now(), event) {

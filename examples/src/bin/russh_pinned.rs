@@ -7,7 +7,9 @@
 //!              [--listen 127.0.0.1:0]
 //! ```
 //!
-//! Every `--user` must use a pinned certificate. It prints `listening on ADDR`, then one JSON
+//! Every `--user` must use a pinned certificate whose key id names them as ippin's CA writes it
+//! (`USER@ippin/SERIAL`, e.g. `ssh-keygen -s CA -I alice@ippin/1 -z 1 -n alice …`): the user is
+//! read from the key id, never from the SSH user name. It prints `listening on ADDR`, then one JSON
 //! audit line per authentication on stdout. `ssh alice@HOST whoami` answers with the user and
 //! the observed address.
 
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ippin_access::russh::{Connection, certificate, other_method, reject};
-use ippin_access::ssh::{AuthContext, Authorized, SshAuditEvent};
+use ippin_access::ssh::{AuthContext, Authorized, CertIdentity, SshAuditEvent};
 use ippin_access::{User, tokio::accept};
 use ippin_cert::ssh_key::{Certificate, Fingerprint, HashAlg, PrivateKey, PublicKey};
 use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};
@@ -58,6 +60,7 @@ impl russh::server::Handler for Handler {
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
         let ctx = AuthContext {
+            identity: CertIdentity::IppinKeyId,
             trusted_cas: &self.settings.trusted_cas,
             users: &self.settings.users,
             honours_force_command: false,

@@ -34,8 +34,11 @@ fn keys(dir: &Path) {
         "-q",
         "-s",
         &p("ca"),
+        // The key id names the user as ippin's CA writes it (`CertIdentity::IppinKeyId`).
         "-I",
-        "alice@example",
+        "alice@ippin/1",
+        "-z",
+        "1",
         "-n",
         "alice",
         "-V",
@@ -47,7 +50,17 @@ fn keys(dir: &Path) {
     // The same key, certified without a pin (a copy: ssh also offers `KEY-cert.pub`).
     std::fs::copy(p("alice"), p("unpinned")).unwrap();
     std::fs::copy(p("alice.pub"), p("unpinned.pub")).unwrap();
-    let unpinned = ["-q", "-s", &p("ca"), "-I", "alice@unpinned", "-n", "alice"];
+    let unpinned = [
+        "-q",
+        "-s",
+        &p("ca"),
+        "-I",
+        "alice@ippin/2",
+        "-z",
+        "2",
+        "-n",
+        "alice",
+    ];
     keygen(&[&unpinned[..], &["-V", "-5m:+1h", &p("unpinned.pub")]].concat());
 }
 
@@ -116,7 +129,7 @@ fn the_pinned_address_logs_in_another_is_refused_with_the_reason() {
     assert!(out.starts_with("alice from 127.0.0.1:"), "{out}");
     let allowed = ex.wait_audit(|v| v["event"] == "ssh.auth.allowed");
     assert_eq!(allowed["user"], "alice");
-    assert_eq!(allowed["key_id"], "alice@example");
+    assert_eq!(allowed["key_id"], "alice@ippin/1");
     assert_eq!(allowed["pinned"][0], "127.0.0.1/32");
 
     // From 127.0.0.2: refused, with the reason in the audit log.
@@ -147,5 +160,5 @@ fn the_pinned_address_logs_in_another_is_refused_with_the_reason() {
     let (code, out, err) = ssh_with(&ex, dir.path(), "127.0.0.1", "unpinned");
     assert_eq!(code, Some(255), "{out}{err}");
     let missing = ex.wait_audit(|v| v["reason"] == "pinned_ip_missing");
-    assert_eq!(missing["key_id"], "alice@unpinned");
+    assert_eq!(missing["key_id"], "alice@ippin/2");
 }

@@ -89,8 +89,14 @@ pub struct AuthRecord {
     pub event: &'static str,
     /// The connection's session id.
     pub session_id: String,
-    /// The user name the client asked for.
+    /// The user name the client asked for; in `ssh.auth.allowed`, the ippin user the
+    /// certificate belongs to (`Authorized::user`), which differs from the name asked for
+    /// when that is an OS login (then in `login`).
     pub user: String,
+    /// The OS login of an allowed session (`Authorized::login`); absent for a session of the
+    /// built-ins and in denials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
     /// The certificate's key id, when a certificate was presented.
     pub key_id: Option<String>,
     /// The certificate's serial, when a certificate was presented.
@@ -131,6 +137,7 @@ impl AuthRecord {
             event: "ssh.auth.denied",
             session_id: session_id.to_owned(),
             user: user.to_owned(),
+            login: None,
             key_id: cert.map(|c| c.key_id().to_owned()),
             serial: cert.map(|c| c.serial()),
             peer: peer.map(|p| p.to_string()),

@@ -15,12 +15,22 @@
 //! | 7 | only known critical options (`source-address`, `force-command`, `verify-required`) | `unknown_critical_option` |
 //! | 8 | critical options well formed (`source-address` strictly) | `invalid_source_address`, `invalid_certificate` |
 //! | 9 | no `verify-required` (FIDO user verification cannot be checked here); no `force-command` unless the caller enforces it (`AuthContext::honours_force_command`) | `verify_required_unsupported`, `unknown_critical_option` |
-//! | 10 | the user is known here, with roles | `unknown_user` |
-//! | 11 | the roles' pin requirement and any pin (`check_pin`): the observed address must be trusted and inside `source-address` | `pinned_ip_missing`, `untrusted_client_ip`, `pinned_ip_mismatch`, `invalid_pin` |
-//! | 12 | `source-address` against the observed IP once more, with the certificate crate's `check_source` (OpenSSH's own rule, whatever the roles say) | `pinned_ip_mismatch` |
+//! | 10 | the user the certificate belongs to, read as [`AuthContext::identity`] says (ippin's CA: the key id `USER@ippin/SERIAL`, SERIAL the certificate's own serial), **never the SSH user name** | `invalid_key_id` |
+//! | 11 | that user is known here, with roles | `unknown_user` |
+//! | 12 | the SSH user name is one of the OS logins that user's roles allow *now* ([`User::logins`]: a real session as that login, [`Authorized::login`] set), or else the user's own name (the built-ins only, `login` unset) | `login_not_allowed` |
+//! | 13 | the roles' pin requirement and any pin (`check_pin`): the observed address must be trusted and inside `source-address` | `pinned_ip_missing`, `untrusted_client_ip`, `pinned_ip_mismatch`, `invalid_pin` |
+//! | 14 | `source-address` against the observed IP once more, with the certificate crate's `check_source` (OpenSSH's own rule, whatever the roles say) | `pinned_ip_mismatch` |
 //!
-//! Steps 2 to 8 are the certificate crate's `validate_user_cert`, step 11 is the policy
+//! Steps 2 to 8 are the certificate crate's `validate_user_cert`, step 13 is the policy
 //! crate's `check_pin` with the certificate's `source-address` as the pin.
+//!
+//! Why steps 10 and 12: a certificate carries its user's allowed OS logins as principals
+//! besides the user's name. Were the user looked up by the SSH user name, bob's certificate
+//! with the login `alice` (allowed by bob's role) would be decided as the ippin user `alice`,
+//! with her roles and pin requirement. The user comes from the key id, which only the CA
+//! writes; the SSH user name only chooses the login, and must be allowed by that user's roles
+//! as they are now (a login removed from a role stops working at once, before the certificate
+//! expires). `root` is a login like any other: allowed only when a role lists it.
 //!
 //! After authentication, `force-command` replaces the command the client asks for, and
 //! `direct-tcpip` needs the `permit-port-forwarding` extension, as in sshd.
@@ -66,6 +76,12 @@ pub enum SshDenyReason {
     InvalidCertificate,
     /// The certificate is valid but the user is not known here.
     UnknownUser,
+    /// The certificate's key id does not name its user in the form [`AuthContext::identity`]
+    /// expects (for ippin's CA `USER@ippin/SERIAL`, with the certificate's serial).
+    InvalidKeyId,
+    /// The SSH user name is a principal of the certificate but neither one of the OS logins
+    /// the user's roles allow now nor the user's own name.
+    LoginNotAllowed,
     /// The pin check refused (the policy crate's reason).
     Pin(DenyReason),
     /// Everything passed, but the audit line could not be written: refused (fail closed).
@@ -93,6 +109,8 @@ impl SshDenyReason {
             SshDenyReason::BadCaSignature => "bad_ca_signature",
             SshDenyReason::InvalidCertificate => "invalid_certificate",
             SshDenyReason::UnknownUser => "unknown_user",
+            SshDenyReason::InvalidKeyId => "invalid_key_id",
+            SshDenyReason::LoginNotAllowed => "login_not_allowed",
             SshDenyReason::Pin(r) => r.code(),
             SshDenyReason::AuditUnavailable => "audit_unavailable",
             SshDenyReason::SessionsFull => "sessions_full",
@@ -104,9 +122,10 @@ impl SshDenyReason {
     /// then in the disconnect message) before the connection is closed.
     ///
     /// True where the certificate is ours and the user can act on the message (log in
-    /// again): the pin reasons, expiry, an unknown user. For the others (a certificate from
-    /// another CA, a host certificate, a principal for another user, a plain key) the attempt
-    /// is simply refused, as sshd does, so that the client can go on to its next identity.
+    /// again): the pin reasons, expiry, an unknown user, a login the roles do not allow. For
+    /// the others (a certificate from another CA, a host certificate, a principal for another
+    /// user, a key id not written by ippin's CA, a plain key) the attempt is simply refused,
+    /// as sshd does, so that the client can go on to its next identity.
     pub fn tells_user(&self) -> bool {
         matches!(
             self,
@@ -114,6 +133,7 @@ impl SshDenyReason {
                 | SshDenyReason::Expired
                 | SshDenyReason::NotYetValid
                 | SshDenyReason::UnknownUser
+                | SshDenyReason::LoginNotAllowed
                 | SshDenyReason::AuditUnavailable
                 | SshDenyReason::SessionsFull
         )
@@ -152,10 +172,19 @@ impl SshDenial {
 }
 
 /// A user the certificate authenticates, with everything a session needs.
+///
+/// `login` was added after the first release of this struct: code that builds one with a
+/// struct literal sets it too (`None` for a session of the built-ins).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorized {
-    /// The SSH user name (one of the certificate's principals).
+    /// The ippin user the certificate belongs to (read from the certificate as
+    /// [`AuthContext::identity`] says, never from the SSH user name).
     pub user: String,
+    /// The OS login to run the session as: `Some` when the SSH user name is one of the logins
+    /// the user's roles allow now (it is then that name); `None` when the SSH user name is
+    /// the user's own name and no role allows it as a login: a session of the built-ins only,
+    /// no OS process.
+    pub login: Option<String>,
     /// The user's roles.
     pub roles: Vec<String>,
     /// The certificate's pin (`source-address` networks); empty when unpinned.
@@ -174,8 +203,58 @@ pub struct Authorized {
     pub login: Option<String>,
 }
 
+/// Where [`authorize`] reads the user a certificate belongs to. Never from the SSH user name:
+/// that is one of the principals, which include the logins the user may use, and so can name
+/// another user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CertIdentity {
+    /// The key id ippin's CA writes: `USER@ippin/SERIAL`, read strictly: `USER` non-empty,
+    /// without `@`, white space or control characters; `SERIAL` in decimal without sign or
+    /// leading zero, and equal to the certificate's serial. Anything else is refused
+    /// (`invalid_key_id`).
+    #[default]
+    IppinKeyId,
+}
+
+impl CertIdentity {
+    /// The user `key_id` names, for a certificate with `serial`; `None` when the key id is
+    /// not of this form.
+    ///
+    /// ```
+    /// use ippin_access::ssh::CertIdentity;
+    /// let id = CertIdentity::IppinKeyId;
+    /// assert_eq!(id.user("alice@ippin/42", 42), Some("alice"));
+    /// assert_eq!(id.user("alice@ippin/42", 43), None);
+    /// assert_eq!(id.user("alice@ippin/042", 42), None);
+    /// assert_eq!(id.user("alice", 42), None);
+    /// ```
+    pub fn user<'k>(&self, key_id: &'k str, serial: u64) -> Option<&'k str> {
+        match self {
+            CertIdentity::IppinKeyId => ippin_key_id_user(key_id, serial),
+        }
+    }
+}
+
+fn ippin_key_id_user(key_id: &str, serial: u64) -> Option<&str> {
+    let (user, rest) = key_id.split_once('@')?;
+    let digits = rest.strip_prefix("ippin/")?;
+    // `user` holds no `@`: the key id was split at its first one.
+    let user_ok = !user.is_empty() && !user.chars().any(|c| c.is_whitespace() || c.is_control());
+    let digits_ok = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if !user_ok || !digits_ok || digits.parse::<u64>().ok()? != serial {
+        return None;
+    }
+    Some(user)
+}
+
 /// What [`authorize`] needs besides the attempt itself.
 pub struct AuthContext<'a> {
+    /// How the user a certificate belongs to is read from it ([`CertIdentity::IppinKeyId`]
+    /// for ippin's CA, the default).
+    pub identity: CertIdentity,
     /// SHA-256 fingerprints of the user CAs whose certificates are accepted.
     pub trusted_cas: &'a [Fingerprint],
     /// Where users and their roles come from.
@@ -200,9 +279,9 @@ pub fn authorize(
     authorize_with(ctx, user, cert, observed, now, check_pin)
 }
 
-/// [`authorize`] with the policy crate's pin check (step 11) passed in, so that a test can
-/// give it a broken one and see step 12 refuse on its own: with today's crates the two steps
-/// agree on every input (see docs/testing.md), so no real attempt reaches step 12's refusal.
+/// [`authorize`] with the policy crate's pin check (step 13) passed in, so that a test can
+/// give it a broken one and see step 14 refuse on its own: with today's crates the two steps
+/// agree on every input (see docs/testing.md), so no real attempt reaches step 14's refusal.
 pub(crate) fn authorize_with(
     ctx: &AuthContext<'_>,
     user: &str,
@@ -227,13 +306,38 @@ pub(crate) fn authorize_with(
     }
     let pin = cert_pin(&valid);
     let pinned = pin_strings(&pin);
-    let Some(account) = ctx.users.lookup(user) else {
+    // The user is the one the CA wrote the certificate for; `user` (the SSH user name) is
+    // only a principal, and may be a login that another ippin user is named after.
+    let Some(identity) = ctx.identity.user(&valid.key_id, cert.serial()) else {
         let mut d = SshDenial::new(
-            SshDenyReason::UnknownUser,
-            format!("ippin: there is no user `{user}` on this server"),
+            SshDenyReason::InvalidKeyId,
+            "ippin: the certificate's key id does not name its user as this server's CA writes it",
         );
         d.pinned = pinned;
         return Err(d);
+    };
+    let Some(account) = ctx.users.lookup(identity) else {
+        let mut d = SshDenial::new(
+            SshDenyReason::UnknownUser,
+            format!("ippin: there is no user `{identity}` on this server"),
+        );
+        d.pinned = pinned;
+        return Err(d);
+    };
+    let login = if account.logins.contains(user) {
+        Some(user.to_owned())
+    } else if user == identity {
+        None
+    } else {
+        return Err(SshDenial {
+            reason: SshDenyReason::LoginNotAllowed,
+            message: format!(
+                "ippin: the login `{user}` is not allowed by the roles of `{identity}`; \
+                 if your roles changed, log in again (`ippin login`)"
+            ),
+            pinned,
+            roles: account.roles,
+        });
     };
     // Only `Allow` goes on: the decision type is `#[non_exhaustive]`, and a decision this
     // server does not know is a denial.
@@ -276,7 +380,8 @@ pub(crate) fn authorize_with(
         });
     }
     Ok(Authorized {
-        user: user.to_owned(),
+        user: identity.to_owned(),
+        login,
         roles: account.roles,
         pinned,
         key_id: valid.key_id.clone(),
@@ -363,17 +468,13 @@ mod tests {
         let mut users = HashMap::new();
         users.insert(
             "alice".to_owned(),
-            SshUser {
-                requires_pin: true,
-                roles: vec!["pinned-ip".into()],
-            },
+            SshUser::new(true, vec!["pinned-ip".into()]),
         );
+        // bob's role allows the OS logins `alice` (an ippin user is also called so) and
+        // `deploy`.
         users.insert(
             "bob".to_owned(),
-            SshUser {
-                requires_pin: false,
-                roles: vec!["dev".into()],
-            },
+            SshUser::new(false, vec!["dev".into()]).with_logins(["alice", "deploy"]),
         );
         Fixture { ca, trusted, users }
     }
@@ -383,11 +484,21 @@ mod tests {
         k.public_key().key_data().clone()
     }
 
+    /// A certificate as ippin's CA issues it for `principal` (key id `PRINCIPAL@ippin/7`).
     fn issue(f: &Fixture, principal: &str, pin: Option<&str>) -> Certificate {
+        issue_as(f, principal, &[principal], pin)
+    }
+
+    /// A certificate as ippin's CA issues it for the user `owner` (key id `OWNER@ippin/7`)
+    /// with these principals (the user's name and logins).
+    fn issue_as(f: &Fixture, owner: &str, principals: &[&str], pin: Option<&str>) -> Certificate {
         let mut req = SshCertRequest::builder(user_key())
-            .key_id(format!("{principal}@test"))
-            .principal(principal)
+            .key_id(format!("{owner}@ippin/7"))
+            .serial(7)
             .validity(NOW - 60, NOW + 3600);
+        for p in principals {
+            req = req.principal(*p);
+        }
         if let Some(ip) = pin {
             req = req.pinned_ip(ip.parse().unwrap());
         }
@@ -396,11 +507,23 @@ mod tests {
     }
 
     /// A certificate signed with the fixture's CA through `ssh-key`'s builder, for shapes the
-    /// issuing API refuses to make.
+    /// issuing API refuses to make: alice's (key id `alice@ippin/9`, serial 9) unless `edit`
+    /// changes it.
     fn raw(f: &Fixture, edit: impl FnOnce(&mut Builder)) -> Certificate {
+        raw_with(f, "alice@ippin/9", 9, edit)
+    }
+
+    /// [`raw`] with this key id and serial.
+    fn raw_with(
+        f: &Fixture,
+        key_id: &str,
+        serial: u64,
+        edit: impl FnOnce(&mut Builder),
+    ) -> Certificate {
         let ca_key = PrivateKey::from_openssh(f.ca.to_openssh().unwrap()).unwrap();
         let mut b = Builder::new([7u8; 16], user_key(), NOW - 60, NOW + 3600).unwrap();
-        b.key_id("raw").unwrap();
+        b.key_id(key_id).unwrap();
+        b.serial(serial).unwrap();
         b.valid_principal("alice").unwrap();
         edit(&mut b);
         b.sign(&ca_key).unwrap()
@@ -418,6 +541,7 @@ mod tests {
         now: u64,
     ) -> Result<Authorized, SshDenial> {
         let ctx = AuthContext {
+            identity: CertIdentity::IppinKeyId,
             trusted_cas: &f.trusted,
             users: &f.users,
             honours_force_command: true,
@@ -554,12 +678,12 @@ mod tests {
     fn a_forged_certificate_is_bad_ca_signature() {
         let f = fixture();
         let cert = issue(&f, "alice", Some("127.0.0.1"));
-        // The key id changed after signing ("alice@test" → "alicf@test"): the CA's signature
-        // no longer covers the bytes.
+        // The key id changed after signing ("alice@ippin/7" → "alicf@ippin/7"): the CA's
+        // signature no longer covers the bytes.
         let mut bytes = cert.to_bytes().unwrap();
         let at = bytes
-            .windows(10)
-            .position(|w| w == b"alice@test")
+            .windows(12)
+            .position(|w| w == b"alice@ippin/")
             .expect("key id in the certificate");
         bytes[at + 4] = b'f';
         let forged = Certificate::from_bytes(&bytes).unwrap();
@@ -600,6 +724,7 @@ mod tests {
             SshDenyReason::Expired,
             SshDenyReason::NotYetValid,
             SshDenyReason::UnknownUser,
+            SshDenyReason::LoginNotAllowed,
             SshDenyReason::AuditUnavailable,
             SshDenyReason::SessionsFull,
         ];
@@ -613,6 +738,7 @@ mod tests {
             SshDenyReason::VerifyRequiredUnsupported,
             SshDenyReason::BadCaSignature,
             SshDenyReason::InvalidCertificate,
+            SshDenyReason::InvalidKeyId,
             SshDenyReason::UnknownDecision,
         ];
         for r in told {
@@ -638,6 +764,7 @@ mod tests {
         // A service that does not run it refuses the certificate rather than drop the
         // restriction.
         let ctx = AuthContext {
+            identity: CertIdentity::default(),
             trusted_cas: &f.trusted,
             users: &f.users,
             honours_force_command: false,
@@ -656,13 +783,14 @@ mod tests {
         assert!(who.port_forwarding);
     }
 
-    /// Step 12 refuses on its own: with a pin check that allows everything (a regression in
+    /// Step 14 refuses on its own: with a pin check that allows everything (a regression in
     /// the policy crate), a pinned certificate from another address is still refused, and
     /// still allowed from its pin. Removing `check_source` makes this fail.
     #[test]
     fn the_source_address_backstop_refuses_when_the_pin_check_does_not() {
         let f = fixture();
         let ctx = AuthContext {
+            identity: CertIdentity::default(),
             trusted_cas: &f.trusted,
             users: &f.users,
             honours_force_command: true,
@@ -705,6 +833,221 @@ mod tests {
         .unwrap();
     }
 
+    /// The collision of the design note (docs/design/restricted-sessions.md): bob's role
+    /// allows the OS login `alice`, and an ippin user `alice` exists whose roles pin.
+    #[test]
+    fn a_login_named_after_another_user_is_decided_as_the_certificate_owner() {
+        let f = fixture();
+        let bob = issue_as(&f, "bob", &["bob", "alice"], None);
+        // From an address alice's pin requirement would refuse an unpinned certificate from.
+        let who = decide(&f, "alice", &bob, &seen("127.0.0.2:1"), NOW).unwrap();
+        assert_eq!(who.user, "bob");
+        assert_eq!(who.login.as_deref(), Some("alice"));
+        assert_eq!(who.roles, vec!["dev".to_owned()]);
+        assert_eq!(who.key_id, "bob@ippin/7");
+        // His own name: a session of the built-ins, no login.
+        let own = decide(&f, "bob", &bob, &seen("127.0.0.2:1"), NOW).unwrap();
+        assert_eq!((own.user.as_str(), own.login), ("bob", None));
+        // Alice's certificate cannot be used as bob: not a principal ...
+        let alice = issue(&f, "alice", Some("127.0.0.1"));
+        assert_eq!(
+            reason(decide(&f, "bob", &alice, &seen("127.0.0.1:1"), NOW)),
+            "wrong_principal"
+        );
+        // ... and where it is one (a login her roles once allowed), her roles now do not.
+        let alice_bob = issue_as(&f, "alice", &["alice", "bob"], Some("127.0.0.1"));
+        let denied = decide(&f, "bob", &alice_bob, &seen("127.0.0.1:1"), NOW).unwrap_err();
+        assert_eq!(denied.reason.code(), "login_not_allowed");
+        assert_eq!(denied.roles, vec!["pinned-ip".to_owned()]);
+        // Her own name still works, with her pin, and is no OS login.
+        let she = decide(&f, "alice", &alice_bob, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert_eq!((she.user.as_str(), she.login), ("alice", None));
+        assert_eq!(
+            reason(decide(&f, "alice", &alice_bob, &seen("127.0.0.2:1"), NOW)),
+            "pinned_ip_mismatch"
+        );
+    }
+
+    #[test]
+    fn a_login_removed_from_the_roles_after_issuance_is_refused() {
+        let mut f = fixture();
+        let bob = issue_as(&f, "bob", &["bob", "deploy", "root"], None);
+        let who = decide(&f, "deploy", &bob, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert_eq!(who.login.as_deref(), Some("deploy"));
+        // root is a principal, but no role of bob's lists it.
+        let denied = decide(&f, "root", &bob, &seen("127.0.0.1:1"), NOW).unwrap_err();
+        assert_eq!(denied.reason.code(), "login_not_allowed");
+        // The role changes: `deploy` is no longer allowed. The certificate still names it.
+        f.users.insert(
+            "bob".to_owned(),
+            SshUser::new(false, vec!["dev".into()]).with_logins(["alice"]),
+        );
+        let denied = decide(&f, "deploy", &bob, &seen("127.0.0.1:1"), NOW).unwrap_err();
+        assert_eq!(denied.reason, SshDenyReason::LoginNotAllowed);
+        assert!(denied.reason.tells_user());
+        assert_eq!(denied.roles, vec!["dev".to_owned()]);
+        assert_eq!(
+            denied.message,
+            "ippin: the login `deploy` is not allowed by the roles of `bob`; if your roles \
+             changed, log in again (`ippin login`)"
+        );
+        // His own name is unaffected.
+        assert!(decide(&f, "bob", &bob, &seen("127.0.0.1:1"), NOW).is_ok());
+    }
+
+    #[test]
+    fn a_deny_in_any_role_wins_over_an_allow() {
+        use ippin_policy::{Role, RoleVersion, allowed_logins};
+        let mut f = fixture();
+        let ops = Role::new("ops", RoleVersion::V7, false)
+            .with_logins(["root", "deploy"], Vec::<String>::new())
+            .unwrap();
+        let safe = Role::new("safe", RoleVersion::V7, false)
+            .with_logins(Vec::<String>::new(), ["root"])
+            .unwrap();
+        f.users.insert(
+            "bob".to_owned(),
+            SshUser::new(false, vec!["ops".into(), "safe".into()])
+                .with_logins(allowed_logins(&[&ops, &safe])),
+        );
+        let bob = issue_as(&f, "bob", &["bob", "root", "deploy"], None);
+        assert_eq!(
+            reason(decide(&f, "root", &bob, &seen("127.0.0.1:1"), NOW)),
+            "login_not_allowed"
+        );
+        let who = decide(&f, "deploy", &bob, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert_eq!(who.login.as_deref(), Some("deploy"));
+    }
+
+    /// A login the roles allow that is also the user's own name is a login (a real session).
+    #[test]
+    fn the_own_name_allowed_as_a_login_is_a_login() {
+        let mut f = fixture();
+        f.users.insert(
+            "bob".to_owned(),
+            SshUser::new(false, vec!["dev".into()]).with_logins(["bob"]),
+        );
+        let bob = issue(&f, "bob", None);
+        let who = decide(&f, "bob", &bob, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert_eq!(who.login.as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn key_ids_not_written_by_the_ca_are_refused() {
+        let f = fixture();
+        let at = seen("127.0.0.1:1");
+        let signed = |key_id: &str, serial: u64| {
+            raw_with(&f, key_id, serial, |b| {
+                b.critical_option("source-address", "127.0.0.1/32").unwrap();
+            })
+        };
+        // the control: the CA's own form
+        let ok = decide(&f, "alice", &signed("alice@ippin/1", 1), &at, NOW).unwrap();
+        assert_eq!(ok.user, "alice");
+        let zero = decide(&f, "alice", &signed("alice@ippin/0", 0), &at, NOW).unwrap();
+        assert_eq!(zero.serial, 0);
+        let max = format!("alice@ippin/{}", u64::MAX);
+        assert!(decide(&f, "alice", &signed(&max, u64::MAX), &at, NOW).is_ok());
+        for (key_id, serial) in [
+            ("alice@ippin/1", 2),
+            ("alice@ippin/2", 1),
+            ("@ippin/1", 1),
+            ("alice", 1),
+            ("alice@ippin/01", 1),
+            ("alice@ippin/00", 0),
+            ("alice@ippin/", 1),
+            ("alice@ippin/+1", 1),
+            ("alice@ippin/-1", 1),
+            ("alice@ippin/1 ", 1),
+            ("alice@ippin/0x1", 1),
+            ("alice@ippin/18446744073709551616", 0),
+            ("alice@ippin1", 1),
+            ("alice@Ippin/1", 1),
+            ("alice@other/1", 1),
+            ("alice@ippin/1/1", 1),
+            ("al ice@ippin/1", 1),
+            ("alice\n@ippin/1", 1),
+            ("a@alice@ippin/1", 1),
+            ("", 1),
+        ] {
+            let denied = decide(&f, "alice", &signed(key_id, serial), &at, NOW).unwrap_err();
+            assert_eq!(
+                denied.reason.code(),
+                "invalid_key_id",
+                "{key_id:?} {serial}"
+            );
+            assert!(!denied.reason.tells_user());
+            assert_eq!(denied.pinned, vec!["127.0.0.1/32".to_owned()]);
+        }
+        // A key id naming bob on a certificate whose principal is alice: decided as bob, for
+        // whom `alice` is a login.
+        let who = decide(&f, "alice", &signed("bob@ippin/3", 3), &at, NOW).unwrap();
+        assert_eq!(
+            (who.user.as_str(), who.login.as_deref()),
+            ("bob", Some("alice"))
+        );
+        // An unknown user named by the key id, whatever the SSH user name.
+        let denied = decide(&f, "alice", &signed("carol@ippin/3", 3), &at, NOW).unwrap_err();
+        assert_eq!(denied.reason.code(), "unknown_user");
+        assert!(denied.message.contains("`carol`"), "{}", denied.message);
+    }
+
+    mod identity {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const NAMES: [&str; 5] = ["alice", "bob", "carol", "deploy", "root"];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// The user decided for is the key id's, never the SSH user name's: with any owner,
+            /// any principals, any SSH user name and any logins per user, an allowed attempt
+            /// carries the owner's name and roles, and a login only when the owner's roles
+            /// allow it; every other SSH user name is refused.
+            #[test]
+            fn the_identity_never_comes_from_the_ssh_user_name(
+                owner in 0usize..5,
+                principals in proptest::collection::btree_set(0usize..5, 1..5),
+                asked in 0usize..5,
+                logins in proptest::collection::vec(proptest::collection::btree_set(0usize..5, 0..4), 5),
+            ) {
+                let mut f = fixture();
+                f.users.clear();
+                // carol (2) is not a user; the others each have a role named after them.
+                for (i, name) in NAMES.iter().enumerate() {
+                    if i != 2 {
+                        let l: Vec<&str> = logins[i].iter().map(|j| NAMES[*j]).collect();
+                        f.users.insert(
+                            (*name).to_owned(),
+                            SshUser::new(false, vec![format!("role-of-{name}")]).with_logins(l),
+                        );
+                    }
+                }
+                let owner_name = NAMES[owner];
+                let ps: Vec<&str> = principals.iter().map(|j| NAMES[*j]).collect();
+                let cert = issue_as(&f, owner_name, &ps, None);
+                let asked_name = NAMES[asked];
+                let got = decide(&f, asked_name, &cert, &seen("127.0.0.1:1"), NOW);
+                let expected_ok = principals.contains(&asked)
+                    && owner != 2
+                    && (logins[owner].contains(&asked) || asked == owner);
+                prop_assert_eq!(got.is_ok(), expected_ok, "{:?}", got);
+                if let Ok(who) = got {
+                    prop_assert_eq!(&who.user, owner_name);
+                    prop_assert_eq!(&who.roles, &vec![format!("role-of-{owner_name}")]);
+                    if logins[owner].contains(&asked) {
+                        prop_assert_eq!(who.login.as_deref(), Some(asked_name));
+                    } else {
+                        prop_assert_eq!(who.login, None);
+                        prop_assert_eq!(asked_name, owner_name);
+                    }
+                }
+            }
+        }
+    }
+
     mod agree {
         use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -726,7 +1069,7 @@ mod tests {
         }
 
         proptest! {
-            /// Why step 12 never refuses after step 11 allowed, with today's crates: for every
+            /// Why step 14 never refuses after step 13 allowed, with today's crates: for every
             /// `source-address` the certificate crate accepts and every trusted observation,
             /// the policy crate's pin check and OpenSSH's rule agree (both canonicalise the
             /// client IP; a list holds no IPv4-mapped network and no /0).
@@ -760,7 +1103,7 @@ mod tests {
                     ObservedAddr::new(SocketAddr::new(ip, port.max(1)), Provenance::Direct, true);
                 let pin = CertPin::Nets(list.nets().to_vec());
                 let allowed = matches!(check_pin(requires_pin, &pin, &observed), Decision::Allow);
-                // What step 12 would refuse, step 11 has refused already.
+                // What step 14 would refuse, step 13 has refused already.
                 if allowed {
                     prop_assert!(list.matches(observed.ip()), "{} {}", list, ip);
                 }

@@ -11,5 +11,6 @@ pub use audit::{
     AuthRecord, ExecRecord, ProxyRefusedRecord, SessionRecord, ShedRecord, SshAudit, SshAuditEvent,
 };
 pub use decide::{
-    AuthContext, Authorized, SshDenial, SshDenyReason, SshUser, UserDirectory, authorize,
+    AuthContext, Authorized, CertIdentity, SshDenial, SshDenyReason, SshUser, UserDirectory,
+    authorize,
 };

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::{IpNet, Ipv4Net};
 use ippin_policy::{
     CertPin, Decision, ForwardedMode, NetDecision, NetworkRestrictions, ObservedAddr, Provenance,
-    RoleSet, canonical_ip, check_pin, client_from_forwarded, client_from_x_forwarded_for,
-    parse_roles,
+    Role, RoleSet, RoleVersion, allowed_logins, canonical_ip, check_pin, client_from_forwarded,
+    client_from_x_forwarded_for, parse_roles,
 };
 use proptest::prelude::*;
 
@@ -335,6 +335,74 @@ proptest! {
                 prop_assert_eq!(set.select(&all).unwrap().requires_pin(), any_pin);
             }
             Err(_) => prop_assert!(names.len() < roles.len()),
+        }
+    }
+
+    /// Deny wins across roles, and nothing is allowed that no role allows; the YAML parser and
+    /// the code builder agree.
+    #[test]
+    fn allowed_logins_deny_wins_and_is_a_subset_of_the_allows(
+        roles in proptest::collection::vec(
+            (
+                proptest::collection::vec("[a-d]", 0..4),
+                proptest::collection::vec("[a-d]", 0..3),
+            ),
+            0..4,
+        ),
+    ) {
+        let built: Vec<Role> = roles
+            .iter()
+            .enumerate()
+            .map(|(i, (allow, deny))| {
+                Role::new(format!("r{i}"), RoleVersion::V7, false)
+                    .with_logins(allow.clone(), deny.clone())
+                    .unwrap()
+            })
+            .collect();
+        let refs: Vec<&Role> = built.iter().collect();
+        let got = allowed_logins(&refs);
+        for login in &got {
+            prop_assert!(roles.iter().any(|(a, _)| a.contains(login)), "{login} allowed by none");
+            prop_assert!(!roles.iter().any(|(_, d)| d.contains(login)), "{login} denied");
+        }
+        // and everything allowed and not denied is there
+        for (allow, _) in &roles {
+            for login in allow {
+                let denied = roles.iter().any(|(_, d)| d.contains(login));
+                prop_assert_eq!(got.contains(login), !denied);
+            }
+        }
+        let mut text = String::new();
+        for (i, (allow, deny)) in roles.iter().enumerate() {
+            text.push_str(&format!(
+                "---\nkind: role\nversion: v7\nmetadata: {{name: r{i}}}\nspec:\n  allow: {{logins: [{}]}}\n  deny: {{logins: [{}]}}\n",
+                allow.join(", "),
+                deny.join(", ")
+            ));
+        }
+        let parsed = parse_roles("p.yaml", &text).unwrap();
+        prop_assert_eq!(&parsed.iter().map(|r| r.allow_logins().clone()).collect::<Vec<_>>(),
+            &built.iter().map(|r| r.allow_logins().clone()).collect::<Vec<_>>());
+        let names: Vec<String> = parsed.iter().map(|r| r.name.clone()).collect();
+        let set = RoleSet::new(parsed).unwrap();
+        let selected = set.select(&names).unwrap();
+        prop_assert_eq!(selected.logins(), &got);
+    }
+
+    /// Whatever a login list holds, the parser answers (no panic), and what it accepts passes
+    /// the login rule.
+    #[test]
+    fn login_lists_never_panic(items in proptest::collection::vec("\\PC{0,40}", 0..4)) {
+        let list: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+        let text = format!(
+            "kind: role\nversion: v7\nmetadata: {{name: x}}\nspec:\n  allow:\n    logins: [{}]\n  deny:\n    logins: [{}]\n",
+            list.join(", "),
+            list.join(", ")
+        );
+        if let Ok(roles) = parse_roles("f.yaml", &text) {
+            for l in roles.iter().flat_map(|r| r.allow_logins().iter().chain(r.deny_logins())) {
+                prop_assert!(ippin_policy::check_login(l).is_ok(), "{l:?}");
+            }
         }
     }
 

@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 
+use std::collections::BTreeSet;
+
 use ippin_policy::{
-    CertPin, Decision, Error, LOG_IN_AGAIN, ObservedAddr, Provenance, RawValue, RoleMap, RoleSet,
-    RoleVersion, check_pin_remote, parse_roles,
+    CertPin, Decision, Error, LOG_IN_AGAIN, ObservedAddr, Provenance, RawValue, Role, RoleMap,
+    RoleSet, RoleVersion, allowed_logins, check_login, check_pin_remote, parse_roles,
 };
 
 const ROLES: &str = include_str!("../data/roles.yaml");
@@ -52,6 +54,169 @@ fn parses_roles_as_users_write_them() {
         Some(&RawValue::Bool(true))
     );
     assert_eq!(roles[0].deny(), Some(&RawValue::Map(vec![])));
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn logins_are_read_deduplicated_and_deny_wins() {
+    let roles = parse_roles("roles.yaml", ROLES).unwrap();
+    assert_eq!(roles[0].allow_logins(), &set(&["deploy", "web-1"]));
+    assert_eq!(roles[0].deny_logins(), &set(&[]));
+    assert_eq!(roles[1].allow_logins(), &set(&["root"]));
+    assert_eq!(roles[2].allow_logins(), &set(&[]));
+    assert_eq!(roles[2].deny_logins(), &set(&["root"]));
+    let set_of = RoleSet::new(roles).unwrap();
+    let table: [(&[&str], &[&str]); 6] = [
+        (&[], &[]),
+        (&["access"], &["deploy", "web-1"]),
+        (&["pinned-admin"], &["root"]),
+        (&["access", "pinned-admin"], &["deploy", "root", "web-1"]),
+        // the auditor's deny of root wins over the admin's allow, in either order
+        (&["pinned-admin", "auditor"], &[]),
+        (&["auditor", "access", "pinned-admin"], &["deploy", "web-1"]),
+    ];
+    for (names, want) in table {
+        assert_eq!(
+            set_of.select(names).unwrap().logins(),
+            &set(want),
+            "{names:?}"
+        );
+    }
+    // empty and null rule sets hold no logins
+    let text = "kind: role\nversion: v7\nmetadata: {name: x}\nspec:\n  allow:\n  deny: {}\n";
+    let r = &parse_roles("r.yaml", text).unwrap()[0];
+    assert!(r.allow_logins().is_empty() && r.deny_logins().is_empty());
+}
+
+#[test]
+fn login_errors_name_file_line_and_field() {
+    let role = |allow: &str| {
+        format!(
+            "kind: role\nversion: v7\nmetadata: {{name: x}}\nspec:\n  allow:\n    logins: {allow}\n"
+        )
+    };
+    let table = [
+        (
+            role("['{{internal.logins}}']"),
+            r#"roles.yaml:6: spec.allow.logins[0]: login "{{internal.logins}}": templates such as `{{internal.logins}}` are not supported; list the logins by name"#,
+        ),
+        (
+            role("[ok, '{{external.unix_login}}']"),
+            r#"roles.yaml:6: spec.allow.logins[1]: login "{{external.unix_login}}": templates such as `{{internal.logins}}` are not supported; list the logins by name"#,
+        ),
+        (
+            role("['*']"),
+            r#"roles.yaml:6: spec.allow.logins[0]: login "*": wildcards are not supported; list the logins by name"#,
+        ),
+        (
+            role("root"),
+            r#"roles.yaml:6: spec.allow.logins: expected a sequence, found string "root""#,
+        ),
+        (
+            role("[7]"),
+            "roles.yaml:6: spec.allow.logins[0]: expected a string, found integer 7",
+        ),
+        (
+            role("[ok, [x]]"),
+            "roles.yaml:6: spec.allow.logins[1]: expected a string, found a sequence",
+        ),
+        (
+            role("\n      - ok\n      - 'ma$'"),
+            r#"roles.yaml:8: spec.allow.logins[1]: login "ma$": use 1 to 32 bytes: a letter or `_` first, then letters, digits, `_`, `.` or `-`"#,
+        ),
+        (
+            "kind: role\nversion: v7\nmetadata: {name: x}\nspec:\n  deny:\n    logins: ['']\n"
+                .to_owned(),
+            r#"roles.yaml:6: spec.deny.logins[0]: login "": use 1 to 32 bytes: a letter or `_` first, then letters, digits, `_`, `.` or `-`"#,
+        ),
+        (
+            "kind: role\nversion: v7\nmetadata: {name: x}\nspec:\n  deny: [logins]\n".to_owned(),
+            "roles.yaml:5: spec.deny: expected a mapping, found a sequence",
+        ),
+    ];
+    for (text, want) in table {
+        assert_eq!(
+            parse_roles("roles.yaml", &text).unwrap_err().to_string(),
+            want,
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn login_names() {
+    let long = "a".repeat(32);
+    for ok in [
+        "a",
+        "_",
+        "root",
+        "Deploy",
+        "web-1",
+        "svc.app_2",
+        "_x-",
+        long.as_str(),
+    ] {
+        check_login(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    let too_long = "a".repeat(33);
+    for bad in [
+        "",
+        "1root",
+        "-x",
+        ".x",
+        "a$",
+        "a b",
+        "a/b",
+        "a:b",
+        "ä",
+        "a\n",
+        "a@b",
+        "*",
+        "a*",
+        "{{internal.logins}}",
+        "{{external.x}}",
+        "x}}",
+        too_long.as_str(),
+    ] {
+        assert!(
+            matches!(check_login(bad), Err(Error::InvalidLogin { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn roles_built_in_code_carry_logins() {
+    let dev = Role::new("dev", RoleVersion::V7, false)
+        .with_logins(["deploy", "deploy", "root"], ["nobody"])
+        .unwrap();
+    assert_eq!(dev.allow_logins(), &set(&["deploy", "root"]));
+    assert_eq!(dev.deny_logins(), &set(&["nobody"]));
+    let safe = Role::new("safe", RoleVersion::V7, false)
+        .with_logins(Vec::<String>::new(), ["root"])
+        .unwrap();
+    assert_eq!(allowed_logins(&[&dev, &safe]), set(&["deploy"]));
+    assert_eq!(allowed_logins(&[&safe, &dev]), set(&["deploy"]));
+    assert_eq!(allowed_logins(&[&dev]), set(&["deploy", "root"]));
+    assert_eq!(allowed_logins(&[]), set(&[]));
+    // Role::new holds none
+    assert!(
+        Role::new("x", RoleVersion::V5, true)
+            .allow_logins()
+            .is_empty()
+    );
+    let err = Role::new("x", RoleVersion::V7, false)
+        .with_logins(["{{internal.logins}}"], Vec::<String>::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("templates"), "{err}");
+    assert!(
+        Role::new("x", RoleVersion::V7, false)
+            .with_logins(Vec::<String>::new(), ["*"])
+            .is_err()
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! | command | output | status |
 //! |---|---|---|
-//! | `whoami` | `user`, `roles`, `observed` (ip:port, provenance, trust), `pinned`, `login_ip`, `session`: one `key: value` line each | 0 |
+//! | `whoami` | `user`, `login` (the OS login, or `none` for a session of the built-ins), `roles`, `observed` (ip:port, provenance, trust), `pinned`, `login_ip`, `session`: one `key: value` line each | 0 |
 //! | `echo ARGS…` | the arguments joined by one space, and a newline | 0 |
 //! | anything else | a message on stderr | 127 |
 
@@ -54,8 +54,9 @@ pub fn run_builtin(
                 who.roles.join(", ")
             };
             let stdout = format!(
-                "user: {}\nroles: {}\nobserved: {} ({}, {})\npinned: {}\nlogin_ip: {}\nsession: {}\n",
+                "user: {}\nlogin: {}\nroles: {}\nobserved: {} ({}, {})\npinned: {}\nlogin_ip: {}\nsession: {}\n",
                 who.user,
+                who.login.as_deref().unwrap_or("none"),
                 roles,
                 observed.socket_addr(),
                 observed.provenance(),
@@ -105,6 +106,7 @@ mod tests {
     fn alice() -> Authorized {
         Authorized {
             user: "alice".into(),
+            login: None,
             roles: vec!["pinned-ip".into()],
             pinned: vec!["127.0.0.1/32".into()],
             key_id: "alice".into(),
@@ -124,7 +126,21 @@ mod tests {
     fn whoami_names_user_address_and_pin() {
         let r = run_builtin(b"whoami", &alice(), &seen(), "sid-1");
         assert_eq!(r.status, 0);
-        assert!(r.stdout.contains("user: alice\n"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains("user: alice\nlogin: none\n"),
+            "{}",
+            r.stdout
+        );
+        let as_deploy = Authorized {
+            login: Some("deploy".into()),
+            ..alice()
+        };
+        let r = run_builtin(b"whoami", &as_deploy, &seen(), "sid-1");
+        assert!(
+            r.stdout.contains("user: alice\nlogin: deploy\n"),
+            "{}",
+            r.stdout
+        );
         assert!(
             r.stdout
                 .contains("observed: 127.0.0.1:40000 (direct, trusted)\n")

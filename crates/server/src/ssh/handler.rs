@@ -14,7 +14,9 @@ use super::Shared;
 use super::audit::{AuthRecord, ExecRecord, SshAuditEvent};
 use super::dial::dial;
 use super::exec::{MAX_COMMAND_LEN, run_builtin};
-use ippin_access::ssh::{AuthContext, Authorized, SshDenial, SshDenyReason, authorize};
+use ippin_access::ssh::{
+    AuthContext, Authorized, CertIdentity, SshDenial, SshDenyReason, authorize,
+};
 
 /// The most `direct-tcpip` channels one connection may have open (or dialling) at once.
 pub const MAX_FORWARDS_PER_CONNECTION: usize = 64;
@@ -229,6 +231,7 @@ impl russh::server::Handler for Connection {
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
         let ctx = AuthContext {
+            identity: CertIdentity::IppinKeyId,
             trusted_cas: &self.shared.trusted_cas,
             users: self.shared.users.as_ref(),
             honours_force_command: true,
@@ -252,6 +255,8 @@ impl russh::server::Handler for Connection {
                 };
                 let mut rec = self.auth_record(user, Some(certificate));
                 rec.event = "ssh.auth.allowed";
+                rec.user = who.user.clone();
+                rec.login = who.login.clone();
                 rec.pinned = who.pinned.clone();
                 rec.roles = who.roles.clone();
                 if !self.record(SshAuditEvent::AuthAllowed(rec)) {

@@ -155,8 +155,8 @@ pub fn read_host_key(path: &Path) -> Result<PrivateKey, SshError> {
     Ok(key)
 }
 
-/// The users of the configuration with their roles resolved: the role names and whether any
-/// of them sets `pin_source_ip`. A user whose roles do not resolve is left out, so a
+/// The users of the configuration with their roles resolved: the role names, whether any
+/// of them sets `pin_source_ip`, and the OS logins they allow (allows minus denies). A user whose roles do not resolve is left out, so a
 /// certificate for them is refused (`unknown_user`) rather than let in without a pin check.
 pub fn users_of(state: &State) -> HashMap<String, SshUser> {
     let mut users = HashMap::new();
@@ -164,7 +164,8 @@ pub fn users_of(state: &State) -> HashMap<String, SshUser> {
         if let Ok(roles) = state.roles.select(&u.roles) {
             users.insert(
                 u.name.clone(),
-                SshUser::new(roles.requires_pin(), roles.names().to_vec()),
+                SshUser::new(roles.requires_pin(), roles.names().to_vec())
+                    .with_logins(roles.logins().iter().cloned()),
             );
         }
     }
@@ -256,6 +257,24 @@ mod tests {
             users.get("bob").map(|u| u.roles.clone()),
             Some(vec!["dev".to_owned()])
         );
+        assert!(users.values().all(|u| u.logins.is_empty()));
+
+        // Roles with logins: the users carry the allows minus the denies.
+        let roles_path = dir.path().join("roles.yaml");
+        let roles = std::fs::read_to_string(&roles_path).unwrap();
+        std::fs::write(
+            &roles_path,
+            roles.replace(
+                "  name: dev\nspec:\n",
+                "  name: dev\nspec:\n  allow: {logins: [deploy, root]}\n  deny: {logins: [root]}\n",
+            ),
+        )
+        .unwrap();
+        let state = State::load(Config::load(&config_path).unwrap()).unwrap();
+        let users = users_of(&state);
+        let bob = users.get("bob").unwrap();
+        assert_eq!(bob.logins.iter().collect::<Vec<_>>(), ["deploy"]);
+        assert!(users.get("alice").unwrap().logins.is_empty());
 
         let service = service_for(
             &state,

@@ -256,7 +256,16 @@ async fn a_wide_source_address_does_not_satisfy_a_pinned_role() {
         let signed = Command::new(peer("ssh-keygen"))
             .arg("-s")
             .arg(&ca)
-            .args(["-I", "alice", "-n", "alice", "-V", "-5m:+1h"])
+            .args([
+                "-I",
+                "alice@ippin/1",
+                "-z",
+                "1",
+                "-n",
+                "alice",
+                "-V",
+                "-5m:+1h",
+            ])
             .args(["-O", &format!("source-address={source}")])
             .arg(key.with_extension("pub"))
             .output()

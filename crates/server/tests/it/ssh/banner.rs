@@ -310,7 +310,8 @@ async fn banner_only_for_refusals_the_user_can_act_on_and_never_with_escapes() {
     );
 
     // A user name with an OSC title change, a bell, a screen clear, a C1 CSI and a
-    // right-to-left override: written out.
+    // right-to-left override: written out. The certificate is bob's (its key id), the name a
+    // principal his roles do not allow as a login.
     let evil = "mal\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{202e}lory";
     let ca_key = PrivateKey::from_openssh(ca.ca.to_openssh().expect("CA key")).expect("CA key");
     let t = now();
@@ -321,7 +322,8 @@ async fn banner_only_for_refusals_the_user_can_act_on_and_never_with_escapes() {
         t + 3600,
     )
     .expect("builder");
-    b.key_id("evil").expect("key id");
+    b.key_id("bob@ippin/5").expect("key id");
+    b.serial(5).expect("serial");
     b.valid_principal(evil).expect("principal");
     let cert = b.sign(&ca_key).expect("sign");
     let (ok, banners) = attempt(addr, host_key, evil, key, Some(cert)).await;
@@ -329,8 +331,9 @@ async fn banner_only_for_refusals_the_user_can_act_on_and_never_with_escapes() {
     assert_eq!(
         banners,
         vec![
-            "ippin: refused (unknown_user): there is no user \
-             `mal\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{202e}lory` on this server\r\n"
+            "ippin: refused (login_not_allowed): the login \
+             `mal\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{9b}31m\\u{202e}lory` is not allowed by the \
+             roles of `bob`; if your roles changed, log in again (`ippin login`)\r\n"
                 .to_owned()
         ]
     );
@@ -340,7 +343,7 @@ async fn banner_only_for_refusals_the_user_can_act_on_and_never_with_escapes() {
             "not_a_certificate".to_owned(),
             "wrong_principal".to_owned(),
             "pinned_ip_mismatch".to_owned(),
-            "unknown_user".to_owned()
+            "login_not_allowed".to_owned()
         ]
     );
 }

@@ -92,12 +92,14 @@ impl Ca {
         (user, key)
     }
 
-    /// A certificate from `ippin-cert` for `principal`, valid for an hour, pinned or not.
+    /// A certificate from `ippin-cert` for `principal`, valid for an hour, pinned or not, with
+    /// the key id ippin's CA writes (`PRINCIPAL@ippin/1`, serial 1).
     pub(crate) fn issue(&self, name: &str, principal: &str, pinned: Option<IpAddr>) -> Identity {
         let (user, key) = self.user_key(name);
         let t = now();
         let mut req = SshCertRequest::builder(user.public_key().key_data().clone())
-            .key_id(format!("{principal}@test"))
+            .key_id(format!("{principal}@ippin/1"))
+            .serial(1)
             .principal(principal)
             .validity(t - 60, t + 3600);
         if let Some(ip) = pinned {
@@ -116,14 +118,22 @@ impl Ca {
         }
     }
 
-    /// A certificate made by the real `ssh-keygen -s` with extra options (`-h`, `-V`, `-O`).
+    /// A certificate made by the real `ssh-keygen -s` with extra options (`-h`, `-V`, `-O`),
+    /// with the key id ippin's CA writes (`PRINCIPAL@ippin/1`, serial 1).
     pub(crate) fn keygen_issue(&self, name: &str, principal: &str, extra: &[&str]) -> Identity {
         let (_, key) = self.user_key(name);
         let out = std::process::Command::new(peer("ssh-keygen"))
             .arg("-q")
             .arg("-s")
             .arg(&self.key_path)
-            .args(["-I", &format!("{principal}@keygen"), "-n", principal])
+            .args([
+                "-I",
+                &format!("{principal}@ippin/1"),
+                "-z",
+                "1",
+                "-n",
+                principal,
+            ])
             .args(extra)
             .arg(self.dir.join(format!("{name}.pub")))
             .output()

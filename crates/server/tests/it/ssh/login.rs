@@ -139,3 +139,130 @@ async fn ippin_login_then_ssh() {
         "{log}"
     );
 }
+
+/// The principals `ssh-keygen -L` lists for the certificate at `cert`, and its key id.
+fn principals_and_key_id(cert: &std::path::Path) -> (Vec<String>, String) {
+    let out = std::process::Command::new(ippin_test_support::peer("ssh-keygen"))
+        .arg("-L")
+        .arg("-f")
+        .arg(cert)
+        .output()
+        .expect("run ssh-keygen -L");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut principals = Vec::new();
+    let mut key_id = String::new();
+    let mut in_principals = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(id) = t.strip_prefix("Key ID: ") {
+            key_id = id.trim_matches('"').to_owned();
+        }
+        if t.starts_with("Principals:") {
+            in_principals = true;
+            continue;
+        }
+        if in_principals {
+            // The list is indented further than the section names.
+            if t.ends_with(':') || t.contains(": ") || t.is_empty() {
+                in_principals = false;
+            } else {
+                principals.push(t.to_owned());
+            }
+        }
+    }
+    (principals, key_id)
+}
+
+/// A role's `allow.logins` become principals of the certificate `ippin login` issues (the key
+/// id still names the user); a renewal takes the roles as they are then; and a login that is a
+/// principal but no longer allowed by the roles is refused `login_not_allowed`, while the
+/// user's own name still reaches the built-ins.
+#[tokio::test(flavor = "multi_thread")]
+async fn role_logins_become_principals_and_a_login_no_longer_allowed_is_refused() {
+    ippin::install_crypto_provider();
+    let tmp = ippin_test_support::temp_dir();
+    // With a `tls` listener too, for the renewal.
+    let config = format!(
+        "{CONFIG}  - kind: tls\n    listen: 127.0.0.1:0\n    proxy_protocol: off\n    header_timeout: 5s\n"
+    );
+    let config_path = ippin::ca::init_at(tmp.path(), SystemTime::now(), &config).expect("ca init");
+    let roles_path = tmp.path().join("roles.yaml");
+    let roles = std::fs::read_to_string(&roles_path).expect("roles");
+    let ops = "---\nkind: role\nversion: v7\nmetadata: {name: ops}\nspec:\n  allow:\n    logins: [deploy, app1, deploy]\n";
+    std::fs::write(&roles_path, format!("{roles}{ops}")).expect("write roles");
+    let hash = ippin::users::hash_password_light("secret").expect("hash");
+    ippin::users::add_user(&config_path, "carol", &["ops".to_owned()], &hash).expect("carol");
+    let state = Arc::new(State::load(Config::load(&config_path).expect("config")).expect("state"));
+    let running = start_with(state.clone()).await.expect("start the server");
+    let login_addr = running.first(ListenerKind::Login).expect("login listener");
+    let endpoint = Endpoint::new(login_addr, state.ca.x509_cert_pem());
+
+    let creds = login(&endpoint, "carol", "secret").await.expect("login");
+    let carol = save(tmp.path(), "carol", &creds);
+    let (mut principals, key_id) = principals_and_key_id(&carol.cert);
+    principals.sort();
+    assert_eq!(principals, ["app1", "carol", "deploy"]);
+    assert!(key_id.starts_with("carol@ippin/"), "{key_id}");
+    running.shutdown();
+
+    // The role loses `app1` (a deny in it wins over its allow).
+    let changed = ops.replace(
+        "logins: [deploy, app1, deploy]\n",
+        "logins: [deploy, app1]\n  deny:\n    logins: [app1]\n",
+    );
+    std::fs::write(&roles_path, format!("{roles}{changed}")).expect("rewrite roles");
+    let state = Arc::new(State::load(Config::load(&config_path).expect("config")).expect("state"));
+    let running = start_with(state.clone()).await.expect("restart the server");
+    let tls_addr = running.first(ListenerKind::Tls).expect("tls listener");
+    let endpoint = Endpoint::new(tls_addr, state.ca.x509_cert_pem());
+
+    // Renewal takes the roles now, not the presented certificate's principals.
+    let renewed = ippin::client::renew(&endpoint, &creds)
+        .await
+        .expect("renew");
+    let renewed_id = save(tmp.path(), "carol-renewed", &renewed);
+    let (mut principals, _) = principals_and_key_id(&renewed_id.cert);
+    principals.sort();
+    assert_eq!(principals, ["carol", "deploy"]);
+
+    let events = Events::default();
+    let service = service_for(&state, None, Arc::new(ippin::ssh::AllowAll), events.sink())
+        .expect("ssh service");
+    let mut server = Server::from_service(service, events);
+    let addr = server.listen_direct(ip("127.0.0.1")).await;
+
+    // The old certificate still names app1; the roles no longer allow it.
+    let run = ssh(&carol, "app1", "127.0.0.1", addr, &["whoami"]).await;
+    assert_eq!(run.status, Some(255), "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "refused (login_not_allowed): the login `app1` is not allowed by the roles of `carol`"
+        ),
+        "{}",
+        run.stderr
+    );
+    // A name that is no principal at all is not a login either.
+    let run = ssh(&carol, "root", "127.0.0.1", addr, &["whoami"]).await;
+    assert_eq!(run.status, Some(255), "{run:?}");
+    // Her own name: the built-ins, no OS login.
+    let run = ssh(&carol, "carol", "127.0.0.1", addr, &["whoami"]).await;
+    assert!(run.ok(), "{run:?}");
+    assert!(
+        run.stdout.contains("user: carol\nlogin: none\n"),
+        "{}",
+        run.stdout
+    );
+    // (after `wrong_principal` the client goes on to offer the plain key: `not_a_certificate`)
+    let reasons = server.events.denial_reasons();
+    assert_eq!(
+        reasons[..2],
+        ["login_not_allowed", "wrong_principal"],
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2..].iter().all(|r| r == "not_a_certificate"),
+        "{reasons:?}"
+    );
+    running.shutdown();
+}

@@ -294,6 +294,7 @@ listeners:
         .issue(&ippin::ca::IssueRequest {
             user: "bob",
             roles: &["dev".to_owned()],
+            logins: &[],
             ssh_public_key: &ssh_public_key,
             tls_public_key: &spki,
             pinned_ip: None,
