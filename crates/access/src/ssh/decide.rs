@@ -199,8 +199,6 @@ pub struct Authorized {
     pub force_command: Option<String>,
     /// Whether the certificate grants `permit-port-forwarding`.
     pub port_forwarding: bool,
-    /// The OS login the session runs as; `None`: the built-ins only.
-    pub login: Option<String>,
 }
 
 /// Where [`authorize`] reads the user a certificate belongs to. Never from the SSH user name:
@@ -389,7 +387,6 @@ pub(crate) fn authorize_with(
         login_ip: valid.login_ip.map(|ip| ip.to_string()),
         force_command: valid.force_command.clone(),
         port_forwarding: valid.permissions.port_forwarding,
-        login: None,
     })
 }
 

@@ -114,7 +114,6 @@ mod tests {
             login_ip: Some("127.0.0.1".into()),
             force_command: None,
             port_forwarding: true,
-            login: None,
         }
     }
 

@@ -296,8 +296,7 @@ impl Connection {
         who: &Authorized,
         login: &str,
         kind: &Kind,
-        code: &str,
-        message: &str,
+        (code, message): (&str, &str),
         session: &mut Session,
     ) -> Result<(), russh::Error> {
         let mut rec = SessionRecord::new(
@@ -427,8 +426,10 @@ impl Connection {
                 &who,
                 &login,
                 &kind,
-                "command_too_long",
-                &format!("the command is longer than {MAX_EXEC_COMMAND} bytes"),
+                (
+                    "command_too_long",
+                    &format!("the command is longer than {MAX_EXEC_COMMAND} bytes"),
+                ),
                 session,
             );
         }
@@ -440,7 +441,7 @@ impl Connection {
         let os = match self.os_session(&who, &login) {
             Ok(os) => os,
             Err((code, message)) => {
-                return self.refuse(channel, &who, &login, &kind, &code, &message, session);
+                return self.refuse(channel, &who, &login, &kind, (&code, &message), session);
             }
         };
         let account = &os.login;
@@ -477,8 +478,7 @@ impl Connection {
                         &who,
                         &login,
                         &kind,
-                        "sftp_unavailable",
-                        "this server has no sftp-server program",
+                        ("sftp_unavailable", "this server has no sftp-server program"),
                         session,
                     );
                 };
@@ -540,8 +540,7 @@ impl Connection {
                             &who,
                             &login,
                             &kind,
-                            "spawn_failed",
-                            "the terminal cannot be set up",
+                            ("spawn_failed", "the terminal cannot be set up"),
                             session,
                         );
                     }
@@ -554,8 +553,7 @@ impl Connection {
                             &who,
                             &login,
                             &kind,
-                            "spawn_failed",
-                            "the terminal cannot be set up",
+                            ("spawn_failed", "the terminal cannot be set up"),
                             session,
                         );
                     }
@@ -591,8 +589,10 @@ impl Connection {
                 &who,
                 &login,
                 &kind,
-                "audit_unavailable",
-                "the audit log cannot be written, so nothing is run; tell the operator",
+                (
+                    "audit_unavailable",
+                    "the audit log cannot be written, so nothing is run; tell the operator",
+                ),
                 session,
             );
         }
@@ -604,8 +604,10 @@ impl Connection {
                     &who,
                     &login,
                     &kind,
-                    "spawn_failed",
-                    &format!("the session's process cannot start: {e}"),
+                    (
+                        "spawn_failed",
+                        &format!("the session's process cannot start: {e}"),
+                    ),
                     session,
                 );
             }
