@@ -213,7 +213,8 @@ impl Remote {
     /// Runs `line` in the remote shell; its output (stdout and stderr) and exit status.
     async fn run(&mut self, line: &str) -> (String, i32) {
         let end = "__ippin_end__";
-        let script = format!("{line}\necho \"{end}$?\"\n");
+        // A command's output may not end in a newline: the marker starts a line of its own.
+        let script = format!("{line}\n__s=$?; echo; echo \"{end}$__s\"\n");
         self.input
             .write_all(script.as_bytes())
             .await
@@ -236,11 +237,15 @@ impl Remote {
     }
 }
 
-/// The session cgroup's directory of `pid` (from `/proc/PID/cgroup`, under the cgroup v2
-/// mount).
-fn cgroup_dir(relative: &str) -> PathBuf {
+/// The cgroup v2 directory named by the contents of a `/proc/PID/cgroup` file (its `0::`
+/// line; the other lines are cgroup v1 hierarchies on a hybrid system).
+fn cgroup_dir(proc_cgroup: &str) -> PathBuf {
     let mount = ippin_restrict::cgroup2_mount().expect("cgroup v2");
-    mount.join(relative.trim().trim_start_matches("0::/"))
+    let line = proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::/"))
+        .unwrap_or_else(|| panic!("no cgroup v2 line in {proc_cgroup}"));
+    mount.join(line.trim())
 }
 
 const PROBE: &str = r#"import socket, sys
@@ -479,7 +484,7 @@ async fn the_kernel_holds_every_process_of_a_session_to_the_restrictions() {
     let (out, code) = remote
         .run(&format!("curl -sS --max-time 5 http://{allowed}/"))
         .await;
-    assert_eq!((out.as_str(), code), ("ok\n", 0), "curl allowed");
+    assert_eq!((out.trim(), code), ("ok", 0), "curl allowed");
     let (out, code) = remote
         .run(&format!("curl -sS --max-time 5 http://{denied}/"))
         .await;
