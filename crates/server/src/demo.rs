@@ -172,6 +172,11 @@ struct Demo {
     host_key: Option<ssh_key::PublicKey>,
     running: Running,
     rows: Vec<Row>,
+    /// The OS login of the restricted-session step: the one running the demo, which bob's
+    /// role allows ([`setup`]).
+    login: Option<String>,
+    /// Lines printed after the table: steps this machine cannot run, and why.
+    notes: Vec<String>,
 }
 
 fn v2_header(src: Ipv4Addr, dst: SocketAddr) -> Result<Vec<u8>, String> {
@@ -506,6 +511,93 @@ impl Demo {
         ))
     }
 
+    /// bob in a real session as the demo's login: a program connecting to [`FORBIDDEN`] is
+    /// refused by the kernel (EPERM) and audited as `T4002I` with its name and pid. Where
+    /// the machine cannot enforce (not root, no cgroup v2 or eBPF), a note says why and no
+    /// step is counted.
+    async fn restricted_session(&mut self, creds: Option<&Credentials>) {
+        use crate::ssh::session::Enforcement;
+        match self.running.enforcement.as_ref() {
+            Enforcement::Kernel(_) => {}
+            other => {
+                self.notes.push(format!(
+                    "restricted session: not shown on this machine: {}",
+                    other.describe()
+                ));
+                return;
+            }
+        }
+        let Some(login) = self.login.clone() else {
+            self.notes.push(
+                "restricted session: not shown: this machine's login name cannot be a role's \
+                 login"
+                    .to_owned(),
+            );
+            return;
+        };
+        let through = format!("ssh session as {login}");
+        let action = "bash: connect()";
+        let got = match creds {
+            None => Err(("no_credentials".into(), "the login before failed".into())),
+            Some(creds) => self.session_connect(&login, creds).await,
+        };
+        self.record(
+            "bob",
+            ALICE_HOME.to_string(),
+            &through,
+            action,
+            &Expect::Denied("T4002I"),
+            got,
+        );
+    }
+
+    async fn session_connect(
+        &self,
+        login: &str,
+        creds: &Credentials,
+    ) -> Result<String, (String, String)> {
+        let session = self.ssh_session(login, creds, ALICE_HOME).await?;
+        let command = format!("bash -c 'exec 3<>/dev/tcp/{FORBIDDEN}/9' 2>&1; echo \"exit $?\"");
+        let (_, out) = session
+            .exec(&command)
+            .await
+            .map_err(|e| ("error".to_owned(), e.to_string()))?;
+        let said = out
+            .lines()
+            .find(|l| l.contains("connect"))
+            .unwrap_or(out.trim())
+            .to_owned();
+        if !said.contains("Operation not permitted") {
+            return Ok(format!("not refused by the kernel: {}", out.trim()));
+        }
+        // The kernel's event reaches the audit log through the enforcer's reader: wait for it
+        // (bounded).
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let event = std::fs::read_to_string(&self.audit_log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v.get("ssh").cloned())
+                .find(|v| v["code"] == "T4002I" && v["program"] == "bash");
+            if let Some(e) = event {
+                return Err((
+                    "T4002I".to_owned(),
+                    format!(
+                        "{said}; audit: program {}, pid {}, cgroup {}",
+                        e["program"].as_str().unwrap_or("?"),
+                        e["pid"],
+                        e["cgroup_id"]
+                    ),
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(("no_event".to_owned(), format!("{said}; no T4002I event")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A `direct-tcpip` forward (what `ssh -W host:port` does) to `dst`, sending a line.
     async fn ssh_forward(
         &mut self,
@@ -600,6 +692,38 @@ fn split(e: ClientError) -> (String, String) {
 
 /// Builds the CA, the users and the configuration in `dir` and starts the
 /// listeners.
+/// The login running the demo (root, usually): bob's role allows it, for the
+/// restricted-session step. `None` when its name cannot be a role's login.
+fn demo_login() -> Option<String> {
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
+    ippin_policy::check_login(&user.name).ok()?;
+    Some(user.name)
+}
+
+/// The demo's roles: `ca init`'s, with bob's role `dev` allowing `login`.
+fn demo_roles(login: &str) -> String {
+    format!(
+        "kind: role
+version: v7
+metadata:
+  name: pinned-ip
+spec:
+  options:
+    pin_source_ip: true
+---
+kind: role
+version: v7
+metadata:
+  name: dev
+spec:
+  options:
+    pin_source_ip: false
+  allow:
+    logins: [{login}]
+"
+    )
+}
+
 async fn setup(dir: &Path) -> Result<(String, Running), String> {
     let mut users = String::new();
     for (name, role) in [
@@ -617,6 +741,10 @@ async fn setup(dir: &Path) -> Result<(String, Running), String> {
         .map_err(|e| e.to_string())?;
     std::fs::write(dir.join("network_restrictions.yaml"), DEMO_RESTRICTIONS)
         .map_err(|e| format!("network_restrictions.yaml: {e}"))?;
+    if let Some(login) = demo_login() {
+        std::fs::write(dir.join("roles.yaml"), demo_roles(&login))
+            .map_err(|e| format!("roles.yaml: {e}"))?;
+    }
     add_propagation(dir, &path)?;
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let ca_pem = std::fs::read_to_string(&config.ca.tls_cert).map_err(|e| e.to_string())?;
@@ -786,6 +914,9 @@ async fn play(demo: &mut Demo) {
             Err(("setup".into(), e)),
         ),
     }
+    // bob's role allows this machine's login: in a real session, the kernel refuses a
+    // connection to the forbidden address (eBPF on the session's cgroup).
+    demo.restricted_session(bob.as_ref()).await;
     // carol behind a layer-4 load balancer that sends PROXY v2.
     let carol = demo
         .login(
@@ -957,9 +1088,14 @@ pub async fn run() -> Outcome {
         host_key,
         running,
         rows: Vec::new(),
+        login: demo_login(),
+        notes: Vec::new(),
     };
     play(&mut demo).await;
     out.push_str(&table(&demo.rows));
+    for note in &demo.notes {
+        let _ = writeln!(out, "{note}");
+    }
     let failed: Vec<usize> = demo
         .rows
         .iter()
@@ -981,8 +1117,9 @@ pub async fn run() -> Outcome {
          alice's own address, vouched for by the front's grant and MAC, and pinned it the same \
          way. Over SSH (certificates from the same logins, in-process \
          client) the pin held the same way, and the network restrictions refused a forward to \
-         {FORBIDDEN} (T4002I) while one to the echo listener went through. {audit_lines} audit \
-         events written."
+         {FORBIDDEN} (T4002I) while one to the echo listener went through; where the machine \
+         enforces them, a program in bob's real session was refused the same address by the \
+         kernel (EPERM, T4002I with its name and pid). {audit_lines} audit events written."
     );
     let _ = writeln!(
         out,
