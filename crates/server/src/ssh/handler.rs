@@ -14,6 +14,8 @@ use super::Shared;
 use super::audit::{AuthRecord, ExecRecord, SshAuditEvent};
 use super::dial::dial;
 use super::exec::{MAX_COMMAND_LEN, run_builtin};
+use super::session::{Ctx, Kind, Sessions};
+use super::text::printable;
 use ippin_access::ssh::{
     AuthContext, Authorized, CertIdentity, SshDenial, SshDenyReason, authorize,
 };
@@ -43,46 +45,8 @@ pub(crate) struct Connection {
     pub(crate) refusal_banner: Option<String>,
     /// The server's address of this connection, when the accept loop told it.
     pub(crate) local: Option<std::net::SocketAddr>,
-    /// The session channels of an OS login's session.
-    pub(crate) channels: std::collections::HashMap<ChannelId, super::session::ChannelState>,
-    /// The OS side of the session, made with its first process; dropping it ends them all.
-    pub(crate) os: Option<Arc<super::session::OsSession>>,
-}
-
-/// The most characters of a refusal message sent to the client.
-pub(crate) const MAX_REFUSAL_MESSAGE: usize = 1024;
-
-/// `text` made safe for the client's terminal and bounded: every control character (C0, DEL,
-/// C1 — ESC and CSI included, so no escape sequence) and every bidirectional formatting
-/// character is written as its `\u{..}` escape, and the result is cut to
-/// [`MAX_REFUSAL_MESSAGE`] characters. Parts of a message can come from the client (the user
-/// name) or from a certificate.
-pub(crate) fn printable(text: &str) -> String {
-    let mut out = String::new();
-    let mut kept = 0;
-    for c in text.chars() {
-        if kept >= MAX_REFUSAL_MESSAGE {
-            break;
-        }
-        if c.is_control() || is_bidi_control(c) {
-            for e in c.escape_unicode().take(MAX_REFUSAL_MESSAGE - kept) {
-                out.push(e);
-                kept += 1;
-            }
-        } else {
-            out.push(c);
-            kept += 1;
-        }
-    }
-    out
-}
-
-/// The Unicode characters that reorder the text around them (Trojan Source, CVE-2021-42574).
-fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-    )
+    /// The session channels of an OS login and their processes; dropping it ends them all.
+    pub(crate) sessions: Sessions,
 }
 
 /// The banner that tells the user why an attempt was refused: the message with its stable
@@ -113,6 +77,27 @@ fn unix_now() -> u64 {
 }
 
 impl Connection {
+    /// Runs `kind` on `channel` as the session's OS login.
+    async fn start(
+        &mut self,
+        channel: ChannelId,
+        kind: Kind,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let Some(who) = self.authorized.as_ref() else {
+            return session.channel_failure(channel);
+        };
+        let ctx = Ctx {
+            shared: &self.shared,
+            who,
+            session_id: &self.session_id,
+            observed: &self.observed,
+            local: self.local,
+            handle: self.handle.get().cloned(),
+        };
+        self.sessions.start(&ctx, channel, kind, session).await
+    }
+
     fn record(&self, event: SshAuditEvent) -> bool {
         self.shared.audit.record(event)
     }
@@ -309,7 +294,7 @@ impl russh::server::Handler for Connection {
         };
         if who.login.is_some() {
             return self
-                .session_start(channel, super::session::Kind::Exec(data.to_vec()), session)
+                .start(channel, Kind::Exec(data.to_vec()), session)
                 .await;
         }
         // A certificate's `force-command` replaces whatever the client asked for, as in sshd.
@@ -347,9 +332,7 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
-            return self
-                .session_start(channel, super::session::Kind::Shell, session)
-                .await;
+            return self.start(channel, Kind::Shell, session).await;
         }
         // Accepted only to say why there is none: a refused request would make OpenSSH exit
         // with "shell request failed" before it shows any message.
@@ -368,9 +351,9 @@ impl russh::server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
             return self
-                .session_start(
+                .start(
                     channel,
-                    super::session::Kind::Subsystem(name.chars().take(64).collect()),
+                    Kind::Subsystem(name.chars().take(64).collect()),
                     session,
                 )
                 .await;
@@ -391,7 +374,9 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
-            return self.session_pty(channel, term, col_width, row_height, session);
+            return self
+                .sessions
+                .pty(channel, term, col_width, row_height, session);
         }
         session.channel_failure(channel)
     }
@@ -404,7 +389,9 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
-            return self.session_env(channel, variable_name, variable_value, session);
+            return self
+                .sessions
+                .env(channel, variable_name, variable_value, session);
         }
         session.channel_failure(channel)
     }
@@ -418,7 +405,7 @@ impl russh::server::Handler for Connection {
         _pix_height: u32,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.session_resize(channel, col_width, row_height);
+        self.sessions.resize(channel, col_width, row_height);
         Ok(())
     }
 
@@ -428,7 +415,7 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.session_data(channel, data);
+        self.sessions.data(channel, data);
         Ok(())
     }
 
@@ -437,7 +424,7 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.session_eof(channel);
+        self.sessions.eof(channel);
         Ok(())
     }
 
@@ -446,7 +433,7 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.session_close(channel);
+        self.sessions.close(channel);
         Ok(())
     }
 
@@ -576,6 +563,7 @@ mod tests {
     use ippin_policy::DenyReason;
     use proptest::prelude::*;
 
+    use super::super::text::{MAX_REFUSAL_MESSAGE, is_bidi_control};
     use super::*;
 
     fn denial(reason: SshDenyReason, message: &str) -> SshDenial {

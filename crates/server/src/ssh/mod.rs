@@ -36,6 +36,7 @@ pub mod client;
 pub mod exec;
 mod handler;
 pub mod session;
+mod text;
 pub mod wiring;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -304,8 +305,7 @@ impl SshService {
             forwards: Arc::new(AtomicUsize::new(0)),
             refusal_banner: None,
             local: crate::audit::CONNECTION_LOCAL.try_with(|p| *p).ok(),
-            channels: std::collections::HashMap::new(),
-            os: None,
+            sessions: session::Sessions::default(),
         };
         let session_error = |source: russh::Error| SshError::Session {
             observed: observed.to_string(),

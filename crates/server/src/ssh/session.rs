@@ -32,7 +32,8 @@ use russh::server::{Handle, Session};
 use russh::{ChannelId, Sig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::handler::{Connection, printable};
+use super::Shared;
+use super::text::printable;
 
 /// The most bytes of input queued for a process that does not read them. Beyond it the
 /// process's input is closed: a client cannot make the server hold more.
@@ -184,17 +185,36 @@ impl Drop for OsSession {
     }
 }
 
+/// The sessions of one SSH connection: its channels and, once a process ran, its OS side.
+/// Dropped with the connection, which ends every process.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    channels: std::collections::HashMap<ChannelId, ChannelState>,
+    os: Option<Arc<OsSession>>,
+}
+
+/// What a session needs of its connection.
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) who: &'a Authorized,
+    pub(crate) session_id: &'a str,
+    pub(crate) observed: &'a ippin_policy::ObservedAddr,
+    /// The server's address of the connection, when known.
+    pub(crate) local: Option<std::net::SocketAddr>,
+    pub(crate) handle: Option<Handle>,
+}
+
 fn u16_clamped(v: u32) -> u16 {
     u16::try_from(v.clamp(1, 4096)).unwrap_or(80)
 }
 
-impl Connection {
+impl Sessions {
     fn channel_state(&mut self, channel: ChannelId) -> &mut ChannelState {
         self.channels.entry(channel).or_default()
     }
 
     /// An `env` request: kept when [`client_may_set`] allows it, refused otherwise.
-    pub(crate) fn session_env(
+    pub(crate) fn env(
         &mut self,
         channel: ChannelId,
         name: &str,
@@ -210,7 +230,7 @@ impl Connection {
     }
 
     /// A `pty-req` of a session of an OS login: a terminal is opened now.
-    pub(crate) fn session_pty(
+    pub(crate) fn pty(
         &mut self,
         channel: ChannelId,
         term: &str,
@@ -242,7 +262,7 @@ impl Connection {
     }
 
     /// A `window-change`: the terminal's new size (the kernel tells the foreground group).
-    pub(crate) fn session_resize(&mut self, channel: ChannelId, cols: u32, rows: u32) {
+    pub(crate) fn resize(&mut self, channel: ChannelId, cols: u32, rows: u32) {
         if let Some(pty) = self.channels.get_mut(&channel).and_then(|s| s.pty.as_mut()) {
             let (cols, rows) = (u16_clamped(cols), u16_clamped(rows));
             pty.cols = cols;
@@ -256,7 +276,7 @@ impl Connection {
     }
 
     /// Data from the client for the channel's process.
-    pub(crate) fn session_data(&mut self, channel: ChannelId, data: &[u8]) {
+    pub(crate) fn data(&mut self, channel: ChannelId, data: &[u8]) {
         let Some(state) = self.channels.get_mut(&channel) else {
             return;
         };
@@ -271,14 +291,14 @@ impl Connection {
     }
 
     /// The client's EOF: the process's input is closed (for a terminal: no more input).
-    pub(crate) fn session_eof(&mut self, channel: ChannelId) {
+    pub(crate) fn eof(&mut self, channel: ChannelId) {
         if let Some(state) = self.channels.get_mut(&channel) {
             state.input = None;
         }
     }
 
     /// The client closed the channel: its process group is hung up.
-    pub(crate) fn session_close(&mut self, channel: ChannelId) {
+    pub(crate) fn close(&mut self, channel: ChannelId) {
         if let Some(state) = self.channels.remove(&channel)
             && let Some(g) = state.group
         {
@@ -291,7 +311,7 @@ impl Connection {
 
     /// Refuses to run anything on `channel`: the reason on stderr, exit status 1, audited.
     fn refuse(
-        &self,
+        ctx: &Ctx<'_>,
         channel: ChannelId,
         who: &Authorized,
         login: &str,
@@ -301,14 +321,14 @@ impl Connection {
     ) -> Result<(), russh::Error> {
         let mut rec = SessionRecord::new(
             "ssh.session.refused",
-            &self.session_id,
+            ctx.session_id,
             &who.user,
             login,
             kind.name(),
         );
         rec.reason = Some(code.to_owned());
         rec.message = Some(message.to_owned());
-        let _ = self.shared.audit.record(SshAuditEvent::Session(rec));
+        let _ = ctx.shared.audit.record(SshAuditEvent::Session(rec));
         let text = printable(&format!("ippin: refused ({code}): {message}"));
         session.channel_success(channel)?;
         session.extended_data(channel, 1, format!("{text}\r\n").into_bytes())?;
@@ -320,13 +340,14 @@ impl Connection {
     /// The connection's OS session, made on first use.
     fn os_session(
         &mut self,
+        ctx: &Ctx<'_>,
         who: &Authorized,
         login: &str,
     ) -> Result<Arc<OsSession>, (String, String)> {
         if let Some(os) = &self.os {
             return Ok(os.clone());
         }
-        let settings = &self.shared.session;
+        let settings = &ctx.shared.session;
         if let Enforcement::Unavailable(why) = settings.enforcement.as_ref() {
             return Err((
                 "restrictions_unavailable".to_owned(),
@@ -357,10 +378,10 @@ impl Connection {
             ));
         }
         let restrict = match settings.enforcement.as_ref() {
-            Enforcement::Kernel(enforcer) => match enforcer.session(&self.session_id) {
+            Enforcement::Kernel(enforcer) => match enforcer.session(ctx.session_id) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::error!("session {}: {e}", self.session_id);
+                    tracing::error!("session {}: {e}", ctx.session_id);
                     return Err((
                         "restrictions_unavailable".to_owned(),
                         format!(
@@ -373,8 +394,12 @@ impl Connection {
             _ => None,
         };
         if let Some(events) = restrict.as_ref().and_then(|s| s.take_events()) {
-            let audit = self.shared.audit.clone();
-            let (user, login, sid) = (who.user.clone(), login.to_owned(), self.session_id.clone());
+            let audit = ctx.shared.audit.clone();
+            let (user, login, sid) = (
+                who.user.clone(),
+                login.to_owned(),
+                ctx.session_id.to_owned(),
+            );
             let (server_id, cluster) = (settings.server_id.clone(), settings.cluster_name.clone());
             // Ends when the session does (its queue disconnects).
             let _ = std::thread::Builder::new()
@@ -398,14 +423,14 @@ impl Connection {
     }
 
     /// Runs what `kind` asks on `channel`, as the session's OS login.
-    pub(crate) async fn session_start(
+    pub(crate) async fn start(
         &mut self,
+        ctx: &Ctx<'_>,
         channel: ChannelId,
         kind: Kind,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
-        let (Some(who), Some(handle)) = (self.authorized.clone(), self.handle.get().cloned())
-        else {
+        let (who, Some(handle)) = (ctx.who.clone(), ctx.handle.clone()) else {
             return session.channel_failure(channel);
         };
         let Some(login) = who.login.clone() else {
@@ -421,7 +446,8 @@ impl Connection {
         if let Kind::Exec(c) = &kind
             && c.len() > MAX_EXEC_COMMAND
         {
-            return self.refuse(
+            return Self::refuse(
+                ctx,
                 channel,
                 &who,
                 &login,
@@ -438,10 +464,18 @@ impl Connection {
         {
             return session.channel_failure(channel);
         }
-        let os = match self.os_session(&who, &login) {
+        let os = match self.os_session(ctx, &who, &login) {
             Ok(os) => os,
             Err((code, message)) => {
-                return self.refuse(channel, &who, &login, &kind, (&code, &message), session);
+                return Self::refuse(
+                    ctx,
+                    channel,
+                    &who,
+                    &login,
+                    &kind,
+                    (&code, &message),
+                    session,
+                );
             }
         };
         let account = &os.login;
@@ -472,8 +506,9 @@ impl Connection {
                 shown = String::from_utf8_lossy(&command[..command.len().min(1024)]).into_owned();
             }
             (None, Kind::Subsystem(_)) => {
-                let Some(sftp) = self.sftp_server() else {
-                    return self.refuse(
+                let Some(sftp) = Self::sftp_server(ctx) else {
+                    return Self::refuse(
+                        ctx,
                         channel,
                         &who,
                         &login,
@@ -497,13 +532,13 @@ impl Connection {
         };
         let home = account.home.to_string_lossy().into_owned();
         let shell_text = account.shell.to_string_lossy().into_owned();
-        let server = self.local.unwrap_or_else(|| self.observed.socket_addr());
+        let server = ctx.local.unwrap_or_else(|| ctx.observed.socket_addr());
         let mut env_spec = SessionEnv::new(
             &account.name,
             account.uid,
             &home,
             &shell_text,
-            self.observed.socket_addr(),
+            ctx.observed.socket_addr(),
             server,
         )
         .client(&client_env);
@@ -535,7 +570,8 @@ impl Connection {
                         cmd.stdin(i).stdout(o).stderr(e);
                     }
                     _ => {
-                        return self.refuse(
+                        return Self::refuse(
+                            ctx,
                             channel,
                             &who,
                             &login,
@@ -548,7 +584,8 @@ impl Connection {
                 setup = match setup.controlling_terminal(&p.user) {
                     Ok(s) => s,
                     Err(_) => {
-                        return self.refuse(
+                        return Self::refuse(
+                            ctx,
                             channel,
                             &who,
                             &login,
@@ -574,7 +611,7 @@ impl Connection {
         let cgroup_id = os.restrict.as_ref().and_then(|r| r.cgroup_id());
         let mut start = SessionRecord::new(
             "ssh.session.start",
-            &self.session_id,
+            ctx.session_id,
             &who.user,
             &login,
             kind.name(),
@@ -582,9 +619,10 @@ impl Connection {
         start.command = (!shown.is_empty()).then(|| shown.clone());
         start.tty = pty.is_some();
         start.cgroup_id = cgroup_id;
-        if !self.shared.audit.record(SshAuditEvent::Session(start)) {
+        if !ctx.shared.audit.record(SshAuditEvent::Session(start)) {
             // Fail closed: nothing runs that the audit log does not show.
-            return self.refuse(
+            return Self::refuse(
+                ctx,
                 channel,
                 &who,
                 &login,
@@ -599,7 +637,8 @@ impl Connection {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                return self.refuse(
+                return Self::refuse(
+                    ctx,
                     channel,
                     &who,
                     &login,
@@ -627,7 +666,7 @@ impl Connection {
         let pending = Arc::new(AtomicUsize::new(0));
         let mut end = SessionRecord::new(
             "ssh.session.end",
-            &self.session_id,
+            ctx.session_id,
             &who.user,
             &login,
             kind.name(),
@@ -635,7 +674,7 @@ impl Connection {
         end.pid = Some(pid);
         end.cgroup_id = cgroup_id;
         end.tty = pty.is_some();
-        let audit = self.shared.audit.clone();
+        let audit = ctx.shared.audit.clone();
 
         match pty.take() {
             Some(p) => {
@@ -709,8 +748,8 @@ impl Connection {
         Ok(())
     }
 
-    fn sftp_server(&self) -> Option<PathBuf> {
-        match &self.shared.session.sftp_server {
+    fn sftp_server(ctx: &Ctx<'_>) -> Option<PathBuf> {
+        match &ctx.shared.session.sftp_server {
             Some(p) => Some(p.clone()),
             None => SFTP_SERVERS.iter().map(PathBuf::from).find(|p| p.is_file()),
         }
