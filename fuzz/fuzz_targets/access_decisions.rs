@@ -42,27 +42,8 @@ fn seed_cert() -> &'static Vec<u8> {
 fn observed(b: &[u8]) -> ObservedAddr {
     let ip = match b.first().copied().unwrap_or(0) % 3 {
         0 => IpAddr::from([192, 0, 2, b.get(1).copied().unwrap_or(1) % 3]),
-        1 => IpAddr::V6(
-            std::net::Ipv4Addr::new(192, 0, 2, b.get(1).copied().unwrap_or(1) % 3).to_ipv6_mapped(),
-        ),
-        _ => IpAddr::from([
-            0x20,
-            1,
-            0xd,
-            0xb8,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            b.get(1).copied().unwrap_or(0),
-        ]),
+        1 => IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, b.get(1).copied().unwrap_or(1) % 3).to_ipv6_mapped()),
+        _ => IpAddr::from([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b.get(1).copied().unwrap_or(0)]),
     };
     let provenance = match b.get(2).copied().unwrap_or(0) % 6 {
         0 => Provenance::Direct,
@@ -73,11 +54,7 @@ fn observed(b: &[u8]) -> ObservedAddr {
         _ => Provenance::ProxyLocal,
     };
     let port = u16::from(b.get(3).copied().unwrap_or(0));
-    ObservedAddr::new(
-        SocketAddr::new(ip, port),
-        provenance,
-        b.get(4).is_some_and(|x| x & 1 == 1),
-    )
+    ObservedAddr::new(SocketAddr::new(ip, port), provenance, b.get(4).is_some_and(|x| x & 1 == 1))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -109,10 +86,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(users.contains_key(&v.user), "allowed an unknown user");
         match &v.pin {
             CertPin::Ip(pin) => {
-                assert!(
-                    seen.is_trusted(),
-                    "a pin satisfied by an untrusted observation"
-                );
+                assert!(seen.is_trusted(), "a pin satisfied by an untrusted observation");
                 assert_eq!(*pin, seen.ip(), "a pin satisfied from elsewhere");
             }
             CertPin::None => assert!(!requires_pin, "a required pin was missing"),
@@ -130,9 +104,6 @@ fuzz_target!(|data: &[u8]| {
             users: &ssh_users,
             honours_force_command: false,
         };
-        assert!(
-            authorize(&ctx, "u", &cert, &seen, NOW).is_err(),
-            "no CA is trusted"
-        );
+        assert!(authorize(&ctx, "u", &cert, &seen, NOW).is_err(), "no CA is trusted");
     }
 });

@@ -186,6 +186,13 @@ fn login_names() {
             "{bad:?}"
         );
     }
+    // Half a template is still named as one, and so is a wildcard.
+    for half in ["{{x", "x}}", "{{internal.logins}}"] {
+        let e = check_login(half).unwrap_err().to_string();
+        assert!(e.contains("templates such as"), "{half}: {e}");
+    }
+    let e = check_login("a*").unwrap_err().to_string();
+    assert!(e.contains("wildcards are not supported"), "{e}");
 }
 
 #[test]
