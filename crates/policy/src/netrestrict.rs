@@ -557,6 +557,9 @@ pub enum NetOperation {
     Connect,
     /// `sendto(2)`/`sendmsg(2)`: serialised as 1.
     Send,
+    /// `socket(2)` of a kind whose destinations cannot be decided (ICMP, raw, SCTP, ...):
+    /// serialised as 2. The event's port is the protocol number.
+    Socket,
 }
 
 /// What was done about it.
@@ -576,6 +579,7 @@ impl Serialize for NetOperation {
         s.serialize_u8(match self {
             NetOperation::Connect => 0,
             NetOperation::Send => 1,
+            NetOperation::Socket => 2,
         })
     }
 }

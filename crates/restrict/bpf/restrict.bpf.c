@@ -27,6 +27,11 @@
 // address the kernel connects to (after the rules above turn 0.0.0.0, :: and ::ffff:a.b.c.d
 // into it).
 //
+// With a policy, a fifth program (`cgroup/sock_create`) refuses IPv4 and IPv6 sockets whose
+// sends the four hooks above do not see: only TCP (and MPTCP) streams and UDP (and
+// UDP-Lite) datagrams can be made. ICMP "ping" sockets, raw sockets, SCTP and the rest would
+// otherwise reach any address undecided.
+//
 // Returning 0 makes the kernel fail the call with EPERM. Each decision can be reported
 // through the `events` ring buffer: denials always, allowed ones when config.observe is set.
 //
@@ -38,6 +43,12 @@
 #include <bpf/bpf_endian.h>
 
 #define MAX_RULES 100000
+
+// From the socket ABI (linux/socket.h and asm/socket.h are not usable for the bpf target).
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
 
 struct key4 {
 	__u32 prefixlen;
@@ -60,6 +71,7 @@ struct endpoint {
 struct config {
 	__u32 has_policy; // 0: no policy, allow all
 	__u32 observe;    // 1: report allowed decisions too
+	__u32 deny_all;   // 1: a policy update failed half-way: refuse everything until one succeeds
 };
 
 // Read by `parse_event` in src/bpf.rs: 72 bytes, native byte order.
@@ -72,7 +84,7 @@ struct event {
 	__u8 src[16];    // the socket's bound address, if any
 	__u8 comm[16];   // the calling thread's comm
 	__u8 family;     // 4 or 6: the hook's family (connect4/sendmsg4 or connect6/sendmsg6)
-	__u8 operation;  // 0 connect, 1 send
+	__u8 operation;  // 0 connect, 1 send, 2 socket (a kind of socket the policy cannot decide)
 	__u8 action;     // 0 observed (allowed), 1 denied
 	__u8 sock_type;  // SOCK_STREAM 1, SOCK_DGRAM 2
 	__u8 pad[4];
@@ -338,7 +350,7 @@ static __always_inline int run4(struct bpf_sock_addr *ctx, __u8 operation, __u32
 	if (!cfg)
 		return 0; // cannot happen (an array's element 0 exists): fail closed
 	__u16 port = (__u16)ctx->user_port;
-	int ok = !protected4(effective4(ctx->user_ip4, src), port) &&
+	int ok = !cfg->deny_all && !protected4(effective4(ctx->user_ip4, src), port) &&
 		 (cfg->has_policy ? decide4(ctx->user_ip4, src) : 1);
 	return finish(ctx, cfg, ok, 4, operation);
 }
@@ -359,7 +371,7 @@ static __always_inline int run6(struct bpf_sock_addr *ctx, __u8 operation)
 			       sk->src_ip6[2] == bpf_htonl(0xffff);
 	}
 	int any_is_v4 = operation == 0 && mapped_bound;
-	int ok = !reaches_protected6(w, (__u16)ctx->user_port, src4, any_is_v4);
+	int ok = !cfg->deny_all && !reaches_protected6(w, (__u16)ctx->user_port, src4, any_is_v4);
 	if (ok && cfg->has_policy)
 		ok = decide6(w, src4, any_is_v4);
 	return finish(ctx, cfg, ok, 6, operation);
@@ -388,6 +400,49 @@ SEC("cgroup/sendmsg6")
 int ippin_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return run6(ctx, 1);
+}
+
+// The socket kinds whose every destination the hooks above decide.
+static __always_inline int decidable(__u32 type, __u32 protocol)
+{
+	if (type == SOCK_STREAM)
+		return protocol == 0 || protocol == IPPROTO_TCP || protocol == 262; // MPTCP
+	if (type == SOCK_DGRAM)
+		return protocol == 0 || protocol == IPPROTO_UDP || protocol == IPPROTO_UDPLITE;
+	return 0;
+}
+
+SEC("cgroup/sock_create")
+int ippin_sock_create(struct bpf_sock *sk)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return 0;
+	if (!cfg->has_policy && !cfg->deny_all)
+		return 1;
+	if (sk->family != AF_INET && sk->family != AF_INET6)
+		return 1;
+	if (decidable(sk->type, sk->protocol))
+		return 1;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u64 *lost = bpf_map_lookup_elem(&stats, &zero);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->family = sk->family == AF_INET ? 4 : 6;
+	e->operation = 2;
+	e->action = 1;
+	e->sock_type = sk->type;
+	e->dst_port = sk->protocol; // the protocol, for the event (no destination yet)
+	bpf_ringbuf_submit(e, 0);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
+use aya::programs::cgroup_sock::{CgroupSock, CgroupSockLink};
 use aya::programs::links::CgroupAttachMode;
 use aya::programs::{CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLink};
 use aya::{Ebpf, EbpfLoader};
@@ -34,6 +35,17 @@ pub(crate) const PROGRAMS: [(&str, &str); 4] = [
     ("ippin_sendmsg6", "sendmsg6"),
 ];
 
+/// The program that refuses sockets the four hooks cannot decide (`cgroup/sock_create`).
+pub(crate) const SOCK_CREATE: &str = "ippin_sock_create";
+
+/// The links of one session cgroup: dropping them detaches the programs.
+pub(crate) struct Links {
+    #[allow(dead_code)] // held for their drop
+    addr: Vec<CgroupSockAddrLink>,
+    #[allow(dead_code)]
+    sock: CgroupSockLink,
+}
+
 /// Size of one event in the ring buffer (`struct event` in the C source).
 const EVENT_SIZE: usize = 72;
 
@@ -52,7 +64,7 @@ struct Maps {
     deny4: Trie4,
     allow6: Trie6,
     deny6: Trie6,
-    config: Array<MapData, [u32; 2]>,
+    config: Array<MapData, [u32; 3]>,
     stats: Array<MapData, u64>,
     protected: BpfHashMap<MapData, EndpointKey, u8>,
     protected_ports: BpfHashMap<MapData, u16, u8>,
@@ -67,6 +79,8 @@ struct Maps {
     deny: HashSet<IpNet>,
     has_policy: bool,
     observe: bool,
+    /// A policy update failed half-way: everything is refused until one succeeds.
+    deny_all: bool,
 }
 
 /// Where events go: session cgroup id → the session's queue.
@@ -147,6 +161,13 @@ impl Loaded {
             prog.load()
                 .map_err(|e| Error::bpf(format!("program {hook}"), error_chain(&e)))?;
         }
+        let prog: &mut CgroupSock = bpf
+            .program_mut(SOCK_CREATE)
+            .ok_or_else(|| Error::bpf("program sock_create", "not in the object"))?
+            .try_into()
+            .map_err(|e| Error::bpf("program sock_create", e))?;
+        prog.load()
+            .map_err(|e| Error::bpf("program sock_create", error_chain(&e)))?;
         let maps = Maps {
             allow4: take(&mut bpf, "allow4")?,
             deny4: take(&mut bpf, "deny4")?,
@@ -165,6 +186,7 @@ impl Loaded {
             deny: HashSet::new(),
             has_policy: false,
             observe: false,
+            deny_all: false,
         };
         let events = bpf
             .take_map("events")
@@ -195,8 +217,8 @@ impl Loaded {
         Ok(Arc::new(loaded))
     }
 
-    /// Attaches the four programs to a cgroup. The links detach when dropped.
-    pub(crate) fn attach(&self, cgroup: impl AsFd) -> Result<Vec<CgroupSockAddrLink>, Error> {
+    /// Attaches the five programs to a cgroup. The links detach when dropped.
+    pub(crate) fn attach(&self, cgroup: impl AsFd) -> Result<Links, Error> {
         let mut bpf = self.programs.lock().unwrap_or_else(|p| p.into_inner());
         let mut links = Vec::with_capacity(PROGRAMS.len());
         for (name, hook) in PROGRAMS {
@@ -217,14 +239,56 @@ impl Loaded {
                 .map_err(|e| Error::bpf(format!("attach {hook}"), e))?;
             links.push(link);
         }
-        Ok(links)
+        let prog: &mut CgroupSock = bpf
+            .program_mut(SOCK_CREATE)
+            .ok_or_else(|| Error::bpf("program sock_create", "not in the object"))?
+            .try_into()
+            .map_err(|e| Error::bpf("program sock_create", e))?;
+        let id = prog
+            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+            .map_err(|e| Error::bpf("attach sock_create", error_chain(&e)))?;
+        let sock = prog
+            .take_link(id)
+            .map_err(|e| Error::bpf("attach sock_create", e))?;
+        Ok(Links { addr: links, sock })
     }
 
     /// Rewrites the maps to hold `policy`, in an order that never allows more than the old
     /// and the new policies together: the new denials first, then the old allowances go,
     /// then the new ones come, then the old denials go.
+    ///
+    /// When a step fails, the programs are switched to refuse everything (`deny_all`) until
+    /// an update succeeds: a half-written policy is never left in force.
     pub(crate) fn set_policy(&self, policy: &NetworkRestrictions) -> Result<(), Error> {
         let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        match m.write_policy(policy) {
+            Ok(()) => {
+                if m.deny_all {
+                    let (has, observe) = (m.has_policy, m.observe);
+                    m.deny_all = false;
+                    m.write_config(has, observe)?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                m.deny_all = true;
+                let (has, observe) = (m.has_policy, m.observe);
+                // If even this fails, the error below is all that can be said.
+                let _ = m.write_config(has, observe);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a failed update left the programs refusing everything.
+    pub(crate) fn denying_all(&self) -> bool {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner()).deny_all
+    }
+}
+
+impl Maps {
+    fn write_policy(&mut self, policy: &NetworkRestrictions) -> Result<(), Error> {
+        let m = self;
         let allow: HashSet<IpNet> = policy.allow_rules().iter().copied().collect();
         let deny: HashSet<IpNet> = policy.deny_rules().iter().copied().collect();
         if !policy.has_policy() {
@@ -261,7 +325,9 @@ impl Loaded {
         let observe = m.observe;
         m.write_config(true, observe)
     }
+}
 
+impl Loaded {
     /// Replaces the protected endpoints: a listener on a given address is that address and
     /// port; one on an unspecified address is its port on every network of `local`. The new
     /// entries are written before the old ones go, so none is open in between.
@@ -363,7 +429,15 @@ impl Loaded {
 impl Maps {
     fn write_config(&mut self, has_policy: bool, observe: bool) -> Result<(), Error> {
         self.config
-            .set(0, [u32::from(has_policy), u32::from(observe)], 0)
+            .set(
+                0,
+                [
+                    u32::from(has_policy),
+                    u32::from(observe),
+                    u32::from(self.deny_all),
+                ],
+                0,
+            )
             .map_err(|e| Error::Policy {
                 reason: format!("map config: {}", error_chain(&e)),
             })?;
@@ -553,6 +627,7 @@ pub(crate) fn parse_event(b: &[u8]) -> Option<NetEvent> {
         dst: SocketAddr::new(ip(dst)?, dst_port),
         operation: match operation {
             0 => NetOperation::Connect,
+            2 => NetOperation::Socket,
             _ => NetOperation::Send,
         },
         action: match action {

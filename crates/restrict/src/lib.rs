@@ -1,7 +1,8 @@
 //! Kernel enforcement of ippin's network restrictions for the processes of a session
 //! (Linux): each session gets its own cgroup v2, and four eBPF programs attached to it decide
 //! every TCP or UDP `connect(2)` and every unconnected UDP `sendto(2)`/`sendmsg(2)` of its
-//! processes, with the semantics of [`ippin_policy::NetworkRestrictions::decide`]. A denied
+//! processes (a fifth, `cgroup/sock_create`, refuses the IPv4 and IPv6 sockets they cannot
+//! see: ICMP "ping", raw, SCTP and other protocols), with the semantics of [`ippin_policy::NetworkRestrictions::decide`]. A denied
 //! call fails with `EPERM` ("Operation not permitted"), and each decision can become an
 //! audit event.
 //!
@@ -104,9 +105,17 @@
 //!   sockets; a connected socket's later sends are not asked again.
 //! - UDP: `connect(2)`, and every `sendto`/`sendmsg` that names a destination. A connected
 //!   UDP socket was decided when it connected.
-//! - Not decided: raw sockets (they need `CAP_NET_RAW`, which a session of an unprivileged
-//!   login has not), ICMP "ping" sockets, and protocols whose connect does not run the cgroup
-//!   hooks. Unix sockets are not network egress.
+//! - Sockets the hooks above never see — ICMP "ping" sockets (allowed to every group by
+//!   systemd's `ping_group_range`), raw sockets, SCTP and any IPv4/IPv6 protocol but TCP,
+//!   MPTCP, UDP and UDP-Lite — cannot be made at all while a policy is in force
+//!   (`cgroup/sock_create`; `EPERM`, an event with operation `Socket` and the protocol as
+//!   its port).
+//! - Not network egress, so not decided: Unix sockets. A session's process can still ask a
+//!   process outside the session to connect for it (a resolver, a mail system, cron, a user
+//!   manager): see "What the caller and the host must still see to" below.
+//! - **A failed update.** When writing a policy fails half-way (a map refuses an entry),
+//!   the programs refuse every connect and send of every session until an update succeeds
+//!   ([`Enforcer::denying_all`]): a half-written policy is never in force.
 //!
 //! # Policy updates
 //!

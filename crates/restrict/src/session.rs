@@ -10,7 +10,6 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aya::programs::cgroup_sock_addr::CgroupSockAddrLink;
 use ippin_policy::NetworkRestrictions;
 
 use crate::bpf::Loaded;
@@ -90,7 +89,9 @@ impl Enforcer {
     /// off`.
     pub fn summary(&self) -> String {
         let (has, allow, deny, observe) = self.loaded.state();
-        let policy = if has {
+        let policy = if self.loaded.denying_all() {
+            "REFUSING EVERYTHING (the last update failed half-way)".to_owned()
+        } else if has {
             format!("{allow} allow, {deny} deny rules")
         } else {
             "none (all allowed)".to_owned()
@@ -127,6 +128,12 @@ impl Enforcer {
         host_networks: &[ipnet::IpNet],
     ) -> Result<(), Error> {
         self.loaded.set_protected(endpoints, host_networks)
+    }
+
+    /// Whether the last policy update failed half-way, so that every session's connects and
+    /// sends are refused until an update succeeds ([`Enforcer::set_policy`] says why).
+    pub fn denying_all(&self) -> bool {
+        self.loaded.denying_all()
     }
 
     /// Turns reporting of allowed decisions on or off.
@@ -224,8 +231,8 @@ impl Placement {
 
 struct Live {
     cg: SessionCgroup,
-    /// The four programs' links: dropping them detaches the programs.
-    links: Vec<CgroupSockAddrLink>,
+    /// The programs' links: dropping them detaches the programs.
+    links: crate::bpf::Links,
 }
 
 /// One restricted session: its cgroup, with the programs attached, and its events.

@@ -735,3 +735,52 @@ fn protected_endpoints_are_refused_with_or_without_a_policy() {
         Ok(())
     );
 }
+
+/// Sockets whose sends the connect and send hooks never see (ICMP "ping" sockets, raw
+/// sockets) cannot be made in a session with a policy: they would reach any address
+/// undecided. Without a policy they can.
+#[test]
+fn sockets_the_policy_cannot_decide_are_refused() {
+    // Ping sockets for every group, as systemd's defaults have it; put back afterwards.
+    let range = "/proc/sys/net/ipv4/ping_group_range";
+    let before = std::fs::read_to_string(range).unwrap();
+    std::fs::write(range, "0 2147483647").unwrap();
+    struct Restore(&'static str, String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0, &self.1);
+        }
+    }
+    let _restore = Restore(range, before);
+
+    let parent = Parent::new("sockets");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("sockets").unwrap();
+    let events = session.take_events().unwrap();
+    let mut probe = Probe::start(&session);
+    assert_eq!(probe.try_("icmp", "127.0.0.1", 0), Ok(()));
+    assert_eq!(probe.try_("raw", "127.0.0.1", 0), Ok(()));
+
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8", "::1/128"], &[]))
+        .unwrap();
+    for (kind, host) in [
+        ("icmp", "127.0.0.1"),
+        ("icmp", "::1"),
+        ("raw", "127.0.0.1"),
+        ("raw", "::1"),
+    ] {
+        assert_eq!(
+            probe.try_(kind, host, 0),
+            Err(EPERM.into()),
+            "{kind} {host}"
+        );
+    }
+    // TCP and UDP still are decided by address.
+    assert_eq!(probe.try_("udp", "127.0.0.1", 9), Ok(()));
+    let ev = wait_event(&events, |e| e.operation == NetOperation::Socket);
+    assert_eq!(ev.action, NetAction::Denied);
+    assert_eq!(ev.program, comm_of(python()));
+    let audit = ev.audit_event("u", "l", "s");
+    assert_eq!(audit.operation, NetOperation::Socket);
+}

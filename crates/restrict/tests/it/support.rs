@@ -73,7 +73,9 @@ pub(crate) fn comm_of(path: &str) -> String {
     base.chars().take(15).collect()
 }
 
-/// The probe: for each line `tcp|tfo|udp|pktinfo host port [bind-address]` on stdin
+/// The probe: for each line `tcp|tfo|udp|pktinfo|icmp|raw host port [bind-address]` on stdin
+/// (`icmp`: an ICMP "ping" socket sending an echo request; `raw`: a raw ICMP socket, made
+/// only);
 /// (`pktinfo`: a UDP `sendmsg` whose source is given in an `IP_PKTINFO` message, number 8,
 /// which Python does not name; `tfo`: TCP Fast Open, a
 /// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
@@ -83,9 +85,17 @@ import socket, struct, sys
 for line in sys.stdin:
     kind, host, port, *bind = line.split()
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo') else socket.SOCK_STREAM)
-    s.settimeout(5)
+    s = None
     try:
+        if kind in ('icmp', 'raw'):
+            proto = socket.IPPROTO_ICMPV6 if fam == socket.AF_INET6 else socket.IPPROTO_ICMP
+            s = socket.socket(fam, socket.SOCK_DGRAM if kind == 'icmp' else socket.SOCK_RAW, proto)
+            if kind == 'icmp':
+                s.sendto(bytes([128 if fam == socket.AF_INET6 else 8, 0, 0, 0, 0, 1, 0, 1]), (host, 0))
+            print('ok', flush=True)
+            continue
+        s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo') else socket.SOCK_STREAM)
+        s.settimeout(5)
         if bind and kind != 'pktinfo':
             s.bind((bind[0], 0))
         if kind == 'tcp':
@@ -102,7 +112,8 @@ for line in sys.stdin:
     except OSError as e:
         print('err', e.errno, e.strerror, flush=True)
     finally:
-        s.close()
+        if s is not None:
+            s.close()
 "#;
 
 /// A running probe inside a session.
