@@ -34,6 +34,25 @@ pub fn local_networks() -> Vec<IpNet> {
     out
 }
 
+/// The networks of `trusted` that hold an address of this host (`local`, from
+/// [`local_networks`]), compared canonically (an IPv6 network never overlaps an IPv4 one
+/// unless it is inside the mapped range). A listener that trusts one of them as a proxy
+/// believes headers that any process or forwarding service of this host writes.
+pub fn overlapping(trusted: &[IpNet], local: &[IpNet]) -> Vec<IpNet> {
+    let overlap = |a: &IpNet, b: &IpNet| {
+        let (a, b) = (
+            ippin_policy::canonical_net(*a),
+            ippin_policy::canonical_net(*b),
+        );
+        a.contains(&b.network()) || b.contains(&a.network())
+    };
+    trusted
+        .iter()
+        .filter(|n| local.iter().any(|h| overlap(n, h)))
+        .copied()
+        .collect()
+}
+
 fn read(path: &str) -> Option<String> {
     use std::io::Read;
     let mut text = String::new();

@@ -218,6 +218,9 @@ pub struct Config {
     /// `sessions.sftp_server`: the program run for `subsystem sftp`. `None`: the system's
     /// OpenSSH `sftp-server`, found at start.
     pub sftp_server: Option<PathBuf>,
+    /// `sessions.allow_server_login`: a server that is not root may run sessions for its own
+    /// login (default false: such a session could read the CA keys).
+    pub allow_server_login: bool,
     /// The line of each field that names a file (`ca.ssh_key`, `server_tls.key`, …), so an
     /// error about the file can name the field and its line ([`Config::file_error`]).
     pub file_fields: std::collections::BTreeMap<String, usize>,
@@ -305,6 +308,8 @@ struct RawSessions {
     cgroup_parent: Option<PathBuf>,
     #[serde(default)]
     sftp_server: Option<PathBuf>,
+    #[serde(default)]
+    allow_server_login: bool,
 }
 
 #[derive(Deserialize)]
@@ -897,6 +902,7 @@ impl Config {
             ssh_auth_rejection_time: raw.ssh_auth_rejection_time.0,
             session_cgroup_parent: raw.sessions.cgroup_parent,
             sftp_server: raw.sessions.sftp_server,
+            allow_server_login: raw.sessions.allow_server_login,
             file_fields: FILE_FIELDS
                 .iter()
                 .map(|f| (*f).to_owned())

@@ -165,9 +165,8 @@ pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
             ));
         }
         let overlap: Vec<String> = match &l.trusted_proxies {
-            Some(nets) if !l.trust_every_peer => nets
+            Some(nets) if !l.trust_every_peer => crate::host::overlapping(nets, local)
                 .iter()
-                .filter(|n| local.iter().any(|h| nets_overlap(n, h)))
                 .map(ToString::to_string)
                 .collect(),
             _ => Vec::new(),
@@ -189,16 +188,6 @@ pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
         }
     }
     out
-}
-
-/// Whether two networks share an address (compared canonically: an IPv6 network never
-/// overlaps an IPv4 one unless it is inside the mapped range).
-fn nets_overlap(a: &IpNet, b: &IpNet) -> bool {
-    let (a, b) = (
-        ippin_policy::canonical_net(*a),
-        ippin_policy::canonical_net(*b),
-    );
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// Loads everything `config` names and binds all listeners.
@@ -241,9 +230,40 @@ pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
     // Sessions' processes may not reach the server's own listeners either (a PROXY header
     // written from this host would be believed by a listener that trusts it).
     if let crate::ssh::session::Enforcement::Kernel(enforcer) = ssh.enforcement.as_ref() {
+        let mut local = crate::host::local_networks();
         enforcer
-            .protect(&ssh.own_listeners, &crate::host::local_networks())
+            .protect(&ssh.own_listeners, &local)
             .map_err(|e| ServerError::Enforcement(e.to_string()))?;
+        // Every few seconds: the host's addresses again (an interface that came up makes a
+        // listener on an unspecified address reachable through it), and events the kernel or
+        // a full queue dropped, which the audit log must show.
+        let (enforcer, own, state) = (enforcer.clone(), ssh.own_listeners.clone(), state.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut lost_seen = 0;
+            loop {
+                tick.tick().await;
+                let now = crate::host::local_networks();
+                if now != local {
+                    match enforcer.protect(&own, &now) {
+                        Ok(()) => local = now,
+                        Err(e) => tracing::error!("protecting the listeners from sessions: {e}"),
+                    }
+                }
+                let lost = enforcer.lost_events();
+                if lost > lost_seen {
+                    let ssh = serde_json::json!({
+                        "event": "session.network.lost",
+                        "lost": lost - lost_seen,
+                        "lost_total": lost,
+                    });
+                    if state.audit(&AuditEvent::Ssh { ssh }) {
+                        lost_seen = lost;
+                    }
+                }
+            }
+        }));
     }
     for (i, (lcfg, socket, bound)) in sockets.into_iter().enumerate() {
         // Files a listener names are read here: errors name the field and its line.

@@ -173,6 +173,11 @@ impl LiveRestrictions {
                     .filter_map(|hook| hook(&current).err())
                     .collect();
                 if !failed.is_empty() {
+                    // Not "applied": the next reload (poll or SIGHUP) tries the hooks again,
+                    // even if the file does not change.
+                    if let Ok(mut t) = self.last_text.lock() {
+                        t.clear();
+                    }
                     let e = ReloadError::Hook {
                         path: self.path.clone(),
                         reason: failed.join("; "),

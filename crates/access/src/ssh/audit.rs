@@ -184,6 +184,10 @@ pub struct SessionRecord {
     /// The command line (lossy UTF-8, at most 1 KiB); the subsystem's name for a subsystem.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// What the client asked for when a certificate's `force-command` replaced it (lossy
+    /// UTF-8, at most 1 KiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_command: Option<String>,
     /// Whether the process has a terminal.
     pub tty: bool,
     /// The process id (start and end).
@@ -223,6 +227,7 @@ impl SessionRecord {
             login: login.to_owned(),
             kind,
             command: None,
+            original_command: None,
             tty: false,
             pid: None,
             cgroup_id: None,

@@ -185,6 +185,9 @@ pub struct Authorized {
     /// the user's own name and no role allows it as a login: a session of the built-ins only,
     /// no OS process.
     pub login: Option<String>,
+    /// The certificate's `valid_before` (seconds since the epoch): a caller that keeps a
+    /// connection open checks it again before it starts anything new on it.
+    pub valid_before: u64,
     /// The user's roles.
     pub roles: Vec<String>,
     /// The certificate's pin (`source-address` networks); empty when unpinned.
@@ -387,6 +390,7 @@ pub(crate) fn authorize_with(
         login_ip: valid.login_ip.map(|ip| ip.to_string()),
         force_command: valid.force_command.clone(),
         port_forwarding: valid.permissions.port_forwarding,
+        valid_before: cert.valid_before(),
     })
 }
 

@@ -12,7 +12,7 @@
 //! | `SSH_CONNECTION` | `CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT`, the client as *observed* (after PROXY / trusted proxies), IPv4-mapped addresses as IPv4 |
 //! | `SSH_CLIENT` | `CLIENT_IP CLIENT_PORT SERVER_PORT` |
 //! | `TERM`, `SSH_TTY` | with a terminal: the `pty-req` terminal name (when it is a plain name) and the terminal's path |
-//! | `LANG`, `LC_*` (and `TERM` without a terminal) | from the client's `env` requests, when the value is plain text |
+//! | `LANG`, `LC_*` (and `TERM` without a terminal) | from the client's `env` requests, when the value is a plain locale or terminal name |
 
 use std::net::SocketAddr;
 
@@ -25,19 +25,27 @@ pub const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// The most `env` requests kept per channel; more are refused.
 pub const MAX_CLIENT_VARS: usize = 32;
 /// The longest value of a variable a client sets, in bytes.
-pub const MAX_VALUE: usize = 256;
+pub const MAX_VALUE: usize = 64;
 
-/// Whether a client's `env` request for `name=value` is accepted: `name` is `LANG`, `TERM`
-/// or `LC_` followed by capitals and `_` (`LC_ALL`, `LC_CTYPE`, ...), and `value` is at most
-/// [`MAX_VALUE`] bytes of printable ASCII (locale and terminal names need no more: no
-/// control characters, nothing a shell start-up file could trip over).
+/// Whether a client's `env` request for `name=value` is accepted: `TERM` with a
+/// [`plain_terminal_name`], or `LANG` or `LC_` followed by capitals and `_` (`LC_ALL`,
+/// `LC_CTYPE`, ...) with a locale name: 1 to 64 bytes of `A-Z a-z 0-9 _ . @ -`. No path
+/// (glibc loads locale files from a value with `/`), no control character, nothing a shell
+/// start-up file could trip over.
 pub fn client_may_set(name: &str, value: &str) -> bool {
-    let name_ok = name == "LANG"
-        || name == "TERM"
+    if name == "TERM" {
+        return plain_terminal_name(value);
+    }
+    let locale = name == "LANG"
         || name.strip_prefix("LC_").is_some_and(|rest| {
             !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
         });
-    name_ok && plain(value, MAX_VALUE)
+    locale
+        && !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
 }
 
 /// Whether `term` (a `pty-req` terminal name) is a plain terminal name: 1 to 64 bytes of
@@ -48,10 +56,6 @@ pub fn plain_terminal_name(term: &str) -> bool {
         && term
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
-}
-
-fn plain(value: &str, max: usize) -> bool {
-    value.len() <= max && value.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 /// What the session's process is and where it came from.
@@ -235,6 +239,10 @@ mod tests {
         assert!(!client_may_set("LANG", "a\nb"));
         assert!(!client_may_set("LANG", "\u{e9}"));
         assert!(!client_may_set("LANG", &"a".repeat(MAX_VALUE + 1)));
+        assert!(!client_may_set("LC_ALL", "/tmp/evil"));
+        assert!(!client_may_set("LANG", "C UTF-8"));
+        assert!(!client_may_set("TERM", "xterm;id"));
+        assert!(client_may_set("LC_MESSAGES", "de_DE@euro"));
         assert!(!client_may_set("lc_all", "C"));
         assert!(!client_may_set("LC_all", "C"));
     }

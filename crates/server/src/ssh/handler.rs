@@ -271,11 +271,16 @@ impl russh::server::Handler for Connection {
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self.authorized.is_some() {
+            // At most MAX_SESSION_CHANNELS at once (each may hold a terminal and processes).
+            if !self.sessions.open(channel.id()) {
+                reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                return Ok(());
+            }
             // The `Channel` is dropped: built-ins answer from the handler, and russh's copies of
             // the requests to a dropped channel are discarded rather than queued.
             reply.accept().await;

@@ -12,7 +12,10 @@
 //! | 6 | the process starts: in the cgroup, `setsid`, terminal, groups, gid, uid, before `exec` | `spawn_failed` |
 //!
 //! When the connection ends, every process of the session is ended: the whole cgroup
-//! (`cgroup.kill`) when the session is restricted, else each channel's process group.
+//! (`cgroup.kill`) when the session has one, and each channel's process group. A process
+//! group is signalled only by the task that holds its leader not yet reaped, so the number
+//! cannot belong to someone else by then (a pid, and so a process group id, is not reused
+//! while its process is unreaped).
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -38,6 +41,9 @@ use super::text::printable;
 /// The most bytes of input queued for a process that does not read them. Beyond it the
 /// process's input is closed: a client cannot make the server hold more.
 pub const MAX_PENDING_INPUT: usize = 4 << 20;
+
+/// The most session channels one connection has open at once (OpenSSH's `MaxSessions`).
+pub const MAX_SESSION_CHANNELS: usize = 10;
 
 /// The longest command line of an `exec` request, in bytes.
 pub const MAX_EXEC_COMMAND: usize = 64 * 1024;
@@ -95,6 +101,10 @@ pub struct SessionSettings {
     pub sftp_server: Option<PathBuf>,
     /// This node's name in `T4002I` events (`server_id`).
     pub server_id: String,
+    /// `sessions.allow_server_login`: a server that is not root may run sessions for its
+    /// own login. Off by default: such a session can read everything the server can (the CA
+    /// keys, the configuration, the audit log).
+    pub allow_server_login: bool,
     /// The cluster's name in `T4002I` events (`cluster_name`).
     pub cluster_name: String,
 }
@@ -106,6 +116,7 @@ impl Default for SessionSettings {
             sftp_server: None,
             server_id: String::new(),
             cluster_name: String::new(),
+            allow_server_login: false,
         }
     }
 }
@@ -134,8 +145,9 @@ pub(crate) struct ChannelState {
     pty: Option<PtyState>,
     input: Option<Input>,
     started: bool,
-    /// The process group of the channel's process (its pid: it called `setsid`).
-    group: Option<i32>,
+    /// Signals for the channel's process group, carried out by the task that waits for its
+    /// leader (see the module docs).
+    signal: Option<tokio::sync::mpsc::UnboundedSender<nix::sys::signal::Signal>>,
 }
 
 struct PtyState {
@@ -153,23 +165,21 @@ struct Input {
     pending: Arc<AtomicUsize>,
 }
 
-/// The OS side of one SSH connection: its login, its session cgroup when restricted, and the
-/// process groups it started. Dropped with the connection, which ends every process.
+/// The OS side of one SSH connection: its login, its session cgroup when restricted, and
+/// the signal senders of the processes it started. Dropped with the connection, which ends
+/// every process.
 pub(crate) struct OsSession {
     login: Login,
     restrict: Option<ippin_restrict::Session>,
-    groups: Mutex<Vec<i32>>,
+    signals: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<nix::sys::signal::Signal>>>,
 }
 
 impl Drop for OsSession {
     fn drop(&mut self) {
-        let groups = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
-        for g in groups {
-            // The process group may be gone already (ESRCH): nothing to do then.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(g),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        let signals = std::mem::take(&mut *self.signals.lock().unwrap_or_else(|p| p.into_inner()));
+        for tx in signals {
+            // A process that already ended has no task to hear it: nothing to do.
+            let _ = tx.send(nix::sys::signal::Signal::SIGKILL);
         }
         if let Some(session) = self.restrict.take() {
             // `end` waits (bounded) for the cgroup to empty: off the async workers.
@@ -209,8 +219,19 @@ fn u16_clamped(v: u32) -> u16 {
 }
 
 impl Sessions {
-    fn channel_state(&mut self, channel: ChannelId) -> &mut ChannelState {
-        self.channels.entry(channel).or_default()
+    /// A new session channel: `false` when the connection has [`MAX_SESSION_CHANNELS`].
+    pub(crate) fn open(&mut self, channel: ChannelId) -> bool {
+        if self.channels.len() >= MAX_SESSION_CHANNELS {
+            return false;
+        }
+        self.channels.entry(channel).or_default();
+        true
+    }
+
+    /// The state of a channel opened with [`Sessions::open`]; requests on other channels
+    /// find none.
+    fn channel_state(&mut self, channel: ChannelId) -> Option<&mut ChannelState> {
+        self.channels.get_mut(&channel)
     }
 
     /// An `env` request: kept when [`client_may_set`] allows it, refused otherwise.
@@ -221,7 +242,9 @@ impl Sessions {
         value: &str,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
-        let state = self.channel_state(channel);
+        let Some(state) = self.channel_state(channel) else {
+            return session.channel_failure(channel);
+        };
         if state.started || state.env.len() >= MAX_CLIENT_VARS || !client_may_set(name, value) {
             return session.channel_failure(channel);
         }
@@ -238,7 +261,9 @@ impl Sessions {
         rows: u32,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
-        let state = self.channel_state(channel);
+        let Some(state) = self.channel_state(channel) else {
+            return session.channel_failure(channel);
+        };
         if state.started || state.pty.is_some() {
             return session.channel_failure(channel);
         }
@@ -300,12 +325,9 @@ impl Sessions {
     /// The client closed the channel: its process group is hung up.
     pub(crate) fn close(&mut self, channel: ChannelId) {
         if let Some(state) = self.channels.remove(&channel)
-            && let Some(g) = state.group
+            && let Some(tx) = state.signal
         {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(g),
-                nix::sys::signal::Signal::SIGHUP,
-            );
+            let _ = tx.send(nix::sys::signal::Signal::SIGHUP);
         }
     }
 
@@ -368,6 +390,16 @@ impl Sessions {
             Err(e) => return Err(("no_such_login".to_owned(), e.to_string())),
         };
         let euid = nix::unistd::geteuid().as_raw();
+        if euid != 0 && !settings.allow_server_login {
+            return Err((
+                "login_not_served".to_owned(),
+                format!(
+                    "this server does not run as root (uid {euid}), so a session would run as \
+                     the server itself, with its CA keys; it runs none unless the operator sets \
+                     `sessions.allow_server_login: true`"
+                ),
+            ));
+        }
         if euid != 0 && account.uid != euid {
             return Err((
                 "login_not_served".to_owned(),
@@ -416,7 +448,7 @@ impl Sessions {
         let os = Arc::new(OsSession {
             login: account,
             restrict,
-            groups: Mutex::new(Vec::new()),
+            signals: Mutex::new(Vec::new()),
         });
         self.os = Some(os.clone());
         Ok(os)
@@ -436,12 +468,9 @@ impl Sessions {
         let Some(login) = who.login.clone() else {
             return session.channel_failure(channel);
         };
-        {
-            let state = self.channel_state(channel);
-            if state.started {
-                return session.channel_failure(channel);
-            }
-            state.started = true;
+        match self.channel_state(channel) {
+            Some(state) if !state.started => state.started = true,
+            _ => return session.channel_failure(channel),
         }
         if let Kind::Exec(c) = &kind
             && c.len() > MAX_EXEC_COMMAND
@@ -463,6 +492,48 @@ impl Sessions {
             && name != "sftp"
         {
             return session.channel_failure(channel);
+        }
+        // A connection can outlive its certificate and its roles: both are checked again
+        // before anything new runs on it.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(u64::MAX, |d| d.as_secs());
+        if now >= who.valid_before {
+            return Self::refuse(
+                ctx,
+                channel,
+                &who,
+                &login,
+                &kind,
+                (
+                    "expired",
+                    "the certificate of this connection has expired: log in again \
+                     (`ippin login`) and reconnect",
+                ),
+                session,
+            );
+        }
+        let still_allowed = ctx
+            .shared
+            .users
+            .lookup(&who.user)
+            .is_some_and(|u| u.logins.contains(&login));
+        if !still_allowed {
+            return Self::refuse(
+                ctx,
+                channel,
+                &who,
+                &login,
+                &kind,
+                (
+                    "login_not_allowed",
+                    &format!(
+                        "the login `{login}` is no longer allowed by the roles of `{}`",
+                        who.user
+                    ),
+                ),
+                session,
+            );
         }
         let os = match self.os_session(ctx, &who, &login) {
             Ok(os) => os,
@@ -517,12 +588,16 @@ impl Sessions {
                         session,
                     );
                 };
-                cmd = tokio::process::Command::new(&sftp);
+                // Through the login's shell, as sshd runs subsystems: an account whose shell
+                // refuses sessions (nologin, git-shell) gets no file access either.
+                cmd.arg("-c").arg(shell_quote(&sftp.to_string_lossy()));
                 shown = "sftp".to_owned();
             }
         }
 
-        let state = self.channels.entry(channel).or_default();
+        let Some(state) = self.channels.get_mut(&channel) else {
+            return session.channel_failure(channel);
+        };
         let client_env = std::mem::take(&mut state.env);
         let mut pty = state.pty.as_mut().and_then(|p| p.pty.take());
         let term = state.pty.as_ref().map(|p| p.term.clone());
@@ -564,6 +639,36 @@ impl Sessions {
         }
         match &pty {
             Some(p) => {
+                // The terminal belongs to the login (group tty, 0620), as login(1) and sshd
+                // leave it: its programs can reopen it, other users cannot.
+                if nix::unistd::geteuid().is_root() {
+                    let tty_group = nix::unistd::Group::from_name("tty")
+                        .ok()
+                        .flatten()
+                        .map_or(account.gid, |g| g.gid.as_raw());
+                    let owned = nix::unistd::fchown(
+                        &p.user,
+                        Some(nix::unistd::Uid::from_raw(account.uid)),
+                        Some(nix::unistd::Gid::from_raw(tty_group)),
+                    )
+                    .and_then(|()| {
+                        nix::sys::stat::fchmod(
+                            &p.user,
+                            nix::sys::stat::Mode::from_bits_truncate(0o620),
+                        )
+                    });
+                    if owned.is_err() {
+                        return Self::refuse(
+                            ctx,
+                            channel,
+                            &who,
+                            &login,
+                            &kind,
+                            ("spawn_failed", "the terminal cannot be given to the login"),
+                            session,
+                        );
+                    }
+                }
                 let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
                 match (dup(&p.user), dup(&p.user), dup(&p.user)) {
                     (Ok(i), Ok(o), Ok(e)) => {
@@ -617,6 +722,9 @@ impl Sessions {
             kind.name(),
         );
         start.command = (!shown.is_empty()).then(|| shown.clone());
+        start.original_command = original
+            .as_ref()
+            .map(|a| String::from_utf8_lossy(&a[..a.len().min(1024)]).into_owned());
         start.tty = pty.is_some();
         start.cgroup_id = cgroup_id;
         if !ctx.shared.audit.record(SshAuditEvent::Session(start)) {
@@ -654,11 +762,13 @@ impl Sessions {
         drop(cmd);
         let pid = child.id().unwrap_or(0);
         let group = i32::try_from(pid).unwrap_or(0);
-        if group > 0 {
-            os.groups
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(group);
+        let (signal_tx, signal_rx) = tokio::sync::mpsc::unbounded_channel();
+        {
+            let mut signals = os.signals.lock().unwrap_or_else(|p| p.into_inner());
+            // Senders of processes that ended are dropped, so the list stays as long as the
+            // processes running.
+            signals.retain(|tx| !tx.is_closed());
+            signals.push(signal_tx.clone());
         }
         session.channel_success(channel)?;
 
@@ -716,7 +826,7 @@ impl Sessions {
                     let _ = child.start_kill();
                 }
                 tokio::spawn(async move {
-                    let status = child.wait().await;
+                    let status = wait_signalling(&mut child, group, signal_rx).await;
                     // Background jobs may keep the terminal open: read what is there, briefly.
                     let _ = tokio::time::timeout(TTY_DRAIN, done_rx).await;
                     finish(&handle, channel, status, end, audit).await;
@@ -733,7 +843,7 @@ impl Sessions {
                 let err =
                     stderr.map(|s| tokio::spawn(pipe_output(s, handle.clone(), channel, Some(1))));
                 tokio::spawn(async move {
-                    let status = child.wait().await;
+                    let status = wait_signalling(&mut child, group, signal_rx).await;
                     for task in [out, err].into_iter().flatten() {
                         let _ = task.await;
                     }
@@ -743,7 +853,7 @@ impl Sessions {
         }
         if let Some(state) = self.channels.get_mut(&channel) {
             state.input = Some(Input { tx, pending });
-            state.group = (group > 0).then_some(group);
+            state.signal = Some(signal_tx);
         }
         Ok(())
     }
@@ -752,6 +862,32 @@ impl Sessions {
         match &ctx.shared.session.sftp_server {
             Some(p) => Some(p.clone()),
             None => SFTP_SERVERS.iter().map(PathBuf::from).find(|p| p.is_file()),
+        }
+    }
+}
+
+/// `text` as one word for `sh -c`: in single quotes, each `'` written as `'\''`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// Waits for `child`, the leader of process group `group`, carrying out the signals asked
+/// for its group meanwhile. A signal is sent only while the leader is not reaped (`wait` has
+/// not returned), so the group id is still this group's.
+async fn wait_signalling(
+    child: &mut tokio::process::Child,
+    group: i32,
+    mut signals: tokio::sync::mpsc::UnboundedReceiver<nix::sys::signal::Signal>,
+) -> std::io::Result<std::process::ExitStatus> {
+    loop {
+        tokio::select! {
+            biased;
+            Some(sig) = signals.recv() => {
+                if group > 0 {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), sig);
+                }
+            }
+            status = child.wait() => return status,
         }
     }
 }
@@ -909,6 +1045,15 @@ mod tests {
         assert_eq!(signal_name(10), "USR1");
         assert!(matches!(to_sig("TERM"), Sig::TERM));
         assert!(matches!(to_sig("USR2"), Sig::Custom(ref s) if s == "USR2"));
+    }
+
+    #[test]
+    fn paths_are_one_shell_word() {
+        assert_eq!(
+            shell_quote("/usr/lib/openssh/sftp-server"),
+            "'/usr/lib/openssh/sftp-server'"
+        );
+        assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
     }
 
     #[test]

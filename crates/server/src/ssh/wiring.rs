@@ -109,9 +109,6 @@ pub fn enforcement_for(
     restrictions: Option<&LiveRestrictions>,
 ) -> super::session::Enforcement {
     use super::session::Enforcement;
-    let Some(live) = restrictions else {
-        return Enforcement::Off;
-    };
     if !config.listeners.iter().any(|l| l.kind == ListenerKind::Ssh) {
         return Enforcement::Off;
     }
@@ -120,6 +117,31 @@ pub fn enforcement_for(
     if let Some(parent) = &config.session_cgroup_parent {
         settings = settings.parent(parent);
     }
+    let Some(live) = restrictions else {
+        // No restrictions: no programs, unless a listener trusts this host's addresses as a
+        // proxy. Then a session's process could write it a PROXY header naming any client:
+        // the programs run with no policy, only to keep the listeners out of reach.
+        let local = crate::host::local_networks();
+        let trusts_host = config.listeners.iter().any(|l| {
+            !l.trust_every_peer
+                && l.trusted_proxies
+                    .as_ref()
+                    .is_some_and(|nets| !crate::host::overlapping(nets, &local).is_empty())
+        });
+        if !trusts_host {
+            return Enforcement::Off;
+        }
+        return match ippin_restrict::Enforcer::new(
+            &settings,
+            &ippin_policy::NetworkRestrictions::allow_all(),
+        ) {
+            Ok(enforcer) => Enforcement::Kernel(Arc::new(enforcer)),
+            Err(e) => Enforcement::Unavailable(format!(
+                "a listener trusts this host's addresses as a proxy, and the sessions' \
+                 processes cannot be kept from it: {e}"
+            )),
+        };
+    };
     match ippin_restrict::Enforcer::new(&settings, &live.current()) {
         Ok(enforcer) => {
             let enforcer = Arc::new(enforcer);
@@ -221,6 +243,7 @@ pub fn service_with(
         sftp_server: state.config.sftp_server.clone(),
         server_id: server_id(),
         cluster_name: state.config.cluster_name.clone(),
+        allow_server_login: state.config.allow_server_login,
     };
     SshService::new(settings)
 }
