@@ -94,6 +94,7 @@ impl Connection {
             observed: &self.observed,
             local: self.local,
             handle: self.handle.get().cloned(),
+            ended: self.sessions.ended(),
         };
         self.sessions.start(&ctx, channel, kind, session).await
     }
@@ -328,6 +329,7 @@ impl russh::server::Handler for Connection {
         }
         session.exit_status_request(channel, result.status)?;
         session.eof(channel)?;
+        self.sessions.forget(channel);
         session.close(channel)
     }
 
@@ -345,6 +347,7 @@ impl russh::server::Handler for Connection {
         session.extended_data(channel, 1, NO_SHELL.as_bytes().to_vec())?;
         session.exit_status_request(channel, 1)?;
         session.eof(channel)?;
+        self.sessions.forget(channel);
         session.close(channel)
     }
 

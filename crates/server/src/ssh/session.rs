@@ -201,7 +201,12 @@ impl Drop for OsSession {
 pub(crate) struct Sessions {
     channels: std::collections::HashMap<ChannelId, ChannelState>,
     os: Option<Arc<OsSession>>,
+    /// Channels this side closed (russh does not report the peer's answering close).
+    ended: Ended,
 }
+
+/// Channels closed by this side, to be forgotten by [`Sessions`].
+pub(crate) type Ended = Arc<Mutex<Vec<ChannelId>>>;
 
 /// What a session needs of its connection.
 pub(crate) struct Ctx<'a> {
@@ -212,6 +217,8 @@ pub(crate) struct Ctx<'a> {
     /// The server's address of the connection, when known.
     pub(crate) local: Option<std::net::SocketAddr>,
     pub(crate) handle: Option<Handle>,
+    /// Where a channel closed by this side is told ([`Sessions::ended`]).
+    pub(crate) ended: Ended,
 }
 
 fn u16_clamped(v: u32) -> u16 {
@@ -219,8 +226,22 @@ fn u16_clamped(v: u32) -> u16 {
 }
 
 impl Sessions {
+    /// Where channels closed by this side are told, for a [`Ctx`].
+    pub(crate) fn ended(&self) -> Ended {
+        self.ended.clone()
+    }
+
+    /// Forgets a channel this side closed (a built-in's).
+    pub(crate) fn forget(&mut self, channel: ChannelId) {
+        self.channels.remove(&channel);
+    }
+
     /// A new session channel: `false` when the connection has [`MAX_SESSION_CHANNELS`].
     pub(crate) fn open(&mut self, channel: ChannelId) -> bool {
+        let ended = std::mem::take(&mut *self.ended.lock().unwrap_or_else(|p| p.into_inner()));
+        for id in ended {
+            self.channels.remove(&id);
+        }
         if self.channels.len() >= MAX_SESSION_CHANNELS {
             return false;
         }
@@ -356,6 +377,10 @@ impl Sessions {
         session.extended_data(channel, 1, format!("{text}\r\n").into_bytes())?;
         session.exit_status_request(channel, 1)?;
         session.eof(channel)?;
+        ctx.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(channel);
         session.close(channel)
     }
 
@@ -785,6 +810,7 @@ impl Sessions {
         end.cgroup_id = cgroup_id;
         end.tty = pty.is_some();
         let audit = ctx.shared.audit.clone();
+        let ended = ctx.ended.clone();
 
         match pty.take() {
             Some(p) => {
@@ -829,7 +855,7 @@ impl Sessions {
                     let status = wait_signalling(&mut child, group, signal_rx).await;
                     // Background jobs may keep the terminal open: read what is there, briefly.
                     let _ = tokio::time::timeout(TTY_DRAIN, done_rx).await;
-                    finish(&handle, channel, status, end, audit).await;
+                    finish((&handle, ended), channel, status, end, audit).await;
                 });
             }
             None => {
@@ -847,7 +873,7 @@ impl Sessions {
                     for task in [out, err].into_iter().flatten() {
                         let _ = task.await;
                     }
-                    finish(&handle, channel, status, end, audit).await;
+                    finish((&handle, ended), channel, status, end, audit).await;
                 });
             }
         }
@@ -974,7 +1000,7 @@ async fn pipe_output<R: tokio::io::AsyncRead + Unpin>(
 
 /// The exit status (or signal) to the client, then EOF and close; the end to the audit log.
 async fn finish(
-    handle: &Handle,
+    (handle, ended): (&Handle, Ended),
     channel: ChannelId,
     status: std::io::Result<std::process::ExitStatus>,
     mut end: SessionRecord,
@@ -1005,6 +1031,10 @@ async fn finish(
     }
     let _ = audit.record(SshAuditEvent::Session(end));
     let _ = handle.eof(channel).await;
+    ended
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(channel);
     let _ = handle.close(channel).await;
 }
 

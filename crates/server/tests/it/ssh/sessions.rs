@@ -131,6 +131,12 @@ listeners:
   - {{kind: ssh, listen: 127.0.0.1:{ssh_port}, proxy_protocol: off}}
 "
         );
+        // A `cert_ttl` in `extra_config` replaces the default.
+        let config = if extra_config.contains("cert_ttl:") {
+            config.replace("cert_ttl: 1h\n", "")
+        } else {
+            config
+        };
         let config_path =
             ippin::ca::init_at(dir.path(), SystemTime::now(), &config).expect("ca init");
         std::fs::write(
@@ -604,4 +610,59 @@ async fn sessions_are_refused_when_enforcement_cannot_be_set_up() {
         .await;
     assert_eq!(refused["reason"], "restrictions_unavailable");
     assert!(user.processes().is_empty());
+}
+
+/// A connection kept open (OpenSSH's connection sharing) outlives its certificate: each new
+/// channel is checked again, so once the certificate has expired nothing more runs on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_connection_runs_nothing_after_its_certificate_expired() {
+    let user = OsUser::create("s4");
+    let node = Node::start(&user.name, "cert_ttl: 20s\n", None).await;
+    let control = node.dir.path().join("ctl");
+    let mut master = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+    master
+        .args(["-M", "-N", "-o", "ControlPersist=no", "-S"])
+        .arg(&control);
+    let _master = master.spawn().expect("ssh -M");
+    wait_for("the shared connection", || control.exists()).await;
+    let through_master = |command: &'static str| {
+        let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+        cmd.arg("-S").arg(&control).arg(command);
+        cmd
+    };
+    // More channels, one after the other, than a connection may have at once: each one's
+    // place is given back when it ends.
+    for _ in 0..ippin::ssh::session::MAX_SESSION_CHANNELS + 2 {
+        let out = tokio::time::timeout(CLIENT_TIMEOUT, through_master("echo shared").output())
+            .await
+            .expect("in time")
+            .expect("ssh -S");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "shared\n", "{out:?}");
+    }
+
+    // The certificate lives 20 s: poll (bounded) until a new channel is refused.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = tokio::time::timeout(CLIENT_TIMEOUT, through_master("echo shared").output())
+            .await
+            .expect("in time")
+            .expect("ssh -S");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("refused (expired)") {
+            assert!(out.stdout.is_empty(), "{out:?}");
+            break;
+        }
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "shared\n", "{out:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused: {err}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let refused = node
+        .wait_audit("the refusal", |v| {
+            v["event"] == "ssh.session.refused" && v["reason"] == "expired"
+        })
+        .await;
+    assert_eq!(refused["login"], user.name.as_str());
 }
