@@ -614,18 +614,29 @@ fn not_root_is_a_typed_error() {
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(&exe)
-        .args([
-            "--exact",
-            "enforce::not_root_is_a_typed_error",
-            "--test-threads=1",
-        ])
-        .env("IPPIN_RESTRICT_AS_USER", "1")
-        .uid(user.uid)
-        .gid(user.gid)
-        .current_dir("/")
-        .output()
-        .unwrap();
+    // A copy just written may still be open for writing in a child that another test's
+    // thread forked meanwhile (ETXTBSY until that child execs): retry, bounded.
+    let mut tries = 0;
+    let out = loop {
+        let ran = Command::new(&exe)
+            .args([
+                "--exact",
+                "enforce::not_root_is_a_typed_error",
+                "--test-threads=1",
+            ])
+            .env("IPPIN_RESTRICT_AS_USER", "1")
+            .uid(user.uid)
+            .gid(user.gid)
+            .current_dir("/")
+            .output();
+        match ran {
+            Err(e) if e.raw_os_error() == Some(26) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");

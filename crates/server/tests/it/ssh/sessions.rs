@@ -400,6 +400,45 @@ async fn shell_exec_and_sftp_run_as_the_os_login() {
     let meta = std::fs::metadata(user.home.join("up.txt")).expect("uploaded file");
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user.uid);
 
+    // A certificate's force-command replaces what the client asks; the asked command is in
+    // SSH_ORIGINAL_COMMAND and in the audit line.
+    let forced_key = node.dir.path().join("forced");
+    std::fs::copy(&node.bob.key, &forced_key).expect("copy key");
+    let public = std::process::Command::new(peer("ssh-keygen"))
+        .args(["-y", "-f"])
+        .arg(&forced_key)
+        .output()
+        .expect("ssh-keygen -y");
+    std::fs::write(node.dir.path().join("forced.pub"), &public.stdout).expect("public key");
+    let signed = std::process::Command::new(peer("ssh-keygen"))
+        .arg("-q")
+        .arg("-s")
+        .arg(node.dir.path().join("ca/ssh_user_ca"))
+        .args(["-I", "bob@ippin/777", "-z", "777", "-V", "-1m:+1h", "-n"])
+        .arg(format!("bob,{}", user.name))
+        .arg("-O")
+        .arg("force-command=id -un; echo \"asked: $SSH_ORIGINAL_COMMAND\"")
+        .arg(node.dir.path().join("forced.pub"))
+        .output()
+        .expect("ssh-keygen -s");
+    assert!(signed.status.success(), "{signed:?}");
+    let forced = crate::ssh::harness::Identity {
+        key: forced_key,
+        cert: node.dir.path().join("forced-cert.pub"),
+    };
+    let run = ssh(&forced, &user.name, "127.0.0.1", node.ssh, &["echo", "mine"]).await;
+    assert_eq!(run.status, Some(0), "{run:?}");
+    assert_eq!(run.stdout, format!("{}\nasked: echo mine\n", user.name));
+    let start = node
+        .wait_audit("the forced command's start", |v| {
+            v["event"] == "ssh.session.start" && v["original_command"] == "echo mine"
+        })
+        .await;
+    assert!(
+        start["command"].as_str().is_some_and(|c| c.starts_with("id -un")),
+        "{start}"
+    );
+
     // A command killed by a signal: the client is told (OpenSSH exits 255).
     let run = ssh(
         &node.bob,
