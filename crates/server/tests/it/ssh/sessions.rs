@@ -426,7 +426,14 @@ async fn shell_exec_and_sftp_run_as_the_os_login() {
         key: forced_key,
         cert: node.dir.path().join("forced-cert.pub"),
     };
-    let run = ssh(&forced, &user.name, "127.0.0.1", node.ssh, &["echo", "mine"]).await;
+    let run = ssh(
+        &forced,
+        &user.name,
+        "127.0.0.1",
+        node.ssh,
+        &["echo", "mine"],
+    )
+    .await;
     assert_eq!(run.status, Some(0), "{run:?}");
     assert_eq!(run.stdout, format!("{}\nasked: echo mine\n", user.name));
     let start = node
@@ -435,7 +442,9 @@ async fn shell_exec_and_sftp_run_as_the_os_login() {
         })
         .await;
     assert!(
-        start["command"].as_str().is_some_and(|c| c.starts_with("id -un")),
+        start["command"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("id -un")),
         "{start}"
     );
 
