@@ -641,3 +641,72 @@ pub(crate) fn parse_event(b: &[u8]) -> Option<NetEvent> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `struct event` as the C side lays it out.
+    fn event_bytes(family: u8, operation: u8, action: u8, comm: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; EVENT_SIZE];
+        b[0..8].copy_from_slice(&77u64.to_ne_bytes());
+        b[8..12].copy_from_slice(&4242u32.to_ne_bytes());
+        b[12..14].copy_from_slice(&443u16.to_ne_bytes());
+        b[14..16].copy_from_slice(&5000u16.to_ne_bytes());
+        b[16..20].copy_from_slice(&[127, 0, 0, 3]);
+        b[32..36].copy_from_slice(&[127, 0, 0, 1]);
+        b[48..48 + comm.len()].copy_from_slice(comm);
+        b[64] = family;
+        b[65] = operation;
+        b[66] = action;
+        b[67] = 1;
+        b
+    }
+
+    #[test]
+    fn an_event_reads_back_field_by_field() {
+        let ev = parse_event(&event_bytes(4, 0, 1, b"curl")).expect("event");
+        assert_eq!(
+            (ev.pid, ev.cgroup_id, ev.program.as_str()),
+            (4242, 77, "curl")
+        );
+        assert_eq!(ev.dst, "127.0.0.3:443".parse().unwrap());
+        assert_eq!(ev.src, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(
+            (ev.operation, ev.action, ev.socket),
+            (NetOperation::Connect, NetAction::Denied, SocketKind::Stream)
+        );
+        assert_eq!(
+            parse_event(&event_bytes(4, 2, 1, b"")).unwrap().operation,
+            NetOperation::Socket
+        );
+        // An unknown action is a denial, never an "observed".
+        assert_eq!(
+            parse_event(&event_bytes(4, 1, 9, b"x")).unwrap().action,
+            NetAction::Denied
+        );
+        // An unknown family, or a short record, is no event.
+        assert!(parse_event(&event_bytes(5, 0, 1, b"x")).is_none());
+        assert!(parse_event(&event_bytes(4, 0, 1, b"x")[..EVENT_SIZE - 1]).is_none());
+    }
+
+    #[test]
+    fn protected_endpoint_keys_map_ipv4_into_ipv6() {
+        let v4 = endpoint_key("127.0.0.1:3022".parse().unwrap());
+        let mapped = endpoint_key("[::ffff:127.0.0.1]:3022".parse().unwrap());
+        assert_eq!(v4, mapped);
+        assert_eq!(&v4[16..18], &3022u16.to_be_bytes());
+        assert_ne!(v4, endpoint_key("127.0.0.1:3023".parse().unwrap()));
+    }
+
+    proptest! {
+        /// Whatever the bytes, reading them never panics, and the name is at most 16 bytes.
+        #[test]
+        fn any_bytes_read_without_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(ev) = parse_event(&b) {
+                prop_assert!(ev.program.len() <= 16 * 3);
+            }
+        }
+    }
+}
