@@ -303,6 +303,15 @@ impl russh::server::Handler for Connection {
                 .start(channel, Kind::Exec(data.to_vec()), session)
                 .await;
         }
+        if let Some((code, message)) = super::session::recheck(&self.shared, who) {
+            session.channel_success(channel)?;
+            let text = printable(&format!("ippin: refused ({code}): {message}"));
+            session.extended_data(channel, 1, format!("{text}\r\n").into_bytes())?;
+            session.exit_status_request(channel, 1)?;
+            session.eof(channel)?;
+            self.sessions.forget(channel);
+            return session.close(channel);
+        }
         // A certificate's `force-command` replaces whatever the client asked for, as in sshd.
         let command = who.force_command.as_deref().map_or(data, str::as_bytes);
         let result = run_builtin(command, who, &self.observed, &self.session_id);
@@ -459,6 +468,25 @@ impl russh::server::Handler for Connection {
         let Some(who) = self.authorized.as_ref() else {
             return Ok(());
         };
+        if let Some((code, message)) = super::session::recheck(&self.shared, who) {
+            let mut rec = ippin_access::ssh::SessionRecord::new(
+                "ssh.session.refused",
+                &self.session_id,
+                &who.user,
+                who.login.as_deref().unwrap_or(""),
+                "direct-tcpip",
+            );
+            rec.reason = Some(code.to_owned());
+            rec.message = Some(message.clone());
+            let _ = self.record(SshAuditEvent::Session(rec));
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: printable(&format!("ippin: refused ({code}): {message}")),
+                })
+                .await;
+            return Ok(());
+        }
         if !who.port_forwarding {
             reply
                 .reject(ChannelOpenFailure::Other {

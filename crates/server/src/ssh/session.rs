@@ -172,6 +172,11 @@ pub(crate) struct OsSession {
     login: Login,
     restrict: Option<ippin_restrict::Session>,
     signals: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<nix::sys::signal::Signal>>>,
+    /// The I/O of the channels' processes (pipes) and the stop switches of their terminal
+    /// readers: ended with the connection, so nothing of the server's stays held by a process
+    /// that outlives it.
+    io: Mutex<Vec<tokio::task::AbortHandle>>,
+    tty_stops: Mutex<Vec<Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 impl Drop for OsSession {
@@ -180,6 +185,12 @@ impl Drop for OsSession {
         for tx in signals {
             // A process that already ended has no task to hear it: nothing to do.
             let _ = tx.send(nix::sys::signal::Signal::SIGKILL);
+        }
+        for task in std::mem::take(&mut *self.io.lock().unwrap_or_else(|p| p.into_inner())) {
+            task.abort();
+        }
+        for stop in std::mem::take(&mut *self.tty_stops.lock().unwrap_or_else(|p| p.into_inner())) {
+            stop.store(true, Ordering::SeqCst);
         }
         if let Some(session) = self.restrict.take() {
             // `end` waits (bounded) for the cgroup to empty: off the async workers.
@@ -236,12 +247,18 @@ impl Sessions {
         self.channels.remove(&channel);
     }
 
-    /// A new session channel: `false` when the connection has [`MAX_SESSION_CHANNELS`].
-    pub(crate) fn open(&mut self, channel: ChannelId) -> bool {
+    /// Forgets the channels the server is done with (their processes ended and their
+    /// output was sent), which closes what the server held for them.
+    fn reap(&mut self) {
         let ended = std::mem::take(&mut *self.ended.lock().unwrap_or_else(|p| p.into_inner()));
         for id in ended {
             self.channels.remove(&id);
         }
+    }
+
+    /// A new session channel: `false` when the connection has [`MAX_SESSION_CHANNELS`].
+    pub(crate) fn open(&mut self, channel: ChannelId) -> bool {
+        self.reap();
         if self.channels.len() >= MAX_SESSION_CHANNELS {
             return false;
         }
@@ -343,12 +360,24 @@ impl Sessions {
         }
     }
 
-    /// The client closed the channel: its process group is hung up.
+    /// The client closed the channel: its process group is hung up and its input closed. A
+    /// channel whose process started keeps its place until the server is done with it
+    /// ([`Sessions::ended`]): closing cannot make room for more processes than
+    /// [`MAX_SESSION_CHANNELS`].
     pub(crate) fn close(&mut self, channel: ChannelId) {
-        if let Some(state) = self.channels.remove(&channel)
-            && let Some(tx) = state.signal
-        {
-            let _ = tx.send(nix::sys::signal::Signal::SIGHUP);
+        self.reap();
+        let started = match self.channels.get_mut(&channel) {
+            None => return,
+            Some(state) => {
+                state.input = None;
+                if let Some(tx) = &state.signal {
+                    let _ = tx.send(nix::sys::signal::Signal::SIGHUP);
+                }
+                state.started
+            }
+        };
+        if !started {
+            self.channels.remove(&channel);
         }
     }
 
@@ -474,6 +503,8 @@ impl Sessions {
             login: account,
             restrict,
             signals: Mutex::new(Vec::new()),
+            io: Mutex::new(Vec::new()),
+            tty_stops: Mutex::new(Vec::new()),
         });
         self.os = Some(os.clone());
         Ok(os)
@@ -498,6 +529,19 @@ impl Sessions {
             _ => return session.channel_failure(channel),
         }
         if let Kind::Exec(c) = &kind
+            && c.contains(&0)
+        {
+            return Self::refuse(
+                ctx,
+                channel,
+                &who,
+                &login,
+                &kind,
+                ("command_invalid", "the command contains a NUL byte"),
+                session,
+            );
+        }
+        if let Kind::Exec(c) = &kind
             && c.len() > MAX_EXEC_COMMAND
         {
             return Self::refuse(
@@ -518,47 +562,8 @@ impl Sessions {
         {
             return session.channel_failure(channel);
         }
-        // A connection can outlive its certificate and its roles: both are checked again
-        // before anything new runs on it.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(u64::MAX, |d| d.as_secs());
-        if now >= who.valid_before {
-            return Self::refuse(
-                ctx,
-                channel,
-                &who,
-                &login,
-                &kind,
-                (
-                    "expired",
-                    "the certificate of this connection has expired: log in again \
-                     (`ippin login`) and reconnect",
-                ),
-                session,
-            );
-        }
-        let still_allowed = ctx
-            .shared
-            .users
-            .lookup(&who.user)
-            .is_some_and(|u| u.logins.contains(&login));
-        if !still_allowed {
-            return Self::refuse(
-                ctx,
-                channel,
-                &who,
-                &login,
-                &kind,
-                (
-                    "login_not_allowed",
-                    &format!(
-                        "the login `{login}` is no longer allowed by the roles of `{}`",
-                        who.user
-                    ),
-                ),
-                session,
-            );
+        if let Some((code, message)) = recheck(ctx.shared, &who) {
+            return Self::refuse(ctx, channel, &who, &login, &kind, (code, &message), session);
         }
         let os = match self.os_session(ctx, &who, &login) {
             Ok(os) => os,
@@ -647,9 +652,8 @@ impl Sessions {
         }
         cmd.env_clear();
         cmd.envs(env_spec.build());
-        if let Some(asked) = &original
-            && !asked.contains(&0)
-        {
+        if let Some(asked) = &original {
+            // A NUL was refused above.
             cmd.env("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(asked));
         }
         cmd.current_dir(if account.home.is_dir() {
@@ -829,13 +833,18 @@ impl Sessions {
                 // the input closes.
                 let rt = tokio::runtime::Handle::current();
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                os.tty_stops
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(stop.clone());
                 let spawned = std::thread::Builder::new()
                     .name("ippin-tty-out".to_owned())
                     .spawn({
-                        let (controller, handle, rt) =
-                            (controller.clone(), handle.clone(), rt.clone());
+                        let (controller, handle, rt, stop) =
+                            (controller.clone(), handle.clone(), rt.clone(), stop.clone());
                         move || {
-                            tty_output(&controller, &handle, channel, &rt);
+                            tty_output(&controller, &handle, channel, &rt, &stop);
                             let _ = done_tx.send(());
                         }
                     })
@@ -853,21 +862,28 @@ impl Sessions {
                 }
                 tokio::spawn(async move {
                     let status = wait_signalling(&mut child, group, signal_rx).await;
-                    // Background jobs may keep the terminal open: read what is there, briefly.
+                    // Background jobs may keep the terminal open: read what is there, briefly,
+                    // then stop reading. Once the channel is gone the terminal's controller
+                    // closes, and what still holds the terminal is hung up by the kernel.
                     let _ = tokio::time::timeout(TTY_DRAIN, done_rx).await;
+                    stop.store(true, Ordering::SeqCst);
                     finish((&handle, ended), channel, status, end, audit).await;
                 });
             }
             None => {
                 let (stdin, stdout, stderr) =
                     (child.stdin.take(), child.stdout.take(), child.stderr.take());
+                let mut io = os.io.lock().unwrap_or_else(|p| p.into_inner());
+                io.retain(|t| !t.is_finished());
                 if let Some(stdin) = stdin {
-                    tokio::spawn(pipe_input(stdin, rx, pending.clone()));
+                    io.push(tokio::spawn(pipe_input(stdin, rx, pending.clone())).abort_handle());
                 }
                 let out =
                     stdout.map(|s| tokio::spawn(pipe_output(s, handle.clone(), channel, None)));
                 let err =
                     stderr.map(|s| tokio::spawn(pipe_output(s, handle.clone(), channel, Some(1))));
+                io.extend(out.iter().chain(err.iter()).map(|t| t.abort_handle()));
+                drop(io);
                 tokio::spawn(async move {
                     let status = wait_signalling(&mut child, group, signal_rx).await;
                     for task in [out, err].into_iter().flatten() {
@@ -890,6 +906,43 @@ impl Sessions {
             None => SFTP_SERVERS.iter().map(PathBuf::from).find(|p| p.is_file()),
         }
     }
+}
+
+/// A connection can outlive its certificate (OpenSSH's connection sharing keeps one open)
+/// and, with a user directory that changes, the user's roles: before anything new starts on
+/// it (a process, a built-in, a forward) both are checked again. `None`: still valid; else
+/// the refusal's code and message.
+pub(crate) fn recheck(shared: &Shared, who: &Authorized) -> Option<(&'static str, String)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(u64::MAX, |d| d.as_secs());
+    if now >= who.valid_before {
+        return Some((
+            "expired",
+            "the certificate of this connection has expired: log in again (`ippin login`) \
+             and reconnect"
+                .to_owned(),
+        ));
+    }
+    let user = shared.users.lookup(&who.user);
+    let allowed = match (&user, &who.login) {
+        (None, _) => false,
+        (Some(u), Some(login)) => u.logins.contains(login),
+        (Some(_), None) => true,
+    };
+    if !allowed {
+        return Some((
+            "login_not_allowed",
+            match &who.login {
+                Some(login) => format!(
+                    "the login `{login}` is no longer allowed by the roles of `{}`",
+                    who.user
+                ),
+                None => format!("the user `{}` is no longer known here", who.user),
+            },
+        ));
+    }
+    None
 }
 
 /// `text` as one word for `sh -c`: in single quotes, each `'` written as `'\''`.
@@ -930,9 +983,23 @@ fn tty_output(
     handle: &Handle,
     channel: ChannelId,
     rt: &tokio::runtime::Handle,
+    stop: &std::sync::atomic::AtomicBool,
 ) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
+        // Waits at most 200 ms at a time, so that `stop` is seen: a process that keeps the
+        // terminal open (in the background, after its shell) cannot keep this thread.
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut fds = [PollFd::new(controller.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(200u8)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
+        }
         let n = match (&*controller).read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,

@@ -713,4 +713,69 @@ async fn a_shared_connection_runs_nothing_after_its_certificate_expired() {
         })
         .await;
     assert_eq!(refused["login"], user.name.as_str());
+
+    // A forward through the shared connection is refused the same way.
+    let (echo, _task) = crate::ssh::forward::echo_listener("127.0.0.1").await;
+    let mut forward = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+    forward
+        .arg("-S")
+        .arg(&control)
+        .arg("-W")
+        .arg(echo.to_string());
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, forward.output())
+        .await
+        .expect("in time")
+        .expect("ssh -W");
+    assert!(!out.status.success(), "{out:?}");
+    node.wait_audit("the forward's refusal", |v| {
+        v["event"] == "ssh.session.refused"
+            && v["reason"] == "expired"
+            && v["kind"] == "direct-tcpip"
+    })
+    .await;
+}
+
+/// Closing a channel whose process still holds the server's resources (a background job
+/// keeping its output open) does not give its place back: a client cannot have more than
+/// MAX_SESSION_CHANNELS such channels at once on one connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_channels_whose_processes_linger_keep_their_place() {
+    let user = OsUser::create("s5");
+    let node = Node::start(&user.name, "", None).await;
+    let control = node.dir.path().join("ctl");
+    let mut master = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+    master
+        .args(["-M", "-N", "-o", "ControlPersist=no", "-S"])
+        .arg(&control);
+    let _master = master.spawn().expect("ssh -M");
+    wait_for("the shared connection", || control.exists()).await;
+    let through_master = |command: &'static str| {
+        let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+        cmd.arg("-S").arg(&control).arg(command);
+        cmd
+    };
+    let max = ippin::ssh::session::MAX_SESSION_CHANNELS;
+    for i in 0..max {
+        // The shell exits at once; its background `sleep` keeps the output open, so the
+        // channel is never done. The client gives up on it (its channel is closed).
+        let mut cmd = through_master("sleep 600 & echo started");
+        let mut child = cmd.spawn().expect("ssh -S");
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = tokio::time::timeout(CLIENT_TIMEOUT, out.next_line())
+            .await
+            .expect("in time")
+            .expect("read");
+        assert_eq!(line.as_deref(), Some("started"), "channel {i}");
+        child.kill().await.expect("kill the mux client");
+    }
+    wait_for("the lingering sleeps", || user.processes().len() >= max).await;
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, through_master("echo one more").output())
+        .await
+        .expect("in time")
+        .expect("ssh -S");
+    // Refused on the shared connection (OpenSSH then makes a connection of its own).
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Session open refused by peer"),
+        "an eleventh channel ran on the shared connection: {out:?}"
+    );
 }
