@@ -66,10 +66,20 @@ impl OsUser {
 
 impl Drop for OsUser {
     fn drop(&mut self) {
-        for pid in self.processes() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+        // Its processes go first (bounded): the uid is free for the next `useradd` only when
+        // none is left.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let left = self.processes();
+            if left.is_empty() || std::time::Instant::now() > deadline {
+                break;
+            }
+            for pid in left {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let _db = USER_DB.lock().unwrap_or_else(|p| p.into_inner());
         let _ = std::process::Command::new(peer("userdel"))
@@ -657,7 +667,16 @@ async fn sessions_are_refused_when_enforcement_cannot_be_set_up() {
         .wait_audit("the refusal", |v| v["event"] == "ssh.session.refused")
         .await;
     assert_eq!(refused["reason"], "restrictions_unavailable");
-    assert!(user.processes().is_empty());
+    // Nothing started: no start line (the uid may be an earlier test's, so its processes
+    // are not the measure).
+    assert!(
+        !node
+            .audit()
+            .iter()
+            .any(|v| v["event"] == "ssh.session.start"),
+        "{:?}",
+        node.audit()
+    );
 }
 
 /// A connection kept open (OpenSSH's connection sharing) outlives its certificate: each new
