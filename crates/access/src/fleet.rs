@@ -1232,7 +1232,9 @@ impl WatchResponse {
 /// is undone) into whole messages, within a bound.
 ///
 /// Bytes come in pieces of any size ([`push`](Self::push)); whole messages come out, the same
-/// whatever the pieces. Between messages only JSON whitespace is allowed. The splitter keeps
+/// whatever the pieces. Between messages only JSON whitespace is allowed. The splitter only
+/// frames: it counts brackets outside strings (not their kinds), and the JSON decoder checks
+/// what is inside a message. It keeps
 /// one partial message of at most its bound and refuses a longer one; after a refusal it
 /// refuses everything ([`FleetError::Poisoned`]): a stream that went wrong is dropped and
 /// reopened, not resynchronised.
@@ -1511,7 +1513,7 @@ mod tests {
         let mut s = MessageSplitter::new();
         assert_eq!(s.push(br#"{"a":"\"}"#).unwrap(), Vec::<Vec<u8>>::new());
         assert_eq!(s.finish(), Err(FleetError::Truncated { len: 9 }));
-        assert_eq!(s.push(b"}").unwrap(), vec![br#"{"a":"\"}"}"#.to_vec()]);
+        assert_eq!(s.push(b"\"}").unwrap(), vec![br#"{"a":"\"}"}"#.to_vec()]);
         assert_eq!(s.finish(), Ok(()));
     }
 
