@@ -746,7 +746,7 @@ impl<'a> Obj<'a> {
         match self.m.get(name) {
             None => Ok(0),
             Some(Value::String(s)) => {
-                parse_decimal(s).ok_or(self.invalid(name, Problem::NotDecimal))
+                parse_decimal(s).ok_or_else(|| self.invalid(name, Problem::NotDecimal))
             }
             Some(_) => Err(self.invalid(name, Problem::NotDecimal)),
         }
