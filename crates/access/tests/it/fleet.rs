@@ -484,11 +484,26 @@ fn in_prefix_range(prefix: &[u8], key: &[u8]) -> bool {
     key >= start.as_slice() && (end == [0] || key < end.as_slice())
 }
 
+/// etcd's `GetPrefixRangeEnd` (clientv3/op.go), written as the Go loop is.
+fn reference_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    for i in (0..end.len()).rev() {
+        if end[i] < 0xff {
+            end[i] += 1;
+            end.truncate(i + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Bytes from a small alphabet around the carry (so that a key just past a prefix's range is
+/// often generated), or any bytes.
 fn bytes_near_ff(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(
-        prop_oneof![Just(0xffu8), Just(0xfe), Just(0), any::<u8>()],
-        len,
-    )
+    prop_oneof![
+        prop::collection::vec(prop::sample::select(vec![0u8, 1, 0xfe, 0xff]), len.clone()),
+        prop::collection::vec(any::<u8>(), len),
+    ]
 }
 
 /// Splits `data` at the given cut points.
@@ -539,7 +554,14 @@ proptest! {
         prop_assert!(in_prefix_range(&prefix, &key_under));
         prop_assert_eq!(in_prefix_range(&prefix, &key), key.starts_with(&prefix));
         let end = prefix_end(&prefix);
-        prop_assert!(end.len() <= prefix.len().max(1));
+        prop_assert_eq!(&end, &reference_end(&prefix));
+        // The end itself is outside the range, and so is anything after it.
+        if end != [0] {
+            prop_assert!(!in_prefix_range(&prefix, &end));
+            let mut past = end.clone();
+            past.extend_from_slice(&key);
+            prop_assert!(!in_prefix_range(&prefix, &past));
+        }
     }
 
     #[test]
