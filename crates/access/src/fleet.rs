@@ -1352,7 +1352,9 @@ impl MessageSplitter {
 /// [`WatchResponse::decode`] for each message.
 ///
 /// A message that does not decode (an error from etcd included) is returned as the error,
-/// and the stream is refused from then on.
+/// and the stream is refused from then on; the good messages of the same `push` are dropped
+/// with it. Nothing is lost when the caller does what it must anyway: reopen the watch from
+/// the last revision it applied, + 1.
 #[derive(Debug, Clone, Default)]
 pub struct WatchStream {
     splitter: MessageSplitter,
