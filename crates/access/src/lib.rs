@@ -56,6 +56,7 @@
 //! | `rustls` | `rustls` | a mutual-TLS `ServerConfig` over a client CA, and the pin check of a finished handshake |
 //! | `russh` | `russh` | `certificate`: the SSH table for a russh `Handler`'s `auth_openssh_certificate`, audited fail closed (and what stock russh loses) |
 //! | `axum` | `axum` | `ObservedListener`: a PROXY-aware `axum::serve::Listener` with concurrent bounded stages and optional mutual TLS; the extractors `Observed` and `Verified` |
+//! | `fleet` | `fleet` | etcd's v3 JSON gateway, sans-IO: requests (range, put, delete, txn with revision compares, compaction, leases, watch) encoded as a path and a body; answers and watch streams decoded strictly and within bounds |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -96,6 +97,10 @@ pub mod russh;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+
+#[cfg(feature = "fleet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
+pub mod fleet;
 
 pub use ippin_policy::CertPin;
 pub use observed::ObservedAddr;

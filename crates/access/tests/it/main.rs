@@ -2,6 +2,8 @@
 //! certificates from the certificate crate's CAs.
 
 mod fixtures;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod props;
 mod resumption;
 mod tls;
