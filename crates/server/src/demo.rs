@@ -702,26 +702,7 @@ fn demo_login() -> Option<String> {
 
 /// The demo's roles: `ca init`'s, with bob's role `dev` allowing `login`.
 fn demo_roles(login: &str) -> String {
-    format!(
-        "kind: role
-version: v7
-metadata:
-  name: pinned-ip
-spec:
-  options:
-    pin_source_ip: true
----
-kind: role
-version: v7
-metadata:
-  name: dev
-spec:
-  options:
-    pin_source_ip: false
-  allow:
-    logins: [{login}]
-"
-    )
+    format!("{}  allow:\n    logins: [{login}]\n", crate::ca::ROLES_YAML)
 }
 
 async fn setup(dir: &Path) -> Result<(String, Running), String> {
@@ -1158,6 +1139,17 @@ mod tests {
             std::time::Duration::from_millis(50)
         );
         assert_eq!(c.users.len(), 1);
+    }
+
+    #[test]
+    fn the_demo_roles_let_bob_use_the_demo_login_only() {
+        let roles = ippin_policy::parse_roles("roles.yaml", &demo_roles("root")).unwrap();
+        let logins = |name: &str| {
+            let role = roles.iter().find(|r| r.name == name).expect("role");
+            role.allow_logins().iter().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(logins("dev"), ["root"]);
+        assert!(logins("pinned-ip").is_empty());
     }
 
     #[test]

@@ -698,10 +698,14 @@ impl Sessions {
                         );
                     }
                 }
+                // The user side as the three standard descriptors and the controlling
+                // terminal.
                 let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
-                match (dup(&p.user), dup(&p.user), dup(&p.user)) {
-                    (Ok(i), Ok(o), Ok(e)) => {
+                let ready = (dup(&p.user), dup(&p.user), dup(&p.user));
+                match (ready, setup.controlling_terminal(&p.user)) {
+                    ((Ok(i), Ok(o), Ok(e)), Ok(with_terminal)) => {
                         cmd.stdin(i).stdout(o).stderr(e);
+                        setup = with_terminal;
                     }
                     _ => {
                         return Self::refuse(
@@ -715,20 +719,6 @@ impl Sessions {
                         );
                     }
                 }
-                setup = match setup.controlling_terminal(&p.user) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        return Self::refuse(
-                            ctx,
-                            channel,
-                            &who,
-                            &login,
-                            &kind,
-                            ("spawn_failed", "the terminal cannot be set up"),
-                            session,
-                        );
-                    }
-                };
             }
             None => {
                 cmd.stdin(Stdio::piped())

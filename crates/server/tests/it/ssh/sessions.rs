@@ -193,6 +193,19 @@ listeners:
             .collect()
     }
 
+    /// An OpenSSH connection shared by later `ssh -S CONTROL` runs (`ControlMaster`), as
+    /// `login`; the client and its control socket.
+    async fn shared_connection(&self, login: &str) -> (tokio::process::Child, PathBuf) {
+        let control = self.dir.path().join("ctl");
+        let mut master = ssh_command(&self.bob, login, "127.0.0.1", self.ssh);
+        master
+            .args(["-M", "-N", "-o", "ControlPersist=no", "-S"])
+            .arg(&control);
+        let child = master.spawn().expect("ssh -M");
+        wait_for("the shared connection", || control.exists()).await;
+        (child, control)
+    }
+
     async fn wait_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let mut found = None;
         wait_for(what, || {
@@ -685,13 +698,7 @@ async fn sessions_are_refused_when_enforcement_cannot_be_set_up() {
 async fn a_shared_connection_runs_nothing_after_its_certificate_expired() {
     let user = OsUser::create("s4");
     let node = Node::start(&user.name, "cert_ttl: 20s\n", None).await;
-    let control = node.dir.path().join("ctl");
-    let mut master = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
-    master
-        .args(["-M", "-N", "-o", "ControlPersist=no", "-S"])
-        .arg(&control);
-    let _master = master.spawn().expect("ssh -M");
-    wait_for("the shared connection", || control.exists()).await;
+    let (_master, control) = node.shared_connection(&user.name).await;
     let through_master = |command: &'static str| {
         let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
         cmd.arg("-S").arg(&control).arg(command);
@@ -761,13 +768,7 @@ async fn a_shared_connection_runs_nothing_after_its_certificate_expired() {
 async fn closed_channels_whose_processes_linger_keep_their_place() {
     let user = OsUser::create("s5");
     let node = Node::start(&user.name, "", None).await;
-    let control = node.dir.path().join("ctl");
-    let mut master = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
-    master
-        .args(["-M", "-N", "-o", "ControlPersist=no", "-S"])
-        .arg(&control);
-    let _master = master.spawn().expect("ssh -M");
-    wait_for("the shared connection", || control.exists()).await;
+    let (_master, control) = node.shared_connection(&user.name).await;
     let through_master = |command: &'static str| {
         let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
         cmd.arg("-S").arg(&control).arg(command);
