@@ -4,7 +4,7 @@
 //! Each call opens one connection, `POST`s the request the codec encoded, reads the answer
 //! within a time bound and a size bound, and decodes it with the codec's decoder. A watch
 //! keeps its connection and decodes the streamed body chunk by chunk through
-//! [`WatchStream`](super::WatchStream).
+//! [`WatchStream`].
 //!
 //! **No TLS yet**: the endpoint is spoken to in clear text, so it must be a loopback address
 //! (an etcd on the same host, or a local TLS-terminating proxy). Mutual TLS to a remote etcd
