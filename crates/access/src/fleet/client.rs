@@ -88,6 +88,13 @@ pub enum ClientError {
         /// The bound.
         max: usize,
     },
+    /// A [`Request`] built by hand with a path that is not an origin-form path under `/v3/`
+    /// (the codec's encoders never make one); refused before connecting.
+    #[error("not a gateway path: {path:?}")]
+    BadPath {
+        /// The path.
+        path: &'static str,
+    },
     /// The body (or a watch message) does not decode.
     #[error("decode: {0}")]
     Decode(#[from] FleetError),
@@ -232,6 +239,22 @@ impl EtcdClient {
         req: &Request,
     ) -> Result<(hyper::Response<Incoming>, JoinHandle<()>), ClientError> {
         let endpoint = self.endpoint;
+        // Built before connecting: a bad path is refused without touching the network.
+        let uri = hyper::Uri::try_from(req.path)
+            .ok()
+            .filter(|u| u.scheme().is_none() && u.path().starts_with("/v3/"))
+            .ok_or(ClientError::BadPath { path: req.path })?;
+        let mut http_req = hyper::Request::new(Full::new(Bytes::from(req.body.clone())));
+        *http_req.method_mut() = hyper::Method::POST;
+        *http_req.uri_mut() = uri;
+        let headers = http_req.headers_mut();
+        if let Ok(host) = hyper::header::HeaderValue::from_str(&endpoint.to_string()) {
+            headers.insert(hyper::header::HOST, host);
+        }
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
         let tcp = TcpStream::connect(endpoint)
             .await
             .map_err(|source| ClientError::Connect { endpoint, source })?;
@@ -242,18 +265,6 @@ impl EtcdClient {
             // Its error reaches the caller through the request or the body.
             drop(conn.await);
         });
-        let mut http_req = hyper::Request::new(Full::new(Bytes::from(req.body.clone())));
-        *http_req.method_mut() = hyper::Method::POST;
-        // The codec's paths are constants under `/v3/`.
-        *http_req.uri_mut() = hyper::Uri::from_static(req.path);
-        let headers = http_req.headers_mut();
-        if let Ok(host) = hyper::header::HeaderValue::from_str(&endpoint.to_string()) {
-            headers.insert(hyper::header::HOST, host);
-        }
-        headers.insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
         match sender.send_request(http_req).await {
             Ok(resp) => Ok((resp, conn)),
             Err(e) => {
@@ -355,5 +366,37 @@ impl EtcdWatch {
 impl Drop for EtcdWatch {
     fn drop(&mut self) {
         self.conn.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_path_is_refused_before_connecting() {
+        // Nothing listens on port 1: a connection attempt would be a connect error.
+        let c = EtcdClient::new(SocketAddr::from(([127, 0, 0, 1], 1)));
+        for path in [
+            "/v3/kv range",
+            "http://elsewhere/v3/kv/range",
+            "/v2/keys",
+            "",
+        ] {
+            let req = Request {
+                path,
+                body: b"{}".to_vec(),
+            };
+            let got = c.call(&req).await;
+            assert!(
+                matches!(got, Err(ClientError::BadPath { path: p }) if p == path),
+                "{path:?}: {got:?}"
+            );
+        }
+        let ok_path = c.call(&Range::key(b"k").encode()).await;
+        assert!(
+            matches!(ok_path, Err(ClientError::Connect { .. })),
+            "{ok_path:?}"
+        );
     }
 }
