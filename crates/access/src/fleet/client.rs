@@ -22,6 +22,30 @@
 //!   then measured; a watch message is bounded the same way by its [`WatchStream`].
 //!
 //! The calls spawn the connection's task on the current tokio runtime: call them inside one.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use ippin_access::fleet::client::EtcdClient;
+//! use ippin_access::fleet::{Put, Range, Watch};
+//!
+//! # async fn run() -> Result<(), ippin_access::fleet::client::ClientError> {
+//! let etcd = EtcdClient::new("127.0.0.1:2379".parse().unwrap())
+//!     .with_timeout(Duration::from_secs(2));
+//! let written = etcd.put(&Put::new(b"/ippin/roles/ops", b"...")).await?;
+//! let roles = etcd.range(&Range::prefix(b"/ippin/roles/")).await?;
+//! // Everything after that read, in order; on `None`, reopen from the last revision + 1.
+//! let mut watch = etcd
+//!     .watch(&Watch::prefix(b"/ippin/").from_revision(roles.header.revision + 1))
+//!     .await?;
+//! while let Some(message) = watch.next().await {
+//!     for event in message?.events {
+//!         println!("{:?} at {}", event.kind, event.kv.mod_revision);
+//!     }
+//! }
+//! # let _ = written;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
