@@ -49,6 +49,10 @@
 
 use std::fmt;
 
+#[cfg(feature = "fleet-tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fleet-tokio")))]
+pub mod client;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};

@@ -18,23 +18,48 @@ use ippin_test_support::{Child, READY_TIMEOUT, free_port, peer, temp_dir, wait_u
 use proptest::prelude::*;
 
 /// A single-member etcd on loopback, killed (and its data directory removed) on drop.
-struct Etcd {
+pub(super) struct Etcd {
     child: Option<Child>,
-    client: SocketAddr,
-    _dir: tempfile::TempDir,
+    pub(super) client: SocketAddr,
+    peer_addr: SocketAddr,
+    dir: tempfile::TempDir,
 }
 
 impl Etcd {
-    fn start() -> Self {
-        // Fails naming scripts/install-peers when etcd is missing.
-        let etcd = peer("etcd");
+    pub(super) fn start() -> Self {
         let dir = temp_dir();
         let lo = Ipv4Addr::LOCALHOST.into();
         let client = SocketAddr::new(lo, free_port(lo));
         let peer_addr = SocketAddr::new(lo, free_port(lo));
+        let mut etcd = Self {
+            child: None,
+            client,
+            peer_addr,
+            dir,
+        };
+        etcd.restart();
+        etcd
+    }
+
+    /// Kills etcd (its data directory kept).
+    pub(super) fn kill(&mut self) {
+        if let Some(child) = self.child.take() {
+            drop(child.finish());
+        }
+    }
+
+    /// Starts etcd (again) on the same data directory and ports; waits until it is healthy.
+    pub(super) fn restart(&mut self) {
+        self.kill();
+        // Fails naming scripts/install-peers when etcd is missing.
+        let etcd = peer("etcd");
+        let (client, peer_addr) = (self.client, self.peer_addr);
         let mut cmd = Command::new(etcd);
         cmd.arg("--name=ippin-test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls=http://{client}"))
             .arg(format!("--advertise-client-urls=http://{client}"))
             .arg(format!("--listen-peer-urls=http://{peer_addr}"))
@@ -51,11 +76,7 @@ impl Etcd {
             let (out, err) = child.finish();
             panic!("etcd not healthy on {client} within {READY_TIMEOUT:?}\n{out}\n{err}");
         }
-        Self {
-            child: Some(child),
-            client,
-            _dir: dir,
-        }
+        self.child = Some(child);
     }
 
     /// POSTs a request; the status and the body.
@@ -110,9 +131,7 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            drop(child.finish());
-        }
+        self.kill();
     }
 }
 

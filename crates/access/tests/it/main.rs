@@ -4,6 +4,8 @@
 mod fixtures;
 #[cfg(feature = "fleet")]
 mod fleet;
+#[cfg(feature = "fleet-tokio")]
+mod fleet_client;
 mod props;
 mod resumption;
 mod tls;
