@@ -524,6 +524,20 @@ impl Sessions {
         let Some(login) = who.login.clone() else {
             return session.channel_failure(channel);
         };
+        // Every refusal below: the reason on stderr, exit status 1, an audit line.
+        macro_rules! refuse {
+            ($code:expr, $message:expr $(,)?) => {
+                return Self::refuse(
+                    ctx,
+                    channel,
+                    &who,
+                    &login,
+                    &kind,
+                    ($code, $message),
+                    session,
+                )
+            };
+        }
         match self.channel_state(channel) {
             Some(state) if !state.started => state.started = true,
             _ => return session.channel_failure(channel),
@@ -531,30 +545,14 @@ impl Sessions {
         if let Kind::Exec(c) = &kind
             && c.contains(&0)
         {
-            return Self::refuse(
-                ctx,
-                channel,
-                &who,
-                &login,
-                &kind,
-                ("command_invalid", "the command contains a NUL byte"),
-                session,
-            );
+            refuse!("command_invalid", "the command contains a NUL byte");
         }
         if let Kind::Exec(c) = &kind
             && c.len() > MAX_EXEC_COMMAND
         {
-            return Self::refuse(
-                ctx,
-                channel,
-                &who,
-                &login,
-                &kind,
-                (
-                    "command_too_long",
-                    &format!("the command is longer than {MAX_EXEC_COMMAND} bytes"),
-                ),
-                session,
+            refuse!(
+                "command_too_long",
+                &format!("the command is longer than {MAX_EXEC_COMMAND} bytes"),
             );
         }
         if let Kind::Subsystem(name) = &kind
@@ -563,20 +561,12 @@ impl Sessions {
             return session.channel_failure(channel);
         }
         if let Some((code, message)) = recheck(ctx.shared, &who) {
-            return Self::refuse(ctx, channel, &who, &login, &kind, (code, &message), session);
+            refuse!(code, &message);
         }
         let os = match self.os_session(ctx, &who, &login) {
             Ok(os) => os,
             Err((code, message)) => {
-                return Self::refuse(
-                    ctx,
-                    channel,
-                    &who,
-                    &login,
-                    &kind,
-                    (&code, &message),
-                    session,
-                );
+                refuse!(&code, &message);
             }
         };
         let account = &os.login;
@@ -608,15 +598,7 @@ impl Sessions {
             }
             (None, Kind::Subsystem(_)) => {
                 let Some(sftp) = Self::sftp_server(ctx) else {
-                    return Self::refuse(
-                        ctx,
-                        channel,
-                        &who,
-                        &login,
-                        &kind,
-                        ("sftp_unavailable", "this server has no sftp-server program"),
-                        session,
-                    );
+                    refuse!("sftp_unavailable", "this server has no sftp-server program");
                 };
                 // Through the login's shell, as sshd runs subsystems: an account whose shell
                 // refuses sessions (nologin, git-shell) gets no file access either.
@@ -687,15 +669,7 @@ impl Sessions {
                         )
                     });
                     if owned.is_err() {
-                        return Self::refuse(
-                            ctx,
-                            channel,
-                            &who,
-                            &login,
-                            &kind,
-                            ("spawn_failed", "the terminal cannot be given to the login"),
-                            session,
-                        );
+                        refuse!("spawn_failed", "the terminal cannot be given to the login");
                     }
                 }
                 // The user side as the three standard descriptors and the controlling
@@ -708,15 +682,7 @@ impl Sessions {
                         setup = with_terminal;
                     }
                     _ => {
-                        return Self::refuse(
-                            ctx,
-                            channel,
-                            &who,
-                            &login,
-                            &kind,
-                            ("spawn_failed", "the terminal cannot be set up"),
-                            session,
-                        );
+                        refuse!("spawn_failed", "the terminal cannot be set up");
                     }
                 }
             }
@@ -748,33 +714,17 @@ impl Sessions {
         start.cgroup_id = cgroup_id;
         if !ctx.shared.audit.record(SshAuditEvent::Session(start)) {
             // Fail closed: nothing runs that the audit log does not show.
-            return Self::refuse(
-                ctx,
-                channel,
-                &who,
-                &login,
-                &kind,
-                (
-                    "audit_unavailable",
-                    "the audit log cannot be written, so nothing is run; tell the operator",
-                ),
-                session,
+            refuse!(
+                "audit_unavailable",
+                "the audit log cannot be written, so nothing is run; tell the operator",
             );
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                return Self::refuse(
-                    ctx,
-                    channel,
-                    &who,
-                    &login,
-                    &kind,
-                    (
-                        "spawn_failed",
-                        &format!("the session's process cannot start: {e}"),
-                    ),
-                    session,
+                refuse!(
+                    "spawn_failed",
+                    &format!("the session's process cannot start: {e}"),
                 );
             }
         };
