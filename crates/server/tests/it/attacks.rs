@@ -17,7 +17,8 @@ use crate::ssh::harness::{Identity, ip, ssh, write_private};
 use crate::support::{IPPIN, ippin};
 
 /// A configuration written by `ca init` with these `listeners` (YAML lines), plus `extra`
-/// top-level lines; users alice (`pinned-ip`) and bob (`dev`), password `secret`.
+/// top-level lines (a `cert_ttl` there replaces the default 1 h); users alice (`pinned-ip`)
+/// and bob (`dev`), password `secret`.
 pub(crate) fn site(listeners: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = ippin_test_support::temp_dir();
     let config = format!(
@@ -36,6 +37,12 @@ ssh_auth_rejection_time: 10ms
 {extra}listeners:
 {listeners}"
     );
+    // A `cert_ttl` in `extra` replaces the default.
+    let config = if extra.contains("cert_ttl:") {
+        config.replace("cert_ttl: 1h\n", "")
+    } else {
+        config
+    };
     let path = ippin::ca::init_at(tmp.path(), SystemTime::now(), &config).expect("ca init");
     let hash = ippin::users::hash_password_light("secret").expect("hash");
     ippin::users::add_user(&path, "alice", &["pinned-ip".to_owned()], &hash).expect("alice");

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use ippin::client::{Endpoint, login};
 use ippin_test_support::{free_port, peer, wait_for_tcp};
@@ -120,48 +119,25 @@ impl Node {
     /// With `policy`, the configuration's `nr.yaml` (`extra_config` names it).
     async fn start(login_name: &str, extra_config: &str, policy: Option<String>) -> Node {
         ippin::install_crypto_provider();
-        let dir = ippin_test_support::temp_dir();
         let login_port = free_port(ip("127.0.0.1"));
         let ssh_port = free_port(ip("127.0.0.1"));
-        let config = format!(
-            "cluster_name: local
-ca:
-  ssh_key: ca/ssh_user_ca
-  tls_cert: ca/tls_ca.pem
-  tls_key: ca/tls_ca.key
-server_tls: {{cert: server.pem, key: server.key}}
-roles: [roles.yaml]
-users: []
-cert_ttl: 1h
-audit_log: audit.log
-ssh_host_key: ssh_host_ed25519_key
-{extra_config}
-listeners:
-  - {{kind: login, listen: 127.0.0.1:{login_port}, proxy_protocol: off}}
-  - {{kind: ssh, listen: 127.0.0.1:{ssh_port}, proxy_protocol: off}}
-"
+        let listeners = format!(
+            "  - {{kind: login, listen: 127.0.0.1:{login_port}, proxy_protocol: off}}\n  - \
+             {{kind: ssh, listen: 127.0.0.1:{ssh_port}, proxy_protocol: off}}\n"
         );
-        // A `cert_ttl` in `extra_config` replaces the default.
-        let config = if extra_config.contains("cert_ttl:") {
-            config.replace("cert_ttl: 1h\n", "")
-        } else {
-            config
-        };
-        let config_path =
-            ippin::ca::init_at(dir.path(), SystemTime::now(), &config).expect("ca init");
+        let (dir, config_path) = crate::attacks::site(&listeners, extra_config);
+        // `ca init`'s roles, with bob's `dev` allowing the login.
         std::fs::write(
             dir.path().join("roles.yaml"),
             format!(
-                "kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  options:\n    \
-                 pin_source_ip: false\n  allow:\n    logins: [{login_name}]\n"
+                "{}  allow:\n    logins: [{login_name}]\n",
+                ippin::ca::ROLES_YAML
             ),
         )
         .expect("roles");
         if let Some(policy) = policy {
             std::fs::write(dir.path().join("nr.yaml"), policy).expect("policy");
         }
-        let hash = ippin::users::hash_password_light("secret").expect("hash");
-        ippin::users::add_user(&config_path, "bob", &["dev".to_owned()], &hash).expect("bob");
         let serve = Serve::start(&config_path, &dir.path().join("serve.log"));
         let login_addr = SocketAddr::new(ip("127.0.0.1"), login_port);
         let ssh = SocketAddr::new(ip("127.0.0.1"), ssh_port);
