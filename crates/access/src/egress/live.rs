@@ -69,10 +69,14 @@ pub type ChangeHook = Box<dyn Fn(&NetworkRestrictions) -> Result<(), String> + S
 /// The policy in force, and where it comes from.
 pub struct LiveRestrictions {
     path: PathBuf,
+    /// Whether `path` is a file to re-read (`false`: a name for a document that a store
+    /// hands over with [`LiveRestrictions::set_document`]).
+    from_file: bool,
     current: RwLock<Arc<NetworkRestrictions>>,
     generation: AtomicU64,
     last_error: Mutex<Option<String>>,
-    last_text: Mutex<Vec<u8>>,
+    /// The text in force; `None` when a hook failed, so the next update applies again.
+    last_text: Mutex<Option<Vec<u8>>>,
     hooks: Mutex<Vec<ChangeHook>>,
 }
 
@@ -97,11 +101,59 @@ impl LiveRestrictions {
         let policy = parse(&path, &text)?;
         Ok(LiveRestrictions {
             path,
+            from_file: true,
             current: RwLock::new(Arc::new(policy)),
             generation: AtomicU64::new(1),
             last_error: Mutex::new(None),
-            last_text: Mutex::new(text),
+            last_text: Mutex::new(Some(text)),
             hooks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A policy that a store (etcd, …) hands over rather than a file: `source` names it in
+    /// errors and logs (e.g. the store key), `document` is its text, `None` when the store
+    /// has none (every destination allowed, [`NetworkRestrictions::allow_all`]). Later
+    /// versions come through [`LiveRestrictions::set_document`];
+    /// [`LiveRestrictions::reload`] and the file watchers do nothing for it.
+    ///
+    /// # Errors
+    /// When the document is larger than [`MAX_POLICY_FILE`] or does not parse: the caller
+    /// refuses to start rather than run without the policy.
+    pub fn from_document(
+        source: impl Into<PathBuf>,
+        document: Option<&[u8]>,
+    ) -> Result<LiveRestrictions, ReloadError> {
+        let path = source.into();
+        let policy = match document {
+            Some(text) => parse_bounded(&path, text)?,
+            None => NetworkRestrictions::allow_all(),
+        };
+        Ok(LiveRestrictions {
+            from_file: false,
+            current: RwLock::new(Arc::new(policy)),
+            generation: AtomicU64::new(1),
+            last_error: Mutex::new(None),
+            last_text: Mutex::new(Some(document.map(<[u8]>::to_vec).unwrap_or_default())),
+            hooks: Mutex::new(Vec::new()),
+            path,
+        })
+    }
+
+    /// Puts a new version of a store-fed policy in force (see
+    /// [`LiveRestrictions::from_document`]); `None`: the store has none any more, every
+    /// destination is allowed. Returns whether the policy changed. The hooks are called as
+    /// for [`LiveRestrictions::reload`].
+    ///
+    /// # Errors
+    /// As [`LiveRestrictions::reload`]: a document that does not parse leaves the previous
+    /// policy in force.
+    pub fn set_document(&self, document: Option<&[u8]>) -> Result<bool, ReloadError> {
+        self.apply(document.map(<[u8]>::to_vec).unwrap_or_default(), |text| {
+            if text.is_empty() {
+                Ok(NetworkRestrictions::allow_all())
+            } else {
+                parse_bounded(&self.path, text)
+            }
         })
     }
 
@@ -143,13 +195,34 @@ impl LiveRestrictions {
     /// When the file cannot be read or parsed; the previous policy stays in force and
     /// [`LiveRestrictions::last_error`] says why.
     pub fn reload(&self) -> Result<bool, ReloadError> {
-        let result = read_bounded(&self.path).and_then(|text| {
-            let unchanged = self.last_text.lock().map(|t| *t == text).unwrap_or(false);
-            if unchanged {
-                return Ok(None);
+        if !self.from_file {
+            return Ok(false);
+        }
+        match read_bounded(&self.path) {
+            Ok(text) => self.apply(text, |text| parse(&self.path, text)),
+            Err(e) => {
+                self.set_error(Some(e.to_string()));
+                Err(e)
             }
-            parse(&self.path, &text).map(|p| Some((p, text)))
-        });
+        }
+    }
+
+    /// Puts `text` in force (parsed by `parse`) unless it is the text in force already.
+    fn apply(
+        &self,
+        text: Vec<u8>,
+        parse: impl FnOnce(&[u8]) -> Result<NetworkRestrictions, ReloadError>,
+    ) -> Result<bool, ReloadError> {
+        let unchanged = self
+            .last_text
+            .lock()
+            .map(|t| t.as_ref() == Some(&text))
+            .unwrap_or(false);
+        let result = if unchanged {
+            Ok(None)
+        } else {
+            parse(&text).map(|p| Some((p, text)))
+        };
         match result {
             Ok(None) => {
                 self.set_error(None);
@@ -161,7 +234,7 @@ impl LiveRestrictions {
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
                 }
                 if let Ok(mut t) = self.last_text.lock() {
-                    *t = text;
+                    *t = Some(text);
                 }
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 let current = self.current();
@@ -176,7 +249,7 @@ impl LiveRestrictions {
                     // Not "applied": the next reload (poll or SIGHUP) tries the hooks again,
                     // even if the file does not change.
                     if let Ok(mut t) = self.last_text.lock() {
-                        t.clear();
+                        *t = None;
                     }
                     let e = ReloadError::Hook {
                         path: self.path.clone(),
@@ -276,6 +349,15 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReloadError> {
     Ok(text)
 }
 
+fn parse_bounded(path: &Path, text: &[u8]) -> Result<NetworkRestrictions, ReloadError> {
+    if text.len() as u64 > MAX_POLICY_FILE {
+        return Err(ReloadError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    parse(path, text)
+}
+
 fn parse(path: &Path, text: &[u8]) -> Result<NetworkRestrictions, ReloadError> {
     let name = path.display().to_string();
     let text = std::str::from_utf8(text).map_err(|e| ReloadError::Read {
@@ -308,6 +390,74 @@ mod tests {
 
     fn dst(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_store_fed_policy_follows_its_documents_and_keeps_the_last_good_one() {
+        let live =
+            LiveRestrictions::from_document("etcd:/ippin/network_restrictions", None).unwrap();
+        // No document: every destination.
+        assert!(live.decide("u", dst("10.1.2.3:1")).is_allowed());
+        let calls = Arc::new(AtomicU64::new(0));
+        let seen = calls.clone();
+        live.on_change(Box::new(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }));
+        let doc = policy(&["127.0.0.0/8"], &["127.0.0.9"]);
+        assert!(live.set_document(Some(doc.as_bytes())).unwrap());
+        assert!(!live.decide("u", dst("10.1.2.3:1")).is_allowed());
+        assert!(!live.decide("u", dst("127.0.0.9:22")).is_allowed());
+        assert!(live.decide("u", dst("127.0.0.1:22")).is_allowed());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // The same text again: nothing to do.
+        assert!(!live.set_document(Some(doc.as_bytes())).unwrap());
+        // A broken one: refused, the previous policy stays (never "none").
+        let err = live
+            .set_document(Some(b"kind: network_restrictions\nspec: ["))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("etcd:/ippin/network_restrictions"),
+            "{err}"
+        );
+        assert!(!live.decide("u", dst("10.1.2.3:1")).is_allowed());
+        assert!(live.last_error().is_some());
+        // Too large: refused before parsing.
+        let big = vec![b'#'; MAX_POLICY_FILE as usize + 1];
+        assert!(matches!(
+            live.set_document(Some(&big)),
+            Err(ReloadError::TooLarge { .. })
+        ));
+        // Reloading from a file does nothing for a store-fed policy.
+        assert!(!live.reload().unwrap());
+        // Removed from the store: every destination again.
+        assert!(live.set_document(None).unwrap());
+        assert!(live.decide("u", dst("10.1.2.3:1")).is_allowed());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(live.generation(), 3);
+    }
+
+    #[test]
+    fn a_failed_hook_makes_the_next_store_update_apply_again() {
+        let live = LiveRestrictions::from_document("store", None).unwrap();
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let f = fail.clone();
+        live.on_change(Box::new(move |_| {
+            if f.load(Ordering::SeqCst) {
+                Err("map update failed".into())
+            } else {
+                Ok(())
+            }
+        }));
+        let doc = policy(&["127.0.0.0/8"], &[]);
+        assert!(matches!(
+            live.set_document(Some(doc.as_bytes())),
+            Err(ReloadError::Hook { .. })
+        ));
+        fail.store(false, Ordering::SeqCst);
+        // Same text, but not applied everywhere yet: applied again.
+        assert!(live.set_document(Some(doc.as_bytes())).unwrap());
+        assert!(live.last_error().is_none());
     }
 
     #[test]
