@@ -52,6 +52,9 @@ pub struct Role {
     pub version: RoleVersion,
     /// `spec.options.pin_source_ip` (false when absent).
     pub pin_source_ip: bool,
+    /// `spec.options.admin` (false when absent): a holder of this role may change the
+    /// fleet's roles, users and network restrictions through an admin API.
+    pub admin: bool,
     /// The whole document as written (after alias expansion).
     pub document: RawValue,
     /// `spec.allow.logins`: checked with [`check_login`], without repeats.
@@ -143,6 +146,7 @@ impl Role {
             name: name.into(),
             version,
             pin_source_ip,
+            admin: false,
             document: RawValue::Null,
             allow_logins: BTreeSet::new(),
             deny_logins: BTreeSet::new(),
@@ -240,6 +244,7 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
         ));
     }
     let mut pin_source_ip = false;
+    let mut admin = false;
     let mut allow_logins = BTreeSet::new();
     let mut deny_logins = BTreeSet::new();
     if let Some(spec) = doc.get("spec") {
@@ -249,6 +254,9 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
             if let Some(pin) = options.get("pin_source_ip") {
                 pin_source_ip = r.bool(pin, "spec.options.pin_source_ip")?;
             }
+            if let Some(a) = options.get("admin") {
+                admin = r.bool(a, "spec.options.admin")?;
+            }
         }
         allow_logins = parse_logins(r, spec, "allow")?;
         deny_logins = parse_logins(r, spec, "deny")?;
@@ -257,6 +265,7 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
         name: name.to_owned(),
         version,
         pin_source_ip,
+        admin,
         document: doc.to_raw(),
         allow_logins,
         deny_logins,

@@ -230,6 +230,37 @@ pub enum AuditEvent {
         /// Bytes from the upstream to the client.
         bytes_down: u64,
     },
+    /// A change through the admin API (`admin_changed`): who, from where, what.
+    AdminChanged {
+        /// The administrator (certificate's user).
+        user: String,
+        /// The certificate's key id.
+        key_id: String,
+        /// The observed client address.
+        observed: String,
+        /// How it was observed.
+        provenance: String,
+        /// `created`, `updated` or `deleted`.
+        action: String,
+        /// The resource kind.
+        kind: String,
+        /// The resource name.
+        name: String,
+        /// The store's revision after the change.
+        revision: i64,
+    },
+    /// An admin API request refused (`admin_refused`).
+    AdminRefused {
+        /// The certificate's user.
+        user: String,
+        /// The observed client address.
+        observed: String,
+        /// How it was observed.
+        provenance: String,
+        /// Reason code (`not_admin`, `bad_document`, `unknown_kind`, `already_exists`,
+        /// `body_too_large`, `backend_unavailable`, …).
+        reason: String,
+    },
     /// An event of an `ssh` listener, whole under `ssh` (its own `event` names it:
     /// `ssh.auth.allowed`, `ssh.auth.denied`, `ssh.exec`, `session.network`,
     /// `ssh.proxy_refused`; see docs/ssh.md).

@@ -16,8 +16,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub mod backend;
 pub mod propagation;
-mod scan;
+pub(crate) mod scan;
 pub use scan::MAX_DEPTH as MAX_CONFIG_DEPTH;
 
 /// Errors of configuration loading and of the `ca init` / `user add` edits.
@@ -226,6 +227,9 @@ pub struct Config {
     pub file_fields: std::collections::BTreeMap<String, usize>,
     /// Lockout, throttles and timeouts of the login listeners (`login_limits`).
     pub login_limits: LoginLimits,
+    /// `backend:`: the store a fleet of nodes shares (roles, users, network restrictions,
+    /// lockouts). `None`: the files are the truth, for this node alone.
+    pub backend: Option<backend::BackendConfig>,
 }
 
 /// `login_limits`: what keeps guessing and single addresses from the login
@@ -298,6 +302,8 @@ struct RawConfig {
     login_limits: Option<RawLoginLimits>,
     #[serde(default)]
     sessions: RawSessions,
+    #[serde(default)]
+    backend: Option<backend::RawBackend>,
 }
 
 /// `sessions:` as written.
@@ -572,6 +578,9 @@ const FILE_FIELDS: &[&str] = &[
     "audit_log",
     "ssh_host_key",
     "network_restrictions",
+    "backend.tls.ca",
+    "backend.tls.cert",
+    "backend.tls.key",
 ];
 
 /// The fields of a listener that name files (or the section that holds them), for
@@ -877,6 +886,13 @@ impl Config {
                 .check()
                 .map_err(|(field, m)| invalid(format!("login_limits.{field}"), Some(field), m))?,
         };
+        let backend =
+            match raw.backend {
+                None => None,
+                Some(b) => Some(b.check(&resolve).map_err(|(field, m)| {
+                    invalid(format!("backend.{field}"), Some("backend:"), m)
+                })?),
+            };
         let listener_count = listeners.len();
         Ok(Config {
             file: path.to_path_buf(),
@@ -917,6 +933,7 @@ impl Config {
                 })
                 .collect(),
             login_limits,
+            backend,
         })
     }
 

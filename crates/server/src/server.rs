@@ -192,21 +192,67 @@ pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
 
 /// Loads everything `config` names and binds all listeners.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
-    let state = State::load(config)?;
-    start_with(Arc::new(state)).await
+    let Some(backend) = config.backend.clone() else {
+        let state = State::load(config)?;
+        return start_with(Arc::new(state)).await;
+    };
+    // A node of a fleet: the files seed the store (keys it lacks), then the store is read
+    // whole at one revision; a node that cannot read it, or finds a document that does not
+    // validate, does not start (it never serves with no roles).
+    let fleet = crate::fleet::Fleet::new(&backend, config.login_limits)?;
+    let seeded = fleet.seed(&config).await?;
+    if seeded > 0 {
+        tracing::warn!("{seeded} resources written to the store from the files (keys it lacked)");
+    }
+    let mirror = fleet.snapshot(true, None).await?;
+    let restrictions = Arc::new(
+        crate::ssh::LiveRestrictions::from_document(
+            format!("etcd:{}network_restrictions", backend.prefix),
+            mirror.restrictions(),
+        )
+        .map_err(|e| ServerError::Ssh(crate::ssh::SshError::NetworkRestrictions(Box::new(e))))?,
+    );
+    let ca = crate::ca::Ca::load_config(&config)?;
+    let audit = crate::audit::Audit::open(&config.audit_log, &config.cluster_name)
+        .map_err(|e| config.file_error("audit_log", e))?;
+    let mut state = State::with_directory(config, mirror.directory(), ca, audit);
+    state.directory.set_locks(mirror.lockouts());
+    let fleet = Arc::new(fleet);
+    state.fleet = Some(fleet.clone());
+    let state = Arc::new(state);
+    tracing::warn!(
+        revision = mirror.revision,
+        "fleet: state read from etcd at revision {}; watching {}",
+        mirror.revision,
+        backend.prefix
+    );
+    let follow = fleet.spawn(mirror, state.directory.clone(), restrictions.clone());
+    let mut running = start_inner(state, Some(restrictions)).await?;
+    running.tasks.extend(follow);
+    Ok(running)
 }
 
 /// Binds the listeners of `state.config` and spawns their accept loops.
 pub async fn start_with(state: Arc<State>) -> Result<Running, ServerError> {
+    start_inner(state, None).await
+}
+
+/// [`start_with`]; `restrictions`: a fleet's policy, which replaces the file's.
+async fn start_inner(
+    state: Arc<State>,
+    restrictions: Option<Arc<crate::ssh::LiveRestrictions>>,
+) -> Result<Running, ServerError> {
     let (login_tls, access_tls) = server_configs(&state)?;
     let mut listeners = Vec::new();
     // A policy file that cannot be used names the configuration's field and line too.
-    let mut ssh = crate::ssh::wiring::SshParts::load(&state.config).map_err(|e| match e {
-        crate::ssh::SshError::NetworkRestrictions(r) => {
-            ServerError::Config(state.config.file_error("network_restrictions", r))
-        }
-        other => other.into(),
-    })?;
+    let mut ssh = crate::ssh::wiring::SshParts::load_with(&state.config, restrictions).map_err(
+        |e| match e {
+            crate::ssh::SshError::NetworkRestrictions(r) => {
+                ServerError::Config(state.config.file_error("network_restrictions", r))
+            }
+            other => other.into(),
+        },
+    )?;
     let mut tasks = std::mem::take(&mut ssh.tasks);
     // Every socket is bound before any service is made: the SSH service refuses forwards
     // into any of them (`own_listener`), so it needs all their bound addresses.
@@ -549,9 +595,10 @@ async fn serve_tls<S>(
                 .map(|c| c.to_vec())
                 .unwrap_or_default();
             let verdict = Arc::new(access_verdict(&state, &der, &observed));
+            let der = Arc::new(der);
             http::serve_one(tls, move |req| {
-                let (state, verdict) = (state.clone(), verdict.clone());
-                async move { access_route(&state, &verdict, observed, req).await }
+                let (state, verdict, der) = (state.clone(), verdict.clone(), der.clone());
+                async move { access_route(&state, &verdict, &der, observed, req).await }
             })
             .await;
         }
@@ -640,6 +687,11 @@ async fn login_route(
     observed: ObservedAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    if req.method() == Method::GET
+        && let Some(resp) = crate::fleet_http::health_route(state, req.uri().path())
+    {
+        return resp;
+    }
     if req.method() != Method::POST || req.uri().path() != "/v1/login" {
         return not_found();
     }
@@ -715,6 +767,18 @@ pub async fn login(
     // Before the password is checked: a locked name is refused whatever the
     // password (a right one is not even looked at, so the answer cannot
     // tell), and names that no user has are locked the same way.
+    // Locked on every node of a fleet (the store's leased `lockouts/` key): refused before
+    // the password is looked at, like a lock of this node.
+    if let Some(until) = state.directory.locked_until(&body.user, state.now()) {
+        state.audit(&refused(&body.user, "user_locked"));
+        return throttled(
+            state,
+            &crate::lockout::Refusal::UserLocked {
+                until,
+                max_failures: state.login_guard.limits().max_failures,
+            },
+        );
+    }
     let attempt = match state.login_guard.begin(&body.user, peer, state.now()) {
         Ok(a) => a,
         Err(refusal) => {
@@ -731,7 +795,7 @@ pub async fn login(
         let _ = check_password(state, "", "").await;
         false
     };
-    let user = match state.config.user(&body.user) {
+    let user = match state.directory.get().user(&body.user) {
         Some(u) if ok => {
             state.login_guard.succeeded(attempt, &body.user);
             u.clone()
@@ -740,6 +804,9 @@ pub async fn login(
             let failed = state
                 .login_guard
                 .failed(attempt, &body.user, peer, state.now());
+            if let Some(fleet) = &state.fleet {
+                fleet.record_failure(&body.user, state.now());
+            }
             state.audit(&refused(&body.user, "bad_credentials"));
             let locked = |reason: &str, until: SystemTime, failures: u32| AuditEvent::LoginLocked {
                 user: body.user.clone(),
@@ -778,7 +845,7 @@ pub async fn login(
 /// Whether `password` is `user`'s; an unknown user is checked against the
 /// decoy hash, so both cost the same.
 async fn check_password(state: &State, user: &str, password: &str) -> bool {
-    let user = state.config.user(user).cloned();
+    let user = state.directory.get().user(user).cloned();
     let hash = user
         .as_ref()
         .map_or_else(|| state.decoy_hash.clone(), |u| u.password_hash.clone());
@@ -992,6 +1059,7 @@ pub struct Whoami {
 async fn access_route(
     state: &State,
     verdict: &AccessVerdict,
+    der: &[u8],
     observed: ObservedAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -1002,6 +1070,9 @@ async fn access_route(
         }
         // Audit unavailable, or an outcome this server does not know: refused.
         _ => return audit_unavailable(),
+    }
+    if req.uri().path().starts_with("/v1/admin/") || req.uri().path() == "/v1/admin" {
+        return crate::fleet_http::admin_route(state, verdict, der, &observed, req).await;
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/whoami") => http::json(

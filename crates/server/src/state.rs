@@ -41,6 +41,9 @@ pub enum ServerError {
         /// What is wrong.
         message: String,
     },
+    /// The fleet's store cannot be used.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// The SSH service cannot start.
     #[error(transparent)]
     Ssh(#[from] crate::ssh::SshError),
@@ -67,8 +70,11 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 pub struct State {
     /// The loaded configuration.
     pub config: Config,
-    /// The roles of the role files.
-    pub roles: ippin_policy::RoleSet,
+    /// The roles and users in force (from the files, or a fleet's store), and the fleet's
+    /// lockouts.
+    pub directory: Arc<crate::directory::LiveDirectory>,
+    /// The fleet's store, when the configuration has a `backend:`.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// The CAs.
     pub ca: Ca,
     /// The audit sink.
@@ -110,14 +116,27 @@ impl State {
         Ok(State::new(config, roles, ca, audit))
     }
 
-    /// Assembles a state from its parts, with the system clock.
+    /// Assembles a state from its parts, with the system clock; the users are the
+    /// configuration's.
     pub fn new(config: Config, roles: ippin_policy::RoleSet, ca: Ca, audit: Audit) -> State {
+        let directory = crate::directory::Directory::new(roles, config.users.clone(), 0);
+        State::with_directory(config, directory, ca, audit)
+    }
+
+    /// Assembles a state whose roles and users are `directory` (a fleet's snapshot).
+    pub fn with_directory(
+        config: Config,
+        directory: crate::directory::Directory,
+        ca: Ca,
+        audit: Audit,
+    ) -> State {
         let decoy_hash =
             crate::users::decoy_hash(config.users.first().map(|u| u.password_hash.as_str()));
         let login_guard = crate::login_guard::LoginGuard::new(&config.login_limits);
         State {
             config,
-            roles,
+            directory: Arc::new(crate::directory::LiveDirectory::new(directory)),
+            fleet: None,
             ca,
             audit,
             clock: Arc::new(SystemTime::now),
@@ -133,19 +152,16 @@ impl State {
         (self.clock)()
     }
 
-    /// Whether the user's CURRENT roles (from the configuration) require a
+    /// Whether the user's CURRENT roles (from the directory in force) require a
     /// pin; `None` when the user is unknown or a role is missing.
     pub(crate) fn requires_pin(&self, user: &str) -> Option<(bool, Vec<String>)> {
-        let u = self.config.user(user)?;
-        let selected = self.roles.select(&u.roles).ok()?;
-        Some((selected.requires_pin(), u.roles.clone()))
+        self.directory.get().requires_pin(user)
     }
 
     /// The OS logins `roles` allow now (allows minus denies), for the principals of a
     /// certificate; `None` when a role is missing.
     pub(crate) fn logins_of(&self, roles: &[String]) -> Option<Vec<String>> {
-        let selected = self.roles.select(roles).ok()?;
-        Some(selected.logins().iter().cloned().collect())
+        self.directory.get().logins_of(roles)
     }
 
     /// Records `event`; on failure logs it and returns false (fail closed).

@@ -556,3 +556,25 @@ fn trusted_cluster_table() {
         "{msg}"
     );
 }
+
+#[test]
+fn the_admin_option_is_a_strict_bool() {
+    let doc = |v: &str| {
+        format!(
+            "kind: role\nversion: v7\nmetadata:\n  name: ops\nspec:\n  options:\n    admin: {v}\n"
+        )
+    };
+    assert!(parse_roles("r.yaml", &doc("true")).unwrap()[0].admin);
+    assert!(!parse_roles("r.yaml", &doc("false")).unwrap()[0].admin);
+    let plain = "kind: role\nversion: v7\nmetadata:\n  name: dev\n";
+    assert!(!parse_roles("r.yaml", plain).unwrap()[0].admin);
+    assert!(!Role::new("dev", RoleVersion::V7, true).admin);
+    // Not a YAML 1.1 boolean, not a string, not a number: refused with the line.
+    for bad in ["yes", "\"true\"", "1", "[true]"] {
+        let err = parse_roles("r.yaml", &doc(bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("r.yaml:7") && err.contains("spec.options.admin"),
+            "{bad}: {err}"
+        );
+    }
+}

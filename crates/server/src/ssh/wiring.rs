@@ -53,6 +53,18 @@ impl SshParts {
     /// field named), or a `SIGHUP` handler that cannot be installed: the server does not
     /// start.
     pub fn load(config: &Config) -> Result<SshParts, SshError> {
+        SshParts::load_with(config, None)
+    }
+
+    /// [`SshParts::load`]; with `fleet` (a fleet's policy, fed by its store) in place of the
+    /// configuration's file.
+    ///
+    /// # Errors
+    /// As [`SshParts::load`].
+    pub fn load_with(
+        config: &Config,
+        fleet: Option<Arc<LiveRestrictions>>,
+    ) -> Result<SshParts, SshError> {
         let host_key = match &config.ssh_host_key {
             // The error names the configuration file, the field's line and the key file.
             Some(path) => read_host_key(path).map_err(|e| match e {
@@ -76,9 +88,10 @@ impl SshParts {
         };
         let mut tasks = Vec::new();
         let (dial_policy, restrictions): (Arc<dyn DialPolicy>, _) =
-            match &config.network_restrictions {
-                None => (Arc::new(AllowAll), None),
-                Some(path) => {
+            match (&config.network_restrictions, fleet) {
+                (_, Some(live)) => (live.clone(), Some(live)),
+                (None, None) => (Arc::new(AllowAll), None),
+                (Some(path), None) => {
                     let live = Arc::new(LiveRestrictions::load(path)?);
                     if !config.network_restrictions_poll.is_zero() {
                         tasks.push(live.clone().watch(config.network_restrictions_poll));
@@ -181,17 +194,13 @@ pub fn read_host_key(path: &Path) -> Result<PrivateKey, SshError> {
 /// of them sets `pin_source_ip`, and the OS logins they allow (allows minus denies). A user whose roles do not resolve is left out, so a
 /// certificate for them is refused (`unknown_user`) rather than let in without a pin check.
 pub fn users_of(state: &State) -> HashMap<String, SshUser> {
-    let mut users = HashMap::new();
-    for u in &state.config.users {
-        if let Ok(roles) = state.roles.select(&u.roles) {
-            users.insert(
-                u.name.clone(),
-                SshUser::new(roles.requires_pin(), roles.names().to_vec())
-                    .with_logins(roles.logins().iter().cloned()),
-            );
-        }
-    }
-    users
+    let directory = state.directory.get();
+    state
+        .config
+        .users
+        .iter()
+        .filter_map(|u| Some((u.name.clone(), directory.ssh_user(&u.name)?)))
+        .collect()
 }
 
 /// The SSH service of a server: trusts the server's SSH user CA, knows the configured users
@@ -232,7 +241,8 @@ pub fn service_with(
 ) -> Result<SshService, SshError> {
     let ca = ssh_key::PublicKey::from_openssh(state.ca.ssh_public_key().trim())
         .map_err(|e| SshError::TrustedCa(e.to_string()))?;
-    let mut settings = SshSettings::new(vec![ca], Arc::new(users_of(state)), audit);
+    let users = crate::directory::LiveUsers(state.directory.clone());
+    let mut settings = SshSettings::new(vec![ca], Arc::new(users), audit);
     settings.host_key = host_key;
     settings.dial_policy = dial_policy;
     settings.audit_observed_connections = state.config.audit_network_observed;

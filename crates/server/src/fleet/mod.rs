@@ -1,0 +1,689 @@
+//! A node of a fleet: the roles, users, network restrictions and lockouts that every node
+//! shares, kept in etcd (`backend:` in the configuration; docs/fleet.md).
+//!
+//! At start a node reads the whole prefix at one revision (a consistent snapshot),
+//! checks every document as the file loader checks files, and refuses to start when etcd
+//! cannot be read or a document does not validate: it never serves with no roles. Then it
+//! watches the prefix from the next revision; each batch of changes is checked and put in
+//! force at once (roles and users for every later decision, network restrictions for the
+//! running sessions through their kernel maps). After a disconnection the watch resumes
+//! from the last revision applied, so nothing is missed; a compacted revision means a
+//! full read again. A node that cannot reach etcd keeps the last state it applied and says
+//! so ([`Fleet::status`], `/readyz`, the log); writes through it fail with
+//! [`FleetError::Unavailable`].
+//!
+//! Imports the configuration's data, the directory and `ippin-access`; not the state (the
+//! state holds a [`Fleet`]).
+
+pub mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use ippin_access::egress::LiveRestrictions;
+use ippin_access::fleet::client::{ClientError, EtcdClient};
+use ippin_access::fleet::{
+    Compare, DeleteRange, EventKind, LeaseGrant, Op, OpResponse, Put, Range, Txn, Watch,
+};
+
+use crate::config::backend::BackendConfig;
+use crate::config::{Config, LoginLimits};
+use crate::directory::LiveDirectory;
+use store::{Key, Mirror};
+
+/// The most keys read per range call of a snapshot.
+const PAGE: i64 = 500;
+/// The most resources one admin write changes (etcd's default `--max-txn-ops` is 128).
+pub const MAX_WRITE_RESOURCES: usize = 128;
+/// The most lockout writes in flight on one node (each is a few calls to etcd); failures
+/// beyond it count on this node only.
+const MAX_LOCKOUT_WRITES: usize = 64;
+/// How often a node checks that etcd answers, and how long without an answer makes it
+/// degraded.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the fleet's store could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// etcd cannot be reached, or did not answer in time.
+    #[error("backend unavailable: etcd at {endpoints} cannot be reached: {source}")]
+    Unavailable {
+        /// The endpoints tried.
+        endpoints: String,
+        /// The last error.
+        source: ClientError,
+    },
+    /// etcd answered with an error.
+    #[error("etcd refused the request: {0}")]
+    Refused(ClientError),
+    /// A value in the store does not validate (written by another client than ippin).
+    #[error("the store's key {key} (revision {revision}) does not validate: {message}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// Its revision.
+        revision: i64,
+        /// Why.
+        message: String,
+    },
+    /// A create-only write found resources that exist.
+    #[error("already exists: {}", .0.join(", "))]
+    Exists(Vec<String>),
+    /// A file to seed the store from cannot be used.
+    #[error("{0}")]
+    Seed(String),
+}
+
+/// What a node knows of its contact with etcd.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Status {
+    /// The watch is open and etcd answered the last probe.
+    pub connected: bool,
+    /// The store revision whose state is in force here.
+    pub revision: i64,
+    /// The store's revision at the last contact (the lag is the difference).
+    pub store_revision: i64,
+    /// When etcd last answered (RFC 3339), if ever.
+    pub last_contact: Option<String>,
+    /// The last error, while not connected.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    watching: bool,
+    probe_ok: bool,
+    revision: i64,
+    store_revision: i64,
+    last_contact: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+/// A node's handle on the fleet's store.
+#[derive(Debug)]
+pub struct Fleet {
+    client: EtcdClient,
+    endpoints: String,
+    prefix: String,
+    node: String,
+    counter: AtomicU64,
+    limits: LoginLimits,
+    inner: Mutex<Inner>,
+    lockout_writes: Arc<tokio::sync::Semaphore>,
+}
+
+fn classify(endpoints: &str, e: ClientError) -> FleetError {
+    match e {
+        ClientError::Etcd { .. } | ClientError::Status { .. } | ClientError::BadPath { .. } => {
+            FleetError::Refused(e)
+        }
+        other => FleetError::Unavailable {
+            endpoints: endpoints.to_owned(),
+            source: other,
+        },
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Fleet {
+    /// A handle for `config` (no call made yet); `limits` are the login limits whose
+    /// lockouts the fleet shares.
+    ///
+    /// # Errors
+    /// When the TLS material of `backend.tls` cannot be used.
+    pub fn new(config: &BackendConfig, limits: LoginLimits) -> Result<Fleet, FleetError> {
+        let first = *config
+            .endpoints
+            .first()
+            .ok_or_else(|| FleetError::Seed("backend: no endpoint".into()))?;
+        if config.tls.is_some() {
+            return Err(FleetError::Seed(
+                "backend.tls: TLS to etcd is not available in this build".into(),
+            ));
+        }
+        let client = EtcdClient::new(first).with_timeout(config.timeout);
+        let mut id = [0u8; 6];
+        getrandom::fill(&mut id).map_err(|e| FleetError::Seed(format!("random: {e}")))?;
+        let node = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        Ok(Fleet {
+            client,
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            prefix: config.prefix.clone(),
+            node,
+            counter: AtomicU64::new(0),
+            limits,
+            inner: Mutex::new(Inner::default()),
+            lockout_writes: Arc::new(tokio::sync::Semaphore::new(MAX_LOCKOUT_WRITES)),
+        })
+    }
+
+    fn err(&self, e: ClientError) -> FleetError {
+        let e = classify(&self.endpoints, e);
+        if let FleetError::Unavailable { .. } = &e {
+            self.contact(Err(e.to_string()));
+        }
+        e
+    }
+
+    fn key(&self, rel: &str) -> Vec<u8> {
+        format!("{}{rel}", self.prefix).into_bytes()
+    }
+
+    fn rel<'a>(&self, key: &'a [u8]) -> Option<&'a str> {
+        std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(self.prefix.as_str())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contact(&self, result: Result<i64, String>) {
+        let mut i = self.lock();
+        match result {
+            Ok(rev) => {
+                i.probe_ok = true;
+                i.store_revision = i.store_revision.max(rev);
+                i.last_contact = Some(SystemTime::now());
+                i.last_error = None;
+            }
+            Err(e) => {
+                i.probe_ok = false;
+                i.last_error = Some(e);
+            }
+        }
+    }
+
+    /// The node's contact with etcd now.
+    pub fn status(&self) -> Status {
+        let i = self.lock();
+        Status {
+            connected: i.watching && i.probe_ok,
+            revision: i.revision,
+            store_revision: i.store_revision.max(i.revision),
+            last_contact: i.last_contact.map(rfc3339),
+            last_error: i.last_error.clone(),
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Writes the resources of the configuration's files (roles files, `users:`,
+    /// `network_restrictions`) that the store does not hold yet; existing keys are kept
+    /// (the store is the truth once it has them). Returns how many were written.
+    ///
+    /// # Errors
+    /// etcd cannot be reached, or a roles file cannot be split into its documents.
+    pub async fn seed(&self, config: &Config) -> Result<usize, FleetError> {
+        let mut items: Vec<(Key, Vec<u8>)> = Vec::new();
+        for file in &config.roles {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| FleetError::Seed(format!("{}: {e}", file.display())))?;
+            for doc in split_documents(&text) {
+                let roles = ippin_policy::parse_roles(&file.display().to_string(), &doc)
+                    .map_err(|e| FleetError::Seed(e.to_string()))?;
+                match roles.as_slice() {
+                    [] => {}
+                    [r] => items.push((Key::Role(r.name.clone()), doc.into_bytes())),
+                    _ => {
+                        return Err(FleetError::Seed(format!(
+                            "{}: cannot split into one document per role",
+                            file.display()
+                        )));
+                    }
+                }
+            }
+        }
+        for u in &config.users {
+            items.push((
+                Key::User(u.name.clone()),
+                store::user_document(u).into_bytes(),
+            ));
+        }
+        if let Some(path) = &config.network_restrictions {
+            let text = std::fs::read(path)
+                .map_err(|e| FleetError::Seed(format!("{}: {e}", path.display())))?;
+            items.push((Key::Restrictions, text));
+        }
+        let mut written = 0;
+        for (key, value) in items {
+            let k = self.key(&key.path());
+            let txn = Txn {
+                compare: vec![Compare::absent(&k)],
+                success: vec![Op::Put(Put::new(&k, &value))],
+                failure: Vec::new(),
+            };
+            let r = self.client.txn(&txn).await.map_err(|e| self.err(e))?;
+            written += usize::from(r.succeeded);
+        }
+        Ok(written)
+    }
+
+    /// Reads the whole prefix at one revision, page by page. With `strict`, a value that does
+    /// not validate is an error; otherwise it is logged and the value of `previous` (if
+    /// any) is kept for that key.
+    ///
+    /// # Errors
+    /// etcd cannot be reached, or (strict) a value does not validate.
+    pub async fn snapshot(
+        &self,
+        strict: bool,
+        previous: Option<&Mirror>,
+    ) -> Result<Mirror, FleetError> {
+        let prefix = self.prefix.as_bytes();
+        let end = ippin_access::fleet::prefix_end(prefix);
+        let mut mirror = Mirror::default();
+        let mut start = prefix.to_vec();
+        let mut at: Option<i64> = None;
+        loop {
+            let req = Range {
+                key: start.clone(),
+                range_end: Some(end.clone()),
+                revision: at,
+                limit: Some(PAGE),
+            };
+            let r = self.client.range(&req).await.map_err(|e| self.err(e))?;
+            let rev = *at.get_or_insert(r.header.revision);
+            for kv in &r.kvs {
+                let Some(rel) = self.rel(&kv.key) else {
+                    continue;
+                };
+                let source = String::from_utf8_lossy(&kv.key).into_owned();
+                if let Err(refused) = mirror.apply(rel, Some(&kv.value), kv.mod_revision, &source) {
+                    if strict {
+                        return Err(FleetError::Invalid {
+                            key: source,
+                            revision: refused.revision,
+                            message: refused.message,
+                        });
+                    }
+                    tracing::error!(
+                        key = %source, revision = refused.revision,
+                        "{}; not applied, the previous value stays", refused.message
+                    );
+                    if let Some(prev) = previous {
+                        mirror.copy_from(prev, rel);
+                    }
+                }
+            }
+            match (r.more, r.kvs.last()) {
+                (true, Some(last)) => {
+                    start = last.key.clone();
+                    start.push(0);
+                }
+                _ => {
+                    mirror.revision = rev;
+                    self.contact(Ok(rev));
+                    return Ok(mirror);
+                }
+            }
+        }
+    }
+
+    /// Keeps `directory` and `restrictions` following the store from `mirror` on: a watch
+    /// from `mirror.revision + 1`, resumed after a disconnection, a full read after a
+    /// compaction; and a probe every second for [`Fleet::status`].
+    pub fn spawn(
+        self: Arc<Self>,
+        mut mirror: Mirror,
+        directory: Arc<LiveDirectory>,
+        restrictions: Arc<LiveRestrictions>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.lock().revision = mirror.revision;
+        let probe = {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PROBE_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut was_ok = true;
+                loop {
+                    tick.tick().await;
+                    let req = Range {
+                        limit: Some(1),
+                        ..Range::key(this.prefix.as_bytes())
+                    };
+                    match this.client.range(&req).await {
+                        Ok(r) => {
+                            if !was_ok {
+                                tracing::warn!("etcd answers again at {}", this.endpoints);
+                            }
+                            was_ok = true;
+                            this.contact(Ok(r.header.revision));
+                        }
+                        Err(e) => {
+                            if was_ok {
+                                tracing::error!(
+                                    "DEGRADED: etcd at {} cannot be reached ({e}); serving with \
+                                     the state of revision {}; admin writes are refused",
+                                    this.endpoints,
+                                    this.lock().revision
+                                );
+                            }
+                            was_ok = false;
+                            this.contact(Err(e.to_string()));
+                        }
+                    }
+                }
+            })
+        };
+        let watch = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let req = Watch {
+                    progress_notify: true,
+                    ..Watch::prefix(self.prefix.as_bytes()).from_revision(mirror.revision + 1)
+                };
+                match self.client.watch(&req).await {
+                    Ok(mut w) => {
+                        while let Some(msg) = w.next().await {
+                            let resp = match msg {
+                                Ok(r) => r,
+                                Err(e) => {
+                                    self.contact(Err(format!("watch: {e}")));
+                                    break;
+                                }
+                            };
+                            backoff = Duration::from_millis(100);
+                            if resp.compact_revision > 0 {
+                                tracing::warn!(
+                                    "revision {} was compacted (oldest kept: {}): reading the \
+                                     whole state again",
+                                    mirror.revision + 1,
+                                    resp.compact_revision
+                                );
+                                match self.snapshot(false, Some(&mirror)).await {
+                                    Ok(m) => {
+                                        mirror = m;
+                                        self.put_in_force(&mirror, &directory, &restrictions, true);
+                                    }
+                                    Err(e) => tracing::error!("full read: {e}"),
+                                }
+                                break;
+                            }
+                            if resp.canceled {
+                                self.contact(Err(format!(
+                                    "watch canceled: {}",
+                                    resp.cancel_reason
+                                )));
+                                break;
+                            }
+                            self.lock().watching = true;
+                            let mut changed = false;
+                            for ev in &resp.events {
+                                let Some(rel) = self.rel(&ev.kv.key) else {
+                                    continue;
+                                };
+                                let source = String::from_utf8_lossy(&ev.kv.key).into_owned();
+                                let value =
+                                    (ev.kind == EventKind::Put).then_some(ev.kv.value.as_slice());
+                                if let Err(r) =
+                                    mirror.apply(rel, value, ev.kv.mod_revision, &source)
+                                {
+                                    tracing::error!(
+                                        key = %source, revision = r.revision,
+                                        "{}; not applied, the previous value stays", r.message
+                                    );
+                                }
+                                changed = true;
+                            }
+                            // Events: the revision of the last one (a batch of a watch that
+                            // catches up may be followed by more); a progress message: every
+                            // change up to its header's revision has been sent.
+                            let last = resp.events.iter().map(|e| e.kv.mod_revision).max();
+                            match last {
+                                Some(rev) => mirror.revision = mirror.revision.max(rev),
+                                None if resp.is_progress() => {
+                                    mirror.revision = mirror.revision.max(resp.header.revision);
+                                }
+                                None => {}
+                            }
+                            if changed {
+                                self.put_in_force(&mirror, &directory, &restrictions, false);
+                            } else {
+                                self.lock().revision = mirror.revision;
+                            }
+                            self.contact(Ok(resp.header.revision));
+                        }
+                    }
+                    Err(e) => self.contact(Err(format!("watch: {e}"))),
+                }
+                self.lock().watching = false;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+        vec![probe, watch]
+    }
+
+    fn put_in_force(
+        &self,
+        mirror: &Mirror,
+        directory: &LiveDirectory,
+        restrictions: &LiveRestrictions,
+        reload: bool,
+    ) {
+        directory.set(mirror.directory());
+        directory.set_locks(mirror.lockouts());
+        match restrictions.set_document(mirror.restrictions()) {
+            Ok(true) => tracing::warn!(
+                revision = mirror.revision,
+                "network restrictions updated from the store: in force for every new \
+                 connection, running sessions included"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!("{e}; the previous policy stays in force"),
+        }
+        self.lock().revision = mirror.revision;
+        if reload {
+            let (roles, users, locks) = mirror.counts();
+            tracing::warn!(
+                revision = mirror.revision,
+                roles,
+                users,
+                lockouts = locks,
+                "state read again from the store"
+            );
+        }
+    }
+
+    // ---- lockouts -------------------------------------------------------------------
+
+    /// Records a failed login of `user` for the fleet (a leased key for the failure window)
+    /// and, when the failures within it reach `max_failures`, locks `user` on every node (a
+    /// leased `lockouts/` key). Runs in the background; when too many are in flight the
+    /// failure counts on this node only.
+    pub fn record_failure(self: &Arc<Self>, user: &str, now: SystemTime) {
+        if crate::config::check_name(user).is_err() {
+            return;
+        }
+        let Ok(slot) = self.lockout_writes.clone().try_acquire_owned() else {
+            tracing::warn!("too many lockout writes in flight: a failure counted here only");
+            return;
+        };
+        let (this, user) = (self.clone(), user.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = this.failure(&user, now).await {
+                tracing::error!("recording a failed login of {user} in the store: {e}");
+            }
+            drop(slot);
+        });
+    }
+
+    async fn lease(&self, d: Duration) -> Result<i64, FleetError> {
+        let ttl = i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let r = self
+            .client
+            .lease_grant(&LeaseGrant { ttl, id: None })
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.id)
+    }
+
+    async fn failure(&self, user: &str, now: SystemTime) -> Result<(), FleetError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let window = self.lease(self.limits.failure_window).await?;
+        let key = self.key(&format!("failures/{user}/{}-{n}", self.node));
+        self.client
+            .put(&Put::new(&key, b"1").with_lease(window))
+            .await
+            .map_err(|e| self.err(e))?;
+        let failures = self.key(&format!("failures/{user}/"));
+        let count = self
+            .client
+            .range(&Range {
+                limit: Some(1),
+                ..Range::prefix(&failures)
+            })
+            .await
+            .map_err(|e| self.err(e))?
+            .count;
+        if count < i64::from(self.limits.max_failures) {
+            return Ok(());
+        }
+        let until = now + self.limits.lockout;
+        let value = serde_json::to_vec(&store::Lockout {
+            until: rfc3339(until),
+            failures: self.limits.max_failures,
+        })
+        .unwrap_or_default();
+        let lease = self.lease(self.limits.lockout).await?;
+        let lock_key = self.key(&Key::Lockout(user.to_owned()).path());
+        // Create-only: a lock in force is not extended by more failures (they are refused
+        // before the password is checked anyway); the counted failures start again.
+        self.client
+            .txn(&Txn {
+                compare: vec![Compare::absent(&lock_key)],
+                success: vec![
+                    Op::Put(Put::new(&lock_key, &value).with_lease(lease)),
+                    Op::DeleteRange(DeleteRange::prefix(&failures)),
+                ],
+                failure: Vec::new(),
+            })
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    // ---- admin ------------------------------------------------------------------------
+
+    /// Writes `items` (already validated) in one transaction: all or nothing. Without
+    /// `force`, only when none of them exists. Returns the revision and, per item, whether
+    /// it was created (else replaced).
+    ///
+    /// # Errors
+    /// [`FleetError::Exists`] naming the existing ones; etcd unreachable or refusing.
+    pub async fn write(
+        &self,
+        items: &[(Key, Vec<u8>)],
+        force: bool,
+    ) -> Result<(i64, Vec<bool>), FleetError> {
+        let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| self.key(&k.path())).collect();
+        let puts = items
+            .iter()
+            .zip(&keys)
+            .map(|((_, v), k)| {
+                let mut p = Put::new(k, v);
+                p.prev_kv = true;
+                Op::Put(p)
+            })
+            .collect();
+        let txn = Txn {
+            compare: if force {
+                Vec::new()
+            } else {
+                keys.iter().map(|k| Compare::absent(k)).collect()
+            },
+            success: puts,
+            failure: keys.iter().map(|k| Op::Range(Range::key(k))).collect(),
+        };
+        let r = self.client.txn(&txn).await.map_err(|e| self.err(e))?;
+        if !r.succeeded {
+            let existing = r
+                .responses
+                .iter()
+                .zip(items)
+                .filter(|(resp, _)| matches!(resp, OpResponse::Range(rr) if !rr.kvs.is_empty()))
+                .map(|(_, (k, _))| k.path())
+                .collect();
+            return Err(FleetError::Exists(existing));
+        }
+        let created = r
+            .responses
+            .iter()
+            .map(|resp| !matches!(resp, OpResponse::Put(p) if p.prev_kv.is_some()))
+            .collect();
+        Ok((r.header.revision, created))
+    }
+
+    /// The resources under `rel` (a key, or a prefix ending in `/`): (key below the prefix,
+    /// value, revision of its last change).
+    ///
+    /// # Errors
+    /// etcd unreachable or refusing.
+    pub async fn read(&self, rel: &str) -> Result<Vec<(String, Vec<u8>, i64)>, FleetError> {
+        let k = self.key(rel);
+        let req = if rel.ends_with('/') {
+            Range::prefix(&k)
+        } else {
+            Range::key(&k)
+        };
+        let r = self.client.range(&req).await.map_err(|e| self.err(e))?;
+        Ok(r.kvs
+            .into_iter()
+            .filter_map(|kv| Some((self.rel(&kv.key)?.to_owned(), kv.value, kv.mod_revision)))
+            .collect())
+    }
+
+    /// Deletes the resource at `key`. Returns the revision, `None` when there was none.
+    ///
+    /// # Errors
+    /// etcd unreachable or refusing.
+    pub async fn remove(&self, key: &Key) -> Result<Option<i64>, FleetError> {
+        let r = self
+            .client
+            .delete_range(&DeleteRange::key(&self.key(&key.path())))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok((r.deleted > 0).then_some(r.header.revision))
+    }
+}
+
+/// The documents of a multi-document YAML text, split at `---` lines (each piece is then
+/// parsed on its own, so a `---` inside a block scalar shows as a document that does not
+/// parse rather than being split silently).
+pub fn split_documents(text: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        if bare == "---" || bare.starts_with("--- ") {
+            docs.push(String::new());
+            continue;
+        }
+        if let Some(last) = docs.last_mut() {
+            last.push_str(line);
+        }
+    }
+    docs.retain(|d| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}

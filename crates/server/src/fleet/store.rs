@@ -1,0 +1,460 @@
+//! What the keys of a fleet's store hold, decoded and checked as the file loader checks
+//! them: the key layout, the documents, and the mirror of the store a node keeps. Sans-IO.
+//!
+//! | key below the prefix | value |
+//! |---|---|
+//! | `roles/NAME` | one role document, as a roles file holds it (`metadata.name` = NAME) |
+//! | `users/NAME` | a `kind: user` document (argon2id hash, roles) |
+//! | `network_restrictions` | the policy document |
+//! | `lockouts/NAME` | `{"until": RFC 3339, "failures": N}`, on a lease of the lockout's length |
+//! | `failures/NAME/NODE-N` | one failed login, on a lease of the failure window |
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::UserConfig;
+use crate::directory::Directory;
+
+/// The largest value decoded (etcd's own request limit is 1.5 MiB).
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Where a resource lives below the prefix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Key {
+    /// `roles/NAME`.
+    Role(String),
+    /// `users/NAME`.
+    User(String),
+    /// `network_restrictions`.
+    Restrictions,
+    /// `lockouts/NAME`.
+    Lockout(String),
+    /// `failures/NAME/…`.
+    Failure(String),
+}
+
+impl Key {
+    /// The key's text below the prefix.
+    pub fn path(&self) -> String {
+        match self {
+            Key::Role(n) => format!("roles/{n}"),
+            Key::User(n) => format!("users/{n}"),
+            Key::Restrictions => "network_restrictions".to_owned(),
+            Key::Lockout(n) => format!("lockouts/{n}"),
+            Key::Failure(n) => format!("failures/{n}/"),
+        }
+    }
+
+    /// Reads a key below the prefix; `None` for a key of no known form (ignored).
+    pub fn parse(rel: &str) -> Option<Key> {
+        let name_ok = |n: &str| crate::config::check_name(n).is_ok();
+        if rel == "network_restrictions" {
+            return Some(Key::Restrictions);
+        }
+        let (kind, rest) = rel.split_once('/')?;
+        match kind {
+            "roles" if name_ok(rest) => Some(Key::Role(rest.to_owned())),
+            "users" if name_ok(rest) => Some(Key::User(rest.to_owned())),
+            "lockouts" if name_ok(rest) => Some(Key::Lockout(rest.to_owned())),
+            "failures" => {
+                let (name, node) = rest.split_once('/')?;
+                (name_ok(name) && !node.is_empty() && node.len() <= 128)
+                    .then(|| Key::Failure(name.to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A decoded value.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Entry {
+    /// A role.
+    Role(Box<ippin_policy::Role>),
+    /// A user.
+    User(UserConfig),
+    /// The network restrictions document (checked by parsing; kept as text).
+    Restrictions(Vec<u8>),
+    /// A lockout.
+    Lockout(Lockout),
+    /// A failed login (counted, nothing else).
+    Failure,
+}
+
+/// A lockout's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lockout {
+    /// Until when (RFC 3339, UTC).
+    pub until: String,
+    /// How many failed logins locked it.
+    pub failures: u32,
+}
+
+impl Lockout {
+    /// Until when, as a time; `None` when the text is not RFC 3339.
+    pub fn until_time(&self) -> Option<SystemTime> {
+        humantime::parse_rfc3339(&self.until).ok()
+    }
+}
+
+/// A `kind: user` document as written.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserDocument {
+    /// `user`.
+    pub kind: String,
+    /// `v1`.
+    pub version: String,
+    /// `{name}`.
+    pub metadata: UserMetadata,
+    /// `{password_hash, roles}`.
+    pub spec: UserSpec,
+}
+
+/// A user document's `metadata`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserMetadata {
+    /// The user's name.
+    pub name: String,
+}
+
+/// A user document's `spec`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    /// PHC argon2id hash.
+    pub password_hash: String,
+    /// Role names.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// The document of `user`, as the store holds it.
+pub fn user_document(user: &UserConfig) -> String {
+    let doc = UserDocument {
+        kind: "user".into(),
+        version: "v1".into(),
+        metadata: UserMetadata {
+            name: user.name.clone(),
+        },
+        spec: UserSpec {
+            password_hash: user.password_hash.clone(),
+            roles: user.roles.clone(),
+        },
+    };
+    serde_yaml_ng::to_string(&doc).unwrap_or_default()
+}
+
+/// Reads a `kind: user` document: the checks of the configuration's `users:` entries
+/// (name, argon2id hash, role names), aliases and deep nesting refused first. `source`
+/// labels errors.
+pub fn parse_user(source: &str, text: &str) -> Result<UserConfig, String> {
+    crate::config::scan::scan(Path::new(source), text).map_err(|e| e.to_string())?;
+    let doc: UserDocument = serde_yaml_ng::from_str(text).map_err(|e| format!("{source}: {e}"))?;
+    if doc.kind != "user" || doc.version != "v1" {
+        return Err(format!("{source}: expected `kind: user` and `version: v1`"));
+    }
+    crate::config::check_name(&doc.metadata.name)
+        .map_err(|m| format!("{source}: metadata.name: {m}"))?;
+    if !doc.spec.password_hash.starts_with("$argon2id$")
+        || argon2::password_hash::PasswordHash::new(&doc.spec.password_hash).is_err()
+    {
+        return Err(format!(
+            "{source}: spec.password_hash: must be an argon2id PHC string (`$argon2id$...`); \
+             `ippin user add` writes one"
+        ));
+    }
+    for (i, r) in doc.spec.roles.iter().enumerate() {
+        crate::config::check_name(r).map_err(|m| format!("{source}: spec.roles[{i}]: {m}"))?;
+    }
+    Ok(UserConfig {
+        name: doc.metadata.name,
+        password_hash: doc.spec.password_hash,
+        roles: doc.spec.roles,
+    })
+}
+
+/// Decodes the value of `key` (its text `source` labels errors), checked as the file
+/// loader checks the same document; a role's or a user's name must be the key's.
+pub fn decode(key: &Key, source: &str, value: &[u8]) -> Result<Entry, String> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(format!("{source}: larger than {MAX_VALUE_BYTES} bytes"));
+    }
+    let text = std::str::from_utf8(value).map_err(|_| format!("{source}: not UTF-8"))?;
+    match key {
+        Key::Role(name) => {
+            let mut roles = ippin_policy::parse_roles(source, text).map_err(|e| e.to_string())?;
+            match (roles.pop(), roles.is_empty()) {
+                (Some(role), true) if role.name == *name => Ok(Entry::Role(Box::new(role))),
+                (Some(role), true) => Err(format!(
+                    "{source}: metadata.name is `{}`, the key says `{name}`",
+                    role.name.escape_default()
+                )),
+                _ => Err(format!("{source}: one role document per key")),
+            }
+        }
+        Key::User(name) => {
+            let user = parse_user(source, text)?;
+            if user.name != *name {
+                return Err(format!(
+                    "{source}: metadata.name is `{}`, the key says `{name}`",
+                    user.name
+                ));
+            }
+            Ok(Entry::User(user))
+        }
+        Key::Restrictions => {
+            ippin_policy::NetworkRestrictions::parse(source, text).map_err(|e| e.to_string())?;
+            Ok(Entry::Restrictions(value.to_vec()))
+        }
+        Key::Lockout(_) => {
+            let l: Lockout = serde_json::from_str(text).map_err(|e| format!("{source}: {e}"))?;
+            if l.until_time().is_none() {
+                return Err(format!("{source}: until: not an RFC 3339 time"));
+            }
+            Ok(Entry::Lockout(l))
+        }
+        Key::Failure(_) => Ok(Entry::Failure),
+    }
+}
+
+/// A node's copy of the store: every key below the prefix that decoded, at `revision`.
+#[derive(Debug, Clone, Default)]
+pub struct Mirror {
+    entries: BTreeMap<String, (Key, Entry)>,
+    /// The store revision applied last.
+    pub revision: i64,
+}
+
+/// A key whose value was refused: not applied, the previous value (if any) stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The key below the prefix.
+    pub key: String,
+    /// The revision of the refused value.
+    pub revision: i64,
+    /// Why.
+    pub message: String,
+}
+
+impl Mirror {
+    /// Applies one change: `value` `None` for a delete. A value that does not decode is
+    /// refused (the previous one stays); keys of no known form are ignored.
+    pub fn apply(
+        &mut self,
+        rel: &str,
+        value: Option<&[u8]>,
+        revision: i64,
+        source: &str,
+    ) -> Result<(), Refused> {
+        let Some(key) = Key::parse(rel) else {
+            return Ok(());
+        };
+        match value {
+            None => {
+                self.entries.remove(rel);
+                Ok(())
+            }
+            Some(v) => match decode(&key, source, v) {
+                Ok(entry) => {
+                    self.entries.insert(rel.to_owned(), (key, entry));
+                    Ok(())
+                }
+                Err(message) => Err(Refused {
+                    key: rel.to_owned(),
+                    revision,
+                    message,
+                }),
+            },
+        }
+    }
+
+    /// Takes `previous`'s value of `rel` (or its absence).
+    pub fn copy_from(&mut self, previous: &Mirror, rel: &str) {
+        match previous.entries.get(rel) {
+            Some(e) => {
+                self.entries.insert(rel.to_owned(), e.clone());
+            }
+            None => {
+                self.entries.remove(rel);
+            }
+        }
+    }
+
+    /// The roles and users, as a directory at this revision.
+    pub fn directory(&self) -> Directory {
+        let mut roles = Vec::new();
+        let mut users = Vec::new();
+        for (_, entry) in self.entries.values() {
+            match entry {
+                Entry::Role(r) => roles.push((**r).clone()),
+                Entry::User(u) => users.push(u.clone()),
+                _ => {}
+            }
+        }
+        // Names are the keys', so they are unique: the set always builds.
+        let roles = ippin_policy::RoleSet::new(roles).unwrap_or_default();
+        Directory::new(roles, users, self.revision)
+    }
+
+    /// The network restrictions document, if the store has one.
+    pub fn restrictions(&self) -> Option<&[u8]> {
+        self.entries
+            .get("network_restrictions")
+            .and_then(|(_, e)| match e {
+                Entry::Restrictions(t) => Some(t.as_slice()),
+                _ => None,
+            })
+    }
+
+    /// The lockouts: user → until.
+    pub fn lockouts(&self) -> HashMap<String, SystemTime> {
+        self.entries
+            .values()
+            .filter_map(|(k, e)| match (k, e) {
+                (Key::Lockout(user), Entry::Lockout(l)) => Some((user.clone(), l.until_time()?)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many keys of each kind (for `/readyz` and the logs).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for (_, e) in self.entries.values() {
+            match e {
+                Entry::Role(_) => c.0 += 1,
+                Entry::User(_) => c.1 += 1,
+                Entry::Lockout(_) => c.2 += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$7bI+5gKQd2U5oOZ0+Fq2v9mO7q8n+h3Y0nJ8y1ZcI8c";
+
+    fn role(name: &str, pin: bool) -> String {
+        format!(
+            "kind: role\nversion: v7\nmetadata:\n  name: {name}\nspec:\n  options:\n    pin_source_ip: {pin}\n"
+        )
+    }
+
+    #[test]
+    fn keys_round_trip_and_odd_keys_are_ignored() {
+        for k in [
+            Key::Role("dev".into()),
+            Key::User("alice".into()),
+            Key::Restrictions,
+            Key::Lockout("bob".into()),
+        ] {
+            assert_eq!(Key::parse(&k.path()), Some(k));
+        }
+        assert_eq!(
+            Key::parse("failures/bob/node-1"),
+            Some(Key::Failure("bob".into()))
+        );
+        for odd in [
+            "roles/",
+            "roles/a/b",
+            "users/-x",
+            "users/a b",
+            "nothing",
+            "failures/bob",
+            "failures/bob/",
+            "roles/../x",
+            "",
+        ] {
+            assert_eq!(Key::parse(odd), None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn values_are_checked_as_the_files_are() {
+        let ok = decode(&Key::Role("dev".into()), "k", role("dev", true).as_bytes()).unwrap();
+        assert!(matches!(ok, Entry::Role(r) if r.pin_source_ip));
+        // The name must be the key's; one document only.
+        assert!(decode(&Key::Role("ops".into()), "k", role("dev", true).as_bytes()).is_err());
+        let two = format!("{}---\n{}", role("dev", true), role("dev", false));
+        assert!(decode(&Key::Role("dev".into()), "k", two.as_bytes()).is_err());
+        assert!(decode(&Key::Role("dev".into()), "k", b"kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  options:\n    pin_source_ip: yes\n").is_err());
+        let u = UserConfig {
+            name: "alice".into(),
+            password_hash: HASH.into(),
+            roles: vec!["dev".into()],
+        };
+        let doc = user_document(&u);
+        match decode(&Key::User("alice".into()), "k", doc.as_bytes()).unwrap() {
+            Entry::User(back) => assert_eq!(back, u),
+            other => panic!("{other:?}"),
+        }
+        assert!(decode(&Key::User("bob".into()), "k", doc.as_bytes()).is_err());
+        for bad in [
+            doc.replace("$argon2id$", "$argon2i$"),
+            doc.replace("kind: user", "kind: role"),
+            doc.replace("roles:", "bogus: 1\n  roles:"),
+            format!("a: &x [1]\nb: *x\n{doc}"),
+        ] {
+            assert!(
+                decode(&Key::User("alice".into()), "k", bad.as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            decode(
+                &Key::Restrictions,
+                "k",
+                b"kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 10.0.0.0/8\n"
+            )
+            .is_ok()
+        );
+        assert!(decode(&Key::Restrictions, "k", b"kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 10.0.0.0/33\n").is_err());
+        assert!(
+            decode(
+                &Key::Lockout("a".into()),
+                "k",
+                br#"{"until":"2026-01-01T00:00:00Z","failures":5}"#
+            )
+            .is_ok()
+        );
+        assert!(
+            decode(
+                &Key::Lockout("a".into()),
+                "k",
+                br#"{"until":"soon","failures":5}"#
+            )
+            .is_err()
+        );
+        assert!(decode(&Key::Restrictions, "k", &vec![b'#'; MAX_VALUE_BYTES + 1]).is_err());
+        assert!(decode(&Key::Restrictions, "k", b"\xff").is_err());
+    }
+
+    #[test]
+    fn a_refused_value_keeps_the_previous_one() {
+        let mut m = Mirror::default();
+        m.apply("roles/dev", Some(role("dev", false).as_bytes()), 2, "k")
+            .unwrap();
+        let r = m
+            .apply("roles/dev", Some(b"kind: role\n"), 3, "k")
+            .unwrap_err();
+        assert_eq!((r.key.as_str(), r.revision), ("roles/dev", 3));
+        let d = m.directory();
+        assert!(d.roles().get("dev").is_some());
+        m.apply("roles/dev", None, 4, "k").unwrap();
+        assert!(m.directory().roles().get("dev").is_none());
+        // Unknown keys are ignored, not refused.
+        m.apply("something/else", Some(b"\xff"), 5, "k").unwrap();
+    }
+}

@@ -1,0 +1,435 @@
+//! The fleet's HTTP endpoints: the admin API on the `tls` listener (`/v1/admin/resources`,
+//! after the access decision: the pin check applies to administrators too), and
+//! `/healthz` and `/readyz` on the login listener. Above `state` and `fleet`; imported
+//! by `server` only.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use ippin_policy::ObservedAddr;
+use serde::Serialize;
+
+use crate::audit::AuditEvent;
+use crate::fleet::FleetError;
+use crate::fleet::store::{self, Key};
+use crate::http::{self, Body};
+use crate::server::AccessVerdict;
+use crate::state::State;
+
+/// The largest body of a write (the YAML of `ctl create -f`), in bytes.
+pub const MAX_ADMIN_BODY: usize = 1 << 20;
+/// How long the body of a write may take to arrive.
+const ADMIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One resource as `get` shows it.
+#[derive(Debug, Serialize)]
+pub struct Item {
+    /// `role`, `user` or `network_restrictions`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// The store revision of its last change.
+    pub revision: i64,
+    /// The document (a user's `password_hash` left out).
+    pub document: String,
+}
+
+#[derive(Debug, Serialize)]
+struct WriteResult {
+    kind: &'static str,
+    name: String,
+    action: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct WriteAnswer {
+    revision: i64,
+    results: Vec<WriteResult>,
+}
+
+fn kind_of(key: &Key) -> (&'static str, String) {
+    match key {
+        Key::Role(n) => ("role", n.clone()),
+        Key::User(n) => ("user", n.clone()),
+        Key::Restrictions => ("network_restrictions", "network_restrictions".into()),
+        Key::Lockout(n) => ("lockout", n.clone()),
+        Key::Failure(n) => ("failure", n.clone()),
+    }
+}
+
+/// The key of `kind`/`name` as the API names them (`name` `None`: the kind's prefix).
+fn key_for(kind: &str, name: Option<&str>) -> Result<Option<Key>, (&'static str, String)> {
+    let bad_name = |n: &str| {
+        (
+            "bad_request",
+            format!("`{}` is not a resource name", n.escape_default()),
+        )
+    };
+    let check = |n: &str| crate::config::check_name(n).map_err(|_| bad_name(n));
+    match (kind, name) {
+        ("role" | "roles", Some(n)) => check(n).map(|()| Some(Key::Role(n.to_owned()))),
+        ("user" | "users", Some(n)) => check(n).map(|()| Some(Key::User(n.to_owned()))),
+        ("network_restrictions", None | Some("network_restrictions")) => {
+            Ok(Some(Key::Restrictions))
+        }
+        ("network_restrictions", Some(n)) => Err(bad_name(n)),
+        ("role" | "roles" | "user" | "users", None) => Ok(None),
+        (other, _) => Err((
+            "unknown_kind",
+            format!(
+                "unknown kind `{}`: use role, user or network_restrictions",
+                other.escape_default()
+            ),
+        )),
+    }
+}
+
+/// The admin API, for a request whose connection the access decision allowed.
+pub async fn admin_route(
+    state: &State,
+    verdict: &AccessVerdict,
+    der: &[u8],
+    observed: &ObservedAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let refuse = |status: StatusCode, code: &str, message: &str| {
+        state.audit(&AuditEvent::AdminRefused {
+            user: verdict.user.clone(),
+            observed: AuditEvent::addr(observed),
+            provenance: observed.provenance().as_str().into(),
+            reason: code.to_owned(),
+        });
+        http::error(status, code, message)
+    };
+    // The roles now, not when the connection was made.
+    let directory = state.directory.get();
+    let roles = directory
+        .user(&verdict.user)
+        .map(|u| u.roles.clone())
+        .unwrap_or_default();
+    if !directory.is_admin(&roles) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "not_admin",
+            "your roles do not allow administration (a role with spec.options.admin: true)",
+        );
+    }
+    let Some(fleet) = state.fleet.clone() else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "no_backend",
+            "this server has no backend: its resources are its files",
+        );
+    };
+    let key_id: String = ippin_cert::x509::client_identity(der)
+        .map(|id| id.serial.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default();
+    let changed = |action: &str, key: &Key, revision: i64| {
+        let (kind, name) = kind_of(key);
+        state.audit(&AuditEvent::AdminChanged {
+            user: verdict.user.clone(),
+            key_id: key_id.clone(),
+            observed: AuditEvent::addr(observed),
+            provenance: observed.provenance().as_str().into(),
+            action: action.to_owned(),
+            kind: kind.to_owned(),
+            name,
+            revision,
+        })
+    };
+    let backend = |e: FleetError| match e {
+        FleetError::Exists(keys) => (
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("{} already exist; use --force to replace", keys.join(", ")),
+        ),
+        e @ FleetError::Unavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend_unavailable",
+            format!("{e}; nothing was changed"),
+        ),
+        e => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend_unavailable",
+            format!("{e}; nothing was changed"),
+        ),
+    };
+    let path = req.uri().path().to_owned();
+    let rest = path
+        .strip_prefix("/v1/admin/resources")
+        .unwrap_or_default()
+        .to_owned();
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let force = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "force=1" || p == "force=true"));
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::POST, []) => {
+            let body = match read_body(req, MAX_ADMIN_BODY, ADMIN_BODY_TIMEOUT).await {
+                Ok(b) => b,
+                Err((status, code, message)) => return refuse(status, code, &message),
+            };
+            let items = match parse_body(&body) {
+                Ok(items) => items,
+                Err((code, message)) => return refuse(StatusCode::BAD_REQUEST, code, &message),
+            };
+            let (revision, created) = match fleet.write(&items, force).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let (status, code, message) = backend(e);
+                    return refuse(status, code, &message);
+                }
+            };
+            let mut results = Vec::with_capacity(items.len());
+            let mut audited = true;
+            for ((key, _), created) in items.iter().zip(created) {
+                let action = if created { "created" } else { "updated" };
+                audited &= changed(action, key, revision);
+                let (kind, name) = kind_of(key);
+                results.push(WriteResult { kind, name, action });
+            }
+            if !audited {
+                tracing::error!("an admin change at revision {revision} could not be audited");
+            }
+            http::json(StatusCode::OK, &WriteAnswer { revision, results })
+        }
+        (Method::GET, [kind]) | (Method::GET, [kind, _]) => {
+            let name = segments.get(1).copied();
+            let key = match key_for(kind, name) {
+                Ok(k) => k,
+                Err((code, message)) => return refuse(StatusCode::BAD_REQUEST, code, &message),
+            };
+            let rel = match &key {
+                Some(k) => k.path(),
+                None if kind.starts_with("role") => "roles/".to_owned(),
+                None => "users/".to_owned(),
+            };
+            let found = match fleet.read(&rel).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let (status, code, message) = backend(e);
+                    return refuse(status, code, &message);
+                }
+            };
+            let mut items: Vec<Item> = found
+                .into_iter()
+                .filter_map(|(rel, value, revision)| {
+                    let key = Key::parse(&rel)?;
+                    let (kind, name) = kind_of(&key);
+                    let text = String::from_utf8(value).ok()?;
+                    let document = if let Key::User(_) = key {
+                        without_hash(&text)?
+                    } else {
+                        text
+                    };
+                    Some(Item {
+                        kind,
+                        name,
+                        revision,
+                        document,
+                    })
+                })
+                .collect();
+            match &key {
+                Some(_) if !items.is_empty() => http::json(StatusCode::OK, &items.swap_remove(0)),
+                Some(k) => {
+                    let (kind, name) = kind_of(k);
+                    http::error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        &format!("{kind} \"{name}\" is not found"),
+                    )
+                }
+                None => http::json(StatusCode::OK, &serde_json::json!({ "items": items })),
+            }
+        }
+        (Method::DELETE, [kind]) | (Method::DELETE, [kind, _]) => {
+            let name = segments.get(1).copied();
+            let key = match key_for(kind, name) {
+                Ok(Some(k)) => k,
+                Ok(None) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "name the resource: KIND/NAME",
+                    );
+                }
+                Err((code, message)) => return refuse(StatusCode::BAD_REQUEST, code, &message),
+            };
+            match fleet.remove(&key).await {
+                Ok(Some(revision)) => {
+                    changed("deleted", &key, revision);
+                    http::json(StatusCode::OK, &serde_json::json!({ "revision": revision }))
+                }
+                Ok(None) => {
+                    let (kind, name) = kind_of(&key);
+                    http::error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        &format!("{kind} \"{name}\" is not found"),
+                    )
+                }
+                Err(e) => {
+                    let (status, code, message) = backend(e);
+                    refuse(status, code, &message)
+                }
+            }
+        }
+        _ => http::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    }
+}
+
+/// A user document without its `password_hash` (the hash never leaves the server).
+fn without_hash(text: &str) -> Option<String> {
+    let user = store::parse_user("user", text).ok()?;
+    let doc = serde_json::json!({
+        "kind": "user",
+        "version": "v1",
+        "metadata": { "name": user.name },
+        "spec": { "roles": user.roles },
+    });
+    serde_yaml_ng::to_string(&doc).ok()
+}
+
+/// The documents of a write, each checked as the file loader checks its kind.
+fn parse_body(body: &[u8]) -> Result<Vec<(Key, Vec<u8>)>, (&'static str, String)> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ("bad_document", "the body is not UTF-8".to_owned()))?;
+    let docs = crate::fleet::split_documents(text);
+    if docs.is_empty() {
+        return Err(("bad_document", "no document".into()));
+    }
+    if docs.len() > crate::fleet::MAX_WRITE_RESOURCES {
+        return Err((
+            "bad_document",
+            format!(
+                "more than {} documents in one write",
+                crate::fleet::MAX_WRITE_RESOURCES
+            ),
+        ));
+    }
+    let mut out: Vec<(Key, Vec<u8>)> = Vec::with_capacity(docs.len());
+    for (i, doc) in docs.iter().enumerate() {
+        let source = format!("document {}", i + 1);
+        let kind = doc
+            .lines()
+            .find_map(|l| l.strip_prefix("kind:"))
+            .map(|k| k.trim().trim_matches(['"', '\'']).to_owned())
+            .ok_or_else(|| ("bad_document", format!("{source}: no `kind`")))?;
+        let key = match kind.as_str() {
+            "role" => {
+                let roles = ippin_policy::parse_roles(&source, doc)
+                    .map_err(|e| ("bad_document", e.to_string()))?;
+                match roles.as_slice() {
+                    [r] => {
+                        crate::config::check_name(&r.name).map_err(|m| {
+                            ("bad_document", format!("{source}: metadata.name: {m}"))
+                        })?;
+                        Key::Role(r.name.clone())
+                    }
+                    _ => return Err(("bad_document", format!("{source}: one role per document"))),
+                }
+            }
+            "user" => Key::User(
+                store::parse_user(&source, doc)
+                    .map_err(|m| ("bad_document", m))?
+                    .name,
+            ),
+            "network_restrictions" => Key::Restrictions,
+            other => {
+                return Err((
+                    "unknown_kind",
+                    format!(
+                        "{source}: unknown kind `{}`: use role, user or network_restrictions",
+                        other.escape_default()
+                    ),
+                ));
+            }
+        };
+        store::decode(&key, &source, doc.as_bytes()).map_err(|m| ("bad_document", m))?;
+        if out.iter().any(|(k, _)| *k == key) {
+            let (kind, name) = kind_of(&key);
+            return Err((
+                "bad_document",
+                format!("{source}: {kind} \"{name}\" is given twice"),
+            ));
+        }
+        out.push((key, doc.clone().into_bytes()));
+    }
+    Ok(out)
+}
+
+/// Reads a body of at most `max` bytes within `timeout`; a declared length over `max` is
+/// refused before reading.
+async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, (StatusCode, &'static str, String)> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {max} bytes; nothing was changed"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body did not arrive within {timeout:?}"),
+        )),
+    }
+}
+
+/// `/healthz` (the process serves) and `/readyz` (`ok` in contact with the fleet's store,
+/// else `degraded` with 503; a node without a backend is always ready).
+pub fn health_route(state: &State, path: &str) -> Option<Response<Body>> {
+    match path {
+        "/healthz" => Some(http::json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
+        "/readyz" => Some(match &state.fleet {
+            None => http::json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok", "backend": "files"}),
+            ),
+            Some(f) => {
+                let s = f.status();
+                let status = if s.connected { "ok" } else { "degraded" };
+                let code = if s.connected {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                http::json(
+                    code,
+                    &serde_json::json!({
+                        "status": status,
+                        "backend": "etcd",
+                        "revision": s.revision,
+                        "lag": (s.store_revision - s.revision).max(0),
+                        "last_contact": s.last_contact,
+                        "error": s.last_error,
+                    }),
+                )
+            }
+        }),
+        _ => None,
+    }
+}
