@@ -34,16 +34,16 @@ fn cluster() -> Cluster {
 
 /// HAProxy frontends on loopback, each relaying to one listener with one
 /// `send-proxy` flavour.
-struct Haproxy {
+pub(crate) struct Haproxy {
     _daemon: Daemon,
     /// Frontend ports, in the order given to [`Haproxy::start`].
     ports: Vec<u16>,
     /// Frontend addresses, same order.
-    binds: Vec<SocketAddr>,
+    pub(crate) binds: Vec<SocketAddr>,
 }
 
 impl Haproxy {
-    fn start(routes: &[(SocketAddr, &str)]) -> Haproxy {
+    pub(crate) fn start(routes: &[(SocketAddr, &str)]) -> Haproxy {
         let on_v4: Vec<_> = routes.iter().map(|(b, o)| (LOCALHOST, *b, *o)).collect();
         Haproxy::start_on(&on_v4)
     }

@@ -9,6 +9,7 @@ mod demo;
 mod direct;
 mod faults;
 mod files_audit;
+mod fleet;
 mod fuzzprops;
 mod haproxy;
 mod joins;

@@ -12,4 +12,4 @@ mod login;
 mod parity;
 mod proxy;
 pub(crate) mod serve;
-mod sessions;
+pub(crate) mod sessions;

@@ -22,14 +22,14 @@ use crate::ssh::serve::{Serve, save};
 static USER_DB: Mutex<()> = Mutex::new(());
 
 /// An OS login made for one test, removed (with its home and processes) on drop.
-struct OsUser {
-    name: String,
+pub(crate) struct OsUser {
+    pub(crate) name: String,
     uid: u32,
-    home: PathBuf,
+    pub(crate) home: PathBuf,
 }
 
 impl OsUser {
-    fn create(tag: &str) -> OsUser {
+    pub(crate) fn create(tag: &str) -> OsUser {
         let name = format!("ippin-{tag}-{}", std::process::id() % 100_000);
         let _db = USER_DB.lock().unwrap_or_else(|p| p.into_inner());
         // A leftover of an interrupted run goes first.
@@ -195,7 +195,7 @@ impl Node {
 
 /// A long-lived `ssh LOGIN@… sh` whose commands are written to its input: one session, many
 /// commands, each answered with its output and status.
-struct Remote {
+pub(crate) struct Remote {
     _child: tokio::process::Child,
     input: tokio::process::ChildStdin,
     output: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
@@ -203,7 +203,17 @@ struct Remote {
 
 impl Remote {
     fn open(node: &Node, login_name: &str) -> Remote {
-        let mut cmd = ssh_command(&node.bob, login_name, "127.0.0.1", node.ssh);
+        Remote::open_at(&node.bob, login_name, "127.0.0.1", node.ssh)
+    }
+
+    /// A shell as `login_name` with `id`, from `bind` to `server`.
+    pub(crate) fn open_at(
+        id: &Identity,
+        login_name: &str,
+        bind: &str,
+        server: SocketAddr,
+    ) -> Remote {
+        let mut cmd = ssh_command(id, login_name, bind, server);
         cmd.arg("exec sh 2>&1").stdin(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ssh");
         let input = child.stdin.take().expect("stdin");
@@ -216,7 +226,7 @@ impl Remote {
     }
 
     /// Runs `line` in the remote shell; its output (stdout and stderr) and exit status.
-    async fn run(&mut self, line: &str) -> (String, i32) {
+    pub(crate) async fn run(&mut self, line: &str) -> (String, i32) {
         let end = "__ippin_end__";
         // A command's output may not end in a newline: the marker starts a line of its own.
         let script = format!("{line}\n__s=$?; echo; echo \"{end}$__s\"\n");
@@ -253,7 +263,7 @@ fn cgroup_dir(proc_cgroup: &str) -> PathBuf {
     mount.join(line.trim())
 }
 
-const PROBE: &str = r#"import socket, sys
+pub(crate) const PROBE: &str = r#"import socket, sys
 fam, kind, host, port = sys.argv[1:5]
 s = socket.socket(socket.AF_INET6 if fam == "6" else socket.AF_INET,
                   socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
@@ -268,7 +278,7 @@ except OSError as e:
     print("ERR", e.strerror)
 "#;
 
-fn restrictions(deny: &[&str]) -> String {
+pub(crate) fn restrictions(deny: &[&str]) -> String {
     let mut s = String::from(
         "kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 127.0.0.0/8\n  \
          - cidr: ::1/128\n",
@@ -283,7 +293,7 @@ fn restrictions(deny: &[&str]) -> String {
 }
 
 /// A loopback TCP listener that accepts and answers `ok` over HTTP, on a thread.
-fn http_listener(host: &str) -> SocketAddr {
+pub(crate) fn http_listener(host: &str) -> SocketAddr {
     let l = std::net::TcpListener::bind((host, 0)).expect("bind");
     let addr = l.local_addr().expect("addr");
     std::thread::spawn(move || {

@@ -1,0 +1,636 @@
+//! A fleet: three real `ippin serve` nodes on one real etcd, behind HAProxy
+//! (`send-proxy-v2`), driven with `ippin ctl`, the real OpenSSH client, curl and etcdctl.
+//! Network restrictions and roles changed once through the admin API and in force on every
+//! node (running sessions included), lockouts shared through etcd leases, nodes serving
+//! with their last state while etcd is down, and bad admin input refused with nothing
+//! written.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ippin_test_support::{Child, free_port, peer, temp_dir, wait_until};
+use serde_json::Value;
+
+use crate::haproxy::Haproxy;
+use crate::ssh::harness::{Identity, ip};
+use crate::ssh::sessions::{OsUser, PROBE, Remote, http_listener, restrictions};
+use crate::support::{COMMAND_TIMEOUT, IPPIN, Ran, curl, run};
+
+/// The key prefix the nodes share.
+const PREFIX: &str = "/ippin-fleet/";
+
+/// A real etcd on loopback with a temporary data directory; killed on drop.
+pub(crate) struct Etcd {
+    child: Option<Child>,
+    pub(crate) client: SocketAddr,
+    peer_addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub(crate) fn start() -> Etcd {
+        let lo = ip("127.0.0.1");
+        let mut etcd = Etcd {
+            child: None,
+            client: SocketAddr::new(lo, free_port(lo)),
+            peer_addr: SocketAddr::new(lo, free_port(lo)),
+            dir: temp_dir(),
+        };
+        etcd.restart();
+        etcd
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(child) = self.child.take() {
+            drop(child.finish());
+        }
+    }
+
+    /// Starts etcd (again) on the same data directory and ports, healthy when it returns.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        // Fails naming scripts/install-peers when etcd is missing.
+        let mut cmd = Command::new(peer("etcd"));
+        let (client, peer_addr) = (self.client, self.peer_addr);
+        cmd.arg("--name=ippin-fleet")
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls=http://{client}"))
+            .arg(format!("--advertise-client-urls=http://{client}"))
+            .arg(format!("--listen-peer-urls=http://{peer_addr}"))
+            .arg(format!("--initial-advertise-peer-urls=http://{peer_addr}"))
+            .arg(format!("--initial-cluster=ippin-fleet=http://{peer_addr}"))
+            .arg("--initial-cluster-state=new")
+            .arg("--experimental-watch-progress-notify-interval=200ms")
+            .arg("--log-level=error");
+        let mut child = Child::spawn("etcd", cmd);
+        let ready = wait_until(Duration::from_secs(20), || {
+            child.is_running() && self_ctl(client, &["endpoint", "health"]).code == Some(0)
+        });
+        if !ready {
+            let (out, err) = child.finish();
+            panic!("etcd not healthy on {client}\n{out}\n{err}");
+        }
+        self.child = Some(child);
+    }
+
+    /// `etcdctl` (v3 API) against this etcd: another client than ippin.
+    pub(crate) fn ctl(&self, args: &[&str]) -> Ran {
+        self_ctl(self.client, args)
+    }
+
+    /// The store's revision now.
+    fn revision(&self) -> i64 {
+        let ran = self.ctl(&["get", "--prefix", PREFIX, "-w", "json", "--keys-only"]);
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        let v: Value = serde_json::from_str(&ran.stdout).expect("etcdctl JSON");
+        v["header"]["revision"].as_i64().expect("revision")
+    }
+
+    /// Every key and value under the prefix.
+    fn dump(&self) -> String {
+        let ran = self.ctl(&["get", "--prefix", PREFIX]);
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        ran.stdout
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn self_ctl(client: SocketAddr, args: &[&str]) -> Ran {
+    let mut cmd = Command::new(peer("etcdctl"));
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=http://{client}"))
+        .arg("--command-timeout=3s")
+        .args(args);
+    run(cmd, b"", COMMAND_TIMEOUT)
+}
+
+/// One node: its process and the HAProxy frontends in front of its listeners.
+struct Node {
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// The node's own listeners (login, tls, ssh).
+    own: [SocketAddr; 3],
+    /// HAProxy's frontends for them (same order).
+    login: SocketAddr,
+    tls: SocketAddr,
+    ssh: SocketAddr,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let mut cmd = Command::new(IPPIN);
+        cmd.args(["serve", "--config"]).arg(&self.config);
+        cmd.env("RUST_LOG", "info");
+        let mut child = Child::spawn("ippin serve", cmd);
+        let own = self.own;
+        let up = wait_until(Duration::from_secs(30), || {
+            !child.is_running()
+                || own.iter().all(|a| {
+                    std::net::TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok()
+                })
+        });
+        if !up || !child.is_running() {
+            let (out, err) = child.finish();
+            panic!("node {} did not start\n{out}\n{err}", self.config.display());
+        }
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(c) = self.child.take() {
+            let (_, err) = c.finish();
+            let _ = std::fs::write(&self.log, err);
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    etcd: Etcd,
+    nodes: Vec<Node>,
+    _haproxy: Haproxy,
+}
+
+impl Fleet {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `ippin login` through `node`'s login frontend, from `from`; its folder.
+    fn login(&self, node: usize, user: &str, password: &str, from: &str) -> (PathBuf, Ran) {
+        let out = self.path(&format!("login-{user}-{node}-{from}"));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).expect("login dir");
+        let mut cmd = Command::new(IPPIN);
+        cmd.args(["login", "--server"])
+            .arg(format!("https://{}", self.nodes[node].login))
+            .args(["--user", user, "--ca"])
+            .arg(self.path("ca/tls_ca.pem"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--bind", from]);
+        let ran = run(cmd, format!("{password}\n").as_bytes(), COMMAND_TIMEOUT);
+        (out, ran)
+    }
+
+    /// `ippin ctl` through `node`'s tls frontend with the certificate in `id`.
+    fn ctl(&self, node: usize, id: &Path, args: &[&str]) -> Ran {
+        let mut cmd = Command::new(IPPIN);
+        cmd.args(["ctl", "--server"])
+            .arg(self.nodes[node].tls.to_string())
+            .arg("--identity")
+            .arg(id)
+            .arg("--ca")
+            .arg(self.path("ca/tls_ca.pem"))
+            .args(args);
+        run(cmd, b"", COMMAND_TIMEOUT)
+    }
+
+    /// curl to `node`'s tls frontend with the certificate in `id`, from 127.0.0.1.
+    fn curl(
+        &self,
+        node: usize,
+        id: &Path,
+        method: &str,
+        path: &str,
+        extra: &[&str],
+    ) -> crate::support::Http {
+        let url = format!("https://localhost:{}{path}", self.nodes[node].tls.port());
+        let resolve = format!("localhost:{}:127.0.0.1", self.nodes[node].tls.port());
+        let ca = self.path("ca/tls_ca.pem");
+        let cert = id.join("ippin_tls.pem");
+        let key = id.join("ippin_tls.key");
+        let mut args = vec![
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "-X",
+            method,
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    }
+
+    /// `/readyz` of `node`, through its login frontend.
+    fn readyz(&self, node: usize) -> crate::support::Http {
+        let url = format!("https://localhost:{}/readyz", self.nodes[node].login.port());
+        let resolve = format!("localhost:{}:127.0.0.1", self.nodes[node].login.port());
+        let ca = self.path("ca/tls_ca.pem");
+        curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca.to_str().unwrap(),
+            &url,
+        ])
+    }
+}
+
+/// The `dev` role of `ippin ca init`, allowing `login`, pinned or not.
+fn dev_role(login: &str, pin: bool) -> String {
+    format!(
+        "kind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  options:\n    \
+         pin_source_ip: {pin}\n  allow:\n    logins: [{login}]\n"
+    )
+}
+
+fn start_fleet(os_login: &str) -> Fleet {
+    ippin::install_crypto_provider();
+    let etcd = Etcd::start();
+    let lo = ip("127.0.0.1");
+    let ports: Vec<[SocketAddr; 3]> = (0..3)
+        .map(|_| {
+            [
+                SocketAddr::new(lo, free_port(lo)),
+                SocketAddr::new(lo, free_port(lo)),
+                SocketAddr::new(lo, free_port(lo)),
+            ]
+        })
+        .collect();
+    let listeners = |p: &[SocketAddr; 3]| {
+        format!(
+            "  - {{kind: login, listen: {}, proxy_protocol: on, trusted_proxies: [127.0.0.1/32]}}\n  \
+             - {{kind: tls, listen: {}, proxy_protocol: on, trusted_proxies: [127.0.0.1/32]}}\n  \
+             - {{kind: ssh, listen: {}, proxy_protocol: on, trusted_proxies: [127.0.0.1/32]}}\n",
+            p[0], p[1], p[2]
+        )
+    };
+    let backend = format!(
+        "backend: {{kind: etcd, endpoints: ['{}'], prefix: {PREFIX}}}\n\
+         login_limits: {{max_failures: 5, lockout: 4s, failure_window: 1m}}\n",
+        etcd.client
+    );
+    let (dir, config) = crate::attacks::site(&listeners(&ports[0]), &backend);
+    // The seed: `ca init`'s roles with `dev` allowing the OS login, and an admin role and
+    // user (carol) for the API.
+    let roles = format!(
+        "{}---\n{}",
+        dev_role(os_login, false),
+        "kind: role\nversion: v7\nmetadata:\n  name: fleet-admin\nspec:\n  options:\n    admin: true\n"
+    );
+    let pinned = "kind: role\nversion: v7\nmetadata:\n  name: pinned-ip\nspec:\n  options:\n    pin_source_ip: true\n";
+    std::fs::write(
+        dir.path().join("roles.yaml"),
+        format!("{pinned}---\n{roles}"),
+    )
+    .expect("roles");
+    let hash = ippin::users::hash_password_light("secret").expect("hash");
+    ippin::users::add_user(&config, "carol", &["fleet-admin".to_owned()], &hash).expect("carol");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let (head, _) = text.split_once("listeners:\n").expect("listeners");
+    let mut nodes = Vec::new();
+    let mut routes = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let path = dir.path().join(format!("node{i}.yaml"));
+        let node_text = format!("{}listeners:\n{}", head, listeners(p))
+            .replace("audit_log: audit.log", &format!("audit_log: audit{i}.log"));
+        std::fs::write(&path, node_text).expect("node config");
+        for a in p {
+            routes.push(*a);
+        }
+        nodes.push(Node {
+            config: path,
+            log: dir.path().join(format!("node{i}.log")),
+            child: None,
+            own: *p,
+            login: p[0],
+            tls: p[1],
+            ssh: p[2],
+        });
+    }
+    for n in &mut nodes {
+        n.start();
+    }
+    let with_proxy: Vec<(SocketAddr, &str)> =
+        routes.iter().map(|a| (*a, "send-proxy-v2")).collect();
+    let haproxy = Haproxy::start(&with_proxy);
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.login = haproxy.binds[3 * i];
+        n.tls = haproxy.binds[3 * i + 1];
+        n.ssh = haproxy.binds[3 * i + 2];
+    }
+    Fleet {
+        dir,
+        etcd,
+        nodes,
+        _haproxy: haproxy,
+    }
+}
+
+fn inspect_pin(dir: &Path) -> Value {
+    let ran = crate::support::ippin(
+        &[
+            "inspect",
+            "cert",
+            dir.join("ippin_tls.pem").to_str().expect("UTF-8"),
+        ],
+        b"",
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let v: Value = serde_json::from_str(&ran.stdout).expect("inspect JSON");
+    v["pinned_ip"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
+    let os = OsUser::create("fleet");
+    let mut f = start_fleet(&os.name);
+
+    // The admin logs in through node 0; bob (role dev) through node 2.
+    let (carol, ran) = f.login(0, "carol", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let (bob, ran) = f.login(2, "bob", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(inspect_pin(&bob), Value::Null, "dev does not pin yet");
+
+    // A session already open on node 2, through HAProxy.
+    let bob_id = Identity {
+        key: bob.join("ippin_ed25519"),
+        cert: bob.join("ippin_ed25519-cert.pub"),
+    };
+    let probe = os.home.join("probe.py");
+    std::fs::write(&probe, PROBE).expect("probe");
+    let target = http_listener("127.0.0.9");
+    let mut remote = Remote::open_at(&bob_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
+    let connect = format!(
+        "python3 {} 4 tcp 127.0.0.9 {}",
+        probe.display(),
+        target.port()
+    );
+    let (out, _) = remote.run(&connect).await;
+    assert_eq!(out.trim(), "OK", "no restrictions yet");
+
+    // ---- bad input through the API: refused with its reason, nothing written ----------
+    let before = f.etcd.revision();
+    let dump = f.etcd.dump();
+    let bad = f.path("bad.yaml");
+    std::fs::write(&bad, "kind: role\nversion: v7\nmetadata:\n  name: x\nspec:\n  options:\n    pin_source_ip: yes\n").unwrap();
+    let r = f.curl(
+        0,
+        &carol,
+        "POST",
+        "/v1/admin/resources",
+        &["--data-binary", &format!("@{}", bad.display())],
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("bad_document")),
+        "{r:?}"
+    );
+    std::fs::write(&bad, "kind: cluster_auth_preference\nversion: v2\n").unwrap();
+    let r = f.curl(
+        0,
+        &carol,
+        "POST",
+        "/v1/admin/resources",
+        &["--data-binary", &format!("@{}", bad.display())],
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("unknown_kind")),
+        "{r:?}"
+    );
+    // A good document after a broken one: all or nothing.
+    std::fs::write(
+        &bad,
+        format!("{}---\nkind: role\nversion: v7\n", restrictions(&[])),
+    )
+    .unwrap();
+    let r = f.curl(
+        0,
+        &carol,
+        "POST",
+        "/v1/admin/resources",
+        &["--data-binary", &format!("@{}", bad.display())],
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let big = f.path("big.yaml");
+    std::fs::write(&big, format!("kind: role\n#{}\n", "x".repeat(2 << 20))).unwrap();
+    let r = f.curl(
+        0,
+        &carol,
+        "POST",
+        "/v1/admin/resources",
+        &["--data-binary", &format!("@{}", big.display())],
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (413, Some("body_too_large")),
+        "{r:?}"
+    );
+    std::fs::write(&bad, restrictions(&[])).unwrap();
+    let r = f.curl(
+        0,
+        &bob,
+        "POST",
+        "/v1/admin/resources",
+        &["--data-binary", &format!("@{}", bad.display())],
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("not_admin")),
+        "{r:?}"
+    );
+    let r = f.curl(1, &bob, "DELETE", "/v1/admin/resources/role/dev", &[]);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("not_admin")),
+        "{r:?}"
+    );
+    assert_eq!(f.etcd.revision(), before, "nothing was written");
+    assert_eq!(f.etcd.dump(), dump);
+    // ctl checks the file first: file, line and field, nothing sent.
+    std::fs::write(&bad, "kind: role\nversion: v7\nmetadata:\n  name: x\nspec:\n  options:\n    pin_source_ip: yes\n").unwrap();
+    let ran = f.ctl(0, &carol, &["create", "-f", bad.to_str().unwrap()]);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stderr.contains("bad.yaml:7") && ran.stderr.contains("spec.options.pin_source_ip"),
+        "{ran:?}"
+    );
+    assert_eq!(f.etcd.revision(), before, "nothing was written");
+
+    // ---- network restrictions through node 0, in force on node 2's open session ------
+    let policy = f.path("netpolicy.yaml");
+    std::fs::write(&policy, restrictions(&["127.0.0.9/32"])).unwrap();
+    let ran = f.ctl(0, &carol, &["create", "-f", policy.to_str().unwrap()]);
+    let done = Instant::now();
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("network restrictions have been updated"),
+        "{ran:?}"
+    );
+    let mut refused_after = None;
+    while done.elapsed() < Duration::from_secs(5) {
+        let (out, _) = remote.run(&connect).await;
+        if out.trim() == "ERR Operation not permitted" {
+            refused_after = Some(done.elapsed());
+            break;
+        }
+        assert_eq!(out.trim(), "OK");
+    }
+    let after = refused_after.expect("the open session on node 2 is refused its denied connect");
+    assert!(after < Duration::from_secs(2), "refused after {after:?}");
+    // ctl get on node 1 shows the same document.
+    let ran = f.ctl(1, &carol, &["get", "network_restrictions"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(
+        ran.stdout.trim(),
+        restrictions(&["127.0.0.9/32"]).trim(),
+        "{ran:?}"
+    );
+    // Writing it again without --force: refused, it exists.
+    let ran = f.ctl(1, &carol, &["create", "-f", policy.to_str().unwrap()]);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stderr.contains("already"), "{ran:?}");
+    // The change is audited on node 0 with who, from where and what.
+    let audit0 = std::fs::read_to_string(f.path("audit0.log")).unwrap();
+    let change = audit0
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "admin_changed")
+        .expect("admin_changed on node 0");
+    assert_eq!(change["user"], "carol");
+    assert_eq!(change["kind"], "network_restrictions");
+    assert!(
+        change["observed"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{change}"
+    );
+
+    // ---- a role changed to pin through the API: every node issues pinned certificates -
+    let role = f.path("dev.yaml");
+    std::fs::write(&role, dev_role(&os.name, true)).unwrap();
+    let ran = f.ctl(
+        0,
+        &carol,
+        &["create", "--force", "-f", role.to_str().unwrap()],
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stdout.contains("role \"dev\" has been updated"),
+        "{ran:?}"
+    );
+    for node in 0..3 {
+        let mut pin = Value::Null;
+        let ok = wait_until(Duration::from_secs(5), || {
+            let (dir, ran) = f.login(node, "bob", "secret", "127.0.0.3");
+            assert_eq!(ran.code, Some(0), "{ran:?}");
+            pin = inspect_pin(&dir);
+            pin != Value::Null
+        });
+        assert!(ok, "node {node} still issues unpinned certificates");
+        assert_eq!(pin, "127.0.0.3", "node {node}");
+    }
+
+    // ---- five bad passwords on node 0 lock alice on node 1 too ------------------------
+    for _ in 0..5 {
+        let (_, ran) = f.login(0, "alice", "wrong", "127.0.0.4");
+        assert_ne!(ran.code, Some(0));
+    }
+    let mut answer = String::new();
+    let locked = wait_until(Duration::from_secs(5), || {
+        let (_, ran) = f.login(1, "alice", "secret", "127.0.0.5");
+        answer = format!("{ran:?}");
+        ran.code != Some(0) && ran.stderr.contains("locked until")
+    });
+    assert!(locked, "alice is not locked on node 1: {answer}");
+    // Another user is not affected.
+    let (_, ran) = f.login(1, "bob", "secret", "127.0.0.5");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    // After the lease ends (lockout: 4s), alice logs in again on node 1.
+    let unlocked = wait_until(Duration::from_secs(20), || {
+        f.login(1, "alice", "secret", "127.0.0.5").1.code == Some(0)
+    });
+    assert!(unlocked, "alice is still locked after the lease");
+
+    // ---- etcd down: every node serves with its last state, says degraded, refuses writes
+    for node in 0..3 {
+        assert_eq!(f.readyz(node).expect(200)["status"], "ok", "node {node}");
+    }
+    f.etcd.kill();
+    for node in 0..3 {
+        let ok = wait_until(Duration::from_secs(10), || f.readyz(node).status == 503);
+        assert!(ok, "node {node} does not say degraded");
+        assert_eq!(f.readyz(node).json()["status"], "degraded");
+        let (dir, ran) = f.login(node, "bob", "secret", "127.0.0.6");
+        assert_eq!(ran.code, Some(0), "node {node}: {ran:?}");
+        assert_eq!(
+            inspect_pin(&dir),
+            "127.0.0.6",
+            "node {node} keeps the last roles"
+        );
+        let r = f.curl(node, &dir, "GET", "/whoami", &["--interface", "127.0.0.6"]);
+        assert_eq!(r.status, 200, "node {node}: {r:?}");
+    }
+    let (out, _) = remote.run(&connect).await;
+    assert_eq!(
+        out.trim(),
+        "ERR Operation not permitted",
+        "the last restrictions stay"
+    );
+    let ran = f.ctl(
+        0,
+        &carol,
+        &["create", "--force", "-f", policy.to_str().unwrap()],
+    );
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stderr.contains("backend unavailable"), "{ran:?}");
+
+    // etcd back; another etcd client changes the role meanwhile: every node applies it.
+    f.etcd.restart();
+    let key = format!("{PREFIX}roles/dev");
+    let ran = f.etcd.ctl(&["put", &key, &dev_role(&os.name, false)]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    for node in 0..3 {
+        let ok = wait_until(Duration::from_secs(10), || {
+            let (dir, ran) = f.login(node, "bob", "secret", "127.0.0.7");
+            ran.code == Some(0) && inspect_pin(&dir) == Value::Null
+        });
+        assert!(
+            ok,
+            "node {node} did not apply the change made while it was away"
+        );
+        let ok = wait_until(Duration::from_secs(10), || f.readyz(node).status == 200);
+        assert!(ok, "node {node} is not ready again");
+    }
+
+    // ---- a node restarted with etcd down refuses to start -----------------------------
+    f.etcd.kill();
+    f.nodes[1].stop();
+    let mut cmd = Command::new(IPPIN);
+    cmd.args(["serve", "--config"]).arg(&f.nodes[1].config);
+    let ran = run(cmd, b"", COMMAND_TIMEOUT);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stderr.contains("backend unavailable")
+            && ran.stderr.contains(&f.etcd.client.to_string()),
+        "{ran:?}"
+    );
+    drop(remote);
+}
