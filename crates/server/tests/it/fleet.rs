@@ -340,18 +340,17 @@ fn start_fleet(os_login: &str) -> Fleet {
     }
 }
 
+/// The pins of the certificates `ippin login` wrote in `dir`: the X.509 one's, after
+/// checking the SSH one's is the same.
 fn inspect_pin(dir: &Path) -> Value {
-    let ran = crate::support::ippin(
-        &[
-            "inspect",
-            "cert",
-            dir.join("ippin_tls.pem").to_str().expect("UTF-8"),
-        ],
-        b"",
-    );
-    assert_eq!(ran.code, Some(0), "{ran:?}");
-    let v: Value = serde_json::from_str(&ran.stdout).expect("inspect JSON");
-    v["pinned_ip"].clone()
+    let tls = crate::support::inspect_cert(&dir.join("ippin_tls.pem"))["pinned"].clone();
+    let ssh = crate::support::inspect_cert(&dir.join("ippin_ed25519-cert.pub"))["pinned"].clone();
+    assert_eq!(tls, ssh, "the two certificates of one login");
+    match tls.as_array().map(Vec::as_slice) {
+        Some([]) => Value::Null,
+        Some([one]) => one.clone(),
+        _ => panic!("pins: {tls}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -545,7 +544,7 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
             pin != Value::Null
         });
         assert!(ok, "node {node} still issues unpinned certificates");
-        assert_eq!(pin, "127.0.0.3", "node {node}");
+        assert_eq!(pin, "127.0.0.3/32", "node {node}");
     }
 
     // ---- five bad passwords on node 0 lock alice on node 1 too ------------------------
@@ -582,7 +581,7 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
         assert_eq!(ran.code, Some(0), "node {node}: {ran:?}");
         assert_eq!(
             inspect_pin(&dir),
-            "127.0.0.6",
+            "127.0.0.6/32",
             "node {node} keeps the last roles"
         );
         let r = f.curl(node, &dir, "GET", "/whoami", &["--interface", "127.0.0.6"]);
