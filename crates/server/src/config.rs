@@ -889,7 +889,7 @@ impl Config {
         let backend =
             match raw.backend {
                 None => None,
-                Some(b) => Some(b.check(&resolve).map_err(|(field, m)| {
+                Some(b) => Some(b.check(resolve).map_err(|(field, m)| {
                     invalid(format!("backend.{field}"), Some("backend:"), m)
                 })?),
             };

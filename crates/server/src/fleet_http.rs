@@ -295,8 +295,11 @@ fn without_hash(text: &str) -> Option<String> {
     serde_yaml_ng::to_string(&doc).ok()
 }
 
+/// A refusal: its reason code and message.
+type Refusal = (&'static str, String);
+
 /// The documents of a write, each checked as the file loader checks its kind.
-fn parse_body(body: &[u8]) -> Result<Vec<(Key, Vec<u8>)>, (&'static str, String)> {
+fn parse_body(body: &[u8]) -> Result<Vec<(Key, Vec<u8>)>, Refusal> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ("bad_document", "the body is not UTF-8".to_owned()))?;
     let docs = crate::fleet::split_documents(text);

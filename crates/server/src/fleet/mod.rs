@@ -101,6 +101,34 @@ struct Inner {
     last_error: Option<String>,
 }
 
+/// What a batch of changes touched, so that only that is rebuilt (failed logins, which
+/// come often, rebuild nothing).
+#[derive(Debug, Clone, Copy, Default)]
+struct Changed {
+    directory: bool,
+    locks: bool,
+    restrictions: bool,
+}
+
+impl Changed {
+    fn all() -> Changed {
+        Changed {
+            directory: true,
+            locks: true,
+            restrictions: true,
+        }
+    }
+
+    fn note(&mut self, rel: &str) {
+        match Key::parse(rel) {
+            Some(Key::Role(_) | Key::User(_)) => self.directory = true,
+            Some(Key::Lockout(_)) => self.locks = true,
+            Some(Key::Restrictions) => self.restrictions = true,
+            _ => {}
+        }
+    }
+}
+
 /// A node's handle on the fleet's store.
 #[derive(Debug)]
 pub struct Fleet {
@@ -410,7 +438,20 @@ impl Fleet {
                                 match self.snapshot(false, Some(&mirror)).await {
                                     Ok(m) => {
                                         mirror = m;
-                                        self.put_in_force(&mirror, &directory, &restrictions, true);
+                                        self.put_in_force(
+                                            &mirror,
+                                            &directory,
+                                            &restrictions,
+                                            Changed::all(),
+                                        );
+                                        let (roles, users, locks) = mirror.counts();
+                                        tracing::warn!(
+                                            revision = mirror.revision,
+                                            roles,
+                                            users,
+                                            lockouts = locks,
+                                            "state read again from the store"
+                                        );
                                     }
                                     Err(e) => tracing::error!("full read: {e}"),
                                 }
@@ -424,11 +465,12 @@ impl Fleet {
                                 break;
                             }
                             self.lock().watching = true;
-                            let mut changed = false;
+                            let mut changed = Changed::default();
                             for ev in &resp.events {
                                 let Some(rel) = self.rel(&ev.kv.key) else {
                                     continue;
                                 };
+                                changed.note(rel);
                                 let source = String::from_utf8_lossy(&ev.kv.key).into_owned();
                                 let value =
                                     (ev.kind == EventKind::Put).then_some(ev.kv.value.as_slice());
@@ -440,7 +482,6 @@ impl Fleet {
                                         "{}; not applied, the previous value stays", r.message
                                     );
                                 }
-                                changed = true;
                             }
                             // Events: the revision of the last one (a batch of a watch that
                             // catches up may be followed by more); a progress message: every
@@ -453,11 +494,10 @@ impl Fleet {
                                 }
                                 None => {}
                             }
-                            if changed {
-                                self.put_in_force(&mirror, &directory, &restrictions, false);
-                            } else {
-                                self.lock().revision = mirror.revision;
-                            }
+                            // A policy whose kernel hook failed is applied again at the next
+                            // message (progress ones included) until it succeeds.
+                            changed.restrictions |= restrictions.last_error().is_some();
+                            self.put_in_force(&mirror, &directory, &restrictions, changed);
                             self.contact(Ok(resp.header.revision));
                         }
                     }
@@ -476,30 +516,26 @@ impl Fleet {
         mirror: &Mirror,
         directory: &LiveDirectory,
         restrictions: &LiveRestrictions,
-        reload: bool,
+        changed: Changed,
     ) {
-        directory.set(mirror.directory());
-        directory.set_locks(mirror.lockouts());
-        match restrictions.set_document(mirror.restrictions()) {
-            Ok(true) => tracing::warn!(
-                revision = mirror.revision,
-                "network restrictions updated from the store: in force for every new \
-                 connection, running sessions included"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::error!("{e}; the previous policy stays in force"),
+        if changed.directory {
+            directory.set(mirror.directory());
+        }
+        if changed.locks {
+            directory.set_locks(mirror.lockouts());
+        }
+        if changed.restrictions {
+            match restrictions.set_document(mirror.restrictions()) {
+                Ok(true) => tracing::warn!(
+                    revision = mirror.revision,
+                    "network restrictions updated from the store: in force for every new \
+                     connection, running sessions included"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::error!("{e}; the previous policy stays in force"),
+            }
         }
         self.lock().revision = mirror.revision;
-        if reload {
-            let (roles, users, locks) = mirror.counts();
-            tracing::warn!(
-                revision = mirror.revision,
-                roles,
-                users,
-                lockouts = locks,
-                "state read again from the store"
-            );
-        }
     }
 
     // ---- lockouts -------------------------------------------------------------------

@@ -633,3 +633,117 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
     );
     drop(remote);
 }
+
+/// The revision `node` has put in force, from its `/readyz` (through HAProxy).
+async fn applied_revision(f: &Fleet, node: usize, ca: &str) -> i64 {
+    let ep = ippin::client::Endpoint::new(f.nodes[node].login, ca);
+    match ippin::client::request(&ep, None, hyper::Method::GET, "/readyz", None).await {
+        Ok((_, body)) => serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["revision"].as_i64())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Measurements for docs/benchmarks.md (`scripts/bench-fleet`): the time from `ippin ctl
+/// create` (process start) until every node has the change in force (its `/readyz`
+/// revision, set after the policy reached the dial policy and the sessions' kernel maps),
+/// over 50 changes; and logins per second on one node with the backend and with the files.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: scripts/bench-fleet runs it"]
+async fn measure_ctl_to_enforcement_and_logins() {
+    let os = OsUser::create("fbench");
+    let f = start_fleet(&os.name);
+    let ca = std::fs::read_to_string(f.path("ca/tls_ca.pem")).expect("CA");
+    let (carol, ran) = f.login(0, "carol", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let policy = f.path("netpolicy.yaml");
+    let mut times = Vec::new();
+    for i in 0..50u32 {
+        std::fs::write(
+            &policy,
+            restrictions(&[&format!("127.0.{}.{}/32", 10 + i / 200, i % 200 + 1)]),
+        )
+        .unwrap();
+        let target = f.etcd.revision() + 1;
+        let t0 = Instant::now();
+        let ran = f.ctl(
+            i as usize % 3,
+            &carol,
+            &["create", "--force", "-f", policy.to_str().unwrap()],
+        );
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        loop {
+            let mut all = true;
+            for node in 0..3 {
+                all &= applied_revision(&f, node, &ca).await >= target;
+            }
+            if all {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "change {i} not applied everywhere"
+            );
+        }
+        times.push(t0.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "ctl create -> in force on 3 nodes, 50 changes: median {:?}, max {:?}, min {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times[0]
+    );
+
+    // Logins per second on node 0 (backend) and on a node with the same files and no
+    // backend, 4 clients at a time, 200 logins each way.
+    let files_cfg = f.path("files.yaml");
+    let text = std::fs::read_to_string(&f.nodes[0].config).unwrap();
+    let lo = ip("127.0.0.1");
+    let own = SocketAddr::new(lo, free_port(lo));
+    let (head, _) = text.split_once("listeners:\n").unwrap();
+    let head: String = head
+        .lines()
+        .filter(|l| !l.starts_with("backend:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        &files_cfg,
+        format!(
+            "{head}listeners:\n  - {{kind: login, listen: {own}, proxy_protocol: on, \
+             trusted_proxies: [127.0.0.1/32]}}\n"
+        ),
+    )
+    .unwrap();
+    let mut files_node = crate::attacks::serve(&files_cfg, &[own]);
+    // Both straight to the node's login listener, with the header a load balancer sends.
+    let header = b"PROXY TCP4 127.0.0.1 127.0.0.1 40000 443\r\n".to_vec();
+    let direct = ippin::client::Endpoint::new(own, ca.clone()).with_proxy_header(header.clone());
+    let fleet_ep =
+        ippin::client::Endpoint::new(f.nodes[0].own[0], ca.clone()).with_proxy_header(header);
+    for (name, ep) in [("files", direct), ("etcd backend", fleet_ep)] {
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let ep = ep.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    ippin::client::login(&ep, "bob", "secret")
+                        .await
+                        .expect("login");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "logins/s on one node, {name}: {:.1} (200 logins in {secs:.2} s)",
+            200.0 / secs
+        );
+    }
+    assert!(files_node.is_running());
+}
