@@ -140,3 +140,79 @@ impl ippin_access::users::UserDirectory for LiveUsers {
         self.0.get().ssh_user(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn dir(roles: &str, users: &[(&str, &[&str])]) -> Directory {
+        let roles = RoleSet::new(ippin_policy::parse_roles("r", roles).unwrap()).unwrap();
+        let users = users
+            .iter()
+            .map(|(n, r)| UserConfig {
+                name: (*n).into(),
+                password_hash: "$argon2id$x".into(),
+                roles: r.iter().map(|s| (*s).to_owned()).collect(),
+            })
+            .collect();
+        Directory::new(roles, users, 3)
+    }
+
+    const ROLES: &str = "kind: role\nversion: v7\nmetadata:\n  name: ops\nspec:\n  options:\n    admin: true\n---\nkind: role\nversion: v7\nmetadata:\n  name: dev\nspec:\n  options:\n    pin_source_ip: true\n  allow:\n    logins: [app]\n";
+
+    #[test]
+    fn admin_needs_an_admin_role_and_every_role_defined() {
+        let d = dir(ROLES, &[]);
+        assert!(d.is_admin(&["ops".into()]));
+        assert!(d.is_admin(&["dev".into(), "ops".into()]));
+        assert!(!d.is_admin(&["dev".into()]));
+        assert!(!d.is_admin(&[]));
+        // A role that is gone makes the whole set unusable, as for logins.
+        assert!(!d.is_admin(&["ops".into(), "gone".into()]));
+    }
+
+    #[test]
+    fn lookups_follow_the_version_in_force() {
+        let live = LiveDirectory::new(dir(ROLES, &[("bob", &["dev"]), ("eve", &["gone"])]));
+        assert_eq!(
+            live.get().requires_pin("bob"),
+            Some((true, vec!["dev".into()]))
+        );
+        assert_eq!(
+            live.get().logins_of(&["dev".into()]),
+            Some(vec!["app".into()])
+        );
+        // A user whose role is missing is nobody to the SSH service.
+        assert!(live.get().ssh_user("eve").is_none());
+        assert!(live.get().requires_pin("eve").is_none());
+        let users = LiveUsers(Arc::new(LiveDirectory::new(dir(
+            ROLES,
+            &[("bob", &["dev"])],
+        ))));
+        assert!(ippin_access::UserDirectory::lookup(&users, "bob").is_some());
+        live.set(dir(ROLES, &[]));
+        assert!(live.get().user("bob").is_none());
+        assert_eq!(live.get().user_count(), 0);
+    }
+
+    #[test]
+    fn a_lock_holds_until_its_time() {
+        let live = LiveDirectory::new(dir(ROLES, &[]));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        live.set_locks(HashMap::from([(
+            "alice".to_owned(),
+            now + Duration::from_secs(60),
+        )]));
+        assert_eq!(
+            live.locked_until("alice", now),
+            Some(now + Duration::from_secs(60))
+        );
+        assert_eq!(live.locked_until("bob", now), None);
+        // Past its time it no longer holds, even before the store deletes it.
+        assert_eq!(
+            live.locked_until("alice", now + Duration::from_secs(60)),
+            None
+        );
+    }
+}
