@@ -168,12 +168,6 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-impl From<SocketAddr> for Endpoint {
-    fn from(addr: SocketAddr) -> Self {
-        Self::plain(addr)
-    }
-}
-
 /// Which PEM input of [`client_config_from_pem`] is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
