@@ -57,7 +57,8 @@
 //! | `russh` | `russh` | `certificate`: the SSH table for a russh `Handler`'s `auth_openssh_certificate`, audited fail closed (and what stock russh loses) |
 //! | `axum` | `axum` | `ObservedListener`: a PROXY-aware `axum::serve::Listener` with concurrent bounded stages and optional mutual TLS; the extractors `Observed` and `Verified` |
 //! | `fleet` | `fleet` | etcd's v3 JSON gateway, sans-IO: requests (range, put, delete, txn with revision compares, compaction, leases, watch) encoded as a path and a body; answers and watch streams decoded strictly and within bounds |
-//! | `fleet-tokio` | `fleet::client` | an async etcd client over `fleet` (tokio, hyper HTTP/1.1): one method per request, per-request timeout, bodies bounded while read, typed errors, a watch read message by message; plain `http` to loopback only (TLS next) |
+//! | `fleet-tokio` | `fleet::client` | an async etcd client over `fleet` (tokio, hyper HTTP/1.1): one method per request, per-request timeout, bodies bounded while read, typed errors, a watch read message by message; several member endpoints with failover, each clear-text (loopback only) or TLS with an optional client certificate |
+//! | `metrics` | `metrics` | the Prometheus text format 0.0.4 without dependencies: counters keyed by one bounded label, histograms of seconds, gauges, lock-free recording, a registry that renders them |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -102,6 +103,10 @@ pub mod axum;
 #[cfg(feature = "fleet")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
 pub mod fleet;
+
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 
 pub use ippin_policy::CertPin;
 pub use observed::ObservedAddr;

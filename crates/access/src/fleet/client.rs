@@ -1,15 +1,27 @@
-//! An async client over the gateway codec: tokio and hyper's HTTP/1.1 client, plain `http`
-//! to a loopback etcd (feature `fleet-tokio`).
+//! An async client over the gateway codec: tokio, hyper's HTTP/1.1 client and tokio-rustls,
+//! to one etcd cluster through one or more member endpoints (feature `fleet-tokio`).
 //!
 //! Each call opens one connection, `POST`s the request the codec encoded, reads the answer
 //! within a time bound and a size bound, and decodes it with the codec's decoder. A watch
 //! keeps its connection and decodes the streamed body chunk by chunk through
 //! [`WatchStream`].
 //!
-//! **No TLS yet**: the endpoint is spoken to in clear text, so it must be a loopback address
-//! (an etcd on the same host, or a local TLS-terminating proxy). Mutual TLS to a remote etcd
-//! (rustls, the fleet's CA, a client certificate) is the next step; until then
-//! [`EtcdClient::new`] refuses nothing, and the caller keeps it on loopback.
+//! **Endpoints.** An [`Endpoint`] is an address spoken to in clear text (`http`: keep it on
+//! loopback) or over TLS (`https`: etcd's certificate verified against a CA bundle of your
+//! own, a client certificate presented for etcd's `--client-cert-auth`;
+//! [`client_config_from_pem`] builds the rustls configuration with the `ring` provider).
+//! [`EtcdClient::with_endpoints`] takes several members of one cluster; each call (and each
+//! watch's opening) tries the endpoint that answered last, then the others in their order.
+//! It moves on only when an endpoint cannot be reached ([`ClientError::Connect`]), does not
+//! answer within the time bound ([`ClientError::Timeout`]), or TLS refuses it
+//! ([`ClientError::Tls`]); an answer of etcd, even an error, is returned as it is. When every
+//! endpoint fails, the last one's error is returned; it names that endpoint's address.
+//!
+//! A timeout (or a connection that breaks after the request was written) does not say
+//! whether etcd applied the request: the next endpoint may apply a write a second time. A put
+//! or a delete repeated leaves the same keys (at a later revision); a transaction guarded by
+//! compares is not applied twice, but its second attempt may answer with the failure branch.
+//! Read the revisions in the answer when it matters.
 //!
 //! Bounds:
 //! * a per-request time bound ([`EtcdClient::with_timeout`], 5 s by default) covers the
@@ -20,6 +32,9 @@
 //! * a body is read at most to [`MAX_BODY_BYTES`] (or a smaller bound given with
 //!   [`EtcdClient::with_max_body`]): a longer one is refused while it is read, not buffered
 //!   then measured; a watch message is bounded the same way by its [`WatchStream`].
+//!
+//! The time bound applies to each endpoint tried: a call over `n` endpoints that all time out
+//! takes `n` bounds.
 //!
 //! The calls spawn the connection's task on the current tokio runtime: call them inside one.
 //!
@@ -46,17 +61,50 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Over TLS, to three members, with a client certificate:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ippin_access::fleet::client::{client_config_from_pem, Endpoint, EtcdClient};
+//! use rustls::pki_types::ServerName;
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Arc::new(client_config_from_pem(
+//!     &std::fs::read("/etc/ippin/etcd-ca.pem")?,
+//!     Some((
+//!         &std::fs::read("/etc/ippin/etcd-client.pem")?,
+//!         &std::fs::read("/etc/ippin/etcd-client-key.pem")?,
+//!     )),
+//! )?);
+//! let endpoints = ["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:2379"]
+//!     .iter()
+//!     .map(|a| {
+//!         let addr: std::net::SocketAddr = a.parse()?;
+//!         Ok(Endpoint::tls(addr, ServerName::from(addr.ip()), config.clone()))
+//!     })
+//!     .collect::<Result<Vec<_>, std::net::AddrParseError>>()?;
+//! let etcd = EtcdClient::with_endpoints(endpoints);
+//! # let _ = etcd; Ok(())
+//! # }
+//! ```
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 
 use super::{
     Compaction, DeleteRange, DeleteRangeResponse, FleetError, HeaderResponse, LeaseGrant,
@@ -68,11 +116,166 @@ use super::{
 /// The default per-request time bound.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One etcd member's address, spoken to in clear text or over TLS.
+///
+/// A clear-text endpoint sends keys, values and leases unencrypted and unauthenticated: keep
+/// it on loopback (an etcd on the same host, or a local TLS-terminating proxy). A TLS
+/// endpoint verifies etcd's certificate against the configuration's roots under
+/// `server_name` (an IP address is matched against the certificate's IP SANs), and presents
+/// the configuration's client certificate if it has one ([`client_config_from_pem`]).
+#[derive(Clone)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    tls: Option<(ServerName<'static>, TlsConnector)>,
+}
+
+impl Endpoint {
+    /// A clear-text endpoint (`http`; loopback only, see above).
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self { addr, tls: None }
+    }
+
+    /// A TLS endpoint (`https`): connect to `addr`, verify etcd's certificate for
+    /// `server_name` with `config`.
+    pub fn tls(
+        addr: SocketAddr,
+        server_name: ServerName<'static>,
+        config: Arc<ClientConfig>,
+    ) -> Self {
+        Self {
+            addr,
+            tls: Some((server_name, TlsConnector::from(config))),
+        }
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The name etcd's certificate is verified for; `None` for a clear-text endpoint.
+    pub fn server_name(&self) -> Option<&ServerName<'static>> {
+        self.tls.as_ref().map(|(name, _)| name)
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("tls", &self.server_name())
+            .finish()
+    }
+}
+
+/// Which PEM input of [`client_config_from_pem`] is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsInput {
+    /// The CA bundle that signed etcd's certificate.
+    Ca,
+    /// The client certificate chain (leaf first).
+    ClientChain,
+    /// The client certificate's private key.
+    ClientKey,
+}
+
+impl std::fmt::Display for TlsInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ca => "etcd CA bundle",
+            Self::ClientChain => "etcd client certificate chain",
+            Self::ClientKey => "etcd client private key",
+        })
+    }
+}
+
+/// A TLS configuration for etcd could not be built from its PEM inputs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// A PEM text does not parse, or holds no item of the kind needed.
+    #[error("{input}: {reason}")]
+    Pem {
+        /// The input.
+        input: TlsInput,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused a certificate of the CA bundle as a trust anchor.
+    #[error("etcd CA bundle: certificate {index}: {source}")]
+    Ca {
+        /// Its position in the bundle, from 0.
+        index: usize,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+    /// rustls refused the client certificate and key (a key that does not match the leaf,
+    /// a key type it cannot sign with).
+    #[error("etcd client certificate and key: {0}")]
+    ClientCert(rustls::Error),
+}
+
+/// A rustls client configuration for etcd, from PEM texts: the CA bundle that signed etcd's
+/// certificate (required: the system's roots are never used), and optionally the client
+/// certificate chain (leaf first) and its PKCS#8, PKCS#1 or SEC1 key, for etcd's
+/// `--client-cert-auth`. TLS 1.2 and 1.3 with rustls's safe defaults, the `ring` provider.
+///
+/// # Errors
+/// [`TlsConfigError::Pem`] names the input that does not parse or is empty;
+/// [`TlsConfigError::Ca`] a CA certificate rustls refuses; [`TlsConfigError::ClientCert`] a
+/// chain and key rustls refuses.
+pub fn client_config_from_pem(
+    ca_pem: &[u8],
+    client: Option<(&[u8], &[u8])>,
+) -> Result<ClientConfig, TlsConfigError> {
+    let certs = |input: TlsInput, text: &[u8]| {
+        let list = CertificateDer::pem_slice_iter(text)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsConfigError::Pem {
+                input,
+                reason: e.to_string(),
+            })?;
+        if list.is_empty() {
+            return Err(TlsConfigError::Pem {
+                input,
+                reason: "no CERTIFICATE".into(),
+            });
+        }
+        Ok(list)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for (index, ca) in certs(TlsInput::Ca, ca_pem)?.into_iter().enumerate() {
+        roots
+            .add(ca)
+            .map_err(|source| TlsConfigError::Ca { index, source })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsConfigError::ClientCert)?
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain_pem, key_pem)) => {
+            let chain = certs(TlsInput::ClientChain, chain_pem)?;
+            let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsConfigError::Pem {
+                input: TlsInput::ClientKey,
+                reason: e.to_string(),
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(TlsConfigError::ClientCert)
+        }
+    }
+}
+
 /// Why a call (or a watch) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The TCP connection to etcd could not be opened.
+    /// The TCP connection to etcd could not be opened, or it was closed during the TLS
+    /// handshake.
     #[error("connect to etcd at {endpoint}: {source}")]
     Connect {
         /// The endpoint.
@@ -80,11 +283,23 @@ pub enum ClientError {
         /// The socket's error.
         source: std::io::Error,
     },
-    /// The call did not complete within its time bound.
-    #[error("etcd did not answer within {after:?}")]
+    /// The call did not complete within its time bound (at one endpoint).
+    #[error("etcd at {endpoint} did not answer within {after:?}")]
     Timeout {
+        /// The endpoint.
+        endpoint: SocketAddr,
         /// The bound.
         after: Duration,
+    },
+    /// TLS refused the connection: etcd's certificate did not verify (another CA, another
+    /// name, expired), or etcd sent an alert (it refused our client certificate, or the lack
+    /// of one).
+    #[error("TLS with etcd at {endpoint}: {source}")]
+    Tls {
+        /// The endpoint.
+        endpoint: SocketAddr,
+        /// rustls's error.
+        source: rustls::Error,
     },
     /// The HTTP exchange failed: the connection was closed or reset, or the answer is not
     /// HTTP/1.1 (a watch ends with this when etcd goes away).
@@ -122,29 +337,57 @@ pub enum ClientError {
     /// The body (or a watch message) does not decode.
     #[error("decode: {0}")]
     Decode(#[from] FleetError),
+    /// [`EtcdClient::with_endpoints`] was given no endpoint; refused before connecting.
+    #[error("no etcd endpoint")]
+    NoEndpoint,
 }
 
-/// An async client of one etcd endpoint's JSON gateway (plain `http`, loopback only; see the
-/// module's documentation).
+impl ClientError {
+    /// Whether the next endpoint is tried after this error: the endpoint could not be
+    /// reached, did not answer in time, or TLS refused it. An answer of etcd (an error
+    /// status, a body that does not decode) or a broken exchange is returned as it is.
+    fn moves_on(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Timeout { .. } | Self::Tls { .. }
+        )
+    }
+}
+
+/// An async client of one etcd cluster's JSON gateway, through one or more endpoints (see
+/// the module's documentation).
+///
+/// Clones share the index of the endpoint that worked last.
 #[derive(Debug, Clone)]
 pub struct EtcdClient {
-    endpoint: SocketAddr,
+    endpoints: Arc<[Endpoint]>,
+    /// The endpoint tried first: the one that answered last.
+    preferred: Arc<AtomicUsize>,
     timeout: Duration,
     max_body: usize,
 }
 
 impl EtcdClient {
-    /// A client of the gateway at `endpoint`, with [`DEFAULT_TIMEOUT`] and [`MAX_BODY_BYTES`].
-    /// Nothing is opened until a call.
+    /// A client of the clear-text gateway at `endpoint` (loopback only), with
+    /// [`DEFAULT_TIMEOUT`] and [`MAX_BODY_BYTES`]. Nothing is opened until a call.
     pub fn new(endpoint: SocketAddr) -> Self {
+        Self::with_endpoints(vec![Endpoint::plain(endpoint)])
+    }
+
+    /// A client of the members at `endpoints`, with [`DEFAULT_TIMEOUT`] and
+    /// [`MAX_BODY_BYTES`]. Each call tries the endpoint that answered last, then the others in
+    /// their order; see the module's documentation for when it moves on. An empty list makes
+    /// every call fail with [`ClientError::NoEndpoint`]. Nothing is opened until a call.
+    pub fn with_endpoints(endpoints: Vec<Endpoint>) -> Self {
         Self {
-            endpoint,
+            endpoints: endpoints.into(),
+            preferred: Arc::new(AtomicUsize::new(0)),
             timeout: DEFAULT_TIMEOUT,
             max_body: MAX_BODY_BYTES,
         }
     }
 
-    /// The same client with another per-request time bound.
+    /// The same client with another per-request time bound (per endpoint tried).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -157,9 +400,64 @@ impl EtcdClient {
         self
     }
 
-    /// The endpoint.
+    /// The first endpoint's address (of an empty list: the unspecified address, port 0).
     pub fn endpoint(&self) -> SocketAddr {
-        self.endpoint
+        self.endpoints
+            .first()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), Endpoint::addr)
+    }
+
+    /// The endpoints, in their order.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The address of the endpoint the next call tries first.
+    pub fn preferred(&self) -> Option<SocketAddr> {
+        let n = self.endpoints.len();
+        let i = self.preferred.load(Ordering::Relaxed);
+        self.endpoints
+            .get(if i < n { i } else { 0 })
+            .map(Endpoint::addr)
+    }
+
+    /// Runs `attempt` on the preferred endpoint, then on the others in order while it fails
+    /// with an error that [moves on](ClientError::moves_on); remembers the one that worked.
+    async fn each_endpoint<T, F, Fut>(&self, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Endpoint) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let first = if first < n { first } else { 0 };
+        let mut last = ClientError::NoEndpoint;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let Some(ep) = self.endpoints.get(i) else {
+                break;
+            };
+            let addr = ep.addr;
+            let after = self.timeout;
+            let out = tokio::time::timeout(after, attempt(ep.clone()))
+                .await
+                .unwrap_or(Err(ClientError::Timeout {
+                    endpoint: addr,
+                    after,
+                }));
+            match out {
+                Err(e) if e.moves_on() => last = e,
+                other => {
+                    // An answer (even etcd's error) means the endpoint works; a bad path was
+                    // refused before connecting and says nothing about it.
+                    if !matches!(other, Err(ClientError::BadPath { .. })) {
+                        self.preferred.store(i, Ordering::Relaxed);
+                    }
+                    return other;
+                }
+            }
+        }
+        Err(last)
     }
 
     /// Reads a key or a range.
@@ -215,28 +513,27 @@ impl EtcdClient {
     }
 
     /// Sends any encoded request; the answer's body (status 2xx, at most the bound), within
-    /// the time bound. Error statuses become [`ClientError::Etcd`] or
+    /// the time bound at each endpoint tried. Error statuses become [`ClientError::Etcd`] or
     /// [`ClientError::Status`].
     pub async fn call(&self, req: &Request) -> Result<Vec<u8>, ClientError> {
-        let after = self.timeout;
-        let exchange = async {
-            let (resp, conn) = self.send(req).await?;
-            let out = read_answer(resp, self.max_body).await;
+        let max = self.max_body;
+        self.each_endpoint(|ep| async move {
+            let (resp, conn) = send(&ep, req).await?;
+            let out = read_answer(resp, max).await;
             conn.abort();
             out
-        };
-        tokio::time::timeout(after, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout { after })?
+        })
+        .await
     }
 
-    /// Opens a watch: the answer's head within the time bound, then a stream of messages
-    /// (the first one `created`), each at most the body bound.
+    /// Opens a watch: the answer's head within the time bound (at each endpoint tried), then
+    /// a stream of messages (the first one `created`), each at most the body bound.
     pub async fn watch(&self, req: &Watch) -> Result<EtcdWatch, ClientError> {
-        let after = self.timeout;
         let max = self.max_body;
-        let open = async {
-            let (resp, conn) = self.send(&req.encode()).await?;
+        let req = req.encode();
+        let req = &req;
+        self.each_endpoint(|ep| async move {
+            let (resp, conn) = send(&ep, req).await?;
             let status = resp.status();
             if !status.is_success() {
                 let out = read_answer(resp, max).await;
@@ -251,52 +548,115 @@ impl EtcdClient {
                 ready: VecDeque::new(),
                 conn,
             })
-        };
-        tokio::time::timeout(after, open)
-            .await
-            .map_err(|_| ClientError::Timeout { after })?
+        })
+        .await
     }
+}
 
-    /// Connects, spawns the connection's task, sends the request; the answer's head.
-    async fn send(
-        &self,
-        req: &Request,
-    ) -> Result<(hyper::Response<Incoming>, JoinHandle<()>), ClientError> {
-        let endpoint = self.endpoint;
-        // Built before connecting: a bad path is refused without touching the network.
-        let uri = hyper::Uri::try_from(req.path)
-            .ok()
-            .filter(|u| u.scheme().is_none() && u.path().starts_with("/v3/"))
-            .ok_or(ClientError::BadPath { path: req.path })?;
-        let mut http_req = hyper::Request::new(Full::new(Bytes::from(req.body.clone())));
-        *http_req.method_mut() = hyper::Method::POST;
-        *http_req.uri_mut() = uri;
-        let headers = http_req.headers_mut();
-        if let Ok(host) = hyper::header::HeaderValue::from_str(&endpoint.to_string()) {
-            headers.insert(hyper::header::HOST, host);
+/// Connects (TCP, then TLS if the endpoint has it), spawns the connection's task, sends the
+/// request; the answer's head.
+async fn send(
+    ep: &Endpoint,
+    req: &Request,
+) -> Result<(hyper::Response<Incoming>, JoinHandle<()>), ClientError> {
+    let endpoint = ep.addr;
+    // Built before connecting: a bad path is refused without touching the network.
+    let uri = hyper::Uri::try_from(req.path)
+        .ok()
+        .filter(|u| u.scheme().is_none() && u.path().starts_with("/v3/"))
+        .ok_or(ClientError::BadPath { path: req.path })?;
+    let mut http_req = hyper::Request::new(Full::new(Bytes::from(req.body.clone())));
+    *http_req.method_mut() = hyper::Method::POST;
+    *http_req.uri_mut() = uri;
+    let headers = http_req.headers_mut();
+    if let Ok(host) = hyper::header::HeaderValue::from_str(&endpoint.to_string()) {
+        headers.insert(hyper::header::HOST, host);
+    }
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    let tcp = TcpStream::connect(endpoint)
+        .await
+        .map_err(|source| ClientError::Connect { endpoint, source })?;
+    // Small requests and streamed events: no Nagle delay.
+    drop(tcp.set_nodelay(true));
+    let (mut sender, conn) = match &ep.tls {
+        None => {
+            let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await?;
+            (sender, spawn_conn(conn))
         }
-        headers.insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        let tcp = TcpStream::connect(endpoint)
-            .await
-            .map_err(|source| ClientError::Connect { endpoint, source })?;
-        // Small requests and streamed events: no Nagle delay.
-        drop(tcp.set_nodelay(true));
-        let (mut sender, conn) = http1::handshake(TokioIo::new(tcp)).await?;
-        let conn = tokio::spawn(async move {
-            // Its error reaches the caller through the request or the body.
-            drop(conn.await);
-        });
-        match sender.send_request(http_req).await {
-            Ok(resp) => Ok((resp, conn)),
-            Err(e) => {
-                conn.abort();
-                Err(e.into())
-            }
+        Some((name, connector)) => {
+            let tls = connector
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|e| io_error(endpoint, e))?;
+            let (sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
+            (sender, spawn_conn(conn))
+        }
+    };
+    match sender.send_request(http_req).await {
+        Ok(resp) => Ok((resp, conn)),
+        Err(e) => {
+            conn.abort();
+            Err(http_error(endpoint, e))
         }
     }
+}
+
+/// Spawns an HTTP/1.1 connection's task; its error reaches the caller through the request or
+/// the body.
+fn spawn_conn<T>(conn: http1::Connection<T, Full<Bytes>>) -> JoinHandle<()>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        drop(conn.await);
+    })
+}
+
+/// A TLS handshake's I/O error: rustls's own error when it is one (a certificate that does
+/// not verify, an alert), else the connection's.
+fn io_error(endpoint: SocketAddr, e: std::io::Error) -> ClientError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => ClientError::Tls {
+            endpoint,
+            source: tls.clone(),
+        },
+        None => ClientError::Connect {
+            endpoint,
+            source: e,
+        },
+    }
+}
+
+/// An HTTP error: [`ClientError::Tls`] when rustls's error is in its causes (etcd refused
+/// the client certificate with an alert after a TLS 1.3 handshake the client saw complete),
+/// else [`ClientError::Http`].
+fn http_error(endpoint: SocketAddr, e: hyper::Error) -> ClientError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        // An `io::Error`'s `source` skips the error it wraps: look at that one too.
+        let wrapped = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(tls) = [Some(c), wrapped]
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.downcast_ref::<rustls::Error>())
+        {
+            return ClientError::Tls {
+                endpoint,
+                source: tls.clone(),
+            };
+        }
+        cause = c.source();
+    }
+    ClientError::Http(e)
 }
 
 /// Reads a whole body, refusing it past `max` bytes (the Content-Length first, then as the

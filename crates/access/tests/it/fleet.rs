@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,19 +24,47 @@ pub(super) struct Etcd {
     pub(super) client: SocketAddr,
     peer_addr: SocketAddr,
     dir: tempfile::TempDir,
+    tls: Option<EtcdTls>,
+    /// Where `/health` is read: the client address, or with TLS a clear-text metrics one.
+    health_addr: SocketAddr,
+}
+
+/// etcd's TLS files for its client listener: `https` with `--client-cert-auth`.
+pub(super) struct EtcdTls {
+    /// Its certificate (an IP SAN 127.0.0.1).
+    pub(super) cert: PathBuf,
+    /// Its key.
+    pub(super) key: PathBuf,
+    /// The CA that client certificates must chain to.
+    pub(super) client_ca: PathBuf,
 }
 
 impl Etcd {
     pub(super) fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With TLS on the client listener (clients must present a certificate).
+    pub(super) fn start_tls(tls: EtcdTls) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdTls>) -> Self {
         let dir = temp_dir();
         let lo = Ipv4Addr::LOCALHOST.into();
         let client = SocketAddr::new(lo, free_port(lo));
         let peer_addr = SocketAddr::new(lo, free_port(lo));
+        let health_addr = match tls {
+            Some(_) => SocketAddr::new(lo, free_port(lo)),
+            None => client,
+        };
         let mut etcd = Self {
             child: None,
             client,
             peer_addr,
             dir,
+            tls,
+            health_addr,
         };
         etcd.restart();
         etcd
@@ -54,23 +83,32 @@ impl Etcd {
         // Fails naming scripts/install-peers when etcd is missing.
         let etcd = peer("etcd");
         let (client, peer_addr) = (self.client, self.peer_addr);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut cmd = Command::new(etcd);
         cmd.arg("--name=ippin-test")
             .arg(format!(
                 "--data-dir={}",
                 self.dir.path().join("data").display()
             ))
-            .arg(format!("--listen-client-urls=http://{client}"))
-            .arg(format!("--advertise-client-urls=http://{client}"))
+            .arg(format!("--listen-client-urls={scheme}://{client}"))
+            .arg(format!("--advertise-client-urls={scheme}://{client}"))
             .arg(format!("--listen-peer-urls=http://{peer_addr}"))
             .arg(format!("--initial-advertise-peer-urls=http://{peer_addr}"))
             .arg(format!("--initial-cluster=ippin-test=http://{peer_addr}"))
             .arg("--initial-cluster-state=new")
             .arg("--experimental-watch-progress-notify-interval=200ms")
             .arg("--log-level=error");
+        if let Some(tls) = &self.tls {
+            cmd.arg(format!("--cert-file={}", tls.cert.display()))
+                .arg(format!("--key-file={}", tls.key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.client_ca.display()))
+                .arg("--client-cert-auth")
+                .arg(format!("--listen-metrics-urls=http://{}", self.health_addr));
+        }
         let mut child = Child::spawn("etcd", cmd);
+        let health_addr = self.health_addr;
         let ready = wait_until(READY_TIMEOUT, || {
-            child.is_running() && health(client).is_some_and(|b| b.contains("\"true\""))
+            child.is_running() && health(health_addr).is_some_and(|b| b.contains("\"true\""))
         });
         if !ready {
             let (out, err) = child.finish();

@@ -1,17 +1,29 @@
 //! The async `fleet::client` against a real etcd on loopback (the same start-up as
 //! `fleet.rs`): calls, a watch that ends when etcd is killed and resumes after a restart on
-//! the same data directory, and the body bound.
+//! the same data directory, and the body bound. Then etcd over TLS with `--client-cert-auth`
+//! (certificates made here with the `openssl` CLI): the calls and a watch with a client
+//! certificate, the refusals without one and with another CA, and the failover between
+//! endpoints.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ippin_access::fleet::client::{ClientError, EtcdClient, EtcdWatch};
+use ippin_access::fleet::client::{
+    ClientError, Endpoint, EtcdClient, EtcdWatch, TlsConfigError, TlsInput, client_config_from_pem,
+};
 use ippin_access::fleet::{
     Compare, DeleteRange, EventKind, FleetError, LeaseGrant, LeaseKeepAlive, LeaseRevoke,
     MAX_BODY_BYTES, Op, OpResponse, Put, Range, Txn, Watch, WatchResponse,
 };
 
-use super::fleet::Etcd;
+use ippin_test_support::{peer, temp_dir};
+use rustls::pki_types::ServerName;
+
+use super::fleet::{Etcd, EtcdTls};
 
 /// Reads messages until `n` events came, within 10 s; every message read.
 async fn events(w: &mut EtcdWatch, n: usize) -> Vec<WatchResponse> {
@@ -143,7 +155,7 @@ async fn client_calls_against_etcd() {
     let t = tokio::time::Instant::now();
     let timed_out = slow.range(&Range::key(b"/c/a")).await;
     assert!(
-        matches!(timed_out, Err(ClientError::Timeout { after }) if after == Duration::from_millis(300)),
+        matches!(timed_out, Err(ClientError::Timeout { after, endpoint }) if after == Duration::from_millis(300) && endpoint == mute_addr),
         "{timed_out:?}"
     );
     assert!(t.elapsed() < Duration::from_secs(2));
@@ -292,4 +304,389 @@ async fn client_refuses_bodies_over_the_bound() {
         "{refused:?}"
     );
     assert!(w.next().await.is_none());
+}
+
+/// Certificates made with the `openssl` CLI in a temporary directory: a CA, etcd's
+/// certificate (IP SAN 127.0.0.1; client use too, for etcd's gateway dials its own gRPC
+/// server with it) and a client certificate it signed, and another CA.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let pki = Self { dir: temp_dir() };
+        let openssl = peer("openssl");
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(pki.dir.path())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (key, cert, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.pem"),
+                format!("/CN={ca}"),
+            );
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            args.extend([
+                "-keyout",
+                &key,
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-subj",
+                &subj,
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+            run(&args);
+        }
+        for (name, ext) in [
+            (
+                "etcd",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let ext_file = format!("{name}.ext");
+            std::fs::write(
+                pki.dir.path().join(&ext_file),
+                format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}"),
+            )
+            .unwrap();
+            let (key, csr, cert, subj) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("/CN={name}"),
+            );
+            let mut args = vec!["req", "-new"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            run(&args);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext_file,
+                "-out",
+                &cert,
+            ]);
+        }
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+
+    /// etcd with TLS on its client listener, requiring client certificates from `ca.pem`.
+    fn etcd(&self) -> Etcd {
+        Etcd::start_tls(EtcdTls {
+            cert: self.path("etcd.pem"),
+            key: self.path("etcd.key"),
+            client_ca: self.path("ca.pem"),
+        })
+    }
+
+    /// A TLS endpoint for `addr` trusting `ca` (a file name here), with the client
+    /// certificate or without.
+    fn endpoint(&self, addr: SocketAddr, ca: &str, with_client_cert: bool) -> Endpoint {
+        let (chain, key) = (self.read("client.pem"), self.read("client.key"));
+        let client = with_client_cert.then_some((&chain[..], &key[..]));
+        let config = client_config_from_pem(&self.read(ca), client).unwrap();
+        Endpoint::tls(addr, ServerName::from(addr.ip()), Arc::new(config))
+    }
+}
+
+/// A loopback port where nothing listens (bound then closed).
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn tls_calls_and_watch_with_a_client_certificate() {
+    let pki = Pki::new();
+    let etcd = pki.etcd();
+    let c = EtcdClient::with_endpoints(vec![pki.endpoint(etcd.client, "ca.pem", true)]);
+
+    let r1 = c
+        .put(&Put::new(b"/t/a", b"one"))
+        .await
+        .unwrap()
+        .header
+        .revision;
+    let got = c.range(&Range::prefix(b"/t/")).await.unwrap();
+    assert_eq!(got.kvs.len(), 1);
+    assert_eq!(
+        (
+            &got.kvs[0].key[..],
+            &got.kvs[0].value[..],
+            got.kvs[0].mod_revision
+        ),
+        (&b"/t/a"[..], &b"one"[..], r1)
+    );
+
+    let mut w = c
+        .watch(&Watch::prefix(b"/t/").from_revision(r1 + 1))
+        .await
+        .unwrap();
+    let b = c
+        .put(&Put::new(b"/t/b", b"two"))
+        .await
+        .unwrap()
+        .header
+        .revision;
+    let gone = c
+        .delete_range(&DeleteRange::key(b"/t/a"))
+        .await
+        .unwrap()
+        .header
+        .revision;
+    let seen = events(&mut w, 2).await;
+    assert!(seen[0].created);
+    assert_eq!(
+        keys_and_revisions(&seen),
+        [
+            (EventKind::Put, b"/t/b".to_vec(), b),
+            (EventKind::Delete, b"/t/a".to_vec(), gone)
+        ]
+    );
+
+    // The clear-text client on the TLS port gets no answer it can read.
+    let plain = EtcdClient::new(etcd.client).with_timeout(Duration::from_secs(2));
+    assert!(plain.range(&Range::key(b"/t/b")).await.is_err());
+}
+
+#[tokio::test]
+async fn tls_refuses_a_client_without_certificate_and_another_ca() {
+    let pki = Pki::new();
+    let etcd = pki.etcd();
+
+    // No client certificate: etcd refuses it with an alert, a TLS error naming the endpoint.
+    let anonymous = EtcdClient::with_endpoints(vec![pki.endpoint(etcd.client, "ca.pem", false)]);
+    let refused = anonymous.put(&Put::new(b"/t/x", b"x")).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ClientError::Tls { endpoint, source: rustls::Error::AlertReceived(_) })
+                if *endpoint == etcd.client
+        ),
+        "{refused:?}"
+    );
+    let mut w = anonymous.watch(&Watch::prefix(b"/t/")).await;
+    assert!(
+        matches!(w, Err(ClientError::Tls { .. })),
+        "{:?}",
+        w.as_ref().err()
+    );
+
+    // etcd's certificate signed by a CA we do not trust: refused by our verifier.
+    let wrong_ca =
+        EtcdClient::with_endpoints(vec![pki.endpoint(etcd.client, "other-ca.pem", true)]);
+    let refused = wrong_ca.range(&Range::key(b"/t/x")).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ClientError::Tls {
+                endpoint,
+                source: rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            }) if *endpoint == etcd.client
+        ),
+        "{refused:?}"
+    );
+    w = wrong_ca.watch(&Watch::prefix(b"/t/")).await;
+    assert!(
+        matches!(w, Err(ClientError::Tls { .. })),
+        "{:?}",
+        w.as_ref().err()
+    );
+
+    // Nothing was written by the refused clients.
+    let good = EtcdClient::with_endpoints(vec![pki.endpoint(etcd.client, "ca.pem", true)]);
+    assert!(
+        good.range(&Range::prefix(b"/t/"))
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+}
+
+#[test]
+fn tls_config_errors_name_the_input() {
+    let pki = Pki::new();
+    let (ca, chain, key) = (
+        pki.read("ca.pem"),
+        pki.read("client.pem"),
+        pki.read("client.key"),
+    );
+    let input = |r: Result<rustls::ClientConfig, TlsConfigError>| match r {
+        Err(TlsConfigError::Pem { input, .. }) => Some(input),
+        Err(e) => panic!("not a PEM error: {e}"),
+        Ok(_) => None,
+    };
+    assert_eq!(input(client_config_from_pem(&ca, None)), None);
+    assert_eq!(
+        input(client_config_from_pem(&ca, Some((&chain, &key)))),
+        None
+    );
+    assert_eq!(input(client_config_from_pem(b"", None)), Some(TlsInput::Ca));
+    assert_eq!(
+        input(client_config_from_pem(&key, None)),
+        Some(TlsInput::Ca)
+    );
+    assert_eq!(
+        input(client_config_from_pem(&ca, Some((b"", &key)))),
+        Some(TlsInput::ClientChain)
+    );
+    assert_eq!(
+        input(client_config_from_pem(&ca, Some((&chain, &chain)))),
+        Some(TlsInput::ClientKey)
+    );
+    // A key that is not the certificate's.
+    let other_key = pki.read("etcd.key");
+    let mismatch = client_config_from_pem(&ca, Some((&chain, &other_key)));
+    assert!(
+        matches!(mismatch, Err(TlsConfigError::ClientCert(_))),
+        "{:?}",
+        mismatch.err()
+    );
+    let text = client_config_from_pem(&ca, Some((b"", &key)))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(text.contains("client certificate chain"), "{text}");
+}
+
+/// Accepts connections on loopback and counts them; answers nothing.
+async fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    (addr, n, task)
+}
+
+#[tokio::test]
+async fn failover_between_endpoints() {
+    let pki = Pki::new();
+    let etcd = pki.etcd();
+    let good = pki.endpoint(etcd.client, "ca.pem", true);
+
+    // A closed port first, the real etcd second: the call succeeds, and the next call starts
+    // with etcd.
+    let closed = closed_port();
+    let c = EtcdClient::with_endpoints(vec![Endpoint::plain(closed), good.clone()]);
+    assert_eq!(c.preferred(), Some(closed));
+    let rev = c
+        .put(&Put::new(b"/f/a", b"1"))
+        .await
+        .unwrap()
+        .header
+        .revision;
+    assert_eq!(c.preferred(), Some(etcd.client));
+    let mut w = c
+        .watch(&Watch::prefix(b"/f/").from_revision(rev))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys_and_revisions(&events(&mut w, 1).await),
+        [(EventKind::Put, b"/f/a".to_vec(), rev)]
+    );
+
+    // A peer that accepts and never answers, then etcd: moved on after the time bound; the
+    // next call does not go back to the mute peer.
+    let (mute, accepted, task) = counting_listener().await;
+    let c = EtcdClient::with_endpoints(vec![Endpoint::plain(mute), good.clone()])
+        .with_timeout(Duration::from_millis(500));
+    assert_eq!(
+        c.range(&Range::key(b"/f/a")).await.unwrap().kvs[0].value,
+        b"1"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    c.range(&Range::key(b"/f/a")).await.unwrap();
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the preferred endpoint is etcd now"
+    );
+
+    // A TLS refusal moves on too: etcd with the wrong CA, then etcd with the right one.
+    let bad = pki.endpoint(etcd.client, "other-ca.pem", true);
+    let c = EtcdClient::with_endpoints(vec![bad, good.clone()]);
+    c.range(&Range::key(b"/f/a")).await.unwrap();
+    assert_eq!(c.preferred(), Some(etcd.client));
+
+    // etcd's own error does not move on: the counting peer after it is never tried.
+    let c = EtcdClient::with_endpoints(vec![good.clone(), Endpoint::plain(mute)]);
+    let again = c.lease_revoke(&LeaseRevoke { id: 12345 }).await;
+    assert!(
+        matches!(again, Err(ClientError::Etcd { status: 404, .. })),
+        "{again:?}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    task.abort();
+
+    // All fail: the last endpoint's error, naming it.
+    let (a, b) = (closed_port(), closed_port());
+    let c = EtcdClient::with_endpoints(vec![Endpoint::plain(a), Endpoint::plain(b)]);
+    let all = c.range(&Range::key(b"/f/a")).await;
+    assert!(
+        matches!(&all, Err(ClientError::Connect { endpoint, .. }) if *endpoint == b),
+        "{all:?}"
+    );
+    assert!(all.unwrap_err().to_string().contains(&b.to_string()));
+    let w = c.watch(&Watch::prefix(b"/f/")).await;
+    assert!(
+        matches!(&w, Err(ClientError::Connect { endpoint, .. }) if *endpoint == b),
+        "{:?}",
+        w.as_ref().err()
+    );
+    let none = EtcdClient::with_endpoints(Vec::new())
+        .range(&Range::key(b"/f/a"))
+        .await;
+    assert!(matches!(none, Err(ClientError::NoEndpoint)), "{none:?}");
 }
