@@ -399,10 +399,34 @@ async fn read_body(
     }
 }
 
-/// `/healthz` (the process serves) and `/readyz` (`ok` in contact with the fleet's store,
+/// `/metrics`, to a client on this host only: the observed address (after the PROXY
+/// stage) trusted and a loopback one. Counts of refusals by reason are not for everyone.
+fn metrics(state: &State, observed: &ObservedAddr) -> Response<Body> {
+    if !(observed.is_trusted() && observed.ip().is_loopback()) {
+        return http::error(
+            StatusCode::FORBIDDEN,
+            "metrics_local_only",
+            "/metrics is served to clients on this host only",
+        );
+    }
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|m| m.render(state.fleet.as_deref()))
+        .unwrap_or_default();
+    let mut resp = Response::new(http_body_util::Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ippin_access::metrics::CONTENT_TYPE),
+    );
+    resp
+}
+
+/// `/healthz` (the process serves), `/readyz` (`ok` in contact with the fleet's store,
 /// else `degraded` with 503; a node without a backend is always ready).
-pub fn health_route(state: &State, path: &str) -> Option<Response<Body>> {
+pub fn health_route(state: &State, observed: &ObservedAddr, path: &str) -> Option<Response<Body>> {
     match path {
+        "/metrics" => Some(metrics(state, observed)),
         "/healthz" => Some(http::json(
             StatusCode::OK,
             &serde_json::json!({"status": "ok"}),

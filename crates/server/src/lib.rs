@@ -33,6 +33,7 @@ pub mod http;
 pub mod inspect;
 pub mod listen;
 pub mod login_guard;
+pub mod metrics;
 pub mod observe;
 pub mod outcome;
 pub mod propagation;

@@ -199,7 +199,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     // A node of a fleet: the files seed the store (keys it lacks), then the store is read
     // whole at one revision; a node that cannot read it, or finds a document that does not
     // validate, does not start (it never serves with no roles).
-    let fleet = crate::fleet::Fleet::new(&backend, config.login_limits)?;
+    let fleet = crate::fleet::Fleet::new(&config)?;
     let seeded = fleet.seed(&config).await?;
     if seeded > 0 {
         tracing::warn!("{seeded} resources written to the store from the files (keys it lacked)");
@@ -533,12 +533,16 @@ async fn tls_stage(
             "the handshake stage was full and this was its oldest connection".to_owned(),
         )
     };
+    let began = std::time::Instant::now();
     let handshake = tokio::select! {
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(r),
         () = ticket.evicted() => None,
     };
     let (reason, detail) = match handshake {
         Some(Ok(Ok(tls))) => {
+            if let Some(m) = &state.metrics {
+                m.handshake(began.elapsed());
+            }
             // Done: wait for an established slot, still sheddable while waiting.
             let slot = tokio::select! {
                 s = slots.acquire_owned() => s.ok(),
@@ -594,7 +598,11 @@ async fn serve_tls<S>(
                 .and_then(|c| c.first())
                 .map(|c| c.to_vec())
                 .unwrap_or_default();
+            let began = std::time::Instant::now();
             let verdict = Arc::new(access_verdict(&state, &der, &observed));
+            if let Some(m) = &state.metrics {
+                m.decision(began.elapsed());
+            }
             let der = Arc::new(der);
             http::serve_one(tls, move |req| {
                 let (state, verdict, der) = (state.clone(), verdict.clone(), der.clone());
@@ -688,7 +696,7 @@ async fn login_route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     if req.method() == Method::GET
-        && let Some(resp) = crate::fleet_http::health_route(state, req.uri().path())
+        && let Some(resp) = crate::fleet_http::health_route(state, &observed, req.uri().path())
     {
         return resp;
     }

@@ -75,6 +75,8 @@ pub struct State {
     pub directory: Arc<crate::directory::LiveDirectory>,
     /// The fleet's store, when the configuration has a `backend:`.
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// The counters and histograms of `/metrics` (`None` only if they could not be made).
+    pub metrics: Option<crate::metrics::Metrics>,
     /// The CAs.
     pub ca: Ca,
     /// The audit sink.
@@ -137,6 +139,9 @@ impl State {
             config,
             directory: Arc::new(crate::directory::LiveDirectory::new(directory)),
             fleet: None,
+            metrics: crate::metrics::Metrics::new()
+                .map_err(|e| tracing::error!("metrics: {e}; /metrics stays empty"))
+                .ok(),
             ca,
             audit,
             clock: Arc::new(SystemTime::now),
@@ -166,6 +171,9 @@ impl State {
 
     /// Records `event`; on failure logs it and returns false (fail closed).
     pub(crate) fn audit(&self, event: &AuditEvent) -> bool {
+        if let Some(m) = &self.metrics {
+            m.observe(event);
+        }
         match self.audit.record(self.now(), event) {
             Ok(()) => true,
             Err(e) => {

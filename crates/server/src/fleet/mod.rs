@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ippin_access::egress::LiveRestrictions;
-use ippin_access::fleet::client::{ClientError, EtcdClient};
+use ippin_access::fleet::client::{ClientError, Endpoint, EtcdClient, client_config_from_pem};
 use ippin_access::fleet::{
     Compare, DeleteRange, EventKind, LeaseGrant, Op, OpResponse, Put, Range, Txn, Watch,
 };
+use rustls_pki_types::ServerName;
 
-use crate::config::backend::BackendConfig;
 use crate::config::{Config, LoginLimits};
 use crate::directory::LiveDirectory;
 use store::{Key, Mirror};
@@ -159,37 +159,68 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Fleet {
-    /// A handle for `config` (no call made yet); `limits` are the login limits whose
-    /// lockouts the fleet shares.
+    /// A handle on the store of `config.backend` (no call made yet), sharing the lockouts
+    /// of `config.login_limits`.
     ///
     /// # Errors
-    /// When the TLS material of `backend.tls` cannot be used.
-    pub fn new(config: &BackendConfig, limits: LoginLimits) -> Result<Fleet, FleetError> {
-        let first = *config
-            .endpoints
-            .first()
-            .ok_or_else(|| FleetError::Seed("backend: no endpoint".into()))?;
-        if config.tls.is_some() {
-            return Err(FleetError::Seed(
-                "backend.tls: TLS to etcd is not available in this build".into(),
-            ));
-        }
-        let client = EtcdClient::new(first).with_timeout(config.timeout);
+    /// No `backend:`, or TLS material of `backend.tls` that cannot be used (the error names
+    /// the field and the file).
+    pub fn new(config: &Config) -> Result<Fleet, FleetError> {
+        let backend = config
+            .backend
+            .as_ref()
+            .ok_or_else(|| FleetError::Seed("the configuration has no `backend:`".into()))?;
+        let endpoints = match &backend.tls {
+            None => backend
+                .endpoints
+                .iter()
+                .map(|a| Endpoint::plain(*a))
+                .collect(),
+            Some(tls) => {
+                let bad = |e: crate::config::ConfigError| FleetError::Seed(e.to_string());
+                let ca = config.read_public("backend.tls.ca", &tls.ca).map_err(bad)?;
+                let client = match (&tls.cert, &tls.key) {
+                    (Some(c), Some(k)) => Some((
+                        config.read_public("backend.tls.cert", c).map_err(bad)?,
+                        config.read_private("backend.tls.key", k).map_err(bad)?,
+                    )),
+                    _ => None,
+                };
+                let rustls = client_config_from_pem(
+                    ca.as_bytes(),
+                    client.as_ref().map(|(c, k)| (c.as_bytes(), k.as_bytes())),
+                )
+                .map_err(|e| FleetError::Seed(format!("backend.tls: {e}")))?;
+                let rustls = Arc::new(rustls);
+                let mut out = Vec::with_capacity(backend.endpoints.len());
+                for a in &backend.endpoints {
+                    let name = match &tls.server_name {
+                        Some(n) => ServerName::try_from(n.clone()).map_err(|e| {
+                            FleetError::Seed(format!("backend.tls.server_name: {e}"))
+                        })?,
+                        None => ServerName::IpAddress(a.ip().into()),
+                    };
+                    out.push(Endpoint::tls(*a, name, rustls.clone()));
+                }
+                out
+            }
+        };
+        let client = EtcdClient::with_endpoints(endpoints).with_timeout(backend.timeout);
         let mut id = [0u8; 6];
         getrandom::fill(&mut id).map_err(|e| FleetError::Seed(format!("random: {e}")))?;
         let node = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
         Ok(Fleet {
             client,
-            endpoints: config
+            endpoints: backend
                 .endpoints
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", "),
-            prefix: config.prefix.clone(),
+            prefix: backend.prefix.clone(),
             node,
             counter: AtomicU64::new(0),
-            limits,
+            limits: config.login_limits,
             inner: Mutex::new(Inner::default()),
             lockout_writes: Arc::new(tokio::sync::Semaphore::new(MAX_LOCKOUT_WRITES)),
         })
