@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod admin;
 pub mod audit;
 pub mod ca;
 pub mod check;
