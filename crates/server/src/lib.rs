@@ -25,6 +25,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod files;
 pub mod http;
