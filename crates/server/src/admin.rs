@@ -711,6 +711,33 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Resource>, DocErr
     Ok(out)
 }
 
+/// The resource stored under `key` (relative to the prefix) with value `value`, as read from
+/// etcd: validated as [`parse_documents`] validates a file (a value written by another etcd
+/// client is trusted no more than a file), and it must be exactly one document whose
+/// [`Resource::key`] is `key`. Errors name the key as the source.
+///
+/// # Errors
+/// What [`parse_documents`] refuses; [`DocError::Invalid`] with field `(key)` when the value
+/// holds several documents or another resource than its key says.
+pub fn parse_stored(key: &str, value: &str) -> Result<Resource, DocError> {
+    let mut found = parse_documents(key, value)?;
+    match (found.pop(), found.is_empty()) {
+        (Some(r), true) if r.key() == key => Ok(r),
+        (Some(r), true) => Err(DocError::Invalid {
+            file: key.to_owned(),
+            line: 1,
+            field: "(key)".into(),
+            message: format!("holds {} `{}`, whose key is `{}`", r.kind, r.name, r.key()),
+        }),
+        _ => Err(DocError::Invalid {
+            file: key.to_owned(),
+            line: 1,
+            field: "(key)".into(),
+            message: "a stored value is one document".into(),
+        }),
+    }
+}
+
 /// One document (`body`, whose first line is line `first` of the text): `None` when it is
 /// empty; else the resource and the line of its name (or of its start).
 fn parse_one(

@@ -371,6 +371,31 @@ fn rendering_never_shows_the_hash() {
 }
 
 #[test]
+fn stored_values_are_checked_against_their_key() {
+    let r = parse_stored("roles/dev", &role("dev")).unwrap();
+    assert_eq!((r.kind(), r.name()), (Kind::Role, "dev"));
+    let r = parse_stored("network_restrictions", NETPOLICY).unwrap();
+    assert_eq!(r.kind(), Kind::NetworkRestrictions);
+    for (key, value) in [
+        ("roles/ops", role("dev")),
+        ("users/dev", role("dev")),
+        ("roles/dev", format!("{}---\n{}", role("dev"), role("b"))),
+        ("lockouts/dev", role("dev")),
+    ] {
+        let e = parse_stored(key, &value).unwrap_err();
+        assert_eq!(e.field(), "(key)", "{key}: {e}");
+        assert!(e.to_string().starts_with(key), "{e}");
+    }
+    // The value's own errors, named by the key.
+    let e = parse_stored("roles/dev", &role("dev").replace("true", "1")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("roles/dev:7: spec.options.pin_source_ip: "),
+        "{e}"
+    );
+}
+
+#[test]
 fn yaml_to_json_conversion() {
     let v = document_to_json(
         "d",
