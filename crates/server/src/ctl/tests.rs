@@ -187,6 +187,16 @@ fn get_outputs() {
     let v: serde_json::Value = serde_json::from_str(&one).unwrap();
     assert_eq!(v["kind"], "role");
     assert!(get_output(&items, true, OutputFormat::Json).is_err());
+    // The example of docs/cli.md.
+    let alice = item(
+        "user",
+        "alice",
+        "kind: user\nversion: v1\nmetadata:\n  name: alice\nspec:\n  roles:\n  - pinned-ip\n",
+    );
+    assert_eq!(
+        get_output(&[alice], true, OutputFormat::Json).unwrap(),
+        "{\n  \"kind\": \"user\",\n  \"metadata\": {\n    \"name\": \"alice\"\n  },\n  \"spec\": {\n    \"roles\": [\n      \"pinned-ip\"\n    ]\n  },\n  \"version\": \"v1\"\n}\n"
+    );
     assert_eq!(get_output(&[], false, OutputFormat::Yaml).unwrap(), "");
     assert_eq!(get_output(&[], false, OutputFormat::Json).unwrap(), "[]\n");
     // A hostile document: no escape sequence reaches the terminal; no alias bomb is expanded.
@@ -235,12 +245,14 @@ async fn a_bad_document_is_reported_before_anything_is_sent() {
     let args = ctl(&["create", "-f", file.to_str().unwrap()]);
     let out = ctl_command(&args).await;
     assert_eq!(out.code, 1);
-    assert!(
-        out.stderr
-            .starts_with(&format!("error: {}:5: spec.deny[0].cidr: ", file.display())),
-        "{}",
-        out.stderr
+    assert_eq!(
+        out.stderr,
+        format!(
+            "error: {}:5: spec.deny[0].cidr: `10.0.0.1/8`: host bits set (the network is `10.0.0.0/8`)\n",
+            file.display()
+        )
     );
+    assert_eq!(out.stdout, "");
     // A good file gets as far as the missing server.
     std::fs::write(&file, "kind: network_restrictions\nversion: v4\n").unwrap();
     let out = ctl_command(&args).await;
