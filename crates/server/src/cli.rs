@@ -46,6 +46,9 @@ pub enum Command {
     Inspect(InspectCommand),
     /// Run the pin check on a certificate for a client seen at an address.
     Check(CheckCli),
+    /// Manage the fleet's roles, users and network restrictions through the admin API,
+    /// with the certificate from `ippin login` (docs/cli.md).
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// `ippin ca …`
@@ -233,5 +236,6 @@ pub async fn run(cli: Cli) -> Outcome {
             Err(e) => Outcome::fail(1, format!("error: {e}\n")),
         },
         Command::Check(args) => check_command(args),
+        Command::Ctl(args) => crate::ctl::ctl_command(&args).await,
     }
 }

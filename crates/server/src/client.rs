@@ -230,7 +230,20 @@ pub async fn request(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Vec<u8>), ClientError> {
-    match tokio::time::timeout(CLIENT_TIMEOUT, request_inner(ep, auth, method, path, body)).await {
+    request_bounded(ep, auth, method, path, body, MAX_ANSWER_BYTES).await
+}
+
+/// [`request`] with an answer body of at most `limit` bytes (a larger one is an error).
+pub async fn request_bounded(
+    ep: &Endpoint,
+    auth: Option<ClientAuth<'_>>,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<(StatusCode, Vec<u8>), ClientError> {
+    let exchange = request_inner(ep, auth, method, path, body, limit);
+    match tokio::time::timeout(CLIENT_TIMEOUT, exchange).await {
         Ok(r) => r,
         Err(_) => Err(ClientError::Timeout(CLIENT_TIMEOUT)),
     }
@@ -242,6 +255,7 @@ async fn request_inner(
     method: Method,
     path: &str,
     body: Option<Vec<u8>>,
+    limit: usize,
 ) -> Result<(StatusCode, Vec<u8>), ClientError> {
     let io = |what: String| move |source| ClientError::Io { what, source };
     // Everything local first: once connected, the server's header timeout runs.
@@ -282,7 +296,11 @@ async fn request_inner(
         .method(method)
         .uri(path)
         .header(hyper::header::HOST, ep.server_name.as_str());
-    if body.is_some() {
+    let typed = ep
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+    if body.is_some() && !typed {
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
     }
     for (name, value) in &ep.headers {
@@ -296,7 +314,7 @@ async fn request_inner(
         .await
         .map_err(|e| ClientError::Closed(format!("HTTP: {e}")))?;
     let status = resp.status();
-    let bytes = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+    let bytes = Limited::new(resp.into_body(), limit)
         .collect()
         .await
         .map_err(|e| ClientError::Closed(format!("HTTP body: {e}")))?
@@ -380,7 +398,7 @@ pub async fn whoami(
 }
 
 /// Splits `https://HOST:PORT` into host and port.
-fn parse_server(url: &str) -> Result<(String, u16), String> {
+pub(crate) fn parse_server(url: &str) -> Result<(String, u16), String> {
     let rest = url
         .strip_prefix("https://")
         .ok_or_else(|| format!("server `{url}`: expected https://HOST:PORT"))?;

@@ -701,13 +701,11 @@ impl Config {
                     format!("user `{}` is listed twice", u.name),
                 ));
             }
-            if !u.password_hash.starts_with("$argon2id$") {
+            if let Err(m) = check_password_hash(&u.password_hash) {
                 return Err(invalid(
                     format!("users[{i}].password_hash"),
                     Some(&u.name),
-                    "must be an argon2id PHC string (`$argon2id$...`); \
-                     `ippin user add` writes one"
-                        .into(),
+                    m,
                 ));
             }
             users.push(UserConfig {
@@ -1036,6 +1034,16 @@ pub fn check_name(name: &str) -> Result<(), String> {
             "name `{}`: use 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `-`",
             name.escape_default()
         ));
+    }
+    Ok(())
+}
+
+/// A user's `password_hash` as the configuration accepts it: an argon2id PHC string.
+pub(crate) fn check_password_hash(hash: &str) -> Result<(), String> {
+    if !hash.starts_with("$argon2id$") {
+        return Err("must be an argon2id PHC string (`$argon2id$...`); \
+                    `ippin user add` writes one"
+            .into());
     }
     Ok(())
 }

@@ -18,12 +18,14 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod admin;
 pub mod audit;
 pub mod ca;
 pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod directory;
 pub mod files;
