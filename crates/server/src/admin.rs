@@ -261,6 +261,20 @@ impl Resource {
         &self.document
     }
 
+    /// A user resource's values as the server holds a user (`None` for another kind).
+    pub fn user_config(&self) -> Option<crate::config::UserConfig> {
+        if self.kind != Kind::User {
+            return None;
+        }
+        // Validated when the resource was made: this reads it again, checks nothing new.
+        let raw: RawUser = serde_yaml_ng::from_str(&self.document).ok()?;
+        Some(crate::config::UserConfig {
+            name: raw.metadata.name,
+            password_hash: raw.spec.password_hash,
+            roles: raw.spec.roles,
+        })
+    }
+
     /// The etcd key relative to the prefix ([`Kind::key`]).
     pub fn key(&self) -> String {
         match self.kind {

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::audit::AuditEvent;
 use crate::fleet::FleetError;
-use crate::fleet::store::{self, Key};
+use crate::fleet::store::Key;
 use crate::http::{self, Body};
 use crate::server::AccessVerdict;
 use crate::state::State;
@@ -221,11 +221,10 @@ pub async fn admin_route(
                     let key = Key::parse(&rel)?;
                     let (kind, name) = kind_of(&key);
                     let text = String::from_utf8(value).ok()?;
-                    let document = if let Key::User(_) = key {
-                        without_hash(&text)?
-                    } else {
-                        text
-                    };
+                    // What another etcd client wrote is shown only if it validates.
+                    let document = crate::admin::parse_stored(&rel, &text)
+                        .ok()?
+                        .public_document();
                     Some(Item {
                         kind,
                         name,
@@ -234,9 +233,14 @@ pub async fn admin_route(
                     })
                 })
                 .collect();
-            match &key {
-                Some(_) if !items.is_empty() => http::json(StatusCode::OK, &items.swap_remove(0)),
-                Some(k) => {
+            // `GET KIND`: a list (for the network restrictions, of none or one); `GET
+            // KIND/NAME`: the one.
+            match (&key, name) {
+                (_, None) => http::json(StatusCode::OK, &serde_json::json!({ "items": items })),
+                (Some(_), Some(_)) if !items.is_empty() => {
+                    http::json(StatusCode::OK, &items.swap_remove(0))
+                }
+                (Some(k), Some(_)) => {
                     let (kind, name) = kind_of(k);
                     http::error(
                         StatusCode::NOT_FOUND,
@@ -244,7 +248,9 @@ pub async fn admin_route(
                         &format!("{kind} \"{name}\" is not found"),
                     )
                 }
-                None => http::json(StatusCode::OK, &serde_json::json!({ "items": items })),
+                (None, Some(_)) => {
+                    http::json(StatusCode::OK, &serde_json::json!({ "items": items }))
+                }
             }
         }
         (Method::DELETE, [kind]) | (Method::DELETE, [kind, _]) => {
@@ -283,87 +289,35 @@ pub async fn admin_route(
     }
 }
 
-/// A user document without its `password_hash` (the hash never leaves the server).
-fn without_hash(text: &str) -> Option<String> {
-    let user = store::parse_user("user", text).ok()?;
-    let doc = serde_json::json!({
-        "kind": "user",
-        "version": "v1",
-        "metadata": { "name": user.name },
-        "spec": { "roles": user.roles },
-    });
-    serde_yaml_ng::to_string(&doc).ok()
-}
-
 /// A refusal: its reason code and message.
 type Refusal = (&'static str, String);
 
-/// The documents of a write, each checked as the file loader checks its kind.
+/// The documents of a write, each checked as the file loader checks its kind
+/// ([`crate::admin::parse_documents`]); at most [`crate::fleet::MAX_WRITE_RESOURCES`] (one
+/// etcd transaction).
 fn parse_body(body: &[u8]) -> Result<Vec<(Key, Vec<u8>)>, Refusal> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ("bad_document", "the body is not UTF-8".to_owned()))?;
-    let docs = crate::fleet::split_documents(text);
-    if docs.is_empty() {
-        return Err(("bad_document", "no document".into()));
-    }
-    if docs.len() > crate::fleet::MAX_WRITE_RESOURCES {
+    let resources =
+        crate::admin::parse_documents("request", text).map_err(|e| (e.code(), e.to_string()))?;
+    if resources.len() > crate::fleet::MAX_WRITE_RESOURCES {
         return Err((
             "bad_document",
             format!(
-                "more than {} documents in one write",
+                "{} documents: at most {} in one write",
+                resources.len(),
                 crate::fleet::MAX_WRITE_RESOURCES
             ),
         ));
     }
-    let mut out: Vec<(Key, Vec<u8>)> = Vec::with_capacity(docs.len());
-    for (i, doc) in docs.iter().enumerate() {
-        let source = format!("document {}", i + 1);
-        let kind = doc
-            .lines()
-            .find_map(|l| l.strip_prefix("kind:"))
-            .map(|k| k.trim().trim_matches(['"', '\'']).to_owned())
-            .ok_or_else(|| ("bad_document", format!("{source}: no `kind`")))?;
-        let key = match kind.as_str() {
-            "role" => {
-                let roles = ippin_policy::parse_roles(&source, doc)
-                    .map_err(|e| ("bad_document", e.to_string()))?;
-                match roles.as_slice() {
-                    [r] => {
-                        crate::config::check_name(&r.name).map_err(|m| {
-                            ("bad_document", format!("{source}: metadata.name: {m}"))
-                        })?;
-                        Key::Role(r.name.clone())
-                    }
-                    _ => return Err(("bad_document", format!("{source}: one role per document"))),
-                }
-            }
-            "user" => Key::User(
-                store::parse_user(&source, doc)
-                    .map_err(|m| ("bad_document", m))?
-                    .name,
-            ),
-            "network_restrictions" => Key::Restrictions,
-            other => {
-                return Err((
-                    "unknown_kind",
-                    format!(
-                        "{source}: unknown kind `{}`: use role, user or network_restrictions",
-                        other.escape_default()
-                    ),
-                ));
-            }
-        };
-        store::decode(&key, &source, doc.as_bytes()).map_err(|m| ("bad_document", m))?;
-        if out.iter().any(|(k, _)| *k == key) {
-            let (kind, name) = kind_of(&key);
-            return Err((
-                "bad_document",
-                format!("{source}: {kind} \"{name}\" is given twice"),
-            ));
-        }
-        out.push((key, doc.clone().into_bytes()));
-    }
-    Ok(out)
+    resources
+        .iter()
+        .map(|r| {
+            let key = Key::parse(&r.key())
+                .ok_or_else(|| ("bad_document", format!("{}: no key", r.name())))?;
+            Ok((key, r.document().as_bytes().to_vec()))
+        })
+        .collect()
 }
 
 /// Reads a body of at most `max` bytes within `timeout`; a declared length over `max` is

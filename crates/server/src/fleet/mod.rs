@@ -291,34 +291,30 @@ impl Fleet {
     /// etcd cannot be reached, or a roles file cannot be split into its documents.
     pub async fn seed(&self, config: &Config) -> Result<usize, FleetError> {
         let mut items: Vec<(Key, Vec<u8>)> = Vec::new();
-        for file in &config.roles {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| FleetError::Seed(format!("{}: {e}", file.display())))?;
-            for doc in split_documents(&text) {
-                let roles = ippin_policy::parse_roles(&file.display().to_string(), &doc)
-                    .map_err(|e| FleetError::Seed(e.to_string()))?;
-                match roles.as_slice() {
-                    [] => {}
-                    [r] => items.push((Key::Role(r.name.clone()), doc.into_bytes())),
-                    _ => {
-                        return Err(FleetError::Seed(format!(
-                            "{}: cannot split into one document per role",
-                            file.display()
-                        )));
-                    }
-                }
+        let mut add = |file: &std::path::Path| -> Result<(), FleetError> {
+            let text = crate::config::read_bounded(file, crate::config::MAX_CONFIG_BYTES)
+                .map_err(|e| FleetError::Seed(e.to_string()))?;
+            for r in crate::admin::parse_documents(&file.display().to_string(), &text)
+                .map_err(|e| FleetError::Seed(e.to_string()))?
+            {
+                let key = Key::parse(&r.key())
+                    .ok_or_else(|| FleetError::Seed(format!("{}: no key", file.display())))?;
+                items.push((key, r.document().as_bytes().to_vec()));
             }
-        }
-        for u in &config.users {
-            items.push((
-                Key::User(u.name.clone()),
-                store::user_document(u).into_bytes(),
-            ));
+            Ok(())
+        };
+        for file in &config.roles {
+            add(file)?;
         }
         if let Some(path) = &config.network_restrictions {
-            let text = std::fs::read(path)
-                .map_err(|e| FleetError::Seed(format!("{}: {e}", path.display())))?;
-            items.push((Key::Restrictions, text));
+            add(path)?;
+        }
+        for u in &config.users {
+            let doc = store::user_document(u);
+            // The same checks as any stored value (the configuration's are looser on names).
+            store::decode(&Key::User(u.name.clone()), "users", doc.as_bytes())
+                .map_err(|m| FleetError::Seed(format!("user `{}`: {m}", u.name)))?;
+            items.push((Key::User(u.name.clone()), doc.into_bytes()));
         }
         let mut written = 0;
         for (key, value) in items {
@@ -731,26 +727,4 @@ impl Fleet {
             .map_err(|e| self.err(e))?;
         Ok((r.deleted > 0).then_some(r.header.revision))
     }
-}
-
-/// The documents of a multi-document YAML text, split at `---` lines (each piece is then
-/// parsed on its own, so a `---` inside a block scalar shows as a document that does not
-/// parse rather than being split silently).
-pub fn split_documents(text: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
-    for line in text.split_inclusive('\n') {
-        let bare = line.trim_end_matches(['\r', '\n']);
-        if bare == "---" || bare.starts_with("--- ") {
-            docs.push(String::new());
-            continue;
-        }
-        if let Some(last) = docs.last_mut() {
-            last.push_str(line);
-        }
-    }
-    docs.retain(|d| {
-        d.lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
-    docs
 }

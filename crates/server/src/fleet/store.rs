@@ -10,7 +10,6 @@
 //! | `failures/NAME/NODE-N` | one failed login, on a lease of the failure window |
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -51,14 +50,16 @@ impl Key {
 
     /// Reads a key below the prefix; `None` for a key of no known form (ignored).
     pub fn parse(rel: &str) -> Option<Key> {
+        use crate::admin::Kind;
         let name_ok = |n: &str| crate::config::check_name(n).is_ok();
-        if rel == "network_restrictions" {
-            return Some(Key::Restrictions);
+        match Kind::from_key(rel) {
+            Some((Kind::Role, name)) => return Some(Key::Role(name)),
+            Some((Kind::User, name)) => return Some(Key::User(name)),
+            Some((Kind::NetworkRestrictions, _)) => return Some(Key::Restrictions),
+            _ => {}
         }
         let (kind, rest) = rel.split_once('/')?;
         match kind {
-            "roles" if name_ok(rest) => Some(Key::Role(rest.to_owned())),
-            "users" if name_ok(rest) => Some(Key::User(rest.to_owned())),
             "lockouts" if name_ok(rest) => Some(Key::Lockout(rest.to_owned())),
             "failures" => {
                 let (name, node) = rest.split_once('/')?;
@@ -103,9 +104,8 @@ impl Lockout {
     }
 }
 
-/// A `kind: user` document as written.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// A `kind: user` document, for writing one (`crate::admin` reads and checks them).
+#[derive(Debug, Serialize)]
 pub struct UserDocument {
     /// `user`.
     pub kind: String,
@@ -118,21 +118,18 @@ pub struct UserDocument {
 }
 
 /// A user document's `metadata`.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Serialize)]
 pub struct UserMetadata {
     /// The user's name.
     pub name: String,
 }
 
 /// A user document's `spec`.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Serialize)]
 pub struct UserSpec {
     /// PHC argon2id hash.
     pub password_hash: String,
     /// Role names.
-    #[serde(default)]
     pub roles: Vec<String>,
 }
 
@@ -152,35 +149,6 @@ pub fn user_document(user: &UserConfig) -> String {
     serde_yaml_ng::to_string(&doc).unwrap_or_default()
 }
 
-/// Reads a `kind: user` document: the checks of the configuration's `users:` entries
-/// (name, argon2id hash, role names), aliases and deep nesting refused first. `source`
-/// labels errors.
-pub fn parse_user(source: &str, text: &str) -> Result<UserConfig, String> {
-    crate::config::scan::scan(Path::new(source), text).map_err(|e| e.to_string())?;
-    let doc: UserDocument = serde_yaml_ng::from_str(text).map_err(|e| format!("{source}: {e}"))?;
-    if doc.kind != "user" || doc.version != "v1" {
-        return Err(format!("{source}: expected `kind: user` and `version: v1`"));
-    }
-    crate::config::check_name(&doc.metadata.name)
-        .map_err(|m| format!("{source}: metadata.name: {m}"))?;
-    if !doc.spec.password_hash.starts_with("$argon2id$")
-        || argon2::password_hash::PasswordHash::new(&doc.spec.password_hash).is_err()
-    {
-        return Err(format!(
-            "{source}: spec.password_hash: must be an argon2id PHC string (`$argon2id$...`); \
-             `ippin user add` writes one"
-        ));
-    }
-    for (i, r) in doc.spec.roles.iter().enumerate() {
-        crate::config::check_name(r).map_err(|m| format!("{source}: spec.roles[{i}]: {m}"))?;
-    }
-    Ok(UserConfig {
-        name: doc.metadata.name,
-        password_hash: doc.spec.password_hash,
-        roles: doc.spec.roles,
-    })
-}
-
 /// Decodes the value of `key` (its text `source` labels errors), checked as the file
 /// loader checks the same document; a role's or a user's name must be the key's.
 pub fn decode(key: &Key, source: &str, value: &[u8]) -> Result<Entry, String> {
@@ -188,30 +156,23 @@ pub fn decode(key: &Key, source: &str, value: &[u8]) -> Result<Entry, String> {
         return Err(format!("{source}: larger than {MAX_VALUE_BYTES} bytes"));
     }
     let text = std::str::from_utf8(value).map_err(|_| format!("{source}: not UTF-8"))?;
+    let stored = |rel: &str| crate::admin::parse_stored(rel, text).map_err(|e| e.to_string());
     match key {
-        Key::Role(name) => {
-            let mut roles = ippin_policy::parse_roles(source, text).map_err(|e| e.to_string())?;
-            match (roles.pop(), roles.is_empty()) {
-                (Some(role), true) if role.name == *name => Ok(Entry::Role(Box::new(role))),
-                (Some(role), true) => Err(format!(
-                    "{source}: metadata.name is `{}`, the key says `{name}`",
-                    role.name.escape_default()
-                )),
-                _ => Err(format!("{source}: one role document per key")),
-            }
+        Key::Role(_) => {
+            stored(&key.path())?;
+            // Checked above; read again for the policy crate's role object.
+            let role = ippin_policy::parse_roles(source, text)
+                .map_err(|e| e.to_string())?
+                .pop()
+                .ok_or_else(|| format!("{source}: no role"))?;
+            Ok(Entry::Role(Box::new(role)))
         }
-        Key::User(name) => {
-            let user = parse_user(source, text)?;
-            if user.name != *name {
-                return Err(format!(
-                    "{source}: metadata.name is `{}`, the key says `{name}`",
-                    user.name
-                ));
-            }
-            Ok(Entry::User(user))
-        }
+        Key::User(_) => stored(&key.path())?
+            .user_config()
+            .map(Entry::User)
+            .ok_or_else(|| format!("{source}: not a user")),
         Key::Restrictions => {
-            ippin_policy::NetworkRestrictions::parse(source, text).map_err(|e| e.to_string())?;
+            stored(&key.path())?;
             Ok(Entry::Restrictions(value.to_vec()))
         }
         Key::Lockout(_) => {
