@@ -9,6 +9,8 @@
 //! * [`Child`] kills its process on drop, so a failing test leaves nothing
 //!   behind.
 
+pub mod etcd;
+
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

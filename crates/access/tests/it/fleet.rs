@@ -4,9 +4,7 @@
 //! properties of `prefix_end` and of the decoders on arbitrary input.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ippin_access::fleet::{
@@ -15,108 +13,21 @@ use ippin_access::fleet::{
     MAX_BODY_BYTES, MessageSplitter, Op, OpResponse, Put, PutResponse, Range, RangeResponse,
     Request, Txn, TxnResponse, Watch, WatchResponse, WatchStream, prefix_end,
 };
-use ippin_test_support::{Child, READY_TIMEOUT, free_port, peer, temp_dir, wait_until};
+pub(super) use ippin_test_support::etcd::Etcd;
 use proptest::prelude::*;
 
-/// A single-member etcd on loopback, killed (and its data directory removed) on drop.
-pub(super) struct Etcd {
-    child: Option<Child>,
-    pub(super) client: SocketAddr,
-    peer_addr: SocketAddr,
-    dir: tempfile::TempDir,
-    tls: Option<EtcdTls>,
-    /// Where `/health` is read: the client address, or with TLS a clear-text metrics one.
-    health_addr: SocketAddr,
+/// The gateway calls these tests make, on the shared test etcd
+/// ([`ippin_test_support::etcd::Etcd`]).
+trait Gateway {
+    fn call(&self, req: &Request) -> (u16, Vec<u8>);
+    fn ok(&self, req: &Request) -> Vec<u8>;
+    fn put(&self, key: &[u8], value: &[u8]) -> i64;
+    fn delete(&self, key: &[u8]) -> i64;
+    fn range(&self, req: &Range) -> RangeResponse;
+    fn watch(&self, w: &Watch) -> WatchConn;
 }
 
-/// etcd's TLS files for its client listener: `https` with `--client-cert-auth`.
-pub(super) struct EtcdTls {
-    /// Its certificate (an IP SAN 127.0.0.1).
-    pub(super) cert: PathBuf,
-    /// Its key.
-    pub(super) key: PathBuf,
-    /// The CA that client certificates must chain to.
-    pub(super) client_ca: PathBuf,
-}
-
-impl Etcd {
-    pub(super) fn start() -> Self {
-        Self::start_with(None)
-    }
-
-    /// With TLS on the client listener (clients must present a certificate).
-    pub(super) fn start_tls(tls: EtcdTls) -> Self {
-        Self::start_with(Some(tls))
-    }
-
-    fn start_with(tls: Option<EtcdTls>) -> Self {
-        let dir = temp_dir();
-        let lo = Ipv4Addr::LOCALHOST.into();
-        let client = SocketAddr::new(lo, free_port(lo));
-        let peer_addr = SocketAddr::new(lo, free_port(lo));
-        let health_addr = match tls {
-            Some(_) => SocketAddr::new(lo, free_port(lo)),
-            None => client,
-        };
-        let mut etcd = Self {
-            child: None,
-            client,
-            peer_addr,
-            dir,
-            tls,
-            health_addr,
-        };
-        etcd.restart();
-        etcd
-    }
-
-    /// Kills etcd (its data directory kept).
-    pub(super) fn kill(&mut self) {
-        if let Some(child) = self.child.take() {
-            drop(child.finish());
-        }
-    }
-
-    /// Starts etcd (again) on the same data directory and ports; waits until it is healthy.
-    pub(super) fn restart(&mut self) {
-        self.kill();
-        // Fails naming scripts/install-peers when etcd is missing.
-        let etcd = peer("etcd");
-        let (client, peer_addr) = (self.client, self.peer_addr);
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut cmd = Command::new(etcd);
-        cmd.arg("--name=ippin-test")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls={scheme}://{client}"))
-            .arg(format!("--advertise-client-urls={scheme}://{client}"))
-            .arg(format!("--listen-peer-urls=http://{peer_addr}"))
-            .arg(format!("--initial-advertise-peer-urls=http://{peer_addr}"))
-            .arg(format!("--initial-cluster=ippin-test=http://{peer_addr}"))
-            .arg("--initial-cluster-state=new")
-            .arg("--experimental-watch-progress-notify-interval=200ms")
-            .arg("--log-level=error");
-        if let Some(tls) = &self.tls {
-            cmd.arg(format!("--cert-file={}", tls.cert.display()))
-                .arg(format!("--key-file={}", tls.key.display()))
-                .arg(format!("--trusted-ca-file={}", tls.client_ca.display()))
-                .arg("--client-cert-auth")
-                .arg(format!("--listen-metrics-urls=http://{}", self.health_addr));
-        }
-        let mut child = Child::spawn("etcd", cmd);
-        let health_addr = self.health_addr;
-        let ready = wait_until(READY_TIMEOUT, || {
-            child.is_running() && health(health_addr).is_some_and(|b| b.contains("\"true\""))
-        });
-        if !ready {
-            let (out, err) = child.finish();
-            panic!("etcd not healthy on {client} within {READY_TIMEOUT:?}\n{out}\n{err}");
-        }
-        self.child = Some(child);
-    }
-
+impl Gateway for Etcd {
     /// POSTs a request; the status and the body.
     fn call(&self, req: &Request) -> (u16, Vec<u8>) {
         let mut r = send(self.client, "POST", req.path, &req.body);
@@ -165,27 +76,6 @@ impl Etcd {
             stream: WatchStream::new(),
         }
     }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn health(addr: SocketAddr) -> Option<String> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    let mut w = s.try_clone().ok()?;
-    write!(
-        w,
-        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut r = BufReader::new(s);
-    let mut all = String::new();
-    r.read_to_string(&mut all).ok()?;
-    all.starts_with("HTTP/1.1 200").then_some(all)
 }
 
 /// Sends one request with a Content-Length body; the reader of the answer.

@@ -6,8 +6,6 @@
 //! endpoints.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,10 +18,9 @@ use ippin_access::fleet::{
     MAX_BODY_BYTES, Op, OpResponse, Put, Range, Txn, Watch, WatchResponse,
 };
 
-use ippin_test_support::{peer, temp_dir};
 use rustls::pki_types::ServerName;
 
-use super::fleet::{Etcd, EtcdTls};
+use ippin_test_support::etcd::{Etcd, Pki};
 
 /// Reads messages until `n` events came, within 10 s; every message read.
 async fn events(w: &mut EtcdWatch, n: usize) -> Vec<WatchResponse> {
@@ -306,129 +303,13 @@ async fn client_refuses_bodies_over_the_bound() {
     assert!(w.next().await.is_none());
 }
 
-/// Certificates made with the `openssl` CLI in a temporary directory: a CA, etcd's
-/// certificate (IP SAN 127.0.0.1; client use too, for etcd's gateway dials its own gRPC
-/// server with it) and a client certificate it signed, and another CA.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let pki = Self { dir: temp_dir() };
-        let openssl = peer("openssl");
-        let run = |args: &[&str]| {
-            let out = Command::new(&openssl)
-                .args(args)
-                .current_dir(pki.dir.path())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        for ca in ["ca", "other-ca"] {
-            let (key, cert, subj) = (
-                format!("{ca}.key"),
-                format!("{ca}.pem"),
-                format!("/CN={ca}"),
-            );
-            let mut args = vec!["req", "-x509"];
-            args.extend(ec);
-            args.extend([
-                "-keyout",
-                &key,
-                "-out",
-                &cert,
-                "-days",
-                "2",
-                "-subj",
-                &subj,
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ]);
-            run(&args);
-        }
-        for (name, ext) in [
-            (
-                "etcd",
-                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-            ),
-            ("client", "extendedKeyUsage=clientAuth\n"),
-        ] {
-            let ext_file = format!("{name}.ext");
-            std::fs::write(
-                pki.dir.path().join(&ext_file),
-                format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}"),
-            )
-            .unwrap();
-            let (key, csr, cert, subj) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-                format!("/CN={name}"),
-            );
-            let mut args = vec!["req", "-new"];
-            args.extend(ec);
-            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-            run(&args);
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &ext_file,
-                "-out",
-                &cert,
-            ]);
-        }
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
-    }
-
-    /// etcd with TLS on its client listener, requiring client certificates from `ca.pem`.
-    fn etcd(&self) -> Etcd {
-        Etcd::start_tls(EtcdTls {
-            cert: self.path("etcd.pem"),
-            key: self.path("etcd.key"),
-            client_ca: self.path("ca.pem"),
-        })
-    }
-
-    /// A TLS endpoint for `addr` trusting `ca` (a file name here), with the client
-    /// certificate or without.
-    fn endpoint(&self, addr: SocketAddr, ca: &str, with_client_cert: bool) -> Endpoint {
-        let (chain, key) = (self.read("client.pem"), self.read("client.key"));
-        let client = with_client_cert.then_some((&chain[..], &key[..]));
-        let config = client_config_from_pem(&self.read(ca), client).unwrap();
-        Endpoint::tls(addr, ServerName::from(addr.ip()), Arc::new(config))
-    }
+/// A TLS endpoint for `addr` trusting `ca` (a file name of `pki`), with the client
+/// certificate or without.
+fn endpoint(pki: &Pki, addr: SocketAddr, ca: &str, with_client_cert: bool) -> Endpoint {
+    let (chain, key) = (pki.read("client.pem"), pki.read("client.key"));
+    let client = with_client_cert.then_some((&chain[..], &key[..]));
+    let config = client_config_from_pem(&pki.read(ca), client).unwrap();
+    Endpoint::tls(addr, ServerName::from(addr.ip()), Arc::new(config))
 }
 
 /// A loopback port where nothing listens (bound then closed).
@@ -441,7 +322,7 @@ fn closed_port() -> SocketAddr {
 async fn tls_calls_and_watch_with_a_client_certificate() {
     let pki = Pki::new();
     let etcd = pki.etcd();
-    let c = EtcdClient::with_endpoints(vec![pki.endpoint(etcd.client, "ca.pem", true)]);
+    let c = EtcdClient::with_endpoints(vec![endpoint(&pki, etcd.client, "ca.pem", true)]);
 
     let r1 = c
         .put(&Put::new(b"/t/a", b"one"))
@@ -497,7 +378,7 @@ async fn tls_refuses_a_client_without_certificate_and_another_ca() {
     let etcd = pki.etcd();
 
     // No client certificate: etcd refuses it with an alert, a TLS error naming the endpoint.
-    let anonymous = EtcdClient::with_endpoints(vec![pki.endpoint(etcd.client, "ca.pem", false)]);
+    let anonymous = EtcdClient::with_endpoints(vec![endpoint(&pki, etcd.client, "ca.pem", false)]);
     let refused = anonymous.put(&Put::new(b"/t/x", b"x")).await;
     assert!(
         matches!(
@@ -516,7 +397,7 @@ async fn tls_refuses_a_client_without_certificate_and_another_ca() {
 
     // etcd's certificate signed by a CA we do not trust: refused by our verifier.
     let wrong_ca =
-        EtcdClient::with_endpoints(vec![pki.endpoint(etcd.client, "other-ca.pem", true)]);
+        EtcdClient::with_endpoints(vec![endpoint(&pki, etcd.client, "other-ca.pem", true)]);
     let refused = wrong_ca.range(&Range::key(b"/t/x")).await;
     assert!(
         matches!(
@@ -536,7 +417,7 @@ async fn tls_refuses_a_client_without_certificate_and_another_ca() {
     );
 
     // Nothing was written by the refused clients.
-    let good = EtcdClient::with_endpoints(vec![pki.endpoint(etcd.client, "ca.pem", true)]);
+    let good = EtcdClient::with_endpoints(vec![endpoint(&pki, etcd.client, "ca.pem", true)]);
     assert!(
         good.range(&Range::prefix(b"/t/"))
             .await
@@ -614,7 +495,7 @@ async fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::Join
 async fn failover_between_endpoints() {
     let pki = Pki::new();
     let etcd = pki.etcd();
-    let good = pki.endpoint(etcd.client, "ca.pem", true);
+    let good = endpoint(&pki, etcd.client, "ca.pem", true);
 
     // A closed port first, the real etcd second: the call succeeds, and the next call starts
     // with etcd.
@@ -655,7 +536,7 @@ async fn failover_between_endpoints() {
     );
 
     // A TLS refusal moves on too: etcd with the wrong CA, then etcd with the right one.
-    let bad = pki.endpoint(etcd.client, "other-ca.pem", true);
+    let bad = endpoint(&pki, etcd.client, "other-ca.pem", true);
     let c = EtcdClient::with_endpoints(vec![bad, good.clone()]);
     c.range(&Range::key(b"/f/a")).await.unwrap();
     assert_eq!(c.preferred(), Some(etcd.client));

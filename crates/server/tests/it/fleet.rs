@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ippin_test_support::{Child, free_port, peer, temp_dir, wait_until};
+use ippin_test_support::etcd::{Etcd, Pki};
+use ippin_test_support::{Child, free_port, peer, wait_until};
 use serde_json::Value;
 
 use crate::haproxy::Haproxy;
@@ -21,66 +22,39 @@ use crate::support::{COMMAND_TIMEOUT, IPPIN, Ran, curl, run};
 /// The key prefix the nodes share.
 const PREFIX: &str = "/ippin-fleet/";
 
-/// A real etcd on loopback with a temporary data directory; killed on drop.
-pub(crate) struct Etcd {
-    child: Option<Child>,
-    pub(crate) client: SocketAddr,
-    peer_addr: SocketAddr,
-    dir: tempfile::TempDir,
+/// The fleet's etcd: TLS on its client listener with client certificate authentication
+/// (certificates from [`Pki`]), and `etcdctl` as another client of it.
+pub(crate) struct Store {
+    pub(crate) etcd: Etcd,
+    pub(crate) pki: Pki,
 }
 
-impl Etcd {
-    pub(crate) fn start() -> Etcd {
-        let lo = ip("127.0.0.1");
-        let mut etcd = Etcd {
-            child: None,
-            client: SocketAddr::new(lo, free_port(lo)),
-            peer_addr: SocketAddr::new(lo, free_port(lo)),
-            dir: temp_dir(),
-        };
-        etcd.restart();
-        etcd
-    }
-
-    pub(crate) fn kill(&mut self) {
-        if let Some(child) = self.child.take() {
-            drop(child.finish());
+impl Store {
+    pub(crate) fn start() -> Store {
+        let pki = Pki::new();
+        // ippin refuses a private key that group or others may read.
+        for key in ["client.key", "etcd.key"] {
+            std::fs::set_permissions(
+                pki.path(key),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("chmod");
         }
-    }
-
-    /// Starts etcd (again) on the same data directory and ports, healthy when it returns.
-    pub(crate) fn restart(&mut self) {
-        self.kill();
-        // Fails naming scripts/install-peers when etcd is missing.
-        let mut cmd = Command::new(peer("etcd"));
-        let (client, peer_addr) = (self.client, self.peer_addr);
-        cmd.arg("--name=ippin-fleet")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls=http://{client}"))
-            .arg(format!("--advertise-client-urls=http://{client}"))
-            .arg(format!("--listen-peer-urls=http://{peer_addr}"))
-            .arg(format!("--initial-advertise-peer-urls=http://{peer_addr}"))
-            .arg(format!("--initial-cluster=ippin-fleet=http://{peer_addr}"))
-            .arg("--initial-cluster-state=new")
-            .arg("--experimental-watch-progress-notify-interval=200ms")
-            .arg("--log-level=error");
-        let mut child = Child::spawn("etcd", cmd);
-        let ready = wait_until(Duration::from_secs(20), || {
-            child.is_running() && self_ctl(client, &["endpoint", "health"]).code == Some(0)
-        });
-        if !ready {
-            let (out, err) = child.finish();
-            panic!("etcd not healthy on {client}\n{out}\n{err}");
-        }
-        self.child = Some(child);
+        let etcd = pki.etcd();
+        Store { etcd, pki }
     }
 
     /// `etcdctl` (v3 API) against this etcd: another client than ippin.
     pub(crate) fn ctl(&self, args: &[&str]) -> Ran {
-        self_ctl(self.client, args)
+        let mut cmd = Command::new(peer("etcdctl"));
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://{}", self.etcd.client))
+            .arg(format!("--cacert={}", self.pki.path("ca.pem").display()))
+            .arg(format!("--cert={}", self.pki.path("client.pem").display()))
+            .arg(format!("--key={}", self.pki.path("client.key").display()))
+            .arg("--command-timeout=3s")
+            .args(args);
+        run(cmd, b"", COMMAND_TIMEOUT)
     }
 
     /// The store's revision now.
@@ -97,21 +71,14 @@ impl Etcd {
         assert_eq!(ran.code, Some(0), "{ran:?}");
         ran.stdout
     }
-}
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
+    fn kill(&mut self) {
+        self.etcd.kill();
     }
-}
 
-fn self_ctl(client: SocketAddr, args: &[&str]) -> Ran {
-    let mut cmd = Command::new(peer("etcdctl"));
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints=http://{client}"))
-        .arg("--command-timeout=3s")
-        .args(args);
-    run(cmd, b"", COMMAND_TIMEOUT)
+    fn restart(&mut self) {
+        self.etcd.restart();
+    }
 }
 
 /// One node: its process and the HAProxy frontends in front of its listeners.
@@ -163,7 +130,7 @@ impl Drop for Node {
 
 struct Fleet {
     dir: tempfile::TempDir,
-    etcd: Etcd,
+    etcd: Store,
     nodes: Vec<Node>,
     _haproxy: Haproxy,
 }
@@ -234,6 +201,22 @@ impl Fleet {
         curl(&args)
     }
 
+    /// `GET path` on `node`'s login frontend from `from`.
+    fn get_login(&self, node: usize, path: &str, from: &str) -> crate::support::Http {
+        let url = format!("https://localhost:{}{path}", self.nodes[node].login.port());
+        let resolve = format!("localhost:{}:127.0.0.1", self.nodes[node].login.port());
+        let ca = self.path("ca/tls_ca.pem");
+        curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--interface",
+            from,
+            &url,
+        ])
+    }
+
     /// `/readyz` of `node`, through its login frontend.
     fn readyz(&self, node: usize) -> crate::support::Http {
         let url = format!("https://localhost:{}/readyz", self.nodes[node].login.port());
@@ -259,7 +242,7 @@ fn dev_role(login: &str, pin: bool) -> String {
 
 fn start_fleet(os_login: &str) -> Fleet {
     ippin::install_crypto_provider();
-    let etcd = Etcd::start();
+    let etcd = Store::start();
     let lo = ip("127.0.0.1");
     let ports: Vec<[SocketAddr; 3]> = (0..3)
         .map(|_| {
@@ -279,9 +262,12 @@ fn start_fleet(os_login: &str) -> Fleet {
         )
     };
     let backend = format!(
-        "backend: {{kind: etcd, endpoints: ['{}'], prefix: {PREFIX}}}\n\
-         login_limits: {{max_failures: 5, lockout: 4s, failure_window: 1m}}\n",
-        etcd.client
+        "backend:\n  kind: etcd\n  endpoints: ['https://{}']\n  prefix: {PREFIX}\n  tls: {{ca: {}, \
+         cert: {}, key: {}}}\nlogin_limits: {{max_failures: 5, lockout: 4s, failure_window: 1m}}\n",
+        etcd.etcd.client,
+        etcd.pki.path("ca.pem").display(),
+        etcd.pki.path("client.pem").display(),
+        etcd.pki.path("client.key").display(),
     );
     let (dir, config) = crate::attacks::site(&listeners(&ports[0]), &backend);
     // The seed: `ca init`'s roles with `dev` allowing the OS login, and an admin role and
@@ -522,6 +508,41 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
         "{change}"
     );
 
+    // ---- operations: /healthz, and /metrics to local clients only ---------------------
+    assert_eq!(
+        f.get_login(1, "/healthz", "127.0.0.1").expect(200)["status"],
+        "ok"
+    );
+    let m = f.get_login(0, "/metrics", "127.0.0.1");
+    assert_eq!(m.status, 200, "{m:?}");
+    for line in [
+        "ippin_admin_decisions_total{reason=\"changed\"} 1\n",
+        "ippin_admin_decisions_total{reason=\"not_admin\"} 1\n",
+        "ippin_admin_decisions_total{reason=\"bad_document\"} 2\n",
+        "ippin_login_decisions_total{reason=\"issued\"} 1\n",
+        "ippin_backend_connected 1\n",
+        "# TYPE ippin_tls_handshake_seconds histogram\n",
+    ] {
+        assert!(m.body.contains(line), "{line} not in\n{}", m.body);
+    }
+    let revision = f.etcd.revision();
+    assert!(
+        m.body
+            .contains(&format!("ippin_backend_revision {revision}\n")),
+        "{}",
+        m.body
+    );
+    // A client elsewhere, as the load balancer vouches for it: refused.
+    let ca = std::fs::read_to_string(f.path("ca/tls_ca.pem")).expect("CA");
+    let remote_client = ippin::client::Endpoint::new(f.nodes[0].own[0], ca)
+        .with_proxy_header(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n".to_vec());
+    let (status, body) =
+        ippin::client::request(&remote_client, None, hyper::Method::GET, "/metrics", None)
+            .await
+            .expect("an answer");
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("metrics_local_only"));
+
     // ---- a role changed to pin through the API: every node issues pinned certificates -
     let role = f.path("dev.yaml");
     std::fs::write(&role, dev_role(&os.name, true)).unwrap();
@@ -628,7 +649,7 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
     assert_ne!(ran.code, Some(0), "{ran:?}");
     assert!(
         ran.stderr.contains("backend unavailable")
-            && ran.stderr.contains(&f.etcd.client.to_string()),
+            && ran.stderr.contains(&f.etcd.etcd.client.to_string()),
         "{ran:?}"
     );
     drop(remote);
