@@ -141,6 +141,12 @@ pub struct Pki {
     dir: tempfile::TempDir,
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pki {
     /// Makes the certificates (`ca`, `other-ca`, `etcd`, `client`: `.pem` and `.key`).
     pub fn new() -> Self {
