@@ -40,6 +40,15 @@ impl Directory {
         self.users.get(name)
     }
 
+    /// The hash of one user (the one with the smallest name), to make a decoy of the same
+    /// cost.
+    pub fn some_hash(&self) -> Option<&str> {
+        self.users
+            .values()
+            .min_by(|a, b| a.name.cmp(&b.name))
+            .map(|u| u.password_hash.as_str())
+    }
+
     /// How many users there are.
     pub fn user_count(&self) -> usize {
         self.users.len()

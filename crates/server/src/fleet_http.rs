@@ -117,6 +117,18 @@ pub async fn admin_route(
             "your roles do not allow administration (a role with spec.options.admin: true)",
         );
     }
+    // The access decision already checked the pin against this connection's address; the
+    // admin API also requires there to be one, so a stolen admin certificate is useless
+    // off the machine it was issued to (a role with `admin: true` should also set
+    // `pin_source_ip: true`).
+    if !matches!(verdict.pin, ippin_policy::CertPin::Ip(_)) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "admin_pin_required",
+            "the admin API requires a certificate pinned to your address: give the admin \
+             role `pin_source_ip: true` and log in again",
+        );
+    }
     let Some(fleet) = state.fleet.clone() else {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -158,10 +170,10 @@ pub async fn admin_route(
         ),
     };
     let path = req.uri().path().to_owned();
-    let rest = path
-        .strip_prefix("/v1/admin/resources")
-        .unwrap_or_default()
-        .to_owned();
+    let rest = match path.strip_prefix("/v1/admin/resources") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_owned(),
+        _ => return http::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let force = req
         .uri()
@@ -266,6 +278,16 @@ pub async fn admin_route(
                 }
                 Err((code, message)) => return refuse(StatusCode::BAD_REQUEST, code, &message),
             };
+            if key == Key::Restrictions {
+                // Removing the policy would lift every restriction on every node, running
+                // sessions included: that must be said explicitly, with a document.
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the network restrictions cannot be removed; to allow every destination, \
+                     create them with `allow: [{cidr: 0.0.0.0/0}, {cidr: ::/0}]`",
+                );
+            }
             match fleet.remove(&key).await {
                 Ok(Some(revision)) => {
                     changed("deleted", &key, revision);
@@ -353,10 +375,16 @@ async fn read_body(
     }
 }
 
+/// A client on this host: its observed address (after the PROXY stage) trusted and a
+/// loopback one.
+fn local(observed: &ObservedAddr) -> bool {
+    observed.is_trusted() && observed.ip().is_loopback()
+}
+
 /// `/metrics`, to a client on this host only: the observed address (after the PROXY
 /// stage) trusted and a loopback one. Counts of refusals by reason are not for everyone.
 fn metrics(state: &State, observed: &ObservedAddr) -> Response<Body> {
-    if !(observed.is_trusted() && observed.ip().is_loopback()) {
+    if !local(observed) {
         return http::error(
             StatusCode::FORBIDDEN,
             "metrics_local_only",
@@ -385,6 +413,13 @@ pub fn health_route(state: &State, observed: &ObservedAddr, path: &str) -> Optio
             StatusCode::OK,
             &serde_json::json!({"status": "ok"}),
         )),
+        "/readyz" if !local(observed) => Some(match state.fleet.as_ref().map(|f| f.status()) {
+            Some(s) if !s.connected => http::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"status": "degraded"}),
+            ),
+            _ => http::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        }),
         "/readyz" => Some(match &state.fleet {
             None => http::json(
                 StatusCode::OK,

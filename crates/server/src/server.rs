@@ -216,7 +216,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let audit = crate::audit::Audit::open(&config.audit_log, &config.cluster_name)
         .map_err(|e| config.file_error("audit_log", e))?;
     let mut state = State::with_directory(config, mirror.directory(), ca, audit);
-    state.directory.set_locks(mirror.lockouts());
+    state.directory.set_locks(fleet.locks(&mirror));
     let fleet = Arc::new(fleet);
     state.fleet = Some(fleet.clone());
     let state = Arc::new(state);
@@ -794,16 +794,19 @@ pub async fn login(
             return throttled(state, &refusal);
         }
     };
+    // One version of the users for the whole login: a password changed meanwhile (a fleet's
+    // store) cannot pair the old hash with the new user, or the other way round.
+    let directory = state.directory.get();
     let ok = if body.password.len() <= crate::users::MAX_PASSWORD_BYTES {
-        check_password(state, &body.user, &body.password).await
+        check_password(state, &directory, &body.user, &body.password).await
     } else {
         // No password this long is ever right, but the failure costs what any other does (a
         // hash against the decoy), so that failures, which fill the lockout tables, cannot be
         // bought cheaply (found in review).
-        let _ = check_password(state, "", "").await;
+        let _ = check_password(state, &directory, "", "").await;
         false
     };
-    let user = match state.directory.get().user(&body.user) {
+    let user = match directory.user(&body.user) {
         Some(u) if ok => {
             state.login_guard.succeeded(attempt, &body.user);
             u.clone()
@@ -847,13 +850,18 @@ pub async fn login(
             );
         }
     };
-    login_issue(state, observed, &user, body)
+    login_issue(state, &directory, observed, &user, body)
 }
 
 /// Whether `password` is `user`'s; an unknown user is checked against the
 /// decoy hash, so both cost the same.
-async fn check_password(state: &State, user: &str, password: &str) -> bool {
-    let user = state.directory.get().user(user).cloned();
+async fn check_password(
+    state: &State,
+    directory: &crate::directory::Directory,
+    user: &str,
+    password: &str,
+) -> bool {
+    let user = directory.user(user).cloned();
     let hash = user
         .as_ref()
         .map_or_else(|| state.decoy_hash.clone(), |u| u.password_hash.clone());
@@ -927,12 +935,13 @@ fn login_refused(observed: &ObservedAddr, user: &str, reason: &str) -> AuditEven
 /// Roles, pin and issuance for `user`, whose password was right.
 fn login_issue(
     state: &State,
+    directory: &crate::directory::Directory,
     observed: &ObservedAddr,
     user: &crate::config::UserConfig,
     body: LoginRequest,
 ) -> Response<Body> {
     let refused = |user: &str, reason: &str| login_refused(observed, user, reason);
-    let Some((requires_pin, roles)) = state.requires_pin(&user.name) else {
+    let Some((requires_pin, roles)) = directory.requires_pin(&user.name) else {
         state.audit(&refused(&user.name, "role_mapping_failed"));
         return http::error(
             StatusCode::FORBIDDEN,
@@ -948,7 +957,7 @@ fn login_issue(
         }
     };
     let login_ip = observed.is_trusted().then(|| observed.ip());
-    let Some(logins) = state.logins_of(&roles) else {
+    let Some(logins) = directory.logins_of(&roles) else {
         state.audit(&refused(&user.name, "role_mapping_failed"));
         return http::error(
             StatusCode::FORBIDDEN,
@@ -1146,6 +1155,18 @@ pub fn renew(
         provenance: observed.provenance().as_str().into(),
         reason: reason.to_owned(),
     };
+    // The user and roles NOW (a fleet's store may have changed them since the connection's
+    // access decision): a user removed meanwhile renews nothing, and the pin requirement
+    // and the logins are today's.
+    let directory = state.directory.get();
+    let Some((requires_pin, roles)) = directory.requires_pin(&verdict.user) else {
+        state.audit(&refused("role_mapping_failed"));
+        return http::error(
+            StatusCode::FORBIDDEN,
+            "role_mapping_failed",
+            "your user or roles are not defined on this server any more",
+        );
+    };
     let presented = match &verdict.pin {
         CertPin::Ip(ip) => Some(*ip),
         CertPin::None => None,
@@ -1161,7 +1182,7 @@ pub fn renew(
     let pins = match ippin_policy::pins_for_renewal(
         presented,
         verdict.login_ip,
-        verdict.requires_pin,
+        requires_pin || verdict.requires_pin,
         observed,
     ) {
         Ok(p) => p,
@@ -1171,7 +1192,7 @@ pub fn renew(
         }
     };
     // The logins of the roles now, not the presented certificate's principals.
-    let Some(logins) = state.logins_of(&verdict.roles) else {
+    let Some(logins) = directory.logins_of(&roles) else {
         state.audit(&refused("role_mapping_failed"));
         return http::error(
             StatusCode::FORBIDDEN,
@@ -1183,7 +1204,7 @@ pub fn renew(
         state,
         &IssueRequest {
             user: &verdict.user,
-            roles: &verdict.roles,
+            roles: &roles,
             logins: &logins,
             ssh_public_key: &body.ssh_public_key,
             tls_public_key: &body.tls_public_key,

@@ -132,8 +132,12 @@ impl State {
         ca: Ca,
         audit: Audit,
     ) -> State {
-        let decoy_hash =
-            crate::users::decoy_hash(config.users.first().map(|u| u.password_hash.as_str()));
+        // The decoy costs what a real user's hash costs (a fleet's users are the store's).
+        let decoy_hash = crate::users::decoy_hash(
+            directory
+                .some_hash()
+                .or(config.users.first().map(|u| u.password_hash.as_str())),
+        );
         let login_guard = crate::login_guard::LoginGuard::new(&config.login_limits);
         State {
             config,

@@ -140,6 +140,16 @@ impl RawBackend {
                     ));
                 }
             }
+            if self.tls.is_none() && !addr.ip().is_loopback() {
+                // In clear text anyone on the path reads the users' hashes and writes roles.
+                return Err((
+                    format!("endpoints[{i}]"),
+                    format!(
+                        "{addr} in clear text: etcd off this host needs `backend.tls` (its CA, \
+                         and a client certificate)"
+                    ),
+                ));
+            }
             if endpoints.contains(&addr) {
                 return Err((format!("endpoints[{i}]"), format!("{addr} is listed twice")));
             }
@@ -251,6 +261,7 @@ mod tests {
                 "kind: etcd\nendpoints: [127.0.0.1:1, 127.0.0.1:1]\n",
                 "endpoints[1]",
             ),
+            ("kind: etcd\nendpoints: [10.0.0.1:2379]\n", "endpoints[0]"),
             (
                 "kind: etcd\nendpoints: ['http://127.0.0.1:1']\ntls: {ca: a}\n",
                 "endpoints[0]",

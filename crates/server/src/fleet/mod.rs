@@ -34,6 +34,8 @@ use store::{Key, Mirror};
 
 /// The most keys read per range call of a snapshot.
 const PAGE: i64 = 500;
+/// The key (below the prefix) that says the store was seeded from a node's files.
+const SEEDED: &str = "seeded";
 /// The most resources one admin write changes (etcd's default `--max-txn-ops` is 128).
 pub const MAX_WRITE_RESOURCES: usize = 128;
 /// The most lockout writes in flight on one node (each is a few calls to etcd); failures
@@ -283,9 +285,10 @@ impl Fleet {
         &self.prefix
     }
 
-    /// Writes the resources of the configuration's files (roles files, `users:`,
-    /// `network_restrictions`) that the store does not hold yet; existing keys are kept
-    /// (the store is the truth once it has them). Returns how many were written.
+    /// Seeds an empty cluster: writes the resources of the configuration's files (roles
+    /// files, `users:`, `network_restrictions`) with a `seeded` marker, in one transaction,
+    /// unless the marker is there (the store is the truth once seeded; see docs/fleet.md).
+    /// Returns how many were written (0: seeded before).
     ///
     /// # Errors
     /// etcd cannot be reached, or a roles file cannot be split into its documents.
@@ -316,18 +319,54 @@ impl Fleet {
                 .map_err(|m| FleetError::Seed(format!("user `{}`: {m}", u.name)))?;
             items.push((Key::User(u.name.clone()), doc.into_bytes()));
         }
-        let mut written = 0;
-        for (key, value) in items {
-            let k = self.key(&key.path());
-            let txn = Txn {
-                compare: vec![Compare::absent(&k)],
-                success: vec![Op::Put(Put::new(&k, &value))],
-                failure: Vec::new(),
-            };
-            let r = self.client.txn(&txn).await.map_err(|e| self.err(e))?;
-            written += usize::from(r.succeeded);
+        if items.len() >= MAX_WRITE_RESOURCES {
+            return Err(FleetError::Seed(format!(
+                "the files hold {} resources, more than one transaction writes ({}): load them \
+                 with `ippin ctl create -f`",
+                items.len(),
+                MAX_WRITE_RESOURCES - 1
+            )));
         }
-        Ok(written)
+        // Once per cluster: every resource and the `seeded` marker in one transaction, only
+        // when the marker is absent. A later start never writes them again, so a resource an
+        // administrator deleted does not come back from a node's files.
+        let marker = self.key(SEEDED);
+        let mut success: Vec<Op> = items
+            .iter()
+            .map(|(key, value)| Op::Put(Put::new(&self.key(&key.path()), value)))
+            .collect();
+        let stamp = serde_json::json!({"at": rfc3339(SystemTime::now()), "node": self.node});
+        success.push(Op::Put(Put::new(&marker, stamp.to_string().as_bytes())));
+        let mut compare = vec![Compare::absent(&marker)];
+        compare.extend(
+            items
+                .iter()
+                .map(|(key, _)| Compare::absent(&self.key(&key.path()))),
+        );
+        let txn = Txn {
+            compare,
+            success,
+            failure: Vec::new(),
+        };
+        let r = self.client.txn(&txn).await.map_err(|e| self.err(e))?;
+        if r.succeeded {
+            return Ok(items.len());
+        }
+        // Seeded before, or the store holds some of these resources already (written by
+        // `ctl` or another client): the store is the truth; mark it seeded, write nothing.
+        let mark = Txn {
+            compare: vec![Compare::absent(&marker)],
+            success: vec![Op::Put(Put::new(&marker, stamp.to_string().as_bytes()))],
+            failure: Vec::new(),
+        };
+        let r = self.client.txn(&mark).await.map_err(|e| self.err(e))?;
+        if r.succeeded {
+            tracing::warn!(
+                "the store holds resources already: the files' roles, users and network \
+                 restrictions were not written (the store is the truth)"
+            );
+        }
+        Ok(0)
     }
 
     /// Reads the whole prefix at one revision, page by page. With `strict`, a value that does
@@ -383,6 +422,18 @@ impl Fleet {
                     start.push(0);
                 }
                 _ => {
+                    // A full read again (after a compaction) that finds no policy where there
+                    // was one keeps the last one, as a watched delete does.
+                    if let Some(prev) = previous
+                        && prev.restrictions().is_some()
+                        && mirror.restrictions().is_none()
+                    {
+                        tracing::error!(
+                            "{}network_restrictions is gone from the store; the last policy stays",
+                            self.prefix
+                        );
+                        mirror.copy_from(prev, "network_restrictions");
+                    }
                     mirror.revision = rev;
                     self.contact(Ok(rev));
                     return Ok(mirror);
@@ -538,6 +589,17 @@ impl Fleet {
         vec![probe, watch]
     }
 
+    /// The lockouts of `mirror`, each lasting at most `lockout` from now, whatever `until` a
+    /// value written by another client says.
+    pub fn locks(&self, mirror: &Mirror) -> std::collections::HashMap<String, SystemTime> {
+        let latest = SystemTime::now() + self.limits.lockout;
+        mirror
+            .lockouts()
+            .into_iter()
+            .map(|(user, until)| (user, until.min(latest)))
+            .collect()
+    }
+
     fn put_in_force(
         &self,
         mirror: &Mirror,
@@ -549,7 +611,7 @@ impl Fleet {
             directory.set(mirror.directory());
         }
         if changed.locks {
-            directory.set_locks(mirror.lockouts());
+            directory.set_locks(self.locks(mirror));
         }
         if changed.restrictions {
             match restrictions.set_document(mirror.restrictions()) {

@@ -219,6 +219,16 @@ impl Mirror {
             return Ok(());
         };
         match value {
+            // Removing the policy would lift every restriction on every node: not followed
+            // (the admin API refuses it; another etcd client can still delete the key).
+            None if key == Key::Restrictions && self.entries.contains_key(rel) => Err(Refused {
+                key: rel.to_owned(),
+                revision,
+                message: format!(
+                    "{source}: deleted; the network restrictions are never removed this way \
+                     (write an allow-all document), the last policy stays"
+                ),
+            }),
             None => {
                 self.entries.remove(rel);
                 Ok(())

@@ -288,7 +288,7 @@ fn start_fleet(os_login: &str) -> Fleet {
     let roles = format!(
         "{}---\n{}",
         dev_role(os_login, false),
-        "kind: role\nversion: v7\nmetadata:\n  name: fleet-admin\nspec:\n  options:\n    admin: true\n"
+        "kind: role\nversion: v7\nmetadata:\n  name: fleet-admin\nspec:\n  options:\n    admin: true\n    pin_source_ip: true\n"
     );
     let pinned = "kind: role\nversion: v7\nmetadata:\n  name: pinned-ip\nspec:\n  options:\n    pin_source_ip: true\n";
     std::fs::write(
