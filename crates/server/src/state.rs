@@ -167,11 +167,6 @@ impl State {
         self.directory.get().requires_pin(user)
     }
 
-    /// The OS logins `roles` allow now (allows minus denies), for the principals of a
-    /// certificate; `None` when a role is missing.
-    pub(crate) fn logins_of(&self, roles: &[String]) -> Option<Vec<String>> {
-        self.directory.get().logins_of(roles)
-    }
 
     /// Records `event`; on failure logs it and returns false (fail closed).
     pub(crate) fn audit(&self, event: &AuditEvent) -> bool {
