@@ -209,6 +209,11 @@ pub struct Range {
     /// At most this many keys (then [`RangeResponse::more`] says whether there are more);
     /// `None`: no limit.
     pub limit: Option<i64>,
+    /// Keys and revisions only, no values (a small answer to "does it exist").
+    pub keys_only: bool,
+    /// The most recently modified keys first (etcd's `sort_target: MOD`, `sort_order:
+    /// DESCEND`); with `limit: 1`, the latest change in the range.
+    pub newest_first: bool,
 }
 
 impl Range {
@@ -245,6 +250,13 @@ impl Range {
         }
         if let Some(l) = self.limit {
             m.insert("limit".into(), dec(l));
+        }
+        if self.keys_only {
+            m.insert("keys_only".into(), Value::Bool(true));
+        }
+        if self.newest_first {
+            m.insert("sort_order".into(), Value::String("DESCEND".into()));
+            m.insert("sort_target".into(), Value::String("MOD".into()));
         }
         m
     }

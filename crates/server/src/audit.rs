@@ -240,13 +240,14 @@ pub enum AuditEvent {
         observed: String,
         /// How it was observed.
         provenance: String,
-        /// `created`, `updated` or `deleted`.
+        /// `requested` / `requested_delete` (written before the change is made: a change the
+        /// log cannot hold is not made), then `created`, `updated` or `deleted`.
         action: String,
         /// The resource kind.
         kind: String,
         /// The resource name.
         name: String,
-        /// The store's revision after the change.
+        /// The store's revision after the change (0 when requested).
         revision: i64,
     },
     /// An admin API request refused (`admin_refused`).

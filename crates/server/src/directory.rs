@@ -95,6 +95,8 @@ pub struct LiveDirectory {
     current: RwLock<Arc<Directory>>,
     /// User → locked until, from the store's leased `lockouts/` keys.
     locks: RwLock<HashMap<String, SystemTime>>,
+    /// Users with failed logins in the store (`failures/` keys).
+    failed: RwLock<std::collections::HashSet<String>>,
 }
 
 impl LiveDirectory {
@@ -103,6 +105,7 @@ impl LiveDirectory {
         LiveDirectory {
             current: RwLock::new(Arc::new(first)),
             locks: RwLock::new(HashMap::new()),
+            failed: RwLock::new(std::collections::HashSet::new()),
         }
     }
 
@@ -127,6 +130,22 @@ impl LiveDirectory {
         match self.locks.write() {
             Ok(mut l) => *l = locks,
             Err(poisoned) => *poisoned.into_inner() = locks,
+        }
+    }
+
+    /// Replaces the users with failed logins in the store.
+    pub fn set_failed(&self, users: std::collections::HashSet<String>) {
+        match self.failed.write() {
+            Ok(mut f) => *f = users,
+            Err(poisoned) => *poisoned.into_inner() = users,
+        }
+    }
+
+    /// Whether the store holds failed logins of `user`.
+    pub fn has_failures(&self, user: &str) -> bool {
+        match self.failed.read() {
+            Ok(f) => f.contains(user),
+            Err(poisoned) => poisoned.into_inner().contains(user),
         }
     }
 

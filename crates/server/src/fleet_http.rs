@@ -158,6 +158,11 @@ pub async fn admin_route(
             "already_exists",
             format!("{} already exist; use --force to replace", keys.join(", ")),
         ),
+        e @ FleetError::Unknown(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome_unknown",
+            e.to_string(),
+        ),
         e @ FleetError::Unavailable { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "backend_unavailable",
@@ -189,6 +194,10 @@ pub async fn admin_route(
                 Ok(items) => items,
                 Err((code, message)) => return refuse(StatusCode::BAD_REQUEST, code, &message),
             };
+            // Recorded before it is made: a change the audit log cannot hold is not made.
+            if !items.iter().all(|(key, _)| changed("requested", key, 0)) {
+                return audit_unavailable();
+            }
             let (revision, created) = match fleet.write(&items, force).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -288,6 +297,9 @@ pub async fn admin_route(
                      create them with `allow: [{cidr: 0.0.0.0/0}, {cidr: ::/0}]`",
                 );
             }
+            if !changed("requested_delete", &key, 0) {
+                return audit_unavailable();
+            }
             match fleet.remove(&key).await {
                 Ok(Some(revision)) => {
                     changed("deleted", &key, revision);
@@ -309,6 +321,14 @@ pub async fn admin_route(
         }
         _ => http::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
+}
+
+fn audit_unavailable() -> Response<Body> {
+    http::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        "the audit log cannot be written, so nothing is changed; tell the operator",
+    )
 }
 
 /// A refusal: its reason code and message.
@@ -337,6 +357,10 @@ fn parse_body(body: &[u8]) -> Result<Vec<(Key, Vec<u8>)>, Refusal> {
         .map(|r| {
             let key = Key::parse(&r.key())
                 .ok_or_else(|| ("bad_document", format!("{}: no key", r.name())))?;
+            // The checks of a stored value (sizes included), so the store only ever holds
+            // what every node accepts.
+            crate::fleet::store::decode(&key, &r.key(), r.document().as_bytes())
+                .map_err(|m| ("bad_document", m))?;
             Ok((key, r.document().as_bytes().to_vec()))
         })
         .collect()

@@ -129,7 +129,10 @@ impl Metrics {
             AuditEvent::TlsRefused { reason, .. } => self.tls.inc(reason),
             AuditEvent::ProxyRefused { reason, .. }
             | AuditEvent::ConnectionRefused { reason, .. } => self.proxy.inc(reason),
-            AuditEvent::AdminChanged { .. } => self.admin.inc("changed"),
+            // Counted once made, not when requested.
+            AuditEvent::AdminChanged { action, .. } if !action.starts_with("requested") => {
+                self.admin.inc("changed");
+            }
             AuditEvent::AdminRefused { reason, .. } => self.admin.inc(reason),
             AuditEvent::Tls(ippin_access::tls::TlsEvent::AccessAllowed { .. }) => {
                 self.access.inc("allowed");

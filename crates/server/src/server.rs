@@ -809,6 +809,11 @@ pub async fn login(
     let user = match directory.user(&body.user) {
         Some(u) if ok => {
             state.login_guard.succeeded(attempt, &body.user);
+            if let Some(fleet) = &state.fleet
+                && state.directory.has_failures(&body.user)
+            {
+                fleet.record_success(&body.user);
+            }
             u.clone()
         }
         _ => {

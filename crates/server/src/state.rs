@@ -167,7 +167,6 @@ impl State {
         self.directory.get().requires_pin(user)
     }
 
-
     /// Records `event`; on failure logs it and returns false (fail closed).
     pub(crate) fn audit(&self, event: &AuditEvent) -> bool {
         if let Some(m) = &self.metrics {

@@ -239,6 +239,30 @@ fn kv_txn_and_leases_against_etcd() {
         ..Range::prefix(b"/ippin/")
     });
     assert_eq!(old.kvs.len(), 1);
+    // Keys only: the keys and revisions, no values.
+    let keys = etcd.range(&Range {
+        keys_only: true,
+        ..Range::prefix(b"/ippin/")
+    });
+    assert_eq!(keys.kvs.len(), 2);
+    assert!(
+        keys.kvs
+            .iter()
+            .all(|kv| kv.value.is_empty() && kv.mod_revision > 0)
+    );
+    // The latest change under the prefix: the most recently modified key first.
+    let latest = etcd.range(&Range {
+        keys_only: true,
+        newest_first: true,
+        limit: Some(1),
+        ..Range::prefix(b"/ippin/")
+    });
+    assert_eq!(latest.kvs.len(), 1);
+    assert_eq!(
+        latest.kvs[0].mod_revision,
+        keys.kvs.iter().map(|kv| kv.mod_revision).max().unwrap()
+    );
+    assert_eq!(latest.count, 2);
 
     // txn create-only: succeeds once, fails the second time and returns what is there.
     let create = |value: &[u8]| Txn {

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ippin_access::egress::LiveRestrictions;
+use ippin_access::fleet::FleetError as FleetErrorCodec;
 use ippin_access::fleet::client::{ClientError, Endpoint, EtcdClient, client_config_from_pem};
 use ippin_access::fleet::{
     Compare, DeleteRange, EventKind, LeaseGrant, Op, OpResponse, Put, Range, Txn, Watch,
@@ -34,6 +35,12 @@ use store::{Key, Mirror};
 
 /// The most keys read per range call of a snapshot.
 const PAGE: i64 = 500;
+/// How long the store may be ahead of the revision in force before the watch counts as
+/// stalled (reopened, `/readyz` degraded).
+const STALL_AFTER: Duration = Duration::from_secs(5);
+/// The most failed logins written to the store per second by one node; beyond, a
+/// failure counts on the node only.
+const MAX_FAILURE_WRITES_PER_SEC: u32 = 50;
 /// The key (below the prefix) that says the store was seeded from a node's files.
 const SEEDED: &str = "seeded";
 /// The most resources one admin write changes (etcd's default `--max-txn-ops` is 128).
@@ -70,6 +77,13 @@ pub enum FleetError {
         /// Why.
         message: String,
     },
+    /// A write was sent but not confirmed (a timeout, a broken answer): it may or may not
+    /// be applied.
+    #[error(
+        "etcd did not confirm the change ({0}): it may or may not be applied; check with \
+         `ippin ctl get`"
+    )]
+    Unknown(ClientError),
     /// A create-only write found resources that exist.
     #[error("already exists: {}", .0.join(", "))]
     Exists(Vec<String>),
@@ -85,7 +99,8 @@ pub struct Status {
     pub connected: bool,
     /// The store revision whose state is in force here.
     pub revision: i64,
-    /// The store's revision at the last contact (the lag is the difference).
+    /// The revision of the latest change under the prefix at the last probe (the lag is the
+    /// difference).
     pub store_revision: i64,
     /// When etcd last answered (RFC 3339), if ever.
     pub last_contact: Option<String>,
@@ -97,6 +112,13 @@ pub struct Status {
 struct Inner {
     watching: bool,
     probe_ok: bool,
+    /// Since when the store has been ahead of the revision in force here (the watch may
+    /// hang on a dead connection or a member cut off from the others).
+    behind_since: Option<std::time::Instant>,
+    /// Behind for longer than [`STALL_AFTER`]: degraded, the watch is opened again.
+    stalled: bool,
+    /// The revision of the latest change under the prefix, as the probe saw it.
+    latest: i64,
     revision: i64,
     store_revision: i64,
     last_contact: Option<SystemTime>,
@@ -110,6 +132,7 @@ struct Changed {
     directory: bool,
     locks: bool,
     restrictions: bool,
+    failures: bool,
 }
 
 impl Changed {
@@ -118,6 +141,7 @@ impl Changed {
             directory: true,
             locks: true,
             restrictions: true,
+            failures: true,
         }
     }
 
@@ -126,7 +150,8 @@ impl Changed {
             Some(Key::Role(_) | Key::User(_)) => self.directory = true,
             Some(Key::Lockout(_)) => self.locks = true,
             Some(Key::Restrictions) => self.restrictions = true,
-            _ => {}
+            Some(Key::Failure(_)) => self.failures = true,
+            None => {}
         }
     }
 }
@@ -142,6 +167,27 @@ pub struct Fleet {
     limits: LoginLimits,
     inner: Mutex<Inner>,
     lockout_writes: Arc<tokio::sync::Semaphore>,
+    /// Told by the probe when the watch stalled: the watch is opened again.
+    reopen: tokio::sync::Notify,
+    /// The lease failure keys are written with, reused for a tenth of the failure window.
+    failure_lease: tokio::sync::Mutex<Option<(i64, std::time::Instant)>>,
+    /// Failure writes in the current second: (second's start, count).
+    failure_rate: Mutex<(std::time::Instant, u32)>,
+}
+
+/// A write's error: before anything was sent (no connection, TLS refused) nothing changed;
+/// etcd's refusal changed nothing; otherwise (a timeout, a broken or undecodable answer)
+/// the write may have been applied.
+fn classify_write(endpoints: &str, e: ClientError) -> FleetError {
+    match e {
+        ClientError::Connect { .. } | ClientError::Tls { .. } | ClientError::NoEndpoint => {
+            classify(endpoints, e)
+        }
+        ClientError::Etcd { .. } | ClientError::Status { .. } | ClientError::BadPath { .. } => {
+            FleetError::Refused(e)
+        }
+        other => FleetError::Unknown(other),
+    }
 }
 
 fn classify(endpoints: &str, e: ClientError) -> FleetError {
@@ -225,12 +271,23 @@ impl Fleet {
             limits: config.login_limits,
             inner: Mutex::new(Inner::default()),
             lockout_writes: Arc::new(tokio::sync::Semaphore::new(MAX_LOCKOUT_WRITES)),
+            reopen: tokio::sync::Notify::new(),
+            failure_lease: tokio::sync::Mutex::new(None),
+            failure_rate: Mutex::new((std::time::Instant::now(), 0)),
         })
     }
 
     fn err(&self, e: ClientError) -> FleetError {
         let e = classify(&self.endpoints, e);
         if let FleetError::Unavailable { .. } = &e {
+            self.contact(Err(e.to_string()));
+        }
+        e
+    }
+
+    fn err_write(&self, e: ClientError) -> FleetError {
+        let e = classify_write(&self.endpoints, e);
+        if let FleetError::Unavailable { .. } | FleetError::Unknown(_) = &e {
             self.contact(Err(e.to_string()));
         }
         e
@@ -268,13 +325,39 @@ impl Fleet {
         }
     }
 
+    /// The probe saw `latest`, the revision of the latest change under the prefix: when it
+    /// stays above the revision in force for [`STALL_AFTER`], the watch has stalled (a dead
+    /// connection that never closes, or a member cut off from the others): degraded, and
+    /// the watch is opened again (every [`STALL_AFTER`] while it lasts).
+    fn probed(&self, latest: i64) {
+        let mut i = self.lock();
+        i.latest = i.latest.max(latest);
+        if i.latest > i.revision {
+            let since = *i.behind_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > STALL_AFTER {
+                i.stalled = true;
+                i.behind_since = Some(std::time::Instant::now());
+                i.last_error = Some(format!(
+                    "the watch is behind the store (revision {} in force, {} written) for more \
+                     than {STALL_AFTER:?}: opened again",
+                    i.revision, i.latest
+                ));
+                tracing::error!("DEGRADED: {}", i.last_error.as_deref().unwrap_or_default());
+                self.reopen.notify_one();
+            }
+        } else {
+            i.behind_since = None;
+            i.stalled = false;
+        }
+    }
+
     /// The node's contact with etcd now.
     pub fn status(&self) -> Status {
         let i = self.lock();
         Status {
-            connected: i.watching && i.probe_ok,
+            connected: i.watching && i.probe_ok && !i.stalled,
             revision: i.revision,
-            store_revision: i.store_revision.max(i.revision),
+            store_revision: i.latest.max(i.revision),
             last_contact: i.last_contact.map(rfc3339),
             last_error: i.last_error.clone(),
         }
@@ -385,14 +468,23 @@ impl Fleet {
         let mut mirror = Mirror::default();
         let mut start = prefix.to_vec();
         let mut at: Option<i64> = None;
+        let mut page = PAGE;
         loop {
             let req = Range {
                 key: start.clone(),
                 range_end: Some(end.clone()),
                 revision: at,
-                limit: Some(PAGE),
+                limit: Some(page),
+                ..Range::default()
             };
-            let r = self.client.range(&req).await.map_err(|e| self.err(e))?;
+            let r = match self.client.range(&req).await {
+                // Large values: smaller pages, down to one key (whose value is bounded).
+                Err(ClientError::BodyTooLarge { .. }) if page > 1 => {
+                    page = (page / 2).max(1);
+                    continue;
+                }
+                other => other.map_err(|e| self.err(e))?,
+            };
             let rev = *at.get_or_insert(r.header.revision);
             for kv in &r.kvs {
                 let Some(rel) = self.rel(&kv.key) else {
@@ -462,7 +554,9 @@ impl Fleet {
                     tick.tick().await;
                     let req = Range {
                         limit: Some(1),
-                        ..Range::key(this.prefix.as_bytes())
+                        keys_only: true,
+                        newest_first: true,
+                        ..Range::prefix(this.prefix.as_bytes())
                     };
                     match this.client.range(&req).await {
                         Ok(r) => {
@@ -471,6 +565,7 @@ impl Fleet {
                             }
                             was_ok = true;
                             this.contact(Ok(r.header.revision));
+                            this.probed(r.kvs.first().map_or(0, |kv| kv.mod_revision));
                         }
                         Err(e) => {
                             if was_ok {
@@ -497,15 +592,45 @@ impl Fleet {
                 };
                 match self.client.watch(&req).await {
                     Ok(mut w) => {
-                        while let Some(msg) = w.next().await {
+                        loop {
+                            let msg = tokio::select! {
+                                m = w.next() => m,
+                                () = self.reopen.notified() => {
+                                    tracing::warn!("reopening the watch from revision {}", mirror.revision + 1);
+                                    break;
+                                }
+                            };
+                            let Some(msg) = msg else { break };
                             let resp = match msg {
                                 Ok(r) => r,
+                                // A batch larger than the bound would come back the same at
+                                // every reopen: read the whole state instead (page by page).
+                                Err(
+                                    ClientError::BodyTooLarge { .. }
+                                    | ClientError::Decode(FleetErrorCodec::TooLarge { .. }),
+                                ) => {
+                                    tracing::warn!(
+                                        "a watch message over the bound: reading the whole state again"
+                                    );
+                                    match self.snapshot(false, Some(&mirror)).await {
+                                        Ok(m) => {
+                                            mirror = m;
+                                            self.put_in_force(
+                                                &mirror,
+                                                &directory,
+                                                &restrictions,
+                                                Changed::all(),
+                                            );
+                                        }
+                                        Err(e) => tracing::error!("full read: {e}"),
+                                    }
+                                    break;
+                                }
                                 Err(e) => {
                                     self.contact(Err(format!("watch: {e}")));
                                     break;
                                 }
                             };
-                            backoff = Duration::from_millis(100);
                             if resp.compact_revision > 0 {
                                 tracing::warn!(
                                     "revision {} was compacted (oldest kept: {}): reading the \
@@ -542,6 +667,7 @@ impl Fleet {
                                 )));
                                 break;
                             }
+                            backoff = Duration::from_millis(100);
                             self.lock().watching = true;
                             let mut changed = Changed::default();
                             for ev in &resp.events {
@@ -613,6 +739,9 @@ impl Fleet {
         if changed.locks {
             directory.set_locks(self.locks(mirror));
         }
+        if changed.failures {
+            directory.set_failed(mirror.failed_users());
+        }
         if changed.restrictions {
             match restrictions.set_document(mirror.restrictions()) {
                 Ok(true) => tracing::warn!(
@@ -637,6 +766,27 @@ impl Fleet {
         if crate::config::check_name(user).is_err() {
             return;
         }
+        {
+            // At most so many writes a second per node, whoever sends the failures.
+            let mut rate = self
+                .failure_rate
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if rate.0.elapsed() >= Duration::from_secs(1) {
+                *rate = (std::time::Instant::now(), 0);
+            }
+            if rate.1 >= MAX_FAILURE_WRITES_PER_SEC {
+                if rate.1 == MAX_FAILURE_WRITES_PER_SEC {
+                    tracing::warn!(
+                        "more than {MAX_FAILURE_WRITES_PER_SEC} failed logins a second: the \
+                         others count on this node only"
+                    );
+                }
+                rate.1 = rate.1.saturating_add(1);
+                return;
+            }
+            rate.1 += 1;
+        }
         let Ok(slot) = self.lockout_writes.clone().try_acquire_owned() else {
             tracing::warn!("too many lockout writes in flight: a failure counted here only");
             return;
@@ -647,6 +797,22 @@ impl Fleet {
                 tracing::error!("recording a failed login of {user} in the store: {e}");
             }
             drop(slot);
+        });
+    }
+
+    /// After a successful login of `user` whose failures the store holds: they are removed,
+    /// as a node's own count is (a success ends a run of failures).
+    pub fn record_success(self: &Arc<Self>, user: &str) {
+        let this = self.clone();
+        let failures = self.key(&format!("failures/{user}/"));
+        tokio::spawn(async move {
+            if let Err(e) = this
+                .client
+                .delete_range(&DeleteRange::prefix(&failures))
+                .await
+            {
+                tracing::warn!("clearing failed logins in the store: {e}");
+            }
         });
     }
 
@@ -664,7 +830,20 @@ impl Fleet {
 
     async fn failure(&self, user: &str, now: SystemTime) -> Result<(), FleetError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let window = self.lease(self.limits.failure_window).await?;
+        // One lease per tenth of the window (it lives 1.1 windows), not one per failure:
+        // each failure is counted for at least the whole window.
+        let window = {
+            let tenth = self.limits.failure_window / 10;
+            let mut lease = self.failure_lease.lock().await;
+            match *lease {
+                Some((id, granted)) if granted.elapsed() < tenth => id,
+                _ => {
+                    let id = self.lease(self.limits.failure_window + tenth).await?;
+                    *lease = Some((id, std::time::Instant::now()));
+                    id
+                }
+            }
+        };
         let key = self.key(&format!("failures/{user}/{}-{n}", self.node));
         self.client
             .put(&Put::new(&key, b"1").with_lease(window))
@@ -721,41 +900,47 @@ impl Fleet {
         force: bool,
     ) -> Result<(i64, Vec<bool>), FleetError> {
         let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| self.key(&k.path())).collect();
-        let puts = items
-            .iter()
-            .zip(&keys)
-            .map(|((_, v), k)| {
-                let mut p = Put::new(k, v);
-                p.prev_kv = true;
-                Op::Put(p)
+        let exists = |k: &Vec<u8>| {
+            Op::Range(Range {
+                keys_only: true,
+                ..Range::key(k)
             })
-            .collect();
+        };
+        // Whether each key exists (keys only: a small answer), then the writes, in one
+        // transaction; without `force`, only when none exists.
+        let mut success: Vec<Op> = keys.iter().map(exists).collect();
+        success.extend(
+            items
+                .iter()
+                .zip(&keys)
+                .map(|((_, v), k)| Op::Put(Put::new(k, v))),
+        );
         let txn = Txn {
             compare: if force {
                 Vec::new()
             } else {
                 keys.iter().map(|k| Compare::absent(k)).collect()
             },
-            success: puts,
-            failure: keys.iter().map(|k| Op::Range(Range::key(k))).collect(),
+            success,
+            failure: keys.iter().map(exists).collect(),
         };
-        let r = self.client.txn(&txn).await.map_err(|e| self.err(e))?;
+        let r = self.client.txn(&txn).await.map_err(|e| self.err_write(e))?;
+        let found: Vec<bool> = r
+            .responses
+            .iter()
+            .take(items.len())
+            .map(|resp| matches!(resp, OpResponse::Range(rr) if !rr.kvs.is_empty()))
+            .collect();
         if !r.succeeded {
-            let existing = r
-                .responses
+            let existing = found
                 .iter()
                 .zip(items)
-                .filter(|(resp, _)| matches!(resp, OpResponse::Range(rr) if !rr.kvs.is_empty()))
+                .filter(|(found, _)| **found)
                 .map(|(_, (k, _))| k.path())
                 .collect();
             return Err(FleetError::Exists(existing));
         }
-        let created = r
-            .responses
-            .iter()
-            .map(|resp| !matches!(resp, OpResponse::Put(p) if p.prev_kv.is_some()))
-            .collect();
-        Ok((r.header.revision, created))
+        Ok((r.header.revision, found.iter().map(|f| !f).collect()))
     }
 
     /// The resources under `rel` (a key, or a prefix ending in `/`): (key below the prefix,
@@ -786,7 +971,7 @@ impl Fleet {
             .client
             .delete_range(&DeleteRange::key(&self.key(&key.path())))
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err_write(e))?;
         Ok((r.deleted > 0).then_some(r.header.revision))
     }
 }

@@ -17,8 +17,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::UserConfig;
 use crate::directory::Directory;
 
-/// The largest value decoded (etcd's own request limit is 1.5 MiB).
+/// The largest value decoded (etcd's own request limit is 1.5 MiB): the network
+/// restrictions document.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The largest role or user document: a few of them fit in one page of a read, in one
+/// watch message and in one transaction's answer.
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
 /// Where a resource lives below the prefix.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,6 +158,9 @@ pub fn user_document(user: &UserConfig) -> String {
 pub fn decode(key: &Key, source: &str, value: &[u8]) -> Result<Entry, String> {
     if value.len() > MAX_VALUE_BYTES {
         return Err(format!("{source}: larger than {MAX_VALUE_BYTES} bytes"));
+    }
+    if matches!(key, Key::Role(_) | Key::User(_)) && value.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!("{source}: larger than {MAX_DOCUMENT_BYTES} bytes"));
     }
     let text = std::str::from_utf8(value).map_err(|_| format!("{source}: not UTF-8"))?;
     let stored = |rel: &str| crate::admin::parse_stored(rel, text).map_err(|e| e.to_string());
@@ -291,6 +298,17 @@ impl Mirror {
             .values()
             .filter_map(|(k, e)| match (k, e) {
                 (Key::Lockout(user), Entry::Lockout(l)) => Some((user.clone(), l.until_time()?)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The users with failed logins in the store.
+    pub fn failed_users(&self) -> std::collections::HashSet<String> {
+        self.entries
+            .values()
+            .filter_map(|(k, _)| match k {
+                Key::Failure(user) => Some(user.clone()),
                 _ => None,
             })
             .collect()
