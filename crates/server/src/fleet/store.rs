@@ -446,4 +446,82 @@ mod tests {
         // Unknown keys are ignored, not refused.
         m.apply("something/else", Some(b"\xff"), 5, "k").unwrap();
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        /// A change: a key (a few of each kind, and odd ones) and a value (valid for its
+        /// kind, valid for another kind, broken, or a delete).
+        fn change() -> impl Strategy<Value = (String, Option<Vec<u8>>)> {
+            let key = prop_oneof![
+                Just("roles/dev".to_owned()),
+                Just("roles/ops".to_owned()),
+                Just("users/alice".to_owned()),
+                Just("network_restrictions".to_owned()),
+                Just("lockouts/alice".to_owned()),
+                Just("failures/alice/n-1".to_owned()),
+                Just("other/key".to_owned()),
+            ];
+            let value = prop_oneof![Just(None), (0u8..6).prop_map(Some),];
+            (key, value).prop_map(|(key, v)| {
+                let value = v.map(|n| match n {
+                    0 => role(key.rsplit('/').next().unwrap_or("x"), n % 2 == 0).into_bytes(),
+                    1 => role("someone-else", true).into_bytes(),
+                    2 => user_document(&UserConfig {
+                        name: key.rsplit('/').next().unwrap_or("x").to_owned(),
+                        password_hash: HASH.into(),
+                        roles: vec!["dev".into()],
+                    })
+                    .into_bytes(),
+                    3 => b"kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 10.0.0.0/8\n".to_vec(),
+                    4 => br#"{"until":"2030-01-01T00:00:00Z","failures":5}"#.to_vec(),
+                    _ => b"kind: role\n: [\n".to_vec(),
+                });
+                (key, value)
+            })
+        }
+
+        proptest! {
+            /// The mirror is, for every key, the last value that decoded for it (a refused
+            /// value keeps the one before; a delete removes it, except the network
+            /// restrictions'); keys of no known form hold nothing.
+            #[test]
+            fn the_mirror_keeps_the_last_good_value(changes in prop::collection::vec(change(), 0..40)) {
+                let mut m = Mirror::default();
+                let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+                for (i, (key, value)) in changes.iter().enumerate() {
+                    let rev = i as i64 + 2;
+                    let result = m.apply(key, value.as_deref(), rev, key);
+                    let parsed = Key::parse(key);
+                    match (&parsed, value) {
+                        (None, _) => prop_assert!(result.is_ok()),
+                        (Some(Key::Restrictions), None) if model.contains_key(key) => {
+                            prop_assert!(result.is_err());
+                        }
+                        (Some(_), None) => {
+                            prop_assert!(result.is_ok());
+                            model.remove(key);
+                        }
+                        (Some(k), Some(v)) => {
+                            let ok = decode(k, key, v).is_ok();
+                            prop_assert_eq!(result.is_ok(), ok);
+                            if ok {
+                                model.insert(key.clone(), v.clone());
+                            }
+                        }
+                    }
+                }
+                let d = m.directory();
+                for name in ["dev", "ops"] {
+                    prop_assert_eq!(d.roles().get(name).is_some(), model.contains_key(&format!("roles/{name}")));
+                }
+                prop_assert_eq!(d.user("alice").is_some(), model.contains_key("users/alice"));
+                prop_assert_eq!(m.restrictions().map(<[u8]>::to_vec), model.get("network_restrictions").cloned());
+                prop_assert_eq!(m.lockouts().contains_key("alice"), model.contains_key("lockouts/alice"));
+                prop_assert_eq!(m.failed_users().contains("alice"), model.contains_key("failures/alice/n-1"));
+            }
+        }
+    }
 }
