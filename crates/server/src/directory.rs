@@ -1,6 +1,6 @@
 //! The roles and users in force, and the fleet's lockouts: what a login, a renewal and an
 //! access look up. One node reads them from its files once; a node of a fleet replaces them
-//! whenever the store changes (`crate::fleet`), atomically: a decision sees one version
+//! whenever the store changes (the `fleet` module), atomically: a decision sees one version
 //! whole. Below `state`; imports nothing of the server but the configuration's data.
 
 use std::collections::HashMap;

@@ -16,8 +16,8 @@ use crate::audit::AuditEvent;
 use crate::fleet::FleetError;
 use crate::fleet::store::Key;
 use crate::http::{self, Body};
-use crate::server::AccessVerdict;
 use crate::state::State;
+use ippin_access::tls::TlsVerdict as AccessVerdict;
 
 /// The largest body of a write (the YAML of `ctl create -f`), in bytes.
 pub const MAX_ADMIN_BODY: usize = 1 << 20;
