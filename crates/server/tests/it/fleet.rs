@@ -862,8 +862,9 @@ impl Fleet {
 #[tokio::test(flavor = "multi_thread")]
 async fn fleet_resume_hostile_values_and_admin_controls() {
     let t0 = Instant::now();
+    let os = OsUser::create("fleeth");
     let mut f = start_fleet_with(
-        "fleetdev",
+        &os.name,
         Options {
             etcd_proxy: true,
             second_admin: true,
@@ -881,7 +882,7 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
     // ---- 1. cut off (connections closed), a change meanwhile, resumed from the revision
     f.proxy().kill();
     f.wait_degraded("proxy killed");
-    let written = f.put("roles/dev", &dev_role("fleetdev", true));
+    let written = f.put("roles/dev", &dev_role(&os.name, true));
     // etcd is up and has it; the nodes serve their last state.
     assert_eq!(f.pin_of(0, "bob", "127.0.0.3"), Some(unpinned.clone()));
     f.wait_degraded("still cut off");
@@ -892,7 +893,7 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
     // ---- the same with connections that hang in silence (SIGSTOP) ----------------------
     f.proxy().signal("-STOP");
     f.wait_degraded("proxy stopped");
-    let written = f.put("roles/dev", &dev_role("fleetdev", false));
+    let written = f.put("roles/dev", &dev_role(&os.name, false));
     f.wait_degraded("still stopped");
     f.proxy().signal("-CONT");
     f.wait_bob_pin("127.0.0.3", &unpinned, "after SIGCONT");
@@ -902,7 +903,7 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
     f.wait_ready_at(f.etcd.revision(), "before the compaction");
     f.proxy().kill();
     f.wait_degraded("cut off for the compaction");
-    f.put("roles/dev", &dev_role("fleetdev", true));
+    f.put("roles/dev", &dev_role(&os.name, true));
     // A key of no known form (ignored by the nodes), so that the compaction removes the
     // revision the nodes would resume from.
     let compacted = f.put("compaction-marker", "x");
@@ -923,7 +924,10 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
     // dev pins now. A bad boolean (YAML 1.1's `no`), a role named otherwise than its key,
     // and an alias bomb, each as roles/dev: every node keeps the pinning dev.
     let mut bomb = String::from("kind: role\nversion: v7\nmetadata:\n  name: dev\n");
-    bomb.push_str("a0: &a0 [fleetdev, fleetdev, fleetdev, fleetdev, fleetdev, fleetdev]\n");
+    bomb.push_str(&format!(
+        "a0: &a0 [{0}, {0}, {0}, {0}, {0}, {0}]\n",
+        os.name
+    ));
     for i in 1..10 {
         let p = i - 1;
         bomb.push_str(&format!(
@@ -933,8 +937,8 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
     bomb.push_str("spec:\n  options:\n    pin_source_ip: false\n  allow:\n    logins: *a9\n");
     let mut hostile = 0;
     for value in [
-        dev_role("fleetdev", false).replace("pin_source_ip: false", "pin_source_ip: no"),
-        dev_role("fleetdev", false).replace("name: dev", "name: other"),
+        dev_role(&os.name, false).replace("pin_source_ip: false", "pin_source_ip: no"),
+        dev_role(&os.name, false).replace("name: dev", "name: other"),
         bomb,
     ] {
         hostile = f.put("roles/dev", &value);
@@ -957,7 +961,7 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
         ran.stdout.contains("name: fleet-admin") && !ran.stdout.contains("name: dev"),
         "{ran:?}"
     );
-    f.put("roles/dev", &dev_role("fleetdev", true));
+    f.put("roles/dev", &dev_role(&os.name, true));
 
     // A lockout written by another client, until year 9999 and on no lease: alice is
     // locked at most `lockout` (4 s) from when each node saw it.
@@ -1020,9 +1024,37 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
     assert_eq!(f.etcd.revision(), before, "nothing was written");
     assert_eq!(f.etcd.dump(), dump);
 
-    // The network restrictions cannot be removed: refused with its reason, still there.
+    // The network restrictions cannot be removed: refused with its reason, still there and
+    // in force on a session open on node 2.
+    let (bob, ran) = f.login(2, "bob", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let bob_id = Identity {
+        key: bob.join("ippin_ed25519"),
+        cert: bob.join("ippin_ed25519-cert.pub"),
+    };
+    let probe = os.home.join("probe.py");
+    std::fs::write(&probe, PROBE).expect("probe");
+    let target = http_listener("127.0.0.9");
+    let mut remote = Remote::open_at(&bob_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
+    let connect = format!(
+        "python3 {} 4 tcp 127.0.0.9 {}",
+        probe.display(),
+        target.port()
+    );
+    let (out, _) = remote.run(&connect).await;
+    assert_eq!(out.trim(), "OK", "no restrictions yet");
     let ran = f.ctl(1, &dave, &["create", "-f", policy.to_str().unwrap()]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
+    let denied = "ERR Operation not permitted";
+    let done = Instant::now();
+    let mut out = String::new();
+    while done.elapsed() < Duration::from_secs(5) {
+        out = remote.run(&connect).await.0;
+        if out.trim() == denied {
+            break;
+        }
+    }
+    assert_eq!(out.trim(), denied, "the policy is not in force on node 2");
     let ran = f.ctl(1, &dave, &["rm", "network_restrictions"]);
     assert_ne!(ran.code, Some(0), "{ran:?}");
     assert!(ran.stderr.contains("cannot be removed"), "{ran:?}");
@@ -1038,6 +1070,17 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
         restrictions(&["127.0.0.9/32"]).trim(),
         "{ran:?}"
     );
+    // Deleted by another etcd client: every node keeps the last policy.
+    let ran = f
+        .etcd
+        .ctl(&["del", &format!("{PREFIX}network_restrictions")]);
+    assert_eq!((ran.code, ran.stdout.trim()), (Some(0), "1"), "{ran:?}");
+    f.wait_ready_at(f.etcd.revision(), "after the policy was deleted");
+    let (out, _) = remote.run(&connect).await;
+    assert_eq!(out.trim(), denied, "the last policy stays in force");
+    drop(remote);
+    let ran = f.ctl(1, &dave, &["create", "-f", policy.to_str().unwrap()]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
 
     // A seeded role deleted: audited, and not written again when a node restarts.
     let ran = f.ctl(0, &carol, &["rm", "role/retired"]);
@@ -1063,6 +1106,21 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
         .ctl(&["get", &format!("{PREFIX}seeded"), "--print-value-only"]);
     assert!(!ran.stdout.trim().is_empty(), "no seeded marker: {ran:?}");
     f.nodes[1].stop();
+    // A node that starts on a store holding a value that does not validate refuses to
+    // start, naming the key.
+    f.put(
+        "roles/dev",
+        &dev_role(&os.name, true).replace("name: dev", "name: other"),
+    );
+    let mut cmd = Command::new(IPPIN);
+    cmd.args(["serve", "--config"]).arg(&f.nodes[1].config);
+    let ran = run(cmd, b"", COMMAND_TIMEOUT);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stderr.contains(&format!("{PREFIX}roles/dev")),
+        "{ran:?}"
+    );
+    f.put("roles/dev", &dev_role(&os.name, true));
     f.nodes[1].start();
     let ran = f.etcd.ctl(&["get", &format!("{PREFIX}roles/retired")]);
     assert_eq!((ran.code, ran.stdout.trim()), (Some(0), ""), "{ran:?}");
