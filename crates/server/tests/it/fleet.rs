@@ -1210,6 +1210,50 @@ async fn fleet_watch_hanging_while_another_endpoint_answers() {
     f.proxy().signal("-CONT");
 }
 
+/// A lockout another etcd client wrote with no lease and an `until` in year 9999 locks its
+/// user at most `lockout` (4 s) from when a node saw it, and not again when another user's
+/// lockout changes the node's locks.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "product bug, reported: Fleet::locks (src/fleet/mod.rs) bounds every lock from \
+            now at each change of the lockouts, so a lock with no lease comes back"]
+async fn fleet_lockout_without_lease_is_not_extended() {
+    let f = start_fleet_with("fleetdev", Options::default());
+    let locked = f.put(
+        "lockouts/alice",
+        r#"{"until": "9999-12-31T23:59:59Z", "failures": 5}"#,
+    );
+    f.wait_ready_at(locked, "after the lockout");
+    for node in 0..3 {
+        let (_, ran) = f.login(node, "alice", "secret", "127.0.0.1");
+        assert!(ran.stderr.contains("locked until"), "node {node}: {ran:?}");
+    }
+    for node in 0..3 {
+        let ok = wait_until(Duration::from_secs(10), || {
+            f.pin_of(node, "alice", "127.0.0.1").is_some()
+        });
+        assert!(ok, "node {node}: alice is locked longer than `lockout`");
+    }
+    // mallory (no such user) locked through node 0: a change of every node's lockouts.
+    for _ in 0..5 {
+        let (_, ran) = f.login(0, "mallory", "wrong", "127.0.0.4");
+        assert_ne!(ran.code, Some(0));
+    }
+    let key = format!("{PREFIX}lockouts/mallory");
+    let ok = wait_until(Duration::from_secs(5), || {
+        !f.etcd
+            .ctl(&["get", &key, "--keys-only"])
+            .stdout
+            .trim()
+            .is_empty()
+    });
+    assert!(ok, "mallory is not locked");
+    f.wait_ready_at(f.etcd.revision(), "after mallory's lockout");
+    for node in 0..3 {
+        let (_, ran) = f.login(node, "alice", "secret", "127.0.0.1");
+        assert_eq!(ran.code, Some(0), "node {node} locks alice again: {ran:?}");
+    }
+}
+
 /// The revision `node` has put in force, from its `/readyz` (through HAProxy).
 async fn applied_revision(f: &Fleet, node: usize, ca: &str) -> i64 {
     let ep = ippin::client::Endpoint::new(f.nodes[node].login, ca);
