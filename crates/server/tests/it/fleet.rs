@@ -390,8 +390,10 @@ fn start_fleet_with(os_login: &str, options: Options) -> Fleet {
             p[0], p[1], p[2]
         )
     };
+    // Each call to etcd may take 5 s: a seed's write (an fsync) on a loaded machine can take
+    // longer than the default 2 s, and a node that cannot seed does not start.
     let backend = format!(
-        "backend:\n  kind: etcd\n  endpoints: [{}]\n  prefix: {PREFIX}\n  tls: {{ca: {}, \
+        "backend:\n  kind: etcd\n  endpoints: [{}]\n  prefix: {PREFIX}\n  timeout: 5s\n  tls: {{ca: {}, \
          cert: {}, key: {}}}\nlogin_limits: {{max_failures: 5, lockout: 4s, failure_window: 1m}}\n",
         endpoints,
         etcd.pki.path("ca.pem").display(),
@@ -819,7 +821,7 @@ impl Fleet {
     /// Waits (bounded) until every node says `degraded` in `/readyz`.
     fn wait_degraded(&self, why: &str) {
         for node in 0..self.nodes.len() {
-            let ok = wait_until(Duration::from_secs(10), || self.readyz(node).status == 503);
+            let ok = wait_until(Duration::from_secs(15), || self.readyz(node).status == 503);
             assert!(ok, "{why}: node {node} does not say degraded");
             let r = self.readyz(node);
             assert_eq!(r.json()["status"], "degraded", "{why}: node {node}: {r:?}");
