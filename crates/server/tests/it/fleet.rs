@@ -146,6 +146,106 @@ struct Fleet {
     etcd: Store,
     nodes: Vec<Node>,
     _haproxy: Haproxy,
+    /// The relays between the nodes and etcd ([`Options::etcd_proxies`]), in the order of
+    /// the nodes' `backend.endpoints`.
+    etcd_proxies: Vec<EtcdProxy>,
+}
+
+/// How [`start_fleet_with`] sets the fleet up.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    /// How many [`EtcdProxy`] the nodes reach etcd through (their `backend.endpoints`; none:
+    /// etcd itself). etcdctl still talks to etcd directly, so that the nodes can be cut off
+    /// while etcd stays up.
+    etcd_proxies: usize,
+    /// A second administrator, dave (role `fleet-admin`), and a role `retired` that no
+    /// user has, in the seed.
+    second_admin: bool,
+}
+
+/// HAProxy in `mode tcp` between the nodes and etcd: TLS passes through it (etcd's
+/// certificate names 127.0.0.1, which the proxy's address is too). Killed, it closes the
+/// nodes' connections; stopped (SIGSTOP), it leaves them hanging in silence.
+struct EtcdProxy {
+    bind: SocketAddr,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl EtcdProxy {
+    fn new(etcd: SocketAddr) -> EtcdProxy {
+        let lo = ip("127.0.0.1");
+        let bind = SocketAddr::new(lo, free_port(lo));
+        let dir = ippin_test_support::temp_dir();
+        let config = dir.path().join("etcd-proxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n    maxconn 200\n\
+                 defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 5m\n    \
+                 timeout server 5m\n\
+                 frontend etcd\n    bind {bind}\n    default_backend etcd\n\
+                 backend etcd\n    server etcd {etcd}\n"
+            ),
+        )
+        .expect("etcd proxy config");
+        let mut proxy = EtcdProxy {
+            bind,
+            config,
+            _dir: dir,
+            child: None,
+        };
+        proxy.start();
+        proxy
+    }
+
+    /// Starts it (again, on the same address) and waits until it accepts connections.
+    fn start(&mut self) {
+        self.kill();
+        let mut child = Command::new(peer("haproxy"))
+            .arg("-f")
+            .arg(&self.config)
+            .arg("-db")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn haproxy");
+        let bind = self.bind;
+        let up = wait_until(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+                || std::net::TcpStream::connect_timeout(&bind, Duration::from_millis(200)).is_ok()
+        });
+        let running = matches!(child.try_wait(), Ok(None));
+        assert!(up && running, "the etcd proxy does not listen on {bind}");
+        self.child = Some(child);
+    }
+
+    /// Kills it: the nodes' connections to etcd are closed.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`) to it.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the etcd proxy runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for EtcdProxy {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        self.kill();
+    }
 }
 
 impl Fleet {
@@ -254,8 +354,24 @@ fn dev_role(login: &str, pin: bool) -> String {
 }
 
 fn start_fleet(os_login: &str) -> Fleet {
+    start_fleet_with(os_login, Options::default())
+}
+
+fn start_fleet_with(os_login: &str, options: Options) -> Fleet {
     ippin::install_crypto_provider();
     let etcd = Store::start();
+    let etcd_proxies: Vec<EtcdProxy> = (0..options.etcd_proxies)
+        .map(|_| EtcdProxy::new(etcd.etcd.client))
+        .collect();
+    let endpoints = if etcd_proxies.is_empty() {
+        format!("'https://{}'", etcd.etcd.client)
+    } else {
+        etcd_proxies
+            .iter()
+            .map(|p| format!("'https://{}'", p.bind))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let lo = ip("127.0.0.1");
     let ports: Vec<[SocketAddr; 3]> = (0..3)
         .map(|_| {
@@ -274,10 +390,12 @@ fn start_fleet(os_login: &str) -> Fleet {
             p[0], p[1], p[2]
         )
     };
+    // Each call to etcd may take 5 s: a seed's write (an fsync) on a loaded machine can take
+    // longer than the default 2 s, and a node that cannot seed does not start.
     let backend = format!(
-        "backend:\n  kind: etcd\n  endpoints: ['https://{}']\n  prefix: {PREFIX}\n  tls: {{ca: {}, \
+        "backend:\n  kind: etcd\n  endpoints: [{}]\n  prefix: {PREFIX}\n  timeout: 5s\n  tls: {{ca: {}, \
          cert: {}, key: {}}}\nlogin_limits: {{max_failures: 5, lockout: 4s, failure_window: 1m}}\n",
-        etcd.etcd.client,
+        endpoints,
         etcd.pki.path("ca.pem").display(),
         etcd.pki.path("client.pem").display(),
         etcd.pki.path("client.key").display(),
@@ -291,13 +409,21 @@ fn start_fleet(os_login: &str) -> Fleet {
         "kind: role\nversion: v7\nmetadata:\n  name: fleet-admin\nspec:\n  options:\n    admin: true\n    pin_source_ip: true\n"
     );
     let pinned = "kind: role\nversion: v7\nmetadata:\n  name: pinned-ip\nspec:\n  options:\n    pin_source_ip: true\n";
+    let retired = if options.second_admin {
+        "---\nkind: role\nversion: v7\nmetadata:\n  name: retired\nspec:\n  options:\n    pin_source_ip: true\n"
+    } else {
+        ""
+    };
     std::fs::write(
         dir.path().join("roles.yaml"),
-        format!("{pinned}---\n{roles}"),
+        format!("{pinned}---\n{roles}{retired}"),
     )
     .expect("roles");
     let hash = ippin::users::hash_password_light("secret").expect("hash");
     ippin::users::add_user(&config, "carol", &["fleet-admin".to_owned()], &hash).expect("carol");
+    if options.second_admin {
+        ippin::users::add_user(&config, "dave", &["fleet-admin".to_owned()], &hash).expect("dave");
+    }
     let text = std::fs::read_to_string(&config).expect("config");
     let (head, _) = text.split_once("listeners:\n").expect("listeners");
     let mut nodes = Vec::new();
@@ -336,6 +462,7 @@ fn start_fleet(os_login: &str) -> Fleet {
         etcd,
         nodes,
         _haproxy: haproxy,
+        etcd_proxies,
     }
 }
 
@@ -666,6 +793,467 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
         "{ran:?}"
     );
     drop(remote);
+}
+
+/// The YAML of a user document.
+fn user_doc(name: &str, roles: &str) -> String {
+    let hash = ippin::users::hash_password_light("secret").expect("hash");
+    format!(
+        "kind: user\nversion: v1\nmetadata:\n  name: {name}\nspec:\n  password_hash: \
+         {hash}\n  roles: [{roles}]\n"
+    )
+}
+
+impl Fleet {
+    fn proxy(&mut self) -> &mut EtcdProxy {
+        self.etcd_proxies
+            .first_mut()
+            .expect("a fleet with an etcd proxy")
+    }
+
+    /// The pin of a certificate `user` gets from `node`, logging in from `from`; `None` when
+    /// the login failed.
+    fn pin_of(&self, node: usize, user: &str, from: &str) -> Option<Value> {
+        let (dir, ran) = self.login(node, user, "secret", from);
+        (ran.code == Some(0)).then(|| inspect_pin(&dir))
+    }
+
+    /// Waits (bounded) until every node says `degraded` in `/readyz`.
+    fn wait_degraded(&self, why: &str) {
+        for node in 0..self.nodes.len() {
+            let ok = wait_until(Duration::from_secs(15), || self.readyz(node).status == 503);
+            assert!(ok, "{why}: node {node} does not say degraded");
+            let r = self.readyz(node);
+            assert_eq!(r.json()["status"], "degraded", "{why}: node {node}: {r:?}");
+        }
+    }
+
+    /// Waits (bounded) until every node is ready with at least `revision` in force.
+    fn wait_ready_at(&self, revision: i64, why: &str) {
+        for node in 0..self.nodes.len() {
+            let mut last = None;
+            let ok = wait_until(Duration::from_secs(10), || {
+                let r = self.readyz(node);
+                let done = r.status == 200
+                    && r.json()["status"] == "ok"
+                    && r.json()["revision"].as_i64().is_some_and(|v| v >= revision);
+                last = Some(r);
+                done
+            });
+            assert!(
+                ok,
+                "{why}: node {node} is not ready at revision {revision}: {last:?}"
+            );
+        }
+    }
+
+    /// Waits (bounded) until bob's certificates from every node have pin `want` (logging
+    /// in from `from`).
+    fn wait_bob_pin(&self, from: &str, want: &Value, why: &str) {
+        for node in 0..self.nodes.len() {
+            let mut pin = None;
+            let ok = wait_until(Duration::from_secs(10), || {
+                pin = self.pin_of(node, "bob", from);
+                pin.as_ref() == Some(want)
+            });
+            assert!(ok, "{why}: node {node}: bob's pin is {pin:?}, not {want}");
+        }
+    }
+
+    /// `PREFIX` + `rel` put by etcdctl (another client than ippin); the store's revision.
+    fn put(&self, rel: &str, value: &str) -> i64 {
+        let ran = self.etcd.ctl(&["put", &format!("{PREFIX}{rel}"), value]);
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        self.etcd.revision()
+    }
+}
+
+/// An attacker review's cases: the watch resumes from the last revision applied after the
+/// nodes were cut off from etcd (connections closed, then hanging) while etcd stayed up and
+/// changed; a compaction while cut off means a full read; hostile values from another etcd
+/// client are not applied; and the admin API's controls (pin, demotion, deletion that the
+/// seed does not undo, the network restrictions that cannot be removed).
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_resume_hostile_values_and_admin_controls() {
+    let t0 = Instant::now();
+    let os = OsUser::create("fleeth");
+    let mut f = start_fleet_with(
+        &os.name,
+        Options {
+            etcd_proxies: 1,
+            second_admin: true,
+        },
+    );
+    let unpinned = Value::Null;
+    let pinned = Value::from("127.0.0.3/32");
+    let (carol, ran) = f.login(0, "carol", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let (dave, ran) = f.login(1, "dave", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(f.pin_of(2, "bob", "127.0.0.3"), Some(unpinned.clone()));
+    f.wait_ready_at(0, "at start");
+
+    // ---- 1. cut off (connections closed), a change meanwhile, resumed from the revision
+    f.proxy().kill();
+    f.wait_degraded("proxy killed");
+    let written = f.put("roles/dev", &dev_role(&os.name, true));
+    // etcd is up and has it; the nodes serve their last state.
+    assert_eq!(f.pin_of(0, "bob", "127.0.0.3"), Some(unpinned.clone()));
+    f.wait_degraded("still cut off");
+    f.proxy().start();
+    f.wait_bob_pin("127.0.0.3", &pinned, "after the proxy came back");
+    f.wait_ready_at(written, "after the proxy came back");
+
+    // ---- the same with connections that hang in silence (SIGSTOP) ----------------------
+    f.proxy().signal("-STOP");
+    f.wait_degraded("proxy stopped");
+    let written = f.put("roles/dev", &dev_role(&os.name, false));
+    f.wait_degraded("still stopped");
+    f.proxy().signal("-CONT");
+    f.wait_bob_pin("127.0.0.3", &unpinned, "after SIGCONT");
+    f.wait_ready_at(written, "after SIGCONT");
+
+    // ---- 2. compaction past the nodes' revision while they are cut off ----------------
+    f.wait_ready_at(f.etcd.revision(), "before the compaction");
+    f.proxy().kill();
+    f.wait_degraded("cut off for the compaction");
+    f.put("roles/dev", &dev_role(&os.name, true));
+    // A key of no known form (ignored by the nodes), so that the compaction removes the
+    // revision the nodes would resume from.
+    let compacted = f.put("compaction-marker", "x");
+    let ran = f.etcd.ctl(&["compact", &compacted.to_string()]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    f.proxy().start();
+    f.wait_bob_pin("127.0.0.3", &pinned, "after the compaction");
+    f.wait_ready_at(compacted, "after the compaction");
+    for node in 0..3 {
+        let log = std::fs::read_to_string(&f.nodes[node].log).unwrap_or_default();
+        assert!(
+            log.contains("compacted"),
+            "node {node} did not read the state again after the compaction:\n{log}"
+        );
+    }
+
+    // ---- 3. hostile values from another etcd client: not applied ----------------------
+    // dev pins now. A bad boolean (YAML 1.1's `no`), a role named otherwise than its key,
+    // and an alias bomb, each as roles/dev: every node keeps the pinning dev.
+    let mut bomb = String::from("kind: role\nversion: v7\nmetadata:\n  name: dev\n");
+    bomb.push_str(&format!(
+        "a0: &a0 [{0}, {0}, {0}, {0}, {0}, {0}]\n",
+        os.name
+    ));
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    bomb.push_str("spec:\n  options:\n    pin_source_ip: false\n  allow:\n    logins: *a9\n");
+    let mut hostile = 0;
+    for value in [
+        dev_role(&os.name, false).replace("pin_source_ip: false", "pin_source_ip: no"),
+        dev_role(&os.name, false).replace("name: dev", "name: other"),
+        bomb,
+    ] {
+        hostile = f.put("roles/dev", &value);
+    }
+    f.wait_ready_at(hostile, "after the hostile values");
+    for node in 0..3 {
+        assert_eq!(
+            f.pin_of(node, "bob", "127.0.0.3"),
+            Some(pinned.clone()),
+            "node {node} applied a hostile roles/dev"
+        );
+    }
+    // The API shows only what validates: the stored dev does not.
+    let ran = f.ctl(0, &carol, &["get", "role", "dev"]);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stderr.contains("not found"), "{ran:?}");
+    let ran = f.ctl(0, &carol, &["get", "roles"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stdout.contains("name: fleet-admin") && !ran.stdout.contains("name: dev"),
+        "{ran:?}"
+    );
+    f.put("roles/dev", &dev_role(&os.name, true));
+
+    // A lockout written by another client, until year 9999 and on no lease: alice is
+    // locked at most `lockout` (4 s) from when each node saw it.
+    assert!(f.pin_of(0, "alice", "127.0.0.1").is_some(), "alice logs in");
+    let locked = f.put(
+        "lockouts/alice",
+        r#"{"until": "9999-12-31T23:59:59Z", "failures": 5}"#,
+    );
+    f.wait_ready_at(locked, "after the lockout");
+    let seen = Instant::now();
+    for node in 0..3 {
+        let (_, ran) = f.login(node, "alice", "secret", "127.0.0.1");
+        assert_ne!(ran.code, Some(0), "node {node}: {ran:?}");
+        assert!(
+            ran.stderr.contains("locked until") && !ran.stderr.contains("9999"),
+            "node {node}: {ran:?}"
+        );
+    }
+    for node in 0..3 {
+        let ok = wait_until(
+            Duration::from_secs(10).saturating_sub(seen.elapsed()),
+            || f.pin_of(node, "alice", "127.0.0.1").is_some(),
+        );
+        assert!(ok, "node {node}: alice is locked longer than `lockout`");
+    }
+    let ran = f.etcd.ctl(&["del", &format!("{PREFIX}lockouts/alice")]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+
+    // ---- 4. admin controls -------------------------------------------------------------
+    // carol's certificate (pinned to 127.0.0.1) from 127.0.0.2: refused, nothing written.
+    let before = f.etcd.revision();
+    let dump = f.etcd.dump();
+    let policy = f.path("netpolicy.yaml");
+    std::fs::write(&policy, restrictions(&["127.0.0.9/32"])).unwrap();
+    let r = f.curl(
+        0,
+        &carol,
+        "POST",
+        "/v1/admin/resources?force=1",
+        &[
+            "--interface",
+            "127.0.0.2",
+            "--data-binary",
+            &format!("@{}", policy.display()),
+        ],
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("pinned_ip_mismatch")),
+        "{r:?}"
+    );
+    let r = f.curl(
+        1,
+        &carol,
+        "DELETE",
+        "/v1/admin/resources/role/retired",
+        &["--interface", "127.0.0.2"],
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(f.etcd.revision(), before, "nothing was written");
+    assert_eq!(f.etcd.dump(), dump);
+
+    // The network restrictions cannot be removed: refused with its reason, still there and
+    // in force on a session open on node 2.
+    let (bob, ran) = f.login(2, "bob", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let bob_id = Identity {
+        key: bob.join("ippin_ed25519"),
+        cert: bob.join("ippin_ed25519-cert.pub"),
+    };
+    let probe = os.home.join("probe.py");
+    std::fs::write(&probe, PROBE).expect("probe");
+    let target = http_listener("127.0.0.9");
+    let mut remote = Remote::open_at(&bob_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
+    let connect = format!(
+        "python3 {} 4 tcp 127.0.0.9 {}",
+        probe.display(),
+        target.port()
+    );
+    let (out, _) = remote.run(&connect).await;
+    assert_eq!(out.trim(), "OK", "no restrictions yet");
+    let ran = f.ctl(1, &dave, &["create", "-f", policy.to_str().unwrap()]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let denied = "ERR Operation not permitted";
+    let done = Instant::now();
+    let mut out = String::new();
+    while done.elapsed() < Duration::from_secs(5) {
+        out = remote.run(&connect).await.0;
+        if out.trim() == denied {
+            break;
+        }
+    }
+    assert_eq!(out.trim(), denied, "the policy is not in force on node 2");
+    let ran = f.ctl(1, &dave, &["rm", "network_restrictions"]);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stderr.contains("cannot be removed"), "{ran:?}");
+    let ran = f.etcd.ctl(&[
+        "get",
+        "--print-value-only",
+        &format!("{PREFIX}network_restrictions"),
+    ]);
+    assert!(ran.stdout.contains("127.0.0.9/32"), "{ran:?}");
+    let ran = f.ctl(2, &carol, &["get", "network_restrictions"]);
+    assert_eq!(
+        ran.stdout.trim(),
+        restrictions(&["127.0.0.9/32"]).trim(),
+        "{ran:?}"
+    );
+    // Deleted by another etcd client: every node keeps the last policy.
+    let ran = f
+        .etcd
+        .ctl(&["del", &format!("{PREFIX}network_restrictions")]);
+    assert_eq!((ran.code, ran.stdout.trim()), (Some(0), "1"), "{ran:?}");
+    f.wait_ready_at(f.etcd.revision(), "after the policy was deleted");
+    let (out, _) = remote.run(&connect).await;
+    assert_eq!(out.trim(), denied, "the last policy stays in force");
+    drop(remote);
+    let ran = f.ctl(1, &dave, &["create", "-f", policy.to_str().unwrap()]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+
+    // A seeded role deleted: audited, and not written again when a node restarts.
+    let ran = f.ctl(0, &carol, &["rm", "role/retired"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.contains("deleted"), "{ran:?}");
+    let audit0 = std::fs::read_to_string(f.path("audit0.log")).unwrap();
+    let deleted = audit0
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "admin_changed" && v["action"] == "deleted")
+        .expect("admin_changed deleted on node 0");
+    assert_eq!(
+        (&deleted["user"], &deleted["kind"], &deleted["name"]),
+        (
+            &Value::from("carol"),
+            &Value::from("role"),
+            &Value::from("retired")
+        ),
+        "{deleted}"
+    );
+    let ran = f
+        .etcd
+        .ctl(&["get", &format!("{PREFIX}seeded"), "--print-value-only"]);
+    assert!(!ran.stdout.trim().is_empty(), "no seeded marker: {ran:?}");
+    f.nodes[1].stop();
+    // A node that starts on a store holding a value that does not validate refuses to
+    // start, naming the key.
+    f.put(
+        "roles/dev",
+        &dev_role(&os.name, true).replace("name: dev", "name: other"),
+    );
+    let mut cmd = Command::new(IPPIN);
+    cmd.args(["serve", "--config"]).arg(&f.nodes[1].config);
+    let ran = run(cmd, b"", COMMAND_TIMEOUT);
+    assert_ne!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stderr.contains(&format!("{PREFIX}roles/dev")),
+        "{ran:?}"
+    );
+    f.put("roles/dev", &dev_role(&os.name, true));
+    f.nodes[1].start();
+    let ran = f.etcd.ctl(&["get", &format!("{PREFIX}roles/retired")]);
+    assert_eq!((ran.code, ran.stdout.trim()), (Some(0), ""), "{ran:?}");
+    let ran = f.ctl(1, &dave, &["get", "role", "retired"]);
+    assert!(
+        ran.code != Some(0) && ran.stderr.contains("not found"),
+        "{ran:?}"
+    );
+
+    // carol demoted by dave: her next request is refused, on every node.
+    let demote = f.path("carol.yaml");
+    std::fs::write(&demote, user_doc("carol", "dev")).unwrap();
+    let ran = f.ctl(
+        1,
+        &dave,
+        &["create", "--force", "-f", demote.to_str().unwrap()],
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    for node in 0..3 {
+        let mut last = None;
+        let ok = wait_until(Duration::from_secs(5), || {
+            let ran = f.ctl(node, &carol, &["get", "role", "dev"]);
+            let refused = ran.code != Some(0) && ran.stderr.contains("not_admin");
+            last = Some(ran);
+            refused
+        });
+        assert!(ok, "node {node} still lets carol administer: {last:?}");
+    }
+    let ran = f.ctl(0, &dave, &["get", "role", "dev"]);
+    assert_eq!(ran.code, Some(0), "dave still administers: {ran:?}");
+    eprintln!(
+        "fleet_resume_hostile_values_and_admin_controls: {:?}",
+        t0.elapsed()
+    );
+}
+
+/// The watch connection of every node hangs in silence (the first endpoint's relay is
+/// stopped) while the second endpoint answers: the probes move to it and succeed, so the node
+/// must not stay on a watch that delivers nothing. A change made meanwhile must reach every
+/// node, and `/readyz` must not say `ok` with a stale state.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "product bug, reported: the watch's next() is not bounded in time \
+            (src/fleet/mod.rs), so a silent watch stays open and /readyz says ok while stale"]
+async fn fleet_watch_hanging_while_another_endpoint_answers() {
+    let mut f = start_fleet_with(
+        "fleetdev",
+        Options {
+            etcd_proxies: 2,
+            second_admin: false,
+        },
+    );
+    assert_eq!(f.pin_of(0, "bob", "127.0.0.3"), Some(Value::Null));
+    f.wait_ready_at(f.etcd.revision(), "at start");
+    f.proxy().signal("-STOP");
+    let written = f.put("roles/dev", &dev_role("fleetdev", true));
+    for node in 0..3 {
+        let mut last = None;
+        let mut stale_but_ok = None;
+        let ok = wait_until(Duration::from_secs(15), || {
+            let r = f.readyz(node);
+            let revision = r.json()["revision"].as_i64().unwrap_or(0);
+            if r.status == 200 && revision < written {
+                stale_but_ok = Some(format!("{r:?}"));
+            }
+            last = Some(r);
+            revision >= written
+        });
+        assert!(
+            ok,
+            "node {node} has not applied revision {written} (its watch hangs): {last:?}; \
+             ready while stale: {stale_but_ok:?}"
+        );
+    }
+    f.wait_bob_pin("127.0.0.3", &Value::from("127.0.0.3/32"), "watch hanging");
+    f.proxy().signal("-CONT");
+}
+
+/// A lockout another etcd client wrote with no lease and an `until` in year 9999 locks its
+/// user at most `lockout` (4 s) from when a node saw it, and not again when another user's
+/// lockout changes the node's locks.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "product bug, reported: Fleet::locks (src/fleet/mod.rs) bounds every lock from \
+            now at each change of the lockouts, so a lock with no lease comes back"]
+async fn fleet_lockout_without_lease_is_not_extended() {
+    let f = start_fleet_with("fleetdev", Options::default());
+    let locked = f.put(
+        "lockouts/alice",
+        r#"{"until": "9999-12-31T23:59:59Z", "failures": 5}"#,
+    );
+    f.wait_ready_at(locked, "after the lockout");
+    for node in 0..3 {
+        let (_, ran) = f.login(node, "alice", "secret", "127.0.0.1");
+        assert!(ran.stderr.contains("locked until"), "node {node}: {ran:?}");
+    }
+    for node in 0..3 {
+        let ok = wait_until(Duration::from_secs(10), || {
+            f.pin_of(node, "alice", "127.0.0.1").is_some()
+        });
+        assert!(ok, "node {node}: alice is locked longer than `lockout`");
+    }
+    // mallory (no such user) locked through node 0: a change of every node's lockouts.
+    for _ in 0..5 {
+        let (_, ran) = f.login(0, "mallory", "wrong", "127.0.0.4");
+        assert_ne!(ran.code, Some(0));
+    }
+    let key = format!("{PREFIX}lockouts/mallory");
+    let ok = wait_until(Duration::from_secs(5), || {
+        !f.etcd
+            .ctl(&["get", &key, "--keys-only"])
+            .stdout
+            .trim()
+            .is_empty()
+    });
+    assert!(ok, "mallory is not locked");
+    f.wait_ready_at(f.etcd.revision(), "after mallory's lockout");
+    for node in 0..3 {
+        let (_, ran) = f.login(node, "alice", "secret", "127.0.0.1");
+        assert_eq!(ran.code, Some(0), "node {node} locks alice again: {ran:?}");
+    }
 }
 
 /// The revision `node` has put in force, from its `/readyz` (through HAProxy).
