@@ -236,6 +236,7 @@ pub async fn admin_route(
                     return refuse(status, code, &message);
                 }
             };
+            let stored = !found.is_empty();
             let mut items: Vec<Item> = found
                 .into_iter()
                 .filter_map(|(rel, value, revision)| {
@@ -260,6 +261,17 @@ pub async fn admin_route(
                 (_, None) => http::json(StatusCode::OK, &serde_json::json!({ "items": items })),
                 (Some(_), Some(_)) if !items.is_empty() => {
                     http::json(StatusCode::OK, &items.swap_remove(0))
+                }
+                (Some(k), Some(_)) if stored => {
+                    let (kind, name) = kind_of(k);
+                    http::error(
+                        StatusCode::CONFLICT,
+                        "invalid_stored_value",
+                        &format!(
+                            "the store holds a value for {kind} \"{name}\" that does not validate \
+                             (written by another etcd client); replace it with `create --force`"
+                        ),
+                    )
                 }
                 (Some(k), Some(_)) => {
                     let (kind, name) = kind_of(k);

@@ -167,6 +167,8 @@ pub struct Fleet {
     limits: LoginLimits,
     inner: Mutex<Inner>,
     lockout_writes: Arc<tokio::sync::Semaphore>,
+    /// When this node first saw each lock: user → (the lock's revision, when).
+    lock_seen: Mutex<std::collections::HashMap<String, (i64, SystemTime)>>,
     /// Told by the probe when the watch stalled: the watch is opened again.
     reopen: tokio::sync::Notify,
     /// The lease failure keys are written with, reused for a tenth of the failure window.
@@ -271,6 +273,7 @@ impl Fleet {
             limits: config.login_limits,
             inner: Mutex::new(Inner::default()),
             lockout_writes: Arc::new(tokio::sync::Semaphore::new(MAX_LOCKOUT_WRITES)),
+            lock_seen: Mutex::new(std::collections::HashMap::new()),
             reopen: tokio::sync::Notify::new(),
             failure_lease: tokio::sync::Mutex::new(None),
             failure_rate: Mutex::new((std::time::Instant::now(), 0)),
@@ -670,6 +673,7 @@ impl Fleet {
                             backoff = Duration::from_millis(100);
                             self.lock().watching = true;
                             let mut changed = Changed::default();
+                            let mut restore: Option<Vec<u8>> = None;
                             for ev in &resp.events {
                                 let Some(rel) = self.rel(&ev.kv.key) else {
                                     continue;
@@ -685,7 +689,16 @@ impl Fleet {
                                         key = %source, revision = r.revision,
                                         "{}; not applied, the previous value stays", r.message
                                     );
+                                    if value.is_none() && rel == "network_restrictions" {
+                                        restore = mirror.restrictions().map(<[u8]>::to_vec);
+                                    }
                                 }
+                            }
+                            // The policy deleted by another client: written back
+                            // (create-only), so that a node starting later does not start
+                            // with none.
+                            if let Some(text) = restore {
+                                self.restore_restrictions(&text).await;
                             }
                             // Events: the revision of the last one (a batch of a watch that
                             // catches up may be followed by more); a progress message: every
@@ -715,14 +728,23 @@ impl Fleet {
         vec![probe, watch]
     }
 
-    /// The lockouts of `mirror`, each lasting at most `lockout` from now, whatever `until` a
-    /// value written by another client says.
+    /// The lockouts of `mirror`, each lasting at most `lockout` from when this node first
+    /// saw that lock (that key at that revision), whatever `until` a value written by
+    /// another client says, and however often the locks are computed again.
     pub fn locks(&self, mirror: &Mirror) -> std::collections::HashMap<String, SystemTime> {
-        let latest = SystemTime::now() + self.limits.lockout;
-        mirror
-            .lockouts()
+        let now = SystemTime::now();
+        let mut seen = self
+            .lock_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = mirror.lockouts_at();
+        seen.retain(|user, (rev, _)| current.get(user).is_some_and(|(_, r)| r == rev));
+        current
             .into_iter()
-            .map(|(user, until)| (user, until.min(latest)))
+            .map(|(user, (until, rev))| {
+                let first = seen.entry(user.clone()).or_insert((rev, now)).1;
+                (user, until.min(first + self.limits.lockout))
+            })
             .collect()
     }
 
@@ -798,6 +820,25 @@ impl Fleet {
             }
             drop(slot);
         });
+    }
+
+    /// Writes `text` back as the network restrictions when the store has none (create-only:
+    /// a policy written meanwhile wins; every node that saw the delete tries, one succeeds).
+    async fn restore_restrictions(&self, text: &[u8]) {
+        let key = self.key(&Key::Restrictions.path());
+        let txn = Txn {
+            compare: vec![Compare::absent(&key)],
+            success: vec![Op::Put(Put::new(&key, text))],
+            failure: Vec::new(),
+        };
+        match self.client.txn(&txn).await {
+            Ok(r) if r.succeeded => tracing::warn!(
+                "{}network_restrictions was deleted: the last policy is written back",
+                self.prefix
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!("writing the network restrictions back: {e}"),
+        }
     }
 
     /// After a successful login of `user` whose failures the store holds: they are removed,

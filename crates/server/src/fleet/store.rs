@@ -197,6 +197,8 @@ pub fn decode(key: &Key, source: &str, value: &[u8]) -> Result<Entry, String> {
 #[derive(Debug, Clone, Default)]
 pub struct Mirror {
     entries: BTreeMap<String, (Key, Entry)>,
+    /// The revision each key's value was written at.
+    revisions: BTreeMap<String, i64>,
     /// The store revision applied last.
     pub revision: i64,
 }
@@ -238,11 +240,13 @@ impl Mirror {
             }),
             None => {
                 self.entries.remove(rel);
+                self.revisions.remove(rel);
                 Ok(())
             }
             Some(v) => match decode(&key, source, v) {
                 Ok(entry) => {
                     self.entries.insert(rel.to_owned(), (key, entry));
+                    self.revisions.insert(rel.to_owned(), revision);
                     Ok(())
                 }
                 Err(message) => Err(Refused {
@@ -259,9 +263,13 @@ impl Mirror {
         match previous.entries.get(rel) {
             Some(e) => {
                 self.entries.insert(rel.to_owned(), e.clone());
+                if let Some(r) = previous.revisions.get(rel) {
+                    self.revisions.insert(rel.to_owned(), *r);
+                }
             }
             None => {
                 self.entries.remove(rel);
+                self.revisions.remove(rel);
             }
         }
     }
@@ -290,6 +298,21 @@ impl Mirror {
                 Entry::Restrictions(t) => Some(t.as_slice()),
                 _ => None,
             })
+    }
+
+    /// The lockouts: user → (until, the revision the lock was written at).
+    pub fn lockouts_at(&self) -> HashMap<String, (SystemTime, i64)> {
+        self.lockouts()
+            .into_iter()
+            .map(|(user, until)| {
+                let rev = self
+                    .revisions
+                    .get(&format!("lockouts/{user}"))
+                    .copied()
+                    .unwrap_or(0);
+                (user, (until, rev))
+            })
+            .collect()
     }
 
     /// The lockouts: user → until.
