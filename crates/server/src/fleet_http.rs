@@ -411,16 +411,17 @@ async fn read_body(
     }
 }
 
-/// A client on this host: its observed address (after the PROXY stage) trusted and a
-/// loopback one.
-fn local(observed: &ObservedAddr) -> bool {
-    observed.is_trusted() && observed.ip().is_loopback()
+/// A client on this host: the TCP peer a loopback address, and the observed address (after
+/// the PROXY stage) trusted and a loopback one (a proxy on another host naming a client
+/// local to *it* does not make that client local here).
+fn local(peer: std::net::SocketAddr, observed: &ObservedAddr) -> bool {
+    peer.ip().is_loopback() && observed.is_trusted() && observed.ip().is_loopback()
 }
 
 /// `/metrics`, to a client on this host only: the observed address (after the PROXY
 /// stage) trusted and a loopback one. Counts of refusals by reason are not for everyone.
-fn metrics(state: &State, observed: &ObservedAddr) -> Response<Body> {
-    if !local(observed) {
+fn metrics(state: &State, local: bool) -> Response<Body> {
+    if !local {
         return http::error(
             StatusCode::FORBIDDEN,
             "metrics_local_only",
@@ -442,20 +443,27 @@ fn metrics(state: &State, observed: &ObservedAddr) -> Response<Body> {
 
 /// `/healthz` (the process serves), `/readyz` (`ok` in contact with the fleet's store,
 /// else `degraded` with 503; a node without a backend is always ready).
-pub fn health_route(state: &State, observed: &ObservedAddr, path: &str) -> Option<Response<Body>> {
+pub fn health_route(
+    state: &State,
+    peer: std::net::SocketAddr,
+    observed: &ObservedAddr,
+    path: &str,
+) -> Option<Response<Body>> {
     match path {
-        "/metrics" => Some(metrics(state, observed)),
+        "/metrics" => Some(metrics(state, local(peer, observed))),
         "/healthz" => Some(http::json(
             StatusCode::OK,
             &serde_json::json!({"status": "ok"}),
         )),
-        "/readyz" if !local(observed) => Some(match state.fleet.as_ref().map(|f| f.status()) {
-            Some(s) if !s.connected => http::json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"status": "degraded"}),
-            ),
-            _ => http::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        }),
+        "/readyz" if !local(peer, observed) => {
+            Some(match state.fleet.as_ref().map(|f| f.status()) {
+                Some(s) if !s.connected => http::json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "degraded"}),
+                ),
+                _ => http::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            })
+        }
         "/readyz" => Some(match &state.fleet {
             None => http::json(
                 StatusCode::OK,

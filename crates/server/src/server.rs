@@ -205,6 +205,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tracing::warn!("{seeded} resources written to the store from the files (keys it lacked)");
     }
     let mirror = fleet.snapshot(true, None).await?;
+    // A policy deleted from the store (by another client) while this node was down: it
+    // does not start unrestricted when its configuration says there are restrictions.
+    if mirror.restrictions().is_none()
+        && let Some(path) = &config.network_restrictions
+    {
+        return Err(crate::fleet::FleetError::NoPolicy(path.display().to_string()).into());
+    }
     let restrictions = Arc::new(
         crate::ssh::LiveRestrictions::from_document(
             format!("etcd:{}network_restrictions", backend.prefix),
@@ -696,7 +703,8 @@ async fn login_route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     if req.method() == Method::GET
-        && let Some(resp) = crate::fleet_http::health_route(state, &observed, req.uri().path())
+        && let Some(resp) =
+            crate::fleet_http::health_route(state, peer, &observed, req.uri().path())
     {
         return resp;
     }
@@ -821,7 +829,11 @@ pub async fn login(
                 .login_guard
                 .failed(attempt, &body.user, peer, state.now());
             if let Some(fleet) = &state.fleet {
-                fleet.record_failure(&body.user, state.now());
+                fleet.record_failure(
+                    &body.user,
+                    directory.user(&body.user).is_some(),
+                    state.now(),
+                );
             }
             state.audit(&refused(&body.user, "bad_credentials"));
             let locked = |reason: &str, until: SystemTime, failures: u32| AuditEvent::LoginLocked {

@@ -365,6 +365,9 @@ pub struct EtcdClient {
     preferred: Arc<AtomicUsize>,
     timeout: Duration,
     max_body: usize,
+    /// Whether a time-out moves on to the next endpoint (true: reads; false: writes, whose
+    /// request may have been applied by the endpoint that did not answer in time).
+    retry_after_timeout: bool,
 }
 
 impl EtcdClient {
@@ -384,7 +387,16 @@ impl EtcdClient {
             preferred: Arc::new(AtomicUsize::new(0)),
             timeout: DEFAULT_TIMEOUT,
             max_body: MAX_BODY_BYTES,
+            retry_after_timeout: true,
         }
+    }
+
+    /// The same client, for writes: a time-out ends the call (the endpoint may have applied
+    /// the request; sending it again to another could apply it twice, or fail a create-only
+    /// comparison on its own write). Connection and TLS failures still move on.
+    pub fn without_retry_after_timeout(mut self) -> Self {
+        self.retry_after_timeout = false;
+        self
     }
 
     /// The same client with another per-request time bound (per endpoint tried).
@@ -446,7 +458,13 @@ impl EtcdClient {
                     after,
                 }));
             match out {
-                Err(e) if e.moves_on() => last = e,
+                Err(e)
+                    if e.moves_on()
+                        && (self.retry_after_timeout
+                            || !matches!(e, ClientError::Timeout { .. })) =>
+                {
+                    last = e;
+                }
                 other => {
                     // An answer (even etcd's error) means the endpoint works; a bad path was
                     // refused before connecting and says nothing about it.

@@ -535,6 +535,23 @@ async fn failover_between_endpoints() {
         "the preferred endpoint is etcd now"
     );
 
+    // A writer does not move on after a time-out (the mute peer may have applied it): the
+    // time-out is the answer, and etcd is not asked.
+    let writer = EtcdClient::with_endpoints(vec![Endpoint::plain(mute), good.clone()])
+        .with_timeout(Duration::from_millis(500))
+        .without_retry_after_timeout();
+    let put = writer.put(&Put::new(b"/f/w", b"1")).await;
+    assert!(
+        matches!(put, Err(ClientError::Timeout { endpoint, .. }) if endpoint == mute),
+        "{put:?}"
+    );
+    assert!(c.range(&Range::key(b"/f/w")).await.unwrap().kvs.is_empty());
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A closed port still moves on for a writer: nothing was sent.
+    let writer = EtcdClient::with_endpoints(vec![Endpoint::plain(closed_port()), good.clone()])
+        .without_retry_after_timeout();
+    writer.put(&Put::new(b"/f/w", b"2")).await.unwrap();
+
     // A TLS refusal moves on too: etcd with the wrong CA, then etcd with the right one.
     let bad = endpoint(&pki, etcd.client, "other-ca.pem", true);
     let c = EtcdClient::with_endpoints(vec![bad, good.clone()]);
@@ -548,7 +565,7 @@ async fn failover_between_endpoints() {
         matches!(again, Err(ClientError::Etcd { status: 404, .. })),
         "{again:?}"
     );
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
     task.abort();
 
     // All fail: the last endpoint's error, naming it.

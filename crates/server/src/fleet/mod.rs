@@ -43,8 +43,9 @@ const STALL_AFTER: Duration = Duration::from_secs(5);
 const MAX_FAILURE_WRITES_PER_SEC: u32 = 50;
 /// The key (below the prefix) that says the store was seeded from a node's files.
 const SEEDED: &str = "seeded";
-/// The most resources one admin write changes (etcd's default `--max-txn-ops` is 128).
-pub const MAX_WRITE_RESOURCES: usize = 128;
+/// The most resources one admin write changes: its transaction holds a read and a write
+/// for each, and etcd's default `--max-txn-ops` is 128.
+pub const MAX_WRITE_RESOURCES: usize = 64;
 /// The most lockout writes in flight on one node (each is a few calls to etcd); failures
 /// beyond it count on this node only.
 const MAX_LOCKOUT_WRITES: usize = 64;
@@ -87,6 +88,14 @@ pub enum FleetError {
     /// A create-only write found resources that exist.
     #[error("already exists: {}", .0.join(", "))]
     Exists(Vec<String>),
+    /// The store holds no network restrictions while this node's configuration names them:
+    /// the node does not start unrestricted.
+    #[error(
+        "the store holds no network_restrictions, but this node's configuration names {0}: it \
+         does not start without them; create them with `ippin ctl create -f` (or remove \
+         `network_restrictions:` from this node's configuration)"
+    )]
+    NoPolicy(String),
     /// A file to seed the store from cannot be used.
     #[error("{0}")]
     Seed(String),
@@ -112,12 +121,11 @@ pub struct Status {
 struct Inner {
     watching: bool,
     probe_ok: bool,
-    /// Since when the store has been ahead of the revision in force here (the watch may
-    /// hang on a dead connection or a member cut off from the others).
-    behind_since: Option<std::time::Instant>,
+    /// The heartbeat revision the watch must deliver, and since when it is awaited.
+    pending: Option<(i64, std::time::Instant)>,
     /// Behind for longer than [`STALL_AFTER`]: degraded, the watch is opened again.
     stalled: bool,
-    /// The revision of the latest change under the prefix, as the probe saw it.
+    /// The revision of this node's last heartbeat.
     latest: i64,
     revision: i64,
     store_revision: i64,
@@ -167,6 +175,14 @@ pub struct Fleet {
     limits: LoginLimits,
     inner: Mutex<Inner>,
     lockout_writes: Arc<tokio::sync::Semaphore>,
+    /// The same client for writes: no second endpoint after a time-out.
+    writer: EtcdClient,
+    /// The lease of this node's heartbeat, and when it was granted.
+    heartbeat_lease: tokio::sync::Mutex<Option<(i64, std::time::Instant)>>,
+    /// A policy to write back to the store (it was deleted there), until it is.
+    restore: Mutex<Option<Vec<u8>>>,
+    /// The policy text in force here, to apply again when a kernel hook failed.
+    restore_source: Mutex<Option<Vec<u8>>>,
     /// When this node first saw each lock: user → (the lock's revision, when).
     lock_seen: Mutex<std::collections::HashMap<String, (i64, SystemTime)>>,
     /// Told by the probe when the watch stalled: the watch is opened again.
@@ -256,6 +272,7 @@ impl Fleet {
             }
         };
         let client = EtcdClient::with_endpoints(endpoints).with_timeout(backend.timeout);
+        let writer = client.clone().without_retry_after_timeout();
         let mut id = [0u8; 6];
         getrandom::fill(&mut id).map_err(|e| FleetError::Seed(format!("random: {e}")))?;
         let node = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -274,6 +291,10 @@ impl Fleet {
             inner: Mutex::new(Inner::default()),
             lockout_writes: Arc::new(tokio::sync::Semaphore::new(MAX_LOCKOUT_WRITES)),
             lock_seen: Mutex::new(std::collections::HashMap::new()),
+            writer,
+            heartbeat_lease: tokio::sync::Mutex::new(None),
+            restore: Mutex::new(None),
+            restore_source: Mutex::new(None),
             reopen: tokio::sync::Notify::new(),
             failure_lease: tokio::sync::Mutex::new(None),
             failure_rate: Mutex::new((std::time::Instant::now(), 0)),
@@ -328,29 +349,39 @@ impl Fleet {
         }
     }
 
-    /// The probe saw `latest`, the revision of the latest change under the prefix: when it
-    /// stays above the revision in force for [`STALL_AFTER`], the watch has stalled (a dead
-    /// connection that never closes, or a member cut off from the others): degraded, and
-    /// the watch is opened again (every [`STALL_AFTER`] while it lasts).
-    fn probed(&self, latest: i64) {
+    /// The probe wrote this node's heartbeat at revision `written`: the watch must deliver
+    /// it (put it in force) within [`STALL_AFTER`]. If it does not, the watch has stalled (a
+    /// dead connection that never closes, an etcd member cut off from the others; deletes
+    /// included, which no read of the keys would show): degraded, and the watch is opened
+    /// again, every [`STALL_AFTER`] while it lasts.
+    fn probed(&self, written: i64) {
         let mut i = self.lock();
-        i.latest = i.latest.max(latest);
-        if i.latest > i.revision {
-            let since = *i.behind_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() > STALL_AFTER {
+        i.latest = i.latest.max(written);
+        let now = std::time::Instant::now();
+        match i.pending {
+            // The heartbeat awaited is in force: the watch moves. Await this one.
+            Some((target, _)) if i.revision >= target => {
+                i.stalled = false;
+                i.pending = (i.revision < written).then_some((written, now));
+            }
+            Some((target, since)) if since.elapsed() > STALL_AFTER => {
                 i.stalled = true;
-                i.behind_since = Some(std::time::Instant::now());
+                i.pending = Some((written, now));
                 i.last_error = Some(format!(
-                    "the watch is behind the store (revision {} in force, {} written) for more \
-                     than {STALL_AFTER:?}: opened again",
-                    i.revision, i.latest
+                    "the watch has not delivered revision {target} within {STALL_AFTER:?} \
+                     (revision {} in force): opened again",
+                    i.revision
                 ));
                 tracing::error!("DEGRADED: {}", i.last_error.as_deref().unwrap_or_default());
-                self.reopen.notify_one();
+                // Wakes the watch if it waits on a message; one that is connecting will be
+                // checked again at the next heartbeat.
+                self.reopen.notify_waiters();
             }
-        } else {
-            i.behind_since = None;
-            i.stalled = false;
+            Some(_) => {}
+            None => {
+                i.stalled = false;
+                i.pending = (i.revision < written).then_some((written, now));
+            }
         }
     }
 
@@ -405,18 +436,29 @@ impl Fleet {
                 .map_err(|m| FleetError::Seed(format!("user `{}`: {m}", u.name)))?;
             items.push((Key::User(u.name.clone()), doc.into_bytes()));
         }
-        if items.len() >= MAX_WRITE_RESOURCES {
+        let marker = self.key(SEEDED);
+        let seeded = self
+            .client
+            .range(&Range {
+                keys_only: true,
+                ..Range::key(&marker)
+            })
+            .await
+            .map_err(|e| self.err(e))?;
+        if !seeded.kvs.is_empty() {
+            return Ok(0);
+        }
+        if items.len() >= 127 {
             return Err(FleetError::Seed(format!(
                 "the files hold {} resources, more than one transaction writes ({}): load them \
                  with `ippin ctl create -f`",
                 items.len(),
-                MAX_WRITE_RESOURCES - 1
+                126
             )));
         }
         // Once per cluster: every resource and the `seeded` marker in one transaction, only
         // when the marker is absent. A later start never writes them again, so a resource an
         // administrator deleted does not come back from a node's files.
-        let marker = self.key(SEEDED);
         let mut success: Vec<Op> = items
             .iter()
             .map(|(key, value)| Op::Put(Put::new(&self.key(&key.path()), value)))
@@ -434,7 +476,7 @@ impl Fleet {
             success,
             failure: Vec::new(),
         };
-        let r = self.client.txn(&txn).await.map_err(|e| self.err(e))?;
+        let r = self.writer.txn(&txn).await.map_err(|e| self.err(e))?;
         if r.succeeded {
             return Ok(items.len());
         }
@@ -445,7 +487,7 @@ impl Fleet {
             success: vec![Op::Put(Put::new(&marker, stamp.to_string().as_bytes()))],
             failure: Vec::new(),
         };
-        let r = self.client.txn(&mark).await.map_err(|e| self.err(e))?;
+        let r = self.writer.txn(&mark).await.map_err(|e| self.err(e))?;
         if r.succeeded {
             tracing::warn!(
                 "the store holds resources already: the files' roles, users and network \
@@ -528,6 +570,11 @@ impl Fleet {
                             self.prefix
                         );
                         mirror.copy_from(prev, "network_restrictions");
+                        *self
+                            .restore
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            mirror.restrictions().map(<[u8]>::to_vec);
                     }
                     mirror.revision = rev;
                     self.contact(Ok(rev));
@@ -549,26 +596,23 @@ impl Fleet {
         self.lock().revision = mirror.revision;
         let probe = {
             let this = self.clone();
+            let restrictions_probe = restrictions.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(PROBE_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut was_ok = true;
                 loop {
                     tick.tick().await;
-                    let req = Range {
-                        limit: Some(1),
-                        keys_only: true,
-                        newest_first: true,
-                        ..Range::prefix(this.prefix.as_bytes())
-                    };
-                    match this.client.range(&req).await {
-                        Ok(r) => {
+                    let beat = this.heartbeat().await;
+                    match beat {
+                        Ok(rev) => {
                             if !was_ok {
                                 tracing::warn!("etcd answers again at {}", this.endpoints);
                             }
                             was_ok = true;
-                            this.contact(Ok(r.header.revision));
-                            this.probed(r.kvs.first().map_or(0, |kv| kv.mod_revision));
+                            this.contact(Ok(rev));
+                            this.probed(rev);
+                            this.retry_pending(&restrictions_probe).await;
                         }
                         Err(e) => {
                             if was_ok {
@@ -698,7 +742,11 @@ impl Fleet {
                             // (create-only), so that a node starting later does not start
                             // with none.
                             if let Some(text) = restore {
-                                self.restore_restrictions(&text).await;
+                                *self
+                                    .restore
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                    Some(text);
                             }
                             // Events: the revision of the last one (a batch of a watch that
                             // catches up may be followed by more); a progress message: every
@@ -765,6 +813,11 @@ impl Fleet {
             directory.set_failed(mirror.failed_users());
         }
         if changed.restrictions {
+            *self
+                .restore_source
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                mirror.restrictions().map(<[u8]>::to_vec);
             match restrictions.set_document(mirror.restrictions()) {
                 Ok(true) => tracing::warn!(
                     revision = mirror.revision,
@@ -784,8 +837,20 @@ impl Fleet {
     /// and, when the failures within it reach `max_failures`, locks `user` on every node (a
     /// leased `lockouts/` key). Runs in the background; when too many are in flight the
     /// failure counts on this node only.
-    pub fn record_failure(self: &Arc<Self>, user: &str, now: SystemTime) {
+    pub fn record_failure(self: &Arc<Self>, user: &str, known: bool, now: SystemTime) {
         if crate::config::check_name(user).is_err() {
+            return;
+        }
+        // A user the directory knows is always counted across the fleet (their failures stop
+        // at the lock, so they are bounded per user); the caps below are for names no user
+        // has, so that a spray of junk names cannot switch counting off for real users.
+        if known {
+            let (this, user) = (self.clone(), user.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = this.failure(&user, now).await {
+                    tracing::error!("recording a failed login of {user} in the store: {e}");
+                }
+            });
             return;
         }
         {
@@ -822,22 +887,92 @@ impl Fleet {
         });
     }
 
+    /// Writes this node's heartbeat (`heartbeat/NODE`, on a lease of a minute renewed every
+    /// half minute): the revision it was written at.
+    async fn heartbeat(&self) -> Result<i64, ClientError> {
+        let lease = {
+            let mut lease = self.heartbeat_lease.lock().await;
+            match *lease {
+                Some((id, granted)) if granted.elapsed() < Duration::from_secs(30) => id,
+                _ => {
+                    let granted = std::time::Instant::now();
+                    let id = self
+                        .client
+                        .lease_grant(&LeaseGrant { ttl: 60, id: None })
+                        .await?
+                        .id;
+                    *lease = Some((id, granted));
+                    id
+                }
+            }
+        };
+        let key = self.key(&format!("heartbeat/{}", self.node));
+        let stamp = rfc3339(SystemTime::now());
+        match self
+            .client
+            .put(&Put::new(&key, stamp.as_bytes()).with_lease(lease))
+            .await
+        {
+            Ok(r) => Ok(r.header.revision),
+            Err(e) => {
+                // A lease etcd no longer knows (revoked, a restored store): a new one next time.
+                *self.heartbeat_lease.lock().await = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// What a failed step left to do, tried again at each heartbeat: the policy written back
+    /// to the store, and the policy put in force again when a kernel hook failed.
+    async fn retry_pending(&self, restrictions: &LiveRestrictions) {
+        let text = self
+            .restore
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(text) = text
+            && self.restore_restrictions(&text).await
+        {
+            *self
+                .restore
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        if restrictions.last_error().is_some() {
+            let current = self
+                .restore_source
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Err(e) = restrictions.set_document(current.as_deref()) {
+                tracing::error!("{e}; the previous policy stays in force");
+            }
+        }
+    }
+
     /// Writes `text` back as the network restrictions when the store has none (create-only:
     /// a policy written meanwhile wins; every node that saw the delete tries, one succeeds).
-    async fn restore_restrictions(&self, text: &[u8]) {
+    async fn restore_restrictions(&self, text: &[u8]) -> bool {
         let key = self.key(&Key::Restrictions.path());
         let txn = Txn {
             compare: vec![Compare::absent(&key)],
             success: vec![Op::Put(Put::new(&key, text))],
             failure: Vec::new(),
         };
-        match self.client.txn(&txn).await {
-            Ok(r) if r.succeeded => tracing::warn!(
-                "{}network_restrictions was deleted: the last policy is written back",
-                self.prefix
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::error!("writing the network restrictions back: {e}"),
+        match self.writer.txn(&txn).await {
+            Ok(r) => {
+                if r.succeeded {
+                    tracing::warn!(
+                        "{}network_restrictions was deleted: the last policy is written back",
+                        self.prefix
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!("writing the network restrictions back (tried again): {e}");
+                false
+            }
         }
     }
 
@@ -871,25 +1006,33 @@ impl Fleet {
 
     async fn failure(&self, user: &str, now: SystemTime) -> Result<(), FleetError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // One lease per tenth of the window (it lives 1.1 windows), not one per failure:
-        // each failure is counted for at least the whole window.
+        // One lease per tenth of the window (it lives 1.2 windows), not one per failure.
         let window = {
             let tenth = self.limits.failure_window / 10;
             let mut lease = self.failure_lease.lock().await;
             match *lease {
-                Some((id, granted)) if granted.elapsed() < tenth => id,
+                Some((id, asked)) if asked.elapsed() < tenth => id,
                 _ => {
-                    let id = self.lease(self.limits.failure_window + tenth).await?;
-                    *lease = Some((id, std::time::Instant::now()));
+                    // The time is taken before asking: the lease lives at least 1.2 windows
+                    // from then, reused for a tenth, so a key put within the next tenth (a
+                    // call's time included) lives at least one window.
+                    let asked = std::time::Instant::now();
+                    let id = self.lease(self.limits.failure_window + 2 * tenth).await?;
+                    *lease = Some((id, asked));
                     id
                 }
             }
         };
         let key = self.key(&format!("failures/{user}/{}-{n}", self.node));
-        self.client
+        if let Err(e) = self
+            .writer
             .put(&Put::new(&key, b"1").with_lease(window))
             .await
-            .map_err(|e| self.err(e))?;
+        {
+            // A lease etcd no longer knows (revoked, a restored store): a new one next time.
+            *self.failure_lease.lock().await = None;
+            return Err(self.err(e));
+        }
         let failures = self.key(&format!("failures/{user}/"));
         let count = self
             .client
@@ -913,7 +1056,7 @@ impl Fleet {
         let lock_key = self.key(&Key::Lockout(user.to_owned()).path());
         // Create-only: a lock in force is not extended by more failures (they are refused
         // before the password is checked anyway); the counted failures start again.
-        self.client
+        self.writer
             .txn(&Txn {
                 compare: vec![Compare::absent(&lock_key)],
                 success: vec![
@@ -965,7 +1108,7 @@ impl Fleet {
             success,
             failure: keys.iter().map(exists).collect(),
         };
-        let r = self.client.txn(&txn).await.map_err(|e| self.err_write(e))?;
+        let r = self.writer.txn(&txn).await.map_err(|e| self.err_write(e))?;
         let found: Vec<bool> = r
             .responses
             .iter()
@@ -1009,7 +1152,7 @@ impl Fleet {
     /// etcd unreachable or refusing.
     pub async fn remove(&self, key: &Key) -> Result<Option<i64>, FleetError> {
         let r = self
-            .client
+            .writer
             .delete_range(&DeleteRange::key(&self.key(&key.path())))
             .await
             .map_err(|e| self.err_write(e))?;

@@ -65,11 +65,26 @@ impl Store {
         v["header"]["revision"].as_i64().expect("revision")
     }
 
-    /// Every key and value under the prefix.
+    /// Every key under the prefix with its value and revisions, but the nodes' heartbeats
+    /// (`heartbeat/NODE`, written every second): what an admin write could change.
     fn dump(&self) -> String {
-        let ran = self.ctl(&["get", "--prefix", PREFIX]);
-        assert_eq!(ran.code, Some(0), "{ran:?}");
-        ran.stdout
+        let mut out = String::new();
+        let end = format!("{}0", PREFIX.trim_end_matches('/'));
+        for (from, to) in [
+            (PREFIX.to_owned(), format!("{PREFIX}heartbeat/")),
+            (format!("{PREFIX}heartbeat0"), end),
+        ] {
+            let ran = self.ctl(&["get", &from, &to, "-w", "fields"]);
+            assert_eq!(ran.code, Some(0), "{ran:?}");
+            // The header (the store's revision) moves with every heartbeat.
+            out.extend(
+                ran.stdout
+                    .lines()
+                    .filter(|l| !l.starts_with("\"Revision\"") && !l.starts_with("\"RaftTerm\""))
+                    .map(|l| format!("{l}\n")),
+            );
+        }
+        out
     }
 
     fn kill(&mut self) {
@@ -272,6 +287,11 @@ impl Fleet {
 
     /// `ippin ctl` through `node`'s tls frontend with the certificate in `id`.
     fn ctl(&self, node: usize, id: &Path, args: &[&str]) -> Ran {
+        run(self.ctl_command(node, id, args), b"", COMMAND_TIMEOUT)
+    }
+
+    /// The `ippin ctl` command of [`Fleet::ctl`], not started.
+    fn ctl_command(&self, node: usize, id: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(IPPIN);
         cmd.args(["ctl", "--server"])
             .arg(self.nodes[node].tls.to_string())
@@ -280,7 +300,7 @@ impl Fleet {
             .arg("--ca")
             .arg(self.path("ca/tls_ca.pem"))
             .args(args);
-        run(cmd, b"", COMMAND_TIMEOUT)
+        cmd
     }
 
     /// curl to `node`'s tls frontend with the certificate in `id`, from 127.0.0.1.
@@ -509,7 +529,6 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
     assert_eq!(out.trim(), "OK", "no restrictions yet");
 
     // ---- bad input through the API: refused with its reason, nothing written ----------
-    let before = f.etcd.revision();
     let dump = f.etcd.dump();
     let bad = f.path("bad.yaml");
     std::fs::write(&bad, "kind: role\nversion: v7\nmetadata:\n  name: x\nspec:\n  options:\n    pin_source_ip: yes\n").unwrap();
@@ -585,8 +604,7 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
         (403, Some("not_admin")),
         "{r:?}"
     );
-    assert_eq!(f.etcd.revision(), before, "nothing was written");
-    assert_eq!(f.etcd.dump(), dump);
+    assert_eq!(f.etcd.dump(), dump, "nothing was written");
     // ctl checks the file first: file, line and field, nothing sent.
     std::fs::write(&bad, "kind: role\nversion: v7\nmetadata:\n  name: x\nspec:\n  options:\n    pin_source_ip: yes\n").unwrap();
     let ran = f.ctl(0, &carol, &["create", "-f", bad.to_str().unwrap()]);
@@ -595,7 +613,7 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
         ran.stderr.contains("bad.yaml:7") && ran.stderr.contains("spec.options.pin_source_ip"),
         "{ran:?}"
     );
-    assert_eq!(f.etcd.revision(), before, "nothing was written");
+    assert_eq!(f.etcd.dump(), dump, "nothing was written");
 
     // ---- network restrictions through node 0, in force on node 2's open session ------
     let policy = f.path("netpolicy.yaml");
@@ -665,11 +683,27 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
     ] {
         assert!(m.body.contains(line), "{line} not in\n{}", m.body);
     }
-    let revision = f.etcd.revision();
+    // The revision in force: at least the policy's, at most the store's now (heartbeats
+    // move it every second).
+    let shown: i64 = m
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("ippin_backend_revision "))
+        .and_then(|v| v.parse().ok())
+        .expect("ippin_backend_revision");
+    let policy_rev: i64 = {
+        let ran = f.etcd.ctl(&[
+            "get",
+            &format!("{PREFIX}network_restrictions"),
+            "-w",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&ran.stdout).expect("etcdctl JSON");
+        v["kvs"][0]["mod_revision"].as_i64().expect("mod_revision")
+    };
     assert!(
-        m.body
-            .contains(&format!("ippin_backend_revision {revision}\n")),
-        "{}",
+        shown >= policy_rev && shown <= f.etcd.revision(),
+        "revision {shown}, policy at {policy_rev}: {}",
         m.body
     );
     // A client elsewhere, as the load balancer vouches for it: refused.
@@ -1006,7 +1040,6 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
 
     // ---- 4. admin controls -------------------------------------------------------------
     // carol's certificate (pinned to 127.0.0.1) from 127.0.0.2: refused, nothing written.
-    let before = f.etcd.revision();
     let dump = f.etcd.dump();
     let policy = f.path("netpolicy.yaml");
     std::fs::write(&policy, restrictions(&["127.0.0.9/32"])).unwrap();
@@ -1035,8 +1068,7 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
         &["--interface", "127.0.0.2"],
     );
     assert_eq!(r.status, 403, "{r:?}");
-    assert_eq!(f.etcd.revision(), before, "nothing was written");
-    assert_eq!(f.etcd.dump(), dump);
+    assert_eq!(f.etcd.dump(), dump, "nothing was written");
 
     // The network restrictions cannot be removed: refused with its reason, still there and
     // in force on a session open on node 2.
@@ -1293,28 +1325,58 @@ async fn measure_ctl_to_enforcement_and_logins() {
             restrictions(&[&format!("127.0.{}.{}/32", 10 + i / 200, i % 200 + 1)]),
         )
         .unwrap();
-        let target = f.etcd.revision() + 1;
-        let t0 = Instant::now();
-        let ran = f.ctl(
+        // The nodes' revisions are sampled from before `ctl` starts; the change's own
+        // revision is read once it returned; each node's first sample at or past it ends
+        // the wait (heartbeats move the revisions every second, so no "+1" can be guessed).
+        let cmd = f.ctl_command(
             i as usize % 3,
             &carol,
             &["create", "--force", "-f", policy.to_str().unwrap()],
         );
-        assert_eq!(ran.code, Some(0), "{ran:?}");
-        loop {
-            let mut all = true;
+        let t0 = Instant::now();
+        let ctl = std::thread::spawn(move || run(cmd, b"", COMMAND_TIMEOUT));
+        let mut ctl = Some(ctl);
+        let mut samples: Vec<(Instant, usize, i64)> = Vec::new();
+        let mut target = None;
+        let done = loop {
             for node in 0..3 {
-                all &= applied_revision(&f, node, &ca).await >= target;
+                let rev = applied_revision(&f, node, &ca).await;
+                samples.push((Instant::now(), node, rev));
             }
-            if all {
-                break;
+            if ctl
+                .as_ref()
+                .is_some_and(std::thread::JoinHandle::is_finished)
+            {
+                let ran = ctl.take().expect("ctl").join().expect("ctl thread");
+                assert_eq!(ran.code, Some(0), "{ran:?}");
+                let got = f.etcd.ctl(&[
+                    "get",
+                    &format!("{PREFIX}network_restrictions"),
+                    "-w",
+                    "json",
+                ]);
+                let v: Value = serde_json::from_str(&got.stdout).expect("etcdctl JSON");
+                target = v["kvs"][0]["mod_revision"].as_i64();
+            }
+            if let Some(t) = target {
+                let firsts: Vec<Option<Instant>> = (0..3)
+                    .map(|n| {
+                        samples
+                            .iter()
+                            .find(|(_, m, r)| *m == n && *r >= t)
+                            .map(|(at, _, _)| *at)
+                    })
+                    .collect();
+                if firsts.iter().all(Option::is_some) {
+                    break firsts.into_iter().flatten().max().expect("three nodes");
+                }
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(10),
                 "change {i} not applied everywhere"
             );
-        }
-        times.push(t0.elapsed());
+        };
+        times.push(done - t0);
     }
     times.sort();
     eprintln!(
