@@ -594,6 +594,12 @@ impl Fleet {
         restrictions: Arc<LiveRestrictions>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         self.lock().revision = mirror.revision;
+        // The policy in force from the start: what a failed kernel update is retried with.
+        *self
+            .restore_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            mirror.restrictions().map(<[u8]>::to_vec);
         let probe = {
             let this = self.clone();
             let restrictions_probe = restrictions.clone();
