@@ -665,18 +665,7 @@ impl Fleet {
                                     tracing::warn!(
                                         "a watch message over the bound: reading the whole state again"
                                     );
-                                    match self.snapshot(false, Some(&mirror)).await {
-                                        Ok(m) => {
-                                            mirror = m;
-                                            self.put_in_force(
-                                                &mirror,
-                                                &directory,
-                                                &restrictions,
-                                                Changed::all(),
-                                            );
-                                        }
-                                        Err(e) => tracing::error!("full read: {e}"),
-                                    }
+                                    self.reread(&mut mirror, &directory, &restrictions).await;
                                     break;
                                 }
                                 Err(e) => {
@@ -691,26 +680,7 @@ impl Fleet {
                                     mirror.revision + 1,
                                     resp.compact_revision
                                 );
-                                match self.snapshot(false, Some(&mirror)).await {
-                                    Ok(m) => {
-                                        mirror = m;
-                                        self.put_in_force(
-                                            &mirror,
-                                            &directory,
-                                            &restrictions,
-                                            Changed::all(),
-                                        );
-                                        let (roles, users, locks) = mirror.counts();
-                                        tracing::warn!(
-                                            revision = mirror.revision,
-                                            roles,
-                                            users,
-                                            lockouts = locks,
-                                            "state read again from the store"
-                                        );
-                                    }
-                                    Err(e) => tracing::error!("full read: {e}"),
-                                }
+                                self.reread(&mut mirror, &directory, &restrictions).await;
                                 break;
                             }
                             if resp.canceled {
@@ -800,6 +770,32 @@ impl Fleet {
                 (user, until.min(first + self.limits.lockout))
             })
             .collect()
+    }
+
+    /// Reads the whole state again (after a compaction, or a watch message over the bound)
+    /// and puts it in force; on failure the state stays as it was (the watch, reopened from
+    /// the same revision, says so again).
+    async fn reread(
+        &self,
+        mirror: &mut Mirror,
+        directory: &LiveDirectory,
+        restrictions: &LiveRestrictions,
+    ) {
+        match self.snapshot(false, Some(mirror)).await {
+            Ok(m) => {
+                *mirror = m;
+                self.put_in_force(mirror, directory, restrictions, Changed::all());
+                let (roles, users, locks) = mirror.counts();
+                tracing::warn!(
+                    revision = mirror.revision,
+                    roles,
+                    users,
+                    lockouts = locks,
+                    "state read again from the store"
+                );
+            }
+            Err(e) => tracing::error!("full read: {e}"),
+        }
     }
 
     fn put_in_force(
