@@ -66,6 +66,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod datagram;
 mod error;
 mod header;
 mod policy;
@@ -77,6 +78,9 @@ mod v2;
 mod tokio_io;
 
 pub use builder::{V1Builder, V2Builder};
+pub use datagram::{
+    DatagramAccept, DatagramError, DatagramRefusal, parse_datagram, parse_datagram_with,
+};
 pub use error::Error;
 pub use header::{
     Addresses, Command, Crc32cStatus, Header, OwnedHeader, UNIX_ADDR_LEN, V1Header, V2Header,
