@@ -76,6 +76,8 @@ mod v2;
 
 #[cfg(feature = "tokio")]
 mod tokio_io;
+#[cfg(feature = "tokio")]
+mod tokio_udp;
 
 pub use builder::{V1Builder, V2Builder};
 pub use datagram::{
@@ -100,6 +102,9 @@ pub use v2::{FIXED_LEN as V2_FIXED_LEN, SIGNATURE as V2_SIGNATURE};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use tokio_io::{Accepted, DEFAULT_TIMEOUT, PrefixedStream, accept};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use tokio_udp::{ProxyUdpSocket, ReceivedDatagram, RecvError};
 
 /// The default cap on a header's size: 4 KiB.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;

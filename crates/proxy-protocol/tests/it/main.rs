@@ -8,6 +8,7 @@ mod differential;
 mod peers;
 mod policy;
 mod roundtrip;
+mod udp;
 mod v1;
 mod v2;
 mod vectors;
