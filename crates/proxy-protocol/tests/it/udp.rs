@@ -16,15 +16,15 @@ use tokio::net::UdpSocket;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Sends each datagram (hex) from a UDP socket bound to `from`:0 to `to`,
-/// in order, and exits.
+/// Sends each datagram (hex) from a UDP socket bound to `from`:0 to `to`
+/// (same IP family), in order, and exits.
 const SENDER: &str = r#"
 import socket, sys
-src, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in src else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((src, 0))
-for h in sys.argv[3:]:
-    s.sendto(bytes.fromhex(h), ("127.0.0.1", port))
+for h in sys.argv[4:]:
+    s.sendto(bytes.fromhex(h), (dst, port))
 s.close()
 "#;
 
@@ -37,6 +37,7 @@ fn send(from: &str, to: SocketAddr, datagrams: &[Vec<u8>]) {
         .arg("-c")
         .arg(SENDER)
         .arg(from)
+        .arg(to.ip().to_string())
         .arg(to.port().to_string())
         .args(datagrams.iter().map(|d| hex(d)))
         .output()
@@ -215,4 +216,31 @@ async fn modes_off_and_unspecified_over_real_sockets() {
     assert_eq!(u.observed.addr, "198.51.100.7:0".parse().unwrap());
     assert!(!u.observed.trusted);
     assert_eq!(&buf[u.payload], b"x");
+}
+
+#[tokio::test]
+async fn python_sender_over_ipv6_loopback() {
+    let policy =
+        ListenerPolicy::new(ProxyMode::On).with_trusted_proxies(vec!["::1/128".parse().unwrap()]);
+    let socket = ProxyUdpSocket::new(UdpSocket::bind("[::1]:0").await.unwrap(), policy);
+    let to = socket.local_addr().unwrap();
+    let mut buf = vec![0u8; 65535];
+    let good = udp("198.51.100.7:5353", "203.0.113.10:53", b"six");
+    let mut dup = good.clone();
+    dup.truncate(28);
+    dup.extend_from_slice(&good);
+    send("::1", to, &[dup, good[..27].to_vec(), good]);
+    assert_eq!(
+        refusal(next(&socket, &mut buf).await),
+        DatagramRefusal::Policy(Refusal::DuplicateHeader)
+    );
+    assert!(matches!(
+        refusal(next(&socket, &mut buf).await),
+        DatagramRefusal::Header(DatagramError::Truncated { len: 27, .. })
+    ));
+    let a = next(&socket, &mut buf).await.unwrap();
+    assert_eq!(a.peer.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(a.observed.addr, "198.51.100.7:5353".parse().unwrap());
+    assert!(a.observed.trusted);
+    assert_eq!(&buf[a.payload], b"six");
 }
