@@ -40,17 +40,61 @@
 //!   client address, its [`Provenance`] and whether it may be trusted, or a
 //!   [`Refusal`] with a stable code; its [`step`](ListenerPolicy::step)
 //!   ([`Step`]) is the sans-IO reader an I/O adapter drives.
+//! * PROXY v2 over UDP: [`parse_datagram`] ([`parse_datagram_with`]) reads
+//!   the whole header one datagram must carry (PROXY UDP4/UDP6 or LOCAL; a
+//!   truncated header is an error, never "read more") and returns the
+//!   payload offset, or a [`DatagramError`];
+//!   [`ListenerPolicy::decide_datagram`] applies the listener policy to one
+//!   datagram ([`DatagramAccept`], [`DatagramRefusal`]);
+//!   [`Addresses::udp`] and [`V2Builder::encode_datagram`] build datagrams
+//!   for senders. See the example below.
 //! * Feature `tokio`: `accept` reads the header off any tokio
 //!   `AsyncRead + AsyncWrite` stream under a deadline (`DEFAULT_TIMEOUT`)
 //!   and returns `Accepted`: the observation, the header and a
-//!   `PrefixedStream` that replays bytes read past the header. (Plain names
-//!   here, so that these docs build without the feature too.)
+//!   `PrefixedStream` that replays bytes read past the header;
+//!   `ProxyUdpSocket` wraps a tokio `UdpSocket` and applies the policy to
+//!   each datagram (`ReceivedDatagram`, `RecvError`). (Plain names here, so
+//!   that these docs build without the feature too.)
+//!
+//! # PROXY v2 over UDP
+//!
+//! ```
+//! use ippin_proxy_protocol::{
+//!     Addresses, Command, DatagramError, DatagramRefusal, ListenerPolicy, ProxyMode, Refusal,
+//!     V2Builder,
+//! };
+//!
+//! // The proxy's side: the header, then the client's payload.
+//! let datagram = V2Builder::new(Command::Proxy)
+//!     .addresses(Addresses::udp("198.51.100.7:5353".parse()?, "203.0.113.10:53".parse()?)?)?
+//!     .encode_datagram(b"query")?;
+//!
+//! // The server's side: one decision per datagram, nothing kept.
+//! let policy = ListenerPolicy::new(ProxyMode::On)
+//!     .with_trusted_proxies(vec!["10.0.0.0/8".parse()?]);
+//! let ok = policy.decide_datagram("10.0.0.2:40000".parse()?, &datagram)?;
+//! assert_eq!(ok.observed.addr, "198.51.100.7:5353".parse()?);
+//! assert!(ok.observed.trusted);
+//! assert_eq!(&datagram[ok.payload_offset..], b"query");
+//!
+//! // A header cut short is refused, never awaited.
+//! assert!(matches!(
+//!     policy.decide_datagram("10.0.0.2:40000".parse()?, &datagram[..20]),
+//!     Err(DatagramRefusal::Header(DatagramError::Truncated { len: 20, .. }))
+//! ));
+//! // So is a header from outside the trusted proxies.
+//! assert!(matches!(
+//!     policy.decide_datagram("192.0.2.1:40000".parse()?, &datagram),
+//!     Err(DatagramRefusal::Policy(Refusal::UntrustedProxy { .. }))
+//! ));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
-//! | `tokio` | off     | `accept`, `Accepted`, `PrefixedStream`, `DEFAULT_TIMEOUT`; pulls in `tokio` with only `io-util` and `time` |
+//! | `tokio` | off     | `accept`, `Accepted`, `PrefixedStream`, `DEFAULT_TIMEOUT`, `ProxyUdpSocket`, `ReceivedDatagram`, `RecvError`; pulls in `tokio` with only `io-util`, `time` and `net` |
 //!
 //! Without features the crate has no I/O and no runtime: it depends on
 //! `crc32c`, `ipnet` and `thiserror` only.
@@ -66,6 +110,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod datagram;
 mod error;
 mod header;
 mod policy;
@@ -75,8 +120,13 @@ mod v2;
 
 #[cfg(feature = "tokio")]
 mod tokio_io;
+#[cfg(feature = "tokio")]
+mod tokio_udp;
 
 pub use builder::{V1Builder, V2Builder};
+pub use datagram::{
+    DatagramAccept, DatagramError, DatagramRefusal, parse_datagram, parse_datagram_with,
+};
 pub use error::Error;
 pub use header::{
     Addresses, Command, Crc32cStatus, Header, OwnedHeader, UNIX_ADDR_LEN, V1Header, V2Header,
@@ -96,6 +146,9 @@ pub use v2::{FIXED_LEN as V2_FIXED_LEN, SIGNATURE as V2_SIGNATURE};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use tokio_io::{Accepted, DEFAULT_TIMEOUT, PrefixedStream, accept};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use tokio_udp::{ProxyUdpSocket, ReceivedDatagram, RecvError};
 
 /// The default cap on a header's size: 4 KiB.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;

@@ -3,10 +3,12 @@
 mod adapter;
 mod adversarial;
 mod alloc;
+mod datagram;
 mod differential;
 mod peers;
 mod policy;
 mod roundtrip;
+mod udp;
 mod v1;
 mod v2;
 mod vectors;
