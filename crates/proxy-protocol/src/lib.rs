@@ -95,7 +95,10 @@ pub use v2::{FIXED_LEN as V2_FIXED_LEN, SIGNATURE as V2_SIGNATURE};
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use tokio_io::{Accepted, DEFAULT_TIMEOUT, PrefixedStream, accept};
+pub use tokio_io::{
+    AcceptError, Accepted, DEFAULT_MAX_PENDING, DEFAULT_TIMEOUT, HeaderSlots, PrefixedStream,
+    accept, accept_bounded, accept_bounded_until,
+};
 
 /// The default cap on a header's size: 4 KiB.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
