@@ -75,6 +75,8 @@ mod v2;
 
 #[cfg(feature = "tokio")]
 mod tokio_io;
+#[cfg(feature = "listener")]
+mod tokio_listener;
 
 pub use builder::{V1Builder, V2Builder};
 pub use error::Error;
@@ -99,6 +101,9 @@ pub use tokio_io::{
     AcceptError, Accepted, DEFAULT_MAX_PENDING, DEFAULT_TIMEOUT, HeaderSlots, PrefixedStream,
     accept, accept_bounded, accept_bounded_until,
 };
+#[cfg(feature = "listener")]
+#[cfg_attr(docsrs, doc(cfg(feature = "listener")))]
+pub use tokio_listener::{ListenerOptions, ProxyListener};
 
 /// The default cap on a header's size: 4 KiB.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;

@@ -208,18 +208,24 @@ pub enum AcceptError {
     /// files). The listener goes on accepting after a short pause.
     #[error("accept_failed: accepting a connection failed: {0}")]
     Accept(io::ErrorKind),
+    /// The listener's accepting task ended (it does not, short of a bug):
+    /// no more connections will come.
+    #[error("listener_stopped: the listener stopped accepting")]
+    Stopped,
 }
 
 impl AcceptError {
     /// A stable, machine-readable reason code: the [`Refusal`]'s code for
     /// [`Refused`](AcceptError::Refused), `header_slots_full` for
     /// [`NoSlot`](AcceptError::NoSlot), `accept_failed` for
-    /// [`Accept`](AcceptError::Accept).
+    /// [`Accept`](AcceptError::Accept), `listener_stopped` for
+    /// [`Stopped`](AcceptError::Stopped).
     pub fn code(&self) -> &'static str {
         match self {
             AcceptError::Refused { refusal, .. } => refusal.code(),
             AcceptError::NoSlot { .. } => "header_slots_full",
             AcceptError::Accept(_) => "accept_failed",
+            AcceptError::Stopped => "listener_stopped",
         }
     }
 

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ippin_proxy_protocol::{
-    AcceptError, HeaderSlots, ListenerPolicy, ProxyMode, Refusal, accept_bounded,
+    AcceptError, Accepted, HeaderSlots, ListenerOptions, ListenerPolicy, ProxyListener, ProxyMode,
+    Refusal, accept_bounded,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -197,5 +198,163 @@ async fn refusals_come_out_typed_and_give_the_slot_back() {
         assert_eq!(err.code(), want);
         assert!(!err.is_timeout());
         assert_eq!(slots.in_use(), 0);
+    }
+}
+
+// The owned listener.
+
+/// A client that connects, sends `sent`, then reads until the server closes;
+/// yields what it read and how long after its connect began the close came.
+fn client(addr: SocketAddr, sent: &'static [u8]) -> tokio::task::JoinHandle<(Vec<u8>, Duration)> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let mut got = Vec::new();
+        // A reset counts as the close too.
+        let _ = s.read_to_end(&mut got).await;
+        (got, start.elapsed())
+    })
+}
+
+/// The next result of `listener`, within 10 s.
+async fn next(listener: &mut ProxyListener) -> Result<Accepted<TcpStream>, AcceptError> {
+    tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the listener yielded nothing in 10 s")
+}
+
+async fn listener(policy: ListenerPolicy, options: ListenerOptions) -> ProxyListener {
+    ProxyListener::bind("127.0.0.1:0", policy, options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_listener_ends_each_silent_connection_within_its_own_timeout() {
+    const N: usize = 2;
+    let timeout = Duration::from_millis(1000);
+    let options = ListenerOptions::default()
+        .with_max_pending(N)
+        .with_header_timeout(timeout);
+    let mut l = listener(policy(), options).await;
+    let clients: Vec<_> = (0..N + 5).map(|_| client(l.local_addr(), b"")).collect();
+    let mut refused_in_stage = 0;
+    for _ in 0..N + 5 {
+        let err = next(&mut l).await.map(drop).unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        if err.refusal() == Some(&Refusal::Timeout) {
+            refused_in_stage += 1;
+        }
+        assert!(l.header_slots().in_use() <= N);
+    }
+    // The first N had slots at once; the others waited, and whether a slot
+    // freed before their deadline or not, their own timeout ended them.
+    assert!(refused_in_stage >= N, "{refused_in_stage}");
+    for c in clients {
+        let (got, elapsed) = c.await.unwrap();
+        assert!(got.is_empty());
+        assert!(elapsed >= timeout, "{elapsed:?}");
+        // Counted from a slot, the waiting ones would last about 2 s.
+        assert!(elapsed < Duration::from_millis(1700), "{elapsed:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_header_does_not_block_a_fast_one() {
+    let mut l = listener(policy(), ListenerOptions::default()).await;
+    let slow = client(l.local_addr(), b"PROXY TCP4 198.51");
+    wait_for("the slow header to be in its stage", || {
+        l.header_slots().in_use() == 1
+    })
+    .await;
+    let fast = client(
+        l.local_addr(),
+        b"PROXY TCP4 192.0.2.1 203.0.113.10 4000 443\r\nhi",
+    );
+    let a = next(&mut l).await.unwrap();
+    assert_eq!(a.observed.addr, "192.0.2.1:4000".parse().unwrap());
+    assert!(a.observed.trusted);
+    let mut stream = a.stream;
+    let mut got = [0u8; 2];
+    stream.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"hi");
+    stream.write_all(b"bye").await.unwrap();
+    drop(stream);
+    assert_eq!(fast.await.unwrap().0, b"bye");
+    // The slow one is still in its stage (default timeout 5 s).
+    assert_eq!(l.header_slots().in_use(), 1);
+    drop(l);
+    // Dropping the listener closes it.
+    let (got, elapsed) = slow.await.unwrap();
+    assert!(got.is_empty());
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_good_connection_behind_stalled_ones_is_served_through_the_listener() {
+    const N: usize = 2;
+    let timeout = Duration::from_millis(1500);
+    let options = ListenerOptions::default()
+        .with_max_pending(N)
+        .with_header_timeout(timeout);
+    let mut l = listener(policy(), options).await;
+    let start = Instant::now();
+    let stalled: Vec<_> = (0..N).map(|_| client(l.local_addr(), b"")).collect();
+    wait_for("the stalled connections to hold every slot", || {
+        l.header_slots().in_use() == N
+    })
+    .await;
+    // Arriving 0.5 s later, it has 0.5 s left when their slots free.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let good = client(
+        l.local_addr(),
+        b"PROXY TCP4 192.0.2.9 203.0.113.10 4000 443\r\nSSH-2.0-x\r\n",
+    );
+    let mut served = None;
+    let mut timeouts = 0;
+    for _ in 0..N + 1 {
+        match next(&mut l).await {
+            Ok(a) => served = Some((a, start.elapsed())),
+            Err(e) => {
+                assert_eq!(e.refusal(), Some(&Refusal::Timeout));
+                timeouts += 1;
+            }
+        }
+    }
+    assert_eq!(timeouts, N);
+    let (a, at) = served.expect("the good connection was served");
+    // Only once a stalled one gave its slot back.
+    assert!(at >= timeout, "{at:?}");
+    assert_eq!(a.observed.addr, "192.0.2.9:4000".parse().unwrap());
+    assert_eq!(a.stream.buffered(), b"SSH-2.0-x\r\n");
+    drop(a);
+    assert!(good.await.unwrap().0.is_empty());
+    for s in stalled {
+        assert!(s.await.unwrap().0.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn the_listener_yields_the_policy_refusals_typed() {
+    let strict = ListenerPolicy::new(ProxyMode::On)
+        .with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
+    for (policy, sent, want) in [
+        (strict, V1, "untrusted_proxy"),
+        (ListenerPolicy::new(ProxyMode::Off), V1, "header_forbidden"),
+        (policy(), &b"SSH-2.0-x\r\n"[..], "header_required"),
+        (
+            policy(),
+            &b"PROXY TCP4 1.2.3.4 5.6.7.8 +80 443\r\n"[..],
+            "invalid_header",
+        ),
+    ] {
+        let mut l = listener(policy, ListenerOptions::default()).await;
+        let c = client(l.local_addr(), sent);
+        let err = next(&mut l).await.map(drop).unwrap_err();
+        assert!(matches!(err, AcceptError::Refused { .. }), "{err:?}");
+        assert_eq!(err.code(), want);
+        // Closed without a byte written.
+        assert!(c.await.unwrap().0.is_empty());
     }
 }
