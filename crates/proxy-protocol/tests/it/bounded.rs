@@ -358,3 +358,70 @@ async fn the_listener_yields_the_policy_refusals_typed() {
         assert!(c.await.unwrap().0.is_empty());
     }
 }
+
+// The rule, on paused time (exact instants): N connections stall in the
+// header stage for `hold`; another arrives `offset` later with `timeout`.
+// Its deadline is `offset + timeout` from the start, whatever it waited.
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_deadline_covers_the_wait_for_a_slot(
+        n in 1usize..4,
+        hold_ms in 1u64..5000,
+        offset_ms in 0u64..5000,
+        timeout_ms in 1u64..5000,
+        good: bool,
+    ) {
+        proptest::prop_assume!(offset_ms < hold_ms);
+        proptest::prop_assume!(offset_ms + timeout_ms != hold_ms);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (hold, offset, timeout) = (
+                Duration::from_millis(hold_ms),
+                Duration::from_millis(offset_ms),
+                Duration::from_millis(timeout_ms),
+            );
+            let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+            let slots = HeaderSlots::new(n);
+            let mut keep = Vec::new();
+            for _ in 0..n {
+                let (client, server) = tokio::io::duplex(64);
+                keep.push(client);
+                let slots = slots.clone();
+                tokio::spawn(async move {
+                    accept_bounded(server, peer, &policy(), hold, &slots).await.map(drop)
+                });
+            }
+            while slots.in_use() < n {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(offset).await;
+            let (mut client, server) = tokio::io::duplex(256);
+            if good {
+                client.write_all(V1).await.unwrap();
+                client.write_all(b"x").await.unwrap();
+            }
+            let start = tokio::time::Instant::now();
+            let r = accept_bounded(server, peer, &policy(), timeout, &slots).await.map(drop);
+            let took = start.elapsed();
+            let (want, want_took) = if hold < offset + timeout {
+                // A slot frees at `hold`, before its deadline.
+                if good {
+                    (Ok(()), hold - offset)
+                } else {
+                    (Err(AcceptError::Refused { peer, refusal: Refusal::Timeout }), timeout)
+                }
+            } else {
+                (Err(AcceptError::NoSlot { peer, waited: took }), timeout)
+            };
+            assert_eq!(r, want);
+            let diff = took.abs_diff(want_took);
+            assert!(diff <= Duration::from_millis(2), "{took:?} vs {want_took:?}");
+            drop((client, keep));
+        });
+    }
+}
