@@ -45,12 +45,46 @@
 //!   and returns `Accepted`: the observation, the header and a
 //!   `PrefixedStream` that replays bytes read past the header. (Plain names
 //!   here, so that these docs build without the feature too.)
+//!   `accept_bounded` does the same under `HeaderSlots`, a bound on
+//!   connections in the header stage at once; the wait for a slot counts
+//!   against the header timeout (`AcceptError::NoSlot` when it runs out).
+//! * Feature `listener`: `ProxyListener` owns a tokio `TcpListener`, runs
+//!   each connection's header stage in its own task under that bound and
+//!   the deadline (`ListenerOptions`), and yields accepted connections and
+//!   typed refusals, so a server needs no accept loop of its own:
+//!
+//! ```
+//! # #[cfg(feature = "listener")]
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! use ippin_proxy_protocol::{ListenerOptions, ListenerPolicy, ProxyListener, ProxyMode};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let policy = ListenerPolicy::new(ProxyMode::On)
+//!     .with_trusted_proxies(vec!["127.0.0.0/8".parse()?]);
+//! let mut listener = ProxyListener::bind("127.0.0.1:0", policy, ListenerOptions::default()).await?;
+//!
+//! // A load balancer on loopback relays a client.
+//! let mut lb = tokio::net::TcpStream::connect(listener.local_addr()).await?;
+//! lb.write_all(b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\nhello").await?;
+//!
+//! let accepted = listener.accept().await?;
+//! assert_eq!(accepted.observed.addr, "198.51.100.7:51234".parse()?);
+//! assert!(accepted.observed.trusted);
+//! let mut stream = accepted.stream;
+//! let mut app = [0u8; 5];
+//! stream.read_exact(&mut app).await?;
+//! assert_eq!(&app, b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
-//! | `tokio` | off     | `accept`, `Accepted`, `PrefixedStream`, `DEFAULT_TIMEOUT`; pulls in `tokio` with only `io-util` and `time` |
+//! | `tokio` | off     | `accept`, `Accepted`, `PrefixedStream`, `DEFAULT_TIMEOUT`, `accept_bounded`, `HeaderSlots`, `AcceptError`; pulls in `tokio` with only `io-util`, `time` and `sync` |
+//! | `listener` | off  | `ProxyListener`, `ListenerOptions` (implies `tokio`); adds tokio's `net` and `rt` |
 //!
 //! Without features the crate has no I/O and no runtime: it depends on
 //! `crc32c`, `ipnet` and `thiserror` only.
