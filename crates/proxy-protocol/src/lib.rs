@@ -55,6 +55,39 @@
 //!   `ProxyUdpSocket` wraps a tokio `UdpSocket` and applies the policy to
 //!   each datagram (`ReceivedDatagram`, `RecvError`). (Plain names here, so
 //!   that these docs build without the feature too.)
+//!   `accept_bounded` does the same under `HeaderSlots`, a bound on
+//!   connections in the header stage at once; the wait for a slot counts
+//!   against the header timeout (`AcceptError::NoSlot` when it runs out).
+//! * Feature `listener`: `ProxyListener` owns a tokio `TcpListener`, runs
+//!   each connection's header stage in its own task under that bound and
+//!   the deadline (`ListenerOptions`), and yields accepted connections and
+//!   typed refusals, so a server needs no accept loop of its own:
+//!
+//! ```
+//! # #[cfg(feature = "listener")]
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! use ippin_proxy_protocol::{ListenerOptions, ListenerPolicy, ProxyListener, ProxyMode};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let policy = ListenerPolicy::new(ProxyMode::On)
+//!     .with_trusted_proxies(vec!["127.0.0.0/8".parse()?]);
+//! let mut listener = ProxyListener::bind("127.0.0.1:0", policy, ListenerOptions::default()).await?;
+//!
+//! // A load balancer on loopback relays a client.
+//! let mut lb = tokio::net::TcpStream::connect(listener.local_addr()).await?;
+//! lb.write_all(b"PROXY TCP4 198.51.100.7 203.0.113.10 51234 443\r\nhello").await?;
+//!
+//! let accepted = listener.accept().await?;
+//! assert_eq!(accepted.observed.addr, "198.51.100.7:51234".parse()?);
+//! assert!(accepted.observed.trusted);
+//! let mut stream = accepted.stream;
+//! let mut app = [0u8; 5];
+//! stream.read_exact(&mut app).await?;
+//! assert_eq!(&app, b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # PROXY v2 over UDP
 //!
@@ -94,7 +127,8 @@
 //!
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
-//! | `tokio` | off     | `accept`, `Accepted`, `PrefixedStream`, `DEFAULT_TIMEOUT`, `ProxyUdpSocket`, `ReceivedDatagram`, `RecvError`; pulls in `tokio` with only `io-util`, `time` and `net` |
+//! | `tokio` | off     | `accept`, `Accepted`, `PrefixedStream`, `DEFAULT_TIMEOUT`, `accept_bounded`, `HeaderSlots`, `AcceptError`, `ProxyUdpSocket`, `ReceivedDatagram`, `RecvError`; pulls in `tokio` with only `io-util`, `time`, `net` and `sync` |
+//! | `listener` | off  | `ProxyListener`, `ListenerOptions` (implies `tokio`); adds tokio's `rt` |
 //!
 //! Without features the crate has no I/O and no runtime: it depends on
 //! `crc32c`, `ipnet` and `thiserror` only.
@@ -122,6 +156,8 @@ mod v2;
 mod tokio_io;
 #[cfg(feature = "tokio")]
 mod tokio_udp;
+#[cfg(feature = "listener")]
+mod tokio_listener;
 
 pub use builder::{V1Builder, V2Builder};
 pub use datagram::{
@@ -145,10 +181,16 @@ pub use v2::{FIXED_LEN as V2_FIXED_LEN, SIGNATURE as V2_SIGNATURE};
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use tokio_io::{Accepted, DEFAULT_TIMEOUT, PrefixedStream, accept};
+pub use tokio_io::{
+    AcceptError, Accepted, DEFAULT_MAX_PENDING, DEFAULT_TIMEOUT, HeaderSlots, PrefixedStream,
+    accept, accept_bounded, accept_bounded_until,
+};
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use tokio_udp::{ProxyUdpSocket, ReceivedDatagram, RecvError};
+#[cfg(feature = "listener")]
+#[cfg_attr(docsrs, doc(cfg(feature = "listener")))]
+pub use tokio_listener::{ListenerOptions, ProxyListener};
 
 /// The default cap on a header's size: 4 KiB.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;

@@ -1,14 +1,18 @@
 //! The tokio adapter: a thin shell that feeds [`ListenerPolicy::step`]
 //! from an `AsyncRead`, under a deadline, and hands on the stream without
-//! losing a byte.
+//! losing a byte; and [`HeaderSlots`], the bound on connections in the
+//! header stage at once, which [`accept_bounded`] applies.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::{Header, ListenerPolicy, Observed, OwnedHeader, Refusal, Step};
 
@@ -45,10 +49,20 @@ pub struct Accepted<S> {
 /// # Errors
 /// The [`Refusal`]; the caller closes the connection.
 pub async fn accept<S: AsyncRead + Unpin>(
-    mut stream: S,
+    stream: S,
     peer: SocketAddr,
     policy: &ListenerPolicy,
     timeout: Duration,
+) -> Result<Accepted<S>, Refusal> {
+    read_header(stream, peer, policy, Instant::now().checked_add(timeout)).await
+}
+
+/// [`accept`] with a deadline (`None`: far enough to be never).
+async fn read_header<S: AsyncRead + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    policy: &ListenerPolicy,
+    deadline: Option<Instant>,
 ) -> Result<Accepted<S>, Refusal> {
     let limit = policy.buffer_limit();
     let mut buf: Vec<u8> = Vec::with_capacity(limit.min(512));
@@ -80,15 +94,205 @@ pub async fn accept<S: AsyncRead + Unpin>(
             }
         }
     };
-    let (observed, header, consumed) = tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| Refusal::Timeout)??;
+    let (observed, header, consumed) = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, read)
+            .await
+            .map_err(|_| Refusal::Timeout)??,
+        None => read.await?,
+    };
     buf.drain(..consumed.min(buf.len()));
     Ok(Accepted {
         observed,
         header,
         stream: PrefixedStream::new(buf, stream),
     })
+}
+
+/// The default bound on connections in the header stage at once, for
+/// [`HeaderSlots`] and the listener: 1024.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+
+/// The bound on connections in the PROXY header stage at once, shared by
+/// every connection of a listener (clone it: clones share the bound).
+///
+/// A connection takes a slot before its first read and gives it back when
+/// its header is decided (accepted, refused or timed out). A connection that
+/// finds every slot taken waits, and **the wait counts against its header
+/// timeout**: one that waited 4 s of a 5 s timeout has 1 s left for its
+/// header, and one whose deadline passes while it waits is refused with
+/// [`AcceptError::NoSlot`]. So stalled peers hold at most `limit` slots for at
+/// most one timeout each, and no connection is held longer than its timeout.
+///
+/// ```
+/// use ippin_proxy_protocol::HeaderSlots;
+///
+/// let slots = HeaderSlots::new(2);
+/// assert_eq!(slots.limit(), 2);
+/// assert_eq!(slots.in_use(), 0);
+/// // A limit of 0 would admit nobody: it is taken as 1.
+/// assert_eq!(HeaderSlots::new(0).limit(), 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeaderSlots {
+    semaphore: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl HeaderSlots {
+    /// A bound of `limit` connections, at least 1 and at most
+    /// [`tokio::sync::Semaphore::MAX_PERMITS`].
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        HeaderSlots {
+            semaphore: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// How many connections are in the header stage now.
+    pub fn in_use(&self) -> usize {
+        self.limit
+            .saturating_sub(self.semaphore.available_permits())
+    }
+
+    /// Waits for a slot until `deadline`; `None` when it passed first.
+    async fn take(&self, deadline: Option<Instant>) -> Option<OwnedSemaphorePermit> {
+        let acquire = self.semaphore.clone().acquire_owned();
+        let permit = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, acquire).await.ok()?,
+            None => acquire.await,
+        };
+        // The semaphore is never closed: an error cannot happen, and would
+        // refuse the connection rather than let it past the bound.
+        permit.ok()
+    }
+}
+
+impl Default for HeaderSlots {
+    /// [`DEFAULT_MAX_PENDING`] slots.
+    fn default() -> Self {
+        HeaderSlots::new(DEFAULT_MAX_PENDING)
+    }
+}
+
+/// Why a bounded accept gave no connection. Each has a stable
+/// [`code`](AcceptError::code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The listener policy refused the connection, or its header did not
+    /// arrive before the deadline ([`Refusal::Timeout`]).
+    #[error("{peer}: {refusal}")]
+    Refused {
+        /// The socket peer.
+        peer: SocketAddr,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// The deadline passed while the connection waited for a header slot:
+    /// every slot was held by other connections for its whole timeout.
+    #[error("{peer}: header_slots_full: no header slot freed within {waited:?}")]
+    NoSlot {
+        /// The socket peer.
+        peer: SocketAddr,
+        /// How long it waited, from the call (with [`accept_bounded`], its
+        /// whole timeout).
+        waited: Duration,
+    },
+    /// Accepting a TCP connection failed (for example, too many open
+    /// files). The listener goes on accepting after a short pause.
+    #[error("accept_failed: accepting a connection failed: {0}")]
+    Accept(io::ErrorKind),
+    /// The listener's accepting task ended (it does not, short of a bug):
+    /// no more connections will come.
+    #[error("listener_stopped: the listener stopped accepting")]
+    Stopped,
+}
+
+impl AcceptError {
+    /// A stable, machine-readable reason code: the [`Refusal`]'s code for
+    /// [`Refused`](AcceptError::Refused), `header_slots_full` for
+    /// [`NoSlot`](AcceptError::NoSlot), `accept_failed` for
+    /// [`Accept`](AcceptError::Accept), `listener_stopped` for
+    /// [`Stopped`](AcceptError::Stopped).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AcceptError::Refused { refusal, .. } => refusal.code(),
+            AcceptError::NoSlot { .. } => "header_slots_full",
+            AcceptError::Accept(_) => "accept_failed",
+            AcceptError::Stopped => "listener_stopped",
+        }
+    }
+
+    /// The policy's refusal, when that is what this is.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            AcceptError::Refused { refusal, .. } => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection ran out of time: its header did not arrive
+    /// in time ([`Refusal::Timeout`]) or no slot freed in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            AcceptError::NoSlot { .. }
+                | AcceptError::Refused {
+                    refusal: Refusal::Timeout,
+                    ..
+                }
+        )
+    }
+}
+
+/// [`accept`] under a bound on headers in flight: takes one of `slots`
+/// first, and `timeout` covers the wait for the slot and the header
+/// together, counted from this call (make it right after the TCP accept).
+///
+/// # Errors
+/// [`AcceptError::NoSlot`] when the timeout passes before a slot frees;
+/// [`AcceptError::Refused`] with the [`Refusal`] otherwise (a header that
+/// does not arrive in the time left is [`Refusal::Timeout`]).
+pub async fn accept_bounded<S: AsyncRead + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    policy: &ListenerPolicy,
+    timeout: Duration,
+    slots: &HeaderSlots,
+) -> Result<Accepted<S>, AcceptError> {
+    let start = Instant::now();
+    accept_bounded_until(stream, peer, policy, start.checked_add(timeout), slots).await
+}
+
+/// [`accept_bounded`] with the deadline given (`None`: no deadline), for a
+/// caller that accepted the connection earlier: the wait for a slot and the
+/// header must both be done by `deadline`.
+///
+/// # Errors
+/// As [`accept_bounded`].
+pub async fn accept_bounded_until<S: AsyncRead + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    policy: &ListenerPolicy,
+    deadline: Option<Instant>,
+    slots: &HeaderSlots,
+) -> Result<Accepted<S>, AcceptError> {
+    let start = Instant::now();
+    let Some(_slot) = slots.take(deadline).await else {
+        return Err(AcceptError::NoSlot {
+            peer,
+            waited: start.elapsed(),
+        });
+    };
+    read_header(stream, peer, policy, deadline)
+        .await
+        .map_err(|refusal| AcceptError::Refused { peer, refusal })
 }
 
 /// A stream that first yields buffered bytes, then reads from the inner

@@ -3,6 +3,7 @@
 mod adapter;
 mod adversarial;
 mod alloc;
+mod bounded;
 mod datagram;
 mod differential;
 mod peers;
