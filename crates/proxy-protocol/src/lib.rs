@@ -154,10 +154,10 @@ mod v2;
 
 #[cfg(feature = "tokio")]
 mod tokio_io;
-#[cfg(feature = "tokio")]
-mod tokio_udp;
 #[cfg(feature = "listener")]
 mod tokio_listener;
+#[cfg(feature = "tokio")]
+mod tokio_udp;
 
 pub use builder::{V1Builder, V2Builder};
 pub use datagram::{
@@ -185,12 +185,12 @@ pub use tokio_io::{
     AcceptError, Accepted, DEFAULT_MAX_PENDING, DEFAULT_TIMEOUT, HeaderSlots, PrefixedStream,
     accept, accept_bounded, accept_bounded_until,
 };
-#[cfg(feature = "tokio")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use tokio_udp::{ProxyUdpSocket, ReceivedDatagram, RecvError};
 #[cfg(feature = "listener")]
 #[cfg_attr(docsrs, doc(cfg(feature = "listener")))]
 pub use tokio_listener::{ListenerOptions, ProxyListener};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use tokio_udp::{ProxyUdpSocket, ReceivedDatagram, RecvError};
 
 /// The default cap on a header's size: 4 KiB.
 pub const DEFAULT_MAX_HEADER_LEN: usize = 4096;
