@@ -203,6 +203,47 @@ impl V2Builder {
         Ok(self)
     }
 
+    /// Appends the TLV that carries a cloud endpoint ID (see
+    /// [`crate::EndpointId`]): AWS `0xEA`, Azure `0xEE` or GCP `0xE0`.
+    ///
+    /// # Errors
+    /// When a TLV of that type was already added: the readers refuse a
+    /// repeated one.
+    pub fn endpoint_id(mut self, id: &crate::EndpointId) -> Result<Self, Error> {
+        let (kind, value, len) = crate::cloud::encode(id);
+        if crate::Tlvs::new(&self.tlvs).any(|t| t.kind() == kind) {
+            return Err(Error::Encode {
+                reason: "this cloud endpoint TLV may appear only once",
+            });
+        }
+        tlv::push(&mut self.tlvs, kind, value.get(..len).unwrap_or_default())?;
+        Ok(self)
+    }
+
+    /// Appends an AWS VPC endpoint ID TLV; as [`endpoint_id`](Self::endpoint_id).
+    ///
+    /// # Errors
+    /// As [`endpoint_id`](Self::endpoint_id).
+    pub fn aws_vpce_id(self, id: &crate::AwsVpceId) -> Result<Self, Error> {
+        self.endpoint_id(&crate::EndpointId::Aws(*id))
+    }
+
+    /// Appends an Azure Private Link LinkID TLV; as [`endpoint_id`](Self::endpoint_id).
+    ///
+    /// # Errors
+    /// As [`endpoint_id`](Self::endpoint_id).
+    pub fn azure_link_id(self, id: crate::AzureLinkId) -> Result<Self, Error> {
+        self.endpoint_id(&crate::EndpointId::Azure(id))
+    }
+
+    /// Appends a GCP Private Service Connect TLV; as [`endpoint_id`](Self::endpoint_id).
+    ///
+    /// # Errors
+    /// As [`endpoint_id`](Self::endpoint_id).
+    pub fn gcp_psc_connection_id(self, id: crate::GcpPscConnectionId) -> Result<Self, Error> {
+        self.endpoint_id(&crate::EndpointId::Gcp(id))
+    }
+
     /// Adds a CRC32C TLV at this position; [`encode`](Self::encode) fills
     /// in the checksum.
     ///

@@ -31,6 +31,11 @@
 //!   type constants) are all validated before a header is returned, CRC32C
 //!   included ([`Crc32cStatus`]). Errors are one [`Error`] enum;
 //!   [`Error::is_incomplete`] tells "read more" from "invalid".
+//! * Cloud load-balancer TLVs: [`aws_vpce_id`], [`azure_link_id`],
+//!   [`gcp_psc_connection_id`] and [`endpoint_ids`] read the endpoint IDs
+//!   ([`AwsVpceId`], [`AzureLinkId`], [`GcpPscConnectionId`],
+//!   [`EndpointId`]) strictly, or say what is wrong ([`CloudTlvError`]);
+//!   [`V2Builder::endpoint_id`] writes them.
 //! * [`detect`] and [`starts_with_header`] classify the first bytes of a
 //!   stream ([`Detection`]).
 //! * [`V1Builder`] and [`V2Builder`] encode; [`encode_ssl_sub_tlvs`] builds
@@ -144,6 +149,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod cloud;
 mod datagram;
 mod error;
 mod header;
@@ -160,6 +166,11 @@ mod tokio_listener;
 mod tokio_udp;
 
 pub use builder::{V1Builder, V2Builder};
+pub use cloud::{
+    AwsVpceId, AzureLinkId, CloudTlvError, CloudTlvProblem, EndpointId, GcpPscConnectionId,
+    PP2_SUBTYPE_AWS_VPCE_ID, PP2_SUBTYPE_AZURE_PRIVATEENDPOINT_LINKID, PP2_TYPE_AWS,
+    PP2_TYPE_AZURE, PP2_TYPE_GCP, aws_vpce_id, azure_link_id, endpoint_ids, gcp_psc_connection_id,
+};
 pub use datagram::{
     DatagramAccept, DatagramError, DatagramRefusal, parse_datagram, parse_datagram_with,
 };

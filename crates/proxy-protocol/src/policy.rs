@@ -6,8 +6,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::{
-    Command, Detection, Error, Header, MAX_V1_LEN, ParseConfig, detect, parse_with,
-    starts_with_header,
+    CloudTlvError, Command, Detection, EndpointId, Error, Header, MAX_V1_LEN, ParseConfig, detect,
+    endpoint_ids, parse_with, starts_with_header,
 };
 
 /// Whether a listener expects a PROXY header.
@@ -49,6 +49,19 @@ pub enum ProxyMode {
 /// `None` trusts no peer either: a listener that requires headers must name
 /// the proxies that send them.
 ///
+/// # Endpoint allow-list
+///
+/// With `allowed_endpoints` set, after the checks above, a connection is
+/// accepted only when its header carries a cloud endpoint ID (AWS VPC
+/// endpoint, Azure Private Link, GCP Private Service Connect; see
+/// [`crate::endpoint_ids`]) and every endpoint ID it carries is in the
+/// list. Otherwise it is refused `endpoint_not_allowed`, even from a
+/// trusted proxy; so is a connection without a header (it came through no
+/// endpoint), and a LOCAL header without an ID. A vendor TLV that is
+/// present but malformed is refused `invalid_endpoint_tlv`. `Some(vec![])`
+/// refuses every connection. With `None` (the default) the TLVs are not
+/// looked at.
+///
 /// # What the caller must still do
 /// * Configure [`ProxyMode::On`] only on listeners that only proxies can
 ///   reach, and name them in `trusted_proxies` (with `None`, every header is
@@ -63,6 +76,9 @@ pub struct ListenerPolicy {
     pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
     /// Parser settings (the header size cap).
     pub parse: ParseConfig,
+    /// When set, only connections whose header carries one of these cloud
+    /// endpoint IDs are accepted (see "Endpoint allow-list" above).
+    pub allowed_endpoints: Option<Vec<EndpointId>>,
 }
 
 /// Where the observed client address came from.
@@ -152,6 +168,15 @@ pub enum Refusal {
     },
     /// Reading from the connection failed.
     Io(std::io::ErrorKind),
+    /// `allowed_endpoints` is set, and the connection came through another
+    /// cloud endpoint (`Some`) or through none that the header names (`None`).
+    EndpointNotAllowed {
+        /// The first endpoint ID found that is not in the list, if any.
+        endpoint: Option<EndpointId>,
+    },
+    /// `allowed_endpoints` is set, and a cloud endpoint TLV in the header is
+    /// malformed.
+    InvalidEndpointTlv(CloudTlvError),
 }
 
 impl Refusal {
@@ -167,6 +192,8 @@ impl Refusal {
             Refusal::Timeout => "timeout",
             Refusal::Closed { .. } => "connection_closed",
             Refusal::Io(_) => "io_error",
+            Refusal::EndpointNotAllowed { .. } => "endpoint_not_allowed",
+            Refusal::InvalidEndpointTlv(_) => "invalid_endpoint_tlv",
         }
     }
 }
@@ -201,6 +228,17 @@ impl fmt::Display for Refusal {
                 "connection_closed: the peer closed after {received} bytes, before a decision"
             ),
             Refusal::Io(kind) => write!(f, "io_error: reading the PROXY header failed: {kind}"),
+            Refusal::EndpointNotAllowed { endpoint: Some(id) } => write!(
+                f,
+                "endpoint_not_allowed: the connection came through endpoint {id}, which is not \
+                 in allowed_endpoints"
+            ),
+            Refusal::EndpointNotAllowed { endpoint: None } => write!(
+                f,
+                "endpoint_not_allowed: the connection names no cloud endpoint, and this \
+                 listener allows only some"
+            ),
+            Refusal::InvalidEndpointTlv(e) => write!(f, "invalid_endpoint_tlv: {e}"),
         }
     }
 }
@@ -237,6 +275,7 @@ impl ListenerPolicy {
             mode,
             trusted_proxies: None,
             parse: ParseConfig::default(),
+            allowed_endpoints: None,
         }
     }
 
@@ -255,6 +294,44 @@ impl ListenerPolicy {
     pub fn with_trusted_proxies(mut self, nets: Vec<ipnet::IpNet>) -> Self {
         self.trusted_proxies = Some(nets);
         self
+    }
+
+    /// This policy with `allowed_endpoints` set to `ids`.
+    ///
+    /// ```
+    /// use ippin_proxy_protocol::{EndpointId, ListenerPolicy, ProxyMode};
+    ///
+    /// let lb = ListenerPolicy::new(ProxyMode::On)
+    ///     .with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()])
+    ///     .with_allowed_endpoints(vec![EndpointId::Aws("vpce-0123456789abcdef0".parse().unwrap())]);
+    /// assert_eq!(lb.allowed_endpoints.as_ref().map(Vec::len), Some(1));
+    /// ```
+    pub fn with_allowed_endpoints(mut self, ids: Vec<EndpointId>) -> Self {
+        self.allowed_endpoints = Some(ids);
+        self
+    }
+
+    /// The allow-list check on a header's TLVs (or on no header).
+    fn check_endpoints(&self, header: Option<&Header<'_>>) -> Result<(), Refusal> {
+        let Some(allowed) = &self.allowed_endpoints else {
+            return Ok(());
+        };
+        let Some(header) = header else {
+            return Err(Refusal::EndpointNotAllowed { endpoint: None });
+        };
+        let ids = endpoint_ids(header.tlvs()).map_err(Refusal::InvalidEndpointTlv)?;
+        let mut any = false;
+        for id in ids.into_iter().flatten() {
+            if !allowed.contains(&id) {
+                return Err(Refusal::EndpointNotAllowed { endpoint: Some(id) });
+            }
+            any = true;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(Refusal::EndpointNotAllowed { endpoint: None })
+        }
     }
 
     /// This policy with parser settings `parse` (the header size cap).
@@ -322,6 +399,7 @@ impl ListenerPolicy {
             if self.mode == ProxyMode::On {
                 return Err(Refusal::HeaderRequired);
             }
+            self.check_endpoints(None)?;
             return Ok(Observed {
                 addr: peer,
                 provenance: Provenance::Direct,
@@ -337,6 +415,7 @@ impl ListenerPolicy {
         if starts_with_header(after_header) {
             return Err(Refusal::DuplicateHeader);
         }
+        self.check_endpoints(Some(header))?;
         let strict = self.mode == ProxyMode::On;
         let (addr, provenance, trusted) = match (header.command(), header.source()) {
             // LOCAL: the proxy connected on its own (a health check). The

@@ -23,6 +23,7 @@ pub fn listener_policy(cfg: &ListenerConfig) -> pp::ListenerPolicy {
     };
     let mut policy = pp::ListenerPolicy::new(mode);
     policy.trusted_proxies = cfg.trusted_proxies.clone();
+    policy.allowed_endpoints = cfg.allowed_endpoints.clone();
     policy
 }
 

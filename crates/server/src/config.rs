@@ -144,6 +144,10 @@ pub struct ListenerConfig {
     pub forward: Option<propagation::ForwardConfig>,
     /// Whether (and how) signed PROXY headers are accepted.
     pub propagation: Option<propagation::PropagationConfig>,
+    /// `allowed_endpoints`: only connections whose PROXY header names one of these cloud
+    /// endpoints (AWS VPC endpoint, Azure Private Link, GCP Private Service Connect) are
+    /// served; `None` when the field is absent. Needs `proxy_protocol: on`.
+    pub allowed_endpoints: Option<Vec<ippin_proxy_protocol::EndpointId>>,
 }
 
 /// One user.
@@ -448,6 +452,8 @@ struct RawListener {
     forward: Option<propagation::RawForward>,
     #[serde(default)]
     propagation: Option<propagation::RawPropagation>,
+    #[serde(default)]
+    allowed_endpoints: Option<Vec<YamlEndpoint>>,
 }
 
 /// What `danger_trust_every_peer` trusts: both families, written out (an IPv6 network never
@@ -530,6 +536,49 @@ impl<'de> Deserialize<'de> for YamlNet {
             )));
         }
         Ok(YamlNet(net))
+    }
+}
+
+/// A cloud endpoint ID in `allowed_endpoints`: `vpce-` and 8 or 17 lowercase hex digits
+/// (AWS), `azure:LINKID` (Azure Private Link, decimal u32) or `gcp:ID` (GCP Private Service
+/// Connect, decimal u64). Decimal means digits only: no sign, no leading zero, no spaces.
+struct YamlEndpoint(ippin_proxy_protocol::EndpointId);
+
+impl<'de> Deserialize<'de> for YamlEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_endpoint(&text).map(YamlEndpoint).map_err(|why| {
+            serde::de::Error::custom(format!(
+                "endpoint `{text}`: {why} (write `vpce-…`, `azure:LINKID` or `gcp:ID`)"
+            ))
+        })
+    }
+}
+
+/// Parses one `allowed_endpoints` entry (see [`YamlEndpoint`]).
+fn parse_endpoint(text: &str) -> Result<ippin_proxy_protocol::EndpointId, String> {
+    use ippin_proxy_protocol::{AzureLinkId, EndpointId, GcpPscConnectionId};
+    fn decimal<T: std::str::FromStr>(digits: &str) -> Result<T, String> {
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'));
+        if !canonical {
+            return Err("the ID must be decimal digits, with no sign or leading zero".into());
+        }
+        digits
+            .parse()
+            .map_err(|_| "the ID is out of range".to_string())
+    }
+    if let Some(id) = text.strip_prefix("azure:") {
+        Ok(EndpointId::Azure(AzureLinkId(decimal(id)?)))
+    } else if let Some(id) = text.strip_prefix("gcp:") {
+        Ok(EndpointId::Gcp(GcpPscConnectionId(decimal(id)?)))
+    } else if text.starts_with("vpce-") {
+        text.parse().map(EndpointId::Aws).map_err(|e| {
+            format!("an AWS VPC endpoint ID {e}: `vpce-` and 8 or 17 lowercase hex digits")
+        })
+    } else {
+        Err("unknown kind".into())
     }
 }
 
@@ -829,6 +878,36 @@ impl Config {
                         .into(),
                 ));
             }
+            if let Some(ids) = &l.allowed_endpoints {
+                let field = format!("listeners[{i}].allowed_endpoints");
+                if mode != ProxyModeSetting::On {
+                    return Err(invalid(
+                        field,
+                        Some(&here),
+                        "needs `proxy_protocol: on`: the endpoint is named by the load \
+                         balancer's PROXY header"
+                            .into(),
+                    ));
+                }
+                if ids.is_empty() {
+                    return Err(invalid(
+                        field,
+                        Some(&here),
+                        "is empty: it would refuse every connection".into(),
+                    ));
+                }
+                if let Some(dup) = ids
+                    .iter()
+                    .enumerate()
+                    .find(|(j, a)| ids.iter().take(*j).any(|b| b.0 == a.0))
+                {
+                    return Err(invalid(
+                        field,
+                        Some(&here),
+                        format!("names `{}` twice", dup.1.0),
+                    ));
+                }
+            }
             if l.listen.port() != 0 && !addresses.insert(l.listen) {
                 return Err(invalid(
                     format!("listeners[{i}].listen"),
@@ -876,6 +955,9 @@ impl Config {
                 trust_x_forwarded_for: l.trust_x_forwarded_for,
                 forward,
                 propagation,
+                allowed_endpoints: l
+                    .allowed_endpoints
+                    .map(|v| v.into_iter().map(|e| e.0).collect()),
             });
         }
         let login_limits = match raw.login_limits {
@@ -1452,6 +1534,64 @@ listeners:
             c.listeners[0].trusted_proxies.as_ref().unwrap()[1],
             "::1/128".parse::<IpNet>().unwrap()
         );
+    }
+
+    #[test]
+    fn allowed_endpoints_parse_strictly() {
+        use ippin_proxy_protocol::{AzureLinkId, EndpointId, GcpPscConnectionId};
+        let with = |list: &str| {
+            GOOD.replace(
+                "    header_timeout: 5s",
+                &format!("    header_timeout: 5s\n    allowed_endpoints: {list}"),
+            )
+        };
+        let c = parse(&with(
+            "[vpce-0123456789abcdef0, vpce-0a1b2c3d, azure:123, gcp:456]",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.listeners[0].allowed_endpoints,
+            Some(vec![
+                EndpointId::Aws("vpce-0123456789abcdef0".parse().unwrap()),
+                EndpointId::Aws("vpce-0a1b2c3d".parse().unwrap()),
+                EndpointId::Azure(AzureLinkId(123)),
+                EndpointId::Gcp(GcpPscConnectionId(456)),
+            ])
+        );
+        assert_eq!(parse(GOOD).unwrap().listeners[0].allowed_endpoints, None);
+        // The policy gets it.
+        let policy = crate::accept::listener_policy(&c.listeners[0]);
+        assert_eq!(policy.allowed_endpoints, c.listeners[0].allowed_endpoints);
+        for (bad, why) in [
+            ("[vpce-0123456789ABCDEF0]", "lowercase hex"),
+            ("[vpce-012345678]", "wrong length"),
+            ("[azure:-1]", "no sign"),
+            ("[azure:0123]", "leading zero"),
+            ("[azure:4294967296]", "out of range"),
+            ("[\"gcp: 1\"]", "decimal digits"),
+            ("[gcp:18446744073709551616]", "out of range"),
+            ("[aws:vpce-0a1b2c3d]", "unknown kind"),
+        ] {
+            let shown = parse(&with(bad)).unwrap_err().to_string();
+            assert!(shown.contains("ippin.yaml:18:"), "{bad}: {shown}");
+            assert!(shown.contains("listeners[0]"), "{bad}: {shown}");
+            assert!(shown.contains(why), "{bad}: {shown}");
+        }
+        for (bad, why) in [
+            ("[]", "is empty"),
+            ("[azure:1, gcp:2, azure:1]", "names `azure:1` twice"),
+        ] {
+            let shown = parse(&with(bad)).unwrap_err().to_string();
+            assert!(shown.contains("listeners[0].allowed_endpoints"), "{shown}");
+            assert!(shown.contains(why), "{bad}: {shown}");
+        }
+        // Only with `proxy_protocol: on`.
+        let text = with("[gcp:1]")
+            .replace("proxy_protocol: on", "proxy_protocol: off")
+            .replace("    trusted_proxies: [127.0.0.1/32]\n", "");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("listeners[0].allowed_endpoints"), "{shown}");
+        assert!(shown.contains("needs `proxy_protocol: on`"), "{shown}");
     }
 
     #[test]

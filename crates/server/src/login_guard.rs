@@ -179,6 +179,7 @@ mod tests {
             forwarded_hops: 1,
             forward: None,
             propagation: None,
+            allowed_endpoints: None,
         }
     }
 

@@ -56,3 +56,34 @@ fn parsing_does_not_allocate() {
     });
     assert_eq!(info.count_total, 0, "{info:?}");
 }
+
+#[test]
+fn cloud_tlv_readers_do_not_allocate() {
+    use ippin_proxy_protocol::{
+        AwsVpceId, AzureLinkId, Command, GcpPscConnectionId, Tlv, V2Builder, endpoint_ids,
+    };
+    let id: AwsVpceId = "vpce-0123456789abcdef0".parse().unwrap();
+    let good = V2Builder::new(Command::Local)
+        .aws_vpce_id(&id)
+        .unwrap()
+        .azure_link_id(AzureLinkId(7))
+        .unwrap()
+        .gcp_psc_connection_id(GcpPscConnectionId(9))
+        .unwrap()
+        .encode()
+        .unwrap();
+    let bad = V2Builder::new(Command::Local)
+        .tlv(Tlv::Custom {
+            kind: 0xEA,
+            value: b"\x01vpce-XYZ",
+        })
+        .unwrap()
+        .encode()
+        .unwrap();
+    let info = allocation_counter::measure(|| {
+        let ids = endpoint_ids(parse(&good).unwrap().0.tlvs()).unwrap();
+        assert!(ids.iter().all(Option::is_some));
+        assert!(endpoint_ids(parse(&bad).unwrap().0.tlvs()).is_err());
+    });
+    assert_eq!(info.count_total, 0, "{info:?}");
+}

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use ippin_proxy_protocol::{
-    Error, ListenerPolicy, Observed, ParseConfig, Provenance, ProxyMode, Refusal, Step, parse,
+    Addresses, AwsVpceId, AzureLinkId, CloudTlvError, CloudTlvProblem, Command, EndpointId, Error,
+    GcpPscConnectionId, ListenerPolicy, Observed, ParseConfig, Provenance, ProxyMode, Refusal,
+    Step, Tlv, V2Builder, parse,
 };
 
 use crate::vectors::{tcp4_block, v2};
@@ -207,6 +209,22 @@ fn refusal_codes_are_stable() {
         (Refusal::Timeout, "timeout"),
         (Refusal::Closed { received: 3 }, "connection_closed"),
         (Refusal::Io(std::io::ErrorKind::ConnectionReset), "io_error"),
+        (
+            Refusal::EndpointNotAllowed { endpoint: None },
+            "endpoint_not_allowed",
+        ),
+        (
+            Refusal::EndpointNotAllowed {
+                endpoint: Some(EndpointId::Azure(AzureLinkId(1))),
+            },
+            "endpoint_not_allowed",
+        ),
+        (
+            Refusal::InvalidEndpointTlv(CloudTlvError::Gcp {
+                problem: CloudTlvProblem::Repeated,
+            }),
+            "invalid_endpoint_tlv",
+        ),
     ];
     for (r, code) in all {
         assert_eq!(r.code(), code);
@@ -381,4 +399,174 @@ fn ipv6_networks_never_match_ipv4_peers() {
     assert!(p.is_trusted_proxy(sa("10.0.0.5:1").ip()));
     assert!(p.is_trusted_proxy(sa("[::ffff:10.0.0.5]:1").ip()));
     assert!(!p.is_trusted_proxy(sa("11.0.0.5:1").ip()));
+}
+
+const VPCE_OK: &str = "vpce-0123456789abcdef0";
+const VPCE_OTHER: &str = "vpce-0123456789abcdef1";
+
+fn vpce(s: &str) -> EndpointId {
+    EndpointId::Aws(s.parse::<AwsVpceId>().unwrap())
+}
+
+/// A v2 PROXY TCP4 header carrying these endpoint IDs (and raw TLVs).
+fn proxied(ids: &[EndpointId], raw: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut b = V2Builder::new(Command::Proxy)
+        .addresses(Addresses::Tcp4 {
+            src: "198.51.100.7:51234".parse().unwrap(),
+            dst: "203.0.113.10:443".parse().unwrap(),
+        })
+        .unwrap();
+    for id in ids {
+        b = b.endpoint_id(id).unwrap();
+    }
+    for (kind, value) in raw {
+        b = b.tlv(Tlv::Custom { kind: *kind, value }).unwrap();
+    }
+    b.encode().unwrap()
+}
+
+/// (policy, header, expected).
+type Row<'a> = (
+    &'a ListenerPolicy,
+    Option<Vec<u8>>,
+    Result<Observed, Refusal>,
+);
+
+#[test]
+fn endpoint_allow_list() {
+    let allowed = vec![
+        vpce(VPCE_OK),
+        EndpointId::Azure(AzureLinkId(123)),
+        EndpointId::Gcp(GcpPscConnectionId(456)),
+    ];
+    let on = policy(ProxyMode::On, Some(&["10.0.0.0/8"])).with_allowed_endpoints(allowed.clone());
+    let unspec = policy(ProxyMode::Unspecified, None).with_allowed_endpoints(allowed);
+    let served = obs("198.51.100.7:51234", Provenance::ProxyV2, true);
+    let not = |id: Option<EndpointId>| Err(Refusal::EndpointNotAllowed { endpoint: id });
+    let bad = |e: CloudTlvError| Err(Refusal::InvalidEndpointTlv(e));
+    let local_ok = {
+        let mut h = V2Builder::new(Command::Local);
+        h = h.endpoint_id(&vpce(VPCE_OK)).unwrap();
+        h.encode().unwrap()
+    };
+    let table: Vec<Row<'_>> = vec![
+        (&on, Some(proxied(&[vpce(VPCE_OK)], &[])), served),
+        (
+            &on,
+            Some(proxied(&[EndpointId::Azure(AzureLinkId(123))], &[])),
+            served,
+        ),
+        (
+            &on,
+            Some(proxied(&[EndpointId::Gcp(GcpPscConnectionId(456))], &[])),
+            served,
+        ),
+        // Another endpoint of the same vendor, or a listed one of another.
+        (
+            &on,
+            Some(proxied(&[vpce(VPCE_OTHER)], &[])),
+            not(Some(vpce(VPCE_OTHER))),
+        ),
+        (
+            &on,
+            Some(proxied(&[EndpointId::Azure(AzureLinkId(456))], &[])),
+            not(Some(EndpointId::Azure(AzureLinkId(456)))),
+        ),
+        (
+            &on,
+            Some(proxied(&[EndpointId::Gcp(GcpPscConnectionId(123))], &[])),
+            not(Some(EndpointId::Gcp(GcpPscConnectionId(123)))),
+        ),
+        // One listed and one not: refused.
+        (
+            &on,
+            Some(proxied(
+                &[vpce(VPCE_OK), EndpointId::Gcp(GcpPscConnectionId(1))],
+                &[],
+            )),
+            not(Some(EndpointId::Gcp(GcpPscConnectionId(1)))),
+        ),
+        // No ID: v2 without TLVs, v1, LOCAL without an ID.
+        (&on, Some(proxied(&[], &[])), not(None)),
+        (&on, Some(V1.to_vec()), not(None)),
+        (&on, Some(v2(0x20, 0x00, &[])), not(None)),
+        // LOCAL with a listed ID: the health check gets through, untrusted.
+        (
+            &on,
+            Some(local_ok),
+            obs("10.0.0.5:0", Provenance::Local, false),
+        ),
+        // Malformed vendor TLVs, even next to a listed ID.
+        (
+            &on,
+            Some(proxied(&[vpce(VPCE_OK)], &[(0xE0, &[1, 2, 3])])),
+            bad(CloudTlvError::Gcp {
+                problem: CloudTlvProblem::Length { len: 3 },
+            }),
+        ),
+        (
+            &on,
+            Some(proxied(&[], &[(0xEA, b"\x02vpce-01234567")])),
+            bad(CloudTlvError::Aws {
+                problem: CloudTlvProblem::Subtype { subtype: 2 },
+            }),
+        ),
+        (
+            &on,
+            Some(proxied(
+                &[],
+                &[(0xEE, &[1, 123, 0, 0, 0]), (0xEE, &[1, 123, 0, 0, 0])],
+            )),
+            bad(CloudTlvError::Azure {
+                problem: CloudTlvProblem::Repeated,
+            }),
+        ),
+        // Mode unspecified: a header with a listed ID is used, untrusted;
+        // a connection without a header came through no endpoint.
+        (
+            &unspec,
+            Some(proxied(&[vpce(VPCE_OK)], &[])),
+            obs("198.51.100.7:0", Provenance::ProxyV2, false),
+        ),
+        (
+            &unspec,
+            Some(proxied(&[vpce(VPCE_OTHER)], &[])),
+            not(Some(vpce(VPCE_OTHER))),
+        ),
+        (&unspec, None, not(None)),
+    ];
+    for (i, (p, header, want)) in table.into_iter().enumerate() {
+        assert_eq!(decide(p, header.as_deref(), APP), want, "row {i}");
+        // `step` decides the same way.
+        if let Some(h) = header {
+            let mut input = h.clone();
+            input.extend_from_slice(APP);
+            let got = match p.step(sa(PEER), &input, false) {
+                Step::Accept { observed, .. } => Ok(observed),
+                Step::Refuse(r) => Err(r),
+                other => panic!("row {i}: {other:?}"),
+            };
+            assert_eq!(got, want, "row {i} (step)");
+        }
+    }
+    // The refusal comes after the trust check: an untrusted peer is still
+    // refused `untrusted_proxy`.
+    let p = policy(ProxyMode::On, Some(&["192.0.2.0/24"])).with_allowed_endpoints(vec![]);
+    assert_eq!(
+        decide(&p, Some(&proxied(&[vpce(VPCE_OK)], &[])), APP)
+            .unwrap_err()
+            .code(),
+        "untrusted_proxy"
+    );
+    // An empty list refuses every connection; no list does not look.
+    let p = policy(ProxyMode::On, Some(&["10.0.0.0/8"])).with_allowed_endpoints(vec![]);
+    assert_eq!(
+        decide(&p, Some(&proxied(&[vpce(VPCE_OK)], &[])), APP),
+        not(Some(vpce(VPCE_OK)))
+    );
+    let p = policy(ProxyMode::On, Some(&["10.0.0.0/8"]));
+    assert_eq!(
+        decide(&p, Some(&proxied(&[], &[(0xE0, &[1])])), APP),
+        served
+    );
 }

@@ -70,7 +70,7 @@ fn audit(dir: &Path) -> Vec<Value> {
 }
 
 /// Polls the audit log (bounded) until `pred` holds for a line; that line.
-fn wait_audit(dir: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_audit(dir: &Path, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let mut found = None;
     ippin_test_support::wait_until(Duration::from_secs(10), || {
         found = audit(dir).into_iter().find(|v| pred(v));

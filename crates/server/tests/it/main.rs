@@ -7,6 +7,7 @@ mod attacks;
 mod cli;
 mod demo;
 mod direct;
+mod endpoints;
 mod faults;
 mod files_audit;
 mod fleet;

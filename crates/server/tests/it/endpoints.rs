@@ -1,0 +1,94 @@
+//! `allowed_endpoints`: a listener behind a cloud load balancer serves only connections
+//! whose PROXY v2 header names an allowed VPC endpoint (AWS `0xEA` TLV), even though the
+//! balancer itself is a trusted proxy.
+
+use std::net::SocketAddr;
+
+use ippin::client::{Endpoint, login};
+use ippin_proxy_protocol::{Addresses, AwsVpceId, Command, V2Builder};
+use ippin_test_support::free_port;
+
+use crate::attacks::{serve, site, wait_audit};
+use crate::ssh::harness::ip;
+
+const ALLOWED: &str = "vpce-0123456789abcdef0";
+const OTHER: &str = "vpce-0123456789abcdef1";
+
+/// A PROXY v2 header for client 198.51.100.7, through VPC endpoint `vpce`.
+fn header(vpce: &str) -> Vec<u8> {
+    let id: AwsVpceId = vpce.parse().expect("VPC endpoint ID");
+    V2Builder::new(Command::Proxy)
+        .addresses(Addresses::Tcp4 {
+            src: "198.51.100.7:5000".parse().expect("src"),
+            dst: "127.0.0.1:443".parse().expect("dst"),
+        })
+        .expect("addresses")
+        .aws_vpce_id(&id)
+        .expect("TLV")
+        .encode()
+        .expect("encode")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_allowed_vpc_endpoints_are_served() {
+    ippin::install_crypto_provider();
+    let lo = ip("127.0.0.1");
+    let port = free_port(lo);
+    let (tmp, config) = site(
+        &format!(
+            "  - {{kind: login, listen: 127.0.0.1:{port}, proxy_protocol: on, \
+             trusted_proxies: [127.0.0.1/32], allowed_endpoints: [{ALLOWED}, azure:7]}}\n"
+        ),
+        "",
+    );
+    let addr = SocketAddr::new(lo, port);
+    let _server = serve(&config, &[addr]);
+    let ca = std::fs::read_to_string(tmp.path().join("ca/tls_ca.pem")).expect("CA");
+
+    // Through the allowed endpoint, from the trusted balancer: served.
+    let ep = Endpoint::new(addr, &ca).with_proxy_header(header(ALLOWED));
+    login(&ep, "bob", "secret")
+        .await
+        .expect("bob logs in through the allowed endpoint");
+
+    // Through another endpoint of the same balancer: refused before TLS, audited.
+    let ep = Endpoint::new(addr, &ca).with_proxy_header(header(OTHER));
+    let refused = login(&ep, "bob", "secret").await;
+    assert!(refused.is_err(), "served through {OTHER}: {refused:?}");
+    let line = wait_audit(tmp.path(), "the refused endpoint", |v| {
+        v["event"] == "proxy_refused" && v["reason"] == "endpoint_not_allowed"
+    });
+    assert_eq!(line["listener"], "login", "{line}");
+    assert!(
+        line["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+
+    // A header that names no endpoint: refused with the same reason (one more line).
+    let count = |tmp: &std::path::Path| {
+        std::fs::read_to_string(tmp.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("endpoint_not_allowed"))
+            .count()
+    };
+    let before = count(tmp.path());
+    let bare = V2Builder::new(Command::Proxy)
+        .addresses(Addresses::Tcp4 {
+            src: "198.51.100.7:5000".parse().expect("src"),
+            dst: "127.0.0.1:443".parse().expect("dst"),
+        })
+        .expect("addresses")
+        .encode()
+        .expect("encode");
+    let ep = Endpoint::new(addr, &ca).with_proxy_header(bare);
+    assert!(login(&ep, "bob", "secret").await.is_err());
+    assert!(
+        ippin_test_support::wait_until(std::time::Duration::from_secs(10), || {
+            count(tmp.path()) > before
+        }),
+        "no second endpoint_not_allowed line"
+    );
+}
