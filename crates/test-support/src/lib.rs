@@ -48,8 +48,22 @@ pub fn peer(name: &str) -> PathBuf {
 /// The port is released before it is returned, so a peer program can bind
 /// it; tests that can bind themselves should bind port 0 instead.
 pub fn free_port(ip: IpAddr) -> u16 {
-    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    // The kernel may hand the same ephemeral port out again once it is released: a test
+    // that asks for several ports (the listeners of one configuration) would get two alike.
+    // Ports given out before in this process are skipped.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..1000 {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no ephemeral port that was not given out before in 1000 tries");
 }
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes.
