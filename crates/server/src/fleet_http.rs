@@ -163,11 +163,7 @@ pub async fn admin_route(
             "outcome_unknown",
             e.to_string(),
         ),
-        e @ FleetError::Unavailable { .. } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "backend_unavailable",
-            format!("{e}; nothing was changed"),
-        ),
+        // Unreachable, or refused by etcd: not applied.
         e => (
             StatusCode::SERVICE_UNAVAILABLE,
             "backend_unavailable",
