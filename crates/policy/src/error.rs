@@ -76,6 +76,12 @@ pub enum Error {
         /// What is wrong, e.g. that templates are not supported.
         message: String,
     },
+    /// A pin prefix length is out of range ([`crate::PinPrefix::new`]).
+    #[error("pin prefix: {message}")]
+    PinPrefix {
+        /// Which length, and its range.
+        message: String,
+    },
     /// An `X-Forwarded-For` or `Forwarded` header cannot be read: a client error.
     #[error("{header} header: {reason}")]
     Forwarded {

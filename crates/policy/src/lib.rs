@@ -6,7 +6,7 @@
 //!
 //! // At login: the roles require a pin and the client address is trusted, so it is pinned.
 //! let login = ObservedAddr::new("[::ffff:203.0.113.9]:41000".parse().unwrap(), Provenance::ProxyV2, true);
-//! let pinned = pin_for_issue(true, Some(&login)).unwrap().unwrap();
+//! let pinned = pin_for_issue(true, Some(&login)).unwrap().unwrap().addr();
 //! assert_eq!(pinned.to_string(), "203.0.113.9");
 //!
 //! // Later, from the same address (in any form): allowed.
@@ -26,7 +26,9 @@
 //!
 //! * Observed addresses: [`ObservedAddr`] (address, [`Provenance`], trusted or not),
 //!   [`canonical_ip`], [`canonical_net`].
-//! * The pin: [`CertPin`] (what a certificate carries), [`pin_for_issue`] at login,
+//! * The pin: [`CertPin`] (what a certificate carries), [`PinRequirement`] and [`PinPrefix`]
+//!   (what the roles ask: one address, or a network per `pin_source_ip_prefix`),
+//!   [`pin_for_issue`] at login,
 //!   [`pins_for_renewal`] ([`RenewalPins`]), [`check_pin`] at access, which returns a
 //!   [`Decision`]: allow, or a [`Denial`] with a stable [`DenyReason`] code and a message
 //!   ([`LOG_IN_AGAIN`]).
@@ -77,8 +79,8 @@ pub use netrestrict::{
     NetworkRestrictions, embedded_ipv4, kernel_destination,
 };
 pub use pin::{
-    CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, RenewalPins, check_pin, pin_for_issue,
-    pins_for_renewal,
+    CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, PinPrefix, PinRequirement, RenewalPins,
+    check_pin, pin_for_issue, pins_for_renewal,
 };
 #[cfg(feature = "yaml")]
 pub use roles::parse_roles;

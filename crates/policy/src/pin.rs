@@ -5,7 +5,182 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::addr::{ObservedAddr, canonical_ip, net_contains};
+use crate::Error;
+use crate::addr::{ObservedAddr, canonical_ip, canonical_net, net_contains};
+
+/// How wide a pin may be: the prefix length a certificate issued at login is pinned to, per
+/// address family (a role's `spec.options.pin_source_ip_prefix`).
+///
+/// [`PinPrefix::EXACT`] (`/32` and `/128`) pins one address, which is what a role that sets
+/// `pin_source_ip: true` and nothing else asks for. A shorter prefix lets a client move inside
+/// its network (an IPv6 host whose privacy addresses change daily inside one `/64`) without a
+/// new login. Prefix length 0 is refused: a pin that admits a whole address family pins
+/// nothing.
+///
+/// ```
+/// use ippin_policy::PinPrefix;
+/// let p = PinPrefix::new(32, 64).unwrap();
+/// assert_eq!(p.network("2001:db8:1:2:aa::1".parse().unwrap()).to_string(), "2001:db8:1:2::/64");
+/// assert_eq!(p.network("192.0.2.7".parse().unwrap()).to_string(), "192.0.2.7/32");
+/// assert!(PinPrefix::new(0, 64).is_err());
+/// assert_eq!(p.narrowest(PinPrefix::EXACT), PinPrefix::EXACT);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PinPrefix {
+    ipv4: u8,
+    ipv6: u8,
+}
+
+impl PinPrefix {
+    /// One address: `/32` for IPv4, `/128` for IPv6.
+    pub const EXACT: PinPrefix = PinPrefix {
+        ipv4: 32,
+        ipv6: 128,
+    };
+
+    /// A prefix of `ipv4` bits (1 to 32) for IPv4 clients and `ipv6` bits (1 to 128) for
+    /// IPv6 clients.
+    ///
+    /// # Errors
+    /// [`Error::PinPrefix`] when a length is 0 or longer than the family's address.
+    pub fn new(ipv4: u8, ipv6: u8) -> Result<PinPrefix, Error> {
+        if !(1..=32).contains(&ipv4) {
+            return Err(Error::PinPrefix {
+                message: format!("ipv4 must be 1 to 32, not {ipv4}"),
+            });
+        }
+        if !(1..=128).contains(&ipv6) {
+            return Err(Error::PinPrefix {
+                message: format!("ipv6 must be 1 to 128, not {ipv6}"),
+            });
+        }
+        Ok(PinPrefix { ipv4, ipv6 })
+    }
+
+    /// The IPv4 prefix length.
+    pub fn ipv4(&self) -> u8 {
+        self.ipv4
+    }
+
+    /// The IPv6 prefix length.
+    pub fn ipv6(&self) -> u8 {
+        self.ipv6
+    }
+
+    /// Whether this is [`PinPrefix::EXACT`].
+    pub fn is_exact(&self) -> bool {
+        *self == PinPrefix::EXACT
+    }
+
+    /// The prefix length for `ip`'s family, after canonicalisation (an IPv4-mapped IPv6
+    /// address is IPv4).
+    pub fn len_for(&self, ip: IpAddr) -> u8 {
+        match canonical_ip(ip) {
+            IpAddr::V4(_) => self.ipv4,
+            IpAddr::V6(_) => self.ipv6,
+        }
+    }
+
+    /// The narrower of two prefixes, per family (the longer length). When several roles pin,
+    /// the narrowest wins.
+    pub fn narrowest(self, other: PinPrefix) -> PinPrefix {
+        PinPrefix {
+            ipv4: self.ipv4.max(other.ipv4),
+            ipv6: self.ipv6.max(other.ipv6),
+        }
+    }
+
+    /// The canonical network of this prefix that holds `ip`: the pin issued to a client at
+    /// `ip`. Host bits are zero.
+    pub fn network(&self, ip: IpAddr) -> IpNet {
+        let ip = canonical_ip(ip);
+        // The lengths were checked in `new`, so `IpNet::new` cannot fail; the fallback is the
+        // one-address network, never a wider one.
+        IpNet::new(ip, self.len_for(ip))
+            .map(|n| n.trunc())
+            .unwrap_or_else(|_| IpNet::from(ip))
+    }
+
+    /// Whether `pin` is no wider than this prefix: one IP, or exactly one network whose
+    /// prefix length (after canonicalisation) is at least this prefix's length for its
+    /// family. Several networks never qualify.
+    pub fn admits(&self, pin: &CertPin) -> bool {
+        match pin {
+            CertPin::Ip(_) => true,
+            CertPin::Nets(nets) => match nets.as_slice() {
+                [one] => {
+                    let one = canonical_net(*one);
+                    one.prefix_len() >= self.len_for(one.network())
+                }
+                _ => false,
+            },
+            CertPin::None | CertPin::Invalid(_) => false,
+        }
+    }
+}
+
+impl Default for PinPrefix {
+    fn default() -> Self {
+        PinPrefix::EXACT
+    }
+}
+
+impl fmt::Display for PinPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{} for IPv4, /{} for IPv6", self.ipv4, self.ipv6)
+    }
+}
+
+/// What a user's roles require of a certificate's pin.
+///
+/// `From<bool>` maps `true` to a pin of one address ([`PinPrefix::EXACT`]) and `false` to no
+/// requirement, so a caller that only knows "pin required" gets the strict check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum PinRequirement {
+    /// No role pins: an unpinned certificate is fine (a pinned one is still checked).
+    #[default]
+    NotRequired,
+    /// Some role pins: the certificate must be pinned, no wider than this prefix.
+    Required(PinPrefix),
+}
+
+impl PinRequirement {
+    /// Whether a pin is required.
+    pub fn is_required(&self) -> bool {
+        matches!(self, PinRequirement::Required(_))
+    }
+
+    /// The prefix a required pin may be at most as wide as.
+    pub fn prefix(&self) -> Option<PinPrefix> {
+        match self {
+            PinRequirement::NotRequired => None,
+            PinRequirement::Required(p) => Some(*p),
+        }
+    }
+}
+
+impl From<bool> for PinRequirement {
+    fn from(required: bool) -> Self {
+        if required {
+            PinRequirement::Required(PinPrefix::EXACT)
+        } else {
+            PinRequirement::NotRequired
+        }
+    }
+}
+
+impl From<PinPrefix> for PinRequirement {
+    fn from(p: PinPrefix) -> Self {
+        PinRequirement::Required(p)
+    }
+}
+
+impl From<Option<PinPrefix>> for PinRequirement {
+    fn from(p: Option<PinPrefix>) -> Self {
+        p.map_or(PinRequirement::NotRequired, PinRequirement::Required)
+    }
+}
 
 /// The sentence every denial message ends with.
 pub const LOG_IN_AGAIN: &str = "log in again to get a new certificate";
@@ -94,8 +269,9 @@ pub enum DenyReason {
     UntrustedClientIp,
     /// The certificate carries a pin that cannot be read.
     InvalidPin,
-    /// The roles require a pin to one address, and the certificate's pin is wider (a network
-    /// shorter than `/32` or `/128`, or several networks).
+    /// The roles require a pin, and the certificate's pin is wider than their prefix allows
+    /// (by default one address: a network shorter than `/32` or `/128`; with
+    /// `pin_source_ip_prefix`, a network shorter than that prefix), or lists several networks.
     PinTooWide,
     /// A certificate from a trusted cluster maps to no local role, or to one that does not exist.
     RoleMappingFailed,
@@ -182,16 +358,26 @@ impl Decision {
 /// | unreadable (`Invalid`, or an empty list of networks) | any | any | deny `invalid_pin` |
 /// | none | no | any | allow |
 /// | none | yes | any | deny `pinned_ip_missing` |
-/// | wider than one host (a network shorter than /32 or /128, or several) | yes | any | deny `pin_too_wide` |
+/// | wider than the required prefix (by default one host; several networks always) | yes | any | deny `pin_too_wide` |
 /// | IP or networks | any | untrusted (flag false or port 0) | deny `untrusted_client_ip` |
 /// | IP or networks | any | trusted, inside the pin | allow |
 /// | IP or networks | any | trusted, outside the pin | deny `pinned_ip_mismatch` |
 ///
 /// A pinned certificate is always checked, whatever the roles say now. Addresses and networks
-/// compare canonically (see [`crate::canonical_ip`] and [`crate::canonical_net`]).
-pub fn check_pin(requires_pin: bool, pin: &CertPin, observed: &ObservedAddr) -> Decision {
+/// compare canonically (see [`crate::canonical_ip`] and [`crate::canonical_net`]); a network
+/// pin admits every address it contains.
+///
+/// `required` is what the roles ask: `true`/`false`, or a [`PinRequirement`] with the
+/// narrowest [`PinPrefix`] of the user's pinning roles ([`crate::UserRoles::pin_requirement`]).
+/// `true` means one address, so a caller that passes a bool never accepts a prefix pin for a
+/// role that requires a pin.
+pub fn check_pin(
+    required: impl Into<PinRequirement>,
+    pin: &CertPin,
+    observed: &ObservedAddr,
+) -> Decision {
     check_pin_with(
-        requires_pin,
+        required.into(),
         pin,
         observed,
         "your roles require a pinned certificate",
@@ -199,11 +385,12 @@ pub fn check_pin(requires_pin: bool, pin: &CertPin, observed: &ObservedAddr) -> 
 }
 
 pub(crate) fn check_pin_with(
-    requires_pin: bool,
+    required: PinRequirement,
     pin: &CertPin,
     observed: &ObservedAddr,
     missing_why: &str,
 ) -> Decision {
+    let requires_pin = required.is_required();
     match pin {
         CertPin::Invalid(why) => Decision::Deny(Denial::new(
             DenyReason::InvalidPin,
@@ -224,13 +411,26 @@ pub(crate) fn check_pin_with(
             ),
         )),
         CertPin::None => Decision::Allow,
-        CertPin::Nets(_) if requires_pin && !pin.is_single_host() => Decision::Deny(Denial::new(
-            DenyReason::PinTooWide,
-            format_args!(
-                "your roles require a certificate pinned to one address, but this \
-                     certificate is pinned to {pin}"
-            ),
-        )),
+        CertPin::Nets(_) if required.prefix().is_some_and(|prefix| !prefix.admits(pin)) => {
+            let prefix = required.prefix().unwrap_or_default();
+            if prefix.is_exact() {
+                Decision::Deny(Denial::new(
+                    DenyReason::PinTooWide,
+                    format_args!(
+                        "your roles require a certificate pinned to one address, but this \
+                         certificate is pinned to {pin}"
+                    ),
+                ))
+            } else {
+                Decision::Deny(Denial::new(
+                    DenyReason::PinTooWide,
+                    format_args!(
+                        "your roles require a certificate pinned to one network no wider than \
+                         {prefix}, but this certificate is pinned to {pin}"
+                    ),
+                ))
+            }
+        }
         CertPin::Ip(_) | CertPin::Nets(_) => {
             if !observed.is_trusted() {
                 Decision::Deny(Denial::new(
@@ -256,23 +456,25 @@ pub(crate) fn check_pin_with(
     }
 }
 
-/// The IP to pin in a certificate issued at login.
+/// The pin of a certificate issued at login: the network of the required prefix that holds
+/// the login's client address ([`PinPrefix::network`]; one address, `/32` or `/128`, unless a
+/// role sets `pin_source_ip_prefix`).
 ///
 /// | roles require a pin | observation | result |
 /// |---|---|---|
 /// | no | any | `Ok(None)`: issue without a pin |
-/// | yes | trusted | `Ok(Some(canonical IP))` |
+/// | yes, prefix `p` | trusted | `Ok(Some(p.network(canonical IP)))` |
 /// | yes | missing | `Err` `untrusted_client_ip` |
 /// | yes | untrusted (flag false or port 0) | `Err` `untrusted_client_ip` |
 ///
 /// A certificate without a pin is never issued to a user whose roles require one.
 pub fn pin_for_issue(
-    requires_pin: bool,
+    required: impl Into<PinRequirement>,
     observed: Option<&ObservedAddr>,
-) -> Result<Option<IpAddr>, Denial> {
-    if !requires_pin {
+) -> Result<Option<IpNet>, Denial> {
+    let Some(prefix) = required.into().prefix() else {
         return Ok(None);
-    }
+    };
     match observed {
         None => Err(Denial::new(
             DenyReason::UntrustedClientIp,
@@ -286,53 +488,59 @@ pub fn pin_for_issue(
                 o.provenance()
             ),
         )),
-        Some(o) => Ok(Some(o.ip())),
+        Some(o) => Ok(Some(prefix.network(o.ip()))),
     }
 }
 
 /// The pins a renewed certificate carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenewalPins {
-    /// The pinned IP, copied from the presented certificate (canonical).
-    pub pinned_ip: Option<IpAddr>,
+    /// The pin, copied from the presented certificate (canonical network; one address is a
+    /// `/32` or `/128`).
+    pub pinned: Option<IpNet>,
     /// The login IP, copied from the presented certificate (canonical).
     pub login_ip: Option<IpAddr>,
 }
 
 /// The pins for a certificate renewed from a presented one.
 ///
-/// Renewal never drops or moves a pin: the pinned IP and the login IP of the presented
-/// certificate are copied, whatever the current address or role set.
+/// Renewal never drops, moves, widens or narrows a pin: the pin (address or network, as
+/// issued) and the login IP of the presented certificate are copied, whatever the current
+/// address or role set.
 ///
 /// | presented pin | roles require a pin now | observation | result |
 /// |---|---|---|---|
-/// | some IP | any | trusted, equal to the pin | the presented pins |
-/// | some IP | any | trusted, different | `Err` `pinned_ip_mismatch` |
-/// | some IP | any | untrusted | `Err` `untrusted_client_ip` |
+/// | some network | no wider than required (or not required) | trusted, inside the pin | the presented pins |
+/// | some network | wider than the required prefix | any | `Err` `pin_too_wide` |
+/// | some network | any | trusted, outside | `Err` `pinned_ip_mismatch` |
+/// | some network | any | untrusted | `Err` `untrusted_client_ip` |
 /// | none | no | any | the presented pins (no pin) |
 /// | none | yes | any | `Err` `pinned_ip_missing` |
 ///
 /// The last row is a choice: rather than silently issuing an unpinned certificate (wrong for
 /// the roles) or pinning the renewal request's address (a login that never happened), the
-/// renewal is refused so that the user logs in again and gets a pin at login.
+/// renewal is refused so that the user logs in again and gets a pin at login. The second row
+/// likewise: a role narrowed since login is met by a new login, not by a renewal that would
+/// re-sign the wider pin.
 /// The presented pin is checked here too, so a caller that forgot [`check_pin`] still cannot
 /// renew a pinned certificate from another address.
 pub fn pins_for_renewal(
-    presented_pinned: Option<IpAddr>,
+    presented_pin: Option<IpNet>,
     presented_login: Option<IpAddr>,
-    requires_pin_now: bool,
+    required_now: impl Into<PinRequirement>,
     observed: &ObservedAddr,
 ) -> Result<RenewalPins, Denial> {
     let pins = RenewalPins {
-        pinned_ip: presented_pinned.map(canonical_ip),
+        pinned: presented_pin.map(canonical_net),
         login_ip: presented_login.map(canonical_ip),
     };
-    let pin = match pins.pinned_ip {
-        Some(ip) => CertPin::Ip(ip),
+    let pin = match pins.pinned {
+        Some(net) if net.prefix_len() == net.max_prefix_len() => CertPin::Ip(net.network()),
+        Some(net) => CertPin::Nets(vec![net]),
         None => CertPin::None,
     };
     match check_pin_with(
-        requires_pin_now,
+        required_now.into(),
         &pin,
         observed,
         "your roles now require a pinned certificate, and it cannot be added at renewal",

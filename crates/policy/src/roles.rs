@@ -5,7 +5,9 @@ use std::fmt;
 
 use crate::Error;
 use crate::addr::ObservedAddr;
-use crate::pin::{CertPin, Decision, Denial, DenyReason, check_pin_with};
+use crate::pin::{
+    CertPin, Decision, Denial, DenyReason, PinPrefix, PinRequirement, check_pin_with,
+};
 use crate::yaml::{Clipped, RawValue};
 #[cfg(feature = "yaml")]
 use crate::yaml::{Node, Reader, load};
@@ -40,7 +42,7 @@ impl fmt::Display for RoleVersion {
 }
 
 /// A role. Only `metadata.name`, `version`, `spec.options.pin_source_ip`,
-/// `spec.allow.logins` and `spec.deny.logins` are interpreted; the whole document is kept in
+/// `spec.options.pin_source_ip_prefix`, `spec.options.admin`, `spec.allow.logins` and `spec.deny.logins` are interpreted; the whole document is kept in
 /// [`Role::document`] so that the other `allow` and `deny` rules and every other option survive
 /// untouched.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +54,10 @@ pub struct Role {
     pub version: RoleVersion,
     /// `spec.options.pin_source_ip` (false when absent).
     pub pin_source_ip: bool,
+    /// `spec.options.pin_source_ip_prefix: {ipv4: N, ipv6: M}`: how wide the pin of a
+    /// certificate issued to this role's holders is (`None`: one address, /32 and /128). Only
+    /// allowed with `pin_source_ip: true`; a key left out keeps that family's default.
+    pub pin_prefix: Option<PinPrefix>,
     /// `spec.options.admin` (false when absent): a holder of this role may change the
     /// fleet's roles, users and network restrictions through an admin API.
     pub admin: bool,
@@ -146,10 +152,27 @@ impl Role {
             name: name.into(),
             version,
             pin_source_ip,
+            pin_prefix: None,
             admin: false,
             document: RawValue::Null,
             allow_logins: BTreeSet::new(),
             deny_logins: BTreeSet::new(),
+        }
+    }
+
+    /// This role with `spec.options.pin_source_ip_prefix` = `prefix` (it only counts when
+    /// `pin_source_ip` is true).
+    pub fn with_pin_prefix(mut self, prefix: PinPrefix) -> Self {
+        self.pin_prefix = Some(prefix);
+        self
+    }
+
+    /// What this role alone requires of a certificate's pin.
+    pub fn pin_requirement(&self) -> PinRequirement {
+        if self.pin_source_ip {
+            PinRequirement::Required(self.pin_prefix.unwrap_or(PinPrefix::EXACT))
+        } else {
+            PinRequirement::NotRequired
         }
     }
 
@@ -244,6 +267,7 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
         ));
     }
     let mut pin_source_ip = false;
+    let mut pin_prefix = None;
     let mut admin = false;
     let mut allow_logins = BTreeSet::new();
     let mut deny_logins = BTreeSet::new();
@@ -257,6 +281,17 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
             if let Some(a) = options.get("admin") {
                 admin = r.bool(a, "spec.options.admin")?;
             }
+            if let Some(p) = options.get("pin_source_ip_prefix") {
+                if !pin_source_ip {
+                    return Err(Error::field(
+                        r.file,
+                        p.line,
+                        "spec.options.pin_source_ip_prefix",
+                        "only allowed with `pin_source_ip: true` (a prefix without a pin pins nothing)",
+                    ));
+                }
+                pin_prefix = Some(parse_pin_prefix(r, p)?);
+            }
         }
         allow_logins = parse_logins(r, spec, "allow")?;
         deny_logins = parse_logins(r, spec, "deny")?;
@@ -265,11 +300,52 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
         name: name.to_owned(),
         version,
         pin_source_ip,
+        pin_prefix,
         admin,
         document: doc.to_raw(),
         allow_logins,
         deny_logins,
     })
+}
+
+#[cfg(feature = "yaml")]
+/// `spec.options.pin_source_ip_prefix`: a mapping with `ipv4` (1 to 32) and/or `ipv6` (1 to
+/// 128), integers; a key left out keeps the default (32, 128); any other key is an error.
+fn parse_pin_prefix(r: &Reader<'_>, node: &Node) -> Result<PinPrefix, Error> {
+    const PATH: &str = "spec.options.pin_source_ip_prefix";
+    let mut ipv4 = PinPrefix::EXACT.ipv4();
+    let mut ipv6 = PinPrefix::EXACT.ipv6();
+    for (key, value) in r.map(node, PATH)? {
+        let (slot, max) = match key.as_str() {
+            "ipv4" => (&mut ipv4, 32),
+            "ipv6" => (&mut ipv6, 128),
+            other => {
+                return Err(Error::field(
+                    r.file,
+                    value.line,
+                    PATH,
+                    format!(
+                        "unknown key {:?}; expected ipv4 and/or ipv6",
+                        Clipped(other)
+                    ),
+                ));
+            }
+        };
+        let path = format!("{PATH}.{key}");
+        let n = r.int(value, &path)?;
+        *slot = u8::try_from(n)
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                Error::field(
+                    r.file,
+                    value.line,
+                    &path,
+                    format!("must be a prefix length from 1 to {max}, not {n}"),
+                )
+            })?;
+    }
+    PinPrefix::new(ipv4, ipv6).map_err(|e| Error::field(r.file, node.line, PATH, e.to_string()))
 }
 
 #[cfg(feature = "yaml")]
@@ -344,13 +420,18 @@ impl RoleSet {
     pub fn select(&self, names: &[impl AsRef<str>]) -> Result<UserRoles, Error> {
         let mut picked: Vec<String> = Vec::with_capacity(names.len());
         let mut roles: Vec<&Role> = Vec::with_capacity(names.len());
-        let mut requires_pin = false;
+        let mut pin = PinRequirement::NotRequired;
         for name in names {
             let name = name.as_ref();
             let role = self.roles.get(name).ok_or_else(|| Error::UnknownRole {
                 name: name.chars().take(100).collect(),
             })?;
-            requires_pin |= role.pin_source_ip;
+            if let Some(p) = role.pin_requirement().prefix() {
+                pin = PinRequirement::Required(match pin.prefix() {
+                    Some(before) => before.narrowest(p),
+                    None => p,
+                });
+            }
             if !picked.iter().any(|p| p == name) {
                 picked.push(name.to_owned());
                 roles.push(role);
@@ -358,7 +439,7 @@ impl RoleSet {
         }
         Ok(UserRoles {
             names: picked,
-            requires_pin,
+            pin,
             logins: allowed_logins(&roles),
         })
     }
@@ -368,14 +449,21 @@ impl RoleSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRoles {
     names: Vec<String>,
-    requires_pin: bool,
+    pin: PinRequirement,
     logins: BTreeSet<String>,
 }
 
 impl UserRoles {
     /// Whether any of the roles sets `pin_source_ip: true`.
     pub fn requires_pin(&self) -> bool {
-        self.requires_pin
+        self.pin.is_required()
+    }
+
+    /// What the roles require of a certificate's pin: nothing, or a pin no wider than the
+    /// narrowest prefix among the roles that set `pin_source_ip: true` (per family, the longest
+    /// length; a pinning role without `pin_source_ip_prefix` counts as /32 and /128).
+    pub fn pin_requirement(&self) -> PinRequirement {
+        self.pin
     }
 
     /// The role names, in the order first given, without repeats.
@@ -534,7 +622,7 @@ pub fn check_pin_remote(
         NameList(user.names()),
         NameList(remote_roles)
     );
-    check_pin_with(user.requires_pin(), pin, observed, &why)
+    check_pin_with(user.pin_requirement(), pin, observed, &why)
 }
 
 struct NameList<'a>(&'a [String]);

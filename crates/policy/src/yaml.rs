@@ -600,6 +600,13 @@ impl Reader<'_> {
         }
     }
 
+    pub(crate) fn int(&self, node: &Node, path: &str) -> Result<i64, Error> {
+        match &node.value {
+            Value::Int(n) => Ok(*n),
+            _ => Err(self.wrong(node, path, "an integer")),
+        }
+    }
+
     pub(crate) fn bool(&self, node: &Node, path: &str) -> Result<bool, Error> {
         match &node.value {
             Value::Bool(b) => Ok(*b),

@@ -4,5 +4,6 @@ mod addr;
 mod forwarded;
 mod netrestrict;
 mod pin;
+mod prefix;
 mod props;
 mod roles;

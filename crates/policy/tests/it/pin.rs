@@ -156,7 +156,7 @@ fn pin_for_issue_table() {
     assert_eq!(pin_for_issue(false, None), Ok(None));
     assert_eq!(
         pin_for_issue(true, Some(&trusted)),
-        Ok(Some(ip("198.51.100.4")))
+        Ok(Some(net("198.51.100.4/32")))
     );
     for observed in [Some(&untrusted), Some(&port0), None] {
         let err = pin_for_issue(true, observed).unwrap_err();
@@ -167,7 +167,7 @@ fn pin_for_issue_table() {
 
 #[test]
 fn renewal_keeps_pins_whatever_happens() {
-    let pinned = Some(ip("203.0.113.9"));
+    let pinned = Some(net("203.0.113.9/32"));
     let login = Some(ip("203.0.113.9"));
     let here = seen("203.0.113.9:1", true);
     let mapped_here = seen("[::ffff:203.0.113.9]:1", true);
@@ -177,7 +177,7 @@ fn renewal_keeps_pins_whatever_happens() {
             assert_eq!(
                 pins_for_renewal(pinned, login, requires_now, observed),
                 Ok(RenewalPins {
-                    pinned_ip: pinned,
+                    pinned: pinned,
                     login_ip: login
                 })
             );
@@ -186,13 +186,13 @@ fn renewal_keeps_pins_whatever_happens() {
     // presented pins in mapped form come back canonical
     assert_eq!(
         pins_for_renewal(
-            Some(ip("::ffff:203.0.113.9")),
+            Some(net("::ffff:203.0.113.9/128")),
             Some(ip("::ffff:10.0.0.1")),
             false,
             &here
         ),
         Ok(RenewalPins {
-            pinned_ip: pinned,
+            pinned: pinned,
             login_ip: Some(ip("10.0.0.1"))
         })
     );
@@ -210,7 +210,7 @@ fn renewal_keeps_pins_whatever_happens() {
             &seen("198.51.100.1:1", true)
         ),
         Ok(RenewalPins {
-            pinned_ip: None,
+            pinned: None,
             login_ip: Some(ip("10.0.0.1"))
         })
     );
@@ -259,7 +259,7 @@ fn every_provenance_mapped_and_unmapped() {
             );
             assert_eq!(
                 pin_for_issue(true, Some(&trusted)),
-                Ok(Some(ip("203.0.113.9"))),
+                Ok(Some(net("203.0.113.9/32"))),
                 "{p} {addr}"
             );
             assert_eq!(
