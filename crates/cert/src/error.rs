@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use ipnet::IpNet;
 use std::net::IpAddr;
 
 /// Everything that can go wrong when issuing, reading or validating a
@@ -216,10 +217,32 @@ pub enum Error {
     LayoutMismatch {
         /// `pinned IP` or `login IP`.
         what: &'static str,
-        /// The value in the ippin layout.
-        ippin: Option<IpAddr>,
-        /// The value in the Teleport layout.
-        teleport: Option<IpAddr>,
+        /// The value in the ippin layout (one address is a `/32` or `/128`).
+        ippin: Option<IpNet>,
+        /// The value in the Teleport layout (one address is a `/32` or `/128`).
+        teleport: Option<IpNet>,
+    },
+
+    /// The certificate is pinned to a network, and the caller asked for one
+    /// address ([`crate::x509::pinned_ip`], [`crate::x509::pinned_ip_fast`]):
+    /// read it with [`crate::x509::pin`] or [`crate::x509::pin_fast`].
+    #[error("the certificate is pinned to the network {pin}, not to one address")]
+    PinIsNetwork {
+        /// The pin.
+        pin: IpNet,
+    },
+
+    /// A network pin was asked of a layout that cannot carry one: Teleport's
+    /// subject attribute holds one address. Refused rather than widened or
+    /// narrowed.
+    #[error(
+        "the {profile} layout cannot carry the network pin {pin}: Teleport's pinned-IP attribute holds one address"
+    )]
+    ProfileCannotPinNetwork {
+        /// The layout asked for (`teleport` or `both`).
+        profile: &'static str,
+        /// The network.
+        pin: IpNet,
     },
 
     /// The certificate subject does not have the shape ippin requires.
@@ -264,6 +287,8 @@ impl Error {
             Error::DuplicateAttribute { .. } => "duplicate_attribute",
             Error::AttributeValue { .. } => "attribute_value",
             Error::LayoutMismatch { .. } => "layout_mismatch",
+            Error::PinIsNetwork { .. } => "pin_is_network",
+            Error::ProfileCannotPinNetwork { .. } => "profile_cannot_pin_network",
             Error::Subject { .. } => "subject",
             Error::Key { .. } => "key",
         }

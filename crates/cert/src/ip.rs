@@ -8,6 +8,8 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::{Error, Result};
 
 /// The canonical form of `ip`: IPv4-mapped IPv6 addresses become IPv4.
@@ -84,6 +86,74 @@ pub fn parse_canonical_ip(field: &'static str, text: &str) -> Result<IpAddr> {
     })
 }
 
+/// Parses the canonical text of a pin and says why not otherwise: one
+/// address is its canonical IP text (`192.0.2.7`, `2001:db8::7`, never
+/// with `/32` or `/128`); a network is `<canonical network address>/<len>`
+/// with `len` from 1 to 31 (IPv4) or 127 (IPv6) in decimal without leading
+/// zeros or sign, and every host bit zero (`2001:db8:1:2::/64`).
+pub(crate) fn parse_canonical_net_reason(text: &str) -> Result<IpNet, String> {
+    let Some((addr, len)) = text.split_once('/') else {
+        return parse_canonical_reason(text).map(IpNet::from);
+    };
+    let ip = parse_canonical_reason(addr)?;
+    let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
+    if len.is_empty()
+        || len.len() > 3
+        || !len.bytes().all(|b| b.is_ascii_digit())
+        || (len.len() > 1 && len.starts_with('0'))
+    {
+        return Err("prefix length is not a decimal number without leading zeros".to_owned());
+    }
+    let len: u8 = len
+        .parse()
+        .map_err(|_| "prefix length out of range".to_owned())?;
+    if len == 0 {
+        return Err("prefix length 0 (a whole address family) pins nothing".to_owned());
+    }
+    if len > max {
+        return Err(format!(
+            "prefix length {len} is longer than the address ({max})"
+        ));
+    }
+    if len == max {
+        return Err(format!(
+            "not canonical: one address is written without a prefix length (`{ip}`)"
+        ));
+    }
+    let net = IpNet::new(ip, len).map_err(|_| "prefix length out of range".to_owned())?;
+    if net.trunc() != net {
+        return Err(format!(
+            "host bits set beyond the prefix; the network is `{}`",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// The canonical text of a pin (see [`parse_canonical_net_reason`]): the
+/// IP alone for one address, `network/len` otherwise. `net` should already
+/// be canonical (host bits zero, not IPv4-mapped).
+pub(crate) fn canonical_net_text(net: IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        format!("{}/{}", net.network(), net.prefix_len())
+    }
+}
+
+/// Canonicalises a network pin: an IPv4-mapped IPv6 network of prefix 96
+/// or more becomes the IPv4 network; host bits are cleared.
+pub(crate) fn canonical_net(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && let Ok(n4) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return IpNet::V4(n4.trunc());
+    }
+    net.trunc()
+}
+
 /// Like [`parse_canonical_ip`] for bytes that should be ASCII text.
 #[allow(dead_code)]
 pub(crate) fn parse_canonical_ip_bytes(bytes: &[u8]) -> Result<IpAddr, String> {
@@ -125,6 +195,46 @@ mod tests {
         ] {
             let err = parse_canonical_ip("t", bad).unwrap_err();
             assert_eq!(err.code(), "ip_text", "{bad}");
+        }
+    }
+
+    #[test]
+    fn pin_text_accepts_only_canonical_networks() {
+        for ok in [
+            "1.2.3.4",
+            "::1",
+            "192.0.2.0/24",
+            "10.0.0.0/8",
+            "128.0.0.0/1",
+            "2001:db8:1:2::/64",
+            "2001:db8::/127",
+            "8000::/1",
+        ] {
+            let net = parse_canonical_net_reason(ok).unwrap();
+            assert_eq!(canonical_net_text(net), ok);
+        }
+        for bad in [
+            "1.2.3.4/32",
+            "::1/128",
+            "1.2.3.4/24",
+            "2001:db8:1:2::1/64",
+            "0.0.0.0/0",
+            "::/0",
+            "1.2.3.0/024",
+            "1.2.3.0/+24",
+            "1.2.3.0/ 24",
+            "1.2.3.0/",
+            "1.2.3.0/33",
+            "::/129",
+            "::/1000",
+            "1.2.3.0/24/24",
+            "01.2.3.0/24",
+            "2001:DB8::/32",
+            "::ffff:1.2.3.0/120",
+            "/24",
+            "",
+        ] {
+            assert!(parse_canonical_net_reason(bad).is_err(), "{bad}");
         }
     }
 

@@ -51,7 +51,18 @@
 //!     .build()?;
 //! let der = ca.issue_client(&req, &mut rng)?;
 //! assert_eq!(x509::pinned_ip_fast(&der)?, Some(client_ip));
-//! assert_eq!(x509::client_identity(&der)?.pinned_ip, Some(client_ip));
+//! assert_eq!(x509::client_identity(&der)?.pin, Some(client_ip.into()));
+//!
+//! // A network pin (a role's `pin_source_ip_prefix`): the same extension, CIDR text.
+//! let net: ipnet::IpNet = "2001:db8:1:2::/64".parse().unwrap();
+//! let req = ClientCertRequest::builder("alice", x509::spki_der_from_pem(&spki_pem)?)
+//!     .validity(now, now + 3600)
+//!     .serial(8)
+//!     .pinned_network(net)
+//!     .build()?;
+//! let der = ca.issue_client(&req, &mut rng)?;
+//! assert_eq!(x509::pin_fast(&der)?, Some(net));
+//! assert_eq!(x509::pinned_ip_fast(&der).unwrap_err().code(), "pin_is_network");
 //! # Ok(())
 //! # }
 //! # #[cfg(not(feature = "issue"))]
@@ -72,11 +83,14 @@
 //!   `source-address` list; the option and extension names as constants.
 //! * [`ssh`], issuing (feature `issue`): `SshCa` (generate, load and save OpenSSH keys, sign),
 //!   `SshCertRequest` and its builder.
-//! * [`x509`], reading: [`pinned_ip`](x509::pinned_ip) (full decoder),
-//!   [`pinned_ip_fast`](x509::pinned_ip_fast) (a DER walk that agrees with it),
+//! * [`x509`], reading: [`pin`](x509::pin) (full decoder: one address or a network),
+//!   [`pin_fast`](x509::pin_fast) (a DER walk that agrees with it),
+//!   [`pinned_ip`](x509::pinned_ip) and [`pinned_ip_fast`](x509::pinned_ip_fast) (the same,
+//!   for callers that handle one address only: a network pin is an error, never "unpinned"),
 //!   [`client_identity`](x509::client_identity) ([`ClientIdentity`](x509::ClientIdentity):
 //!   user, roles, pin, login IP, [`Profile`](x509::Profile)); the extension value types
-//!   [`PinnedIp`](x509::PinnedIp) and [`LoginIp`](x509::LoginIp) with their OIDs.
+//!   [`PinnedIp`](x509::PinnedIp), [`PinnedNetwork`](x509::PinnedNetwork) and
+//!   [`LoginIp`](x509::LoginIp) with their OIDs.
 //! * [`x509`], issuing (feature `issue`): `X509Ca` (client and server certificates),
 //!   `ClientCertRequest` and its builder, `ServerCertRequest`, `generate_key_pair_p256`,
 //!   `spki_der_from_pem`.
@@ -133,3 +147,6 @@ pub use ssh_key::getrandom;
 
 /// The `ssh-key` crate this crate's SSH types come from.
 pub use ssh_key;
+
+/// The `ipnet` crate whose `IpNet` is a pin (one address is a `/32` or `/128`).
+pub use ipnet;

@@ -10,6 +10,8 @@ mod source_address;
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 #[cfg(feature = "issue")]
 use rand_core::CryptoRng;
 #[cfg(feature = "issue")]
@@ -216,6 +218,10 @@ impl SshCa {
             req.valid_before,
         )
         .map_err(Error::ssh("certificate validity"))?;
+        let source_address = match req.pinned {
+            Some(net) => Some(SourceAddress::from_nets(vec![net])?.to_string()),
+            None => None,
+        };
         let ctx = Error::ssh("build certificate");
         let res: std::result::Result<(), ssh_key::Error> = (|| {
             b.serial(req.serial)?;
@@ -227,8 +233,8 @@ impl SshCa {
             if let Some(command) = &req.force_command {
                 b.critical_option(FORCE_COMMAND, command.clone())?;
             }
-            if let Some(ip) = req.pinned_ip {
-                b.critical_option(SOURCE_ADDRESS, SourceAddress::single(ip).to_string())?;
+            if let Some(list) = &source_address {
+                b.critical_option(SOURCE_ADDRESS, list.clone())?;
             }
             if req.verify_required {
                 b.critical_option(VERIFY_REQUIRED, "")?;
@@ -261,7 +267,7 @@ pub struct SshCertRequest {
     valid_after: u64,
     valid_before: u64,
     public_key: KeyData,
-    pinned_ip: Option<IpAddr>,
+    pinned: Option<IpNet>,
     login_ip: Option<IpAddr>,
     permissions: Permissions,
     force_command: Option<String>,
@@ -280,7 +286,7 @@ impl SshCertRequest {
                 valid_after: 0,
                 valid_before: 0,
                 public_key: public_key.into(),
-                pinned_ip: None,
+                pinned: None,
                 login_ip: None,
                 permissions: Permissions::default(),
                 force_command: None,
@@ -315,7 +321,14 @@ impl SshCertRequest {
     }
     /// The pinned IP (canonical), if any.
     pub fn pinned_ip(&self) -> Option<IpAddr> {
-        self.pinned_ip
+        self.pinned
+            .filter(|n| n.prefix_len() == n.max_prefix_len())
+            .map(|n| n.addr())
+    }
+    /// The pin (`source-address` of one entry): one address is a `/32` or
+    /// `/128`.
+    pub fn pin(&self) -> Option<IpNet> {
+        self.pinned
     }
     /// The login IP (canonical), if any.
     pub fn login_ip(&self) -> Option<IpAddr> {
@@ -367,7 +380,14 @@ impl SshCertRequestBuilder {
     /// Pins the certificate to `ip` (`source-address ip/32` or `/128`).
     /// IPv4-mapped IPv6 addresses are canonicalised to IPv4.
     pub fn pinned_ip(mut self, ip: IpAddr) -> Self {
-        self.req.pinned_ip = Some(ip.to_canonical());
+        self.req.pinned = Some(IpNet::from(ip.to_canonical()));
+        self
+    }
+    /// Pins the certificate to the network `net`: `source-address=<net>/<len>`
+    /// (an IPv4-mapped network is written as IPv4). `build` refuses host
+    /// bits set and prefix length 0, as [`SourceAddress::from_nets`] does.
+    pub fn pinned_network(mut self, net: IpNet) -> Self {
+        self.req.pinned = Some(net);
         self
     }
     /// Records the login IP (extension `login-ip`), canonicalised.
@@ -397,9 +417,22 @@ impl SshCertRequestBuilder {
     /// [`Error::Request`] when the key id is empty, too long or has control
     /// characters; when there is no principal, an empty or duplicate one, or
     /// one with a comma, white space or control character; when
-    /// `valid_after >= valid_before`; when the forced command is empty.
+    /// `valid_after >= valid_before`; when the forced command is empty; when
+    /// the pin network has host bits set. [`Error::SourceAddressEntry`] when
+    /// the pin network has prefix length 0.
     pub fn build(self) -> Result<SshCertRequest> {
-        let req = self.req;
+        let mut req = self.req;
+        if let Some(net) = req.pinned {
+            if net.trunc() != net {
+                return Err(Error::request(
+                    "pinned_network",
+                    format!("host bits set beyond the prefix in {net}"),
+                ));
+            }
+            let net = crate::ip::canonical_net(net);
+            SourceAddress::from_nets(vec![net])?;
+            req.pinned = Some(net);
+        }
         if req.key_id.is_empty() {
             return Err(Error::request("key_id", "empty"));
         }

@@ -8,9 +8,18 @@
 //!
 //! ```text
 //! PinnedIp ::= PrintableString   -- canonical IP text: dotted-decimal IPv4,
-//!                                -- RFC 5952 IPv6; no port, zone, brackets
-//! LoginIp  ::= PrintableString   -- same rules; informational only
+//!                                -- RFC 5952 IPv6; no port, zone, brackets;
+//!                                -- or a network: canonical CIDR text
+//! LoginIp  ::= PrintableString   -- canonical IP text; informational only
 //! ```
+//!
+//! A network pin (a role's `pin_source_ip_prefix`) is written
+//! `<network address>/<len>`: the address in canonical text with every host
+//! bit zero, `len` in decimal without leading zeros, from 1 to 31 (IPv4) or
+//! 127 (IPv6); one address is always written without a length. Read it with
+//! [`pin`] / [`pin_fast`]; [`pinned_ip`] / [`pinned_ip_fast`] return one
+//! address and refuse a network pin ([`Error::PinIsNetwork`]), so a caller
+//! written for one address never mistakes a network for "unpinned".
 //!
 //! **Teleport** ([`Profile::Teleport`]): subject attributes, each in its own
 //! RDN after CN and O: [`TELEPORT_LOGIN_IP_OID`] (1.3.9999.1.9, the *login*
@@ -21,7 +30,10 @@
 //! [`pinned_ip_fast`]) always read both layouts: a Teleport-pinned
 //! certificate is never "unpinned" to a reader that expected ippin's. When
 //! both layouts are present they must agree exactly, or the certificate is
-//! refused ([`Error::LayoutMismatch`]).
+//! refused ([`Error::LayoutMismatch`]). The Teleport layout holds one
+//! address: a network pin cannot be issued in it
+//! ([`Error::ProfileCannotPinNetwork`]), and an ippin network pin beside a
+//! Teleport attribute never agrees with it.
 //!
 //! Roles travel as Organization (O) attributes, one RDN each after CN, as
 //! Teleport carries its roles.
@@ -49,12 +61,13 @@ use der::oid::AssociatedOid;
 use der::{
     Decode, DecodeValue, EncodeValue, FixedTag, Header, Length, Reader, Tag, Tagged, Writer,
 };
+use ipnet::IpNet;
 
 #[cfg(feature = "issue")]
 #[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
 pub use ca::{ServerCertRequest, X509Ca, generate_key_pair_p256, spki_der_from_pem};
 
-use crate::ip::parse_canonical_reason;
+use crate::ip::{canonical_net_text, parse_canonical_net_reason, parse_canonical_reason};
 use crate::{Error, Result};
 
 /// The ippin pinned-IP extension: 1.3.9999.1.9 (non-critical).
@@ -156,6 +169,74 @@ macro_rules! ip_extension_type {
 pub struct PinnedIp(pub IpAddr);
 ip_extension_type!(PinnedIp, PINNED_IP_OID, "pinned IP");
 
+/// The value of the pinned-IP extension ([`PINNED_IP_OID`]) in full: one
+/// address or a network.
+///
+/// ```text
+/// PinnedIp ::= PrintableString  -- canonical IP text, or canonical CIDR text
+/// ```
+///
+/// One address is a `/32` or `/128` network and is written without a
+/// length. Its `der` traits encode canonical text and decode strictly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PinnedNetwork(pub IpNet);
+
+impl PinnedNetwork {
+    /// The network (`/32` or `/128` for one address).
+    pub fn net(self) -> IpNet {
+        self.0
+    }
+
+    /// Decodes an extension value strictly: one `PrintableString` TLV,
+    /// minimal length, nothing trailing, canonical IP or CIDR text.
+    ///
+    /// # Errors
+    /// [`Error::ExtensionValue`] naming what was wrong.
+    pub fn from_extension_value(value: &[u8]) -> Result<Self> {
+        pin::decode_net_printable(value)
+            .map(PinnedNetwork)
+            .map_err(|reason| Error::ExtensionValue {
+                oid: PINNED_IP_OID.to_string(),
+                reason,
+            })
+    }
+}
+
+impl AssociatedOid for PinnedNetwork {
+    const OID: ObjectIdentifier = PINNED_IP_OID;
+}
+
+impl FixedTag for PinnedNetwork {
+    const TAG: Tag = Tag::PrintableString;
+}
+
+impl<'a> DecodeValue<'a> for PinnedNetwork {
+    type Error = der::Error;
+
+    fn decode_value<R: Reader<'a>>(reader: &mut R, header: Header) -> der::Result<Self> {
+        let s = PrintableStringRef::decode_value(reader, header)?;
+        parse_canonical_net_reason(s.as_str())
+            .map(PinnedNetwork)
+            .map_err(|_| reader.error(Tag::PrintableString.value_error()))
+    }
+}
+
+impl EncodeValue for PinnedNetwork {
+    fn value_len(&self) -> der::Result<Length> {
+        Length::try_from(canonical_net_text(self.0).len())
+    }
+
+    fn encode_value(&self, writer: &mut impl Writer) -> der::Result<()> {
+        writer.write(canonical_net_text(self.0).as_bytes())
+    }
+}
+
+impl std::fmt::Display for PinnedNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&canonical_net_text(self.0))
+    }
+}
+
 /// The value of the login-IP extension ([`LOGIN_IP_OID`]), informational.
 ///
 /// ```text
@@ -191,7 +272,7 @@ pub struct ClientCertRequest {
     not_before: u64,
     not_after: u64,
     serial: u64,
-    pinned_ip: Option<IpAddr>,
+    pinned: Option<IpNet>,
     login_ip: Option<IpAddr>,
     profile: Profile,
 }
@@ -209,7 +290,7 @@ impl ClientCertRequest {
                 not_before: 0,
                 not_after: 0,
                 serial: 0,
-                pinned_ip: None,
+                pinned: None,
                 login_ip: None,
                 profile: Profile::Ippin,
             },
@@ -224,9 +305,15 @@ impl ClientCertRequest {
     pub fn roles(&self) -> &[String] {
         &self.roles
     }
-    /// The pinned IP (canonical).
+    /// The pinned IP (canonical), when the pin is one address.
     pub fn pinned_ip(&self) -> Option<IpAddr> {
-        self.pinned_ip
+        self.pinned
+            .filter(|n| n.prefix_len() == n.max_prefix_len())
+            .map(|n| n.addr())
+    }
+    /// The pin (canonical; one address is a `/32` or `/128`).
+    pub fn pin(&self) -> Option<IpNet> {
+        self.pinned
     }
     /// The login IP (canonical).
     pub fn login_ip(&self) -> Option<IpAddr> {
@@ -267,7 +354,15 @@ impl ClientCertRequestBuilder {
     }
     /// Pins the certificate to `ip` (canonicalised).
     pub fn pinned_ip(mut self, ip: IpAddr) -> Self {
-        self.req.pinned_ip = Some(ip.to_canonical());
+        self.req.pinned = Some(IpNet::from(ip.to_canonical()));
+        self
+    }
+    /// Pins the certificate to the network `net` (canonicalised: an
+    /// IPv4-mapped network becomes IPv4). A `/32` or `/128` is one address,
+    /// as [`pinned_ip`](Self::pinned_ip). `build` refuses host bits set,
+    /// prefix length 0, and a network with the Teleport layout.
+    pub fn pinned_network(mut self, net: IpNet) -> Self {
+        self.req.pinned = Some(net);
         self
     }
     /// Records the login IP (canonicalised).
@@ -287,8 +382,13 @@ impl ClientCertRequestBuilder {
     /// [`Error::Request`] for an empty, over-long (64) or control-character
     /// user or role, a duplicate role, a public key that is not a DER
     /// SubjectPublicKeyInfo, `not_before >= not_after` or times beyond year
-    /// 9999, or serial 0.
-    pub fn build(self) -> Result<ClientCertRequest> {
+    /// 9999, serial 0, or a network pin with host bits set or prefix length
+    /// 0; [`Error::ProfileCannotPinNetwork`] for a network pin (shorter than
+    /// `/32` or `/128`) with [`Profile::Teleport`] or [`Profile::Both`].
+    pub fn build(mut self) -> Result<ClientCertRequest> {
+        if let Some(net) = self.req.pinned {
+            self.req.pinned = Some(ca::check_pin_network(net, self.req.profile)?);
+        }
         let r = &self.req;
         ca::check_client_request(
             &r.user,
@@ -311,8 +411,9 @@ pub struct ClientIdentity {
     pub user: String,
     /// The subject O attributes, in order.
     pub roles: Vec<String>,
-    /// The pinned IP, from whichever layout carries it.
-    pub pinned_ip: Option<IpAddr>,
+    /// The pin, from whichever layout carries it: one address (a `/32` or
+    /// `/128`) or, in the ippin layout, a network.
+    pub pin: Option<IpNet>,
     /// The login IP (informational; never a pin).
     pub login_ip: Option<IpAddr>,
     /// Valid from (unix seconds).
@@ -371,32 +472,60 @@ fn decode_full(cert_der: &[u8]) -> Result<(x509_cert::Certificate, pin::Pins)> {
     Ok((cert, pins))
 }
 
-/// The pinned IP of a DER certificate, by the full decoder (`x509-cert`),
-/// reading both layouts strictly.
+/// The pin of a DER certificate, by the full decoder (`x509-cert`),
+/// reading both layouts strictly: one address (`/32`, `/128`) or a network.
 ///
 /// # Errors
 /// [`Error::Der`] when the certificate does not decode; the pin errors
 /// listed in the [module docs](self).
-pub fn pinned_ip(cert_der: &[u8]) -> Result<Option<IpAddr>> {
+pub fn pin(cert_der: &[u8]) -> Result<Option<IpNet>> {
     Ok(decode_full(cert_der)?.1.pinned)
 }
 
-/// The pinned IP of a DER certificate that TLS already verified, without
+/// The pin of a DER certificate that TLS already verified, without
 /// decoding the whole certificate.
 ///
 /// It walks Certificate → TBSCertificate → subject and `[3]` extensions
-/// with strict DER framing, and evaluates the pin exactly as
-/// [`pinned_ip`] does (same code). On every certificate `x509-cert` can
-/// decode the two return the same result; the fast path never errs where
-/// the full decoder succeeds. It does not interpret the fields it skips
-/// (names other than the subject's pin attributes, times, key, algorithm
-/// parameters): give it only certificates your TLS stack verified.
+/// with strict DER framing, and evaluates the pin exactly as [`pin`] does
+/// (same code). On every certificate `x509-cert` can decode the two return
+/// the same result; the fast path never errs where the full decoder
+/// succeeds. It does not interpret the fields it skips (names other than
+/// the subject's pin attributes, times, key, algorithm parameters): give it
+/// only certificates your TLS stack verified.
 ///
 /// # Errors
 /// [`Error::DerStructure`] when the framing is broken; the pin errors
 /// listed in the [module docs](self).
-pub fn pinned_ip_fast(cert_der: &[u8]) -> Result<Option<IpAddr>> {
+pub fn pin_fast(cert_der: &[u8]) -> Result<Option<IpNet>> {
     Ok(walk::pins_fast(cert_der)?.pinned)
+}
+
+fn one_address(pin: Option<IpNet>) -> Result<Option<IpAddr>> {
+    match pin {
+        None => Ok(None),
+        Some(n) if n.prefix_len() == n.max_prefix_len() => Ok(Some(n.addr())),
+        Some(n) => Err(Error::PinIsNetwork { pin: n }),
+    }
+}
+
+/// The pinned IP of a DER certificate pinned to one address, by the full
+/// decoder; as [`pin`], for callers that handle one address only.
+///
+/// # Errors
+/// As [`pin`]; [`Error::PinIsNetwork`] when the pin is a network (never
+/// "unpinned").
+pub fn pinned_ip(cert_der: &[u8]) -> Result<Option<IpAddr>> {
+    one_address(pin(cert_der)?)
+}
+
+/// The pinned IP of a DER certificate pinned to one address, by the fast
+/// path ([`pin_fast`]), for callers that handle one address only.
+///
+/// # Errors
+/// As [`pin_fast`]; [`Error::PinIsNetwork`] when the pin is a network
+/// (never "unpinned").
+pub fn pinned_ip_fast(cert_der: &[u8]) -> Result<Option<IpAddr>> {
+    one_address(pin_fast(cert_der)?)
 }
 
 /// Reads a client certificate's identity (full decode).
@@ -448,7 +577,7 @@ pub fn client_identity(cert_der: &[u8]) -> Result<ClientIdentity> {
     Ok(ClientIdentity {
         user,
         roles,
-        pinned_ip: pins.pinned,
+        pin: pins.pinned,
         login_ip: pins.login,
         not_before: validity.not_before.to_unix_duration().as_secs(),
         not_after: validity.not_after.to_unix_duration().as_secs(),

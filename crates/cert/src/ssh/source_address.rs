@@ -52,7 +52,8 @@ pub const MAX_ENTRY_LEN: usize = 49;
 /// `source-address` is a pinned certificate to ippin's policy, and a list
 /// that matches the whole Internet would satisfy "must be pinned" while
 /// pinning nothing. A certificate meant for every address leaves the
-/// option out. (ippin issues only `/32` and `/128`.)
+/// option out. (ippin issues `/32` and `/128`, or one network of a role's
+/// `pin_source_ip_prefix`.)
 ///
 /// **Shorthand IPv4.** sshd parses addresses with `getaddrinfo`, which also
 /// reads `127.1`, `0177.0.0.1` (octal) and `0x7f.0.0.1` (hex) as

@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use der::asn1::{GeneralizedTime, ObjectIdentifier, UtcTime};
 use der::pem::LineEnding;
 use der::{DateTime, Decode, Encode};
@@ -346,13 +348,25 @@ impl X509Ca {
             if let Some(ip) = req.login_ip {
                 subject.push(rdn(&TELEPORT_LOGIN_IP_OID, PRINTABLE, &ip.to_string()));
             }
-            if let Some(ip) = req.pinned_ip {
-                subject.push(rdn(&TELEPORT_PINNED_IP_OID, PRINTABLE, &ip.to_string()));
+            if let Some(net) = req.pinned {
+                // `build` refused a network here; checked again so that no
+                // path writes a widened or narrowed pin.
+                let one = check_pin_network(net, req.profile)?;
+                subject.push(rdn(
+                    &TELEPORT_PINNED_IP_OID,
+                    PRINTABLE,
+                    &one.addr().to_string(),
+                ));
             }
         }
         if ippin {
-            if let Some(ip) = req.pinned_ip {
-                exts.extend(extension(&PINNED_IP_OID, false, &ip_printable(ip)));
+            if let Some(net) = req.pinned {
+                let text = crate::ip::canonical_net_text(net);
+                exts.extend(extension(
+                    &PINNED_IP_OID,
+                    false,
+                    &tlv(PRINTABLE, text.as_bytes()),
+                ));
             }
             if let Some(ip) = req.login_ip {
                 exts.extend(extension(&LOGIN_IP_OID, false, &ip_printable(ip)));
@@ -561,6 +575,37 @@ pub fn spki_der_from_pem(pem: &str) -> Result<Vec<u8>> {
     }
     check_spki(&der)?;
     Ok(der)
+}
+
+/// Checks and canonicalises a pin network for `profile`: an IPv4-mapped
+/// network becomes IPv4; host bits set or prefix length 0 are refused; a
+/// network wider than one address is refused for the Teleport layout.
+pub(crate) fn check_pin_network(net: IpNet, profile: Profile) -> Result<IpNet> {
+    if net.trunc() != net {
+        return Err(Error::request(
+            "pinned_network",
+            format!("host bits set beyond the prefix in {net}"),
+        ));
+    }
+    let canonical = crate::ip::canonical_net(net);
+    if canonical.prefix_len() == 0 {
+        return Err(Error::request(
+            "pinned_network",
+            "prefix length 0 (a whole address family) pins nothing",
+        ));
+    }
+    let one_address = canonical.prefix_len() == canonical.max_prefix_len();
+    match profile {
+        Profile::Teleport | Profile::Both if !one_address => Err(Error::ProfileCannotPinNetwork {
+            profile: if profile == Profile::Teleport {
+                "teleport"
+            } else {
+                "both"
+            },
+            pin: canonical,
+        }),
+        _ => Ok(canonical),
+    }
 }
 
 pub(crate) fn check_client_request(

@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use der::asn1::ObjectIdentifier;
+use ipnet::IpNet;
 
 use super::{LOGIN_IP_OID, PINNED_IP_OID, TELEPORT_LOGIN_IP_OID, TELEPORT_PINNED_IP_OID};
-use crate::ip::parse_canonical_ip_bytes;
+use crate::ip::{parse_canonical_ip_bytes, parse_canonical_net_reason, parse_canonical_reason};
 use crate::{Error, Result};
 
 /// The ASN.1 type of an attribute value, as far as the pin cares.
@@ -33,7 +34,9 @@ impl AttrKind {
 /// What a certificate says about IPs, after the strict checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Pins {
-    pub(crate) pinned: Option<IpAddr>,
+    /// The pin: one address (`/32`, `/128`) or, in the ippin layout only, a
+    /// network.
+    pub(crate) pinned: Option<IpNet>,
     pub(crate) login: Option<IpAddr>,
     pub(crate) ippin_layout: bool,
     pub(crate) teleport_layout: bool,
@@ -143,7 +146,7 @@ fn check_oid(oid: &[u8]) -> Result<()> {
 
 #[derive(Debug, Default)]
 pub(crate) struct PinState<'a> {
-    ext_pin: Option<IpAddr>,
+    ext_pin: Option<IpNet>,
     ext_login: Option<IpAddr>,
     tp_pin: Option<IpAddr>,
     tp_login: Option<IpAddr>,
@@ -207,28 +210,29 @@ impl<'a> PinState<'a> {
         if !self.seen.insert(oid) {
             return Err(Error::DuplicateExtension { oid: dotted(oid) });
         }
-        let (slot, name) = if oid == PINNED_IP_OID.as_bytes() {
-            (&mut self.ext_pin, "1.3.9999.1.9")
+        let is_pin = oid == PINNED_IP_OID.as_bytes();
+        let name = if is_pin {
+            "1.3.9999.1.9"
         } else if oid == LOGIN_IP_OID.as_bytes() {
-            (&mut self.ext_login, "1.3.9999.1.9.1")
+            "1.3.9999.1.9.1"
         } else {
             return Ok(());
         };
-        if slot.is_some() {
-            return Err(Error::DuplicateExtension {
-                oid: name.to_owned(),
-            });
-        }
+        // (A second instance of either OID was refused above by `seen`.)
         if critical {
             return Err(Error::CriticalExtension {
                 oid: name.to_owned(),
             });
         }
-        let ip = decode_ip_printable(value).map_err(|reason| Error::ExtensionValue {
+        let bad = |reason: String| Error::ExtensionValue {
             oid: name.to_owned(),
-            reason: reason.to_owned(),
-        })?;
-        *slot = Some(ip);
+            reason,
+        };
+        if is_pin {
+            self.ext_pin = Some(decode_net_printable(value).map_err(bad)?);
+        } else {
+            self.ext_login = Some(decode_ip_printable(value).map_err(bad)?);
+        }
         Ok(())
     }
 
@@ -236,24 +240,27 @@ impl<'a> PinState<'a> {
     pub(crate) fn finish(self) -> Result<Pins> {
         let ippin_layout = self.ext_pin.is_some() || self.ext_login.is_some();
         let teleport_layout = self.tp_pin.is_some() || self.tp_login.is_some();
+        let tp_pin = self.tp_pin.map(IpNet::from);
         if ippin_layout && teleport_layout {
-            if self.ext_pin != self.tp_pin {
+            // A network pin in the ippin extension never equals the Teleport
+            // attribute (one address): such a certificate is refused here.
+            if self.ext_pin != tp_pin {
                 return Err(Error::LayoutMismatch {
                     what: "pinned IP",
                     ippin: self.ext_pin,
-                    teleport: self.tp_pin,
+                    teleport: tp_pin,
                 });
             }
             if self.ext_login != self.tp_login {
                 return Err(Error::LayoutMismatch {
                     what: "login IP",
-                    ippin: self.ext_login,
-                    teleport: self.tp_login,
+                    ippin: self.ext_login.map(IpNet::from),
+                    teleport: self.tp_login.map(IpNet::from),
                 });
             }
         }
         Ok(Pins {
-            pinned: self.ext_pin.or(self.tp_pin),
+            pinned: self.ext_pin.or(tp_pin),
             login: self.ext_login.or(self.tp_login),
             ippin_layout,
             teleport_layout,
@@ -269,6 +276,18 @@ pub(crate) fn is_printable(b: u8) -> bool {
 /// Strictly decodes `PrintableString` holding a canonical IP: exactly one
 /// TLV, tag 0x13, minimal definite length, nothing after it.
 pub(crate) fn decode_ip_printable(value: &[u8]) -> Result<IpAddr, String> {
+    printable_text(value).and_then(parse_canonical_reason)
+}
+
+/// As [`decode_ip_printable`] for the pin, which may also be a network in
+/// canonical CIDR text (`2001:db8:1:2::/64`; see `docs/cert.md`).
+pub(crate) fn decode_net_printable(value: &[u8]) -> Result<IpNet, String> {
+    printable_text(value).and_then(parse_canonical_net_reason)
+}
+
+/// The text of one DER `PrintableString` TLV: tag 0x13, minimal definite
+/// length, nothing after it, PrintableString characters only.
+fn printable_text(value: &[u8]) -> Result<&str, String> {
     let (&tag, rest) = value.split_first().ok_or("empty value")?;
     if tag != 0x13 {
         return Err(format!(
@@ -297,7 +316,8 @@ pub(crate) fn decode_ip_printable(value: &[u8]) -> Result<IpAddr, String> {
     if !rest.iter().all(|b| is_printable(*b)) {
         return Err("character not allowed in PrintableString".to_owned());
     }
-    parse_canonical_ip_bytes(rest)
+    // PrintableString characters are ASCII.
+    std::str::from_utf8(rest).map_err(|_| "not ASCII text".to_owned())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Integration tests for ippin-cert: one binary, one module per area.
 
 mod interop;
+mod prefix;
 mod props;
 mod reference;
 mod seeds;

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use ipnet::IpNet;
 use ippin_cert::ssh::SourceAddress;
-use ippin_cert::x509::{Profile, pinned_ip, pinned_ip_fast};
+use ippin_cert::x509::{Profile, pin as pinned_ip, pin_fast as pinned_ip_fast};
 use proptest::prelude::*;
 
 fn bases() -> &'static Vec<Vec<u8>> {
@@ -18,6 +18,7 @@ fn bases() -> &'static Vec<Vec<u8>> {
             crate::x509::client(&ca, Some("2001:db8::7"), None, Profile::Ippin),
             crate::x509::client(&ca, Some("10.0.0.1"), Some("10.0.0.2"), Profile::Teleport),
             crate::x509::client(&ca, None, None, Profile::Ippin),
+            crate::prefix::client_net(&ca, "2001:db8:1:2::/64", Profile::Ippin),
         ]
     })
 }
@@ -84,7 +85,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn fast_path_agrees_with_full_decode(which in 0usize..4, muts in proptest::collection::vec(mutation(), 1..4)) {
+    fn fast_path_agrees_with_full_decode(which in 0usize..5, muts in proptest::collection::vec(mutation(), 1..4)) {
         let der = apply(bases()[which].clone(), &muts);
         check_agreement(&der);
     }

@@ -43,7 +43,10 @@
 //!    critical (`critical_extension`), and the extnValue is exactly the
 //!    DER PrintableString of the canonical text of an IP: tag 0x13, one
 //!    short-form length octet equal to the text's length, the text, nothing
-//!    else (`extension_value`).
+//!    else (`extension_value`). The pin's text may also be a network,
+//!    `addr/len`: `addr` canonical, `len` decimal without leading zeros,
+//!    `0 < len <` the address's bits, and the address's bits past `len`
+//!    all zero (checked by shifting the address as an integer).
 //! 5. **Layouts.** When both layouts carry something, the pins and the
 //!    login IPs must be equal (`layout_mismatch`). The pin is the
 //!    extension's, else the Teleport attribute's; the Teleport login IP
@@ -68,7 +71,10 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
-use ippin_cert::x509::{Profile, X509Ca, client_identity, pinned_ip, pinned_ip_fast};
+use ipnet::IpNet;
+use ippin_cert::x509::{
+    Profile, X509Ca, client_identity, pin as pinned_ip, pin_fast as pinned_ip_fast,
+};
 use proptest::prelude::*;
 use x509_parser::asn1_rs::{Any, Class, FromDer as _, Tag};
 use x509_parser::nom::Parser as _;
@@ -86,7 +92,7 @@ const CN: &str = "2.5.4.3";
 const O: &str = "2.5.4.10";
 
 /// The pin, the login IP and the layout found.
-type Pins = (Option<IpAddr>, Option<IpAddr>, Option<Profile>);
+type Pins = (Option<IpNet>, Option<IpAddr>, Option<Profile>);
 
 /// What the reference says about a certificate x509-parser decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +149,41 @@ fn pin_extension_value(value: &[u8]) -> Option<IpAddr> {
         }
         _ => None,
     }
+}
+
+fn bits(ip: IpAddr) -> u32 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// Rule 4's pin value: a canonical IP (the whole address), or
+/// `addr/len` with `addr` canonical, `len` decimal without leading zeros,
+/// `0 < len < bits`, and every bit of `addr` past `len` zero (checked on
+/// the address as an integer).
+fn pin_network_value(value: &[u8]) -> Option<(IpAddr, u32)> {
+    let [0x13, len, text @ ..] = value else {
+        return None;
+    };
+    if usize::from(*len) != text.len() || *len >= 0x80 || !printable_charset(text) {
+        return None;
+    }
+    let text = std::str::from_utf8(text).ok()?;
+    let Some((addr, len)) = text.split_once('/') else {
+        let ip = canonical_ip(text.as_bytes())?;
+        return Some((ip, bits(ip)));
+    };
+    let ip = canonical_ip(addr.as_bytes())?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || len.starts_with('0') {
+        return None;
+    }
+    let n: u32 = len.parse().ok()?;
+    if n == 0 || n >= bits(ip) {
+        return None;
+    }
+    let host_bits_zero = match ip {
+        IpAddr::V4(v4) => u32::from(v4) << n == 0,
+        IpAddr::V6(v6) => u128::from(v6) << n == 0,
+    };
+    host_bits_zero.then_some((ip, n))
 }
 
 /// The raw `critical` octets of each extension, in order, read with
@@ -244,19 +285,24 @@ fn reference_pins(cert: &X509Certificate<'_>) -> Result<Pins, &'static str> {
             return Err("duplicate_extension");
         }
         seen.push(oid.to_vec());
-        let slot = match ext.oid.to_id_string().as_str() {
-            PIN => &mut ext_pin,
-            LOGIN => &mut ext_login,
+        let is_pin = match ext.oid.to_id_string().as_str() {
+            PIN => true,
+            LOGIN => false,
             _ => continue,
         };
         if ext.critical {
             return Err("critical_extension");
         }
-        *slot = Some(pin_extension_value(ext.value).ok_or("extension_value")?);
+        if is_pin {
+            ext_pin = Some(pin_network_value(ext.value).ok_or("extension_value")?);
+        } else {
+            ext_login = Some(pin_extension_value(ext.value).ok_or("extension_value")?);
+        }
     }
     // 5. layouts
     let ippin = ext_pin.is_some() || ext_login.is_some();
     let teleport = tp_pin.is_some() || tp_login.is_some();
+    let tp_pin = tp_pin.map(|ip| (ip, bits(ip)));
     if ippin && teleport && (ext_pin != tp_pin || ext_login != tp_login) {
         return Err("layout_mismatch");
     }
@@ -266,7 +312,10 @@ fn reference_pins(cert: &X509Certificate<'_>) -> Result<Pins, &'static str> {
         (false, true) => Some(Profile::Teleport),
         (false, false) => None,
     };
-    Ok((ext_pin.or(tp_pin), ext_login.or(tp_login), profile))
+    let pin = ext_pin
+        .or(tp_pin)
+        .map(|(ip, len)| IpNet::new(ip, len as u8).expect("len checked"));
+    Ok((pin, ext_login.or(tp_login), profile))
 }
 
 fn reference_subject(cert: &X509Certificate<'_>) -> Result<(String, Vec<String>), &'static str> {
@@ -370,7 +419,7 @@ fn check(der: &[u8], what: &str) {
             match (&expected.subject, &identity) {
                 (Ok((user, roles)), Ok(id)) => {
                     assert_eq!(
-                        (&id.user, &id.roles, id.pinned_ip, id.login_ip, id.profile),
+                        (&id.user, &id.roles, id.pin, id.login_ip, id.profile),
                         (user, roles, pin, login, profile),
                         "{what}"
                     );
@@ -440,6 +489,11 @@ enum Text {
     TrailingSpace(IpAddr),
     WithPort(IpAddr),
     Junk(String),
+    /// `addr/len` with whatever `addr` and `len` (canonical or not: host
+    /// bits, full length, 0, too long).
+    Network(IpAddr, u8),
+    /// `addr/0len`: a leading zero.
+    NetworkLeadingZero(IpAddr, u8),
 }
 
 impl Text {
@@ -455,6 +509,8 @@ impl Text {
             Text::TrailingSpace(ip) => format!("{ip} "),
             Text::WithPort(ip) => std::net::SocketAddr::new(*ip, 443).to_string(),
             Text::Junk(s) => s.clone(),
+            Text::Network(ip, len) => format!("{ip}/{len}"),
+            Text::NetworkLeadingZero(ip, len) => format!("{ip}/0{len}"),
         }
         .into_bytes()
     }
@@ -486,7 +542,21 @@ fn text() -> impl Strategy<Value = Text> {
         1 => any::<u32>().prop_map(|a| Text::Mapped(Ipv4Addr::from(a))),
         1 => any_ip().prop_map(Text::TrailingSpace),
         1 => any_ip().prop_map(Text::WithPort),
-        1 => "[0-9a-fA-F.:% \\[\\]_*]{0,24}".prop_map(Text::Junk),
+        1 => "[0-9a-fA-F.:% \\[\\]_*/]{0,24}".prop_map(Text::Junk),
+        // networks: often canonical (host bits cleared), sometimes not
+        4 => (any_ip(), 0u8..=130, any::<bool>()).prop_map(|(ip, len, clear)| {
+            let ip = match (ip, clear) {
+                (IpAddr::V4(v4), true) if len <= 32 => IpAddr::V4(
+                    ipnet::Ipv4Net::new(v4, len).map(|n| n.network()).unwrap_or(v4),
+                ),
+                (IpAddr::V6(v6), true) if len <= 128 => IpAddr::V6(
+                    ipnet::Ipv6Net::new(v6, len).map(|n| n.network()).unwrap_or(v6),
+                ),
+                _ => ip,
+            };
+            Text::Network(ip, len)
+        }),
+        1 => (any_ip(), 1u8..=128).prop_map(|(ip, len)| Text::NetworkLeadingZero(ip, len)),
     ]
 }
 
@@ -1087,7 +1157,7 @@ fn every_rule_of_the_reference_is_reached() {
         ),
     ];
     for (name, der, want) in cases {
-        let got = reference(&der).unwrap().pins.map(|p| p.0);
+        let got = reference(&der).unwrap().pins.map(|p| p.0.map(|n| n.addr()));
         assert_eq!(got, want, "{name}: the reference");
         check(&der, name);
     }
@@ -1143,7 +1213,7 @@ fn committed_vectors_agree_with_the_reference() {
     }
     let pin = |name: &str| {
         let der = fs::read(vectors().join(format!("x509_{name}.der"))).unwrap();
-        reference(&der).unwrap().pins.map(|p| p.0)
+        reference(&der).unwrap().pins.map(|p| p.0.map(|n| n.addr()))
     };
     assert_eq!(pin("pinned_v4"), Ok(Some(ip("192.0.2.10"))));
     assert_eq!(pin("pinned_v6"), Ok(Some(ip("2001:db8::7"))));

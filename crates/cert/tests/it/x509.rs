@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use der::Decode as _;
+use ipnet::IpNet;
 use ippin_cert::Error;
 use ippin_cert::x509::{
     self, ClientCertRequest, PinnedIp, Profile, ServerCertRequest, X509Ca, client_identity,
@@ -139,7 +140,7 @@ fn issue_and_read_pinned_client_certificates() {
             let id = client_identity(&der).unwrap();
             assert_eq!(id.user, "alice");
             assert_eq!(id.roles, ["dev", "ops"]);
-            assert_eq!(id.pinned_ip, Some(ip(pin)));
+            assert_eq!(id.pin, Some(IpNet::from(ip(pin))));
             assert_eq!(id.login_ip, Some(ip(login)));
             assert_eq!((id.not_before, id.not_after), (NOW - 60, NOW + 3600));
             assert_eq!(id.serial, [0x12, 0x34]);
@@ -153,7 +154,7 @@ fn unpinned_certificate_reads_as_unpinned() {
     let der = client(&ca(), None, None, Profile::Ippin);
     assert_eq!(both(&der), Ok(None));
     let id = client_identity(&der).unwrap();
-    assert_eq!((id.pinned_ip, id.login_ip, id.profile), (None, None, None));
+    assert_eq!((id.pin, id.login_ip, id.profile), (None, None, None));
 }
 
 #[test]
