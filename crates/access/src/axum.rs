@@ -940,7 +940,7 @@ mod tests {
             verdict: access.map(|access| TlsVerdict {
                 user: "alice".into(),
                 roles: vec!["ops".into()],
-                requires_pin: true,
+                pin_requirement: true.into(),
                 pin: ippin_policy::CertPin::Ip("192.0.2.7".parse().unwrap()),
                 login_ip: None,
                 access,

@@ -21,7 +21,17 @@ use ippin_policy::CertPin;
 /// The pin of a DER X.509 certificate that TLS verified (the fast, strict walk of
 /// `ippin-cert`; both layouts).
 pub fn x509_pin(der: &[u8]) -> CertPin {
-    from_result(ippin_cert::x509::pinned_ip_fast(der).map(|ip| ip.map(CertPin::Ip)))
+    from_result(ippin_cert::x509::pin_fast(der).map(|net| net.map(network_pin)))
+}
+
+/// A pin read as one network: [`CertPin::Ip`] for a `/32` or `/128`, else a one-network
+/// [`CertPin::Nets`] (a prefix pin).
+pub fn network_pin(net: ipnet::IpNet) -> CertPin {
+    if net.prefix_len() == net.max_prefix_len() {
+        CertPin::Ip(net.addr())
+    } else {
+        CertPin::Nets(vec![net])
+    }
 }
 
 /// The pin of a decoded `x509-cert` certificate. It is re-encoded and read with the same

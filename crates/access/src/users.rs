@@ -4,12 +4,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use ippin_policy::{PinPrefix, PinRequirement};
+
 /// A user as the access decisions see them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct User {
     /// Whether any of the user's roles sets `pin_source_ip`.
     pub requires_pin: bool,
+    /// How wide the pin may be when one is required: the narrowest `pin_source_ip_prefix`
+    /// of the pinning roles ([`PinPrefix::EXACT`], one address, unless a role says otherwise).
+    pub pin_prefix: PinPrefix,
     /// The user's role names (for the audit log and the application).
     pub roles: Vec<String>,
     /// The OS logins the user's roles allow now (`ippin_policy::UserRoles::logins`: the
@@ -23,8 +28,26 @@ impl User {
     pub fn new(requires_pin: bool, roles: Vec<String>) -> User {
         User {
             requires_pin,
+            pin_prefix: PinPrefix::EXACT,
             roles,
             logins: BTreeSet::new(),
+        }
+    }
+
+    /// This user with the pin requirement of their roles
+    /// (`ippin_policy::UserRoles::pin_requirement`): required or not, and how wide.
+    pub fn with_pin_requirement(mut self, requirement: PinRequirement) -> User {
+        self.requires_pin = requirement.is_required();
+        self.pin_prefix = requirement.prefix().unwrap_or(PinPrefix::EXACT);
+        self
+    }
+
+    /// What the user's roles require of a certificate's pin.
+    pub fn pin_requirement(&self) -> PinRequirement {
+        if self.requires_pin {
+            PinRequirement::Required(self.pin_prefix)
+        } else {
+            PinRequirement::NotRequired
         }
     }
 

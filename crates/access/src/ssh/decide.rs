@@ -39,7 +39,7 @@ use std::fmt;
 
 use ippin_cert::ssh::{SshValidation, ValidatedSshCert, validate_user_cert};
 use ippin_cert::ssh_key::{Certificate, Fingerprint};
-use ippin_policy::{CertPin, Decision, DenyReason, ObservedAddr, check_pin};
+use ippin_policy::{CertPin, Decision, DenyReason, ObservedAddr, PinRequirement, check_pin};
 
 use crate::pin::{pin_strings, source_address_pin};
 pub use crate::users::{User, UserDirectory};
@@ -277,7 +277,7 @@ pub fn authorize(
     observed: &ObservedAddr,
     now: u64,
 ) -> Result<Authorized, SshDenial> {
-    authorize_with(ctx, user, cert, observed, now, check_pin)
+    authorize_with(ctx, user, cert, observed, now, |r, p, o| check_pin(r, p, o))
 }
 
 /// [`authorize`] with the policy crate's pin check (step 13) passed in, so that a test can
@@ -289,7 +289,7 @@ pub(crate) fn authorize_with(
     cert: &Certificate,
     observed: &ObservedAddr,
     now: u64,
-    check_pin: impl Fn(bool, &CertPin, &ObservedAddr) -> Decision,
+    check_pin: impl Fn(PinRequirement, &CertPin, &ObservedAddr) -> Decision,
 ) -> Result<Authorized, SshDenial> {
     let validation = SshValidation::new(ctx.trusted_cas, user, now);
     let valid = validate_user_cert(cert, &validation).map_err(|e| cert_denial(&e, user))?;
@@ -342,7 +342,7 @@ pub(crate) fn authorize_with(
     };
     // Only `Allow` goes on: the decision type is `#[non_exhaustive]`, and a decision this
     // server does not know is a denial.
-    let denial = match check_pin(account.requires_pin, &pin, observed) {
+    let denial = match check_pin(account.pin_requirement(), &pin, observed) {
         Decision::Allow => None,
         Decision::Deny(denial) => Some(denial),
         other => {
@@ -796,7 +796,7 @@ mod tests {
             users: &f.users,
             honours_force_command: true,
         };
-        let allow_all = |_: bool, _: &CertPin, _: &ObservedAddr| Decision::Allow;
+        let allow_all = |_: PinRequirement, _: &CertPin, _: &ObservedAddr| Decision::Allow;
         let cert = issue(&f, "bob", Some("127.0.0.1"));
         let denied = authorize_with(&ctx, "bob", &cert, &seen("127.0.0.2:5000"), NOW, allow_all)
             .unwrap_err();

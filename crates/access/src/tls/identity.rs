@@ -140,10 +140,10 @@ mod tests {
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.get_or_decode(&certs[0]).unwrap().user, "user0");
         assert_eq!(
-            cache.get_or_decode(&certs[0]).unwrap().pinned_ip,
-            Some("10.0.0.0".parse().unwrap())
+            cache.get_or_decode(&certs[0]).unwrap().pin,
+            Some("10.0.0.0/32".parse().unwrap())
         );
-        assert_eq!(cache.get_or_decode(&certs[1]).unwrap().pinned_ip, None);
+        assert_eq!(cache.get_or_decode(&certs[1]).unwrap().pin, None);
     }
 
     #[test]

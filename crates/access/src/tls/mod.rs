@@ -22,7 +22,7 @@ mod identity;
 use std::net::IpAddr;
 
 use ippin_cert::x509::ClientIdentity;
-use ippin_policy::{CertPin, Decision, DenyReason, LOG_IN_AGAIN, ObservedAddr};
+use ippin_policy::{CertPin, Decision, DenyReason, LOG_IN_AGAIN, ObservedAddr, PinRequirement};
 use serde::Serialize;
 
 pub use identity::{DEFAULT_CAPACITY, IdentityCache, MAX_CACHED_CERT_LEN};
@@ -114,8 +114,8 @@ pub struct TlsVerdict {
     pub user: String,
     /// The user's current roles (empty when unknown).
     pub roles: Vec<String>,
-    /// Whether those roles require a pin.
-    pub requires_pin: bool,
+    /// What those roles require of the pin (whether one is required, and how wide it may be).
+    pub pin_requirement: PinRequirement,
     /// The certificate's pin, as the strict extraction read it.
     pub pin: CertPin,
     /// The login IP the certificate records (informational, never a pin).
@@ -137,7 +137,7 @@ pub fn decide(
     let mut verdict = TlsVerdict {
         user: String::new(),
         roles: Vec::new(),
-        requires_pin: false,
+        pin_requirement: PinRequirement::NotRequired,
         pin: CertPin::None,
         login_ip: None,
         access: TlsAccess::Allow,
@@ -146,7 +146,7 @@ pub fn decide(
         Ok(id) => {
             // The pin as the full decoder read it: the same as the fast walk on every
             // certificate that decodes (the certificate crate's tests).
-            verdict.pin = id.pinned_ip.map_or(CertPin::None, CertPin::Ip);
+            verdict.pin = id.pin.map_or(CertPin::None, crate::pin::network_pin);
             verdict.user = id.user.clone();
             verdict.login_ip = id.login_ip;
             if now < id.not_before || now > id.not_after {
@@ -172,10 +172,10 @@ pub fn decide(
                     };
                 }
                 Some(user) => {
-                    verdict.requires_pin = user.requires_pin;
+                    verdict.pin_requirement = user.pin_requirement();
                     verdict.roles = user.roles;
                     verdict.access = from_decision(ippin_policy::check_pin(
-                        verdict.requires_pin,
+                        verdict.pin_requirement,
                         &verdict.pin,
                         observed,
                     ));
@@ -236,7 +236,7 @@ pub fn without_certificate() -> TlsVerdict {
     TlsVerdict {
         user: String::new(),
         roles: Vec::new(),
-        requires_pin: false,
+        pin_requirement: PinRequirement::NotRequired,
         pin: CertPin::None,
         login_ip: None,
         access: TlsAccess::Deny {

@@ -39,6 +39,20 @@ impl Issuer {
     }
 }
 
+impl Issuer {
+    /// A client certificate pinned to the network `net` (a prefix pin).
+    pub(crate) fn client_net(&self, user: &str, net: ipnet::IpNet) -> Vec<u8> {
+        let req = ClientCertRequest::builder(user, self.spki.clone())
+            .validity(NOW - 60, NOW + 3600)
+            .serial(8)
+            .role("dev")
+            .pinned_network(net);
+        self.ca
+            .issue_client(&req.build().unwrap(), &mut UnwrapErr(SysRng))
+            .unwrap()
+    }
+}
+
 /// `der` with the first occurrence of `from` replaced by `to` (same length).
 pub(crate) fn patched(der: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     assert_eq!(from.len(), to.len());

@@ -104,7 +104,7 @@ fn the_table_row_by_row() {
     let v = tls::decide_der(&pinned, &users, &here, NOW);
     assert_eq!(v.user, "alice");
     assert_eq!(v.roles, vec!["pinned-ip".to_owned()]);
-    assert!(v.requires_pin);
+    assert!(v.pin_requirement.is_required());
     assert_eq!(v.pin, CertPin::Ip("192.0.2.7".parse().unwrap()));
     let bad = tls::decide_der(&broken_pin, &users, &here, NOW);
     assert!(
@@ -210,4 +210,50 @@ fn codes_display_and_audit_text() {
         vec!["10.0.0.0/8".to_owned()]
     );
     assert!(ippin_access::pin::pin_strings(&CertPin::Invalid("x".into())).is_empty());
+}
+
+/// Prefix pins: a role's `pin_source_ip_prefix` lets a network pin through, from inside it
+/// only; a role that wants one address refuses the same certificate as too wide.
+#[test]
+fn network_pins_follow_the_roles_prefix() {
+    use ippin_policy::{PinPrefix, PinRequirement};
+    let issuer = Issuer::new();
+    let der = issuer.client_net("carol", "2001:db8:1:2::/64".parse().unwrap());
+    let prefix64 = PinRequirement::Required(PinPrefix::new(32, 64).unwrap());
+    let mut users: HashMap<String, User> = HashMap::new();
+    users.insert(
+        "carol".into(),
+        User::new(true, vec!["v6".into()]).with_pin_requirement(prefix64),
+    );
+    let inside = seen("[2001:db8:1:2:aaaa::1]:5000", true);
+    let also_inside = seen("[2001:db8:1:2::ffff]:5000", true);
+    let outside = seen("[2001:db8:1:3::1]:5000", true);
+    let untrusted = seen("[2001:db8:1:2::1]:5000", false);
+    for (observed, want) in [
+        (&inside, "allow"),
+        (&also_inside, "allow"),
+        (&outside, "pinned_ip_mismatch"),
+        (&untrusted, "untrusted_client_ip"),
+    ] {
+        let v = tls::decide_der(&der, &users, observed, NOW);
+        assert_eq!(v.access.code(), want, "{observed:?}");
+        assert_eq!(
+            v.pin,
+            CertPin::Nets(vec!["2001:db8:1:2::/64".parse().unwrap()])
+        );
+    }
+    // the same certificate for a user whose roles pin one address: too wide
+    users.insert("carol".into(), User::new(true, vec!["exact".into()]));
+    let v = tls::decide_der(&der, &users, &inside, NOW);
+    assert_eq!(v.access.code(), "pin_too_wide");
+    // and for a user whose roles pin nothing: still enforced as a pin
+    users.insert("carol".into(), User::new(false, vec!["dev".into()]));
+    assert_eq!(
+        tls::decide_der(&der, &users, &inside, NOW).access.code(),
+        "allow"
+    );
+    assert_eq!(
+        tls::decide_der(&der, &users, &outside, NOW).access.code(),
+        "pinned_ip_mismatch"
+    );
 }
