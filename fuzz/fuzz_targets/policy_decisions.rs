@@ -1,5 +1,6 @@
-//! The pin check and the network decision on arbitrary pins, observations and rules: no
-//! panic; a pin-requiring role is allowed only through a single-host pin, from that address;
+//! The pin check and the network decision on arbitrary pins, observations, requirements and
+//! rules: no panic; a pin-requiring role is allowed only through one network no wider than its
+//! prefix (a single host when the prefix is exact), containing the address;
 //! no destination is decided otherwise than the address the kernel connects to.
 #![no_main]
 
@@ -7,8 +8,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use ippin_policy::{
-    CertPin, NetworkRestrictions, ObservedAddr, Provenance, canonical_ip, canonical_net,
-    check_pin, embedded_ipv4, kernel_destination,
+    CertPin, NetworkRestrictions, ObservedAddr, PinPrefix, PinRequirement, Provenance,
+    canonical_ip, canonical_net, check_pin, embedded_ipv4, kernel_destination,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -40,6 +41,33 @@ fuzz_target!(|data: &[u8]| {
     let requires = flags & 1 != 0;
     let pin = if flags & 2 != 0 { CertPin::Ip(ip(&[flags])) } else { CertPin::Nets(nets.clone()) };
     let seen = ObservedAddr::new(SocketAddr::new(observed_ip, 5000), Provenance::ProxyV2, flags & 4 != 0);
+    // A prefix requirement from two more bytes of the head (flag 8), else the bool form.
+    let prefix = (flags & 8 != 0)
+        .then(|| {
+            let v4 = head.get(17).copied().unwrap_or(32) % 33;
+            let v6 = head.get(16).copied().unwrap_or(128) % 129;
+            PinPrefix::new(v4, v6).ok()
+        })
+        .flatten();
+    if let Some(p) = prefix.filter(|_| requires) {
+        let d = check_pin(PinRequirement::Required(p), &pin, &seen);
+        // Exact is the narrowest requirement: what it allows, every prefix allows.
+        if check_pin(true, &pin, &seen).is_allow() {
+            assert!(d.is_allow(), "exact allowed but {p:?} refused {pin:?}: {d:?}");
+        }
+        if d.is_allow() {
+            assert!(seen.is_trusted());
+            assert!(p.admits(&pin), "{pin:?} {p:?}");
+            assert!(pin.matches(observed_ip));
+            if let CertPin::Nets(n) = &pin {
+                assert_eq!(n.len(), 1);
+                let one = canonical_net(n[0]);
+                assert!(one.prefix_len() >= p.len_for(one.network()));
+                assert!(one.contains(&canonical_ip(observed_ip)));
+            }
+        }
+        return;
+    }
     let d = check_pin(requires, &pin, &seen);
     if d.is_allow() && requires {
         assert!(pin.is_single_host(), "{pin:?}");

@@ -141,6 +141,7 @@ pub(crate) fn canonical_net_text(net: IpNet) -> String {
     }
 }
 
+#[cfg(feature = "issue")]
 /// Canonicalises a network pin: an IPv4-mapped IPv6 network of prefix 96
 /// or more becomes the IPv4 network; host bits are cleared.
 pub(crate) fn canonical_net(net: IpNet) -> IpNet {

@@ -10,6 +10,7 @@ mod source_address;
 
 use std::net::IpAddr;
 
+#[cfg(feature = "issue")]
 use ipnet::IpNet;
 
 #[cfg(feature = "issue")]

@@ -160,6 +160,19 @@ impl PinRequirement {
     }
 }
 
+impl PinRequirement {
+    /// The stricter of two requirements: required when either is, no wider than either's
+    /// prefix (per family, the longer length). For a decision that must satisfy two role
+    /// sets, e.g. the roles when a connection was allowed and the roles now.
+    pub fn strictest(self, other: PinRequirement) -> PinRequirement {
+        match (self.prefix(), other.prefix()) {
+            (Some(a), Some(b)) => PinRequirement::Required(a.narrowest(b)),
+            (Some(p), None) | (None, Some(p)) => PinRequirement::Required(p),
+            (None, None) => PinRequirement::NotRequired,
+        }
+    }
+}
+
 impl From<bool> for PinRequirement {
     fn from(required: bool) -> Self {
         if required {

@@ -2,6 +2,8 @@
 //! `ippin ca init`.
 
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -61,8 +63,9 @@ pub struct IssueRequest<'a> {
     pub ssh_public_key: &'a str,
     /// The client's TLS public key, SPKI PEM.
     pub tls_public_key: &'a str,
-    /// The IP to pin, decided by `ippin-policy`.
-    pub pinned_ip: Option<IpAddr>,
+    /// The pin, decided by `ippin-policy`: one address (`/32`, `/128`) or the network of a
+    /// role's `pin_source_ip_prefix`.
+    pub pinned: Option<IpNet>,
     /// The IP the login was observed from, when known.
     pub login_ip: Option<IpAddr>,
     /// Start of validity.
@@ -79,7 +82,7 @@ pub struct Issued {
     /// X.509 client certificate, PEM.
     pub tls_certificate: String,
     /// The pin written into both.
-    pub pinned_ip: Option<IpAddr>,
+    pub pinned: Option<IpNet>,
     /// End of validity.
     pub expires: SystemTime,
 }
@@ -187,8 +190,8 @@ impl Ca {
         for login in req.logins.iter().filter(|l| *l != req.user) {
             ssh_req = ssh_req.principal(login.as_str());
         }
-        if let Some(ip) = req.pinned_ip {
-            ssh_req = ssh_req.pinned_ip(ip);
+        if let Some(net) = req.pinned {
+            ssh_req = ssh_req.pinned_network(net);
         }
         if let Some(ip) = req.login_ip {
             ssh_req = ssh_req.login_ip(ip);
@@ -220,8 +223,8 @@ impl Ca {
         for role in req.roles {
             x509_req = x509_req.role(role.as_str());
         }
-        if let Some(ip) = req.pinned_ip {
-            x509_req = x509_req.pinned_ip(ip);
+        if let Some(net) = req.pinned {
+            x509_req = x509_req.pinned_network(net);
         }
         if let Some(ip) = req.login_ip {
             x509_req = x509_req.login_ip(ip);
@@ -240,7 +243,7 @@ impl Ca {
         Ok(Issued {
             ssh_certificate,
             tls_certificate: der_to_pem(&der, "CERTIFICATE"),
-            pinned_ip: req.pinned_ip,
+            pinned: x509_req.pin(),
             expires,
         })
     }
@@ -468,7 +471,7 @@ mod tests {
                     logins,
                     ssh_public_key: &ssh_public_key,
                     tls_public_key: &spki,
-                    pinned_ip: None,
+                    pinned: None,
                     login_ip: None,
                     now: SystemTime::now(),
                     ttl: Duration::from_secs(60),

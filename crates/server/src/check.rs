@@ -59,7 +59,16 @@ struct CheckReport {
     observed: String,
     trusted: bool,
     requires_pin: bool,
+    /// The widest pin the roles accept, per family, when they require one (`pin_source_ip_prefix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin_prefix: Option<PrefixReport>,
     pinned: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PrefixReport {
+    ipv4: u8,
+    ipv6: u8,
 }
 
 /// Runs the pin check: exit 0 allow, 1 deny, 2 unusable input.
@@ -86,7 +95,7 @@ pub fn run(args: &CheckArgs) -> Outcome {
     }
     let names: Vec<String> = roles.iter().map(|r| r.name.clone()).collect();
     let requires_pin = match RoleSet::new(roles).and_then(|set| set.select(&names)) {
-        Ok(user_roles) => user_roles.requires_pin(),
+        Ok(user_roles) => user_roles.pin_requirement(),
         Err(e) => return unusable(&format!("--roles: {e}")),
     };
     let cert = match inspect::load(&args.cert) {
@@ -113,7 +122,14 @@ pub fn run(args: &CheckArgs) -> Outcome {
         message,
         observed: SocketAddr::new(observed.ip(), observed.port()).to_string(),
         trusted: observed.is_trusted(),
-        requires_pin,
+        requires_pin: requires_pin.is_required(),
+        pin_prefix: requires_pin
+            .prefix()
+            .filter(|p| !p.is_exact())
+            .map(|p| PrefixReport {
+                ipv4: p.ipv4(),
+                ipv6: p.ipv6(),
+            }),
         pinned: inspect::pin_strings(&cert.pin),
     };
     inspect::json_with_code(&report, code)

@@ -551,6 +551,9 @@ fn finish_login(args: &LoginArgs, creds: &Credentials) -> Outcome {
     };
     let mut out = String::new();
     match &creds.pinned_ip {
+        Some(pin) if pin.contains('/') => out.push_str(&format!(
+            "pinned to {pin}: these certificates work only from addresses inside {pin} (log in again from elsewhere)\n"
+        )),
         Some(ip) => out.push_str(&format!(
             "pinned to {ip}: these certificates work only from {ip} (log in again from elsewhere)\n"
         )),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use ippin_policy::RoleSet;
+use ippin_policy::{PinRequirement, RoleSet};
 
 use crate::config::UserConfig;
 
@@ -54,12 +54,12 @@ impl Directory {
         self.users.len()
     }
 
-    /// Whether `user`'s roles require a pin, and their names; `None` when the user is
-    /// unknown or a role is missing.
-    pub fn requires_pin(&self, user: &str) -> Option<(bool, Vec<String>)> {
+    /// What `user`'s roles require of a pin (whether one is required, and how wide it may
+    /// be), and their names; `None` when the user is unknown or a role is missing.
+    pub fn requires_pin(&self, user: &str) -> Option<(PinRequirement, Vec<String>)> {
         let u = self.user(user)?;
         let selected = self.roles.select(&u.roles).ok()?;
-        Some((selected.requires_pin(), u.roles.clone()))
+        Some((selected.pin_requirement(), u.roles.clone()))
     }
 
     /// The OS logins `roles` allow (allows minus denies); `None` when a role is missing.
@@ -84,6 +84,7 @@ impl Directory {
         let roles = self.roles.select(&u.roles).ok()?;
         Some(
             ippin_access::User::new(roles.requires_pin(), roles.names().to_vec())
+                .with_pin_requirement(roles.pin_requirement())
                 .with_logins(roles.logins().iter().cloned()),
         )
     }
@@ -205,7 +206,7 @@ mod tests {
         let live = LiveDirectory::new(dir(ROLES, &[("bob", &["dev"]), ("eve", &["gone"])]));
         assert_eq!(
             live.get().requires_pin("bob"),
-            Some((true, vec!["dev".into()]))
+            Some((true.into(), vec!["dev".into()]))
         );
         assert_eq!(
             live.get().logins_of(&["dev".into()]),

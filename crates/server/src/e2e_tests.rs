@@ -224,7 +224,7 @@ async fn renewal_keeps_the_pin_and_the_login_ip() {
     assert_eq!(renewed.pinned_ip.as_deref(), Some("127.0.0.2"));
     let der = crate::ca::pem_to_der(&renewed.tls_cert_pem, "CERTIFICATE").unwrap();
     let id = ippin_cert::x509::client_identity(&der).unwrap();
-    assert_eq!(id.pinned_ip, Some(CAFE));
+    assert_eq!(id.pin, Some(CAFE.into()));
     assert_eq!(id.login_ip, Some(CAFE));
     assert_ne!(renewed.tls_key_pem, alice.tls_key_pem, "fresh keys");
     // The renewed certificate works from the pinned IP only.

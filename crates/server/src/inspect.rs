@@ -346,16 +346,16 @@ fn load_x509(der: &[u8]) -> Result<LoadedCert, Failure> {
     // The full decoder says whether this is a certificate at all; the pin
     // is then read by the fast path too, the one the `tls` listener runs,
     // and the two must agree.
-    let full = match x509::pinned_ip(der) {
+    let full = match x509::pin(der) {
         Err(e @ (ippin_cert::Error::Der { .. } | ippin_cert::Error::DerStructure { .. })) => {
             return Err(Failure::invalid(format!("X.509 certificate: {e}")));
         }
         other => other,
     };
-    let fast = x509::pinned_ip_fast(der);
+    let fast = x509::pin_fast(der);
     let pin = match (full, fast) {
         (Ok(a), Ok(b)) if a == b => match a {
-            Some(ip) => CertPin::Ip(ip),
+            Some(net) => ippin_access::pin::network_pin(net),
             None => CertPin::None,
         },
         (Err(e), _) | (Ok(_), Err(e)) => CertPin::Invalid(e.to_string()),

@@ -656,7 +656,7 @@ pub struct CertResponse {
     pub ssh_certificate: String,
     /// X.509 certificate, PEM.
     pub tls_certificate: String,
-    /// The pinned IP, or null.
+    /// The pin, or null: the address alone, or `network/len` for a prefix pin.
     pub pinned_ip: Option<String>,
     /// Expiry, RFC 3339.
     pub expires: String,
@@ -667,7 +667,7 @@ impl CertResponse {
         CertResponse {
             ssh_certificate: i.ssh_certificate,
             tls_certificate: i.tls_certificate,
-            pinned_ip: i.pinned_ip.map(|ip| ip.to_string()),
+            pinned_ip: i.pinned.map(pin_text),
             expires: rfc3339(i.expires),
         }
     }
@@ -966,7 +966,7 @@ fn login_issue(
             "your roles are not defined on this server",
         );
     };
-    let pinned_ip = match ippin_policy::pin_for_issue(requires_pin, Some(observed)) {
+    let pinned = match ippin_policy::pin_for_issue(requires_pin, Some(observed)) {
         Ok(p) => p,
         Err(denial) => {
             state.audit(&refused(&user.name, denial.reason.code()));
@@ -990,7 +990,7 @@ fn login_issue(
             logins: &logins,
             ssh_public_key: &body.ssh_public_key,
             tls_public_key: &body.tls_public_key,
-            pinned_ip,
+            pinned,
             login_ip,
             now: state.now(),
             ttl: state.config.cert_ttl,
@@ -1000,11 +1000,21 @@ fn login_issue(
             observed: AuditEvent::addr(observed),
             provenance: observed.provenance().as_str().into(),
             trusted: observed.is_trusted(),
-            pinned: issued.pinned_ip.map(|ip| ip.to_string()),
+            pinned: issued.pinned.map(pin_text),
             expires: rfc3339(issued.expires),
         },
         |reason| refused(&user.name, reason),
     )
+}
+
+/// A pin as the audit log and the certificates write it: the address alone for one
+/// address, `network/len` for a prefix pin.
+fn pin_text(net: ipnet::IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 fn deny(denial: &Denial) -> Response<Body> {
@@ -1065,7 +1075,7 @@ pub fn access_verdict(state: &State, der: &[u8], observed: &ObservedAddr) -> Acc
     let users = |name: &str| {
         state
             .requires_pin(name)
-            .map(|(requires_pin, roles)| ippin_access::User::new(requires_pin, roles))
+            .map(|(pin, roles)| ippin_access::User::new(false, roles).with_pin_requirement(pin))
     };
     let sink = |event: ippin_access::tls::TlsEvent| state.audit(&AuditEvent::Tls(event));
     let now = state
@@ -1138,8 +1148,8 @@ pub struct Presented {
     pub user: String,
     /// The user's current roles.
     pub roles: Vec<String>,
-    /// Whether those roles require a pin.
-    pub requires_pin: bool,
+    /// What those roles required of the pin when the connection was allowed.
+    pub pin_requirement: ippin_policy::PinRequirement,
     /// The certificate's pin.
     pub pin: CertPin,
     /// The login IP the certificate records.
@@ -1151,7 +1161,7 @@ impl From<&AccessVerdict> for Presented {
         Presented {
             user: v.user.clone(),
             roles: v.roles.clone(),
-            requires_pin: v.requires_pin,
+            pin_requirement: v.pin_requirement,
             pin: v.pin.clone(),
             login_ip: v.login_ip,
         }
@@ -1185,7 +1195,9 @@ pub fn renew(
         );
     };
     let presented = match &verdict.pin {
-        CertPin::Ip(ip) => Some(*ip),
+        CertPin::Ip(ip) => Some(ipnet::IpNet::from(*ip)),
+        // A prefix pin is one network; it is carried over as issued.
+        CertPin::Nets(nets) if nets.len() == 1 => nets.first().copied(),
         CertPin::None => None,
         _ => {
             state.audit(&refused("invalid_pin"));
@@ -1199,7 +1211,7 @@ pub fn renew(
     let pins = match ippin_policy::pins_for_renewal(
         presented,
         verdict.login_ip,
-        requires_pin || verdict.requires_pin,
+        requires_pin.strictest(verdict.pin_requirement),
         observed,
     ) {
         Ok(p) => p,
@@ -1225,7 +1237,7 @@ pub fn renew(
             logins: &logins,
             ssh_public_key: &body.ssh_public_key,
             tls_public_key: &body.tls_public_key,
-            pinned_ip: pins.pinned_ip,
+            pinned: pins.pinned,
             login_ip: pins.login_ip,
             now: state.now(),
             ttl: state.config.cert_ttl,
@@ -1234,7 +1246,7 @@ pub fn renew(
             user: verdict.user.clone(),
             observed: AuditEvent::addr(observed),
             provenance: observed.provenance().as_str().into(),
-            pinned: issued.pinned_ip.map(|ip| ip.to_string()),
+            pinned: issued.pinned.map(pin_text),
             expires: rfc3339(issued.expires),
         },
         refused,
@@ -1574,7 +1586,7 @@ mod tests {
         Presented {
             user: user.into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            requires_pin,
+            pin_requirement: requires_pin.into(),
             pin,
             login_ip: Some("127.0.0.7".parse().unwrap()),
         }

@@ -163,7 +163,10 @@ impl State {
 
     /// Whether the user's CURRENT roles (from the directory in force) require a
     /// pin; `None` when the user is unknown or a role is missing.
-    pub(crate) fn requires_pin(&self, user: &str) -> Option<(bool, Vec<String>)> {
+    pub(crate) fn requires_pin(
+        &self,
+        user: &str,
+    ) -> Option<(ippin_policy::PinRequirement, Vec<String>)> {
         self.directory.get().requires_pin(user)
     }
 

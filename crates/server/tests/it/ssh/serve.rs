@@ -297,7 +297,7 @@ listeners:
             logins: &[],
             ssh_public_key: &ssh_public_key,
             tls_public_key: &spki,
-            pinned_ip: None,
+            pinned: None,
             login_ip: None,
             now: SystemTime::now(),
             ttl: Duration::from_secs(600),
