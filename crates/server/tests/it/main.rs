@@ -16,6 +16,7 @@ mod haproxy;
 mod joins;
 mod login;
 mod nginx;
+mod prefix;
 mod propagation;
 mod ssh;
 mod support;
