@@ -277,7 +277,7 @@ pub fn authorize(
     observed: &ObservedAddr,
     now: u64,
 ) -> Result<Authorized, SshDenial> {
-    authorize_with(ctx, user, cert, observed, now, |r, p, o| check_pin(r, p, o))
+    authorize_with(ctx, user, cert, observed, now, check_pin)
 }
 
 /// [`authorize`] with the policy crate's pin check (step 13) passed in, so that a test can

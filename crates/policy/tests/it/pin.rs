@@ -177,7 +177,7 @@ fn renewal_keeps_pins_whatever_happens() {
             assert_eq!(
                 pins_for_renewal(pinned, login, requires_now, observed),
                 Ok(RenewalPins {
-                    pinned: pinned,
+                    pinned,
                     login_ip: login
                 })
             );
@@ -192,7 +192,7 @@ fn renewal_keeps_pins_whatever_happens() {
             &here
         ),
         Ok(RenewalPins {
-            pinned: pinned,
+            pinned,
             login_ip: Some(ip("10.0.0.1"))
         })
     );
