@@ -97,3 +97,30 @@ fn write_fuzz_seeds() {
     )
     .unwrap();
 }
+
+/// The network-pin seeds (issue 17, prefix pins), written on their own so that the seeds
+/// above keep their bytes:
+///
+/// `cargo test -p ippin-cert --test it -- --ignored write_network_pin_seeds`
+#[test]
+#[ignore = "writes fuzz seeds"]
+fn write_network_pin_seeds() {
+    let dir = corpus("cert_x509_pin");
+    let ca = ca();
+    for (name, text) in [
+        ("net-v6-64", "2001:db8:1:2::/64"),
+        ("net-v4-24", "198.51.100.0/24"),
+        ("net-host-bits", "2001:db8:1:2::1/64"),
+        ("net-full-length", "192.0.2.7/32"),
+        ("net-leading-zero", "198.51.100.0/024"),
+    ] {
+        let pin = ext("1.3.9999.1.9", None, &printable(text));
+        fs::write(dir.join(format!("seed-{name}")), crafted(&ca, &[], &[pin])).unwrap();
+    }
+    let pin = ext("1.3.9999.1.9", None, &printable("10.0.0.0/8"));
+    fs::write(
+        dir.join("seed-net-beside-teleport"),
+        crafted(&ca, &[attr("1.3.9999.2.15", 0x13, b"10.0.0.100")], &[pin]),
+    )
+    .unwrap();
+}
