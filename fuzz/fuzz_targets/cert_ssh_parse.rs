@@ -29,9 +29,18 @@ fn check(cert: &Certificate) {
                 assert!(ok.check_source(net.addr()).is_ok());
             }
         }
-        if let Some(ip) = ok.pinned_ip() {
-            assert!(ok.check_source(ip).is_ok());
-            assert_eq!(ip, ip.to_canonical());
+        match (ok.pinned_ip(), &ok.source_address) {
+            (Ok(Some(ip)), Some(list)) => {
+                assert!(ok.check_source(ip).is_ok());
+                assert_eq!(ip, ip.to_canonical());
+                assert_eq!(list.single_host(), Some(ip));
+            }
+            (Ok(None), None) => {}
+            (Err(e), Some(list)) => {
+                assert_eq!(e.code(), "pin_is_network");
+                assert!(list.single_host().is_none());
+            }
+            other => panic!("pinned_ip and source_address disagree: {other:?}"),
         }
     }
 }

@@ -223,13 +223,15 @@ pub enum Error {
         teleport: Option<IpNet>,
     },
 
-    /// The certificate is pinned to a network, and the caller asked for one
-    /// address ([`crate::x509::pinned_ip`], [`crate::x509::pinned_ip_fast`]):
-    /// read it with [`crate::x509::pin`] or [`crate::x509::pin_fast`].
-    #[error("the certificate is pinned to the network {pin}, not to one address")]
+    /// The certificate is pinned to a network (or, in SSH, a list), and the
+    /// caller asked for one address ([`crate::x509::pinned_ip`],
+    /// [`crate::x509::pinned_ip_fast`], [`crate::ssh::ValidatedSshCert::pinned_ip`]):
+    /// read the whole pin with [`crate::x509::pin`], [`crate::x509::pin_fast`]
+    /// or the `source_address` field.
+    #[error("the certificate is pinned to {pin}, not to one address")]
     PinIsNetwork {
-        /// The pin.
-        pin: IpNet,
+        /// The pin, as text (canonical CIDR, or the `source-address` list).
+        pin: String,
     },
 
     /// A network pin was asked of a layout that cannot carry one: Teleport's

@@ -563,12 +563,25 @@ impl ValidatedSshCert {
         }
     }
 
-    /// The pinned IP: the single host of a one-entry `/32` or `/128`
-    /// `source-address` (the form ippin and Teleport issue).
-    pub fn pinned_ip(&self) -> Option<IpAddr> {
-        self.source_address
-            .as_ref()
-            .and_then(SourceAddress::single_host)
+    /// The pinned IP, for callers that handle one address only: the single
+    /// host of a one-entry `/32` or `/128` `source-address`; `None` when the
+    /// certificate has no `source-address`.
+    ///
+    /// # Errors
+    /// [`Error::PinIsNetwork`] when `source-address` is wider than one
+    /// address (a network, as ippin issues for a role with
+    /// `pin_source_ip_prefix`, or several entries): never "unpinned". Read
+    /// [`ValidatedSshCert::source_address`] for the whole pin.
+    pub fn pinned_ip(&self) -> Result<Option<IpAddr>> {
+        match &self.source_address {
+            None => Ok(None),
+            Some(list) => match list.single_host() {
+                Some(ip) => Ok(Some(ip)),
+                None => Err(Error::PinIsNetwork {
+                    pin: crate::error::shown(&list.to_string()),
+                }),
+            },
+        }
     }
 }
 

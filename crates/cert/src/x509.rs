@@ -305,7 +305,8 @@ impl ClientCertRequest {
     pub fn roles(&self) -> &[String] {
         &self.roles
     }
-    /// The pinned IP (canonical), when the pin is one address.
+    /// The pinned IP (canonical), when the pin is one address (`None` when
+    /// unpinned or pinned to a network: see [`pin`](Self::pin)).
     pub fn pinned_ip(&self) -> Option<IpAddr> {
         self.pinned
             .filter(|n| n.prefix_len() == n.max_prefix_len())
@@ -504,7 +505,9 @@ fn one_address(pin: Option<IpNet>) -> Result<Option<IpAddr>> {
     match pin {
         None => Ok(None),
         Some(n) if n.prefix_len() == n.max_prefix_len() => Ok(Some(n.addr())),
-        Some(n) => Err(Error::PinIsNetwork { pin: n }),
+        Some(n) => Err(Error::PinIsNetwork {
+            pin: canonical_net_text(n),
+        }),
     }
 }
 

@@ -14,8 +14,15 @@ use crate::addr::{ObservedAddr, canonical_ip, canonical_net, net_contains};
 /// [`PinPrefix::EXACT`] (`/32` and `/128`) pins one address, which is what a role that sets
 /// `pin_source_ip: true` and nothing else asks for. A shorter prefix lets a client move inside
 /// its network (an IPv6 host whose privacy addresses change daily inside one `/64`) without a
-/// new login. Prefix length 0 is refused: a pin that admits a whole address family pins
-/// nothing.
+/// new login. Prefixes shorter than `/8` (IPv4) or `/32` (IPv6) are refused: they span many
+/// operators and pin nothing that identifies a client.
+///
+/// Some IPv6 clients are always pinned to their one address, whatever the prefix, because the
+/// other addresses of their network are not theirs ([`PinPrefix::len_for`]): addresses that
+/// embed an IPv4 address (NAT64 `64:ff9b::/96` and the local-use `64:ff9b:1::/48`, where the
+/// network is every IPv4 client of a translator; Teredo `2001::/32`, every client of one
+/// Teredo server; 6to4 `2002::/16`; IPv4-compatible `::a.b.c.d`) and link-local `fe80::/10`
+/// (every host of every link, the zone being dropped).
 ///
 /// ```
 /// use ippin_policy::PinPrefix;
@@ -38,20 +45,26 @@ impl PinPrefix {
         ipv6: 128,
     };
 
-    /// A prefix of `ipv4` bits (1 to 32) for IPv4 clients and `ipv6` bits (1 to 128) for
-    /// IPv6 clients.
+    /// The shortest IPv4 prefix a pin may have: a `/8`. Shorter networks span many operators'
+    /// allocations and identify no client.
+    pub const MIN_IPV4: u8 = 8;
+    /// The shortest IPv6 prefix a pin may have: a `/32`, the usual allocation to one operator.
+    pub const MIN_IPV6: u8 = 32;
+
+    /// A prefix of `ipv4` bits ([`PinPrefix::MIN_IPV4`] to 32) for IPv4 clients and `ipv6`
+    /// bits ([`PinPrefix::MIN_IPV6`] to 128) for IPv6 clients.
     ///
     /// # Errors
-    /// [`Error::PinPrefix`] when a length is 0 or longer than the family's address.
+    /// [`Error::PinPrefix`] when a length is out of its range.
     pub fn new(ipv4: u8, ipv6: u8) -> Result<PinPrefix, Error> {
-        if !(1..=32).contains(&ipv4) {
+        if !(Self::MIN_IPV4..=32).contains(&ipv4) {
             return Err(Error::PinPrefix {
-                message: format!("ipv4 must be 1 to 32, not {ipv4}"),
+                message: format!("ipv4 must be {} to 32, not {ipv4}", Self::MIN_IPV4),
             });
         }
-        if !(1..=128).contains(&ipv6) {
+        if !(Self::MIN_IPV6..=128).contains(&ipv6) {
             return Err(Error::PinPrefix {
-                message: format!("ipv6 must be 1 to 128, not {ipv6}"),
+                message: format!("ipv6 must be {} to 128, not {ipv6}", Self::MIN_IPV6),
             });
         }
         Ok(PinPrefix { ipv4, ipv6 })
@@ -73,10 +86,12 @@ impl PinPrefix {
     }
 
     /// The prefix length for `ip`'s family, after canonicalisation (an IPv4-mapped IPv6
-    /// address is IPv4).
+    /// address is IPv4); 128 for the IPv6 addresses that are always pinned alone (the type's
+    /// documentation lists them).
     pub fn len_for(&self, ip: IpAddr) -> u8 {
         match canonical_ip(ip) {
             IpAddr::V4(_) => self.ipv4,
+            IpAddr::V6(v6) if one_address_only(v6) => 128,
             IpAddr::V6(_) => self.ipv6,
         }
     }
@@ -117,6 +132,15 @@ impl PinPrefix {
             CertPin::None | CertPin::Invalid(_) => false,
         }
     }
+}
+
+/// IPv6 addresses whose neighbours in a prefix are other clients: translators and tunnels
+/// that embed an IPv4 address, the local-use NAT64 prefix, and link-local addresses.
+fn one_address_only(v6: std::net::Ipv6Addr) -> bool {
+    let a = u128::from(v6);
+    crate::netrestrict::embedded_ipv4(IpAddr::V6(v6)).is_some()
+        || a >> 80 == 0x0064_ff9b_0001
+        || a >> 118 == 0x3fa
 }
 
 impl Default for PinPrefix {

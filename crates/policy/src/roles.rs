@@ -309,16 +309,17 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
 }
 
 #[cfg(feature = "yaml")]
-/// `spec.options.pin_source_ip_prefix`: a mapping with `ipv4` (1 to 32) and/or `ipv6` (1 to
-/// 128), integers; a key left out keeps the default (32, 128); any other key is an error.
+/// `spec.options.pin_source_ip_prefix`: a mapping with `ipv4` (8 to 32) and/or `ipv6` (32 to
+/// 128), integers in plain decimal; a key left out keeps the default (32, 128); any other key
+/// is an error.
 fn parse_pin_prefix(r: &Reader<'_>, node: &Node) -> Result<PinPrefix, Error> {
     const PATH: &str = "spec.options.pin_source_ip_prefix";
     let mut ipv4 = PinPrefix::EXACT.ipv4();
     let mut ipv6 = PinPrefix::EXACT.ipv6();
     for (key, value) in r.map(node, PATH)? {
-        let (slot, max) = match key.as_str() {
-            "ipv4" => (&mut ipv4, 32),
-            "ipv6" => (&mut ipv6, 128),
+        let (slot, min, max) = match key.as_str() {
+            "ipv4" => (&mut ipv4, PinPrefix::MIN_IPV4, 32),
+            "ipv6" => (&mut ipv6, PinPrefix::MIN_IPV6, 128),
             other => {
                 return Err(Error::field(
                     r.file,
@@ -332,16 +333,16 @@ fn parse_pin_prefix(r: &Reader<'_>, node: &Node) -> Result<PinPrefix, Error> {
             }
         };
         let path = format!("{PATH}.{key}");
-        let n = r.int(value, &path)?;
+        let n = r.decimal(value, &path)?;
         *slot = u8::try_from(n)
             .ok()
-            .filter(|n| (1..=max).contains(n))
+            .filter(|n| (min..=max).contains(n))
             .ok_or_else(|| {
                 Error::field(
                     r.file,
                     value.line,
                     &path,
-                    format!("must be a prefix length from 1 to {max}, not {n}"),
+                    format!("must be a prefix length from {min} to {max}, not {n}"),
                 )
             })?;
     }

@@ -115,7 +115,9 @@ pub(crate) struct Node {
 pub(crate) enum Value {
     Null,
     Bool(bool),
-    Int(i64),
+    /// An integer, and whether it was written in plain decimal (digits only, no sign, radix
+    /// prefix or leading zero), the one spelling every YAML version reads alike.
+    Int(i64, bool),
     Float(f64),
     Str(String),
     Seq(Vec<Node>),
@@ -136,7 +138,7 @@ impl Node {
         match &self.value {
             Value::Null => RawValue::Null,
             Value::Bool(b) => RawValue::Bool(*b),
-            Value::Int(i) => RawValue::Int(*i),
+            Value::Int(i, _) => RawValue::Int(*i),
             Value::Float(f) => RawValue::Float(*f),
             Value::Str(s) => RawValue::String(s.clone()),
             Value::Seq(items) => RawValue::Seq(items.iter().map(Node::to_raw).collect()),
@@ -164,7 +166,7 @@ impl fmt::Display for Found<'_> {
         match &self.0.value {
             Value::Null => f.write_str("null"),
             Value::Bool(b) => write!(f, "boolean {b}"),
-            Value::Int(i) => write!(f, "integer {i}"),
+            Value::Int(i, _) => write!(f, "integer {i}"),
             Value::Float(x) => write!(f, "number {x}"),
             Value::Str(s) => write!(f, "string {:?}", Clipped(s)),
             Value::Seq(_) => f.write_str("a sequence"),
@@ -420,7 +422,7 @@ impl Loader<'_> {
                             Value::Str(s) => s,
                             Value::Null => String::new(),
                             Value::Bool(b) => b.to_string(),
-                            Value::Int(i) => i.to_string(),
+                            Value::Int(i, _) => i.to_string(),
                             Value::Float(x) => x.to_string(),
                             Value::Seq(_) | Value::Map(_) => {
                                 return Err(Error::Syntax {
@@ -507,8 +509,9 @@ fn resolve_int(s: &str) -> Option<Value> {
         Err(_) => return s.parse::<f64>().ok().map(Value::Float),
     };
     let value = if negative { -magnitude } else { magnitude };
+    let plain = s.bytes().all(|b| b.is_ascii_digit()) && (s.len() == 1 || !s.starts_with('0'));
     match i64::try_from(value) {
-        Ok(i) => Some(Value::Int(i)),
+        Ok(i) => Some(Value::Int(i, plain)),
         Err(_) => Some(Value::Float(value as f64)),
     }
 }
@@ -600,9 +603,16 @@ impl Reader<'_> {
         }
     }
 
-    pub(crate) fn int(&self, node: &Node, path: &str) -> Result<i64, Error> {
+    /// An integer written in plain decimal: `24`, not `+24`, `024` (octal to YAML 1.1
+    /// readers), `0x18` or `0o30`.
+    pub(crate) fn decimal(&self, node: &Node, path: &str) -> Result<i64, Error> {
         match &node.value {
-            Value::Int(n) => Ok(*n),
+            Value::Int(n, true) => Ok(*n),
+            Value::Int(..) => Err(self.wrong(
+                node,
+                path,
+                "an integer in plain decimal (no sign, leading zero or radix prefix)",
+            )),
             _ => Err(self.wrong(node, path, "an integer")),
         }
     }

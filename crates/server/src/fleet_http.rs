@@ -120,13 +120,14 @@ pub async fn admin_route(
     // The access decision already checked the pin against this connection's address; the
     // admin API also requires there to be one, so a stolen admin certificate is useless
     // off the machine it was issued to (a role with `admin: true` should also set
-    // `pin_source_ip: true`).
+    // `pin_source_ip: true`). One address: a prefix pin (`pin_source_ip_prefix`) is refused.
     if !matches!(verdict.pin, ippin_policy::CertPin::Ip(_)) {
         return refuse(
             StatusCode::FORBIDDEN,
             "admin_pin_required",
-            "the admin API requires a certificate pinned to your address: give the admin \
-             role `pin_source_ip: true` and log in again",
+            "the admin API requires a certificate pinned to your one address: give the admin \
+             role `pin_source_ip: true` without a wider `pin_source_ip_prefix` (a prefix pin \
+             is not enough here) and log in again",
         );
     }
     let Some(fleet) = state.fleet.clone() else {

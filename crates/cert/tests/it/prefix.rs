@@ -180,7 +180,11 @@ fn ssh_network_pins_are_source_address_networks() {
             .is_ok()
     );
     assert!(v.check_source("2001:db8:1:3::1".parse().unwrap()).is_err());
-    assert_eq!(v.pinned_ip(), None, "a network is not one address");
+    assert_eq!(
+        v.pinned_ip().unwrap_err().code(),
+        "pin_is_network",
+        "a network is not one address"
+    );
     // mapped networks are written as IPv4
     let req = issue("::ffff:198.51.100.0/120").unwrap();
     assert_eq!(req.pin(), Some(net("198.51.100.0/24")));

@@ -90,7 +90,7 @@ fn issue_and_validate_ed25519_and_p256() {
         assert_eq!(ok.key_id, "alice@ippin");
         assert_eq!(ok.serial, 42);
         assert_eq!(ok.principals, ["alice", "ops"]);
-        assert_eq!(ok.pinned_ip(), Some(ip("192.0.2.10")));
+        assert_eq!(ok.pinned_ip().unwrap(), Some(ip("192.0.2.10")));
         assert_eq!(ok.login_ip, Some(ip("192.0.2.10")));
         assert_eq!(ok.permissions, Permissions::default());
         assert_eq!(ok.ca_fingerprint, ca.fingerprint());
@@ -385,7 +385,7 @@ fn rejects_malformed_source_address_in_certificate() {
     });
     let ok = validate(&cert, &ca, "alice", NOW).unwrap();
     ok.check_source(ip("192.0.2.99")).unwrap();
-    assert_eq!(ok.pinned_ip(), None);
+    assert_eq!(ok.pinned_ip().unwrap_err().code(), "pin_is_network");
 }
 
 #[test]
@@ -478,7 +478,7 @@ fn the_wire_editor_reproduces_a_valid_certificate() {
     let w = wire(&key).sign(&key);
     let cert = parse_certificate(&w.line()).unwrap();
     let ok = validate(&cert, &ca, "alice", NOW).unwrap();
-    assert_eq!(ok.pinned_ip(), Some(ip("10.0.0.1")));
+    assert_eq!(ok.pinned_ip().unwrap(), Some(ip("10.0.0.1")));
 }
 
 #[test]
@@ -775,7 +775,7 @@ fn malformed_login_ip_and_zero_prefix_source_address() {
             .unwrap();
     });
     let ok = validate(&cert, &ca, "alice", NOW).unwrap();
-    assert_eq!(ok.pinned_ip(), Some(ip("2001:db8::a")));
+    assert_eq!(ok.pinned_ip().unwrap(), Some(ip("2001:db8::a")));
     ok.check_source(ip("2001:db8::a")).unwrap();
     assert!(ok.check_source(ip("2001:db8::b")).is_err());
 }

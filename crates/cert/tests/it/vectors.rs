@@ -36,7 +36,7 @@ fn ssh_check(
 #[test]
 fn ssh_keygen_certificates_validate_with_ours() {
     let ok = ssh_check("ssh_cert_pinned_v4.pub", "alice").unwrap();
-    assert_eq!(ok.pinned_ip(), Some(ip("192.0.2.10")));
+    assert_eq!(ok.pinned_ip().unwrap(), Some(ip("192.0.2.10")));
     ok.check_source(ip("192.0.2.10")).unwrap();
     assert!(ok.check_source(ip("192.0.2.11")).is_err());
     assert_eq!(ok.permissions, Permissions::default());
@@ -61,7 +61,7 @@ fn ssh_keygen_certificates_validate_with_ours() {
 
     // ssh-keygen keeps the spelling it was given; sshd and ippin accept it
     let ok = ssh_check("ssh_cert_pinned_v6_upper.pub", "alice").unwrap();
-    assert_eq!(ok.pinned_ip(), Some(ip("2001:db8::7")));
+    assert_eq!(ok.pinned_ip().unwrap(), Some(ip("2001:db8::7")));
 
     let ok = ssh_check("ssh_cert_unpinned.pub", "alice").unwrap();
     assert_eq!(ok.source_address, None);
