@@ -201,3 +201,33 @@ fn an_identity_of_the_users_own_is_refused_before_ssh_runs() {
     assert_eq!(ran.code, Some(2), "{ran:?}");
     assert!(ran.stderr.contains("`-i`"), "{}", ran.stderr);
 }
+
+#[test]
+fn an_expired_certificate_is_offered_a_login_and_the_retry_succeeds() {
+    let s = setup();
+    // The login's key, certified again by the cluster's own SSH user CA, pinned to the login
+    // address but expired, written where `ippin login` put its certificate.
+    let signed = Command::new(peer("ssh-keygen"))
+        .arg("-q")
+        .arg("-s")
+        .arg(s.cluster.path("ca/ssh_user_ca"))
+        .args(["-I", "alice@expired", "-n", "alice"])
+        .args(["-V", "20200101:20200102"])
+        .args(["-O", "source-address=127.0.0.1/32"])
+        .arg(s.login.dir.path().join("ippin_ed25519.pub"))
+        .output()
+        .expect("run ssh-keygen");
+    assert!(signed.status.success(), "{signed:?}");
+    let ran = ippin_ssh(&s, &[], "127.0.0.1", s.cluster.addr(SSH), &password_line());
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.contains("user: alice\n"), "{ran:?}");
+    assert!(
+        ran.stderr.contains("ippin: refused (expired)")
+            && ran.stderr.contains("the certificate has expired (expired)")
+            && ran.stderr.contains(QUESTION),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(denials(&s.cluster, "expired"), 1);
+    assert_eq!(pinned(&s.login), ["127.0.0.1/32"]);
+}
