@@ -40,7 +40,7 @@
 //! | [`pin`] | [`x509_pin`](pin::x509_pin), [`x509_cert_pin`](pin::x509_cert_pin), [`ssh_pin`](pin::ssh_pin), audit text helpers |
 //! | [`users`] | [`User`] (roles, pin requirement, allowed OS logins), [`UserDirectory`] |
 //! | [`tls`] | [`decide`](tls::decide), [`decide_der`](tls::decide_der), [`check`](tls::check) (with audit), [`TlsVerdict`](tls::TlsVerdict), [`TlsAccess`](tls::TlsAccess), [`TlsDenyReason`](tls::TlsDenyReason), [`TlsEvent`](tls::TlsEvent), [`IdentityCache`](tls::IdentityCache) |
-//! | [`ssh`] | [`authorize`](ssh::authorize), [`AuthContext`](ssh::AuthContext) (its [`CertIdentity`](ssh::CertIdentity): where a certificate's user is read), [`Authorized`](ssh::Authorized) (the user, and the OS `login`), [`SshDenial`](ssh::SshDenial), [`SshDenyReason`](ssh::SshDenyReason), [`SshAuditEvent`](ssh::SshAuditEvent) and its records |
+//! | [`ssh`] | [`authorize`](ssh::authorize), [`refusal`](ssh::refusal) (the refusal banner read back on the client: [`RefusalScan`](ssh::refusal::RefusalScan)), [`AuthContext`](ssh::AuthContext) (its [`CertIdentity`](ssh::CertIdentity): where a certificate's user is read), [`Authorized`](ssh::Authorized) (the user, and the OS `login`), [`SshDenial`](ssh::SshDenial), [`SshDenyReason`](ssh::SshDenyReason), [`SshAuditEvent`](ssh::SshAuditEvent) and its records |
 //! | [`audit`] | [`AuditSink`](audit::AuditSink) and its fail-closed contract |
 //! | [`lockout`] | sans-IO login lockout and per-address throttling, bounded tables |
 //! | [`host`] | this host's own networks (loopback, interfaces, AnyIP routes), to refuse dials into itself |

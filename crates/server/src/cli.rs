@@ -41,6 +41,9 @@ pub enum Command {
     },
     /// Log in: get SSH and X.509 certificates (pinned when your roles say so).
     Login(LoginArgs),
+    /// Run OpenSSH with the certificate from `ippin login`; when it is refused as pinned
+    /// elsewhere, unpinned or expired, offer to log in again from here and retry once.
+    Ssh(crate::openssh::SshArgs),
     /// Inspect a PROXY header or a certificate.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -227,6 +230,7 @@ pub async fn run(cli: Cli) -> Outcome {
         }) => crate::users::add_command(&config, &name, &roles),
         Command::Serve { config } => crate::server::serve_command(&config).await,
         Command::Login(args) => crate::client::login_command(&args).await,
+        Command::Ssh(args) => crate::openssh::ssh_command(args).await,
         Command::Inspect(InspectCommand::Proxy { file }) => match read_input(file.as_deref()) {
             Ok(bytes) => crate::inspect::proxy(&bytes),
             Err(e) => Outcome::fail(1, format!("error: {e}\n")),

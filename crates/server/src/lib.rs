@@ -37,6 +37,7 @@ pub mod listen;
 pub mod login_guard;
 pub mod metrics;
 pub mod observe;
+pub mod openssh;
 pub mod outcome;
 pub mod propagation;
 pub mod server;

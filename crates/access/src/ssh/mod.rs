@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod decide;
 pub mod env;
+pub mod refusal;
 
 pub use audit::{
     AuthRecord, ExecRecord, ProxyRefusedRecord, SessionRecord, ShedRecord, SshAudit, SshAuditEvent,

@@ -35,6 +35,9 @@
 pub mod client;
 pub mod exec;
 mod handler;
+/// The refusal banner, for the client's test that reads it back (`crate::openssh`).
+#[cfg(test)]
+pub(crate) use handler::refusal_banner;
 pub mod session;
 mod text;
 pub mod wiring;

@@ -11,5 +11,6 @@ mod live;
 mod login;
 mod parity;
 mod proxy;
+mod relogin;
 pub(crate) mod serve;
 pub(crate) mod sessions;
