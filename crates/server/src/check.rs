@@ -324,6 +324,38 @@ mod tests {
         }
     }
 
+    /// A role with `pin_source_ip_prefix`: a network pin is checked by containment, the
+    /// report names the prefix, and the same certificate is too wide for an exact role.
+    #[test]
+    fn prefix_roles_accept_a_network_pin_from_inside_it() {
+        const PREFIX: &str = "kind: role\nversion: v7\nmetadata:\n  name: v6\nspec:\n  options:\n    pin_source_ip: true\n    pin_source_ip_prefix: {ipv6: 64}\n";
+        let der = x509_cert(Some("2001:db8:1:2::/64"), None, Profile::Ippin);
+        let out = run(&with_roles(
+            args(&der, "[2001:db8:1:2::99]:5000"),
+            &[PREFIX],
+        ));
+        assert_eq!(out.code, 0, "{}", out.stdout);
+        let got = decision(&out);
+        assert_eq!(got["decision"], "allow");
+        assert_eq!(got["pin_prefix"], json!({"ipv4": 32, "ipv6": 64}));
+        assert_eq!(got["pinned"], json!(["2001:db8:1:2::/64"]));
+        let out = run(&with_roles(args(&der, "[2001:db8:1:3::1]:5000"), &[PREFIX]));
+        assert_eq!(decision(&out)["reason"], "pinned_ip_mismatch");
+        // narrowest wins: with an exact pinning role beside it, the /64 is too wide
+        let out = run(&with_roles(
+            args(&der, "[2001:db8:1:2::99]:5000"),
+            &[PREFIX, PINNING],
+        ));
+        assert_eq!(out.code, 1);
+        let got = decision(&out);
+        assert_eq!(got["reason"], "pin_too_wide");
+        assert_eq!(
+            got.get("pin_prefix"),
+            None,
+            "exact is not reported as a prefix"
+        );
+    }
+
     #[test]
     fn port_zero_and_untrusted_flag() {
         let der = x509_cert(Some("192.0.2.10"), None, Profile::Ippin);

@@ -742,7 +742,10 @@ pub(crate) mod fixtures {
             .serial(0x1234)
             .profile(profile);
         if let Some(p) = pin {
-            b = b.pinned_ip(ip(p));
+            b = match p.parse::<ipnet::IpNet>() {
+                Ok(net) => b.pinned_network(net),
+                Err(_) => b.pinned_ip(ip(p)),
+            };
         }
         if let Some(l) = login {
             b = b.login_ip(ip(l));
