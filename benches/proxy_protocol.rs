@@ -1,4 +1,5 @@
-//! PROXY header parsing, side by side: ippin-proxy-protocol, ppp, proxy-header.
+//! PROXY header parsing, side by side: ippin-proxy-protocol, ppp, proxy-header,
+//! proxy-protocol-rs.
 //!
 //! One operation = parse the header at the start of the buffer (the SSH
 //! banner that follows stays untouched) and read the source IP, through
@@ -88,18 +89,27 @@ fn proxy_header(buf: &[u8]) -> Option<IpAddr> {
     header.proxied_address().map(|a| a.source.ip())
 }
 
+fn proxy_protocol_rs(buf: &[u8]) -> Option<IpAddr> {
+    let (header, _used) = proxy_protocol_rs::parse(buf).ok()?;
+    header.source_ip()
+}
+
 fn bench(c: &mut Criterion) {
     for (name, input) in inputs() {
-        // All three must read the same source, or the comparison is moot.
+        // All four must read the same source, or the comparison is moot.
         let want = ippin(&input);
         assert!(want.is_some(), "{name}");
         assert_eq!(ppp(&input), want, "{name}");
         assert_eq!(proxy_header(&input), want, "{name}");
+        assert_eq!(proxy_protocol_rs(&input), want, "{name}");
         let mut group = c.benchmark_group(format!("proxy_protocol/{name}"));
         group.bench_function("ippin", |b| b.iter(|| ippin(black_box(&input))));
         group.bench_function("ppp", |b| b.iter(|| ppp(black_box(&input))));
         group.bench_function("proxy-header", |b| {
             b.iter(|| proxy_header(black_box(&input)))
+        });
+        group.bench_function("proxy-protocol-rs", |b| {
+            b.iter(|| proxy_protocol_rs(black_box(&input)))
         });
         group.finish();
     }

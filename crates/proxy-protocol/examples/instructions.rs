@@ -2,7 +2,7 @@
 //! under valgrind (load-independent, unlike wall-clock time on a busy
 //! machine). See docs/benchmarks.md.
 //!
-//! `cargo run --release --example instructions -- <ippin|ppp|proxy-header|none> <input> <N>`
+//! `cargo run --release --example instructions -- <ippin|ppp|proxy-header|proxy-protocol-rs|none> <input> <N>`
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv6Addr};
@@ -68,16 +68,24 @@ fn proxy_header(buf: &[u8]) -> Option<IpAddr> {
     h.proxied_address().map(|a| a.source.ip())
 }
 
+fn proxy_protocol_rs(buf: &[u8]) -> Option<IpAddr> {
+    let (h, _) = proxy_protocol_rs::parse(buf).ok()?;
+    h.source_ip()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (which, input, n) = match args.as_slice() {
         [_, w, i, n] => (w.clone(), inputs(i), n.parse::<usize>().expect("N")),
-        _ => panic!("usage: instructions <ippin|ppp|proxy-header|none> <input> <N>"),
+        _ => panic!(
+            "usage: instructions <ippin|ppp|proxy-header|proxy-protocol-rs|none> <input> <N>"
+        ),
     };
     let f: fn(&[u8]) -> Option<IpAddr> = match which.as_str() {
         "ippin" => ippin,
         "ppp" => ppp,
         "proxy-header" => proxy_header,
+        "proxy-protocol-rs" => proxy_protocol_rs,
         // The harness alone: a baseline to subtract.
         _ => |buf: &[u8]| buf.first().map(|&b| IpAddr::from([b, 0, 0, 0])),
     };
