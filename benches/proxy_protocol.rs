@@ -7,6 +7,9 @@
 //! every v2 TLV (and would verify a CRC32C) before returning; the peers
 //! look at TLVs only when asked.
 //!
+//! Each group also times a floor (`floor_v1`, `floor_v2` below): the least
+//! work any parser must do, so ippin can be reported as a multiple of it.
+//!
 //! Run: `cargo bench -p ippin-benches --bench proxy_protocol`
 
 use std::hint::black_box;
@@ -94,6 +97,45 @@ fn proxy_protocol_rs(buf: &[u8]) -> Option<IpAddr> {
     header.source_ip()
 }
 
+/// The v2 floor: the 12-byte signature compared, then the addresses and ports
+/// loaded with no validation at all (version, command, family, length and TLVs
+/// unread; only the bounds check safe code needs). Not a parser: the least any
+/// parser must do to return the source.
+fn floor_v2(buf: &[u8]) -> Option<IpAddr> {
+    const SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+    let (head, rest) = buf.split_first_chunk::<16>()?;
+    if head[..12] != SIG {
+        return None;
+    }
+    if head[13] >> 4 == 2 {
+        let b = rest.first_chunk::<36>()?;
+        let src = Ipv6Addr::from(*b.first_chunk::<16>()?);
+        black_box(Ipv6Addr::from(*b[16..].first_chunk::<16>()?));
+        black_box((&b[32..34], &b[34..36]));
+        Some(src.into())
+    } else {
+        let b = rest.first_chunk::<12>()?;
+        let src = std::net::Ipv4Addr::from(*b.first_chunk::<4>()?);
+        black_box(std::net::Ipv4Addr::from(*b[4..].first_chunk::<4>()?));
+        black_box((&b[8..10], &b[10..12]));
+        Some(src.into())
+    }
+}
+
+/// The v1 floor: one pass over the line's bytes that does nothing but find
+/// `\r\n` (at most 107 bytes, the longest line). Returns the line's length.
+fn floor_v1(buf: &[u8]) -> Option<usize> {
+    let line = &buf[..buf.len().min(107)];
+    let mut prev = 0u8;
+    for (i, &b) in line.iter().enumerate() {
+        if prev == b'\r' && b == b'\n' {
+            return Some(i + 1);
+        }
+        prev = b;
+    }
+    None
+}
+
 fn bench(c: &mut Criterion) {
     for (name, input) in inputs() {
         // All four must read the same source, or the comparison is moot.
@@ -102,7 +144,20 @@ fn bench(c: &mut Criterion) {
         assert_eq!(ppp(&input), want, "{name}");
         assert_eq!(proxy_header(&input), want, "{name}");
         assert_eq!(proxy_protocol_rs(&input), want, "{name}");
+        // The floors find the same line end / source.
+        let used = ippin_proxy_protocol::parse(&input).unwrap().1;
+        let v1 = name.starts_with("v1");
+        if v1 {
+            assert_eq!(floor_v1(&input), Some(used), "{name}");
+        } else {
+            assert_eq!(floor_v2(&input), want, "{name}");
+        }
         let mut group = c.benchmark_group(format!("proxy_protocol/{name}"));
+        if v1 {
+            group.bench_function("floor", |b| b.iter(|| floor_v1(black_box(&input))));
+        } else {
+            group.bench_function("floor", |b| b.iter(|| floor_v2(black_box(&input))));
+        }
         group.bench_function("ippin", |b| b.iter(|| ippin(black_box(&input))));
         group.bench_function("ppp", |b| b.iter(|| ppp(black_box(&input))));
         group.bench_function("proxy-header", |b| {

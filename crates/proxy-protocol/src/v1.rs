@@ -217,9 +217,16 @@ pub(crate) fn parse(buf: &[u8]) -> Result<(Header<'_>, usize), Error> {
 fn fast(buf: &[u8]) -> Option<(V1Addrs, usize)> {
     let (head, _) = buf.split_first_chunk::<11>()?;
     let mut i = 11;
-    let addrs = match head {
-        b"PROXY TCP4 " => return fast_tcp4(buf),
-        b"PROXY TCP6 " => {
+    // `PROXY TC` and `CP4 ` / `CP6 ` as two overlapping word compares.
+    let (Some(first), Some(last)) = (head.first_chunk::<8>(), head.last_chunk::<4>()) else {
+        return None;
+    };
+    if u64::from_le_bytes(*first) != u64::from_le_bytes(*b"PROXY TC") {
+        return None;
+    }
+    let addrs = match u32::from_le_bytes(*last) {
+        w if w == u32::from_le_bytes(*b"CP4 ") => return fast_tcp4(buf),
+        w if w == u32::from_le_bytes(*b"CP6 ") => {
             if let Some(found) = fast_tcp6(buf) {
                 return Some(found);
             }
@@ -264,14 +271,18 @@ const WINDOW6: usize = 128;
 /// dotted tail, which [`fast_ipv6`] or the precise parser then handle.
 #[inline]
 fn fast_tcp6(buf: &[u8]) -> Option<(V1Addrs, usize)> {
-    let mut pad = [0u8; WINDOW6];
-    let w: &[u8; WINDOW6] = match buf.first_chunk::<WINDOW6>() {
-        Some(w) => w,
+    match buf.first_chunk::<WINDOW6>() {
+        Some(w) => tcp6_window(w),
         None => {
+            let mut pad = [0u8; WINDOW6];
             pad.get_mut(..buf.len())?.copy_from_slice(buf);
-            &pad
+            tcp6_window(&pad)
         }
-    };
+    }
+}
+
+#[inline(always)]
+fn tcp6_window(w: &[u8; WINDOW6]) -> Option<(V1Addrs, usize)> {
     let mut i = 11;
     let src = w_ipv6(w, &mut i)?;
     let dst = w_ipv6(w, &mut i)?;
@@ -365,16 +376,21 @@ fn w_ipv6(w: &[u8; WINDOW6], i: &mut usize) -> Option<Ipv6Addr> {
 /// `PROXY TCP4 …\r\n` over a fixed 64-byte window. Input shorter than the
 /// window is copied into a zero-padded one: a zero byte is neither a digit
 /// nor a separator, so the parse stops there and returns `None`.
-#[inline]
+#[inline(never)]
 fn fast_tcp4(buf: &[u8]) -> Option<(V1Addrs, usize)> {
-    let mut pad = [0u8; WINDOW];
-    let w: &[u8; WINDOW] = match buf.first_chunk::<WINDOW>() {
-        Some(w) => w,
+    // The pad is zeroed only when it is used.
+    match buf.first_chunk::<WINDOW>() {
+        Some(w) => tcp4_window(w),
         None => {
+            let mut pad = [0u8; WINDOW];
             pad.get_mut(..buf.len())?.copy_from_slice(buf);
-            &pad
+            tcp4_window(&pad)
         }
-    };
+    }
+}
+
+#[inline(always)]
+fn tcp4_window(w: &[u8; WINDOW]) -> Option<(V1Addrs, usize)> {
     let mut i = 11;
     let src = w_ipv4(w, &mut i, b' ')?;
     let dst = w_ipv4(w, &mut i, b' ')?;
