@@ -122,18 +122,28 @@ fn floor_v2(buf: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// The v1 floor: one pass over the line's bytes that does nothing but find
-/// `\r\n` (at most 107 bytes, the longest line). Returns the line's length.
+/// The v1 floor: one pass over the line's bytes (at most 107, the longest
+/// line) that does nothing but find `\r\n`, eight bytes at a time. Returns
+/// the line's length.
 fn floor_v1(buf: &[u8]) -> Option<usize> {
-    let line = &buf[..buf.len().min(107)];
-    let mut prev = 0u8;
-    for (i, &b) in line.iter().enumerate() {
-        if prev == b'\r' && b == b'\n' {
-            return Some(i + 1);
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let line = buf.get(..buf.len().min(107))?;
+    // The first LF, a word at a time (the lowest flagged byte is exact);
+    // the line ends there if a CR precedes it.
+    let end = |i: usize| (i > 0 && line.get(i - 1) == Some(&b'\r')).then_some(i + 1);
+    let mut words = line.chunks_exact(8);
+    let mut base = 0;
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().ok()?);
+        let x = w ^ (ONES * u64::from(b'\n'));
+        let lf = x.wrapping_sub(ONES) & !x & (ONES << 7);
+        if lf != 0 {
+            return end(base + lf.trailing_zeros() as usize / 8);
         }
-        prev = b;
+        base += 8;
     }
-    None
+    let tail = words.remainder();
+    end(base + tail.iter().position(|&b| b == b'\n')?)
 }
 
 fn bench(c: &mut Criterion) {
