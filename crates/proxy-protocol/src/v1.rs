@@ -295,7 +295,11 @@ const WINDOW6: usize = 128;
 fn fast_tcp6(buf: &[u8]) -> Option<(V1Addrs, usize)> {
     match buf.first_chunk::<WINDOW6>() {
         Some(w) => tcp6_window(w),
-        None => tcp6_window(&padded::<WINDOW6, { WINDOW6 / 2 }>(buf)?),
+        None => {
+            let mut pad = [0u8; WINDOW6];
+            pad.get_mut(..buf.len())?.copy_from_slice(buf);
+            tcp6_window(&pad)
+        }
     }
 }
 
@@ -380,16 +384,11 @@ fn w_ipv6(w: &[u8; WINDOW6], i: &mut usize) -> Option<Ipv6Addr> {
         None => {}
         Some(_) if n > 7 => return None,
         Some(g) => {
-            // The groups after the gap move to the end: as one 128-bit
-            // word (unwritten groups are zero), the bits below the first
-            // `g` groups shift right by the `8 - n` groups `::` stands for.
-            let word = u128::from(Ipv6Addr::from(groups));
-            let head = u128::MAX
-                .checked_shl(128 - 16 * u32::try_from(g).ok()?)
-                .unwrap_or(0);
-            let shift = 16 * u32::try_from(8 - n).ok()?;
-            *i = j + 1;
-            return Some(Ipv6Addr::from((word & head) | ((word & !head) >> shift)));
+            let tail = n - g;
+            groups.copy_within(g..n, 8 - tail);
+            for slot in groups.iter_mut().skip(g).take(8 - n) {
+                *slot = 0;
+            }
         }
     }
     *i = j + 1;
