@@ -1,10 +1,14 @@
-//! PROXY header parsing, side by side: ippin-proxy-protocol, ppp, proxy-header.
+//! PROXY header parsing, side by side: ippin-proxy-protocol, ppp, proxy-header,
+//! proxy-protocol-rs.
 //!
 //! One operation = parse the header at the start of the buffer (the SSH
 //! banner that follows stays untouched) and read the source IP, through
 //! each crate's general entry point (v1/v2 auto-detected). ippin validates
 //! every v2 TLV (and would verify a CRC32C) before returning; the peers
 //! look at TLVs only when asked.
+//!
+//! Each group also times a floor (`floor_v1`, `floor_v2` below): the least
+//! work any parser must do, so ippin can be reported as a multiple of it.
 //!
 //! Run: `cargo bench -p ippin-benches --bench proxy_protocol`
 
@@ -88,18 +92,89 @@ fn proxy_header(buf: &[u8]) -> Option<IpAddr> {
     header.proxied_address().map(|a| a.source.ip())
 }
 
+fn proxy_protocol_rs(buf: &[u8]) -> Option<IpAddr> {
+    let (header, _used) = proxy_protocol_rs::parse(buf).ok()?;
+    header.source_ip()
+}
+
+/// The v2 floor: the 12-byte signature compared, then the addresses and ports
+/// loaded with no validation at all (version, command, family, length and TLVs
+/// unread; only the bounds check safe code needs). Not a parser: the least any
+/// parser must do to return the source.
+fn floor_v2(buf: &[u8]) -> Option<IpAddr> {
+    const SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+    let (head, rest) = buf.split_first_chunk::<16>()?;
+    if head[..12] != SIG {
+        return None;
+    }
+    if head[13] >> 4 == 2 {
+        let b = rest.first_chunk::<36>()?;
+        let src = Ipv6Addr::from(*b.first_chunk::<16>()?);
+        black_box(Ipv6Addr::from(*b[16..].first_chunk::<16>()?));
+        black_box((&b[32..34], &b[34..36]));
+        Some(src.into())
+    } else {
+        let b = rest.first_chunk::<12>()?;
+        let src = std::net::Ipv4Addr::from(*b.first_chunk::<4>()?);
+        black_box(std::net::Ipv4Addr::from(*b[4..].first_chunk::<4>()?));
+        black_box((&b[8..10], &b[10..12]));
+        Some(src.into())
+    }
+}
+
+/// The v1 floor: one pass over the line's bytes (at most 107, the longest
+/// line) that does nothing but find `\r\n`, eight bytes at a time. Returns
+/// the line's length.
+fn floor_v1(buf: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let line = buf.get(..buf.len().min(107))?;
+    // The first LF, a word at a time (the lowest flagged byte is exact);
+    // the line ends there if a CR precedes it.
+    let end = |i: usize| (i > 0 && line.get(i - 1) == Some(&b'\r')).then_some(i + 1);
+    let mut words = line.chunks_exact(8);
+    let mut base = 0;
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().ok()?);
+        let x = w ^ (ONES * u64::from(b'\n'));
+        let lf = x.wrapping_sub(ONES) & !x & (ONES << 7);
+        if lf != 0 {
+            return end(base + lf.trailing_zeros() as usize / 8);
+        }
+        base += 8;
+    }
+    let tail = words.remainder();
+    end(base + tail.iter().position(|&b| b == b'\n')?)
+}
+
 fn bench(c: &mut Criterion) {
     for (name, input) in inputs() {
-        // All three must read the same source, or the comparison is moot.
+        // All four must read the same source, or the comparison is moot.
         let want = ippin(&input);
         assert!(want.is_some(), "{name}");
         assert_eq!(ppp(&input), want, "{name}");
         assert_eq!(proxy_header(&input), want, "{name}");
+        assert_eq!(proxy_protocol_rs(&input), want, "{name}");
+        // The floors find the same line end / source.
+        let used = ippin_proxy_protocol::parse(&input).unwrap().1;
+        let v1 = name.starts_with("v1");
+        if v1 {
+            assert_eq!(floor_v1(&input), Some(used), "{name}");
+        } else {
+            assert_eq!(floor_v2(&input), want, "{name}");
+        }
         let mut group = c.benchmark_group(format!("proxy_protocol/{name}"));
+        if v1 {
+            group.bench_function("floor", |b| b.iter(|| floor_v1(black_box(&input))));
+        } else {
+            group.bench_function("floor", |b| b.iter(|| floor_v2(black_box(&input))));
+        }
         group.bench_function("ippin", |b| b.iter(|| ippin(black_box(&input))));
         group.bench_function("ppp", |b| b.iter(|| ppp(black_box(&input))));
         group.bench_function("proxy-header", |b| {
             b.iter(|| proxy_header(black_box(&input)))
+        });
+        group.bench_function("proxy-protocol-rs", |b| {
+            b.iter(|| proxy_protocol_rs(black_box(&input)))
         });
         group.finish();
     }

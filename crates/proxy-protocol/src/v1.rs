@@ -216,29 +216,58 @@ pub(crate) fn parse(buf: &[u8]) -> Result<(Header<'_>, usize), Error> {
 #[inline]
 fn fast(buf: &[u8]) -> Option<(V1Addrs, usize)> {
     let (head, _) = buf.split_first_chunk::<11>()?;
-    let mut i = 11;
-    let addrs = match head {
-        b"PROXY TCP4 " => return fast_tcp4(buf),
-        b"PROXY TCP6 " => {
-            if let Some(found) = fast_tcp6(buf) {
-                return Some(found);
-            }
-            // Embedded IPv4 tails and other rarer forms.
-            let src = fast_ipv6(buf, &mut i)?;
-            let dst = fast_ipv6(buf, &mut i)?;
-            let sport = fast_port(buf, &mut i, b' ')?;
-            let dport = fast_port(buf, &mut i, b'\r')?;
-            V1Addrs::Tcp6(
-                SocketAddrV6::new(src, sport, 0, 0),
-                SocketAddrV6::new(dst, dport, 0, 0),
-            )
-        }
-        _ => return None,
+    // `PROXY TC` and `CP4 ` / `CP6 ` as two overlapping word compares.
+    let (Some(first), Some(last)) = (head.first_chunk::<8>(), head.last_chunk::<4>()) else {
+        return None;
     };
+    if u64::from_le_bytes(*first) != u64::from_le_bytes(*b"PROXY TC") {
+        return None;
+    }
+    match u32::from_le_bytes(*last) {
+        w if w == u32::from_le_bytes(*b"CP4 ") => fast_tcp4(buf),
+        w if w == u32::from_le_bytes(*b"CP6 ") => fast_tcp6_any(buf),
+        _ => None,
+    }
+}
+
+/// `PROXY TCP6 …\r\n`: the window path, then the embedded IPv4 tails and
+/// other rarer forms. Out of line, so that the TCP4 path's caller keeps a
+/// small stack frame.
+#[inline(never)]
+fn fast_tcp6_any(buf: &[u8]) -> Option<(V1Addrs, usize)> {
+    if let Some(found) = fast_tcp6(buf) {
+        return Some(found);
+    }
+    let mut i = 11;
+    let src = fast_ipv6(buf, &mut i)?;
+    let dst = fast_ipv6(buf, &mut i)?;
+    let sport = fast_port(buf, &mut i, b' ')?;
+    let dport = fast_port(buf, &mut i, b'\r')?;
+    let addrs = V1Addrs::Tcp6(
+        SocketAddrV6::new(src, sport, 0, 0),
+        SocketAddrV6::new(dst, dport, 0, 0),
+    );
     if buf.get(i) != Some(&b'\n') || i >= MAX_V1_LEN {
         return None;
     }
     Some((addrs, i + 1))
+}
+
+/// `buf` (shorter than `N`) copied into a zero-padded window. From half a
+/// window up, two fixed-size copies (the second ending at `buf`'s end, the
+/// two overlapping) instead of a call to `memcpy` for a variable length.
+#[inline(always)]
+fn padded<const N: usize, const H: usize>(buf: &[u8]) -> Option<[u8; N]> {
+    let mut pad = [0u8; N];
+    let len = buf.len();
+    match (buf.first_chunk::<H>(), buf.last_chunk::<H>()) {
+        (Some(head), Some(tail)) if len <= N => {
+            *pad.first_chunk_mut::<H>()? = *head;
+            *pad.get_mut(len - H..)?.first_chunk_mut::<H>()? = *tail;
+        }
+        _ => pad.get_mut(..len)?.copy_from_slice(buf),
+    }
+    Some(pad)
 }
 
 /// The window the TCP4 fast path reads from: the longest TCP4 line
@@ -264,14 +293,18 @@ const WINDOW6: usize = 128;
 /// dotted tail, which [`fast_ipv6`] or the precise parser then handle.
 #[inline]
 fn fast_tcp6(buf: &[u8]) -> Option<(V1Addrs, usize)> {
-    let mut pad = [0u8; WINDOW6];
-    let w: &[u8; WINDOW6] = match buf.first_chunk::<WINDOW6>() {
-        Some(w) => w,
+    match buf.first_chunk::<WINDOW6>() {
+        Some(w) => tcp6_window(w),
         None => {
+            let mut pad = [0u8; WINDOW6];
             pad.get_mut(..buf.len())?.copy_from_slice(buf);
-            &pad
+            tcp6_window(&pad)
         }
-    };
+    }
+}
+
+#[inline(always)]
+fn tcp6_window(w: &[u8; WINDOW6]) -> Option<(V1Addrs, usize)> {
     let mut i = 11;
     let src = w_ipv6(w, &mut i)?;
     let dst = w_ipv6(w, &mut i)?;
@@ -365,16 +398,17 @@ fn w_ipv6(w: &[u8; WINDOW6], i: &mut usize) -> Option<Ipv6Addr> {
 /// `PROXY TCP4 …\r\n` over a fixed 64-byte window. Input shorter than the
 /// window is copied into a zero-padded one: a zero byte is neither a digit
 /// nor a separator, so the parse stops there and returns `None`.
-#[inline]
+#[inline(never)]
 fn fast_tcp4(buf: &[u8]) -> Option<(V1Addrs, usize)> {
-    let mut pad = [0u8; WINDOW];
-    let w: &[u8; WINDOW] = match buf.first_chunk::<WINDOW>() {
-        Some(w) => w,
-        None => {
-            pad.get_mut(..buf.len())?.copy_from_slice(buf);
-            &pad
-        }
-    };
+    // The pad is zeroed only when it is used.
+    match buf.first_chunk::<WINDOW>() {
+        Some(w) => tcp4_window(w),
+        None => tcp4_window(&padded::<WINDOW, { WINDOW / 2 }>(buf)?),
+    }
+}
+
+#[inline(always)]
+fn tcp4_window(w: &[u8; WINDOW]) -> Option<(V1Addrs, usize)> {
     let mut i = 11;
     let src = w_ipv4(w, &mut i, b' ')?;
     let dst = w_ipv4(w, &mut i, b' ')?;
@@ -390,30 +424,35 @@ fn fast_tcp4(buf: &[u8]) -> Option<(V1Addrs, usize)> {
     ))
 }
 
-/// A decimal 0..=255 without leading zero, then `end`.
+/// A decimal 0..=255 without leading zero, then `end` (never a digit).
+/// Branches on "is the next byte a digit", the three digits loaded up front.
 #[inline(always)]
 fn w_u8(w: &[u8; WINDOW], i: &mut usize, end: u8) -> Option<u8> {
     let j = *i;
     let d0 = at(w, j).wrapping_sub(b'0');
-    let b1 = at(w, j + 1);
+    let d1 = at(w, j + 1).wrapping_sub(b'0');
+    let d2 = at(w, j + 2).wrapping_sub(b'0');
     if d0 > 9 {
         return None;
     }
-    if b1 == end {
+    if d1 > 9 {
+        if at(w, j + 1) != end {
+            return None;
+        }
         *i = j + 2;
         return Some(d0);
     }
-    let d1 = b1.wrapping_sub(b'0');
-    let b2 = at(w, j + 2);
-    if d0 == 0 || d1 > 9 {
+    if d0 == 0 {
         return None;
     }
-    if b2 == end {
+    if d2 > 9 {
+        if at(w, j + 2) != end {
+            return None;
+        }
         *i = j + 3;
         return Some(d0 * 10 + d1);
     }
-    let d2 = b2.wrapping_sub(b'0');
-    if d2 > 9 || at(w, j + 3) != end {
+    if at(w, j + 3) != end {
         return None;
     }
     *i = j + 4;

@@ -35,9 +35,118 @@ pub(crate) fn block_len(family: u8) -> Option<u16> {
     }
 }
 
+/// The 16 fixed bytes of a PROXY TCP4 header, length bytes zero.
+const PROXY_TCP4: u128 = u128::from_be_bytes(fixed(0x11));
+/// The 16 fixed bytes of a PROXY TCP6 header, length bytes zero.
+const PROXY_TCP6: u128 = u128::from_be_bytes(fixed(0x21));
+
+/// The 16 fixed bytes of a PROXY TCP4 header of length 12 (no TLVs), as a
+/// native-endian word.
+const BARE_TCP4: u128 = u128::from_ne_bytes({
+    let mut f = fixed(0x11);
+    f[15] = 12;
+    f
+});
+
+const fn fixed(family: u8) -> [u8; FIXED_LEN] {
+    let mut out = [0; FIXED_LEN];
+    let mut i = 0;
+    while i < SIGNATURE.len() {
+        out[i] = SIGNATURE[i];
+        i += 1;
+    }
+    out[12] = 0x21;
+    out[13] = family;
+    out
+}
+
 /// Parses a v2 header at the start of `buf` (which begins with `0x0D`).
+///
+/// PROXY TCP4 and TCP6, what load balancers send, take a fast path: the
+/// signature, version, command and family are one 14-byte compare, which
+/// leaves the length and the TLVs to check. Anything else, and every error
+/// before the TLVs, goes to [`parse_general`], which checks the same rules
+/// one by one and names the first that fails.
 #[inline]
 pub(crate) fn parse(buf: &[u8], max_len: usize) -> Result<(Header<'_>, usize), Error> {
+    if let Some((fixed, rest)) = buf.split_first_chunk::<FIXED_LEN>() {
+        // A bare PROXY TCP4 header, length 12: all 16 fixed bytes in one compare.
+        if u128::from_ne_bytes(*fixed) == BARE_TCP4
+            && max_len >= FIXED_LEN + 12
+            && let Some(&[a, b, c, d, _, _, _, _, p0, p1, _, _]) = rest.first_chunk::<12>()
+            && let Some(raw) = buf.get(..FIXED_LEN + 12)
+        {
+            let src = SocketAddr::V4(v4([a, b, c, d], u16::from_be_bytes([p0, p1])));
+            let header = Header::V2(V2Header {
+                raw,
+                crc: Crc32cStatus::Absent,
+                src: Some(src),
+            });
+            return Ok((header, FIXED_LEN + 12));
+        }
+        let word = u128::from_be_bytes(*fixed);
+        let len = usize::from(word as u16);
+        let total = FIXED_LEN + len;
+        let prefix = word & !0xFFFF;
+        if total <= max_len
+            && let Some(raw) = buf.get(..total)
+        {
+            if prefix == PROXY_TCP4
+                && let Some((&[a, b, c, d, _, _, _, _, p0, p1, _, _], area)) = raw
+                    .get(FIXED_LEN..)
+                    .and_then(|r| r.split_first_chunk::<12>())
+            {
+                let src = SocketAddr::V4(v4([a, b, c, d], u16::from_be_bytes([p0, p1])));
+                return finish(raw, area, FIXED_LEN + 12, src);
+            }
+            if prefix == PROXY_TCP6
+                && let Some((block, area)) = raw
+                    .get(FIXED_LEN..)
+                    .and_then(|r| r.split_first_chunk::<36>())
+                && let (Some(ip), Some(&[p0, p1])) = (block.first_chunk::<16>(), block.get(32..34))
+            {
+                let src = SocketAddr::V6(v6(*ip, u16::from_be_bytes([p0, p1])));
+                return finish(raw, area, FIXED_LEN + 36, src);
+            }
+        }
+    }
+    parse_general(buf, max_len)
+}
+
+/// The fast path's end: the TLV area checked as in [`parse_general`].
+#[inline(always)]
+fn finish<'a>(
+    raw: &'a [u8],
+    area: &[u8],
+    area_start: usize,
+    src: SocketAddr,
+) -> Result<(Header<'a>, usize), Error> {
+    let crc = if area.is_empty() {
+        Crc32cStatus::Absent
+    } else {
+        check_area(raw, area, area_start)?
+    };
+    let header = Header::V2(V2Header {
+        raw,
+        crc,
+        src: Some(src),
+    });
+    Ok((header, raw.len()))
+}
+
+/// Every TLV of a non-empty area, and the CRC32C when there is one. Out of
+/// line, so that the bare headers' path stays small where it is inlined.
+#[inline(never)]
+fn check_area(raw: &[u8], area: &[u8], area_start: usize) -> Result<Crc32cStatus, Error> {
+    match tlv::validate(area, area_start)? {
+        None => Ok(Crc32cStatus::Absent),
+        Some((at, received)) => verify_crc(raw, area_start + at, received),
+    }
+}
+
+/// Parses a v2 header at the start of `buf`, every rule checked in turn.
+#[inline(never)]
+fn parse_general(buf: &[u8], max_len: usize) -> Result<(Header<'_>, usize), Error> {
     let Some((fixed, _)) = buf.split_first_chunk::<FIXED_LEN>() else {
         return Err(check_prefix(buf));
     };
@@ -266,4 +375,105 @@ pub(crate) fn encode_head(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    /// A header whose 14-byte prefix is PROXY TCP4 or TCP6 (the fast path's
+    /// gate), with an arbitrary length and body, and a CRC32C filled in or not.
+    fn near_fast() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop_oneof![Just(0x11u8), Just(0x21u8)],
+            proptest::collection::vec(any::<u8>(), 0..80),
+            any::<u16>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..8),
+        )
+            .prop_map(|(family, body, len_pick, exact, tail)| {
+                let mut out = super::SIGNATURE.to_vec();
+                out.extend_from_slice(&[0x21, family]);
+                let len = if exact {
+                    u16::try_from(body.len()).unwrap_or(0)
+                } else {
+                    len_pick % 96
+                };
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&body);
+                out.extend_from_slice(&tail);
+                out
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The fast path returns exactly what the general parser returns:
+        /// the same header, bytes used, or error.
+        #[test]
+        fn fast_and_general_agree_near_the_fast_prefix(
+            bytes in near_fast(),
+            max in prop_oneof![Just(4096usize), 0usize..80],
+        ) {
+            prop_assert_eq!(super::parse(&bytes, max), super::parse_general(&bytes, max));
+            for cut in 0..bytes.len() {
+                let b = bytes.get(..cut).unwrap_or_default();
+                prop_assert_eq!(super::parse(b, max), super::parse_general(b, max));
+            }
+        }
+
+        /// The same on TLV areas built from valid TLVs (so that the fast path
+        /// gets past the length checks), with a CRC32C when `crc`.
+        #[test]
+        fn fast_and_general_agree_with_tlvs(
+            family in prop_oneof![Just(0x11u8), Just(0x21u8)],
+            block in proptest::collection::vec(any::<u8>(), 36),
+            tlvs in proptest::collection::vec((prop_oneof![Just(0x01u8), Just(0x02), Just(0x04), Just(0x05), Just(0x30), any::<u8>()], proptest::collection::vec(any::<u8>(), 0..20)), 0..4),
+            crc in any::<bool>(),
+            flip in any::<Option<(usize, u8)>>(),
+        ) {
+            let block_len = if family == 0x11 { 12 } else { 36 };
+            let mut body = block.get(..block_len).unwrap_or_default().to_vec();
+            for (kind, value) in &tlvs {
+                body.push(*kind);
+                body.extend_from_slice(&u16::try_from(value.len()).unwrap_or(0).to_be_bytes());
+                body.extend_from_slice(value);
+            }
+            let crc_at = body.len() + 3;
+            if crc {
+                body.extend_from_slice(&[0x03, 0, 4, 0, 0, 0, 0]);
+            }
+            let mut h = super::SIGNATURE.to_vec();
+            h.extend_from_slice(&[0x21, family]);
+            h.extend_from_slice(&u16::try_from(body.len()).unwrap_or(0).to_be_bytes());
+            h.extend_from_slice(&body);
+            if crc {
+                let at = super::FIXED_LEN + crc_at;
+                let sum = crc32c::crc32c(&h);
+                h[at..at + 4].copy_from_slice(&sum.to_be_bytes());
+            }
+            if let Some((at, x)) = flip {
+                let i = at % h.len();
+                h[i] ^= x;
+            }
+            prop_assert_eq!(super::parse(&h, 4096), super::parse_general(&h, 4096));
+        }
+    }
+
+    /// The bare TCP4 path accepts the plain header and keeps the length bound.
+    #[test]
+    fn bare_tcp4_is_accepted_and_bounded() {
+        let mut h = super::SIGNATURE.to_vec();
+        h.extend_from_slice(&[
+            0x21, 0x11, 0, 12, 198, 51, 100, 7, 203, 0, 113, 10, 0xC8, 0x22, 1, 0xBB,
+        ]);
+        h.extend_from_slice(b"SSH-2.0-x\r\n");
+        let (header, used) = super::parse(&h, 4096).unwrap();
+        assert_eq!(used, 28);
+        assert_eq!(header.source(), Some("198.51.100.7:51234".parse().unwrap()));
+        // Below the fixed bound of the configuration: refused, as by the general path.
+        assert_eq!(super::parse(&h, 27), super::parse_general(&h, 27));
+        assert!(super::parse(&h, 27).is_err());
+    }
 }

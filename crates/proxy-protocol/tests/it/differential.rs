@@ -1,4 +1,21 @@
-//! Differential tests against `ppp` and `proxy-header`.
+//! Differential tests against `ppp`, `proxy-header` and `proxy-protocol-rs`.
+//!
+//! Where all four accept, they agree on the bytes used and the source (proptest below).
+//! Every input where we deliberately differ is a row of [`differences`], asserted outcome by
+//! outcome for every parser; the table is also in docs/proxy-protocol.md.
+//!
+//! `proxy-protocol-rs` 0.8 (`proxy_protocol_rs::parse`) against the spec and ippin:
+//!
+//! * it accepts what we refuse: `+` and leading zeros in v1 ports (it uses `u16::from_str`);
+//!   AUTHORITY and NETNS values that are not UTF-8 (decoded lossily); repeated TLVs of one
+//!   type (the last wins); and, on a LOCAL header that carries an address block, anything
+//!   after it: it reads the TLVs from the start of the block, drops whatever fails to parse,
+//!   so a bad CRC32C, malformed or leftover TLV bytes there go unchecked;
+//! * it refuses what we accept: a v1 `PROXY UNKNOWN` line whose (ignored) rest is not UTF-8;
+//! * where it agrees with us against `ppp` or `proxy-header`: one space after `PROXY`, the
+//!   protocol word, the 107-byte line, a lone LF, `UNKNOWN` with fields, LOCAL addresses not
+//!   exposed, CRC32C, TLVs filling the length, UNIQUE_ID's 128 bytes, PROXY with UNSPEC, a
+//!   length shorter than the address block.
 
 use std::net::SocketAddr;
 
@@ -58,6 +75,15 @@ pub(crate) fn ppp(input: &[u8]) -> Outcome {
     }
 }
 
+pub(crate) fn pprs(input: &[u8]) -> Outcome {
+    use proxy_protocol_rs::ParseError;
+    match proxy_protocol_rs::parse(input) {
+        Ok((h, used)) => Outcome::Accept(h.source_inet(), used),
+        Err(ParseError::Incomplete) => Outcome::Incomplete,
+        Err(_) => Outcome::Reject,
+    }
+}
+
 pub(crate) fn proxy_header(input: &[u8]) -> Outcome {
     use proxy_header::{Error, ParseConfig, ProxyHeader};
     match ProxyHeader::parse(input, ParseConfig::default()) {
@@ -80,6 +106,8 @@ pub(crate) struct Difference {
     pub(crate) ours: Outcome,
     pub(crate) ppp: Outcome,
     pub(crate) proxy_header: Outcome,
+    /// `proxy-protocol-rs`.
+    pub(crate) pprs: Outcome,
     /// The spec's reason, paraphrased (docs/proxy-protocol.md lists them).
     pub(crate) why: &'static str,
 }
@@ -94,74 +122,101 @@ fn with(tail: &[u8]) -> Vec<u8> {
 /// Keep in step with the table in docs/proxy-protocol.md.
 pub(crate) fn differences() -> Vec<Difference> {
     let s = src("198.51.100.7:51234");
-    let d = |input: &[u8], ours, ppp, proxy_header, why| Difference {
+    let d = |input: &[u8], ours, ppp, proxy_header, pprs, why| Difference {
         input: input.to_vec(),
         ours,
         ppp,
         proxy_header,
+        pprs,
         why,
     };
+    let local = |tail: &[u8]| {
+        let mut body = tcp4_block();
+        body.extend_from_slice(tail);
+        v2(0x20, 0x11, &body)
+    };
     vec![
-        d(b"PROXY TCP4 1.2.3.4 5.6.7.8 +80 443\r\n", Reject, Accept(src("1.2.3.4:80"), 36), Accept(src("1.2.3.4:80"), 36),
+        d(b"PROXY TCP4 1.2.3.4 5.6.7.8 +80 443\r\n", Reject, Accept(src("1.2.3.4:80"), 36), Accept(src("1.2.3.4:80"), 36), Accept(src("1.2.3.4:80"), 36),
           "ports are decimal digits only"),
-        d(b"PROXY TCP4 1.2.3.4 5.6.7.8 080 443\r\n", Reject, Reject, Accept(src("1.2.3.4:80"), 36),
+        d(b"PROXY TCP4 1.2.3.4 5.6.7.8 080 443\r\n", Reject, Reject, Accept(src("1.2.3.4:80"), 36), Accept(src("1.2.3.4:80"), 36),
           "no leading zeros in ports (octal confusion)"),
-        d(b"PROXYxTCP4 1.2.3.4 5.6.7.8 80 443\r\n", Reject, Reject, Accept(src("1.2.3.4:80"), 35),
+        d(b"PROXYxTCP4 1.2.3.4 5.6.7.8 80 443\r\n", Reject, Reject, Accept(src("1.2.3.4:80"), 35), Reject,
           "exactly one space after PROXY"),
-        d(b"PROXY UNKNOWNJUNK\r\n", Reject, Reject, Accept(None, 19),
+        d(b"PROXY UNKNOWNJUNK\r\n", Reject, Reject, Accept(None, 19), Reject,
           "the protocol is TCP4, TCP6 or UNKNOWN, followed by a space or CRLF"),
         d(b"PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 655350\r\n",
-          Reject, Reject, Accept(None, 108),
+          Reject, Reject, Accept(None, 108), Reject,
           "a line is at most 107 bytes with its CRLF"),
-        d(b"PROXY TCP4 1.2.3.4 5.6.7.8 80 443\n", Reject, Reject, Incomplete,
+        d(b"PROXY TCP4 1.2.3.4 5.6.7.8 80 443\n", Reject, Reject, Incomplete, Incomplete,
           "a lone LF never ends the line"),
-        d(b"PROXY UNKNOWN a b c d e\r\n", Accept(None, 25), Incomplete, Accept(None, 25),
+        d(b"PROXY UNKNOWN a b c d e\r\n", Accept(None, 25), Incomplete, Accept(None, 25), Accept(None, 25),
           "after UNKNOWN the rest of the line is ignored"),
-        d(&v2(0x20, 0x11, &tcp4_block()), Accept(None, 28), Accept(s, 28), Accept(None, 28),
+        d(&v2(0x20, 0x11, &tcp4_block()), Accept(None, 28), Accept(s, 28), Accept(None, 28), Accept(None, 28),
           "LOCAL: use the real endpoints, ignore the address block"),
-        d(&with(&tlv(0x03, &[1, 2, 3, 4])), Reject, Accept(s, 35), Accept(s, 35),
+        d(&with(&tlv(0x03, &[1, 2, 3, 4])), Reject, Accept(s, 35), Accept(s, 35), Reject,
           "a CRC32C that does not match makes the header invalid"),
-        d(&with(&[0x04, 0x00]), Reject, Accept(s, 30), Accept(s, 30),
+        d(&with(&[0x04, 0x00]), Reject, Accept(s, 30), Accept(s, 30), Reject,
           "TLVs fill the length exactly; leftover bytes are not a TLV"),
-        d(&with(&[0x02, 0x00, 0x09, b'a']), Reject, Accept(s, 32), Accept(s, 32),
+        d(&with(&[0x02, 0x00, 0x09, b'a']), Reject, Accept(s, 32), Accept(s, 32), Reject,
           "a TLV may not run past the header"),
-        d(&with(&tlv(0x05, &[0; 129])), Reject, Accept(s, 160), Accept(s, 160),
+        d(&with(&tlv(0x05, &[0; 129])), Reject, Accept(s, 160), Accept(s, 160), Reject,
           "UNIQUE_ID is at most 128 bytes"),
-        d(&with(&tlv(0x02, b"\xff\xfe")), Reject, Accept(s, 33), Accept(s, 33),
+        d(&with(&tlv(0x02, b"\xff\xfe")), Reject, Accept(s, 33), Accept(s, 33), Accept(s, 33),
           "AUTHORITY is UTF-8"),
-        d(&with(&[tlv(0x02, b"a"), tlv(0x02, b"b")].concat()), Reject, Accept(s, 36), Accept(s, 36),
+        d(&with(&[tlv(0x02, b"a"), tlv(0x02, b"b")].concat()), Reject, Accept(s, 36), Accept(s, 36), Accept(s, 36),
           "(our choice) a type that describes the connection once may not repeat"),
-        d(&v2(0x21, 0x00, &tcp4_block()), Reject, Accept(None, 28), Accept(None, 28),
+        d(&v2(0x21, 0x00, &tcp4_block()), Reject, Accept(None, 28), Accept(None, 28), Reject,
           "(our choice) after the address block only TLVs; UNSPEC has no address block"),
-        d(&v2(0x21, 0x11, &tcp4_block()[..8]), Reject, Reject, Incomplete,
+        d(&v2(0x21, 0x11, &tcp4_block()[..8]), Reject, Reject, Incomplete, Reject,
           "a length shorter than the address block is invalid, never incomplete"),
+        // Rows where proxy-protocol-rs is the one that differs.
+        d(&with(&tlv(0x30, b"\xff\xfe")), Reject, Accept(s, 33), Accept(s, 33), Accept(s, 33),
+          "NETNS is US-ASCII (ours: UTF-8); proxy-protocol-rs decodes it lossily"),
+        d(&local(&tlv(0x03, &[1, 2, 3, 4])), Reject, Accept(s, 35), Accept(None, 35), Accept(None, 35),
+          "LOCAL: the TLVs after the address block are still checked, CRC32C included"),
+        d(&local(&[0x04, 0x00]), Reject, Accept(s, 30), Accept(None, 30), Accept(None, 30),
+          "LOCAL: TLVs fill the length exactly there too"),
+        d(b"PROXY UNKNOWN \xff\r\n", Accept(None, 17), Reject, Accept(None, 17), Reject,
+          "after UNKNOWN the rest of the line is ignored, whatever its bytes"),
     ]
 }
 
 #[test]
 fn documented_differences_hold() {
     for (i, d) in differences().iter().enumerate() {
-        let got = (ours(&d.input), ppp(&d.input), proxy_header(&d.input));
+        let got = (
+            ours(&d.input),
+            ppp(&d.input),
+            proxy_header(&d.input),
+            pprs(&d.input),
+        );
         assert_eq!(
             got,
-            (d.ours, d.ppp, d.proxy_header),
+            (d.ours, d.ppp, d.proxy_header, d.pprs),
             "difference {i} ({}): {:?}",
             d.why,
             String::from_utf8_lossy(&d.input)
         );
         assert!(
-            got.0 != got.1 || got.0 != got.2,
+            got.0 != got.1 || got.0 != got.2 || got.0 != got.3,
             "difference {i} is no difference"
         );
     }
 }
 
 fn check_agreement(input: &[u8]) -> Result<(), TestCaseError> {
-    let (o, p, h) = (ours(input), ppp(input), proxy_header(input));
-    if let (Accept(os, ou), Accept(ps, pu), Accept(hs, hu)) = (o, p, h) {
+    let (o, p, h, r) = (ours(input), ppp(input), proxy_header(input), pprs(input));
+    if let (Accept(os, ou), Accept(ps, pu), Accept(hs, hu), Accept(rs, ru)) = (o, p, h, r) {
         prop_assert_eq!(ou, pu, "bytes used, ours vs ppp: {:02x?}", input);
         prop_assert_eq!(ou, hu, "bytes used, ours vs proxy-header: {:02x?}", input);
+        prop_assert_eq!(
+            ou,
+            ru,
+            "bytes used, ours vs proxy-protocol-rs: {:02x?}",
+            input
+        );
         prop_assert_eq!(os, hs, "source, ours vs proxy-header: {:02x?}", input);
+        prop_assert_eq!(os, rs, "source, ours vs proxy-protocol-rs: {:02x?}", input);
         // ppp exposes the address block of LOCAL headers (documented).
         let local = input.first() == Some(&0x0D) && input.get(12) == Some(&0x20);
         if !local {
@@ -174,8 +229,8 @@ fn check_agreement(input: &[u8]) -> Result<(), TestCaseError> {
 #[test]
 fn all_agree_on_the_valid_vectors() {
     for &(line, _) in V1_VALID.iter() {
-        let (o, p, h) = (ours(line), ppp(line), proxy_header(line));
-        assert_eq!((o, o), (p, h), "{:?}", String::from_utf8_lossy(line));
+        let (o, p, h, r) = (ours(line), ppp(line), proxy_header(line), pprs(line));
+        assert_eq!((o, o, o), (p, h, r), "{:?}", String::from_utf8_lossy(line));
     }
     for (h, _) in v2_valid() {
         check_agreement(&h).unwrap();
@@ -236,7 +291,7 @@ fn header() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1024))]
 
-    /// Where all three accept, they agree on the bytes used and the source.
+    /// Where all four accept, they agree on the bytes used and the source.
     #[test]
     fn all_agree_where_all_accept(h in header(), at in any::<usize>(), xor in any::<u8>(), tail in proptest::collection::vec(any::<u8>(), 0..8)) {
         let mut input = h.clone();
