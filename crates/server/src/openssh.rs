@@ -17,8 +17,14 @@
 //! - **The password goes to the login server only**: the one given with `--server` and
 //!   verified with `--ca`, as `ippin login` does; never to the SSH server, whose banner only
 //!   triggers the question.
-//! - **One retry, default no**: the answer is one line on stdin, `y` or `yes`; anything else,
-//!   end of input or an error is no. The exit status is the last `ssh`'s.
+//! - **One retry, default no, on a terminal only**: the answer is one line on stdin, `y` or
+//!   `yes`; anything else, end of input or an error is no. Nothing is asked when stdin or
+//!   stderr is not a terminal: on a pipe the answer and the password would share a stream
+//!   with the remote command's input. The exit status is the last `ssh`'s.
+//! - **Only a refusal before authentication counts**: ippin adds `-o PermitLocalCommand=yes
+//!   -o LocalCommand=touch MARKER`; OpenSSH runs it once authenticated, so a refusal line
+//!   printed by the session (the remote command, a nested `ssh`) never triggers the question
+//!   or a second run.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -117,12 +123,19 @@ pub enum ArgvError {
 const WITH_VALUE: &[u8] = b"bceilmopBDEFIJLOPQRSwW";
 
 /// `-o` keywords that choose the identity (compared without case, as OpenSSH does).
+/// `identityfile2` and `smartcarddevice` are OpenSSH's aliases of `identityfile` and
+/// `pkcs11provider`; `localcommand` and `permitlocalcommand` are ippin's (the marker that
+/// tells a refusal from the session's own output, see [`ssh_command`]).
 const IDENTITY_KEYWORDS: &[&str] = &[
     "identityfile",
+    "identityfile2",
     "certificatefile",
     "identitiesonly",
     "identityagent",
     "pkcs11provider",
+    "smartcarddevice",
+    "localcommand",
+    "permitlocalcommand",
 ];
 
 /// Reads the user's ssh arguments as OpenSSH's client does: options (clustered or not, a
@@ -173,11 +186,20 @@ pub fn read_ssh_argv(args: &[OsString]) -> Result<SshArgv, ArgvError> {
                 b'B' => out.bind_other = true,
                 b'o' => {
                     let text = value.to_str().ok_or(ArgvError::NotUtf8)?;
-                    let text = text.trim_start();
+                    // OpenSSH's `strdelim`: blanks and one `=` before the keyword are
+                    // skipped, and quotes anywhere in it are dropped.
+                    let text = text
+                        .trim_start_matches(|c: char| c.is_whitespace())
+                        .trim_start_matches('=')
+                        .trim_start_matches(|c: char| c.is_whitespace());
                     let end = text
                         .find(|c: char| c == '=' || c.is_whitespace())
                         .unwrap_or(text.len());
-                    let key = text[..end].to_ascii_lowercase();
+                    let key: String = text[..end]
+                        .chars()
+                        .filter(|c| *c != '"')
+                        .collect::<String>()
+                        .to_ascii_lowercase();
                     if IDENTITY_KEYWORDS.contains(&key.as_str()) {
                         return Err(ArgvError::Identity(format!("-o {}", &text[..end])));
                     }
@@ -232,9 +254,8 @@ pub fn is_yes(answer: &str) -> bool {
     a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes")
 }
 
-/// Asks `question` on stderr and reads one line of stdin (bounded): yes or no, no on end
-/// of input or an error. Stdin's buffer is the process's own, so what follows the answer (a
-/// password on a pipe) is left for the login to read.
+/// Asks `question` on stderr and reads one line of stdin (bounded), both a terminal (the
+/// caller checks): yes or no, no on end of input or an error.
 fn ask(question: &str) -> bool {
     let mut err = std::io::stderr();
     let _ = err.write_all(question.as_bytes());
@@ -249,14 +270,16 @@ fn ask(question: &str) -> bool {
             let _ = err.write_all(b"\n");
             false
         }
-        Ok(_) => {
-            if !std::io::stdin().is_terminal() {
-                // The answer was not echoed: end the question's line.
-                let _ = err.write_all(b"\n");
-            }
-            is_yes(&line)
-        }
+        Ok(_) => is_yes(&line),
     }
+}
+
+/// Whether the question can be asked: stdin and stderr are a terminal. On a pipe the answer
+/// and the password would share one stream with the remote command's input: a first `ssh`
+/// that is not refused would forward them to the SSH server, and a program feeding the
+/// remote command would answer the question. So without a terminal nothing is asked.
+fn can_ask() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 /// The identity folder as an absolute path OpenSSH reads literally (no `~`, `%` or `$`
@@ -360,8 +383,33 @@ pub async fn ssh_command(args: SshArgs) -> Outcome {
         Ok(k) => k,
         Err(e) => return usage(e),
     };
+    // The marker: OpenSSH runs `LocalCommand` once authenticated, before any session, so a
+    // refusal read while the marker is absent came before authentication, from the SSH
+    // service, never from the remote command's output (or a nested ssh's) on stderr.
+    let marker_dir = match tempfile::Builder::new().prefix("ippin-ssh-").tempdir() {
+        Ok(d) => d,
+        Err(e) => return Outcome::fail(EXIT_NO_SSH, format!("error: a temporary folder: {e}\n")),
+    };
+    let marker = marker_dir.path().join("authenticated");
+    let Some(marker_text) = marker.to_str().filter(|t| {
+        t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    }) else {
+        return Outcome::fail(
+            EXIT_NO_SSH,
+            format!(
+                "error: {}: not a plain path for ssh's LocalCommand\n",
+                marker.display()
+            ),
+        );
+    };
     let mut argv: Vec<OsString> = vec!["-i".into(), key.into_os_string()];
     argv.extend(["-o".into(), "IdentitiesOnly=yes".into()]);
+    argv.extend(["-o".into(), "PermitLocalCommand=yes".into()]);
+    argv.extend([
+        "-o".into(),
+        format!("LocalCommand=touch {marker_text}").into(),
+    ]);
     if let Some(ip) = args.bind {
         argv.extend(["-b".into(), ip.to_string().into()]);
     }
@@ -371,14 +419,27 @@ pub async fn ssh_command(args: SshArgs) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::fail(EXIT_NO_SSH, format!("error: {e}\n")),
     };
+    let authenticated = marker.exists();
     let Some(reason) = first
         .refusal
-        .filter(|r| first.code == SSH_FAILED && r.relogin_helps())
+        .filter(|r| first.code == SSH_FAILED && r.relogin_helps() && !authenticated)
     else {
         return Outcome::fail(first.code, String::new());
     };
     if args.no_relogin {
         return Outcome::fail(first.code, String::new());
+    }
+    if !can_ask() {
+        return Outcome::fail(
+            first.code,
+            format!(
+                "ippin: {} ({}): log in again with `ippin login --out {}` (no terminal to \
+                 ask on: ippin ssh never reads an answer or a password from a pipe)\n",
+                why(reason),
+                reason.code(),
+                args.identity.display()
+            ),
+        );
     }
     let (Some(server), Some(user), Some(ca)) = (&args.server, &args.user, &args.ca) else {
         return Outcome::fail(
@@ -416,6 +477,7 @@ pub async fn ssh_command(args: SshArgs) -> Outcome {
     if logged.code != 0 {
         return Outcome::fail(first.code, String::new());
     }
+    let _ = std::fs::remove_file(&marker);
     match run_blocking(&args.ssh, &argv).await {
         Ok(r) => Outcome::fail(r.code, String::new()),
         Err(e) => Outcome::fail(EXIT_NO_SSH, format!("error: {e}\n")),
@@ -453,6 +515,16 @@ mod tests {
             &["-o", "IdentitiesOnly=no", "host"],
             &["-o", "IdentityAgent=/tmp/agent", "host"],
             &["-o", "PKCS11Provider=x", "host"],
+            // OpenSSH's `strdelim` drops quotes and a leading `=`, and has aliases.
+            &["-o", "\"IdentityFile\" /k", "host"],
+            &["-o", "Identity\"File\" /k", "host"],
+            &["-o", "=IdentityFile /k", "host"],
+            &["-o", "IdentityFile2 /k", "host"],
+            &["-o", "SmartcardDevice /p11.so", "host"],
+            &["-o", "\"IdentityAgent\" /sock", "host"],
+            // ippin's marker of authentication is its own.
+            &["-o", "LocalCommand=true", "host"],
+            &["-o", "PermitLocalCommand no", "host"],
             // OpenSSH reads options once more after the destination.
             &["host", "-i", "k", "cmd"],
         ] {
