@@ -161,27 +161,8 @@ fn ssh(
 }
 
 fn start_sshd(ns: &Netns, dir: &Path, port: u16) -> Child {
-    std::fs::create_dir_all("/run/sshd").expect("privilege separation folder /run/sshd");
-    let host_key = dir.join("sshd_host_key");
-    let out = Command::new(peer("ssh-keygen"))
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&host_key)
-        .output()
-        .expect("ssh-keygen host key");
-    assert!(out.status.success());
-    let config = dir.join("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Port {port}\nListenAddress ::1\nHostKey {host}\nTrustedUserCAKeys {ca}\n\
-             AuthorizedKeysFile none\nPermitRootLogin yes\nUsePAM no\nStrictModes no\n\
-             PidFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             LogLevel VERBOSE\n",
-            host = host_key.display(),
-            ca = dir.join("ca/ssh_user_ca.pub").display(),
-        ),
-    )
-    .expect("write sshd_config");
+    let config =
+        crate::ssh::parity::sshd_config(dir, port, &["::1"], &dir.join("ca/ssh_user_ca.pub"));
     let mut c = ns.cmd(peer("sshd"));
     c.arg("-D").arg("-e").arg("-f").arg(&config);
     let child = Child::spawn("sshd", c);

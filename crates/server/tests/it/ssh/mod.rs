@@ -9,7 +9,7 @@ pub(crate) mod forward;
 mod limits;
 mod live;
 mod login;
-mod parity;
+pub(crate) mod parity;
 mod proxy;
 mod relogin;
 pub(crate) mod serve;

@@ -4,15 +4,17 @@
 //! `source-address` in the certificate is what both servers check).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ippin_test_support::{Child, free_port, peer, wait_for_tcp};
 
 use crate::ssh::harness::{Ca, Identity, Server, ip, ssh};
 
-fn start_sshd(ca: &Ca, port: u16) -> Child {
+/// The `sshd_config` (and host key) of an OpenSSH `sshd` on `port` at `listen`, trusting the
+/// user CA whose public key is `ca_pub`, for root logins by certificate only; its path.
+pub(crate) fn sshd_config(dir: &Path, port: u16, listen: &[&str], ca_pub: &Path) -> PathBuf {
     std::fs::create_dir_all("/run/sshd").expect("privilege separation folder /run/sshd");
-    let dir = &ca.dir;
     let host_key = dir.join("sshd_host_key");
     let out = Command::new(peer("ssh-keygen"))
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -21,12 +23,15 @@ fn start_sshd(ca: &Ca, port: u16) -> Child {
         .expect("ssh-keygen host key");
     assert!(out.status.success());
     let config = dir.join("sshd_config");
+    let listen: String = listen
+        .iter()
+        .map(|a| format!("ListenAddress {a}\n"))
+        .collect();
     std::fs::write(
         &config,
         format!(
             "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
-             ListenAddress ::1\n\
+             {listen}\
              HostKey {host}\n\
              TrustedUserCAKeys {ca}\n\
              AuthorizedKeysFile none\n\
@@ -38,10 +43,15 @@ fn start_sshd(ca: &Ca, port: u16) -> Child {
              KbdInteractiveAuthentication no\n\
              LogLevel VERBOSE\n",
             host = host_key.display(),
-            ca = ca.pub_path.display(),
+            ca = ca_pub.display(),
         ),
     )
     .expect("write sshd_config");
+    config
+}
+
+fn start_sshd(ca: &Ca, port: u16) -> Child {
+    let config = sshd_config(&ca.dir, port, &["127.0.0.1", "::1"], &ca.pub_path);
     let mut cmd = Command::new(peer("sshd"));
     cmd.arg("-D").arg("-e").arg("-f").arg(&config);
     let child = Child::spawn("sshd", cmd);

@@ -56,29 +56,7 @@ fn pinned(login: &Login) -> Vec<String> {
 /// options after `--` only keep the run hermetic (no user or system configuration, no
 /// known-hosts file, no agent).
 fn ippin_ssh(s: &Setup, ours: &[&str], bind: &str, server: SocketAddr, stdin: &[u8]) -> Ran {
-    let mut cmd = Command::new(IPPIN);
-    cmd.arg("ssh")
-        .arg("--identity")
-        .arg(s.login.dir.path())
-        .arg("--server")
-        .arg(&s.url)
-        .args(["--user", ALICE.0])
-        .arg("--ca")
-        .arg(s.cluster.ca_pem())
-        .arg("--ssh")
-        .arg(peer("ssh"))
-        .args(ours)
-        .arg("--")
-        .args(["-F", "/dev/null"])
-        .args(["-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "BatchMode=yes"])
-        .args(["-b", bind])
-        .args(["-p", &server.port().to_string()])
-        .arg(format!("alice@{}", server.ip()))
-        .arg("whoami")
-        .env_remove("SSH_AUTH_SOCK");
-    run(cmd, stdin, COMMAND_TIMEOUT)
+    run(ippin_ssh_cmd(s, ours, bind, server), stdin, COMMAND_TIMEOUT)
 }
 
 /// Runs `cmd` on a pseudo-terminal (python3's `pty`), typing each answer once its prompt
@@ -135,7 +113,8 @@ sys.exit(os.waitstatus_to_exitcode(status))
     run(py, b"", COMMAND_TIMEOUT)
 }
 
-/// The `ippin ssh` command of [`ippin_ssh`], not run.
+/// The `ippin ssh` command [`ippin_ssh`] runs: `ippin ssh [ours…] -- HERMETIC -b BIND -p PORT
+/// alice@HOST whoami`.
 fn ippin_ssh_cmd(s: &Setup, ours: &[&str], bind: &str, server: SocketAddr) -> Command {
     let mut cmd = Command::new(IPPIN);
     cmd.arg("ssh")
