@@ -763,8 +763,11 @@ async fn closed_channels_whose_processes_linger_keep_their_place() {
     let max = ippin::ssh::session::MAX_SESSION_CHANNELS;
     for i in 0..max {
         // The shell exits at once; its background `sleep` keeps the output open, so the
-        // channel is never done. The client gives up on it (its channel is closed).
-        let mut cmd = through_master("sleep 600 & echo started");
+        // channel is never done. The client gives up on it (its channel is closed). The
+        // server hangs up the channel's process group when the client closes it while the
+        // shell still runs: the `sleep` ignores that, as a process meant to linger would
+        // (without it, whether it survives depends on which of the two came first).
+        let mut cmd = through_master("trap '' HUP; sleep 600 & echo started");
         let mut child = cmd.spawn().expect("ssh -S");
         let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
         let line = tokio::time::timeout(CLIENT_TIMEOUT, out.next_line())
@@ -774,7 +777,16 @@ async fn closed_channels_whose_processes_linger_keep_their_place() {
         assert_eq!(line.as_deref(), Some("started"), "channel {i}");
         child.kill().await.expect("kill the mux client");
     }
-    wait_for("the lingering sleeps", || user.processes().len() >= max).await;
+    let sleeps = || {
+        user.processes()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+            .count()
+    };
+    wait_for("the lingering sleeps", || sleeps() >= max).await;
     let out = tokio::time::timeout(CLIENT_TIMEOUT, through_master("echo one more").output())
         .await
         .expect("in time")
