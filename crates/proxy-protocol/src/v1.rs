@@ -325,11 +325,15 @@ fn tcp6_window(w: &[u8; WINDOW6]) -> Option<(V1Addrs, usize)> {
 /// RFC 4291 text (1–4 hex digits per group, at most one `::` standing for
 /// at least one group), then a space. At most 8 groups of 4 digits and 8
 /// colons: an address moves `i` by at most 41.
+///
+/// The groups are shifted into one 128-bit accumulator as they are read; a
+/// `::` is then a split of it at the gap and one shift of the groups before
+/// it, no array to move.
 #[inline(always)]
 fn w_ipv6(w: &[u8; WINDOW6], i: &mut usize) -> Option<Ipv6Addr> {
-    let mut groups = [0u16; 8];
-    let mut n = 0usize;
-    let mut gap: Option<usize> = None;
+    let mut acc: u128 = 0;
+    let mut n = 0u32;
+    let mut gap: Option<u32> = None;
     let mut j = *i;
     if at(w, j) == b':' {
         if at(w, j + 1) != b':' {
@@ -343,22 +347,29 @@ fn w_ipv6(w: &[u8; WINDOW6], i: &mut usize) -> Option<Ipv6Addr> {
         }
     }
     loop {
-        let mut value: u16 = 0;
-        let mut digits = 0;
-        while digits < 4 {
-            let d = HEX[usize::from(at(w, j))];
-            if d > 15 {
-                break;
-            }
-            value = (value << 4) | u16::from(d);
-            j += 1;
-            digits += 1;
-        }
-        let slot = groups.get_mut(n)?;
-        if digits == 0 {
+        // The next four bytes' hex values (16 and up: not a hex digit), loaded
+        // up front; the group is the run of digits they start with.
+        let d0 = HEX[usize::from(at(w, j))];
+        let d1 = HEX[usize::from(at(w, j + 1))];
+        let d2 = HEX[usize::from(at(w, j + 2))];
+        let d3 = HEX[usize::from(at(w, j + 3))];
+        let (value, digits) = if d0 > 15 {
+            return None;
+        } else if d1 > 15 {
+            (u16::from(d0), 1)
+        } else if d2 > 15 {
+            (u16::from(d0) << 4 | u16::from(d1), 2)
+        } else if d3 > 15 {
+            (u16::from(d0) << 8 | u16::from(d1) << 4 | u16::from(d2), 3)
+        } else {
+            let v = u16::from(d0) << 12 | u16::from(d1) << 8 | u16::from(d2) << 4;
+            (v | u16::from(d3), 4)
+        };
+        if n == 8 {
             return None;
         }
-        *slot = value;
+        j += digits;
+        acc = acc << 16 | u128::from(value);
         n += 1;
         match at(w, j) {
             b' ' => break,
@@ -379,20 +390,21 @@ fn w_ipv6(w: &[u8; WINDOW6], i: &mut usize) -> Option<Ipv6Addr> {
             _ => return None,
         }
     }
-    match gap {
+    let bits = match gap {
         None if n != 8 => return None,
-        None => {}
+        None => acc,
         Some(_) if n > 7 => return None,
         Some(g) => {
-            let tail = n - g;
-            groups.copy_within(g..n, 8 - tail);
-            for slot in groups.iter_mut().skip(g).take(8 - n) {
-                *slot = 0;
-            }
+            // `acc` holds the n groups read: those after the gap are its low
+            // 16 × (n − g) bits (< 128), those before it go up past the gap.
+            let tail_bits = 16 * (n - g);
+            let tail = acc & ((1u128 << tail_bits) - 1);
+            let head = acc >> tail_bits;
+            head.checked_shl(16 * (8 - g)).unwrap_or(0) | tail
         }
-    }
+    };
     *i = j + 1;
-    Some(Ipv6Addr::from(groups))
+    Some(Ipv6Addr::from_bits(bits))
 }
 
 /// `PROXY TCP4 …\r\n` over a fixed 64-byte window. Input shorter than the
@@ -889,6 +901,96 @@ mod tests {
                 let crate::Header::V1(v) = h else { unreachable!() };
                 prop_assert_eq!(fast, Some((v.addrs, used)));
             }
+        }
+    }
+
+    /// Every port text of one to six digits from 0 to 999999, with and without
+    /// leading zeros, and each followed by the right and a wrong end byte:
+    /// the window's port reader against `str::parse` and the no-leading-zero
+    /// rule.
+    #[test]
+    fn window_port_reader_matches_a_reference_on_every_number() {
+        let check = |text: &str| {
+            for (end, good_end) in [(b' ', true), (b'\r', false), (b'.', false)] {
+                let mut w = [0u8; super::WINDOW];
+                w[3..3 + text.len()].copy_from_slice(text.as_bytes());
+                w[3 + text.len()] = end;
+                let mut i = 3;
+                let got = super::w_port(&w, &mut i, b' ');
+                let leading_zero = text.len() > 1 && text.starts_with('0');
+                let want = text
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|_| good_end && !leading_zero && text.len() <= 5);
+                assert_eq!(got, want, "{text:?} then {end}");
+                if want.is_some() {
+                    assert_eq!(i, 3 + text.len() + 1, "{text:?}");
+                }
+            }
+        };
+        for n in 0..1_000_000u32 {
+            check(&n.to_string());
+        }
+        for n in 0..100_000u32 {
+            check(&format!("0{n}"));
+        }
+        check("");
+    }
+
+    /// The window's IPv6 reader on the forms RFC 4291 allows and the ones it
+    /// does not, against `std`'s parser: every address it returns is the one
+    /// `std` reads, and it returns one for every form without an IPv4 tail.
+    #[test]
+    fn window_ipv6_reader_matches_std() {
+        let accepted = [
+            "::",
+            "::1",
+            "1::",
+            "1::8",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8",
+            "1:2:3:4:5:6::8",
+            "1::3:4:5:6:7:8",
+            "0001:02:003::",
+            "ABCD:ef01::a",
+            "fe80::1:0:0:1",
+            "0:0:0:0:0:0:0:0",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8::10",
+        ];
+        let refused = [
+            "1:2:3:4:5:6:7:8:9",
+            "1::2::3",
+            "1:2:3:4:5:6:7:8::",
+            "::1:2:3:4:5:6:7:8",
+            "12345::",
+            ":1::",
+            "1:::2",
+            "1:2:3:4:5:6:7",
+            "::ffff:1.2.3.4",
+            "1:",
+            ":",
+            "",
+            "g::",
+            "1:2:3:4::5:6:7:8",
+            "::1:",
+            "1::2:",
+        ];
+        let read = |text: &str| {
+            let mut w = [0u8; super::WINDOW6];
+            w[5..5 + text.len()].copy_from_slice(text.as_bytes());
+            w[5 + text.len()] = b' ';
+            let mut i = 5;
+            let got = super::w_ipv6(&w, &mut i);
+            (got, i)
+        };
+        for text in accepted {
+            let want: std::net::Ipv6Addr = text.parse().unwrap();
+            assert_eq!(read(text), (Some(want), 5 + text.len() + 1), "{text}");
+        }
+        for text in refused {
+            assert_eq!(read(text), (None, 5), "{text}");
         }
     }
 }
