@@ -32,14 +32,15 @@ pub fn listener_policy(cfg: &ListenerConfig) -> pp::ListenerPolicy {
 /// with the listener's mode and trusted proxies, and returns the observed
 /// client address with a stream that replays any bytes read past the
 /// header (`ippin_access::tokio::accept`).
+/// `policy` is [`listener_policy`] of `cfg`, made once per listener by the caller.
 pub async fn accept_observed<S>(
     stream: S,
     peer: SocketAddr,
     cfg: &ListenerConfig,
+    policy: &pp::ListenerPolicy,
 ) -> Result<(ObservedAddr, pp::PrefixedStream<S>), Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let policy = listener_policy(cfg);
-    ippin_access::tokio::accept(stream, peer, &policy, cfg.header_timeout).await
+    ippin_access::tokio::accept(stream, peer, policy, cfg.header_timeout).await
 }

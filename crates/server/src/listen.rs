@@ -36,6 +36,12 @@ where
     ) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // A listener bound to one address is every connection's local address; only a
+    // wildcard bind has to ask each accepted socket (`getsockname`).
+    let bound = socket
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -51,7 +57,14 @@ where
             }
         };
         // Every audit line written while this connection is served carries its TCP peer.
-        let local = tcp.local_addr().unwrap_or(listen);
+        let local = match bound {
+            Some(a) => a,
+            None => match tcp.local_addr() {
+                Ok(a) => a,
+                // A socket that cannot say its own address is not served.
+                Err(_) => continue,
+            },
+        };
         let served = handle(tcp, peer, pending_slot, slots.clone());
         tokio::spawn(
             crate::audit::CONNECTION_PEER

@@ -406,17 +406,21 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     state: Arc<State>,
 ) {
+    // The listener's PROXY policy, made once (its trusted proxies and endpoints are
+    // not copied for each connection).
+    let policy = Arc::new(crate::accept::listener_policy(&lcfg));
     let lcfg = Arc::new(lcfg);
     let listen = lcfg.listen;
     let handshakes = Arc::new(crate::shed::Shedder::new(state.max_handshakes));
     bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
         let (lcfg, acceptor, state) = (lcfg.clone(), acceptor.clone(), state.clone());
-        let handshakes = handshakes.clone();
+        let (handshakes, policy) = (handshakes.clone(), policy.clone());
         async move {
             let stage = Stages {
                 pending_slot,
                 handshakes,
                 slots,
+                policy,
             };
             handle_connection(tcp, peer, lcfg, acceptor, state, stage).await;
         }
@@ -432,6 +436,8 @@ struct Stages {
     handshakes: Arc<crate::shed::Shedder>,
     /// One is taken once the handshake is done.
     slots: Arc<tokio::sync::Semaphore>,
+    /// The listener's PROXY policy.
+    policy: Arc<ippin_proxy_protocol::ListenerPolicy>,
 }
 
 async fn handle_connection(
@@ -443,8 +449,12 @@ async fn handle_connection(
     stage: Stages,
 ) {
     let _ = tcp.set_nodelay(true);
-    let Ok(local) = tcp.local_addr() else {
-        return;
+    // Only signed propagation names the local address (`observe`): no
+    // `getsockname` for the others.
+    let local = match lcfg.propagation.is_some().then(|| tcp.local_addr()) {
+        Some(Err(_)) => return,
+        Some(Ok(local)) => Some(local),
+        None => None,
     };
     // Login listeners: at most `max_connections_per_peer` per client address,
     // counted from here when the peer is the client (crate::login_guard).
@@ -457,7 +467,7 @@ async fn handle_connection(
         Some(slot) => slot,
         None => None,
     };
-    let (observed, stream) = match observe(tcp, peer, local, &lcfg).await {
+    let (observed, stream) = match observe(tcp, peer, local, &lcfg, &stage.policy).await {
         Ok(x) => x,
         Err(refused) => {
             tracing::info!(

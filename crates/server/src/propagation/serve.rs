@@ -172,7 +172,8 @@ async fn forward_one(
         Ok(a) => a,
         Err(_) => return,
     };
-    let accepted = crate::accept::accept_observed(tcp, peer, lcfg).await;
+    let policy = crate::accept::listener_policy(lcfg);
+    let accepted = crate::accept::accept_observed(tcp, peer, lcfg, &policy).await;
     let (observed, stream) = match accepted {
         Ok(x) => x,
         Err(refused) => {
