@@ -440,6 +440,15 @@ fn write_out(dir: &Path, name: &str, text: &str, private: bool) -> Result<PathBu
 /// Writes `creds` into `dir`: `ippin_ed25519` (+ `.pub`, `-cert.pub`, as
 /// OpenSSH looks for them), `ippin_tls.key`, `ippin_tls.pem`.
 pub fn save(dir: &Path, creds: &Credentials) -> Result<Vec<PathBuf>, String> {
+    save_waiting(dir, creds, SAVE_LOCK_WAIT)
+}
+
+/// [`save`], waiting at most `wait` for another login writing into `dir`.
+fn save_waiting(
+    dir: &Path,
+    creds: &Credentials,
+    wait: std::time::Duration,
+) -> Result<Vec<PathBuf>, String> {
     // A folder made here is the user's alone (0700); an existing one is left as it is.
     let mut folder = std::fs::DirBuilder::new();
     folder.recursive(true);
@@ -451,6 +460,9 @@ pub fn save(dir: &Path, creds: &Credentials) -> Result<Vec<PathBuf>, String> {
     folder
         .create(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
+    // One writer at a time: two logins into one folder at once (two `ippin ssh` relogins)
+    // would otherwise leave one's key beside the other's certificate.
+    let _lock = lock_folder(dir, wait)?;
     Ok(vec![
         write_out(dir, "ippin_ed25519", &creds.ssh_private_key, true)?,
         write_out(dir, "ippin_ed25519.pub", &creds.ssh_public_key, false)?,
@@ -458,6 +470,45 @@ pub fn save(dir: &Path, creds: &Credentials) -> Result<Vec<PathBuf>, String> {
         write_out(dir, "ippin_tls.key", &creds.tls_key_pem, true)?,
         write_out(dir, "ippin_tls.pem", &creds.tls_cert_pem, false)?,
     ])
+}
+
+/// How long [`save`] waits for another login writing into the same folder.
+const SAVE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An exclusive `flock` on `dir/.ippin.lock` (made 0600, never through a symbolic link),
+/// held until dropped; waits at most `wait` for another holder.
+fn lock_folder(
+    dir: &Path,
+    wait: std::time::Duration,
+) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join(".ippin.lock");
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true).write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
+    }
+    let mut file = open
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err((_, e)) => {
+                return Err(format!(
+                    "{}: another login is writing into this folder ({e})",
+                    path.display()
+                ));
+            }
+        }
+    }
 }
 
 /// `ippin login …`
@@ -569,6 +620,47 @@ fn finish_login(args: &LoginArgs, creds: &Credentials) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn creds(tag: &str) -> Credentials {
+        Credentials {
+            ssh_private_key: format!("key {tag}"),
+            ssh_public_key: format!("pub {tag}"),
+            ssh_certificate: format!("cert {tag}"),
+            tls_key_pem: format!("tls key {tag}"),
+            tls_cert_pem: format!("tls cert {tag}"),
+            pinned_ip: None,
+            expires: String::new(),
+        }
+    }
+
+    /// A login writing into a folder holds its lock: another one waits for it (here: not
+    /// at all, so it is refused and writes nothing), then writes once it is released.
+    #[test]
+    fn one_login_at_a_time_writes_into_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_folder(dir.path(), std::time::Duration::ZERO).unwrap();
+        let err = save_waiting(dir.path(), &creds("b"), std::time::Duration::ZERO).unwrap_err();
+        assert!(err.contains("another login is writing"), "{err}");
+        assert!(!dir.path().join("ippin_ed25519").exists());
+        drop(held);
+        save_waiting(dir.path(), &creds("b"), std::time::Duration::ZERO).unwrap();
+        let key = std::fs::read_to_string(dir.path().join("ippin_ed25519")).unwrap();
+        assert_eq!(key, "key b\n");
+        use std::os::unix::fs::PermissionsExt;
+        let lock = std::fs::metadata(dir.path().join(".ippin.lock")).unwrap();
+        assert_eq!(lock.permissions().mode() & 0o777, 0o600);
+    }
+
+    /// The lock file is never opened through a symbolic link (a folder others can write to
+    /// must not make the login create or lock a file elsewhere).
+    #[test]
+    fn the_lock_file_is_not_followed_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, dir.path().join(".ippin.lock")).unwrap();
+        assert!(save(dir.path(), &creds("a")).is_err());
+        assert!(!target.exists());
+    }
 
     #[test]
     fn server_urls() {
