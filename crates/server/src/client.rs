@@ -461,7 +461,8 @@ fn save_waiting(
         .create(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     // One writer at a time: two logins into one folder at once (two `ippin ssh` relogins)
-    // would otherwise leave one's key beside the other's certificate.
+    // would otherwise leave one's key beside the other's certificate. (OpenSSH reads
+    // without the lock: while a save runs, it may still see the old pair half replaced.)
     let _lock = lock_folder(dir, wait)?;
     Ok(vec![
         write_out(dir, "ippin_ed25519", &creds.ssh_private_key, true)?,
@@ -475,38 +476,49 @@ fn save_waiting(
 /// How long [`save`] waits for another login writing into the same folder.
 const SAVE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// An exclusive `flock` on `dir/.ippin.lock` (made 0600, never through a symbolic link),
-/// held until dropped; waits at most `wait` for another holder.
+/// An exclusive `flock` on the folder itself (its own descriptor, opened read-only: no
+/// file is made, no permission needed beyond what writing the files needs; a folder named
+/// through a symbolic link is the folder it points to, for the lock as for the files),
+/// held until dropped; waits at most `wait` for another holder. On a file system without
+/// `flock` (some NFS and FUSE mounts) the save goes on unlocked, with a warning.
 fn lock_folder(
     dir: &Path,
     wait: std::time::Duration,
-) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, String> {
+    use nix::errno::Errno;
     use nix::fcntl::{Flock, FlockArg};
-    let path = dir.join(".ippin.lock");
     let mut open = std::fs::OpenOptions::new();
-    open.read(true).write(true).create(true);
+    open.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        open.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
+        open.custom_flags(nix::libc::O_DIRECTORY);
     }
-    let mut file = open
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut folder = open
+        .open(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let deadline = std::time::Instant::now() + wait;
     loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
-                file = f;
+        match Flock::lock(folder, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((f, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                folder = f;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err((_, e)) => {
+            Err((_, Errno::EWOULDBLOCK)) => {
                 return Err(format!(
-                    "{}: another login is writing into this folder ({e})",
-                    path.display()
+                    "{}: another login is still writing into this folder (waited {wait:?})",
+                    dir.display()
                 ));
             }
+            Err((_, e @ (Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS))) => {
+                tracing::warn!(
+                    "{}: cannot lock the folder ({e}); writing without the lock",
+                    dir.display()
+                );
+                return Ok(None);
+            }
+            Err((_, e)) => return Err(format!("{}: locking the folder: {e}", dir.display())),
         }
     }
 }
@@ -634,32 +646,51 @@ mod tests {
     }
 
     /// A login writing into a folder holds its lock: another one waits for it (here: not
-    /// at all, so it is refused and writes nothing), then writes once it is released.
+    /// at all, so it is refused and writes nothing), then writes once it is released. No
+    /// lock file is left in the folder.
     #[test]
     fn one_login_at_a_time_writes_into_a_folder() {
         let dir = tempfile::tempdir().unwrap();
         let held = lock_folder(dir.path(), std::time::Duration::ZERO).unwrap();
+        assert!(held.is_some(), "tmpfs has flock");
         let err = save_waiting(dir.path(), &creds("b"), std::time::Duration::ZERO).unwrap_err();
-        assert!(err.contains("another login is writing"), "{err}");
+        assert!(err.contains("another login is still writing"), "{err}");
         assert!(!dir.path().join("ippin_ed25519").exists());
         drop(held);
         save_waiting(dir.path(), &creds("b"), std::time::Duration::ZERO).unwrap();
         let key = std::fs::read_to_string(dir.path().join("ippin_ed25519")).unwrap();
         assert_eq!(key, "key b\n");
-        use std::os::unix::fs::PermissionsExt;
-        let lock = std::fs::metadata(dir.path().join(".ippin.lock")).unwrap();
-        assert_eq!(lock.permissions().mode() & 0o777, 0o600);
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "ippin_ed25519",
+                "ippin_ed25519-cert.pub",
+                "ippin_ed25519.pub",
+                "ippin_tls.key",
+                "ippin_tls.pem"
+            ]
+        );
     }
 
-    /// The lock file is never opened through a symbolic link (a folder others can write to
-    /// must not make the login create or lock a file elsewhere).
+    /// One folder, one lock, whatever the path that names it: a login through a symbolic
+    /// link to the folder waits for one through its real path.
     #[test]
-    fn the_lock_file_is_not_followed_through_a_link() {
+    fn the_folder_lock_is_the_folders_whatever_names_it() {
         let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("elsewhere");
-        std::os::unix::fs::symlink(&target, dir.path().join(".ippin.lock")).unwrap();
-        assert!(save(dir.path(), &creds("a")).is_err());
-        assert!(!target.exists());
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let held = lock_folder(&link, std::time::Duration::ZERO).unwrap();
+        let err = save_waiting(&real, &creds("c"), std::time::Duration::ZERO).unwrap_err();
+        assert!(err.contains("another login is still writing"), "{err}");
+        drop(held);
+        save_waiting(&real, &creds("c"), std::time::Duration::ZERO).unwrap();
     }
 
     #[test]

@@ -37,11 +37,12 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     // A listener bound to one address is every connection's local address; only a
-    // wildcard bind has to ask each accepted socket (`getsockname`).
+    // wildcard bind (`0.0.0.0`, `::`, or `::ffff:0.0.0.0`, which Linux binds as the IPv4
+    // wildcard) has to ask each accepted socket (`getsockname`).
     let bound = socket
         .local_addr()
         .ok()
-        .filter(|a| !a.ip().is_unspecified());
+        .filter(|a| !a.ip().to_canonical().is_unspecified());
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
