@@ -188,6 +188,9 @@ pub enum AuditEvent {
         peer: String,
         /// Reason code from the PROXY layer.
         reason: String,
+        /// The refusal in words: for a cloud endpoint refused by `allowed_endpoints`, the
+        /// endpoint ID the header named.
+        detail: String,
     },
     /// A `forward` listener relays a connection to its upstream behind a
     /// signed PROXY v2 header (docs/propagation.md).
@@ -326,6 +329,7 @@ mod tests {
                     listener: "tls".into(),
                     peer: "127.0.0.4:1000".into(),
                     reason: "untrusted_proxy".into(),
+                    detail: String::new(),
                 },
             )
             .unwrap();
@@ -594,6 +598,7 @@ mod tests {
             listener: "tls".into(),
             peer: "10.0.0.1:1".into(),
             reason: "timeout".into(),
+            detail: String::new(),
         };
         let (text, _) = line_text("t", "c", &own, Some(peer)).unwrap();
         assert!(text.contains("\"peer\":\"10.0.0.1:1\""), "{text}");

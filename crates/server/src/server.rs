@@ -479,6 +479,7 @@ async fn handle_connection(
                 listener: lcfg.kind.as_str().into(),
                 peer: AuditEvent::peer(peer),
                 reason: refused.code.into(),
+                detail: refused.message,
             });
             return;
         }

@@ -259,4 +259,7 @@ pub struct ProxyRefusedRecord {
     pub peer: SocketAddr,
     /// The refusal's stable reason code.
     pub reason: String,
+    /// The refusal in words: for a cloud endpoint refused by the allow-list, the endpoint
+    /// ID the header named.
+    pub detail: String,
 }

@@ -183,6 +183,7 @@ async fn forward_one(
                     listener: lcfg.kind.as_str().into(),
                     peer: AuditEvent::peer(peer),
                     reason: refused.code.into(),
+                    detail: refused.message,
                 },
             );
             return;
@@ -272,6 +273,7 @@ pub async fn ssh_loop(
                             listener: lcfg.kind.as_str().into(),
                             peer: AuditEvent::peer(peer),
                             reason: refused.code.into(),
+                            detail: refused.message,
                         },
                     );
                 }

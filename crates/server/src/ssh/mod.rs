@@ -456,6 +456,7 @@ impl SshService {
                                 event: "ssh.proxy_refused",
                                 peer,
                                 reason: refusal.code().to_owned(),
+                                detail: refusal.to_string(),
                             },
                         ));
                     }

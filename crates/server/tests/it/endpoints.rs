@@ -59,6 +59,11 @@ async fn only_allowed_vpc_endpoints_are_served() {
         v["event"] == "proxy_refused" && v["reason"] == "endpoint_not_allowed"
     });
     assert_eq!(line["listener"], "login", "{line}");
+    // The line names the endpoint the connection came through.
+    assert!(
+        line["detail"].as_str().is_some_and(|d| d.contains(OTHER)),
+        "{line}"
+    );
     assert!(
         line["peer"]
             .as_str()
