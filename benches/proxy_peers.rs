@@ -52,11 +52,13 @@ pub(crate) fn inputs() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+#[inline]
 pub(crate) fn ippin(buf: &[u8]) -> Option<IpAddr> {
     let (header, _used) = ippin_proxy_protocol::parse(buf).ok()?;
     header.source().map(|s| s.ip())
 }
 
+#[inline]
 pub(crate) fn ppp(buf: &[u8]) -> Option<IpAddr> {
     use ppp::{HeaderResult, v1, v2};
     match HeaderResult::parse(buf) {
@@ -74,12 +76,14 @@ pub(crate) fn ppp(buf: &[u8]) -> Option<IpAddr> {
     }
 }
 
+#[inline]
 pub(crate) fn proxy_header(buf: &[u8]) -> Option<IpAddr> {
     use proxy_header::{ParseConfig, ProxyHeader};
     let (header, _used) = ProxyHeader::parse(buf, ParseConfig::default()).ok()?;
     header.proxied_address().map(|a| a.source.ip())
 }
 
+#[inline]
 pub(crate) fn proxy_protocol_rs(buf: &[u8]) -> Option<IpAddr> {
     let (header, _used) = proxy_protocol_rs::parse(buf).ok()?;
     header.source_ip()
@@ -89,6 +93,7 @@ pub(crate) fn proxy_protocol_rs(buf: &[u8]) -> Option<IpAddr> {
 /// loaded with no validation at all (version, command, family, length and TLVs
 /// unread; only the bounds check safe code needs). Not a parser: the least any
 /// parser must do to return the source.
+#[inline]
 pub(crate) fn floor_v2(buf: &[u8]) -> Option<IpAddr> {
     const SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
     let (head, rest) = buf.split_first_chunk::<16>()?;
@@ -113,7 +118,7 @@ pub(crate) fn floor_v2(buf: &[u8]) -> Option<IpAddr> {
 /// The v1 floor: one pass over the line's bytes (at most 107, the longest
 /// line) that does nothing but find `\r\n`, eight bytes at a time. Returns
 /// the line's length.
-#[inline(always)]
+#[inline]
 pub(crate) fn floor_v1(buf: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let line = buf.get(..buf.len().min(107))?;
