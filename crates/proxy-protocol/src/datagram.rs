@@ -156,6 +156,14 @@ pub enum DatagramRefusal {
     Policy(Refusal),
     /// The datagram starts with a header a datagram may not carry.
     Header(DatagramError),
+    /// The datagram filled the whole receive buffer of `capacity` bytes,
+    /// so the kernel may have cut it without telling (a UDP receive does not
+    /// say): refused rather than handed on shortened
+    /// ([`ProxyUdpSocket::recv_from`](crate::ProxyUdpSocket)).
+    FilledBuffer {
+        /// The receive buffer's size.
+        capacity: usize,
+    },
 }
 
 impl DatagramRefusal {
@@ -165,6 +173,7 @@ impl DatagramRefusal {
         match self {
             DatagramRefusal::Policy(r) => r.code(),
             DatagramRefusal::Header(e) => e.code(),
+            DatagramRefusal::FilledBuffer { .. } => "datagram_fills_buffer",
         }
     }
 }
@@ -174,6 +183,11 @@ impl fmt::Display for DatagramRefusal {
         match self {
             DatagramRefusal::Policy(r) => write!(f, "{r}"),
             DatagramRefusal::Header(e) => write!(f, "{}: {e}", e.code()),
+            DatagramRefusal::FilledBuffer { capacity } => write!(
+                f,
+                "datagram_fills_buffer: the datagram filled the {capacity}-byte receive \
+                 buffer and may have been cut"
+            ),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::{DatagramRefusal, ListenerPolicy, Observed, OwnedHeader};
 ///     .encode_datagram(b"query")?;
 /// proxy.send_to(&datagram, socket.local_addr()?).await?;
 ///
-/// let mut buf = vec![0u8; 65535];
+/// let mut buf = vec![0u8; 65536];
 /// let got = socket.recv_from(&mut buf).await?;
 /// assert_eq!(got.observed.addr, "198.51.100.7:5353".parse()?);
 /// assert!(got.observed.trusted);
@@ -142,15 +142,23 @@ impl ProxyUdpSocket {
     /// Receives one datagram into `buf` and applies the policy (see
     /// [`ListenerPolicy::decide_datagram`]).
     ///
-    /// Give a buffer of 65535 bytes: the kernel cuts a datagram longer than
-    /// `buf` without telling, and a header cut that way is refused
-    /// `truncated_header`.
+    /// Give a buffer of 65536 bytes (one more than the largest UDP payload):
+    /// the kernel cuts a datagram longer than `buf` without telling, so a
+    /// datagram that fills `buf` exactly is refused
+    /// ([`DatagramRefusal::FilledBuffer`], `datagram_fills_buffer`) rather
+    /// than handed on with its payload possibly shortened.
     ///
     /// # Errors
     /// [`RecvError::Refused`] for a datagram the policy refuses (dropped;
     /// call again for the next one), [`RecvError::Io`] when receiving fails.
     pub async fn recv_from(&self, buf: &mut [u8]) -> Result<ReceivedDatagram, RecvError> {
         let (n, peer) = self.socket.recv_from(buf).await?;
+        if n >= buf.len() {
+            let refusal = DatagramRefusal::FilledBuffer {
+                capacity: buf.len(),
+            };
+            return Err(RecvError::Refused { peer, refusal });
+        }
         let datagram = buf.get(..n).unwrap_or_default();
         match self.policy.decide_datagram(peer, datagram) {
             Ok(accept) => Ok(ReceivedDatagram {

@@ -244,3 +244,36 @@ async fn python_sender_over_ipv6_loopback() {
     assert!(a.observed.trusted);
     assert_eq!(&buf[a.payload], b"six");
 }
+
+/// A datagram that fills the receive buffer may have been cut by the kernel without a
+/// word: refused (`datagram_fills_buffer`), never handed on shortened; one byte shorter
+/// than the buffer is whole and accepted; the socket goes on.
+#[tokio::test]
+async fn a_datagram_that_fills_the_buffer_is_refused_not_cut() {
+    let policy = ListenerPolicy::new(ProxyMode::On)
+        .with_trusted_proxies(vec!["127.0.0.1/32".parse().unwrap()]);
+    let socket = ProxyUdpSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap(), policy);
+    let to = socket.local_addr().unwrap();
+    let header_len = udp("198.51.100.7:5353", "203.0.113.10:53", b"").len();
+    let mut buf = vec![0u8; 64];
+    let longer = udp("198.51.100.7:1", "203.0.113.10:53", &[b'a'; 100]);
+    let exact = udp(
+        "198.51.100.7:2",
+        "203.0.113.10:53",
+        &vec![b'b'; 64 - header_len],
+    );
+    let whole = udp(
+        "198.51.100.7:3",
+        "203.0.113.10:53",
+        &vec![b'c'; 63 - header_len],
+    );
+    send("127.0.0.1", to, &[longer, exact, whole]);
+    for _ in 0..2 {
+        let r = refusal(next(&socket, &mut buf).await);
+        assert_eq!(r, DatagramRefusal::FilledBuffer { capacity: 64 });
+        assert_eq!(r.code(), "datagram_fills_buffer");
+    }
+    let d = next(&socket, &mut buf).await.unwrap();
+    assert_eq!(d.observed.addr, "198.51.100.7:3".parse().unwrap());
+    assert_eq!(&buf[d.payload], &vec![b'c'; 63 - header_len][..]);
+}
