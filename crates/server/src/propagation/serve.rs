@@ -172,8 +172,11 @@ async fn forward_one(
         Ok(a) => a,
         Err(_) => return,
     };
+    // The same observation as every other listener: a forward listener with `propagation`
+    // verifies a signed header from the front before it (fronts chained), and never reads
+    // one as an unsigned header.
     let policy = crate::accept::listener_policy(lcfg);
-    let accepted = crate::accept::accept_observed(tcp, peer, lcfg, &policy).await;
+    let accepted = crate::observe::observe(tcp, peer, Some(local), lcfg, &policy).await;
     let (observed, stream) = match accepted {
         Ok(x) => x,
         Err(refused) => {

@@ -1052,3 +1052,83 @@ fn bad_propagation_keys_stop_serve_with_a_located_error() {
         );
     }
 }
+
+/// Fronts chained: a `forward` listener with `propagation` of its own verifies the signed
+/// header of the front before it (the client it names is forwarded, signed again, to the
+/// inner), and refuses a tampered one; it never reads a signed header as an unsigned one.
+#[test]
+fn a_front_with_propagation_verifies_the_signed_header_before_forwarding() {
+    let cluster = inner();
+    let out = cluster.keys.path().to_str().expect("UTF-8");
+    let made = ippin(
+        &[
+            "ca",
+            "propagation-key",
+            "--audience",
+            "front-in",
+            "--out",
+            out,
+        ],
+        b"",
+    );
+    assert_eq!(made.code, Some(0), "propagation-key: {made:?}");
+    let fields = format!(
+        "{}, propagation: {{audience: front-in, key: \"{}\"}}",
+        forward(
+            cluster.addr(INNER_TLS),
+            "inner-tls",
+            &cluster.key("inner-tls.propkey.pub"),
+            "proxy_protocol: off"
+        ),
+        cluster.key("front-in.propkey")
+    );
+    let front = Front::start(&cluster, &[(LOCALHOST, fields)]);
+    let to = front.addrs[0];
+    // The front before it: a header signed by a proxy identity of the CA, for this front.
+    let s = signer(cluster.dir.path());
+    let t = now();
+    let g = grant(
+        &s,
+        &public_key(&cluster.key("front-in.propkey.pub")),
+        "front-in",
+        t - 5,
+    );
+
+    send(to, |l| header(&g, "192.0.2.7:1000", l, t, 1));
+    let ok = wait_until(Duration::from_secs(10), || {
+        front.audit().iter().any(|v| {
+            v["event"] == "forwarded"
+                && v["observed"] == "192.0.2.7:1000"
+                && v["provenance"] == "signed_propagation"
+        })
+    });
+    assert!(ok, "front audit: {:#?}", front.audit());
+    // The inner got the client the first front named, signed by this one (the test's TLS
+    // bytes are not a handshake: refused there, after the PROXY stage).
+    let inner = cluster.wait_audit("the chained client at the inner", |v| {
+        v["event"] == "tls_refused" && v["observed"] == "192.0.2.7:1000"
+    });
+    assert_eq!(inner["provenance"], "signed_propagation", "{inner}");
+
+    // Tampered after signing: refused by this front, nothing forwarded.
+    send(to, |l| {
+        let mut h = header(&g, "192.0.2.8:1000", l, t, 2);
+        h[16] = 198;
+        h
+    });
+    let refused = wait_until(Duration::from_secs(10), || {
+        front
+            .audit()
+            .iter()
+            .any(|v| v["event"] == "proxy_refused" && v["reason"] == "signed_address_mismatch")
+    });
+    assert!(refused, "front audit: {:#?}", front.audit());
+    assert!(
+        !front
+            .audit()
+            .iter()
+            .any(|v| v["event"] == "forwarded" && ip_of(&v["observed"]).starts_with("198.")),
+        "front audit: {:#?}",
+        front.audit()
+    );
+}
