@@ -438,7 +438,7 @@ struct RawListener {
     listen: SocketAddr,
     #[serde(default)]
     proxy_protocol: Option<YamlProxyMode>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_trusted_proxies")]
     trusted_proxies: Option<Vec<YamlNet>>,
     #[serde(default = "default_header_timeout")]
     header_timeout: YamlDuration,
@@ -452,8 +452,38 @@ struct RawListener {
     forward: Option<propagation::RawForward>,
     #[serde(default)]
     propagation: Option<propagation::RawPropagation>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_allowed_endpoints")]
     allowed_endpoints: Option<Vec<YamlEndpoint>>,
+}
+
+/// A list the key of which is written must be written too: `allowed_endpoints:` or
+/// `trusted_proxies:` with no value (YAML null, also a list whose every entry is commented
+/// out) is refused, not read as "no list" (which would mean "every endpoint", "any peer").
+fn present<'de, D, T>(d: D, field: &str) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(format!(
+            "`{field}` has no value (null): write the list, or leave the key out"
+        ))),
+    }
+}
+
+fn present_trusted_proxies<'de, D>(d: D) -> Result<Option<Vec<YamlNet>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    present(d, "trusted_proxies")
+}
+
+fn present_allowed_endpoints<'de, D>(d: D) -> Result<Option<Vec<YamlEndpoint>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    present(d, "allowed_endpoints")
 }
 
 /// What `danger_trust_every_peer` trusts: both families, written out (an IPv6 network never
@@ -880,6 +910,16 @@ impl Config {
             }
             if let Some(ids) = &l.allowed_endpoints {
                 let field = format!("listeners[{i}].allowed_endpoints");
+                if l.propagation.is_some() {
+                    return Err(invalid(
+                        field,
+                        Some(&here),
+                        "cannot be used with `propagation`: a front's signed header names no \
+                         cloud endpoint; put the list on the front that receives the load \
+                         balancer's header"
+                            .into(),
+                    ));
+                }
                 if mode != ProxyModeSetting::On {
                     return Err(invalid(
                         field,
@@ -1592,6 +1632,36 @@ listeners:
         let shown = parse(&text).unwrap_err().to_string();
         assert!(shown.contains("listeners[0].allowed_endpoints"), "{shown}");
         assert!(shown.contains("needs `proxy_protocol: on`"), "{shown}");
+        // A key with no value is not "no list" (which would allow every endpoint, trust
+        // any peer): refused, with its line.
+        for null in ["", "~", "null", "\n      # - vpce-0a1b2c3d"] {
+            let shown = parse(&with(null)).unwrap_err().to_string();
+            assert!(shown.contains("ippin.yaml:1"), "{null:?}: {shown}");
+            assert!(
+                shown.contains("`allowed_endpoints` has no value"),
+                "{null:?}: {shown}"
+            );
+            let text = GOOD.replace(
+                "    trusted_proxies: [127.0.0.1/32]",
+                &format!("    trusted_proxies: {null}"),
+            );
+            let shown = parse(&text).unwrap_err().to_string();
+            assert!(
+                shown.contains("`trusted_proxies` has no value"),
+                "{null:?}: {shown}"
+            );
+        }
+        // Not beside `propagation`: a front's signed header names no endpoint.
+        let text = with("[gcp:1]").replace(
+            "    header_timeout: 5s",
+            "    header_timeout: 5s\n    propagation: {audience: inner, key: inner.propkey}",
+        );
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("listeners[0].allowed_endpoints"), "{shown}");
+        assert!(
+            shown.contains("cannot be used with `propagation`"),
+            "{shown}"
+        );
     }
 
     #[test]
