@@ -78,6 +78,12 @@ pub struct ListenerPolicy {
     pub parse: ParseConfig,
     /// When set, only connections whose header carries one of these cloud
     /// endpoint IDs are accepted (see "Endpoint allow-list" above).
+    ///
+    /// The list is only as good as the header: use it with
+    /// [`ProxyMode::On`] and `trusted_proxies` naming the load balancers.
+    /// In mode unspecified, or with no `trusted_proxies`, any peer's header
+    /// is parsed, so a client can name a listed ID itself (its address
+    /// stays untrusted, but the endpoint gate does not hold).
     pub allowed_endpoints: Option<Vec<EndpointId>>,
 }
 

@@ -147,7 +147,9 @@ fn third_header(h: &pp::Header<'_>) -> SeqStep {
 /// socket reports it). Call again with more bytes on [`SeqStep::NeedMore`].
 ///
 /// A signed header is bound to the front → inner connection: alone, it
-/// must have been written for `peer` → `local`; after an unsigned header
+/// must have been written for `peer` → `local` (a listener with
+/// `allowed_endpoints` refuses it, `endpoint_not_allowed`: it names no cloud
+/// endpoint); after an unsigned header
 /// the listener's mode and trusted proxies accepted (an L4 proxy between
 /// front and inner), for the connection that header names.
 pub fn step(
@@ -183,6 +185,11 @@ pub fn step(
         Next::More => return SeqStep::NeedMore,
         Next::Bad(r) => return from_refusal(r),
         Next::Nothing if signed1 => {
+            // A signed header names no cloud endpoint: a listener that serves only some
+            // endpoints refuses it, as it refuses a PROXY header that names none.
+            if listener.allowed_endpoints.is_some() {
+                return from_refusal(pp::Refusal::EndpointNotAllowed { endpoint: None });
+            }
             let link = Link {
                 front: peer,
                 inner: local,

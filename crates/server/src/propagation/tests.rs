@@ -282,6 +282,19 @@ fn signed_header_alone_is_trusted_with_its_provenance() {
     }
 }
 
+/// A listener that serves only some cloud endpoints refuses a signed header alone: it
+/// names no endpoint (as a PROXY header that names none is refused).
+#[test]
+fn a_signed_header_alone_names_no_allowed_endpoint() {
+    let f = fx();
+    let v = verifier(&f);
+    let mut p = policy(pp::ProxyMode::On, Some("10.0.0.0/8"));
+    p.allowed_endpoints = Some(vec![pp::EndpointId::Gcp(pp::GcpPscConnectionId(7))]);
+    let bytes = cat(&[&signed_bytes(&f.grant, NOW, 1), b"GET /"]);
+    assert_eq!(code(&run(&p, &v, &bytes, 7)), "endpoint_not_allowed");
+    assert_eq!(v.replay_len(), 0, "refused before any verification");
+}
+
 /// After an unsigned header the listener believed (an L4 proxy between
 /// front and inner), the signed header is bound to the connection that
 /// header names: the front's connection ended at the proxy.
