@@ -159,7 +159,7 @@ pub enum DatagramRefusal {
     /// The datagram filled the whole receive buffer of `capacity` bytes,
     /// so the kernel may have cut it without telling (a UDP receive does not
     /// say): refused rather than handed on shortened
-    /// ([`ProxyUdpSocket::recv_from`](crate::ProxyUdpSocket)).
+    /// (`ProxyUdpSocket::recv_from`, feature `tokio`).
     FilledBuffer {
         /// The receive buffer's size.
         capacity: usize,
