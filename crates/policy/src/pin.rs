@@ -87,11 +87,15 @@ impl PinPrefix {
 
     /// The prefix length for `ip`'s family, after canonicalisation (an IPv4-mapped IPv6
     /// address is IPv4); 128 for the IPv6 addresses that are always pinned alone (the type's
-    /// documentation lists them).
+    /// documentation lists them), and whenever this prefix's network around `ip` would
+    /// reach into their ranges (`::1`'s /64 holds every IPv4-compatible address; a /32
+    /// around `64:ff9b:2::1` holds the NAT64 prefixes). Issue ([`network`](Self::network))
+    /// and check ([`admits`](Self::admits)) both ask this one function, so a pin issued is a
+    /// pin admitted.
     pub fn len_for(&self, ip: IpAddr) -> u8 {
         match canonical_ip(ip) {
             IpAddr::V4(_) => self.ipv4,
-            IpAddr::V6(v6) if one_address_only(v6) => 128,
+            IpAddr::V6(v6) if one_address_only(v6) || reaches_alone(v6, self.ipv6) => 128,
             IpAddr::V6(_) => self.ipv6,
         }
     }
@@ -132,6 +136,35 @@ impl PinPrefix {
             CertPin::None | CertPin::Invalid(_) => false,
         }
     }
+}
+
+/// The IPv6 ranges of translators, tunnels and links whose addresses are pinned alone
+/// (network, length), and that no network pin may reach into: NAT64 well-known and
+/// local-use, Teredo, 6to4, link-local. (`::/64`, the network of `::1`, holds the
+/// IPv4-compatible `::a.b.c.d`, deprecated and observed only through a tunnel the server's
+/// host configures itself: those clients are pinned alone, but `::1`'s /64 stays a network.
+/// IPv4-mapped addresses are compared as IPv4, which no IPv6 network holds.)
+const ALONE: [(u128, u8); 5] = [
+    (0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96),
+    (0x0064_ff9b_0001_0000_0000_0000_0000_0000, 48),
+    (0x2001_0000_0000_0000_0000_0000_0000_0000, 32),
+    (0x2002_0000_0000_0000_0000_0000_0000_0000, 16),
+    (0xfe80_0000_0000_0000_0000_0000_0000_0000, 10),
+];
+
+/// Whether the network of length `len` around `v6` overlaps one of the [`ALONE`] ranges
+/// (two networks overlap when one holds the other).
+fn reaches_alone(v6: std::net::Ipv6Addr, len: u8) -> bool {
+    let mask = |l: u8| {
+        u128::MAX
+            .checked_shl(128 - u32::from(l.min(128)))
+            .unwrap_or(0)
+    };
+    let a = u128::from(v6);
+    ALONE.iter().any(|&(net, l)| {
+        let shorter = mask(l.min(len));
+        a & shorter == net & shorter
+    })
 }
 
 /// IPv6 addresses whose neighbours in a prefix are other clients: translators and tunnels

@@ -469,3 +469,57 @@ proptest! {
         }
     }
 }
+
+/// Issue and check agree: the network issued to any client meets the requirement it was
+/// issued under, also where the prefix's network around an ordinary address would reach
+/// into a translator's or tunnel's range (then the client is pinned alone). Before, a
+/// client at `64:ff9b:0:0:1::1` with /64 got `64:ff9b::/64`, which its own check refused.
+#[test]
+fn a_network_that_reaches_a_translators_range_is_not_issued() {
+    for (v6, client) in [
+        (64, "64:ff9b:0:0:1::1"),
+        (32, "64:ff9b:2::1"),
+        (48, "64:ff9b:1:2::1"),
+        (32, "2001:0:1::1"),
+        (32, "2001:1::1"),
+        (32, "2002:1::1"),
+        (32, "fe80::1"),
+        (32, "fe81::1"),
+        (64, "fe80::1"),
+    ] {
+        let p = PinPrefix::new(24, v6).unwrap();
+        let ip: IpAddr = client.parse().unwrap();
+        let issued = p.network(ip);
+        let pin = CertPin::Nets(vec![issued]);
+        let d = check_pin(p, &pin, &seen(ip));
+        assert!(d.is_allow(), "/{v6} {client}: issued {issued}, {d:?}");
+        if (v6, client) != (32, "2001:1::1") {
+            assert_eq!(issued, IpNet::from(ip), "/{v6} {client}");
+        }
+    }
+    // `2001:1::/32` is beside Teredo's `2001::/32`, not in it: an ordinary network.
+    let p = PinPrefix::new(24, 32).unwrap();
+    assert_eq!(
+        p.network("2001:1::1".parse().unwrap()).to_string(),
+        "2001:1::/32"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// For every IPv6 client and prefix length: the pin issued is admitted by the same
+    /// requirement and holds the client.
+    #[test]
+    fn every_issued_v6_pin_meets_its_own_requirement(a in any::<u128>(), len in 32u8..=128, keep in 0u32..=40) {
+        // Often near the special ranges: their top bits, the rest random.
+        let specials = [0x0064_ff9b_u128 << 96, 0x2001 << 112, 0x2002 << 112, 0xfe80 << 112, 0];
+        let base = specials[(a % 5) as usize];
+        let mask = u128::MAX.checked_shl(128 - keep.min(128)).unwrap_or(0);
+        let ip = Ipv6Addr::from((base & mask) | (a.rotate_left(17) & !mask));
+        let p = PinPrefix::new(32, len).unwrap();
+        let issued = p.network(IpAddr::V6(ip));
+        let d = check_pin(p, &CertPin::Nets(vec![issued]), &seen(IpAddr::V6(ip)));
+        prop_assert!(d.is_allow(), "{} /{}: issued {}, {:?}", ip, len, issued, d);
+    }
+}
