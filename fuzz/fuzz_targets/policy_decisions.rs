@@ -50,6 +50,12 @@ fuzz_target!(|data: &[u8]| {
         })
         .flatten();
     if let Some(p) = prefix.filter(|_| requires) {
+        // Issue and check agree: the pin issued to this client under `p` is admitted by
+        // `p` from the client's own (trusted) address.
+        let issued = p.network(observed_ip);
+        let trusted = ObservedAddr::new(SocketAddr::new(observed_ip, 5000), Provenance::ProxyV2, true);
+        let own = check_pin(PinRequirement::Required(p), &CertPin::Nets(vec![issued]), &trusted);
+        assert!(own.is_allow(), "{observed_ip} issued {issued} under {p:?}: {own:?}");
         let d = check_pin(PinRequirement::Required(p), &pin, &seen);
         // Exact is the narrowest requirement: what it allows, every prefix allows.
         if check_pin(true, &pin, &seen).is_allow() {
