@@ -168,7 +168,10 @@ impl ProxyListener {
     /// # Errors
     /// Why a connection was refused ([`AcceptError::Refused`],
     /// [`AcceptError::NoSlot`]), or that a TCP accept failed
-    /// ([`AcceptError::Accept`]); the listener goes on either way.
+    /// ([`AcceptError::Accept`]); the listener goes on either way. These
+    /// reports take a place in the hand-over queue only when there is room
+    /// (a flood of refused connections must not make accepted ones wait
+    /// behind it): when it is full they are dropped unreported.
     /// [`AcceptError::Stopped`] if its accepting task ended.
     pub async fn accept(&mut self) -> Result<Accepted<TcpStream>, AcceptError> {
         self.ready.recv().await.unwrap_or(Err(AcceptError::Stopped))
@@ -223,8 +226,17 @@ async fn run(
         connections.spawn(async move {
             let decided = accept_bounded_until(tcp, peer, &policy, deadline, &slots).await;
             // The header slot is back by now; `hold` counts the connection
-            // until it is handed over (or the listener is gone).
-            let _ = tx.send(decided).await;
+            // until it is handed over (or the listener is gone). A refusal is
+            // only a report: it never waits for room, so refused connections
+            // cannot hold the queue or the held places against accepted ones.
+            match decided {
+                Ok(accepted) => {
+                    let _ = tx.send(Ok(accepted)).await;
+                }
+                Err(refused) => {
+                    let _ = tx.try_send(Err(refused));
+                }
+            }
             drop(hold);
         });
     }

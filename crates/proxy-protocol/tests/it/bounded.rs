@@ -425,3 +425,45 @@ proptest::proptest! {
         });
     }
 }
+
+/// A flood of refused connections nobody takes from the listener does not queue ahead of
+/// a good one: refusals take a place in the hand-over queue only when there is room (at
+/// most 64 of them), so the good connection comes out after at most that many.
+#[tokio::test]
+async fn a_flood_of_refusals_does_not_queue_ahead_of_a_good_connection() {
+    const FLOOD: usize = 150;
+    let mut l = listener(policy(), ListenerOptions::default()).await;
+    // Mode on: a connection that starts with anything but a header is refused at once.
+    let refused: Vec<_> = (0..FLOOD)
+        .map(|_| client(l.local_addr(), b"SSH-2.0-x\r\n"))
+        .collect();
+    for c in refused {
+        let (got, _) = c.await.unwrap();
+        assert!(got.is_empty());
+    }
+    wait_for("every refused connection decided", || {
+        l.header_slots().in_use() == 0
+    })
+    .await;
+    let good = client(
+        l.local_addr(),
+        b"PROXY TCP4 192.0.2.1 203.0.113.10 4000 443\r\nhi",
+    );
+    let mut reports = 0;
+    let accepted = loop {
+        match next(&mut l).await {
+            Ok(a) => break a,
+            Err(e) => {
+                assert_eq!(e.refusal(), Some(&Refusal::HeaderRequired), "{e:?}");
+                reports += 1;
+            }
+        }
+    };
+    assert_eq!(accepted.observed.addr, "192.0.2.1:4000".parse().unwrap());
+    assert!(
+        reports <= 64,
+        "{reports} refusals came out before the good connection"
+    );
+    drop(accepted);
+    let _ = good.await;
+}
