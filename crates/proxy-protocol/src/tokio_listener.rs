@@ -5,6 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -113,6 +114,7 @@ pub struct ProxyListener {
     local: SocketAddr,
     slots: HeaderSlots,
     acceptor: JoinHandle<()>,
+    unreported: Arc<AtomicU64>,
 }
 
 impl ProxyListener {
@@ -144,19 +146,21 @@ impl ProxyListener {
             .max_held
             .clamp(slots.limit(), Semaphore::MAX_PERMITS);
         let (tx, ready) = mpsc::channel(QUEUE);
+        let unreported = Arc::new(AtomicU64::new(0));
         let acceptor = runtime.spawn(run(
             listener,
             Arc::new(policy),
             options.header_timeout,
             slots.clone(),
             Arc::new(Semaphore::new(held)),
-            tx,
+            (tx, unreported.clone()),
         ));
         Ok(ProxyListener {
             ready,
             local,
             slots,
             acceptor,
+            unreported,
         })
     }
 
@@ -171,10 +175,18 @@ impl ProxyListener {
     /// ([`AcceptError::Accept`]); the listener goes on either way. These
     /// reports take a place in the hand-over queue only when there is room
     /// (a flood of refused connections must not make accepted ones wait
-    /// behind it): when it is full they are dropped unreported.
+    /// behind it): when it is full they are dropped, and counted in
+    /// [`unreported_refusals`](Self::unreported_refusals).
     /// [`AcceptError::Stopped`] if its accepting task ended.
     pub async fn accept(&mut self) -> Result<Accepted<TcpStream>, AcceptError> {
         self.ready.recv().await.unwrap_or(Err(AcceptError::Stopped))
+    }
+
+    /// How many refusals (and failed TCP accepts) were dropped because the
+    /// hand-over queue was full: a flood an auditor should hear of even when
+    /// its single reports were not delivered.
+    pub fn unreported_refusals(&self) -> u64 {
+        self.unreported.load(Ordering::Relaxed)
     }
 
     /// The address the listener is bound to.
@@ -203,7 +215,10 @@ async fn run(
     timeout: Duration,
     slots: HeaderSlots,
     held: Arc<Semaphore>,
-    tx: mpsc::Sender<Result<Accepted<TcpStream>, AcceptError>>,
+    (tx, unreported): (
+        mpsc::Sender<Result<Accepted<TcpStream>, AcceptError>>,
+        Arc<AtomicU64>,
+    ),
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -215,7 +230,9 @@ async fn run(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Reported when there is room, never waited for.
-                let _ = tx.try_send(Err(AcceptError::Accept(e.kind())));
+                if tx.try_send(Err(AcceptError::Accept(e.kind()))).is_err() {
+                    unreported.fetch_add(1, Ordering::Relaxed);
+                }
                 tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
@@ -223,6 +240,7 @@ async fn run(
         // The deadline starts at the TCP accept, before any wait for a slot.
         let deadline = Instant::now().checked_add(timeout);
         let (policy, slots, tx) = (policy.clone(), slots.clone(), tx.clone());
+        let unreported = unreported.clone();
         connections.spawn(async move {
             let decided = accept_bounded_until(tcp, peer, &policy, deadline, &slots).await;
             // The header slot is back by now; `hold` counts the connection
@@ -234,7 +252,9 @@ async fn run(
                     let _ = tx.send(Ok(accepted)).await;
                 }
                 Err(refused) => {
-                    let _ = tx.try_send(Err(refused));
+                    if tx.try_send(Err(refused)).is_err() {
+                        unreported.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             drop(hold);

@@ -476,27 +476,37 @@ fn save_waiting(
 /// How long [`save`] waits for another login writing into the same folder.
 const SAVE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// An exclusive `flock` on the folder itself (its own descriptor, opened read-only: no
-/// file is made, no permission needed beyond what writing the files needs; a folder named
-/// through a symbolic link is the folder it points to, for the lock as for the files),
-/// held until dropped; waits at most `wait` for another holder. On a file system without
-/// `flock` (some NFS and FUSE mounts) the save goes on unlocked, with a warning.
+/// The lock file [`save`] holds in the identity folder.
+const LOCK_FILE: &str = ".ippin.lock";
+
+/// An exclusive `flock` on `dir/.ippin.lock`, held until dropped; waits at most `wait` for
+/// another holder. The file is the user's own, mode 0600, so no other user can open it to
+/// hold the lock against them (a lock on the folder itself could be taken by anyone who
+/// may read the folder); it is never opened through a symbolic link. One the user cannot
+/// open (left by a login run as root), or a file system without `flock` (some NFS and FUSE
+/// mounts): the save goes on unlocked, with a warning.
 fn lock_folder(
     dir: &Path,
     wait: std::time::Duration,
 ) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, String> {
     use nix::errno::Errno;
     use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join(LOCK_FILE);
     let mut open = std::fs::OpenOptions::new();
-    open.read(true);
+    open.read(true).write(true).create(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        open.custom_flags(nix::libc::O_DIRECTORY);
+        open.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
     }
-    let mut folder = open
-        .open(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut folder = match open.open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!("{}: {e}; writing without the lock", path.display());
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     let deadline = std::time::Instant::now() + wait;
     loop {
         match Flock::lock(folder, FlockArg::LockExclusiveNonblock) {
@@ -646,10 +656,11 @@ mod tests {
     }
 
     /// A login writing into a folder holds its lock: another one waits for it (here: not
-    /// at all, so it is refused and writes nothing), then writes once it is released. No
-    /// lock file is left in the folder.
+    /// at all, so it is refused and writes nothing), then writes once it is released. The
+    /// lock file is the user's alone (0600).
     #[test]
     fn one_login_at_a_time_writes_into_a_folder() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let held = lock_folder(dir.path(), std::time::Duration::ZERO).unwrap();
         assert!(held.is_some(), "tmpfs has flock");
@@ -660,37 +671,19 @@ mod tests {
         save_waiting(dir.path(), &creds("b"), std::time::Duration::ZERO).unwrap();
         let key = std::fs::read_to_string(dir.path().join("ippin_ed25519")).unwrap();
         assert_eq!(key, "key b\n");
-        let mut names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "ippin_ed25519",
-                "ippin_ed25519-cert.pub",
-                "ippin_ed25519.pub",
-                "ippin_tls.key",
-                "ippin_tls.pem"
-            ]
-        );
+        let lock = std::fs::metadata(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(lock.permissions().mode() & 0o777, 0o600);
     }
 
-    /// One folder, one lock, whatever the path that names it: a login through a symbolic
-    /// link to the folder waits for one through its real path.
+    /// The lock file is never opened through a symbolic link (whoever planted it could
+    /// make the login create or lock a file elsewhere).
     #[test]
-    fn the_folder_lock_is_the_folders_whatever_names_it() {
+    fn the_lock_file_is_not_followed_through_a_link() {
         let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real");
-        std::fs::create_dir(&real).unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        let held = lock_folder(&link, std::time::Duration::ZERO).unwrap();
-        let err = save_waiting(&real, &creds("c"), std::time::Duration::ZERO).unwrap_err();
-        assert!(err.contains("another login is still writing"), "{err}");
-        drop(held);
-        save_waiting(&real, &creds("c"), std::time::Duration::ZERO).unwrap();
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, dir.path().join(LOCK_FILE)).unwrap();
+        assert!(save(dir.path(), &creds("a")).is_err());
+        assert!(!target.exists());
     }
 
     #[test]

@@ -292,7 +292,7 @@ struct RawConfig {
     cert_ttl: YamlDuration,
     audit_log: PathBuf,
     listeners: Vec<RawListener>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_network_restrictions")]
     network_restrictions: Option<PathBuf>,
     #[serde(default = "default_poll")]
     network_restrictions_poll: YamlPoll,
@@ -306,7 +306,7 @@ struct RawConfig {
     login_limits: Option<RawLoginLimits>,
     #[serde(default)]
     sessions: RawSessions,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_backend")]
     backend: Option<backend::RawBackend>,
 }
 
@@ -456,9 +456,10 @@ struct RawListener {
     allowed_endpoints: Option<Vec<YamlEndpoint>>,
 }
 
-/// A list the key of which is written must be written too: `allowed_endpoints:` or
-/// `trusted_proxies:` with no value (YAML null, also a list whose every entry is commented
-/// out) is refused, not read as "no list" (which would mean "every endpoint", "any peer").
+/// A key that is written must have a value: `allowed_endpoints:`, `trusted_proxies:`,
+/// `network_restrictions:` or `backend:` with no value (YAML null, also a list or path whose
+/// every line is commented out) is refused, not read as the key left out (which would mean
+/// "every endpoint", "any peer", "no restriction", "no fleet").
 fn present<'de, D, T>(d: D, field: &str) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -484,6 +485,20 @@ where
     D: serde::Deserializer<'de>,
 {
     present(d, "allowed_endpoints")
+}
+
+fn present_network_restrictions<'de, D>(d: D) -> Result<Option<PathBuf>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    present(d, "network_restrictions")
+}
+
+fn present_backend<'de, D>(d: D) -> Result<Option<backend::RawBackend>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    present(d, "backend")
 }
 
 /// What `danger_trust_every_peer` trusts: both families, written out (an IPv6 network never
@@ -1649,6 +1664,19 @@ listeners:
             assert!(
                 shown.contains("`trusted_proxies` has no value"),
                 "{null:?}: {shown}"
+            );
+        }
+        // The same for the top-level keys whose absence means "no restriction", "no fleet".
+        for (key, null) in [
+            ("network_restrictions", "~"),
+            ("network_restrictions", ""),
+            ("backend", "null"),
+        ] {
+            let text = format!("{GOOD}{key}: {null}\n");
+            let shown = parse(&text).unwrap_err().to_string();
+            assert!(
+                shown.contains(&format!("`{key}` has no value")),
+                "{key}: {null:?}: {shown}"
             );
         }
         // Not beside `propagation`: a front's signed header names no endpoint.

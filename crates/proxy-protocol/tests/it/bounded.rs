@@ -449,7 +449,7 @@ async fn a_flood_of_refusals_does_not_queue_ahead_of_a_good_connection() {
         l.local_addr(),
         b"PROXY TCP4 192.0.2.1 203.0.113.10 4000 443\r\nhi",
     );
-    let mut reports = 0;
+    let mut reports = 0u64;
     let accepted = loop {
         match next(&mut l).await {
             Ok(a) => break a,
@@ -464,6 +464,11 @@ async fn a_flood_of_refusals_does_not_queue_ahead_of_a_good_connection() {
         reports <= 64,
         "{reports} refusals came out before the good connection"
     );
+    // None is lost without a trace: those not reported one by one are counted.
+    wait_for("every refusal reported or counted", || {
+        reports + l.unreported_refusals() == FLOOD as u64
+    })
+    .await;
     drop(accepted);
     let _ = good.await;
 }
