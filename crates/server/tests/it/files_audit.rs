@@ -114,8 +114,11 @@ fn login_replaces_0644_key_files_with_new_0600_files_openssh_accepts() {
         keygen.stdout.split_whitespace().nth(1),
         public.split_whitespace().nth(1)
     );
-    // Nothing but the five files and the link is left in the folder.
-    assert_eq!(std::fs::read_dir(out.path()).expect("dir").count(), 6);
+    // Nothing but the five files, the link and the logins' lock file (`.ippin.lock`, kept:
+    // removing it would let two logins lock two different files) is left in the folder.
+    assert_eq!(std::fs::read_dir(out.path()).expect("dir").count(), 7);
+    let lock = std::fs::metadata(out.path().join(".ippin.lock")).expect("lock file");
+    assert_eq!(lock.permissions().mode() & 0o777, 0o600);
     // A folder `ippin login` makes is 0700.
     let fresh = out.path().join("new/nested");
     let ran = ippin(
