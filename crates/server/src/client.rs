@@ -499,7 +499,7 @@ fn lock_folder(
         use std::os::unix::fs::OpenOptionsExt;
         open.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
     }
-    let mut folder = match open.open(&path) {
+    let mut file = match open.open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             tracing::warn!("{}: {e}; writing without the lock", path.display());
@@ -509,10 +509,10 @@ fn lock_folder(
     };
     let deadline = std::time::Instant::now() + wait;
     loop {
-        match Flock::lock(folder, FlockArg::LockExclusiveNonblock) {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(Some(lock)),
             Err((f, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
-                folder = f;
+                file = f;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err((_, Errno::EWOULDBLOCK)) => {
