@@ -83,6 +83,38 @@ pub(crate) fn proxy_header(buf: &[u8]) -> Option<IpAddr> {
     header.proxied_address().map(|a| a.source.ip())
 }
 
+/// `ppp` made to validate what ippin validates before returning, as far as
+/// its API can: every TLV read through its iterator (bounds only: `ppp`
+/// decodes no value and verifies no CRC32C). For v2 inputs.
+#[inline]
+pub(crate) fn ppp_eager(buf: &[u8]) -> Option<IpAddr> {
+    use ppp::{HeaderResult, v2};
+    let HeaderResult::V2(Ok(h)) = HeaderResult::parse(buf) else {
+        return None;
+    };
+    for tlv in h.tlvs() {
+        black_box(tlv.ok()?);
+    }
+    match h.addresses {
+        v2::Addresses::IPv4(a) => Some(a.source_address.into()),
+        v2::Addresses::IPv6(a) => Some(a.source_address.into()),
+        _ => None,
+    }
+}
+
+/// `proxy-header` made to validate every TLV before returning, through its
+/// iterator (bounds, and each known type's value decoded: AUTHORITY as
+/// UTF-8; no CRC32C check, no repeat check). For v2 inputs.
+#[inline]
+pub(crate) fn proxy_header_eager(buf: &[u8]) -> Option<IpAddr> {
+    use proxy_header::{ParseConfig, ProxyHeader};
+    let (header, _used) = ProxyHeader::parse(buf, ParseConfig::default()).ok()?;
+    for tlv in header.tlvs() {
+        black_box(tlv.ok()?);
+    }
+    header.proxied_address().map(|a| a.source.ip())
+}
+
 #[inline]
 pub(crate) fn proxy_protocol_rs(buf: &[u8]) -> Option<IpAddr> {
     let (header, _used) = proxy_protocol_rs::parse(buf).ok()?;

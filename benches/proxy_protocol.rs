@@ -5,7 +5,8 @@
 //! banner that follows stays untouched) and read the source IP, through
 //! each crate's general entry point (v1/v2 auto-detected). ippin validates
 //! every v2 TLV (and would verify a CRC32C) before returning; the peers
-//! look at TLVs only when asked.
+//! look at TLVs only when asked. For v2, `ppp-eager` and
+//! `proxy-header-eager` are those two asked for every TLV before returning.
 //!
 //! Each group also times a floor (`floor_v1`, `floor_v2` below): the least
 //! work any parser must do, so ippin can be reported as a multiple of it.
@@ -20,7 +21,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 #[path = "proxy_peers.rs"]
 mod peers;
 
-use peers::{floor_v1, floor_v2, inputs, ippin, ppp, proxy_header, proxy_protocol_rs};
+use peers::{
+    floor_v1, floor_v2, inputs, ippin, ppp, ppp_eager, proxy_header, proxy_header_eager,
+    proxy_protocol_rs,
+};
 
 fn bench(c: &mut Criterion) {
     for (name, input) in inputs() {
@@ -37,6 +41,8 @@ fn bench(c: &mut Criterion) {
             assert_eq!(floor_v1(&input), Some(used), "{name}");
         } else {
             assert_eq!(floor_v2(&input), want, "{name}");
+            assert_eq!(ppp_eager(&input), want, "{name}");
+            assert_eq!(proxy_header_eager(&input), want, "{name}");
         }
         let mut group = c.benchmark_group(format!("proxy_protocol/{name}"));
         if v1 {
@@ -52,6 +58,13 @@ fn bench(c: &mut Criterion) {
         group.bench_function("proxy-protocol-rs", |b| {
             b.iter(|| proxy_protocol_rs(black_box(&input)))
         });
+        if !v1 {
+            // The two lazy peers made to read every TLV before returning.
+            group.bench_function("ppp-eager", |b| b.iter(|| ppp_eager(black_box(&input))));
+            group.bench_function("proxy-header-eager", |b| {
+                b.iter(|| proxy_header_eager(black_box(&input)))
+            });
+        }
         group.finish();
     }
 }

@@ -3,7 +3,7 @@
 //! machine): `scripts/proxy-instructions`, docs/benchmarks.md. The parsers,
 //! floors and inputs are the bench's own (`../proxy_peers.rs`).
 //!
-//! `cargo run --release -p ippin-benches --example proxy_instructions -- <ippin|ppp|proxy-header|proxy-protocol-rs|floor|none> <input> <N>`
+//! `cargo run --release -p ippin-benches --example proxy_instructions -- <ippin|ppp|proxy-header|proxy-protocol-rs|ppp-eager|proxy-header-eager|floor|none> <input> <N>`
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -11,7 +11,10 @@ use std::net::IpAddr;
 #[path = "../proxy_peers.rs"]
 mod peers;
 
-use peers::{floor_v1, floor_v2, inputs, ippin, ppp, proxy_header, proxy_protocol_rs};
+use peers::{
+    floor_v1, floor_v2, inputs, ippin, ppp, ppp_eager, proxy_header, proxy_header_eager,
+    proxy_protocol_rs,
+};
 
 /// The v1 floor as a parser-shaped function (the line length as the first octet).
 fn floor_v1_ip(buf: &[u8]) -> Option<IpAddr> {
@@ -35,7 +38,7 @@ fn main() {
             n.parse::<usize>().expect("N"),
         ),
         _ => panic!(
-            "usage: instructions <ippin|ppp|proxy-header|proxy-protocol-rs|floor|none> <input> <N>"
+            "usage: instructions <ippin|ppp|proxy-header|proxy-protocol-rs|ppp-eager|proxy-header-eager|floor|none> <input> <N>"
         ),
     };
     let f: fn(&[u8]) -> Option<IpAddr> = match which.as_str() {
@@ -43,6 +46,8 @@ fn main() {
         "ppp" => ppp,
         "proxy-header" => proxy_header,
         "proxy-protocol-rs" => proxy_protocol_rs,
+        "ppp-eager" => ppp_eager,
+        "proxy-header-eager" => proxy_header_eager,
         "floor" => floor_v2,
         "floor_v1" => floor_v1_ip,
         // The harness alone: a baseline to subtract.

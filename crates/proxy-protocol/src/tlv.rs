@@ -445,8 +445,53 @@ fn duplicate_error(kind: u8, offset: usize) -> Error {
 /// Validates the TLV area of a v2 header. `base` is the area's offset in
 /// the header. Returns the offset (relative to the area) of the CRC32C
 /// value and the received checksum, when there is one.
+///
+/// What load balancers send (ALPN, AUTHORITY in ASCII, UNIQUE_ID, NOOP,
+/// custom types; none repeated) passes [`plain`], a loop that needs few
+/// registers; anything else, every error and every area with a CRC32C,
+/// SSL or NETNS TLV goes to [`validate_full`], which checks every rule
+/// from the start and names the first that fails.
 #[inline(always)]
 pub(crate) fn validate(area: &[u8], base: usize) -> Result<Option<(usize, u32)>, Error> {
+    if plain(area) {
+        return Ok(None);
+    }
+    validate_full(area, base)
+}
+
+/// Whether `area` is a valid TLV area with no CRC32C, SSL or NETNS TLV and
+/// no AUTHORITY outside ASCII. `false` says nothing more: [`validate_full`]
+/// decides. Every area this accepts, [`validate_full`] accepts with no
+/// CRC32C (unit proptests check it).
+#[inline(always)]
+fn plain(area: &[u8]) -> bool {
+    let mut rest = area;
+    let mut seen: u8 = 0;
+    while let Some((&[kind, hi, lo], tail)) = rest.split_first_chunk::<3>() {
+        let Some((value, tail)) = tail.split_at_checked(usize::from(u16::from_be_bytes([hi, lo])))
+        else {
+            return false;
+        };
+        let (bit, check) = CLASS[usize::from(kind)];
+        let ok = match check {
+            Check::None => true,
+            Check::Utf8 => is_ascii_short(value),
+            Check::UniqueId => value.len() <= MAX_UNIQUE_ID_LEN,
+            Check::Decode => false,
+        };
+        if !ok || seen & bit != 0 {
+            return false;
+        }
+        seen |= bit;
+        rest = tail;
+    }
+    rest.is_empty()
+}
+
+/// [`validate`] with every rule checked in turn.
+#[cold]
+#[inline(never)]
+fn validate_full(area: &[u8], base: usize) -> Result<Option<(usize, u32)>, Error> {
     let mut rest = area;
     let mut seen: u8 = 0;
     let mut crc = None;
@@ -510,4 +555,89 @@ pub fn encode_ssl_sub_tlvs(subs: &[SslSubTlv<'_>]) -> Result<Vec<u8>, Error> {
         reason: "SSL sub-TLVs repeat a sub-type or carry non-ASCII text",
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    /// TLV areas from TLVs of the types that matter to [`super::plain`]
+    /// (repeats allowed), values of any bytes, then maybe one byte changed
+    /// and maybe cut short.
+    fn areas() -> impl Strategy<Value = Vec<u8>> {
+        let kind = prop_oneof![
+            Just(super::PP2_TYPE_ALPN),
+            Just(super::PP2_TYPE_AUTHORITY),
+            Just(super::PP2_TYPE_CRC32C),
+            Just(super::PP2_TYPE_NOOP),
+            Just(super::PP2_TYPE_UNIQUE_ID),
+            Just(super::PP2_TYPE_SSL),
+            Just(super::PP2_TYPE_NETNS),
+            Just(0xE0u8),
+            any::<u8>(),
+        ];
+        let value = prop_oneof![
+            proptest::collection::vec(0x20u8..0x7F, 0..20),
+            proptest::collection::vec(any::<u8>(), 0..20),
+            proptest::collection::vec(any::<u8>(), 120..140),
+        ];
+        (
+            proptest::collection::vec((kind, value), 0..4),
+            any::<Option<(usize, u8)>>(),
+            any::<Option<usize>>(),
+        )
+            .prop_map(|(tlvs, change, cut)| {
+                let mut out = Vec::new();
+                for (kind, value) in tlvs {
+                    super::push(&mut out, kind, &value).unwrap_or_default();
+                }
+                if let Some((at, byte)) = change
+                    && !out.is_empty()
+                {
+                    let at = at % out.len();
+                    out[at] = byte;
+                }
+                if let Some(cut) = cut {
+                    out.truncate(cut % (out.len() + 1));
+                }
+                out
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(8192))]
+
+        /// What the quick loop accepts, the full check accepts with no
+        /// CRC32C; and `validate` always answers as the full check does.
+        #[test]
+        fn plain_is_a_subset_of_the_full_check(area in areas(), base in 0usize..100) {
+            let full = super::validate_full(&area, base);
+            if super::plain(&area) {
+                prop_assert_eq!(&full, &Ok(None));
+            }
+            prop_assert_eq!(super::validate(&area, base), full);
+        }
+    }
+
+    #[test]
+    fn plain_takes_what_load_balancers_send_and_passes_the_rest_on() {
+        let mut area = Vec::new();
+        super::push(&mut area, super::PP2_TYPE_AUTHORITY, b"example.com").unwrap();
+        super::push(&mut area, super::PP2_TYPE_UNIQUE_ID, &[0xAB; 16]).unwrap();
+        super::push(&mut area, 0xEA, &[1, 2, 3]).unwrap();
+        assert!(super::plain(&area));
+        // A CRC32C, a non-ASCII AUTHORITY or a repeat goes to the full check.
+        for (kind, value) in [
+            (super::PP2_TYPE_CRC32C, &[0u8; 4][..]),
+            (super::PP2_TYPE_AUTHORITY, "é".as_bytes()),
+            (super::PP2_TYPE_UNIQUE_ID, &[1][..]),
+        ] {
+            let mut more = Vec::new();
+            super::push(&mut more, super::PP2_TYPE_UNIQUE_ID, &[7; 8]).unwrap();
+            assert!(super::plain(&more));
+            super::push(&mut more, kind, value).unwrap();
+            assert!(!super::plain(&more), "{kind}");
+        }
+        assert!(!super::plain(&area[..area.len() - 1]));
+    }
 }
