@@ -560,6 +560,10 @@ pub enum NetOperation {
     /// `socket(2)` of a kind whose destinations cannot be decided (ICMP, raw, SCTP, ...):
     /// serialised as 2. The event's port is the protocol number.
     Socket,
+    /// `setsockopt(2)` of an option that sends packets elsewhere than the address decided
+    /// (an IPv6 routing header, an IPv4 source route): serialised as 3. The event's port is
+    /// the option's number.
+    SocketOption,
 }
 
 /// What was done about it.
@@ -580,6 +584,7 @@ impl Serialize for NetOperation {
             NetOperation::Connect => 0,
             NetOperation::Send => 1,
             NetOperation::Socket => 2,
+            NetOperation::SocketOption => 3,
         })
     }
 }

@@ -32,6 +32,9 @@
 // UDP-Lite) datagrams can be made. ICMP "ping" sockets, raw sockets, SCTP and the rest would
 // otherwise reach any address undecided.
 //
+// Always, a sixth program (`cgroup/setsockopt`) refuses the socket options that send packets
+// elsewhere than the address the hooks decided: IPv6 routing headers and IPv4 source routes.
+//
 // Returning 0 makes the kernel fail the call with EPERM. Each decision can be reported
 // through the `events` ring buffer: denials always, allowed ones when config.observe is set.
 //
@@ -84,7 +87,9 @@ struct event {
 	__u8 src[16];    // the socket's bound address, if any
 	__u8 comm[16];   // the calling thread's comm
 	__u8 family;     // 4 or 6: the hook's family (connect4/sendmsg4 or connect6/sendmsg6)
-	__u8 operation;  // 0 connect, 1 send, 2 socket (a kind of socket the policy cannot decide)
+	__u8 operation;  // 0 connect, 1 send, 2 socket (a kind of socket the policy cannot decide),
+	                 // 3 socket option (one that reroutes packets: dst_port is the option,
+	                 // src_port its level)
 	__u8 action;     // 0 observed (allowed), 1 denied
 	__u8 sock_type;  // SOCK_STREAM 1, SOCK_DGRAM 2
 	__u8 pad[4];
@@ -441,6 +446,62 @@ int ippin_sock_create(struct bpf_sock *sk)
 	e->action = 1;
 	e->sock_type = sk->type;
 	e->dst_port = sk->protocol; // the protocol, for the event (no destination yet)
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+// Socket options that make the kernel send a socket's packets to an address other than the
+// one connect(2) or sendto(2) named, past the hooks above: an IPv6 routing header (a type 4
+// segment routing header can be set without privileges; the packet goes to its next segment)
+// and IPv4 source routing (IP_OPTIONS with LSRR/SSRR). The old RFC 2292 names of the same
+// options too. Refused with or without a policy: the protected endpoints are decided on the
+// address too.
+#define SOL_IP 0
+#define SOL_IPV6 41
+#define IP_OPTIONS 4
+#define IPV6_2292RTHDR 5
+#define IPV6_2292PKTOPTIONS 6
+#define IPV6_RTHDR 57
+#define PAGE_SIZE 4096
+
+static __always_inline int reroutes(int level, int optname)
+{
+	if (level == SOL_IP)
+		return optname == IP_OPTIONS;
+	if (level == SOL_IPV6)
+		return optname == IPV6_RTHDR || optname == IPV6_2292RTHDR ||
+		       optname == IPV6_2292PKTOPTIONS;
+	return 0;
+}
+
+SEC("cgroup/setsockopt")
+int ippin_setsockopt(struct bpf_sockopt *ctx)
+{
+	int level = ctx->level, optname = ctx->optname;
+	if (!reroutes(level, optname)) {
+		// A value longer than a page is not copied for programs; 0 tells the kernel to
+		// use the caller's own buffer, as if no program ran (needed before Linux 6.5).
+		if (ctx->optlen > PAGE_SIZE)
+			ctx->optlen = 0;
+		return 1;
+	}
+	__u32 zero = 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u64 *lost = bpf_map_lookup_elem(&stats, &zero);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->family = level == SOL_IP ? 4 : 6;
+	e->operation = 3;
+	e->action = 1;
+	e->dst_port = (__u16)optname; // the option, for the event (no destination)
+	e->src_port = (__u16)level;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::cgroup_sock::{CgroupSock, CgroupSockLink};
+use aya::programs::cgroup_sockopt::{CgroupSockopt, CgroupSockoptLink};
 use aya::programs::links::CgroupAttachMode;
 use aya::programs::{CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLink};
 use aya::{Ebpf, EbpfLoader};
@@ -38,12 +39,18 @@ pub(crate) const PROGRAMS: [(&str, &str); 4] = [
 /// The program that refuses sockets the four hooks cannot decide (`cgroup/sock_create`).
 pub(crate) const SOCK_CREATE: &str = "ippin_sock_create";
 
+/// The program that refuses the socket options that reroute packets past the four hooks
+/// (IPv6 routing headers, IPv4 source routes: `cgroup/setsockopt`).
+pub(crate) const SETSOCKOPT: &str = "ippin_setsockopt";
+
 /// The links of one session cgroup: dropping them detaches the programs.
 pub(crate) struct Links {
     #[allow(dead_code)] // held for their drop
     addr: Vec<CgroupSockAddrLink>,
     #[allow(dead_code)]
     sock: CgroupSockLink,
+    #[allow(dead_code)]
+    sockopt: CgroupSockoptLink,
 }
 
 /// Size of one event in the ring buffer (`struct event` in the C source).
@@ -145,11 +152,14 @@ impl Loaded {
             ));
         }
         let max = u32::try_from(MAX_NETWORK_RULES).unwrap_or(u32::MAX);
+        // An update writes the new denials before it removes the old ones (see
+        // `set_policy`): the deny tries hold two whole policies' worth. (The tries are not
+        // preallocated: the room costs nothing until it is used.)
         let mut bpf = EbpfLoader::new()
             .set_max_entries("allow4", max)
-            .set_max_entries("deny4", max)
+            .set_max_entries("deny4", max.saturating_mul(2))
             .set_max_entries("allow6", max)
-            .set_max_entries("deny6", max)
+            .set_max_entries("deny6", max.saturating_mul(2))
             .load(&OBJECT.0)
             .map_err(|e| Error::bpf("load", error_chain(&e)))?;
         for (name, hook) in PROGRAMS {
@@ -168,6 +178,13 @@ impl Loaded {
             .map_err(|e| Error::bpf("program sock_create", e))?;
         prog.load()
             .map_err(|e| Error::bpf("program sock_create", error_chain(&e)))?;
+        let prog: &mut CgroupSockopt = bpf
+            .program_mut(SETSOCKOPT)
+            .ok_or_else(|| Error::bpf("program setsockopt", "not in the object"))?
+            .try_into()
+            .map_err(|e| Error::bpf("program setsockopt", e))?;
+        prog.load()
+            .map_err(|e| Error::bpf("program setsockopt", error_chain(&e)))?;
         let maps = Maps {
             allow4: take(&mut bpf, "allow4")?,
             deny4: take(&mut bpf, "deny4")?,
@@ -217,7 +234,7 @@ impl Loaded {
         Ok(Arc::new(loaded))
     }
 
-    /// Attaches the five programs to a cgroup. The links detach when dropped.
+    /// Attaches the six programs to a cgroup. The links detach when dropped.
     pub(crate) fn attach(&self, cgroup: impl AsFd) -> Result<Links, Error> {
         let mut bpf = self.programs.lock().unwrap_or_else(|p| p.into_inner());
         let mut links = Vec::with_capacity(PROGRAMS.len());
@@ -250,7 +267,22 @@ impl Loaded {
         let sock = prog
             .take_link(id)
             .map_err(|e| Error::bpf("attach sock_create", e))?;
-        Ok(Links { addr: links, sock })
+        let prog: &mut CgroupSockopt = bpf
+            .program_mut(SETSOCKOPT)
+            .ok_or_else(|| Error::bpf("program setsockopt", "not in the object"))?
+            .try_into()
+            .map_err(|e| Error::bpf("program setsockopt", e))?;
+        let id = prog
+            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+            .map_err(|e| Error::bpf("attach setsockopt", error_chain(&e)))?;
+        let sockopt = prog
+            .take_link(id)
+            .map_err(|e| Error::bpf("attach setsockopt", e))?;
+        Ok(Links {
+            addr: links,
+            sock,
+            sockopt,
+        })
     }
 
     /// Rewrites the maps to hold `policy`, in an order that never allows more than the old
@@ -628,6 +660,7 @@ pub(crate) fn parse_event(b: &[u8]) -> Option<NetEvent> {
         operation: match operation {
             0 => NetOperation::Connect,
             2 => NetOperation::Socket,
+            3 => NetOperation::SocketOption,
             _ => NetOperation::Send,
         },
         action: match action {
@@ -680,6 +713,10 @@ mod tests {
         assert_eq!(
             parse_event(&event_bytes(4, 2, 1, b"")).unwrap().operation,
             NetOperation::Socket
+        );
+        assert_eq!(
+            parse_event(&event_bytes(6, 3, 1, b"")).unwrap().operation,
+            NetOperation::SocketOption
         );
         // An unknown action is a denial, never an "observed".
         assert_eq!(

@@ -747,6 +747,50 @@ fn protected_endpoints_are_refused_with_or_without_a_policy() {
     );
 }
 
+/// Socket options that make the kernel send elsewhere than the address the hooks decide (an
+/// IPv6 segment routing header: the datagram goes to its next segment; an IPv4 loose source
+/// route) are refused in every session, with or without a policy, and reported. Outside a
+/// session the same sends go through, so the refusal is the programs'.
+#[test]
+fn rerouting_socket_options_are_refused() {
+    let mut outside = Probe::outside();
+    assert_eq!(outside.try_from("rthdr", "::1", 9, "::1"), Ok(()));
+    assert_eq!(outside.try_from("srcroute", "127.0.0.1", 9, "127.0.0.1"), Ok(()));
+
+    let parent = Parent::new("sockopt");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("sockopt").unwrap();
+    let events = session.take_events().unwrap();
+    let mut probe = Probe::start(&session);
+    for policy in [None, Some(policy(&["127.0.0.0/8", "::1/128"], &[]))] {
+        if let Some(p) = &policy {
+            enforcer.set_policy(p).unwrap();
+        }
+        assert_eq!(
+            probe.try_from("rthdr", "::1", 9, "::1"),
+            Err(EPERM.into()),
+            "{policy:?}"
+        );
+        assert_eq!(
+            probe.try_from("srcroute", "127.0.0.1", 9, "127.0.0.1"),
+            Err(EPERM.into()),
+            "{policy:?}"
+        );
+        // Plain sends are decided by address as before.
+        assert_eq!(probe.try_("udp", "::1", 9), Ok(()));
+        assert_eq!(probe.try_("udp", "127.0.0.1", 9), Ok(()));
+    }
+    let ev = wait_event(&events, |e| e.operation == NetOperation::SocketOption);
+    assert_eq!(ev.action, NetAction::Denied);
+    assert_eq!(ev.program, comm_of(python()));
+    // The option's number stands where a port would be: IPV6_RTHDR (57) or IP_OPTIONS (4).
+    assert!(matches!(ev.dst.port(), 57 | 4), "{ev:?}");
+    assert_eq!(
+        ev.audit_event("u", "l", "s").operation,
+        NetOperation::SocketOption
+    );
+}
+
 /// Sockets whose sends the connect and send hooks never see (ICMP "ping" sockets, raw
 /// sockets) cannot be made in a session with a policy: they would reach any address
 /// undecided. Without a policy they can.

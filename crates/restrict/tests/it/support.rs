@@ -73,7 +73,9 @@ pub(crate) fn comm_of(path: &str) -> String {
     base.chars().take(15).collect()
 }
 
-/// The probe: for each line `tcp|tfo|udp|pktinfo|icmp|raw host port [bind-address]` on stdin
+/// The probe: for each line `tcp|tfo|udp|pktinfo|icmp|raw|rthdr|srcroute host port
+/// [bind-address]` on stdin (`rthdr`, `srcroute`: a UDP send with an IPv6 routing header or
+/// an IPv4 loose source route through `bind-address`)
 /// (`icmp`: an ICMP "ping" socket sending an echo request; `raw`: a raw ICMP socket, made
 /// only);
 /// (`pktinfo`: a UDP `sendmsg` whose source is given in an `IP_PKTINFO` message, number 8,
@@ -94,9 +96,9 @@ for line in sys.stdin:
                 s.sendto(bytes([128 if fam == socket.AF_INET6 else 8, 0, 0, 0, 0, 1, 0, 1]), (host, 0))
             print('ok', flush=True)
             continue
-        s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo') else socket.SOCK_STREAM)
+        s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo', 'rthdr', 'srcroute') else socket.SOCK_STREAM)
         s.settimeout(5)
-        if bind and kind != 'pktinfo':
+        if bind and kind not in ('pktinfo', 'rthdr', 'srcroute'):
             s.bind((bind[0], 0))
         if kind == 'tcp':
             s.connect((host, int(port)))
@@ -104,6 +106,16 @@ for line in sys.stdin:
             # UDP with the source given per message (IP_PKTINFO), not bound
             info = struct.pack('i4s4s', 0, socket.inet_aton(bind[0]), bytes(4))
             s.sendmsg([b'ippin'], [(socket.IPPROTO_IP, 8, info)], 0, (host, int(port)))
+        elif kind == 'rthdr':
+            # An IPv6 segment routing header (type 4) whose next segment is `bind`: the
+            # kernel would send the datagram there, not to `host`.
+            srh = bytes([0, 4, 4, 1, 1, 0, 0, 0]) + bytes(16) + socket.inet_pton(socket.AF_INET6, bind[0])
+            s.setsockopt(socket.IPPROTO_IPV6, 57, srh)
+            s.sendto(b'ippin', (host, int(port)))
+        elif kind == 'srcroute':
+            # An IPv4 loose source route (IP_OPTIONS, LSRR) through `bind`.
+            s.setsockopt(socket.IPPROTO_IP, 4, bytes([0x83, 7, 4]) + socket.inet_aton(bind[0]) + bytes(1))
+            s.sendto(b'ippin', (host, int(port)))
         elif kind == 'tfo':
             s.sendto(b'ippin', socket.MSG_FASTOPEN, (host, int(port)))
         else:
@@ -130,6 +142,18 @@ impl Probe {
             .stdout(Stdio::piped());
         session.confine(&mut cmd);
         let mut child = cmd.spawn().expect("spawn the probe");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Probe { child, out }
+    }
+
+    /// The probe outside any session, for comparison.
+    pub(crate) fn outside() -> Probe {
+        let mut child = Command::new(python())
+            .args(["-c", PROBE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the probe");
         let out = BufReader::new(child.stdout.take().unwrap());
         Probe { child, out }
     }
