@@ -78,6 +78,10 @@ pub struct LiveRestrictions {
     /// The text in force; `None` when a hook failed, so the next update applies again.
     last_text: Mutex<Option<Vec<u8>>>,
     hooks: Mutex<Vec<ChangeHook>>,
+    /// Held by each update from its read to its last hook, and by [`LiveRestrictions::follow`]:
+    /// updates never interleave (an older text read first cannot be put in force after a
+    /// newer one), and a follower starts from the policy its hook then follows.
+    updates: Mutex<()>,
 }
 
 impl std::fmt::Debug for LiveRestrictions {
@@ -107,6 +111,7 @@ impl LiveRestrictions {
             last_error: Mutex::new(None),
             last_text: Mutex::new(Some(text)),
             hooks: Mutex::new(Vec::new()),
+            updates: Mutex::new(()),
         })
     }
 
@@ -135,6 +140,7 @@ impl LiveRestrictions {
             last_error: Mutex::new(None),
             last_text: Mutex::new(Some(document.map(<[u8]>::to_vec).unwrap_or_default())),
             hooks: Mutex::new(Vec::new()),
+            updates: Mutex::new(()),
             path,
         })
     }
@@ -148,6 +154,7 @@ impl LiveRestrictions {
     /// As [`LiveRestrictions::reload`]: a document that does not parse leaves the previous
     /// policy in force.
     pub fn set_document(&self, document: Option<&[u8]>) -> Result<bool, ReloadError> {
+        let _update = self.updates.lock().unwrap_or_else(|p| p.into_inner());
         self.apply(document.map(<[u8]>::to_vec).unwrap_or_default(), |text| {
             if text.is_empty() {
                 Ok(NetworkRestrictions::allow_all())
@@ -164,10 +171,32 @@ impl LiveRestrictions {
     /// [`LiveRestrictions::reload`] as [`ReloadError::Hook`]; the new policy stays in force
     /// for the dials.
     pub fn on_change(&self, hook: ChangeHook) {
+        let _update = self.updates.lock().unwrap_or_else(|p| p.into_inner());
         self.hooks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(hook);
+    }
+
+    /// Starts a follower from the policy in force and registers the hook `start` returns,
+    /// with no update in between (updates wait): the follower can miss no policy. This is
+    /// how kernel enforcement starts (`Enforcer::new` with the policy, then its
+    /// `set_policy` as the hook); with [`LiveRestrictions::on_change`] after a separate
+    /// start, a policy put in force meanwhile would reach the dials and not the follower.
+    ///
+    /// # Errors
+    /// `start`'s error; nothing is registered then.
+    pub fn follow<T, E>(
+        &self,
+        start: impl FnOnce(&NetworkRestrictions) -> Result<(T, ChangeHook), E>,
+    ) -> Result<T, E> {
+        let _update = self.updates.lock().unwrap_or_else(|p| p.into_inner());
+        let (started, hook) = start(&self.current())?;
+        self.hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
+        Ok(started)
     }
 
     /// The policy in force now.
@@ -198,6 +227,7 @@ impl LiveRestrictions {
         if !self.from_file {
             return Ok(false);
         }
+        let _update = self.updates.lock().unwrap_or_else(|p| p.into_inner());
         match read_bounded(&self.path) {
             Ok(text) => self.apply(text, |text| parse(&self.path, text)),
             Err(e) => {
@@ -435,6 +465,43 @@ mod tests {
         assert!(live.decide("u", dst("10.1.2.3:1")).is_allowed());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(live.generation(), 3);
+    }
+
+    /// A follower starts from the policy in force and misses none after it: an update that
+    /// comes while it starts waits, then reaches its hook.
+    #[test]
+    fn a_follower_started_during_an_update_misses_no_policy() {
+        let live = Arc::new(
+            LiveRestrictions::from_document("etcd:/ippin/network_restrictions", None).unwrap(),
+        );
+        let followed = Arc::new(Mutex::new(Vec::<bool>::new()));
+        let (seen, updater) = (followed.clone(), live.clone());
+        let mut update = None;
+        let started_from = live
+            .follow(|policy| {
+                // No update runs while the follower starts.
+                assert!(updater.updates.try_lock().is_err());
+                let doc = policy_text(&["127.0.0.0/8"]);
+                let other = updater.clone();
+                update = Some(std::thread::spawn(move || {
+                    other.set_document(Some(doc.as_bytes()))
+                }));
+                let hook: ChangeHook = Box::new(move |p| {
+                    seen.lock().unwrap().push(p.has_policy());
+                    Ok(())
+                });
+                Ok::<_, ()>((policy.has_policy(), hook))
+            })
+            .unwrap();
+        assert!(!started_from, "started from the policy in force: none");
+        assert!(update.take().unwrap().join().unwrap().unwrap());
+        // The update that came during the start reached the follower.
+        assert_eq!(*followed.lock().unwrap(), vec![true]);
+        assert!(!live.decide("u", dst("10.1.2.3:1")).is_allowed());
+    }
+
+    fn policy_text(allow: &[&str]) -> String {
+        policy(allow, &[])
     }
 
     #[test]

@@ -14,4 +14,4 @@ pub mod live;
 
 pub use dial::{AllowAll, DialPolicy, denial_text};
 #[cfg(feature = "yaml")]
-pub use live::{LiveRestrictions, ReloadError};
+pub use live::{ChangeHook, LiveRestrictions, ReloadError};

@@ -755,7 +755,10 @@ fn protected_endpoints_are_refused_with_or_without_a_policy() {
 fn rerouting_socket_options_are_refused() {
     let mut outside = Probe::outside();
     assert_eq!(outside.try_from("rthdr", "::1", 9, "::1"), Ok(()));
-    assert_eq!(outside.try_from("srcroute", "127.0.0.1", 9, "127.0.0.1"), Ok(()));
+    assert_eq!(
+        outside.try_from("srcroute", "127.0.0.1", 9, "127.0.0.1"),
+        Ok(())
+    );
 
     let parent = Parent::new("sockopt");
     let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);

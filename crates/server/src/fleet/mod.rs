@@ -815,11 +815,13 @@ impl Fleet {
             directory.set_failed(mirror.failed_users());
         }
         if changed.restrictions {
-            *self
+            // Held across the update, as the retry below holds it: a retry with the text
+            // before this one cannot be put in force after it.
+            let mut source = self
                 .restore_source
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                mirror.restrictions().map(<[u8]>::to_vec);
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *source = mirror.restrictions().map(<[u8]>::to_vec);
             match restrictions.set_document(mirror.restrictions()) {
                 Ok(true) => tracing::warn!(
                     revision = mirror.revision,
@@ -944,8 +946,7 @@ impl Fleet {
             let current = self
                 .restore_source
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(e) = restrictions.set_document(current.as_deref()) {
                 tracing::error!("{e}; the previous policy stays in force");
             }

@@ -155,15 +155,17 @@ pub fn enforcement_for(
             )),
         };
     };
-    match ippin_restrict::Enforcer::new(&settings, &live.current()) {
-        Ok(enforcer) => {
-            let enforcer = Arc::new(enforcer);
-            let follow = enforcer.clone();
-            live.on_change(Box::new(move |policy| {
-                follow.set_policy(policy).map_err(|e| e.to_string())
-            }));
-            Enforcement::Kernel(enforcer)
-        }
+    // Started from the policy in force and following it with no update in between: a policy
+    // that arrives while the programs load reaches them too.
+    let started = live.follow(|policy| {
+        let enforcer = Arc::new(ippin_restrict::Enforcer::new(&settings, policy)?);
+        let follow = enforcer.clone();
+        let hook: ippin_access::egress::ChangeHook =
+            Box::new(move |policy| follow.set_policy(policy).map_err(|e| e.to_string()));
+        Ok::<_, ippin_restrict::Error>((enforcer, hook))
+    });
+    match started {
+        Ok(enforcer) => Enforcement::Kernel(enforcer),
         Err(e) => Enforcement::Unavailable(e.to_string()),
     }
 }
