@@ -202,6 +202,38 @@ pub struct Authorized {
     pub force_command: Option<String>,
     /// Whether the certificate grants `permit-port-forwarding`.
     pub port_forwarding: bool,
+    /// The certificate's pin, as the pin check read it: a caller that keeps a connection
+    /// open checks it again, against the roles of the moment, before it starts anything new
+    /// on it ([`Authorized::recheck_pin`]).
+    pub pin: CertPin,
+    /// The address the connection was observed from when it was authorized.
+    pub observed: ObservedAddr,
+}
+
+impl Authorized {
+    /// The pin check again, with the user's pin requirement of now (roles change while a
+    /// connection stays open: a role that starts to require a pin, or a narrower prefix,
+    /// applies to the connections already open too). `None` when it still allows.
+    pub fn recheck_pin(&self, requirement: PinRequirement) -> Option<SshDenial> {
+        match check_pin(requirement, &self.pin, &self.observed) {
+            Decision::Allow => None,
+            Decision::Deny(denial) => Some(SshDenial {
+                reason: SshDenyReason::Pin(denial.reason),
+                message: format!(
+                    "ippin: the roles of `{}` now refuse this connection's certificate: {}",
+                    self.user, denial.message
+                ),
+                pinned: self.pinned.clone(),
+                roles: self.roles.clone(),
+            }),
+            other => Some(SshDenial {
+                reason: SshDenyReason::UnknownDecision,
+                message: format!("ippin: the pin check gave an unknown decision ({other:?})"),
+                pinned: self.pinned.clone(),
+                roles: self.roles.clone(),
+            }),
+        }
+    }
 }
 
 /// Where [`authorize`] reads the user a certificate belongs to. Never from the SSH user name:
@@ -391,6 +423,8 @@ pub(crate) fn authorize_with(
         force_command: valid.force_command.clone(),
         port_forwarding: valid.permissions.port_forwarding,
         valid_before: cert.valid_before(),
+        pin,
+        observed: *observed,
     })
 }
 
@@ -574,6 +608,33 @@ mod tests {
             denied.message.contains("log in again"),
             "{}",
             denied.message
+        );
+    }
+
+    /// A connection authorized while the roles did not require a pin is refused by the
+    /// check again once they do (a connection kept open, `ControlMaster`), and one whose
+    /// prefix is wider than the roles now allow likewise.
+    #[test]
+    fn recheck_applies_the_pin_requirement_of_now() {
+        let f = fixture();
+        let unpinned_bob = issue(&f, "bob", None);
+        let who = decide(&f, "bob", &unpinned_bob, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert_eq!(who.recheck_pin(PinRequirement::NotRequired), None);
+        let denied = who
+            .recheck_pin(PinRequirement::Required(ippin_policy::PinPrefix::EXACT))
+            .expect("refused once a role requires a pin");
+        assert_eq!(denied.reason.code(), "pinned_ip_missing");
+        assert!(
+            denied.message.contains("log in again"),
+            "{}",
+            denied.message
+        );
+        // A pinned certificate from its pin stays allowed when a pin becomes required.
+        let pinned_bob = issue(&f, "bob", Some("127.0.0.1"));
+        let who = decide(&f, "bob", &pinned_bob, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert_eq!(
+            who.recheck_pin(PinRequirement::Required(ippin_policy::PinPrefix::EXACT)),
+            None
         );
     }
 

@@ -115,6 +115,8 @@ mod tests {
             force_command: None,
             port_forwarding: true,
             valid_before: u64::MAX,
+            pin: ippin_policy::CertPin::None,
+            observed: seen(),
         }
     }
 

@@ -875,11 +875,29 @@ pub(crate) fn recheck(shared: &Shared, who: &Authorized) -> Option<(&'static str
             "login_not_allowed",
             match &who.login {
                 Some(login) => format!(
-                    "the login `{login}` is no longer allowed by the roles of `{}`",
+                    "the login `{login}` is no longer allowed by the roles of `{}`: log in \
+                     again (`ippin login`) and reconnect",
                     who.user
                 ),
-                None => format!("the user `{}` is no longer known here", who.user),
+                None => format!(
+                    "the user `{}` is no longer known here: log in again (`ippin login`) and \
+                     reconnect",
+                    who.user
+                ),
             },
+        ));
+    }
+    // The pin too: a role that starts to require one (or a narrower prefix) applies to the
+    // connections already open, as it does to new ones.
+    if let Some(user) = &user
+        && let Some(denial) = who.recheck_pin(user.pin_requirement())
+    {
+        return Some((
+            denial.reason.code(),
+            format!(
+                "{} (`ippin login`), then reconnect",
+                denial.message.trim_start_matches("ippin: ")
+            ),
         ));
     }
     None

@@ -15,7 +15,7 @@ use ippin_test_support::{free_port, peer, wait_until};
 use serde_json::Value;
 
 use crate::haproxy::Haproxy;
-use crate::ssh::harness::{Identity, ip};
+use crate::ssh::harness::{Identity, ip, ssh_command};
 use crate::ssh::sessions::{OsUser, PROBE, Remote, http_listener, restrictions};
 use crate::support::{COMMAND_TIMEOUT, IPPIN, Ran, curl, run};
 
@@ -718,6 +718,27 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
     assert!(String::from_utf8_lossy(&body).contains("metrics_local_only"));
 
     // ---- a role changed to pin through the API: every node issues pinned certificates -
+    // A connection kept open (ControlMaster) with bob's unpinned certificate, before.
+    let control = f.path("bob-master");
+    let mut master = ssh_command(&bob_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
+    master
+        .args(["-M", "-N", "-o", "ControlPersist=no", "-S"])
+        .arg(&control);
+    let mut master = master.spawn().expect("ssh -M");
+    assert!(
+        wait_until(Duration::from_secs(10), || control.exists()),
+        "the shared connection"
+    );
+    let through_master = || {
+        let mut cmd = ssh_command(&bob_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
+        cmd.arg("-S").arg(&control).arg("echo shared");
+        cmd
+    };
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, through_master().output())
+        .await
+        .expect("in time")
+        .expect("ssh -S");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "shared\n", "{out:?}");
     let role = f.path("dev.yaml");
     std::fs::write(&role, dev_role(&os.name, true)).unwrap();
     let ran = f.ctl(
@@ -741,6 +762,16 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
         assert!(ok, "node {node} still issues unpinned certificates");
         assert_eq!(pin, "127.0.0.3/32", "node {node}");
     }
+    // The open connection's unpinned certificate no longer starts anything on node 2.
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, through_master().output())
+        .await
+        .expect("in time")
+        .expect("ssh -S");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(err.contains("refused (pinned_ip_missing)"), "{err}");
+    assert!(err.contains("log in again"), "{err}");
+    let _ = master.kill().await;
 
     // ---- five bad passwords on node 0 lock alice on node 1 too ------------------------
     for _ in 0..5 {
