@@ -185,10 +185,15 @@ impl Ca {
         let mut ssh_req = cert::ssh::SshCertRequest::builder(ssh_key.key_data().clone())
             .key_id(format!("{}@ippin/{serial}", req.user))
             .serial(serial)
-            .principal(req.user)
+            .principal(ippin_access::ssh::builtins_principal(req.user))
             .validity(not_before, not_after);
-        for login in req.logins.iter().filter(|l| *l != req.user) {
-            ssh_req = ssh_req.principal(login.as_str());
+        // The logins the roles allow; the user's own name only when it is one of them (an
+        // sshd trusting this CA lets a principal in as the account it names).
+        let mut logins: Vec<&str> = req.logins.iter().map(String::as_str).collect();
+        logins.sort_unstable();
+        logins.dedup();
+        for login in logins {
+            ssh_req = ssh_req.principal(login);
         }
         if let Some(net) = req.pinned {
             ssh_req = ssh_req.pinned_network(net);
@@ -481,8 +486,14 @@ mod tests {
         };
         let logins = ["carol".to_owned(), "deploy".to_owned(), "root".to_owned()];
         let c = issue(&logins);
-        assert_eq!(c.valid_principals(), ["carol", "deploy", "root"]);
+        assert_eq!(
+            c.valid_principals(),
+            ["ippin:carol", "carol", "deploy", "root"]
+        );
         assert_eq!(c.key_id(), format!("carol@ippin/{}", c.serial()));
-        assert_eq!(issue(&[]).valid_principals(), ["carol"]);
+        // Her own name is a principal only as one of her logins.
+        assert_eq!(issue(&[]).valid_principals(), ["ippin:carol"]);
+        let twice = ["deploy".to_owned(), "deploy".to_owned()];
+        assert_eq!(issue(&twice).valid_principals(), ["ippin:carol", "deploy"]);
     }
 }

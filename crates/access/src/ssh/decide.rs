@@ -283,6 +283,21 @@ fn ippin_key_id_user(key_id: &str, serial: u64) -> Option<&str> {
     Some(user)
 }
 
+/// The principal that gives the user `user` a session of the built-ins (no OS login):
+/// `ippin:USER`. A user's own name is not a principal of their certificates unless a role
+/// allows it as a login: an OpenSSH `sshd` that trusts the CA (without an
+/// `AuthorizedPrincipalsFile`) lets a certificate in as any account one of its principals
+/// names, and an ippin user named `root`, or after any account of the host, must not get it.
+/// No account can be called this (`:` separates the fields of `/etc/passwd`). ippin's own
+/// server takes it for the SSH user name `USER` ([`authorize`]).
+///
+/// ```
+/// assert_eq!(ippin_access::ssh::builtins_principal("alice"), "ippin:alice");
+/// ```
+pub fn builtins_principal(user: &str) -> String {
+    format!("ippin:{user}")
+}
+
 /// What [`authorize`] needs besides the attempt itself.
 pub struct AuthContext<'a> {
     /// How the user a certificate belongs to is read from it ([`CertIdentity::IppinKeyId`]
@@ -323,7 +338,15 @@ pub(crate) fn authorize_with(
     now: u64,
     check_pin: impl Fn(PinRequirement, &CertPin, &ObservedAddr) -> Decision,
 ) -> Result<Authorized, SshDenial> {
-    let validation = SshValidation::new(ctx.trusted_cas, user, now);
+    // The SSH user name is the principal checked, except for a certificate that names the
+    // user only through the built-ins principal (`ippin:USER`, see [`builtins_principal`]):
+    // that one stands for the user name `USER`, for the built-ins only.
+    let builtins = builtins_principal(user);
+    let principals = cert.valid_principals();
+    let as_builtins =
+        !principals.iter().any(|p| p == user) && principals.iter().any(|p| *p == builtins);
+    let principal = if as_builtins { builtins.as_str() } else { user };
+    let validation = SshValidation::new(ctx.trusted_cas, principal, now);
     let valid = validate_user_cert(cert, &validation).map_err(|e| cert_denial(&e, user))?;
     if valid.force_command.is_some() && !ctx.honours_force_command {
         return Err(SshDenial::new(
@@ -357,7 +380,7 @@ pub(crate) fn authorize_with(
         d.pinned = pinned;
         return Err(d);
     };
-    let login = if account.logins.contains(user) {
+    let login = if !as_builtins && account.logins.contains(user) {
         Some(user.to_owned())
     } else if user == identity {
         None
@@ -609,6 +632,31 @@ mod tests {
             "{}",
             denied.message
         );
+    }
+
+    /// Certificates name the user through `ippin:USER` (the built-ins), never through the
+    /// bare name unless it is a login: the SSH user name `USER` reaches the built-ins with
+    /// it, a login needs its own principal, and `ippin:USER` stands for no one else.
+    #[test]
+    fn the_builtins_principal_stands_for_its_user_only() {
+        let f = fixture();
+        let cert = issue_as(&f, "bob", &["ippin:bob", "deploy"], None);
+        let at = seen("127.0.0.1:1");
+        let builtins = decide(&f, "bob", &cert, &at, NOW).unwrap();
+        assert_eq!((builtins.user.as_str(), builtins.login.as_deref()), ("bob", None));
+        let login = decide(&f, "deploy", &cert, &at, NOW).unwrap();
+        assert_eq!(login.login.as_deref(), Some("deploy"));
+        // bob's roles allow the login `alice`, but his certificate does not name it.
+        assert_eq!(reason(decide(&f, "alice", &cert, &at, NOW)), "wrong_principal");
+        // The principal itself as a user name is no login.
+        assert_eq!(
+            reason(decide(&f, "ippin:bob", &cert, &at, NOW)),
+            "login_not_allowed"
+        );
+        // `ippin:alice` in bob's certificate (no CA of ours writes that) gives nothing as
+        // `alice`, even though bob's roles allow the login `alice`.
+        let odd = issue_as(&f, "bob", &["ippin:alice"], None);
+        assert_eq!(reason(decide(&f, "alice", &odd, &at, NOW)), "login_not_allowed");
     }
 
     /// A connection authorized while the roles did not require a pin is refused by the

@@ -13,5 +13,5 @@ pub use audit::{
 };
 pub use decide::{
     AuthContext, Authorized, CertIdentity, SshDenial, SshDenyReason, SshUser, UserDirectory,
-    authorize,
+    authorize, builtins_principal,
 };

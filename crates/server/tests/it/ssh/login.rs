@@ -202,7 +202,7 @@ async fn role_logins_become_principals_and_a_login_no_longer_allowed_is_refused(
     let carol = save(tmp.path(), "carol", &creds);
     let (mut principals, key_id) = principals_and_key_id(&carol.cert);
     principals.sort();
-    assert_eq!(principals, ["app1", "carol", "deploy"]);
+    assert_eq!(principals, ["app1", "deploy", "ippin:carol"]);
     assert!(key_id.starts_with("carol@ippin/"), "{key_id}");
     running.shutdown();
 
@@ -224,7 +224,7 @@ async fn role_logins_become_principals_and_a_login_no_longer_allowed_is_refused(
     let renewed_id = save(tmp.path(), "carol-renewed", &renewed);
     let (mut principals, _) = principals_and_key_id(&renewed_id.cert);
     principals.sort();
-    assert_eq!(principals, ["carol", "deploy"]);
+    assert_eq!(principals, ["deploy", "ippin:carol"]);
 
     let events = Events::default();
     let service = service_for(&state, None, Arc::new(ippin::ssh::AllowAll), events.sink())
@@ -263,6 +263,76 @@ async fn role_logins_become_principals_and_a_login_no_longer_allowed_is_refused(
     assert!(
         reasons[2..].iter().all(|r| r == "not_a_certificate"),
         "{reasons:?}"
+    );
+    running.shutdown();
+}
+
+/// An OpenSSH `sshd` that trusts ippin's SSH CA (without an `AuthorizedPrincipalsFile`) lets
+/// a certificate in as every account one of its principals names. An ippin user named after
+/// an account (here `root`) whose roles do not allow that login gets no certificate sshd
+/// takes as it; a user whose role allows `root` does. ippin's own server still gives the
+/// first one the built-ins under their own name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_named_after_an_account_is_not_let_in_as_it_by_sshd() {
+    ippin::install_crypto_provider();
+    let tmp = ippin_test_support::temp_dir();
+    let config_path = ippin::ca::init_at(tmp.path(), SystemTime::now(), CONFIG).expect("ca init");
+    let roles_path = tmp.path().join("roles.yaml");
+    let roles = std::fs::read_to_string(&roles_path).expect("roles");
+    let admin = "---\nkind: role\nversion: v7\nmetadata: {name: admin}\nspec:\n  allow:\n    logins: [root]\n";
+    std::fs::write(&roles_path, format!("{roles}{admin}")).expect("write roles");
+    let hash = ippin::users::hash_password_light("secret").expect("hash");
+    ippin::users::add_user(&config_path, "root", &["dev".to_owned()], &hash).expect("root");
+    ippin::users::add_user(&config_path, "ops1", &["admin".to_owned()], &hash).expect("ops1");
+    let state = Arc::new(State::load(Config::load(&config_path).expect("config")).expect("state"));
+    let running = start_with(state.clone()).await.expect("start the server");
+    let login_addr = running.first(ListenerKind::Login).expect("login listener");
+    let endpoint = Endpoint::new(login_addr, state.ca.x509_cert_pem());
+    let named_root = save(
+        tmp.path(),
+        "named-root",
+        &login(&endpoint, "root", "secret").await.expect("login root"),
+    );
+    let ops1 = save(
+        tmp.path(),
+        "ops1",
+        &login(&endpoint, "ops1", "secret").await.expect("login ops1"),
+    );
+    let (principals, _) = principals_and_key_id(&named_root.cert);
+    assert_eq!(principals, ["ippin:root"]);
+
+    let ca_pub = tmp.path().join("ssh_user_ca.pub");
+    std::fs::write(&ca_pub, state.ca.ssh_public_key()).expect("CA public key");
+    let port = ippin_test_support::free_port(ip("127.0.0.1"));
+    let config = crate::ssh::parity::sshd_config(tmp.path(), port, &["127.0.0.1"], &ca_pub);
+    let mut cmd = std::process::Command::new(ippin_test_support::peer("sshd"));
+    cmd.arg("-D").arg("-e").arg("-f").arg(&config);
+    let sshd = ippin_test_support::Child::spawn("sshd", cmd);
+    let sshd_addr = std::net::SocketAddr::new(ip("127.0.0.1"), port);
+    ippin_test_support::wait_for_tcp(sshd_addr);
+
+    let allowed = ssh(&ops1, "root", "127.0.0.1", sshd_addr, &["echo", "in"]).await;
+    let refused = ssh(&named_root, "root", "127.0.0.1", sshd_addr, &["echo", "in"]).await;
+    let (_, sshd_log) = sshd.finish();
+    assert!(
+        allowed.ok() && allowed.stdout == "in\n",
+        "{allowed:?}\n{sshd_log}"
+    );
+    assert!(!refused.ok(), "{refused:?}\n{sshd_log}");
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+
+    // ippin's own server: the user `root` gets the built-ins under that name.
+    let events = Events::default();
+    let service = service_for(&state, None, Arc::new(ippin::ssh::AllowAll), events.sink())
+        .expect("ssh service");
+    let mut server = Server::from_service(service, events);
+    let addr = server.listen_direct(ip("127.0.0.1")).await;
+    let run = ssh(&named_root, "root", "127.0.0.1", addr, &["whoami"]).await;
+    assert!(run.ok(), "{run:?}");
+    assert!(
+        run.stdout.contains("user: root\nlogin: none\n"),
+        "{}",
+        run.stdout
     );
     running.shutdown();
 }
