@@ -484,7 +484,10 @@ fn cert_reason(e: &ippin_cert::Error) -> SshDenyReason {
     use ippin_cert::Error as E;
     match e {
         E::SshNotUserCert => SshDenyReason::HostCertificate,
-        E::SshUntrustedCa { .. } => SshDenyReason::UntrustedCa,
+        // A CA key of an algorithm never trusted is an untrusted CA. Checked before the
+        // signature: like `untrusted_ca`, nothing else the certificate says is believed (the
+        // audit summaries never key on its key id).
+        E::SshUntrustedCa { .. } | E::SshCaAlgorithm { .. } => SshDenyReason::UntrustedCa,
         E::SshValidity {
             now, valid_after, ..
         } if now < valid_after => SshDenyReason::NotYetValid,
@@ -657,6 +660,18 @@ mod tests {
         // `alice`, even though bob's roles allow the login `alice`.
         let odd = issue_as(&f, "bob", &["ippin:alice"], None);
         assert_eq!(reason(decide(&f, "alice", &odd, &at, NOW)), "login_not_allowed");
+    }
+
+    /// Refusals made before the CA's signature is verified say so by their reason, which
+    /// the audit summaries read to leave the (unverified) key id out.
+    #[test]
+    fn a_ca_algorithm_never_trusted_is_an_untrusted_ca() {
+        let e = ippin_cert::Error::SshCaAlgorithm {
+            key: "ssh-rsa".into(),
+            signature: "ssh-rsa".into(),
+            reason: "RSA CA keys are refused".into(),
+        };
+        assert_eq!(cert_reason(&e).code(), "untrusted_ca");
     }
 
     /// A connection authorized while the roles did not require a pin is refused by the
