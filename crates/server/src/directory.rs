@@ -59,7 +59,9 @@ impl Directory {
     pub fn requires_pin(&self, user: &str) -> Option<(PinRequirement, Vec<String>)> {
         let u = self.user(user)?;
         let selected = self.roles.select(&u.roles).ok()?;
-        Some((selected.pin_requirement(), u.roles.clone()))
+        // The selection's names: each role once, however often the user's list names it
+        // (the certificate builders refuse a repeated role).
+        Some((selected.pin_requirement(), selected.names().to_vec()))
     }
 
     /// The OS logins `roles` allow (allows minus denies); `None` when a role is missing.
@@ -211,6 +213,12 @@ mod tests {
         assert_eq!(
             live.get().logins_of(&["dev".into()]),
             Some(vec!["app".into()])
+        );
+        // A role listed twice counts once (issuing refuses a repeated role).
+        let twice = dir(ROLES, &[("carol", &["dev", "ops", "dev"])]);
+        assert_eq!(
+            twice.requires_pin("carol").map(|(_, roles)| roles),
+            Some(vec!["dev".to_owned(), "ops".to_owned()])
         );
         // A user whose role is missing is nobody to the SSH service.
         assert!(live.get().ssh_user("eve").is_none());
