@@ -1202,7 +1202,8 @@ pub fn renew(
         return http::error(
             StatusCode::FORBIDDEN,
             "role_mapping_failed",
-            "your user or roles are not defined on this server any more",
+            "your user or roles are not defined on this server any more; log in again \
+             (`ippin login`)",
         );
     };
     let presented = match &verdict.pin {
@@ -1237,7 +1238,7 @@ pub fn renew(
         return http::error(
             StatusCode::FORBIDDEN,
             "role_mapping_failed",
-            "your roles are not defined on this server",
+            "your roles are not defined on this server; log in again (`ippin login`)",
         );
     };
     issue_and_answer(

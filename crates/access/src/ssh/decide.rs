@@ -375,7 +375,10 @@ pub(crate) fn authorize_with(
     let Some(account) = ctx.users.lookup(identity) else {
         let mut d = SshDenial::new(
             SshDenyReason::UnknownUser,
-            format!("ippin: there is no user `{identity}` on this server"),
+            format!(
+                "ippin: there is no user `{identity}` on this server (or no longer); log in \
+                 again (`ippin login`)"
+            ),
         );
         d.pinned = pinned;
         return Err(d);
@@ -646,11 +649,17 @@ mod tests {
         let cert = issue_as(&f, "bob", &["ippin:bob", "deploy"], None);
         let at = seen("127.0.0.1:1");
         let builtins = decide(&f, "bob", &cert, &at, NOW).unwrap();
-        assert_eq!((builtins.user.as_str(), builtins.login.as_deref()), ("bob", None));
+        assert_eq!(
+            (builtins.user.as_str(), builtins.login.as_deref()),
+            ("bob", None)
+        );
         let login = decide(&f, "deploy", &cert, &at, NOW).unwrap();
         assert_eq!(login.login.as_deref(), Some("deploy"));
         // bob's roles allow the login `alice`, but his certificate does not name it.
-        assert_eq!(reason(decide(&f, "alice", &cert, &at, NOW)), "wrong_principal");
+        assert_eq!(
+            reason(decide(&f, "alice", &cert, &at, NOW)),
+            "wrong_principal"
+        );
         // The principal itself as a user name is no login.
         assert_eq!(
             reason(decide(&f, "ippin:bob", &cert, &at, NOW)),
@@ -659,7 +668,10 @@ mod tests {
         // `ippin:alice` in bob's certificate (no CA of ours writes that) gives nothing as
         // `alice`, even though bob's roles allow the login `alice`.
         let odd = issue_as(&f, "bob", &["ippin:alice"], None);
-        assert_eq!(reason(decide(&f, "alice", &odd, &at, NOW)), "login_not_allowed");
+        assert_eq!(
+            reason(decide(&f, "alice", &odd, &at, NOW)),
+            "login_not_allowed"
+        );
     }
 
     /// Refusals made before the CA's signature is verified say so by their reason, which

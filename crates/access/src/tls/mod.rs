@@ -166,7 +166,8 @@ pub fn decide(
                     verdict.access = TlsAccess::Deny {
                         reason: TlsDenyReason::UnknownUser,
                         message: format!(
-                            "user `{}` is not (or no longer) known here with usable roles",
+                            "user `{}` is not (or no longer) known here with usable roles; \
+                             {LOG_IN_AGAIN}",
                             id.user
                         ),
                     };

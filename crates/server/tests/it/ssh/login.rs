@@ -291,12 +291,16 @@ async fn a_user_named_after_an_account_is_not_let_in_as_it_by_sshd() {
     let named_root = save(
         tmp.path(),
         "named-root",
-        &login(&endpoint, "root", "secret").await.expect("login root"),
+        &login(&endpoint, "root", "secret")
+            .await
+            .expect("login root"),
     );
     let ops1 = save(
         tmp.path(),
         "ops1",
-        &login(&endpoint, "ops1", "secret").await.expect("login ops1"),
+        &login(&endpoint, "ops1", "secret")
+            .await
+            .expect("login ops1"),
     );
     let (principals, _) = principals_and_key_id(&named_root.cert);
     assert_eq!(principals, ["ippin:root"]);
