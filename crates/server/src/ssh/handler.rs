@@ -504,6 +504,9 @@ impl russh::server::Handler for Connection {
         let forwards = self.forwards.clone();
         let shared = self.shared.clone();
         let user = who.user.clone();
+        // The OS login, as the kernel's events name it (the user's own name for a session of
+        // the built-ins, which has none).
+        let login = who.login.clone().unwrap_or_else(|| who.user.clone());
         let sid = self.session_id.clone();
         let src = self.observed.socket_addr();
         let host = host_to_connect.to_owned();
@@ -524,17 +527,18 @@ impl russh::server::Handler for Connection {
             for (addr, why) in denied {
                 let decision = why.decision();
                 // Denied either way; a line that cannot be written changes nothing.
-                let _ = shared
-                    .audit
-                    .record(SshAuditEvent::Network(NetworkEvent::new(
+                let _ = shared.audit.record(SshAuditEvent::Network(
+                    NetworkEvent::new(
                         &user,
-                        &user,
+                        &login,
                         &sid,
                         src,
                         *addr,
                         NetOperation::Connect,
                         &decision,
-                    )));
+                    )
+                    .with_server(&shared.session.server_id, &shared.session.cluster_name),
+                ));
             }
             match outcome {
                 Err(e) => {
@@ -548,17 +552,18 @@ impl russh::server::Handler for Connection {
                 }
                 Ok(mut d) => {
                     let recorded = !shared.audit_observed_connections
-                        || shared
-                            .audit
-                            .record(SshAuditEvent::Network(NetworkEvent::new(
+                        || shared.audit.record(SshAuditEvent::Network(
+                            NetworkEvent::new(
                                 &user,
-                                &user,
+                                &login,
                                 &sid,
                                 src,
                                 d.addr,
                                 NetOperation::Connect,
                                 &NetDecision::Allowed,
-                            )));
+                            )
+                            .with_server(&shared.session.server_id, &shared.session.cluster_name),
+                        ));
                     if !recorded {
                         // Fail closed: the connection is dropped before any byte is relayed.
                         drop(d.stream);

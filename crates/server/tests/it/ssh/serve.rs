@@ -234,6 +234,12 @@ listeners:
         assert_eq!(v["code"], "T4002I", "{v}");
         assert_eq!(v["user"], "bob", "{v}");
         assert_eq!(v["login"], "bob", "{v}");
+        // Named like the kernel's events: this node and its cluster.
+        assert_eq!(v["cluster_name"], "local", "{v}");
+        assert!(
+            v["server_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{v}"
+        );
         assert_eq!(v["operation"], 0, "{v}");
         assert_eq!(v["version"], 4, "{v}");
         assert!(v["sid"].as_str().is_some_and(|s| s.len() == 36), "{v}");

@@ -611,6 +611,32 @@ async fn the_kernel_holds_every_process_of_a_session_to_the_restrictions() {
         .await;
     assert_eq!(out.trim(), "ERR Operation not permitted");
 
+    // The server's own dial for the session (`ssh -W`) to the denied address: refused, and
+    // its event names the OS login and this node, as the kernel's events do.
+    let mut forward = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+    forward
+        .arg("-W")
+        .arg(format!("127.0.0.3:{}", denied.port()));
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, forward.output())
+        .await
+        .expect("in time")
+        .expect("ssh -W");
+    assert!(!out.status.success(), "{out:?}");
+    let event = node
+        .wait_audit("the forward's T4002I", |v| {
+            v["event"] == "session.network"
+                && v["dst_addr"] == "127.0.0.3"
+                && v["dst_port"] == denied.port()
+                && v["action"] == 1
+        })
+        .await;
+    assert_eq!(event["login"], user.name.as_str(), "{event}");
+    assert_eq!(event["user"], "bob", "{event}");
+    assert!(
+        event["server_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{event}"
+    );
+
     // A policy change while the session is open: its next connect is decided by it.
     std::fs::write(
         node.dir.path().join("nr.yaml"),
