@@ -323,13 +323,20 @@ async fn request_inner(
     Ok((status, bytes.to_vec()))
 }
 
+/// A refusal as the server wrote it, made safe for the user's terminal: the server's text
+/// is printed, and a server (or whoever holds a certificate of the CA given with `--ca`)
+/// must not be able to write escape sequences to it.
 fn refused(status: StatusCode, body: &[u8]) -> ClientError {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     ClientError::Refused {
         status: status.as_u16(),
-        error: v["error"].as_str().unwrap_or("unknown").to_owned(),
-        message: v["message"].as_str().unwrap_or("").to_owned(),
+        error: printable(v["error"].as_str().unwrap_or("unknown")),
+        message: printable(v["message"].as_str().unwrap_or("")),
     }
+}
+
+fn printable(text: &str) -> String {
+    crate::ssh::text::printable(text)
 }
 
 fn credentials(keys: Keys, body: &[u8]) -> Result<Credentials, ClientError> {
@@ -341,8 +348,8 @@ fn credentials(keys: Keys, body: &[u8]) -> Result<Credentials, ClientError> {
         ssh_certificate: r.ssh_certificate,
         tls_key_pem: keys.tls_key_pem,
         tls_cert_pem: r.tls_certificate,
-        pinned_ip: r.pinned_ip,
-        expires: r.expires,
+        pinned_ip: r.pinned_ip.as_deref().map(printable),
+        expires: printable(&r.expires),
     })
 }
 
@@ -653,6 +660,36 @@ mod tests {
             pinned_ip: None,
             expires: String::new(),
         }
+    }
+
+    /// What the server writes is shown with its escape sequences written out: a server
+    /// (or anyone with a certificate of the `--ca` CA) cannot drive the user's terminal.
+    #[test]
+    fn server_text_reaches_the_terminal_escaped() {
+        let body = br#"{"error":"x\u001b[2J","message":"see \u001b]0;pwned\u0007 \u202e here"}"#;
+        let ClientError::Refused { error, message, .. } = refused(StatusCode::FORBIDDEN, body)
+        else {
+            panic!("not a refusal");
+        };
+        assert!(
+            !error.contains('\u{1b}') && !message.contains('\u{1b}'),
+            "{message}"
+        );
+        assert!(
+            !message.contains('\u{202e}') && !message.contains('\u{7}'),
+            "{message}"
+        );
+        assert!(message.contains("pwned"), "{message}");
+        let keys = new_keys().unwrap();
+        let answer = serde_json::json!({
+            "ssh_certificate": "c",
+            "tls_certificate": "t",
+            "pinned_ip": "127.0.0.1\u{1b}[31m",
+            "expires": "soon\u{9b}2J",
+        });
+        let creds = credentials(keys, answer.to_string().as_bytes()).unwrap();
+        assert!(!creds.pinned_ip.unwrap().contains('\u{1b}'));
+        assert!(!creds.expires.contains('\u{9b}'));
     }
 
     /// A login writing into a folder holds its lock: another one waits for it (here: not

@@ -39,7 +39,7 @@ mod handler;
 #[cfg(test)]
 pub(crate) use handler::refusal_banner;
 pub mod session;
-mod text;
+pub(crate) mod text;
 pub mod wiring;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
