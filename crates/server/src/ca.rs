@@ -438,7 +438,8 @@ pub fn init_at(dir: &Path, now: SystemTime, config_yaml: &str) -> Result<PathBuf
         format!("{host_pub}\n").as_bytes(),
         false,
     )?;
-    write_file(&config, config_yaml.as_bytes(), false)?;
+    // The users' password hashes go into it (`ippin user add`): the owner's alone.
+    write_file(&config, config_yaml.as_bytes(), true)?;
     Ok(config)
 }
 

@@ -702,6 +702,24 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigErro
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
+    // The configuration and role files decide who gets in: one that users other than its
+    // owner may write is refused (checked on the file opened, not on the path).
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        file.metadata().map_err(io)?.permissions().mode()
+    };
+    if mode & 0o022 != 0 {
+        return Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            line: 0,
+            field: "(file)".into(),
+            message: format!(
+                "writable by group or others (mode {:04o}): whoever can write it decides who \
+                 gets in; `chmod go-w` it",
+                mode & 0o7777
+            ),
+        });
+    }
     let mut text = String::new();
     file.take(limit + 1).read_to_string(&mut text).map_err(io)?;
     if text.len() as u64 > limit {
@@ -1327,6 +1345,24 @@ listeners:
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/ippin/ippin.yaml"), text)
+    }
+
+    /// A configuration or role file that users other than its owner may write is refused:
+    /// whoever writes it decides who gets in.
+    #[test]
+    fn files_others_may_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roles.yaml");
+        std::fs::write(&path, "kind: role\nversion: v7\nmetadata:\n  name: dev\n").unwrap();
+        for (mode, refused) in [(0o600, false), (0o644, false), (0o664, true), (0o646, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let got = load_roles(std::slice::from_ref(&path));
+            assert_eq!(got.is_err(), refused, "{mode:o}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("writable by group or others"), "{e}");
+            }
+        }
     }
 
     #[test]

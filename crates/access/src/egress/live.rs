@@ -36,6 +36,18 @@ pub enum ReloadError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file may be written by users other than its owner (group or others have write
+    /// permission): whoever can write it decides where sessions may connect.
+    #[error(
+        "network restrictions `{path}`: writable by group or others (mode {mode:04o}): \
+         refused; `chmod go-w` it"
+    )]
+    Writable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file is larger than [`MAX_POLICY_FILE`].
     #[error("network restrictions `{path}`: larger than {MAX_POLICY_FILE} bytes")]
     TooLarge {
@@ -367,6 +379,17 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReloadError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
+    // Of the file opened, not of the path (no swap between the check and the read).
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        file.metadata().map_err(read_err)?.permissions().mode()
+    };
+    if mode & 0o022 != 0 {
+        return Err(ReloadError::Writable {
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
+    }
     let mut text = Vec::new();
     file.take(MAX_POLICY_FILE + 1)
         .read_to_end(&mut text)
@@ -616,5 +639,29 @@ mod tests {
             LiveRestrictions::load(dir.path().join("missing.yaml")),
             Err(ReloadError::Read { .. })
         ));
+    }
+
+    /// A policy file others may write is refused, at load and at reload (the policy in
+    /// force stays).
+    #[test]
+    fn a_policy_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nr.yaml");
+        std::fs::write(&path, policy(&["127.0.0.0/8"], &[])).unwrap();
+        let set = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        set(0o664).unwrap();
+        let err = LiveRestrictions::load(&path).unwrap_err();
+        assert!(
+            matches!(err, ReloadError::Writable { mode: 0o664, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        set(0o644).unwrap();
+        let live = LiveRestrictions::load(&path).unwrap();
+        std::fs::write(&path, policy(&["10.0.0.0/8"], &[])).unwrap();
+        set(0o602).unwrap();
+        assert!(matches!(live.reload(), Err(ReloadError::Writable { .. })));
+        assert!(live.decide("u", dst("127.0.0.1:1")).is_allowed());
     }
 }

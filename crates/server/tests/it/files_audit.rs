@@ -144,6 +144,8 @@ fn login_replaces_0644_key_files_with_new_0600_files_openssh_accepts() {
 #[test]
 fn user_add_keeps_the_config_mode_and_follows_no_planted_temp_file() {
     let (dir, config) = site();
+    // Written the owner's alone: the users' password hashes go into it.
+    assert_eq!(mode(&config), 0o600);
     chmod(&config, 0o640);
     let old_inode = std::fs::metadata(&config).expect("meta").ino();
     // Symlinks planted at the predictable names a temporary file could take (the one used
@@ -183,6 +185,23 @@ fn user_add_keeps_the_config_mode_and_follows_no_planted_temp_file() {
         std::fs::read_dir(dir.path()).expect("dir").count(),
         entries_before
     );
+}
+
+/// A configuration or role file that others may write is refused at start, naming it.
+#[test]
+fn serve_refuses_a_config_or_role_file_others_may_write() {
+    let (dir, config) = site();
+    for file in ["ippin.yaml", "roles.yaml"] {
+        let p = dir.path().join(file);
+        let before = mode(&p);
+        chmod(&p, before | 0o020);
+        let err = serve_fails(&config);
+        assert!(
+            err.contains(file) && err.contains("writable by group or others"),
+            "{file}: {err}"
+        );
+        chmod(&p, before);
+    }
 }
 
 #[test]
