@@ -343,8 +343,7 @@ pub(crate) fn authorize_with(
     // that one stands for the user name `USER`, for the built-ins only.
     let builtins = builtins_principal(user);
     let principals = cert.valid_principals();
-    let as_builtins =
-        !principals.iter().any(|p| p == user) && principals.iter().any(|p| *p == builtins);
+    let as_builtins = !principals.iter().any(|p| p == user) && principals.contains(&builtins);
     let principal = if as_builtins { builtins.as_str() } else { user };
     let validation = SshValidation::new(ctx.trusted_cas, principal, now);
     let valid = validate_user_cert(cert, &validation).map_err(|e| cert_denial(&e, user))?;
