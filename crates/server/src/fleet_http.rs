@@ -444,8 +444,12 @@ pub fn health_route(
     state: &State,
     peer: std::net::SocketAddr,
     observed: &ObservedAddr,
+    from_l7_proxy: bool,
     path: &str,
 ) -> Option<Response<Body>> {
+    // A proxy this listener takes forwarded headers from carries other clients' requests:
+    // on this host or not, its connections are not a local client's.
+    let local = |peer, observed| !from_l7_proxy && local(peer, observed);
     match path {
         "/metrics" => Some(metrics(state, local(peer, observed))),
         "/healthz" => Some(http::json(

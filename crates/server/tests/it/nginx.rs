@@ -239,3 +239,34 @@ fn nginx_x_forwarded_for_pins_the_client_not_the_proxy() {
         "a forged address reached the audit log as a client"
     );
 }
+
+/// `/metrics` (counts of refusals by reason) is for a client on this host only. nginx on
+/// this host forwards anyone's request from 127.0.0.1: on a listener that believes its
+/// forwarded headers, a connection from it is never the local client, through nginx or
+/// not; on a listener without them, a local client is.
+#[test]
+fn metrics_are_not_served_through_a_same_host_l7_proxy() {
+    let cluster = cluster();
+    let (_nginx, ports) = nginx(&cluster, &[(LOGIN_XFF, "$remote_addr")]);
+    let ca = cluster.ca_pem().display().to_string();
+    let get = |from: &str, port: u16| {
+        curl(&[
+            "--interface",
+            from,
+            "--cacert",
+            &ca,
+            &format!("https://127.0.0.1:{port}/metrics"),
+        ])
+    };
+    // A remote client (127.0.0.2) through nginx.
+    let through = get("127.0.0.2", ports[0]);
+    assert_eq!(through.status, 403, "{through:?}");
+    assert!(through.body.contains("metrics_local_only"), "{through:?}");
+    // The proxy's own address, straight to the listener that believes it.
+    let direct = get("127.0.0.1", cluster.ports[LOGIN_XFF]);
+    assert_eq!(direct.status, 403, "{direct:?}");
+    // A local client on a listener without forwarded headers.
+    let local = get("127.0.0.1", cluster.ports[LOGIN_PLAIN]);
+    assert_eq!(local.status, 200, "{local:?}");
+    assert!(local.body.contains("ippin_"), "{local:?}");
+}
