@@ -9,7 +9,7 @@
 //! | `USER`, `LOGNAME` | the login |
 //! | `HOME`, `SHELL` | the login's, from the user database |
 //! | `PATH` | [`USER_PATH`], or [`ROOT_PATH`] for uid 0 |
-//! | `SSH_CONNECTION` | `CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT`, the client as *observed* (after PROXY / trusted proxies), IPv4-mapped addresses as IPv4 |
+//! | `SSH_CONNECTION` | `CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT`, the client as *observed* (after PROXY / trusted proxies), IPv4-mapped addresses as IPv4; give the TCP peer here when the observation is not trusted (ippin's server does): an untrusted address is the sender's claim |
 //! | `SSH_CLIENT` | `CLIENT_IP CLIENT_PORT SERVER_PORT` |
 //! | `TERM`, `SSH_TTY` | with a terminal: the `pty-req` terminal name (when it is a plain name) and the terminal's path |
 //! | `LANG`, `LC_*` (and `TERM` without a terminal) | from the client's `env` requests, when the value is a plain locale or terminal name |

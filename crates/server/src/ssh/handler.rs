@@ -93,6 +93,7 @@ impl Connection {
             session_id: &self.session_id,
             observed: &self.observed,
             local: self.local,
+            peer: self.peer,
             handle: self.handle.get().cloned(),
             ended: self.sessions.ended(),
         };

@@ -227,6 +227,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) observed: &'a ippin_policy::ObservedAddr,
     /// The server's address of the connection, when known.
     pub(crate) local: Option<std::net::SocketAddr>,
+    /// The TCP peer, when known: what `SSH_CONNECTION` names when the observation is not
+    /// trusted (a PROXY header on a listener that trusts none names whoever it likes).
+    pub(crate) peer: Option<std::net::SocketAddr>,
     pub(crate) handle: Option<Handle>,
     /// Where a channel closed by this side is told ([`Sessions::ended`]).
     pub(crate) ended: Ended,
@@ -620,12 +623,21 @@ impl Sessions {
         let home = account.home.to_string_lossy().into_owned();
         let shell_text = account.shell.to_string_lossy().into_owned();
         let server = ctx.local.unwrap_or_else(|| ctx.observed.socket_addr());
+        // The client as observed when that is trusted; else the TCP peer (or nothing): an
+        // untrusted address is a claim, and scripts and log shippers read these variables.
+        let client = if ctx.observed.is_trusted() {
+            ctx.observed.socket_addr()
+        } else {
+            ctx.peer.unwrap_or_else(|| {
+                std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)
+            })
+        };
         let mut env_spec = SessionEnv::new(
             &account.name,
             account.uid,
             &home,
             &shell_text,
-            ctx.observed.socket_addr(),
+            client,
             server,
         )
         .client(&client_env);

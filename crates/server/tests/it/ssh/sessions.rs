@@ -112,6 +112,8 @@ struct Node {
     serve: Serve,
     dir: tempfile::TempDir,
     ssh: SocketAddr,
+    /// An SSH listener whose PROXY mode is unspecified: a header is read, never trusted.
+    ssh_unspecified: SocketAddr,
     bob: Identity,
 }
 
@@ -121,9 +123,11 @@ impl Node {
         ippin::install_crypto_provider();
         let login_port = free_port(ip("127.0.0.1"));
         let ssh_port = free_port(ip("127.0.0.1"));
+        let unspecified_port = free_port(ip("127.0.0.1"));
         let listeners = format!(
             "  - {{kind: login, listen: 127.0.0.1:{login_port}, proxy_protocol: off}}\n  - \
-             {{kind: ssh, listen: 127.0.0.1:{ssh_port}, proxy_protocol: off}}\n"
+             {{kind: ssh, listen: 127.0.0.1:{ssh_port}, proxy_protocol: off}}\n  - \
+             {{kind: ssh, listen: 127.0.0.1:{unspecified_port}}}\n"
         );
         let (dir, config_path) = crate::attacks::site(&listeners, extra_config);
         // `ca init`'s roles, with bob's `dev` allowing the login.
@@ -141,9 +145,11 @@ impl Node {
         let serve = Serve::start(&config_path, &dir.path().join("serve.log"));
         let login_addr = SocketAddr::new(ip("127.0.0.1"), login_port);
         let ssh = SocketAddr::new(ip("127.0.0.1"), ssh_port);
+        let ssh_unspecified = SocketAddr::new(ip("127.0.0.1"), unspecified_port);
         tokio::task::spawn_blocking(move || {
             wait_for_tcp(login_addr);
             wait_for_tcp(ssh);
+            wait_for_tcp(ssh_unspecified);
         })
         .await
         .expect("ippin serve listening");
@@ -156,6 +162,7 @@ impl Node {
             serve,
             dir,
             ssh,
+            ssh_unspecified,
             bob,
         }
     }
@@ -670,6 +677,83 @@ async fn the_kernel_holds_every_process_of_a_session_to_the_restrictions() {
     })
     .await;
     wait_for("the session cgroup to go", || !cgroup.exists()).await;
+}
+
+/// A PROXY header on a listener that trusts none names whoever its sender likes: an unpinned
+/// user's session is let in, but `SSH_CONNECTION` and `SSH_CLIENT` name the TCP peer, not
+/// the claim (scripts and log shippers read them), while `whoami` shows the claim marked
+/// untrusted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_client_address_is_not_what_the_session_is_told() {
+    let user = OsUser::create("s6");
+    let node = Node::start(&user.name, "", None).await;
+    let relay = node.dir.path().join("relay.py");
+    std::fs::write(
+        &relay,
+        "import os, socket, sys, threading\n\
+         s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+         s.sendall(b'PROXY TCP4 203.0.113.66 127.0.0.1 4242 22\\r\\n')\n\
+         def up():\n\
+         \x20   while True:\n\
+         \x20       d = os.read(0, 65536)\n\
+         \x20       if not d:\n\
+         \x20           s.shutdown(socket.SHUT_WR)\n\
+         \x20           return\n\
+         \x20       s.sendall(d)\n\
+         threading.Thread(target=up, daemon=True).start()\n\
+         while True:\n\
+         \x20   d = s.recv(65536)\n\
+         \x20   if not d:\n\
+         \x20       break\n\
+         \x20   os.write(1, d)\n",
+    )
+    .expect("relay");
+    let through_claim = |command: &'static str| {
+        let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh_unspecified);
+        cmd.arg("-o").arg(format!(
+            "ProxyCommand=python3 {} {}",
+            relay.display(),
+            node.ssh_unspecified.port()
+        ));
+        cmd.arg(command);
+        cmd
+    };
+    let out = tokio::time::timeout(
+        CLIENT_TIMEOUT,
+        through_claim("echo \"$SSH_CONNECTION|$SSH_CLIENT\"").output(),
+    )
+    .await
+    .expect("in time")
+    .expect("ssh");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("203.0.113.66"), "{text}");
+    let (connection, client) = text.trim().split_once('|').expect("two variables");
+    assert!(connection.starts_with("127.0.0.1 "), "{connection}");
+    assert!(
+        connection.ends_with(&format!(" 127.0.0.1 {}", node.ssh_unspecified.port())),
+        "{connection}"
+    );
+    assert!(client.starts_with("127.0.0.1 "), "{client}");
+    // The built-in says what was claimed, and that it is not trusted.
+    let mut builtins = ssh_command(&node.bob, "bob", "127.0.0.1", node.ssh_unspecified);
+    builtins
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand=python3 {} {}",
+            relay.display(),
+            node.ssh_unspecified.port()
+        ))
+        .arg("whoami");
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, builtins.output())
+        .await
+        .expect("in time")
+        .expect("ssh whoami");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("observed: 203.0.113.66:0 (proxy_v1, untrusted)"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
