@@ -584,6 +584,20 @@ impl<'de> Deserialize<'de> for YamlNet {
     }
 }
 
+/// Whether `net` holds every IPv4 or every IPv6 address: `0.0.0.0/0`, `::/0`, or
+/// `::ffff:0:0/96` (every IPv4 address, mapped: trust compares it as `0.0.0.0/0`; wider IPv6
+/// networks never match IPv4 peers).
+fn every_peer(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(n) => n.prefix_len() == 0,
+        IpNet::V6(n) => {
+            n.prefix_len() == 0
+                || (n.prefix_len() == 96
+                    && n.network() == std::net::Ipv6Addr::from_bits(0xffff_0000_0000))
+        }
+    }
+}
+
 /// A cloud endpoint ID in `allowed_endpoints`: `vpce-` and 8 or 17 lowercase hex digits
 /// (AWS), `azure:LINKID` (Azure Private Link, decimal u32) or `gcp:ID` (GCP Private Service
 /// Connect, decimal u64). Decimal means digits only: no sign, no leading zero, no spaces.
@@ -888,6 +902,25 @@ impl Config {
                      front of a listener with `proxy_protocol: off`, or the load balancer \
                      in front of one without `trust_x_forwarded_for`"
                         .into(),
+                ));
+            }
+            // A network that holds every address of a family names no proxy: it trusts
+            // every peer, which only `danger_trust_every_peer` says (and its warning).
+            if let Some(every) = l
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .find(|n| every_peer(&n.0))
+            {
+                return Err(invalid(
+                    format!("listeners[{i}].trusted_proxies"),
+                    Some(&here),
+                    format!(
+                        "`{}` holds every address of its family: that trusts every peer; \
+                         name the proxies, or write `danger_trust_every_peer: true` when nothing \
+                         but them can reach this address",
+                        every.0
+                    ),
                 ));
             }
             let unnamed = l.trusted_proxies.is_none() && !l.danger_trust_every_peer;
@@ -1625,6 +1658,31 @@ listeners:
             c.listeners[0].trusted_proxies.as_ref().unwrap()[1],
             "::1/128".parse::<IpNet>().unwrap()
         );
+    }
+
+    /// A "proxy" network that holds every address of a family trusts every peer: only
+    /// `danger_trust_every_peer` may say that.
+    #[test]
+    fn trusted_proxies_that_hold_every_peer_are_refused() {
+        for every in ["0.0.0.0/0", "\"::/0\"", "\"::ffff:0:0/96\""] {
+            let text = GOOD.replace("[127.0.0.1/32]", &format!("[127.0.0.1/32, {every}]"));
+            let shown = parse(&text).unwrap_err().to_string();
+            assert!(
+                shown.contains("holds every address of its family")
+                    && shown.contains("danger_trust_every_peer"),
+                "{every}: {shown}"
+            );
+        }
+        // (An IPv6 network wider than the mapped range never matches an IPv4 peer.)
+        for narrower in [
+            "0.0.0.0/1",
+            "\"::ffff:0:0/97\"",
+            "\"2001:db8::/32\"",
+            "\"::/1\"",
+        ] {
+            let text = GOOD.replace("[127.0.0.1/32]", &format!("[{narrower}]"));
+            assert!(parse(&text).is_ok(), "{narrower}");
+        }
     }
 
     #[test]

@@ -295,8 +295,10 @@ async fn a_wide_source_address_does_not_satisfy_a_pinned_role() {
     assert!(run.ok(), "{run:?}");
 }
 
-/// `trusted_proxies: ["::/0"]` on a dual-stack socket: IPv4 clients arrive as
-/// `::ffff:a.b.c.d`, and must not be believed. The header is refused `untrusted_proxy`.
+/// `trusted_proxies: ["::/1"]` (an IPv6 network wider than, and holding, the IPv4-mapped
+/// range) on a dual-stack socket: IPv4 clients arrive as `::ffff:a.b.c.d`, and must not be
+/// believed. The header is refused `untrusted_proxy`. (`::/0` itself is refused at start
+/// without `danger_trust_every_peer`: `trusted_proxies_that_hold_every_peer_are_refused`.)
 #[test]
 fn ipv6_wildcard_trust_does_not_cover_ipv4_peers() {
     ippin::install_crypto_provider();
@@ -305,7 +307,7 @@ fn ipv6_wildcard_trust_does_not_cover_ipv4_peers() {
     // An IPv6 socket bound to the IPv4-mapped loopback address: dual-stack, loopback only.
     let (tmp, config) = site(
         &format!(
-            "  - {{kind: tls, listen: \"[::ffff:127.0.0.1]:{port}\", proxy_protocol: on, trusted_proxies: [\"::/0\"]}}\n"
+            "  - {{kind: tls, listen: \"[::ffff:127.0.0.1]:{port}\", proxy_protocol: on, trusted_proxies: [\"::/1\"]}}\n"
         ),
         "",
     );
