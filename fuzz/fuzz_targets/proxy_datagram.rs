@@ -74,6 +74,8 @@ fuzz_target!(|data: &[u8]| {
             let begins_header = !data.is_empty() && detect(data) != Detection::NotHeader;
             match decided {
                 Ok(accept) => {
+                    // Datagram sources are not verified by default: never trusted.
+                    assert!(!accept.observed.trusted);
                     assert!(accept.payload_offset <= data.len());
                     let payload = &data[accept.payload_offset..];
                     assert!(

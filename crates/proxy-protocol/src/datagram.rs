@@ -6,6 +6,12 @@
 //! DGRAM transport: PROXY headers of family UDP4 (0x12) or UDP6 (0x22), and
 //! LOCAL headers (family UNSPEC, UDP4 or UDP6; their addresses are
 //! ignored). Nothing is kept between datagrams.
+//!
+//! **A datagram's source address is not authenticated**: anyone who can
+//! send to the socket can write any source, a trusted load balancer's
+//! included. Observations from datagrams are therefore untrusted unless the
+//! policy says the network drops forged sources
+//! ([`ListenerPolicy::with_verified_datagram_sources`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -218,7 +224,10 @@ impl ListenerPolicy {
     ///   before parsing); then the header must pass [`parse_datagram_with`]
     ///   (a truncated header is refused, never awaited);
     /// * a payload that itself begins, or is a prefix of, a header is
-    ///   refused `duplicate_header`.
+    ///   refused `duplicate_header`;
+    /// * unless [`datagram_sources_verified`](Self::datagram_sources_verified),
+    ///   the observation is then made untrusted (port 0): a datagram's source,
+    ///   a trusted proxy's included, is whatever its sender wrote.
     ///
     /// # Errors
     /// The [`DatagramRefusal`]; the caller drops this datagram and goes on.
@@ -232,7 +241,7 @@ impl ListenerPolicy {
                 .decide(peer, None, datagram)
                 .map_err(DatagramRefusal::Policy)?;
             return Ok(DatagramAccept {
-                observed,
+                observed: self.unverified(observed),
                 header: None,
                 payload_offset: 0,
             });
@@ -252,10 +261,22 @@ impl ListenerPolicy {
             .decide(peer, Some(&header), payload)
             .map_err(DatagramRefusal::Policy)?;
         Ok(DatagramAccept {
-            observed,
+            observed: self.unverified(observed),
             header: Some(header),
             payload_offset: offset,
         })
+    }
+
+    /// `observed`, untrusted (port 0) unless datagram sources are verified.
+    fn unverified(&self, observed: Observed) -> Observed {
+        if self.datagram_sources_verified || !observed.trusted {
+            return observed;
+        }
+        Observed::new(
+            SocketAddr::new(observed.addr.ip(), 0),
+            observed.provenance,
+            false,
+        )
     }
 }
 
@@ -500,9 +521,15 @@ mod tests {
 
     #[test]
     fn policy_mode_on() {
-        let p = ListenerPolicy::new(ProxyMode::On)
+        let unverified = ListenerPolicy::new(ProxyMode::On)
             .with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
         let g = good();
+        // A datagram's source is not authenticated: without the network's word, the
+        // header's client is not trusted, even from a listed proxy.
+        let seen = unverified.decide_datagram(peer("10.0.0.1:9"), &g).unwrap();
+        assert_eq!(seen.observed.addr, peer("198.51.100.7:0"));
+        assert!(!seen.observed.trusted);
+        let p = unverified.with_verified_datagram_sources(true);
         let ok = p.decide_datagram(peer("10.0.0.1:9"), &g).unwrap();
         assert_eq!(ok.observed.addr, peer("198.51.100.7:5353"));
         assert!(ok.observed.trusted);
@@ -560,9 +587,16 @@ mod tests {
             DatagramRefusal::Policy(Refusal::HeaderForbidden)
         );
         let plain = off.decide_datagram(peer("10.0.0.1:9"), b"data").unwrap();
-        assert_eq!(plain.observed.addr, peer("10.0.0.1:9"));
-        assert!(plain.observed.trusted);
+        assert_eq!(plain.observed.addr, peer("10.0.0.1:0"));
+        assert!(!plain.observed.trusted);
         assert_eq!(plain.payload_offset, 0);
+        let verified = off
+            .clone()
+            .with_verified_datagram_sources(true)
+            .decide_datagram(peer("10.0.0.1:9"), b"data")
+            .unwrap();
+        assert_eq!(verified.observed.addr, peer("10.0.0.1:9"));
+        assert!(verified.observed.trusted);
 
         let un = ListenerPolicy::new(ProxyMode::Unspecified);
         let g = good();

@@ -107,9 +107,14 @@
 //!     .addresses(Addresses::udp("198.51.100.7:5353".parse()?, "203.0.113.10:53".parse()?)?)?
 //!     .encode_datagram(b"query")?;
 //!
-//! // The server's side: one decision per datagram, nothing kept.
-//! let policy = ListenerPolicy::new(ProxyMode::On)
+//! // The server's side: one decision per datagram, nothing kept. A datagram's
+//! // source is not authenticated: its client is trusted only where the network
+//! // drops forged sources, and the policy says so.
+//! let unverified = ListenerPolicy::new(ProxyMode::On)
 //!     .with_trusted_proxies(vec!["10.0.0.0/8".parse()?]);
+//! let claim = unverified.decide_datagram("10.0.0.2:40000".parse()?, &datagram)?;
+//! assert!(!claim.observed.trusted);
+//! let policy = unverified.with_verified_datagram_sources(true);
 //! let ok = policy.decide_datagram("10.0.0.2:40000".parse()?, &datagram)?;
 //! assert_eq!(ok.observed.addr, "198.51.100.7:5353".parse()?);
 //! assert!(ok.observed.trusted);

@@ -85,6 +85,13 @@ pub struct ListenerPolicy {
     /// is parsed, so a client can name a listed ID itself (its address
     /// stays untrusted, but the endpoint gate does not hold).
     pub allowed_endpoints: Option<Vec<EndpointId>>,
+    /// Whether the network in front of a UDP socket drops datagrams whose
+    /// source address is forged (see
+    /// [`with_verified_datagram_sources`](Self::with_verified_datagram_sources)).
+    /// `false` (the default): every observation of
+    /// [`decide_datagram`](Self::decide_datagram) is untrusted. Streams are
+    /// not affected.
+    pub datagram_sources_verified: bool,
 }
 
 /// Where the observed client address came from.
@@ -282,7 +289,35 @@ impl ListenerPolicy {
             trusted_proxies: None,
             parse: ParseConfig::default(),
             allowed_endpoints: None,
+            datagram_sources_verified: false,
         }
+    }
+
+    /// This policy with [`datagram_sources_verified`](Self::datagram_sources_verified)
+    /// set to `verified`.
+    ///
+    /// A TCP peer answered the handshake from its address; a datagram's
+    /// source is whatever its sender wrote. Anyone who can send to the socket
+    /// can name any source, a trusted proxy's included, and with it any
+    /// client. So observations from datagrams are untrusted (never enough to
+    /// issue or satisfy a pin) unless the network guarantees sources: every
+    /// path to the socket filters spoofed ones (ingress filtering at each
+    /// edge, a private link that only the load balancers can send on). Say
+    /// so here only then.
+    ///
+    /// ```
+    /// use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};
+    ///
+    /// let peer = "192.0.2.7:5000".parse().unwrap();
+    /// let open = ListenerPolicy::new(ProxyMode::Off);
+    /// let seen = open.decide_datagram(peer, b"query").unwrap().observed;
+    /// assert!(!seen.trusted);
+    /// let filtered = open.with_verified_datagram_sources(true);
+    /// assert!(filtered.decide_datagram(peer, b"query").unwrap().observed.trusted);
+    /// ```
+    pub fn with_verified_datagram_sources(mut self, verified: bool) -> Self {
+        self.datagram_sources_verified = verified;
+        self
     }
 
     /// This policy with `trusted_proxies` set to `nets`.

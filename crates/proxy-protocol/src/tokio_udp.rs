@@ -19,8 +19,10 @@ use crate::{DatagramRefusal, ListenerPolicy, Observed, OwnedHeader};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Loopback: only this host can send to the socket, so sources are verified.
 /// let policy = ListenerPolicy::new(ProxyMode::On)
-///     .with_trusted_proxies(vec!["127.0.0.1/32".parse()?]);
+///     .with_trusted_proxies(vec!["127.0.0.1/32".parse()?])
+///     .with_verified_datagram_sources(true);
 /// let socket = ProxyUdpSocket::new(UdpSocket::bind("127.0.0.1:0").await?, policy);
 ///
 /// // A proxy on 127.0.0.1 relays a client's datagram.

@@ -72,8 +72,10 @@ fn refusal(r: Result<ReceivedDatagram, RecvError>) -> DatagramRefusal {
 
 #[tokio::test]
 async fn python_sender_round_trip_and_refusals() {
+    // Loopback: only this host can send to the socket, so the sources are what they say.
     let policy = ListenerPolicy::new(ProxyMode::On)
-        .with_trusted_proxies(vec!["127.0.0.1/32".parse().unwrap()]);
+        .with_trusted_proxies(vec!["127.0.0.1/32".parse().unwrap()])
+        .with_verified_datagram_sources(true);
     let socket = ProxyUdpSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap(), policy);
     let to = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 65535];
@@ -190,7 +192,7 @@ async fn modes_off_and_unspecified_over_real_sockets() {
 
     let off = ProxyUdpSocket::new(
         UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        ListenerPolicy::new(ProxyMode::Off),
+        ListenerPolicy::new(ProxyMode::Off).with_verified_datagram_sources(true),
     );
     let to = off.local_addr().unwrap();
     sender.send_to(&good, to).await.unwrap();
@@ -220,8 +222,9 @@ async fn modes_off_and_unspecified_over_real_sockets() {
 
 #[tokio::test]
 async fn python_sender_over_ipv6_loopback() {
-    let policy =
-        ListenerPolicy::new(ProxyMode::On).with_trusted_proxies(vec!["::1/128".parse().unwrap()]);
+    let policy = ListenerPolicy::new(ProxyMode::On)
+        .with_trusted_proxies(vec!["::1/128".parse().unwrap()])
+        .with_verified_datagram_sources(true);
     let socket = ProxyUdpSocket::new(UdpSocket::bind("[::1]:0").await.unwrap(), policy);
     let to = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 65535];
@@ -250,8 +253,10 @@ async fn python_sender_over_ipv6_loopback() {
 /// than the buffer is whole and accepted; the socket goes on.
 #[tokio::test]
 async fn a_datagram_that_fills_the_buffer_is_refused_not_cut() {
+    // Loopback: only this host can send to the socket, so the sources are what they say.
     let policy = ListenerPolicy::new(ProxyMode::On)
-        .with_trusted_proxies(vec!["127.0.0.1/32".parse().unwrap()]);
+        .with_trusted_proxies(vec!["127.0.0.1/32".parse().unwrap()])
+        .with_verified_datagram_sources(true);
     let socket = ProxyUdpSocket::new(UdpSocket::bind("127.0.0.1:0").await.unwrap(), policy);
     let to = socket.local_addr().unwrap();
     let header_len = udp("198.51.100.7:5353", "203.0.113.10:53", b"").len();
