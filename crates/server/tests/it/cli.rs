@@ -65,7 +65,7 @@ fn check_and_inspect_on_issued_certificates() {
     );
     let got: Value = serde_json::from_str(&ssh.stdout).expect("JSON");
     assert_eq!(got["format"], "ssh");
-    assert_eq!(got["principals"], json!(["alice"]));
+    assert_eq!(got["principals"], json!(["ippin:alice"]));
 }
 
 #[test]
