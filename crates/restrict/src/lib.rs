@@ -182,13 +182,18 @@
 //!
 //! # `unsafe`
 //!
-//! The workspace forbids `unsafe`; this crate denies it except in one place:
-//! [`ChildSetup::apply`] (which [`Session::confine`] uses) registers a `pre_exec` hook (an
-//! `unsafe` function in the standard library, because the hook runs in the forked child).
-//! The hook makes system calls only, on data prepared before the fork: one `write(2)` to
-//! the session's `cgroup.procs` ([`Placement::place_current_process`]), `setsid`,
-//! `TIOCSCTTY`, `umask`, `setgroups`, `setgid`, `setuid`: async-signal-safe, no
-//! allocation, no lock.
+//! The workspace forbids `unsafe`; this crate denies it except in two places:
+//!
+//! * [`ChildSetup::apply`] (which [`Session::confine`] uses) registers a `pre_exec` hook
+//!   (an `unsafe` function in the standard library, because the hook runs in the forked
+//!   child). The hook makes system calls only, on data prepared before the fork: one
+//!   `write(2)` to the session's `cgroup.procs` and the seccomp filter below
+//!   ([`Placement::place_current_process`]), `setsid`, `TIOCSCTTY`, `umask`, `setgroups`,
+//!   `setgid`, `setuid`: async-signal-safe, no allocation, no lock.
+//! * The seccomp filter that keeps a session to the machine's own system calls is
+//!   installed with `prctl(PR_SET_SECCOMP)`, a C call with a pointer to a static program
+//!   (`compat.rs`): the kernel runs `cgroup/setsockopt` programs for native calls only, so
+//!   a 32-bit process could otherwise set an IPv6 routing header unseen.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -202,6 +207,11 @@ mod bpf;
 mod cgroup;
 #[cfg(target_os = "linux")]
 mod child;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod compat;
 #[cfg(target_os = "linux")]
 mod session;
 

@@ -794,6 +794,72 @@ fn rerouting_socket_options_are_refused() {
     );
 }
 
+/// A static i386 program of 96 bytes that calls `exit(42)` with `int 0x80`.
+fn i386_exit_42() -> Vec<u8> {
+    let base: u32 = 0x0804_8000;
+    let code: [u8; 12] = [
+        0xB8, 1, 0, 0, 0, // mov eax, 1 (exit)
+        0xBB, 42, 0, 0, 0, // mov ebx, 42
+        0xCD, 0x80, // int 0x80
+    ];
+    let size = 52 + 32 + code.len() as u32;
+    let mut elf = vec![0x7F, b'E', b'L', b'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&3u16.to_le_bytes()); // EM_386
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(base + 84).to_le_bytes()); // entry: the code
+    elf.extend_from_slice(&52u32.to_le_bytes()); // program headers
+    elf.extend_from_slice(&0u32.to_le_bytes()); // no section headers
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for v in [52u16, 32, 1, 0, 0, 0] {
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [1u32, 0, base, base, size, size, 5, 0x1000] {
+        elf.extend_from_slice(&v.to_le_bytes()); // PT_LOAD, R+X, the whole file
+    }
+    elf.extend_from_slice(&code);
+    elf
+}
+
+/// A 32-bit process skips the kernel's `cgroup/setsockopt` programs (they run for native
+/// calls only), so a session keeps to the machine's own system calls: a 32-bit program is
+/// killed (`SIGSYS`) at its first call, with or without a policy. Outside a session the
+/// same program runs (this kernel runs i386 programs), and a native one runs in the session.
+#[test]
+fn a_session_makes_no_32_bit_system_call() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("exit42-i386");
+    std::fs::write(&program, i386_exit_42()).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let outside = Command::new(&program)
+        .status()
+        .expect("run the i386 program");
+    assert_eq!(outside.code(), Some(42), "{outside:?}");
+
+    let parent = Parent::new("compat");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("compat").unwrap();
+    for policy in [None, Some(policy(&["127.0.0.0/8"], &[]))] {
+        if let Some(p) = &policy {
+            enforcer.set_policy(p).unwrap();
+        }
+        let mut cmd = Command::new(&program);
+        session.confine(&mut cmd);
+        let inside = cmd.status().expect("spawn in the session");
+        assert_eq!(
+            inside.signal(),
+            Some(nix::libc::SIGSYS),
+            "{policy:?}: {inside:?}"
+        );
+        let mut native = Command::new("sh");
+        native.args(["-c", "exit 7"]);
+        session.confine(&mut native);
+        assert_eq!(native.status().unwrap().code(), Some(7));
+    }
+}
+
 /// Sockets whose sends the connect and send hooks never see (ICMP "ping" sockets, raw
 /// sockets) cannot be made in a session with a policy: they would reach any address
 /// undecided. Without a policy they can.
