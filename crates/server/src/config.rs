@@ -716,22 +716,14 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigErro
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    // The configuration and role files decide who gets in: one that users other than its
-    // owner may write is refused (checked on the file opened, not on the path).
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        file.metadata().map_err(io)?.permissions().mode()
-    };
-    if mode & 0o022 != 0 {
+    // The configuration and role files decide who gets in: one that users other than root
+    // and this one may change is refused (checked on the file opened, not on the path).
+    if let Err(e) = crate::files::only_trusted_writers(path, &file) {
         return Err(ConfigError::Invalid {
             file: path.to_path_buf(),
             line: 0,
             field: "(file)".into(),
-            message: format!(
-                "writable by group or others (mode {:04o}): whoever can write it decides who \
-                 gets in; `chmod go-w` it",
-                mode & 0o7777
-            ),
+            message: e.to_string(),
         });
     }
     let mut text = String::new();
@@ -1396,6 +1388,11 @@ listeners:
                 assert!(e.to_string().contains("writable by group or others"), "{e}");
             }
         }
+        // Owned by another user: refused too (the tests run as root, which may give it away).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown: run the tests as root");
+        let e = load_roles(std::slice::from_ref(&path)).unwrap_err();
+        assert!(e.to_string().contains("owned by another user"), "{e}");
     }
 
     #[test]

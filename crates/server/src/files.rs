@@ -43,6 +43,20 @@ pub enum FileError {
         /// Its permission bits.
         mode: u32,
     },
+    /// A file that decides who gets in (configuration, roles, restrictions, a certificate
+    /// or CA) that users other than root and this process's user may change: group or
+    /// others have write permission, or another user owns it.
+    #[error(
+        "{}: {why}: whoever can change it decides who gets in (make it root's or this user's, \
+         and `chmod go-w` it)",
+        path.display()
+    )]
+    Writable {
+        /// The file.
+        path: PathBuf,
+        /// What lets others change it.
+        why: String,
+    },
     /// Larger than the bound for this kind of file.
     #[error("{}: larger than {limit} bytes", path.display())]
     TooLarge {
@@ -68,7 +82,42 @@ pub fn read_public(path: &Path, limit: u64) -> Result<String, FileError> {
         path: path.to_path_buf(),
         source,
     })?;
+    only_trusted_writers(path, &file)?;
     read_open(path, file, limit)
+}
+
+/// Refuses `file` (opened from `path`) when a user other than root and this process's
+/// effective user may change it: group or others have write permission (`0o022`), or
+/// another user owns it. Checked with `fstat` on the descriptor, so a swap of the path
+/// between the check and the read changes nothing. (Not checked: the folders on the way,
+/// which the operator keeps root's, as `docs/operations.md` sets them up.)
+///
+/// # Errors
+/// [`FileError::Writable`], or [`FileError::Read`] when `fstat` fails.
+pub fn only_trusted_writers(path: &Path, file: &File) -> Result<(), FileError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().map_err(|source| FileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.mode() & 0o7777;
+        let why = if mode & 0o022 != 0 {
+            Some(format!("writable by group or others (mode {mode:04o})"))
+        } else if meta.uid() != 0 && meta.uid() != nix::unistd::geteuid().as_raw() {
+            Some(format!("owned by another user (uid {})", meta.uid()))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(FileError::Writable {
+                path: path.to_path_buf(),
+                why,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads a private key file of at most `limit` bytes, refusing it when its mode lets group
@@ -97,6 +146,7 @@ pub fn read_private(path: &Path, limit: u64) -> Result<String, FileError> {
             });
         }
     }
+    only_trusted_writers(path, &file)?;
     read_open(path, file, limit)
 }
 

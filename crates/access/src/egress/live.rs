@@ -36,17 +36,21 @@ pub enum ReloadError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file may be written by users other than its owner (group or others have write
-    /// permission): whoever can write it decides where sessions may connect.
+    /// Users other than root and this process's user may change the file (group or others
+    /// have write permission, or another user owns it): whoever can change it decides
+    /// where sessions may connect.
     #[error(
-        "network restrictions `{path}`: writable by group or others (mode {mode:04o}): \
-         refused; `chmod go-w` it"
+        "network restrictions `{path}`: {} (mode {mode:04o}, owner uid {owner}): refused; \
+         make it root's or this user's and `chmod go-w` it",
+        if mode & 0o022 != 0 { "writable by group or others" } else { "owned by another user" }
     )]
     Writable {
         /// The file.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// Its owner.
+        owner: u32,
     },
     /// The file is larger than [`MAX_POLICY_FILE`].
     #[error("network restrictions `{path}`: larger than {MAX_POLICY_FILE} bytes")]
@@ -380,14 +384,16 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ReloadError> {
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
     // Of the file opened, not of the path (no swap between the check and the read).
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        file.metadata().map_err(read_err)?.permissions().mode()
+    let (mode, owner) = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().map_err(read_err)?;
+        (meta.mode() & 0o7777, meta.uid())
     };
-    if mode & 0o022 != 0 {
+    if mode & 0o022 != 0 || (owner != 0 && owner != rustix::process::geteuid().as_raw()) {
         return Err(ReloadError::Writable {
             path: path.to_owned(),
-            mode: mode & 0o7777,
+            mode,
+            owner,
         });
     }
     let mut text = Vec::new();
@@ -663,5 +669,10 @@ mod tests {
         set(0o602).unwrap();
         assert!(matches!(live.reload(), Err(ReloadError::Writable { .. })));
         assert!(live.decide("u", dst("127.0.0.1:1")).is_allowed());
+        // Owned by another user (the tests run as root, which may give it away).
+        set(0o644).unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown: run the tests as root");
+        let err = live.reload().unwrap_err();
+        assert!(err.to_string().contains("owned by another user"), "{err}");
     }
 }

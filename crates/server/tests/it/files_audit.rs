@@ -187,11 +187,12 @@ fn user_add_keeps_the_config_mode_and_follows_no_planted_temp_file() {
     );
 }
 
-/// A configuration or role file that others may write is refused at start, naming it.
+/// A configuration, role or certificate file that others may change (group or world
+/// writable, or another user's) is refused at start, naming it.
 #[test]
 fn serve_refuses_a_config_or_role_file_others_may_write() {
     let (dir, config) = site();
-    for file in ["ippin.yaml", "roles.yaml"] {
+    for file in ["ippin.yaml", "roles.yaml", "server.pem", "ca/tls_ca.pem"] {
         let p = dir.path().join(file);
         let before = mode(&p);
         chmod(&p, before | 0o020);
@@ -201,6 +202,14 @@ fn serve_refuses_a_config_or_role_file_others_may_write() {
             "{file}: {err}"
         );
         chmod(&p, before);
+        // Owned by another user: the same.
+        std::os::unix::fs::chown(&p, Some(65534), None).expect("chown (tests run as root)");
+        let err = serve_fails(&config);
+        assert!(
+            err.contains(file) && err.contains("owned by another user"),
+            "{file}: {err}"
+        );
+        std::os::unix::fs::chown(&p, Some(0), None).expect("chown back");
     }
 }
 
