@@ -584,18 +584,15 @@ impl<'de> Deserialize<'de> for YamlNet {
     }
 }
 
-/// Whether `net` holds every IPv4 or every IPv6 address: `0.0.0.0/0`, `::/0`, or
-/// `::ffff:0:0/96` (every IPv4 address, mapped: trust compares it as `0.0.0.0/0`; wider IPv6
-/// networks never match IPv4 peers).
-fn every_peer(net: &IpNet) -> bool {
-    match net {
-        IpNet::V4(n) => n.prefix_len() == 0,
-        IpNet::V6(n) => {
-            n.prefix_len() == 0
-                || (n.prefix_len() == 96
-                    && n.network() == std::net::Ipv6Addr::from_bits(0xffff_0000_0000))
-        }
-    }
+/// `0.0.0.0/0` or `::/0` when `nets`, as trust compares them (canonically: a network inside
+/// `::ffff:0:0/96` is the IPv4 network it maps; wider IPv6 networks never match IPv4
+/// peers), together hold every IPv4 or every IPv6 address (`0.0.0.0/1` and `128.0.0.0/1`
+/// do).
+fn every_peer(nets: impl Iterator<Item = IpNet>) -> Option<IpNet> {
+    let canonical: Vec<IpNet> = nets.map(ippin_policy::canonical_net).collect();
+    IpNet::aggregate(&canonical)
+        .into_iter()
+        .find(|n| n.prefix_len() == 0)
 }
 
 /// A cloud endpoint ID in `allowed_endpoints`: `vpce-` and 8 or 17 lowercase hex digits
@@ -898,20 +895,14 @@ impl Config {
             }
             // A network that holds every address of a family names no proxy: it trusts
             // every peer, which only `danger_trust_every_peer` says (and its warning).
-            if let Some(every) = l
-                .trusted_proxies
-                .iter()
-                .flatten()
-                .find(|n| every_peer(&n.0))
-            {
+            if let Some(every) = every_peer(l.trusted_proxies.iter().flatten().map(|n| n.0)) {
                 return Err(invalid(
                     format!("listeners[{i}].trusted_proxies"),
                     Some(&here),
                     format!(
-                        "`{}` holds every address of its family: that trusts every peer; \
-                         name the proxies, or write `danger_trust_every_peer: true` when nothing \
-                         but them can reach this address",
-                        every.0
+                        "together hold every address of the family of `{every}`: that trusts \
+                         every peer; name the proxies, or write `danger_trust_every_peer: true` \
+                         when nothing but them can reach this address"
                     ),
                 ));
             }
@@ -1661,11 +1652,18 @@ listeners:
     /// `danger_trust_every_peer` may say that.
     #[test]
     fn trusted_proxies_that_hold_every_peer_are_refused() {
-        for every in ["0.0.0.0/0", "\"::/0\"", "\"::ffff:0:0/96\""] {
+        for every in [
+            "0.0.0.0/0",
+            "\"::/0\"",
+            "\"::ffff:0:0/96\"",
+            "0.0.0.0/1, 128.0.0.0/1",
+            "\"::ffff:0:0/97\", \"::ffff:128.0.0.0/97\"",
+            "\"::/1\", \"8000::/1\"",
+        ] {
             let text = GOOD.replace("[127.0.0.1/32]", &format!("[127.0.0.1/32, {every}]"));
             let shown = parse(&text).unwrap_err().to_string();
             assert!(
-                shown.contains("holds every address of its family")
+                shown.contains("hold every address of the family")
                     && shown.contains("danger_trust_every_peer"),
                 "{every}: {shown}"
             );

@@ -716,10 +716,10 @@ async fn login_route(
     // A connection from a proxy whose forwarded headers this listener believes.
     let from_l7_proxy = lcfg.trust_x_forwarded_for
         && (lcfg.trust_every_peer
-            || lcfg
-                .trusted_proxies
-                .as_ref()
-                .is_some_and(|nets| nets.iter().any(|n| n.contains(&observed.ip()))));
+            || lcfg.trusted_proxies.as_ref().is_some_and(|nets| {
+                nets.iter()
+                    .any(|n| ippin_policy::canonical_net(*n).contains(&observed.ip()))
+            }));
     if req.method() == Method::GET
         && let Some(resp) =
             crate::fleet_http::health_route(state, peer, &observed, from_l7_proxy, req.uri().path())
