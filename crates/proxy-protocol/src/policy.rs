@@ -83,7 +83,10 @@ pub struct ListenerPolicy {
     /// [`ProxyMode::On`] and `trusted_proxies` naming the load balancers.
     /// In mode unspecified, or with no `trusted_proxies`, any peer's header
     /// is parsed, so a client can name a listed ID itself (its address
-    /// stays untrusted, but the endpoint gate does not hold).
+    /// stays untrusted, but the endpoint gate does not hold). The same for
+    /// datagrams whose sources are not verified
+    /// ([`datagram_sources_verified`](Self::datagram_sources_verified)): a
+    /// sender that forges a trusted proxy's source writes the TLVs too.
     pub allowed_endpoints: Option<Vec<EndpointId>>,
     /// Whether the network in front of a UDP socket drops datagrams whose
     /// source address is forged (see
