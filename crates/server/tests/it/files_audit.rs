@@ -141,6 +141,48 @@ fn login_replaces_0644_key_files_with_new_0600_files_openssh_accepts() {
     let _ = cluster.stop();
 }
 
+/// A lock file the user cannot open (another user's, 0600, in a folder the user owns: the
+/// user may not read it, but may not remove it either while it is there) does not stop a
+/// login: it writes its files without the lock and says so. Run as an unprivileged user
+/// (root opens any file).
+#[test]
+fn a_lock_file_the_user_cannot_open_is_passed_over_with_a_warning() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let cluster = Cluster::start(&["kind: login, proxy_protocol: off"]);
+    let out = temp_dir();
+    std::os::unix::fs::chown(out.path(), Some(NOBODY), Some(NOBODY)).expect("chown");
+    chmod(out.path(), 0o755);
+    let lock = out.path().join(".ippin.lock");
+    std::fs::write(&lock, "").expect("lock file");
+    chmod(&lock, 0o600);
+    let ca = out.path().join("ca.pem");
+    std::fs::copy(cluster.ca_pem(), &ca).expect("CA");
+    chmod(&ca, 0o644);
+    let ids = out.path().join("ids");
+    std::fs::create_dir(&ids).expect("ids");
+    std::fs::rename(&lock, ids.join(".ippin.lock")).expect("lock in place");
+    std::os::unix::fs::chown(&ids, Some(NOBODY), Some(NOBODY)).expect("chown ids");
+    let url = format!("https://127.0.0.1:{}", cluster.ports[0]);
+    let mut cmd = Command::new(crate::support::IPPIN);
+    cmd.args(["login", "--server", &url, "--user", ALICE.0, "--ca"])
+        .arg(&ca)
+        .arg("--out")
+        .arg(&ids)
+        .env("HOME", out.path())
+        .uid(NOBODY)
+        .gid(NOBODY);
+    let ran = crate::support::run(cmd, ALICE.1.as_bytes(), Duration::from_secs(60));
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stderr.contains(".ippin.lock") && ran.stderr.contains("writing without the lock"),
+        "{ran:?}"
+    );
+    let key = std::fs::metadata(ids.join("ippin_ed25519")).expect("the key was written");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&key), NOBODY);
+    assert_eq!(mode(&ids.join("ippin_ed25519")), 0o600);
+}
+
 #[test]
 fn user_add_keeps_the_config_mode_and_follows_no_planted_temp_file() {
     let (dir, config) = site();
