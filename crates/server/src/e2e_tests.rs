@@ -537,6 +537,19 @@ async fn ca_init_and_user_add_make_a_working_server() {
     assert!(before.contains("# OpenSSH private key of the SSH user CA"));
 
     let config = Config::load(&path).unwrap();
+    // The password hashes are the owner's alone (`ca init` writes 0600); readable by others,
+    // `serve` says so at start.
+    assert!(server::startup_warnings(&config).is_empty());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = server::startup_warnings(&config);
+        assert!(
+            w.len() == 1 && w[0].contains("password hashes") && w[0].contains("chmod 600"),
+            "{w:?}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let ca_pem = std::fs::read_to_string(&config.ca.tls_cert).unwrap();
     let running = server::start(config).await.unwrap();
     let ep = Endpoint::new(

@@ -146,6 +146,22 @@ pub fn startup_warnings(config: &Config) -> Vec<String> {
 /// server refuses forwards into its own listeners; it cannot see the other services.
 pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
     let mut out = Vec::new();
+    // The users' password hashes, readable by others (a configuration written before
+    // `ca init` wrote it 0600): argon2 slows guessing, it does not stop it.
+    let mode = std::fs::metadata(&config.file).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    if !config.users.is_empty()
+        && let Ok(mode) = mode
+        && mode & 0o044 != 0
+    {
+        out.push(format!(
+            "WARNING: {} (mode {mode:04o}) holds the users' password hashes and group or \
+             others may read it: `chmod 600` it",
+            config.file.display()
+        ));
+    }
     for (i, l) in config.listeners.iter().enumerate() {
         if l.proxy_protocol == ProxyModeSetting::Unspecified {
             out.push(format!(
