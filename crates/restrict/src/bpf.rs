@@ -603,8 +603,10 @@ fn route(routes: &Routes, dropped: &AtomicU64, ev: NetEvent) {
     let routes = routes.lock().unwrap_or_else(|p| p.into_inner());
     match routes.get(&ev.cgroup_id) {
         Some(tx) => match tx.try_send(ev) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
+            Ok(()) => {}
+            // A session whose reader is gone while its cgroup lives: the event is lost, and
+            // counted as lost (`lost_events`), never dropped unseen.
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 dropped.fetch_add(1, Ordering::Relaxed);
             }
         },
@@ -726,6 +728,27 @@ mod tests {
         // An unknown family, or a short record, is no event.
         assert!(parse_event(&event_bytes(5, 0, 1, b"x")).is_none());
         assert!(parse_event(&event_bytes(4, 0, 1, b"x")[..EVENT_SIZE - 1]).is_none());
+    }
+
+    /// An event is delivered, or counted as lost: a full queue, a session whose reader is
+    /// gone, a cgroup no session claims.
+    #[test]
+    fn events_no_reader_takes_are_counted_as_lost() {
+        let routes: Routes = Arc::default();
+        let dropped = AtomicU64::new(0);
+        let ev = || parse_event(&event_bytes(4, 0, 1, b"curl")).expect("event");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        routes.lock().unwrap().insert(77, tx);
+        route(&routes, &dropped, ev());
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+        route(&routes, &dropped, ev()); // full
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
+        drop(rx);
+        route(&routes, &dropped, ev()); // the reader is gone
+        assert_eq!(dropped.load(Ordering::Relaxed), 2);
+        routes.lock().unwrap().clear();
+        route(&routes, &dropped, ev()); // no session
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
     }
 
     #[test]

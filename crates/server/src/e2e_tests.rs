@@ -236,7 +236,24 @@ async fn renewal_keeps_the_pin_and_the_login_ip() {
     let bob = login(&f.ep(0, HOME), "bob").await.unwrap();
     let bob2 = client::renew(&f.ep(1, CAFE), &bob).await.unwrap();
     assert_eq!(bob2.pinned_ip, None);
+    // A body that is no renewal request is refused, and audited as a refused renewal.
+    let (status, _) = client::request(
+        &f.ep(1, CAFE),
+        Some((&bob).into()),
+        hyper::Method::POST,
+        "/v1/renew",
+        Some(b"not json".to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400);
     let events = f.audit();
+    assert!(
+        events.iter().any(|e| e["event"] == "renew_refused"
+            && e["user"] == "bob"
+            && e["reason"] == "bad_request"),
+        "{events:#?}"
+    );
     assert_eq!(
         events
             .iter()

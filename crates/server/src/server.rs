@@ -1164,9 +1164,19 @@ async fn access_route(
             },
         ),
         (&Method::POST, "/v1/renew") => {
-            let body: RenewRequest = match http::read_json(req).await {
+            let body: RenewRequest = match http::read_json_within(req, http::BODY_TIMEOUT).await {
                 Ok(b) => b,
-                Err(resp) => return resp,
+                Err(refusal) => {
+                    // Audited as every other refused renewal (a body that is not JSON,
+                    // too large, too slow), under the certificate's user.
+                    state.audit(&AuditEvent::RenewRefused {
+                        user: verdict.user.clone(),
+                        observed: AuditEvent::addr(&observed),
+                        provenance: observed.provenance().as_str().into(),
+                        reason: refusal.code.to_owned(),
+                    });
+                    return refusal.into_response();
+                }
             };
             renew(state, &Presented::from(verdict), &observed, body)
         }

@@ -92,7 +92,9 @@ struct Line<'a> {
 }
 
 enum Sink {
-    File(File),
+    /// The log file, and whether a write to it failed part-way (a line cut short is left
+    /// at its end: the next line starts on a new one).
+    File(File, bool),
     Memory(Vec<String>),
 }
 
@@ -521,7 +523,7 @@ impl AuditLog {
         let file = open_log(path)?;
         Ok(AuditLog {
             inner: Arc::new(Mutex::new(Inner {
-                sink: Sink::File(file),
+                sink: Sink::File(file, false),
                 summary,
             })),
             file: path.to_path_buf(),
@@ -608,10 +610,23 @@ impl AuditLog {
         tracing::info!(target: "ippin_access::audit", "{text}");
         text.push('\n');
         match sink {
-            Sink::File(f) => f
-                .write_all(text.as_bytes())
-                .and_then(|()| f.flush())
-                .map_err(|source| self.error(source)),
+            Sink::File(f, torn) => {
+                // After a failed write (a full disk), part of a line may be in the file: the
+                // next one starts on a line of its own, never glued to the fragment.
+                if *torn {
+                    text.insert(0, '\n');
+                }
+                match f.write_all(text.as_bytes()).and_then(|()| f.flush()) {
+                    Ok(()) => {
+                        *torn = false;
+                        Ok(())
+                    }
+                    Err(source) => {
+                        *torn = true;
+                        Err(self.error(source))
+                    }
+                }
+            }
             Sink::Memory(lines) => {
                 lines.push(text);
                 Ok(())
@@ -625,8 +640,9 @@ impl AuditLog {
     /// When the path cannot be opened, the old file is kept and the error returned.
     pub fn reopen(&self) -> Result<(), AuditError> {
         let mut inner = self.lock()?;
-        if let Sink::File(f) = &mut inner.sink {
+        if let Sink::File(f, torn) = &mut inner.sink {
             *f = open_log(&self.file)?;
+            *torn = false;
         }
         Ok(())
     }
@@ -704,6 +720,38 @@ mod tests {
             .record(SystemTime::UNIX_EPOCH, &refusal("a", "192.0.2.1:5"), None)
             .unwrap_err();
         assert!(err.to_string().contains("/dev/full"), "{err}");
+    }
+
+    /// A write that failed part-way leaves a fragment at the end of the file: the next line
+    /// starts on a line of its own, whole and readable, never glued to it.
+    #[test]
+    fn the_line_after_a_torn_write_stands_alone() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, "c").unwrap();
+        let t = SystemTime::UNIX_EPOCH;
+        log.record(t, &refusal("a", "192.0.2.1:5"), None).unwrap();
+        // What a full disk leaves: part of a line, and the sink told the write failed.
+        {
+            let mut inner = log.inner.lock().unwrap();
+            let Sink::File(f, torn) = &mut inner.sink else {
+                panic!("a file sink");
+            };
+            f.write_all(br#"{"time":"1970-01-01T00:00:00.000Z","clu"#)
+                .unwrap();
+            *torn = true;
+        }
+        log.record(t, &refusal("b", "192.0.2.2:5"), None).unwrap();
+        log.record(t, &refusal("c", "192.0.2.3:5"), None).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(serde_json::from_str::<serde_json::Value>(lines[1]).is_err());
+        for (line, user) in [(lines[2], "b"), (lines[3], "c")] {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["user"], user, "{line}");
+        }
     }
 
     #[test]

@@ -490,8 +490,9 @@ impl Sessions {
                 ctx.session_id.to_owned(),
             );
             let (server_id, cluster) = (settings.server_id.clone(), settings.cluster_name.clone());
-            // Ends when the session does (its queue disconnects).
-            let _ = std::thread::Builder::new()
+            // Ends when the session does (its queue disconnects). Without it the session's
+            // denials would go unaudited: no thread, no session.
+            let spawned = std::thread::Builder::new()
                 .name("ippin-netevents".to_owned())
                 .spawn(move || {
                     for event in events {
@@ -501,6 +502,19 @@ impl Sessions {
                         let _ = audit.record(SshAuditEvent::Network(e));
                     }
                 });
+            if let Err(e) = spawned {
+                tracing::error!(
+                    "session {}: the network events' reader: {e}",
+                    ctx.session_id
+                );
+                return Err((
+                    "restrictions_unavailable".to_owned(),
+                    format!(
+                        "the network events of this session cannot be read ({e}), so its \
+                         denials would go unaudited; no session runs so: tell the operator"
+                    ),
+                ));
+            }
         }
         let os = Arc::new(OsSession {
             login: account,
