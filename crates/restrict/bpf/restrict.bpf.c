@@ -454,7 +454,7 @@ int ippin_sock_create(struct bpf_sock *sk)
 // one connect(2) or sendto(2) named, past the hooks above: an IPv6 routing header (a type 4
 // segment routing header can be set without privileges; the packet goes to its next segment)
 // and IPv4 source routing (IP_OPTIONS with LSRR/SSRR). The old RFC 2292 names of the same
-// options too. Refused with or without a policy: the protected endpoints are decided on the
+// options too, and a flow label request that carries options. Refused with or without a policy: the protected endpoints are decided on the
 // address too.
 #define SOL_IP 0
 #define SOL_IPV6 41
@@ -462,15 +462,21 @@ int ippin_sock_create(struct bpf_sock *sk)
 #define IPV6_2292RTHDR 5
 #define IPV6_2292PKTOPTIONS 6
 #define IPV6_RTHDR 57
+#define IPV6_FLOWLABEL_MGR 32
+#define FLOWLABEL_REQ_SIZE 32 // struct in6_flowlabel_req
 #define PAGE_SIZE 4096
 
-static __always_inline int reroutes(int level, int optname)
+// A flow label request longer than its 32 bytes carries options in control-message form
+// (a routing header among them), kept with the label and merged into the packets sent with
+// it: refused. A bare request (a flow label alone) is not.
+static __always_inline int reroutes(int level, int optname, int optlen)
 {
 	if (level == SOL_IP)
 		return optname == IP_OPTIONS;
 	if (level == SOL_IPV6)
 		return optname == IPV6_RTHDR || optname == IPV6_2292RTHDR ||
-		       optname == IPV6_2292PKTOPTIONS;
+		       optname == IPV6_2292PKTOPTIONS ||
+		       (optname == IPV6_FLOWLABEL_MGR && optlen > FLOWLABEL_REQ_SIZE);
 	return 0;
 }
 
@@ -478,7 +484,7 @@ SEC("cgroup/setsockopt")
 int ippin_setsockopt(struct bpf_sockopt *ctx)
 {
 	int level = ctx->level, optname = ctx->optname;
-	if (!reroutes(level, optname)) {
+	if (!reroutes(level, optname, ctx->optlen)) {
 		// A value longer than a page is not copied for programs; 0 tells the kernel to
 		// use the caller's own buffer, as if no program ran (needed before Linux 6.5).
 		if (ctx->optlen > PAGE_SIZE)

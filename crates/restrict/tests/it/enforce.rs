@@ -759,6 +759,7 @@ fn rerouting_socket_options_are_refused() {
         outside.try_from("srcroute", "127.0.0.1", 9, "127.0.0.1"),
         Ok(())
     );
+    assert_eq!(outside.try_from("flowopts", "::1", 9, "opts"), Ok(()));
 
     let parent = Parent::new("sockopt");
     let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
@@ -779,6 +780,18 @@ fn rerouting_socket_options_are_refused() {
             Err(EPERM.into()),
             "{policy:?}"
         );
+        // Options attached to a flow label request (a routing header could be one): refused;
+        // a bare flow label request is not.
+        assert_eq!(
+            probe.try_from("flowopts", "::1", 9, "opts"),
+            Err(EPERM.into()),
+            "{policy:?}"
+        );
+        assert_eq!(
+            probe.try_from("flowopts", "::1", 9, "bare"),
+            Ok(()),
+            "{policy:?}"
+        );
         // Plain sends are decided by address as before.
         assert_eq!(probe.try_("udp", "::1", 9), Ok(()));
         assert_eq!(probe.try_("udp", "127.0.0.1", 9), Ok(()));
@@ -786,8 +799,9 @@ fn rerouting_socket_options_are_refused() {
     let ev = wait_event(&events, |e| e.operation == NetOperation::SocketOption);
     assert_eq!(ev.action, NetAction::Denied);
     assert_eq!(ev.program, comm_of(python()));
-    // The option's number stands where a port would be: IPV6_RTHDR (57) or IP_OPTIONS (4).
-    assert!(matches!(ev.dst.port(), 57 | 4), "{ev:?}");
+    // The option's number stands where a port would be: IPV6_RTHDR (57), IP_OPTIONS (4) or
+    // IPV6_FLOWLABEL_MGR (32).
+    assert!(matches!(ev.dst.port(), 57 | 4 | 32), "{ev:?}");
     assert_eq!(
         ev.audit_event("u", "l", "s").operation,
         NetOperation::SocketOption

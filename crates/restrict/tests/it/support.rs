@@ -75,7 +75,8 @@ pub(crate) fn comm_of(path: &str) -> String {
 
 /// The probe: for each line `tcp|tfo|udp|pktinfo|icmp|raw|rthdr|srcroute host port
 /// [bind-address]` on stdin (`rthdr`, `srcroute`: a UDP send with an IPv6 routing header or
-/// an IPv4 loose source route through `bind-address`)
+/// an IPv4 loose source route through `bind-address`; `flowopts`: a flow label request, with
+/// an option attached when `bind-address` is `opts`, then a UDP send)
 /// (`icmp`: an ICMP "ping" socket sending an echo request; `raw`: a raw ICMP socket, made
 /// only);
 /// (`pktinfo`: a UDP `sendmsg` whose source is given in an `IP_PKTINFO` message, number 8,
@@ -96,9 +97,9 @@ for line in sys.stdin:
                 s.sendto(bytes([128 if fam == socket.AF_INET6 else 8, 0, 0, 0, 0, 1, 0, 1]), (host, 0))
             print('ok', flush=True)
             continue
-        s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo', 'rthdr', 'srcroute') else socket.SOCK_STREAM)
+        s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo', 'rthdr', 'srcroute', 'flowopts') else socket.SOCK_STREAM)
         s.settimeout(5)
-        if bind and kind not in ('pktinfo', 'rthdr', 'srcroute'):
+        if bind and kind not in ('pktinfo', 'rthdr', 'srcroute', 'flowopts'):
             s.bind((bind[0], 0))
         if kind == 'tcp':
             s.connect((host, int(port)))
@@ -111,6 +112,13 @@ for line in sys.stdin:
             # kernel would send the datagram there, not to `host`.
             srh = bytes([0, 4, 4, 1, 1, 0, 0, 0]) + bytes(16) + socket.inet_pton(socket.AF_INET6, bind[0])
             s.setsockopt(socket.IPPROTO_IPV6, 57, srh)
+            s.sendto(b'ippin', (host, int(port)))
+        elif kind == 'flowopts':
+            # A flow label request (32 bytes: ::1, a random label, GET, share ANY, CREATE)
+            # with an option after it in control-message form (IPV6_TCLASS 8).
+            req = socket.inet_pton(socket.AF_INET6, '::1') + struct.pack('=IBBHHHI', socket.htonl(__import__('random').randrange(1, 0xfffff)), 0, 255, 1, 0, 60, 0)
+            opt = struct.pack('=QIIi', 20, 41, 67, 8) + bytes(4)
+            s.setsockopt(socket.IPPROTO_IPV6, 32, req + (opt if bind and bind[0] == 'opts' else b''))
             s.sendto(b'ippin', (host, int(port)))
         elif kind == 'srcroute':
             # An IPv4 loose source route (IP_OPTIONS, LSRR) through `bind`.
