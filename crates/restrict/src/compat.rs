@@ -47,8 +47,9 @@ static FILTER: [libc::sock_filter; 6] = [
     op(RET_K, 0, 0, RET_KILL_PROCESS),
 ];
 
-/// Installs the filter on the calling thread (inherited by every child and kept across
-/// `exec`). Async-signal-safe: `prctl(2)` calls on static data, errors from `errno`.
+/// Installs the filter on every thread of the calling process (`SECCOMP_FILTER_FLAG_TSYNC`;
+/// inherited by every child and kept across `exec`). Async-signal-safe: system calls on
+/// static data, errors from `errno`.
 ///
 /// Installing one needs `CAP_SYS_ADMIN` or `no_new_privs`: as root (the server, before
 /// the session's process drops to its login) no flag is set; a caller without the
@@ -60,21 +61,25 @@ pub(crate) fn native_calls_only() -> std::io::Result<()> {
         filter: FILTER.as_ptr().cast_mut(),
     };
     let install = || {
-        // SAFETY: `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog)` reads `prog` and the
-        // `len` instructions it points to, both alive for the call (a local and a static);
-        // the kernel copies the program and keeps no pointer. It writes nothing of ours.
+        // SAFETY: `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, prog)` reads
+        // `prog` and the `len` instructions it points to, both alive for the call (a local
+        // and a static); the kernel copies the program and keeps no pointer. It writes
+        // nothing of ours. Every argument has the width the kernel reads (`c_long` for the
+        // variadic `syscall`).
         #[allow(unsafe_code)]
         let rc = unsafe {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::c_long::from(libc::SECCOMP_SET_MODE_FILTER),
+                libc::c_long::from(libc::SECCOMP_FILTER_FLAG_TSYNC as u32),
                 &raw const prog,
             )
         };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
+        match rc {
+            0 => Ok(()),
+            // TSYNC names a thread it could not synchronise: the filter is not in place.
+            n if n > 0 => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+            _ => Err(std::io::Error::last_os_error()),
         }
     };
     match install() {

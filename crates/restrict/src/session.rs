@@ -322,7 +322,9 @@ impl Session {
 
     /// Moves the process `pid` (with all its threads) into the session. Only safe against
     /// escape for a process that cannot run the user's code yet (stopped, or waiting for
-    /// its parent's go-ahead): prefer [`Session::confine`].
+    /// its parent's go-ahead), and it gets no seccomp filter (a 32-bit program it runs
+    /// could set options the programs never see: see [`Placement::place_current_process`]):
+    /// prefer [`Session::confine`].
     pub fn add_process(&self, pid: u32) -> Result<(), Error> {
         let path = self.path().ok_or(Error::Cgroup {
             path: PathBuf::from(&self.name),
