@@ -521,9 +521,10 @@ impl AuditLog {
         summary: Summariser,
     ) -> Result<AuditLog, AuditError> {
         let file = open_log(path)?;
+        let torn = ends_torn(&file);
         Ok(AuditLog {
             inner: Arc::new(Mutex::new(Inner {
-                sink: Sink::File(file, false),
+                sink: Sink::File(file, torn),
                 summary,
             })),
             file: path.to_path_buf(),
@@ -642,7 +643,7 @@ impl AuditLog {
         let mut inner = self.lock()?;
         if let Sink::File(f, torn) = &mut inner.sink {
             *f = open_log(&self.file)?;
-            *torn = false;
+            *torn = ends_torn(f);
         }
         Ok(())
     }
@@ -659,9 +660,32 @@ impl AuditLog {
     }
 }
 
+/// Whether `file` ends inside a line (a write cut short by a full disk, before a restart or
+/// a reopen): the next line then starts on a new one. An unreadable end counts as torn (one
+/// empty line at worst).
+fn ends_torn(file: &File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return true;
+        };
+        if len == 0 {
+            return false;
+        }
+        let mut last = [0u8; 1];
+        !matches!(file.read_at(&mut last, len - 1), Ok(1) if last == *b"\n")
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        false
+    }
+}
+
 fn open_log(path: &Path) -> Result<File, AuditError> {
     let mut opts = OpenOptions::new();
-    opts.create(true).append(true);
+    opts.create(true).read(true).append(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -751,6 +775,27 @@ mod tests {
         for (line, user) in [(lines[2], "b"), (lines[3], "c")] {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(v["user"], user, "{line}");
+        }
+        // The same after a restart (a new log on the same file) or a reopen: the fragment
+        // is found at the file's end.
+        for reopen in [false, true] {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .write_all(br#"{"time":"1970"#)
+                .unwrap();
+            let log = if reopen {
+                log.reopen().unwrap();
+                log.clone()
+            } else {
+                AuditLog::open(&path, "c").unwrap()
+            };
+            log.record(t, &refusal("d", "192.0.2.4:5"), None).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let last = text.lines().last().unwrap();
+            let v: serde_json::Value = serde_json::from_str(last).unwrap();
+            assert_eq!(v["user"], "d", "reopen {reopen}: {text}");
         }
     }
 
