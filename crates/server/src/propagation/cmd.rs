@@ -44,7 +44,9 @@ pub fn issue_proxy_files(
     check_name(name)?;
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let cert_pem = read_bounded(&cfg.ca.tls_cert, MAX_CONFIG_BYTES).map_err(|e| e.to_string())?;
-    let key_pem = read_bounded(&cfg.ca.tls_key, MAX_CONFIG_BYTES).map_err(|e| e.to_string())?;
+    // The CA's private key: the owner's alone, as every private key the server reads.
+    let key_pem =
+        crate::files::read_private(&cfg.ca.tls_key, MAX_CONFIG_BYTES).map_err(|e| e.to_string())?;
     let ca = ippin_cert::x509::X509Ca::from_pem(&cert_pem, &key_pem)
         .map_err(|e| format!("{}: {e}", cfg.ca.tls_cert.display()))?;
     let start = unix(now).saturating_sub(60);
