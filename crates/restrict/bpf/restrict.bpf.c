@@ -293,8 +293,9 @@ static __always_inline int decide6(const __u32 in[4], __u32 src4, int any_is_v4)
 	return 1;
 }
 
-static __always_inline void report(struct bpf_sock_addr *ctx, __u8 family, __u8 operation,
-				   __u8 action)
+// A zeroed event in the ring buffer with the caller's cgroup, process and comm filled in;
+// NULL (and counted in `stats`) when the buffer is full.
+static __always_inline struct event *new_event(void)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -302,12 +303,21 @@ static __always_inline void report(struct bpf_sock_addr *ctx, __u8 family, __u8 
 		__u64 *lost = bpf_map_lookup_elem(&stats, &zero);
 		if (lost)
 			__sync_fetch_and_add(lost, 1);
-		return;
+		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+static __always_inline void report(struct bpf_sock_addr *ctx, __u8 family, __u8 operation,
+				   __u8 action)
+{
+	struct event *e = new_event();
+	if (!e)
+		return;
 	e->dst_port = bpf_ntohs((__u16)ctx->user_port);
 	e->family = family;
 	e->operation = operation;
@@ -430,17 +440,9 @@ int ippin_sock_create(struct bpf_sock *sk)
 		return 1;
 	if (decidable(sk->type, sk->protocol))
 		return 1;
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__u64 *lost = bpf_map_lookup_elem(&stats, &zero);
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+	struct event *e = new_event();
+	if (!e)
 		return 0;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->family = sk->family == AF_INET ? 4 : 6;
 	e->operation = 2;
 	e->action = 1;
@@ -491,18 +493,9 @@ int ippin_setsockopt(struct bpf_sockopt *ctx)
 			ctx->optlen = 0;
 		return 1;
 	}
-	__u32 zero = 0;
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__u64 *lost = bpf_map_lookup_elem(&stats, &zero);
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+	struct event *e = new_event();
+	if (!e)
 		return 0;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->family = level == SOL_IP ? 4 : 6;
 	e->operation = 3;
 	e->action = 1;

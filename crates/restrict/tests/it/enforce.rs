@@ -770,28 +770,21 @@ fn rerouting_socket_options_are_refused() {
         if let Some(p) = &policy {
             enforcer.set_policy(p).unwrap();
         }
-        assert_eq!(
-            probe.try_from("rthdr", "::1", 9, "::1"),
-            Err(EPERM.into()),
-            "{policy:?}"
-        );
-        assert_eq!(
-            probe.try_from("srcroute", "127.0.0.1", 9, "127.0.0.1"),
-            Err(EPERM.into()),
-            "{policy:?}"
-        );
-        // Options attached to a flow label request (a routing header could be one): refused;
-        // a bare flow label request is not.
-        assert_eq!(
-            probe.try_from("flowopts", "::1", 9, "opts"),
-            Err(EPERM.into()),
-            "{policy:?}"
-        );
-        assert_eq!(
-            probe.try_from("flowopts", "::1", 9, "bare"),
-            Ok(()),
-            "{policy:?}"
-        );
+        // A routing header, a source route, options attached to a flow label request (a
+        // routing header could be one): refused. A bare flow label request is not.
+        for (kind, host, via, allowed) in [
+            ("rthdr", "::1", "::1", false),
+            ("srcroute", "127.0.0.1", "127.0.0.1", false),
+            ("flowopts", "::1", "opts", false),
+            ("flowopts", "::1", "bare", true),
+        ] {
+            let want = if allowed { Ok(()) } else { Err(EPERM.into()) };
+            assert_eq!(
+                probe.try_from(kind, host, 9, via),
+                want,
+                "{kind} {via}: {policy:?}"
+            );
+        }
         // Plain sends are decided by address as before.
         assert_eq!(probe.try_("udp", "::1", 9), Ok(()));
         assert_eq!(probe.try_("udp", "127.0.0.1", 9), Ok(()));
