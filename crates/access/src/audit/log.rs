@@ -660,23 +660,30 @@ impl AuditLog {
     }
 }
 
-/// Whether `file` ends inside a line (a write cut short by a full disk, before a restart or
-/// a reopen): the next line then starts on a new one. An unreadable end counts as torn (one
-/// empty line at worst).
+/// Whether the regular file `file` (the log, opened for appending) ends inside a line (a
+/// write cut short by a full disk, before a restart or a reopen): the next line then starts
+/// on a new one. Read through a read-only descriptor of the same open file
+/// (`/proc/self/fd/N`, so neither the path nor what it names now matters), never through
+/// the log's own: a FIFO opened for reading would be its own reader, and a write to it
+/// could block. Not a regular file, or an end that cannot be read: not torn.
 fn ends_torn(file: &File) -> bool {
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     {
+        use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
-        let Ok(len) = file.metadata().map(|m| m.len()) else {
-            return true;
+        let Ok(meta) = file.metadata() else {
+            return false;
         };
-        if len == 0 {
+        if !meta.is_file() || meta.len() == 0 {
             return false;
         }
+        let Ok(reader) = File::open(format!("/proc/self/fd/{}", file.as_raw_fd())) else {
+            return false;
+        };
         let mut last = [0u8; 1];
-        !matches!(file.read_at(&mut last, len - 1), Ok(1) if last == *b"\n")
+        matches!(reader.read_at(&mut last, meta.len() - 1), Ok(1) if last != *b"\n")
     }
-    #[cfg(not(unix))]
+    #[cfg(not(target_os = "linux"))]
     {
         let _ = file;
         false
@@ -685,7 +692,7 @@ fn ends_torn(file: &File) -> bool {
 
 fn open_log(path: &Path) -> Result<File, AuditError> {
     let mut opts = OpenOptions::new();
-    opts.create(true).read(true).append(true);
+    opts.create(true).append(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
