@@ -73,6 +73,26 @@ impl ForwardedMode {
     pub fn trusted_proxies(proxies: Vec<IpNet>) -> Self {
         ForwardedMode::TrustedProxies { proxies, hops: 1 }
     }
+
+    /// Whether a connection from `peer` is one whose forwarded headers this mode believes:
+    /// a proxy's, carrying other clients' requests (every peer in
+    /// [`ForwardedMode::CompatibleStrict`]). Compared canonically, as the headers are. A
+    /// caller that serves something to "local clients only" must not count such a
+    /// connection as local, even from a loopback address.
+    ///
+    /// ```
+    /// use ippin_policy::ForwardedMode;
+    /// let mode = ForwardedMode::trusted_proxies(vec!["::ffff:127.0.0.1/128".parse().unwrap()]);
+    /// assert!(mode.believes("127.0.0.1".parse().unwrap()));
+    /// assert!(!mode.believes("127.0.0.2".parse().unwrap()));
+    /// assert!(ForwardedMode::CompatibleStrict.believes("192.0.2.1".parse().unwrap()));
+    /// ```
+    pub fn believes(&self, peer: IpAddr) -> bool {
+        match self {
+            ForwardedMode::CompatibleStrict => true,
+            ForwardedMode::TrustedProxies { proxies, .. } => trusted_by(proxies, peer),
+        }
+    }
 }
 
 /// One entry of the chain.
@@ -452,11 +472,14 @@ fn believed(ip: IpAddr, port: Option<u16>, peer: SocketAddr) -> ObservedAddr {
     )
 }
 
+/// Whether `ip` is inside one of `proxies`, compared canonically.
+fn trusted_by(proxies: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical_ip(ip);
+    proxies.iter().any(|n| canonical_net(*n).contains(&ip))
+}
+
 fn chain(hops: &[Hop], peer: SocketAddr, proxies: &[IpNet], depth: usize) -> ObservedAddr {
-    let trusted = |ip: IpAddr| {
-        let ip = canonical_ip(ip);
-        proxies.iter().any(|n| canonical_net(*n).contains(&ip))
-    };
+    let trusted = |ip: IpAddr| trusted_by(proxies, ip);
     if !trusted(peer.ip()) {
         return ObservedAddr::new(peer, Provenance::Direct, true);
     }

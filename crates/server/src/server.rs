@@ -730,12 +730,7 @@ async fn login_route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     // A connection from a proxy whose forwarded headers this listener believes.
-    let from_l7_proxy = lcfg.trust_x_forwarded_for
-        && (lcfg.trust_every_peer
-            || lcfg.trusted_proxies.as_ref().is_some_and(|nets| {
-                nets.iter()
-                    .any(|n| ippin_policy::canonical_net(*n).contains(&observed.ip()))
-            }));
+    let from_l7_proxy = lcfg.trust_x_forwarded_for && forwarded_mode(lcfg).believes(observed.ip());
     if req.method() == Method::GET
         && let Some(resp) =
             crate::fleet_http::health_route(state, peer, &observed, from_l7_proxy, req.uri().path())
@@ -768,6 +763,20 @@ async fn login_route(
     login(state, &observed, throttle_key, body).await
 }
 
+/// How a listener reads forwarded headers. Every peer a proxy (`danger_trust_every_peer`):
+/// the existing system's strict mode, one header line with one value. Otherwise the named
+/// proxies (the configuration guarantees a list; without one, nobody would be a proxy).
+fn forwarded_mode(lcfg: &ListenerConfig) -> ippin_policy::ForwardedMode {
+    if lcfg.trust_every_peer {
+        ippin_policy::ForwardedMode::CompatibleStrict
+    } else {
+        ippin_policy::ForwardedMode::TrustedProxies {
+            proxies: lcfg.trusted_proxies.clone().unwrap_or_default(),
+            hops: lcfg.forwarded_hops,
+        }
+    }
+}
+
 /// The client address from `X-Forwarded-For` / `Forwarded`, decided by
 /// `ippin-policy`; the connection's address when neither header is present.
 fn forwarded_client(
@@ -775,17 +784,7 @@ fn forwarded_client(
     conn: &ObservedAddr,
     headers: &hyper::HeaderMap,
 ) -> Result<ObservedAddr, String> {
-    // Every peer a proxy (`danger_trust_every_peer`): the existing system's strict mode,
-    // one header line with one value. Otherwise the named proxies (the configuration
-    // guarantees a list; without one, nobody would be a proxy).
-    let mode = if lcfg.trust_every_peer {
-        ippin_policy::ForwardedMode::CompatibleStrict
-    } else {
-        ippin_policy::ForwardedMode::TrustedProxies {
-            proxies: lcfg.trusted_proxies.clone().unwrap_or_default(),
-            hops: lcfg.forwarded_hops,
-        }
-    };
+    let mode = forwarded_mode(lcfg);
     let lines = |name: &str| -> Result<Vec<&str>, String> {
         headers
             .get_all(name)

@@ -9,14 +9,14 @@
 //! | `USER`, `LOGNAME` | the login |
 //! | `HOME`, `SHELL` | the login's, from the user database |
 //! | `PATH` | [`USER_PATH`], or [`ROOT_PATH`] for uid 0 |
-//! | `SSH_CONNECTION` | `CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT`, the client as *observed* (after PROXY / trusted proxies), IPv4-mapped addresses as IPv4; give the TCP peer here when the observation is not trusted (ippin's server does): an untrusted address is the sender's claim |
+//! | `SSH_CONNECTION` | `CLIENT_IP CLIENT_PORT SERVER_IP SERVER_PORT`, the client as *observed* (after PROXY / trusted proxies), IPv4-mapped addresses as IPv4; when the observation is not trusted, the TCP peer instead ([`client_address`]): an untrusted address is the sender's claim |
 //! | `SSH_CLIENT` | `CLIENT_IP CLIENT_PORT SERVER_PORT` |
 //! | `TERM`, `SSH_TTY` | with a terminal: the `pty-req` terminal name (when it is a plain name) and the terminal's path |
 //! | `LANG`, `LC_*` (and `TERM` without a terminal) | from the client's `env` requests, when the value is a plain locale or terminal name |
 
 use std::net::SocketAddr;
 
-use ippin_policy::canonical_ip;
+use ippin_policy::{ObservedAddr, canonical_ip};
 
 /// `PATH` of an unprivileged login.
 pub const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/games";
@@ -78,6 +78,29 @@ pub struct SessionEnv<'a> {
     pub terminal: Option<(&'a str, &'a str)>,
     /// The accepted `env` requests, in order (later ones replace earlier ones).
     pub client: &'a [(String, String)],
+}
+
+/// The client address to tell a session (`SSH_CONNECTION`, `SSH_CLIENT`): the observed one
+/// when it is trusted; else the TCP peer, when known; else `0.0.0.0:0`. An untrusted
+/// address is its sender's claim (a PROXY header on a listener that trusts none names
+/// whoever it likes), and scripts and log shippers read these variables.
+///
+/// ```
+/// use ippin_access::ssh::env::client_address;
+/// use ippin_policy::{ObservedAddr, Provenance};
+/// let peer = "192.0.2.10:40000".parse().unwrap();
+/// let claim = ObservedAddr::untrusted("203.0.113.66".parse().unwrap(), Provenance::ProxyV1);
+/// assert_eq!(client_address(&claim, Some(peer)), peer);
+/// let seen = ObservedAddr::new("198.51.100.7:5000".parse().unwrap(), Provenance::ProxyV2, true);
+/// assert_eq!(client_address(&seen, Some(peer)), seen.socket_addr());
+/// assert_eq!(client_address(&claim, None), "0.0.0.0:0".parse().unwrap());
+/// ```
+pub fn client_address(observed: &ObservedAddr, peer: Option<SocketAddr>) -> SocketAddr {
+    if observed.is_trusted() {
+        observed.socket_addr()
+    } else {
+        peer.unwrap_or_else(|| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))
+    }
 }
 
 impl<'a> SessionEnv<'a> {

@@ -637,15 +637,7 @@ impl Sessions {
         let home = account.home.to_string_lossy().into_owned();
         let shell_text = account.shell.to_string_lossy().into_owned();
         let server = ctx.local.unwrap_or_else(|| ctx.observed.socket_addr());
-        // The client as observed when that is trusted; else the TCP peer (or nothing): an
-        // untrusted address is a claim, and scripts and log shippers read these variables.
-        let client = if ctx.observed.is_trusted() {
-            ctx.observed.socket_addr()
-        } else {
-            ctx.peer.unwrap_or_else(|| {
-                std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0)
-            })
-        };
+        let client = ippin_access::ssh::env::client_address(ctx.observed, ctx.peer);
         let mut env_spec = SessionEnv::new(
             &account.name,
             account.uid,
