@@ -1020,13 +1020,22 @@ fn table(rows: &[Row]) -> String {
 /// Runs the demo and renders its report; exit 1 when an outcome differs.
 pub async fn run() -> Outcome {
     let started = Instant::now();
-    let dir = match tempfile::Builder::new().prefix("ippin-demo-").tempdir() {
-        Ok(d) => d,
-        Err(e) => return Outcome::fail(2, format!("error: cannot make a temporary folder: {e}\n")),
-    };
-    let (ca_pem, running) = match setup(dir.path()).await {
-        Ok(x) => x,
-        Err(e) => return Outcome::fail(2, format!("error: demo setup failed: {e}\n")),
+    // The inner listener's port is picked free, then bound by the server: another process
+    // can take it in between. Then the setup starts again, in a fresh folder (three tries).
+    let mut attempt = 0;
+    let (dir, ca_pem, running) = loop {
+        attempt += 1;
+        let dir = match tempfile::Builder::new().prefix("ippin-demo-").tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                return Outcome::fail(2, format!("error: cannot make a temporary folder: {e}\n"));
+            }
+        };
+        match setup(dir.path()).await {
+            Ok((ca_pem, running)) => break (dir, ca_pem, running),
+            Err(e) if attempt < 3 && e.contains("Address already in use") => continue,
+            Err(e) => return Outcome::fail(2, format!("error: demo setup failed: {e}\n")),
+        }
     };
     let mut out = String::new();
     let _ = writeln!(
