@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     // Bits 3-4: how many proxies append (1 to 4).
     let hops = usize::from((selector >> 3) & 3) + 1;
     let mode = if selector & 1 == 0 {
-        ForwardedMode::CompatibleStrict
+        ForwardedMode::EveryPeerIsAProxy
     } else {
         ForwardedMode::TrustedProxies {
             proxies: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],

@@ -26,8 +26,7 @@
 //! assert!(!seen.is_trusted());
 //! ```
 
-use std::net::SocketAddr;
-
+use ippin_propagation::verify::Verified;
 use ippin_proxy_protocol as pp;
 
 pub use ippin_policy::{ObservedAddr, Provenance};
@@ -49,14 +48,14 @@ pub fn from_proxy(o: &pp::Observed) -> ObservedAddr {
     ObservedAddr::new(o.addr, provenance, trusted)
 }
 
-/// The client a verified signed header names (`ippin-propagation`'s
-/// [`Verified::client`](ippin_propagation::verify::Verified)): trusted, provenance
+/// The client a verified signed header names ([`Verified::client`]): trusted, provenance
 /// `signed_propagation`.
 ///
-/// Call it only with the address of a header that verified; an address read from an
-/// unverified header is [`from_proxy`]'s business.
-pub fn from_signed(client: SocketAddr) -> ObservedAddr {
-    ObservedAddr::new(client, Provenance::SignedPropagation, true)
+/// It takes the verifier's answer, not an address: only `ippin-propagation`'s verifier
+/// makes a [`Verified`], so an address read from an unverified header cannot be made a
+/// trusted observation here (that is [`from_proxy`]'s business, untrusted).
+pub fn from_signed(verified: &Verified) -> ObservedAddr {
+    ObservedAddr::new(verified.client(), Provenance::SignedPropagation, true)
 }
 
 /// The client an HTTP request's `X-Forwarded-For` or `Forwarded` header lines name, for a
@@ -71,9 +70,10 @@ pub fn from_signed(client: SocketAddr) -> ObservedAddr {
 ///   with an L4 balancer in front of an L7 proxy has the proxy as the socket peer.);
 /// - both headers at once are refused: a proxy appends to one, and the other would be the
 ///   client's;
-/// - `ippin-policy` reads the chain with `mode` (trusted proxies and hops, or the existing
-///   system's strict form); a trusted proxy that names no client gives an untrusted
-///   observation;
+/// - `ippin-policy` reads the chain with `mode`: trusted proxies and hops, or
+///   [`ippin_policy::ForwardedMode::EveryPeerIsAProxy`], which believes *whoever connects* (use it only on
+///   a listener that nothing but your proxies can reach); a trusted proxy that names no
+///   client gives an untrusted observation;
 /// - when no header is believed, the answer is `conn`, with its own provenance and trust.
 ///
 /// # Errors
@@ -122,6 +122,7 @@ impl ForwardedError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn every_proxy_provenance_keeps_address_and_trust() {
@@ -184,9 +185,57 @@ mod tests {
         );
     }
 
+    /// A header signed by a front and verified by the inner listener (the propagation crate's
+    /// own flow): the observation is the client it names, trusted, canonical.
     #[test]
     fn signed_is_trusted_and_canonical() {
-        let s = from_signed("[::ffff:198.51.100.3]:7".parse().unwrap());
+        use ippin_cert::x509::{ClientCertRequest, X509Ca};
+        use ippin_propagation::{
+            Link, PROXY_CN_PREFIX, PROXY_ROLE, SecretKey, Signer, TrustAnchor, Verifier,
+            address_block_for, ed25519_spki_der,
+        };
+        let mut rng = ippin_cert::rand_core::UnwrapErr(ippin_cert::getrandom::SysRng);
+        let t = 1_700_000_000;
+        let ca = X509Ca::generate_p256("cluster CA", t - 60, t + 3600, &mut rng).unwrap();
+        let front_key = ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]);
+        let spki = ed25519_spki_der(front_key.verifying_key().as_bytes());
+        let request = ClientCertRequest::builder(format!("{PROXY_CN_PREFIX}front-1"), spki)
+            .role(PROXY_ROLE)
+            .validity(t - 60, t + 3600)
+            .serial(7)
+            .build()
+            .unwrap();
+        let signer = Signer::new(front_key, ca.issue_client(&request, &mut rng).unwrap()).unwrap();
+        let inner = SecretKey::from_bytes([0x5a; 32]);
+        let grant = signer
+            .grant(
+                &inner.public_key(),
+                "inner",
+                t,
+                t + 600,
+                &SecretKey::from_bytes([0x17; 32]),
+            )
+            .unwrap();
+        let client: SocketAddr = "[::ffff:198.51.100.3]:7".parse().unwrap();
+        let reached: SocketAddr = "198.51.100.1:443".parse().unwrap();
+        let link = Link {
+            front: "10.0.0.5:40100".parse().unwrap(),
+            inner: "10.0.0.9:4443".parse().unwrap(),
+        };
+        let value = grant
+            .signed_block(client, reached, link, t, [1; 16])
+            .unwrap();
+        let verifier = Verifier::new(
+            TrustAnchor::from_der(ca.cert_der()).unwrap(),
+            inner,
+            "inner",
+            30,
+            1024,
+        );
+        let verified = verifier
+            .verify_block(&address_block_for(client, reached), &value, link, t + 1)
+            .unwrap();
+        let s = from_signed(&verified);
         assert!(s.is_trusted());
         assert_eq!(s.provenance(), Provenance::SignedPropagation);
         assert_eq!(s.socket_addr().to_string(), "198.51.100.3:7");

@@ -2,8 +2,9 @@
 //!
 //! Only for listeners that enable `trust_x_forwarded_for`. Two modes:
 //!
-//! * [`ForwardedMode::CompatibleStrict`]: exactly one header line holding exactly one value,
-//!   `ip`, `ip:port` or `[v6]:port` (in `Forwarded`: one element whose `for=` is one of those).
+//! * [`ForwardedMode::EveryPeerIsAProxy`] (the existing system's strict form): exactly one
+//!   header line holding exactly one value, `ip`, `ip:port` or `[v6]:port` (in `Forwarded`:
+//!   one element whose `for=` is one of those).
 //!   Anything else — two lines, a list, `unknown`, an obfuscated name, junk — is a client
 //!   error. Enabling this mode states that every peer of the listener is a trusted proxy, so
 //!   a request with no header names no client: an untrusted observation of the peer (port 0),
@@ -53,8 +54,12 @@ const FWD: &str = "Forwarded";
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ForwardedMode {
-    /// One line, one value; anything else is a client error. See the module docs.
-    CompatibleStrict,
+    /// **Every peer of the listener is a trusted proxy**: whoever connects names the client
+    /// address, so use it only on a listener nothing but your proxies can reach. One line,
+    /// one value; anything else is a client error (the existing system's strict form). A
+    /// listener reachable by clients directly wants [`ForwardedMode::TrustedProxies`]. See
+    /// the module docs.
+    EveryPeerIsAProxy,
     /// The chain read from the right, at most `hops` entries deep, skipping entries inside
     /// `proxies` (compared canonically: an IPv4 network also covers IPv4-mapped IPv6 hops).
     /// See the module docs.
@@ -76,7 +81,7 @@ impl ForwardedMode {
 
     /// Whether a connection from `peer` is one whose forwarded headers this mode believes:
     /// a proxy's, carrying other clients' requests (every peer in
-    /// [`ForwardedMode::CompatibleStrict`]). Compared canonically, as the headers are. A
+    /// [`ForwardedMode::EveryPeerIsAProxy`]). Compared canonically, as the headers are. A
     /// caller that serves something to "local clients only" must not count such a
     /// connection as local, even from a loopback address.
     ///
@@ -85,11 +90,11 @@ impl ForwardedMode {
     /// let mode = ForwardedMode::trusted_proxies(vec!["::ffff:127.0.0.1/128".parse().unwrap()]);
     /// assert!(mode.believes("127.0.0.1".parse().unwrap()));
     /// assert!(!mode.believes("127.0.0.2".parse().unwrap()));
-    /// assert!(ForwardedMode::CompatibleStrict.believes("192.0.2.1".parse().unwrap()));
+    /// assert!(ForwardedMode::EveryPeerIsAProxy.believes("192.0.2.1".parse().unwrap()));
     /// ```
     pub fn believes(&self, peer: IpAddr) -> bool {
         match self {
-            ForwardedMode::CompatibleStrict => true,
+            ForwardedMode::EveryPeerIsAProxy => true,
             ForwardedMode::TrustedProxies { proxies, .. } => trusted_by(proxies, peer),
         }
     }
@@ -508,7 +513,7 @@ pub fn client_from_x_forwarded_for(
     mode: &ForwardedMode,
 ) -> Result<ObservedAddr, Error> {
     match mode {
-        ForwardedMode::CompatibleStrict => strict(XFF, header_lines, peer, |l| xff_hops(l, false)),
+        ForwardedMode::EveryPeerIsAProxy => strict(XFF, header_lines, peer, |l| xff_hops(l, false)),
         ForwardedMode::TrustedProxies {
             proxies,
             hops: depth,
@@ -528,7 +533,7 @@ pub fn client_from_forwarded(
     mode: &ForwardedMode,
 ) -> Result<ObservedAddr, Error> {
     match mode {
-        ForwardedMode::CompatibleStrict => {
+        ForwardedMode::EveryPeerIsAProxy => {
             strict(FWD, header_lines, peer, |l| forwarded_hops(l, false))
         }
         ForwardedMode::TrustedProxies {

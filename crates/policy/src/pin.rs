@@ -192,6 +192,17 @@ impl fmt::Display for PinPrefix {
 ///
 /// `From<bool>` maps `true` to a pin of one address ([`PinPrefix::EXACT`]) and `false` to no
 /// requirement, so a caller that only knows "pin required" gets the strict check.
+///
+/// There is deliberately no conversion from a role's `Option<PinPrefix>`
+/// ([`crate::Role::pin_prefix`]): there `None` means "one address" when the role pins, not
+/// "no pin". Ask the role or the user's roles ([`crate::Role::pin_requirement`],
+/// [`crate::UserRoles::pin_requirement`]):
+///
+/// ```compile_fail
+/// use ippin_policy::{PinPrefix, PinRequirement};
+/// let prefix: Option<PinPrefix> = None; // a pinning role without `pin_source_ip_prefix`
+/// let wrong: PinRequirement = prefix.into();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum PinRequirement {
@@ -243,12 +254,6 @@ impl From<bool> for PinRequirement {
 impl From<PinPrefix> for PinRequirement {
     fn from(p: PinPrefix) -> Self {
         PinRequirement::Required(p)
-    }
-}
-
-impl From<Option<PinPrefix>> for PinRequirement {
-    fn from(p: Option<PinPrefix>) -> Self {
-        p.map_or(PinRequirement::NotRequired, PinRequirement::Required)
     }
 }
 
@@ -580,10 +585,11 @@ pub struct RenewalPins {
 ///
 /// | presented pin | roles require a pin now | observation | result |
 /// |---|---|---|---|
-/// | some network | no wider than required (or not required) | trusted, inside the pin | the presented pins |
-/// | some network | wider than the required prefix | any | `Err` `pin_too_wide` |
-/// | some network | any | trusted, outside | `Err` `pinned_ip_mismatch` |
-/// | some network | any | untrusted | `Err` `untrusted_client_ip` |
+/// | one address or one network | no wider than required (or not required) | trusted, inside the pin | the presented pins |
+/// | one address or one network | wider than the required prefix | any | `Err` `pin_too_wide` |
+/// | one address or one network | any | trusted, outside | `Err` `pinned_ip_mismatch` |
+/// | one address or one network | any | untrusted | `Err` `untrusted_client_ip` |
+/// | unreadable, or several networks | any | any | `Err` `invalid_pin` |
 /// | none | no | any | the presented pins (no pin) |
 /// | none | yes | any | `Err` `pinned_ip_missing` |
 ///
@@ -591,17 +597,47 @@ pub struct RenewalPins {
 /// the roles) or pinning the renewal request's address (a login that never happened), the
 /// renewal is refused so that the user logs in again and gets a pin at login. The second row
 /// likewise: a role narrowed since login is met by a new login, not by a renewal that would
-/// re-sign the wider pin.
+/// re-sign the wider pin. A pin this function cannot carry over as issued (unreadable, or
+/// a list of networks, which ippin never issues) is refused rather than dropped.
 /// The presented pin is checked here too, so a caller that forgot [`check_pin`] still cannot
 /// renew a pinned certificate from another address.
+///
+/// `presented_pin` is the pin as the certificate code read it ([`CertPin`]), not an
+/// `Option`: a caller cannot turn an unreadable pin into "no pin" on the way in.
 pub fn pins_for_renewal(
-    presented_pin: Option<IpNet>,
+    presented_pin: &CertPin,
     presented_login: Option<IpAddr>,
     required_now: impl Into<PinRequirement>,
     observed: &ObservedAddr,
 ) -> Result<RenewalPins, Denial> {
+    let pinned = match presented_pin {
+        CertPin::None => None,
+        CertPin::Ip(ip) => Some(IpNet::from(*ip)),
+        CertPin::Nets(nets) if nets.len() == 1 => nets.first().copied(),
+        CertPin::Nets(nets) if nets.is_empty() => {
+            return Err(Denial::new(
+                DenyReason::InvalidPin,
+                "the certificate's pin is an empty list of networks",
+            ));
+        }
+        CertPin::Nets(nets) => {
+            return Err(Denial::new(
+                DenyReason::InvalidPin,
+                format_args!(
+                    "the certificate is pinned to {} networks, which a renewal cannot carry over",
+                    nets.len()
+                ),
+            ));
+        }
+        CertPin::Invalid(_) => {
+            return Err(Denial::new(
+                DenyReason::InvalidPin,
+                format_args!("the certificate carries an {presented_pin}"),
+            ));
+        }
+    };
     let pins = RenewalPins {
-        pinned: presented_pin.map(canonical_net),
+        pinned: pinned.map(canonical_net),
         login_ip: presented_login.map(canonical_ip),
     };
     let pin = match pins.pinned {

@@ -135,12 +135,26 @@ struct FrontCert {
 }
 
 /// A verified signed header: the client address it vouches for.
+///
+/// Only [`Verifier`] makes one (its fields are private), so a value of this type is proof
+/// that a header verified: a caller that takes `&Verified` (as `ippin-access`'s
+/// `observed::from_signed` does) cannot be handed an address read from anywhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
+    client: SocketAddr,
+    destination: SocketAddr,
+}
+
+impl Verified {
     /// The client (canonical form: an IPv4-mapped address becomes IPv4).
-    pub client: SocketAddr,
+    pub fn client(&self) -> SocketAddr {
+        self.client
+    }
+
     /// The address the client connected to, as the front saw it.
-    pub destination: SocketAddr,
+    pub fn destination(&self) -> SocketAddr {
+        self.destination
+    }
 }
 
 /// The verifier of one listener: trust anchor, static key, audience,

@@ -768,7 +768,7 @@ async fn login_route(
 /// proxies (the configuration guarantees a list; without one, nobody would be a proxy).
 fn forwarded_mode(lcfg: &ListenerConfig) -> ippin_policy::ForwardedMode {
     if lcfg.trust_every_peer {
-        ippin_policy::ForwardedMode::CompatibleStrict
+        ippin_policy::ForwardedMode::EveryPeerIsAProxy
     } else {
         ippin_policy::ForwardedMode::TrustedProxies {
             proxies: lcfg.trusted_proxies.clone().unwrap_or_default(),
@@ -1238,22 +1238,8 @@ pub fn renew(
              (`ippin login`)",
         );
     };
-    let presented = match &verdict.pin {
-        CertPin::Ip(ip) => Some(ipnet::IpNet::from(*ip)),
-        // A prefix pin is one network; it is carried over as issued.
-        CertPin::Nets(nets) if nets.len() == 1 => nets.first().copied(),
-        CertPin::None => None,
-        _ => {
-            state.audit(&refused("invalid_pin"));
-            return http::error(
-                StatusCode::FORBIDDEN,
-                "invalid_pin",
-                "the presented certificate's pin cannot be carried over; log in again",
-            );
-        }
-    };
     let pins = match ippin_policy::pins_for_renewal(
-        presented,
+        &verdict.pin,
         verdict.login_ip,
         requires_pin.strictest(verdict.pin_requirement),
         observed,

@@ -116,7 +116,7 @@ fn accept_signed(
 ) -> SeqStep {
     match verifier.verify(h, link, now) {
         Ok(v) => SeqStep::Accept {
-            observed: crate::observed::from_signed(v.client),
+            observed: crate::observed::from_signed(&v),
             consumed,
         },
         Err(r) => from_rejection(r),

@@ -42,7 +42,7 @@ const PEER: &str = "10.1.1.1:40000";
 
 #[test]
 fn xff_compatible_strict() {
-    let m = ForwardedMode::CompatibleStrict;
+    let m = ForwardedMode::EveryPeerIsAProxy;
     let ok: [(&[&str], &str); 8] = [
         // every peer is a proxy in this mode: no header names no client
         (&[], "10.1.1.1 0 forwarded false"),
@@ -195,7 +195,7 @@ fn xff_trusted_proxies() {
 
 #[test]
 fn forwarded_compatible_strict() {
-    let m = ForwardedMode::CompatibleStrict;
+    let m = ForwardedMode::EveryPeerIsAProxy;
     let ok: [(&str, &str); 7] = [
         ("for=198.51.100.7", "198.51.100.7 40000 forwarded true"),
         (
@@ -374,9 +374,10 @@ fn one_hop_reads_only_the_entry_the_proxy_wrote() {
     assert!(!o.is_trusted());
     assert_eq!(o.port(), 0);
     // Compatible strict: every peer is a proxy, so no header names no client.
-    let o = client_from_x_forwarded_for(&[], peer(PEER), &ForwardedMode::CompatibleStrict).unwrap();
+    let o =
+        client_from_x_forwarded_for(&[], peer(PEER), &ForwardedMode::EveryPeerIsAProxy).unwrap();
     assert!(!o.is_trusted());
-    let o = client_from_forwarded(&[], peer(PEER), &ForwardedMode::CompatibleStrict).unwrap();
+    let o = client_from_forwarded(&[], peer(PEER), &ForwardedMode::EveryPeerIsAProxy).unwrap();
     assert!(!o.is_trusted());
 }
 
@@ -384,7 +385,7 @@ fn one_hop_reads_only_the_entry_the_proxy_wrote() {
 /// reference outcome written out.
 #[test]
 fn parser_edges_found_by_mutation_testing() {
-    let strict = ForwardedMode::CompatibleStrict;
+    let strict = ForwardedMode::EveryPeerIsAProxy;
     let m = proxies();
     // The byte bound is 8 KiB, inclusive.
     assert_eq!(MAX_FORWARDED_BYTES, 8192);

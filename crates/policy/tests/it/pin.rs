@@ -168,6 +168,7 @@ fn pin_for_issue_table() {
 #[test]
 fn renewal_keeps_pins_whatever_happens() {
     let pinned = Some(net("203.0.113.9/32"));
+    let presented = CertPin::Ip(ip("203.0.113.9"));
     let login = Some(ip("203.0.113.9"));
     let here = seen("203.0.113.9:1", true);
     let mapped_here = seen("[::ffff:203.0.113.9]:1", true);
@@ -175,7 +176,7 @@ fn renewal_keeps_pins_whatever_happens() {
     for requires_now in [false, true] {
         for observed in [&here, &mapped_here] {
             assert_eq!(
-                pins_for_renewal(pinned, login, requires_now, observed),
+                pins_for_renewal(&presented, login, requires_now, observed),
                 Ok(RenewalPins {
                     pinned,
                     login_ip: login
@@ -186,7 +187,7 @@ fn renewal_keeps_pins_whatever_happens() {
     // presented pins in mapped form come back canonical
     assert_eq!(
         pins_for_renewal(
-            Some(net("::ffff:203.0.113.9/128")),
+            &CertPin::Nets(vec![net("::ffff:203.0.113.9/128")]),
             Some(ip("::ffff:10.0.0.1")),
             false,
             &here
@@ -197,14 +198,16 @@ fn renewal_keeps_pins_whatever_happens() {
         })
     );
     // the pin does not move to the renewal's address
-    let err = pins_for_renewal(pinned, login, false, &seen("198.51.100.1:1", true)).unwrap_err();
+    let err =
+        pins_for_renewal(&presented, login, false, &seen("198.51.100.1:1", true)).unwrap_err();
     assert_eq!(err.reason.code(), "pinned_ip_mismatch");
-    let err = pins_for_renewal(pinned, login, false, &seen("203.0.113.9:1", false)).unwrap_err();
+    let err =
+        pins_for_renewal(&presented, login, false, &seen("203.0.113.9:1", false)).unwrap_err();
     assert_eq!(err.reason.code(), "untrusted_client_ip");
     // unpinned certificate, roles still do not require a pin: stays unpinned, login IP kept
     assert_eq!(
         pins_for_renewal(
-            None,
+            &CertPin::None,
             Some(ip("10.0.0.1")),
             false,
             &seen("198.51.100.1:1", true)
@@ -215,10 +218,23 @@ fn renewal_keeps_pins_whatever_happens() {
         })
     );
     // unpinned certificate, roles now require a pin: refused, log in again
-    let err = pins_for_renewal(None, login, true, &here).unwrap_err();
+    let err = pins_for_renewal(&CertPin::None, login, true, &here).unwrap_err();
     assert_eq!(err.reason.code(), "pinned_ip_missing");
     assert!(err.message.contains("renewal"), "{}", err.message);
     assert!(err.message.ends_with(LOG_IN_AGAIN));
+    // a pin that cannot be carried over as issued is refused, never dropped: unreadable,
+    // several networks, an empty list; whatever the roles say now
+    for requires_now in [false, true] {
+        for pin in [
+            CertPin::Invalid("garbage".into()),
+            CertPin::Nets(vec![net("203.0.113.9/32"), net("198.51.100.0/24")]),
+            CertPin::Nets(vec![]),
+        ] {
+            let err = pins_for_renewal(&pin, login, requires_now, &here).unwrap_err();
+            assert_eq!(err.reason.code(), "invalid_pin", "{pin:?}");
+            assert!(err.message.ends_with(LOG_IN_AGAIN));
+        }
+    }
 }
 
 #[test]

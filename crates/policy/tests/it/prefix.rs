@@ -256,21 +256,21 @@ fn issue_and_renewal_keep_the_prefix() {
     // renewal from another address inside the prefix keeps the prefix as issued
     let pin6: IpNet = "2001:db8:7:8::/64".parse().unwrap();
     let other = seen("2001:db8:7:8::5".parse().unwrap());
-    let renewed = pins_for_renewal(Some(pin6), None, p, &other).unwrap();
+    let renewed = pins_for_renewal(&CertPin::Nets(vec![pin6]), None, p, &other).unwrap();
     assert_eq!(renewed.pinned, Some(pin6));
     // the roles no longer pin: still kept
     assert_eq!(
-        pins_for_renewal(Some(pin6), None, false, &other)
+        pins_for_renewal(&CertPin::Nets(vec![pin6]), None, false, &other)
             .unwrap()
             .pinned,
         Some(pin6)
     );
     // the role narrowed to exact since login: refused, log in again
-    let err = pins_for_renewal(Some(pin6), None, true, &other).unwrap_err();
+    let err = pins_for_renewal(&CertPin::Nets(vec![pin6]), None, true, &other).unwrap_err();
     assert_eq!(err.reason, DenyReason::PinTooWide);
     // outside the prefix: refused
     let err = pins_for_renewal(
-        Some(pin6),
+        &CertPin::Nets(vec![pin6]),
         None,
         p,
         &seen("2001:db8:7:9::5".parse().unwrap()),

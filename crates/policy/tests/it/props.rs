@@ -253,10 +253,10 @@ proptest! {
         prop_assert_eq!(got.port(), port.unwrap_or(peer.port()));
         prop_assert_eq!(got.provenance(), Provenance::ForwardedHeader);
         if hops.len() == 1 {
-            let strict = client_from_x_forwarded_for(&lines, peer, &ForwardedMode::CompatibleStrict).unwrap();
+            let strict = client_from_x_forwarded_for(&lines, peer, &ForwardedMode::EveryPeerIsAProxy).unwrap();
             prop_assert_eq!(strict, got);
         } else {
-            prop_assert!(client_from_x_forwarded_for(&lines, peer, &ForwardedMode::CompatibleStrict).is_err());
+            prop_assert!(client_from_x_forwarded_for(&lines, peer, &ForwardedMode::EveryPeerIsAProxy).is_err());
         }
         // The same chain as RFC 7239 elements.
         let fwd: Vec<String> = hops.iter().map(|(ip, port)| match (ip, port) {
@@ -413,7 +413,7 @@ proptest! {
         let _ = ippin_policy::RoleMap::parse("f.yaml", &text);
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let peer: SocketAddr = "10.0.0.1:1".parse().unwrap();
-        for mode in [ForwardedMode::CompatibleStrict, ForwardedMode::trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()])] {
+        for mode in [ForwardedMode::EveryPeerIsAProxy, ForwardedMode::trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()])] {
             if let Ok(o) = client_from_x_forwarded_for(&refs, peer, &mode) {
                 prop_assert_eq!(canonical_ip(o.ip()), o.ip());
             }

@@ -186,8 +186,8 @@ fn a_signed_header_verifies_to_its_client() {
     let f = fx();
     let v = verifier(&f);
     let ok = verify_bytes(&v, &signed_bytes(&f.grant, NOW, 1), NOW + 5).unwrap();
-    assert_eq!(ok.client, client());
-    assert_eq!(ok.destination, dst());
+    assert_eq!(ok.client(), client());
+    assert_eq!(ok.destination(), dst());
     assert_eq!(v.replay_len(), 1);
     assert_eq!(v.grant_cache_len(), 1);
     // The next header under the same grant hits the cache.

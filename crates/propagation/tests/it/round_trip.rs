@@ -63,8 +63,8 @@ proptest! {
 
         // The genuine one: accepted, with the client and destination signed.
         let ok = v.verify_block(&sent, &value, link, t + delay).unwrap();
-        prop_assert_eq!(ok.client, canonical(client));
-        prop_assert_eq!(ok.destination, canonical(reached));
+        prop_assert_eq!(ok.client(), canonical(client));
+        prop_assert_eq!(ok.destination(), canonical(reached));
         // Once.
         prop_assert_eq!(
             v.verify_block(&sent, &value, link, t + delay).unwrap_err().reason,

@@ -67,8 +67,8 @@ fn front(ca: &X509Ca, cn: &str, roles: &[&str], nb: u64, na: u64) -> Signer {
 fn the_honest_header_passes() {
     let g = grant(&fixture().1, T, T + 600);
     let ok = check(&verifier(&inner()), &g, T, T).unwrap();
-    assert_eq!(ok.client, client());
-    assert_eq!(ok.destination, reached());
+    assert_eq!(ok.client(), client());
+    assert_eq!(ok.destination(), reached());
 }
 
 #[test]

@@ -50,7 +50,7 @@
 //! // The inner listener verifies it once, on that connection; a replay is refused.
 //! let verifier = Verifier::new(TrustAnchor::from_der(ca.cert_der()).unwrap(), inner, "inner", 30, 1024);
 //! let (header, _) = ippin_proxy_protocol::parse(&bytes).unwrap();
-//! assert_eq!(verifier.verify(&header, link, now + 1).unwrap().client, client);
+//! assert_eq!(verifier.verify(&header, link, now + 1).unwrap().client(), client);
 //! let again = verifier.verify(&header, link, now + 2).unwrap_err();
 //! assert_eq!(again.reason, Reason::Replayed);
 //! assert_eq!(again.reason.code(), "signed_header_replayed");

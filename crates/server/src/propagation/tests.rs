@@ -125,9 +125,9 @@ fn ipv6_client_to_ipv4_destination_travels_as_tcp6() {
     let h = pp::parse_exact(&bytes).unwrap();
     assert!(matches!(h.addresses(), pp::Addresses::Tcp6 { .. }));
     let ok = v.verify(&h, link(), NOW).unwrap();
-    assert_eq!(ok.client, c6);
+    assert_eq!(ok.client(), c6);
     // The IPv4 destination was written mapped, and comes back canonical.
-    assert_eq!(ok.destination, dst());
+    assert_eq!(ok.destination(), dst());
 }
 
 #[test]
