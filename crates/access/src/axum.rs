@@ -41,8 +41,10 @@
 //! [`ObservedListener::with_mtls`] adds a handshake of yours (for example a
 //! `tokio_rustls::TlsAcceptor` whose configuration asks for client certificates) and the
 //! users and audit sink of the pin check; this crate does not pick a TLS stack for you. The
-//! verdict is made once per connection, with the address the PROXY stage observed, and its
-//! event recorded then. A connection the pin check refuses (or, with mutual TLS, one without
+//! verdict is made when the connection is accepted, with the address the PROXY stage
+//! observed, and its event recorded then; [`Verified`] makes it again for every request
+//! (keep-alive and HTTP/2 carry many), so an expired certificate or a removed user is
+//! refused on a connection that stays open. A connection the pin check refuses (or, with mutual TLS, one without
 //! a client certificate) is closed, fail closed, and reported to
 //! [`ObservedListener::on_refused`] with its reason. An application that wants to answer such
 //! a connection with the reason calls [`ObservedListener::serve_denied`]; it must then take
@@ -157,9 +159,13 @@ pub struct Client {
     pub peer: SocketAddr,
     /// The observed client address.
     pub observed: ObservedAddr,
-    /// The pin verdict of the client certificate; `None` without mutual TLS or without a
-    /// certificate.
+    /// The pin verdict of the client certificate when the connection was accepted; `None`
+    /// without mutual TLS or without a certificate. [`Verified`] decides again on every
+    /// request: read the verdict through it.
     pub verdict: Option<TlsVerdict>,
+    /// An allowed connection's certificate and the listener's users and audit sink, for
+    /// [`Verified`] to decide again.
+    recheck: Option<Recheck>,
 }
 
 impl<'a, H: Handshake> Connected<IncomingStream<'a, ObservedListener<H>>> for Client {
@@ -243,16 +249,40 @@ struct PinCheck {
     cache: IdentityCache,
     users: Arc<dyn UserDirectory>,
     audit: Arc<dyn AuditSink<TlsEvent>>,
-    /// Whether connections the pin check refused are served (for handlers that answer with
-    /// the reason); by default they are closed.
-    serve_denied: bool,
 }
+
+/// What [`Verified`] needs to decide again on every request of a connection: its client
+/// certificate and the listener's users and audit sink.
+#[derive(Clone)]
+struct Recheck {
+    der: Arc<[u8]>,
+    pin: Arc<PinCheck>,
+}
+
+impl std::fmt::Debug for Recheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recheck")
+            .field("der_len", &self.der.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Recheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.der == other.der && Arc::ptr_eq(&self.pin, &other.pin)
+    }
+}
+
+impl Eq for Recheck {}
 
 struct Shared<H> {
     policy: ListenerPolicy,
     limits: Limits,
     handshake: H,
-    pin: Option<PinCheck>,
+    pin: Option<Arc<PinCheck>>,
+    /// Whether connections the pin check refused are served (for handlers that answer with
+    /// the reason); by default they are closed.
+    serve_denied: bool,
 }
 
 type OnRefused = Box<dyn Fn(&Refusal) + Send + Sync>;
@@ -290,6 +320,7 @@ impl ObservedListener<Plain> {
                 limits,
                 handshake: Plain,
                 pin: None,
+                serve_denied: false,
             }),
             shedder: Arc::new(crate::shed::Shedder::new(limits.max_pending)),
             pending: JoinSet::new(),
@@ -314,6 +345,7 @@ impl ObservedListener<Plain> {
                 limits: shared.limits,
                 handshake: Plain,
                 pin: None,
+                serve_denied: false,
             },
         };
         ObservedListener {
@@ -322,12 +354,12 @@ impl ObservedListener<Plain> {
                 policy,
                 limits,
                 handshake,
-                pin: Some(PinCheck {
+                pin: Some(Arc::new(PinCheck {
                     cache: IdentityCache::default(),
                     users,
                     audit,
-                    serve_denied: false,
-                }),
+                })),
+                serve_denied: false,
             }),
             shedder: self.shedder,
             pending: JoinSet::new(),
@@ -345,9 +377,9 @@ impl<H: Handshake> ObservedListener<H> {
     /// mutual TLS.
     pub fn serve_denied(mut self) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared)
-            && let Some(pin) = shared.pin.as_mut()
+            && shared.pin.is_some()
         {
-            pin.serve_denied = true;
+            shared.serve_denied = true;
         }
         self
     }
@@ -456,16 +488,26 @@ async fn stages<H: Handshake>(
             ));
         }
     };
+    let mut recheck = None;
     let verdict = match (&shared.pin, der) {
-        (Some(pin), Some(der)) => Some(crate::tls::check(
-            &pin.cache,
-            &der,
-            pin.users.as_ref(),
-            &observed,
-            std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs()),
-            pin.audit.as_ref(),
-        )),
-        (Some(pin), None) if !pin.serve_denied => Some(crate::tls::audit(
+        (Some(pin), Some(der)) => {
+            let verdict = crate::tls::check(
+                &pin.cache,
+                &der,
+                pin.users.as_ref(),
+                &observed,
+                unix_now(),
+                pin.audit.as_ref(),
+            );
+            if verdict.access.is_allowed() {
+                recheck = Some(Recheck {
+                    der: der.into(),
+                    pin: pin.clone(),
+                });
+            }
+            Some(verdict)
+        }
+        (Some(pin), None) if !shared.serve_denied => Some(crate::tls::audit(
             crate::tls::without_certificate(),
             &observed,
             pin.audit.as_ref(),
@@ -473,8 +515,8 @@ async fn stages<H: Handshake>(
         _ => None,
     };
     // Refused connections are closed unless the application asked to answer them.
-    if let (Some(pin), Some(v)) = (&shared.pin, &verdict)
-        && !pin.serve_denied
+    if let (Some(_), Some(v)) = (&shared.pin, &verdict)
+        && !shared.serve_denied
         && !v.access.is_allowed()
     {
         let message = match &v.access {
@@ -491,8 +533,13 @@ async fn stages<H: Handshake>(
             peer,
             observed,
             verdict,
+            recheck,
         },
     ))
+}
+
+fn unix_now() -> u64 {
+    std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs())
 }
 
 fn is_connection_error(e: &io::Error) -> bool {
@@ -582,6 +629,7 @@ impl<H: Handshake> Listener for ObservedListener<H> {
             peer: local,
             observed: ObservedAddr::new(local, Provenance::Direct, false),
             verdict: None,
+            recheck: None,
         })
     }
 }
@@ -605,11 +653,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Observed {
     }
 }
 
-/// An allowed pin verdict for the request's connection: the handler runs only for a client
-/// whose certificate passed the mutual-TLS check. Otherwise the request is refused: 401
-/// `no_client_certificate` without a certificate, 403 with the verdict's reason code and
-/// message for a denial (`pinned_ip_mismatch`, …), 503 `audit_unavailable` when the verdict
-/// could not be recorded.
+/// An allowed pin verdict for the request: the handler runs only for a client whose
+/// certificate passed the mutual-TLS check when the connection was accepted **and passes it
+/// again now**. Otherwise the request is refused: 401 `no_client_certificate` without a
+/// certificate, 403 with the verdict's reason code and message for a denial
+/// (`pinned_ip_mismatch`, `expired`, `unknown_user`, …), 503 `audit_unavailable` when the
+/// verdict could not be recorded.
+///
+/// HTTP/1.1 keep-alive and HTTP/2 serve many requests on one connection, for as long as the
+/// client keeps it open. So the decision is made again for every request that takes
+/// `Verified`, with the clock and the user directory of the moment (the certificate decoded
+/// once, from the listener's identity cache): a certificate that expired, a user removed or
+/// left without roles, a role that now requires a pin the certificate lacks, each refuses the
+/// next request on a connection that was allowed. A denial found then is recorded to the
+/// audit sink (fail closed: 503 when it cannot be); an allow is not recorded again (the
+/// connection's allow was).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     /// The observed client address.
@@ -629,6 +687,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Verified {
                 "no_client_certificate",
                 "this service needs a client certificate",
             ));
+        };
+        let verdict = match (&verdict.access, &c.recheck) {
+            (TlsAccess::Allow, Some(r)) => {
+                let identity = r.pin.cache.get_or_decode(&r.der);
+                let now = crate::tls::decide(
+                    identity.as_deref(),
+                    &r.der,
+                    r.pin.users.as_ref(),
+                    &c.observed,
+                    unix_now(),
+                );
+                if now.access.is_allowed() {
+                    now
+                } else {
+                    crate::tls::audit(now, &c.observed, r.pin.audit.as_ref())
+                }
+            }
+            _ => verdict,
         };
         match &verdict.access {
             TlsAccess::Allow => Ok(Verified {
@@ -880,6 +956,91 @@ mod tests {
         );
     }
 
+    /// A connection allowed at accept serves many requests (keep-alive, HTTP/2): `Verified`
+    /// decides again for each, with the directory of the moment, and records a denial.
+    #[::tokio::test]
+    async fn verified_decides_again_on_every_request_of_a_connection() {
+        let (l, addr) = listener(Limits::default()).await;
+        let alice: Arc<Mutex<Option<crate::User>>> = Arc::new(Mutex::new(Some(crate::User::new(
+            false,
+            vec!["ops".into()],
+        ))));
+        let directory = alice.clone();
+        let users = move |name: &str| {
+            (name == "alice")
+                .then(|| directory.lock().unwrap().clone())
+                .flatten()
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let keep = events.clone();
+        let mut l = l.with_mtls(
+            Fixed(alice_pinned_to("192.0.2.7")),
+            Arc::new(users),
+            Arc::new(move |e: TlsEvent| {
+                keep.lock().unwrap().push(e);
+                true
+            }),
+        );
+        let _c = proxied(addr, "192.0.2.7", b"GET").await;
+        let (_, client) = timeout(LONG, l.accept()).await.unwrap();
+        assert!(client.verdict.as_ref().unwrap().access.is_allowed());
+        assert_eq!(events.lock().unwrap().len(), 1, "the connection's allow");
+
+        // The first request and the next, while nothing changed: allowed, not audited again.
+        for _ in 0..2 {
+            let ok = verified(Some(client.clone())).await.unwrap();
+            assert_eq!(ok.verdict.roles, vec!["ops".to_owned()]);
+        }
+        assert_eq!(events.lock().unwrap().len(), 1);
+
+        // The roles change: the verdict of now is the one a handler gets.
+        *alice.lock().unwrap() = Some(crate::User::new(true, vec!["ops".into(), "pinned".into()]));
+        let ok = verified(Some(client.clone())).await.unwrap();
+        assert_eq!(ok.verdict.roles.len(), 2);
+        assert!(ok.verdict.pin_requirement.is_required());
+
+        // The user is removed, or left without roles: the next request on the same
+        // connection is refused, and the denial recorded.
+        for now in [None, Some(crate::User::new(false, vec![]))] {
+            *alice.lock().unwrap() = now;
+            let r = verified(Some(client.clone())).await.unwrap_err();
+            assert_eq!((r.status, r.code), (StatusCode::FORBIDDEN, "unknown_user"));
+            assert!(r.message.contains("log in again"), "{}", r.message);
+        }
+        let events = events.lock().unwrap();
+        assert_eq!(events.len(), 3);
+        assert!(
+            matches!(&events[2], TlsEvent::AccessDenied { reason, .. } if reason == "unknown_user")
+        );
+    }
+
+    /// A denial found on a later request that cannot be recorded refuses with 503.
+    #[::tokio::test]
+    async fn a_later_denial_that_cannot_be_recorded_is_unavailable() {
+        let (l, addr) = listener(Limits::default()).await;
+        let present = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = present.clone();
+        let users = move |name: &str| {
+            (name == "alice" && flag.load(Ordering::SeqCst))
+                .then(|| crate::User::new(true, vec!["ops".into()]))
+        };
+        let mut l = l.with_mtls(
+            Fixed(alice_pinned_to("192.0.2.7")),
+            Arc::new(users),
+            // Records the connection's allow, then nothing.
+            Arc::new(|e: TlsEvent| matches!(e, TlsEvent::AccessAllowed { .. })),
+        );
+        let _c = proxied(addr, "192.0.2.7", b"GET").await;
+        let (_, client) = timeout(LONG, l.accept()).await.unwrap();
+        assert!(verified(Some(client.clone())).await.is_ok());
+        present.store(false, Ordering::SeqCst);
+        let r = verified(Some(client)).await.unwrap_err();
+        assert_eq!(
+            (r.status, r.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable")
+        );
+    }
+
     /// By default a connection the pin check refuses is closed: `accept` never yields it, and
     /// it is reported with its reason.
     #[::tokio::test]
@@ -945,6 +1106,7 @@ mod tests {
                 login_ip: None,
                 access,
             }),
+            recheck: None,
         }
     }
 

@@ -7,7 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 use ippin_policy::{PinPrefix, PinRequirement};
 
 /// A user as the access decisions see them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Access comes from roles: a user with no roles is refused like an unknown one
+/// (`unknown_user`), whatever else the value says. There is no `Default` (it would be a user
+/// without roles or pin requirement); build one with [`User::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct User {
     /// Whether any of the user's roles sets `pin_source_ip`.
@@ -58,11 +62,20 @@ impl User {
     }
 }
 
+/// `name` in `directory`, as the decisions of this crate see them: a user the directory
+/// does not know, or one without roles, is `None` (refused `unknown_user`). Fail closed: a
+/// directory that answers `User::new(false, vec![])` for every name lets nobody in.
+pub fn lookup_usable(directory: &dyn UserDirectory, name: &str) -> Option<User> {
+    directory.lookup(name).filter(|u| !u.roles.is_empty())
+}
+
 /// Looks users up by name: the certificate's user (the X.509 CN, or the user in an SSH
 /// certificate's key id; never the SSH user name, see [`crate::ssh::CertIdentity`]).
 ///
-/// A user the directory does not know is refused (`unknown_user`), even with a valid
-/// certificate: removing a user from the directory revokes their certificates at once.
+/// A user the directory does not know, or one without roles, is refused (`unknown_user`),
+/// even with a valid certificate ([`lookup_usable`]). Removing a user from the directory
+/// refuses every new connection of theirs at once, and every new request or channel on the
+/// connections they have open (`axum::Verified`, `ssh::Authorized::recheck`).
 ///
 /// Implemented for closures `Fn(&str) -> Option<User>`, for `HashMap<String, User>`, and
 /// for `ippin_policy::UserRoles`-style maps through a closure.

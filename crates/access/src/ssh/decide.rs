@@ -211,6 +211,63 @@ pub struct Authorized {
 }
 
 impl Authorized {
+    /// Everything [`authorize`] decided from the clock and the user directory, again, at
+    /// `now` (seconds since the epoch), for a connection that stays open: call it before
+    /// anything new starts on it (a process, a built-in, a forward). A connection can
+    /// outlive its certificate (OpenSSH's connection sharing keeps one open for hours) and
+    /// the user's roles. `None` when it still allows; otherwise the first that fails of:
+    ///
+    /// | check | reason |
+    /// |---|---|
+    /// | `now` before the certificate's `valid_before` | `expired` |
+    /// | the user still known, with roles ([`crate::users::lookup_usable`]) | `unknown_user` |
+    /// | the login still allowed by the roles of now (a session of the built-ins has none) | `login_not_allowed` |
+    /// | the pin against the roles' requirement of now ([`Authorized::recheck_pin`]) | the pin's reason |
+    ///
+    /// Each message ends by telling the user to log in again and reconnect.
+    pub fn recheck(&self, users: &dyn UserDirectory, now: u64) -> Option<SshDenial> {
+        let deny = |reason, message: String| SshDenial {
+            reason,
+            message,
+            pinned: self.pinned.clone(),
+            roles: self.roles.clone(),
+        };
+        if now >= self.valid_before {
+            return Some(deny(
+                SshDenyReason::Expired,
+                "ippin: the certificate of this connection has expired: log in again \
+                 (`ippin login`) and reconnect"
+                    .to_owned(),
+            ));
+        }
+        let Some(user) = crate::users::lookup_usable(users, &self.user) else {
+            return Some(deny(
+                SshDenyReason::UnknownUser,
+                format!(
+                    "ippin: the user `{}` is no longer known here: log in again (`ippin login`) \
+                     and reconnect",
+                    self.user
+                ),
+            ));
+        };
+        if let Some(login) = &self.login
+            && !user.logins.contains(login)
+        {
+            return Some(deny(
+                SshDenyReason::LoginNotAllowed,
+                format!(
+                    "ippin: the login `{login}` is no longer allowed by the roles of `{}`: log \
+                     in again (`ippin login`) and reconnect",
+                    self.user
+                ),
+            ));
+        }
+        self.recheck_pin(user.pin_requirement()).map(|mut d| {
+            d.message = format!("{} (`ippin login`), then reconnect", d.message);
+            d
+        })
+    }
+
     /// The pin check again, with the user's pin requirement of now (roles change while a
     /// connection stays open: a role that starts to require a pin, or a narrower prefix,
     /// applies to the connections already open too). `None` when it still allows.
@@ -371,7 +428,7 @@ pub(crate) fn authorize_with(
         d.pinned = pinned;
         return Err(d);
     };
-    let Some(account) = ctx.users.lookup(identity) else {
+    let Some(account) = crate::users::lookup_usable(ctx.users, identity) else {
         let mut d = SshDenial::new(
             SshDenyReason::UnknownUser,
             format!(
@@ -709,6 +766,66 @@ mod tests {
         assert_eq!(
             who.recheck_pin(PinRequirement::Required(ippin_policy::PinPrefix::EXACT)),
             None
+        );
+    }
+
+    /// A connection kept open is checked again as the clock and the directory say now:
+    /// expiry, the user removed or left without roles, the login taken away, a pin required.
+    #[test]
+    fn recheck_follows_the_clock_and_the_directory() {
+        let f = fixture();
+        let cert = issue_as(&f, "bob", &["bob", "deploy"], None);
+        let who = decide(&f, "deploy", &cert, &seen("127.0.0.1:1"), NOW).unwrap();
+        assert_eq!(who.login.as_deref(), Some("deploy"));
+        let code = |users: &HashMap<String, SshUser>, now: u64| {
+            who.recheck(users, now).map(|d| {
+                assert!(d.message.contains("log in again"), "{}", d.message);
+                d.reason.code()
+            })
+        };
+        assert_eq!(code(&f.users, NOW), None);
+        assert_eq!(code(&f.users, who.valid_before - 1), None);
+        assert_eq!(code(&f.users, who.valid_before), Some("expired"));
+        let mut users = f.users.clone();
+        users.remove("bob");
+        assert_eq!(code(&users, NOW), Some("unknown_user"));
+        users.insert(
+            "bob".into(),
+            SshUser::new(false, vec![]).with_logins(["deploy"]),
+        );
+        assert_eq!(
+            code(&users, NOW),
+            Some("unknown_user"),
+            "no roles, no access"
+        );
+        users.insert(
+            "bob".into(),
+            SshUser::new(false, vec!["dev".into()]).with_logins(["alice"]),
+        );
+        assert_eq!(code(&users, NOW), Some("login_not_allowed"));
+        users.insert(
+            "bob".into(),
+            SshUser::new(true, vec!["dev".into()]).with_logins(["deploy"]),
+        );
+        assert_eq!(code(&users, NOW), Some("pinned_ip_missing"));
+    }
+
+    /// A directory that answers a user without roles lets nobody in (`unknown_user`).
+    #[test]
+    fn a_user_without_roles_is_refused() {
+        let mut f = fixture();
+        f.users.insert(
+            "bob".into(),
+            SshUser::new(false, vec![]).with_logins(["deploy"]),
+        );
+        let cert = issue_as(&f, "bob", &["bob", "deploy"], None);
+        assert_eq!(
+            reason(decide(&f, "deploy", &cert, &seen("127.0.0.1:1"), NOW)),
+            "unknown_user"
+        );
+        assert_eq!(
+            reason(decide(&f, "bob", &cert, &seen("127.0.0.1:1"), NOW)),
+            "unknown_user"
         );
     }
 

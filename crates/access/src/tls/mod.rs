@@ -161,7 +161,7 @@ pub fn decide(
                 };
                 return verdict;
             }
-            match users.lookup(&id.user) {
+            match crate::users::lookup_usable(users, &id.user) {
                 None => {
                     verdict.access = TlsAccess::Deny {
                         reason: TlsDenyReason::UnknownUser,

@@ -84,7 +84,7 @@ proptest! {
     #[test]
     fn local_never_satisfies_a_pin(seen in ip(), port in 1u16..) {
         let der = issuer().client("u", Some(canonical(seen)));
-        let users = HashMap::from([("u".to_owned(), User::new(true, vec![]))]);
+        let users = HashMap::from([("u".to_owned(), User::new(true, vec!["r".into()]))]);
         let observed = ObservedAddr::new(SocketAddr::new(seen, port), Provenance::ProxyLocal, true);
         prop_assert_eq!(tls::decide_der(&der, &users, &observed, NOW).access.code(), "untrusted_client_ip");
     }

@@ -257,3 +257,17 @@ fn network_pins_follow_the_roles_prefix() {
         "pinned_ip_mismatch"
     );
 }
+
+/// Access comes from roles: a directory that answers a user without any (a
+/// `User::new(false, vec![])` for every name, say) lets nobody in.
+#[test]
+fn a_user_without_roles_is_refused_as_unknown() {
+    let issuer = Issuer::new();
+    let dave = issuer.client("dave", None);
+    let users = HashMap::from([("dave".to_owned(), User::new(false, vec![]))]);
+    let v = tls::decide_der(&dave, &users, &seen("192.0.2.7:5000", true), NOW);
+    assert_eq!(code(&v.access), "unknown_user");
+    let users = HashMap::from([("dave".to_owned(), User::new(false, vec!["dev".into()]))]);
+    let v = tls::decide_der(&dave, &users, &seen("192.0.2.7:5000", true), NOW);
+    assert_eq!(code(&v.access), "allow");
+}

@@ -868,57 +868,19 @@ impl Sessions {
 
 /// A connection can outlive its certificate (OpenSSH's connection sharing keeps one open)
 /// and, with a user directory that changes, the user's roles: before anything new starts on
-/// it (a process, a built-in, a forward) both are checked again. `None`: still valid; else
-/// the refusal's code and message.
+/// it (a process, a built-in, a forward) they are checked again
+/// (`ippin_access::ssh::Authorized::recheck`). `None`: still valid; else the refusal's code
+/// and message.
 pub(crate) fn recheck(shared: &Shared, who: &Authorized) -> Option<(&'static str, String)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(u64::MAX, |d| d.as_secs());
-    if now >= who.valid_before {
-        return Some((
-            "expired",
-            "the certificate of this connection has expired: log in again (`ippin login`) \
-             and reconnect"
-                .to_owned(),
-        ));
-    }
-    let user = shared.users.lookup(&who.user);
-    let allowed = match (&user, &who.login) {
-        (None, _) => false,
-        (Some(u), Some(login)) => u.logins.contains(login),
-        (Some(_), None) => true,
-    };
-    if !allowed {
-        return Some((
-            "login_not_allowed",
-            match &who.login {
-                Some(login) => format!(
-                    "the login `{login}` is no longer allowed by the roles of `{}`: log in \
-                     again (`ippin login`) and reconnect",
-                    who.user
-                ),
-                None => format!(
-                    "the user `{}` is no longer known here: log in again (`ippin login`) and \
-                     reconnect",
-                    who.user
-                ),
-            },
-        ));
-    }
-    // The pin too: a role that starts to require one (or a narrower prefix) applies to the
-    // connections already open, as it does to new ones.
-    if let Some(user) = &user
-        && let Some(denial) = who.recheck_pin(user.pin_requirement())
-    {
-        return Some((
-            denial.reason.code(),
-            format!(
-                "{} (`ippin login`), then reconnect",
-                denial.message.trim_start_matches("ippin: ")
-            ),
-        ));
-    }
-    None
+    who.recheck(shared.users.as_ref(), now).map(|d| {
+        (
+            d.reason.code(),
+            d.message.trim_start_matches("ippin: ").to_owned(),
+        )
+    })
 }
 
 /// `text` as one word for `sh -c`: in single quotes, each `'` written as `'\''`.
