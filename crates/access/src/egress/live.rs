@@ -92,7 +92,7 @@ pub struct LiveRestrictions {
     generation: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// The text in force; `None` when a hook failed, so the next update applies again.
-    last_text: Mutex<Option<Vec<u8>>>,
+    last_text: Mutex<Option<Option<Vec<u8>>>>,
     hooks: Mutex<Vec<ChangeHook>>,
     /// Held by each update from its read to its last hook, and by [`LiveRestrictions::follow`]:
     /// updates never interleave (an older text read first cannot be put in force after a
@@ -125,7 +125,7 @@ impl LiveRestrictions {
             current: RwLock::new(Arc::new(policy)),
             generation: AtomicU64::new(1),
             last_error: Mutex::new(None),
-            last_text: Mutex::new(Some(text)),
+            last_text: Mutex::new(Some(Some(text))),
             hooks: Mutex::new(Vec::new()),
             updates: Mutex::new(()),
         })
@@ -154,7 +154,7 @@ impl LiveRestrictions {
             current: RwLock::new(Arc::new(policy)),
             generation: AtomicU64::new(1),
             last_error: Mutex::new(None),
-            last_text: Mutex::new(Some(document.map(<[u8]>::to_vec).unwrap_or_default())),
+            last_text: Mutex::new(Some(document.map(<[u8]>::to_vec))),
             hooks: Mutex::new(Vec::new()),
             updates: Mutex::new(()),
             path,
@@ -163,7 +163,8 @@ impl LiveRestrictions {
 
     /// Puts a new version of a store-fed policy in force (see
     /// [`LiveRestrictions::from_document`]); `None`: the store has none any more, every
-    /// destination is allowed. Returns whether the policy changed. The hooks are called as
+    /// destination is allowed. A document is parsed whatever it holds: an empty one is
+    /// refused like any other that does not parse, never taken for "no policy". Returns whether the policy changed. The hooks are called as
     /// for [`LiveRestrictions::reload`].
     ///
     /// # Errors
@@ -171,12 +172,11 @@ impl LiveRestrictions {
     /// policy in force.
     pub fn set_document(&self, document: Option<&[u8]>) -> Result<bool, ReloadError> {
         let _update = self.updates.lock().unwrap_or_else(|p| p.into_inner());
-        self.apply(document.map(<[u8]>::to_vec).unwrap_or_default(), |text| {
-            if text.is_empty() {
-                Ok(NetworkRestrictions::allow_all())
-            } else {
-                parse_bounded(&self.path, text)
-            }
+        // `None` is "no policy" (allow all); a document, even an empty one, must parse: a
+        // key blanked in the store (or a write cut short) never lifts the restrictions.
+        self.apply(document.map(<[u8]>::to_vec), |text| match text {
+            None => Ok(NetworkRestrictions::allow_all()),
+            Some(text) => parse_bounded(&self.path, text),
         })
     }
 
@@ -245,7 +245,9 @@ impl LiveRestrictions {
         }
         let _update = self.updates.lock().unwrap_or_else(|p| p.into_inner());
         match read_bounded(&self.path) {
-            Ok(text) => self.apply(text, |text| parse(&self.path, text)),
+            Ok(text) => self.apply(Some(text), |text| {
+                parse(&self.path, text.unwrap_or_default())
+            }),
             Err(e) => {
                 self.set_error(Some(e.to_string()));
                 Err(e)
@@ -256,8 +258,8 @@ impl LiveRestrictions {
     /// Puts `text` in force (parsed by `parse`) unless it is the text in force already.
     fn apply(
         &self,
-        text: Vec<u8>,
-        parse: impl FnOnce(&[u8]) -> Result<NetworkRestrictions, ReloadError>,
+        text: Option<Vec<u8>>,
+        parse: impl FnOnce(Option<&[u8]>) -> Result<NetworkRestrictions, ReloadError>,
     ) -> Result<bool, ReloadError> {
         let unchanged = self
             .last_text
@@ -267,7 +269,7 @@ impl LiveRestrictions {
         let result = if unchanged {
             Ok(None)
         } else {
-            parse(&text).map(|p| Some((p, text)))
+            parse(text.as_deref()).map(|p| Some((p, text)))
         };
         match result {
             Ok(None) => {
@@ -487,6 +489,11 @@ mod tests {
             live.set_document(Some(&big)),
             Err(ReloadError::TooLarge { .. })
         ));
+        // An empty document (a key blanked, a write cut short) is not "no policy": refused,
+        // the previous policy stays.
+        assert!(live.set_document(Some(b"")).is_err());
+        assert!(!live.decide("u", dst("10.1.2.3:1")).is_allowed());
+        assert!(live.decide("u", dst("127.0.0.1:22")).is_allowed());
         // Reloading from a file does nothing for a store-fed policy.
         assert!(!live.reload().unwrap());
         // Removed from the store: every destination again.
@@ -494,6 +501,11 @@ mod tests {
         assert!(live.decide("u", dst("10.1.2.3:1")).is_allowed());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(live.generation(), 3);
+        // And from "no policy", an empty document is refused too: it stays "no policy".
+        assert!(live.set_document(Some(b"")).is_err());
+        assert_eq!(live.generation(), 3);
+        let fresh = LiveRestrictions::from_document("etcd:/x", Some(b""));
+        assert!(fresh.is_err(), "an empty first document refuses to start");
     }
 
     /// A follower starts from the policy in force and misses none after it: an update that
