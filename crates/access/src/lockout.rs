@@ -113,6 +113,7 @@ impl Record {
 
 /// What [`FailureTable::fail`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Counted {
     /// Counted; `failures` so far in the window, below the limit.
     Below {

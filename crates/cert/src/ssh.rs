@@ -550,6 +550,11 @@ impl ValidatedSshCert {
     /// Checks the client IP the server observed against `source-address`.
     /// A certificate without `source-address` allows every IP.
     ///
+    /// `client_ip` must be an address the caller *believes*: the socket peer, or an address
+    /// a trusted proxy vouched for. An address read from a header nobody vouched for is the
+    /// client's own claim and must not reach this check (with `ippin-policy`, pass
+    /// `ObservedAddr::trusted_ip` and refuse when it is `None`; its `check_pin` does both).
+    ///
     /// # Errors
     /// [`Error::SourceAddressMismatch`] when the (canonical) IP is not in
     /// the list.

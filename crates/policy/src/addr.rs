@@ -154,9 +154,28 @@ impl ObservedAddr {
         ObservedAddr::untrusted(IpAddr::V4(Ipv4Addr::UNSPECIFIED), provenance)
     }
 
-    /// The canonical client IP.
+    /// The canonical client IP, **trusted or not**: for an untrusted observation it is
+    /// whatever the sender claimed (a PROXY header from anyone on an `unspecified` listener,
+    /// say). Good for logs; for a decision take [`ObservedAddr::trusted_ip`], or pass the
+    /// whole observation to [`crate::check_pin`], which refuses untrusted ones.
     pub fn ip(&self) -> IpAddr {
         self.ip
+    }
+
+    /// The canonical client IP when the observation is trusted, `None` otherwise: what a
+    /// decision that takes a bare IP (an SSH certificate's `source-address` check, a
+    /// per-client limit) must be given.
+    ///
+    /// ```
+    /// use ippin_policy::{ObservedAddr, Provenance};
+    /// let claimed = ObservedAddr::untrusted("192.0.2.7".parse().unwrap(), Provenance::ProxyV1);
+    /// assert_eq!(claimed.ip().to_string(), "192.0.2.7");
+    /// assert_eq!(claimed.trusted_ip(), None);
+    /// let seen = ObservedAddr::new("192.0.2.7:4000".parse().unwrap(), Provenance::Direct, true);
+    /// assert_eq!(seen.trusted_ip(), Some("192.0.2.7".parse().unwrap()));
+    /// ```
+    pub fn trusted_ip(&self) -> Option<IpAddr> {
+        self.is_trusted().then_some(self.ip)
     }
 
     /// The client port; 0 for an untrusted observation.

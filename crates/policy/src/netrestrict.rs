@@ -161,7 +161,10 @@ struct Policy {
 /// IPv4 rules also match IPv4-mapped IPv6 destinations (`::ffff:10.0.0.1` is `10.0.0.1`);
 /// IPv6 rules never match IPv4 destinations (mapped or not). Lookups probe one hash set per
 /// prefix length in use, so their cost does not grow with the number of rules.
-#[derive(Debug, Clone, Default)]
+///
+/// There is no `Default`: "no policy" allows everything, so it is spelt out
+/// ([`NetworkRestrictions::allow_all`]) rather than reached by a derived default.
+#[derive(Debug, Clone)]
 pub struct NetworkRestrictions {
     policy: Option<Policy>,
 }

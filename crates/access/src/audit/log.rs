@@ -373,6 +373,7 @@ struct Window {
 
 /// Whether a line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Admit {
     /// Write it.
     Write,
