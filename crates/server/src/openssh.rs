@@ -10,6 +10,10 @@
 //!   and keeps the first value of the others, so they would either be silently ignored or
 //!   offer a credential this command does not manage, and the refusal read back could be
 //!   another key's.
+//! - **Public-key authentication only, no connection sharing** ([`MANAGED_OPTIONS`], given
+//!   before the user's, which may not set them): a server must not be able to ask for the
+//!   ippin password in ippin's words, and every run must authenticate for the marker below
+//!   to mean something.
 //! - **The refusal is read, not guessed.** `ssh`'s stderr is forwarded as it comes and scanned
 //!   at the same time ([`ippin_access::ssh::refusal::RefusalScan`]: whole lines starting with
 //!   the service's `ippin: refused (CODE): `, a known code, bounded). The offer is made only
@@ -113,6 +117,13 @@ pub enum ArgvError {
          itself for another identity"
     )]
     Identity(String),
+    /// An option that ippin ssh sets itself: how `ssh` authenticates (public key only) and
+    /// connection sharing (off).
+    #[error(
+        "`{0}`: ippin ssh sets this itself (public-key authentication only, no connection \
+         sharing); run ssh itself to change it"
+    )]
+    Managed(String),
     /// An argument that is not UTF-8 where an option is read.
     #[error("an ssh option that is not UTF-8")]
     NotUtf8,
@@ -136,6 +147,37 @@ const IDENTITY_KEYWORDS: &[&str] = &[
     "smartcarddevice",
     "localcommand",
     "permitlocalcommand",
+];
+
+/// `-o` keywords ippin sets itself (compared without case), and why:
+///
+/// - how `ssh` authenticates: the key and certificate only. A server that offered
+///   keyboard-interactive could otherwise ask, in ippin's own words, for the password that
+///   only the login server may have (its refusal banner first, to make the question look
+///   expected). `challengeresponseauthentication` is OpenSSH's alias of
+///   `kbdinteractiveauthentication`.
+/// - connection sharing: with a master connection `ssh` does not authenticate, so the
+///   marker that tells a refusal before login from the session's own output would never be
+///   written, and a remote command that printed a refusal line would be offered a relogin
+///   and run again.
+const MANAGED_KEYWORDS: &[&str] = &[
+    "preferredauthentications",
+    "passwordauthentication",
+    "kbdinteractiveauthentication",
+    "challengeresponseauthentication",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+];
+
+/// The options for [`MANAGED_KEYWORDS`], given before the user's (OpenSSH keeps the first
+/// value of each).
+const MANAGED_OPTIONS: &[&str] = &[
+    "PreferredAuthentications=publickey",
+    "PasswordAuthentication=no",
+    "KbdInteractiveAuthentication=no",
+    "ControlMaster=no",
+    "ControlPath=none",
 ];
 
 /// Reads the user's ssh arguments as OpenSSH's client does: options (clustered or not, a
@@ -164,6 +206,10 @@ pub fn read_ssh_argv(args: &[OsString]) -> Result<SshArgv, ArgvError> {
         let mut j = 1;
         while j < arg.len() {
             let c = arg[j];
+            if c == b'M' {
+                // `-M` sets ControlMaster whatever came first.
+                return Err(ArgvError::Managed("-M".into()));
+            }
             if !WITH_VALUE.contains(&c) {
                 j += 1;
                 continue;
@@ -182,6 +228,8 @@ pub fn read_ssh_argv(args: &[OsString]) -> Result<SshArgv, ArgvError> {
             };
             match c {
                 b'i' | b'I' => return Err(ArgvError::Identity(format!("-{}", c as char))),
+                // `-S` sets ControlPath whatever came first.
+                b'S' => return Err(ArgvError::Managed("-S".into())),
                 b'b' => b_bind = Some(value.to_str().ok_or(ArgvError::NotUtf8)?.to_owned()),
                 b'B' => out.bind_other = true,
                 b'o' => {
@@ -202,6 +250,9 @@ pub fn read_ssh_argv(args: &[OsString]) -> Result<SshArgv, ArgvError> {
                         .to_ascii_lowercase();
                     if IDENTITY_KEYWORDS.contains(&key.as_str()) {
                         return Err(ArgvError::Identity(format!("-o {}", &text[..end])));
+                    }
+                    if MANAGED_KEYWORDS.contains(&key.as_str()) {
+                        return Err(ArgvError::Managed(format!("-o {}", &text[..end])));
                     }
                     if key == "bindaddress" && o_bind.is_none() {
                         let v =
@@ -405,6 +456,9 @@ pub async fn ssh_command(args: SshArgs) -> Outcome {
     };
     let mut argv: Vec<OsString> = vec!["-i".into(), key.into_os_string()];
     argv.extend(["-o".into(), "IdentitiesOnly=yes".into()]);
+    for option in MANAGED_OPTIONS {
+        argv.extend(["-o".into(), (*option).into()]);
+    }
     argv.extend(["-o".into(), "PermitLocalCommand=yes".into()]);
     argv.extend([
         "-o".into(),
@@ -532,6 +586,38 @@ mod tests {
                 matches!(argv(args), Err(ArgvError::Identity(_))),
                 "{args:?}"
             );
+        }
+    }
+
+    /// How ssh authenticates (public key only: a server must not be able to ask for the
+    /// ippin password in ippin's words) and connection sharing (off: the authentication
+    /// marker must mean something) are ippin's.
+    #[test]
+    fn authentication_and_sharing_options_are_refused() {
+        for args in [
+            &[
+                "-o",
+                "PreferredAuthentications=keyboard-interactive",
+                "host",
+            ][..],
+            &["-o", "PasswordAuthentication=yes", "host"],
+            &["-oKbdInteractiveAuthentication=yes", "host"],
+            &["-o", "ChallengeResponseAuthentication yes", "host"],
+            &["-o", "ControlMaster=auto", "host"],
+            &["-o", "\"ControlPath\" /tmp/c", "host"],
+            &["-o", "ControlPersist=10m", "host"],
+            &["-M", "host"],
+            &["-4M", "host"],
+            &["-S", "/tmp/ctl", "host"],
+            &["-S/tmp/ctl", "host"],
+            &["host", "-M", "cmd"],
+        ] {
+            assert!(matches!(argv(args), Err(ArgvError::Managed(_))), "{args:?}");
+        }
+        // ippin's own options come first, so OpenSSH keeps them whatever a config file says.
+        for option in MANAGED_OPTIONS {
+            let key = option.split('=').next().unwrap().to_ascii_lowercase();
+            assert!(MANAGED_KEYWORDS.contains(&key.as_str()), "{option}");
         }
     }
 
