@@ -367,6 +367,12 @@ static __always_inline int run4(struct bpf_sock_addr *ctx, __u8 operation, __u32
 	__u16 port = (__u16)ctx->user_port;
 	int ok = !cfg->deny_all && !protected4(effective4(ctx->user_ip4, src), port) &&
 		 (cfg->has_policy ? decide4(ctx->user_ip4, src) : 1);
+	// 0.0.0.0 is handed to the kernel as the address decided. Left unspecified, a socket
+	// bound to a device (SO_BINDTODEVICE, IP_UNICAST_IF) or a message naming an interface
+	// (IP_PKTINFO's ipi_ifindex, which this program cannot see) would go to that
+	// interface's address instead of the one decided.
+	if (ok && ctx->user_ip4 == 0)
+		ctx->user_ip4 = effective4(0, src);
 	return finish(ctx, cfg, ok, 4, operation);
 }
 
@@ -389,6 +395,21 @@ static __always_inline int run6(struct bpf_sock_addr *ctx, __u8 operation)
 	int ok = !cfg->deny_all && !reaches_protected6(w, (__u16)ctx->user_port, src4, any_is_v4);
 	if (ok && cfg->has_policy)
 		ok = decide6(w, src4, any_is_v4);
+	// Unspecified destinations are handed to the kernel as the address decided (see run4):
+	// `::ffff:0.0.0.0` as the mapped IPv4 address, `::` as ::1 (or ::ffff:127.0.0.1 where
+	// connect takes the IPv4 path).
+	if (ok && w[0] == 0 && w[1] == 0 && w[3] == 0) {
+		if (w[2] == bpf_htonl(0xffff)) {
+			ctx->user_ip6[3] = effective4(0, src4);
+		} else if (w[2] == 0) {
+			if (any_is_v4) {
+				ctx->user_ip6[2] = bpf_htonl(0xffff);
+				ctx->user_ip6[3] = bpf_htonl(0x7f000001);
+			} else {
+				ctx->user_ip6[3] = bpf_htonl(1);
+			}
+		}
+	}
 	return finish(ctx, cfg, ok, 6, operation);
 }
 

@@ -358,6 +358,47 @@ fn unspecified_destination_from_a_bound_socket_is_decided_as_the_bound_address()
     );
 }
 
+/// `0.0.0.0` from a socket bound to a device goes, left to the kernel, to that device's
+/// address, not to 127.0.0.1: the programs hand the kernel the address they decided, so the
+/// connection goes there or nowhere. In a network namespace with a dummy interface holding
+/// 198.18.0.1, a listener on it, loopback allowed (and, second, no policy but the listener
+/// protected): from the session neither TCP nor UDP reaches it.
+#[test]
+fn unspecified_destination_on_a_bound_device_goes_where_it_was_decided() {
+    let ns = NetNs::new("dev", "198.18.0.1");
+    let (mut listener, port) = ns.listener("198.18.0.1");
+    // Outside any session the trick works: the reason for this test.
+    let mut outside = Probe::outside_in(&ns);
+    assert_eq!(outside.try_from("devtcp", "0.0.0.0", port, "d0"), Ok(()));
+
+    let parent = Parent::new("dev");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &[]), false);
+    let session = enforcer.session("dev").unwrap();
+    let mut probe = Probe::start_in(&session, &ns);
+    assert_eq!(
+        probe.try_("tcp", "198.18.0.1", port),
+        Err(EPERM.into()),
+        "the address itself is denied"
+    );
+    let got = probe.try_from("devtcp", "0.0.0.0", port, "d0");
+    assert!(got.is_err() && got != Err(EPERM.into()), "{got:?}");
+    let got = probe.try_from("devtcp", "::ffff:0.0.0.0", port, "d0");
+    assert!(got.is_err(), "{got:?}");
+
+    // No policy, the listener protected (a load balancer's address it trusts, say).
+    enforcer
+        .set_policy(&NetworkRestrictions::allow_all())
+        .unwrap();
+    let protected: SocketAddr = format!("198.18.0.1:{port}").parse().unwrap();
+    enforcer.protect(&[protected], &[]).unwrap();
+    assert_eq!(probe.try_("tcp", "198.18.0.1", port), Err(EPERM.into()));
+    let got = probe.try_from("devtcp", "0.0.0.0", port, "d0");
+    assert!(got.is_err(), "{got:?}");
+    drop(probe);
+    let _ = listener.kill();
+    let _ = listener.wait();
+}
+
 /// A policy change holds a running process from its next connect.
 #[test]
 fn policy_change_applies_to_the_next_connect_of_a_running_process() {

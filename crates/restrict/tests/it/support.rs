@@ -82,7 +82,8 @@ pub(crate) fn comm_of(path: &str) -> String {
 /// (`pktinfo`: a UDP `sendmsg` whose source is given in an `IP_PKTINFO` message, number 8,
 /// which Python does not name; `tfo`: TCP Fast Open, a
 /// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
-/// `err <errno> <strerror>`. Stays running until stdin closes.
+/// `err <errno> <strerror>`; `devtcp`, `devudp`: a TCP connect or UDP send from a socket
+/// bound to the device `bind-address` (`SO_BINDTODEVICE`). Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
 import socket, struct, sys
 for line in sys.stdin:
@@ -97,11 +98,13 @@ for line in sys.stdin:
                 s.sendto(bytes([128 if fam == socket.AF_INET6 else 8, 0, 0, 0, 0, 1, 0, 1]), (host, 0))
             print('ok', flush=True)
             continue
-        s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo', 'rthdr', 'srcroute', 'flowopts') else socket.SOCK_STREAM)
+        s = socket.socket(fam, socket.SOCK_DGRAM if kind in ('udp', 'pktinfo', 'rthdr', 'srcroute', 'flowopts', 'devudp') else socket.SOCK_STREAM)
         s.settimeout(5)
-        if bind and kind not in ('pktinfo', 'rthdr', 'srcroute', 'flowopts'):
+        if bind and kind in ('devtcp', 'devudp'):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind[0].encode())
+        elif bind and kind not in ('pktinfo', 'rthdr', 'srcroute', 'flowopts'):
             s.bind((bind[0], 0))
-        if kind == 'tcp':
+        if kind in ('tcp', 'devtcp'):
             s.connect((host, int(port)))
         elif kind == 'pktinfo':
             # UDP with the source given per message (IP_PKTINFO), not bound
@@ -150,6 +153,32 @@ impl Probe {
             .stdout(Stdio::piped());
         session.confine(&mut cmd);
         let mut child = cmd.spawn().expect("spawn the probe");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Probe { child, out }
+    }
+
+    /// The probe inside a session, run in the network namespace `netns`.
+    pub(crate) fn start_in(session: &Session, netns: &NetNs) -> Probe {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns.name, &python(), "-c", PROBE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        session.confine(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .expect("spawn the probe (ip, scripts/install-peers)");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Probe { child, out }
+    }
+
+    /// The probe in the network namespace `netns`, outside any session, for comparison.
+    pub(crate) fn outside_in(netns: &NetNs) -> Probe {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &netns.name, &python(), "-c", PROBE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the probe (ip, scripts/install-peers)");
         let out = BufReader::new(child.stdout.take().unwrap());
         Probe { child, out }
     }
@@ -305,5 +334,72 @@ impl TestUser {
 impl Drop for TestUser {
     fn drop(&mut self) {
         let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+/// A network namespace made for one test (`ip netns add`), deleted when dropped: up
+/// loopback and an interface `d0` with `address` (a /32), up.
+pub(crate) struct NetNs {
+    pub(crate) name: String,
+}
+
+impl NetNs {
+    pub(crate) fn new(tag: &str, address: &str) -> NetNs {
+        let name = format!("ippin-t-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip (iproute2, scripts/install-peers)");
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        let ns = NetNs { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        // A veth pair with both ends inside (this kernel has no dummy device).
+        ip(&[
+            "-n", &ns.name, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+        ]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{address}/32"),
+            "dev",
+            "d0",
+        ]);
+        ip(&["-n", &ns.name, "link", "set", "d0", "up"]);
+        ip(&["-n", &ns.name, "link", "set", "d1", "up"]);
+        ns
+    }
+
+    /// A TCP listener on `ip` in this namespace (connections complete in its backlog),
+    /// until dropped; its port.
+    pub(crate) fn listener(&self, ip: &str) -> (std::process::Child, u16) {
+        let script = format!(
+            "import socket, sys\ns = socket.socket()\ns.bind(('{ip}', 0))\ns.listen(64)\n\
+             print(s.getsockname()[1], flush=True)\nsys.stdin.read()\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, &python(), "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the listener");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the listener's port");
+        let port = line.trim().parse().expect("a port");
+        (child, port)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
