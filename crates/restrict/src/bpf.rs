@@ -10,10 +10,9 @@ use std::thread::JoinHandle;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
-use aya::programs::cgroup_sock::{CgroupSock, CgroupSockLink};
-use aya::programs::cgroup_sockopt::{CgroupSockopt, CgroupSockoptLink};
-use aya::programs::links::CgroupAttachMode;
-use aya::programs::{CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLink};
+use aya::programs::CgroupSockAddr;
+use aya::programs::cgroup_sock::CgroupSock;
+use aya::programs::cgroup_sockopt::CgroupSockopt;
 use aya::{Ebpf, EbpfLoader};
 use ipnet::IpNet;
 use ippin_policy::{MAX_NETWORK_RULES, NetAction, NetOperation, NetworkRestrictions};
@@ -43,14 +42,17 @@ pub(crate) const SOCK_CREATE: &str = "ippin_sock_create";
 /// (IPv6 routing headers, IPv4 source routes: `cgroup/setsockopt`).
 pub(crate) const SETSOCKOPT: &str = "ippin_setsockopt";
 
-/// The links of one session cgroup: dropping them detaches the programs.
-pub(crate) struct Links {
-    #[allow(dead_code)] // held for their drop
-    addr: Vec<CgroupSockAddrLink>,
-    #[allow(dead_code)]
-    sock: CgroupSockLink,
-    #[allow(dead_code)]
-    sockopt: CgroupSockoptLink,
+/// The kernel's attach type for each hook (`enum bpf_attach_type` in `linux/bpf.h`).
+fn attach_type(hook: &str) -> u32 {
+    match hook {
+        "connect4" => 10,   // BPF_CGROUP_INET4_CONNECT
+        "connect6" => 11,   // BPF_CGROUP_INET6_CONNECT
+        "sendmsg4" => 14,   // BPF_CGROUP_UDP4_SENDMSG
+        "sendmsg6" => 15,   // BPF_CGROUP_UDP6_SENDMSG
+        "sock_create" => 2, // BPF_CGROUP_INET_SOCK_CREATE
+        "setsockopt" => 22, // BPF_CGROUP_SETSOCKOPT
+        _ => u32::MAX,      // no such type: the kernel refuses the attach
+    }
 }
 
 /// Size of one event in the ring buffer (`struct event` in the C source).
@@ -234,55 +236,50 @@ impl Loaded {
         Ok(Arc::new(loaded))
     }
 
-    /// Attaches the six programs to a cgroup. The links detach when dropped.
-    pub(crate) fn attach(&self, cgroup: impl AsFd) -> Result<Links, Error> {
+    /// Attaches the programs to a session cgroup, for as long as the cgroup lives.
+    ///
+    /// The attachments are the kernel's own (`BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI`),
+    /// not BPF links: a link is detached when the last descriptor of it closes, so the
+    /// programs would come off every session the moment this process exits or is killed,
+    /// and the sessions' processes would run on unrestricted. These stay on the cgroup
+    /// until it is removed (the end of the session) with the programs and their maps, the
+    /// last policy written in force; a server that starts again kills what a dead one left
+    /// ([`crate::Enforcer::new`]). `ALLOW_MULTI`: programs of other tools on the cgroup or
+    /// its ancestors keep running too, and the kernel refuses when any one refuses, so none
+    /// can lift this one's denial.
+    pub(crate) fn attach(&self, cgroup: impl AsFd) -> Result<(), Error> {
         let mut bpf = self.programs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut links = Vec::with_capacity(PROGRAMS.len());
         for (name, hook) in PROGRAMS {
             let prog: &mut CgroupSockAddr = bpf
                 .program_mut(name)
                 .ok_or_else(|| Error::bpf(format!("program {hook}"), "not in the object"))?
                 .try_into()
                 .map_err(|e| Error::bpf(format!("program {hook}"), e))?;
-            // On Linux 5.7 and later aya attaches with a BPF link, which the kernel always
-            // treats as "multi" and which takes no flags (a flag is EINVAL): `Single` is what
-            // passes no flags. Programs of other tools on the ancestors keep running too, and
-            // the kernel refuses when any one refuses, so none can lift this one's denial.
-            let id = prog
-                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-                .map_err(|e| Error::bpf(format!("attach {hook}"), error_chain(&e)))?;
-            let link = prog
-                .take_link(id)
+            let fd = prog
+                .fd()
+                .map_err(|e| Error::bpf(format!("program {hook}"), e))?;
+            crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type(hook))
                 .map_err(|e| Error::bpf(format!("attach {hook}"), e))?;
-            links.push(link);
         }
         let prog: &mut CgroupSock = bpf
             .program_mut(SOCK_CREATE)
             .ok_or_else(|| Error::bpf("program sock_create", "not in the object"))?
             .try_into()
             .map_err(|e| Error::bpf("program sock_create", e))?;
-        let id = prog
-            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-            .map_err(|e| Error::bpf("attach sock_create", error_chain(&e)))?;
-        let sock = prog
-            .take_link(id)
+        let fd = prog
+            .fd()
+            .map_err(|e| Error::bpf("program sock_create", e))?;
+        crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type("sock_create"))
             .map_err(|e| Error::bpf("attach sock_create", e))?;
         let prog: &mut CgroupSockopt = bpf
             .program_mut(SETSOCKOPT)
             .ok_or_else(|| Error::bpf("program setsockopt", "not in the object"))?
             .try_into()
             .map_err(|e| Error::bpf("program setsockopt", e))?;
-        let id = prog
-            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-            .map_err(|e| Error::bpf("attach setsockopt", error_chain(&e)))?;
-        let sockopt = prog
-            .take_link(id)
+        let fd = prog.fd().map_err(|e| Error::bpf("program setsockopt", e))?;
+        crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type("setsockopt"))
             .map_err(|e| Error::bpf("attach setsockopt", e))?;
-        Ok(Links {
-            addr: links,
-            sock,
-            sockopt,
-        })
+        Ok(())
     }
 
     /// Rewrites the maps to hold `policy`, in an order that never allows more than the old

@@ -106,6 +106,63 @@ pub(crate) fn check_parent(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// This process as the owner of the session cgroups it makes: `PID.STARTTIME` (the start
+/// time from `/proc/PID/stat`, so that a reused PID is not taken for the same process).
+pub(crate) fn owner_tag() -> Option<String> {
+    let pid = std::process::id();
+    start_time(pid).map(|t| format!("{pid}.{t}"))
+}
+
+/// The start time (field 22 of `/proc/PID/stat`, clock ticks since boot) of `pid`, if it runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold anything: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the owner tag `PID.STARTTIME` names a process that still runs.
+fn owner_alive(tag: &str) -> bool {
+    let Some((pid, start)) = tag.split_once('.') else {
+        return false;
+    };
+    match (pid.parse::<u32>(), start.parse::<u64>()) {
+        (Ok(pid), Ok(start)) => start_time(pid) == Some(start),
+        _ => false,
+    }
+}
+
+/// Kills and removes the session cgroups under `parent` whose owner (the `@PID.STARTTIME`
+/// their name ends with) no longer runs: a server that exited or was killed left them, their
+/// programs still attached with the policy of then. Cgroups of a running owner (another
+/// server on the same parent) and directories without an owner tag are left alone. Returns
+/// the paths removed; errors are the cgroups that could not be.
+pub(crate) fn reap_orphans(parent: &Path, timeout: Duration) -> (Vec<PathBuf>, Vec<Error>) {
+    let mut removed = Vec::new();
+    let mut failed = Vec::new();
+    let Ok(entries) = fs::read_dir(parent) else {
+        return (removed, failed);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((_, tag)) = name.rsplit_once('@') else {
+            continue;
+        };
+        if owner_alive(tag) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(dir) = File::open(&path) else { continue };
+        let cg = SessionCgroup { path, id: 0, dir };
+        match cg.kill_and_remove(timeout) {
+            Ok(()) => removed.push(cg.path),
+            Err(e) => failed.push(e),
+        }
+    }
+    (removed, failed)
+}
+
 /// One session's cgroup directory, made by [`SessionCgroup::create`].
 #[derive(Debug)]
 pub(crate) struct SessionCgroup {
@@ -115,10 +172,12 @@ pub(crate) struct SessionCgroup {
 }
 
 impl SessionCgroup {
-    /// Makes `parent/name`, owned by root and writable only by it (mode 0755, the files
-    /// 0644), so that the session's processes cannot move themselves out or make children.
-    pub(crate) fn create(parent: &Path, name: &str) -> Result<Self, Error> {
-        let path = parent.join(name);
+    /// Makes `parent/name@OWNER` (`OWNER` this process's [`owner_tag`], which a server
+    /// started later reads to kill what a dead one left), owned by root and writable only by
+    /// it (mode 0755, the files 0644), so that the session's processes cannot move
+    /// themselves out or make children.
+    pub(crate) fn create(parent: &Path, name: &str, owner: &str) -> Result<Self, Error> {
+        let path = parent.join(format!("{name}@{owner}"));
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&path)

@@ -149,11 +149,18 @@
 //!   (or an ancestor's) is not root's alone ([`Error::Parent`]): an unprivileged process
 //!   cannot move itself, or anything, out of its session, nor make a child cgroup.
 //! - Children inherit the cgroup: `fork`, double forks, `setsid` and daemonising stay in it.
-//! - The programs are attached with BPF links (Linux 5.7), which the kernel runs together
-//!   with the programs of other tools on the ancestors: it refuses when any one refuses.
+//! - The programs are the kernel's attachments to the session cgroup (`BPF_PROG_ATTACH`,
+//!   `BPF_F_ALLOW_MULTI`), which it runs together with the programs of other tools on the
+//!   ancestors: it refuses when any one refuses. They are not BPF links, which the kernel
+//!   detaches when the last descriptor closes: a server that exits, or is killed, leaves its
+//!   sessions' processes restricted, by the last policy it wrote.
 //! - [`Session::end`] (or dropping the [`Session`]) kills every process left with
-//!   `cgroup.kill`, waits (bounded) until the cgroup is empty, detaches the programs and
-//!   removes the cgroup.
+//!   `cgroup.kill`, waits (bounded) until the cgroup is empty and removes the cgroup, and
+//!   with it the programs' attachments.
+//! - A session cgroup is named `NAME@PID.STARTTIME`, after the process that made it; the
+//!   next [`Enforcer::new`] on the parent ends the sessions of an owner that no longer runs
+//!   (their policy is no longer followed), and leaves alone those of one that does (another
+//!   server on the same parent). [`Enforcer::summary`] says how many it ended.
 //!
 //! What the caller and the host must still see to (the kernel cannot):
 //!
@@ -182,7 +189,7 @@
 //!
 //! # `unsafe`
 //!
-//! The workspace forbids `unsafe`; this crate denies it except in two places:
+//! The workspace forbids `unsafe`; this crate denies it except in three places:
 //!
 //! * [`ChildSetup::apply`] (which [`Session::confine`] uses) registers a `pre_exec` hook
 //!   (an `unsafe` function in the standard library, because the hook runs in the forked
@@ -194,6 +201,10 @@
 //!   installed with `prctl(PR_SET_SECCOMP)`, a C call with a pointer to a static program
 //!   (`compat.rs`): the kernel runs `cgroup/setsockopt` programs for native calls only, so
 //!   a 32-bit process could otherwise set an IPv6 routing header unseen.
+//! * The programs are attached to a session cgroup with `bpf(BPF_PROG_ATTACH)`, a C call
+//!   with a pointer to a local (`attach.rs`): aya attaches with BPF links, which the kernel
+//!   detaches when this process exits, leaving the sessions' processes unrestricted; the
+//!   kernel's own attachments stay until the cgroup is removed.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -201,6 +212,8 @@ mod error;
 
 pub use error::Error;
 
+#[cfg(target_os = "linux")]
+mod attach;
 #[cfg(target_os = "linux")]
 mod bpf;
 #[cfg(target_os = "linux")]

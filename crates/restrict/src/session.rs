@@ -26,7 +26,12 @@ const TEARDOWN: Duration = Duration::from_secs(5);
 pub struct Enforcer {
     loaded: Arc<Loaded>,
     parent: PathBuf,
+    /// This process's owner tag (`PID.STARTTIME`), at the end of its session cgroups' names.
+    owner: String,
     queue: usize,
+    /// What [`Enforcer::new`] found left by a server that is gone: session cgroups killed and
+    /// removed, and those that could not be (still restricted, by the policy of then).
+    orphans: (usize, usize),
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -70,11 +75,21 @@ impl Enforcer {
             }
         };
         cgroup::check_parent(&parent)?;
+        let owner = cgroup::owner_tag().ok_or_else(|| Error::Parent {
+            path: parent.clone(),
+            reason: "cannot read this process's start time in /proc/self/stat".into(),
+        })?;
         let loaded = Loaded::load(policy, config.observe)?;
+        // What a server that is gone left: its programs are still attached (with its last
+        // policy), but no one follows the policy for them any more. Sessions end with their
+        // server, so they end now.
+        let (removed, failed) = cgroup::reap_orphans(&parent, TEARDOWN);
         Ok(Enforcer {
             loaded,
             parent,
+            owner,
             queue: config.event_queue.max(1),
+            orphans: (removed.len(), failed.len()),
         })
     }
 
@@ -96,8 +111,16 @@ impl Enforcer {
         } else {
             "none (all allowed)".to_owned()
         };
+        let orphans = match self.orphans {
+            (0, 0) => String::new(),
+            (removed, 0) => format!("; sessions left by a server that is gone: {removed} ended"),
+            (removed, stuck) => format!(
+                "; sessions left by a server that is gone: {removed} ended, {stuck} could not be \
+                 (still restricted by the policy of then)"
+            ),
+        };
         format!(
-            "eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under {}; policy: {policy}; protected endpoints: {}; observe: {}",
+            "eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under {}; policy: {policy}; protected endpoints: {}; observe: {}{orphans}",
             self.parent.display(),
             self.loaded.protected_count(),
             if observe { "on" } else { "off" }
@@ -160,14 +183,14 @@ impl Enforcer {
     /// again then.
     pub fn session(&self, name: &str) -> Result<Session, Error> {
         check_name(name)?;
-        let cg = SessionCgroup::create(&self.parent, name)?;
+        let cg = SessionCgroup::create(&self.parent, name, &self.owner)?;
         // From here on, a failure removes the cgroup (nothing is in it yet).
         let undo = |e: Error| {
             let _ = fs::remove_dir(&cg.path);
             e
         };
         let procs = cg.open_procs().map_err(undo)?;
-        let links = self.loaded.attach(&cg.dir).map_err(undo)?;
+        self.loaded.attach(&cg.dir).map_err(undo)?;
         let (tx, rx) = sync_channel(self.queue);
         self.loaded
             .routes
@@ -180,7 +203,7 @@ impl Enforcer {
                 procs: Arc::new(procs),
             },
             events: Mutex::new(Some(rx)),
-            state: Mutex::new(Some(Live { cg, links })),
+            state: Mutex::new(Some(Live { cg })),
             loaded: self.loaded.clone(),
         })
     }
@@ -248,10 +271,9 @@ fn native_calls_only() -> std::io::Result<()> {
     ))
 }
 
+/// A session's cgroup, the programs attached to it until it is removed.
 struct Live {
     cg: SessionCgroup,
-    /// The programs' links: dropping them detaches the programs.
-    links: crate::bpf::Links,
 }
 
 /// One restricted session: its cgroup, with the programs attached, and its events.
@@ -370,7 +392,6 @@ impl Session {
         };
         match live.cg.kill_and_remove(TEARDOWN) {
             Ok(()) => {
-                drop(live.links);
                 self.loaded
                     .routes
                     .lock()
@@ -379,7 +400,7 @@ impl Session {
                 Ok(())
             }
             Err(e) => {
-                // Keep the links (and so the programs) on the cgroup that is still there.
+                // The programs stay on the cgroup that is still there.
                 *state = Some(live);
                 Err(e)
             }
@@ -389,13 +410,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Processes that survive 5 s of SIGKILL (stuck in the kernel) keep the cgroup, and
+        // the programs stay attached to it for as long as it lives.
         let _ = self.finish();
-        if let Some(live) = self.state.get_mut().ok().and_then(|s| s.take()) {
-            // Processes survived 5 s of SIGKILL (stuck in the kernel): leave the programs
-            // attached for as long as the cgroup lives; the kernel detaches them when it is
-            // freed.
-            std::mem::forget(live.links);
-        }
     }
 }
 

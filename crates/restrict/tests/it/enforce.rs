@@ -956,3 +956,117 @@ fn sockets_the_policy_cannot_decide_are_refused() {
     let audit = ev.audit_event("u", "l", "s");
     assert_eq!(audit.operation, NetOperation::Socket);
 }
+
+/// The holder for the test below, run as its own process (this test binary again, with
+/// `IPPIN_HOLDER_PARENT` set): an enforcer on that parent denying 127.0.0.3, one session,
+/// and in it a loop that tries a TCP connect to `IPPIN_HOLDER_TARGET` every 20 ms and
+/// appends `ok` or the errno to `IPPIN_HOLDER_LOG`. Writes the loop's PID to
+/// `IPPIN_HOLDER_LOG.pid` and waits to be killed. Does nothing in a normal test run.
+#[test]
+fn holder_of_an_enforcer_for_another_test() {
+    let Ok(parent) = std::env::var("IPPIN_HOLDER_PARENT") else {
+        return;
+    };
+    let target = std::env::var("IPPIN_HOLDER_TARGET").unwrap();
+    let log = std::env::var("IPPIN_HOLDER_LOG").unwrap();
+    let enforcer = Enforcer::new(
+        &EnforcerConfig::default().parent(&parent),
+        &policy(&["127.0.0.0/8"], &["127.0.0.3/32"]),
+    )
+    .unwrap();
+    let session = enforcer.session("orphan").unwrap();
+    let script = format!(
+        "import socket, time\n\
+         while True:\n\
+         \x20   s = socket.socket()\n\
+         \x20   s.settimeout(2)\n\
+         \x20   try:\n\
+         \x20       s.connect(('127.0.0.3', {target}))\n\
+         \x20       r = 'ok'\n\
+         \x20   except OSError as e:\n\
+         \x20       r = str(e.errno)\n\
+         \x20   s.close()\n\
+         \x20   open('{log}', 'a').write(r + '\\n')\n\
+         \x20   time.sleep(0.02)\n"
+    );
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", &script]).stdin(Stdio::null());
+    session.confine(&mut cmd);
+    // Never waited for: this process is killed while the loop runs on.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().unwrap();
+    std::fs::write(format!("{log}.pid"), child.id().to_string()).unwrap();
+    std::mem::forget(session);
+    std::mem::forget(enforcer);
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// A server killed outright (SIGKILL: no destructor runs) leaves its sessions' processes
+/// restricted: the programs are the kernel's attachments to the session cgroups, not links
+/// that die with the process. The next enforcer on the parent ends those sessions.
+#[test]
+fn a_killed_enforcer_leaves_its_sessions_restricted_and_the_next_one_ends_them() {
+    let parent = Parent::new("orphans");
+    let target = Listener::http("127.0.0.3");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tries");
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "enforce::holder_of_an_enforcer_for_another_test",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("IPPIN_HOLDER_PARENT", &parent.path)
+        .env("IPPIN_HOLDER_TARGET", target.addr.port().to_string())
+        .env("IPPIN_HOLDER_LOG", &log)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("tries.pid");
+    assert!(
+        wait_until(Duration::from_secs(30), || pid_file.exists()),
+        "the holder did not start its session"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let tries = |log: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(10), || tries(&log).len() >= 3));
+    assert!(tries(&log).iter().all(|t| t == "1"), "{:?}", tries(&log));
+
+    // The server is killed: its descriptors close, no destructor runs.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let before = tries(&log).len();
+    assert!(wait_until(Duration::from_secs(10), || tries(&log).len() >= before + 10));
+    let after: Vec<String> = tries(&log).split_off(before);
+    assert!(
+        after.iter().all(|t| t == "1"),
+        "after the holder died: {after:?}"
+    );
+
+    // The next enforcer on this parent ends what the dead one left.
+    let next = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    assert!(next.summary().contains("1 ended"), "{}", next.summary());
+    // Gone, or a zombie waiting for a reaper (this machine's PID 1 may not reap).
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let dead = state.is_empty()
+        || state
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'));
+    assert!(dead, "the orphaned session's process was killed: {state}");
+    let left: Vec<_> = std::fs::read_dir(&parent.path)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

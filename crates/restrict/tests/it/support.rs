@@ -160,7 +160,7 @@ impl Probe {
     /// The probe inside a session, run in the network namespace `netns`.
     pub(crate) fn start_in(session: &Session, netns: &NetNs) -> Probe {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &netns.name, &python(), "-c", PROBE])
+        cmd.args(["netns", "exec", &netns.name, python(), "-c", PROBE])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         session.confine(&mut cmd);
@@ -174,7 +174,7 @@ impl Probe {
     /// The probe in the network namespace `netns`, outside any session, for comparison.
     pub(crate) fn outside_in(netns: &NetNs) -> Probe {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &netns.name, &python(), "-c", PROBE])
+            .args(["netns", "exec", &netns.name, python(), "-c", PROBE])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -382,7 +382,7 @@ impl NetNs {
              print(s.getsockname()[1], flush=True)\nsys.stdin.read()\n"
         );
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, &python(), "-c", &script])
+            .args(["netns", "exec", &self.name, python(), "-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -401,5 +401,19 @@ impl Drop for NetNs {
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.name])
             .status();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds (`true`) or `within` has passed (`false`).
+pub(crate) fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
