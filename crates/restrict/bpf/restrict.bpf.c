@@ -312,12 +312,13 @@ static __always_inline struct event *new_event(void)
 	return e;
 }
 
-static __always_inline void report(struct bpf_sock_addr *ctx, __u8 family, __u8 operation,
-				   __u8 action)
+// Records the decision; 0 when the ring buffer is full (the loss is counted).
+static __always_inline int report(struct bpf_sock_addr *ctx, __u8 family, __u8 operation,
+				  __u8 action)
 {
 	struct event *e = new_event();
 	if (!e)
-		return;
+		return 0;
 	e->dst_port = bpf_ntohs((__u16)ctx->user_port);
 	e->family = family;
 	e->operation = operation;
@@ -344,16 +345,22 @@ static __always_inline void report(struct bpf_sock_addr *ctx, __u8 family, __u8 
 		}
 	}
 	bpf_ringbuf_submit(e, 0);
+	return 1;
 }
 
+// Observing (`audit_network_observed`), every allowed connection is recorded or refused: one
+// whose event finds the ring buffer full is refused, as a session's forward is when its
+// audit line cannot be written (a flood of denials must not hide a real connection).
 static __always_inline int finish(struct bpf_sock_addr *ctx, const struct config *cfg, int ok,
 				  __u8 family, __u8 operation)
 {
-	if (!ok)
+	if (!ok) {
 		report(ctx, family, operation, 1);
-	else if (cfg->observe)
-		report(ctx, family, operation, 0);
-	return ok;
+		return 0;
+	}
+	if (cfg->observe && !report(ctx, family, operation, 0))
+		return 0;
+	return 1;
 }
 
 // `src` is the IPv4 source: the socket's bound address for a connect, the message's source
