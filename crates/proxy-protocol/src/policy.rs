@@ -306,7 +306,9 @@ impl ListenerPolicy {
     /// issue or satisfy a pin) unless the network guarantees sources: every
     /// path to the socket filters spoofed ones (ingress filtering at each
     /// edge, a private link that only the load balancers can send on). Say
-    /// so here only then.
+    /// so here only then. Verified sources do not make an address of this
+    /// host a safe proxy: every local process can send from loopback or from
+    /// the host's own addresses, so `trusted_proxies` must not hold them.
     ///
     /// ```
     /// use ippin_proxy_protocol::{ListenerPolicy, ProxyMode};

@@ -19,7 +19,10 @@ use crate::{DatagramRefusal, ListenerPolicy, Observed, OwnedHeader};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// // Loopback: only this host can send to the socket, so sources are verified.
+/// // Loopback, for this example only: no other host can forge a 127.0.0.1 source, but
+/// // every process on this one can send from it, so trusting it trusts them all. In a
+/// // deployment, trust your proxies' own addresses, on a network that drops spoofed
+/// // sources, never an address of this host (see `with_verified_datagram_sources`).
 /// let policy = ListenerPolicy::new(ProxyMode::On)
 ///     .with_trusted_proxies(vec!["127.0.0.1/32".parse()?])
 ///     .with_verified_datagram_sources(true);

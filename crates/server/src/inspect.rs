@@ -209,12 +209,13 @@ pub fn cert(bytes: &[u8]) -> Outcome {
 /// Failure with exit `code` and `error: {reason}` on stderr, as one line.
 ///
 /// Reasons may quote the input (a certificate's type label, say): control
-/// characters in them are escaped (`\n`, `\u{1b}`), so a file can neither
-/// add lines to the output nor send escape sequences to the terminal.
+/// characters and bidirectional formatting characters in them are escaped
+/// (`\n`, `\u{1b}`, `\u{202e}`), so a file can neither add lines to the
+/// output, nor send escape sequences to the terminal, nor reorder what is shown.
 pub(crate) fn failure(code: i32, reason: impl std::fmt::Display) -> Outcome {
     let mut line = String::from("error: ");
     for c in reason.to_string().chars() {
-        if c.is_control() {
+        if c.is_control() || crate::ssh::text::is_bidi_control(c) {
             line.extend(c.escape_default());
         } else {
             line.push(c);
@@ -912,6 +913,18 @@ mod tests {
             src: "[2001:db8::1]:51234".parse().expect("src"),
             dst: "[2001:db8::2]:443".parse().expect("dst"),
         }
+    }
+
+    /// A quoted input can neither break the line, nor send escapes, nor reorder the text.
+    #[test]
+    fn failure_escapes_controls_and_bidi() {
+        let out = failure(2, "label \u{202e}gnp.exe\n\u{1b}[2J\u{2066}x");
+        let text = out.stderr;
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        for c in ['\u{202e}', '\u{2066}', '\u{1b}'] {
+            assert!(!text.contains(c), "{text:?}");
+        }
+        assert!(text.contains("\\u{202e}"), "{text:?}");
     }
 
     // --- inspect proxy ---

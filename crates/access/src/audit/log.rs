@@ -691,6 +691,10 @@ fn ends_torn(file: &File) -> bool {
     }
 }
 
+/// Opens (creates 0600) the log for appending, and refuses a log file or FIFO that users
+/// other than root and this process's may change: group or others have write permission, or another
+/// user owns it. Whoever can rewrite the log can take their own refusals out of it. Checked
+/// on the descriptor opened (`fstat`), at every open and reopen.
 fn open_log(path: &Path) -> Result<File, AuditError> {
     let mut opts = OpenOptions::new();
     opts.create(true).append(true);
@@ -699,10 +703,37 @@ fn open_log(path: &Path) -> Result<File, AuditError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    opts.open(path).map_err(|source| AuditError {
+    let err = |source| AuditError {
         file: path.to_path_buf(),
         source,
-    })
+    };
+    let file = opts.open(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = file.metadata().map_err(err)?;
+        let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
+        // A character device (`/dev/stderr` on a terminal, `/dev/null`) holds no lines to
+        // rewrite; files and FIFOs do, or carry them to a reader.
+        let holds_lines = !meta.file_type().is_char_device();
+        if holds_lines
+            && (mode & 0o022 != 0 || (owner != 0 && owner != rustix::process::geteuid().as_raw()))
+        {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} (mode {mode:04o}, owner uid {owner}): refused; make it root's or this \
+                     user's and `chmod go-w` it",
+                    if mode & 0o022 != 0 {
+                        "writable by group or others"
+                    } else {
+                        "owned by another user"
+                    }
+                ),
+            )));
+        }
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -712,6 +743,28 @@ mod tests {
     fn refusal(user: &str, peer: &str) -> serde_json::Value {
         serde_json::json!({"event": "access_denied", "user": user, "observed": peer,
             "reason": "pinned_ip_mismatch"})
+    }
+
+    /// A log others may write is refused, at open and at reopen: its lines could be
+    /// rewritten by the users they record.
+    #[test]
+    fn a_log_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, b"").unwrap();
+        for mode in [0o666, 0o620, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = open_log(&path).unwrap_err();
+            assert!(e.to_string().contains("writable by group or others"), "{e}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(open_log(&path).is_ok(), "read by others is fine");
+        // Owned by another user (uid 65534), mode 0600.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let e = open_log(&path).unwrap_err();
+        assert!(e.to_string().contains("owned by another user"), "{e}");
     }
 
     #[test]
