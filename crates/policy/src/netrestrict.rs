@@ -158,6 +158,11 @@ struct Policy {
 /// | present | yes | no | allowed |
 /// | present | yes | yes | denied (deny wins) |
 ///
+/// A multicast destination is allowed only by a rule inside the multicast range
+/// (`224.0.0.0/4`, `ff00::/8`), the limited broadcast `255.255.255.255` only by a rule
+/// naming it ([`min_allow_len`]): such a datagram reaches every listener of a network,
+/// denied hosts included, so `0.0.0.0/0` does not let one out.
+///
 /// IPv4 rules also match IPv4-mapped IPv6 destinations (`::ffff:10.0.0.1` is `10.0.0.1`);
 /// IPv6 rules never match IPv4 destinations (mapped or not). Lookups probe one hash set per
 /// prefix length in use, so their cost does not grow with the number of rules.
@@ -337,10 +342,12 @@ impl NetworkRestrictions {
         let Some(policy) = &self.policy else {
             return NetDecision::Allowed;
         };
-        match canonical_ip(dst) {
+        let dst = canonical_ip(dst);
+        let min_allow = min_allow_len(dst);
+        match dst {
             IpAddr::V4(v4) => {
                 let a = u32::from(v4);
-                decide_family(&policy.v4, a, |len| {
+                decide_family(&policy.v4, a, min_allow, |len| {
                     Ipv4Net::new(Ipv4Addr::from(a.mask(len)), len)
                         .ok()
                         .map(IpNet::V4)
@@ -348,7 +355,7 @@ impl NetworkRestrictions {
             }
             IpAddr::V6(v6) => {
                 let a = u128::from(v6);
-                decide_family(&policy.v6, a, |len| {
+                decide_family(&policy.v6, a, min_allow, |len| {
                     Ipv6Net::new(Ipv6Addr::from(a.mask(len)), len)
                         .ok()
                         .map(IpNet::V6)
@@ -423,18 +430,33 @@ pub fn embedded_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
     None
 }
 
+/// `min_allow`: the shortest allow rule that may allow `addr` (see [`min_allow_len`]).
 fn decide_family<K: Bits>(
     fam: &Family<K>,
     addr: K,
+    min_allow: u8,
     net: impl Fn(u8) -> Option<IpNet>,
 ) -> NetDecision {
     if let Some(len) = fam.deny.longest_match(addr) {
         return NetDecision::Denied { matched: net(len) };
     }
-    if fam.allow.longest_match(addr).is_some() {
-        NetDecision::Allowed
-    } else {
-        NetDecision::Denied { matched: None }
+    match fam.allow.longest_match(addr) {
+        Some(len) if len >= min_allow => NetDecision::Allowed,
+        _ => NetDecision::Denied { matched: None },
+    }
+}
+
+/// How specific an allow rule must be to allow `dst`: a multicast destination only by a
+/// rule inside the multicast range (`224.0.0.0/4`, `ff00::/8`), the limited broadcast
+/// `255.255.255.255` only by a rule naming it; every other destination by any rule. A
+/// multicast or broadcast datagram reaches every listener of a network, denied hosts
+/// included, so a wide rule written for unicast hosts (`0.0.0.0/0`) does not let one out.
+pub fn min_allow_len(dst: IpAddr) -> u8 {
+    match dst {
+        IpAddr::V4(v4) if v4.is_broadcast() => 32,
+        IpAddr::V4(v4) if v4.is_multicast() => 4,
+        IpAddr::V6(v6) if v6.is_multicast() => 8,
+        _ => 0,
     }
 }
 

@@ -180,13 +180,26 @@ struct {
 } events SEC(".maps");
 
 // 1 allowed, 0 denied; `a` is in network byte order.
+// The allow tries hold each rule's prefix length as its value: a multicast destination is
+// allowed only by a rule inside the multicast range (224.0.0.0/4, ff00::/8), the limited
+// broadcast 255.255.255.255 only by a rule naming it, never by a wide rule such as /0 that
+// was written for unicast hosts (a multicast or broadcast datagram reaches every listener
+// of a network, denied hosts included).
 static __always_inline int allowed4(__u32 a)
 {
 	struct key4 k = { .prefixlen = 32 };
 	__builtin_memcpy(k.addr, &a, 4);
 	if (bpf_map_lookup_elem(&deny4, &k))
 		return 0;
-	return bpf_map_lookup_elem(&allow4, &k) != 0;
+	__u8 *len = bpf_map_lookup_elem(&allow4, &k);
+	if (!len)
+		return 0;
+	__u32 h = bpf_ntohl(a);
+	if (h == 0xffffffff)
+		return *len == 32;
+	if ((h >> 28) == 0xe)
+		return *len >= 4;
+	return 1;
 }
 
 static __always_inline int allowed6_exact(const __u32 w[4])
@@ -195,7 +208,12 @@ static __always_inline int allowed6_exact(const __u32 w[4])
 	__builtin_memcpy(k.addr, w, 16);
 	if (bpf_map_lookup_elem(&deny6, &k))
 		return 0;
-	return bpf_map_lookup_elem(&allow6, &k) != 0;
+	__u8 *len = bpf_map_lookup_elem(&allow6, &k);
+	if (!len)
+		return 0;
+	if ((bpf_ntohl(w[0]) >> 24) == 0xff)
+		return *len >= 8;
+	return 1;
 }
 
 // The IPv4 address the kernel connects to for `a`; `src` is the IPv4 source the socket or
@@ -488,6 +506,8 @@ int ippin_sock_create(struct bpf_sock *sk)
 // address too.
 #define SOL_IP 0
 #define SOL_IPV6 41
+#define SOL_SOCKET 1
+#define SO_BROADCAST 6
 #define IP_OPTIONS 4
 #define IPV6_2292RTHDR 5
 #define IPV6_2292PKTOPTIONS 6
@@ -510,11 +530,23 @@ static __always_inline int reroutes(int level, int optname, int optlen)
 	return 0;
 }
 
+// SO_BROADCAST under a policy: a broadcast datagram reaches every host of a network, denied
+// ones included, and the kernel decides what is a broadcast address from its routes (a
+// subnet's broadcast address looks like any other to the hooks above).
+static __always_inline int broadcasts(int level, int optname)
+{
+	if (level != SOL_SOCKET || optname != SO_BROADCAST)
+		return 0;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	return !cfg || cfg->has_policy || cfg->deny_all;
+}
+
 SEC("cgroup/setsockopt")
 int ippin_setsockopt(struct bpf_sockopt *ctx)
 {
 	int level = ctx->level, optname = ctx->optname;
-	if (!reroutes(level, optname, ctx->optlen)) {
+	if (!reroutes(level, optname, ctx->optlen) && !broadcasts(level, optname)) {
 		// A value longer than a page is not copied for programs; 0 tells the kernel to
 		// use the caller's own buffer, as if no program ran (needed before Linux 6.5).
 		if (ctx->optlen > PAGE_SIZE)
@@ -524,7 +556,7 @@ int ippin_setsockopt(struct bpf_sockopt *ctx)
 	struct event *e = new_event();
 	if (!e)
 		return 0;
-	e->family = level == SOL_IP ? 4 : 6;
+	e->family = level == SOL_IPV6 ? 6 : 4;
 	e->operation = 3;
 	e->action = 1;
 	e->dst_port = (__u16)optname; // the option, for the event (no destination)

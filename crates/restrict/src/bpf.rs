@@ -477,9 +477,11 @@ impl Maps {
 
     fn insert(&mut self, net: IpNet, deny: bool) -> Result<(), Error> {
         let r = match (net, deny) {
-            (IpNet::V4(n), false) => self.allow4.insert(&key4(n), 1, 0),
+            // An allow rule's value is its prefix length: the programs let a multicast or
+            // broadcast destination through only a rule written for that range.
+            (IpNet::V4(n), false) => self.allow4.insert(&key4(n), n.prefix_len(), 0),
             (IpNet::V4(n), true) => self.deny4.insert(&key4(n), 1, 0),
-            (IpNet::V6(n), false) => self.allow6.insert(&key6(n), 1, 0),
+            (IpNet::V6(n), false) => self.allow6.insert(&key6(n), n.prefix_len(), 0),
             (IpNet::V6(n), true) => self.deny6.insert(&key6(n), 1, 0),
         };
         r.map_err(|e| Error::Policy {

@@ -89,6 +89,9 @@ fn any_v4() -> impl Strategy<Value = Ipv4Addr> {
     prop_oneof![
         any::<u32>().prop_map(Ipv4Addr::from),
         (0u32..256).prop_map(|x| Ipv4Addr::new(10, 0, 0, x as u8)),
+        // multicast and the limited broadcast
+        (224u8..240, any::<[u8; 3]>()).prop_map(|(a, [b, c, d])| Ipv4Addr::new(a, b, c, d)),
+        Just(Ipv4Addr::BROADCAST),
     ]
 }
 
@@ -112,6 +115,7 @@ fn any_ip() -> impl Strategy<Value = IpAddr> {
         Just(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         Just(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
         Just(IpAddr::V6(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped())),
+        any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from((0xffu128 << 120) | (x >> 8)))),
     ]
 }
 
@@ -209,9 +213,17 @@ proptest! {
             // Decided as the kernel routes it: the address connect() reaches, and the IPv4
             // address an IPv6 form embeds; deny wins.
             let reached = reference_kernel(dst);
+            // A multicast address is allowed only by a rule inside the multicast range, the
+            // limited broadcast only by one naming it (written out by hand here).
+            let wide_enough = |n: &IpNet, a: IpAddr| match a {
+                IpAddr::V4(v4) if v4.octets() == [255; 4] => n.prefix_len() == 32,
+                IpAddr::V4(v4) if (224..=239).contains(&v4.octets()[0]) => n.prefix_len() >= 4,
+                IpAddr::V6(v6) if v6.octets()[0] == 0xff => n.prefix_len() >= 8,
+                _ => true,
+            };
             let naive = |a: IpAddr| {
                 let d = deny.iter().filter(|n| reference_contains(**n, a)).map(|n| n.prefix_len()).max();
-                (allow.iter().any(|n| reference_contains(*n, a)), d)
+                (allow.iter().any(|n| reference_contains(*n, a) && wide_enough(n, a)), d)
             };
             let (allow_reached, deny_reached) = naive(reached);
             let embedded = reference_embedded(reached).map(|v4| naive(IpAddr::V4(v4)));

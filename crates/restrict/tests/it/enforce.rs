@@ -224,6 +224,8 @@ fn kernel_decides_as_the_policy_does() {
         (&["127.0.0.0/8", "::1/128"], &[]),
         (&["::/0", "0.0.0.0/0"], &["127.0.0.0/8", "::1/128"]),
         (&["::1/128"], &["127.0.0.0/8"]),
+        // Multicast and broadcast need a rule of their own, whatever /0 says.
+        (&["0.0.0.0/0", "::/0"], &[]),
     ];
     let dsts = [
         "127.0.0.1",
@@ -238,6 +240,11 @@ fn kernel_decides_as_the_policy_does() {
         "2002:7f00:1::1",
         "2001:0:4136:e378:8000:63bf:80ff:fffe",
         "::127.0.0.1",
+        "224.0.0.1",
+        "239.255.255.250",
+        "255.255.255.255",
+        "ff02::1",
+        "::ffff:224.0.0.251",
     ];
     let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
     let session = enforcer.session("differential").unwrap();
@@ -840,6 +847,25 @@ fn rerouting_socket_options_are_refused() {
         ev.audit_event("u", "l", "s").operation,
         NetOperation::SocketOption
     );
+}
+
+/// `SO_BROADCAST` under a policy: refused (a subnet's broadcast address looks like any
+/// other to the hooks, and reaches every host of the subnet); without one, allowed.
+#[test]
+fn broadcast_needs_no_policy() {
+    let parent = Parent::new("bcast");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("bcast").unwrap();
+    let mut probe = Probe::start(&session);
+    assert_eq!(probe.try_("bcast", "127.0.0.1", 9), Ok(()));
+    enforcer
+        .set_policy(&policy(&["0.0.0.0/0", "::/0"], &["10.0.0.0/8"]))
+        .unwrap();
+    assert_eq!(probe.try_("bcast", "127.0.0.1", 9), Err(EPERM.into()));
+    enforcer
+        .set_policy(&NetworkRestrictions::allow_all())
+        .unwrap();
+    assert_eq!(probe.try_("bcast", "127.0.0.1", 9), Ok(()));
 }
 
 /// A static i386 program of 96 bytes that calls `exit(42)` with `int 0x80`.

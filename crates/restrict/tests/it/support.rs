@@ -83,7 +83,8 @@ pub(crate) fn comm_of(path: &str) -> String {
 /// which Python does not name; `tfo`: TCP Fast Open, a
 /// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
 /// `err <errno> <strerror>`; `devtcp`, `devudp`: a TCP connect or UDP send from a socket
-/// bound to the device `bind-address` (`SO_BINDTODEVICE`). Stays running until stdin closes.
+/// bound to the device `bind-address` (`SO_BINDTODEVICE`); `bcast`: `SO_BROADCAST` set on a
+/// UDP socket. Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
 import socket, struct, sys
 for line in sys.stdin:
@@ -91,6 +92,12 @@ for line in sys.stdin:
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
     s = None
     try:
+        if kind == 'bcast':
+            # SO_BROADCAST set on a UDP socket, nothing sent
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            print('ok', flush=True)
+            continue
         if kind in ('icmp', 'raw'):
             proto = socket.IPPROTO_ICMPV6 if fam == socket.AF_INET6 else socket.IPPROTO_ICMP
             s = socket.socket(fam, socket.SOCK_DGRAM if kind == 'icmp' else socket.SOCK_RAW, proto)
