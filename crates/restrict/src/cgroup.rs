@@ -121,40 +121,55 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the owner tag `PID.STARTTIME` names a process that still runs.
-fn owner_alive(tag: &str) -> bool {
-    let Some((pid, start)) = tag.split_once('.') else {
-        return false;
-    };
-    match (pid.parse::<u32>(), start.parse::<u64>()) {
-        (Ok(pid), Ok(start)) => start_time(pid) == Some(start),
-        _ => false,
+/// The owner of a session cgroup named `NAME@PID.STARTTIME` as [`SessionCgroup::create`]
+/// names them: `NAME` as sessions are named (`A-Z a-z 0-9 . _ -`, 1 to 64 bytes, not
+/// starting with `.`), `PID` and `STARTTIME` decimal digits. `None` for every other name
+/// (`getty@tty1.service`, `user@1000.service`: a configured parent may hold cgroups that
+/// are not ours), which is never reaped.
+fn session_owner(name: &str) -> Option<(u32, u64)> {
+    let (session, tag) = name.split_once('@')?;
+    let (pid, start) = tag.split_once('.')?;
+    let digits = |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+    let name_ok = !session.is_empty()
+        && session.len() <= 64
+        && !session.starts_with('.')
+        && session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !name_ok || !digits(pid) || !digits(start) {
+        return None;
     }
+    Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
 /// Kills and removes the session cgroups under `parent` whose owner (the `@PID.STARTTIME`
 /// their name ends with) no longer runs: a server that exited or was killed left them, their
 /// programs still attached with the policy of then. Cgroups of a running owner (another
-/// server on the same parent) and directories without an owner tag are left alone. Returns
-/// the paths removed; errors are the cgroups that could not be.
+/// server on the same parent, in the same PID namespace) and every directory not named as
+/// ours ([`session_owner`]) are left alone. Returns the paths removed; errors are the
+/// cgroups that could not be. Every orphan is told to die first, then each is waited for.
 pub(crate) fn reap_orphans(parent: &Path, timeout: Duration) -> (Vec<PathBuf>, Vec<Error>) {
     let mut removed = Vec::new();
     let mut failed = Vec::new();
     let Ok(entries) = fs::read_dir(parent) else {
         return (removed, failed);
     };
+    let mut orphans = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some((_, tag)) = name.rsplit_once('@') else {
+        let Some((pid, start)) = name.to_str().and_then(session_owner) else {
             continue;
         };
-        if owner_alive(tag) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if start_time(pid) == Some(start) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let path = entry.path();
         let Ok(dir) = File::open(&path) else { continue };
-        let cg = SessionCgroup { path, id: 0, dir };
+        // Told to die at once, all of them; waited for below.
+        let _ = write_file(&path.join("cgroup.kill"), b"1");
+        orphans.push(SessionCgroup { path, id: 0, dir });
+    }
+    for cg in orphans {
         match cg.kill_and_remove(timeout) {
             Ok(()) => removed.push(cg.path),
             Err(e) => failed.push(e),
@@ -297,5 +312,35 @@ mod tests {
             find_cgroup2("31 23 0:28 / /x rw - cgroup cgroup rw\ngarbage\n"),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+
+    #[test]
+    fn only_names_made_by_create_have_an_owner() {
+        assert_eq!(session_owner("s-1@1234.5678"), Some((1234, 5678)));
+        assert_eq!(session_owner("a.b_c-d@1.0"), Some((1, 0)));
+        for other in [
+            "getty@tty1.service",
+            "user@1000.service",
+            "x@notatag",
+            "x@12",
+            "x@12.",
+            "x@.12",
+            "@12.34",
+            ".hidden@12.34",
+            "s@12.34.56",
+            "s@+12.34",
+            "s p@12.34",
+            "s@123456789012345678901.1",
+            "plain",
+        ] {
+            assert_eq!(session_owner(other), None, "{other}");
+        }
+        let own = owner_tag().unwrap();
+        assert!(session_owner(&format!("s@{own}")).is_some());
     }
 }

@@ -233,7 +233,7 @@ pub use cgroup::cgroup2_mount;
 #[cfg(target_os = "linux")]
 pub use child::{ChildSetup, Credentials, Login, MAX_GROUPS, Pty, resize, terminal_path};
 #[cfg(target_os = "linux")]
-pub use session::{Enforcer, Placement, Session};
+pub use session::{Enforcer, Placement, Session, end_orphaned_sessions};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

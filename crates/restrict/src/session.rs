@@ -209,6 +209,35 @@ impl Enforcer {
     }
 }
 
+/// Ends the sessions that a server which no longer runs left under the parent of `config`
+/// (the same as [`Enforcer::new`] does first), for a server that starts without enforcement
+/// (no policy any more): their programs still hold them to the policy of then, but nobody
+/// follows lockouts or user removals for them. Returns how many were ended and how many could
+/// not be (processes stuck in the kernel). A missing default parent has none.
+///
+/// # Errors
+/// [`Error::NotRoot`], [`Error::NoCgroup2`], [`Error::Parent`] for a configured parent that
+/// is not a cgroup v2 directory root alone may write.
+pub fn end_orphaned_sessions(config: &EnforcerConfig) -> Result<(usize, usize), Error> {
+    let euid = nix::unistd::geteuid().as_raw();
+    if euid != 0 {
+        return Err(Error::NotRoot { euid });
+    }
+    let parent = match &config.parent {
+        Some(p) => p.clone(),
+        None => {
+            let p = cgroup::cgroup2_mount()?.join(DEFAULT_PARENT);
+            if !p.exists() {
+                return Ok((0, 0));
+            }
+            p
+        }
+    };
+    cgroup::check_parent(&parent)?;
+    let (removed, failed) = cgroup::reap_orphans(&parent, TEARDOWN);
+    Ok((removed.len(), failed.len()))
+}
+
 fn check_name(name: &str) -> Result<(), Error> {
     let bad = |reason| Error::SessionName {
         name: name.chars().take(80).collect(),

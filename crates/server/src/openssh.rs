@@ -154,8 +154,8 @@ const IDENTITY_KEYWORDS: &[&str] = &[
 /// - how `ssh` authenticates: the key and certificate only. A server that offered
 ///   keyboard-interactive could otherwise ask, in ippin's own words, for the password that
 ///   only the login server may have (its refusal banner first, to make the question look
-///   expected). `challengeresponseauthentication` is OpenSSH's alias of
-///   `kbdinteractiveauthentication`.
+///   expected). `challengeresponseauthentication`, `skeyauthentication` and
+///   `tisauthentication` are OpenSSH's aliases of `kbdinteractiveauthentication`.
 /// - connection sharing: with a master connection `ssh` does not authenticate, so the
 ///   marker that tells a refusal before login from the session's own output would never be
 ///   written, and a remote command that printed a refusal line would be offered a relogin
@@ -165,6 +165,8 @@ const MANAGED_KEYWORDS: &[&str] = &[
     "passwordauthentication",
     "kbdinteractiveauthentication",
     "challengeresponseauthentication",
+    "skeyauthentication",
+    "tisauthentication",
     "controlmaster",
     "controlpath",
     "controlpersist",
@@ -603,6 +605,8 @@ mod tests {
             &["-o", "PasswordAuthentication=yes", "host"],
             &["-oKbdInteractiveAuthentication=yes", "host"],
             &["-o", "ChallengeResponseAuthentication yes", "host"],
+            &["-o", "SKeyAuthentication=yes", "host"],
+            &["-o", "TISAuthentication=yes", "host"],
             &["-o", "ControlMaster=auto", "host"],
             &["-o", "\"ControlPath\" /tmp/c", "host"],
             &["-o", "ControlPersist=10m", "host"],

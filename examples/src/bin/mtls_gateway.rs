@@ -32,7 +32,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             [name, "pinned"] => (name, true),
             _ => return Err(format!("users: cannot read {line:?}").into()), // fail closed
         };
-        users.insert(pinned.0.to_owned(), User::new(pinned.1, vec![]));
+        // Access comes from roles: a user without any is refused (`unknown_user`).
+        let role = if pinned.1 { "pinned" } else { "user" };
+        users.insert(pinned.0.to_owned(), User::new(pinned.1, vec![role.into()]));
     }
     let state = Arc::new((users, IdentityCache::default()));
     // Only the balancer may send a PROXY header, and it must.

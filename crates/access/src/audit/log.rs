@@ -692,22 +692,60 @@ fn ends_torn(file: &File) -> bool {
 }
 
 /// Opens (creates 0600) the log for appending, and refuses a log file or FIFO that users
-/// other than root and this process's may change: group or others have write permission, or another
-/// user owns it. Whoever can rewrite the log can take their own refusals out of it. Checked
-/// on the descriptor opened (`fstat`), at every open and reopen.
+/// other than root and this process's may change: group or others have write permission, or
+/// another user owns it. Whoever can rewrite the log can take their own refusals out of it.
+/// Checked on the descriptor opened (`fstat`), at every open and reopen. The last component
+/// is never followed (`O_NOFOLLOW`: a symlink planted at the log's name before a reopen
+/// would have the server append to any file), a file with other hard links is refused (one
+/// planted to another file likewise), and so is a folder others may write without the sticky
+/// bit, or that another user owns (they could swap the log).
 fn open_log(path: &Path) -> Result<File, AuditError> {
     let mut opts = OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+        opts.mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     }
     let err = |source| AuditError {
         file: path.to_path_buf(),
         source,
     };
-    let file = opts.open(path).map_err(err)?;
+    let refuse = |what: String| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            what,
+        ))
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let meta = std::fs::metadata(folder).map_err(err)?;
+        let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
+        let sticky = mode & 0o1000 != 0;
+        if (mode & 0o022 != 0 && !sticky)
+            || (owner != 0 && owner != rustix::process::geteuid().as_raw())
+        {
+            return Err(refuse(format!(
+                "its folder {} (mode {mode:04o}, owner uid {owner}) may be changed by other \
+                 users, who could replace the log: refused; make it root's or this user's and \
+                 `chmod go-w` it",
+                folder.display()
+            )));
+        }
+    }
+    let file = opts.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            refuse("it is a symbolic link: refused; name the file itself".into())
+        } else {
+            err(e)
+        }
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -716,6 +754,12 @@ fn open_log(path: &Path) -> Result<File, AuditError> {
         // A character device (`/dev/stderr` on a terminal, `/dev/null`) holds no lines to
         // rewrite; files and FIFOs do, or carry them to a reader.
         let holds_lines = !meta.file_type().is_char_device();
+        if holds_lines && meta.file_type().is_file() && meta.nlink() > 1 {
+            return Err(refuse(format!(
+                "it has {} hard links: refused; the log must be a file of its own",
+                meta.nlink()
+            )));
+        }
         if holds_lines
             && (mode & 0o022 != 0 || (owner != 0 && owner != rustix::process::geteuid().as_raw()))
         {
@@ -765,6 +809,38 @@ mod tests {
         std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
         let e = open_log(&path).unwrap_err();
         assert!(e.to_string().contains("owned by another user"), "{e}");
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        assert!(open_log(&path).is_ok());
+
+        // A symlink at the log's name (to a root-owned 0644 file, say): never followed.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"keep\n").unwrap();
+        let link = dir.path().join("linked.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = open_log(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep\n");
+        // A hard link to another file.
+        let hard = dir.path().join("hard.log");
+        std::fs::hard_link(&target, &hard).unwrap();
+        let e = open_log(&hard).unwrap_err();
+        assert!(e.to_string().contains("hard links"), "{e}");
+
+        // A folder others may write (no sticky bit), or another user's.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = open_log(&open.join("audit.log")).unwrap_err();
+        assert!(e.to_string().contains("may be changed by other"), "{e}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            open_log(&open.join("audit.log")).is_ok(),
+            "sticky, like /tmp"
+        );
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&open, Some(65534), None).unwrap();
+        let e = open_log(&open.join("audit2.log")).unwrap_err();
+        assert!(e.to_string().contains("may be changed by other"), "{e}");
     }
 
     #[test]

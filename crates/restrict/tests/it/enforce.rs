@@ -1034,7 +1034,21 @@ fn holder_of_an_enforcer_for_another_test() {
 /// that die with the process. The next enforcer on the parent ends those sessions.
 #[test]
 fn a_killed_enforcer_leaves_its_sessions_restricted_and_the_next_one_ends_them() {
-    let parent = Parent::new("orphans");
+    killed_holder_then(false);
+}
+
+/// The same, the orphans ended by a server that starts without enforcement.
+#[test]
+fn a_server_without_enforcement_ends_orphaned_sessions_too() {
+    killed_holder_then(true);
+}
+
+fn killed_holder_then(without_enforcer: bool) {
+    let parent = Parent::new(if without_enforcer {
+        "orphans-off"
+    } else {
+        "orphans"
+    });
     let target = Listener::http("127.0.0.3");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("tries");
@@ -1078,8 +1092,17 @@ fn a_killed_enforcer_leaves_its_sessions_restricted_and_the_next_one_ends_them()
         "after the holder died: {after:?}"
     );
 
+    // Cgroups not named as sessions are never ours, whatever an `@` in them.
+    let foreign = ["getty@tty1.service", "x@notatag"].map(|n| parent.path.join(n));
+    for f in &foreign {
+        std::fs::create_dir(f).unwrap();
+    }
     // The next enforcer on this parent ends what the dead one left.
     let next = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    for f in &foreign {
+        assert!(f.is_dir(), "{} left alone", f.display());
+        std::fs::remove_dir(f).unwrap();
+    }
     assert!(next.summary().contains("1 ended"), "{}", next.summary());
     // Gone, or a zombie waiting for a reaper (this machine's PID 1 may not reap).
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -142,6 +142,7 @@ pub fn enforcement_for(
                     .is_some_and(|nets| !crate::host::overlapping(nets, &local).is_empty())
         });
         if !trusts_host {
+            end_orphaned_sessions(&settings);
             return Enforcement::Off;
         }
         return match ippin_restrict::Enforcer::new(
@@ -149,10 +150,13 @@ pub fn enforcement_for(
             &ippin_policy::NetworkRestrictions::allow_all(),
         ) {
             Ok(enforcer) => Enforcement::Kernel(Arc::new(enforcer)),
-            Err(e) => Enforcement::Unavailable(format!(
-                "a listener trusts this host's addresses as a proxy, and the sessions' \
-                 processes cannot be kept from it: {e}"
-            )),
+            Err(e) => {
+                end_orphaned_sessions(&settings);
+                Enforcement::Unavailable(format!(
+                    "a listener trusts this host's addresses as a proxy, and the sessions' \
+                     processes cannot be kept from it: {e}"
+                ))
+            }
         };
     };
     // Started from the policy in force and following it with no update in between: a policy
@@ -166,7 +170,25 @@ pub fn enforcement_for(
     });
     match started {
         Ok(enforcer) => Enforcement::Kernel(enforcer),
-        Err(e) => Enforcement::Unavailable(e.to_string()),
+        Err(e) => {
+            end_orphaned_sessions(&settings);
+            Enforcement::Unavailable(e.to_string())
+        }
+    }
+}
+
+/// Without an enforcer of its own (none needed, or none could be set up), the server still
+/// ends the sessions a previous server left (`Enforcer::new` does it otherwise): they are held
+/// to that server's last policy, and nobody applies lockouts or user removals to them.
+fn end_orphaned_sessions(settings: &ippin_restrict::EnforcerConfig) {
+    match ippin_restrict::end_orphaned_sessions(settings) {
+        Ok((0, 0)) | Err(ippin_restrict::Error::NotRoot { .. }) => {}
+        Ok((ended, stuck)) => tracing::warn!(
+            ended,
+            stuck,
+            "sessions left by a server that is gone were ended"
+        ),
+        Err(e) => tracing::warn!("sessions left by a server that is gone: {e}"),
     }
 }
 
