@@ -33,7 +33,11 @@
 // otherwise reach any address undecided.
 //
 // Always, a sixth program (`cgroup/setsockopt`) refuses the socket options that send packets
-// elsewhere than the address the hooks decided: IPv6 routing headers and IPv4 source routes.
+// elsewhere than the address the hooks decided: IPv6 routing headers and IPv4 source routes
+// (and, under a policy, SO_BROADCAST).
+//
+// With a policy, a seventh (`cgroup_skb/egress`) decides every packet but TCP on its IP
+// destination: the datagrams of a UDP socket connected before the policy denied it.
 //
 // Returning 0 makes the kernel fail the call with EPERM. Each decision can be reported
 // through the `events` ring buffer: denials always, allowed ones when config.observe is set.
@@ -563,6 +567,76 @@ int ippin_setsockopt(struct bpf_sockopt *ctx)
 	e->src_port = (__u16)level;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+// Datagrams of a socket connected while its destination was allowed are sent with send(2),
+// which no sock_addr hook sees: after a policy update denies that destination they would go
+// on. Under a policy every packet a session sends that is not TCP is decided here on its IP
+// destination, with the rules above, and dropped (the sender gets EPERM) when denied. TCP is
+// decided at connect; a connection open before an update keeps its destination (a packet
+// filter would also cut the replies of connections the session accepted, which the policy
+// does not restrict).
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+static __always_inline void report_packet(struct __sk_buff *skb, __u8 family, const void *dst,
+					  __u16 port)
+{
+	struct event *e = new_event();
+	if (!e)
+		return;
+	e->family = family;
+	e->operation = 1; // a send
+	e->action = 1;
+	e->dst_port = bpf_ntohs(port);
+	__builtin_memcpy(e->dst, dst, family == 4 ? 4 : 16);
+	struct bpf_sock *sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	e->sock_type = sk ? sk->type : SOCK_DGRAM;
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("cgroup_skb/egress")
+int ippin_egress(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return 0;
+	if (!cfg->has_policy && !cfg->deny_all)
+		return 1;
+	__u8 proto = 0;
+	__u16 port = 0;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u8 vihl = 0;
+		__u32 daddr = 0;
+		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 9, &proto, 1) ||
+		    bpf_skb_load_bytes(skb, 16, &daddr, 4))
+			return 0;
+		if (proto == IPPROTO_TCP)
+			return 1;
+		if (!cfg->deny_all && allowed4(daddr))
+			return 1;
+		if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE)
+			bpf_skb_load_bytes(skb, (__u32)(vihl & 0x0f) * 4 + 2, &port, 2);
+		report_packet(skb, 4, &daddr, port);
+		return 0;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		__u32 w[4] = {};
+		if (bpf_skb_load_bytes(skb, 6, &proto, 1) || bpf_skb_load_bytes(skb, 24, w, 16))
+			return 0;
+		if (proto == IPPROTO_TCP)
+			return 1;
+		if (!cfg->deny_all && decide6(w, 0, 0))
+			return 1;
+		if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE)
+			bpf_skb_load_bytes(skb, 42, &port, 2);
+		report_packet(skb, 6, w, port);
+		return 0;
+	}
+	return 1;
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

@@ -10,9 +10,9 @@ use std::thread::JoinHandle;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
-use aya::programs::CgroupSockAddr;
 use aya::programs::cgroup_sock::CgroupSock;
 use aya::programs::cgroup_sockopt::CgroupSockopt;
+use aya::programs::{CgroupSkb, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 use ipnet::IpNet;
 use ippin_policy::{MAX_NETWORK_RULES, NetAction, NetOperation, NetworkRestrictions};
@@ -42,6 +42,10 @@ pub(crate) const SOCK_CREATE: &str = "ippin_sock_create";
 /// (IPv6 routing headers, IPv4 source routes: `cgroup/setsockopt`).
 pub(crate) const SETSOCKOPT: &str = "ippin_setsockopt";
 
+/// The program that decides every packet but TCP on its destination under a policy
+/// (`cgroup_skb/egress`): datagrams of a socket connected before the policy denied it.
+pub(crate) const EGRESS: &str = "ippin_egress";
+
 /// The kernel's attach type for each hook (`enum bpf_attach_type` in `linux/bpf.h`).
 fn attach_type(hook: &str) -> u32 {
     match hook {
@@ -51,6 +55,7 @@ fn attach_type(hook: &str) -> u32 {
         "sendmsg6" => 15,   // BPF_CGROUP_UDP6_SENDMSG
         "sock_create" => 2, // BPF_CGROUP_INET_SOCK_CREATE
         "setsockopt" => 22, // BPF_CGROUP_SETSOCKOPT
+        "egress" => 1,      // BPF_CGROUP_INET_EGRESS
         _ => u32::MAX,      // no such type: the kernel refuses the attach
     }
 }
@@ -187,6 +192,13 @@ impl Loaded {
             .map_err(|e| Error::bpf("program setsockopt", e))?;
         prog.load()
             .map_err(|e| Error::bpf("program setsockopt", error_chain(&e)))?;
+        let prog: &mut CgroupSkb = bpf
+            .program_mut(EGRESS)
+            .ok_or_else(|| Error::bpf("program egress", "not in the object"))?
+            .try_into()
+            .map_err(|e| Error::bpf("program egress", e))?;
+        prog.load()
+            .map_err(|e| Error::bpf("program egress", error_chain(&e)))?;
         let maps = Maps {
             allow4: take(&mut bpf, "allow4")?,
             deny4: take(&mut bpf, "deny4")?,
@@ -279,6 +291,14 @@ impl Loaded {
         let fd = prog.fd().map_err(|e| Error::bpf("program setsockopt", e))?;
         crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type("setsockopt"))
             .map_err(|e| Error::bpf("attach setsockopt", e))?;
+        let prog: &mut CgroupSkb = bpf
+            .program_mut(EGRESS)
+            .ok_or_else(|| Error::bpf("program egress", "not in the object"))?
+            .try_into()
+            .map_err(|e| Error::bpf("program egress", e))?;
+        let fd = prog.fd().map_err(|e| Error::bpf("program egress", e))?;
+        crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type("egress"))
+            .map_err(|e| Error::bpf("attach egress", e))?;
         Ok(())
     }
 

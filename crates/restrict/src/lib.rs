@@ -103,8 +103,12 @@
 //!
 //! - TCP: `connect(2)` (and so `sendto` with `MSG_FASTOPEN`, which connects) on IPv4 and IPv6
 //!   sockets; a connected socket's later sends are not asked again.
-//! - UDP: `connect(2)`, and every `sendto`/`sendmsg` that names a destination. A connected
-//!   UDP socket was decided when it connected.
+//! - UDP: `connect(2)`, and every `sendto`/`sendmsg` that names a destination. Under a
+//!   policy, every packet but TCP is also decided on its IP destination as it leaves
+//!   (`cgroup_skb/egress`): a UDP socket connected while its destination was allowed is held
+//!   to a policy that denies it later (its `send(2)` fails with `EPERM`, a `Send` event).
+//!   A TCP connection open before an update keeps its destination (a packet filter would
+//!   also cut the replies of the connections a session accepted).
 //! - Sockets the hooks above never see — ICMP "ping" sockets (allowed to every group by
 //!   systemd's `ping_group_range`), raw sockets, SCTP and any IPv4/IPv6 protocol but TCP,
 //!   MPTCP, UDP and UDP-Lite — cannot be made at all while a policy is in force

@@ -849,6 +849,41 @@ fn rerouting_socket_options_are_refused() {
     );
 }
 
+/// A UDP socket connected while its destination was allowed sends with `send(2)`, which no
+/// address hook sees: once a policy denies the destination its datagrams are dropped (EPERM,
+/// a `T4002I` send event), and they go again when the policy allows it again. The datagram
+/// after is the next one the receiver gets: the denied one never arrived.
+#[test]
+fn a_udp_socket_connected_before_an_update_is_held_to_it() {
+    let parent = Parent::new("udpconn");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &[]), false);
+    let session = enforcer.session("udpconn").unwrap();
+    let events = session.take_events().unwrap();
+    let rx = UdpSocket::bind("127.0.0.3:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let mut probe = Probe::start(&session);
+    let mut buf = [0u8; 64];
+    assert_eq!(probe.try_("uconn", "127.0.0.3", port), Ok(()));
+    assert_eq!(probe.try_("usend", "before", 0), Ok(()));
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"before");
+
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]))
+        .unwrap();
+    assert_eq!(probe.try_("usend", "denied", 0), Err(EPERM.into()));
+    let ev = wait_event(&events, |e| e.dst.port() == port);
+    assert_eq!(ev.action, NetAction::Denied);
+    assert_eq!(ev.operation, NetOperation::Send);
+    assert_eq!(ev.dst.ip().to_string(), "127.0.0.3");
+
+    enforcer.set_policy(&policy(&["127.0.0.0/8"], &[])).unwrap();
+    assert_eq!(probe.try_("usend", "after", 0), Ok(()));
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"after", "the denied datagram never arrived");
+}
+
 /// `SO_BROADCAST` under a policy: refused (a subnet's broadcast address looks like any
 /// other to the hooks, and reaches every host of the subnet); without one, allowed.
 #[test]

@@ -84,14 +84,27 @@ pub(crate) fn comm_of(path: &str) -> String {
 /// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
 /// `err <errno> <strerror>`; `devtcp`, `devudp`: a TCP connect or UDP send from a socket
 /// bound to the device `bind-address` (`SO_BINDTODEVICE`); `bcast`: `SO_BROADCAST` set on a
-/// UDP socket. Stays running until stdin closes.
+/// UDP socket; `uconn`: a UDP socket connected to `host` `port` and kept; `usend`: `send(2)`
+/// of `host` as data on it. Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
 import socket, struct, sys
+held = None
 for line in sys.stdin:
     kind, host, port, *bind = line.split()
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
     s = None
     try:
+        if kind == 'uconn':
+            # a UDP socket connected now and kept, for `usend` later
+            held = socket.socket(fam, socket.SOCK_DGRAM)
+            held.connect((host, int(port)))
+            print('ok', flush=True)
+            continue
+        if kind == 'usend':
+            # send(2) on the kept socket (no address: no sock_addr hook runs), `host` as data
+            held.send(host.encode())
+            print('ok', flush=True)
+            continue
         if kind == 'bcast':
             # SO_BROADCAST set on a UDP socket, nothing sent
             s = socket.socket(fam, socket.SOCK_DGRAM)
