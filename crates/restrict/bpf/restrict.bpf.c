@@ -455,15 +455,34 @@ int ippin_connect6(struct bpf_sock_addr *ctx)
 	return run6(ctx, 0);
 }
 
+// A send on a connected socket that carries ancillary data (IP_TOS, IP_PKTINFO, UDP_SEGMENT,
+// IPV6_TCLASS: QUIC and ECN senders) runs the sendmsg hook with no address at all (every
+// field zero: a real sendto to port 0 is refused before the hook). It goes to the socket's
+// peer: decided (and reported) as that, not as an unspecified destination. The address is
+// written into the hook's own copy only; the kernel sends to the peer whatever it says.
 SEC("cgroup/sendmsg4")
 int ippin_sendmsg4(struct bpf_sock_addr *ctx)
 {
+	struct bpf_sock *sk = ctx->sk;
+	if (ctx->user_port == 0 && ctx->user_ip4 == 0 && sk && sk->dst_port != 0) {
+		ctx->user_ip4 = sk->dst_ip4;
+		ctx->user_port = sk->dst_port;
+	}
 	return run4(ctx, 1, ctx->msg_src_ip4);
 }
 
 SEC("cgroup/sendmsg6")
 int ippin_sendmsg6(struct bpf_sock_addr *ctx)
 {
+	struct bpf_sock *sk = ctx->sk;
+	if (ctx->user_port == 0 && sk && sk->dst_port != 0 && ctx->user_ip6[0] == 0 &&
+	    ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == 0 && ctx->user_ip6[3] == 0) {
+		ctx->user_ip6[0] = sk->dst_ip6[0];
+		ctx->user_ip6[1] = sk->dst_ip6[1];
+		ctx->user_ip6[2] = sk->dst_ip6[2];
+		ctx->user_ip6[3] = sk->dst_ip6[3];
+		ctx->user_port = sk->dst_port;
+	}
 	return run6(ctx, 1);
 }
 
@@ -571,11 +590,16 @@ int ippin_setsockopt(struct bpf_sockopt *ctx)
 
 // Datagrams of a socket connected while its destination was allowed are sent with send(2),
 // which no sock_addr hook sees: after a policy update denies that destination they would go
-// on. Under a policy every packet a session sends that is not TCP is decided here on its IP
-// destination, with the rules above, and dropped (the sender gets EPERM) when denied. TCP is
-// decided at connect; a connection open before an update keeps its destination (a packet
-// filter would also cut the replies of connections the session accepted, which the policy
-// does not restrict).
+// on. Under a policy every packet of a session's socket that is not a TCP socket is decided
+// here, with the rules above, and dropped (the sender gets EPERM) when denied: on the
+// socket's peer when it is connected (the packet's own destination can be an IPsec
+// gateway's), else on the packet's destination. TCP is decided at connect, by the socket's
+// protocol, not the packet's (an extension header the kernel inserts must not make a TCP
+// segment look like something else); a connection open before an update keeps its
+// destination (a packet filter would also cut the replies of connections the session
+// accepted, which the policy does not restrict). A non-TCP packet with IPv4 options or an
+// IPv6 extension header that can route it (hop-by-hop, routing, destination options) is
+// dropped: its first hop is not where it is going.
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
@@ -606,19 +630,31 @@ int ippin_egress(struct __sk_buff *skb)
 		return 0;
 	if (!cfg->has_policy && !cfg->deny_all)
 		return 1;
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1; // not a socket's packet: not the session's to decide
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1; // a request or time-wait socket: TCP
+	if (sk->protocol == IPPROTO_TCP)
+		return 1;
+	__u16 port = sk->dst_port; // network order; 0 when not connected
 	__u8 proto = 0;
-	__u16 port = 0;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u8 vihl = 0;
 		__u32 daddr = 0;
 		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 9, &proto, 1) ||
 		    bpf_skb_load_bytes(skb, 16, &daddr, 4))
 			return 0;
-		if (proto == IPPROTO_TCP)
+		if (port != 0 && sk->family == AF_INET)
+			daddr = sk->dst_ip4;
+		else if (port != 0 && sk->family == AF_INET6 && sk->dst_ip6[0] == 0 &&
+			 sk->dst_ip6[1] == 0 && sk->dst_ip6[2] == bpf_htonl(0xffff))
+			daddr = sk->dst_ip6[3];
+		int ok = !cfg->deny_all && (vihl & 0x0f) == 5 && allowed4(daddr);
+		if (ok)
 			return 1;
-		if (!cfg->deny_all && allowed4(daddr))
-			return 1;
-		if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE)
+		if (port == 0 && (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE))
 			bpf_skb_load_bytes(skb, (__u32)(vihl & 0x0f) * 4 + 2, &port, 2);
 		report_packet(skb, 4, &daddr, port);
 		return 0;
@@ -627,11 +663,16 @@ int ippin_egress(struct __sk_buff *skb)
 		__u32 w[4] = {};
 		if (bpf_skb_load_bytes(skb, 6, &proto, 1) || bpf_skb_load_bytes(skb, 24, w, 16))
 			return 0;
-		if (proto == IPPROTO_TCP)
+		if (port != 0 && sk->family == AF_INET6) {
+			w[0] = sk->dst_ip6[0];
+			w[1] = sk->dst_ip6[1];
+			w[2] = sk->dst_ip6[2];
+			w[3] = sk->dst_ip6[3];
+		}
+		int routed = proto == 0 || proto == 43 || proto == 60; // HOPOPTS, ROUTING, DSTOPTS
+		if (!cfg->deny_all && !routed && decide6(w, 0, 0))
 			return 1;
-		if (!cfg->deny_all && decide6(w, 0, 0))
-			return 1;
-		if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE)
+		if (port == 0 && (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE))
 			bpf_skb_load_bytes(skb, 42, &port, 2);
 		report_packet(skb, 6, w, port);
 		return 0;

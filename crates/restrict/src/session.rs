@@ -213,7 +213,8 @@ impl Enforcer {
 /// (the same as [`Enforcer::new`] does first), for a server that starts without enforcement
 /// (no policy any more): their programs still hold them to the policy of then, but nobody
 /// follows lockouts or user removals for them. Returns how many were ended and how many could
-/// not be (processes stuck in the kernel). A missing default parent has none.
+/// not be (processes stuck in the kernel). Without cgroup v2, or without the default parent,
+/// there are none.
 ///
 /// # Errors
 /// [`Error::NotRoot`], [`Error::NoCgroup2`], [`Error::Parent`] for a configured parent that
@@ -226,7 +227,11 @@ pub fn end_orphaned_sessions(config: &EnforcerConfig) -> Result<(usize, usize), 
     let parent = match &config.parent {
         Some(p) => p.clone(),
         None => {
-            let p = cgroup::cgroup2_mount()?.join(DEFAULT_PARENT);
+            // No cgroup v2, or no default parent: no session of ours can be there.
+            let Ok(mount) = cgroup::cgroup2_mount() else {
+                return Ok((0, 0));
+            };
+            let p = mount.join(DEFAULT_PARENT);
             if !p.exists() {
                 return Ok((0, 0));
             }

@@ -856,7 +856,8 @@ fn rerouting_socket_options_are_refused() {
 #[test]
 fn a_udp_socket_connected_before_an_update_is_held_to_it() {
     let parent = Parent::new("udpconn");
-    let enforcer = parent.enforcer(&policy(&["127.0.0.0/8"], &[]), false);
+    // Only the receiver's address: not 127.0.0.1, the socket's own source.
+    let enforcer = parent.enforcer(&policy(&["127.0.0.3/32"], &[]), false);
     let session = enforcer.session("udpconn").unwrap();
     let events = session.take_events().unwrap();
     let rx = UdpSocket::bind("127.0.0.3:0").unwrap();
@@ -868,17 +869,25 @@ fn a_udp_socket_connected_before_an_update_is_held_to_it() {
     assert_eq!(probe.try_("usend", "before", 0), Ok(()));
     let n = rx.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"before");
+    // With a control message the sendmsg hook runs with no address: decided as the peer,
+    // not as the socket's own source (127.0.0.1, not allowed).
+    assert_eq!(probe.try_("utos", "tos", 0), Ok(()));
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"tos");
 
     enforcer
         .set_policy(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]))
         .unwrap();
+    assert_eq!(probe.try_("utos", "denied", 0), Err(EPERM.into()));
     assert_eq!(probe.try_("usend", "denied", 0), Err(EPERM.into()));
     let ev = wait_event(&events, |e| e.dst.port() == port);
     assert_eq!(ev.action, NetAction::Denied);
     assert_eq!(ev.operation, NetOperation::Send);
     assert_eq!(ev.dst.ip().to_string(), "127.0.0.3");
 
-    enforcer.set_policy(&policy(&["127.0.0.0/8"], &[])).unwrap();
+    enforcer
+        .set_policy(&policy(&["127.0.0.3/32"], &[]))
+        .unwrap();
     assert_eq!(probe.try_("usend", "after", 0), Ok(()));
     let n = rx.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"after", "the denied datagram never arrived");

@@ -85,7 +85,8 @@ pub(crate) fn comm_of(path: &str) -> String {
 /// `err <errno> <strerror>`; `devtcp`, `devudp`: a TCP connect or UDP send from a socket
 /// bound to the device `bind-address` (`SO_BINDTODEVICE`); `bcast`: `SO_BROADCAST` set on a
 /// UDP socket; `uconn`: a UDP socket connected to `host` `port` and kept; `usend`: `send(2)`
-/// of `host` as data on it. Stays running until stdin closes.
+/// of `host` as data on it; `utos`: the same with `sendmsg(2)` and an `IP_TOS` control
+/// message. Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
 import socket, struct, sys
 held = None
@@ -103,6 +104,11 @@ for line in sys.stdin:
         if kind == 'usend':
             # send(2) on the kept socket (no address: no sock_addr hook runs), `host` as data
             held.send(host.encode())
+            print('ok', flush=True)
+            continue
+        if kind == 'utos':
+            # sendmsg(2) on the kept socket with an IP_TOS control message and no address
+            held.sendmsg([host.encode()], [(socket.IPPROTO_IP, socket.IP_TOS, struct.pack('i', 0))])
             print('ok', flush=True)
             continue
         if kind == 'bcast':

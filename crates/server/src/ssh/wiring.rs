@@ -122,13 +122,15 @@ pub fn enforcement_for(
     restrictions: Option<&LiveRestrictions>,
 ) -> super::session::Enforcement {
     use super::session::Enforcement;
-    if !config.listeners.iter().any(|l| l.kind == ListenerKind::Ssh) {
-        return Enforcement::Off;
-    }
     let mut settings =
         ippin_restrict::EnforcerConfig::default().observe(config.audit_network_observed);
     if let Some(parent) = &config.session_cgroup_parent {
         settings = settings.parent(parent);
+    }
+    if !config.listeners.iter().any(|l| l.kind == ListenerKind::Ssh) {
+        // No sessions here now; those a previous server left still end.
+        end_orphaned_sessions(&settings);
+        return Enforcement::Off;
     }
     let Some(live) = restrictions else {
         // No restrictions: no programs, unless a listener trusts this host's addresses as a
