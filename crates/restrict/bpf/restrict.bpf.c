@@ -170,7 +170,28 @@ struct {
 	__type(value, __u8);
 } local6 SEC(".maps");
 
-// Index 0: events lost because the ring buffer was full.
+// Each session's share of the ring buffer, a token bucket per cgroup: at most EVENT_BURST
+// events at once, refilled at EVENT_RATE a second. The ring buffer is one for every session
+// and one reader drains it: without a share, one session flooding denials would fill it,
+// and every other session's events would be lost (and, observing, their allowed
+// connections refused). Beyond its share a session's denials still refuse, unrecorded and
+// counted as lost; its observed connections are refused.
+#define EVENT_RATE 2000
+#define EVENT_BURST 512
+
+struct bucket {
+	__u64 last_ns;
+	__u64 tokens;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct bucket);
+} shares SEC(".maps");
+
+// Index 0: events lost because the ring buffer was full or their session's share spent.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -317,18 +338,52 @@ static __always_inline int decide6(const __u32 in[4], __u32 src4, int any_is_v4)
 
 // A zeroed event in the ring buffer with the caller's cgroup, process and comm filled in;
 // NULL (and counted in `stats`) when the buffer is full.
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&stats, &zero);
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
+}
+
+// Takes one event from the caller's cgroup's share; 0 when it is spent. Updates race
+// between CPUs, which only makes the share approximate.
+static __always_inline int take_share(__u64 cgroup)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct bucket *b = bpf_map_lookup_elem(&shares, &cgroup);
+	if (!b) {
+		struct bucket fresh = { .last_ns = now, .tokens = EVENT_BURST - 1 };
+		bpf_map_update_elem(&shares, &cgroup, &fresh, BPF_ANY);
+		return 1;
+	}
+	__u64 elapsed = now - b->last_ns;
+	__u64 add = elapsed >= 1000000000ULL ? EVENT_BURST : elapsed * EVENT_RATE / 1000000000ULL;
+	if (add > 0) {
+		__u64 t = b->tokens + add;
+		b->tokens = t > EVENT_BURST ? EVENT_BURST : t;
+		b->last_ns = now;
+	}
+	if (b->tokens == 0)
+		return 0;
+	b->tokens -= 1;
+	return 1;
+}
+
 static __always_inline struct event *new_event(void)
 {
+	__u64 cgroup = bpf_get_current_cgroup_id();
+	if (!take_share(cgroup)) {
+		count_lost();
+		return 0;
+	}
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&stats, &zero);
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+		count_lost();
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->cgroup_id = cgroup;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return e;
