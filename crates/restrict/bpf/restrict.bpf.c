@@ -346,33 +346,49 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
-// Takes one event from the caller's cgroup's share; 0 when it is spent. Updates race
-// between CPUs, which only makes the share approximate.
+#define NS_PER_TOKEN (1000000000ULL / EVENT_RATE)
+
+// Takes one event from `cgroup`'s share; 0 when it is spent. CPUs race on the bucket: the
+// refill only moves forward (a `last_ns` another CPU set later than our `now` refills
+// nothing) and keeps the unused fraction of a token, and the take is atomic and undone when
+// it finds none, so a share is never more than it says.
 static __always_inline int take_share(__u64 cgroup)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct bucket *b = bpf_map_lookup_elem(&shares, &cgroup);
 	if (!b) {
 		struct bucket fresh = { .last_ns = now, .tokens = EVENT_BURST - 1 };
-		bpf_map_update_elem(&shares, &cgroup, &fresh, BPF_ANY);
+		bpf_map_update_elem(&shares, &cgroup, &fresh, BPF_NOEXIST);
 		return 1;
 	}
-	__u64 elapsed = now - b->last_ns;
-	__u64 add = elapsed >= 1000000000ULL ? EVENT_BURST : elapsed * EVENT_RATE / 1000000000ULL;
-	if (add > 0) {
-		__u64 t = b->tokens + add;
-		b->tokens = t > EVENT_BURST ? EVENT_BURST : t;
-		b->last_ns = now;
+	__u64 last = b->last_ns;
+	if ((__s64)(now - last) > 0) {
+		__u64 elapsed = now - last;
+		if (elapsed >= 1000000000ULL) {
+			b->tokens = EVENT_BURST;
+			b->last_ns = now;
+		} else {
+			__u64 add = elapsed / NS_PER_TOKEN;
+			if (add > 0) {
+				__u64 t = b->tokens + add;
+				b->tokens = t > EVENT_BURST ? EVENT_BURST : t;
+				b->last_ns = last + add * NS_PER_TOKEN;
+			}
+		}
 	}
-	if (b->tokens == 0)
+	__u64 old = __sync_fetch_and_add(&b->tokens, (__u64)-1);
+	if (old == 0 || old > EVENT_BURST) {
+		__sync_fetch_and_add(&b->tokens, 1);
 		return 0;
-	b->tokens -= 1;
+	}
 	return 1;
 }
 
-static __always_inline struct event *new_event(void)
+// A zeroed event in the ring buffer charged to `cgroup`'s share, with the caller's process
+// and comm filled in; NULL (and counted in `stats`) when the share is spent or the buffer
+// is full.
+static __always_inline struct event *new_event_in(__u64 cgroup)
 {
-	__u64 cgroup = bpf_get_current_cgroup_id();
 	if (!take_share(cgroup)) {
 		count_lost();
 		return 0;
@@ -387,6 +403,12 @@ static __always_inline struct event *new_event(void)
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return e;
+}
+
+// The same for the calling task's cgroup: the socket hooks run in the caller's context.
+static __always_inline struct event *new_event(void)
+{
+	return new_event_in(bpf_get_current_cgroup_id());
 }
 
 // Records the decision; 0 when the ring buffer is full (the loss is counted).
@@ -645,23 +667,26 @@ int ippin_setsockopt(struct bpf_sockopt *ctx)
 
 // Datagrams of a socket connected while its destination was allowed are sent with send(2),
 // which no sock_addr hook sees: after a policy update denies that destination they would go
-// on. Under a policy every packet of a session's socket that is not a TCP socket is decided
-// here, with the rules above, and dropped (the sender gets EPERM) when denied: on the
-// socket's peer when it is connected (the packet's own destination can be an IPsec
-// gateway's), else on the packet's destination. TCP is decided at connect, by the socket's
-// protocol, not the packet's (an extension header the kernel inserts must not make a TCP
-// segment look like something else); a connection open before an update keeps its
+// on. Under a policy every packet of a connected UDP socket is decided here on the socket's
+// peer, with the rules above (not on the packet's destination, which can be an IPsec
+// gateway's), and dropped (the sender gets EPERM) when denied; an unconnected one's sends
+// each named a destination the sendmsg hook decided. TCP streams pass, told by the socket,
+// not by the packet (an extension header the kernel inserts must not make a TCP segment
+// look like something else): TCP is decided at connect; a connection open before an update keeps its
 // destination (a packet filter would also cut the replies of connections the session
-// accepted, which the policy does not restrict). A non-TCP packet with IPv4 options or an
-// IPv6 extension header that can route it (hop-by-hop, routing, destination options) is
-// dropped: its first hop is not where it is going.
+// accepted, which the policy does not restrict). A non-TCP packet with IPv4 options (a
+// source route) or an IPv6 routing header is dropped: its first hop is not where it is
+// going. Sockets of any other kind than TCP streams and UDP datagrams can only have been
+// made before the policy (`cgroup/sock_create`): their packets are dropped.
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
 static __always_inline void report_packet(struct __sk_buff *skb, __u8 family, const void *dst,
 					  __u16 port)
 {
-	struct event *e = new_event();
+	// The packet's socket's cgroup: the task sending it may be another (a daemon
+	// reinjecting queued packets, a worker finishing IPsec crypto).
+	struct event *e = new_event_in(bpf_skb_cgroup_id(skb));
 	if (!e)
 		return;
 	e->family = family;
@@ -691,9 +716,17 @@ int ippin_egress(struct __sk_buff *skb)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 1; // a request or time-wait socket: TCP
-	if (sk->protocol == IPPROTO_TCP)
+	if (sk->type == SOCK_STREAM && sk->protocol == IPPROTO_TCP)
 		return 1;
-	__u16 port = sk->dst_port; // network order; 0 when not connected
+	// Only UDP datagram sockets are decided here; any other kind (ping, raw, SCTP: made
+	// before the policy, as `cgroup/sock_create` refuses them under one) has no hook that
+	// saw where its packets go: dropped.
+	int udp = sk->type == SOCK_DGRAM &&
+		  (sk->protocol == IPPROTO_UDP || sk->protocol == IPPROTO_UDPLITE);
+	// An unconnected UDP socket's every send named its destination and was decided by the
+	// sendmsg hook (its packet may be an IPsec tunnel's outer one, to the gateway); a
+	// connected one's `send` names none: decided here on the socket's peer.
+	__u16 port = udp ? sk->dst_port : 0; // network order; 0 when not connected
 	__u8 proto = 0;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u8 vihl = 0;
@@ -706,7 +739,8 @@ int ippin_egress(struct __sk_buff *skb)
 		else if (port != 0 && sk->family == AF_INET6 && sk->dst_ip6[0] == 0 &&
 			 sk->dst_ip6[1] == 0 && sk->dst_ip6[2] == bpf_htonl(0xffff))
 			daddr = sk->dst_ip6[3];
-		int ok = !cfg->deny_all && (vihl & 0x0f) == 5 && allowed4(daddr);
+		int ok = udp && !cfg->deny_all && (vihl & 0x0f) == 5 &&
+			 (port == 0 || allowed4(daddr));
 		if (ok)
 			return 1;
 		if (port == 0 && (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE))
@@ -724,8 +758,8 @@ int ippin_egress(struct __sk_buff *skb)
 			w[2] = sk->dst_ip6[2];
 			w[3] = sk->dst_ip6[3];
 		}
-		int routed = proto == 0 || proto == 43 || proto == 60; // HOPOPTS, ROUTING, DSTOPTS
-		if (!cfg->deny_all && !routed && decide6(w, 0, 0))
+		int routed = proto == 43; // a routing header: the first hop is not the destination
+		if (udp && !cfg->deny_all && !routed && (port == 0 || decide6(w, 0, 0)))
 			return 1;
 		if (port == 0 && (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE))
 			bpf_skb_load_bytes(skb, 42, &port, 2);

@@ -893,6 +893,28 @@ fn a_udp_socket_connected_before_an_update_is_held_to_it() {
     assert_eq!(&buf[..n], b"after", "the denied datagram never arrived");
 }
 
+/// A socket the hooks cannot decide (raw ICMP, made while there was no policy, connected to
+/// an allowed host with a port) sends nothing once a policy is in force: its packets are
+/// dropped, whatever it is connected to (deciding on its peer let its `sendto` go anywhere).
+#[test]
+fn sockets_made_before_a_policy_that_it_cannot_decide_send_nothing() {
+    let parent = Parent::new("pingheld");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("pingheld").unwrap();
+    let mut probe = Probe::start(&session);
+    assert_eq!(probe.try_("rconn", "127.0.0.1", 7), Ok(()));
+    assert_eq!(probe.try_("rsend", "127.0.0.3", 0), Ok(()));
+    enforcer
+        .set_policy(&policy(&["127.0.0.1/32"], &[]))
+        .unwrap();
+    assert_eq!(probe.try_("rsend", "127.0.0.3", 0), Err(EPERM.into()));
+    assert_eq!(probe.try_("rsend", "127.0.0.1", 0), Err(EPERM.into()));
+    enforcer
+        .set_policy(&NetworkRestrictions::allow_all())
+        .unwrap();
+    assert_eq!(probe.try_("rsend", "127.0.0.3", 0), Ok(()));
+}
+
 /// One session flooding denials spends its own share of the events (512 at once, 2,000 a
 /// second), not the ring buffer every session shares: beyond it its denials still refuse
 /// and are counted lost, and another session's denial is still recorded.

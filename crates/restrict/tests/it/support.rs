@@ -86,7 +86,8 @@ pub(crate) fn comm_of(path: &str) -> String {
 /// bound to the device `bind-address` (`SO_BINDTODEVICE`); `bcast`: `SO_BROADCAST` set on a
 /// UDP socket; `uconn`: a UDP socket connected to `host` `port` and kept; `usend`: `send(2)`
 /// of `host` as data on it; `utos`: the same with `sendmsg(2)` and an `IP_TOS` control
-/// message. Stays running until stdin closes.
+/// message; `rconn`, `rsend`: the same for a raw ICMP socket, an echo request sent to
+/// `host`. Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
 import socket, struct, sys
 held = None
@@ -104,6 +105,18 @@ for line in sys.stdin:
         if kind == 'usend':
             # send(2) on the kept socket (no address: no sock_addr hook runs), `host` as data
             held.send(host.encode())
+            print('ok', flush=True)
+            continue
+        if kind == 'rconn':
+            # a raw ICMP socket connected to `host` `port` and kept, for `rsend`
+            proto = socket.IPPROTO_ICMPV6 if fam == socket.AF_INET6 else socket.IPPROTO_ICMP
+            held = socket.socket(fam, socket.SOCK_RAW, proto)
+            held.connect((host, int(port)))
+            print('ok', flush=True)
+            continue
+        if kind == 'rsend':
+            # an echo request to `host` on the kept raw socket
+            held.sendto(bytes([8, 0, 0, 0, 0, 1, 0, 1]), (host, 0))
             print('ok', flush=True)
             continue
         if kind == 'utos':
