@@ -617,7 +617,9 @@ pub fn parse_certificate(text: &str) -> Result<Certificate> {
             reason: format!("longer than {MAX_CERT_TEXT} bytes"),
         });
     }
-    let line = text.trim_end();
+    // ASCII white space only, as OpenSSH reads the line: a trailing U+00A0 (or any other
+    // Unicode space) is part of the base64 field to OpenSSH, which then refuses the line.
+    let line = text.trim_end_matches(|c: char| c.is_ascii_whitespace());
     if line.contains(['\n', '\r']) {
         return Err(Error::SshEncoding {
             reason: "more than one line; give one certificate".into(),

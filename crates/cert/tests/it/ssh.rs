@@ -142,6 +142,15 @@ fn ca_key_round_trips_through_openssh_format() {
     // and the OpenSSH text form of the certificate parses back
     let text = cert.to_openssh().unwrap();
     assert_eq!(parse_certificate(&text).unwrap(), cert);
+    // ASCII white space ends the line as OpenSSH reads it; any other (U+00A0, found by the
+    // fuzz target `cert_ssh_parse`) is part of the base64 field, which OpenSSH refuses.
+    assert_eq!(parse_certificate(&format!("{text} \t\n")).unwrap(), cert);
+    for tail in ["\u{a0}\u{a0}", "\u{2003}", "\u{3000}"] {
+        assert!(
+            parse_certificate(&format!("{text}{tail}")).is_err(),
+            "{tail:?} after the body"
+        );
+    }
 }
 
 #[test]
