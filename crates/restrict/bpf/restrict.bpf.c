@@ -541,7 +541,7 @@ SEC("cgroup/sendmsg4")
 int ippin_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
-	if (ctx->user_port == 0 && ctx->user_ip4 == 0 && sk && sk->dst_port != 0) {
+	if (ctx->user_port == 0 && ctx->user_ip4 == 0 && sk && sk->state == BPF_TCP_ESTABLISHED) {
 		ctx->user_ip4 = sk->dst_ip4;
 		ctx->user_port = sk->dst_port;
 	}
@@ -552,7 +552,7 @@ SEC("cgroup/sendmsg6")
 int ippin_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
-	if (ctx->user_port == 0 && sk && sk->dst_port != 0 && ctx->user_ip6[0] == 0 &&
+	if (ctx->user_port == 0 && sk && sk->state == BPF_TCP_ESTABLISHED && ctx->user_ip6[0] == 0 &&
 	    ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == 0 && ctx->user_ip6[3] == 0) {
 		ctx->user_ip6[0] = sk->dst_ip6[0];
 		ctx->user_ip6[1] = sk->dst_ip6[1];
@@ -667,12 +667,13 @@ int ippin_setsockopt(struct bpf_sockopt *ctx)
 
 // Datagrams of a socket connected while its destination was allowed are sent with send(2),
 // which no sock_addr hook sees: after a policy update denies that destination they would go
-// on. Under a policy every packet of a connected UDP socket is decided here on the socket's
-// peer, with the rules above (not on the packet's destination, which can be an IPsec
-// gateway's), and dropped (the sender gets EPERM) when denied; an unconnected one's sends
-// each named a destination the sendmsg hook decided. TCP streams pass, told by the socket,
-// not by the packet (an extension header the kernel inserts must not make a TCP segment
-// look like something else): TCP is decided at connect; a connection open before an update keeps its
+// on; so would a datagram corked (MSG_MORE, UDP_CORK) while its destination was allowed and
+// sent later. Under a policy every UDP packet is decided here on its destination, and a
+// connected socket's also on the socket's peer, with the rules above, and dropped (the
+// sender gets EPERM) when denied. (Through an IPsec tunnel the packet's destination is the
+// gateway's: allow it too.) TCP streams pass, told by the socket, not by the packet (an
+// extension header the kernel inserts must not make a TCP segment look like something
+// else): TCP is decided at connect; a connection open before an update keeps its
 // destination (a packet filter would also cut the replies of connections the session
 // accepted, which the policy does not restrict). A non-TCP packet with IPv4 options (a
 // source route) or an IPv6 routing header is dropped: its first hop is not where it is
@@ -685,15 +686,24 @@ static __always_inline void report_packet(struct __sk_buff *skb, __u8 family, co
 					  __u16 port)
 {
 	// The packet's socket's cgroup: the task sending it may be another (a daemon
-	// reinjecting queued packets, a worker finishing IPsec crypto).
-	struct event *e = new_event_in(bpf_skb_cgroup_id(skb));
+	// reinjecting queued packets, a worker finishing IPsec crypto), whose pid and name
+	// are then not the session's: left empty.
+	__u64 cgroup = bpf_skb_cgroup_id(skb);
+	struct event *e = new_event_in(cgroup);
 	if (!e)
 		return;
+	if (bpf_get_current_cgroup_id() != cgroup) {
+		e->pid = 0;
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
+	}
 	e->family = family;
 	e->operation = 1; // a send
 	e->action = 1;
 	e->dst_port = bpf_ntohs(port);
-	__builtin_memcpy(e->dst, dst, family == 4 ? 4 : 16);
+	if (family == 4)
+		__builtin_memcpy(e->dst, dst, 4);
+	else
+		__builtin_memcpy(e->dst, dst, 16);
 	struct bpf_sock *sk = skb->sk;
 	if (sk)
 		sk = bpf_sk_fullsock(sk);
@@ -718,55 +728,51 @@ int ippin_egress(struct __sk_buff *skb)
 		return 1; // a request or time-wait socket: TCP
 	if (sk->type == SOCK_STREAM && sk->protocol == IPPROTO_TCP)
 		return 1;
-	// Only UDP datagram sockets are decided here; any other kind (ping, raw, SCTP: made
-	// before the policy, as `cgroup/sock_create` refuses them under one) has no hook that
-	// saw where its packets go: dropped.
 	int udp = sk->type == SOCK_DGRAM &&
 		  (sk->protocol == IPPROTO_UDP || sk->protocol == IPPROTO_UDPLITE);
-	// An unconnected UDP socket's every send named its destination and was decided by the
-	// sendmsg hook (its packet may be an IPsec tunnel's outer one, to the gateway); a
-	// connected one's `send` names none: decided here on the socket's peer.
-	__u16 port = udp ? sk->dst_port : 0; // network order; 0 when not connected
-	__u8 proto = 0;
+	// Connected: the socket's state, not its port (a UDP socket may connect to port 0).
+	int connected = udp && sk->state == BPF_TCP_ESTABLISHED;
+	__u8 family = 0, proto = 0;
+	__u16 port = 0;
+	int plain = 0;
+	__u32 w[4] = {}; // the packet's destination; IPv4 in w[0]
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u8 vihl = 0;
-		__u32 daddr = 0;
 		if (bpf_skb_load_bytes(skb, 0, &vihl, 1) || bpf_skb_load_bytes(skb, 9, &proto, 1) ||
-		    bpf_skb_load_bytes(skb, 16, &daddr, 4))
+		    bpf_skb_load_bytes(skb, 16, w, 4))
 			return 0;
-		if (port != 0 && sk->family == AF_INET)
-			daddr = sk->dst_ip4;
-		else if (port != 0 && sk->family == AF_INET6 && sk->dst_ip6[0] == 0 &&
-			 sk->dst_ip6[1] == 0 && sk->dst_ip6[2] == bpf_htonl(0xffff))
-			daddr = sk->dst_ip6[3];
-		int ok = udp && !cfg->deny_all && (vihl & 0x0f) == 5 &&
-			 (port == 0 || allowed4(daddr));
-		if (ok)
-			return 1;
-		if (port == 0 && (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE))
+		family = 4;
+		plain = (vihl & 0x0f) == 5; // no IPv4 options (a source route among them)
+		if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE)
 			bpf_skb_load_bytes(skb, (__u32)(vihl & 0x0f) * 4 + 2, &port, 2);
-		report_packet(skb, 4, &daddr, port);
-		return 0;
-	}
-	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		__u32 w[4] = {};
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		if (bpf_skb_load_bytes(skb, 6, &proto, 1) || bpf_skb_load_bytes(skb, 24, w, 16))
 			return 0;
-		if (port != 0 && sk->family == AF_INET6) {
-			w[0] = sk->dst_ip6[0];
-			w[1] = sk->dst_ip6[1];
-			w[2] = sk->dst_ip6[2];
-			w[3] = sk->dst_ip6[3];
-		}
-		int routed = proto == 43; // a routing header: the first hop is not the destination
-		if (udp && !cfg->deny_all && !routed && (port == 0 || decide6(w, 0, 0)))
-			return 1;
-		if (port == 0 && (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE))
+		family = 6;
+		plain = proto != 43; // no routing header: the first hop is the destination
+		if (proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE)
 			bpf_skb_load_bytes(skb, 42, &port, 2);
-		report_packet(skb, 6, w, port);
-		return 0;
+	} else {
+		return 1;
 	}
-	return 1;
+	// The packet's destination always (a datagram corked with MSG_MORE while it was allowed
+	// is sent later by a call no hook sees), and a connected socket's peer too, in the
+	// socket's own family (an IPsec tunnel's outer packet can be of the other one).
+	int ok = udp && plain && !cfg->deny_all &&
+		 (family == 4 ? allowed4(w[0]) : decide6(w, 0, 0));
+	if (ok && connected) {
+		if (sk->family == AF_INET) {
+			ok = allowed4(sk->dst_ip4);
+		} else {
+			__u32 p[4] = { sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2],
+				       sk->dst_ip6[3] };
+			ok = decide6(p, 0, 0);
+		}
+	}
+	if (ok)
+		return 1;
+	report_packet(skb, family, w, port);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

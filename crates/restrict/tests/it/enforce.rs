@@ -891,6 +891,32 @@ fn a_udp_socket_connected_before_an_update_is_held_to_it() {
     assert_eq!(probe.try_("usend", "after", 0), Ok(()));
     let n = rx.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"after", "the denied datagram never arrived");
+
+    // Connected to port 0 (Linux allows it): connected all the same.
+    assert_eq!(probe.try_("uconn", "127.0.0.3", 0), Ok(()));
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]))
+        .unwrap();
+    assert_eq!(probe.try_("usend", "port0", 0), Err(EPERM.into()));
+    assert_eq!(probe.try_("utos", "port0", 0), Err(EPERM.into()));
+
+    // A datagram begun (MSG_MORE) while its destination was allowed, finished after a
+    // policy denies it: the finishing send names no address, so no address hook runs.
+    enforcer
+        .set_policy(&policy(&["127.0.0.3/32"], &[]))
+        .unwrap();
+    assert_eq!(probe.try_("ucork", "127.0.0.3", port), Ok(()));
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]))
+        .unwrap();
+    assert_eq!(probe.try_("usend", "flushed", 0), Err(EPERM.into()));
+    enforcer
+        .set_policy(&policy(&["127.0.0.3/32"], &[]))
+        .unwrap();
+    assert_eq!(probe.try_("uconn", "127.0.0.3", port), Ok(()));
+    assert_eq!(probe.try_("usend", "last", 0), Ok(()));
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"last", "the corked datagram never arrived");
 }
 
 /// A socket the hooks cannot decide (raw ICMP, made while there was no policy, connected to

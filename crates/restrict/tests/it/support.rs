@@ -84,8 +84,9 @@ pub(crate) fn comm_of(path: &str) -> String {
 /// `sendto` with `MSG_FASTOPEN` that connects), tries it and prints `ok` or
 /// `err <errno> <strerror>`; `devtcp`, `devudp`: a TCP connect or UDP send from a socket
 /// bound to the device `bind-address` (`SO_BINDTODEVICE`); `bcast`: `SO_BROADCAST` set on a
-/// UDP socket; `uconn`: a UDP socket connected to `host` `port` and kept; `usend`: `send(2)`
-/// of `host` as data on it; `utos`: the same with `sendmsg(2)` and an `IP_TOS` control
+/// UDP socket; `uconn`: a UDP socket connected to `host` `port` and kept; `ucork`: an
+/// unconnected one, kept, a datagram to `host` `port` begun with `MSG_MORE`; `usend`:
+/// `send(2)` of `host` as data on the kept socket; `utos`: the same with `sendmsg(2)` and an `IP_TOS` control
 /// message; `rconn`, `rsend`: the same for a raw ICMP socket, an echo request sent to
 /// `host`. Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
@@ -100,6 +101,12 @@ for line in sys.stdin:
             # a UDP socket connected now and kept, for `usend` later
             held = socket.socket(fam, socket.SOCK_DGRAM)
             held.connect((host, int(port)))
+            print('ok', flush=True)
+            continue
+        if kind == 'ucork':
+            # an unconnected UDP socket, kept, with a datagram to `host` `port` corked
+            held = socket.socket(fam, socket.SOCK_DGRAM)
+            held.sendto(b'corked-', socket.MSG_MORE, (host, int(port)))
             print('ok', flush=True)
             continue
         if kind == 'usend':
