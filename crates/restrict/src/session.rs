@@ -53,28 +53,8 @@ impl Enforcer {
     /// object), [`Error::Policy`]. There is no partial success: an `Err` means no session can
     /// be made, and a caller with a policy must refuse sessions.
     pub fn new(config: &EnforcerConfig, policy: &NetworkRestrictions) -> Result<Self, Error> {
-        let euid = nix::unistd::geteuid().as_raw();
-        if euid != 0 {
-            return Err(Error::NotRoot { euid });
-        }
-        let parent = match &config.parent {
-            Some(p) => p.clone(),
-            None => {
-                let p = cgroup::cgroup2_mount()?.join(DEFAULT_PARENT);
-                match fs::DirBuilder::new().mode(0o755).create(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => {
-                        return Err(Error::Parent {
-                            path: p,
-                            reason: format!("cannot create it: {e}"),
-                        });
-                    }
-                }
-                p
-            }
-        };
-        cgroup::check_parent(&parent)?;
+        // With `create`, a parent or an error (`None` cannot come back).
+        let parent = checked_parent(config, true)?.ok_or(Error::NoCgroup2)?;
         let owner = cgroup::owner_tag().ok_or_else(|| Error::Parent {
             path: parent.clone(),
             reason: "cannot read this process's start time in /proc/self/stat".into(),
@@ -220,27 +200,50 @@ impl Enforcer {
 /// [`Error::NotRoot`], [`Error::NoCgroup2`], [`Error::Parent`] for a configured parent that
 /// is not a cgroup v2 directory root alone may write.
 pub fn end_orphaned_sessions(config: &EnforcerConfig) -> Result<(usize, usize), Error> {
+    let Some(parent) = checked_parent(config, false)? else {
+        return Ok((0, 0));
+    };
+    let (removed, failed) = cgroup::reap_orphans(&parent, TEARDOWN);
+    Ok((removed.len(), failed.len()))
+}
+
+/// Root, then the parent of `config`, checked ([`cgroup::check_parent`]). The default one
+/// (`<cgroup2 mount>/ippin`) is made (mode 0755) when `create`; otherwise `None` when it, or
+/// cgroup v2 itself, is not there.
+fn checked_parent(config: &EnforcerConfig, create: bool) -> Result<Option<PathBuf>, Error> {
     let euid = nix::unistd::geteuid().as_raw();
     if euid != 0 {
         return Err(Error::NotRoot { euid });
     }
     let parent = match &config.parent {
         Some(p) => p.clone(),
+        None if create => {
+            let p = cgroup::cgroup2_mount()?.join(DEFAULT_PARENT);
+            match fs::DirBuilder::new().mode(0o755).create(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::Parent {
+                        path: p,
+                        reason: format!("cannot create it: {e}"),
+                    });
+                }
+            }
+            p
+        }
         None => {
-            // No cgroup v2, or no default parent: no session of ours can be there.
             let Ok(mount) = cgroup::cgroup2_mount() else {
-                return Ok((0, 0));
+                return Ok(None);
             };
             let p = mount.join(DEFAULT_PARENT);
             if !p.exists() {
-                return Ok((0, 0));
+                return Ok(None);
             }
             p
         }
     };
     cgroup::check_parent(&parent)?;
-    let (removed, failed) = cgroup::reap_orphans(&parent, TEARDOWN);
-    Ok((removed.len(), failed.len()))
+    Ok(Some(parent))
 }
 
 fn check_name(name: &str) -> Result<(), Error> {

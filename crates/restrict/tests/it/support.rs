@@ -450,16 +450,4 @@ impl Drop for NetNs {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds (`true`) or `within` has passed (`false`).
-pub(crate) fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub(crate) use ippin_test_support::wait_until;
