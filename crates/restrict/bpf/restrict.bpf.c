@@ -336,6 +336,20 @@ static __always_inline int decide6(const __u32 in[4], __u32 src4, int any_is_v4)
 	return 1;
 }
 
+// The configuration in force (element 0 of `config`, which always exists; NULL only in
+// theory, and every caller then refuses).
+static __always_inline struct config *config_now(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+// Whether no policy is in force (and no failed update refuses everything).
+static __always_inline int no_policy(const struct config *cfg)
+{
+	return !cfg->has_policy && !cfg->deny_all;
+}
+
 // A zeroed event in the ring buffer with the caller's cgroup, process and comm filled in;
 // NULL (and counted in `stats`) when the buffer is full.
 static __always_inline void count_lost(void)
@@ -466,8 +480,7 @@ static __always_inline int finish(struct bpf_sock_addr *ctx, const struct config
 // (IP_PKTINFO, else the bound address: udp_sendmsg's ipc.addr) for a send.
 static __always_inline int run4(struct bpf_sock_addr *ctx, __u8 operation, __u32 src)
 {
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct config *cfg = config_now();
 	if (!cfg)
 		return 0; // cannot happen (an array's element 0 exists): fail closed
 	__u16 port = (__u16)ctx->user_port;
@@ -484,8 +497,7 @@ static __always_inline int run4(struct bpf_sock_addr *ctx, __u8 operation, __u32
 
 static __always_inline int run6(struct bpf_sock_addr *ctx, __u8 operation)
 {
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct config *cfg = config_now();
 	if (!cfg)
 		return 0;
 	__u32 w[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
@@ -576,11 +588,10 @@ static __always_inline int decidable(__u32 type, __u32 protocol)
 SEC("cgroup/sock_create")
 int ippin_sock_create(struct bpf_sock *sk)
 {
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct config *cfg = config_now();
 	if (!cfg)
 		return 0;
-	if (!cfg->has_policy && !cfg->deny_all)
+	if (no_policy(cfg))
 		return 1;
 	if (sk->family != AF_INET && sk->family != AF_INET6)
 		return 1;
@@ -637,9 +648,8 @@ static __always_inline int broadcasts(int level, int optname)
 {
 	if (level != SOL_SOCKET || optname != SO_BROADCAST)
 		return 0;
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	return !cfg || cfg->has_policy || cfg->deny_all;
+	struct config *cfg = config_now();
+	return !cfg || !no_policy(cfg);
 }
 
 SEC("cgroup/setsockopt")
@@ -714,11 +724,10 @@ static __always_inline void report_packet(struct __sk_buff *skb, __u8 family, co
 SEC("cgroup_skb/egress")
 int ippin_egress(struct __sk_buff *skb)
 {
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct config *cfg = config_now();
 	if (!cfg)
 		return 0;
-	if (!cfg->has_policy && !cfg->deny_all)
+	if (no_policy(cfg))
 		return 1;
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)

@@ -169,36 +169,25 @@ impl Loaded {
             .set_max_entries("deny6", max.saturating_mul(2))
             .load(&OBJECT.0)
             .map_err(|e| Error::bpf("load", error_chain(&e)))?;
-        for (name, hook) in PROGRAMS {
-            let prog: &mut CgroupSockAddr = bpf
-                .program_mut(name)
-                .ok_or_else(|| Error::bpf(format!("program {hook}"), "not in the object"))?
-                .try_into()
-                .map_err(|e| Error::bpf(format!("program {hook}"), e))?;
-            prog.load()
-                .map_err(|e| Error::bpf(format!("program {hook}"), error_chain(&e)))?;
+        // Each program loaded as its own kind (aya has no generic load).
+        macro_rules! load {
+            ($kind:ty, $name:expr, $hook:expr) => {{
+                let what = format!("program {}", $hook);
+                let prog: &mut $kind = bpf
+                    .program_mut($name)
+                    .ok_or_else(|| Error::bpf(what.clone(), "not in the object"))?
+                    .try_into()
+                    .map_err(|e| Error::bpf(what.clone(), e))?;
+                prog.load()
+                    .map_err(|e| Error::bpf(what.clone(), error_chain(&e)))?;
+            }};
         }
-        let prog: &mut CgroupSock = bpf
-            .program_mut(SOCK_CREATE)
-            .ok_or_else(|| Error::bpf("program sock_create", "not in the object"))?
-            .try_into()
-            .map_err(|e| Error::bpf("program sock_create", e))?;
-        prog.load()
-            .map_err(|e| Error::bpf("program sock_create", error_chain(&e)))?;
-        let prog: &mut CgroupSockopt = bpf
-            .program_mut(SETSOCKOPT)
-            .ok_or_else(|| Error::bpf("program setsockopt", "not in the object"))?
-            .try_into()
-            .map_err(|e| Error::bpf("program setsockopt", e))?;
-        prog.load()
-            .map_err(|e| Error::bpf("program setsockopt", error_chain(&e)))?;
-        let prog: &mut CgroupSkb = bpf
-            .program_mut(EGRESS)
-            .ok_or_else(|| Error::bpf("program egress", "not in the object"))?
-            .try_into()
-            .map_err(|e| Error::bpf("program egress", e))?;
-        prog.load()
-            .map_err(|e| Error::bpf("program egress", error_chain(&e)))?;
+        for (name, hook) in PROGRAMS {
+            load!(CgroupSockAddr, name, hook);
+        }
+        load!(CgroupSock, SOCK_CREATE, "sock_create");
+        load!(CgroupSockopt, SETSOCKOPT, "setsockopt");
+        load!(CgroupSkb, EGRESS, "egress");
         let maps = Maps {
             allow4: take(&mut bpf, "allow4")?,
             deny4: take(&mut bpf, "deny4")?,
@@ -260,45 +249,21 @@ impl Loaded {
     /// its ancestors keep running too, and the kernel refuses when any one refuses, so none
     /// can lift this one's denial.
     pub(crate) fn attach(&self, cgroup: impl AsFd) -> Result<(), Error> {
-        let mut bpf = self.programs.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, hook) in PROGRAMS {
-            let prog: &mut CgroupSockAddr = bpf
-                .program_mut(name)
+        let bpf = self.programs.lock().unwrap_or_else(|p| p.into_inner());
+        let others = [
+            (SOCK_CREATE, "sock_create"),
+            (SETSOCKOPT, "setsockopt"),
+            (EGRESS, "egress"),
+        ];
+        for (name, hook) in PROGRAMS.into_iter().chain(others) {
+            let fd = bpf
+                .program(name)
                 .ok_or_else(|| Error::bpf(format!("program {hook}"), "not in the object"))?
-                .try_into()
-                .map_err(|e| Error::bpf(format!("program {hook}"), e))?;
-            let fd = prog
                 .fd()
                 .map_err(|e| Error::bpf(format!("program {hook}"), e))?;
             crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type(hook))
                 .map_err(|e| Error::bpf(format!("attach {hook}"), e))?;
         }
-        let prog: &mut CgroupSock = bpf
-            .program_mut(SOCK_CREATE)
-            .ok_or_else(|| Error::bpf("program sock_create", "not in the object"))?
-            .try_into()
-            .map_err(|e| Error::bpf("program sock_create", e))?;
-        let fd = prog
-            .fd()
-            .map_err(|e| Error::bpf("program sock_create", e))?;
-        crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type("sock_create"))
-            .map_err(|e| Error::bpf("attach sock_create", e))?;
-        let prog: &mut CgroupSockopt = bpf
-            .program_mut(SETSOCKOPT)
-            .ok_or_else(|| Error::bpf("program setsockopt", "not in the object"))?
-            .try_into()
-            .map_err(|e| Error::bpf("program setsockopt", e))?;
-        let fd = prog.fd().map_err(|e| Error::bpf("program setsockopt", e))?;
-        crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type("setsockopt"))
-            .map_err(|e| Error::bpf("attach setsockopt", e))?;
-        let prog: &mut CgroupSkb = bpf
-            .program_mut(EGRESS)
-            .ok_or_else(|| Error::bpf("program egress", "not in the object"))?
-            .try_into()
-            .map_err(|e| Error::bpf("program egress", e))?;
-        let fd = prog.fd().map_err(|e| Error::bpf("program egress", e))?;
-        crate::attach::attach(cgroup.as_fd(), fd.as_fd(), attach_type("egress"))
-            .map_err(|e| Error::bpf("attach egress", e))?;
         Ok(())
     }
 
