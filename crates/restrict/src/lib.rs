@@ -1,8 +1,11 @@
 //! Kernel enforcement of ippin's network restrictions for the processes of a session
-//! (Linux): each session gets its own cgroup v2, and four eBPF programs attached to it decide
-//! every TCP or UDP `connect(2)` and every unconnected UDP `sendto(2)`/`sendmsg(2)` of its
-//! processes (a fifth, `cgroup/sock_create`, refuses the IPv4 and IPv6 sockets they cannot
-//! see: ICMP "ping", raw, SCTP and other protocols), with the semantics of [`ippin_policy::NetworkRestrictions::decide`]. A denied
+//! (Linux): each session gets its own cgroup v2, and seven eBPF programs attached to it: four
+//! decide every TCP or UDP `connect(2)` and every addressed UDP `sendto(2)`/`sendmsg(2)` of
+//! its processes; `cgroup/sock_create` refuses, under a policy, the IPv4 and IPv6 sockets they
+//! cannot see (ICMP "ping", raw, SCTP and other protocols); `cgroup/setsockopt` refuses the
+//! options that reroute packets; and, under a policy, `cgroup_skb/egress` decides every UDP
+//! packet and drops those of any other socket but TCP; all with the semantics of
+//! [`ippin_policy::NetworkRestrictions::decide`]. A denied
 //! call fails with `EPERM` ("Operation not permitted"), and each decision can become an
 //! audit event.
 //!
@@ -48,6 +51,7 @@
 //! | [`NetEvent`], [`SocketKind`] | one decision from the kernel; `audit_event` turns it into the `T4002I` event |
 //! | [`Error`] | why enforcement cannot be set up or a session cannot be made (typed, `#[non_exhaustive]`) |
 //! | [`cgroup2_mount`], [`DEFAULT_PARENT`] | where cgroup v2 is, and the default parent |
+//! | [`end_orphaned_sessions`] | ends the sessions a server that is gone left (what [`Enforcer::new`] does first), for a server that starts without enforcement |
 //!
 //! # What the kernel must offer, and what happens without it
 //!
@@ -104,9 +108,11 @@
 //! - TCP: `connect(2)` (and so `sendto` with `MSG_FASTOPEN`, which connects) on IPv4 and IPv6
 //!   sockets; a connected socket's later sends are not asked again.
 //! - UDP: `connect(2)`, and every `sendto`/`sendmsg` that names a destination. Under a
-//!   policy, every packet but TCP is also decided on its IP destination as it leaves
-//!   (`cgroup_skb/egress`): a UDP socket connected while its destination was allowed is held
-//!   to a policy that denies it later (its `send(2)` fails with `EPERM`, a `Send` event).
+//!   policy, every UDP packet is also decided as it leaves (`cgroup_skb/egress`) on its
+//!   destination, and a connected socket's also on its peer: a UDP socket connected while
+//!   its destination was allowed is held to a policy that denies it later (its `send(2)`
+//!   fails with `EPERM`, a `Send` event), and so is a datagram corked while it was allowed.
+//!   Every packet of any other socket but TCP (made before the policy) is dropped.
 //!   A TCP connection open before an update keeps its destination (a packet filter would
 //!   also cut the replies of the connections a session accepted).
 //! - Sockets the hooks above never see — ICMP "ping" sockets (allowed to every group by
@@ -124,7 +130,8 @@
 //! # Policy updates
 //!
 //! [`Enforcer::set_policy`] rewrites the maps that every session's programs read, so running
-//! sessions are held to the new policy from their next `connect`. An update is not one atomic
+//! sessions are held to the new policy from their next `connect`, addressed send or UDP
+//! packet. An update is not one atomic
 //! step; it is ordered so that no intermediate state allows what neither the old nor the new
 //! policy allows: the new denials are written first, then the old allowances removed, then
 //! the new ones added, then the old denials removed. (A connection that both allow may be
@@ -138,12 +145,15 @@
 //!
 //! # Events
 //!
-//! Each decision goes through a ring buffer (256 KiB): denials always, allowed ones when
-//! `observe` is on ([`EnforcerConfig::observe`], [`Enforcer::set_observe`]). A thread of the
-//! [`Enforcer`] reads it and routes each [`NetEvent`] to the queue of the session whose
-//! cgroup made it ([`Session::take_events`]). When the ring buffer or a session's queue is
-//! full the event is dropped and counted ([`Enforcer::lost_events`]); the decision itself is
-//! never affected. `src` is the socket's bound address when it has one (usually the unspecified
+//! Each decision goes through a ring buffer (256 KiB): denials, and allowed ones when
+//! `observe` is on ([`EnforcerConfig::observe`], [`Enforcer::set_observe`]), each session
+//! within its own share (512 events at once, refilled at 2,000 a second), so that one
+//! session's flood does not crowd out the others'. A thread of the [`Enforcer`] reads it and
+//! routes each [`NetEvent`] to the queue of the session whose cgroup made it
+//! ([`Session::take_events`]). When the share is spent, or the ring buffer or a session's
+//! queue is full, the event is dropped and counted ([`Enforcer::lost_events`]); a denial
+//! still refuses, and, observing, an allowed operation whose event cannot be put in the ring
+//! buffer is refused (fail closed). `src` is the socket's bound address when it has one (usually the unspecified
 //! address before a `connect`: the kernel picks the source afterwards).
 //!
 //! # No escape
