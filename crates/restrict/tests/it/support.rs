@@ -193,50 +193,43 @@ pub(crate) struct Probe {
 
 impl Probe {
     pub(crate) fn start(session: &Session) -> Probe {
-        let mut cmd = Command::new(python());
-        cmd.args(["-c", PROBE])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        session.confine(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn the probe");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Probe { child, out }
+        Probe::spawn(Some(session), None)
     }
 
     /// The probe inside a session, run in the network namespace `netns`.
     pub(crate) fn start_in(session: &Session, netns: &NetNs) -> Probe {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &netns.name, python(), "-c", PROBE])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        session.confine(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .expect("spawn the probe (ip, scripts/install-peers)");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Probe { child, out }
+        Probe::spawn(Some(session), Some(netns))
     }
 
     /// The probe in the network namespace `netns`, outside any session, for comparison.
     pub(crate) fn outside_in(netns: &NetNs) -> Probe {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &netns.name, python(), "-c", PROBE])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn the probe (ip, scripts/install-peers)");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Probe { child, out }
+        Probe::spawn(None, Some(netns))
     }
 
     /// The probe outside any session, for comparison.
     pub(crate) fn outside() -> Probe {
-        let mut child = Command::new(python())
-            .args(["-c", PROBE])
+        Probe::spawn(None, None)
+    }
+
+    /// The probe, in `session` when given, in `netns` (through `ip netns exec`) when given.
+    fn spawn(session: Option<&Session>, netns: Option<&NetNs>) -> Probe {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name, python()]);
+                c
+            }
+            None => Command::new(python()),
+        };
+        cmd.args(["-c", PROBE])
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(session) = session {
+            session.confine(&mut cmd);
+        }
+        let mut child = cmd
             .spawn()
-            .expect("spawn the probe");
+            .expect("spawn the probe (python3, ip: scripts/install-peers)");
         let out = BufReader::new(child.stdout.take().unwrap());
         Probe { child, out }
     }
