@@ -177,6 +177,16 @@ struct Demo {
     login: Option<String>,
     /// Lines printed after the table: steps this machine cannot run, and why.
     notes: Vec<String>,
+    passwords: Passwords,
+}
+
+/// Which password a demo login gives.
+#[derive(Clone, Copy)]
+enum Password {
+    /// The user's own ([`Passwords`]).
+    Right,
+    /// Another one.
+    Wrong,
 }
 
 fn v2_header(src: Ipv4Addr, dst: SocketAddr) -> Result<Vec<u8>, String> {
@@ -264,7 +274,7 @@ impl Demo {
     async fn login(
         &mut self,
         who: &str,
-        password: &str,
+        password: Password,
         listener: usize,
         bind: Ipv4Addr,
         via_lb_as: Option<Ipv4Addr>,
@@ -285,7 +295,11 @@ impl Demo {
             }
         };
         let ep = self.endpoint(listener, bind, header);
-        let result = client::login(&ep, who, password).await;
+        let password = match password {
+            Password::Right => self.passwords.of(who),
+            Password::Wrong => "not-the-password".to_owned(),
+        };
+        let result = client::login(&ep, who, &password).await;
         let creds = result.as_ref().ok().cloned();
         let got = result
             .map(|c| match c.pinned_ip {
@@ -705,14 +719,42 @@ fn demo_roles(login: &str) -> String {
     format!("{}  allow:\n    logins: [{login}]\n", crate::ca::ROLES_YAML)
 }
 
-async fn setup(dir: &Path) -> Result<(String, Running), String> {
+/// The demo users' passwords: drawn at random for each run and kept in memory only. Its
+/// listeners are on loopback, where every local user can reach them while it runs, and
+/// bob's role allows the OS login of whoever runs it (root under `scripts/test`): a
+/// password written in the source would be a root shell for any of them.
+struct Passwords(Vec<(&'static str, String)>);
+
+impl Passwords {
+    fn new() -> Result<Passwords, String> {
+        let mut out = Vec::new();
+        for name in ["alice", "bob", "carol"] {
+            let mut b = [0u8; 18];
+            ippin_cert::getrandom::fill(&mut b)
+                .map_err(|e| format!("no randomness for the demo's passwords: {e}"))?;
+            let text: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            out.push((name, text));
+        }
+        Ok(Passwords(out))
+    }
+
+    fn of(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    }
+}
+
+async fn setup(dir: &Path, passwords: &Passwords) -> Result<(String, Running), String> {
     let mut users = String::new();
     for (name, role) in [
         ("alice", "pinned-ip"),
         ("bob", "dev"),
         ("carol", "pinned-ip"),
     ] {
-        let hash = crate::users::hash_password_light(&format!("{name}-password"))?;
+        let hash = crate::users::hash_password_light(&passwords.of(name))?;
         let _ = writeln!(
             users,
             "  - {{name: {name}, password_hash: \"{hash}\", roles: [{role}]}}"
@@ -738,7 +780,7 @@ async fn play(demo: &mut Demo) {
     let alice = demo
         .login(
             "alice",
-            "alice-password",
+            Password::Right,
             0,
             ALICE_HOME,
             None,
@@ -766,7 +808,7 @@ async fn play(demo: &mut Demo) {
     let alice2 = demo
         .login(
             "alice",
-            "alice-password",
+            Password::Right,
             0,
             ALICE_CAFE,
             None,
@@ -810,7 +852,7 @@ async fn play(demo: &mut Demo) {
     let bob = demo
         .login(
             "bob",
-            "bob-password",
+            Password::Right,
             0,
             ALICE_HOME,
             None,
@@ -902,7 +944,7 @@ async fn play(demo: &mut Demo) {
     let carol = demo
         .login(
             "carol",
-            "carol-password",
+            Password::Right,
             2,
             LOAD_BALANCER,
             Some(CAROL),
@@ -952,7 +994,7 @@ async fn play(demo: &mut Demo) {
     // and a wrong password is just refused.
     demo.login(
         "bob",
-        "not-his-password",
+        Password::Wrong,
         0,
         ALICE_HOME,
         None,
@@ -1020,6 +1062,10 @@ fn table(rows: &[Row]) -> String {
 /// Runs the demo and renders its report; exit 1 when an outcome differs.
 pub async fn run() -> Outcome {
     let started = Instant::now();
+    let passwords = match Passwords::new() {
+        Ok(p) => p,
+        Err(e) => return Outcome::fail(2, format!("error: {e}\n")),
+    };
     // The inner listener's port is picked free, then bound by the server: another process
     // can take it in between. Then the setup starts again, in a fresh folder (three tries).
     let mut attempt = 0;
@@ -1031,7 +1077,7 @@ pub async fn run() -> Outcome {
                 return Outcome::fail(2, format!("error: cannot make a temporary folder: {e}\n"));
             }
         };
-        match setup(dir.path()).await {
+        match setup(dir.path(), &passwords).await {
             Ok((ca_pem, running)) => break (dir, ca_pem, running),
             Err(e) if attempt < 3 && e.contains("Address already in use") => continue,
             Err(e) => return Outcome::fail(2, format!("error: demo setup failed: {e}\n")),
@@ -1080,6 +1126,7 @@ pub async fn run() -> Outcome {
         rows: Vec::new(),
         login: demo_login(),
         notes: Vec::new(),
+        passwords,
     };
     play(&mut demo).await;
     out.push_str(&table(&demo.rows));
@@ -1133,6 +1180,19 @@ pub async fn run() -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_passwords_are_drawn_for_each_run() {
+        let (a, b) = (Passwords::new().unwrap(), Passwords::new().unwrap());
+        for name in ["alice", "bob", "carol"] {
+            let p = a.of(name);
+            assert_eq!(p.len(), 36, "{name}");
+            assert!(p.bytes().all(|c| c.is_ascii_hexdigit()), "{name}: {p}");
+            assert_ne!(p, b.of(name), "{name}: the same in two runs");
+        }
+        assert_ne!(a.of("alice"), a.of("bob"));
+        assert!(a.of("mallory").is_empty());
+    }
 
     #[test]
     fn the_demo_configuration_is_valid() {
