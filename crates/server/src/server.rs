@@ -181,7 +181,7 @@ pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
             ));
         }
         let overlap: Vec<String> = match &l.trusted_proxies {
-            Some(nets) if !l.trust_every_peer => crate::host::overlapping(nets, local)
+            Some(nets) => crate::host::overlapping(nets, local)
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
@@ -295,11 +295,19 @@ async fn start_inner(
         })?;
         sockets.push((lcfg, socket, bound));
     }
+    // Forwards may not reach the server's own listeners, nor etcd on this host (a PROXY
+    // header written from this host would be believed by a listener that trusts it; etcd in
+    // clear text on loopback takes writes from any local client).
+    let local_now = crate::host::local_networks();
     ssh.own_listeners = sockets.iter().map(|(_, _, bound)| *bound).collect();
-    // Sessions' processes may not reach the server's own listeners either (a PROXY header
-    // written from this host would be believed by a listener that trusts it).
+    ssh.own_listeners
+        .extend(crate::ssh::wiring::local_backend_endpoints(
+            &state.config,
+            &local_now,
+        ));
+    // Nor may the sessions' processes.
     if let crate::ssh::session::Enforcement::Kernel(enforcer) = ssh.enforcement.as_ref() {
-        let mut local = crate::host::local_networks();
+        let mut local = local_now;
         enforcer
             .protect(&ssh.own_listeners, &local)
             .map_err(|e| ServerError::Enforcement(e.to_string()))?;

@@ -133,20 +133,15 @@ pub fn enforcement_for(
         return Enforcement::Off;
     }
     let Some(live) = restrictions else {
-        // No restrictions: no programs, unless a listener trusts this host's addresses as a
-        // proxy. Then a session's process could write it a PROXY header naming any client:
-        // the programs run with no policy, only to keep the listeners out of reach.
-        let local = crate::host::local_networks();
-        let trusts_host = config.listeners.iter().any(|l| {
-            !l.trust_every_peer
-                && l.trusted_proxies
-                    .as_ref()
-                    .is_some_and(|nets| !crate::host::overlapping(nets, &local).is_empty())
-        });
-        if !trusts_host {
+        // No restrictions: no programs, unless something on this host believes whoever
+        // connects from it: a listener that trusts this host's addresses as a proxy (a
+        // session's process could write it a PROXY header naming any client), or etcd in
+        // clear text on this host (it could write the fleet's users and roles). The
+        // programs then run with no policy, only to keep those endpoints out of reach.
+        let Some(why) = trusts_this_host(config, &crate::host::local_networks()) else {
             end_orphaned_sessions(&settings);
             return Enforcement::Off;
-        }
+        };
         return match ippin_restrict::Enforcer::new(
             &settings,
             &ippin_policy::NetworkRestrictions::allow_all(),
@@ -155,8 +150,7 @@ pub fn enforcement_for(
             Err(e) => {
                 end_orphaned_sessions(&settings);
                 Enforcement::Unavailable(format!(
-                    "a listener trusts this host's addresses as a proxy, and the sessions' \
-                     processes cannot be kept from it: {e}"
+                    "{why}, and the sessions' processes cannot be kept from it: {e}"
                 ))
             }
         };
@@ -253,6 +247,65 @@ pub fn service_for(
     )
 }
 
+/// Why the sessions' processes must be kept from this host's endpoints even with no
+/// `network_restrictions`: a listener that trusts an address of this host as a proxy
+/// (`danger_trust_every_peer` trusts them all), or an etcd endpoint of this host that takes
+/// clients with no certificate. `None`: nothing here believes a local connection more than
+/// any other. `local` is [`crate::host::local_networks`].
+pub fn trusts_this_host(config: &Config, local: &[ipnet::IpNet]) -> Option<String> {
+    for (i, l) in config.listeners.iter().enumerate() {
+        if l.trusted_proxies
+            .as_ref()
+            .is_some_and(|nets| !crate::host::overlapping(nets, local).is_empty())
+        {
+            return Some(format!(
+                "listener {i} ({} on {}) trusts this host's addresses as a proxy",
+                l.kind, l.listen
+            ));
+        }
+    }
+    let backend = config.backend.as_ref()?;
+    if backend.tls.as_ref().is_some_and(|t| t.cert.is_some()) {
+        // etcd asks for a client certificate the sessions do not have.
+        return None;
+    }
+    backend
+        .endpoints
+        .iter()
+        .find(|e| on_this_host(e.ip(), local))
+        .map(|e| format!("etcd at {e} is on this host and takes clients with no certificate"))
+}
+
+/// The ports of the etcd endpoints on this host (loopback, or one of its addresses), on every
+/// address of this host (the unspecified addresses, IPv4 and IPv6): etcd may listen on more
+/// of them than the one configured. Kept from the sessions' processes and refused to
+/// forwards, as the server's own listeners are.
+pub fn local_backend_endpoints(
+    config: &Config,
+    local: &[ipnet::IpNet],
+) -> Vec<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    let mut out = Vec::new();
+    for e in config.backend.iter().flat_map(|b| &b.endpoints) {
+        if on_this_host(e.ip(), local) {
+            for any in [
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, e.port())),
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, e.port())),
+            ] {
+                if !out.contains(&any) {
+                    out.push(any);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn on_this_host(ip: std::net::IpAddr, local: &[ipnet::IpNet]) -> bool {
+    let ip = ippin_policy::canonical_ip(ip);
+    ip.is_loopback() || ip.is_unspecified() || local.iter().any(|n| n.contains(&ip))
+}
+
 /// [`service_for`], refusing forwards into `own_listeners` (the server's bound listeners).
 ///
 /// # Errors
@@ -299,6 +352,99 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use std::time::Duration;
+
+    fn site(listeners: &str, backend: &str) -> Config {
+        let text = format!(
+            "cluster_name: site\n\
+             ca: {{ssh_key: ca/ssh_user_ca, tls_cert: ca/tls_ca.pem, tls_key: ca/tls_ca.key}}\n\
+             server_tls: {{cert: server.pem, key: server.key}}\n\
+             audit_log: audit.log\n\
+             ssh_host_key: ssh_host_ed25519_key\n\
+             {backend}listeners:\n\
+             \x20 - {{kind: ssh, listen: 127.0.0.1:0, proxy_protocol: off}}\n{listeners}"
+        );
+        Config::parse(Path::new("/site/ippin.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn what_believes_a_connection_from_this_host_needs_the_sessions_kept_from_it() {
+        let local: Vec<ipnet::IpNet> = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+            "10.1.2.3/32".parse().unwrap(),
+        ];
+        let tls = |extra: &str| {
+            format!("  - {{kind: tls, listen: 127.0.0.1:0, proxy_protocol: on, {extra}}}\n")
+        };
+        // Nothing that trusts this host: no programs needed.
+        assert_eq!(trusts_this_host(&site("", ""), &local), None);
+        assert_eq!(
+            trusts_this_host(&site(&tls("trusted_proxies: [192.0.2.0/24]"), ""), &local),
+            None
+        );
+        // A proxy on this host, by loopback or by one of its addresses (IPv4-mapped too).
+        for nets in [
+            "[127.0.0.3/32]",
+            "[10.1.0.0/16]",
+            "[\"::ffff:10.1.2.3/128\"]",
+        ] {
+            let why =
+                trusts_this_host(&site(&tls(&format!("trusted_proxies: {nets}")), ""), &local);
+            assert!(why.is_some_and(|w| w.contains("listener 1")), "{nets}");
+        }
+        // Every peer a proxy: this host's addresses too.
+        let every = "  - {kind: tls, listen: 127.0.0.1:0, proxy_protocol: on, danger_trust_every_peer: true}\n";
+        assert!(trusts_this_host(&site(every, ""), &local).is_some());
+        // etcd on this host in clear text, or with TLS but no client certificate.
+        for backend in [
+            "backend: {kind: etcd, endpoints: [127.0.0.1:2379]}\n",
+            "backend: {kind: etcd, endpoints: [\"[::1]:2379\"]}\n",
+            "backend: {kind: etcd, endpoints: [\"https://10.1.2.3:2379\"], tls: {ca: e.pem}}\n",
+        ] {
+            let why = trusts_this_host(&site("", backend), &local);
+            assert!(why.is_some_and(|w| w.contains("etcd at")), "{backend}");
+        }
+        // etcd elsewhere, or one that asks for a client certificate: nothing to keep from it.
+        for backend in [
+            "backend: {kind: etcd, endpoints: [\"https://192.0.2.9:2379\"], tls: {ca: e.pem}}\n",
+            "backend: {kind: etcd, endpoints: [\"https://127.0.0.1:2379\"], tls: {ca: e.pem, cert: c.pem, key: c.key}}\n",
+        ] {
+            assert_eq!(
+                trusts_this_host(&site("", backend), &local),
+                None,
+                "{backend}"
+            );
+        }
+    }
+
+    #[test]
+    fn etcd_on_this_host_is_its_port_on_every_address() {
+        let local: Vec<ipnet::IpNet> = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.1.2.3/32".parse().unwrap(),
+        ];
+        let c = site(
+            "",
+            "backend: {kind: etcd, endpoints: [\"https://127.0.0.1:2379\", \"https://10.1.2.3:2380\", \"https://192.0.2.9:2381\"], tls: {ca: e.pem, cert: c.pem, key: c.key}}\n",
+        );
+        let got = local_backend_endpoints(&c, &local);
+        let want: Vec<std::net::SocketAddr> =
+            ["0.0.0.0:2379", "[::]:2379", "0.0.0.0:2380", "[::]:2380"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        assert_eq!(got, want);
+        // Forwards to them are refused on any address of this host.
+        assert!(ippin_access::egress::dial::is_own_listener(
+            &got,
+            "127.0.0.9:2379".parse().unwrap()
+        ));
+        assert!(ippin_access::egress::dial::is_own_listener(
+            &got,
+            "[::1]:2380".parse().unwrap()
+        ));
+        assert!(local_backend_endpoints(&site("", ""), &local).is_empty());
+    }
 
     #[test]
     fn users_and_roles_come_from_the_configuration() {
