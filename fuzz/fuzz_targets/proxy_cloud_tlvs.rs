@@ -30,12 +30,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((h, _)) = parse(data) {
         let _ = endpoint_ids(h.tlvs());
     }
-    // Structured: (selector, length, value) triples become custom TLVs.
-    let mut b = V2Builder::new(Command::Proxy)
+    // Structured: (selector, length, value) triples become custom TLVs, written by hand
+    // after a PROXY TCP4 head (the builder refuses a repeated vendor TLV).
+    let mut bytes = V2Builder::new(Command::Proxy)
         .addresses(ippin_proxy_protocol::Addresses::Tcp4 {
             src: "198.51.100.7:5000".parse().unwrap(),
             dst: "203.0.113.10:443".parse().unwrap(),
         })
+        .unwrap()
+        .encode()
         .unwrap();
     let mut count = [0usize; 4];
     let mut rest = data;
@@ -52,20 +55,18 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         v.extend_from_slice(value);
-        b = b
-            .tlv(Tlv::Custom {
-                kind: KINDS[k],
-                value: &v,
-            })
-            .unwrap();
+        bytes.push(KINDS[k]);
+        bytes.extend_from_slice(&u16::try_from(v.len()).unwrap().to_be_bytes());
+        bytes.extend_from_slice(&v);
         count[k] += 1;
         rest = tail;
     }
-    let bytes = b.encode().unwrap();
-    // The builder writes headers up to 64 KiB; the parser's default cap is 4 KiB.
+    // The parser's default cap is 4 KiB.
     if bytes.len() > ippin_proxy_protocol::DEFAULT_MAX_HEADER_LEN {
         return;
     }
+    let len = u16::try_from(bytes.len() - 16).unwrap().to_be_bytes();
+    bytes[14..16].copy_from_slice(&len);
     let (header, _) = parse(&bytes).expect("the builder's header parses");
     let tlvs = header.tlvs();
     let aws = aws_vpce_id(tlvs.clone());

@@ -180,6 +180,20 @@ impl V2Builder {
                         reason: "custom TLV types are 0xE0-0xEF",
                     });
                 }
+                // A cloud endpoint TLV is read once; a second one makes the header
+                // unreadable to `endpoint_ids` (and refused by a listener with
+                // `allowed_endpoints`), as in `endpoint_id`.
+                if matches!(
+                    kind,
+                    crate::cloud::PP2_TYPE_AWS
+                        | crate::cloud::PP2_TYPE_AZURE
+                        | crate::cloud::PP2_TYPE_GCP
+                ) && crate::Tlvs::new(&self.tlvs).any(|t| t.kind() == kind)
+                {
+                    return Err(Error::Encode {
+                        reason: "this cloud endpoint TLV may appear only once",
+                    });
+                }
                 tlv::push(&mut self.tlvs, kind, value)?
             }
             Tlv::Unknown { kind, value } => {
@@ -261,6 +275,13 @@ impl V2Builder {
     }
 
     /// The header bytes.
+    ///
+    /// A header longer than [`DEFAULT_MAX_HEADER_LEN`](crate::DEFAULT_MAX_HEADER_LEN)
+    /// (4096 bytes: large TLVs, an SSL TLV with a client certificate) is
+    /// encoded, but [`parse`](crate::parse) and a default
+    /// [`ListenerPolicy`](crate::ListenerPolicy) refuse it (`TooLong`): the
+    /// receiver must raise its bound ([`ParseConfig`](crate::ParseConfig)) to
+    /// take it.
     ///
     /// # Errors
     /// When the address block and TLVs exceed the 65535 bytes the length

@@ -331,13 +331,18 @@ mod tests {
     const AWS17: &str = "vpce-0123456789abcdef0";
     const AWS8: &str = "vpce-0a1b2c3d";
 
-    /// A LOCAL v2 header with these raw TLVs.
+    /// A LOCAL v2 header with these raw TLVs (written by hand: the builder refuses a
+    /// repeated vendor TLV).
     fn header(tlvs: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut b = V2Builder::new(Command::Local);
+        let mut h = V2Builder::new(Command::Local).encode().unwrap();
         for (kind, value) in tlvs {
-            b = b.tlv(crate::Tlv::Custom { kind: *kind, value }).unwrap();
+            h.push(*kind);
+            h.extend_from_slice(&u16::try_from(value.len()).unwrap().to_be_bytes());
+            h.extend_from_slice(value);
         }
-        b.encode().unwrap()
+        let len = u16::try_from(h.len() - 16).unwrap().to_be_bytes();
+        h[14..16].copy_from_slice(&len);
+        h
     }
 
     fn aws(tlvs: &[(u8, &[u8])]) -> Result<Option<AwsVpceId>, CloudTlvError> {

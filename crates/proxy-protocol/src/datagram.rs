@@ -258,7 +258,7 @@ impl ListenerPolicy {
             parse_datagram_with(datagram, &self.parse).map_err(DatagramRefusal::Header)?;
         let payload = datagram.get(offset..).unwrap_or_default();
         let observed = self
-            .decide(peer, Some(&header), payload)
+            .decide_any(peer, Some(&header), payload)
             .map_err(DatagramRefusal::Policy)?;
         Ok(DatagramAccept {
             observed: self.unverified(observed),

@@ -6,8 +6,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::{
-    CloudTlvError, Command, Detection, EndpointId, Error, Header, MAX_V1_LEN, ParseConfig, detect,
-    endpoint_ids, parse_with, starts_with_header,
+    Addresses, CloudTlvError, Command, Detection, EndpointId, Error, Header, MAX_V1_LEN,
+    ParseConfig, detect, endpoint_ids, parse_with, starts_with_header,
 };
 
 /// Whether a listener expects a PROXY header.
@@ -193,6 +193,11 @@ pub enum Refusal {
     /// `allowed_endpoints` is set, and a cloud endpoint TLV in the header is
     /// malformed.
     InvalidEndpointTlv(CloudTlvError),
+    /// A v2 PROXY header of a stream connection names UDP addresses (family
+    /// 0x12 or 0x22): the sender is misconfigured, or its header was written
+    /// for another connection. Datagrams ([`ListenerPolicy::decide_datagram`])
+    /// take them; streams do not, as HAProxy does not.
+    DatagramFamily,
 }
 
 impl Refusal {
@@ -210,6 +215,7 @@ impl Refusal {
             Refusal::Io(_) => "io_error",
             Refusal::EndpointNotAllowed { .. } => "endpoint_not_allowed",
             Refusal::InvalidEndpointTlv(_) => "invalid_endpoint_tlv",
+            Refusal::DatagramFamily => "datagram_family",
         }
     }
 }
@@ -255,6 +261,10 @@ impl fmt::Display for Refusal {
                  listener allows only some"
             ),
             Refusal::InvalidEndpointTlv(e) => write!(f, "invalid_endpoint_tlv: {e}"),
+            Refusal::DatagramFamily => write!(
+                f,
+                "datagram_family: the PROXY header of a stream connection names UDP addresses"
+            ),
         }
     }
 }
@@ -428,6 +438,28 @@ impl ListenerPolicy {
     /// # Errors
     /// The [`Refusal`] when the connection must be closed.
     pub fn decide(
+        &self,
+        peer: SocketAddr,
+        header: Option<&Header<'_>>,
+        after_header: &[u8],
+    ) -> Result<Observed, Refusal> {
+        if let Some(h) = header
+            && h.command() == Command::Proxy
+            && matches!(
+                h.addresses(),
+                Addresses::Udp4 { .. } | Addresses::Udp6 { .. }
+            )
+        {
+            // Checked after the rules every header is held to (mode, trusted peer),
+            // so that an untrusted peer is told `untrusted_proxy` as for any header.
+            self.decide_any(peer, header, after_header)?;
+            return Err(Refusal::DatagramFamily);
+        }
+        self.decide_any(peer, header, after_header)
+    }
+
+    /// [`decide`](Self::decide) for a stream or a datagram: any family.
+    pub(crate) fn decide_any(
         &self,
         peer: SocketAddr,
         header: Option<&Header<'_>>,

@@ -40,13 +40,17 @@ pub const PP2_TYPE_MAX_CUSTOM: u8 = 0xEF;
 /// The longest UNIQUE_ID value the spec allows.
 pub const MAX_UNIQUE_ID_LEN: usize = 128;
 
+/// The longest AUTHORITY value taken: a host name is at most 253 bytes, and HAProxy refuses
+/// a header whose AUTHORITY is longer than 255.
+pub const MAX_AUTHORITY_LEN: usize = 255;
+
 /// One v2 TLV, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Tlv<'a> {
     /// [`PP2_TYPE_ALPN`].
     Alpn(&'a [u8]),
-    /// [`PP2_TYPE_AUTHORITY`], checked to be UTF-8.
+    /// [`PP2_TYPE_AUTHORITY`], checked to be UTF-8 and at most [`MAX_AUTHORITY_LEN`] bytes.
     Authority(&'a str),
     /// [`PP2_TYPE_CRC32C`], already verified. When given to a builder, the
     /// value is ignored and the checksum is computed at encoding time.
@@ -294,7 +298,17 @@ fn encoding(kind: u8, offset: usize, expected: &'static str) -> Error {
 pub(crate) fn decode(kind: u8, value: &[u8], offset: usize) -> Result<Tlv<'_>, Error> {
     Ok(match kind {
         PP2_TYPE_ALPN => Tlv::Alpn(value),
-        PP2_TYPE_AUTHORITY => Tlv::Authority(utf8(kind, value, offset)?),
+        PP2_TYPE_AUTHORITY => {
+            if value.len() > MAX_AUTHORITY_LEN {
+                return Err(Error::TlvLength {
+                    kind,
+                    offset,
+                    len: value.len(),
+                    reason: "exceeds the maximum of 255",
+                });
+            }
+            Tlv::Authority(utf8(kind, value, offset)?)
+        }
         PP2_TYPE_CRC32C => match <[u8; 4]>::try_from(value) {
             Ok(b) => Tlv::Crc32c(u32::from_be_bytes(b)),
             Err(_) => {
@@ -475,7 +489,7 @@ fn plain(area: &[u8]) -> bool {
         let (bit, check) = CLASS[usize::from(kind)];
         let ok = match check {
             Check::None => true,
-            Check::Utf8 => is_ascii_short(value),
+            Check::Utf8 => value.len() <= MAX_AUTHORITY_LEN && is_ascii_short(value),
             Check::UniqueId => value.len() <= MAX_UNIQUE_ID_LEN,
             Check::Decode => false,
         };
@@ -513,7 +527,7 @@ fn validate_full(area: &[u8], base: usize) -> Result<Option<(usize, u32)>, Error
         let ok = match check {
             Check::None => true,
             // ASCII is the common case; anything else gets the full check.
-            Check::Utf8 => is_ascii_short(value),
+            Check::Utf8 => value.len() <= MAX_AUTHORITY_LEN && is_ascii_short(value),
             Check::UniqueId => value.len() <= MAX_UNIQUE_ID_LEN,
             Check::Decode => false,
         };

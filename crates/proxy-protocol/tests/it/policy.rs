@@ -513,9 +513,16 @@ fn endpoint_allow_list() {
         ),
         (
             &on,
-            Some(proxied(
-                &[],
-                &[(0xEE, &[1, 123, 0, 0, 0]), (0xEE, &[1, 123, 0, 0, 0])],
+            // (Made by hand: the builder refuses a second one.)
+            Some(v2(
+                0x21,
+                0x11,
+                &[
+                    tcp4_block(),
+                    crate::vectors::tlv(0xEE, &[1, 123, 0, 0, 0]),
+                    crate::vectors::tlv(0xEE, &[1, 123, 0, 0, 0]),
+                ]
+                .concat(),
             )),
             bad(CloudTlvError::Azure {
                 problem: CloudTlvProblem::Repeated,
@@ -568,5 +575,118 @@ fn endpoint_allow_list() {
     assert_eq!(
         decide(&p, Some(&proxied(&[], &[(0xE0, &[1])])), APP),
         served
+    );
+}
+
+/// A stream connection whose PROXY header names UDP addresses (family 0x12 or 0x22) is
+/// refused `datagram_family`, even from a trusted proxy in mode on (HAProxy takes the
+/// addresses of TCP families only); the datagram decision takes the same header.
+#[test]
+fn a_stream_header_with_udp_addresses_is_refused() {
+    let tcp6 = crate::vectors::tcp6_block();
+    for (fam, block) in [(0x12u8, tcp4_block()), (0x22, tcp6)] {
+        let header = v2(0x21, fam, &block);
+        for mode in [ProxyMode::On, ProxyMode::Unspecified] {
+            let got = decide(&policy(mode, ANY), Some(&header), APP);
+            assert_eq!(got, Err(Refusal::DatagramFamily), "{fam:#x} {mode:?}");
+            assert_eq!(got.unwrap_err().code(), "datagram_family");
+        }
+        // The rules every header is held to come first.
+        assert_eq!(
+            decide(
+                &policy(ProxyMode::On, Some(&["192.0.2.0/24"])),
+                Some(&header),
+                APP
+            ),
+            Err(Refusal::UntrustedProxy {
+                peer: sa(PEER).ip()
+            })
+        );
+        assert_eq!(
+            decide(&policy(ProxyMode::Off, ANY), Some(&header), APP),
+            Err(Refusal::HeaderForbidden)
+        );
+        // LOCAL: the addresses are ignored, whatever their family.
+        let local = v2(0x20, fam, &header[16..]);
+        assert_eq!(
+            decide(&policy(ProxyMode::On, ANY), Some(&local), APP),
+            Ok(Observed::new(
+                std::net::SocketAddr::new(sa(PEER).ip(), 0),
+                Provenance::Local,
+                false
+            ))
+        );
+        // The same header in a datagram is taken.
+        let mut datagram = header.clone();
+        datagram.extend_from_slice(b"payload");
+        let p = policy(ProxyMode::On, ANY);
+        let accepted = p.decide_datagram(sa(PEER), &datagram).unwrap();
+        assert_eq!(accepted.payload_offset, header.len());
+        // A TCP header on a stream is still taken.
+        let tcp_fam = fam & 0xF0 | 0x01;
+        assert!(decide(&p, Some(&v2(0x21, tcp_fam, &header[16..])), APP).is_ok());
+    }
+}
+
+/// A cloud endpoint TLV given as a "custom" TLV counts as one: the builder refuses a second
+/// one of the same vendor, whichever way each was added, so that what it writes
+/// `endpoint_ids` can read.
+#[test]
+fn the_builder_refuses_a_second_endpoint_tlv_of_a_vendor() {
+    let aws: AwsVpceId = VPCE_OK.parse().unwrap();
+    let base = || {
+        V2Builder::new(Command::Proxy)
+            .addresses(Addresses::Tcp4 {
+                src: "198.51.100.7:51234".parse().unwrap(),
+                dst: "203.0.113.10:443".parse().unwrap(),
+            })
+            .unwrap()
+    };
+    for kind in [0xEAu8, 0xEE, 0xE0] {
+        let custom = Tlv::Custom {
+            kind,
+            value: &[1, 2, 3, 4, 5],
+        };
+        let twice = base().tlv(custom).and_then(|b| b.tlv(custom));
+        assert!(twice.is_err(), "{kind:#x} twice as custom");
+    }
+    assert!(
+        base()
+            .aws_vpce_id(&aws)
+            .and_then(|b| b.tlv(Tlv::Custom {
+                kind: 0xEA,
+                value: &[1]
+            }))
+            .is_err()
+    );
+    assert!(
+        base()
+            .tlv(Tlv::Custom {
+                kind: 0xEA,
+                value: &[1]
+            })
+            .and_then(|b| b.aws_vpce_id(&aws))
+            .is_err()
+    );
+    // Other custom types may repeat, and one vendor's TLV beside another's is fine.
+    let other = Tlv::Custom {
+        kind: 0xE5,
+        value: &[7],
+    };
+    assert!(base().tlv(other).and_then(|b| b.tlv(other)).is_ok());
+    let both = base()
+        .aws_vpce_id(&aws)
+        .and_then(|b| b.gcp_psc_connection_id(GcpPscConnectionId(7)))
+        .and_then(|b| b.encode())
+        .unwrap();
+    let (h, _) = parse(&both).unwrap();
+    let ids = ippin_proxy_protocol::endpoint_ids(h.tlvs()).unwrap();
+    assert_eq!(
+        ids,
+        [
+            Some(EndpointId::Aws(aws)),
+            None,
+            Some(EndpointId::Gcp(GcpPscConnectionId(7)))
+        ]
     );
 }

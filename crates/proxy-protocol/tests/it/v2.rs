@@ -329,6 +329,56 @@ fn noop_any_length_unique_id_at_most_128() {
     ));
 }
 
+/// AUTHORITY is at most 255 bytes (HAProxy's bound; a host name is at most 253), in ASCII
+/// (the quick check) and in UTF-8 (the full one), with a CRC32C (the full check from the
+/// start) and without; the builder refuses what the parser would.
+#[test]
+fn authority_at_most_255() {
+    for (value, crc) in [
+        (vec![b'a'; 255], false),
+        ("é".repeat(127).into_bytes(), false),
+        (vec![b'a'; 255], true),
+    ] {
+        let mut tlvs = vec![tlv(0x02, &value)];
+        if crc {
+            tlvs.push(tlv(0x03, &[0; 4]));
+        }
+        let mut h = with_tlvs(&tlvs);
+        if crc {
+            let at = h.len() - 4;
+            h = fill_crc(h, at);
+        }
+        assert!(parse(&h).is_ok(), "{} bytes, crc {crc}", value.len());
+    }
+    for (value, crc) in [
+        (vec![b'a'; 256], false),
+        ("é".repeat(128).into_bytes(), false),
+        (vec![b'a'; 4000], false),
+        (vec![b'a'; 256], true),
+    ] {
+        let mut tlvs = vec![tlv(0x02, &value)];
+        if crc {
+            tlvs.push(tlv(0x03, &[0; 4]));
+        }
+        let mut h = with_tlvs(&tlvs);
+        if crc {
+            let at = h.len() - 4;
+            h = fill_crc(h, at);
+        }
+        let len = value.len();
+        assert!(
+            matches!(invalid(&h), Error::TlvLength { kind: 2, len: l, .. } if l == len),
+            "{len} bytes, crc {crc}"
+        );
+    }
+    let text = "a".repeat(256);
+    let built = ippin_proxy_protocol::V2Builder::new(Command::Proxy)
+        .addresses(Addresses::Unspec)
+        .and_then(|b| b.tlv(Tlv::Authority(&text)))
+        .and_then(|b| b.encode());
+    assert!(built.is_err(), "{built:?}");
+}
+
 #[test]
 fn text_tlvs_are_checked() {
     assert!(matches!(
