@@ -356,6 +356,21 @@ impl Fleet {
     /// again, every [`STALL_AFTER`] while it lasts.
     fn probed(&self, written: i64) {
         let mut i = self.lock();
+        if written < i.revision {
+            // The store is behind what is in force: it went back. The watch is opened
+            // again; its first answer shows the store's revision, and the watch reads the
+            // whole state again (`spawn`).
+            i.last_error = Some(format!(
+                "this node's heartbeat was written at revision {written}, below the {} in \
+                 force: the store went back; watching it again",
+                i.revision
+            ));
+            tracing::error!("DEGRADED: {}", i.last_error.as_deref().unwrap_or_default());
+            i.pending = None;
+            drop(i);
+            self.reopen.notify_waiters();
+            return;
+        }
         i.latest = i.latest.max(written);
         let now = std::time::Instant::now();
         match i.pending {
@@ -673,6 +688,23 @@ impl Fleet {
                                     break;
                                 }
                             };
+                            // etcd answers at a revision below the one in force: the store
+                            // went back in time (restored from a backup, rebuilt, another
+                            // cluster behind the endpoint). A watch from the revision after
+                            // ours would deliver nothing until the store passed it again:
+                            // read the whole state instead, and follow it from there.
+                            if resp.header.revision > 0 && resp.header.revision < mirror.revision {
+                                let why = format!(
+                                    "etcd answers at revision {}, below the {} in force: the \
+                                     store went back (restored, rebuilt, or another cluster); \
+                                     reading the whole state again",
+                                    resp.header.revision, mirror.revision
+                                );
+                                tracing::error!("DEGRADED: {why}");
+                                self.contact(Err(why));
+                                self.reread(&mut mirror, &directory, &restrictions).await;
+                                break;
+                            }
                             if resp.compact_revision > 0 {
                                 tracing::warn!(
                                     "revision {} was compacted (oldest kept: {}): reading the \

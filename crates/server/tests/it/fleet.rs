@@ -1282,6 +1282,42 @@ async fn fleet_watch_hanging_while_another_endpoint_answers() {
     f.proxy().signal("-CONT");
 }
 
+/// etcd restored from a backup goes back to the backup's revision (etcd 3.4's restore keeps
+/// it), below the one every node has in force: a watch from the revision after theirs would
+/// deliver nothing until the store passed it again, and a change made before that would
+/// never arrive. The nodes see the store's revision go back, read the whole state again and
+/// follow it from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_follows_a_store_restored_from_a_backup() {
+    let mut f = start_fleet_with("fleetdev", Options::default());
+    assert_eq!(f.pin_of(0, "bob", "127.0.0.3"), Some(Value::Null));
+    f.wait_ready_at(f.etcd.revision(), "at start");
+    let backup_dir = ippin_test_support::temp_dir();
+    let backup = backup_dir.path().join("backup.db");
+    let ran = f
+        .etcd
+        .ctl(&["snapshot", "save", backup.to_str().expect("UTF-8 path")]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    // Writes after the backup (the same role again) move every node's revision on.
+    let mut later = 0;
+    for _ in 0..100 {
+        later = f.put("roles/dev", &dev_role("fleetdev", false));
+    }
+    f.wait_ready_at(later, "after the writes that follow the backup");
+    f.etcd.etcd.restore(&backup);
+    // A change on the restored store, at a revision the nodes have already passed.
+    let changed = f.put("roles/dev", &dev_role("fleetdev", true));
+    assert!(
+        changed < later,
+        "the restored store is at revision {changed}, not below {later}: the test proves nothing"
+    );
+    f.wait_bob_pin(
+        "127.0.0.3",
+        &Value::from("127.0.0.3/32"),
+        "after the restore",
+    );
+}
+
 /// A lockout another etcd client wrote with no lease and an `until` in year 9999 locks its
 /// user at most `lockout` (4 s) from when a node saw it, and not again when another user's
 /// lockout changes the node's locks.
