@@ -217,6 +217,9 @@ pub struct Config {
     pub ssh_host_key: Option<PathBuf>,
     /// How long every refused SSH authentication takes, so timing does not tell why.
     pub ssh_auth_rejection_time: Duration,
+    /// How often an authenticated SSH connection is checked again (its certificate's
+    /// validity, its user and roles): one that no longer passes is ended, with its processes.
+    pub ssh_recheck_interval: Duration,
     /// `sessions.cgroup_parent`: the parent cgroup (absolute path in the cgroup v2 file
     /// system) of the restricted sessions' cgroups. `None`: `<cgroup2 mount>/ippin`.
     pub session_cgroup_parent: Option<PathBuf>,
@@ -302,6 +305,8 @@ struct RawConfig {
     ssh_host_key: Option<PathBuf>,
     #[serde(default = "default_ssh_rejection")]
     ssh_auth_rejection_time: YamlDuration,
+    #[serde(default = "default_ssh_recheck")]
+    ssh_recheck_interval: YamlDuration,
     #[serde(default)]
     login_limits: Option<RawLoginLimits>,
     #[serde(default)]
@@ -402,6 +407,16 @@ fn default_poll() -> YamlPoll {
 fn default_ssh_rejection() -> YamlDuration {
     YamlDuration(Duration::from_secs(1))
 }
+
+fn default_ssh_recheck() -> YamlDuration {
+    YamlDuration(DEFAULT_SSH_RECHECK)
+}
+
+/// The default `ssh_recheck_interval`.
+pub const DEFAULT_SSH_RECHECK: Duration = Duration::from_secs(2);
+/// The bounds of `ssh_recheck_interval`.
+pub const SSH_RECHECK_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
 
 fn default_ttl() -> YamlDuration {
     YamlDuration(Duration::from_secs(8 * 3600))
@@ -1062,6 +1077,18 @@ impl Config {
                     invalid(format!("backend.{field}"), Some("backend:"), m)
                 })?),
             };
+        let recheck = raw.ssh_recheck_interval.0;
+        if !(SSH_RECHECK_BOUNDS.0..=SSH_RECHECK_BOUNDS.1).contains(&recheck) {
+            return Err(invalid(
+                "ssh_recheck_interval".to_owned(),
+                Some("ssh_recheck_interval"),
+                format!(
+                    "{recheck:?}: must be between {:?} and {:?} (a connection whose \
+                     certificate expired or whose user lost access is ended within it)",
+                    SSH_RECHECK_BOUNDS.0, SSH_RECHECK_BOUNDS.1
+                ),
+            ));
+        }
         let listener_count = listeners.len();
         Ok(Config {
             file: path.to_path_buf(),
@@ -1085,6 +1112,7 @@ impl Config {
             audit_network_observed: raw.audit_network_observed,
             ssh_host_key: raw.ssh_host_key.map(&resolve),
             ssh_auth_rejection_time: raw.ssh_auth_rejection_time.0,
+            ssh_recheck_interval: recheck,
             session_cgroup_parent: raw.sessions.cgroup_parent,
             sftp_server: raw.sessions.sftp_server,
             allow_server_login: raw.sessions.allow_server_login,
@@ -1602,6 +1630,40 @@ listeners:
             "{shown}"
         );
         assert!(shown.contains("listeners[1].listen"), "{shown}");
+    }
+
+    #[test]
+    fn the_ssh_recheck_interval_is_bounded() {
+        assert_eq!(
+            parse(GOOD).unwrap().ssh_recheck_interval,
+            DEFAULT_SSH_RECHECK
+        );
+        for (value, ok) in [
+            ("100ms", true),
+            ("30s", true),
+            ("1h", true),
+            ("99ms", false),
+            ("1h 1s", false),
+            ("365d", false),
+        ] {
+            let text = GOOD.replace(
+                "cert_ttl: 8h\n",
+                &format!("cert_ttl: 8h\nssh_recheck_interval: {value}\n"),
+            );
+            match parse(&text) {
+                Ok(c) => {
+                    assert!(ok, "{value} taken");
+                    assert_eq!(
+                        c.ssh_recheck_interval,
+                        humantime::parse_duration(value).unwrap()
+                    );
+                }
+                Err(e) => {
+                    assert!(!ok, "{value}: {e}");
+                    assert!(e.to_string().contains("ssh_recheck_interval"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -42,14 +42,21 @@ pub enum SshAuditEvent {
     /// A connection that had not authenticated yet was closed to make room for a newer one
     /// (`ssh.shed`): the unauthenticated stage was full and it was the oldest there.
     Shed(ShedRecord),
+    /// An authenticated connection was ended because it no longer passes
+    /// ([`crate::ssh::Authorized::recheck`]: its certificate expired, its user is gone, its
+    /// login or its pin no longer allowed): `ssh.connection.ended`, with the reason.
+    Ended(AuthRecord),
 }
 
 impl SshAuditEvent {
     /// The event name (`ssh.auth.allowed`, `ssh.auth.denied`, `ssh.exec`,
-    /// `session.network`, `ssh.proxy_refused`).
+    /// `session.network`, `ssh.proxy_refused`, `ssh.shed`, `ssh.connection.ended`, the
+    /// session's).
     pub fn name(&self) -> &'static str {
         match self {
-            SshAuditEvent::AuthAllowed(r) | SshAuditEvent::AuthDenied(r) => r.event,
+            SshAuditEvent::AuthAllowed(r)
+            | SshAuditEvent::AuthDenied(r)
+            | SshAuditEvent::Ended(r) => r.event,
             SshAuditEvent::Exec(r) => r.event,
             SshAuditEvent::Session(r) => r.event,
             SshAuditEvent::Network(n) => n.event,
@@ -62,7 +69,7 @@ impl SshAuditEvent {
     /// connection.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            SshAuditEvent::AuthDenied(r) => r.reason.as_deref(),
+            SshAuditEvent::AuthDenied(r) | SshAuditEvent::Ended(r) => r.reason.as_deref(),
             SshAuditEvent::ProxyRefused(r) => Some(&r.reason),
             SshAuditEvent::Shed(r) => Some(&r.reason),
             SshAuditEvent::Session(r) => r.reason.as_deref(),
@@ -73,7 +80,9 @@ impl SshAuditEvent {
     /// The session id the event belongs to, if any.
     pub fn session_id(&self) -> Option<&str> {
         match self {
-            SshAuditEvent::AuthAllowed(r) | SshAuditEvent::AuthDenied(r) => Some(&r.session_id),
+            SshAuditEvent::AuthAllowed(r)
+            | SshAuditEvent::AuthDenied(r)
+            | SshAuditEvent::Ended(r) => Some(&r.session_id),
             SshAuditEvent::Exec(r) => Some(&r.session_id),
             SshAuditEvent::Session(r) => Some(&r.session_id),
             SshAuditEvent::Network(r) => Some(&r.session_id),
@@ -82,10 +91,11 @@ impl SshAuditEvent {
     }
 }
 
-/// An authentication decision.
+/// An authentication decision, or the end of an authenticated connection that no longer
+/// passes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuthRecord {
-    /// `ssh.auth.allowed` or `ssh.auth.denied`.
+    /// `ssh.auth.allowed`, `ssh.auth.denied` or `ssh.connection.ended`.
     pub event: &'static str,
     /// The connection's session id.
     pub session_id: String,

@@ -36,6 +36,9 @@ pub(crate) struct Connection {
     pub(crate) authenticated: Arc<AtomicBool>,
     /// Told once the user is in (the connection then leaves the unauthenticated stage).
     pub(crate) auth_done: Arc<tokio::sync::Notify>,
+    /// Who is in, and the `ssh.auth.allowed` record: set once, read by the service, which
+    /// checks the connection again every `recheck_interval`.
+    pub(crate) admitted: Arc<OnceLock<(Authorized, ippin_access::ssh::AuthRecord)>>,
     /// This session's place among the authenticated ones, held until it ends.
     pub(crate) session_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub(crate) authorized: Option<Authorized>,
@@ -246,6 +249,7 @@ impl russh::server::Handler for Connection {
                 rec.login = who.login.clone();
                 rec.pinned = who.pinned.clone();
                 rec.roles = who.roles.clone();
+                let allowed = rec.clone();
                 if !self.record(SshAuditEvent::AuthAllowed(rec)) {
                     // Fail closed: no access that the audit log does not show.
                     return Ok(self.deny(
@@ -261,6 +265,7 @@ impl russh::server::Handler for Connection {
                         },
                     ));
                 }
+                let _ = self.admitted.set((who.clone(), allowed));
                 self.authorized = Some(who);
                 self.session_slot = Some(slot);
                 self.authenticated.store(true, Ordering::SeqCst);

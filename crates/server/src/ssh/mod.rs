@@ -147,6 +147,12 @@ pub struct SshSettings {
     pub auth_rejection_time: Duration,
     /// How long a client has to authenticate (OpenSSH's `LoginGraceTime`). Default: 60 s.
     pub login_grace_time: Duration,
+    /// How often an authenticated connection is checked again
+    /// ([`ippin_access::ssh::Authorized::recheck`]: its certificate's validity, its user,
+    /// login and pin requirement in the directory now). One that no longer passes is ended
+    /// (audited `ssh.connection.ended` with the reason), and with it every process of its
+    /// sessions. Default: 2 s.
+    pub recheck_interval: Duration,
     /// The most connections not yet authenticated; the oldest is shed beyond it. Default:
     /// [`MAX_UNAUTHENTICATED`].
     pub max_unauthenticated: usize,
@@ -175,6 +181,7 @@ impl SshSettings {
             own_listeners: Vec::new(),
             auth_rejection_time: Duration::from_secs(1),
             login_grace_time: Duration::from_secs(60),
+            recheck_interval: Duration::from_secs(2),
             max_unauthenticated: MAX_UNAUTHENTICATED,
             max_sessions: MAX_CONNECTIONS,
             session: session::SessionSettings::default(),
@@ -204,6 +211,7 @@ pub struct SshService {
     config: Arc<russh::server::Config>,
     host_public_key: PublicKey,
     login_grace_time: Duration,
+    recheck_interval: Duration,
 }
 
 impl std::fmt::Debug for SshService {
@@ -268,6 +276,7 @@ impl SshService {
             config: Arc::new(config),
             host_public_key,
             login_grace_time: settings.login_grace_time,
+            recheck_interval: settings.recheck_interval,
         })
     }
 
@@ -290,6 +299,7 @@ impl SshService {
         let handle_slot = Arc::new(OnceLock::new());
         let authenticated = Arc::new(AtomicBool::new(false));
         let auth_done = Arc::new(tokio::sync::Notify::new());
+        let admitted = Arc::new(OnceLock::new());
         // A place among the connections not yet authenticated: the oldest is shed when
         // they are too many. Left once authenticated.
         let mut ticket = Some(self.shared.unauthenticated.enter());
@@ -303,6 +313,7 @@ impl SshService {
             handle: handle_slot.clone(),
             authenticated: authenticated.clone(),
             auth_done: auth_done.clone(),
+            admitted: admitted.clone(),
             session_slot: None,
             authorized: None,
             forwards: Arc::new(AtomicUsize::new(0)),
@@ -340,10 +351,35 @@ impl SshService {
         let handle = running.handle();
         let _ = handle_slot.set(handle.clone());
         tokio::pin!(running);
+        let mut recheck = tokio::time::interval(self.recheck_interval);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             let waiting = ticket.is_some();
             tokio::select! {
                 r = &mut running => break r,
+                // Once in: checked again every `recheck_interval`; a connection whose
+                // certificate expired, or whose user, login or pin the directory no longer
+                // allows, is ended with every process of its sessions.
+                _ = recheck.tick() => {
+                    let Some((who, allowed)) = admitted.get() else { continue };
+                    let Some((code, message)) = session::recheck(&self.shared, who) else {
+                        continue;
+                    };
+                    let mut rec: audit::AuthRecord = allowed.clone();
+                    rec.event = "ssh.connection.ended";
+                    rec.reason = Some(code.to_owned());
+                    rec.message = Some(message.clone());
+                    // Ended whether or not the line can be written: this ends access.
+                    let _ = self.shared.audit.record(SshAuditEvent::Ended(rec));
+                    break end_session(
+                        &handle,
+                        running.as_mut(),
+                        &cut,
+                        russh::Disconnect::ByApplication,
+                        &format!("ippin: connection ended ({code}): {message}"),
+                    )
+                    .await;
+                }
                 () = auth_done.notified(), if waiting => {
                     ticket = None;
                 }

@@ -327,6 +327,7 @@ pub fn service_with(
     settings.audit_observed_connections = state.config.audit_network_observed;
     settings.own_listeners = own_listeners;
     settings.auth_rejection_time = state.config.ssh_auth_rejection_time;
+    settings.recheck_interval = state.config.ssh_recheck_interval;
     settings.session = super::session::SessionSettings {
         enforcement,
         sftp_server: state.config.sftp_server.clone(),

@@ -788,12 +788,70 @@ async fn sessions_are_refused_when_enforcement_cannot_be_set_up() {
     );
 }
 
-/// A connection kept open (OpenSSH's connection sharing) outlives its certificate: each new
-/// channel is checked again, so once the certificate has expired nothing more runs on it.
+/// An authenticated connection is checked again every `ssh_recheck_interval` (2 s by
+/// default): once its certificate has expired, the server ends it, and with it the
+/// processes of its sessions, though the client keeps it busy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_is_ended_when_its_certificate_expires() {
+    let user = OsUser::create("s7");
+    let node = Node::start(&user.name, "cert_ttl: 15s\n", None).await;
+    let started = std::time::Instant::now();
+    let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+    cmd.arg("echo started; exec sleep 600");
+    let mut client = cmd.spawn().expect("ssh");
+    let mut stdout = client.stdout.take().expect("stdout");
+    let mut first = [0u8; 8];
+    tokio::time::timeout(
+        CLIENT_TIMEOUT,
+        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
+    )
+    .await
+    .expect("in time")
+    .expect("the command started");
+    assert_eq!(&first, b"started\n");
+    assert!(!user.processes().is_empty(), "the session's sleep runs");
+    // Bounded: the certificate's 15 s, then at most one recheck interval, and slack.
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        client.wait_with_output(),
+    )
+    .await
+    .expect("the server ended the connection in time")
+    .expect("ssh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("connection ended (expired)"), "{err}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "ended before the certificate could have expired: {:?}",
+        started.elapsed()
+    );
+    let ended = node
+        .wait_audit("the end of the connection", |v| {
+            v["event"] == "ssh.connection.ended" && v["reason"] == "expired"
+        })
+        .await;
+    assert_eq!(ended["user"], "bob");
+    assert_eq!(ended["login"], user.name.as_str());
+    wait_for("the session's processes to end", || {
+        user.processes().is_empty()
+    })
+    .await;
+}
+
+/// A connection kept open (OpenSSH's connection sharing) outlives its certificate until the
+/// next recheck: each new channel is checked again too, so once the certificate has expired
+/// nothing more runs on it. (The recheck is set to an hour here, so that the channels are
+/// what refuses.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shared_connection_runs_nothing_after_its_certificate_expired() {
     let user = OsUser::create("s4");
-    let node = Node::start(&user.name, "cert_ttl: 20s\n", None).await;
+    let node = Node::start(
+        &user.name,
+        "cert_ttl: 20s\nssh_recheck_interval: 1h\n",
+        None,
+    )
+    .await;
     let (_master, control) = node.shared_connection(&user.name).await;
     let through_master = |command: &'static str| {
         let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
