@@ -616,10 +616,13 @@ fn unspecified_listeners_are_warned_about() {
     )
     .unwrap();
     let w = server::startup_warnings(&c);
-    assert_eq!(w.len(), 2);
+    assert_eq!(w.len(), 3, "{w:?}");
     assert!(w[0].starts_with("WARNING: listener 0 (tls"), "{}", w[0]);
     assert!(w[0].contains("UNSPECIFIED"));
     assert!(w[1].contains("danger_trust_every_peer"), "{}", w[1]);
+    // Every peer a proxy: this host's addresses too, with what that means for its users.
+    assert!(w[2].starts_with("WARNING: listener 1 (login"), "{}", w[2]);
+    assert!(w[2].contains("holds addresses of this host"), "{}", w[2]);
 }
 
 #[tokio::test]

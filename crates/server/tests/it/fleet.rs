@@ -724,7 +724,7 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
     master
         .args(["-M", "-N", "-o", "ControlPersist=no", "-S"])
         .arg(&control);
-    let mut master = master.spawn().expect("ssh -M");
+    let master = master.spawn().expect("ssh -M");
     assert!(
         wait_until(Duration::from_secs(10), || control.exists()),
         "the shared connection"
@@ -762,16 +762,36 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
         assert!(ok, "node {node} still issues unpinned certificates");
         assert_eq!(pin, "127.0.0.3/32", "node {node}");
     }
-    // The open connection's unpinned certificate no longer starts anything on node 2.
+    // The open connection's unpinned certificate no longer passes on node 2: the node ends
+    // it (its recheck, every 2 s), though the client keeps it open.
+    let out = tokio::time::timeout(Duration::from_secs(30), master.wait_with_output())
+        .await
+        .expect("node 2 ended the shared connection in time")
+        .expect("ssh -M");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("connection ended (pinned_ip_missing)"),
+        "{err}"
+    );
+    assert!(err.contains("log in again"), "{err}");
     let out = tokio::time::timeout(COMMAND_TIMEOUT, through_master().output())
         .await
         .expect("in time")
         .expect("ssh -S");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.stdout.is_empty(), "{out:?}");
-    assert!(err.contains("refused (pinned_ip_missing)"), "{err}");
-    assert!(err.contains("log in again"), "{err}");
-    let _ = master.kill().await;
+    assert!(out.stdout.is_empty(), "nothing runs through it any more: {out:?}");
+    // bob's session open since the start had the same unpinned certificate: ended too. A
+    // new one, with a certificate pinned to 127.0.0.1, for what follows.
+    drop(remote);
+    let (bob_pinned, ran) = f.login(2, "bob", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(inspect_pin(&bob_pinned), "127.0.0.1/32");
+    let bob_pinned_id = Identity {
+        key: bob_pinned.join("ippin_ed25519"),
+        cert: bob_pinned.join("ippin_ed25519-cert.pub"),
+    };
+    let mut remote = Remote::open_at(&bob_pinned_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
+    let (out, _) = remote.run(&connect).await;
+    assert_eq!(out.trim(), "ERR Operation not permitted", "the restrictions hold it");
 
     // ---- five bad passwords on node 0 lock alice on node 1 too ------------------------
     for _ in 0..5 {
