@@ -1237,12 +1237,38 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A user's `password_hash` as the configuration accepts it: an argon2id PHC string.
+/// The largest argon2 memory cost of a stored hash, in KiB (256 MiB).
+pub const MAX_ARGON2_M_KIB: u32 = 256 * 1024;
+
+/// A user's `password_hash` as the configuration and the fleet's user documents accept
+/// it: a well-formed argon2id PHC string whose parameters are within bounds (m <= 256 MiB,
+/// t <= 10, p <= 8). Every login attempt for the name costs what the hash says, on every
+/// node: bounded, so one entry cannot make logins take gigabytes; and a hash that cannot be
+/// checked is refused at load, not found out (faster than a real check) at the first login.
 pub(crate) fn check_password_hash(hash: &str) -> Result<(), String> {
     if !hash.starts_with("$argon2id$") {
         return Err("must be an argon2id PHC string (`$argon2id$...`); \
                     `ippin user add` writes one"
             .into());
+    }
+    let parsed = argon2::password_hash::PasswordHash::new(hash)
+        .map_err(|e| format!("not a well-formed PHC string: {e}; `ippin user add` writes one"))?;
+    if parsed.algorithm != argon2::ARGON2ID_IDENT {
+        return Err("must be an argon2id PHC string".into());
+    }
+    if parsed.hash.is_none() || parsed.salt.is_none() {
+        return Err("a PHC string with no salt or no hash; `ippin user add` writes one".into());
+    }
+    let params =
+        argon2::Params::try_from(&parsed).map_err(|e| format!("argon2 parameters: {e}"))?;
+    if params.m_cost() > MAX_ARGON2_M_KIB || params.t_cost() > 10 || params.p_cost() > 8 {
+        return Err(format!(
+            "argon2 parameters m={} t={} p={} are above the bounds (m <= {MAX_ARGON2_M_KIB} \
+             KiB, t <= 10, p <= 8)",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
     }
     Ok(())
 }
@@ -1373,7 +1399,7 @@ ca:
 server_tls: {cert: server.pem, key: server.key}
 roles: [roles.yaml]
 users:
-  - {name: alice, password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA", roles: [pinned-ip]}
+  - {name: alice, password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg", roles: [pinned-ip]}
 cert_ttl: 8h
 audit_log: audit.log
 listeners:
@@ -1509,11 +1535,11 @@ listeners:
         let head = "cluster_name: t\nca: {ssh_key: a, tls_cert: b, tls_key: c}\nserver_tls: {cert: d, key: e}\naudit_log: l\nlisteners:\n  - {kind: tls, listen: 127.0.0.1:0}\n";
         let list = vec!["a".repeat(130); 370].join(",");
         let mut text = format!(
-            "{head}users:\n  - {{name: u0, password_hash: $argon2id$x, roles: &r [{list}]}}\n"
+            "{head}users:\n  - {{name: u0, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: &r [{list}]}}\n"
         );
         for i in 1..860 {
             text.push_str(&format!(
-                "  - {{name: u{i}, password_hash: $argon2id$x, roles: *r}}\n"
+                "  - {{name: u{i}, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: *r}}\n"
             ));
         }
         let (line, message) = line_and_field(parse(&text));
@@ -1547,8 +1573,8 @@ listeners:
     #[test]
     fn errors_point_at_the_field_line() {
         let text = GOOD.replace(
-            "  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\", roles: [pinned-ip]}",
-            "  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\", roles: [pinned-ip]}\n  - name: ca\n    password_hash: plain",
+            "  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: [pinned-ip]}",
+            "  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: [pinned-ip]}\n  - name: ca\n    password_hash: plain",
         );
         assert_eq!(
             line_and_field(parse(&text)),
@@ -1584,10 +1610,10 @@ listeners:
         let mut more = String::new();
         for i in 0..20_000 {
             more.push_str(&format!(
-                "  - {{name: u{i}, password_hash: \"$argon2id$x\", roles: [r]}}\n"
+                "  - {{name: u{i}, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: [r]}}\n"
             ));
         }
-        more.push_str("  - {name: u7, password_hash: \"$argon2id$x\", roles: [r]}\n");
+        more.push_str("  - {name: u7, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: [r]}\n");
         let text = GOOD.replace("cert_ttl: 8h\n", &format!("{more}cert_ttl: 8h\n"));
         assert_eq!(
             line_and_field(parse(&text)),
@@ -1630,6 +1656,51 @@ listeners:
             "{shown}"
         );
         assert!(shown.contains("listeners[1].listen"), "{shown}");
+    }
+
+    #[test]
+    fn a_password_hash_that_cannot_be_checked_is_refused_at_load() {
+        let light = crate::users::hash_password_light("pw").unwrap();
+        assert_eq!(check_password_hash(&light), Ok(()));
+        let salt = "c2FsdHNhbHRzYWx0";
+        let out = "aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg";
+        for (bad, why) in [
+            ("$argon2id$x".to_owned(), "well-formed"),
+            (
+                format!("$argon2id$v=19$m=19456,t=2,p=1${salt}$aGFzaA"),
+                "well-formed",
+            ),
+            (format!("$argon2id$v=19$m=19456,t=2,p=1${salt}"), "no hash"),
+            (
+                format!("$argon2i$v=19$m=19456,t=2,p=1${salt}${out}"),
+                "argon2id",
+            ),
+            (
+                format!("$argon2id$v=19$m=262145,t=2,p=1${salt}${out}"),
+                "above the bounds",
+            ),
+            (
+                format!("$argon2id$v=19$m=19456,t=11,p=1${salt}${out}"),
+                "above the bounds",
+            ),
+            (
+                format!("$argon2id$v=19$m=19456,t=2,p=9${salt}${out}"),
+                "above the bounds",
+            ),
+            (
+                format!("$argon2id$v=19$m=1,t=2,p=1${salt}${out}"),
+                "parameters",
+            ),
+        ] {
+            let got = check_password_hash(&bad).unwrap_err();
+            assert!(got.contains(why), "{bad}: {got}");
+        }
+        // In a configuration: refused at load, naming the field (the hash's output cut
+        // below argon2's 10 bytes).
+        let bad = GOOD.replace(&format!("{salt}${out}"), &format!("{salt}$aGFzaA"));
+        assert_ne!(bad, GOOD);
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("users[0].password_hash"), "{e}");
     }
 
     #[test]
@@ -1902,7 +1973,7 @@ listeners:
             Path::new("/x/ippin.yaml"),
             &text,
             "bob",
-            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aA",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg",
             &["dev".to_owned()],
         )
         .unwrap();
@@ -1911,19 +1982,25 @@ listeners:
         assert_eq!(c.users.len(), 2);
         assert_eq!(c.user("bob").unwrap().roles, vec!["dev".to_owned()]);
         // Same name twice is refused.
-        let again = add_user_to_text(Path::new("/x/ippin.yaml"), &out, "bob", "$argon2id$x", &[]);
+        let again = add_user_to_text(
+            Path::new("/x/ippin.yaml"),
+            &out,
+            "bob",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg",
+            &[],
+        );
         assert!(again.unwrap_err().to_string().contains("already exists"));
     }
 
     #[test]
     fn user_add_to_empty_list() {
         let text = GOOD.replace(
-            "users:\n  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA\", roles: [pinned-ip]}\n",
+            "users:\n  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: [pinned-ip]}\n",
             "users: []\n",
         );
         assert!(parse(&text).unwrap().users.is_empty());
         let out =
-            add_user_to_text(Path::new("/x/c.yaml"), &text, "carol", "$argon2id$h", &[]).unwrap();
+            add_user_to_text(Path::new("/x/c.yaml"), &text, "carol", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg", &[]).unwrap();
         assert_eq!(
             Config::parse(Path::new("/x/c.yaml"), &out)
                 .unwrap()
@@ -1940,7 +2017,7 @@ listeners:
                 Path::new("/x"),
                 GOOD,
                 name,
-                "$argon2id$h",
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg",
                 &["off".to_owned(), "null".to_owned()],
             )
             .unwrap();
@@ -1953,7 +2030,7 @@ listeners:
     fn user_add_refuses_unsafe_names() {
         for bad in ["", "a b", "-x", "a\"b", "é"] {
             assert!(
-                add_user_to_text(Path::new("/x"), GOOD, bad, "$argon2id$h", &[]).is_err(),
+                add_user_to_text(Path::new("/x"), GOOD, bad, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg", &[]).is_err(),
                 "{bad}"
             );
         }
@@ -1989,7 +2066,7 @@ listeners:
                 roles in proptest::collection::vec("[a-z][a-z0-9-]{0,10}", 0..4),
             ) {
                 prop_assume!(name != "alice");
-                let hash = "$argon2id$v=19$m=4096,t=1,p=1$c2FsdA$aGFzaA";
+                let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg";
                 let out = add_user_to_text(Path::new("/x/c.yaml"), GOOD, &name, hash, &roles).unwrap();
                 let c = Config::parse(Path::new("/x/c.yaml"), &out).unwrap();
                 let u = c.user(&name).unwrap();

@@ -1196,7 +1196,7 @@ mod tests {
 
     #[test]
     fn the_demo_configuration_is_valid() {
-        let users = "  - {name: alice, password_hash: \"$argon2id$x\", roles: [pinned-ip]}\n";
+        let users = "  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: [pinned-ip]}\n";
         let c = Config::parse(Path::new("/d/ippin.yaml"), &demo_config(users)).unwrap();
         assert_eq!(c.listeners.len(), 5);
         assert_eq!(
@@ -1225,7 +1225,7 @@ mod tests {
     fn the_propagation_listeners_are_valid_once_their_keys_exist() {
         let dir = tempfile::tempdir().unwrap();
         crate::propagation::cmd::write_propagation_key("demo-inner", dir.path()).unwrap();
-        let users = "  - {name: alice, password_hash: \"$argon2id$x\", roles: [pinned-ip]}\n";
+        let users = "  - {name: alice, password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg\", roles: [pinned-ip]}\n";
         let inner: SocketAddr = "127.0.0.1:4999".parse().unwrap();
         let text = format!("{}{}", demo_config(users), propagation_listeners(inner));
         let c = Config::parse(&dir.path().join("ippin.yaml"), &text).unwrap();

@@ -161,6 +161,11 @@ fn checked_text_with_user(
     Ok(new_text)
 }
 
+/// A well-formed argon2id PHC string (of no password anyone has), for checking a
+/// configuration with a new user before the password is asked for.
+const PLACEHOLDER_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGg";
+
 /// `ippin user add`.
 pub fn add_command(path: &Path, name: &str, roles: &[String]) -> Outcome {
     if let Err(m) = config::check_name(name) {
@@ -168,7 +173,8 @@ pub fn add_command(path: &Path, name: &str, roles: &[String]) -> Outcome {
     }
     // Everything but the password first, so a typo is reported before the
     // password is asked for.
-    if let Err(e) = checked_text_with_user(path, name, roles, "$argon2id$placeholder") {
+    // (A well-formed hash stands in for the one not made yet.)
+    if let Err(e) = checked_text_with_user(path, name, roles, PLACEHOLDER_HASH) {
         return Outcome::fail(1, format!("error: {e}\n"));
     }
     let password = match read_password(&format!("password for {name}: ")) {

@@ -778,7 +778,10 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
         .await
         .expect("in time")
         .expect("ssh -S");
-    assert!(out.stdout.is_empty(), "nothing runs through it any more: {out:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing runs through it any more: {out:?}"
+    );
     // bob's session open since the start had the same unpinned certificate: ended too. A
     // new one, with a certificate pinned to 127.0.0.1, for what follows.
     drop(remote);
@@ -791,7 +794,11 @@ async fn three_nodes_share_restrictions_roles_and_lockouts_through_etcd() {
     };
     let mut remote = Remote::open_at(&bob_pinned_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
     let (out, _) = remote.run(&connect).await;
-    assert_eq!(out.trim(), "ERR Operation not permitted", "the restrictions hold it");
+    assert_eq!(
+        out.trim(),
+        "ERR Operation not permitted",
+        "the restrictions hold it"
+    );
 
     // ---- five bad passwords on node 0 lock alice on node 1 too ------------------------
     for _ in 0..5 {
