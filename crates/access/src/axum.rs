@@ -1104,6 +1104,7 @@ mod tests {
                 pin_requirement: true.into(),
                 pin: ippin_policy::CertPin::Ip("192.0.2.7".parse().unwrap()),
                 login_ip: None,
+                validity: None,
                 access,
             }),
             recheck: None,

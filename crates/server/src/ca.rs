@@ -68,10 +68,14 @@ pub struct IssueRequest<'a> {
     pub pinned: Option<IpNet>,
     /// The IP the login was observed from, when known.
     pub login_ip: Option<IpAddr>,
-    /// Start of validity.
+    /// The time of issuance.
     pub now: SystemTime,
     /// Lifetime.
     pub ttl: Duration,
+    /// For a renewal, the login's validity `(start, latest end)`: the certificates start
+    /// where the presented one did, and end at `now + ttl` or the latest end, whichever is
+    /// sooner. `None` (a login): they start 60 s before `now` (clock skew).
+    pub session: Option<(SystemTime, SystemTime)>,
 }
 
 /// The issued certificates.
@@ -170,8 +174,10 @@ impl Ca {
     /// the caller, which got them from `ippin-policy`.
     pub fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued, CaError> {
         let mut rng = crate::rng();
-        let not_before = unix(req.now).saturating_sub(60);
-        let expires = req.now + req.ttl;
+        let (not_before, expires) = match req.session {
+            None => (unix(req.now).saturating_sub(60), req.now + req.ttl),
+            Some((start, end)) => (unix(start), (req.now + req.ttl).min(end)),
+        };
         let not_after = unix(expires);
         let serial = random_serial();
 
@@ -481,6 +487,7 @@ mod tests {
                     login_ip: None,
                     now: SystemTime::now(),
                     ttl: Duration::from_secs(60),
+                    session: None,
                 })
                 .unwrap();
             cert::ssh_key::Certificate::from_openssh(issued.ssh_certificate.trim()).unwrap()

@@ -199,6 +199,10 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// Lifetime of issued certificates.
     pub cert_ttl: Duration,
+    /// How long one login lasts through renewals: a renewed certificate keeps the start of
+    /// the login's validity, ends no later than that start plus this, and renewal is refused
+    /// (`login_too_old`) past it. At least `cert_ttl`.
+    pub max_session_ttl: Duration,
     /// Audit log file (JSON lines, appended).
     pub audit_log: PathBuf,
     /// Listeners.
@@ -293,6 +297,8 @@ struct RawConfig {
     users: Vec<RawUser>,
     #[serde(default = "default_ttl")]
     cert_ttl: YamlDuration,
+    #[serde(default = "default_max_session_ttl")]
+    max_session_ttl: YamlDuration,
     audit_log: PathBuf,
     listeners: Vec<RawListener>,
     #[serde(default, deserialize_with = "present_network_restrictions")]
@@ -421,6 +427,13 @@ pub const SSH_RECHECK_BOUNDS: (Duration, Duration) =
 fn default_ttl() -> YamlDuration {
     YamlDuration(Duration::from_secs(8 * 3600))
 }
+
+fn default_max_session_ttl() -> YamlDuration {
+    YamlDuration(DEFAULT_MAX_SESSION_TTL)
+}
+
+/// The default `max_session_ttl`: a day, after which renewal asks for a login.
+pub const DEFAULT_MAX_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1077,6 +1090,17 @@ impl Config {
                     invalid(format!("backend.{field}"), Some("backend:"), m)
                 })?),
             };
+        if raw.max_session_ttl.0 < raw.cert_ttl.0 {
+            return Err(invalid(
+                "max_session_ttl".to_owned(),
+                Some("max_session_ttl"),
+                format!(
+                    "{:?} is shorter than cert_ttl ({:?}): a login lasts at least one \
+                     certificate; raise max_session_ttl (default 24h) or lower cert_ttl",
+                    raw.max_session_ttl.0, raw.cert_ttl.0
+                ),
+            ));
+        }
         let recheck = raw.ssh_recheck_interval.0;
         if !(SSH_RECHECK_BOUNDS.0..=SSH_RECHECK_BOUNDS.1).contains(&recheck) {
             return Err(invalid(
@@ -1105,6 +1129,7 @@ impl Config {
             roles: raw.roles.into_iter().map(resolve).collect(),
             users,
             cert_ttl: raw.cert_ttl.0,
+            max_session_ttl: raw.max_session_ttl.0,
             audit_log: resolve(raw.audit_log),
             listeners,
             network_restrictions: raw.network_restrictions.map(resolve),
@@ -1701,6 +1726,38 @@ listeners:
         assert_ne!(bad, GOOD);
         let e = parse(&bad).unwrap_err().to_string();
         assert!(e.contains("users[0].password_hash"), "{e}");
+    }
+
+    #[test]
+    fn a_login_lasts_at_least_one_certificate() {
+        assert_eq!(
+            parse(GOOD).unwrap().max_session_ttl,
+            DEFAULT_MAX_SESSION_TTL
+        );
+        let set = |value: &str| {
+            GOOD.replace(
+                "cert_ttl: 8h\n",
+                &format!("cert_ttl: 8h\nmax_session_ttl: {value}\n"),
+            )
+        };
+        assert_eq!(
+            parse(&set("8h")).unwrap().max_session_ttl,
+            Duration::from_secs(8 * 3600)
+        );
+        assert_eq!(
+            parse(&set("30d")).unwrap().max_session_ttl,
+            Duration::from_secs(30 * 86_400)
+        );
+        let e = parse(&set("7h")).unwrap_err().to_string();
+        assert!(
+            e.contains("max_session_ttl") && e.contains("cert_ttl"),
+            "{e}"
+        );
+        // cert_ttl over the default needs max_session_ttl raised with it.
+        let e = parse(&GOOD.replace("cert_ttl: 8h", "cert_ttl: 25h"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_session_ttl"), "{e}");
     }
 
     #[test]

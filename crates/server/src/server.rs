@@ -1035,6 +1035,7 @@ fn login_issue(
             login_ip,
             now: state.now(),
             ttl: state.config.cert_ttl,
+            session: None,
         },
         |issued| AuditEvent::LoginIssued {
             user: user.name.clone(),
@@ -1205,6 +1206,9 @@ pub struct Presented {
     pub pin: CertPin,
     /// The login IP the certificate records.
     pub login_ip: Option<std::net::IpAddr>,
+    /// The certificate's `(not_before, not_after)`, Unix seconds: `not_before` is the
+    /// start of the login's validity, kept through renewals.
+    pub validity: Option<(u64, u64)>,
 }
 
 impl From<&AccessVerdict> for Presented {
@@ -1215,6 +1219,7 @@ impl From<&AccessVerdict> for Presented {
             pin_requirement: v.pin_requirement,
             pin: v.pin.clone(),
             login_ip: v.login_ip,
+            validity: v.validity,
         }
     }
 }
@@ -1232,6 +1237,31 @@ pub fn renew(
         observed: AuditEvent::addr(observed),
         provenance: observed.provenance().as_str().into(),
         reason: reason.to_owned(),
+    };
+    // One login lasts `max_session_ttl` through renewals: the renewed certificates keep the
+    // presented one's start (a login's, 60 s before it), and past that start plus
+    // `max_session_ttl` renewal asks for a login. Without it, a certificate renewed itself
+    // for as long as its user existed: past a password change, and for a thief who shares
+    // the victim's pinned address, forever.
+    let now = state.now();
+    let session = verdict.validity.and_then(|(not_before, _)| {
+        let start = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(not_before))?;
+        Some((start, start.checked_add(state.config.max_session_ttl)?))
+    });
+    let Some((start, end)) = session.filter(|&(_, end)| now < end) else {
+        state.audit(&refused("login_too_old"));
+        let since = session.map_or_else(String::new, |(s, _)| {
+            format!(" (its certificates have been valid since {})", rfc3339(s))
+        });
+        return http::error(
+            StatusCode::FORBIDDEN,
+            "login_too_old",
+            &format!(
+                "your login is older than this server renews{since}: max_session_ttl is {}; \
+                 log in again (`ippin login`)",
+                humantime::format_duration(state.config.max_session_ttl)
+            ),
+        );
     };
     // The user and roles NOW (a fleet's store may have changed them since the connection's
     // access decision): a user removed meanwhile renews nothing, and the pin requirement
@@ -1277,8 +1307,9 @@ pub fn renew(
             tls_public_key: &body.tls_public_key,
             pinned: pins.pinned,
             login_ip: pins.login_ip,
-            now: state.now(),
+            now,
             ttl: state.config.cert_ttl,
+            session: Some((start, end)),
         },
         |issued| AuditEvent::RenewIssued {
             user: verdict.user.clone(),
@@ -1627,7 +1658,71 @@ mod tests {
             pin_requirement: requires_pin.into(),
             pin,
             login_ip: Some("127.0.0.7".parse().unwrap()),
+            // A login ten minutes ago, its certificate valid for an hour.
+            validity: Some((unix_now() - 660, unix_now() + 3000)),
         }
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A renewal keeps the login's start and ends no later than start + max_session_ttl
+    /// (24 h by default); past that, or with no validity read, it is refused
+    /// `login_too_old`, audited, and asks for a login.
+    #[tokio::test]
+    async fn one_login_lasts_max_session_ttl_through_renewals() {
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let o = seen("127.0.0.7:4000", Provenance::Direct, true);
+        let max = s.config.max_session_ttl.as_secs();
+        assert_eq!(max, 24 * 3600);
+        let ttl = s.config.cert_ttl.as_secs();
+        let validity_of = |body: &serde_json::Value| {
+            let pem = body["tls_certificate"].as_str().unwrap();
+            let der = crate::ca::pem_to_der(pem, "CERTIFICATE").unwrap();
+            let id = ippin_cert::x509::client_identity(&der).unwrap();
+            let ssh = ippin_cert::ssh::parse_certificate(body["ssh_certificate"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(ssh.valid_after(), id.not_before);
+            assert_eq!(ssh.valid_before(), id.not_after);
+            (id.not_before, id.not_after)
+        };
+        // Logged in an hour ago: the renewed certificates start where the login's did, and
+        // last cert_ttl from now.
+        let mut v = verdict("bob", &["dev"], false, CertPin::None);
+        let start = unix_now() - 3600;
+        v.validity = Some((start, start + ttl));
+        let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
+        assert_eq!(status, 200, "{body}");
+        let (nb, na) = validity_of(&body);
+        assert_eq!(nb, start);
+        assert!(na.abs_diff(unix_now() + ttl) <= 5, "{na}");
+        // Near the end of the login: the certificates end with it, not cert_ttl from now.
+        let start = unix_now() - max + 600;
+        v.validity = Some((start, start + ttl));
+        let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(validity_of(&body), (start, start + max));
+        // Past it (and with no validity read): refused.
+        for validity in [Some((unix_now() - max - 1, unix_now() + 60)), None] {
+            v.validity = validity;
+            let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (403, Some("login_too_old")),
+                "{body}"
+            );
+            assert!(
+                body["message"].as_str().unwrap().contains("log in again"),
+                "{body}"
+            );
+        }
+        let audit = std::fs::read_to_string(&s.config.audit_log).unwrap();
+        assert!(audit.contains("\"login_too_old\""), "{audit}");
     }
 
     fn renew_body() -> RenewRequest {

@@ -120,6 +120,10 @@ pub struct TlsVerdict {
     pub pin: CertPin,
     /// The login IP the certificate records (informational, never a pin).
     pub login_ip: Option<IpAddr>,
+    /// The certificate's validity, `(not_before, not_after)` in Unix seconds, when it could
+    /// be read. An issuer that keeps `not_before` through renewals can bound how long a
+    /// login lasts (ippin's server does: `max_session_ttl`).
+    pub validity: Option<(u64, u64)>,
     /// The outcome.
     pub access: TlsAccess,
 }
@@ -140,6 +144,7 @@ pub fn decide(
         pin_requirement: PinRequirement::NotRequired,
         pin: CertPin::None,
         login_ip: None,
+        validity: None,
         access: TlsAccess::Allow,
     };
     match identity {
@@ -149,6 +154,7 @@ pub fn decide(
             verdict.pin = id.pin.map_or(CertPin::None, crate::pin::network_pin);
             verdict.user = id.user.clone();
             verdict.login_ip = id.login_ip;
+            verdict.validity = Some((id.not_before, id.not_after));
             if now < id.not_before || now > id.not_after {
                 let (reason, when) = if now < id.not_before {
                     (TlsDenyReason::NotYetValid, "is not valid yet")
@@ -240,6 +246,7 @@ pub fn without_certificate() -> TlsVerdict {
         pin_requirement: PinRequirement::NotRequired,
         pin: CertPin::None,
         login_ip: None,
+        validity: None,
         access: TlsAccess::Deny {
             reason: TlsDenyReason::NoClientCertificate,
             message: format!("no client certificate was presented; {LOG_IN_AGAIN}"),

@@ -309,6 +309,7 @@ async fn fake_admin(answers: Vec<(u16, String)>) -> FakeAdmin {
             login_ip: None,
             now: std::time::SystemTime::now(),
             ttl: std::time::Duration::from_secs(600),
+            session: None,
         })
         .unwrap();
     let identity = dir.path().join("id");

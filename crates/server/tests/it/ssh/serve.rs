@@ -307,6 +307,7 @@ listeners:
             login_ip: None,
             now: SystemTime::now(),
             ttl: Duration::from_secs(600),
+            session: None,
         })
         .expect("issue");
     let cert = ippin_cert::ssh_key::Certificate::from_openssh(issued.ssh_certificate.trim())
