@@ -180,6 +180,19 @@ pub fn step(
         Ok(s) => s,
         Err(step) => return step,
     };
+    // An unsigned first header is held to the listener's mode and trusted proxies on every
+    // path below (alone, or before a signed one): refused now, not after waiting for a
+    // second header (and parsing the first again at every read).
+    if !signed1 {
+        if listener.mode == pp::ProxyMode::Off {
+            return from_refusal(pp::Refusal::HeaderForbidden);
+        }
+        if !listener.is_trusted_proxy(peer.ip()) {
+            return from_refusal(pp::Refusal::UntrustedProxy {
+                peer: peer.ip().to_canonical(),
+            });
+        }
+    }
     let rest1 = buf.get(c1..).unwrap_or_default();
     let (h2, c2) = match next(rest1, eof, full, cfg) {
         Next::More => return SeqStep::NeedMore,

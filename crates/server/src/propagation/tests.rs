@@ -358,6 +358,37 @@ fn the_mode_still_governs_the_unsigned_header() {
     assert_eq!(code(&untrusted), "untrusted_proxy");
 }
 
+/// An unsigned first header from a peer the listener does not take headers from is refused
+/// as soon as it is whole, not after a second header has been waited for.
+#[test]
+fn an_unsigned_header_that_will_be_refused_is_refused_at_once() {
+    let f = fx();
+    let first = unsigned("192.0.2.1:1000");
+    let signed = signed_bytes(&f.grant, NOW, 1);
+    // The first header, then the first bytes of a second one: more could follow.
+    let bytes = cat(&[&first, &signed[..8]]);
+    for (p, want) in [
+        (policy(pp::ProxyMode::Off, None), "header_forbidden"),
+        (
+            policy(pp::ProxyMode::On, Some("10.0.0.0/8")),
+            "untrusted_proxy",
+        ),
+        (
+            policy(pp::ProxyMode::Unspecified, Some("10.0.0.0/8")),
+            "untrusted_proxy",
+        ),
+    ] {
+        let got = step(&p, &verifier(&f), peer(), local(), &bytes, false, NOW);
+        assert_eq!(code(&got), want, "{:?}", p.mode);
+    }
+    // A trusted peer's unsigned header before a signed one is still waited for.
+    let p = policy(pp::ProxyMode::On, Some("127.0.0.0/8"));
+    assert!(matches!(
+        step(&p, &verifier(&f), peer(), local(), &bytes, false, NOW),
+        SeqStep::NeedMore
+    ));
+}
+
 #[test]
 fn unsigned_after_signed_is_refused() {
     let f = fx();
