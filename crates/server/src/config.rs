@@ -1281,8 +1281,22 @@ pub(crate) fn check_password_hash(hash: &str) -> Result<(), String> {
     if parsed.algorithm != argon2::ARGON2ID_IDENT {
         return Err("must be an argon2id PHC string".into());
     }
-    if parsed.hash.is_none() || parsed.salt.is_none() {
+    let (Some(salt), Some(_)) = (parsed.salt, parsed.hash) else {
         return Err("a PHC string with no salt or no hash; `ippin user add` writes one".into());
+    };
+    // argon2 refuses a salt that is not B64 or shorter than 8 bytes before hashing: such a
+    // hash would fail every login at once (faster than a real check).
+    let mut buf = [0u8; 64];
+    match salt.decode_b64(&mut buf) {
+        Ok(bytes) if bytes.len() >= argon2::MIN_SALT_LEN => {}
+        Ok(bytes) => {
+            return Err(format!(
+                "a salt of {} bytes: argon2 needs at least {}",
+                bytes.len(),
+                argon2::MIN_SALT_LEN
+            ));
+        }
+        Err(e) => return Err(format!("a salt that is not B64: {e}")),
     }
     let params =
         argon2::Params::try_from(&parsed).map_err(|e| format!("argon2 parameters: {e}"))?;
@@ -1715,6 +1729,15 @@ listeners:
             (
                 format!("$argon2id$v=19$m=1,t=2,p=1${salt}${out}"),
                 "parameters",
+            ),
+            // "salt": 4 bytes; and a salt B64 cannot decode (length 1 mod 4).
+            (
+                format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${out}"),
+                "at least 8",
+            ),
+            (
+                format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c${out}"),
+                "B64",
             ),
         ] {
             let got = check_password_hash(&bad).unwrap_err();

@@ -140,13 +140,28 @@ impl RawBackend {
                     ));
                 }
             }
-            if self.tls.is_none() && !addr.ip().is_loopback() {
+            if self.tls.is_none() && !addr.ip().to_canonical().is_loopback() {
                 // In clear text anyone on the path reads the users' hashes and writes roles.
                 return Err((
                     format!("endpoints[{i}]"),
                     format!(
                         "{addr} in clear text: etcd off this host needs `backend.tls` (its CA, \
                          and a client certificate)"
+                    ),
+                ));
+            }
+            if !addr.ip().to_canonical().is_loopback()
+                && self.tls.as_ref().is_some_and(|t| t.cert.is_none())
+            {
+                // An etcd that takes clients with no certificate takes anyone who reaches it
+                // (ippin has no other way to log in to etcd): an SSH forward of any user, a
+                // process of a session. Off this host, it must ask for one.
+                return Err((
+                    format!("endpoints[{i}]"),
+                    format!(
+                        "{addr}: etcd off this host must ask for a client certificate \
+                         (`backend.tls.cert` and `key`, and etcd's --client-cert-auth); \
+                         one that takes any client takes every user who can reach it"
                     ),
                 ));
             }
@@ -262,6 +277,15 @@ mod tests {
                 "endpoints[1]",
             ),
             ("kind: etcd\nendpoints: [10.0.0.1:2379]\n", "endpoints[0]"),
+            // Off this host, etcd must ask for a client certificate.
+            (
+                "kind: etcd\nendpoints: ['https://10.0.0.1:2379']\ntls: {ca: a}\n",
+                "endpoints[0]",
+            ),
+            (
+                "kind: etcd\nendpoints: ['https://127.0.0.1:1', 'https://[::ffff:10.0.0.1]:2379']\ntls: {ca: a}\n",
+                "endpoints[1]",
+            ),
             (
                 "kind: etcd\nendpoints: ['http://127.0.0.1:1']\ntls: {ca: a}\n",
                 "endpoints[0]",

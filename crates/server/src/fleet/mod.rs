@@ -354,16 +354,16 @@ impl Fleet {
     /// dead connection that never closes, an etcd member cut off from the others; deletes
     /// included, which no read of the keys would show): degraded, and the watch is opened
     /// again, every [`STALL_AFTER`] while it lasts.
-    fn probed(&self, written: i64) {
+    fn probed(&self, written: i64, in_force_before: i64) {
         let mut i = self.lock();
-        if written < i.revision {
+        if written <= in_force_before {
             // The store is behind what is in force: it went back. The watch is opened
             // again; its first answer shows the store's revision, and the watch reads the
             // whole state again (`spawn`).
             i.last_error = Some(format!(
-                "this node's heartbeat was written at revision {written}, below the {} in \
-                 force: the store went back; watching it again",
-                i.revision
+                "this node's heartbeat was written at revision {written}, not above the \
+                 {in_force_before} in force when it was sent: the store went back; watching \
+                 it again"
             ));
             tracing::error!("DEGRADED: {}", i.last_error.as_deref().unwrap_or_default());
             i.pending = None;
@@ -624,6 +624,10 @@ impl Fleet {
                 let mut was_ok = true;
                 loop {
                     tick.tick().await;
+                    // In force before the write: the write's revision is above it unless the
+                    // store went back (what the watch delivers meanwhile, other nodes'
+                    // heartbeats in the same batch, may pass it).
+                    let before = this.lock().revision;
                     let beat = this.heartbeat().await;
                     match beat {
                         Ok(rev) => {
@@ -632,7 +636,7 @@ impl Fleet {
                             }
                             was_ok = true;
                             this.contact(Ok(rev));
-                            this.probed(rev);
+                            this.probed(rev, before);
                             this.retry_pending(&restrictions_probe).await;
                         }
                         Err(e) => {

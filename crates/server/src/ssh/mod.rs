@@ -123,6 +123,9 @@ impl From<ReloadError> for SshError {
     }
 }
 
+/// The shortest [`SshSettings::recheck_interval`].
+pub const MIN_RECHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Everything the SSH service needs, as plain values.
 pub struct SshSettings {
     /// The user CAs whose certificates are accepted (`TrustedUserCAKeys`).
@@ -151,7 +154,7 @@ pub struct SshSettings {
     /// ([`ippin_access::ssh::Authorized::recheck`]: its certificate's validity, its user,
     /// login and pin requirement in the directory now). One that no longer passes is ended
     /// (audited `ssh.connection.ended` with the reason), and with it every process of its
-    /// sessions. Default: 2 s.
+    /// sessions. Default: 2 s; at least [`MIN_RECHECK_INTERVAL`] (less is taken as that).
     pub recheck_interval: Duration,
     /// The most connections not yet authenticated; the oldest is shed beyond it. Default:
     /// [`MAX_UNAUTHENTICATED`].
@@ -276,7 +279,8 @@ impl SshService {
             config: Arc::new(config),
             host_public_key,
             login_grace_time: settings.login_grace_time,
-            recheck_interval: settings.recheck_interval,
+            // (A zero period would panic in `tokio::time::interval`.)
+            recheck_interval: settings.recheck_interval.max(MIN_RECHECK_INTERVAL),
         })
     }
 

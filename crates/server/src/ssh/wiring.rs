@@ -396,18 +396,19 @@ mod tests {
         // Every peer a proxy: this host's addresses too.
         let every = "  - {kind: tls, listen: 127.0.0.1:0, proxy_protocol: on, danger_trust_every_peer: true}\n";
         assert!(trusts_this_host(&site(every, ""), &local).is_some());
-        // etcd on this host in clear text, or with TLS but no client certificate.
+        // etcd on this host in clear text, or with TLS but no client certificate (off
+        // loopback the configuration refuses that).
         for backend in [
             "backend: {kind: etcd, endpoints: [127.0.0.1:2379]}\n",
             "backend: {kind: etcd, endpoints: [\"[::1]:2379\"]}\n",
-            "backend: {kind: etcd, endpoints: [\"https://10.1.2.3:2379\"], tls: {ca: e.pem}}\n",
+            "backend: {kind: etcd, endpoints: [\"https://127.0.0.1:2379\"], tls: {ca: e.pem}}\n",
         ] {
             let why = trusts_this_host(&site("", backend), &local);
             assert!(why.is_some_and(|w| w.contains("etcd at")), "{backend}");
         }
         // etcd elsewhere, or one that asks for a client certificate: nothing to keep from it.
         for backend in [
-            "backend: {kind: etcd, endpoints: [\"https://192.0.2.9:2379\"], tls: {ca: e.pem}}\n",
+            "backend: {kind: etcd, endpoints: [\"https://192.0.2.9:2379\"], tls: {ca: e.pem, cert: c.pem, key: c.key}}\n",
             "backend: {kind: etcd, endpoints: [\"https://127.0.0.1:2379\"], tls: {ca: e.pem, cert: c.pem, key: c.key}}\n",
         ] {
             assert_eq!(
