@@ -334,20 +334,22 @@ fn noop_any_length_unique_id_at_most_128() {
 /// start) and without; the builder refuses what the parser would.
 #[test]
 fn authority_at_most_255() {
+    // A header with this AUTHORITY, and a CRC32C after it when asked.
+    let header = |value: &[u8], crc: bool| {
+        let mut tlvs = vec![tlv(0x02, value)];
+        if crc {
+            tlvs.push(tlv(0x03, &[0; 4]));
+        }
+        let h = with_tlvs(&tlvs);
+        let at = h.len() - 4;
+        if crc { fill_crc(h, at) } else { h }
+    };
     for (value, crc) in [
         (vec![b'a'; 255], false),
         ("é".repeat(127).into_bytes(), false),
         (vec![b'a'; 255], true),
     ] {
-        let mut tlvs = vec![tlv(0x02, &value)];
-        if crc {
-            tlvs.push(tlv(0x03, &[0; 4]));
-        }
-        let mut h = with_tlvs(&tlvs);
-        if crc {
-            let at = h.len() - 4;
-            h = fill_crc(h, at);
-        }
+        let h = header(&value, crc);
         assert!(parse(&h).is_ok(), "{} bytes, crc {crc}", value.len());
     }
     for (value, crc) in [
@@ -356,18 +358,9 @@ fn authority_at_most_255() {
         (vec![b'a'; 4000], false),
         (vec![b'a'; 256], true),
     ] {
-        let mut tlvs = vec![tlv(0x02, &value)];
-        if crc {
-            tlvs.push(tlv(0x03, &[0; 4]));
-        }
-        let mut h = with_tlvs(&tlvs);
-        if crc {
-            let at = h.len() - 4;
-            h = fill_crc(h, at);
-        }
         let len = value.len();
         assert!(
-            matches!(invalid(&h), Error::TlvLength { kind: 2, len: l, .. } if l == len),
+            matches!(invalid(&header(&value, crc)), Error::TlvLength { kind: 2, len: l, .. } if l == len),
             "{len} bytes, crc {crc}"
         );
     }
