@@ -514,6 +514,24 @@ fn lock_folder(
         }
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
+    // A lock file someone else made (a folder others may write in) is theirs to hold
+    // against us: not used, as one that cannot be opened is not.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+            tracing::warn!(
+                "{}: not this user's own (owner uid {}, mode {:o}); writing without the lock",
+                path.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+            return Ok(None);
+        }
+    }
     let deadline = std::time::Instant::now() + wait;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -721,6 +739,37 @@ mod tests {
         std::os::unix::fs::symlink(&target, dir.path().join(LOCK_FILE)).unwrap();
         assert!(save(dir.path(), &creds("a")).is_err());
         assert!(!target.exists());
+    }
+
+    /// A lock file this user does not own (made by another user in a folder they may write
+    /// in), or that others may open, is not waited for: the login goes on without it.
+    #[test]
+    fn a_lock_file_someone_else_holds_is_not_waited_for() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        for (uid, mode) in [
+            (65_534u32, 0o600u32),
+            (nix::unistd::geteuid().as_raw(), 0o666),
+        ] {
+            let file = std::fs::File::create(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(&path, Some(uid), None).unwrap();
+            // Held by "them", as long as this test runs.
+            let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+            let started = std::time::Instant::now();
+            let got = lock_folder(dir.path(), std::time::Duration::from_secs(30)).unwrap();
+            assert!(got.is_none(), "uid {uid} mode {mode:o}: locked");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            drop(held);
+            std::fs::remove_file(&path).unwrap();
+        }
+        // This user's own 0600 lock file is used.
+        assert!(
+            lock_folder(dir.path(), std::time::Duration::from_secs(1))
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

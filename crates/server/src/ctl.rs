@@ -106,12 +106,13 @@ struct Items {
     items: Vec<Item>,
 }
 
-/// Text from the server, safe for a terminal: control characters escaped (line breaks and
-/// tabs kept when `multiline`).
+/// Text from the server, safe for a terminal: control characters and bidirectional
+/// controls escaped (line breaks and tabs kept when `multiline`).
 fn shown(text: &str, multiline: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && !(multiline && matches!(c, '\n' | '\t')) {
+        let control = c.is_control() && !(multiline && matches!(c, '\n' | '\t'));
+        if control || crate::ssh::text::is_bidi_control(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);

@@ -428,15 +428,17 @@ pub(crate) fn json_outcome<T: Serialize>(report: &T) -> Outcome {
 ///
 /// Control characters inside strings (a principal, a subject) are written
 /// as `\uXXXX` escapes, also the ones JSON allows raw (DEL, the C1 range,
-/// which includes the 8-bit CSI): the line is printable whatever the
-/// certificate holds, and reads back to the same strings.
+/// which includes the 8-bit CSI), and so are the bidirectional controls
+/// (U+202E and its kind, which reorder what follows on the line): the line
+/// is printable whatever the certificate holds, and reads back to the same
+/// strings.
 pub(crate) fn json_with_code<T: Serialize>(report: &T, code: i32) -> Outcome {
     match serde_json::to_string(report) {
         Ok(json) => {
             let mut line = String::with_capacity(json.len() + 1);
             for c in json.chars() {
-                if c.is_control() {
-                    // Controls are all below U+00A0: four hex digits.
+                if c.is_control() || crate::ssh::text::is_bidi_control(c) {
+                    // Controls and bidi controls are all below U+10000: four hex digits.
                     line.push_str(&format!("\\u{:04x}", u32::from(c)));
                 } else {
                     line.push(c);
@@ -1481,6 +1483,12 @@ mod tests {
             out.stdout,
             "{\"p\":\"a\\u007f\\u009b[2J\\u001b\\n\\u0000b\"}\n"
         );
+        let back: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(back["p"], text);
+        // Bidirectional controls (a principal `ops\u{202e}…`) are escaped too.
+        let text = "ops\u{202e}gnp\u{2066}x\u{61c}";
+        let out = json_with_code(&serde_json::json!({ "p": text }), 0);
+        assert_eq!(out.stdout, "{\"p\":\"ops\\u202egnp\\u2066x\\u061c\"}\n");
         let back: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
         assert_eq!(back["p"], text);
     }

@@ -501,3 +501,14 @@ async fn an_unreachable_server_is_named() {
         out.stderr
     );
 }
+
+/// What the server says is shown with its control and bidirectional characters escaped,
+/// line breaks kept only where asked for.
+#[test]
+fn server_text_is_shown_escaped() {
+    assert_eq!(shown("a\u{1b}[2Jb", false), "a\\u{1b}[2Jb");
+    assert_eq!(shown("role \u{202e}ved", false), "role \\u{202e}ved");
+    assert_eq!(shown("x\u{2066}y\u{61c}", true), "x\\u{2066}y\\u{61c}");
+    assert_eq!(shown("l1\nl2\tt", true), "l1\nl2\tt");
+    assert_eq!(shown("l1\nl2", false), "l1\\nl2");
+}
