@@ -506,4 +506,61 @@ mod tests {
         let twice = ["deploy".to_owned(), "deploy".to_owned()];
         assert_eq!(issue(&twice).valid_principals(), ["ippin:carol", "deploy"]);
     }
+
+    /// The SSH service takes a certificate blob only as its canonical encoding (russh,
+    /// patch 3): bytes after it, or left inside its `source-address` option, which the
+    /// lenient decoder skips and the signature check never sees, are refused, as sshd
+    /// refuses them.
+    #[test]
+    fn the_ssh_service_takes_only_canonical_certificate_blobs() {
+        use russh::keys::PublicKeyOrCertificate;
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::load(&init(dir.path()).unwrap()).unwrap();
+        let ca = Ca::load_config(&config).unwrap();
+        let mut rng = crate::rng();
+        let key =
+            cert::ssh_key::PrivateKey::random(&mut rng, cert::ssh_key::Algorithm::Ed25519).unwrap();
+        let (_, spki) = cert::x509::generate_key_pair_p256(&mut rng).unwrap();
+        let issued = ca
+            .issue(&IssueRequest {
+                user: "carol",
+                roles: &["dev".to_owned()],
+                logins: &[],
+                ssh_public_key: &key.public_key().to_openssh().unwrap(),
+                tls_public_key: &spki,
+                pinned: Some("127.0.0.1/32".parse().unwrap()),
+                login_ip: None,
+                now: SystemTime::now(),
+                ttl: Duration::from_secs(60),
+                session: None,
+            })
+            .unwrap();
+        let cert = cert::ssh_key::Certificate::from_openssh(issued.ssh_certificate.trim()).unwrap();
+        let blob = cert.to_bytes().unwrap();
+        assert_eq!(
+            PublicKeyOrCertificate::decode_certificate(&blob).unwrap(),
+            cert
+        );
+        // A byte after the certificate.
+        let mut after = blob.clone();
+        after.push(0);
+        assert!(PublicKeyOrCertificate::decode_certificate(&after).is_err());
+        // Three bytes inside the option's value, after its inner string (the lengths of
+        // the value and of the critical options grown to hold them).
+        let name = b"source-address";
+        let p = blob.windows(name.len()).position(|w| w == name).unwrap();
+        let be = |at: usize| u32::from_be_bytes(blob[at..at + 4].try_into().unwrap()) as usize;
+        let (outer, data, inner) = (p - 8, p + name.len(), p + name.len() + 4);
+        let end = inner + 4 + be(inner);
+        let mut inside = blob[..end].to_vec();
+        inside.extend_from_slice(b"xyz");
+        inside.extend_from_slice(&blob[end..]);
+        inside[outer..outer + 4]
+            .copy_from_slice(&u32::try_from(be(outer) + 3).unwrap().to_be_bytes());
+        inside[data..data + 4].copy_from_slice(&u32::try_from(be(data) + 3).unwrap().to_be_bytes());
+        // The lenient decoder takes it, with the same values as the signed certificate.
+        let lenient = cert::ssh_key::Certificate::from_bytes(&inside).unwrap();
+        assert_eq!(lenient.critical_options(), cert.critical_options());
+        assert!(PublicKeyOrCertificate::decode_certificate(&inside).is_err());
+    }
 }

@@ -54,10 +54,30 @@ impl PublicKeyOrCertificate {
                     hash_alg: Algorithm::new(pubkey_algo)?.hash_alg(),
                 })
             }
-            _ => Ok(PublicKeyOrCertificate::Certificate(Certificate::decode(
-                &mut reader,
-            )?)),
+            _ => Ok(PublicKeyOrCertificate::Certificate(
+                Self::decode_certificate(buf)?,
+            )),
         }
+    }
+
+    /// ippin patch 3 (PATCHES.md): a certificate blob decoded only when it is exactly the
+    /// certificate's canonical encoding: nothing after it, and nothing left inside a field,
+    /// which `Certificate::decode` skips and the signature check (made over the re-encoded
+    /// bytes) never sees. sshd refuses both ("corrupt (extra data)").
+    pub fn decode_certificate(buf: &[u8]) -> Result<Certificate, ssh_key::Error> {
+        let mut reader = buf;
+        let cert = Certificate::decode(&mut reader)?;
+        if !reader.is_empty() {
+            return Err(ssh_key::Error::Encoding(
+                ssh_encoding::Error::TrailingData {
+                    remaining: reader.len(),
+                },
+            ));
+        }
+        if cert.to_bytes()? != buf {
+            return Err(ssh_key::Error::Encoding(ssh_encoding::Error::Length));
+        }
+        Ok(cert)
     }
 
     pub fn public_key(&self) -> PublicKey {
