@@ -117,7 +117,10 @@ impl V2Builder {
     /// become v2 PROXY headers.
     ///
     /// # Errors
-    /// Never for a header this crate parsed, whose TLVs are valid.
+    /// For a parsed header only when it repeats a cloud endpoint TLV (AWS
+    /// `0xEA`, Azure `0xEE`, GCP `0xE0`), which the parser takes as custom
+    /// TLVs but [`crate::endpoint_ids`] refuses: the builder writes no header
+    /// that the endpoint readers refuse. Never otherwise.
     pub fn from_header(header: &Header<'_>) -> Result<Self, Error> {
         let mut b = V2Builder::new(header.command());
         if header.command() == Command::Proxy {
