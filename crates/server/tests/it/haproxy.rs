@@ -304,8 +304,9 @@ fn haproxy_over_ipv6_with_tlvs_and_crc32c() {
 
 /// Accepts connections on `listener` until one carries a PROXY header
 /// whose source IP is `from` (readiness probes come from elsewhere), and
-/// returns what it sent: the whole header and whatever followed in the same
-/// reads. Bounded by 10 s.
+/// returns what it sent: the whole header and the first application bytes
+/// after it (read until some arrive, the peer closes, or the time is up).
+/// Bounded by 10 s.
 fn capture_header(listener: &std::net::TcpListener, from: IpAddr) -> Vec<u8> {
     let deadline = Instant::now() + Duration::from_secs(10);
     listener.set_nonblocking(true).expect("non-blocking");
@@ -325,6 +326,9 @@ fn capture_header(listener: &std::net::TcpListener, from: IpAddr) -> Vec<u8> {
         while Instant::now() < deadline {
             match ippin_proxy_protocol::parse(&bytes) {
                 Err(e) if e.is_incomplete() => {}
+                // The header alone so far: the application's first bytes follow (the
+                // header and the request may come in two segments).
+                Ok((_, used)) if used == bytes.len() => {}
                 _ => break,
             }
             match conn.read(&mut buf) {
