@@ -326,9 +326,10 @@ fn capture_header(listener: &std::net::TcpListener, from: IpAddr) -> Vec<u8> {
         while Instant::now() < deadline {
             match ippin_proxy_protocol::parse(&bytes) {
                 Err(e) if e.is_incomplete() => {}
-                // The header alone so far: the application's first bytes follow (the
-                // header and the request may come in two segments).
-                Ok((_, used)) if used == bytes.len() => {}
+                // The header alone so far, from the client awaited: its first bytes
+                // follow (the header and the request may come in two segments).
+                Ok((h, used))
+                    if used == bytes.len() && h.source().map(|s| s.ip()) == Some(from) => {}
                 _ => break,
             }
             match conn.read(&mut buf) {
