@@ -465,10 +465,9 @@ mod tests {
         assert_eq!(pem_to_der("garbage", "CERTIFICATE"), None);
     }
 
-    /// The principals are the user's name and then the logins, the user's name once even when
-    /// a role also allows it as a login; the key id names the user with the serial.
-    #[test]
-    fn logins_become_principals_besides_the_user() {
+    /// The CA of a `ca init` folder (kept while the first value lives), and a user's SSH
+    /// public key (OpenSSH text) and TLS public key (SPKI PEM).
+    fn ca_and_keys() -> (tempfile::TempDir, Ca, String, String) {
         let dir = tempfile::tempdir().unwrap();
         let config = crate::config::Config::load(&init(dir.path()).unwrap()).unwrap();
         let ca = Ca::load_config(&config).unwrap();
@@ -476,7 +475,14 @@ mod tests {
         let key =
             cert::ssh_key::PrivateKey::random(&mut rng, cert::ssh_key::Algorithm::Ed25519).unwrap();
         let (_, spki) = cert::x509::generate_key_pair_p256(&mut rng).unwrap();
-        let ssh_public_key = key.public_key().to_openssh().unwrap();
+        (dir, ca, key.public_key().to_openssh().unwrap(), spki)
+    }
+
+    /// The principals are the user's name and then the logins, the user's name once even when
+    /// a role also allows it as a login; the key id names the user with the serial.
+    #[test]
+    fn logins_become_principals_besides_the_user() {
+        let (_dir, ca, ssh_public_key, spki) = ca_and_keys();
         let issue = |logins: &[String]| {
             let issued = ca
                 .issue(&IssueRequest {
@@ -514,19 +520,13 @@ mod tests {
     #[test]
     fn the_ssh_service_takes_only_canonical_certificate_blobs() {
         use russh::keys::PublicKeyOrCertificate;
-        let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config::load(&init(dir.path()).unwrap()).unwrap();
-        let ca = Ca::load_config(&config).unwrap();
-        let mut rng = crate::rng();
-        let key =
-            cert::ssh_key::PrivateKey::random(&mut rng, cert::ssh_key::Algorithm::Ed25519).unwrap();
-        let (_, spki) = cert::x509::generate_key_pair_p256(&mut rng).unwrap();
+        let (_dir, ca, ssh_public_key, spki) = ca_and_keys();
         let issued = ca
             .issue(&IssueRequest {
                 user: "carol",
                 roles: &["dev".to_owned()],
                 logins: &[],
-                ssh_public_key: &key.public_key().to_openssh().unwrap(),
+                ssh_public_key: &ssh_public_key,
                 tls_public_key: &spki,
                 pinned: Some("127.0.0.1/32".parse().unwrap()),
                 login_ip: None,
