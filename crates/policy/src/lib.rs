@@ -29,7 +29,8 @@
 //! * The pin: [`CertPin`] (what a certificate carries), [`PinRequirement`] and [`PinPrefix`]
 //!   (what the roles ask: one address, or a network per `pin_source_ip_prefix`),
 //!   [`pin_for_issue`] at login,
-//!   [`pins_for_renewal`] ([`RenewalPins`]), [`check_pin`] at access, which returns a
+//!   [`pins_for_renewal`] ([`RenewalPins`]) and [`renewal_validity`] (one login's bound
+//!   through renewals), [`check_pin`] at access, which returns a
 //!   [`Decision`]: allow, or a [`Denial`] with a stable [`DenyReason`] code and a message
 //!   ([`LOG_IN_AGAIN`]).
 //! * Roles: [`Role`] ([`RoleVersion`], the document kept as a [`RawValue`]), [`RoleSet`],
@@ -80,7 +81,7 @@ pub use netrestrict::{
 };
 pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, PinPrefix, PinRequirement, RenewalPins,
-    check_pin, pin_for_issue, pins_for_renewal,
+    check_pin, pin_for_issue, pins_for_renewal, renewal_validity,
 };
 #[cfg(feature = "yaml")]
 pub use roles::parse_roles;

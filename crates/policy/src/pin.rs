@@ -577,6 +577,41 @@ pub struct RenewalPins {
     pub login_ip: Option<IpAddr>,
 }
 
+/// The validity, in Unix seconds, of certificates renewed from one whose validity started at
+/// `presented_not_before`: `(not_before, not_after)`, or `None` when the login is too old to
+/// renew.
+///
+/// One login lasts `max_session` seconds through renewals: the renewed certificates keep the
+/// presented one's `not_before` (for a certificate issued at a login, the start of that
+/// login's validity) and end at `now + ttl` or at `not_before + max_session`, whichever comes
+/// first. Without such a bound, a certificate that can be renewed (unpinned, or in the hands
+/// of someone who shares the pinned address) renews itself for as long as its user exists.
+///
+/// | `now` | result |
+/// |---|---|
+/// | more than `ttl` before `not_before + max_session` | `(not_before, now + ttl)` |
+/// | within `ttl` of it | `(not_before, not_before + max_session)` |
+/// | at or after it (or it overflows) | `None`: the user logs in again |
+///
+/// ```
+/// use ippin_policy::renewal_validity;
+/// let login = 1_000_000; // the first certificate's not_before
+/// let (hour, day) = (3600, 86_400);
+/// assert_eq!(renewal_validity(login, login + 2 * hour, 8 * hour, day), Some((login, login + 10 * hour)));
+/// assert_eq!(renewal_validity(login, login + 20 * hour, 8 * hour, day), Some((login, login + day)));
+/// assert_eq!(renewal_validity(login, login + day, 8 * hour, day), None);
+/// ```
+#[must_use]
+pub fn renewal_validity(
+    presented_not_before: u64,
+    now: u64,
+    ttl: u64,
+    max_session: u64,
+) -> Option<(u64, u64)> {
+    let end = presented_not_before.checked_add(max_session)?;
+    (now < end).then(|| (presented_not_before, now.saturating_add(ttl).min(end)))
+}
+
 /// The pins for a certificate renewed from a presented one.
 ///
 /// Renewal never drops, moves, widens or narrows a pin: the pin (address or network, as

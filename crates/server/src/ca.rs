@@ -72,9 +72,9 @@ pub struct IssueRequest<'a> {
     pub now: SystemTime,
     /// Lifetime.
     pub ttl: Duration,
-    /// For a renewal, the login's validity `(start, latest end)`: the certificates start
-    /// where the presented one did, and end at `now + ttl` or the latest end, whichever is
-    /// sooner. `None` (a login): they start 60 s before `now` (clock skew).
+    /// For a renewal, the certificates' validity `(not_before, not_after)`, from
+    /// `ippin_policy::renewal_validity` (the presented certificate's start, one login's
+    /// bound). `None` (a login): from 60 s before `now` (clock skew) to `now + ttl`.
     pub session: Option<(SystemTime, SystemTime)>,
 }
 
@@ -176,7 +176,7 @@ impl Ca {
         let mut rng = crate::rng();
         let (not_before, expires) = match req.session {
             None => (unix(req.now).saturating_sub(60), req.now + req.ttl),
-            Some((start, end)) => (unix(start), (req.now + req.ttl).min(end)),
+            Some((start, end)) => (unix(start), end),
         };
         let not_after = unix(expires);
         let serial = random_serial();

@@ -1238,21 +1238,31 @@ pub fn renew(
         provenance: observed.provenance().as_str().into(),
         reason: reason.to_owned(),
     };
-    // One login lasts `max_session_ttl` through renewals: the renewed certificates keep the
-    // presented one's start (a login's, 60 s before it), and past that start plus
-    // `max_session_ttl` renewal asks for a login. Without it, a certificate renewed itself
-    // for as long as its user existed: past a password change, and for a thief who shares
-    // the victim's pinned address, forever.
+    // One login lasts `max_session_ttl` through renewals (`ippin_policy::renewal_validity`):
+    // the renewed certificates keep the presented one's start (a login's, 60 s before it),
+    // and past that start plus `max_session_ttl` renewal asks for a login.
     let now = state.now();
-    let session = verdict.validity.and_then(|(not_before, _)| {
-        let start = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(not_before))?;
-        Some((start, start.checked_add(state.config.max_session_ttl)?))
+    let now_unix = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let at = |secs: u64| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+    let window = verdict.validity.and_then(|(not_before, _)| {
+        let (start, end) = ippin_policy::renewal_validity(
+            not_before,
+            now_unix,
+            state.config.cert_ttl.as_secs(),
+            state.config.max_session_ttl.as_secs(),
+        )?;
+        Some((at(start)?, at(end)?))
     });
-    let Some((start, end)) = session.filter(|&(_, end)| now < end) else {
+    let Some(window) = window else {
         state.audit(&refused("login_too_old"));
-        let since = session.map_or_else(String::new, |(s, _)| {
-            format!(" (its certificates have been valid since {})", rfc3339(s))
-        });
+        let since = verdict
+            .validity
+            .and_then(|(not_before, _)| at(not_before))
+            .map_or_else(String::new, |t| {
+                format!(" (its certificates have been valid since {})", rfc3339(t))
+            });
         return http::error(
             StatusCode::FORBIDDEN,
             "login_too_old",
@@ -1309,7 +1319,7 @@ pub fn renew(
             login_ip: pins.login_ip,
             now,
             ttl: state.config.cert_ttl,
-            session: Some((start, end)),
+            session: Some(window),
         },
         |issued| AuditEvent::RenewIssued {
             user: verdict.user.clone(),

@@ -516,3 +516,26 @@ fn truncations_of_vectors() {
         }
     }
 }
+
+proptest! {
+    /// One login's bound through renewals, against a reference written with 128-bit
+    /// arithmetic: the start is kept, the end is never past start + max_session nor past
+    /// now + ttl, and renewal is refused exactly from start + max_session on.
+    #[test]
+    fn renewal_validity_keeps_the_start_and_the_bound(
+        start in prop_oneof![any::<u64>(), 0u64..1 << 40],
+        after in prop_oneof![any::<u64>(), 0u64..1 << 20],
+        ttl in prop_oneof![any::<u64>(), 1u64..1 << 20],
+        max in prop_oneof![any::<u64>(), 1u64..1 << 20],
+    ) {
+        let now = start.saturating_add(after);
+        let got = ippin_policy::renewal_validity(start, now, ttl, max);
+        let end = u128::from(start) + u128::from(max);
+        if u128::from(now) >= end || end > u128::from(u64::MAX) {
+            prop_assert_eq!(got, None);
+        } else {
+            let want_end = (u128::from(now) + u128::from(ttl)).min(end);
+            prop_assert_eq!(got, Some((start, u64::try_from(want_end).unwrap())));
+        }
+    }
+}
