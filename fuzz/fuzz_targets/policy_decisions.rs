@@ -1,7 +1,8 @@
 //! The pin check and the network decision on arbitrary pins, observations, requirements and
 //! rules: no panic; a pin-requiring role is allowed only through one network no wider than its
 //! prefix (a single host when the prefix is exact), containing the address;
-//! no destination is decided otherwise than the address the kernel connects to.
+//! no destination is decided otherwise than the address the kernel connects to; one login's
+//! renewals stay within its bound.
 #![no_main]
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -32,7 +33,33 @@ fn net(b: &[u8]) -> Option<IpNet> {
     IpNet::new(a, len % (max + 1)).ok().map(|n| n.trunc())
 }
 
+/// One login's bound through renewals: the start kept, the end never past start + max nor
+/// past now + ttl, `None` exactly from start + max on.
+fn renewal(head: &[u8]) {
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        for (d, s) in b.iter_mut().zip(head.iter().skip(i * 4).take(4)) {
+            *d = *s;
+        }
+        // Small values and values near the top of u64 alike.
+        let v = u64::from_le_bytes(b);
+        if head.get(i).is_some_and(|f| f & 1 == 1) { u64::MAX - v } else { v }
+    };
+    let (start, now, ttl, max) = (word(0), word(1), word(2), word(3));
+    match ippin_policy::renewal_validity(start, now, ttl, max) {
+        Some((nb, na)) => {
+            assert_eq!(nb, start);
+            let end = start.checked_add(max).expect("an end that fits");
+            assert!(now < end);
+            assert!(na <= end && na <= now.saturating_add(ttl));
+            assert!(na == end || na == now.saturating_add(ttl));
+        }
+        None => assert!(start.checked_add(max).is_none_or(|end| now >= end)),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    renewal(data.get(..16).unwrap_or_default());
     let mut chunks = data.chunks(18);
     let Some(head) = chunks.next() else { return };
     let flags = head.first().copied().unwrap_or(0);
