@@ -1309,6 +1309,48 @@ async fn fleet_watch_hanging_while_another_endpoint_answers() {
     f.proxy().signal("-CONT");
 }
 
+/// A user removed through the admin API on one node: their SSH connection already open on
+/// another node is ended within its recheck interval (2 s), with the session's processes,
+/// though the client keeps it busy; the client is told why.
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_removing_a_user_ends_their_open_connection() {
+    let os = OsUser::create("fleetrm");
+    let f = start_fleet(&os.name);
+    let (carol, ran) = f.login(0, "carol", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let (bob, ran) = f.login(2, "bob", "secret", "127.0.0.1");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let bob_id = Identity {
+        key: bob.join("ippin_ed25519"),
+        cert: bob.join("ippin_ed25519-cert.pub"),
+    };
+    let mut cmd = ssh_command(&bob_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
+    cmd.arg("echo started; exec sleep 600");
+    let mut client = cmd.spawn().expect("ssh");
+    let mut stdout = client.stdout.take().expect("stdout");
+    let mut first = [0u8; 8];
+    tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
+    )
+    .await
+    .expect("in time")
+    .expect("the command started");
+    assert_eq!(&first, b"started\n");
+    assert!(!os.processes().is_empty(), "the session's sleep runs");
+    let ran = f.ctl(0, &carol, &["rm", "user/bob"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let out = tokio::time::timeout(Duration::from_secs(30), client.wait_with_output())
+        .await
+        .expect("node 2 ended bob's connection in time")
+        .expect("ssh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("connection ended (unknown_user)"), "{err}");
+    let gone = wait_until(Duration::from_secs(10), || os.processes().is_empty());
+    assert!(gone, "the session's processes outlive the connection");
+}
+
 /// etcd restored from a backup goes back to the backup's revision (etcd 3.4's restore keeps
 /// it), below the one every node has in force: a watch from the revision after theirs would
 /// deliver nothing until the store passed it again, and a change made before that would

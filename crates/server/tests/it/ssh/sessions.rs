@@ -58,7 +58,7 @@ impl OsUser {
     }
 
     /// The pids of this login's processes.
-    fn processes(&self) -> Vec<u32> {
+    pub(crate) fn processes(&self) -> Vec<u32> {
         processes_of(self.uid)
     }
 }
