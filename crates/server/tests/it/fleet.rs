@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::haproxy::Haproxy;
 use crate::ssh::harness::{Identity, ip, ssh_command};
-use crate::ssh::sessions::{OsUser, PROBE, Remote, http_listener, restrictions};
+use crate::ssh::sessions::{OsUser, PROBE, Remote, busy_session, http_listener, restrictions};
 use crate::support::{COMMAND_TIMEOUT, IPPIN, Ran, curl, run};
 
 /// The key prefix the nodes share.
@@ -1324,19 +1324,7 @@ async fn fleet_removing_a_user_ends_their_open_connection() {
         key: bob.join("ippin_ed25519"),
         cert: bob.join("ippin_ed25519-cert.pub"),
     };
-    let mut cmd = ssh_command(&bob_id, &os.name, "127.0.0.1", f.nodes[2].ssh);
-    cmd.arg("echo started; exec sleep 600");
-    let mut client = cmd.spawn().expect("ssh");
-    let mut stdout = client.stdout.take().expect("stdout");
-    let mut first = [0u8; 8];
-    tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first),
-    )
-    .await
-    .expect("in time")
-    .expect("the command started");
-    assert_eq!(&first, b"started\n");
+    let client = busy_session(ssh_command(&bob_id, &os.name, "127.0.0.1", f.nodes[2].ssh)).await;
     assert!(!os.processes().is_empty(), "the session's sleep runs");
     let ran = f.ctl(0, &carol, &["rm", "user/bob"]);
     assert_eq!(ran.code, Some(0), "{ran:?}");

@@ -788,15 +788,9 @@ async fn sessions_are_refused_when_enforcement_cannot_be_set_up() {
     );
 }
 
-/// An authenticated connection is checked again every `ssh_recheck_interval` (2 s by
-/// default): once its certificate has expired, the server ends it, and with it the
-/// processes of its sessions, though the client keeps it busy.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_connection_is_ended_when_its_certificate_expires() {
-    let user = OsUser::create("s7");
-    let node = Node::start(&user.name, "cert_ttl: 15s\n", None).await;
-    let started = std::time::Instant::now();
-    let mut cmd = ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh);
+/// `cmd` (an `ssh` command) running a process that keeps its connection busy: spawned, and
+/// returned once the remote process has started (bounded).
+pub(crate) async fn busy_session(mut cmd: tokio::process::Command) -> tokio::process::Child {
     cmd.arg("echo started; exec sleep 600");
     let mut client = cmd.spawn().expect("ssh");
     let mut stdout = client.stdout.take().expect("stdout");
@@ -809,6 +803,18 @@ async fn a_connection_is_ended_when_its_certificate_expires() {
     .expect("in time")
     .expect("the command started");
     assert_eq!(&first, b"started\n");
+    client
+}
+
+/// An authenticated connection is checked again every `ssh_recheck_interval` (2 s by
+/// default): once its certificate has expired, the server ends it, and with it the
+/// processes of its sessions, though the client keeps it busy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_is_ended_when_its_certificate_expires() {
+    let user = OsUser::create("s7");
+    let node = Node::start(&user.name, "cert_ttl: 15s\n", None).await;
+    let started = std::time::Instant::now();
+    let client = busy_session(ssh_command(&node.bob, &user.name, "127.0.0.1", node.ssh)).await;
     assert!(!user.processes().is_empty(), "the session's sleep runs");
     // Bounded: the certificate's 15 s, then at most one recheck interval, and slack.
     let out = tokio::time::timeout(
