@@ -251,7 +251,20 @@ impl SshCa {
             Ok(())
         })();
         res.map_err(ctx)?;
-        b.sign(&self.key).map_err(Error::ssh("sign certificate"))
+        // `build` refused every subject key that is not a plain key; checked again here, as
+        // a request is the only thing standing between a caller and the CA's signature.
+        check_subject_key(&req.public_key)?;
+        let cert = b.sign(&self.key).map_err(Error::ssh("sign certificate"))?;
+        // What was signed must read back as what was meant: the same certificate, field for
+        // field, from its own encoding.
+        let bytes = cert.to_bytes().map_err(Error::ssh("encode certificate"))?;
+        match Certificate::from_bytes(&bytes) {
+            Ok(read) if read == cert => Ok(cert),
+            _ => Err(Error::request(
+                "public_key",
+                "the signed certificate does not read back as itself",
+            )),
+        }
     }
 }
 
@@ -419,7 +432,8 @@ impl SshCertRequestBuilder {
     /// characters; when there is no principal, an empty or duplicate one, or
     /// one with a comma, white space or control character; when
     /// `valid_after >= valid_before`; when the forced command is empty; when
-    /// the pin network has host bits set. [`Error::SourceAddressEntry`] when
+    /// the pin network has host bits set; when the public key is not one
+    /// [`check_subject_key`] takes (a certificate, DSA, a small RSA key). [`Error::SourceAddressEntry`] when
     /// the pin network has prefix length 0.
     pub fn build(self) -> Result<SshCertRequest> {
         let mut req = self.req;
@@ -483,7 +497,52 @@ impl SshCertRequestBuilder {
         if req.force_command.as_deref() == Some("") {
             return Err(Error::request("force_command", "empty"));
         }
+        check_subject_key(&req.public_key)?;
         Ok(req)
+    }
+}
+
+/// The smallest RSA modulus taken as a subject key, in bits (OpenSSH's own minimum since 9.x
+/// is 1024; 2048 is NIST's floor).
+#[cfg(feature = "issue")]
+pub const MIN_RSA_BITS: u32 = 2048;
+
+/// Whether `key` may be the subject of a certificate: a plain Ed25519, ECDSA (NIST P-256,
+/// P-384, P-521), FIDO (`sk-`) or RSA (at least [`MIN_RSA_BITS`]) key. A *certificate* is
+/// never a subject key: its fields would be written, whole, where the key belongs, inside
+/// the signed bytes, and a parser of the new certificate would read the old one's bytes as
+/// fields of the new one (principals, validity, options of the requester's choosing, under
+/// the CA's signature). DSA and key kinds unknown to this crate are refused too.
+///
+/// # Errors
+/// [`Error::Request`] (field `public_key`) naming what the key is.
+#[cfg(feature = "issue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "issue")))]
+pub fn check_subject_key(key: &KeyData) -> Result<()> {
+    match key {
+        KeyData::Ed25519(_)
+        | KeyData::Ecdsa(_)
+        | KeyData::SkEd25519(_)
+        | KeyData::SkEcdsaSha2NistP256(_) => Ok(()),
+        KeyData::Rsa(rsa) if rsa.key_size() >= MIN_RSA_BITS => Ok(()),
+        KeyData::Rsa(rsa) => Err(Error::request(
+            "public_key",
+            format!(
+                "an RSA key of {} bits (at least {MIN_RSA_BITS})",
+                rsa.key_size()
+            ),
+        )),
+        KeyData::Certificate(_) => Err(Error::request(
+            "public_key",
+            "a certificate, not a public key",
+        )),
+        other => Err(Error::request(
+            "public_key",
+            format!(
+                "a {} key (Ed25519, ECDSA, FIDO or RSA only)",
+                crate::error::shown(other.algorithm().as_str())
+            ),
+        )),
     }
 }
 

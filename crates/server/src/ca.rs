@@ -188,6 +188,12 @@ impl Ca {
                     message: e.to_string(),
                 }
             })?;
+        // A certificate relabelled as a key reads as one: refused here as the client's
+        // error (the request builder refuses it too).
+        cert::ssh::check_subject_key(ssh_key.key_data()).map_err(|e| CaError::BadKey {
+            field: "ssh_public_key",
+            message: e.to_string(),
+        })?;
         let mut ssh_req = cert::ssh::SshCertRequest::builder(ssh_key.key_data().clone())
             .key_id(format!("{}@ippin/{serial}", req.user))
             .serial(serial)
@@ -511,6 +517,37 @@ mod tests {
         assert_eq!(issue(&[]).valid_principals(), ["ippin:carol"]);
         let twice = ["deploy".to_owned(), "deploy".to_owned()];
         assert_eq!(issue(&twice).valid_principals(), ["ippin:carol", "deploy"]);
+    }
+
+    /// A certificate is never signed as the user's key: `ssh-ed25519 <certificate blob>`
+    /// reads as a public key, and signing it would put the old certificate's bytes, read as
+    /// fields of the requester's choosing, under the CA's signature.
+    #[test]
+    fn a_certificate_offered_as_the_ssh_key_is_the_clients_error() {
+        let (_dir, ca, ssh_public_key, spki) = ca_and_keys();
+        let issue = |key: &str| {
+            ca.issue(&IssueRequest {
+                user: "carol",
+                roles: &[],
+                logins: &[],
+                ssh_public_key: key,
+                tls_public_key: &spki,
+                pinned: None,
+                login_ip: None,
+                now: SystemTime::now(),
+                ttl: Duration::from_secs(60),
+                session: None,
+            })
+        };
+        let issued = issue(&ssh_public_key).unwrap();
+        let blob = issued.ssh_certificate.split_whitespace().nth(1).unwrap();
+        match issue(&format!("ssh-ed25519 {blob}")) {
+            Err(CaError::BadKey { field, message }) => {
+                assert_eq!(field, "ssh_public_key");
+                assert!(message.contains("a certificate"), "{message}");
+            }
+            other => panic!("{:?}", other.map(|i| i.ssh_certificate)),
+        }
     }
 
     /// The SSH service takes a certificate blob only as its canonical encoding (russh,

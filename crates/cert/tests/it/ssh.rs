@@ -8,7 +8,8 @@ use ippin_cert::ssh::{
     validate_user_cert,
 };
 use ippin_cert::ssh_key::certificate::{Builder, CertType};
-use ippin_cert::ssh_key::{Algorithm, Certificate, PrivateKey};
+use ippin_cert::ssh_key::public::KeyData;
+use ippin_cert::ssh_key::{Algorithm, Certificate, PrivateKey, PublicKey};
 
 use crate::support::{NOW, rng};
 
@@ -851,4 +852,41 @@ fn hostile_text_is_escaped_and_bounded_in_errors() {
         .unwrap_err()
         .to_string();
     assert!(!err.contains('\r') && !err.contains('\n'), "{err}");
+}
+
+/// A certificate is never a subject key. Its whole encoding would be signed where the key
+/// belongs, and a parser of the new certificate reads those bytes as fields: a requester
+/// who labels a certificate blob with its key's algorithm (`ssh-ed25519 <cert blob>`, which
+/// reads as a public key) would get principals, validity and options of their own choosing
+/// under the CA's signature.
+#[test]
+fn a_certificate_is_never_the_subject_key() {
+    let (ca, _) = ca_and_key();
+    let first = ca.issue(&request(Some("192.0.2.10")), &mut rng()).unwrap();
+    let text = first.to_openssh().unwrap();
+    let blob = text.split_whitespace().nth(1).unwrap();
+    let relabelled = PublicKey::from_openssh(&format!("ssh-ed25519 {blob}"))
+        .expect("ssh-key reads a certificate blob under its key's algorithm");
+    assert!(matches!(relabelled.key_data(), KeyData::Certificate(_)));
+    for key in [
+        relabelled.key_data().clone(),
+        KeyData::Certificate(Box::new(first.clone())),
+    ] {
+        let refused = SshCertRequest::builder(key)
+            .key_id("k")
+            .principal("alice")
+            .validity(1, 2)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                &refused,
+                Error::Request {
+                    field: "public_key",
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+    }
 }
