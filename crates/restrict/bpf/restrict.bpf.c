@@ -37,7 +37,10 @@
 // (and, under a policy, SO_BROADCAST).
 //
 // With a policy, a seventh (`cgroup_skb/egress`) decides every packet but TCP on its IP
-// destination: the datagrams of a UDP socket connected before the policy denied it.
+// destination: the datagrams of a UDP socket connected before the policy denied it; and
+// every segment of a TCP connection a session's process made (`outbound`, marked at
+// connect) on its peer: a connection open before the policy denied its peer sends nothing
+// more.
 //
 // Returning 0 makes the kernel fail the call with EPERM. Each decision can be reported
 // through the `events` ring buffer: denials always, allowed ones when config.observe is set.
@@ -203,6 +206,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
+
+// Each TCP socket a session's process connected (not one it accepted), marked by the
+// connect hooks: `cgroup_skb/egress` decides its packets again under the policy in force, so
+// that a connection open before an update denied its destination sends nothing more.
+// `reported`: its denial has been reported (once per denial, not per retransmission).
+struct outbound {
+	__u32 reported;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct outbound);
+} outbound SEC(".maps");
 
 // 1 allowed, 0 denied; `a` is in network byte order.
 // The allow tries hold each rule's prefix length as its value: a multicast destination is
@@ -464,12 +482,21 @@ static __always_inline int report(struct bpf_sock_addr *ctx, __u8 family, __u8 o
 // Observing (`audit_network_observed`), every allowed connection is recorded or refused: one
 // whose event finds the ring buffer full is refused, as a session's forward is when its
 // audit line cannot be written (a flood of denials must not hide a real connection).
+//
+// A TCP connect allowed is marked `outbound` (whatever the policy, also with none: one may
+// come later); a socket that cannot be marked is refused, as its later packets could not be
+// decided.
 static __always_inline int finish(struct bpf_sock_addr *ctx, const struct config *cfg, int ok,
 				  __u8 family, __u8 operation)
 {
 	if (!ok) {
 		report(ctx, family, operation, 1);
 		return 0;
+	}
+	if (operation == 0 && ctx->type == SOCK_STREAM) {
+		struct bpf_sock *sk = ctx->sk;
+		if (!sk || !bpf_sk_storage_get(&outbound, sk, 0, BPF_SK_STORAGE_GET_F_CREATE))
+			return 0;
 	}
 	if (cfg->observe && !report(ctx, family, operation, 0))
 		return 0;
@@ -681,11 +708,9 @@ int ippin_setsockopt(struct bpf_sockopt *ctx)
 // sent later. Under a policy every UDP packet is decided here on its destination, and a
 // connected socket's also on the socket's peer, with the rules above, and dropped (the
 // sender gets EPERM) when denied. (Through an IPsec tunnel the packet's destination is the
-// gateway's: allow it too.) TCP streams pass, told by the socket, not by the packet (an
+// gateway's: allow it too.) TCP streams are told by the socket, not by the packet (an
 // extension header the kernel inserts must not make a TCP segment look like something
-// else): TCP is decided at connect; a connection open before an update keeps its
-// destination (a packet filter would also cut the replies of connections the session
-// accepted, which the policy does not restrict). A non-TCP packet with IPv4 options (a
+// else), and decided by `tcp_egress` below. A non-TCP packet with IPv4 options (a
 // source route) or an IPv6 routing header is dropped: its first hop is not where it is
 // going. Sockets of any other kind than TCP streams and UDP datagrams can only have been
 // made before the policy (`cgroup/sock_create`): their packets are dropped.
@@ -721,6 +746,43 @@ static __always_inline void report_packet(struct __sk_buff *skb, __u8 family, co
 	bpf_ringbuf_submit(e, 0);
 }
 
+// A TCP segment: a connection the session accepted passes (the policy restricts what the
+// session reaches, not who reaches it); one it connected (`outbound`) is decided again on
+// its peer under the policy in force, and dropped when denied. The peer is the socket's,
+// which the connect hook decided (after its rewrites of unspecified addresses). The sender
+// sees the connection stall: nothing it sends arrives, and TCP gives up after its
+// retransmissions. Its denial is reported once (again after a packet passes).
+static __always_inline int tcp_egress(struct __sk_buff *skb, struct bpf_sock *sk,
+				      const struct config *cfg)
+{
+	struct outbound *o = bpf_sk_storage_get(&outbound, sk, 0, 0);
+	if (!o)
+		return 1;
+	int ok = !cfg->deny_all;
+	__u8 family = 4;
+	__u32 w[4] = {};
+	if (ok && sk->family == AF_INET) {
+		w[0] = sk->dst_ip4;
+		ok = allowed4(w[0]);
+	} else if (ok) {
+		family = 6;
+		w[0] = sk->dst_ip6[0];
+		w[1] = sk->dst_ip6[1];
+		w[2] = sk->dst_ip6[2];
+		w[3] = sk->dst_ip6[3];
+		ok = decide6(w, 0, 0);
+	}
+	if (ok) {
+		o->reported = 0;
+		return 1;
+	}
+	if (!o->reported) {
+		o->reported = 1;
+		report_packet(skb, family, w, (__u16)sk->dst_port);
+	}
+	return 0;
+}
+
 SEC("cgroup_skb/egress")
 int ippin_egress(struct __sk_buff *skb)
 {
@@ -736,7 +798,7 @@ int ippin_egress(struct __sk_buff *skb)
 	if (!sk)
 		return 1; // a request or time-wait socket: TCP
 	if (sk->type == SOCK_STREAM && sk->protocol == IPPROTO_TCP)
-		return 1;
+		return tcp_egress(skb, sk, cfg);
 	int udp = sk->type == SOCK_DGRAM &&
 		  (sk->protocol == IPPROTO_UDP || sk->protocol == IPPROTO_UDPLITE);
 	// Connected: the socket's state, not its port (a UDP socket may connect to port 0).

@@ -163,6 +163,9 @@ impl Loaded {
         // `set_policy`): the deny tries hold two whole policies' worth. (The tries are not
         // preallocated: the room costs nothing until it is used.)
         let mut bpf = EbpfLoader::new()
+            // `outbound` is socket storage, a map kind aya creates but has no type for; only
+            // the programs use it.
+            .allow_unsupported_maps()
             .set_max_entries("allow4", max)
             .set_max_entries("deny4", max.saturating_mul(2))
             .set_max_entries("allow6", max)

@@ -59,7 +59,7 @@
 //! |---|---|---|
 //! | cgroup v2 mounted (unified or hybrid: found in `/proc/self/mountinfo`) | one cgroup per session, programs attached to it | [`Error::NoCgroup2`] |
 //! | root (effective uid 0) | loading programs, creating root-owned cgroups | [`Error::NotRoot`] |
-//! | `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` with `connect4/6`, `sendmsg4/6` (Linux 4.18), LPM tries (4.11), ring buffers (5.8), BTF map definitions | the decision and the events | [`Error::Bpf`] with the loader's or verifier's reason |
+//! | `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` with `connect4/6`, `sendmsg4/6` (Linux 4.18), LPM tries (4.11), ring buffers (5.8), BTF map definitions, socket storage from those hooks (`bpf_sk_storage_get`) | the decision and the events | [`Error::Bpf`] with the loader's or verifier's reason |
 //! | `cgroup.kill` (5.14) | ending every process of a session at once | falls back to `SIGKILL` to each listed process, repeated until the cgroup is empty (bounded) |
 //! | the parent cgroup (configured, or `<cgroup2 mount>/ippin` made on first use) | where session cgroups go | [`Error::Parent`] |
 //!
@@ -106,15 +106,20 @@
 //! What the kernel *asks* about:
 //!
 //! - TCP: `connect(2)` (and so `sendto` with `MSG_FASTOPEN`, which connects) on IPv4 and IPv6
-//!   sockets; a connected socket's later sends are not asked again.
+//!   sockets. The connect hook marks the socket (socket storage); under a policy every
+//!   segment of a marked socket is decided again on its peer as it leaves
+//!   (`cgroup_skb/egress`): a connection made while its peer was allowed sends nothing more
+//!   once an update denies the peer (its segments are dropped, one `Send` event per denial;
+//!   the sender sees the connection stall until TCP gives up, or until the peer is allowed
+//!   again and its retransmissions go through). A connection the session *accepted* is not
+//!   marked and not restricted: the policy decides what a session reaches, not who reaches
+//!   it.
 //! - UDP: `connect(2)`, and every `sendto`/`sendmsg` that names a destination. Under a
 //!   policy, every UDP packet is also decided as it leaves (`cgroup_skb/egress`) on its
 //!   destination, and a connected socket's also on its peer: a UDP socket connected while
 //!   its destination was allowed is held to a policy that denies it later (its `send(2)`
 //!   fails with `EPERM`, a `Send` event), and so is a datagram corked while it was allowed.
 //!   Every packet of any other socket but TCP (made before the policy) is dropped.
-//!   A TCP connection open before an update keeps its destination (a packet filter would
-//!   also cut the replies of the connections a session accepted).
 //! - Sockets the hooks above never see — ICMP "ping" sockets (allowed to every group by
 //!   systemd's `ping_group_range`), raw sockets, SCTP and any IPv4/IPv6 protocol but TCP,
 //!   MPTCP, UDP and UDP-Lite — cannot be made at all while a policy is in force

@@ -1,6 +1,7 @@
 //! Sessions under a policy: real processes, real sockets, the real kernel.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -917,6 +918,104 @@ fn a_udp_socket_connected_before_an_update_is_held_to_it() {
     assert_eq!(probe.try_("usend", "last", 0), Ok(()));
     let n = rx.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"last", "the corked datagram never arrived");
+}
+
+/// A TCP connection a session's process made while its peer was allowed sends nothing more
+/// once an update denies the peer: its segments are dropped as they leave, the denial
+/// reported once; allowed again, TCP's retransmission delivers what was held. A connection
+/// the session accepted is not the policy's to decide: its replies pass.
+#[test]
+fn a_tcp_connection_made_before_an_update_is_held_to_it() {
+    let parent = Parent::new("tcpheld");
+    let enforcer = parent.enforcer(&policy(&["127.0.0.3/32"], &[]), false);
+    let session = enforcer.session("tcpheld").unwrap();
+    let events = session.take_events().unwrap();
+    let listener = TcpListener::bind("127.0.0.3:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut probe = Probe::start(&session);
+    assert_eq!(probe.try_("tconn", "127.0.0.3", port), Ok(()));
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(probe.try_("usend", "before", 0), Ok(()));
+    let n = peer.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"before");
+
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]))
+        .unwrap();
+    // TCP's send returns once the bytes are queued; the segment is dropped as it leaves.
+    assert_eq!(probe.try_("usend", "held", 0), Ok(()));
+    let ev = wait_event(&events, |e| e.dst.port() == port);
+    assert_eq!(ev.action, NetAction::Denied);
+    assert_eq!(ev.operation, NetOperation::Send);
+    assert_eq!(ev.dst.ip().to_string(), "127.0.0.3");
+    peer.set_nonblocking(true).unwrap();
+    let nothing = peer.read(&mut buf);
+    assert_eq!(
+        nothing.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "a segment of a denied connection arrived"
+    );
+    assert_eq!(probe.try_("tcp", "127.0.0.3", port), Err(EPERM.into()));
+
+    enforcer
+        .set_policy(&policy(&["127.0.0.3/32"], &[]))
+        .unwrap();
+    peer.set_nonblocking(false).unwrap();
+    let n = peer.read(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"held",
+        "the held bytes were not retransmitted once allowed"
+    );
+
+    // The same over IPv6.
+    let listener6 = TcpListener::bind("[::1]:0").unwrap();
+    let port6 = listener6.local_addr().unwrap().port();
+    enforcer
+        .set_policy(&policy(&["::1/128", "127.0.0.3/32"], &[]))
+        .unwrap();
+    assert_eq!(probe.try_("tconn", "::1", port6), Ok(()));
+    let (mut peer6, _) = listener6.accept().unwrap();
+    enforcer
+        .set_policy(&policy(&["::/1", "127.0.0.3/32"], &["::1/128"]))
+        .unwrap();
+    assert_eq!(probe.try_("usend", "held6", 0), Ok(()));
+    let ev = wait_event(&events, |e| e.dst.port() == port6);
+    assert_eq!(ev.action, NetAction::Denied);
+    assert_eq!(ev.dst.ip().to_string(), "::1");
+    peer6.set_nonblocking(true).unwrap();
+    assert_eq!(
+        peer6.read(&mut buf).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "a segment of a denied IPv6 connection arrived"
+    );
+    enforcer
+        .set_policy(&policy(&["::1/128", "127.0.0.3/32"], &[]))
+        .unwrap();
+    peer6.set_nonblocking(false).unwrap();
+    peer6
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let n = peer6.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"held6");
+
+    // Accepted: a client at 127.0.0.1, which the policy does not allow, gets its replies.
+    let answer = probe.ask("tlisten 127.0.0.1 0");
+    let lport: u16 = answer
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("probe: {answer}"));
+    let mut client = TcpStream::connect(("127.0.0.1", lport)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(probe.try_("taccept", "-", 0), Ok(()));
+    assert_eq!(probe.try_("usend", "reply", 0), Ok(()));
+    let n = client.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reply");
 }
 
 /// A socket the hooks cannot decide (raw ICMP, made while there was no policy, connected to

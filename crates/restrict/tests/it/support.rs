@@ -88,10 +88,13 @@ pub(crate) fn comm_of(path: &str) -> String {
 /// unconnected one, kept, a datagram to `host` `port` begun with `MSG_MORE`; `usend`:
 /// `send(2)` of `host` as data on the kept socket; `utos`: the same with `sendmsg(2)` and an `IP_TOS` control
 /// message; `rconn`, `rsend`: the same for a raw ICMP socket, an echo request sent to
-/// `host`. Stays running until stdin closes.
+/// `host`; `tconn`: a TCP socket connected to `host` `port` and kept (for `usend`);
+/// `tlisten`: a TCP listener on `host` (port 0), kept, answering `port <n>`; `taccept`: one
+/// connection accepted on it, kept (for `usend`). Stays running until stdin closes.
 pub(crate) const PROBE: &str = r#"
 import socket, struct, sys
 held = None
+listener = None
 for line in sys.stdin:
     kind, host, port, *bind = line.split()
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
@@ -103,6 +106,22 @@ for line in sys.stdin:
             held.connect((host, int(port)))
             print('ok', flush=True)
             continue
+        if kind == 'tconn':
+            # a TCP connection made now and kept, for `usend` later
+            held = socket.create_connection((host, int(port)), timeout=5)
+            print('ok', flush=True)
+            continue
+        if kind == 'tlisten':
+            listener = socket.socket(fam, socket.SOCK_STREAM)
+            listener.bind((host, 0))
+            listener.listen(1)
+            print('port', listener.getsockname()[1], flush=True)
+            continue
+        if kind == 'taccept':
+            listener.settimeout(5)
+            held, _ = listener.accept()
+            print('ok', flush=True)
+            continue
         if kind == 'ucork':
             # an unconnected UDP socket, kept, with a datagram to `host` `port` corked
             held = socket.socket(fam, socket.SOCK_DGRAM)
@@ -111,7 +130,7 @@ for line in sys.stdin:
             continue
         if kind == 'usend':
             # send(2) on the kept socket (no address: no sock_addr hook runs), `host` as data
-            held.send(host.encode())
+            held.sendall(host.encode())
             print('ok', flush=True)
             continue
         if kind == 'rconn':
@@ -241,6 +260,16 @@ impl Probe {
     /// Tries `kind` (`tcp`, `tfo` or `udp`) to `host` `port`; `Ok(())` or `Err(errno text)`.
     pub(crate) fn try_(&mut self, kind: &str, host: &str, port: u16) -> Result<(), String> {
         self.try_from(kind, host, port, "")
+    }
+
+    /// Sends one request line, returns the answer line as it is.
+    pub(crate) fn ask(&mut self, request: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{request}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("probe answer");
+        line.trim().to_owned()
     }
 
     /// As [`Probe::try_`], from a socket bound to `bind` (port 0) first, unless empty.
