@@ -242,6 +242,47 @@ pub async fn dial(
     }
 }
 
+/// How a [`relay`] ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RelayEnd {
+    /// One side closed the connection, or it failed.
+    Closed,
+    /// The policy no longer allows the destination (an update denied it): the decision.
+    Denied(NetDecision),
+}
+
+/// Copies both ways between `client` and `stream`, the connection [`dial`] made to `dst` for
+/// `user`, until one side ends; meanwhile `dst` is put to `policy` again every `every`, and
+/// the relay stops as soon as the policy no longer allows it, so that a forward open before
+/// a policy update is held to the update as a session's own connections are. Both
+/// connections are the caller's to drop (and the denial its to record).
+pub async fn relay<C>(
+    client: &mut C,
+    stream: &mut TcpStream,
+    policy: &dyn DialPolicy,
+    user: &str,
+    dst: SocketAddr,
+    every: Duration,
+) -> RelayEnd
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let every = every.max(Duration::from_millis(10));
+    let copy = tokio::io::copy_bidirectional(client, stream);
+    tokio::pin!(copy);
+    loop {
+        // The same copy is polled again after each check: nothing is lost or repeated.
+        if tokio::time::timeout(every, &mut copy).await.is_ok() {
+            return RelayEnd::Closed;
+        }
+        let decision = policy.decide(user, dst);
+        if !decision.is_allowed() {
+            return RelayEnd::Denied(decision);
+        }
+    }
+}
+
 /// The addresses a connection to `host` reaches ([`kernel_destination`]: canonical, with
 /// `0.0.0.0` and `::` as the loopback addresses the kernel connects them to): an IP literal
 /// (brackets allowed around IPv6), otherwise the resolver's answers (which also turn `127.1`,

@@ -12,6 +12,6 @@ pub mod dial;
 #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 pub mod live;
 
-pub use dial::{AllowAll, DialPolicy, denial_text};
+pub use dial::{AllowAll, DialPolicy, RelayEnd, denial_text, relay};
 #[cfg(feature = "yaml")]
 pub use live::{ChangeHook, LiveRestrictions, ReloadError};

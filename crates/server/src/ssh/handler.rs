@@ -586,7 +586,31 @@ impl russh::server::Handler for Connection {
                     }
                     reply.accept().await;
                     let mut stream = channel.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut d.stream).await;
+                    // Held to policy updates: ended when the destination is denied.
+                    let end = ippin_access::egress::relay(
+                        &mut stream,
+                        &mut d.stream,
+                        shared.dial_policy.as_ref(),
+                        &user,
+                        d.addr,
+                        shared.recheck_interval,
+                    )
+                    .await;
+                    if let ippin_access::egress::RelayEnd::Denied(decision) = end {
+                        // Ended either way; a line that cannot be written changes nothing.
+                        let _ = shared.audit.record(SshAuditEvent::Network(
+                            NetworkEvent::new(
+                                &user,
+                                &login,
+                                &sid,
+                                src,
+                                d.addr,
+                                NetOperation::Send,
+                                &decision,
+                            )
+                            .with_server(&shared.session.server_id, &shared.session.cluster_name),
+                        ));
+                    }
                 }
             }
             forwards.fetch_sub(1, Ordering::SeqCst);

@@ -205,6 +205,8 @@ pub(crate) struct Shared {
     pub(crate) unauthenticated: Arc<crate::shed::Shedder>,
     /// How sessions of OS logins run.
     pub(crate) session: session::SessionSettings,
+    /// How often an open forward's destination is put to `dial_policy` again.
+    pub(crate) recheck_interval: Duration,
 }
 
 /// The SSH service. Cheap to clone; one per `ssh` listener.
@@ -275,6 +277,7 @@ impl SshService {
                 sessions: Arc::new(tokio::sync::Semaphore::new(settings.max_sessions)),
                 unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
                 session: settings.session,
+                recheck_interval: settings.recheck_interval.max(MIN_RECHECK_INTERVAL),
             }),
             config: Arc::new(config),
             host_public_key,

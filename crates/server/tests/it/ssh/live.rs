@@ -1,5 +1,6 @@
 //! Network restrictions changed while a session is open: `ssh -L` forwards in one session,
-//! before and after a live policy change and a broken update, and `ssh -W`.
+//! before and after a live policy change and a broken update, and `ssh -W`; a forwarded
+//! connection open across the change is ended by it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use ippin::ssh::LiveRestrictions;
 use ippin_test_support::free_port;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ssh::forward::{echo_listener, forward_once};
 use crate::ssh::harness::{Ca, Server, ip, ssh_command, through, wait_for};
@@ -32,7 +34,10 @@ async fn live_policy_change_applies_to_an_open_session() {
     let live = Arc::new(LiveRestrictions::load(&path).expect("policy"));
     let _watch = live.clone().watch(Duration::from_millis(50));
     let dial = live.clone();
-    let mut server = Server::new(&ca, |s| s.dial_policy = dial);
+    let mut server = Server::new(&ca, |s| {
+        s.dial_policy = dial;
+        s.recheck_interval = Duration::from_millis(200);
+    });
     let addr = server.listen_direct(ip("127.0.0.1")).await;
     let (e1, _t1) = echo_listener("127.0.0.1").await;
     let (e3, _t3) = echo_listener("127.0.0.3").await;
@@ -66,9 +71,42 @@ async fn live_policy_change_applies_to_an_open_session() {
             .is_ok()
     );
 
+    // A connection through the forward to 127.0.0.4, open across the change.
+    let mut held = tokio::net::TcpStream::connect(("127.0.0.1", l4))
+        .await
+        .expect("connect through the forward");
+    held.write_all(b"open\n").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), held.read(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&buf[..n], b"open\n");
+
     // Live change: 127.0.0.4 denied too. Same session, new channels.
     std::fs::write(&path, policy(&["127.0.0.3", "127.0.0.4"])).expect("write policy");
     wait_for("the new policy", || live.generation() == 2).await;
+    // The open connection is ended (its channel closed): end of stream, within the bound.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match held.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the forward to a denied destination stayed open"
+    );
+    wait_for("the held forward's denial in the audit log", || {
+        server.events.all().iter().any(|e| {
+            let v = serde_json::to_value(e).expect("json");
+            e.name() == "session.network" && v["operation"] == 1 && v["dst_addr"] == "127.0.0.4"
+        })
+    })
+    .await;
     assert_eq!(through(l1).await.as_deref(), Some("ping\n"));
     assert_eq!(through(l4).await, None);
     assert_eq!(through(l3).await, None);
@@ -108,6 +146,8 @@ async fn live_policy_change_applies_to_an_open_session() {
         .iter()
         .filter(|e| e.name() == "session.network")
         .map(|e| serde_json::to_value(e).expect("json"))
+        // Dials only: the held forward's end (a send) was checked above.
+        .filter(|v| v["operation"] == 0)
         .inspect(|v| assert_eq!(v["action"], 1))
         .map(|v| v["dst_addr"].as_str().unwrap_or_default().to_owned())
         .collect();
