@@ -1246,6 +1246,19 @@ pub fn renew(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let at = |secs: u64| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+    // The handshake checked the certificate's validity; the request may have come up to the
+    // head and body timeouts later: one that expired meanwhile renews nothing.
+    if verdict
+        .validity
+        .is_some_and(|(_, not_after)| now_unix > not_after)
+    {
+        state.audit(&refused("expired"));
+        return http::error(
+            StatusCode::FORBIDDEN,
+            "expired",
+            "your certificate expired during this request; log in again (`ippin login`)",
+        );
+    }
     let window = verdict.validity.and_then(|(not_before, _)| {
         let (start, end) = ippin_policy::renewal_validity(
             not_before,
@@ -1713,7 +1726,7 @@ mod tests {
         assert!(na.abs_diff(unix_now() + ttl) <= 5, "{na}");
         // Near the end of the login: the certificates end with it, not cert_ttl from now.
         let start = unix_now() - max + 600;
-        v.validity = Some((start, start + ttl));
+        v.validity = Some((start, unix_now() + 60));
         let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(validity_of(&body), (start, start + max));
@@ -1733,6 +1746,30 @@ mod tests {
         }
         let audit = std::fs::read_to_string(&s.config.audit_log).unwrap();
         assert!(audit.contains("\"login_too_old\""), "{audit}");
+    }
+
+    /// A certificate that expired after the handshake (the request dribbled in up to the
+    /// head and body timeouts) renews nothing: `expired`, audited, "log in again".
+    #[tokio::test]
+    async fn a_certificate_that_expired_during_the_request_renews_nothing() {
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let o = seen("127.0.0.7:4000", Provenance::Direct, true);
+        let mut v = verdict("bob", &["dev"], false, CertPin::None);
+        v.validity = Some((unix_now() - 3600, unix_now() - 2));
+        let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("expired")),
+            "{body}"
+        );
+        assert!(body["message"].as_str().unwrap().contains("log in again"));
+        let audit = std::fs::read_to_string(&s.config.audit_log).unwrap();
+        assert!(audit.contains("\"expired\""), "{audit}");
+        // Still valid: renewed.
+        v.validity = Some((unix_now() - 3600, unix_now() + 60));
+        let (status, body) = answer(renew(&s, &v, &o, renew_body())).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     fn renew_body() -> RenewRequest {
