@@ -15,8 +15,12 @@
 //!   read from the right, at most `hops` entries deep: a trusted entry is the next proxy and
 //!   the reading goes on; the first entry outside the trusted networks is the client, and so
 //!   is the entry at depth `hops`, trusted or not. Entries further left were written by the
-//!   client (or by a proxy the operator did not declare) and are never believed, so a client
-//!   inside the trusted networks cannot prefix its own entries and be believed.
+//!   client (or by a proxy the operator did not declare) and are never believed. With
+//!   `hops` = 1 a client inside the trusted networks that goes through the proxy cannot
+//!   prefix an entry and be believed. With `hops` above 1 every address of `proxies` is
+//!   believed as a proxy reporting the entry to its left, so a client inside a trusted
+//!   *network* that reaches the last proxy directly could name any address: for chains,
+//!   list each proxy's own address (the reference server refuses networks there).
 //!   `unknown`, an obfuscated identifier (`_hidden`) or a `Forwarded` element without `for=`
 //!   reached gives an untrusted observation with no address. A chain that ends before a
 //!   client was found (no header at all from a trusted peer, or only trusted entries fewer

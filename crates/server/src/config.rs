@@ -974,6 +974,29 @@ impl Config {
                         .into(),
                 ));
             }
+            // Several proxies in a chain: an entry inside a trusted network is read as a proxy
+            // reporting the entry to its left, so a client inside a wider network, talking to
+            // the last proxy directly, would write any address and be believed. Each proxy
+            // of such a chain is named by its own address.
+            if l.forwarded_hops > 1
+                && let Some(wide) = l
+                    .trusted_proxies
+                    .iter()
+                    .flatten()
+                    .map(|n| n.0)
+                    .find(|n| n.prefix_len() != n.max_prefix_len())
+            {
+                return Err(invalid(
+                    format!("listeners[{i}].trusted_proxies"),
+                    Some(&here),
+                    format!(
+                        "{wide} is a network: with `forwarded_hops` above 1 every address of \
+                         `trusted_proxies` is believed as a proxy reporting the entry to its \
+                         left, so a client inside it could name any address; name each proxy \
+                         by its own address (/32, /128)"
+                    ),
+                ));
+            }
             if l.trusted_proxies.is_some()
                 && mode == ProxyModeSetting::Off
                 && !l.trust_x_forwarded_for
@@ -1890,6 +1913,34 @@ listeners:
         ] {
             let text = GOOD.replace("[127.0.0.1/32]", &format!("[{narrower}]"));
             assert!(parse(&text).is_ok(), "{narrower}");
+        }
+    }
+
+    /// With several proxies in a chain every address of `trusted_proxies` is believed as a
+    /// proxy reporting the entry to its left: a network there would let a client inside it
+    /// name any address through the last proxy. Each proxy is named by its own address.
+    #[test]
+    fn a_chain_of_proxies_names_each_proxy() {
+        let xff = |nets: &str, hops: usize| {
+            GOOD.replace(
+                "    proxy_protocol: on\n    trusted_proxies: [127.0.0.1/32]\n    header_timeout: 5s\n    trust_x_forwarded_for: false\n",
+                &format!(
+                    "    proxy_protocol: off\n    trusted_proxies: [{nets}]\n    trust_x_forwarded_for: true\n    forwarded_hops: {hops}\n"
+                ),
+            )
+        };
+        assert!(parse(&xff("10.0.0.0/8", 1)).is_ok());
+        assert!(parse(&xff("127.0.0.1/32, \"::1/128\"", 2)).is_ok());
+        for wide in [
+            "10.0.0.0/8",
+            "127.0.0.1/32, 10.1.0.0/31",
+            "\"2001:db8::/64\"",
+        ] {
+            let shown = parse(&xff(wide, 2)).unwrap_err().to_string();
+            assert!(
+                shown.contains("is a network") && shown.contains("name each proxy"),
+                "{wide}: {shown}"
+            );
         }
     }
 
