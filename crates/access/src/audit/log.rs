@@ -698,15 +698,19 @@ fn ends_torn(file: &File) -> bool {
 /// is never followed (`O_NOFOLLOW`: a symlink planted at the log's name before a reopen
 /// would have the server append to any file), a file with other hard links is refused (one
 /// planted to another file likewise), and so is a folder others may write without the sticky
-/// bit, or that another user owns (they could swap the log).
+/// bit, or that another user owns (they could swap the log). The open itself never waits:
+/// a FIFO planted at the name (in a sticky folder such as `/tmp`, after a rotation) with no
+/// reader fails at once (`O_NONBLOCK`, cleared once the file is taken), where a plain open
+/// would block every audited action behind the log's lock.
 fn open_log(path: &Path) -> Result<File, AuditError> {
     let mut opts = OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        opts.mode(0o600).custom_flags(
+            (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+        );
     }
     let err = |source| AuditError {
         file: path.to_path_buf(),
@@ -776,6 +780,10 @@ fn open_log(path: &Path) -> Result<File, AuditError> {
                 ),
             )));
         }
+        // Taken: writes block again as for any log (a FIFO's reader sets the pace).
+        let flags = rustix::fs::fcntl_getfl(&file).map_err(|e| err(e.into()))?;
+        rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| err(e.into()))?;
     }
     Ok(file)
 }
@@ -787,6 +795,41 @@ mod tests {
     fn refusal(user: &str, peer: &str) -> serde_json::Value {
         serde_json::json!({"event": "access_denied", "user": user, "observed": peer,
             "reason": "pinned_ip_mismatch"})
+    }
+
+    /// A FIFO with no reader at the log's name (planted after a rotation in a sticky
+    /// folder) fails the open at once instead of blocking it, and every audited action
+    /// behind the log's lock with it; an operator's FIFO with a reader is taken, and written
+    /// in blocking mode.
+    #[test]
+    fn a_fifo_without_a_reader_fails_the_open_at_once() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let made = std::process::Command::new("mkfifo")
+            .arg("-m600")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_log(&p).map(|_| ()));
+        });
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the open of a FIFO without a reader blocked");
+        assert!(opened.is_err(), "{opened:?}");
+
+        let _reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&path)
+            .unwrap();
+        let file = open_log(&path).unwrap();
+        let flags = rustix::fs::fcntl_getfl(&file).unwrap();
+        assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK), "{flags:?}");
     }
 
     /// A log others may write is refused, at open and at reopen: its lines could be
