@@ -467,6 +467,7 @@ fn save_waiting(
     folder
         .create(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
+    check_own_folder(dir)?;
     // One writer at a time: two logins into one folder at once (two `ippin ssh` relogins)
     // would otherwise leave one's key beside the other's certificate. (OpenSSH reads
     // without the lock: while a save runs, it may still see the old pair half replaced.)
@@ -478,6 +479,35 @@ fn save_waiting(
         write_out(dir, "ippin_tls.key", &creds.tls_key_pem, true)?,
         write_out(dir, "ippin_tls.pem", &creds.tls_cert_pem, false)?,
     ])
+}
+
+/// Refuses an identity folder that is not this user's alone: a symbolic link (its target
+/// can be swapped), a folder another user owns, or one group or others may write. Whoever
+/// can rename files in it could put their own key and certificate where this user's `ssh`
+/// (and `ippin ssh`) will take them, and have this user log in to their account.
+pub(crate) fn check_own_folder(dir: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
+        let me = nix::unistd::geteuid().as_raw();
+        if !meta.is_dir() || owner != me || mode & 0o022 != 0 {
+            return Err(format!(
+                "{}: {} (owner uid {owner}, mode {mode:04o}); the identity folder must be a \
+                 folder of this user's (uid {me}) that no one else may write",
+                dir.display(),
+                if meta.file_type().is_symlink() {
+                    "a symbolic link"
+                } else if !meta.is_dir() {
+                    "not a folder"
+                } else {
+                    "not this user's alone"
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How long [`save`] waits for another login writing into the same folder.
@@ -770,6 +800,44 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    /// The identity folder must be this user's alone: one another user owns, or may write,
+    /// or a symbolic link (its target can be swapped) is refused before anything is written,
+    /// as whoever can rename files in it could put their own key and certificate there.
+    #[test]
+    fn an_identity_folder_others_control_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let creds = Credentials {
+            ssh_private_key: "k".into(),
+            ssh_public_key: "p".into(),
+            ssh_certificate: "c".into(),
+            tls_key_pem: "t".into(),
+            tls_cert_pem: "x".into(),
+            pinned_ip: None,
+            expires: String::new(),
+        };
+        let root = tempfile::tempdir().unwrap();
+        let theirs = root.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65_534), None).unwrap();
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mine = root.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        for dir in [&theirs, &open, &link] {
+            let refused = save(dir, &creds).unwrap_err();
+            assert!(refused.contains("identity folder"), "{refused}");
+            assert!(
+                std::fs::read_dir(dir).unwrap().next().is_none(),
+                "{}: written to",
+                dir.display()
+            );
+        }
+        assert_eq!(save(&mine, &creds).unwrap().len(), 5);
     }
 
     #[test]
