@@ -7,7 +7,9 @@
 //!   refused the same way as a wrong one (and costs no hash).
 //! * **Per peer** (a client address: IPv4, or the /64 of an IPv6 address,
 //!   [`peer_key`]): the same rule with its own limits throttles one address
-//!   that fails too often, whatever names it tries.
+//!   that fails too often, whatever names it tries. Both counts are taken
+//!   before the password is checked ([`Throttle::begin`]): attempts in flight
+//!   at once cannot check more passwords than either limit allows.
 //! * **Concurrent connections per peer** ([`ConnectionCounts`]).
 //!
 //! The tables do not know which names are real users: a name that no user
@@ -252,6 +254,21 @@ impl FailureTable {
         }
     }
 
+    /// Takes back one failure of `key` that was counted in advance by an attempt that then
+    /// succeeded; `locked_by_it`: that count began `key`'s lock, which is lifted with it.
+    pub fn refund<K: Hash + ?Sized>(&mut self, key: &K, locked_by_it: bool) {
+        let slot = self.slot(key);
+        let max = self.limit.max_failures;
+        if let Some(r) = self.records.get_mut(&slot) {
+            if locked_by_it {
+                r.locked_until = 0;
+                r.failures = max.saturating_sub(1);
+            } else {
+                r.failures = r.failures.saturating_sub(1);
+            }
+        }
+    }
+
     /// Forgets `key`'s failures and lock.
     pub fn reset<K: Hash + ?Sized>(&mut self, key: &K) {
         let slot = self.slot(key);
@@ -321,6 +338,7 @@ impl Refusal {
 #[must_use]
 pub struct Attempt {
     locked_by_it: Option<SystemTime>,
+    peer_locked_by_it: Option<SystemTime>,
 }
 
 /// What a failed attempt changed, from [`Throttle::failed`].
@@ -352,7 +370,9 @@ impl Throttle {
 
     /// Before the password of `user` from `peer` is checked: refused when
     /// the peer is throttled, the name locked, or a table full; otherwise
-    /// the attempt is counted as a failure of the name in advance.
+    /// the attempt is counted as a failure of the name and of the peer in
+    /// advance, so that attempts in flight at once cannot check more passwords
+    /// than either limit allows (a success takes the peer's count back).
     ///
     /// # Errors
     /// The [`Refusal`], in that order of precedence.
@@ -365,29 +385,41 @@ impl Throttle {
             return Err(Refusal::Busy);
         }
         let max_failures = self.users.limit().max_failures;
-        match self.users.fail(user, now) {
-            Counted::Below { .. } => Ok(Attempt { locked_by_it: None }),
-            Counted::Locked { until } => Ok(Attempt {
-                locked_by_it: Some(until),
-            }),
+        let locked_by_it = match self.users.fail(user, now) {
+            Counted::Below { .. } => None,
+            Counted::Locked { until } => Some(until),
             // Not counted against the address: a user who retries until the lock ends must
             // not be throttled for it, and the refusal costs no password check.
-            Counted::AlreadyLocked { until } => Err(Refusal::UserLocked {
-                until,
-                max_failures,
-            }),
+            Counted::AlreadyLocked { until } => {
+                return Err(Refusal::UserLocked {
+                    until,
+                    max_failures,
+                });
+            }
             // A full name table (only under a flood of fresh names) is a failure of the address
             // too, so that one address cannot repeat these refusals without limit (room for the
             // address was made above).
             Counted::Full => {
                 let _ = self.peers.fail(&peer, now);
-                Err(Refusal::Busy)
+                return Err(Refusal::Busy);
             }
-        }
+        };
+        // Room was made and the peer is not throttled: counted, perhaps throttled by it
+        // (this attempt goes on; the next one is refused).
+        let peer_locked_by_it = match self.peers.fail(&peer, now) {
+            Counted::Below { .. } => None,
+            Counted::Locked { until } => Some(until),
+            Counted::AlreadyLocked { until } => return Err(Refusal::PeerThrottled { until }),
+            Counted::Full => return Err(Refusal::Busy),
+        };
+        Ok(Attempt {
+            locked_by_it,
+            peer_locked_by_it,
+        })
     }
 
-    /// The password was wrong (or the name has no user): the failure is
-    /// counted for the peer; the name's was counted by [`Throttle::begin`].
+    /// The password was wrong (or the name has no user): the failure was
+    /// counted, for the name and the peer, by [`Throttle::begin`].
     pub fn failed(
         &mut self,
         attempt: Attempt,
@@ -395,10 +427,8 @@ impl Throttle {
         peer: IpAddr,
         now: SystemTime,
     ) -> Failed {
-        let peer_throttle_began = match self.peers.fail(&peer_key(peer), now) {
-            Counted::Locked { until } => Some(until),
-            _ => None,
-        };
+        let _ = peer;
+        let peer_throttle_began = attempt.peer_locked_by_it;
         let user_locked_until = self.users.locked_until(user, now).or(attempt.locked_by_it);
         Failed {
             user_locked_until,
@@ -408,11 +438,13 @@ impl Throttle {
     }
 
     /// The password was right: the name's failures (and a lock its attempt
-    /// began) are forgotten. The peer's failures are kept: one good account
-    /// must not clear an address that guesses at others.
-    pub fn succeeded(&mut self, attempt: Attempt, user: &str) {
-        let _ = attempt;
+    /// began) are forgotten. The peer's other failures are kept (one good
+    /// account must not clear an address that guesses at others): only this
+    /// attempt's count is taken back, with the throttle it began.
+    pub fn succeeded(&mut self, attempt: Attempt, user: &str, peer: IpAddr) {
         self.users.reset(user);
+        self.peers
+            .refund(&peer_key(peer), attempt.peer_locked_by_it.is_some());
     }
 
     /// The end of `user`'s lock at `now`, if locked.
@@ -546,12 +578,50 @@ mod tests {
         assert_eq!(f.user_locked_until, None, "a fresh window");
     }
 
+    /// The peer's failures are counted before the password is checked, as the name's are:
+    /// attempts in flight at once from one address cannot check more passwords than its
+    /// limit; a success gives its count back, and lifts the throttle that count began.
+    #[test]
+    fn attempts_in_flight_count_against_the_peer_in_advance() {
+        let mut t = Throttle::new(limit(100, 1200), limit(3, 60), 1024);
+        let a1 = t.begin("u1", peer(1), at(0)).unwrap();
+        let a2 = t.begin("u2", peer(1), at(0)).unwrap();
+        let a3 = t.begin("u3", peer(1), at(0)).unwrap();
+        // Three in flight: the fourth is refused before its password is checked.
+        assert!(matches!(
+            t.begin("u4", peer(1), at(0)),
+            Err(Refusal::PeerThrottled { .. })
+        ));
+        assert_eq!(t.failed(a1, "u1", peer(1), at(1)).peer_throttle_began, None);
+        assert_eq!(t.failed(a2, "u2", peer(1), at(1)).peer_throttle_began, None);
+        // The one whose count reached the limit reports the throttle it began.
+        assert_eq!(
+            t.failed(a3, "u3", peer(1), at(1)).peer_throttle_began,
+            Some(at(60_000))
+        );
+
+        // A success takes its count (and the throttle it began) back.
+        let mut t = Throttle::new(limit(100, 1200), limit(3, 60), 1024);
+        fail_n(&mut t, "u1", peer(2), at(0), 2);
+        let a = t.begin("alice", peer(2), at(1)).unwrap();
+        assert!(
+            t.begin("u5", peer(2), at(1)).is_err(),
+            "throttled while in flight"
+        );
+        t.succeeded(a, "alice", peer(2));
+        let a = t
+            .begin("u6", peer(2), at(2))
+            .expect("the success gave its count back");
+        let f = t.failed(a, "u6", peer(2), at(2));
+        assert_eq!(f.peer_throttle_began, Some(at(60_002)));
+    }
+
     #[test]
     fn success_resets_the_count_but_not_the_peers() {
         let mut t = Throttle::new(limit(N, 1200), limit(6, 60), 1024);
         fail_n(&mut t, "alice", peer(1), at(0), N - 1);
         let a = t.begin("alice", peer(1), at(1)).unwrap();
-        t.succeeded(a, "alice");
+        t.succeeded(a, "alice", peer(1));
         let f = fail_n(&mut t, "alice", peer(1), at(2), 2);
         assert_eq!(f.user_locked_until, None);
         assert_eq!(f.peer_throttle_began, Some(at(60_002)));
@@ -675,7 +745,7 @@ mod tests {
                 let from = IpAddr::from([10, 0, from, 1]);
                 if let Ok(a) = t.begin(&name, from, at(now)) {
                     if ok {
-                        t.succeeded(a, &name);
+                        t.succeeded(a, &name, from);
                     } else {
                         let _ = t.failed(a, &name, from, at(now));
                     }
@@ -719,7 +789,7 @@ mod tests {
                 }
                 let a = a.expect("below the limit");
                 if reset_at == Some(i) {
-                    t.succeeded(a, "alice");
+                    t.succeeded(a, "alice", peer(1));
                     count = 0;
                     continue;
                 }

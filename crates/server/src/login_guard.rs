@@ -100,8 +100,8 @@ impl LoginGuard {
     }
 
     /// See [`Throttle::succeeded`].
-    pub fn succeeded(&self, attempt: Attempt, user: &str) {
-        lock(&self.throttle).succeeded(attempt, user);
+    pub fn succeeded(&self, attempt: Attempt, user: &str, peer: IpAddr) {
+        lock(&self.throttle).succeeded(attempt, user, peer);
     }
 }
 

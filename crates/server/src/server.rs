@@ -857,7 +857,7 @@ pub async fn login(
     };
     let user = match directory.user(&body.user) {
         Some(u) if ok => {
-            state.login_guard.succeeded(attempt, &body.user);
+            state.login_guard.succeeded(attempt, &body.user, peer);
             if let Some(fleet) = &state.fleet
                 && state.directory.has_failures(&body.user)
             {
