@@ -872,7 +872,10 @@ pub async fn login(
             if let Some(fleet) = &state.fleet {
                 fleet.record_failure(
                     &body.user,
-                    directory.user(&body.user).is_some(),
+                    failed
+                        .user_lock_began
+                        .then_some(failed.user_locked_until)
+                        .flatten(),
                     state.now(),
                 );
             }

@@ -876,19 +876,33 @@ impl Fleet {
     /// Records a failed login of `user` for the fleet (a leased key for the failure window)
     /// and, when the failures within it reach `max_failures`, locks `user` on every node (a
     /// leased `lockouts/` key). Runs in the background; when too many are in flight the
-    /// failure counts on this node only.
-    pub fn record_failure(self: &Arc<Self>, user: &str, known: bool, now: SystemTime) {
+    /// failure counts on this node only. `locked_here`: this failure locked the name on this
+    /// node (its own count reached `max_failures`): the lock is written for the fleet
+    /// whatever the caps say.
+    ///
+    /// A name a user has and a name no user has are treated alike, caps included: were real
+    /// users' failures always written and unknown names' capped, a spray of junk names
+    /// that spends the cap, then failures of a name on one node and one try on another,
+    /// would tell which names exist (the second node answering with a lock or not). The
+    /// cost: under such a spray, failures below the lock count on their own node only, so
+    /// spread over `n` nodes a name can take up to `n × (max_failures − 1)` guesses before
+    /// any node locks it; a lock reached on one node still reaches every node.
+    pub fn record_failure(
+        self: &Arc<Self>,
+        user: &str,
+        locked_here: Option<SystemTime>,
+        now: SystemTime,
+    ) {
         if crate::config::check_name(user).is_err() {
             return;
         }
-        // A user the directory knows is always counted across the fleet (their failures stop
-        // at the lock, so they are bounded per user); the caps below are for names no user
-        // has, so that a spray of junk names cannot switch counting off for real users.
-        if known {
+        if let Some(until) = locked_here {
+            // Bounded without a cap: each takes `max_failures` failures on this node, which
+            // the per-address limits pace.
             let (this, user) = (self.clone(), user.to_owned());
             tokio::spawn(async move {
-                if let Err(e) = this.failure(&user, now).await {
-                    tracing::error!("recording a failed login of {user} in the store: {e}");
+                if let Err(e) = this.lock_everywhere(&user, until).await {
+                    tracing::error!("recording the lock of {user} in the store: {e}");
                 }
             });
             return;
@@ -1085,13 +1099,23 @@ impl Fleet {
         if count < i64::from(self.limits.max_failures) {
             return Ok(());
         }
-        let until = now + self.limits.lockout;
+        self.lock_everywhere(user, now + self.limits.lockout).await
+    }
+
+    /// Locks `user` on every node until `until` (a leased `lockouts/` key), unless a lock is
+    /// in force already; the failures counted for it start again.
+    async fn lock_everywhere(&self, user: &str, until: SystemTime) -> Result<(), FleetError> {
+        let failures = self.key(&format!("failures/{user}/"));
         let value = serde_json::to_vec(&store::Lockout {
             until: rfc3339(until),
             failures: self.limits.max_failures,
         })
         .unwrap_or_default();
-        let lease = self.lease(self.limits.lockout).await?;
+        let left = until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .max(Duration::from_secs(1));
+        let lease = self.lease(left).await?;
         let lock_key = self.key(&Key::Lockout(user.to_owned()).path());
         // Create-only: a lock in force is not extended by more failures (they are refused
         // before the password is checked anyway); the counted failures start again.
