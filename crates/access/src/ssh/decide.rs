@@ -202,6 +202,8 @@ pub struct Authorized {
     pub force_command: Option<String>,
     /// Whether the certificate grants `permit-port-forwarding`.
     pub port_forwarding: bool,
+    /// Whether the certificate grants `permit-pty` (a terminal; sshd refuses one without).
+    pub pty: bool,
     /// The certificate's pin, as the pin check read it: a caller that keeps a connection
     /// open checks it again, against the roles of the moment, before it starts anything new
     /// on it ([`Authorized::recheck_pin`]).
@@ -504,6 +506,7 @@ pub(crate) fn authorize_with(
         login_ip: valid.login_ip.map(|ip| ip.to_string()),
         force_command: valid.force_command.clone(),
         port_forwarding: valid.permissions.port_forwarding,
+        pty: valid.permissions.pty,
         valid_before: cert.valid_before(),
         pin,
         observed: *observed,
@@ -1014,6 +1017,7 @@ mod tests {
         let who = decide(&f, "alice", &cert, &seen("127.0.0.1:1"), NOW).unwrap();
         assert_eq!(who.force_command.as_deref(), Some("whoami"));
         assert!(!who.port_forwarding, "no permit-port-forwarding extension");
+        assert!(!who.pty, "no permit-pty extension");
         // A service that does not run it refuses the certificate rather than drop the
         // restriction.
         let ctx = AuthContext {
@@ -1034,6 +1038,7 @@ mod tests {
         let issued = issue(&f, "alice", Some("127.0.0.1"));
         let who = decide(&f, "alice", &issued, &seen("127.0.0.1:1"), NOW).unwrap();
         assert!(who.port_forwarding);
+        assert!(who.pty);
     }
 
     /// Step 14 refuses on its own: with a pin check that allows everything (a regression in

@@ -114,6 +114,7 @@ mod tests {
             login_ip: Some("127.0.0.1".into()),
             force_command: None,
             port_forwarding: true,
+            pty: true,
             valid_before: u64::MAX,
             pin: ippin_policy::CertPin::None,
             observed: seen(),

@@ -396,7 +396,12 @@ impl russh::server::Handler for Connection {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.authorized.as_ref().is_some_and(|w| w.login.is_some()) {
+        // A terminal only with `permit-pty`, as sshd (a certificate made with `-O no-pty`).
+        if self
+            .authorized
+            .as_ref()
+            .is_some_and(|w| w.login.is_some() && w.pty)
+        {
             return self
                 .sessions
                 .pty(channel, term, col_width, row_height, session);
