@@ -21,8 +21,9 @@ use crate::addr::{ObservedAddr, canonical_ip, canonical_net, net_contains};
 /// other addresses of their network are not theirs ([`PinPrefix::len_for`]): addresses that
 /// embed an IPv4 address (NAT64 `64:ff9b::/96` and the local-use `64:ff9b:1::/48`, where the
 /// network is every IPv4 client of a translator; Teredo `2001::/32`, every client of one
-/// Teredo server; 6to4 `2002::/16`; IPv4-compatible `::a.b.c.d`) and link-local `fe80::/10`
-/// (every host of every link, the zone being dropped).
+/// Teredo server; 6to4 `2002::/16`; IPv4-compatible `::a.b.c.d`; SIIT's IPv4-translated
+/// `::ffff:0:a.b.c.d`) and link-local `fe80::/10` (every host of every link, the zone being
+/// dropped).
 ///
 /// ```
 /// use ippin_policy::PinPrefix;
@@ -88,8 +89,10 @@ impl PinPrefix {
     /// The prefix length for `ip`'s family, after canonicalisation (an IPv4-mapped IPv6
     /// address is IPv4); 128 for the IPv6 addresses that are always pinned alone (the type's
     /// documentation lists them), and whenever this prefix's network around `ip` would
-    /// reach into their ranges (`::1`'s /64 holds every IPv4-compatible address; a /32
-    /// around `64:ff9b:2::1` holds the NAT64 prefixes). Issue ([`network`](Self::network))
+    /// reach into the translator and tunnel ranges ([`ALONE`]: a /32 around `64:ff9b:2::1`
+    /// holds the NAT64 prefixes). `::1`'s network is the one exception: it stays a network
+    /// (`::/64`), though it holds the IPv4-compatible and IPv4-translated addresses, which
+    /// are themselves pinned alone (see [`ALONE`]). Issue ([`network`](Self::network))
     /// and check ([`admits`](Self::admits)) both ask this one function, so a pin issued is a
     /// pin admitted.
     pub fn len_for(&self, ip: IpAddr) -> u8 {
@@ -141,8 +144,10 @@ impl PinPrefix {
 /// The IPv6 ranges of translators, tunnels and links whose addresses are pinned alone
 /// (network, length), and that no network pin may reach into: NAT64 well-known and
 /// local-use, Teredo, 6to4, link-local. (`::/64`, the network of `::1`, holds the
-/// IPv4-compatible `::a.b.c.d`, deprecated and observed only through a tunnel the server's
-/// host configures itself: those clients are pinned alone, but `::1`'s /64 stays a network.
+/// IPv4-compatible `::a.b.c.d` and SIIT's IPv4-translated `::ffff:0:a.b.c.d`, observed only
+/// through a tunnel or translator the server's host configures itself: those clients are
+/// pinned alone, but `::1`'s /64 stays a network. Operators' own NAT64 prefixes (RFC 6052
+/// network-specific) cannot be told from other addresses: pin them exactly.
 /// IPv4-mapped addresses are compared as IPv4, which no IPv6 network holds.)
 const ALONE: [(u128, u8); 5] = [
     (0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96),
@@ -168,10 +173,12 @@ fn reaches_alone(v6: std::net::Ipv6Addr, len: u8) -> bool {
 }
 
 /// IPv6 addresses whose neighbours in a prefix are other clients: translators and tunnels
-/// that embed an IPv4 address, the local-use NAT64 prefix, and link-local addresses.
+/// that embed an IPv4 address (SIIT's IPv4-translated `::ffff:0:a.b.c.d` among them), the
+/// local-use NAT64 prefix, and link-local addresses.
 fn one_address_only(v6: std::net::Ipv6Addr) -> bool {
     let a = u128::from(v6);
     crate::netrestrict::embedded_ipv4(IpAddr::V6(v6)).is_some()
+        || a >> 32 == 0xffff_0000
         || a >> 80 == 0x0064_ff9b_0001
         || a >> 118 == 0x3fa
 }

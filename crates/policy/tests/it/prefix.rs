@@ -322,10 +322,11 @@ fn near_v6() -> impl Strategy<Value = (u128, u8, u128)> {
 }
 
 /// The reference list of IPv6 addresses pinned alone: IPv4-compatible (but `::`, `::1`),
-/// NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`,
-/// link-local `fe80::/10`.
+/// SIIT's IPv4-translated `::ffff:0:0:0/96`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`,
+/// 6to4 `2002::/16`, Teredo `2001::/32`, link-local `fe80::/10`.
 fn always_alone(a: u128) -> bool {
     (a >> 32 == 0 && a > 1)
+        || a >> 32 == 0xffff_0000
         || a >> 32 == 0x0064_ff9b_0000_0000_0000_0000
         || a >> 80 == 0x0064_ff9b_0001
         || a >> 112 == 0x2002
@@ -342,6 +343,7 @@ fn translated_tunnelled_and_link_local_clients_are_pinned_alone() {
         "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         "2002:c000:205::1",
         "::192.0.2.5",
+        "::ffff:0:192.0.2.5",
         "fe80::1",
         "febf::1",
     ] {
@@ -350,7 +352,7 @@ fn translated_tunnelled_and_link_local_clients_are_pinned_alone() {
         assert_eq!(issued, IpNet::from(ip), "{client}");
         // and a network pin in these ranges does not meet a /64 requirement (`::/64`, the
         // network of `::1`, is an ordinary network: its address `::` embeds nothing)
-        if client == "::192.0.2.5" {
+        if client == "::192.0.2.5" || client == "::ffff:0:192.0.2.5" {
             continue;
         }
         let wide = IpNet::new(ip, 64).unwrap().trunc();
