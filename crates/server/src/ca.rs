@@ -175,7 +175,13 @@ impl Ca {
     pub fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued, CaError> {
         let mut rng = crate::rng();
         let (not_before, expires) = match req.session {
-            None => (unix(req.now).saturating_sub(60), req.now + req.ttl),
+            None => (
+                unix(req.now).saturating_sub(60),
+                req.now.checked_add(req.ttl).ok_or_else(|| CaError::Issue {
+                    what: "validity",
+                    message: format!("{:?} from now is past what the clock can say", req.ttl),
+                })?,
+            ),
             Some((start, end)) => (unix(start), end),
         };
         let not_after = unix(expires);

@@ -432,6 +432,9 @@ fn default_max_session_ttl() -> YamlDuration {
     YamlDuration(DEFAULT_MAX_SESSION_TTL)
 }
 
+/// The longest `cert_ttl` and `max_session_ttl` taken: 366 days.
+pub const MAX_TTL: Duration = Duration::from_secs(366 * 86_400);
+
 /// The default `max_session_ttl`: a day, after which renewal asks for a login.
 pub const DEFAULT_MAX_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -1113,6 +1116,20 @@ impl Config {
                     invalid(format!("backend.{field}"), Some("backend:"), m)
                 })?),
             };
+        // A year at most for either: a pinned credential is meant to be short-lived, and
+        // times far out overflow what certificates and the clock can say.
+        for (field, value) in [
+            ("cert_ttl", raw.cert_ttl.0),
+            ("max_session_ttl", raw.max_session_ttl.0),
+        ] {
+            if value > MAX_TTL {
+                return Err(invalid(
+                    field.to_owned(),
+                    Some(field),
+                    format!("{value:?} is longer than a year (366d), the most taken"),
+                ));
+            }
+        }
         if raw.max_session_ttl.0 < raw.cert_ttl.0 {
             return Err(invalid(
                 "max_session_ttl".to_owned(),
@@ -1794,6 +1811,21 @@ listeners:
             parse(&set("30d")).unwrap().max_session_ttl,
             Duration::from_secs(30 * 86_400)
         );
+        for (too_long, field) in [
+            ("367d", "max_session_ttl"),
+            ("1000000000d", "max_session_ttl"),
+        ] {
+            let e = parse(&set(too_long)).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("a year"), "{e}");
+        }
+        let e = parse(&GOOD.replace(
+            "cert_ttl: 8h",
+            "cert_ttl: 400d
+max_session_ttl: 400d",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cert_ttl") && e.contains("a year"), "{e}");
         let e = parse(&set("7h")).unwrap_err().to_string();
         assert!(
             e.contains("max_session_ttl") && e.contains("cert_ttl"),
