@@ -16,6 +16,8 @@ use crate::config::UserConfig;
 pub struct Directory {
     roles: RoleSet,
     users: HashMap<String, UserConfig>,
+    /// The users' names, sorted: [`Directory::stand_in_hash`] picks among them.
+    names: Vec<String>,
     /// The store revision this version was read at (0: the files).
     pub revision: i64,
 }
@@ -23,9 +25,14 @@ pub struct Directory {
 impl Directory {
     /// The roles and users given, read at `revision`.
     pub fn new(roles: RoleSet, users: Vec<UserConfig>, revision: i64) -> Directory {
+        let users: HashMap<String, UserConfig> =
+            users.into_iter().map(|u| (u.name.clone(), u)).collect();
+        let mut names: Vec<String> = users.keys().cloned().collect();
+        names.sort_unstable();
         Directory {
             roles,
-            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            users,
+            names,
             revision,
         }
     }
@@ -47,6 +54,20 @@ impl Directory {
             .values()
             .min_by(|a, b| a.name.cmp(&b.name))
             .map(|u| u.password_hash.as_str())
+    }
+
+    /// The hash a password for `name`, a name no user has, is checked against, so that the
+    /// check costs what a real user's costs: the hash of a user picked by `key`'s hash of the
+    /// name (the same user for the same name, and every user's parameters as often as they
+    /// are used). Users' hashes may differ in their argon2 parameters (pasted from another
+    /// tool); one decoy would then time differently from some of them, and timing would tell
+    /// real names from unknown ones. `None` when there is no user. The check's answer is
+    /// never used: the name has no user.
+    pub fn stand_in_hash(&self, name: &str, key: &std::hash::RandomState) -> Option<&str> {
+        let n = u64::try_from(self.names.len()).ok().filter(|n| *n > 0)?;
+        let at = usize::try_from(std::hash::BuildHasher::hash_one(key, name) % n).ok()?;
+        let stand_in = self.names.get(at)?;
+        self.users.get(stand_in).map(|u| u.password_hash.as_str())
     }
 
     /// How many users there are.

@@ -914,24 +914,28 @@ pub async fn login(
     login_issue(state, &directory, observed, &user, body)
 }
 
-/// Whether `password` is `user`'s; an unknown user is checked against the
-/// decoy hash, so both cost the same.
+/// Whether `password` is `user`'s. An unknown name is checked against a stand-in user's
+/// hash (`Directory::stand_in_hash`), else the decoy, so that both cost the same; its answer
+/// is always `false`.
 async fn check_password(
     state: &State,
     directory: &crate::directory::Directory,
     user: &str,
     password: &str,
 ) -> bool {
-    let user = directory.user(user).cloned();
-    let hash = user
-        .as_ref()
-        .map_or_else(|| state.decoy_hash.clone(), |u| u.password_hash.clone());
+    let known = directory.user(user).is_some();
+    let hash = match directory.user(user) {
+        Some(u) => u.password_hash.clone(),
+        None => directory
+            .stand_in_hash(user, &state.decoy_key)
+            .map_or_else(|| state.decoy_hash.clone(), str::to_owned),
+    };
     let password = password.to_owned();
     match state.hash_slots.clone().acquire_owned().await {
         Ok(slot) => tokio::task::spawn_blocking(move || {
             let ok = crate::users::verify_password(&hash, &password);
             drop(slot);
-            ok
+            ok && known
         })
         .await
         .unwrap_or(false),
@@ -1472,6 +1476,31 @@ mod tests {
         );
         let path = crate::ca::init_at(dir, SystemTime::now(), &text).unwrap();
         State::load(Config::load(&path).unwrap()).unwrap()
+    }
+
+    /// An unknown name's password is checked against a real user's hash (the same cost as
+    /// that user's), and never matches, even when it is that user's password; every user's
+    /// hash stands in for some names.
+    #[tokio::test]
+    async fn an_unknown_name_costs_a_real_users_check_and_never_matches() {
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let directory = s.directory.get();
+        let mut stood_in = std::collections::BTreeSet::new();
+        for i in 0..64 {
+            let name = format!("nobody{i}");
+            let hash = directory.stand_in_hash(&name, &s.decoy_key).unwrap();
+            assert_eq!(directory.stand_in_hash(&name, &s.decoy_key), Some(hash));
+            let owner = ["alice", "bob"]
+                .into_iter()
+                .find(|u| directory.user(u).unwrap().password_hash == hash)
+                .expect("a user's hash");
+            stood_in.insert(owner);
+            let pw = format!("{owner}-pw");
+            assert!(!check_password(&s, &directory, &name, &pw).await, "{name}");
+        }
+        assert_eq!(stood_in.len(), 2, "{stood_in:?}");
+        assert!(check_password(&s, &directory, "alice", "alice-pw").await);
     }
 
     fn request(user: &str) -> LoginRequest {

@@ -89,6 +89,9 @@ pub struct State {
     /// ([`MAX_HANDSHAKES`] unless changed before the server starts).
     pub max_handshakes: usize,
     pub(crate) decoy_hash: String,
+    /// Picks the stand-in user whose hash an unknown name's password is checked against
+    /// (`Directory::stand_in_hash`); random per process, so no one can tell which.
+    pub(crate) decoy_key: std::hash::RandomState,
     /// Bounds concurrent argon2 verifications (each takes 19 MiB and a core
     /// for tens of ms): memory stays bounded under a login flood.
     pub(crate) hash_slots: Arc<tokio::sync::Semaphore>,
@@ -152,6 +155,7 @@ impl State {
             identities: ippin_access::tls::IdentityCache::default(),
             max_handshakes: MAX_HANDSHAKES,
             decoy_hash,
+            decoy_key: std::hash::RandomState::new(),
             hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
             login_guard,
         }
