@@ -425,8 +425,11 @@ impl SshService {
 const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 
 /// Ends a session the service wants gone: asks it to disconnect with `message` (which the
-/// client prints, once the key exchange is done), and cuts its stream when it has not ended
-/// within [`DISCONNECT_GRACE`] (before the key exchange russh does not act on the request).
+/// client prints, once the key exchange is done), cuts its stream when it has not ended
+/// within [`DISCONNECT_GRACE`] (before the key exchange russh does not act on the request),
+/// and aborts its task when that has not ended it within another grace either (a task that
+/// waits in a write to a peer that stopped reading): the handler, which owns the session's
+/// processes, is then dropped, and they end with it.
 async fn end_session(
     handle: &russh::server::Handle,
     mut running: std::pin::Pin<&mut russh::server::RunningSession<handler::Connection>>,
@@ -443,7 +446,14 @@ async fn end_session(
         Ok(r) => r,
         Err(_) => {
             cut.cut();
-            running.await
+            match tokio::time::timeout(DISCONNECT_GRACE, running.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    running.abort();
+                    let _ = running.await;
+                    Ok(())
+                }
+            }
         }
     }
 }

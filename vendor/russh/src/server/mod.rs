@@ -1081,13 +1081,21 @@ async fn start_reading<R: AsyncRead + Unpin>(
 /// Implements [Future] and can be awaited to wait for the session to finish.
 pub struct RunningSession<H: Handler> {
     handle: Handle,
-    join: JoinHandle<Result<(), H::Error>>,
+    join: JoinHandle<Result<Result<(), H::Error>, futures::future::Aborted>>,
+    abort: futures::future::AbortHandle,
 }
 
 impl<H: Handler> RunningSession<H> {
     /// Returns a new handle for the session.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
+    }
+
+    /// Aborts the session's task (ippin, change 4): its handler is dropped wherever the task
+    /// waits, a write to a peer that stopped reading included. Awaiting the session after
+    /// this returns at once.
+    pub fn abort(&self) {
+        self.abort.abort();
     }
 }
 
@@ -1096,9 +1104,10 @@ impl<H: Handler> Future for RunningSession<H> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<Self::Output> {
         match Future::poll(Pin::new(&mut self.join), cx) {
             Poll::Ready(r) => Poll::Ready(match r {
-                Ok(Ok(x)) => Ok(x),
+                Ok(Ok(Ok(x))) => Ok(x),
                 Err(e) => Err(crate::Error::from(e).into()),
-                Ok(Err(e)) => Err(e),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(futures::future::Aborted)) => Err(crate::Error::Disconnect.into()),
             }),
             Poll::Pending => Poll::Pending,
         }
@@ -1146,9 +1155,17 @@ where
 
     session.begin_rekey()?;
 
-    let join = russh_util::runtime::spawn(session.run(stream, handler));
+    let (abort, registration) = futures::future::AbortHandle::new_pair();
+    let join = russh_util::runtime::spawn(futures::future::Abortable::new(
+        session.run(stream, handler),
+        registration,
+    ));
 
-    Ok(RunningSession { handle, join })
+    Ok(RunningSession {
+        handle,
+        join,
+        abort,
+    })
 }
 
 async fn read_ssh_id<R: AsyncRead + Unpin>(
