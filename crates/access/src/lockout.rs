@@ -7,9 +7,11 @@
 //!   refused the same way as a wrong one (and costs no hash).
 //! * **Per peer** (a client address: IPv4, or the /64 of an IPv6 address,
 //!   [`peer_key`]): the same rule with its own limits throttles one address
-//!   that fails too often, whatever names it tries. Both counts are taken
-//!   before the password is checked ([`Throttle::begin`]): attempts in flight
-//!   at once cannot check more passwords than either limit allows.
+//!   that fails too often, whatever names it tries. Its attempts in flight
+//!   count against its limit with its failures ([`FailureTable::reserve`]),
+//!   and a name's attempt is counted as a failure before the password is
+//!   checked ([`Throttle::begin`]): attempts at once cannot check more
+//!   passwords than either limit allows. Only failures throttle an address.
 //! * **Concurrent connections per peer** ([`ConnectionCounts`]).
 //!
 //! The tables do not know which names are real users: a name that no user
@@ -96,6 +98,8 @@ struct Record {
     failures: u32,
     /// 0: not locked.
     locked_until: u64,
+    /// Attempts let through whose password check has not ended ([`FailureTable::reserve`]).
+    pending: u32,
 }
 
 impl Record {
@@ -109,7 +113,7 @@ impl Record {
 
     /// Whether the record still changes a decision.
     fn matters(&self, now: u64, limit: &Limit) -> bool {
-        self.locked(now) || (self.failures > 0 && self.in_window(now, limit))
+        self.locked(now) || self.pending > 0 || (self.failures > 0 && self.in_window(now, limit))
     }
 }
 
@@ -231,6 +235,7 @@ impl FailureTable {
             window_start: now,
             failures: 0,
             locked_until: 0,
+            pending: 0,
         });
         if r.locked(now) {
             return Counted::AlreadyLocked {
@@ -254,18 +259,55 @@ impl FailureTable {
         }
     }
 
-    /// Takes back one failure of `key` that was counted in advance by an attempt that then
-    /// succeeded; `locked_by_it`: that count began `key`'s lock, which is lifted with it.
-    pub fn refund<K: Hash + ?Sized>(&mut self, key: &K, locked_by_it: bool) {
+    /// Lets one attempt of `key` through at `now`, counted as in flight until
+    /// [`settle`](Self::settle)d: refused while `key` is locked (`AlreadyLocked`), when its
+    /// failures in the window and its attempts in flight together reach the limit (`Locked`
+    /// until the window ends, nothing locked: the attempts in flight decide), or when the
+    /// table is full (`Full`). `Below` (with the failures so far) when let through.
+    pub fn reserve<K: Hash + ?Sized>(&mut self, key: &K, now: SystemTime) -> Counted {
         let slot = self.slot(key);
-        let max = self.limit.max_failures;
+        let now = ms(now);
+        if !self.make_room_for(slot, now) {
+            return Counted::Full;
+        }
+        let limit = self.limit;
+        let r = self.records.entry(slot).or_insert(Record {
+            window_start: now,
+            failures: 0,
+            locked_until: 0,
+            pending: 0,
+        });
+        if r.locked(now) {
+            return Counted::AlreadyLocked {
+                until: time(r.locked_until),
+            };
+        }
+        if r.failures == 0 || !r.in_window(now, &limit) {
+            r.window_start = now;
+            r.failures = 0;
+        }
+        if r.failures.saturating_add(r.pending) >= limit.max_failures {
+            return Counted::Locked {
+                until: time(r.window_start.saturating_add(ms_of(limit.window))),
+            };
+        }
+        r.pending = r.pending.saturating_add(1);
+        Counted::Below {
+            failures: r.failures,
+        }
+    }
+
+    /// Ends an attempt [`reserve`](Self::reserve) let through: no longer in flight, and, when
+    /// it `failed`, a failure of `key` at `now` (as [`fail`](Self::fail), which may lock).
+    pub fn settle<K: Hash + ?Sized>(&mut self, key: &K, now: SystemTime, failed: bool) -> Counted {
+        let slot = self.slot(key);
         if let Some(r) = self.records.get_mut(&slot) {
-            if locked_by_it {
-                r.locked_until = 0;
-                r.failures = max.saturating_sub(1);
-            } else {
-                r.failures = r.failures.saturating_sub(1);
-            }
+            r.pending = r.pending.saturating_sub(1);
+        }
+        if failed {
+            self.fail(key, now)
+        } else {
+            Counted::Below { failures: 0 }
         }
     }
 
@@ -338,7 +380,6 @@ impl Refusal {
 #[must_use]
 pub struct Attempt {
     locked_by_it: Option<SystemTime>,
-    peer_locked_by_it: Option<SystemTime>,
 }
 
 /// What a failed attempt changed, from [`Throttle::failed`].
@@ -369,10 +410,11 @@ impl Throttle {
     }
 
     /// Before the password of `user` from `peer` is checked: refused when
-    /// the peer is throttled, the name locked, or a table full; otherwise
-    /// the attempt is counted as a failure of the name and of the peer in
-    /// advance, so that attempts in flight at once cannot check more passwords
-    /// than either limit allows (a success takes the peer's count back).
+    /// the peer is throttled (or its failures and attempts in flight reach its
+    /// limit), the name locked, or a table full; otherwise the attempt is
+    /// counted in flight for the peer and as a failure of the name in advance,
+    /// so that attempts at once cannot check more passwords than either limit
+    /// allows.
     ///
     /// # Errors
     /// The [`Refusal`], in that order of precedence.
@@ -384,6 +426,15 @@ impl Throttle {
         if !self.peers.make_room(&peer, now) {
             return Err(Refusal::Busy);
         }
+        // The address first: its attempts in flight count against its limit, so attempts at
+        // once cannot check more passwords than it allows.
+        match self.peers.reserve(&peer, now) {
+            Counted::Below { .. } => {}
+            Counted::Locked { until } | Counted::AlreadyLocked { until } => {
+                return Err(Refusal::PeerThrottled { until });
+            }
+            Counted::Full => return Err(Refusal::Busy),
+        }
         let max_failures = self.users.limit().max_failures;
         let locked_by_it = match self.users.fail(user, now) {
             Counted::Below { .. } => None,
@@ -391,6 +442,7 @@ impl Throttle {
             // Not counted against the address: a user who retries until the lock ends must
             // not be throttled for it, and the refusal costs no password check.
             Counted::AlreadyLocked { until } => {
+                let _ = self.peers.settle(&peer, now, false);
                 return Err(Refusal::UserLocked {
                     until,
                     max_failures,
@@ -400,26 +452,16 @@ impl Throttle {
             // too, so that one address cannot repeat these refusals without limit (room for the
             // address was made above).
             Counted::Full => {
-                let _ = self.peers.fail(&peer, now);
+                let _ = self.peers.settle(&peer, now, true);
                 return Err(Refusal::Busy);
             }
         };
-        // Room was made and the peer is not throttled: counted, perhaps throttled by it
-        // (this attempt goes on; the next one is refused).
-        let peer_locked_by_it = match self.peers.fail(&peer, now) {
-            Counted::Below { .. } => None,
-            Counted::Locked { until } => Some(until),
-            Counted::AlreadyLocked { until } => return Err(Refusal::PeerThrottled { until }),
-            Counted::Full => return Err(Refusal::Busy),
-        };
-        Ok(Attempt {
-            locked_by_it,
-            peer_locked_by_it,
-        })
+        Ok(Attempt { locked_by_it })
     }
 
-    /// The password was wrong (or the name has no user): the failure was
-    /// counted, for the name and the peer, by [`Throttle::begin`].
+    /// The password was wrong (or the name has no user): the failure is
+    /// counted for the peer (no longer in flight); the name's was counted by
+    /// [`Throttle::begin`].
     pub fn failed(
         &mut self,
         attempt: Attempt,
@@ -427,8 +469,10 @@ impl Throttle {
         peer: IpAddr,
         now: SystemTime,
     ) -> Failed {
-        let _ = peer;
-        let peer_throttle_began = attempt.peer_locked_by_it;
+        let peer_throttle_began = match self.peers.settle(&peer_key(peer), now, true) {
+            Counted::Locked { until } => Some(until),
+            _ => None,
+        };
         let user_locked_until = self.users.locked_until(user, now).or(attempt.locked_by_it);
         Failed {
             user_locked_until,
@@ -438,13 +482,15 @@ impl Throttle {
     }
 
     /// The password was right: the name's failures (and a lock its attempt
-    /// began) are forgotten. The peer's other failures are kept (one good
-    /// account must not clear an address that guesses at others): only this
-    /// attempt's count is taken back, with the throttle it began.
+    /// began) are forgotten. The peer's failures are kept (one good account
+    /// must not clear an address that guesses at others); the attempt is no
+    /// longer in flight.
     pub fn succeeded(&mut self, attempt: Attempt, user: &str, peer: IpAddr) {
+        let _ = attempt;
         self.users.reset(user);
-        self.peers
-            .refund(&peer_key(peer), attempt.peer_locked_by_it.is_some());
+        let _ = self
+            .peers
+            .settle(&peer_key(peer), SystemTime::UNIX_EPOCH, false);
     }
 
     /// The end of `user`'s lock at `now`, if locked.
@@ -578,9 +624,9 @@ mod tests {
         assert_eq!(f.user_locked_until, None, "a fresh window");
     }
 
-    /// The peer's failures are counted before the password is checked, as the name's are:
-    /// attempts in flight at once from one address cannot check more passwords than its
-    /// limit; a success gives its count back, and lifts the throttle that count began.
+    /// An address's attempts in flight count against its limit with its failures: attempts
+    /// at once cannot check more passwords than the limit allows. Only failures lock it:
+    /// successes in flight, however many, leave nothing behind.
     #[test]
     fn attempts_in_flight_count_against_the_peer_in_advance() {
         let mut t = Throttle::new(limit(100, 1200), limit(3, 60), 1024);
@@ -594,11 +640,26 @@ mod tests {
         ));
         assert_eq!(t.failed(a1, "u1", peer(1), at(1)).peer_throttle_began, None);
         assert_eq!(t.failed(a2, "u2", peer(1), at(1)).peer_throttle_began, None);
-        // The one whose count reached the limit reports the throttle it began.
+        // The failure that reaches the limit throttles the address.
         assert_eq!(
             t.failed(a3, "u3", peer(1), at(1)).peer_throttle_began,
-            Some(at(60_000))
+            Some(at(60_001))
         );
+
+        // As many successes in flight as the limit: none throttles, none leaves a count.
+        let mut t = Throttle::new(limit(100, 1200), limit(3, 60), 1024);
+        let ok: Vec<_> = (0..3)
+            .map(|i| t.begin(&format!("ok{i}"), peer(3), at(0)).unwrap())
+            .collect();
+        for (i, a) in ok.into_iter().enumerate() {
+            t.succeeded(a, &format!("ok{i}"), peer(3));
+        }
+        let a = t.begin("typo", peer(3), at(1)).unwrap();
+        assert_eq!(
+            t.failed(a, "typo", peer(3), at(1)).peer_throttle_began,
+            None
+        );
+        assert!(t.begin("again", peer(3), at(2)).is_ok());
 
         // A success takes its count (and the throttle it began) back.
         let mut t = Throttle::new(limit(100, 1200), limit(3, 60), 1024);
