@@ -110,6 +110,19 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl Ca {
+    /// A secret every node of a cluster derives alike, across restarts, from the SSH CA's
+    /// private key (HMAC-SHA-256 of a fixed label): the key that picks the stand-in user an
+    /// unknown login name is checked against (`Directory::stand_in_hash`), so that one name
+    /// gets the same stand-in on every node and after every restart.
+    pub fn stand_in_key(&self) -> [u8; 32] {
+        let secret = self.ssh.to_openssh().unwrap_or_default();
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = ring::hmac::sign(&key, b"ippin stand-in user v1");
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// Loads the CA files at `paths`. The private keys must not be accessible by group or
     /// others ([`crate::files::read_private`]); errors name the file and the field.
     pub fn load(paths: &CaPaths) -> Result<Ca, CaError> {

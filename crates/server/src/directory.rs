@@ -57,16 +57,27 @@ impl Directory {
     }
 
     /// The hash a password for `name`, a name no user has, is checked against, so that the
-    /// check costs what a real user's costs: the hash of a user picked by `key`'s hash of the
-    /// name (the same user for the same name, and every user's parameters as often as they
-    /// are used). Users' hashes may differ in their argon2 parameters (pasted from another
+    /// check costs what a real user's costs: the hash of a stand-in user, the one whose
+    /// HMAC of (name, user) under `key` is highest (rendezvous hashing: the same stand-in for
+    /// the same name on every node sharing `key` and after restarts; adding or removing a
+    /// user moves only the names that user stood in for; every user stands in for a share
+    /// of names). Users' hashes may differ in their argon2 parameters (pasted from another
     /// tool); one decoy would then time differently from some of them, and timing would tell
     /// real names from unknown ones. `None` when there is no user. The check's answer is
     /// never used: the name has no user.
-    pub fn stand_in_hash(&self, name: &str, key: &std::hash::RandomState) -> Option<&str> {
-        let n = u64::try_from(self.names.len()).ok().filter(|n| *n > 0)?;
-        let at = usize::try_from(std::hash::BuildHasher::hash_one(key, name) % n).ok()?;
-        let stand_in = self.names.get(at)?;
+    pub fn stand_in_hash(&self, name: &str, key: &[u8; 32]) -> Option<&str> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+        let score = |user: &str| {
+            let mut ctx = ring::hmac::Context::with_key(&key);
+            ctx.update(&(name.len() as u64).to_be_bytes());
+            ctx.update(name.as_bytes());
+            ctx.update(user.as_bytes());
+            let tag = ctx.sign();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(tag.as_ref().get(..8).unwrap_or(&[0; 8]));
+            u64::from_be_bytes(first)
+        };
+        let stand_in = self.names.iter().max_by_key(|u| score(u))?;
         self.users.get(stand_in).map(|u| u.password_hash.as_str())
     }
 

@@ -1501,6 +1501,10 @@ mod tests {
         }
         assert_eq!(stood_in.len(), 2, "{stood_in:?}");
         assert!(check_password(&s, &directory, "alice", "alice-pw").await);
+        // The same stand-ins from the same CA (every node of a cluster, every restart).
+        assert_eq!(s.decoy_key, s.ca.stand_in_key());
+        let again = State::load(s.config.clone()).unwrap();
+        assert_eq!(again.decoy_key, s.decoy_key);
     }
 
     fn request(user: &str) -> LoginRequest {

@@ -90,8 +90,9 @@ pub struct State {
     pub max_handshakes: usize,
     pub(crate) decoy_hash: String,
     /// Picks the stand-in user whose hash an unknown name's password is checked against
-    /// (`Directory::stand_in_hash`); random per process, so no one can tell which.
-    pub(crate) decoy_key: std::hash::RandomState,
+    /// (`Directory::stand_in_hash`): secret, and the same on every node and after restarts
+    /// (`Ca::stand_in_key`), so a name's cost does not change from one to the other.
+    pub(crate) decoy_key: [u8; 32],
     /// Bounds concurrent argon2 verifications (each takes 19 MiB and a core
     /// for tens of ms): memory stays bounded under a login flood.
     pub(crate) hash_slots: Arc<tokio::sync::Semaphore>,
@@ -142,6 +143,7 @@ impl State {
                 .or(config.users.first().map(|u| u.password_hash.as_str())),
         );
         let login_guard = crate::login_guard::LoginGuard::new(&config.login_limits);
+        let decoy_key = ca.stand_in_key();
         State {
             config,
             directory: Arc::new(crate::directory::LiveDirectory::new(directory)),
@@ -155,7 +157,7 @@ impl State {
             identities: ippin_access::tls::IdentityCache::default(),
             max_handshakes: MAX_HANDSHAKES,
             decoy_hash,
-            decoy_key: std::hash::RandomState::new(),
+            decoy_key,
             hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
             login_guard,
         }
