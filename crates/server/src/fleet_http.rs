@@ -87,6 +87,38 @@ fn key_for(kind: &str, name: Option<&str>) -> Result<Option<Key>, (&'static str,
     }
 }
 
+/// Whether `user`, whose certificate is valid for `validity`, may administer now: the
+/// certificate not expired (no validity read: refused), the user's roles now admin ones.
+/// Refused: the code and the message.
+pub(crate) fn admin_now(
+    state: &State,
+    user: &str,
+    validity: Option<(u64, u64)>,
+) -> Result<(), (&'static str, &'static str)> {
+    let now = state
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if validity.is_none_or(|(_, not_after)| now > not_after) {
+        return Err((
+            "expired",
+            "your certificate expired during this request; log in again (`ippin login`)",
+        ));
+    }
+    let directory = state.directory.get();
+    let roles = directory
+        .user(user)
+        .map(|u| u.roles.clone())
+        .unwrap_or_default();
+    if !directory.is_admin(&roles) {
+        return Err((
+            "not_admin",
+            "your roles do not allow administration (a role with spec.options.admin: true)",
+        ));
+    }
+    Ok(())
+}
+
 /// The admin API, for a request whose connection the access decision allowed.
 pub async fn admin_route(
     state: &State,
@@ -104,18 +136,15 @@ pub async fn admin_route(
         });
         http::error(status, code, message)
     };
-    // The roles now, not when the connection was made.
-    let directory = state.directory.get();
-    let roles = directory
-        .user(&verdict.user)
-        .map(|u| u.roles.clone())
-        .unwrap_or_default();
-    if !directory.is_admin(&roles) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "not_admin",
-            "your roles do not allow administration (a role with spec.options.admin: true)",
-        );
+    // The certificate's validity and the roles now, not when the connection was made: asked
+    // here and again once a body is read (the head and the body may take their timeouts, and
+    // a certificate may expire or an admin be removed meanwhile).
+    let admitted_now = || -> Result<(), Response<Body>> {
+        admin_now(state, &verdict.user, verdict.validity)
+            .map_err(|(code, message)| refuse(StatusCode::FORBIDDEN, code, message))
+    };
+    if let Err(refused) = admitted_now() {
+        return refused;
     }
     // The access decision already checked the pin against this connection's address; the
     // admin API also requires there to be one, so a stolen admin certificate is useless
@@ -191,6 +220,9 @@ pub async fn admin_route(
                 Ok(items) => items,
                 Err((code, message)) => return refuse(StatusCode::BAD_REQUEST, code, &message),
             };
+            if let Err(refused) = admitted_now() {
+                return refused;
+            }
             // Recorded before it is made: a change the audit log cannot hold is not made.
             if !items.iter().all(|(key, _)| changed("requested", key, 0)) {
                 return audit_unavailable();

@@ -1808,6 +1808,49 @@ mod tests {
         assert_eq!(status, 200, "{body}");
     }
 
+    /// The admin API asks again, once a request's body is read, whether the certificate is
+    /// still valid and the user still an admin: the head and body may take their timeouts,
+    /// during which a certificate expires or an admin is removed.
+    #[tokio::test]
+    async fn the_admin_api_asks_again_for_the_certificate_and_the_roles() {
+        use crate::fleet_http::admin_now;
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let roles = ippin_policy::RoleSet::new(
+            ippin_policy::parse_roles(
+                "r",
+                "kind: role\nversion: v7\nmetadata:\n  name: ops\nspec:\n  options:\n    admin: true\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let admin = |roles_of_carol: &[&str]| crate::config::UserConfig {
+            name: "carol".into(),
+            password_hash: "$argon2id$x".into(),
+            roles: roles_of_carol.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        s.directory.set(crate::directory::Directory::new(
+            roles.clone(),
+            vec![admin(&["ops"])],
+            1,
+        ));
+        let valid = Some((unix_now() - 60, unix_now() + 600));
+        assert_eq!(admin_now(&s, "carol", valid), Ok(()));
+        for expired in [Some((unix_now() - 600, unix_now() - 1)), None] {
+            assert_eq!(admin_now(&s, "carol", expired).unwrap_err().0, "expired");
+        }
+        // Demoted meanwhile, or removed.
+        s.directory.set(crate::directory::Directory::new(
+            roles.clone(),
+            vec![admin(&[])],
+            2,
+        ));
+        assert_eq!(admin_now(&s, "carol", valid).unwrap_err().0, "not_admin");
+        s.directory
+            .set(crate::directory::Directory::new(roles, Vec::new(), 3));
+        assert_eq!(admin_now(&s, "carol", valid).unwrap_err().0, "not_admin");
+    }
+
     fn renew_body() -> RenewRequest {
         let r = request("x");
         RenewRequest {
