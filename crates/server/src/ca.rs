@@ -330,7 +330,7 @@ users: []                        # ippin user add --config ippin.yaml NAME --rol
 cert_ttl: 8h
 audit_log: audit.log
 ssh_host_key: ssh_host_ed25519_key   # the SSH listeners' host key (kept across restarts)
-# max_session_ttl: 24h           # one login through renewals (at least cert_ttl)
+# max_session_ttl: 24h           # one login through renewals (at least cert_ttl, at most 366d)
 # ssh_recheck_interval: 2s       # SSH connections whose certificate or user no longer passes end
 # network_restrictions: network_restrictions.yaml   # where sessions may connect (absent = anywhere)
 # audit_network_observed: false  # also audit allowed outbound connections
