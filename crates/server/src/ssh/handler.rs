@@ -41,6 +41,8 @@ pub(crate) struct Connection {
     pub(crate) admitted: Arc<OnceLock<(Authorized, ippin_access::ssh::AuthRecord)>>,
     /// This session's place among the authenticated ones, held until it ends.
     pub(crate) session_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// This connection's place among its user's (`MAX_CONNECTIONS_PER_USER`).
+    pub(crate) user_slot: Option<super::UserSlot>,
     pub(crate) authorized: Option<Authorized>,
     pub(crate) forwards: Arc<AtomicUsize>,
     /// The refusal message queued for the user by the last denial, sent by russh as an
@@ -243,6 +245,23 @@ impl russh::server::Handler for Connection {
                         },
                     ));
                 };
+                let Some(user_slot) = super::UserSlot::take(&self.shared.per_user, &who.user)
+                else {
+                    return Ok(self.deny(
+                        user,
+                        Some(certificate),
+                        SshDenial {
+                            reason: SshDenyReason::SessionsFull,
+                            message: format!(
+                                "ippin: you have {} SSH connections open on this server, the \
+                                 most one user may; close one and try again",
+                                super::MAX_CONNECTIONS_PER_USER
+                            ),
+                            pinned: who.pinned,
+                            roles: who.roles,
+                        },
+                    ));
+                };
                 let mut rec = self.auth_record(user, Some(certificate));
                 rec.event = "ssh.auth.allowed";
                 rec.user = who.user.clone();
@@ -268,6 +287,7 @@ impl russh::server::Handler for Connection {
                 let _ = self.admitted.set((who.clone(), allowed));
                 self.authorized = Some(who);
                 self.session_slot = Some(slot);
+                self.user_slot = Some(user_slot);
                 self.authenticated.store(true, Ordering::SeqCst);
                 self.auth_done.notify_one();
                 Ok(Auth::Accept)

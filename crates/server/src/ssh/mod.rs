@@ -66,6 +66,53 @@ pub use ippin_access::ssh::{SshAudit, SshAuditEvent};
 /// refused at authentication (`sessions_full`) rather than queued.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// The most authenticated connections one ippin user holds at once on one service: one more
+/// is refused at authentication (`sessions_full`), so that one user (or one stolen
+/// certificate) cannot take every place, or every terminal of the host, from the others.
+pub const MAX_CONNECTIONS_PER_USER: usize = 32;
+
+/// One place among a user's [`MAX_CONNECTIONS_PER_USER`]; given back when dropped.
+pub(crate) struct UserSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    user: String,
+}
+
+impl UserSlot {
+    /// A place for `user`, or `None` when they hold every one of theirs.
+    pub(crate) fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+        user: &str,
+    ) -> Option<UserSlot> {
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(user.to_owned()).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            counts: counts.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
+}
+
 /// The most connections one service holds at once between the SSH banner and a successful
 /// authentication. When full, the connection that has been there longest is closed to make
 /// room (`crate::shed`): clients that connect and stall (the `LoginGraceTime` /
@@ -201,6 +248,8 @@ pub(crate) struct Shared {
     pub(crate) own_listeners: Vec<std::net::SocketAddr>,
     /// Places for authenticated sessions.
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
+    /// Authenticated connections per ippin user ([`MAX_CONNECTIONS_PER_USER`]).
+    pub(crate) per_user: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Connections not yet authenticated, shed oldest first.
     pub(crate) unauthenticated: Arc<crate::shed::Shedder>,
     /// How sessions of OS logins run.
@@ -275,6 +324,7 @@ impl SshService {
                 audit_observed_connections: settings.audit_observed_connections,
                 own_listeners: settings.own_listeners,
                 sessions: Arc::new(tokio::sync::Semaphore::new(settings.max_sessions)),
+                per_user: Arc::default(),
                 unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
                 session: settings.session,
                 recheck_interval: settings.recheck_interval.max(MIN_RECHECK_INTERVAL),
@@ -322,6 +372,7 @@ impl SshService {
             auth_done: auth_done.clone(),
             admitted: admitted.clone(),
             session_slot: None,
+            user_slot: None,
             authorized: None,
             forwards: Arc::new(AtomicUsize::new(0)),
             refusal_banner: None,
@@ -560,4 +611,32 @@ fn new_session_id() -> String {
         h.get(16..20).unwrap_or_default(),
         h.get(20..32).unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod user_slot_tests {
+    use super::*;
+
+    /// One user holds at most `MAX_CONNECTIONS_PER_USER` places; another user is not
+    /// affected; a place given back can be taken again, and no record is left behind.
+    #[test]
+    fn a_user_holds_at_most_their_share_of_connections() {
+        let counts = Arc::default();
+        let mut held: Vec<UserSlot> = (0..MAX_CONNECTIONS_PER_USER)
+            .map(|_| UserSlot::take(&counts, "bob").expect("a place"))
+            .collect();
+        assert!(UserSlot::take(&counts, "bob").is_none());
+        let alice = UserSlot::take(&counts, "alice").expect("alice is not bob");
+        drop(held.pop());
+        let again = UserSlot::take(&counts, "bob").expect("a place given back");
+        assert!(UserSlot::take(&counts, "bob").is_none());
+        drop(again);
+        drop(held);
+        drop(alice);
+        assert_eq!(
+            counts.lock().unwrap().get("alice"),
+            None,
+            "a user with no connection leaves no record"
+        );
+    }
 }
