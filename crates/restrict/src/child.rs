@@ -173,6 +173,7 @@ pub struct ChildSetup {
     terminal: Option<Arc<OwnedFd>>,
     umask: Option<u32>,
     credentials: Option<(Uid, Gid, Arc<[Gid]>)>,
+    directory: Option<Arc<std::ffi::CString>>,
 }
 
 impl ChildSetup {
@@ -227,11 +228,23 @@ impl ChildSetup {
         self
     }
 
+    /// Start in `directory`, entered last, as the new credentials (sshd's order: a home the
+    /// user cannot enter, or one a link points elsewhere, is not entered with root's rights),
+    /// or in `/` when it cannot be entered. A path with a NUL byte is never entered.
+    pub fn working_directory(mut self, directory: &std::path::Path) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        self.directory = std::ffi::CString::new(directory.as_os_str().as_bytes())
+            .ok()
+            .map(Arc::new)
+            .or_else(|| Some(Arc::new(c"/".to_owned())));
+        self
+    }
+
     /// Registers the steps on `cmd` (a `tokio::process::Command`: pass `as_std_mut()`).
     pub fn apply(self, cmd: &mut Command) -> &mut Command {
         // SAFETY: `pre_exec` hooks run in the forked child, where only async-signal-safe work
         // is allowed: `in_child` makes system calls only (`write`, `setsid`, `ioctl`, `umask`,
-        // `setgroups`, `setgid`, `setuid`) on data prepared before the fork (an open
+        // `setgroups`, `setgid`, `setuid`, `chdir`) on data prepared before the fork (an open
         // descriptor, a slice of group ids); it allocates nothing, takes no lock, touches no
         // other thread's state, and its errors are `io::Error`s built from `errno` without
         // allocating.
@@ -263,6 +276,11 @@ impl ChildSetup {
             if !uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
                 return Err(std::io::Error::from_raw_os_error(nix::libc::EPERM));
             }
+        }
+        if let Some(directory) = &self.directory
+            && rustix::process::chdir(directory.as_c_str()).is_err()
+        {
+            rustix::process::chdir(c"/")?;
         }
         Ok(())
     }
@@ -348,6 +366,44 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             "4242\n4243\n4243 4244 4245\n0022\n"
         );
+    }
+
+    /// The working directory is entered with the new credentials, not root's: a folder only
+    /// root may enter is not entered (the child starts in `/`), one the user may is.
+    #[test]
+    fn the_working_directory_is_entered_as_the_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let creds = Credentials {
+            uid: 4242,
+            gid: 4243,
+            groups: vec![4243],
+        };
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let closed = root.path().join("closed");
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (dir, want) in [
+            (&closed, std::path::Path::new("/")),
+            (&open, open.as_path()),
+        ] {
+            let mut cmd = Command::new("pwd");
+            ChildSetup::new()
+                .credentials(&creds)
+                .working_directory(dir)
+                .apply(&mut cmd);
+            let out = cmd.output().expect("spawn");
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim_end(),
+                want.to_string_lossy(),
+                "{}",
+                dir.display()
+            );
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -679,13 +679,11 @@ impl Sessions {
             // A NUL was refused above.
             cmd.env("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(asked));
         }
-        cmd.current_dir(if account.home.is_dir() {
-            account.home.as_path()
-        } else {
-            Path::new("/")
-        });
-
-        let mut setup = ChildSetup::new().umask(0o022);
+        // Entered as the login, after the credentials change (sshd's order); `/` when it
+        // cannot be.
+        let mut setup = ChildSetup::new()
+            .umask(0o022)
+            .working_directory(&account.home);
         if let Some(r) = &os.restrict {
             setup = setup.placement(r.placement());
         }
