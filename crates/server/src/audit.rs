@@ -306,6 +306,7 @@ mod tests {
     fn event() -> AuditEvent {
         let o = ObservedAddr::new("127.0.0.2:5555".parse().unwrap(), Provenance::Direct, true);
         AuditEvent::Tls(TlsEvent::AccessDenied {
+            serial: None,
             user: "alice".into(),
             observed: AuditEvent::addr(&o),
             provenance: o.provenance().as_str().into(),
@@ -494,6 +495,7 @@ mod tests {
 
     fn event_allowed() -> AuditEvent {
         AuditEvent::Tls(TlsEvent::AccessAllowed {
+            serial: None,
             user: "alice".into(),
             observed: "198.51.100.7:1".into(),
             provenance: "direct".into(),
@@ -716,6 +718,7 @@ mod tests {
             (s(), s(), s(), s(), s(), proptest::option::of(s())).prop_map(
                 |(user, observed, provenance, reason, message, pinned)| {
                     AuditEvent::Tls(TlsEvent::AccessDenied {
+                        serial: None,
                         user,
                         observed,
                         provenance,

@@ -124,6 +124,10 @@ pub struct TlsVerdict {
     /// be read. An issuer that keeps `not_before` through renewals can bound how long a
     /// login lasts (ippin's server does: `max_session_ttl`).
     pub validity: Option<(u64, u64)>,
+    /// The certificate's serial number in hex, when it could be read: audit lines name the
+    /// certificate used, not only its user (a stolen one used from the pinned NAT is told
+    /// apart from its owner's).
+    pub serial: Option<String>,
     /// The outcome.
     pub access: TlsAccess,
 }
@@ -145,6 +149,7 @@ pub fn decide(
         pin: CertPin::None,
         login_ip: None,
         validity: None,
+        serial: None,
         access: TlsAccess::Allow,
     };
     match identity {
@@ -155,6 +160,7 @@ pub fn decide(
             verdict.user = id.user.clone();
             verdict.login_ip = id.login_ip;
             verdict.validity = Some((id.not_before, id.not_after));
+            verdict.serial = Some(id.serial.iter().map(|b| format!("{b:02x}")).collect());
             if now < id.not_before || now > id.not_after {
                 let (reason, when) = if now < id.not_before {
                     (TlsDenyReason::NotYetValid, "is not valid yet")
@@ -247,6 +253,7 @@ pub fn without_certificate() -> TlsVerdict {
         pin: CertPin::None,
         login_ip: None,
         validity: None,
+        serial: None,
         access: TlsAccess::Deny {
             reason: TlsDenyReason::NoClientCertificate,
             message: format!("no client certificate was presented; {LOG_IN_AGAIN}"),
@@ -295,12 +302,14 @@ pub fn event(verdict: &TlsVerdict, observed: &ObservedAddr) -> Option<TlsEvent> 
     match &verdict.access {
         TlsAccess::Allow => Some(TlsEvent::AccessAllowed {
             user: verdict.user.clone(),
+            serial: verdict.serial.clone(),
             observed: observed_text,
             provenance,
             pinned: pin_text(&verdict.pin),
         }),
         TlsAccess::Deny { reason, message } => Some(TlsEvent::AccessDenied {
             user: verdict.user.clone(),
+            serial: verdict.serial.clone(),
             observed: observed_text,
             provenance,
             pinned: pin_text(&verdict.pin),
@@ -320,6 +329,9 @@ pub enum TlsEvent {
     AccessAllowed {
         /// The user from the client certificate.
         user: String,
+        /// The client certificate's serial number, hex.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        serial: Option<String>,
         /// The observed client address (`ip:port`, port 0 when untrusted).
         observed: String,
         /// How it was observed.
@@ -331,6 +343,9 @@ pub enum TlsEvent {
     AccessDenied {
         /// The user from the client certificate ("" when unreadable).
         user: String,
+        /// The client certificate's serial number, hex, when it could be read.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        serial: Option<String>,
         /// The observed client address.
         observed: String,
         /// How it was observed.

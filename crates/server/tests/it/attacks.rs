@@ -457,6 +457,15 @@ async fn audit_lines_name_the_tcp_peer_beside_a_claimed_address() {
     drop(answer);
     let line = wait_audit(tmp.path(), "the access", |v| v["event"] == "access_allowed");
     assert_eq!(line["observed"], "198.51.100.99:0", "{line}");
+    // The line names the certificate used, by its serial, not only its user.
+    let der = ippin::ca::pem_to_der(&creds.tls_cert_pem, "CERTIFICATE").expect("pem");
+    let serial: String = ippin_cert::x509::client_identity(&der)
+        .expect("identity")
+        .serial
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(line["serial"], serial.as_str(), "{line}");
     assert!(
         line["peer"]
             .as_str()
