@@ -1105,6 +1105,7 @@ mod tests {
                 pin: ippin_policy::CertPin::Ip("192.0.2.7".parse().unwrap()),
                 login_ip: None,
                 validity: None,
+                serial: None,
                 access,
             }),
             recheck: None,

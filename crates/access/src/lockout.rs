@@ -787,6 +787,45 @@ mod tests {
     }
 
     proptest! {
+        /// One address, attempts begun and ended in any order within one window: the
+        /// passwords it gets checked that turn out wrong, with those still in flight, never
+        /// exceed its limit; once that many have failed it is refused; and successes, however
+        /// many at once, never refuse it while fewer than the limit are in flight.
+        #[test]
+        fn an_address_never_checks_more_wrong_passwords_than_its_limit(
+            ops in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<u8>()), 1..300),
+            max in 1u32..8,
+        ) {
+            let mut t = Throttle::new(limit(100_000, 3600), limit(max, 3600), 4096);
+            let mut in_flight: Vec<(Attempt, String)> = Vec::new();
+            let (mut failed, mut n) = (0u32, 0u32);
+            for (start, fails, pick) in ops {
+                if start || in_flight.is_empty() {
+                    n += 1;
+                    let name = format!("u{n}");
+                    match t.begin(&name, peer(9), at(u64::from(n))) {
+                        Ok(a) => in_flight.push((a, name)),
+                        Err(Refusal::PeerThrottled { .. }) => {
+                            prop_assert!(
+                                failed >= max || failed + in_flight.len() as u32 >= max,
+                                "refused with {failed} failures and {} in flight", in_flight.len()
+                            );
+                        }
+                        Err(other) => prop_assert!(false, "{other:?}"),
+                    }
+                } else {
+                    let (a, name) = in_flight.swap_remove(usize::from(pick) % in_flight.len());
+                    if fails {
+                        let _ = t.failed(a, &name, peer(9), at(u64::from(n)));
+                        failed += 1;
+                    } else {
+                        t.succeeded(a, &name, peer(9));
+                    }
+                }
+                prop_assert!(failed + in_flight.len() as u32 <= max);
+            }
+        }
+
         /// Random names and addresses never grow the tables past their
         /// capacity, and a locked name stays locked until its time
         /// whatever else happens (eviction cannot unlock it early).

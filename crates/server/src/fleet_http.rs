@@ -139,12 +139,8 @@ pub async fn admin_route(
     // The certificate's validity and the roles now, not when the connection was made: asked
     // here and again once a body is read (the head and the body may take their timeouts, and
     // a certificate may expire or an admin be removed meanwhile).
-    let admitted_now = || -> Result<(), Response<Body>> {
-        admin_now(state, &verdict.user, verdict.validity)
-            .map_err(|(code, message)| refuse(StatusCode::FORBIDDEN, code, message))
-    };
-    if let Err(refused) = admitted_now() {
-        return refused;
+    if let Err((code, message)) = admin_now(state, &verdict.user, verdict.validity) {
+        return refuse(StatusCode::FORBIDDEN, code, message);
     }
     // The access decision already checked the pin against this connection's address; the
     // admin API also requires there to be one, so a stolen admin certificate is useless
@@ -220,8 +216,8 @@ pub async fn admin_route(
                 Ok(items) => items,
                 Err((code, message)) => return refuse(StatusCode::BAD_REQUEST, code, &message),
             };
-            if let Err(refused) = admitted_now() {
-                return refused;
+            if let Err((code, message)) = admin_now(state, &verdict.user, verdict.validity) {
+                return refuse(StatusCode::FORBIDDEN, code, message);
             }
             // Recorded before it is made: a change the audit log cannot hold is not made.
             if !items.iter().all(|(key, _)| changed("requested", key, 0)) {
