@@ -223,12 +223,12 @@ impl FailureTable {
         }
     }
 
-    /// Records one failure of `key` at `now`.
-    pub fn fail<K: Hash + ?Sized>(&mut self, key: &K, now: SystemTime) -> Counted {
+    /// `key`'s record at `now` (ms), made when there is room, its count started again when
+    /// its window is over; `Full` when there is no room, `AlreadyLocked` when it is locked.
+    fn current<K: Hash + ?Sized>(&mut self, key: &K, now: u64) -> Result<&mut Record, Counted> {
         let slot = self.slot(key);
-        let now = ms(now);
         if !self.make_room_for(slot, now) {
-            return Counted::Full;
+            return Err(Counted::Full);
         }
         let limit = self.limit;
         let r = self.records.entry(slot).or_insert(Record {
@@ -238,14 +238,25 @@ impl FailureTable {
             pending: 0,
         });
         if r.locked(now) {
-            return Counted::AlreadyLocked {
+            return Err(Counted::AlreadyLocked {
                 until: time(r.locked_until),
-            };
+            });
         }
         if r.failures == 0 || !r.in_window(now, &limit) {
             r.window_start = now;
             r.failures = 0;
         }
+        Ok(r)
+    }
+
+    /// Records one failure of `key` at `now`.
+    pub fn fail<K: Hash + ?Sized>(&mut self, key: &K, now: SystemTime) -> Counted {
+        let now = ms(now);
+        let limit = self.limit;
+        let r = match self.current(key, now) {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
         r.failures = r.failures.saturating_add(1);
         if r.failures >= limit.max_failures {
             r.locked_until = now.saturating_add(ms_of(limit.lock_for)).max(1);
@@ -265,27 +276,12 @@ impl FailureTable {
     /// until the window ends, nothing locked: the attempts in flight decide), or when the
     /// table is full (`Full`). `Below` (with the failures so far) when let through.
     pub fn reserve<K: Hash + ?Sized>(&mut self, key: &K, now: SystemTime) -> Counted {
-        let slot = self.slot(key);
         let now = ms(now);
-        if !self.make_room_for(slot, now) {
-            return Counted::Full;
-        }
         let limit = self.limit;
-        let r = self.records.entry(slot).or_insert(Record {
-            window_start: now,
-            failures: 0,
-            locked_until: 0,
-            pending: 0,
-        });
-        if r.locked(now) {
-            return Counted::AlreadyLocked {
-                until: time(r.locked_until),
-            };
-        }
-        if r.failures == 0 || !r.in_window(now, &limit) {
-            r.window_start = now;
-            r.failures = 0;
-        }
+        let r = match self.current(key, now) {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
         if r.failures.saturating_add(r.pending) >= limit.max_failures {
             return Counted::Locked {
                 until: time(r.window_start.saturating_add(ms_of(limit.window))),

@@ -503,24 +503,34 @@ mod tests {
         (dir, ca, key.public_key().to_openssh().unwrap(), spki)
     }
 
+    /// A request for carol, no roles, no logins, no pin, a minute from now.
+    fn carol<'a>(ssh_public_key: &'a str, tls_public_key: &'a str) -> IssueRequest<'a> {
+        IssueRequest {
+            user: "carol",
+            roles: &[],
+            logins: &[],
+            ssh_public_key,
+            tls_public_key,
+            pinned: None,
+            login_ip: None,
+            now: SystemTime::now(),
+            ttl: Duration::from_secs(60),
+            session: None,
+        }
+    }
+
     /// The principals are the user's name and then the logins, the user's name once even when
     /// a role also allows it as a login; the key id names the user with the serial.
     #[test]
     fn logins_become_principals_besides_the_user() {
         let (_dir, ca, ssh_public_key, spki) = ca_and_keys();
+        let roles = ["dev".to_owned()];
         let issue = |logins: &[String]| {
             let issued = ca
                 .issue(&IssueRequest {
-                    user: "carol",
-                    roles: &["dev".to_owned()],
+                    roles: &roles,
                     logins,
-                    ssh_public_key: &ssh_public_key,
-                    tls_public_key: &spki,
-                    pinned: None,
-                    login_ip: None,
-                    now: SystemTime::now(),
-                    ttl: Duration::from_secs(60),
-                    session: None,
+                    ..carol(&ssh_public_key, &spki)
                 })
                 .unwrap();
             cert::ssh_key::Certificate::from_openssh(issued.ssh_certificate.trim()).unwrap()
@@ -544,20 +554,7 @@ mod tests {
     #[test]
     fn a_certificate_offered_as_the_ssh_key_is_the_clients_error() {
         let (_dir, ca, ssh_public_key, spki) = ca_and_keys();
-        let issue = |key: &str| {
-            ca.issue(&IssueRequest {
-                user: "carol",
-                roles: &[],
-                logins: &[],
-                ssh_public_key: key,
-                tls_public_key: &spki,
-                pinned: None,
-                login_ip: None,
-                now: SystemTime::now(),
-                ttl: Duration::from_secs(60),
-                session: None,
-            })
-        };
+        let issue = |key: &str| ca.issue(&carol(key, &spki));
         let issued = issue(&ssh_public_key).unwrap();
         let blob = issued.ssh_certificate.split_whitespace().nth(1).unwrap();
         match issue(&format!("ssh-ed25519 {blob}")) {
@@ -577,18 +574,12 @@ mod tests {
     fn the_ssh_service_takes_only_canonical_certificate_blobs() {
         use russh::keys::PublicKeyOrCertificate;
         let (_dir, ca, ssh_public_key, spki) = ca_and_keys();
+        let roles = ["dev".to_owned()];
         let issued = ca
             .issue(&IssueRequest {
-                user: "carol",
-                roles: &["dev".to_owned()],
-                logins: &[],
-                ssh_public_key: &ssh_public_key,
-                tls_public_key: &spki,
+                roles: &roles,
                 pinned: Some("127.0.0.1/32".parse().unwrap()),
-                login_ip: None,
-                now: SystemTime::now(),
-                ttl: Duration::from_secs(60),
-                session: None,
+                ..carol(&ssh_public_key, &spki)
             })
             .unwrap();
         let cert = cert::ssh_key::Certificate::from_openssh(issued.ssh_certificate.trim()).unwrap();

@@ -930,78 +930,59 @@ fn a_tcp_connection_made_before_an_update_is_held_to_it() {
     let enforcer = parent.enforcer(&policy(&["127.0.0.3/32"], &[]), false);
     let session = enforcer.session("tcpheld").unwrap();
     let events = session.take_events().unwrap();
-    let listener = TcpListener::bind("127.0.0.3:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let mut probe = Probe::start(&session);
-    assert_eq!(probe.try_("tconn", "127.0.0.3", port), Ok(()));
-    let (mut peer, _) = listener.accept().unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    // Connected to `peer` while `allow` is in force; `deny` denies it; `allow` again.
+    let mut held = |peer: &str, allow: &[&str], deny: (&[&str], &[&str]), word: &str| {
+        let listener = TcpListener::bind((peer.parse::<IpAddr>().unwrap(), 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        enforcer.set_policy(&policy(allow, &[])).unwrap();
+        assert_eq!(probe.try_("tconn", peer, port), Ok(()));
+        let (mut them, _) = listener.accept().unwrap();
+        them.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(probe.try_("usend", "before", 0), Ok(()));
+        let n = them.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"before");
+
+        enforcer.set_policy(&policy(deny.0, deny.1)).unwrap();
+        // TCP's send returns once the bytes are queued; the segment is dropped as it leaves.
+        assert_eq!(probe.try_("usend", word, 0), Ok(()));
+        let ev = wait_event(&events, |e| e.dst.port() == port);
+        assert_eq!(ev.action, NetAction::Denied);
+        assert_eq!(ev.operation, NetOperation::Send);
+        assert_eq!(ev.dst.ip().to_string(), peer);
+        them.set_nonblocking(true).unwrap();
+        assert_eq!(
+            them.read(&mut buf).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "{peer}: a segment of a denied connection arrived"
+        );
+        assert_eq!(probe.try_("tcp", peer, port), Err(EPERM.into()));
+
+        enforcer.set_policy(&policy(allow, &[])).unwrap();
+        them.set_nonblocking(false).unwrap();
+        let n = them.read(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..n],
+            word.as_bytes(),
+            "{peer}: the held bytes were not retransmitted once allowed"
+        );
+    };
+    held(
+        "127.0.0.3",
+        &["127.0.0.3/32"],
+        (&["127.0.0.0/8"], &["127.0.0.3/32"]),
+        "held",
+    );
+    held(
+        "::1",
+        &["::1/128", "127.0.0.3/32"],
+        (&["::/1", "127.0.0.3/32"], &["::1/128"]),
+        "held6",
+    );
+
     let mut buf = [0u8; 64];
-    assert_eq!(probe.try_("usend", "before", 0), Ok(()));
-    let n = peer.read(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"before");
-
-    enforcer
-        .set_policy(&policy(&["127.0.0.0/8"], &["127.0.0.3/32"]))
-        .unwrap();
-    // TCP's send returns once the bytes are queued; the segment is dropped as it leaves.
-    assert_eq!(probe.try_("usend", "held", 0), Ok(()));
-    let ev = wait_event(&events, |e| e.dst.port() == port);
-    assert_eq!(ev.action, NetAction::Denied);
-    assert_eq!(ev.operation, NetOperation::Send);
-    assert_eq!(ev.dst.ip().to_string(), "127.0.0.3");
-    peer.set_nonblocking(true).unwrap();
-    let nothing = peer.read(&mut buf);
-    assert_eq!(
-        nothing.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::WouldBlock),
-        "a segment of a denied connection arrived"
-    );
-    assert_eq!(probe.try_("tcp", "127.0.0.3", port), Err(EPERM.into()));
-
-    enforcer
-        .set_policy(&policy(&["127.0.0.3/32"], &[]))
-        .unwrap();
-    peer.set_nonblocking(false).unwrap();
-    let n = peer.read(&mut buf).unwrap();
-    assert_eq!(
-        &buf[..n],
-        b"held",
-        "the held bytes were not retransmitted once allowed"
-    );
-
-    // The same over IPv6.
-    let listener6 = TcpListener::bind("[::1]:0").unwrap();
-    let port6 = listener6.local_addr().unwrap().port();
-    enforcer
-        .set_policy(&policy(&["::1/128", "127.0.0.3/32"], &[]))
-        .unwrap();
-    assert_eq!(probe.try_("tconn", "::1", port6), Ok(()));
-    let (mut peer6, _) = listener6.accept().unwrap();
-    enforcer
-        .set_policy(&policy(&["::/1", "127.0.0.3/32"], &["::1/128"]))
-        .unwrap();
-    assert_eq!(probe.try_("usend", "held6", 0), Ok(()));
-    let ev = wait_event(&events, |e| e.dst.port() == port6);
-    assert_eq!(ev.action, NetAction::Denied);
-    assert_eq!(ev.dst.ip().to_string(), "::1");
-    peer6.set_nonblocking(true).unwrap();
-    assert_eq!(
-        peer6.read(&mut buf).map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::WouldBlock),
-        "a segment of a denied IPv6 connection arrived"
-    );
-    enforcer
-        .set_policy(&policy(&["::1/128", "127.0.0.3/32"], &[]))
-        .unwrap();
-    peer6.set_nonblocking(false).unwrap();
-    peer6
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let n = peer6.read(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"held6");
-
     // Accepted: a client at 127.0.0.1, which the policy does not allow, gets its replies.
     let answer = probe.ask("tlisten 127.0.0.1 0");
     let lport: u16 = answer

@@ -543,6 +543,13 @@ impl russh::server::Handler for Connection {
         let host = host_to_connect.to_owned();
         // Dial off the session loop, so a slow destination does not stall the connection.
         tokio::spawn(async move {
+            // One `T4002I` line for this session's dial or forward to `addr`.
+            let network = |addr, operation, decision: &NetDecision| {
+                shared.audit.record(SshAuditEvent::Network(
+                    NetworkEvent::new(&user, &login, &sid, src, addr, operation, decision)
+                        .with_server(&shared.session.server_id, &shared.session.cluster_name),
+                ))
+            };
             let outcome = dial(
                 shared.dial_policy.as_ref(),
                 &shared.own_listeners,
@@ -558,18 +565,7 @@ impl russh::server::Handler for Connection {
             for (addr, why) in denied {
                 let decision = why.decision();
                 // Denied either way; a line that cannot be written changes nothing.
-                let _ = shared.audit.record(SshAuditEvent::Network(
-                    NetworkEvent::new(
-                        &user,
-                        &login,
-                        &sid,
-                        src,
-                        *addr,
-                        NetOperation::Connect,
-                        &decision,
-                    )
-                    .with_server(&shared.session.server_id, &shared.session.cluster_name),
-                ));
+                let _ = network(*addr, NetOperation::Connect, &decision);
             }
             match outcome {
                 Err(e) => {
@@ -583,18 +579,7 @@ impl russh::server::Handler for Connection {
                 }
                 Ok(mut d) => {
                     let recorded = !shared.audit_observed_connections
-                        || shared.audit.record(SshAuditEvent::Network(
-                            NetworkEvent::new(
-                                &user,
-                                &login,
-                                &sid,
-                                src,
-                                d.addr,
-                                NetOperation::Connect,
-                                &NetDecision::Allowed,
-                            )
-                            .with_server(&shared.session.server_id, &shared.session.cluster_name),
-                        ));
+                        || network(d.addr, NetOperation::Connect, &NetDecision::Allowed);
                     if !recorded {
                         // Fail closed: the connection is dropped before any byte is relayed.
                         drop(d.stream);
@@ -623,18 +608,7 @@ impl russh::server::Handler for Connection {
                     .await;
                     if let ippin_access::egress::RelayEnd::Denied(decision) = end {
                         // Ended either way; a line that cannot be written changes nothing.
-                        let _ = shared.audit.record(SshAuditEvent::Network(
-                            NetworkEvent::new(
-                                &user,
-                                &login,
-                                &sid,
-                                src,
-                                d.addr,
-                                NetOperation::Send,
-                                &decision,
-                            )
-                            .with_server(&shared.session.server_id, &shared.session.cluster_name),
-                        ));
+                        let _ = network(d.addr, NetOperation::Send, &decision);
                     }
                 }
             }
