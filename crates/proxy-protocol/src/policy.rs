@@ -458,6 +458,18 @@ impl ListenerPolicy {
         self.decide_any(peer, header, after_header)
     }
 
+    /// The refusal of a connection from `peer` that no bytes can change, if any: with the
+    /// mode `on`, a peer outside the trusted proxies is refused whatever it sends (with a
+    /// header `untrusted_proxy`, without one `header_required`), so it is refused
+    /// (`untrusted_proxy`) before anything is read or waited for, and holds no header slot.
+    pub fn refusal_before_reading(&self, peer: SocketAddr) -> Option<Refusal> {
+        (self.mode == ProxyMode::On && !self.is_trusted_proxy(peer.ip())).then(|| {
+            Refusal::UntrustedProxy {
+                peer: peer.ip().to_canonical(),
+            }
+        })
+    }
+
     /// [`decide`](Self::decide) for a stream or a datagram: any family.
     pub(crate) fn decide_any(
         &self,
@@ -549,6 +561,9 @@ impl ListenerPolicy {
     /// first, the caller's deadline ends the wait. At end of input
     /// (`eof`), it decides on what it has.
     pub fn step<'a>(&self, peer: SocketAddr, buf: &'a [u8], eof: bool) -> Step<'a> {
+        if let Some(refusal) = self.refusal_before_reading(peer) {
+            return Step::Refuse(refusal);
+        }
         let limit = self.buffer_limit();
         let decided = |r: Result<Observed, Refusal>, header, consumed| match r {
             Ok(observed) => Step::Accept {

@@ -284,6 +284,10 @@ pub async fn accept_bounded_until<S: AsyncRead + Unpin>(
     slots: &HeaderSlots,
 ) -> Result<Accepted<S>, AcceptError> {
     let start = Instant::now();
+    // Refused whatever it sends: no slot taken, nothing read.
+    if let Some(refusal) = policy.refusal_before_reading(peer) {
+        return Err(AcceptError::Refused { peer, refusal });
+    }
     let Some(_slot) = slots.take(deadline).await else {
         return Err(AcceptError::NoSlot {
             peer,

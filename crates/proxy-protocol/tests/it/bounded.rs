@@ -472,3 +472,57 @@ async fn a_flood_of_refusals_does_not_queue_ahead_of_a_good_connection() {
     drop(accepted);
     let _ = good.await;
 }
+
+/// With the mode `on`, a peer outside the trusted proxies is refused whatever it would
+/// send: at once, before a slot is taken or a byte read, even with every slot held; so
+/// such peers cannot hold the slots trusted proxies need.
+#[tokio::test]
+async fn an_untrusted_peer_of_a_mode_on_listener_is_refused_without_a_slot() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slots = HeaderSlots::new(1);
+    let holders = stall(&listener, &slots, 1, Duration::from_secs(4)).await;
+    assert_eq!(slots.in_use(), 1);
+    let only_elsewhere = ListenerPolicy::new(ProxyMode::On)
+        .with_trusted_proxies(vec!["192.0.2.0/24".parse().unwrap()]);
+    let (_client, server, peer) = pair(&listener).await;
+    let start = Instant::now();
+    let err = accept_bounded(
+        server,
+        peer,
+        &only_elsewhere,
+        Duration::from_secs(3),
+        &slots,
+    )
+    .await
+    .map(drop)
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            AcceptError::Refused {
+                refusal: Refusal::UntrustedProxy { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        slots.in_use(),
+        1,
+        "the held slot is still the stalled one's"
+    );
+    // The sans-IO step says the same before any byte.
+    assert!(matches!(
+        only_elsewhere.step(peer, b"", false),
+        ippin_proxy_protocol::Step::Refuse(Refusal::UntrustedProxy { .. })
+    ));
+    for (client, task) in holders {
+        let _ = task.await;
+        drop(client);
+    }
+}

@@ -192,15 +192,6 @@ async fn forward_one(
             return;
         }
     };
-    // Past the PROXY stage: trade the pending slot for a relay slot (as the
-    // server's other listeners do), so stalled peers cannot lock out relays.
-    let Ok(_slot) = slots.acquire_owned().await else {
-        return;
-    };
-    drop(pending_slot);
-    let (early, mut client) = stream.into_parts();
-    let clock = state.clock.clone();
-    let dialed = dial_and_sign(target, &observed, local, &early, move || unix(clock())).await;
     let refused = |reason: &str, detail: String| AuditEvent::ForwardRefused {
         peer: AuditEvent::peer(peer),
         observed: AuditEvent::addr(&observed),
@@ -209,6 +200,25 @@ async fn forward_one(
         reason: reason.into(),
         detail,
     };
+    // Past the PROXY stage: trade the pending slot for a relay slot (as the server's other
+    // listeners do), waiting at most `header_timeout` for one: every relay held, a new
+    // connection is refused (`forward_busy`) rather than queued with its pending slot, which
+    // would let stalled relays stop the accept loop.
+    let Ok(Ok(_slot)) = tokio::time::timeout(lcfg.header_timeout, slots.acquire_owned()).await
+    else {
+        audit(
+            state,
+            &refused(
+                "forward_busy",
+                "every relay of this listener is in use".to_owned(),
+            ),
+        );
+        return;
+    };
+    drop(pending_slot);
+    let (early, mut client) = stream.into_parts();
+    let clock = state.clock.clone();
+    let dialed = dial_and_sign(target, &observed, local, &early, move || unix(clock())).await;
     let mut up = match dialed {
         Ok(d) => d,
         Err(e) => {
@@ -255,18 +265,20 @@ pub async fn ssh_loop(
 ) {
     let lcfg = Arc::new(lcfg);
     let listen = lcfg.listen;
-    bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
+    // As `SshService::serve_listener`: the accept loop bounds the header stage; past it the
+    // service bounds the rest (unauthenticated connections shed oldest first, authenticated
+    // ones counted), so the loop's established-connection slots are not waited for (a wait
+    // there, with no deadline, let stalled connections hold every slot and queue the rest).
+    bounded_accept(socket, listen, move |tcp, peer, pending_slot, _slots| {
         let (service, lcfg, state) = (service.clone(), lcfg.clone(), state.clone());
         async move {
             let Ok(local) = tcp.local_addr() else {
                 return;
             };
-            match accept(tcp, peer, local, &lcfg).await {
+            let accepted = accept(tcp, peer, local, &lcfg).await;
+            drop(pending_slot);
+            match accepted {
                 Ok((observed, stream)) => {
-                    let Ok(_slot) = slots.acquire_owned().await else {
-                        return;
-                    };
-                    drop(pending_slot);
                     let _ = service.handle(stream, observed).await;
                 }
                 Err(refused) => {
