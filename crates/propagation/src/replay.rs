@@ -90,6 +90,17 @@ impl ReplayCache {
         }
     }
 
+    /// The same state, started at `now`: headers written at or before `now` on links not
+    /// remembered are refused until the window has passed ([`ReplayRefusal::BelowFloor`]).
+    /// A process that starts knows none of the headers accepted before it (by itself before
+    /// a restart): without this floor, any of them captured within the window would be
+    /// accepted once more.
+    #[must_use]
+    pub fn started_at(mut self, now: u64) -> Self {
+        self.floor = Some(self.floor.map_or(now, |f| f.max(now)));
+        self
+    }
+
     /// How many links are remembered.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -249,6 +260,25 @@ mod tests {
         }
         assert_eq!(c.admit(link(1), 100, n(99), 100), Err(ReplayRefusal::Burst));
         assert_eq!(c.admit(link(1), 101, n(99), 101), Ok(()));
+    }
+
+    /// A state started at `now` refuses the headers written before, on links it does not
+    /// know (accepted before a restart, perhaps), until the window has passed.
+    #[test]
+    fn a_state_started_now_refuses_headers_written_before() {
+        let mut c = ReplayCache::new(4, 30).started_at(1_000);
+        assert_eq!(
+            c.admit(link(1), 990, n(1), 1_000),
+            Err(ReplayRefusal::BelowFloor)
+        );
+        assert_eq!(
+            c.admit(link(1), 1_000, n(1), 1_000),
+            Err(ReplayRefusal::BelowFloor)
+        );
+        assert_eq!(c.admit(link(1), 1_001, n(1), 1_001), Ok(()));
+        // Past the window the floor is gone.
+        c.evict_expired(1_031);
+        assert_eq!(c.floor(), None);
     }
 
     #[test]

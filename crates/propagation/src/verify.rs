@@ -344,6 +344,23 @@ impl Verifier {
         }
     }
 
+    /// The same verifier, started at `now` (Unix seconds): headers written at or before it
+    /// are refused until the window has passed ([`ReplayCache::started_at`]), so that a
+    /// verifier made at a restart does not accept again, within the window, the headers its
+    /// predecessor accepted. Every long-running verifier should be made with it.
+    #[must_use]
+    pub fn started_at(self, now: u64) -> Verifier {
+        let replay = self
+            .replay
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .started_at(now);
+        Verifier {
+            replay: Mutex::new(replay),
+            ..self
+        }
+    }
+
     /// The same verifier with a grant cache of `capacity` entries.
     #[must_use]
     pub fn with_grant_cache_capacity(self, capacity: usize) -> Verifier {

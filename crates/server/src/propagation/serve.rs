@@ -43,13 +43,17 @@ pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<(), ServerError> {
     let der = crate::files::pem_to_der(&pem, "CERTIFICATE")
         .ok_or_else(|| load_error(&ca_file, "not one PEM CERTIFICATE block"))?;
     let anchor = TrustAnchor::from_der(&der).map_err(|e| load_error(&ca_file, e))?;
+    // Started now: the headers accepted before a restart are not accepted again. (A second
+    // before now: a header written in the second the server starts, for a connection that
+    // arrives once it listens, is not refused for it.)
     let verifier = Verifier::new(
         anchor,
         p.secret.clone(),
         &p.audience,
         p.window.as_secs(),
         p.replay_capacity,
-    );
+    )
+    .started_at(unix((state.clock)()).saturating_sub(1));
     let _ = p.runtime.0.set(Armed {
         verifier: Arc::new(verifier),
         clock: state.clock.clone(),
