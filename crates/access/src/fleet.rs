@@ -396,6 +396,20 @@ pub enum Compare {
         /// The revision.
         revision: i64,
     },
+    /// The key's `create_revision` is above this; above `0` means "the key exists".
+    CreateRevisionAbove {
+        /// The key.
+        key: Vec<u8>,
+        /// The revision.
+        revision: i64,
+    },
+    /// The key's `mod_revision` is below this (nobody wrote it at or after this revision).
+    ModRevisionBelow {
+        /// The key.
+        key: Vec<u8>,
+        /// The revision.
+        revision: i64,
+    },
 }
 
 impl Compare {
@@ -415,13 +429,38 @@ impl Compare {
         }
     }
 
+    /// The key exists.
+    pub fn exists(key: &[u8]) -> Self {
+        Self::CreateRevisionAbove {
+            key: key.to_vec(),
+            revision: 0,
+        }
+    }
+
+    /// Nobody wrote the key after `revision` (it was last written at or before it; a key
+    /// that does not exist passes too: pair it with [`Compare::exists`]).
+    pub fn unchanged_since(key: &[u8], revision: i64) -> Self {
+        Self::ModRevisionBelow {
+            key: key.to_vec(),
+            revision: revision.saturating_add(1),
+        }
+    }
+
     fn fields(&self) -> Map<String, Value> {
-        let (target, field, key, revision) = match self {
-            Self::CreateRevision { key, revision } => ("CREATE", "create_revision", key, revision),
-            Self::ModRevision { key, revision } => ("MOD", "mod_revision", key, revision),
+        let (result, target, field, key, revision) = match self {
+            Self::CreateRevision { key, revision } => {
+                ("EQUAL", "CREATE", "create_revision", key, revision)
+            }
+            Self::ModRevision { key, revision } => ("EQUAL", "MOD", "mod_revision", key, revision),
+            Self::CreateRevisionAbove { key, revision } => {
+                ("GREATER", "CREATE", "create_revision", key, revision)
+            }
+            Self::ModRevisionBelow { key, revision } => {
+                ("LESS", "MOD", "mod_revision", key, revision)
+            }
         };
         let mut m = Map::new();
-        m.insert("result".into(), Value::String("EQUAL".into()));
+        m.insert("result".into(), Value::String(result.into()));
         m.insert("target".into(), Value::String(target.into()));
         m.insert("key".into(), b64(key));
         m.insert(field.into(), dec(*revision));

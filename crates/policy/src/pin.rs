@@ -89,13 +89,12 @@ impl PinPrefix {
     /// The prefix length for `ip`'s family, after canonicalisation (an IPv4-mapped IPv6
     /// address is IPv4); 128 for the IPv6 addresses that are always pinned alone (the type's
     /// documentation lists them), and whenever this prefix's network around `ip` would
-    /// reach into the translator and tunnel ranges ([`ALONE`]: a /32 around `64:ff9b:2::1`
+    /// reach into the translator and tunnel ranges (a /32 around `64:ff9b:2::1`
     /// holds the NAT64 prefixes). `::/64` is the exception: an address there that embeds no
     /// IPv4 address (`::1`, `::1:0:0:1`) gets that network, though it holds the
-    /// IPv4-compatible and IPv4-translated addresses, which are themselves pinned alone (see
-    /// [`ALONE`]). Issue ([`network`](Self::network))
-    /// and check ([`admits`](Self::admits)) both ask this one function, so a pin issued is a
-    /// pin admitted.
+    /// IPv4-compatible and IPv4-translated addresses, which are themselves pinned alone.
+    /// Issue ([`network`](Self::network)) and check ([`admits`](Self::admits)) both ask this
+    /// one function, so a pin issued is a pin admitted.
     pub fn len_for(&self, ip: IpAddr) -> u8 {
         match canonical_ip(ip) {
             IpAddr::V4(_) => self.ipv4,

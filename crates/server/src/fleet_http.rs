@@ -89,12 +89,14 @@ fn key_for(kind: &str, name: Option<&str>) -> Result<Option<Key>, (&'static str,
 
 /// Whether `user`, whose certificate is valid for `validity`, may administer now: the
 /// certificate not expired (no validity read: refused), the user's roles now admin ones.
-/// Refused: the code and the message.
+/// Allowed: the guard of the writes this allows (the user and roles the decision read, at
+/// the directory's revision), so that a write is made only if the store still holds them
+/// as read. Refused: the code and the message.
 pub(crate) fn admin_now(
     state: &State,
     user: &str,
     validity: Option<(u64, u64)>,
-) -> Result<(), (&'static str, &'static str)> {
+) -> Result<crate::fleet::Guard, (&'static str, &'static str)> {
     let now = state
         .now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -116,7 +118,16 @@ pub(crate) fn admin_now(
             "your roles do not allow administration (a role with spec.options.admin: true)",
         ));
     }
-    Ok(())
+    if directory.revision == 0 {
+        // Read from files, not from a store: nothing to hold a store write to.
+        return Ok(crate::fleet::Guard::default());
+    }
+    let mut keys = vec![Key::User(user.to_owned())];
+    keys.extend(roles.into_iter().map(Key::Role));
+    Ok(crate::fleet::Guard {
+        keys,
+        since: directory.revision,
+    })
 }
 
 /// The admin API, for a request whose connection the access decision allowed.
@@ -139,9 +150,10 @@ pub async fn admin_route(
     // The certificate's validity and the roles now, not when the connection was made: asked
     // here and again once a body is read (the head and the body may take their timeouts, and
     // a certificate may expire or an admin be removed meanwhile).
-    if let Err((code, message)) = admin_now(state, &verdict.user, verdict.validity) {
-        return refuse(StatusCode::FORBIDDEN, code, message);
-    }
+    let guard = match admin_now(state, &verdict.user, verdict.validity) {
+        Ok(guard) => guard,
+        Err((code, message)) => return refuse(StatusCode::FORBIDDEN, code, message),
+    };
     // The access decision already checked the pin against this connection's address; the
     // admin API also requires there to be one, so a stolen admin certificate is useless
     // off the machine it was issued to (a role with `admin: true` should also set
@@ -179,6 +191,7 @@ pub async fn admin_route(
         })
     };
     let backend = |e: FleetError| match e {
+        e @ FleetError::Changed(_) => (StatusCode::CONFLICT, "admin_changed", e.to_string()),
         FleetError::Exists(keys) => (
             StatusCode::CONFLICT,
             "already_exists",
@@ -216,14 +229,15 @@ pub async fn admin_route(
                 Ok(items) => items,
                 Err((code, message)) => return refuse(StatusCode::BAD_REQUEST, code, &message),
             };
-            if let Err((code, message)) = admin_now(state, &verdict.user, verdict.validity) {
-                return refuse(StatusCode::FORBIDDEN, code, message);
-            }
+            let guard = match admin_now(state, &verdict.user, verdict.validity) {
+                Ok(guard) => guard,
+                Err((code, message)) => return refuse(StatusCode::FORBIDDEN, code, message),
+            };
             // Recorded before it is made: a change the audit log cannot hold is not made.
             if !items.iter().all(|(key, _)| changed("requested", key, 0)) {
                 return audit_unavailable();
             }
-            let (revision, created) = match fleet.write(&items, force).await {
+            let (revision, created) = match fleet.write(&items, force, &guard).await {
                 Ok(r) => r,
                 Err(e) => {
                     let (status, code, message) = backend(e);
@@ -337,7 +351,7 @@ pub async fn admin_route(
             if !changed("requested_delete", &key, 0) {
                 return audit_unavailable();
             }
-            match fleet.remove(&key).await {
+            match fleet.remove(&key, &guard).await {
                 Ok(Some(revision)) => {
                     changed("deleted", &key, revision);
                     http::json(StatusCode::OK, &serde_json::json!({ "revision": revision }))

@@ -1835,7 +1835,17 @@ mod tests {
             1,
         ));
         let valid = Some((unix_now() - 60, unix_now() + 600));
-        assert_eq!(admin_now(&s, "carol", valid), Ok(()));
+        // Allowed: the write it allows is held to carol's user and role as read, at the
+        // directory's revision.
+        let guard = admin_now(&s, "carol", valid).unwrap();
+        assert_eq!(guard.since, 1);
+        assert_eq!(
+            guard.keys,
+            [
+                crate::fleet::store::Key::User("carol".into()),
+                crate::fleet::store::Key::Role("ops".into())
+            ]
+        );
         for expired in [Some((unix_now() - 600, unix_now() - 1)), None] {
             assert_eq!(admin_now(&s, "carol", expired).unwrap_err().0, "expired");
         }

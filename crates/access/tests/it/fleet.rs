@@ -294,6 +294,21 @@ fn kv_txn_and_leases_against_etcd() {
             .unwrap()
             .succeeded
     );
+    // A guard: the key exists and was not written after a revision. Held at the revision
+    // it was read at; broken once it is written again, and once it is removed.
+    let guard = |key: &[u8], since: i64| Txn {
+        compare: vec![Compare::exists(key), Compare::unchanged_since(key, since)],
+        success: vec![],
+        failure: vec![],
+    };
+    let held = |t: Txn| {
+        TxnResponse::decode(&etcd.ok(&t.encode()))
+            .unwrap()
+            .succeeded
+    };
+    assert!(held(guard(b"/ippin/users/u", at)));
+    assert!(!held(guard(b"/ippin/users/u", at - 1)), "written after");
+    assert!(!held(guard(b"/ippin/users/nobody", at)), "absent");
     assert!(
         TxnResponse::decode(&etcd.ok(&cas(at).encode()))
             .unwrap()

@@ -53,6 +53,17 @@ const MAX_LOCKOUT_WRITES: usize = 64;
 /// degraded.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// What an admin write depends on: the writer's own user and roles, as the decision to let
+/// it write read them, at the store revision `since`. The write is made only if none of them
+/// was changed or removed since (a removed or demoted admin's write in flight fails).
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// The keys (`users/NAME`, `roles/NAME`).
+    pub keys: Vec<Key>,
+    /// The revision they were read at (0 with no keys: no condition).
+    pub since: i64,
+}
+
 /// Why the fleet's store could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -88,6 +99,13 @@ pub enum FleetError {
     /// A create-only write found resources that exist.
     #[error("already exists: {}", .0.join(", "))]
     Exists(Vec<String>),
+    /// A write's guard failed: a key it depends on (the writer's own user or roles) was
+    /// changed or removed in the store after the revision the decision was made at.
+    #[error(
+        "your user or roles changed in the store since this node read them (revision {0}): \
+         nothing was changed; try again"
+    )]
+    Changed(i64),
     /// The store holds no network restrictions while this node's configuration names them:
     /// the node does not start unrestricted.
     #[error(
@@ -1145,6 +1163,7 @@ impl Fleet {
         &self,
         items: &[(Key, Vec<u8>)],
         force: bool,
+        guard: &Guard,
     ) -> Result<(i64, Vec<bool>), FleetError> {
         let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| self.key(&k.path())).collect();
         let exists = |k: &Vec<u8>| {
@@ -1162,12 +1181,12 @@ impl Fleet {
                 .zip(&keys)
                 .map(|((_, v), k)| Op::Put(Put::new(k, v))),
         );
+        let mut compare = self.guard_compares(guard);
+        if !force {
+            compare.extend(keys.iter().map(|k| Compare::absent(k)));
+        }
         let txn = Txn {
-            compare: if force {
-                Vec::new()
-            } else {
-                keys.iter().map(|k| Compare::absent(k)).collect()
-            },
+            compare,
             success,
             failure: keys.iter().map(exists).collect(),
         };
@@ -1179,12 +1198,16 @@ impl Fleet {
             .map(|resp| matches!(resp, OpResponse::Range(rr) if !rr.kvs.is_empty()))
             .collect();
         if !r.succeeded {
-            let existing = found
+            let existing: Vec<String> = found
                 .iter()
                 .zip(items)
                 .filter(|(found, _)| **found)
                 .map(|(_, (k, _))| k.path())
                 .collect();
+            // None of them exists (or they may be replaced): the guard failed.
+            if force || existing.is_empty() {
+                return Err(FleetError::Changed(guard.since));
+            }
             return Err(FleetError::Exists(existing));
         }
         Ok((r.header.revision, found.iter().map(|f| !f).collect()))
@@ -1213,12 +1236,36 @@ impl Fleet {
     ///
     /// # Errors
     /// etcd unreachable or refusing.
-    pub async fn remove(&self, key: &Key) -> Result<Option<i64>, FleetError> {
-        let r = self
-            .writer
-            .delete_range(&DeleteRange::key(&self.key(&key.path())))
-            .await
-            .map_err(|e| self.err_write(e))?;
-        Ok((r.deleted > 0).then_some(r.header.revision))
+    pub async fn remove(&self, key: &Key, guard: &Guard) -> Result<Option<i64>, FleetError> {
+        let txn = Txn {
+            compare: self.guard_compares(guard),
+            success: vec![Op::DeleteRange(DeleteRange::key(&self.key(&key.path())))],
+            failure: Vec::new(),
+        };
+        let r = self.writer.txn(&txn).await.map_err(|e| self.err_write(e))?;
+        if !r.succeeded {
+            return Err(FleetError::Changed(guard.since));
+        }
+        let deleted = r
+            .responses
+            .iter()
+            .any(|resp| matches!(resp, OpResponse::DeleteRange(d) if d.deleted > 0));
+        Ok(deleted.then_some(r.header.revision))
+    }
+
+    /// The conditions of `guard`: each of its keys exists and was not written after
+    /// `guard.since`.
+    fn guard_compares(&self, guard: &Guard) -> Vec<Compare> {
+        guard
+            .keys
+            .iter()
+            .flat_map(|k| {
+                let key = self.key(&k.path());
+                [
+                    Compare::exists(&key),
+                    Compare::unchanged_since(&key, guard.since),
+                ]
+            })
+            .collect()
     }
 }
