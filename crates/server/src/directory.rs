@@ -176,6 +176,20 @@ impl LiveDirectory {
         }
     }
 
+    /// Records whether the store holds failed logins of `user` (one user's change, not
+    /// the whole set again).
+    pub fn set_user_failed(&self, user: &str, failed: bool) {
+        let mut f = match self.failed.write() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if failed {
+            f.insert(user.to_owned());
+        } else {
+            f.remove(user);
+        }
+    }
+
     /// Whether the store holds failed logins of `user`.
     pub fn has_failures(&self, user: &str) -> bool {
         match self.failed.read() {

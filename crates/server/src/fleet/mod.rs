@@ -748,11 +748,18 @@ impl Fleet {
                             self.lock().watching = true;
                             let mut changed = Changed::default();
                             let mut restore: Option<Vec<u8>> = None;
+                            // Failures change one user each: updated one by one below, not
+                            // rebuilt whole (a spray of failures would make that cost the
+                            // store's size on every message).
+                            let mut failed: Vec<String> = Vec::new();
                             for ev in &resp.events {
                                 let Some(rel) = self.rel(&ev.kv.key) else {
                                     continue;
                                 };
-                                changed.note(rel);
+                                match Key::parse(rel) {
+                                    Some(Key::Failure(user)) => failed.push(user),
+                                    _ => changed.note(rel),
+                                }
                                 let source = String::from_utf8_lossy(&ev.kv.key).into_owned();
                                 let value =
                                     (ev.kind == EventKind::Put).then_some(ev.kv.value.as_slice());
@@ -793,6 +800,9 @@ impl Fleet {
                             // message (progress ones included) until it succeeds.
                             changed.restrictions |= restrictions.last_error().is_some();
                             self.put_in_force(&mirror, &directory, &restrictions, changed);
+                            for user in failed {
+                                directory.set_user_failed(&user, mirror.has_failures(&user));
+                            }
                             self.contact(Ok(resp.header.revision));
                         }
                     }

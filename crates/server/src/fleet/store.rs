@@ -199,6 +199,10 @@ pub struct Mirror {
     entries: BTreeMap<String, (Key, Entry)>,
     /// The revision each key's value was written at.
     revisions: BTreeMap<String, i64>,
+    /// Indices kept with `entries`, so that what changes often (a failure, a lock) costs
+    /// its own size, not the store's: failure keys per user, and the lockout keys.
+    failures: BTreeMap<String, usize>,
+    lockout_keys: std::collections::BTreeSet<String>,
     /// The store revision applied last.
     pub revision: i64,
 }
@@ -239,14 +243,19 @@ impl Mirror {
                 ),
             }),
             None => {
-                self.entries.remove(rel);
+                let existed = self.entries.remove(rel).is_some();
                 self.revisions.remove(rel);
+                self.index(&key, rel, existed, false);
                 Ok(())
             }
             Some(v) => match decode(&key, source, v) {
                 Ok(entry) => {
-                    self.entries.insert(rel.to_owned(), (key, entry));
+                    let existed = self
+                        .entries
+                        .insert(rel.to_owned(), (key.clone(), entry))
+                        .is_some();
                     self.revisions.insert(rel.to_owned(), revision);
+                    self.index(&key, rel, existed, true);
                     Ok(())
                 }
                 Err(message) => Err(Refused {
@@ -262,16 +271,49 @@ impl Mirror {
     pub fn copy_from(&mut self, previous: &Mirror, rel: &str) {
         match previous.entries.get(rel) {
             Some(e) => {
-                self.entries.insert(rel.to_owned(), e.clone());
+                let existed = self.entries.insert(rel.to_owned(), e.clone()).is_some();
                 if let Some(r) = previous.revisions.get(rel) {
                     self.revisions.insert(rel.to_owned(), *r);
                 }
+                self.index(&e.0.clone(), rel, existed, true);
             }
             None => {
-                self.entries.remove(rel);
+                if let Some((key, _)) = self.entries.remove(rel) {
+                    self.index(&key, rel, true, false);
+                }
                 self.revisions.remove(rel);
             }
         }
+    }
+
+    /// Keeps the indices with `entries`: `rel` (of `key`) existed before the change and
+    /// exists after it.
+    fn index(&mut self, key: &Key, rel: &str, existed: bool, exists: bool) {
+        match (key, existed, exists) {
+            (Key::Failure(user), false, true) => {
+                *self.failures.entry(user.clone()).or_insert(0) += 1
+            }
+            (Key::Failure(user), true, false) => {
+                if let Some(n) = self.failures.get_mut(user) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.failures.remove(user);
+                    }
+                }
+            }
+            (Key::Lockout(_), _, true) => {
+                self.lockout_keys.insert(rel.to_owned());
+            }
+            (Key::Lockout(_), _, false) => {
+                self.lockout_keys.remove(rel);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the store holds failed logins of `user`.
+    pub fn has_failures(&self, user: &str) -> bool {
+        self.failures.contains_key(user)
     }
 
     /// The roles and users, as a directory at this revision.
@@ -317,9 +359,9 @@ impl Mirror {
 
     /// The lockouts: user → until.
     pub fn lockouts(&self) -> HashMap<String, SystemTime> {
-        self.entries
-            .values()
-            .filter_map(|(k, e)| match (k, e) {
+        self.lockout_keys
+            .iter()
+            .filter_map(|rel| match self.entries.get(rel)? {
                 (Key::Lockout(user), Entry::Lockout(l)) => Some((user.clone(), l.until_time()?)),
                 _ => None,
             })
@@ -328,13 +370,7 @@ impl Mirror {
 
     /// The users with failed logins in the store.
     pub fn failed_users(&self) -> std::collections::HashSet<String> {
-        self.entries
-            .values()
-            .filter_map(|(k, _)| match k {
-                Key::Failure(user) => Some(user.clone()),
-                _ => None,
-            })
-            .collect()
+        self.failures.keys().cloned().collect()
     }
 
     /// How many keys of each kind (for `/readyz` and the logs).
@@ -485,6 +521,8 @@ mod tests {
                 Just("network_restrictions".to_owned()),
                 Just("lockouts/alice".to_owned()),
                 Just("failures/alice/n-1".to_owned()),
+                Just("failures/alice/n-2".to_owned()),
+                Just("lockouts/bob".to_owned()),
                 Just("other/key".to_owned()),
             ];
             let value = prop_oneof![Just(None), (0u8..6).prop_map(Some),];
@@ -543,7 +581,23 @@ mod tests {
                 prop_assert_eq!(d.user("alice").is_some(), model.contains_key("users/alice"));
                 prop_assert_eq!(m.restrictions().map(<[u8]>::to_vec), model.get("network_restrictions").cloned());
                 prop_assert_eq!(m.lockouts().contains_key("alice"), model.contains_key("lockouts/alice"));
-                prop_assert_eq!(m.failed_users().contains("alice"), model.contains_key("failures/alice/n-1"));
+                let alice_failed = model.keys().any(|k| k.starts_with("failures/alice/"));
+                prop_assert_eq!(m.failed_users().contains("alice"), alice_failed);
+                prop_assert_eq!(m.has_failures("alice"), alice_failed);
+                // The lockouts index agrees with the entries.
+                for who in ["alice", "bob"] {
+                    prop_assert_eq!(
+                        m.lockouts().contains_key(who),
+                        model.contains_key(&format!("lockouts/{who}"))
+                    );
+                }
+                // A mirror made by copying every key agrees too.
+                let mut copy = Mirror::default();
+                for key in model.keys().chain(["failures/alice/n-1".to_owned()].iter()) {
+                    copy.copy_from(&m, key);
+                }
+                prop_assert_eq!(copy.has_failures("alice"), alice_failed);
+                prop_assert_eq!(copy.lockouts(), m.lockouts());
             }
         }
     }
