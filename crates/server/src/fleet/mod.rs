@@ -675,7 +675,20 @@ impl Fleet {
         };
         let watch = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            let mut first = true;
             loop {
+                // A watch that ended (an error, a stall, etcd gone and back) is not resumed
+                // from the revision after ours unseen: the store may meanwhile have been
+                // restored from a backup and written past that revision, with another history
+                // (a user removed by the restore, say). The whole state is read again first,
+                // and followed from there; until that read succeeds, nothing is watched.
+                if !std::mem::take(&mut first)
+                    && !self.reread(&mut mirror, &directory, &restrictions).await
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
                 let req = Watch {
                     progress_notify: true,
                     ..Watch::prefix(self.prefix.as_bytes()).from_revision(mirror.revision + 1)
@@ -702,7 +715,6 @@ impl Fleet {
                                     tracing::warn!(
                                         "a watch message over the bound: reading the whole state again"
                                     );
-                                    self.reread(&mut mirror, &directory, &restrictions).await;
                                     break;
                                 }
                                 Err(e) => {
@@ -724,7 +736,6 @@ impl Fleet {
                                 );
                                 tracing::error!("DEGRADED: {why}");
                                 self.contact(Err(why));
-                                self.reread(&mut mirror, &directory, &restrictions).await;
                                 break;
                             }
                             if resp.compact_revision > 0 {
@@ -734,7 +745,6 @@ impl Fleet {
                                     mirror.revision + 1,
                                     resp.compact_revision
                                 );
-                                self.reread(&mut mirror, &directory, &restrictions).await;
                                 break;
                             }
                             if resp.canceled {
@@ -844,7 +854,7 @@ impl Fleet {
         mirror: &mut Mirror,
         directory: &LiveDirectory,
         restrictions: &LiveRestrictions,
-    ) {
+    ) -> bool {
         match self.snapshot(false, Some(mirror)).await {
             Ok(m) => {
                 *mirror = m;
@@ -857,8 +867,13 @@ impl Fleet {
                     lockouts = locks,
                     "state read again from the store"
                 );
+                true
             }
-            Err(e) => tracing::error!("full read: {e}"),
+            Err(e) => {
+                tracing::error!("full read: {e}");
+                self.contact(Err(format!("full read: {e}")));
+                false
+            }
         }
     }
 
