@@ -651,9 +651,12 @@ fn io_error(endpoint: SocketAddr, e: std::io::Error) -> ClientError {
     }
 }
 
-/// An HTTP error: [`ClientError::Tls`] when rustls's error is in its causes (etcd refused
-/// the client certificate with an alert after a TLS 1.3 handshake the client saw complete),
-/// else [`ClientError::Http`].
+/// An HTTP error: [`ClientError::Tls`] when rustls's error in its causes is an alert that
+/// refuses the handshake (etcd refused the client certificate with an alert after a TLS 1.3
+/// handshake the client saw complete: nothing was taken), else [`ClientError::Http`]. Any
+/// other TLS error here (a record that does not decrypt, say) came after the request was
+/// written, which etcd may have applied: never taken for "nothing was sent" (it would be
+/// sent again to another endpoint, or reported as not applied).
 fn http_error(endpoint: SocketAddr, e: hyper::Error) -> ClientError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
     while let Some(c) = cause {
@@ -667,14 +670,37 @@ fn http_error(endpoint: SocketAddr, e: hyper::Error) -> ClientError {
             .flatten()
             .find_map(|c| c.downcast_ref::<rustls::Error>())
         {
-            return ClientError::Tls {
-                endpoint,
-                source: tls.clone(),
-            };
+            if refuses_handshake(tls) {
+                return ClientError::Tls {
+                    endpoint,
+                    source: tls.clone(),
+                };
+            }
+            break;
         }
         cause = c.source();
     }
     ClientError::Http(e)
+}
+
+/// Whether `e` is a peer's alert that refuses the handshake (the client's certificate, or
+/// the handshake itself), the only TLS errors that say the request was not taken.
+fn refuses_handshake(e: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        e,
+        rustls::Error::AlertReceived(
+            A::BadCertificate
+                | A::CertificateRequired
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::CertificateUnknown
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::UnsupportedCertificate
+                | A::HandshakeFailure
+        )
+    )
 }
 
 /// Reads a whole body, refusing it past `max` bytes (the Content-Length first, then as the
@@ -773,6 +799,26 @@ impl Drop for EtcdWatch {
 
 #[cfg(test)]
 mod tests {
+    /// Only an alert refusing the handshake says a request was not taken; a TLS error after
+    /// the request was written (a record that does not decrypt) may follow an applied write.
+    #[test]
+    fn only_handshake_refusals_move_on() {
+        use rustls::AlertDescription as A;
+        assert!(super::refuses_handshake(&rustls::Error::AlertReceived(
+            A::CertificateRequired
+        )));
+        assert!(super::refuses_handshake(&rustls::Error::AlertReceived(
+            A::UnknownCA
+        )));
+        assert!(!super::refuses_handshake(&rustls::Error::DecryptError));
+        assert!(!super::refuses_handshake(&rustls::Error::AlertReceived(
+            A::BadRecordMac
+        )));
+        assert!(!super::refuses_handshake(&rustls::Error::AlertReceived(
+            A::CloseNotify
+        )));
+    }
+
     use super::*;
 
     #[tokio::test]
