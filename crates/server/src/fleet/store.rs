@@ -258,11 +258,24 @@ impl Mirror {
                     self.index(&key, rel, existed, true);
                     Ok(())
                 }
-                Err(message) => Err(Refused {
-                    key: rel.to_owned(),
-                    revision,
-                    message,
-                }),
+                Err(message) => {
+                    // A role or user that does not validate is dropped, not kept as it was:
+                    // the value refused may narrow it (fewer roles, a new hash), and the old
+                    // one would stay in force, wider. Without it, its users are refused (a
+                    // missing role fails closed). Restrictions and locks keep their last value
+                    // (none would lift them).
+                    if matches!(key, Key::Role(_) | Key::User(_))
+                        && let Some((old, _)) = self.entries.remove(rel)
+                    {
+                        self.revisions.remove(rel);
+                        self.index(&old, rel, true, false);
+                    }
+                    Err(Refused {
+                        key: rel.to_owned(),
+                        revision,
+                        message,
+                    })
+                }
             },
         }
     }
@@ -489,8 +502,11 @@ mod tests {
         assert!(decode(&Key::Restrictions, "k", b"\xff").is_err());
     }
 
+    /// A role or user whose new value does not validate is dropped (the refused value may
+    /// narrow it: the old one must not stay in force, wider); the restrictions keep their
+    /// last value (none would lift them).
     #[test]
-    fn a_refused_value_keeps_the_previous_one() {
+    fn a_refused_role_is_dropped_and_refused_restrictions_keep_the_last() {
         let mut m = Mirror::default();
         m.apply("roles/dev", Some(role("dev", false).as_bytes()), 2, "k")
             .unwrap();
@@ -498,12 +514,16 @@ mod tests {
             .apply("roles/dev", Some(b"kind: role\n"), 3, "k")
             .unwrap_err();
         assert_eq!((r.key.as_str(), r.revision), ("roles/dev", 3));
-        let d = m.directory();
-        assert!(d.roles().get("dev").is_some());
-        m.apply("roles/dev", None, 4, "k").unwrap();
         assert!(m.directory().roles().get("dev").is_none());
+        let policy =
+            b"kind: network_restrictions\nversion: v4\nspec:\n  allow:\n  - cidr: 10.0.0.0/8\n";
+        m.apply("network_restrictions", Some(policy), 4, "k")
+            .unwrap();
+        m.apply("network_restrictions", Some(b"kind: x\n"), 5, "k")
+            .unwrap_err();
+        assert_eq!(m.restrictions(), Some(&policy[..]));
         // Unknown keys are ignored, not refused.
-        m.apply("something/else", Some(b"\xff"), 5, "k").unwrap();
+        m.apply("something/else", Some(b"\xff"), 6, "k").unwrap();
     }
 
     mod props {
@@ -546,8 +566,9 @@ mod tests {
 
         proptest! {
             /// The mirror is, for every key, the last value that decoded for it (a refused
-            /// value keeps the one before; a delete removes it, except the network
-            /// restrictions'); keys of no known form hold nothing.
+            /// value keeps the one before, but a refused role or user is dropped; a delete
+            /// removes it, except the network restrictions'); keys of no known form hold
+            /// nothing.
             #[test]
             fn the_mirror_keeps_the_last_good_value(changes in prop::collection::vec(change(), 0..40)) {
                 let mut m = Mirror::default();
@@ -570,6 +591,8 @@ mod tests {
                             prop_assert_eq!(result.is_ok(), ok);
                             if ok {
                                 model.insert(key.clone(), v.clone());
+                            } else if matches!(k, Key::Role(_) | Key::User(_)) {
+                                model.remove(key);
                             }
                         }
                     }
