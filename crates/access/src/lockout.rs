@@ -100,6 +100,9 @@ struct Record {
     locked_until: u64,
     /// Attempts let through whose password check has not ended ([`FailureTable::reserve`]).
     pending: u32,
+    /// When the last of them was let through: attempts in flight for longer than a window
+    /// (a caller that never settled one: a request dropped between the two) are forgotten.
+    pending_since: u64,
 }
 
 impl Record {
@@ -113,7 +116,14 @@ impl Record {
 
     /// Whether the record still changes a decision.
     fn matters(&self, now: u64, limit: &Limit) -> bool {
-        self.locked(now) || self.pending > 0 || (self.failures > 0 && self.in_window(now, limit))
+        self.locked(now)
+            || (self.pending > 0 && self.pending_fresh(now, limit))
+            || (self.failures > 0 && self.in_window(now, limit))
+    }
+
+    /// Whether the attempts in flight were let through within a window of `now`.
+    fn pending_fresh(&self, now: u64, limit: &Limit) -> bool {
+        now < self.pending_since.saturating_add(ms_of(limit.window))
     }
 }
 
@@ -236,6 +246,7 @@ impl FailureTable {
             failures: 0,
             locked_until: 0,
             pending: 0,
+            pending_since: 0,
         });
         if r.locked(now) {
             return Err(Counted::AlreadyLocked {
@@ -282,12 +293,16 @@ impl FailureTable {
             Ok(r) => r,
             Err(refused) => return refused,
         };
+        if r.pending > 0 && !r.pending_fresh(now, &limit) {
+            r.pending = 0;
+        }
         if r.failures.saturating_add(r.pending) >= limit.max_failures {
             return Counted::Locked {
                 until: time(r.window_start.saturating_add(ms_of(limit.window))),
             };
         }
         r.pending = r.pending.saturating_add(1);
+        r.pending_since = now;
         Counted::Below {
             failures: r.failures,
         }
@@ -656,6 +671,16 @@ mod tests {
             None
         );
         assert!(t.begin("again", peer(3), at(2)).is_ok());
+
+        // Attempts never settled (a request dropped between begin and its end) stop counting
+        // once a window has passed since the last was let through.
+        let mut t = Throttle::new(limit(100, 1200), limit(2, 60), 1024);
+        let _lost = [
+            t.begin("l1", peer(4), at(0)).unwrap(),
+            t.begin("l2", peer(4), at(0)).unwrap(),
+        ];
+        assert!(t.begin("l3", peer(4), at(59_999)).is_err());
+        assert!(t.begin("l4", peer(4), at(60_000)).is_ok());
 
         // A success takes its count (and the throttle it began) back.
         let mut t = Throttle::new(limit(100, 1200), limit(3, 60), 1024);
