@@ -577,11 +577,18 @@ impl Fleet {
                             message: refused.message,
                         });
                     }
+                    // As a watched value: the restrictions and a lock keep their previous
+                    // value; a role or user does not (the value refused may narrow it).
+                    let keeps = matches!(
+                        store::Key::parse(rel),
+                        Some(store::Key::Restrictions | store::Key::Lockout(_))
+                    );
                     tracing::error!(
                         key = %source, revision = refused.revision,
-                        "{}; not applied, the previous value stays", refused.message
+                        "{}; not applied, {}", refused.message,
+                        if keeps { "the previous value stays" } else { "dropped" }
                     );
-                    if let Some(prev) = previous {
+                    if keeps && let Some(prev) = previous {
                         mirror.copy_from(prev, rel);
                     }
                 }
