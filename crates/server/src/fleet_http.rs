@@ -123,6 +123,9 @@ pub(crate) fn admin_now(
         return Ok(crate::fleet::Guard::default());
     }
     let mut keys = vec![Key::User(user.to_owned())];
+    let mut roles = roles;
+    roles.sort_unstable();
+    roles.dedup();
     keys.extend(roles.into_iter().map(Key::Role));
     Ok(crate::fleet::Guard {
         keys,
@@ -233,6 +236,21 @@ pub async fn admin_route(
                 Ok(guard) => guard,
                 Err((code, message)) => return refuse(StatusCode::FORBIDDEN, code, message),
             };
+            // etcd takes at most 128 compares in one transaction (`--max-txn-ops`): the guard's
+            // two per key, and one per resource of a create-only write.
+            let compares = 2 * guard.keys.len() + if force { 0 } else { items.len() };
+            if compares > crate::fleet::MAX_TXN_COMPARES {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "too_many_at_once",
+                    &format!(
+                        "{} resources at once, checked against your user and {} roles, are \
+                         more than one etcd transaction takes: write fewer at once",
+                        items.len(),
+                        guard.keys.len().saturating_sub(1)
+                    ),
+                );
+            }
             // Recorded before it is made: a change the audit log cannot hold is not made.
             if !items.iter().all(|(key, _)| changed("requested", key, 0)) {
                 return audit_unavailable();

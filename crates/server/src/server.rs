@@ -924,11 +924,12 @@ async fn check_password(
     password: &str,
 ) -> bool {
     let known = directory.user(user).is_some();
+    // Picked for every name, known or not, so that picking it costs both alike (it grows
+    // with the number of users).
+    let stand_in = directory.stand_in_hash(user, &state.decoy_key);
     let hash = match directory.user(user) {
         Some(u) => u.password_hash.clone(),
-        None => directory
-            .stand_in_hash(user, &state.decoy_key)
-            .map_or_else(|| state.decoy_hash.clone(), str::to_owned),
+        None => stand_in.map_or_else(|| state.decoy_hash.clone(), str::to_owned),
     };
     let password = password.to_owned();
     match state.hash_slots.clone().acquire_owned().await {

