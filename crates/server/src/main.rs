@@ -10,7 +10,15 @@ fn main() {
     let cli = ippin::cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+        // aya warns at every load that it has no type for the socket-storage map, which
+        // ippin-restrict loads on purpose (only its programs use it): not the operator's
+        // concern. Its errors still show.
+        .add_directive(
+            "aya::bpf=error"
+                .parse()
+                .unwrap_or_else(|_| tracing::Level::ERROR.into()),
+        );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
