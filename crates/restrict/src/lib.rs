@@ -204,7 +204,10 @@
 //! links libelf and zlib. The programs are small, so C with libbpf's headers is the clearest
 //! way to write them; the object is committed (`bpf/restrict.bpf.o`) and
 //! `scripts/build-bpf` rebuilds it with pinned flags (`--check` compares the bytes; the
-//! compiler and headers used are in `bpf/TOOLCHAIN`).
+//! compiler and headers used are in `bpf/TOOLCHAIN`). aya has no type for socket storage
+//! (`BPF_MAP_TYPE_SK_STORAGE`, the `outbound` map only the programs use): it creates the
+//! map and logs a warning (target `aya::bpf`) at every load, which an application may filter
+//! out (the `ippin` binary does).
 //!
 //! # `unsafe`
 //!
