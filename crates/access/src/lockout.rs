@@ -682,7 +682,7 @@ mod tests {
         assert!(t.begin("l3", peer(4), at(59_999)).is_err());
         assert!(t.begin("l4", peer(4), at(60_000)).is_ok());
 
-        // A success takes its count (and the throttle it began) back.
+        // A success in flight counts until it ends, then no more.
         let mut t = Throttle::new(limit(100, 1200), limit(3, 60), 1024);
         fail_n(&mut t, "u1", peer(2), at(0), 2);
         let a = t.begin("alice", peer(2), at(1)).unwrap();
