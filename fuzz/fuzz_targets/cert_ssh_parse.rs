@@ -2,10 +2,13 @@
 //! SSH certificate parsing (binary and OpenSSH text) and validation: no
 //! panic; what the strict text parser accepts is the canonical encoding
 //! (decoding the binary form of its body gives the same certificate and
-//! re-encodes to the same bytes); what validates has a well-formed pin.
+//! re-encodes to the same bytes); what validates has a well-formed pin. A key read from the
+//! input is a certificate's subject only when it is a plain key of a kind the CA signs
+//! (`check_subject_key`): never a certificate.
 
-use ippin_cert::ssh::{SshValidation, parse_certificate, validate_user_cert};
-use ippin_cert::ssh_key::{Certificate, HashAlg};
+use ippin_cert::ssh::{SshValidation, check_subject_key, parse_certificate, validate_user_cert};
+use ippin_cert::ssh_key::public::KeyData;
+use ippin_cert::ssh_key::{Certificate, HashAlg, PublicKey};
 use libfuzzer_sys::fuzz_target;
 
 fn check(cert: &Certificate) {
@@ -45,9 +48,34 @@ fn check(cert: &Certificate) {
     }
 }
 
+fn subject(key: &KeyData) {
+    let plain = matches!(
+        key,
+        KeyData::Ed25519(_)
+            | KeyData::Ecdsa(_)
+            | KeyData::SkEd25519(_)
+            | KeyData::SkEcdsaSha2NistP256(_)
+            | KeyData::Rsa(_)
+    );
+    if check_subject_key(key).is_ok() {
+        assert!(plain, "a subject key that is not a plain key: {}", key.algorithm());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if let Ok(cert) = Certificate::from_bytes(data) {
         check(&cert);
+        // The certificate itself, as a key: never a subject.
+        assert!(check_subject_key(&KeyData::Certificate(Box::new(cert))).is_err());
+    }
+    if let Ok(key) = PublicKey::from_bytes(data) {
+        subject(key.key_data());
+    }
+    if let Some(key) = std::str::from_utf8(data)
+        .ok()
+        .and_then(|t| PublicKey::from_openssh(t).ok())
+    {
+        subject(key.key_data());
     }
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(cert) = parse_certificate(text) {
