@@ -1027,9 +1027,9 @@ async fn fleet_resume_hostile_values_and_admin_controls() {
     f.wait_ready_at(compacted, "after the compaction");
     // The watch is not resumed across the cut: the whole state is read again first (the
     // resume's revision was compacted meanwhile, which that read does not need).
-    for node in 0..3 {
+    for (node, before) in logged_before.iter().enumerate() {
         let log = std::fs::read_to_string(&f.nodes[node].log).unwrap_or_default();
-        let log = log.get(logged_before[node]..).unwrap_or_default();
+        let log = log.get(*before..).unwrap_or_default();
         assert!(
             log.contains("state read again from the store"),
             "node {node} did not read the state again after the compaction:\n{log}"
