@@ -773,7 +773,9 @@ static __always_inline int tcp_egress(struct __sk_buff *skb, struct bpf_sock *sk
 		ok = decide6(w, 0, 0);
 	}
 	if (ok) {
-		o->reported = 0;
+		// Written only when it changes: no store to the socket's storage per segment.
+		if (o->reported)
+			o->reported = 0;
 		return 1;
 	}
 	if (!o->reported) {
