@@ -353,14 +353,16 @@ impl Loaded {
         endpoints: &[SocketAddr],
         local: &[IpNet],
     ) -> Result<(), Error> {
+        // `[::ffff:0.0.0.0]:P` is an IPv4 wildcard listener, as `0.0.0.0:P` is.
+        let wildcard = |a: &SocketAddr| a.ip().to_canonical().is_unspecified();
         let exact: HashSet<EndpointKey> = endpoints
             .iter()
-            .filter(|a| !a.ip().is_unspecified())
+            .filter(|a| !wildcard(a))
             .map(|a| endpoint_key(*a))
             .collect();
         let ports: HashSet<u16> = endpoints
             .iter()
-            .filter(|a| a.ip().is_unspecified())
+            .filter(|a| wildcard(a))
             .map(|a| a.port().to_be())
             .collect();
         let nets: HashSet<IpNet> = local.iter().map(IpNet::trunc).collect();

@@ -28,6 +28,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most addresses tried for one destination name.
 pub const MAX_ADDRESSES: usize = 16;
 
+/// The most names being resolved at once, in the whole process. The system resolver blocks a
+/// thread of tokio's blocking pool for as long as it takes (a name server that never answers
+/// holds it past [`RESOLVE_TIMEOUT`], which only stops the waiting): without a bound, clients
+/// naming such hosts would take every thread of the pool, and whatever else runs there
+/// (password checks, policy reloads) would wait behind them. A name asked for while this many
+/// are being resolved is refused at once; addresses given as IP literals are not resolved.
+pub const MAX_RESOLVING: usize = 32;
+
+/// Places for lookups in progress; a place is given back when the system resolver returns,
+/// not when the waiting for it times out.
+static RESOLVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_RESOLVING);
+
 /// Decides whether the server may connect to an address on a user's behalf.
 ///
 /// Called once per resolved address, with the address in canonical form (an IPv4-mapped IPv6
@@ -114,8 +126,9 @@ impl Refused {
 pub fn is_own_listener(own: &[SocketAddr], dst: SocketAddr) -> bool {
     let dst_ip = canonical_ip(dst.ip());
     own.iter().any(|l| {
-        l.port() == dst.port()
-            && (canonical_ip(l.ip()) == dst_ip || (l.ip().is_unspecified() && is_local(dst_ip)))
+        // A listener on `[::ffff:0.0.0.0]` is an IPv4 wildcard, as one on `0.0.0.0` is.
+        let l_ip = canonical_ip(l.ip());
+        l.port() == dst.port() && (l_ip == dst_ip || (l_ip.is_unspecified() && is_local(dst_ip)))
     })
 }
 
@@ -300,13 +313,27 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialFailu
     if let Ok(ip) = literal.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(kernel_destination(ip), port)]);
     }
-    let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
+    let Ok(place) = RESOLVING.try_acquire() else {
+        return Err(DialFailure::Resolve(format!(
+            "ippin: cannot resolve `{host}` now: {MAX_RESOLVING} names are being resolved; \
+             try again later, or give an address"
+        )));
+    };
+    let name = host.to_owned();
+    let lookup = tokio::task::spawn_blocking(move || {
+        // Held until the resolver returns, however long the caller waits.
+        let _place = place;
+        std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+            .map(|found| found.take(4 * MAX_ADDRESSES).collect::<Vec<_>>())
+    });
+    let found = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
         .await
         .map_err(|_| {
             DialFailure::Resolve(format!(
                 "ippin: resolving `{host}` timed out after {RESOLVE_TIMEOUT:?}"
             ))
         })?
+        .map_err(|e| DialFailure::Resolve(format!("ippin: cannot resolve `{host}`: {e}")))?
         .map_err(|e| DialFailure::Resolve(format!("ippin: cannot resolve `{host}`: {e}")))?;
     let mut out: Vec<SocketAddr> = Vec::new();
     for addr in found {
@@ -329,6 +356,18 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialFailu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_on_the_mapped_wildcard_is_every_ipv4_address_of_the_host() {
+        let own: Vec<SocketAddr> = vec!["[::ffff:0.0.0.0]:4000".parse().unwrap()];
+        for dst in ["127.0.0.1:4000", "127.0.0.2:4000", "[::ffff:127.0.0.1]:4000"] {
+            assert!(is_own_listener(&own, dst.parse().unwrap()), "{dst}");
+        }
+        assert!(!is_own_listener(&own, "127.0.0.1:4001".parse().unwrap()));
+        // Also an address given exactly, in either spelling.
+        let own: Vec<SocketAddr> = vec!["[::ffff:127.0.0.1]:22".parse().unwrap()];
+        assert!(is_own_listener(&own, "127.0.0.1:22".parse().unwrap()));
+    }
 
     #[tokio::test]
     async fn literal_addresses_are_canonical() {

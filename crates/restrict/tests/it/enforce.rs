@@ -788,6 +788,20 @@ fn protected_endpoints_are_refused_with_or_without_a_policy() {
         Err(EPERM.into())
     );
 
+    // A listener on `[::ffff:0.0.0.0]` is an IPv4 wildcard: its port is protected as for
+    // `0.0.0.0`.
+    let mapped_any = SocketAddr::new("::ffff:0.0.0.0".parse().unwrap(), elsewhere.addr.port());
+    enforcer
+        .protect(&[mapped_any], &["127.0.0.0/8".parse().unwrap()])
+        .unwrap();
+    for host in ["127.0.0.2", "::ffff:127.0.0.2", "0.0.0.0"] {
+        assert_eq!(
+            probe.try_("tcp", host, elsewhere.addr.port()),
+            Err(EPERM.into()),
+            "{host}"
+        );
+    }
+
     // Lifted: reachable again.
     enforcer.protect(&[], &[]).unwrap();
     assert_eq!(
