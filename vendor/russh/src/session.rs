@@ -313,11 +313,15 @@ impl Encrypted {
                 "adjust_window_size, channel = {}, size = {},",
                 channel.sender_channel, target
             );
-            // Ignore extra data.
+            // Data beyond the window this side granted, or longer than the maximum packet it
+            // announced, ends the connection (ippin change 5): the peer ignores flow control,
+            // and passing the data on would queue it without bound.
             // https://tools.ietf.org/html/rfc4254#section-5.2
-            if data.len() as u32 <= channel.sender_window_size {
-                channel.sender_window_size -= data.len() as u32;
+            let len = u32::try_from(data.len()).map_err(|_| crate::Error::PacketSize(data.len()))?;
+            if len > channel.sender_window_size || len > channel.sender_maximum_packet_size {
+                return Err(crate::Error::PacketSize(data.len()));
             }
+            channel.sender_window_size -= len;
             if channel.sender_window_size < target / 2 {
                 debug!(
                     "sender_window_size {:?}, target {:?}",
@@ -967,6 +971,42 @@ mod tests {
             pending_eof,
             pending_close,
         }
+    }
+
+    // adjust_window_size (ippin change 5)
+
+    #[test]
+    fn data_beyond_the_window_or_over_the_maximum_packet_ends_the_connection() {
+        let id = ChannelId(7);
+        let mut encrypted = test_encrypted();
+        encrypted.channels.insert(id, test_ready_channel(id, 1));
+        // Within both: taken, the window shrinks (not below half: no adjust yet).
+        assert!(matches!(
+            encrypted.adjust_window_size(id, &[0; 400], 1024),
+            Ok(false)
+        ));
+        assert_eq!(encrypted.channels[&id].sender_window_size, 624);
+        // More than is left of the window: refused, the window unchanged.
+        assert!(matches!(
+            encrypted.adjust_window_size(id, &[0; 625], 1024),
+            Err(crate::Error::PacketSize(625))
+        ));
+        assert_eq!(encrypted.channels[&id].sender_window_size, 624);
+        // What is left, exactly: taken, and the window granted again.
+        assert!(matches!(
+            encrypted.adjust_window_size(id, &[0; 624], 1024),
+            Ok(true)
+        ));
+        assert_eq!(encrypted.channels[&id].sender_window_size, 1024);
+        // Longer than the maximum packet announced, whatever the window.
+        let mut wide = test_ready_channel(id, 1);
+        wide.sender_window_size = 1 << 20;
+        encrypted.channels.insert(id, wide);
+        assert!(matches!(
+            encrypted.adjust_window_size(id, &[0; 1025], 1 << 20),
+            Err(crate::Error::PacketSize(1025))
+        ));
+        assert!(encrypted.adjust_window_size(id, &[0; 1024], 1 << 20).is_ok());
     }
 
     // flush_pending (single-channel path)

@@ -301,6 +301,15 @@ where
 /// (brackets allowed around IPv6), otherwise the resolver's answers (which also turn `127.1`,
 /// `0x7f.1` or `0` into addresses), de-duplicated, at most [`MAX_ADDRESSES`].
 pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialFailure> {
+    resolve_within(host, port, &RESOLVING).await
+}
+
+/// [`resolve`], a name taking one of `places` while the system resolver works on it.
+async fn resolve_within(
+    host: &str,
+    port: u16,
+    places: &'static tokio::sync::Semaphore,
+) -> Result<Vec<SocketAddr>, DialFailure> {
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return Err(DialFailure::BadRequest(format!(
             "ippin: destination host name must have 1 to {MAX_HOST_LEN} characters"
@@ -313,7 +322,7 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialFailu
     if let Ok(ip) = literal.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(kernel_destination(ip), port)]);
     }
-    let Ok(place) = RESOLVING.try_acquire() else {
+    let Ok(place) = places.try_acquire() else {
         return Err(DialFailure::Resolve(format!(
             "ippin: cannot resolve `{host}` now: {MAX_RESOLVING} names are being resolved; \
              try again later, or give an address"
@@ -360,7 +369,11 @@ mod tests {
     #[test]
     fn a_listener_on_the_mapped_wildcard_is_every_ipv4_address_of_the_host() {
         let own: Vec<SocketAddr> = vec!["[::ffff:0.0.0.0]:4000".parse().unwrap()];
-        for dst in ["127.0.0.1:4000", "127.0.0.2:4000", "[::ffff:127.0.0.1]:4000"] {
+        for dst in [
+            "127.0.0.1:4000",
+            "127.0.0.2:4000",
+            "[::ffff:127.0.0.1]:4000",
+        ] {
             assert!(is_own_listener(&own, dst.parse().unwrap()), "{dst}");
         }
         assert!(!is_own_listener(&own, "127.0.0.1:4001".parse().unwrap()));
@@ -417,6 +430,32 @@ mod tests {
         let ours = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_, peer) = listener.accept().await.unwrap();
         assert_eq!(peer, ours.local_addr().unwrap(), "a denied dial connected");
+    }
+
+    #[tokio::test]
+    async fn a_name_is_refused_at_once_when_every_place_to_resolve_is_taken() {
+        static TAKEN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+        let e = resolve_within("localhost", 22, &TAKEN).await.unwrap_err();
+        assert!(
+            matches!(&e, DialFailure::Resolve(m) if m.contains("names are being resolved")),
+            "{e:?}"
+        );
+        // An address given as such needs no place.
+        let a = resolve_within("127.0.0.1", 22, &TAKEN).await.unwrap();
+        assert_eq!(a, vec!["127.0.0.1:22".parse::<SocketAddr>().unwrap()]);
+        // With a place, the same name resolves, and the place is back once it has.
+        static ONE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        assert!(
+            !resolve_within("localhost", 22, &ONE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ONE.available_permits() != 1 {
+            assert!(std::time::Instant::now() < deadline, "the place came back");
+            tokio::task::yield_now().await;
+        }
     }
 
     #[tokio::test]

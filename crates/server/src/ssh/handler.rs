@@ -532,6 +532,16 @@ impl russh::server::Handler for Connection {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }
+        // The user's place among their forwards on every connection, held until it ends.
+        let Some(user_forward) = super::UserSlot::take_within(
+            &self.shared.forwards_per_user,
+            &who.user,
+            super::MAX_FORWARDS_PER_USER,
+        ) else {
+            self.forwards.fetch_sub(1, Ordering::SeqCst);
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
         let forwards = self.forwards.clone();
         let shared = self.shared.clone();
         let user = who.user.clone();
@@ -543,6 +553,7 @@ impl russh::server::Handler for Connection {
         let host = host_to_connect.to_owned();
         // Dial off the session loop, so a slow destination does not stall the connection.
         tokio::spawn(async move {
+            let _user_forward = user_forward;
             // One `T4002I` line for this session's dial or forward to `addr`.
             let network = |addr, operation, decision: &NetDecision| {
                 shared.audit.record(SshAuditEvent::Network(

@@ -71,23 +71,42 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// certificate) cannot take every place, or every terminal of the host, from the others.
 pub const MAX_CONNECTIONS_PER_USER: usize = 32;
 
-/// One place among a user's [`MAX_CONNECTIONS_PER_USER`]; given back when dropped.
+/// The most port forwards (`direct-tcpip` channels) one ippin user has open at once on one
+/// service, over all their connections. Each forward may hold up to
+/// [`CHANNEL_BUFFER`] packets of at most [`MAX_PACKET`] bytes the destination has not taken
+/// yet, so one user's forwards hold at most 128 × 8 × 32 KiB = 32 MiB of the server's memory.
+pub const MAX_FORWARDS_PER_USER: usize = 128;
+
+/// The longest data packet a client may send on a channel (announced as the channel's maximum
+/// packet size; a longer one ends the connection).
+pub const MAX_PACKET: u32 = 32 * 1024;
+
+/// The packets one channel queues for its consumer before the connection stops reading.
+pub const CHANNEL_BUFFER: usize = 8;
+
+/// Places per ippin user, by user name.
+pub(crate) type PerUser = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+/// One place among a user's [`MAX_CONNECTIONS_PER_USER`] (or, for forwards,
+/// [`MAX_FORWARDS_PER_USER`]); given back when dropped.
 pub(crate) struct UserSlot {
-    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    counts: PerUser,
     user: String,
 }
 
 impl UserSlot {
-    /// A place for `user`, or `None` when they hold every one of theirs.
-    pub(crate) fn take(
-        counts: &Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-        user: &str,
-    ) -> Option<UserSlot> {
+    /// A connection's place for `user`, or `None` when they hold every one of theirs.
+    pub(crate) fn take(counts: &PerUser, user: &str) -> Option<UserSlot> {
+        UserSlot::take_within(counts, user, MAX_CONNECTIONS_PER_USER)
+    }
+
+    /// A place for `user` among `max`, or `None` when they hold every one of theirs.
+    pub(crate) fn take_within(counts: &PerUser, user: &str, max: usize) -> Option<UserSlot> {
         let mut map = counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(user.to_owned()).or_insert(0);
-        if *n >= MAX_CONNECTIONS_PER_USER {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -249,7 +268,9 @@ pub(crate) struct Shared {
     /// Places for authenticated sessions.
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
     /// Authenticated connections per ippin user ([`MAX_CONNECTIONS_PER_USER`]).
-    pub(crate) per_user: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub(crate) per_user: PerUser,
+    /// Open forwards per ippin user ([`MAX_FORWARDS_PER_USER`]).
+    pub(crate) forwards_per_user: PerUser,
     /// Connections not yet authenticated, shed oldest first.
     pub(crate) unauthenticated: Arc<crate::shed::Shedder>,
     /// How sessions of OS logins run.
@@ -309,6 +330,12 @@ impl SshService {
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 4,
             nodelay: true,
+            // What a client sends on a channel is queued for its consumer (a forward's
+            // destination, a process's input): at most CHANNEL_BUFFER packets of at most
+            // MAX_PACKET bytes per channel, after which the connection stops reading; data
+            // beyond the window or over MAX_PACKET ends the connection (russh change 5).
+            maximum_packet_size: MAX_PACKET,
+            channel_buffer_size: CHANNEL_BUFFER,
             ..Default::default()
         };
         Ok(SshService {
@@ -325,6 +352,7 @@ impl SshService {
                 own_listeners: settings.own_listeners,
                 sessions: Arc::new(tokio::sync::Semaphore::new(settings.max_sessions)),
                 per_user: Arc::default(),
+                forwards_per_user: Arc::default(),
                 unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
                 session: settings.session,
                 recheck_interval: settings.recheck_interval.max(MIN_RECHECK_INTERVAL),
@@ -638,5 +666,22 @@ mod user_slot_tests {
             None,
             "a user with no connection leaves no record"
         );
+    }
+
+    /// Forwards are counted per user over all their connections, apart from connections.
+    #[test]
+    fn a_user_holds_at_most_their_share_of_forwards() {
+        let forwards: PerUser = Arc::default();
+        let held: Vec<UserSlot> = (0..MAX_FORWARDS_PER_USER)
+            .map(|_| UserSlot::take_within(&forwards, "bob", MAX_FORWARDS_PER_USER).unwrap())
+            .collect();
+        assert!(UserSlot::take_within(&forwards, "bob", MAX_FORWARDS_PER_USER).is_none());
+        assert!(UserSlot::take_within(&forwards, "alice", MAX_FORWARDS_PER_USER).is_some());
+        let connections: PerUser = Arc::default();
+        assert!(UserSlot::take(&connections, "bob").is_some());
+        drop(held);
+        assert!(UserSlot::take_within(&forwards, "bob", MAX_FORWARDS_PER_USER).is_some());
+        // What one user's forwards may hold that their destinations have not taken.
+        assert!(MAX_FORWARDS_PER_USER * CHANNEL_BUFFER * MAX_PACKET as usize <= 32 << 20);
     }
 }
