@@ -138,6 +138,45 @@ impl Drop for UserSlot {
 /// `MaxStartups` problem of sshd) cannot lock real users out.
 pub const MAX_UNAUTHENTICATED: usize = 2048;
 
+/// The most connections one client address (an IPv4 address, an IPv6 /64: the lockout's
+/// `peer_key`) holds between the SSH banner and a successful authentication. One more is
+/// closed at once (`ssh_peer_unauthenticated_full`): a single client opening connections
+/// that stall cannot make the service shed everyone else's logins (`MAX_UNAUTHENTICATED`).
+/// The client is the observed address when trusted (behind a load balancer, the client it
+/// names), else the TCP peer.
+pub const MAX_UNAUTHENTICATED_PER_PEER: usize = 64;
+
+/// A client's place among its [`MAX_UNAUTHENTICATED_PER_PEER`]; given back when dropped.
+struct PeerPlace {
+    counts: Arc<std::sync::Mutex<ippin_access::lockout::ConnectionCounts>>,
+    peer: std::net::IpAddr,
+}
+
+impl PeerPlace {
+    fn take(
+        counts: &Arc<std::sync::Mutex<ippin_access::lockout::ConnectionCounts>>,
+        peer: std::net::IpAddr,
+    ) -> Option<PeerPlace> {
+        let entered = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .enter(peer);
+        entered.then(|| PeerPlace {
+            counts: counts.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .leave(self.peer);
+    }
+}
+
 /// The identification string the service sends.
 pub const SERVER_ID: &str = "SSH-2.0-ippin";
 
@@ -273,6 +312,8 @@ pub(crate) struct Shared {
     pub(crate) forwards_per_user: PerUser,
     /// Connections not yet authenticated, shed oldest first.
     pub(crate) unauthenticated: Arc<crate::shed::Shedder>,
+    /// Connections not yet authenticated, per client ([`MAX_UNAUTHENTICATED_PER_PEER`]).
+    unauthenticated_per_peer: Arc<std::sync::Mutex<ippin_access::lockout::ConnectionCounts>>,
     /// How sessions of OS logins run.
     pub(crate) session: session::SessionSettings,
     /// How often an open forward's destination is put to `dial_policy` again.
@@ -354,6 +395,9 @@ impl SshService {
                 per_user: Arc::default(),
                 forwards_per_user: Arc::default(),
                 unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
+                unauthenticated_per_peer: Arc::new(std::sync::Mutex::new(
+                    ippin_access::lockout::ConnectionCounts::new(MAX_UNAUTHENTICATED_PER_PEER),
+                )),
                 session: settings.session,
                 recheck_interval: settings.recheck_interval.max(MIN_RECHECK_INTERVAL),
             }),
@@ -385,13 +429,33 @@ impl SshService {
         let authenticated = Arc::new(AtomicBool::new(false));
         let auth_done = Arc::new(tokio::sync::Notify::new());
         let admitted = Arc::new(OnceLock::new());
+        // Known when the server's accept loop serves this connection; the handler runs in
+        // russh's own task, where the task-local is not set.
+        let peer = crate::audit::CONNECTION_PEER.try_with(|p| *p).ok();
+        // The client's place among its connections not yet authenticated: the observed
+        // address when trusted, else the TCP peer. Left once authenticated.
+        let client = match peer {
+            Some(p) if !observed.is_trusted() => p.ip(),
+            _ => observed.ip(),
+        };
+        let Some(peer_place) = PeerPlace::take(&self.shared.unauthenticated_per_peer, client)
+        else {
+            let _ = self
+                .shared
+                .audit
+                .record(SshAuditEvent::Shed(audit::ShedRecord {
+                    event: "ssh.shed",
+                    observed: observed.to_string(),
+                    reason: "ssh_peer_unauthenticated_full".to_owned(),
+                }));
+            return Ok(());
+        };
+        let mut _peer_place = Some(peer_place);
         // A place among the connections not yet authenticated: the oldest is shed when
         // they are too many. Left once authenticated.
         let mut ticket = Some(self.shared.unauthenticated.enter());
         let handler = handler::Connection {
-            // Known when the server's accept loop serves this connection; the handler runs
-            // in russh's own task, where the task-local is not set.
-            peer: crate::audit::CONNECTION_PEER.try_with(|p| *p).ok(),
+            peer,
             shared: self.shared.clone(),
             observed,
             session_id: new_session_id(),
@@ -468,6 +532,7 @@ impl SshService {
                 }
                 () = auth_done.notified(), if waiting => {
                     ticket = None;
+                    _peer_place = None;
                 }
                 () = evicted(&mut ticket), if waiting => {
                     shed(&self.shared);

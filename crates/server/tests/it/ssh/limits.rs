@@ -95,6 +95,69 @@ async fn stalled_unauthenticated_connections_are_shed_oldest_first() {
     assert_eq!(server.events.allowed(), 1);
 }
 
+/// One client address holds at most `MAX_UNAUTHENTICATED_PER_PEER` connections before
+/// authentication: the ones beyond are closed at once (not by shedding another client's), and
+/// a user from another address gets in while they stall.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_address_holds_at_most_its_share_of_unauthenticated_connections() {
+    const EXTRA: usize = 3;
+    let ca = Ca::new();
+    let mut server = Server::new(&ca, |s| {
+        s.login_grace_time = Duration::from_secs(600);
+    });
+    let addr = server.listen_direct(ip("127.0.0.1")).await;
+    let mut stalled = Vec::new();
+    for _ in 0..ippin::ssh::MAX_UNAUTHENTICATED_PER_PEER + EXTRA {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.2:0".parse().unwrap()).expect("bind");
+        let mut s = socket.connect(addr).await.expect("connect");
+        s.write_all(b"SSH-2.0-stall\r\n").await.expect("write");
+        stalled.push(s);
+    }
+    let refused = |server: &Server| {
+        server
+            .events
+            .all()
+            .iter()
+            .filter(|e| format!("{e:?}").contains("ssh_peer_unauthenticated_full"))
+            .count()
+    };
+    wait_for(
+        "the connections beyond the address's share to be closed",
+        || refused(&server) >= EXTRA,
+    )
+    .await;
+    // Only those: nobody was shed to make room.
+    assert_eq!(refused(&server), EXTRA);
+    assert_eq!(
+        shed_count(&server),
+        EXTRA,
+        "the refusals, no shed connection"
+    );
+    // The last ones are closed at once; the first stay open.
+    for s in stalled.iter_mut().rev().take(EXTRA) {
+        assert!(closed_by_server(s, Duration::from_secs(5)).await);
+    }
+    assert!(!closed_by_server(&mut stalled[0], Duration::from_millis(300)).await);
+    // Another address is not affected.
+    let bob = ca.issue("bob", "bob", None);
+    let run = ssh(&bob, "bob", "127.0.0.1", addr, &["whoami"]).await;
+    assert!(run.ok(), "{run:?}");
+    assert_eq!(refused(&server), EXTRA);
+    // Once the stalled connections go (the server sees them close), their address may
+    // connect again.
+    drop(stalled);
+    let mut run = ssh(&bob, "bob", "127.0.0.2", addr, &["whoami"]).await;
+    for _ in 0..50 {
+        if run.ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        run = ssh(&bob, "bob", "127.0.0.2", addr, &["whoami"]).await;
+    }
+    assert!(run.ok(), "{run:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_beyond_the_limit_are_refused_at_authentication() {
     let ca = Ca::new();
