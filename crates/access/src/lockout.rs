@@ -567,10 +567,76 @@ impl ConnectionCounts {
     }
 }
 
+/// [`ConnectionCounts`] shared between connections, each holding its place as a guard that
+/// gives it back when dropped ([`PeerPlace`]).
+#[derive(Debug, Clone)]
+pub struct PeerPlaces(std::sync::Arc<std::sync::Mutex<ConnectionCounts>>);
+
+impl PeerPlaces {
+    /// No place taken; at most `max_per_peer` (at least 1) per peer ([`peer_key`]).
+    pub fn new(max_per_peer: usize) -> PeerPlaces {
+        PeerPlaces(std::sync::Arc::new(std::sync::Mutex::new(
+            ConnectionCounts::new(max_per_peer),
+        )))
+    }
+
+    /// A place for a connection from `peer`, or `None` when the peer holds every one of its
+    /// places.
+    pub fn take(&self, peer: IpAddr) -> Option<PeerPlace> {
+        let entered = self.lock().enter(peer);
+        entered.then(|| PeerPlace {
+            places: self.clone(),
+            peer,
+        })
+    }
+
+    /// Peers holding at least one place.
+    pub fn peers(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnectionCounts> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A place taken from [`PeerPlaces`]; given back when dropped.
+#[derive(Debug)]
+pub struct PeerPlace {
+    places: PeerPlaces,
+    peer: IpAddr,
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        self.places.lock().leave(self.peer);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn peer_places_are_given_back_when_dropped() {
+        let places = PeerPlaces::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = places.take(a).unwrap();
+        let second = places.take(a).unwrap();
+        assert!(places.take(a).is_none());
+        // The same /64 is one peer; another address is not.
+        let v6 = places.take("2001:db8::1".parse().unwrap()).unwrap();
+        let _v6b = places.take("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(places.take("2001:db8::3".parse().unwrap()).is_none());
+        assert!(places.take("192.0.2.2".parse().unwrap()).is_some());
+        drop(first);
+        let third = places.take(a).unwrap();
+        drop((second, third, v6, _v6b));
+        assert_eq!(places.peers(), 0);
+    }
 
     const N: u32 = 5;
 

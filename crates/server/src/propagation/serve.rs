@@ -4,7 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use ippin_access::lockout::PeerPlaces;
 use ippin_policy::ObservedAddr;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -150,27 +152,54 @@ pub async fn forward_loop(
     target: ForwardTarget,
     state: Arc<State>,
 ) {
-    let lcfg = Arc::new(lcfg);
-    let target = Arc::new(target);
     let listen = lcfg.listen;
+    let forwarding = Arc::new(Forwarding {
+        lcfg,
+        target,
+        young: PeerPlaces::new(MAX_YOUNG_RELAYS_PER_PEER),
+    });
     bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
-        let (lcfg, target, state) = (lcfg.clone(), target.clone(), state.clone());
+        let (forwarding, state) = (forwarding.clone(), state.clone());
         async move {
-            forward_one(tcp, peer, &lcfg, &target, &state, pending_slot, slots).await;
+            forward_one(tcp, peer, &forwarding, &state, pending_slot, slots).await;
         }
     })
     .await;
 }
 
+/// A `forward` listener: its configuration, where it forwards to, and its clients' young
+/// relays.
+struct Forwarding {
+    lcfg: ListenerConfig,
+    target: ForwardTarget,
+    young: PeerPlaces,
+}
+
+/// The most relays of one client address (an IPv4 address, an IPv6 /64) a `forward` listener
+/// holds that are younger than [`YOUNG_RELAY`]; one more is refused (`forward_peer_busy`).
+/// A relay's first minute is when the inner server may still be waiting for the client to
+/// authenticate (an SSH server's login grace, a TLS handshake): without this bound, one client
+/// sending a byte on each of many connections held every relay of the listener for that long.
+/// Relays older than that (sessions in use) do not count, so many users behind one address
+/// keep their sessions.
+pub const MAX_YOUNG_RELAYS_PER_PEER: usize = 64;
+
+/// How long a relay counts against its client's [`MAX_YOUNG_RELAYS_PER_PEER`].
+pub const YOUNG_RELAY: Duration = Duration::from_secs(60);
+
 async fn forward_one(
     tcp: TcpStream,
     peer: SocketAddr,
-    lcfg: &ListenerConfig,
-    target: &ForwardTarget,
+    forwarding: &Forwarding,
     state: &State,
     pending_slot: tokio::sync::OwnedSemaphorePermit,
     slots: Arc<tokio::sync::Semaphore>,
 ) {
+    let Forwarding {
+        lcfg,
+        target,
+        young,
+    } = forwarding;
     let _ = tcp.set_nodelay(true);
     let local = match tcp.local_addr() {
         Ok(a) => a,
@@ -204,6 +233,34 @@ async fn forward_one(
         reason: reason.into(),
         detail,
     };
+    // The client's place among its young relays: the observed client when trusted, else the
+    // TCP peer. Given back when the relay ends or is YOUNG_RELAY old, whichever comes first.
+    let client = if observed.is_trusted() {
+        observed.ip()
+    } else {
+        peer.ip()
+    };
+    let Some(place) = young.take(client) else {
+        audit(
+            state,
+            &refused(
+                "forward_peer_busy",
+                format!(
+                    "this client has {MAX_YOUNG_RELAYS_PER_PEER} relays younger than \
+                     {YOUNG_RELAY:?} already"
+                ),
+            ),
+        );
+        return;
+    };
+    let (_relay_open, relay_ended) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _place = place;
+        tokio::select! {
+            () = tokio::time::sleep(YOUNG_RELAY) => {}
+            _ = relay_ended => {}
+        }
+    });
     // Past the PROXY stage: trade the pending slot for a relay slot (as the server's other
     // listeners do), waiting at most `header_timeout` for one: every relay held, a new
     // connection is refused (`forward_busy`) rather than queued with its pending slot, which

@@ -146,37 +146,6 @@ pub const MAX_UNAUTHENTICATED: usize = 2048;
 /// names), else the TCP peer.
 pub const MAX_UNAUTHENTICATED_PER_PEER: usize = 64;
 
-/// A client's place among its [`MAX_UNAUTHENTICATED_PER_PEER`]; given back when dropped.
-struct PeerPlace {
-    counts: Arc<std::sync::Mutex<ippin_access::lockout::ConnectionCounts>>,
-    peer: std::net::IpAddr,
-}
-
-impl PeerPlace {
-    fn take(
-        counts: &Arc<std::sync::Mutex<ippin_access::lockout::ConnectionCounts>>,
-        peer: std::net::IpAddr,
-    ) -> Option<PeerPlace> {
-        let entered = counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .enter(peer);
-        entered.then(|| PeerPlace {
-            counts: counts.clone(),
-            peer,
-        })
-    }
-}
-
-impl Drop for PeerPlace {
-    fn drop(&mut self) {
-        self.counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .leave(self.peer);
-    }
-}
-
 /// The identification string the service sends.
 pub const SERVER_ID: &str = "SSH-2.0-ippin";
 
@@ -313,7 +282,7 @@ pub(crate) struct Shared {
     /// Connections not yet authenticated, shed oldest first.
     pub(crate) unauthenticated: Arc<crate::shed::Shedder>,
     /// Connections not yet authenticated, per client ([`MAX_UNAUTHENTICATED_PER_PEER`]).
-    unauthenticated_per_peer: Arc<std::sync::Mutex<ippin_access::lockout::ConnectionCounts>>,
+    unauthenticated_per_peer: ippin_access::lockout::PeerPlaces,
     /// How sessions of OS logins run.
     pub(crate) session: session::SessionSettings,
     /// How often an open forward's destination is put to `dial_policy` again.
@@ -395,9 +364,9 @@ impl SshService {
                 per_user: Arc::default(),
                 forwards_per_user: Arc::default(),
                 unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
-                unauthenticated_per_peer: Arc::new(std::sync::Mutex::new(
-                    ippin_access::lockout::ConnectionCounts::new(MAX_UNAUTHENTICATED_PER_PEER),
-                )),
+                unauthenticated_per_peer: ippin_access::lockout::PeerPlaces::new(
+                    MAX_UNAUTHENTICATED_PER_PEER,
+                ),
                 session: settings.session,
                 recheck_interval: settings.recheck_interval.max(MIN_RECHECK_INTERVAL),
             }),
@@ -438,8 +407,7 @@ impl SshService {
             Some(p) if !observed.is_trusted() => p.ip(),
             _ => observed.ip(),
         };
-        let Some(peer_place) = PeerPlace::take(&self.shared.unauthenticated_per_peer, client)
-        else {
+        let Some(peer_place) = self.shared.unauthenticated_per_peer.take(client) else {
             let _ = self
                 .shared
                 .audit

@@ -876,6 +876,107 @@ fn a_flood_of_forward_connects_does_not_lock_out_a_real_user() {
     assert!(!audit.contains("proxy_refused"), "{audit}");
 }
 
+/// One client address holds at most `MAX_YOUNG_RELAYS_PER_PEER` young relays of a forward
+/// listener: the connections beyond are refused `forward_peer_busy` (not queued, not relayed),
+/// and another client is relayed meanwhile.
+#[test]
+fn one_client_holds_at_most_its_share_of_young_relays() {
+    use ippin::propagation::serve::MAX_YOUNG_RELAYS_PER_PEER as MAX;
+    const EXTRA: usize = 3;
+    let cluster = inner();
+    // An upstream that takes connections and keeps them open, each with the client the
+    // front's header names (its address block: PROXY TCP4, source at bytes 16..20).
+    let upstream = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(IpAddr, TcpStream)>::new()));
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for mut s in upstream.incoming().flatten() {
+                let held = held.clone();
+                std::thread::spawn(move || {
+                    let mut head = [0u8; 28];
+                    s.set_read_timeout(Some(Duration::from_secs(20)))
+                        .expect("timeout");
+                    if std::io::Read::read_exact(&mut s, &mut head).is_ok() && head[13] == 0x11 {
+                        let ip = IpAddr::from([head[16], head[17], head[18], head[19]]);
+                        held.lock().unwrap().push((ip, s));
+                    }
+                });
+            }
+        });
+    }
+    let relayed_from = |ip: [u8; 4]| {
+        held.lock()
+            .unwrap()
+            .iter()
+            .filter(|(from, _)| *from == IpAddr::from(ip))
+            .count()
+    };
+    let upstream_count = || relayed_from([127, 0, 0, 2]);
+    let front = Front::start(
+        &cluster,
+        &[(
+            LOCALHOST,
+            forward(
+                up_addr,
+                "inner-tls",
+                &cluster.key("inner-tls.propkey.pub"),
+                "proxy_protocol: off",
+            ),
+        )],
+    );
+    let target = front.addrs[0];
+    let from = SocketAddr::new(IpAddr::from([127, 0, 0, 2]), 0);
+    let mut clients = Vec::new();
+    for _ in 0..MAX + EXTRA {
+        let mut s = connect_from(Some(from), target);
+        s.write_all(b"x").expect("write");
+        clients.push(s);
+    }
+    let busy = |front: &Front| {
+        front
+            .audit()
+            .iter()
+            .filter(|v| v["reason"] == "forward_peer_busy")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || upstream_count() >= MAX
+            && busy(&front) >= 1),
+        "relayed {}, front audit: {:#?}",
+        upstream_count(),
+        front.audit()
+    );
+    // Exactly the client's share was relayed.
+    assert_eq!(upstream_count(), MAX);
+    // Another client is relayed meanwhile.
+    let mut other = connect_from(Some(SocketAddr::new(LOCALHOST, 0)), target);
+    other.write_all(b"y").expect("write");
+    assert!(
+        wait_until(Duration::from_secs(20), || relayed_from([127, 0, 0, 1])
+            >= 1),
+        "nothing relayed from 127.0.0.1"
+    );
+    assert_eq!(upstream_count(), MAX);
+    // Relays that end (both sides closed) give their places back: the same address is
+    // relayed again.
+    drop(clients);
+    drop(other);
+    held.lock().unwrap().clear();
+    let mut again = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let mut s = connect_from(Some(from), target);
+            let _ = s.write_all(b"z");
+            again.push(s);
+            std::thread::sleep(Duration::from_millis(100));
+            upstream_count() >= 1
+        }),
+        "nothing relayed from {from} after its relays ended"
+    );
+}
+
 /// An L4 proxy between front and inner (HAProxy, `send-proxy-v2`, trusted
 /// by the inner): the front's connection ends at HAProxy, and the signed
 /// header is bound to the connection HAProxy's own header names. Without
