@@ -42,9 +42,13 @@
 //! `tokio_rustls::TlsAcceptor` whose configuration asks for client certificates) and the
 //! users and audit sink of the pin check; this crate does not pick a TLS stack for you. The
 //! verdict is made when the connection is accepted, with the address the PROXY stage
-//! observed, and its event recorded then; [`Verified`] makes it again for every request
-//! (keep-alive and HTTP/2 carry many), so an expired certificate or a removed user is
-//! refused on a connection that stays open. A connection the pin check refuses (or, with mutual TLS, one without
+//! observed, and its event recorded then. Keep-alive and HTTP/2 carry many requests on one
+//! connection, so it is made again while the connection is in use, whatever the handlers
+//! take: the stream the listener yields ([`Checked`]) decides again at a read or write at
+//! least [`Limits::recheck_interval`] (1 s) after the last decision, and closes a connection
+//! whose certificate expired, whose user was removed or whose roles now require a pin it
+//! lacks, recording the denial. [`Verified`] also makes it again for every request, and
+//! answers a denial with its reason. A connection the pin check refuses (or, with mutual TLS, one without
 //! a client certificate) is closed, fail closed, and reported to
 //! [`ObservedListener::on_refused`] with its reason. An application that wants to answer such
 //! a connection with the reason calls [`ObservedListener::serve_denied`]; it must then take
@@ -87,6 +91,13 @@ pub struct Limits {
     pub proxy_timeout: Duration,
     /// The time the TLS handshake may take (default 10 s).
     pub handshake_timeout: Duration,
+    /// How often an allowed mutual-TLS connection's pin check is made again while it is in
+    /// use (default 1 s): at a read or a write at least this long after the last check, the
+    /// connection's certificate is decided again with the clock and the users of the moment,
+    /// and a connection that no longer passes (expired, user removed, a pin now required…)
+    /// is closed, its denial recorded. This holds whatever the handlers take; [`Verified`]
+    /// decides again for every request on top of it.
+    pub recheck_interval: Duration,
 }
 
 impl Default for Limits {
@@ -95,6 +106,7 @@ impl Default for Limits {
             max_pending: 1024,
             proxy_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
+            recheck_interval: Duration::from_secs(1),
         }
     }
 }
@@ -116,6 +128,120 @@ impl Limits {
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Limits {
         self.handshake_timeout = timeout;
         self
+    }
+
+    /// These limits with this interval between an open connection's pin checks (at most
+    /// 1 minute; zero checks at every read and write).
+    pub fn with_recheck_interval(mut self, interval: Duration) -> Limits {
+        self.recheck_interval = interval.min(Duration::from_secs(60));
+        self
+    }
+}
+
+/// A connection the listener yields: the handshake's stream, whose reads and writes fail once
+/// the connection's certificate no longer passes the pin check (see
+/// [`Limits::recheck_interval`]); without mutual TLS, or for a connection served denied, the
+/// stream as it is.
+pub struct Checked<Io> {
+    io: Io,
+    /// The allowed connection's certificate, its observed address, and when to decide again.
+    recheck: Option<(Recheck, ObservedAddr)>,
+    interval: Duration,
+    next: std::time::Instant,
+    ended: bool,
+}
+
+impl<Io> std::fmt::Debug for Checked<Io> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("rechecked", &self.recheck.is_some())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Io> Checked<Io> {
+    /// The stream inside.
+    pub fn get_ref(&self) -> &Io {
+        &self.io
+    }
+
+    /// Whether the connection may go on: decides again when due; a denial is recorded once.
+    fn still_allowed(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let Some((r, observed)) = &self.recheck else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        if now < self.next {
+            return true;
+        }
+        self.next = now + self.interval;
+        let identity = r.pin.cache.get_or_decode(&r.der);
+        let verdict = crate::tls::decide(
+            identity.as_deref(),
+            &r.der,
+            r.pin.users.as_ref(),
+            observed,
+            unix_now(),
+        );
+        if !verdict.access.is_allowed() {
+            // Ended whether or not the line can be written: this ends access.
+            let _ = crate::tls::audit(verdict, observed, r.pin.audit.as_ref());
+            self.ended = true;
+        }
+        !self.ended
+    }
+}
+
+fn no_longer_allowed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the connection's certificate no longer passes the pin check",
+    )
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Checked<Io> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ::tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.still_allowed() {
+            return std::task::Poll::Ready(Err(no_longer_allowed()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Checked<Io> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.still_allowed() {
+            return std::task::Poll::Ready(Err(no_longer_allowed()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -159,9 +285,9 @@ pub struct Client {
     pub peer: SocketAddr,
     /// The observed client address.
     pub observed: ObservedAddr,
-    /// The pin verdict of the client certificate when the connection was accepted; `None`
-    /// without mutual TLS or without a certificate. [`Verified`] decides again on every
-    /// request: read the verdict through it.
+    /// The pin verdict of the client certificate **when the connection was accepted**;
+    /// `None` without mutual TLS or without a certificate. Do not make access decisions from
+    /// it: [`Verified`] decides again on every request; read the verdict through it.
     pub verdict: Option<TlsVerdict>,
     /// An allowed connection's certificate and the listener's users and audit sink, for
     /// [`Verified`] to decide again.
@@ -287,6 +413,9 @@ struct Shared<H> {
 
 type OnRefused = Box<dyn Fn(&Refusal) + Send + Sync>;
 
+/// What a connection's stages end with: the connection to serve, or why it was closed.
+type Staged<H> = Result<(Checked<<H as Handshake>::Io>, Client), Refusal>;
+
 /// A PROXY-aware [`Listener`] for `axum::serve`; see the module docs.
 pub struct ObservedListener<H: Handshake = Plain> {
     tcp: TcpListener,
@@ -294,7 +423,7 @@ pub struct ObservedListener<H: Handshake = Plain> {
     /// Oldest-first room in the stages: a newcomer never waits, the connection that has been
     /// in its stages longest is told to go (`stage_shed`).
     shedder: Arc<crate::shed::Shedder>,
-    pending: JoinSet<Result<(H::Io, Client), Refusal>>,
+    pending: JoinSet<Staged<H>>,
     counters: Arc<Counters>,
     on_refused: Option<OnRefused>,
 }
@@ -404,8 +533,8 @@ impl<H: Handshake> ObservedListener<H> {
     /// What a finished stage task gives: a connection to serve, or nothing.
     fn finished(
         &mut self,
-        done: Result<Result<(H::Io, Client), Refusal>, ::tokio::task::JoinError>,
-    ) -> Option<(H::Io, Client)> {
+        done: Result<Staged<H>, ::tokio::task::JoinError>,
+    ) -> Option<(Checked<H::Io>, Client)> {
         match done {
             Ok(Ok(conn)) => {
                 bump(&self.counters.served);
@@ -462,7 +591,7 @@ async fn stages<H: Handshake>(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared<H>>,
-) -> Result<(H::Io, Client), Refusal> {
+) -> Staged<H> {
     let (observed, stream) =
         crate::tokio::accept(tcp, peer, &shared.policy, shared.limits.proxy_timeout)
             .await
@@ -527,6 +656,13 @@ async fn stages<H: Handshake>(
         refusal.pin_check = true;
         return Err(refusal);
     }
+    let io = Checked {
+        io,
+        recheck: recheck.clone().map(|r| (r, observed)),
+        interval: shared.limits.recheck_interval,
+        next: std::time::Instant::now() + shared.limits.recheck_interval,
+        ended: false,
+    };
     Ok((
         io,
         Client {
@@ -552,7 +688,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 }
 
 impl<H: Handshake> Listener for ObservedListener<H> {
-    type Io = H::Io;
+    type Io = Checked<H::Io>;
     type Addr = Client;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -1012,6 +1148,64 @@ mod tests {
         assert!(
             matches!(&events[2], TlsEvent::AccessDenied { reason, .. } if reason == "unknown_user")
         );
+    }
+
+    /// A keep-alive connection served by axum to a handler that takes no `Verified`: once the
+    /// user is removed, the connection is closed at its next request (the listener's own
+    /// recheck), and the denial recorded.
+    #[::tokio::test]
+    async fn an_allowed_connection_is_closed_once_its_certificate_no_longer_passes() {
+        use ::axum::{Router, routing::get};
+        let (l, addr) = listener(Limits::default().with_recheck_interval(Duration::ZERO)).await;
+        let present = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = present.clone();
+        let users = move |name: &str| {
+            (name == "alice" && flag.load(Ordering::SeqCst))
+                .then(|| crate::User::new(false, vec!["ops".into()]))
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let keep = events.clone();
+        let l = l.with_mtls(
+            Fixed(alice_pinned_to("192.0.2.7")),
+            Arc::new(users),
+            Arc::new(move |e: TlsEvent| {
+                keep.lock().unwrap().push(e);
+                true
+            }),
+        );
+        let app = Router::new().route(
+            "/",
+            get(|Observed(seen): Observed| async move { format!("you are {}", seen.ip()) }),
+        );
+        let server = ::tokio::spawn(async move {
+            ::axum::serve(l, app.into_make_service_with_connect_info::<Client>()).await
+        });
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut c = proxied(addr, "192.0.2.7", request).await;
+        // The answer to the first request, the connection kept open.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("you are 192.0.2.7") {
+            let n = timeout(LONG, c.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        // The user is removed: the next request on the same connection gets no answer.
+        present.store(false, Ordering::SeqCst);
+        c.write_all(request).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = timeout(LONG, c.read_to_end(&mut rest)).await.unwrap();
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("you are"),
+            "{}",
+            String::from_utf8_lossy(&rest)
+        );
+        let events = events.lock().unwrap();
+        assert!(
+            matches!(events.last(), Some(TlsEvent::AccessDenied { reason, .. }) if reason == "unknown_user"),
+            "{events:?}"
+        );
+        server.abort();
     }
 
     /// A denial found on a later request that cannot be recorded refuses with 503.
