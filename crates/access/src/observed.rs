@@ -185,6 +185,16 @@ mod tests {
         );
     }
 
+    /// The front's key usage is one value in the crate that issues it and the crate that
+    /// requires it (foundations do not depend on each other).
+    #[test]
+    fn the_fronts_key_usage_is_the_same_in_both_crates() {
+        assert_eq!(
+            ippin_cert::x509::PROPAGATION_FRONT_EKU,
+            ippin_propagation::PROPAGATION_FRONT_EKU
+        );
+    }
+
     /// A header signed by a front and verified by the inner listener (the propagation crate's
     /// own flow): the observation is the client it names, trusted, canonical.
     #[test]
@@ -201,6 +211,7 @@ mod tests {
         let spki = ed25519_spki_der(front_key.verifying_key().as_bytes());
         let request = ClientCertRequest::builder(format!("{PROXY_CN_PREFIX}front-1"), spki)
             .role(PROXY_ROLE)
+            .propagation_front()
             .validity(t - 60, t + 3600)
             .serial(7)
             .build()

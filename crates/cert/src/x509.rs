@@ -80,6 +80,13 @@ pub const PINNED_IP_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.99
 /// one arc.
 pub const LOGIN_IP_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.9999.1.9.1");
 
+/// The extended key usage of a front's certificate for signed propagation: 1.3.9999.1.9.2
+/// (as text, for crates that compare it without this one), under the same arc as
+/// [`LOGIN_IP_OID`]. A certificate issued with `ClientCertRequestBuilder::propagation_front`
+/// (feature `issue`) has this usage alone; every other client
+/// certificate has TLS client authentication (1.3.6.1.5.5.7.3.2) and not this.
+pub const PROPAGATION_FRONT_EKU: &str = "1.3.9999.1.9.2";
+
 /// Teleport's subject attribute for the login IP: 1.3.9999.1.9. The same
 /// number as [`PINNED_IP_OID`] but a subject attribute, not an extension;
 /// informational, never enforced as a pin.
@@ -275,6 +282,7 @@ pub struct ClientCertRequest {
     pinned: Option<IpNet>,
     login_ip: Option<IpAddr>,
     profile: Profile,
+    front: bool,
 }
 
 #[cfg(feature = "issue")]
@@ -293,8 +301,15 @@ impl ClientCertRequest {
                 pinned: None,
                 login_ip: None,
                 profile: Profile::Ippin,
+                front: false,
             },
         }
+    }
+
+    /// Whether this is a front's certificate for signed propagation
+    /// ([`ClientCertRequestBuilder::propagation_front`]).
+    pub fn is_propagation_front(&self) -> bool {
+        self.front
     }
 
     /// The user (CN).
@@ -376,6 +391,17 @@ impl ClientCertRequestBuilder {
         self.req.profile = profile;
         self
     }
+    /// Makes this the certificate of a front of signed propagation (the crate
+    /// `ippin-propagation`): its extended key usage is [`PROPAGATION_FRONT_EKU`] alone,
+    /// where a user's certificate has TLS client authentication. A verifier of signed
+    /// headers takes only certificates with that usage, so no certificate issued for a
+    /// user, whatever its name and roles, can sign observed addresses; and a front's
+    /// certificate is not one a TLS server takes for client authentication. `build`
+    /// refuses a pin on it.
+    pub fn propagation_front(mut self) -> Self {
+        self.req.front = true;
+        self
+    }
 
     /// Checks the request.
     ///
@@ -387,6 +413,12 @@ impl ClientCertRequestBuilder {
     /// 0; [`Error::ProfileCannotPinNetwork`] for a network pin (shorter than
     /// `/32` or `/128`) with [`Profile::Teleport`] or [`Profile::Both`].
     pub fn build(mut self) -> Result<ClientCertRequest> {
+        if self.req.front && (self.req.pinned.is_some() || self.req.login_ip.is_some()) {
+            return Err(Error::request(
+                "pinned_ip",
+                "a front's certificate for signed propagation carries no pin or login IP",
+            ));
+        }
         if let Some(net) = self.req.pinned {
             self.req.pinned = Some(ca::check_pin_network(net, self.req.profile)?);
         }

@@ -5,7 +5,8 @@
 //! crate alone; the PROXY v2 framing around the value is the caller's.
 //!
 //! A front holds an Ed25519 key and a certificate from the cluster CA
-//! (CN `proxy:NAME`, role (O) `proxy`: [`PROXY_CN_PREFIX`], [`PROXY_ROLE`]).
+//! (CN `proxy:NAME`, role (O) `proxy`, extended key usage the front's alone:
+//! [`PROXY_CN_PREFIX`], [`PROXY_ROLE`], [`PROPAGATION_FRONT_EKU`]).
 //! It signs a **grant** ([`Signer::grant`]) once per half lifetime per
 //! upstream ([`GrantSchedule`]): the certificate, a fresh ephemeral X25519
 //! key, the inner listener's static X25519 key ([`SecretKey`] /
@@ -49,6 +50,7 @@
 //! let spki = ed25519_spki_der(front_key.verifying_key().as_bytes());
 //! let request = ClientCertRequest::builder(format!("{PROXY_CN_PREFIX}front-1"), spki)
 //!     .role(PROXY_ROLE)
+//!     .propagation_front()
 //!     .validity(t - 60, t + 3600)
 //!     .serial(7)
 //!     .build()
@@ -158,10 +160,16 @@ impl Link {
 /// The role (subject O) a front's certificate must carry.
 pub const PROXY_ROLE: &str = "proxy";
 
-/// The prefix of a front certificate's CN (`proxy:NAME`). User names
-/// cannot contain `:`, so no user certificate can pass for a front's, even
-/// for a user given a role named `proxy`.
+/// The prefix of a front certificate's CN (`proxy:NAME`).
 pub const PROXY_CN_PREFIX: &str = "proxy:";
+
+/// The extended key usage a front's certificate must have, alone: 1.3.9999.1.9.2 (the same
+/// value as `ippin_cert::x509::PROPAGATION_FRONT_EKU`, which issues it with
+/// `ClientCertRequestBuilder::propagation_front`). A certificate issued for a user carries
+/// TLS client authentication instead, so none can pass for a front's, even one whose name
+/// starts with [`PROXY_CN_PREFIX`] and whose roles include [`PROXY_ROLE`] (a login service
+/// that lets users choose such names, or a role named `proxy`).
+pub const PROPAGATION_FRONT_EKU: &str = "1.3.9999.1.9.2";
 
 /// Why a signed header (or a header sequence) was refused. Each reason
 /// has a stable [`code`](Reason::code), written to the audit log.

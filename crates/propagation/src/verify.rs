@@ -219,6 +219,29 @@ const OID_BASIC_CONSTRAINTS: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_KEY_USAGE: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("2.5.29.15");
+const OID_EXT_KEY_USAGE: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37");
+const OID_FRONT_USAGE: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap(crate::PROPAGATION_FRONT_EKU);
+
+/// Whether the certificate's extended key usage is exactly the front's
+/// ([`PROPAGATION_FRONT_EKU`](crate::PROPAGATION_FRONT_EKU)). A certificate without the
+/// extension, or with other usages too, is not a front's: a user's certificate (TLS client
+/// authentication) never passes, whatever its name and roles.
+fn has_front_usage(cert: &x509_cert::Certificate) -> bool {
+    let Some(ext) = cert
+        .tbs_certificate()
+        .extensions()
+        .map(|e| e.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .find(|e| e.extn_id == OID_EXT_KEY_USAGE)
+    else {
+        return false;
+    };
+    x509_cert::ext::pkix::ExtendedKeyUsage::from_der(ext.extn_value.as_bytes())
+        .is_ok_and(|eku| eku.0 == [OID_FRONT_USAGE])
+}
 
 /// The certificate profile a front's certificate must have (RFC 5280 §4.1, §4.2): version 3,
 /// each extension at most once, no critical extension this reader does not understand (only
@@ -414,7 +437,8 @@ impl Verifier {
         };
         let front = FrontCert {
             is_proxy: id.roles.iter().any(|r| r == PROXY_ROLE)
-                && id.user.starts_with(PROXY_CN_PREFIX),
+                && id.user.starts_with(PROXY_CN_PREFIX)
+                && has_front_usage(&cert),
             name: id.user,
             not_before: id.not_before,
             not_after: id.not_after,
@@ -452,8 +476,10 @@ impl Verifier {
             return Err(reject(
                 Reason::NotProxy,
                 format!(
-                    "`{}` lacks role `{PROXY_ROLE}` or a CN `{PROXY_CN_PREFIX}NAME`",
-                    front.name
+                    "`{}` lacks role `{PROXY_ROLE}`, a CN `{PROXY_CN_PREFIX}NAME` or the front's \
+                     extended key usage {} alone",
+                    front.name,
+                    crate::PROPAGATION_FRONT_EKU
                 ),
             ));
         }

@@ -28,6 +28,8 @@ const SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14
 const AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
 const SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
 const CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+const PROPAGATION_FRONT: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap(super::PROPAGATION_FRONT_EKU);
 const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
@@ -341,7 +343,12 @@ impl X509Ca {
         for role in &req.roles {
             subject.push(rdn(&O, UTF8, role));
         }
-        let mut exts = self.common_exts(&req.spki_der, &CLIENT_AUTH)?;
+        let eku = if req.front {
+            &PROPAGATION_FRONT
+        } else {
+            &CLIENT_AUTH
+        };
+        let mut exts = self.common_exts(&req.spki_der, eku)?;
         let ippin = matches!(req.profile, Profile::Ippin | Profile::Both);
         let teleport = matches!(req.profile, Profile::Teleport | Profile::Both);
         if teleport {

@@ -818,3 +818,50 @@ fn trailing_bytes_after_the_certificate_fail_in_both() {
         assert!(client_identity(&longer).is_err());
     }
 }
+
+/// The extended key usages of a certificate, with x509-cert.
+fn ekus(der: &[u8]) -> Vec<String> {
+    let cert = x509_cert::Certificate::from_der(der).unwrap();
+    let ext = cert
+        .tbs_certificate()
+        .extensions()
+        .unwrap()
+        .iter()
+        .find(|e| e.extn_id.to_string() == "2.5.29.37")
+        .expect("an extended key usage");
+    let eku = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(ext.extn_value.as_bytes()).unwrap();
+    eku.0.iter().map(ToString::to_string).collect()
+}
+
+/// A user's certificate has TLS client authentication; a front's for signed propagation has
+/// the front's usage alone, and no pin.
+#[test]
+fn a_fronts_certificate_has_its_own_key_usage_and_no_pin() {
+    let ca = ca();
+    assert_eq!(
+        ekus(&client(&ca, Some("192.0.2.1"), None, Profile::Ippin)),
+        ["1.3.6.1.5.5.7.3.2"]
+    );
+    let front = ClientCertRequest::builder("proxy:front", spki())
+        .role("proxy")
+        .propagation_front()
+        .validity(NOW - 60, NOW + 3600)
+        .serial(7)
+        .build()
+        .unwrap();
+    assert!(front.is_propagation_front());
+    let der = ca.issue_client(&front, &mut rng()).unwrap();
+    assert_eq!(ekus(&der), [x509::PROPAGATION_FRONT_EKU]);
+    for b in [
+        ClientCertRequest::builder("proxy:front", spki()).pinned_ip(ip("192.0.2.1")),
+        ClientCertRequest::builder("proxy:front", spki()).login_ip(ip("192.0.2.1")),
+    ] {
+        let e = b
+            .propagation_front()
+            .validity(NOW - 60, NOW + 3600)
+            .serial(7)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("front"), "{e}");
+    }
+}

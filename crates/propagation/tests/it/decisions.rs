@@ -58,6 +58,7 @@ fn front_cert(
 ) -> (ed25519_dalek::SigningKey, Vec<u8>) {
     let key = ed25519_dalek::SigningKey::generate(&mut rng());
     let mut req = ClientCertRequest::builder(cn, ed25519_spki_der(key.verifying_key().as_bytes()))
+        .propagation_front()
         .validity(nb, na)
         .serial(5);
     for r in roles {

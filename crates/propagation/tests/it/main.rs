@@ -32,6 +32,7 @@ pub(crate) fn fixture() -> &'static (Vec<u8>, Signer) {
         let spki = ed25519_spki_der(key.verifying_key().as_bytes());
         let req = ClientCertRequest::builder(format!("{PROXY_CN_PREFIX}front"), spki)
             .role(PROXY_ROLE)
+            .propagation_front()
             .validity(FROM, UNTIL)
             .serial(3)
             .build()

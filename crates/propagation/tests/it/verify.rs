@@ -51,11 +51,19 @@ fn check(v: &Verifier, g: &FrontGrant, ts: u64, now: u64) -> Result<Verified, Re
 
 /// A front identity from `ca` with this CN, roles and validity.
 fn front(ca: &X509Ca, cn: &str, roles: &[&str], nb: u64, na: u64) -> Signer {
+    front_with(ca, cn, roles, nb, na, true)
+}
+
+/// The same, issued as a front's (`propagation_front`) or as a user's certificate.
+fn front_with(ca: &X509Ca, cn: &str, roles: &[&str], nb: u64, na: u64, as_front: bool) -> Signer {
     let key = ed25519_dalek::SigningKey::from_bytes(&[0x24; 32]);
     let mut req = ClientCertRequest::builder(
         cn.to_owned(),
         ed25519_spki_der(key.verifying_key().as_bytes()),
     );
+    if as_front {
+        req = req.propagation_front();
+    }
     for r in roles {
         req = req.role(*r);
     }
@@ -108,6 +116,20 @@ fn a_certificate_without_the_proxy_role_or_cn_is_not_a_front() {
     let user_cn = front(&ca, "alice", &[PROXY_ROLE], FROM, UNTIL);
     assert_eq!(
         check(&v, &grant(&user_cn, T, T + 600), T, T),
+        Err(Reason::NotProxy)
+    );
+    // A user's certificate (TLS client authentication) named and roled as a front's: a
+    // login service that lets users choose `proxy:x` and gives a role `proxy`.
+    let users = front_with(
+        &ca,
+        &format!("{PROXY_CN_PREFIX}x"),
+        &[PROXY_ROLE],
+        FROM,
+        UNTIL,
+        false,
+    );
+    assert_eq!(
+        check(&v, &grant(&users, T, T + 600), T, T),
         Err(Reason::NotProxy)
     );
     let expired = front(

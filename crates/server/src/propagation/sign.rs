@@ -44,6 +44,7 @@ pub fn issue_proxy_identity<R: ippin_cert::rand_core::CryptoRng + ?Sized>(
     let req =
         ippin_cert::x509::ClientCertRequest::builder(format!("{PROXY_CN_PREFIX}{name}"), spki)
             .role(PROXY_ROLE)
+            .propagation_front()
             .validity(not_before, not_after)
             .serial(serial.max(1))
             .build()
