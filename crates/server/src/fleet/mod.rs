@@ -25,7 +25,8 @@ use ippin_access::egress::LiveRestrictions;
 use ippin_access::fleet::FleetError as FleetErrorCodec;
 use ippin_access::fleet::client::{ClientError, Endpoint, EtcdClient, client_config_from_pem};
 use ippin_access::fleet::{
-    Compare, DeleteRange, EventKind, LeaseGrant, Op, OpResponse, Put, Range, Txn, Watch,
+    Compare, DeleteRange, EventKind, LeaseGrant, LeaseRevoke, Op, OpResponse, Put, Range, Txn,
+    Watch,
 };
 use rustls_pki_types::ServerName;
 
@@ -1156,7 +1157,14 @@ impl Fleet {
     }
 
     /// Locks `user` on every node until `until` (a leased `lockouts/` key), unless a lock is
-    /// in force already; the failures counted for it start again.
+    /// in force already; the failures counted for it start again either way.
+    ///
+    /// A lock key whose `until` has passed, ends further off than `lockout` from now (which
+    /// the nodes cap), or does not read is replaced, not taken for a lock in force: etcd
+    /// renews every lease to its whole time when its leader changes, a lease expires in
+    /// coarse steps, and a key may have been written with no lease at all; such a key left
+    /// in place, every node would read "not locked" and none could write a new lock, for as
+    /// long as it lasts.
     async fn lock_everywhere(&self, user: &str, until: SystemTime) -> Result<(), FleetError> {
         let failures = self.key(&format!("failures/{user}/"));
         let value = serde_json::to_vec(&store::Lockout {
@@ -1170,19 +1178,61 @@ impl Fleet {
             .max(Duration::from_secs(1));
         let lease = self.lease(left).await?;
         let lock_key = self.key(&Key::Lockout(user.to_owned()).path());
-        // Create-only: a lock in force is not extended by more failures (they are refused
-        // before the password is checked anyway); the counted failures start again.
-        self.writer
-            .txn(&Txn {
-                compare: vec![Compare::absent(&lock_key)],
-                success: vec![
-                    Op::Put(Put::new(&lock_key, &value).with_lease(lease)),
-                    Op::DeleteRange(DeleteRange::prefix(&failures)),
-                ],
-                failure: Vec::new(),
-            })
-            .await
-            .map_err(|e| self.err(e))?;
+        // A lock in force is not extended by more failures (they are refused before the
+        // password is checked anyway); the counted failures start again.
+        let put = |compare| Txn {
+            compare: vec![compare],
+            success: vec![
+                Op::Put(Put::new(&lock_key, &value).with_lease(lease)),
+                Op::DeleteRange(DeleteRange::prefix(&failures)),
+            ],
+            failure: vec![Op::Range(Range::key(&lock_key))],
+        };
+        let mut compare = Compare::absent(&lock_key);
+        // A few rounds: another node may write or remove the key between a read and a write.
+        for _ in 0..4 {
+            let r = self
+                .writer
+                .txn(&put(compare))
+                .await
+                .map_err(|e| self.err(e))?;
+            if r.succeeded {
+                return Ok(());
+            }
+            let existing = r.responses.into_iter().find_map(|o| match o {
+                OpResponse::Range(range) => range.kvs.into_iter().next(),
+                _ => None,
+            });
+            let Some(kv) = existing else {
+                // Removed meanwhile: create it.
+                compare = Compare::absent(&lock_key);
+                continue;
+            };
+            // In force as the nodes read it: not over, and not ending later than a lock
+            // written now would (the nodes hold a lock at most `lockout` from when they saw
+            // it, so a key ending further off is one they stopped enforcing).
+            let now = SystemTime::now();
+            let in_force = serde_json::from_slice::<store::Lockout>(&kv.value)
+                .ok()
+                .and_then(|l| l.until_time())
+                .is_some_and(|t| t > now && t <= now + self.limits.lockout);
+            if in_force {
+                // Locked already: the failures start again; the lease taken is not needed.
+                self.writer
+                    .txn(&Txn {
+                        compare: Vec::new(),
+                        success: vec![Op::DeleteRange(DeleteRange::prefix(&failures))],
+                        failure: Vec::new(),
+                    })
+                    .await
+                    .map_err(|e| self.err(e))?;
+                let _ = self.writer.lease_revoke(&LeaseRevoke { id: lease }).await;
+                return Ok(());
+            }
+            // Stale: replaced if it is still the key just read.
+            compare = Compare::mod_revision(&lock_key, kv.mod_revision);
+        }
+        // Other nodes wrote the key at every round: one of them locked the user.
         Ok(())
     }
 

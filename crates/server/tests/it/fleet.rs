@@ -1435,6 +1435,20 @@ async fn fleet_lockout_without_lease_is_not_extended() {
         let (_, ran) = f.login(node, "alice", "secret", "127.0.0.1");
         assert_eq!(ran.code, Some(0), "node {node} locks alice again: {ran:?}");
     }
+    // The stale key (no lease, its `until` beyond what the nodes hold) does not stop a new
+    // lock: five failures through node 0 lock alice on every node.
+    for _ in 0..5 {
+        let (_, ran) = f.login(0, "alice", "wrong", "127.0.0.5");
+        assert_ne!(ran.code, Some(0));
+    }
+    f.wait_ready_at(f.etcd.revision(), "after alice's new lockout");
+    for node in 1..3 {
+        let (_, ran) = f.login(node, "alice", "secret", "127.0.0.1");
+        assert!(
+            ran.stderr.contains("locked until"),
+            "node {node} does not hold alice's new lock: {ran:?}"
+        );
+    }
 }
 
 /// The revision `node` has put in force, from its `/readyz` (through HAProxy).
