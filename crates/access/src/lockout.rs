@@ -19,8 +19,8 @@
 //! an attacker nothing about which names exist.
 //!
 //! Time is a parameter (`now`); nothing here reads a clock, opens a socket
-//! or uses the rest of the crate (std only), so the type can move to a
-//! library as it is.
+//! or uses the rest of the crate (std, and `ippin-policy` for what an
+//! address stands for).
 //!
 //! # Bounded memory, and eviction
 //!
@@ -333,9 +333,22 @@ impl FailureTable {
 /// address (an IPv4-mapped IPv6 address is its IPv4 address), or the /64 of
 /// an IPv6 address (one subscriber usually holds a whole /64, so counting
 /// single IPv6 addresses would give one attacker 2^64 keys).
+///
+/// Except where the neighbours in a /64 are other clients
+/// ([`ippin_policy::stands_alone`]): an address that embeds an IPv4 address
+/// (NAT64, 6to4, Teredo, IPv4-compatible) counts as that IPv4 address, as its
+/// client would without the translator; other such addresses (link-local,
+/// SIIT, the local-use NAT64 prefix) count alone. So one client behind a
+/// translator cannot spend the limits of every other client of it.
 pub fn peer_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
+            if let Some(v4) = ippin_policy::embedded_ipv4(IpAddr::V6(v6)) {
+                return IpAddr::V4(v4);
+            }
+            if ippin_policy::stands_alone(IpAddr::V6(v6)) {
+                return IpAddr::V6(v6);
+            }
             let s = v6.segments();
             IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
         }
@@ -619,6 +632,30 @@ impl Drop for PeerPlace {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn clients_of_a_translator_are_counted_apart() {
+        let key = |s: &str| peer_key(s.parse().unwrap());
+        // Two IPv4 clients of one NAT64 gateway (or SIIT, Teredo server, link): two keys.
+        for (a, b) in [
+            ("64:ff9b::c000:207", "64:ff9b::c000:208"),
+            ("::ffff:0:c000:207", "::ffff:0:c000:208"),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                "2001:0:4136:e378:8000:63bf:3fff:fdd3",
+            ),
+            ("fe80::1", "fe80::2"),
+            ("64:ff9b:1::1", "64:ff9b:1::2"),
+        ] {
+            assert_ne!(key(a), key(b), "{a} {b}");
+        }
+        // An address that embeds an IPv4 address counts as it.
+        assert_eq!(key("64:ff9b::c000:207"), key("192.0.2.7"));
+        assert_eq!(key("2002:c000:207::1"), key("192.0.2.7"));
+        // Native IPv6: the /64; IPv4-mapped: the IPv4 address.
+        assert_eq!(key("2001:db8::1"), key("2001:db8::ffff"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+    }
 
     #[test]
     fn peer_places_are_given_back_when_dropped() {

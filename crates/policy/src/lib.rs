@@ -81,7 +81,7 @@ pub use netrestrict::{
 };
 pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, PinPrefix, PinRequirement, RenewalPins,
-    check_pin, pin_for_issue, pins_for_renewal, renewal_validity,
+    check_pin, pin_for_issue, pins_for_renewal, renewal_validity, stands_alone,
 };
 #[cfg(feature = "yaml")]
 pub use roles::parse_roles;

@@ -172,6 +172,19 @@ fn reaches_alone(v6: std::net::Ipv6Addr, len: u8) -> bool {
     })
 }
 
+/// Whether the neighbours of `ip` in any IPv6 prefix are other clients, so that it stands for
+/// one client alone: IPv6 addresses of translators and tunnels that embed an IPv4 address
+/// ([`embedded_ipv4`](crate::embedded_ipv4), and SIIT's IPv4-translated `::ffff:0:a.b.c.d`),
+/// the local-use NAT64 prefix `64:ff9b:1::/48`, and link-local addresses. A prefix pin never
+/// widens such an address, and per-client limits (`ippin_access::lockout::peer_key`) count it
+/// alone, not with its /64. `false` for IPv4.
+pub fn stands_alone(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => one_address_only(v6),
+        _ => false,
+    }
+}
+
 /// IPv6 addresses whose neighbours in a prefix are other clients: translators and tunnels
 /// that embed an IPv4 address (SIIT's IPv4-translated `::ffff:0:a.b.c.d` among them), the
 /// local-use NAT64 prefix, and link-local addresses.

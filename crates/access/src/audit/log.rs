@@ -223,6 +223,9 @@ pub fn line_text<E: Serialize + ?Sized>(
     if let (Some(peer), serde_json::Value::Object(m)) = (peer, &mut value)
         && !m.contains_key("peer")
     {
+        // Canonical, as every address of the line (a dual-stack listener's peer
+        // `[::ffff:a.b.c.d]:p` is `a.b.c.d:p`), so a search for one address finds them all.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         m.insert("peer".into(), peer.to_string().into());
     }
     cap_value(&mut value, 0);
@@ -346,17 +349,16 @@ impl SummaryKey {
     }
 }
 
-/// The client a summary counts under: the IP, or for IPv6 its /64 (one host commonly holds a
-/// whole /64, and would otherwise open a window per address).
+/// The client a summary counts under: the per-peer key of the lockout
+/// ([`crate::lockout::peer_key`]): the IP, or for native IPv6 its /64 (one host commonly holds
+/// a whole /64, and would otherwise open a window per address), but an address whose /64 holds
+/// other clients (a translator's) alone.
 fn client_of(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let s = v6.segments();
-            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-            format!("{net}/64")
+    match crate::lockout::peer_key(ip) {
+        std::net::IpAddr::V6(key) if !ippin_policy::stands_alone(ip.to_canonical()) => {
+            format!("{key}/64")
         }
-        std::net::IpAddr::V6(v6) => v6.to_canonical().to_string(),
-        v4 => v4.to_string(),
+        key => key.to_string(),
     }
 }
 
@@ -795,6 +797,25 @@ mod tests {
     fn refusal(user: &str, peer: &str) -> serde_json::Value {
         serde_json::json!({"event": "access_denied", "user": user, "observed": peer,
             "reason": "pinned_ip_mismatch"})
+    }
+
+    /// The peer a line names is canonical; summaries count a translator's clients apart and
+    /// a native IPv6 /64 together.
+    #[test]
+    fn peers_are_canonical_and_translated_clients_stand_alone() {
+        let peer: SocketAddr = "[::ffff:192.0.2.7]:5000".parse().unwrap();
+        let event = serde_json::json!({"event": "x"});
+        let (text, _) = line_text("t", "c", &event, Some(peer)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["peer"], "192.0.2.7:5000");
+        assert_eq!(client_of("2001:db8::1".parse().unwrap()), "2001:db8::/64");
+        assert_eq!(client_of("2001:db8::".parse().unwrap()), "2001:db8::/64");
+        assert_eq!(client_of("64:ff9b::c000:207".parse().unwrap()), "192.0.2.7");
+        assert_eq!(client_of("fe80::1".parse().unwrap()), "fe80::1");
+        assert_ne!(
+            client_of("fe80::1".parse().unwrap()),
+            client_of("fe80::2".parse().unwrap())
+        );
     }
 
     /// A FIFO with no reader at the log's name (planted after a rotation in a sticky
