@@ -253,8 +253,11 @@ impl Ca {
                 field: "tls_public_key",
                 message: e.to_string(),
             })?;
+        // The same end for both: OpenSSH's `valid_before` is the first second the SSH
+        // certificate is not valid; X.509's `notAfter` the last second it is (RFC 5280
+        // §4.1.2.5, inclusive).
         let mut x509_req = cert::x509::ClientCertRequest::builder(req.user, spki_der)
-            .validity(not_before, not_after)
+            .validity(not_before, not_after.saturating_sub(1))
             .serial(serial);
         for role in req.roles {
             x509_req = x509_req.role(role.as_str());

@@ -1747,9 +1747,11 @@ mod tests {
             let id = ippin_cert::x509::client_identity(&der).unwrap();
             let ssh = ippin_cert::ssh::parse_certificate(body["ssh_certificate"].as_str().unwrap())
                 .unwrap();
+            // Both end at the same second: X.509's notAfter is inclusive, OpenSSH's
+            // valid_before is not.
             assert_eq!(ssh.valid_after(), id.not_before);
-            assert_eq!(ssh.valid_before(), id.not_after);
-            (id.not_before, id.not_after)
+            assert_eq!(ssh.valid_before(), id.not_after + 1);
+            (id.not_before, ssh.valid_before())
         };
         // Logged in an hour ago: the renewed certificates start where the login's did, and
         // last cert_ttl from now.
