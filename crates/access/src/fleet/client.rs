@@ -130,7 +130,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// A clear-text endpoint (`http`; loopback only, see above).
+    /// A clear-text endpoint (`http`; loopback only, see above: a call to an endpoint made
+    /// with another address fails with [`ClientError::Connect`] before anything is sent).
     pub fn plain(addr: SocketAddr) -> Self {
         Self { addr, tls: None }
     }
@@ -594,6 +595,17 @@ async fn send(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
+    if ep.tls.is_none() && !endpoint.ip().to_canonical().is_loopback() {
+        // Clear text off this host would carry users, roles and restrictions readable and
+        // writable on the path: refused, not sent.
+        return Err(ClientError::Connect {
+            endpoint,
+            source: std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "a clear-text etcd endpoint must be on loopback; use Endpoint::tls",
+            ),
+        });
+    }
     let tcp = TcpStream::connect(endpoint)
         .await
         .map_err(|source| ClientError::Connect { endpoint, source })?;
@@ -820,6 +832,29 @@ mod tests {
     }
 
     use super::*;
+
+    /// A clear-text endpoint off loopback is refused before a connection is opened: a
+    /// listener there sees nothing.
+    #[tokio::test]
+    async fn a_clear_text_endpoint_off_loopback_is_refused() {
+        // Not loopback, but an address of this host when the tests run in a namespace with
+        // one; whether or not anything listens, the call must fail before connecting.
+        for addr in ["192.0.2.1:2379", "[2001:db8::1]:2379", "[::ffff:192.0.2.1]:2379"] {
+            let c = EtcdClient::new(addr.parse().unwrap());
+            let e = c
+                .call(&Request {
+                    path: "/v3/kv/range",
+                    body: b"{}".to_vec(),
+                })
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, ClientError::Connect { source, .. }
+                    if source.kind() == std::io::ErrorKind::PermissionDenied),
+                "{addr}: {e:?}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_bad_path_is_refused_before_connecting() {
