@@ -178,6 +178,22 @@ impl ProxyListener {
     /// behind it): when it is full they are dropped, and counted in
     /// [`unreported_refusals`](Self::unreported_refusals).
     /// [`AcceptError::Stopped`] if its accepting task ended.
+    ///
+    /// A refusal is one client's, not the listener's: a server loop goes on after it
+    /// (`?` on every error would let any client stop the server with one bad header):
+    ///
+    /// ```no_run
+    /// # async fn serve(mut listener: ippin_proxy_protocol::ProxyListener) {
+    /// use ippin_proxy_protocol::AcceptError;
+    /// loop {
+    ///     match listener.accept().await {
+    ///         Ok(accepted) => { /* serve accepted.stream for accepted.observed */ }
+    ///         Err(AcceptError::Stopped) => break,
+    ///         Err(refused) => eprintln!("{refused}"), // counted, logged, and on to the next
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn accept(&mut self) -> Result<Accepted<TcpStream>, AcceptError> {
         self.ready.recv().await.unwrap_or(Err(AcceptError::Stopped))
     }

@@ -155,7 +155,8 @@ impl ProxyUdpSocket {
     ///
     /// # Errors
     /// [`RecvError::Refused`] for a datagram the policy refuses (dropped;
-    /// call again for the next one), [`RecvError::Io`] when receiving fails.
+    /// call again for the next one: any sender can cause one, so a server
+    /// loop must not end on it), [`RecvError::Io`] when receiving fails.
     pub async fn recv_from(&self, buf: &mut [u8]) -> Result<ReceivedDatagram, RecvError> {
         let (n, peer) = self.socket.recv_from(buf).await?;
         if n >= buf.len() {

@@ -49,6 +49,30 @@ fn audit(event: SshAuditEvent) -> bool {
     writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
+impl Handler {
+    /// The authorized user, checked again now: one connection (OpenSSH's connection sharing)
+    /// can outlive its certificate, its user or a role's pin requirement, so every new
+    /// channel and command asks again. A denial is audited and ends what it was asked for.
+    fn still_allowed(&self) -> Option<&Authorized> {
+        let who = self.user.as_ref()?;
+        let now = UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs());
+        match who.recheck(&self.settings.users, now) {
+            None => Some(who),
+            Some(denial) => {
+                let line = serde_json::json!({
+                    "event": "ssh.connection.refused",
+                    "user": who.user,
+                    "reason": denial.reason.code(),
+                    "message": denial.message,
+                });
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                None
+            }
+        }
+    }
+}
+
 impl russh::server::Handler for Handler {
     type Error = russh::Error;
 
@@ -94,7 +118,7 @@ impl russh::server::Handler for Handler {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.user.is_some() {
+        if self.still_allowed().is_some() {
             reply.accept().await;
         }
         Ok(())
@@ -107,7 +131,7 @@ impl russh::server::Handler for Handler {
         _command: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(who) = &self.user else {
+        let Some(who) = self.still_allowed() else {
             return session.channel_failure(channel);
         };
         let text = format!("{} from {}\n", who.user, self.conn.observed.socket_addr());
