@@ -26,10 +26,16 @@
 //! // alice's roles require a pin. Her certificate (here: bytes that do not decode) is
 //! // refused, with a stable reason, whatever the address.
 //! let users = HashMap::from([("alice".to_owned(), User::new(true, vec!["ops".into()]))]);
-//! let seen = ObservedAddr::new("192.0.2.7:50000".parse().unwrap(), Provenance::ProxyV2, true);
+//! // The socket peer of a direct connection; behind a proxy, `observed::from_proxy` (a PROXY
+//! // header under the listener's policy) or `observed::from_signed` decide what to believe.
+//! let seen = ObservedAddr::socket_peer("192.0.2.7:50000".parse().unwrap());
 //! let now = 1_700_000_000; // Unix seconds: the clock is yours
+//! // The certificate must be one your TLS stack verified for this connection (chain,
+//! // signature, validity): `decide` reads it, it does not verify it. Never pass a
+//! // certificate a client or a proxy handed you in a header.
 //! let verdict = tls::decide_der(b"not a certificate", &users, &seen, now);
 //! assert!(!verdict.access.is_allowed());
+//! # let _ = Provenance::Direct;
 //! ```
 //!
 //! # Public API

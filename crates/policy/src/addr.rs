@@ -133,6 +133,16 @@ impl ObservedAddr {
     /// Records an observation. The IP is canonicalised; an untrusted observation gets port 0
     /// (the compatible form), and a trusted one with port 0 stays untrusted. A
     /// [`Provenance::ProxyLocal`] observation is never trusted.
+    ///
+    /// `trusted: true` is the caller's word that the address names the real client: that
+    /// the header it came from was sent by a proxy the listener trusts, or its signature
+    /// verified. Every pin check believes it. Prefer the constructors that check the
+    /// evidence themselves: [`ObservedAddr::socket_peer`] for a direct connection,
+    /// [`crate::client_from_forwarded`] and [`crate::client_from_x_forwarded_for`] for
+    /// forwarded headers, and in `ippin-access`
+    /// `observed::from_proxy` (a PROXY header under a listener policy) and
+    /// `observed::from_signed` (a verified signed header). Never pass `true` for an address
+    /// read from a header whose sender you did not check.
     pub fn new(addr: SocketAddr, provenance: Provenance, trusted: bool) -> Self {
         let trusted = trusted && addr.port() != 0 && provenance != Provenance::ProxyLocal;
         ObservedAddr {
@@ -141,6 +151,12 @@ impl ObservedAddr {
             provenance,
             trusted,
         }
+    }
+
+    /// The socket peer of a direct connection (no proxy in between): trusted, as the TCP
+    /// handshake vouches for it.
+    pub fn socket_peer(addr: SocketAddr) -> Self {
+        ObservedAddr::new(addr, Provenance::Direct, true)
     }
 
     /// An untrusted observation of `ip` (port 0).

@@ -839,7 +839,11 @@ mod tests {
     async fn a_clear_text_endpoint_off_loopback_is_refused() {
         // Not loopback, but an address of this host when the tests run in a namespace with
         // one; whether or not anything listens, the call must fail before connecting.
-        for addr in ["192.0.2.1:2379", "[2001:db8::1]:2379", "[::ffff:192.0.2.1]:2379"] {
+        for addr in [
+            "192.0.2.1:2379",
+            "[2001:db8::1]:2379",
+            "[::ffff:192.0.2.1]:2379",
+        ] {
             let c = EtcdClient::new(addr.parse().unwrap());
             let e = c
                 .call(&Request {
