@@ -25,7 +25,9 @@
 //! let session = enforcer.session("sid-4b1c")?;
 //! let mut cmd = Command::new("curl");
 //! cmd.arg("http://127.0.0.3:8080/");
-//! session.confine(&mut cmd); // in the session cgroup before it runs any of its code
+//! // In the session cgroup before it runs any of its code. (It keeps this process's user:
+//! // for a user's session run it as the user with `ChildSetup`, since root is not confined.)
+//! session.confine(&mut cmd);
 //! let status = cmd.status().expect("spawn");
 //! assert!(!status.success());
 //!

@@ -364,8 +364,12 @@ impl Session {
     ///
     /// With `tokio::process::Command`, pass `cmd.as_std_mut()`.
     ///
-    /// To also run the child as an OS login, in a session of its own or with a terminal,
-    /// use [`crate::ChildSetup`] with [`Session::placement`] instead: it orders the steps.
+    /// **The child keeps the caller's user.** Called from a server running as root, it
+    /// runs as root, and root is not confined: it can move itself out of the cgroup or
+    /// detach the programs (the crate's docs, "Root is not confined"). For a user's session, run the
+    /// child as the user: [`crate::ChildSetup`] with [`Session::placement`] and its login
+    /// (groups, group, user), which orders the steps; `confine` alone is for a caller that
+    /// already runs unprivileged, and for tests.
     pub fn confine<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         crate::ChildSetup::new()
             .placement(self.placement.clone())
