@@ -356,6 +356,21 @@ pub fn peer_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address a connection's attempts and connections count under ([`Throttle::begin`],
+/// [`PeerPlaces::take`]): the observed client when the observation is trusted (the client a
+/// trusted proxy or a verified signature names), else the TCP peer, never an address the
+/// client claims unchecked.
+pub fn throttle_key(
+    observed: &ippin_policy::ObservedAddr,
+    tcp_peer: std::net::SocketAddr,
+) -> IpAddr {
+    if observed.is_trusted() {
+        observed.ip()
+    } else {
+        tcp_peer.ip()
+    }
+}
+
 /// Why an attempt is refused before the password is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -439,6 +454,11 @@ impl Throttle {
     /// counted in flight for the peer and as a failure of the name in advance,
     /// so that attempts at once cannot check more passwords than either limit
     /// allows.
+    ///
+    /// `peer` must be an address the client cannot choose: [`throttle_key`] of the
+    /// connection (the observed client when trusted, else the TCP peer). An untrusted
+    /// observation's address is the client's claim: keyed by it, one client would get a
+    /// fresh per-address limit for every address it claims.
     ///
     /// # Errors
     /// The [`Refusal`], in that order of precedence.
@@ -632,6 +652,17 @@ impl Drop for PeerPlace {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_throttle_key_is_never_an_unchecked_claim() {
+        use ippin_policy::{ObservedAddr, Provenance};
+        let peer: std::net::SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let claimed = ObservedAddr::untrusted("192.0.2.7".parse().unwrap(), Provenance::ProxyV1);
+        assert_eq!(throttle_key(&claimed, peer), peer.ip());
+        let vouched =
+            ObservedAddr::new("192.0.2.7:4000".parse().unwrap(), Provenance::ProxyV2, true);
+        assert_eq!(throttle_key(&vouched, peer), vouched.ip());
+    }
 
     #[test]
     fn clients_of_a_translator_are_counted_apart() {

@@ -155,11 +155,7 @@ pub fn key_after_proxy(
 /// The address failures count under: the observed client when trusted,
 /// else the socket peer.
 pub fn throttle_key(observed: &ObservedAddr, peer: SocketAddr) -> IpAddr {
-    if observed.is_trusted() {
-        observed.ip()
-    } else {
-        peer.ip()
-    }
+    ippin_access::lockout::throttle_key(observed, peer)
 }
 
 #[cfg(test)]

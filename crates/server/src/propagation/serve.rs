@@ -235,11 +235,7 @@ async fn forward_one(
     };
     // The client's place among its young relays: the observed client when trusted, else the
     // TCP peer. Given back when the relay ends or is YOUNG_RELAY old, whichever comes first.
-    let client = if observed.is_trusted() {
-        observed.ip()
-    } else {
-        peer.ip()
-    };
+    let client = ippin_access::lockout::throttle_key(&observed, peer);
     let Some(place) = young.take(client) else {
         audit(
             state,

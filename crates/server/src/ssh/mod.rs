@@ -404,8 +404,8 @@ impl SshService {
         // The client's place among its connections not yet authenticated: the observed
         // address when trusted, else the TCP peer. Left once authenticated.
         let client = match peer {
-            Some(p) if !observed.is_trusted() => p.ip(),
-            _ => observed.ip(),
+            Some(p) => ippin_access::lockout::throttle_key(&observed, p),
+            None => observed.ip(),
         };
         let Some(peer_place) = self.shared.unauthenticated_per_peer.take(client) else {
             let _ = self
