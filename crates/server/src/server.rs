@@ -836,6 +836,24 @@ pub async fn login(
             },
         );
     }
+    // A place to check a password, waited for at most HASH_SLOT_WAIT, before anything is
+    // counted: a login that cannot be checked in time (every place taken, by a flood of
+    // attempts from many addresses) is answered `login_busy` and costs its user nothing,
+    // rather than counting as a failure of their name that was never checked.
+    let slot = match tokio::time::timeout(HASH_SLOT_WAIT, state.hash_slots.clone().acquire_owned())
+        .await
+    {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            state.audit(&refused(&body.user, "login_busy"));
+            return http::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login_busy",
+                "too many logins are being checked at once; nothing was counted: try again \
+                 in a moment",
+            );
+        }
+    };
     let attempt = match state.login_guard.begin(&body.user, peer, state.now()) {
         Ok(a) => a,
         Err(refusal) => {
@@ -847,12 +865,12 @@ pub async fn login(
     // store) cannot pair the old hash with the new user, or the other way round.
     let directory = state.directory.get();
     let ok = if body.password.len() <= crate::users::MAX_PASSWORD_BYTES {
-        check_password(state, &directory, &body.user, &body.password).await
+        check_password(state, &directory, &body.user, &body.password, slot).await
     } else {
         // No password this long is ever right, but the failure costs what any other does (a
         // hash against the decoy), so that failures, which fill the lockout tables, cannot be
         // bought cheaply (found in review).
-        let _ = check_password(state, &directory, "", "").await;
+        let _ = check_password(state, &directory, "", "", slot).await;
         false
     };
     let user = match directory.user(&body.user) {
@@ -914,14 +932,19 @@ pub async fn login(
     login_issue(state, &directory, observed, &user, body)
 }
 
-/// Whether `password` is `user`'s. An unknown name is checked against a stand-in user's
-/// hash (`Directory::stand_in_hash`), else the decoy, so that both cost the same; its answer
-/// is always `false`.
+/// How long a login waits for a place to check its password (`MAX_CONCURRENT_HASHES` at
+/// once) before it is answered `login_busy`, uncounted.
+pub const HASH_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `password` is `user`'s, checked in the place `slot` (given back when done). An
+/// unknown name is checked against a stand-in user's hash (`Directory::stand_in_hash`), else
+/// the decoy, so that both cost the same; its answer is always `false`.
 async fn check_password(
     state: &State,
     directory: &crate::directory::Directory,
     user: &str,
     password: &str,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> bool {
     let known = directory.user(user).is_some();
     // Picked for every name, known or not, so that picking it costs both alike (it grows
@@ -932,16 +955,13 @@ async fn check_password(
         None => stand_in.map_or_else(|| state.decoy_hash.clone(), str::to_owned),
     };
     let password = password.to_owned();
-    match state.hash_slots.clone().acquire_owned().await {
-        Ok(slot) => tokio::task::spawn_blocking(move || {
-            let ok = crate::users::verify_password(&hash, &password);
-            drop(slot);
-            ok && known
-        })
-        .await
-        .unwrap_or(false),
-        Err(_) => false,
-    }
+    tokio::task::spawn_blocking(move || {
+        let ok = crate::users::verify_password(&hash, &password);
+        drop(slot);
+        ok && known
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// The `429` of a login refused before its password was checked: `{error,
@@ -1498,10 +1518,15 @@ mod tests {
                 .expect("a user's hash");
             stood_in.insert(owner);
             let pw = format!("{owner}-pw");
-            assert!(!check_password(&s, &directory, &name, &pw).await, "{name}");
+            let slot = s.hash_slots.clone().acquire_owned().await.unwrap();
+            assert!(
+                !check_password(&s, &directory, &name, &pw, slot).await,
+                "{name}"
+            );
         }
         assert_eq!(stood_in.len(), 2, "{stood_in:?}");
-        assert!(check_password(&s, &directory, "alice", "alice-pw").await);
+        let slot = s.hash_slots.clone().acquire_owned().await.unwrap();
+        assert!(check_password(&s, &directory, "alice", "alice-pw", slot).await);
         // The same stand-ins from the same CA (every node of a cluster, every restart).
         assert_eq!(s.decoy_key, s.ca.stand_in_key());
         let again = State::load(s.config.clone()).unwrap();
@@ -1548,6 +1573,32 @@ mod tests {
         assert_eq!(id.user, "alice");
         assert_eq!(id.roles, vec!["pinned-ip".to_owned()]);
         assert_eq!(id.login_ip, Some("127.0.0.5".parse().unwrap()));
+    }
+
+    /// Every place to check a password taken (a flood from many addresses): a login waits
+    /// at most HASH_SLOT_WAIT, is answered `login_busy`, and counts nothing, so the user's
+    /// own retries cannot lock their name; once a place is free, the right password works.
+    #[tokio::test(start_paused = true)]
+    async fn a_login_that_cannot_be_checked_in_time_is_busy_and_counts_nothing() {
+        let dir = ippin_test_support::temp_dir();
+        let s = state(dir.path());
+        let o = seen("127.0.0.5:4000", Provenance::Direct, true);
+        let held = s
+            .hash_slots
+            .clone()
+            .acquire_many_owned(crate::state::MAX_CONCURRENT_HASHES as u32)
+            .await
+            .unwrap();
+        let max = s.login_guard.limits().max_failures;
+        for _ in 0..=max {
+            let mut wrong = request("alice");
+            wrong.password = "wrong".into();
+            let (status, body) = answer(login(&s, &o, o.ip(), wrong).await).await;
+            assert_eq!((status, body["error"].as_str()), (503, Some("login_busy")));
+        }
+        drop(held);
+        let (status, body) = answer(login(&s, &o, o.ip(), request("alice")).await).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     #[tokio::test]
