@@ -517,6 +517,27 @@ async fn handle_connection(
             }
         }
     }
+    // `tls` listeners: at most MAX_TLS_PER_PEER per client (the trusted observed client,
+    // else the TCP peer), held until the answer.
+    let _tls_place = if lcfg.kind == ListenerKind::Tls {
+        let client = ippin_access::lockout::throttle_key(&observed, peer);
+        match state.tls_peers.take(client) {
+            Some(place) => Some(place),
+            None => {
+                tracing::info!("tls listener: refused {peer}: too many connections");
+                state.audit(&AuditEvent::ConnectionRefused {
+                    listener: lcfg.kind.as_str().into(),
+                    peer: AuditEvent::peer(peer),
+                    observed: AuditEvent::addr(&observed),
+                    reason: crate::login_guard::TOO_MANY_CONNECTIONS.into(),
+                    limit: crate::state::MAX_TLS_PER_PEER,
+                });
+                return;
+            }
+        }
+    } else {
+        None
+    };
     // Past the PROXY stage: trade the pending slot for a place in the
     // handshake stage, which never waits (the oldest handshake is shed when
     // it is full). The TLS and HTTP stages are boxed so that the task of a

@@ -99,10 +99,19 @@ pub struct State {
     /// Lockout, per-peer throttle and connection counts of the login
     /// listeners (`login_limits`), shared by all of them.
     pub(crate) login_guard: crate::login_guard::LoginGuard,
+    /// Connections per client address of the `tls` listeners ([`MAX_TLS_PER_PEER`]).
+    pub(crate) tls_peers: ippin_access::lockout::PeerPlaces,
 }
 
 /// The most password verifications running at once.
 pub const MAX_CONCURRENT_HASHES: usize = 4;
+
+/// The most connections one client address (an IPv4 address, an IPv6 /64) holds at once on
+/// the `tls` listeners, from the PROXY stage to the answer: one client (or one stolen
+/// certificate, used where its pin refuses it) cannot take every handshake and established
+/// place from the others. Higher than the login listeners' `max_connections_per_peer`, for
+/// the many clients behind one NAT that use their certificates at once.
+pub const MAX_TLS_PER_PEER: usize = 64;
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,6 +169,7 @@ impl State {
             decoy_key,
             hash_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHES)),
             login_guard,
+            tls_peers: ippin_access::lockout::PeerPlaces::new(MAX_TLS_PER_PEER),
         }
     }
 

@@ -166,6 +166,57 @@ fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
     tcp
 }
 
+/// One address holds at most `MAX_TLS_PER_PEER` connections of a `tls` listener: the ones
+/// beyond are closed at once (audited `too_many_connections`), while the first wait in their
+/// handshakes; another address is not refused.
+#[test]
+fn one_address_cannot_hold_the_tls_listener() {
+    const EXTRA: usize = 2;
+    let max = ippin::state::MAX_TLS_PER_PEER;
+    let cluster = Cluster::start_with("", &["kind: tls, proxy_protocol: off, header_timeout: 60s"]);
+    let addr = cluster.addr(0);
+    let attacker: IpAddr = "127.0.0.5".parse().expect("ip");
+    // Each sends the first byte of a TLS record: past the PROXY stage, waiting in its
+    // handshake (10 s).
+    let mut conns: Vec<TcpStream> = (0..max + EXTRA)
+        .map(|_| {
+            let mut c = connect_from(attacker, addr);
+            c.write_all(b"\x16").expect("write");
+            c.set_nonblocking(true).expect("nonblocking");
+            c
+        })
+        .collect();
+    let is_closed = |c: &mut TcpStream| -> bool {
+        let mut buf = [0u8; 8];
+        match c.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    };
+    let t = Instant::now();
+    let mut closed = 0;
+    let found = wait_until(Duration::from_secs(5), || {
+        closed = conns.iter_mut().map(is_closed).filter(|c| *c).count();
+        closed >= EXTRA
+    });
+    assert!(found, "closed {closed}; audit: {:?}", cluster.audit());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(closed, EXTRA, "only the ones beyond the share");
+    let line = cluster.wait_audit("the refused connection", |v| {
+        v["event"] == "connection_refused"
+            && v["reason"] == "too_many_connections"
+            && v["listener"] == "tls"
+    });
+    assert_eq!(line["limit"], max);
+    // Another address is not refused: its connection waits in its handshake too.
+    let mut other = connect_from("127.0.0.6".parse().expect("ip"), addr);
+    other.write_all(b"\x16").expect("write");
+    other.set_nonblocking(true).expect("nonblocking");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!is_closed(&mut other), "another address was refused");
+    drop(conns);
+}
+
 /// One address holding `max_connections_per_peer` connections open gets
 /// its next one closed at once (audited `too_many_connections`); another
 /// address is served meanwhile, and a place given back is usable again.
