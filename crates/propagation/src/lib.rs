@@ -74,7 +74,9 @@
 //!
 //! // The inner verifies it once, on that connection; a replay is refused.
 //! let anchor = TrustAnchor::from_der(ca.cert_der()).unwrap();
-//! let verifier = Verifier::new(anchor, inner, "inner", 30, 1024);
+//! // Started now (here: the second before the header): the headers accepted before a
+//! // restart are not accepted again.
+//! let verifier = Verifier::new(anchor, inner, "inner", 30, 1024).started_at(t - 1);
 //! assert_eq!(verifier.verify_block(&sent, &value, link, t + 1).unwrap().client(), client);
 //! let again = verifier.verify_block(&sent, &value, link, t + 2).unwrap_err();
 //! assert_eq!(again.reason, Reason::Replayed);

@@ -348,6 +348,10 @@ impl Verifier {
     /// A verifier for headers addressed to `audience` under grants for the
     /// static key `secret`, fresh within `window_secs`, remembering at most
     /// `replay_capacity` connection 4-tuples and [`DEFAULT_GRANT_CACHE_CAPACITY`] grants.
+    ///
+    /// A verifier of a process that runs for real is made with [`Verifier::started_at`] too
+    /// (`Verifier::new(…).started_at(now)`): without it, a restarted process accepts again,
+    /// within the window, the headers its predecessor accepted.
     pub fn new(
         anchor: TrustAnchor,
         secret: SecretKey,
