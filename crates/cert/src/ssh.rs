@@ -607,7 +607,9 @@ pub struct ValidatedSshCert {
 
 impl ValidatedSshCert {
     /// Checks the client IP the server observed against `source-address`.
-    /// A certificate without `source-address` allows every IP.
+    /// A certificate without `source-address` allows every IP: whether a pin is *required*
+    /// (a role that pins, refusing an unpinned certificate) is not this function's to say;
+    /// `ippin-policy`'s `check_pin` decides both.
     ///
     /// `client_ip` must be an address the caller *believes*: the socket peer, or an address
     /// a trusted proxy vouched for. An address read from a header nobody vouched for is the

@@ -205,6 +205,12 @@ pub struct Dialed {
 
 /// Resolves `host`, refuses the server's own listeners (`own`), puts every other address to
 /// `policy`, and connects to the first allowed address that answers.
+///
+/// `own` must hold every socket the server listens on (an empty list refuses nothing as
+/// `own_listener`: a forward into a listener that trusts this host could then write the
+/// PROXY header of its choice). Whether the user may forward at all (the certificate's
+/// `permit-port-forwarding`, [`crate::ssh::Authorized::port_forwarding`]) is the caller's to
+/// check before dialing.
 pub async fn dial(
     policy: &dyn DialPolicy,
     own: &[SocketAddr],
