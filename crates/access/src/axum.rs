@@ -92,11 +92,13 @@ pub struct Limits {
     /// The time the TLS handshake may take (default 10 s).
     pub handshake_timeout: Duration,
     /// How often an allowed mutual-TLS connection's pin check is made again while it is in
-    /// use (default 1 s): at a read or a write at least this long after the last check, the
-    /// connection's certificate is decided again with the clock and the users of the moment,
-    /// and a connection that no longer passes (expired, user removed, a pin now required…)
-    /// is closed, its denial recorded. This holds whatever the handlers take; [`Verified`]
-    /// decides again for every request on top of it.
+    /// use (default 1 s, at most [`MAX_RECHECK_INTERVAL`]): at a read or a write at least this
+    /// long after the last check, the connection's certificate is decided again with the clock
+    /// and the users of the moment, and a connection that no longer passes (expired, user
+    /// removed, a pin now required…) is closed, its denial recorded. This holds whatever the
+    /// handlers take (except on a listener that [serves denied
+    /// connections](ObservedListener::serve_denied), whose handlers answer through
+    /// [`Verified`]); [`Verified`] decides again for every request on top of it.
     pub recheck_interval: Duration,
 }
 
@@ -131,12 +133,16 @@ impl Limits {
     }
 
     /// These limits with this interval between an open connection's pin checks (at most
-    /// 1 minute; zero checks at every read and write).
+    /// [`MAX_RECHECK_INTERVAL`]; zero checks at every read and write).
     pub fn with_recheck_interval(mut self, interval: Duration) -> Limits {
-        self.recheck_interval = interval.min(Duration::from_secs(60));
+        self.recheck_interval = interval.min(MAX_RECHECK_INTERVAL);
         self
     }
 }
+
+/// The longest interval between an open connection's pin checks ([`Limits::recheck_interval`]
+/// is cut to it).
+pub const MAX_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A connection the listener yields: the handshake's stream, whose reads and writes fail once
 /// the connection's certificate no longer passes the pin check (see
@@ -228,6 +234,22 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Checked<Io> {
             return std::task::Poll::Ready(Err(no_longer_allowed()));
         }
         std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !this.still_allowed() {
+            return std::task::Poll::Ready(Err(no_longer_allowed()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(
@@ -656,11 +678,18 @@ async fn stages<H: Handshake>(
         refusal.pin_check = true;
         return Err(refusal);
     }
+    // (The field is public: clamped here too, so that no interval overflows the clock.)
+    let interval = shared.limits.recheck_interval.min(MAX_RECHECK_INTERVAL);
     let io = Checked {
         io,
-        recheck: recheck.clone().map(|r| (r, observed)),
-        interval: shared.limits.recheck_interval,
-        next: std::time::Instant::now() + shared.limits.recheck_interval,
+        // A listener that serves denied connections leaves the answer to `Verified`, which
+        // gives the reason; its handlers must take it (see `serve_denied`).
+        recheck: recheck
+            .clone()
+            .filter(|_| !shared.serve_denied)
+            .map(|r| (r, observed)),
+        interval,
+        next: std::time::Instant::now() + interval,
         ended: false,
     };
     Ok((

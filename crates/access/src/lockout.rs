@@ -335,18 +335,23 @@ impl FailureTable {
 /// single IPv6 addresses would give one attacker 2^64 keys).
 ///
 /// Except where the neighbours in a /64 are other clients
-/// ([`ippin_policy::stands_alone`]): an address that embeds an IPv4 address
-/// (NAT64, 6to4, Teredo, IPv4-compatible) counts as that IPv4 address, as its
-/// client would without the translator; other such addresses (link-local,
-/// SIIT, the local-use NAT64 prefix) count alone. So one client behind a
-/// translator cannot spend the limits of every other client of it.
+/// ([`ippin_policy::stands_alone`]) and the address is one a translator
+/// assigns: an address that embeds an IPv4 address (NAT64, 6to4, Teredo,
+/// IPv4-compatible) counts as that IPv4 address, as its client would without
+/// the translator; SIIT's and the local-use NAT64 prefix's count alone. So one
+/// client behind a translator cannot spend the limits of every other client of
+/// it. Link-local addresses, which any host on the link picks freely, stay
+/// grouped by /64.
 pub fn peer_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             if let Some(v4) = ippin_policy::embedded_ipv4(IpAddr::V6(v6)) {
                 return IpAddr::V4(v4);
             }
-            if ippin_policy::stands_alone(IpAddr::V6(v6)) {
+            // Link-local addresses are the host's own choice (2^64 of them for anyone on the
+            // link): they stay grouped by /64 like native addresses.
+            let link_local = u128::from(v6) >> 118 == 0x3fa;
+            if !link_local && ippin_policy::stands_alone(IpAddr::V6(v6)) {
                 return IpAddr::V6(v6);
             }
             let s = v6.segments();
@@ -675,11 +680,12 @@ mod tests {
                 "2001:0:4136:e378:8000:63bf:3fff:fdd2",
                 "2001:0:4136:e378:8000:63bf:3fff:fdd3",
             ),
-            ("fe80::1", "fe80::2"),
             ("64:ff9b:1::1", "64:ff9b:1::2"),
         ] {
             assert_ne!(key(a), key(b), "{a} {b}");
         }
+        // Link-local addresses are free for the taking on the link: one /64.
+        assert_eq!(key("fe80::1"), key("fe80::2"));
         // An address that embeds an IPv4 address counts as it.
         assert_eq!(key("64:ff9b::c000:207"), key("192.0.2.7"));
         assert_eq!(key("2002:c000:207::1"), key("192.0.2.7"));

@@ -82,6 +82,15 @@ impl Signer {
         &self.cert_der
     }
 
+    /// Whether the certificate says what a verifier requires of a front's: the role
+    /// [`PROXY_ROLE`](crate::PROXY_ROLE), a CN `proxy:NAME`, and the front's extended key usage
+    /// ([`PROPAGATION_FRONT_EKU`](crate::PROPAGATION_FRONT_EKU)) alone. (Whether its CA is
+    /// trusted is the verifier's to say.) A front that starts with a certificate failing this
+    /// would have every header refused `proxy_cert_not_proxy`: check it at load.
+    pub fn is_front(&self) -> bool {
+        crate::verify::is_front_certificate(&self.cert_der)
+    }
+
     /// Signs a grant for the inner listener whose static key is
     /// `inner_key` and whose audience is `audience`, valid from
     /// `not_before` to `not_after` (unix seconds), with the ephemeral key

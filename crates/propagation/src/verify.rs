@@ -224,6 +224,18 @@ const OID_EXT_KEY_USAGE: der::asn1::ObjectIdentifier =
 const OID_FRONT_USAGE: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap(crate::PROPAGATION_FRONT_EKU);
 
+/// Whether `der` is a certificate with a front's profile, role, CN and key usage.
+pub(crate) fn is_front_certificate(der: &[u8]) -> bool {
+    let Ok(cert) = x509_cert::Certificate::from_der(der) else {
+        return false;
+    };
+    subject_and_validity(&cert).is_ok_and(|id| {
+        id.roles.iter().any(|r| r == PROXY_ROLE)
+            && id.user.starts_with(PROXY_CN_PREFIX)
+            && has_front_usage(&cert)
+    })
+}
+
 /// Whether the certificate's extended key usage is exactly the front's
 /// ([`PROPAGATION_FRONT_EKU`](crate::PROPAGATION_FRONT_EKU)). A certificate without the
 /// extension, or with other usages too, is not a front's: a user's certificate (TLS client

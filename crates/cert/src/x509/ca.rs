@@ -328,8 +328,9 @@ impl X509Ca {
     }
 
     /// Issues a client certificate (DER) for `req`: subject CN = user, one
-    /// O per role, EKU clientAuth, KeyUsage digitalSignature, SKI/AKI, and
-    /// the pin and login IP in the layout of `req`'s [`Profile`].
+    /// O per role, EKU clientAuth (a front's for signed propagation instead,
+    /// when `req` asks for it), KeyUsage digitalSignature, SKI/AKI, and the
+    /// pin and login IP in the layout of `req`'s [`Profile`].
     ///
     /// # Errors
     /// [`Error::Key`] when signing fails, [`Error::Der`] for times out of

@@ -1191,11 +1191,13 @@ impl Fleet {
         let mut compare = Compare::absent(&lock_key);
         // A few rounds: another node may write or remove the key between a read and a write.
         for _ in 0..4 {
-            let r = self
-                .writer
-                .txn(&put(compare))
-                .await
-                .map_err(|e| self.err(e))?;
+            let r = match self.writer.txn(&put(compare)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.writer.lease_revoke(&LeaseRevoke { id: lease }).await;
+                    return Err(self.err(e));
+                }
+            };
             if r.succeeded {
                 return Ok(());
             }
@@ -1212,10 +1214,20 @@ impl Fleet {
             // written now would (the nodes hold a lock at most `lockout` from when they saw
             // it, so a key ending further off is one they stopped enforcing).
             let now = SystemTime::now();
+            // And not past what this node holds of it: `lockout` from when it first saw this
+            // very revision of the key (a key that outlived that is one it stopped enforcing).
+            let seen = self
+                .lock_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(user)
+                .filter(|(rev, _)| *rev == kv.mod_revision)
+                .map(|(_, first)| *first);
             let in_force = serde_json::from_slice::<store::Lockout>(&kv.value)
                 .ok()
                 .and_then(|l| l.until_time())
-                .is_some_and(|t| t > now && t <= now + self.limits.lockout);
+                .is_some_and(|t| t > now && t <= now + self.limits.lockout)
+                && seen.is_none_or(|first| first + self.limits.lockout > now);
             if in_force {
                 // Locked already: the failures start again; the lease taken is not needed.
                 self.writer
@@ -1233,6 +1245,7 @@ impl Fleet {
             compare = Compare::mod_revision(&lock_key, kv.mod_revision);
         }
         // Other nodes wrote the key at every round: one of them locked the user.
+        let _ = self.writer.lease_revoke(&LeaseRevoke { id: lease }).await;
         Ok(())
     }
 

@@ -132,6 +132,14 @@ pub fn forward_target(lcfg: &ListenerConfig) -> Result<ForwardTarget, ServerErro
     let key = crate::files::read_private(&f.key, crate::config::MAX_CONFIG_BYTES)
         .map_err(|e| load_error(&f.key, format!("field `forward.key`: {e}")))?;
     let signer = Signer::from_pem(&cert, &key).map_err(|e| load_error(&f.cert, e))?;
+    if !signer.is_front() {
+        return Err(load_error(
+            &f.cert,
+            "not a front's certificate (CN `proxy:NAME`, role `proxy`, and the front's extended \
+             key usage alone, which certificates issued before 2026-12-07 lack): issue it again \
+             with `ippin ca issue-proxy`",
+        ));
+    }
     Ok(ForwardTarget {
         upstream: f.upstream.clone(),
         grants: Arc::new(GrantSchedule::new(

@@ -45,6 +45,10 @@ pub(crate) struct Connection {
     pub(crate) user_slot: Option<super::UserSlot>,
     pub(crate) authorized: Option<Authorized>,
     pub(crate) forwards: Arc<AtomicUsize>,
+    /// The tasks of this connection's forwards, aborted when the connection ends: a relay
+    /// whose write to the client waits for a window that never opens again would otherwise
+    /// outlive it, holding its destination socket and its user's forward place.
+    pub(crate) forward_tasks: Vec<tokio::task::AbortHandle>,
     /// The refusal message queued for the user by the last denial, sent by russh as an
     /// `SSH_MSG_USERAUTH_BANNER` just before that attempt's failure reply (taken there).
     pub(crate) refusal_banner: Option<String>,
@@ -552,7 +556,8 @@ impl russh::server::Handler for Connection {
         let src = self.observed.socket_addr();
         let host = host_to_connect.to_owned();
         // Dial off the session loop, so a slow destination does not stall the connection.
-        tokio::spawn(async move {
+        self.forward_tasks.retain(|t| !t.is_finished());
+        let task = tokio::spawn(async move {
             let _user_forward = user_forward;
             // One `T4002I` line for this session's dial or forward to `addr`.
             let network = |addr, operation, decision: &NetDecision| {
@@ -625,6 +630,7 @@ impl russh::server::Handler for Connection {
             }
             forwards.fetch_sub(1, Ordering::SeqCst);
         });
+        self.forward_tasks.push(task.abort_handle());
         Ok(())
     }
 
@@ -701,6 +707,15 @@ mod tests {
             prop_assert!(body.chars().count() <= MAX_REFUSAL_MESSAGE);
             prop_assert!(!body.chars().any(|c| c.is_control() || is_bidi_control(c)));
             prop_assert!(body.starts_with("ippin: refused (expired): "));
+        }
+    }
+}
+
+impl Drop for Connection {
+    /// The connection is gone: so are its forwards.
+    fn drop(&mut self) {
+        for task in &self.forward_tasks {
+            task.abort();
         }
     }
 }

@@ -405,7 +405,10 @@ impl SshService {
         // address when trusted, else the TCP peer. Left once authenticated.
         let client = match peer {
             Some(p) => ippin_access::lockout::throttle_key(&observed, p),
-            None => observed.ip(),
+            None if observed.is_trusted() => observed.ip(),
+            // No TCP peer known (a caller outside the server's accept loops) and an
+            // unchecked claim: all such connections share one place count.
+            None => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         };
         let Some(peer_place) = self.shared.unauthenticated_per_peer.take(client) else {
             let _ = self
@@ -435,6 +438,7 @@ impl SshService {
             user_slot: None,
             authorized: None,
             forwards: Arc::new(AtomicUsize::new(0)),
+            forward_tasks: Vec::new(),
             refusal_banner: None,
             local: crate::audit::CONNECTION_LOCAL.try_with(|p| *p).ok(),
             sessions: session::Sessions::default(),

@@ -190,3 +190,51 @@ async fn no_policy_allows_every_destination_and_an_empty_allow_list_denies_every
         .count();
     assert_eq!(denials, dests.len(), "each denial audited once");
 }
+
+/// A forward whose client stopped reading (its window shut) while the destination keeps
+/// sending: when the SSH connection ends, the relay ends with it and the destination's
+/// connection is closed; it does not stay open, waiting for a window that never opens,
+/// holding the socket and its user's forward place.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_forward_ends_with_its_connection() {
+    use ippin::ssh::client::SshClient;
+    use ippin_cert::ssh_key::{Certificate, PrivateKey};
+    let ca = Ca::new();
+    let mut server = Server::new(&ca, |_| {});
+    let addr = server.listen_direct(ip("127.0.0.1")).await;
+    // A destination that sends for as long as it can; it reports when its peer is gone.
+    let firehose = TcpListener::bind((ip("127.0.0.1"), 0)).await.expect("bind");
+    let dest = firehose.local_addr().expect("addr");
+    let (gone_tx, gone) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = firehose.accept().await.expect("accept");
+        let chunk = vec![0x5a; 64 * 1024];
+        while s.write_all(&chunk).await.is_ok() {}
+        let _ = gone_tx.send(());
+    });
+    let id = ca.issue("bob", "bob", None);
+    let key = PrivateKey::read_openssh_file(&id.key).expect("key");
+    let cert = Certificate::read_file(&id.cert).expect("certificate");
+    let host_key = server.service.host_public_key().clone();
+    let mut client = SshClient::connect(addr, ip("127.0.0.1"), host_key)
+        .await
+        .expect("connect");
+    client
+        .authenticate("bob", key, cert)
+        .await
+        .expect("no transport error")
+        .expect("bob is let in");
+    // Opened, never read: the window shuts once the destination has filled it.
+    let stream = client
+        .direct_tcpip("127.0.0.1", dest.port())
+        .await
+        .expect("no transport error")
+        .expect("forward allowed");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(stream);
+    drop(client);
+    tokio::time::timeout(std::time::Duration::from_secs(20), gone)
+        .await
+        .expect("the destination's connection is closed once the SSH connection ends")
+        .expect("reported");
+}
