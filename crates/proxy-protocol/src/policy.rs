@@ -134,7 +134,9 @@ fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Observed {
-    /// The address (canonical form; port 0 when not trusted).
+    /// The address (canonical form; port 0 when not trusted). **When not trusted it is what
+    /// the sender claims** (a header on an `Unspecified` listener, say): good for logs, never
+    /// for a decision; check [`Observed::trusted`] first.
     pub addr: SocketAddr,
     /// Where it came from.
     pub provenance: Provenance,

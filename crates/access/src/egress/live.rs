@@ -163,7 +163,10 @@ impl LiveRestrictions {
 
     /// Puts a new version of a store-fed policy in force (see
     /// [`LiveRestrictions::from_document`]); `None`: the store has none any more, every
-    /// destination is allowed. A document is parsed whatever it holds: an empty one is
+    /// destination is allowed. So pass `None` only for a deliberate removal the store
+    /// vouches for: whoever can delete the key lifts every restriction, and a read that
+    /// failed, or a watch that lost its place, is not "none" (keep the last policy then, as
+    /// the reference server's mirror does). A document is parsed whatever it holds: an empty one is
     /// refused like any other that does not parse, never taken for "no policy". Returns whether the policy changed. The hooks are called as
     /// for [`LiveRestrictions::reload`].
     ///
