@@ -645,6 +645,15 @@ impl russh::server::Handler for Connection {
     }
 }
 
+impl Drop for Connection {
+    /// The connection is gone: so are its forwards.
+    fn drop(&mut self) {
+        for task in &self.forward_tasks {
+            task.abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use ippin_policy::DenyReason;
@@ -707,15 +716,6 @@ mod tests {
             prop_assert!(body.chars().count() <= MAX_REFUSAL_MESSAGE);
             prop_assert!(!body.chars().any(|c| c.is_control() || is_bidi_control(c)));
             prop_assert!(body.starts_with("ippin: refused (expired): "));
-        }
-    }
-}
-
-impl Drop for Connection {
-    /// The connection is gone: so are its forwards.
-    fn drop(&mut self) {
-        for task in &self.forward_tasks {
-            task.abort();
         }
     }
 }
