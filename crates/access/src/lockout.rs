@@ -653,10 +653,97 @@ impl Drop for PeerPlace {
     }
 }
 
+/// Places counted per name (a user's connections, forwards, lookups), at most `max` each,
+/// shared between tasks; each place a guard that gives it back when dropped
+/// ([`NamedPlace`]). A name is held only while one of its places is, so the map is bounded
+/// by the places taken.
+#[derive(Debug, Clone)]
+pub struct NamedPlaces {
+    counts: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    max: usize,
+}
+
+impl NamedPlaces {
+    /// No place taken; at most `max` per name.
+    pub fn new(max: usize) -> NamedPlaces {
+        NamedPlaces {
+            counts: std::sync::Arc::default(),
+            max,
+        }
+    }
+
+    /// A place for `name`, or `None` when it holds every one of its places.
+    pub fn take(&self, name: &str) -> Option<NamedPlace> {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(name.to_owned()).or_insert(0);
+        if *n >= self.max {
+            if *n == 0 {
+                map.remove(name);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(NamedPlace {
+            places: self.clone(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The places `name` holds.
+    pub fn held(&self, name: &str) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A place taken from [`NamedPlaces`]; given back when dropped.
+#[derive(Debug)]
+pub struct NamedPlace {
+    places: NamedPlaces,
+    name: String,
+}
+
+impl Drop for NamedPlace {
+    fn drop(&mut self) {
+        let mut map = self
+            .places
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.name);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn named_places_are_counted_per_name_and_given_back() {
+        let places = NamedPlaces::new(2);
+        let a = places.take("bob").unwrap();
+        let _b = places.take("bob").unwrap();
+        assert!(places.take("bob").is_none());
+        assert!(places.take("alice").is_some());
+        assert_eq!(places.held("alice"), 0, "given back when dropped");
+        drop(a);
+        assert_eq!(places.held("bob"), 1);
+        assert!(places.take("bob").is_some());
+        assert!(NamedPlaces::new(0).take("x").is_none());
+    }
 
     #[test]
     fn the_throttle_key_is_never_an_unchecked_claim() {

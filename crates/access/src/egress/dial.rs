@@ -45,40 +45,8 @@ static RESOLVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX
 pub const MAX_RESOLVING_PER_USER: usize = 8;
 
 /// Lookups in progress per user.
-static RESOLVING_BY_USER: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<String, usize>>,
-> = std::sync::LazyLock::new(Default::default);
-
-/// A user's place among their [`MAX_RESOLVING_PER_USER`]; given back when dropped.
-struct UserLookup(String);
-
-impl UserLookup {
-    fn take(user: &str) -> Option<UserLookup> {
-        let mut map = RESOLVING_BY_USER
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(user.to_owned()).or_insert(0);
-        if *n >= MAX_RESOLVING_PER_USER {
-            return None;
-        }
-        *n += 1;
-        Some(UserLookup(user.to_owned()))
-    }
-}
-
-impl Drop for UserLookup {
-    fn drop(&mut self) {
-        let mut map = RESOLVING_BY_USER
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.0) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.0);
-            }
-        }
-    }
-}
+static RESOLVING_BY_USER: std::sync::LazyLock<crate::lockout::NamedPlaces> =
+    std::sync::LazyLock::new(|| crate::lockout::NamedPlaces::new(MAX_RESOLVING_PER_USER));
 
 /// Decides whether the server may connect to an address on a user's behalf.
 ///
@@ -372,7 +340,7 @@ async fn resolve_within(
     }
     let user_place = match user {
         None => None,
-        Some(u) => Some(UserLookup::take(u).ok_or_else(|| {
+        Some(u) => Some(RESOLVING_BY_USER.take(u).ok_or_else(|| {
             DialFailure::Resolve(format!(
                 "ippin: cannot resolve `{host}` now: {MAX_RESOLVING_PER_USER} of your names are \
                  being resolved; try again later, or give an address"
@@ -521,8 +489,8 @@ mod tests {
     #[tokio::test]
     async fn one_user_resolves_at_most_their_share_of_names_at_once() {
         let user = "resolver-share-test";
-        let held: Vec<UserLookup> = (0..MAX_RESOLVING_PER_USER)
-            .map(|_| UserLookup::take(user).unwrap())
+        let held: Vec<_> = (0..MAX_RESOLVING_PER_USER)
+            .map(|_| RESOLVING_BY_USER.take(user).unwrap())
             .collect();
         let e = resolve_within("localhost", 22, &RESOLVING, Some(user))
             .await
@@ -532,7 +500,7 @@ mod tests {
             "{e:?}"
         );
         // Another user is not held up; an address needs no place.
-        assert!(UserLookup::take("another-user-of-the-test").is_some());
+        assert!(RESOLVING_BY_USER.take("another-user-of-the-test").is_some());
         assert!(
             resolve_within("127.0.0.1", 22, &RESOLVING, Some(user))
                 .await

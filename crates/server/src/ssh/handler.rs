@@ -249,8 +249,7 @@ impl russh::server::Handler for Connection {
                         },
                     ));
                 };
-                let Some(user_slot) = super::UserSlot::take(&self.shared.per_user, &who.user)
-                else {
+                let Some(user_slot) = self.shared.per_user.take(&who.user) else {
                     return Ok(self.deny(
                         user,
                         Some(certificate),
@@ -537,11 +536,7 @@ impl russh::server::Handler for Connection {
             return Ok(());
         }
         // The user's place among their forwards on every connection, held until it ends.
-        let Some(user_forward) = super::UserSlot::take_within(
-            &self.shared.forwards_per_user,
-            &who.user,
-            super::MAX_FORWARDS_PER_USER,
-        ) else {
+        let Some(user_forward) = self.shared.forwards_per_user.take(&who.user) else {
             self.forwards.fetch_sub(1, Ordering::SeqCst);
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());

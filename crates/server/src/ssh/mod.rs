@@ -84,53 +84,9 @@ pub const MAX_PACKET: u32 = 32 * 1024;
 /// The packets one channel queues for its consumer before the connection stops reading.
 pub const CHANNEL_BUFFER: usize = 8;
 
-/// Places per ippin user, by user name.
-pub(crate) type PerUser = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
-
 /// One place among a user's [`MAX_CONNECTIONS_PER_USER`] (or, for forwards,
 /// [`MAX_FORWARDS_PER_USER`]); given back when dropped.
-pub(crate) struct UserSlot {
-    counts: PerUser,
-    user: String,
-}
-
-impl UserSlot {
-    /// A connection's place for `user`, or `None` when they hold every one of theirs.
-    pub(crate) fn take(counts: &PerUser, user: &str) -> Option<UserSlot> {
-        UserSlot::take_within(counts, user, MAX_CONNECTIONS_PER_USER)
-    }
-
-    /// A place for `user` among `max`, or `None` when they hold every one of theirs.
-    pub(crate) fn take_within(counts: &PerUser, user: &str, max: usize) -> Option<UserSlot> {
-        let mut map = counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(user.to_owned()).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(UserSlot {
-            counts: counts.clone(),
-            user: user.to_owned(),
-        })
-    }
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.user) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.user);
-            }
-        }
-    }
-}
+pub(crate) type UserSlot = ippin_access::lockout::NamedPlace;
 
 /// The most connections one service holds at once between the SSH banner and a successful
 /// authentication. When full, the connection that has been there longest is closed to make
@@ -276,9 +232,9 @@ pub(crate) struct Shared {
     /// Places for authenticated sessions.
     pub(crate) sessions: Arc<tokio::sync::Semaphore>,
     /// Authenticated connections per ippin user ([`MAX_CONNECTIONS_PER_USER`]).
-    pub(crate) per_user: PerUser,
+    pub(crate) per_user: ippin_access::lockout::NamedPlaces,
     /// Open forwards per ippin user ([`MAX_FORWARDS_PER_USER`]).
-    pub(crate) forwards_per_user: PerUser,
+    pub(crate) forwards_per_user: ippin_access::lockout::NamedPlaces,
     /// Connections not yet authenticated, shed oldest first.
     pub(crate) unauthenticated: Arc<crate::shed::Shedder>,
     /// Connections not yet authenticated, per client ([`MAX_UNAUTHENTICATED_PER_PEER`]).
@@ -361,8 +317,8 @@ impl SshService {
                 audit_observed_connections: settings.audit_observed_connections,
                 own_listeners: settings.own_listeners,
                 sessions: Arc::new(tokio::sync::Semaphore::new(settings.max_sessions)),
-                per_user: Arc::default(),
-                forwards_per_user: Arc::default(),
+                per_user: ippin_access::lockout::NamedPlaces::new(MAX_CONNECTIONS_PER_USER),
+                forwards_per_user: ippin_access::lockout::NamedPlaces::new(MAX_FORWARDS_PER_USER),
                 unauthenticated: Arc::new(crate::shed::Shedder::new(settings.max_unauthenticated)),
                 unauthenticated_per_peer: ippin_access::lockout::PeerPlaces::new(
                     MAX_UNAUTHENTICATED_PER_PEER,
@@ -686,38 +642,38 @@ mod user_slot_tests {
     /// affected; a place given back can be taken again, and no record is left behind.
     #[test]
     fn a_user_holds_at_most_their_share_of_connections() {
-        let counts = Arc::default();
+        let counts = ippin_access::lockout::NamedPlaces::new(MAX_CONNECTIONS_PER_USER);
         let mut held: Vec<UserSlot> = (0..MAX_CONNECTIONS_PER_USER)
-            .map(|_| UserSlot::take(&counts, "bob").expect("a place"))
+            .map(|_| counts.take("bob").expect("a place"))
             .collect();
-        assert!(UserSlot::take(&counts, "bob").is_none());
-        let alice = UserSlot::take(&counts, "alice").expect("alice is not bob");
+        assert!(counts.take("bob").is_none());
+        let alice = counts.take("alice").expect("alice is not bob");
         drop(held.pop());
-        let again = UserSlot::take(&counts, "bob").expect("a place given back");
-        assert!(UserSlot::take(&counts, "bob").is_none());
+        let again = counts.take("bob").expect("a place given back");
+        assert!(counts.take("bob").is_none());
         drop(again);
         drop(held);
         drop(alice);
         assert_eq!(
-            counts.lock().unwrap().get("alice"),
-            None,
-            "a user with no connection leaves no record"
+            counts.held("alice"),
+            0,
+            "a user with no connection holds none"
         );
     }
 
     /// Forwards are counted per user over all their connections, apart from connections.
     #[test]
     fn a_user_holds_at_most_their_share_of_forwards() {
-        let forwards: PerUser = Arc::default();
+        let forwards = ippin_access::lockout::NamedPlaces::new(MAX_FORWARDS_PER_USER);
         let held: Vec<UserSlot> = (0..MAX_FORWARDS_PER_USER)
-            .map(|_| UserSlot::take_within(&forwards, "bob", MAX_FORWARDS_PER_USER).unwrap())
+            .map(|_| forwards.take("bob").unwrap())
             .collect();
-        assert!(UserSlot::take_within(&forwards, "bob", MAX_FORWARDS_PER_USER).is_none());
-        assert!(UserSlot::take_within(&forwards, "alice", MAX_FORWARDS_PER_USER).is_some());
-        let connections: PerUser = Arc::default();
-        assert!(UserSlot::take(&connections, "bob").is_some());
+        assert!(forwards.take("bob").is_none());
+        assert!(forwards.take("alice").is_some());
+        let connections = ippin_access::lockout::NamedPlaces::new(MAX_CONNECTIONS_PER_USER);
+        assert!(connections.take("bob").is_some());
         drop(held);
-        assert!(UserSlot::take_within(&forwards, "bob", MAX_FORWARDS_PER_USER).is_some());
+        assert!(forwards.take("bob").is_some());
         // What one user's forwards may hold that their destinations have not taken.
         assert!(MAX_FORWARDS_PER_USER * CHANNEL_BUFFER * MAX_PACKET as usize <= 32 << 20);
     }
