@@ -340,18 +340,20 @@ impl FailureTable {
 /// IPv4-compatible) counts as that IPv4 address, as its client would without
 /// the translator; SIIT's and the local-use NAT64 prefix's count alone. So one
 /// client behind a translator cannot spend the limits of every other client of
-/// it. Link-local addresses, which any host on the link picks freely, stay
-/// grouped by /64.
+/// it. Link-local addresses, which any host on the link picks freely, are one
+/// key together (`fe80::`).
 pub fn peer_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             if let Some(v4) = ippin_policy::embedded_ipv4(IpAddr::V6(v6)) {
                 return IpAddr::V4(v4);
             }
-            // Link-local addresses are the host's own choice (2^64 of them for anyone on the
-            // link): they stay grouped by /64 like native addresses.
-            let link_local = u128::from(v6) >> 118 == 0x3fa;
-            if !link_local && ippin_policy::stands_alone(IpAddr::V6(v6)) {
+            // Link-local addresses are the host's own choice (all of `fe80::/10` for anyone on
+            // the link): they count as one client, whatever their bits.
+            if u128::from(v6) >> 118 == 0x3fa {
+                return IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0));
+            }
+            if ippin_policy::stands_alone(IpAddr::V6(v6)) {
                 return IpAddr::V6(v6);
             }
             let s = v6.segments();
@@ -771,8 +773,9 @@ mod tests {
         ] {
             assert_ne!(key(a), key(b), "{a} {b}");
         }
-        // Link-local addresses are free for the taking on the link: one /64.
+        // Link-local addresses are free for the taking on the link: one key for all.
         assert_eq!(key("fe80::1"), key("fe80::2"));
+        assert_eq!(key("fe80::1"), key("febf:1:2:3::4"));
         // An address that embeds an IPv4 address counts as it.
         assert_eq!(key("64:ff9b::c000:207"), key("192.0.2.7"));
         assert_eq!(key("2002:c000:207::1"), key("192.0.2.7"));

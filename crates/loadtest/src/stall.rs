@@ -354,13 +354,22 @@ pub async fn run(exe: &std::path::Path, p: &StallParams) -> Result<StallReport, 
             (logins, accesses, failed, first)
         })
     };
-    // Handshake stallers, while the valid client runs.
+    // Handshake stallers, while the valid client runs. Each from an address of its own in
+    // 127.1.0.0/16 (the server holds at most MAX_TLS_PER_PEER connections of one address:
+    // from one, all but that many would be closed at once, and the handshake stage's
+    // shedding, which this run measures, would never be reached).
     let mut tls_stalled = Vec::with_capacity(p.tls_stalled);
-    for _ in 0..p.tls_stalled {
+    for n in 0..p.tls_stalled {
         let permit = gate.clone().acquire_owned().await;
         let addr = targets[1];
+        let from = std::net::SocketAddr::from(([127, 1, (n / 250) as u8, (n % 250 + 1) as u8], 0));
         tls_stalled.push(tokio::spawn(async move {
-            let r = TcpStream::connect(addr).await;
+            let r = async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(from)?;
+                socket.connect(addr).await
+            }
+            .await;
             drop(permit);
             match r {
                 Ok(tcp) => handshake_stalled_with(tcp).await,

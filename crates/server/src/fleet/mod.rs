@@ -1194,7 +1194,18 @@ impl Fleet {
             let r = match self.writer.txn(&put(compare)).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = self.writer.lease_revoke(&LeaseRevoke { id: lease }).await;
+                    // The lease goes only when the write surely did not apply (nothing sent,
+                    // or etcd answered an error): after a time-out or a broken exchange the
+                    // lock may have been written on it, and revoking would delete it.
+                    if matches!(
+                        e,
+                        ClientError::Connect { .. }
+                            | ClientError::Tls { .. }
+                            | ClientError::Etcd { .. }
+                            | ClientError::NoEndpoint
+                    ) {
+                        let _ = self.writer.lease_revoke(&LeaseRevoke { id: lease }).await;
+                    }
                     return Err(self.err(e));
                 }
             };
@@ -1229,7 +1240,9 @@ impl Fleet {
                 .is_some_and(|t| t > now && t <= now + self.limits.lockout)
                 && seen.is_none_or(|first| first + self.limits.lockout > now);
             if in_force {
-                // Locked already: the failures start again; the lease taken is not needed.
+                // Locked already: the lease taken is not needed (no key was put on it); the
+                // failures start again.
+                let _ = self.writer.lease_revoke(&LeaseRevoke { id: lease }).await;
                 self.writer
                     .txn(&Txn {
                         compare: Vec::new(),
@@ -1238,7 +1251,6 @@ impl Fleet {
                     })
                     .await
                     .map_err(|e| self.err(e))?;
-                let _ = self.writer.lease_revoke(&LeaseRevoke { id: lease }).await;
                 return Ok(());
             }
             // Stale: replaced if it is still the key just read.

@@ -45,10 +45,11 @@ pub(crate) struct Connection {
     pub(crate) user_slot: Option<super::UserSlot>,
     pub(crate) authorized: Option<Authorized>,
     pub(crate) forwards: Arc<AtomicUsize>,
-    /// The tasks of this connection's forwards, aborted when the connection ends: a relay
+    /// Told when this connection ends, so that its forwards' relays end with it: a relay
     /// whose write to the client waits for a window that never opens again would otherwise
-    /// outlive it, holding its destination socket and its user's forward place.
-    pub(crate) forward_tasks: Vec<tokio::task::AbortHandle>,
+    /// outlive it, holding its destination socket and its user's forward place. (A dial in
+    /// progress finishes first, so that every decision it made is audited.)
+    pub(crate) ended: Arc<ConnectionEnd>,
     /// The refusal message queued for the user by the last denial, sent by russh as an
     /// `SSH_MSG_USERAUTH_BANNER` just before that attempt's failure reply (taken there).
     pub(crate) refusal_banner: Option<String>,
@@ -550,9 +551,9 @@ impl russh::server::Handler for Connection {
         let sid = self.session_id.clone();
         let src = self.observed.socket_addr();
         let host = host_to_connect.to_owned();
+        let ended = self.ended.clone();
         // Dial off the session loop, so a slow destination does not stall the connection.
-        self.forward_tasks.retain(|t| !t.is_finished());
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             let _user_forward = user_forward;
             // One `T4002I` line for this session's dial or forward to `addr`.
             let network = |addr, operation, decision: &NetDecision| {
@@ -607,17 +608,20 @@ impl russh::server::Handler for Connection {
                     }
                     reply.accept().await;
                     let mut stream = channel.into_stream();
-                    // Held to policy updates: ended when the destination is denied.
-                    let end = ippin_access::egress::relay(
-                        &mut stream,
-                        &mut d.stream,
-                        shared.dial_policy.as_ref(),
-                        &user,
-                        d.addr,
-                        shared.recheck_interval,
-                    )
-                    .await;
-                    if let ippin_access::egress::RelayEnd::Denied(decision) = end {
+                    // Held to policy updates: ended when the destination is denied; and
+                    // ended with the connection.
+                    let end = tokio::select! {
+                        end = ippin_access::egress::relay(
+                            &mut stream,
+                            &mut d.stream,
+                            shared.dial_policy.as_ref(),
+                            &user,
+                            d.addr,
+                            shared.recheck_interval,
+                        ) => Some(end),
+                        () = ended.wait() => None,
+                    };
+                    if let Some(ippin_access::egress::RelayEnd::Denied(decision)) = end {
                         // Ended either way; a line that cannot be written changes nothing.
                         let _ = network(d.addr, NetOperation::Send, &decision);
                     }
@@ -625,7 +629,6 @@ impl russh::server::Handler for Connection {
             }
             forwards.fetch_sub(1, Ordering::SeqCst);
         });
-        self.forward_tasks.push(task.abort_handle());
         Ok(())
     }
 
@@ -640,12 +643,38 @@ impl russh::server::Handler for Connection {
     }
 }
 
-impl Drop for Connection {
-    /// The connection is gone: so are its forwards.
-    fn drop(&mut self) {
-        for task in &self.forward_tasks {
-            task.abort();
+/// That a connection ended, for the tasks that must end with it.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionEnd {
+    ended: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl ConnectionEnd {
+    fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once the connection has ended (at once if it has).
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so an end between the two is not missed.
+            notified.as_mut().enable();
+            if self.ended.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
         }
+    }
+}
+
+impl Drop for Connection {
+    /// The connection is gone: so are its forwards' relays.
+    fn drop(&mut self) {
+        self.ended.end();
     }
 }
 

@@ -394,7 +394,7 @@ impl SshService {
             user_slot: None,
             authorized: None,
             forwards: Arc::new(AtomicUsize::new(0)),
-            forward_tasks: Vec::new(),
+            ended: Arc::default(),
             refusal_banner: None,
             local: crate::audit::CONNECTION_LOCAL.try_with(|p| *p).ok(),
             sessions: session::Sessions::default(),

@@ -16,6 +16,10 @@ use crate::helpers::NameList;
 use crate::kex::{EXTENSION_SUPPORT_AS_CLIENT, KexCause, SessionKexState};
 use crate::{ChannelOpenFailure, map_err, msg};
 
+/// How long a session that ended waits for the client to close its side of the connection
+/// (ippin change 6).
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A connected server session. This type is unique to a client.
 #[derive(Debug)]
 pub struct Session {
@@ -843,6 +847,11 @@ impl Session {
         debug!("disconnected");
         // Shutdown
         map_err!(stream_write.shutdown().await)?;
+        // ippin change 6: the client gets a bounded time to close its side (without an
+        // inactivity timeout, one that sent its disconnect and kept the TCP connection open
+        // held the handler, and whatever it owns, for as long as it liked).
+        let close_wait = tokio::time::sleep(CLOSE_WAIT);
+        pin!(close_wait);
         loop {
             if let Some((stream_read, buffer, opening_cipher)) = is_reading.take() {
                 reading.set(start_reading(stream_read, buffer, opening_cipher));
@@ -861,6 +870,10 @@ impl Session {
                 // dropping the stream closes it for them.
                 () = &mut inactivity_timer => {
                     debug!("timeout waiting for the client to close");
+                    break;
+                }
+                () = &mut close_wait => {
+                    debug!("the client did not close within {CLOSE_WAIT:?}");
                     break;
                 }
             }
