@@ -11,8 +11,9 @@ const MAX_PROC_FILE: u64 = 1 << 20;
 
 /// Every address of this host: the loopback networks, then the IPv4 routes the kernel marks
 /// `host LOCAL` in `/proc/net/fib_trie` (single addresses, and wider "AnyIP" local routes such
-/// as `ip route add local 10.9.0.0/16 dev lo`) and the IPv6 addresses in `/proc/net/if_inet6`
-/// (read where they exist; the loopback networks are always included).
+/// as `ip route add local 10.9.0.0/16 dev lo`), the IPv6 addresses in `/proc/net/if_inet6`,
+/// and the IPv6 routes `/proc/net/ipv6_route` marks `RTF_LOCAL` (the same AnyIP routes for
+/// IPv6) (read where they exist; the loopback networks are always included).
 pub fn local_networks() -> Vec<IpNet> {
     let mut out: Vec<IpNet> = vec![
         IpNet::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).unwrap_or_default(),
@@ -30,6 +31,41 @@ pub fn local_networks() -> Vec<IpNet> {
         if_inet6_addresses(&text)
             .into_iter()
             .for_each(|ip| add(IpNet::from(IpAddr::V6(ip))));
+    }
+    // IPv6 "AnyIP" local routes (`ip -6 route add local 2001:db8:5::/64 dev lo`): the kernel
+    // delivers to every address of them, which no interface lists.
+    if let Some(text) = read("/proc/net/ipv6_route") {
+        ipv6_route_locals(&text).into_iter().for_each(&mut add);
+    }
+    out
+}
+
+/// The networks of `/proc/net/ipv6_route` whose route is `RTF_LOCAL` (flags, the ninth
+/// column, with bit `0x80000000`): destination (32 hex digits) and prefix length (hex).
+fn ipv6_route_locals(text: &str) -> Vec<IpNet> {
+    const RTF_LOCAL: u32 = 0x8000_0000;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dst), Some(len), Some(flags)) = (f.first(), f.get(1), f.get(8)) else {
+            continue;
+        };
+        let (Ok(dst), Ok(len), Ok(flags)) = (
+            u128::from_str_radix(dst, 16),
+            u8::from_str_radix(len, 16),
+            u32::from_str_radix(flags, 16),
+        ) else {
+            continue;
+        };
+        if flags & RTF_LOCAL == 0 || dst == 0 {
+            continue;
+        }
+        if let Ok(net) = ipnet::Ipv6Net::new(Ipv6Addr::from(dst), len) {
+            let net = IpNet::V6(net.trunc());
+            if !out.contains(&net) {
+                out.push(net);
+            }
+        }
     }
     out
 }
@@ -117,6 +153,21 @@ mod tests {
             if_inet6_addresses(v6),
             vec![Ipv6Addr::LOCALHOST, "fe80::1".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn ipv6_local_routes() {
+        let text = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
+                    00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000004 00000000 80200001       lo\n\
+                    20010db8000500000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000001 00000000 80200001       lo\n\
+                    00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 80200001       lo\n\
+                    bad line\n";
+        let nets: Vec<String> = ipv6_route_locals(text)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        // The unicast route is not local; `::/0` (a default route marked local) is skipped.
+        assert_eq!(nets, ["::1/128", "2001:db8:5::/64"]);
     }
 
     #[test]

@@ -142,7 +142,10 @@ pub fn is_own_listener(own: &[SocketAddr], dst: SocketAddr) -> bool {
 
 /// Whether `ip` is an address of this host: loopback, or one a socket can be bound to.
 fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    ip.is_loopback()
+        || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+        // An IPv6 "AnyIP" local route: delivered here, though no socket can bind to it.
+        || (ip.is_ipv6() && crate::host::local_networks().iter().any(|n| n.contains(&ip)))
 }
 
 /// Why a dial did not produce a connection.
