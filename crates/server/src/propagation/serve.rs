@@ -362,3 +362,71 @@ pub async fn ssh_loop(
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forward listener starts with a front's certificate, and refuses at load one that
+    /// is not (named and roled as a front's, Ed25519 key, but a user's key usage), with what
+    /// to do.
+    #[test]
+    fn a_forward_listener_refuses_a_certificate_that_is_not_a_fronts() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        use ippin_cert::x509::{ClientCertRequest, X509Ca};
+        let dir = ippin_test_support::temp_dir();
+        let mut rng = crate::rng();
+        let ca = X509Ca::generate_p256("cluster CA", 1, 4_000_000_000, &mut rng).unwrap();
+        let inner = ippin_propagation::SecretKey::from_bytes([0x5a; 32]);
+        for as_front in [true, false] {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]);
+            let spki = ippin_propagation::ed25519_spki_der(key.verifying_key().as_bytes());
+            let mut req = ClientCertRequest::builder("proxy:front", spki).role("proxy");
+            if as_front {
+                req = req.propagation_front();
+            }
+            let req = req.validity(1, 4_000_000_000).serial(3).build().unwrap();
+            let der = ca.issue_client(&req, &mut rng).unwrap();
+            let cert = dir.path().join(format!("front-{as_front}.pem"));
+            let key_file = dir.path().join(format!("front-{as_front}.key"));
+            std::fs::write(&cert, crate::files::der_to_pem(&der, "CERTIFICATE")).unwrap();
+            let pem = key.to_pkcs8_pem(der::pem::LineEnding::LF).unwrap();
+            std::fs::write(&key_file, pem.as_bytes()).unwrap();
+            std::fs::set_permissions(
+                &key_file,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+            let lcfg = ListenerConfig {
+                kind: crate::config::ListenerKind::Forward,
+                listen: "127.0.0.1:0".parse().unwrap(),
+                proxy_protocol: crate::config::ProxyModeSetting::Off,
+                trusted_proxies: None,
+                header_timeout: Duration::from_secs(5),
+                trust_x_forwarded_for: false,
+                trust_every_peer: false,
+                forwarded_hops: 1,
+                propagation: None,
+                allowed_endpoints: None,
+                forward: Some(crate::config::propagation::ForwardConfig {
+                    upstream: "127.0.0.1:9".into(),
+                    audience: "inner".into(),
+                    cert,
+                    key: key_file,
+                    upstream_key: dir.path().join("inner.propkey.pub"),
+                    upstream_public: inner.public_key(),
+                    grant_lifetime: Duration::from_secs(600),
+                }),
+            };
+            match forward_target(&lcfg) {
+                Ok(_) => assert!(as_front, "a user's key usage was taken for a front's"),
+                Err(e) => {
+                    assert!(!as_front, "a front's certificate was refused: {e}");
+                    let e = e.to_string();
+                    assert!(e.contains("not a front's certificate"), "{e}");
+                    assert!(e.contains("ippin ca issue-proxy"), "{e}");
+                }
+            }
+        }
+    }
+}
