@@ -19,13 +19,13 @@
 //!   client, so it could dodge the throttle with it).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use ippin_policy::{ObservedAddr, Provenance};
 
 use crate::config::{ListenerConfig, LoginLimits};
-use crate::lockout::{Attempt, ConnectionCounts, Failed, Limit, Refusal, Throttle};
+use crate::lockout::{Attempt, Failed, Limit, PeerPlace, PeerPlaces, Refusal, Throttle};
 
 /// The most user names, and the most client addresses, whose failures are
 /// kept at once (each table; about 40 bytes a record, so a few MiB at most).
@@ -47,7 +47,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct LoginGuard {
     limits: LoginLimits,
     throttle: Mutex<Throttle>,
-    connections: Arc<Mutex<ConnectionCounts>>,
+    connections: PeerPlaces,
 }
 
 impl LoginGuard {
@@ -66,9 +66,7 @@ impl LoginGuard {
         LoginGuard {
             limits: *limits,
             throttle: Mutex::new(Throttle::new(users, peers, MAX_TRACKED)),
-            connections: Arc::new(Mutex::new(ConnectionCounts::new(
-                limits.max_connections_per_peer,
-            ))),
+            connections: PeerPlaces::new(limits.max_connections_per_peer),
         }
     }
 
@@ -80,10 +78,7 @@ impl LoginGuard {
     /// A place for one more connection from `key`, held until dropped;
     /// `None` when `key` holds `max_connections_per_peer` already.
     pub fn enter(&self, key: IpAddr) -> Option<ConnectionSlot> {
-        lock(&self.connections).enter(key).then(|| ConnectionSlot {
-            counts: self.connections.clone(),
-            key,
-        })
+        self.connections.take(key)
     }
 
     /// See [`Throttle::begin`].
@@ -106,17 +101,7 @@ impl LoginGuard {
 }
 
 /// A connection's place in its address's count; given back on drop.
-#[derive(Debug)]
-pub struct ConnectionSlot {
-    counts: Arc<Mutex<ConnectionCounts>>,
-    key: IpAddr,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        lock(&self.counts).leave(self.key);
-    }
-}
+pub type ConnectionSlot = PeerPlace;
 
 fn named_proxy(lcfg: &ListenerConfig, peer: SocketAddr) -> bool {
     lcfg.trusted_proxies.is_some()
