@@ -971,3 +971,92 @@ async fn closed_channels_whose_processes_linger_keep_their_place() {
         "an eleventh channel ran on the shared connection: {out:?}"
     );
 }
+
+/// A client that sends its disconnect and then keeps the TCP connection open and quiet does
+/// not keep its session: the server waits a few seconds for it to close (russh change 6 in
+/// `vendor/russh/PATCHES.md`), then drops the connection, and the session's processes end
+/// with it. A relay stands between the russh client and the server: it passes the client's
+/// bytes on and, once the client has closed, holds its side towards the server open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_and_stays_connected_does_not_keep_its_session() {
+    use std::sync::Arc;
+
+    use ippin_cert::ssh_key::{Certificate, PrivateKey};
+    use russh::client::{self, AuthResult};
+
+    struct AnyHostKey;
+    impl client::Handler for AnyHostKey {
+        type Error = russh::Error;
+        async fn check_server_key(
+            &mut self,
+            _key: &russh::keys::PublicKeyOrCertificate,
+        ) -> Result<bool, Self::Error> {
+            Ok(true)
+        }
+    }
+
+    let user = OsUser::create("s8");
+    let node = Node::start(&user.name, "", None).await;
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the relay");
+    let relay_addr = relay.local_addr().expect("relay address");
+    let server = node.ssh;
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (client_side, _) = relay.accept().await.expect("accept");
+        let server_side = tokio::net::TcpStream::connect(server)
+            .await
+            .expect("connect to the server");
+        let (mut from_client, mut to_client) = client_side.into_split();
+        let (mut from_server, mut to_server) = server_side.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+        });
+        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+        // The client closed. Dropping the write half would shut it down: it is handed over
+        // instead, and the connection to the server stays open, with nothing more sent.
+        let _ = held_tx.send(to_server);
+    });
+
+    let key = PrivateKey::read_openssh_file(&node.bob.key).expect("key");
+    let cert = Certificate::read_file(&node.bob.cert).expect("certificate");
+    let stream = tokio::net::TcpStream::connect(relay_addr)
+        .await
+        .expect("connect to the relay");
+    let mut session = tokio::time::timeout(
+        CLIENT_TIMEOUT,
+        client::connect_stream(Arc::new(client::Config::default()), stream, AnyHostKey),
+    )
+    .await
+    .expect("key exchange in time")
+    .expect("key exchange");
+    let auth = session
+        .authenticate_openssh_cert(user.name.clone(), Arc::new(key), cert)
+        .await
+        .expect("authentication");
+    assert!(matches!(auth, AuthResult::Success), "{auth:?}");
+    let channel = session
+        .channel_open_session()
+        .await
+        .expect("session channel");
+    channel.exec(false, "sleep 300").await.expect("exec");
+    wait_for("the session's sleep", || !user.processes().is_empty()).await;
+
+    session
+        .disconnect(russh::Disconnect::ByApplication, "bye", "en")
+        .await
+        .expect("disconnect");
+    drop(channel);
+    drop(session);
+    let held = tokio::time::timeout(CLIENT_TIMEOUT, held_rx)
+        .await
+        .expect("the client closed its side in time")
+        .expect("the relay holds the server's side");
+    // The connection to the server is still open here (`held`); the session is not.
+    wait_for("the session's processes to end", || {
+        user.processes().is_empty()
+    })
+    .await;
+    drop(held);
+}
