@@ -89,8 +89,8 @@ pub use roles::{
     MAX_LOGIN_LEN, Role, RoleMap, RoleMapping, RoleSet, RoleVersion, UserRoles, allowed_logins,
     check_login, check_pin_remote,
 };
-pub use yaml::RawValue;
 #[cfg(feature = "yaml")]
 pub use yaml::{
     MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_DOCUMENTS, MAX_YAML_EXPANDED_BYTES, MAX_YAML_NODES,
 };
+pub use yaml::{RawValue, yaml_unclear_character};

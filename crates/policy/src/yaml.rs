@@ -220,6 +220,47 @@ struct Loader<'f> {
     docs: Vec<Node>,
 }
 
+/// The first character of `text` that YAML readers do not agree on, with its 1-based line
+/// and column (counted in characters): a C0 control other than tab, line feed and carriage
+/// return; DEL; a C1 control (U+0080 to U+009F, NEL U+0085 included); the line and paragraph
+/// separators U+2028 and U+2029; a byte order mark U+FEFF other than the text's first
+/// character; U+FFFE and U+FFFF.
+///
+/// YAML 1.1 readers (libyaml and the YAML libraries over it, PyYAML, go-yaml, and most review
+/// tools and browsers for U+2028 and U+2029) break lines at NEL and the two separators; a
+/// YAML 1.2 reader (`saphyr-parser`, which this crate reads with) does not. After `#` such a
+/// character ends the comment for the first and not for the second, so a line that one
+/// reader keeps the other drops: `# note<U+2028>    pin_source_ip: true` is a pinning role to
+/// a reviewer and a comment here. Every text a resource parser of this crate reads is
+/// refused when it holds one; an application that also reads the text with another YAML
+/// library should refuse it too.
+///
+/// ```
+/// assert_eq!(ippin_policy::yaml_unclear_character("a: 1\n# x\u{2028}b: 2\n"), Some((2, 4, '\u{2028}')));
+/// assert_eq!(ippin_policy::yaml_unclear_character("\u{feff}a: 1\n"), None);
+/// ```
+pub fn yaml_unclear_character(text: &str) -> Option<(usize, usize, char)> {
+    let (mut line, mut column) = (1usize, 0usize);
+    for (at, c) in text.char_indices() {
+        column += 1;
+        let unclear = match c {
+            '\t' | '\n' | '\r' => false,
+            '\u{feff}' => at != 0,
+            '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => true,
+            '\u{fffe}' | '\u{ffff}' => true,
+            _ => false,
+        };
+        if unclear {
+            return Some((line, column, c));
+        }
+        if c == '\n' {
+            line += 1;
+            column = 0;
+        }
+    }
+    None
+}
+
 #[cfg(feature = "yaml")]
 /// Loads every document of `text`. Documents that are empty (null) are skipped.
 pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
@@ -232,6 +273,17 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                 text.len()
             ),
         ));
+    }
+    if let Some((line, column, c)) = yaml_unclear_character(text) {
+        return Err(Error::Syntax {
+            file: file.to_owned(),
+            line,
+            message: format!(
+                "column {column}: the character U+{:04X} is not taken: YAML readers disagree on \
+                 it (some break lines there), so the text may not mean what it shows",
+                u32::from(c)
+            ),
+        });
     }
     let mut loader = Loader {
         file,
@@ -699,6 +751,28 @@ mod tests {
         assert!(e.to_string().starts_with("t.yaml:3:"), "{e}");
         let e = load("t.yaml", "x: &x {a: 1}\ny:\n  <<: *x\n").unwrap_err();
         assert!(e.to_string().contains("merge keys"), "{e}");
+    }
+
+    /// The characters YAML readers disagree on are refused with their line: after `#`,
+    /// NEL, U+2028 and U+2029 end the comment for libyaml's readers (and many review tools)
+    /// and not for this one, so a role written `# pinned<U+2028>    pin_source_ip: true`
+    /// pins to them and not here.
+    #[test]
+    fn characters_yaml_readers_disagree_on_are_refused() {
+        for c in [
+            '\u{85}', '\u{2028}', '\u{2029}', '\u{7f}', '\u{1b}', '\u{feff}', '\u{ffff}',
+        ] {
+            let e = load("t.yaml", &format!("a: 1\nb: x{c}\n")).unwrap_err();
+            assert!(e.to_string().starts_with("t.yaml:2:"), "{c:?}: {e}");
+            assert!(e.to_string().contains("YAML readers disagree"), "{e}");
+        }
+        assert_eq!(yaml_unclear_character("\u{feff}a: 1\r\nb: \"\t\"\n"), None);
+        assert_eq!(
+            yaml_unclear_character("ab\ncd\u{2028}"),
+            Some((2, 3, '\u{2028}'))
+        );
+        let role = "kind: role\nversion: v7\nmetadata: {name: a}\nspec:\n  options:\n    # pinned\u{2028}    pin_source_ip: true\n";
+        assert!(crate::parse_roles("r.yaml", role).is_err());
     }
 
     #[test]

@@ -112,7 +112,8 @@ fn shown(text: &str, multiline: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         let control = c.is_control() && !(multiline && matches!(c, '\n' | '\t'));
-        if control || crate::ssh::text::is_bidi_control(c) {
+        // U+2028 and U+2029 break lines in some viewers and not in others.
+        if control || crate::ssh::text::is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}') {
             out.extend(c.escape_default());
         } else {
             out.push(c);

@@ -289,6 +289,21 @@ fn what_the_loaders_refuse_is_refused() {
     );
     let e = refusal(&text);
     assert_eq!(e.line(), 14, "{e}");
+    // What serde_yaml_ng (libyaml) reads past a comment that the scanner does not: after
+    // NEL or a line or paragraph separator. Aliases there (a bomb, in a value from etcd or
+    // the admin API) and a role key that the roles parser would take for a comment.
+    for c in ['\u{85}', '\u{2028}', '\u{2029}'] {
+        let text =
+            format!("kind: network_restrictions\nversion: v4\nx: &a [0, 0]\n#{c}y: [*a, *a]\n");
+        let e = refusal(&text);
+        assert_eq!(e.line(), 4, "{e}");
+        assert!(e.to_string().contains("YAML readers disagree"), "{e}");
+        let text = role("a").replace(
+            "    pin_source_ip: true\n",
+            &format!("    # pinned{c}    pin_source_ip: true\n"),
+        );
+        assert!(refusal(&text).to_string().contains("YAML readers disagree"));
+    }
     // A key written twice.
     let text = role("a").replace("version: v7\n", "version: v7\nversion: v6\n");
     assert_eq!(refusal(&text).line(), 3);

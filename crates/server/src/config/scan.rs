@@ -1,7 +1,10 @@
 //! A first pass over the configuration's YAML events, before it is deserialized.
 //!
 //! It refuses what the configuration never needs and what would make the YAML library's
-//! work unbounded: aliases (`*name`: a few kilobytes of them expand to gigabytes), more than
+//! work unbounded or its reading differ from this scanner's: characters YAML readers disagree
+//! on (`ippin_policy::yaml_unclear_character`: NEL and U+2028 end a comment for the
+//! configuration's library and not for this scanner, which would then miss what follows),
+//! aliases (`*name`: a few kilobytes of them expand to gigabytes), more than
 //! one document, and nesting deeper than [`MAX_DEPTH`] (the library's time grows with the
 //! square of the depth). Each refusal names its line. It also records the line where each
 //! field starts, by the path used in error messages (`users[1].password_hash`), so that
@@ -77,6 +80,17 @@ pub(crate) fn scan(file: &Path, text: &str) -> Result<Positions, ConfigError> {
         column,
         message,
     };
+    if let Some((line, column, c)) = ippin_policy::yaml_unclear_character(text) {
+        return Err(refuse(
+            line,
+            column,
+            format!(
+                "the character U+{:04X} is not taken: YAML readers disagree on it (some break \
+                 lines there), so the text may not mean what it shows",
+                u32::from(c)
+            ),
+        ));
+    }
     let mut positions = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut documents = 0usize;
@@ -235,6 +249,29 @@ mod tests {
             "]".repeat(MAX_DEPTH - 1)
         );
         assert!(scan(Path::new("c.yaml"), &ok).is_ok());
+    }
+
+    /// NEL and the line and paragraph separators end a comment for serde_yaml_ng (libyaml)
+    /// and not for this scanner: what follows them would reach the library unscanned (an
+    /// alias bomb, here two aliases). Refused, with their place, like every character YAML
+    /// readers disagree on.
+    #[test]
+    fn characters_yaml_readers_disagree_on_are_refused_with_their_place() {
+        for c in ['\u{85}', '\u{2028}', '\u{2029}'] {
+            let (line, m) = refusal(&format!("a: &x [1]\n#{c}b: [*x, *x]\n"));
+            assert_eq!(line, 2, "{c:?}");
+            assert!(m.contains("YAML readers disagree"), "{m}");
+        }
+        for text in [
+            "a: 1\u{7f}\n",
+            "a: \u{1b}[2J\n",
+            "a: 1\nb: \u{feff}2\n",
+            "a: \u{9b}\n",
+        ] {
+            assert!(scan(Path::new("c.yaml"), text).is_err(), "{text:?}");
+        }
+        // A byte order mark first, tabs and both line ends are fine.
+        assert!(scan(Path::new("c.yaml"), "\u{feff}a: 1\r\nb: \"\t\"\n").is_ok());
     }
 
     #[test]

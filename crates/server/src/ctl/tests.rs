@@ -511,4 +511,9 @@ fn server_text_is_shown_escaped() {
     assert_eq!(shown("x\u{2066}y\u{61c}", true), "x\\u{2066}y\\u{61c}");
     assert_eq!(shown("l1\nl2\tt", true), "l1\nl2\tt");
     assert_eq!(shown("l1\nl2", false), "l1\\nl2");
+    // Line breaks to some viewers and not to others.
+    assert_eq!(
+        shown("a\u{2028}b\u{2029}c\u{85}d", true),
+        "a\\u{2028}b\\u{2029}c\\u{85}d"
+    );
 }
