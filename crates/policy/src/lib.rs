@@ -77,7 +77,7 @@ pub use forwarded::{
 };
 pub use netrestrict::{
     MAX_NETWORK_RULES, NETWORK_EVENT_CODE, NetAction, NetDecision, NetOperation, NetworkEvent,
-    NetworkRestrictions, embedded_ipv4, kernel_destination, min_allow_len,
+    NetworkRestrictions, embedded_ipv4, kernel_destination, min_allow_len, parse_net,
 };
 pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, PinPrefix, PinRequirement, RenewalPins,

@@ -11,8 +11,9 @@ use serde::{Serialize, Serializer};
 
 use crate::Error;
 use crate::addr::canonical_ip;
+use crate::yaml::Clipped;
 #[cfg(feature = "yaml")]
-use crate::yaml::{Clipped, Node, Reader, load};
+use crate::yaml::{Node, Reader, load};
 
 /// The outcome for one destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,11 +508,24 @@ fn check_net(net: IpNet) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(feature = "yaml")]
-/// Parses a CIDR or single IP strictly: decimal prefix without sign or leading zeros, at most
-/// 32 or 128; addresses as the standard library reads them (no leading zeros in IPv4 octets,
-/// no zone index).
-pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
+/// Parses a network (`10.0.0.0/8`) or a single IP (a `/32` or `/128`) strictly: addresses as
+/// the standard library reads them (no leading zeros in IPv4 octets, no short forms, no zone
+/// index), a decimal prefix without sign or leading zeros, at most 32 or 128. Host bits are
+/// kept (the caller decides what they mean). Every address list of ippin is read with it, so
+/// that `010.0.0.1` (octal 8 to some tools) or `/08` is refused everywhere alike.
+///
+/// ```
+/// use ippin_policy::parse_net;
+/// assert_eq!(parse_net("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+/// assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
+/// assert!(parse_net("010.0.0.1/32").is_err());
+/// assert!(parse_net("10.0.0.0/08").is_err());
+/// assert!(parse_net("fe80::1%eth0").is_err());
+/// ```
+///
+/// # Errors
+/// A text that is not such an address or network, said in a sentence.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
@@ -544,7 +558,13 @@ pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
             n
         }
     };
-    let net = IpNet::new(ip, len).map_err(|_| format!("prefix {len}: above {max}"))?;
+    IpNet::new(ip, len).map_err(|_| format!("prefix {len}: above {max}"))
+}
+
+#[cfg(feature = "yaml")]
+/// [`parse_net`], and the network must be one a rule can name ([`check_net`]).
+pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let net = parse_net(s)?;
     check_net(net)?;
     Ok(net)
 }

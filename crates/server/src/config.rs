@@ -594,17 +594,14 @@ struct YamlNet(IpNet);
 impl<'de> Deserialize<'de> for YamlNet {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        let net = match text.parse::<IpNet>() {
-            Ok(n) => n,
-            Err(_) => match text.parse::<std::net::IpAddr>() {
-                Ok(ip) => IpNet::from(ip),
-                Err(_) => {
-                    return Err(serde::de::Error::custom(format!(
-                        "`{text}` is not a CIDR (`127.0.0.1/32`) or an IP address"
-                    )));
-                }
-            },
-        };
+        // Strict, as every address list of ippin: no `010.0.0.1` (octal 8 to some tools), no
+        // `/08`, no zone index.
+        let net = ippin_policy::parse_net(&text).map_err(|why| {
+            serde::de::Error::custom(format!(
+                "`{}` is not a CIDR (`127.0.0.1/32`) or an IP address: {why}",
+                text.chars().take(80).collect::<String>()
+            ))
+        })?;
         if net.trunc() != net {
             return Err(serde::de::Error::custom(format!(
                 "`{text}`: host bits are set beyond the prefix (did you mean `{}`?)",
@@ -1914,6 +1911,26 @@ max_session_ttl: 400d",
             c.listeners[0].trusted_proxies.as_ref().unwrap()[1],
             "::1/128".parse::<IpNet>().unwrap()
         );
+    }
+
+    /// `trusted_proxies` is read as strictly as every address list: leading zeros (octal to
+    /// `inet_aton`), a prefix with a leading zero, a zone index or a short form are refused,
+    /// not read as some address.
+    #[test]
+    fn trusted_proxies_are_read_strictly() {
+        for bad in [
+            "010.0.0.1/32",
+            "010.0.0.1",
+            "10.0.0.0/08",
+            "\"2001:db8::/064\"",
+            "\"fe80::1%lo\"",
+            "10.1",
+            "10.0.0.0/+8",
+        ] {
+            let text = GOOD.replace("[127.0.0.1/32]", &format!("[{bad}]"));
+            let shown = parse(&text).unwrap_err().to_string();
+            assert!(shown.contains("is not a CIDR"), "{bad}: {shown}");
+        }
     }
 
     /// A "proxy" network that holds every address of a family trusts every peer: only
