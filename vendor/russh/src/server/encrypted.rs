@@ -162,6 +162,37 @@ impl Session {
     }
 }
 
+/// ippin change 7: whether a FIDO (`sk-*`) signature's flags assert what OpenSSH's sshd
+/// requires (`auth2-pubkey.c`): user presence (flag 0x01, the authenticator was touched)
+/// unless the certificate has the extension `no-touch-required`, and user verification (flag
+/// 0x04, a PIN or biometric) when it has the critical option `verify-required`. A plain key
+/// always needs presence here (no `authorized_keys` options to say otherwise). Signatures of
+/// other algorithms carry no flags: `true`.
+pub(crate) fn sk_flags_meet_requirements(sig: &Signature, key: &PublicKeyOrCertificate) -> bool {
+    const USER_PRESENCE: u8 = 0x01;
+    const USER_VERIFICATION: u8 = 0x04;
+    if !matches!(
+        sig.algorithm(),
+        ssh_key::Algorithm::SkEd25519 | ssh_key::Algorithm::SkEcdsaSha2NistP256
+    ) {
+        return true;
+    }
+    // The signature's data ends with flags (1 byte) and counter (4 bytes).
+    let bytes = sig.as_bytes();
+    let Some(&flags) = bytes.len().checked_sub(5).and_then(|at| bytes.get(at)) else {
+        return false;
+    };
+    let (touch_needed, verification_needed) = match key {
+        PublicKeyOrCertificate::Certificate(cert) => (
+            !cert.extensions().contains_key("no-touch-required"),
+            cert.critical_options().contains_key("verify-required"),
+        ),
+        PublicKeyOrCertificate::PublicKey { .. } => (true, false),
+    };
+    (!touch_needed || flags & USER_PRESENCE != 0)
+        && (!verification_needed || flags & USER_VERIFICATION != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -181,6 +212,56 @@ mod tests {
         raw_auth_request_signal, raw_channel_request_signal, raw_service_request_signal,
         read_packet, timeout,
     };
+
+    /// ippin change 7: a FIDO signature needs user presence (unless the certificate has
+    /// `no-touch-required`) and, under `verify-required`, user verification, as sshd requires.
+    #[test]
+    fn sk_signatures_need_the_flags_sshd_requires() {
+        use ssh_key::certificate::Builder;
+        use ssh_key::public::{Ed25519PublicKey, KeyData, SkEd25519};
+        use ssh_key::{Algorithm, PrivateKey};
+
+        let ca = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let sk = KeyData::SkEd25519(SkEd25519::new(Ed25519PublicKey([7; 32]), "ssh:"));
+        let cert = |no_touch: bool, verify: bool| {
+            let mut b =
+                Builder::new_with_random_nonce(&mut rand::rng(), sk.clone(), 0, u64::MAX).unwrap();
+            b.key_id("k").unwrap();
+            b.valid_principal("u").unwrap();
+            if no_touch {
+                b.extension("no-touch-required", "").unwrap();
+            }
+            if verify {
+                b.critical_option("verify-required", "").unwrap();
+            }
+            PublicKeyOrCertificate::Certificate(b.sign(&ca).unwrap())
+        };
+        let sig = |flags: u8| {
+            let mut data = vec![0u8; 64];
+            data.push(flags);
+            data.extend(1u32.to_be_bytes());
+            Signature::new(Algorithm::SkEd25519, data).unwrap()
+        };
+        let plain = PublicKeyOrCertificate::PublicKey {
+            key: PublicKey::from(sk.clone()),
+            hash_alg: None,
+        };
+        // Presence is needed by default, for plain keys and certificates.
+        assert!(!sk_flags_meet_requirements(&sig(0), &cert(false, false)));
+        assert!(!sk_flags_meet_requirements(&sig(0x04), &cert(false, false)));
+        assert!(sk_flags_meet_requirements(&sig(0x01), &cert(false, false)));
+        assert!(!sk_flags_meet_requirements(&sig(0), &plain));
+        assert!(sk_flags_meet_requirements(&sig(0x01), &plain));
+        // `no-touch-required` lifts it.
+        assert!(sk_flags_meet_requirements(&sig(0), &cert(true, false)));
+        // `verify-required` needs verification as well.
+        assert!(!sk_flags_meet_requirements(&sig(0x01), &cert(false, true)));
+        assert!(sk_flags_meet_requirements(&sig(0x05), &cert(false, true)));
+        assert!(!sk_flags_meet_requirements(&sig(0x04), &cert(false, true)));
+        // Other algorithms carry no flags.
+        let ed = Signature::new(Algorithm::Ed25519, vec![0; 64]).unwrap();
+        assert!(sk_flags_meet_requirements(&ed, &plain));
+    }
 
     #[tokio::test]
     async fn auth_attempts_capped_at_max() {
@@ -1200,7 +1281,10 @@ impl Encrypted {
                             map_err!(session_id.encode(&mut *buf))?;
                             buf.extend_from_slice(sig_init_buffer);
 
-                            Ok(Verifier::verify(&pubkey, &buf, &sig).is_ok())
+                            // ippin change 7: a FIDO signature must also assert what
+                            // OpenSSH's sshd requires of it (a touch, a PIN).
+                            Ok(Verifier::verify(&pubkey, &buf, &sig).is_ok()
+                                && sk_flags_meet_requirements(&sig, &pk_or_cert))
                         })? {
                             debug!("signature verified");
                             let auth = match pk_or_cert {
