@@ -23,7 +23,8 @@ use crate::addr::{ObservedAddr, canonical_ip, canonical_net, net_contains};
 /// network is every IPv4 client of a translator; Teredo `2001::/32`, every client of one
 /// Teredo server; 6to4 `2002::/16`; IPv4-compatible `::a.b.c.d`; SIIT's IPv4-translated
 /// `::ffff:0:a.b.c.d`) and link-local `fe80::/10` (every host of every link, the zone being
-/// dropped).
+/// dropped). IPv4 link-local clients (`169.254.0.0/16`) are pinned alone too, and no IPv4
+/// network pin reaches into that range.
 ///
 /// ```
 /// use ippin_policy::PinPrefix;
@@ -87,7 +88,8 @@ impl PinPrefix {
     }
 
     /// The prefix length for `ip`'s family, after canonicalisation (an IPv4-mapped IPv6
-    /// address is IPv4); 128 for the IPv6 addresses that are always pinned alone (the type's
+    /// address is IPv4); 32 for an IPv4 address whose network would reach into link-local
+    /// `169.254.0.0/16`; 128 for the IPv6 addresses that are always pinned alone (the type's
     /// documentation lists them), and whenever this prefix's network around `ip` would
     /// reach into the translator and tunnel ranges (a /32 around `64:ff9b:2::1`
     /// holds the NAT64 prefixes). `::/64` is the exception: an address there that embeds no
@@ -97,6 +99,7 @@ impl PinPrefix {
     /// one function, so a pin issued is a pin admitted.
     pub fn len_for(&self, ip: IpAddr) -> u8 {
         match canonical_ip(ip) {
+            IpAddr::V4(v4) if reaches_link_local_v4(v4, self.ipv4) => 32,
             IpAddr::V4(_) => self.ipv4,
             IpAddr::V6(v6) if one_address_only(v6) || reaches_alone(v6, self.ipv6) => 128,
             IpAddr::V6(_) => self.ipv6,
@@ -156,6 +159,15 @@ const ALONE: [(u128, u8); 5] = [
     (0x2002_0000_0000_0000_0000_0000_0000_0000, 16),
     (0xfe80_0000_0000_0000_0000_0000_0000_0000, 10),
 ];
+
+/// Whether the network of length `len` around `v4` overlaps IPv4 link-local `169.254.0.0/16`
+/// (every host of every link, the zone being dropped), whose addresses are pinned alone.
+fn reaches_link_local_v4(v4: std::net::Ipv4Addr, len: u8) -> bool {
+    let shorter = u32::MAX
+        .checked_shl(32 - u32::from(len.min(16)))
+        .unwrap_or(0);
+    u32::from(v4) & shorter == 0xa9fe_0000 & shorter
+}
 
 /// Whether the network of length `len` around `v6` overlaps one of the [`ALONE`] ranges
 /// (two networks overlap when one holds the other).

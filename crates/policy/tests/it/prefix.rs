@@ -334,6 +334,50 @@ fn always_alone(a: u128) -> bool {
         || a & (0xffc0 << 112) == 0xfe80 << 112
 }
 
+/// IPv4 link-local clients are pinned alone too, and no IPv4 network pin reaches into
+/// 169.254.0.0/16 (every host of every link): a /16 or /8 pin there would hold a thief on
+/// any link of the server.
+#[test]
+fn ipv4_link_local_clients_are_pinned_alone() {
+    for len in [8u8, 12, 16, 24, 32] {
+        let p = PinPrefix::new(len, 64).unwrap();
+        for client in ["169.254.7.9", "169.254.0.1", "169.254.255.254"] {
+            let ip: IpAddr = client.parse().unwrap();
+            assert_eq!(p.network(ip), IpNet::from(ip), "/{len} {client}");
+            let mapped: IpAddr = format!("::ffff:{client}").parse().unwrap();
+            assert_eq!(p.network(mapped), IpNet::from(ip), "/{len} mapped {client}");
+        }
+        // A network that reaches into the range is neither issued nor admitted.
+        let wide: IpNet = "169.254.0.0/16".parse().unwrap();
+        assert!(!p.admits(&CertPin::Nets(vec![wide])), "/{len}");
+        assert_eq!(
+            code(&check_pin(
+                p,
+                &CertPin::Nets(vec![wide]),
+                &seen("169.254.7.9".parse().unwrap())
+            )),
+            Some("pin_too_wide"),
+            "/{len}"
+        );
+    }
+    // Around it, but not reaching it, the prefix holds; reaching it (a /8 around 169.1.2.3
+    // holds 169.254.0.0/16), one address.
+    let p = PinPrefix::new(16, 64).unwrap();
+    assert_eq!(
+        p.network("169.253.1.2".parse().unwrap()).to_string(),
+        "169.253.0.0/16"
+    );
+    let p = PinPrefix::new(8, 64).unwrap();
+    assert_eq!(
+        p.network("169.1.2.3".parse().unwrap()).to_string(),
+        "169.1.2.3/32"
+    );
+    assert_eq!(
+        p.network("170.1.2.3".parse().unwrap()).to_string(),
+        "170.0.0.0/8"
+    );
+}
+
 #[test]
 fn translated_tunnelled_and_link_local_clients_are_pinned_alone() {
     let p = PinPrefix::new(24, 64).unwrap();
@@ -389,12 +433,16 @@ proptest! {
             prop_assert!(len < PinPrefix::MIN_IPV4);
             return Ok(());
         };
-        // the requirement of exactly this prefix is met by this pin
+        // the requirement of exactly this prefix is met by this pin, unless it reaches into
+        // link-local 169.254.0.0/16 (then only one address meets it)
         let d = check_pin(req, &pin, &seen(IpAddr::V4(Ipv4Addr::from(ip))));
-        prop_assert_eq!(d.is_allow(), contains_v4(a, len, ip), "{} {:?}", net, d);
+        let reaches = len < 32 && contains_v4(0xa9fe_0000, len.min(16), a);
+        prop_assert_eq!(d.is_allow(), contains_v4(a, len, ip) && !reaches, "{} {:?}", net, d);
         // and the issued network holds the client, host bits zero, as the reference masks
+        // (one address when that network would reach into link-local 169.254.0.0/16)
         let issued = req.network(IpAddr::V4(Ipv4Addr::from(ip)));
         let IpNet::V4(issued) = issued else { panic!("{issued}") };
+        let len = if contains_v4(0xa9fe_0000, len.min(16), ip) { 32 } else { len };
         prop_assert_eq!(issued.prefix_len(), len);
         prop_assert!(contains_v4(u32::from(issued.network()), len, ip));
         prop_assert_eq!(u32::from(issued.network()) & !u32::from(issued.netmask()), 0);
@@ -509,6 +557,17 @@ fn a_network_that_reaches_a_translators_range_is_not_issued() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// For every IPv4 client and prefix length (often near link-local): the pin issued is
+    /// admitted by the same requirement and holds the client.
+    #[test]
+    fn every_issued_v4_pin_meets_its_own_requirement(a in any::<u32>(), len in 8u8..=32, near in any::<bool>()) {
+        let ip = Ipv4Addr::from(if near { 0xa900_0000 | (a & 0x00ff_ffff) } else { a });
+        let p = PinPrefix::new(len, 128).unwrap();
+        let issued = p.network(IpAddr::V4(ip));
+        let d = check_pin(p, &CertPin::Nets(vec![issued]), &seen(IpAddr::V4(ip)));
+        prop_assert!(d.is_allow(), "{} /{}: issued {}, {:?}", ip, len, issued, d);
+    }
 
     /// For every IPv6 client and prefix length: the pin issued is admitted by the same
     /// requirement and holds the client.
