@@ -4,9 +4,11 @@
 //! (decoding the binary form of its body gives the same certificate and
 //! re-encodes to the same bytes); what validates has a well-formed pin. A key read from the
 //! input is a certificate's subject only when it is a plain key of a kind the CA signs
-//! (`check_subject_key`): never a certificate.
+//! (`check_subject_key`): never a certificate; `parse_public_key` never returns one.
 
-use ippin_cert::ssh::{SshValidation, check_subject_key, parse_certificate, validate_user_cert};
+use ippin_cert::ssh::{
+    SshValidation, check_subject_key, parse_certificate, parse_public_key, validate_user_cert,
+};
 use ippin_cert::ssh_key::public::KeyData;
 use ippin_cert::ssh_key::{Certificate, HashAlg, PublicKey};
 use libfuzzer_sys::fuzz_target;
@@ -78,6 +80,11 @@ fuzz_target!(|data: &[u8]| {
         subject(key.key_data());
     }
     if let Ok(text) = std::str::from_utf8(data) {
+        // The bounded key reader: never a certificate.
+        if let Ok(key) = parse_public_key(text) {
+            assert!(!matches!(key.key_data(), KeyData::Certificate(_)));
+            subject(key.key_data());
+        }
         if let Ok(cert) = parse_certificate(text) {
             check(&cert);
             // strict: the text's base64 body is exactly the re-encoding

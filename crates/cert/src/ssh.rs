@@ -651,6 +651,60 @@ impl ValidatedSshCert {
     }
 }
 
+/// Refuses an OpenSSH one-line key or certificate whose decoded blob names more than `most`
+/// certificate types (`…-cert-v01@…`) before `ssh-key` decodes it: `ssh-key` decodes a
+/// certificate's CA key with a decoder that enters another certificate for such a name, with
+/// no limit on the depth, so a crafted line of a few hundred kilobytes (a certificate whose CA
+/// key is a certificate whose CA key is …) overflows the stack. A certificate names its own
+/// type once; a plain key none. (The marker could also sit inside an opaque field, a key id
+/// say: such a line is refused too.)
+fn check_nesting(line: &str, most: usize) -> Result<()> {
+    use ssh_key::encoding::base64::{Base64, Encoding};
+    const MARKER: &[u8] = b"-cert-v01@";
+    let field = line.split_ascii_whitespace().nth(1).unwrap_or_default();
+    let blob = Base64::decode_vec(field).map_err(|_| Error::SshEncoding {
+        reason: "the key field is not base64".into(),
+    })?;
+    if blob.windows(MARKER.len()).filter(|w| *w == MARKER).count() > most {
+        return Err(Error::SshEncoding {
+            reason: if most == 0 {
+                "a certificate where a public key belongs".into()
+            } else {
+                "a certificate nested inside a certificate (its CA key is a certificate)".into()
+            },
+        });
+    }
+    Ok(())
+}
+
+/// The longest public key text [`parse_public_key`] reads: 16 KiB (an RSA key of 16,384 bits
+/// is about 2.8 KB).
+pub const MAX_KEY_TEXT: usize = 16 * 1024;
+
+/// Reads a public key in OpenSSH one-line form (`ssh-ed25519 AAAA... comment`), bounded: at
+/// most [`MAX_KEY_TEXT`] bytes, one line, no certificate anywhere in it (checked before the
+/// key is decoded: see [`parse_certificate`] on nesting). What a CA takes from a client as
+/// the key to certify.
+///
+/// # Errors
+/// [`Error::SshEncoding`] when it is too long, more than one line or holds a certificate,
+/// [`Error::SshKey`] when it does not parse.
+pub fn parse_public_key(text: &str) -> Result<ssh_key::PublicKey> {
+    if text.len() > MAX_KEY_TEXT {
+        return Err(Error::SshEncoding {
+            reason: format!("longer than {MAX_KEY_TEXT} bytes"),
+        });
+    }
+    let line = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    if line.contains(['\n', '\r']) {
+        return Err(Error::SshEncoding {
+            reason: "more than one line; give one public key".into(),
+        });
+    }
+    check_nesting(line, 0)?;
+    ssh_key::PublicKey::from_openssh(line).map_err(Error::ssh("parse public key"))
+}
+
 /// The longest certificate text [`parse_certificate`] reads: 256 KiB (an
 /// Ed25519 user certificate is about 700 bytes), so memory stays bounded
 /// whatever the input.
@@ -686,6 +740,7 @@ pub fn parse_certificate(text: &str) -> Result<Certificate> {
             reason: "more than one line; give one certificate".into(),
         });
     }
+    check_nesting(line, 1)?;
     let cert = Certificate::from_openssh(line).map_err(Error::ssh("parse certificate"))?;
     let again = cert
         .to_openssh()

@@ -201,7 +201,9 @@ impl Ca {
         let serial = random_serial();
 
         let ssh_key =
-            cert::ssh_key::PublicKey::from_openssh(req.ssh_public_key.trim()).map_err(|e| {
+            // Bounded, and no certificate nested in it (`ssh-key` would recurse into one
+            // without limit before `check_subject_key` could refuse it).
+            cert::ssh::parse_public_key(req.ssh_public_key).map_err(|e| {
                 CaError::BadKey {
                     field: "ssh_public_key",
                     message: e.to_string(),

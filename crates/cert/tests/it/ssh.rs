@@ -890,3 +890,87 @@ fn a_certificate_is_never_the_subject_key() {
         );
     }
 }
+
+/// A certificate whose CA key is a certificate whose CA key is … `depth` deep (each layer the
+/// least `ssh-key` decodes: an opaque key of an unknown certificate type), as one OpenSSH line.
+fn nested_certificate_line(depth: usize) -> String {
+    use ippin_cert::ssh_key::encoding::base64::{Base64, Encoding};
+    fn s(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend(u32::try_from(bytes.len()).unwrap().to_be_bytes());
+        out.extend(bytes);
+    }
+    let mut inner = Vec::new();
+    s(&mut inner, b"a@b");
+    s(&mut inner, b"");
+    for _ in 0..depth {
+        let mut v = Vec::new();
+        s(&mut v, b"a-cert-v01@x");
+        s(&mut v, b""); // nonce
+        s(&mut v, b""); // opaque public key
+        v.extend(0u64.to_be_bytes()); // serial
+        v.extend(1u32.to_be_bytes()); // user certificate
+        s(&mut v, b""); // key id
+        s(&mut v, b""); // principals
+        v.extend(0u64.to_be_bytes());
+        v.extend(u64::MAX.to_be_bytes());
+        s(&mut v, b""); // critical options
+        s(&mut v, b""); // extensions
+        s(&mut v, b""); // reserved
+        s(&mut v, &inner); // signature (CA) key
+        let mut sig = Vec::new();
+        s(&mut sig, b"a@b");
+        s(&mut sig, b"x");
+        s(&mut v, &sig);
+        inner = v;
+    }
+    format!("a-cert-v01@x {}", Base64::encode_string(&inner))
+}
+
+/// A certificate nested as its own CA key is refused before `ssh-key` decodes it (its decoder
+/// recurses without limit: a line within `MAX_CERT_TEXT` was ~2,000 levels deep), and so is
+/// a certificate where a public key belongs; run on a thread with a small stack, so that a
+/// recursion would show as a crash rather than pass.
+#[test]
+fn nested_certificates_are_refused_before_they_are_decoded() {
+    use ippin_cert::ssh::{MAX_CERT_TEXT, MAX_KEY_TEXT, parse_certificate, parse_public_key};
+    let deepest_within = |max: usize| {
+        let mut depth = 1;
+        while nested_certificate_line(depth * 2).len() <= max {
+            depth *= 2;
+        }
+        nested_certificate_line(depth)
+    };
+    let deepest = deepest_within(MAX_CERT_TEXT);
+    let deepest_key = deepest_within(MAX_KEY_TEXT);
+    let shallow = nested_certificate_line(2);
+    let one = nested_certificate_line(1);
+    let key = user_key().public_key().to_openssh().unwrap();
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            for line in [&deepest, &deepest_key, &shallow] {
+                let e = parse_certificate(line).unwrap_err();
+                assert!(e.to_string().contains("nested"), "{e}");
+            }
+            for line in [&deepest_key, &shallow, &one] {
+                let e = parse_public_key(line).unwrap_err();
+                assert!(
+                    e.to_string().contains("certificate where a public key"),
+                    "{e}"
+                );
+            }
+            // One level is no nesting: it goes on to the decoder (whose result, a
+            // certificate of an unknown type and signature, no validation would pass).
+            assert!(
+                parse_certificate(&one).is_ok(),
+                "one level is not refused as nested"
+            );
+            // A real key reads; one too long, or on two lines, does not.
+            assert!(parse_public_key(&format!("  {key} alice\n")).is_ok());
+            assert!(parse_public_key(&format!("{key}\n{key}")).is_err());
+            assert!(parse_public_key(&format!("{key} {}", "x".repeat(20_000))).is_err());
+        })
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+}
