@@ -27,12 +27,13 @@ const PINNING: &str = "kind: role\nversion: v7\nmetadata:\n  name: pinned-ip\nsp
 const DEV: &str = "kind: role\nversion: v7\nmetadata:\n  name: dev\n";
 
 /// The reason codes `check_pin` can give.
-const REASONS: [&str; 5] = [
+const REASONS: [&str; 6] = [
     "invalid_pin",
     "pinned_ip_missing",
     "untrusted_client_ip",
     "pinned_ip_mismatch",
     "pin_too_wide",
+    "pinned_endpoint_mismatch",
 ];
 
 fn split(data: &[u8]) -> Option<CheckArgs> {
@@ -55,6 +56,8 @@ fn split(data: &[u8]) -> Option<CheckArgs> {
         observed,
         roles,
         untrusted: flags & 1 == 1,
+        // Bit 3: the client came through a private endpoint (a name the CLI takes).
+        endpoint: (flags & 8 != 0).then(|| "vpce-0123456789abcdef0".to_owned()),
     })
 }
 
@@ -178,8 +181,13 @@ fuzz_target!(|data: &[u8]| {
         "{line}"
     );
 
-    // An allow of a pinned certificate is from a trusted address inside it.
+    // An allow of a pinned certificate is from a trusted address inside it, and through
+    // the endpoint it is bound to (none here but the one `--endpoint` names).
     let pin = pinned(line);
+    if out.code == 0 && !pin.is_empty() {
+        let bound = ippin::inspect::cert(&args.cert).stdout.contains("pinned_endpoint");
+        assert_eq!(bound, args.endpoint.is_some(), "{line}");
+    }
     if out.code == 0 && !pin.is_empty() {
         assert!(trusted, "{line}");
         assert!(pin.iter().any(|&n| contains(n, seen.ip())), "{line}");

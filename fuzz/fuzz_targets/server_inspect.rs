@@ -87,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
             observed: observed.to_owned(),
             roles: Vec::new(),
             untrusted,
+            endpoint: None,
         })
     };
     let checked = check("192.0.2.1:1", false);

@@ -1326,6 +1326,7 @@ mod tests {
                 roles: vec!["ops".into()],
                 pin_requirement: true.into(),
                 pin: ippin_policy::CertPin::Ip("192.0.2.7".parse().unwrap()),
+                pinned_endpoint: None,
                 login_ip: None,
                 validity: None,
                 serial: None,

@@ -36,7 +36,8 @@ pub use ippin_policy::{ObservedAddr, Provenance};
 /// Address, provenance and trust are kept. `LOCAL` becomes [`Provenance::ProxyLocal`], which
 /// is never trusted. A provenance this crate does not know (the PROXY crate's enum is
 /// `#[non_exhaustive]`) becomes an untrusted `direct` observation: it can never pin or
-/// satisfy a pin.
+/// satisfy a pin. The cloud endpoint the connection came through (a listener with
+/// `allowed_endpoints`) is kept ([`ObservedAddr::endpoint`]): pins are bound to it.
 pub fn from_proxy(o: &pp::Observed) -> ObservedAddr {
     let (provenance, trusted) = match o.provenance {
         pp::Provenance::Direct => (Provenance::Direct, o.trusted),
@@ -45,7 +46,16 @@ pub fn from_proxy(o: &pp::Observed) -> ObservedAddr {
         pp::Provenance::Local => (Provenance::ProxyLocal, false),
         _ => (Provenance::Direct, false),
     };
-    ObservedAddr::new(o.addr, provenance, trusted)
+    let observed = ObservedAddr::new(o.addr, provenance, trusted);
+    // The names agree by construction (`vpce-…`, `azure:N`, `gcp:N`); a name the policy
+    // crate would not take cannot be left off, so the observation is then not trusted.
+    match o.endpoint {
+        None => observed,
+        Some(id) => match ippin_policy::Endpoint::parse(&id.to_string()) {
+            Some(e) => observed.with_endpoint(e),
+            None => ObservedAddr::new(o.addr, provenance, false),
+        },
+    }
 }
 
 /// The client a verified signed header names ([`Verified::client`]): trusted, provenance
@@ -146,6 +156,26 @@ mod tests {
             !local.is_trusted(),
             "LOCAL is never trusted, whatever the stage said"
         );
+    }
+
+    /// The endpoint the PROXY stage names is kept: pins are bound to it.
+    #[test]
+    fn the_endpoint_a_connection_came_through_is_kept() {
+        let addr: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let mut o = pp::Observed::new(addr, pp::Provenance::ProxyV2, true);
+        o.endpoint = Some(pp::EndpointId::Azure(pp::AzureLinkId(7)));
+        let seen = from_proxy(&o);
+        assert_eq!(
+            seen.endpoint().map(|e| e.to_string()).as_deref(),
+            Some("azure:7")
+        );
+        assert!(seen.is_trusted());
+        assert!(
+            seen.to_string().contains("through endpoint azure:7"),
+            "{seen}"
+        );
+        o.endpoint = None;
+        assert_eq!(from_proxy(&o).endpoint(), None);
     }
 
     #[test]

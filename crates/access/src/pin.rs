@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use ippin_access::pin::x509_pin;
-//! use ippin_policy::CertPin;
+//! use ippin_policy::{CertPin, Endpoint};
 //!
 //! // Bytes that are not a certificate: invalid, not "no pin".
 //! assert!(matches!(x509_pin(b"\x30\x03\x02\x01\x00"), CertPin::Invalid(_)));
@@ -16,12 +16,37 @@
 
 use ippin_cert::ssh::SourceAddress;
 use ippin_cert::ssh_key::Certificate as SshCertificate;
-use ippin_policy::CertPin;
+use ippin_policy::{CertPin, Endpoint};
 
 /// The pin of a DER X.509 certificate that TLS verified (the fast, strict walk of
-/// `ippin-cert`; both layouts).
+/// `ippin-cert`; both layouts). A pin bound to a private endpoint is [`CertPin::Invalid`]
+/// here (the endpoint would be dropped): read such certificates with [`x509_pin_at`].
 pub fn x509_pin(der: &[u8]) -> CertPin {
     from_result(ippin_cert::x509::pin_fast(der).map(|net| net.map(network_pin)))
+}
+
+/// The pin of a DER X.509 certificate that TLS verified and the private endpoint it is
+/// bound to, for [`ippin_policy::check_pin_at`].
+pub fn x509_pin_at(der: &[u8]) -> (CertPin, Option<Endpoint>) {
+    match ippin_cert::x509::pin_fast_at(der) {
+        Ok((net, endpoint)) => with_endpoint(net.map_or(CertPin::None, network_pin), endpoint),
+        Err(e) => (CertPin::Invalid(e.to_string()), None),
+    }
+}
+
+/// A pin and the endpoint name a certificate gave with it: a name the policy crate does not
+/// take makes the pin invalid, never unbound.
+pub fn with_endpoint(pin: CertPin, endpoint: Option<String>) -> (CertPin, Option<Endpoint>) {
+    match endpoint {
+        None => (pin, None),
+        Some(name) => match Endpoint::parse(&name) {
+            Some(e) => (pin, Some(e)),
+            None => (
+                CertPin::Invalid(format!("the pin's private endpoint {name:?} is not a name")),
+                None,
+            ),
+        },
+    }
 }
 
 /// A pin read as one network: [`CertPin::Ip`] for a `/32` or `/128`, else a one-network
@@ -50,10 +75,28 @@ pub fn x509_cert_pin(cert: &x509_cert::Certificate) -> CertPin {
 ///
 /// This reads the option only; it does not validate the certificate (CA, signature, window,
 /// principal): [`crate::ssh::authorize`] does all of that.
+///
+/// A pin bound to a private endpoint (extension `pinned-endpoint@ippin`) is
+/// [`CertPin::Invalid`] here: read such certificates with [`ssh_pin_at`].
 pub fn ssh_pin(cert: &SshCertificate) -> CertPin {
-    from_result(
-        ippin_cert::ssh::read_options(cert).map(|o| o.source_address.map(source_address_pin)),
-    )
+    match ssh_pin_at(cert) {
+        (pin, None) => pin,
+        (_, Some(e)) => CertPin::Invalid(format!(
+            "the pin is bound to private endpoint {e}; read it with ssh_pin_at"
+        )),
+    }
+}
+
+/// [`ssh_pin`] and the private endpoint the pin is bound to, for
+/// [`ippin_policy::check_pin_at`].
+pub fn ssh_pin_at(cert: &SshCertificate) -> (CertPin, Option<Endpoint>) {
+    match ippin_cert::ssh::read_options(cert) {
+        Ok(o) => with_endpoint(
+            o.source_address.map_or(CertPin::None, source_address_pin),
+            o.pinned_endpoint,
+        ),
+        Err(e) => (CertPin::Invalid(e.to_string()), None),
+    }
 }
 
 /// A `source-address` list as a pin.

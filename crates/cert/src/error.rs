@@ -234,6 +234,18 @@ pub enum Error {
         pin: String,
     },
 
+    /// The pin is bound to a private endpoint (the X.509 extension 1.3.9999.1.9.3, the SSH
+    /// extension `pinned-endpoint@ippin`), and the caller asked for the pin alone, which would
+    /// drop the binding: read it with the functions that return both (`x509::pin_at`,
+    /// `x509::pin_fast_at`, the `pinned_endpoint` fields).
+    #[error(
+        "the certificate's pin is bound to private endpoint {endpoint}; read the pin with its endpoint"
+    )]
+    PinBoundToEndpoint {
+        /// The endpoint's name.
+        endpoint: String,
+    },
+
     /// A network pin was asked of a layout that cannot carry one: Teleport's
     /// subject attribute holds one address. Refused rather than widened or
     /// narrowed.
@@ -290,6 +302,7 @@ impl Error {
             Error::AttributeValue { .. } => "attribute_value",
             Error::LayoutMismatch { .. } => "layout_mismatch",
             Error::PinIsNetwork { .. } => "pin_is_network",
+            Error::PinBoundToEndpoint { .. } => "pin_bound_to_endpoint",
             Error::ProfileCannotPinNetwork { .. } => "profile_cannot_pin_network",
             Error::Subject { .. } => "subject",
             Error::Key { .. } => "key",

@@ -36,6 +36,12 @@ pub const SOURCE_ADDRESS: &str = "source-address";
 pub const VERIFY_REQUIRED: &str = "verify-required";
 /// Extension (Teleport's): the IP the user logged in from; informational.
 pub const LOGIN_IP: &str = "login-ip";
+/// Extension (ippin's): the private endpoint (AWS VPC endpoint, Azure Private Link, GCP
+/// Private Service Connect) the pin was issued through, named as
+/// [`crate::x509::is_endpoint_name`] says. Only beside `source-address`. ippin's services
+/// take the pin only through the same endpoint; sshd ignores the extension (it sees clients
+/// directly, never through an endpoint) and checks `source-address` alone.
+pub const PINNED_ENDPOINT: &str = "pinned-endpoint@ippin";
 /// The critical options ippin recognises; any other refuses the
 /// certificate (PROTOCOL.certkeys: unrecognised critical options must
 /// cause the certificate to be refused).
@@ -243,6 +249,9 @@ impl SshCa {
             if let Some(ip) = req.login_ip {
                 b.extension(LOGIN_IP, ip.to_string())?;
             }
+            if let (Some(_), Some(name)) = (&source_address, &req.endpoint) {
+                b.extension(PINNED_ENDPOINT, name.clone())?;
+            }
             for (name, on) in req.permissions.flags() {
                 if on {
                     b.extension(name, "")?;
@@ -282,6 +291,7 @@ pub struct SshCertRequest {
     valid_before: u64,
     public_key: KeyData,
     pinned: Option<IpNet>,
+    endpoint: Option<String>,
     login_ip: Option<IpAddr>,
     permissions: Permissions,
     force_command: Option<String>,
@@ -301,6 +311,7 @@ impl SshCertRequest {
                 valid_before: 0,
                 public_key: public_key.into(),
                 pinned: None,
+                endpoint: None,
                 login_ip: None,
                 permissions: Permissions::default(),
                 force_command: None,
@@ -404,6 +415,13 @@ impl SshCertRequestBuilder {
         self.req.pinned = Some(net);
         self
     }
+    /// Binds the pin to the private endpoint `name` it was issued through (extension
+    /// [`PINNED_ENDPOINT`]). `build` refuses it without a pin or with a name that is not
+    /// [`crate::x509::is_endpoint_name`].
+    pub fn pinned_endpoint(mut self, name: impl Into<String>) -> Self {
+        self.req.endpoint = Some(name.into());
+        self
+    }
     /// Records the login IP (extension `login-ip`), canonicalised.
     pub fn login_ip(mut self, ip: IpAddr) -> Self {
         self.req.login_ip = Some(ip.to_canonical());
@@ -447,6 +465,20 @@ impl SshCertRequestBuilder {
             let net = crate::ip::canonical_net(net);
             SourceAddress::from_nets(vec![net])?;
             req.pinned = Some(net);
+        }
+        if let Some(name) = &req.endpoint {
+            if req.pinned.is_none() {
+                return Err(Error::request(
+                    "pinned_endpoint",
+                    "a private endpoint binds a pin: give the pin too",
+                ));
+            }
+            if !crate::x509::is_endpoint_name(name) {
+                return Err(Error::request(
+                    "pinned_endpoint",
+                    "not an endpoint name (1 to 32 lowercase letters, digits, `-` and `:`)",
+                ));
+            }
         }
         if req.key_id.is_empty() {
             return Err(Error::request("key_id", "empty"));
@@ -593,6 +625,9 @@ pub struct ValidatedSshCert {
     pub valid_before: u64,
     /// The `source-address` list, when present.
     pub source_address: Option<SourceAddress>,
+    /// The private endpoint the pin is bound to (extension [`PINNED_ENDPOINT`]), when
+    /// present: a pin check must compare it with the endpoint the client came through.
+    pub pinned_endpoint: Option<String>,
     /// The `login-ip` extension, when present (informational, never a pin).
     pub login_ip: Option<IpAddr>,
     /// The `force-command` critical option, when present.
@@ -638,7 +673,14 @@ impl ValidatedSshCert {
     /// address (a network, as ippin issues for a role with
     /// `pin_source_ip_prefix`, or several entries): never "unpinned". Read
     /// [`ValidatedSshCert::source_address`] for the whole pin.
+    /// [`Error::PinBoundToEndpoint`] when the pin is bound to a private endpoint, which a
+    /// caller of this function would drop: read [`ValidatedSshCert::pinned_endpoint`] too.
     pub fn pinned_ip(&self) -> Result<Option<IpAddr>> {
+        if let Some(endpoint) = &self.pinned_endpoint {
+            return Err(Error::PinBoundToEndpoint {
+                endpoint: endpoint.clone(),
+            });
+        }
         match &self.source_address {
             None => Ok(None),
             Some(list) => match list.single_host() {
@@ -861,6 +903,7 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
         valid_after: cert.valid_after(),
         valid_before: cert.valid_before(),
         source_address: checked.source_address,
+        pinned_endpoint: checked.pinned_endpoint,
         login_ip: checked.login_ip,
         force_command: checked.force_command,
         verify_required: checked.verify_required,
@@ -876,6 +919,9 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
 pub struct SshOptions {
     /// The `source-address` list, when present.
     pub source_address: Option<SourceAddress>,
+    /// The private endpoint the pin is bound to (extension [`PINNED_ENDPOINT`]), when
+    /// present: a pin check must compare it with the endpoint the client came through.
+    pub pinned_endpoint: Option<String>,
     /// The `login-ip` extension, when present (informational, never a pin).
     pub login_ip: Option<IpAddr>,
     /// The `force-command` critical option, when present.
@@ -908,6 +954,7 @@ pub fn read_options(cert: &Certificate) -> Result<SshOptions> {
 fn check_options(cert: &Certificate) -> Result<SshOptions> {
     let mut out = SshOptions {
         source_address: None,
+        pinned_endpoint: None,
         login_ip: None,
         force_command: None,
         verify_required: false,
@@ -956,6 +1003,17 @@ fn check_options(cert: &Certificate) -> Result<SshOptions> {
                 out.login_ip = Some(parse_canonical_reason(data).map_err(|r| extension(name, r))?);
                 continue;
             }
+            PINNED_ENDPOINT => {
+                if !crate::x509::is_endpoint_name(data) {
+                    return Err(extension(
+                        name,
+                        "not an endpoint name (1 to 32 lowercase letters, digits, `-` and `:`)"
+                            .to_owned(),
+                    ));
+                }
+                out.pinned_endpoint = Some(data.clone());
+                continue;
+            }
             PERMIT_X11 => &mut p.x11_forwarding,
             PERMIT_AGENT => &mut p.agent_forwarding,
             PERMIT_PORT => &mut p.port_forwarding,
@@ -979,6 +1037,12 @@ fn check_options(cert: &Certificate) -> Result<SshOptions> {
             ));
         }
         *flag = true;
+    }
+    if out.pinned_endpoint.is_some() && out.source_address.is_none() {
+        return Err(extension(
+            PINNED_ENDPOINT,
+            "a private endpoint without the pin it binds (`source-address`)".into(),
+        ));
     }
     Ok(out)
 }

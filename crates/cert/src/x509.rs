@@ -80,6 +80,25 @@ pub const PINNED_IP_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.99
 /// one arc.
 pub const LOGIN_IP_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.9999.1.9.1");
 
+/// The ippin pinned-endpoint extension: 1.3.9999.1.9.3 (non-critical). Beside a pin
+/// issued through a cloud load balancer's private endpoint (AWS VPC endpoint, Azure Private
+/// Link, GCP Private Service Connect), the endpoint's name as a `PrintableString`
+/// (`vpce-0123456789abcdef0`, `azure:1234`, `gcp:5678`: 1 to 32 lowercase letters, digits,
+/// `-` and `:`; see [`is_endpoint_name`]). Behind such an endpoint the client's address is
+/// one of the consumer's own network, which another consumer may also use: the pin holds
+/// only through the same endpoint. Only with a pin, at most once, ippin layout only.
+pub const PINNED_ENDPOINT_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.9999.1.9.3");
+
+/// Whether `name` is a private endpoint's name as certificates carry it
+/// ([`PINNED_ENDPOINT_OID`], and the SSH extension `pinned-endpoint@ippin`): 1 to 32 bytes of
+/// lowercase ASCII letters, digits, `-` and `:`.
+pub fn is_endpoint_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b':'))
+}
+
 /// The extended key usage of a front's certificate for signed propagation: 1.3.9999.1.9.2
 /// (as text, for crates that compare it without this one), under the same arc as
 /// [`LOGIN_IP_OID`]. A certificate issued with `ClientCertRequestBuilder::propagation_front`
@@ -280,6 +299,7 @@ pub struct ClientCertRequest {
     not_after: u64,
     serial: u64,
     pinned: Option<IpNet>,
+    endpoint: Option<String>,
     login_ip: Option<IpAddr>,
     profile: Profile,
     front: bool,
@@ -299,6 +319,7 @@ impl ClientCertRequest {
                 not_after: 0,
                 serial: 0,
                 pinned: None,
+                endpoint: None,
                 login_ip: None,
                 profile: Profile::Ippin,
                 front: false,
@@ -330,6 +351,10 @@ impl ClientCertRequest {
     /// The pin (canonical; one address is a `/32` or `/128`).
     pub fn pin(&self) -> Option<IpNet> {
         self.pinned
+    }
+    /// The private endpoint the pin is bound to ([`PINNED_ENDPOINT_OID`]).
+    pub fn pinned_endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
     /// The login IP (canonical).
     pub fn login_ip(&self) -> Option<IpAddr> {
@@ -381,6 +406,15 @@ impl ClientCertRequestBuilder {
         self.req.pinned = Some(net);
         self
     }
+    /// Binds the pin to the private endpoint `name` it was issued through
+    /// ([`PINNED_ENDPOINT_OID`]). `build` refuses it without a pin, a name that is not
+    /// [`is_endpoint_name`], and the Teleport layout ([`Profile::Teleport`] or
+    /// [`Profile::Both`]), which cannot say it: a Teleport reader would take the pin through
+    /// any endpoint.
+    pub fn pinned_endpoint(mut self, name: impl Into<String>) -> Self {
+        self.req.endpoint = Some(name.into());
+        self
+    }
     /// Records the login IP (canonicalised).
     pub fn login_ip(mut self, ip: IpAddr) -> Self {
         self.req.login_ip = Some(ip.to_canonical());
@@ -422,6 +456,27 @@ impl ClientCertRequestBuilder {
         if let Some(net) = self.req.pinned {
             self.req.pinned = Some(ca::check_pin_network(net, self.req.profile)?);
         }
+        if let Some(name) = &self.req.endpoint {
+            if self.req.pinned.is_none() {
+                return Err(Error::request(
+                    "pinned_endpoint",
+                    "a private endpoint binds a pin: give the pin too",
+                ));
+            }
+            if !is_endpoint_name(name) {
+                return Err(Error::request(
+                    "pinned_endpoint",
+                    "not an endpoint name (1 to 32 lowercase letters, digits, `-` and `:`)",
+                ));
+            }
+            if self.req.profile != Profile::Ippin {
+                return Err(Error::request(
+                    "pinned_endpoint",
+                    "the Teleport layout cannot bind a pin to a private endpoint (a Teleport \
+                     reader would take it through any endpoint): issue with the ippin layout",
+                ));
+            }
+        }
         let r = &self.req;
         ca::check_client_request(
             &r.user,
@@ -447,6 +502,8 @@ pub struct ClientIdentity {
     /// The pin, from whichever layout carries it: one address (a `/32` or
     /// `/128`) or, in the ippin layout, a network.
     pub pin: Option<IpNet>,
+    /// The private endpoint the pin is bound to ([`PINNED_ENDPOINT_OID`]), if any.
+    pub pinned_endpoint: Option<String>,
     /// The login IP (informational; never a pin).
     pub login_ip: Option<IpAddr>,
     /// Valid from (unix seconds).
@@ -510,9 +567,29 @@ fn decode_full(cert_der: &[u8]) -> Result<(x509_cert::Certificate, pin::Pins)> {
 ///
 /// # Errors
 /// [`Error::Der`] when the certificate does not decode; the pin errors
-/// listed in the [module docs](self).
+/// listed in the [module docs](self); [`Error::PinBoundToEndpoint`] when the pin is bound to
+/// a private endpoint, which a caller of this function would drop (read it with
+/// [`pin_at`]).
 pub fn pin(cert_der: &[u8]) -> Result<Option<IpNet>> {
-    Ok(decode_full(cert_der)?.1.pinned)
+    alone(pin_at(cert_der)?)
+}
+
+/// The pin of a DER certificate and the private endpoint it is bound to
+/// ([`PINNED_ENDPOINT_OID`]), by the full decoder.
+///
+/// # Errors
+/// As [`pin`], but never [`Error::PinBoundToEndpoint`].
+pub fn pin_at(cert_der: &[u8]) -> Result<(Option<IpNet>, Option<String>)> {
+    let pins = decode_full(cert_der)?.1;
+    Ok((pins.pinned, pins.endpoint))
+}
+
+/// The pin alone: refused when it is bound to an endpoint, which the caller would drop.
+fn alone((pin, endpoint): (Option<IpNet>, Option<String>)) -> Result<Option<IpNet>> {
+    match endpoint {
+        Some(endpoint) => Err(Error::PinBoundToEndpoint { endpoint }),
+        None => Ok(pin),
+    }
 }
 
 /// The pin of a DER certificate that TLS already verified, without
@@ -530,7 +607,16 @@ pub fn pin(cert_der: &[u8]) -> Result<Option<IpNet>> {
 /// [`Error::DerStructure`] when the framing is broken; the pin errors
 /// listed in the [module docs](self).
 pub fn pin_fast(cert_der: &[u8]) -> Result<Option<IpNet>> {
-    Ok(walk::pins_fast(cert_der)?.pinned)
+    alone(pin_fast_at(cert_der)?)
+}
+
+/// [`pin_at`] by the fast path ([`pin_fast`]).
+///
+/// # Errors
+/// As [`pin_fast`], but never [`Error::PinBoundToEndpoint`].
+pub fn pin_fast_at(cert_der: &[u8]) -> Result<(Option<IpNet>, Option<String>)> {
+    let pins = walk::pins_fast(cert_der)?;
+    Ok((pins.pinned, pins.endpoint))
 }
 
 fn one_address(pin: Option<IpNet>) -> Result<Option<IpAddr>> {
@@ -613,6 +699,7 @@ pub fn client_identity(cert_der: &[u8]) -> Result<ClientIdentity> {
         user,
         roles,
         pin: pins.pinned,
+        pinned_endpoint: pins.endpoint.clone(),
         login_ip: pins.login,
         not_before: validity.not_before.to_unix_duration().as_secs(),
         not_after: validity.not_after.to_unix_duration().as_secs(),

@@ -101,6 +101,72 @@ pub(crate) fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
     canonical_net(*net).contains(&canonical_ip(ip))
 }
 
+/// The private endpoint a client came through: a cloud load balancer's private link (AWS VPC
+/// endpoint, Azure Private Link, GCP Private Service Connect), named as `ippin-proxy-protocol`
+/// names it (`vpce-0123456789abcdef0`, `azure:1234`, `gcp:5678`).
+///
+/// Behind such an endpoint the client's address is an address of the *consumer's* network,
+/// which every consumer plans for itself: two clients behind two endpoints may have the same
+/// address. So an observation through an endpoint carries it ([`ObservedAddr::with_endpoint`]),
+/// a pin issued from it is bound to it, and the pin check refuses the same address through
+/// another endpoint, or through none ([`crate::check_pin_at`]).
+///
+/// ```
+/// use ippin_policy::Endpoint;
+/// assert_eq!(Endpoint::parse("vpce-0123456789abcdef0").unwrap().as_str(), "vpce-0123456789abcdef0");
+/// assert!(Endpoint::parse("VPCE-1").is_none());
+/// assert!(Endpoint::parse("").is_none());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    buf: [u8; Endpoint::MAX_LEN],
+    len: u8,
+}
+
+impl Endpoint {
+    /// The longest name: 32 bytes (`gcp:` and a 64-bit decimal number is 24).
+    pub const MAX_LEN: usize = 32;
+
+    /// `text` as an endpoint name: 1 to [`Endpoint::MAX_LEN`] bytes of lowercase ASCII
+    /// letters, digits, `-` and `:`; `None` otherwise.
+    pub fn parse(text: &str) -> Option<Endpoint> {
+        let bytes = text.as_bytes();
+        if bytes.is_empty()
+            || bytes.len() > Endpoint::MAX_LEN
+            || !bytes
+                .iter()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b':'))
+        {
+            return None;
+        }
+        let mut buf = [0; Endpoint::MAX_LEN];
+        buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Endpoint {
+            buf,
+            len: u8::try_from(bytes.len()).ok()?,
+        })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII was stored.
+        std::str::from_utf8(self.buf.get(..usize::from(self.len)).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Endpoint({:?})", self.as_str())
+    }
+}
+
 /// A client address as the server observed it.
 ///
 /// The IP is canonical (IPv4-mapped IPv6 becomes IPv4 at construction). An observation is
@@ -127,6 +193,7 @@ pub struct ObservedAddr {
     port: u16,
     provenance: Provenance,
     trusted: bool,
+    endpoint: Option<Endpoint>,
 }
 
 impl ObservedAddr {
@@ -150,7 +217,21 @@ impl ObservedAddr {
             port: if trusted { addr.port() } else { 0 },
             provenance,
             trusted,
+            endpoint: None,
         }
+    }
+
+    /// This observation, made through the private endpoint `endpoint` (see [`Endpoint`]): a
+    /// pin issued from it is bound to the endpoint, and a pin is checked against both.
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
+    /// The private endpoint the client came through, if the observation names one.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        self.endpoint
     }
 
     /// The socket peer of a direct connection (no proxy in between): trusted, as the TCP
@@ -219,7 +300,7 @@ impl std::fmt::Display for ObservedAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} ({}, {})",
+            "{} ({}, {}",
             self.ip,
             self.provenance,
             if self.is_trusted() {
@@ -227,7 +308,11 @@ impl std::fmt::Display for ObservedAddr {
             } else {
                 "untrusted"
             }
-        )
+        )?;
+        match self.endpoint {
+            Some(e) => write!(f, ", through endpoint {e})"),
+            None => f.write_str(")"),
+        }
     }
 }
 

@@ -69,7 +69,7 @@ mod pin;
 mod roles;
 mod yaml;
 
-pub use addr::{ObservedAddr, Provenance, canonical_ip, canonical_net};
+pub use addr::{Endpoint, ObservedAddr, Provenance, canonical_ip, canonical_net};
 pub use error::Error;
 pub use forwarded::{
     ForwardedMode, MAX_FORWARDED_BYTES, MAX_FORWARDED_HOPS, client_from_forwarded,
@@ -81,7 +81,8 @@ pub use netrestrict::{
 };
 pub use pin::{
     CertPin, Decision, Denial, DenyReason, LOG_IN_AGAIN, PinPrefix, PinRequirement, RenewalPins,
-    check_pin, pin_for_issue, pins_for_renewal, renewal_validity, stands_alone,
+    check_pin, check_pin_at, pin_for_issue, pins_for_renewal, pins_for_renewal_at,
+    renewal_validity, stands_alone,
 };
 #[cfg(feature = "yaml")]
 pub use roles::parse_roles;

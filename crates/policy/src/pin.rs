@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::Error;
-use crate::addr::{ObservedAddr, canonical_ip, canonical_net, net_contains};
+use crate::addr::{Endpoint, ObservedAddr, canonical_ip, canonical_net, net_contains};
 
 /// How wide a pin may be: the prefix length a certificate issued at login is pinned to, per
 /// address family (a role's `spec.options.pin_source_ip_prefix`).
@@ -382,11 +382,16 @@ pub enum DenyReason {
     PinTooWide,
     /// A certificate from a trusted cluster maps to no local role, or to one that does not exist.
     RoleMappingFailed,
+    /// The certificate's pin was issued through one private endpoint and the client came
+    /// through another, or through none (or the other way round): the same address behind
+    /// two endpoints is two clients ([`crate::Endpoint`]).
+    PinnedEndpointMismatch,
 }
 
 impl DenyReason {
     /// The stable reason code: `pinned_ip_missing`, `pinned_ip_mismatch`,
-    /// `untrusted_client_ip`, `invalid_pin`, `pin_too_wide` or `role_mapping_failed`.
+    /// `untrusted_client_ip`, `invalid_pin`, `pin_too_wide`, `role_mapping_failed` or
+    /// `pinned_endpoint_mismatch`.
     pub fn code(&self) -> &'static str {
         match self {
             DenyReason::PinnedIpMissing => "pinned_ip_missing",
@@ -395,6 +400,7 @@ impl DenyReason {
             DenyReason::InvalidPin => "invalid_pin",
             DenyReason::PinTooWide => "pin_too_wide",
             DenyReason::RoleMappingFailed => "role_mapping_failed",
+            DenyReason::PinnedEndpointMismatch => "pinned_endpoint_mismatch",
         }
     }
 }
@@ -478,20 +484,91 @@ impl Decision {
 /// narrowest [`PinPrefix`] of the user's pinning roles ([`crate::UserRoles::pin_requirement`]).
 /// `true` means one address, so a caller that passes a bool never accepts a prefix pin for a
 /// role that requires a pin.
+///
+/// This is [`check_pin_at`] for a certificate bound to no private endpoint: a pinned
+/// certificate is then refused (`pinned_endpoint_mismatch`) to a client that came through
+/// one. A caller whose certificates can carry an endpoint calls [`check_pin_at`].
 pub fn check_pin(
     required: impl Into<PinRequirement>,
     pin: &CertPin,
     observed: &ObservedAddr,
 ) -> Decision {
+    check_pin_at(required, pin, None, observed)
+}
+
+/// [`check_pin`] for a certificate whose pin may be bound to the private endpoint it was
+/// issued through (`pinned_endpoint`, from the certificate; see [`crate::Endpoint`]).
+///
+/// After every row of [`check_pin`] that allows a pinned certificate, the endpoints must be
+/// the same: the certificate's and the observation's ([`ObservedAddr::endpoint`]), both
+/// absent or both the same name; otherwise `pinned_endpoint_mismatch`. A certificate that
+/// names an endpoint without a pin is `invalid_pin`.
+///
+/// ```
+/// use ippin_policy::{CertPin, Endpoint, ObservedAddr, check_pin_at};
+/// let e1 = Endpoint::parse("vpce-0123456789abcdef0").unwrap();
+/// let e2 = Endpoint::parse("vpce-00000000000000001").unwrap();
+/// let pin = CertPin::Ip("10.0.0.5".parse().unwrap());
+/// let via = |e: Endpoint| ObservedAddr::socket_peer("10.0.0.5:4000".parse().unwrap()).with_endpoint(e);
+/// assert!(check_pin_at(true, &pin, Some(&e1), &via(e1)).is_allow());
+/// let other = check_pin_at(true, &pin, Some(&e1), &via(e2));
+/// assert_eq!(other.denial().unwrap().reason.code(), "pinned_endpoint_mismatch");
+/// let direct = ObservedAddr::socket_peer("10.0.0.5:4000".parse().unwrap());
+/// assert!(!check_pin_at(true, &pin, Some(&e1), &direct).is_allow());
+/// assert!(!check_pin_at(true, &pin, None, &via(e1)).is_allow());
+/// ```
+pub fn check_pin_at(
+    required: impl Into<PinRequirement>,
+    pin: &CertPin,
+    pinned_endpoint: Option<&Endpoint>,
+    observed: &ObservedAddr,
+) -> Decision {
     check_pin_with(
         required.into(),
         pin,
+        pinned_endpoint,
         observed,
         "your roles require a pinned certificate",
     )
 }
 
 pub(crate) fn check_pin_with(
+    required: PinRequirement,
+    pin: &CertPin,
+    pinned_endpoint: Option<&Endpoint>,
+    observed: &ObservedAddr,
+    missing_why: &str,
+) -> Decision {
+    let decision = check_pin_address(required, pin, observed, missing_why);
+    if !decision.is_allow() {
+        return decision;
+    }
+    let seen = observed.endpoint();
+    match pin {
+        CertPin::None if pinned_endpoint.is_some() => Decision::Deny(Denial::new(
+            DenyReason::InvalidPin,
+            "the certificate names a private endpoint but carries no pinned IP",
+        )),
+        CertPin::None => decision,
+        _ if pinned_endpoint == seen.as_ref() => decision,
+        _ => Decision::Deny(Denial::new(
+            DenyReason::PinnedEndpointMismatch,
+            format_args!(
+                "the certificate is pinned to {pin} {}, but this client came {}",
+                pinned_endpoint.map_or_else(
+                    || "as seen without a private endpoint".to_owned(),
+                    |e| format!("through private endpoint {e}")
+                ),
+                seen.map_or_else(
+                    || "through no private endpoint".to_owned(),
+                    |e| format!("through private endpoint {e}")
+                ),
+            ),
+        )),
+    }
+}
+
+fn check_pin_address(
     required: PinRequirement,
     pin: &CertPin,
     observed: &ObservedAddr,
@@ -607,6 +684,8 @@ pub struct RenewalPins {
     pub pinned: Option<IpNet>,
     /// The login IP, copied from the presented certificate (canonical).
     pub login_ip: Option<IpAddr>,
+    /// The private endpoint the pin is bound to, copied from the presented certificate.
+    pub endpoint: Option<Endpoint>,
 }
 
 /// The validity, in Unix seconds, of certificates renewed from one whose validity started at
@@ -677,6 +756,20 @@ pub fn pins_for_renewal(
     required_now: impl Into<PinRequirement>,
     observed: &ObservedAddr,
 ) -> Result<RenewalPins, Denial> {
+    pins_for_renewal_at(presented_pin, None, presented_login, required_now, observed)
+}
+
+/// [`pins_for_renewal`] for a certificate whose pin may be bound to a private endpoint
+/// (`presented_endpoint`): the endpoint is copied with the pin, and checked as
+/// [`check_pin_at`] checks it (a renewal through another endpoint, or through none, is
+/// refused `pinned_endpoint_mismatch`).
+pub fn pins_for_renewal_at(
+    presented_pin: &CertPin,
+    presented_endpoint: Option<&Endpoint>,
+    presented_login: Option<IpAddr>,
+    required_now: impl Into<PinRequirement>,
+    observed: &ObservedAddr,
+) -> Result<RenewalPins, Denial> {
     let pinned = match presented_pin {
         CertPin::None => None,
         CertPin::Ip(ip) => Some(IpNet::from(*ip)),
@@ -706,6 +799,7 @@ pub fn pins_for_renewal(
     let pins = RenewalPins {
         pinned: pinned.map(canonical_net),
         login_ip: presented_login.map(canonical_ip),
+        endpoint: presented_endpoint.copied(),
     };
     let pin = match pins.pinned {
         Some(net) if net.prefix_len() == net.max_prefix_len() => CertPin::Ip(net.network()),
@@ -715,6 +809,7 @@ pub fn pins_for_renewal(
     match check_pin_with(
         required_now.into(),
         &pin,
+        presented_endpoint,
         observed,
         "your roles now require a pinned certificate, and it cannot be added at renewal",
     ) {

@@ -623,7 +623,7 @@ pub fn check_pin_remote(
         NameList(user.names()),
         NameList(remote_roles)
     );
-    check_pin_with(user.pin_requirement(), pin, observed, &why)
+    check_pin_with(user.pin_requirement(), pin, None, observed, &why)
 }
 
 struct NameList<'a>(&'a [String]);

@@ -142,6 +142,12 @@ pub struct Observed {
     pub provenance: Provenance,
     /// Whether it may be used to issue or satisfy a pin.
     pub trusted: bool,
+    /// The cloud endpoint (AWS VPC endpoint, Azure Private Link, GCP Private Service Connect)
+    /// the connection came through, on a listener with `allowed_endpoints`: behind such an
+    /// endpoint the address belongs to the consumer's own network, which another consumer may
+    /// also use, so a pin issued from it must be bound to the endpoint (the first ID the
+    /// header carries, in the order AWS, Azure, GCP). `None` on a listener without the list.
+    pub endpoint: Option<EndpointId>,
 }
 
 impl Observed {
@@ -153,6 +159,7 @@ impl Observed {
             addr,
             provenance,
             trusted,
+            endpoint: None,
         }
     }
 }
@@ -369,26 +376,26 @@ impl ListenerPolicy {
         self
     }
 
-    /// The allow-list check on a header's TLVs (or on no header).
-    fn check_endpoints(&self, header: Option<&Header<'_>>) -> Result<(), Refusal> {
+    /// The allow-list check on a header's TLVs (or on no header); the endpoint the
+    /// connection came through when the list is set.
+    fn check_endpoints(&self, header: Option<&Header<'_>>) -> Result<Option<EndpointId>, Refusal> {
         let Some(allowed) = &self.allowed_endpoints else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(header) = header else {
             return Err(Refusal::EndpointNotAllowed { endpoint: None });
         };
         let ids = endpoint_ids(header.tlvs()).map_err(Refusal::InvalidEndpointTlv)?;
-        let mut any = false;
+        let mut first = None;
         for id in ids.into_iter().flatten() {
             if !allowed.contains(&id) {
                 return Err(Refusal::EndpointNotAllowed { endpoint: Some(id) });
             }
-            any = true;
+            first = first.or(Some(id));
         }
-        if any {
-            Ok(())
-        } else {
-            Err(Refusal::EndpointNotAllowed { endpoint: None })
+        match first {
+            Some(id) => Ok(Some(id)),
+            None => Err(Refusal::EndpointNotAllowed { endpoint: None }),
         }
     }
 
@@ -491,11 +498,12 @@ impl ListenerPolicy {
             if self.mode == ProxyMode::On {
                 return Err(Refusal::HeaderRequired);
             }
-            self.check_endpoints(None)?;
+            let endpoint = self.check_endpoints(None)?;
             return Ok(Observed {
                 addr: peer,
                 provenance: Provenance::Direct,
                 trusted: true,
+                endpoint,
             });
         };
         if self.mode == ProxyMode::Off {
@@ -507,7 +515,7 @@ impl ListenerPolicy {
         if starts_with_header(after_header) {
             return Err(Refusal::DuplicateHeader);
         }
-        self.check_endpoints(Some(header))?;
+        let endpoint = self.check_endpoints(Some(header))?;
         let strict = self.mode == ProxyMode::On;
         let (addr, provenance, trusted) = match (header.command(), header.source()) {
             // LOCAL: the proxy connected on its own (a health check). The
@@ -541,6 +549,7 @@ impl ListenerPolicy {
             addr,
             provenance,
             trusted,
+            endpoint,
         })
     }
 

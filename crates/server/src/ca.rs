@@ -66,6 +66,9 @@ pub struct IssueRequest<'a> {
     /// The pin, decided by `ippin-policy`: one address (`/32`, `/128`) or the network of a
     /// role's `pin_source_ip_prefix`.
     pub pinned: Option<IpNet>,
+    /// The private endpoint the pin is bound to: the one the login came through (a listener
+    /// with `allowed_endpoints`), or the presented certificate's at a renewal.
+    pub pinned_endpoint: Option<ippin_policy::Endpoint>,
     /// The IP the login was observed from, when known.
     pub login_ip: Option<IpAddr>,
     /// The time of issuance.
@@ -230,6 +233,9 @@ impl Ca {
         }
         if let Some(net) = req.pinned {
             ssh_req = ssh_req.pinned_network(net);
+            if let Some(e) = req.pinned_endpoint {
+                ssh_req = ssh_req.pinned_endpoint(e.as_str());
+            }
         }
         if let Some(ip) = req.login_ip {
             ssh_req = ssh_req.login_ip(ip);
@@ -266,6 +272,9 @@ impl Ca {
         }
         if let Some(net) = req.pinned {
             x509_req = x509_req.pinned_network(net);
+            if let Some(e) = req.pinned_endpoint {
+                x509_req = x509_req.pinned_endpoint(e.as_str());
+            }
         }
         if let Some(ip) = req.login_ip {
             x509_req = x509_req.login_ip(ip);
@@ -517,6 +526,7 @@ mod tests {
             ssh_public_key,
             tls_public_key,
             pinned: None,
+            pinned_endpoint: None,
             login_ip: None,
             now: SystemTime::now(),
             ttl: Duration::from_secs(60),
@@ -584,6 +594,7 @@ mod tests {
             .issue(&IssueRequest {
                 roles: &roles,
                 pinned: Some("127.0.0.1/32".parse().unwrap()),
+                pinned_endpoint: None,
                 ..carol(&ssh_public_key, &spki)
             })
             .unwrap();

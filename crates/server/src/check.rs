@@ -17,6 +17,7 @@
 //!     observed: "127.0.0.1:5000".to_owned(),
 //!     roles: Vec::new(),
 //!     untrusted: false,
+//!     endpoint: None,
 //! });
 //! assert_eq!(out.code, 2);
 //! assert!(out.stderr.starts_with("error: "));
@@ -25,7 +26,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use ippin_policy::{Decision, ObservedAddr, Provenance, RoleSet, check_pin};
+use ippin_policy::{Decision, ObservedAddr, Provenance, RoleSet, check_pin_at};
 use serde::Serialize;
 
 use crate::Outcome;
@@ -48,6 +49,9 @@ pub struct CheckArgs {
     pub roles: Vec<(String, String)>,
     /// `--untrusted`: the address is not believed, whatever its port.
     pub untrusted: bool,
+    /// `--endpoint NAME`: the client came through this private endpoint (a listener with
+    /// `allowed_endpoints`), as `vpce-…`, `azure:N` or `gcp:N`.
+    pub endpoint: Option<String>,
 }
 
 /// The JSON `ippin check` prints, fields in this order.
@@ -103,8 +107,24 @@ pub fn run(args: &CheckArgs) -> Outcome {
         Err(failure) => return unusable(&format!("--cert: {}", failure.reason)),
     };
     let trusted = !args.untrusted && seen.port() != 0;
-    let observed = ObservedAddr::new(seen, Provenance::Direct, trusted);
-    let decision = check_pin(requires_pin, &cert.pin, &observed);
+    let mut observed = ObservedAddr::new(seen, Provenance::Direct, trusted);
+    if let Some(name) = &args.endpoint {
+        match ippin_policy::Endpoint::parse(name) {
+            Some(e) => observed = observed.with_endpoint(e),
+            None => {
+                return unusable(&format!(
+                    "--endpoint: {:?} is not an endpoint name (`vpce-…`, `azure:N`, `gcp:N`)",
+                    name.chars().take(64).collect::<String>()
+                ));
+            }
+        }
+    }
+    let decision = check_pin_at(
+        requires_pin,
+        &cert.pin,
+        cert.pinned_endpoint.as_ref(),
+        &observed,
+    );
     let (verdict, reason, message, code) = match &decision {
         Decision::Allow => ("allow", None, None, 0),
         Decision::Deny(denial) => (
@@ -227,6 +247,7 @@ mod tests {
             observed: observed.to_owned(),
             roles: Vec::new(),
             untrusted: false,
+            endpoint: None,
         }
     }
 
@@ -468,6 +489,7 @@ mod tests {
                 observed,
                 roles: vec![("r.yaml".to_owned(), role)],
                 untrusted,
+                endpoint: None,
             });
             prop_assert!((0..=2).contains(&out.code));
         }

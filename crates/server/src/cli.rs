@@ -141,6 +141,10 @@ pub struct CheckCli {
     /// Treat the observed address as untrusted.
     #[arg(long)]
     pub untrusted: bool,
+    /// The private endpoint the client came through (`vpce-…`, `azure:N`, `gcp:N`), as a
+    /// listener with `allowed_endpoints` sees it.
+    #[arg(long)]
+    pub endpoint: Option<String>,
 }
 
 /// The upper bound on what `inspect` reads.
@@ -199,6 +203,7 @@ fn check_command(args: CheckCli) -> Outcome {
         observed: args.observed,
         roles,
         untrusted: args.untrusted,
+        endpoint: args.endpoint,
     })
 }
 

@@ -160,6 +160,9 @@ fn tlv_reports(header: &pp::Header<'_>) -> Vec<TlvReport> {
 struct CertReport {
     format: &'static str,
     pinned: Vec<String>,
+    /// The private endpoint the pin is bound to (only when there is one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pinned_endpoint: Option<String>,
     login_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     principals: Option<Vec<String>>,
@@ -197,6 +200,7 @@ pub fn cert(bytes: &[u8]) -> Outcome {
     let report = CertReport {
         format: loaded.format,
         pinned: pin_strings(&loaded.pin),
+        pinned_endpoint: loaded.pinned_endpoint.map(|e| e.to_string()),
         login_ip: loaded.login_ip.map(|ip| ip.to_string()),
         principals: loaded.principals.clone(),
         subject: loaded.subject.clone(),
@@ -267,6 +271,8 @@ pub(crate) struct LoadedCert {
     pub(crate) format: &'static str,
     /// The pin; [`CertPin::Invalid`] when it is malformed or ambiguous.
     pub(crate) pin: CertPin,
+    /// The private endpoint the pin is bound to, if any.
+    pub(crate) pinned_endpoint: Option<ippin_policy::Endpoint>,
     /// The login IP, when present and well formed.
     pub(crate) login_ip: Option<IpAddr>,
     /// Why the login IP is malformed, when it is (SSH; for X.509 the pin
@@ -319,6 +325,10 @@ fn load_ssh(text: &str) -> Result<LoadedCert, Failure> {
     {
         pin = CertPin::Invalid(format!("certificate options: {e}"));
     }
+    let endpoint = ippin_cert::ssh::read_options(&cert)
+        .ok()
+        .and_then(|o| o.pinned_endpoint);
+    let (pin, pinned_endpoint) = ippin_access::pin::with_endpoint(pin, endpoint);
     let mut login_ip = None;
     let mut login_ip_error = None;
     for (name, data) in cert.extensions().iter() {
@@ -332,6 +342,7 @@ fn load_ssh(text: &str) -> Result<LoadedCert, Failure> {
     Ok(LoadedCert {
         format: "ssh",
         pin,
+        pinned_endpoint,
         login_ip,
         login_ip_error,
         identity_error: None,
@@ -347,22 +358,25 @@ fn load_x509(der: &[u8]) -> Result<LoadedCert, Failure> {
     // The full decoder says whether this is a certificate at all; the pin
     // is then read by the fast path too, the one the `tls` listener runs,
     // and the two must agree.
-    let full = match x509::pin(der) {
+    let full = match x509::pin_at(der) {
         Err(e @ (ippin_cert::Error::Der { .. } | ippin_cert::Error::DerStructure { .. })) => {
             return Err(Failure::invalid(format!("X.509 certificate: {e}")));
         }
         other => other,
     };
-    let fast = x509::pin_fast(der);
-    let pin = match (full, fast) {
-        (Ok(a), Ok(b)) if a == b => match a {
-            Some(net) => ippin_access::pin::network_pin(net),
-            None => CertPin::None,
-        },
-        (Err(e), _) | (Ok(_), Err(e)) => CertPin::Invalid(e.to_string()),
-        (Ok(a), Ok(b)) => CertPin::Invalid(format!(
-            "the full and the fast pin readers disagree ({a:?} and {b:?})"
-        )),
+    let fast = x509::pin_fast_at(der);
+    let (pin, pinned_endpoint) = match (full, fast) {
+        (Ok(a), Ok(b)) if a == b => ippin_access::pin::with_endpoint(
+            a.0.map_or(CertPin::None, ippin_access::pin::network_pin),
+            a.1,
+        ),
+        (Err(e), _) | (Ok(_), Err(e)) => (CertPin::Invalid(e.to_string()), None),
+        (Ok(a), Ok(b)) => (
+            CertPin::Invalid(format!(
+                "the full and the fast pin readers disagree ({a:?} and {b:?})"
+            )),
+            None,
+        ),
     };
     let identity = x509::client_identity(der);
     let (login_ip, subject, valid_after, valid_before, identity_error) = match identity {
@@ -378,6 +392,7 @@ fn load_x509(der: &[u8]) -> Result<LoadedCert, Failure> {
     Ok(LoadedCert {
         format: "x509",
         pin,
+        pinned_endpoint,
         login_ip,
         login_ip_error: None,
         identity_error,

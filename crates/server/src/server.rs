@@ -1081,6 +1081,8 @@ fn login_issue(
             ssh_public_key: &body.ssh_public_key,
             tls_public_key: &body.tls_public_key,
             pinned,
+            // A pin issued through a private endpoint holds only through it.
+            pinned_endpoint: pinned.and(observed.endpoint()),
             login_ip,
             now: state.now(),
             ttl: state.config.cert_ttl,
@@ -1253,6 +1255,8 @@ pub struct Presented {
     pub pin_requirement: ippin_policy::PinRequirement,
     /// The certificate's pin.
     pub pin: CertPin,
+    /// The private endpoint the pin is bound to, if any.
+    pub pinned_endpoint: Option<ippin_policy::Endpoint>,
     /// The login IP the certificate records.
     pub login_ip: Option<std::net::IpAddr>,
     /// The certificate's `(not_before, not_after)`, Unix seconds: `not_before` is the
@@ -1267,6 +1271,7 @@ impl From<&AccessVerdict> for Presented {
             roles: v.roles.clone(),
             pin_requirement: v.pin_requirement,
             pin: v.pin.clone(),
+            pinned_endpoint: v.pinned_endpoint,
             login_ip: v.login_ip,
             validity: v.validity,
         }
@@ -1348,8 +1353,9 @@ pub fn renew(
              (`ippin login`)",
         );
     };
-    let pins = match ippin_policy::pins_for_renewal(
+    let pins = match ippin_policy::pins_for_renewal_at(
         &verdict.pin,
+        verdict.pinned_endpoint.as_ref(),
         verdict.login_ip,
         requires_pin.strictest(verdict.pin_requirement),
         observed,
@@ -1378,6 +1384,7 @@ pub fn renew(
             ssh_public_key: &body.ssh_public_key,
             tls_public_key: &body.tls_public_key,
             pinned: pins.pinned,
+            pinned_endpoint: pins.endpoint,
             login_ip: pins.login_ip,
             now,
             ttl: state.config.cert_ttl,
@@ -1789,6 +1796,7 @@ mod tests {
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             pin_requirement: requires_pin.into(),
             pin,
+            pinned_endpoint: None,
             login_ip: Some("127.0.0.7".parse().unwrap()),
             // A login ten minutes ago, its certificate valid for an hour.
             validity: Some((unix_now() - 660, unix_now() + 3000)),

@@ -39,7 +39,9 @@ use std::fmt;
 
 use ippin_cert::ssh::{SshValidation, ValidatedSshCert, validate_user_cert};
 use ippin_cert::ssh_key::{Certificate, Fingerprint};
-use ippin_policy::{CertPin, Decision, DenyReason, ObservedAddr, PinRequirement, check_pin};
+use ippin_policy::{
+    CertPin, Decision, DenyReason, Endpoint, ObservedAddr, PinRequirement, check_pin_at,
+};
 
 use crate::pin::{pin_strings, source_address_pin};
 pub use crate::users::{User, UserDirectory};
@@ -208,6 +210,8 @@ pub struct Authorized {
     /// open checks it again, against the roles of the moment, before it starts anything new
     /// on it ([`Authorized::recheck_pin`]).
     pub pin: CertPin,
+    /// The private endpoint the certificate's pin is bound to, if any (checked with the pin).
+    pub pinned_endpoint: Option<Endpoint>,
     /// The address the connection was observed from when it was authorized.
     pub observed: ObservedAddr,
 }
@@ -274,7 +278,12 @@ impl Authorized {
     /// connection stays open: a role that starts to require a pin, or a narrower prefix,
     /// applies to the connections already open too). `None` when it still allows.
     pub fn recheck_pin(&self, requirement: PinRequirement) -> Option<SshDenial> {
-        match check_pin(requirement, &self.pin, &self.observed) {
+        match check_pin_at(
+            requirement,
+            &self.pin,
+            self.pinned_endpoint.as_ref(),
+            &self.observed,
+        ) {
             Decision::Allow => None,
             Decision::Deny(denial) => Some(SshDenial {
                 reason: SshDenyReason::Pin(denial.reason),
@@ -383,7 +392,9 @@ pub fn authorize(
     observed: &ObservedAddr,
     now: u64,
 ) -> Result<Authorized, SshDenial> {
-    authorize_with(ctx, user, cert, observed, now, check_pin)
+    authorize_with(ctx, user, cert, observed, now, |r, p, e, o| {
+        check_pin_at(r, p, e, o)
+    })
 }
 
 /// [`authorize`] with the policy crate's pin check (step 13) passed in, so that a test can
@@ -395,7 +406,7 @@ pub(crate) fn authorize_with(
     cert: &Certificate,
     observed: &ObservedAddr,
     now: u64,
-    check_pin: impl Fn(PinRequirement, &CertPin, &ObservedAddr) -> Decision,
+    check_pin: impl Fn(PinRequirement, &CertPin, Option<&Endpoint>, &ObservedAddr) -> Decision,
 ) -> Result<Authorized, SshDenial> {
     // The SSH user name is the principal checked, except for a certificate that names the
     // user only through the built-ins principal (`ippin:USER`, see [`builtins_principal`]):
@@ -418,7 +429,8 @@ pub(crate) fn authorize_with(
             "ippin: the certificate requires FIDO user verification, which this server cannot check",
         ));
     }
-    let pin = cert_pin(&valid);
+    let (pin, pinned_endpoint) =
+        crate::pin::with_endpoint(cert_pin(&valid), valid.pinned_endpoint.clone());
     let pinned = pin_strings(&pin);
     // The user is the one the CA wrote the certificate for; `user` (the SSH user name) is
     // only a principal, and may be a login that another ippin user is named after.
@@ -458,7 +470,12 @@ pub(crate) fn authorize_with(
     };
     // Only `Allow` goes on: the decision type is `#[non_exhaustive]`, and a decision this
     // server does not know is a denial.
-    let denial = match check_pin(account.pin_requirement(), &pin, observed) {
+    let denial = match check_pin(
+        account.pin_requirement(),
+        &pin,
+        pinned_endpoint.as_ref(),
+        observed,
+    ) {
         Decision::Allow => None,
         Decision::Deny(denial) => Some(denial),
         other => {
@@ -509,6 +526,7 @@ pub(crate) fn authorize_with(
         pty: valid.permissions.pty,
         valid_before: cert.valid_before(),
         pin,
+        pinned_endpoint,
         observed: *observed,
     })
 }
@@ -1053,7 +1071,9 @@ mod tests {
             users: &f.users,
             honours_force_command: true,
         };
-        let allow_all = |_: PinRequirement, _: &CertPin, _: &ObservedAddr| Decision::Allow;
+        let allow_all = |_: PinRequirement, _: &CertPin, _: Option<&Endpoint>, _: &ObservedAddr| {
+            Decision::Allow
+        };
         let cert = issue(&f, "bob", Some("127.0.0.1"));
         let denied = authorize_with(&ctx, "bob", &cert, &seen("127.0.0.2:5000"), NOW, allow_all)
             .unwrap_err();
@@ -1360,7 +1380,7 @@ mod tests {
                 let observed =
                     ObservedAddr::new(SocketAddr::new(ip, port.max(1)), Provenance::Direct, true);
                 let pin = CertPin::Nets(list.nets().to_vec());
-                let allowed = matches!(check_pin(requires_pin, &pin, &observed), Decision::Allow);
+                let allowed = matches!(ippin_policy::check_pin(requires_pin, &pin, &observed), Decision::Allow);
                 // What step 14 would refuse, step 13 has refused already.
                 if allowed {
                     prop_assert!(list.matches(observed.ip()), "{} {}", list, ip);

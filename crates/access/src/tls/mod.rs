@@ -118,6 +118,8 @@ pub struct TlsVerdict {
     pub pin_requirement: PinRequirement,
     /// The certificate's pin, as the strict extraction read it.
     pub pin: CertPin,
+    /// The private endpoint the pin is bound to, if any (checked with the pin).
+    pub pinned_endpoint: Option<ippin_policy::Endpoint>,
     /// The login IP the certificate records (informational, never a pin).
     pub login_ip: Option<IpAddr>,
     /// The certificate's validity, `(not_before, not_after)` in Unix seconds, when it could
@@ -147,6 +149,7 @@ pub fn decide(
         roles: Vec::new(),
         pin_requirement: PinRequirement::NotRequired,
         pin: CertPin::None,
+        pinned_endpoint: None,
         login_ip: None,
         validity: None,
         serial: None,
@@ -156,7 +159,10 @@ pub fn decide(
         Ok(id) => {
             // The pin as the full decoder read it: the same as the fast walk on every
             // certificate that decodes (the certificate crate's tests).
-            verdict.pin = id.pin.map_or(CertPin::None, crate::pin::network_pin);
+            (verdict.pin, verdict.pinned_endpoint) = crate::pin::with_endpoint(
+                id.pin.map_or(CertPin::None, crate::pin::network_pin),
+                id.pinned_endpoint.clone(),
+            );
             verdict.user = id.user.clone();
             verdict.login_ip = id.login_ip;
             verdict.validity = Some((id.not_before, id.not_after));
@@ -187,9 +193,10 @@ pub fn decide(
                 Some(user) => {
                     verdict.pin_requirement = user.pin_requirement();
                     verdict.roles = user.roles;
-                    verdict.access = from_decision(ippin_policy::check_pin(
+                    verdict.access = from_decision(ippin_policy::check_pin_at(
                         verdict.pin_requirement,
                         &verdict.pin,
+                        verdict.pinned_endpoint.as_ref(),
                         observed,
                     ));
                 }
@@ -251,6 +258,7 @@ pub fn without_certificate() -> TlsVerdict {
         roles: Vec::new(),
         pin_requirement: PinRequirement::NotRequired,
         pin: CertPin::None,
+        pinned_endpoint: None,
         login_ip: None,
         validity: None,
         serial: None,

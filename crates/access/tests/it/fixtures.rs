@@ -76,3 +76,18 @@ pub(crate) fn patched_last(der: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out[at..at + to.len()].copy_from_slice(to);
     out
 }
+
+impl Issuer {
+    /// A client certificate pinned to `pin` and bound to the private endpoint `endpoint`.
+    pub(crate) fn client_bound(&self, user: &str, pin: IpAddr, endpoint: &str) -> Vec<u8> {
+        let req = ClientCertRequest::builder(user, self.spki.clone())
+            .validity(NOW - 60, NOW + 3600)
+            .serial(9)
+            .role("dev")
+            .pinned_ip(pin)
+            .pinned_endpoint(endpoint);
+        self.ca
+            .issue_client(&req.build().unwrap(), &mut UnwrapErr(SysRng))
+            .unwrap()
+    }
+}

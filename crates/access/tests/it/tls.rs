@@ -271,3 +271,52 @@ fn a_user_without_roles_is_refused_as_unknown() {
     let v = tls::decide_der(&dave, &users, &seen("192.0.2.7:5000", true), NOW);
     assert_eq!(code(&v.access), "allow");
 }
+
+/// A certificate whose pin is bound to a private endpoint is allowed only through it (and
+/// the cached path agrees); the pin readers that cannot carry the endpoint read it as an
+/// invalid pin, never as an unbound one.
+#[test]
+fn a_pin_bound_to_an_endpoint_holds_only_through_it() {
+    use ippin_policy::Endpoint;
+    let issuer = Issuer::new();
+    let bound = issuer.client_bound(
+        "alice",
+        "10.0.0.5".parse().unwrap(),
+        "vpce-0123456789abcdef0",
+    );
+    let users = users();
+    let e1 = Endpoint::parse("vpce-0123456789abcdef0").unwrap();
+    let e2 = Endpoint::parse("gcp:9").unwrap();
+    let direct = seen("10.0.0.5:5000", true);
+    for (observed, want) in [
+        (direct.with_endpoint(e1), "allow"),
+        (direct.with_endpoint(e2), "pinned_endpoint_mismatch"),
+        (direct, "pinned_endpoint_mismatch"),
+        (
+            seen("10.0.0.6:5000", true).with_endpoint(e1),
+            "pinned_ip_mismatch",
+        ),
+    ] {
+        let v = tls::decide_der(&bound, &users, &observed, NOW);
+        assert_eq!(code(&v.access), want, "{observed}");
+        assert_eq!(v.pinned_endpoint, Some(e1));
+        let cache = IdentityCache::new(4);
+        let c = tls::check(&cache, &bound, &users, &observed, NOW, &|_: TlsEvent| true);
+        assert_eq!(c, v, "{observed}: cached and audited path agrees");
+    }
+    // The readers of the pin alone.
+    assert!(matches!(
+        ippin_access::pin::x509_pin(&bound),
+        CertPin::Invalid(_)
+    ));
+    assert_eq!(
+        ippin_access::pin::x509_pin_at(&bound),
+        (CertPin::Ip("10.0.0.5".parse().unwrap()), Some(e1))
+    );
+    // An unbound certificate through an endpoint: refused too (the address alone says
+    // nothing there).
+    let plain = issuer.client("alice", Some("10.0.0.5".parse().unwrap()));
+    let v = tls::decide_der(&plain, &users, &direct.with_endpoint(e1), NOW);
+    assert_eq!(code(&v.access), "pinned_endpoint_mismatch");
+    assert_eq!(ippin_access::pin::x509_pin_at(&plain).1, None);
+}

@@ -16,7 +16,10 @@ use spki::SubjectPublicKeyInfoRef;
 
 use super::derw::{cons, extension, oid, rdn, seq, tlv, uint};
 use super::walk::cert_parts;
-use super::{LOGIN_IP_OID, PINNED_IP_OID, Profile, TELEPORT_LOGIN_IP_OID, TELEPORT_PINNED_IP_OID};
+use super::{
+    LOGIN_IP_OID, PINNED_ENDPOINT_OID, PINNED_IP_OID, Profile, TELEPORT_LOGIN_IP_OID,
+    TELEPORT_PINNED_IP_OID,
+};
 use crate::{Error, Result};
 
 const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
@@ -378,6 +381,13 @@ impl X509Ca {
             }
             if let Some(ip) = req.login_ip {
                 exts.extend(extension(&LOGIN_IP_OID, false, &ip_printable(ip)));
+            }
+            if let (Some(_), Some(name)) = (req.pinned, &req.endpoint) {
+                exts.extend(extension(
+                    &PINNED_ENDPOINT_OID,
+                    false,
+                    &tlv(PRINTABLE, name.as_bytes()),
+                ));
             }
         }
         let subject = seq(&subject.iter().map(Vec::as_slice).collect::<Vec<_>>());

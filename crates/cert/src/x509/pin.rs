@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use der::asn1::ObjectIdentifier;
 use ipnet::IpNet;
 
-use super::{LOGIN_IP_OID, PINNED_IP_OID, TELEPORT_LOGIN_IP_OID, TELEPORT_PINNED_IP_OID};
+use super::{
+    LOGIN_IP_OID, PINNED_ENDPOINT_OID, PINNED_IP_OID, TELEPORT_LOGIN_IP_OID, TELEPORT_PINNED_IP_OID,
+};
 use crate::ip::{parse_canonical_ip_bytes, parse_canonical_net_reason, parse_canonical_reason};
 use crate::{Error, Result};
 
@@ -32,11 +34,13 @@ impl AttrKind {
 }
 
 /// What a certificate says about IPs, after the strict checks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Pins {
     /// The pin: one address (`/32`, `/128`) or, in the ippin layout only, a
     /// network.
     pub(crate) pinned: Option<IpNet>,
+    /// The private endpoint the pin is bound to (ippin layout).
+    pub(crate) endpoint: Option<String>,
     pub(crate) login: Option<IpAddr>,
     pub(crate) ippin_layout: bool,
     pub(crate) teleport_layout: bool,
@@ -147,6 +151,7 @@ fn check_oid(oid: &[u8]) -> Result<()> {
 #[derive(Debug, Default)]
 pub(crate) struct PinState<'a> {
     ext_pin: Option<IpNet>,
+    ext_endpoint: Option<String>,
     ext_login: Option<IpAddr>,
     tp_pin: Option<IpAddr>,
     tp_login: Option<IpAddr>,
@@ -211,10 +216,13 @@ impl<'a> PinState<'a> {
             return Err(Error::DuplicateExtension { oid: dotted(oid) });
         }
         let is_pin = oid == PINNED_IP_OID.as_bytes();
+        let is_endpoint = oid == PINNED_ENDPOINT_OID.as_bytes();
         let name = if is_pin {
             "1.3.9999.1.9"
         } else if oid == LOGIN_IP_OID.as_bytes() {
             "1.3.9999.1.9.1"
+        } else if is_endpoint {
+            "1.3.9999.1.9.3"
         } else {
             return Ok(());
         };
@@ -230,6 +238,15 @@ impl<'a> PinState<'a> {
         };
         if is_pin {
             self.ext_pin = Some(decode_net_printable(value).map_err(bad)?);
+        } else if is_endpoint {
+            let text = printable_text(value).map_err(bad)?;
+            if !super::is_endpoint_name(text) {
+                return Err(bad(
+                    "not an endpoint name (1 to 32 lowercase letters, digits, `-` and `:`)"
+                        .to_owned(),
+                ));
+            }
+            self.ext_endpoint = Some(text.to_owned());
         } else {
             self.ext_login = Some(decode_ip_printable(value).map_err(bad)?);
         }
@@ -238,7 +255,14 @@ impl<'a> PinState<'a> {
 
     /// The result, once every attribute and extension has been seen.
     pub(crate) fn finish(self) -> Result<Pins> {
-        let ippin_layout = self.ext_pin.is_some() || self.ext_login.is_some();
+        if self.ext_endpoint.is_some() && self.ext_pin.is_none() {
+            return Err(Error::ExtensionValue {
+                oid: "1.3.9999.1.9.3".to_owned(),
+                reason: "a private endpoint without the pin it binds (1.3.9999.1.9)".to_owned(),
+            });
+        }
+        let ippin_layout =
+            self.ext_pin.is_some() || self.ext_login.is_some() || self.ext_endpoint.is_some();
         let teleport_layout = self.tp_pin.is_some() || self.tp_login.is_some();
         let tp_pin = self.tp_pin.map(IpNet::from);
         if ippin_layout && teleport_layout {
@@ -261,6 +285,7 @@ impl<'a> PinState<'a> {
         }
         Ok(Pins {
             pinned: self.ext_pin.or(tp_pin),
+            endpoint: self.ext_endpoint,
             login: self.ext_login.or(self.tp_login),
             ippin_layout,
             teleport_layout,

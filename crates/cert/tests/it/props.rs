@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use ipnet::IpNet;
 use ippin_cert::ssh::SourceAddress;
-use ippin_cert::x509::{Profile, pin as pinned_ip, pin_fast as pinned_ip_fast};
+// The readers that return the pin with its endpoint: the two must agree on both.
+use ippin_cert::x509::{Profile, pin_at as pinned_ip, pin_fast_at as pinned_ip_fast};
 use proptest::prelude::*;
 
 fn bases() -> &'static Vec<Vec<u8>> {
@@ -19,6 +20,7 @@ fn bases() -> &'static Vec<Vec<u8>> {
             crate::x509::client(&ca, Some("10.0.0.1"), Some("10.0.0.2"), Profile::Teleport),
             crate::x509::client(&ca, None, None, Profile::Ippin),
             crate::prefix::client_net(&ca, "2001:db8:1:2::/64", Profile::Ippin),
+            crate::x509::client_bound(&ca, "10.0.0.5", "vpce-0123456789abcdef0"),
         ]
     })
 }
@@ -85,7 +87,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn fast_path_agrees_with_full_decode(which in 0usize..5, muts in proptest::collection::vec(mutation(), 1..4)) {
+    fn fast_path_agrees_with_full_decode(which in 0usize..6, muts in proptest::collection::vec(mutation(), 1..4)) {
         let der = apply(bases()[which].clone(), &muts);
         check_agreement(&der);
     }

@@ -686,9 +686,12 @@ fn certificate_as_ca_key_is_refused() {
     let inner = raw_cert(&key, |_| {});
     let mut w = wire(&key).sign(&key);
     w.fields[SIGNATURE_KEY] = inner.to_bytes().unwrap();
-    // it decodes (ssh-key has a certificate variant for keys) and is
-    // refused by validation, even when the operator trusts its fingerprint
-    let cert = parse_certificate(&w.line()).unwrap();
+    // the strict reader refuses it before decoding (a certificate nested as its CA key)
+    let e = parse_certificate(&w.line()).unwrap_err();
+    assert!(e.to_string().contains("nested"), "{e}");
+    // ssh-key alone decodes it (it has a certificate variant for keys), and validation
+    // refuses it, even when the operator trusts its fingerprint
+    let cert = Certificate::from_openssh(&w.line()).unwrap();
     let trusted = [
         cert.signature_key().fingerprint(Default::default()),
         ca.fingerprint(),
@@ -973,4 +976,77 @@ fn nested_certificates_are_refused_before_they_are_decoded() {
         .unwrap()
         .join()
         .expect("no stack overflow");
+}
+
+/// The extension `pinned-endpoint@ippin`: written beside `source-address`, read by
+/// validation and `read_options`; `pinned_ip` refuses a bound pin rather than drop the
+/// binding; a name outside the charset, or an endpoint without `source-address`, is refused.
+#[test]
+fn a_pin_bound_to_an_endpoint_is_written_read_and_never_dropped() {
+    use ippin_cert::ssh::{PINNED_ENDPOINT, read_options};
+    let (ca, key) = ca_and_key();
+    let req = SshCertRequest::builder(user_key().public_key().key_data().clone())
+        .key_id("alice@ippin")
+        .serial(42)
+        .principal("alice")
+        .validity(NOW - 60, NOW + 3600)
+        .pinned_ip(ip("10.0.0.5"))
+        .pinned_endpoint("vpce-0123456789abcdef0")
+        .build()
+        .unwrap();
+    let cert = ca.issue(&req, &mut rng()).unwrap();
+    let valid = validate(&cert, &ca, "alice", NOW).unwrap();
+    assert_eq!(
+        valid.pinned_endpoint.as_deref(),
+        Some("vpce-0123456789abcdef0")
+    );
+    assert_eq!(
+        valid.pinned_ip().unwrap_err().code(),
+        "pin_bound_to_endpoint"
+    );
+    assert!(valid.check_source(ip("10.0.0.5")).is_ok());
+    assert_eq!(
+        read_options(&cert).unwrap().pinned_endpoint.as_deref(),
+        Some("vpce-0123456789abcdef0")
+    );
+    // Through the text form too.
+    let again = parse_certificate(&cert.to_openssh().unwrap()).unwrap();
+    assert_eq!(again, cert);
+
+    // The builder: a pin is needed, and the name must be one.
+    let base = || {
+        SshCertRequest::builder(user_key().public_key().key_data().clone())
+            .key_id("alice@ippin")
+            .serial(42)
+            .principal("alice")
+            .validity(NOW - 60, NOW + 3600)
+    };
+    assert!(base().pinned_endpoint("vpce-1").build().is_err());
+    assert!(
+        base()
+            .pinned_ip(ip("10.0.0.5"))
+            .pinned_endpoint("vpce 1")
+            .build()
+            .is_err()
+    );
+
+    // Crafted: refused by validation and by `read_options`.
+    for (pin, name) in [
+        (true, "VPCE-1"),
+        (true, ""),
+        (true, "vpce-1\0"),
+        (false, "vpce-1"),
+    ] {
+        let cert = raw_cert(&key, |b| {
+            if pin {
+                b.critical_option("source-address", "10.0.0.5/32").unwrap();
+            }
+            b.extension(PINNED_ENDPOINT, name).unwrap();
+        });
+        assert!(read_options(&cert).is_err(), "{pin} {name:?}");
+        assert!(
+            validate(&cert, &ca, "alice", NOW).is_err(),
+            "{pin} {name:?}"
+        );
+    }
 }

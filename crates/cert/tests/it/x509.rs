@@ -53,6 +53,19 @@ pub(crate) fn client(
     ca.issue_client(&b.build().unwrap(), &mut rng()).unwrap()
 }
 
+/// A client certificate pinned to `pin` and bound to the private endpoint `endpoint`.
+pub(crate) fn client_bound(ca: &X509Ca, pin: &str, endpoint: &str) -> Vec<u8> {
+    let req = ClientCertRequest::builder("alice", spki())
+        .role("dev")
+        .validity(NOW - 60, NOW + 3600)
+        .serial(0x1234)
+        .pinned_ip(ip(pin))
+        .pinned_endpoint(endpoint)
+        .build()
+        .unwrap();
+    ca.issue_client(&req, &mut rng()).unwrap()
+}
+
 /// Both readers must give the same answer; returns it.
 fn both(der: &[u8]) -> Result<Option<IpAddr>, &'static str> {
     let full = pinned_ip(der).map_err(|e| e.code());
@@ -863,5 +876,110 @@ fn a_fronts_certificate_has_its_own_key_usage_and_no_pin() {
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("front"), "{e}");
+    }
+}
+
+/// The pinned-endpoint extension (1.3.9999.1.9.3): written beside the pin, read by both
+/// readers alike; the functions that return the pin alone refuse a bound pin rather than drop
+/// the binding; an endpoint without a pin, a name outside the charset, a critical or
+/// repeated extension, or the Teleport layout are refused.
+#[test]
+fn a_pin_bound_to_an_endpoint_is_written_read_and_never_dropped() {
+    const ENDPOINT: &str = "1.3.9999.1.9.3";
+    let ca = ca();
+    let der = client_bound(&ca, "10.0.0.5", "vpce-0123456789abcdef0");
+    let want = (
+        Some("10.0.0.5/32".parse::<IpNet>().unwrap()),
+        Some("vpce-0123456789abcdef0".to_owned()),
+    );
+    assert_eq!(x509::pin_at(&der).unwrap(), want);
+    assert_eq!(x509::pin_fast_at(&der).unwrap(), want);
+    let id = client_identity(&der).unwrap();
+    assert_eq!(
+        id.pinned_endpoint.as_deref(),
+        Some("vpce-0123456789abcdef0")
+    );
+    for e in [
+        x509::pin(&der).unwrap_err(),
+        x509::pin_fast(&der).unwrap_err(),
+        pinned_ip(&der).unwrap_err(),
+        pinned_ip_fast(&der).unwrap_err(),
+    ] {
+        assert_eq!(e.code(), "pin_bound_to_endpoint", "{e}");
+    }
+    // Unbound certificates read as before.
+    let plain = client(&ca, Some("10.0.0.5"), None, Profile::Ippin);
+    assert_eq!(x509::pin_at(&plain).unwrap().1, None);
+    assert_eq!(pinned_ip(&plain).unwrap(), Some(ip("10.0.0.5")));
+
+    // Crafted: what a correct CA never writes, refused by both readers with one code.
+    let pin = ext(PIN, None, &printable("10.0.0.5"));
+    for (exts, code) in [
+        (
+            vec![ext(ENDPOINT, None, &printable("vpce-1"))],
+            "extension_value",
+        ),
+        (
+            vec![pin.clone(), ext(ENDPOINT, None, &printable("VPCE-1"))],
+            "extension_value",
+        ),
+        (
+            vec![pin.clone(), ext(ENDPOINT, None, &printable(""))],
+            "extension_value",
+        ),
+        (
+            vec![pin.clone(), ext(ENDPOINT, None, &tlv(0x0c, b"vpce-1"))],
+            "extension_value",
+        ),
+        (
+            vec![pin.clone(), ext(ENDPOINT, Some(true), &printable("vpce-1"))],
+            "critical_extension",
+        ),
+        (
+            vec![
+                pin.clone(),
+                ext(ENDPOINT, None, &printable("vpce-1")),
+                ext(ENDPOINT, None, &printable("vpce-1")),
+            ],
+            "duplicate_extension",
+        ),
+    ] {
+        let der = crafted(&ca, &[], &exts);
+        let full = x509::pin_at(&der).unwrap_err();
+        let fast = x509::pin_fast_at(&der).unwrap_err();
+        assert_eq!((full.code(), fast.code()), (code, code), "{full} / {fast}");
+    }
+    let der = crafted(
+        &ca,
+        &[],
+        &[pin, ext(ENDPOINT, Some(false), &printable("azure:7"))],
+    );
+    assert_eq!(
+        x509::pin_fast_at(&der).unwrap().1.as_deref(),
+        Some("azure:7")
+    );
+
+    // The builder: a pin is needed, the name must be one, and the Teleport layout cannot say it.
+    let base = || {
+        ClientCertRequest::builder("alice", spki())
+            .validity(NOW - 60, NOW + 3600)
+            .serial(7)
+    };
+    assert!(base().pinned_endpoint("vpce-1").build().is_err());
+    assert!(
+        base()
+            .pinned_ip(ip("10.0.0.5"))
+            .pinned_endpoint("Vpce 1")
+            .build()
+            .is_err()
+    );
+    for profile in [Profile::Teleport, Profile::Both] {
+        let e = base()
+            .pinned_ip(ip("10.0.0.5"))
+            .pinned_endpoint("vpce-1")
+            .profile(profile)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("Teleport layout"), "{e}");
     }
 }

@@ -179,7 +179,8 @@ fn renewal_keeps_pins_whatever_happens() {
                 pins_for_renewal(&presented, login, requires_now, observed),
                 Ok(RenewalPins {
                     pinned,
-                    login_ip: login
+                    login_ip: login,
+                    endpoint: None,
                 })
             );
         }
@@ -194,7 +195,8 @@ fn renewal_keeps_pins_whatever_happens() {
         ),
         Ok(RenewalPins {
             pinned,
-            login_ip: Some(ip("10.0.0.1"))
+            login_ip: Some(ip("10.0.0.1")),
+            endpoint: None,
         })
     );
     // the pin does not move to the renewal's address
@@ -214,7 +216,8 @@ fn renewal_keeps_pins_whatever_happens() {
         ),
         Ok(RenewalPins {
             pinned: None,
-            login_ip: Some(ip("10.0.0.1"))
+            login_ip: Some(ip("10.0.0.1")),
+            endpoint: None,
         })
     );
     // unpinned certificate, roles now require a pin: refused, log in again
@@ -377,4 +380,111 @@ fn pins_and_denials_display_exactly() {
         format!("pinned_ip_missing: {}", denial.message)
     );
     assert!(denial.to_string().ends_with(LOG_IN_AGAIN));
+}
+
+/// A pin bound to a private endpoint holds only through it: the same address through
+/// another endpoint, through none, or a bound pin read as unbound (`check_pin`) is refused
+/// `pinned_endpoint_mismatch`; the address rules come first; an endpoint without a pin is
+/// `invalid_pin`; renewal keeps the endpoint and refuses another one.
+#[test]
+fn a_pin_bound_to_an_endpoint_holds_only_through_it() {
+    use ippin_policy::{Endpoint, check_pin_at, pins_for_renewal_at};
+    let e1 = Endpoint::parse("vpce-0123456789abcdef0").unwrap();
+    let e2 = Endpoint::parse("azure:7").unwrap();
+    let pin = CertPin::Ip(ip("10.0.0.5"));
+    let direct = seen("10.0.0.5:4000", true);
+    let via = |e: Endpoint| direct.with_endpoint(e);
+    let rows: [(Option<&Endpoint>, ObservedAddr, Option<&str>); 7] = [
+        (Some(&e1), via(e1), None),
+        (Some(&e1), via(e2), Some("pinned_endpoint_mismatch")),
+        (Some(&e1), direct, Some("pinned_endpoint_mismatch")),
+        (None, via(e1), Some("pinned_endpoint_mismatch")),
+        (None, direct, None),
+        // The address is checked first: another address is a mismatch of the address.
+        (
+            Some(&e1),
+            seen("10.0.0.6:4000", true).with_endpoint(e1),
+            Some("pinned_ip_mismatch"),
+        ),
+        (
+            Some(&e1),
+            seen("10.0.0.5:4000", false).with_endpoint(e1),
+            Some("untrusted_client_ip"),
+        ),
+    ];
+    for (bound, observed, want) in rows {
+        let got = check_pin_at(true, &pin, bound, &observed);
+        assert_eq!(outcome(&got), want, "{bound:?} {observed}");
+    }
+    // `check_pin` is the unbound case.
+    assert_eq!(
+        outcome(&check_pin(true, &pin, &via(e1))),
+        Some("pinned_endpoint_mismatch")
+    );
+    assert_eq!(outcome(&check_pin(false, &CertPin::None, &via(e1))), None);
+    // An endpoint without a pin is unreadable, not unpinned.
+    assert_eq!(
+        outcome(&check_pin_at(false, &CertPin::None, Some(&e1), &via(e1))),
+        Some("invalid_pin")
+    );
+    // The message says both endpoints.
+    let d = check_pin_at(true, &pin, Some(&e1), &via(e2));
+    let m = &d.denial().unwrap().message;
+    assert!(
+        m.contains("vpce-0123456789abcdef0") && m.contains("azure:7"),
+        "{m}"
+    );
+    // Renewal keeps the endpoint, through it only.
+    let kept = pins_for_renewal_at(&pin, Some(&e1), None, true, &via(e1)).unwrap();
+    assert_eq!(kept.endpoint, Some(e1));
+    assert_eq!(kept.pinned, Some(net("10.0.0.5/32")));
+    for observed in [via(e2), direct] {
+        let e = pins_for_renewal_at(&pin, Some(&e1), None, true, &observed).unwrap_err();
+        assert_eq!(e.reason, DenyReason::PinnedEndpointMismatch);
+    }
+    assert_eq!(
+        pins_for_renewal(&pin, None, true, &via(e1))
+            .unwrap_err()
+            .reason
+            .code(),
+        "pinned_endpoint_mismatch"
+    );
+    // Names: lowercase letters, digits, `-` and `:`, 1 to 32 bytes.
+    for bad in ["", "VPCE-1", "vpce 1", "a".repeat(33).as_str(), "vpce-é"] {
+        assert!(Endpoint::parse(bad).is_none(), "{bad:?}");
+    }
+    assert_eq!(
+        Endpoint::parse("gcp:18446744073709551615")
+            .unwrap()
+            .to_string(),
+        "gcp:18446744073709551615"
+    );
+}
+
+proptest::proptest! {
+    /// With endpoints, the decision is the address decision and then equal endpoints: for any
+    /// pin, observation and pair of endpoints.
+    #[test]
+    fn the_endpoint_check_follows_the_address_check(
+        host in 0u8..4, seen_host in 0u8..4, trusted: bool, required: bool,
+        bound in proptest::option::of(0u8..3), through in proptest::option::of(0u8..3),
+    ) {
+        use ippin_policy::{Endpoint, check_pin_at};
+        let name = |n: u8| Endpoint::parse(&format!("gcp:{n}")).unwrap();
+        let pin = CertPin::Ip(ip(&format!("10.0.0.{host}")));
+        let mut observed = seen(&format!("10.0.0.{seen_host}:4000"), trusted);
+        if let Some(t) = through {
+            observed = observed.with_endpoint(name(t));
+        }
+        let bound = bound.map(name);
+        let address = check_pin(required, &pin, &seen(&format!("10.0.0.{seen_host}:4000"), trusted));
+        let got = check_pin_at(required, &pin, bound.as_ref(), &observed);
+        if !address.is_allow() {
+            proptest::prop_assert_eq!(outcome(&got), outcome(&address));
+        } else if bound == observed.endpoint() {
+            proptest::prop_assert!(got.is_allow());
+        } else {
+            proptest::prop_assert_eq!(outcome(&got), Some("pinned_endpoint_mismatch"));
+        }
+    }
 }

@@ -441,7 +441,14 @@ fn endpoint_allow_list() {
     ];
     let on = policy(ProxyMode::On, Some(&["10.0.0.0/8"])).with_allowed_endpoints(allowed.clone());
     let unspec = policy(ProxyMode::Unspecified, None).with_allowed_endpoints(allowed);
-    let served = obs("198.51.100.7:51234", Provenance::ProxyV2, true);
+    // A connection served through an endpoint carries it: pins are bound to it.
+    let through = |addr: &str, provenance, trusted, id: EndpointId| {
+        obs(addr, provenance, trusted).map(|mut o| {
+            o.endpoint = Some(id);
+            o
+        })
+    };
+    let served = |id: EndpointId| through("198.51.100.7:51234", Provenance::ProxyV2, true, id);
     let not = |id: Option<EndpointId>| Err(Refusal::EndpointNotAllowed { endpoint: id });
     let bad = |e: CloudTlvError| Err(Refusal::InvalidEndpointTlv(e));
     let local_ok = {
@@ -450,16 +457,29 @@ fn endpoint_allow_list() {
         h.encode().unwrap()
     };
     let table: Vec<Row<'_>> = vec![
-        (&on, Some(proxied(&[vpce(VPCE_OK)], &[])), served),
+        (
+            &on,
+            Some(proxied(&[vpce(VPCE_OK)], &[])),
+            served(vpce(VPCE_OK)),
+        ),
         (
             &on,
             Some(proxied(&[EndpointId::Azure(AzureLinkId(123))], &[])),
-            served,
+            served(EndpointId::Azure(AzureLinkId(123))),
         ),
         (
             &on,
             Some(proxied(&[EndpointId::Gcp(GcpPscConnectionId(456))], &[])),
-            served,
+            served(EndpointId::Gcp(GcpPscConnectionId(456))),
+        ),
+        // Two listed IDs of two vendors: the first (AWS, Azure, GCP) is the endpoint.
+        (
+            &on,
+            Some(proxied(
+                &[EndpointId::Gcp(GcpPscConnectionId(456)), vpce(VPCE_OK)],
+                &[],
+            )),
+            served(vpce(VPCE_OK)),
         ),
         // Another endpoint of the same vendor, or a listed one of another.
         (
@@ -494,7 +514,7 @@ fn endpoint_allow_list() {
         (
             &on,
             Some(local_ok),
-            obs("10.0.0.5:0", Provenance::Local, false),
+            through("10.0.0.5:0", Provenance::Local, false, vpce(VPCE_OK)),
         ),
         // Malformed vendor TLVs, even next to a listed ID.
         (
@@ -533,7 +553,7 @@ fn endpoint_allow_list() {
         (
             &unspec,
             Some(proxied(&[vpce(VPCE_OK)], &[])),
-            obs("198.51.100.7:0", Provenance::ProxyV2, false),
+            through("198.51.100.7:0", Provenance::ProxyV2, false, vpce(VPCE_OK)),
         ),
         (
             &unspec,
@@ -571,10 +591,15 @@ fn endpoint_allow_list() {
         decide(&p, Some(&proxied(&[vpce(VPCE_OK)], &[])), APP),
         not(Some(vpce(VPCE_OK)))
     );
+    // Without a list, the TLVs are not looked at, and no endpoint is named.
     let p = policy(ProxyMode::On, Some(&["10.0.0.0/8"]));
     assert_eq!(
         decide(&p, Some(&proxied(&[], &[(0xE0, &[1])])), APP),
-        served
+        obs("198.51.100.7:51234", Provenance::ProxyV2, true)
+    );
+    assert_eq!(
+        decide(&p, Some(&proxied(&[vpce(VPCE_OK)], &[])), APP),
+        obs("198.51.100.7:51234", Provenance::ProxyV2, true)
     );
 }
 

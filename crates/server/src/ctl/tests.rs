@@ -306,6 +306,7 @@ async fn fake_admin(answers: Vec<(u16, String)>) -> FakeAdmin {
             ssh_public_key: &ssh.public_key().to_openssh().unwrap(),
             tls_public_key: &spki_pem,
             pinned: None,
+            pinned_endpoint: None,
             login_ip: None,
             now: std::time::SystemTime::now(),
             ttl: std::time::Duration::from_secs(600),

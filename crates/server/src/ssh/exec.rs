@@ -117,6 +117,7 @@ mod tests {
             pty: true,
             valid_before: u64::MAX,
             pin: ippin_policy::CertPin::None,
+            pinned_endpoint: None,
             observed: seen(),
         }
     }

@@ -98,6 +98,7 @@ fn check_args(cert: &[u8], observed: SocketAddr, untrusted: bool) -> CheckArgs {
         observed: observed.to_string(),
         roles: Vec::new(),
         untrusted,
+        endpoint: None,
     }
 }
 

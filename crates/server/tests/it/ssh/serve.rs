@@ -304,6 +304,7 @@ listeners:
             ssh_public_key: &ssh_public_key,
             tls_public_key: &spki,
             pinned: None,
+            pinned_endpoint: None,
             login_ip: None,
             now: SystemTime::now(),
             ttl: Duration::from_secs(600),
