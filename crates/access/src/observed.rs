@@ -64,8 +64,19 @@ pub fn from_proxy(o: &pp::Observed) -> ObservedAddr {
 /// It takes the verifier's answer, not an address: only `ippin-propagation`'s verifier
 /// makes a [`Verified`], so an address read from an unverified header cannot be made a
 /// trusted observation here (that is [`from_proxy`]'s business, untrusted).
+///
+/// The cloud private endpoint the front said the client came through is kept
+/// ([`ObservedAddr::endpoint`]): pins are bound to it.
 pub fn from_signed(verified: &Verified) -> ObservedAddr {
-    ObservedAddr::new(verified.client(), Provenance::SignedPropagation, true)
+    let observed = ObservedAddr::new(verified.client(), Provenance::SignedPropagation, true);
+    match verified.endpoint() {
+        None => observed,
+        Some(name) => match ippin_policy::Endpoint::parse(name) {
+            Some(e) => observed.with_endpoint(e),
+            // Not reached: the verifier decodes names only. Untrusted, never unbound.
+            None => ObservedAddr::new(verified.client(), Provenance::SignedPropagation, false),
+        },
+    }
 }
 
 /// The client an HTTP request's `X-Forwarded-For` or `Forwarded` header lines name, for a

@@ -72,6 +72,16 @@ pub enum Error {
         /// Its position in the audience.
         at: usize,
     },
+    /// The endpoint holds a byte outside lowercase letters, digits, `-` and `:`.
+    #[error(
+        "signed block: endpoint byte 0x{byte:02x} at {at} is not a lowercase letter, digit, `-` or `:`"
+    )]
+    EndpointByte {
+        /// The byte.
+        byte: u8,
+        /// Its position in the endpoint.
+        at: usize,
+    },
     /// Bytes follow the last field (`in_`: the block or the grant).
     #[error("signed block: {extra} bytes after the end of the {in_}")]
     Trailing {

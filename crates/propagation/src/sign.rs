@@ -198,12 +198,43 @@ impl FrontGrant {
         now: u64,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, Error> {
-        let input = wire::mac_input(addresses, connection, self.audience.as_bytes(), now, &nonce);
+        self.block_via(addresses, connection, b"", now, nonce)
+    }
+
+    /// [`FrontGrant::block`] for a client that came through the cloud private endpoint
+    /// `endpoint` (its name's bytes; empty for none).
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the addresses are not TCP4/TCP6 or the endpoint is not a name.
+    pub fn block_via(
+        &self,
+        addresses: &[u8],
+        connection: &[u8],
+        endpoint: &[u8],
+        now: u64,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, Error> {
+        let input = wire::mac_input(
+            addresses,
+            connection,
+            endpoint,
+            self.audience.as_bytes(),
+            now,
+            &nonce,
+        );
         let tag = ring::hmac::sign(&self.key, &input);
         let mut mac = [0u8; MAC_LEN];
         mac.copy_from_slice(tag.as_ref());
-        wire::encode_block(addresses, connection, &self.bytes, now, &nonce, &mac)
-            .map_err(|e| Error::Encode(e.to_string()))
+        wire::encode_block(
+            addresses,
+            connection,
+            endpoint,
+            &self.bytes,
+            now,
+            &nonce,
+            &mac,
+        )
+        .map_err(|e| Error::Encode(e.to_string()))
     }
 
     /// The signed block (the value of TLV [`TLV_TYPE`](crate::TLV_TYPE))
@@ -228,9 +259,30 @@ impl FrontGrant {
         now: u64,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, Error> {
+        self.signed_block_via(client, destination, None, link, now, nonce)
+    }
+
+    /// [`FrontGrant::signed_block`] for a client that came through the cloud private endpoint
+    /// `endpoint` (`vpce-…`, `azure:N`, `gcp:N`; see `ippin-proxy-protocol`'s `EndpointId`):
+    /// behind such an endpoint the client's address is one of its own network, which another
+    /// consumer may use too, so the inner binds pins to the endpoint it is told here. A front
+    /// whose client came through an endpoint must say so.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the block does not encode (an endpoint that is not a name).
+    pub fn signed_block_via(
+        &self,
+        client: SocketAddr,
+        destination: SocketAddr,
+        endpoint: Option<&str>,
+        link: Link,
+        now: u64,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, Error> {
         let addresses = address_block_for(client, destination);
         let connection = address_block_for(link.front, link.inner);
-        self.block(&addresses, &connection, now, nonce)
+        let endpoint = endpoint.map(str::as_bytes).unwrap_or_default();
+        self.block_via(&addresses, &connection, endpoint, now, nonce)
     }
 }
 

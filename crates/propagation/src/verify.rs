@@ -143,9 +143,21 @@ struct FrontCert {
 pub struct Verified {
     client: SocketAddr,
     destination: SocketAddr,
+    /// The endpoint's name and its length (0: none).
+    endpoint: ([u8; wire::MAX_ENDPOINT_LEN], u8),
 }
 
 impl Verified {
+    /// The cloud private endpoint the client came through to the front, when the front said
+    /// one (`vpce-…`, `azure:N`, `gcp:N`): pins are bound to it.
+    pub fn endpoint(&self) -> Option<&str> {
+        let (buf, len) = &self.endpoint;
+        // Only a decoded name (ASCII) is stored.
+        buf.get(..usize::from(*len))
+            .filter(|b| !b.is_empty())
+            .and_then(|b| std::str::from_utf8(b).ok())
+    }
+
     /// The client (canonical form: an IPv4-mapped address becomes IPv4).
     pub fn client(&self) -> SocketAddr {
         self.client
@@ -674,9 +686,17 @@ impl Verifier {
         }
         let (client, destination) = parse_block(block.addresses)
             .ok_or_else(|| reject(Reason::Malformed, "address block"))?;
+        // The decoder took a name or nothing: at most 32 bytes of lowercase letters, digits,
+        // `-` and `:`.
+        let mut endpoint = ([0u8; wire::MAX_ENDPOINT_LEN], 0u8);
+        if let Some(dst) = endpoint.0.get_mut(..block.endpoint.len()) {
+            dst.copy_from_slice(block.endpoint);
+            endpoint.1 = u8::try_from(block.endpoint.len()).unwrap_or(0);
+        }
         Ok(Verified {
             client,
             destination,
+            endpoint,
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The signed block (version 3): the value of the PROXY v2 TLV
+//! The signed block (version 4): the value of the PROXY v2 TLV
 //! [`TLV_TYPE`], its strict decoder, its encoder, and the bytes the grant
 //! signature and the per-connection MAC cover.
 //!
@@ -11,11 +11,17 @@
 //! | 2        | A    | address block: the v2 family byte, then the addresses exactly as in the header |
 //! | 2+A      | 1    | `B`: length of the connection block, 13 (TCP4) or 37 (TCP6) |
 //! | 3+A      | B    | connection block: the front → inner TCP connection the header is written on, encoded like an address block (source = the front's address, destination = the inner's) |
-//! | 3+A+B    | 2    | `G`: grant length, 1..=[`MAX_GRANT_LEN`] |
-//! | 5+A+B    | G    | the grant (below) |
-//! | 5+A+B+G  | 8    | timestamp, unix seconds |
-//! | 13+A+B+G | 16   | nonce |
-//! | 29+A+B+G | 32   | MAC, HMAC-SHA256 over [`mac_input`] |
+//! | 3+A+B    | 1    | `E`: endpoint length, 0..=[`MAX_ENDPOINT_LEN`] |
+//! | 4+A+B    | E    | the cloud private endpoint the client came through to the front (`vpce-…`, `azure:N`, `gcp:N`: lowercase letters, digits, `-`, `:`), empty when none |
+//! | 4+A+B+E  | 2    | `G`: grant length, 1..=[`MAX_GRANT_LEN`] |
+//! | 6+A+B+E  | G    | the grant (below) |
+//! | 6+A+B+E+G  | 8    | timestamp, unix seconds |
+//! | 14+A+B+E+G | 16   | nonce |
+//! | 30+A+B+E+G | 32   | MAC, HMAC-SHA256 over [`mac_input`] |
+//!
+//! The endpoint (version 4): behind a cloud private endpoint the client's address is one of
+//! the consumer's own network, which another consumer may use too, so a pin holds only
+//! through the endpoint it was issued through; the front says which one, under the MAC.
 //!
 //! # Grant layout
 //!
@@ -41,9 +47,12 @@ use std::fmt;
 /// 0xE0–0xEF (see docs/propagation.md for why this one).
 pub const TLV_TYPE: u8 = 0xE7;
 
-/// The only version this code reads and writes (3: version 2 plus the
-/// connection block).
-pub const VERSION: u8 = 3;
+/// The only version this code reads and writes (4: version 2 plus the connection block
+/// (3), plus the endpoint).
+pub const VERSION: u8 = 4;
+
+/// The longest endpoint name.
+pub const MAX_ENDPOINT_LEN: usize = 32;
 
 /// The HKDF salt of the MAC key.
 pub const DOMAIN: &[u8] = b"ippin-propagation-v2";
@@ -83,7 +92,8 @@ pub const MAX_GRANT_LEN: usize =
     2 + MAX_CERT_LEN + 2 * KEY_LEN + 1 + MAX_AUDIENCE_LEN + 16 + 2 + MAX_SIGNATURE_LEN;
 
 /// The largest encoded block.
-pub const MAX_BLOCK_LEN: usize = 2 + 37 + 1 + 37 + 2 + MAX_GRANT_LEN + 8 + NONCE_LEN + MAC_LEN;
+pub const MAX_BLOCK_LEN: usize =
+    2 + 37 + 1 + 37 + 1 + MAX_ENDPOINT_LEN + 2 + MAX_GRANT_LEN + 8 + NONCE_LEN + MAC_LEN;
 
 /// A decoded grant: the front's certificate and signature over an
 /// ephemeral key, an inner listener's key, an audience and a validity.
@@ -128,6 +138,9 @@ pub struct SignedBlock<'a> {
     /// like `addresses` (source: the front's address and port as its
     /// socket saw them; destination: the inner's).
     pub connection: &'a [u8],
+    /// The cloud private endpoint the client came through to the front, as its name's
+    /// bytes; empty when none.
+    pub endpoint: &'a [u8],
     /// The grant, exactly as sent (the grant cache compares these bytes,
     /// and the MAC key is bound to their SHA-256).
     pub grant_bytes: &'a [u8],
@@ -146,6 +159,7 @@ impl fmt::Debug for SignedBlock<'_> {
         f.debug_struct("SignedBlock")
             .field("addresses", &self.addresses)
             .field("connection", &self.connection)
+            .field("endpoint", &String::from_utf8_lossy(self.endpoint))
             .field("grant", &self.grant)
             .field("timestamp", &self.timestamp)
             .field("nonce", &self.nonce)
@@ -245,6 +259,22 @@ fn check_addresses(addresses: &[u8]) -> Result<(), Error> {
     }
 }
 
+/// An endpoint name: empty, or 1 to [`MAX_ENDPOINT_LEN`] lowercase ASCII letters, digits,
+/// `-` and `:`.
+fn check_endpoint(endpoint: &[u8]) -> Result<(), Error> {
+    check_len("endpoint", endpoint.len(), 0, MAX_ENDPOINT_LEN)?;
+    match endpoint
+        .iter()
+        .position(|b| !matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b':'))
+    {
+        Some(at) => Err(Error::EndpointByte {
+            byte: endpoint.get(at).copied().unwrap_or_default(),
+            at,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn check_audience(audience: &[u8]) -> Result<(), Error> {
     check_len("audience", audience.len(), 1, MAX_AUDIENCE_LEN)?;
     match audience.iter().position(|b| !b.is_ascii_graphic()) {
@@ -305,6 +335,9 @@ pub fn decode(value: &[u8]) -> Result<SignedBlock<'_>, Error> {
     let b = r.u8("connection length")?;
     let connection = r.bounded(b, 13, 37, "connection")?;
     check_addresses(connection)?;
+    let e = r.u8("endpoint length")?;
+    let endpoint = r.bounded(e, 0, MAX_ENDPOINT_LEN, "endpoint")?;
+    check_endpoint(endpoint)?;
     let g = r.u16("grant length")?;
     let grant_bytes = r.bounded(g, 1, MAX_GRANT_LEN, "grant")?;
     let grant = decode_grant(grant_bytes)?;
@@ -315,6 +348,7 @@ pub fn decode(value: &[u8]) -> Result<SignedBlock<'_>, Error> {
     Ok(SignedBlock {
         addresses,
         connection,
+        endpoint,
         grant_bytes,
         grant,
         timestamp,
@@ -375,23 +409,32 @@ impl Grant<'_> {
 }
 
 /// The bytes a per-connection MAC covers:
-/// `DOMAIN_CONN || A || addresses || B || connection || U || audience || timestamp || nonce`
-/// (`A`, `B`, `U`: one-byte lengths).
+/// `DOMAIN_CONN || A || addresses || B || connection || E || endpoint || U || audience ||
+/// timestamp || nonce` (`A`, `B`, `E`, `U`: one-byte lengths).
 pub fn mac_input(
     addresses: &[u8],
     connection: &[u8],
+    endpoint: &[u8],
     audience: &[u8],
     timestamp: u64,
     nonce: &[u8; NONCE_LEN],
 ) -> Vec<u8> {
     let mut t = Vec::with_capacity(
-        DOMAIN_CONN.len() + 3 + addresses.len() + connection.len() + audience.len() + 24,
+        DOMAIN_CONN.len()
+            + 4
+            + addresses.len()
+            + connection.len()
+            + endpoint.len()
+            + audience.len()
+            + 24,
     );
     t.extend_from_slice(DOMAIN_CONN);
     t.extend(len_u8(addresses.len()));
     t.extend_from_slice(addresses);
     t.extend(len_u8(connection.len()));
     t.extend_from_slice(connection);
+    t.extend(len_u8(endpoint.len()));
+    t.extend_from_slice(endpoint);
     t.extend(len_u8(audience.len()));
     t.extend_from_slice(audience);
     t.extend_from_slice(&timestamp.to_be_bytes());
@@ -408,6 +451,7 @@ pub fn mac_input(
 pub fn encode_block(
     addresses: &[u8],
     connection: &[u8],
+    endpoint: &[u8],
     grant_bytes: &[u8],
     timestamp: u64,
     nonce: &[u8; NONCE_LEN],
@@ -415,15 +459,24 @@ pub fn encode_block(
 ) -> Result<Vec<u8>, Error> {
     check_addresses(addresses)?;
     check_addresses(connection)?;
+    check_endpoint(endpoint)?;
     check_len("grant", grant_bytes.len(), 1, MAX_GRANT_LEN)?;
     let mut out = Vec::with_capacity(
-        5 + addresses.len() + connection.len() + grant_bytes.len() + 8 + NONCE_LEN + MAC_LEN,
+        6 + addresses.len()
+            + connection.len()
+            + endpoint.len()
+            + grant_bytes.len()
+            + 8
+            + NONCE_LEN
+            + MAC_LEN,
     );
     out.push(VERSION);
     out.extend(len_u8(addresses.len()));
     out.extend_from_slice(addresses);
     out.extend(len_u8(connection.len()));
     out.extend_from_slice(connection);
+    out.extend(len_u8(endpoint.len()));
+    out.extend_from_slice(endpoint);
     out.extend(len_u16(grant_bytes.len()));
     out.extend_from_slice(grant_bytes);
     out.extend_from_slice(&timestamp.to_be_bytes());
@@ -438,6 +491,7 @@ impl SignedBlock<'_> {
         mac_input(
             self.addresses,
             self.connection,
+            self.endpoint,
             self.grant.audience,
             self.timestamp,
             &self.nonce,
@@ -452,6 +506,7 @@ impl SignedBlock<'_> {
         encode_block(
             self.addresses,
             self.connection,
+            self.endpoint,
             self.grant_bytes,
             self.timestamp,
             &self.nonce,
@@ -497,7 +552,16 @@ mod tests {
         let g = grant(&[0x30; 300], b"inner-tls", &[7; 64])
             .encode()
             .unwrap();
-        encode_block(&addrs4(), &conn6(), &g, 1_700_000_001, &[9; 16], &[5; 32]).unwrap()
+        encode_block(
+            &addrs4(),
+            &conn6(),
+            b"",
+            &g,
+            1_700_000_001,
+            &[9; 16],
+            &[5; 32],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -532,7 +596,7 @@ mod tests {
         let g = grant(&[0x30; 10], b"a", &[7; 64]).encode().unwrap();
         let mut padded = g.clone();
         padded.push(0);
-        let enc = encode_block(&addrs4(), &addrs4(), &padded, 1, &[0; 16], &[0; 32]).unwrap();
+        let enc = encode_block(&addrs4(), &addrs4(), b"", &padded, 1, &[0; 16], &[0; 32]).unwrap();
         assert_eq!(
             decode(&enc),
             Err(Error::Trailing {
@@ -553,6 +617,8 @@ mod tests {
         assert_eq!(decode(&v), Err(Error::Version { found: 1 }));
         v[0] = 2; // version 2 had no connection block
         assert_eq!(decode(&v), Err(Error::Version { found: 2 }));
+        v[0] = 3; // version 3 had no endpoint
+        assert_eq!(decode(&v), Err(Error::Version { found: 3 }));
         let mut v = enc.clone();
         v[2] = 0x12; // UDP4
         assert!(matches!(
@@ -560,16 +626,42 @@ mod tests {
             Err(Error::Family { family: 0x12, .. })
         ));
         let mut v = enc.clone();
-        // version, A, addresses, B, connection, G, C, certificate, two keys, U
-        let at = 2 + 13 + 1 + 37 + 2 + 2 + 300 + 64 + 1;
+        // version, A, addresses, B, connection, E (0), G, C, certificate, two keys, U
+        let at = 2 + 13 + 1 + 37 + 1 + 2 + 2 + 300 + 64 + 1;
         assert_eq!(v[at], b'i');
         v[at] = b' ';
         assert!(matches!(decode(&v), Err(Error::AudienceByte { at: 0, .. })));
         let empty = grant(&[1], b"", &[1]);
         assert!(empty.encode().is_err());
-        assert!(encode_block(&[FAMILY_TCP4, 1], &addrs4(), b"g", 1, &[0; 16], &[0; 32]).is_err());
-        assert!(encode_block(&addrs4(), &[FAMILY_TCP4, 1], b"g", 1, &[0; 16], &[0; 32]).is_err());
-        assert!(encode_block(&addrs4(), &addrs4(), b"", 1, &[0; 16], &[0; 32]).is_err());
+        assert!(
+            encode_block(
+                &[FAMILY_TCP4, 1],
+                &addrs4(),
+                b"",
+                b"g",
+                1,
+                &[0; 16],
+                &[0; 32]
+            )
+            .is_err()
+        );
+        assert!(
+            encode_block(
+                &addrs4(),
+                &[FAMILY_TCP4, 1],
+                b"",
+                b"g",
+                1,
+                &[0; 16],
+                &[0; 32]
+            )
+            .is_err()
+        );
+        assert!(encode_block(&addrs4(), &addrs4(), b"", b"", 1, &[0; 16], &[0; 32]).is_err());
+        // An endpoint that is not a name, or too long.
+        for bad in [&b"VPCE"[..], b"vpce 1", &[b'a'; 33]] {
+            assert!(encode_block(&addrs4(), &addrs4(), bad, b"g", 1, &[0; 16], &[0; 32]).is_err());
+        }
         // The connection block's family is checked like the addresses'.
         let mut v = enc.clone();
         v[2 + 13 + 1] = 0x22; // UDP6
@@ -625,13 +717,20 @@ mod tests {
             let gb = g.encode().unwrap();
             prop_assert!(gb.len() <= MAX_GRANT_LEN);
             prop_assert_eq!(decode_grant(&gb).unwrap(), g);
-            let enc = encode_block(&addresses, &connection, &gb, times.2, &nonce, &mac).unwrap();
+            let endpoint: &[u8] = match times.2 % 3 {
+                0 => b"",
+                1 => b"vpce-0123456789abcdef0",
+                _ => b"gcp:18446744073709551615",
+            };
+            let enc = encode_block(&addresses, &connection, endpoint, &gb, times.2, &nonce, &mac)
+                .unwrap();
             prop_assert!(enc.len() <= MAX_BLOCK_LEN);
             let b = decode(&enc).unwrap();
             prop_assert_eq!(b.grant, g);
             prop_assert_eq!(b.grant_bytes, gb.as_slice());
             prop_assert_eq!(b.addresses, addresses.as_slice());
             prop_assert_eq!(b.connection, connection.as_slice());
+            prop_assert_eq!(b.endpoint, endpoint);
             prop_assert_eq!((b.timestamp, b.nonce, b.mac), (times.2, nonce, mac));
             prop_assert_eq!(b.encode().unwrap(), enc);
         }

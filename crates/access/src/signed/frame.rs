@@ -26,20 +26,40 @@ pub trait WriteHeader {
         link: Link,
         now: u64,
         nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, Error> {
+        self.header_via(client, destination, None, link, now, nonce)
+    }
+
+    /// [`WriteHeader::header`] for a client that came through the cloud private endpoint
+    /// `endpoint` (the front's observation names it: `ObservedAddr::endpoint`). A front
+    /// must pass it: the inner binds pins to it, and a client's address behind an endpoint
+    /// says nothing without it.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the header does not encode.
+    fn header_via(
+        &self,
+        client: SocketAddr,
+        destination: SocketAddr,
+        endpoint: Option<&str>,
+        link: Link,
+        now: u64,
+        nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, Error>;
 }
 
 impl WriteHeader for FrontGrant {
-    fn header(
+    fn header_via(
         &self,
         client: SocketAddr,
         destination: SocketAddr,
+        endpoint: Option<&str>,
         link: Link,
         now: u64,
         nonce: [u8; NONCE_LEN],
     ) -> Result<Vec<u8>, Error> {
         let addrs = addresses_for(client, destination);
-        let value = self.signed_block(client, destination, link, now, nonce)?;
+        let value = self.signed_block_via(client, destination, endpoint, link, now, nonce)?;
         pp::V2Builder::new(pp::Command::Proxy)
             .addresses(addrs)
             .and_then(|b| {

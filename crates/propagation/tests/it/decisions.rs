@@ -381,10 +381,11 @@ fn a_grant_for_another_inner_key_is_refused() {
     let conn = address_block_for(peer(), local());
     let tag = ring::hmac::sign(
         &crossed_key,
-        &wire::mac_input(&sent(), &conn, AUD.as_bytes(), NOW, &[2; 16]),
+        &wire::mac_input(&sent(), &conn, b"", AUD.as_bytes(), NOW, &[2; 16]),
     );
     let mac: [u8; 32] = tag.as_ref().try_into().unwrap();
-    let crossed = wire::encode_block(&sent(), &conn, honest.bytes(), NOW, &[2; 16], &mac).unwrap();
+    let crossed =
+        wire::encode_block(&sent(), &conn, b"", honest.bytes(), NOW, &[2; 16], &mac).unwrap();
     assert_eq!(
         reason(verify_bytes(&v, &crossed, NOW)),
         Reason::BadSignature
@@ -411,7 +412,7 @@ fn hand_made(key: &ed25519_dalek::SigningKey, grant: wire::Grant<'_>) -> Vec<u8>
     .encode()
     .unwrap();
     let conn = address_block_for(peer(), local());
-    wire::encode_block(&sent(), &conn, &bytes, NOW, &[1; 16], &[0; 32]).unwrap()
+    wire::encode_block(&sent(), &conn, b"", &bytes, NOW, &[1; 16], &[0; 32]).unwrap()
 }
 
 #[test]
@@ -799,4 +800,67 @@ fn replay_refusals_say_why() {
         NOW + 1,
     );
     assert!(detail(floor).contains("floor"));
+}
+
+/// The cloud private endpoint the client came through to the front travels under the MAC:
+/// the inner reads it back, and a block whose endpoint was changed (or removed) on the way
+/// fails the MAC; a name that is not one does not encode.
+#[test]
+fn the_endpoint_travels_under_the_mac() {
+    let f = fx();
+    let v = verifier(&f);
+    let with = f
+        .grant
+        .signed_block_via(
+            client(),
+            dst(),
+            Some("vpce-0123456789abcdef0"),
+            link(),
+            NOW,
+            [7; 16],
+        )
+        .unwrap();
+    let ok = verify_bytes(&v, &with, NOW).unwrap();
+    assert_eq!(ok.endpoint(), Some("vpce-0123456789abcdef0"));
+    assert_eq!(ok.client(), client());
+    let without = signed_bytes(&f.grant, NOW, 8);
+    assert_eq!(verify_bytes(&v, &without, NOW).unwrap().endpoint(), None);
+    // Another endpoint of the same length, in place: the MAC no longer holds.
+    let mut changed = f
+        .grant
+        .signed_block_via(
+            client(),
+            dst(),
+            Some("vpce-0123456789abcdef0"),
+            link(),
+            NOW,
+            [9; 16],
+        )
+        .unwrap();
+    let at = find(&changed, b"vpce-0123456789abcdef0");
+    changed[at + 21] = b'1';
+    assert_eq!(
+        reason(verify_bytes(&v, &changed, NOW)),
+        Reason::BadSignature
+    );
+    // Removed (its length set to 0 and its bytes dropped): the MAC no longer holds.
+    let mut dropped = f
+        .grant
+        .signed_block_via(client(), dst(), Some("gcp:7"), link(), NOW, [10; 16])
+        .unwrap();
+    let at = find(&dropped, b"gcp:7");
+    dropped.drain(at..at + 5);
+    dropped[at - 1] = 0;
+    assert_eq!(
+        reason(verify_bytes(&v, &dropped, NOW)),
+        Reason::BadSignature
+    );
+    for bad in ["VPCE-1", "vpce 1", &"a".repeat(33)] {
+        assert!(
+            f.grant
+                .signed_block_via(client(), dst(), Some(bad), link(), NOW, [11; 16])
+                .is_err(),
+            "{bad:?}"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! The `propagation_verify` fuzz target's seeds
-//! (`fuzz/corpus/propagation_verify/seed-*`) are version-3 signed blocks
+//! (`fuzz/corpus/propagation_verify/seed-*`) are version-4 signed blocks (one with an endpoint)
 //! for the fuzz target's inner (key `[0x5e; 32]`, audience `inner-tls`)
 //! bound to its connection (127.0.0.1:1 → 127.0.0.1:4443), so that fuzz
 //! inputs derived from them reach the certificate and MAC checks. They
@@ -8,7 +8,7 @@
 use ippin_propagation::{SecretKey, decode, wire};
 
 #[test]
-fn fuzz_seeds_hold_v3_blocks_for_the_fuzz_inner() {
+fn fuzz_seeds_hold_v4_blocks_for_the_fuzz_inner() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus/propagation_verify");
     let fuzz_inner = SecretKey::from_bytes([0x5e; 32]).public_key();

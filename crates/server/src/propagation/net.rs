@@ -210,7 +210,19 @@ pub async fn dial_and_sign(
         inner: upstream,
     };
     let mut first = grant
-        .header(observed.socket_addr(), local, link, now, nonce)
+        // The endpoint the client came through (a front listener with `allowed_endpoints`)
+        // travels with its address: the inner binds pins to it.
+        .header_via(
+            observed.socket_addr(),
+            local,
+            observed
+                .endpoint()
+                .as_ref()
+                .map(ippin_policy::Endpoint::as_str),
+            link,
+            now,
+            nonce,
+        )
         .map_err(|e| ForwardError::Sign(e.to_string()))?;
     first.extend_from_slice(early);
     Ok(Dialed {

@@ -282,6 +282,54 @@ fn signed_header_alone_is_trusted_with_its_provenance() {
     }
 }
 
+/// The cloud endpoint a front's client came through reaches the inner's observation, under
+/// the signature: a pin issued there is bound to it, and one bound to another endpoint is
+/// refused (`pinned_endpoint_mismatch`, the policy crate's tests).
+#[test]
+fn the_endpoint_a_front_names_is_the_inners_observation() {
+    use ippin_access::signed::WriteHeader;
+    let f = fx();
+    let v = verifier(&f);
+    let header = f
+        .grant
+        .header_via(
+            client(),
+            dst(),
+            Some("vpce-0123456789abcdef0"),
+            link(),
+            NOW,
+            [5; 16],
+        )
+        .unwrap();
+    let bytes = cat(&[&header, b"GET /"]);
+    match run(
+        &policy(pp::ProxyMode::On, Some("10.0.0.0/8")),
+        &v,
+        &bytes,
+        9,
+    ) {
+        SeqStep::Accept { observed, .. } => {
+            assert_eq!(observed.socket_addr(), client());
+            assert!(observed.is_trusted());
+            assert_eq!(
+                observed.endpoint().map(|e| e.to_string()).as_deref(),
+                Some("vpce-0123456789abcdef0")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let plain = cat(&[&signed_bytes(&f.grant, NOW, 6), b"GET /"]);
+    match run(
+        &policy(pp::ProxyMode::On, Some("10.0.0.0/8")),
+        &v,
+        &plain,
+        9,
+    ) {
+        SeqStep::Accept { observed, .. } => assert_eq!(observed.endpoint(), None),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A listener that serves only some cloud endpoints refuses a signed header alone: it
 /// names no endpoint (as a PROXY header that names none is refused).
 #[test]
@@ -531,7 +579,7 @@ mod props {
 /// 127.0.0.1:4443). `IPPIN_WRITE_SEEDS=1 cargo test -p ippin --lib
 /// fuzz_seeds` rewrites them from a fresh CA, front and inner key.
 #[test]
-fn fuzz_seeds_hold_v3_blocks() {
+fn fuzz_seeds_hold_v4_blocks() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus/server_signed_tlv");
     // The fuzz target's inner listener has this key and audience, so that
