@@ -89,6 +89,8 @@ pub fn from_signed(verified: &Verified) -> ObservedAddr {
 ///   came from a PROXY header (or a signed one), the peer it names is the *client*, whose
 ///   headers are its own claims; they are not read, and the answer is `conn`. (A deployment
 ///   with an L4 balancer in front of an L7 proxy has the proxy as the socket peer.);
+/// - a peer the mode does not take for a proxy is the client: its headers are not read (nor
+///   refused);
 /// - both headers at once are refused: a proxy appends to one, and the other would be the
 ///   client's;
 /// - `ippin-policy` reads the chain with `mode`: trusted proxies and hops, or
@@ -107,6 +109,10 @@ pub fn from_forwarded(
     mode: &ippin_policy::ForwardedMode,
 ) -> Result<ObservedAddr, ForwardedError> {
     if !conn.is_trusted() || conn.provenance() != Provenance::Direct {
+        return Ok(*conn);
+    }
+    // A peer the mode does not take for a proxy is the client: nothing it sends is read.
+    if !mode.believes(conn.ip()) {
         return Ok(*conn);
     }
     if !x_forwarded_for.is_empty() && !forwarded.is_empty() {
@@ -198,6 +204,20 @@ mod tests {
         let seen = from_forwarded(&trusted, &["203.0.113.9"], &[], &mode).unwrap();
         assert_eq!(seen.provenance(), Provenance::ForwardedHeader);
         assert_eq!(seen.ip().to_string(), "203.0.113.9");
+        // A peer outside the proxies is the client: both headers at once, or junk, are not
+        // read (nor refused).
+        let client: SocketAddr = "192.0.2.8:4000".parse().unwrap();
+        let direct = ObservedAddr::new(client, Provenance::Direct, true);
+        assert_eq!(
+            from_forwarded(&direct, &["203.0.113.9"], &["for=203.0.113.9"], &mode).unwrap(),
+            direct
+        );
+        assert_eq!(
+            from_forwarded(&direct, &["junk"], &[], &mode).unwrap(),
+            direct
+        );
+        // From a proxy, both at once are refused.
+        assert!(from_forwarded(&trusted, &["203.0.113.9"], &["for=203.0.113.9"], &mode).is_err());
         // Nor those of a client a PROXY header named, even one inside the proxies' networks.
         let named = ObservedAddr::new(lb, Provenance::ProxyV2, true);
         assert_eq!(

@@ -518,6 +518,11 @@ pub fn client_from_x_forwarded_for(
 ) -> Result<ObservedAddr, Error> {
     match mode {
         ForwardedMode::EveryPeerIsAProxy => strict(XFF, header_lines, peer, |l| xff_hops(l, false)),
+        // A peer that is not a proxy is the client: its headers are not read (nor parsed, so
+        // that a header nobody believes cannot get a direct client refused).
+        ForwardedMode::TrustedProxies { proxies, .. } if !trusted_by(proxies, peer.ip()) => {
+            Ok(ObservedAddr::new(peer, Provenance::Direct, true))
+        }
         ForwardedMode::TrustedProxies {
             proxies,
             hops: depth,
@@ -539,6 +544,11 @@ pub fn client_from_forwarded(
     match mode {
         ForwardedMode::EveryPeerIsAProxy => {
             strict(FWD, header_lines, peer, |l| forwarded_hops(l, false))
+        }
+        // A peer that is not a proxy is the client: its headers are not read (nor parsed, so
+        // that a header nobody believes cannot get a direct client refused).
+        ForwardedMode::TrustedProxies { proxies, .. } if !trusted_by(proxies, peer.ip()) => {
+            Ok(ObservedAddr::new(peer, Provenance::Direct, true))
         }
         ForwardedMode::TrustedProxies {
             proxies,

@@ -179,6 +179,29 @@ fn xff_trusted_proxies() {
             "{lines:?} {p}"
         );
     }
+    // a peer that is not a proxy is the client: its headers are not parsed either, so junk
+    // nobody would believe does not get a direct client refused (both kinds of header)
+    for lines in [
+        &["junk"][..],
+        &["198.51.100.7,,10.2.2.2"],
+        &["_hidden"],
+        &[&"1.2.3.4, ".repeat(40)],
+    ] {
+        assert_eq!(
+            show(client_from_x_forwarded_for(
+                lines,
+                peer("203.0.113.1:999"),
+                &m
+            )),
+            Ok("203.0.113.1 999 direct true".to_owned()),
+            "{lines:?}"
+        );
+        assert_eq!(
+            show(client_from_forwarded(lines, peer("203.0.113.1:999"), &m)),
+            Ok("203.0.113.1 999 direct true".to_owned()),
+            "{lines:?}"
+        );
+    }
     // a malformed entry anywhere is an error
     for lines in [
         &["junk, 198.51.100.7"][..],
