@@ -272,9 +272,18 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
     let mut allow_logins = BTreeSet::new();
     let mut deny_logins = BTreeSet::new();
     if let Some(spec) = doc.get("spec") {
-        r.map(spec, "spec")?;
+        let entries = r.map(spec, "spec")?;
+        check_keys(r, entries, "spec", SPEC_KEYS)?;
+        for side in ["allow", "deny"] {
+            if let Some(rules) = spec.get(side)
+                && let crate::yaml::Value::Map(entries) = &rules.value
+            {
+                check_keys(r, entries, &format!("spec.{side}"), RULE_KEYS)?;
+            }
+        }
         if let Some(options) = spec.get("options") {
-            r.map(options, "spec.options")?;
+            let entries = r.map(options, "spec.options")?;
+            check_keys(r, entries, "spec.options", OPTION_KEYS)?;
             if let Some(pin) = options.get("pin_source_ip") {
                 pin_source_ip = r.bool(pin, "spec.options.pin_source_ip")?;
             }
@@ -347,6 +356,97 @@ fn parse_pin_prefix(r: &Reader<'_>, node: &Node) -> Result<PinPrefix, Error> {
             })?;
     }
     PinPrefix::new(ipv4, ipv6).map_err(|e| Error::field(r.file, node.line, PATH, e.to_string()))
+}
+
+/// The keys of `spec` that ippin reads.
+#[cfg(feature = "yaml")]
+const SPEC_KEYS: &[&str] = &["options", "allow", "deny"];
+/// The keys of `spec.options` that ippin reads.
+#[cfg(feature = "yaml")]
+const OPTION_KEYS: &[&str] = &["pin_source_ip", "pin_source_ip_prefix", "admin"];
+/// The keys of `spec.allow` and `spec.deny` that ippin reads.
+#[cfg(feature = "yaml")]
+const RULE_KEYS: &[&str] = &["logins"];
+
+#[cfg(feature = "yaml")]
+/// Refuses a key of the map at `path` that is not one ippin reads there but is a slip away
+/// from one (another case, `-` for `_`, at most two letters off, or one for a name of five
+/// letters or fewer: `pin_source_ips`, `Pin-Source-IP`, `login`, `option`), or that ippin reads
+/// at another level (`pin_source_ip` under `spec`, `logins` under `spec.options`). Other keys
+/// are kept unread, as Teleport's roles carry many; but a misspelt `pin_source_ip` or
+/// `deny.logins` would silently pin nothing or deny nothing.
+fn check_keys(
+    r: &Reader<'_>,
+    entries: &[(String, Node)],
+    path: &str,
+    known: &[&str],
+) -> Result<(), Error> {
+    let elsewhere: &[(&[&str], &str)] = &[
+        (SPEC_KEYS, "spec"),
+        (OPTION_KEYS, "spec.options"),
+        (RULE_KEYS, "spec.allow or spec.deny"),
+    ];
+    for (key, value) in entries {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        let refuse = |message: String| {
+            Err(Error::field(
+                r.file,
+                value.line,
+                format!("{path}.{key}"),
+                message,
+            ))
+        };
+        if let Some(near) = known.iter().find(|k| is_slip(key, k)) {
+            return refuse(format!(
+                "unknown key; did you mean `{near}`? (ippin reads `{path}.{near}`; a misspelt \
+                 key would be ignored)"
+            ));
+        }
+        for (keys, level) in elsewhere {
+            if let Some(k) = keys.iter().find(|k| *k == key || is_slip(key, k))
+                && !known.contains(k)
+            {
+                return refuse(format!("`{k}` belongs under `{level}`, not under `{path}`"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "yaml")]
+/// Whether `key` is a slip of `name`: equal but for case and `-`/`_`, or within two edits
+/// (one for names of five letters or fewer), compared in lower case.
+fn is_slip(key: &str, name: &str) -> bool {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let (a, b) = (norm(key), norm(name));
+    if a == b {
+        return true;
+    }
+    let most = if name.len() <= 5 { 1 } else { 2 };
+    // Keys longer than any name by more than `most` cannot be within reach.
+    if a.len() > b.len() + most || b.len() > a.len() + most {
+        return false;
+    }
+    edit_distance(a.as_bytes(), b.as_bytes()) <= most
+}
+
+#[cfg(feature = "yaml")]
+/// Levenshtein distance (both inputs are short: bounded above by the caller).
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            cur.push(sub.min(del).min(ins));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
 }
 
 #[cfg(feature = "yaml")]

@@ -578,3 +578,61 @@ fn the_admin_option_is_a_strict_bool() {
         );
     }
 }
+
+/// A key that is a slip away from one ippin reads, or one written at the wrong level, is
+/// refused with its line: a misspelt `pin_source_ip` would leave the role unpinned, a
+/// misspelt `deny.logins` would deny nothing. Teleport's other keys are still kept unread.
+#[test]
+fn a_misspelt_or_misplaced_key_is_refused() {
+    let role =
+        |spec: &str| format!("kind: role\nversion: v7\nmetadata: {{name: r}}\nspec:\n{spec}");
+    for (spec, field) in [
+        (
+            "  options:\n    pin_source_ips: true\n",
+            "spec.options.pin_source_ips",
+        ),
+        (
+            "  options:\n    pin-source-ip: true\n",
+            "spec.options.pin-source-ip",
+        ),
+        (
+            "  options:\n    Pin_Source_IP: true\n",
+            "spec.options.Pin_Source_IP",
+        ),
+        (
+            "  options:\n    pinsourceip: true\n",
+            "spec.options.pinsourceip",
+        ),
+        (
+            "  options:\n    pin_source_ip: true\n    pin_source_ip_prefx: {ipv4: 24}\n",
+            "spec.options.pin_source_ip_prefx",
+        ),
+        ("  option:\n    pin_source_ip: true\n", "spec.option"),
+        ("  pin_source_ip: true\n", "spec.pin_source_ip"),
+        ("  deny:\n    login: [root]\n", "spec.deny.login"),
+        ("  allow:\n    Logins: [deploy]\n", "spec.allow.Logins"),
+        ("  options:\n    logins: [root]\n", "spec.options.logins"),
+        (
+            "  allow:\n    pin_source_ip: true\n",
+            "spec.allow.pin_source_ip",
+        ),
+        ("  deney:\n    logins: [root]\n", "spec.deney"),
+    ] {
+        let text = role(spec);
+        let e = parse_roles("r.yaml", &text).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.contains(field), "{spec:?}: {shown}");
+        assert!(
+            ["r.yaml:5:", "r.yaml:6:", "r.yaml:7:"]
+                .iter()
+                .any(|l| shown.starts_with(l)),
+            "{shown}"
+        );
+    }
+    // Teleport's own keys, at their levels, are kept (unread).
+    let text = role(
+        "  options:\n    pin_source_ip: true\n    max_session_ttl: 8h\n    forward_agent: false\n    cert_format: standard\n  allow:\n    logins: [deploy]\n    node_labels: {'*': '*'}\n    rules: []\n    windows_desktop_logins: [a]\n  deny:\n    logins: [root]\n    host_groups: [x]\n",
+    );
+    let roles = parse_roles("r.yaml", &text).unwrap();
+    assert!(roles[0].pin_source_ip);
+}
