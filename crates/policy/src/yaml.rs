@@ -134,7 +134,8 @@ impl Node {
     }
 
     pub(crate) fn to_raw(&self) -> RawValue {
-        // Depth is bounded by MAX_YAML_DEPTH, so this recursion is bounded too.
+        // Nesting is bounded by MAX_YAML_DEPTH, alias copies included (`load`), so this
+        // recursion is bounded too.
         match &self.value {
             Value::Null => RawValue::Null,
             Value::Bool(b) => RawValue::Bool(*b),
@@ -199,12 +200,16 @@ enum Frame {
         line: usize,
         anchor: usize,
         size: Cost,
+        /// The nesting of the collection so far: 1, or one more than its deepest item.
+        height: usize,
         items: Vec<Node>,
     },
     Map {
         line: usize,
         anchor: usize,
         size: Cost,
+        /// As for `Seq`.
+        height: usize,
         entries: Vec<(String, Node)>,
         key: Option<(String, usize)>,
         seen: HashSet<String>,
@@ -215,7 +220,8 @@ enum Frame {
 struct Loader<'f> {
     file: &'f str,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, (Node, Cost)>,
+    /// Each anchored node, its cost and its nesting (0 for a scalar).
+    anchors: HashMap<usize, (Node, Cost, usize)>,
     spent: Cost,
     docs: Vec<Node>,
 }
@@ -321,7 +327,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                 };
                 loader.count(cost, line)?;
                 let value = resolve_scalar(text, style, tag.as_deref());
-                loader.finish(Node { line, value }, cost, anchor)?;
+                loader.finish(Node { line, value }, cost, anchor, 0)?;
             }
             Event::SequenceStart(anchor, _) => {
                 loader.open(line)?;
@@ -329,6 +335,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                     line,
                     anchor,
                     size: Cost::ONE,
+                    height: 1,
                     items: Vec::new(),
                 });
             }
@@ -338,17 +345,19 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                     line,
                     anchor,
                     size: Cost::ONE,
+                    height: 1,
                     entries: Vec::new(),
                     key: None,
                     seen: HashSet::new(),
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, size, anchor) = match loader.stack.pop() {
+                let (node, size, anchor, height) = match loader.stack.pop() {
                     Some(Frame::Seq {
                         line,
                         anchor,
                         size,
+                        height,
                         items,
                     }) => (
                         Node {
@@ -357,11 +366,13 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                         },
                         size,
                         anchor,
+                        height,
                     ),
                     Some(Frame::Map {
                         line,
                         anchor,
                         size,
+                        height,
                         entries,
                         ..
                     }) => (
@@ -371,6 +382,7 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                         },
                         size,
                         anchor,
+                        height,
                     ),
                     None => {
                         return Err(Error::Syntax {
@@ -380,26 +392,35 @@ pub(crate) fn load(file: &str, text: &str) -> Result<Vec<Node>, Error> {
                         });
                     }
                 };
-                loader.finish(node, size, anchor)?;
+                loader.finish(node, size, anchor, height)?;
             }
             Event::Alias(id) => {
-                let Some(cost) = loader.anchors.get(&id).map(|(_, c)| *c) else {
+                let Some((cost, height)) = loader.anchors.get(&id).map(|(_, c, h)| (*c, *h)) else {
                     return Err(Error::Syntax {
                         file: file.to_owned(),
                         line,
                         message: "alias refers to an anchor that is not complete".to_owned(),
                     });
                 };
+                // The copy nests as deep as its anchor did, from here: bounded as what is
+                // written out is (a chain of aliases would otherwise nest without limit).
+                if loader.stack.len() + height > MAX_YAML_DEPTH {
+                    return Err(Error::limit(
+                        file,
+                        line,
+                        format!("nesting deeper than {MAX_YAML_DEPTH} (counting alias copies)"),
+                    ));
+                }
                 // Count before copying: the budget bounds what the copy may cost.
                 loader.count(cost, line)?;
-                let Some((node, _)) = loader.anchors.get(&id).cloned() else {
+                let Some((node, _, _)) = loader.anchors.get(&id).cloned() else {
                     return Err(Error::Syntax {
                         file: file.to_owned(),
                         line,
                         message: "alias refers to an anchor that is not complete".to_owned(),
                     });
                 };
-                loader.finish(node, cost, 0)?;
+                loader.finish(node, cost, 0, height)?;
             }
         }
     }
@@ -441,11 +462,23 @@ impl Loader<'_> {
     }
 
     /// Attaches a complete node to its parent (or makes it a document).
-    fn finish(&mut self, node: Node, size: Cost, anchor: usize) -> Result<(), Error> {
+    /// `height` is the node's nesting (0 for a scalar).
+    fn finish(
+        &mut self,
+        node: Node,
+        size: Cost,
+        anchor: usize,
+        height: usize,
+    ) -> Result<(), Error> {
         if anchor != 0 {
             // Keeping a copy for later aliases costs as much as the node itself.
             self.count(size, node.line)?;
-            self.anchors.insert(anchor, (node.clone(), size));
+            self.anchors.insert(anchor, (node.clone(), size, height));
+        }
+        if let Some(Frame::Seq { height: h, .. } | Frame::Map { height: h, .. }) =
+            self.stack.last_mut()
+        {
+            *h = (*h).max(height + 1);
         }
         let file = self.file;
         match self.stack.last_mut() {
@@ -773,6 +806,28 @@ mod tests {
         );
         let role = "kind: role\nversion: v7\nmetadata: {name: a}\nspec:\n  options:\n    # pinned\u{2028}    pin_source_ip: true\n";
         assert!(crate::parse_roles("r.yaml", role).is_err());
+    }
+
+    /// An alias copies its anchor's nesting where it stands: the depth bound holds for what
+    /// the copies build, not only for what is written (a chain of anchors nested ~3,900 deep
+    /// within the node budget).
+    #[test]
+    fn alias_copies_count_against_the_depth() {
+        let nest = |n: usize, inner: &str| format!("{}{inner}{}", "[".repeat(n), "]".repeat(n));
+        let text = format!("a: &a {}\nb: {}\n", nest(40, "1"), nest(40, "*a"));
+        let e = load("t.yaml", &text).unwrap_err();
+        assert!(e.to_string().contains("counting alias copies"), "{e}");
+        assert!(e.to_string().starts_with("t.yaml:2:"), "{e}");
+        // Within the bound, the same shape loads.
+        let text = format!("a: &a {}\nb: {}\n", nest(20, "1"), nest(20, "*a"));
+        assert!(load("t.yaml", &text).is_ok());
+        // A chain of anchors, each one level deeper than the last: refused once it passes.
+        let mut chain = String::from("x0: &x0 [1]\n");
+        for i in 1..100 {
+            chain.push_str(&format!("x{i}: &x{i} [*x{}]\n", i - 1));
+        }
+        let e = load("t.yaml", &chain).unwrap_err();
+        assert!(e.to_string().contains("counting alias copies"), "{e}");
     }
 
     #[test]
