@@ -818,6 +818,54 @@ impl<S: Send + Sync> FromRequestParts<S> for Observed {
     }
 }
 
+/// The client a request names through an L7 proxy in front of this service: its
+/// `X-Forwarded-For` and `Forwarded` header lines, **every line of each, in order** (a proxy
+/// that appends adds its own line after the client's, as HAProxy's `option forwardfor` does:
+/// `headers.get("x-forwarded-for")` would read the client's forged line as the proxy's), read
+/// by [`crate::observed::from_forwarded`] for the request's connection `conn` under `mode`.
+///
+/// The connection must be the proxy's: the answer is `conn` itself when it is not trusted,
+/// when it came from a PROXY header (a client's headers are its own claims), when the mode
+/// does not take its peer for a proxy, and when the proxy named no header. Note that
+/// [`Observed`] alone is the proxy's address behind an L7 proxy: a pin issued from it would
+/// pin every user to the proxy.
+///
+/// ```
+/// use ippin_access::axum::forwarded_client;
+/// use ippin_policy::{ForwardedMode, ObservedAddr};
+/// let proxy = ObservedAddr::socket_peer("10.0.0.5:4000".parse().unwrap());
+/// let mode = ForwardedMode::trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
+/// let mut headers = axum::http::HeaderMap::new();
+/// headers.append("x-forwarded-for", "198.51.100.7".parse().unwrap()); // the client's own
+/// headers.append("x-forwarded-for", "203.0.113.9".parse().unwrap()); // the proxy's
+/// let client = forwarded_client(&proxy, &headers, &mode).unwrap();
+/// assert_eq!(client.ip().to_string(), "203.0.113.9");
+/// ```
+///
+/// # Errors
+/// [`crate::observed::ForwardedError`] for a header the client must fix (answer 400): a value
+/// that is not visible ASCII, both kinds at once from a proxy, or a chain the policy refuses.
+pub fn forwarded_client(
+    conn: &ObservedAddr,
+    headers: &::axum::http::HeaderMap,
+    mode: &ippin_policy::ForwardedMode,
+) -> Result<ObservedAddr, crate::observed::ForwardedError> {
+    let lines = |name: &str| -> Result<Vec<&str>, crate::observed::ForwardedError> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    crate::observed::ForwardedError(format!("header {name}: not visible ASCII"))
+                })
+            })
+            .collect()
+    };
+    let xff = lines("x-forwarded-for")?;
+    let fwd = lines("forwarded")?;
+    crate::observed::from_forwarded(conn, &xff, &fwd, mode)
+}
+
 /// An allowed pin verdict for the request: the handler runs only for a client whose
 /// certificate passed the mutual-TLS check when the connection was accepted **and passes it
 /// again now**. Otherwise the request is refused: 401 `no_client_certificate` without a

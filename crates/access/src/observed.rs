@@ -81,6 +81,10 @@ pub fn from_signed(verified: &Verified) -> ObservedAddr {
 
 /// The client an HTTP request's `X-Forwarded-For` or `Forwarded` header lines name, for a
 /// request that arrived on a connection observed as `conn` (the PROXY stage's answer).
+/// `x_forwarded_for` and `forwarded` are **every line of each header, in order**: with
+/// `headers.get(…)` instead of all lines, an appending proxy's own line (HAProxy adds one
+/// after the client's) is missed and the client's forged line read as the proxy's. With axum,
+/// `crate::axum::forwarded_client` (feature `axum`) gathers them.
 ///
 /// The rules, in order:
 /// - a connection that is not trusted cannot vouch for anyone: its headers are not read, and
