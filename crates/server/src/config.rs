@@ -1010,16 +1010,6 @@ impl Config {
             }
             if let Some(ids) = &l.allowed_endpoints {
                 let field = format!("listeners[{i}].allowed_endpoints");
-                if l.propagation.is_some() {
-                    return Err(invalid(
-                        field,
-                        Some(&here),
-                        "cannot be used with `propagation`: a front's signed header names no \
-                         cloud endpoint; put the list on the front that receives the load \
-                         balancer's header"
-                            .into(),
-                    ));
-                }
                 if mode != ProxyModeSetting::On {
                     return Err(invalid(
                         field,
@@ -2081,17 +2071,16 @@ max_session_ttl: 400d",
                 "{key}: {null:?}: {shown}"
             );
         }
-        // Not beside `propagation`: a front's signed header names no endpoint.
+        // Beside `propagation` (an inner behind a balancer that many endpoints reach): the
+        // list holds the balancer's header, alone or before a front's signed one.
         let text = with("[gcp:1]").replace(
             "    header_timeout: 5s",
             "    header_timeout: 5s\n    propagation: {audience: inner, key: inner.propkey}",
         );
+        // (It reads the key file next: the list itself is not what is refused.)
         let shown = parse(&text).unwrap_err().to_string();
-        assert!(shown.contains("listeners[0].allowed_endpoints"), "{shown}");
-        assert!(
-            shown.contains("cannot be used with `propagation`"),
-            "{shown}"
-        );
+        assert!(shown.contains("propagation.key"), "{shown}");
+        assert!(!shown.contains("allowed_endpoints"), "{shown}");
     }
 
     #[test]

@@ -330,6 +330,52 @@ fn the_endpoint_a_front_names_is_the_inners_observation() {
     }
 }
 
+/// An inner behind a balancer that many private endpoints reach, with the front's endpoint
+/// listed: a consumer behind another endpoint cannot go around the front with the
+/// balancer's header alone (nor with a signed header after it), and the front's connection,
+/// through the listed endpoint, is served with the client the front names.
+#[test]
+fn an_inner_with_an_allow_list_holds_the_balancers_header_to_it() {
+    let f = fx();
+    let v = verifier(&f);
+    let mut p = policy(pp::ProxyMode::On, Some("127.0.0.0/8"));
+    p.allowed_endpoints = Some(vec![pp::EndpointId::Gcp(pp::GcpPscConnectionId(7))]);
+    let balancer = |id: u64| {
+        let src: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        pp::V2Builder::new(pp::Command::Proxy)
+            .addresses(super::sign::addresses_for(src, dst()))
+            .unwrap()
+            .endpoint_id(&pp::EndpointId::Gcp(pp::GcpPscConnectionId(id)))
+            .unwrap()
+            .encode()
+            .unwrap()
+    };
+    // Another consumer, alone: refused.
+    let other = cat(&[&balancer(8), b"GET /"]);
+    assert_eq!(code(&run(&p, &v, &other, 64)), "endpoint_not_allowed");
+    // Another consumer with a (captured) signed header after it: refused before the
+    // signature is looked at.
+    let via_proxy = Link {
+        front: "192.0.2.1:1000".parse().unwrap(),
+        inner: dst(),
+    };
+    let signed = f
+        .grant
+        .header(client(), dst(), via_proxy, NOW, [1; 16])
+        .unwrap();
+    let other = cat(&[&balancer(8), &signed, b"x"]);
+    assert_eq!(code(&run(&p, &v, &other, 64)), "endpoint_not_allowed");
+    // The front, through the listed endpoint: served, as the client it names.
+    let front = cat(&[&balancer(7), &signed, b"x"]);
+    match run(&p, &v, &front, 64) {
+        SeqStep::Accept { observed, .. } => {
+            assert_eq!(observed.socket_addr(), client());
+            assert_eq!(observed.provenance(), Provenance::SignedPropagation);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A listener that serves only some cloud endpoints refuses a signed header alone: it
 /// names no endpoint (as a PROXY header that names none is refused).
 #[test]
