@@ -100,7 +100,18 @@ pub struct Limits {
     /// connections](ObservedListener::serve_denied), whose handlers answer through
     /// [`Verified`]); [`Verified`] decides again for every request on top of it.
     pub recheck_interval: Duration,
+    /// The most connections one client holds at once, in their stages or served (default
+    /// [`DEFAULT_MAX_PER_CLIENT`]), counted under [`crate::lockout::throttle_key`]: the
+    /// trusted observed client (behind a balancer, the client it names), else the TCP peer.
+    /// One more is closed at once (`too_many_connections`). Once served, a connection is
+    /// hyper's and axum's, which set no timeout on a slow request or an idle keep-alive: this
+    /// keeps one client (a stolen certificate's holder, or anyone on a listener without mutual
+    /// TLS) from holding every descriptor of the process.
+    pub max_per_client: usize,
 }
+
+/// The default [`Limits::max_per_client`].
+pub const DEFAULT_MAX_PER_CLIENT: usize = 64;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -109,6 +120,7 @@ impl Default for Limits {
             proxy_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             recheck_interval: Duration::from_secs(1),
+            max_per_client: DEFAULT_MAX_PER_CLIENT,
         }
     }
 }
@@ -117,6 +129,12 @@ impl Limits {
     /// These limits with `max_pending` connections in their stages at most (at least 1).
     pub fn with_max_pending(mut self, max_pending: usize) -> Limits {
         self.max_pending = max_pending.max(1);
+        self
+    }
+
+    /// These limits with at most `max` connections per client (at least 1).
+    pub fn with_max_per_client(mut self, max: usize) -> Limits {
+        self.max_per_client = max.max(1);
         self
     }
 
@@ -155,6 +173,8 @@ pub struct Checked<Io> {
     interval: Duration,
     next: std::time::Instant,
     ended: bool,
+    /// The client's place among its connections, given back when the connection closes.
+    _place: Option<crate::lockout::PeerPlace>,
 }
 
 impl<Io> std::fmt::Debug for Checked<Io> {
@@ -431,6 +451,8 @@ struct Shared<H> {
     /// Whether connections the pin check refused are served (for handlers that answer with
     /// the reason); by default they are closed.
     serve_denied: bool,
+    /// Each client's connections ([`Limits::max_per_client`]).
+    places: crate::lockout::PeerPlaces,
 }
 
 type OnRefused = Box<dyn Fn(&Refusal) + Send + Sync>;
@@ -472,6 +494,7 @@ impl ObservedListener<Plain> {
                 handshake: Plain,
                 pin: None,
                 serve_denied: false,
+                places: crate::lockout::PeerPlaces::new(limits.max_per_client),
             }),
             shedder: Arc::new(crate::shed::Shedder::new(limits.max_pending)),
             pending: JoinSet::new(),
@@ -489,7 +512,12 @@ impl ObservedListener<Plain> {
         users: Arc<dyn UserDirectory>,
         audit: Arc<dyn AuditSink<TlsEvent>>,
     ) -> ObservedListener<H> {
-        let Shared { policy, limits, .. } = match Arc::try_unwrap(self.shared) {
+        let Shared {
+            policy,
+            limits,
+            places,
+            ..
+        } = match Arc::try_unwrap(self.shared) {
             Ok(shared) => shared,
             Err(shared) => Shared {
                 policy: shared.policy.clone(),
@@ -497,6 +525,7 @@ impl ObservedListener<Plain> {
                 handshake: Plain,
                 pin: None,
                 serve_denied: false,
+                places: shared.places.clone(),
             },
         };
         ObservedListener {
@@ -511,6 +540,7 @@ impl ObservedListener<Plain> {
                     audit,
                 })),
                 serve_denied: false,
+                places,
             }),
             shedder: self.shedder,
             pending: JoinSet::new(),
@@ -618,6 +648,17 @@ async fn stages<H: Handshake>(
         crate::tokio::accept(tcp, peer, &shared.policy, shared.limits.proxy_timeout)
             .await
             .map_err(|r| Refusal::new(peer, r.code, r.message))?;
+    let key = crate::lockout::throttle_key(&observed, peer);
+    let Some(place) = shared.places.take(key) else {
+        return Err(Refusal::new(
+            peer,
+            "too_many_connections",
+            format!(
+                "{key} holds {} connections already",
+                shared.limits.max_per_client
+            ),
+        ));
+    };
     let handshake = shared.handshake.handshake(stream);
     let (io, der) = match ::tokio::time::timeout(shared.limits.handshake_timeout, handshake).await {
         Ok(Ok(done)) => done,
@@ -691,6 +732,7 @@ async fn stages<H: Handshake>(
         interval,
         next: std::time::Instant::now() + interval,
         ended: false,
+        _place: Some(place),
     };
     Ok((
         io,
@@ -1046,6 +1088,38 @@ mod tests {
         assert_eq!(&b, b"hello", "bytes after the header reach the application");
         let stats = l.stats().get();
         assert_eq!((stats.accepted, stats.served), (2, 1));
+    }
+
+    /// One client holds at most `max_per_client` connections, served ones included (hyper
+    /// sets no timeout on them): one more is closed at once; another client is served; a
+    /// place is given back when its connection closes.
+    #[::tokio::test]
+    async fn one_client_holds_at_most_its_share_of_connections() {
+        let (l, addr) = listener(Limits::default().with_max_per_client(2)).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        let mut l = l.on_refused(move |r| keep.lock().unwrap().push(r.reason));
+        let _a = proxied(addr, "192.0.2.7", b"x").await;
+        let (first, _) = timeout(LONG, l.accept()).await.unwrap();
+        let _b = proxied(addr, "192.0.2.7", b"x").await;
+        let (_second, _) = timeout(LONG, l.accept()).await.unwrap();
+        let mut third = proxied(addr, "192.0.2.7", b"x").await;
+        let _other = proxied(addr, "192.0.2.8", b"x").await;
+        let (_, client) = timeout(LONG, l.accept()).await.unwrap();
+        assert_eq!(client.observed.ip().to_string(), "192.0.2.8");
+        assert!(
+            closed(&mut third).await,
+            "the third of one client is closed"
+        );
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            &["too_many_connections".to_owned()]
+        );
+        // The first closes: its place is free again.
+        drop(first);
+        let _again = proxied(addr, "192.0.2.7", b"x").await;
+        let (_, client) = timeout(LONG, l.accept()).await.unwrap();
+        assert_eq!(client.observed.ip().to_string(), "192.0.2.7");
     }
 
     #[::tokio::test]
