@@ -294,6 +294,7 @@ pub struct SshRun {
 fn why(reason: SshDenyReason) -> &'static str {
     match reason.code() {
         "pinned_ip_mismatch" => "the certificate is pinned to another address",
+        "pinned_endpoint_mismatch" => "the certificate is pinned through another private endpoint",
         "pinned_ip_missing" => "the certificate has no pin and your roles require one",
         "pin_too_wide" => "the certificate's pin is wider than your roles allow",
         "expired" => "the certificate has expired",

@@ -77,14 +77,16 @@ impl SshDenyReason {
             "invalid_pin" => SshDenyReason::Pin(DenyReason::InvalidPin),
             "pin_too_wide" => SshDenyReason::Pin(DenyReason::PinTooWide),
             "role_mapping_failed" => SshDenyReason::Pin(DenyReason::RoleMappingFailed),
+            "pinned_endpoint_mismatch" => SshDenyReason::Pin(DenyReason::PinnedEndpointMismatch),
             _ => return None,
         })
     }
 
     /// Whether a fresh login from where the client is now can turn this refusal into an
-    /// access: the certificate is pinned elsewhere (`pinned_ip_mismatch`), has no pin where
-    /// the roles require one (`pinned_ip_missing`), a pin wider than they allow
-    /// (`pin_too_wide`), or has expired (`expired`). A login issues a certificate for the
+    /// access: the certificate is pinned elsewhere (`pinned_ip_mismatch`, or through another
+    /// private endpoint: `pinned_endpoint_mismatch`), has no pin where the roles require one
+    /// (`pinned_ip_missing`), a pin wider than they allow (`pin_too_wide`), or has expired
+    /// (`expired`). A login issues a certificate for the
     /// current roles, pinned to the address the login server observes.
     ///
     /// False for every other reason: an untrusted or missing client address, an unknown
@@ -98,6 +100,7 @@ impl SshDenyReason {
                     DenyReason::PinnedIpMismatch
                         | DenyReason::PinnedIpMissing
                         | DenyReason::PinTooWide
+                        | DenyReason::PinnedEndpointMismatch
                 )
         )
     }
@@ -190,7 +193,7 @@ impl RefusalScan {
 mod tests {
     use super::*;
 
-    const ALL: [SshDenyReason; 23] = [
+    const ALL: [SshDenyReason; 24] = [
         SshDenyReason::NotACertificate,
         SshDenyReason::UntrustedCa,
         SshDenyReason::HostCertificate,
@@ -214,6 +217,7 @@ mod tests {
         SshDenyReason::Pin(DenyReason::InvalidPin),
         SshDenyReason::Pin(DenyReason::PinTooWide),
         SshDenyReason::Pin(DenyReason::RoleMappingFailed),
+        SshDenyReason::Pin(DenyReason::PinnedEndpointMismatch),
     ];
 
     #[test]
@@ -240,7 +244,8 @@ mod tests {
                 "expired",
                 "pinned_ip_missing",
                 "pinned_ip_mismatch",
-                "pin_too_wide"
+                "pin_too_wide",
+                "pinned_endpoint_mismatch"
             ]
         );
     }
