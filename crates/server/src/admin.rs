@@ -684,6 +684,20 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Resource>, DocErr
         field: field.to_owned(),
         message,
     };
+    // The whole text, markers and their comments included: the documents are cut at `---`
+    // lines before they are scanned, and a `--- # note<U+2028>key: …` line would otherwise
+    // hide what follows the separator from every check (libyaml ends the comment there).
+    if let Some((line, column, c)) = ippin_policy::yaml_unclear_character(text) {
+        return Err(invalid(
+            line,
+            "(yaml)",
+            format!(
+                "column {column}: the character U+{:04X} is not taken: YAML readers disagree \
+                 on it (some break lines there), so the text may not mean what it shows",
+                u32::from(c)
+            ),
+        ));
+    }
     let pieces = pieces(text).map_err(|line| {
         invalid(
             line,

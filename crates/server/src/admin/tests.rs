@@ -304,6 +304,16 @@ fn what_the_loaders_refuse_is_refused() {
         );
         assert!(refusal(&text).to_string().contains("YAML readers disagree"));
     }
+    // The same on a document separator's comment, which is cut off before the documents
+    // are scanned: refused all the same.
+    for c in ['\u{85}', '\u{2028}', '\u{2029}'] {
+        let text = format!(
+            "--- # note{c}spec: {{options: {{pin_source_ip: true}}}}\nkind: role\nversion: v7\nmetadata: {{name: a}}\n"
+        );
+        let e = refusal(&text);
+        assert_eq!(e.line(), 1, "{e}");
+        assert!(e.to_string().contains("YAML readers disagree"), "{e}");
+    }
     // A key written twice.
     let text = role("a").replace("version: v7\n", "version: v7\nversion: v6\n");
     assert_eq!(refusal(&text).line(), 3);

@@ -166,16 +166,33 @@ impl Session {
 /// requires (`auth2-pubkey.c`): user presence (flag 0x01, the authenticator was touched)
 /// unless the certificate has the extension `no-touch-required`, and user verification (flag
 /// 0x04, a PIN or biometric) when it has the critical option `verify-required`. A plain key
-/// always needs presence here (no `authorized_keys` options to say otherwise). Signatures of
-/// other algorithms carry no flags: `true`.
+/// always needs presence here (no `authorized_keys` options to say otherwise).
+///
+/// Decided on the *key*, not on the signature's label: ssh-key verifies with the key's
+/// algorithm whatever the signature says it is, so a FIDO key's assertion labelled
+/// `rsa-sha2-256` (the request naming an RSA certificate type over a FIDO certificate's blob)
+/// verifies; its flags are checked all the same, and a FIDO key's signature must be labelled
+/// as the key's own algorithm. A key of another algorithm with a FIDO signature is refused.
 pub(crate) fn sk_flags_meet_requirements(sig: &Signature, key: &PublicKeyOrCertificate) -> bool {
     const USER_PRESENCE: u8 = 0x01;
     const USER_VERIFICATION: u8 = 0x04;
-    if !matches!(
+    let key_algorithm = match key {
+        PublicKeyOrCertificate::Certificate(cert) => cert.public_key().algorithm(),
+        PublicKeyOrCertificate::PublicKey { key, .. } => key.algorithm(),
+    };
+    let sk_signature = matches!(
         sig.algorithm(),
         ssh_key::Algorithm::SkEd25519 | ssh_key::Algorithm::SkEcdsaSha2NistP256
-    ) {
-        return true;
+    );
+    let sk_key = matches!(
+        key_algorithm,
+        ssh_key::Algorithm::SkEd25519 | ssh_key::Algorithm::SkEcdsaSha2NistP256
+    );
+    if !sk_key {
+        return !sk_signature;
+    }
+    if sig.algorithm() != key_algorithm {
+        return false;
     }
     // The signature's data ends with flags (1 byte) and counter (4 bytes).
     let bytes = sig.as_bytes();
@@ -258,9 +275,40 @@ mod tests {
         assert!(!sk_flags_meet_requirements(&sig(0x01), &cert(false, true)));
         assert!(sk_flags_meet_requirements(&sig(0x05), &cert(false, true)));
         assert!(!sk_flags_meet_requirements(&sig(0x04), &cert(false, true)));
-        // Other algorithms carry no flags.
+        // The decision is the key's: a FIDO key's assertion without a touch, labelled as an
+        // RSA or Ed25519 signature (which ssh-key would verify with the FIDO key), is refused.
+        let mut untouched = vec![0u8; 64];
+        untouched.extend([0, 0, 0, 0, 1]);
+        for label in [
+            Algorithm::Rsa {
+                hash: Some(ssh_key::HashAlg::Sha256),
+            },
+            Algorithm::Ed25519,
+        ] {
+            if let Ok(relabelled) = Signature::new(label.clone(), untouched.clone()) {
+                assert!(!sk_flags_meet_requirements(&relabelled, &cert(false, false)), "{label:?}");
+                assert!(!sk_flags_meet_requirements(&relabelled, &plain), "{label:?}");
+            }
+        }
+        let rsa = Signature::new(
+            Algorithm::Rsa {
+                hash: Some(ssh_key::HashAlg::Sha256),
+            },
+            untouched,
+        )
+        .expect("ssh-key takes any length for RSA");
+        assert!(!sk_flags_meet_requirements(&rsa, &cert(true, false)));
+        // Other algorithms carry no flags; a FIDO signature for another key is refused.
+        let ed_key = PublicKeyOrCertificate::PublicKey {
+            key: PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+                .unwrap()
+                .public_key()
+                .clone(),
+            hash_alg: None,
+        };
         let ed = Signature::new(Algorithm::Ed25519, vec![0; 64]).unwrap();
-        assert!(sk_flags_meet_requirements(&ed, &plain));
+        assert!(sk_flags_meet_requirements(&ed, &ed_key));
+        assert!(!sk_flags_meet_requirements(&sig(0x01), &ed_key));
     }
 
     #[tokio::test]
