@@ -698,8 +698,10 @@ impl ValidatedSshCert {
 /// certificate's CA key with a decoder that enters another certificate for such a name, with
 /// no limit on the depth, so a crafted line of a few hundred kilobytes (a certificate whose CA
 /// key is a certificate whose CA key is …) overflows the stack. A certificate names its own
-/// type once; a plain key none. (The marker could also sit inside an opaque field, a key id
-/// say: such a line is refused too.)
+/// type once, and the marker may also sit in its text fields (a user named `ops-cert-v01`
+/// has it in the key id): a certificate may hold [`MAX_CERT_MARKERS`], a nesting far too
+/// shallow to matter (validation refuses a certificate as a CA key anyway). A plain key
+/// holds none.
 fn check_nesting(line: &str, most: usize) -> Result<()> {
     use ssh_key::encoding::base64::{Base64, Encoding};
     const MARKER: &[u8] = b"-cert-v01@";
@@ -712,12 +714,17 @@ fn check_nesting(line: &str, most: usize) -> Result<()> {
             reason: if most == 0 {
                 "a certificate where a public key belongs".into()
             } else {
-                "a certificate nested inside a certificate (its CA key is a certificate)".into()
+                "certificates nested too deep (a certificate whose CA key is a certificate, and so on)".into()
             },
         });
     }
     Ok(())
 }
+
+/// The most certificate type names (`…-cert-v01@…`) a certificate's blob may hold for
+/// [`parse_certificate`]: its own, and some in its text fields (russh bounds the nesting at 8
+/// alike).
+pub const MAX_CERT_MARKERS: usize = 8;
 
 /// The longest public key text [`parse_public_key`] reads: 16 KiB (an RSA key of 16,384 bits
 /// is about 2.8 KB).
@@ -782,7 +789,7 @@ pub fn parse_certificate(text: &str) -> Result<Certificate> {
             reason: "more than one line; give one certificate".into(),
         });
     }
-    check_nesting(line, 1)?;
+    check_nesting(line, MAX_CERT_MARKERS)?;
     let cert = Certificate::from_openssh(line).map_err(Error::ssh("parse certificate"))?;
     let again = cert
         .to_openssh()

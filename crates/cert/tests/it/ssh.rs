@@ -686,12 +686,10 @@ fn certificate_as_ca_key_is_refused() {
     let inner = raw_cert(&key, |_| {});
     let mut w = wire(&key).sign(&key);
     w.fields[SIGNATURE_KEY] = inner.to_bytes().unwrap();
-    // the strict reader refuses it before decoding (a certificate nested as its CA key)
-    let e = parse_certificate(&w.line()).unwrap_err();
-    assert!(e.to_string().contains("nested"), "{e}");
-    // ssh-key alone decodes it (it has a certificate variant for keys), and validation
-    // refuses it, even when the operator trusts its fingerprint
-    let cert = Certificate::from_openssh(&w.line()).unwrap();
+    // it decodes (ssh-key has a certificate variant for keys; one level of nesting is left
+    // to the decoder) and is refused by validation, even when the operator trusts its
+    // fingerprint
+    let cert = parse_certificate(&w.line()).unwrap();
     let trusted = [
         cert.signature_key().fingerprint(Default::default()),
         ca.fingerprint(),
@@ -945,7 +943,9 @@ fn nested_certificates_are_refused_before_they_are_decoded() {
     };
     let deepest = deepest_within(MAX_CERT_TEXT);
     let deepest_key = deepest_within(MAX_KEY_TEXT);
-    let shallow = nested_certificate_line(2);
+    use ippin_cert::ssh::MAX_CERT_MARKERS;
+    let shallow = nested_certificate_line(MAX_CERT_MARKERS + 1);
+    let harmless = nested_certificate_line(MAX_CERT_MARKERS);
     let one = nested_certificate_line(1);
     let key = user_key().public_key().to_openssh().unwrap();
     std::thread::Builder::new()
@@ -962,12 +962,14 @@ fn nested_certificates_are_refused_before_they_are_decoded() {
                     "{e}"
                 );
             }
-            // One level is no nesting: it goes on to the decoder (whose result, a
-            // certificate of an unknown type and signature, no validation would pass).
+            // A few levels are left to the decoder (whose result, a certificate of an unknown
+            // type and signature, no validation would pass): harmless depths, and the marker
+            // may sit in a certificate's text fields.
             assert!(
                 parse_certificate(&one).is_ok(),
                 "one level is not refused as nested"
             );
+            assert!(parse_certificate(&harmless).is_ok(), "a harmless depth");
             // A real key reads; one too long, or on two lines, does not.
             assert!(parse_public_key(&format!("  {key} alice\n")).is_ok());
             assert!(parse_public_key(&format!("{key}\n{key}")).is_err());
@@ -1049,4 +1051,21 @@ fn a_pin_bound_to_an_endpoint_is_written_read_and_never_dropped() {
             "{pin} {name:?}"
         );
     }
+}
+
+/// A certificate whose text fields hold the certificate type marker (a user named
+/// `ops-cert-v01` has it in the key id) is read: the nesting check leaves room for it.
+#[test]
+fn a_key_id_with_the_certificate_marker_is_read() {
+    let (ca, _) = ca_and_key();
+    let req = SshCertRequest::builder(user_key().public_key().key_data().clone())
+        .key_id("ops-cert-v01@ippin/42")
+        .serial(42)
+        .principal("ops-cert-v01")
+        .validity(NOW - 60, NOW + 3600)
+        .build()
+        .unwrap();
+    let cert = ca.issue(&req, &mut rng()).unwrap();
+    let read = parse_certificate(&cert.to_openssh().unwrap()).unwrap();
+    assert_eq!(read, cert);
 }
