@@ -31,10 +31,19 @@ fn check(cert: &Certificate) {
             assert!(!list.nets().is_empty());
             for net in list.nets() {
                 assert!(net.prefix_len() > 0, "a /0 entry validated");
-                assert!(ok.check_source(net.addr()).is_ok());
+                let through = ok.pinned_endpoint.as_deref();
+                assert!(ok.check_source_at(net.addr(), through).is_ok());
+                // Bound to an endpoint: refused without it.
+                if through.is_some() {
+                    assert!(ok.check_source(net.addr()).is_err());
+                }
             }
         }
         match (ok.pinned_ip(), &ok.source_address) {
+            // A pin bound to an endpoint is never read as the pin alone.
+            (Err(e), Some(_)) if ok.pinned_endpoint.is_some() => {
+                assert_eq!(e.code(), "pin_bound_to_endpoint");
+            }
             (Ok(Some(ip)), Some(list)) => {
                 assert!(ok.check_source(ip).is_ok());
                 assert_eq!(ip, ip.to_canonical());

@@ -246,6 +246,18 @@ pub enum Error {
         endpoint: String,
     },
 
+    /// The pin is bound to one private endpoint and the client came through another, or
+    /// through none (or the other way round).
+    #[error(
+        "the certificate's pin holds through private endpoint {pinned}; the client came through {seen}"
+    )]
+    EndpointMismatch {
+        /// The pin's endpoint (`none` when unbound).
+        pinned: String,
+        /// The client's endpoint (`none` when it came through none).
+        seen: String,
+    },
+
     /// A network pin was asked of a layout that cannot carry one: Teleport's
     /// subject attribute holds one address. Refused rather than widened or
     /// narrowed.
@@ -303,6 +315,7 @@ impl Error {
             Error::LayoutMismatch { .. } => "layout_mismatch",
             Error::PinIsNetwork { .. } => "pin_is_network",
             Error::PinBoundToEndpoint { .. } => "pin_bound_to_endpoint",
+            Error::EndpointMismatch { .. } => "pinned_endpoint_mismatch",
             Error::ProfileCannotPinNetwork { .. } => "profile_cannot_pin_network",
             Error::Subject { .. } => "subject",
             Error::Key { .. } => "key",

@@ -651,10 +651,32 @@ impl ValidatedSshCert {
     /// client's own claim and must not reach this check (with `ippin-policy`, pass
     /// `ObservedAddr::trusted_ip` and refuse when it is `None`; its `check_pin` does both).
     ///
+    /// A certificate whose pin is bound to a private endpoint (see [`PINNED_ENDPOINT`]) is
+    /// refused here, whatever the IP: the endpoint the client came through must be compared
+    /// too, with [`ValidatedSshCert::check_source_at`].
+    ///
     /// # Errors
     /// [`Error::SourceAddressMismatch`] when the (canonical) IP is not in
-    /// the list.
+    /// the list; [`Error::EndpointMismatch`] for a pin bound to an endpoint.
     pub fn check_source(&self, client_ip: IpAddr) -> Result<()> {
+        self.check_source_at(client_ip, None)
+    }
+
+    /// [`ValidatedSshCert::check_source`] for a client that came through the private endpoint
+    /// `endpoint` (`None`: through none): the pin's endpoint ([`PINNED_ENDPOINT`]) must be
+    /// that one, or both absent.
+    ///
+    /// # Errors
+    /// [`Error::SourceAddressMismatch`] when the (canonical) IP is not in the list;
+    /// [`Error::EndpointMismatch`] when the endpoints differ.
+    pub fn check_source_at(&self, client_ip: IpAddr, endpoint: Option<&str>) -> Result<()> {
+        if self.source_address.is_some() && self.pinned_endpoint.as_deref() != endpoint {
+            let name = |e: Option<&str>| e.map_or_else(|| "none".to_owned(), crate::error::shown);
+            return Err(Error::EndpointMismatch {
+                pinned: name(self.pinned_endpoint.as_deref()),
+                seen: name(endpoint),
+            });
+        }
         match &self.source_address {
             Some(list) if !list.matches(client_ip) => Err(Error::SourceAddressMismatch {
                 ip: client_ip.to_canonical(),

@@ -505,9 +505,18 @@ pub(crate) fn authorize_with(
     // `check_pin` enforces any pin whatever the roles say; this second look is OpenSSH's own
     // `source-address` rule, from the certificate crate, kept separate so that a change in the
     // policy crate cannot turn a pinned certificate into an unpinned one here.
-    if let Err(e) = valid.check_source(observed.ip()) {
+    let through = observed.endpoint();
+    if let Err(e) = valid.check_source_at(
+        observed.ip(),
+        through.as_ref().map(ippin_policy::Endpoint::as_str),
+    ) {
+        let reason = if e.code() == "pinned_endpoint_mismatch" {
+            DenyReason::PinnedEndpointMismatch
+        } else {
+            DenyReason::PinnedIpMismatch
+        };
         return Err(SshDenial {
-            reason: SshDenyReason::Pin(DenyReason::PinnedIpMismatch),
+            reason: SshDenyReason::Pin(reason),
             message: format!("ippin: {e}: log in again"),
             pinned,
             roles: account.roles,
@@ -672,6 +681,62 @@ mod tests {
 
     fn seen(addr: &str) -> ObservedAddr {
         ObservedAddr::new(addr.parse().unwrap(), Provenance::Direct, true)
+    }
+
+    /// An SSH certificate whose pin is bound to a private endpoint: allowed only through it,
+    /// at authorization and at every recheck; the second look (`check_source_at`) agrees on
+    /// its own when the policy crate's check is bypassed.
+    #[test]
+    fn a_pin_bound_to_an_endpoint_holds_only_through_it() {
+        let f = fixture();
+        let req = SshCertRequest::builder(user_key())
+            .key_id("alice@ippin/7")
+            .serial(7)
+            .validity(NOW - 60, NOW + 3600)
+            .principal("alice")
+            .pinned_ip("10.0.0.5".parse().unwrap())
+            .pinned_endpoint("vpce-0123456789abcdef0")
+            .build()
+            .unwrap();
+        let cert = f.ca.issue(&req, &mut UnwrapErr(SysRng)).unwrap();
+        let e1 = ippin_policy::Endpoint::parse("vpce-0123456789abcdef0").unwrap();
+        let e2 = ippin_policy::Endpoint::parse("azure:7").unwrap();
+        let direct = seen("10.0.0.5:5000");
+        let who = decide(&f, "alice", &cert, &direct.with_endpoint(e1), NOW).unwrap();
+        assert_eq!(who.pinned_endpoint, Some(e1));
+        assert_eq!(
+            who.recheck_pin(PinRequirement::Required(ippin_policy::PinPrefix::EXACT)),
+            None
+        );
+        for other in [direct.with_endpoint(e2), direct] {
+            let d = decide(&f, "alice", &cert, &other, NOW).unwrap_err();
+            assert_eq!(d.reason.code(), "pinned_endpoint_mismatch", "{other}");
+            // The same connection's recheck, had it been observed so.
+            let moved = Authorized {
+                observed: other,
+                ..who.clone()
+            };
+            assert_eq!(
+                moved
+                    .recheck_pin(PinRequirement::NotRequired)
+                    .map(|d| d.reason.code()),
+                Some("pinned_endpoint_mismatch"),
+                "{other}"
+            );
+            // The second look refuses on its own.
+            let ctx = AuthContext {
+                identity: CertIdentity::IppinKeyId,
+                trusted_cas: &f.trusted,
+                users: &f.users,
+                honours_force_command: true,
+            };
+            let allow_all = |_: PinRequirement,
+                             _: &CertPin,
+                             _: Option<&Endpoint>,
+                             _: &ObservedAddr| Decision::Allow;
+            let d = authorize_with(&ctx, "alice", &cert, &other, NOW, allow_all).unwrap_err();
+            assert_eq!(d.reason.code(), "pinned_endpoint_mismatch", "{other}");
+        }
     }
 
     fn decide(

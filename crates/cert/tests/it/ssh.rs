@@ -1006,7 +1006,32 @@ fn a_pin_bound_to_an_endpoint_is_written_read_and_never_dropped() {
         valid.pinned_ip().unwrap_err().code(),
         "pin_bound_to_endpoint"
     );
-    assert!(valid.check_source(ip("10.0.0.5")).is_ok());
+    // `check_source` alone (no endpoint) refuses a bound pin; `check_source_at` compares.
+    assert_eq!(
+        valid.check_source(ip("10.0.0.5")).unwrap_err().code(),
+        "pinned_endpoint_mismatch"
+    );
+    assert!(
+        valid
+            .check_source_at(ip("10.0.0.5"), Some("vpce-0123456789abcdef0"))
+            .is_ok()
+    );
+    for other in [Some("vpce-0123456789abcdef1"), None] {
+        assert_eq!(
+            valid
+                .check_source_at(ip("10.0.0.5"), other)
+                .unwrap_err()
+                .code(),
+            "pinned_endpoint_mismatch"
+        );
+    }
+    assert_eq!(
+        valid
+            .check_source_at(ip("10.0.0.6"), Some("vpce-0123456789abcdef0"))
+            .unwrap_err()
+            .code(),
+        "source_address_mismatch"
+    );
     assert_eq!(
         read_options(&cert).unwrap().pinned_endpoint.as_deref(),
         Some("vpce-0123456789abcdef0")
