@@ -367,14 +367,45 @@ pub fn peer_key(ip: IpAddr) -> IpAddr {
 /// [`PeerPlaces::take`]): the observed client when the observation is trusted (the client a
 /// trusted proxy or a verified signature names), else the TCP peer, never an address the
 /// client claims unchecked.
+///
+/// A client seen through a cloud private endpoint ([`ippin_policy::ObservedAddr::endpoint`])
+/// counts under its endpoint and address together: behind another endpoint the same address
+/// is another consumer's client (each plans its own network), who must not throttle or lock
+/// out this one. That key is an address of its own, in `fd00::/8` (unique local, never a
+/// client's here), its first 64 bits a hash of the endpoint and the client's key
+/// ([`peer_key`]), so that every table keyed by address keeps it apart.
+///
+/// ```
+/// use ippin_access::lockout::throttle_key;
+/// use ippin_policy::{Endpoint, ObservedAddr};
+/// let peer = "10.0.0.9:4000".parse().unwrap();
+/// let seen = ObservedAddr::socket_peer("10.0.0.5:5000".parse().unwrap());
+/// assert_eq!(throttle_key(&seen, peer).to_string(), "10.0.0.5");
+/// let e1 = seen.with_endpoint(Endpoint::parse("vpce-0123456789abcdef0").unwrap());
+/// let e2 = seen.with_endpoint(Endpoint::parse("azure:7").unwrap());
+/// assert_ne!(throttle_key(&e1, peer), throttle_key(&e2, peer));
+/// assert_ne!(throttle_key(&e1, peer), throttle_key(&seen, peer));
+/// assert_eq!(throttle_key(&e1, peer), throttle_key(&e1, peer));
+/// ```
 pub fn throttle_key(
     observed: &ippin_policy::ObservedAddr,
     tcp_peer: std::net::SocketAddr,
 ) -> IpAddr {
-    if observed.is_trusted() {
-        observed.ip()
-    } else {
-        tcp_peer.ip()
+    if !observed.is_trusted() {
+        return tcp_peer.ip();
+    }
+    match observed.endpoint() {
+        None => observed.ip(),
+        Some(endpoint) => {
+            use std::hash::{Hash, Hasher};
+            // Deterministic (fixed keys), so that every node of a fleet counts alike; 56 bits
+            // cannot be searched for a collision with a chosen victim.
+            let mut h = std::hash::DefaultHasher::new();
+            endpoint.as_str().hash(&mut h);
+            peer_key(observed.ip()).hash(&mut h);
+            let top = (0xfd_u128 << 120) | (u128::from(h.finish() & 0x00ff_ffff_ffff_ffff) << 64);
+            IpAddr::V6(Ipv6Addr::from(top))
+        }
     }
 }
 

@@ -129,7 +129,8 @@ pub fn key_after_proxy(
         Provenance::ProxyV1 | Provenance::ProxyV2 | Provenance::SignedPropagation
     );
     if from_header && observed.is_trusted() {
-        Some(observed.ip())
+        // The client the header names (with its private endpoint, if any: `throttle_key`).
+        Some(throttle_key(observed, peer))
     } else if named_proxy(lcfg, peer) {
         None
     } else {
