@@ -198,8 +198,10 @@ pub fn step(
         Next::More => return SeqStep::NeedMore,
         Next::Bad(r) => return from_refusal(r),
         Next::Nothing if signed1 => {
-            // A signed header names no cloud endpoint: a listener that serves only some
-            // endpoints refuses it, as it refuses a PROXY header that names none.
+            // A signed header alone came through no balancer's header: a listener that serves
+            // only some cloud endpoints refuses it, as it refuses a PROXY header that names
+            // none. (The endpoint a signed header may name is the one the front's client came
+            // through, not this connection's.)
             if listener.allowed_endpoints.is_some() {
                 return from_refusal(pp::Refusal::EndpointNotAllowed { endpoint: None });
             }
