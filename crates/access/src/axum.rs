@@ -106,7 +106,10 @@ pub struct Limits {
     /// One more is closed at once (`too_many_connections`). Once served, a connection is
     /// hyper's and axum's, which set no timeout on a slow request or an idle keep-alive: this
     /// keeps one client (a stolen certificate's holder, or anyone on a listener without mutual
-    /// TLS) from holding every descriptor of the process.
+    /// TLS) from holding every descriptor of the process. The connections of a peer in the
+    /// policy's `trusted_proxies` that send no PROXY header are not counted: behind an L7
+    /// proxy (nginx, say, in front of an axum service), list it there, or every client behind
+    /// it would share its 64 places.
     pub max_per_client: usize,
 }
 
@@ -648,16 +651,30 @@ async fn stages<H: Handshake>(
         crate::tokio::accept(tcp, peer, &shared.policy, shared.limits.proxy_timeout)
             .await
             .map_err(|r| Refusal::new(peer, r.code, r.message))?;
-    let key = crate::lockout::throttle_key(&observed, peer);
-    let Some(place) = shared.places.take(key) else {
-        return Err(Refusal::new(
-            peer,
-            "too_many_connections",
-            format!(
-                "{key} holds {} connections already",
-                shared.limits.max_per_client
-            ),
-        ));
+    // A listed proxy's own connections (no PROXY header: an L7 proxy that pools its
+    // connections to this service, or its health checks) are many clients': not counted as
+    // one.
+    let proxy_itself = observed.provenance() == Provenance::Direct
+        && shared.policy.trusted_proxies.as_ref().is_some_and(|nets| {
+            let ip = peer.ip().to_canonical();
+            nets.iter()
+                .any(|n| ippin_policy::canonical_net(*n).contains(&ip))
+        });
+    let place = if proxy_itself {
+        None
+    } else {
+        let key = crate::lockout::throttle_key(&observed, peer);
+        let Some(place) = shared.places.take(key) else {
+            return Err(Refusal::new(
+                peer,
+                "too_many_connections",
+                format!(
+                    "{key} holds {} connections already",
+                    shared.limits.max_per_client
+                ),
+            ));
+        };
+        Some(place)
     };
     let handshake = shared.handshake.handshake(stream);
     let (io, der) = match ::tokio::time::timeout(shared.limits.handshake_timeout, handshake).await {
@@ -732,7 +749,7 @@ async fn stages<H: Handshake>(
         interval,
         next: std::time::Instant::now() + interval,
         ended: false,
-        _place: Some(place),
+        _place: place,
     };
     Ok((
         io,
@@ -1120,6 +1137,46 @@ mod tests {
         let _again = proxied(addr, "192.0.2.7", b"x").await;
         let (_, client) = timeout(LONG, l.accept()).await.unwrap();
         assert_eq!(client.observed.ip().to_string(), "192.0.2.7");
+
+        // Without PROXY headers, a peer in `trusted_proxies` (an L7 proxy pooling its
+        // connections) is many clients: not counted; another peer is.
+        for (proxies, served) in [(Some("127.0.0.0/8"), 4), (None, 2)] {
+            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            let mut policy = ListenerPolicy::new(ippin_proxy_protocol::ProxyMode::Off);
+            policy.trusted_proxies = proxies.map(|p| vec![p.parse().unwrap()]);
+            let refused = Arc::new(Mutex::new(Vec::new()));
+            let keep = refused.clone();
+            let mut l =
+                ObservedListener::new(tcp, policy, Limits::default().with_max_per_client(2))
+                    .on_refused(move |r| keep.lock().unwrap().push(r.reason));
+            let mut streams = Vec::new();
+            for _ in 0..4 {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                s.write_all(b"GET").await.unwrap();
+                streams.push(s);
+            }
+            let mut kept = Vec::new();
+            for _ in 0..served {
+                kept.push(timeout(LONG, l.accept()).await.expect("served"));
+            }
+            // The others are refused (the accept loop reports them), none served.
+            let deadline = ::tokio::time::Instant::now() + LONG;
+            while refused.lock().unwrap().len() < 4 - served {
+                assert!(::tokio::time::Instant::now() < deadline, "{proxies:?}");
+                if let Ok(extra) = timeout(Duration::from_millis(50), l.accept()).await {
+                    panic!("{proxies:?}: one more served: {:?}", extra.1.observed);
+                }
+            }
+            assert!(
+                refused
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|r| *r == "too_many_connections")
+            );
+            drop(kept);
+        }
     }
 
     #[::tokio::test]
