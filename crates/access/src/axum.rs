@@ -899,7 +899,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Observed {
 /// headers.append("x-forwarded-for", "203.0.113.9".parse().unwrap()); // the proxy's
 /// let client = forwarded_client(&proxy, &headers, &mode).unwrap();
 /// assert_eq!(client.ip().to_string(), "203.0.113.9");
+/// // A peer that is not a proxy is the client: its headers are not read, whatever bytes.
+/// let direct = ObservedAddr::socket_peer("192.0.2.8:4000".parse().unwrap());
+/// let mut junk = axum::http::HeaderMap::new();
+/// junk.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"\xff").unwrap());
+/// assert_eq!(forwarded_client(&direct, &junk, &mode).unwrap(), direct);
 /// ```
+///
+/// Behind an L7 proxy, also list it in the [`ObservedListener`]'s policy `trusted_proxies`:
+/// the per-client connection limit ([`Limits::max_per_client`]) then does not count its
+/// pooled connections as one client's.
 ///
 /// # Errors
 /// [`crate::observed::ForwardedError`] for a header the client must fix (answer 400): a value
@@ -909,6 +918,11 @@ pub fn forwarded_client(
     headers: &::axum::http::HeaderMap,
     mode: &ippin_policy::ForwardedMode,
 ) -> Result<ObservedAddr, crate::observed::ForwardedError> {
+    // A client's own headers are not read: not even converted, so that bytes no proxy would
+    // write cannot get a direct client refused.
+    if !crate::observed::reads_forwarded(conn, mode) {
+        return Ok(*conn);
+    }
     let lines = |name: &str| -> Result<Vec<&str>, crate::observed::ForwardedError> {
         headers
             .get_all(name)

@@ -79,6 +79,14 @@ pub fn from_signed(verified: &Verified) -> ObservedAddr {
     }
 }
 
+/// Whether [`from_forwarded`] reads a request's forwarded headers on a connection observed as
+/// `conn`: a trusted, direct connection whose peer `mode` takes for a proxy. When it does not,
+/// the headers are the client's own and must be neither read nor refused (not even for bytes
+/// that are not visible ASCII): check this before converting them.
+pub fn reads_forwarded(conn: &ObservedAddr, mode: &ippin_policy::ForwardedMode) -> bool {
+    conn.is_trusted() && conn.provenance() == Provenance::Direct && mode.believes(conn.ip())
+}
+
 /// The client an HTTP request's `X-Forwarded-For` or `Forwarded` header lines name, for a
 /// request that arrived on a connection observed as `conn` (the PROXY stage's answer).
 /// `x_forwarded_for` and `forwarded` are **every line of each header, in order**: with
@@ -112,11 +120,8 @@ pub fn from_forwarded(
     forwarded: &[&str],
     mode: &ippin_policy::ForwardedMode,
 ) -> Result<ObservedAddr, ForwardedError> {
-    if !conn.is_trusted() || conn.provenance() != Provenance::Direct {
-        return Ok(*conn);
-    }
     // A peer the mode does not take for a proxy is the client: nothing it sends is read.
-    if !mode.believes(conn.ip()) {
+    if !reads_forwarded(conn, mode) {
         return Ok(*conn);
     }
     if !x_forwarded_for.is_empty() && !forwarded.is_empty() {

@@ -266,6 +266,22 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
             "must not be empty",
         ));
     }
+    if let crate::yaml::Value::Map(entries) = &doc.value {
+        check_keys(r, entries, "(document)", TOP_KEYS)?;
+        // A role document has these keys and no other (Teleport's too): one more is a
+        // mistake, a misspelt `spec` the worst of them (the role would have no rules).
+        if let Some((key, value)) = entries
+            .iter()
+            .find(|(k, _)| !TOP_KEYS.contains(&k.as_str()))
+        {
+            return Err(Error::field(
+                r.file,
+                value.line,
+                key.clone(),
+                "unknown key of a role (expected kind, sub_kind, version, metadata, spec)",
+            ));
+        }
+    }
     let mut pin_source_ip = false;
     let mut pin_prefix = None;
     let mut admin = false;
@@ -358,6 +374,9 @@ fn parse_pin_prefix(r: &Reader<'_>, node: &Node) -> Result<PinPrefix, Error> {
     PinPrefix::new(ipv4, ipv6).map_err(|e| Error::field(r.file, node.line, PATH, e.to_string()))
 }
 
+/// The keys of a role document (Teleport's, all of them).
+#[cfg(feature = "yaml")]
+const TOP_KEYS: &[&str] = &["kind", "sub_kind", "version", "metadata", "spec"];
 /// The keys of `spec` that ippin reads.
 #[cfg(feature = "yaml")]
 const SPEC_KEYS: &[&str] = &["options", "allow", "deny"];
@@ -390,18 +409,35 @@ fn check_keys(
         if known.contains(&key.as_str()) {
             continue;
         }
-        let refuse = |message: String| {
-            Err(Error::field(
-                r.file,
-                value.line,
-                format!("{path}.{key}"),
-                message,
-            ))
+        let field = if path == "(document)" {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
         };
+        let refuse =
+            |message: String| Err(Error::field(r.file, value.line, field.clone(), message));
+        // Teleport's keys at these levels are ASCII snake case: a key with any other
+        // character (a Cyrillic `е` in `dеny`, a zero-width space after `logins`) reads as one
+        // of ippin's to a reviewer and is nothing to ippin.
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return refuse(
+                "a key with a character other than ASCII letters, digits, `_` and `-` \
+                 (keys here are ASCII; one that looks like a key ippin reads would be ignored)"
+                    .to_owned(),
+            );
+        }
         if let Some(near) = known.iter().find(|k| is_slip(key, k)) {
             return refuse(format!(
-                "unknown key; did you mean `{near}`? (ippin reads `{path}.{near}`; a misspelt \
-                 key would be ignored)"
+                "unknown key; did you mean `{near}`? (ippin reads `{}`; a misspelt key would \
+                 be ignored)",
+                if path == "(document)" {
+                    (*near).to_owned()
+                } else {
+                    format!("{path}.{near}")
+                }
             ));
         }
         for (keys, level) in elsewhere {
@@ -435,18 +471,37 @@ fn is_slip(key: &str, name: &str) -> bool {
 #[cfg(feature = "yaml")]
 /// Levenshtein distance (both inputs are short: bounded above by the caller).
 fn edit_distance(a: &[u8], b: &[u8]) -> usize {
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != cb);
-            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
-            let ins = cur.get(j).copied().unwrap_or(0) + 1;
-            cur.push(sub.min(del).min(ins));
+    // Optimal string alignment: insertions, deletions, substitutions and swaps of two
+    // neighbours (`sepc`, `deyn`) each cost one.
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    let at = |i: usize, j: usize| i * width + j;
+    for i in 0..=a.len() {
+        if let Some(x) = d.get_mut(at(i, 0)) {
+            *x = i;
         }
-        prev = cur;
     }
-    prev.last().copied().unwrap_or(0)
+    for j in 0..=b.len() {
+        if let Some(x) = d.get_mut(at(0, j)) {
+            *x = j;
+        }
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let (ca, cb) = (a.get(i - 1), b.get(j - 1));
+            let get = |i: usize, j: usize| d.get(at(i, j)).copied().unwrap_or(usize::MAX / 2);
+            let mut best = (get(i - 1, j) + 1)
+                .min(get(i, j - 1) + 1)
+                .min(get(i - 1, j - 1) + usize::from(ca != cb));
+            if i > 1 && j > 1 && ca == b.get(j - 2) && a.get(i - 2) == cb {
+                best = best.min(get(i - 2, j - 2) + 1);
+            }
+            if let Some(x) = d.get_mut(at(i, j)) {
+                *x = best;
+            }
+        }
+    }
+    d.get(at(a.len(), b.len())).copied().unwrap_or(usize::MAX)
 }
 
 #[cfg(feature = "yaml")]

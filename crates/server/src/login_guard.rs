@@ -189,6 +189,13 @@ mod tests {
         assert_eq!(key_at_accept(&lb, peer), None);
         let client = seen("198.51.100.7:4000", Provenance::ProxyV2, true);
         assert_eq!(key_after_proxy(&lb, &client, peer), Some(client.ip()));
+        // Through a private endpoint: under endpoint and address together.
+        let through = client.with_endpoint(ippin_policy::Endpoint::parse("azure:7").unwrap());
+        assert_eq!(
+            key_after_proxy(&lb, &through, peer),
+            Some(throttle_key(&through, peer))
+        );
+        assert_ne!(key_after_proxy(&lb, &through, peer), Some(client.ip()));
         // Its own connections (LOCAL, no header) are not counted.
         let own = seen("127.0.0.3:5000", Provenance::Direct, true);
         assert_eq!(key_after_proxy(&lb, &own, peer), None);
@@ -201,6 +208,14 @@ mod tests {
         assert_eq!(throttle_key(&claimed, peer), peer.ip());
         let vouched = seen("198.51.100.7:4000", Provenance::ProxyV2, true);
         assert_eq!(throttle_key(&vouched, peer), vouched.ip());
+        // A client seen through a private endpoint counts under endpoint and address
+        // together, at accept and for failures alike.
+        let through = vouched.with_endpoint(ippin_policy::Endpoint::parse("azure:7").unwrap());
+        assert_ne!(throttle_key(&through, peer), vouched.ip());
+        assert_eq!(
+            throttle_key(&through, peer),
+            ippin_access::lockout::throttle_key(&through, peer)
+        );
     }
 
     #[test]

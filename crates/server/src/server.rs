@@ -814,6 +814,11 @@ fn forwarded_client(
     headers: &hyper::HeaderMap,
 ) -> Result<ObservedAddr, String> {
     let mode = forwarded_mode(lcfg);
+    // A client's own headers are not read: not even converted (bytes no proxy would write
+    // must not get a direct client refused).
+    if !ippin_access::observed::reads_forwarded(conn, &mode) {
+        return Ok(*conn);
+    }
     let lines = |name: &str| -> Result<Vec<&str>, String> {
         headers
             .get_all(name)

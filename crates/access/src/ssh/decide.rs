@@ -18,8 +18,8 @@
 //! | 10 | the user the certificate belongs to, read as [`AuthContext::identity`] says (ippin's CA: the key id `USER@ippin/SERIAL`, SERIAL the certificate's own serial), **never the SSH user name** | `invalid_key_id` |
 //! | 11 | that user is known here, with roles | `unknown_user` |
 //! | 12 | the SSH user name is one of the OS logins that user's roles allow *now* ([`User::logins`]: a real session as that login, [`Authorized::login`] set), or else the user's own name (the built-ins only, `login` unset) | `login_not_allowed` |
-//! | 13 | the roles' pin requirement and any pin (`check_pin`): the observed address must be trusted and inside `source-address` | `pinned_ip_missing`, `untrusted_client_ip`, `pinned_ip_mismatch`, `invalid_pin` |
-//! | 14 | `source-address` against the observed IP once more, with the certificate crate's `check_source` (OpenSSH's own rule, whatever the roles say) | `pinned_ip_mismatch` |
+//! | 13 | the roles' pin requirement and any pin (`check_pin_at`): the observed address must be trusted and inside `source-address`, seen through the private endpoint the pin is bound to (or through none when unbound) | `pinned_ip_missing`, `untrusted_client_ip`, `pinned_ip_mismatch`, `pinned_endpoint_mismatch`, `invalid_pin` |
+//! | 14 | `source-address` and its endpoint against the observation once more, with the certificate crate's `check_source_at` (OpenSSH's own rule, whatever the roles say) | `pinned_ip_mismatch`, `pinned_endpoint_mismatch` |
 //!
 //! Steps 2 to 8 are the certificate crate's `validate_user_cert`, step 13 is the policy
 //! crate's `check_pin` with the certificate's `source-address` as the pin.

@@ -617,6 +617,15 @@ fn a_misspelt_or_misplaced_key_is_refused() {
             "spec.allow.pin_source_ip",
         ),
         ("  deney:\n    logins: [root]\n", "spec.deney"),
+        ("  d\u{435}ny:\n    logins: [root]\n", "spec.d\u{435}ny"),
+        (
+            "  options:\n    pin_source_ip\u{200b}: true\n",
+            "spec.options.pin_source_ip\u{200b}",
+        ),
+        (
+            "  allow:\n    logins\u{2060}: [deploy]\n",
+            "spec.allow.logins\u{2060}",
+        ),
     ] {
         let text = role(spec);
         let e = parse_roles("r.yaml", &text).unwrap_err();
@@ -629,6 +638,26 @@ fn a_misspelt_or_misplaced_key_is_refused() {
             "{shown}"
         );
     }
+    // The document's own keys: a misspelt `spec` would drop the whole role's rules.
+    for (text, field) in [
+        (
+            "kind: role\nversion: v7\nmetadata: {name: r}\nSpec:\n  options:\n    pin_source_ip: true\n",
+            "Spec",
+        ),
+        (
+            "kind: role\nversion: v7\nmetadata: {name: r}\nsepc:\n  options:\n    pin_source_ip: true\n",
+            "sepc",
+        ),
+        (
+            "kind: role\nversion: v7\nmetadata: {name: r}\nsp\u{435}c:\n  options:\n    pin_source_ip: true\n",
+            "sp\u{435}c",
+        ),
+    ] {
+        let shown = parse_roles("r.yaml", text).unwrap_err().to_string();
+        assert!(shown.contains(&format!("r.yaml:5: {field}:")), "{shown}");
+    }
+    let with_sub_kind = "kind: role\nsub_kind: x\nversion: v7\nmetadata: {name: r}\nspec:\n  options:\n    pin_source_ip: true\n";
+    assert!(parse_roles("r.yaml", with_sub_kind).unwrap()[0].pin_source_ip);
     // Teleport's own keys, at their levels, are kept (unread).
     let text = role(
         "  options:\n    pin_source_ip: true\n    max_session_ttl: 8h\n    forward_agent: false\n    cert_format: standard\n  allow:\n    logins: [deploy]\n    node_labels: {'*': '*'}\n    rules: []\n    windows_desktop_logins: [a]\n  deny:\n    logins: [root]\n    host_groups: [x]\n",
