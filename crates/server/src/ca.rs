@@ -410,13 +410,23 @@ pub fn init_at(dir: &Path, now: SystemTime, config_yaml: &str) -> Result<PathBuf
         return Err(CaError::Exists(config));
     }
     let ca_dir = dir.join("ca");
-    std::fs::create_dir_all(&ca_dir).map_err(|source| {
-        CaError::File(ConfigError::Io {
-            file: ca_dir.clone(),
-            action: "create",
-            source,
-        })
-    })?;
+    // Folders created here are the owner's alone (0700, whatever the umask): the roles, the
+    // restrictions and the certificates the operator adds beside the keys are private too.
+    // A folder that exists already keeps its mode (the operator's choice).
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        for folder in [dir, ca_dir.as_path()] {
+            builder.create(folder).map_err(|source| {
+                CaError::File(ConfigError::Io {
+                    file: folder.to_path_buf(),
+                    action: "create",
+                    source,
+                })
+            })?;
+        }
+    }
     let material = |e: &dyn std::fmt::Display, file: &Path| CaError::Material {
         file: file.to_path_buf(),
         message: e.to_string(),
@@ -502,6 +512,26 @@ mod tests {
         assert_eq!(pem_to_der(&pem, "PUBLIC KEY"), None);
         assert_eq!(pem_to_der(&format!("{pem}{pem}"), "CERTIFICATE"), None);
         assert_eq!(pem_to_der("garbage", "CERTIFICATE"), None);
+    }
+
+    /// The folders `ca init` creates are the owner's alone, whatever the umask; one that
+    /// exists keeps its mode.
+    #[test]
+    fn init_creates_private_folders() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("etc").join("ippin");
+        init(&dir).unwrap();
+        for folder in [dir.clone(), dir.join("ca")] {
+            let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", folder.display());
+        }
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+        init(&shared).unwrap();
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750);
     }
 
     /// The CA of a `ca init` folder (kept while the first value lives), and a user's SSH

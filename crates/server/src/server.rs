@@ -1410,6 +1410,20 @@ pub fn renew(
 
 /// `ippin serve --config FILE`: runs until Ctrl-C / SIGTERM.
 pub async fn serve_command(path: &Path) -> Outcome {
+    // SIGHUP is taken first thing: its default action ends the process, and a reload sent
+    // while the server starts (systemd takes `reload` as soon as it has exec'd; the start
+    // may wait on etcd for long) would otherwise stop it, as a clean exit that is not
+    // restarted. One received meanwhile is handled once the audit log is open.
+    #[cfg(unix)]
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            return Outcome::fail(
+                1,
+                format!("error: cannot install the SIGHUP handler: {e}\n"),
+            );
+        }
+    };
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
@@ -1422,9 +1436,12 @@ pub async fn serve_command(path: &Path) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
     };
-    // Log rotation: SIGHUP reopens the audit log at its path (crate::audit). Installed
-    // before the listeners are announced, so a SIGHUP after that never kills the server.
-    let audit_tasks = match audit_tasks(&running.state) {
+    // Log rotation: SIGHUP reopens the audit log at its path (crate::audit).
+    let audit_tasks = match audit_tasks(
+        &running.state,
+        #[cfg(unix)]
+        hup,
+    ) {
         Ok(t) => t,
         Err(e) => {
             return Outcome::fail(
@@ -1463,12 +1480,13 @@ pub async fn serve_command(path: &Path) -> Outcome {
 
 /// The audit log's tasks in `serve`: reopen on `SIGHUP`; write the `audit.suppressed`
 /// lines of ended windows every second (not only at the next event).
-fn audit_tasks(state: &Arc<State>) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+fn audit_tasks(
+    state: &Arc<State>,
+    #[cfg(unix)] mut hup: tokio::signal::unix::Signal,
+) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup())?;
         let audit = state.audit.clone();
         tasks.push(tokio::spawn(async move {
             while hup.recv().await.is_some() {

@@ -343,3 +343,74 @@ fn an_audit_log_that_stops_accepting_mid_run_fails_closed_and_the_server_lives_o
     let (_, stderr) = server.finish();
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A reload (`SIGHUP`: systemd sends it for `systemctl reload`, which it takes as soon as it
+/// has started the process) while `serve` still starts, here waiting on an etcd that never
+/// answers, does not end the process: it goes on and fails on its own, as it would have
+/// (exit 1, naming the store), rather than dying of the signal, which systemd would not
+/// restart.
+#[test]
+fn a_reload_while_serve_starts_does_not_end_it() {
+    use std::os::unix::process::ExitStatusExt;
+    let silent = TcpListener::bind((LOCALHOST, 0)).expect("bind");
+    let store = silent.local_addr().expect("addr");
+    // Accepts and never answers.
+    let _held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for c in silent.incoming().flatten() {
+            kept.push(c);
+        }
+    });
+    let (dir, config, _) = folder(&["kind: login, proxy_protocol: off"], "audit.log");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text = text.replace(
+        "\nlisteners:\n",
+        &format!(
+            "\nbackend:\n  kind: etcd\n  endpoints: [{store}]\n  prefix: /ippin-hup/\n  timeout: 2s\nlisteners:\n"
+        ),
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut child = Command::new(IPPIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ippin serve");
+    let pid = child.id();
+    // The handler is in place once the process catches SIGHUP (bit 0 of `SigCgt`).
+    let caught = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & 1 == 1)
+    };
+    assert!(
+        wait_until(ippin_test_support::READY_TIMEOUT, caught),
+        "ippin serve never caught SIGHUP"
+    );
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let mut status = None;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            status = child.try_wait().expect("try_wait");
+            status.is_some()
+        }),
+        "ippin serve did not give up on the silent store"
+    );
+    let status = status.expect("exited");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).ok();
+    assert_eq!(status.signal(), None, "ended by a signal: {status:?} {err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    drop(dir);
+}

@@ -281,7 +281,12 @@ async fn a_user_named_after_an_account_is_not_let_in_as_it_by_sshd() {
     let roles = std::fs::read_to_string(&roles_path).expect("roles");
     let admin = "---\nkind: role\nversion: v7\nmetadata: {name: admin}\nspec:\n  allow:\n    logins: [root]\n";
     std::fs::write(&roles_path, format!("{roles}{admin}")).expect("write roles");
-    let hash = ippin::users::hash_password_light("secret").expect("hash");
+    // A role that allows `root`, on listeners any local user can reach while the tests run
+    // as root: the password is drawn for this run, never one written here.
+    let mut bytes = [0u8; 16];
+    ippin_cert::getrandom::fill(&mut bytes).expect("randomness");
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = ippin::users::hash_password_light(&password).expect("hash");
     ippin::users::add_user(&config_path, "root", &["dev".to_owned()], &hash).expect("root");
     ippin::users::add_user(&config_path, "ops1", &["admin".to_owned()], &hash).expect("ops1");
     let state = Arc::new(State::load(Config::load(&config_path).expect("config")).expect("state"));
@@ -291,14 +296,14 @@ async fn a_user_named_after_an_account_is_not_let_in_as_it_by_sshd() {
     let named_root = save(
         tmp.path(),
         "named-root",
-        &login(&endpoint, "root", "secret")
+        &login(&endpoint, "root", &password)
             .await
             .expect("login root"),
     );
     let ops1 = save(
         tmp.path(),
         "ops1",
-        &login(&endpoint, "ops1", "secret")
+        &login(&endpoint, "ops1", &password)
             .await
             .expect("login ops1"),
     );
