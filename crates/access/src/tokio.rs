@@ -15,12 +15,21 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let policy = ListenerPolicy::new(ProxyMode::On)
 //!     .with_trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
+//! let policy = std::sync::Arc::new(policy);
 //! loop {
-//!     let (tcp, peer) = listener.accept().await?;
-//!     match accept(tcp, peer, &policy, Duration::from_secs(5)).await {
-//!         Ok((observed, stream)) => { /* TLS on `stream`, the pin check with `observed` */ }
-//!         Err(refused) => eprintln!("refused {peer}: {}", refused.code),
-//!     }
+//!     // An accept error (out of descriptors, say) is not the service's end.
+//!     let Ok((tcp, peer)) = listener.accept().await else {
+//!         tokio::time::sleep(Duration::from_millis(100)).await;
+//!         continue;
+//!     };
+//!     // One task per connection: a client that stalls its header holds only its own.
+//!     let policy = policy.clone();
+//!     tokio::spawn(async move {
+//!         match accept(tcp, peer, &policy, Duration::from_secs(5)).await {
+//!             Ok((observed, stream)) => { /* TLS on `stream`, the pin check with `observed` */ }
+//!             Err(refused) => eprintln!("refused {peer}: {}", refused.code),
+//!         }
+//!     });
 //! }
 //! # }
 //! ```

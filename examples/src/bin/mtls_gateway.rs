@@ -44,7 +44,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening on {}", listener.local_addr()?);
     loop {
-        let (tcp, peer) = listener.accept().await?;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors, say: one client's problem is not the service's end.
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let (acceptor, policy, state) = (acceptor.clone(), policy.clone(), state.clone());
         tokio::spawn(async move {
             let Ok((observed, stream)) = accept(tcp, peer, &policy, Duration::from_secs(5)).await

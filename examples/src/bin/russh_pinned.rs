@@ -175,8 +175,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         auth_rejection_time: Duration::from_millis(200),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
+        // No version in the identification string.
+        server_id: russh::SshId::Standard("SSH-2.0-example".into()),
+        // A connection that says nothing for two minutes goes (keepalives keep a quiet one).
+        inactivity_timeout: Some(Duration::from_secs(120)),
+        keepalive_interval: Some(Duration::from_secs(30)),
         ..Default::default()
     });
+    // At most 16 connections per client address, so that one client cannot hold every
+    // descriptor of the process.
+    let places = ippin_access::lockout::PeerPlaces::new(16);
 
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on {}", listener.local_addr()?);
@@ -185,10 +193,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let policy = Arc::new(ListenerPolicy::new(ProxyMode::Off));
     let mut session = 0u64;
     loop {
-        let (tcp, peer) = listener.accept().await?;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors, say: one client's problem is not the service's end.
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(place) = places.take(peer.ip()) else {
+            continue; // dropped: closed at once
+        };
         session += 1;
         let (settings, config, policy) = (settings.clone(), config.clone(), policy.clone());
         tokio::spawn(async move {
+            let _place = place;
             let Ok((observed, stream)) = accept(tcp, peer, &policy, Duration::from_secs(5)).await
             else {
                 return;
