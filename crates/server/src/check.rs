@@ -109,11 +109,16 @@ pub fn run(args: &CheckArgs) -> Outcome {
     let trusted = !args.untrusted && seen.port() != 0;
     let mut observed = ObservedAddr::new(seen, Provenance::Direct, trusted);
     if let Some(name) = &args.endpoint {
-        match ippin_policy::Endpoint::parse(name) {
+        // As `allowed_endpoints` reads one (canonical: `gcp:007` is not a name a listener
+        // gives), then as the observation carries it.
+        let parsed = crate::config::parse_endpoint(name)
+            .ok()
+            .and_then(|id| ippin_policy::Endpoint::parse(&id.to_string()));
+        match parsed {
             Some(e) => observed = observed.with_endpoint(e),
             None => {
                 return unusable(&format!(
-                    "--endpoint: {:?} is not an endpoint name (`vpce-…`, `azure:N`, `gcp:N`)",
+                    "--endpoint: {:?} is not an endpoint ID (`vpce-…`, `azure:N`, `gcp:N`)",
                     name.chars().take(64).collect::<String>()
                 ));
             }
@@ -375,6 +380,37 @@ mod tests {
             None,
             "exact is not reported as a prefix"
         );
+    }
+
+    /// `--endpoint`: a certificate bound to a private endpoint is allowed through it only;
+    /// the ID is read as `allowed_endpoints` reads one (canonical), else unusable input.
+    #[test]
+    fn the_endpoint_the_client_came_through() {
+        let der = x509_bound("10.0.0.5", "gcp:7");
+        let through = |e: Option<&str>| {
+            run(&CheckArgs {
+                endpoint: e.map(str::to_owned),
+                ..args(&der, "10.0.0.5:4000")
+            })
+        };
+        assert_eq!(through(Some("gcp:7")).code, 0);
+        for other in [Some("gcp:8"), None] {
+            let out = through(other);
+            assert_eq!(out.code, 1, "{other:?}");
+            assert_eq!(decision(&out)["reason"], "pinned_endpoint_mismatch");
+        }
+        for bad in ["gcp:007", "GCP:7", "vpce-1", ""] {
+            let out = through(Some(bad));
+            assert_eq!(out.code, 2, "{bad:?}: {out:?}");
+            assert!(out.stderr.contains("--endpoint"), "{out:?}");
+        }
+        // An unbound certificate through an endpoint: refused too.
+        let plain = x509_cert(Some("10.0.0.5"), None, Profile::Ippin);
+        let out = run(&CheckArgs {
+            endpoint: Some("gcp:7".to_owned()),
+            ..args(&plain, "10.0.0.5:4000")
+        });
+        assert_eq!(decision(&out)["reason"], "pinned_endpoint_mismatch");
     }
 
     #[test]

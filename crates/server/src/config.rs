@@ -640,7 +640,7 @@ impl<'de> Deserialize<'de> for YamlEndpoint {
 }
 
 /// Parses one `allowed_endpoints` entry (see [`YamlEndpoint`]).
-fn parse_endpoint(text: &str) -> Result<ippin_proxy_protocol::EndpointId, String> {
+pub(crate) fn parse_endpoint(text: &str) -> Result<ippin_proxy_protocol::EndpointId, String> {
     use ippin_proxy_protocol::{AzureLinkId, EndpointId, GcpPscConnectionId};
     fn decimal<T: std::str::FromStr>(digits: &str) -> Result<T, String> {
         let canonical = !digits.is_empty()

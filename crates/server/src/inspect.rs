@@ -773,6 +773,20 @@ pub(crate) mod fixtures {
             .expect("issue")
     }
 
+    /// A DER client certificate for alice pinned to `pin` and bound to the private endpoint
+    /// `endpoint`.
+    pub(crate) fn x509_bound(pin: &str, endpoint: &str) -> Vec<u8> {
+        let b = ClientCertRequest::builder("alice", spki())
+            .role("dev")
+            .validity(NOW - 60, NOW + 3600)
+            .serial(0x1235)
+            .pinned_ip(ip(pin))
+            .pinned_endpoint(endpoint);
+        x509_ca()
+            .issue_client(&b.build().expect("request"), &mut rng())
+            .expect("issue")
+    }
+
     /// PEM text of a DER certificate.
     pub(crate) fn pem(der: &[u8]) -> String {
         const ALPHABET: &[u8; 64] =
