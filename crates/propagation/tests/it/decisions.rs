@@ -809,34 +809,18 @@ fn replay_refusals_say_why() {
 fn the_endpoint_travels_under_the_mac() {
     let f = fx();
     let v = verifier(&f);
-    let with = f
-        .grant
-        .signed_block_via(
-            client(),
-            dst(),
-            Some("vpce-0123456789abcdef0"),
-            link(),
-            NOW,
-            [7; 16],
-        )
-        .unwrap();
+    let via = |endpoint: &str, nonce: u8| {
+        f.grant
+            .signed_block_via(client(), dst(), Some(endpoint), link(), NOW, [nonce; 16])
+    };
+    let with = via("vpce-0123456789abcdef0", 7).unwrap();
     let ok = verify_bytes(&v, &with, NOW).unwrap();
     assert_eq!(ok.endpoint(), Some("vpce-0123456789abcdef0"));
     assert_eq!(ok.client(), client());
     let without = signed_bytes(&f.grant, NOW, 8);
     assert_eq!(verify_bytes(&v, &without, NOW).unwrap().endpoint(), None);
     // Another endpoint of the same length, in place: the MAC no longer holds.
-    let mut changed = f
-        .grant
-        .signed_block_via(
-            client(),
-            dst(),
-            Some("vpce-0123456789abcdef0"),
-            link(),
-            NOW,
-            [9; 16],
-        )
-        .unwrap();
+    let mut changed = via("vpce-0123456789abcdef0", 9).unwrap();
     let at = find(&changed, b"vpce-0123456789abcdef0");
     changed[at + 21] = b'1';
     assert_eq!(
@@ -844,10 +828,7 @@ fn the_endpoint_travels_under_the_mac() {
         Reason::BadSignature
     );
     // Removed (its length set to 0 and its bytes dropped): the MAC no longer holds.
-    let mut dropped = f
-        .grant
-        .signed_block_via(client(), dst(), Some("gcp:7"), link(), NOW, [10; 16])
-        .unwrap();
+    let mut dropped = via("gcp:7", 10).unwrap();
     let at = find(&dropped, b"gcp:7");
     dropped.drain(at..at + 5);
     dropped[at - 1] = 0;
@@ -856,11 +837,6 @@ fn the_endpoint_travels_under_the_mac() {
         Reason::BadSignature
     );
     for bad in ["VPCE-1", "vpce 1", &"a".repeat(33)] {
-        assert!(
-            f.grant
-                .signed_block_via(client(), dst(), Some(bad), link(), NOW, [11; 16])
-                .is_err(),
-            "{bad:?}"
-        );
+        assert!(via(bad, 11).is_err(), "{bad:?}");
     }
 }

@@ -221,6 +221,16 @@ fn policy(mode: pp::ProxyMode, trusted: Option<&str>) -> pp::ListenerPolicy {
     policy
 }
 
+/// A signed header bound to the connection an L4 proxy at 192.0.2.1:1000 made to the inner
+/// (what a front behind that proxy writes).
+fn signed_via_proxy(g: &FrontGrant) -> Vec<u8> {
+    let via_proxy = Link {
+        front: "192.0.2.1:1000".parse().unwrap(),
+        inner: dst(),
+    };
+    g.header(client(), dst(), via_proxy, NOW, [1; 16]).unwrap()
+}
+
 fn unsigned(src: &str) -> Vec<u8> {
     let src: SocketAddr = src.parse().unwrap();
     pp::V2Builder::new(pp::Command::Proxy)
@@ -355,14 +365,7 @@ fn an_inner_with_an_allow_list_holds_the_balancers_header_to_it() {
     assert_eq!(code(&run(&p, &v, &other, 64)), "endpoint_not_allowed");
     // Another consumer with a (captured) signed header after it: refused before the
     // signature is looked at.
-    let via_proxy = Link {
-        front: "192.0.2.1:1000".parse().unwrap(),
-        inner: dst(),
-    };
-    let signed = f
-        .grant
-        .header(client(), dst(), via_proxy, NOW, [1; 16])
-        .unwrap();
+    let signed = signed_via_proxy(&f.grant);
     let other = cat(&[&balancer(8), &signed, b"x"]);
     assert_eq!(code(&run(&p, &v, &other, 64)), "endpoint_not_allowed");
     // The front, through the listed endpoint: served, as the client it names.
@@ -396,14 +399,7 @@ fn a_signed_header_alone_names_no_allowed_endpoint() {
 fn signed_after_unsigned_replaces_it() {
     let f = fx();
     let v = verifier(&f);
-    let via_proxy = Link {
-        front: "192.0.2.1:1000".parse().unwrap(),
-        inner: dst(),
-    };
-    let signed = f
-        .grant
-        .header(client(), dst(), via_proxy, NOW, [1; 16])
-        .unwrap();
+    let signed = signed_via_proxy(&f.grant);
     let bytes = cat(&[&unsigned("192.0.2.1:1000"), &signed, b"\x16\x03\x01"]);
     // Bound to the socket instead: refused.
     let wrong = cat(&[
