@@ -410,7 +410,8 @@ pub fn init_at(dir: &Path, now: SystemTime, config_yaml: &str) -> Result<PathBuf
         return Err(CaError::Exists(config));
     }
     let ca_dir = dir.join("ca");
-    // Folders created here are the owner's alone (0700, whatever the umask): the roles, the
+    // Folders created here, missing parents included, are the owner's alone (0700, less what
+    // the umask takes away, never more): the roles, the
     // restrictions and the certificates the operator adds beside the keys are private too.
     // A folder that exists already keeps its mode (the operator's choice).
     {
@@ -514,7 +515,7 @@ mod tests {
         assert_eq!(pem_to_der("garbage", "CERTIFICATE"), None);
     }
 
-    /// The folders `ca init` creates are the owner's alone, whatever the umask; one that
+    /// The folders `ca init` creates are the owner's alone under the usual umask; one that
     /// exists keeps its mode.
     #[test]
     fn init_creates_private_folders() {

@@ -1437,19 +1437,11 @@ pub async fn serve_command(path: &Path) -> Outcome {
         Err(e) => return Outcome::fail(1, format!("error: {e}\n")),
     };
     // Log rotation: SIGHUP reopens the audit log at its path (crate::audit).
-    let audit_tasks = match audit_tasks(
+    let audit_tasks = audit_tasks(
         &running.state,
         #[cfg(unix)]
         hup,
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            return Outcome::fail(
-                1,
-                format!("error: audit log: cannot install the SIGHUP handler: {e}\n"),
-            );
-        }
-    };
+    );
     if running
         .listeners
         .iter()
@@ -1483,7 +1475,7 @@ pub async fn serve_command(path: &Path) -> Outcome {
 fn audit_tasks(
     state: &Arc<State>,
     #[cfg(unix)] mut hup: tokio::signal::unix::Signal,
-) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     #[cfg(unix)]
     {
@@ -1507,7 +1499,7 @@ fn audit_tasks(
             }
         }
     }));
-    Ok(tasks)
+    tasks
 }
 
 async fn wait_for_stop() {

@@ -178,6 +178,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // No version in the identification string.
         server_id: russh::SshId::Standard("SSH-2.0-example".into()),
         // A connection that says nothing for two minutes goes (keepalives keep a quiet one).
+        // (A production server also bounds the time to authenticate; ippin's own ends a
+        // connection not authenticated within its `login_grace_time`.)
         inactivity_timeout: Some(Duration::from_secs(120)),
         keepalive_interval: Some(Duration::from_secs(30)),
         ..Default::default()

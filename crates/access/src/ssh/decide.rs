@@ -22,7 +22,7 @@
 //! | 14 | `source-address` and its endpoint against the observation once more, with the certificate crate's `check_source_at` (OpenSSH's own rule, whatever the roles say) | `pinned_ip_mismatch`, `pinned_endpoint_mismatch` |
 //!
 //! Steps 2 to 8 are the certificate crate's `validate_user_cert`, step 13 is the policy
-//! crate's `check_pin` with the certificate's `source-address` as the pin.
+//! crate's `check_pin_at` with the certificate's `source-address` as the pin.
 //!
 //! Why steps 10 and 12: a certificate carries its user's allowed OS logins as principals
 //! besides the user's name. Were the user looked up by the SSH user name, bob's certificate
