@@ -94,6 +94,9 @@ pub enum AuditEvent {
         trusted: bool,
         /// The pinned IP, if any.
         pinned: Option<String>,
+        /// The cloud private endpoint the pin is bound to (the one the login came through).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pinned_endpoint: Option<String>,
         /// Certificate expiry (RFC 3339).
         expires: String,
     },
@@ -118,6 +121,9 @@ pub enum AuditEvent {
         provenance: String,
         /// The pinned IP carried over, if any.
         pinned: Option<String>,
+        /// The cloud private endpoint the pin is bound to, carried over.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pinned_endpoint: Option<String>,
         /// Certificate expiry (RFC 3339).
         expires: String,
     },
@@ -310,6 +316,7 @@ mod tests {
             user: "alice".into(),
             observed: AuditEvent::addr(&o),
             provenance: o.provenance().as_str().into(),
+            endpoint: None,
             pinned: Some("127.0.0.1".into()),
             reason: "pinned_ip_mismatch".into(),
             message: "m".into(),
@@ -499,6 +506,7 @@ mod tests {
             user: "alice".into(),
             observed: "198.51.100.7:1".into(),
             provenance: "direct".into(),
+            endpoint: None,
             pinned: None,
         })
     }
@@ -722,6 +730,7 @@ mod tests {
                         user,
                         observed,
                         provenance,
+                        endpoint: None,
                         pinned,
                         reason,
                         message,

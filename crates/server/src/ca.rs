@@ -90,6 +90,8 @@ pub struct Issued {
     pub tls_certificate: String,
     /// The pin written into both.
     pub pinned: Option<IpNet>,
+    /// The private endpoint the pin is bound to in both.
+    pub pinned_endpoint: Option<ippin_policy::Endpoint>,
     /// End of validity.
     pub expires: SystemTime,
 }
@@ -294,6 +296,7 @@ impl Ca {
             ssh_certificate,
             tls_certificate: der_to_pem(&der, "CERTIFICATE"),
             pinned: x509_req.pin(),
+            pinned_endpoint: req.pinned_endpoint.filter(|_| x509_req.pin().is_some()),
             expires,
         })
     }

@@ -121,6 +121,11 @@ pub struct AuthRecord {
     pub provenance: String,
     /// Whether the observed address is trusted.
     pub trusted: bool,
+    /// The cloud private endpoint the client came through (`vpce-…`, `azure:N`, `gcp:N`),
+    /// when it did: behind one, the address is the consumer's own, which another consumer
+    /// may use too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// The certificate's pin (the `source-address` networks); empty when unpinned.
     pub pinned: Vec<String>,
     /// The user's roles, when known.
@@ -154,6 +159,7 @@ impl AuthRecord {
             observed: observed.socket_addr().to_string(),
             provenance: observed.provenance().as_str().to_owned(),
             trusted: observed.is_trusted(),
+            endpoint: observed.endpoint().map(|e| e.to_string()),
             pinned: Vec::new(),
             roles: Vec::new(),
             reason: None,

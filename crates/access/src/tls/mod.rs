@@ -307,12 +307,14 @@ fn from_decision(d: Decision) -> TlsAccess {
 pub fn event(verdict: &TlsVerdict, observed: &ObservedAddr) -> Option<TlsEvent> {
     let observed_text = observed.socket_addr().to_string();
     let provenance = observed.provenance().as_str().to_owned();
+    let endpoint = observed.endpoint().map(|e| e.to_string());
     match &verdict.access {
         TlsAccess::Allow => Some(TlsEvent::AccessAllowed {
             user: verdict.user.clone(),
             serial: verdict.serial.clone(),
             observed: observed_text,
             provenance,
+            endpoint,
             pinned: pin_text(&verdict.pin),
         }),
         TlsAccess::Deny { reason, message } => Some(TlsEvent::AccessDenied {
@@ -320,6 +322,7 @@ pub fn event(verdict: &TlsVerdict, observed: &ObservedAddr) -> Option<TlsEvent> 
             serial: verdict.serial.clone(),
             observed: observed_text,
             provenance,
+            endpoint,
             pinned: pin_text(&verdict.pin),
             reason: reason.code().to_owned(),
             message: message.clone(),
@@ -344,6 +347,9 @@ pub enum TlsEvent {
         observed: String,
         /// How it was observed.
         provenance: String,
+        /// The cloud private endpoint the client came through, when it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
         /// The certificate's pin, as read.
         pinned: Option<String>,
     },
@@ -358,6 +364,9 @@ pub enum TlsEvent {
         observed: String,
         /// How it was observed.
         provenance: String,
+        /// The cloud private endpoint the client came through, when it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
         /// The certificate's pin, as read.
         pinned: Option<String>,
         /// The stable reason code.

@@ -163,6 +163,10 @@ async fn a_pin_issued_through_an_endpoint_holds_only_through_it() {
         v["event"] == "access_denied" && v["reason"] == "pinned_endpoint_mismatch"
     });
     assert_eq!(line["user"], "alice", "{line}");
+    // The audit lines say which endpoint: the refusal's, and the login's binding.
+    assert_eq!(line["endpoint"], SECOND, "{line}");
+    let issued = wait_audit(tmp.path(), "the login", |v| v["event"] == "login_issued");
+    assert_eq!(issued["pinned_endpoint"], ALLOWED, "{issued}");
     let stolen = renew(&through(tls_addr, SECOND), &creds).await.unwrap_err();
     assert_eq!(code(stolen), "pinned_endpoint_mismatch");
 
