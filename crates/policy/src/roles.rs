@@ -277,7 +277,7 @@ fn parse_role(r: &Reader<'_>, doc: &Node) -> Result<Role, Error> {
             return Err(Error::field(
                 r.file,
                 value.line,
-                key.clone(),
+                field_of("(document)", key),
                 "unknown key of a role (expected kind, sub_kind, version, metadata, spec)",
             ));
         }
@@ -409,19 +409,16 @@ fn check_keys(
         if known.contains(&key.as_str()) {
             continue;
         }
-        let field = if path == "(document)" {
-            key.clone()
-        } else {
-            format!("{path}.{key}")
-        };
+        let field = field_of(path, key);
         let refuse =
             |message: String| Err(Error::field(r.file, value.line, field.clone(), message));
         // Teleport's keys at these levels are ASCII snake case: a key with any other
         // character (a Cyrillic `е` in `dеny`, a zero-width space after `logins`) reads as one
         // of ippin's to a reviewer and is nothing to ippin.
-        if !key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             return refuse(
                 "a key with a character other than ASCII letters, digits, `_` and `-` \
@@ -449,6 +446,18 @@ fn check_keys(
         }
     }
     Ok(())
+}
+
+#[cfg(feature = "yaml")]
+/// The field an error names for `key` of the map at `path` (`(document)`: the top level); an
+/// empty key (`? ` with nothing, or `"": x`) is written `""`, so that the field is never empty.
+fn field_of(path: &str, key: &str) -> String {
+    let key = if key.is_empty() { "\"\"" } else { key };
+    if path == "(document)" {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 #[cfg(feature = "yaml")]

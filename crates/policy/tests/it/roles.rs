@@ -656,6 +656,17 @@ fn a_misspelt_or_misplaced_key_is_refused() {
         let shown = parse_roles("r.yaml", text).unwrap_err().to_string();
         assert!(shown.contains(&format!("r.yaml:5: {field}:")), "{shown}");
     }
+    // An empty key (a bare `?`, or `""`) is refused with a field that says so.
+    for text in [
+        "?\rkind: role\nversion: v7\nmetadata: {name: r}\n",
+        "\"\": 1\nkind: role\nversion: v7\nmetadata: {name: r}\n",
+        "kind: role\nversion: v7\nmetadata: {name: r}\nspec:\n  \"\": 1\n",
+    ] {
+        match parse_roles("r.yaml", text) {
+            Err(Error::Field { field, .. }) => assert!(field.contains("\"\""), "{field}"),
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
     let with_sub_kind = "kind: role\nsub_kind: x\nversion: v7\nmetadata: {name: r}\nspec:\n  options:\n    pin_source_ip: true\n";
     assert!(parse_roles("r.yaml", with_sub_kind).unwrap()[0].pin_source_ip);
     // Teleport's own keys, at their levels, are kept (unread).
