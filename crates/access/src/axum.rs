@@ -918,25 +918,13 @@ pub fn forwarded_client(
     headers: &::axum::http::HeaderMap,
     mode: &ippin_policy::ForwardedMode,
 ) -> Result<ObservedAddr, crate::observed::ForwardedError> {
-    // A client's own headers are not read: not even converted, so that bytes no proxy would
-    // write cannot get a direct client refused.
-    if !crate::observed::reads_forwarded(conn, mode) {
-        return Ok(*conn);
-    }
-    let lines = |name: &str| -> Result<Vec<&str>, crate::observed::ForwardedError> {
-        headers
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                v.to_str().map_err(|_| {
-                    crate::observed::ForwardedError(format!("header {name}: not visible ASCII"))
-                })
-            })
-            .collect()
-    };
-    let xff = lines("x-forwarded-for")?;
-    let fwd = lines("forwarded")?;
-    crate::observed::from_forwarded(conn, &xff, &fwd, mode)
+    let values = |name: &'static str| headers.get_all(name).iter().map(|v| v.as_bytes());
+    crate::observed::from_forwarded_values(
+        conn,
+        values("x-forwarded-for"),
+        values("forwarded"),
+        mode,
+    )
 }
 
 /// An allowed pin verdict for the request: the handler runs only for a client whose

@@ -144,6 +144,38 @@ pub fn from_forwarded(
     Ok(found)
 }
 
+/// [`from_forwarded`] from the raw values of a request's header lines (in order, every line
+/// of each: an HTTP library's `get_all`), as an HTTP server holds them: a client's own headers
+/// (see [`reads_forwarded`]) are not even converted, and a value from a proxy that is not
+/// visible ASCII is refused.
+///
+/// # Errors
+/// As [`from_forwarded`], and for a value that is not visible ASCII.
+pub fn from_forwarded_values<'a>(
+    conn: &ObservedAddr,
+    x_forwarded_for: impl IntoIterator<Item = &'a [u8]>,
+    forwarded: impl IntoIterator<Item = &'a [u8]>,
+    mode: &ippin_policy::ForwardedMode,
+) -> Result<ObservedAddr, ForwardedError> {
+    if !reads_forwarded(conn, mode) {
+        return Ok(*conn);
+    }
+    let text = |name: &str, values: &mut dyn Iterator<Item = &'a [u8]>| {
+        values
+            .map(|v| {
+                v.iter()
+                    .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+                    .then(|| std::str::from_utf8(v).ok())
+                    .flatten()
+                    .ok_or_else(|| ForwardedError(format!("header {name}: not visible ASCII")))
+            })
+            .collect::<Result<Vec<&str>, ForwardedError>>()
+    };
+    let xff = text("X-Forwarded-For", &mut x_forwarded_for.into_iter())?;
+    let fwd = text("Forwarded", &mut forwarded.into_iter())?;
+    from_forwarded(conn, &xff, &fwd, mode)
+}
+
 /// A forwarded header the client must fix; the message says what is wrong. The stable reason
 /// code is [`ForwardedError::CODE`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +213,26 @@ mod tests {
         assert!(
             !local.is_trusted(),
             "LOCAL is never trusted, whatever the stage said"
+        );
+    }
+
+    /// Raw header values: every line in order; bytes that are not visible ASCII refused from
+    /// a proxy, not even looked at from a client.
+    #[test]
+    fn raw_values_are_read_only_from_a_proxy() {
+        let mode =
+            ippin_policy::ForwardedMode::trusted_proxies(vec!["10.0.0.0/8".parse().unwrap()]);
+        let proxy = ObservedAddr::new("10.0.0.5:4000".parse().unwrap(), Provenance::Direct, true);
+        let client = ObservedAddr::new("192.0.2.8:4000".parse().unwrap(), Provenance::Direct, true);
+        let lines: [&[u8]; 2] = [b"198.51.100.7", b"203.0.113.9"];
+        let seen = from_forwarded_values(&proxy, lines, [], &mode).unwrap();
+        assert_eq!(seen.ip().to_string(), "203.0.113.9");
+        let junk: [&[u8]; 1] = [b"\xff"];
+        assert!(from_forwarded_values(&proxy, junk, [], &mode).is_err());
+        assert!(from_forwarded_values(&proxy, [&b"a\x7fb"[..]], [], &mode).is_err());
+        assert_eq!(
+            from_forwarded_values(&client, junk, junk, &mode).unwrap(),
+            client
         );
     }
 

@@ -814,27 +814,18 @@ fn forwarded_client(
     headers: &hyper::HeaderMap,
 ) -> Result<ObservedAddr, String> {
     let mode = forwarded_mode(lcfg);
-    // A client's own headers are not read: not even converted (bytes no proxy would write
-    // must not get a direct client refused).
-    if !ippin_access::observed::reads_forwarded(conn, &mode) {
-        return Ok(*conn);
-    }
-    let lines = |name: &str| -> Result<Vec<&str>, String> {
-        headers
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| format!("header {name}: not visible ASCII"))
-            })
-            .collect()
-    };
-    let xff = lines("x-forwarded-for")?;
-    let fwd = lines("forwarded")?;
-    // `ippin-access` decides: an untrusted connection, or a client a PROXY header named,
-    // vouches for nobody; both headers at once are refused; a trusted proxy that names no
-    // client is not one (untrusted, like a PROXY `LOCAL` header).
-    ippin_access::observed::from_forwarded(conn, &xff, &fwd, &mode).map_err(|e| e.0)
+    // `ippin-access` decides: a client's own headers are not read (nor converted); an
+    // untrusted connection, or a client a PROXY header named, vouches for nobody; both
+    // headers at once are refused; a trusted proxy that names no client is not one
+    // (untrusted, like a PROXY `LOCAL` header).
+    let values = |name: &'static str| headers.get_all(name).iter().map(|v| v.as_bytes());
+    ippin_access::observed::from_forwarded_values(
+        conn,
+        values("x-forwarded-for"),
+        values("forwarded"),
+        &mode,
+    )
+    .map_err(|e| e.0)
 }
 
 /// The login decision and issuance, after the body was read: lockout and
