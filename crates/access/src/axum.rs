@@ -104,14 +104,29 @@ pub struct Limits {
     /// [`DEFAULT_MAX_PER_CLIENT`]), counted under [`crate::lockout::throttle_key`]: the
     /// trusted observed client (behind a balancer, the client it names), else the TCP peer.
     /// One more is closed at once (`too_many_connections`). Once served, a connection is
-    /// hyper's and axum's, which set no timeout on a slow request or an idle keep-alive: this
-    /// keeps one client (a stolen certificate's holder, or anyone on a listener without mutual
+    /// hyper's and axum's, which set no timeout of their own ([`Limits::idle_timeout`] ends
+    /// a silent one, not one that trickles a byte at a time): this keeps one client (a stolen certificate's holder, or anyone on a listener without mutual
     /// TLS) from holding every descriptor of the process. The connections of a peer in the
     /// policy's `trusted_proxies` that send no PROXY header are not counted: behind an L7
     /// proxy (nginx, say, in front of an axum service), list it there, or every client behind
     /// it would share its 64 places.
     pub max_per_client: usize,
+    /// How long a served connection may stay silent (default [`DEFAULT_IDLE_TIMEOUT`]; `None`:
+    /// forever): once no byte has been read or written for this long while the server
+    /// waits on the client (a request head that stopped half-way, an idle keep-alive, a
+    /// client that stopped reading its response), reads and writes fail with
+    /// [`io::ErrorKind::TimedOut`] and hyper closes the connection. Checked at the timer's
+    /// tick: a silent connection goes between one and two timeouts after its last byte.
+    /// axum's `serve` gives hyper no timer, so hyper's own header timeout never runs; this
+    /// is the bound on a slow or idle connection. A handler that computes for longer than
+    /// this while its client waits in silence (a long poll) needs a longer timeout or
+    /// `None`. Each byte moved restarts the count, so a client that trickles a byte per
+    /// period keeps its connection: [`Limits::max_per_client`] bounds how many it keeps.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// The default [`Limits::idle_timeout`]: two minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The default [`Limits::max_per_client`].
 pub const DEFAULT_MAX_PER_CLIENT: usize = 64;
@@ -124,6 +139,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             recheck_interval: Duration::from_secs(1),
             max_per_client: DEFAULT_MAX_PER_CLIENT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -138,6 +154,13 @@ impl Limits {
     /// These limits with at most `max` connections per client (at least 1).
     pub fn with_max_per_client(mut self, max: usize) -> Limits {
         self.max_per_client = max.max(1);
+        self
+    }
+
+    /// These limits with this idle timeout for served connections (`None`: none; at least
+    /// 1 ms, at most a day).
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Limits {
+        self.idle_timeout = timeout.map(clamp_idle);
         self
     }
 
@@ -161,6 +184,11 @@ impl Limits {
     }
 }
 
+/// An idle timeout the clock and the timer can hold.
+fn clamp_idle(timeout: Duration) -> Duration {
+    timeout.clamp(Duration::from_millis(1), Duration::from_secs(86_400))
+}
+
 /// The longest interval between an open connection's pin checks ([`Limits::recheck_interval`]
 /// is cut to it).
 pub const MAX_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
@@ -176,6 +204,12 @@ pub struct Checked<Io> {
     interval: Duration,
     next: std::time::Instant,
     ended: bool,
+    /// The idle bound: its length, the timer (made at the first wait), whether a byte moved
+    /// since the timer was set, and whether it ran out.
+    idle: Option<Duration>,
+    idle_timer: Option<std::pin::Pin<Box<::tokio::time::Sleep>>>,
+    moved: bool,
+    timed_out: bool,
     /// The client's place among its connections, given back when the connection closes.
     _place: Option<crate::lockout::PeerPlace>,
 }
@@ -225,6 +259,61 @@ impl<Io> Checked<Io> {
     }
 }
 
+impl<Io> Checked<Io> {
+    /// Whether the connection has been silent for its idle timeout, called when the stream
+    /// inside is not ready; registers the timer's wake-up otherwise.
+    fn idle_expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let Some(limit) = self.idle else {
+            return false;
+        };
+        if self.timed_out {
+            return true;
+        }
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(::tokio::time::sleep(limit)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if !std::mem::take(&mut self.moved) {
+                self.timed_out = true;
+                return true;
+            }
+            // Bytes moved since the timer was set: count again from now.
+            timer.as_mut().reset(::tokio::time::Instant::now() + limit);
+        }
+    }
+}
+
+fn idle_too_long() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the connection was silent for longer than its idle timeout",
+    )
+}
+
+impl<Io> Checked<Io> {
+    /// A write's result, with the idle bound applied: bytes written restart the count, a
+    /// write that waits past the timeout fails.
+    fn written(
+        &mut self,
+        polled: std::task::Poll<io::Result<usize>>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<usize>> {
+        match polled {
+            std::task::Poll::Pending if self.idle_expired(cx) => {
+                std::task::Poll::Ready(Err(idle_too_long()))
+            }
+            std::task::Poll::Ready(Ok(n)) if n > 0 => {
+                self.moved = true;
+                std::task::Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    }
+}
+
 fn no_longer_allowed() -> io::Error {
     io::Error::new(
         io::ErrorKind::PermissionDenied,
@@ -242,7 +331,20 @@ impl<Io: AsyncRead + Unpin> AsyncRead for Checked<Io> {
         if !this.still_allowed() {
             return std::task::Poll::Ready(Err(no_longer_allowed()));
         }
-        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+        if this.timed_out {
+            return std::task::Poll::Ready(Err(idle_too_long()));
+        }
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            std::task::Poll::Pending if this.idle_expired(cx) => {
+                std::task::Poll::Ready(Err(idle_too_long()))
+            }
+            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.moved = true;
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 
@@ -256,7 +358,11 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Checked<Io> {
         if !this.still_allowed() {
             return std::task::Poll::Ready(Err(no_longer_allowed()));
         }
-        std::pin::Pin::new(&mut this.io).poll_write(cx, buf)
+        if this.timed_out {
+            return std::task::Poll::Ready(Err(idle_too_long()));
+        }
+        let polled = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        this.written(polled, cx)
     }
 
     fn poll_write_vectored(
@@ -268,7 +374,11 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Checked<Io> {
         if !this.still_allowed() {
             return std::task::Poll::Ready(Err(no_longer_allowed()));
         }
-        std::pin::Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        if this.timed_out {
+            return std::task::Poll::Ready(Err(idle_too_long()));
+        }
+        let polled = std::pin::Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.written(polled, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -279,7 +389,13 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Checked<Io> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.io).poll_flush(cx) {
+            std::task::Poll::Pending if this.idle_expired(cx) => {
+                std::task::Poll::Ready(Err(idle_too_long()))
+            }
+            other => other,
+        }
     }
 
     fn poll_shutdown(
@@ -749,6 +865,10 @@ async fn stages<H: Handshake>(
         interval,
         next: std::time::Instant::now() + interval,
         ended: false,
+        idle: shared.limits.idle_timeout.map(clamp_idle),
+        idle_timer: None,
+        moved: false,
+        timed_out: false,
         _place: place,
     };
     Ok((
@@ -1415,6 +1535,51 @@ mod tests {
             matches!(events.last(), Some(TlsEvent::AccessDenied { reason, .. }) if reason == "unknown_user"),
             "{events:?}"
         );
+        server.abort();
+    }
+
+    /// A served connection silent for its idle timeout is closed: a request head that stops
+    /// half-way, and an idle keep-alive after an answer; one that keeps talking stays open
+    /// for several timeouts.
+    #[::tokio::test]
+    async fn a_silent_served_connection_is_closed_and_a_busy_one_is_not() {
+        use ::axum::{Router, routing::get};
+        let idle = Duration::from_millis(700);
+        let (l, addr) = listener(Limits::default().with_idle_timeout(Some(idle))).await;
+        let app = Router::new().route("/", get(|| async { "hello" }));
+        let server = ::tokio::spawn(async move {
+            ::axum::serve(l, app.into_make_service_with_connect_info::<Client>()).await
+        });
+        // Half a request head, then nothing.
+        let mut half = proxied(addr, "192.0.2.7", b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+        // A keep-alive connection that asks again as soon as it has its answer.
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut busy = proxied(addr, "192.0.2.8", request).await;
+        let started = std::time::Instant::now();
+        let mut answers = 0;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while started.elapsed() < idle * 4 {
+            while !String::from_utf8_lossy(&got).contains("hello") {
+                let n = timeout(LONG, busy.read(&mut buf)).await.unwrap().unwrap();
+                assert!(
+                    n > 0,
+                    "a busy connection was closed after {answers} answers"
+                );
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.clear();
+            answers += 1;
+            if started.elapsed() < idle * 4 {
+                busy.write_all(request).await.unwrap();
+            }
+        }
+        assert!(answers > 1);
+        // Both silent connections go (the half head's within a bound, not at once).
+        assert!(closed(&mut half).await, "a half request head was kept");
+        let waited = std::time::Instant::now();
+        assert!(closed(&mut busy).await, "an idle keep-alive was kept");
+        assert!(waited.elapsed() < LONG);
         server.abort();
     }
 
