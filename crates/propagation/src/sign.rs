@@ -145,8 +145,7 @@ impl Signer {
     }
 }
 
-/// The longest grant validity (`not_after − not_before`), seconds.
-pub const MAX_GRANT_LIFETIME: u64 = 3600;
+pub use crate::wire::MAX_GRANT_LIFETIME;
 
 /// A grant the front signed for one upstream, and its MAC key: what the
 /// front needs to write a header per connection.

@@ -20,8 +20,7 @@ use der::{Decode, Encode, Tagged};
 use crate::grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache, VerifiedGrant};
 use crate::key::{PublicKey, SecretKey, mac_key};
 use crate::replay::{ReplayCache, ReplayRefusal};
-use crate::sign::MAX_GRANT_LIFETIME;
-use crate::wire::{self, FAMILY_TCP4, FAMILY_TCP6};
+use crate::wire::{self, FAMILY_TCP4, FAMILY_TCP6, MAX_GRANT_LIFETIME};
 use crate::{Link, PROXY_CN_PREFIX, PROXY_ROLE, Reason, Rejection};
 
 const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";

@@ -43,6 +43,9 @@
 use crate::Error;
 use std::fmt;
 
+/// The longest grant validity (`not_after − not_before`), seconds.
+pub const MAX_GRANT_LIFETIME: u64 = 3600;
+
 /// The PROXY v2 TLV type of the signed block, in the application range
 /// 0xE0–0xEF (see docs/propagation.md for why this one).
 pub const TLV_TYPE: u8 = 0xE7;

@@ -3,7 +3,6 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::tlv::Tlvs;
-use crate::v2;
 
 /// The length of a v2 UNIX address (`sun_path`), in bytes.
 pub const UNIX_ADDR_LEN: usize = 108;
@@ -173,17 +172,17 @@ impl<'a> V2Header<'a> {
 
     /// The command.
     pub fn command(&self) -> Command {
-        v2::command_of(self.raw)
+        command_of(self.raw)
     }
 
     /// The addresses ([`Addresses::Unspec`] for LOCAL and UNSPEC).
     pub fn addresses(&self) -> Addresses {
-        v2::addresses_of(self.raw)
+        addresses_of(self.raw)
     }
 
     /// The TLVs, in wire order.
     pub fn tlvs(&self) -> Tlvs<'a> {
-        Tlvs::new(v2::tlv_bytes_of(self.raw))
+        Tlvs::new(tlv_bytes_of(self.raw))
     }
 }
 
@@ -288,7 +287,7 @@ impl<'a> Header<'a> {
             crc: self.crc32c(),
             tlv_start: match self {
                 Header::V1(h) => h.raw.len(),
-                Header::V2(h) => h.raw.len() - v2::tlv_bytes_of(h.raw).len(),
+                Header::V2(h) => h.raw.len() - tlv_bytes_of(h.raw).len(),
             },
             raw: self.as_bytes().to_vec(),
         }
@@ -359,4 +358,88 @@ pub(crate) fn v4(ip: [u8; 4], port: u16) -> SocketAddrV4 {
 
 pub(crate) fn v6(ip: [u8; 16], port: u16) -> SocketAddrV6 {
     SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0)
+}
+
+// The v2 header's layout, and readers of a validated header's raw bytes (the parser in
+// `v2` writes what these read).
+
+/// The 12-byte signature that opens every v2 header.
+pub const SIGNATURE: [u8; 12] = [
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+];
+
+/// Length of the fixed part: signature, version/command, family, length.
+pub const FIXED_LEN: usize = 16;
+
+/// The address block length of a family/transport byte, or `None` when the
+/// byte is not one of the seven the spec defines.
+#[inline]
+pub(crate) fn block_len(family: u8) -> Option<u16> {
+    match family {
+        0x00 => Some(0),
+        0x11 | 0x12 => Some(12),
+        0x21 | 0x22 => Some(36),
+        0x31 | 0x32 => Some(216),
+        _ => None,
+    }
+}
+
+pub(crate) fn command_of(raw: &[u8]) -> Command {
+    match raw.get(12) {
+        Some(b) if b & 0x0F == 1 => Command::Proxy,
+        _ => Command::Local,
+    }
+}
+
+fn family_of(raw: &[u8]) -> u8 {
+    raw.get(13).copied().unwrap_or(0)
+}
+
+/// The TLV area of a validated header.
+pub(crate) fn tlv_bytes_of(raw: &[u8]) -> &[u8] {
+    let block = usize::from(block_len(family_of(raw)).unwrap_or(0));
+    raw.get(FIXED_LEN + block..).unwrap_or_default()
+}
+
+#[inline]
+fn arr<const N: usize>(raw: &[u8], at: usize) -> [u8; N] {
+    raw.get(at..at + N)
+        .and_then(|s| <[u8; N]>::try_from(s).ok())
+        .unwrap_or([0; N])
+}
+
+#[inline]
+fn port(raw: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes(arr(raw, at))
+}
+
+/// The addresses of a validated header.
+pub(crate) fn addresses_of(raw: &[u8]) -> Addresses {
+    if command_of(raw) == Command::Local {
+        return Addresses::Unspec;
+    }
+    match family_of(raw) {
+        0x11 => Addresses::Tcp4 {
+            src: v4(arr(raw, 16), port(raw, 24)),
+            dst: v4(arr(raw, 20), port(raw, 26)),
+        },
+        0x12 => Addresses::Udp4 {
+            src: v4(arr(raw, 16), port(raw, 24)),
+            dst: v4(arr(raw, 20), port(raw, 26)),
+        },
+        0x21 => Addresses::Tcp6 {
+            src: v6(arr(raw, 16), port(raw, 48)),
+            dst: v6(arr(raw, 32), port(raw, 50)),
+        },
+        0x22 => Addresses::Udp6 {
+            src: v6(arr(raw, 16), port(raw, 48)),
+            dst: v6(arr(raw, 32), port(raw, 50)),
+        },
+        f @ (0x31 | 0x32) => Addresses::Unix {
+            datagram: f == 0x32,
+            src: arr(raw, 16),
+            dst: arr(raw, 16 + UNIX_ADDR_LEN),
+        },
+        _ => Addresses::Unspec,
+    }
 }

@@ -183,6 +183,7 @@ pub use error::Error;
 pub use header::{
     Addresses, Command, Crc32cStatus, Header, OwnedHeader, UNIX_ADDR_LEN, V1Header, V2Header,
 };
+pub use header::{FIXED_LEN as V2_FIXED_LEN, SIGNATURE as V2_SIGNATURE};
 pub use policy::{ListenerPolicy, Observed, Provenance, ProxyMode, Refusal, Step};
 pub use tlv::{
     MAX_AUTHORITY_LEN, MAX_UNIQUE_ID_LEN, PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS,
@@ -194,7 +195,6 @@ pub use tlv::{
     encode_ssl_sub_tlvs,
 };
 pub use v1::MAX_V1_LEN;
-pub use v2::{FIXED_LEN as V2_FIXED_LEN, SIGNATURE as V2_SIGNATURE};
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

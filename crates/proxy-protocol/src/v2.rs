@@ -11,29 +11,9 @@
 use std::net::SocketAddr;
 
 use crate::Error;
-use crate::header::{Addresses, Command, Crc32cStatus, Header, UNIX_ADDR_LEN, V2Header, v4, v6};
+use crate::header::{Addresses, Command, Crc32cStatus, Header, V2Header, v4, v6};
+pub(crate) use crate::header::{FIXED_LEN, SIGNATURE, block_len};
 use crate::tlv;
-
-/// The 12-byte signature that opens every v2 header.
-pub const SIGNATURE: [u8; 12] = [
-    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-];
-
-/// Length of the fixed part: signature, version/command, family, length.
-pub const FIXED_LEN: usize = 16;
-
-/// The address block length of a family/transport byte, or `None` when the
-/// byte is not one of the seven the spec defines.
-#[inline]
-pub(crate) fn block_len(family: u8) -> Option<u16> {
-    match family {
-        0x00 => Some(0),
-        0x11 | 0x12 => Some(12),
-        0x21 | 0x22 => Some(36),
-        0x31 | 0x32 => Some(216),
-        _ => None,
-    }
-}
 
 /// The 16 fixed bytes of a PROXY TCP4 header, length bytes zero.
 const PROXY_TCP4: u128 = u128::from_be_bytes(fixed(0x11));
@@ -272,66 +252,6 @@ fn check_prefix(buf: &[u8]) -> Error {
     }
     Error::Incomplete {
         needed: Some(FIXED_LEN.saturating_sub(buf.len())),
-    }
-}
-
-pub(crate) fn command_of(raw: &[u8]) -> Command {
-    match raw.get(12) {
-        Some(b) if b & 0x0F == 1 => Command::Proxy,
-        _ => Command::Local,
-    }
-}
-
-fn family_of(raw: &[u8]) -> u8 {
-    raw.get(13).copied().unwrap_or(0)
-}
-
-/// The TLV area of a validated header.
-pub(crate) fn tlv_bytes_of(raw: &[u8]) -> &[u8] {
-    let block = usize::from(block_len(family_of(raw)).unwrap_or(0));
-    raw.get(FIXED_LEN + block..).unwrap_or_default()
-}
-
-#[inline]
-fn arr<const N: usize>(raw: &[u8], at: usize) -> [u8; N] {
-    raw.get(at..at + N)
-        .and_then(|s| <[u8; N]>::try_from(s).ok())
-        .unwrap_or([0; N])
-}
-
-#[inline]
-fn port(raw: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes(arr(raw, at))
-}
-
-/// The addresses of a validated header.
-pub(crate) fn addresses_of(raw: &[u8]) -> Addresses {
-    if command_of(raw) == Command::Local {
-        return Addresses::Unspec;
-    }
-    match family_of(raw) {
-        0x11 => Addresses::Tcp4 {
-            src: v4(arr(raw, 16), port(raw, 24)),
-            dst: v4(arr(raw, 20), port(raw, 26)),
-        },
-        0x12 => Addresses::Udp4 {
-            src: v4(arr(raw, 16), port(raw, 24)),
-            dst: v4(arr(raw, 20), port(raw, 26)),
-        },
-        0x21 => Addresses::Tcp6 {
-            src: v6(arr(raw, 16), port(raw, 48)),
-            dst: v6(arr(raw, 32), port(raw, 50)),
-        },
-        0x22 => Addresses::Udp6 {
-            src: v6(arr(raw, 16), port(raw, 48)),
-            dst: v6(arr(raw, 32), port(raw, 50)),
-        },
-        f @ (0x31 | 0x32) => Addresses::Unix {
-            datagram: f == 0x32,
-            src: arr(raw, 16),
-            dst: arr(raw, 16 + UNIX_ADDR_LEN),
-        },
-        _ => Addresses::Unspec,
     }
 }
 

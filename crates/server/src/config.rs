@@ -21,6 +21,10 @@ pub mod propagation;
 pub(crate) mod scan;
 pub use scan::MAX_DEPTH as MAX_CONFIG_DEPTH;
 
+/// Time allowed for one whole HTTP exchange: the most `login_limits.body_timeout` can be
+/// (the HTTP layer ends the exchange there).
+pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Errors of configuration loading and of the `ca init` / `user add` edits.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -400,7 +404,7 @@ impl RawLoginLimits {
                 "body_timeout",
                 self.body_timeout,
                 d.body_timeout,
-                crate::http::CONNECTION_TIMEOUT,
+                CONNECTION_TIMEOUT,
             )?,
         })
     }

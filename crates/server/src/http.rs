@@ -31,8 +31,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a request body once the head has arrived (408
 /// `body_timeout` beyond it), unless the caller sets its own.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time allowed for one whole HTTP exchange.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for one whole HTTP exchange (defined beside the settings it bounds).
+pub use crate::config::CONNECTION_TIMEOUT;
 
 /// The response body type.
 pub type Body = Full<Bytes>;

@@ -359,7 +359,7 @@ async fn start_inner(
             Some(_) => format!("listeners[{i}].propagation.trusted_ca"),
             None => "ca.tls_cert".to_owned(),
         };
-        crate::propagation::serve::arm(&state, &lcfg).map_err(in_field(ca_field))?;
+        let signed = crate::propagation::serve::arm(&state, &lcfg).map_err(in_field(ca_field))?;
         let acceptor = TlsAcceptor::from(match lcfg.kind {
             ListenerKind::Login => login_tls.clone(),
             ListenerKind::Tls => access_tls.clone(),
@@ -368,7 +368,8 @@ async fn start_inner(
                 if lcfg.propagation.is_some() {
                     listeners.push((lcfg.kind, bound));
                     let st = state.clone();
-                    let serve = crate::propagation::serve::ssh_loop(service, socket, lcfg, st);
+                    let serve =
+                        crate::propagation::serve::ssh_loop(service, socket, lcfg, st, signed);
                     tasks.push(tokio::spawn(serve));
                     continue;
                 }
@@ -385,14 +386,17 @@ async fn start_inner(
                     .map_err(in_field(format!("listeners[{i}].forward")))?;
                 listeners.push((lcfg.kind, bound));
                 let st = state.clone();
-                let serve = crate::propagation::serve::forward_loop(socket, lcfg, target, st);
+                let serve =
+                    crate::propagation::serve::forward_loop(socket, lcfg, target, st, signed);
                 tasks.push(tokio::spawn(serve));
                 continue;
             }
         });
         listeners.push((lcfg.kind, bound));
         let state = state.clone();
-        tasks.push(tokio::spawn(accept_loop(socket, lcfg, acceptor, state)));
+        tasks.push(tokio::spawn(accept_loop(
+            socket, lcfg, acceptor, state, signed,
+        )));
     }
     Ok(Running {
         listeners,
@@ -429,22 +433,23 @@ async fn accept_loop(
     lcfg: ListenerConfig,
     acceptor: TlsAcceptor,
     state: Arc<State>,
+    signed: Option<crate::propagation::serve::Armed>,
 ) {
-    // The listener's PROXY policy, made once (its trusted proxies and endpoints are
-    // not copied for each connection).
-    let policy = Arc::new(crate::accept::listener_policy(&lcfg));
+    // The listener's PROXY policy and verifier, made once (its trusted proxies and
+    // endpoints are not copied for each connection).
+    let observing = Arc::new(crate::observe::Observing::new(&lcfg, signed));
     let lcfg = Arc::new(lcfg);
     let listen = lcfg.listen;
     let handshakes = Arc::new(crate::shed::Shedder::new(state.max_handshakes));
     bounded_accept(socket, listen, move |tcp, peer, pending_slot, slots| {
         let (lcfg, acceptor, state) = (lcfg.clone(), acceptor.clone(), state.clone());
-        let (handshakes, policy) = (handshakes.clone(), policy.clone());
+        let (handshakes, observing) = (handshakes.clone(), observing.clone());
         async move {
             let stage = Stages {
                 pending_slot,
                 handshakes,
                 slots,
-                policy,
+                observing,
             };
             handle_connection(tcp, peer, lcfg, acceptor, state, stage).await;
         }
@@ -460,8 +465,8 @@ struct Stages {
     handshakes: Arc<crate::shed::Shedder>,
     /// One is taken once the handshake is done.
     slots: Arc<tokio::sync::Semaphore>,
-    /// The listener's PROXY policy.
-    policy: Arc<ippin_proxy_protocol::ListenerPolicy>,
+    /// The listener's PROXY policy and verifier.
+    observing: Arc<crate::observe::Observing>,
 }
 
 async fn handle_connection(
@@ -491,7 +496,7 @@ async fn handle_connection(
         Some(slot) => slot,
         None => None,
     };
-    let (observed, stream) = match observe(tcp, peer, local, &lcfg, &stage.policy).await {
+    let (observed, stream) = match observe(tcp, peer, local, &lcfg, &stage.observing).await {
         Ok(x) => x,
         Err(refused) => {
             tracing::info!(

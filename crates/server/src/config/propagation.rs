@@ -90,8 +90,6 @@ pub struct PropagationConfig {
     /// How many front → inner connection 4-tuples the replay state
     /// remembers (see [`ippin_propagation::replay`]).
     pub replay_capacity: usize,
-    /// The verifier, armed when the server starts the listener.
-    pub runtime: crate::propagation::runtime::Runtime,
 }
 
 /// The YAML shape of `forward:`.
@@ -276,7 +274,6 @@ pub fn check_listener(
                 window,
                 trusted_ca: p.trusted_ca.map(resolve),
                 replay_capacity,
-                runtime: crate::propagation::runtime::Runtime::default(),
             })
         }
     };

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use super::{Error, GrantSchedule, Link, Verifier, WriteHeader};
 use crate::accept::Refused;
+use crate::config::ListenerConfig;
 use ippin_access::signed::{SeqStep, buffer_limit, step};
 
 /// How long a front waits for its upstream to accept the connection.
@@ -348,6 +349,44 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<'_, S> {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
+}
+
+/// The PROXY stage of a listener with `propagation`: the header sequence
+/// with signed headers (see `ippin_access::signed::step`).
+///
+/// # Errors
+/// [`Refused`] with the reason code (`propagation_unavailable` when the
+/// listener was not armed).
+pub async fn accept_listener<S>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    lcfg: &ListenerConfig,
+    policy: &pp::ListenerPolicy,
+    signed: Option<&super::runtime::Armed>,
+) -> Result<(ObservedAddr, ippin_proxy_protocol::PrefixedStream<S>), Refused>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let armed = signed
+        .filter(|_| lcfg.propagation.is_some())
+        .ok_or_else(|| {
+            Refused::new(
+                "propagation_unavailable",
+                "propagation_unavailable: this listener's verifier is not set up",
+            )
+        })?;
+    let clock = armed.clock.clone();
+    accept_propagated(
+        stream,
+        peer,
+        local,
+        policy,
+        &armed.verifier,
+        lcfg.header_timeout,
+        move || unix(clock()),
+    )
+    .await
 }
 
 #[cfg(test)]

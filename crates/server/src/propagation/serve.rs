@@ -7,18 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ippin_access::lockout::PeerPlaces;
-use ippin_policy::ObservedAddr;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::net::{ForwardTarget, accept_propagated, dial_and_sign, relay, unix};
+use super::net::{ForwardTarget, accept_listener, dial_and_sign, relay, unix};
 use super::{GrantSchedule, Signer, TrustAnchor, Verifier};
-use crate::accept::Refused;
 use crate::audit::AuditEvent;
 use crate::config::{ListenerConfig, read_bounded};
 use crate::listen::bounded_accept;
 use crate::state::{ServerError, State};
 
-pub use super::runtime::{Armed, Runtime};
+pub use super::runtime::Armed;
 
 fn load_error(file: &std::path::Path, message: impl std::fmt::Display) -> ServerError {
     ServerError::Tls {
@@ -27,15 +25,15 @@ fn load_error(file: &std::path::Path, message: impl std::fmt::Display) -> Server
     }
 }
 
-/// Arms the verifier of `lcfg` (when it has `propagation`): reads the
+/// The verifier of `lcfg` (when it has `propagation`): reads the
 /// trusted CA (the cluster CA unless `trusted_ca` is set); the static key
 /// was read with the configuration.
 ///
 /// # Errors
 /// [`ServerError`] when the CA file cannot be read or used.
-pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<(), ServerError> {
+pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<Option<Armed>, ServerError> {
     let Some(p) = &lcfg.propagation else {
-        return Ok(());
+        return Ok(None);
     };
     let ca_file = p
         .trusted_ca
@@ -56,50 +54,10 @@ pub fn arm(state: &State, lcfg: &ListenerConfig) -> Result<(), ServerError> {
         p.replay_capacity,
     )
     .started_at(unix((state.clock)()).saturating_sub(1));
-    let _ = p.runtime.0.set(Armed {
+    Ok(Some(Armed {
         verifier: Arc::new(verifier),
         clock: state.clock.clone(),
-    });
-    Ok(())
-}
-
-/// The PROXY stage of a listener with `propagation`: the header sequence
-/// with signed headers (see `ippin_access::signed::step`).
-///
-/// # Errors
-/// [`Refused`] with the reason code (`propagation_unavailable` when the
-/// listener was not armed).
-pub async fn accept<S>(
-    stream: S,
-    peer: SocketAddr,
-    local: SocketAddr,
-    lcfg: &ListenerConfig,
-) -> Result<(ObservedAddr, ippin_proxy_protocol::PrefixedStream<S>), Refused>
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
-    let armed = lcfg
-        .propagation
-        .as_ref()
-        .and_then(|p| p.runtime.get())
-        .ok_or_else(|| {
-            Refused::new(
-                "propagation_unavailable",
-                "propagation_unavailable: this listener's verifier is not set up",
-            )
-        })?;
-    let policy = crate::accept::listener_policy(lcfg);
-    let clock = armed.clock.clone();
-    accept_propagated(
-        stream,
-        peer,
-        local,
-        &policy,
-        &armed.verifier,
-        lcfg.header_timeout,
-        move || unix(clock()),
-    )
-    .await
+    }))
 }
 
 fn audit(state: &State, event: &AuditEvent) -> bool {
@@ -159,9 +117,11 @@ pub async fn forward_loop(
     lcfg: ListenerConfig,
     target: ForwardTarget,
     state: Arc<State>,
+    signed: Option<Armed>,
 ) {
     let listen = lcfg.listen;
     let forwarding = Arc::new(Forwarding {
+        observing: crate::observe::Observing::new(&lcfg, signed),
         lcfg,
         target,
         young: PeerPlaces::new(MAX_YOUNG_RELAYS_PER_PEER),
@@ -179,6 +139,8 @@ pub async fn forward_loop(
 /// relays.
 struct Forwarding {
     lcfg: ListenerConfig,
+    /// The listener's PROXY policy and verifier.
+    observing: crate::observe::Observing,
     target: ForwardTarget,
     young: PeerPlaces,
 }
@@ -205,6 +167,7 @@ async fn forward_one(
 ) {
     let Forwarding {
         lcfg,
+        observing,
         target,
         young,
     } = forwarding;
@@ -216,8 +179,7 @@ async fn forward_one(
     // The same observation as every other listener: a forward listener with `propagation`
     // verifies a signed header from the front before it (fronts chained), and never reads
     // one as an unsigned header.
-    let policy = crate::accept::listener_policy(lcfg);
-    let accepted = crate::observe::observe(tcp, peer, Some(local), lcfg, &policy).await;
+    let accepted = crate::observe::observe(tcp, peer, Some(local), lcfg, observing).await;
     let (observed, stream) = match accepted {
         Ok(x) => x,
         Err(refused) => {
@@ -327,7 +289,9 @@ pub async fn ssh_loop(
     socket: TcpListener,
     lcfg: ListenerConfig,
     state: Arc<State>,
+    signed: Option<Armed>,
 ) {
+    let observing = Arc::new(crate::observe::Observing::new(&lcfg, signed));
     let lcfg = Arc::new(lcfg);
     let listen = lcfg.listen;
     // As `SshService::serve_listener`: the accept loop bounds the header stage; past it the
@@ -336,11 +300,20 @@ pub async fn ssh_loop(
     // there, with no deadline, let stalled connections hold every slot and queue the rest).
     bounded_accept(socket, listen, move |tcp, peer, pending_slot, _slots| {
         let (service, lcfg, state) = (service.clone(), lcfg.clone(), state.clone());
+        let observing = observing.clone();
         async move {
             let Ok(local) = tcp.local_addr() else {
                 return;
             };
-            let accepted = accept(tcp, peer, local, &lcfg).await;
+            let accepted = accept_listener(
+                tcp,
+                peer,
+                local,
+                &lcfg,
+                &observing.policy,
+                observing.signed.as_ref(),
+            )
+            .await;
             drop(pending_slot);
             match accepted {
                 Ok((observed, stream)) => {
