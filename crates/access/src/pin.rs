@@ -76,7 +76,7 @@ pub fn x509_cert_pin(cert: &x509_cert::Certificate) -> CertPin {
 /// This reads the option only; it does not validate the certificate (CA, signature, window,
 /// principal): [`crate::ssh::authorize`] does all of that.
 ///
-/// A pin bound to a private endpoint (extension `pinned-endpoint@ippin`) is
+/// A pin bound to a private endpoint (critical option `pinned-endpoint@ippin`) is
 /// [`CertPin::Invalid`] here: read such certificates with [`ssh_pin_at`].
 pub fn ssh_pin(cert: &SshCertificate) -> CertPin {
     match ssh_pin_at(cert) {

@@ -235,7 +235,7 @@ pub enum Error {
     },
 
     /// The pin is bound to a private endpoint (the X.509 extension 1.3.9999.1.9.3, the SSH
-    /// extension `pinned-endpoint@ippin`), and the caller asked for the pin alone, which would
+    /// critical option `pinned-endpoint@ippin`), and the caller asked for the pin alone, which would
     /// drop the binding: read it with the functions that return both (`x509::pin_at`,
     /// `x509::pin_fast_at`, the `pinned_endpoint` fields).
     #[error(

@@ -36,16 +36,28 @@ pub const SOURCE_ADDRESS: &str = "source-address";
 pub const VERIFY_REQUIRED: &str = "verify-required";
 /// Extension (Teleport's): the IP the user logged in from; informational.
 pub const LOGIN_IP: &str = "login-ip";
-/// Extension (ippin's): the private endpoint (AWS VPC endpoint, Azure Private Link, GCP
-/// Private Service Connect) the pin was issued through, named as
+/// Critical option (ippin's): the private endpoint (AWS VPC endpoint, Azure Private Link,
+/// GCP Private Service Connect) the pin was issued through, named as
 /// [`crate::x509::is_endpoint_name`] says. Only beside `source-address`. ippin's services
-/// take the pin only through the same endpoint; sshd ignores the extension (it sees clients
-/// directly, never through an endpoint) and checks `source-address` alone.
+/// take the pin only through the same endpoint. A critical option, not an extension: private
+/// addresses are not unique across networks, and an sshd that ignored the binding would take
+/// the pin from any host given the pinned address in its own network; OpenSSH refuses a
+/// certificate with a critical option it does not know, so a bound certificate is refused by
+/// stock sshd and used only where the endpoint is checked.
 pub const PINNED_ENDPOINT: &str = "pinned-endpoint@ippin";
 /// The critical options ippin recognises; any other refuses the
 /// certificate (PROTOCOL.certkeys: unrecognised critical options must
 /// cause the certificate to be refused).
-pub const RECOGNISED_CRITICAL_OPTIONS: [&str; 3] = [FORCE_COMMAND, SOURCE_ADDRESS, VERIFY_REQUIRED];
+pub const RECOGNISED_CRITICAL_OPTIONS: [&str; 4] = [
+    FORCE_COMMAND,
+    SOURCE_ADDRESS,
+    VERIFY_REQUIRED,
+    PINNED_ENDPOINT,
+];
+/// The suffix of ippin's own option and extension names. An extension with it that this
+/// version does not know refuses the certificate: a field a later version adds to narrow a
+/// certificate is not dropped by an older reader (fail closed across versions).
+pub const IPPIN_NAME_SUFFIX: &str = "@ippin";
 
 /// Extension names of the flag permissions.
 const PERMIT_X11: &str = "permit-X11-forwarding";
@@ -250,7 +262,7 @@ impl SshCa {
                 b.extension(LOGIN_IP, ip.to_string())?;
             }
             if let (Some(_), Some(name)) = (&source_address, &req.endpoint) {
-                b.extension(PINNED_ENDPOINT, name.clone())?;
+                b.critical_option(PINNED_ENDPOINT, name.clone())?;
             }
             for (name, on) in req.permissions.flags() {
                 if on {
@@ -625,7 +637,7 @@ pub struct ValidatedSshCert {
     pub valid_before: u64,
     /// The `source-address` list, when present.
     pub source_address: Option<SourceAddress>,
-    /// The private endpoint the pin is bound to (extension [`PINNED_ENDPOINT`]), when
+    /// The private endpoint the pin is bound to (critical option [`PINNED_ENDPOINT`]), when
     /// present: a pin check must compare it with the endpoint the client came through.
     pub pinned_endpoint: Option<String>,
     /// The `login-ip` extension, when present (informational, never a pin).
@@ -876,8 +888,9 @@ fn check_ca_algorithm(cert: &Certificate) -> Result<()> {
 /// (`force-command`, `source-address`, `verify-required`) and well formed
 /// (`source-address` strictly, see [`SourceAddress`]; `verify-required`
 /// without data), and that the `login-ip` extension, when present, is a
-/// canonical IP. Unknown extensions are ignored, as sshd ignores them;
-/// known flag extensions must not carry data.
+/// canonical IP. Unknown extensions are ignored, as sshd ignores them, except ippin's own
+/// (names ending [`IPPIN_NAME_SUFFIX`]), which refuse the certificate; known flag extensions
+/// must not carry data.
 ///
 /// The CA key must be Ed25519 or ECDSA with a signature of the same
 /// algorithm (RSA, DSA, FIDO and nested-certificate CA keys are refused,
@@ -948,7 +961,7 @@ pub fn validate_user_cert(cert: &Certificate, v: &SshValidation<'_>) -> Result<V
 pub struct SshOptions {
     /// The `source-address` list, when present.
     pub source_address: Option<SourceAddress>,
-    /// The private endpoint the pin is bound to (extension [`PINNED_ENDPOINT`]), when
+    /// The private endpoint the pin is bound to (critical option [`PINNED_ENDPOINT`]), when
     /// present: a pin check must compare it with the endpoint the client came through.
     pub pinned_endpoint: Option<String>,
     /// The `login-ip` extension, when present (informational, never a pin).
@@ -1013,6 +1026,15 @@ fn check_options(cert: &Certificate) -> Result<SshOptions> {
                 }
                 out.verify_required = true;
             }
+            PINNED_ENDPOINT => {
+                if !crate::x509::is_endpoint_name(data) {
+                    return Err(critical(
+                        name,
+                        "not an endpoint name (1 to 32 lowercase letters, digits, `-` and `:`)",
+                    ));
+                }
+                out.pinned_endpoint = Some(data.clone());
+            }
             _ => {
                 return Err(Error::SshUnknownCriticalOption {
                     name: crate::error::shown(name),
@@ -1032,17 +1054,6 @@ fn check_options(cert: &Certificate) -> Result<SshOptions> {
                 out.login_ip = Some(parse_canonical_reason(data).map_err(|r| extension(name, r))?);
                 continue;
             }
-            PINNED_ENDPOINT => {
-                if !crate::x509::is_endpoint_name(data) {
-                    return Err(extension(
-                        name,
-                        "not an endpoint name (1 to 32 lowercase letters, digits, `-` and `:`)"
-                            .to_owned(),
-                    ));
-                }
-                out.pinned_endpoint = Some(data.clone());
-                continue;
-            }
             PERMIT_X11 => &mut p.x11_forwarding,
             PERMIT_AGENT => &mut p.agent_forwarding,
             PERMIT_PORT => &mut p.port_forwarding,
@@ -1057,6 +1068,13 @@ fn check_options(cert: &Certificate) -> Result<SshOptions> {
                     "NUL character in the extension name".into(),
                 ));
             }
+            // A later version's field, narrowing the certificate: not ignored.
+            _ if name.ends_with(IPPIN_NAME_SUFFIX) => {
+                return Err(extension(
+                    name,
+                    "an ippin extension this version does not know".into(),
+                ));
+            }
             _ => continue,
         };
         if !data.is_empty() {
@@ -1068,9 +1086,9 @@ fn check_options(cert: &Certificate) -> Result<SshOptions> {
         *flag = true;
     }
     if out.pinned_endpoint.is_some() && out.source_address.is_none() {
-        return Err(extension(
+        return Err(critical(
             PINNED_ENDPOINT,
-            "a private endpoint without the pin it binds (`source-address`)".into(),
+            "a private endpoint without the pin it binds (`source-address`)",
         ));
     }
     Ok(out)

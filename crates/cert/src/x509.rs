@@ -90,7 +90,7 @@ pub const LOGIN_IP_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.999
 pub const PINNED_ENDPOINT_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.9999.1.9.3");
 
 /// Whether `name` is a private endpoint's name as certificates carry it
-/// ([`PINNED_ENDPOINT_OID`], and the SSH extension `pinned-endpoint@ippin`): 1 to 32 bytes of
+/// ([`PINNED_ENDPOINT_OID`], and the SSH critical option `pinned-endpoint@ippin`): 1 to 32 bytes of
 /// lowercase ASCII letters, digits, `-` and `:`.
 pub fn is_endpoint_name(name: &str) -> bool {
     (1..=32).contains(&name.len())

@@ -223,6 +223,16 @@ impl<'a> PinState<'a> {
             "1.3.9999.1.9.1"
         } else if is_endpoint {
             "1.3.9999.1.9.3"
+        } else if oid.len() > PINNED_IP_OID.as_bytes().len()
+            && oid.starts_with(PINNED_IP_OID.as_bytes())
+        {
+            // Under ippin's arc, unknown to this version: a field a later version adds to
+            // narrow a certificate is not dropped by an older reader (fail closed across
+            // versions).
+            return Err(Error::ExtensionValue {
+                oid: dotted(oid),
+                reason: "an ippin extension this version does not know".to_owned(),
+            });
         } else {
             return Ok(());
         };

@@ -980,9 +980,11 @@ fn nested_certificates_are_refused_before_they_are_decoded() {
         .expect("no stack overflow");
 }
 
-/// The extension `pinned-endpoint@ippin`: written beside `source-address`, read by
+/// The critical option `pinned-endpoint@ippin`: written beside `source-address` (a critical
+/// option, so that stock sshd, which cannot check it, refuses the certificate), read by
 /// validation and `read_options`; `pinned_ip` refuses a bound pin rather than drop the
-/// binding; a name outside the charset, or an endpoint without `source-address`, is refused.
+/// binding; a name outside the charset, an endpoint without `source-address`, or the binding
+/// as an extension (an sshd would ignore it) is refused.
 #[test]
 fn a_pin_bound_to_an_endpoint_is_written_read_and_never_dropped() {
     use ippin_cert::ssh::{PINNED_ENDPOINT, read_options};
@@ -997,6 +999,14 @@ fn a_pin_bound_to_an_endpoint_is_written_read_and_never_dropped() {
         .build()
         .unwrap();
     let cert = ca.issue(&req, &mut rng()).unwrap();
+    assert!(
+        cert.critical_options()
+            .iter()
+            .any(|(k, v)| k == PINNED_ENDPOINT && v == "vpce-0123456789abcdef0"),
+        "{:?}",
+        cert.critical_options()
+    );
+    assert!(cert.extensions().iter().all(|(k, _)| k != PINNED_ENDPOINT));
     let valid = validate(&cert, &ca, "alice", NOW).unwrap();
     assert_eq!(
         valid.pinned_endpoint.as_deref(),
@@ -1058,22 +1068,53 @@ fn a_pin_bound_to_an_endpoint_is_written_read_and_never_dropped() {
     );
 
     // Crafted: refused by validation and by `read_options`.
-    for (pin, name) in [
-        (true, "VPCE-1"),
-        (true, ""),
-        (true, "vpce-1\0"),
-        (false, "vpce-1"),
+    for (pin, name, as_extension) in [
+        (true, "VPCE-1", false),
+        (true, "", false),
+        (true, "vpce-1\0", false),
+        (false, "vpce-1", false),
+        (true, "vpce-1", true),
     ] {
         let cert = raw_cert(&key, |b| {
             if pin {
                 b.critical_option("source-address", "10.0.0.5/32").unwrap();
             }
-            b.extension(PINNED_ENDPOINT, name).unwrap();
+            if as_extension {
+                b.extension(PINNED_ENDPOINT, name).unwrap();
+            } else {
+                b.critical_option(PINNED_ENDPOINT, name).unwrap();
+            }
         });
         assert!(read_options(&cert).is_err(), "{pin} {name:?}");
         assert!(
             validate(&cert, &ca, "alice", NOW).is_err(),
             "{pin} {name:?}"
+        );
+    }
+}
+
+/// An extension of ippin's that this version does not know (a later version's narrowing
+/// field) refuses the certificate; another party's unknown extension is ignored, as sshd
+/// ignores it.
+#[test]
+fn an_unknown_ippin_extension_refuses_the_certificate() {
+    use ippin_cert::ssh::read_options;
+    let (ca, key) = ca_and_key();
+    for (name, refused) in [
+        ("future-limit@ippin", true),
+        ("@ippin", true),
+        ("vendor-note@example.com", false),
+        ("ippin", false),
+    ] {
+        let cert = raw_cert(&key, |b| {
+            b.critical_option("source-address", "10.0.0.5/32").unwrap();
+            b.extension(name, "1").unwrap();
+        });
+        assert_eq!(read_options(&cert).is_err(), refused, "{name}");
+        assert_eq!(
+            validate(&cert, &ca, "alice", NOW).is_err(),
+            refused,
+            "{name}"
         );
     }
 }

@@ -640,6 +640,59 @@ fn duplicate_extensions_of_any_oid_are_refused_by_both() {
     assert_eq!(both(&crafted(&ca, &[], &dup)), Err("duplicate_extension"));
 }
 
+/// An extension under ippin's arc (1.3.9999.1.9.*) that this version does not know (a
+/// later version's narrowing field) refuses the certificate, by the fast path and the full
+/// decode alike, critical or not, pinned or not; other unknown extensions are ignored, and
+/// the arc's own OID with a sibling (1.3.9999.1.90) is not under it.
+#[test]
+fn an_unknown_extension_under_ippins_arc_is_refused_by_both() {
+    let ca = ca();
+    let pin = ext(PIN, None, &printable("10.0.0.1"));
+    for (name, exts, refused) in [
+        (
+            "1.3.9999.1.9.99 beside a pin",
+            vec![pin.clone(), ext("1.3.9999.1.9.99", None, &[0x05, 0x00])],
+            true,
+        ),
+        (
+            "1.3.9999.1.9.4.1, unpinned",
+            vec![ext("1.3.9999.1.9.4.1", None, &[0x05, 0x00])],
+            true,
+        ),
+        (
+            "1.3.9999.1.9.7, critical",
+            vec![
+                pin.clone(),
+                ext("1.3.9999.1.9.7", Some(true), &[0x05, 0x00]),
+            ],
+            true,
+        ),
+        (
+            "1.3.9999.1.90",
+            vec![pin.clone(), ext("1.3.9999.1.90", None, &[0x05, 0x00])],
+            false,
+        ),
+        (
+            "1.3.9999.1.8.1",
+            vec![pin.clone(), ext("1.3.9999.1.8.1", None, &[0x05, 0x00])],
+            false,
+        ),
+    ] {
+        let der = crafted(&ca, &[], &exts);
+        if refused {
+            assert_eq!(both(&der), Err("extension_value"), "{name}");
+            assert_eq!(
+                client_identity(&der).unwrap_err().code(),
+                "extension_value",
+                "{name}"
+            );
+        } else {
+            assert_eq!(both(&der), Ok(Some(ip("10.0.0.1"))), "{name}");
+            assert!(client_identity(&der).is_ok(), "{name}");
+        }
+    }
+}
+
 #[test]
 fn version_unique_ids_and_empty_extensions() {
     let ca = ca();

@@ -613,6 +613,14 @@ fn a_misspelt_or_misplaced_key_is_refused() {
         ("  allow:\n    Logins: [deploy]\n", "spec.allow.Logins"),
         ("  options:\n    logins: [root]\n", "spec.options.logins"),
         (
+            "  options:\n    pin_source_ip: true\n    pin_source_port: true\n",
+            "spec.options.pin_source_port",
+        ),
+        (
+            "  options:\n    ippin_max_renewals: 3\n",
+            "spec.options.ippin_max_renewals",
+        ),
+        (
             "  allow:\n    pin_source_ip: true\n",
             "spec.allow.pin_source_ip",
         ),

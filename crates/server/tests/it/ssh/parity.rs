@@ -78,6 +78,19 @@ async fn same_outcomes_as_sshd_ipv4_and_ipv6() {
     let wrong_principal = ca.issue("wp", "nobody-here", Some(ip("127.0.0.1")));
     let expired = ca.keygen_issue("ex", "root", &["-V", "20200101:20200102"]);
     let critical = ca.keygen_issue("cr", "root", &["-O", "critical:ippin-test@example.com=x"]);
+    // A pin bound to a private endpoint, used from the pinned address without the endpoint
+    // (a host given that address in sshd's network): the binding is a critical option, so
+    // sshd refuses it as ippin does.
+    let bound = ca.keygen_issue(
+        "bd",
+        "root",
+        &[
+            "-O",
+            "source-address=127.0.0.1/32",
+            "-O",
+            "critical:pinned-endpoint@ippin=vpce-0123456789abcdef0",
+        ],
+    );
 
     // (name, identity, from, expected allowed)
     let cases: Vec<(&str, &Identity, &str, bool)> = vec![
@@ -114,6 +127,12 @@ async fn same_outcomes_as_sshd_ipv4_and_ipv6() {
         ("wrong principal", &wrong_principal, "127.0.0.1", false),
         ("expired", &expired, "127.0.0.1", false),
         ("unknown critical option", &critical, "127.0.0.1", false),
+        (
+            "bound to an endpoint, from its address",
+            &bound,
+            "127.0.0.1",
+            false,
+        ),
     ];
     let mut mismatches = Vec::new();
     for (name, id, from, expected) in cases {
