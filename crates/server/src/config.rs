@@ -775,7 +775,38 @@ impl Config {
         let text = read_bounded(path, MAX_CONFIG_BYTES)?;
         let config = Config::parse(path, &text)?;
         config.check_roles(&text)?;
+        config.check_hashes_private(path)?;
         Ok(config)
+    }
+
+    /// Refuses a configuration holding password hashes that group or others may read: a
+    /// hash is a secret (it can be guessed against offline), kept 0600 like the keys.
+    fn check_hashes_private(&self, path: &Path) -> Result<(), ConfigError> {
+        #[cfg(unix)]
+        if !self.users.is_empty() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|source| ConfigError::Io {
+                    file: path.to_path_buf(),
+                    action: "read",
+                    source,
+                })?
+                .permissions()
+                .mode()
+                & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(ConfigError::Invalid {
+                    file: path.to_path_buf(),
+                    line: self.file_fields.get("users").copied().unwrap_or(0),
+                    field: "users".into(),
+                    message: format!(
+                        "the file holds password hashes and group or others may read it \
+                         (mode {mode:04o}); make it 0600 (chmod 600)"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Parses configuration `text` as if read from `path`, without reading

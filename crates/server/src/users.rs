@@ -112,8 +112,9 @@ impl<R: BufRead> TakeLine for R {
 /// Adds user `name` with `roles` to the configuration at `path`, with a
 /// password hash; the edited file is validated before it replaces the old
 /// one: written to a new temporary file (random name, created exclusively, so
-/// nothing planted at that name is followed) with the configuration's mode,
-/// synced, then renamed over it ([`crate::files::replace`]).
+/// nothing planted at that name is followed) with the configuration's mode
+/// less what group and others had (the file holds password hashes: at most
+/// 0700), synced, then renamed over it ([`crate::files::replace`]).
 pub fn add_user(path: &Path, name: &str, roles: &[String], hash: &str) -> Result<(), ConfigError> {
     let new_text = checked_text_with_user(path, name, roles, hash)?;
     let io = |action, source| ConfigError::Io {
@@ -129,7 +130,7 @@ pub fn add_user(path: &Path, name: &str, roles: &[String], hash: &str) -> Result
                 .map_err(|e| io("read", e))?
                 .permissions()
                 .mode()
-                & 0o7777
+                & 0o7700
         }
         #[cfg(not(unix))]
         0o600
@@ -202,6 +203,27 @@ pub fn add_command(path: &Path, name: &str, roles: &[String]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configuration with password hashes is the owner's alone: `user add` takes group
+    /// and others' bits away from a file that had them, and `Config::load` refuses one that
+    /// group or others may read.
+    #[test]
+    fn password_hashes_are_kept_from_group_and_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::ca::init(dir.path()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let hash = hash_password_light("pw").unwrap();
+        add_user(&path, "alice", &[], &hash).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert!(crate::config::Config::load(&path).is_ok());
+        for open in [0o640, 0o604, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(open)).unwrap();
+            let e = crate::config::Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains("password hashes"), "{open:o}: {e}");
+        }
+    }
 
     #[test]
     fn hash_then_verify() {
