@@ -149,6 +149,29 @@ fn session_owner(name: &str) -> Option<(u32, u64)> {
 /// ours ([`session_owner`]) are left alone. Returns the paths removed; errors are the
 /// cgroups that could not be. Every orphan is told to die first, then each is waited for.
 pub(crate) fn reap_orphans(parent: &Path, timeout: Duration) -> (Vec<PathBuf>, Vec<Error>) {
+    reap(parent, timeout, |pid, start| start_time(pid) != Some(start))
+}
+
+/// Kills and removes the session cgroups under `parent` that `owner` (an [`owner_tag`]) made:
+/// a server that stops ends its sessions, wherever their parent is (outside the service's own
+/// cgroup, nothing else would).
+pub(crate) fn reap_owned(
+    parent: &Path,
+    owner: &str,
+    timeout: Duration,
+) -> (Vec<PathBuf>, Vec<Error>) {
+    reap(parent, timeout, |pid, start| {
+        format!("{pid}.{start}") == owner
+    })
+}
+
+/// Kills and removes the session cgroups under `parent` whose owner `pick` picks (named as
+/// ours: [`session_owner`]).
+fn reap(
+    parent: &Path,
+    timeout: Duration,
+    pick: impl Fn(u32, u64) -> bool,
+) -> (Vec<PathBuf>, Vec<Error>) {
     let mut removed = Vec::new();
     let mut failed = Vec::new();
     let Ok(entries) = fs::read_dir(parent) else {
@@ -160,7 +183,7 @@ pub(crate) fn reap_orphans(parent: &Path, timeout: Duration) -> (Vec<PathBuf>, V
         let Some((pid, start)) = name.to_str().and_then(session_owner) else {
             continue;
         };
-        if start_time(pid) == Some(start) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if !pick(pid, start) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let path = entry.path();

@@ -78,6 +78,16 @@ impl Enforcer {
         &self.parent
     }
 
+    /// Ends every session this enforcer made that is still there (kills its processes,
+    /// removes its cgroup): for a server that stops. Without it, sessions under a parent
+    /// outside the service's own cgroup would run on, held to the policy of then, until the
+    /// next server on the parent ends them. Returns how many were ended and how many could
+    /// not be (processes stuck in the kernel).
+    pub fn end_sessions(&self) -> (usize, usize) {
+        let (removed, failed) = cgroup::reap_owned(&self.parent, &self.owner, TEARDOWN);
+        (removed.len(), failed.len())
+    }
+
     /// One line on what is in force, for a server to log at start:
     /// `eBPF connect4/connect6/sendmsg4/sendmsg6 on session cgroups under
     /// /sys/fs/cgroup/ippin; policy: 2 allow, 1 deny rules; protected endpoints: 2; observe:

@@ -510,6 +510,33 @@ pub(crate) fn check_own_folder(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads the file `name` of the identity folder `dir` (what `ippin login` wrote), refusing
+/// one that is not this user's alone: a folder others control ([`check_own_folder`]), a
+/// symbolic link, a file another user owns or group or others may write, and (`private`, a
+/// key) one they may read. Whoever could plant the key and certificate would have this
+/// user act under their identity (`ippin ctl`'s changes made, and audited, as theirs).
+pub(crate) fn read_identity_file(dir: &Path, name: &str, private: bool) -> Result<String, String> {
+    check_own_folder(dir)?;
+    let f = dir.join(name);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
+        let open = if private { 0o077 } else { 0o022 };
+        if !meta.is_file() || owner != nix::unistd::geteuid().as_raw() || mode & open != 0 {
+            return Err(format!(
+                "{}: not a file of this user's that no one else may {} (owner uid {owner}, \
+                 mode {mode:04o}); run `ippin login --out {}` again",
+                f.display(),
+                if private { "read or write" } else { "write" },
+                dir.display()
+            ));
+        }
+    }
+    crate::config::read_bounded(&f, crate::config::MAX_CONFIG_BYTES).map_err(|e| e.to_string())
+}
+
 /// How long [`save`] waits for another login writing into the same folder.
 const SAVE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 

@@ -277,8 +277,11 @@ impl Target {
             host,
             port,
             ca_pem: read(ca)?,
-            cert_pem: read(&args.identity.join("ippin_tls.pem"))?,
-            key_pem: read(&args.identity.join("ippin_tls.key"))?,
+            // The identity folder and its files must be this user's alone (as for `ippin
+            // ssh`): a certificate and key planted by another user would make every change
+            // theirs.
+            cert_pem: client::read_identity_file(&args.identity, "ippin_tls.pem", false)?,
+            key_pem: client::read_identity_file(&args.identity, "ippin_tls.key", true)?,
         })
     }
 

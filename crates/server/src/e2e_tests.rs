@@ -555,15 +555,15 @@ async fn ca_init_and_user_add_make_a_working_server() {
 
     let config = Config::load(&path).unwrap();
     // The password hashes are the owner's alone (`ca init` writes 0600); readable by others,
-    // `serve` says so at start.
+    // the configuration is refused.
     assert!(server::startup_warnings(&config).is_empty());
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let w = server::startup_warnings(&config);
+        let e = Config::load(&path).unwrap_err().to_string();
         assert!(
-            w.len() == 1 && w[0].contains("password hashes") && w[0].contains("chmod 600"),
-            "{w:?}"
+            e.contains("password hashes") && e.contains("chmod 600"),
+            "{e}"
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
@@ -623,6 +623,33 @@ fn unspecified_listeners_are_warned_about() {
     // Every peer a proxy: this host's addresses too, with what that means for its users.
     assert!(w[2].starts_with("WARNING: listener 1 (login"), "{}", w[2]);
     assert!(w[2].contains("holds addresses of this host"), "{}", w[2]);
+}
+
+/// etcd reached without a client certificate (clear text on loopback, or TLS without
+/// `cert`) is named at start: any local process can write the fleet's state; with one, no
+/// warning.
+#[test]
+fn etcd_without_client_certificates_is_warned_about() {
+    let base = "cluster_name: t\nca: {ssh_key: a, tls_cert: b, tls_key: c}\nserver_tls: {cert: d, key: e}\naudit_log: l\nlisteners:\n  - {kind: tls, listen: 127.0.0.1:0, proxy_protocol: off}\n";
+    for (backend, warned) in [
+        ("backend: {kind: etcd, endpoints: [127.0.0.1:2379]}\n", true),
+        (
+            "backend: {kind: etcd, endpoints: ['https://127.0.0.1:2379'], tls: {ca: ca.pem}}\n",
+            true,
+        ),
+        (
+            "backend: {kind: etcd, endpoints: ['https://127.0.0.1:2379'], tls: {ca: ca.pem, cert: c.pem, key: c.key}}\n",
+            false,
+        ),
+        ("", false),
+    ] {
+        let c = Config::parse(Path::new("/x/ippin.yaml"), &format!("{base}{backend}")).unwrap();
+        let w = server::startup_warnings(&c);
+        let named = w
+            .iter()
+            .any(|l| l.contains("etcd") && l.contains("client certificate"));
+        assert_eq!(named, warned, "{backend}: {w:?}");
+    }
 }
 
 #[tokio::test]

@@ -146,20 +146,24 @@ pub fn startup_warnings(config: &Config) -> Vec<String> {
 /// server refuses forwards into its own listeners; it cannot see the other services.
 pub fn startup_warnings_with(config: &Config, local: &[IpNet]) -> Vec<String> {
     let mut out = Vec::new();
-    // The users' password hashes, readable by others (a configuration written before
-    // `ca init` wrote it 0600): argon2 slows guessing, it does not stop it.
-    let mode = std::fs::metadata(&config.file).map(|m| {
-        use std::os::unix::fs::PermissionsExt;
-        m.permissions().mode() & 0o777
-    });
-    if !config.users.is_empty()
-        && let Ok(mode) = mode
-        && mode & 0o044 != 0
+    // (A configuration holding password hashes that group or others may read is refused
+    // by `Config::load`.)
+    // etcd on this host without client certificates: every local process (users of the
+    // host's own sshd, other services) can write the fleet's users and roles. The sessions
+    // are kept from its port; the rest of the host is not.
+    if let Some(b) = &config.backend
+        && b.tls.as_ref().is_none_or(|t| t.cert.is_none())
     {
         out.push(format!(
-            "WARNING: {} (mode {mode:04o}) holds the users' password hashes and group or \
-             others may read it: `chmod 600` it",
-            config.file.display()
+            "WARNING: etcd ({}) is reached without a client certificate: any process of this \
+             host that can connect to it can write the fleet's users, roles and network \
+             restrictions (ippin's sessions are kept from it; other local users and services \
+             are not). Give etcd --client-cert-auth and `backend.tls.cert`/`key`.",
+            b.endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     for (i, l) in config.listeners.iter().enumerate() {
@@ -1463,6 +1467,17 @@ pub async fn serve_command(path: &Path) -> Outcome {
         .flush_summaries(running.state.now(), true)
     {
         tracing::error!("{e}");
+    }
+    // The sessions end with the server, wherever their cgroups are: under a parent outside
+    // the service's own cgroup (a configuration without `sessions.cgroup_parent`), systemd's
+    // stop would not reach them.
+    if let crate::ssh::session::Enforcement::Kernel(enforcer) = &*running.enforcement {
+        let (ended, stuck) = enforcer.end_sessions();
+        if ended + stuck > 0 {
+            let line = format!("stopping: {ended} sessions ended, {stuck} could not be");
+            tracing::warn!("{line}");
+            println!("{line}");
+        }
     }
     running.shutdown();
     Outcome::ok("stopped\n")

@@ -1285,6 +1285,36 @@ fn holder_of_an_enforcer_for_another_test() {
     }
 }
 
+/// A server that stops ends its own sessions (processes killed, cgroups removed), wherever
+/// their parent is: under a parent outside the service's cgroup nothing else would, and
+/// they would run on, held to the policy of then. Cgroups not named as sessions are left.
+#[test]
+fn a_stopping_enforcer_ends_its_own_sessions() {
+    use std::os::unix::process::ExitStatusExt;
+    let parent = Parent::new("stopping");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("stopping").unwrap();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600").stdin(Stdio::null());
+    session.confine(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let foreign = parent.path.join("getty@tty1.service");
+    std::fs::create_dir(&foreign).unwrap();
+    assert_eq!(enforcer.end_sessions(), (1, 0));
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    assert!(foreign.is_dir());
+    std::fs::remove_dir(&foreign).unwrap();
+    let left: Vec<_> = std::fs::read_dir(&parent.path)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(session);
+}
+
 /// A server killed outright (SIGKILL: no destructor runs) leaves its sessions' processes
 /// restricted: the programs are the kernel's attachments to the session cgroups, not links
 /// that die with the process. The next enforcer on the parent ends those sessions.

@@ -317,6 +317,14 @@ async fn fake_admin(answers: Vec<(u16, String)>) -> FakeAdmin {
     std::fs::create_dir(&identity).unwrap();
     std::fs::write(identity.join("ippin_tls.pem"), &issued.tls_certificate).unwrap();
     std::fs::write(identity.join("ippin_tls.key"), &key_pem).unwrap();
+    {
+        // As `ippin login --out` leaves them: the folder and the key the user's alone.
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o700);
+        std::fs::set_permissions(&identity, private).unwrap();
+        let key = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(identity.join("ippin_tls.key"), key).unwrap();
+    }
 
     let ca_path = site.join("ca/tls_ca.pem");
     let ca_der = CertificateDer::from_pem_file(&ca_path).unwrap();
@@ -517,4 +525,53 @@ fn server_text_is_shown_escaped() {
         shown("a\u{2028}b\u{2029}c\u{85}d", true),
         "a\\u{2028}b\\u{2029}c\\u{85}d"
     );
+}
+
+/// The identity folder and its files must be the user's alone: a folder others may write
+/// (a shared `/tmp`, the default `.` run from there), a key others may read, or a link is
+/// refused before any call; the user's own folder is read.
+#[test]
+fn an_identity_others_control_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("id");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(tmp.path().join("ca.pem"), "ca").unwrap();
+    std::fs::write(dir.join("ippin_tls.pem"), "cert").unwrap();
+    std::fs::write(dir.join("ippin_tls.key"), "key").unwrap();
+    let set = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set(&dir, 0o700);
+    set(&dir.join("ippin_tls.key"), 0o600);
+    let target = |identity: &Path| {
+        let ca = tmp.path().join("ca.pem");
+        Target::new(&ctl(&[
+            "--server",
+            "127.0.0.1:3443",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+            "get",
+            "roles",
+        ]))
+    };
+    let ok = target(&dir).expect("the user's own identity");
+    assert_eq!((ok.cert_pem.as_str(), ok.key_pem.as_str()), ("cert", "key"));
+    set(&dir, 0o777);
+    let e = target(&dir).err().unwrap();
+    assert!(e.contains("identity folder"), "{e}");
+    set(&dir, 0o700);
+    set(&dir.join("ippin_tls.key"), 0o644);
+    let e = target(&dir).err().unwrap();
+    assert!(
+        e.contains("ippin_tls.key") && e.contains("read or write"),
+        "{e}"
+    );
+    set(&dir.join("ippin_tls.key"), 0o600);
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    let e = target(&link).err().unwrap();
+    assert!(e.contains("symbolic link"), "{e}");
 }

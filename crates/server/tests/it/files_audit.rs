@@ -184,7 +184,7 @@ fn a_lock_file_the_user_cannot_open_is_passed_over_with_a_warning() {
 }
 
 #[test]
-fn user_add_keeps_the_config_mode_and_follows_no_planted_temp_file() {
+fn user_add_keeps_the_config_private_and_follows_no_planted_temp_file() {
     let (dir, config) = site();
     // Written the owner's alone: the users' password hashes go into it.
     assert_eq!(mode(&config), 0o600);
@@ -211,7 +211,11 @@ fn user_add_keeps_the_config_mode_and_follows_no_planted_temp_file() {
         b"carol-password-1\n",
     );
     assert_eq!(added.code, Some(0), "{added:?}");
-    assert_eq!(mode(&config), 0o640, "the configuration keeps its mode");
+    assert_eq!(
+        mode(&config),
+        0o600,
+        "the configuration keeps its owner's bits, and loses group's and others'"
+    );
     assert_ne!(std::fs::metadata(&config).expect("meta").ino(), old_inode);
     assert!(
         std::fs::read_to_string(&config)

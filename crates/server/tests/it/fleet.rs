@@ -452,7 +452,7 @@ fn start_fleet_with(os_login: &str, options: Options) -> Fleet {
         let path = dir.path().join(format!("node{i}.yaml"));
         let node_text = format!("{}listeners:\n{}", head, listeners(p))
             .replace("audit_log: audit.log", &format!("audit_log: audit{i}.log"));
-        std::fs::write(&path, node_text).expect("node config");
+        crate::support::write_config(&path, node_text);
         for a in p {
             routes.push(*a);
         }

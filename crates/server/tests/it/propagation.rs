@@ -112,7 +112,7 @@ impl Front {
             yaml.push_str(&format!("  - {{listen: \"{addr}\", {fields}}}\n"));
         }
         let front_cfg = cluster.path("front.yaml");
-        std::fs::write(&front_cfg, yaml).expect("write front.yaml");
+        crate::support::write_config(&front_cfg, yaml);
         let mut cmd = Command::new(IPPIN);
         cmd.args(["serve", "--config", front_cfg.to_str().expect("UTF-8")]);
         let mut child = Child::spawn("ippin serve (front)", cmd);
@@ -378,7 +378,7 @@ fn inner_alone_on(cluster: &Inner, addr: SocketAddr, mode: &str, extra: &str) ->
         cluster.key("inner-tls.propkey")
     );
     let config = cluster.path("restart.yaml");
-    std::fs::write(&config, yaml).expect("write restart.yaml");
+    crate::support::write_config(&config, yaml);
     let mut cmd = Command::new(IPPIN);
     cmd.args(["serve", "--config", config.to_str().expect("UTF-8")]);
     let mut child = Child::spawn("ippin serve (inner alone)", cmd);

@@ -87,6 +87,14 @@ pub(crate) fn run(mut cmd: Command, stdin: &[u8], timeout: Duration) -> Ran {
 }
 
 /// Runs the `ippin` binary.
+/// Writes a configuration the owner's alone (0600): one with password hashes that others
+/// may read is refused.
+pub(crate) fn write_config(path: &Path, text: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write the configuration");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
 pub(crate) fn ippin(args: &[&str], stdin: &[u8]) -> Ran {
     let mut cmd = Command::new(IPPIN);
     cmd.args(args);
