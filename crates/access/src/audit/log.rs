@@ -65,11 +65,27 @@ pub struct Suppressed {
     pub key_id: String,
     /// How many lines were not written.
     pub count: u64,
+    /// The identities (`user`, or `key_id:` and the key id) that suppressed lines of a
+    /// window without one named: a client that holds its share of windows is counted
+    /// without the identity, and these keep which credentials it was refused with (at most
+    /// [`SUMMARY_IDENTITIES`], sorted; `identities_more` counts the rest).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+    /// Identities of suppressed lines beyond those listed (each counted once per line).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub identities_more: u64,
     /// When the window began (RFC 3339).
     pub window_start: String,
     /// The window's length in seconds.
     pub window_secs: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The most identities an `audit.suppressed` line lists for a window counted without one.
+pub const SUMMARY_IDENTITIES: usize = 16;
 
 /// The audit line could not be written; the action it records must not happen.
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +303,12 @@ pub struct SummaryKey {
 
 impl SummaryKey {
     /// The key of a refusal line (already capped), `None` for anything else: grants of
-    /// access, sessions and relays are never summarised.
+    /// access, sessions and relays are never summarised. A session's denied connection
+    /// (`session.network` with `action` 1, `T4002I`) is a refusal too, counted under its
+    /// client, its user and `denied`: a session (or a client opening `direct-tcpip`
+    /// channels) that dials denied destinations in a loop writes five lines a minute and a
+    /// count, not a line per attempt until the log's disk is full and every grant fails
+    /// closed. An allowed one (`action` 0, observed) is a grant, always written.
     pub fn of(line: &serde_json::Value) -> Option<SummaryKey> {
         let event = line.get("event")?.as_str()?;
         let (inner, kind) = match event {
@@ -298,6 +319,7 @@ impl SummaryKey {
                 let kind = ssh.get("event")?.as_str()?;
                 match kind {
                     "ssh.auth.denied" | "ssh.proxy_refused" | "ssh.shed" => (ssh, kind),
+                    "session.network" => return network_denial_key(ssh),
                     _ => return None,
                 }
             }
@@ -349,6 +371,32 @@ impl SummaryKey {
     }
 }
 
+/// The key of a `session.network` line that records a denial (`action` 1); `None` for an
+/// observed (allowed) connection or a line without its client.
+fn network_denial_key(ssh: &serde_json::Value) -> Option<SummaryKey> {
+    if ssh.get("action")?.as_u64()? != 1 {
+        return None;
+    }
+    let src = ssh.get("src_addr")?.as_str()?;
+    let peer = src
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| src.parse::<std::net::IpAddr>())
+        .map_or_else(|_| src.to_owned(), client_of);
+    Some(SummaryKey {
+        peer,
+        kind: "session.network".to_owned(),
+        reason: "denied".to_owned(),
+        // The session's user: authenticated by its certificate, so vouched for.
+        user: ssh
+            .get("user")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        key_id: String::new(),
+    })
+}
+
 /// The client a summary counts under: the per-peer key of the lockout
 /// ([`crate::lockout::peer_key`]): the IP, or for native IPv6 its /64 (one host commonly holds
 /// a whole /64, and would otherwise open a window per address), but an address whose /64 holds
@@ -371,6 +419,9 @@ struct Window {
     start: SystemTime,
     written: u32,
     suppressed: u64,
+    /// For a window counted without the identity: those its suppressed lines named.
+    identities: std::collections::BTreeSet<String>,
+    identities_more: u64,
 }
 
 /// Whether a line is written.
@@ -445,6 +496,8 @@ impl Summariser {
                     user: key.user,
                     key_id: key.key_id,
                     count: w.suppressed,
+                    identities: w.identities.into_iter().collect(),
+                    identities_more: w.identities_more,
                     window_start: humantime::format_rfc3339_millis(w.start).to_string(),
                     window_secs: self.window.as_secs(),
                 });
@@ -455,17 +508,26 @@ impl Summariser {
 
     /// Whether a refusal under `key` at `now` is written (call [`Summariser::ended`] first).
     pub fn admit(&mut self, now: SystemTime, key: SummaryKey) -> Admit {
-        // A client that holds its share of windows is counted without the identity.
-        let key = if !self.windows.contains_key(&key)
+        // A client that holds its share of windows is counted without the identity, which
+        // the window keeps (bounded) for its suppressed lines.
+        let (key, folded) = if !self.windows.contains_key(&key)
             && self.per_client.get(&key.peer).copied().unwrap_or(0) >= SUMMARY_WINDOWS_PER_CLIENT
         {
-            SummaryKey {
+            let identity = if !key.user.is_empty() {
+                Some(key.user.clone())
+            } else if !key.key_id.is_empty() {
+                Some(format!("key_id:{}", key.key_id))
+            } else {
+                None
+            };
+            let key = SummaryKey {
                 user: String::new(),
                 key_id: String::new(),
                 ..key
-            }
+            };
+            (key, identity)
         } else {
-            key
+            (key, None)
         };
         if let Some(w) = self.windows.get_mut(&key) {
             if w.written < self.first {
@@ -473,6 +535,15 @@ impl Summariser {
                 return Admit::Write;
             }
             w.suppressed += 1;
+            if let Some(identity) = folded
+                && !w.identities.contains(&identity)
+            {
+                if w.identities.len() < SUMMARY_IDENTITIES {
+                    w.identities.insert(identity);
+                } else {
+                    w.identities_more += 1;
+                }
+            }
             return Admit::Suppress;
         }
         if self.windows.len() >= self.capacity || self.first == 0 {
@@ -487,6 +558,8 @@ impl Summariser {
                 start: now,
                 written: 1,
                 suppressed: 0,
+                identities: std::collections::BTreeSet::new(),
+                identities_more: 0,
             },
         );
         Admit::Write
@@ -1042,5 +1115,117 @@ mod tests {
         assert_eq!(summary["count"], 20 - u64::from(SUMMARY_FIRST_LINES));
         assert_eq!(summary["user"], "alice");
         assert_eq!(summary["peer"], "192.0.2.1");
+    }
+
+    /// A client that holds its share of windows (junk reasons) is counted without the
+    /// identity from then on, but the window's summary names the identities it suppressed:
+    /// a stolen certificate's refusals cannot be hidden behind the client's own.
+    #[test]
+    fn a_client_out_of_windows_still_has_its_suppressed_identities_named() {
+        let log = AuditLog::memory("c");
+        let t = SystemTime::UNIX_EPOCH;
+        let denied = |user: &str, reason: &str| {
+            serde_json::json!({"event": "access_denied", "user": user,
+                "observed": "192.0.2.1:5", "reason": reason})
+        };
+        for i in 0..SUMMARY_WINDOWS_PER_CLIENT {
+            log.record(t, &denied("mallory", &format!("junk_{i}")), None)
+                .unwrap();
+        }
+        // The anonymous window's first lines spent on mallory, then alice's and bob's
+        // stolen certificates, and more identities than a summary lists.
+        for _ in 0..SUMMARY_FIRST_LINES {
+            log.record(t, &denied("mallory", "pinned_ip_mismatch"), None)
+                .unwrap();
+        }
+        for user in ["alice", "bob", "alice"] {
+            log.record(t, &denied(user, "pinned_ip_mismatch"), None)
+                .unwrap();
+        }
+        for i in 0..20 {
+            log.record(t, &denied(&format!("u{i:02}"), "pinned_ip_mismatch"), None)
+                .unwrap();
+        }
+        log.flush_summaries(t + Duration::from_secs(61), false)
+            .unwrap();
+        let lines = log.memory_lines();
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("\"event\":\"access_denied\"") && l.contains("alice"))
+        );
+        let summary: serde_json::Value = serde_json::from_str(
+            lines
+                .iter()
+                .find(|l| l.contains("audit.suppressed") && l.contains("pinned_ip_mismatch"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["user"], "");
+        assert_eq!(summary["count"], 23);
+        let named: Vec<&str> = summary["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(named.len(), SUMMARY_IDENTITIES);
+        assert!(
+            named.contains(&"alice") && named.contains(&"bob"),
+            "{named:?}"
+        );
+        assert_eq!(summary["identities_more"], 22 - SUMMARY_IDENTITIES as u64);
+    }
+
+    /// A session's denied connections (`session.network`, action 1) in a loop: five lines a
+    /// window per client and user, then a count; another user's own window; an allowed
+    /// (observed) connection is a grant, every one written.
+    #[test]
+    fn a_sessions_denied_connections_are_summarised_and_its_allowed_ones_are_not() {
+        let log = AuditLog::memory("c");
+        let t = SystemTime::UNIX_EPOCH;
+        let network = |user: &str, action: u8, port: u16| {
+            serde_json::json!({
+                "event": "ssh",
+                "ssh": {
+                    "code": "T4002I", "event": "session.network", "user": user,
+                    "login": "dev", "sid": "s1", "src_addr": "192.0.2.7:40000",
+                    "dst_addr": "10.255.0.1", "dst_port": port, "version": 4,
+                    "operation": 0, "action": action,
+                }
+            })
+        };
+        for port in 1..=1000 {
+            log.record(t, &network("alice", 1, port), None).unwrap();
+        }
+        log.record(t, &network("bob", 1, 22), None).unwrap();
+        for port in 1..=20 {
+            log.record(t, &network("alice", 0, port), None).unwrap();
+        }
+        log.flush_summaries(t + Duration::from_secs(61), false)
+            .unwrap();
+        let lines = log.memory_lines();
+        let count = |needle: &[&str]| {
+            lines
+                .iter()
+                .filter(|l| needle.iter().all(|n| l.contains(n)))
+                .count()
+        };
+        assert_eq!(
+            count(&["\"action\":1", "\"user\":\"alice\""]),
+            SUMMARY_FIRST_LINES as usize
+        );
+        assert_eq!(count(&["\"action\":1", "\"user\":\"bob\""]), 1);
+        assert_eq!(count(&["\"action\":0"]), 20);
+        let summary: serde_json::Value = serde_json::from_str(
+            lines
+                .iter()
+                .find(|l| l.contains("audit.suppressed"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["count"], 1000 - u64::from(SUMMARY_FIRST_LINES));
+        assert_eq!(summary["user"], "alice");
+        assert_eq!(summary["peer"], "192.0.2.7");
     }
 }
