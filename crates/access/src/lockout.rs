@@ -371,9 +371,13 @@ pub fn peer_key(ip: IpAddr) -> IpAddr {
 /// A client seen through a cloud private endpoint ([`ippin_policy::ObservedAddr::endpoint`])
 /// counts under its endpoint and address together: behind another endpoint the same address
 /// is another consumer's client (each plans its own network), who must not throttle or lock
-/// out this one. That key is an address of its own, in `fd00::/8` (unique local, never a
-/// client's here), its first 64 bits a hash of the endpoint and the client's key
-/// ([`peer_key`]), so that every table keyed by address keeps it apart.
+/// out this one. That key is an address of its own, in `0100::/8` (reserved by the IETF,
+/// assigned to no network: only `100::/64`, discard-only, is), its first 64 bits a hash of
+/// the endpoint and the client's key ([`peer_key`]), so that every table keyed by address
+/// keeps it apart. No client can take an endpoint's key: one whose address is in `0100::/8`
+/// (which no real network routes) counts under `100::`, which is no endpoint's key. (Unique
+/// local addresses, `fd00::/8`, were used before: a client with a ULA prefix of its choice
+/// could compute a victim's key and spend its limits.)
 ///
 /// ```
 /// use ippin_access::lockout::throttle_key;
@@ -386,26 +390,44 @@ pub fn peer_key(ip: IpAddr) -> IpAddr {
 /// assert_ne!(throttle_key(&e1, peer), throttle_key(&e2, peer));
 /// assert_ne!(throttle_key(&e1, peer), throttle_key(&seen, peer));
 /// assert_eq!(throttle_key(&e1, peer), throttle_key(&e1, peer));
+/// // A client from the keys' own range is one bucket, never an endpoint's key.
+/// let odd = ObservedAddr::socket_peer(SocketAddr::new(throttle_key(&e1, peer), 1));
+/// assert_eq!(throttle_key(&odd, peer).to_string(), "100::");
+/// # use std::net::SocketAddr;
 /// ```
 pub fn throttle_key(
     observed: &ippin_policy::ObservedAddr,
     tcp_peer: std::net::SocketAddr,
 ) -> IpAddr {
     if !observed.is_trusted() {
-        return tcp_peer.ip();
+        return outside_endpoint_keys(tcp_peer.ip());
     }
     match observed.endpoint() {
-        None => observed.ip(),
+        None => outside_endpoint_keys(observed.ip()),
         Some(endpoint) => {
             use std::hash::{Hash, Hasher};
-            // Deterministic (fixed keys), so that every node of a fleet counts alike; 56 bits
-            // cannot be searched for a collision with a chosen victim.
+            // Deterministic (fixed keys), so that every node of a fleet counts alike. The
+            // lowest bit of the hash is set: the key is never `100::`.
             let mut h = std::hash::DefaultHasher::new();
             endpoint.as_str().hash(&mut h);
             peer_key(observed.ip()).hash(&mut h);
-            let top = (0xfd_u128 << 120) | (u128::from(h.finish() & 0x00ff_ffff_ffff_ffff) << 64);
-            IpAddr::V6(Ipv6Addr::from(top))
+            let hash = (h.finish() & 0x00ff_ffff_ffff_ffff) | 1;
+            IpAddr::V6(Ipv6Addr::from(ENDPOINT_KEYS | (u128::from(hash) << 64)))
         }
+    }
+}
+
+/// The range of the endpoint keys of [`throttle_key`]: `0100::/8`.
+const ENDPOINT_KEYS: u128 = 0x01 << 120;
+
+/// `ip`, or `100::` for an address in the endpoint keys' range (which no real network
+/// routes), so that no client counts under an endpoint's key.
+fn outside_endpoint_keys(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if u128::from(v6) >> 120 == ENDPOINT_KEYS >> 120 => {
+            IpAddr::V6(Ipv6Addr::from(ENDPOINT_KEYS))
+        }
+        other => other,
     }
 }
 
@@ -1069,6 +1091,39 @@ mod tests {
     }
 
     proptest! {
+        /// No client, whatever its address (in the keys' own range, a unique local address
+        /// of its choosing, any other), trusted or not, counts under a key of a client seen
+        /// through an endpoint, before or after [`peer_key`]; the same address through two
+        /// endpoints, two keys (but for a 56-bit hash collision).
+        #[test]
+        fn no_client_counts_under_an_endpoints_key(
+            bits in any::<u128>(),
+            top in proptest::sample::select(vec![0x01u8, 0xfd, 0x20, 0x00]),
+            victim in any::<u128>(),
+            e1 in "[a-z0-9]{1,16}",
+            trusted in any::<bool>(),
+        ) {
+            use ippin_policy::{Endpoint, ObservedAddr};
+            let attacker = Ipv6Addr::from((u128::from(top) << 120) | (bits >> 8));
+            let socket = |ip: IpAddr| std::net::SocketAddr::new(ip, 4000);
+            let direct = if trusted {
+                ObservedAddr::socket_peer(socket(IpAddr::V6(attacker)))
+            } else {
+                ObservedAddr::untrusted(IpAddr::V6(attacker), ippin_policy::Provenance::ProxyV2)
+            };
+            let tcp = socket(IpAddr::V6(attacker));
+            let victim = ObservedAddr::socket_peer(socket(IpAddr::V6(Ipv6Addr::from(victim))));
+            let ep1 = Endpoint::parse(&format!("vpce-{e1}")).unwrap();
+            let ep2 = Endpoint::parse(&format!("vpce-{e1}x")).unwrap();
+            let through = throttle_key(&victim.clone().with_endpoint(ep1), tcp);
+            let through2 = throttle_key(&victim.with_endpoint(ep2), tcp);
+            let mine = throttle_key(&direct, tcp);
+            prop_assert_ne!(mine, through);
+            prop_assert_ne!(peer_key(mine), peer_key(through));
+            prop_assert_eq!(peer_key(through), through);
+            prop_assert_ne!(through, through2);
+        }
+
         /// One address, attempts begun and ended in any order within one window: the
         /// passwords it gets checked that turn out wrong, with those still in flight, never
         /// exceed its limit; once that many have failed it is refused; and successes, however
