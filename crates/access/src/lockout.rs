@@ -1115,7 +1115,7 @@ mod tests {
             let victim = ObservedAddr::socket_peer(socket(IpAddr::V6(Ipv6Addr::from(victim))));
             let ep1 = Endpoint::parse(&format!("vpce-{e1}")).unwrap();
             let ep2 = Endpoint::parse(&format!("vpce-{e1}x")).unwrap();
-            let through = throttle_key(&victim.clone().with_endpoint(ep1), tcp);
+            let through = throttle_key(&victim.with_endpoint(ep1), tcp);
             let through2 = throttle_key(&victim.with_endpoint(ep2), tcp);
             let mine = throttle_key(&direct, tcp);
             prop_assert_ne!(mine, through);
