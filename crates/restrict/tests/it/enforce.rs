@@ -1243,12 +1243,13 @@ fn sockets_the_policy_cannot_decide_are_refused() {
 /// `IPPIN_HOLDER_PARENT` set): an enforcer on that parent denying 127.0.0.3, one session,
 /// and in it a loop that tries a TCP connect to `IPPIN_HOLDER_TARGET` every 20 ms and
 /// appends `ok` or the errno to `IPPIN_HOLDER_LOG`. Writes the loop's PID to
-/// `IPPIN_HOLDER_LOG.pid` and waits to be killed. Does nothing in a normal test run.
+/// `IPPIN_HOLDER_LOG.pid` and waits to be killed. Not a test of its own: ignored in a normal
+/// run, started (`--ignored --exact`) as a process of its own by the orphan tests.
 #[test]
+#[ignore = "a process the orphan tests start (killed_holder_then)"]
 fn holder_of_an_enforcer_for_another_test() {
-    let Ok(parent) = std::env::var("IPPIN_HOLDER_PARENT") else {
-        return;
-    };
+    let parent = std::env::var("IPPIN_HOLDER_PARENT")
+        .expect("IPPIN_HOLDER_PARENT: started by killed_holder_then, not on its own");
     let target = std::env::var("IPPIN_HOLDER_TARGET").unwrap();
     let log = std::env::var("IPPIN_HOLDER_LOG").unwrap();
     let enforcer = Enforcer::new(
@@ -1340,6 +1341,7 @@ fn killed_holder_then(without_enforcer: bool) {
     let log = dir.path().join("tries");
     let mut holder = Command::new(std::env::current_exe().unwrap())
         .args([
+            "--ignored",
             "--exact",
             "enforce::holder_of_an_enforcer_for_another_test",
             "--nocapture",

@@ -394,8 +394,9 @@ mod tests {
     use super::*;
 
     /// A one-way stream keeps the relay open past the idle timeout (the
-    /// silent side alone is not idleness); silence both ways ends it.
-    #[tokio::test]
+    /// silent side alone is not idleness); silence both ways ends it. On the
+    /// paused clock (in-memory streams): the times are exact, not the machine's.
+    #[tokio::test(start_paused = true)]
     async fn idle_means_silent_both_ways() {
         let (mut client, mut client_far) = tokio::io::duplex(1024);
         let (mut upstream, mut upstream_far) = tokio::io::duplex(1024);
