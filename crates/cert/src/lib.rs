@@ -150,3 +150,8 @@ pub use ssh_key;
 
 /// The `ipnet` crate whose `IpNet` is a pin (one address is a `/32` or `/128`).
 pub use ipnet;
+
+/// The README's examples, compiled and run as doctests (so that they stay true).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -95,3 +95,8 @@ pub use yaml::{
     MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_DOCUMENTS, MAX_YAML_EXPANDED_BYTES, MAX_YAML_NODES,
 };
 pub use yaml::{RawValue, yaml_unclear_character};
+
+/// The README's examples, compiled and run as doctests (so that they stay true).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -278,3 +278,8 @@ impl fmt::Display for Rejection {
         write!(f, "{}: {}", self.reason.code(), self.detail)
     }
 }
+
+/// The README's examples, compiled and run as doctests (so that they stay true).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -330,3 +330,8 @@ pub fn detect(buf: &[u8]) -> Detection {
 pub fn starts_with_header(buf: &[u8]) -> bool {
     !buf.is_empty() && detect(buf) != Detection::NotHeader
 }
+
+/// The README's examples, compiled and run as doctests (so that they stay true).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

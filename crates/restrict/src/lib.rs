@@ -368,3 +368,8 @@ impl NetEvent {
         .with_process(self.pid, self.cgroup_id, &self.program)
     }
 }
+
+/// The README's examples, compiled and run as doctests (so that they stay true).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
