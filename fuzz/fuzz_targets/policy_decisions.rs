@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 use ippin_policy::{
     CertPin, NetworkRestrictions, ObservedAddr, PinPrefix, PinRequirement, Provenance,
-    canonical_ip, canonical_net, check_pin, embedded_ipv4, kernel_destination,
+    canonical_ip, canonical_net, check_pin, check_pin_at, embedded_ipv4, kernel_destination,
+    pin_for_issue, pins_for_renewal_at,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -58,6 +59,39 @@ fn renewal(head: &[u8]) {
     }
 }
 
+/// Issue and renewal: a pin only when required, for a trusted client, holding its address and
+/// passing the access check it was issued under; a renewal allowed exactly when access is, a
+/// pin that is not one network never renewed.
+fn issue_and_renew(req: PinRequirement, pin: &CertPin, seen: &ObservedAddr) {
+    match pin_for_issue(req, Some(seen)) {
+        Ok(None) => assert!(!req.is_required()),
+        Ok(Some(net)) => {
+            assert!(req.is_required() && seen.is_trusted() && seen.port() != 0);
+            assert!(canonical_net(net).contains(&canonical_ip(seen.ip())), "{net} {seen:?}");
+            let issued = CertPin::Nets(vec![net]);
+            assert!(check_pin_at(req, &issued, seen.endpoint().as_ref(), seen).is_allow());
+        }
+        Err(_) => assert!(req.is_required()),
+    }
+    let renewed = pins_for_renewal_at(pin, None, None, req, seen);
+    match pin {
+        CertPin::None | CertPin::Ip(_) => {
+            assert_eq!(renewed.is_ok(), check_pin_at(req, pin, None, seen).is_allow());
+        }
+        CertPin::Nets(n) if n.len() == 1 => {
+            let access = check_pin_at(req, pin, None, seen).is_allow();
+            match renewed {
+                Ok(r) => {
+                    assert!(access);
+                    assert_eq!(r.pinned, Some(canonical_net(n[0])));
+                }
+                Err(_) => assert!(!access),
+            }
+        }
+        _ => assert!(renewed.is_err()),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     renewal(data.get(..16).unwrap_or_default());
     let mut chunks = data.chunks(18);
@@ -76,6 +110,11 @@ fuzz_target!(|data: &[u8]| {
             PinPrefix::new(v4, v6).ok()
         })
         .flatten();
+    let req = match prefix.filter(|_| requires) {
+        Some(p) => PinRequirement::Required(p),
+        None => PinRequirement::from(requires),
+    };
+    issue_and_renew(req, &pin, &seen);
     if let Some(p) = prefix.filter(|_| requires) {
         // Issue and check agree: the pin issued to this client under `p` is admitted by
         // `p` from the client's own (trusted) address.

@@ -35,7 +35,8 @@
 //!   ([`LOG_IN_AGAIN`]).
 //! * Roles: [`Role`] ([`RoleVersion`], the document kept as a [`RawValue`]), [`RoleSet`],
 //!   [`UserRoles`] (does any role require a pin, which OS logins it allows), [`RoleMap`] /
-//!   [`RoleMapping`] for roles from a remote cluster, [`check_pin_remote`].
+//!   [`RoleMapping`] for roles from a remote cluster, [`check_pin_remote`] ([`check_pin_remote_at`]
+//!   for a pin bound to a private endpoint).
 //! * OS logins: a role's `spec.allow.logins` / `spec.deny.logins` ([`Role::allow_logins`],
 //!   [`Role::deny_logins`], [`Role::with_logins`] in code), each name checked by
 //!   [`check_login`] (no templates); [`allowed_logins`] of several roles (deny wins).
@@ -88,7 +89,7 @@ pub use pin::{
 pub use roles::parse_roles;
 pub use roles::{
     MAX_LOGIN_LEN, Role, RoleMap, RoleMapping, RoleSet, RoleVersion, UserRoles, allowed_logins,
-    check_login, check_pin_remote,
+    check_login, check_pin_remote, check_pin_remote_at,
 };
 #[cfg(feature = "yaml")]
 pub use yaml::{

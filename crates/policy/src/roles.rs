@@ -764,11 +764,29 @@ impl RoleMap {
 /// roles require a pin, and the message says the issuing cluster's roles must enable
 /// `pin_source_ip` too. Remote roles that map to no local role, or to a local role that does
 /// not exist, are denied `role_mapping_failed`.
+///
+/// The certificate's pin is taken as bound to no private endpoint: through an endpoint it is
+/// refused (`pinned_endpoint_mismatch`). For a remote certificate whose pin is bound to one,
+/// use [`check_pin_remote_at`].
 pub fn check_pin_remote(
     map: &RoleMap,
     local: &RoleSet,
     remote_roles: &[String],
     pin: &CertPin,
+    observed: &ObservedAddr,
+) -> Decision {
+    check_pin_remote_at(map, local, remote_roles, pin, None, observed)
+}
+
+/// [`check_pin_remote`] for a certificate whose pin may be bound to a private endpoint
+/// (`pinned_endpoint`, as [`crate::check_pin_at`] takes it): the address must be seen through
+/// that endpoint, and an unbound pin through none.
+pub fn check_pin_remote_at(
+    map: &RoleMap,
+    local: &RoleSet,
+    remote_roles: &[String],
+    pin: &CertPin,
+    pinned_endpoint: Option<&crate::Endpoint>,
     observed: &ObservedAddr,
 ) -> Decision {
     let mapped = map.map(remote_roles);
@@ -798,7 +816,7 @@ pub fn check_pin_remote(
         NameList(user.names()),
         NameList(remote_roles)
     );
-    check_pin_with(user.pin_requirement(), pin, None, observed, &why)
+    check_pin_with(user.pin_requirement(), pin, pinned_endpoint, observed, &why)
 }
 
 struct NameList<'a>(&'a [String]);

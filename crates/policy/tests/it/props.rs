@@ -539,3 +539,148 @@ proptest! {
         }
     }
 }
+
+/// Requirements: none, exact, and prefixes.
+fn any_requirement() -> impl Strategy<Value = ippin_policy::PinRequirement> {
+    use ippin_policy::{PinPrefix, PinRequirement};
+    prop_oneof![
+        Just(PinRequirement::from(false)),
+        Just(PinRequirement::from(true)),
+        (0u8..=32, 0u8..=128).prop_filter_map("a valid prefix", |(a, b)| PinPrefix::new(a, b)
+            .ok()
+            .map(PinRequirement::Required)),
+    ]
+}
+
+fn endpoint(n: u8) -> ippin_policy::Endpoint {
+    ippin_policy::Endpoint::parse(&format!("vpce-{n}")).unwrap()
+}
+
+/// An observation of `ip` (trusted or not, port 0 never trusted), through endpoint `ep`.
+fn observation(ip: IpAddr, port: u16, trusted: bool, ep: Option<u8>) -> ObservedAddr {
+    let seen = ObservedAddr::new(SocketAddr::new(ip, port), Provenance::ProxyV2, trusted);
+    match ep {
+        Some(e) => seen.with_endpoint(endpoint(e)),
+        None => seen,
+    }
+}
+
+/// Certificate pins of every shape: none, one address, 0 to 2 networks, unreadable.
+fn any_pin() -> impl Strategy<Value = CertPin> {
+    prop_oneof![
+        Just(CertPin::None),
+        any_ip().prop_map(CertPin::Ip),
+        proptest::collection::vec(any_net(), 0..3).prop_map(CertPin::Nets),
+        Just(CertPin::Invalid("unreadable".into())),
+    ]
+}
+
+proptest! {
+    /// At login: a pin only when the roles require one, only for a trusted client, holding
+    /// its address, and passing the access check of the same requirement through the same
+    /// endpoint; a required pin without a (trusted) client is refused.
+    #[test]
+    fn the_pin_issued_holds_the_client_and_passes_its_own_check(
+        req in any_requirement(),
+        ip in any_ip(),
+        port in 0u16..3,
+        trusted in any::<bool>(),
+        ep in proptest::option::of(0u8..2),
+    ) {
+        let seen = observation(ip, port, trusted, ep);
+        match ippin_policy::pin_for_issue(req, Some(&seen)) {
+            Ok(None) => prop_assert!(!req.is_required()),
+            Ok(Some(net)) => {
+                prop_assert!(req.is_required());
+                prop_assert!(trusted && port != 0, "pinned an untrusted observation");
+                prop_assert!(reference_contains(net, ip), "{net} does not hold {ip}");
+                let pin = CertPin::Nets(vec![net]);
+                let again = ippin_policy::check_pin_at(req, &pin, seen.endpoint().as_ref(), &seen);
+                prop_assert!(again.is_allow(), "{pin:?} {seen:?} {again:?}");
+            }
+            Err(d) => {
+                prop_assert!(req.is_required());
+                prop_assert!(!d.reason.code().is_empty());
+            }
+        }
+        if !trusted || port == 0 {
+            prop_assert!(ippin_policy::pin_for_issue(req, Some(&seen)).map_or(true, |p| p.is_none()));
+        }
+        prop_assert_eq!(ippin_policy::pin_for_issue(req, None).is_err(), req.is_required());
+    }
+
+    /// At renewal: the pin and its endpoint kept as issued (canonical), the login IP kept; a
+    /// renewal allowed exactly when access with that certificate is, under the roles of now;
+    /// a pin that is not one network (empty, several, unreadable) refused `invalid_pin`.
+    #[test]
+    fn renewal_keeps_the_pin_and_is_never_looser_than_access(
+        presented in any_pin(),
+        bound in proptest::option::of(0u8..2),
+        login in proptest::option::of(any_ip()),
+        req in any_requirement(),
+        ip in any_ip(),
+        port in 0u16..3,
+        trusted in any::<bool>(),
+        ep in proptest::option::of(0u8..2),
+    ) {
+        let seen = observation(ip, port, trusted, ep);
+        let bound = bound.map(endpoint);
+        let got = ippin_policy::pins_for_renewal_at(&presented, bound.as_ref(), login, req, &seen);
+        let one = match &presented {
+            CertPin::None => Some(None),
+            CertPin::Ip(a) => Some(Some(IpNet::from(*a))),
+            CertPin::Nets(n) if n.len() == 1 => Some(Some(n[0])),
+            _ => None,
+        };
+        let Some(pinned) = one else {
+            prop_assert_eq!(got.unwrap_err().reason.code(), "invalid_pin");
+            return Ok(());
+        };
+        let access = ippin_policy::check_pin_at(req, &presented, bound.as_ref(), &seen);
+        prop_assert_eq!(got.is_ok(), access.is_allow(), "{:?} {:?} {:?}", presented, seen, access);
+        if let Ok(p) = got {
+            prop_assert_eq!(p.pinned, pinned.map(ippin_policy::canonical_net));
+            prop_assert_eq!(p.login_ip, login.map(canonical_ip));
+            prop_assert_eq!(p.endpoint, bound);
+        }
+    }
+
+    /// A remote cluster's certificate: remote roles that map to no local role are refused
+    /// `role_mapping_failed`; otherwise the decision is the local pin check under the mapped
+    /// roles' requirement, through the pin's endpoint.
+    #[test]
+    fn the_remote_check_is_the_local_check_of_the_mapped_roles(
+        remote in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c"]), 0..3),
+        pin in any_pin(),
+        bound in proptest::option::of(0u8..2),
+        ip in any_ip(),
+        port in 0u16..3,
+        trusted in any::<bool>(),
+        ep in proptest::option::of(0u8..2),
+    ) {
+        let roles = parse_roles(
+            "r.yaml",
+            "kind: role\nversion: v7\nmetadata: {name: pinned}\nspec: {options: {pin_source_ip: true}}\n---\nkind: role\nversion: v7\nmetadata: {name: open}\nspec: {}\n",
+        )
+        .unwrap();
+        let local = RoleSet::new(roles).unwrap();
+        let map = ippin_policy::RoleMap::parse(
+            "map.yaml",
+            "- {remote: a, local: [pinned]}\n- {remote: b, local: [open]}\n",
+        )
+        .unwrap();
+        let remote: Vec<String> = remote.into_iter().map(String::from).collect();
+        let seen = observation(ip, port, trusted, ep);
+        let bound = bound.map(endpoint);
+        let d = ippin_policy::check_pin_remote_at(&map, &local, &remote, &pin, bound.as_ref(), &seen);
+        let mapped_a = remote.iter().any(|r| r == "a");
+        let mapped_b = remote.iter().any(|r| r == "b");
+        if !mapped_a && !mapped_b {
+            let Decision::Deny(denial) = d else { panic!("allowed unmapped roles") };
+            prop_assert_eq!(denial.reason.code(), "role_mapping_failed");
+        } else {
+            let local_check = ippin_policy::check_pin_at(mapped_a, &pin, bound.as_ref(), &seen);
+            prop_assert_eq!(d.is_allow(), local_check.is_allow(), "{:?} {:?}", d, local_check);
+        }
+    }
+}
