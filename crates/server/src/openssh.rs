@@ -290,6 +290,20 @@ pub struct SshRun {
     pub refusal: Option<SshDenyReason>,
 }
 
+/// The refusal `ippin ssh` offers a new login for after OpenSSH's first run, if any: only
+/// when OpenSSH itself failed (255, not a remote command's status), never once the
+/// connection authenticated (whatever the remote side then printed, a command's output that
+/// reads like a refusal included), never with `--no-relogin`, and only for a refusal a login
+/// from here fixes ([`SshDenyReason::relogin_helps`]).
+pub(crate) fn relogin_offered(
+    run: &SshRun,
+    authenticated: bool,
+    no_relogin: bool,
+) -> Option<SshDenyReason> {
+    run.refusal
+        .filter(|r| run.code == SSH_FAILED && r.relogin_helps() && !authenticated && !no_relogin)
+}
+
 /// What to say before the question, for a refusal a login fixes.
 fn why(reason: SshDenyReason) -> &'static str {
     match reason.code() {
@@ -494,15 +508,9 @@ pub async fn ssh_command(args: SshArgs) -> Outcome {
         Err(e) => return Outcome::fail(EXIT_NO_SSH, format!("error: {e}\n")),
     };
     let authenticated = marker.exists();
-    let Some(reason) = first
-        .refusal
-        .filter(|r| first.code == SSH_FAILED && r.relogin_helps() && !authenticated)
-    else {
+    let Some(reason) = relogin_offered(&first, authenticated, args.no_relogin) else {
         return Outcome::fail(first.code, String::new());
     };
-    if args.no_relogin {
-        return Outcome::fail(first.code, String::new());
-    }
     if !can_ask() {
         return Outcome::fail(
             first.code,
@@ -568,6 +576,54 @@ async fn run_blocking(program: &Path, argv: &[OsString]) -> Result<SshRun, Strin
 
 #[cfg(test)]
 mod tests {
+    /// The relogin is offered only for OpenSSH's own failure (255) with a refusal a login
+    /// fixes, before authentication, without `--no-relogin`; every other combination runs
+    /// nothing more.
+    #[test]
+    fn relogin_is_offered_only_where_a_login_fixes_the_refusal() {
+        use super::{SshRun, relogin_offered};
+        use ippin_access::ssh::SshDenyReason;
+        let fixes = [
+            "pinned_ip_mismatch",
+            "pinned_ip_missing",
+            "pin_too_wide",
+            "expired",
+            "pinned_endpoint_mismatch",
+        ];
+        let others = [
+            "untrusted_client_ip",
+            "unknown_user",
+            "login_not_allowed",
+            "untrusted_ca",
+            "not_yet_valid",
+        ];
+        for code in fixes.iter().chain(&others) {
+            let reason = SshDenyReason::from_code(code).unwrap();
+            for status in [255, 1, 0, 130] {
+                for authenticated in [false, true] {
+                    for no_relogin in [false, true] {
+                        let run = SshRun {
+                            code: status,
+                            refusal: Some(reason),
+                        };
+                        let want =
+                            fixes.contains(code) && status == 255 && !authenticated && !no_relogin;
+                        assert_eq!(
+                            relogin_offered(&run, authenticated, no_relogin),
+                            want.then_some(reason),
+                            "{code} {status} {authenticated} {no_relogin}"
+                        );
+                    }
+                }
+            }
+        }
+        let none = SshRun {
+            code: 255,
+            refusal: None,
+        };
+        assert_eq!(relogin_offered(&none, false, false), None);
+    }
+
     use super::*;
 
     fn argv(args: &[&str]) -> Result<SshArgv, ArgvError> {
