@@ -7,6 +7,14 @@
 //! packets past the address the hooks decided. A session has no business with another ABI:
 //! the filter, installed when a process is placed in the session and inherited by all it
 //! starts, kills the process at its first such call (`SIGSYS`).
+//!
+//! The same filter keeps a session to the socket families the programs decide or that stay
+//! on the host: `socket(2)` of a family other than `AF_UNIX`, `AF_INET`, `AF_INET6` and
+//! `AF_NETLINK` fails with `EAFNOSUPPORT`. The cgroup hooks see IPv4 and IPv6 sockets only:
+//! RDS (over TCP), TIPC (over UDP), VSOCK (to the hypervisor), Bluetooth, CAN and the rest
+//! would carry traffic past them, and an unprivileged `socket(2)` loads their module. And
+//! `io_uring_setup(2)` fails with `ENOSYS` (programs fall back to plain calls): an io_uring
+//! makes sockets without a `socket(2)` call this filter could see.
 
 use nix::libc;
 
@@ -20,9 +28,22 @@ const NATIVE: u32 = 0xC000_00B7;
 /// number reaches it on any architecture.
 const X32_BIT: u32 = 0x4000_0000;
 
-/// `struct seccomp_data`: `nr` at 0, `arch` at 4.
+/// `struct seccomp_data`: `nr` at 0, `arch` at 4, the first argument's low 32 bits at 16
+/// (little-endian: both architectures here). `socket(2)` takes its family as an `int`: the
+/// kernel reads those 32 bits alone, as this filter does.
 const NR: u32 = 0;
 const ARCH: u32 = 4;
+const ARG0_LOW: u32 = 16;
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the seccomp filter reads the first argument's low half at offset 16");
+
+const SYS_SOCKET: u32 = libc::SYS_socket as u32;
+const SYS_IO_URING_SETUP: u32 = libc::SYS_io_uring_setup as u32;
+const AF_UNIX: u32 = libc::AF_UNIX as u32;
+const AF_INET: u32 = libc::AF_INET as u32;
+const AF_INET6: u32 = libc::AF_INET6 as u32;
+const AF_NETLINK: u32 = libc::AF_NETLINK as u32;
 
 // Classic BPF opcodes.
 const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
@@ -32,19 +53,32 @@ const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 const RET_ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
 const RET_KILL_PROCESS: u32 = 0x8000_0000; // SECCOMP_RET_KILL_PROCESS (Linux 4.14)
+const RET_ERRNO: u32 = 0x0005_0000; // SECCOMP_RET_ERRNO, the errno in the low 16 bits
+const RET_EAFNOSUPPORT: u32 = RET_ERRNO | libc::EAFNOSUPPORT as u32;
+const RET_ENOSYS: u32 = RET_ERRNO | libc::ENOSYS as u32;
 
 const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// arch == NATIVE and nr < X32_BIT: allow; else kill the process.
-static FILTER: [libc::sock_filter; 6] = [
-    op(LD_W_ABS, 0, 0, ARCH),
-    op(JEQ_K, 0, 3, NATIVE), // not native: to the kill
-    op(LD_W_ABS, 0, 0, NR),
-    op(JGE_K, 1, 0, X32_BIT), // x32: to the kill
-    op(RET_K, 0, 0, RET_ALLOW),
-    op(RET_K, 0, 0, RET_KILL_PROCESS),
+/// arch != NATIVE or nr >= X32_BIT: kill the process; `socket(2)` of a family not listed:
+/// `EAFNOSUPPORT`; `io_uring_setup(2)`: `ENOSYS`; anything else: allow.
+static FILTER: [libc::sock_filter; 15] = [
+    /* 0 */ op(LD_W_ABS, 0, 0, ARCH),
+    /* 1 */ op(JEQ_K, 0, 12, NATIVE), // not native: to 14, the kill
+    /* 2 */ op(LD_W_ABS, 0, 0, NR),
+    /* 3 */ op(JGE_K, 10, 0, X32_BIT), // x32: to 14, the kill
+    /* 4 */ op(JEQ_K, 0, 6, SYS_SOCKET), // not socket(2): to 11
+    /* 5 */ op(LD_W_ABS, 0, 0, ARG0_LOW),
+    /* 6 */ op(JEQ_K, 5, 0, AF_UNIX), // to 12, the allow
+    /* 7 */ op(JEQ_K, 4, 0, AF_INET),
+    /* 8 */ op(JEQ_K, 3, 0, AF_INET6),
+    /* 9 */ op(JEQ_K, 2, 0, AF_NETLINK),
+    /* 10 */ op(RET_K, 0, 0, RET_EAFNOSUPPORT),
+    /* 11 */ op(JEQ_K, 1, 0, SYS_IO_URING_SETUP), // io_uring_setup: to 13
+    /* 12 */ op(RET_K, 0, 0, RET_ALLOW),
+    /* 13 */ op(RET_K, 0, 0, RET_ENOSYS),
+    /* 14 */ op(RET_K, 0, 0, RET_KILL_PROCESS),
 ];
 
 /// Installs the filter on every thread of the calling process (`SECCOMP_FILTER_FLAG_TSYNC`;
@@ -94,11 +128,18 @@ pub(crate) fn native_calls_only() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     /// The jumps land where the comments say: on the kill for a foreign architecture and
-    /// for x32, on the allow otherwise (an interpreter of the four opcodes used).
+    /// for x32; `EAFNOSUPPORT` for `socket(2)` of an unlisted family (whatever the high half
+    /// of the argument, which the kernel does not read); `ENOSYS` for `io_uring_setup(2)`;
+    /// on the allow otherwise (an interpreter of the four opcodes used).
     #[test]
-    fn the_filter_kills_foreign_and_x32_calls_only() {
-        fn run(nr: u32, arch: u32) -> u32 {
-            let data = |offset: u32| if offset == super::NR { nr } else { arch };
+    fn the_filter_kills_foreign_and_x32_calls_and_refuses_other_families() {
+        fn run_with(nr: u32, arch: u32, arg0: u32) -> u32 {
+            let data = |offset: u32| match offset {
+                super::NR => nr,
+                super::ARCH => arch,
+                super::ARG0_LOW => arg0,
+                other => panic!("offset {other}"),
+            };
             let (mut pc, mut acc) = (0usize, 0u32);
             loop {
                 let i = super::FILTER[pc];
@@ -112,6 +153,8 @@ mod tests {
                 }
             }
         }
+        // Any call, its first argument AF_INET.
+        let run = |nr: u32, arch: u32| run_with(nr, arch, 2);
         assert_eq!(run(41, super::NATIVE), super::RET_ALLOW);
         assert_eq!(run(0, super::NATIVE), super::RET_ALLOW);
         assert_eq!(
@@ -120,5 +163,22 @@ mod tests {
         );
         assert_eq!(run(1, 0x4000_0003), super::RET_KILL_PROCESS); // AUDIT_ARCH_I386
         assert_eq!(run(1, 0x4000_0028), super::RET_KILL_PROCESS); // AUDIT_ARCH_ARM
+        let socket = |family: u32| run_with(super::SYS_SOCKET, super::NATIVE, family);
+        for family in [1, 2, 10, 16] {
+            assert_eq!(socket(family), super::RET_ALLOW, "{family}");
+        }
+        // RDS, TIPC, VSOCK, packet, Bluetooth, CAN, ALG, and out-of-range values.
+        for family in [21, 30, 40, 17, 31, 29, 38, 0, 46, 255, u32::MAX] {
+            assert_eq!(socket(family), super::RET_EAFNOSUPPORT, "{family}");
+        }
+        assert_eq!(
+            run(super::SYS_IO_URING_SETUP, super::NATIVE),
+            super::RET_ENOSYS
+        );
+        // The same numbers from another ABI are killed, not answered.
+        assert_eq!(
+            run_with(super::SYS_SOCKET, 0x4000_0003, 21),
+            super::RET_KILL_PROCESS
+        );
     }
 }

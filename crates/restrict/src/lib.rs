@@ -224,7 +224,9 @@
 //! * The seccomp filter that keeps a session to the machine's own system calls is
 //!   installed with `prctl(PR_SET_SECCOMP)`, a C call with a pointer to a static program
 //!   (`compat.rs`): the kernel runs `cgroup/setsockopt` programs for native calls only, so
-//!   a 32-bit process could otherwise set an IPv6 routing header unseen.
+//!   a 32-bit process could otherwise set an IPv6 routing header unseen. The same filter
+//!   refuses `socket(2)` of a family the hooks do not see (all but Unix, IPv4, IPv6 and
+//!   netlink: `EAFNOSUPPORT`) and `io_uring_setup(2)` (`ENOSYS`).
 //! * The programs are attached to a session cgroup with `bpf(BPF_PROG_ATTACH)`, a C call
 //!   with a pointer to a local (`attach.rs`): aya attaches with BPF links, which the kernel
 //!   detaches when this process exits, leaving the sessions' processes unrestricted; the

@@ -1190,6 +1190,55 @@ fn a_session_makes_no_32_bit_system_call() {
     }
 }
 
+/// Socket families the cgroup hooks never see (packet, VSOCK to the hypervisor, and the rest
+/// but Unix, IPv4, IPv6 and netlink) cannot be made in a session, with a policy or without;
+/// nor an io_uring, which makes sockets without `socket(2)`. Outside they can (this test
+/// runs as root).
+#[test]
+fn a_session_makes_no_socket_of_a_family_the_hooks_do_not_see() {
+    let script = r#"
+import ctypes, errno, socket
+out = []
+for fam, typ in [(socket.AF_PACKET, socket.SOCK_DGRAM), (40, socket.SOCK_STREAM),
+                 (socket.AF_UNIX, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_STREAM),
+                 (socket.AF_INET6, socket.SOCK_DGRAM), (socket.AF_NETLINK, socket.SOCK_RAW)]:
+    try:
+        socket.socket(fam, typ).close()
+        out.append("ok")
+    except OSError as e:
+        out.append(errno.errorcode.get(e.errno, str(e.errno)))
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+fd = libc.syscall(425, 8, params)
+out.append("ok" if fd >= 0 else errno.errorcode.get(ctypes.get_errno(), "?"))
+print(" ".join(out))
+"#;
+    let run = |session: Option<&ippin_restrict::Session>| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script]).stdin(Stdio::null());
+        if let Some(s) = session {
+            s.confine(&mut cmd);
+        }
+        let out = cmd.output().expect("python3 (scripts/install-peers)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(run(None), "ok ok ok ok ok ok ok", "outside a session");
+    let parent = Parent::new("families");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("families").unwrap();
+    for policy in [None, Some(policy(&["127.0.0.0/8"], &[]))] {
+        if let Some(p) = &policy {
+            enforcer.set_policy(p).unwrap();
+        }
+        assert_eq!(
+            run(Some(&session)),
+            "EAFNOSUPPORT EAFNOSUPPORT ok ok ok ok ENOSYS",
+            "{policy:?}"
+        );
+    }
+}
+
 /// Sockets whose sends the connect and send hooks never see (ICMP "ping" sockets, raw
 /// sockets) cannot be made in a session with a policy: they would reach any address
 /// undecided. Without a policy they can.
