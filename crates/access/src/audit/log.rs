@@ -74,6 +74,14 @@ pub struct Suppressed {
     /// Identities of suppressed lines beyond those listed (each counted once per line).
     #[serde(skip_serializing_if = "is_zero")]
     pub identities_more: u64,
+    /// For a session's denied connections (`session.network`): the destinations
+    /// (`ADDR:PORT`, `[ADDR]:PORT` for IPv6) its suppressed lines named, at most
+    /// [`SUMMARY_IDENTITIES`], sorted; `destinations_more` counts the lines beyond.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
+    /// Suppressed lines whose destination is not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub destinations_more: u64,
     /// When the window began (RFC 3339).
     pub window_start: String,
     /// The window's length in seconds.
@@ -235,6 +243,16 @@ pub fn line_text<E: Serialize + ?Sized>(
     event: &E,
     peer: Option<SocketAddr>,
 ) -> Result<(String, Option<SummaryKey>), serde_json::Error> {
+    line_parts(time, cluster, event, peer).map(|(text, key, _)| (text, key))
+}
+
+/// [`line_text`], with the destination a denied `session.network` line names.
+fn line_parts<E: Serialize + ?Sized>(
+    time: &str,
+    cluster: &str,
+    event: &E,
+    peer: Option<SocketAddr>,
+) -> Result<(String, Option<SummaryKey>, Option<String>), serde_json::Error> {
     let mut value = serde_json::to_value(event)?;
     if let (Some(peer), serde_json::Value::Object(m)) = (peer, &mut value)
         && !m.contains_key("peer")
@@ -246,6 +264,10 @@ pub fn line_text<E: Serialize + ?Sized>(
     }
     cap_value(&mut value, 0);
     let key = SummaryKey::of(&value);
+    let destination = key
+        .as_ref()
+        .filter(|k| k.kind == "session.network")
+        .and_then(|_| destination_of(&value));
     let cluster = cap_field(cluster);
     let name = match &mut value {
         serde_json::Value::Object(m) => m.remove("event").unwrap_or_default(),
@@ -258,7 +280,7 @@ pub fn line_text<E: Serialize + ?Sized>(
         fields: &value,
     })?;
     if text.len() <= MAX_LINE_BYTES {
-        return Ok((text, key));
+        return Ok((text, key, destination));
     }
     let short = serde_json::to_string(&serde_json::json!({
         "time": time,
@@ -266,7 +288,7 @@ pub fn line_text<E: Serialize + ?Sized>(
         "event": name,
         "truncated": text.len(),
     }))?;
-    Ok((short, key))
+    Ok((short, key, destination))
 }
 
 // ---- the summariser ----------------------------------------------------------------------
@@ -276,6 +298,11 @@ pub const SUMMARY_WINDOW: Duration = Duration::from_secs(60);
 
 /// How many refusals of one kind from one peer are written per window.
 pub const SUMMARY_FIRST_LINES: u32 = 5;
+
+/// How many denied connections of one user's sessions (`session.network`) are written per
+/// window: more than other refusals (a session's denials are what an operator reads to see
+/// what it tried), still a bound (about 25 KB a minute per user).
+pub const SUMMARY_NETWORK_FIRST_LINES: u32 = 60;
 
 /// How many (peer, kind, reason) windows are tracked at once.
 pub const SUMMARY_CAPACITY: usize = 4096;
@@ -372,28 +399,34 @@ impl SummaryKey {
 }
 
 /// The key of a `session.network` line that records a denial (`action` 1); `None` for an
-/// observed (allowed) connection or a line without its client.
+/// observed (allowed) connection or a line without its user. Counted under the session's
+/// user alone (peer empty): every address the line names is the session's choice (a kernel
+/// event's `src_addr` is the socket's own, which a process binds to any address of the
+/// host, or with `IP_FREEBIND` any at all), so none may open a window of its own. The
+/// destinations of the suppressed lines are kept in the summary ([`Suppressed::destinations`]).
 fn network_denial_key(ssh: &serde_json::Value) -> Option<SummaryKey> {
     if ssh.get("action")?.as_u64()? != 1 {
         return None;
     }
-    let src = ssh.get("src_addr")?.as_str()?;
-    let peer = src
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .or_else(|_| src.parse::<std::net::IpAddr>())
-        .map_or_else(|_| src.to_owned(), client_of);
     Some(SummaryKey {
-        peer,
+        peer: String::new(),
         kind: "session.network".to_owned(),
         reason: "denied".to_owned(),
         // The session's user: authenticated by its certificate, so vouched for.
-        user: ssh
-            .get("user")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned(),
+        user: ssh.get("user")?.as_str()?.to_owned(),
         key_id: String::new(),
+    })
+}
+
+/// The destination a `session.network` line names: `ADDR:PORT` (`[ADDR]:PORT` for IPv6).
+fn destination_of(line: &serde_json::Value) -> Option<String> {
+    let ssh = line.get("ssh")?;
+    let addr = ssh.get("dst_addr")?.as_str()?;
+    let port = ssh.get("dst_port")?.as_u64()?;
+    Some(if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
     })
 }
 
@@ -422,6 +455,9 @@ struct Window {
     /// For a window counted without the identity: those its suppressed lines named.
     identities: std::collections::BTreeSet<String>,
     identities_more: u64,
+    /// The destinations its suppressed `session.network` lines named.
+    destinations: std::collections::BTreeSet<String>,
+    destinations_more: u64,
 }
 
 /// Whether a line is written.
@@ -498,6 +534,8 @@ impl Summariser {
                     count: w.suppressed,
                     identities: w.identities.into_iter().collect(),
                     identities_more: w.identities_more,
+                    destinations: w.destinations.into_iter().collect(),
+                    destinations_more: w.destinations_more,
                     window_start: humantime::format_rfc3339_millis(w.start).to_string(),
                     window_secs: self.window.as_secs(),
                 });
@@ -508,6 +546,18 @@ impl Summariser {
 
     /// Whether a refusal under `key` at `now` is written (call [`Summariser::ended`] first).
     pub fn admit(&mut self, now: SystemTime, key: SummaryKey) -> Admit {
+        self.admit_noting(now, key, None)
+    }
+
+    /// [`Summariser::admit`], with what the line names beyond its key (a denied
+    /// connection's destination), kept (bounded) in the window's summary when the line is
+    /// suppressed.
+    pub fn admit_noting(
+        &mut self,
+        now: SystemTime,
+        key: SummaryKey,
+        destination: Option<String>,
+    ) -> Admit {
         // A client that holds its share of windows is counted without the identity, which
         // the window keeps (bounded) for its suppressed lines.
         let (key, folded) = if !self.windows.contains_key(&key)
@@ -530,11 +580,25 @@ impl Summariser {
             (key, None)
         };
         if let Some(w) = self.windows.get_mut(&key) {
-            if w.written < self.first {
+            let first = if key.kind == "session.network" && self.first > 0 {
+                self.first.max(SUMMARY_NETWORK_FIRST_LINES)
+            } else {
+                self.first
+            };
+            if w.written < first {
                 w.written += 1;
                 return Admit::Write;
             }
             w.suppressed += 1;
+            if let Some(d) = destination
+                && !w.destinations.contains(&d)
+            {
+                if w.destinations.len() < SUMMARY_IDENTITIES {
+                    w.destinations.insert(d);
+                } else {
+                    w.destinations_more += 1;
+                }
+            }
             if let Some(identity) = folded
                 && !w.identities.contains(&identity)
             {
@@ -560,6 +624,8 @@ impl Summariser {
                 suppressed: 0,
                 identities: std::collections::BTreeSet::new(),
                 identities_more: 0,
+                destinations: std::collections::BTreeSet::new(),
+                destinations_more: 0,
             },
         );
         Admit::Write
@@ -648,13 +714,13 @@ impl AuditLog {
         peer: Option<SocketAddr>,
     ) -> Result<(), AuditError> {
         let time = humantime::format_rfc3339_millis(now).to_string();
-        let (text, key) = line_text(&time, &self.cluster, event, peer)
+        let (text, key, destination) = line_parts(&time, &self.cluster, event, peer)
             .map_err(|e| self.error(std::io::Error::other(e)))?;
         let mut inner = self.lock()?;
         let inner = &mut *inner;
         self.write_ended(inner, now, false)?;
         if let Some(key) = key
-            && inner.summary.admit(now, key) == Admit::Suppress
+            && inner.summary.admit_noting(now, key, destination) == Admit::Suppress
         {
             return Ok(());
         }
@@ -1177,9 +1243,10 @@ mod tests {
         assert_eq!(summary["identities_more"], 22 - SUMMARY_IDENTITIES as u64);
     }
 
-    /// A session's denied connections (`session.network`, action 1) in a loop: five lines a
-    /// window per client and user, then a count; another user's own window; an allowed
-    /// (observed) connection is a grant, every one written.
+    /// A session's denied connections (`session.network`, action 1) in a loop, each from a
+    /// socket address of its choosing: sixty lines a window per user, then a count naming
+    /// the first destinations suppressed; another user's own window; an allowed (observed)
+    /// connection is a grant, every one written.
     #[test]
     fn a_sessions_denied_connections_are_summarised_and_its_allowed_ones_are_not() {
         let log = AuditLog::memory("c");
@@ -1189,7 +1256,9 @@ mod tests {
                 "event": "ssh",
                 "ssh": {
                     "code": "T4002I", "event": "session.network", "user": user,
-                    "login": "dev", "sid": "s1", "src_addr": "192.0.2.7:40000",
+                    "login": "dev", "sid": "s1",
+                    // The socket's own address, which the session picks: a new one per try.
+                    "src_addr": format!("127.0.{}.{}", port / 256, port % 256),
                     "dst_addr": "10.255.0.1", "dst_port": port, "version": 4,
                     "operation": 0, "action": action,
                 }
@@ -1213,7 +1282,7 @@ mod tests {
         };
         assert_eq!(
             count(&["\"action\":1", "\"user\":\"alice\""]),
-            SUMMARY_FIRST_LINES as usize
+            SUMMARY_NETWORK_FIRST_LINES as usize
         );
         assert_eq!(count(&["\"action\":1", "\"user\":\"bob\""]), 1);
         assert_eq!(count(&["\"action\":0"]), 20);
@@ -1224,8 +1293,16 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        assert_eq!(summary["count"], 1000 - u64::from(SUMMARY_FIRST_LINES));
+        assert_eq!(summary["count"], 1000 - u64::from(SUMMARY_NETWORK_FIRST_LINES));
         assert_eq!(summary["user"], "alice");
-        assert_eq!(summary["peer"], "192.0.2.7");
+        assert_eq!(summary["peer"], "");
+        // The first destinations suppressed are named, the rest counted.
+        let named = summary["destinations"].as_array().unwrap();
+        assert_eq!(named.len(), SUMMARY_IDENTITIES);
+        assert!(named.iter().all(|d| d.as_str().unwrap().starts_with("10.255.0.1:")));
+        assert_eq!(
+            summary["destinations_more"],
+            1000 - u64::from(SUMMARY_NETWORK_FIRST_LINES) - SUMMARY_IDENTITIES as u64
+        );
     }
 }
