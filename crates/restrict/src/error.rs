@@ -43,6 +43,10 @@ pub enum Error {
         /// The loader's or the kernel's reason.
         reason: String,
     },
+    /// The enforcer is ending its sessions ([`crate::Enforcer::end_sessions`]): no new one
+    /// is made.
+    #[error("sessions are ending: the server is stopping")]
+    Stopping,
     /// A session name that cannot be a cgroup directory name.
     #[error("session name {name:?}: {reason}")]
     SessionName {

@@ -32,6 +32,8 @@ pub struct Enforcer {
     /// What [`Enforcer::new`] found left by a server that is gone: session cgroups killed and
     /// removed, and those that could not be (still restricted, by the policy of then).
     orphans: (usize, usize),
+    /// Set by [`Enforcer::end_sessions`]: no new session.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -70,6 +72,7 @@ impl Enforcer {
             owner,
             queue: config.event_queue.max(1),
             orphans: (removed.len(), failed.len()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -78,14 +81,27 @@ impl Enforcer {
         &self.parent
     }
 
-    /// Ends every session this enforcer made that is still there (kills its processes,
-    /// removes its cgroup): for a server that stops. Without it, sessions under a parent
+    /// Ends every session this process made under the parent that is still there (kills its
+    /// processes, removes its cgroup), and makes no new one from then on
+    /// ([`Error::Stopping`]): for a server that stops. Without it, sessions under a parent
     /// outside the service's own cgroup would run on, held to the policy of then, until the
     /// next server on the parent ends them. Returns how many were ended and how many could
     /// not be (processes stuck in the kernel).
     pub fn end_sessions(&self) -> (usize, usize) {
-        let (removed, failed) = cgroup::reap_owned(&self.parent, &self.owner, TEARDOWN);
-        (removed.len(), failed.len())
+        self.stopping.store(true, Ordering::SeqCst);
+        let (mut ended, mut stuck) = (0, 0);
+        // Again until a pass finds none: a session being made as the flag was set (past
+        // its check, before its cgroup existed) is found by the next pass.
+        for _ in 0..8 {
+            let (removed, failed) = cgroup::reap_owned(&self.parent, &self.owner, TEARDOWN);
+            let found = removed.len() + failed.len();
+            ended += removed.len();
+            stuck = failed.len();
+            if found == stuck {
+                break;
+            }
+        }
+        (ended, stuck)
     }
 
     /// One line on what is in force, for a server to log at start:
@@ -173,7 +189,16 @@ impl Enforcer {
     /// again then.
     pub fn session(&self, name: &str) -> Result<Session, Error> {
         check_name(name)?;
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(Error::Stopping);
+        }
         let cg = SessionCgroup::create(&self.parent, name, &self.owner)?;
+        if self.stopping.load(Ordering::SeqCst) {
+            // `end_sessions` began meanwhile and may have listed the parent before this one
+            // existed.
+            let _ = fs::remove_dir(&cg.path);
+            return Err(Error::Stopping);
+        }
         // From here on, a failure removes the cgroup (nothing is in it yet).
         let undo = |e: Error| {
             let _ = fs::remove_dir(&cg.path);

@@ -1337,7 +1337,8 @@ fn holder_of_an_enforcer_for_another_test() {
 
 /// A server that stops ends its own sessions (processes killed, cgroups removed), wherever
 /// their parent is: under a parent outside the service's cgroup nothing else would, and
-/// they would run on, held to the policy of then. Cgroups not named as sessions are left.
+/// they would run on, held to the policy of then. Cgroups not named as sessions are left,
+/// and no session is made from then on.
 #[test]
 fn a_stopping_enforcer_ends_its_own_sessions() {
     use std::os::unix::process::ExitStatusExt;
@@ -1351,6 +1352,11 @@ fn a_stopping_enforcer_ends_its_own_sessions() {
     let foreign = parent.path.join("getty@tty1.service");
     std::fs::create_dir(&foreign).unwrap();
     assert_eq!(enforcer.end_sessions(), (1, 0));
+    // No session is made once they are ending (one made meanwhile would outlive the stop).
+    assert!(
+        matches!(enforcer.session("late"), Err(Error::Stopping)),
+        "a session made after end_sessions"
+    );
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "{status:?}");
     assert!(foreign.is_dir());
