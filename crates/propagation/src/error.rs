@@ -1,7 +1,5 @@
 //! The crate's one error type.
 
-use crate::wire::VERSION;
-
 /// Why a key, a block, a grant, a front identity or a trust anchor was
 /// not accepted or could not be made. (A refused *header* is not an error
 /// but a [`Rejection`](crate::Rejection) with a stable reason code.)
@@ -37,10 +35,12 @@ pub enum Error {
         needed: usize,
     },
     /// The version byte is not [`VERSION`](crate::wire::VERSION).
-    #[error("signed block: version {found} (this server reads version {VERSION})")]
+    #[error("signed block: version {found} (this server reads version {expected})")]
     Version {
         /// The version found.
         found: u8,
+        /// The version this code reads ([`VERSION`](crate::wire::VERSION)).
+        expected: u8,
     },
     /// A length is out of its bounds.
     #[error("signed block: field `{field}` has length {len}, allowed {min}..={max}")]

@@ -330,7 +330,10 @@ pub fn decode(value: &[u8]) -> Result<SignedBlock<'_>, Error> {
     let mut r = Reader { buf: value };
     let version = r.array::<1>("version")?[0];
     if version != VERSION {
-        return Err(Error::Version { found: version });
+        return Err(Error::Version {
+            found: version,
+            expected: VERSION,
+        });
     }
     let a = r.u8("address length")?;
     let addresses = r.bounded(a, 13, 37, "addresses")?;
@@ -617,11 +620,29 @@ mod tests {
         let enc = sample();
         let mut v = enc.clone();
         v[0] = 1;
-        assert_eq!(decode(&v), Err(Error::Version { found: 1 }));
+        assert_eq!(
+            decode(&v),
+            Err(Error::Version {
+                found: 1,
+                expected: VERSION
+            })
+        );
         v[0] = 2; // version 2 had no connection block
-        assert_eq!(decode(&v), Err(Error::Version { found: 2 }));
+        assert_eq!(
+            decode(&v),
+            Err(Error::Version {
+                found: 2,
+                expected: VERSION
+            })
+        );
         v[0] = 3; // version 3 had no endpoint
-        assert_eq!(decode(&v), Err(Error::Version { found: 3 }));
+        assert_eq!(
+            decode(&v),
+            Err(Error::Version {
+                found: 3,
+                expected: VERSION
+            })
+        );
         let mut v = enc.clone();
         v[2] = 0x12; // UDP4
         assert!(matches!(

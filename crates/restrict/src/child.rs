@@ -13,7 +13,7 @@ use nix::unistd::{Gid, Uid};
 use rustix::pty::OpenptFlags;
 
 use crate::Error;
-use crate::session::Placement;
+use crate::placement::Placement;
 
 /// The most supplementary groups a login may have (the kernel's `NGROUPS_MAX`).
 pub const MAX_GROUPS: usize = 65536;

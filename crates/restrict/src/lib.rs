@@ -252,6 +252,8 @@ mod child;
 ))]
 mod compat;
 #[cfg(target_os = "linux")]
+mod placement;
+#[cfg(target_os = "linux")]
 mod session;
 
 #[cfg(target_os = "linux")]
@@ -259,7 +261,9 @@ pub use cgroup::cgroup2_mount;
 #[cfg(target_os = "linux")]
 pub use child::{ChildSetup, Credentials, Login, MAX_GROUPS, Pty, resize, terminal_path};
 #[cfg(target_os = "linux")]
-pub use session::{Enforcer, Placement, Session, end_orphaned_sessions};
+pub use placement::Placement;
+#[cfg(target_os = "linux")]
+pub use session::{Enforcer, Session, end_orphaned_sessions};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1293,13 +1293,20 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        assert_eq!(summary["count"], 1000 - u64::from(SUMMARY_NETWORK_FIRST_LINES));
+        assert_eq!(
+            summary["count"],
+            1000 - u64::from(SUMMARY_NETWORK_FIRST_LINES)
+        );
         assert_eq!(summary["user"], "alice");
         assert_eq!(summary["peer"], "");
         // The first destinations suppressed are named, the rest counted.
         let named = summary["destinations"].as_array().unwrap();
         assert_eq!(named.len(), SUMMARY_IDENTITIES);
-        assert!(named.iter().all(|d| d.as_str().unwrap().starts_with("10.255.0.1:")));
+        assert!(
+            named
+                .iter()
+                .all(|d| d.as_str().unwrap().starts_with("10.255.0.1:"))
+        );
         assert_eq!(
             summary["destinations_more"],
             1000 - u64::from(SUMMARY_NETWORK_FIRST_LINES) - SUMMARY_IDENTITIES as u64
