@@ -402,7 +402,14 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Checked<Io> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        // A TLS stream writes its `close_notify` here: a client that reads nothing holds it.
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.io).poll_shutdown(cx) {
+            std::task::Poll::Pending if this.idle_expired(cx) => {
+                std::task::Poll::Ready(Err(idle_too_long()))
+            }
+            other => other,
+        }
     }
 }
 

@@ -420,6 +420,14 @@ pub fn throttle_key(
 /// The range of the endpoint keys of [`throttle_key`]: `0100::/8`.
 const ENDPOINT_KEYS: u128 = 0x01 << 120;
 
+/// The key of a client counted by its socket peer alone, before any header is read (a
+/// listener that counts connections at accept): `ip`, or `100::` for an address in the range
+/// of [`throttle_key`]'s endpoint keys (which no real network routes), so that no client
+/// counts under an endpoint's key in a table [`throttle_key`] also fills.
+pub fn peer_only_key(ip: IpAddr) -> IpAddr {
+    outside_endpoint_keys(ip)
+}
+
 /// `ip`, or `100::` for an address in the endpoint keys' range (which no real network
 /// routes), so that no client counts under an endpoint's key.
 fn outside_endpoint_keys(ip: IpAddr) -> IpAddr {
@@ -1119,6 +1127,9 @@ mod tests {
             let through2 = throttle_key(&victim.with_endpoint(ep2), tcp);
             let mine = throttle_key(&direct, tcp);
             prop_assert_ne!(mine, through);
+            // Counted at accept, by the socket peer alone: the same.
+            let at_accept = peer_only_key(IpAddr::V6(attacker));
+            prop_assert_ne!(peer_key(at_accept), peer_key(through));
             prop_assert_ne!(peer_key(mine), peer_key(through));
             prop_assert_eq!(peer_key(through), through);
             prop_assert_ne!(through, through2);

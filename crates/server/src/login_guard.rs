@@ -113,7 +113,8 @@ fn named_proxy(lcfg: &ListenerConfig, peer: SocketAddr) -> bool {
 /// a named trusted proxy of the listener, or the listener takes signed
 /// headers from ippin fronts.
 pub fn key_at_accept(lcfg: &ListenerConfig, peer: SocketAddr) -> Option<IpAddr> {
-    (!named_proxy(lcfg, peer) && lcfg.propagation.is_none()).then_some(peer.ip())
+    (!named_proxy(lcfg, peer) && lcfg.propagation.is_none())
+        .then_some(ippin_access::lockout::peer_only_key(peer.ip()))
 }
 
 /// For a connection [`key_at_accept`] deferred: the client address a
