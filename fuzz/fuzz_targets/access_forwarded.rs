@@ -4,6 +4,11 @@
 //! headers hold (neither read nor refused); only such a proxy's headers change the answer,
 //! into a forwarded-header observation; both headers at once, or a value that is not visible
 //! ASCII, from a proxy, are refused.
+//!
+//! And the property that matters: behind a chain of `hops` trusted proxies, each appending
+//! what it saw (the first the client, the others the proxy before them, on the same line or
+//! a new one), the answer is the client, whatever the client wrote to the left of it
+//! (forged entries, garbage, its own address list): never an address the client chose.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,7 +17,64 @@ use ippin_access::observed::{ObservedAddr, Provenance, from_forwarded_values, re
 use ippin_policy::ForwardedMode;
 use libfuzzer_sys::fuzz_target;
 
+/// A chain of trusted proxies in front of the service appends to what the client sent.
+fn behind_a_chain(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((addr, forged)) = rest.split_first_chunk::<16>() else { return };
+    let client = if flags & 1 == 0 {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    };
+    let proxies: Vec<ipnet::IpNet> = ["127.0.0.0/8", "10.0.0.0/8", "::1/128", "fd00::/8"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let canonical = client.to_canonical();
+    if proxies.iter().any(|n| n.contains(&canonical)) {
+        return;
+    }
+    let hops = usize::from((flags >> 1) % 3) + 1;
+    let mode = ForwardedMode::TrustedProxies { proxies, hops };
+    let use_forwarded = flags & 8 != 0;
+    let entry = |ip: IpAddr| match (use_forwarded, ip) {
+        (false, ip) => ip.to_string(),
+        (true, IpAddr::V4(v4)) => format!("for={v4}"),
+        (true, IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
+    };
+    // What the client sent: any bytes, visible ASCII or not, one line or several.
+    let mut lines: Vec<Vec<u8>> = forged.split(|&b| b == b'\n').take(4).map(<[u8]>::to_vec).collect();
+    // Each proxy appends what it saw, to the last line or as a line of its own.
+    let mut seen = client;
+    for hop in 0..hops {
+        let text = entry(seen).into_bytes();
+        match lines.last_mut() {
+            Some(last) if flags & (0x10 << hop) == 0 => {
+                last.extend_from_slice(b", ");
+                last.extend_from_slice(&text);
+            }
+            _ => lines.push(text),
+        }
+        seen = IpAddr::V4(Ipv4Addr::new(10, 0, 0, hop as u8 + 1));
+    }
+    let conn = ObservedAddr::new(SocketAddr::new(seen, 443), Provenance::Direct, true);
+    let values: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    let empty: Vec<&[u8]> = Vec::new();
+    let got = if use_forwarded {
+        from_forwarded_values(&conn, empty.iter().copied(), values.iter().copied(), &mode)
+    } else {
+        from_forwarded_values(&conn, values.iter().copied(), empty.iter().copied(), &mode)
+    };
+    // Refused (a line the client made unreadable), or the client: never another address.
+    if let Ok(o) = got {
+        assert_eq!(o.ip().to_canonical(), canonical, "{lines:?} hops {hops}: {o:?}");
+        assert!(o.is_trusted());
+        assert_eq!(o.provenance(), Provenance::ForwardedHeader);
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    behind_a_chain(data);
     let Some((&flags, rest)) = data.split_first() else { return };
     let Some((addr, rest)) = rest.split_first_chunk::<4>() else { return };
     let ip = if flags & 0x40 != 0 {
