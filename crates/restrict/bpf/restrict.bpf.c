@@ -679,11 +679,74 @@ static __always_inline int broadcasts(int level, int optname)
 	return !cfg || !no_policy(cfg);
 }
 
+// Joining a multicast group makes the kernel send IGMP or MLD reports naming the group (to
+// the link's routers), which it builds itself, past every hook: under a policy a join is
+// refused unless an allow rule covers the group (a rule inside 224.0.0.0/4 or ff00::/8, as
+// for multicast datagrams). Every way to join: IP_ADD_MEMBERSHIP (ip_mreq, ip_mreqn),
+// IP_ADD_SOURCE_MEMBERSHIP (ip_mreq_source), MCAST_JOIN_GROUP and MCAST_JOIN_SOURCE_GROUP
+// at both levels (group_req, group_source_req: the group's sockaddr at offset 8),
+// IPV6_ADD_MEMBERSHIP (ipv6_mreq). The other membership options need a group joined first.
+#define IP_ADD_MEMBERSHIP 35
+#define IP_ADD_SOURCE_MEMBERSHIP 39
+#define MCAST_JOIN_GROUP 42
+#define MCAST_JOIN_SOURCE_GROUP 46
+#define IPV6_ADD_MEMBERSHIP 20
+#define SA_FAMILY_INET 2
+#define SA_FAMILY_INET6 10
+
+static __always_inline int joins_denied_group(struct bpf_sockopt *ctx, int level, int optname)
+{
+	int v4 = level == SOL_IP &&
+		 (optname == IP_ADD_MEMBERSHIP || optname == IP_ADD_SOURCE_MEMBERSHIP);
+	int req = (level == SOL_IP || level == SOL_IPV6) &&
+		  (optname == MCAST_JOIN_GROUP || optname == MCAST_JOIN_SOURCE_GROUP);
+	int v6 = level == SOL_IPV6 && optname == IPV6_ADD_MEMBERSHIP;
+	if (!v4 && !req && !v6)
+		return 0;
+	struct config *cfg = config_now();
+	if (!cfg)
+		return 1;
+	if (no_policy(cfg))
+		return 0;
+	__u8 *v = ctx->optval, *end = ctx->optval_end;
+	__u32 g4 = 0, g6[4] = {};
+	int family = v4 ? 4 : 6;
+	if (req) {
+		if (v + 10 > end)
+			return 1;
+		__u16 sa = *(__u16 *)(v + 8);
+		if (sa == SA_FAMILY_INET) {
+			if (v + 16 > end)
+				return 1;
+			__builtin_memcpy(&g4, v + 12, 4);
+			family = 4;
+		} else if (sa == SA_FAMILY_INET6) {
+			if (v + 32 > end)
+				return 1;
+			__builtin_memcpy(g6, v + 16, 16);
+		} else {
+			return 1;
+		}
+	} else if (v4) {
+		if (v + 4 > end)
+			return 1;
+		__builtin_memcpy(&g4, v, 4);
+	} else {
+		if (v + 16 > end)
+			return 1;
+		__builtin_memcpy(g6, v, 16);
+	}
+	if (family == 4)
+		return !allowed4(g4);
+	return !decide6(g6, 0, 0);
+}
+
 SEC("cgroup/setsockopt")
 int ippin_setsockopt(struct bpf_sockopt *ctx)
 {
 	int level = ctx->level, optname = ctx->optname;
-	if (!reroutes(level, optname, ctx->optlen) && !broadcasts(level, optname)) {
+	if (!reroutes(level, optname, ctx->optlen) && !broadcasts(level, optname) &&
+	    !joins_denied_group(ctx, level, optname)) {
 		// A value longer than a page is not copied for programs; 0 tells the kernel to
 		// use the caller's own buffer, as if no program ran (needed before Linux 6.5).
 		if (ctx->optlen > PAGE_SIZE)

@@ -10,11 +10,15 @@
 //!
 //! The same filter keeps a session to the socket families the programs decide or that stay
 //! on the host: `socket(2)` of a family other than `AF_UNIX`, `AF_INET`, `AF_INET6` and
-//! `AF_NETLINK` fails with `EAFNOSUPPORT`. The cgroup hooks see IPv4 and IPv6 sockets only:
-//! RDS (over TCP), TIPC (over UDP), VSOCK (to the hypervisor), Bluetooth, CAN and the rest
-//! would carry traffic past them, and an unprivileged `socket(2)` loads their module. And
-//! `io_uring_setup(2)` fails with `ENOSYS` (programs fall back to plain calls): an io_uring
-//! makes sockets without a `socket(2)` call this filter could see.
+//! `AF_NETLINK` fails with `EAFNOSUPPORT`, and so does `AF_INET` with `SOCK_PACKET` (the
+//! kernel makes that a packet socket) and `socketpair(2)` of any family but `AF_UNIX` (TIPC
+//! makes connected pairs that then send anywhere). The cgroup hooks see IPv4 and IPv6
+//! sockets only: RDS (over TCP), TIPC (over UDP), VSOCK (to the hypervisor), packet sockets,
+//! Bluetooth, CAN and the rest would carry traffic past them, and an unprivileged
+//! `socket(2)` loads their module. `io_uring_setup(2)` fails with `ENOSYS` (programs fall
+//! back to plain calls): an io_uring makes sockets without a `socket(2)` call this filter
+//! could see. So does `request_key(2)`: the kernel's DNS resolver key type asks the host's
+//! resolvers from outside the session.
 
 use nix::libc;
 
@@ -34,12 +38,19 @@ const X32_BIT: u32 = 0x4000_0000;
 const NR: u32 = 0;
 const ARCH: u32 = 4;
 const ARG0_LOW: u32 = 16;
+/// The second argument's low 32 bits (`socket(2)`'s type, an `int`).
+const ARG1_LOW: u32 = 24;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("the seccomp filter reads the first argument's low half at offset 16");
 
 const SYS_SOCKET: u32 = libc::SYS_socket as u32;
+const SYS_SOCKETPAIR: u32 = libc::SYS_socketpair as u32;
 const SYS_IO_URING_SETUP: u32 = libc::SYS_io_uring_setup as u32;
+const SYS_REQUEST_KEY: u32 = libc::SYS_request_key as u32;
+/// `SOCK_PACKET`, in the low four bits of the type (`SOCK_TYPE_MASK`; the rest are flags).
+const SOCK_PACKET: u32 = 10;
+const SOCK_TYPE_MASK: u32 = 0xf;
 const AF_UNIX: u32 = libc::AF_UNIX as u32;
 const AF_INET: u32 = libc::AF_INET as u32;
 const AF_INET6: u32 = libc::AF_INET6 as u32;
@@ -49,6 +60,7 @@ const AF_NETLINK: u32 = libc::AF_NETLINK as u32;
 const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
 const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 const RET_ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
@@ -61,24 +73,33 @@ const fn op(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// arch != NATIVE or nr >= X32_BIT: kill the process; `socket(2)` of a family not listed:
-/// `EAFNOSUPPORT`; `io_uring_setup(2)`: `ENOSYS`; anything else: allow.
-static FILTER: [libc::sock_filter; 15] = [
+/// arch != NATIVE or nr >= X32_BIT: kill the process; `socket(2)` of a family not listed, or
+/// `AF_INET` with `SOCK_PACKET`, and `socketpair(2)` but of `AF_UNIX`: `EAFNOSUPPORT`;
+/// `io_uring_setup(2)` and `request_key(2)`: `ENOSYS`; anything else: allow. (Jumps count
+/// from the next instruction.)
+static FILTER: [libc::sock_filter; 22] = [
     /* 0 */ op(LD_W_ABS, 0, 0, ARCH),
-    /* 1 */ op(JEQ_K, 0, 12, NATIVE), // not native: to 14, the kill
+    /* 1 */ op(JEQ_K, 0, 19, NATIVE), // not native: to 21, the kill
     /* 2 */ op(LD_W_ABS, 0, 0, NR),
-    /* 3 */ op(JGE_K, 10, 0, X32_BIT), // x32: to 14, the kill
-    /* 4 */ op(JEQ_K, 0, 6, SYS_SOCKET), // not socket(2): to 11
+    /* 3 */ op(JGE_K, 17, 0, X32_BIT), // x32: to 21, the kill
+    /* 4 */ op(JEQ_K, 0, 8, SYS_SOCKET), // not socket(2): to 13
     /* 5 */ op(LD_W_ABS, 0, 0, ARG0_LOW),
-    /* 6 */ op(JEQ_K, 5, 0, AF_UNIX), // to 12, the allow
-    /* 7 */ op(JEQ_K, 4, 0, AF_INET),
-    /* 8 */ op(JEQ_K, 3, 0, AF_INET6),
-    /* 9 */ op(JEQ_K, 2, 0, AF_NETLINK),
-    /* 10 */ op(RET_K, 0, 0, RET_EAFNOSUPPORT),
-    /* 11 */ op(JEQ_K, 1, 0, SYS_IO_URING_SETUP), // io_uring_setup: to 13
-    /* 12 */ op(RET_K, 0, 0, RET_ALLOW),
-    /* 13 */ op(RET_K, 0, 0, RET_ENOSYS),
-    /* 14 */ op(RET_K, 0, 0, RET_KILL_PROCESS),
+    /* 6 */ op(JEQ_K, 11, 0, AF_UNIX), // to 18, the allow
+    /* 7 */ op(JEQ_K, 10, 0, AF_INET6),
+    /* 8 */ op(JEQ_K, 9, 0, AF_NETLINK),
+    /* 9 */ op(JEQ_K, 0, 10, AF_INET), // another family: to 20, EAFNOSUPPORT
+    /* 10 */ op(LD_W_ABS, 0, 0, ARG1_LOW),
+    /* 11 */ op(AND_K, 0, 0, SOCK_TYPE_MASK),
+    /* 12 */ op(JEQ_K, 7, 5, SOCK_PACKET), // packet: to 20; else to 18
+    /* 13 */ op(JEQ_K, 0, 2, SYS_SOCKETPAIR), // not socketpair(2): to 16
+    /* 14 */ op(LD_W_ABS, 0, 0, ARG0_LOW),
+    /* 15 */ op(JEQ_K, 2, 4, AF_UNIX), // to 18, else to 20
+    /* 16 */ op(JEQ_K, 2, 0, SYS_IO_URING_SETUP), // to 19, ENOSYS
+    /* 17 */ op(JEQ_K, 1, 0, SYS_REQUEST_KEY), // to 19
+    /* 18 */ op(RET_K, 0, 0, RET_ALLOW),
+    /* 19 */ op(RET_K, 0, 0, RET_ENOSYS),
+    /* 20 */ op(RET_K, 0, 0, RET_EAFNOSUPPORT),
+    /* 21 */ op(RET_K, 0, 0, RET_KILL_PROCESS),
 ];
 
 /// Installs the filter on every thread of the calling process (`SECCOMP_FILTER_FLAG_TSYNC`;
@@ -133,11 +154,12 @@ mod tests {
     /// on the allow otherwise (an interpreter of the four opcodes used).
     #[test]
     fn the_filter_kills_foreign_and_x32_calls_and_refuses_other_families() {
-        fn run_with(nr: u32, arch: u32, arg0: u32) -> u32 {
+        fn run_args(nr: u32, arch: u32, arg0: u32, arg1: u32) -> u32 {
             let data = |offset: u32| match offset {
                 super::NR => nr,
                 super::ARCH => arch,
                 super::ARG0_LOW => arg0,
+                super::ARG1_LOW => arg1,
                 other => panic!("offset {other}"),
             };
             let (mut pc, mut acc) = (0usize, 0u32);
@@ -148,11 +170,13 @@ mod tests {
                     super::LD_W_ABS => acc = data(i.k),
                     super::JEQ_K => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
                     super::JGE_K => pc += usize::from(if acc >= i.k { i.jt } else { i.jf }),
+                    super::AND_K => acc &= i.k,
                     super::RET_K => return i.k,
                     other => panic!("opcode {other:#x}"),
                 }
             }
         }
+        let run_with = |nr: u32, arch: u32, arg0: u32| run_args(nr, arch, arg0, 1);
         // Any call, its first argument AF_INET.
         let run = |nr: u32, arch: u32| run_with(nr, arch, 2);
         assert_eq!(run(41, super::NATIVE), super::RET_ALLOW);
@@ -175,6 +199,25 @@ mod tests {
             run(super::SYS_IO_URING_SETUP, super::NATIVE),
             super::RET_ENOSYS
         );
+        assert_eq!(
+            run(super::SYS_REQUEST_KEY, super::NATIVE),
+            super::RET_ENOSYS
+        );
+        // AF_INET with SOCK_PACKET (flags above the type's four bits ignored, as the kernel
+        // does): refused; stream, datagram, raw: allowed (the programs decide them).
+        let inet = |ty: u32| run_args(super::SYS_SOCKET, super::NATIVE, 2, ty);
+        for ty in [10, 10 | 0o4000, 10 | 0o2000000] {
+            assert_eq!(inet(ty), super::RET_EAFNOSUPPORT, "{ty:#x}");
+        }
+        for ty in [1, 2, 3, 5, 1 | 0o4000] {
+            assert_eq!(inet(ty), super::RET_ALLOW, "{ty:#x}");
+        }
+        // socketpair(2): Unix only.
+        let pair = |family: u32| run_with(super::SYS_SOCKETPAIR, super::NATIVE, family);
+        assert_eq!(pair(1), super::RET_ALLOW);
+        for family in [2, 10, 16, 30, 40] {
+            assert_eq!(pair(family), super::RET_EAFNOSUPPORT, "{family}");
+        }
         // The same numbers from another ABI are killed, not answered.
         assert_eq!(
             run_with(super::SYS_SOCKET, 0x4000_0003, 21),

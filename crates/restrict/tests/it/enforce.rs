@@ -1190,8 +1190,9 @@ fn a_session_makes_no_32_bit_system_call() {
     }
 }
 
-/// Socket families the cgroup hooks never see (packet, VSOCK to the hypervisor, and the rest
-/// but Unix, IPv4, IPv6 and netlink) cannot be made in a session, with a policy or without;
+/// Socket families the cgroup hooks never see (packet, also as `AF_INET` with `SOCK_PACKET`,
+/// VSOCK to the hypervisor, and the rest but Unix, IPv4, IPv6 and netlink) cannot be made in
+/// a session, with a policy or without;
 /// nor an io_uring, which makes sockets without `socket(2)`. Outside they can (this test
 /// runs as root).
 #[test]
@@ -1200,6 +1201,7 @@ fn a_session_makes_no_socket_of_a_family_the_hooks_do_not_see() {
 import ctypes, errno, socket
 out = []
 for fam, typ in [(socket.AF_PACKET, socket.SOCK_DGRAM), (40, socket.SOCK_STREAM),
+                 (socket.AF_INET, 10),
                  (socket.AF_UNIX, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_STREAM),
                  (socket.AF_INET6, socket.SOCK_DGRAM), (socket.AF_NETLINK, socket.SOCK_RAW)]:
     try:
@@ -1223,7 +1225,7 @@ print(" ".join(out))
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    assert_eq!(run(None), "ok ok ok ok ok ok ok", "outside a session");
+    assert_eq!(run(None), "ok ok ok ok ok ok ok ok", "outside a session");
     let parent = Parent::new("families");
     let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
     let session = enforcer.session("families").unwrap();
@@ -1233,10 +1235,66 @@ print(" ".join(out))
         }
         assert_eq!(
             run(Some(&session)),
-            "EAFNOSUPPORT EAFNOSUPPORT ok ok ok ok ENOSYS",
+            "EAFNOSUPPORT EAFNOSUPPORT EAFNOSUPPORT ok ok ok ok ENOSYS",
             "{policy:?}"
         );
     }
+}
+
+/// Joining a multicast group makes the kernel send IGMP/MLD reports naming the group past
+/// every hook (data in the group's bits): under a policy every way to join is refused
+/// (`EPERM`) unless an allow rule inside the multicast range covers the group; without a
+/// policy joins are fine.
+#[test]
+fn a_session_joins_only_the_multicast_groups_its_policy_allows() {
+    let script = r#"
+import errno, socket, struct
+def join(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+out = [
+    join(lambda: s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+        socket.inet_aton("239.66.66.66") + socket.inet_aton("127.0.0.1"))),
+    join(lambda: s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+        socket.inet_pton(socket.AF_INET6, "ff0e::4242") + struct.pack("@I", 1))),
+    join(lambda: s.setsockopt(socket.IPPROTO_IP, 42, struct.pack("@I", 1) + bytes(4)
+        + struct.pack("@H", socket.AF_INET) + bytes(2) + socket.inet_aton("239.1.2.3")
+        + bytes(120))),
+]
+print(" ".join(out))
+"#;
+    let parent = Parent::new("multicast");
+    let enforcer = parent.enforcer(&NetworkRestrictions::allow_all(), false);
+    let session = enforcer.session("multicast").unwrap();
+    let run = || {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script]).stdin(Stdio::null());
+        session.confine(&mut cmd);
+        let out = cmd.output().expect("python3 (scripts/install-peers)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(run(), "ok ok ok", "no policy");
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8", "::1/128"], &[]))
+        .unwrap();
+    assert_eq!(run(), "EPERM EPERM EPERM", "unicast rules only");
+    enforcer
+        .set_policy(&policy(&["127.0.0.0/8", "239.0.0.0/8", "ff0e::/16"], &[]))
+        .unwrap();
+    assert_eq!(run(), "ok ok ok", "the groups allowed");
+    enforcer
+        .set_policy(&policy(
+            &["127.0.0.0/8", "239.0.0.0/8", "ff0e::/16"],
+            &["239.66.66.0/24"],
+        ))
+        .unwrap();
+    assert_eq!(run(), "EPERM ok ok", "one group denied");
 }
 
 /// Sockets whose sends the connect and send hooks never see (ICMP "ping" sockets, raw
