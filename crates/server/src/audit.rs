@@ -108,6 +108,9 @@ pub enum AuditEvent {
         observed: String,
         /// How it was observed.
         provenance: String,
+        /// The cloud private endpoint the client came through, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
         /// Reason code.
         reason: String,
     },
@@ -135,6 +138,9 @@ pub enum AuditEvent {
         observed: String,
         /// How it was observed.
         provenance: String,
+        /// The cloud private endpoint the client came through, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
         /// Reason code.
         reason: String,
     },
@@ -370,6 +376,7 @@ mod tests {
             user: user.into(),
             observed: format!("{ip}:4000"),
             provenance: "direct".into(),
+            endpoint: None,
             reason: reason.into(),
         }
     }
@@ -594,6 +601,7 @@ mod tests {
             user: "mallory".into(),
             observed: "198.51.100.99:0".into(),
             provenance: "proxy_v1".into(),
+            endpoint: None,
             reason: "bad_credentials".into(),
         };
         let peer: SocketAddr = "127.0.0.5:40000".parse().unwrap();
@@ -653,6 +661,7 @@ mod tests {
             user: "a\u{9b}2J\u{202e}b\u{7f}c\u{2028}".into(),
             observed: "198.51.100.99:0".into(),
             provenance: "direct".into(),
+            endpoint: None,
             reason: "bad_credentials".into(),
         };
         let (text, _) = line_text("t", "c", &event, None).unwrap();
@@ -720,6 +729,7 @@ mod tests {
                     user,
                     observed,
                     provenance,
+                    endpoint: None,
                     reason,
                 }
             }),

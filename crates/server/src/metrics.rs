@@ -185,6 +185,7 @@ mod tests {
             user: "a".into(),
             observed: "127.0.0.1:1".into(),
             provenance: "direct".into(),
+            endpoint: None,
             reason: "bad_credentials".into(),
         });
         m.observe(&AuditEvent::AdminRefused {

@@ -1040,6 +1040,7 @@ fn login_refused(observed: &ObservedAddr, user: &str, reason: &str) -> AuditEven
         user: user.to_owned(),
         observed: AuditEvent::addr(observed),
         provenance: observed.provenance().as_str().into(),
+        endpoint: observed.endpoint().map(|e| e.as_str().to_owned()),
         reason: reason.to_owned(),
     }
 }
@@ -1238,6 +1239,7 @@ async fn access_route(
                         user: verdict.user.clone(),
                         observed: AuditEvent::addr(&observed),
                         provenance: observed.provenance().as_str().into(),
+                        endpoint: observed.endpoint().map(|e| e.as_str().to_owned()),
                         reason: refusal.code.to_owned(),
                     });
                     return refusal.into_response();
@@ -1296,6 +1298,7 @@ pub fn renew(
         user: verdict.user.clone(),
         observed: AuditEvent::addr(observed),
         provenance: observed.provenance().as_str().into(),
+        endpoint: observed.endpoint().map(|e| e.as_str().to_owned()),
         reason: reason.to_owned(),
     };
     // One login lasts `max_session_ttl` through renewals (`ippin_policy::renewal_validity`):

@@ -145,6 +145,14 @@ async fn a_pin_issued_through_an_endpoint_holds_only_through_it() {
     );
     let shown = ippin::inspect::cert(creds.tls_cert_pem.as_bytes());
     assert!(shown.stdout.contains(ALLOWED), "{}", shown.stdout);
+    // A refused login names the endpoint it came through too.
+    login(&through(login_addr, SECOND), "alice", "wrong")
+        .await
+        .expect_err("a wrong password");
+    let refused = wait_audit(tmp.path(), "the refused login", |v| {
+        v["event"] == "login_refused"
+    });
+    assert_eq!(refused["endpoint"], SECOND, "{refused}");
 
     // Alice, through her endpoint: served.
     whoami(&through(tls_addr, ALLOWED), &creds)
