@@ -453,11 +453,31 @@ struct Window {
     written: u32,
     suppressed: u64,
     /// For a window counted without the identity: those its suppressed lines named.
-    identities: std::collections::BTreeSet<String>,
-    identities_more: u64,
+    identities: Named,
     /// The destinations its suppressed `session.network` lines named.
-    destinations: std::collections::BTreeSet<String>,
-    destinations_more: u64,
+    destinations: Named,
+}
+
+/// Names kept for a summary: the first [`SUMMARY_IDENTITIES`] distinct ones, and a count of
+/// the lines that named another.
+#[derive(Debug, Default)]
+struct Named {
+    names: std::collections::BTreeSet<String>,
+    more: u64,
+}
+
+impl Named {
+    fn note(&mut self, name: Option<String>) {
+        let Some(name) = name else { return };
+        if self.names.contains(&name) {
+            return;
+        }
+        if self.names.len() < SUMMARY_IDENTITIES {
+            self.names.insert(name);
+        } else {
+            self.more += 1;
+        }
+    }
 }
 
 /// Whether a line is written.
@@ -532,10 +552,10 @@ impl Summariser {
                     user: key.user,
                     key_id: key.key_id,
                     count: w.suppressed,
-                    identities: w.identities.into_iter().collect(),
-                    identities_more: w.identities_more,
-                    destinations: w.destinations.into_iter().collect(),
-                    destinations_more: w.destinations_more,
+                    identities: w.identities.names.into_iter().collect(),
+                    identities_more: w.identities.more,
+                    destinations: w.destinations.names.into_iter().collect(),
+                    destinations_more: w.destinations.more,
                     window_start: humantime::format_rfc3339_millis(w.start).to_string(),
                     window_secs: self.window.as_secs(),
                 });
@@ -590,24 +610,8 @@ impl Summariser {
                 return Admit::Write;
             }
             w.suppressed += 1;
-            if let Some(d) = destination
-                && !w.destinations.contains(&d)
-            {
-                if w.destinations.len() < SUMMARY_IDENTITIES {
-                    w.destinations.insert(d);
-                } else {
-                    w.destinations_more += 1;
-                }
-            }
-            if let Some(identity) = folded
-                && !w.identities.contains(&identity)
-            {
-                if w.identities.len() < SUMMARY_IDENTITIES {
-                    w.identities.insert(identity);
-                } else {
-                    w.identities_more += 1;
-                }
-            }
+            w.destinations.note(destination);
+            w.identities.note(folded);
             return Admit::Suppress;
         }
         if self.windows.len() >= self.capacity || self.first == 0 {
@@ -622,10 +626,8 @@ impl Summariser {
                 start: now,
                 written: 1,
                 suppressed: 0,
-                identities: std::collections::BTreeSet::new(),
-                identities_more: 0,
-                destinations: std::collections::BTreeSet::new(),
-                destinations_more: 0,
+                identities: Named::default(),
+                destinations: Named::default(),
             },
         );
         Admit::Write

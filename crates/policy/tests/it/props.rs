@@ -565,6 +565,20 @@ fn observation(ip: IpAddr, port: u16, trusted: bool, ep: Option<u8>) -> Observed
     }
 }
 
+/// An observation of any address, trusted or not (port 0 never trusted), through no endpoint
+/// or one of two; with the address and whether it may be trusted.
+fn any_observation() -> impl Strategy<Value = (ObservedAddr, IpAddr, bool)> {
+    (
+        any_ip(),
+        0u16..3,
+        any::<bool>(),
+        proptest::option::of(0u8..2),
+    )
+        .prop_map(|(ip, port, trusted, ep)| {
+            (observation(ip, port, trusted, ep), ip, trusted && port != 0)
+        })
+}
+
 /// Certificate pins of every shape: none, one address, 0 to 2 networks, unreadable.
 fn any_pin() -> impl Strategy<Value = CertPin> {
     prop_oneof![
@@ -582,17 +596,13 @@ proptest! {
     #[test]
     fn the_pin_issued_holds_the_client_and_passes_its_own_check(
         req in any_requirement(),
-        ip in any_ip(),
-        port in 0u16..3,
-        trusted in any::<bool>(),
-        ep in proptest::option::of(0u8..2),
+        (seen, ip, trusted) in any_observation(),
     ) {
-        let seen = observation(ip, port, trusted, ep);
         match ippin_policy::pin_for_issue(req, Some(&seen)) {
             Ok(None) => prop_assert!(!req.is_required()),
             Ok(Some(net)) => {
                 prop_assert!(req.is_required());
-                prop_assert!(trusted && port != 0, "pinned an untrusted observation");
+                prop_assert!(trusted, "pinned an untrusted observation");
                 prop_assert!(reference_contains(net, ip), "{net} does not hold {ip}");
                 let pin = CertPin::Nets(vec![net]);
                 let again = ippin_policy::check_pin_at(req, &pin, seen.endpoint().as_ref(), &seen);
@@ -603,7 +613,7 @@ proptest! {
                 prop_assert!(!d.reason.code().is_empty());
             }
         }
-        if !trusted || port == 0 {
+        if !trusted {
             prop_assert!(ippin_policy::pin_for_issue(req, Some(&seen)).map_or(true, |p| p.is_none()));
         }
         prop_assert_eq!(ippin_policy::pin_for_issue(req, None).is_err(), req.is_required());
@@ -618,12 +628,8 @@ proptest! {
         bound in proptest::option::of(0u8..2),
         login in proptest::option::of(any_ip()),
         req in any_requirement(),
-        ip in any_ip(),
-        port in 0u16..3,
-        trusted in any::<bool>(),
-        ep in proptest::option::of(0u8..2),
+        (seen, _ip, _trusted) in any_observation(),
     ) {
-        let seen = observation(ip, port, trusted, ep);
         let bound = bound.map(endpoint);
         let got = ippin_policy::pins_for_renewal_at(&presented, bound.as_ref(), login, req, &seen);
         let one = match &presented {
@@ -653,10 +659,7 @@ proptest! {
         remote in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c"]), 0..3),
         pin in any_pin(),
         bound in proptest::option::of(0u8..2),
-        ip in any_ip(),
-        port in 0u16..3,
-        trusted in any::<bool>(),
-        ep in proptest::option::of(0u8..2),
+        (seen, _ip, _trusted) in any_observation(),
     ) {
         let roles = parse_roles(
             "r.yaml",
@@ -670,7 +673,6 @@ proptest! {
         )
         .unwrap();
         let remote: Vec<String> = remote.into_iter().map(String::from).collect();
-        let seen = observation(ip, port, trusted, ep);
         let bound = bound.map(endpoint);
         let d = ippin_policy::check_pin_remote_at(&map, &local, &remote, &pin, bound.as_ref(), &seen);
         let mapped_a = remote.iter().any(|r| r == "a");

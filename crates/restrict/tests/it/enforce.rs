@@ -1393,6 +1393,17 @@ fn holder_of_an_enforcer_for_another_test() {
     }
 }
 
+/// No cgroup is left under `parent`.
+fn assert_no_session_cgroup_left(parent: &Parent) {
+    let left: Vec<_> = std::fs::read_dir(&parent.path)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// A server that stops ends its own sessions (processes killed, cgroups removed), wherever
 /// their parent is: under a parent outside the service's cgroup nothing else would, and
 /// they would run on, held to the policy of then. Cgroups not named as sessions are left,
@@ -1419,13 +1430,7 @@ fn a_stopping_enforcer_ends_its_own_sessions() {
     assert_eq!(status.signal(), Some(9), "{status:?}");
     assert!(foreign.is_dir());
     std::fs::remove_dir(&foreign).unwrap();
-    let left: Vec<_> = std::fs::read_dir(&parent.path)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_session_cgroup_left(&parent);
     drop(session);
 }
 
@@ -1512,11 +1517,5 @@ fn killed_holder_then(without_enforcer: bool) {
             .rsplit_once(") ")
             .is_some_and(|(_, r)| r.starts_with('Z'));
     assert!(dead, "the orphaned session's process was killed: {state}");
-    let left: Vec<_> = std::fs::read_dir(&parent.path)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_session_cgroup_left(&parent);
 }
