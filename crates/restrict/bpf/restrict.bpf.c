@@ -708,6 +708,13 @@ static __always_inline int joins_denied_group(struct bpf_sockopt *ctx, int level
 		return 1;
 	if (no_policy(cfg))
 		return 0;
+	if (cfg->deny_all)
+		return 1;
+	// A value longer than a page: the program sees a copy of its first page at most, and the
+	// kernel reads the caller's memory again, which another thread may change between the
+	// two reads. No join option is that long: refused.
+	if (ctx->optlen > PAGE_SIZE)
+		return 1;
 	__u8 *v = ctx->optval, *end = ctx->optval_end;
 	__u32 g4 = 0, g6[4] = {};
 	int family = v4 ? 4 : 6;
@@ -741,12 +748,33 @@ static __always_inline int joins_denied_group(struct bpf_sockopt *ctx, int level
 	return !decide6(g6, 0, 0);
 }
 
+// Under a policy, the options that let a socket send from an address that is not the host's
+// (IP_FREEBIND, IPV6_FREEBIND without privilege; IP_TRANSPARENT, IPV6_TRANSPARENT with it):
+// the hooks decide destinations, and a datagram from a forged source to an allowed host makes
+// that host answer the forged address, a denied one (an ICMP error quoting the datagram, a
+// resolver's answer).
+#define IP_FREEBIND 15
+#define IP_TRANSPARENT 19
+#define IPV6_TRANSPARENT 75
+#define IPV6_FREEBIND 78
+
+static __always_inline int spoofs_source(int level, int optname)
+{
+	int spoof = (level == SOL_IP && (optname == IP_FREEBIND || optname == IP_TRANSPARENT)) ||
+		    (level == SOL_IPV6 &&
+		     (optname == IPV6_FREEBIND || optname == IPV6_TRANSPARENT));
+	if (!spoof)
+		return 0;
+	struct config *cfg = config_now();
+	return !cfg || !no_policy(cfg);
+}
+
 SEC("cgroup/setsockopt")
 int ippin_setsockopt(struct bpf_sockopt *ctx)
 {
 	int level = ctx->level, optname = ctx->optname;
 	if (!reroutes(level, optname, ctx->optlen) && !broadcasts(level, optname) &&
-	    !joins_denied_group(ctx, level, optname)) {
+	    !joins_denied_group(ctx, level, optname) && !spoofs_source(level, optname)) {
 		// A value longer than a page is not copied for programs; 0 tells the kernel to
 		// use the caller's own buffer, as if no program ran (needed before Linux 6.5).
 		if (ctx->optlen > PAGE_SIZE)

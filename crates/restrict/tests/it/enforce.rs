@@ -1243,8 +1243,10 @@ print(" ".join(out))
 
 /// Joining a multicast group makes the kernel send IGMP/MLD reports naming the group past
 /// every hook (data in the group's bits): under a policy every way to join is refused
-/// (`EPERM`) unless an allow rule inside the multicast range covers the group; without a
-/// policy joins are fine.
+/// (`EPERM`) unless an allow rule inside the multicast range covers the group, and a join
+/// value longer than a page (read twice) always; without a policy joins are fine. Under a
+/// policy the options that send from a source that is not the host's (`IP_FREEBIND`,
+/// `IPV6_FREEBIND`) are refused too.
 #[test]
 fn a_session_joins_only_the_multicast_groups_its_policy_allows() {
     let script = r#"
@@ -1265,6 +1267,16 @@ out = [
     join(lambda: s.setsockopt(socket.IPPROTO_IP, 42, struct.pack("@I", 1) + bytes(4)
         + struct.pack("@H", socket.AF_INET) + bytes(2) + socket.inet_aton("239.1.2.3")
         + bytes(120))),
+    # A value longer than a page (which the kernel reads again after the program): an
+    # allowed unicast address here, another thread could make it a group.
+    join(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).setsockopt(
+        socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+        socket.inet_aton("127.0.0.1") + socket.inet_aton("127.0.0.1") + bytes(4089))),
+    # Sending from an address that is not the host's (forged sources make allowed hosts
+    # answer denied ones).
+    join(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).setsockopt(
+        socket.IPPROTO_IP, 15, 1)),
+    join(lambda: s6.setsockopt(socket.IPPROTO_IPV6, 78, 1)),
 ]
 print(" ".join(out))
 "#;
@@ -1279,22 +1291,27 @@ print(" ".join(out))
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    assert_eq!(run(), "ok ok ok", "no policy");
+    // Without a policy the kernel itself refuses the oversized join (not a group).
+    assert_eq!(run(), "ok ok ok EINVAL ok ok", "no policy");
     enforcer
         .set_policy(&policy(&["127.0.0.0/8", "::1/128"], &[]))
         .unwrap();
-    assert_eq!(run(), "EPERM EPERM EPERM", "unicast rules only");
+    assert_eq!(
+        run(),
+        "EPERM EPERM EPERM EPERM EPERM EPERM",
+        "unicast rules only"
+    );
     enforcer
         .set_policy(&policy(&["127.0.0.0/8", "239.0.0.0/8", "ff0e::/16"], &[]))
         .unwrap();
-    assert_eq!(run(), "ok ok ok", "the groups allowed");
+    assert_eq!(run(), "ok ok ok EPERM EPERM EPERM", "the groups allowed");
     enforcer
         .set_policy(&policy(
             &["127.0.0.0/8", "239.0.0.0/8", "ff0e::/16"],
             &["239.66.66.0/24"],
         ))
         .unwrap();
-    assert_eq!(run(), "EPERM ok ok", "one group denied");
+    assert_eq!(run(), "EPERM ok ok EPERM EPERM EPERM", "one group denied");
 }
 
 /// Sockets whose sends the connect and send hooks never see (ICMP "ping" sockets, raw
