@@ -362,7 +362,12 @@ impl SummaryKey {
             .and_then(|a| a.parse::<SocketAddr>().ok())
             .filter(|a| a.port() != 0);
         let peer = match trusted_observed {
-            Some(a) => client_of(a.ip()),
+            // Through a cloud private endpoint the address is the consumer's own network's:
+            // the same address behind another endpoint is another client.
+            Some(a) => match inner.get("endpoint").and_then(|e| e.as_str()) {
+                Some(endpoint) => format!("{} via {endpoint}", client_of(a.ip())),
+                None => client_of(a.ip()),
+            },
             None => {
                 let addr = inner
                     .get("peer")
@@ -400,20 +405,22 @@ impl SummaryKey {
 
 /// The key of a `session.network` line that records a denial (`action` 1); `None` for an
 /// observed (allowed) connection or a line without its user. Counted under the session's
-/// user alone (peer empty): every address the line names is the session's choice (a kernel
-/// event's `src_addr` is the socket's own, which a process binds to any address of the
-/// host, or with `IP_FREEBIND` any at all), so none may open a window of its own. The
-/// destinations of the suppressed lines are kept in the summary ([`Suppressed::destinations`]).
+/// user alone (peer `user:NAME`, so that each user holds windows of its own and no user's
+/// flood folds another's into a shared window): every address the line names is the
+/// session's choice (a kernel event's `src_addr` is the socket's own, which a process binds
+/// to any address of the host), so none may open a window of its own. The destinations of
+/// the suppressed lines are kept in the summary ([`Suppressed::destinations`]).
 fn network_denial_key(ssh: &serde_json::Value) -> Option<SummaryKey> {
     if ssh.get("action")?.as_u64()? != 1 {
         return None;
     }
+    // The session's user: authenticated by its certificate, so vouched for.
+    let user = ssh.get("user")?.as_str()?;
     Some(SummaryKey {
-        peer: String::new(),
+        peer: format!("user:{user}"),
         kind: "session.network".to_owned(),
         reason: "denied".to_owned(),
-        // The session's user: authenticated by its certificate, so vouched for.
-        user: ssh.get("user")?.as_str()?.to_owned(),
+        user: user.to_owned(),
         key_id: String::new(),
     })
 }
@@ -614,7 +621,11 @@ impl Summariser {
             w.identities.note(folded);
             return Admit::Suppress;
         }
-        if self.windows.len() >= self.capacity || self.first == 0 {
+        // A session's denials are counted whatever the table holds (one window per user with
+        // denials in the minute: the users bound them), so that other refusals filling it
+        // cannot bring back a line per denied connection.
+        let per_user = key.kind == "session.network";
+        if self.first == 0 || (self.windows.len() >= self.capacity && !per_user) {
             // Full: write it (never drop a line we cannot count).
             return Admit::Write;
         }
@@ -1185,6 +1196,64 @@ mod tests {
         assert_eq!(summary["peer"], "192.0.2.1");
     }
 
+    /// Each user's session denials have a window of their own: 40 other users' denials do not
+    /// fold a victim's into a shared window, and a table full of other refusals does not
+    /// bring back a line per denial.
+    #[test]
+    fn each_users_session_denials_are_counted_apart_whatever_the_table_holds() {
+        let network = |user: &str| SummaryKey {
+            peer: format!("user:{user}"),
+            kind: "session.network".into(),
+            reason: "denied".into(),
+            user: user.into(),
+            key_id: String::new(),
+        };
+        let t = SystemTime::UNIX_EPOCH;
+        let mut s = Summariser::new(SUMMARY_WINDOW, SUMMARY_FIRST_LINES, 64);
+        // The table filled with other refusals from many clients.
+        for i in 0..64 {
+            let key = SummaryKey {
+                peer: format!("192.0.2.{i}"),
+                kind: "login_refused".into(),
+                reason: "bad_credentials".into(),
+                user: String::new(),
+                key_id: String::new(),
+            };
+            assert_eq!(s.admit(t, key), Admit::Write);
+        }
+        for i in 0..40 {
+            for _ in 0..100 {
+                let _ = s.admit_noting(t, network(&format!("u{i}")), Some("10.0.0.1:1".into()));
+            }
+        }
+        let written = (0..1000)
+            .filter(|_| s.admit(t, network("victim")) == Admit::Write)
+            .count();
+        assert_eq!(written, SUMMARY_NETWORK_FIRST_LINES as usize);
+        let ended = s.ended(t + SUMMARY_WINDOW, true);
+        let victim = ended.iter().find(|e| e.user == "victim").unwrap();
+        assert_eq!(victim.count, 1000 - u64::from(SUMMARY_NETWORK_FIRST_LINES));
+    }
+
+    /// Through a cloud private endpoint the address is the consumer's own: a client behind
+    /// another endpoint with the same address is counted apart.
+    #[test]
+    fn clients_behind_two_endpoints_with_one_address_are_counted_apart() {
+        let log = AuditLog::memory("c");
+        let t = SystemTime::UNIX_EPOCH;
+        let refused = |endpoint: &str| {
+            serde_json::json!({"event": "login_refused", "user": "bob",
+                "observed": "10.0.0.5:4000", "endpoint": endpoint, "reason": "bad_credentials"})
+        };
+        for _ in 0..20 {
+            log.record(t, &refused("vpce-a"), None).unwrap();
+        }
+        log.record(t, &refused("vpce-b"), None).unwrap();
+        let lines = log.memory_lines();
+        assert_eq!(lines.iter().filter(|l| l.contains("vpce-a")).count(), 5);
+        assert_eq!(lines.iter().filter(|l| l.contains("vpce-b")).count(), 1);
+    }
+
     /// A client that holds its share of windows (junk reasons) is counted without the
     /// identity from then on, but the window's summary names the identities it suppressed:
     /// a stolen certificate's refusals cannot be hidden behind the client's own.
@@ -1300,7 +1369,7 @@ mod tests {
             1000 - u64::from(SUMMARY_NETWORK_FIRST_LINES)
         );
         assert_eq!(summary["user"], "alice");
-        assert_eq!(summary["peer"], "");
+        assert_eq!(summary["peer"], "user:alice");
         // The first destinations suppressed are named, the rest counted.
         let named = summary["destinations"].as_array().unwrap();
         assert_eq!(named.len(), SUMMARY_IDENTITIES);
