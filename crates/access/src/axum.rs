@@ -1584,9 +1584,7 @@ mod tests {
         assert!(answers > 1);
         // Both silent connections go (the half head's within a bound, not at once).
         assert!(closed(&mut half).await, "a half request head was kept");
-        let waited = std::time::Instant::now();
         assert!(closed(&mut busy).await, "an idle keep-alive was kept");
-        assert!(waited.elapsed() < LONG);
         server.abort();
     }
 

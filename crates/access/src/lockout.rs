@@ -399,11 +399,19 @@ pub fn throttle_key(
     observed: &ippin_policy::ObservedAddr,
     tcp_peer: std::net::SocketAddr,
 ) -> IpAddr {
-    if !observed.is_trusted() {
-        return outside_endpoint_keys(tcp_peer.ip());
+    if observed.is_trusted() {
+        trusted_key(observed)
+    } else {
+        peer_only_key(tcp_peer.ip())
     }
+}
+
+/// [`throttle_key`] of a trusted observation (whose TCP peer is not read): the observed
+/// client, with its private endpoint if any. An untrusted observation counts under its
+/// (unchecked) address here: callers with the TCP peer use [`throttle_key`].
+pub fn trusted_key(observed: &ippin_policy::ObservedAddr) -> IpAddr {
     match observed.endpoint() {
-        None => outside_endpoint_keys(observed.ip()),
+        None => peer_only_key(observed.ip()),
         Some(endpoint) => {
             use std::hash::{Hash, Hasher};
             // Deterministic (fixed keys), so that every node of a fleet counts alike. The
@@ -420,17 +428,11 @@ pub fn throttle_key(
 /// The range of the endpoint keys of [`throttle_key`]: `0100::/8`.
 const ENDPOINT_KEYS: u128 = 0x01 << 120;
 
-/// The key of a client counted by its socket peer alone, before any header is read (a
-/// listener that counts connections at accept): `ip`, or `100::` for an address in the range
-/// of [`throttle_key`]'s endpoint keys (which no real network routes), so that no client
-/// counts under an endpoint's key in a table [`throttle_key`] also fills.
+/// The key of a client counted by its address alone (its socket peer, before any header is
+/// read; a trusted observation through no endpoint): `ip`, or `100::` for an address in the
+/// range of [`throttle_key`]'s endpoint keys (which no real network routes), so that no
+/// client counts under an endpoint's key in a table [`throttle_key`] also fills.
 pub fn peer_only_key(ip: IpAddr) -> IpAddr {
-    outside_endpoint_keys(ip)
-}
-
-/// `ip`, or `100::` for an address in the endpoint keys' range (which no real network
-/// routes), so that no client counts under an endpoint's key.
-fn outside_endpoint_keys(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) if u128::from(v6) >> 120 == ENDPOINT_KEYS >> 120 => {
             IpAddr::V6(Ipv6Addr::from(ENDPOINT_KEYS))

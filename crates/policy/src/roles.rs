@@ -426,17 +426,6 @@ fn check_keys(
                     .to_owned(),
             );
         }
-        // ippin's own options are named `pin_…` or `ippin_…` (Teleport has no other option
-        // so named): one this version does not know is a later version's field, which may
-        // narrow the role, so it is refused rather than ignored (fail closed across versions:
-        // during a rolling upgrade, nodes not yet upgraded refuse the role's users).
-        if path == "spec.options" && (key.starts_with("pin_") || key.starts_with("ippin_")) {
-            return refuse(
-                "an ippin option this version does not know (a later version's: this node \
-                 refuses the role rather than ignore it)"
-                    .to_owned(),
-            );
-        }
         if let Some(near) = known.iter().find(|k| is_slip(key, k)) {
             return refuse(format!(
                 "unknown key; did you mean `{near}`? (ippin reads `{}`; a misspelt key would \
@@ -447,6 +436,18 @@ fn check_keys(
                     format!("{path}.{near}")
                 }
             ));
+        }
+        // ippin's own options are named `pin_…` or `ippin_…` (Teleport has no other option so
+        // named): one this version does not know is a later version's field, which may
+        // narrow the role, so it is refused rather than ignored (fail closed across versions:
+        // during a rolling upgrade, nodes not yet upgraded refuse the role's users). After
+        // the slips, so that `pin_soruce_ip` is told its near key.
+        if path == "spec.options" && (key.starts_with("pin_") || key.starts_with("ippin_")) {
+            return refuse(
+                "an ippin option this version does not know (a later version's: this node \
+                 refuses the role rather than ignore it)"
+                    .to_owned(),
+            );
         }
         for (keys, level) in elsewhere {
             if let Some(k) = keys.iter().find(|k| *k == key || is_slip(key, k))

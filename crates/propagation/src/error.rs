@@ -35,12 +35,13 @@ pub enum Error {
         needed: usize,
     },
     /// The version byte is not [`VERSION`](crate::wire::VERSION).
-    #[error("signed block: version {found} (this server reads version {expected})")]
+    #[error(
+        "signed block: version {found} (this server reads version {})",
+        crate::WIRE_VERSION
+    )]
     Version {
         /// The version found.
         found: u8,
-        /// The version this code reads ([`VERSION`](crate::wire::VERSION)).
-        expected: u8,
     },
     /// A length is out of its bounds.
     #[error("signed block: field `{field}` has length {len}, allowed {min}..={max}")]

@@ -121,6 +121,10 @@ pub mod sign;
 pub mod verify;
 pub mod wire;
 
+/// The wire format's version ([`wire::VERSION`]), defined here so that the error type names it
+/// without importing the codec that returns it.
+const WIRE_VERSION: u8 = 4;
+
 pub use error::Error;
 pub use grants::{DEFAULT_GRANT_CACHE_CAPACITY, GrantCache, VerifiedGrant};
 pub use key::{PublicKey, SecretKey};

@@ -668,12 +668,27 @@ static __always_inline int reroutes(int level, int optname, int optlen)
 	return 0;
 }
 
-// SO_BROADCAST under a policy: a broadcast datagram reaches every host of a network, denied
-// ones included, and the kernel decides what is a broadcast address from its routes (a
-// subnet's broadcast address looks like any other to the hooks above).
-static __always_inline int broadcasts(int level, int optname)
+// Options refused under a policy (with none, every destination is allowed anyway):
+// - SO_BROADCAST: a broadcast datagram reaches every host of a network, denied ones
+//   included, and the kernel decides what is a broadcast address from its routes (a subnet's
+//   broadcast address looks like any other to the hooks above);
+// - the options that let a socket send from an address that is not the host's (IP_FREEBIND,
+//   IPV6_FREEBIND without privilege; IP_TRANSPARENT, IPV6_TRANSPARENT with it): the hooks
+//   decide destinations, and a datagram from a forged source to an allowed host makes that
+//   host answer the forged address, a denied one (an ICMP error quoting the datagram, a
+//   resolver's answer).
+#define IP_FREEBIND 15
+#define IP_TRANSPARENT 19
+#define IPV6_TRANSPARENT 75
+#define IPV6_FREEBIND 78
+
+static __always_inline int refused_under_policy(int level, int optname)
 {
-	if (level != SOL_SOCKET || optname != SO_BROADCAST)
+	int refused = (level == SOL_SOCKET && optname == SO_BROADCAST) ||
+		      (level == SOL_IP && (optname == IP_FREEBIND || optname == IP_TRANSPARENT)) ||
+		      (level == SOL_IPV6 &&
+		       (optname == IPV6_FREEBIND || optname == IPV6_TRANSPARENT));
+	if (!refused)
 		return 0;
 	struct config *cfg = config_now();
 	return !cfg || !no_policy(cfg);
@@ -748,33 +763,12 @@ static __always_inline int joins_denied_group(struct bpf_sockopt *ctx, int level
 	return !decide6(g6, 0, 0);
 }
 
-// Under a policy, the options that let a socket send from an address that is not the host's
-// (IP_FREEBIND, IPV6_FREEBIND without privilege; IP_TRANSPARENT, IPV6_TRANSPARENT with it):
-// the hooks decide destinations, and a datagram from a forged source to an allowed host makes
-// that host answer the forged address, a denied one (an ICMP error quoting the datagram, a
-// resolver's answer).
-#define IP_FREEBIND 15
-#define IP_TRANSPARENT 19
-#define IPV6_TRANSPARENT 75
-#define IPV6_FREEBIND 78
-
-static __always_inline int spoofs_source(int level, int optname)
-{
-	int spoof = (level == SOL_IP && (optname == IP_FREEBIND || optname == IP_TRANSPARENT)) ||
-		    (level == SOL_IPV6 &&
-		     (optname == IPV6_FREEBIND || optname == IPV6_TRANSPARENT));
-	if (!spoof)
-		return 0;
-	struct config *cfg = config_now();
-	return !cfg || !no_policy(cfg);
-}
-
 SEC("cgroup/setsockopt")
 int ippin_setsockopt(struct bpf_sockopt *ctx)
 {
 	int level = ctx->level, optname = ctx->optname;
-	if (!reroutes(level, optname, ctx->optlen) && !broadcasts(level, optname) &&
-	    !joins_denied_group(ctx, level, optname) && !spoofs_source(level, optname)) {
+	if (!reroutes(level, optname, ctx->optlen) && !refused_under_policy(level, optname) &&
+	    !joins_denied_group(ctx, level, optname)) {
 		// A value longer than a page is not copied for programs; 0 tells the kernel to
 		// use the caller's own buffer, as if no program ran (needed before Linux 6.5).
 		if (ctx->optlen > PAGE_SIZE)

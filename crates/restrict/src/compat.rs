@@ -151,7 +151,7 @@ mod tests {
     /// The jumps land where the comments say: on the kill for a foreign architecture and
     /// for x32; `EAFNOSUPPORT` for `socket(2)` of an unlisted family (whatever the high half
     /// of the argument, which the kernel does not read); `ENOSYS` for `io_uring_setup(2)`;
-    /// on the allow otherwise (an interpreter of the four opcodes used).
+    /// on the allow otherwise (an interpreter of the five opcodes used).
     #[test]
     fn the_filter_kills_foreign_and_x32_calls_and_refuses_other_families() {
         fn run_args(nr: u32, arch: u32, arg0: u32, arg1: u32) -> u32 {

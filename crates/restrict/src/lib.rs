@@ -46,7 +46,7 @@
 //!
 //! | item | what |
 //! |---|---|
-//! | [`Enforcer`] | loads the programs once (`new`), holds the policy maps: `set_policy` (live, every session), `protect` (endpoints refused whatever the policy), `set_observe`, `lost_events`, `summary`, `parent`, and makes sessions (`session`) |
+//! | [`Enforcer`] | loads the programs once (`new`), holds the policy maps: `set_policy` (live, every session), `protect` (endpoints refused whatever the policy), `set_observe`, `lost_events`, `summary`, `parent`, makes sessions (`session`) and ends them all when the server stops (`end_sessions`; none is made after) |
 //! | [`EnforcerConfig`] | the parent cgroup, whether allowed connections are reported too, the event queue's size |
 //! | [`Session`] | one session's cgroup with the programs attached: `confine` (a `Command`'s child placed before `exec`), `placement`/[`Placement`] (for other ways of forking), `add_process`, `processes`, `take_events`, `end` |
 //! | [`ChildSetup`], [`Login`], [`Credentials`], [`Pty`], [`resize`], [`terminal_path`] | starting a session's process: in the session cgroup, `setsid`, a pseudo-terminal as controlling terminal, as an OS login (groups, group, user), in that order before `exec` |
@@ -226,7 +226,8 @@
 //!   (`compat.rs`): the kernel runs `cgroup/setsockopt` programs for native calls only, so
 //!   a 32-bit process could otherwise set an IPv6 routing header unseen. The same filter
 //!   refuses `socket(2)` of a family the hooks do not see (all but Unix, IPv4, IPv6 and
-//!   netlink: `EAFNOSUPPORT`) and `io_uring_setup(2)` (`ENOSYS`).
+//!   netlink), `AF_INET` with `SOCK_PACKET` and `socketpair(2)` of any family but Unix
+//!   (`EAFNOSUPPORT`), and `io_uring_setup(2)` and `request_key(2)` (`ENOSYS`).
 //! * The programs are attached to a session cgroup with `bpf(BPF_PROG_ATTACH)`, a C call
 //!   with a pointer to a local (`attach.rs`): aya attaches with BPF links, which the kernel
 //!   detaches when this process exits, leaving the sessions' processes unrestricted; the

@@ -21,9 +21,10 @@ impl Placement {
     /// write to `cgroup.procs` against the credentials of whoever opened it. `0` means "the
     /// writing process" to the kernel.
     ///
-    /// Then it installs a seccomp filter that kills the process (and every process it
-    /// starts) at its first system call of another ABI (32-bit or x32): the kernel runs the
-    /// `cgroup/setsockopt` program for native calls only. As root no flag is needed; without
+    /// Then it installs a seccomp filter (for the process and every process it starts) that
+    /// kills it at its first system call of another ABI (32-bit or x32: the kernel runs the
+    /// `cgroup/setsockopt` program for native calls only), refuses sockets of the families
+    /// the hooks do not see and `io_uring_setup(2)` and `request_key(2)` (`compat.rs`). As root no flag is needed; without
     /// `CAP_SYS_ADMIN` the process's `no_new_privs` is set first, as the kernel requires.
     /// On an architecture other than x86-64 and AArch64 this fails (`Unsupported`): the
     /// session cannot be held.

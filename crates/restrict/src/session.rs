@@ -88,20 +88,11 @@ impl Enforcer {
     /// next server on the parent ends them. Returns how many were ended and how many could
     /// not be (processes stuck in the kernel).
     pub fn end_sessions(&self) -> (usize, usize) {
+        // Set before the parent is listed: a session made meanwhile either exists by then (and
+        // is listed) or sees the flag after making its cgroup and removes it itself.
         self.stopping.store(true, Ordering::SeqCst);
-        let (mut ended, mut stuck) = (0, 0);
-        // Again until a pass finds none: a session being made as the flag was set (past
-        // its check, before its cgroup existed) is found by the next pass.
-        for _ in 0..8 {
-            let (removed, failed) = cgroup::reap_owned(&self.parent, &self.owner, TEARDOWN);
-            let found = removed.len() + failed.len();
-            ended += removed.len();
-            stuck = failed.len();
-            if found == stuck {
-                break;
-            }
-        }
-        (ended, stuck)
+        let (removed, failed) = cgroup::reap_owned(&self.parent, &self.owner, TEARDOWN);
+        (removed.len(), failed.len())
     }
 
     /// One line on what is in force, for a server to log at start:

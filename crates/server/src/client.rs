@@ -510,31 +510,80 @@ pub(crate) fn check_own_folder(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads the file `name` of the identity folder `dir` (what `ippin login` wrote), refusing
-/// one that is not this user's alone: a folder others control ([`check_own_folder`]), a
-/// symbolic link, a file another user owns or group or others may write, and (`private`, a
-/// key) one they may read. Whoever could plant the key and certificate would have this
-/// user act under their identity (`ippin ctl`'s changes made, and audited, as theirs).
-pub(crate) fn read_identity_file(dir: &Path, name: &str, private: bool) -> Result<String, String> {
+/// Whether `meta` (of `file`, in the identity folder `dir`) is a file of this user's that no
+/// one else may write (`private`: nor read); the refusal names it.
+#[cfg(unix)]
+fn identity_file_is_own(
+    meta: &std::fs::Metadata,
+    file: &Path,
+    dir: &Path,
+    private: bool,
+) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
+    let open = if private { 0o077 } else { 0o022 };
+    if !meta.is_file() || owner != nix::unistd::geteuid().as_raw() || mode & open != 0 {
+        return Err(format!(
+            "{}: not a file of this user's that no one else may {} (owner uid {owner}, \
+             mode {mode:04o}); run `ippin login --out {}` again",
+            file.display(),
+            if private { "read or write" } else { "write" },
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the file `name` of the identity folder `dir` (what `ippin login` wrote) for a
+/// program that reads it itself (OpenSSH): the folder this user's alone
+/// ([`check_own_folder`]), the file not a link, this user's, and no one else may write it.
+pub(crate) fn check_identity_file(dir: &Path, name: &str) -> Result<std::path::PathBuf, String> {
     check_own_folder(dir)?;
     let f = dir.join(name);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::symlink_metadata(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
-        let open = if private { 0o077 } else { 0o022 };
-        if !meta.is_file() || owner != nix::unistd::geteuid().as_raw() || mode & open != 0 {
-            return Err(format!(
-                "{}: not a file of this user's that no one else may {} (owner uid {owner}, \
-                 mode {mode:04o}); run `ippin login --out {}` again",
-                f.display(),
-                if private { "read or write" } else { "write" },
-                dir.display()
-            ));
-        }
+        identity_file_is_own(&meta, &f, dir, false)?;
     }
-    crate::config::read_bounded(&f, crate::config::MAX_CONFIG_BYTES).map_err(|e| e.to_string())
+    Ok(f)
+}
+
+/// Reads the file `name` of the identity folder `dir`, refusing one that is not this user's
+/// alone: a folder others control ([`check_own_folder`]), a symbolic link (not followed), a
+/// file another user owns or group or others may write, and (`private`, a key) one they may
+/// read; checked on the descriptor read. Whoever could plant the key and certificate would
+/// have this user act under their identity (`ippin ctl`'s changes made, and audited, as
+/// theirs).
+pub(crate) fn read_identity_file(dir: &Path, name: &str, private: bool) -> Result<String, String> {
+    use std::io::Read;
+    check_own_folder(dir)?;
+    let f = dir.join(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK);
+    }
+    let file = options
+        .open(&f)
+        .map_err(|e| format!("{}: {e}", f.display()))?;
+    #[cfg(unix)]
+    {
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+        identity_file_is_own(&meta, &f, dir, private)?;
+    }
+    let limit = crate::config::MAX_CONFIG_BYTES;
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", f.display()))?;
+    if text.len() as u64 > limit {
+        return Err(format!("{}: larger than {limit} bytes", f.display()));
+    }
+    Ok(text)
 }
 
 /// How long [`save`] waits for another login writing into the same folder.

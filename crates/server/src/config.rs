@@ -738,6 +738,11 @@ pub const MAX_ROLE_FILES: usize = 64;
 
 /// Reads a text file of bounded size.
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
+    read_bounded_mode(path, limit).map(|(text, _)| text)
+}
+
+/// [`read_bounded`], with the mode of the file read (from its descriptor).
+fn read_bounded_mode(path: &Path, limit: u64) -> Result<(String, u32), ConfigError> {
     use std::io::Read;
     let io = |source| ConfigError::Io {
         file: path.to_path_buf(),
@@ -755,6 +760,15 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigErro
             message: e.to_string(),
         });
     }
+    let mode = {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.metadata().map_err(io)?.permissions().mode() & 0o7777
+        }
+        #[cfg(not(unix))]
+        0o600
+    };
     let mut text = String::new();
     file.take(limit + 1).read_to_string(&mut text).map_err(io)?;
     if text.len() as u64 > limit {
@@ -765,48 +779,36 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigErro
             message: format!("larger than {limit} bytes"),
         });
     }
-    Ok(text)
+    Ok((text, mode))
 }
 
 impl Config {
     /// Reads and validates the configuration at `path`, including that every
     /// user's roles exist in the role files.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = read_bounded(path, MAX_CONFIG_BYTES)?;
+        let (text, mode) = read_bounded_mode(path, MAX_CONFIG_BYTES)?;
         let config = Config::parse(path, &text)?;
         config.check_roles(&text)?;
-        config.check_hashes_private(path)?;
+        config.check_hashes_private(path, mode)?;
         Ok(config)
     }
 
-    /// Refuses a configuration holding password hashes that group or others may read: a
-    /// hash is a secret (it can be guessed against offline), kept 0600 like the keys.
-    fn check_hashes_private(&self, path: &Path) -> Result<(), ConfigError> {
-        #[cfg(unix)]
-        if !self.users.is_empty() {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|source| ConfigError::Io {
-                    file: path.to_path_buf(),
-                    action: "read",
-                    source,
-                })?
-                .permissions()
-                .mode()
-                & 0o7777;
-            if mode & 0o077 != 0 {
-                return Err(ConfigError::Invalid {
-                    file: path.to_path_buf(),
-                    line: self.file_fields.get("users").copied().unwrap_or(0),
-                    field: "users".into(),
-                    message: format!(
-                        "the file holds password hashes and group or others may read it \
-                         (mode {mode:04o}); make it 0600 (chmod 600)"
-                    ),
-                });
-            }
+    /// Refuses a configuration holding password hashes that group or others may read (`mode`,
+    /// of the file read): a hash is a secret (it can be guessed against offline), kept 0600
+    /// like the keys.
+    fn check_hashes_private(&self, path: &Path, mode: u32) -> Result<(), ConfigError> {
+        if self.users.is_empty() || mode & 0o077 == 0 {
+            return Ok(());
         }
-        Ok(())
+        Err(ConfigError::Invalid {
+            file: path.to_path_buf(),
+            line: 0,
+            field: "users".into(),
+            message: format!(
+                "the file holds password hashes and group or others may read it \
+                 (mode {mode:04o}); make it 0600 (chmod 600)"
+            ),
+        })
     }
 
     /// Parses configuration `text` as if read from `path`, without reading

@@ -135,7 +135,7 @@ pub fn key_after_proxy(
     } else if named_proxy(lcfg, peer) {
         None
     } else {
-        Some(peer.ip())
+        Some(ippin_access::lockout::peer_only_key(peer.ip()))
     }
 }
 

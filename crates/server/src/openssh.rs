@@ -374,20 +374,8 @@ fn identity_key(dir: &Path) -> Result<PathBuf, String> {
     }
     // The key and certificate must be this user's, in a folder of this user's alone:
     // OpenSSH takes a key file another user owns (and a certificate from anyone).
-    crate::client::check_own_folder(&dir)?;
-    #[cfg(unix)]
-    for f in [key.clone(), dir.join("ippin_ed25519-cert.pub")] {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let (mode, owner) = (meta.mode() & 0o7777, meta.uid());
-        if !meta.is_file() || owner != nix::unistd::geteuid().as_raw() || mode & 0o022 != 0 {
-            return Err(format!(
-                "{}: not a file of this user's that no one else may write (owner uid {owner}, \
-                 mode {mode:04o}); run `ippin login --out {}` again",
-                f.display(),
-                dir.display()
-            ));
-        }
+    for name in ["ippin_ed25519", "ippin_ed25519-cert.pub"] {
+        crate::client::check_identity_file(&dir, name)?;
     }
     Ok(key)
 }

@@ -11,12 +11,16 @@
 //!   maps [`MAX_FIELDS`]; a line longer than [`MAX_LINE_BYTES`] even so keeps only its event
 //!   name;
 //! - repeated refusals from one client are summarised ([`Summariser`]): per (client IP, or
-//!   IPv6 /64; event; reason; the identity, only when a CA vouched for it), the first [`SUMMARY_FIRST_LINES`] lines of a
+//!   IPv6 /64, with the private endpoint it came through; event; reason; the identity, only
+//!   when a CA vouched for it), the first [`SUMMARY_FIRST_LINES`] lines of a
 //!   [`SUMMARY_WINDOW`] are written, the rest counted, and the count written as one
 //!   `audit.suppressed` line ([`Suppressed`]) when the window ends (at the next event, or on
 //!   [`AuditLog::flush_summaries`]). Grants of access are never summarised, and when the
 //!   summariser's table is full, lines are written, never dropped; one client holds at most
-//!   [`SUMMARY_WINDOWS_PER_CLIENT`] windows, so a single client cannot fill it. The refusals
+//!   [`SUMMARY_WINDOWS_PER_CLIENT`] windows, so a single client cannot fill it. A session's
+//!   denied connections (`session.network`) are counted per user instead (every address they
+//!   name is the session's choice): [`SUMMARY_NETWORK_FIRST_LINES`] a window, whatever the
+//!   table holds. The refusals
 //!   it recognises are ippin's events (see [`SummaryKey`]). A name the client chose (a login's
 //!   user name, an SSH user name, an unverified key id) is never part of the key: varying it
 //!   would otherwise open a window per attempt;
@@ -53,7 +57,9 @@ use serde::Serialize;
 #[serde(tag = "event", rename = "audit.suppressed")]
 #[non_exhaustive]
 pub struct Suppressed {
-    /// The client's IP (the trusted observed address's, or the TCP peer's).
+    /// The client: its IP (the trusted observed address's, or the TCP peer's; a native IPv6
+    /// client's /64), `IP via ENDPOINT` through a cloud private endpoint, or `user:NAME` for a
+    /// session's denied connections.
     pub peer: String,
     /// The event that was suppressed (`login_refused`, `ssh.auth.denied`, …).
     pub kind: String,
@@ -266,7 +272,7 @@ fn line_parts<E: Serialize + ?Sized>(
     let key = SummaryKey::of(&value);
     let destination = key
         .as_ref()
-        .filter(|k| k.kind == "session.network")
+        .filter(|k| k.is_session_denial())
         .and_then(|_| destination_of(&value));
     let cluster = cap_field(cluster);
     let name = match &mut value {
@@ -313,7 +319,7 @@ pub const SUMMARY_CAPACITY: usize = 4096;
 /// certificate still leaves one line for every other one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SummaryKey {
-    /// The peer's IP.
+    /// The client, as [`Suppressed::peer`] names it.
     pub peer: String,
     /// The event name.
     pub kind: String,
@@ -332,10 +338,10 @@ impl SummaryKey {
     /// The key of a refusal line (already capped), `None` for anything else: grants of
     /// access, sessions and relays are never summarised. A session's denied connection
     /// (`session.network` with `action` 1, `T4002I`) is a refusal too, counted under its
-    /// client, its user and `denied`: a session (or a client opening `direct-tcpip`
-    /// channels) that dials denied destinations in a loop writes five lines a minute and a
-    /// count, not a line per attempt until the log's disk is full and every grant fails
-    /// closed. An allowed one (`action` 0, observed) is a grant, always written.
+    /// user alone and `denied`: a session (or a client opening `direct-tcpip` channels)
+    /// that dials denied destinations in a loop writes [`SUMMARY_NETWORK_FIRST_LINES`] lines
+    /// a minute and a count, not a line per attempt until the log's disk is full and every
+    /// grant fails closed. An allowed one (`action` 0, observed) is a grant, always written.
     pub fn of(line: &serde_json::Value) -> Option<SummaryKey> {
         let event = line.get("event")?.as_str()?;
         let (inner, kind) = match event {
@@ -346,7 +352,7 @@ impl SummaryKey {
                 let kind = ssh.get("event")?.as_str()?;
                 match kind {
                     "ssh.auth.denied" | "ssh.proxy_refused" | "ssh.shed" => (ssh, kind),
-                    "session.network" => return network_denial_key(ssh),
+                    NETWORK_EVENT => return network_denial_key(ssh),
                     _ => return None,
                 }
             }
@@ -403,6 +409,17 @@ impl SummaryKey {
     }
 }
 
+/// The event of a session's connections (`T4002I`).
+const NETWORK_EVENT: &str = "session.network";
+
+impl SummaryKey {
+    /// Whether this is a session's denied connection, counted per user (more lines a window,
+    /// whatever the table holds: see [`SUMMARY_NETWORK_FIRST_LINES`]).
+    fn is_session_denial(&self) -> bool {
+        self.kind == NETWORK_EVENT
+    }
+}
+
 /// The key of a `session.network` line that records a denial (`action` 1); `None` for an
 /// observed (allowed) connection or a line without its user. Counted under the session's
 /// user alone (peer `user:NAME`, so that each user holds windows of its own and no user's
@@ -418,7 +435,7 @@ fn network_denial_key(ssh: &serde_json::Value) -> Option<SummaryKey> {
     let user = ssh.get("user")?.as_str()?;
     Some(SummaryKey {
         peer: format!("user:{user}"),
-        kind: "session.network".to_owned(),
+        kind: NETWORK_EVENT.to_owned(),
         reason: "denied".to_owned(),
         user: user.to_owned(),
         key_id: String::new(),
@@ -498,7 +515,8 @@ pub enum Admit {
 }
 
 /// Counts refusals per [`SummaryKey`] and window; pure (time is a parameter), bounded (at
-/// most `capacity` windows; when full, new keys are written, never dropped).
+/// most `capacity` windows; when full, new keys are written, never dropped; a session's
+/// denials, one window per user, are counted beyond it: the users bound them).
 #[derive(Debug)]
 pub struct Summariser {
     window: Duration,
@@ -607,7 +625,7 @@ impl Summariser {
             (key, None)
         };
         if let Some(w) = self.windows.get_mut(&key) {
-            let first = if key.kind == "session.network" && self.first > 0 {
+            let first = if key.is_session_denial() && self.first > 0 {
                 self.first.max(SUMMARY_NETWORK_FIRST_LINES)
             } else {
                 self.first
@@ -624,7 +642,7 @@ impl Summariser {
         // A session's denials are counted whatever the table holds (one window per user with
         // denials in the minute: the users bound them), so that other refusals filling it
         // cannot bring back a line per denied connection.
-        let per_user = key.kind == "session.network";
+        let per_user = key.is_session_denial();
         if self.first == 0 || (self.windows.len() >= self.capacity && !per_user) {
             // Full: write it (never drop a line we cannot count).
             return Admit::Write;

@@ -361,10 +361,7 @@ impl SshService {
         // address when trusted, else the TCP peer. Left once authenticated.
         let client = match peer {
             Some(p) => ippin_access::lockout::throttle_key(&observed, p),
-            // Endpoint-aware as above (the TCP peer is not read for a trusted observation).
-            None if observed.is_trusted() => {
-                ippin_access::lockout::throttle_key(&observed, (observed.ip(), 0).into())
-            }
+            None if observed.is_trusted() => ippin_access::lockout::trusted_key(&observed),
             // No TCP peer known (a caller outside the server's accept loops) and an
             // unchecked claim: all such connections share one place count.
             None => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),

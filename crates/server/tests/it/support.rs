@@ -86,7 +86,6 @@ pub(crate) fn run(mut cmd: Command, stdin: &[u8], timeout: Duration) -> Ran {
     }
 }
 
-/// Runs the `ippin` binary.
 /// Writes a configuration the owner's alone (0600): one with password hashes that others
 /// may read is refused.
 pub(crate) fn write_config(path: &Path, text: impl AsRef<[u8]>) {
@@ -95,6 +94,7 @@ pub(crate) fn write_config(path: &Path, text: impl AsRef<[u8]>) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
 
+/// Runs the `ippin` binary.
 pub(crate) fn ippin(args: &[&str], stdin: &[u8]) -> Ran {
     let mut cmd = Command::new(IPPIN);
     cmd.args(args);
