@@ -964,6 +964,15 @@ fn open_log(path: &Path) -> Result<File, AuditError> {
 mod tests {
     use super::*;
 
+    /// The first `audit.suppressed` line of `lines` that `pick` takes, parsed.
+    fn summary_line(lines: &[String], pick: impl Fn(&String) -> bool) -> serde_json::Value {
+        let line = lines
+            .iter()
+            .find(|l| l.contains("audit.suppressed") && pick(l))
+            .expect("a summary line");
+        serde_json::from_str(line).unwrap()
+    }
+
     fn refusal(user: &str, peer: &str) -> serde_json::Value {
         serde_json::json!({"event": "access_denied", "user": user, "observed": peer,
             "reason": "pinned_ip_mismatch"})
@@ -1202,13 +1211,7 @@ mod tests {
             .count();
         assert_eq!(written, SUMMARY_FIRST_LINES as usize);
         assert!(lines.iter().any(|l| l.contains("\"user\":\"carol\"")));
-        let summary: serde_json::Value = serde_json::from_str(
-            lines
-                .iter()
-                .find(|l| l.contains("audit.suppressed"))
-                .unwrap(),
-        )
-        .unwrap();
+        let summary = summary_line(&lines, |_| true);
         assert_eq!(summary["count"], 20 - u64::from(SUMMARY_FIRST_LINES));
         assert_eq!(summary["user"], "alice");
         assert_eq!(summary["peer"], "192.0.2.1");
@@ -1309,13 +1312,7 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("\"event\":\"access_denied\"") && l.contains("alice"))
         );
-        let summary: serde_json::Value = serde_json::from_str(
-            lines
-                .iter()
-                .find(|l| l.contains("audit.suppressed") && l.contains("pinned_ip_mismatch"))
-                .unwrap(),
-        )
-        .unwrap();
+        let summary = summary_line(&lines, |l| l.contains("pinned_ip_mismatch"));
         assert_eq!(summary["user"], "");
         assert_eq!(summary["count"], 23);
         let named: Vec<&str> = summary["identities"]
@@ -1375,13 +1372,7 @@ mod tests {
         );
         assert_eq!(count(&["\"action\":1", "\"user\":\"bob\""]), 1);
         assert_eq!(count(&["\"action\":0"]), 20);
-        let summary: serde_json::Value = serde_json::from_str(
-            lines
-                .iter()
-                .find(|l| l.contains("audit.suppressed"))
-                .unwrap(),
-        )
-        .unwrap();
+        let summary = summary_line(&lines, |_| true);
         assert_eq!(
             summary["count"],
             1000 - u64::from(SUMMARY_NETWORK_FIRST_LINES)
