@@ -170,6 +170,50 @@ mod tests {
         ObservedAddr::new(addr.parse().unwrap(), provenance, trusted)
     }
 
+    proptest::proptest! {
+        /// Whatever the observation and the peer: an address a header claims counts only when
+        /// the header was believed (trusted, from a PROXY or signed stage); otherwise the
+        /// connection counts under its TCP peer, or not at all for a named trusted proxy's
+        /// own connection; never under an untrusted claim.
+        #[test]
+        fn a_claim_that_was_not_believed_is_never_the_key(
+            claimed in proptest::sample::select(vec!["198.51.100.7:4000", "[2001:db8::7]:4000"]),
+            peer in proptest::sample::select(vec!["127.0.0.3:5000", "127.0.0.9:5000"]),
+            provenance in proptest::sample::select(vec![
+                Provenance::Direct,
+                Provenance::ProxyV1,
+                Provenance::ProxyV2,
+                Provenance::SignedPropagation,
+                Provenance::ForwardedHeader,
+                Provenance::ProxyLocal,
+            ]),
+            trusted in proptest::bool::ANY,
+            named in proptest::bool::ANY,
+        ) {
+            let lcfg = listener(ProxyModeSetting::On, named.then_some("127.0.0.3/32"));
+            let peer: SocketAddr = peer.parse().unwrap();
+            let observed = seen(claimed, provenance, trusted);
+            let at_accept = key_at_accept(&lcfg, peer);
+            let after = key_after_proxy(&lcfg, &observed, peer);
+            let believed = trusted
+                && matches!(
+                    provenance,
+                    Provenance::ProxyV1 | Provenance::ProxyV2 | Provenance::SignedPropagation
+                );
+            proptest::prop_assert!(at_accept.is_none() || at_accept == Some(peer.ip()));
+            match after {
+                Some(key) if key == observed.ip() && key != peer.ip() => {
+                    proptest::prop_assert!(believed, "an unbelieved claim counted: {observed:?}");
+                }
+                Some(key) => proptest::prop_assert_eq!(key, peer.ip()),
+                None => proptest::prop_assert!(
+                    named && !believed,
+                    "not counted: {observed:?} from {peer}"
+                ),
+            }
+        }
+    }
+
     #[test]
     fn which_address_a_connection_counts_under() {
         let peer: SocketAddr = "127.0.0.3:5000".parse().unwrap();

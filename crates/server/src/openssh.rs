@@ -564,6 +564,32 @@ async fn run_blocking(program: &Path, argv: &[OsString]) -> Result<SshRun, Strin
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// Any arguments, ippin's own options among them in several forms (`-o` joined or
+        /// apart, `=` or space), options after the destination, arbitrary text: no panic,
+        /// and the same answer each time.
+        #[test]
+        fn any_arguments_are_read_without_panic(
+            args in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "-o", "-oControlMaster=yes", "-OControlPath=x", "IdentityFile=/tmp/k",
+                        "-i", "-b", "127.0.0.2", "-l", "alice", "host", "--", "-v", "-p",
+                        "22", "-oPubkeyAuthentication no", "-F", "/dev/null", "-S",
+                    ]).prop_map(String::from),
+                    "\\PC{0,12}",
+                ],
+                0..12,
+            ),
+        ) {
+            let argv: Vec<std::ffi::OsString> = args.iter().map(std::ffi::OsString::from).collect();
+            let first = super::read_ssh_argv(&argv).is_ok();
+            proptest::prop_assert_eq!(super::read_ssh_argv(&argv).is_ok(), first);
+        }
+    }
+
     /// The relogin is offered only for OpenSSH's own failure (255) with a refusal a login
     /// fixes, before authentication, without `--no-relogin`; every other combination runs
     /// nothing more.

@@ -715,3 +715,97 @@ fn the_builder_refuses_a_second_endpoint_tlv_of_a_vendor() {
         ]
     );
 }
+
+mod props {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use ippin_proxy_protocol::{Command, ListenerPolicy, Provenance, ProxyMode, Step};
+    use proptest::prelude::*;
+
+    fn mode() -> impl Strategy<Value = ProxyMode> {
+        prop_oneof![
+            Just(ProxyMode::On),
+            Just(ProxyMode::Off),
+            Just(ProxyMode::Unspecified)
+        ]
+    }
+
+    /// A v1 header for `src` (sometimes cut or followed by a second one), or arbitrary bytes.
+    fn input() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>(), 0usize..60, any::<bool>()).prop_map(
+                |(a, port, cut, twice)| {
+                    let h = format!(
+                        "PROXY TCP4 {} 203.0.113.10 {port} 443\r\n",
+                        Ipv4Addr::from(a)
+                    );
+                    let mut v = h.clone().into_bytes();
+                    if twice {
+                        v.extend_from_slice(h.as_bytes());
+                    }
+                    v.extend_from_slice(b"SSH-2.0-x\r\n");
+                    v.truncate(v.len().saturating_sub(cut % 8));
+                    v
+                }
+            ),
+            proptest::collection::vec(any::<u8>(), 0..120),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the bytes, the mode and the peer: a trusted observation comes only from a
+        /// listener with `on`, a peer among its trusted proxies and one PROXY header, whose
+        /// source it is; or, without a header, from the peer itself (`off`, `unspecified`). An
+        /// `unspecified` listener never believes a header, an `off` one never takes one, an
+        /// `on` one never serves a connection without one.
+        #[test]
+        fn only_a_trusted_proxys_one_header_is_believed(
+            mode in mode(),
+            peer in proptest::sample::select(vec!["10.0.0.5:40000", "192.0.2.9:5000"]),
+            buf in input(),
+            eof in any::<bool>(),
+        ) {
+            let mut policy = ListenerPolicy::new(mode);
+            policy.trusted_proxies = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+            let peer: SocketAddr = peer.parse().unwrap();
+            let peer_trusted = matches!(peer.ip(), IpAddr::V4(v) if v.octets()[0] == 10);
+            match policy.step(peer, &buf, eof) {
+                Step::Accept { observed, header, consumed } => {
+                    prop_assert!(consumed <= buf.len());
+                    match (&header, mode) {
+                        (Some(_), ProxyMode::Off) => prop_assert!(false, "a header on an off listener"),
+                        (None, ProxyMode::On) => prop_assert!(false, "no header on an on listener"),
+                        _ => {}
+                    }
+                    if mode == ProxyMode::Unspecified && header.is_some() {
+                        prop_assert!(!observed.trusted, "a header believed on an unspecified listener");
+                    }
+                    if observed.trusted {
+                        match &header {
+                            Some(h) => {
+                                prop_assert!(mode == ProxyMode::On && peer_trusted);
+                                prop_assert_eq!(h.command(), Command::Proxy);
+                                prop_assert_eq!(Some(observed.addr), h.source());
+                                prop_assert_eq!(observed.provenance, Provenance::ProxyV1);
+                            }
+                            None => {
+                                prop_assert!(mode != ProxyMode::On);
+                                prop_assert_eq!(observed.addr, peer);
+                                prop_assert_eq!(observed.provenance, Provenance::Direct);
+                            }
+                        }
+                    } else {
+                        prop_assert_eq!(observed.addr.port(), 0);
+                    }
+                    // One header per connection: what follows is not another.
+                    let rest = &buf[consumed..];
+                    if header.is_some() {
+                        prop_assert!(!rest.starts_with(b"PROXY "), "{:?}", String::from_utf8_lossy(rest));
+                    }
+                }
+                Step::NeedMore => prop_assert!(!eof),
+                _ => {}
+            }
+        }
+    }
+}
